@@ -1,0 +1,428 @@
+"""The Python API: a catalog of works you can add to and screen uploads against.
+
+>>> from audiodup import Catalog
+>>> with Catalog.open("my-catalog") as catalog:          # doctest: +SKIP
+...     catalog.add_paths(["originals/"])
+...     verdict = catalog.screen("upload.mp3")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from .audio import Audio, load_audio
+from .errors import AudiodupError, CatalogError
+from .fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from .match import (
+    ChromaEvidence,
+    HashEvidence,
+    align_chroma,
+    candidate_works,
+    chroma_candidates,
+    lookup_hashes,
+    verify_hashes,
+)
+from .results import AddResult, CatalogStats, Match, Section, Verdict, WorkInfo
+from .settings import DEFAULT_SETTINGS, Settings
+from .store import CatalogStore, LoadedIndexes, NewWork
+from .verdict import (
+    background_mean,
+    chroma_false_match_probability,
+    decide,
+    hash_false_match_probability,
+    score_from_probability,
+)
+
+DEFAULT_CATALOG = "audiodup-catalog"
+AUDIO_SUFFIXES = {
+    ".wav",
+    ".wave",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".aif",
+    ".aiff",
+    ".au",
+    ".w64",
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".wma",
+    ".webm",
+    ".mka",
+    ".mkv",
+    ".caf",
+}
+
+
+def default_catalog_path() -> Path:
+    return Path(os.environ.get("AUDIODUP_DB", DEFAULT_CATALOG))
+
+
+def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
+    """Files to add: explicit files as given, folders walked for audio files (no symlink
+    following). Yields ``(path, error)``; ``error`` names what cannot be read."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path, followlinks=False, onerror=None):
+                dirs.sort()
+                for name in sorted(files):
+                    child = Path(root) / name
+                    if child.suffix.lower() not in AUDIO_SUFFIXES:
+                        continue
+                    if child.is_symlink() and not child.exists():
+                        yield child, "broken symbolic link"
+                    elif not child.is_file():
+                        yield child, "not a regular file"
+                    else:
+                        yield child, None
+        elif path.exists() and not path.is_file():
+            yield path, "not a regular file"
+        else:
+            yield path, None
+
+
+def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
+    """Decode and fingerprint one file for the catalog (runs in worker processes)."""
+    path = Path(path)
+    audio = load_audio(path, settings)
+    stat = path.stat()
+    return NewWork(
+        path=str(path),
+        sha256=audio.sha256,
+        duration_s=audio.duration_s,
+        fingerprint=fingerprint_audio(audio, settings),
+        title=audio.title,
+        artist=audio.artist,
+        file_size=stat.st_size,
+        file_mtime=stat.st_mtime,
+    )
+
+
+def _fingerprint_job(args) -> NewWork | str:
+    path, settings = args
+    try:
+        return fingerprint_file(path, settings)
+    except AudiodupError as exc:
+        return str(exc)
+    except MemoryError:
+        return "out of memory while decoding"
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
+        return f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+class Catalog:
+    """A catalog of reference works (see :mod:`audiodup.store` for the on-disk layout)."""
+
+    def __init__(self, store: CatalogStore, settings: Settings):
+        self.store = store
+        self.settings = settings
+        self._indexes: LoadedIndexes | None = None
+        self._indexes_key = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path | None = None,
+        create: bool = True,
+        settings: Settings = DEFAULT_SETTINGS,
+    ) -> Catalog:
+        root = Path(path) if path is not None else default_catalog_path()
+        return cls(CatalogStore(root, settings, create=create), settings)
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- adding --------------------------------------------------------------------------------
+    def add_paths(
+        self,
+        paths: Iterable[str | Path],
+        workers: int = 1,
+        metadata: dict[str, dict] | None = None,
+        on_result: Callable[[AddResult], None] | None = None,
+        batch_size: int = 32,
+        batch_seconds: float = 30.0,
+    ) -> list[AddResult]:
+        """Fingerprint files (folders recursively) and add them; identical audio is skipped.
+
+        Work is committed in batches, so an interrupted run keeps what it finished; re-running
+        it skips files already in the catalog.
+        """
+        metadata = metadata or {}
+        results: list[AddResult] = []
+        pending: list[tuple[NewWork, str]] = []
+        last_commit = time.monotonic()
+
+        def emit(result: AddResult) -> None:
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+
+        def flush() -> None:
+            nonlocal pending, last_commit
+            if pending:
+                outcome = self.store.commit_batch([item for item, _ in pending])
+                for (item, shown), (work_id, added) in zip(pending, outcome, strict=True):
+                    emit(
+                        AddResult(
+                            shown,
+                            "added" if added else "present",
+                            work_id,
+                            duration_s=item.duration_s,
+                        )
+                    )
+            pending, last_commit = [], time.monotonic()
+
+        todo: list[Path] = []
+        for path, error in expand_paths(paths):
+            if error is not None:
+                emit(AddResult(str(path), "failed", error=error))
+                continue
+            known = self._unchanged(path)
+            if known is not None:
+                emit(AddResult(str(path), "present", known))
+            else:
+                todo.append(path)
+
+        jobs = ((p, self.settings) for p in todo)
+        if workers > 1 and len(todo) > 1:
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+            outputs = pool.map(_fingerprint_job, jobs, chunksize=1)
+        else:
+            pool, outputs = None, map(_fingerprint_job, jobs)
+        try:
+            for path, output in zip(todo, outputs, strict=True):
+                if isinstance(output, str):
+                    emit(AddResult(str(path), "failed", error=output))
+                    continue
+                extra = metadata.get(str(path)) or metadata.get(path.name) or {}
+                if extra:
+                    output = _with_metadata(output, extra)
+                pending.append((output, str(path)))
+                if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
+                    flush()
+            flush()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        return results
+
+    def _unchanged(self, path: Path) -> int | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return self.store.find_unchanged_file(str(path), stat.st_size, stat.st_mtime)
+
+    # -- screening -----------------------------------------------------------------------------
+    def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
+        """Screen one upload. Decoding problems come back as ``Verdict.error``, never raised."""
+        start = time.perf_counter()
+        try:
+            audio = load_audio(path, self.settings)
+        except AudiodupError as exc:
+            return Verdict(path=str(path), verdict=None, error=str(exc))
+        return self.screen_audio(audio, name=str(path), top_k=top_k, started=start)
+
+    def screen_audio(
+        self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None
+    ) -> Verdict:
+        started = time.perf_counter() if started is None else started
+        fingerprint = fingerprint_audio(audio, self.settings, query=True)
+        fingerprint_s = time.perf_counter() - started
+        search_start = time.perf_counter()
+        matches = self.match_fingerprint(fingerprint)[:top_k]
+        label = decide(
+            [(m.relation, m.false_match_probability, m.coverage_s) for m in matches], self.settings
+        )
+        return Verdict(
+            path=name,
+            verdict=label,
+            matches=tuple(matches),
+            duration_s=audio.duration_s,
+            fingerprint_s=fingerprint_s,
+            search_s=time.perf_counter() - search_start,
+        )
+
+    def match_fingerprint(self, query: Fingerprint) -> list[Match]:
+        """Every work that explains part of the query, most certain first."""
+        settings = self.settings
+        indexes = self.indexes()
+        n_works = max(int(indexes.live.sum()), 1)
+        hashes = fingerprint_hashes(query, settings, query=True)
+        votes = lookup_hashes(hashes, indexes)
+        evidence = [
+            e
+            for work_id, _ in candidate_works(votes, settings.candidate_works)
+            if (
+                e := verify_hashes(
+                    votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
+                )
+            )
+            is not None
+        ]
+        top = {e.work_id for e in sorted(evidence, key=lambda e: -e.inliers)[:3]}
+        params = background_mean(evidence, top, settings)
+        matches: list[Match] = []
+        for e in evidence:
+            fmp = hash_false_match_probability(e, params, n_works)
+            if fmp <= settings.suspect_max_fmp:
+                matches.append(self._hash_match(e, fmp, query))
+        if not any(m.false_match_probability <= settings.duplicate_max_fmp for m in matches):
+            matches.extend(
+                self._chroma_matches(query, indexes, {m.work_id for m in matches}, n_works)
+            )
+        matches.sort(key=lambda m: (m.false_match_probability, -m.coverage_s))
+        return matches
+
+    def _hash_match(self, e: HashEvidence, fmp: float, query: Fingerprint) -> Match:
+        fps = self.settings.frames_per_second
+        main = e.lines[0]
+        info = self.store.work(e.work_id)
+        sections = tuple(
+            Section(
+                line.query_start_frame / fps,
+                line.query_end_frame / fps,
+                line.ref_start_frame / fps,
+                line.ref_end_frame / fps,
+                line.inliers,
+            )
+            for line in e.lines
+        )
+        return Match(
+            work_id=e.work_id,
+            path=info.path if info else "",
+            title=info.title if info else None,
+            relation="same_recording",
+            score=score_from_probability(fmp),
+            false_match_probability=fmp,
+            tempo_ratio=e.tempo_ratio,
+            pitch_shift_semitones=e.pitch_shift_semitones,
+            query_start_s=main.query_start_frame / fps,
+            query_end_s=main.query_end_frame / fps,
+            ref_start_s=main.ref_start_frame / fps,
+            ref_end_s=main.ref_end_frame / fps,
+            coverage=min(1.0, e.coverage_s / max(query.duration_s, 1e-9)),
+            coverage_s=e.coverage_s,
+            matched_hashes=e.inliers,
+            chroma_similarity=None,
+            sections=sections,
+        )
+
+    def _chroma_matches(
+        self, query: Fingerprint, indexes: LoadedIndexes, exclude: set[int], n_works: int
+    ) -> list[Match]:
+        settings = self.settings
+        aligned: list[ChromaEvidence] = []
+        for work_id, _, scale in chroma_candidates(query, indexes, settings):
+            if work_id in exclude:
+                continue
+            tempo = 1.0 / scale
+            fine = tempo * np.geomspace(
+                1 / settings.chroma_scale_step, settings.chroma_scale_step, 11
+            )
+            ev = align_chroma(query, self.store.fingerprint(work_id), work_id, settings, fine)
+            if ev is not None:
+                aligned.append(ev)
+        aligned.sort(key=lambda ev: -ev.similarity)
+        background = [ev.similarity for ev in aligned[3:]]
+        out = []
+        for ev in aligned[:3]:
+            if ev.similarity < settings.chroma_min_similarity:
+                continue
+            fmp = chroma_false_match_probability(ev, background, settings, n_works)
+            if fmp > settings.suspect_max_fmp:
+                continue
+            info = self.store.work(ev.work_id)
+            coverage_s = ev.query_end_s - ev.query_start_s
+            out.append(
+                Match(
+                    work_id=ev.work_id,
+                    path=info.path if info else "",
+                    title=info.title if info else None,
+                    relation="same_composition",
+                    score=score_from_probability(fmp),
+                    false_match_probability=fmp,
+                    tempo_ratio=ev.tempo_ratio,
+                    pitch_shift_semitones=ev.pitch_shift_semitones,
+                    query_start_s=ev.query_start_s,
+                    query_end_s=ev.query_end_s,
+                    ref_start_s=ev.ref_start_s,
+                    ref_end_s=ev.ref_end_s,
+                    coverage=min(1.0, coverage_s / max(query.duration_s, 1e-9)),
+                    coverage_s=coverage_s,
+                    matched_hashes=0,
+                    chroma_similarity=ev.similarity,
+                )
+            )
+        return out
+
+    def indexes(self) -> LoadedIndexes:
+        """The searchable indexes, reloaded when another process changed the catalog."""
+        key = self.store.db.execute(
+            "SELECT (SELECT group_concat(shard_id) FROM shards), "
+            "(SELECT COUNT(*) FROM works WHERE removed = 1)"
+        ).fetchone()
+        if self._indexes is None or key != self._indexes_key:
+            self._indexes = self.store.load_indexes()
+            self._indexes_key = key
+        return self._indexes
+
+    # -- catalog management --------------------------------------------------------------------
+    def works(self) -> list[WorkInfo]:
+        return self.store.works()
+
+    def remove(self, work_id: int) -> bool:
+        return self.store.remove(work_id)
+
+    def verify(self) -> list[str]:
+        return self.store.verify()
+
+    def rebuild(self) -> None:
+        self.store.rebuild()
+        self._indexes = None
+
+    def stats(self) -> CatalogStats:
+        raw = self.store.stats()
+        works, hours = raw["works"], raw["seconds"] / 3600.0
+        return CatalogStats(
+            works=works,
+            hours=hours,
+            index_bytes=raw["index_bytes"],
+            catalog_bytes=raw["catalog_bytes"],
+            bytes_per_work=raw["catalog_bytes"] / works if works else 0.0,
+            bytes_per_hour=raw["catalog_bytes"] / hours if hours else 0.0,
+            hash_entries=raw["hash_entries"],
+            chroma_vectors=raw["chroma_vectors"],
+            shards=raw["shards"],
+        )
+
+
+def _with_metadata(item: NewWork, extra: dict) -> NewWork:
+    from dataclasses import replace
+
+    return replace(
+        item,
+        title=extra.get("title") or item.title,
+        artist=extra.get("artist") or item.artist,
+        metadata={**item.metadata, **extra},
+    )
+
+
+__all__ = ["Catalog", "CatalogError", "default_catalog_path", "expand_paths", "fingerprint_file"]

@@ -1,0 +1,88 @@
+"""Fingerprint a decoded recording: spectral peaks (for hashes) and chroma, from one spectrogram."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import Audio
+from .chroma import chroma_frames, estimate_tuning
+from .hashes import TripletHashes, triplet_hashes
+from .peaks import PEAK_DTYPE, find_peaks
+from .settings import DEFAULT_SETTINGS, Settings
+from .spectral import log_spectrogram
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What audiodup keeps of a recording: enough to rebuild every index entry."""
+
+    peaks: np.ndarray  # PEAK_DTYPE, sorted by time
+    chroma: np.ndarray  # (n_frames, 12) float32 at settings.chroma_fps
+    tuning_semitones: float
+    duration_s: float
+    recipe: str
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            frame=self.peaks["frame"],
+            qbin=np.round(self.peaks["bin"] * 16).astype(np.uint16),
+            strength=np.round(np.clip(self.peaks["strength"], 0, 25.5) * 10).astype(np.uint8),
+            chroma=np.round(np.clip(self.chroma, 0, 1) * 255).astype(np.uint8),
+            meta=np.array([self.tuning_semitones, self.duration_s]),
+            recipe=np.array(self.recipe),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Fingerprint:
+        with np.load(io.BytesIO(blob)) as data:
+            peaks = np.empty(len(data["frame"]), dtype=PEAK_DTYPE)
+            peaks["frame"] = data["frame"]
+            peaks["bin"] = data["qbin"] / 16.0
+            peaks["strength"] = data["strength"] / 10.0
+            tuning, duration = data["meta"]
+            return cls(
+                peaks=peaks,
+                chroma=(data["chroma"] / 255.0).astype(np.float32),
+                tuning_semitones=float(tuning),
+                duration_s=float(duration),
+                recipe=str(data["recipe"]),
+            )
+
+
+def fingerprint_audio(
+    audio: Audio, settings: Settings = DEFAULT_SETTINGS, *, query: bool = False
+) -> Fingerprint:
+    """Fingerprint decoded audio. Queries keep denser peaks than catalog entries."""
+    spec = log_spectrogram(audio.samples, settings)
+    density = settings.query_peaks_per_second if query else settings.peaks_per_second
+    peaks = find_peaks(spec, density, settings.peak_time_radius, settings.peak_freq_radius)
+    tuning = estimate_tuning(spec)
+    return Fingerprint(
+        peaks=peaks,
+        chroma=chroma_frames(spec, tuning, settings.chroma_fps),
+        tuning_semitones=tuning,
+        duration_s=audio.duration_s,
+        recipe=settings.recipe,
+    )
+
+
+def fingerprint_hashes(
+    fingerprint: Fingerprint, settings: Settings = DEFAULT_SETTINGS, *, query: bool = False
+) -> TripletHashes:
+    """Triplet hashes of a fingerprint: narrow fan-out for the catalog, wide and multi-probe
+    for queries."""
+    return triplet_hashes(
+        fingerprint.peaks,
+        fanout=settings.query_hash_fanout if query else settings.hash_fanout,
+        max_dt_frames=int(settings.hash_max_dt_s * settings.frames_per_second),
+        max_df_bins=settings.hash_max_df_bins,
+        ratio_levels=settings.ratio_levels,
+        df_quant_bins=settings.df_quant_bins,
+        multiprobe=query,
+    )

@@ -1,0 +1,169 @@
+"""Peak-triplet hashes invariant to tempo and pitch.
+
+A triplet of peaks (anchor ``a``, then ``b`` and ``c`` later in time) is described by
+``(t_b - t_a) / (t_c - t_a)``, unchanged by time-stretching, and by the log-frequency differences
+``f_b - f_a`` and ``f_c - f_a``, unchanged by pitch shifting. A resampled copy changes both at once
+and keeps the descriptor too. Each hash keeps the anchor's raw time and frequency and the triplet's
+time span, so every match also votes for a tempo ratio, a pitch shift and a time offset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from .peaks import PEAK_DTYPE
+
+KEY_BITS = 17
+_RATIO_BITS, _DF_BITS = 5, 6
+
+# Packed entry id: work (25 bits) | anchor frame (18) | anchor bin in quarter bins (10) | span (10)
+_WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = 25, 18, 10, 10
+MAX_WORK_ID = (1 << _WORK_BITS) - 1
+MAX_FRAME = (1 << _FRAME_BITS) - 1
+MAX_SPAN = (1 << _SPAN_BITS) - 1
+
+
+@dataclass(frozen=True)
+class TripletHashes:
+    """Hashes of one recording, parallel arrays of equal length."""
+
+    keys: np.ndarray  # uint32 descriptor keys
+    anchor_frame: np.ndarray  # uint32
+    anchor_bin: np.ndarray  # float32, log-frequency bins
+    span_frames: np.ndarray  # uint32, t_c - t_a
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def triplet_hashes(
+    peaks: np.ndarray,
+    fanout: int,
+    max_dt_frames: int,
+    max_df_bins: int,
+    ratio_levels: int,
+    df_quant_bins: int,
+    multiprobe: bool = False,
+) -> TripletHashes:
+    """Form triplet hashes from peaks sorted by time.
+
+    Each anchor is paired with the next ``fanout`` peaks within ``max_dt_frames`` and
+    ``+-max_df_bins``; every pair of those makes a triplet. Choosing partners by rank in time, not
+    by a fixed time window, keeps the choice unchanged when the tempo changes. With
+    ``multiprobe`` (query side) a descriptor that falls near a quantisation edge also emits the
+    key of the neighbouring cell.
+    """
+    peaks = np.asarray(peaks, dtype=PEAK_DTYPE)
+    n = len(peaks)
+    if n < 3 or fanout < 2:
+        return _empty()
+    t = peaks["frame"].astype(np.int64)
+    f = peaks["bin"].astype(np.float64)
+
+    window = min(n - 1, 6 * fanout)
+    partner = np.arange(n)[:, None] + 1 + np.arange(window)[None, :]
+    inside = partner < n
+    partner = np.minimum(partner, n - 1)
+    dt = t[partner] - t[:, None]
+    df = f[partner] - f[:, None]
+    valid = inside & (dt > 0) & (dt <= max_dt_frames) & (np.abs(df) <= max_df_bins)
+    rank = np.cumsum(valid, axis=1) - 1
+    chosen = valid & (rank < fanout)
+
+    slots = np.full((n, fanout), -1, dtype=np.int64)
+    rows, cols = np.nonzero(chosen)
+    slots[rows, rank[rows, cols]] = partner[rows, cols]
+
+    pairs = [(i, j) for i in range(fanout) for j in range(i + 1, fanout)]
+    a = np.repeat(np.arange(n), len(pairs))
+    b = slots[:, [p[0] for p in pairs]].ravel()
+    c = slots[:, [p[1] for p in pairs]].ravel()
+    ok = (b >= 0) & (c >= 0)
+    a, b, c = a[ok], b[ok], c[ok]
+    span = t[c] - t[a]
+    ok = span >= 2
+    a, b, c, span = a[ok], b[ok], c[ok], span[ok]
+    if len(a) == 0:
+        return _empty()
+
+    ratio = (t[b] - t[a]) / span * ratio_levels
+    df_levels = 2 * max_df_bins // df_quant_bins + 1
+    d1 = (f[b] - f[a] + max_df_bins) / df_quant_bins
+    d2 = (f[c] - f[a] + max_df_bins) / df_quant_bins
+    coords = [(ratio, ratio_levels), (d1 + 0.5, df_levels), (d2 + 0.5, df_levels)]
+    keys, owner = _quantise(coords, multiprobe)
+    return TripletHashes(
+        keys=keys,
+        anchor_frame=t[a][owner].astype(np.uint32),
+        anchor_bin=f[a][owner].astype(np.float32),
+        span_frames=span[owner].astype(np.uint32),
+    )
+
+
+def _quantise(coords, multiprobe: bool, margin: float = 0.2):
+    """Keys from continuous coordinates; with ``multiprobe`` also the near-edge neighbours."""
+    n = len(coords[0][0])
+    options = []
+    for value, levels in coords:
+        cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
+        frac = value - np.floor(value)
+        if multiprobe:
+            step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0))
+            alt = np.clip(cell + step, 0, levels - 1)
+            options.append((cell, alt, alt != cell))
+        else:
+            options.append((cell, cell, np.zeros(n, dtype=bool)))
+    keys, owner = [], []
+    for choice in product((0, 1), repeat=len(options)):
+        mask = np.ones(n, dtype=bool)
+        parts = []
+        for use_alt, (cell, alt, has_alt) in zip(choice, options, strict=True):
+            if use_alt:
+                mask &= has_alt
+            parts.append(alt if use_alt else cell)
+        key = (parts[0] << (2 * _DF_BITS)) | (parts[1] << _DF_BITS) | parts[2]
+        keys.append(key[mask])
+        owner.append(np.nonzero(mask)[0])
+    return np.concatenate(keys).astype(np.uint32), np.concatenate(owner)
+
+
+def pack_entry_ids(work_id: int, hashes: TripletHashes) -> np.ndarray:
+    """Pack each hash's evidence (work, anchor time/frequency, span) into one int64 FAISS id."""
+    if not 0 <= work_id <= MAX_WORK_ID:
+        raise ValueError(f"work id {work_id} out of range")
+    frame = np.minimum(hashes.anchor_frame.astype(np.int64), MAX_FRAME)
+    qbin = np.clip(np.round(hashes.anchor_bin * 4.0), 0, (1 << _QBIN_BITS) - 1).astype(np.int64)
+    span = np.minimum(hashes.span_frames.astype(np.int64), MAX_SPAN)
+    return (
+        (np.int64(work_id) << (_FRAME_BITS + _QBIN_BITS + _SPAN_BITS))
+        | (frame << (_QBIN_BITS + _SPAN_BITS))
+        | (qbin << _SPAN_BITS)
+        | span
+    )
+
+
+def unpack_entry_ids(ids: np.ndarray):
+    """Inverse of :func:`pack_entry_ids`: ``(work_id, anchor_frame, anchor_bin, span_frames)``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    span = ids & MAX_SPAN
+    qbin = (ids >> _SPAN_BITS) & ((1 << _QBIN_BITS) - 1)
+    frame = (ids >> (_QBIN_BITS + _SPAN_BITS)) & MAX_FRAME
+    work = ids >> (_FRAME_BITS + _QBIN_BITS + _SPAN_BITS)
+    return work, frame, qbin / 4.0, span
+
+
+def keys_to_codes(keys: np.ndarray) -> np.ndarray:
+    """32-bit binary codes (little-endian bytes) for FAISS binary indexes."""
+    return np.ascontiguousarray(np.asarray(keys, dtype="<u4")).view(np.uint8).reshape(-1, 4)
+
+
+def _empty() -> TripletHashes:
+    return TripletHashes(
+        keys=np.zeros(0, np.uint32),
+        anchor_frame=np.zeros(0, np.uint32),
+        anchor_bin=np.zeros(0, np.float32),
+        span_frames=np.zeros(0, np.uint32),
+    )

@@ -1,0 +1,385 @@
+"""Retrieve, vote, verify: from a query fingerprint to per-work evidence.
+
+1. Look every query hash up in the FAISS hash shards; each hit carries the reference anchor's time,
+   frequency and span, so it votes for a tempo ratio (span ratio), a pitch shift (anchor frequency
+   difference) and, given those, a time offset.
+2. Keep the works with the most votes and find, per work, the tempo ratio and pitch shift that
+   explain the most votes (a 2-D Hough histogram), then the straight lines ``t_ref = tempo * t_query
+   + offset`` that those votes follow (least squares on inliers). Each line is an aligned section.
+3. The chroma channel retrieves works whose key-invariant segment vectors agree at some time scale,
+   then aligns the chroma of query and reference over scales, rotations and offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .chroma import segment_vectors
+from .fingerprint import Fingerprint
+from .hashes import TripletHashes, keys_to_codes, unpack_entry_ids
+from .settings import Settings
+from .store import LoadedIndexes, unpack_segment_ids
+
+_MAX_LOG_TEMPO = float(np.log(2.1))
+_LOG_TEMPO_STEP = 0.03
+_PITCH_STEP_BINS = 1.5
+
+
+@dataclass(frozen=True)
+class HashVotes:
+    """All hash hits of one query, one row per (query hash, reference entry) pair."""
+
+    work: np.ndarray
+    query_frame: np.ndarray
+    ref_frame: np.ndarray
+    query_bin: np.ndarray
+    ref_bin: np.ndarray
+    query_span: np.ndarray
+    ref_span: np.ndarray
+    log_tempo: np.ndarray
+    pitch_bins: np.ndarray
+
+
+@dataclass(frozen=True)
+class AlignedLine:
+    query_start_frame: float
+    query_end_frame: float
+    ref_start_frame: float
+    ref_end_frame: float
+    inliers: int
+
+
+@dataclass(frozen=True)
+class HashEvidence:
+    """Geometric verification of one candidate work by peak hashes."""
+
+    work_id: int
+    votes: int  # hits for this work before verification
+    inliers: int  # hits on the aligned lines
+    tempo_ratio: float
+    pitch_shift_semitones: float
+    lines: tuple[AlignedLine, ...]
+    coverage_s: float
+    match_query_frames: np.ndarray  # inlier positions, for pictures
+    match_ref_frames: np.ndarray
+
+
+@dataclass(frozen=True)
+class ChromaEvidence:
+    work_id: int
+    similarity: float  # mean cosine of aligned chroma frames
+    tempo_ratio: float
+    pitch_shift_semitones: float
+    query_start_s: float
+    query_end_s: float
+    ref_start_s: float
+    ref_end_s: float
+
+
+def lookup_hashes(query: TripletHashes, indexes: LoadedIndexes) -> HashVotes:
+    """Exact-bucket look-ups of every query hash in every hash shard."""
+    codes = keys_to_codes(query.keys)
+    q_idx, ids = [], []
+    for shard in indexes.hash_shards:
+        if shard.ntotal == 0 or len(codes) == 0:
+            continue
+        lims, _, labels = shard.range_search(codes, 1)
+        q_idx.append(np.repeat(np.arange(len(codes)), np.diff(lims).astype(np.int64)))
+        ids.append(labels)
+    if not ids:
+        return _empty_votes()
+    q_idx, ids = np.concatenate(q_idx), np.concatenate(ids)
+    work, ref_frame, ref_bin, ref_span = unpack_entry_ids(ids)
+    live = indexes.live
+    keep = (work < len(live)) & live[np.minimum(work, len(live) - 1)]
+    q_idx, work, ref_frame, ref_bin, ref_span = (
+        q_idx[keep],
+        work[keep],
+        ref_frame[keep],
+        ref_bin[keep],
+        ref_span[keep],
+    )
+    query_span = query.span_frames[q_idx].astype(np.float64)
+    log_tempo = np.log(np.maximum(ref_span, 1) / np.maximum(query_span, 1))
+    pitch_bins = query.anchor_bin[q_idx].astype(np.float64) - ref_bin
+    plausible = (np.abs(log_tempo) <= _MAX_LOG_TEMPO) & (np.abs(pitch_bins) <= 12.5 * 3)
+    sel = np.nonzero(plausible)[0]
+    return HashVotes(
+        work=work[sel],
+        query_frame=query.anchor_frame[q_idx[sel]].astype(np.float64),
+        ref_frame=ref_frame[sel].astype(np.float64),
+        query_bin=query.anchor_bin[q_idx[sel]].astype(np.float64),
+        ref_bin=ref_bin[sel],
+        query_span=query_span[sel],
+        ref_span=ref_span[sel].astype(np.float64),
+        log_tempo=log_tempo[sel],
+        pitch_bins=pitch_bins[sel],
+    )
+
+
+def candidate_works(votes: HashVotes, limit: int) -> list[tuple[int, int]]:
+    """``(work_id, votes)`` of the works with the most hits, best first."""
+    if len(votes.work) == 0:
+        return []
+    works, counts = np.unique(votes.work, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:limit]
+    return [(int(works[i]), int(counts[i])) for i in order]
+
+
+def verify_hashes(
+    votes: HashVotes,
+    work_id: int,
+    frames_per_second: float,
+    bins_per_semitone: int,
+    max_lines: int = 4,
+) -> HashEvidence | None:
+    """Find the tempo ratio, pitch shift and aligned lines that explain the most hits."""
+    mask = votes.work == work_id
+    if mask.sum() < 3:
+        return None
+    tq, tr = votes.query_frame[mask], votes.ref_frame[mask]
+    lt, pb = votes.log_tempo[mask], votes.pitch_bins[mask]
+    sq, bq = votes.query_span[mask], votes.query_bin[mask]
+    # multi-probe can repeat the same (query triplet, reference entry) pair
+    _, first = np.unique(np.stack([tq, tr, bq, sq, pb]), axis=1, return_index=True)
+    tq, tr, lt, pb, sq = tq[first], tr[first], lt[first], pb[first], sq[first]
+    n_votes = len(tq)
+
+    lt_edges = np.arange(-_MAX_LOG_TEMPO, _MAX_LOG_TEMPO + _LOG_TEMPO_STEP, _LOG_TEMPO_STEP)
+    pb_edges = np.arange(-37.5, 37.5 + _PITCH_STEP_BINS, _PITCH_STEP_BINS)
+    hist, _, _ = np.histogram2d(lt, pb, bins=(lt_edges, pb_edges))
+    hist = ndimage.uniform_filter(hist, size=3, mode="constant")
+    i, j = np.unravel_index(np.argmax(hist), hist.shape)
+    lt0 = (lt_edges[i] + lt_edges[i + 1]) / 2
+    pb0 = (pb_edges[j] + pb_edges[j + 1]) / 2
+    near = (np.abs(lt - lt0) < 2 * _LOG_TEMPO_STEP) & (np.abs(pb - pb0) < 2 * _PITCH_STEP_BINS)
+    if near.sum() < 3:
+        return None
+    tempo = float(np.exp(np.median(lt[near])))
+    pitch = float(np.median(pb[near]))
+    tq, tr, pb, sq = tq[near], tr[near], pb[near], sq[near]
+
+    lines, used = [], np.zeros(len(tq), dtype=bool)
+    slope = tempo
+    for _ in range(max_lines):
+        line = _fit_line(tq, tr, ~used, slope)
+        if line is None:
+            break
+        inliers, slope_fit, intercept = line
+        if lines and inliers.sum() < max(4, 0.15 * lines[0][0].sum()):
+            break
+        if not lines:
+            slope = slope_fit
+        lines.append((inliers, slope_fit, intercept))
+        used |= inliers
+        if (~used).sum() < 4:
+            break
+    if not lines:
+        return None
+    all_in = np.zeros(len(tq), dtype=bool)
+    aligned = []
+    for inliers, slope_fit, intercept in lines:
+        all_in |= inliers
+        q0, q1 = tq[inliers].min(), (tq[inliers] + sq[inliers]).max()
+        aligned.append(
+            AlignedLine(
+                q0, q1, slope_fit * q0 + intercept, slope_fit * q1 + intercept, int(inliers.sum())
+            )
+        )
+    pitch_in = pb[all_in]
+    lo, hi = np.percentile(pitch_in, [25, 75])
+    central = pitch_in[(pitch_in >= lo) & (pitch_in <= hi)]
+    pitch = float(central.mean()) if len(central) else pitch
+    intervals = sorted((a.query_start_frame, a.query_end_frame) for a in aligned)
+    covered, cur_start, cur_end = 0.0, None, None
+    for start, end in intervals:
+        if cur_end is None or start > cur_end:
+            if cur_end is not None:
+                covered += cur_end - cur_start
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    covered += (cur_end - cur_start) if cur_end is not None else 0.0
+    return HashEvidence(
+        work_id=work_id,
+        votes=n_votes,
+        inliers=int(all_in.sum()),
+        tempo_ratio=float(lines[0][1]),
+        pitch_shift_semitones=pitch / bins_per_semitone,
+        lines=tuple(aligned),
+        coverage_s=covered / frames_per_second,
+        match_query_frames=tq[all_in],
+        match_ref_frames=tr[all_in],
+    )
+
+
+def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):
+    """Most supported line ``tr = a * tq + b`` with ``a`` near ``slope``; inliers by residual."""
+    idx = np.nonzero(available)[0]
+    if len(idx) < 3:
+        return None
+    offsets = tr[idx] - slope * tq[idx]
+    cells = np.round(offsets / 8.0).astype(np.int64)
+    base = cells.min()
+    counts = np.convolve(np.bincount(cells - base), np.ones(5), mode="same")
+    best = base + int(np.argmax(counts))
+    cand = idx[np.abs(offsets - best * 8.0) <= coarse_tol]
+    if len(cand) < 3:
+        return None
+    a, b = slope, float(np.median(tr[cand] - slope * tq[cand]))
+    for tol in (coarse_tol / 2, fine_tol, fine_tol):
+        resid = tr[idx] - (a * tq[idx] + b)
+        cand = idx[np.abs(resid) <= tol]
+        if len(cand) < 3:
+            return None
+        if np.ptp(tq[cand]) > 20:  # enough spread to trust a fitted slope
+            a_fit, b_fit = np.polyfit(tq[cand], tr[cand], 1)
+            if abs(np.log(max(a_fit, 1e-6) / slope)) < 0.1:
+                a, b = float(a_fit), float(b_fit)
+        else:
+            b = float(np.median(tr[cand] - a * tq[cand]))
+    inliers = np.zeros(len(tq), dtype=bool)
+    inliers[cand] = True
+    return inliers, a, b
+
+
+def chroma_candidates(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> list[tuple[int, float, float]]:
+    """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale."""
+    if not indexes.chroma_shards:
+        return []
+    scales = _scale_grid(settings)
+    vectors, scale_of = [], []
+    duration_s = len(query.chroma) / settings.chroma_fps
+    for scale in scales:
+        length_s = settings.segment_s * scale
+        hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 11)
+        v, _ = segment_vectors(
+            query.chroma,
+            settings.chroma_fps,
+            settings.segment_s,
+            hop_s,
+            settings.segment_steps,
+            time_scale=scale,
+        )
+        vectors.append(v)
+        scale_of.append(np.full(len(v), scale))
+    if not vectors or sum(len(v) for v in vectors) == 0:
+        return []
+    vectors = np.concatenate(vectors)
+    scale_of = np.concatenate(scale_of)
+    k = 8
+    sims, labels = [], []
+    for shard in indexes.chroma_shards:
+        if shard.ntotal == 0:
+            continue
+        d, i = shard.search(vectors, min(k, shard.ntotal))
+        sims.append(d)
+        labels.append(i)
+    if not sims:
+        return []
+    sims, labels = np.concatenate(sims, axis=1), np.concatenate(labels, axis=1)
+    works, _ = unpack_segment_ids(np.where(labels < 0, 0, labels))
+    valid = (labels >= 0) & (works < len(indexes.live))
+    valid &= indexes.live[np.minimum(works, len(indexes.live) - 1)]
+    support: dict[int, float] = {}
+    best_scale: dict[int, tuple[float, float]] = {}
+    for row in range(len(vectors)):
+        for col in np.nonzero(valid[row])[0]:
+            w, s = int(works[row, col]), float(sims[row, col])
+            support[w] = max(support.get(w, 0.0), s)
+            if s > best_scale.get(w, (-1.0, 1.0))[0]:
+                best_scale[w] = (s, float(scale_of[row]))
+    ranked = sorted(support.items(), key=lambda kv: -kv[1])[: settings.chroma_candidates]
+    return [(w, s, best_scale[w][1]) for w, s in ranked]
+
+
+def align_chroma(
+    query: Fingerprint,
+    reference: Fingerprint,
+    work_id: int,
+    settings: Settings,
+    scales: np.ndarray | None = None,
+) -> ChromaEvidence | None:
+    """Best mean cosine between query chroma and reference chroma over time scales, the 12
+    rotations and all offsets. ``scale`` maps query seconds to reference seconds (= tempo ratio)."""
+    fps = settings.chroma_fps
+    q, r = query.chroma, reference.chroma
+    if len(q) < 4 or len(r) < 4:
+        return None
+    if scales is None:
+        scales = 1.0 / _scale_grid(settings)
+    best = None
+    for tempo in scales:
+        n = int(round(len(q) * tempo))
+        if n < 4 or n > len(r) * 1.5 + 4:
+            continue
+        pos = np.linspace(0, len(q) - 1, n)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, len(q) - 1)
+        w = (pos - lo)[:, None]
+        qs = q[lo] * (1 - w) + q[hi] * w  # query on the reference time base
+        scores = _rotation_offset_scores(qs, r)
+        rot, off = np.unravel_index(np.argmax(scores), scores.shape)
+        overlap = _overlap(n, len(r), off)
+        value = scores[rot, off] / max(overlap, 1)
+        if overlap < min(n, len(r)) * 0.8:
+            continue
+        if best is None or value > best[0]:
+            best = (value, tempo, rot, off, n)
+    if best is None:
+        return None
+    value, tempo, rot, off, n = best
+    shift = off - (n - 1)  # reference frame where the query starts
+    pitch = ((rot + 6) % 12 - 6) + query.tuning_semitones - reference.tuning_semitones
+    q_start = max(0, -shift) / tempo / fps
+    q_end = min(n, len(r) - shift) / tempo / fps
+    return ChromaEvidence(
+        work_id=work_id,
+        similarity=float(value),
+        tempo_ratio=float(tempo),
+        pitch_shift_semitones=float(pitch),
+        query_start_s=float(q_start),
+        query_end_s=float(q_end),
+        ref_start_s=float(max(shift, 0) / fps),
+        ref_end_s=float(min(shift + n, len(r)) / fps),
+    )
+
+
+def _rotation_offset_scores(qs: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Sum over frames of <rotated query frame, reference frame> for every rotation and offset.
+
+    Returns shape ``(12, len(qs) + len(r) - 1)``; offset index ``k`` places query frame 0 at
+    reference frame ``k - (len(qs) - 1)``. Rotation ``rot`` means query pitch class ``c + rot``
+    matches reference class ``c``.
+    """
+    n_full = len(qs) + len(r) - 1
+    size = 1 << int(np.ceil(np.log2(n_full)))
+    Q = np.fft.rfft(qs[::-1], n=size, axis=0)  # (f, 12)
+    R = np.fft.rfft(r, n=size, axis=0)
+    scores = np.empty((12, n_full))
+    for rot in range(12):
+        cross = np.fft.irfft((Q * np.roll(R, rot, axis=1)).sum(axis=1), n=size)
+        scores[rot] = cross[:n_full]
+    return scores
+
+
+def _overlap(n_query: int, n_ref: int, offset_index: int) -> int:
+    shift = offset_index - (n_query - 1)
+    return max(0, min(n_query, n_ref - shift) - max(0, -shift))
+
+
+def _scale_grid(settings: Settings) -> np.ndarray:
+    """Query window scales (1 / tempo ratio) on a geometric grid."""
+    lo, hi = 1.0 / settings.tempo_ratio_max, 1.0 / settings.tempo_ratio_min
+    n = int(np.ceil(np.log(hi / lo) / np.log(settings.chroma_scale_step))) + 1
+    return np.geomspace(lo, hi, n)
+
+
+def _empty_votes() -> HashVotes:
+    z = np.zeros(0)
+    return HashVotes(z.astype(np.int64), z, z, z, z, z, z, z, z)

@@ -1,0 +1,86 @@
+"""Every tunable of the pipeline, in one frozen object.
+
+``RECIPE`` names the fingerprint recipe: any change to a field that alters fingerprints must bump it,
+and a catalog refuses to mix recipes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+RECIPE = "audiodup-fp-1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    # audio
+    sample_rate_hz: int = 11025
+    max_duration_s: float = 20 * 60.0
+    min_duration_s: float = 3.0
+    silence_rms: float = 1e-4
+
+    # spectral front end
+    n_fft: int = 2048
+    hop_length: int = 256
+    bins_per_octave: int = 36
+    fmin_hz: float = 65.4  # C2
+    n_octaves: int = 6
+
+    # spectral peaks
+    peak_time_radius: int = 6  # frames each side
+    peak_freq_radius: int = 4  # log bins each side
+    peaks_per_second: float = 6.0  # stored (catalog) density
+    query_peaks_per_second: float = 9.0
+
+    # peak-triplet hashes
+    hash_fanout: int = 3  # next peaks paired with each anchor (catalog side)
+    query_hash_fanout: int = 6  # wider on the query side: tolerates extra or missing peaks
+    hash_max_dt_s: float = 4.0
+    hash_max_df_bins: int = 48
+    ratio_levels: int = 24
+    df_quant_bins: int = 2
+
+    # chroma
+    chroma_fps: float = 5.0
+    segment_s: float = 10.0
+    segment_hop_s: float = 2.5
+    segment_steps: int = 20
+    query_segment_hop_s: float = 1.0
+    tempo_ratio_min: float = 0.5
+    tempo_ratio_max: float = 2.0
+    chroma_scale_step: float = 1.05
+    chroma_candidates: int = 20
+
+    # FAISS
+    chroma_index_factory: str = "Flat"
+    max_shards: int = 8
+
+    # matching and verdicts
+    candidate_works: int = 30
+    duplicate_max_fmp: float = 1e-6
+    suspect_max_fmp: float = 1e-3
+    min_coverage_s: float = 3.0
+    # chance-match priors (background fits per query may only raise them)
+    chance_inliers_base: float = 3.0
+    chance_inliers_per_vote: float = 0.01
+    chance_chroma_mean: float = 0.80
+    chance_chroma_std: float = 0.04
+    chroma_min_similarity: float = 0.90
+
+    recipe: str = RECIPE
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate_hz / self.hop_length
+
+
+DEFAULT_SETTINGS = Settings()

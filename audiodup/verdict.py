@@ -1,0 +1,82 @@
+"""From evidence to a calibrated false-match probability, a relation and a verdict.
+
+Chance hits are not rare: a query's hashes collide with every large catalog work now and then, and
+the Hough search picks the best line among them. How many inliers such a chance line collects
+grows with the number of hits the work received. Per query, the works that received hits but are
+not the match form a background sample; their inlier counts, modelled as Poisson with mean
+``a + b * votes``, give the probability that an unrelated work reaches the observed count by
+chance. A Bonferroni factor for the number of works searched turns it into
+``false_match_probability``. When the background is too small to fit (small catalogs), the prior
+measured on the benchmark corpus is used; the larger of the two means is taken.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from .match import ChromaEvidence, HashEvidence
+from .results import VerdictLabel
+from .settings import Settings
+
+MAX_SCORE = 300.0
+
+
+def background_mean(
+    evidence: list[HashEvidence], exclude: set[int], settings: Settings
+) -> tuple[float, float]:
+    """Fit ``inliers ~ a + b * votes`` on background candidates, never below the prior."""
+    a0, b0 = settings.chance_inliers_base, settings.chance_inliers_per_vote
+    background = [e for e in evidence if e.work_id not in exclude]
+    if len(background) < 8:
+        return a0, b0
+    votes = np.array([e.votes for e in background], dtype=float)
+    inliers = np.array([e.inliers for e in background], dtype=float)
+    b = max(b0, float(np.median(inliers / np.maximum(votes, 1.0))) * 0.5)
+    a = max(a0, float(np.median(inliers - b * votes)))
+    return a, b
+
+
+def hash_false_match_probability(
+    evidence: HashEvidence, mean_params: tuple[float, float], n_works: int
+) -> float:
+    a, b = mean_params
+    mu = a + b * evidence.votes
+    p_single = float(stats.poisson.sf(evidence.inliers - 1, mu))
+    return min(1.0, p_single * max(n_works, 1))
+
+
+def chroma_false_match_probability(
+    evidence: ChromaEvidence, background: list[float], settings: Settings, n_works: int
+) -> float:
+    """Gaussian tail of the aligned-chroma similarity against chance alignments."""
+    mean, std = settings.chance_chroma_mean, settings.chance_chroma_std
+    if len(background) >= 8:
+        mean = max(mean, float(np.mean(background)))
+        std = max(std, float(np.std(background)))
+    z = (evidence.similarity - mean) / std
+    return min(1.0, float(stats.norm.sf(z)) * max(n_works, 1))
+
+
+def score_from_probability(probability: float) -> float:
+    if probability <= 0:
+        return MAX_SCORE
+    return float(min(MAX_SCORE, -np.log10(probability)))
+
+
+def decide(relations_fmp: list[tuple[str, float, float]], settings: Settings) -> VerdictLabel:
+    """Verdict from ``(relation, false_match_probability, coverage_s)`` of the reported matches.
+
+    Only a verified same recording can be a duplicate; a same composition is at most suspect.
+    """
+    label: VerdictLabel = "clean"
+    for relation, fmp, coverage_s in relations_fmp:
+        if (
+            relation == "same_recording"
+            and fmp <= settings.duplicate_max_fmp
+            and coverage_s >= settings.min_coverage_s
+        ):
+            return "duplicate"
+        if fmp <= settings.suspect_max_fmp:
+            label = "suspect"
+    return label
