@@ -1,0 +1,220 @@
+"""Command-line interface: parse, call the library, render. Every command has a Python twin."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .catalog import Catalog, default_catalog_path
+from .errors import AudiodupError
+from .results import AddResult, Verdict, dumps, to_jsonable, verdict_to_dict
+
+EXIT_CLEAN, EXIT_DUPLICATE, EXIT_INPUT_ERROR, EXIT_SUSPECT = 0, 1, 2, 3
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Find uploads that are tempo-, pitch- or length-altered copies of catalog works.",
+)
+index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
+app.add_typer(index_app, name="index")
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", help="Catalog directory [default: $AUDIODUP_DB or ./audiodup-catalog]"),
+]
+
+
+def _open(db: Path | None, create: bool = False) -> Catalog:
+    return Catalog.open(db if db is not None else default_catalog_path(), create=create)
+
+
+@index_app.command("add")
+def index_add(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive).")],
+    db: DbOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Fingerprinting processes.")] = 1,
+) -> None:
+    """Fingerprint files and add them to the catalog (identical audio is added once)."""
+    counts = {"added": 0, "present": 0, "failed": 0}
+    with _open(db, create=True) as catalog, Progress(
+        TextColumn("[bold]adding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[name]}"), console=err, transient=True,
+    ) as progress:
+        task = progress.add_task("add", total=None, name="")
+
+        def on_result(result: AddResult) -> None:
+            counts[result.status] += 1
+            progress.update(task, advance=1, name=Path(result.path).name[:40])
+            if result.status == "failed":
+                progress.console.print(f"error: {result.path}: {result.error}", markup=False)
+
+        catalog.add_paths(paths, workers=workers, on_result=on_result)
+    out.print(f"added {counts['added']}, already present {counts['present']}, "
+              f"failed {counts['failed']}")
+    if counts["failed"]:
+        raise typer.Exit(EXIT_INPUT_ERROR)
+
+
+@index_app.command("list")
+def index_list(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the works in the catalog."""
+    with _open(db) as catalog:
+        works = catalog.works()
+    if as_json:
+        print(dumps(works))
+        return
+    table = Table("work_id", "duration", "title", "path")
+    for w in works:
+        table.add_row(str(w.work_id), f"{w.duration_s:.1f} s", w.title or "", w.path)
+    out.print(table)
+
+
+@index_app.command("remove")
+def index_remove(work_id: int, db: DbOption = None) -> None:
+    """Remove a work (its index entries are dropped at the next compaction or rebuild)."""
+    with _open(db) as catalog:
+        if not catalog.remove(work_id):
+            err.print(f"error: no work {work_id} in the catalog")
+            raise typer.Exit(EXIT_INPUT_ERROR)
+    out.print(f"removed work {work_id}")
+
+
+@index_app.command("stats")
+def index_stats(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Works, hours of audio, index size."""
+    with _open(db) as catalog:
+        stats = catalog.stats()
+    if as_json:
+        print(dumps(stats))
+        return
+    table = Table("statistic", "value")
+    table.add_row("works", str(stats.works))
+    table.add_row("hours of audio", f"{stats.hours:.2f}")
+    table.add_row("index bytes", f"{stats.index_bytes:,}")
+    table.add_row("catalog bytes (index + SQLite)", f"{stats.catalog_bytes:,}")
+    table.add_row("bytes per work", f"{stats.bytes_per_work:,.0f}")
+    table.add_row("MB per hour of audio", f"{stats.bytes_per_hour / 1e6:.2f}")
+    table.add_row("hash entries", f"{stats.hash_entries:,}")
+    table.add_row("chroma vectors", f"{stats.chroma_vectors:,}")
+    table.add_row("index shards", str(stats.shards))
+    out.print(table)
+
+
+@index_app.command("verify")
+def index_verify(db: DbOption = None) -> None:
+    """Check that SQLite and the FAISS shards agree and every work has its fingerprints."""
+    with _open(db) as catalog:
+        problems = catalog.verify()
+    for problem in problems:
+        err.print(f"problem: {problem}", markup=False)
+    if problems:
+        err.print("run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints")
+        raise typer.Exit(1)
+    out.print("catalog OK")
+
+
+@index_app.command("rebuild")
+def index_rebuild(db: DbOption = None) -> None:
+    """Regenerate every FAISS index from the fingerprints stored in SQLite."""
+    with _open(db) as catalog:
+        catalog.rebuild()
+        stats = catalog.stats()
+    out.print(f"rebuilt: {stats.works} works, {stats.hash_entries:,} hashes, "
+              f"{stats.chroma_vectors:,} chroma vectors")
+
+
+@app.command()
+def screen(
+    paths: Annotated[list[Path], typer.Argument(help="Uploads to screen.")],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
+) -> None:
+    """Screen uploads against the catalog.
+
+    Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
+    3 any suspect (and nothing worse).
+    """
+    verdicts: list[Verdict] = []
+    with _open(db) as catalog:
+        for path in paths:
+            verdict = catalog.screen(path, top_k=top)
+            verdicts.append(verdict)
+            if verdict.error and not as_json:
+                err.print(f"error: {path}: {verdict.error}", markup=False)
+    if as_json:
+        print(json.dumps([to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2,
+                         ensure_ascii=False))
+    else:
+        _print_verdicts(verdicts)
+    raise typer.Exit(_exit_code(verdicts))
+
+
+def _exit_code(verdicts: list[Verdict]) -> int:
+    labels = {v.verdict for v in verdicts}
+    if "duplicate" in labels:
+        return EXIT_DUPLICATE
+    if any(v.error for v in verdicts):
+        return EXIT_INPUT_ERROR
+    return EXIT_SUSPECT if "suspect" in labels else EXIT_CLEAN
+
+
+def _print_verdicts(verdicts: list[Verdict]) -> None:
+    table = Table("upload", "verdict", "work", "relation", "tempo", "pitch (st)", "upload s",
+                  "work s", "hashes", "false-match p")
+    style = {"duplicate": "bold red", "suspect": "yellow", "clean": "green"}
+    for v in verdicts:
+        name = Path(v.path).name
+        if v.error:
+            table.add_row(name, "[red]error[/]", v.error, *[""] * 7)
+            continue
+        label = f"[{style[v.verdict]}]{v.verdict}[/]"
+        if not v.matches:
+            table.add_row(name, label, *[""] * 8)
+        for i, m in enumerate(v.matches):
+            table.add_row(
+                name if i == 0 else "", label if i == 0 else "",
+                f"{m.work_id}: {Path(m.path).name}", m.relation.replace("same_", ""),
+                f"x{m.tempo_ratio:.3f}", f"{m.pitch_shift_semitones:+.2f}",
+                f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
+                f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
+                str(m.matched_hashes), f"{m.false_match_probability:.1e}",
+            )
+    out.print(table)
+
+
+def main() -> None:
+    """Console entry point: every error becomes one line, never a traceback."""
+    try:
+        app()
+    except AudiodupError as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_INPUT_ERROR)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001
+        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()
