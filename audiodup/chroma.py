@@ -32,7 +32,8 @@ def estimate_tuning(spec: LogSpectrogram) -> float:
 
 
 def chroma_frames(spec: LogSpectrogram, tuning_semitones: float, fps: float) -> np.ndarray:
-    """Chroma at ``fps`` frames per second, shape ``(n_frames, 12)``, each frame L2-normalised.
+    """Chroma at ``fps`` frames per second, shape ``(n_frames, 12)``, each frame centred and
+    L2-normalised (so frames compare by correlation).
 
     Columns are pitch classes relative to ``fmin_hz`` after removing ``tuning_semitones``.
     """
@@ -51,6 +52,8 @@ def chroma_frames(spec: LogSpectrogram, tuning_semitones: float, fps: float) -> 
         return np.zeros((0, 12), dtype=np.float32)
     pooled = chroma[:, : n_out * step].reshape(12, n_out, step).mean(axis=2).T
     pooled = np.log1p(100.0 * pooled / max(float(pooled.max()), 1e-12))
+    # centred: a flat (noise, silence) frame becomes zero instead of matching every other frame
+    pooled -= pooled.mean(axis=1, keepdims=True)
     return _normalise_rows(pooled).astype(np.float32)
 
 

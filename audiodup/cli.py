@@ -48,10 +48,18 @@ def index_add(
 ) -> None:
     """Fingerprint files and add them to the catalog (identical audio is added once)."""
     counts = {"added": 0, "present": 0, "failed": 0}
-    with _open(db, create=True) as catalog, Progress(
-        TextColumn("[bold]adding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"), console=err, transient=True,
-    ) as progress:
+    with (
+        _open(db, create=True) as catalog,
+        Progress(
+            TextColumn("[bold]adding"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[name]}"),
+            console=err,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("add", total=None, name="")
 
         def on_result(result: AddResult) -> None:
@@ -61,8 +69,9 @@ def index_add(
                 progress.console.print(f"error: {result.path}: {result.error}", markup=False)
 
         catalog.add_paths(paths, workers=workers, on_result=on_result)
-    out.print(f"added {counts['added']}, already present {counts['present']}, "
-              f"failed {counts['failed']}")
+    out.print(
+        f"added {counts['added']}, already present {counts['present']}, failed {counts['failed']}"
+    )
     if counts["failed"]:
         raise typer.Exit(EXIT_INPUT_ERROR)
 
@@ -137,8 +146,10 @@ def index_rebuild(db: DbOption = None) -> None:
     with _open(db) as catalog:
         catalog.rebuild()
         stats = catalog.stats()
-    out.print(f"rebuilt: {stats.works} works, {stats.hash_entries:,} hashes, "
-              f"{stats.chroma_vectors:,} chroma vectors")
+    out.print(
+        f"rebuilt: {stats.works} works, {stats.hash_entries:,} hashes, "
+        f"{stats.chroma_vectors:,} chroma vectors"
+    )
 
 
 @app.command()
@@ -161,8 +172,11 @@ def screen(
             if verdict.error and not as_json:
                 err.print(f"error: {path}: {verdict.error}", markup=False)
     if as_json:
-        print(json.dumps([to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2,
-                         ensure_ascii=False))
+        print(
+            json.dumps(
+                [to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2, ensure_ascii=False
+            )
+        )
     else:
         _print_verdicts(verdicts)
     raise typer.Exit(_exit_code(verdicts))
@@ -178,8 +192,18 @@ def _exit_code(verdicts: list[Verdict]) -> int:
 
 
 def _print_verdicts(verdicts: list[Verdict]) -> None:
-    table = Table("upload", "verdict", "work", "relation", "tempo", "pitch (st)", "upload s",
-                  "work s", "hashes", "false-match p")
+    table = Table(
+        "upload",
+        "verdict",
+        "work",
+        "relation",
+        "tempo",
+        "pitch (st)",
+        "upload s",
+        "work s",
+        "hashes",
+        "false-match p",
+    )
     style = {"duplicate": "bold red", "suspect": "yellow", "clean": "green"}
     for v in verdicts:
         name = Path(v.path).name
@@ -191,12 +215,16 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
             table.add_row(name, label, *[""] * 8)
         for i, m in enumerate(v.matches):
             table.add_row(
-                name if i == 0 else "", label if i == 0 else "",
-                f"{m.work_id}: {Path(m.path).name}", m.relation.replace("same_", ""),
-                f"x{m.tempo_ratio:.3f}", f"{m.pitch_shift_semitones:+.2f}",
+                name if i == 0 else "",
+                label if i == 0 else "",
+                f"{m.work_id}: {Path(m.path).name}",
+                m.relation.replace("same_", ""),
+                f"x{m.tempo_ratio:.3f}",
+                f"{m.pitch_shift_semitones:+.2f}",
                 f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
                 f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
-                str(m.matched_hashes), f"{m.false_match_probability:.1e}",
+                str(m.matched_hashes),
+                f"{m.false_match_probability:.1e}",
             )
     out.print(table)
 

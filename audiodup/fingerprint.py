@@ -14,6 +14,8 @@ from .peaks import PEAK_DTYPE, find_peaks
 from .settings import DEFAULT_SETTINGS, Settings
 from .spectral import log_spectrogram
 
+_CHROMA_LEVELS = 15  # stored chroma is quantised to 5 bits; alignment needs no more
+
 
 @dataclass(frozen=True)
 class Fingerprint:
@@ -29,10 +31,10 @@ class Fingerprint:
         buffer = io.BytesIO()
         np.savez_compressed(
             buffer,
-            frame=self.peaks["frame"],
+            frame_step=np.diff(self.peaks["frame"], prepend=np.uint32(0)).astype(np.uint32),
             qbin=np.round(self.peaks["bin"] * 16).astype(np.uint16),
             strength=np.round(np.clip(self.peaks["strength"], 0, 25.5) * 10).astype(np.uint8),
-            chroma=np.round(np.clip(self.chroma, 0, 1) * 255).astype(np.uint8),
+            chroma=np.round(np.clip(self.chroma, -1, 1) * _CHROMA_LEVELS).astype(np.int8),
             meta=np.array([self.tuning_semitones, self.duration_s]),
             recipe=np.array(self.recipe),
         )
@@ -41,14 +43,14 @@ class Fingerprint:
     @classmethod
     def from_bytes(cls, blob: bytes) -> Fingerprint:
         with np.load(io.BytesIO(blob)) as data:
-            peaks = np.empty(len(data["frame"]), dtype=PEAK_DTYPE)
-            peaks["frame"] = data["frame"]
+            peaks = np.empty(len(data["frame_step"]), dtype=PEAK_DTYPE)
+            peaks["frame"] = np.cumsum(data["frame_step"], dtype=np.uint64)
             peaks["bin"] = data["qbin"] / 16.0
             peaks["strength"] = data["strength"] / 10.0
             tuning, duration = data["meta"]
             return cls(
                 peaks=peaks,
-                chroma=(data["chroma"] / 255.0).astype(np.float32),
+                chroma=(data["chroma"] / _CHROMA_LEVELS).astype(np.float32),
                 tuning_semitones=float(tuning),
                 duration_s=float(duration),
                 recipe=str(data["recipe"]),

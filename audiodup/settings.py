@@ -30,11 +30,11 @@ class Settings:
     # spectral peaks
     peak_time_radius: int = 6  # frames each side
     peak_freq_radius: int = 4  # log bins each side
-    peaks_per_second: float = 6.0  # stored (catalog) density
+    peaks_per_second: float = 7.0  # stored (catalog) density
     query_peaks_per_second: float = 9.0
 
     # peak-triplet hashes
-    hash_fanout: int = 3  # next peaks paired with each anchor (catalog side)
+    hash_fanout: int = 2  # next peaks paired with each anchor (catalog side)
     query_hash_fanout: int = 6  # wider on the query side: tolerates extra or missing peaks
     hash_max_dt_s: float = 4.0
     hash_max_df_bins: int = 48
@@ -49,11 +49,11 @@ class Settings:
     query_segment_hop_s: float = 1.0
     tempo_ratio_min: float = 0.5
     tempo_ratio_max: float = 2.0
-    chroma_scale_step: float = 1.05
-    chroma_candidates: int = 20
+    chroma_scale_step: float = 1.07
+    chroma_candidates: int = 8
 
     # FAISS
-    chroma_index_factory: str = "Flat"
+    chroma_index_factory: str = "SQ8"
     max_shards: int = 8
 
     # matching and verdicts
@@ -62,11 +62,11 @@ class Settings:
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0
     # chance-match priors (background fits per query may only raise them)
-    chance_inliers_base: float = 3.0
-    chance_inliers_per_vote: float = 0.01
-    chance_chroma_mean: float = 0.80
-    chance_chroma_std: float = 0.04
-    chroma_min_similarity: float = 0.90
+    chance_inliers_base: float = 4.0
+    chance_inliers_per_vote: float = 0.0008
+    chance_chroma_mean: float = 0.40
+    chance_chroma_std: float = 0.10
+    chroma_min_similarity: float = 0.75
 
     recipe: str = RECIPE
 

@@ -334,10 +334,10 @@ class CatalogStore:
         factory = self.settings.chroma_index_factory
         index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            if training is None or len(training) < 64 * 39:
+            try:
+                index.train(np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM))
+            except RuntimeError:  # too few vectors to train this index type: stay exact
                 index = faiss.index_factory(CHROMA_DIM, "Flat", faiss.METRIC_INNER_PRODUCT)
-            else:
-                index.train(training.astype(np.float32))
         try:
             faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
         except RuntimeError:

@@ -32,9 +32,8 @@ def background_mean(
         return a0, b0
     votes = np.array([e.votes for e in background], dtype=float)
     inliers = np.array([e.inliers for e in background], dtype=float)
-    b = max(b0, float(np.median(inliers / np.maximum(votes, 1.0))) * 0.5)
-    a = max(a0, float(np.median(inliers - b * votes)))
-    return a, b
+    b = max(b0, float(np.median((inliers - a0) / np.maximum(votes, 1.0))))
+    return a0, b
 
 
 def hash_false_match_probability(
