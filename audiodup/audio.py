@@ -8,8 +8,10 @@ memory stays bounded whatever the header claims.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,9 +127,26 @@ def audio_from_samples(
     )
 
 
+@contextmanager
+def _quiet_native_stderr():
+    """Silence what libmpg123 prints to fd 2 about damaged frames; errors still raise."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _read_soundfile(path: Path, settings: Settings):
     try:
-        with sf.SoundFile(str(path)) as f:
+        with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
             sr = int(f.samplerate)
             if sr <= 0 or f.channels <= 0:
                 raise AudioDecodeError("invalid header (sample rate or channels)")
