@@ -34,6 +34,7 @@ from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogStore, LoadedIndexes, NewWork
 from .verdict import (
     background_mean,
+    transforms_agree,
     chroma_false_match_probability,
     decide,
     hash_false_match_probability,
@@ -279,19 +280,41 @@ class Catalog:
         ]
         top = {e.work_id for e in sorted(evidence, key=lambda e: -e.inliers)[:3]}
         params = background_mean(evidence, top, settings)
-        matches: list[Match] = []
-        for e in evidence:
-            fmp = hash_false_match_probability(e, params, n_works)
-            if fmp <= settings.suspect_max_fmp:
-                matches.append(self._hash_match(e, fmp, query))
-        if not any(m.false_match_probability <= settings.duplicate_max_fmp for m in matches):
-            matches.extend(
-                self._chroma_matches(query, indexes, {m.work_id for m in matches}, n_works)
-            )
-        matches.sort(key=lambda m: (m.false_match_probability, -m.coverage_s))
-        return matches
+        by_work = {
+            e.work_id: (e, hash_false_match_probability(e, params, n_works)) for e in evidence
+        }
+        matches = {
+            work_id: self._hash_match(e, fmp, query)
+            for work_id, (e, fmp) in by_work.items()
+            if fmp <= settings.suspect_max_fmp
+        }
+        if not any(
+            m.false_match_probability <= settings.duplicate_max_fmp for m in matches.values()
+        ):
+            for chroma, chroma_fmp in self._chroma_evidence(query, indexes, n_works):
+                hashed = by_work.get(chroma.work_id)
+                if hashed is not None and transforms_agree(hashed[0], chroma, settings):
+                    # two independent channels found the same transform: per-work probabilities
+                    # multiply, and the search over works is paid once
+                    fmp = min(1.0, hashed[1] * chroma_fmp / n_works)
+                    matches[chroma.work_id] = self._hash_match(
+                        hashed[0], fmp, query, chroma_similarity=chroma.similarity
+                    )
+                elif (
+                    chroma.work_id not in matches
+                    and chroma_fmp <= settings.suspect_max_fmp
+                    and chroma.similarity >= settings.chroma_min_similarity
+                ):
+                    matches[chroma.work_id] = self._chroma_match(chroma, chroma_fmp, query)
+        return sorted(matches.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
 
-    def _hash_match(self, e: HashEvidence, fmp: float, query: Fingerprint) -> Match:
+    def _hash_match(
+        self,
+        e: HashEvidence,
+        fmp: float,
+        query: Fingerprint,
+        chroma_similarity: float | None = None,
+    ) -> Match:
         fps = self.settings.frames_per_second
         main = e.lines[0]
         info = self.store.work(e.work_id)
@@ -321,57 +344,51 @@ class Catalog:
             coverage=min(1.0, e.coverage_s / max(query.duration_s, 1e-9)),
             coverage_s=e.coverage_s,
             matched_hashes=e.inliers,
-            chroma_similarity=None,
+            chroma_similarity=chroma_similarity,
             sections=sections,
         )
 
-    def _chroma_matches(
-        self, query: Fingerprint, indexes: LoadedIndexes, exclude: set[int], n_works: int
-    ) -> list[Match]:
+    def _chroma_evidence(
+        self, query: Fingerprint, indexes: LoadedIndexes, n_works: int
+    ) -> list[tuple[ChromaEvidence, float]]:
+        """Aligned chroma of the best chroma candidates with their false-match probability."""
         settings = self.settings
         aligned: list[ChromaEvidence] = []
         for work_id, _, scale in chroma_candidates(query, indexes, settings):
-            if work_id in exclude:
-                continue
-            tempo = 1.0 / scale
-            fine = tempo * np.geomspace(
-                1 / settings.chroma_scale_step, settings.chroma_scale_step, 11
+            fine = (1.0 / scale) * np.geomspace(
+                1 / settings.chroma_scale_step, settings.chroma_scale_step, 7
             )
             ev = align_chroma(query, self.store.fingerprint(work_id), work_id, settings, fine)
             if ev is not None:
                 aligned.append(ev)
         aligned.sort(key=lambda ev: -ev.similarity)
         background = [ev.similarity for ev in aligned[3:]]
-        out = []
-        for ev in aligned[:3]:
-            if ev.similarity < settings.chroma_min_similarity:
-                continue
-            fmp = chroma_false_match_probability(ev, background, settings, n_works)
-            if fmp > settings.suspect_max_fmp:
-                continue
-            info = self.store.work(ev.work_id)
-            coverage_s = ev.query_end_s - ev.query_start_s
-            out.append(
-                Match(
-                    work_id=ev.work_id,
-                    path=info.path if info else "",
-                    title=info.title if info else None,
-                    relation="same_composition",
-                    score=score_from_probability(fmp),
-                    false_match_probability=fmp,
-                    tempo_ratio=ev.tempo_ratio,
-                    pitch_shift_semitones=ev.pitch_shift_semitones,
-                    query_start_s=ev.query_start_s,
-                    query_end_s=ev.query_end_s,
-                    ref_start_s=ev.ref_start_s,
-                    ref_end_s=ev.ref_end_s,
-                    coverage=min(1.0, coverage_s / max(query.duration_s, 1e-9)),
-                    coverage_s=coverage_s,
-                    matched_hashes=0,
-                    chroma_similarity=ev.similarity,
-                )
-            )
-        return out
+        return [
+            (ev, chroma_false_match_probability(ev, background, settings, n_works))
+            for ev in aligned[:3]
+        ]
+
+    def _chroma_match(self, ev: ChromaEvidence, fmp: float, query: Fingerprint) -> Match:
+        info = self.store.work(ev.work_id)
+        coverage_s = ev.query_end_s - ev.query_start_s
+        return Match(
+            work_id=ev.work_id,
+            path=info.path if info else "",
+            title=info.title if info else None,
+            relation="same_composition",
+            score=score_from_probability(fmp),
+            false_match_probability=fmp,
+            tempo_ratio=ev.tempo_ratio,
+            pitch_shift_semitones=ev.pitch_shift_semitones,
+            query_start_s=ev.query_start_s,
+            query_end_s=ev.query_end_s,
+            ref_start_s=ev.ref_start_s,
+            ref_end_s=ev.ref_end_s,
+            coverage=min(1.0, coverage_s / max(query.duration_s, 1e-9)),
+            coverage_s=coverage_s,
+            matched_hashes=0,
+            chroma_similarity=ev.similarity,
+        )
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""

@@ -9,8 +9,8 @@ import numpy as np
 
 from .audio import Audio
 from .chroma import chroma_frames, estimate_tuning
-from .hashes import TripletHashes, triplet_hashes
-from .peaks import PEAK_DTYPE, find_peaks
+from .hashes import TripletHashes, concat_hashes, triplet_hashes
+from .peaks import PEAK_DTYPE, find_peaks, thin_peaks
 from .settings import DEFAULT_SETTINGS, Settings
 from .spectral import log_spectrogram
 
@@ -62,7 +62,7 @@ def fingerprint_audio(
 ) -> Fingerprint:
     """Fingerprint decoded audio. Queries keep denser peaks than catalog entries."""
     spec = log_spectrogram(audio.samples, settings)
-    density = settings.query_peaks_per_second if query else settings.peaks_per_second
+    density = max(settings.query_peak_densities) if query else settings.peaks_per_second
     peaks = find_peaks(spec, density, settings.peak_time_radius, settings.peak_freq_radius)
     tuning = estimate_tuning(spec)
     return Fingerprint(
@@ -77,14 +77,23 @@ def fingerprint_audio(
 def fingerprint_hashes(
     fingerprint: Fingerprint, settings: Settings = DEFAULT_SETTINGS, *, query: bool = False
 ) -> TripletHashes:
-    """Triplet hashes of a fingerprint: narrow fan-out for the catalog, wide and multi-probe
-    for queries."""
-    return triplet_hashes(
-        fingerprint.peaks,
-        fanout=settings.query_hash_fanout if query else settings.hash_fanout,
+    """Triplet hashes of a fingerprint: narrow fan-out for the catalog; for queries a wide
+    fan-out, multi-probe keys and one set per peak density in ``query_peak_densities``."""
+    common = dict(
         max_dt_frames=int(settings.hash_max_dt_s * settings.frames_per_second),
         max_df_bins=settings.hash_max_df_bins,
         ratio_levels=settings.ratio_levels,
         df_quant_bins=settings.df_quant_bins,
-        multiprobe=query,
     )
+    if not query:
+        return triplet_hashes(fingerprint.peaks, fanout=settings.hash_fanout, **common)
+    parts = [
+        triplet_hashes(
+            thin_peaks(fingerprint.peaks, density, settings.frames_per_second),
+            fanout=settings.query_hash_fanout,
+            multiprobe=True,
+            **common,
+        )
+        for density in sorted(settings.query_peak_densities)
+    ]
+    return concat_hashes(parts)

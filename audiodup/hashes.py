@@ -16,8 +16,8 @@ import numpy as np
 
 from .peaks import PEAK_DTYPE
 
-KEY_BITS = 17
-_RATIO_BITS, _DF_BITS = 5, 6
+_RATIO_BITS, _DF_BITS = 5, 7
+KEY_BITS = _RATIO_BITS + 2 * _DF_BITS
 
 # Packed entry id: work (25 bits) | anchor frame (18) | anchor bin in quarter bins (10) | span (10)
 _WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = 25, 18, 10, 10
@@ -91,6 +91,8 @@ def triplet_hashes(
 
     ratio = (t[b] - t[a]) / span * ratio_levels
     df_levels = 2 * max_df_bins // df_quant_bins + 1
+    if ratio_levels > 1 << _RATIO_BITS or df_levels > 1 << _DF_BITS:
+        raise ValueError("hash quantisation does not fit the key layout")
     d1 = (f[b] - f[a] + max_df_bins) / df_quant_bins
     d2 = (f[c] - f[a] + max_df_bins) / df_quant_bins
     coords = [(ratio, ratio_levels), (d1 + 0.5, df_levels), (d2 + 0.5, df_levels)]
@@ -128,6 +130,20 @@ def _quantise(coords, multiprobe: bool, margin: float = 0.2):
         keys.append(key[mask])
         owner.append(np.nonzero(mask)[0])
     return np.concatenate(keys).astype(np.uint32), np.concatenate(owner)
+
+
+def concat_hashes(parts: list[TripletHashes]) -> TripletHashes:
+    """Concatenate hash sets, dropping exact repeats (same key, anchor and span)."""
+    if not parts:
+        return _empty()
+    keys = np.concatenate([p.keys for p in parts])
+    frame = np.concatenate([p.anchor_frame for p in parts])
+    abin = np.concatenate([p.anchor_bin for p in parts])
+    span = np.concatenate([p.span_frames for p in parts])
+    rows = np.stack([keys.astype(np.float64), frame, abin, span])
+    _, first = np.unique(rows, axis=1, return_index=True)
+    first.sort()
+    return TripletHashes(keys[first], frame[first], abin[first], span[first])
 
 
 def pack_entry_ids(work_id: int, hashes: TripletHashes) -> np.ndarray:

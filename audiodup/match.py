@@ -257,7 +257,7 @@ def chroma_candidates(
     duration_s = len(query.chroma) / settings.chroma_fps
     for scale in scales:
         length_s = settings.segment_s * scale
-        hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 11)
+        hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 5)
         v, _ = segment_vectors(
             query.chroma,
             settings.chroma_fps,
@@ -359,13 +359,11 @@ def _rotation_offset_scores(qs: np.ndarray, r: np.ndarray) -> np.ndarray:
     """
     n_full = len(qs) + len(r) - 1
     size = 1 << int(np.ceil(np.log2(n_full)))
-    Q = np.fft.rfft(qs[::-1], n=size, axis=0)  # (f, 12)
-    R = np.fft.rfft(r, n=size, axis=0)
-    scores = np.empty((12, n_full))
-    for rot in range(12):
-        cross = np.fft.irfft((Q * np.roll(R, rot, axis=1)).sum(axis=1), n=size)
-        scores[rot] = cross[:n_full]
-    return scores
+    q_spec = np.fft.rfft(qs[::-1], n=size, axis=0)  # (f, 12)
+    r_spec = np.fft.rfft(r, n=size, axis=0)
+    rolled = r_spec[:, (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12]  # (f, rot, 12)
+    cross = np.einsum("fc,frc->fr", q_spec, rolled)
+    return np.fft.irfft(cross, n=size, axis=0)[:n_full].T
 
 
 def _overlap(n_query: int, n_ref: int, offset_index: int) -> int:

@@ -31,7 +31,8 @@ class Settings:
     peak_time_radius: int = 6  # frames each side
     peak_freq_radius: int = 4  # log bins each side
     peaks_per_second: float = 7.0  # stored (catalog) density
-    query_peaks_per_second: float = 9.0
+    # queries hash at several densities: a sped-up upload packs more music into each second
+    query_peak_densities: tuple[float, ...] = (9.0, 16.0)
 
     # peak-triplet hashes
     hash_fanout: int = 2  # next peaks paired with each anchor (catalog side)
@@ -39,7 +40,7 @@ class Settings:
     hash_max_dt_s: float = 4.0
     hash_max_df_bins: int = 48
     ratio_levels: int = 24
-    df_quant_bins: int = 2
+    df_quant_bins: int = 1
 
     # chroma
     chroma_fps: float = 5.0
@@ -66,7 +67,7 @@ class Settings:
     chance_inliers_per_vote: float = 0.0008
     chance_chroma_mean: float = 0.40
     chance_chroma_std: float = 0.10
-    chroma_min_similarity: float = 0.75
+    chroma_min_similarity: float = 0.65
 
     recipe: str = RECIPE
 
@@ -76,7 +77,8 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> Settings:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+        values = {k: v for k, v in json.loads(text).items() if k in known}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     @property
     def frames_per_second(self) -> float:

@@ -79,3 +79,22 @@ def decide(relations_fmp: list[tuple[str, float, float]], settings: Settings) ->
         if fmp <= settings.suspect_max_fmp:
             label = "suspect"
     return label
+
+
+def transforms_agree(
+    hashed: HashEvidence, chroma: ChromaEvidence, settings: Settings, max_offset_s: float = 2.0
+) -> bool:
+    """Whether the peak hashes and the chroma alignment found the same tempo, pitch (chroma knows
+    it only modulo an octave) and time offset for one work."""
+    if abs(np.log(hashed.tempo_ratio / chroma.tempo_ratio)) > 0.03:
+        return False
+    pitch_gap = (hashed.pitch_shift_semitones - chroma.pitch_shift_semitones + 6.0) % 12.0 - 6.0
+    if abs(pitch_gap) > 0.5:
+        return False
+    main = hashed.lines[0]
+    fps = settings.frames_per_second
+    predicted_ref_s = (
+        main.ref_start_frame / fps
+        + (chroma.query_start_s - main.query_start_frame / fps) * hashed.tempo_ratio
+    )
+    return abs(predicted_ref_s - chroma.ref_start_s) <= max_offset_s
