@@ -24,6 +24,7 @@ from .settings import DEFAULT_SETTINGS, Settings
 
 _BLOCK_FRAMES = 1 << 16
 _MAX_NONFINITE_SHARE = 0.01
+_MAX_SANE_PEAK = 1e3
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,10 @@ def audio_from_samples(
         if (~finite).mean() > _MAX_NONFINITE_SHARE:
             raise AudioDecodeError("audio holds NaN or infinite samples")
         samples = np.where(finite, samples, 0.0).astype(np.float32)
-    samples = samples - np.float32(samples.mean())  # DC offset carries no information
+    peak = float(np.max(np.abs(samples)))
+    if peak > _MAX_SANE_PEAK:  # float files can hold any scale; fingerprints are scale-free
+        samples = (samples / np.float32(peak)).astype(np.float32)
+    samples = samples - np.float32(samples.mean(dtype=np.float64))  # DC carries no information
     source_duration_s = len(samples) / sample_rate_hz
     if source_duration_s < settings.min_duration_s:
         raise AudioTooShortError(
@@ -146,7 +150,7 @@ def _quiet_native_stderr():
 
 def _read_soundfile(path: Path, settings: Settings):
     try:
-        with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
+        with _quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
             sr = int(f.samplerate)
             if sr <= 0 or f.channels <= 0:
                 raise AudioDecodeError("invalid header (sample rate or channels)")

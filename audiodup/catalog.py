@@ -20,6 +20,7 @@ import numpy as np
 from .audio import Audio, load_audio
 from .errors import AudiodupError, CatalogError
 from .fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from .hashes import KEY_BITS
 from .match import (
     ChromaEvidence,
     HashEvidence,
@@ -29,16 +30,16 @@ from .match import (
     lookup_hashes,
     verify_hashes,
 )
-from .results import AddResult, CatalogStats, Match, Section, Verdict, WorkInfo
+from .results import AddResult, CatalogStats, Match, Section, Verdict, WorkInfo, path_text
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogStore, LoadedIndexes, NewWork
 from .verdict import (
     background_mean,
-    transforms_agree,
     chroma_false_match_probability,
     decide,
     hash_false_match_probability,
     score_from_probability,
+    transforms_agree,
 )
 
 DEFAULT_CATALOG = "audiodup-catalog"
@@ -82,7 +83,7 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None
                     if child.suffix.lower() not in AUDIO_SUFFIXES:
                         continue
                     if child.is_symlink() and not child.exists():
-                        yield child, "broken symbolic link"
+                        yield child, "broken or looping symbolic link"
                     elif not child.is_file():
                         yield child, "not a regular file"
                     else:
@@ -99,7 +100,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     audio = load_audio(path, settings)
     stat = path.stat()
     return NewWork(
-        path=str(path),
+        path=path_text(path),
         sha256=audio.sha256,
         duration_s=audio.duration_s,
         fingerprint=fingerprint_audio(audio, settings),
@@ -193,11 +194,11 @@ class Catalog:
         todo: list[Path] = []
         for path, error in expand_paths(paths):
             if error is not None:
-                emit(AddResult(str(path), "failed", error=error))
+                emit(AddResult(path_text(path), "failed", error=error))
                 continue
             known = self._unchanged(path)
             if known is not None:
-                emit(AddResult(str(path), "present", known))
+                emit(AddResult(path_text(path), "present", known))
             else:
                 todo.append(path)
 
@@ -210,12 +211,12 @@ class Catalog:
         try:
             for path, output in zip(todo, outputs, strict=True):
                 if isinstance(output, str):
-                    emit(AddResult(str(path), "failed", error=output))
+                    emit(AddResult(path_text(path), "failed", error=output))
                     continue
                 extra = metadata.get(str(path)) or metadata.get(path.name) or {}
                 if extra:
                     output = _with_metadata(output, extra)
-                pending.append((output, str(path)))
+                pending.append((output, path_text(path)))
                 if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
                     flush()
             flush()
@@ -229,7 +230,7 @@ class Catalog:
             stat = path.stat()
         except OSError:
             return None
-        return self.store.find_unchanged_file(str(path), stat.st_size, stat.st_mtime)
+        return self.store.find_unchanged_file(path_text(path), stat.st_size, stat.st_mtime)
 
     # -- screening -----------------------------------------------------------------------------
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
@@ -238,8 +239,8 @@ class Catalog:
         try:
             audio = load_audio(path, self.settings)
         except AudiodupError as exc:
-            return Verdict(path=str(path), verdict=None, error=str(exc))
-        return self.screen_audio(audio, name=str(path), top_k=top_k, started=start)
+            return Verdict(path=path_text(path), verdict=None, error=str(exc))
+        return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
 
     def screen_audio(
         self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None
@@ -267,10 +268,16 @@ class Catalog:
         indexes = self.indexes()
         n_works = max(int(indexes.live.sum()), 1)
         hashes = fingerprint_hashes(query, settings, query=True)
-        votes = lookup_hashes(hashes, indexes)
+        n_entries = sum(shard.ntotal for shard in indexes.hash_shards)
+        max_hits = max(
+            settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS
+        )
+        votes = lookup_hashes(hashes, indexes, int(max_hits))
         evidence = [
             e
-            for work_id, _ in candidate_works(votes, settings.candidate_works)
+            for work_id, _ in candidate_works(
+                votes, settings.candidate_works, settings.frames_per_second
+            )
             if (
                 e := verify_hashes(
                     votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
@@ -278,7 +285,7 @@ class Catalog:
             )
             is not None
         ]
-        top = {e.work_id for e in sorted(evidence, key=lambda e: -e.inliers)[:3]}
+        top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
         params = background_mean(evidence, top, settings)
         by_work = {
             e.work_id: (e, hash_false_match_probability(e, params, n_works)) for e in evidence

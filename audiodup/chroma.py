@@ -46,11 +46,13 @@ def chroma_frames(spec: LogSpectrogram, tuning_semitones: float, fps: float) -> 
     # each semitone collects its centre bin and the neighbours on either side
     semitones = magnitude[:n_bins].reshape(-1, per_semitone, magnitude.shape[1]).sum(axis=1)
     chroma = semitones.reshape(-1, 12, magnitude.shape[1]).sum(axis=0)  # (12, frames)
-    step = max(1, int(round(spec.frames_per_second / fps)))
-    n_out = chroma.shape[1] // step
+    n_out = int(chroma.shape[1] / spec.frames_per_second * fps)
     if n_out == 0:
         return np.zeros((0, 12), dtype=np.float32)
-    pooled = chroma[:, : n_out * step].reshape(12, n_out, step).mean(axis=2).T
+    # average the analysis frames that fall in each output frame's exact time span
+    edges = np.round(np.arange(n_out + 1) * spec.frames_per_second / fps).astype(np.int64)
+    sums = np.add.reduceat(chroma[:, : edges[-1]], edges[:-1], axis=1)
+    pooled = (sums / np.diff(edges)[None, :]).T
     pooled = np.log1p(100.0 * pooled / max(float(pooled.max()), 1e-12))
     # centred: a flat (noise, silence) frame becomes zero instead of matching every other frame
     pooled -= pooled.mean(axis=1, keepdims=True)

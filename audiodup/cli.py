@@ -66,7 +66,9 @@ def index_add(
             counts[result.status] += 1
             progress.update(task, advance=1, name=Path(result.path).name[:40])
             if result.status == "failed":
-                progress.console.print(f"error: {result.path}: {result.error}", markup=False)
+                progress.console.print(
+                    f"error: {result.path}: {result.error}", markup=False, soft_wrap=True
+                )
 
         catalog.add_paths(paths, workers=workers, on_result=on_result)
     out.print(
@@ -133,7 +135,7 @@ def index_verify(db: DbOption = None) -> None:
     with _open(db) as catalog:
         problems = catalog.verify()
     for problem in problems:
-        err.print(f"problem: {problem}", markup=False)
+        err.print(f"problem: {problem}", markup=False, soft_wrap=True)
     if problems:
         err.print("run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints")
         raise typer.Exit(1)
@@ -170,7 +172,7 @@ def screen(
             verdict = catalog.screen(path, top_k=top)
             verdicts.append(verdict)
             if verdict.error and not as_json:
-                err.print(f"error: {path}: {verdict.error}", markup=False)
+                err.print(f"error: {verdict.path}: {verdict.error}", markup=False, soft_wrap=True)
     if as_json:
         print(
             json.dumps(
@@ -234,13 +236,13 @@ def main() -> None:
     try:
         app()
     except AudiodupError as exc:
-        err.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False, soft_wrap=True)
         sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001
-        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False)
+        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         sys.exit(70)
 
 

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from .audio import Audio
 from .chroma import chroma_frames, estimate_tuning
+from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, find_peaks, thin_peaks
 from .settings import DEFAULT_SETTINGS, Settings
 from .spectral import log_spectrogram
 
+_BIN_STEPS = 16  # stored peak frequencies are in 1/16 of a log bin
 _CHROMA_LEVELS = 15  # stored chroma is quantised to 5 bits; alignment needs no more
 
 
@@ -32,7 +35,7 @@ class Fingerprint:
         np.savez_compressed(
             buffer,
             frame_step=np.diff(self.peaks["frame"], prepend=np.uint32(0)).astype(np.uint32),
-            qbin=np.round(self.peaks["bin"] * 16).astype(np.uint16),
+            qbin=np.round(self.peaks["bin"] * _BIN_STEPS).astype(np.uint16),
             strength=np.round(np.clip(self.peaks["strength"], 0, 25.5) * 10).astype(np.uint8),
             chroma=np.round(np.clip(self.chroma, -1, 1) * _CHROMA_LEVELS).astype(np.int8),
             meta=np.array([self.tuning_semitones, self.duration_s]),
@@ -42,10 +45,18 @@ class Fingerprint:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Fingerprint:
-        with np.load(io.BytesIO(blob)) as data:
+        """Inverse of :meth:`to_bytes`; raises ``CatalogError`` for a damaged blob."""
+        try:
+            return cls._from_bytes(blob)
+        except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise CatalogError(f"stored fingerprint is damaged ({exc})") from None
+
+    @classmethod
+    def _from_bytes(cls, blob: bytes) -> Fingerprint:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             peaks = np.empty(len(data["frame_step"]), dtype=PEAK_DTYPE)
             peaks["frame"] = np.cumsum(data["frame_step"], dtype=np.uint64)
-            peaks["bin"] = data["qbin"] / 16.0
+            peaks["bin"] = data["qbin"] / _BIN_STEPS
             peaks["strength"] = data["strength"] / 10.0
             tuning, duration = data["meta"]
             return cls(
@@ -64,6 +75,8 @@ def fingerprint_audio(
     spec = log_spectrogram(audio.samples, settings)
     density = max(settings.query_peak_densities) if query else settings.peaks_per_second
     peaks = find_peaks(spec, density, settings.peak_time_radius, settings.peak_freq_radius)
+    # store-precision bins now, so hashes made at add time equal those rebuilt from storage
+    peaks["bin"] = np.round(peaks["bin"] * _BIN_STEPS) / _BIN_STEPS
     tuning = estimate_tuning(spec)
     return Fingerprint(
         peaks=peaks,

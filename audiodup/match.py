@@ -26,6 +26,7 @@ from .store import LoadedIndexes, unpack_segment_ids
 _MAX_LOG_TEMPO = float(np.log(2.1))
 _LOG_TEMPO_STEP = 0.03
 _PITCH_STEP_BINS = 1.5
+_MAX_SECTION_GAP_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class HashEvidence:
 
     work_id: int
     votes: int  # hits for this work before verification
-    inliers: int  # hits on the aligned lines
+    inliers: int  # hits on all aligned lines
+    main_inliers: int  # hits on the best line, the basis of the false-match probability
     tempo_ratio: float
     pitch_shift_semitones: float
     lines: tuple[AlignedLine, ...]
@@ -79,7 +81,9 @@ class ChromaEvidence:
     ref_end_s: float
 
 
-def lookup_hashes(query: TripletHashes, indexes: LoadedIndexes) -> HashVotes:
+def lookup_hashes(
+    query: TripletHashes, indexes: LoadedIndexes, max_bucket_hits: int = 1 << 30
+) -> HashVotes:
     """Exact-bucket look-ups of every query hash in every hash shard."""
     codes = keys_to_codes(query.keys)
     q_idx, ids = [], []
@@ -87,8 +91,13 @@ def lookup_hashes(query: TripletHashes, indexes: LoadedIndexes) -> HashVotes:
         if shard.ntotal == 0 or len(codes) == 0:
             continue
         lims, _, labels = shard.range_search(codes, 1)
-        q_idx.append(np.repeat(np.arange(len(codes)), np.diff(lims).astype(np.int64)))
-        ids.append(labels)
+        hits = np.diff(lims).astype(np.int64)
+        # a key shared by very many entries carries almost no information (a stop word)
+        common = hits > max_bucket_hits
+        q_rows = np.repeat(np.arange(len(codes)), hits)
+        keep = ~np.repeat(common, hits)
+        q_idx.append(q_rows[keep])
+        ids.append(labels[keep])
     if not ids:
         return _empty_votes()
     q_idx, ids = np.concatenate(q_idx), np.concatenate(ids)
@@ -120,13 +129,30 @@ def lookup_hashes(query: TripletHashes, indexes: LoadedIndexes) -> HashVotes:
     )
 
 
-def candidate_works(votes: HashVotes, limit: int) -> list[tuple[int, int]]:
-    """``(work_id, votes)`` of the works with the most hits, best first."""
+def candidate_works(
+    votes: HashVotes, limit: int, frames_per_second: float
+) -> list[tuple[int, int]]:
+    """``(work_id, support)`` of the works whose hits agree most, best first.
+
+    Raw hit counts favour long or repetitive works; instead each work is ranked by its largest
+    cell of a coarse (tempo ratio, pitch shift, time offset) histogram, which only hits from a
+    real alignment fill.
+    """
     if len(votes.work) == 0:
         return []
-    works, counts = np.unique(votes.work, return_counts=True)
-    order = np.argsort(-counts, kind="stable")[:limit]
-    return [(int(works[i]), int(counts[i])) for i in order]
+    lt_bin = np.round(votes.log_tempo / 0.05).astype(np.int64)
+    pb_bin = np.round(votes.pitch_bins / 1.5).astype(np.int64)
+    offset = votes.ref_frame - np.exp(lt_bin * 0.05) * votes.query_frame
+    off_bin = np.floor(offset / frames_per_second).astype(np.int64)
+    off_bin -= off_bin.min()
+    n_off = int(off_bin.max()) + 1
+    key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
+    cells, counts = np.unique(key, return_counts=True)
+    work_of = cells // (64 * 64 * n_off)
+    order = np.lexsort((-counts, work_of))
+    first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
+    best = first[np.argsort(-counts[first], kind="stable")][:limit]
+    return [(int(work_of[i]), int(counts[i])) for i in best]
 
 
 def verify_hashes(
@@ -169,7 +195,7 @@ def verify_hashes(
         if line is None:
             break
         inliers, slope_fit, intercept = line
-        if lines and inliers.sum() < max(4, 0.15 * lines[0][0].sum()):
+        if lines and inliers.sum() < max(6, 0.25 * lines[0][0].sum()):
             break
         if not lines:
             slope = slope_fit
@@ -181,14 +207,21 @@ def verify_hashes(
         return None
     all_in = np.zeros(len(tq), dtype=bool)
     aligned = []
+    max_gap = _MAX_SECTION_GAP_S * frames_per_second
     for inliers, slope_fit, intercept in lines:
         all_in |= inliers
-        q0, q1 = tq[inliers].min(), (tq[inliers] + sq[inliers]).max()
-        aligned.append(
-            AlignedLine(
-                q0, q1, slope_fit * q0 + intercept, slope_fit * q1 + intercept, int(inliers.sum())
+        # a line can hold several sections (a cut) and stray hits far from the rest
+        for run in _runs(np.nonzero(inliers)[0], tq, max_gap):
+            q0, q1 = tq[run].min(), (tq[run] + sq[run]).max()
+            aligned.append(
+                AlignedLine(
+                    q0, q1, slope_fit * q0 + intercept, slope_fit * q1 + intercept, len(run)
+                )
             )
-        )
+    if not aligned:
+        return None
+    main_run = max(range(len(aligned)), key=lambda k: aligned[k].inliers)
+    aligned.insert(0, aligned.pop(main_run))
     pitch_in = pb[all_in]
     lo, hi = np.percentile(pitch_in, [25, 75])
     central = pitch_in[(pitch_in >= lo) & (pitch_in <= hi)]
@@ -207,6 +240,7 @@ def verify_hashes(
         work_id=work_id,
         votes=n_votes,
         inliers=int(all_in.sum()),
+        main_inliers=int(lines[0][0].sum()),
         tempo_ratio=float(lines[0][1]),
         pitch_shift_semitones=pitch / bins_per_semitone,
         lines=tuple(aligned),
@@ -214,6 +248,19 @@ def verify_hashes(
         match_query_frames=tq[all_in],
         match_ref_frames=tr[all_in],
     )
+
+
+def _runs(idx: np.ndarray, tq: np.ndarray, max_gap: float, min_size: int = 3) -> list:
+    """Split hits (indices) into runs along query time with gaps below ``max_gap`` frames;
+    runs of fewer than ``min_size`` hits are strays, kept only when nothing else is."""
+    idx = idx[np.argsort(tq[idx], kind="stable")]
+    gaps = np.diff(tq[idx])
+    if len(gaps):  # sparse matches (heavy alterations) have wider gaps between true hits
+        max_gap = max(max_gap, 4.0 * float(np.median(gaps)))
+    breaks = np.nonzero(gaps > max_gap)[0] + 1
+    runs = np.split(idx, breaks)
+    kept = [r for r in runs if len(r) >= min_size]
+    return kept or [max(runs, key=len)]
 
 
 def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):

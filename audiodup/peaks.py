@@ -28,6 +28,8 @@ def find_peaks(
     -------
     np.ndarray of PEAK_DTYPE, sorted by (frame, bin).
     """
+    if spec.magnitude.size == 0:
+        return np.zeros(0, dtype=PEAK_DTYPE)
     log_mag = np.log1p(1000.0 * spec.magnitude / max(float(spec.magnitude.max()), 1e-12))
     neighbourhood = (2 * freq_radius + 1, 2 * time_radius + 1)
     is_max = ndimage.maximum_filter(log_mag, size=neighbourhood, mode="constant") == log_mag

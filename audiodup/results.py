@@ -96,6 +96,11 @@ class CatalogStats:
     shards: int
 
 
+def path_text(path) -> str:
+    """A path as printable UTF-8 text; undecodable bytes of a file name appear as ``\\xNN``."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def to_jsonable(obj):
     """Dataclasses (and lists of them) to plain JSON types; NaN/inf become null."""
     if hasattr(obj, "__dataclass_fields__"):
@@ -105,7 +110,7 @@ def to_jsonable(obj):
     if isinstance(obj, list | tuple):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, float):
-        return None if not math.isfinite(obj) else round(obj, 6)
+        return None if not math.isfinite(obj) else float(f"{obj:.6g}")
     return obj
 
 

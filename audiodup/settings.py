@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-RECIPE = "audiodup-fp-1"
+RECIPE = "audiodup-fp-2"
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,9 @@ class Settings:
 
     # matching and verdicts
     candidate_works: int = 30
+    # query keys hitting more entries than this are skipped as uninformative (stop words)
+    min_bucket_cap: int = 100
+    bucket_cap_per_mean: float = 200.0
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

@@ -460,6 +460,11 @@ class CatalogStore:
         ).fetchone()[0]
         if orphans:
             problems.append(f"{orphans} works have no stored fingerprint")
+        for (work_id,) in self.db.execute("SELECT work_id FROM works WHERE removed = 0").fetchall():
+            try:
+                self.fingerprint(work_id)
+            except CatalogError as exc:
+                problems.append(f"work {work_id}: {exc}")
         unindexed = self.db.execute(
             "SELECT COUNT(*) FROM works WHERE removed = 0 AND (shard_id IS NULL OR shard_id NOT "
             "IN (SELECT shard_id FROM shards))"

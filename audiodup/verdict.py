@@ -31,7 +31,7 @@ def background_mean(
     if len(background) < 8:
         return a0, b0
     votes = np.array([e.votes for e in background], dtype=float)
-    inliers = np.array([e.inliers for e in background], dtype=float)
+    inliers = np.array([e.main_inliers for e in background], dtype=float)
     b = max(b0, float(np.median((inliers - a0) / np.maximum(votes, 1.0))))
     return a0, b
 
@@ -41,7 +41,7 @@ def hash_false_match_probability(
 ) -> float:
     a, b = mean_params
     mu = a + b * evidence.votes
-    p_single = float(stats.poisson.sf(evidence.inliers - 1, mu))
+    p_single = float(stats.poisson.sf(evidence.main_inliers - 1, mu))
     return min(1.0, p_single * max(n_works, 1))
 
 

@@ -124,7 +124,10 @@ def op_time_stretch(r: Rendered, tempo_ratio: float) -> None:
 def op_pitch(r: Rendered, semitones: float) -> None:
     # Formants are shifted with the pitch (a plain key change, as most re-uploads do it).
     y = pedalboard.time_stretch(
-        _as_2d(r.y), r.sr, stretch_factor=1.0, pitch_shift_in_semitones=semitones,
+        _as_2d(r.y),
+        r.sr,
+        stretch_factor=1.0,
+        pitch_shift_in_semitones=semitones,
         preserve_formants=False,
     )[0]
     r.y = _normalize_peak(y)
@@ -216,7 +219,9 @@ def mp3_roundtrip(y: np.ndarray, sr: int, kbps: float, encode_sr: int = 44100) -
     """
     up = soxr.resample(y, sr, encode_sr).astype(np.float32)
     buf = io.BytesIO()
-    with AudioFile(buf, "w", samplerate=encode_sr, num_channels=1, quality=int(kbps), format="mp3") as f:
+    with AudioFile(
+        buf, "w", samplerate=encode_sr, num_channels=1, quality=int(kbps), format="mp3"
+    ) as f:
         f.write(up[None, :])
     buf.seek(0)
     with AudioFile(buf) as f:
@@ -346,34 +351,58 @@ def _build_variants() -> list[Variant]:
     v: list[Variant] = []
     for t in (0.50, 0.60, 0.70, 0.80, 0.90, 0.95, 1.05, 1.10, 1.20, 1.30, 1.40, 1.60, 2.00):
         v.append(
-            Variant(f"tempo {t:.2f}", "time-stretch", (step("time_stretch", tempo_ratio=t),),
-                    sweep="tempo", x=t)
+            Variant(
+                f"tempo {t:.2f}",
+                "time-stretch",
+                (step("time_stretch", tempo_ratio=t),),
+                sweep="tempo",
+                x=t,
+            )
         )
     for p in (-12, -9, -6, -4, -2, -1, -0.5, 0.5, 1, 2, 4, 6, 9, 12):
         v.append(
-            Variant(f"pitch {_fmt_signed(p)}", "pitch", (step("pitch", semitones=p),),
-                    sweep="pitch", x=float(p), extra=p == -12)
+            Variant(
+                f"pitch {_fmt_signed(p)}",
+                "pitch",
+                (step("pitch", semitones=p),),
+                sweep="pitch",
+                x=float(p),
+                extra=p == -12,
+            )
         )
     for s in (0.50, 0.70, 0.80, 0.90, 1.10, 1.25, 1.35, 1.50):
         v.append(Variant(f"speed {s:.2f}", "speed", (step("speed", factor=s),), sweep="speed", x=s))
     for length in (60, 30, 20, 15, 10, 8, 5, 4):
         v.append(
-            Variant(f"excerpt {length} s", "length", (step("excerpt", length_s=length),),
-                    source="full", sweep="excerpt", x=float(length),
-                    extra=length in (60, 20, 10, 4))
+            Variant(
+                f"excerpt {length} s",
+                "length",
+                (step("excerpt", length_s=length),),
+                source="full",
+                sweep="excerpt",
+                x=float(length),
+                extra=length in (60, 20, 10, 4),
+            )
         )
     v += [
         Variant("prepend 20 s other", "length", (step("prepend", seconds=20),), source="full"),
         Variant("cut middle 25 %", "length", (step("cut_middle", fraction=0.25),), source="full"),
         Variant("loop +50 %", "length", (step("loop", extend=0.5),), source="full"),
-        Variant("silence pad 5+10 s", "length", (step("pad", before_s=5, after_s=10),),
-                source="full"),
+        Variant(
+            "silence pad 5+10 s", "length", (step("pad", before_s=5, after_s=10),), source="full"
+        ),
         Variant("mp3 64k", "signal", (step("mp3", kbps=64),)),
     ]
     for snr in (0, 5, 10, 20):
         v.append(
-            Variant(f"white noise {snr} dB", "signal", (step("white_noise", snr_db=snr),),
-                    sweep="snr", x=float(snr), extra=snr != 10)
+            Variant(
+                f"white noise {snr} dB",
+                "signal",
+                (step("white_noise", snr_db=snr),),
+                sweep="snr",
+                x=float(snr),
+                extra=snr != 10,
+            )
         )
     v += [
         Variant("pink noise 5 dB", "signal", (step("pink_noise", snr_db=5),)),
@@ -383,19 +412,33 @@ def _build_variants() -> list[Variant]:
         Variant(
             "chain: tempo 1.07 + pitch +1 + mp3 128k + 45 s",
             "chain",
-            (step("time_stretch", tempo_ratio=1.07), step("pitch", semitones=1),
-             step("mp3", kbps=128), step("excerpt", length_s=45)),
+            (
+                step("time_stretch", tempo_ratio=1.07),
+                step("pitch", semitones=1),
+                step("mp3", kbps=128),
+                step("excerpt", length_s=45),
+            ),
         ),
-        Variant("chain: slowed + reverb (speed 0.85)", "chain",
-                (step("speed", factor=0.85), step("reverb", room_size=0.85))),
+        Variant(
+            "chain: slowed + reverb (speed 0.85)",
+            "chain",
+            (step("speed", factor=0.85), step("reverb", room_size=0.85)),
+        ),
         Variant(
             "chain: tempo 0.93 + pitch -1.5 + eq + noise 20 dB",
             "chain",
-            (step("time_stretch", tempo_ratio=0.93), step("pitch", semitones=-1.5),
-             step("eq", gain_db=12), step("white_noise", snr_db=20)),
+            (
+                step("time_stretch", tempo_ratio=0.93),
+                step("pitch", semitones=-1.5),
+                step("eq", gain_db=12),
+                step("white_noise", snr_db=20),
+            ),
         ),
-        Variant("chain: speed 1.25 + mp3 64k + 30 s", "chain",
-                (step("speed", factor=1.25), step("mp3", kbps=64), step("excerpt", length_s=30))),
+        Variant(
+            "chain: speed 1.25 + mp3 64k + 30 s",
+            "chain",
+            (step("speed", factor=1.25), step("mp3", kbps=64), step("excerpt", length_s=30)),
+        ),
     ]
     return v
 
@@ -405,9 +448,21 @@ BY_NAME: dict[str, Variant] = {v.name: v for v in VARIANTS}
 FAMILIES = ("time-stretch", "pitch", "speed", "length", "signal", "chain")
 
 QUICK_VARIANTS = [
-    "tempo 0.80", "tempo 1.20", "tempo 0.60", "pitch -2", "pitch +4", "speed 0.80", "speed 1.25",
-    "excerpt 60 s", "excerpt 15 s", "excerpt 5 s", "prepend 20 s other", "mp3 64k",
-    "white noise 10 dB", "reverb", "chain: slowed + reverb (speed 0.85)",
+    "tempo 0.80",
+    "tempo 1.20",
+    "tempo 0.60",
+    "pitch -2",
+    "pitch +4",
+    "speed 0.80",
+    "speed 1.25",
+    "excerpt 60 s",
+    "excerpt 15 s",
+    "excerpt 5 s",
+    "prepend 20 s other",
+    "mp3 64k",
+    "white noise 10 dB",
+    "reverb",
+    "chain: slowed + reverb (speed 0.85)",
 ]
 SMOKE_VARIANTS = ["tempo 0.80", "tempo 1.20", "pitch +2", "speed 1.25", "excerpt 15 s", "mp3 64k"]
 
@@ -442,7 +497,10 @@ def verify_pedalboard_conventions(sr: int = 22050) -> dict[str, float]:
         if abs(y.size / tone.size - 1 / sf) > 0.02:
             raise AssertionError(f"time_stretch({sf}) gave length ratio {y.size / tone.size}")
     y = pedalboard.time_stretch(
-        _as_2d(tone), sr, stretch_factor=1.0, pitch_shift_in_semitones=12.0,
+        _as_2d(tone),
+        sr,
+        stretch_factor=1.0,
+        pitch_shift_in_semitones=12.0,
         preserve_formants=False,
     )[0]
     spec = np.abs(np.fft.rfft(y * np.hanning(y.size)))

@@ -221,7 +221,9 @@ def merge_groups(tracks: list[Track], pairs: Iterable[tuple[str, str]]) -> list[
     return [dataclasses.replace(t, group=find(t.group)) for t in tracks]
 
 
-def split(tracks: list[Track], seed: int, negative_fraction: float = NEGATIVE_FRACTION) -> list[Track]:
+def split(
+    tracks: list[Track], seed: int, negative_fraction: float = NEGATIVE_FRACTION
+) -> list[Track]:
     """Seeded split by group, stratified by package: related tracks stay on one side."""
     rng = np.random.default_rng(seed)
     by_pkg: dict[str, dict[str, list[Track]]] = defaultdict(lambda: defaultdict(list))
@@ -236,7 +238,9 @@ def split(tracks: list[Track], seed: int, negative_fraction: float = NEGATIVE_FR
         n_neg = 0
         for i in order:
             members = by_pkg[pkg][groups[i]]
-            role = "negative" if n_neg < target and n_neg + len(members) <= target + 1 else "catalog"
+            role = (
+                "negative" if n_neg < target and n_neg + len(members) <= target + 1 else "catalog"
+            )
             n_neg += len(members) if role == "negative" else 0
             out += [dataclasses.replace(t, role=role) for t in members]
     return sorted(out, key=lambda t: t.track_id)

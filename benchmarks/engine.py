@@ -130,9 +130,24 @@ def _float(x: Any) -> float | None:
         return None
 
 
+STAT_FIELDS = (
+    "works",
+    "hours",
+    "index_bytes",
+    "catalog_bytes",
+    "bytes_per_work",
+    "bytes_per_hour",
+    "hash_entries",
+    "chroma_vectors",
+    "shards",
+)
+
+
 def stats(built: BuiltCatalog) -> dict[str, float]:
+    """``Catalog.stats()`` as a dict; bytes per hour derived if the engine does not say."""
     s = built.catalog.stats()
-    out = {k: _float(getattr(s, k, None)) for k in ("works", "hours", "index_bytes", "bytes_per_work")}
-    if out.get("index_bytes") and out.get("hours"):
-        out["bytes_per_hour"] = out["index_bytes"] / out["hours"]
+    out = {k: v for k in STAT_FIELDS if (v := _float(getattr(s, k, None))) is not None}
+    size = out.get("catalog_bytes", out.get("index_bytes"))
+    if "bytes_per_hour" not in out and size and out.get("hours"):
+        out["bytes_per_hour"] = size / out["hours"]
     return out

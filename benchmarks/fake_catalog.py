@@ -112,7 +112,9 @@ class FakeCatalog:
         if not self.works:
             return Verdict(str(query), "clean", [], None, fp_s, 0.001)
         wid = int(self.rng.choice(list(self.works)))
-        verdict = str(self.rng.choice(["clean", "clean", "suspect", "duplicate"], p=[0.5, 0.3, 0.15, 0.05]))
+        verdict = str(
+            self.rng.choice(["clean", "clean", "suspect", "duplicate"], p=[0.5, 0.3, 0.15, 0.05])
+        )
         m = self._match(wid, 0.3, 10 ** -self.rng.uniform(0, 4), 1.0, 0.0, truth)
         return Verdict(str(query), verdict, [m] if verdict != "clean" else [], None, fp_s, 0.001)
 
@@ -120,9 +122,17 @@ class FakeCatalog:
         q0 = truth["query_offset_s"] if truth else 0.0
         r0 = truth["ref_start_s"] if truth else 0.0
         return Match(
-            work_id=wid, path=self.works[wid][0], score=score, false_match_probability=fmp,
-            tempo_ratio=tempo, pitch_shift_semitones=pitch, query_start_s=q0,
-            query_end_s=q0 + 5, ref_start_s=r0, ref_end_s=r0 + 5 * tempo, coverage=0.5,
+            work_id=wid,
+            path=self.works[wid][0],
+            score=score,
+            false_match_probability=fmp,
+            tempo_ratio=tempo,
+            pitch_shift_semitones=pitch,
+            query_start_s=q0,
+            query_end_s=q0 + 5,
+            ref_start_s=r0,
+            ref_end_s=r0 + 5 * tempo,
+            coverage=0.5,
             matched_hashes=42,
         )
 

@@ -34,7 +34,8 @@ def peer_threshold(results: Iterable[QueryResult]) -> float | None:
     is the highest best-score seen on any negative query. None if there are no negatives.
     """
     scores = [
-        r.peer.score for r in results
+        r.peer.score
+        for r in results
         if r.query.role == "negative" and r.peer is not None and r.peer.score is not None
     ]
     return max(scores) if scores else None
@@ -139,8 +140,10 @@ def positive_rows(results: list[QueryResult], threshold: float | None) -> list[V
                 recall=_rate([engine_correct(r) for r in rs]),
                 suspect=_rate([bool(r.engine and r.engine.verdict == "suspect") for r in rs]),
                 wrong_duplicate=_rate(
-                    [bool(r.engine and r.engine.verdict == "duplicate" and not engine_correct(r))
-                     for r in rs]
+                    [
+                        bool(r.engine and r.engine.verdict == "duplicate" and not engine_correct(r))
+                        for r in rs
+                    ]
                 ),
                 tempo_err_med_pct=_q(tempo, 50),
                 tempo_err_p95_pct=_q(tempo, 95),
@@ -162,14 +165,19 @@ def negative_rows(results: list[QueryResult], threshold: float | None) -> list[N
     rows = []
     for name in _variant_order(by):
         rs = by[name]
-        peer = [r.peer.score > threshold for r in rs
-                if r.peer and r.peer.score is not None and threshold is not None]
+        peer = [
+            r.peer.score > threshold
+            for r in rs
+            if r.peer and r.peer.score is not None and threshold is not None
+        ]
         rows.append(
             NegativeRow(
                 variant=name,
                 family=rs[0].query.family,
                 n=len(rs),
-                false_positive=_rate([bool(r.engine and r.engine.verdict == "duplicate") for r in rs]),
+                false_positive=_rate(
+                    [bool(r.engine and r.engine.verdict == "duplicate") for r in rs]
+                ),
                 suspect=_rate([bool(r.engine and r.engine.verdict == "suspect") for r in rs]),
                 peer_false_positive=_rate(peer) if peer else None,
             )
@@ -191,7 +199,9 @@ def family_summary(rows: list[VariantRow]) -> dict[str, dict[str, float]]:
             "n": n,
             "recall": sum(r.recall * r.n for r in rs) / n,
             "suspect": sum(r.suspect * r.n for r in rs) / n,
-            "peer_recall": (sum(r.peer_recall * r.n for r in peer_rs) / peer_n) if peer_n else math.nan,
+            "peer_recall": (sum(r.peer_recall * r.n for r in peer_rs) / peer_n)
+            if peer_n
+            else math.nan,
         }
     return out
 
@@ -213,7 +223,9 @@ def sweep_points(rows: list[VariantRow], sweep: str) -> list[tuple[float, float,
 def latency_summary(results: list[QueryResult]) -> dict[str, float]:
     search = [r.engine.search_s for r in results if r.engine and r.engine.search_s is not None]
     total = [r.engine.total_s for r in results if r.engine and r.engine.total_s is not None]
-    fp = [r.engine.fingerprint_s for r in results if r.engine and r.engine.fingerprint_s is not None]
+    fp = [
+        r.engine.fingerprint_s for r in results if r.engine and r.engine.fingerprint_s is not None
+    ]
     qdur = [r.query.duration_s for r in results if r.engine and r.engine.total_s is not None]
     return {
         "queries": len(total),

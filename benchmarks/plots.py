@@ -33,7 +33,9 @@ def _sweep(rows: list[VariantRow], sweep: str, out: Path) -> Path | None:
     ax.plot(x, [p[1] for p in pts], "o-", label="audiodup (duplicate, right work)")
     peer = [(p[0], p[2]) for p in pts if p[2] is not None and not math.isnan(p[2])]
     if peer:
-        ax.plot([p[0] for p in peer], [p[1] for p in peer], "s--", label="Chromaprint (AcoustID-style)")
+        ax.plot(
+            [p[0] for p in peer], [p[1] for p in peer], "s--", label="Chromaprint (AcoustID-style)"
+        )
     if logx:
         ax.set_xscale("log")
         ax.set_xticks(x)
@@ -62,7 +64,8 @@ def _scores(results: list[QueryResult], threshold: float | None, out: Path) -> P
     ax.hist(s["false"], bins=bins, alpha=0.6, label=f"false top matches (n={len(s['false'])})")
     ax.set_xlabel("audiodup -log10(false_match_probability) of top match")
     ax.set_ylabel("queries")
-    ax.set_yscale("log")
+    if s["true"] or s["false"]:
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax = axes[1]
     bins = np.linspace(0.4, 1.0, 40)
@@ -71,7 +74,8 @@ def _scores(results: list[QueryResult], threshold: float | None, out: Path) -> P
     if threshold is not None:
         ax.axvline(threshold, color="k", ls=":", label=f"threshold {threshold:.3f}")
     ax.set_xlabel("Chromaprint best score (1 - BER)")
-    ax.set_yscale("log")
+    if s["peer_true"] or s["peer_false"]:
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax = axes[2]
     _roc(ax, results)
@@ -122,11 +126,11 @@ def _roc(ax, results: list[QueryResult]) -> None:
     ):
         c = curve(sc, rt)
         if c is not None:
-            ax.plot(np.maximum(c[0], 1e-4), c[1], style, label=name)
-    ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1)
+            ax.plot(c[0], c[1], style, label=name, drawstyle="steps-post")
+    ax.set_xscale("symlog", linthresh=1e-3)  # keeps FPR = 0 (the target) visible
+    ax.set_xlim(-1e-4, 1)
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("false-positive rate on negative queries (1e-4 = none)")
+    ax.set_xlabel("false-positive rate on negative queries (symlog)")
     ax.set_ylabel("recall@1 (right work on top, above threshold)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -148,8 +152,11 @@ def write_scaling_plot(scaling: list[dict], out: Path) -> Path | None:
     out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
     w = [s["works"] for s in pts]
-    for key, label in (("search_p50_ms", "search p50"), ("search_p95_ms", "search p95"),
-                       ("total_p50_ms", "screen() total p50")):
+    for key, label in (
+        ("search_p50_ms", "search p50"),
+        ("search_p95_ms", "search p95"),
+        ("total_p50_ms", "screen() total p50"),
+    ):
         ax.plot(w, [s.get(key) or np.nan for s in pts], "o-", label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")

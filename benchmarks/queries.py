@@ -145,8 +145,10 @@ def render_all(
     progress: Callable[[int], None] | None = None,
 ) -> list[Query]:
     """Render `jobs` (sources are decoded first, once each), in `workers` processes."""
-    sources = sorted({(j.source_path, SAMPLE_RATE_HZ, j.source_cache) for j in jobs}
-                     | {(j.other_path, SAMPLE_RATE_HZ, j.source_cache) for j in jobs if j.other_path})
+    sources = sorted(
+        {(j.source_path, SAMPLE_RATE_HZ, j.source_cache) for j in jobs}
+        | {(j.other_path, SAMPLE_RATE_HZ, j.source_cache) for j in jobs if j.other_path}
+    )
     todo = [j for j in jobs if not all(p.exists() for p in query_paths(j))]
     results: dict[int, Query] = {}
     if workers <= 1 or len(todo) < 4:
@@ -187,7 +189,8 @@ def make_jobs(
                 rng = np.random.default_rng([seed, _crc(track_id), _crc("prepend-source")])
                 other = pool[int(rng.integers(0, len(pool)))]
             jobs.append(
-                RenderJob(track_id, role, path, v.name, seed, str(out_dir),
-                          str(cache / "sources"), other)
+                RenderJob(
+                    track_id, role, path, v.name, seed, str(out_dir), str(cache / "sources"), other
+                )
             )
     return jobs

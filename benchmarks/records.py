@@ -17,9 +17,19 @@ from typing import Any
 from benchmarks.queries import Query
 
 MATCH_FIELDS = (
-    "work_id", "path", "score", "false_match_probability", "tempo_ratio",
-    "pitch_shift_semitones", "query_start_s", "query_end_s", "ref_start_s", "ref_end_s",
-    "coverage", "matched_hashes", "relation",
+    "work_id",
+    "path",
+    "score",
+    "false_match_probability",
+    "tempo_ratio",
+    "pitch_shift_semitones",
+    "query_start_s",
+    "query_end_s",
+    "ref_start_s",
+    "ref_end_s",
+    "coverage",
+    "matched_hashes",
+    "relation",
 )
 
 
@@ -38,8 +48,10 @@ class MatchRecord:
     ref_start_s: float | None = None
     ref_end_s: float | None = None
     coverage: float | None = None
+    coverage_s: float | None = None
     matched_hashes: int | None = None
     relation: str | None = None
+    chroma_similarity: float | None = None
     track_id: str | None = None  # which corpus track the matched work is (None: distractor)
 
     @staticmethod

@@ -53,18 +53,40 @@ def _f(x: float | None, digits: int = 2, pct: bool = False) -> str:
     return f"{x * 100:.{max(0, digits - 2)}f} %" if pct else f"{x:.{digits}f}"
 
 
+def _load(x) -> str:
+    return " / ".join(f"{v:.1f}" for v in x) if x else "n/a"
+
+
+def _i(x: float | None) -> str:
+    return "n/a" if x is None else f"{int(x):,}"
+
+
 def _mark(recall: float, target: float | None) -> str:
     if target is None or math.isnan(recall):
         return ""
     return " ✓" if recall >= target else " ✗"
 
 
+def _row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _head(*cells: str) -> list[str]:
+    return [_row(*cells), "|---" + "|---:" * (len(cells) - 1) + "|"]
+
+
 def _variant_table(rows, peer_on: bool) -> list[str]:
-    lines = [
-        "| variant | n | audiodup recall@1 | target | suspect | wrong-work dup | tempo err med / p95 (%) "
-        "| pitch err med / p95 (st) | Chromaprint recall@1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    lines = _head(
+        "variant",
+        "n",
+        "audiodup recall@1",
+        "target",
+        "suspect",
+        "wrong-work dup",
+        "tempo err med / p95 (%)",
+        "pitch err med / p95 (st)",
+        "Chromaprint recall@1",
+    )
     for fam in FAMILIES:
         fam_rows = [r for r in rows if r.family == fam]
         if not fam_rows:
@@ -84,40 +106,36 @@ def _variant_table(rows, peer_on: bool) -> list[str]:
     return lines
 
 
-def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
-    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown."""
-    thr = peer_threshold(results)
-    peer_on = any(r.peer is not None for r in results)
-    rows = positive_rows(results, thr)
-    neg = negative_rows(results, thr)
-    fams = family_summary(rows)
-    plot_dir = out.parent / "plots"
-    plots = write_plots(rows, results, thr, plot_dir)
-    scaling_plot = write_scaling_plot(meta.scaling, plot_dir)
-    L: list[str] = []
-    L += [f"# audiodup benchmark results ({meta.mode})", ""]
-    L += [
+def _header(meta: RunMeta) -> list[str]:
+    m = meta.machine
+    flag = "" if meta.mode == "full" else f" --{meta.mode}"
+    L = [
+        f"# audiodup benchmark results ({meta.mode})",
+        "",
         f"- date: {meta.date}",
         f"- commit: {meta.commit}",
         f"- engine: `{meta.engine}`",
-        f"- machine: {meta.machine.get('cpu', '?')}, {meta.machine.get('cores', '?')} cores, "
-        f"{meta.machine.get('ram_gb', '?')} GB RAM, Python {meta.machine.get('python', '?')}",
+        f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
+        f"{m.get('ram_gb', '?')} GB RAM, Python {m.get('python', '?')}",
+        f"- load average (1/5/15 min) at start: {_load(m.get('loadavg_start'))}, after "
+        f"screening: {_load(m.get('loadavg_after_screening'))} (other work on the machine "
+        "inflates the timings)",
         f"- seed: {meta.seed}",
-        "- regenerate: `python -m benchmarks run" + ("" if meta.mode == "full" else f" --{meta.mode}")
-        + "`; re-render from raw results: `python -m benchmarks report`",
+        f"- regenerate: `python -m benchmarks run{flag}`; "
+        "re-render from raw results: `python -m benchmarks report`",
     ]
     if meta.timings_s:
         L.append("- run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta.timings_s.items()))
-    L.append("")
+    return [*L, ""]
 
+
+def _corpus(meta: RunMeta, results: list[QueryResult]) -> list[str]:
     c = meta.corpus
-    L += ["## Corpus", ""]
-    L.append(c.get("description", ""))
-    L.append("")
+    L = ["## Corpus", "", c.get("description", ""), ""]
     if c.get("packages"):
-        L += ["| package | tracks >= 20 s | catalog | negatives | hours |", "|---|---:|---:|---:|---:|"]
+        L += _head("package", "tracks >= 20 s", "catalog", "negatives", "hours")
         for pkg, d in c["packages"].items():
-            L.append(f"| {pkg} | {d['tracks']} | {d['catalog']} | {d['negative']} | {d['hours']:.2f} |")
+            L.append(_row(pkg, d["tracks"], d["catalog"], d["negative"], f"{d['hours']:.2f}"))
         L.append("")
     n_pos = sum(1 for r in results if r.query.role == "positive")
     n_neg = sum(1 for r in results if r.query.role == "negative")
@@ -128,116 +146,177 @@ def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
         f"negative queries."
     )
     for note in c.get("notes", []):
-        L.append(f"\nNote: {note}")
-    L.append("")
+        L += ["", f"Note: {note}"]
+    return [*L, ""]
 
-    L += ["## Recall per variant (positives: altered copies of catalog works)", ""]
+
+def _recall(rows, thr: float | None, peer_on: bool) -> list[str]:
+    L = ["## Recall per variant (positives: altered copies of catalog works)", ""]
+    peer = (
+        f"Chromaprint threshold (1 - BER) = {thr:.4f}, the smallest with no false positive on "
+        "the negative queries (chosen on the test negatives, which flatters the peer)."
+        if thr is not None
+        else ""
+    )
     L += [
         "recall@1 = verdict `duplicate` with the right work on top. Suspect = verdict `suspect`. "
         "Wrong-work dup = `duplicate` naming another work. Tempo/pitch errors are over correct "
-        "top matches (tempo relative, in %). ✓/✗ = issue target met or not. "
-        + (f"Chromaprint threshold (1 - BER) = {thr:.4f}, the smallest with no false positive "
-           "on the negative queries (chosen on the test negatives, which flatters the peer)."
-           if thr is not None else ""),
+        "top matches (tempo relative, in %). ✓/✗ = issue target met or not. " + peer,
         "",
     ]
     L += _variant_table(rows, peer_on)
     L.append("")
+    fams = family_summary(rows)
     if fams:
-        L += ["Per family (query-weighted):", "", "| family | n | audiodup recall@1 | suspect | Chromaprint recall@1 |",
-              "|---|---:|---:|---:|---:|"]
+        L += ["Per family (query-weighted):", ""]
+        L += _head("family", "n", "audiodup recall@1", "suspect", "Chromaprint recall@1")
         for fam, d in fams.items():
-            L.append(f"| {fam} | {d['n']} | {_f(d['recall'], 3)} | {_f(d['suspect'], 3)} "
-                     f"| {_f(d['peer_recall'], 3) if peer_on else 'n/a'} |")
+            peer_cell = _f(d["peer_recall"], 3) if peer_on else "n/a"
+            L.append(_row(fam, d["n"], _f(d["recall"], 3), _f(d["suspect"], 3), peer_cell))
         L.append("")
-    align = [r.align_err_med_s for r in rows if not math.isnan(r.align_err_med_s)]
+    align = sorted(r.align_err_med_s for r in rows if not math.isnan(r.align_err_med_s))
     if align:
-        L.append(
-            f"Alignment (reported ref_start_s against the truth, contiguous variants): median of "
-            f"per-variant medians {sorted(align)[len(align) // 2]:.2f} s, worst {max(align):.2f} s."
-        )
-        L.append("")
+        L += [
+            "Alignment (reported ref_start_s against the truth, contiguous variants): median of "
+            f"per-variant medians {align[len(align) // 2]:.2f} s, worst {align[-1]:.2f} s.",
+            "",
+        ]
+    return L
 
-    L += ["## False positives (negatives: altered copies of never-indexed tracks)", ""]
-    tot_fp = sum(r.false_positive * r.n for r in neg)
+
+def _negatives(results: list[QueryResult], neg, peer_on: bool) -> list[str]:
+    L = ["## False positives (negatives: altered copies of never-indexed tracks)", ""]
     tot_n = sum(r.n for r in neg)
-    if tot_n:
-        L.append(
-            f"audiodup: {int(round(tot_fp))} `duplicate` verdicts on {tot_n} negative queries "
-            f"(target: zero); suspect rate {sum(r.suspect * r.n for r in neg) / tot_n:.3f}."
-        )
-        L += ["", "| variant | n | audiodup false-positive rate | suspect | Chromaprint FP |",
-              "|---|---:|---:|---:|---:|"]
-        for r in neg:
-            L.append(f"| {r.variant} | {r.n} | {_f(r.false_positive, 3)} | {_f(r.suspect, 3)} "
-                     f"| {_f(r.peer_false_positive, 3) if peer_on else 'n/a'} |")
-        fps = [r for r in results if r.query.role == "negative" and r.engine
-               and r.engine.verdict == "duplicate"]
-        if fps:
-            L += ["", "Negative queries flagged `duplicate` (query -> top match):", ""]
-            for r in fps[:30]:
-                m = r.engine.matches[0] if r.engine.matches else None
-                L.append(f"- `{r.query.track_id}` / {r.query.variant} -> "
-                         f"`{m.track_id if m else '?'}` (fmp {m.false_match_probability if m else '?'})")
-    else:
-        L.append("No negative queries in this run.")
-    L.append("")
+    if not tot_n:
+        return [*L, "No negative queries in this run.", ""]
+    tot_fp = round(sum(r.false_positive * r.n for r in neg))
+    suspect = sum(r.suspect * r.n for r in neg) / tot_n
+    L += [
+        f"audiodup: {tot_fp} `duplicate` verdicts on {tot_n} negative queries (target: zero); "
+        f"suspect rate {suspect:.3f}.",
+        "",
+    ]
+    L += _head("variant", "n", "audiodup false-positive rate", "suspect", "Chromaprint FP")
+    for r in neg:
+        peer_cell = _f(r.peer_false_positive, 3) if peer_on else "n/a"
+        L.append(_row(r.variant, r.n, _f(r.false_positive, 3), _f(r.suspect, 3), peer_cell))
+    fps = [
+        r
+        for r in results
+        if r.query.role == "negative" and r.engine and r.engine.verdict == "duplicate"
+    ]
+    if fps:
+        L += ["", "Negative queries flagged `duplicate` (query -> top match):", ""]
+        for r in fps[:30]:
+            m = r.engine.matches[0] if r.engine.matches else None
+            L.append(
+                f"- `{r.query.track_id}` / {r.query.variant} -> `{m.track_id if m else '?'}` "
+                f"(fmp {m.false_match_probability if m else '?'})"
+            )
+    return [*L, ""]
 
-    L += ["## Performance", ""]
+
+def _performance(meta: RunMeta, results: list[QueryResult]) -> list[str]:
     p = dict(meta.performance)
     lat = latency_summary(results)
-    L += ["| measure | value | target |", "|---|---:|---:|"]
-    speed = p.get("fingerprint_x_realtime")
-    L.append(f"| fingerprinting speed (s of audio per CPU-second, decode included) | {_f(speed, 1)} x | >= 150 x |")
-    L.append(f"| catalog build wall time | {_f(p.get('add_wall_s'), 1)} s for {_f(p.get('audio_hours'), 2)} h of audio | |")
-    L.append(f"| screening search_s p50 / p95 | {_f(lat['search_p50_ms'], 1)} / {_f(lat['search_p95_ms'], 1)} ms | <= 100 ms at 10k works |")
-    L.append(f"| screening total (screen() wall) p50 / p95 | {_f(lat['total_p50_ms'], 1)} / {_f(lat['total_p95_ms'], 1)} ms | |")
-    L.append(f"| fingerprint_s p50 (query) | {_f(lat['fingerprint_p50_ms'], 1)} ms | |")
-    L.append(f"| peak RSS of the benchmark process | {_f(p.get('peak_rss_mb'), 0)} MB | |")
-    L.append(f"| catalog bytes per work | {_f(p.get('bytes_per_work'), 0)} | |")
     bph = p.get("bytes_per_hour")
-    L.append(f"| catalog MB per hour of audio | {_f(bph / 1e6 if bph else None, 3)} | <= 1 MB |")
-    L.append(f"| catalog works / hours / index bytes | {p.get('works', 'n/a')} / {_f(p.get('hours'), 2)} / {p.get('index_bytes', 'n/a')} | |")
+    rows = [
+        (
+            "fingerprinting speed (s of audio per CPU-second, decode included)",
+            f"{_f(p.get('fingerprint_x_realtime'), 1)} x",
+            ">= 150 x",
+        ),
+        (
+            "catalog build wall time",
+            f"{_f(p.get('add_wall_s'), 1)} s for {_f(p.get('audio_hours'), 2)} h of audio",
+            "",
+        ),
+        (
+            "screening: Verdict.search_s p50 / p95",
+            f"{_f(lat['search_p50_ms'], 1)} / {_f(lat['search_p95_ms'], 1)} ms",
+            "<= 100 ms at 10k works",
+        ),
+        (
+            "screening: screen() wall time p50 / p95",
+            f"{_f(lat['total_p50_ms'], 1)} / {_f(lat['total_p95_ms'], 1)} ms",
+            "",
+        ),
+        ("screening: Verdict.fingerprint_s p50", f"{_f(lat['fingerprint_p50_ms'], 1)} ms", ""),
+        ("peak RSS of the benchmark process", f"{_f(p.get('peak_rss_mb'), 0)} MB", ""),
+        ("catalog bytes per work", _i(p.get("bytes_per_work")), ""),
+        ("catalog MB per hour of audio", _f(bph / 1e6 if bph else None, 3), "<= 1 MB"),
+        (
+            "catalog works / hours / index bytes / catalog bytes",
+            f"{_i(p.get('works'))} / {_f(p.get('hours'), 2)} / {_i(p.get('index_bytes'))} / "
+            f"{_i(p.get('catalog_bytes'))}",
+            "",
+        ),
+    ]
     if meta.peer:
-        L.append(f"| Chromaprint: query search p50 (numpy brute force over all works) | {_f(meta.peer.get('search_p50_ms'), 1)} ms | |")
-    L.append("")
-    L.append("Peak RSS includes the benchmark's own decoding and alteration work done before "
-             "screening; it is an upper bound for the engine.")
-    L.append("")
-
-    L += ["## Catalog-size scaling", ""]
-    if meta.scaling:
-        L += ["| works | hours | MB/hour | search p50 / p95 (ms) | total p50 / p95 (ms) | negatives | false positives | suspect | positives | recall@1 |",
-              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for s in meta.scaling:
-            mbh = s.get("bytes_per_hour")
-            L.append(
-                f"| {s.get('works')} | {_f(s.get('hours'), 1)} | {_f(mbh / 1e6 if mbh else None, 3)} "
-                f"| {_f(s.get('search_p50_ms'), 1)} / {_f(s.get('search_p95_ms'), 1)} "
-                f"| {_f(s.get('total_p50_ms'), 1)} / {_f(s.get('total_p95_ms'), 1)} "
-                f"| {s.get('negatives')} | {s.get('false_positives')} | {_f(s.get('suspect_rate'), 3)} "
-                f"| {s.get('positives')} | {_f(s.get('recall'), 3)} |"
+        rows.append(
+            (
+                "Chromaprint search p50 (numpy brute force over all works)",
+                f"{_f(meta.peer.get('search_p50_ms'), 1)} ms",
+                "",
             )
-        L.append("")
-        if scaling_plot:
-            L.append(f"![latency vs catalog size]({os.path.relpath(scaling_plot, out.parent)})")
-            L.append("")
-    else:
-        L.append("Not run (use `--scale`, slow).")
-        L.append("")
-    for note in meta.scaling_notes:
-        L.append(f"Note: {note}")
-    if meta.scaling_notes:
-        L.append("")
-
-    L += ["## Plots", ""]
-    for path in plots:
-        L.append(f"![{path.stem}]({os.path.relpath(path, out.parent)})")
-        L.append("")
-
-    L += ["## Method", ""]
-    conv = meta.conventions
+        )
+    L = ["## Performance", "", *_head("measure", "value", "target")]
+    L += [_row(*r) for r in rows]
     L += [
+        "",
+        "Peak RSS includes the benchmark's own decoding and alteration work done before "
+        "screening; it is an upper bound for the engine.",
+        "",
+    ]
+    return L
+
+
+def _scaling(meta: RunMeta, plot: Path | None, out: Path) -> list[str]:
+    L = ["## Catalog-size scaling", ""]
+    if not meta.scaling:
+        return [*L, "Not run (use `--scale`, slow).", ""]
+    L += _head(
+        "works",
+        "hours",
+        "MB/hour",
+        "search p50 / p95 (ms)",
+        "total p50 / p95 (ms)",
+        "negatives",
+        "false positives",
+        "suspect",
+        "positives",
+        "recall@1",
+    )
+    for s in meta.scaling:
+        mbh = s.get("bytes_per_hour")
+        L.append(
+            _row(
+                s.get("works"),
+                _f(s.get("hours"), 1),
+                _f(mbh / 1e6 if mbh else None, 3),
+                f"{_f(s.get('search_p50_ms'), 1)} / {_f(s.get('search_p95_ms'), 1)}",
+                f"{_f(s.get('total_p50_ms'), 1)} / {_f(s.get('total_p95_ms'), 1)}",
+                s.get("negatives"),
+                s.get("false_positives"),
+                _f(s.get("suspect_rate"), 3),
+                s.get("positives"),
+                _f(s.get("recall"), 3),
+            )
+        )
+    L.append("")
+    if plot:
+        L += [f"![latency vs catalog size]({os.path.relpath(plot, out.parent)})", ""]
+    for note in meta.scaling_notes:
+        L += [f"Note: {note}", ""]
+    return L
+
+
+def _method(meta: RunMeta) -> list[str]:
+    conv = meta.conventions
+    overlap = meta.peer.get("min_overlap_items", 10) if meta.peer else 10
+    L = [
+        "## Method",
+        "",
         "- Alterations are made with pedalboard (Rubber Band time-stretch/pitch-shift, LAME MP3, "
         "filters, reverb, compressor) and soxr (speed changes), never with audiodup code. "
         "Queries are 22050 Hz mono FLAC; most start from a 60-s excerpt at a seeded offset, the "
@@ -247,16 +326,36 @@ def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
         "44.1 kHz mono and the codec delay is removed by cross-correlation.",
     ]
     if conv:
-        L.append("- pedalboard conventions measured at run time: " + ", ".join(
-            f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in conv.items()))
+        L.append(
+            "- pedalboard conventions measured at run time: "
+            + ", ".join(
+                f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in conv.items()
+            )
+        )
     L.append(
-        "- Chromaprint peer: `fpcalc -raw -length 0`, exact bit error rate at every offset with "
-        f">= {meta.peer.get('min_overlap_items', 10) if meta.peer else 10} overlapping items "
-        "against every catalog work (FFT correlation per bit), score = 1 - BER of the best offset."
+        f"- Chromaprint peer: `fpcalc -raw -length 0`, exact bit error rate at every offset with "
+        f">= {overlap} overlapping items against every catalog work (FFT correlation per bit), "
+        "score = 1 - BER of the best offset."
     )
-    for note in meta.notes:
-        L.append(f"- {note}")
-    L += ["", TARGETS, ""]
+    L += [f"- {note}" for note in meta.notes]
+    return [*L, "", TARGETS, ""]
+
+
+def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
+    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown."""
+    thr = peer_threshold(results)
+    peer_on = any(r.peer is not None for r in results)
+    rows = positive_rows(results, thr)
+    plot_dir = out.parent / "plots"
+    plots = write_plots(rows, results, thr, plot_dir)
+    scaling_plot = write_scaling_plot(meta.scaling, plot_dir)
+    L = _header(meta) + _corpus(meta, results) + _recall(rows, thr, peer_on)
+    L += _negatives(results, negative_rows(results, thr), peer_on)
+    L += _performance(meta, results) + _scaling(meta, scaling_plot, out)
+    L += ["## Plots", ""]
+    for path in plots:
+        L += [f"![{path.stem}]({os.path.relpath(path, out.parent)})", ""]
+    L += _method(meta)
     text = "\n".join(L) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

@@ -1,0 +1,90 @@
+"""Shared fixtures: the bundled audio fixtures, their manifest, and a catalog of the six fixture
+works built once per session (plus private copies for tests that change or damage it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from audiodup import Catalog
+from audiodup.audio import load_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "audio"
+CATALOG_DIR = FIXTURES / "catalog"
+UPLOADS_DIR = FIXTURES / "uploads"
+
+# Property tests run a few dozen examples each: enough to find edge cases, cheap enough for CI.
+# No deadline: fingerprinting speed depends on the machine, and timing is not what we test.
+hypothesis_settings.register_profile(
+    "audiodup",
+    deadline=None,
+    max_examples=30,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+hypothesis_settings.register_profile(
+    "thorough", parent=hypothesis_settings.get_profile("audiodup"), max_examples=500
+)
+# HYPOTHESIS_PROFILE=thorough python -m pytest ... for a deeper search before a release
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "audiodup"))
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict:
+    return json.loads((FIXTURES / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def catalog_files(manifest: dict) -> dict[str, Path]:
+    """Work name (``work_00``) -> path of the catalog file."""
+    return {e["work"]: FIXTURES / e["file"] for e in manifest["catalog"]}
+
+
+@pytest.fixture(scope="session")
+def pristine_catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog of the six fixture works, closed (so its directory can be copied)."""
+    root = tmp_path_factory.mktemp("pristine") / "catalog"
+    with Catalog.open(root) as catalog:
+        results = catalog.add_paths([CATALOG_DIR])
+    assert [r.status for r in results] == ["added"] * 6, results
+    return root
+
+
+@pytest.fixture(scope="session")
+def catalog(
+    pristine_catalog_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Catalog]:
+    """The shared, read-only fixture catalog. Tests that change a catalog use ``catalog_copy``."""
+    root = tmp_path_factory.mktemp("shared") / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    with Catalog.open(root, create=False) as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def work_ids(catalog: Catalog) -> dict[str, int]:
+    """Work name (``work_00``) -> work id in the shared catalog."""
+    return {Path(w.path).stem: w.work_id for w in catalog.works()}
+
+
+@pytest.fixture
+def catalog_copy(pristine_catalog_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the fixture catalog that a test may change or damage."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fixture_sha256() -> dict[str, str]:
+    """Decoded-audio sha256 of every fixture file (catalog and uploads), by path."""
+    files = sorted(CATALOG_DIR.iterdir()) + sorted(UPLOADS_DIR.iterdir())
+    return {str(p): load_audio(p).sha256 for p in files}

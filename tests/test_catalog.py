@@ -1,0 +1,368 @@
+"""Tests for audiodup.catalog, the Python API: adding, de-duplicating, removing, recipes,
+statistics, rebuilding and screening."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiodup import Catalog, CatalogError, RecipeMismatchError, Settings, Verdict
+from audiodup.catalog import default_catalog_path, expand_paths
+from audiodup.fingerprint import fingerprint_hashes
+from audiodup.results import AddResult
+from audiodup.store import reference_segments
+from audiodup.synth import synthesize_work
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+CATALOG_DIR = FIXTURES / "catalog"
+UPLOADS_DIR = FIXTURES / "uploads"
+SR = 22050
+
+
+def new_work(path: Path, seed: int, duration_s: float = 12.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, synthesize_work(seed, duration_s=duration_s, sr=SR), SR)
+    return path
+
+
+# --- adding ---------------------------------------------------------------------------------
+
+
+def test_adding_the_same_file_twice_is_a_no_op(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        before = catalog.works()
+        results = catalog.add_paths([CATALOG_DIR / "work_03.ogg"])
+        assert [r.status for r in results] == ["present"]
+        assert results[0].work_id == next(
+            w.work_id for w in before if Path(w.path).name == "work_03.ogg"
+        )
+        assert catalog.works() == before
+        assert catalog.verify() == []
+
+
+def test_identical_audio_under_another_name_is_present(catalog_copy: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "renamed copy.ogg"
+    shutil.copyfile(CATALOG_DIR / "work_01.ogg", copy)
+    # the same samples in another container
+    samples, sr = sf.read(CATALOG_DIR / "work_01.ogg", dtype="float32")
+    as_wav = tmp_path / "work_01 as float.wav"
+    sf.write(as_wav, samples, sr, subtype="FLOAT")
+    with Catalog.open(catalog_copy) as catalog:
+        work_id = next(w.work_id for w in catalog.works() if w.path.endswith("work_01.ogg"))
+        results = catalog.add_paths([copy, as_wav])
+        assert [(r.status, r.work_id) for r in results] == [("present", work_id)] * 2
+        assert len(catalog.works()) == 6
+
+
+def test_duplicates_within_one_batch_are_added_once(tmp_path: Path) -> None:
+    first = new_work(tmp_path / "in" / "a.wav", 40)
+    shutil.copyfile(first, tmp_path / "in" / "b.wav")
+    with Catalog.open(tmp_path / "db") as catalog:
+        results = catalog.add_paths([tmp_path / "in"])
+        assert sorted(r.status for r in results) == ["added", "present"]
+        assert len({r.work_id for r in results}) == 1
+        assert len(catalog.works()) == 1
+        assert catalog.verify() == []
+
+
+def test_add_reports_every_file_and_keeps_going(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    new_work(folder / "good_1.wav", 41)
+    new_work(folder / "nested" / "good_2.flac", 42)
+    (folder / "broken.wav").write_bytes(b"not audio at all" * 100)
+    (folder / "notes.txt").write_text("ignored: not an audio suffix")
+    sf.write(folder / "short.wav", np.zeros(SR // 2), SR)
+    seen: list[AddResult] = []
+    with Catalog.open(tmp_path / "db") as catalog:
+        results = catalog.add_paths([folder], on_result=seen.append)
+        assert seen == results
+        by_name = {Path(r.path).name: r for r in results}
+        assert set(by_name) == {"good_1.wav", "good_2.flac", "broken.wav", "short.wav"}
+        assert by_name["good_1.wav"].status == "added"
+        assert by_name["good_2.flac"].status == "added"
+        assert by_name["good_1.wav"].duration_s == pytest.approx(12.0, abs=0.01)
+        for bad in ("broken.wav", "short.wav"):
+            assert by_name[bad].status == "failed"
+            assert by_name[bad].error and by_name[bad].work_id is None
+        assert len(catalog.works()) == 2
+
+
+def test_explicit_missing_file_is_reported(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "db") as catalog:
+        results = catalog.add_paths([tmp_path / "missing.wav"])
+    assert [r.status for r in results] == ["failed"]
+    assert "not found" in results[0].error
+
+
+def test_add_with_worker_processes(tmp_path: Path, fixture_sha256: dict[str, str]) -> None:
+    with Catalog.open(tmp_path / "db") as catalog:
+        results = catalog.add_paths([CATALOG_DIR], workers=2)
+        assert [r.status for r in results] == ["added"] * 6
+        expected = {sha for path, sha in fixture_sha256.items() if Path(path).parent == CATALOG_DIR}
+        assert {w.sha256 for w in catalog.works()} == expected
+
+
+def test_metadata_is_stored(tmp_path: Path) -> None:
+    path = new_work(tmp_path / "song.wav", 43)
+    with Catalog.open(tmp_path / "db") as catalog:
+        catalog.add_paths([path], metadata={"song.wav": {"title": "Song", "isrc": "XX0000000001"}})
+        (work,) = catalog.works()
+    assert work.title == "Song"
+    assert work.metadata["isrc"] == "XX0000000001"
+    assert work.duration_s == pytest.approx(12.0, abs=0.01)
+    assert len(work.sha256) == 64
+
+
+def test_works_describe_the_catalog(catalog: Catalog, fixture_sha256: dict[str, str]) -> None:
+    works = catalog.works()
+    assert sorted(Path(w.path).name for w in works) == [f"work_{i:02d}.ogg" for i in range(6)]
+    for w in works:
+        assert w.duration_s == pytest.approx(40.0, abs=0.01)
+        assert w.sha256 == fixture_sha256[w.path]
+        assert w.added_at
+    assert len({w.work_id for w in works}) == 6
+
+
+# --- recipes and opening --------------------------------------------------------------------
+
+
+def test_other_recipe_is_refused(catalog_copy: Path) -> None:
+    with pytest.raises(RecipeMismatchError) as info:
+        Catalog.open(catalog_copy, settings=Settings(recipe="other"))
+    assert "other" in str(info.value)
+    assert isinstance(info.value, CatalogError)
+    # and the catalog is untouched
+    with Catalog.open(catalog_copy) as catalog:
+        assert len(catalog.works()) == 6
+        assert catalog.verify() == []
+
+
+def test_new_catalog_records_its_recipe(tmp_path: Path) -> None:
+    settings = Settings(recipe="experimental-2")
+    with Catalog.open(tmp_path / "db", settings=settings) as catalog:
+        catalog.add_paths([new_work(tmp_path / "a.wav", 44)])
+    with pytest.raises(RecipeMismatchError):
+        Catalog.open(tmp_path / "db")
+    with Catalog.open(tmp_path / "db", settings=settings) as catalog:
+        assert len(catalog.works()) == 1
+
+
+def test_missing_catalog_is_not_created_on_request(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError):
+        Catalog.open(tmp_path / "nothing here", create=False)
+    assert not (tmp_path / "nothing here").exists()
+
+
+def test_catalog_path_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CatalogError):
+        Catalog.open(blocker)
+
+
+def test_damaged_database_is_a_catalog_error(catalog_copy: Path) -> None:
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (catalog_copy / name).unlink(missing_ok=True)
+    (catalog_copy / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CatalogError):
+        Catalog.open(catalog_copy)
+
+
+def test_default_path_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIODUP_DB", str(tmp_path / "from-env"))
+    assert default_catalog_path() == tmp_path / "from-env"
+    with Catalog.open() as catalog:
+        assert catalog.works() == []
+    assert (tmp_path / "from-env" / "catalog.sqlite").exists()
+
+
+def test_expand_paths_walks_folders_for_audio_only(tmp_path: Path) -> None:
+    for name in ("b.wav", "a.FLAC", "sub/c.mp3", "readme.md", "cover.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = [(p.relative_to(tmp_path).as_posix(), e) for p, e in expand_paths([tmp_path])]
+    assert found == [("a.FLAC", None), ("b.wav", None), ("sub/c.mp3", None)]
+
+
+# --- removing -------------------------------------------------------------------------------
+
+
+def test_remove_then_list(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        victim = next(w for w in catalog.works() if w.path.endswith("work_00.ogg"))
+        assert catalog.remove(victim.work_id)
+        assert victim.work_id not in {w.work_id for w in catalog.works()}
+        assert len(catalog.works()) == 5
+        assert not catalog.remove(victim.work_id)  # already gone
+        assert not catalog.remove(10_000)
+        assert catalog.verify() == []
+        # the removed work is no longer reported
+        verdict = catalog.screen(UPLOADS_DIR / "excerpt_15s_work_00.ogg")
+        assert victim.work_id not in {m.work_id for m in verdict.matches}
+        assert verdict.verdict != "duplicate"
+
+
+def test_removed_work_can_be_added_again(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        victim = next(w for w in catalog.works() if w.path.endswith("work_02.ogg"))
+        catalog.remove(victim.work_id)
+        (result,) = catalog.add_paths([CATALOG_DIR / "work_02.ogg"])
+        assert result.status == "added"
+        assert result.work_id != victim.work_id
+        assert len(catalog.works()) == 6
+        verdict = catalog.screen(UPLOADS_DIR / "mp3_work_02.mp3")
+        assert verdict.verdict == "duplicate"
+        assert verdict.matches[0].work_id == result.work_id
+
+
+def test_removal_is_seen_by_another_open_catalog(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as reader, Catalog.open(catalog_copy) as writer:
+        upload = UPLOADS_DIR / "stretch_0.80_work_01.ogg"
+        first = reader.screen(upload)
+        assert first.verdict == "duplicate"
+        writer.remove(first.matches[0].work_id)
+        second = reader.screen(upload)
+        assert first.matches[0].work_id not in {m.work_id for m in second.matches}
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def test_stats_are_consistent(catalog: Catalog) -> None:
+    stats = catalog.stats()
+    works = catalog.works()
+    assert stats.works == len(works) == 6
+    assert stats.hours == pytest.approx(sum(w.duration_s for w in works) / 3600)
+    fingerprints = [catalog.store.fingerprint(w.work_id) for w in works]
+    assert stats.chroma_vectors == sum(
+        len(reference_segments(fp, catalog.settings)) for fp in fingerprints
+    )
+    assert stats.hash_entries > 0
+    assert stats.hash_entries == pytest.approx(
+        sum(len(fingerprint_hashes(fp, catalog.settings)) for fp in fingerprints), rel=0.01
+    )
+    shard_files = list((catalog.store.root / "shards").glob("*.faiss"))
+    assert stats.shards >= 1 and len(shard_files) == 2 * stats.shards
+    assert stats.index_bytes == sum(p.stat().st_size for p in shard_files)
+    assert stats.catalog_bytes > stats.index_bytes
+    assert stats.bytes_per_work == pytest.approx(stats.catalog_bytes / stats.works)
+    assert stats.bytes_per_hour == pytest.approx(stats.catalog_bytes / stats.hours)
+
+
+def test_stats_of_an_empty_catalog(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "db") as catalog:
+        stats = catalog.stats()
+        assert (stats.works, stats.hours, stats.hash_entries, stats.shards) == (0, 0, 0, 0)
+        assert stats.bytes_per_work == 0 and stats.bytes_per_hour == 0
+        assert catalog.verify() == []
+
+
+def test_stats_follow_additions_and_removals(catalog_copy: Path, tmp_path: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        before = catalog.stats()
+        catalog.add_paths([new_work(tmp_path / "extra.wav", 45, duration_s=30.0)])
+        added = catalog.stats()
+        assert added.works == before.works + 1
+        assert added.hours == pytest.approx(before.hours + 30.0 / 3600)
+        assert added.hash_entries > before.hash_entries
+        extra = next(w for w in catalog.works() if w.path.endswith("extra.wav"))
+        catalog.remove(extra.work_id)
+        assert catalog.stats().works == before.works
+        catalog.rebuild()
+        rebuilt = catalog.stats()
+        assert rebuilt.works == before.works
+        assert rebuilt.shards == 1
+        assert rebuilt.chroma_vectors == before.chroma_vectors
+
+
+# --- rebuilding and compaction --------------------------------------------------------------
+
+
+def test_rebuild_keeps_screening_working(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.rebuild()
+        verdict = catalog.screen(UPLOADS_DIR / "speed_1.15_work_05.ogg")
+        assert verdict.verdict == "duplicate"
+        assert Path(verdict.matches[0].path).name == "work_05.ogg"
+
+
+def test_rebuild_reproduces_the_index(catalog_copy: Path) -> None:
+    """Rebuilding from the stored fingerprints gives the index the catalog had, so verify()
+    stays clean and the statistics do not drift."""
+    with Catalog.open(catalog_copy) as catalog:
+        before = catalog.stats()
+        catalog.rebuild()
+        after = catalog.stats()
+        assert catalog.verify() == []
+        assert (after.works, after.hash_entries, after.chroma_vectors) == (
+            before.works,
+            before.hash_entries,
+            before.chroma_vectors,
+        )
+
+
+def test_compaction_keeps_the_catalog_sound(tmp_path: Path) -> None:
+    settings = Settings(max_shards=2)
+    with Catalog.open(tmp_path / "db", settings=settings) as catalog:
+        for path in sorted(CATALOG_DIR.iterdir()):
+            assert [r.status for r in catalog.add_paths([path])] == ["added"]
+            assert catalog.stats().shards <= 2
+        assert catalog.verify() == []
+
+
+def test_compaction_keeps_every_work_findable(tmp_path: Path) -> None:
+    settings = Settings(max_shards=2)
+    with Catalog.open(tmp_path / "db", settings=settings) as catalog:
+        for path in sorted(CATALOG_DIR.iterdir()):
+            catalog.add_paths([path])
+        assert catalog.stats().shards <= 2
+        expected = {
+            "stretch_0.80_work_01.ogg": "work_01",
+            "speed_1.15_work_05.ogg": "work_05",
+            "mp3_work_02.mp3": "work_02",
+            "excerpt_15s_work_00.ogg": "work_00",
+        }
+        for upload, work in expected.items():
+            verdict = catalog.screen(UPLOADS_DIR / upload)
+            assert verdict.verdict == "duplicate", upload
+            assert Path(verdict.matches[0].path).stem == work
+
+
+# --- screening API --------------------------------------------------------------------------
+
+
+def test_screen_never_raises_for_bad_uploads(catalog: Catalog, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"\x00" * 1000)
+    for path in (bad, tmp_path / "missing.wav", tmp_path):
+        verdict = catalog.screen(path)
+        assert isinstance(verdict, Verdict)
+        assert verdict.verdict is None
+        assert verdict.error
+        assert verdict.matches == ()
+        assert not verdict.flagged
+
+
+def test_screen_audio_in_memory(catalog: Catalog, work_ids: dict[str, int]) -> None:
+    from audiodup.audio import load_audio
+
+    audio = load_audio(UPLOADS_DIR / "stretch_1.25_work_02.ogg")
+    verdict = catalog.screen_audio(audio, name="in-memory")
+    assert verdict.path == "in-memory"
+    assert verdict.flagged
+    assert verdict.matches[0].work_id == work_ids["work_02"]
+    assert verdict.fingerprint_s >= 0 and verdict.search_s >= 0
+
+
+def test_empty_catalog_screens_clean(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "db") as catalog:
+        verdict = catalog.screen(UPLOADS_DIR / "mp3_work_02.mp3")
+    assert verdict.error is None
+    assert verdict.verdict == "clean"
+    assert verdict.matches == ()

@@ -1,0 +1,408 @@
+"""End-to-end tests of the command line: typer's CliRunner on ``audiodup.cli.app`` in-process,
+and the installed ``audiodup`` console script as a real process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import Result
+from typer.testing import CliRunner
+
+import audiodup.cli
+from audiodup import Catalog, Verdict
+from audiodup.cli import app
+from audiodup.synth import synthesize_work
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "audio"
+CATALOG_DIR = FIXTURES / "catalog"
+UPLOADS_DIR = FIXTURES / "uploads"
+MATCH_KEYS = {
+    "work_id",
+    "path",
+    "score",
+    "false_match_probability",
+    "tempo_ratio",
+    "pitch_shift_semitones",
+    "query_start_s",
+    "query_end_s",
+    "ref_start_s",
+    "ref_end_s",
+    "coverage",
+    "matched_hashes",
+    "relation",
+}
+SR = 22050
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner(env=env).invoke(app, [str(a) for a in args])
+
+
+def console_script() -> str:
+    found = shutil.which("audiodup") or str(Path(sys.executable).parent / "audiodup")
+    assert Path(found).exists(), "the audiodup console script is not installed (pip install -e .)"
+    return found
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.fixture
+def db(catalog_copy: Path) -> Path:
+    """A private copy of the six-work fixture catalog."""
+    return catalog_copy
+
+
+@pytest.fixture
+def bad_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Path, list[Path]]]:
+    """A folder with one good file and four bad entries: a corrupt file, a socket and a
+    two-link symlink loop. Yields ``(folder, bad paths)``."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    monkeypatch.chdir(folder)  # bind the socket by a short relative name (AF_UNIX limit)
+    sf.write(folder / "good.wav", synthesize_work(50, duration_s=8.0, sr=SR), SR)
+    corrupt = folder / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk" + np.random.default_rng(7).bytes(3000))
+    sock_path = folder / "sock.wav"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(sock_path.name)
+    loop_a, loop_b = folder / "loop_a.wav", folder / "loop_b.wav"
+    os.symlink(loop_a, loop_b)
+    os.symlink(loop_b, loop_a)
+    try:
+        yield folder, [corrupt, loop_a, loop_b, sock_path]
+    finally:
+        sock.close()
+
+
+def add_non_utf8_file(folder: Path, seed: int = 51) -> str:
+    """A valid audio file whose name is not UTF-8 (Latin-1 bytes); returns its str path."""
+    raw = os.path.join(os.fsencode(folder), b"chanson_\xe9t\xe9.wav")
+    sf.write(raw, synthesize_work(seed, duration_s=8.0, sr=SR), SR)
+    return os.fsdecode(raw)
+
+
+# --- index add ------------------------------------------------------------------------------
+
+
+def test_add_then_add_again(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    first = run("index", "add", "--db", db, CATALOG_DIR)
+    assert first.exit_code == 0, first.output
+    assert "added 6" in first.stdout
+    second = run("index", "add", "--db", db, CATALOG_DIR)
+    assert second.exit_code == 0, second.output
+    assert "added 0" in second.stdout
+    assert "already present 6" in second.stdout
+    with Catalog.open(db) as catalog:
+        assert len(catalog.works()) == 6
+
+
+def test_add_uses_the_environment_catalog(tmp_path: Path) -> None:
+    result = run("index", "add", CATALOG_DIR / "work_00.ogg", env={"AUDIODUP_DB": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "catalog.sqlite").exists()
+
+
+def test_add_folder_with_bad_files_completes_the_batch(
+    tmp_path: Path, bad_folder: tuple[Path, list[Path]]
+) -> None:
+    folder, bad = bad_folder
+    result = run("index", "add", "--db", tmp_path / "db", folder)
+    assert result.exit_code == 2, result.output
+    assert "added 1, already present 0, failed 4" in result.stdout
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [Path(w.path).name for w in catalog.works()] == ["good.wav"]
+    lines = error_lines(result.stderr)
+    assert len(lines) == len(bad), result.stderr
+    # one line each: nothing else on stderr (a wrapped cause would leave a continuation line)
+    assert [x for x in result.stderr.splitlines() if x.strip()] == lines, result.stderr
+    for path in bad:
+        (line,) = [x for x in lines if x.startswith(f"error: {path}: ")]
+        assert len(line) > len(f"error: {path}: ") + 3  # a cause follows the path
+
+
+def test_add_file_with_non_utf8_name(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "plain.wav", synthesize_work(52, duration_s=8.0, sr=SR), SR)
+    name = add_non_utf8_file(folder)
+    result = run("index", "add", "--db", tmp_path / "db", folder)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "added 2" in result.stdout
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert len(catalog.works()) == 2
+        verdict = catalog.screen(name)
+    assert verdict.verdict == "duplicate", verdict
+
+
+def test_console_script_bad_folder_has_no_traceback(
+    tmp_path: Path, bad_folder: tuple[Path, list[Path]]
+) -> None:
+    """The installed entry point, as a user runs it, on every kind of bad entry at once."""
+    folder, bad = bad_folder
+    add_non_utf8_file(folder)
+    proc = subprocess.run(
+        [console_script(), "index", "add", "--db", str(tmp_path / "db"), str(folder)],
+        capture_output=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "AUDIODUP_DB"},
+    )
+    stdout = proc.stdout.decode("utf-8", "surrogateescape")
+    stderr = proc.stderr.decode("utf-8", "surrogateescape")
+    assert "Traceback" not in stderr
+    assert "internal error" not in stderr, stderr
+    assert proc.returncode == 2, (stdout, stderr)
+    assert "added 2, already present 0, failed 4" in stdout
+    assert len(error_lines(stderr)) == len(bad), stderr
+    assert [x for x in stderr.splitlines() if x.strip()] == error_lines(stderr), stderr
+
+
+# --- screen ---------------------------------------------------------------------------------
+
+
+def screen_json(db: Path, *paths: Path | str, extra: tuple[str, ...] = ()) -> tuple[int, list]:
+    result = run("screen", "--db", db, "--json", *extra, *paths)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_screen_json_shape(db: Path, tmp_path: Path) -> None:
+    unreadable = tmp_path / "unreadable.wav"
+    unreadable.write_bytes(b"definitely not audio" * 50)
+    inputs = [UPLOADS_DIR / "stretch_1.25_work_02.ogg", UPLOADS_DIR / "unrelated_a.ogg", unreadable]
+    code, data = screen_json(db, *inputs)
+    assert code == 1
+    assert isinstance(data, list) and len(data) == 3
+    assert [item["path"] for item in data] == [str(p) for p in inputs]
+
+    duplicate, unrelated, error = data
+    assert duplicate["verdict"] == "duplicate"
+    assert duplicate["matches"], duplicate
+    for match in duplicate["matches"]:
+        assert set(match) >= MATCH_KEYS, set(match) ^ MATCH_KEYS
+        assert match["relation"] in ("same_recording", "same_composition")
+        assert isinstance(match["work_id"], int)
+        assert isinstance(match["matched_hashes"], int)
+        for key in MATCH_KEYS - {"work_id", "path", "relation", "matched_hashes"}:
+            assert isinstance(match[key], int | float) and math.isfinite(match[key]), key
+        assert 0 <= match["coverage"] <= 1
+        assert 0 <= match["false_match_probability"] <= 1
+    top = duplicate["matches"][0]
+    assert Path(top["path"]).name == "work_02.ogg"
+    assert top["tempo_ratio"] == pytest.approx(1.25, rel=0.02)
+
+    assert unrelated["verdict"] == "clean"
+    assert unrelated["matches"] == []
+    assert set(error) == {"path", "error"}
+    assert error["error"]
+
+
+def test_screen_json_probabilities_keep_their_precision(db: Path) -> None:
+    """A false-match probability of 1e-40 must not be printed as 0.0 while its score says 40."""
+    code, data = screen_json(db, UPLOADS_DIR / "excerpt_15s_work_00.ogg")
+    assert code == 1
+    for match in data[0]["matches"]:
+        if match["score"] < 300:
+            assert match["false_match_probability"] > 0, match
+            assert -math.log10(match["false_match_probability"]) == pytest.approx(
+                match["score"], abs=0.01
+            )
+
+
+def test_screen_top_limits_matches(db: Path) -> None:
+    code, data = screen_json(db, UPLOADS_DIR / "padded_work_01.ogg", extra=("--top", "1"))
+    assert code == 1
+    assert len(data[0]["matches"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("inputs", "expected"),
+    [
+        (["unrelated_a.ogg", "unrelated_b.ogg"], 0),
+        (["unrelated_a.ogg", "nightcore_work_03.ogg"], 1),
+        (["missing.wav", "unrelated_b.ogg"], 2),
+        (["missing.wav", "mp3_work_02.mp3"], 1),
+        (["missing.wav"], 2),
+    ],
+    ids=["clean", "duplicate", "unreadable", "unreadable+duplicate", "only-unreadable"],
+)
+def test_screen_exit_codes(db: Path, inputs: list[str], expected: int) -> None:
+    paths = [UPLOADS_DIR / name for name in inputs]
+    json_result = run("screen", "--db", db, "--json", *paths)
+    assert json_result.exit_code == expected, json_result.output
+    table_result = run("screen", "--db", db, *paths)
+    assert table_result.exit_code == expected, table_result.output
+
+
+def test_screen_table_output(db: Path) -> None:
+    result = run(
+        "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"
+    )
+    assert result.exit_code == 1
+    assert "pitch_-3_work_03.ogg" in result.stdout
+    assert "duplicate" in result.stdout
+    assert "work_03.ogg" in result.stdout
+    (line,) = error_lines(result.stderr)
+    assert str(UPLOADS_DIR / "missing.wav") in line
+
+
+def fake_screen(labels: dict[str, str | None]):
+    def screen(self, path, top_k: int = 5) -> Verdict:
+        label = labels[Path(path).name]
+        if label is None:
+            return Verdict(path=str(path), verdict=None, error="cannot decode")
+        return Verdict(path=str(path), verdict=label)
+
+    return screen
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ({"a": "suspect", "b": "clean"}, 3),
+        ({"a": "suspect", "b": "duplicate"}, 1),
+        ({"a": "suspect", "b": None}, 2),
+        ({"a": "clean", "b": "clean"}, 0),
+    ],
+)
+def test_screen_exit_code_for_suspects(
+    db: Path, monkeypatch: pytest.MonkeyPatch, labels: dict, expected: int
+) -> None:
+    monkeypatch.setattr(Catalog, "screen", fake_screen(labels))
+    result = run("screen", "--db", db, "--json", "a", "b")
+    assert result.exit_code == expected, result.output
+    data = json.loads(result.stdout)
+    assert [d.get("verdict") for d in data] == [labels["a"], labels["b"]]
+
+
+def test_screen_missing_catalog_console_script(tmp_path: Path) -> None:
+    missing = Path("/nonexistent")
+    if missing.exists():
+        pytest.skip("/nonexistent exists on this machine")
+    upload = UPLOADS_DIR / "unrelated_a.ogg"
+    proc = subprocess.run(
+        [console_script(), "screen", "--db", str(missing), str(upload)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert str(missing) in lines[0]
+    assert not missing.exists()  # screening never creates a catalog
+
+
+def test_missing_catalog_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "no-catalog"
+    for argv in (
+        ["screen", "--db", str(missing), "x.wav"],
+        ["index", "list", "--db", str(missing)],
+    ):
+        monkeypatch.setattr(sys, "argv", ["audiodup", *argv])
+        with pytest.raises(SystemExit) as info:
+            audiodup.cli.main()
+        assert info.value.code == 2
+        captured = capsys.readouterr()
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+        assert not missing.exists()
+
+
+# --- index list / stats / remove / verify / rebuild -----------------------------------------
+
+
+def test_index_list_json(db: Path, fixture_sha256: dict[str, str]) -> None:
+    result = run("index", "list", "--db", db, "--json")
+    assert result.exit_code == 0
+    works = json.loads(result.stdout)
+    assert len(works) == 6
+    for work in works:
+        assert {"work_id", "path", "duration_s", "sha256"} <= set(work)
+        assert work["sha256"] == fixture_sha256[work["path"]]
+        assert work["duration_s"] == pytest.approx(40.0, abs=0.01)
+    table = run("index", "list", "--db", db)
+    assert table.exit_code == 0
+    assert "work_04.ogg" in table.stdout
+
+
+def test_index_stats_json(db: Path) -> None:
+    result = run("index", "stats", "--db", db, "--json")
+    assert result.exit_code == 0
+    stats = json.loads(result.stdout)
+    with Catalog.open(db) as catalog:
+        expected = catalog.stats()
+    assert stats["works"] == expected.works == 6
+    assert stats["hash_entries"] == expected.hash_entries
+    assert stats["chroma_vectors"] == expected.chroma_vectors
+    assert stats["shards"] == expected.shards
+    assert stats["hours"] == pytest.approx(expected.hours, abs=1e-5)
+    assert stats["index_bytes"] == expected.index_bytes
+    table = run("index", "stats", "--db", db)
+    assert table.exit_code == 0 and "works" in table.stdout
+
+
+def test_index_remove(db: Path) -> None:
+    works = json.loads(run("index", "list", "--db", db, "--json").stdout)
+    victim = next(w for w in works if w["path"].endswith("work_01.ogg"))
+    result = run("index", "remove", "--db", db, str(victim["work_id"]))
+    assert result.exit_code == 0, result.output
+    assert f"removed work {victim['work_id']}" in result.stdout
+    left = json.loads(run("index", "list", "--db", db, "--json").stdout)
+    assert victim["work_id"] not in {w["work_id"] for w in left}
+    assert len(left) == 5
+    again = run("index", "remove", "--db", db, str(victim["work_id"]))
+    assert again.exit_code == 2
+    assert "error" in again.stderr
+    code, data = screen_json(db, UPLOADS_DIR / "stretch_0.80_work_01.ogg")
+    assert victim["work_id"] not in {m["work_id"] for m in data[0]["matches"]}
+    assert code != 1
+
+
+def test_index_verify_and_rebuild(db: Path) -> None:
+    ok = run("index", "verify", "--db", db)
+    assert ok.exit_code == 0 and "catalog OK" in ok.stdout
+    next((db / "shards").glob("h-*.faiss")).unlink()
+    broken = run("index", "verify", "--db", db)
+    assert broken.exit_code == 1
+    assert "problem:" in broken.stderr
+    assert "rebuild" in broken.stderr
+    rebuilt = run("index", "rebuild", "--db", db)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "rebuilt: 6 works" in rebuilt.stdout
+    code, data = screen_json(db, UPLOADS_DIR / "speed_1.15_work_05.ogg")
+    assert code == 1
+    assert Path(data[0]["matches"][0]["path"]).name == "work_05.ogg"
+
+
+def test_screen_on_a_damaged_index_is_one_line(db: Path) -> None:
+    next((db / "shards").glob("c-*.faiss")).unlink()
+    proc = subprocess.run(
+        [console_script(), "screen", "--db", str(db), str(UPLOADS_DIR / "unrelated_a.ogg")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "rebuild" in lines[0]

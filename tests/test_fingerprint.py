@@ -1,0 +1,209 @@
+"""Tests for audiodup.fingerprint: the stored fingerprint, its serialisation, and robustness of
+the whole feature pipeline (decode -> spectrogram -> peaks/chroma -> hashes) to any input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from audiodup.audio import audio_from_samples, load_audio
+from audiodup.errors import AudiodupError
+from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from audiodup.peaks import PEAK_DTYPE
+from audiodup.settings import DEFAULT_SETTINGS, Settings
+from audiodup.synth import synthesize_work
+
+S = DEFAULT_SETTINGS
+
+
+@pytest.fixture(scope="module")
+def work_audio(catalog_files):
+    return load_audio(catalog_files["work_02"])
+
+
+@pytest.fixture(scope="module")
+def work_fingerprint(work_audio) -> Fingerprint:
+    return fingerprint_audio(work_audio)
+
+
+def test_fingerprint_fields(work_audio, work_fingerprint: Fingerprint) -> None:
+    fp = work_fingerprint
+    assert fp.recipe == S.recipe
+    assert fp.duration_s == pytest.approx(work_audio.duration_s)
+    assert fp.peaks.dtype == PEAK_DTYPE
+    assert np.all(np.diff(fp.peaks["frame"].astype(np.int64)) >= 0)
+    n_frames = 1 + (len(work_audio.samples) - S.n_fft) // S.hop_length
+    assert fp.peaks["frame"].max() < n_frames
+    # about peaks_per_second peaks over the whole work
+    assert len(fp.peaks) == pytest.approx(S.peaks_per_second * fp.duration_s, rel=0.3)
+    assert fp.chroma.shape[1] == 12 and fp.chroma.dtype == np.float32
+    assert np.all(np.isfinite(fp.chroma))
+    assert -0.5 <= fp.tuning_semitones < 0.5
+
+
+def test_fingerprint_is_deterministic(work_audio, work_fingerprint: Fingerprint) -> None:
+    again = fingerprint_audio(work_audio)
+    assert np.array_equal(again.peaks, work_fingerprint.peaks)
+    assert np.array_equal(again.chroma, work_fingerprint.chroma)
+    assert again.to_bytes() == work_fingerprint.to_bytes()
+
+
+def test_query_fingerprint_is_denser(work_audio, work_fingerprint: Fingerprint) -> None:
+    query = fingerprint_audio(work_audio, query=True)
+    assert len(query.peaks) > len(work_fingerprint.peaks)
+    catalog_hashes = fingerprint_hashes(work_fingerprint)
+    query_hashes = fingerprint_hashes(query, query=True)
+    assert len(query_hashes) > len(catalog_hashes)
+    # the query keys cover the catalog keys of the same audio
+    assert np.isin(catalog_hashes.keys, query_hashes.keys).mean() > 0.95
+
+
+def test_recipe_comes_from_settings(work_audio) -> None:
+    assert fingerprint_audio(work_audio, Settings(recipe="other")).recipe == "other"
+
+
+def test_to_bytes_round_trip(work_fingerprint: Fingerprint) -> None:
+    fp = work_fingerprint
+    blob = fp.to_bytes()
+    assert isinstance(blob, bytes)
+    back = Fingerprint.from_bytes(blob)
+    assert back.recipe == fp.recipe
+    assert back.tuning_semitones == fp.tuning_semitones
+    assert back.duration_s == fp.duration_s
+    assert back.peaks.dtype == PEAK_DTYPE
+    assert np.array_equal(back.peaks["frame"], fp.peaks["frame"])
+    np.testing.assert_allclose(back.peaks["bin"], fp.peaks["bin"], atol=1 / 32 + 1e-6)
+    np.testing.assert_allclose(back.peaks["strength"], fp.peaks["strength"], atol=0.051)
+    assert back.chroma.shape == fp.chroma.shape
+    assert back.chroma.dtype == np.float32
+    np.testing.assert_allclose(back.chroma, fp.chroma, atol=0.05)
+    # a second round trip is lossless
+    assert Fingerprint.from_bytes(back.to_bytes()).to_bytes() == back.to_bytes()
+
+
+def test_to_bytes_is_compact(work_fingerprint: Fingerprint) -> None:
+    per_second = len(work_fingerprint.to_bytes()) / work_fingerprint.duration_s
+    assert per_second < 200
+
+
+def test_empty_fingerprint_round_trips() -> None:
+    empty = Fingerprint(
+        peaks=np.zeros(0, PEAK_DTYPE),
+        chroma=np.zeros((0, 12), np.float32),
+        tuning_semitones=0.0,
+        duration_s=3.0,
+        recipe=S.recipe,
+    )
+    back = Fingerprint.from_bytes(empty.to_bytes())
+    assert len(back.peaks) == 0 and back.chroma.shape == (0, 12)
+    assert len(fingerprint_hashes(back)) == 0
+
+
+def test_stored_fingerprint_regenerates_the_same_hashes(work_fingerprint: Fingerprint) -> None:
+    """The catalog rebuilds and compacts its index from stored fingerprints, so hashes of the
+    stored form must be the hashes that were indexed when the work was added."""
+    original = fingerprint_hashes(work_fingerprint)
+    stored = fingerprint_hashes(Fingerprint.from_bytes(work_fingerprint.to_bytes()))
+    assert len(stored) == len(original)
+    assert np.mean(stored.keys == original.keys) > 0.99
+
+
+# --- any input: only audiodup errors, and finite results -------------------------------------
+
+
+@st.composite
+def signals(draw) -> tuple[np.ndarray, int]:
+    """Synthetic signals of arbitrary kind, length, sample rate, amplitude and channel count."""
+    rate = draw(
+        st.one_of(
+            st.sampled_from([1, 3, 50, 4000, 8000, 11025, 22050, 44100, 96000, 192000]),
+            st.integers(1, 200_000),
+        )
+    )
+    duration_s = draw(st.floats(0.0, 8.0))
+    n = min(int(rate * duration_s), 1_600_000)
+    kind = draw(
+        st.sampled_from(["noise", "sine", "music", "impulse", "constant", "square", "sparse_nan"])
+    )
+    amplitude = draw(
+        st.one_of(
+            st.sampled_from([0.0, 1e-9, 1e-4, 1.0, 32768.0, 1e30, 3e38]),
+            st.floats(1e-12, 1e12),
+        )
+    )
+    channels = draw(st.sampled_from([0, 1, 2, 6]))  # 0: a 1-d array
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    t = np.arange(n) / rate
+    if kind == "noise":
+        y = rng.standard_normal(n)
+    elif kind == "sine":
+        y = np.sin(2 * np.pi * rng.uniform(20, max(rate / 2, 21)) * t)
+    elif kind == "music":
+        music = synthesize_work(1, 8.0, sr=8000)
+        y = np.interp(t, np.arange(len(music)) / 8000, music)
+    elif kind == "impulse":
+        y = np.zeros(n)
+        y[: min(n, 1)] = 1.0
+    elif kind == "constant":
+        y = np.ones(n)
+    elif kind == "square":
+        y = np.sign(np.sin(2 * np.pi * 3.0 * t))
+    else:
+        y = rng.standard_normal(n)
+        y[rng.random(n) < 0.005] = np.nan
+    y = (y * amplitude).astype(np.float32) if amplitude < 3.4e38 else y * amplitude
+    if channels:
+        y = np.repeat(y[:, None], channels, axis=1) * np.linspace(1, -1, channels)
+    return y, rate
+
+
+def run_pipeline(samples: np.ndarray, rate: int) -> Fingerprint | None:
+    """Everything a catalog or a query does with audio; None when audiodup refuses the input."""
+    try:
+        audio = audio_from_samples(samples, rate)
+        fingerprints = []
+        for query in (False, True):
+            fp = fingerprint_audio(audio, query=query)
+            fingerprint_hashes(fp, query=query)
+            fingerprint_hashes(Fingerprint.from_bytes(fp.to_bytes()), query=query)
+            fingerprints.append(fp)
+    except AudiodupError:
+        return None
+    return fingerprints[0]
+
+
+@given(signal=signals())
+def test_pipeline_raises_only_audiodup_errors(signal: tuple[np.ndarray, int]) -> None:
+    run_pipeline(*signal)
+
+
+@given(
+    samples=arrays(
+        np.float64,
+        st.integers(0, 600),
+        elements=st.floats(allow_nan=True, allow_infinity=True),
+    ),
+    rate=st.integers(1, 200),
+)
+def test_pipeline_on_arbitrary_float_values(samples: np.ndarray, rate: int) -> None:
+    run_pipeline(samples, rate)
+
+
+@given(signal=signals())
+@example(signal=(np.tile(np.float32([3e38, -3e38]), 20_000), 11025))
+@example(signal=(np.full(40_000, 2e38, np.float32), 11025))
+def test_accepted_audio_is_finite(signal: tuple[np.ndarray, int]) -> None:
+    """Whatever audiodup accepts must come out finite: NaN samples poison every comparison."""
+    samples, rate = signal
+    try:
+        audio = audio_from_samples(samples, rate)
+    except AudiodupError:
+        return
+    assert np.all(np.isfinite(audio.samples))
+    fp = fingerprint_audio(audio, query=True)
+    assert np.all(np.isfinite(fp.chroma))
+    assert np.isfinite(fp.tuning_semitones)
+    assert np.all(np.isfinite(fp.peaks["bin"])) and np.all(np.isfinite(fp.peaks["strength"]))

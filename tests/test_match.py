@@ -1,0 +1,438 @@
+"""Tests for audiodup.match (retrieve, vote, verify) and end-to-end screening of altered copies.
+
+The end-to-end part screens the bundled uploads (made by pedalboard and scipy, see
+fixtures/README.md) and further alterations made here with pedalboard against the session
+catalog of the six fixture works, and checks every reported number against the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pedalboard
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from audiodup import Catalog, Match, Verdict
+from audiodup.fingerprint import Fingerprint
+from audiodup.match import (
+    HashVotes,
+    align_chroma,
+    candidate_works,
+    verify_hashes,
+)
+from audiodup.peaks import PEAK_DTYPE
+from audiodup.settings import DEFAULT_SETTINGS
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+RELATED = [e for e in MANIFEST["uploads"] if e["work"] is not None]
+UNRELATED = [e for e in MANIFEST["uploads"] if e["work"] is None]
+
+TEMPO_TOLERANCE = 0.02  # relative
+PITCH_TOLERANCE_SEMITONES = 0.3
+TIME_TOLERANCE_S = 1.5
+S = DEFAULT_SETTINGS
+
+
+def upload_id(entry: dict) -> str:
+    return Path(entry["file"]).stem
+
+
+def find_match(verdict: Verdict, work_id: int) -> Match:
+    found = [m for m in verdict.matches if m.work_id == work_id]
+    assert found, f"work {work_id} not reported; matches: {verdict.matches}"
+    return found[0]
+
+
+def assert_alignment(
+    match: Match,
+    tempo_ratio: float,
+    ref_start_s: float,
+    query_start_s: float,
+    query_end_s: float,
+) -> None:
+    """The aligned section lies on the true line ``ref = ref_start + (query - query_start) *
+    tempo`` and inside the upload's matching span."""
+    for q, r in ((match.query_start_s, match.ref_start_s), (match.query_end_s, match.ref_end_s)):
+        expected_ref_s = ref_start_s + (q - query_start_s) * tempo_ratio
+        assert r == pytest.approx(expected_ref_s, abs=TIME_TOLERANCE_S), (q, r, match)
+    assert match.query_start_s >= query_start_s - TIME_TOLERANCE_S
+    assert match.query_end_s <= query_end_s + TIME_TOLERANCE_S
+    assert match.query_end_s > match.query_start_s
+
+
+def assert_found(
+    verdict: Verdict,
+    work_id: int,
+    tempo_ratio: float,
+    pitch_shift_semitones: float,
+    allowed_works: set[int],
+) -> Match:
+    assert verdict.error is None
+    assert verdict.verdict == "duplicate", verdict
+    assert verdict.matches, verdict
+    top = verdict.matches[0]
+    assert top.work_id == work_id, verdict.matches
+    assert top.relation == "same_recording"
+    assert top.tempo_ratio == pytest.approx(tempo_ratio, rel=TEMPO_TOLERANCE)
+    assert top.pitch_shift_semitones == pytest.approx(
+        pitch_shift_semitones, abs=PITCH_TOLERANCE_SEMITONES
+    )
+    assert top.false_match_probability <= S.duplicate_max_fmp
+    assert top.matched_hashes > 0
+    assert 0.0 < top.coverage <= 1.0
+    # no other work is claimed as a duplicate
+    confident = {
+        m.work_id for m in verdict.matches if m.false_match_probability <= S.duplicate_max_fmp
+    }
+    assert confident <= allowed_works, verdict.matches
+    return top
+
+
+# --- bundled uploads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("entry", RELATED, ids=upload_id)
+def test_altered_upload_finds_its_work(
+    catalog: Catalog, work_ids: dict[str, int], entry: dict
+) -> None:
+    verdict = catalog.screen(FIXTURES / entry["file"])
+    allowed = {work_ids[entry["work"]]} | {work_ids[s["work"]] for s in entry["also_contains"]}
+    top = assert_found(
+        verdict,
+        work_ids[entry["work"]],
+        entry["tempo_ratio"],
+        entry["pitch_shift_semitones"],
+        allowed,
+    )
+    assert_alignment(
+        top,
+        entry["tempo_ratio"],
+        entry["ref_start_s"],
+        entry["query_start_s"],
+        entry["query_end_s"],
+    )
+    # the aligned section covers a good part of what the upload shares with the work
+    shared_s = entry["query_end_s"] - entry["query_start_s"]
+    assert top.query_end_s - top.query_start_s >= 0.5 * shared_s
+    assert verdict.duration_s == pytest.approx(entry["duration_s"], abs=0.05)
+
+
+@pytest.mark.parametrize(
+    "entry", [e for e in RELATED if e["kind"] in ("excerpt", "padded")], ids=upload_id
+)
+def test_excerpt_and_padding_are_located(
+    catalog: Catalog, work_ids: dict[str, int], entry: dict
+) -> None:
+    verdict = catalog.screen(FIXTURES / entry["file"])
+    spans = [{"work": entry["work"], **{k: entry[k] for k in SPAN_KEYS}}] + entry["also_contains"]
+    for span in spans:
+        match = find_match(verdict, work_ids[span["work"]])
+        for key in SPAN_KEYS:
+            assert getattr(match, key) == pytest.approx(span[key], abs=TIME_TOLERANCE_S), (
+                span["work"],
+                key,
+                match,
+            )
+
+
+SPAN_KEYS = ("query_start_s", "query_end_s", "ref_start_s", "ref_end_s")
+
+
+def test_padded_upload_also_reports_the_medley_work(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    entry = next(e for e in MANIFEST["uploads"] if e["kind"] == "padded")
+    assert [s["work"] for s in entry["also_contains"]] == ["work_05"]
+    verdict = catalog.screen(FIXTURES / entry["file"])
+    reported = [m.work_id for m in verdict.matches]
+    assert reported[:1] == [work_ids[entry["work"]]]  # the longer piece first
+    medley = find_match(verdict, work_ids["work_05"])
+    assert medley.relation == "same_recording"
+    assert medley.false_match_probability <= S.duplicate_max_fmp
+    assert medley.tempo_ratio == pytest.approx(1.0, rel=TEMPO_TOLERANCE)
+    assert medley.pitch_shift_semitones == pytest.approx(0.0, abs=PITCH_TOLERANCE_SEMITONES)
+
+
+@pytest.mark.parametrize("entry", UNRELATED, ids=upload_id)
+def test_unrelated_upload_is_clean(catalog: Catalog, entry: dict) -> None:
+    verdict = catalog.screen(FIXTURES / entry["file"])
+    assert verdict.error is None
+    assert verdict.verdict == "clean", verdict.matches
+
+
+@pytest.mark.parametrize("work", [f"work_{i:02d}" for i in range(6)])
+def test_catalog_work_matches_itself_exactly(
+    catalog: Catalog, work_ids: dict[str, int], catalog_files: dict[str, Path], work: str
+) -> None:
+    verdict = catalog.screen(catalog_files[work])
+    top = assert_found(verdict, work_ids[work], 1.0, 0.0, {work_ids[work]})
+    assert top.tempo_ratio == pytest.approx(1.0, rel=0.002)
+    assert top.pitch_shift_semitones == pytest.approx(0.0, abs=0.05)
+    assert_alignment(top, 1.0, 0.0, 0.0, 40.0)
+    assert top.coverage > 0.8
+    assert top.path == str(catalog_files[work])
+
+
+def test_top_k_limits_and_orders_matches(catalog: Catalog, work_ids: dict[str, int]) -> None:
+    padded = FIXTURES / "uploads" / "padded_work_01.ogg"
+    assert len(catalog.screen(padded, top_k=1).matches) == 1
+    matches = catalog.screen(padded, top_k=10).matches
+    assert [m.false_match_probability for m in matches] == sorted(
+        m.false_match_probability for m in matches
+    )
+    for m in matches:
+        expected_score = min(300.0, -np.log10(max(m.false_match_probability, 1e-300)))
+        assert m.score == pytest.approx(expected_score, abs=0.01)
+
+
+# --- alterations made here with pedalboard ---------------------------------------------------
+
+
+def time_stretch(y: np.ndarray, sr: int, tempo_ratio: float, semitones: float = 0.0):
+    return pedalboard.time_stretch(
+        y[None, :], sr, stretch_factor=tempo_ratio, pitch_shift_in_semitones=semitones
+    )[0]
+
+
+def change_speed(y: np.ndarray, speed: float) -> np.ndarray:
+    ratio = Fraction(speed).limit_denominator(100)
+    return resample_poly(y, ratio.denominator, ratio.numerator)
+
+
+def add_noise(y: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).standard_normal(len(y))
+    noise *= np.sqrt(np.mean(y**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return y + noise
+
+
+# name: (make(y, sr), tempo_ratio, pitch_shift_semitones)
+ALTERATIONS = {
+    "stretch_0.7": (lambda y, sr: time_stretch(y, sr, 0.7), 0.7, 0.0),
+    "stretch_1.4": (lambda y, sr: time_stretch(y, sr, 1.4), 1.4, 0.0),
+    "pitch_+6": (lambda y, sr: time_stretch(y, sr, 1.0, 6.0), 1.0, 6.0),
+    "pitch_-5": (lambda y, sr: time_stretch(y, sr, 1.0, -5.0), 1.0, -5.0),
+    "speed_0.8": (lambda y, sr: change_speed(y, 0.8), 0.8, 12 * np.log2(0.8)),
+    "noise_10dB": (lambda y, sr: add_noise(y, 10.0), 1.0, 0.0),
+    "stretch_1.15_pitch_-2": (lambda y, sr: time_stretch(y, sr, 1.15, -2.0), 1.15, -2.0),
+    "clipped": (lambda y, sr: np.clip(y * 4.0, -0.9, 0.9), 1.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("work", ["work_02", "work_04"])
+@pytest.mark.parametrize("alteration", list(ALTERATIONS))
+def test_pedalboard_alterations_are_found(
+    catalog: Catalog,
+    work_ids: dict[str, int],
+    catalog_files: dict[str, Path],
+    tmp_path: Path,
+    work: str,
+    alteration: str,
+) -> None:
+    make, tempo_ratio, semitones = ALTERATIONS[alteration]
+    y, sr = sf.read(catalog_files[work], dtype="float32")
+    altered = np.asarray(make(y, sr), dtype=np.float32)
+    peak = float(np.max(np.abs(altered)))
+    altered = altered * (0.95 / peak) if peak > 0.95 else altered
+    path = tmp_path / f"{alteration}_{work}.flac"
+    sf.write(path, altered, sr)
+
+    verdict = catalog.screen(path)
+    top = assert_found(verdict, work_ids[work], tempo_ratio, semitones, {work_ids[work]})
+    duration_s = len(altered) / sr
+    assert_alignment(top, tempo_ratio, 0.0, 0.0, duration_s)
+
+
+# --- verification from votes -----------------------------------------------------------------
+
+
+def synthetic_votes(
+    seed: int,
+    sections: list[tuple[float, float, float, int]],  # (tempo, offset_frames, pitch_bins, n)
+    work_id: int = 7,
+    noise_votes: int = 400,
+) -> HashVotes:
+    """Votes for ``work_id`` along the given lines, plus random votes for it and other works."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for tempo, offset, pitch_bins, n in sections:
+        tq = rng.uniform(0, 1500, n)
+        tr = tempo * tq + offset + rng.normal(0, 0.7, n)
+        span_q = rng.uniform(10, 80, n)
+        rows.append(
+            (
+                np.full(n, work_id),
+                tq,
+                tr,
+                span_q,
+                span_q * tempo * np.exp(rng.normal(0, 0.01, n)),
+                pitch_bins + rng.normal(0, 0.2, n),
+            )
+        )
+    m = noise_votes
+    span_q = rng.uniform(10, 80, m)
+    rows.append(
+        (
+            rng.choice([work_id, 8, 9], m),
+            rng.uniform(0, 1500, m),
+            rng.uniform(0, 1500, m),
+            span_q,
+            span_q * np.exp(rng.uniform(-0.7, 0.7, m)),
+            rng.uniform(-36, 36, m),
+        )
+    )
+    work, tq, tr, sq, sr_, pb = (np.concatenate(c) for c in zip(*rows, strict=True))
+    query_bin = rng.uniform(40, 150, len(work))
+    return HashVotes(
+        work=work.astype(np.int64),
+        query_frame=tq,
+        ref_frame=tr,
+        query_bin=query_bin,
+        ref_bin=query_bin - pb,
+        query_span=sq,
+        ref_span=sr_,
+        log_tempo=np.log(sr_ / sq),
+        pitch_bins=pb,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tempo", "pitch_semitones"), [(1.0, 0.0), (0.8, 0.0), (1.3, -3.0), (1.15, 2.42), (0.6, 7.0)]
+)
+def test_verify_hashes_recovers_tempo_pitch_and_line(tempo: float, pitch_semitones: float) -> None:
+    per_semitone = S.bins_per_octave // 12
+    offset = 120.0
+    votes = synthetic_votes(1, [(tempo, offset, pitch_semitones * per_semitone, 150)])
+    evidence = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
+    assert evidence is not None
+    assert evidence.work_id == 7
+    assert evidence.tempo_ratio == pytest.approx(tempo, rel=0.01)
+    assert evidence.pitch_shift_semitones == pytest.approx(pitch_semitones, abs=0.1)
+    assert 130 <= evidence.inliers <= evidence.votes
+    line = evidence.lines[0]
+    for q, r in (
+        (line.query_start_frame, line.ref_start_frame),
+        (line.query_end_frame, line.ref_end_frame),
+    ):
+        assert r == pytest.approx(tempo * q + offset, abs=8.0)
+    assert evidence.coverage_s == pytest.approx(
+        (line.query_end_frame - line.query_start_frame) / S.frames_per_second, rel=0.05
+    )
+
+
+def test_verify_hashes_finds_two_sections() -> None:
+    """A work used twice in an upload (e.g. a repeated sample) gives two parallel lines."""
+    per_semitone = S.bins_per_octave // 12
+    votes = synthetic_votes(2, [(1.0, 0.0, 0.0, 120), (1.0, -900.0, 0.0, 80)], noise_votes=100)
+    evidence = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
+    assert evidence is not None
+    offsets = sorted(
+        round(line.ref_start_frame - line.query_start_frame) for line in evidence.lines[:2]
+    )
+    assert len(evidence.lines) >= 2
+    assert offsets[0] == pytest.approx(-900, abs=8)
+    assert offsets[1] == pytest.approx(0, abs=8)
+
+
+def test_verify_hashes_rejects_works_with_too_few_votes() -> None:
+    votes = synthetic_votes(3, [(1.0, 0.0, 0.0, 2)], noise_votes=0)
+    assert verify_hashes(votes, 7, S.frames_per_second, 3) is None
+    assert verify_hashes(votes, 12345, S.frames_per_second, 3) is None
+
+
+def test_random_votes_get_few_inliers() -> None:
+    votes = synthetic_votes(4, [], noise_votes=900)
+    evidence = verify_hashes(votes, 7, S.frames_per_second, 3)
+    assert evidence is None or evidence.inliers < 0.1 * evidence.votes
+
+
+def test_candidate_works_ranks_by_aligned_votes_not_raw_votes() -> None:
+    aligned = synthetic_votes(5, [(1.0, 0.0, 0.0, 60)], noise_votes=0)
+    # work 8 gets far more votes, but scattered over tempo, pitch and offset
+    noise = synthetic_votes(6, [], work_id=8, noise_votes=3000)
+    noise = HashVotes(
+        *(
+            np.where(noise.work == 7, 8, noise.work) if f == "work" else getattr(noise, f)
+            for f in HashVotes.__dataclass_fields__
+        )
+    )
+    votes = HashVotes(
+        *(
+            np.concatenate([getattr(aligned, f), getattr(noise, f)])
+            for f in HashVotes.__dataclass_fields__
+        )
+    )
+    assert (votes.work == 8).sum() > 10 * (votes.work == 7).sum()
+    ranked = candidate_works(votes, 2, S.frames_per_second)
+    assert ranked[0][0] == 7
+    assert ranked[0][1] >= 25  # most of the line falls in one coarse cell
+    assert candidate_works(synthetic_votes(5, [], noise_votes=0), 5, S.frames_per_second) == []
+
+
+# --- chroma alignment -----------------------------------------------------------------------
+
+
+def chroma_fingerprint(chroma: np.ndarray, tuning: float = 0.0) -> Fingerprint:
+    return Fingerprint(
+        peaks=np.zeros(0, PEAK_DTYPE),
+        chroma=chroma.astype(np.float32),
+        tuning_semitones=tuning,
+        duration_s=len(chroma) / S.chroma_fps,
+        recipe=S.recipe,
+    )
+
+
+def smooth_chroma(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    steps = rng.random((n // 8 + 2, 12)) ** 4  # chord-like: a few strong classes per step
+    x = np.repeat(steps, 8, axis=0)[:n]
+    x -= x.mean(axis=1, keepdims=True)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("tempo", "rotation"), [(1.0, 0), (1.25, 3), (0.8, -2), (1.6, 5)])
+def test_align_chroma_recovers_key_tempo_and_offset(tempo: float, rotation: int) -> None:
+    reference = smooth_chroma(7, 300)
+    start, stop = 60, 220
+    excerpt = reference[start:stop]
+    # played at `tempo`: fewer query frames for the same music when faster
+    positions = np.arange(0, len(excerpt) - 1, tempo)
+    query = excerpt[np.round(positions).astype(int)]
+    query = np.roll(query, rotation, axis=1)  # transposed by `rotation` semitones
+    evidence = align_chroma(
+        chroma_fingerprint(query, 0.1),
+        chroma_fingerprint(reference, -0.05),
+        work_id=3,
+        settings=S,
+        scales=np.array([tempo / 1.05, tempo, tempo * 1.05]),
+    )
+    assert evidence is not None
+    assert evidence.work_id == 3
+    assert evidence.tempo_ratio == pytest.approx(tempo, rel=0.001)
+    assert evidence.pitch_shift_semitones == pytest.approx(rotation + 0.15, abs=0.01)
+    assert evidence.similarity > 0.9
+    assert evidence.ref_start_s == pytest.approx(start / S.chroma_fps, abs=0.5)
+    assert evidence.ref_end_s == pytest.approx(stop / S.chroma_fps, abs=0.5)
+    assert evidence.query_start_s == pytest.approx(0.0, abs=0.5)
+    assert evidence.query_end_s == pytest.approx(len(query) / S.chroma_fps, abs=0.5)
+
+
+def test_align_chroma_of_unrelated_chroma_is_weak() -> None:
+    evidence = align_chroma(
+        chroma_fingerprint(smooth_chroma(8, 150)),
+        chroma_fingerprint(smooth_chroma(9, 300)),
+        work_id=1,
+        settings=S,
+        scales=np.array([1.0]),
+    )
+    assert evidence is None or evidence.similarity < 0.5
+
+
+def test_align_chroma_needs_a_few_frames() -> None:
+    tiny = chroma_fingerprint(smooth_chroma(1, 3))
+    assert align_chroma(tiny, chroma_fingerprint(smooth_chroma(2, 100)), 1, S) is None

@@ -1,0 +1,303 @@
+"""Tests for audiodup.store: integrity checks, damage and repair, orphan sweeping, and crash
+and concurrency safety of ``audiodup index add`` run as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audiodup import Catalog, CatalogError
+from audiodup.store import pack_segment_ids, unpack_segment_ids
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures" / "audio"
+CATALOG_DIR = FIXTURES / "catalog"
+UPLOADS_DIR = FIXTURES / "uploads"
+ADD_INPUTS = [str(CATALOG_DIR), str(UPLOADS_DIR)]
+
+
+def shard_files(root: Path) -> list[Path]:
+    return sorted((root / "shards").glob("*.faiss"))
+
+
+def referenced_files(catalog: Catalog) -> set[str]:
+    rows = catalog.store.db.execute("SELECT hash_file, chroma_file FROM shards").fetchall()
+    return {name for row in rows for name in row}
+
+
+def assert_sound(catalog: Catalog) -> None:
+    assert catalog.verify() == []
+    shas = [w.sha256 for w in catalog.works()]
+    assert len(shas) == len(set(shas)), "the same audio is in the catalog twice"
+
+
+# --- ids ------------------------------------------------------------------------------------
+
+
+@given(work_id=st.integers(0, 2**40), n=st.integers(0, 2000))
+def test_segment_ids_round_trip(work_id: int, n: int) -> None:
+    ids = pack_segment_ids(work_id, n)
+    assert ids.dtype == np.int64 and len(ids) == n and np.all(ids >= 0)
+    works, segments = unpack_segment_ids(ids)
+    assert np.all(works == work_id)
+    assert segments.tolist() == list(range(n))
+
+
+# --- verify, damage, rebuild ----------------------------------------------------------------
+
+
+def test_verify_is_clean_on_a_good_catalog(catalog: Catalog) -> None:
+    assert catalog.verify() == []
+    assert referenced_files(catalog) == {p.name for p in shard_files(catalog.store.root)}
+
+
+@pytest.mark.parametrize("kind", ["hash", "chroma"])
+def test_deleted_shard_file_is_reported_and_rebuilt(catalog_copy: Path, kind: str) -> None:
+    victim = next(p for p in shard_files(catalog_copy) if p.name.startswith(kind[0] + "-"))
+    victim.unlink()
+    with Catalog.open(catalog_copy) as catalog:
+        problems = catalog.verify()
+        assert problems and any("shard" in p for p in problems)
+        with pytest.raises(CatalogError, match="rebuild"):
+            catalog.screen(UPLOADS_DIR / "pitch_-3_work_03.ogg")
+        catalog.rebuild()
+        verdict = catalog.screen(UPLOADS_DIR / "pitch_-3_work_03.ogg")
+        assert verdict.verdict == "duplicate"
+        assert Path(verdict.matches[0].path).name == "work_03.ogg"
+
+
+def test_verify_is_clean_after_rebuilding_a_deleted_shard(catalog_copy: Path) -> None:
+    shard_files(catalog_copy)[0].unlink()
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.rebuild()
+        assert catalog.verify() == []
+
+
+def test_truncated_shard_file_is_reported_and_rebuilt(catalog_copy: Path) -> None:
+    victim = shard_files(catalog_copy)[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with Catalog.open(catalog_copy) as catalog:
+        assert catalog.verify()
+        catalog.rebuild()
+        verdict = catalog.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg")
+        assert verdict.verdict == "duplicate"
+
+
+def test_garbage_shard_file_is_reported(catalog_copy: Path) -> None:
+    shard_files(catalog_copy)[-1].write_bytes(b"\x00garbage" * 64)
+    with Catalog.open(catalog_copy) as catalog:
+        assert catalog.verify()
+
+
+def test_stray_files_are_swept_by_the_next_writer(catalog_copy: Path) -> None:
+    shards = catalog_copy / "shards"
+    (shards / "h-0123456789ab.faiss").write_bytes(b"left by a crash")
+    (shards / ".tmp-c-0123456789ab.faiss").write_bytes(b"half written")
+    with Catalog.open(catalog_copy) as catalog:
+        assert referenced_files(catalog) == {p.name for p in shards.iterdir()}
+        assert catalog.verify() == []
+
+
+def test_missing_fingerprint_is_reported(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.store.db.execute("DELETE FROM fingerprints WHERE work_id = 1")
+        assert any("fingerprint" in p for p in catalog.verify())
+
+
+def damage_fingerprint(catalog: Catalog, work_id: int) -> None:
+    catalog.store.db.execute(
+        "UPDATE fingerprints SET blob = ? WHERE work_id = ?", (b"\x00\x11\x22\x33", work_id)
+    )
+
+
+def test_damaged_fingerprint_is_reported_by_verify(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        damage_fingerprint(catalog, 2)
+        assert catalog.verify()
+
+
+def test_damaged_fingerprint_is_a_catalog_error(catalog_copy: Path) -> None:
+    """Rebuilding (or a chroma look-up) on an undecodable stored fingerprint must fail with the
+    catalog's error type, which the CLI turns into one line, not with a numpy exception."""
+    with Catalog.open(catalog_copy) as catalog:
+        damage_fingerprint(catalog, 2)
+        with pytest.raises(CatalogError):
+            catalog.rebuild()
+        with pytest.raises(CatalogError):
+            catalog.store.fingerprint(2)
+
+
+def test_two_readers_and_a_writer(catalog_copy: Path, tmp_path: Path) -> None:
+    """An open catalog notices shards added by another connection."""
+    with Catalog.open(catalog_copy) as reader, Catalog.open(catalog_copy) as writer:
+        upload = UPLOADS_DIR / "unrelated_a.ogg"
+        assert reader.screen(upload).verdict == "clean"
+        writer.add_paths([upload])
+        verdict = reader.screen(upload)
+        assert verdict.verdict == "duplicate"
+        assert Path(verdict.matches[0].path).name == "unrelated_a.ogg"
+        assert reader.verify() == []
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+
+def add_command(db: Path, inputs: list[str]) -> list[str]:
+    return [sys.executable, "-m", "audiodup", "index", "add", "--db", str(db), *inputs]
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("AUDIODUP_DB", None)
+    env["PYTHONFAULTHANDLER"] = "1"
+    return env
+
+
+def kill_after(db: Path, delay_s: float) -> int | None:
+    """Start ``index add``, SIGKILL it after ``delay_s`` (if still running); its return code."""
+    proc = subprocess.Popen(
+        add_command(db, ADD_INPUTS),
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        proc.wait(timeout=delay_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+    return proc.wait(timeout=60)
+
+
+def crash_then_complete(db: Path, delay_s: float, expected_shas: set[str]) -> str | None:
+    """One crash experiment; returns a description of what went wrong, or None."""
+    kill_after(db, delay_s)
+    with Catalog.open(db) as catalog:
+        problems = catalog.verify()
+        if problems:
+            return f"after a kill at {delay_s:.2f} s: verify() = {problems}"
+        shas = [w.sha256 for w in catalog.works()]
+        if len(shas) != len(set(shas)) or not set(shas) <= expected_shas:
+            return f"after a kill at {delay_s:.2f} s: unexpected works {shas}"
+        results = catalog.add_paths(ADD_INPUTS)
+        failed = [r for r in results if r.status == "failed"]
+        if failed:
+            return f"completing after a kill at {delay_s:.2f} s: {failed}"
+        shas = [w.sha256 for w in catalog.works()]
+        problems = catalog.verify()
+    if problems:
+        return f"completed after a kill at {delay_s:.2f} s: verify() = {problems}"
+    if len(shas) != len(set(shas)) or set(shas) != expected_shas:
+        return f"completed after a kill at {delay_s:.2f} s: {len(shas)} works, expected " + str(
+            len(expected_shas)
+        )
+    return None
+
+
+def test_killed_add_leaves_a_sound_catalog(tmp_path: Path, fixture_sha256: dict[str, str]) -> None:
+    """SIGKILL ``index add`` at 20 moments from start-up to the final commit; every time the
+    catalog must verify, and finishing the add must give each distinct audio exactly once."""
+    expected_shas = set(fixture_sha256.values())
+    assert len(expected_shas) == len(fixture_sha256) == 17  # uploads differ from their sources
+    rng = np.random.default_rng(20240601)
+    delays = np.linspace(0.05, 3.0, 20) + rng.uniform(-0.04, 0.04, 20)
+    rng.shuffle(delays)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(
+            pool.map(
+                lambda item: crash_then_complete(tmp_path / f"db{item[0]}", item[1], expected_shas),
+                enumerate(np.clip(delays, 0.05, 3.0)),
+            )
+        )
+    failures = [o for o in outcomes if o is not None]
+    assert failures == []
+
+
+def test_killed_add_resumes_with_the_cli(tmp_path: Path, fixture_sha256: dict[str, str]) -> None:
+    """Kill during the run, then finish it with the same command line."""
+    db = tmp_path / "db"
+    kill_after(db, 1.2)
+    done = subprocess.run(
+        add_command(db, ADD_INPUTS),
+        cwd=ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    with Catalog.open(db) as catalog:
+        assert_sound(catalog)
+        assert {w.sha256 for w in catalog.works()} == set(fixture_sha256.values())
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_adds_store_each_audio_once(
+    tmp_path: Path, fixture_sha256: dict[str, str], round_: int
+) -> None:
+    db = tmp_path / "db"
+    if round_ == 2:  # one round on an existing catalog, the others race to create it
+        with Catalog.open(db) as catalog:
+            catalog.add_paths([CATALOG_DIR / "work_00.ogg"])
+    inputs_a = ADD_INPUTS
+    inputs_b = [str(UPLOADS_DIR), str(CATALOG_DIR / "work_03.ogg"), str(CATALOG_DIR)]
+    procs = [
+        subprocess.Popen(
+            add_command(db, inputs),
+            cwd=ROOT,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for inputs in (inputs_a, inputs_b)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, (stdout, stderr)
+        assert "Traceback" not in stderr
+    with Catalog.open(db) as catalog:
+        assert_sound(catalog)
+        assert {w.sha256 for w in catalog.works()} == set(fixture_sha256.values())
+        assert len(catalog.works()) == 17
+
+
+def test_concurrent_add_and_screen(tmp_path: Path, catalog_copy: Path) -> None:
+    """Screening while another process adds works never sees a half-written catalog."""
+    proc = subprocess.Popen(
+        add_command(catalog_copy, [str(UPLOADS_DIR)]),
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    verdicts = []
+    with Catalog.open(catalog_copy) as catalog:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            verdicts.append(catalog.screen(UPLOADS_DIR / "excerpt_15s_work_00.ogg"))
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        verdicts.append(catalog.screen(UPLOADS_DIR / "excerpt_15s_work_00.ogg"))
+        assert_sound(catalog)
+    assert all(v.verdict == "duplicate" for v in verdicts)
+    # once the upload itself is in the catalog it is reported too
+    final = {Path(m.path).name: m for m in verdicts[-1].matches}
+    assert {"work_00.ogg", "excerpt_15s_work_00.ogg"} <= set(final)
+    assert final["excerpt_15s_work_00.ogg"].tempo_ratio == pytest.approx(1.0, rel=0.01)
