@@ -250,9 +250,7 @@ class Catalog:
         fingerprint_s = time.perf_counter() - started
         search_start = time.perf_counter()
         matches = self.match_fingerprint(fingerprint)[:top_k]
-        label = decide(
-            [(m.relation, m.false_match_probability, m.coverage_s) for m in matches], self.settings
-        )
+        label = decide(matches, self.settings)
         return Verdict(
             path=name,
             verdict=label,
@@ -396,6 +394,21 @@ class Catalog:
             matched_hashes=0,
             chroma_similarity=ev.similarity,
         )
+
+    def work_evidence(
+        self, query: Fingerprint, work_id: int
+    ) -> tuple[HashEvidence | None, ChromaEvidence | None]:
+        """The raw evidence that ``query`` contains work ``work_id``: the verified hash matches
+        (with every inlier's upload and reference frame) and the best chroma alignment.
+        For pictures and reports; screening does not need it."""
+        settings = self.settings
+        hashes = fingerprint_hashes(query, settings, query=True)
+        votes = lookup_hashes(hashes, self.indexes())
+        hashed = verify_hashes(
+            votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
+        )
+        chroma = align_chroma(query, self.store.fingerprint(work_id), work_id, settings)
+        return hashed, chroma
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""

@@ -304,7 +304,7 @@ def chroma_candidates(
     duration_s = len(query.chroma) / settings.chroma_fps
     for scale in scales:
         length_s = settings.segment_s * scale
-        hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 5)
+        hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 3)
         v, _ = segment_vectors(
             query.chroma,
             settings.chroma_fps,

@@ -54,7 +54,8 @@ class Settings:
     chroma_candidates: int = 8
 
     # FAISS
-    chroma_index_factory: str = "SQ8"
+    chroma_index_factory: str = "IVF256,SQ8"
+    chroma_nprobe: int = 24
     max_shards: int = 8
 
     # matching and verdicts
@@ -65,8 +66,9 @@ class Settings:
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0
+    duplicate_min_hashes: int = 12
     # chance-match priors (background fits per query may only raise them)
-    chance_inliers_base: float = 4.0
+    chance_inliers_base: float = 3.0
     chance_inliers_per_vote: float = 0.0008
     chance_chroma_mean: float = 0.40
     chance_chroma_std: float = 0.10

@@ -228,6 +228,8 @@ class CatalogStore:
                     faiss.read_index_binary(str(self.root / "shards" / h)) for h, _ in shards
                 ]
                 chroma_shards = [faiss.read_index(str(self.root / "shards" / c)) for _, c in shards]
+                for index in chroma_shards:
+                    _set_nprobe(index, self.settings.chroma_nprobe)
             except RuntimeError as exc:
                 if attempt + 1 < attempts and "No such file" in str(exc):
                     time.sleep(0.2)
@@ -494,6 +496,13 @@ class CatalogStore:
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
         return problems
+
+
+def _set_nprobe(index, nprobe: int) -> None:
+    try:
+        faiss.extract_index_ivf(index).nprobe = nprobe
+    except RuntimeError:  # not an IVF index
+        pass
 
 
 def _work_info(row) -> WorkInfo:

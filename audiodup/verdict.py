@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
-from .results import VerdictLabel
+from .results import Match, VerdictLabel
 from .settings import Settings
 
 MAX_SCORE = 300.0
@@ -63,17 +63,21 @@ def score_from_probability(probability: float) -> float:
     return float(min(MAX_SCORE, -np.log10(probability)))
 
 
-def decide(relations_fmp: list[tuple[str, float, float]], settings: Settings) -> VerdictLabel:
-    """Verdict from ``(relation, false_match_probability, coverage_s)`` of the reported matches.
+def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
+    """Verdict from the reported matches.
 
     Only a verified same recording can be a duplicate; a same composition is at most suspect.
+    A duplicate also needs a minimum of aligned hashes, a floor under the probability model,
+    unless the chroma channel independently found the same alignment.
     """
     label: VerdictLabel = "clean"
-    for relation, fmp, coverage_s in relations_fmp:
+    for m in matches:
+        fmp = m.false_match_probability
         if (
-            relation == "same_recording"
+            m.relation == "same_recording"
             and fmp <= settings.duplicate_max_fmp
-            and coverage_s >= settings.min_coverage_s
+            and m.coverage_s >= settings.min_coverage_s
+            and (m.matched_hashes >= settings.duplicate_min_hashes or m.chroma_similarity)
         ):
             return "duplicate"
         if fmp <= settings.suspect_max_fmp:
