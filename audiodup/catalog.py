@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +39,7 @@ from .verdict import (
     score_from_probability,
     transforms_agree,
 )
+from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
 AUDIO_SUFFIXES = {
@@ -123,6 +122,17 @@ def _fingerprint_job(args) -> NewWork | str:
         return f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
+def _query_job(args) -> tuple[Fingerprint, float, float] | str:
+    _, path, settings = args
+    start = time.perf_counter()
+    try:
+        audio = load_audio(path, settings)
+        fingerprint = fingerprint_audio(audio, settings, query=True)
+    except AudiodupError as exc:
+        return str(exc)
+    return fingerprint, audio.duration_s, time.perf_counter() - start
+
+
 class Catalog:
     """A catalog of reference works (see :mod:`audiodup.store` for the on-disk layout)."""
 
@@ -160,11 +170,13 @@ class Catalog:
         on_result: Callable[[AddResult], None] | None = None,
         batch_size: int = 32,
         batch_seconds: float = 30.0,
+        timeout_s: float | None = None,
     ) -> list[AddResult]:
         """Fingerprint files (folders recursively) and add them; identical audio is skipped.
 
         Work is committed in batches, so an interrupted run keeps what it finished; re-running
-        it skips files already in the catalog.
+        it skips files already in the catalog. With ``timeout_s`` (or ``workers > 1``) each file
+        is decoded in a worker process that is killed when it runs over ``timeout_s``.
         """
         metadata = metadata or {}
         results: list[AddResult] = []
@@ -202,27 +214,27 @@ class Catalog:
             else:
                 todo.append(path)
 
-        jobs = ((p, self.settings) for p in todo)
-        if workers > 1 and len(todo) > 1:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-            outputs = pool.map(_fingerprint_job, jobs, chunksize=1)
+        jobs = [(p, self.settings) for p in todo]
+        if workers > 1 or timeout_s is not None:
+            outputs = (
+                (item[0], value if status == "ok" else str(value))
+                for item, status, value in map_with_timeout(
+                    _fingerprint_job, jobs, workers, timeout_s
+                )
+            )
         else:
-            pool, outputs = None, map(_fingerprint_job, jobs)
-        try:
-            for path, output in zip(todo, outputs, strict=True):
-                if isinstance(output, str):
-                    emit(AddResult(path_text(path), "failed", error=output))
-                    continue
-                extra = metadata.get(str(path)) or metadata.get(path.name) or {}
-                if extra:
-                    output = _with_metadata(output, extra)
-                pending.append((output, path_text(path)))
-                if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
-                    flush()
-            flush()
-        finally:
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
+            outputs = ((job[0], _fingerprint_job(job)) for job in jobs)
+        for path, output in outputs:
+            if isinstance(output, str):
+                emit(AddResult(path_text(path), "failed", error=output))
+                continue
+            extra = metadata.get(str(path)) or metadata.get(path.name) or {}
+            if extra:
+                output = _with_metadata(output, extra)
+            pending.append((output, path_text(path)))
+            if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
+                flush()
+        flush()
         return results
 
     def _unchanged(self, path: Path) -> int | None:
@@ -241,6 +253,37 @@ class Catalog:
         except AudiodupError as exc:
             return Verdict(path=path_text(path), verdict=None, error=str(exc))
         return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
+
+    def screen_many(
+        self,
+        paths: Iterable[str | Path],
+        top_k: int = 5,
+        workers: int = 1,
+        timeout_s: float | None = None,
+    ) -> list[Verdict]:
+        """Screen uploads in input order; with ``timeout_s`` (or ``workers > 1``) decoding and
+        fingerprinting run in worker processes, killed when one file runs over ``timeout_s``."""
+        paths = [Path(p) for p in paths]
+        if workers <= 1 and timeout_s is None:
+            return [self.screen(p, top_k=top_k) for p in paths]
+        verdicts: dict[int, Verdict] = {}
+        jobs = [(i, p, self.settings) for i, p in enumerate(paths)]
+        for (i, path, _), status, value in map_with_timeout(_query_job, jobs, workers, timeout_s):
+            if status != "ok" or isinstance(value, str):
+                verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
+                continue
+            fingerprint, duration_s, fingerprint_s = value
+            search_start = time.perf_counter()
+            matches = self.match_fingerprint(fingerprint)[:top_k]
+            verdicts[i] = Verdict(
+                path=path_text(path),
+                verdict=decide(matches, self.settings),
+                matches=tuple(matches),
+                duration_s=duration_s,
+                fingerprint_s=fingerprint_s,
+                search_s=time.perf_counter() - search_start,
+            )
+        return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
         self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None

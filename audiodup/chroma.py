@@ -4,8 +4,8 @@ Chroma folds the log-frequency spectrogram onto 12 pitch classes after a tuning 
 fractional pitch shift lands on the same classes. Segment vectors take a window that covers a fixed
 stretch of *reference* time, resample it to a fixed number of steps and keep the magnitude of its
 2-D Fourier transform: a key change is a circular shift along the pitch-class axis, which the
-magnitude ignores. On the query side, windows are cut at several time scales, so one of them lines up
-with the reference whatever the tempo change.
+magnitude ignores. On the query side, windows are cut at several time scales, so one of them
+lines up with the reference whatever the tempo change.
 """
 
 from __future__ import annotations

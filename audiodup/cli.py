@@ -36,6 +36,12 @@ DbOption = Annotated[
 ]
 
 
+TimeoutOption = Annotated[
+    float | None,
+    typer.Option(min=0.1, help="Seconds allowed per file; a file that runs over fails alone."),
+]
+
+
 def _open(db: Path | None, create: bool = False) -> Catalog:
     return Catalog.open(db if db is not None else default_catalog_path(), create=create)
 
@@ -45,6 +51,7 @@ def index_add(
     paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive).")],
     db: DbOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Fingerprinting processes.")] = 1,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Fingerprint files and add them to the catalog (identical audio is added once)."""
     counts = {"added": 0, "present": 0, "failed": 0}
@@ -70,7 +77,7 @@ def index_add(
                     f"error: {result.path}: {result.error}", markup=False, soft_wrap=True
                 )
 
-        catalog.add_paths(paths, workers=workers, on_result=on_result)
+        catalog.add_paths(paths, workers=workers, on_result=on_result, timeout_s=timeout)
     out.print(
         f"added {counts['added']}, already present {counts['present']}, failed {counts['failed']}"
     )
@@ -160,18 +167,19 @@ def screen(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
+    workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 1,
+    timeout: TimeoutOption = None,
 ) -> None:
     """Screen uploads against the catalog.
 
     Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
     3 any suspect (and nothing worse).
     """
-    verdicts: list[Verdict] = []
     with _open(db) as catalog:
-        for path in paths:
-            verdict = catalog.screen(path, top_k=top)
-            verdicts.append(verdict)
-            if verdict.error and not as_json:
+        verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
+    if not as_json:
+        for verdict in verdicts:
+            if verdict.error:
                 err.print(f"error: {verdict.path}: {verdict.error}", markup=False, soft_wrap=True)
     if as_json:
         print(

@@ -1,7 +1,7 @@
 """Every tunable of the pipeline, in one frozen object.
 
-``RECIPE`` names the fingerprint recipe: any change to a field that alters fingerprints must bump it,
-and a catalog refuses to mix recipes.
+``RECIPE`` names the fingerprint recipe: any change to a field that alters fingerprints must bump
+it, and a catalog refuses to mix recipes.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ fingerprints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -499,10 +500,8 @@ class CatalogStore:
 
 
 def _set_nprobe(index, nprobe: int) -> None:
-    try:
+    with contextlib.suppress(RuntimeError):  # not an IVF index
         faiss.extract_index_ivf(index).nprobe = nprobe
-    except RuntimeError:  # not an IVF index
-        pass
 
 
 def _work_info(row) -> WorkInfo:

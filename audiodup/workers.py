@@ -1,0 +1,116 @@
+"""Run one function over many inputs in worker processes, each call with a wall-clock limit.
+
+``concurrent.futures`` cannot stop a call that hangs (a decoder stuck on a hostile file); here
+every worker is a process of its own that is killed and replaced when its call runs over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+_POLL_S = 0.05
+
+
+def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
+    conn.send(("ready", None))  # start-up (imports) does not count against a call's time
+    while True:
+        try:
+            item = conn.recv()
+        except EOFError:
+            return
+        if item is None:
+            return
+        try:
+            conn.send(("ok", func(item)))
+        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+class _Worker:
+    def __init__(self, ctx, func):
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(func, child), daemon=True)
+        self.process.start()
+        child.close()
+        self.item: Any = None
+        self.started = 0.0
+
+    def submit(self, item: Any) -> None:
+        self.item, self.started = item, time.monotonic()
+        self.conn.send(item)
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
+        else:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+        self.conn.close()
+
+
+def map_with_timeout(
+    func: Callable[[Any], Any],
+    items: Iterable[Any],
+    workers: int = 1,
+    timeout_s: float | None = None,
+) -> Iterator[tuple[Any, str, Any]]:
+    """Yield ``(item, status, value)`` as calls finish (not in input order).
+
+    ``status`` is ``"ok"`` (``value`` is the result), ``"error"`` (``value`` is a one-line
+    message) or ``"timeout"``. ``func`` must be picklable (a module-level function).
+    """
+    ctx = mp.get_context("spawn")
+    pending = list(items)[::-1]
+    starting = [_Worker(ctx, func) for _ in range(max(1, min(workers, len(pending))))]
+    idle: list[_Worker] = []
+    busy: list[_Worker] = []
+
+    def replace(worker: _Worker) -> None:
+        worker.stop(kill=True)
+        if pending:
+            starting.append(_Worker(ctx, func))
+
+    try:
+        while pending or busy:
+            while idle and pending:
+                worker = idle.pop()
+                worker.submit(pending.pop())
+                busy.append(worker)
+            if not busy and not starting:  # every worker failed to start
+                raise RuntimeError("cannot start worker processes")
+            ready = set(wait([w.conn for w in busy + starting], timeout=_POLL_S))
+            for worker in [w for w in starting if w.conn in ready]:
+                starting.remove(worker)
+                try:
+                    worker.conn.recv()
+                    idle.append(worker)
+                except (EOFError, OSError):
+                    worker.stop(kill=True)
+            now = time.monotonic()
+            for worker in list(busy):
+                if worker.conn in ready:
+                    busy.remove(worker)
+                    try:
+                        status, value = worker.conn.recv()
+                        idle.append(worker)
+                    except (EOFError, OSError):  # the worker died (out of memory, a crash)
+                        status, value = "error", "worker process died while processing the file"
+                        replace(worker)
+                    yield worker.item, status, value
+                elif timeout_s is not None and now - worker.started > timeout_s:
+                    busy.remove(worker)
+                    replace(worker)
+                    yield worker.item, "timeout", f"timed out after {timeout_s:g} s"
+    finally:
+        for worker in busy + starting:
+            worker.stop(kill=True)
+        for worker in idle:
+            worker.stop()

@@ -1,0 +1,66 @@
+"""Worker processes with per-call time limits (audiodup/workers.py) and the batch --timeout."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from audiodup.cli import app
+from audiodup.workers import map_with_timeout
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+
+
+def test_calls_that_run_over_are_killed_and_the_rest_complete() -> None:
+    start = time.monotonic()
+    results = {
+        item: (status, value)
+        for item, status, value in map_with_timeout(
+            time.sleep, [0.01, 30.0, 0.02], workers=2, timeout_s=1.0
+        )
+    }
+    assert time.monotonic() - start < 15
+    assert results[0.01][0] == "ok"
+    assert results[0.02][0] == "ok"
+    assert results[30.0] == ("timeout", "timed out after 1 s")
+
+
+def test_exceptions_come_back_as_one_line_errors() -> None:
+    results = list(map_with_timeout(math.sqrt, [4.0, -1.0], workers=1, timeout_s=30.0))
+    by_item = {item: (status, value) for item, status, value in results}
+    assert by_item[4.0] == ("ok", 2.0)
+    assert by_item[-1.0][0] == "error"
+    assert "ValueError" in by_item[-1.0][1]
+
+
+def test_cli_timeout_options_screen_and_add(tmp_path) -> None:
+    fixtures_dir = FIXTURES
+    db = tmp_path / "cat"
+    runner = CliRunner()
+    catalog_dir = fixtures_dir / "catalog"
+    added = runner.invoke(
+        app,
+        ["index", "add", "--db", str(db), "--timeout", "60", "--workers", "2", str(catalog_dir)],
+    )
+    assert added.exit_code == 0, added.output
+    assert "added 6" in added.output
+    upload = fixtures_dir / "uploads" / "pitch_-3_work_03.ogg"
+    screened = runner.invoke(
+        app,
+        [
+            "screen",
+            "--db",
+            str(db),
+            "--json",
+            "--timeout",
+            "60",
+            str(upload),
+            str(tmp_path / "missing.wav"),
+        ],
+    )
+    assert screened.exit_code == 1
+    assert '"verdict": "duplicate"' in screened.output
+    assert '"error": "file not found"' in screened.output
