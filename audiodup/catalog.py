@@ -122,7 +122,7 @@ def _fingerprint_job(args) -> NewWork | str:
         return f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def _query_job(args) -> tuple[Fingerprint, float, float] | str:
+def _query_job(args) -> tuple[Fingerprint, float, bool, float] | str:
     _, path, settings = args
     start = time.perf_counter()
     try:
@@ -130,7 +130,7 @@ def _query_job(args) -> tuple[Fingerprint, float, float] | str:
         fingerprint = fingerprint_audio(audio, settings, query=True)
     except AudiodupError as exc:
         return str(exc)
-    return fingerprint, audio.duration_s, time.perf_counter() - start
+    return fingerprint, audio.duration_s, audio.truncated, time.perf_counter() - start
 
 
 class Catalog:
@@ -272,7 +272,7 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            fingerprint, duration_s, fingerprint_s = value
+            fingerprint, duration_s, truncated, fingerprint_s = value
             search_start = time.perf_counter()
             matches = self.match_fingerprint(fingerprint)[:top_k]
             verdicts[i] = Verdict(
@@ -280,6 +280,7 @@ class Catalog:
                 verdict=decide(matches, self.settings),
                 matches=tuple(matches),
                 duration_s=duration_s,
+                truncated=truncated,
                 fingerprint_s=fingerprint_s,
                 search_s=time.perf_counter() - search_start,
             )
@@ -299,6 +300,7 @@ class Catalog:
             verdict=label,
             matches=tuple(matches),
             duration_s=audio.duration_s,
+            truncated=audio.truncated,
             fingerprint_s=fingerprint_s,
             search_s=time.perf_counter() - search_start,
         )

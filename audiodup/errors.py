@@ -23,3 +23,19 @@ class CatalogError(AudiodupError):
 
 class RecipeMismatchError(CatalogError):
     """The catalog was built with another fingerprint recipe."""
+
+
+class MetadataError(AudiodupError):
+    """A metadata CSV is unreadable or has invalid rows; ``problems`` lists each with its line."""
+
+    def __init__(self, source: str, problems: list[tuple[int, str]]):
+        self.source = source
+        self.problems = problems  # (line number, what is wrong), line 1 is the header
+        shown = "\n".join(f"  line {line}: {text}" for line, text in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun}, nothing was added\n{shown}{more}")
+
+
+class WorkNotFoundError(CatalogError):
+    """A work id that is not (or no longer) in the catalog."""

@@ -54,6 +54,7 @@ class Verdict:
     matches: tuple[Match, ...] = ()
     error: str | None = None
     duration_s: float | None = None
+    truncated: bool = False  # only the first max_duration_s of a longer file was screened
     fingerprint_s: float = 0.0
     search_s: float = 0.0
 
