@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -71,7 +72,7 @@ def load_audio(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> Audio
     except AudioDecodeError as sf_error:
         if shutil.which("ffmpeg") is None:
             raise AudioDecodeError(
-                f"{sf_error} (format {path.suffix or 'unknown'!s}; install ffmpeg for more formats)"
+                f"{sf_error} (ffmpeg, which reads more formats, is not installed)"
             ) from None
         samples, native_sr, truncated = _read_ffmpeg(path, settings)
     return audio_from_samples(
@@ -169,7 +170,8 @@ def _read_soundfile(path: Path, settings: Settings):
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        raise AudioDecodeError(f"cannot decode: {_first_line(exc)}") from None
+        message = re.sub(r"^Error opening .*?: ", "", _first_line(exc))
+        raise AudioDecodeError(f"cannot decode: {message}") from None
     if total == 0:
         raise AudioDecodeError("no audio frames in file")
     return np.concatenate(blocks), sr, truncated, title, artist
