@@ -195,3 +195,32 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path.chmod(0)
     with pytest.raises(AudioDecodeError):
         load_audio(path)
+
+
+def test_permission_denied_is_one_clear_error(tmp_path: Path, monkeypatch) -> None:
+    """Root reads any file, so the denial is simulated where the decoder opens the file."""
+    import audiodup.audio as audio_module
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    path = tmp_path / "locked.wav"
+    path.write_bytes(VALID_FILES[".wav"])
+    monkeypatch.setattr(audio_module.sf, "SoundFile", deny)
+    with pytest.raises(AudioDecodeError, match="Permission denied"):
+        load_audio(path)
+
+
+def test_longest_possible_file_name(tmp_path: Path) -> None:
+    name = "x" * (255 - len(".wav")) + ".wav"  # NAME_MAX on Linux
+    path = tmp_path / name
+    path.write_bytes(VALID_FILES[".wav"])
+    audio = load_audio(path)
+    assert audio.duration_s > 3
+    catalog = Catalog.open(tmp_path / "cat")
+    try:
+        (result,) = catalog.add_paths([path])
+        assert result.status == "added"
+        assert catalog.works()[0].path.endswith(name)
+    finally:
+        catalog.close()
