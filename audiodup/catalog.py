@@ -28,7 +28,16 @@ from .match import (
     lookup_hashes,
     verify_hashes,
 )
-from .results import AddResult, CatalogStats, Match, Section, Verdict, WorkInfo, path_text
+from .results import (
+    AddResult,
+    CatalogStats,
+    Match,
+    Relation,
+    Section,
+    Verdict,
+    WorkInfo,
+    path_text,
+)
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogStore, LoadedIndexes, NewWork
 from .verdict import (
@@ -366,8 +375,6 @@ class Catalog:
         chroma_similarity: float | None = None,
     ) -> Match:
         fps = self.settings.frames_per_second
-        main = e.lines[0]
-        info = self.store.work(e.work_id)
         sections = tuple(
             Section(
                 line.query_start_frame / fps,
@@ -378,24 +385,19 @@ class Catalog:
             )
             for line in e.lines
         )
-        return Match(
-            work_id=e.work_id,
-            path=info.path if info else "",
-            title=info.title if info else None,
-            relation="same_recording",
-            score=score_from_probability(fmp),
-            false_match_probability=fmp,
-            tempo_ratio=e.tempo_ratio,
-            pitch_shift_semitones=e.pitch_shift_semitones,
-            query_start_s=main.query_start_frame / fps,
-            query_end_s=main.query_end_frame / fps,
-            ref_start_s=main.ref_start_frame / fps,
-            ref_end_s=main.ref_end_frame / fps,
-            coverage=min(1.0, e.coverage_s / max(query.duration_s, 1e-9)),
-            coverage_s=e.coverage_s,
-            matched_hashes=e.inliers,
-            chroma_similarity=chroma_similarity,
-            sections=sections,
+        main = sections[0]
+        return self._match(
+            e.work_id,
+            "same_recording",
+            fmp,
+            query,
+            e.tempo_ratio,
+            e.pitch_shift_semitones,
+            main,
+            e.coverage_s,
+            e.inliers,
+            chroma_similarity,
+            sections,
         )
 
     def _chroma_evidence(
@@ -419,25 +421,55 @@ class Catalog:
         ]
 
     def _chroma_match(self, ev: ChromaEvidence, fmp: float, query: Fingerprint) -> Match:
-        info = self.store.work(ev.work_id)
+        aligned = Section(ev.query_start_s, ev.query_end_s, ev.ref_start_s, ev.ref_end_s, 0)
         coverage_s = ev.query_end_s - ev.query_start_s
+        return self._match(
+            ev.work_id,
+            "same_composition",
+            fmp,
+            query,
+            ev.tempo_ratio,
+            ev.pitch_shift_semitones,
+            aligned,
+            coverage_s,
+            0,
+            ev.similarity,
+            (),
+        )
+
+    def _match(
+        self,
+        work_id: int,
+        relation: Relation,
+        fmp: float,
+        query: Fingerprint,
+        tempo_ratio: float,
+        pitch_shift_semitones: float,
+        main: Section,
+        coverage_s: float,
+        matched_hashes: int,
+        chroma_similarity: float | None,
+        sections: tuple[Section, ...],
+    ) -> Match:
+        info = self.store.work(work_id)
         return Match(
-            work_id=ev.work_id,
+            work_id=work_id,
             path=info.path if info else "",
             title=info.title if info else None,
-            relation="same_composition",
+            relation=relation,
             score=score_from_probability(fmp),
             false_match_probability=fmp,
-            tempo_ratio=ev.tempo_ratio,
-            pitch_shift_semitones=ev.pitch_shift_semitones,
-            query_start_s=ev.query_start_s,
-            query_end_s=ev.query_end_s,
-            ref_start_s=ev.ref_start_s,
-            ref_end_s=ev.ref_end_s,
+            tempo_ratio=tempo_ratio,
+            pitch_shift_semitones=pitch_shift_semitones,
+            query_start_s=main.query_start_s,
+            query_end_s=main.query_end_s,
+            ref_start_s=main.ref_start_s,
+            ref_end_s=main.ref_end_s,
             coverage=min(1.0, coverage_s / max(query.duration_s, 1e-9)),
             coverage_s=coverage_s,
-            matched_hashes=0,
-            chroma_similarity=ev.similarity,
+            matched_hashes=matched_hashes,
+            chroma_similarity=chroma_similarity,
+            sections=sections,
         )
 
     def work_evidence(
