@@ -41,7 +41,7 @@ from .results import (
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogStore, LoadedIndexes, NewWork
 from .verdict import (
-    background_mean,
+    chance_excess_scale,
     chroma_false_match_probability,
     decide,
     hash_false_match_probability,
@@ -338,9 +338,10 @@ class Catalog:
             is not None
         ]
         top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
-        params = background_mean(evidence, top, settings)
+        scale = chance_excess_scale(evidence, top, settings)
         by_work = {
-            e.work_id: (e, hash_false_match_probability(e, params, n_works)) for e in evidence
+            e.work_id: (e, hash_false_match_probability(e, scale, n_works, settings))
+            for e in evidence
         }
         matches = {
             work_id: self._hash_match(e, fmp, query)

@@ -178,33 +178,22 @@ def verify_hashes(
     pb_edges = np.arange(-37.5, 37.5 + _PITCH_STEP_BINS, _PITCH_STEP_BINS)
     hist, _, _ = np.histogram2d(lt, pb, bins=(lt_edges, pb_edges))
     hist = ndimage.uniform_filter(hist, size=3, mode="constant")
-    i, j = np.unravel_index(np.argmax(hist), hist.shape)
-    lt0 = (lt_edges[i] + lt_edges[i + 1]) / 2
-    pb0 = (pb_edges[j] + pb_edges[j + 1]) / 2
-    near = (np.abs(lt - lt0) < 2 * _LOG_TEMPO_STEP) & (np.abs(pb - pb0) < 2 * _PITCH_STEP_BINS)
-    if near.sum() < 3:
+    # the strongest histogram cell is not always the true transform: try the best few
+    best = None
+    for i, j in _histogram_peaks(hist, n_peaks=3):
+        lt0 = (lt_edges[i] + lt_edges[i + 1]) / 2
+        pb0 = (pb_edges[j] + pb_edges[j + 1]) / 2
+        near = (np.abs(lt - lt0) < 2 * _LOG_TEMPO_STEP) & (np.abs(pb - pb0) < 2 * _PITCH_STEP_BINS)
+        if near.sum() < 3:
+            continue
+        lines = _fit_lines(tq[near], tr[near], float(np.exp(np.median(lt[near]))), max_lines)
+        if lines and (best is None or lines[0][0].sum() > best[1][0][0].sum()):
+            best = (near, lines)
+    if best is None:
         return None
-    tempo = float(np.exp(np.median(lt[near])))
-    pitch = float(np.median(pb[near]))
+    near, lines = best
     tq, tr, pb, sq = tq[near], tr[near], pb[near], sq[near]
-
-    lines, used = [], np.zeros(len(tq), dtype=bool)
-    slope = tempo
-    for _ in range(max_lines):
-        line = _fit_line(tq, tr, ~used, slope)
-        if line is None:
-            break
-        inliers, slope_fit, intercept = line
-        if lines and inliers.sum() < max(6, 0.25 * lines[0][0].sum()):
-            break
-        if not lines:
-            slope = slope_fit
-        lines.append((inliers, slope_fit, intercept))
-        used |= inliers
-        if (~used).sum() < 4:
-            break
-    if not lines:
-        return None
+    pitch = float(np.median(pb))
     all_in = np.zeros(len(tq), dtype=bool)
     aligned = []
     max_gap = _MAX_SECTION_GAP_S * frames_per_second
@@ -248,6 +237,39 @@ def verify_hashes(
         match_query_frames=tq[all_in],
         match_ref_frames=tr[all_in],
     )
+
+
+def _histogram_peaks(hist: np.ndarray, n_peaks: int) -> list[tuple[int, int]]:
+    """Cells of the ``n_peaks`` highest local maxima, at least 3 cells apart."""
+    peaks: list[tuple[int, int]] = []
+    for flat in np.argsort(hist, axis=None)[::-1]:
+        i, j = np.unravel_index(flat, hist.shape)
+        if hist[i, j] <= 0 or len(peaks) == n_peaks:
+            break
+        if all(max(abs(i - a), abs(j - b)) >= 3 for a, b in peaks):
+            peaks.append((int(i), int(j)))
+    return peaks
+
+
+def _fit_lines(tq: np.ndarray, tr: np.ndarray, tempo: float, max_lines: int) -> list:
+    """Up to ``max_lines`` lines of one slope family: the best first, then weaker parallel or
+    shifted ones (loops, cuts) that hold a fair share of its hits."""
+    lines, used = [], np.zeros(len(tq), dtype=bool)
+    slope = tempo
+    for _ in range(max_lines):
+        line = _fit_line(tq, tr, ~used, slope)
+        if line is None:
+            break
+        inliers, slope_fit, intercept = line
+        if lines and inliers.sum() < max(6, 0.25 * lines[0][0].sum()):
+            break
+        if not lines:
+            slope = slope_fit
+        lines.append((inliers, slope_fit, intercept))
+        used |= inliers
+        if (~used).sum() < 4:
+            break
+    return lines
 
 
 def _runs(idx: np.ndarray, tq: np.ndarray, max_gap: float, min_size: int = 3) -> list:

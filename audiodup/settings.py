@@ -66,10 +66,11 @@ class Settings:
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0
-    duplicate_min_hashes: int = 12
-    # chance-match priors (background fits per query may only raise them)
-    chance_inliers_base: float = 3.0
-    chance_inliers_per_vote: float = 0.0008
+    duplicate_min_hashes: int = 8
+    # chance-match priors, measured on the Debian corpus (background fits per query may only
+    # raise them): mean excess of a chance line over the minimum of 3 hashes
+    chance_excess_base: float = 0.1
+    chance_excess_per_vote: float = 0.0002
     chance_chroma_mean: float = 0.40
     chance_chroma_std: float = 0.10
     chroma_min_similarity: float = 0.65

@@ -1,13 +1,13 @@
 """From evidence to a calibrated false-match probability, a relation and a verdict.
 
 Chance hits are not rare: a query's hashes collide with every large catalog work now and then, and
-the Hough search picks the best line among them. How many inliers such a chance line collects
-grows with the number of hits the work received. Per query, the works that received hits but are
-not the match form a background sample; their inlier counts, modelled as Poisson with mean
-``a + b * votes``, give the probability that an unrelated work reaches the observed count by
-chance. A Bonferroni factor for the number of works searched turns it into
-``false_match_probability``. When the background is too small to fit (small catalogs), the prior
-measured on the benchmark corpus is used; the larger of the two means is taken.
+the Hough search then finds the best line through them. Any line holds at least ``MIN_LINE_HASHES``
+hits, so the statistic is the *excess* over that minimum. On the Debian benchmark corpus the excess
+of unrelated works is small and grows slowly with the number of hits the work received; its tail is
+modelled as geometric (heavier than Poisson) with mean ``base + per_vote * votes``. Per query, the
+works that received hits but are not the match form a background sample that can only raise that
+mean. A Bonferroni factor for the number of works searched turns the tail probability into
+``false_match_probability``.
 """
 
 from __future__ import annotations
@@ -20,29 +20,32 @@ from .results import Match, VerdictLabel
 from .settings import Settings
 
 MAX_SCORE = 300.0
+MIN_LINE_HASHES = 3  # _fit_line never returns fewer inliers
 
 
-def background_mean(
+def chance_excess_scale(
     evidence: list[HashEvidence], exclude: set[int], settings: Settings
-) -> tuple[float, float]:
-    """Fit ``inliers ~ a + b * votes`` on background candidates, never below the prior."""
-    a0, b0 = settings.chance_inliers_base, settings.chance_inliers_per_vote
+) -> float:
+    """Factor (>= 1) by which this query's background exceeds the prior chance excess."""
     background = [e for e in evidence if e.work_id not in exclude]
     if len(background) < 8:
-        return a0, b0
-    votes = np.array([e.votes for e in background], dtype=float)
-    inliers = np.array([e.main_inliers for e in background], dtype=float)
-    b = max(b0, float(np.median((inliers - a0) / np.maximum(votes, 1.0))))
-    return a0, b
+        return 1.0
+    observed = np.mean([e.main_inliers - MIN_LINE_HASHES for e in background])
+    expected = np.mean([_prior_excess(e.votes, settings) for e in background])
+    return max(1.0, float(observed / expected))
 
 
 def hash_false_match_probability(
-    evidence: HashEvidence, mean_params: tuple[float, float], n_works: int
+    evidence: HashEvidence, scale: float, n_works: int, settings: Settings
 ) -> float:
-    a, b = mean_params
-    mu = a + b * evidence.votes
-    p_single = float(stats.poisson.sf(evidence.main_inliers - 1, mu))
+    mean_excess = _prior_excess(evidence.votes, settings) * scale
+    excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
+    p_single = (mean_excess / (1.0 + mean_excess)) ** excess
     return min(1.0, p_single * max(n_works, 1))
+
+
+def _prior_excess(votes: int, settings: Settings) -> float:
+    return settings.chance_excess_base + settings.chance_excess_per_vote * votes
 
 
 def chroma_false_match_probability(
