@@ -337,10 +337,12 @@ class CatalogStore:
         factory = self.settings.chroma_index_factory
         index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            try:
-                index.train(np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM))
-            except RuntimeError:  # too few vectors to train this index type: stay exact
+            vectors = np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM)
+            if len(vectors) < _min_training_vectors(index):
+                # too few vectors to train this index type well: stay exact for this shard
                 index = faiss.index_factory(CHROMA_DIM, "Flat", faiss.METRIC_INNER_PRODUCT)
+            else:
+                index.train(vectors)
         try:
             faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
         except RuntimeError:
@@ -497,6 +499,14 @@ class CatalogStore:
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
         return problems
+
+
+def _min_training_vectors(index) -> int:
+    """FAISS wants about 39 training vectors per IVF list; other trained indexes need a few."""
+    try:
+        return 39 * faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return 256
 
 
 def _set_nprobe(index, nprobe: int) -> None:
