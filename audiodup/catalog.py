@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from .audio import Audio, load_audio
@@ -148,6 +149,7 @@ class Catalog:
     def __init__(self, store: CatalogStore, settings: Settings):
         self.store = store
         self.settings = settings
+        faiss.omp_set_num_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
 
@@ -328,7 +330,10 @@ class Catalog:
         evidence = [
             e
             for work_id, _ in candidate_works(
-                votes, settings.candidate_works, settings.frames_per_second
+                votes,
+                settings.candidate_works,
+                settings.frames_per_second,
+                settings.min_candidate_support,
             )
             if (
                 e := verify_hashes(

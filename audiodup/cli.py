@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from .catalog import Catalog, default_catalog_path
@@ -52,9 +59,31 @@ def index_add(
     db: DbOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Fingerprinting processes.")] = 1,
     timeout: TimeoutOption = None,
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata",
+            help="CSV with a 'path' column and e.g. work_id, title, artist, isrc, uploader, "
+            "uploaded_at (other columns are kept). Checked in full before anything is added.",
+        ),
+    ] = None,
 ) -> None:
     """Fingerprint files and add them to the catalog (identical audio is added once)."""
+    extra: dict[str, dict] = {}
+    if metadata is not None:
+        from .metadata import metadata_for_paths, read_metadata
+
+        # the whole file is checked before the catalog is even opened: nothing half-imported
+        extra, unused = metadata_for_paths(read_metadata(metadata), paths)
+        if unused:
+            err.print(
+                f"note: {len(unused)} rows of {metadata} name files that are not among the "
+                "paths to add; they were ignored",
+                markup=False,
+                soft_wrap=True,
+            )
     counts = {"added": 0, "present": 0, "failed": 0}
+    present_with_metadata = 0
     with (
         _open(db, create=True) as catalog,
         Progress(
@@ -70,17 +99,29 @@ def index_add(
         task = progress.add_task("add", total=None, name="")
 
         def on_result(result: AddResult) -> None:
+            nonlocal present_with_metadata
             counts[result.status] += 1
+            if result.status == "present" and result.path in extra:
+                present_with_metadata += 1
             progress.update(task, advance=1, name=Path(result.path).name[:40])
             if result.status == "failed":
                 progress.console.print(
                     f"error: {result.path}: {result.error}", markup=False, soft_wrap=True
                 )
 
-        catalog.add_paths(paths, workers=workers, on_result=on_result, timeout_s=timeout)
+        catalog.add_paths(
+            paths, workers=workers, metadata=extra, on_result=on_result, timeout_s=timeout
+        )
     out.print(
         f"added {counts['added']}, already present {counts['present']}, failed {counts['failed']}"
     )
+    if present_with_metadata:
+        err.print(
+            f"note: {present_with_metadata} files with metadata were already in the catalog; "
+            "their stored metadata was not changed",
+            markup=False,
+            soft_wrap=True,
+        )
     if counts["failed"]:
         raise typer.Exit(EXIT_INPUT_ERROR)
 
@@ -169,14 +210,29 @@ def screen(
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 1,
     timeout: TimeoutOption = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write a report: FILE.json, FILE.csv or FILE.html (self-contained, with "
+            "pictures and audio excerpts of every flagged upload).",
+        ),
+    ] = None,
 ) -> None:
     """Screen uploads against the catalog.
 
     Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
     3 any suspect (and nothing worse).
     """
+    from .report import report_format, write_screen_report
+
+    if report is not None:
+        report_format(report)  # a wrong suffix fails before the work, not after it
     with _open(db) as catalog:
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
+        if report is not None:
+            written = write_screen_report(verdicts, report, catalog)
+            err.print(f"report written to {written}", markup=False, soft_wrap=True)
     if not as_json:
         for verdict in verdicts:
             if verdict.error:
@@ -237,6 +293,186 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
                 f"{m.false_match_probability:.1e}",
             )
     out.print(table)
+
+
+@app.command("rescan")
+def rescan_command(
+    db: DbOption = None,
+    workers: Annotated[int, typer.Option(min=1, help="Screening processes.")] = 1,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1,
+            help="Seconds allowed per work; a work whose file runs over (or crashes the "
+            "decoder) is screened with its stored fingerprint instead.",
+        ),
+    ] = None,
+    new_only: Annotated[
+        bool,
+        typer.Option(
+            "--new-only",
+            help="Screen only works added since the last rescan (against everything) and merge "
+            "with the earlier results.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="DATE",
+            help="Screen only works added to the catalog at or after DATE (ISO 8601) and merge "
+            "with the earlier results.",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write the report: FILE.json, FILE.csv or FILE.html."),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS",
+            help="Screen on this Dask scheduler (e.g. tcp://host:8786); its workers must see "
+            "the catalog and the audio files at the same absolute paths.",
+        ),
+    ] = None,
+) -> None:
+    """Screen every work against all others: duplicate pairs, clusters, likely originals,
+    uploaders. Killed and restarted, it resumes where it stopped.
+
+    Exit code: 0 no matches, 1 duplicates found, 2 some works could not be screened (and no
+    duplicate), 3 only suspect pairs.
+    """
+    from .metadata import parse_timestamp
+    from .report import report_format, write_rescan_report
+    from .rescan import load_report, run_rescan
+
+    if new_only and since is not None:
+        raise typer.BadParameter("use either --new-only or --since, not both", param_hint="--since")
+    since_dt = None
+    if since is not None:
+        try:
+            since_dt = parse_timestamp(since)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{since!r} is not an ISO 8601 date (e.g. 2024-03-01)", param_hint="--since"
+            ) from None
+    if report is not None:
+        report_format(report)
+    with (
+        _open(db) as catalog,
+        Progress(
+            TextColumn("[bold]rescanning"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[name]}"),
+            console=err,
+            transient=True,
+        ) as progress,
+    ):
+        task = progress.add_task("rescan", total=None, name="")
+
+        def on_progress(done: int, total: int, scan) -> None:
+            if scan is None:
+                if done:
+                    progress.console.print(
+                        f"resuming: {done} of {total} works already screened", markup=False
+                    )
+                progress.reset(task, total=total, completed=done)
+                return
+            progress.update(task, completed=done, name=f"work {scan.work_id}")
+
+        summary = run_rescan(
+            catalog,
+            workers=workers,
+            new_only=new_only,
+            since=since_dt,
+            dask=dask,
+            timeout_s=timeout,
+            on_progress=on_progress,
+        )
+        progress.stop()
+        result = load_report(catalog)
+        if report is not None:
+            written = write_rescan_report(result, report, catalog)
+            err.print(f"report written to {written}", markup=False, soft_wrap=True)
+    _print_rescan(result, summary)
+    if result.pairs:
+        raise typer.Exit(EXIT_DUPLICATE)
+    if result.errors:
+        raise typer.Exit(EXIT_INPUT_ERROR)
+    raise typer.Exit(EXIT_SUSPECT if result.suspect_pairs else EXIT_CLEAN)
+
+
+_MAX_CONSOLE_CLUSTERS = 50
+
+
+def _print_rescan(result, summary) -> None:
+    if result.clusters:
+        table = Table("cluster", "works", "likely original", "alterations (relative to it)")
+        for c in result.clusters[:_MAX_CONSOLE_CLUSTERS]:
+            original = f"work {c.original}" if c.original is not None else c.original_reason
+            table.add_row(
+                str(c.cluster_id),
+                ", ".join(str(w) for w in c.work_ids),
+                original,
+                "\n".join(f"{a.work_id}: {a.description}" for a in c.alterations),
+            )
+        out.print(table)
+        if len(result.clusters) > _MAX_CONSOLE_CLUSTERS:
+            out.print(
+                f"... and {len(result.clusters) - _MAX_CONSOLE_CLUSTERS} more clusters "
+                "(write them all with --out)"
+            )
+    if result.uploaders:
+        table = Table("uploader", "copies", "share", "copies duration", "works")
+        for u in result.uploaders[:10]:
+            table.add_row(
+                u.uploader,
+                str(u.copies),
+                f"{100 * u.share:.0f} %",
+                f"{u.copies_duration_s / 60:.1f} min",
+                str(u.works),
+            )
+        out.print(table)
+    for note in (*result.fallbacks, *result.errors):
+        err.print(f"note: work {note.work_id}: {note.note}", markup=False, soft_wrap=True)
+    if summary.run_id is None:
+        now = "nothing new to screen; "
+    else:
+        resumed = ", resumed" if summary.resumed else ""
+        now = f"screened {summary.screened} works now (run {summary.run_id}{resumed}); "
+    out.print(
+        f"{now}"
+        f"{result.scanned} of {result.works} works have results: "
+        f"{len(result.clusters)} clusters, {len(result.pairs)} duplicate pairs, "
+        f"{len(result.suspect_pairs)} suspect pairs"
+    )
+
+
+@app.command("explain")
+def explain_command(
+    upload: Annotated[Path, typer.Argument(help="The upload (any audio file).")],
+    work_id: Annotated[int, typer.Argument(help="The catalog work to compare it with.")],
+    db: DbOption = None,
+    picture: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="PNG or SVG file [default: explain-<upload name>-<work id>.png]."
+        ),
+    ] = None,
+) -> None:
+    """Draw why UPLOAD matches WORK_ID: matched hashes (upload time against reference time,
+    the slope is the tempo ratio) with the fitted sections, and the aligned chroma of both."""
+    from .explain import explain
+
+    with _open(db) as catalog:
+        written = explain(catalog, upload, work_id, picture)
+    out.print(str(written))
 
 
 def main() -> None:

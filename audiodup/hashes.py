@@ -105,7 +105,7 @@ def triplet_hashes(
     )
 
 
-def _quantise(coords, multiprobe: bool, margin: float = 0.2):
+def _quantise(coords, multiprobe: bool, margin: float = 0.12):
     """Keys from continuous coordinates; with ``multiprobe`` also the near-edge neighbours."""
     n = len(coords[0][0])
     options = []

@@ -130,7 +130,7 @@ def lookup_hashes(
 
 
 def candidate_works(
-    votes: HashVotes, limit: int, frames_per_second: float
+    votes: HashVotes, limit: int, frames_per_second: float, min_support: int = 1
 ) -> list[tuple[int, int]]:
     """``(work_id, support)`` of the works whose hits agree most, best first.
 
@@ -152,7 +152,7 @@ def candidate_works(
     order = np.lexsort((-counts, work_of))
     first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
     best = first[np.argsort(-counts[first], kind="stable")][:limit]
-    return [(int(work_of[i]), int(counts[i])) for i in best]
+    return [(int(work_of[i]), int(counts[i])) for i in best if counts[i] >= min_support]
 
 
 def verify_hashes(
@@ -168,10 +168,9 @@ def verify_hashes(
         return None
     tq, tr = votes.query_frame[mask], votes.ref_frame[mask]
     lt, pb = votes.log_tempo[mask], votes.pitch_bins[mask]
-    sq, bq = votes.query_span[mask], votes.query_bin[mask]
-    # multi-probe can repeat the same (query triplet, reference entry) pair
-    _, first = np.unique(np.stack([tq, tr, bq, sq, pb]), axis=1, return_index=True)
-    tq, tr, lt, pb, sq = tq[first], tr[first], lt[first], pb[first], sq[first]
+    sq = votes.query_span[mask]
+    # no pair repeats: the multi-probe keys of one triplet land in different buckets, and
+    # concat_hashes drops triplets found at two peak densities
     n_votes = len(tq)
 
     lt_edges = np.arange(-_MAX_LOG_TEMPO, _MAX_LOG_TEMPO + _LOG_TEMPO_STEP, _LOG_TEMPO_STEP)

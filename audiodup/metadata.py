@@ -6,7 +6,8 @@ The CSV has a header row with at least a ``path`` column. Known columns are ``pa
 Paths may be absolute, relative to the CSV's folder or relative to the current directory.
 
 >>> table = read_metadata("uploads.csv")                        # doctest: +SKIP
->>> catalog.add_paths(["uploads/"], metadata=metadata_for_paths(table, ["uploads/"]))  # doctest: +SKIP
+>>> matched, unused = metadata_for_paths(table, ["uploads/"])   # doctest: +SKIP
+>>> catalog.add_paths(["uploads/"], metadata=matched)           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -104,22 +105,23 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
             for i, name in enumerate(columns)
             if name is not None and i < len(cells) and cells[i].strip()
         }
-        row_problems = _check_row(row, base_dirs)
+        key, row_problems = _check_row(row, base_dirs)
+        row.pop("path", None)
+        if key is not None:
+            if key in first_seen:
+                row_problems.append(f"{key} is already described on line {first_seen[key]}")
+            else:
+                first_seen[key] = line
+        if "work_id" in row:
+            if row["work_id"] in work_ids:
+                row_problems.append(
+                    f"work_id {row['work_id']!r} repeats line {work_ids[row['work_id']]}"
+                )
+            else:
+                work_ids[row["work_id"]] = line
         if row_problems:
             problems.extend((line, p) for p in row_problems)
             continue
-        key = row.pop("path")
-        if key in first_seen:
-            problems.append((line, f"{key} is already described on line {first_seen[key]}"))
-            continue
-        if "work_id" in row:
-            if row["work_id"] in work_ids:
-                problems.append(
-                    (line, f"work_id {row['work_id']!r} repeats line {work_ids[row['work_id']]}")
-                )
-                continue
-            work_ids[row["work_id"]] = line
-        first_seen[key] = line
         table[key] = row
     if problems:
         raise MetadataError(source, problems)
@@ -186,9 +188,11 @@ def _columns(header: list[str]) -> tuple[list[str | None], list[tuple[int, str]]
     return names, problems
 
 
-def _check_row(row: dict[str, str], base_dirs: list[Path]) -> list[str]:
-    """Problems of one row; on success ``row['path']`` becomes the resolved absolute path."""
+def _check_row(row: dict[str, str], base_dirs: list[Path]) -> tuple[str | None, list[str]]:
+    """The resolved absolute path of the row's file (None if it names none) and the row's
+    problems."""
     problems = []
+    key = None
     if "path" not in row:
         problems.append("empty path")
     else:
@@ -196,7 +200,7 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> list[str]:
         if isinstance(resolved, str):
             problems.append(resolved)
         else:
-            row["path"] = str(resolved)
+            key = str(resolved)
     if "uploaded_at" in row:
         try:
             parse_timestamp(row["uploaded_at"])
@@ -207,7 +211,7 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> list[str]:
             )
     if "isrc" in row and not _ISRC.match(row["isrc"].replace("-", "").upper()):
         problems.append(f"isrc {row['isrc']!r} is not an ISRC (CC-XXX-YY-NNNNN)")
-    return problems
+    return key, problems
 
 
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:

@@ -31,10 +31,8 @@ import sqlite3
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
@@ -42,12 +40,13 @@ from filelock import FileLock, Timeout
 
 from .audio import load_audio
 from .catalog import Catalog
-from .errors import AudiodupError, CatalogError
-from .fingerprint import fingerprint_audio
+from .errors import AudiodupError, CatalogError, WorkNotFoundError
+from .fingerprint import Fingerprint, fingerprint_audio
 from .metadata import parse_timestamp
 from .results import Match, Section, WorkInfo, to_jsonable
 from .settings import Settings
 from .verdict import decide
+from .workers import map_with_timeout
 
 RESULTS_FILE = "rescan.sqlite"
 LOCK_FILE = "rescan.lock"
@@ -90,7 +89,9 @@ class Pair:
     work_ids: tuple[int, int]  # ascending
     label: PairLabel
     query_work_id: int
-    reference_work_id: int
+    query_path: str
+    query_title: str | None
+    reference_work_id: int  # evidence.path and evidence.title name it
     query_source: QuerySource
     found_both_ways: bool  # each work's screening found the other
     evidence: Match
@@ -176,7 +177,7 @@ class RescanReport:
 
 @dataclass(frozen=True)
 class RunSummary:
-    run_id: int
+    run_id: int | None  # None when there was nothing to screen
     mode: Mode
     resumed: bool
     targets: int  # works this run screens in total
@@ -190,32 +191,54 @@ def report_to_dict(report: RescanReport) -> dict:
 
 
 # -- per-work screening (runs in worker processes, threads or Dask workers) -----------------
-def screen_work(catalog: Catalog, work_id: int, path: str | Path | None = None) -> WorkScan:
+def screen_work(
+    catalog: Catalog,
+    work_id: int,
+    path: str | Path | None = None,
+    *,
+    file_problem: str | None = None,
+) -> WorkScan:
     """Screen one catalog work against the catalog, without its self-match.
 
     ``path`` is where to read the work's file [default: its stored path]. The file's decoded
     audio must still be the audio that was indexed; otherwise the stored fingerprint is used.
+    ``file_problem`` skips the file (it could not be decoded elsewhere) and says why.
+    """
+    try:
+        query, source, note = work_query(catalog, work_id, path, file_problem=file_problem)
+    except CatalogError as exc:
+        return WorkScan(work_id, "stored_fingerprint", error=str(exc))
+    matches = tuple(m for m in catalog.match_fingerprint(query) if m.work_id != work_id)
+    return WorkScan(work_id, source, matches, note=note)
+
+
+def work_query(
+    catalog: Catalog,
+    work_id: int,
+    path: str | Path | None = None,
+    *,
+    file_problem: str | None = None,
+) -> tuple[Fingerprint, QuerySource, str | None]:
+    """A catalog work as a query: ``(fingerprint, source, note)``. The file is re-decoded and
+    fingerprinted with the query recipe; when it is gone or its audio changed (or
+    ``file_problem`` names a problem found elsewhere), the stored catalog fingerprint stands
+    in and ``note`` says why.
+
+    Raises ``CatalogError`` when the work is not in the catalog or has no usable fingerprint.
     """
     work = catalog.store.work(work_id)
     if work is None:
-        return WorkScan(work_id, "stored_fingerprint", error="work is no longer in the catalog")
-    path = Path(work.path if path is None else path)
-    source: QuerySource = "file"
-    note = None
-    try:
-        audio = load_audio(path, catalog.settings)
-        if audio.sha256 != work.sha256:
-            raise AudiodupError("the file's audio changed since it was indexed")
-        query = fingerprint_audio(audio, catalog.settings, query=True)
-    except AudiodupError as exc:
-        source = "stored_fingerprint"
-        note = f"file unavailable at {work.path} ({exc}); screened with the stored fingerprint"
+        raise WorkNotFoundError(f"work {work_id} is no longer in the catalog")
+    if file_problem is None:
         try:
-            query = catalog.store.fingerprint(work_id)
-        except CatalogError as stored_exc:
-            return WorkScan(work_id, source, note=note, error=str(stored_exc))
-    matches = tuple(m for m in catalog.match_fingerprint(query) if m.work_id != work_id)
-    return WorkScan(work_id, source, matches, note=note)
+            audio = load_audio(Path(work.path if path is None else path), catalog.settings)
+            if audio.sha256 != work.sha256:
+                raise AudiodupError("the file's audio changed since it was indexed")
+            return fingerprint_audio(audio, catalog.settings, query=True), "file", None
+        except AudiodupError as exc:
+            file_problem = str(exc)
+    note = f"file unavailable at {work.path} ({file_problem}); screened with the stored fingerprint"
+    return catalog.store.fingerprint(work_id), "stored_fingerprint", note
 
 
 _LOCAL = threading.local()
@@ -233,13 +256,18 @@ def _worker_catalog(root: str, settings: Settings) -> Catalog:
 
 
 def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> WorkScan:
-    """Picklable task for process pools and Dask: never raises, errors come back in the scan."""
+    """Picklable task for worker processes and Dask: never raises, errors come back in the
+    scan."""
     try:
         return screen_work(_worker_catalog(root, settings), work_id, path)
     except AudiodupError as exc:
         return WorkScan(work_id, "file", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad work must not stop a rescan
         return WorkScan(work_id, "file", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _screen_job(job: tuple[str, Settings, int, str]) -> WorkScan:
+    return screen_work_task(*job)
 
 
 # -- persisted results -------------------------------------------------------------------------
@@ -266,7 +294,8 @@ class RescanStore:
 
     def open_run(self, mode: Mode, since: str | None, targets: Callable[[], list[int]]):
         """Resume the unfinished run with these parameters, or start one with ``targets()``.
-        Returns ``(run_id, targets, done_ids, resumed)``."""
+        Returns ``(run_id, targets, done_ids, resumed)``; ``run_id`` is None when ``targets()``
+        is empty."""
         row = self.db.execute(
             "SELECT run_id, targets FROM runs WHERE status = 'running' AND mode = ? "
             "AND since IS ? ORDER BY run_id DESC LIMIT 1",
@@ -280,6 +309,8 @@ class RescanStore:
             }
             return run_id, ids, done, True
         ids = targets()
+        if not ids:
+            return None, [], set(), False  # nothing to do: no run to record
         self.db.execute("BEGIN IMMEDIATE")
         self.db.execute("UPDATE runs SET status = 'abandoned' WHERE status = 'running'")
         cursor = self.db.execute(
@@ -312,8 +343,12 @@ class RescanStore:
         for work_id, stored_sha, text in self.db.execute(
             "SELECT work_id, sha256, result FROM results ORDER BY work_id"
         ):
-            if sha.get(work_id) == stored_sha:
+            if sha.get(work_id) != stored_sha:
+                continue  # the work was removed, or its id now names other audio
+            try:
                 out[work_id] = _scan_from_dict(json.loads(text))
+            except (KeyError, TypeError, ValueError):
+                continue  # written by another version: the work counts as not screened
         return out
 
 
@@ -328,7 +363,8 @@ def _scan_from_dict(data: dict) -> WorkScan:
 
 
 def _match_from_dict(data: dict) -> Match:
-    values = dict(data)
+    known = {f.name for f in fields(Match)}
+    values = {k: v for k, v in data.items() if k in known}
     values["sections"] = tuple(Section(**s) for s in data.get("sections", ()))
     for key, value in values.items():
         if value is None and key not in ("title", "chroma_similarity"):
@@ -347,6 +383,7 @@ def run_rescan(
     new_only: bool = False,
     since: datetime | str | None = None,
     dask: str | object | None = None,
+    timeout_s: float | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RunSummary:
     """Screen the works this run is about and store each result as it completes.
@@ -357,6 +394,9 @@ def run_rescan(
         An open catalog.
     workers
         Local processes (ignored with ``dask``).
+    timeout_s
+        Seconds allowed to decode and screen one work in a local worker process; a work that
+        runs over, or whose worker crashes, is screened with its stored fingerprint instead.
     new_only
         Only works that have no rescan result yet (added since the last rescan).
     since
@@ -404,8 +444,8 @@ def run_rescan(
         jobs = [(w, _absolute(live[w].path)) for w in todo]
         if dask is not None:
             scans = _run_dask(dask, root, catalog.settings, jobs)
-        elif workers > 1 and len(jobs) > 1:
-            scans = _run_pool(workers, root, catalog.settings, jobs)
+        elif (workers > 1 and len(jobs) > 1) or timeout_s is not None:
+            scans = _run_local(catalog, workers, timeout_s, jobs)
         else:
             scans = (screen_work(catalog, w, path) for w, path in jobs)
         screened = 0
@@ -419,7 +459,8 @@ def run_rescan(
             close = getattr(scans, "close", None)
             if close is not None:
                 close()  # stops worker pools at once on errors and Ctrl-C
-        store.finish(run_id)
+        if run_id is not None:
+            store.finish(run_id)
         return RunSummary(run_id, mode, resumed, total, finished, screened)
     finally:
         store.close()
@@ -431,21 +472,18 @@ def _absolute(path: str) -> str:
     return str(Path(path).absolute())
 
 
-def _run_pool(
-    workers: int, root: Path, settings: Settings, jobs: list[tuple[int, str]]
+def _run_local(
+    catalog: Catalog, workers: int, timeout_s: float | None, jobs: list[tuple[int, str]]
 ) -> Iterator[WorkScan]:
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-    queue, pending = deque(jobs), set()
-    try:
-        while queue or pending:
-            while queue and len(pending) < 4 * workers:  # bounded: millions of works are fine
-                work_id, path = queue.popleft()
-                pending.add(pool.submit(screen_work_task, str(root), settings, work_id, path))
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+    """Worker processes that are killed and replaced when a work hangs or crashes them (a
+    hostile file); such a work is screened here with its stored fingerprint instead."""
+    root = str(catalog.store.root)
+    tasks = [(root, catalog.settings, work_id, path) for work_id, path in jobs]
+    for task, status, value in map_with_timeout(_screen_job, tasks, workers, timeout_s):
+        if status == "ok":
+            yield value
+        else:
+            yield screen_work(catalog, task[2], file_problem=f"decoding failed: {value}")
 
 
 def _run_dask(
@@ -460,23 +498,20 @@ def _run_dask(
     try:
         window = 4 * max(1, sum(client.nthreads().values()))
         queue = deque(jobs)
-        running = as_completed()
 
-        def submit() -> None:
+        def submit():
             work_id, path = queue.popleft()
-            running.add(
-                client.submit(
-                    screen_work_task, str(root.absolute()), settings, work_id, path, pure=False
-                )
+            return client.submit(
+                screen_work_task, str(root.absolute()), settings, work_id, path, pure=False
             )
 
-        while queue and running.count() < window:
-            submit()
+        # a bounded window of tasks in flight: the scheduler never holds millions of them
+        running = as_completed([submit() for _ in range(min(window, len(queue)))], loop=client.loop)
         for future in running:
             scan = future.result()
             future.release()
             if queue:
-                submit()
+                running.add(submit())
             yield scan
     finally:
         if own:
@@ -568,6 +603,8 @@ def _pairs(
             work_ids=key,
             label=label,
             query_work_id=scan.work_id,
+            query_path=info[scan.work_id].path,
+            query_title=info[scan.work_id].title,
             reference_work_id=match.work_id,
             query_source=scan.query_source,
             found_both_ways=len({c[2].work_id for c in found[key]}) == 2,
@@ -705,7 +742,10 @@ def describe_alteration(tempo_ratio: float, pitch_shift_semitones: float) -> str
     speed_pitch = 12.0 * math.log2(tempo_ratio)
     if not same_tempo and abs(pitch_shift_semitones - speed_pitch) < 0.3:
         way = "sped up" if tempo_ratio > 1 else "slowed down"
-        return f"{way} x{tempo_ratio:.3f} like a resampled copy (pitch {pitch_shift_semitones:+.1f} st)"
+        return (
+            f"{way} x{tempo_ratio:.3f} like a resampled copy "
+            f"(pitch {pitch_shift_semitones:+.1f} st)"
+        )
     parts = []
     if not same_tempo:
         parts.append(f"tempo x{tempo_ratio:.3f} ({'faster' if tempo_ratio > 1 else 'slower'})")

@@ -36,7 +36,7 @@ class Settings:
 
     # peak-triplet hashes
     hash_fanout: int = 2  # next peaks paired with each anchor (catalog side)
-    query_hash_fanout: int = 6  # wider on the query side: tolerates extra or missing peaks
+    query_hash_fanout: int = 5  # wider on the query side: tolerates extra or missing peaks
     hash_max_dt_s: float = 4.0
     hash_max_df_bins: int = 48
     ratio_levels: int = 24
@@ -56,10 +56,14 @@ class Settings:
     # FAISS
     chroma_index_factory: str = "IVF256,SQ8"
     chroma_nprobe: int = 24
+    # one query's searches are small: OpenMP start-up costs more than it saves (measured ~50 ms
+    # per call on 2 busy cores); run uploads in parallel processes instead
+    faiss_threads: int = 1
     max_shards: int = 8
 
     # matching and verdicts
     candidate_works: int = 30
+    min_candidate_support: int = 4  # aligned hits in a work's best coarse cell
     # query keys hitting more entries than this are skipped as uninformative (stop words)
     min_bucket_cap: int = 100
     bucket_cap_per_mean: float = 200.0

@@ -1,0 +1,178 @@
+"""Report files for ``screen --out`` and ``rescan --out``: JSON, CSV or self-contained HTML,
+chosen by the file's suffix.
+
+* JSON: ``screen`` writes the array that ``screen --json`` prints; ``rescan`` writes
+  :func:`audiodup.rescan.report_to_dict` (``clusters``, ``pairs``, ``suspect_pairs``,
+  ``uploaders``, ...).
+* CSV: ``screen`` writes one row per (upload, match), an upload without matches gets one row;
+  ``rescan`` writes one row per matching pair (duplicates, then suspects) with both works'
+  names, uploaders and dates, the cluster and its original.
+* HTML: see :mod:`audiodup.report_html`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .catalog import Catalog
+from .errors import AudiodupError
+from .rescan import Pair, RescanReport, report_to_dict
+from .results import Match, Verdict, to_jsonable, verdict_to_dict
+
+REPORT_SUFFIXES = (".json", ".csv", ".html")
+
+_MATCH_COLUMNS = (
+    "relation",
+    "score",
+    "false_match_probability",
+    "tempo_ratio",
+    "pitch_shift_semitones",
+    "query_start_s",
+    "query_end_s",
+    "ref_start_s",
+    "ref_end_s",
+    "coverage",
+    "coverage_s",
+    "matched_hashes",
+    "chroma_similarity",
+)
+
+
+def report_format(out: str | Path) -> str:
+    """``json``, ``csv`` or ``html`` from the file name; raises ``AudiodupError`` otherwise."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in REPORT_SUFFIXES:
+        raise AudiodupError(f"cannot write {out}: the report must end in .json, .csv or .html")
+    return suffix[1:]
+
+
+def write_screen_report(
+    verdicts: Sequence[Verdict], out: str | Path, catalog: Catalog | None = None
+) -> Path:
+    """Write screening results; HTML needs the ``catalog`` for pictures and reference audio."""
+    fmt = report_format(out)
+    if fmt == "json":
+        text = json.dumps(
+            [to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2, ensure_ascii=False
+        )
+    elif fmt == "csv":
+        text = screen_csv(verdicts)
+    else:
+        from .report_html import screen_html
+
+        text = screen_html(verdicts, catalog)
+    return _write(out, text)
+
+
+def write_rescan_report(
+    report: RescanReport, out: str | Path, catalog: Catalog | None = None
+) -> Path:
+    """Write a rescan report; HTML needs the ``catalog`` for pictures and audio."""
+    fmt = report_format(out)
+    if fmt == "json":
+        text = json.dumps(report_to_dict(report), indent=2, ensure_ascii=False)
+    elif fmt == "csv":
+        text = rescan_csv(report)
+    else:
+        from .report_html import rescan_html
+
+        text = rescan_html(report, catalog)
+    return _write(out, text)
+
+
+def screen_csv(verdicts: Sequence[Verdict]) -> str:
+    header = ("path", "verdict", "error", "duration_s", "rank", "work_id", "work_path", "title")
+    rows = []
+    for v in verdicts:
+        base = [v.path, v.verdict or "error", v.error or "", _cell(v.duration_s)]
+        if not v.matches:
+            rows.append(base + [""] * (4 + len(_MATCH_COLUMNS)))
+        for rank, m in enumerate(v.matches, start=1):
+            rows.append(base + [rank, m.work_id, m.path, m.title or ""] + _match_cells(m))
+    return _csv(header + _MATCH_COLUMNS, rows)
+
+
+def rescan_csv(report: RescanReport) -> str:
+    members = {m.work_id: m for c in report.clusters for m in c.members}
+    cluster_of = {m.work_id: c for c in report.clusters for m in c.members}
+    header = (
+        "label",
+        "cluster_id",
+        "cluster_original",
+        "query_work_id",
+        "query_path",
+        "query_title",
+        "query_uploader",
+        "query_uploaded_at",
+        "reference_work_id",
+        "reference_path",
+        "reference_title",
+        "reference_uploader",
+        "reference_uploaded_at",
+        *_MATCH_COLUMNS,
+        "found_both_ways",
+        "query_source",
+        "note",
+    )
+    rows = []
+    for pair in (*report.pairs, *report.suspect_pairs):
+        cluster = cluster_of.get(pair.query_work_id) if pair.label == "duplicate" else None
+        rows.append(
+            [
+                pair.label,
+                cluster.cluster_id if cluster else "",
+                cluster.original if cluster and cluster.original is not None else "",
+                *_work_cells(pair.query_work_id, members, pair, query=True),
+                *_work_cells(pair.reference_work_id, members, pair, query=False),
+                *_match_cells(pair.evidence),
+                pair.found_both_ways,
+                pair.query_source,
+                pair.note or "",
+            ]
+        )
+    return _csv(header, rows)
+
+
+def _work_cells(work_id: int, members: dict, pair: Pair, query: bool) -> list:
+    member = members.get(work_id)
+    if member is None:  # suspect pairs join works outside clusters: no metadata at hand
+        path = pair.query_path if query else pair.evidence.path
+        title = pair.query_title if query else pair.evidence.title
+        return [work_id, path, title or "", "", ""]
+    return [
+        work_id,
+        member.path,
+        member.title or "",
+        member.uploader or "",
+        member.uploaded_at or "",
+    ]
+
+
+def _match_cells(m: Match) -> list:
+    return [_cell(getattr(m, name)) for name in _MATCH_COLUMNS]
+
+
+def _cell(value) -> str:
+    value = to_jsonable(value)
+    return "" if value is None else str(value)
+
+
+def _csv(header: Sequence[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _write(out: str | Path, text: str) -> Path:
+    out = Path(out)
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise AudiodupError(f"cannot write {out}: {exc.strerror}") from None
+    return out

@@ -1,0 +1,664 @@
+"""Self-contained HTML reports for reviewers: one file that works offline.
+
+Everything is inline: CSS, a few lines of vanilla JavaScript that sort a table when a header is
+clicked, the evidence pictures (:mod:`audiodup.explain`, PNG as ``data:`` URIs) and short audio
+excerpts of the aligned regions of upload and reference (Ogg Vorbis at 16 kHz mono, about 20 kB
+for 8 s, as ``data:`` URIs in ``<audio controls>``), so a reviewer can see and hear each match.
+The page references no external URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .audio import _quiet_native_stderr, load_audio
+from .catalog import Catalog
+from .errors import AudiodupError
+from .explain import render_explain
+from .fingerprint import Fingerprint, fingerprint_audio
+from .rescan import Cluster, Pair, RescanReport, work_query
+from .results import Match, Section, Verdict
+
+SNIPPET_S = 8.0
+SNIPPET_RATE_HZ = 16000
+_FADE_S = 0.02
+PICTURE_DPI = 72
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d2330;
+background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:18px 28px}header h1{margin:0 0 4px;font-size:22px}
+header p{margin:0;color:#c7cbd4}main{padding:16px 28px 60px;max-width:1400px}
+h2{margin:28px 0 10px;font-size:18px}h3{margin:0 0 8px;font-size:16px}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 6px}
+.card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:10px 16px;min-width:120px}
+.card b{display:block;font-size:22px}.card span{color:#5b6473;font-size:12px}
+table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7;margin:6px 0 12px;
+font-size:13px}th,td{padding:5px 9px;border-bottom:1px solid #e6e9ee;text-align:left;
+vertical-align:top}th{background:#eef1f5;white-space:nowrap}td.num{text-align:right;
+font-variant-numeric:tabular-nums}table.sortable th{cursor:pointer;user-select:none}
+table.sortable th::after{content:" \\2195";color:#9aa3b1}
+table.sortable th[aria-sort=ascending]::after{content:" \\2191";color:#1d2330}
+table.sortable th[aria-sort=descending]::after{content:" \\2193";color:#1d2330}
+.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
+.duplicate{background:#fde2e1;color:#a3201b}.suspect{background:#fff1cc;color:#7a5800}
+.clean{background:#dff3e4;color:#1e6b34}.error{background:#e9e2f7;color:#5a2ca0}
+.detail{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:14px 18px;
+margin:14px 0}.detail img{max-width:100%;height:auto;border:1px solid #eef1f5}
+.evidence{color:#3a4353;margin:4px 0 8px}.listen{display:flex;flex-wrap:wrap;gap:18px}
+.listen figure{margin:6px 0}.listen figcaption{font-size:12px;color:#5b6473}
+.muted{color:#5b6473}code{font-size:12px}a{color:#1f5fbf}.scroll{overflow-x:auto}
+"""
+
+_JS = """
+(function () {
+  function key(cell) {
+    var raw = cell.getAttribute("data-sort");
+    if (raw === null) { raw = cell.textContent.trim(); }
+    var num = Number(raw);
+    return raw !== "" && isFinite(num) ? [0, num, ""] : [1, 0, raw.toLowerCase()];
+  }
+  function compare(a, b) {
+    if (a[0] !== b[0]) { return a[0] - b[0]; }
+    if (a[0] === 0) { return a[1] - b[1]; }
+    return a[2] < b[2] ? -1 : (a[2] > b[2] ? 1 : 0);
+  }
+  var tables = document.querySelectorAll("table.sortable");
+  Array.prototype.forEach.call(tables, function (table) {
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, column) {
+      th.setAttribute("title", "click to sort");
+      th.addEventListener("click", function () {
+        var ascending = th.getAttribute("aria-sort") !== "ascending";
+        var body = table.tBodies[0];
+        var rows = Array.prototype.slice.call(body.rows);
+        rows.sort(function (r1, r2) {
+          var c = compare(key(r1.cells[column]), key(r2.cells[column]));
+          return ascending ? c : -c;
+        });
+        rows.forEach(function (row) { body.appendChild(row); });
+        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+      });
+    });
+  });
+  document.documentElement.setAttribute("data-sortable", String(tables.length));
+})();
+"""
+
+
+# -- screening reports -------------------------------------------------------------------------
+def screen_html(
+    verdicts: Sequence[Verdict],
+    catalog: Catalog | None,
+    *,
+    max_details: int = 50,
+    snippet_s: float = SNIPPET_S,
+) -> str:
+    """The report of ``screen``: summary, sortable table of uploads, and for each flagged upload
+    (duplicate, then suspect; at most ``max_details``) its evidence, picture and excerpts."""
+    counts = {label: sum(v.verdict == label for v in verdicts) for label in _LABELS}
+    counts["error"] = sum(v.error is not None for v in verdicts)
+    cards = [(len(verdicts), "uploads")] + [(counts[k], k) for k in (*_LABELS, "error")]
+    order = sorted(
+        (i for i, v in enumerate(verdicts) if v.verdict in ("duplicate", "suspect")),
+        key=lambda i: (verdicts[i].verdict != "duplicate", i),
+    )
+    detailed = order[:max_details]
+    rows = []
+    for i, v in enumerate(verdicts):
+        label = v.verdict or "error"
+        top = v.matches[0] if v.matches else None
+        name = _link(f"upload-{i}", Path(v.path).name) if i in detailed else _e(Path(v.path).name)
+        rows.append(
+            [
+                (name, Path(v.path).name),
+                (_badge(label), _LABEL_ORDER.get(label, 9)),
+                _e(f"{top.work_id}: {_work_name(top)}") if top else _e(v.error or ""),
+                _e(top.relation.replace("same_", "")) if top else "",
+                *_number_cells(top),
+            ]
+        )
+    body = [
+        _cards(cards),
+        "<h2>Uploads</h2>",
+        _table(
+            ["upload", "verdict", "best match", "relation", *_NUMBER_HEADERS],
+            rows,
+            table_id="uploads",
+        ),
+    ]
+    if order:
+        body.append("<h2>Flagged uploads</h2>")
+        if len(order) > len(detailed):
+            body.append(
+                f'<p class="muted">Evidence shown for the first {len(detailed)} of '
+                f"{len(order)} flagged uploads.</p>"
+            )
+    for i in detailed:
+        body.append(_screen_detail(i, verdicts[i], catalog, snippet_s))
+    return _page("audiodup screening report", _subtitle(catalog), "\n".join(body))
+
+
+def _screen_detail(index: int, verdict: Verdict, catalog: Catalog | None, snippet_s: float) -> str:
+    parts = [
+        f'<section class="detail" id="upload-{index}">',
+        f"<h3>{_e(Path(verdict.path).name)} {_badge(verdict.verdict)}</h3>",
+        f'<p class="muted"><code>{_e(verdict.path)}</code></p>',
+        _matches_table(verdict.matches),
+    ]
+    top = verdict.matches[0]
+    if catalog is not None:
+        try:
+            query = fingerprint_audio(
+                load_audio(verdict.path, catalog.settings), catalog.settings, query=True
+            )
+        except AudiodupError as exc:
+            parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
+        else:
+            parts.append(_picture(catalog, query, top.work_id, Path(verdict.path).name))
+        parts.append(_listen(verdict.path, top.path, top, snippet_s))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+# -- rescan reports ---------------------------------------------------------------------------
+def rescan_html(
+    report: RescanReport,
+    catalog: Catalog | None,
+    *,
+    max_details: int = 100,
+    max_pictures: int = 60,
+    snippet_s: float = SNIPPET_S,
+) -> str:
+    """The report of ``rescan``: summary, sortable tables of clusters, uploaders and pairs, and
+    per cluster its members, the alteration of each and, for the pair behind it, the evidence,
+    picture and excerpts (pictures and excerpts for at most ``max_pictures`` pairs)."""
+    cards = [
+        (report.works, "works in the catalog"),
+        (report.scanned, "screened"),
+        (len(report.clusters), "duplicate clusters"),
+        (len(report.pairs), "duplicate pairs"),
+        (len(report.suspect_pairs), "suspect pairs"),
+        (len(report.fallbacks), "screened from stored fingerprints"),
+        (len(report.errors), "errors"),
+    ]
+    body = [_cards(cards)]
+    if report.unscanned:
+        body.append(
+            f'<p class="muted">{len(report.unscanned)} works have not been screened yet '
+            "(run <code>audiodup rescan --new-only</code>).</p>"
+        )
+    body.append("<h2>Clusters</h2>")
+    cluster_rows = []
+    for c in report.clusters:
+        strongest = max(
+            (p.evidence.score for p in report.pairs if p.work_ids[0] in c.work_ids), default=0.0
+        )
+        uploaders = sorted({m.uploader for m in c.members if m.uploader})
+        linked = c.cluster_id <= max_details
+        cluster_rows.append(
+            [
+                (
+                    _link(f"cluster-{c.cluster_id}", str(c.cluster_id))
+                    if linked
+                    else str(c.cluster_id),
+                    c.cluster_id,
+                ),
+                (str(len(c.members)), len(c.members)),
+                _e(_original_text(c)),
+                _e(", ".join(uploaders)),
+                _e("; ".join(f"{a.work_id}: {a.description}" for a in c.alterations)),
+                (f"{strongest:.1f}", strongest),
+            ]
+        )
+    body.append(
+        _table(
+            ["cluster", "works", "likely original", "uploaders", "alterations", "best score"],
+            cluster_rows,
+            table_id="clusters",
+            numeric={1, 5},
+        )
+        if cluster_rows
+        else '<p class="muted">No duplicates found.</p>'
+    )
+    if report.uploaders:
+        body.append("<h2>Uploaders</h2>")
+        body.append(
+            '<p class="muted">Copies: works that are altered copies of another uploader\'s '
+            "original (the earliest upload of their cluster).</p>"
+        )
+        body.append(
+            _table(
+                [
+                    "uploader",
+                    "copies",
+                    "share of their works",
+                    "copies duration",
+                    "works",
+                    "originals copied by others",
+                    "self copies",
+                    "in clusters without original",
+                ],
+                [
+                    [
+                        _e(u.uploader),
+                        (str(u.copies), u.copies),
+                        (f"{100 * u.share:.0f} %", u.share),
+                        (_duration(u.copies_duration_s), u.copies_duration_s),
+                        (str(u.works), u.works),
+                        (str(u.originals_copied), u.originals_copied),
+                        (str(u.self_copies), u.self_copies),
+                        (str(u.unattributed), u.unattributed),
+                    ]
+                    for u in report.uploaders
+                ],
+                table_id="uploaders",
+                numeric={1, 2, 3, 4, 5, 6, 7},
+            )
+        )
+    for title, pairs, table_id in (
+        ("Duplicate pairs", report.pairs, "pairs"),
+        ("Suspect pairs", report.suspect_pairs, "suspect-pairs"),
+    ):
+        if pairs:
+            body.append(f"<h2>{title}</h2>")
+            body.append(_pairs_table(pairs, table_id))
+    if report.fallbacks or report.errors:
+        body.append("<h2>Notes</h2><ul>")
+        for note in (*report.fallbacks, *report.errors):
+            body.append(
+                f"<li>work {note.work_id} <code>{_e(note.path)}</code>: {_e(note.note)}</li>"
+            )
+        body.append("</ul>")
+    if report.clusters:
+        body.append("<h2>Cluster details</h2>")
+    queries: dict[int, Fingerprint | None] = {}
+    budget = [max_pictures]
+    for cluster in report.clusters[:max_details]:
+        body.append(_cluster_detail(cluster, report, catalog, snippet_s, queries, budget))
+    return _page("audiodup rescan report", _subtitle(catalog), "\n".join(body))
+
+
+def _cluster_detail(
+    cluster: Cluster,
+    report: RescanReport,
+    catalog: Catalog | None,
+    snippet_s: float,
+    queries: dict,
+    budget: list[int],
+) -> str:
+    alteration = {a.work_id: a for a in cluster.alterations}
+    rows = []
+    for m in cluster.members:
+        a = alteration.get(m.work_id)
+        role = (
+            "original"
+            if m.work_id == cluster.original
+            else (
+                "copy" if cluster.original is not None else ("reference" if a is None else "member")
+            )
+        )
+        rows.append(
+            [
+                (str(m.work_id), m.work_id),
+                _e(m.title or Path(m.path).name),
+                _e(m.uploader or ""),
+                _e(m.uploaded_at or ""),
+                _e(role),
+                _e(a.description if a else ""),
+                (f"x{a.tempo_ratio:.3f}", a.tempo_ratio) if a else ("", ""),
+                (f"{a.pitch_shift_semitones:+.2f}", a.pitch_shift_semitones) if a else ("", ""),
+                f"<code>{_e(m.path)}</code>",
+            ]
+        )
+    parts = [
+        f'<section class="detail" id="cluster-{cluster.cluster_id}">',
+        f"<h3>Cluster {cluster.cluster_id}: {len(cluster.members)} works</h3>",
+        f"<p>Likely original: <b>{_e(_original_text(cluster))}</b></p>",
+        _table(
+            [
+                "work",
+                "title",
+                "uploader",
+                "uploaded at",
+                "role",
+                "alteration",
+                "tempo",
+                "pitch (st)",
+                "path",
+            ],
+            rows,
+            table_id=f"cluster-{cluster.cluster_id}-members",
+            numeric={0, 6, 7},
+        ),
+    ]
+    by_ids = {p.work_ids: p for p in report.pairs}
+    for a in cluster.alterations:
+        hop = (a.via[-2], a.via[-1])
+        pair = by_ids.get((min(hop), max(hop)))
+        if pair is None:
+            continue
+        composed = f" (composed along {' → '.join(map(str, a.via))})" if len(a.via) > 2 else ""
+        parts.append(
+            f"<h4>work {a.work_id} relative to work {a.relative_to}: {_e(a.description)}"
+            f"{_e(composed)}</h4>"
+        )
+        # shown from the altered member's side, like the heading, whichever way it was found
+        member, other = hop[1], hop[0]
+        by_member = {m.work_id: m for m in cluster.members}
+        seen = _as_seen_from(pair, member, by_member[member].duration_s)
+        member_path, other_path = by_member[member].path, by_member[other].path
+        parts.append(_pair_evidence(pair, member, other, seen))
+        if catalog is not None and budget[0] > 0:
+            budget[0] -= 1
+            query = _work_fingerprint(catalog, member, queries)
+            if query is not None:
+                parts.append(_picture(catalog, query, other, _label(by_member[member])))
+            parts.append(
+                _listen(
+                    member_path, other_path, seen, snippet_s, (f"work {member}", f"work {other}")
+                )
+            )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _work_fingerprint(catalog: Catalog, work_id: int, cache: dict) -> Fingerprint | None:
+    if work_id not in cache:
+        try:
+            cache[work_id] = work_query(catalog, work_id)[0]
+        except AudiodupError:
+            cache[work_id] = None
+    return cache[work_id]
+
+
+def _as_seen_from(pair: Pair, work_id: int, duration_s: float) -> Match:
+    """The pair's evidence with ``work_id`` as the query: as found, or inverted (tempo ratio
+    1/x, pitch shift -x, upload and reference ranges swapped)."""
+    e = pair.evidence
+    if pair.query_work_id == work_id:
+        return e
+    sections = tuple(
+        Section(s.ref_start_s, s.ref_end_s, s.query_start_s, s.query_end_s, s.matched_hashes)
+        for s in e.sections
+    )
+    coverage_s = sum(max(0.0, s.query_end_s - s.query_start_s) for s in sections[:1])
+    return replace(
+        e,
+        work_id=pair.query_work_id,
+        path=pair.query_path,
+        title=pair.query_title,
+        tempo_ratio=1.0 / e.tempo_ratio,
+        pitch_shift_semitones=-e.pitch_shift_semitones,
+        query_start_s=e.ref_start_s,
+        query_end_s=e.ref_end_s,
+        ref_start_s=e.query_start_s,
+        ref_end_s=e.query_end_s,
+        coverage_s=coverage_s,
+        coverage=min(1.0, coverage_s / max(duration_s, 1e-9)),
+        sections=sections,
+    )
+
+
+def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
+    how = (
+        f"Work {member} screened against work {other}"
+        if pair.query_work_id == member
+        else f"Work {member} against work {other} (found by screening work {other} against "
+        f"work {member}; shown inverted)"
+    )
+    source = (
+        "" if pair.query_source == "file" else f" Screened from the stored fingerprint: {pair.note}"
+    )
+    both = "" if pair.found_both_ways else " Found in one direction only."
+    return (
+        f'<p class="evidence">{_e(how)}: {_e(seen.relation)}, tempo x{seen.tempo_ratio:.3f}, '
+        f"pitch {seen.pitch_shift_semitones:+.2f} st, work {member} "
+        f"{_s(seen.query_start_s)}–{_s(seen.query_end_s)} s ↔ work {other} "
+        f"{_s(seen.ref_start_s)}–{_s(seen.ref_end_s)} s, coverage {100 * seen.coverage:.0f} % "
+        f"({seen.coverage_s:.1f} s), {seen.matched_hashes} matched hashes, score "
+        f"{seen.score:.1f}, false-match probability {seen.false_match_probability:.1e}."
+        f"{_e(both)}{_e(source)}</p>"
+    )
+
+
+def _s(seconds: float) -> str:
+    """Seconds for display; fitted lines can start a hair before 0."""
+    return f"{max(seconds, 0.0):.1f}"
+
+
+def _label(member) -> str:
+    return f"work {member.work_id}: {member.title or Path(member.path).name}"
+
+
+def _pairs_table(pairs: Sequence[Pair], table_id: str) -> str:
+    rows = [
+        [
+            (f"{p.work_ids[0]} – {p.work_ids[1]}", p.work_ids[0]),
+            _e(f"{p.query_work_id}: {p.query_title or Path(p.query_path).name}"),
+            _e(f"{p.reference_work_id}: {_work_name(p.evidence)}"),
+            _e(p.evidence.relation.replace("same_", "")),
+            *_number_cells(p.evidence),
+            "yes" if p.found_both_ways else "one way",
+        ]
+        for p in pairs
+    ]
+    return _table(
+        ["works", "query", "reference", "relation", *_NUMBER_HEADERS, "both ways"],
+        rows,
+        table_id=table_id,
+    )
+
+
+# -- shared pieces ----------------------------------------------------------------------------
+_LABELS = ("duplicate", "suspect", "clean")
+_LABEL_ORDER = {"duplicate": 0, "suspect": 1, "clean": 2, "error": 3}
+_NUMBER_HEADERS = ["tempo", "pitch (st)", "coverage", "hashes", "score", "false-match p"]
+
+
+def _number_cells(m: Match | None) -> list:
+    if m is None:
+        return [""] * len(_NUMBER_HEADERS)
+    return [
+        (f"x{m.tempo_ratio:.3f}", m.tempo_ratio),
+        (f"{m.pitch_shift_semitones:+.2f}", m.pitch_shift_semitones),
+        (f"{100 * m.coverage:.0f} %", m.coverage),
+        (str(m.matched_hashes), m.matched_hashes),
+        (f"{m.score:.1f}", m.score),
+        (f"{m.false_match_probability:.1e}", m.false_match_probability),
+    ]
+
+
+def _matches_table(matches: Sequence[Match]) -> str:
+    rows = [
+        [
+            _e(f"{m.work_id}: {_work_name(m)}"),
+            _e(m.relation.replace("same_", "")),
+            f"{_s(m.query_start_s)}–{_s(m.query_end_s)}",
+            f"{_s(m.ref_start_s)}–{_s(m.ref_end_s)}",
+            *_number_cells(m),
+        ]
+        for m in matches
+    ]
+    return _table(
+        ["work", "relation", "upload s", "reference s", *_NUMBER_HEADERS], rows, sortable=False
+    )
+
+
+def _picture(catalog: Catalog, query: Fingerprint, work_id: int, name: str) -> str:
+    try:
+        png = render_explain(catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI)
+    except AudiodupError as exc:
+        return f'<p class="muted">No picture: {_e(str(exc))}</p>'
+    data = base64.b64encode(png).decode("ascii")
+    return (
+        f'<figure><img alt="matched hashes and aligned chroma of {_e(name)} against work '
+        f'{work_id}" src="data:image/png;base64,{data}"></figure>'
+    )
+
+
+def _listen(
+    upload_path: str,
+    reference_path: str,
+    m: Match,
+    snippet_s: float,
+    labels: tuple[str, str] = ("upload", "reference"),
+) -> str:
+    """Excerpts of the same music in upload and reference: the middle of the main section."""
+    length = max(0.0, min(snippet_s, m.query_end_s - m.query_start_s))
+    if length < 1.0 or not math.isfinite(m.tempo_ratio) or m.tempo_ratio <= 0:
+        return ""
+    q0 = m.query_start_s + (m.query_end_s - m.query_start_s - length) / 2
+    r0 = m.ref_start_s + (q0 - m.query_start_s) * m.tempo_ratio
+    items = []
+    for label, path, start, duration in (
+        (labels[0], upload_path, q0, length),
+        (labels[1], reference_path, r0, length * m.tempo_ratio),
+    ):
+        clip = audio_snippet(path, start, duration)
+        caption = f"{label} {start:.1f}–{start + duration:.1f} s"
+        if clip is None:
+            items.append(
+                f"<figure><figcaption>{_e(caption)}: audio not available</figcaption></figure>"
+            )
+            continue
+        data = base64.b64encode(clip).decode("ascii")
+        items.append(
+            f'<figure><figcaption>{_e(caption)}</figcaption><audio controls preload="metadata" '
+            f'src="data:audio/ogg;base64,{data}"></audio></figure>'
+        )
+    return f'<div class="listen">{"".join(items)}</div>'
+
+
+def audio_snippet(
+    path: str | Path, start_s: float, duration_s: float, rate_hz: int = SNIPPET_RATE_HZ
+) -> bytes | None:
+    """``duration_s`` (at most 15 s) of ``path`` from ``start_s`` as small mono Ogg Vorbis
+    bytes, or None when the file cannot be read."""
+    duration_s = min(max(duration_s, 0.5), 15.0)
+    start_s = max(0.0, start_s)
+    try:
+        with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
+            native = f.samplerate
+            f.seek(min(int(start_s * native), max(f.frames - 1, 0)))
+            samples = f.read(int(duration_s * native), dtype="float32", always_2d=True)
+        samples = samples.mean(axis=1)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
+        try:  # formats only ffmpeg reads: the whole file at the analysis rate
+            audio = load_audio(path)
+        except AudiodupError:
+            return None
+        native = audio.sample_rate_hz
+        samples = audio.samples[int(start_s * native) : int((start_s + duration_s) * native)]
+    if len(samples) < native // 4:
+        return None
+    samples = soxr.resample(samples, native, rate_hz).astype(np.float32)
+    fade = min(int(_FADE_S * rate_hz), len(samples) // 2)
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    samples[:fade] *= ramp
+    samples[len(samples) - fade :] *= ramp[::-1]
+    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
+    if peak > 1.0:
+        samples /= peak
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate_hz, format="OGG", subtype="VORBIS", compression_level=1.0)
+    return buffer.getvalue()
+
+
+def _original_text(cluster: Cluster) -> str:
+    if cluster.original is None:
+        return cluster.original_reason
+    member = next(m for m in cluster.members if m.work_id == cluster.original)
+    name = member.title or Path(member.path).name
+    by = f" by {member.uploader}" if member.uploader else ""
+    return f"work {member.work_id}: {name}{by}, {cluster.original_reason}"
+
+
+def _work_name(m: Match) -> str:
+    return m.title or Path(m.path).name
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _cards(cards: list[tuple[int, str]]) -> str:
+    inner = "".join(f'<div class="card"><b>{n}</b><span>{_e(t)}</span></div>' for n, t in cards)
+    return f'<div class="cards">{inner}</div>'
+
+
+def _table(
+    headers: Sequence[str],
+    rows: list[list],
+    *,
+    table_id: str | None = None,
+    sortable: bool = True,
+    numeric: set[int] | None = None,
+) -> str:
+    """Rows of cells: HTML text, or ``(html, sort key)``. Numeric sort keys sort as numbers."""
+    attrs = f' id="{_e(table_id)}"' if table_id else ""
+    attrs += ' class="sortable"' if sortable else ""
+    head = "".join(f'<th scope="col">{_e(h)}</th>' for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for column, cell in enumerate(row):
+            text, key = cell if isinstance(cell, tuple) else (cell, None)
+            is_num = isinstance(key, int | float) and not isinstance(key, bool)
+            klass = ' class="num"' if is_num or (numeric and column in numeric) else ""
+            sort = f' data-sort="{_e(_sort_key(key))}"' if key is not None else ""
+            cells.append(f"<td{klass}{sort}>{text}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return (
+        f'<div class="scroll"><table{attrs}><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _sort_key(key) -> str:
+    if isinstance(key, float):
+        return repr(key) if math.isfinite(key) else ""
+    return str(key)
+
+
+def _badge(label: str | None) -> str:
+    label = label or "error"
+    return f'<span class="badge {_e(label)}">{_e(label)}</span>'
+
+
+def _link(anchor: str, text: str) -> str:
+    return f'<a href="#{_e(anchor)}">{_e(text)}</a>'
+
+
+def _subtitle(catalog: Catalog | None) -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    where = f"catalog {catalog.store.root}, " if catalog is not None else ""
+    return f"{where}generated {when}"
+
+
+def _page(title: str, subtitle: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)}</p></header>\n<main>\n{body}\n</main>"
+        f"<script>{_JS}</script></body></html>\n"
+    )
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
