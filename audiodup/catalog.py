@@ -23,6 +23,7 @@ from .hashes import KEY_BITS
 from .match import (
     ChromaEvidence,
     HashEvidence,
+    HashVotes,
     align_chroma,
     candidate_works,
     chroma_candidates,
@@ -321,12 +322,7 @@ class Catalog:
         settings = self.settings
         indexes = self.indexes()
         n_works = max(int(indexes.live.sum()), 1)
-        hashes = fingerprint_hashes(query, settings, query=True)
-        n_entries = sum(shard.ntotal for shard in indexes.hash_shards)
-        max_hits = max(
-            settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS
-        )
-        votes = lookup_hashes(hashes, indexes, int(max_hits))
+        votes = self._votes(query, indexes)
         evidence = [
             e
             for work_id, _ in candidate_works(
@@ -485,13 +481,22 @@ class Catalog:
         (with every inlier's upload and reference frame) and the best chroma alignment.
         For pictures and reports; screening does not need it."""
         settings = self.settings
-        hashes = fingerprint_hashes(query, settings, query=True)
-        votes = lookup_hashes(hashes, self.indexes())
+        votes = self._votes(query, self.indexes())
         hashed = verify_hashes(
             votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
         )
         chroma = align_chroma(query, self.store.fingerprint(work_id), work_id, settings)
         return hashed, chroma
+
+    def _votes(self, query: Fingerprint, indexes: LoadedIndexes) -> HashVotes:
+        """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""
+        settings = self.settings
+        hashes = fingerprint_hashes(query, settings, query=True)
+        n_entries = sum(shard.ntotal for shard in indexes.hash_shards)
+        max_hits = max(
+            settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS
+        )
+        return lookup_hashes(hashes, indexes, int(max_hits))
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""

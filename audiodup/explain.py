@@ -97,7 +97,7 @@ def explain_figure(
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise AudiodupError("pictures need matplotlib: pip install 'audiodup[report]'") from None
+        raise AudiodupError("pictures need matplotlib: pip install matplotlib") from None
     figure = Figure(figsize=(12.0, 5.0))
     FigureCanvasAgg(figure)
     # fixed margins: a constrained layout would cost a third of the rendering time
@@ -247,7 +247,8 @@ def _draw_hashes(
             )
         right_half = (q0 + q1) / 2 > 0.5 * query_duration_s  # keep the label inside the axes
         ax.annotate(
-            f"section {number}: tempo x{slope:.3f}, pitch {hashed.pitch_shift_semitones:+.1f} st",
+            (f"section {number}: " if len(hashed.lines) > 1 else "")
+            + f"tempo x{slope:.3f}, pitch {hashed.pitch_shift_semitones + 0.0:+.1f} st",
             xy=((q0 + q1) / 2, (r0 + r1) / 2),
             xytext=(-8 if right_half else 8, -14),
             textcoords="offset points",

@@ -163,3 +163,43 @@ def test_time_scale_compensates_a_tempo_change(
     assert np.median(np.sum(original[:k] * np.roll(altered[:k], 3, axis=0), axis=1)) < np.median(
         similarity
     )
+
+
+# --- agreement with librosa, the reference implementation -----------------------------------
+
+
+@pytest.mark.parametrize("detune", [-0.3, 0.0, 0.2])
+def test_tuning_agrees_with_librosa(detune: float) -> None:
+    import librosa
+
+    sr = DEFAULT_SETTINGS.sample_rate_hz
+    music = synthesize_work(11, 20.0, sr)
+    shifted = librosa.effects.pitch_shift(music, sr=sr, n_steps=detune) if detune else music
+    ours = estimate_tuning(log_spectrogram(shifted, DEFAULT_SETTINGS))
+    theirs = float(librosa.estimate_tuning(y=shifted, sr=sr))  # fractions of a semitone
+    gap = (ours - theirs + 0.5) % 1.0 - 0.5  # both are fractions of a semitone
+    assert abs(gap) < 0.1
+
+
+def test_chroma_agrees_with_librosa_chroma() -> None:
+    import librosa
+
+    sr = DEFAULT_SETTINGS.sample_rate_hz
+    music = synthesize_work(12, 20.0, sr)
+    spec = log_spectrogram(music, DEFAULT_SETTINGS)
+    ours = chroma_frames(spec, estimate_tuning(spec), DEFAULT_SETTINGS.chroma_fps)
+    hop = int(round(sr / DEFAULT_SETTINGS.chroma_fps))
+    theirs = librosa.feature.chroma_stft(y=music, sr=sr, hop_length=hop, n_fft=4096)
+    # our pitch class 0 is that of fmin (C2), librosa's row 0 is C too
+    n = min(len(ours), theirs.shape[1])
+    theirs = theirs[:, :n].T
+    theirs = theirs - theirs.mean(axis=1, keepdims=True)
+    theirs /= np.maximum(np.linalg.norm(theirs, axis=1, keepdims=True), 1e-9)
+    agreement = [
+        float(np.median(np.sum(np.roll(ours[:n], shift, axis=1) * theirs, axis=1)))
+        for shift in range(12)
+    ]
+    # the pitch classes line up (no rotation fits better), and the frames broadly agree
+    # (librosa compresses and frames differently, so not exactly)
+    assert int(np.argmax(agreement)) == 0
+    assert agreement[0] > 0.45

@@ -1,0 +1,166 @@
+"""Tests for audiodup.explain and ``audiodup explain``: the matched-hash scatter with fitted
+sections (slope = tempo ratio), the aligned chroma, PNG and SVG files."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import audiodup.cli
+from audiodup import Catalog
+from audiodup.audio import load_audio
+from audiodup.errors import AudiodupError, WorkNotFoundError
+from audiodup.explain import _aligned_chroma, _mean_cosine, explain, explain_figure, render_explain
+from audiodup.fingerprint import fingerprint_audio
+
+UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+
+
+def query_of(catalog: Catalog, name: str):
+    return fingerprint_audio(
+        load_audio(UPLOADS / name, catalog.settings), catalog.settings, query=True
+    )
+
+
+def figure_for(catalog: Catalog, name: str, work_id: int):
+    query = query_of(catalog, name)
+    hashed, chroma = catalog.work_evidence(query, work_id)
+    figure = explain_figure(
+        query,
+        catalog.store.fingerprint(work_id),
+        hashed,
+        chroma,
+        frames_per_second=catalog.settings.frames_per_second,
+        chroma_fps=catalog.settings.chroma_fps,
+        upload_name=name,
+    )
+    return figure, hashed
+
+
+def test_scatter_lines_have_the_tempo_ratio_as_slope(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    figure, hashed = figure_for(catalog, "stretch_0.80_work_01.ogg", work_ids["work_01"])
+    ax_hash = figure.axes[0]
+    points = ax_hash.collections[0].get_offsets()
+    assert len(points) == hashed.inliers >= 50
+    upload_s, reference_s = np.asarray(points).T
+    assert np.polyfit(upload_s, reference_s, 1)[0] == pytest.approx(0.8, abs=0.01)
+    section = ax_hash.lines[0]  # the first fitted section
+    (x0, x1), (y0, y1) = section.get_xdata(), section.get_ydata()
+    assert (y1 - y0) / (x1 - x0) == pytest.approx(0.8, abs=0.01)
+    labels = [t.get_text() for t in ax_hash.texts]
+    assert any("tempo x0.80" in t and "pitch +0.0 st" in t for t in labels), labels
+    assert "tempo x0.80" in figure._suptitle.get_text()
+    assert len(figure.axes[1].images) == len(figure.axes[2].images) == 1
+
+
+def test_pitch_shifted_chroma_lines_up_after_transposing_back(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    query = query_of(catalog, "pitch_-3_work_03.ogg")
+    reference = catalog.store.fingerprint(work_ids["work_03"])
+    hashed, _ = catalog.work_evidence(query, work_ids["work_03"])
+    assert hashed.pitch_shift_semitones == pytest.approx(-3.0, abs=0.25)
+    fps = catalog.settings.chroma_fps
+    main = hashed.lines[0]
+    frames = catalog.settings.frames_per_second
+    args = (
+        hashed.tempo_ratio,
+        main.query_start_frame / frames,
+        main.ref_start_frame / frames,
+        main.ref_end_frame / frames,
+        fps,
+    )
+    upload, ref, times = _aligned_chroma(query, reference, args[0], -3.0, *args[1:])
+    assert len(times) > 5 * fps and upload.shape == ref.shape
+    assert _mean_cosine(upload, ref) > 0.7
+    wrong, ref, _ = _aligned_chroma(query, reference, args[0], 0.0, *args[1:])
+    assert _mean_cosine(wrong, ref) < _mean_cosine(upload, ref) - 0.3
+
+
+def test_unrelated_upload_says_there_is_no_hash_evidence(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    figure, hashed = figure_for(catalog, "unrelated_a.ogg", work_ids["work_02"])
+    assert hashed is None
+    assert "no verified hash matches" in figure._suptitle.get_text()
+
+
+def test_explain_writes_png_and_svg(
+    catalog: Catalog, work_ids: dict[str, int], tmp_path: Path
+) -> None:
+    png = explain(
+        catalog, UPLOADS / "nightcore_work_03.ogg", work_ids["work_03"], tmp_path / "n.png"
+    )
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 300 and image.shape[1] > 800
+    assert image[..., :3].std() > 0.05, "the picture is blank"
+    svg = explain(
+        catalog, UPLOADS / "nightcore_work_03.ogg", work_ids["work_03"], tmp_path / "n.svg"
+    )
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and "<svg" in text
+    assert "http://www.w3.org" in text  # the SVG namespace; no other URL, no date
+    assert "<dc:date>" not in text
+
+
+def test_render_is_deterministic_png_bytes(catalog: Catalog, work_ids: dict[str, int]) -> None:
+    query = query_of(catalog, "speed_1.15_work_05.ogg")
+    first = render_explain(catalog, query, work_ids["work_05"], dpi=50)
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    assert render_explain(catalog, query, work_ids["work_05"], dpi=50) == first
+    assert matplotlib.image.imread(io.BytesIO(first)).shape[1] == 600  # 12 in x 50 dpi
+
+
+def test_explain_errors(catalog: Catalog, work_ids: dict[str, int], tmp_path: Path) -> None:
+    upload = UPLOADS / "pitch_-3_work_03.ogg"
+    with pytest.raises(WorkNotFoundError):
+        explain(catalog, upload, 999, tmp_path / "x.png")
+    with pytest.raises(AudiodupError, match=r"\.png or \.svg"):
+        explain(catalog, upload, work_ids["work_03"], tmp_path / "x.jpg")
+
+
+def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["audiodup", *argv])
+    with pytest.raises(SystemExit) as info:
+        audiodup.cli.main()
+    captured = capsys.readouterr()
+    return info.value.code or 0, captured.out, captured.err
+
+
+def test_explain_cli(
+    catalog_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    with Catalog.open(catalog_copy, create=False) as opened:
+        work_id = next(w.work_id for w in opened.works() if w.path.endswith("work_04.ogg"))
+    upload = UPLOADS / "pitch_+2.5_work_04.ogg"
+    out_file = tmp_path / "why.svg"
+    code, out, err = run_main(
+        ["explain", str(upload), str(work_id), "--db", str(catalog_copy), "--out", str(out_file)],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    assert out.strip() == str(out_file) and "<svg" in out_file.read_text()
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_main(
+        ["explain", str(upload), str(work_id), "--db", str(catalog_copy)], monkeypatch, capsys
+    )
+    assert code == 0 and (tmp_path / f"explain-pitch_+2.5_work_04-{work_id}.png").exists()
+    code, _, err = run_main(
+        ["explain", str(upload), "999", "--db", str(catalog_copy)], monkeypatch, capsys
+    )
+    assert code == 2 and err.strip() == "error: no work 999 in the catalog"
+    code, _, err = run_main(
+        ["explain", str(tmp_path / "nope.ogg"), str(work_id), "--db", str(catalog_copy)],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {tmp_path / 'nope.ogg'}: file not found")
