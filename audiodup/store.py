@@ -528,7 +528,7 @@ def _work_info(row) -> WorkInfo:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _fsync_dir(path: Path) -> None:

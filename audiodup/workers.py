@@ -104,6 +104,9 @@ def map_with_timeout(
                     except (EOFError, OSError):  # the worker died (out of memory, a crash)
                         status, value = "error", "worker process died while processing the file"
                         replace(worker)
+                    if timeout_s is not None and now - worker.started > timeout_s:
+                        # finished, but late: the limit holds whatever the polling interval
+                        status, value = "timeout", f"timed out after {timeout_s:g} s"
                     yield worker.item, status, value
                 elif timeout_s is not None and now - worker.started > timeout_s:
                     busy.remove(worker)
