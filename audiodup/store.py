@@ -170,6 +170,9 @@ class CatalogStore:
             )
 
     def close(self) -> None:
+        # fold the write-ahead log back into the database file (skipped while others read)
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self.db.close()
 
     # -- queries -------------------------------------------------------------------------------
