@@ -4,14 +4,13 @@ sections (slope = tempo ratio), the aligned chroma, PNG and SVG files."""
 from __future__ import annotations
 
 import io
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
+from cli_runner import run_main
 
-import audiodup.cli
 from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.errors import AudiodupError, WorkNotFoundError
@@ -124,14 +123,6 @@ def test_explain_errors(catalog: Catalog, work_ids: dict[str, int], tmp_path: Pa
         explain(catalog, upload, 999, tmp_path / "x.png")
     with pytest.raises(AudiodupError, match=r"\.png or \.svg"):
         explain(catalog, upload, work_ids["work_03"], tmp_path / "x.jpg")
-
-
-def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["audiodup", *argv])
-    with pytest.raises(SystemExit) as info:
-        audiodup.cli.main()
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
 
 
 def test_explain_cli(

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from cli_runner import run_main
 
-import audiodup.cli
 from audiodup import Catalog
 from audiodup.errors import AudiodupError, MetadataError
 from audiodup.metadata import metadata_for_paths, parse_timestamp, read_metadata
@@ -179,14 +178,6 @@ def test_non_utf8_csv_names_the_line(music: Path) -> None:
 
 
 # -- the command line ------------------------------------------------------------------------
-def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["audiodup", *argv])
-    with pytest.raises(SystemExit) as info:
-        audiodup.cli.main()
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
-
-
 def test_index_add_with_metadata(
     music: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -13,17 +13,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_runner import run_main
 from rescan_fixtures import EXPECTED_CLUSTERS, write_metadata, write_planted_audio
 from scipy.signal import correlate
 
-import audiodup.cli
 from audiodup import Catalog
 from audiodup.metadata import metadata_for_paths, read_metadata
 from audiodup.report import write_rescan_report, write_screen_report
@@ -277,14 +276,6 @@ def test_rescan_report_in_headless_chromium(rescan_report, chromium: str, tmp_pa
 
 
 # -- report files from the command line ------------------------------------------------------
-def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["audiodup", *argv])
-    with pytest.raises(SystemExit) as info:
-        audiodup.cli.main()
-    captured = capsys.readouterr()
-    return info.value.code or 0, captured.out, captured.err
-
-
 def test_screen_out_json_csv_html(
     catalog_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
