@@ -342,9 +342,11 @@ class CatalogStore:
         if not index.is_trained:
             vectors = np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM)
             if len(vectors) < _min_training_vectors(index):
-                # too few vectors to train this index type well: stay exact for this shard
-                index = faiss.index_factory(CHROMA_DIM, "Flat", faiss.METRIC_INNER_PRODUCT)
-            else:
+                # too few vectors to train this index type well: 8-bit scalar quantisation needs
+                # only each dimension's range (exact float storage when there is nothing at all)
+                small = "SQ8" if len(vectors) else "Flat"
+                index = faiss.index_factory(CHROMA_DIM, small, faiss.METRIC_INNER_PRODUCT)
+            if not index.is_trained:
                 index.train(vectors)
         try:
             faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
