@@ -267,11 +267,7 @@ class CatalogStore:
                     fresh.append((work_id, item))
                     out.append((work_id, True))
                 if fresh:
-                    shard_id = self._write_shard([(w, it.fingerprint) for w, it in fresh])
-                    self.db.executemany(
-                        "UPDATE works SET shard_id = ? WHERE work_id = ?",
-                        [(shard_id, w) for w, _ in fresh],
-                    )
+                    self._write_shard([(w, it.fingerprint) for w, it in fresh])
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -281,8 +277,7 @@ class CatalogStore:
         return out
 
     def _insert_work(self, item: NewWork) -> int:
-        hashes = fingerprint_hashes(item.fingerprint, self.settings)
-        n_segments = len(reference_segments(item.fingerprint, self.settings))
+        """Insert the work's row and fingerprint; ``_write_shard`` fills in its index counts."""
         cursor = self.db.execute(
             "INSERT INTO works (path, title, artist, duration_s, sha256, recipe, added_at, "
             "file_size, file_mtime, metadata, n_hashes, n_segments) "
@@ -298,8 +293,8 @@ class CatalogStore:
                 item.file_size,
                 item.file_mtime,
                 json.dumps(item.metadata),
-                len(hashes),
-                n_segments,
+                0,
+                0,
             ),
         )
         work_id = int(cursor.lastrowid)
@@ -309,10 +304,10 @@ class CatalogStore:
         return work_id
 
     def _write_shard(self, entries: list[tuple[int, Fingerprint]]) -> int:
-        """Build both index files for ``entries``, put them in place, and record the shard
-        (inside the caller's transaction)."""
+        """Build both index files for ``entries``, put them in place, record the shard and point
+        its works at it with their entry counts (inside the caller's transaction)."""
         hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
-        vectors, vector_ids, n_hashes = [], [], 0
+        vectors, vector_ids, counts, n_hashes = [], [], [], 0
         for work_id, fingerprint in entries:
             hashes = fingerprint_hashes(fingerprint, self.settings)
             if len(hashes):
@@ -321,6 +316,7 @@ class CatalogStore:
             segments = reference_segments(fingerprint, self.settings)
             vectors.append(segments)
             vector_ids.append(pack_segment_ids(work_id, len(segments)))
+            counts.append((len(hashes), len(segments), work_id))
         chroma_index = self._chroma_index(np.concatenate(vectors) if vectors else None)
         all_vectors = np.concatenate(vectors).astype(np.float32)
         if len(all_vectors):
@@ -334,7 +330,12 @@ class CatalogStore:
             "VALUES (?, ?, ?, ?, ?)",
             (hash_file, chroma_file, n_hashes, len(all_vectors), _now()),
         )
-        return int(cursor.lastrowid)
+        shard_id = int(cursor.lastrowid)
+        self.db.executemany(
+            "UPDATE works SET n_hashes = ?, n_segments = ?, shard_id = ? WHERE work_id = ?",
+            [(h, n, shard_id, w) for h, n, w in counts],
+        )
+        return shard_id
 
     def _chroma_index(self, training: np.ndarray | None):
         factory = self.settings.chroma_index_factory
@@ -401,12 +402,10 @@ class CatalogStore:
         ).fetchall()
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            new_shard = self._write_shard([(w, self.fingerprint(w)) for w in ids]) if ids else None
+            if ids:
+                self._write_shard([(w, self.fingerprint(w)) for w in ids])
             for shard_id, _, _ in old:
                 self.db.execute("DELETE FROM shards WHERE shard_id = ?", (shard_id,))
-            self.db.executemany(
-                "UPDATE works SET shard_id = ? WHERE work_id = ?", [(new_shard, w) for w in ids]
-            )
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

@@ -100,6 +100,14 @@ def add_non_utf8_file(folder: Path, seed: int = 51) -> str:
 # --- index add ------------------------------------------------------------------------------
 
 
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    """The single ``error: ...`` line a failed command printed, with no traceback."""
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
 def test_add_then_add_again(tmp_path: Path) -> None:
     db = tmp_path / "db"
     first = run("index", "add", "--db", db, CATALOG_DIR)
@@ -303,10 +311,7 @@ def test_screen_missing_catalog_console_script(tmp_path: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    assert str(missing) in lines[0]
+    assert str(missing) in one_error_line(proc)
     assert not missing.exists()  # screening never creates a catalog
 
 
@@ -403,6 +408,4 @@ def test_screen_on_a_damaged_index_is_one_line(db: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "rebuild" in lines[0]
+    assert "rebuild" in one_error_line(proc)
