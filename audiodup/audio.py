@@ -133,7 +133,7 @@ def audio_from_samples(
 
 
 @contextmanager
-def _quiet_native_stderr():
+def quiet_native_stderr():
     """Silence what libmpg123 prints to fd 2 about damaged frames; errors still raise."""
     try:
         saved = os.dup(2)
@@ -151,7 +151,7 @@ def _quiet_native_stderr():
 
 def _read_soundfile(path: Path, settings: Settings):
     try:
-        with _quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
+        with quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
             sr = int(f.samplerate)
             if sr <= 0 or f.channels <= 0:
                 raise AudioDecodeError("invalid header (sample rate or channels)")
@@ -171,6 +171,8 @@ def _read_soundfile(path: Path, settings: Settings):
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
         message = re.sub(r"^Error opening .*?: ", "", _first_line(exc))
+        if "not a regular file" in message:  # libsndfile's words for a file it cannot parse
+            message = "not a recognised audio format"
         raise AudioDecodeError(f"cannot decode: {message}") from None
     if total == 0:
         raise AudioDecodeError("no audio frames in file")

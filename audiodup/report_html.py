@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import _quiet_native_stderr, load_audio
+from .audio import load_audio, quiet_native_stderr
 from .catalog import Catalog
 from .errors import AudiodupError
 from .explain import render_explain
@@ -550,7 +551,7 @@ def audio_snippet(
     duration_s = min(max(duration_s, 0.5), 15.0)
     start_s = max(0.0, start_s)
     try:
-        with _quiet_native_stderr(), sf.SoundFile(str(path)) as f:
+        with quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
             native = f.samplerate
             f.seek(min(int(start_s * native), max(f.frames - 1, 0)))
             samples = f.read(int(duration_s * native), dtype="float32", always_2d=True)

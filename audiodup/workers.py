@@ -8,12 +8,35 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 _POLL_S = 0.05
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start workers without re-running the caller's script in them.
+
+    A spawned process normally imports the parent's ``__main__`` first: that fails for code read
+    from stdin and re-runs scripts without an ``if __name__ == "__main__"`` guard. Workers only run
+    audiodup functions, so they do not need it.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
@@ -35,7 +58,8 @@ class _Worker:
     def __init__(self, ctx, func):
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_serve, args=(func, child), daemon=True)
-        self.process.start()
+        with _main_module_hidden():
+            self.process.start()
         child.close()
         self.item: Any = None
         self.started = 0.0

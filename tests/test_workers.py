@@ -64,3 +64,29 @@ def test_cli_timeout_options_screen_and_add(tmp_path) -> None:
     assert screened.exit_code == 1
     assert '"verdict": "duplicate"' in screened.output
     assert '"error": "file not found"' in screened.output
+
+
+def test_workers_start_from_stdin_and_unguarded_scripts(tmp_path) -> None:
+    """Spawned workers must not re-run the caller's __main__ (stdin, or a script with no
+    ``if __name__ == "__main__"`` guard)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from audiodup import Catalog\n"
+        f"with Catalog.open({str(tmp_path / 'cat')!r}) as catalog:\n"
+        f"    results = catalog.add_paths([{str(FIXTURES / 'catalog')!r}], workers=2)\n"
+        "    print(sorted(r.status for r in results))\n"
+    )
+    script = tmp_path / "unguarded.py"
+    script.write_text(code)
+    from_stdin = subprocess.run(
+        [sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300
+    )
+    assert from_stdin.returncode == 0, from_stdin.stderr
+    assert from_stdin.stdout.strip() == str(["added"] * 6)
+    from_file = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert from_file.returncode == 0, from_file.stderr
+    assert from_file.stdout.strip() == str(["present"] * 6)  # same catalog, second run
