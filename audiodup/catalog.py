@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -29,6 +30,14 @@ from .match import (
     chroma_candidates,
     lookup_hashes,
     verify_hashes,
+)
+from .peakcheck import (
+    Alignment,
+    PeakCheck,
+    check_alignment,
+    chroma_alignments,
+    hash_alignment,
+    reference_occupancy,
 )
 from .results import (
     AddResult,
@@ -352,7 +361,8 @@ class Catalog:
         if not any(
             m.false_match_probability <= settings.duplicate_max_fmp for m in matches.values()
         ):
-            for chroma, chroma_fmp in self._chroma_evidence(query, indexes, n_works):
+            chroma_evidence = self._chroma_evidence(query, indexes, n_works)
+            for chroma, chroma_fmp in chroma_evidence:
                 hashed = by_work.get(chroma.work_id)
                 if hashed is not None and transforms_agree(hashed[0], chroma, settings):
                     # two independent channels found the same transform: per-work probabilities
@@ -367,6 +377,15 @@ class Catalog:
                     and chroma.similarity >= settings.chroma_min_similarity
                 ):
                     matches[chroma.work_id] = self._chroma_match(chroma, chroma_fmp, query)
+            hashed_by_work = {w: e for w, (e, _) in by_work.items()}
+            for work_id, check, chroma in self._peak_checks(query, hashed_by_work, chroma_evidence):
+                fmp = min(1.0, check.probability * n_works)
+                current = matches.get(work_id)
+                if fmp <= settings.suspect_max_fmp and (
+                    current is None or fmp < current.false_match_probability
+                ):
+                    hashed = hashed_by_work.get(work_id)
+                    matches[work_id] = self._peak_match(work_id, check, fmp, query, hashed, chroma)
         return sorted(matches.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
 
     def _hash_match(
@@ -421,6 +440,74 @@ class Catalog:
             (ev, chroma_false_match_probability(ev, background, settings, n_works))
             for ev in aligned[:3]
         ]
+
+    def _peak_checks(
+        self,
+        query: Fingerprint,
+        hashed: dict[int, HashEvidence],
+        chroma: list[tuple[ChromaEvidence, float]],
+    ) -> list[tuple[int, PeakCheck, ChromaEvidence | None]]:
+        """The guided peak check of the strongest weak hash lines and chroma alignments: the best
+        check per work, with the chroma evidence it came from."""
+        settings = self.settings
+        guesses: list[tuple[int, Alignment, ChromaEvidence | None]] = []
+        strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
+        for e in strongest[: settings.peak_check_hash_candidates]:
+            if e.main_inliers >= settings.peak_check_min_inliers:
+                guesses.append((e.work_id, hash_alignment(e, settings), None))
+        for ev, _ in chroma:
+            if ev.similarity >= settings.peak_check_min_chroma:
+                # chroma knows the pitch only modulo an octave
+                guesses.extend(
+                    (ev.work_id, alignment, ev) for alignment in chroma_alignments(ev, settings)
+                )
+        occupancy: dict[int, np.ndarray] = {}
+        best: dict[int, tuple[PeakCheck, ChromaEvidence | None]] = {}
+        n_bins = settings.bins_per_octave * settings.n_octaves
+        for work_id, guess, source in guesses:
+            if work_id not in occupancy:
+                peaks = self.store.fingerprint(work_id).peaks
+                occupancy[work_id] = reference_occupancy(peaks, n_bins, settings)
+            check = check_alignment(query.peaks, occupancy[work_id], guess, settings)
+            if check is not None and (
+                work_id not in best or check.probability < best[work_id][0].probability
+            ):
+                best[work_id] = (check, source)
+        return [(w, check, source) for w, (check, source) in best.items()]
+
+    def _peak_match(
+        self,
+        work_id: int,
+        check: PeakCheck,
+        fmp: float,
+        query: Fingerprint,
+        hashed: HashEvidence | None,
+        chroma: ChromaEvidence | None,
+    ) -> Match:
+        fps = self.settings.frames_per_second
+        a = check.alignment
+        q0, q1 = float(check.matched_query_frames.min()), float(check.matched_query_frames.max())
+        section = Section(
+            q0 / fps,
+            q1 / fps,
+            (a.tempo_ratio * (q0 - a.query_centre) + a.ref_centre) / fps,
+            (a.tempo_ratio * (q1 - a.query_centre) + a.ref_centre) / fps,
+            hashed.inliers if hashed else 0,
+        )
+        match = self._match(
+            work_id,
+            "same_recording",
+            fmp,
+            query,
+            a.tempo_ratio,
+            a.pitch_bins / (self.settings.bins_per_octave // 12),
+            section,
+            (q1 - q0) / fps,
+            hashed.inliers if hashed else 0,
+            chroma.similarity if chroma else None,
+            (section,),
+        )
+        return replace(match, matched_peaks=check.matched_peaks)
 
     def _chroma_match(self, ev: ChromaEvidence, fmp: float, query: Fingerprint) -> Match:
         aligned = Section(ev.query_start_s, ev.query_end_s, ev.ref_start_s, ev.ref_end_s, 0)

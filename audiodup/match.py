@@ -42,6 +42,8 @@ class HashVotes:
     ref_span: np.ndarray
     log_tempo: np.ndarray
     pitch_bins: np.ndarray
+    # hash key and query anchor bin: one repeated note pattern shares it across all its repeats
+    pattern: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ class HashEvidence:
 
     work_id: int
     votes: int  # hits for this work before verification
-    inliers: int  # hits on all aligned lines
-    main_inliers: int  # hits on the best line, the basis of the false-match probability
+    inliers: int  # distinct hit patterns on all aligned lines
+    main_inliers: int  # distinct patterns on the best line: the false-match probability uses it
     tempo_ratio: float
     pitch_shift_semitones: float
     lines: tuple[AlignedLine, ...]
@@ -126,6 +128,8 @@ def lookup_hashes(
         ref_span=ref_span[sel].astype(np.float64),
         log_tempo=log_tempo[sel],
         pitch_bins=pitch_bins[sel],
+        pattern=query.keys[q_idx[sel]].astype(np.int64) * 4096
+        + np.round(query.anchor_bin[q_idx[sel]]).astype(np.int64),
     )
 
 
@@ -169,6 +173,7 @@ def verify_hashes(
     tq, tr = votes.query_frame[mask], votes.ref_frame[mask]
     lt, pb = votes.log_tempo[mask], votes.pitch_bins[mask]
     sq = votes.query_span[mask]
+    pattern = votes.pattern[mask]
     # no pair repeats: the multi-probe keys of one triplet land in different buckets, and
     # concat_hashes drops triplets found at two peak densities
     n_votes = len(tq)
@@ -191,7 +196,7 @@ def verify_hashes(
     if best is None:
         return None
     near, lines = best
-    tq, tr, pb, sq = tq[near], tr[near], pb[near], sq[near]
+    tq, tr, pb, sq, pattern = tq[near], tr[near], pb[near], sq[near], pattern[near]
     pitch = float(np.median(pb))
     all_in = np.zeros(len(tq), dtype=bool)
     aligned = []
@@ -203,7 +208,11 @@ def verify_hashes(
             q0, q1 = tq[run].min(), (tq[run] + sq[run]).max()
             aligned.append(
                 AlignedLine(
-                    q0, q1, slope_fit * q0 + intercept, slope_fit * q1 + intercept, len(run)
+                    q0,
+                    q1,
+                    slope_fit * q0 + intercept,
+                    slope_fit * q1 + intercept,
+                    _distinct(pattern[run]),
                 )
             )
     if not aligned:
@@ -227,8 +236,8 @@ def verify_hashes(
     return HashEvidence(
         work_id=work_id,
         votes=n_votes,
-        inliers=int(all_in.sum()),
-        main_inliers=int(lines[0][0].sum()),
+        inliers=_distinct(pattern[all_in]),
+        main_inliers=_distinct(pattern[lines[0][0]]),
         tempo_ratio=float(lines[0][1]),
         pitch_shift_semitones=pitch / bins_per_semitone,
         lines=tuple(aligned),
@@ -236,6 +245,12 @@ def verify_hashes(
         match_query_frames=tq[all_in],
         match_ref_frames=tr[all_in],
     )
+
+
+def _distinct(patterns: np.ndarray) -> int:
+    """Independent evidence in a set of hits: a note pattern repeated in both works (a drum
+    figure, an ostinato) lines up once per repeat but is one coincidence, not many."""
+    return len(np.unique(patterns))
 
 
 def _histogram_peaks(hist: np.ndarray, n_peaks: int) -> list[tuple[int, int]]:
@@ -448,4 +463,4 @@ def _scale_grid(settings: Settings) -> np.ndarray:
 
 def _empty_votes() -> HashVotes:
     z = np.zeros(0)
-    return HashVotes(z.astype(np.int64), z, z, z, z, z, z, z, z)
+    return HashVotes(z.astype(np.int64), z, z, z, z, z, z, z, z, z.astype(np.int64))

@@ -43,6 +43,8 @@ class Match:
     matched_hashes: int
     chroma_similarity: float | None
     sections: tuple[Section, ...] = ()
+    # upload peaks landing on the work's peaks under the alignment (guided peak check), if run
+    matched_peaks: int | None = None
 
 
 @dataclass(frozen=True)

@@ -73,11 +73,27 @@ class Settings:
     duplicate_min_hashes: int = 8
     # chance-match priors, measured on the Debian corpus (background fits per query may only
     # raise them): mean excess of a chance line over the minimum of 3 hashes
-    chance_excess_base: float = 0.1
-    chance_excess_per_vote: float = 0.0002
+    chance_excess_base: float = 0.11
+    chance_excess_per_vote: float = 0.0001
     chance_chroma_mean: float = 0.40
     chance_chroma_std: float = 0.10
     chroma_min_similarity: float = 0.65
+
+    # guided peak check of weak hash lines and chroma alignments (peakcheck.py)
+    peak_check_time_tol_frames: int = 2
+    peak_check_bin_tol: int = 1
+    peak_check_tempo_span: float = 0.015  # log tempo either side of the hypothesis
+    peak_check_tempo_step: float = 0.002
+    peak_check_offset_span_s: float = 1.0
+    peak_check_max_peaks: int = 600
+    peak_check_null_shift_s: tuple[float, float] = (3.0, 30.0)
+    peak_check_null_shifts: int = 24  # each side
+    peak_check_min_ratio: float = 4.0  # coincidences over the shifted-offset chance rate
+    peak_check_chance_inflation: float = 2.0
+    peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
+    peak_check_min_inliers: int = 4
+    peak_check_min_chroma: float = 0.5
+    duplicate_min_peaks: int = 16
 
     recipe: str = RECIPE
 

@@ -70,8 +70,8 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
     """Verdict from the reported matches.
 
     Only a verified same recording can be a duplicate; a same composition is at most suspect.
-    A duplicate also needs a minimum of aligned hashes, a floor under the probability model,
-    unless the chroma channel independently found the same alignment.
+    A duplicate also needs a minimum of aligned hashes or coinciding peaks, a floor under the
+    probability model, unless the chroma channel independently found the same alignment.
     """
     label: VerdictLabel = "clean"
     for m in matches:
@@ -80,7 +80,11 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
             m.relation == "same_recording"
             and fmp <= settings.duplicate_max_fmp
             and m.coverage_s >= settings.min_coverage_s
-            and (m.matched_hashes >= settings.duplicate_min_hashes or m.chroma_similarity)
+            and (
+                m.matched_hashes >= settings.duplicate_min_hashes
+                or m.chroma_similarity
+                or (m.matched_peaks or 0) >= settings.duplicate_min_peaks
+            )
         ):
             return "duplicate"
         if fmp <= settings.suspect_max_fmp:

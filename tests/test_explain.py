@@ -47,7 +47,7 @@ def test_scatter_lines_have_the_tempo_ratio_as_slope(
     figure, hashed = figure_for(catalog, "stretch_0.80_work_01.ogg", work_ids["work_01"])
     ax_hash = figure.axes[0]
     points = ax_hash.collections[0].get_offsets()
-    assert len(points) == hashed.inliers >= 50
+    assert len(points) >= hashed.inliers >= 50  # every hit is drawn; repeats count once
     upload_s, reference_s = np.asarray(points).T
     assert np.polyfit(upload_s, reference_s, 1)[0] == pytest.approx(0.8, abs=0.01)
     section = ax_hash.lines[0]  # the first fitted section

@@ -298,6 +298,7 @@ def synthetic_votes(
         ref_span=sr_,
         log_tempo=np.log(sr_ / sq),
         pitch_bins=pb,
+        pattern=rng.permutation(len(work)).astype(np.int64),
     )
 
 
@@ -337,6 +338,25 @@ def test_verify_hashes_finds_two_sections() -> None:
     assert len(evidence.lines) >= 2
     assert offsets[0] == pytest.approx(-900, abs=8)
     assert offsets[1] == pytest.approx(0, abs=8)
+
+
+def test_a_repeated_note_pattern_counts_once() -> None:
+    """Two works that share only one figure repeated on a rhythmic grid (same key, same anchor
+    bin, every bar) line up on a perfect line, but that is one coincidence, not one per bar."""
+    per_semitone = S.bins_per_octave // 12
+    votes = synthetic_votes(8, [(0.5, 40.0, 5.0, 20)], noise_votes=0)
+    on_line = votes.work == 7  # no noise votes: every hit of the work is on the line
+    repeated = HashVotes(
+        *(
+            np.where(on_line, 77, votes.pattern) if f == "pattern" else getattr(votes, f)
+            for f in HashVotes.__dataclass_fields__
+        )
+    )
+    distinct = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
+    once = verify_hashes(repeated, 7, S.frames_per_second, per_semitone)
+    assert distinct is not None and distinct.main_inliers >= 18
+    assert once is not None and once.main_inliers == 1
+    assert once.tempo_ratio == pytest.approx(0.5, rel=0.01)
 
 
 def test_verify_hashes_rejects_works_with_too_few_votes() -> None:
