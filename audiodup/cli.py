@@ -289,7 +289,8 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
                 f"{m.pitch_shift_semitones:+.2f}",
                 f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
                 f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
-                str(m.matched_hashes),
+                str(m.matched_hashes)
+                + ("" if m.matched_peaks is None else f" ({m.matched_peaks} peaks)"),
                 f"{m.false_match_probability:.1e}",
             )
     out.print(table)

@@ -39,6 +39,7 @@ _MATCH_COLUMNS = (
     "coverage_s",
     "matched_hashes",
     "chroma_similarity",
+    "matched_peaks",
 )
 
 

@@ -424,12 +424,13 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
         "" if pair.query_source == "file" else f" Screened from the stored fingerprint: {pair.note}"
     )
     both = "" if pair.found_both_ways else " Found in one direction only."
+    peaks = "" if seen.matched_peaks is None else f", {seen.matched_peaks} coinciding peaks"
     return (
         f'<p class="evidence">{_e(how)}: {_e(seen.relation)}, tempo x{seen.tempo_ratio:.3f}, '
         f"pitch {seen.pitch_shift_semitones:+.2f} st, work {member} "
         f"{_s(seen.query_start_s)}–{_s(seen.query_end_s)} s ↔ work {other} "
         f"{_s(seen.ref_start_s)}–{_s(seen.ref_end_s)} s, coverage {100 * seen.coverage:.0f} % "
-        f"({seen.coverage_s:.1f} s), {seen.matched_hashes} matched hashes, score "
+        f"({seen.coverage_s:.1f} s), {seen.matched_hashes} matched hashes{peaks}, score "
         f"{seen.score:.1f}, false-match probability {seen.false_match_probability:.1e}."
         f"{_e(both)}{_e(source)}</p>"
     )

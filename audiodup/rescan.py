@@ -367,7 +367,7 @@ def _match_from_dict(data: dict) -> Match:
     values = {k: v for k, v in data.items() if k in known}
     values["sections"] = tuple(Section(**s) for s in data.get("sections", ()))
     for key, value in values.items():
-        if value is None and key not in ("title", "chroma_similarity"):
+        if value is None and key not in ("title", "chroma_similarity", "matched_peaks"):
             values[key] = math.nan  # non-finite floats are stored as null
     return Match(**values)
 

@@ -171,11 +171,15 @@ def report_peak_checks(catalog: Catalog, sample, group_of, work_group) -> None:
     expected = np.array([r[3] for r in rows])
     print(f"{len(rows)} checks: {chance.sum()} of other works, {(~chance).sum()} of the source")
     ratio = matched / expected
-    print(f"matched / chance, other works: max {ratio[chance].max():.2f}, "
-          f"99th pct {np.percentile(ratio[chance], 99):.2f}")
+    print(
+        f"matched / chance, other works: max {ratio[chance].max():.2f}, "
+        f"99th pct {np.percentile(ratio[chance], 99):.2f}"
+    )
     for floor in (3.0, 4.0, 5.0):
-        print(f"  ratio >= {floor}: other works {np.mean(ratio[chance] >= floor):.3f}, "
-              f"source {np.mean(ratio[~chance] >= floor):.3f}")
+        print(
+            f"  ratio >= {floor}: other works {np.mean(ratio[chance] >= floor):.3f}, "
+            f"source {np.mean(ratio[~chance] >= floor):.3f}"
+        )
     for i in np.argsort(-np.where(chance, ratio, 0))[:8]:
         print(f"  {matched[i]:.0f} / {expected[i]:.1f} ({rows[i][2]} checked): {origin[i]}")
     for inflation in (1.0, 2.0, 3.0, 4.0, 5.0):
