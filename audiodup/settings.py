@@ -88,7 +88,8 @@ class Settings:
     peak_check_max_peaks: int = 600
     peak_check_null_shift_s: tuple[float, float] = (3.0, 30.0)
     peak_check_null_shifts: int = 24  # each side
-    peak_check_min_ratio: float = 4.0  # coincidences over the shifted-offset chance rate
+    peak_check_min_ratio: float = 5.0  # coincidences over the shifted-offset chance rate
+    peak_check_min_rate: float = 0.2  # coincidences over upload peaks checked
     peak_check_chance_inflation: float = 2.0
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     peak_check_min_inliers: int = 4

@@ -175,10 +175,16 @@ def report_peak_checks(catalog: Catalog, sample, group_of, work_group) -> None:
         f"matched / chance, other works: max {ratio[chance].max():.2f}, "
         f"99th pct {np.percentile(ratio[chance], 99):.2f}"
     )
-    for floor in (3.0, 4.0, 5.0):
+    for floor in (3.0, 4.0, 5.0, 6.0, 8.0):
         print(
             f"  ratio >= {floor}: other works {np.mean(ratio[chance] >= floor):.3f}, "
             f"source {np.mean(ratio[~chance] >= floor):.3f}"
+        )
+    rate = matched / np.array([r[2] for r in rows])
+    for floor in (0.15, 0.2, 0.25, 0.3):
+        print(
+            f"  matched / checked >= {floor}: other works {np.mean(rate[chance] >= floor):.3f}, "
+            f"source {np.mean(rate[~chance] >= floor):.3f}"
         )
     for i in np.argsort(-np.where(chance, ratio, 0))[:8]:
         print(f"  {matched[i]:.0f} / {expected[i]:.1f} ({rows[i][2]} checked): {origin[i]}")

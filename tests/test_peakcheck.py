@@ -52,7 +52,7 @@ def test_a_weak_copy_is_found_and_its_alignment_refined() -> None:
     rng = np.random.default_rng(1)
     ref = random_peaks(rng, 120.0)
     tempo, pitch = 0.85, -8.4  # slowed: 0.85 tempo, -2.8 semitones
-    upload = altered_copy(rng, ref, tempo, pitch, survival=0.25)
+    upload = altered_copy(rng, ref, tempo, pitch, survival=0.35, extra_per_second=5.0)
     centre = 60.0 * FPS
     # a rough guess, as a chroma alignment gives it: tempo 1 % off, 0.5 s late
     guess = Alignment(tempo * 1.01, pitch, centre, tempo * centre + 0.5 * FPS)
