@@ -583,7 +583,7 @@ class Catalog:
         max_hits = max(
             settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS
         )
-        return lookup_hashes(hashes, indexes, int(max_hits))
+        return lookup_hashes(hashes, indexes, int(max_hits), settings.max_query_hits)
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""

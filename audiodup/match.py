@@ -84,22 +84,33 @@ class ChromaEvidence:
 
 
 def lookup_hashes(
-    query: TripletHashes, indexes: LoadedIndexes, max_bucket_hits: int = 1 << 30
+    query: TripletHashes,
+    indexes: LoadedIndexes,
+    max_bucket_hits: int = 1 << 30,
+    max_total_hits: int = 1 << 40,
 ) -> HashVotes:
-    """Exact-bucket look-ups of every query hash in every hash shard."""
-    codes = keys_to_codes(query.keys)
+    """Exact-bucket look-ups of the query hashes in every hash shard.
+
+    A key shared by more than ``max_bucket_hits`` catalog entries carries almost no information (a
+    stop word) and would flood the vote with hits; such keys, and keys nobody has, are not looked
+    up at all. If the rest would still bring more than ``max_total_hits`` hits, the most common
+    keys are dropped until they do not: a long upload has evidence to spare, and the cost of a
+    search stays bounded as the catalog grows."""
+    size = indexes.bucket_sizes[query.keys]
+    usable = (size > 0) & (size <= max_bucket_hits)
+    if size[usable].sum() > max_total_hits:
+        by_size = np.sort(size[usable])
+        within = by_size[np.cumsum(by_size) <= max_total_hits]
+        usable &= size <= (within[-1] if len(within) else 0)
+    rows = np.nonzero(usable)[0]
+    codes = keys_to_codes(query.keys[rows])
     q_idx, ids = [], []
     for shard in indexes.hash_shards:
         if shard.ntotal == 0 or len(codes) == 0:
             continue
         lims, _, labels = shard.range_search(codes, 1)
-        hits = np.diff(lims).astype(np.int64)
-        # a key shared by very many entries carries almost no information (a stop word)
-        common = hits > max_bucket_hits
-        q_rows = np.repeat(np.arange(len(codes)), hits)
-        keep = ~np.repeat(common, hits)
-        q_idx.append(q_rows[keep])
-        ids.append(labels[keep])
+        q_idx.append(np.repeat(rows, np.diff(lims).astype(np.int64)))
+        ids.append(labels)
     if not ids:
         return _empty_votes()
     q_idx, ids = np.concatenate(q_idx), np.concatenate(ids)

@@ -67,6 +67,8 @@ class Settings:
     # query keys hitting more entries than this are skipped as uninformative (stop words)
     min_bucket_cap: int = 100
     bucket_cap_per_mean: float = 200.0
+    # at most this many hits per query: the most common keys go first (bounds latency at scale)
+    max_query_hits: int = 300_000
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

@@ -86,6 +86,18 @@ class LoadedIndexes:
     hash_shards: list
     chroma_shards: list
     live: np.ndarray  # bool, indexed by work_id
+    bucket_sizes: np.ndarray  # entries per hash key over all hash shards
+
+
+def bucket_sizes(hash_shards: list) -> np.ndarray:
+    """Entries per hash key, summed over the shards (one exact look-up of every possible key)."""
+    sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    every_key = keys_to_codes(np.arange(1 << KEY_BITS, dtype=np.uint32))
+    for shard in hash_shards:
+        if shard.ntotal:
+            lims, _, _ = shard.range_search(every_key, 1)
+            sizes += np.diff(lims).astype(np.int64)
+    return sizes
 
 
 def pack_segment_ids(work_id: int, n_segments: int) -> np.ndarray:
@@ -244,7 +256,7 @@ class CatalogStore:
                 ) from None
             live = np.zeros(max_id + 1, dtype=bool)
             live[np.asarray(live_ids, dtype=np.int64)] = True
-            return LoadedIndexes(hash_shards, chroma_shards, live)
+            return LoadedIndexes(hash_shards, chroma_shards, live, bucket_sizes(hash_shards))
         raise CatalogError("catalog kept changing while loading; try again")
 
     # -- writes --------------------------------------------------------------------------------

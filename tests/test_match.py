@@ -18,11 +18,13 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from audiodup import Catalog, Match, Verdict
-from audiodup.fingerprint import Fingerprint
+from audiodup.audio import load_audio
+from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
 from audiodup.match import (
     HashVotes,
     align_chroma,
     candidate_works,
+    lookup_hashes,
     verify_hashes,
 )
 from audiodup.peaks import PEAK_DTYPE
@@ -456,3 +458,42 @@ def test_align_chroma_of_unrelated_chroma_is_weak() -> None:
 def test_align_chroma_needs_a_few_frames() -> None:
     tiny = chroma_fingerprint(smooth_chroma(1, 3))
     assert align_chroma(tiny, chroma_fingerprint(smooth_chroma(2, 100)), 1, S) is None
+
+
+# --- hash look-up ---------------------------------------------------------------------------
+
+
+def test_bucket_sizes_count_every_catalog_entry(catalog: Catalog) -> None:
+    indexes = catalog.indexes()
+    assert indexes.bucket_sizes.sum() == sum(s.ntotal for s in indexes.hash_shards) > 0
+
+
+def test_lookup_skips_stop_words_and_keeps_within_the_hit_budget(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    s = catalog.settings
+    upload = FIXTURES / "uploads" / "stretch_0.80_work_01.ogg"
+    query = fingerprint_audio(load_audio(upload, s), s, query=True)
+    hashes = fingerprint_hashes(query, s, query=True)
+    indexes = catalog.indexes()
+    size = indexes.bucket_sizes[hashes.keys]
+    everything = lookup_hashes(hashes, indexes)
+    # every hit of a looked-up key, less those of implausible transforms (> 2.1x tempo)
+    assert 0 < len(everything.work) <= size.sum()
+
+    cap = int(np.percentile(size[size > 0], 90))
+    capped = lookup_hashes(hashes, indexes, max_bucket_hits=cap)
+    assert len(capped.work) < len(everything.work)
+    kept_keys = np.unique(capped.pattern // 4096)
+    assert indexes.bucket_sizes[kept_keys].max() <= cap
+
+    budget = len(everything.work) // 3
+    bounded = lookup_hashes(hashes, indexes, max_total_hits=budget)
+    assert 0 < len(bounded.work) <= budget
+    dropped = np.setdiff1d(everything.pattern // 4096, bounded.pattern // 4096)
+    kept = np.unique(bounded.pattern // 4096)
+    # the most common keys go first
+    assert indexes.bucket_sizes[dropped].min() >= indexes.bucket_sizes[kept].max()
+    # what is left still finds the work
+    evidence = verify_hashes(bounded, work_ids["work_01"], s.frames_per_second, 3)
+    assert evidence is not None and evidence.tempo_ratio == pytest.approx(0.8, rel=0.01)
