@@ -38,6 +38,7 @@ from .peakcheck import (
     chroma_alignments,
     hash_alignment,
     reference_occupancy,
+    supports_recording,
 )
 from .results import (
     AddResult,
@@ -362,11 +363,20 @@ class Catalog:
             m.false_match_probability <= settings.duplicate_max_fmp for m in matches.values()
         ):
             chroma_evidence = self._chroma_evidence(query, indexes, n_works)
+            hashed_by_work = {w: e for w, (e, _) in by_work.items()}
+            checks = self._peak_checks(query, hashed_by_work, chroma_evidence)
             for chroma, chroma_fmp in chroma_evidence:
                 hashed = by_work.get(chroma.work_id)
-                if hashed is not None and transforms_agree(hashed[0], chroma, settings):
+                check = checks.get(chroma.work_id)
+                if (
+                    hashed is not None
+                    and transforms_agree(hashed[0], chroma, settings)
+                    and check is not None
+                    and supports_recording(check[0], settings)
+                ):
                     # two independent channels found the same transform: per-work probabilities
-                    # multiply, and the search over works is paid once
+                    # multiply, and the search over works is paid once. A re-arrangement of the
+                    # same music makes both agree too; its peaks say it is not this recording
                     fmp = min(1.0, hashed[1] * chroma_fmp / n_works)
                     matches[chroma.work_id] = self._hash_match(
                         hashed[0], fmp, query, chroma_similarity=chroma.similarity
@@ -377,8 +387,7 @@ class Catalog:
                     and chroma.similarity >= settings.chroma_min_similarity
                 ):
                     matches[chroma.work_id] = self._chroma_match(chroma, chroma_fmp, query)
-            hashed_by_work = {w: e for w, (e, _) in by_work.items()}
-            for work_id, check, chroma in self._peak_checks(query, hashed_by_work, chroma_evidence):
+            for work_id, (check, chroma) in checks.items():
                 fmp = min(1.0, check.probability * n_works)
                 current = matches.get(work_id)
                 if fmp <= settings.suspect_max_fmp and (
@@ -446,7 +455,7 @@ class Catalog:
         query: Fingerprint,
         hashed: dict[int, HashEvidence],
         chroma: list[tuple[ChromaEvidence, float]],
-    ) -> list[tuple[int, PeakCheck, ChromaEvidence | None]]:
+    ) -> dict[int, tuple[PeakCheck, ChromaEvidence | None]]:
         """The guided peak check of the strongest weak hash lines and chroma alignments: the best
         check per work, with the chroma evidence it came from."""
         settings = self.settings
@@ -473,7 +482,7 @@ class Catalog:
                 work_id not in best or check.probability < best[work_id][0].probability
             ):
                 best[work_id] = (check, source)
-        return [(w, check, source) for w, (check, source) in best.items()]
+        return best
 
     def _peak_match(
         self,

@@ -121,15 +121,30 @@ def check_alignment(
     chance = max(chance_rate * checked, 0.5)
     n_cells = len(tempos) * len(offsets)
     probability = 1.0
-    if (
-        matched >= settings.peak_check_min_ratio * chance
-        and matched >= settings.peak_check_min_rate * checked
-    ):
+    if _above_ratio(matched, chance, settings) and _above_rate(matched, checked, settings):
         inflated = chance * settings.peak_check_chance_inflation
         probability = min(1.0, float(stats.poisson.sf(matched - 1, inflated)) * n_cells)
     refined = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
     hit, _ = _hits(occupied, base[:, None], ref_bins)
     return PeakCheck(refined, matched, checked, chance, probability, tq[hit[:, 0]])
+
+
+def supports_recording(check: PeakCheck, settings: Settings) -> bool:
+    """Whether the coincidences look like this recording on at least one of the two floors.
+
+    Enough when another channel already vouches for the alignment (hashes and chroma agreeing);
+    a match on peaks alone must clear both."""
+    return _above_ratio(check.matched_peaks, check.chance_peaks, settings) or _above_rate(
+        check.matched_peaks, check.checked_peaks, settings
+    )
+
+
+def _above_ratio(matched: int, chance: float, settings: Settings) -> bool:
+    return matched >= settings.peak_check_min_ratio * chance
+
+
+def _above_rate(matched: int, checked: int, settings: Settings) -> bool:
+    return matched >= settings.peak_check_min_rate * checked
 
 
 def _window(tq: np.ndarray, fq: np.ndarray, centre: float, max_peaks: int):

@@ -72,7 +72,7 @@ def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]
     indexes = catalog.indexes()
     chroma = catalog._chroma_evidence(query, indexes, max(int(indexes.live.sum()), 1))
     checks = catalog._peak_checks(query, hash_evidence(catalog, query), chroma)
-    return [(w, (c.matched_peaks, c.checked_peaks, c.chance_peaks)) for w, c, _ in checks]
+    return [(w, (c.matched_peaks, c.checked_peaks, c.chance_peaks)) for w, (c, _) in checks.items()]
 
 
 def collect(

@@ -341,6 +341,18 @@ def _method(meta: RunMeta) -> list[str]:
     return [*L, "", TARGETS, ""]
 
 
+APPENDICES = ("COLDSTART.md", "RESCAN.md")  # written by benchmarks.coldstart, .rescan_scaling
+
+
+def _appendices(folder: Path) -> list[str]:
+    """Sections measured by separate commands, kept next to the report and included verbatim."""
+    return [
+        (folder / name).read_text().rstrip() + "\n"
+        for name in APPENDICES
+        if (folder / name).exists()
+    ]
+
+
 def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
     """Write the report to `out` and plots to ``out.parent/plots``; return the markdown."""
     thr = peer_threshold(results)
@@ -356,6 +368,7 @@ def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
     for path in plots:
         L += [f"![{path.stem}]({os.path.relpath(path, out.parent)})", ""]
     L += _method(meta)
+    L += _appendices(out.parent)
     text = "\n".join(L) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)

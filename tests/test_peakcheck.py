@@ -10,7 +10,13 @@ import pytest
 from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.fingerprint import fingerprint_audio
-from audiodup.peakcheck import Alignment, check_alignment, reference_occupancy
+from audiodup.peakcheck import (
+    Alignment,
+    PeakCheck,
+    check_alignment,
+    reference_occupancy,
+    supports_recording,
+)
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS as S
 
@@ -106,7 +112,7 @@ def test_chroma_alignment_alone_leads_the_check_to_the_work(
     query = fingerprint_audio(load_audio(UPLOADS_DIR / "speed_1.15_work_05.ogg", s), s, query=True)
     indexes = catalog.indexes()
     chroma = catalog._chroma_evidence(query, indexes, len(work_ids))
-    checks = {w: check for w, check, _ in catalog._peak_checks(query, {}, chroma)}
+    checks = {w: check for w, (check, _) in catalog._peak_checks(query, {}, chroma).items()}
     check = checks[work_ids["work_05"]]
     assert check.probability < 1e-12
     assert check.alignment.tempo_ratio == pytest.approx(1.15, rel=0.01)
@@ -114,3 +120,21 @@ def test_chroma_alignment_alone_leads_the_check_to_the_work(
     assert semitones == pytest.approx(12 * np.log2(1.15), abs=0.3)
     others = [c.probability for w, c in checks.items() if w != work_ids["work_05"]]
     assert all(p > 1e-3 for p in others)
+
+
+@pytest.mark.parametrize(
+    ("matched", "checked", "chance", "supported"),
+    [
+        (116, 600, 25.4, False),  # a re-arrangement: 4.6x chance, 19 % of the peaks
+        (130, 600, 25.0, True),  # 5.2x chance
+        (120, 590, 30.0, True),  # 20 % of the peaks
+        (10, 40, 3.0, True),
+    ],
+)
+def test_supports_recording_needs_one_floor(
+    matched: int, checked: int, chance: float, supported: bool
+) -> None:
+    check = PeakCheck(
+        Alignment(1.0, 0.0, 0.0, 0.0), matched, checked, chance, 1.0, np.zeros(matched)
+    )
+    assert supports_recording(check, S) is supported
