@@ -10,8 +10,8 @@ the count is multiplied by the grid size, so the search is paid for.
 
 Shifted offsets underestimate chance for music that is merely aligned (same key, chords changing
 on the same beats) or re-arranged (a theme re-sequenced at another tempo with the same
-instruments): on the benchmark corpus such pairs reached 4.4x the shifted-offset rate and 18 % of
-the upload's peaks; real copies reached 5x in 88 % of checks and 20 % in 98 %
+instruments): on the benchmark corpus such pairs reached 4.6x the shifted-offset rate and 19 % of
+the upload's peaks; real copies reached 5x in 87 % of checks and 20 % in 98 %
 (``python -m benchmarks.calibrate --peaks``). So the count must reach ``peak_check_min_ratio``
 times chance and ``peak_check_min_rate`` of the peaks checked, and the tail is taken against an
 inflated chance rate.
