@@ -378,8 +378,11 @@ class Catalog:
                     # multiply, and the search over works is paid once. A re-arrangement of the
                     # same music makes both agree too; its peaks say it is not this recording
                     fmp = min(1.0, hashed[1] * chroma_fmp / n_works)
-                    matches[chroma.work_id] = self._hash_match(
+                    combined = self._hash_match(
                         hashed[0], fmp, query, chroma_similarity=chroma.similarity
+                    )
+                    matches[chroma.work_id] = replace(
+                        combined, matched_peaks=check[0].matched_peaks
                     )
                 elif (
                     chroma.work_id not in matches

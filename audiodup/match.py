@@ -27,6 +27,7 @@ _MAX_LOG_TEMPO = float(np.log(2.1))
 _LOG_TEMPO_STEP = 0.03
 _PITCH_STEP_BINS = 1.5
 _MAX_SECTION_GAP_S = 6.0
+PATTERN_KEY_SCALE = 4096  # a hit's pattern is key * PATTERN_KEY_SCALE + query anchor bin
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def lookup_hashes(
         ref_span=ref_span[sel].astype(np.float64),
         log_tempo=log_tempo[sel],
         pitch_bins=pitch_bins[sel],
-        pattern=query.keys[q_idx[sel]].astype(np.int64) * 4096
+        pattern=query.keys[q_idx[sel]].astype(np.int64) * PATTERN_KEY_SCALE
         + np.round(query.anchor_bin[q_idx[sel]]).astype(np.int64),
     )
 

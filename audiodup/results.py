@@ -43,7 +43,8 @@ class Match:
     matched_hashes: int
     chroma_similarity: float | None
     sections: tuple[Section, ...] = ()
-    # upload peaks landing on the work's peaks under the alignment (guided peak check), if run
+    # upload peaks landing on the work's peaks under the alignment, when the guided peak check
+    # made or confirmed the match
     matched_peaks: int | None = None
 
 

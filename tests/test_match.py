@@ -21,6 +21,7 @@ from audiodup import Catalog, Match, Verdict
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
 from audiodup.match import (
+    PATTERN_KEY_SCALE,
     HashVotes,
     align_chroma,
     candidate_works,
@@ -484,14 +485,14 @@ def test_lookup_skips_stop_words_and_keeps_within_the_hit_budget(
     cap = int(np.percentile(size[size > 0], 90))
     capped = lookup_hashes(hashes, indexes, max_bucket_hits=cap)
     assert len(capped.work) < len(everything.work)
-    kept_keys = np.unique(capped.pattern // 4096)
+    kept_keys = np.unique(capped.pattern // PATTERN_KEY_SCALE)
     assert indexes.bucket_sizes[kept_keys].max() <= cap
 
     budget = len(everything.work) // 3
     bounded = lookup_hashes(hashes, indexes, max_total_hits=budget)
     assert 0 < len(bounded.work) <= budget
-    dropped = np.setdiff1d(everything.pattern // 4096, bounded.pattern // 4096)
-    kept = np.unique(bounded.pattern // 4096)
+    kept = np.unique(bounded.pattern // PATTERN_KEY_SCALE)
+    dropped = np.setdiff1d(everything.pattern // PATTERN_KEY_SCALE, kept)
     # the most common keys go first
     assert indexes.bucket_sizes[dropped].min() >= indexes.bucket_sizes[kept].max()
     # what is left still finds the work
