@@ -498,14 +498,8 @@ class Catalog:
     ) -> Match:
         fps = self.settings.frames_per_second
         a = check.alignment
-        q0, q1 = float(check.matched_query_frames.min()), float(check.matched_query_frames.max())
-        section = Section(
-            q0 / fps,
-            q1 / fps,
-            (a.tempo_ratio * (q0 - a.query_centre) + a.ref_centre) / fps,
-            (a.tempo_ratio * (q1 - a.query_centre) + a.ref_centre) / fps,
-            hashed.inliers if hashed else 0,
-        )
+        q0, q1, r0, r1 = check.aligned_frames()
+        section = Section(q0 / fps, q1 / fps, r0 / fps, r1 / fps, hashed.inliers if hashed else 0)
         match = self._match(
             work_id,
             "same_recording",
@@ -584,8 +578,29 @@ class Catalog:
         hashed = verify_hashes(
             votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
         )
-        chroma = align_chroma(query, self.store.fingerprint(work_id), work_id, settings)
+        reference = self.store.fingerprint(work_id)
+        chroma = align_chroma(query, reference, work_id, settings)
+        if chroma is not None:  # then a finer grid around the best scale, as screening does
+            step = settings.chroma_scale_step
+            fine = chroma.tempo_ratio * np.geomspace(1 / step, step, 7)
+            chroma = align_chroma(query, reference, work_id, settings, fine) or chroma
         return hashed, chroma
+
+    def peak_evidence(
+        self,
+        query: Fingerprint,
+        work_id: int,
+        hashed: HashEvidence | None,
+        chroma: ChromaEvidence | None,
+    ) -> PeakCheck | None:
+        """The guided peak check of ``work_id`` from its hash and chroma evidence, as screening
+        runs it (for pictures; ``None`` when neither gives an alignment)."""
+        checks = self._peak_checks(
+            query,
+            {work_id: hashed} if hashed is not None else {},
+            [(chroma, 1.0)] if chroma is not None else [],
+        )
+        return checks[work_id][0] if work_id in checks else None
 
     def _votes(self, query: Fingerprint, indexes: LoadedIndexes) -> HashVotes:
         """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""

@@ -23,6 +23,7 @@ from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
 from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
+from .peakcheck import PeakCheck
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -71,6 +72,9 @@ def render_explain(
         reference,
         hashed,
         chroma,
+        peaks=catalog.peak_evidence(query, work_id, hashed, chroma),
+        bins_per_semitone=catalog.settings.bins_per_octave // 12,
+        min_hashes=catalog.settings.duplicate_min_hashes,
         frames_per_second=catalog.settings.frames_per_second,
         chroma_fps=catalog.settings.chroma_fps,
         upload_name=upload_name,
@@ -91,8 +95,14 @@ def explain_figure(
     chroma_fps: float,
     upload_name: str = "upload",
     work_name: str = "reference",
+    peaks: PeakCheck | None = None,
+    bins_per_semitone: int = 3,
+    min_hashes: int = 8,
 ):
-    """A matplotlib ``Figure`` (Agg canvas) of the evidence; pure, nothing is written."""
+    """A matplotlib ``Figure`` (Agg canvas) of the evidence; pure, nothing is written.
+
+    ``peaks`` (the guided peak check) adds the upload peaks that land on the work's peaks; its
+    alignment is the one shown when the hash line holds fewer than ``min_hashes`` patterns."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -116,8 +126,16 @@ def explain_figure(
     ax_up = figure.add_subplot(grid[0, 1])
     ax_ref = figure.add_subplot(grid[1, 1], sharex=ax_up)
 
-    transform = _transform(hashed, chroma, frames_per_second)
+    by_peaks = peaks is not None and peaks.matched_peaks > 0
+    by_peaks &= hashed is None or hashed.inliers < min_hashes
+    transform = (
+        _peak_transform(peaks, frames_per_second, bins_per_semitone)
+        if by_peaks
+        else _transform(hashed, chroma, frames_per_second)
+    )
     _draw_hashes(ax_hash, hashed, chroma, frames_per_second, query.duration_s)
+    if peaks is not None and peaks.matched_peaks:
+        _draw_peaks(ax_hash, peaks, frames_per_second)
     # whole recordings on both axes: where the copy starts and what it leaves out show too
     ax_hash.set_xlim(0.0, max(query.duration_s, 1.0))
     ax_hash.set_ylim(0.0, max(reference.duration_s, 1.0))
@@ -155,7 +173,12 @@ def explain_figure(
         ax.set_title(label, fontsize=10, loc="left")
     ax_ref.set_xlabel("reference time (s)")
     ax_up.tick_params(labelbottom=False)
-    if hashed is not None:
+    if by_peaks:
+        title = (
+            f"{upload_name} vs {work_name}: tempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
+            f"{peaks.matched_peaks} coinciding peaks, chroma cosine {cosine:.2f}"
+        )
+    elif hashed is not None:
         title = (
             f"{upload_name} vs {work_name}: tempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
             f"{hashed.inliers} matched hashes, aligned chroma cosine {cosine:.2f}"
@@ -167,6 +190,16 @@ def explain_figure(
         )
     figure.suptitle(title, fontsize=11)
     return figure
+
+
+def _peak_transform(
+    check: PeakCheck, fps: float, bins_per_semitone: int
+) -> tuple[float, float, float, float, float]:
+    """``(tempo, pitch, query_start_s, ref_start_s, ref_end_s)`` of the peak check's alignment,
+    over the stretch of the upload where its peaks coincide."""
+    q0, _, r0, r1 = check.aligned_frames()
+    a = check.alignment
+    return (a.tempo_ratio, a.pitch_bins / bins_per_semitone, q0 / fps, r0 / fps, r1 / fps)
 
 
 def _transform(
@@ -259,6 +292,22 @@ def _draw_hashes(
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title("matched hashes: slope = tempo ratio", fontsize=10, loc="left")
+
+
+def _draw_peaks(ax, check: PeakCheck, fps: float) -> None:
+    """Coinciding peaks of the guided peak check, under its alignment."""
+    upload = check.matched_query_frames
+    reference = check.alignment.ref_frames(upload)
+    ax.scatter(
+        upload / fps,
+        reference / fps,
+        s=4,
+        color="tab:green",
+        alpha=0.5,
+        linewidths=0,
+        label=f"{check.matched_peaks} coinciding peaks ({check.chance_peaks:.0f} by chance)",
+    )
+    ax.legend(loc="upper left", fontsize=8)
 
 
 def _aligned_chroma(

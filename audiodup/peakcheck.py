@@ -37,6 +37,9 @@ class Alignment:
     query_centre: float
     ref_centre: float
 
+    def ref_frames(self, query_frames: np.ndarray | float) -> np.ndarray | float:
+        return self.tempo_ratio * (query_frames - self.query_centre) + self.ref_centre
+
 
 @dataclass(frozen=True)
 class PeakCheck:
@@ -48,6 +51,11 @@ class PeakCheck:
     chance_peaks: float  # expected coincidences at shifted offsets
     probability: float  # tail probability times the grid size, before the search over works
     matched_query_frames: np.ndarray  # upload frames of the coinciding peaks
+
+    def aligned_frames(self) -> tuple[float, float, float, float]:
+        """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
+        q0, q1 = float(self.matched_query_frames.min()), float(self.matched_query_frames.max())
+        return q0, q1, float(self.alignment.ref_frames(q0)), float(self.alignment.ref_frames(q1))
 
 
 def hash_alignment(evidence: HashEvidence, settings: Settings) -> Alignment:

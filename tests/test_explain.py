@@ -155,3 +155,32 @@ def test_explain_cli(
     )
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith(f"error: {tmp_path / 'nope.ogg'}: file not found")
+
+
+def test_peak_coincidences_are_drawn_under_the_chroma_alignment(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    """Without hash evidence, the picture still shows why the work was flagged: the upload peaks
+    that land on the work's peaks under the alignment, far more than chance."""
+    query = query_of(catalog, "speed_1.15_work_05.ogg")
+    work_id = work_ids["work_05"]
+    _, chroma = catalog.work_evidence(query, work_id)
+    peaks = catalog.peak_evidence(query, work_id, None, chroma)
+    assert peaks is not None and peaks.matched_peaks > 5 * peaks.chance_peaks
+    figure = explain_figure(
+        query,
+        catalog.store.fingerprint(work_id),
+        None,
+        chroma,
+        frames_per_second=catalog.settings.frames_per_second,
+        chroma_fps=catalog.settings.chroma_fps,
+        peaks=peaks,
+    )
+    dots = [c for c in figure.axes[0].collections if "coinciding peaks" in c.get_label()]
+    assert len(dots) == 1
+    upload_s, reference_s = np.asarray(dots[0].get_offsets()).T
+    assert len(upload_s) == peaks.matched_peaks
+    assert np.polyfit(upload_s, reference_s, 1)[0] == pytest.approx(1.15, abs=0.02)
+    # with no hash line, the chroma panes follow the peak check's alignment
+    assert f"{peaks.matched_peaks} coinciding peaks" in figure._suptitle.get_text()
+    assert "tempo x1.15" in figure._suptitle.get_text()
