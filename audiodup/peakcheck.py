@@ -14,7 +14,8 @@ instruments): on the benchmark corpus such pairs reached 4.6x the shifted-offset
 the upload's peaks; real copies reached 5x in 87 % of checks and 20 % in 98 %
 (``python -m benchmarks.calibrate --peaks``). So the count must reach ``peak_check_min_ratio``
 times chance and ``peak_check_min_rate`` of the peaks checked, and the tail is taken against an
-inflated chance rate.
+inflated chance rate. When hashes and chroma already agree on an alignment, one of the two floors
+(:func:`supports_recording`) decides whether their probabilities may combine.
 """
 
 from __future__ import annotations
