@@ -332,22 +332,7 @@ class Catalog:
         settings = self.settings
         indexes = self.indexes()
         n_works = max(int(indexes.live.sum()), 1)
-        votes = self._votes(query, indexes)
-        evidence = [
-            e
-            for work_id, _ in candidate_works(
-                votes,
-                settings.candidate_works,
-                settings.frames_per_second,
-                settings.min_candidate_support,
-            )
-            if (
-                e := verify_hashes(
-                    votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
-                )
-            )
-            is not None
-        ]
+        evidence = list(self.hash_evidence(query, indexes).values())
         top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
         scale = chance_excess_scale(evidence, top, settings)
         by_work = {
@@ -362,9 +347,10 @@ class Catalog:
         if not any(
             m.false_match_probability <= settings.duplicate_max_fmp for m in matches.values()
         ):
-            chroma_evidence = self._chroma_evidence(query, indexes, n_works)
+            references: dict[int, Fingerprint] = {}  # each decoded once per query
+            chroma_evidence = self._chroma_evidence(query, indexes, n_works, references)
             hashed_by_work = {w: e for w, (e, _) in by_work.items()}
-            checks = self._peak_checks(query, hashed_by_work, chroma_evidence)
+            checks = self._peak_checks(query, hashed_by_work, chroma_evidence, references)
             for chroma, chroma_fmp in chroma_evidence:
                 hashed = by_work.get(chroma.work_id)
                 check = checks.get(chroma.work_id)
@@ -433,8 +419,20 @@ class Catalog:
             sections,
         )
 
+    def _reference(self, work_id: int, references: dict[int, Fingerprint] | None) -> Fingerprint:
+        """A stored fingerprint, decoded once per ``references`` memo."""
+        if references is None:
+            return self.store.fingerprint(work_id)
+        if work_id not in references:
+            references[work_id] = self.store.fingerprint(work_id)
+        return references[work_id]
+
     def _chroma_evidence(
-        self, query: Fingerprint, indexes: LoadedIndexes, n_works: int
+        self,
+        query: Fingerprint,
+        indexes: LoadedIndexes,
+        n_works: int,
+        references: dict[int, Fingerprint] | None = None,
     ) -> list[tuple[ChromaEvidence, float]]:
         """Aligned chroma of the best chroma candidates with their false-match probability."""
         settings = self.settings
@@ -443,7 +441,8 @@ class Catalog:
             fine = (1.0 / scale) * np.geomspace(
                 1 / settings.chroma_scale_step, settings.chroma_scale_step, 7
             )
-            ev = align_chroma(query, self.store.fingerprint(work_id), work_id, settings, fine)
+            reference = self._reference(work_id, references)
+            ev = align_chroma(query, reference, work_id, settings, fine)
             if ev is not None:
                 aligned.append(ev)
         aligned.sort(key=lambda ev: -ev.similarity)
@@ -458,6 +457,7 @@ class Catalog:
         query: Fingerprint,
         hashed: dict[int, HashEvidence],
         chroma: list[tuple[ChromaEvidence, float]],
+        references: dict[int, Fingerprint] | None = None,
     ) -> dict[int, tuple[PeakCheck, ChromaEvidence | None]]:
         """The guided peak check of the strongest weak hash lines and chroma alignments: the best
         check per work, with the chroma evidence it came from."""
@@ -478,7 +478,7 @@ class Catalog:
         n_bins = settings.bins_per_octave * settings.n_octaves
         for work_id, guess, source in guesses:
             if work_id not in occupancy:
-                peaks = self.store.fingerprint(work_id).peaks
+                peaks = self._reference(work_id, references).peaks
                 occupancy[work_id] = reference_occupancy(peaks, n_bins, settings)
             check = check_alignment(query.peaks, occupancy[work_id], guess, settings)
             if check is not None and (
@@ -601,6 +601,25 @@ class Catalog:
             [(chroma, 1.0)] if chroma is not None else [],
         )
         return checks[work_id][0] if work_id in checks else None
+
+    def hash_evidence(self, query: Fingerprint, indexes: LoadedIndexes) -> dict[int, HashEvidence]:
+        """The verified hash evidence of every candidate work, best candidates first."""
+        settings = self.settings
+        votes = self._votes(query, indexes)
+        ranked = candidate_works(
+            votes,
+            settings.candidate_works,
+            settings.frames_per_second,
+            settings.min_candidate_support,
+        )
+        evidence = {}
+        for work_id, _ in ranked:
+            e = verify_hashes(
+                votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12
+            )
+            if e is not None:
+                evidence[work_id] = e
+        return evidence
 
     def _votes(self, query: Fingerprint, indexes: LoadedIndexes) -> HashVotes:
         """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""

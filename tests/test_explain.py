@@ -29,16 +29,19 @@ def query_of(catalog: Catalog, name: str):
 def figure_for(catalog: Catalog, name: str, work_id: int):
     query = query_of(catalog, name)
     hashed, chroma = catalog.work_evidence(query, work_id)
-    figure = explain_figure(
+    return figure_of(catalog, query, work_id, hashed, chroma, upload_name=name), hashed
+
+
+def figure_of(catalog: Catalog, query, work_id: int, hashed, chroma, **options):
+    return explain_figure(
         query,
         catalog.store.fingerprint(work_id),
         hashed,
         chroma,
         frames_per_second=catalog.settings.frames_per_second,
         chroma_fps=catalog.settings.chroma_fps,
-        upload_name=name,
+        **options,
     )
-    return figure, hashed
 
 
 def test_scatter_lines_have_the_tempo_ratio_as_slope(
@@ -167,15 +170,7 @@ def test_peak_coincidences_are_drawn_under_the_chroma_alignment(
     _, chroma = catalog.work_evidence(query, work_id)
     peaks = catalog.peak_evidence(query, work_id, None, chroma)
     assert peaks is not None and peaks.matched_peaks > 5 * peaks.chance_peaks
-    figure = explain_figure(
-        query,
-        catalog.store.fingerprint(work_id),
-        None,
-        chroma,
-        frames_per_second=catalog.settings.frames_per_second,
-        chroma_fps=catalog.settings.chroma_fps,
-        peaks=peaks,
-    )
+    figure = figure_of(catalog, query, work_id, None, chroma, peaks=peaks)
     dots = [c for c in figure.axes[0].collections if "coinciding peaks" in c.get_label()]
     assert len(dots) == 1
     upload_s, reference_s = np.asarray(dots[0].get_offsets()).T
