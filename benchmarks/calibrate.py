@@ -25,7 +25,7 @@ import json
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import numpy as np
 import typer
@@ -33,8 +33,8 @@ from scipy import optimize, stats
 
 from audiodup.audio import load_audio
 from audiodup.catalog import Catalog
+from audiodup.errors import AudiodupError
 from audiodup.fingerprint import Fingerprint, fingerprint_audio
-from audiodup.match import HashEvidence, candidate_works, verify_hashes
 from audiodup.settings import Settings
 from audiodup.verdict import MIN_LINE_HASHES
 
@@ -49,30 +49,39 @@ KNOWN_SHARED = ("HellFortressTwo", "HellFortressEntrance")
 Measure = Callable[[Catalog, Fingerprint], list[tuple[int, tuple]]]
 
 
-def hash_evidence(catalog: Catalog, query: Fingerprint) -> dict[int, HashEvidence]:
-    """The verified hash evidence of every candidate work, as screening computes it."""
-    s = catalog.settings
-    votes = catalog._votes(query, catalog.indexes())
-    ranked = candidate_works(votes, s.candidate_works, s.frames_per_second, s.min_candidate_support)
-    evidence = {}
-    for work_id, _ in ranked:
-        e = verify_hashes(votes, work_id, s.frames_per_second, s.bins_per_octave // 12)
-        if e is not None:
-            evidence[work_id] = e
-    return evidence
-
-
 def hash_lines(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
     """``(work_id, (votes, main_inliers))`` of every verified candidate."""
-    return [(w, (e.votes, e.main_inliers)) for w, e in hash_evidence(catalog, query).items()]
+    evidence = catalog.hash_evidence(query, catalog.indexes())
+    return [(w, (e.votes, e.main_inliers)) for w, e in evidence.items()]
 
 
 def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
     """``(work_id, (matched, checked, chance_peaks))`` of the guided peak checks."""
     indexes = catalog.indexes()
     chroma = catalog._chroma_evidence(query, indexes, max(int(indexes.live.sum()), 1))
-    checks = catalog._peak_checks(query, hash_evidence(catalog, query), chroma)
+    checks = catalog._peak_checks(query, catalog.hash_evidence(query, indexes), chroma)
     return [(w, (c.matched_peaks, c.checked_peaks, c.chance_peaks)) for w, (c, _) in checks.items()]
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def read_queries(results: Path) -> list[dict]:
+    """The query records of a benchmark ``results.jsonl``."""
+    records = []
+    with results.open() as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{results}:{number}: not a JSON record") from None
+            if row.get("type") == "query":
+                records.append(row["query"])
+    if not records:
+        raise ValueError(f"{results}: no query records")
+    return records
 
 
 def collect(
@@ -82,7 +91,11 @@ def collect(
     s = catalog.settings
     rows, chance, origin = [], [], []
     for q in sample:
-        query = fingerprint_audio(load_audio(q["path"], s), s, query=True)
+        try:
+            query = fingerprint_audio(load_audio(q["path"], s), s, query=True)
+        except AudiodupError as exc:  # a rendered query deleted from the cache, say
+            typer.echo(f"error: {q['path']}: {exc}; skipped", err=True)
+            continue
         for work_id, row in measure(catalog, query):
             rows.append(row)
             origin.append(f"{q['query_id']} ~ {Path(catalog.store.work(work_id).path).name}")
@@ -98,7 +111,8 @@ def fit_geometric(votes: np.ndarray, excess: np.ndarray) -> tuple[float, float]:
     def nll(params: np.ndarray) -> float:
         mean = np.exp(params[0]) + np.exp(params[1]) * votes
         q = mean / (1.0 + mean)
-        return -float(np.sum(excess * np.log(q) + np.log1p(-q)))
+        with np.errstate(divide="ignore", invalid="ignore"):  # q -> 0 when no excess at all
+            return -float(np.sum(np.where(excess > 0, excess * np.log(q), 0.0) + np.log1p(-q)))
 
     res = optimize.minimize(nll, x0=np.log([0.1, 2e-4]), method="Nelder-Mead")
     return float(np.exp(res.x[0])), float(np.exp(res.x[1]))
@@ -176,20 +190,24 @@ def main(
     per_vote: Annotated[float | None, typer.Option(help="Also test this prior slope.")] = None,
 ) -> None:
     cache = cache_dir(data)
-    corpus = Corpus.from_json(json.loads((cache / "corpus.json").read_text()))
+    try:
+        corpus = Corpus.from_json(json.loads((cache / "corpus.json").read_text()))
+        catalog = Catalog.open(cache / "catalog-full", create=False)
+        records = read_queries(results)
+    except (OSError, ValueError, KeyError, AudiodupError) as exc:
+        fail(f"{exc} (needs a full benchmark run first: python -m benchmarks run)")
     group_of = {t.track_id: t.group for t in corpus.tracks}
     track_of_path = {_key(t.path): t.track_id for t in corpus.tracks}
-    catalog = Catalog.open(cache / "catalog-full")
     work_group = {
         w.work_id: group_of.get(track_of_path.get(_key(w.path), ""), "")
         for w in catalog.store.works()
     }
-    with results.open() as fh:
-        records = [row["query"] for row in map(json.loads, fh) if row.get("type") == "query"]
     sample = random.Random(seed).sample(records, min(queries, len(records)))
     measure = peak_checks if peaks else hash_lines
     rows, chance, origin = collect(catalog, sample, group_of, work_group, measure)
     print(f"{len(sample)} queries")
+    if chance.sum() == 0 or (peaks and chance.all()):
+        fail("too few checks to calibrate on; sample more queries (--queries)")
     if peaks:
         report_peak_checks(catalog.settings, rows, chance, origin)
     else:

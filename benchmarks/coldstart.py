@@ -44,7 +44,7 @@ def time_screen(db: Path, runs: int) -> tuple[float, float, float]:
             text=True,
         )
         if proc.returncode not in (0, 1, 3):
-            raise RuntimeError(f"screen failed on {db}: {proc.stderr.strip()}")
+            raise RuntimeError(f"screen failed: {_last_line(proc.stderr)}")
         e, u, m = proc.stderr.strip().splitlines()[-1].split()
         wall.append(float(e))
         user.append(float(u))
@@ -56,7 +56,14 @@ def stats(db: Path) -> dict:
     out = subprocess.run(
         [*AUDIODUP, "index", "stats", "--db", str(db), "--json"], capture_output=True, text=True
     )
+    if out.returncode != 0:
+        raise RuntimeError(_last_line(out.stderr))
     return json.loads(out.stdout)
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else "no output"
 
 
 def fixture_catalog(folder: Path) -> Path:
@@ -92,13 +99,20 @@ def main(
             ]
         rows = []
         for label, path in catalogs:
-            s = stats(path)
-            wall, user, rss = time_screen(path, runs)
+            try:
+                s = stats(path)
+                wall, user, rss = time_screen(path, runs)
+            except RuntimeError as exc:
+                typer.echo(f"error: {path}: {exc}", err=True)
+                continue
             rows.append((label, s, wall, user, rss))
             print(
                 f"{label}: {s['works']} works, {wall:.2f} s wall, {user:.2f} s user, "
                 f"{rss:.0f} MB, {s['bytes_per_hour'] / 1e6:.3f} MB/h"
             )
+    if not rows:
+        typer.echo("error: no catalog could be measured; nothing written", err=True)
+        raise typer.Exit(2)
     load = os.getloadavg()
     m = machine_info()
     lines = [
