@@ -34,11 +34,12 @@ from .match import (
 from .peakcheck import (
     Alignment,
     PeakCheck,
+    ReferencePeaks,
     check_alignment,
     chroma_alignments,
+    confirms_recording,
     hash_alignment,
-    reference_occupancy,
-    supports_recording,
+    reference_peaks,
 )
 from .results import (
     AddResult,
@@ -358,7 +359,7 @@ class Catalog:
                     hashed is not None
                     and transforms_agree(hashed[0], chroma, settings)
                     and check is not None
-                    and supports_recording(check[0], settings)
+                    and confirms_recording(check[0], settings)
                 ):
                     # two independent channels found the same transform: per-work probabilities
                     # multiply, and the search over works is paid once. A re-arrangement of the
@@ -376,8 +377,13 @@ class Catalog:
                     and chroma.similarity >= settings.chroma_min_similarity
                 ):
                     matches[chroma.work_id] = self._chroma_match(chroma, chroma_fmp, query)
+            chroma_fmps = {chroma.work_id: fmp for chroma, fmp in chroma_evidence}
             for work_id, (check, chroma) in checks.items():
                 fmp = min(1.0, check.probability * n_works)
+                if chroma is not None and chroma_fmps[work_id] <= settings.suspect_max_fmp:
+                    # the peaks coincide where a significant chroma alignment put them: the two
+                    # per-work probabilities multiply (the chroma one is not capped at this level)
+                    fmp = min(fmp, check.probability * chroma_fmps[work_id])
                 current = matches.get(work_id)
                 if fmp <= settings.suspect_max_fmp and (
                     current is None or fmp < current.false_match_probability
@@ -473,14 +479,14 @@ class Catalog:
                 guesses.extend(
                     (ev.work_id, alignment, ev) for alignment in chroma_alignments(ev, settings)
                 )
-        occupancy: dict[int, np.ndarray] = {}
+        stored: dict[int, ReferencePeaks] = {}
         best: dict[int, tuple[PeakCheck, ChromaEvidence | None]] = {}
         n_bins = settings.bins_per_octave * settings.n_octaves
         for work_id, guess, source in guesses:
-            if work_id not in occupancy:
+            if work_id not in stored:
                 peaks = self._reference(work_id, references).peaks
-                occupancy[work_id] = reference_occupancy(peaks, n_bins, settings)
-            check = check_alignment(query.peaks, occupancy[work_id], guess, settings)
+                stored[work_id] = reference_peaks(peaks, n_bins)
+            check = check_alignment(query.peaks, stored[work_id], guess, settings)
             if check is not None and (
                 work_id not in best or check.probability < best[work_id][0].probability
             ):

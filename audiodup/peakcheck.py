@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, stats
+from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
+from .peaks import thin_peaks
 from .settings import Settings
 
 
@@ -83,44 +84,61 @@ def chroma_alignments(evidence: ChromaEvidence, settings: Settings) -> list[Alig
 
 
 def check_alignment(
-    query_peaks: np.ndarray, occupied: np.ndarray, guess: Alignment, settings: Settings
+    query_peaks: np.ndarray, reference: ReferencePeaks, guess: Alignment, settings: Settings
 ) -> PeakCheck | None:
     """Refine ``guess`` and measure its peak coincidences against chance.
 
-    ``occupied`` is :func:`reference_occupancy` of the work's stored peaks.
+    ``reference`` is :func:`reference_peaks` of the work's stored peaks.
     """
     fps = settings.frames_per_second
-    n_bins = occupied.shape[1]
+    density = settings.peaks_per_second * guess.tempo_ratio * settings.peak_check_density_factor
+    if density < max(settings.query_peak_densities):
+        query_peaks = thin_peaks(query_peaks, density, fps)
     tq = query_peaks["frame"].astype(np.float64)
     fq = query_peaks["bin"].astype(np.float64)
     tq, fq = _window(tq, fq, guess.query_centre, settings.peak_check_max_peaks)
     ref_bins = np.round(fq - guess.pitch_bins).astype(np.int64)
-    in_band = (ref_bins >= 0) & (ref_bins < n_bins)
+    in_band = (ref_bins >= 0) & (ref_bins < reference.n_bins)
     tq, ref_bins = tq[in_band], ref_bins[in_band]
-    if len(tq) < 8 or len(occupied) == 0:
+    if len(tq) < 8 or reference.n_frames == 0:
         return None
-    span = settings.peak_check_tempo_span
-    tempos = guess.tempo_ratio * np.exp(
-        np.arange(-span, span + 1e-9, settings.peak_check_tempo_step)
-    )
     reach = int(round(settings.peak_check_offset_span_s * fps))
     offsets = np.arange(-reach, reach + 1)
-    best = (-1, 0.0, 0, 0)  # count, tempo, offset, checked
-    for tempo in tempos:
-        base = np.round(tempo * (tq - guess.query_centre) + guess.ref_centre).astype(np.int64)
-        counts, checked = _counts(occupied, base[:, None] + offsets[None, :], ref_bins)
-        k = int(np.argmax(counts))
-        if counts[k] > best[0]:
-            best = (int(counts[k]), float(tempo), int(offsets[k]), int(checked[k]))
+
+    def best_of(tempos: np.ndarray, peaks: slice = slice(None)) -> tuple[int, float, int, int]:
+        """``(count, tempo, offset, checked)`` of the best (tempo, offset) cell."""
+        best = (-1, 0.0, 0, 0)
+        t, b = tq[peaks], ref_bins[peaks]
+        for tempo in tempos:
+            base = np.round(tempo * (t - guess.query_centre) + guess.ref_centre).astype(np.int64)
+            counts, checked, _ = coincidences(reference, base, b, offsets, settings)
+            k = int(np.argmax(counts))
+            if counts[k] > best[0]:
+                best = (int(counts[k]), float(tempo), int(offsets[k]), int(checked[k]))
+        return best
+
+    span, coarse, fine = (
+        settings.peak_check_tempo_span,
+        settings.peak_check_coarse_tempo_step,
+        settings.peak_check_tempo_step,
+    )
+    # the coarse sweep looks at the peaks nearest the centre: cheaper, and a tempo a little off
+    # drifts less over a shorter stretch
+    middle = int(np.searchsorted(tq, guess.query_centre))
+    n = settings.peak_check_coarse_peaks
+    start = int(np.clip(middle - n // 2, 0, max(len(tq) - n, 0)))
+    coarse_tempos = guess.tempo_ratio * np.exp(np.arange(-span, span + 1e-9, coarse))
+    coarse_best = best_of(coarse_tempos, slice(start, start + n))
+    around = np.exp(np.arange(-coarse, coarse + 1e-9, fine))
+    best = max(best_of(guess.tempo_ratio * around), best_of(coarse_best[1] * around))
     matched, tempo, offset, checked = best
     if checked < 8:
         return None
     base = np.round(tempo * (tq - guess.query_centre) + guess.ref_centre + offset).astype(np.int64)
     lo, hi = settings.peak_check_null_shift_s
     shift_frames = np.round(np.geomspace(lo, hi, settings.peak_check_null_shifts) * fps)
-    shift_frames = shift_frames.astype(np.int64)
-    shifts = np.concatenate([-shift_frames, shift_frames])
-    null_counts, null_checked = _counts(occupied, base[:, None] + shifts[None, :], ref_bins)
+    shifts = np.unique(np.concatenate([-shift_frames, shift_frames]).astype(np.int64))
+    null_counts, null_checked, _ = coincidences(reference, base, ref_bins, shifts, settings)
     usable = null_checked >= max(8, checked // 4)
     if usable.sum() < 4:
         return None
@@ -128,32 +146,26 @@ def check_alignment(
     # a chance rate from a few dozen shifts is itself uncertain: take its upper side
     chance_rate = float(np.mean(rate) + 2.0 * np.std(rate) / np.sqrt(usable.sum()))
     chance = max(chance_rate * checked, 0.5)
-    n_cells = len(tempos) * len(offsets)
+    n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
-    if _above_ratio(matched, chance, settings) and _above_rate(matched, checked, settings):
+    if _clears_floors(matched, checked, chance, settings):
         inflated = chance * settings.peak_check_chance_inflation
         probability = min(1.0, float(stats.poisson.sf(matched - 1, inflated)) * n_cells)
     refined = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
-    hit, _ = _hits(occupied, base[:, None], ref_bins)
-    return PeakCheck(refined, matched, checked, chance, probability, tq[hit[:, 0]])
+    _, _, hit = coincidences(reference, base, ref_bins, np.zeros(1, dtype=np.int64), settings)
+    return PeakCheck(refined, matched, checked, chance, probability, tq[hit])
 
 
-def supports_recording(check: PeakCheck, settings: Settings) -> bool:
-    """Whether the coincidences look like this recording on at least one of the two floors.
+def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
+    """Whether the coincidences look like this recording rather than related music."""
+    return _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
 
-    Enough when another channel already vouches for the alignment (hashes and chroma agreeing);
-    a match on peaks alone must clear both."""
-    return _above_ratio(check.matched_peaks, check.chance_peaks, settings) or _above_rate(
-        check.matched_peaks, check.checked_peaks, settings
+
+def _clears_floors(matched: int, checked: int, chance: float, settings: Settings) -> bool:
+    return (
+        matched >= settings.peak_check_min_ratio * chance
+        and matched >= settings.peak_check_min_rate * checked
     )
-
-
-def _above_ratio(matched: int, chance: float, settings: Settings) -> bool:
-    return matched >= settings.peak_check_min_ratio * chance
-
-
-def _above_rate(matched: int, checked: int, settings: Settings) -> bool:
-    return matched >= settings.peak_check_min_rate * checked
 
 
 def _window(tq: np.ndarray, fq: np.ndarray, centre: float, max_peaks: int):
@@ -164,25 +176,67 @@ def _window(tq: np.ndarray, fq: np.ndarray, centre: float, max_peaks: int):
     return tq[start : start + max_peaks], fq[start : start + max_peaks]
 
 
-def reference_occupancy(ref_peaks: np.ndarray, n_bins: int, settings: Settings) -> np.ndarray:
-    """``(frames, bins)`` booleans: True within the tolerance of some reference peak."""
-    if len(ref_peaks) == 0:
-        return np.zeros((0, n_bins), dtype=bool)
-    frames = ref_peaks["frame"].astype(np.int64)
-    bins = np.clip(np.round(ref_peaks["bin"]).astype(np.int64), 0, n_bins - 1)
-    grid = np.zeros((int(frames.max()) + 1, n_bins), dtype=bool)
-    grid[frames, bins] = True
+@dataclass(frozen=True)
+class ReferencePeaks:
+    """A work's stored peaks keyed for range look-ups: ``bin * n_frames + frame``, sorted."""
+
+    keys: np.ndarray
+    n_frames: int
+    n_bins: int
+
+
+def reference_peaks(peaks: np.ndarray, n_bins: int) -> ReferencePeaks:
+    if len(peaks) == 0:
+        return ReferencePeaks(np.zeros(0, dtype=np.int64), 0, n_bins)
+    frames = peaks["frame"].astype(np.int64)
+    bins = np.clip(np.round(peaks["bin"]).astype(np.int64), 0, n_bins - 1)
+    n_frames = int(frames.max()) + 1
+    return ReferencePeaks(np.unique(bins * n_frames + frames), n_frames, n_bins)
+
+
+def coincidences(
+    reference: ReferencePeaks,
+    frames: np.ndarray,
+    bins: np.ndarray,
+    offsets: np.ndarray,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Upload peaks at reference ``frames`` and ``bins`` (mapped), moved by each of the sorted
+    ``offsets``: per offset, how many land within the tolerance of a reference peak and how many
+    land inside the work; and which peaks coincide at the first offset.
+
+    Sparse: only the reference peaks near each upload peak are visited, so the cost grows with
+    the peaks, not with peaks x offsets."""
+    n, length = len(frames), reference.n_frames
     dt, df = settings.peak_check_time_tol_frames, settings.peak_check_bin_tol
-    return ndimage.binary_dilation(grid, structure=np.ones((2 * dt + 1, 2 * df + 1), dtype=bool))
-
-
-def _hits(occupied: np.ndarray, frames: np.ndarray, bins: np.ndarray):
-    """``frames`` is (peaks x hypotheses): which mapped peaks coincide, which land in the work."""
-    inside = (frames >= 0) & (frames < len(occupied))
-    return occupied[np.clip(frames, 0, len(occupied) - 1), bins[:, None]] & inside, inside
-
-
-def _counts(occupied: np.ndarray, frames: np.ndarray, bins: np.ndarray):
-    """Per hypothesis (column of ``frames``): coincidences and peaks inside the work."""
-    hit, inside = _hits(occupied, frames, bins)
-    return hit.sum(axis=0), inside.sum(axis=0)
+    order = np.sort(frames)
+    checked = np.searchsorted(order, length - offsets) - np.searchsorted(order, -offsets)
+    lo_f = np.clip(frames + offsets[0] - dt, 0, length)
+    hi_f = np.clip(frames + offsets[-1] + dt + 1, 0, length)
+    peak_of, centre = [], []
+    for d in range(-df, df + 1):
+        row = (bins + d) * length
+        valid = (bins + d >= 0) & (bins + d < reference.n_bins) & (lo_f < hi_f)
+        start = np.searchsorted(reference.keys, row + lo_f)
+        stop = np.where(valid, np.searchsorted(reference.keys, row + hi_f), start)
+        count = stop - start
+        owner = np.repeat(np.arange(n), count)
+        first = np.repeat(start - np.cumsum(count) + count, count)
+        ref_frames = reference.keys[first + np.arange(len(owner))] - row[owner]
+        peak_of.append(owner)
+        centre.append(ref_frames - frames[owner])
+    peak_of_all, centre_all = np.concatenate(peak_of), np.concatenate(centre)
+    # a peak coincides at offset o when some reference peak lies within dt frames of it
+    spread = np.arange(-dt, dt + 1)
+    moved = (centre_all[:, None] + spread[None, :]).ravel()
+    owner = np.repeat(peak_of_all, len(spread))
+    column = np.searchsorted(offsets, moved)
+    known = column < len(offsets)
+    known[known] = offsets[column[known]] == moved[known]
+    inside = (frames[owner] + moved >= 0) & (frames[owner] + moved < length)
+    keep = known & inside
+    pairs = np.unique(owner[keep] * len(offsets) + column[keep])
+    counts = np.bincount(pairs % len(offsets), minlength=len(offsets))
+    hit = np.zeros(n, dtype=bool)
+    hit[pairs[pairs % len(offsets) == 0] // len(offsets)] = True
+    return counts, checked, hit

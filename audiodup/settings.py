@@ -54,7 +54,11 @@ class Settings:
     chroma_candidates: int = 8
 
     # FAISS
-    chroma_index_factory: str = "IVF256,SQ8"
+    # "{nlist}" is filled per shard so lists hold about chroma_vectors_per_list vectors; shards
+    # too small for chroma_min_lists lists are searched exhaustively (8-bit scalar quantised)
+    chroma_index_factory: str = "IVF{nlist},SQ8"
+    chroma_vectors_per_list: int = 40
+    chroma_min_lists: int = 64
     chroma_nprobe: int = 24
     # one query's searches are small: OpenMP start-up costs more than it saves (measured ~50 ms
     # per call on 2 busy cores); run uploads in parallel processes instead
@@ -84,14 +88,22 @@ class Settings:
     # guided peak check of weak hash lines and chroma alignments (peakcheck.py)
     peak_check_time_tol_frames: int = 2
     peak_check_bin_tol: int = 1
-    peak_check_tempo_span: float = 0.015  # log tempo either side of the hypothesis
+    # weak hash lines and chroma alignments can be a few % off in tempo: a coarse sweep over
+    # +-span (log tempo), then the fine step around the best coarse tempo and around the guess
+    peak_check_tempo_span: float = 0.05
+    peak_check_coarse_tempo_step: float = 0.006
+    peak_check_coarse_peaks: int = 200
     peak_check_tempo_step: float = 0.002
     peak_check_offset_span_s: float = 1.0
     peak_check_max_peaks: int = 600
+    # upload peaks checked per second of reference time, over the stored density: a slowed copy
+    # spreads each reference second over more upload seconds, so checking its densest selection
+    # would mostly count peaks that have no stored counterpart
+    peak_check_density_factor: float = 1.5
     peak_check_null_shift_s: tuple[float, float] = (3.0, 30.0)
     peak_check_null_shifts: int = 24  # each side
-    peak_check_min_ratio: float = 5.0  # coincidences over the shifted-offset chance rate
-    peak_check_min_rate: float = 0.2  # coincidences over upload peaks checked
+    peak_check_min_ratio: float = 3.0  # coincidences over the shifted-offset chance rate
+    peak_check_min_rate: float = 0.3  # coincidences over upload peaks checked
     peak_check_chance_inflation: float = 2.0
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     peak_check_min_inliers: int = 4

@@ -44,6 +44,8 @@ CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))
 _SEGMENT_BITS = 20
 _HASH_BUCKET_BITS = 24
 _LOCK_TIMEOUT_S = 600.0
+_BUSY_TIMEOUT_S = 60.0
+_FOLD_LOG_WAIT_MS = 200
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -138,7 +140,7 @@ class CatalogStore:
                 ) from None
         self._lock = FileLock(str(self.root / "catalog.lock"), timeout=_LOCK_TIMEOUT_S)
         try:
-            self.db = sqlite3.connect(str(db_path), timeout=60.0, isolation_level=None)
+            self.db = sqlite3.connect(str(db_path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             with self.write_lock():
@@ -286,6 +288,7 @@ class CatalogStore:
             self.db.execute("COMMIT")
             if fresh:
                 self._maybe_compact()
+                self._fold_log()
         return out
 
     def _insert_work(self, item: NewWork) -> int:
@@ -350,7 +353,10 @@ class CatalogStore:
         return shard_id
 
     def _chroma_index(self, training: np.ndarray | None):
-        factory = self.settings.chroma_index_factory
+        settings = self.settings
+        n_vectors = 0 if training is None else len(training)
+        lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
+        factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
         index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
             vectors = np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM)
@@ -431,6 +437,18 @@ class CatalogStore:
         with self.write_lock():
             self._regenerate(None)
             self._sweep_orphans()
+            self._fold_log()
+
+    def _fold_log(self) -> None:
+        """Copy the write-ahead log into the database and truncate it, so a catalog at rest takes
+        its own size on disk (the log otherwise stays as large as the biggest batch). Skipped when
+        readers still hold old snapshots after a short wait; the next write tries again."""
+        with contextlib.suppress(sqlite3.Error):
+            self.db.execute(f"PRAGMA busy_timeout = {_FOLD_LOG_WAIT_MS}")
+            try:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self.db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
 
     def remove(self, work_id: int) -> bool:
         with self.write_lock(), self._transaction() as db:
@@ -515,6 +533,12 @@ class CatalogStore:
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
         return problems
+
+
+def ivf_lists(n_vectors: int, per_list: int) -> int:
+    """The power of two of inverted lists that keeps about ``per_list`` vectors in each: search
+    cost per probed list stays flat as the shard grows."""
+    return 1 << max(int(np.log2(max(n_vectors // per_list, 1))), 0)
 
 
 def _min_training_vectors(index) -> int:

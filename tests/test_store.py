@@ -11,13 +11,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
-from audiodup.store import pack_segment_ids, unpack_segment_ids
+from audiodup.store import CHROMA_DIM, ivf_lists, pack_segment_ids, unpack_segment_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "audio"
@@ -51,6 +52,27 @@ def test_segment_ids_round_trip(work_id: int, n: int) -> None:
     works, segments = unpack_segment_ids(ids)
     assert np.all(works == work_id)
     assert segments.tolist() == list(range(n))
+
+
+@pytest.mark.parametrize(
+    ("n_vectors", "lists"), [(0, 1), (39, 1), (2_560, 64), (20_000, 256), (42_000, 1024)]
+)
+def test_inverted_lists_grow_with_the_shard(n_vectors: int, lists: int) -> None:
+    assert ivf_lists(n_vectors, 40) == lists
+    assert n_vectors < 40 or 40 * lists <= n_vectors < 80 * lists
+
+
+@pytest.mark.parametrize(("n_vectors", "lists"), [(1_000, None), (3_000, 64), (12_000, 256)])
+def test_chroma_shards_are_exhaustive_when_small_and_inverted_when_large(
+    catalog: Catalog, n_vectors: int, lists: int | None
+) -> None:
+    vectors = np.random.default_rng(0).standard_normal((n_vectors, CHROMA_DIM)).astype(np.float32)
+    index = catalog.store._chroma_index(vectors)
+    try:
+        nlist = faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        nlist = None
+    assert nlist == lists
 
 
 # --- verify, damage, rebuild ----------------------------------------------------------------
@@ -107,6 +129,15 @@ def test_stray_files_are_swept_by_the_next_writer(catalog_copy: Path) -> None:
     with Catalog.open(catalog_copy) as catalog:
         assert referenced_files(catalog) == {p.name for p in shards.iterdir()}
         assert catalog.verify() == []
+
+
+def test_write_ahead_log_is_folded_after_adding(tmp_path: Path) -> None:
+    with Catalog.open(tmp_path / "cat", create=True) as catalog:
+        catalog.add_paths([str(CATALOG_DIR)])
+        log = tmp_path / "cat" / "catalog.sqlite-wal"
+        # while still open: the added fingerprints are in the database file, not the log
+        assert not log.exists() or log.stat().st_size == 0
+        assert_sound(catalog)
 
 
 def test_missing_fingerprint_is_reported(catalog_copy: Path) -> None:
