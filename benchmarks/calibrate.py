@@ -68,6 +68,20 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def open_run(
+    data: Path | None, results: Path, catalog_name: str, needs: str
+) -> tuple[Corpus, Catalog, list[dict]]:
+    """The corpus, a benchmark catalog and the query records of a previous run (or one error
+    line saying what is missing, exit 2)."""
+    cache = cache_dir(data)
+    try:
+        corpus = Corpus.from_json(json.loads((cache / "corpus.json").read_text()))
+        catalog = Catalog.open(cache / catalog_name, create=False)
+        return corpus, catalog, read_queries(results)
+    except (OSError, ValueError, KeyError, AudiodupError) as exc:
+        fail(f"{exc} ({needs})")
+
+
 def read_queries(results: Path) -> list[dict]:
     """The query records of a benchmark ``results.jsonl``."""
     records = []
@@ -167,6 +181,13 @@ def report_peak_checks(s: Settings, rows, chance, origin) -> None:
                 f"  {name} >= {floor}: other works {np.mean(values[chance] >= floor):.3f}, "
                 f"source {np.mean(values[~chance] >= floor):.3f}"
             )
+    print(f"matched / checked, other works: max {rate[chance].max():.3f}")
+    both = (ratio >= s.peak_check_min_ratio) & (rate >= s.peak_check_min_rate)
+    print(
+        f"  both floors in use ({s.peak_check_min_ratio:g}x chance, "
+        f"{s.peak_check_min_rate:.0%} of the peaks): other works {np.mean(both[chance]):.3f}, "
+        f"source {np.mean(both[~chance]):.3f}"
+    )
     for i in np.argsort(-np.where(chance, ratio, 0))[:8]:
         print(f"  {matched[i]:.0f} / {expected[i]:.1f} ({checked[i]:.0f} checked): {origin[i]}")
     for inflation in (1.0, 2.0, 3.0):
@@ -189,13 +210,9 @@ def main(
     base: Annotated[float | None, typer.Option(help="Also test this prior base.")] = None,
     per_vote: Annotated[float | None, typer.Option(help="Also test this prior slope.")] = None,
 ) -> None:
-    cache = cache_dir(data)
-    try:
-        corpus = Corpus.from_json(json.loads((cache / "corpus.json").read_text()))
-        catalog = Catalog.open(cache / "catalog-full", create=False)
-        records = read_queries(results)
-    except (OSError, ValueError, KeyError, AudiodupError) as exc:
-        fail(f"{exc} (needs a full benchmark run first: python -m benchmarks run)")
+    corpus, catalog, records = open_run(
+        data, results, "catalog-full", "needs a full benchmark run first: python -m benchmarks run"
+    )
     group_of = {t.track_id: t.group for t in corpus.tracks}
     track_of_path = {_key(t.path): t.track_id for t in corpus.tracks}
     work_group = {
