@@ -214,21 +214,20 @@ def coincidences(
     dt, df = settings.peak_check_time_tol_frames, settings.peak_check_bin_tol
     order = np.sort(frames)
     checked = np.searchsorted(order, length - offsets) - np.searchsorted(order, -offsets)
-    lo_f = np.clip(frames + offsets[0] - dt, 0, length)
-    hi_f = np.clip(frames + offsets[-1] + dt + 1, 0, length)
-    peak_of, centre = [], []
-    for d in range(-df, df + 1):
-        row = (bins + d) * length
-        valid = (bins + d >= 0) & (bins + d < reference.n_bins) & (lo_f < hi_f)
-        start = np.searchsorted(reference.keys, row + lo_f)
-        stop = np.where(valid, np.searchsorted(reference.keys, row + hi_f), start)
-        count = stop - start
-        owner = np.repeat(np.arange(n), count)
-        first = np.repeat(start - np.cumsum(count) + count, count)
-        ref_frames = reference.keys[first + np.arange(len(owner))] - row[owner]
-        peak_of.append(owner)
-        centre.append(ref_frames - frames[owner])
-    peak_of_all, centre_all = np.concatenate(peak_of), np.concatenate(centre)
+    # the reference peaks in the bins within df of each peak, over the frames any offset reaches
+    shifted_bins = (bins[None, :] + np.arange(-df, df + 1)[:, None]).ravel()
+    peak = np.tile(np.arange(n), 2 * df + 1)
+    lo_f = np.clip(frames[peak] + offsets[0] - dt, 0, length)
+    hi_f = np.clip(frames[peak] + offsets[-1] + dt + 1, 0, length)
+    valid = (shifted_bins >= 0) & (shifted_bins < reference.n_bins) & (lo_f < hi_f)
+    row = shifted_bins * length
+    start = np.searchsorted(reference.keys, row + lo_f)
+    stop = np.where(valid, np.searchsorted(reference.keys, row + hi_f), start)
+    count = stop - start
+    first = np.repeat(start - np.cumsum(count) + count, count)
+    peak_of_all = np.repeat(peak, count)
+    ref_frames = reference.keys[first + np.arange(len(first))] - np.repeat(row, count)
+    centre_all = ref_frames - frames[peak_of_all]
     # a peak coincides at offset o when some reference peak lies within dt frames of it
     spread = np.arange(-dt, dt + 1)
     moved = (centre_all[:, None] + spread[None, :]).ravel()
@@ -238,8 +237,6 @@ def coincidences(
     known[known] = offsets[column[known]] == moved[known]
     inside = (frames[owner] + moved >= 0) & (frames[owner] + moved < length)
     keep = known & inside
-    pairs = np.unique(owner[keep] * len(offsets) + column[keep])
-    counts = np.bincount(pairs % len(offsets), minlength=len(offsets))
-    hit = np.zeros(n, dtype=bool)
-    hit[pairs[pairs % len(offsets) == 0] // len(offsets)] = True
-    return counts, checked, hit
+    coincide = np.zeros((n, len(offsets)), dtype=bool)  # each peak counts once per offset
+    coincide[owner[keep], column[keep]] = True
+    return coincide.sum(axis=0), checked, coincide[:, 0].copy()

@@ -54,10 +54,11 @@ class Settings:
     chroma_candidates: int = 8
 
     # FAISS
-    # "{nlist}" is filled per shard so lists hold about chroma_vectors_per_list vectors; shards
-    # too small for chroma_min_lists lists are searched exhaustively (8-bit scalar quantised)
+    # "{nlist}" is filled per shard so lists hold about chroma_vectors_per_list vectors (at least
+    # chroma_min_lists lists); shards with too few vectors to train that many lists (FAISS wants
+    # 39 per list) are searched exhaustively, 8-bit scalar quantised
     chroma_index_factory: str = "IVF{nlist},SQ8"
-    chroma_vectors_per_list: int = 80
+    chroma_vectors_per_list: int = 40
     chroma_min_lists: int = 64
     chroma_nprobe: int = 24
     # one query's searches are small: OpenMP start-up costs more than it saves (measured ~50 ms

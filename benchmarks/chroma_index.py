@@ -13,6 +13,7 @@ variant, how often the source work is among the chroma candidates and the search
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -74,6 +75,9 @@ def main(
     factory: Annotated[
         list[str] | None, typer.Option(help="Also test this FAISS factory string.")
     ] = None,
+    nprobe: Annotated[
+        int | None, typer.Option(help="Lists probed (default: the catalog setting).")
+    ] = None,
     data: Path | None = None,
     results: Path = REPO / "benchmarks" / "results.jsonl",
 ) -> None:
@@ -81,6 +85,8 @@ def main(
         data, results, "catalog-scaling", "needs a full and a scaling run: python -m benchmarks run"
     )
     settings = catalog.settings
+    if nprobe is not None:
+        settings = replace(settings, chroma_nprobe=nprobe)
     faiss.omp_set_num_threads(settings.faiss_threads)
     track_of_path = {_key(t.path): t.track_id for t in corpus.tracks}
     source_of = {
@@ -100,7 +106,9 @@ def main(
     vectors, ids, live = stored_vectors(catalog)
     own = catalog.store._chroma_index(vectors)
     try:
-        own_name = f"audiodup's shard index (IVF{faiss.extract_index_ivf(own).nlist},SQ8)"
+        ivf = faiss.extract_index_ivf(own)
+        ivf.nprobe = settings.chroma_nprobe
+        own_name = f"audiodup's shard index (IVF{ivf.nlist},SQ8)"
     except RuntimeError:
         own_name = "audiodup's shard index (SQ8)"
     own.add_with_ids(vectors, ids)

@@ -62,7 +62,7 @@ def test_inverted_lists_grow_with_the_shard(n_vectors: int, lists: int) -> None:
     assert n_vectors < 40 or 40 * lists <= n_vectors < 80 * lists
 
 
-@pytest.mark.parametrize(("n_vectors", "lists"), [(1_000, None), (3_000, 64), (12_000, 128)])
+@pytest.mark.parametrize(("n_vectors", "lists"), [(1_000, None), (3_000, 64), (12_000, 256)])
 def test_chroma_shards_are_exhaustive_when_small_and_inverted_when_large(
     catalog: Catalog, n_vectors: int, lists: int | None
 ) -> None:
