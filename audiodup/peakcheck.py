@@ -108,10 +108,9 @@ def check_alignment(
     reach = int(round(settings.peak_check_offset_span_s * fps))
     offsets = np.arange(-reach, reach + 1)
 
-    def best_of(tempos: np.ndarray, peaks: slice = slice(None)) -> tuple[int, float, int, int]:
+    def best_of(tempos: np.ndarray, t: np.ndarray, b: np.ndarray) -> tuple[int, float, int, int]:
         """``(count, tempo, offset, checked)`` of the best (tempo, offset) cell."""
         best = (-1, 0.0, 0, 0)
-        t, b = tq[peaks], ref_bins[peaks]
         for tempo in tempos:
             base = np.round(tempo * (t - guess.query_centre) + guess.ref_centre).astype(np.int64)
             counts, checked, _ = coincidences(reference, base, b, offsets, settings)
@@ -127,13 +126,14 @@ def check_alignment(
     )
     # the coarse sweep looks at the peaks nearest the centre: cheaper, and a tempo a little off
     # drifts less over a shorter stretch
-    middle = int(np.searchsorted(tq, guess.query_centre))
-    n = settings.peak_check_coarse_peaks
-    start = int(np.clip(middle - n // 2, 0, max(len(tq) - n, 0)))
     coarse_tempos = guess.tempo_ratio * np.exp(np.arange(-span, span + 1e-9, coarse))
-    coarse_best = best_of(coarse_tempos, slice(start, start + n))
+    central = _window(tq, ref_bins, guess.query_centre, settings.peak_check_coarse_peaks)
+    coarse_best = best_of(coarse_tempos, *central)
     around = np.exp(np.arange(-coarse, coarse + 1e-9, fine))
-    best = max(best_of(guess.tempo_ratio * around), best_of(coarse_best[1] * around))
+    best = max(
+        best_of(guess.tempo_ratio * around, tq, ref_bins),
+        best_of(coarse_best[1] * around, tq, ref_bins),
+    )
     matched, tempo, offset, checked = best
     if checked < 8:
         return None
