@@ -141,7 +141,7 @@ class CatalogStore:
         self._lock = FileLock(str(self.root / "catalog.lock"), timeout=_LOCK_TIMEOUT_S)
         try:
             self.db = sqlite3.connect(str(db_path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
+            self._use_write_ahead_log()
             self.db.execute("PRAGMA synchronous=FULL")
             with self.write_lock():
                 self.db.executescript(_SCHEMA)
@@ -149,6 +149,20 @@ class CatalogStore:
                 self._sweep_orphans()
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"catalog database at {db_path} is damaged: {exc}") from None
+
+    def _use_write_ahead_log(self) -> None:
+        """Switch the journal to write-ahead logging. SQLite answers "locked" at once, without
+        waiting, while another connection holds the journal (a writer folding its log, or a
+        process racing to create the catalog), so this waits as a busy connection would."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- locking and transactions -------------------------------------------------------------
     @contextmanager
