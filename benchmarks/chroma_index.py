@@ -26,9 +26,15 @@ from audiodup.catalog import Catalog
 from audiodup.errors import AudiodupError
 from audiodup.fingerprint import fingerprint_audio
 from audiodup.match import chroma_candidates
-from audiodup.store import CHROMA_DIM, LoadedIndexes, pack_segment_ids, reference_segments
+from audiodup.store import (
+    CHROMA_DIM,
+    LoadedIndexes,
+    _set_nprobe,
+    pack_segment_ids,
+    reference_segments,
+)
 
-from .calibrate import open_run
+from .calibrate import fail, open_run
 from .engine import _key
 
 app = typer.Typer(add_completion=False)
@@ -58,25 +64,29 @@ def stored_vectors(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def exact_or_factory(factory: str, vectors: np.ndarray, ids: np.ndarray, nprobe: int):
-    index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError:
+        fail(f"--factory {factory!r}: not a FAISS index factory string")
     if not index.is_trained:
         index.train(vectors)
     try:
-        faiss.extract_index_ivf(index).nprobe = nprobe
+        faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
     except RuntimeError:
         index = faiss.IndexIDMap2(index)
+    _set_nprobe(index, nprobe)
     index.add_with_ids(vectors, ids)
     return index
 
 
 @app.command()
 def main(
-    every: Annotated[int, typer.Option(help="Use every n-th hard positive query.")] = 3,
+    every: Annotated[int, typer.Option(min=1, help="Use every n-th hard positive query.")] = 3,
     factory: Annotated[
         list[str] | None, typer.Option(help="Also test this FAISS factory string.")
     ] = None,
     nprobe: Annotated[
-        int | None, typer.Option(help="Lists probed (default: the catalog setting).")
+        int | None, typer.Option(min=1, help="Lists probed (default: the catalog setting).")
     ] = None,
     data: Path | None = None,
     results: Path = REPO / "benchmarks" / "results.jsonl",
@@ -105,10 +115,9 @@ def main(
         queries.append((q["track_id"], fingerprint_audio(audio, settings, query=True)))
     vectors, ids, live = stored_vectors(catalog)
     own = catalog.store._chroma_index(vectors)
+    _set_nprobe(own, settings.chroma_nprobe)
     try:
-        ivf = faiss.extract_index_ivf(own)
-        ivf.nprobe = settings.chroma_nprobe
-        own_name = f"audiodup's shard index (IVF{ivf.nlist},SQ8)"
+        own_name = f"audiodup's shard index (IVF{faiss.extract_index_ivf(own).nlist},SQ8)"
     except RuntimeError:
         own_name = "audiodup's shard index (SQ8)"
     own.add_with_ids(vectors, ids)
