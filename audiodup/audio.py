@@ -1,31 +1,87 @@
-"""Decode any supported file to mono float32 at the analysis rate, within duration limits.
+"""Decode any supported file to mono float32 at the analysis rate, within duration and cost limits.
 
-soundfile (libsndfile) reads WAV, FLAC, OGG/Vorbis, Opus and MP3; anything else goes through
-``ffmpeg`` when it is installed. Long files are streamed and capped at ``max_duration_s``, so
-memory stays bounded whatever the header claims.
+Decoders
+--------
+soundfile (libsndfile) reads WAV, FLAC, Ogg (Vorbis, Opus), MP3 and more. A file whose format
+libsndfile cannot parse goes to ``ffmpeg`` when one is available (:func:`ffmpeg_executable`,
+see :mod:`audiodup.ffmpeg` for the ``AUDIODUP_FFMPEG`` variable and how ffmpeg is confined). A
+file that cannot be opened (missing, permission denied, a symlink loop, a folder, a pipe) is one
+error and never reaches ffmpeg.
+
+A file name is never interpreted. The file is opened once, here, as a plain local file, and only
+the open file reaches a decoder: libsndfile gets the descriptor, ffmpeg gets it as its standard
+input. A name such as ``concat:a.ogg|b.ogg``, ``-i.m4a``, ``-`` (stdin to libsndfile) or
+``http:x`` is just a name.
+
+What is screened
+----------------
+Everything a player can play, in order, within one duration cap: every link of a chained Ogg file
+(``cat a.ogg b.ogg > c.ogg``; libsndfile alone stops after the first link), and every audio
+stream of a file that holds several (tracks of an MKV or MP4, streams multiplexed in one Ogg
+link), one after another. A player plays one track at a time, but the listener can pick any:
+screening only the first would let an uploader hide a copy in the second. Ogg is split into its
+logical streams by :mod:`audiodup.ogg`, so chains work without ffmpeg; video, subtitle and
+skeleton streams are skipped, and an Ogg stream of a codec libsndfile does not read sends the
+whole file to ffmpeg.
+
+Cost limits
+-----------
+Memory and time are bounded by what is decoded, not by what a header claims. Sample rates outside
+``MIN_SAMPLE_RATE_HZ``..``MAX_SAMPLE_RATE_HZ`` and more than ``MAX_CHANNELS`` channels are refused
+from the header before decoding (for the files ffmpeg reads, from its description of the
+streams). Decoding stops after ``settings.max_duration_s`` or after ``_NATIVE_SAMPLES_PER_CAP_S``
+native samples (all channels) per second of that cap, 230 M for 20 minutes (20 minutes of 96 kHz
+stereo), whichever comes first; the audio is then marked ``truncated``. Blocks are mixed down and
+resampled as they are decoded, so what is held is the analysis-rate result (``max_duration_s`` x
+11025 Hz x 4 bytes: 53 MB for 20 minutes) and at most ``_REPLAY_CACHE_SAMPLES`` native samples
+(64 MiB). The DC offset is removed before resampling, as it always was, so that the samples and
+``sha256`` of every file stay bit for bit what they were: a file longer than the cache is decoded
+twice, once to measure and once to resample, rather than held. ffmpeg's output is read in blocks
+into the same budget, ffmpeg is stopped once it is full, and it runs under an address-space
+limit. ``python -m benchmarks.hostile_decode`` measures the worst inputs we could build.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
-import shutil
-import subprocess
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import AudioDecodeError, AudioTooShortError, SilentAudioError
+from . import ffmpeg, ogg
+from .errors import AudioDecodeError, AudioTooShortError, SilentAudioError, first_line
+from .ffmpeg import ffmpeg_executable  # re-exported: callers find it here
 from .settings import DEFAULT_SETTINGS, Settings
 
-_BLOCK_FRAMES = 1 << 16
+# Refused from the header, before decoding. 384 kHz is the highest rate of real recordings
+# (DXD); below 1 kHz nothing of music is left. 64 channels: third-order ambisonics uses 16.
+MIN_SAMPLE_RATE_HZ = 1_000
+MAX_SAMPLE_RATE_HZ = 384_000
+MAX_CHANNELS = 64
+# Native samples (all channels) decoded per second of settings.max_duration_s: the 20-minute cap
+# then holds 20 minutes of 96 kHz stereo (230 M samples, about 4 s of FLAC decoding). Without it a
+# 384 kHz 64-channel file would make the cap mean 29 G samples.
+_NATIVE_SAMPLES_PER_CAP_S = 192_000
+# Native mono samples kept between the measuring and the resampling pass (64 MiB, 6 minutes at
+# 44.1 kHz): shorter files are decoded once, longer ones twice.
+_REPLAY_CACHE_SAMPLES = 1 << 24
+_BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames)
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
+_MAX_OGG_STREAMS = 1024  # logical audio streams decoded from one Ogg file (chain links)
+_MAX_FFMPEG_AUDIO_STREAMS = 16  # each costs an ffmpeg run over the whole file
+# first bytes of the first packet of an Ogg logical stream, for the codecs libsndfile reads
+_LIBSNDFILE_OGG_CODECS = (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
 
 
 @dataclass(frozen=True)
@@ -35,7 +91,7 @@ class Audio:
     samples: np.ndarray  # float32, mono
     sample_rate_hz: int
     source_duration_s: float  # duration decoded from the file (after the cap)
-    truncated: bool  # True when the file was longer than max_duration_s
+    truncated: bool  # the file held more than was decoded (duration cap, native-sample budget)
     sha256: str  # of the analysis-rate samples, quantised to 16 bits
     title: str | None = None
     artist: str | None = None
@@ -45,39 +101,35 @@ class Audio:
         return len(self.samples) / self.sample_rate_hz
 
 
+class _Unparsed(AudioDecodeError):
+    """libsndfile cannot parse or decode the file: ffmpeg may."""
+
+
 def load_audio(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> Audio:
     """Decode ``path`` to mono float32 at ``settings.sample_rate_hz``.
 
     Raises
     ------
     AudioDecodeError
-        Unreadable, empty, non-audio or unsupported file.
+        Unreadable, empty, non-audio or unsupported file, or one beyond the cost limits.
     AudioTooShortError
         Less than ``settings.min_duration_s`` of audio.
     SilentAudioError
         No signal above ``settings.silence_rms``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError("not a regular file" if path.exists() else "file not found")
+    fd = _open_regular_file(path)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise AudioDecodeError(f"cannot stat file: {exc.strerror}") from None
-    if size == 0:
-        raise AudioDecodeError("empty file (0 bytes)")
-    title = artist = None
-    try:
-        samples, native_sr, truncated, title, artist = _read_soundfile(path, settings)
-    except AudioDecodeError as sf_error:
-        if shutil.which("ffmpeg") is None:
-            raise AudioDecodeError(
-                f"{sf_error} (ffmpeg, which reads more formats, is not installed)"
-            ) from None
-        samples, native_sr, truncated = _read_ffmpeg(path, settings)
-    return audio_from_samples(
-        samples, native_sr, settings, truncated=truncated, title=title, artist=artist
-    )
+        try:
+            with quiet_native_stderr():
+                return _decode_with_soundfile(fd, settings)
+        except _Unparsed as sf_error:
+            ffmpeg_path = ffmpeg_executable()
+            if ffmpeg_path is None:
+                raise AudioDecodeError(f"{sf_error} ({ffmpeg.ffmpeg_absence_reason()})") from None
+            segments, truncated = _decode_with_ffmpeg(ffmpeg_path, fd, settings)
+            return _analysis_audio(segments, settings, truncated=truncated)
+    finally:
+        os.close(fd)
 
 
 def audio_from_samples(
@@ -89,47 +141,18 @@ def audio_from_samples(
     title: str | None = None,
     artist: str | None = None,
 ) -> Audio:
-    """Validate, mix down and resample in-memory samples (mono ``(n,)`` or ``(n, channels)``)."""
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1, dtype=np.float32)
-    if samples.ndim != 1 or samples.size == 0:
+    """Validate, mix down and resample in-memory samples (mono ``(n,)`` or ``(n, channels)``).
+
+    The same limits as for files apply: the sample rate must be within
+    ``MIN_SAMPLE_RATE_HZ``..``MAX_SAMPLE_RATE_HZ`` and there may be ``MAX_CHANNELS`` channels.
+    """
+    samples = np.asarray(samples)
+    if samples.ndim not in (1, 2) or samples.size == 0:
         raise AudioDecodeError("no audio samples")
-    if sample_rate_hz <= 0:
-        raise AudioDecodeError(f"invalid sample rate {sample_rate_hz}")
-    max_native = int(settings.max_duration_s * sample_rate_hz)
-    if len(samples) > max_native:
-        samples, truncated = samples[:max_native], True
-    finite = np.isfinite(samples)
-    if not finite.all():
-        if (~finite).mean() > _MAX_NONFINITE_SHARE:
-            raise AudioDecodeError("audio holds NaN or infinite samples")
-        samples = np.where(finite, samples, 0.0).astype(np.float32)
-    peak = float(np.max(np.abs(samples)))
-    if peak > _MAX_SANE_PEAK:  # float files can hold any scale; fingerprints are scale-free
-        samples = (samples / np.float32(peak)).astype(np.float32)
-    samples = samples - np.float32(samples.mean(dtype=np.float64))  # DC carries no information
-    source_duration_s = len(samples) / sample_rate_hz
-    if source_duration_s < settings.min_duration_s:
-        raise AudioTooShortError(
-            f"too short: {source_duration_s:.2f} s of audio, minimum {settings.min_duration_s:g} s"
-        )
-    if sample_rate_hz != settings.sample_rate_hz:
-        samples = soxr.resample(samples, sample_rate_hz, settings.sample_rate_hz, quality="HQ")
-        samples = np.ascontiguousarray(samples, dtype=np.float32)
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    if rms < settings.silence_rms:
-        raise SilentAudioError(f"silent: RMS {rms:.1e} is below {settings.silence_rms:.0e}")
-    quantised = np.clip(np.round(samples * 32767.0), -32768, 32767).astype("<i2")
-    return Audio(
-        samples=samples,
-        sample_rate_hz=settings.sample_rate_hz,
-        source_duration_s=source_duration_s,
-        truncated=truncated,
-        sha256=hashlib.sha256(quantised.tobytes()).hexdigest(),
-        title=title,
-        artist=artist,
-    )
+    if not float(sample_rate_hz).is_integer():
+        raise AudioDecodeError(f"invalid sample rate {sample_rate_hz} Hz")
+    segment = _ArraySegment(samples, int(sample_rate_hz))
+    return _analysis_audio([segment], settings, truncated=truncated, title=title, artist=artist)
 
 
 @contextmanager
@@ -149,68 +172,424 @@ def quiet_native_stderr():
         os.close(saved)
 
 
-def _read_soundfile(path: Path, settings: Settings):
+# --- opening ----------------------------------------------------------------------------------
+
+
+def _open_regular_file(path: str | Path) -> int:
+    """Open ``path`` read-only as a plain local file and return the descriptor.
+
+    Anything but a non-empty regular file is refused here, with the system's reason; devices and
+    pipes are refused from ``stat`` without being opened (opening one can block or rewind a tape).
+    """
     try:
-        with quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
-            sr = int(f.samplerate)
-            if sr <= 0 or f.channels <= 0:
-                raise AudioDecodeError("invalid header (sample rate or channels)")
-            max_frames = int(settings.max_duration_s * sr)
-            blocks, total = [], 0
-            while total < max_frames:
-                block = f.read(
-                    min(_BLOCK_FRAMES, max_frames - total), dtype="float32", always_2d=True
-                )
-                if len(block) == 0:
-                    break
-                blocks.append(block.mean(axis=1, dtype=np.float32))
-                total += len(block)
-            truncated = total >= max_frames and len(f.read(1, always_2d=True)) > 0
-            title, artist = f.title or None, f.artist or None
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise AudioDecodeError("not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise AudioDecodeError("file not found") from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot open file: {exc.strerror or exc}") from None
+    except ValueError:  # a NUL byte in the name
+        raise AudioDecodeError("invalid file name") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # replaced since the stat above
+            raise AudioDecodeError("not a regular file")
+        if info.st_size == 0:
+            raise AudioDecodeError("empty file (0 bytes)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+# --- from native blocks to analysis samples -------------------------------------------------
+
+
+class _Segment(Protocol):
+    """Audio of one sample rate: a whole file, one Ogg logical stream, an in-memory array."""
+
+    sample_rate_hz: int
+    channels: int
+    more: bool  # once blocks(max_frames) has run out: whether audio went on past max_frames
+
+    def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
+        """Mono float32 blocks at the native rate, ``max_frames`` frames at most; each call
+        decodes from the start again."""
+        ...
+
+
+@dataclass
+class _Measure:
+    """What the first pass learns about the native mono samples; nonfinite ones count as 0."""
+
+    frames: int = 0
+    nonfinite: int = 0
+    total: float = 0.0  # sum of the samples, float64
+    low: float = math.inf
+    high: float = -math.inf
+
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """Count ``block`` in and return it with nonfinite samples zeroed."""
+        finite = np.isfinite(block)
+        if not finite.all():
+            self.nonfinite += int(block.size - np.count_nonzero(finite))
+            block = _zero_nonfinite(block)
+        self.frames += block.size
+        self.total += float(block.sum(dtype=np.float64))
+        self.low = min(self.low, float(block.min()))
+        self.high = max(self.high, float(block.max()))
+        return block
+
+    @property
+    def peak(self) -> float:
+        return max(abs(self.low), abs(self.high))
+
+
+@dataclass
+class _Plan:
+    """The segments to resample and how many frames of each the first pass decoded."""
+
+    segments: list[tuple[_Segment, int]] = field(default_factory=list)
+    cache: list[list[np.ndarray]] | None = field(default_factory=list)  # None: decode again
+    cached_samples: int = 0
+    truncated: bool = False
+
+    @property
+    def source_duration_s(self) -> float:
+        return sum(frames / segment.sample_rate_hz for segment, frames in self.segments)
+
+    def keep(self, block: np.ndarray) -> None:
+        """Keep ``block`` for the second pass while the replay cache has room."""
+        if self.cache is None:
+            return
+        self.cached_samples += block.size
+        if self.cached_samples > _REPLAY_CACHE_SAMPLES:
+            self.cache = None  # too long to hold: the second pass decodes again
+        else:
+            self.cache[-1].append(block)
+
+
+def _check_format(sample_rate_hz: int, channels: int) -> None:
+    if not MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ:
+        raise AudioDecodeError(
+            f"invalid sample rate {sample_rate_hz} Hz "
+            f"(audiodup reads {MIN_SAMPLE_RATE_HZ} to {MAX_SAMPLE_RATE_HZ} Hz)"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioDecodeError(
+            f"invalid channel count {channels} (audiodup reads 1 to {MAX_CHANNELS})"
+        )
+
+
+def _measure(segments: Iterable[_Segment], settings: Settings) -> tuple[_Plan, _Measure]:
+    """First pass: decode up to the caps, counting what the conditioning needs."""
+    plan, measure = _Plan(), _Measure()
+    remaining_s = settings.max_duration_s
+    remaining_samples = int(settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S)
+    for segment in segments:
+        rate_hz, channels = segment.sample_rate_hz, segment.channels
+        _check_format(rate_hz, channels)  # before anything is decoded
+        max_frames = min(int(remaining_s * rate_hz), remaining_samples // channels)
+        if max_frames <= 0:
+            plan.truncated = True
+            break
+        if plan.cache is not None:
+            plan.cache.append([])
+        frames = 0
+        for block in segment.blocks(max_frames):
+            block = measure.add(block)
+            plan.keep(block)
+            frames += len(block)
+        plan.truncated = segment.more
+        plan.segments.append((segment, frames))
+        remaining_s -= frames / rate_hz
+        remaining_samples -= frames * channels
+        if plan.truncated:
+            break
+    return plan, measure
+
+
+def _analysis_audio(
+    segments: Iterable[_Segment],
+    settings: Settings,
+    *,
+    truncated: bool = False,
+    title: str | None = None,
+    artist: str | None = None,
+    no_frames_error: type[AudioDecodeError] = AudioDecodeError,
+) -> Audio:
+    """Measure, condition (zero nonfinite samples, scale absurd levels, remove DC), resample.
+
+    The same steps, in the same order and on the same float32 values, as when the whole file was
+    held in memory: the samples and ``sha256`` of ordinary files are unchanged.
+    """
+    plan, measure = _measure(segments, settings)
+    if measure.frames == 0:
+        raise no_frames_error("no audio frames in file")
+    if measure.nonfinite / measure.frames > _MAX_NONFINITE_SHARE:
+        raise AudioDecodeError("audio holds NaN or infinite samples")
+    scale = np.float32(measure.peak) if measure.peak > _MAX_SANE_PEAK else None
+    mean = measure.total / measure.frames / (float(scale) if scale is not None else 1.0)
+    source_duration_s = plan.source_duration_s
+    if source_duration_s < settings.min_duration_s:
+        raise AudioTooShortError(
+            f"too short: {source_duration_s:.2f} s of audio, minimum {settings.min_duration_s:g} s"
+        )
+    if measure.low == measure.high:  # constant: zero once DC is removed, nothing to resample
+        raise SilentAudioError(f"silent: RMS {0.0:.1e} is below {settings.silence_rms:.0e}")
+    samples = _resample(plan, np.float32(mean), scale, settings.sample_rate_hz)
+    rms = _rms(samples)
+    if rms < settings.silence_rms:
+        raise SilentAudioError(f"silent: RMS {rms:.1e} is below {settings.silence_rms:.0e}")
+    return Audio(
+        samples=samples,
+        sample_rate_hz=settings.sample_rate_hz,
+        source_duration_s=source_duration_s,
+        truncated=truncated or plan.truncated,
+        sha256=_sha256_16bit(samples),
+        title=title,
+        artist=artist,
+    )
+
+
+def _resample(
+    plan: _Plan, mean: np.float32, scale: np.float32 | None, analysis_hz: int
+) -> np.ndarray:
+    """Second pass: condition each native block and resample it as it comes."""
+    capacity = sum(frames * analysis_hz // seg.sample_rate_hz + 64 for seg, frames in plan.segments)
+    out = np.empty(capacity, dtype=np.float32)  # pages are committed only as they are written
+    size = 0
+    for index, (segment, frames) in enumerate(plan.segments):
+        cached = plan.cache[index] if plan.cache is not None else None
+        rate_hz = segment.sample_rate_hz
+        # streaming output is bit-identical to soxr.resample() of the whole signal, any block size
+        stream = (
+            soxr.ResampleStream(rate_hz, analysis_hz, 1, dtype="float32", quality="HQ")
+            if rate_hz != analysis_hz
+            else None
+        )
+        decoded = 0
+        for block in cached if cached is not None else segment.blocks(frames):
+            decoded += len(block)
+            if cached is None and not np.isfinite(block).all():
+                block = _zero_nonfinite(block)
+            if scale is not None:  # float files can hold any scale; fingerprints are scale-free
+                block = (block / scale).astype(np.float32)
+            block = block - mean  # DC carries no information
+            out, size = _append(out, size, stream.resample_chunk(block) if stream else block)
+        if decoded != frames:
+            raise AudioDecodeError("the file changed while it was being decoded")
+        if stream is not None:
+            out, size = _append(out, size, stream.resample_chunk(np.zeros(0, np.float32), True))
+    return out[:size]
+
+
+def _zero_nonfinite(block: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(block), block, np.float32(0.0)).astype(np.float32)
+
+
+def _append(out: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray, int]:
+    if size + len(values) > len(out):  # not expected: the capacity has a margin
+        out = np.concatenate([out[:size], np.empty(len(values) + len(out) // 2, np.float32)])
+    out[size : size + len(values)] = values
+    return out, size + len(values)
+
+
+def _rms(samples: np.ndarray) -> float:
+    total = sum(
+        float(np.square(samples[i : i + _BLOCK_SAMPLES], dtype=np.float64).sum())
+        for i in range(0, len(samples), _BLOCK_SAMPLES)
+    )
+    return math.sqrt(total / len(samples)) if len(samples) else 0.0
+
+
+def _sha256_16bit(samples: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for i in range(0, len(samples), _BLOCK_SAMPLES):
+        block = samples[i : i + _BLOCK_SAMPLES]
+        digest.update(np.clip(np.round(block * 32767.0), -32768, 32767).astype("<i2").tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class _ArraySegment:
+    """In-memory samples, ``(n,)`` or ``(n, channels)``."""
+
+    samples: np.ndarray
+    sample_rate_hz: int
+    more: bool = False
+
+    @property
+    def channels(self) -> int:
+        return self.samples.shape[1] if self.samples.ndim == 2 else 1
+
+    def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
+        self.more = len(self.samples) > max_frames
+        step = _block_frames(self.channels)
+        for start in range(0, min(len(self.samples), max_frames), step):
+            block = np.asarray(self.samples[start : min(start + step, max_frames)], np.float32)
+            yield _mix_to_mono(block) if block.ndim == 2 else block
+
+
+def _mix_to_mono(block: np.ndarray) -> np.ndarray:
+    """The channel mean of float32 ``(frames, channels)``, bit for bit what
+    ``block.mean(axis=1, dtype=np.float32)`` gives (a reduction that starts from +0.0), ten
+    times faster for one or two channels."""
+    zero = np.float32(0.0)
+    if block.shape[1] == 1:
+        return block[:, 0] + zero
+    if block.shape[1] == 2:
+        return (block[:, 0] + zero + block[:, 1]) / np.float32(2.0)
+    return block.mean(axis=1, dtype=np.float32)
+
+
+def _block_frames(channels: int) -> int:
+    """Frames per decoded block: 65536 for one or two channels, as always (libmpg123 conceals
+    damaged MP3 frames differently for other read sizes: the sha256 would change); fewer for
+    many channels, so a block stays 512 KB."""
+    return max(1 << 12, _BLOCK_SAMPLES // max(2, channels))
+
+
+# --- libsndfile -----------------------------------------------------------------------------
+
+
+def _decode_with_soundfile(fd: int, settings: Settings) -> Audio:
+    segments = _soundfile_segments(fd)
+    first = next(segments, None)
+    if first is None:
+        raise _Unparsed("no audio stream in file")
+    return _analysis_audio(
+        _chain([first], segments),
+        settings,
+        title=first.title,
+        artist=first.artist,
+        no_frames_error=_Unparsed,  # libsndfile read nothing: ffmpeg may read more
+    )
+
+
+def _chain(head: list[_Segment], rest: Iterator[_Segment]) -> Iterator[_Segment]:
+    yield from head
+    yield from rest
+
+
+@contextmanager
+def _libsndfile_errors() -> Iterator[None]:
+    """I/O failures are one clear error; what libsndfile cannot parse may go to ffmpeg."""
+    try:
+        yield
     except AudioDecodeError:
         raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
-        message = re.sub(r"^Error opening .*?: ", "", _first_line(exc))
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read file: {exc.strerror or first_line(exc)}") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+        message = re.sub(r"^Error opening .*?: ", "", first_line(exc))
         if "not a regular file" in message:  # libsndfile's words for a file it cannot parse
             message = "not a recognised audio format"
-        raise AudioDecodeError(f"cannot decode: {message}") from None
-    if total == 0:
-        raise AudioDecodeError("no audio frames in file")
-    return np.concatenate(blocks), sr, truncated, title, artist
+        raise _Unparsed(f"cannot decode: {message}") from None
 
 
-def _read_ffmpeg(path: Path, settings: Settings):
-    sr = settings.sample_rate_hz
-    cmd = [
-        "ffmpeg",
-        "-nostdin",
-        "-v",
-        "error",
-        "-i",
-        str(path),
-        "-t",
-        str(settings.max_duration_s),
-        "-vn",
-        "-ac",
-        "1",
-        "-ar",
-        str(sr),
-        "-f",
-        "f32le",
-        "-",
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise AudioDecodeError(f"ffmpeg failed: {_first_line(exc)}") from None
-    samples = np.frombuffer(proc.stdout, dtype="<f4")
-    if proc.returncode != 0 or samples.size == 0:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioDecodeError(f"cannot decode ({message[-1] if message else 'no audio stream'})")
-    truncated = samples.size >= int(settings.max_duration_s * sr) - 1
-    return samples.copy(), sr, truncated
+class _SoundfileSegment:
+    """One file (or one Ogg logical stream) that libsndfile reads; the header is read at once."""
+
+    def __init__(self, open_file: Callable[[], sf.SoundFile], view: ogg.FileView | None = None):
+        self._open_file = open_file
+        self._view = view  # where libsndfile reads through Python: its read errors are kept
+        self.more = False
+        with _libsndfile_errors():
+            self._first: sf.SoundFile | None = open_file()
+            self.sample_rate_hz = int(self._first.samplerate)
+            self.channels = int(self._first.channels)
+            self.title = self._first.title or None
+            self.artist = self._first.artist or None
+
+    def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
+        f, self._first = self._first, None
+        if f is None:
+            with _libsndfile_errors():
+                f = self._open_file()
+        with f:
+            step, total = _block_frames(self.channels), 0
+            while total < max_frames:
+                with _libsndfile_errors():
+                    block = f.read(min(step, max_frames - total), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                total += len(block)
+                yield _mix_to_mono(block)
+            with _libsndfile_errors():  # one frame more tells whether the cap cut the audio
+                self.more = total >= max_frames and len(f.read(1, always_2d=True)) > 0
+        if self._view is not None and self._view.error is not None:
+            raise AudioDecodeError(f"cannot read file: {self._view.error.strerror}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+def _soundfile_segments(fd: int) -> Iterator[_SoundfileSegment]:
+    """The whole file, or each audio stream of a chained or multiplexed Ogg file in order."""
+    with _libsndfile_errors():
+        head = os.pread(fd, 4, 0)
+    streams = _ogg_audio_streams(fd) if head == b"OggS" else None
+    if streams is None:  # not Ogg, or one plain stream: libsndfile reads the file as it is
+        yield _SoundfileSegment(lambda: _soundfile_at_start(fd))
+        return
+    for index, stream in enumerate(streams):
+        if index >= _MAX_OGG_STREAMS:  # each costs a decoder: ffmpeg reads a chain as one
+            raise _Unparsed(f"cannot decode: more than {_MAX_OGG_STREAMS} chained Ogg streams")
+        view = ogg.FileView(fd, stream.runs)
+        yield _SoundfileSegment(lambda view=view: sf.SoundFile(view.reopened()), view)
+
+
+def _soundfile_at_start(fd: int) -> sf.SoundFile:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return sf.SoundFile(fd, closefd=False)
+
+
+def _ogg_audio_streams(fd: int) -> list[ogg.OggStream] | None:
+    """The audio streams of an Ogg file in play order, or None when libsndfile can read the file
+    as it is (one link holding one stream, or no valid page at all)."""
+    with _libsndfile_errors():
+        try:
+            streams = ogg.audio_streams(fd)
+        except ogg.OggPageLimitError as exc:  # walked in Python: ffmpeg, in C, may take the file
+            raise _Unparsed(f"cannot decode: {exc}") from None
+    for stream in streams or ():
+        if not stream.head.startswith(_LIBSNDFILE_OGG_CODECS):
+            raise _Unparsed("cannot decode: an Ogg stream of a codec libsndfile does not read")
+    return streams
+
+
+# --- ffmpeg ---------------------------------------------------------------------------------
+
+
+def _decode_with_ffmpeg(
+    ffmpeg_path: str, fd: int, settings: Settings
+) -> tuple[list[_ArraySegment], bool]:
+    """Each audio stream of the file, mono at the analysis rate, within the caps; and whether
+    the caps cut the audio."""
+    streams = ffmpeg.audio_streams(ffmpeg_path, fd)
+    if len(streams) > _MAX_FFMPEG_AUDIO_STREAMS:
+        raise AudioDecodeError(
+            f"cannot decode: {len(streams)} audio streams, at most {_MAX_FFMPEG_AUDIO_STREAMS}"
+        )
+    for stream in streams:  # every header is checked before anything is decoded
+        if stream.sample_rate_hz is not None:
+            _check_format(stream.sample_rate_hz, stream.channels or 1)
+    analysis_hz = settings.sample_rate_hz
+    remaining_samples = int(settings.max_duration_s * analysis_hz)
+    native_budget_samples = settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S
+    segments: list[_ArraySegment] = []
+    for index, stream in enumerate(streams):
+        # native samples (all channels) behind each output sample, 0 when the probe did not say
+        native_per_sample = (stream.sample_rate_hz or 0) * (stream.channels or 1) / analysis_hz
+        max_samples = remaining_samples
+        if native_per_sample:  # the native-sample budget, as for libsndfile
+            max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
+        if max_samples <= 0:
+            return segments, True
+        samples, cut = ffmpeg.decode_stream(ffmpeg_path, fd, index, max_samples, analysis_hz)
+        if len(samples):
+            segments.append(_ArraySegment(samples, analysis_hz))
+        remaining_samples -= len(samples)
+        native_budget_samples -= len(samples) * native_per_sample
+        if cut:
+            return segments, True
+    return segments, False

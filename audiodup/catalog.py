@@ -52,7 +52,7 @@ from .results import (
     path_text,
 )
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogStore, LoadedIndexes, NewWork
+from .store import CatalogCheck, CatalogStore, LoadedIndexes, NewWork
 from .verdict import (
     chance_excess_scale,
     chroma_false_match_probability,
@@ -88,31 +88,72 @@ AUDIO_SUFFIXES = {
 
 
 def default_catalog_path() -> Path:
-    return Path(os.environ.get("AUDIODUP_DB", DEFAULT_CATALOG))
+    """``$AUDIODUP_DB``, or ``./audiodup-catalog`` when it is unset. An empty (or blank) value
+    counts as unset: ``AUDIODUP_DB=`` left behind in a shell must not make the current folder
+    the catalog."""
+    value = os.environ.get("AUDIODUP_DB", "")
+    return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
 def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
     """Files to add: explicit files as given, folders walked for audio files (no symlink
-    following). Yields ``(path, error)``; ``error`` names what cannot be read."""
+    following). Yields ``(path, error)``; ``error`` names what cannot be read, so one bad path
+    (a name the system refuses as too long, a folder that cannot be entered or listed) fails
+    alone and the batch goes on."""
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
-            for root, dirs, files in os.walk(path, followlinks=False, onerror=None):
-                dirs.sort()
-                for name in sorted(files):
-                    child = Path(root) / name
-                    if child.suffix.lower() not in AUDIO_SUFFIXES:
-                        continue
-                    if child.is_symlink() and not child.exists():
-                        yield child, "broken or looping symbolic link"
-                    elif not child.is_file():
-                        yield child, "not a regular file"
-                    else:
-                        yield child, None
-        elif path.exists() and not path.is_file():
-            yield path, "not a regular file"
-        else:
-            yield path, None
+        try:
+            is_dir = path.is_dir()
+        except OSError as exc:
+            yield path, _os_problem(exc)
+            continue
+        if is_dir:
+            yield from _walk(path)
+            continue
+        try:
+            odd = path.exists() and not path.is_file()
+        except OSError as exc:
+            yield path, _os_problem(exc)
+            continue
+        # a missing explicit file is left to the decoder, which says "file not found"
+        yield path, "not a regular file" if odd else None
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
+    """The audio files under ``folder``, and each folder that cannot be listed as an error."""
+    unlisted: list[OSError] = []
+
+    def failed() -> Iterator[tuple[Path, str]]:
+        for exc in unlisted:
+            yield (
+                Path(exc.filename if exc.filename is not None else folder),
+                (f"cannot read folder: {exc.strerror or exc}"),
+            )
+        unlisted.clear()
+
+    for root, dirs, files in os.walk(folder, followlinks=False, onerror=unlisted.append):
+        yield from failed()
+        dirs.sort()
+        for name in sorted(files):
+            child = Path(root) / name
+            if child.suffix.lower() in AUDIO_SUFFIXES:
+                yield child, _file_problem(child)
+    yield from failed()
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a walked entry cannot be decoded, or None when it is a regular file."""
+    try:
+        if path.is_symlink() and not path.exists():
+            return "broken or looping symbolic link"
+        return None if path.is_file() else "not a regular file"
+    except OSError as exc:
+        return _os_problem(exc)
+
+
+def _os_problem(exc: OSError) -> str:
+    """One line for an OSError on a path (the path itself is named by the caller)."""
+    return f"cannot read: {exc.strerror or exc}"
 
 
 def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
@@ -138,6 +179,8 @@ def _fingerprint_job(args) -> NewWork | str:
         return fingerprint_file(path, settings)
     except AudiodupError as exc:
         return str(exc)
+    except OSError as exc:  # e.g. the file's folder became unreadable after the walk
+        return _os_problem(exc)
     except MemoryError:
         return "out of memory while decoding"
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
@@ -152,6 +195,8 @@ def _query_job(args) -> tuple[Fingerprint, float, bool, float] | str:
         fingerprint = fingerprint_audio(audio, settings, query=True)
     except AudiodupError as exc:
         return str(exc)
+    except OSError as exc:
+        return _os_problem(exc)
     return fingerprint, audio.duration_s, audio.truncated, time.perf_counter() - start
 
 
@@ -171,9 +216,18 @@ class Catalog:
         path: str | Path | None = None,
         create: bool = True,
         settings: Settings = DEFAULT_SETTINGS,
+        *,
+        write: bool = False,
     ) -> Catalog:
+        """Open the catalog at ``path`` (default: :func:`default_catalog_path`).
+
+        Opening never waits for a writer: each write (``add_paths``, ``remove``, ``rebuild``)
+        takes the single-writer lock itself. ``create`` makes a missing catalog, only in a new or
+        empty folder. ``write`` refuses at once a catalog that cannot be written here (a
+        read-only folder, a full disk) instead of failing at the first write; without it such a
+        catalog opens read-only and screens as usual."""
         root = Path(path) if path is not None else default_catalog_path()
-        return cls(CatalogStore(root, settings, create=create), settings)
+        return cls(CatalogStore(root, settings, create=create, write=write), settings)
 
     def __enter__(self) -> Catalog:
         return self
@@ -288,7 +342,7 @@ class Catalog:
         fingerprinting run in worker processes, killed when one file runs over ``timeout_s``."""
         paths = [Path(p) for p in paths]
         if workers <= 1 and timeout_s is None:
-            return [self.screen(p, top_k=top_k) for p in paths]
+            return [self._screen_one(p, top_k) for p in paths]
         verdicts: dict[int, Verdict] = {}
         jobs = [(i, p, self.settings) for i, p in enumerate(paths)]
         for (i, path, _), status, value in map_with_timeout(_query_job, jobs, workers, timeout_s):
@@ -308,6 +362,14 @@ class Catalog:
                 search_s=time.perf_counter() - search_start,
             )
         return [verdicts[i] for i in range(len(paths))]
+
+    def _screen_one(self, path: Path, top_k: int) -> Verdict:
+        """:meth:`screen`, with an OSError on the path (a name too long, a folder that cannot
+        be entered) as this upload's error: one bad path must not stop a batch."""
+        try:
+            return self.screen(path, top_k=top_k)
+        except OSError as exc:
+            return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
 
     def screen_audio(
         self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None
@@ -639,10 +701,7 @@ class Catalog:
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""
-        key = self.store.db.execute(
-            "SELECT (SELECT group_concat(shard_id) FROM shards), "
-            "(SELECT COUNT(*) FROM works WHERE removed = 1)"
-        ).fetchone()
+        key = self.store.index_key()
         if self._indexes is None or key != self._indexes_key:
             self._indexes = self.store.load_indexes()
             self._indexes_key = key
@@ -656,7 +715,12 @@ class Catalog:
         return self.store.remove(work_id)
 
     def verify(self) -> list[str]:
+        """The catalog's integrity problems (empty when it is sound); see :meth:`check`."""
         return self.store.verify()
+
+    def check(self) -> CatalogCheck:
+        """Problems and harmless notes, as ``index verify`` prints them; damage is a finding."""
+        return self.store.check()
 
     def rebuild(self) -> None:
         self.store.rebuild()

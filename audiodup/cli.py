@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,10 +17,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from .catalog import Catalog, default_catalog_path
-from .errors import AudiodupError
-from .results import AddResult, Verdict, dumps, to_jsonable, verdict_to_dict
+from .errors import AudiodupError, MetadataError
+from .results import AddResult, Verdict, dumps, shown_text, verdict_to_dict
 
 EXIT_CLEAN, EXIT_DUPLICATE, EXIT_INPUT_ERROR, EXIT_SUSPECT = 0, 1, 2, 3
 
@@ -34,8 +34,26 @@ app = typer.Typer(
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
 app.add_typer(index_app, name="index")
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# File names, titles and uploaders are user text: nothing printed is read as rich markup or
+# :emoji: codes (styles are given as Text objects), and user text goes through shown_text, so a
+# control character or a newline in a name cannot drive the terminal or forge a line.
+out = Console(
+    highlight=False, markup=False, emoji=False, width=None if sys.stdout.isatty() else 160
+)
+err = Console(
+    stderr=True,
+    highlight=False,
+    markup=False,
+    emoji=False,
+    width=None if sys.stderr.isatty() else 160,
+)
+
+
+def _paths_argument(help_text: str):
+    """Input paths, not checked by click: one it cannot read (a folder without read access)
+    would otherwise refuse the whole batch; each path's problem is that file's own error."""
+    return typer.Argument(help=help_text, readable=False)
+
 
 DbOption = Annotated[
     Path | None,
@@ -49,13 +67,19 @@ TimeoutOption = Annotated[
 ]
 
 
-def _open(db: Path | None, create: bool = False) -> Catalog:
-    return Catalog.open(db if db is not None else default_catalog_path(), create=create)
+def _open(db: Path | None, create: bool = False, write: bool | None = None) -> Catalog:
+    """The catalog of ``--db`` (or the default). Opening never waits for a writer; ``write``
+    (default: ``create``) refuses a catalog that cannot be written before any work is done."""
+    return Catalog.open(
+        db if db is not None else default_catalog_path(),
+        create=create,
+        write=create if write is None else write,
+    )
 
 
 @index_app.command("add")
 def index_add(
-    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive).")],
+    paths: Annotated[list[Path], _paths_argument("Audio files or folders (recursive).")],
     db: DbOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Fingerprinting processes.")] = 1,
     timeout: TimeoutOption = None,
@@ -77,9 +101,8 @@ def index_add(
         extra, unused = metadata_for_paths(read_metadata(metadata), paths)
         if unused:
             err.print(
-                f"note: {len(unused)} rows of {metadata} name files that are not among the "
-                "paths to add; they were ignored",
-                markup=False,
+                f"note: {len(unused)} rows of {shown_text(metadata)} name files that are not "
+                "among the paths to add; they were ignored",
                 soft_wrap=True,
             )
     counts = {"added": 0, "present": 0, "failed": 0}
@@ -91,7 +114,7 @@ def index_add(
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[name]}"),
+            TextColumn("{task.fields[name]}", markup=False),
             console=err,
             transient=True,
         ) as progress,
@@ -103,11 +126,9 @@ def index_add(
             counts[result.status] += 1
             if result.status == "present" and result.path in extra:
                 present_with_metadata += 1
-            progress.update(task, advance=1, name=Path(result.path).name[:40])
+            progress.update(task, advance=1, name=shown_text(Path(result.path).name)[:40])
             if result.status == "failed":
-                progress.console.print(
-                    f"error: {result.path}: {result.error}", markup=False, soft_wrap=True
-                )
+                _print_error(result.path, result.error, progress.console)
 
         catalog.add_paths(
             paths, workers=workers, metadata=extra, on_result=on_result, timeout_s=timeout
@@ -119,7 +140,6 @@ def index_add(
         err.print(
             f"note: {present_with_metadata} files with metadata were already in the catalog; "
             "their stored metadata was not changed",
-            markup=False,
             soft_wrap=True,
         )
     if counts["failed"]:
@@ -139,7 +159,7 @@ def index_list(
         return
     table = Table("work_id", "duration", "title", "path")
     for w in works:
-        table.add_row(str(w.work_id), f"{w.duration_s:.1f} s", w.title or "", w.path)
+        table.add_row(str(w.work_id), f"{w.duration_s:.1f} s", _user(w.title), _user(w.path))
     out.print(table)
 
 
@@ -179,13 +199,27 @@ def index_stats(
 
 @index_app.command("verify")
 def index_verify(db: DbOption = None) -> None:
-    """Check that SQLite and the FAISS shards agree and every work has its fingerprints."""
-    with _open(db) as catalog:
-        problems = catalog.verify()
+    """Check that SQLite and the FAISS shards agree and every work has its fingerprints.
+
+    Exit code: 0 sound, 1 problems found (each printed; damage is a finding, not an error)."""
+    from .errors import CatalogDamagedError
+
+    try:
+        with _open(db) as catalog:
+            check = catalog.check()
+        problems, notes = check.problems, check.notes
+    except CatalogDamagedError as exc:  # too damaged to open: that is the finding
+        problems, notes = (str(exc),), ()
+    for note in notes:
+        err.print(f"note: {shown_text(note)}", soft_wrap=True)
     for problem in problems:
-        err.print(f"problem: {problem}", markup=False, soft_wrap=True)
+        err.print(f"problem: {shown_text(problem)}", soft_wrap=True)
     if problems:
-        err.print("run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints")
+        err.print(
+            "run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints "
+            "(a work without a readable fingerprint: 'audiodup index remove ID' first)",
+            soft_wrap=True,
+        )
         raise typer.Exit(1)
     out.print("catalog OK")
 
@@ -193,7 +227,7 @@ def index_verify(db: DbOption = None) -> None:
 @index_app.command("rebuild")
 def index_rebuild(db: DbOption = None) -> None:
     """Regenerate every FAISS index from the fingerprints stored in SQLite."""
-    with _open(db) as catalog:
+    with _open(db, write=True) as catalog:
         catalog.rebuild()
         stats = catalog.stats()
     out.print(
@@ -204,7 +238,7 @@ def index_rebuild(db: DbOption = None) -> None:
 
 @app.command()
 def screen(
-    paths: Annotated[list[Path], typer.Argument(help="Uploads to screen.")],
+    paths: Annotated[list[Path], _paths_argument("Uploads to screen.")],
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
@@ -224,28 +258,51 @@ def screen(
     Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
     3 any suspect (and nothing worse).
     """
-    from .report import report_format, write_screen_report
+    from .report import check_report_path, write_screen_report
 
     if report is not None:
-        report_format(report)  # a wrong suffix fails before the work, not after it
+        check_report_path(report)  # a report that cannot be written fails before the work
     with _open(db) as catalog:
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
-        if report is not None:
-            written = write_screen_report(verdicts, report, catalog)
-            err.print(f"report written to {written}", markup=False, soft_wrap=True)
-    if not as_json:
-        for verdict in verdicts:
-            if verdict.error:
-                err.print(f"error: {verdict.path}: {verdict.error}", markup=False, soft_wrap=True)
-    if as_json:
-        print(
-            json.dumps(
-                [to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2, ensure_ascii=False
-            )
+        if as_json:
+            print(dumps([verdict_to_dict(v) for v in verdicts]))
+        else:
+            for verdict in verdicts:
+                if verdict.error:
+                    _print_error(verdict.path, verdict.error)
+            _print_verdicts(verdicts)
+        # after the verdicts: a report that fails to write late (disk full) loses no verdict
+        failed = report is not None and not _write_report(
+            write_screen_report, verdicts, report, catalog
         )
-    else:
-        _print_verdicts(verdicts)
-    raise typer.Exit(_exit_code(verdicts))
+    raise typer.Exit(_with_report(_exit_code(verdicts), failed))
+
+
+def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
+    """Write a report with ``write(result, report, catalog)``; False (with one error line) when
+    it fails."""
+    try:
+        written = write(result, report, catalog)
+    except AudiodupError as exc:
+        err.print(f"error: {shown_text(exc)}", soft_wrap=True)
+        return False
+    err.print(f"report written to {shown_text(written)}", soft_wrap=True)
+    return True
+
+
+def _with_report(code: int, report_failed: bool) -> int:
+    """A report that could not be written is an input error, unless a duplicate outranks it."""
+    return EXIT_INPUT_ERROR if report_failed and code != EXIT_DUPLICATE else code
+
+
+def _print_error(path: str, error: str | None, console: Console | None = None) -> None:
+    """The one line of a file that failed: its path, then the cause."""
+    (console or err).print(f"error: {shown_text(path)}: {shown_text(error)}", soft_wrap=True)
+
+
+def _user(text: str | None) -> Text:
+    """A table cell of user text, shown literally on one line."""
+    return Text(shown_text(text or ""))
 
 
 def _exit_code(verdicts: list[Verdict]) -> int:
@@ -272,18 +329,18 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
     )
     style = {"duplicate": "bold red", "suspect": "yellow", "clean": "green"}
     for v in verdicts:
-        name = Path(v.path).name
+        name = _user(Path(v.path).name)
         if v.error:
-            table.add_row(name, "[red]error[/]", v.error, *[""] * 7)
+            table.add_row(name, Text("error", style="red"), _user(v.error), *[""] * 7)
             continue
-        label = f"[{style[v.verdict]}]{v.verdict}[/]"
+        label = Text(v.verdict, style=style[v.verdict])
         if not v.matches:
             table.add_row(name, label, *[""] * 8)
         for i, m in enumerate(v.matches):
             table.add_row(
                 name if i == 0 else "",
                 label if i == 0 else "",
-                f"{m.work_id}: {Path(m.path).name}",
+                _user(f"{m.work_id}: {Path(m.path).name}"),
                 m.relation.replace("same_", ""),
                 f"x{m.tempo_ratio:.3f}",
                 f"{m.pitch_shift_semitones:+.2f}",
@@ -346,7 +403,7 @@ def rescan_command(
     duplicate), 3 only suspect pairs.
     """
     from .metadata import parse_timestamp
-    from .report import report_format, write_rescan_report
+    from .report import check_report_path, write_rescan_report
     from .rescan import load_report, run_rescan
 
     if new_only and since is not None:
@@ -360,7 +417,7 @@ def rescan_command(
                 f"{since!r} is not an ISO 8601 date (e.g. 2024-03-01)", param_hint="--since"
             ) from None
     if report is not None:
-        report_format(report)
+        check_report_path(report)  # before the work: a rescan can take hours
     with (
         _open(db) as catalog,
         Progress(
@@ -380,9 +437,7 @@ def rescan_command(
         def on_progress(done: int, total: int, scan) -> None:
             if scan is None:
                 if done:
-                    progress.console.print(
-                        f"resuming: {done} of {total} works already screened", markup=False
-                    )
+                    progress.console.print(f"resuming: {done} of {total} works already screened")
                 progress.reset(task, total=total, completed=done)
                 return
             progress.update(task, completed=done, name=f"work {scan.work_id}")
@@ -398,15 +453,17 @@ def rescan_command(
         )
         progress.stop()
         result = load_report(catalog)
-        if report is not None:
-            written = write_rescan_report(result, report, catalog)
-            err.print(f"report written to {written}", markup=False, soft_wrap=True)
-    _print_rescan(result, summary)
+        _print_rescan(result, summary)
+        failed = report is not None and not _write_report(
+            write_rescan_report, result, report, catalog
+        )
     if result.pairs:
-        raise typer.Exit(EXIT_DUPLICATE)
-    if result.errors:
-        raise typer.Exit(EXIT_INPUT_ERROR)
-    raise typer.Exit(EXIT_SUSPECT if result.suspect_pairs else EXIT_CLEAN)
+        code = EXIT_DUPLICATE
+    elif result.errors:
+        code = EXIT_INPUT_ERROR
+    else:
+        code = EXIT_SUSPECT if result.suspect_pairs else EXIT_CLEAN
+    raise typer.Exit(_with_report(code, failed))
 
 
 _MAX_CONSOLE_CLUSTERS = 50
@@ -420,8 +477,8 @@ def _print_rescan(result, summary) -> None:
             table.add_row(
                 str(c.cluster_id),
                 ", ".join(str(w) for w in c.work_ids),
-                original,
-                "\n".join(f"{a.work_id}: {a.description}" for a in c.alterations),
+                _user(original),
+                Text("\n".join(f"{a.work_id}: {a.description}" for a in c.alterations)),
             )
         out.print(table)
         if len(result.clusters) > _MAX_CONSOLE_CLUSTERS:
@@ -433,7 +490,7 @@ def _print_rescan(result, summary) -> None:
         table = Table("uploader", "copies", "share", "copies duration", "works")
         for u in result.uploaders[:10]:
             table.add_row(
-                u.uploader,
+                _user(u.uploader),
                 str(u.copies),
                 f"{100 * u.share:.0f} %",
                 f"{u.copies_duration_s / 60:.1f} min",
@@ -441,7 +498,7 @@ def _print_rescan(result, summary) -> None:
             )
         out.print(table)
     for note in (*result.fallbacks, *result.errors):
-        err.print(f"note: work {note.work_id}: {note.note}", markup=False, soft_wrap=True)
+        err.print(f"note: work {note.work_id}: {shown_text(note.note)}", soft_wrap=True)
     if summary.run_id is None:
         now = "nothing new to screen; "
     else:
@@ -457,7 +514,7 @@ def _print_rescan(result, summary) -> None:
 
 @app.command("explain")
 def explain_command(
-    upload: Annotated[Path, typer.Argument(help="The upload (any audio file).")],
+    upload: Annotated[Path, _paths_argument("The upload (any audio file).")],
     work_id: Annotated[int, typer.Argument(help="The catalog work to compare it with.")],
     db: DbOption = None,
     picture: Annotated[
@@ -473,7 +530,7 @@ def explain_command(
 
     with _open(db) as catalog:
         written = explain(catalog, upload, work_id, picture)
-    out.print(str(written))
+    out.print(shown_text(written), soft_wrap=True)
 
 
 def main() -> None:
@@ -481,13 +538,15 @@ def main() -> None:
     try:
         app()
     except AudiodupError as exc:
-        err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        # one line; a metadata CSV's problems one line each (metadata.py escapes their text)
+        lines = str(exc).split("\n") if isinstance(exc, MetadataError) else [str(exc)]
+        err.print("error: " + "\n".join(shown_text(line) for line in lines), soft_wrap=True)
         sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001
-        err.print(f"internal error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
+        err.print(f"internal error: {type(exc).__name__}: {shown_text(exc)}", soft_wrap=True)
         sys.exit(70)
 
 

@@ -39,3 +39,26 @@ class MetadataError(AudiodupError):
 
 class WorkNotFoundError(CatalogError):
     """A work id that is not (or no longer) in the catalog."""
+
+
+class CatalogDamagedError(CatalogError):
+    """The catalog database is damaged (SQLite reports corruption or missing tables)."""
+
+
+class CatalogReadOnlyError(CatalogError):
+    """The catalog can be read but not written here (read-only mount, permissions)."""
+
+
+class CatalogBusyError(CatalogError):
+    """Another process holds the catalog (its writer lock or its database) for too long."""
+
+
+class DiskFullError(CatalogError):
+    """The disk (or quota) holding the catalog is full; nothing committed was lost."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name when it has none), at most 200
+    characters: what an error built from it shows of the cause."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

@@ -8,12 +8,17 @@ rotated by the pitch shift, above the reference's chroma over the same stretch; 
 same pattern twice.
 
 Rendered with matplotlib's Agg canvas (no display, no pyplot state), as PNG or SVG bytes, so the
-same function draws ``audiodup explain`` files and the pictures inside HTML reports.
+same function draws ``audiodup explain`` files and the pictures inside HTML reports. File names
+and titles are drawn literally: never as mathtext (``$\\frac{$`` would stop the drawing) or
+TeX, with control characters escaped.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +29,14 @@ from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
 from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
+from .report import check_writable
+from .results import shown_text
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+# text that carries a file name or a title: literal, whatever the user's matplotlibrc says
+_LITERAL = {"parse_math": False, "usetex": False}
+_DEFAULT_STEM_BYTES = 200  # a default picture name stays below the 255-byte name limit
 
 
 def explain(
@@ -36,20 +46,37 @@ def explain(
     out: str | Path | None = None,
 ) -> Path:
     """Draw the evidence that ``upload`` contains work ``work_id`` into ``out`` (PNG or SVG by
-    suffix) [default: ``explain-<upload stem>-<work_id>.png``]. Returns the path written."""
+    suffix) [default: ``explain-<upload stem>-<work_id>.png``, the stem shortened and without
+    control characters]. ``out`` is checked before the upload is decoded. Returns the path
+    written."""
     upload = Path(upload)
-    out = Path(out) if out is not None else Path(f"explain-{upload.stem}-{work_id}.png")
+    out = Path(out) if out is not None else default_picture_path(upload, work_id)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise AudiodupError(f"cannot write {out}: the picture must end in .png or .svg")
+    check_writable(out)
     try:
         audio = load_audio(upload, catalog.settings)
     except AudioDecodeError as exc:
         raise type(exc)(f"{upload}: {exc}") from None
+    except OSError as exc:  # a name too long, a folder that cannot be entered
+        raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
     query = fingerprint_audio(audio, catalog.settings, query=True)
     data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=upload.name)
-    out.write_bytes(data)
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def default_picture_path(upload: str | Path, work_id: int) -> Path:
+    """``explain-<upload stem>-<work_id>.png`` in the current folder; control characters of the
+    stem become ``_`` and a long stem is cut, so the name stays a valid file name."""
+    stem = re.sub(r"[\x00-\x1f\x7f]", "_", Path(upload).stem)
+    while len(os.fsencode(stem)) > _DEFAULT_STEM_BYTES:
+        stem = stem[:-1]
+    return Path(f"explain-{stem}-{work_id}.png")
 
 
 def render_explain(
@@ -81,7 +108,10 @@ def render_explain(
         work_name=f"work {work_id}: {work.title or Path(work.path).name}",
     )
     buffer = io.BytesIO()
-    figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_quiet_metadata(fmt))
+    with warnings.catch_warnings():
+        # a name in a script the font lacks is drawn as boxes; a warning per glyph is noise
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        figure.savefig(buffer, format=fmt, dpi=dpi, metadata=_quiet_metadata(fmt))
     return buffer.getvalue()
 
 
@@ -139,13 +169,14 @@ def explain_figure(
     # whole recordings on both axes: where the copy starts and what it leaves out show too
     ax_hash.set_xlim(0.0, max(query.duration_s, 1.0))
     ax_hash.set_ylim(0.0, max(reference.duration_s, 1.0))
-    ax_hash.set_xlabel(f"upload time (s): {upload_name}")
-    ax_hash.set_ylabel(f"reference time (s): {work_name}")
+    upload_name, work_name = shown_text(upload_name), shown_text(work_name)
+    ax_hash.set_xlabel(f"upload time (s): {upload_name}", **_LITERAL)
+    ax_hash.set_ylabel(f"reference time (s): {work_name}", **_LITERAL)
     if transform is None:
         for ax in (ax_up, ax_ref):
             ax.text(0.5, 0.5, "no alignment found", ha="center", va="center")
             ax.set_axis_off()
-        figure.suptitle(f"{upload_name} vs {work_name}: no evidence of a match")
+        figure.suptitle(f"{upload_name} vs {work_name}: no evidence of a match", **_LITERAL)
         return figure
     tempo, pitch, query_start_s, ref_start_s, ref_end_s = transform
     upload_aligned, ref_part, times = _aligned_chroma(
@@ -188,7 +219,7 @@ def explain_figure(
             f"{upload_name} vs {work_name}: no verified hash matches; best chroma alignment "
             f"tempo x{tempo:.3f}, pitch {pitch + 0.0:+.1f} st, cosine {cosine:.2f}"
         )
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(title, fontsize=11, **_LITERAL)
     return figure
 
 

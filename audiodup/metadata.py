@@ -12,6 +12,7 @@ Paths may be absolute, relative to the CSV's folder or relative to the current d
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .catalog import expand_paths
 from .errors import MetadataError
+from .results import shown_text
 
 KNOWN_COLUMNS = ("path", "work_id", "title", "artist", "isrc", "uploader", "uploaded_at")
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
@@ -109,7 +111,9 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
         row.pop("path", None)
         if key is not None:
             if key in first_seen:
-                row_problems.append(f"{key} is already described on line {first_seen[key]}")
+                row_problems.append(
+                    f"{shown_text(key)} is already described on line {first_seen[key]}"
+                )
             else:
                 first_seen[key] = line
         if "work_id" in row:
@@ -215,22 +219,35 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> tuple[str | None, 
 
 
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
-    """The file ``text`` names, or a description of why it names none (or two)."""
-    path = Path(text).expanduser()
+    """The file ``text`` names, or a description of why it names none (or two). Paths in the
+    description are shown escaped (:func:`shown_text`): each problem stays one line."""
+    path = Path(text)
+    with contextlib.suppress(RuntimeError):  # ~name of no known user stays a literal name
+        path = path.expanduser()
     candidates = [path] if path.is_absolute() else [base / path for base in base_dirs]
     found: list[Path] = []
+    unreadable = None  # why a candidate could not be looked at: a name too long, no access
     for candidate in candidates:
         try:
             resolved = candidate.resolve()
-        except (OSError, RuntimeError):
+            exists = resolved.exists()
+        except RuntimeError:  # a symlink loop
             continue
-        if resolved.exists() and resolved not in found:
+        except OSError as exc:
+            unreadable = exc.strerror or str(exc)
+            continue
+        if exists and resolved not in found:
             found.append(resolved)
+    if not found and unreadable:
+        return f"cannot read {shown_text(text)}: {unreadable}"
     if not found:
         where = "" if path.is_absolute() else " (looked next to the CSV and in the current folder)"
-        return f"file not found: {text}{where}"
+        return f"file not found: {shown_text(text)}{where}"
     if len(found) > 1:
-        return f"ambiguous path {text}: both {found[0]} and {found[1]} exist"
-    if not found[0].is_file():
-        return f"not a regular file: {text}"
-    return found[0]
+        first, second = (shown_text(f) for f in found[:2])
+        return f"ambiguous path {shown_text(text)}: both {first} and {second} exist"
+    try:
+        regular = found[0].is_file()
+    except OSError as exc:
+        return f"cannot read {shown_text(text)}: {exc.strerror or exc}"
+    return found[0] if regular else f"not a regular file: {shown_text(text)}"

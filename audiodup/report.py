@@ -6,22 +6,28 @@ chosen by the file's suffix.
   ``uploaders``, ...).
 * CSV: ``screen`` writes one row per (upload, match), an upload without matches gets one row;
   ``rescan`` writes one row per matching pair (duplicates, then suspects) with both works'
-  names, uploaders and dates, the cluster and its original.
+  names, uploaders and dates, the cluster and its original. Rows end in CRLF (RFC 4180), so a
+  cell holding a carriage return is quoted too. A text cell that a spreadsheet would run as a
+  formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
+  with a ``'`` in front, and so is one that starts with ``'``: a text cell that starts with
+  ``'`` is the value after it.
 * HTML: see :mod:`audiodup.report_html`.
+
+Every target is checked (:func:`check_report_path`) before the work that fills it starts.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .catalog import Catalog
 from .errors import AudiodupError
-from .rescan import Pair, RescanReport, report_to_dict
-from .results import Match, Verdict, to_jsonable, verdict_to_dict
+from .rescan import Pair, RescanReport
+from .results import Match, Verdict, dumps, to_jsonable, verdict_to_dict
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
 
@@ -51,15 +57,39 @@ def report_format(out: str | Path) -> str:
     return suffix[1:]
 
 
+def check_report_path(out: str | Path) -> str:
+    """:func:`report_format` and :func:`check_writable`: call it before the work, so a report
+    that cannot be written fails at once instead of after hours of screening."""
+    fmt = report_format(out)
+    check_writable(out)
+    return fmt
+
+
+def check_writable(out: str | Path) -> None:
+    """Raise ``AudiodupError`` (one line) unless a file can be written at ``out``: its folder
+    exists and may be written, and ``out`` is not a folder or a file that may not be written.
+    Nothing is created."""
+    out = Path(out)
+    folder = out.parent
+    try:
+        if out.is_dir():
+            raise AudiodupError(f"cannot write {out}: it is a folder")
+        if not folder.is_dir():
+            raise AudiodupError(f"cannot write {out}: there is no folder {folder}")
+        exists = out.exists()
+    except OSError as exc:  # a name too long, a folder that cannot be entered
+        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK) or (exists and not os.access(out, os.W_OK)):
+        raise AudiodupError(f"cannot write {out}: permission denied")
+
+
 def write_screen_report(
     verdicts: Sequence[Verdict], out: str | Path, catalog: Catalog | None = None
 ) -> Path:
     """Write screening results; HTML needs the ``catalog`` for pictures and reference audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = json.dumps(
-            [to_jsonable(verdict_to_dict(v)) for v in verdicts], indent=2, ensure_ascii=False
-        )
+        text = dumps([verdict_to_dict(v) for v in verdicts])
     elif fmt == "csv":
         text = screen_csv(verdicts)
     else:
@@ -75,7 +105,7 @@ def write_rescan_report(
     """Write a rescan report; HTML needs the ``catalog`` for pictures and audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = json.dumps(report_to_dict(report), indent=2, ensure_ascii=False)
+        text = dumps(report)
     elif fmt == "csv":
         text = rescan_csv(report)
     else:
@@ -157,23 +187,38 @@ def _match_cells(m: Match) -> list:
     return [_cell(getattr(m, name)) for name in _MATCH_COLUMNS]
 
 
-def _cell(value) -> str:
+def _cell(value):
+    """A number stays a number (a pitch shift of -2.0 is no formula), None is empty."""
     value = to_jsonable(value)
-    return "" if value is None else str(value)
+    return "" if value is None else value
+
+
+# OWASP's advice against CSV injection: a cell that starts with one of these is run as a formula
+# by spreadsheets (=HYPERLINK(...), +cmd|..., -1+1, @SUM(...); tab and carriage return can hide
+# the sign), so such a text cell gets a leading ' that makes it text. Text that starts with '
+# gets one too, so nothing is lost: a text cell that starts with ' is the value after it.
+# Numbers are never text cells, so a pitch shift of -2.0 stays a number.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text_cell(text: str) -> str:
+    return "'" + text if text.startswith((*_FORMULA_STARTS, "'")) else text
 
 
 def _csv(header: Sequence[str], rows: list[list]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF: the writer then quotes a cell with a lone CR, which a spreadsheet would otherwise
+    # take for a row break (and the rest of the cell for a new, unchecked one)
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([_text_cell(c) if isinstance(c, str) else c for c in row] for row in rows)
     return buffer.getvalue()
 
 
 def _write(out: str | Path, text: str) -> Path:
     out = Path(out)
     try:
-        out.write_text(text, encoding="utf-8")
+        out.write_text(text, encoding="utf-8", newline="")
     except OSError as exc:
-        raise AudiodupError(f"cannot write {out}: {exc.strerror}") from None
+        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out

@@ -4,7 +4,9 @@ Everything is inline: CSS, a few lines of vanilla JavaScript that sort a table w
 clicked, the evidence pictures (:mod:`audiodup.explain`, PNG as ``data:`` URIs) and short audio
 excerpts of the aligned regions of upload and reference (Ogg Vorbis at 16 kHz mono, about 20 kB
 for 8 s, as ``data:`` URIs in ``<audio controls>``), so a reviewer can see and hear each match.
-The page references no external URL.
+The page references no external URL. All user text (file names, titles, uploaders, errors that
+quote them) is HTML-escaped, attributes included, with control characters shown as escapes;
+the only script is the fixed sorting code, and no user text goes into it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import base64
 import html
 import io
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -23,13 +24,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import load_audio, quiet_native_stderr
+from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudiodupError
 from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Pair, RescanReport, work_query
-from .results import Match, Section, Verdict
+from .results import Match, Section, Verdict, shown_text
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -165,7 +166,7 @@ def _screen_detail(index: int, verdict: Verdict, catalog: Catalog | None, snippe
             query = fingerprint_audio(
                 load_audio(verdict.path, catalog.settings), catalog.settings, query=True
             )
-        except AudiodupError as exc:
+        except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
             parts.append(_picture(catalog, query, top.work_id, Path(verdict.path).name))
@@ -504,6 +505,8 @@ def _picture(catalog: Catalog, query: Fingerprint, work_id: int, name: str) -> s
         png = render_explain(catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI)
     except AudiodupError as exc:
         return f'<p class="muted">No picture: {_e(str(exc))}</p>'
+    except Exception as exc:  # noqa: BLE001 - one upload's picture must not cost the whole report
+        return f'<p class="muted">No picture: {_e(type(exc).__name__)}: {_e(str(exc)[:200])}</p>'
     data = base64.b64encode(png).decode("ascii")
     return (
         f'<figure><img alt="matched hashes and aligned chroma of {_e(name)} against work '
@@ -548,22 +551,17 @@ def audio_snippet(
     path: str | Path, start_s: float, duration_s: float, rate_hz: int = SNIPPET_RATE_HZ
 ) -> bytes | None:
     """``duration_s`` (at most 15 s) of ``path`` from ``start_s`` as small mono Ogg Vorbis
-    bytes, or None when the file cannot be read."""
+    bytes, or None when the file cannot be read. The file is decoded as screening decoded it
+    (every chain link and audio stream, one timeline), so the times of a match point at the
+    same audio here."""
     duration_s = min(max(duration_s, 0.5), 15.0)
     start_s = max(0.0, start_s)
     try:
-        with quiet_native_stderr(), sf.SoundFile(os.fsencode(path)) as f:
-            native = f.samplerate
-            f.seek(min(int(start_s * native), max(f.frames - 1, 0)))
-            samples = f.read(int(duration_s * native), dtype="float32", always_2d=True)
-        samples = samples.mean(axis=1)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError):
-        try:  # formats only ffmpeg reads: the whole file at the analysis rate
-            audio = load_audio(path)
-        except AudiodupError:
-            return None
-        native = audio.sample_rate_hz
-        samples = audio.samples[int(start_s * native) : int((start_s + duration_s) * native)]
+        audio = load_audio(path)
+    except (AudiodupError, OSError):
+        return None
+    native = audio.sample_rate_hz
+    samples = audio.samples[int(start_s * native) : int((start_s + duration_s) * native)]
     if len(samples) < native // 4:
         return None
     samples = soxr.resample(samples, native, rate_hz).astype(np.float32)
@@ -663,4 +661,5 @@ def _page(title: str, subtitle: str, body: str) -> str:
 
 
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    """Text for HTML content and quoted attributes: escaped, control characters shown."""
+    return html.escape(shown_text(text), quote=True)

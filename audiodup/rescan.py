@@ -45,6 +45,7 @@ from .fingerprint import Fingerprint, fingerprint_audio
 from .metadata import parse_timestamp
 from .results import Match, Section, WorkInfo, to_jsonable
 from .settings import Settings
+from .store import catalog_error, reports_errors, use_write_ahead_log
 from .verdict import decide
 from .workers import map_with_timeout
 
@@ -237,6 +238,8 @@ def work_query(
             return fingerprint_audio(audio, catalog.settings, query=True), "file", None
         except AudiodupError as exc:
             file_problem = str(exc)
+        except OSError as exc:  # its folder cannot be entered now, say
+            file_problem = f"cannot read: {exc.strerror or exc}"
     note = f"file unavailable at {work.path} ({file_problem}); screened with the stored fingerprint"
     return catalog.store.fingerprint(work_id), "stored_fingerprint", note
 
@@ -274,10 +277,11 @@ def _screen_job(job: tuple[str, Settings, int, str]) -> WorkScan:
 class RescanStore:
     """Per-work results and run bookkeeping in ``<catalog>/rescan.sqlite``."""
 
+    @reports_errors("store rescan results in")
     def __init__(self, root: Path, settings: Settings):
         self.root = Path(root)
         self.db = sqlite3.connect(str(self.root / RESULTS_FILE), timeout=60.0, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        use_write_ahead_log(self.db)
         self.db.executescript(_SCHEMA)
         identity = json.dumps({"recipe": settings.recipe, "format": RESULT_FORMAT})
         row = self.db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
@@ -292,6 +296,7 @@ class RescanStore:
     def close(self) -> None:
         self.db.close()
 
+    @reports_errors("store rescan results in")
     def open_run(self, mode: Mode, since: str | None, targets: Callable[[], list[int]]):
         """Resume the unfinished run with these parameters, or start one with ``targets()``.
         Returns ``(run_id, targets, done_ids, resumed)``; ``run_id`` is None when ``targets()``
@@ -320,6 +325,7 @@ class RescanStore:
         self.db.execute("COMMIT")
         return int(cursor.lastrowid), ids, set(), False
 
+    @reports_errors("store rescan results in")
     def save(self, run_id: int, sha256: str, scan: WorkScan) -> None:
         """Store one work's result at once (its own transaction), replacing older ones."""
         self.db.execute(
@@ -327,6 +333,7 @@ class RescanStore:
             (scan.work_id, sha256, run_id, _now(), json.dumps(to_jsonable(scan))),
         )
 
+    @reports_errors("store rescan results in")
     def finish(self, run_id: int) -> None:
         self.db.execute(
             "UPDATE runs SET status = 'finished', finished_at = ? WHERE run_id = ?",
@@ -424,6 +431,8 @@ def run_rescan(
         lock.acquire()
     except Timeout:
         raise CatalogError(f"another rescan of {root} is running") from None
+    except OSError as exc:  # a read-only or full catalog folder
+        raise catalog_error(exc, root, "rescan") from None
     store = RescanStore(root, catalog.settings)
     try:
         live = {w.work_id: w for w in catalog.works()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -102,7 +103,34 @@ class CatalogStats:
 
 def path_text(path) -> str:
     """A path as printable UTF-8 text; undecodable bytes of a file name appear as ``\\xNN``."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = str(path)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+# Characters that act instead of showing: C0/C1 controls (ESC starts terminal escape sequences,
+# a newline would let a file name forge an output line), line and paragraph separators, and
+# the bidirectional controls that reorder what is shown ("Trojan Source").
+_ACTING = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_INVISIBLE = re.compile(f"[\x00-\x1f{_ACTING}]")
+_JSON_UNESCAPED = re.compile(f"[{_ACTING}]")  # json.dumps escapes the C0 controls itself
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown_text(text) -> str:
+    """User text (a file name, a title, an error that quotes one) as one printable line for a
+    terminal, a picture or a page: control characters become ``\\n``, ``\\xNN`` or ``\\uNNNN``
+    escapes, undecodable bytes ``\\xNN``; everything else is kept as it is."""
+    return _INVISIBLE.sub(_escape_char, path_text(text))
+
+
+def _escape_char(found: re.Match) -> str:
+    char = found.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
 def to_jsonable(obj):
@@ -127,4 +155,9 @@ def verdict_to_dict(verdict: Verdict) -> dict:
 
 
 def dumps(obj) -> str:
-    return json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False)
+    """Indented JSON text. Besides the C0 controls that JSON always escapes, the other
+    characters of :func:`shown_text` are written as ``\\uNNNN`` escapes: the value read back is
+    the same, and printing the text cannot drive a terminal."""
+    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False)
+    # outside its strings JSON holds only ASCII, so every match is inside a string
+    return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)

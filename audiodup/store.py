@@ -9,34 +9,54 @@ Layout of a catalog directory::
 
 Every batch of new works becomes a new immutable pair of shard files, written under a temporary
 name, fsynced and renamed *before* the SQLite transaction that references them commits. A crash
-at any moment leaves either the old or the new catalog; unreferenced files are swept by the next
-writer. Removal is a tombstone; compaction and ``rebuild`` regenerate shards from the stored
-fingerprints.
+at any moment leaves either the old or the new catalog; the files it leaves are removed by the
+next writer. Removal is a tombstone; compaction and ``rebuild`` regenerate shards from the
+stored fingerprints.
+
+Opening never takes the writer lock: screening, listing and verifying go on while a writer holds
+it. Each write takes the lock and, holding it, removes what interrupted writes left: unreferenced
+files of the catalog's own names (``h-``/``c-`` + 12 hex digits + ``.faiss`` and their ``.tmp-``
+versions), never anything else. A catalog is created only in a new or empty folder. A catalog on
+a read-only folder, or on a full disk where SQLite cannot make the shared-memory file of its
+write-ahead log, is opened read-only (immutable when the log is empty). SQLite and file errors
+become typed ``CatalogError`` s that name the cause (:func:`catalog_error`): only SQLite's own
+corruption reports say "damaged".
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import json
 import os
+import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 
 from .chroma import N_CHROMA_COEFFS, segment_vectors
-from .errors import CatalogError, RecipeMismatchError
+from .errors import (
+    CatalogBusyError,
+    CatalogDamagedError,
+    CatalogError,
+    CatalogReadOnlyError,
+    DiskFullError,
+    RecipeMismatchError,
+)
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids
-from .results import WorkInfo
+from .results import WorkInfo, path_text
 from .settings import Settings
 
 SCHEMA_VERSION = "1"
@@ -47,23 +67,33 @@ _LOCK_TIMEOUT_S = 600.0
 _BUSY_TIMEOUT_S = 60.0
 _FOLD_LOG_WAIT_MS = 200
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS shards (
+_DB_FILE = "catalog.sqlite"
+_LOCK_FILE = "catalog.lock"
+_SHARDS = "shards"
+# the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
+# them, so a user's file or folder that ends up there is never deleted
+_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?[hc]-[0-9a-f]{12}\.faiss")
+# below this much free space an SQLite I/O error is taken for a full disk: SQLite reports a
+# shared-memory file it cannot grow as a "disk I/O error", not as "disk full"
+_NEARLY_FULL_BYTES = 1 << 20
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER PRIMARY KEY AUTOINCREMENT,
     hash_file TEXT NOT NULL, chroma_file TEXT NOT NULL,
-    n_hashes INTEGER NOT NULL, n_segments INTEGER NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS works (
+    n_hashes INTEGER NOT NULL, n_segments INTEGER NOT NULL, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS works (
     work_id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL, title TEXT, artist TEXT, duration_s REAL NOT NULL,
     sha256 TEXT NOT NULL, recipe TEXT NOT NULL, added_at TEXT NOT NULL,
     file_size INTEGER, file_mtime REAL, metadata TEXT NOT NULL DEFAULT '{}',
     removed INTEGER NOT NULL DEFAULT 0, shard_id INTEGER,
-    n_hashes INTEGER NOT NULL, n_segments INTEGER NOT NULL);
-CREATE UNIQUE INDEX IF NOT EXISTS works_live_sha ON works(sha256) WHERE removed = 0;
-CREATE INDEX IF NOT EXISTS works_path ON works(path);
-CREATE TABLE IF NOT EXISTS fingerprints (work_id INTEGER PRIMARY KEY, blob BLOB NOT NULL);
-"""
+    n_hashes INTEGER NOT NULL, n_segments INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS works_live_sha ON works(sha256) WHERE removed = 0",
+    "CREATE INDEX IF NOT EXISTS works_path ON works(path)",
+    "CREATE TABLE IF NOT EXISTS fingerprints (work_id INTEGER PRIMARY KEY, blob BLOB NOT NULL)",
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,16 @@ class NewWork:
     file_size: int | None = None
     file_mtime: float | None = None
     metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CatalogCheck:
+    """What :meth:`CatalogStore.check` found. ``problems`` make the catalog unsound (``index
+    verify`` fails); ``notes`` are harmless: leftovers of an interrupted write that the next
+    write removes, and files or folders in ``shards/`` that are not the catalog's (left alone)."""
+
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
 
 
 @dataclass
@@ -122,94 +162,277 @@ def reference_segments(fingerprint: Fingerprint, settings: Settings) -> np.ndarr
     return vectors
 
 
-class CatalogStore:
-    """SQLite + FAISS shards behind a narrow interface. Not shared between processes."""
+def reports_errors(doing: str):
+    """Turn the SQLite and OS errors of a store method into :func:`catalog_error` ones."""
 
-    def __init__(self, root: Path, settings: Settings, *, create: bool = True):
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapped(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, OSError) as exc:
+                raise catalog_error(exc, self.root, doing) from None
+
+        return wrapped
+
+    return decorate
+
+
+class CatalogStore:
+    """SQLite + FAISS shards behind a narrow interface. Not shared between processes.
+
+    Opening reads; it never takes the writer lock and writes nothing unless it creates the
+    catalog (``create``: only in a new or empty folder). ``write`` asks for a catalog that can be
+    written: a read-only one is then refused at once rather than at the first write.
+    ``read_only`` says why this store cannot write (``None`` when it can)."""
+
+    def __init__(self, root: Path, settings: Settings, *, create: bool = True, write: bool = False):
         self.root = Path(root)
         self.settings = settings
-        db_path = self.root / "catalog.sqlite"
-        if not db_path.exists():
+        self.read_only: str | None = None
+        self._db_path = self.root / _DB_FILE
+        self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=_LOCK_TIMEOUT_S)
+        if self.root.exists() and not self.root.is_dir():
+            raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
+        if not self._db_path.exists():
             if not create:
-                raise CatalogError(f"no catalog at {self.root} (run 'audiodup index add' first)")
-            try:
-                (self.root / "shards").mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
                 raise CatalogError(
-                    f"cannot create catalog at {self.root}: {exc.strerror}"
-                ) from None
-        self._lock = FileLock(str(self.root / "catalog.lock"), timeout=_LOCK_TIMEOUT_S)
+                    f"no catalog at {path_text(self.root)} (run 'audiodup index add' first)"
+                )
+            self._create()
+        self.db = self._connect()
         try:
-            self.db = sqlite3.connect(str(db_path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            self._use_write_ahead_log()
-            self.db.execute("PRAGMA synchronous=FULL")
-            with self.write_lock():
-                self.db.executescript(_SCHEMA)
-                self._check_recipe()
-                self._sweep_orphans()
-        except sqlite3.DatabaseError as exc:
-            raise CatalogError(f"catalog database at {db_path} is damaged: {exc}") from None
+            recipe = self._stored_recipe()
+            if recipe is None:  # a creation that stopped before it committed
+                if not create or self.read_only is not None:
+                    raise CatalogError(
+                        f"no catalog at {path_text(self.root)} yet: it is being created, or its "
+                        "creation was interrupted ('audiodup index add' finishes it)"
+                    )
+                self._create()
+                recipe = self._stored_recipe()
+            if recipe != self.settings.recipe:
+                raise RecipeMismatchError(
+                    f"catalog {path_text(self.root)} was built with fingerprint recipe "
+                    f"{recipe!r}, this audiodup uses {self.settings.recipe!r}; rebuild it with the "
+                    "files (index add) into a new catalog"
+                )
+            if write and self.read_only is not None:
+                raise self._unwritable("write to")
+        except BaseException as exc:
+            self.db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise catalog_error(exc, self.root, "open") from None
+            raise
 
-    def _use_write_ahead_log(self) -> None:
-        """Switch the journal to write-ahead logging. SQLite answers "locked" at once, without
-        waiting, while another connection holds the journal (a writer folding its log, or a
-        process racing to create the catalog), so this waits as a busy connection would."""
-        deadline = time.monotonic() + _BUSY_TIMEOUT_S
-        while True:
+    # -- opening and creating ----------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the existing database: read-write when possible, else read-only.
+
+        In write-ahead-log mode every reader needs the log's shared-memory file next to the
+        database; on a read-only folder, or a full disk, SQLite cannot make it and cannot open a
+        healthy catalog ("unable to open database file", "disk I/O error"). Then it is opened
+        read-only, and if that fails too, immutable: SQLite then reads the database file alone,
+        which is the whole catalog only while the log is empty (always so after a writer closed
+        or folded it), so a log with content is never skipped."""
+        attempts = ("rw", "ro", "immutable")
+        first: sqlite3.Error | None = None
+        for mode in attempts:
+            if mode == "immutable" and _log_has_content(self._db_path):
+                raise CatalogReadOnlyError(
+                    f"cannot open catalog {path_text(self.root)}: it cannot be written here "
+                    f"({_why_not_writable(self.root)}) and its write-ahead log holds changes "
+                    "that only a writable catalog can read; open it once where it can be written"
+                ) from None
             try:
-                self.db.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+                db = sqlite3.connect(
+                    _sqlite_uri(self._db_path, mode),
+                    uri=True,
+                    timeout=_BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                )
+            except sqlite3.Error as exc:
+                first = first or exc
+                if not _needs_a_writable_folder(exc):
+                    break
+                continue
+            try:
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            except sqlite3.Error as exc:
+                db.close()
+                first = first or exc
+                if not _needs_a_writable_folder(exc):
+                    raise catalog_error(exc, self.root, "open") from None
+                continue
+            if mode == "rw" and os.access(self._db_path, os.W_OK):
+                db.execute("PRAGMA synchronous=FULL")
+            else:
+                self.read_only = _why_not_writable(self.root)
+            return db
+        raise catalog_error(first, self.root, "open") from None
+
+    def _stored_recipe(self) -> str | None:
+        """The catalog's recipe; ``None`` while the database holds no catalog yet (created by a
+        process that stopped before its first transaction committed)."""
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        row = None
+        if "meta" in tables:
+            row = self.db.execute("SELECT value FROM meta WHERE key = 'recipe'").fetchone()
+        if row is not None:
+            return str(row[0])
+        # earlier versions created the tables and the recipe in separate steps, but always the
+        # recipe before any work: works without a recipe are damage, not an unfinished creation
+        if "works" in tables and self.db.execute("SELECT COUNT(*) FROM works").fetchone()[0]:
+            raise CatalogDamagedError(
+                f"catalog database {path_text(self._db_path)} is damaged: it holds works but no "
+                "fingerprint recipe"
+            )
+        return None
+
+    def _create(self) -> None:
+        """Create the catalog: its folder, its shards folder and, in one transaction under the
+        writer lock, its tables and recipe (a reader sees no catalog or a whole one). Refuses a
+        folder that holds anything else: a catalog must not mix with, or sweep, other files."""
+        if not self._db_path.exists():
+            self._refuse_foreign_folder()
+        try:
+            (self.root / _SHARDS).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise catalog_error(exc, self.root, "create") from None
+        with self.write_lock():
+            if not self._db_path.exists():
+                self._refuse_foreign_folder()  # checked again now that no one else creates it
+            try:
+                db = sqlite3.connect(
+                    _sqlite_uri(self._db_path, "rwc"),
+                    uri=True,
+                    timeout=_BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                )
+            except sqlite3.Error as exc:
+                raise catalog_error(exc, self.root, "create") from None
+            try:
+                use_write_ahead_log(db)
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+                    recipe = (
+                        db.execute("SELECT value FROM meta WHERE key = 'recipe'").fetchone()
+                        if "meta" in names
+                        else None
+                    )
+                    if recipe is None:
+                        for statement in _SCHEMA:
+                            db.execute(statement)
+                        db.executemany(
+                            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                            [
+                                ("recipe", self.settings.recipe),
+                                ("settings", self.settings.to_json()),
+                                ("schema", SCHEMA_VERSION),
+                            ],
+                        )
+                    db.execute("COMMIT")
+                finally:
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                raise catalog_error(exc, self.root, "create") from None
+            finally:
+                db.close()
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.root)
+
+    def _refuse_foreign_folder(self) -> None:
+        foreign = _foreign_entries(self.root)
+        if foreign:
+            shown = ", ".join(path_text(name) for name in foreign[:5])
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise CatalogError(
+                f"will not create a catalog in {path_text(self.root)}: the folder is not empty "
+                f"and holds no catalog ({shown}{more}); choose a new or empty folder"
+            )
 
     # -- locking and transactions -------------------------------------------------------------
     @contextmanager
     def write_lock(self) -> Iterator[None]:
+        """The single-writer lock (reentrant). Only writes take it, never opening or reading."""
         try:
-            with self._lock:
-                yield
+            self._lock.acquire()
         except Timeout:
-            raise CatalogError(f"catalog {self.root} is locked by another writer") from None
+            raise CatalogBusyError(
+                f"catalog {path_text(self.root)} is locked by another writer (waited "
+                f"{_LOCK_TIMEOUT_S:.0f} s)"
+            ) from None
+        except OSError as exc:
+            raise catalog_error(exc, self.root, "lock") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def _writing(self, doing: str, *, tidy: bool = True) -> Iterator[None]:
+        """Hold the writer lock for one write. With ``tidy``, first make sure ``shards/`` exists
+        (``rebuild`` recreates a deleted one) and remove what interrupted writes left there."""
+        if self.read_only is not None:
+            raise self._unwritable(doing)
+        with self.write_lock():
+            if tidy:
+                shards = self.root / _SHARDS
+                if not shards.is_dir():
+                    if os.path.lexists(shards):
+                        raise CatalogError(
+                            f"cannot {doing} catalog {path_text(self.root)}: "
+                            f"{path_text(shards)} is not a folder (move it away)"
+                        )
+                    shards.mkdir()
+                    _fsync_dir(self.root)
+                self._sweep_orphans()
+            yield
+
+    def _unwritable(self, doing: str) -> CatalogError:
+        """The error of a write to a catalog that was opened read-only."""
+        where = f"cannot {doing} catalog {path_text(self.root)}"
+        if _nearly_full(self.root):
+            return DiskFullError(f"{where}: the disk is full; free some space and try again")
+        return CatalogReadOnlyError(f"{where}: it cannot be written here ({self.read_only})")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self.db.execute("COMMIT")
 
-    def _check_recipe(self) -> None:
-        row = self.db.execute("SELECT value FROM meta WHERE key = 'recipe'").fetchone()
-        if row is None:
-            with self._transaction() as db:
-                db.execute("INSERT INTO meta VALUES ('recipe', ?)", (self.settings.recipe,))
-                db.execute("INSERT INTO meta VALUES ('settings', ?)", (self.settings.to_json(),))
-                db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        elif row[0] != self.settings.recipe:
-            raise RecipeMismatchError(
-                f"catalog {self.root} was built with fingerprint recipe {row[0]!r}, this audiodup "
-                f"uses {self.settings.recipe!r}; rebuild it with the files (index add) into a new "
-                "catalog"
-            )
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (a full disk does that): a failing ROLLBACK must
+        # not hide the error that caused it
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
 
     def close(self) -> None:
         # fold the write-ahead log back into the database file (skipped while others read)
-        with contextlib.suppress(sqlite3.Error):
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self.read_only is None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         self.db.close()
 
     # -- queries -------------------------------------------------------------------------------
+    @reports_errors("read")
     def find_live_sha(self, sha256: str) -> int | None:
         row = self.db.execute(
             "SELECT work_id FROM works WHERE sha256 = ? AND removed = 0", (sha256,)
         ).fetchone()
         return None if row is None else int(row[0])
 
+    @reports_errors("read")
     def find_unchanged_file(self, path: str, size: int, mtime: float) -> int | None:
         row = self.db.execute(
             "SELECT work_id FROM works WHERE path = ? AND file_size = ? AND file_mtime = ? "
@@ -218,6 +441,7 @@ class CatalogStore:
         ).fetchone()
         return None if row is None else int(row[0])
 
+    @reports_errors("list the works of")
     def works(self) -> list[WorkInfo]:
         rows = self.db.execute(
             "SELECT work_id, path, title, artist, duration_s, sha256, added_at, metadata "
@@ -225,6 +449,7 @@ class CatalogStore:
         ).fetchall()
         return [_work_info(r) for r in rows]
 
+    @reports_errors("read")
     def work(self, work_id: int) -> WorkInfo | None:
         row = self.db.execute(
             "SELECT work_id, path, title, artist, duration_s, sha256, added_at, metadata "
@@ -233,14 +458,39 @@ class CatalogStore:
         ).fetchone()
         return None if row is None else _work_info(row)
 
+    @reports_errors("read a fingerprint from")
     def fingerprint(self, work_id: int) -> Fingerprint:
+        found = self._stored_fingerprint(work_id)
+        if isinstance(found, str):
+            raise CatalogDamagedError(found)
+        return found
+
+    def _stored_fingerprint(self, work_id: int) -> Fingerprint | str:
+        """The decoded stored fingerprint, or what is wrong with it."""
         row = self.db.execute(
             "SELECT blob FROM fingerprints WHERE work_id = ?", (work_id,)
         ).fetchone()
         if row is None:
-            raise CatalogError(f"work {work_id} has no stored fingerprint")
-        return Fingerprint.from_bytes(row[0])
+            return f"work {work_id} has no stored fingerprint"
+        if not isinstance(row[0], bytes):
+            return f"work {work_id}: stored fingerprint is damaged (not a blob)"
+        try:
+            return Fingerprint.from_bytes(row[0])
+        except CatalogError as exc:
+            return f"work {work_id}: {exc}"
 
+    @reports_errors("read")
+    def index_key(self) -> tuple:
+        """A value that changes whenever the searchable indexes do (a shard added or replaced, a
+        work removed): a cached :class:`LoadedIndexes` is current while it is unchanged."""
+        return tuple(
+            self.db.execute(
+                "SELECT (SELECT group_concat(shard_id) FROM shards), "
+                "(SELECT COUNT(*) FROM works WHERE removed = 1)"
+            ).fetchone()
+        )
+
+    @reports_errors("read the indexes of")
     def load_indexes(self, attempts: int = 5) -> LoadedIndexes:
         """Read every shard listed in one SQLite snapshot (retrying if a compaction raced us)."""
         for attempt in range(attempts):
@@ -254,20 +504,18 @@ class CatalogStore:
                 ]
                 max_id = self.db.execute("SELECT MAX(work_id) FROM works").fetchone()[0] or 0
             finally:
-                self.db.execute("COMMIT")
+                self._rollback()  # a read transaction: nothing to commit
             try:
-                hash_shards = [
-                    faiss.read_index_binary(str(self.root / "shards" / h)) for h, _ in shards
-                ]
-                chroma_shards = [faiss.read_index(str(self.root / "shards" / c)) for _, c in shards]
+                hash_shards = [_read_index(self._shard_path(h), binary=True) for h, _ in shards]
+                chroma_shards = [_read_index(self._shard_path(c), binary=False) for _, c in shards]
                 for index in chroma_shards:
                     _set_nprobe(index, self.settings.chroma_nprobe)
-            except RuntimeError as exc:
-                if attempt + 1 < attempts and "No such file" in str(exc):
+            except (RuntimeError, FileNotFoundError) as exc:
+                if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
                     continue
                 raise CatalogError(
-                    f"catalog index files are damaged or missing ({str(exc).splitlines()[0]}); "
+                    f"catalog index files are damaged or missing ({_first_line(exc)}); "
                     "run 'audiodup index rebuild'"
                 ) from None
             live = np.zeros(max_id + 1, dtype=bool)
@@ -275,12 +523,28 @@ class CatalogStore:
             return LoadedIndexes(hash_shards, chroma_shards, live, bucket_sizes(hash_shards))
         raise CatalogError("catalog kept changing while loading; try again")
 
+    def _shard_path(self, name) -> Path:
+        if not isinstance(name, str) or not _OWN_SHARD_FILE.fullmatch(name):
+            # a shard row names a file of the catalog's own making, nothing else
+            raise CatalogDamagedError(
+                f"catalog database {path_text(self._db_path)} is damaged: a shard row names "
+                f"{name!r}; run 'audiodup index rebuild'"
+            )
+        return self.root / _SHARDS / name
+
+    def _referenced_files(self) -> set[str]:
+        referenced = set()
+        for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
+            referenced.update((hash_file, chroma_file))
+        return referenced
+
     # -- writes --------------------------------------------------------------------------------
+    @reports_errors("add works to")
     def commit_batch(self, items: list[NewWork]) -> list[tuple[int, bool]]:
         """Store new works atomically. Returns ``(work_id, added)`` per item; ``added`` is False
         when identical audio was already present."""
         out: list[tuple[int, bool]] = []
-        with self.write_lock():
+        with self._writing("add works to"):
             fresh: list[tuple[int, NewWork]] = []
             self.db.execute("BEGIN IMMEDIATE")
             try:
@@ -296,14 +560,25 @@ class CatalogStore:
                     out.append((work_id, True))
                 if fresh:
                     self._write_shard([(w, it.fingerprint) for w, it in fresh])
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                self._abandon()
                 raise
-            self.db.execute("COMMIT")
             if fresh:
-                self._maybe_compact()
+                # compaction only saves look-up time: a catalog it cannot compact now (a damaged
+                # fingerprint, a full disk) stays sound with one more shard, and the batch above
+                # is committed, so that is not this call's failure (verify names the cause)
+                with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
+                    self._maybe_compact()
                 self._fold_log()
         return out
+
+    def _abandon(self) -> None:
+        """Roll back and remove the files the failed transaction wrote: on a full disk that is
+        the space the next attempt needs. Caller holds the writer lock."""
+        self._rollback()
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self._sweep_orphans()
 
     def _insert_work(self, item: NewWork) -> int:
         """Insert the work's row and fingerprint; ``_write_shard`` fills in its index counts."""
@@ -352,8 +627,8 @@ class CatalogStore:
             chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
         token = uuid.uuid4().hex[:12]
         hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, lambda p: faiss.write_index_binary(hash_index, p))
-        self._put_file(chroma_file, lambda p: faiss.write_index(chroma_index, p))
+        self._put_file(hash_file, lambda out: faiss.write_index_binary(hash_index, out))
+        self._put_file(chroma_file, lambda out: faiss.write_index(chroma_index, out))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -387,13 +662,23 @@ class CatalogStore:
             index = faiss.IndexIDMap2(index)
         return index
 
-    def _put_file(self, name: str, write) -> None:
-        final = self.root / "shards" / name
+    def _put_file(self, name: str, write: Callable[[object], None]) -> None:
+        """Write one index file through ``write(faiss_writer)`` under a temporary name, fsync it
+        and rename it into place. FAISS's own file writer only prints a failed close (a full
+        disk can surface there) and goes on; through a Python file every write, flush and fsync
+        error is raised, so a truncated file is never put in place."""
+        final = self.root / _SHARDS / name
         tmp = final.with_name(f".tmp-{name}")
-        write(str(tmp))
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
+        try:
+            with open(tmp, "wb") as handle:
+                write(faiss.PyCallbackIOWriter(handle.write))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(final.parent)
 
     def _maybe_compact(self) -> None:
@@ -432,23 +717,33 @@ class CatalogStore:
                 else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
             )
         ).fetchall()
+        stored = {w: self._stored_fingerprint(w) for w in ids}
+        unusable = [w for w, found in stored.items() if isinstance(found, str)]
+        if unusable:
+            raise CatalogDamagedError(
+                f"the index cannot be regenerated: {_unusable(unusable, stored[unusable[0]])}, "
+                "then rebuild"
+            )
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if ids:
-                self._write_shard([(w, self.fingerprint(w)) for w in ids])
+                self._write_shard([(w, stored[w]) for w in ids])
             for shard_id, _, _ in old:
                 self.db.execute("DELETE FROM shards WHERE shard_id = ?", (shard_id,))
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._abandon()
             raise
-        self.db.execute("COMMIT")
         for _, hash_file, chroma_file in old:
             for name in (hash_file, chroma_file):
-                (self.root / "shards" / name).unlink(missing_ok=True)
+                if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
+                    (self.root / _SHARDS / name).unlink(missing_ok=True)
 
+    @reports_errors("rebuild")
     def rebuild(self) -> None:
-        """Regenerate every index file from the fingerprints stored in SQLite."""
-        with self.write_lock():
+        """Regenerate every index file from the fingerprints stored in SQLite (recreating a
+        missing ``shards/`` folder)."""
+        with self._writing("rebuild"):
             self._regenerate(None)
             self._sweep_orphans()
             self._fold_log()
@@ -464,23 +759,32 @@ class CatalogStore:
             finally:
                 self.db.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
 
+    @reports_errors("remove a work from")
     def remove(self, work_id: int) -> bool:
-        with self.write_lock(), self._transaction() as db:
+        # no tidying: removing a work with a damaged fingerprint is how a user repairs a catalog,
+        # and it must work whatever state shards/ is in
+        with self._writing("remove a work from", tidy=False), self._transaction() as db:
             cursor = db.execute(
                 "UPDATE works SET removed = 1 WHERE work_id = ? AND removed = 0", (work_id,)
             )
             return cursor.rowcount > 0
 
     def _sweep_orphans(self) -> None:
-        """Delete shard files that no committed row references (left by a crash)."""
-        referenced = set()
-        for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
-            referenced.update((hash_file, chroma_file))
-        for path in (self.root / "shards").glob("*"):
-            if path.name not in referenced:
-                path.unlink(missing_ok=True)
+        """Delete what interrupted writes left in ``shards/``: files of the catalog's own names
+        (index files and their temporaries) that no committed row references. Sub-folders and
+        files of other names are not the catalog's and stay. Caller holds the writer lock."""
+        referenced = self._referenced_files()
+        for entry in _entries(self.root / _SHARDS):
+            if (
+                entry.name not in referenced
+                and _OWN_SHARD_FILE.fullmatch(entry.name)
+                and entry.is_file(follow_symlinks=False)
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
     # -- reporting -----------------------------------------------------------------------------
+    @reports_errors("read the statistics of")
     def stats(self) -> dict:
         works, seconds = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(duration_s), 0) FROM works WHERE removed = 0"
@@ -488,9 +792,14 @@ class CatalogStore:
         n_hashes, n_segments, n_shards = self.db.execute(
             "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0), COUNT(*) FROM shards"
         ).fetchone()
-        index_bytes = sum(p.stat().st_size for p in (self.root / "shards").glob("*.faiss"))
+        # the catalog's own files only: whatever else lies in its folders is not its size
+        index_bytes = sum(
+            _file_size(self.root / _SHARDS / name)
+            for name in self._referenced_files()
+            if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name)
+        )
         catalog_bytes = index_bytes + sum(
-            p.stat().st_size for p in self.root.glob("catalog.sqlite*")
+            _file_size(self.root / f"{_DB_FILE}{suffix}") for suffix in ("", "-wal", "-shm")
         )
         return {
             "works": works,
@@ -504,34 +813,84 @@ class CatalogStore:
 
     def verify(self) -> list[str]:
         """Integrity problems found (empty when the catalog is sound)."""
-        problems = []
-        if (row := self.db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
-            problems.append(f"sqlite integrity check: {row}")
-        orphans = self.db.execute(
-            "SELECT COUNT(*) FROM works w LEFT JOIN fingerprints f USING (work_id) "
-            "WHERE f.work_id IS NULL"
-        ).fetchone()[0]
-        if orphans:
-            problems.append(f"{orphans} works have no stored fingerprint")
-        for (work_id,) in self.db.execute("SELECT work_id FROM works WHERE removed = 0").fetchall():
+        return list(self.check().problems)
+
+    def check(self) -> CatalogCheck:
+        """Check the catalog and report every finding; damage is a finding, never an exception.
+
+        Problems: SQLite's integrity check, live works without a readable fingerprint or with a
+        damaged row, live works in no shard, shards whose files are unreadable or hold other
+        counts than the catalog expects. Removed works are not checked: removing a damaged work
+        is a repair. Notes: leftovers of interrupted writes, foreign entries in ``shards/``."""
+        problems: list[str] = []
+        notes: list[str] = []
+        checks = (
+            ("the SQLite integrity check", self._check_sqlite),
+            ("the works", self._check_works),
+            ("the index shards", self._check_shards),
+        )
+        for what, step in checks:
             try:
-                self.fingerprint(work_id)
+                step(problems)
+            except (CatalogError, sqlite3.Error, OSError) as exc:
+                problems.append(f"{what} could not be checked: {exc}")
+                self._rollback()
+        try:
+            notes.extend(self._shards_folder_notes())
+        except (sqlite3.Error, OSError) as exc:
+            notes.append(f"the shards folder could not be listed: {exc}")
+        return CatalogCheck(tuple(problems), tuple(notes))
+
+    def _check_sqlite(self, problems: list[str]) -> None:
+        rows = [r[0] for r in self.db.execute("PRAGMA integrity_check(20)").fetchall()]
+        if rows != ["ok"]:
+            problems.extend(f"sqlite integrity check: {row}" for row in rows)
+
+    def _check_works(self, problems: list[str]) -> None:
+        missing = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT w.work_id FROM works w LEFT JOIN fingerprints f USING (work_id) "
+                "WHERE f.work_id IS NULL AND w.removed = 0 ORDER BY w.work_id"
+            )
+        ]
+        if missing:
+            problems.append(_unusable(missing, f"work {missing[0]} has no stored fingerprint"))
+        lacking = set(missing)
+        rows = self.db.execute(
+            "SELECT work_id, path, title, artist, duration_s, sha256, added_at, metadata "
+            "FROM works WHERE removed = 0 ORDER BY work_id"
+        ).fetchall()
+        for row in rows:
+            try:
+                _work_info(row)
             except CatalogError as exc:
-                problems.append(f"work {work_id}: {exc}")
+                problems.append(str(exc))
+                continue
+            if row[0] not in lacking:
+                found = self._stored_fingerprint(row[0])
+                if isinstance(found, str):
+                    problems.append(_unusable([row[0]], found))
         unindexed = self.db.execute(
             "SELECT COUNT(*) FROM works WHERE removed = 0 AND (shard_id IS NULL OR shard_id NOT "
             "IN (SELECT shard_id FROM shards))"
         ).fetchone()[0]
         if unindexed:
-            problems.append(f"{unindexed} works are in no index shard")
-        for shard_id, hash_file, chroma_file, n_hashes, n_segments in self.db.execute(
+            problems.append(f"{_works(unindexed)} in no index shard")
+
+    def _check_shards(self, problems: list[str]) -> None:
+        shards = self.db.execute(
             "SELECT shard_id, hash_file, chroma_file, n_hashes, n_segments FROM shards"
-        ).fetchall():
+        ).fetchall()
+        if shards and not (self.root / _SHARDS).is_dir():
+            problems.append(f"the shards folder {path_text(self.root / _SHARDS)} is missing")
+            return
+        for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
-                hashes = faiss.read_index_binary(str(self.root / "shards" / hash_file))
-                chroma = faiss.read_index(str(self.root / "shards" / chroma_file))
-            except RuntimeError as exc:
-                problems.append(f"shard {shard_id}: unreadable index ({str(exc).splitlines()[0]})")
+                hashes = _read_index(self._shard_path(hash_file), binary=True)
+                chroma = _read_index(self._shard_path(chroma_file), binary=False)
+            except (RuntimeError, OSError, CatalogError) as exc:
+                problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
             expected = self.db.execute(
                 "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0) FROM works "
@@ -546,7 +905,225 @@ class CatalogStore:
                     f"shard {shard_id}: index holds {hashes.ntotal} hashes / {chroma.ntotal} "
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
-        return problems
+
+    def _shards_folder_notes(self) -> list[str]:
+        referenced = self._referenced_files()
+        leftovers, foreign = 0, []
+        for entry in _entries(self.root / _SHARDS):
+            if entry.name in referenced:
+                continue
+            if _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                leftovers += 1
+            else:
+                foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
+        notes = []
+        if leftovers:
+            notes.append(
+                f"{leftovers} unreferenced index {'file' if leftovers == 1 else 'files'} left by "
+                "an interrupted write; the next write removes them"
+            )
+        for name in sorted(foreign)[:20]:
+            notes.append(f"shards/{path_text(name)} is not the catalog's; it is left alone")
+        if len(foreign) > 20:
+            notes.append(f"... and {len(foreign) - 20} more entries in shards/ that are not")
+        return notes
+
+
+# -- errors --------------------------------------------------------------------------------------
+def catalog_error(exc: BaseException, root: Path, doing: str) -> CatalogError:
+    """The :class:`CatalogError` that says what ``exc``, an SQLite or OS error met while trying
+    to ``doing`` catalog ``root`` (``"open"``, ``"add works to"``, ...), means: a full disk, a
+    read-only folder, a busy database, an I/O error, missing permissions, each by name; damage
+    only when SQLite reports damage (corruption, not a database, missing tables)."""
+    where = f"cannot {doing} catalog {path_text(root)}"
+    db = root / _DB_FILE
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        said = f"SQLite: {exc}"
+        if name.startswith("SQLITE_FULL") or (
+            name.startswith("SQLITE_IOERR") and _nearly_full(root)
+        ):
+            return DiskFullError(
+                f"{where}: the disk is full ({said}); free some space and try again (nothing "
+                "already committed is lost)"
+            )
+        if (
+            name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            or "malformed" in str(exc)
+            or str(exc).startswith(("no such table", "no such column"))
+        ):
+            return CatalogDamagedError(
+                f"catalog database {path_text(db)} is damaged ({exc}); 'audiodup index verify' "
+                "lists the problems"
+            )
+        if name.startswith("SQLITE_READONLY"):
+            return CatalogReadOnlyError(
+                f"{where}: it cannot be written here ({_why_not_writable(root)}; {said})"
+            )
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            return CatalogBusyError(
+                f"{where}: another process kept its database locked for over "
+                f"{_BUSY_TIMEOUT_S:.0f} s ({said}); try again"
+            )
+        if name.startswith("SQLITE_IOERR"):
+            return CatalogError(
+                f"{where}: disk I/O error ({said}, {name}); check the disk, the catalog "
+                "itself may be intact"
+            )
+        if name.startswith("SQLITE_CANTOPEN"):
+            return CatalogError(f"{where}: cannot open {path_text(db)} ({_why_unopenable(db)})")
+        if name.startswith(("SQLITE_PERM", "SQLITE_AUTH")):
+            return CatalogError(f"{where}: permission denied ({said})")
+        if name.startswith("SQLITE_NOMEM"):
+            return CatalogError(f"{where}: out of memory")
+        return CatalogError(f"{where} ({said})")
+    if isinstance(exc, OSError):
+        code = exc.errno
+        about = f" ({path_text(exc.filename)})" if exc.filename else ""
+        text = f"{exc.strerror or exc}{about}"
+        if code in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFullError(
+                f"{where}: the disk is full ({text}); free some space and try again (nothing "
+                "already committed is lost)"
+            )
+        if code == errno.EROFS:
+            return CatalogReadOnlyError(f"{where}: it is on a read-only file system ({text})")
+        if code == errno.EIO:
+            return CatalogError(f"{where}: disk I/O error ({text}); check the disk")
+        return CatalogError(f"{where}: {text}")
+    return CatalogError(f"{where}: {exc}")
+
+
+def _needs_a_writable_folder(exc: sqlite3.Error) -> bool:
+    """SQLite failed to open the database for want of a writable folder or free space (the
+    log's shared-memory file), not because the database is damaged or absent."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    return name.startswith(
+        ("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_IOERR_SHM", "SQLITE_FULL", "SQLITE_PERM")
+    )
+
+
+def _why_not_writable(root: Path) -> str:
+    if _nearly_full(root):
+        return "the disk is full"
+    with contextlib.suppress(OSError):
+        if os.statvfs(root).f_flag & os.ST_RDONLY:
+            return "it is on a read-only file system"
+    if not os.access(root, os.W_OK):
+        return "its folder is not writable"
+    if not os.access(root / _DB_FILE, os.W_OK):
+        return f"{_DB_FILE} is not writable"
+    return "SQLite could not open it for writing"
+
+
+def _why_unopenable(db: Path) -> str:
+    if not db.exists():
+        return "it is missing"
+    if db.is_dir():
+        return "it is a folder"
+    if not os.access(db, os.R_OK):
+        return "permission denied"
+    return "SQLite cannot open it, or cannot create its shared-memory file next to it"
+
+
+def _nearly_full(root: Path) -> bool:
+    try:
+        stat = os.statvfs(root)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < _NEARLY_FULL_BYTES
+
+
+# -- files ---------------------------------------------------------------------------------------
+def _sqlite_uri(path: Path, mode: str) -> str:
+    """A ``file:`` URI for SQLite; every byte of the path that could read as URI syntax (``?``,
+    ``#``, ``%``, undecodable bytes of a file name) is percent-encoded."""
+    location = quote(os.fsencode(path.absolute()), safe="/")
+    if mode == "immutable":
+        return f"file:{location}?mode=ro&immutable=1"
+    return f"file:{location}?mode={mode}"
+
+
+def use_write_ahead_log(db: sqlite3.Connection) -> None:
+    """Switch the journal to write-ahead logging. SQLite answers "locked" at once, without
+    waiting, while another connection holds the journal (a writer folding its log, or a
+    process racing to create the catalog), so this waits as a busy connection would."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _read_index(path: Path, *, binary: bool):
+    """Read an index file through a Python file, as ``_put_file`` writes them: FAISS opens only
+    paths it can encode as UTF-8, and a catalog folder may have any name its file system takes."""
+    with open(path, "rb") as handle:
+        reader = faiss.PyCallbackIOReader(handle.read)
+        return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
+
+
+def _log_has_content(db_path: Path) -> bool:
+    try:
+        return db_path.with_name(db_path.name + "-wal").stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
+def _entries(folder: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as found:
+            return list(found)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """What ``root`` holds besides the files of a catalog (its database, lock and shards folder
+    with index files of its own names): a catalog is created only where this is empty."""
+    own = {_DB_FILE, f"{_DB_FILE}-wal", f"{_DB_FILE}-shm", f"{_DB_FILE}-journal", _LOCK_FILE}
+    foreign = []
+    for entry in _entries(root):
+        if entry.name in own and entry.is_file(follow_symlinks=False):
+            continue
+        if entry.name == _SHARDS and entry.is_dir(follow_symlinks=False):
+            foreign.extend(
+                f"{_SHARDS}/{inner.name}"
+                for inner in _entries(Path(entry.path))
+                if not _OWN_SHARD_FILE.fullmatch(inner.name)
+            )
+            continue
+        foreign.append(entry.name)
+    return sorted(foreign)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _unusable(work_ids: list[int], first: str) -> str:
+    """What is wrong with works whose stored fingerprint is missing or damaged (``first``
+    describes the first of them) and how to repair the catalog."""
+    if len(work_ids) == 1:
+        return (
+            f"{first}; remove it with 'audiodup index remove {work_ids[0]}' and add its file again"
+        )
+    shown = ", ".join(str(w) for w in work_ids[:10]) + (" ..." if len(work_ids) > 10 else "")
+    return (
+        f"{len(work_ids)} works ({shown}) have no readable stored fingerprint ({first}); remove "
+        "each with 'audiodup index remove ID' and add their files again"
+    )
+
+
+def _works(n: int) -> str:
+    return f"{n} work" if n == 1 else f"{n} works"
 
 
 def ivf_lists(n_vectors: int, per_list: int) -> int:
@@ -569,16 +1146,25 @@ def _set_nprobe(index, nprobe: int) -> None:
 
 
 def _work_info(row) -> WorkInfo:
-    return WorkInfo(
-        work_id=int(row[0]),
-        path=row[1],
-        title=row[2],
-        artist=row[3],
-        duration_s=float(row[4]),
-        sha256=row[5],
-        added_at=row[6],
-        metadata=json.loads(row[7] or "{}"),
-    )
+    try:
+        metadata = json.loads(row[7] or "{}")
+        if not isinstance(metadata, dict):
+            raise ValueError("metadata is not a JSON object")
+        return WorkInfo(
+            work_id=int(row[0]),
+            path=str(row[1]),
+            title=row[2],
+            artist=row[3],
+            duration_s=float(row[4]),
+            sha256=str(row[5]),
+            added_at=str(row[6]),
+            metadata=metadata,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CatalogDamagedError(
+            f"work {row[0]}: its stored row is damaged ({exc}); remove it with "
+            f"'audiodup index remove {row[0]}' and add its file again"
+        ) from None
 
 
 def _now() -> str:
@@ -594,3 +1180,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {path_text(exc.filename)}" if exc.filename else "")
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -1,13 +1,17 @@
 """Run one function over many inputs in worker processes, each call with a wall-clock limit.
 
 ``concurrent.futures`` cannot stop a call that hangs (a decoder stuck on a hostile file); here
-every worker is a process of its own that is killed and replaced when its call runs over.
+every worker is a process of its own that is killed and replaced when its call runs over. Each
+worker leads a process group of its own, and the whole group is killed: a decoder the call
+started (ffmpeg) dies with it instead of running on, orphaned, holding its memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -40,6 +44,8 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # a group of its own, for _Worker.stop to kill with its children
     conn.send(("ready", None))  # start-up (imports) does not count against a call's time
     while True:
         try:
@@ -70,14 +76,25 @@ class _Worker:
 
     def stop(self, kill: bool = False) -> None:
         if kill:
+            self._kill_group()
             self.process.kill()
         else:
             with contextlib.suppress(OSError):
                 self.conn.send(None)
         self.process.join(timeout=5)
         if self.process.is_alive():
+            self._kill_group()
             self.process.kill()
         self.conn.close()
+
+    def _kill_group(self) -> None:
+        """Kill the worker's process group: the worker and what it started (ffmpeg)."""
+        pid = self.process.pid
+        # only while the worker is not reaped: its pid, and so the group id, cannot be reused
+        if pid is not None and self.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if os.getpgid(pid) == pid:  # not before the worker made its group
+                    os.killpg(pid, signal.SIGKILL)
 
 
 def map_with_timeout(

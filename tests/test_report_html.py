@@ -9,7 +9,6 @@ import base64
 import csv
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -69,25 +68,11 @@ def rescan_report(tmp_path_factory) -> tuple[Path, object]:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (as root); skipped otherwise."""
+    """Debian's chromium (``.ci/run`` installs it); without a browser these tests are skipped."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        pytest.skip("chromium is not installed and installing it needs root (apt-get)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "install", "-y", "chromium"],
-        ["apt-get", "update"],
-        ["apt-get", "install", "-y", "chromium"],
-    ):
-        try:
-            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            pytest.skip(f"cannot install chromium: {exc}")
-        if done.returncode == 0 and shutil.which("chromium"):
-            return shutil.which("chromium")
-    pytest.skip(f"cannot install chromium with apt-get: {done.stderr.strip()[-300:]}")
+    if not found:
+        pytest.skip("no chromium on PATH (apt-get install chromium to run the browser tests)")
+    return found
 
 
 def self_test_copy(report: Path, table_id: str, column: str) -> Path:
@@ -134,7 +119,7 @@ def run_chromium(chromium: str, tmp_path: Path, *args: str) -> subprocess.Comple
         [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=900,  # a hang guard only: a loaded machine may be slow
     )
 
 

@@ -127,6 +127,11 @@ def test_stray_files_are_swept_by_the_next_writer(catalog_copy: Path) -> None:
     (shards / "h-0123456789ab.faiss").write_bytes(b"left by a crash")
     (shards / ".tmp-c-0123456789ab.faiss").write_bytes(b"half written")
     with Catalog.open(catalog_copy) as catalog:
+        # opening only reads: the leftovers wait for the next writer, harmless until then
+        assert len(list(shards.iterdir())) == 4
+        assert catalog.verify() == []
+        assert any("interrupted write" in note for note in catalog.check().notes)
+        catalog.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])
         assert referenced_files(catalog) == {p.name for p in shards.iterdir()}
         assert catalog.verify() == []
 

@@ -1,0 +1,259 @@
+"""ffmpeg, for what libsndfile cannot read: finding it, probing the audio streams of an open
+file, and decoding one of them to mono float32 within a sample budget.
+
+``AUDIODUP_FFMPEG`` names the executable and ``AUDIODUP_FFMPEG=none`` disables it (the tests run
+both decoder paths on one machine this way); unset, ``ffmpeg`` is looked up on ``PATH``.
+
+A file name never reaches ffmpeg: it gets the open file as its standard input and reads it as
+``file:/proc/self/fd/0`` (``/dev/fd/0`` without ``/proc``): seekable, so an MP4 with its index at
+the end decodes. It may only use the ``file`` protocol and only the container formats in
+``_FORMATS``: playlists (HLS, ffconcat) that would make it open other files or URLs are refused.
+Its output is read in blocks into the caller's sample budget and it is stopped once that is
+full; it runs under an address-space limit (``_ADDRESS_SPACE_BYTES``) and a time limit
+(``_TIMEOUT_S``), and what is kept of its stderr is bounded whatever it prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import selectors
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import AudioDecodeError, first_line
+
+_TIMEOUT_S = 600.0
+_ADDRESS_SPACE_BYTES = 4 << 30  # ffmpeg decoding audio maps ~0.3 GB; hostile headers more
+# Container formats ffmpeg may read. Not on the list: playlists and scripts (hls, concat, dash,
+# imf) that open further files or URLs, image sequences, devices and raw formats.
+_FORMATS = (
+    "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf", "dsf",
+    "dts", "dtshd", "eac3", "flac", "flv", "gsm", "ircam", "live_flv", "loas", "matroska", "mlp",
+    "mov", "mp3", "mpc", "mpc8", "mpeg", "mpegts", "mxf", "nistsphere", "nut", "ogg", "oma", "qcp",
+    "rm", "shn", "sox", "tak", "truehd", "tta", "voc", "w64", "wav", "wtv", "wv", "xwma",
+)  # fmt: skip
+_STREAM_LINE = re.compile(rb"^\s*Stream #\d+:(\d+)\S*: Audio: (.*)$")
+_REFUSED_FORMAT = re.compile(rb"^\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
+_LAYOUT_CHANNELS = {
+    b"mono": 1, b"stereo": 2, b"downmix": 2, b"quad": 4, b"hexagonal": 6, b"octagonal": 8,
+    b"hexadecagonal": 16,
+}  # fmt: skip
+
+
+def ffmpeg_executable() -> str | None:
+    """The ffmpeg executable that reads what libsndfile cannot, or None.
+
+    ``AUDIODUP_FFMPEG`` names it (a path or a name looked up on ``PATH``); ``none`` disables the
+    fallback; unset or empty, ``ffmpeg`` is looked up on ``PATH``.
+    """
+    choice = os.environ.get("AUDIODUP_FFMPEG", "").strip()
+    if choice.lower() == "none":
+        return None
+    return shutil.which(choice or "ffmpeg")
+
+
+def ffmpeg_absence_reason() -> str:
+    """Why :func:`ffmpeg_executable` found none, for the error of a file only ffmpeg might read."""
+    choice = os.environ.get("AUDIODUP_FFMPEG", "").strip()
+    if choice.lower() == "none":
+        return "ffmpeg, which reads more formats, is disabled by AUDIODUP_FFMPEG=none"
+    if choice:
+        return f"ffmpeg, which reads more formats, is not found: AUDIODUP_FFMPEG={choice}"
+    return "ffmpeg, which reads more formats, is not installed"
+
+
+@dataclass(frozen=True)
+class FfmpegStream:
+    """An audio stream as ffmpeg's probe describes it (None: not stated)."""
+
+    sample_rate_hz: int | None
+    channels: int | None
+
+
+def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
+    """The audio streams of the open file ``fd`` in index order, from ffmpeg's description of
+    its input.
+
+    Raises
+    ------
+    AudioDecodeError
+        A container not on the whitelist, no audio stream, or one ffmpeg cannot read.
+    """
+    run = _run(_input_args(ffmpeg, "info"), fd, 0)
+    streams: dict[int, FfmpegStream] = {}
+    for line in run.stream_lines:
+        match = _STREAM_LINE.match(line)
+        if match:
+            streams.setdefault(int(match[1]), _stream(match[2]))
+    if run.refused_format is not None:
+        raise AudioDecodeError(
+            f"cannot decode: {run.refused_format} is not an accepted container "
+            "(playlists and scripts that open other files or URLs are refused)"
+        )
+    if not streams:
+        reason = "no audio stream" if run.input_opened else run.message
+        raise AudioDecodeError(f"cannot decode ({reason or 'ffmpeg cannot read it'})")
+    return [streams[i] for i in sorted(streams)]
+
+
+def decode_stream(
+    ffmpeg: str, fd: int, stream_index: int, max_samples: int, analysis_hz: int
+) -> tuple[np.ndarray, bool]:
+    """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
+    at most ``max_samples`` samples and whether there was more."""
+    args = [
+        *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
+        "-ac", "1", "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+    ]  # fmt: skip
+    run = _run(args, fd, max_samples)
+    if not run.cut and run.returncode != 0:
+        raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
+    return run.output, run.cut
+
+
+def _stream(description: bytes) -> FfmpegStream:
+    """Sample rate and channel count from ``aac (LC), 44100 Hz, stereo, fltp, 128 kb/s``."""
+    fields = [part.strip() for part in description.split(b",")]
+    for position, text in enumerate(fields[:-1]):
+        if match := re.fullmatch(rb"(\d+) Hz", text):
+            return FfmpegStream(int(match[1]), _layout_channels(fields[position + 1]))
+    return FfmpegStream(None, None)
+
+
+def _layout_channels(layout: bytes) -> int | None:
+    layout = layout.split(b"(")[0].strip()
+    if layout in _LAYOUT_CHANNELS:
+        return _LAYOUT_CHANNELS[layout]
+    if match := re.fullmatch(rb"(\d+) channels", layout):
+        return int(match[1])
+    if re.fullmatch(rb"\d+(\.\d+)+", layout):  # 5.1, 7.1.4, 22.2
+        return sum(int(part) for part in layout.split(b"."))
+    return None
+
+
+def _input_args(ffmpeg: str, log_level: str) -> list[str]:
+    """Arguments that make ffmpeg read its standard input as a plain seekable local file."""
+    # /proc/self/fd/0 opens the file anew (its own offset); /dev/fd/0 where there is no /proc
+    url = "file:/proc/self/fd/0" if os.path.isdir("/proc/self/fd") else "file:/dev/fd/0"
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-v", log_level, "-protocol_whitelist", "file",
+        "-format_whitelist", ",".join(_FORMATS), "-i", url,
+    ]  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """What one ffmpeg run gave."""
+
+    returncode: int | None  # None when it was stopped
+    output: np.ndarray  # float32 samples read from stdout
+    stream_lines: list[bytes]  # stderr lines that describe an input stream
+    message: str  # last stderr line, for errors
+    input_opened: bool  # ffmpeg recognised the container
+    refused_format: str | None  # ffmpeg found a container it may not read
+    cut: bool  # stopped because the output budget was full
+
+
+def _run(args: list[str], fd: int, max_samples: int) -> _Run:
+    """Run ffmpeg on the open file ``fd``: f32le samples from stdout, at most ``max_samples``
+    (then ffmpeg is stopped), and what its stderr says about the input."""
+    os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/0 shares our offset
+    try:
+        process = subprocess.Popen(
+            args, stdin=fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+        )
+    except OSError as exc:
+        raise AudioDecodeError(f"ffmpeg failed to start: {first_line(exc)}") from None
+    with contextlib.suppress(OSError, ValueError):  # best effort: not every system allows it
+        limit = (_ADDRESS_SPACE_BYTES, _ADDRESS_SPACE_BYTES)
+        resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
+    try:
+        output, cut, stderr = _collect(process, max_samples)
+        returncode = None if cut else process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+    return _Run(
+        returncode=returncode,
+        output=output,
+        stream_lines=stderr.stream_lines,
+        message=stderr.last_line(),
+        input_opened=stderr.input_opened,
+        refused_format=stderr.refused_format,
+        cut=cut,
+    )
+
+
+def _collect(process: subprocess.Popen, max_samples: int) -> tuple[np.ndarray, bool, _StderrLines]:
+    """Read stdout into a budget of ``max_samples`` float32 samples and stderr into lines, both
+    as they come; kill ffmpeg when the budget is full and it has more to say."""
+    output = np.empty(max_samples, dtype=np.float32)  # pages are committed as they are written
+    received = memoryview(output).cast("B")
+    size, cut, stderr = 0, False, _StderrLines()
+    deadline = time.monotonic() + _TIMEOUT_S
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while selector.get_map():
+            remaining_s = deadline - time.monotonic()
+            if remaining_s <= 0:
+                raise AudioDecodeError(f"ffmpeg ran for over {_TIMEOUT_S:g} s")
+            for key, _ in selector.select(timeout=remaining_s):
+                if key.fileobj is process.stderr:
+                    chunk = os.read(key.fd, 1 << 16)
+                    stderr.feed(chunk)
+                    done = not chunk
+                elif size < len(received):
+                    read = os.readv(key.fd, [received[size : size + (1 << 20)]])
+                    size += read
+                    done = read == 0
+                else:  # the budget is full: one byte more means the cap cut the audio
+                    cut, done = bool(os.read(key.fd, 1)), True
+                if done:
+                    selector.unregister(key.fileobj)
+                if cut:
+                    process.kill()
+    return output[: size // 4], cut, stderr
+
+
+class _StderrLines:
+    """What is kept of ffmpeg's stderr, bounded whatever it prints: the lines that describe input
+    streams (a hostile file may print pages of metadata before them) and the last line."""
+
+    _MAX_LINE_BYTES = 4096
+    _MAX_STREAM_LINES = 4096
+
+    def __init__(self) -> None:
+        self.stream_lines: list[bytes] = []
+        self.input_opened = False
+        self.refused_format: str | None = None  # a container not in _FORMATS
+        self._partial = b""
+        self._last = b""
+
+    def feed(self, chunk: bytes) -> None:
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()[-self._MAX_LINE_BYTES :]
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.strip():
+                self._last = line[: self._MAX_LINE_BYTES]
+            self.input_opened = self.input_opened or line.startswith(b"Input #")
+            if refused := _REFUSED_FORMAT.match(line):
+                self.refused_format = refused[1].decode("ascii", "replace")
+            if b"Stream #" in line[:64] and len(self.stream_lines) < self._MAX_STREAM_LINES:
+                self.stream_lines.append(line[: self._MAX_LINE_BYTES])
+
+    def last_line(self) -> str:
+        text = (self._partial.strip() or self._last).decode("utf-8", "replace").strip()
+        text = re.sub(r"^\[[^\]]* @ 0x[0-9a-f]+\] ", "", text)  # [mov,mp4,... @ 0x55...]
+        return re.sub(r"^file:/(proc/self|dev)/fd/0: ", "", text)[:200]

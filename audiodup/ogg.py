@@ -1,0 +1,211 @@
+"""The Ogg container: its pages, chained links and multiplexed logical streams.
+
+libsndfile reads only the first link of a chained Ogg file (``cat a.ogg b.ogg > c.ogg``) and one
+stream of a link that holds several. The pages are walked and CRC-checked here, as libogg does,
+so that each logical audio stream can be handed to libsndfile on its own, as a
+:class:`FileView` of its pages: chains play in full without ffmpeg. Video, subtitle and
+skeleton streams are skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import AudioDecodeError
+
+_PAGE_HEADER = struct.Struct("<4sBBqIIIB")  # capture, version, flags, granule, serial, ...
+_BOS = 0x02
+_MAX_PAGE_BYTES = 27 + 255 + 255 * 255
+_READ_BYTES = 1 << 20
+# pages walked in one Ogg file: a 20-minute Vorbis file has about 3,000, 512 Ki pages hold 36
+# hours of it; walking them takes about 2 s
+_MAX_PAGES = 1 << 19
+# first bytes of the first packet of a logical stream
+_NOT_AUDIO = (  # video, subtitles, metadata: skipped
+    b"\x80theora", b"fishead\x00", b"fisbone\x00", b"\x80kate", b"BBCD\x00", b"CMML\x00",
+    b"\x80daala", b"OVP80",
+)  # fmt: skip
+_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+class OggPageLimitError(AudioDecodeError):
+    """The file holds more pages than the walk in Python takes on (a decoder in C may read it)."""
+
+
+@dataclass
+class OggStream:
+    """One logical stream of one link: its pages, as byte ranges of the file."""
+
+    serial: int
+    head: bytes  # start of its first packet: names the codec
+    runs: array = field(default_factory=lambda: array("q"))  # start, end, start, end, ...
+
+    def add_page(self, start: int, end: int) -> None:
+        if self.runs and self.runs[-1] == start:
+            self.runs[-1] = end  # pages in a row make one range
+        else:
+            self.runs.extend((start, end))
+
+
+def audio_streams(fd: int) -> list[OggStream] | None:
+    """The audio streams of the Ogg file open as ``fd``, in play order, or None when it is one
+    link holding one stream (or holds no valid page): a decoder reads such a file as it is.
+
+    Raises
+    ------
+    OggPageLimitError
+        More than ``_MAX_PAGES`` pages.
+    OSError
+        The file cannot be read.
+    """
+    links = _links(fd)
+    if len(links) <= 1 and all(len(link) == 1 for link in links):
+        return None
+    return [stream for link in links for stream in link if not stream.head.startswith(_NOT_AUDIO)]
+
+
+def _links(fd: int) -> list[list[OggStream]]:
+    """The links of an Ogg file, each a list of its logical streams in the order they begin.
+
+    A link starts with its streams' BOS pages; a BOS page after other pages starts the next link
+    (how libvorbisfile and players find chain boundaries).
+    """
+    links: list[list[OggStream]] = []
+    current: dict[int, OggStream] = {}
+    data_seen = False
+    for start, end, flags, serial, head in _pages(fd, os.fstat(fd).st_size):
+        if flags & _BOS:
+            if not links or data_seen or serial in current:
+                current, data_seen = {}, False
+                links.append([])
+            current[serial] = OggStream(serial, head)
+            links[-1].append(current[serial])
+        elif serial not in current:
+            continue  # a page of no stream begun in this link: players skip it too
+        else:
+            data_seen = True
+        current[serial].add_page(start, end)
+    return links
+
+
+def _pages(fd: int, size: int) -> Iterator[tuple[int, int, int, int, bytes]]:
+    """Yield ``(start, end, flags, serial, body_start)`` of each valid Ogg page.
+
+    As libogg does: a page counts only when its CRC matches; after anything else the walk
+    resynchronises at the next ``OggS``, so bytes a player skips are skipped here too.
+    """
+    buffer, buffer_start, offset, pages = b"", 0, 0, 0
+    while offset < size:
+        if offset + _MAX_PAGE_BYTES > buffer_start + len(buffer) < size:
+            buffer, buffer_start = os.pread(fd, _READ_BYTES, offset), offset
+        at = offset - buffer_start
+        length = _page_length(buffer, at)
+        if length is None:
+            found = buffer.find(b"OggS", at + 1)
+            if found < 0:
+                if buffer_start + len(buffer) >= size:
+                    return
+                found = max(at + 1, len(buffer) - 3)
+            offset = buffer_start + found
+            continue
+        pages += 1
+        if pages > _MAX_PAGES:  # walked in Python: ffmpeg, in C, may take the file
+            raise OggPageLimitError(f"more than {_MAX_PAGES} Ogg pages")
+        _, _, flags, _, serial, _, _, n_segments = _PAGE_HEADER.unpack_from(buffer, at)
+        body = at + 27 + n_segments
+        yield offset, offset + length, flags, serial, buffer[body : body + 8]
+        offset += length
+
+
+def _page_length(buffer: bytes, at: int) -> int | None:
+    """Length of the valid page at ``buffer[at:]``, None if there is none (or it is cut)."""
+    if len(buffer) - at < 27 or buffer[at : at + 5] != b"OggS\x00":
+        return None
+    n_segments = buffer[at + 26]
+    length = 27 + n_segments + sum(buffer[at + 27 : at + 27 + n_segments])
+    if at + length > len(buffer):
+        return None
+    crc = _crc_field(buffer[at : at + 22], buffer[at + 26 : at + length])
+    return length if crc == buffer[at + 22 : at + 26] else None
+
+
+def _page_crc(page: bytes) -> int:
+    """Ogg's CRC-32 (polynomial 0x04C11DB7, not reflected, initial 0) of a page whose CRC field
+    is zeroed."""
+    return int.from_bytes(_crc_field(page[:22], page[26:]), "little")
+
+
+def _crc_field(head: bytes, body: bytes) -> bytes:
+    """The 4 CRC bytes of the page ``head`` + CRC field + ``body``, as stored (little-endian).
+
+    zlib's CRC-32 is the same polynomial, reflected: on bit-reversed bytes, with its initial and
+    final inversion undone, it gives the Ogg CRC bit-reversed, at C speed.
+    """
+    crc = zlib.crc32(head.translate(_BIT_REVERSED), 0xFFFFFFFF)
+    crc = zlib.crc32(b"\x00\x00\x00\x00", crc)  # the CRC field counts as zeros
+    crc = zlib.crc32(body.translate(_BIT_REVERSED), crc) ^ 0xFFFFFFFF
+    return crc.to_bytes(4, "big").translate(_BIT_REVERSED)  # reversing 32 bits, bytewise
+
+
+class FileView(io.RawIOBase):
+    """Read-only, seekable view of byte ranges of an open file, seen as one file.
+
+    ``runs`` holds ``start, end, start, end, ...`` byte offsets, as :attr:`OggStream.runs`.
+    """
+
+    def __init__(self, fd: int, runs: array):
+        super().__init__()
+        bounds = np.frombuffer(runs, dtype=np.int64).reshape(-1, 2)
+        self._fd = fd
+        self._starts = bounds[:, 0]
+        lengths = bounds[:, 1] - bounds[:, 0]
+        self._offsets = np.concatenate([[0], np.cumsum(lengths)])  # of each range in the view
+        self._size = int(self._offsets[-1])
+        self._position = 0
+        self.error: OSError | None = None  # libsndfile sees a failed read as the end of file
+
+    def reopened(self) -> FileView:
+        self.seek(0)
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view) and self._position < self._size:
+            index = int(np.searchsorted(self._offsets, self._position, side="right")) - 1
+            inside = self._position - int(self._offsets[index])
+            count = min(len(view) - done, int(self._offsets[index + 1]) - self._position)
+            try:
+                data = os.pread(self._fd, count, int(self._starts[index]) + inside)
+            except OSError as exc:
+                self.error = exc
+                break
+            if not data:
+                break
+            view[done : done + len(data)] = data
+            done += len(data)
+            self._position += len(data)
+        return done

@@ -1,0 +1,836 @@
+"""Hostile names, containers and cost bombs against the decoder (audiodup/audio.py), issue #11.
+
+Each class of problem is tested with several instances, on both decoder paths where it concerns
+both (the ``decoder`` fixture of test_audio: ffmpeg disabled, ffmpeg enabled). Legs that need
+ffmpeg to build their input are skipped, with the reason, where it is not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_audio import FFMPEG, correlation, decoder_fixture, needs_ffmpeg  # noqa: F401
+
+import audiodup.audio as audio_module
+import audiodup.ogg as ogg_module
+from audiodup.audio import ffmpeg_executable, load_audio
+from audiodup.errors import AudioDecodeError, SilentAudioError
+from audiodup.settings import Settings
+from audiodup.synth import synthesize_work
+from audiodup.workers import map_with_timeout
+
+SR = 22050
+ANALYSIS_SR = Settings().sample_rate_hz
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+
+
+def music(seed: int, duration_s: float, sr: int = SR) -> np.ndarray:
+    return synthesize_work(seed, duration_s=duration_s, sr=sr)
+
+
+def ffmpeg(*args: str | Path) -> None:
+    subprocess.run([FFMPEG, "-nostdin", "-v", "error", "-y", *map(str, args)], check=True)
+
+
+def encode(tmp_path: Path, name: str, tracks: list[np.ndarray], *codec: str) -> Path:
+    """Encode each of ``tracks`` (at SR) as one audio stream of ``name``, with ffmpeg."""
+    inputs: list[str | Path] = []
+    for index, track in enumerate(tracks):
+        wav = tmp_path / f"track{index}.wav"
+        sf.write(wav, track, SR)
+        inputs += ["-i", wav]
+    maps = [arg for index in range(len(tracks)) for arg in ("-map", f"{index}:a")]
+    target = tmp_path / name
+    ffmpeg(*inputs, *maps, *codec, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def m4a_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """AAC in MP4 made by ffmpeg: with the index (moov) at the end, as ffmpeg writes it by
+    default (only a seekable input decodes), and at the start."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed: it is needed to make AAC files")
+    folder = tmp_path_factory.mktemp("m4a")
+    moov_last = encode(folder, "moov_last.m4a", [music(21, 6.0)], "-c:a", "aac")
+    faststart = folder / "faststart.m4a"
+    ffmpeg("-i", moov_last, "-c", "copy", "-movflags", "+faststart", faststart)
+    blobs = {"moov-last": moov_last.read_bytes(), "faststart": faststart.read_bytes()}
+    assert blobs["moov-last"].rfind(b"moov") > blobs["moov-last"].find(b"mdat")
+    return blobs
+
+
+# --- 1. a file name is never read as a URL, a protocol or an option --------------------------
+
+HOSTILE_NAMES = [
+    "concat:a.ogg|b.ogg",
+    "concat:clean.ogg",
+    "subfile,,start,0,end,0,,:x.m4a",
+    "file:x",
+    "pipe:0",
+    "-i.m4a",
+    "-",
+    "http:x.m4a",
+    "data:audio;base64,AAAA",
+    "tee:x.m4a",
+    "%d.m4a",
+    "new\nline.m4a",
+    " a|b:c%00.m4a",
+    "x" * 251 + ".m4a",  # NAME_MAX
+]
+NON_UTF8_NAME = b"caf\xe9_concat:\xff.m4a"
+
+
+@pytest.fixture(scope="module")
+def decoys() -> dict[str, bytes]:
+    """Files a name read as a protocol would open instead: then the audio would differ."""
+    blobs = {}
+    for index, name in enumerate(["a.ogg", "b.ogg", "clean.ogg", "x", "x.m4a"]):
+        blobs[name] = ogg_bytes(music(40 + index, 4.0), SR)
+    return blobs
+
+
+def store_as(folder: Path, name: str | bytes, blob: bytes, decoys: dict[str, bytes]) -> str:
+    """Write ``blob`` as ``name`` in ``folder``, among the decoys; the name to open it by."""
+    for decoy, content in decoys.items():
+        (folder / decoy).write_bytes(content)
+    raw_name = os.fsencode(name)
+    Path(os.fsdecode(os.path.join(os.fsencode(folder), raw_name))).write_bytes(blob)
+    return os.fsdecode(raw_name)
+
+
+@pytest.fixture(scope="module")
+def plain_m4a(m4a_files: dict[str, bytes], tmp_path_factory) -> audio_module.Audio:
+    path = tmp_path_factory.mktemp("plain") / "plain.m4a"
+    path.write_bytes(m4a_files["moov-last"])
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+        return load_audio(path)
+
+
+def test_aac_with_its_index_at_the_end_decodes_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m4a_files: dict, plain_m4a
+) -> None:
+    """ffmpeg reads the file itself, seekable: not a pipe, where an MP4 index written after the
+    audio cannot be reached."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    assert plain_m4a.duration_s == pytest.approx(6.0, abs=0.1)
+    path = tmp_path / "faststart.m4a"
+    path.write_bytes(m4a_files["faststart"])
+    assert load_audio(path).sha256 == plain_m4a.sha256  # same packets, index moved
+
+
+@pytest.mark.parametrize("name", [*HOSTILE_NAMES, NON_UTF8_NAME])
+def test_protocol_like_names_decode_the_aac_file_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m4a_files, plain_m4a, decoys, name
+) -> None:
+    """ffmpeg reads these files (libsndfile does not read AAC): the samples must be those the
+    same bytes give under a plain name, whatever ffmpeg would make of the name."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    monkeypatch.chdir(tmp_path)
+    audio = load_audio(store_as(tmp_path, name, m4a_files["moov-last"], decoys))
+    assert np.array_equal(audio.samples, plain_m4a.samples)
+    assert audio.sha256 == plain_m4a.sha256
+
+
+@pytest.mark.parametrize("name", [*HOSTILE_NAMES[:8], NON_UTF8_NAME])
+def test_protocol_like_names_decode_the_file_itself_on_every_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str, decoys, name
+) -> None:
+    """The same for files libsndfile reads, with and without ffmpeg installed, by relative
+    and by absolute path."""
+    monkeypatch.chdir(tmp_path)
+    blob = io.BytesIO()
+    sf.write(blob, music(22, 5.0), SR, format="FLAC")
+    expected = audio_module.audio_from_samples(sf.read(io.BytesIO(blob.getvalue()))[0], SR)
+    relative = store_as(tmp_path, name, blob.getvalue(), decoys)
+    for path in (relative, tmp_path / relative):
+        assert load_audio(path).sha256 == expected.sha256
+
+
+@needs_ffmpeg
+def test_aac_copy_named_like_a_protocol_screens_as_the_copy(
+    catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reported case: an AAC copy of a catalog work stored as ``concat:clean.ogg`` next to
+    an unrelated ``clean.ogg`` was screened as ``clean.ogg``."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(FIXTURES / "uploads" / "unrelated_a.ogg", tmp_path / "clean.ogg")
+    ffmpeg("-i", FIXTURES / "catalog" / "work_03.ogg", "-c:a", "aac", tmp_path / "copy.m4a")
+    os.rename("copy.m4a", "concat:clean.ogg")
+    verdict = catalog.screen("concat:clean.ogg")
+    assert verdict.error is None, verdict.error
+    assert verdict.verdict == "duplicate"
+    assert Path(verdict.matches[0].path).name == "work_03.ogg"
+    assert catalog.screen("clean.ogg").verdict == "clean"
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        (
+            "list.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{target}\n#EXT-X-ENDLIST\n",
+        ),
+        ("list.ffconcat", "ffconcat version 1.0\nfile '{target}'\n"),
+        ("relative.ffconcat", "ffconcat version 1.0\nfile target.mp3\n"),
+    ],
+    ids=["hls", "ffconcat-absolute", "ffconcat-relative"],
+)
+def test_playlists_do_not_open_other_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str
+) -> None:
+    """A 100-byte playlist naming a catalog file is not that file."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    target = encode(tmp_path, "target.mp3", [music(23, 12.0)], "-c:a", "libmp3lame")
+    playlist = tmp_path / name
+    playlist.write_text(text.format(target=target))
+    with pytest.raises(AudioDecodeError, match="not an accepted container"):
+        load_audio(playlist)
+
+
+# --- 4. a file that cannot be opened is one error, and never reaches ffmpeg ------------------
+
+
+@pytest.fixture
+def fake_ffmpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An "ffmpeg" that records its pid in the returned file, then sleeps
+    ``FAKE_FFMPEG_SLEEP_S`` seconds (0 unless set) and prints nothing."""
+    calls = tmp_path / "ffmpeg_calls"
+    script = tmp_path / "bin" / "ffmpeg"
+    script.parent.mkdir()
+    script.write_text(
+        '#!/bin/sh\necho "$$" >> "$FAKE_FFMPEG_CALLS"\nexec sleep "${FAKE_FFMPEG_SLEEP_S:-0}"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("AUDIODUP_FFMPEG", str(script))
+    monkeypatch.setenv("FAKE_FFMPEG_CALLS", str(calls))
+    return calls
+
+
+def _missing(tmp: Path) -> Path:
+    return tmp / "missing.wav"
+
+
+def _dangling(tmp: Path) -> Path:
+    (tmp / "dangling.wav").symlink_to(tmp / "gone.wav")
+    return tmp / "dangling.wav"
+
+
+def _loop(tmp: Path) -> Path:
+    (tmp / "loop_a.wav").symlink_to(tmp / "loop_b.wav")
+    (tmp / "loop_b.wav").symlink_to(tmp / "loop_a.wav")
+    return tmp / "loop_a.wav"
+
+
+def _too_long(tmp: Path) -> Path:
+    return tmp / ("y" * 300 + ".wav")
+
+
+def _under_a_file(tmp: Path) -> Path:
+    (tmp / "file.wav").write_bytes(b"RIFF")
+    return tmp / "file.wav" / "inner.wav"
+
+
+def _folder(tmp: Path) -> Path:
+    (tmp / "folder.wav").mkdir()
+    return tmp / "folder.wav"
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "pipe.wav")
+    return tmp / "pipe.wav"
+
+
+def _empty(tmp: Path) -> Path:
+    (tmp / "empty.wav").write_bytes(b"")
+    return tmp / "empty.wav"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_missing, "file not found"),
+        (_dangling, "file not found"),
+        (_loop, "cannot open file: Too many levels of symbolic links"),
+        (_too_long, "cannot open file: File name too long"),
+        (_under_a_file, "cannot open file: Not a directory"),
+        (_folder, "not a regular file"),
+        (_fifo, "not a regular file"),
+        (lambda tmp: Path(os.devnull), "not a regular file"),
+        (_empty, r"empty file \(0 bytes\)"),
+    ],
+    ids=[
+        "ENOENT",
+        "dangling",
+        "ELOOP",
+        "ENAMETOOLONG",
+        "ENOTDIR",
+        "EISDIR",
+        "fifo",
+        "device",
+        "empty",
+    ],
+)
+def test_files_that_cannot_be_opened_never_reach_ffmpeg(
+    tmp_path: Path, fake_ffmpeg: Path, make, message: str
+) -> None:
+    with pytest.raises(AudioDecodeError, match=f"^{message}$"):
+        load_audio(make(tmp_path))
+    assert not fake_ffmpeg.exists()
+
+
+@pytest.mark.parametrize(
+    ("where", "error", "message"),
+    [
+        ("open", PermissionError(13, "Permission denied"), "cannot open file: Permission denied"),
+        ("open", OSError(24, "Too many open files"), "cannot open file: Too many open files"),
+        (
+            "libsndfile",
+            PermissionError(13, "Permission denied"),
+            "cannot read file: Permission denied",
+        ),
+        ("libsndfile", OSError(5, "Input/output error"), "cannot read file: Input/output error"),
+    ],
+    ids=["EACCES-open", "EMFILE-open", "EACCES-read", "EIO-read"],
+)
+def test_system_errors_are_one_line_and_never_reach_ffmpeg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_ffmpeg: Path, where, error, message
+) -> None:
+    """Root opens any file, so the errors are raised where the decoder opens or reads."""
+    path = tmp_path / "locked.wav"
+    sf.write(path, music(24, 4.0), SR)
+    if where == "open":
+        real_open = os.open
+
+        def failing_open(name, *args, **kwargs):
+            if os.fsdecode(name) == str(path):
+                raise error
+            return real_open(name, *args, **kwargs)
+
+        monkeypatch.setattr(audio_module.os, "open", failing_open)
+    else:
+
+        def failing_soundfile(*args, **kwargs):
+            raise error
+
+        monkeypatch.setattr(audio_module.sf, "SoundFile", failing_soundfile)
+    with pytest.raises(AudioDecodeError, match=f"^{message}$"):
+        load_audio(path)
+    assert not fake_ffmpeg.exists()
+
+
+def test_a_format_libsndfile_cannot_parse_goes_to_ffmpeg(tmp_path: Path, fake_ffmpeg) -> None:
+    """The control for the tests above: the fake ffmpeg does get the files it should."""
+    path = tmp_path / "unknown.m4a"
+    path.write_bytes(np.random.default_rng(0).bytes(20_000))
+    with pytest.raises(AudioDecodeError, match="cannot decode"):
+        load_audio(path)
+    assert fake_ffmpeg.exists()
+
+
+def test_ffmpeg_executable_is_chosen_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_ffmpeg: Path
+) -> None:
+    fake = os.environ["AUDIODUP_FFMPEG"]
+    assert ffmpeg_executable() == fake
+    for disabled in ("none", "NONE", " none "):
+        monkeypatch.setenv("AUDIODUP_FFMPEG", disabled)
+        assert ffmpeg_executable() is None
+    monkeypatch.setenv("AUDIODUP_FFMPEG", str(tmp_path / "no_such_ffmpeg"))
+    assert ffmpeg_executable() is None
+    monkeypatch.delenv("AUDIODUP_FFMPEG")
+    assert ffmpeg_executable() == shutil.which("ffmpeg")
+    monkeypatch.setenv("AUDIODUP_FFMPEG", "none")
+    path = tmp_path / "unknown.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(2000))
+    with pytest.raises(AudioDecodeError, match="disabled by AUDIODUP_FFMPEG=none"):
+        load_audio(path)
+
+
+# --- 2. chained and multiplexed containers: everything a player can play ---------------------
+
+
+def ogg_bytes(samples: np.ndarray, sr: int, subtype: str = "VORBIS") -> bytes:
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", sr, 1, format="OGG", subtype=subtype) as f:
+        for start in range(0, len(samples), sr):  # small writes: libvorbis crashes on big ones
+            f.write(samples[start : start + sr])
+    return buffer.getvalue()
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+        table.append(crc & 0xFFFFFFFF)
+    return table
+
+
+CRC_TABLE = _crc_table()
+
+
+def ogg_crc(page: bytes) -> int:
+    """The Ogg page checksum, bit by bit from the specification (independent of ogg.py)."""
+    crc = 0
+    for byte in page[:22] + b"\x00" * 4 + page[26:]:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ CRC_TABLE[(crc >> 24) ^ byte]
+    return crc
+
+
+def ogg_pages(blob: bytes) -> list[bytes]:
+    pages, offset = [], 0
+    while offset < len(blob):
+        assert blob[offset : offset + 4] == b"OggS"
+        n_segments = blob[offset + 26]
+        length = 27 + n_segments + sum(blob[offset + 27 : offset + 27 + n_segments])
+        pages.append(blob[offset : offset + length])
+        offset += length
+    return pages
+
+
+def sealed(page: bytes) -> bytes:
+    """``page`` with its checksum recomputed."""
+    return page[:22] + struct.pack("<I", ogg_crc(page)) + page[26:]
+
+
+def with_serial(page: bytes, serial: int) -> bytes:
+    return sealed(page[:14] + struct.pack("<I", serial) + page[18:])
+
+
+def make_page(serial: int, body: bytes, flags: int = 0x02, sequence: int = 0) -> bytes:
+    assert len(body) < 255
+    header = b"OggS" + struct.pack("<BBqIIIB", 0, flags, 0, serial, sequence, 0, 1)
+    return sealed(header + bytes([len(body)]) + body)
+
+
+def multiplexed(*streams: list[bytes]) -> bytes:
+    """Logical streams in one link: every BOS page first, then the other pages in turn."""
+    streams = [[with_serial(p, 1000 + i) for p in pages] for i, pages in enumerate(streams)]
+    out = [pages[0] for pages in streams]
+    rest = [pages[1:] for pages in streams]
+    while any(rest):
+        for pages in rest:
+            if pages:
+                out.append(pages.pop(0))
+    return b"".join(out)
+
+
+def assert_holds_in_order(audio, parts: list[audio_module.Audio]) -> None:
+    """``audio`` is ``parts`` one after another (each decoded alone: same length, same sound)."""
+    assert len(audio.samples) == sum(len(p.samples) for p in parts)
+    start = 0
+    for part in parts:
+        inner = slice(start + 200, start + len(part.samples) - 200)
+        assert correlation(audio.samples[inner], part.samples[200:-200]) > 0.999
+        start += len(part.samples)
+
+
+OGG_LINKS = {  # (seed, seconds, sample rate, codec) of each link
+    "2-vorbis": [(31, 5.0, SR, "VORBIS"), (32, 8.0, SR, "VORBIS")],
+    "3-vorbis-3-rates": [
+        (33, 4.0, 16000, "VORBIS"), (34, 5.0, 44100, "VORBIS"), (35, 4.0, SR, "VORBIS"),
+    ],
+    "2-opus": [(36, 4.0, 48000, "OPUS"), (37, 6.0, 48000, "OPUS")],
+    "vorbis-opus-vorbis": [
+        (38, 3.5, SR, "VORBIS"), (39, 4.0, 48000, "OPUS"), (30, 3.5, SR, "VORBIS"),
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("links", list(OGG_LINKS), ids=list(OGG_LINKS))
+def test_every_link_of_a_chained_ogg_is_decoded(tmp_path: Path, decoder: str, links: str) -> None:
+    blobs = [
+        ogg_bytes(music(seed, seconds, sr), sr, subtype)
+        for seed, seconds, sr, subtype in OGG_LINKS[links]
+    ]
+    parts = []
+    for index, blob in enumerate(blobs):
+        (tmp_path / f"link{index}.ogg").write_bytes(blob)
+        parts.append(load_audio(tmp_path / f"link{index}.ogg"))
+    chain = tmp_path / "chain.ogg"
+    chain.write_bytes(b"".join(blobs))  # what `cat a.ogg b.ogg > chain.ogg` makes
+    audio = load_audio(chain)
+    assert audio.source_duration_s == pytest.approx(
+        sum(s for _, s, _, _ in OGG_LINKS[links]), abs=0.05
+    )
+    assert not audio.truncated
+    assert_holds_in_order(audio, parts)
+
+
+def test_a_copy_after_unrelated_audio_in_an_ogg_chain_is_found(
+    catalog, tmp_path: Path, decoder: str
+) -> None:
+    """The reported case: 5 s of other audio, then a whole catalog work, decoded as 5 s."""
+    chain = tmp_path / "chain.ogg"
+    stolen = (FIXTURES / "catalog" / "work_03.ogg").read_bytes()
+    chain.write_bytes(ogg_bytes(music(41, 5.0), SR) + stolen)
+    verdict = catalog.screen(chain)
+    assert verdict.duration_s == pytest.approx(45.0, abs=0.1)
+    assert verdict.verdict == "duplicate"
+    assert Path(verdict.matches[0].path).name == "work_03.ogg"
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_every_stream_multiplexed_in_an_ogg_link_is_decoded(
+    tmp_path: Path, decoder: str, count: int
+) -> None:
+    """libsndfile alone decodes the first logical stream of a link and says nothing of the rest."""
+    blobs = [ogg_bytes(music(50 + i, 4.0 + 2 * i), SR) for i in range(count)]
+    parts = [load_audio_bytes(tmp_path, f"stream{i}.ogg", blob) for i, blob in enumerate(blobs)]
+    audio = load_audio_bytes(tmp_path, "mux.ogg", multiplexed(*map(ogg_pages, blobs)))
+    assert audio.source_duration_s == pytest.approx(
+        sum(4.0 + 2 * i for i in range(count)), abs=0.05
+    )
+    assert_holds_in_order(audio, parts)
+
+
+def load_audio_bytes(folder: Path, name: str, blob: bytes) -> audio_module.Audio:
+    (folder / name).write_bytes(blob)
+    return load_audio(folder / name)
+
+
+def test_video_and_skeleton_streams_of_an_ogg_link_are_skipped(tmp_path: Path, decoder) -> None:
+    vorbis = ogg_bytes(music(55, 5.0), SR)
+    theora = [make_page(7, b"\x80theora" + bytes(40))]
+    skeleton = [make_page(8, b"fishead\x00" + bytes(56))]
+    alone = load_audio_bytes(tmp_path, "alone.ogg", vorbis)
+    for order in ([theora, ogg_pages(vorbis), skeleton], [skeleton, ogg_pages(vorbis)]):
+        audio = load_audio_bytes(tmp_path, "video.ogg", multiplexed(*order))
+        assert audio.sha256 == alone.sha256
+
+
+def test_an_ogg_stream_of_an_unknown_codec_is_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audio libsndfile does not read (Speex here) may hold the copy: without ffmpeg the file
+    is refused rather than screened without it."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", "none")
+    vorbis = ogg_pages(ogg_bytes(music(56, 5.0), SR))
+    speex = [make_page(9, b"Speex   1.2" + bytes(69))]
+    for streams in ([vorbis, speex], [speex, vorbis]):
+        path = tmp_path / "speex.ogg"
+        path.write_bytes(multiplexed(*streams))
+        with pytest.raises(AudioDecodeError, match="codec libsndfile does not read.*ffmpeg"):
+            load_audio(path)
+
+
+def _junk_between(first: bytes, second: bytes) -> bytes:
+    junk = np.random.default_rng(3).bytes(5000)
+    return first + junk + b"OggS" + junk[:100] + b"OggS\x00\x02" + bytes(40) + second
+
+
+def _bad_page_spanning_the_next_link(first: bytes, second: bytes) -> bytes:
+    """A page header whose lacing claims 65 KB, so a walker that trusts it without checking
+    the CRC jumps over the next link's first pages; libogg resynchronises byte by byte."""
+    header = b"OggS" + struct.pack("<BBqIIIB", 0, 0, 0, 77, 0, 0xDEADBEEF, 255)
+    return first + header + b"\xff" * 255 + second
+
+
+def _damaged_page_inside(first: bytes, second: bytes) -> bytes:
+    pages = ogg_pages(first)
+    middle = bytearray(pages[len(pages) // 2])
+    middle[len(middle) // 2] ^= 0xFF  # its CRC no longer matches: players drop the page
+    pages[len(pages) // 2] = bytes(middle)
+    return b"".join(pages) + second
+
+
+@pytest.mark.parametrize(
+    "damage", [_junk_between, _bad_page_spanning_the_next_link, _damaged_page_inside]
+)
+def test_damage_between_links_does_not_hide_the_next_link(
+    tmp_path: Path, decoder: str, damage
+) -> None:
+    first, second = ogg_bytes(music(57, 5.0), SR), ogg_bytes(music(58, 8.0), SR)
+    alone = load_audio_bytes(tmp_path, "second.ogg", second)
+    audio = load_audio_bytes(tmp_path, "damaged.ogg", damage(first, second))
+    assert audio.source_duration_s > 12.0
+    tail = audio.samples[-len(alone.samples) :]
+    assert correlation(tail[200:-200], alone.samples[200:-200]) > 0.999
+
+
+def test_ogg_walk_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str) -> None:
+    """Past the page or stream limits of the walk in Python, ffmpeg (in C) reads the chain;
+    without it the file is refused, never decoded in part."""
+    links = [ogg_bytes(music(60 + i, 3.5), SR) for i in range(3)]
+    path = tmp_path / "chain.ogg"
+    path.write_bytes(b"".join(links))
+    assert load_audio(path).source_duration_s == pytest.approx(10.5, abs=0.05)
+    for module, limit, value, message in [
+        (audio_module, "_MAX_OGG_STREAMS", 2, "more than 2 chained Ogg streams"),
+        (ogg_module, "_MAX_PAGES", 10, "more than 10 Ogg pages"),
+    ]:
+        with monkeypatch.context() as patched:
+            patched.setattr(module, limit, value)
+            if decoder == "ffmpeg-fallback":
+                assert load_audio(path).source_duration_s == pytest.approx(10.5, abs=0.1)
+            else:
+                with pytest.raises(
+                    AudioDecodeError, match=f"{message} .*disabled by AUDIODUP_FFMPEG"
+                ):
+                    load_audio(path)
+
+
+def test_the_ogg_checksum_matches_the_specification() -> None:
+    blob = ogg_bytes(music(61, 4.0), SR)
+    for page in ogg_pages(blob):
+        assert ogg_module._page_crc(page[:22] + bytes(4) + page[26:]) == ogg_crc(page)
+        assert ogg_crc(page) == struct.unpack_from("<I", page, 22)[0]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize(
+    ("name", "codec"),
+    [
+        ("two.mkv", ["-c:a", "flac"]),
+        ("two.mp4", ["-c:a", "aac"]),
+    ],
+)
+def test_every_audio_stream_of_a_container_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, codec: list[str]
+) -> None:
+    """Tracks of an MKV or MP4 (which ffmpeg reads), one after another: a player lets the
+    listener pick any track, so each is screened."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    tracks = [music(70, 5.0), music(71, 7.0), music(72, 4.0)]
+    parts = [
+        load_audio(encode(tmp_path, f"alone{i}.{name}", [t], *codec)) for i, t in enumerate(tracks)
+    ]
+    audio = load_audio(encode(tmp_path, name, tracks, *codec))
+    assert audio.source_duration_s == pytest.approx(16.0, abs=0.2)
+    start = 0
+    for part in parts:
+        inner = slice(start + 2000, start + len(part.samples) - 2000)
+        assert correlation(audio.samples[inner], part.samples[2000:-2000]) > 0.99
+        start += len(part.samples)
+
+
+@needs_ffmpeg
+def test_video_streams_are_skipped_and_stream_count_is_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    wav = tmp_path / "a.wav"
+    sf.write(wav, music(73, 5.0), SR)
+    video = tmp_path / "video.mkv"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=32x32:d=5", "-i", wav, "-map", "0:v", "-map",
+           "1:a", "-map", "1:a", "-c:v", "mpeg4", "-c:a", "flac", video)  # fmt: skip
+    assert load_audio(video).source_duration_s == pytest.approx(10.0, abs=0.1)
+    monkeypatch.setattr(audio_module, "_MAX_FFMPEG_AUDIO_STREAMS", 1)
+    with pytest.raises(AudioDecodeError, match="2 audio streams, at most 1"):
+        load_audio(video)
+
+
+# --- 3. cost bombs: bounded by what is decoded ----------------------------------------------
+
+
+def wav_header(channels: int, sample_rate_hz: int, bits: int, data_bytes: int) -> bytes:
+    block_align = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", 1, channels, sample_rate_hz, sample_rate_hz * block_align,
+                      block_align, bits)  # fmt: skip
+    return (b"RIFF" + struct.pack("<I", min(36 + data_bytes, 0xFFFFFFFF)) + b"WAVE" + b"fmt "
+            + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_bytes))  # fmt: skip
+
+
+def flac_declaring(sample_rate_hz: int, seconds: float = 1.0) -> bytes:
+    """A FLAC of silence whose STREAMINFO declares ``sample_rate_hz`` (20 bits)."""
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(seconds * 96000)), 96000, format="FLAC")
+    blob = bytearray(buffer.getvalue())
+    assert blob[:4] == b"fLaC"
+    rate_bits = int.from_bytes(blob[18:21], "big") & 0x000FFF  # keep channels and bits
+    blob[18:21] = ((sample_rate_hz << 4) | rate_bits).to_bytes(3, "big")
+    return bytes(blob)
+
+
+class DecodeSpy:
+    """Counts the frames libsndfile decodes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self.frames = 0
+        real_read = sf.SoundFile.read
+
+        def read(soundfile, *args, **kwargs):
+            block = real_read(soundfile, *args, **kwargs)
+            self.frames += len(block)
+            return block
+
+        monkeypatch.setattr(sf.SoundFile, "read", read)
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (flac_declaring(655_350), "invalid sample rate 655350 Hz"),
+        (flac_declaring(400_000), "invalid sample rate 400000 Hz"),
+        (wav_header(1, 2_000_000_000, 16, 64_000) + bytes(64_000), "invalid sample rate"),
+        (wav_header(1, 384_001, 16, 64_000) + bytes(64_000), "invalid sample rate 384001 Hz"),
+        (wav_header(1, 999, 16, 64_000) + bytes(64_000), "invalid sample rate 999 Hz"),
+        (
+            wav_header(65, 8000, 16, 65 * 2 * 8000) + bytes(65 * 2 * 8000),
+            "invalid channel count 65",
+        ),
+        (wav_header(300, 1000, 16, 300 * 2 * 4000) + bytes(300 * 2 * 4000), "channel count 300"),
+    ],
+    ids=[
+        "flac-655kHz",
+        "flac-400kHz",
+        "wav-2GHz",
+        "wav-384001Hz",
+        "wav-999Hz",
+        "wav-65ch",
+        "wav-300ch",
+    ],
+)
+def test_absurd_headers_are_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str, blob: bytes, message: str
+) -> None:
+    spy = DecodeSpy(monkeypatch)
+    path = tmp_path / "bomb.bin"
+    path.write_bytes(blob)
+    with pytest.raises(AudioDecodeError, match=message):
+        load_audio(path)
+    assert spy.frames == 0
+
+
+@pytest.mark.parametrize(("rate_hz", "channels"), [(1000, 1), (384_000, 1), (8000, 64)])
+def test_the_limits_themselves_are_accepted(tmp_path: Path, rate_hz: int, channels: int) -> None:
+    t = np.arange(int(3.5 * rate_hz)) / rate_hz
+    tone = 0.3 * np.sin(2 * np.pi * min(300.0, rate_hz / 4) * t)
+    path = tmp_path / "edge.wav"
+    sf.write(path, np.repeat(tone[:, None], channels, axis=1), rate_hz, subtype="PCM_16")
+    assert load_audio(path).source_duration_s == pytest.approx(3.5, abs=1e-3)
+    audio = audio_module.audio_from_samples(np.repeat(tone[:, None], channels, axis=1), rate_hz)
+    assert audio.source_duration_s == pytest.approx(3.5, abs=1e-3)
+
+
+@pytest.mark.parametrize(("rate_hz", "channels"), [(999, 1), (384_001, 1), (8000, 65), (1, 1)])
+def test_in_memory_samples_obey_the_same_limits(rate_hz: int, channels: int) -> None:
+    samples = np.random.default_rng(0).standard_normal((max(4 * rate_hz, 8), channels))
+    with pytest.raises(AudioDecodeError, match="invalid (sample rate|channel count)"):
+        audio_module.audio_from_samples(samples, rate_hz)
+
+
+def test_native_sample_budget_caps_many_channels(tmp_path: Path) -> None:
+    """With a 10 s cap, 1.92 M native samples: 5 s of 48 kHz 8-channel audio, 10 s of mono."""
+    settings = Settings(max_duration_s=10.0, min_duration_s=1.0)
+    track = music(80, 8.0, sr=48000)
+    for channels, decoded_s in [(8, 5.0), (1, 8.0)]:
+        path = tmp_path / f"{channels}ch.wav"
+        sf.write(path, np.repeat(track[:, None], channels, axis=1), 48000, subtype="PCM_16")
+        audio = load_audio(path, settings)
+        assert audio.source_duration_s == pytest.approx(decoded_s, abs=1e-6)
+        assert audio.truncated == (decoded_s < 8.0)
+
+
+def test_decoding_stops_at_the_cap_and_silence_is_not_resampled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long FLAC of silence at 384 kHz: the caps bound the frames decoded (here the native
+    sample budget, 4 s x 192,000, before the 4 s), and a constant signal is refused without
+    resampling it."""
+    spy = DecodeSpy(monkeypatch)
+    resamplers = []
+    real_stream = audio_module.soxr.ResampleStream
+    monkeypatch.setattr(
+        audio_module.soxr,
+        "ResampleStream",
+        lambda *a, **k: resamplers.append(1) or real_stream(*a, **k),
+    )
+    path = tmp_path / "silence.flac"
+    with sf.SoundFile(path, "w", 384_000, 1, format="FLAC") as f:
+        for _ in range(20):
+            f.write(np.zeros(384_000))
+    with pytest.raises(SilentAudioError):
+        load_audio(path, Settings(max_duration_s=4.0, min_duration_s=1.0))
+    budget = 4 * min(384_000, audio_module._NATIVE_SAMPLES_PER_CAP_S)
+    assert budget <= spy.frames <= budget + 1  # one frame more tells whether the cap cut
+    assert resamplers == []
+
+
+def test_a_wav_claiming_a_billion_frames_decodes_what_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decoder: str
+) -> None:
+    spy = DecodeSpy(monkeypatch)
+    body = (music(81, 5.0) * 20000).astype("<i2").tobytes()
+    path = tmp_path / "claims.wav"
+    path.write_bytes(wav_header(1, SR, 16, 0xFFFFFFF0) + body)
+    audio = load_audio(path)
+    assert audio.source_duration_s == pytest.approx(5.0, abs=1e-3)
+    assert spy.frames == 5 * SR
+
+
+def test_memory_follows_the_analysis_rate_not_the_native_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """192 kHz for 30 s is 23 MB of native float32 samples; beyond the replay cache only the
+    analysis-rate samples (1.3 MB) and a block are held, and the result is the same."""
+    path = tmp_path / "hires.wav"
+    sf.write(path, music(82, 30.0, sr=192_000), 192_000, subtype="PCM_16")
+    cached = load_audio(path)
+    monkeypatch.setattr(audio_module, "_REPLAY_CACHE_SAMPLES", 1 << 16)
+    tracemalloc.start()
+    try:
+        streamed = load_audio(path)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak_bytes < 6e6
+    assert streamed.sha256 == cached.sha256
+    assert np.array_equal(streamed.samples, cached.samples)
+
+
+@needs_ffmpeg
+def test_ffmpeg_output_is_read_up_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, m4a_files: dict
+) -> None:
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    path = tmp_path / "six_seconds.m4a"
+    path.write_bytes(m4a_files["moov-last"])
+    full = load_audio(path)
+    capped = load_audio(path, Settings(max_duration_s=4.0))
+    assert not full.truncated and capped.truncated
+    assert len(capped.samples) == 4 * ANALYSIS_SR
+    inner = slice(1000, 4 * ANALYSIS_SR - 1000)
+    assert correlation(capped.samples[inner], full.samples[inner]) > 0.999
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in ("Z", "X")  # a zombie waits for a parent that may never reap it
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see processes")
+def test_a_timed_out_decode_leaves_no_ffmpeg_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_ffmpeg: Path
+) -> None:
+    """--timeout kills the worker and the ffmpeg it started, so neither holds memory on."""
+    monkeypatch.setenv("FAKE_FFMPEG_SLEEP_S", "600")
+    path = tmp_path / "stuck.m4a"
+    path.write_bytes(np.random.default_rng(1).bytes(5000))  # not for libsndfile: to ffmpeg
+    results = list(map_with_timeout(load_audio, [str(path)], workers=1, timeout_s=2.0))
+    assert [status for _, status, _ in results] == ["timeout"]
+    (pid,) = map(int, fake_ffmpeg.read_text().split())
+    for _ in range(600):  # SIGKILL is delivered at once; the exit is seen a moment later
+        if not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert not _alive(pid), "the ffmpeg the timed-out worker started is still running"
