@@ -1,4 +1,5 @@
-"""Named alterations of a source recording, made with pedalboard and soxr only.
+"""Named alterations of a source recording, made with pedalboard, soxr and the command-line
+stretchers of :mod:`benchmarks.stretchers` (Rubber Band R2/R3, SoX, ffmpeg).
 
 Never uses audiodup code: the alterations must be independent of the detector.
 
@@ -26,6 +27,8 @@ import numpy as np
 import pedalboard
 import soxr
 from pedalboard.io import AudioFile
+
+from . import stretchers
 
 SOURCE_EXCERPT_S = 60.0
 """Most queries start from a 60-s excerpt of the source (seeded offset)."""
@@ -81,6 +84,7 @@ class Variant:
     sweep: str | None = None
     x: float | None = None
     extra: bool = False  # sweep points added beyond the issue's list
+    stretcher: str | None = None  # which implementation made a tempo or pitch change
 
     @property
     def slug(self) -> str:
@@ -112,13 +116,19 @@ def _as_2d(y: np.ndarray) -> np.ndarray:
     return y[None, :].astype(np.float32, copy=False)
 
 
+def _stretched_truth(t: Truth, tempo_ratio: float, semitones: float) -> Truth:
+    return dataclasses.replace(
+        t,
+        tempo_ratio=t.tempo_ratio * tempo_ratio,
+        pitch_shift_semitones=t.pitch_shift_semitones + semitones,
+        query_offset_s=t.query_offset_s / tempo_ratio,
+    )
+
+
 def op_time_stretch(r: Rendered, tempo_ratio: float) -> None:
     y = pedalboard.time_stretch(_as_2d(r.y), r.sr, stretch_factor=tempo_ratio)[0]
     r.y = _normalize_peak(y)
-    t = r.truth
-    r.truth = dataclasses.replace(
-        t, tempo_ratio=t.tempo_ratio * tempo_ratio, query_offset_s=t.query_offset_s / tempo_ratio
-    )
+    r.truth = _stretched_truth(r.truth, tempo_ratio, 0.0)
 
 
 def op_pitch(r: Rendered, semitones: float) -> None:
@@ -131,8 +141,15 @@ def op_pitch(r: Rendered, semitones: float) -> None:
         preserve_formants=False,
     )[0]
     r.y = _normalize_peak(y)
-    t = r.truth
-    r.truth = dataclasses.replace(t, pitch_shift_semitones=t.pitch_shift_semitones + semitones)
+    r.truth = _stretched_truth(r.truth, 1.0, semitones)
+
+
+def _op_external_stretch(stretcher: str) -> Callable[..., None]:
+    def op(r: Rendered, tempo_ratio: float = 1.0, semitones: float = 0.0) -> None:
+        r.y = _normalize_peak(stretchers.render(stretcher, r.y, r.sr, tempo_ratio, semitones))
+        r.truth = _stretched_truth(r.truth, tempo_ratio, semitones)
+
+    return op
 
 
 def op_speed(r: Rendered, factor: float) -> None:
@@ -322,6 +339,7 @@ OPS: dict[str, Callable[..., None]] = {
     "eq": op_eq,
     "reverb": op_reverb,
     "compress": op_compress,
+    **{f"stretch:{name}": _op_external_stretch(name) for name in stretchers.STRETCHERS},
 }
 
 
@@ -357,6 +375,7 @@ def _build_variants() -> list[Variant]:
                 (step("time_stretch", tempo_ratio=t),),
                 sweep="tempo",
                 x=t,
+                stretcher="pedalboard",
             )
         )
     for p in (-12, -9, -6, -4, -2, -1, -0.5, 0.5, 1, 2, 4, 6, 9, 12):
@@ -368,8 +387,10 @@ def _build_variants() -> list[Variant]:
                 sweep="pitch",
                 x=float(p),
                 extra=p == -12,
+                stretcher="pedalboard",
             )
         )
+    v += _external_stretcher_variants()
     for s in (0.50, 0.70, 0.80, 0.90, 1.10, 1.25, 1.35, 1.50):
         v.append(Variant(f"speed {s:.2f}", "speed", (step("speed", factor=s),), sweep="speed", x=s))
     for length in (60, 30, 20, 15, 10, 8, 5, 4):
@@ -440,6 +461,35 @@ def _build_variants() -> list[Variant]:
             (step("speed", factor=1.25), step("mp3", kbps=64), step("excerpt", length_s=30)),
         ),
     ]
+    return v
+
+
+def _external_stretcher_variants() -> list[Variant]:
+    """The tempo range's ends and middle, and a pitch shift each way, per command-line stretcher
+    (issue #12: a tempo target holds only when every implementation meets it)."""
+    v: list[Variant] = []
+    for name in stretchers.STRETCHERS:
+        op = f"stretch:{name}"
+        for t in (0.50, 0.70, 0.80, 1.25, 1.60, 2.00):
+            v.append(
+                Variant(
+                    f"tempo {t:.2f} [{name}]",
+                    "time-stretch",
+                    (step(op, tempo_ratio=t),),
+                    x=t,
+                    stretcher=name,
+                )
+            )
+        for p in (-4, 3):
+            v.append(
+                Variant(
+                    f"pitch {_fmt_signed(p)} [{name}]",
+                    "pitch",
+                    (step(op, semitones=p),),
+                    x=float(p),
+                    stretcher=name,
+                )
+            )
     return v
 
 

@@ -106,6 +106,31 @@ def _variant_table(rows, peer_on: bool) -> list[str]:
     return lines
 
 
+def _stretcher_table(rows) -> list[str]:
+    """Recall of the same tempo and pitch changes made by each implementation (issue #12)."""
+    made_by: dict[str, dict[str, float]] = {}
+    for r in rows:
+        v = BY_NAME.get(r.variant)
+        if v is None or v.stretcher is None:
+            continue
+        change = r.variant.split(" [")[0]
+        made_by.setdefault(change, {})[v.stretcher] = r.recall
+    shared = {c: by for c, by in made_by.items() if len(by) > 1}
+    if not shared:
+        return []
+    names = sorted({name for by in shared.values() for name in by})
+    L = [
+        "Per stretcher (the same change made by each implementation; worst = the figure a target",
+        "must hold for):",
+        "",
+    ]
+    L += _head("change", *names, "worst")
+    for change, by in shared.items():
+        cells = [_f(by[n], 3) if n in by else "" for n in names]
+        L.append(_row(change, *cells, _f(min(by.values()), 3)))
+    return [*L, ""]
+
+
 def _header(meta: RunMeta) -> list[str]:
     m = meta.machine
     flag = "" if meta.mode == "full" else f" --{meta.mode}"
@@ -174,6 +199,7 @@ def _recall(rows, thr: float | None, peer_on: bool) -> list[str]:
             peer_cell = _f(d["peer_recall"], 3) if peer_on else "n/a"
             L.append(_row(fam, d["n"], _f(d["recall"], 3), _f(d["suspect"], 3), peer_cell))
         L.append("")
+    L += _stretcher_table(rows)
     align = sorted(r.align_err_med_s for r in rows if not math.isnan(r.align_err_med_s))
     if align:
         L += [
@@ -318,7 +344,10 @@ def _method(meta: RunMeta) -> list[str]:
         "## Method",
         "",
         "- Alterations are made with pedalboard (Rubber Band time-stretch/pitch-shift, LAME MP3, "
-        "filters, reverb, compressor) and soxr (speed changes), never with audiodup code. "
+        "filters, reverb, compressor) and soxr (speed changes), never with audiodup code; the "
+        "variants marked [rb-r2], [rb-r3], [sox] and [ffmpeg] are made with those command-line "
+        "stretchers (Rubber Band's R2 and R3 engines, SoX tempo/pitch, ffmpeg atempo; "
+        "`benchmarks/stretchers.py`). "
         "Queries are 22050 Hz mono FLAC; most start from a 60-s excerpt at a seeded offset, the "
         "length variants from the whole track capped at 3 minutes.",
         "- `tempo_ratio` = upload tempo / original tempo; speed change s gives tempo_ratio = s and "
@@ -327,7 +356,7 @@ def _method(meta: RunMeta) -> list[str]:
     ]
     if conv:
         L.append(
-            "- pedalboard conventions measured at run time: "
+            "- stretcher conventions measured at run time: "
             + ", ".join(
                 f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in conv.items()
             )

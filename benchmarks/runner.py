@@ -18,7 +18,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks import peer_chromaprint
+from benchmarks import peer_chromaprint, stretchers
 from benchmarks.alterations import (
     QUICK_VARIANTS,
     SMOKE_VARIANTS,
@@ -248,6 +248,16 @@ def variant_names(cfg: RunConfig) -> list[str] | None:
     return {"quick": QUICK_VARIANTS, "smoke": SMOKE_VARIANTS}.get(cfg.mode)
 
 
+def check_stretchers(cfg: RunConfig) -> dict[str, float]:
+    """Fail before any rendering when a selected variant needs a stretcher that is missing;
+    otherwise measure the conventions of every installed one."""
+    needed = {v.stretcher for v in select(variant_names(cfg))} & set(stretchers.STRETCHERS)
+    missing = [stretchers.missing_message(s) for s in sorted(needed) if not stretchers.available(s)]
+    if missing:
+        raise SystemExit("cannot render the variants: " + "; ".join(missing))
+    return stretchers.measure_conventions() if needed else {}
+
+
 def render_queries(cfg: RunConfig, cache: Path, src: Sources, bar: Bar) -> list[Query]:
     variants = select(variant_names(cfg))
     jobs = make_jobs(
@@ -319,8 +329,8 @@ def run(cfg: RunConfig, console: Console | None = None) -> Path:
     engine_cls = load_engine(cfg.engine)  # fail early, before minutes of rendering
     commit = git_commit()  # the engine code this run measures
     load_start = os.getloadavg()
-    conventions = verify_pedalboard_conventions()
-    console.print(f"pedalboard conventions: {conventions}")
+    conventions = verify_pedalboard_conventions() | check_stretchers(cfg)
+    console.print(f"stretcher conventions: {conventions}")
 
     t0 = time.perf_counter()
     src = load_sources(cfg, cache, peer_on, console)
