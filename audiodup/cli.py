@@ -34,6 +34,31 @@ app = typer.Typer(
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
 app.add_typer(index_app, name="index")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+        from .settings import RECIPE
+
+        print(f"audiodup {__version__} (fingerprint recipe {RECIPE})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and the fingerprint recipe, then exit.",
+        ),
+    ] = False,
+) -> None:
+    """Find uploads that are tempo-, pitch- or length-altered copies of catalog works."""
+
+
 # File names, titles and uploaders are user text: nothing printed is read as rich markup or
 # :emoji: codes (styles are given as Text objects), and user text goes through shown_text, so a
 # control character or a newline in a name cannot drive the terminal or forge a line.
@@ -57,7 +82,11 @@ def _paths_argument(help_text: str):
 
 DbOption = Annotated[
     Path | None,
-    typer.Option("--db", help="Catalog directory [default: $AUDIODUP_DB or ./audiodup-catalog]"),
+    typer.Option(
+        "--db",
+        help="Catalog directory.",
+        show_default="$AUDIODUP_DB or ./audiodup-catalog",
+    ),
 ]
 
 
@@ -520,7 +549,9 @@ def explain_command(
     picture: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="PNG or SVG file [default: explain-<upload name>-<work id>.png]."
+            "--out",
+            help="PNG or SVG file.",
+            show_default="explain-<upload name>-<work id>.png",
         ),
     ] = None,
 ) -> None:

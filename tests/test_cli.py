@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from cli_runner import run_main
 from click.testing import Result
 from typer.testing import CliRunner
 
 import audiodup.cli
 from audiodup import Catalog, Verdict
 from audiodup.cli import app
+from audiodup.settings import RECIPE
 from audiodup.synth import synthesize_work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -409,3 +411,17 @@ def test_screen_on_a_damaged_index_is_one_line(db: Path) -> None:
     )
     assert proc.returncode == 2
     assert "rebuild" in one_error_line(proc)
+
+
+def test_version_names_the_package_and_the_recipe(monkeypatch, capsys) -> None:
+    code, out, _ = run_main(["--version"], monkeypatch, capsys)
+    assert code == 0
+    assert out.strip() == f"audiodup {audiodup.__version__} (fingerprint recipe {RECIPE})"
+
+
+@pytest.mark.parametrize("command", [["screen"], ["index", "add"], ["index", "list"], ["rescan"]])
+def test_help_shows_the_catalog_default(command: list[str], monkeypatch, capsys) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_main([*command, "--help"], monkeypatch, capsys)
+    assert code == 0
+    assert "$AUDIODUP_DB or ./audiodup-catalog" in out
