@@ -13,9 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .settings import DEFAULT_SETTINGS
 from .spectral import LogSpectrogram
 
-N_CHROMA_COEFFS = (7, 6)  # pitch-class x time low-frequency 2-D FFT magnitudes kept
+# the default of Settings.chroma_coeffs; kept for importers of the former constant
+N_CHROMA_COEFFS = DEFAULT_SETTINGS.chroma_coeffs
 
 
 def estimate_tuning(spec: LogSpectrogram) -> float:
@@ -66,17 +68,20 @@ def segment_vectors(
     hop_s: float,
     steps: int,
     time_scale: float = 1.0,
+    coeffs: tuple[int, int] = N_CHROMA_COEFFS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Key-invariant vectors of chroma windows.
 
     A window covers ``segment_s * time_scale`` seconds of this recording: with ``time_scale =
-    1 / tempo_ratio`` it covers ``segment_s`` of the reference. Returns ``(vectors, starts_s)`` with
-    unit-norm float32 vectors of dimension ``7 * 6``.
+    1 / tempo_ratio`` it covers ``segment_s`` of the reference. ``coeffs``
+    (``settings.chroma_coeffs``) is how many pitch-class x time low-frequency 2-D FFT magnitudes
+    are kept. Returns
+    ``(vectors, starts_s)`` with unit-norm float32 vectors of dimension ``coeffs[0] * coeffs[1]``.
     """
     length_s = segment_s * time_scale
     duration_s = len(chroma) / fps
     if duration_s < length_s * 0.98 or len(chroma) < 2:
-        return np.zeros((0, int(np.prod(N_CHROMA_COEFFS))), np.float32), np.zeros(0)
+        return np.zeros((0, int(np.prod(coeffs))), np.float32), np.zeros(0)
     starts = np.arange(0.0, max(duration_s - length_s, 0.0) + 1e-9, hop_s)
     positions = (starts[:, None] + np.linspace(0, length_s, steps, endpoint=False)[None, :]) * fps
     idx = np.clip(positions, 0, len(chroma) - 1)
@@ -85,7 +90,7 @@ def segment_vectors(
     w = (idx - lo)[..., None]
     patches = chroma[lo] * (1 - w) + chroma[hi] * w  # (n, steps, 12)
     spectrum = np.abs(np.fft.fft2(patches - patches.mean(axis=(1, 2), keepdims=True), axes=(2, 1)))
-    kc, kt = N_CHROMA_COEFFS
+    kc, kt = coeffs
     vectors = spectrum[:, :kt, :kc].reshape(len(starts), -1)
     return _normalise_rows(np.sqrt(vectors)).astype(np.float32), starts
 

@@ -13,11 +13,12 @@ from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, find_peaks, thin_peaks
-from .settings import DEFAULT_SETTINGS, Settings
+from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import log_spectrogram
 
-_BIN_STEPS = 16  # stored peak frequencies are in 1/16 of a log bin
-_CHROMA_LEVELS = 15  # stored chroma is quantised to 5 bits; alignment needs no more
+# storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
+_BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
+_CHROMA_LEVELS = CHROMA_LEVELS  # stored chroma is quantised to 5 bits; alignment needs no more
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,15 @@ from itertools import product
 import numpy as np
 
 from .peaks import PEAK_DTYPE
+from .settings import ENTRY_ID_BITS, HASH_KEY_BITS
 
-_RATIO_BITS, _DF_BITS = 5, 7
+# Bit layouts are structural (code depends on them), so they live with the recipe's hashed
+# material (settings.RECIPE_STRUCTURE) rather than in Settings.
+_RATIO_BITS, _DF_BITS = HASH_KEY_BITS
 KEY_BITS = _RATIO_BITS + 2 * _DF_BITS
 
 # Packed entry id: work (25 bits) | anchor frame (18) | anchor bin in quarter bins (10) | span (10)
-_WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = 25, 18, 10, 10
+_WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = ENTRY_ID_BITS
 MAX_WORK_ID = (1 << _WORK_BITS) - 1
 MAX_FRAME = (1 << _FRAME_BITS) - 1
 MAX_SPAN = (1 << _SPAN_BITS) - 1

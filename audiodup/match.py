@@ -20,12 +20,14 @@ from scipy import ndimage
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
 from .hashes import TripletHashes, keys_to_codes, unpack_entry_ids
-from .settings import Settings
+from .settings import DEFAULT_SETTINGS, Settings
 from .store import LoadedIndexes, unpack_segment_ids
 
 _MAX_LOG_TEMPO = float(np.log(2.1))
 _LOG_TEMPO_STEP = 0.03
-_PITCH_STEP_BINS = 1.5
+# pitch shifts are voted for within +-12.5 semitones, in half-semitone histogram cells
+_MAX_PITCH_SEMITONES = 12.5
+_PITCH_STEP_SEMITONES = 0.5
 _MAX_SECTION_GAP_S = 6.0
 PATTERN_KEY_SCALE = 4096  # a hit's pattern is key * PATTERN_KEY_SCALE + query anchor bin
 
@@ -89,6 +91,7 @@ def lookup_hashes(
     indexes: LoadedIndexes,
     max_bucket_hits: int = 1 << 30,
     max_total_hits: int = 1 << 40,
+    bins_per_semitone: int = DEFAULT_SETTINGS.bins_per_semitone,
 ) -> HashVotes:
     """Exact-bucket look-ups of the query hashes in every hash shard.
 
@@ -96,7 +99,8 @@ def lookup_hashes(
     stop word) and would flood the vote with hits; such keys, and keys nobody has, are not looked
     up at all. If the rest would still bring more than ``max_total_hits`` hits, the most common
     keys are dropped until they do not: a long upload has evidence to spare, and the cost of a
-    search stays bounded as the catalog grows."""
+    search stays bounded as the catalog grows. Hits implying a pitch shift beyond +-12.5
+    semitones (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
     size = indexes.bucket_sizes[query.keys]
     usable = (size > 0) & (size <= max_bucket_hits)
     if size[usable].sum() > max_total_hits:
@@ -128,7 +132,8 @@ def lookup_hashes(
     query_span = query.span_frames[q_idx].astype(np.float64)
     log_tempo = np.log(np.maximum(ref_span, 1) / np.maximum(query_span, 1))
     pitch_bins = query.anchor_bin[q_idx].astype(np.float64) - ref_bin
-    plausible = (np.abs(log_tempo) <= _MAX_LOG_TEMPO) & (np.abs(pitch_bins) <= 12.5 * 3)
+    max_pitch_bins = _MAX_PITCH_SEMITONES * bins_per_semitone
+    plausible = (np.abs(log_tempo) <= _MAX_LOG_TEMPO) & (np.abs(pitch_bins) <= max_pitch_bins)
     sel = np.nonzero(plausible)[0]
     return HashVotes(
         work=work[sel],
@@ -191,7 +196,9 @@ def verify_hashes(
     n_votes = len(tq)
 
     lt_edges = np.arange(-_MAX_LOG_TEMPO, _MAX_LOG_TEMPO + _LOG_TEMPO_STEP, _LOG_TEMPO_STEP)
-    pb_edges = np.arange(-37.5, 37.5 + _PITCH_STEP_BINS, _PITCH_STEP_BINS)
+    max_bins = _MAX_PITCH_SEMITONES * bins_per_semitone
+    step_bins = _PITCH_STEP_SEMITONES * bins_per_semitone
+    pb_edges = np.arange(-max_bins, max_bins + step_bins, step_bins)
     hist, _, _ = np.histogram2d(lt, pb, bins=(lt_edges, pb_edges))
     hist = ndimage.uniform_filter(hist, size=3, mode="constant")
     # the strongest histogram cell is not always the true transform: try the best few
@@ -199,7 +206,7 @@ def verify_hashes(
     for i, j in _histogram_peaks(hist, n_peaks=3):
         lt0 = (lt_edges[i] + lt_edges[i + 1]) / 2
         pb0 = (pb_edges[j] + pb_edges[j + 1]) / 2
-        near = (np.abs(lt - lt0) < 2 * _LOG_TEMPO_STEP) & (np.abs(pb - pb0) < 2 * _PITCH_STEP_BINS)
+        near = (np.abs(lt - lt0) < 2 * _LOG_TEMPO_STEP) & (np.abs(pb - pb0) < 2 * step_bins)
         if near.sum() < 3:
             continue
         lines = _fit_lines(tq[near], tr[near], float(np.exp(np.median(lt[near]))), max_lines)
@@ -360,6 +367,7 @@ def chroma_candidates(
             hop_s,
             settings.segment_steps,
             time_scale=scale,
+            coeffs=settings.chroma_coeffs,
         )
         vectors.append(v)
         scale_of.append(np.full(len(v), scale))

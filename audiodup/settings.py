@@ -1,25 +1,51 @@
 """Every tunable of the pipeline, in one frozen object.
 
-``RECIPE`` names the fingerprint recipe: any change to a field that alters fingerprints must bump
-it, and a catalog refuses to mix recipes.
+The fields split in two. The *recipe* fields (``RECIPE_FIELDS``) shape what a catalog stores:
+the decoded audio, the spectral front end, peaks, catalog-side hashes, chroma and segment vectors.
+The recipe id (``Settings.recipe``) is derived from a hash of them, of the structural constants
+the code fixes (bit layouts, storage precisions) and of ``RECIPE_FORMAT``, so no change to them
+can slip past it; a catalog refuses to open under another recipe. Every other field is a
+run-time setting (query-side search, thresholds, calibration priors, index and resource limits):
+changing it never changes the id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 
-RECIPE = "audiodup-fp-2"
+# Bump when the code changes what the same recipe fields produce (a new filter, another
+# resampler...): the derived id then changes with it.
+RECIPE_FORMAT = 1
+
+# Structural constants: layouts the code fixes, so they are not settings. The feature modules
+# take them from here and they are part of the hashed recipe material.
+PEAK_BIN_STEPS = 16  # stored peak frequencies are in 1/16 of a log bin
+CHROMA_LEVELS = 15  # stored chroma is quantised to 5 bits; alignment needs no more
+HASH_KEY_BITS = (5, 7)  # hash key: tempo-ratio cell, then each of the two frequency differences
+ENTRY_ID_BITS = (25, 18, 10, 10)  # hash entry id: work, anchor frame, anchor quarter bin, span
+RECIPE_STRUCTURE = {
+    "peak_bin_steps": PEAK_BIN_STEPS,
+    "chroma_levels": CHROMA_LEVELS,
+    "hash_key_bits": HASH_KEY_BITS,
+    "entry_id_bits": ENTRY_ID_BITS,
+    "resampler": "soxr HQ",  # audio.py: decoded audio is resampled to sample_rate_hz by soxr
+}
+
+# Catalogs made before the id was derived store this literal id; their settings JSON holds the
+# recipe fields of that time. Fields added since take these values (the constants of that time).
+LEGACY_RECIPES = {"audiodup-fp-2": {"chroma_coeffs": (7, 6)}}
 
 
 @dataclass(frozen=True)
 class Settings:
+    # ---- recipe fields (RECIPE_FIELDS): they shape what a catalog stores ----
     # audio
     sample_rate_hz: int = 11025
+    # a longer file is fingerprinted from its first max_duration_s only (and normalisation sees
+    # only that part), so the cap shapes stored fingerprints
     max_duration_s: float = 20 * 60.0
-    min_duration_s: float = 3.0
-    silence_rms: float = 1e-4
-
     # spectral front end
     n_fft: int = 2048
     hop_length: int = 256
@@ -31,29 +57,39 @@ class Settings:
     peak_time_radius: int = 6  # frames each side
     peak_freq_radius: int = 4  # log bins each side
     peaks_per_second: float = 7.0  # stored (catalog) density
-    # queries hash at several densities: a sped-up upload packs more music into each second
-    query_peak_densities: tuple[float, ...] = (9.0, 16.0)
 
-    # peak-triplet hashes
+    # peak-triplet hashes (the key layout is shared by catalog and queries)
     hash_fanout: int = 2  # next peaks paired with each anchor (catalog side)
-    query_hash_fanout: int = 5  # wider on the query side: tolerates extra or missing peaks
     hash_max_dt_s: float = 4.0
     hash_max_df_bins: int = 48
     ratio_levels: int = 24
     df_quant_bins: int = 1
 
-    # chroma
+    # chroma and segment vectors
     chroma_fps: float = 5.0
     segment_s: float = 10.0
     segment_hop_s: float = 2.5
     segment_steps: int = 20
+    # pitch-class x time low-frequency 2-D FFT magnitudes kept (vector dimension: their product)
+    chroma_coeffs: tuple[int, int] = (7, 6)
+
+    # ---- run-time fields: never change the recipe id ----
+    # audio admission: a file is refused or not, its fingerprint does not change
+    min_duration_s: float = 3.0
+    silence_rms: float = 1e-4
+
+    # query side: queries hash at several densities (a sped-up upload packs more music into each
+    # second), with a wider fan-out that tolerates extra or missing peaks
+    query_peak_densities: tuple[float, ...] = (9.0, 16.0)
+    query_hash_fanout: int = 5
     query_segment_hop_s: float = 1.0
     tempo_ratio_min: float = 0.5
     tempo_ratio_max: float = 2.0
     chroma_scale_step: float = 1.07
     chroma_candidates: int = 8
 
-    # FAISS
+    # FAISS: how segment vectors are indexed, not what they are (shards of another factory still
+    # hold the same vectors and are searched alike)
     # "{nlist}" is filled per shard so lists hold about chroma_vectors_per_list vectors (at least
     # chroma_min_lists lists); shards with too few vectors to train that many lists (FAISS wants
     # 39 per list) are searched exhaustively, 8-bit scalar quantised
@@ -111,20 +147,123 @@ class Settings:
     peak_check_min_chroma: float = 0.5
     duplicate_min_peaks: int = 16
 
-    recipe: str = RECIPE
-
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        """Every field, and the derived ``recipe`` id for readers of the JSON."""
+        return json.dumps({**asdict(self), "recipe": self.recipe}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
+        """Inverse of :meth:`to_json`. Unknown keys (``recipe``, fields of other versions) are
+        ignored and missing fields take their defaults."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in json.loads(text).items() if k in known}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def recipe_fields(self) -> dict:
+        """The recipe fields and their values, canonical (floats as floats, tuples as lists)."""
+        return {name: _canonical(name, getattr(self, name)) for name in RECIPE_FIELDS}
+
+    @property
+    def recipe(self) -> str:
+        """The fingerprint recipe id, derived from the recipe fields (see :func:`recipe_id`)."""
+        return recipe_id(self.recipe_fields())
 
     @property
     def frames_per_second(self) -> float:
         return self.sample_rate_hz / self.hop_length
 
+    @property
+    def bins_per_semitone(self) -> int:
+        return self.bins_per_octave // 12
+
+
+# Every field that shapes what a catalog stores, for any input file. A new field belongs here or
+# in the run-time part; tests/test_settings.py fails until one of them lists it.
+RECIPE_FIELDS = (
+    "sample_rate_hz",
+    "max_duration_s",
+    "n_fft",
+    "hop_length",
+    "bins_per_octave",
+    "fmin_hz",
+    "n_octaves",
+    "peak_time_radius",
+    "peak_freq_radius",
+    "peaks_per_second",
+    "hash_fanout",
+    "hash_max_dt_s",
+    "hash_max_df_bins",
+    "ratio_levels",
+    "df_quant_bins",
+    "chroma_fps",
+    "segment_s",
+    "segment_hop_s",
+    "segment_steps",
+    "chroma_coeffs",
+)
+RUN_TIME_FIELDS = tuple(f.name for f in fields(Settings) if f.name not in RECIPE_FIELDS)
+_FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _canonical(name: str, value):
+    """One JSON form per value: ``7`` and ``7.0`` for a float field hash alike."""
+    if _FIELD_TYPES.get(name) == "float":
+        return float(value)
+    if isinstance(value, tuple | list):
+        return [_canonical("", v) for v in value]
+    return value
+
+
+def recipe_id(recipe_fields: dict) -> str:
+    """``"audiodup-fp-"`` and 12 hex digits of the SHA-256 of the canonical JSON of the recipe
+    fields, the structural constants and ``RECIPE_FORMAT``."""
+    material = json.dumps(
+        {"format": RECIPE_FORMAT, "structure": RECIPE_STRUCTURE, "fields": recipe_fields},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return "audiodup-fp-" + hashlib.sha256(material.encode()).hexdigest()[:12]
+
+
+def stored_recipe_fields(recipe: str, settings_json: str) -> dict:
+    """The recipe fields of a catalog from its stored recipe id and settings JSON (as written
+    by :meth:`Settings.to_json`); a legacy id fills the fields added since. A field the JSON
+    does not hold is left out. Raises ``ValueError`` for JSON that is not an object."""
+    stored = json.loads(settings_json)
+    if not isinstance(stored, dict):
+        raise ValueError("stored settings are not a JSON object")
+    stored = {**LEGACY_RECIPES.get(recipe, {}), **stored}
+    return {name: _canonical(name, stored[name]) for name in RECIPE_FIELDS if name in stored}
+
+
+def recipe_differences(catalog_fields: dict, settings: Settings) -> list[str]:
+    """``"field: catalog value vs this audiodup value"`` for each recipe field that differs."""
+    ours = settings.recipe_fields()
+    return [
+        f"{name}: {_shown(catalog_fields[name]) if name in catalog_fields else 'not recorded'} "
+        f"vs {_shown(ours[name])}"
+        for name in RECIPE_FIELDS
+        if catalog_fields.get(name, object()) != ours[name]
+    ]
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, list) else repr(value)
+
+
+def recipe_matches(recipe: str, settings_json: str | None, settings: Settings) -> bool:
+    """Whether a catalog that stores ``recipe`` (and ``settings_json``) was built with the recipe
+    of ``settings``. A legacy id matches when its stored recipe fields are ours and the code's
+    structure is still that of its time (``RECIPE_FORMAT`` 1)."""
+    if recipe == settings.recipe:
+        return True
+    if recipe not in LEGACY_RECIPES or settings_json is None or RECIPE_FORMAT != 1:
+        return False
+    try:
+        return recipe_id(stored_recipe_fields(recipe, settings_json)) == settings.recipe
+    except ValueError:
+        return False
+
 
 DEFAULT_SETTINGS = Settings()
+RECIPE = DEFAULT_SETTINGS.recipe  # the id of the default recipe

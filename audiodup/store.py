@@ -57,10 +57,15 @@ from .errors import (
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids
 from .results import WorkInfo, path_text
-from .settings import Settings
+from .settings import (
+    Settings,
+    recipe_differences,
+    recipe_matches,
+    stored_recipe_fields,
+)
 
 SCHEMA_VERSION = "1"
-CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))
+CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_dim()
 _SEGMENT_BITS = 20
 _HASH_BUCKET_BITS = 24
 _LOCK_TIMEOUT_S = 600.0
@@ -158,8 +163,14 @@ def reference_segments(fingerprint: Fingerprint, settings: Settings) -> np.ndarr
         settings.segment_s,
         settings.segment_hop_s,
         settings.segment_steps,
+        coeffs=settings.chroma_coeffs,
     )
     return vectors
+
+
+def chroma_dim(settings: Settings) -> int:
+    """Length of a chroma segment vector under ``settings``'s recipe."""
+    return int(np.prod(settings.chroma_coeffs))
 
 
 def reports_errors(doing: str):
@@ -211,12 +222,7 @@ class CatalogStore:
                     )
                 self._create()
                 recipe = self._stored_recipe()
-            if recipe != self.settings.recipe:
-                raise RecipeMismatchError(
-                    f"catalog {path_text(self.root)} was built with fingerprint recipe "
-                    f"{recipe!r}, this audiodup uses {self.settings.recipe!r}; rebuild it with the "
-                    "files (index add) into a new catalog"
-                )
+            self._check_recipe(recipe)
             if write and self.read_only is not None:
                 raise self._unwritable("write to")
         except BaseException as exc:
@@ -288,6 +294,32 @@ class CatalogStore:
                 "fingerprint recipe"
             )
         return None
+
+    def stored_settings_json(self) -> str | None:
+        """The settings JSON the catalog was created with (``Settings.to_json``), or ``None``."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        return None if row is None else str(row[0])
+
+    def _check_recipe(self, recipe: str) -> None:
+        """Refuse a catalog of another fingerprint recipe, naming the recipe fields that differ
+        (read back from the stored settings). A catalog of a legacy id (``audiodup-fp-2``) is
+        accepted when its stored recipe fields are those of these settings."""
+        stored_json = self.stored_settings_json()
+        if recipe_matches(recipe, stored_json, self.settings):
+            return
+        try:
+            catalog_fields = stored_recipe_fields(recipe, stored_json or "")
+        except ValueError:  # no or unreadable settings JSON: the ids alone are known
+            differences = ["(its settings are not recorded)"]
+        else:
+            differences = recipe_differences(catalog_fields, self.settings) or [
+                "the same recipe fields, made by code of another recipe format"
+            ]
+        raise RecipeMismatchError(
+            f"catalog {path_text(self.root)} was built with fingerprint recipe {recipe!r}, this "
+            f"audiodup uses {self.settings.recipe!r} ({'; '.join(differences)}); rebuild it "
+            "with the files (index add) into a new catalog"
+        )
 
     def _create(self) -> None:
         """Create the catalog: its folder, its shards folder and, in one transaction under the
@@ -646,14 +678,15 @@ class CatalogStore:
         n_vectors = 0 if training is None else len(training)
         lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
         factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
-        index = faiss.index_factory(CHROMA_DIM, factory, faiss.METRIC_INNER_PRODUCT)
+        dim = chroma_dim(settings)
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         if not index.is_trained:
-            vectors = np.asarray(training, dtype=np.float32).reshape(-1, CHROMA_DIM)
+            vectors = np.asarray(training, dtype=np.float32).reshape(-1, dim)
             if len(vectors) < _min_training_vectors(index):
                 # too few vectors to train this index type well: 8-bit scalar quantisation needs
                 # only each dimension's range (exact float storage when there is nothing at all)
                 small = "SQ8" if len(vectors) else "Flat"
-                index = faiss.index_factory(CHROMA_DIM, small, faiss.METRIC_INNER_PRODUCT)
+                index = faiss.index_factory(dim, small, faiss.METRIC_INNER_PRODUCT)
             if not index.is_trained:
                 index.train(vectors)
         try:

@@ -8,6 +8,10 @@ modelled as geometric (heavier than Poisson) with mean ``base + per_vote * votes
 works that received hits but are not the match form a background sample that can only raise that
 mean. A Bonferroni factor for the number of works searched turns the tail probability into
 ``false_match_probability``.
+
+The channels combine by the rules below (:func:`combine_hash_and_chroma`,
+:func:`combine_peaks_and_chroma`), and :func:`decide` labels the matches, reading only evidence
+counts and ``chroma_confirmed``, never a display field.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
+from .peakcheck import PeakCheck, confirms_recording
 from .results import Match, VerdictLabel
 from .settings import Settings
 
@@ -70,8 +75,8 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
     """Verdict from the reported matches.
 
     Only a verified same recording can be a duplicate; a same composition is at most suspect.
-    A duplicate also needs a minimum of aligned hashes or coinciding peaks, a floor under the
-    probability model, unless the chroma channel independently found the same alignment.
+    A duplicate also needs a channel that confirmed it on its own (:func:`clears_floor`), a
+    floor under the probability model.
     """
     label: VerdictLabel = "clean"
     for m in matches:
@@ -80,16 +85,65 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
             m.relation == "same_recording"
             and fmp <= settings.duplicate_max_fmp
             and m.coverage_s >= settings.min_coverage_s
-            and (
-                m.matched_hashes >= settings.duplicate_min_hashes
-                or m.chroma_similarity
-                or (m.matched_peaks or 0) >= settings.duplicate_min_peaks
-            )
+            and clears_floor(m, settings)
         ):
             return "duplicate"
         if fmp <= settings.suspect_max_fmp:
             label = "suspect"
     return label
+
+
+def clears_floor(match: Match, settings: Settings) -> bool:
+    """Whether a channel confirmed ``match`` on its own: at least ``duplicate_min_hashes``
+    aligned hashes, at least ``duplicate_min_peaks`` coinciding peaks, or a chroma alignment that
+    found the hashes' transform (``chroma_confirmed``). ``chroma_similarity`` is shown, not
+    evidence: a guided peak check fills it in whenever a chroma alignment led it, significant or
+    not."""
+    return (
+        match.matched_hashes >= settings.duplicate_min_hashes
+        or (match.matched_peaks or 0) >= settings.duplicate_min_peaks
+        or match.chroma_confirmed
+    )
+
+
+# -- combining channels --------------------------------------------------------------------------
+def channels_agree(
+    hashed: HashEvidence, chroma: ChromaEvidence, check: PeakCheck | None, settings: Settings
+) -> bool:
+    """Whether hashes and chroma found the same transform for one work (:func:`transforms_agree`)
+    and the guided peak check confirms the recording (:func:`confirms_recording`): then
+    :func:`combine_hash_and_chroma` applies. A re-arrangement of the same music makes hashes and
+    chroma agree too; its peaks say it is not this recording."""
+    return (
+        transforms_agree(hashed, chroma, settings)
+        and check is not None
+        and confirms_recording(check, settings)
+    )
+
+
+def combine_hash_and_chroma(hash_fmp: float, chroma_fmp: float, n_works: int) -> float:
+    """Two independent channels found the same transform of one work: the per-work
+    probabilities multiply and the search over ``n_works`` works is paid once (each false-match
+    probability already holds it)."""
+    return min(1.0, hash_fmp * chroma_fmp / n_works)
+
+
+def peak_false_match_probability(check_probability: float, n_works: int) -> float:
+    """A guided peak check alone: its per-work tail probability times the works searched."""
+    return min(1.0, check_probability * n_works)
+
+
+def combine_peaks_and_chroma(
+    check_probability: float, n_works: int, chroma_fmp: float | None, settings: Settings
+) -> float:
+    """A guided peak check's false-match probability. When a significant chroma alignment
+    (``chroma_fmp <= suspect_max_fmp``) led it, the peaks coincide where that alignment put them:
+    the two per-work probabilities multiply (the chroma one already pays the search), when that
+    is lower than the check alone."""
+    fmp = peak_false_match_probability(check_probability, n_works)
+    if chroma_fmp is not None and chroma_fmp <= settings.suspect_max_fmp:
+        fmp = min(fmp, check_probability * chroma_fmp)
+    return fmp
 
 
 def transforms_agree(

@@ -31,6 +31,7 @@ import numpy as np
 import typer
 from scipy import optimize, stats
 
+from audiodup import screening
 from audiodup.audio import load_audio
 from audiodup.catalog import Catalog
 from audiodup.errors import AudiodupError
@@ -51,16 +52,21 @@ Measure = Callable[[Catalog, Fingerprint], list[tuple[int, tuple]]]
 
 def hash_lines(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
     """``(work_id, (votes, main_inliers))`` of every verified candidate."""
-    evidence = catalog.hash_evidence(query, catalog.indexes())
+    evidence = screening.hash_evidence(query, catalog.indexes(), catalog.settings)
     return [(w, (e.votes, e.main_inliers)) for w, e in evidence.items()]
 
 
 def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
     """``(work_id, (matched, checked, chance_peaks))`` of the guided peak checks."""
-    indexes = catalog.indexes()
-    chroma = catalog._chroma_evidence(query, indexes, max(int(indexes.live.sum()), 1))
-    checks = catalog._peak_checks(query, catalog.hash_evidence(query, indexes), chroma)
-    return [(w, (c.matched_peaks, c.checked_peaks, c.chance_peaks)) for w, (c, _) in checks.items()]
+    s, indexes, reference = catalog.settings, catalog.indexes(), catalog.store.fingerprint
+    n_works = max(int(indexes.live.sum()), 1)
+    chroma = screening.chroma_evidence(query, indexes, n_works, s, reference)
+    hashed = screening.hash_evidence(query, indexes, s)
+    checks = screening.peak_checks(query, hashed, chroma, s, reference)
+    return [
+        (w, (f.check.matched_peaks, f.check.checked_peaks, f.check.chance_peaks))
+        for w, f in checks.items()
+    ]
 
 
 def fail(message: str) -> NoReturn:

@@ -198,37 +198,10 @@ def render_window(
 # --------------------------------------------------------------------------- evidence
 
 
-def evidence_catalog_class():
-    """A :class:`audiodup.catalog.Catalog` that keeps the evidence of its last screening.
-
-    Only watches: each hook calls the real method and stores what it returned."""
-    from audiodup.catalog import Catalog
-
-    class EvidenceCatalog(Catalog):
-        last: dict
-
-        def hash_evidence(self, query, indexes):
-            out = super().hash_evidence(query, indexes)
-            self.last["hash"] = out
-            return out
-
-        def _chroma_evidence(self, *args, **kwargs):
-            out = super()._chroma_evidence(*args, **kwargs)
-            self.last["chroma"] = out
-            return out
-
-        def _peak_checks(self, *args, **kwargs):
-            out = super()._peak_checks(*args, **kwargs)
-            self.last["peaks"] = out
-            return out
-
-    return EvidenceCatalog
-
-
 @dataclass(frozen=True)
 class Lead:
-    """The false-match probability one evidence path gives one work, computed as
-    ``Catalog.match_fingerprint`` computes it (whether or not it is reported)."""
+    """The false-match probability one evidence path gives one work, computed with
+    :mod:`audiodup.verdict`'s rules as screening computes it (whether or not it is reported)."""
 
     work_id: int
     path: str  # one of PATHS
@@ -236,73 +209,60 @@ class Lead:
     evidence: dict
 
 
-def leads_from_evidence(last: dict, n_works: int, settings) -> list[Lead]:
-    """Every path's FMP for every work the screening gathered evidence on."""
+def leads_from_evidence(evidence, settings) -> list[Lead]:
+    """Every path's FMP for every work in one upload's :class:`audiodup.screening.Evidence`."""
     from audiodup.peakcheck import confirms_recording
     from audiodup.verdict import (
-        chance_excess_scale,
-        hash_false_match_probability,
-        transforms_agree,
+        channels_agree,
+        combine_hash_and_chroma,
+        combine_peaks_and_chroma,
+        peak_false_match_probability,
     )
 
     leads: list[Lead] = []
-    hashed = list(last.get("hash", {}).values())
-    top = {e.work_id for e in sorted(hashed, key=lambda e: -e.main_inliers)[:3]}
-    scale = chance_excess_scale(hashed, top, settings)
-    by_work = {}
-    for e in hashed:
-        fmp = hash_false_match_probability(e, scale, n_works, settings)
-        by_work[e.work_id] = (e, fmp)
-        ev = {
+    for work_id, found in evidence.hashes.items():
+        e = found.evidence
+        details = {
             "main_inliers": e.main_inliers,
             "inliers": e.inliers,
             "votes": e.votes,
-            "scale": round(scale, 3),
             "tempo_ratio": round(e.tempo_ratio, 4),
             "pitch_shift_semitones": round(e.pitch_shift_semitones, 2),
             "coverage_s": round(e.coverage_s, 2),
         }
-        leads.append(Lead(e.work_id, "hash", fmp, ev))
-    chroma = last.get("chroma", [])
-    checks = last.get("peaks", {})
-    chroma_fmps = {ev.work_id: fmp for ev, fmp in chroma}
-    for ev, fmp in chroma:
-        evidence = {
+        leads.append(Lead(work_id, "hash", found.false_match_probability, details))
+    for found in evidence.chroma:
+        ev, fmp = found.evidence, found.false_match_probability
+        details = {
             "similarity": round(ev.similarity, 4),
             "tempo_ratio": round(ev.tempo_ratio, 4),
             "pitch_shift_semitones": round(ev.pitch_shift_semitones, 2),
         }
-        leads.append(Lead(ev.work_id, "chroma", fmp, evidence))
-        hashed_w, check = by_work.get(ev.work_id), checks.get(ev.work_id)
-        if (
-            hashed_w is not None
-            and transforms_agree(hashed_w[0], ev, settings)
-            and check is not None
-            and confirms_recording(check[0], settings)
+        leads.append(Lead(ev.work_id, "chroma", fmp, details))
+        hashed, peaks = evidence.hashes.get(ev.work_id), evidence.peaks.get(ev.work_id)
+        if hashed is not None and channels_agree(
+            hashed.evidence, ev, peaks.check if peaks else None, settings
         ):
-            combined = min(1.0, hashed_w[1] * fmp / n_works)
-            leads.append(
-                Lead(
-                    ev.work_id,
-                    "hash x chroma",
-                    combined,
-                    {
-                        "hash_fmp": hashed_w[1],
-                        "chroma_fmp": fmp,
-                        "main_inliers": hashed_w[0].main_inliers,
-                        "similarity": round(ev.similarity, 4),
-                        "matched_peaks": check[0].matched_peaks,
-                    },
-                )
+            combined = combine_hash_and_chroma(
+                hashed.false_match_probability, fmp, evidence.n_works
             )
-    for work_id, (check, source) in checks.items():
-        fmp = min(1.0, check.probability * n_works)
-        path = "peaks<-chroma" if source is not None else "peaks<-hash"
-        if source is not None and chroma_fmps[work_id] <= settings.suspect_max_fmp:
-            multiplied = check.probability * chroma_fmps[work_id]
-            if multiplied < fmp:
-                fmp, path = multiplied, "peaks x chroma"
-        evidence = {
+            details = {
+                "hash_fmp": hashed.false_match_probability,
+                "chroma_fmp": fmp,
+                "main_inliers": hashed.evidence.main_inliers,
+                "similarity": round(ev.similarity, 4),
+                "matched_peaks": peaks.check.matched_peaks,
+            }
+            leads.append(Lead(ev.work_id, "hash x chroma", combined, details))
+    for work_id, found in evidence.peaks.items():
+        check = found.check
+        chroma_fmp = found.chroma.false_match_probability if found.chroma else None
+        alone = peak_false_match_probability(check.probability, evidence.n_works)
+        fmp = combine_peaks_and_chroma(check.probability, evidence.n_works, chroma_fmp, settings)
+        path = "peaks<-chroma" if found.chroma is not None else "peaks<-hash"
+        if fmp < alone:
+            path = "peaks x chroma"
+        details = {
             "matched_peaks": check.matched_peaks,
             "checked_peaks": check.checked_peaks,
             "chance_peaks": round(check.chance_peaks, 2),
@@ -311,10 +271,10 @@ def leads_from_evidence(last: dict, n_works: int, settings) -> list[Lead]:
             "tempo_ratio": round(check.alignment.tempo_ratio, 4),
             "pitch_bins": round(check.alignment.pitch_bins, 2),
         }
-        if source is not None:
-            evidence["chroma_fmp"] = chroma_fmps[work_id]
-            evidence["similarity"] = round(source.similarity, 4)
-        leads.append(Lead(work_id, path, fmp, evidence))
+        if found.chroma is not None:
+            details["chroma_fmp"] = chroma_fmp
+            details["similarity"] = round(found.chroma.evidence.similarity, 4)
+        leads.append(Lead(work_id, path, fmp, details))
     return leads
 
 
@@ -349,11 +309,10 @@ _WORKER: dict = {}
 
 def init_worker(setup: WorkerSetup) -> None:
     """Open the catalog once per process; sources are memory-mapped, shared between workers."""
+    from audiodup.catalog import Catalog
     from audiodup.settings import DEFAULT_SETTINGS
 
-    catalog_cls = evidence_catalog_class()
-    catalog = catalog_cls.open(setup.catalog_dir, create=False, settings=DEFAULT_SETTINGS)
-    catalog.last = {}
+    catalog = Catalog.open(setup.catalog_dir, create=False, settings=DEFAULT_SETTINGS)
     _WORKER.clear()
     _WORKER.update(setup=setup, catalog=catalog, arrays={})
 
@@ -371,6 +330,30 @@ def _cpu_s() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def screen_with_evidence(catalog, audio, name: str):
+    """The verdict ``catalog.screen_audio`` gives, and the evidence screening gathered for it
+    (the same public pipeline steps, run once)."""
+    from audiodup import screening
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.results import Verdict
+    from audiodup.verdict import decide
+
+    settings = catalog.settings
+    query = fingerprint_audio(audio, settings, query=True)
+    evidence = screening.gather_evidence(query, catalog.indexes(), settings, catalog.store)
+    matches = screening.matches_from_evidence(evidence, query, settings, catalog.store)[:TOP_K]
+    verdict = Verdict(
+        path=name,
+        verdict=decide(matches, settings),
+        matches=tuple(matches),
+        duration_s=audio.duration_s,
+        truncated=audio.truncated,
+        fingerprint_s=0.0,
+        search_s=0.0,
+    )
+    return verdict, evidence
+
+
 def screen_one(spec: QuerySpec) -> dict:
     """Render and screen one query; any exception becomes the record's ``error``."""
     from audiodup.audio import audio_from_samples
@@ -386,10 +369,8 @@ def screen_one(spec: QuerySpec) -> dict:
         samples = render_window(_source(spec.track_id), SAMPLE_RATE_HZ, spec, alteration, rng)
         c1 = _cpu_s()
         audio = audio_from_samples(samples, SAMPLE_RATE_HZ, catalog.settings)
-        catalog.last = {}
-        verdict = catalog.screen_audio(audio, name=spec.query_id, top_k=TOP_K)
-        n_works = max(int(catalog.indexes().live.sum()), 1)
-        leads = leads_from_evidence(catalog.last, n_works, catalog.settings)
+        verdict, evidence = screen_with_evidence(catalog, audio, spec.query_id)
+        leads = leads_from_evidence(evidence, catalog.settings)
         record |= describe(verdict, leads, setup.work_names)
         record["render_cpu_s"] = round(c1 - c0, 4)
         record["screen_cpu_s"] = round(_cpu_s() - c1, 4)

@@ -8,14 +8,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from audiodup.chroma import N_CHROMA_COEFFS, chroma_frames, estimate_tuning, segment_vectors
+from audiodup.chroma import chroma_frames, estimate_tuning, segment_vectors
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.spectral import log_spectrogram
 from audiodup.synth import synthesize_work
 
 S = DEFAULT_SETTINGS
 SR = S.sample_rate_hz
-DIM = int(np.prod(N_CHROMA_COEFFS))
+DIM = int(np.prod(S.chroma_coeffs))
 C4_HZ = 261.6256
 
 
@@ -135,6 +135,18 @@ def test_segment_vectors_of_too_short_chroma_are_empty(music_chroma: np.ndarray)
     )
     assert vectors.shape == (0, DIM)
     assert len(starts) == 0
+
+
+def test_segment_vectors_keep_chroma_coeffs(music_chroma: np.ndarray) -> None:
+    args = (music_chroma, S.chroma_fps, S.segment_s, S.segment_hop_s, S.segment_steps)
+    default, _ = segment_vectors(*args)
+    fewer, _ = segment_vectors(*args, coeffs=(4, 3))
+    assert fewer.shape == (len(default), 12)
+    np.testing.assert_allclose(np.linalg.norm(fewer, axis=1), 1.0, atol=1e-5)
+    # the kept coefficients are a corner of the default ones (before normalisation)
+    corner = default.reshape(len(default), 6, 7)[:, :3, :4].reshape(len(default), -1)
+    corner /= np.linalg.norm(corner, axis=1, keepdims=True)
+    np.testing.assert_allclose(fewer, corner, atol=1e-5)
 
 
 @pytest.mark.parametrize("tempo_ratio", [0.6, 0.8, 1.25, 1.6])

@@ -62,7 +62,9 @@ def test_query_fingerprint_is_denser(work_audio, work_fingerprint: Fingerprint) 
 
 
 def test_recipe_comes_from_settings(work_audio) -> None:
-    assert fingerprint_audio(work_audio, Settings(recipe="other")).recipe == "other"
+    other = Settings(peaks_per_second=5.0)
+    assert other.recipe != S.recipe
+    assert fingerprint_audio(work_audio, other).recipe == other.recipe
 
 
 def test_to_bytes_round_trip(work_fingerprint: Fingerprint) -> None:

@@ -329,6 +329,15 @@ def test_verify_hashes_recovers_tempo_pitch_and_line(tempo: float, pitch_semiton
     )
 
 
+@pytest.mark.parametrize("per_semitone", [2, 4])
+def test_verify_hashes_pitch_range_follows_bins_per_semitone(per_semitone: int) -> None:
+    # 11 semitones at 4 bins each lie beyond the +-37.5 bins of 3 bins per semitone
+    votes = synthetic_votes(1, [(1.1, 120.0, 11.0 * per_semitone, 150)])
+    evidence = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
+    assert evidence is not None
+    assert evidence.pitch_shift_semitones == pytest.approx(11.0, abs=0.1)
+
+
 def test_verify_hashes_finds_two_sections() -> None:
     """A work used twice in an upload (e.g. a repeated sample) gives two parallel lines."""
     per_semitone = S.bins_per_octave // 12

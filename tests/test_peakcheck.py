@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiodup import Catalog
+from audiodup import Catalog, screening
 from audiodup.audio import load_audio
 from audiodup.fingerprint import fingerprint_audio
 from audiodup.peakcheck import (
@@ -171,9 +171,11 @@ def test_chroma_alignment_alone_leads_the_check_to_the_work(
     peak check to find the work, with its tempo ratio and pitch shift."""
     s = catalog.settings
     query = fingerprint_audio(load_audio(UPLOADS_DIR / "speed_1.15_work_05.ogg", s), s, query=True)
-    indexes = catalog.indexes()
-    chroma = catalog._chroma_evidence(query, indexes, len(work_ids))
-    checks = {w: check for w, (check, _) in catalog._peak_checks(query, {}, chroma).items()}
+    chroma = screening.chroma_evidence(
+        query, catalog.indexes(), len(work_ids), s, catalog.store.fingerprint
+    )
+    found = screening.peak_checks(query, {}, chroma, s, catalog.store.fingerprint)
+    checks = {w: f.check for w, f in found.items()}
     check = checks[work_ids["work_05"]]
     assert check.probability < 1e-12
     assert check.alignment.tempo_ratio == pytest.approx(1.15, rel=0.01)
@@ -192,12 +194,13 @@ def test_peaks_where_a_significant_chroma_alignment_put_them_combine(
     query = fingerprint_audio(
         load_audio(UPLOADS_DIR / "stretch_0.80_work_01.ogg", s), s, query=True
     )
-    monkeypatch.setattr(catalog, "hash_evidence", lambda *_: {})
+    monkeypatch.setattr(screening, "hash_evidence", lambda *_: {})
     work = work_ids["work_01"]
     n_works = len(work_ids)
-    chroma = catalog._chroma_evidence(query, catalog.indexes(), n_works)
-    chroma_fmp = {ev.work_id: fmp for ev, fmp in chroma}[work]
-    check, _ = catalog._peak_checks(query, {}, chroma)[work]
+    evidence = screening.gather_evidence(query, catalog.indexes(), s, catalog.store)
+    assert evidence.hashes == {} and evidence.n_works == n_works
+    chroma_fmp = {f.evidence.work_id: f.false_match_probability for f in evidence.chroma}[work]
+    check = evidence.peaks[work].check
     assert chroma_fmp <= s.suspect_max_fmp and check.probability < 1e-12
 
     top = catalog.match_fingerprint(query)[0]

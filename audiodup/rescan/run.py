@@ -1,0 +1,196 @@
+"""The edges of a rescan: a run picks the works, screens them here, in local worker processes
+or on Dask, and stores each result as it completes (:mod:`.store`), one run at a time per
+catalog; :func:`load_report` reads every stored result back into a report."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ..catalog import Catalog
+from ..errors import AudiodupError, CatalogError
+from ..metadata import parse_timestamp
+from ..settings import Settings
+from ..store import catalog_error
+from ..workers import map_with_timeout
+from .report import build_report
+from .results import Mode, RescanReport, RunSummary, WorkScan
+from .screen import screen_work, screen_work_task
+from .store import RESULTS_FILE, RescanStore
+
+LOCK_FILE = "rescan.lock"
+
+ProgressCallback = Callable[[int, int, WorkScan | None], None]
+
+
+def run_rescan(
+    catalog: Catalog,
+    *,
+    workers: int = 1,
+    new_only: bool = False,
+    since: datetime | str | None = None,
+    dask: str | object | None = None,
+    timeout_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Screen the works this run is about and store each result as it completes.
+
+    Parameters
+    ----------
+    catalog
+        An open catalog.
+    workers
+        Local processes (ignored with ``dask``).
+    timeout_s
+        Seconds allowed to decode and screen one work in a local worker process; a work that
+        runs over, or whose worker crashes, is screened with its stored fingerprint instead.
+    new_only
+        Only works that have no rescan result yet (added since the last rescan).
+    since
+        Only works added to the catalog at or after this date (ISO 8601 text or datetime).
+    dask
+        A Dask scheduler address (``tcp://host:8786``) or a ``distributed.Client``; every worker
+        must see the catalog directory and the audio files at the same absolute paths.
+    on_progress
+        ``on_progress(done, total, scan)``: once with ``scan=None`` before the first work, then
+        after every work.
+
+    An unfinished run with the same ``new_only``/``since`` is resumed: only its remaining works
+    are screened.
+    """
+    if new_only and since is not None:
+        raise AudiodupError("choose either new_only or since, not both")
+    mode: Mode = "new" if new_only else ("since" if since is not None else "all")
+    since_dt = parse_timestamp(since) if isinstance(since, str) else since
+    if since_dt is not None and since_dt.tzinfo is None:
+        since_dt = since_dt.replace(tzinfo=UTC)
+    since_text = since_dt.isoformat() if since_dt is not None else None
+    root = catalog.store.root
+    lock = FileLock(str(root / LOCK_FILE), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise CatalogError(f"another rescan of {root} is running") from None
+    except OSError as exc:  # a read-only or full catalog folder
+        raise catalog_error(exc, root, "rescan") from None
+    store = RescanStore(root, catalog.settings)
+    try:
+        live = {w.work_id: w for w in catalog.works()}
+
+        def targets() -> list[int]:
+            if mode == "new":
+                scanned = store.scanned_ids()
+                return [w for w in live if w not in scanned]
+            if mode == "since":
+                return [w for w, info in live.items() if parse_timestamp(info.added_at) >= since_dt]
+            return list(live)
+
+        run_id, ids, done, resumed = store.open_run(mode, since_text, targets)
+        todo = [w for w in ids if w in live and w not in done]
+        total, finished = len(ids), len(ids) - len(todo)
+        if on_progress is not None:
+            on_progress(finished, total, None)
+        jobs = [(w, _absolute(live[w].path)) for w in todo]
+        if dask is not None:
+            scans = _run_dask(dask, root, catalog.settings, jobs)
+        elif (workers > 1 and len(jobs) > 1) or timeout_s is not None:
+            scans = _run_local(catalog, workers, timeout_s, jobs)
+        else:
+            scans = (screen_work(catalog, w, path) for w, path in jobs)
+        screened = 0
+        try:
+            for scan in scans:
+                store.save(run_id, live[scan.work_id].sha256, scan)
+                screened += 1
+                if on_progress is not None:
+                    on_progress(finished + screened, total, scan)
+        finally:
+            close = getattr(scans, "close", None)
+            if close is not None:
+                close()  # stops worker pools at once on errors and Ctrl-C
+        if run_id is not None:
+            store.finish(run_id)
+        return RunSummary(run_id, mode, resumed, total, finished, screened)
+    finally:
+        store.close()
+        lock.release()
+
+
+def _absolute(path: str) -> str:
+    """Stored paths are as given at ``index add``; workers elsewhere need absolute ones."""
+    return str(Path(path).absolute())
+
+
+def _screen_job(job: tuple[str, Settings, int, str]) -> WorkScan:
+    return screen_work_task(*job)
+
+
+def _run_local(
+    catalog: Catalog, workers: int, timeout_s: float | None, jobs: list[tuple[int, str]]
+) -> Iterator[WorkScan]:
+    """Worker processes that are killed and replaced when a work hangs or crashes them (a
+    hostile file); such a work is screened here with its stored fingerprint instead."""
+    root = str(catalog.store.root)
+    tasks = [(root, catalog.settings, work_id, path) for work_id, path in jobs]
+    for task, status, value in map_with_timeout(_screen_job, tasks, workers, timeout_s):
+        if status == "ok":
+            yield value
+        else:
+            yield screen_work(catalog, task[2], file_problem=f"decoding failed: {value}")
+
+
+def _run_dask(
+    dask, root: Path, settings: Settings, jobs: list[tuple[int, str]]
+) -> Iterator[WorkScan]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
+    own = not isinstance(dask, Client)
+    client = Client(dask, set_as_default=False) if own else dask
+    try:
+        window = 4 * max(1, sum(client.nthreads().values()))
+        queue = deque(jobs)
+
+        def submit():
+            work_id, path = queue.popleft()
+            return client.submit(
+                screen_work_task, str(root.absolute()), settings, work_id, path, pure=False
+            )
+
+        # a bounded window of tasks in flight: the scheduler never holds millions of them
+        running = as_completed([submit() for _ in range(min(window, len(queue)))], loop=client.loop)
+        for future in running:
+            scan = future.result()
+            future.release()
+            if queue:
+                running.add(submit())
+            yield scan
+    finally:
+        if own:
+            client.close()
+
+
+def load_report(catalog: Catalog) -> RescanReport:
+    """The report of every stored result (earlier runs included) on the catalog as it is."""
+    works = catalog.works()
+    path = catalog.store.root / RESULTS_FILE
+    if path.exists():
+        store = RescanStore(catalog.store.root, catalog.settings)
+        try:
+            scans = store.results(works)
+        finally:
+            store.close()
+    else:
+        scans = {}
+    return build_report(works, scans, catalog.settings, catalog=str(catalog.store.root))
+
+
+def rescan(catalog: Catalog, **options) -> RescanReport:
+    """:func:`run_rescan` then :func:`load_report`."""
+    run_rescan(catalog, **options)
+    return load_report(catalog)

@@ -1,0 +1,91 @@
+"""One catalog work screened as a query against its catalog (runs in worker processes,
+threads or Dask workers)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..audio import load_audio
+from ..catalog import Catalog
+from ..errors import AudiodupError, CatalogError, WorkNotFoundError
+from ..fingerprint import Fingerprint, fingerprint_audio
+from ..settings import Settings
+from .results import QuerySource, WorkScan
+
+
+def screen_work(
+    catalog: Catalog,
+    work_id: int,
+    path: str | Path | None = None,
+    *,
+    file_problem: str | None = None,
+) -> WorkScan:
+    """Screen one catalog work against the catalog, without its self-match.
+
+    ``path`` is where to read the work's file [default: its stored path]. The file's decoded
+    audio must still be the audio that was indexed; otherwise the stored fingerprint is used.
+    ``file_problem`` skips the file (it could not be decoded elsewhere) and says why.
+    """
+    try:
+        query, source, note = work_query(catalog, work_id, path, file_problem=file_problem)
+    except CatalogError as exc:
+        return WorkScan(work_id, "stored_fingerprint", error=str(exc))
+    matches = tuple(m for m in catalog.match_fingerprint(query) if m.work_id != work_id)
+    return WorkScan(work_id, source, matches, note=note)
+
+
+def work_query(
+    catalog: Catalog,
+    work_id: int,
+    path: str | Path | None = None,
+    *,
+    file_problem: str | None = None,
+) -> tuple[Fingerprint, QuerySource, str | None]:
+    """A catalog work as a query: ``(fingerprint, source, note)``. The file is re-decoded and
+    fingerprinted with the query recipe; when it is gone or its audio changed (or
+    ``file_problem`` names a problem found elsewhere), the stored catalog fingerprint stands
+    in and ``note`` says why.
+
+    Raises ``CatalogError`` when the work is not in the catalog or has no usable fingerprint.
+    """
+    work = catalog.store.work(work_id)
+    if work is None:
+        raise WorkNotFoundError(f"work {work_id} is no longer in the catalog")
+    if file_problem is None:
+        try:
+            audio = load_audio(Path(work.path if path is None else path), catalog.settings)
+            if audio.sha256 != work.sha256:
+                raise AudiodupError("the file's audio changed since it was indexed")
+            return fingerprint_audio(audio, catalog.settings, query=True), "file", None
+        except AudiodupError as exc:
+            file_problem = str(exc)
+        except OSError as exc:  # its folder cannot be entered now, say
+            file_problem = f"cannot read: {exc.strerror or exc}"
+    note = f"file unavailable at {work.path} ({file_problem}); screened with the stored fingerprint"
+    return catalog.store.fingerprint(work_id), "stored_fingerprint", note
+
+
+_LOCAL = threading.local()
+
+
+def _worker_catalog(root: str, settings: Settings) -> Catalog:
+    """One open catalog per thread (SQLite connections stay in their thread) and root."""
+    cache = getattr(_LOCAL, "catalogs", None)
+    if cache is None:
+        cache = _LOCAL.catalogs = {}
+    key = (root, settings)
+    if key not in cache:
+        cache[key] = Catalog.open(root, create=False, settings=settings)
+    return cache[key]
+
+
+def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> WorkScan:
+    """Picklable task for worker processes and Dask: never raises, errors come back in the
+    scan."""
+    try:
+        return screen_work(_worker_catalog(root, settings), work_id, path)
+    except AudiodupError as exc:
+        return WorkScan(work_id, "file", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad work must not stop a rescan
+        return WorkScan(work_id, "file", error=f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -1,0 +1,460 @@
+"""Screening: from an upload's fingerprint to the catalog works that explain it.
+
+The stages run one way: **retrieve** (hash look-up, chroma candidates) → **verify** (hash lines,
+chroma alignment) → **guided check** (peaks where a weak hash line or a chroma alignment put
+them) → **combine** (the rules of :mod:`audiodup.verdict`) → matches, which
+:func:`audiodup.verdict.decide` labels. Evidence travels as the small frozen records below.
+
+Every function takes the searchable indexes and a :class:`WorkSource` (the catalog store: stored
+fingerprints and work names), so screening needs no :class:`~audiodup.catalog.Catalog`.
+
+>>> with Catalog.open("my-catalog") as catalog:          # doctest: +SKIP
+...     matches = match_fingerprint(query, catalog.indexes(), catalog.settings, catalog.store)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from .fingerprint import Fingerprint, fingerprint_hashes
+from .hashes import KEY_BITS
+from .match import (
+    ChromaEvidence,
+    HashEvidence,
+    HashVotes,
+    align_chroma,
+    candidate_works,
+    chroma_candidates,
+    lookup_hashes,
+    verify_hashes,
+)
+from .peakcheck import (
+    Alignment,
+    PeakCheck,
+    ReferencePeaks,
+    check_alignment,
+    chroma_alignments,
+    hash_alignment,
+    reference_peaks,
+)
+from .results import Match, Relation, Section, WorkInfo
+from .settings import Settings
+from .store import LoadedIndexes
+from .verdict import (
+    chance_excess_scale,
+    channels_agree,
+    chroma_false_match_probability,
+    combine_hash_and_chroma,
+    combine_peaks_and_chroma,
+    hash_false_match_probability,
+    score_from_probability,
+)
+
+References = Callable[[int], Fingerprint]
+
+
+class WorkSource(Protocol):
+    """What screening reads from a catalog besides its indexes (:class:`CatalogStore` is one)."""
+
+    def fingerprint(self, work_id: int) -> Fingerprint: ...
+
+    def work(self, work_id: int) -> WorkInfo | None: ...
+
+
+# -- evidence records ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HashFinding:
+    """A work's verified hash lines with their false-match probability."""
+
+    evidence: HashEvidence
+    false_match_probability: float
+
+
+@dataclass(frozen=True)
+class ChromaFinding:
+    """A work's best chroma alignment with its false-match probability."""
+
+    evidence: ChromaEvidence
+    false_match_probability: float
+
+
+@dataclass(frozen=True)
+class PeakFinding:
+    """A work's best guided peak check and the chroma alignment that led to it (``None`` when a
+    hash line did)."""
+
+    work_id: int
+    check: PeakCheck
+    chroma: ChromaFinding | None
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything screening gathered on one upload. ``chroma`` and ``peaks`` stay empty when a
+    hash line alone is decisive (false-match probability <= ``duplicate_max_fmp``)."""
+
+    n_works: int
+    hashes: dict[int, HashFinding]
+    chroma: tuple[ChromaFinding, ...] = ()
+    peaks: dict[int, PeakFinding] = field(default_factory=dict)
+
+
+# -- retrieve and verify -------------------------------------------------------------------------
+def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> HashVotes:
+    """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""
+    hashes = fingerprint_hashes(query, settings, query=True)
+    n_entries = sum(shard.ntotal for shard in indexes.hash_shards)
+    max_hits = max(settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS)
+    return lookup_hashes(
+        hashes,
+        indexes,
+        int(max_hits),
+        settings.max_query_hits,
+        bins_per_semitone=settings.bins_per_semitone,
+    )
+
+
+def hash_evidence(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> dict[int, HashEvidence]:
+    """The verified hash evidence of every candidate work, best candidates first."""
+    votes = hash_votes(query, indexes, settings)
+    ranked = candidate_works(
+        votes, settings.candidate_works, settings.frames_per_second, settings.min_candidate_support
+    )
+    evidence = {}
+    for work_id, _ in ranked:
+        e = _verify(votes, work_id, settings)
+        if e is not None:
+            evidence[work_id] = e
+    return evidence
+
+
+def score_hashes(
+    evidence: Iterable[HashEvidence], n_works: int, settings: Settings
+) -> dict[int, HashFinding]:
+    """Each work's hash evidence with its false-match probability; the works outside the three
+    strongest lines form this query's chance background."""
+    evidence = list(evidence)
+    top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
+    scale = chance_excess_scale(evidence, top, settings)
+    return {
+        e.work_id: HashFinding(e, hash_false_match_probability(e, scale, n_works, settings))
+        for e in evidence
+    }
+
+
+def chroma_evidence(
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    n_works: int,
+    settings: Settings,
+    reference: References,
+) -> list[ChromaFinding]:
+    """Aligned chroma of the three best chroma candidates with their false-match probability;
+    the weaker candidates' similarities are the chance background."""
+    aligned: list[ChromaEvidence] = []
+    for work_id, _, scale in chroma_candidates(query, indexes, settings):
+        fine = (1.0 / scale) * _fine_scales(settings)
+        ev = align_chroma(query, reference(work_id), work_id, settings, fine)
+        if ev is not None:
+            aligned.append(ev)
+    aligned.sort(key=lambda ev: -ev.similarity)
+    background = [ev.similarity for ev in aligned[3:]]
+    return [
+        ChromaFinding(ev, chroma_false_match_probability(ev, background, settings, n_works))
+        for ev in aligned[:3]
+    ]
+
+
+# -- guided check --------------------------------------------------------------------------------
+def peak_checks(
+    query: Fingerprint,
+    hashed: dict[int, HashEvidence],
+    chroma: Iterable[ChromaFinding],
+    settings: Settings,
+    reference: References,
+) -> dict[int, PeakFinding]:
+    """The guided peak check of the strongest weak hash lines and chroma alignments: the best
+    check per work, with the chroma finding it came from."""
+    guesses: list[tuple[int, Alignment, ChromaFinding | None]] = []
+    strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
+    for e in strongest[: settings.peak_check_hash_candidates]:
+        if e.main_inliers >= settings.peak_check_min_inliers:
+            guesses.append((e.work_id, hash_alignment(e, settings), None))
+    for found in chroma:
+        if found.evidence.similarity >= settings.peak_check_min_chroma:
+            # chroma knows the pitch only modulo an octave
+            alignments = chroma_alignments(found.evidence, settings)
+            guesses.extend((found.evidence.work_id, a, found) for a in alignments)
+    stored: dict[int, ReferencePeaks] = {}
+    best: dict[int, PeakFinding] = {}
+    n_bins = settings.bins_per_octave * settings.n_octaves
+    for work_id, guess, source in guesses:
+        if work_id not in stored:
+            stored[work_id] = reference_peaks(reference(work_id).peaks, n_bins)
+        check = check_alignment(query.peaks, stored[work_id], guess, settings)
+        if check is not None and (
+            work_id not in best or check.probability < best[work_id].check.probability
+        ):
+            best[work_id] = PeakFinding(work_id, check, source)
+    return best
+
+
+def gather_evidence(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+) -> Evidence:
+    """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks."""
+    n_works = max(int(indexes.live.sum()), 1)
+    hashes = score_hashes(hash_evidence(query, indexes, settings).values(), n_works, settings)
+    if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
+        return Evidence(n_works, hashes)
+    reference = _memo(works.fingerprint)  # each stored fingerprint decoded once per query
+    chroma = chroma_evidence(query, indexes, n_works, settings, reference)
+    hashed = {w: f.evidence for w, f in hashes.items()}
+    peaks = peak_checks(query, hashed, chroma, settings, reference)
+    return Evidence(n_works, hashes, tuple(chroma), peaks)
+
+
+# -- combine -------------------------------------------------------------------------------------
+def matches_from_evidence(
+    evidence: Evidence, query: Fingerprint, settings: Settings, works: WorkSource
+) -> list[Match]:
+    """Every work the evidence explains part of the upload with, most certain first.
+
+    Per work the lowest false-match probability wins among: its hash lines; hash x chroma when
+    both found the same transform and the peaks confirm the recording; chroma alone (a
+    composition); the guided peak check, alone or x a significant chroma alignment."""
+    suspect = settings.suspect_max_fmp
+    matches = {
+        w: hash_match(f.evidence, f.false_match_probability, query, settings, works)
+        for w, f in evidence.hashes.items()
+        if f.false_match_probability <= suspect
+    }
+    for found in evidence.chroma:
+        ev, work_id = found.evidence, found.evidence.work_id
+        hashed = evidence.hashes.get(work_id)
+        peaks = evidence.peaks.get(work_id)
+        if hashed is not None and channels_agree(
+            hashed.evidence, ev, peaks.check if peaks else None, settings
+        ):
+            fmp = combine_hash_and_chroma(
+                hashed.false_match_probability, found.false_match_probability, evidence.n_works
+            )
+            matches[work_id] = hash_match(
+                hashed.evidence, fmp, query, settings, works, chroma=ev, check=peaks.check
+            )
+        elif (
+            work_id not in matches
+            and found.false_match_probability <= suspect
+            and ev.similarity >= settings.chroma_min_similarity
+        ):
+            matches[work_id] = chroma_match(ev, found.false_match_probability, query, works)
+    for work_id, peaks in evidence.peaks.items():
+        chroma_fmp = peaks.chroma.false_match_probability if peaks.chroma else None
+        fmp = combine_peaks_and_chroma(
+            peaks.check.probability, evidence.n_works, chroma_fmp, settings
+        )
+        current = matches.get(work_id)
+        if fmp <= suspect and (current is None or fmp < current.false_match_probability):
+            hashed = evidence.hashes.get(work_id)
+            matches[work_id] = peak_match(
+                peaks, fmp, query, settings, works, hashed.evidence if hashed else None
+            )
+    return sorted(matches.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
+
+
+def match_fingerprint(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+) -> list[Match]:
+    """Every work that explains part of the query, most certain first."""
+    evidence = gather_evidence(query, indexes, settings, works)
+    return matches_from_evidence(evidence, query, settings, works)
+
+
+# -- matches from evidence -----------------------------------------------------------------------
+def hash_match(
+    e: HashEvidence,
+    fmp: float,
+    query: Fingerprint,
+    settings: Settings,
+    works: WorkSource,
+    *,
+    chroma: ChromaEvidence | None = None,
+    check: PeakCheck | None = None,
+) -> Match:
+    """A same-recording match from hash lines; with ``chroma`` and ``check`` the combined match
+    of hashes, an agreeing chroma alignment and the peaks that confirm it."""
+    fps = settings.frames_per_second
+    sections = tuple(
+        Section(
+            line.query_start_frame / fps,
+            line.query_end_frame / fps,
+            line.ref_start_frame / fps,
+            line.ref_end_frame / fps,
+            line.inliers,
+        )
+        for line in e.lines
+    )
+    return _match(
+        works,
+        query,
+        e.work_id,
+        "same_recording",
+        fmp,
+        sections[0],
+        e.coverage_s,
+        tempo_ratio=e.tempo_ratio,
+        pitch_shift_semitones=e.pitch_shift_semitones,
+        matched_hashes=e.inliers,
+        chroma_similarity=chroma.similarity if chroma else None,
+        sections=sections,
+        matched_peaks=check.matched_peaks if check else None,
+        chroma_confirmed=chroma is not None,
+    )
+
+
+def peak_match(
+    found: PeakFinding,
+    fmp: float,
+    query: Fingerprint,
+    settings: Settings,
+    works: WorkSource,
+    hashed: HashEvidence | None,
+) -> Match:
+    """A same-recording match made by the guided peak check."""
+    fps = settings.frames_per_second
+    check, a = found.check, found.check.alignment
+    q0, q1, r0, r1 = check.aligned_frames()
+    inliers = hashed.inliers if hashed else 0
+    section = Section(q0 / fps, q1 / fps, r0 / fps, r1 / fps, inliers)
+    return _match(
+        works,
+        query,
+        found.work_id,
+        "same_recording",
+        fmp,
+        section,
+        (q1 - q0) / fps,
+        tempo_ratio=a.tempo_ratio,
+        pitch_shift_semitones=a.pitch_bins / (settings.bins_per_octave // 12),
+        matched_hashes=inliers,
+        # shown, not evidence: the alignment that led the check may be insignificant
+        chroma_similarity=found.chroma.evidence.similarity if found.chroma else None,
+        sections=(section,),
+        matched_peaks=check.matched_peaks,
+    )
+
+
+def chroma_match(ev: ChromaEvidence, fmp: float, query: Fingerprint, works: WorkSource) -> Match:
+    """A same-composition match from chroma alone."""
+    aligned = Section(ev.query_start_s, ev.query_end_s, ev.ref_start_s, ev.ref_end_s, 0)
+    return _match(
+        works,
+        query,
+        ev.work_id,
+        "same_composition",
+        fmp,
+        aligned,
+        ev.query_end_s - ev.query_start_s,
+        tempo_ratio=ev.tempo_ratio,
+        pitch_shift_semitones=ev.pitch_shift_semitones,
+        matched_hashes=0,
+        chroma_similarity=ev.similarity,
+    )
+
+
+def _match(
+    works: WorkSource,
+    query: Fingerprint,
+    work_id: int,
+    relation: Relation,
+    fmp: float,
+    main: Section,
+    coverage_s: float,
+    **evidence,
+) -> Match:
+    """A :class:`Match` of ``work_id``, named from the catalog, placed by its ``main`` section;
+    ``evidence`` holds the remaining :class:`Match` fields."""
+    info = works.work(work_id)
+    return Match(
+        work_id=work_id,
+        path=info.path if info else "",
+        title=info.title if info else None,
+        relation=relation,
+        score=score_from_probability(fmp),
+        false_match_probability=fmp,
+        query_start_s=main.query_start_s,
+        query_end_s=main.query_end_s,
+        ref_start_s=main.ref_start_s,
+        ref_end_s=main.ref_end_s,
+        coverage=min(1.0, coverage_s / max(query.duration_s, 1e-9)),
+        coverage_s=coverage_s,
+        **evidence,
+    )
+
+
+# -- one work's evidence, for pictures and reports -----------------------------------------------
+def work_evidence(
+    query: Fingerprint,
+    work_id: int,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+) -> tuple[HashEvidence | None, ChromaEvidence | None]:
+    """The raw evidence that ``query`` contains work ``work_id``: the verified hash matches
+    (with every inlier's upload and reference frame) and the best chroma alignment.
+    For pictures and reports; screening does not need it."""
+    hashed = _verify(hash_votes(query, indexes, settings), work_id, settings)
+    reference = works.fingerprint(work_id)
+    chroma = align_chroma(query, reference, work_id, settings)
+    if chroma is not None:  # then a finer grid around the best scale, as screening does
+        fine = chroma.tempo_ratio * _fine_scales(settings)
+        chroma = align_chroma(query, reference, work_id, settings, fine) or chroma
+    return hashed, chroma
+
+
+def peak_evidence(
+    query: Fingerprint,
+    work_id: int,
+    hashed: HashEvidence | None,
+    chroma: ChromaEvidence | None,
+    settings: Settings,
+    works: WorkSource,
+) -> PeakCheck | None:
+    """The guided peak check of ``work_id`` from its hash and chroma evidence, as screening
+    runs it (for pictures; ``None`` when neither gives an alignment)."""
+    checks = peak_checks(
+        query,
+        {work_id: hashed} if hashed is not None else {},
+        [ChromaFinding(chroma, 1.0)] if chroma is not None else [],
+        settings,
+        works.fingerprint,
+    )
+    return checks[work_id].check if work_id in checks else None
+
+
+def _verify(votes: HashVotes, work_id: int, settings: Settings) -> HashEvidence | None:
+    return verify_hashes(votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12)
+
+
+def _fine_scales(settings: Settings) -> np.ndarray:
+    """Relative tempo scales around a coarse chroma scale, for the fine alignment."""
+    step = settings.chroma_scale_step
+    return np.geomspace(1 / step, step, 7)
+
+
+def _memo(load: References) -> References:
+    """``load`` with each work's result kept."""
+    kept: dict[int, Fingerprint] = {}
+
+    def reference(work_id: int) -> Fingerprint:
+        if work_id not in kept:
+            kept[work_id] = load(work_id)
+        return kept[work_id]
+
+    return reference

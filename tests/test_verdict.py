@@ -1,0 +1,350 @@
+"""Every rule of :mod:`audiodup.verdict` on hand-built evidence: the floors of ``decide``, the
+rules that combine channels, and the chance models with and without a background sample."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from audiodup.match import AlignedLine, ChromaEvidence, HashEvidence
+from audiodup.peakcheck import Alignment, PeakCheck, confirms_recording
+from audiodup.results import Match
+from audiodup.screening import (
+    ChromaFinding,
+    Evidence,
+    HashFinding,
+    PeakFinding,
+    matches_from_evidence,
+)
+from audiodup.settings import DEFAULT_SETTINGS as S
+from audiodup.verdict import (
+    MAX_SCORE,
+    MIN_LINE_HASHES,
+    chance_excess_scale,
+    channels_agree,
+    chroma_false_match_probability,
+    clears_floor,
+    combine_hash_and_chroma,
+    combine_peaks_and_chroma,
+    decide,
+    hash_false_match_probability,
+    peak_false_match_probability,
+    score_from_probability,
+    transforms_agree,
+)
+
+FPS = S.frames_per_second
+N_WORKS = 1000
+
+
+def hashed(
+    work_id: int = 1,
+    main_inliers: int = 20,
+    votes: int = 100,
+    tempo: float = 1.0,
+    pitch: float = 0.0,
+    ref_start_s: float = 10.0,
+) -> HashEvidence:
+    """Hash lines whose main line maps upload 0 s to reference ``ref_start_s``."""
+    line = AlignedLine(0.0, 30 * FPS, ref_start_s * FPS, (ref_start_s + 30 * tempo) * FPS, 1)
+    empty = np.zeros(0)
+    return HashEvidence(
+        work_id, votes, main_inliers, main_inliers, tempo, pitch, (line,), 30.0, empty, empty
+    )
+
+
+def chroma(
+    work_id: int = 1,
+    similarity: float = 0.8,
+    tempo: float = 1.0,
+    pitch: float = 0.0,
+    query_start_s: float = 5.0,
+    ref_start_s: float = 15.0,
+) -> ChromaEvidence:
+    return ChromaEvidence(
+        work_id,
+        similarity,
+        tempo,
+        pitch,
+        query_start_s,
+        query_start_s + 20,
+        ref_start_s,
+        ref_start_s + 20,
+    )
+
+
+def check(
+    matched: int = 40, checked: int = 100, chance: float = 5.0, probability: float = 1e-12
+) -> PeakCheck:
+    """A peak check whose coinciding peaks span 20 s of the upload."""
+    frames = np.linspace(0.0, 20 * FPS, matched)
+    return PeakCheck(
+        Alignment(1.0, 0.0, 0.0, 10 * FPS), matched, checked, chance, probability, frames
+    )
+
+
+def match(**fields) -> Match:
+    """A duplicate-looking same-recording match; ``fields`` override."""
+    values = dict(
+        work_id=1,
+        path="work.ogg",
+        title=None,
+        relation="same_recording",
+        score=9.0,
+        false_match_probability=1e-9,
+        tempo_ratio=1.0,
+        pitch_shift_semitones=0.0,
+        query_start_s=0.0,
+        query_end_s=30.0,
+        ref_start_s=0.0,
+        ref_end_s=30.0,
+        coverage=1.0,
+        coverage_s=30.0,
+        matched_hashes=S.duplicate_min_hashes,
+        chroma_similarity=None,
+    )
+    return Match(**{**values, **fields})
+
+
+# -- decide and its floors -------------------------------------------------------------------------
+def test_a_certain_long_same_recording_with_enough_hashes_is_a_duplicate() -> None:
+    assert decide([match()], S) == "duplicate"
+
+
+def test_nothing_matched_is_clean() -> None:
+    assert decide([], S) == "clean"
+
+
+@pytest.mark.parametrize(
+    ("fields", "label"),
+    [
+        ({"relation": "same_composition", "false_match_probability": 1e-30}, "suspect"),
+        ({"coverage_s": S.min_coverage_s - 0.1}, "suspect"),
+        ({"false_match_probability": S.duplicate_max_fmp * 10}, "suspect"),
+        ({"false_match_probability": S.suspect_max_fmp}, "suspect"),
+        ({"false_match_probability": S.suspect_max_fmp * 10}, "clean"),
+        ({"false_match_probability": S.duplicate_max_fmp}, "duplicate"),
+        ({"coverage_s": S.min_coverage_s}, "duplicate"),
+    ],
+)
+def test_relation_probability_and_coverage_thresholds(fields: dict, label: str) -> None:
+    assert decide([match(**fields)], S) == label
+
+
+def test_any_duplicate_among_the_matches_decides() -> None:
+    weak = match(false_match_probability=1e-4, work_id=2)
+    assert decide([weak, match()], S) == "duplicate"
+    assert decide([weak], S) == "suspect"
+
+
+@pytest.mark.parametrize(
+    ("hashes", "peaks", "chroma_confirmed", "label"),
+    [
+        (S.duplicate_min_hashes, None, False, "duplicate"),
+        (S.duplicate_min_hashes - 1, None, False, "suspect"),
+        (0, S.duplicate_min_peaks, False, "duplicate"),
+        (0, S.duplicate_min_peaks - 1, False, "suspect"),
+        (S.duplicate_min_hashes - 1, S.duplicate_min_peaks - 1, True, "duplicate"),
+    ],
+)
+def test_a_duplicate_needs_one_channel_over_its_floor(
+    hashes: int, peaks: int | None, chroma_confirmed: bool, label: str
+) -> None:
+    m = match(matched_hashes=hashes, matched_peaks=peaks, chroma_confirmed=chroma_confirmed)
+    assert clears_floor(m, S) is (label == "duplicate")
+    assert decide([m], S) == label
+
+
+def test_a_shown_chroma_similarity_does_not_skip_the_peak_floor() -> None:
+    """A peak-only match led by an insignificant chroma alignment shows its similarity; that is
+    no evidence, so with hashes and peaks under their floors it is not a duplicate. (HEAD before
+    screening.py accepted ``or m.chroma_similarity`` and called it one.)"""
+    m = match(
+        matched_hashes=S.duplicate_min_hashes - 1,
+        matched_peaks=S.duplicate_min_peaks - 1,
+        chroma_similarity=0.55,
+    )
+    assert decide([m], S) == "suspect"
+
+
+# -- combining channels ----------------------------------------------------------------------------
+def test_hash_and_chroma_probabilities_multiply_and_pay_the_search_once() -> None:
+    assert combine_hash_and_chroma(1e-4, 1e-2, 100) == pytest.approx(1e-8)
+    assert combine_hash_and_chroma(1.0, 1.0, 1) == 1.0
+
+
+def test_a_peak_check_alone_pays_for_every_work_searched() -> None:
+    assert peak_false_match_probability(1e-9, N_WORKS) == pytest.approx(1e-6)
+    assert peak_false_match_probability(0.01, N_WORKS) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("chroma_fmp", "expected"),
+    [
+        (None, 1e-9 * N_WORKS),
+        (S.suspect_max_fmp * 10, 1e-9 * N_WORKS),  # not significant: the check alone
+        (S.suspect_max_fmp, 1e-9 * S.suspect_max_fmp),
+        (1e-5, 1e-9 * 1e-5),
+    ],
+)
+def test_peaks_multiply_with_a_significant_chroma_alignment_only(
+    chroma_fmp: float | None, expected: float
+) -> None:
+    assert combine_peaks_and_chroma(1e-9, N_WORKS, chroma_fmp, S) == pytest.approx(expected)
+
+
+def test_transforms_agree_on_tempo_pitch_modulo_octave_and_offset() -> None:
+    h = hashed(pitch=12.0)
+    assert transforms_agree(h, chroma(pitch=0.0), S)  # chroma knows pitch modulo an octave
+    assert transforms_agree(h, chroma(ref_start_s=16.9), S)
+    assert not transforms_agree(h, chroma(ref_start_s=17.5), S)
+    assert not transforms_agree(h, chroma(pitch=1.0), S)
+    assert not transforms_agree(h, chroma(tempo=1.05), S)
+    assert transforms_agree(
+        hashed(tempo=1.02, ref_start_s=10.0), chroma(tempo=1.0, ref_start_s=15.1), S
+    )
+
+
+def test_channels_agree_needs_agreeing_transforms_and_a_confirming_check() -> None:
+    confirming, related = check(), check(matched=40, checked=200, chance=5.0)
+    assert confirms_recording(confirming, S) and not confirms_recording(related, S)
+    assert channels_agree(hashed(), chroma(), confirming, S)
+    assert not channels_agree(hashed(), chroma(), None, S)
+    assert not channels_agree(hashed(), chroma(), related, S)
+    assert not channels_agree(hashed(), chroma(tempo=1.1), confirming, S)
+
+
+# -- chance models ---------------------------------------------------------------------------------
+def background(n: int, main_inliers: int, votes: int = 1000) -> list[HashEvidence]:
+    return [hashed(work_id=10 + i, main_inliers=main_inliers, votes=votes) for i in range(n)]
+
+
+def test_the_chance_excess_scale_needs_eight_background_works() -> None:
+    top = [hashed(work_id=1, main_inliers=200)]
+    noisy = background(7, main_inliers=MIN_LINE_HASHES + 5)
+    assert chance_excess_scale(top + noisy, {1}, S) == 1.0
+    noisy = background(8, main_inliers=MIN_LINE_HASHES + 5)
+    prior = S.chance_excess_base + S.chance_excess_per_vote * 1000
+    assert chance_excess_scale(top + noisy, {1}, S) == pytest.approx(5 / prior)
+    # the excluded works are not background, and a quiet background never lowers the prior
+    assert chance_excess_scale(top + noisy, {1} | {e.work_id for e in noisy}, S) == 1.0
+    assert chance_excess_scale(background(8, MIN_LINE_HASHES), set(), S) == 1.0
+
+
+def test_hash_false_match_probability_is_a_geometric_tail_times_the_works() -> None:
+    mean = S.chance_excess_base + S.chance_excess_per_vote * 100
+    e = hashed(main_inliers=MIN_LINE_HASHES + 10, votes=100)
+    expected = (mean / (1 + mean)) ** 10 * N_WORKS
+    assert hash_false_match_probability(e, 1.0, N_WORKS, S) == pytest.approx(expected)
+    scaled = (2 * mean / (1 + 2 * mean)) ** 10 * N_WORKS
+    assert hash_false_match_probability(e, 2.0, N_WORKS, S) == pytest.approx(scaled)
+    assert hash_false_match_probability(hashed(main_inliers=MIN_LINE_HASHES), 1.0, 5, S) == 1.0
+
+
+def test_chroma_false_match_probability_uses_a_background_of_eight_or_more() -> None:
+    ev = chroma(similarity=0.9)
+    z = (0.9 - S.chance_chroma_mean) / S.chance_chroma_std
+    prior = stats.norm.sf(z) * 10
+    assert chroma_false_match_probability(ev, [0.7] * 7, S, 10) == pytest.approx(prior)
+    sample = [0.6, 0.8] * 4  # mean 0.7, std 0.1: raises the mean only
+    z = (0.9 - 0.7) / max(S.chance_chroma_std, 0.1)
+    raised = chroma_false_match_probability(ev, sample, S, 10)
+    assert raised == pytest.approx(stats.norm.sf(z) * 10) and raised > prior
+    assert chroma_false_match_probability(chroma(similarity=0.0), [], S, 10) == 1.0
+
+
+def test_score_is_minus_log10_of_the_probability_capped() -> None:
+    assert score_from_probability(1e-5) == pytest.approx(5.0)
+    assert score_from_probability(0.0) == MAX_SCORE
+    assert score_from_probability(1e-400) == MAX_SCORE
+
+
+# -- the rules as screening applies them -----------------------------------------------------------
+class NoWorks:
+    """A catalog that knows no names (matches show an empty path)."""
+
+    def work(self, work_id: int) -> None:
+        return None
+
+    def fingerprint(self, work_id: int):
+        raise AssertionError("combining reads no fingerprint")
+
+
+QUERY = SimpleNamespace(duration_s=30.0)
+
+
+def combine(evidence: Evidence) -> dict[int, Match]:
+    return {m.work_id: m for m in matches_from_evidence(evidence, QUERY, S, NoWorks())}
+
+
+def test_hash_lines_alone_make_a_recording_match_and_weak_ones_none() -> None:
+    evidence = Evidence(N_WORKS, {1: HashFinding(hashed(), 1e-8), 2: HashFinding(hashed(2), 0.1)})
+    found = combine(evidence)
+    assert list(found) == [1]
+    assert found[1].relation == "same_recording" and not found[1].chroma_confirmed
+    assert found[1].chroma_similarity is None and found[1].matched_peaks is None
+
+
+def test_agreeing_hashes_and_chroma_confirmed_by_peaks_combine() -> None:
+    peaks = PeakFinding(1, check(probability=0.5), None)
+    evidence = Evidence(
+        N_WORKS, {1: HashFinding(hashed(), 1e-4)}, (ChromaFinding(chroma(), 1e-2),), {1: peaks}
+    )
+    m = combine(evidence)[1]
+    assert m.false_match_probability == pytest.approx(1e-4 * 1e-2 / N_WORKS)
+    assert m.chroma_confirmed and m.chroma_similarity == 0.8 and m.matched_peaks == 40
+    assert decide([m], S) == "duplicate"
+    # without the peaks' confirmation the hash line stands alone
+    alone = combine(Evidence(N_WORKS, evidence.hashes, evidence.chroma))[1]
+    assert alone.false_match_probability == 1e-4 and not alone.chroma_confirmed
+
+
+def test_chroma_alone_is_at_most_a_composition() -> None:
+    evidence = Evidence(N_WORKS, {}, (ChromaFinding(chroma(similarity=0.9), 1e-9),))
+    m = combine(evidence)[1]
+    assert m.relation == "same_composition" and m.matched_hashes == 0
+    assert decide([m], S) == "suspect"
+    weak = Evidence(
+        N_WORKS, {}, (ChromaFinding(chroma(similarity=S.chroma_min_similarity - 0.01), 1e-9),)
+    )
+    assert combine(weak) == {}
+
+
+def test_a_peak_check_led_by_an_insignificant_chroma_alignment_is_no_duplicate() -> None:
+    """The floor skip end to end: the check's own probability is tiny, the chroma alignment
+    that led it is not significant, hashes and peaks are under their floors."""
+    led = ChromaFinding(chroma(similarity=0.55), 0.5)
+    few = check(matched=S.duplicate_min_peaks - 1, checked=20, chance=1.0, probability=1e-15)
+    evidence = Evidence(N_WORKS, {}, (led,), {1: PeakFinding(1, few, led)})
+    m = combine(evidence)[1]
+    assert m.false_match_probability == pytest.approx(1e-15 * N_WORKS)
+    assert m.chroma_similarity == 0.55 and not m.chroma_confirmed
+    assert m.coverage_s >= S.min_coverage_s
+    assert decide([m], S) == "suspect"
+
+
+def test_a_significant_chroma_alignment_multiplies_with_its_peaks() -> None:
+    led = ChromaFinding(chroma(similarity=0.7), 1e-4)
+    evidence = Evidence(N_WORKS, {}, (led,), {1: PeakFinding(1, check(probability=1e-9), led)})
+    m = combine(evidence)[1]
+    assert m.relation == "same_recording"
+    assert m.false_match_probability == pytest.approx(1e-9 * 1e-4)
+    assert m.matched_peaks == 40 and decide([m], S) == "duplicate"
+
+
+def test_a_peak_check_replaces_a_weaker_match_only() -> None:
+    hashes = {1: HashFinding(hashed(), 1e-5)}
+    better = Evidence(N_WORKS, hashes, (), {1: PeakFinding(1, check(probability=1e-12), None)})
+    assert combine(better)[1].false_match_probability == pytest.approx(1e-9)
+    worse = Evidence(N_WORKS, hashes, (), {1: PeakFinding(1, check(probability=1e-7), None)})
+    assert combine(worse)[1].false_match_probability == 1e-5
+
+
+def test_matches_come_most_certain_first() -> None:
+    evidence = Evidence(
+        N_WORKS, {w: HashFinding(hashed(w), fmp) for w, fmp in [(1, 1e-4), (2, 1e-9), (3, 1e-6)]}
+    )
+    assert [m.work_id for m in matches_from_evidence(evidence, QUERY, S, NoWorks())] == [2, 3, 1]
