@@ -10,46 +10,24 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-import faiss
-
-from . import screening
+from . import index, ingest, screening
 from .audio import Audio, load_audio
 from .errors import AudiodupError, CatalogError
 from .fingerprint import Fingerprint, fingerprint_audio
+from .index import LoadedIndexes
+from .ingest import AUDIO_SUFFIXES, _os_problem, expand_paths, fingerprint_file  # noqa: F401
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .results import AddResult, CatalogStats, Match, Verdict, WorkInfo, path_text
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogCheck, CatalogStore, LoadedIndexes, NewWork
+from .store import CatalogCheck, CatalogStore
 from .verdict import decide
 from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
-AUDIO_SUFFIXES = {
-    ".wav",
-    ".wave",
-    ".flac",
-    ".ogg",
-    ".oga",
-    ".opus",
-    ".mp3",
-    ".aif",
-    ".aiff",
-    ".au",
-    ".w64",
-    ".m4a",
-    ".aac",
-    ".mp4",
-    ".wma",
-    ".webm",
-    ".mka",
-    ".mkv",
-    ".caf",
-}
 
 
 def default_catalog_path() -> Path:
@@ -58,98 +36,6 @@ def default_catalog_path() -> Path:
     the catalog."""
     value = os.environ.get("AUDIODUP_DB", "")
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
-
-
-def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
-    """Files to add: explicit files as given, folders walked for audio files (no symlink
-    following). Yields ``(path, error)``; ``error`` names what cannot be read, so one bad path
-    (a name the system refuses as too long, a folder that cannot be entered or listed) fails
-    alone and the batch goes on."""
-    for raw in paths:
-        path = Path(raw)
-        try:
-            is_dir = path.is_dir()
-        except OSError as exc:
-            yield path, _os_problem(exc)
-            continue
-        if is_dir:
-            yield from _walk(path)
-            continue
-        try:
-            odd = path.exists() and not path.is_file()
-        except OSError as exc:
-            yield path, _os_problem(exc)
-            continue
-        # a missing explicit file is left to the decoder, which says "file not found"
-        yield path, "not a regular file" if odd else None
-
-
-def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
-    """The audio files under ``folder``, and each folder that cannot be listed as an error."""
-    unlisted: list[OSError] = []
-
-    def failed() -> Iterator[tuple[Path, str]]:
-        for exc in unlisted:
-            yield (
-                Path(exc.filename if exc.filename is not None else folder),
-                (f"cannot read folder: {exc.strerror or exc}"),
-            )
-        unlisted.clear()
-
-    for root, dirs, files in os.walk(folder, followlinks=False, onerror=unlisted.append):
-        yield from failed()
-        dirs.sort()
-        for name in sorted(files):
-            child = Path(root) / name
-            if child.suffix.lower() in AUDIO_SUFFIXES:
-                yield child, _file_problem(child)
-    yield from failed()
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why a walked entry cannot be decoded, or None when it is a regular file."""
-    try:
-        if path.is_symlink() and not path.exists():
-            return "broken or looping symbolic link"
-        return None if path.is_file() else "not a regular file"
-    except OSError as exc:
-        return _os_problem(exc)
-
-
-def _os_problem(exc: OSError) -> str:
-    """One line for an OSError on a path (the path itself is named by the caller)."""
-    return f"cannot read: {exc.strerror or exc}"
-
-
-def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
-    """Decode and fingerprint one file for the catalog (runs in worker processes)."""
-    path = Path(path)
-    audio = load_audio(path, settings)
-    stat = path.stat()
-    return NewWork(
-        path=path_text(path),
-        sha256=audio.sha256,
-        duration_s=audio.duration_s,
-        fingerprint=fingerprint_audio(audio, settings),
-        title=audio.title,
-        artist=audio.artist,
-        file_size=stat.st_size,
-        file_mtime=stat.st_mtime,
-    )
-
-
-def _fingerprint_job(args) -> NewWork | str:
-    path, settings = args
-    try:
-        return fingerprint_file(path, settings)
-    except AudiodupError as exc:
-        return str(exc)
-    except OSError as exc:  # e.g. the file's folder became unreadable after the walk
-        return _os_problem(exc)
-    except MemoryError:
-        return "out of memory while decoding"
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
-        return f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _query_job(args) -> tuple[Fingerprint, float, bool, float] | str:
@@ -171,7 +57,7 @@ class Catalog:
     def __init__(self, store: CatalogStore, settings: Settings):
         self.store = store
         self.settings = settings
-        faiss.omp_set_num_threads(settings.faiss_threads)
+        index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
 
@@ -215,76 +101,18 @@ class Catalog:
         timeout_s: float | None = None,
     ) -> list[AddResult]:
         """Fingerprint files (folders recursively) and add them; identical audio is skipped.
-
-        Work is committed in batches, so an interrupted run keeps what it finished; re-running
-        it skips files already in the catalog. With ``timeout_s`` (or ``workers > 1``) each file
-        is decoded in a worker process that is killed when it runs over ``timeout_s``.
-        """
-        metadata = metadata or {}
-        results: list[AddResult] = []
-        pending: list[tuple[NewWork, str]] = []
-        last_commit = time.monotonic()
-
-        def emit(result: AddResult) -> None:
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-
-        def flush() -> None:
-            nonlocal pending, last_commit
-            if pending:
-                outcome = self.store.commit_batch([item for item, _ in pending])
-                for (item, shown), (work_id, added) in zip(pending, outcome, strict=True):
-                    emit(
-                        AddResult(
-                            shown,
-                            "added" if added else "present",
-                            work_id,
-                            duration_s=item.duration_s,
-                        )
-                    )
-            pending, last_commit = [], time.monotonic()
-
-        todo: list[Path] = []
-        for path, error in expand_paths(paths):
-            if error is not None:
-                emit(AddResult(path_text(path), "failed", error=error))
-                continue
-            known = self._unchanged(path)
-            if known is not None:
-                emit(AddResult(path_text(path), "present", known))
-            else:
-                todo.append(path)
-
-        jobs = [(p, self.settings) for p in todo]
-        if workers > 1 or timeout_s is not None:
-            outputs = (
-                (item[0], value if status == "ok" else str(value))
-                for item, status, value in map_with_timeout(
-                    _fingerprint_job, jobs, workers, timeout_s
-                )
-            )
-        else:
-            outputs = ((job[0], _fingerprint_job(job)) for job in jobs)
-        for path, output in outputs:
-            if isinstance(output, str):
-                emit(AddResult(path_text(path), "failed", error=output))
-                continue
-            extra = metadata.get(str(path)) or metadata.get(path.name) or {}
-            if extra:
-                output = _with_metadata(output, extra)
-            pending.append((output, path_text(path)))
-            if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
-                flush()
-        flush()
-        return results
-
-    def _unchanged(self, path: Path) -> int | None:
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        return self.store.find_unchanged_file(path_text(path), stat.st_size, stat.st_mtime)
+        See :func:`audiodup.ingest.add_paths`."""
+        return ingest.add_paths(
+            self.store,
+            self.settings,
+            paths,
+            workers=workers,
+            metadata=metadata,
+            on_result=on_result,
+            batch_size=batch_size,
+            batch_seconds=batch_seconds,
+            timeout_s=timeout_s,
+        )
 
     # -- screening (the pipeline is audiodup.screening) ----------------------------------------
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
@@ -389,6 +217,19 @@ class Catalog:
         return self._indexes
 
     # -- catalog management --------------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        """The catalog folder."""
+        return self.store.root
+
+    def work(self, work_id: int) -> WorkInfo | None:
+        """One live work (None: no such work, or it was removed)."""
+        return self.store.work(work_id)
+
+    def fingerprint(self, work_id: int) -> Fingerprint:
+        """The stored fingerprint of one work."""
+        return self.store.fingerprint(work_id)
+
     def works(self) -> list[WorkInfo]:
         return self.store.works()
 
@@ -421,15 +262,6 @@ class Catalog:
             chroma_vectors=raw["chroma_vectors"],
             shards=raw["shards"],
         )
-
-
-def _with_metadata(item: NewWork, extra: dict) -> NewWork:
-    return replace(
-        item,
-        title=extra.get("title") or item.title,
-        artist=extra.get("artist") or item.artist,
-        metadata={**item.metadata, **extra},
-    )
 
 
 __all__ = ["Catalog", "CatalogError", "default_catalog_path", "expand_paths", "fingerprint_file"]

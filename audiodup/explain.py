@@ -89,11 +89,11 @@ def render_explain(
     dpi: int = 90,
 ) -> bytes:
     """The picture as PNG or SVG bytes for a query fingerprint (``query=True`` recipe)."""
-    work = catalog.store.work(work_id)
+    work = catalog.work(work_id)
     if work is None:
         raise WorkNotFoundError(f"no work {work_id} in the catalog")
     hashed, chroma = catalog.work_evidence(query, work_id)
-    reference = catalog.store.fingerprint(work_id)
+    reference = catalog.fingerprint(work_id)
     figure = explain_figure(
         query,
         reference,

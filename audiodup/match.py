@@ -1,8 +1,8 @@
 """Retrieve, vote, verify: from a query fingerprint to per-work evidence.
 
-1. Look every query hash up in the FAISS hash shards; each hit carries the reference anchor's time,
-   frequency and span, so it votes for a tempo ratio (span ratio), a pitch shift (anchor frequency
-   difference) and, given those, a time offset.
+1. Look every query hash up in the hash shards (:mod:`audiodup.index`); each hit carries the
+   reference anchor's time, frequency and span, so it votes for a tempo ratio (span ratio), a
+   pitch shift (anchor frequency difference) and, given those, a time offset.
 2. Keep the works with the most votes and find, per work, the tempo ratio and pitch shift that
    explain the most votes (a 2-D Hough histogram), then the straight lines ``t_ref = tempo * t_query
    + offset`` that those votes follow (least squares on inliers). Each line is an aligned section.
@@ -19,9 +19,9 @@ from scipy import ndimage
 
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
-from .hashes import TripletHashes, keys_to_codes, unpack_entry_ids
+from .hashes import TripletHashes, unpack_entry_ids
+from .index import LoadedIndexes
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import LoadedIndexes, unpack_segment_ids
 
 _MAX_LOG_TEMPO = float(np.log(2.1))
 _LOG_TEMPO_STEP = 0.03
@@ -108,20 +108,12 @@ def lookup_hashes(
         within = by_size[np.cumsum(by_size) <= max_total_hits]
         usable &= size <= (within[-1] if len(within) else 0)
     rows = np.nonzero(usable)[0]
-    codes = keys_to_codes(query.keys[rows])
-    q_idx, ids = [], []
-    for shard in indexes.hash_shards:
-        if shard.ntotal == 0 or len(codes) == 0:
-            continue
-        lims, _, labels = shard.range_search(codes, 1)
-        q_idx.append(np.repeat(rows, np.diff(lims).astype(np.int64)))
-        ids.append(labels)
-    if not ids:
+    hits = indexes.lookup_hashes(query.keys[rows])
+    if hits is None:
         return _empty_votes()
-    q_idx, ids = np.concatenate(q_idx), np.concatenate(ids)
-    work, ref_frame, ref_bin, ref_span = unpack_entry_ids(ids)
-    live = indexes.live
-    keep = (work < len(live)) & live[np.minimum(work, len(live) - 1)]
+    q_idx = rows[hits.query_rows]
+    work, ref_frame, ref_bin, ref_span = unpack_entry_ids(hits.entry_ids)
+    keep = indexes.is_live(work)
     q_idx, work, ref_frame, ref_bin, ref_span = (
         q_idx[keep],
         work[keep],
@@ -352,7 +344,7 @@ def chroma_candidates(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
 ) -> list[tuple[int, float, float]]:
     """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale."""
-    if not indexes.chroma_shards:
+    if not indexes.has_chroma:
         return []
     scales = _scale_grid(settings)
     vectors, scale_of = [], []
@@ -375,20 +367,10 @@ def chroma_candidates(
         return []
     vectors = np.concatenate(vectors)
     scale_of = np.concatenate(scale_of)
-    k = 8
-    sims, labels = [], []
-    for shard in indexes.chroma_shards:
-        if shard.ntotal == 0:
-            continue
-        d, i = shard.search(vectors, min(k, shard.ntotal))
-        sims.append(d)
-        labels.append(i)
-    if not sims:
+    hits = indexes.search_chroma(vectors, k=8)
+    if hits is None:
         return []
-    sims, labels = np.concatenate(sims, axis=1), np.concatenate(labels, axis=1)
-    works, _ = unpack_segment_ids(np.where(labels < 0, 0, labels))
-    valid = (labels >= 0) & (works < len(indexes.live))
-    valid &= indexes.live[np.minimum(works, len(indexes.live) - 1)]
+    sims, works, valid = hits.similarities, hits.work_ids, hits.valid
     support: dict[int, float] = {}
     best_scale: dict[int, tuple[float, float]] = {}
     for row in range(len(vectors)):

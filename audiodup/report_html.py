@@ -646,7 +646,7 @@ def _link(anchor: str, text: str) -> str:
 
 def _subtitle(catalog: Catalog | None) -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    where = f"catalog {catalog.store.root}, " if catalog is not None else ""
+    where = f"catalog {catalog.root}, " if catalog is not None else ""
     return f"{where}generated {when}"
 
 

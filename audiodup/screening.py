@@ -5,11 +5,12 @@ chroma alignment) → **guided check** (peaks where a weak hash line or a chroma
 them) → **combine** (the rules of :mod:`audiodup.verdict`) → matches, which
 :func:`audiodup.verdict.decide` labels. Evidence travels as the small frozen records below.
 
-Every function takes the searchable indexes and a :class:`WorkSource` (the catalog store: stored
-fingerprints and work names), so screening needs no :class:`~audiodup.catalog.Catalog`.
+Every function takes the searchable indexes (:class:`audiodup.index.LoadedIndexes`) and a
+:class:`WorkSource` (stored fingerprints and work names: a catalog or its store), so screening
+needs no :class:`~audiodup.catalog.Catalog` and no FAISS.
 
 >>> with Catalog.open("my-catalog") as catalog:          # doctest: +SKIP
-...     matches = match_fingerprint(query, catalog.indexes(), catalog.settings, catalog.store)
+...     matches = match_fingerprint(query, catalog.indexes(), catalog.settings, catalog)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .hashes import KEY_BITS
+from .index import LoadedIndexes
 from .match import (
     ChromaEvidence,
     HashEvidence,
@@ -43,7 +45,6 @@ from .peakcheck import (
 )
 from .results import Match, Relation, Section, WorkInfo
 from .settings import Settings
-from .store import LoadedIndexes
 from .verdict import (
     chance_excess_scale,
     channels_agree,
@@ -107,7 +108,7 @@ class Evidence:
 def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> HashVotes:
     """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""
     hashes = fingerprint_hashes(query, settings, query=True)
-    n_entries = sum(shard.ntotal for shard in indexes.hash_shards)
+    n_entries = indexes.n_hash_entries
     max_hits = max(settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS)
     return lookup_hashes(
         hashes,

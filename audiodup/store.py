@@ -41,11 +41,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-import faiss
 import numpy as np
 from filelock import FileLock, Timeout
 
-from .chroma import N_CHROMA_COEFFS, segment_vectors
 from .errors import (
     CatalogBusyError,
     CatalogDamagedError,
@@ -54,8 +52,21 @@ from .errors import (
     DiskFullError,
     RecipeMismatchError,
 )
-from .fingerprint import Fingerprint, fingerprint_hashes
-from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids
+from .fingerprint import Fingerprint
+from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packing lived here)
+    CHROMA_DIM,
+    LoadedIndexes,
+    build_shard,
+    chroma_dim,
+    ivf_lists,
+    load_indexes,
+    new_chroma_index,
+    pack_segment_ids,
+    read_index,
+    reference_segments,
+    unpack_segment_ids,
+    write_index,
+)
 from .results import WorkInfo, path_text
 from .settings import (
     Settings,
@@ -65,9 +76,6 @@ from .settings import (
 )
 
 SCHEMA_VERSION = "1"
-CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_dim()
-_SEGMENT_BITS = 20
-_HASH_BUCKET_BITS = 24
 _LOCK_TIMEOUT_S = 600.0
 _BUSY_TIMEOUT_S = 60.0
 _FOLD_LOG_WAIT_MS = 200
@@ -124,53 +132,6 @@ class CatalogCheck:
 
     problems: tuple[str, ...]
     notes: tuple[str, ...]
-
-
-@dataclass
-class LoadedIndexes:
-    """A consistent snapshot of the searchable indexes."""
-
-    hash_shards: list
-    chroma_shards: list
-    live: np.ndarray  # bool, indexed by work_id
-    bucket_sizes: np.ndarray  # entries per hash key over all hash shards
-
-
-def bucket_sizes(hash_shards: list) -> np.ndarray:
-    """Entries per hash key, summed over the shards (one exact look-up of every possible key)."""
-    sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
-    every_key = keys_to_codes(np.arange(1 << KEY_BITS, dtype=np.uint32))
-    for shard in hash_shards:
-        if shard.ntotal:
-            lims, _, _ = shard.range_search(every_key, 1)
-            sizes += np.diff(lims).astype(np.int64)
-    return sizes
-
-
-def pack_segment_ids(work_id: int, n_segments: int) -> np.ndarray:
-    return (np.int64(work_id) << _SEGMENT_BITS) | np.arange(n_segments, dtype=np.int64)
-
-
-def unpack_segment_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.asarray(ids, dtype=np.int64)
-    return ids >> _SEGMENT_BITS, ids & ((1 << _SEGMENT_BITS) - 1)
-
-
-def reference_segments(fingerprint: Fingerprint, settings: Settings) -> np.ndarray:
-    vectors, _ = segment_vectors(
-        fingerprint.chroma,
-        settings.chroma_fps,
-        settings.segment_s,
-        settings.segment_hop_s,
-        settings.segment_steps,
-        coeffs=settings.chroma_coeffs,
-    )
-    return vectors
-
-
-def chroma_dim(settings: Settings) -> int:
-    """Length of a chroma segment vector under ``settings``'s recipe."""
-    return int(np.prod(settings.chroma_coeffs))
 
 
 def reports_errors(doing: str):
@@ -538,10 +499,8 @@ class CatalogStore:
             finally:
                 self._rollback()  # a read transaction: nothing to commit
             try:
-                hash_shards = [_read_index(self._shard_path(h), binary=True) for h, _ in shards]
-                chroma_shards = [_read_index(self._shard_path(c), binary=False) for _, c in shards]
-                for index in chroma_shards:
-                    _set_nprobe(index, self.settings.chroma_nprobe)
+                hash_shards = [read_index(self._shard_path(h), binary=True) for h, _ in shards]
+                chroma_shards = [read_index(self._shard_path(c), binary=False) for _, c in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -552,7 +511,7 @@ class CatalogStore:
                 ) from None
             live = np.zeros(max_id + 1, dtype=bool)
             live[np.asarray(live_ids, dtype=np.int64)] = True
-            return LoadedIndexes(hash_shards, chroma_shards, live, bucket_sizes(hash_shards))
+            return load_indexes(hash_shards, chroma_shards, live, self.settings.chroma_nprobe)
         raise CatalogError("catalog kept changing while loading; try again")
 
     def _shard_path(self, name) -> Path:
@@ -642,61 +601,28 @@ class CatalogStore:
     def _write_shard(self, entries: list[tuple[int, Fingerprint]]) -> int:
         """Build both index files for ``entries``, put them in place, record the shard and point
         its works at it with their entry counts (inside the caller's transaction)."""
-        hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
-        vectors, vector_ids, counts, n_hashes = [], [], [], 0
-        for work_id, fingerprint in entries:
-            hashes = fingerprint_hashes(fingerprint, self.settings)
-            if len(hashes):
-                hash_index.add_with_ids(keys_to_codes(hashes.keys), pack_entry_ids(work_id, hashes))
-                n_hashes += len(hashes)
-            segments = reference_segments(fingerprint, self.settings)
-            vectors.append(segments)
-            vector_ids.append(pack_segment_ids(work_id, len(segments)))
-            counts.append((len(hashes), len(segments), work_id))
-        chroma_index = self._chroma_index(np.concatenate(vectors) if vectors else None)
-        all_vectors = np.concatenate(vectors).astype(np.float32)
-        if len(all_vectors):
-            chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
+        shard = build_shard(entries, self.settings)
         token = uuid.uuid4().hex[:12]
         hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, lambda out: faiss.write_index_binary(hash_index, out))
-        self._put_file(chroma_file, lambda out: faiss.write_index(chroma_index, out))
+        self._put_file(hash_file, write_index(shard.hash_index, binary=True))
+        self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (hash_file, chroma_file, n_hashes, len(all_vectors), _now()),
+            (hash_file, chroma_file, shard.n_hashes, shard.n_segments, _now()),
         )
         shard_id = int(cursor.lastrowid)
         self.db.executemany(
             "UPDATE works SET n_hashes = ?, n_segments = ?, shard_id = ? WHERE work_id = ?",
-            [(h, n, shard_id, w) for h, n, w in counts],
+            [(h, n, shard_id, w) for h, n, w in shard.counts],
         )
         return shard_id
 
     def _chroma_index(self, training: np.ndarray | None):
-        settings = self.settings
-        n_vectors = 0 if training is None else len(training)
-        lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
-        factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
-        dim = chroma_dim(settings)
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        if not index.is_trained:
-            vectors = np.asarray(training, dtype=np.float32).reshape(-1, dim)
-            if len(vectors) < _min_training_vectors(index):
-                # too few vectors to train this index type well: 8-bit scalar quantisation needs
-                # only each dimension's range (exact float storage when there is nothing at all)
-                small = "SQ8" if len(vectors) else "Flat"
-                index = faiss.index_factory(dim, small, faiss.METRIC_INNER_PRODUCT)
-            if not index.is_trained:
-                index.train(vectors)
-        try:
-            faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
-        except RuntimeError:
-            index = faiss.IndexIDMap2(index)
-        return index
+        return new_chroma_index(training, self.settings)
 
-    def _put_file(self, name: str, write: Callable[[object], None]) -> None:
-        """Write one index file through ``write(faiss_writer)`` under a temporary name, fsync it
+    def _put_file(self, name: str, write: Callable[[Callable[[bytes], object]], None]) -> None:
+        """Write one index file through ``write(file.write)`` under a temporary name, fsync it
         and rename it into place. FAISS's own file writer only prints a failed close (a full
         disk can surface there) and goes on; through a Python file every write, flush and fsync
         error is raised, so a truncated file is never put in place."""
@@ -704,7 +630,7 @@ class CatalogStore:
         tmp = final.with_name(f".tmp-{name}")
         try:
             with open(tmp, "wb") as handle:
-                write(faiss.PyCallbackIOWriter(handle.write))
+                write(handle.write)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
@@ -920,8 +846,8 @@ class CatalogStore:
             return
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
-                hashes = _read_index(self._shard_path(hash_file), binary=True)
-                chroma = _read_index(self._shard_path(chroma_file), binary=False)
+                hashes = read_index(self._shard_path(hash_file), binary=True)
+                chroma = read_index(self._shard_path(chroma_file), binary=False)
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
@@ -1092,14 +1018,6 @@ def use_write_ahead_log(db: sqlite3.Connection) -> None:
             time.sleep(0.05)
 
 
-def _read_index(path: Path, *, binary: bool):
-    """Read an index file through a Python file, as ``_put_file`` writes them: FAISS opens only
-    paths it can encode as UTF-8, and a catalog folder may have any name its file system takes."""
-    with open(path, "rb") as handle:
-        reader = faiss.PyCallbackIOReader(handle.read)
-        return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
-
-
 def _log_has_content(db_path: Path) -> bool:
     try:
         return db_path.with_name(db_path.name + "-wal").stat().st_size > 0
@@ -1159,25 +1077,6 @@ def _works(n: int) -> str:
     return f"{n} work" if n == 1 else f"{n} works"
 
 
-def ivf_lists(n_vectors: int, per_list: int) -> int:
-    """The power of two of inverted lists that keeps about ``per_list`` vectors in each: search
-    cost per probed list stays flat as the shard grows."""
-    return 1 << max(int(np.log2(max(n_vectors // per_list, 1))), 0)
-
-
-def _min_training_vectors(index) -> int:
-    """FAISS wants about 39 training vectors per IVF list; other trained indexes need a few."""
-    try:
-        return 39 * faiss.extract_index_ivf(index).nlist
-    except RuntimeError:
-        return 256
-
-
-def _set_nprobe(index, nprobe: int) -> None:
-    with contextlib.suppress(RuntimeError):  # not an IVF index
-        faiss.extract_index_ivf(index).nprobe = nprobe
-
-
 def _work_info(row) -> WorkInfo:
     try:
         metadata = json.loads(row[7] or "{}")
@@ -1210,9 +1109,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
 
 
 def _first_line(exc: BaseException) -> str:

@@ -58,7 +58,7 @@ def hash_lines(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
 
 def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
     """``(work_id, (matched, checked, chance_peaks))`` of the guided peak checks."""
-    s, indexes, reference = catalog.settings, catalog.indexes(), catalog.store.fingerprint
+    s, indexes, reference = catalog.settings, catalog.indexes(), catalog.fingerprint
     n_works = max(int(indexes.live.sum()), 1)
     chroma = screening.chroma_evidence(query, indexes, n_works, s, reference)
     hashed = screening.hash_evidence(query, indexes, s)
@@ -118,7 +118,7 @@ def collect(
             continue
         for work_id, row in measure(catalog, query):
             rows.append(row)
-            origin.append(f"{q['query_id']} ~ {Path(catalog.store.work(work_id).path).name}")
+            origin.append(f"{q['query_id']} ~ {Path(catalog.work(work_id).path).name}")
             related = work_group.get(work_id) == group_of.get(q["track_id"])
             shared = all(name in origin[-1] for name in KNOWN_SHARED)
             chance.append(not related and not shared)
@@ -222,8 +222,7 @@ def main(
     group_of = {t.track_id: t.group for t in corpus.tracks}
     track_of_path = {_key(t.path): t.track_id for t in corpus.tracks}
     work_group = {
-        w.work_id: group_of.get(track_of_path.get(_key(w.path), ""), "")
-        for w in catalog.store.works()
+        w.work_id: group_of.get(track_of_path.get(_key(w.path), ""), "") for w in catalog.works()
     }
     sample = random.Random(seed).sample(records, min(queries, len(records)))
     measure = peak_checks if peaks else hash_lines

@@ -340,8 +340,8 @@ def screen_with_evidence(catalog, audio, name: str):
 
     settings = catalog.settings
     query = fingerprint_audio(audio, settings, query=True)
-    evidence = screening.gather_evidence(query, catalog.indexes(), settings, catalog.store)
-    matches = screening.matches_from_evidence(evidence, query, settings, catalog.store)[:TOP_K]
+    evidence = screening.gather_evidence(query, catalog.indexes(), settings, catalog)
+    matches = screening.matches_from_evidence(evidence, query, settings, catalog)[:TOP_K]
     verdict = Verdict(
         path=name,
         verdict=decide(matches, settings),

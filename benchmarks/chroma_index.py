@@ -25,14 +25,16 @@ from audiodup.audio import load_audio
 from audiodup.catalog import Catalog
 from audiodup.errors import AudiodupError
 from audiodup.fingerprint import fingerprint_audio
-from audiodup.match import chroma_candidates
-from audiodup.store import (
+from audiodup.index import (
     CHROMA_DIM,
     LoadedIndexes,
-    _set_nprobe,
+    new_chroma_index,
     pack_segment_ids,
     reference_segments,
+    set_nprobe,
+    with_ids,
 )
+from audiodup.match import chroma_candidates
 
 from .calibrate import fail, open_run
 from .engine import _key
@@ -53,8 +55,8 @@ HARD = (
 def stored_vectors(catalog: Catalog) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every live work's chroma segment vectors, their FAISS ids, and the live-work mask."""
     vectors, ids, work_ids = [], [], []
-    for work in catalog.store.works():
-        segments = reference_segments(catalog.store.fingerprint(work.work_id), catalog.settings)
+    for work in catalog.works():
+        segments = reference_segments(catalog.fingerprint(work.work_id), catalog.settings)
         vectors.append(segments)
         ids.append(pack_segment_ids(work.work_id, len(segments)))
         work_ids.append(work.work_id)
@@ -70,11 +72,8 @@ def exact_or_factory(factory: str, vectors: np.ndarray, ids: np.ndarray, nprobe:
         fail(f"--factory {factory!r}: not a FAISS index factory string")
     if not index.is_trained:
         index.train(vectors)
-    try:
-        faiss.extract_index_ivf(index)  # IVF indexes take ids themselves
-    except RuntimeError:
-        index = faiss.IndexIDMap2(index)
-    _set_nprobe(index, nprobe)
+    index = with_ids(index)
+    set_nprobe(index, nprobe)
     index.add_with_ids(vectors, ids)
     return index
 
@@ -101,7 +100,7 @@ def main(
     track_of_path = {_key(t.path): t.track_id for t in corpus.tracks}
     source_of = {
         w.work_id: track_of_path[_key(w.path)]
-        for w in catalog.store.works()
+        for w in catalog.works()
         if _key(w.path) in track_of_path
     }
     hard = [q for q in records if q["role"] == "positive" and q["variant"] in HARD][::every]
@@ -114,8 +113,8 @@ def main(
             continue
         queries.append((q["track_id"], fingerprint_audio(audio, settings, query=True)))
     vectors, ids, live = stored_vectors(catalog)
-    own = catalog.store._chroma_index(vectors)
-    _set_nprobe(own, settings.chroma_nprobe)
+    own = new_chroma_index(vectors, settings)
+    set_nprobe(own, settings.chroma_nprobe)
     try:
         own_name = f"audiodup's shard index (IVF{faiss.extract_index_ivf(own).nlist},SQ8)"
     except RuntimeError:

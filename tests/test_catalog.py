@@ -13,8 +13,8 @@ import soundfile as sf
 from audiodup import Catalog, CatalogError, RecipeMismatchError, Settings, Verdict
 from audiodup.catalog import default_catalog_path, expand_paths
 from audiodup.fingerprint import fingerprint_hashes
+from audiodup.index import reference_segments
 from audiodup.results import AddResult
-from audiodup.store import reference_segments
 from audiodup.synth import synthesize_work
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
@@ -239,7 +239,7 @@ def test_stats_are_consistent(catalog: Catalog) -> None:
     works = catalog.works()
     assert stats.works == len(works) == 6
     assert stats.hours == pytest.approx(sum(w.duration_s for w in works) / 3600)
-    fingerprints = [catalog.store.fingerprint(w.work_id) for w in works]
+    fingerprints = [catalog.fingerprint(w.work_id) for w in works]
     assert stats.chroma_vectors == sum(
         len(reference_segments(fp, catalog.settings)) for fp in fingerprints
     )

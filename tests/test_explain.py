@@ -36,7 +36,7 @@ def figure_for(catalog: Catalog, name: str, work_id: int):
 def figure_of(catalog: Catalog, query, work_id: int, hashed, chroma, **options):
     return explain_figure(
         query,
-        catalog.store.fingerprint(work_id),
+        catalog.fingerprint(work_id),
         hashed,
         chroma,
         frames_per_second=catalog.settings.frames_per_second,
@@ -67,7 +67,7 @@ def test_pitch_shifted_chroma_lines_up_after_transposing_back(
     catalog: Catalog, work_ids: dict[str, int]
 ) -> None:
     query = query_of(catalog, "pitch_-3_work_03.ogg")
-    reference = catalog.store.fingerprint(work_ids["work_03"])
+    reference = catalog.fingerprint(work_ids["work_03"])
     hashed, _ = catalog.work_evidence(query, work_ids["work_03"])
     assert hashed.pitch_shift_semitones == pytest.approx(-3.0, abs=0.25)
     fps = catalog.settings.chroma_fps

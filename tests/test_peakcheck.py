@@ -172,9 +172,9 @@ def test_chroma_alignment_alone_leads_the_check_to_the_work(
     s = catalog.settings
     query = fingerprint_audio(load_audio(UPLOADS_DIR / "speed_1.15_work_05.ogg", s), s, query=True)
     chroma = screening.chroma_evidence(
-        query, catalog.indexes(), len(work_ids), s, catalog.store.fingerprint
+        query, catalog.indexes(), len(work_ids), s, catalog.fingerprint
     )
-    found = screening.peak_checks(query, {}, chroma, s, catalog.store.fingerprint)
+    found = screening.peak_checks(query, {}, chroma, s, catalog.fingerprint)
     checks = {w: f.check for w, f in found.items()}
     check = checks[work_ids["work_05"]]
     assert check.probability < 1e-12
@@ -197,7 +197,7 @@ def test_peaks_where_a_significant_chroma_alignment_put_them_combine(
     monkeypatch.setattr(screening, "hash_evidence", lambda *_: {})
     work = work_ids["work_01"]
     n_works = len(work_ids)
-    evidence = screening.gather_evidence(query, catalog.indexes(), s, catalog.store)
+    evidence = screening.gather_evidence(query, catalog.indexes(), s, catalog)
     assert evidence.hashes == {} and evidence.n_works == n_works
     chroma_fmp = {f.evidence.work_id: f.false_match_probability for f in evidence.chroma}[work]
     check = evidence.peaks[work].check

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
-from audiodup.store import CHROMA_DIM, ivf_lists, pack_segment_ids, unpack_segment_ids
+from audiodup.index import CHROMA_DIM, ivf_lists, pack_segment_ids, unpack_segment_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "audio"

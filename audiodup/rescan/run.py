@@ -69,7 +69,7 @@ def run_rescan(
     if since_dt is not None and since_dt.tzinfo is None:
         since_dt = since_dt.replace(tzinfo=UTC)
     since_text = since_dt.isoformat() if since_dt is not None else None
-    root = catalog.store.root
+    root = catalog.root
     lock = FileLock(str(root / LOCK_FILE), timeout=0)
     try:
         lock.acquire()
@@ -134,7 +134,7 @@ def _run_local(
 ) -> Iterator[WorkScan]:
     """Worker processes that are killed and replaced when a work hangs or crashes them (a
     hostile file); such a work is screened here with its stored fingerprint instead."""
-    root = str(catalog.store.root)
+    root = str(catalog.root)
     tasks = [(root, catalog.settings, work_id, path) for work_id, path in jobs]
     for task, status, value in map_with_timeout(_screen_job, tasks, workers, timeout_s):
         if status == "ok":
@@ -178,16 +178,16 @@ def _run_dask(
 def load_report(catalog: Catalog) -> RescanReport:
     """The report of every stored result (earlier runs included) on the catalog as it is."""
     works = catalog.works()
-    path = catalog.store.root / RESULTS_FILE
+    path = catalog.root / RESULTS_FILE
     if path.exists():
-        store = RescanStore(catalog.store.root, catalog.settings)
+        store = RescanStore(catalog.root, catalog.settings)
         try:
             scans = store.results(works)
         finally:
             store.close()
     else:
         scans = {}
-    return build_report(works, scans, catalog.settings, catalog=str(catalog.store.root))
+    return build_report(works, scans, catalog.settings, catalog=str(catalog.root))
 
 
 def rescan(catalog: Catalog, **options) -> RescanReport:

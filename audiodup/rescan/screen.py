@@ -49,7 +49,7 @@ def work_query(
 
     Raises ``CatalogError`` when the work is not in the catalog or has no usable fingerprint.
     """
-    work = catalog.store.work(work_id)
+    work = catalog.work(work_id)
     if work is None:
         raise WorkNotFoundError(f"work {work_id} is no longer in the catalog")
     if file_problem is None:
@@ -63,7 +63,7 @@ def work_query(
         except OSError as exc:  # its folder cannot be entered now, say
             file_problem = f"cannot read: {exc.strerror or exc}"
     note = f"file unavailable at {work.path} ({file_problem}); screened with the stored fingerprint"
-    return catalog.store.fingerprint(work_id), "stored_fingerprint", note
+    return catalog.fingerprint(work_id), "stored_fingerprint", note
 
 
 _LOCAL = threading.local()

@@ -1,0 +1,265 @@
+"""The searchable indexes: the one module that talks to FAISS.
+
+A shard is a pair of FAISS indexes built from fingerprints: a hash index (``IndexBinaryHash``,
+exact buckets of 32-bit triplet keys whose ids pack work, anchor time, frequency and span) and a
+chroma index (segment vectors, chosen by the recipe's FAISS factory string, ids packing work and
+segment). :mod:`audiodup.store` keeps the shard files, SQLite and locking; it calls
+:func:`build_shard` to make a shard, :func:`write_index` / :func:`read_index` to move one to and
+from disk, and hands readers a :class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed
+look-ups below (:class:`HashHits`, :class:`ChromaHits`), so another backend (memory-mapped files,
+LMDB, shards on workers) needs only to provide the same methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from .chroma import N_CHROMA_COEFFS, segment_vectors
+from .fingerprint import Fingerprint, fingerprint_hashes
+from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids
+from .settings import Settings
+
+CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_dim()
+_SEGMENT_BITS = 20
+_HASH_BUCKET_BITS = 24
+assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
+
+
+def set_threads(n_threads: int) -> None:
+    """The number of OpenMP threads FAISS searches with (``Settings.faiss_threads``)."""
+    faiss.omp_set_num_threads(n_threads)
+
+
+# -- ids -----------------------------------------------------------------------------------------
+def pack_segment_ids(work_id: int, n_segments: int) -> np.ndarray:
+    """Chroma index ids of a work's ``n_segments`` segment vectors."""
+    return (np.int64(work_id) << _SEGMENT_BITS) | np.arange(n_segments, dtype=np.int64)
+
+
+def unpack_segment_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(work_ids, segment_indexes)`` of chroma index ids."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return ids >> _SEGMENT_BITS, ids & ((1 << _SEGMENT_BITS) - 1)
+
+
+# -- typed hits ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HashHits:
+    """Exact-bucket hits of some hash keys, shard by shard, each shard's hits key by key:
+    ``entry_ids[j]`` (packed as :func:`audiodup.hashes.pack_entry_ids` makes them) is stored
+    under key number ``query_rows[j]`` of the look-up."""
+
+    query_rows: np.ndarray  # int64
+    entry_ids: np.ndarray  # int64
+
+
+@dataclass(frozen=True)
+class ChromaHits:
+    """The ``k`` nearest stored segments of each query vector, per shard side by side
+    (``similarities`` and ``work_ids`` have one row per query vector). ``valid`` is False where
+    FAISS found no neighbour (label -1) or the work is not live."""
+
+    similarities: np.ndarray  # float32, (n_vectors, n_hits)
+    work_ids: np.ndarray  # int64
+    segment_indexes: np.ndarray  # int64
+    valid: np.ndarray  # bool
+
+
+@dataclass
+class LoadedIndexes:
+    """A consistent snapshot of the searchable indexes."""
+
+    hash_shards: list
+    chroma_shards: list
+    live: np.ndarray  # bool, indexed by work_id
+    bucket_sizes: np.ndarray  # entries per hash key over all hash shards
+
+    @property
+    def n_hash_entries(self) -> int:
+        return int(sum(shard.ntotal for shard in self.hash_shards))
+
+    @property
+    def has_chroma(self) -> bool:
+        return bool(self.chroma_shards)
+
+    def is_live(self, work_ids: np.ndarray) -> np.ndarray:
+        """Whether each work id names a work that is in the catalog and not removed."""
+        work_ids = np.asarray(work_ids, dtype=np.int64)
+        return (work_ids < len(self.live)) & self.live[np.minimum(work_ids, len(self.live) - 1)]
+
+    def lookup_hashes(self, keys: np.ndarray) -> HashHits | None:
+        """Every stored entry whose key equals one of ``keys`` (None: no keys, or no entries)."""
+        codes = keys_to_codes(keys)
+        counts, ids = [], []
+        for shard in self.hash_shards:
+            if shard.ntotal == 0 or len(codes) == 0:
+                continue
+            lims, _, labels = shard.range_search(codes, 1)
+            counts.append(np.diff(lims).astype(np.int64))
+            ids.append(labels)
+        if not ids:
+            return None
+        rows = np.concatenate([np.repeat(np.arange(len(codes)), c) for c in counts])
+        return HashHits(rows.astype(np.int64), np.concatenate(ids))
+
+    def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
+        """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""
+        sims, labels = [], []
+        for shard in self.chroma_shards:
+            if shard.ntotal == 0:
+                continue
+            d, i = shard.search(vectors, min(k, shard.ntotal))
+            sims.append(d)
+            labels.append(i)
+        if not sims:
+            return None
+        sims, labels = np.concatenate(sims, axis=1), np.concatenate(labels, axis=1)
+        works, segments = unpack_segment_ids(np.where(labels < 0, 0, labels))
+        valid = (labels >= 0) & self.is_live(works)
+        return ChromaHits(sims, works, segments, valid)
+
+
+def bucket_sizes(hash_shards: list) -> np.ndarray:
+    """Entries per hash key, summed over the shards (one exact look-up of every possible key)."""
+    sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    every_key = keys_to_codes(np.arange(1 << KEY_BITS, dtype=np.uint32))
+    for shard in hash_shards:
+        if shard.ntotal:
+            lims, _, _ = shard.range_search(every_key, 1)
+            sizes += np.diff(lims).astype(np.int64)
+    return sizes
+
+
+# -- building ------------------------------------------------------------------------------------
+def reference_segments(fingerprint: Fingerprint, settings: Settings) -> np.ndarray:
+    """The chroma segment vectors a catalog stores for ``fingerprint``."""
+    vectors, _ = segment_vectors(
+        fingerprint.chroma,
+        settings.chroma_fps,
+        settings.segment_s,
+        settings.segment_hop_s,
+        settings.segment_steps,
+        coeffs=settings.chroma_coeffs,
+    )
+    return vectors
+
+
+def chroma_dim(settings: Settings) -> int:
+    """Length of a chroma segment vector under ``settings``'s recipe."""
+    return int(np.prod(settings.chroma_coeffs))
+
+
+@dataclass
+class BuiltShard:
+    """The two FAISS indexes of one shard and what each work put in them."""
+
+    hash_index: object
+    chroma_index: object
+    counts: list[tuple[int, int, int]]  # (n_hashes, n_segments, work_id) per work
+    n_hashes: int
+    n_segments: int
+
+
+def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
+    """Hash and segment each ``(work_id, fingerprint)`` and index them."""
+    hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
+    vectors, vector_ids, counts, n_hashes = [], [], [], 0
+    for work_id, fingerprint in entries:
+        hashes = fingerprint_hashes(fingerprint, settings)
+        if len(hashes):
+            hash_index.add_with_ids(keys_to_codes(hashes.keys), pack_entry_ids(work_id, hashes))
+            n_hashes += len(hashes)
+        segments = reference_segments(fingerprint, settings)
+        vectors.append(segments)
+        vector_ids.append(pack_segment_ids(work_id, len(segments)))
+        counts.append((len(hashes), len(segments), work_id))
+    chroma_index = new_chroma_index(np.concatenate(vectors) if vectors else None, settings)
+    all_vectors = np.concatenate(vectors).astype(np.float32)
+    if len(all_vectors):
+        chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
+    return BuiltShard(hash_index, chroma_index, counts, n_hashes, len(all_vectors))
+
+
+def new_chroma_index(training: np.ndarray | None, settings: Settings):
+    """An empty chroma index of the recipe's factory string, trained on ``training``."""
+    n_vectors = 0 if training is None else len(training)
+    lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
+    factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
+    dim = chroma_dim(settings)
+    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        vectors = np.asarray(training, dtype=np.float32).reshape(-1, dim)
+        if len(vectors) < _min_training_vectors(index):
+            # too few vectors to train this index type well: 8-bit scalar quantisation needs
+            # only each dimension's range (exact float storage when there is nothing at all)
+            small = "SQ8" if len(vectors) else "Flat"
+            index = faiss.index_factory(dim, small, faiss.METRIC_INNER_PRODUCT)
+        if not index.is_trained:
+            index.train(vectors)
+    return with_ids(index)
+
+
+def with_ids(index):
+    """``index`` able to store the caller's ids: IVF indexes take ids themselves, others are
+    wrapped in an id map."""
+    try:
+        faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return faiss.IndexIDMap2(index)
+    return index
+
+
+def ivf_lists(n_vectors: int, per_list: int) -> int:
+    """The power of two of inverted lists that keeps about ``per_list`` vectors in each: search
+    cost per probed list stays flat as the shard grows."""
+    return 1 << max(int(np.log2(max(n_vectors // per_list, 1))), 0)
+
+
+def _min_training_vectors(index) -> int:
+    """FAISS wants about 39 training vectors per IVF list; other trained indexes need a few."""
+    try:
+        return 39 * faiss.extract_index_ivf(index).nlist
+    except RuntimeError:
+        return 256
+
+
+def set_nprobe(index, nprobe: int) -> None:
+    """Inverted lists probed per chroma search (no effect on an index without lists)."""
+    with contextlib.suppress(RuntimeError):  # not an IVF index
+        faiss.extract_index_ivf(index).nprobe = nprobe
+
+
+# -- files ---------------------------------------------------------------------------------------
+def write_index(index, *, binary: bool) -> Callable[[Callable[[bytes], object]], None]:
+    """A writer of ``index`` into any ``write(bytes)`` callable (a Python file's ``write``)."""
+
+    def write(sink: Callable[[bytes], object]) -> None:
+        out = faiss.PyCallbackIOWriter(sink)
+        if binary:
+            faiss.write_index_binary(index, out)
+        else:
+            faiss.write_index(index, out)
+
+    return write
+
+
+def read_index(path, *, binary: bool):
+    """Read an index file through a Python file, as the store writes them: FAISS opens only paths
+    it can encode as UTF-8, and a catalog folder may have any name its file system takes."""
+    with open(path, "rb") as handle:
+        reader = faiss.PyCallbackIOReader(handle.read)
+        return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
+
+
+def load_indexes(
+    hash_shards: list, chroma_shards: list, live: np.ndarray, nprobe: int
+) -> LoadedIndexes:
+    """A snapshot of loaded shards, with their bucket sizes computed once here at load."""
+    for index in chroma_shards:
+        set_nprobe(index, nprobe)
+    return LoadedIndexes(hash_shards, chroma_shards, live, bucket_sizes(hash_shards))
