@@ -16,6 +16,7 @@ from benchmarks.metrics import (
 )
 from benchmarks.plots import write_plots, write_scaling_plot
 from benchmarks.records import QueryResult, RunMeta
+from benchmarks.stretchers import STRETCHERS
 
 TARGETS = """\
 Targets from issue #3: recall >= 0.99 for time-stretch 0.70-1.40, pitch within +/-6 st, speed
@@ -344,11 +345,15 @@ def _method(meta: RunMeta) -> list[str]:
         "## Method",
         "",
         "- Alterations are made with pedalboard (Rubber Band time-stretch/pitch-shift, LAME MP3, "
-        "filters, reverb, compressor) and soxr (speed changes), never with audiodup code; the "
-        "variants marked [rb-r2], [rb-r3], [sox] and [ffmpeg] are made with those command-line "
-        "stretchers (Rubber Band's R2 and R3 engines, SoX tempo/pitch, ffmpeg atempo; "
-        "`benchmarks/stretchers.py`). "
-        "Queries are 22050 Hz mono FLAC; most start from a 60-s excerpt at a seeded offset, the "
+        "filters, reverb, compressor) and soxr (speed changes), never with audiodup code"
+        + (
+            "; the variants marked [rb-r2], [rb-r3], [sox] and [ffmpeg] are made with those "
+            "command-line stretchers (Rubber Band's R2 and R3 engines, SoX tempo/pitch, ffmpeg "
+            "atempo; `benchmarks/stretchers.py`). "
+            if any(key.startswith(STRETCHERS) for key in conv)
+            else ". "
+        )
+        + "Queries are 22050 Hz mono FLAC; most start from a 60-s excerpt at a seeded offset, the "
         "length variants from the whole track capped at 3 minutes.",
         "- `tempo_ratio` = upload tempo / original tempo; speed change s gives tempo_ratio = s and "
         "pitch = 12 log2(s) semitones. Pitch shifts do not preserve formants. MP3 is encoded at "
@@ -371,6 +376,29 @@ def _method(meta: RunMeta) -> list[str]:
 
 
 APPENDICES = ("COLDSTART.md", "RESCAN.md")  # written by benchmarks.coldstart, .rescan_scaling
+
+
+# reports of separate runs, kept in sub-folders with their own date and commit: linked, with their
+# headline picture where they have one
+LINKED_REPORTS = (
+    (
+        "calibration/CALIBRATION.md",
+        "calibration/calibration.png",
+        "Calibration of `false_match_probability` on short negative queries "
+        "(`python -m benchmarks.calibration_check`)",
+    ),
+    ("stretchers/RESULTS.md", None, "Recall per time-stretch and pitch-shift implementation"),
+)
+
+
+def _linked_reports(folder: Path) -> list[str]:
+    L: list[str] = []
+    for report, picture, title in LINKED_REPORTS:
+        if (folder / report).exists():
+            L += [f"- [{title}]({report})"]
+            if picture and (folder / picture).exists():
+                L += ["", f"  ![{title}]({picture})"]
+    return ["## Separate runs", "", *L, ""] if L else []
 
 
 def _appendices(folder: Path) -> list[str]:
@@ -398,6 +426,7 @@ def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
         L += [f"![{path.stem}]({os.path.relpath(path, out.parent)})", ""]
     L += _method(meta)
     L += _appendices(out.parent)
+    L += _linked_reports(out.parent)
     text = "\n".join(L) + "\n"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
