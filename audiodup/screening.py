@@ -40,6 +40,7 @@ from .peakcheck import (
     ReferencePeaks,
     check_alignment,
     chroma_alignments,
+    confirms_recording,
     hash_alignment,
     reference_peaks,
 )
@@ -258,7 +259,11 @@ def matches_from_evidence(
     for work_id, peaks in evidence.peaks.items():
         chroma_fmp = peaks.chroma.false_match_probability if peaks.chroma else None
         fmp = combine_peaks_and_chroma(
-            peaks.check.probability, evidence.n_works, chroma_fmp, settings
+            peaks.check.probability,
+            evidence.n_works,
+            chroma_fmp,
+            settings,
+            confirmed=confirms_recording(peaks.check, settings),
         )
         current = matches.get(work_id)
         if fmp <= suspect and (current is None or fmp < current.false_match_probability):

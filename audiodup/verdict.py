@@ -134,14 +134,21 @@ def peak_false_match_probability(check_probability: float, n_works: int) -> floa
 
 
 def combine_peaks_and_chroma(
-    check_probability: float, n_works: int, chroma_fmp: float | None, settings: Settings
+    check_probability: float,
+    n_works: int,
+    chroma_fmp: float | None,
+    settings: Settings,
+    *,
+    confirmed: bool,
 ) -> float:
     """A guided peak check's false-match probability. When a significant chroma alignment
-    (``chroma_fmp <= suspect_max_fmp``) led it, the peaks coincide where that alignment put them:
-    the two per-work probabilities multiply (the chroma one already pays the search), when that
-    is lower than the check alone."""
+    (``chroma_fmp <= suspect_max_fmp``) led it and the peaks ``confirmed`` the recording (they
+    cleared the floors of :func:`audiodup.peakcheck.confirms_recording`), the peaks coincide where
+    that alignment put them: the two per-work probabilities multiply (the chroma one already pays
+    the search), when that is lower than the check alone. Peaks that did not confirm the recording
+    add nothing: the chroma alignment alone must not pass for a same recording through them."""
     fmp = peak_false_match_probability(check_probability, n_works)
-    if chroma_fmp is not None and chroma_fmp <= settings.suspect_max_fmp:
+    if confirmed and chroma_fmp is not None and chroma_fmp <= settings.suspect_max_fmp:
         fmp = min(fmp, check_probability * chroma_fmp)
     return fmp
 

@@ -193,7 +193,8 @@ def test_a_peak_check_alone_pays_for_every_work_searched() -> None:
 def test_peaks_multiply_with_a_significant_chroma_alignment_only(
     chroma_fmp: float | None, expected: float
 ) -> None:
-    assert combine_peaks_and_chroma(1e-9, N_WORKS, chroma_fmp, S) == pytest.approx(expected)
+    fmp = combine_peaks_and_chroma(1e-9, N_WORKS, chroma_fmp, S, confirmed=True)
+    assert fmp == pytest.approx(expected)
 
 
 def test_transforms_agree_on_tempo_pitch_modulo_octave_and_offset() -> None:
@@ -341,6 +342,23 @@ def test_a_peak_check_replaces_a_weaker_match_only() -> None:
     assert combine(better)[1].false_match_probability == pytest.approx(1e-9)
     worse = Evidence(N_WORKS, hashes, (), {1: PeakFinding(1, check(probability=1e-7), None)})
     assert combine(worse)[1].false_match_probability == 1e-5
+
+
+def test_peaks_that_do_not_confirm_the_recording_do_not_borrow_the_chroma_probability() -> None:
+    """A check under its floors has probability 1: multiplied with a significant chroma alignment
+    it used to give the chroma probability itself, as a same recording, and replace a weaker hash
+    match; a re-arrangement (same chords, other recording) then read as a duplicate."""
+    assert combine_peaks_and_chroma(1.0, N_WORKS, 1e-9, S, confirmed=False) == 1.0
+    led = ChromaFinding(chroma(similarity=0.95), 1e-9)
+    unconfirmed = check(matched=40, checked=200, chance=30.0, probability=1.0)
+    assert not confirms_recording(unconfirmed, S)
+    weak_line = hashed(main_inliers=5, tempo=1.3)  # another transform: channels do not agree
+    evidence = Evidence(
+        N_WORKS, {1: HashFinding(weak_line, 1e-4)}, (led,), {1: PeakFinding(1, unconfirmed, led)}
+    )
+    m = combine(evidence)[1]
+    assert m.false_match_probability == 1e-4  # the hash line's own, not the chroma one
+    assert decide([m], S) != "duplicate"
 
 
 def test_matches_come_most_certain_first() -> None:
