@@ -10,6 +10,7 @@ from typing import Literal
 
 Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
+UploadRole = Literal["reference", "upload"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,33 @@ class WorkInfo:
     sha256: str
     added_at: str
     metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """One submission to the catalog (the ledger): who sent which file when, with the
+    distributor's identifiers. Content is stored once: every upload of the same audio carries
+    the same ``work_id``. A ``reference`` is what a rights holder registered as their own."""
+
+    upload_id: int
+    work_id: int
+    role: UploadRole
+    source_path: str  # absolute and resolved when it was submitted
+    sha256: str
+    recorded_at: str  # when audiodup recorded it (UTC)
+    title: str | None = None
+    artist: str | None = None
+    uploader: str | None = None
+    uploaded_at: str | None = None  # ISO 8601, as the distributor gave it
+    isrc: str | None = None
+    upc: str | None = None
+    external_id: str | None = None
+    extra: dict = field(default_factory=dict)  # other metadata columns, kept as given
+
+    @property
+    def external_ids(self) -> dict[str, str]:
+        ids = {"isrc": self.isrc, "upc": self.upc, "external_id": self.external_id}
+        return {k: v for k, v in ids.items() if v}
 
 
 @dataclass(frozen=True)
