@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from rich.text import Text
 
 from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
+from .ingest import source_path
 from .results import AddResult, Verdict, dumps, shown_text, verdict_to_dict
 
 EXIT_CLEAN, EXIT_DUPLICATE, EXIT_INPUT_ERROR, EXIT_SUSPECT = 0, 1, 2, 3
@@ -31,6 +33,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Find uploads that are tempo-, pitch- or length-altered copies of catalog works.",
 )
+
+
+class Role(StrEnum):
+    reference = "reference"
+    upload = "upload"
+
+
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
 app.add_typer(index_app, name="index")
 
@@ -116,12 +125,21 @@ def index_add(
         Path | None,
         typer.Option(
             "--metadata",
-            help="CSV with a 'path' column and e.g. work_id, title, artist, isrc, uploader, "
-            "uploaded_at (other columns are kept). Checked in full before anything is added.",
+            help="CSV with a 'path' column and e.g. external_id, title, artist, isrc, upc, "
+            "uploader, uploaded_at, role (other columns are kept). Rows are matched by full "
+            "path. Checked in full before anything is added.",
         ),
     ] = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="reference: the files are a rights holder's own registrations; upload: "
+            "submissions to screen and attribute. A 'role' column overrides it per file.",
+        ),
+    ] = Role.upload,
 ) -> None:
-    """Fingerprint files and add them to the catalog (identical audio is added once)."""
+    """Record files as uploads in the catalog: new audio is fingerprinted and indexed, audio
+    already there becomes another upload of it (reported as identical)."""
     extra: dict[str, dict] = {}
     if metadata is not None:
         from .metadata import metadata_for_paths, read_metadata
@@ -134,7 +152,7 @@ def index_add(
                 "among the paths to add; they were ignored",
                 soft_wrap=True,
             )
-    counts = {"added": 0, "present": 0, "failed": 0}
+    counts = {"added": 0, "identical": 0, "present": 0, "failed": 0}
     present_with_metadata = 0
     with (
         _open(db, create=True) as catalog,
@@ -153,22 +171,28 @@ def index_add(
         def on_result(result: AddResult) -> None:
             nonlocal present_with_metadata
             counts[result.status] += 1
-            if result.status == "present" and result.path in extra:
+            if result.status == "present" and source_path(result.path) in extra:
                 present_with_metadata += 1
             progress.update(task, advance=1, name=shown_text(Path(result.path).name)[:40])
             if result.status == "failed":
                 _print_error(result.path, result.error, progress.console)
 
         catalog.add_paths(
-            paths, workers=workers, metadata=extra, on_result=on_result, timeout_s=timeout
+            paths,
+            workers=workers,
+            metadata=extra,
+            on_result=on_result,
+            timeout_s=timeout,
+            role=role.value,
         )
     out.print(
-        f"added {counts['added']}, already present {counts['present']}, failed {counts['failed']}"
+        f"added {counts['added']}, identical {counts['identical']}, "
+        f"already present {counts['present']}, failed {counts['failed']}"
     )
     if present_with_metadata:
         err.print(
-            f"note: {present_with_metadata} files with metadata were already in the catalog; "
-            "their stored metadata was not changed",
+            f"note: {present_with_metadata} files with metadata were already recorded; their "
+            "metadata was not changed (use 'audiodup index update --metadata')",
             soft_wrap=True,
         )
     if counts["failed"]:
@@ -192,6 +216,55 @@ def index_list(
     out.print(table)
 
 
+@index_app.command("update")
+def index_update(
+    metadata: Annotated[
+        Path,
+        typer.Option(
+            "--metadata",
+            help="CSV naming each upload by upload_id, external_id or path (full path, never "
+            "a base name), with the fields to change (title, artist, isrc, upc, external_id, "
+            "uploader, uploaded_at, role, others). Empty cells change nothing.",
+        ),
+    ],
+    db: DbOption = None,
+) -> None:
+    """Change the metadata and roles of uploads already in the catalog: every line is checked
+    first, and nothing is changed unless all are valid."""
+    from .metadata import read_metadata_update
+
+    with _open(db, write=True) as catalog:
+        changes = read_metadata_update(metadata, catalog.uploads())
+        catalog.update_uploads(changes)
+    out.print(f"updated {len(changes)} uploads")
+
+
+@index_app.command("uploads")
+def index_uploads(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the upload ledger: every submission, its work (content), role and identifiers."""
+    with _open(db) as catalog:
+        uploads = catalog.uploads()
+    if as_json:
+        print(dumps(uploads))
+        return
+    table = Table("upload_id", "work_id", "role", "uploader", "uploaded_at", "external ids", "path")
+    for u in uploads:
+        ids = ", ".join(f"{k}={v}" for k, v in u.external_ids.items())
+        table.add_row(
+            str(u.upload_id),
+            str(u.work_id),
+            u.role,
+            _user(u.uploader or ""),
+            _user(u.uploaded_at or ""),
+            _user(ids),
+            _user(u.source_path),
+        )
+    out.print(table)
+
+
 @index_app.command("remove")
 def index_remove(work_id: int, db: DbOption = None) -> None:
     """Remove a work (its index entries are dropped at the next compaction or rebuild)."""
@@ -207,14 +280,15 @@ def index_stats(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Works, hours of audio, index size."""
+    """Works, uploads, hours of audio, index size."""
     with _open(db) as catalog:
         stats = catalog.stats()
     if as_json:
         print(dumps(stats))
         return
     table = Table("statistic", "value")
-    table.add_row("works", str(stats.works))
+    table.add_row("works (distinct audio)", str(stats.works))
+    table.add_row("uploads (of which references)", f"{stats.uploads} ({stats.references})")
     table.add_row("hours of audio", f"{stats.hours:.2f}")
     table.add_row("index bytes", f"{stats.index_bytes:,}")
     table.add_row("catalog bytes (index + SQLite)", f"{stats.catalog_bytes:,}")

@@ -115,16 +115,43 @@ def write_rescan_report(
     return _write(out, text)
 
 
+# who a matched work is (audiodup.owners): the upload that names it and its identifiers
+_OWNER_COLUMNS = (
+    "upload_id",
+    "role",
+    "uploader",
+    "isrc",
+    "upc",
+    "external_id",
+    "attribution",
+    "identical_content",
+)
+
+
 def screen_csv(verdicts: Sequence[Verdict]) -> str:
     header = ("path", "verdict", "error", "duration_s", "rank", "work_id", "work_path", "title")
     rows = []
     for v in verdicts:
         base = [v.path, v.verdict or "error", v.error or "", _cell(v.duration_s)]
         if not v.matches:
-            rows.append(base + [""] * (4 + len(_MATCH_COLUMNS)))
+            rows.append(base + [""] * (4 + len(_OWNER_COLUMNS) + len(_MATCH_COLUMNS)))
         for rank, m in enumerate(v.matches, start=1):
-            rows.append(base + [rank, m.work_id, m.path, m.title or ""] + _match_cells(m))
-    return _csv(header + _MATCH_COLUMNS, rows)
+            rows.append(
+                base + [rank, m.work_id, m.path, m.title or ""] + _owner_cells(m) + _match_cells(m)
+            )
+    return _csv(header + _OWNER_COLUMNS + _MATCH_COLUMNS, rows)
+
+
+def _owner_cells(m: Match) -> list:
+    ids = m.external_ids
+    return [
+        _cell(m.upload_id),
+        m.role or "",
+        m.uploader or "",
+        *(ids.get(name, "") for name in ("isrc", "upc", "external_id")),
+        m.attribution or "",
+        _cell(m.identical_content),
+    ]
 
 
 def rescan_csv(report: RescanReport) -> str:

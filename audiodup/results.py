@@ -52,6 +52,14 @@ class Match:
     # confirm the recording): the probability is the combined one, and a duplicate needs no
     # hash or peak count floor
     chroma_confirmed: bool = False
+    # who the work is (audiodup.owners): the upload that names it, its identifiers and why
+    upload_id: int | None = None
+    uploader: str | None = None
+    role: UploadRole | None = None
+    external_ids: dict = field(default_factory=dict)
+    attribution: str | None = None
+    # the upload's audio is this work's own (the same content, sent again)
+    identical_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,16 @@ class Verdict:
 
 @dataclass(frozen=True)
 class AddResult:
+    """One submitted file: ``added`` (new content, new upload), ``identical`` (a new upload of
+    content already in the catalog), ``present`` (this very file is already recorded) or
+    ``failed``."""
+
     path: str
-    status: Literal["added", "present", "failed"]
+    status: Literal["added", "identical", "present", "failed"]
     work_id: int | None = None
     error: str | None = None
     duration_s: float | None = None
+    upload_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,8 @@ class CatalogStats:
     hash_entries: int
     chroma_vectors: int
     shards: int
+    uploads: int = 0  # records in the upload ledger (content is stored once per work)
+    references: int = 0  # of those, rights holders' references
 
 
 def path_text(path) -> str:

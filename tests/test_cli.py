@@ -135,7 +135,7 @@ def test_add_folder_with_bad_files_completes_the_batch(
     folder, bad = bad_folder
     result = run("index", "add", "--db", tmp_path / "db", folder)
     assert result.exit_code == 2, result.output
-    assert "added 1, already present 0, failed 4" in result.stdout
+    assert "added 1, identical 0, already present 0, failed 4" in result.stdout
     with Catalog.open(tmp_path / "db") as catalog:
         assert [Path(w.path).name for w in catalog.works()] == ["good.wav"]
     lines = error_lines(result.stderr)
@@ -178,7 +178,7 @@ def test_console_script_bad_folder_has_no_traceback(
     assert "Traceback" not in stderr
     assert "internal error" not in stderr, stderr
     assert proc.returncode == 2, (stdout, stderr)
-    assert "added 2, already present 0, failed 4" in stdout
+    assert "added 2, identical 0, already present 0, failed 4" in stdout
     assert len(error_lines(stderr)) == len(bad), stderr
     assert [x for x in stderr.splitlines() if x.strip()] == error_lines(stderr), stderr
 

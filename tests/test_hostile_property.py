@@ -31,6 +31,7 @@ from test_hostile_text import (
 )
 
 from audiodup import Catalog
+from audiodup.ingest import source_path
 from audiodup.rescan import rescan
 from audiodup.results import path_text, shown_text
 
@@ -173,17 +174,23 @@ def test_hostile_names_and_text_through_every_command(
             "index", "add", "--db", str(db), "--metadata", str(csv_path), "--", *names
         )
         assert code == (2 if too_long else 0)
-        counts = re.search(r"^added (\d+), already present (\d+), failed (\d+)$", out, re.M)
-        added, present, failed = map(int, counts.groups())
-        assert (added + present, failed) == (len(names) - len(too_long), len(too_long))
+        counts = re.search(
+            r"^added (\d+), identical (\d+), already present (\d+), failed (\d+)$", out, re.M
+        )
+        added, identical, present, failed = map(int, counts.groups())
+        assert (added + identical + present, failed) == (
+            len(names) - len(too_long),
+            len(too_long),
+        )
         assert_one_line_per_failure(err)
 
         code, _, _ = run("index", "list", "--db", str(db))
         assert code == 0
-        _, out, _ = run("index", "list", "--db", str(db), "--json")
-        for w in json.loads(out):  # files added now (not audio already present) keep their text
-            if w["path"] in described:
-                assert (w["title"], w["metadata"].get("uploader")) == described[w["path"]], w
+        _, out, _ = run("index", "uploads", "--db", str(db), "--json")
+        recorded = {u["source_path"]: u for u in json.loads(out)}
+        for name, (title, uploader) in described.items():  # every upload keeps its own text
+            upload = recorded[source_path(folder / name)]
+            assert (upload["title"], upload["uploader"]) == (title, uploader), upload
 
         code, out, err = run("screen", "--db", str(db), "--json", "--", *names)
         assert code == (1 if len(too_long) < len(names) else 2)

@@ -571,7 +571,7 @@ def add_beside_a_bad_path(bad: Path, good: Path, tmp_path: Path, monkeypatch, ca
         monkeypatch,
         capsys,
     )
-    assert code == 2 and "added 1, already present 0, failed 1" in out, (out, err)
+    assert code == 2 and "added 1, identical 0, already present 0, failed 1" in out, (out, err)
     with Catalog.open(db, create=False) as catalog:
         (added,) = catalog.works()
     assert added.title == "Good" and added.metadata["uploader"] == "ring"
@@ -633,8 +633,8 @@ def test_a_folder_that_cannot_be_listed_is_one_failed_entry(
     music, _, locked = locked_tree
     assert list(expand_paths([locked])) == [(locked, "cannot read folder: Permission denied")]
     for paths, counts in (
-        ([locked], "added 0, already present 0, failed 1"),
-        ([music], "added 1, already present 0, failed 1"),
+        ([locked], "added 0, identical 0, already present 0, failed 1"),
+        ([music], "added 1, identical 0, already present 0, failed 1"),
     ):
         code, out, err = run_main(
             ["index", "add", "--db", str(tmp_path / "db"), *map(str, paths)], monkeypatch, capsys
@@ -683,7 +683,9 @@ def test_folders_that_cannot_be_entered_for_real(catalog_copy: Path, tmp_path: P
     finally:
         locked.chmod(0o755)
     assert add.returncode == 2, add.stderr
-    assert "added 1, already present 0, failed 3" in add.stdout  # not refused by click either
+    assert (
+        "added 1, identical 0, already present 0, failed 3" in add.stdout
+    )  # not refused by click either
     assert error_lines_of(add.stderr) == [
         *[f"error: {locked}: cannot read folder: Permission denied"] * 2,  # walked, then given
         f"error: {locked / 'in.wav'}: cannot read: Permission denied",

@@ -155,7 +155,7 @@ def test_members_carry_metadata(planted_report) -> None:
         "label",
         "2020-01-01",
     )
-    assert member.metadata["territory"] == "BR" and member.metadata["work_id"] == "L-0"
+    assert member.metadata["territory"] == "BR" and member.metadata["external_id"] == "L-0"
 
 
 def test_uploaders_ranked_by_copies_of_others_work(planted_report) -> None:
