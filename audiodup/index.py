@@ -315,11 +315,14 @@ def _saved_sizes(trailer: bytes) -> np.ndarray | None:
     """The sizes a trailer holds, None when it is not one (zlib checks the payload)."""
     if not trailer.startswith(_SIZES_MAGIC):
         return None
+    expected = 8 << KEY_BITS
+    stream = zlib.decompressobj()
     try:
-        raw = zlib.decompress(trailer[len(_SIZES_MAGIC) :])
+        # a damaged file must not inflate to any size: one byte over the expected is enough
+        raw = stream.decompress(trailer[len(_SIZES_MAGIC) :], expected + 1)
     except zlib.error:
         return None
-    if len(raw) != 8 << KEY_BITS:
+    if len(raw) != expected or not stream.eof or stream.unused_data:
         return None
     sizes = np.frombuffer(raw, dtype="<i8").astype(np.int64)
     return sizes if (sizes >= 0).all() else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import faiss
@@ -21,6 +22,7 @@ from audiodup.index import (
     LoadedIndexes,
     bucket_sizes,
     build_shard,
+    count_keys,
     pack_segment_ids,
     read_hash_shard,
     unpack_segment_ids,
@@ -256,3 +258,34 @@ def test_saved_sizes_that_miscount_the_index_are_reported(catalog_copy: Path) ->
     _rewrite_sizes(path, original, moved)
     with Catalog.open(catalog_copy, create=False) as catalog:
         assert any("saved bucket sizes differ" in p for p in catalog.verify())
+
+
+def _trailer_variants() -> dict[str, bytes]:
+    sizes = np.zeros(1 << KEY_BITS, dtype="<i8")
+    sizes[3] = 2
+    good = zlib.compress(sizes.tobytes())
+    negative = sizes.copy()
+    negative[[3, 4]] = [3, -1]
+    return {
+        "no magic": b"garbage after the index",
+        "truncated": index_module._SIZES_MAGIC + good[:-3],
+        "short": index_module._SIZES_MAGIC + zlib.compress(sizes[:-1].tobytes()),
+        "too long": index_module._SIZES_MAGIC + zlib.compress(bytes(64 << KEY_BITS)),
+        "data after": index_module._SIZES_MAGIC + good + b"\x00",
+        "negative": index_module._SIZES_MAGIC + zlib.compress(negative.tobytes()),
+        "wrong total": index_module._SIZES_MAGIC + zlib.compress((sizes * 2).tobytes()),
+    }
+
+
+@pytest.mark.parametrize("variant", list(_trailer_variants()))
+def test_a_hash_file_with_damaged_sizes_is_refused(tmp_path: Path, variant: str) -> None:
+    shard = hash_shard([3, 3], [1, 2])
+    path = tmp_path / "h-0123456789ab.faiss"
+    with open(path, "wb") as handle:
+        write_hash_shard(shard, count_keys(np.array([3, 3])))(handle.write)
+    assert read_hash_shard(path).bucket_sizes[3] == 2
+    with open(path, "wb") as handle:
+        write_index(shard, binary=True)(handle.write)
+        handle.write(_trailer_variants()[variant])
+    with pytest.raises(RuntimeError, match="bucket sizes"):
+        read_hash_shard(path)
