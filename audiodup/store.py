@@ -784,8 +784,8 @@ class CatalogStore:
         Problems: SQLite's integrity check, live works without a readable fingerprint or with a
         damaged row, live works in no shard, shards whose files are unreadable or hold other
         counts than the catalog expects or saved bucket sizes that do not count their index.
-        Removed works are not checked: removing a damaged work
-        is a repair. Notes: leftovers of interrupted writes, foreign entries in ``shards/``."""
+        Removed works are not checked: removing a damaged work is a repair. Notes: leftovers of
+        interrupted writes, foreign entries in ``shards/``."""
         problems: list[str] = []
         notes: list[str] = []
         checks = (
