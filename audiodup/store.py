@@ -4,7 +4,8 @@ Layout of a catalog directory::
 
     catalog.sqlite        works (content) and their fingerprints (the source of truth), the
                           upload ledger, shard list, recipe
-    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence
+    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence;
+                          then the hash bucket sizes (audiodup.index.write_hash_shard)
     shards/c-*.faiss      chroma segment vectors, index chosen by a FAISS factory string
     catalog.lock          single-writer lock
 
@@ -57,15 +58,18 @@ from .fingerprint import Fingerprint
 from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packing lived here)
     CHROMA_DIM,
     LoadedIndexes,
+    bucket_sizes,
     build_shard,
     chroma_dim,
     ivf_lists,
     load_indexes,
     new_chroma_index,
     pack_segment_ids,
+    read_hash_shard,
     read_index,
     reference_segments,
     unpack_segment_ids,
+    write_hash_shard,
     write_index,
 )
 from .results import CatalogStats, UploadInfo, WorkInfo, path_text
@@ -611,7 +615,7 @@ class CatalogStore:
             finally:
                 self._rollback()  # a read transaction: nothing to commit
             try:
-                hash_shards = [read_index(self._shard_path(h), binary=True) for h, _ in shards]
+                hash_shards = [read_hash_shard(self._shard_path(h)) for h, _ in shards]
                 chroma_shards = [read_index(self._shard_path(c), binary=False) for _, c in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
@@ -757,7 +761,7 @@ class CatalogStore:
         shard = build_shard(entries, self.settings)
         token = uuid.uuid4().hex[:12]
         hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, write_index(shard.hash_index, binary=True))
+        self._put_file(hash_file, write_hash_shard(shard.hash_index, shard.bucket_sizes))
         self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
@@ -947,8 +951,9 @@ class CatalogStore:
 
         Problems: SQLite's integrity check, live works without a readable fingerprint or with a
         damaged row, live works in no shard, shards whose files are unreadable or hold other
-        counts than the catalog expects. Removed works are not checked: removing a damaged work
-        is a repair. Notes: leftovers of interrupted writes, foreign entries in ``shards/``."""
+        counts than the catalog expects or saved bucket sizes that do not count their index.
+        Removed works are not checked: removing a damaged work is a repair. Notes: leftovers of
+        interrupted writes, foreign entries in ``shards/``."""
         problems: list[str] = []
         notes: list[str] = []
         checks = (
@@ -1014,11 +1019,17 @@ class CatalogStore:
             return
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
-                hashes = read_index(self._shard_path(hash_file), binary=True)
+                stored = read_hash_shard(self._shard_path(hash_file))
                 chroma = read_index(self._shard_path(chroma_file), binary=False)
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
+            hashes = stored.index
+            # saved sizes that sum right could still be misplaced: count every key again
+            if stored.bucket_sizes is not None and not np.array_equal(
+                stored.bucket_sizes, bucket_sizes([hashes])
+            ):
+                problems.append(f"shard {shard_id}: saved bucket sizes differ from its index")
             expected = self.db.execute(
                 "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0) FROM works "
                 "WHERE shard_id = ?",
