@@ -208,7 +208,7 @@ def test_index_add_with_metadata(
     assert "added 3" in out
     assert "1 rows of" in err and "not among the paths" in err  # sub/w3.ogg was not added
     code, out, _ = run_main(["index", "list", "--db", str(db), "--json"], monkeypatch, capsys)
-    works = {Path(w["path"]).name: w for w in json.loads(out)}
+    works = {Path(w["path"]).name: w for w in json.loads(out)["works"]}
     assert (works["w0.ogg"]["title"], works["w0.ogg"]["artist"]) == ("Zero", "Ana")
     assert works["w0.ogg"]["metadata"] == {
         "work_id": "D-0",
