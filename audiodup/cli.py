@@ -284,7 +284,7 @@ def screen(
     paths: Annotated[list[Path], _paths_argument("Uploads to screen.")],
     db: DbOption = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON document (schema_version 1.0).")
+        bool, typer.Option("--json", help="Print one JSON document: a summary and the results.")
     ] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 1,

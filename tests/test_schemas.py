@@ -6,6 +6,7 @@ is rejected; the exit code of a batch shows a duplicate and an unreadable file t
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
 import tomllib
@@ -131,6 +132,32 @@ def test_our_objects_are_closed_and_every_field_is_described(name: str) -> None:
         assert node.get("properties"), (name, where)
         for field, spec in node["properties"].items():
             assert spec.get("description"), (name, where, field)
+
+
+def shape_digest() -> str:
+    """SHA-256 of every schema without its prose (title, description): what a version means."""
+
+    def shape(node):
+        if isinstance(node, dict):
+            return {k: shape(v) for k, v in node.items() if k not in ("title", "description")}
+        return [shape(v) for v in node] if isinstance(node, list) else node
+
+    text = json.dumps({n: shape(load_schema(n)) for n in SCHEMAS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# The shape each schema_version stands for. A change of shape (a field added, removed, renamed,
+# retyped) must come with a new SCHEMA_VERSION in audiodup/schema.py and its digest here, so no
+# consumer sees two shapes under one version. Prose may change freely.
+SHAPE_DIGESTS = {"1.0": "90db807edc6b45f2173c47c19bbf106bca615fbb6e176336ce3168de78122127"}
+
+
+def test_a_change_of_shape_comes_with_a_new_schema_version() -> None:
+    assert SHAPE_DIGESTS.get(SCHEMA_VERSION) == shape_digest(), (
+        f"the schemas' shape is not the one of version {SCHEMA_VERSION}: bump SCHEMA_VERSION "
+        "(audiodup/schema.py and the schemas' schema_version const) and add the new version "
+        f"with its digest {shape_digest()} to SHAPE_DIGESTS"
+    )
 
 
 def test_the_schemas_ship_with_the_package() -> None:
