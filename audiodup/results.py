@@ -162,14 +162,10 @@ def verdict_to_dict(verdict: Verdict) -> dict:
     """One entry of a screen document. Every entry has the same fields; an input that could
     not be screened has ``"verdict": "error"``, the cause in ``error`` and no matches."""
     data = to_jsonable(verdict)
-    failed = verdict.error is not None
-    return {
-        "path": data.pop("path"),
-        "verdict": "error" if failed else data.pop("verdict"),
-        "error": data.pop("error"),
-        "matches": [] if failed else data.pop("matches"),
-        **{k: v for k, v in data.items() if k not in ("verdict", "matches")},
-    }
+    head = {key: data.pop(key) for key in ("path", "verdict", "error", "matches")}
+    if verdict.error is not None:
+        head.update(verdict="error", matches=[])
+    return {**head, **data}
 
 
 def screen_label(verdict: Verdict) -> str:
