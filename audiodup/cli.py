@@ -23,9 +23,24 @@ from rich.text import Text
 from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
 from .ingest import source_path
-from .results import AddResult, Verdict, dumps, shown_text, verdict_to_dict
+from .results import (
+    AddResult,
+    Verdict,
+    dumps,
+    screen_document,
+    screen_summary,
+    shown_text,
+    stats_document,
+    uploads_document,
+    works_document,
+)
 
-EXIT_CLEAN, EXIT_DUPLICATE, EXIT_INPUT_ERROR, EXIT_SUSPECT = 0, 1, 2, 3
+# Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
+# 2 an error (an input or work that could not be screened, a report that could not be
+# written; alone, also any error that stops a command), 4 a suspect. 3 = duplicate and error,
+# 5 = duplicate and suspect, and so on; 0 all clean. README.md, "Exit codes", documents them.
+EXIT_CLEAN, EXIT_DUPLICATE, EXIT_ERROR, EXIT_SUSPECT = 0, 1, 2, 4
+EXIT_INPUT_ERROR = EXIT_ERROR  # index add, index remove, and every one-line error
 
 app = typer.Typer(
     add_completion=False,
@@ -208,7 +223,7 @@ def index_list(
     with _open(db) as catalog:
         works = catalog.works()
     if as_json:
-        print(dumps(works))
+        print(dumps(works_document(works)))
         return
     table = Table("work_id", "duration", "title", "path")
     for w in works:
@@ -248,7 +263,7 @@ def index_uploads(
     with _open(db) as catalog:
         uploads = catalog.uploads()
     if as_json:
-        print(dumps(uploads))
+        print(dumps(uploads_document(uploads)))
         return
     table = Table("upload_id", "work_id", "role", "uploader", "uploaded_at", "external ids", "path")
     for u in uploads:
@@ -284,7 +299,7 @@ def index_stats(
     with _open(db) as catalog:
         stats = catalog.stats()
     if as_json:
-        print(dumps(stats))
+        print(dumps(stats_document(stats)))
         return
     table = Table("statistic", "value")
     table.add_row("works (distinct audio)", str(stats.works))
@@ -343,7 +358,9 @@ def index_rebuild(db: DbOption = None) -> None:
 def screen(
     paths: Annotated[list[Path], _paths_argument("Uploads to screen.")],
     db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: a summary and the results.")
+    ] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 1,
     timeout: TimeoutOption = None,
@@ -358,8 +375,8 @@ def screen(
 ) -> None:
     """Screen uploads against the catalog.
 
-    Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
-    3 any suspect (and nothing worse).
+    Exit code: the sum of 1 (any duplicate), 2 (any input that could not be screened, or a
+    report that could not be written) and 4 (any suspect); 0 when every upload is clean.
     """
     from .report import check_report_path, write_screen_report
 
@@ -368,7 +385,7 @@ def screen(
     with _open(db) as catalog:
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:
-            print(dumps([verdict_to_dict(v) for v in verdicts]))
+            print(dumps(screen_document(verdicts)))
         else:
             for verdict in verdicts:
                 if verdict.error:
@@ -378,7 +395,7 @@ def screen(
         failed = report is not None and not _write_report(
             write_screen_report, verdicts, report, catalog
         )
-    raise typer.Exit(_with_report(_exit_code(verdicts), failed))
+    raise typer.Exit(_with_report(_screen_exit_code(verdicts), failed))
 
 
 def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
@@ -394,8 +411,17 @@ def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
 
 
 def _with_report(code: int, report_failed: bool) -> int:
-    """A report that could not be written is an input error, unless a duplicate outranks it."""
-    return EXIT_INPUT_ERROR if report_failed and code != EXIT_DUPLICATE else code
+    """A report that could not be written adds the error flag to the verdicts' code."""
+    return code | EXIT_ERROR if report_failed else code
+
+
+def exit_code(*, duplicates: int, errors: int, suspects: int) -> int:
+    """The exit code of a batch: one flag per kind of fact present, so none hides another."""
+    return (
+        (EXIT_DUPLICATE if duplicates else 0)
+        | (EXIT_ERROR if errors else 0)
+        | (EXIT_SUSPECT if suspects else 0)
+    )
 
 
 def _print_error(path: str, error: str | None, console: Console | None = None) -> None:
@@ -408,13 +434,11 @@ def _user(text: str | None) -> Text:
     return Text(shown_text(text or ""))
 
 
-def _exit_code(verdicts: list[Verdict]) -> int:
-    labels = {v.verdict for v in verdicts}
-    if "duplicate" in labels:
-        return EXIT_DUPLICATE
-    if any(v.error for v in verdicts):
-        return EXIT_INPUT_ERROR
-    return EXIT_SUSPECT if "suspect" in labels else EXIT_CLEAN
+def _screen_exit_code(verdicts: list[Verdict]) -> int:
+    counts = screen_summary(verdicts)
+    return exit_code(
+        duplicates=counts["duplicate"], errors=counts["error"], suspects=counts["suspect"]
+    )
 
 
 def _print_verdicts(verdicts: list[Verdict]) -> None:
@@ -502,12 +526,13 @@ def rescan_command(
     """Screen every work against all others: duplicate pairs, clusters, likely originals,
     uploaders. Killed and restarted, it resumes where it stopped.
 
-    Exit code: 0 no matches, 1 duplicates found, 2 some works could not be screened (and no
-    duplicate), 3 only suspect pairs.
+    Exit code: the sum of 1 (duplicate pairs), 2 (works that could not be screened at all, or
+    a report that could not be written) and 4 (suspect pairs); 0 when nothing matched.
     """
     from .metadata import parse_timestamp
     from .report import check_report_path, write_rescan_report
     from .rescan import load_report, run_rescan
+    from .rescan.serialise import report_summary
 
     if new_only and since is not None:
         raise typer.BadParameter("use either --new-only or --since, not both", param_hint="--since")
@@ -560,12 +585,12 @@ def rescan_command(
         failed = report is not None and not _write_report(
             write_rescan_report, result, report, catalog
         )
-    if result.pairs:
-        code = EXIT_DUPLICATE
-    elif result.errors:
-        code = EXIT_INPUT_ERROR
-    else:
-        code = EXIT_SUSPECT if result.suspect_pairs else EXIT_CLEAN
+    counts = report_summary(result)
+    code = exit_code(
+        duplicates=counts["duplicate_pairs"],
+        errors=counts["errors"],
+        suspects=counts["suspect_pairs"],
+    )
     raise typer.Exit(_with_report(code, failed))
 
 

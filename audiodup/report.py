@@ -1,9 +1,11 @@
 """Report files for ``screen --out`` and ``rescan --out``: JSON, CSV or self-contained HTML,
 chosen by the file's suffix.
 
-* JSON: ``screen`` writes the array that ``screen --json`` prints; ``rescan`` writes
+* JSON: ``screen`` writes the document that ``screen --json`` prints
+  (:func:`audiodup.results.screen_document`); ``rescan`` writes
   :func:`audiodup.rescan.report_to_dict` (``clusters``, ``pairs``, ``suspect_pairs``,
-  ``uploaders``, ...).
+  ``uploaders``, ...). Both carry ``schema_version`` and follow the schemas of
+  :mod:`audiodup.schema`.
 * CSV: ``screen`` writes one row per (upload, match), an upload without matches gets one row;
   ``rescan`` writes one row per matching pair (duplicates, then suspects) with both works'
   names, uploaders and dates, the cluster and its original. Rows end in CRLF (RFC 4180), so a
@@ -26,8 +28,8 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import AudiodupError
-from .rescan import Pair, RescanReport
-from .results import Match, Verdict, dumps, to_jsonable, verdict_to_dict
+from .rescan import Pair, RescanReport, report_to_dict
+from .results import Match, Verdict, dumps, screen_document, to_jsonable
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
 
@@ -89,7 +91,7 @@ def write_screen_report(
     """Write screening results; HTML needs the ``catalog`` for pictures and reference audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = dumps([verdict_to_dict(v) for v in verdicts])
+        text = dumps(screen_document(verdicts))
     elif fmt == "csv":
         text = screen_csv(verdicts)
     else:
@@ -105,7 +107,7 @@ def write_rescan_report(
     """Write a rescan report; HTML needs the ``catalog`` for pictures and audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = dumps(report)
+        text = dumps(report_to_dict(report))
     elif fmt == "csv":
         text = rescan_csv(report)
     else:

@@ -18,6 +18,7 @@ from audiodup.ingest import source_path
 from audiodup.metadata import read_metadata_update
 from audiodup.owners import owner
 from audiodup.results import UploadInfo
+from audiodup.schema import validate
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
 CATALOG_DIR = FIXTURES / "catalog"
@@ -130,7 +131,8 @@ def test_role_option_and_paths_stored_absolute(tmp_path: Path, monkeypatch, run)
     code, out, err = run("index", "add", "--db", "db", "--role", "reference", "music/work_00.ogg")
     assert code == 0 and "added 1, identical 0" in out, err
     code, out, _ = run("index", "uploads", "--db", "db", "--json")
-    (record,) = json.loads(out)
+    validate(json.loads(out), "index-uploads")
+    (record,) = json.loads(out)["uploads"]
     assert record["role"] == "reference"
     assert record["source_path"] == str((tmp_path / "music" / "work_00.ogg").resolve())
     code, _, err = run("index", "add", "--db", "db", "--role", "owner", "music/work_01.ogg")

@@ -213,7 +213,7 @@ def test_index_add_with_metadata(
     assert "added 3" in out
     assert "1 rows of" in err and "not among the paths" in err  # sub/w3.ogg was not added
     code, out, _ = run_main(["index", "list", "--db", str(db), "--json"], monkeypatch, capsys)
-    works = {Path(w["path"]).name: w for w in json.loads(out)}
+    works = {Path(w["path"]).name: w for w in json.loads(out)["works"]}
     assert (works["w0.ogg"]["title"], works["w0.ogg"]["artist"]) == ("Zero", "Ana")
     assert works["w0.ogg"]["metadata"] == {
         "external_id": "D-0",
@@ -226,7 +226,7 @@ def test_index_add_with_metadata(
     assert works["w1.ogg"]["metadata"]["uploader"] == "ring"
     assert works["w2.ogg"]["metadata"] == {}
     code, out, _ = run_main(["index", "uploads", "--db", str(db), "--json"], monkeypatch, capsys)
-    uploads = {Path(u["source_path"]).name: u for u in json.loads(out)}
+    uploads = {Path(u["source_path"]).name: u for u in json.loads(out)["uploads"]}
     assert uploads["w0.ogg"]["external_id"] == "D-0"
     assert uploads["w0.ogg"]["extra"] == {"label_code": "LC-1"}
     assert uploads["w0.ogg"]["source_path"] == str((music / "w0.ogg").resolve())
