@@ -425,8 +425,9 @@ def rescan_command(
         ),
     ] = None,
 ) -> None:
-    """Screen every work against all others: duplicate pairs, clusters, likely originals,
-    uploaders. Killed and restarted, it resumes where it stopped.
+    """Screen every work against all others: typed links (copy_of, contains_excerpt_of),
+    clusters of an original and its copies, owners, caveats, uploaders. Killed and restarted,
+    it resumes where it stopped.
 
     Exit code: 0 no matches, 1 duplicates found, 2 some works could not be screened (and no
     duplicate), 3 only suspect pairs.
@@ -499,15 +500,29 @@ _MAX_CONSOLE_CLUSTERS = 50
 
 
 def _print_rescan(result, summary) -> None:
+    uploads = {m.upload_id: m for m in result.linked_uploads}
+    by_work: dict[int, list] = {}
+    for m in result.linked_uploads:
+        by_work.setdefault(m.work_id, []).append(m)
     if result.clusters:
-        table = Table("cluster", "works", "likely original", "alterations (relative to it)")
+        table = Table("cluster", "original (owner)", "uploads: relation to the original", "caveats")
         for c in result.clusters[:_MAX_CONSOLE_CLUSTERS]:
-            original = f"work {c.original}" if c.original is not None else c.original_reason
+            alteration = {a.work_id: a for a in c.alterations}
+            if c.determined:
+                original = _upload_text(uploads[c.original_upload_id]) + f"\n{c.original_reason}"
+            else:
+                original = c.original_reason
+            lines = []
+            for m in c.members:
+                how = m.relation
+                if m.work_id in alteration and m.relation != "identical":
+                    how += f" ({alteration[m.work_id].description})"
+                lines.append(f"{_upload_text(m)}: {how}")
             table.add_row(
                 str(c.cluster_id),
-                ", ".join(str(w) for w in c.work_ids),
                 _user(original),
-                Text("\n".join(f"{a.work_id}: {a.description}" for a in c.alterations)),
+                Text("\n".join(shown_text(line) for line in lines)),
+                Text("\n".join(shown_text(caveat) for caveat in c.caveats)),
             )
         out.print(table)
         if len(result.clusters) > _MAX_CONSOLE_CLUSTERS:
@@ -515,15 +530,37 @@ def _print_rescan(result, summary) -> None:
                 f"... and {len(result.clusters) - _MAX_CONSOLE_CLUSTERS} more clusters "
                 "(write them all with --out)"
             )
+    others = [k for k in result.links if not k.clustered]
+    if others:
+        table = Table("work", "relation", "source work", "shares", "why, caveats")
+        for k in others[: 2 * _MAX_CONSOLE_CLUSTERS]:
+            table.add_row(
+                Text(_work_text(k.work_id, by_work)),
+                k.kind,
+                Text(_work_text(k.source_work_id, by_work)),
+                f"{100 * k.work_share:.0f} % of it, {100 * k.source_share:.0f} % of the source",
+                Text("\n".join(shown_text(t) for t in (k.direction, *k.caveats))),
+            )
+        out.print(table)
     if result.uploaders:
-        table = Table("uploader", "copies", "share", "copies duration", "works")
+        table = Table(
+            "uploader",
+            "copies",
+            "share",
+            "copies duration",
+            "uploads",
+            "excerpts used",
+            "undetermined",
+        )
         for u in result.uploaders[:10]:
             table.add_row(
                 _user(u.uploader),
                 str(u.copies),
                 f"{100 * u.share:.0f} %",
                 f"{u.copies_duration_s / 60:.1f} min",
-                str(u.works),
+                str(u.uploads),
+                str(u.excerpts_used),
+                str(u.undetermined),
             )
         out.print(table)
     for note in (*result.fallbacks, *result.errors):
@@ -533,12 +570,32 @@ def _print_rescan(result, summary) -> None:
     else:
         resumed = ", resumed" if summary.resumed else ""
         now = f"screened {summary.screened} works now (run {summary.run_id}{resumed}); "
+    kinds = [k.kind for k in result.links]
+    undetermined = sum(not c.determined for c in result.clusters)
     out.print(
         f"{now}"
-        f"{result.scanned} of {result.works} works have results: "
-        f"{len(result.clusters)} clusters, {len(result.pairs)} duplicate pairs, "
+        f"{result.scanned} of {result.works} works ({result.uploads} uploads) have results: "
+        f"{len(result.clusters)} clusters ({undetermined} without a determined original), "
+        f"{kinds.count('copy_of')} copy_of, {kinds.count('contains_excerpt_of')} "
+        f"contains_excerpt_of, {kinds.count('same_recording')} same_recording, "
+        f"{kinds.count('overlap')} overlap links; {len(result.pairs)} duplicate pairs, "
         f"{len(result.suspect_pairs)} suspect pairs"
     )
+
+
+def _upload_text(m) -> str:
+    """``upload 7 (fraud-ring, reference, 2023-01-01, isrc=...)``: user text, shown literally
+    by the caller."""
+    ids = " ".join(f"{k}={v}" for k, v in m.external_ids.items())
+    parts = [m.uploader or "no uploader", m.role, m.uploaded_at or "undated", ids]
+    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
+
+
+def _work_text(work_id: int, by_work: dict) -> str:
+    uploads = by_work.get(work_id, [])
+    name = shown_text(uploads[0].title or Path(uploads[0].path).name) if uploads else ""
+    listed = "; ".join(shown_text(_upload_text(m)) for m in uploads)
+    return f"work {work_id} {name}\n{listed}".strip()
 
 
 @app.command("explain")
