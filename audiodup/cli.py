@@ -508,10 +508,9 @@ def _print_rescan(result, summary) -> None:
         table = Table("cluster", "original (owner)", "uploads: relation to the original", "caveats")
         for c in result.clusters[:_MAX_CONSOLE_CLUSTERS]:
             alteration = {a.work_id: a for a in c.alterations}
+            original = [c.original_reason]
             if c.determined:
-                original = _upload_text(uploads[c.original_upload_id]) + f"\n{c.original_reason}"
-            else:
-                original = c.original_reason
+                original.insert(0, _upload_text(uploads[c.original_upload_id]))
             lines = []
             for m in c.members:
                 how = m.relation
@@ -520,7 +519,7 @@ def _print_rescan(result, summary) -> None:
                 lines.append(f"{_upload_text(m)}: {how}")
             table.add_row(
                 str(c.cluster_id),
-                _user(original),
+                Text("\n".join(shown_text(line) for line in original)),
                 Text("\n".join(shown_text(line) for line in lines)),
                 Text("\n".join(shown_text(caveat) for caveat in c.caveats)),
             )
