@@ -5,6 +5,8 @@ cases that must never accuse anybody (issue #13)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audiodup.rescan import WorkScan, build_report, decide_direction, work_originality
 from audiodup.rescan.clusters import covered_share
@@ -326,3 +328,117 @@ def test_an_undated_pair_never_yields_an_accusation() -> None:
     (cluster,) = report.clusters
     assert not cluster.determined and cluster.original_reason.startswith("undetermined")
     assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
+
+
+# -- property: excerpts never merge the clusters of different recordings --------------------
+# A synthetic catalog with exact evidence: works are sequences of segments of a few source
+# recordings (references, altered copies, medleys of two or three excerpts); every two works
+# that share at least 3 s of a recording match both ways with the shared spans as sections.
+Segment = tuple[int, float, float, float]  # recording, its start and end (s), tempo ratio
+
+
+def duration_of(segments: list[Segment]) -> float:
+    return sum((b - a) / t for _, a, b, t in segments)
+
+
+def shared_sections(x: list[Segment], y: list[Segment]) -> list[Section]:
+    """Sections of ``x`` (query) against ``y`` (reference): where they hold the same music."""
+    out, x_at = [], 0.0
+    for rx, ax, bx, tx in x:
+        y_at = 0.0
+        for ry, ay, by, ty in y:
+            lo, hi = max(ax, ay), min(bx, by)
+            if rx == ry and hi - lo > 0:
+                out.append(
+                    Section(
+                        x_at + (lo - ax) / tx,
+                        x_at + (hi - ax) / tx,
+                        y_at + (lo - ay) / ty,
+                        y_at + (hi - ay) / ty,
+                        50,
+                    )
+                )
+            y_at += (by - ay) / ty
+        x_at += (bx - ax) / tx
+    return out
+
+
+def evidence(query_id: int, x: list[Segment], ref_id: int, y: list[Segment]) -> Match | None:
+    sections = shared_sections(x, y)
+    covered = sum(s.query_end_s - s.query_start_s for s in sections)
+    if covered < 3.0:
+        return None
+    main = max(sections, key=lambda s: s.query_end_s - s.query_start_s)
+    tempo = (main.ref_end_s - main.ref_start_s) / (main.query_end_s - main.query_start_s)
+    m = match(ref_id, (main.query_start_s, main.query_end_s), (main.ref_start_s, main.ref_end_s))
+    return m.__class__(
+        **{
+            **m.__dict__,
+            "tempo_ratio": 1.0 / tempo,
+            "coverage": min(1.0, covered / duration_of(x)),
+            "coverage_s": covered,
+            "sections": tuple(sections),
+        }
+    )
+
+
+@st.composite
+def catalogs(draw):
+    n_recordings = draw(st.integers(2, 4))
+    lengths = [draw(st.sampled_from([30.0, 40.0, 60.0])) for _ in range(n_recordings)]
+    works: list[tuple[list[Segment], str]] = []  # segments, kind
+    for r, length in enumerate(lengths):
+        works.append(([(r, 0.0, length, 1.0)], "original"))
+        for _ in range(draw(st.integers(0, 2))):
+            start = draw(st.sampled_from([0.0, 2.0, 5.0]))
+            tempo = draw(st.sampled_from([0.8, 1.0, 1.12]))
+            works.append(([(r, start, length, tempo)], "copy"))
+    for _ in range(draw(st.integers(1, 3))):
+        used = draw(st.lists(st.integers(0, n_recordings - 1), min_size=2, max_size=3, unique=True))
+        cut = draw(st.sampled_from([10.0, 15.0, 20.0]))
+        works.append(([(r, 0.0, min(cut, lengths[r]), 1.0) for r in used], "medley"))
+    references = draw(st.booleans())
+    dated = draw(st.sampled_from(["all", "none", "medleys undated"]))
+    return works, references, dated
+
+
+def build(works, references: bool, dated: str):
+    infos = [work(i + 1, duration_of(segments)) for i, (segments, _) in enumerate(works)]
+    found = {}
+    for i, (x, _) in enumerate(works):
+        matches = [
+            m
+            for j, (y, _) in enumerate(works)
+            if j != i and (m := evidence(i + 1, x, j + 1, y)) is not None
+        ]
+        found[i + 1] = WorkScan(i + 1, "file", tuple(matches))
+    uploads = []
+    for i, (_, kind) in enumerate(works):
+        when = {"original": "2020-01-01", "copy": "2022-01-01", "medley": "2024-01-01"}[kind]
+        if dated == "none" or (dated == "medleys undated" and kind == "medley"):
+            when = None
+        role = "reference" if references and kind == "original" else "upload"
+        uploads.append(upload(i + 1, i + 1, f"account-{i + 1}", when, role=role))
+    return build_report(infos, found, DEFAULT_SETTINGS, uploads=uploads)
+
+
+@given(catalogs())
+def test_excerpts_never_merge_the_clusters_of_different_recordings(catalog) -> None:
+    works, references, dated = catalog
+    report = build(works, references, dated)
+    recordings = {i + 1: {r for r, *_ in segments} for i, (segments, _) in enumerate(works)}
+    kind = {i + 1: k for i, (_, k) in enumerate(works)}
+    for cluster in report.clusters:
+        single = {next(iter(recordings[w])) for w in cluster.work_ids if kind[w] != "medley"}
+        assert len(single) <= 1, "a cluster holds copies of two different recordings"
+        if single:
+            assert all(kind[w] != "medley" for w in cluster.work_ids), "a medley was clustered"
+    for link in report.links:
+        if link.kind == "copy_of":
+            assert link.work_share >= DEFAULT_SETTINGS.copy_min_share
+        if kind[link.work_id] == "medley" or kind[link.source_work_id] == "medley":
+            assert link.kind in ("contains_excerpt_of", "overlap", "same_recording")
+            assert not link.clustered or kind[link.work_id] == kind[link.source_work_id]
+    if not references and dated == "none":
+        assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
+        assert all(not c.determined for c in report.clusters)
