@@ -529,14 +529,17 @@ def _print_rescan(result, summary) -> None:
                 f"... and {len(result.clusters) - _MAX_CONSOLE_CLUSTERS} more clusters "
                 "(write them all with --out)"
             )
-    others = [k for k in result.links if not k.clustered]
+    others = _grouped_links(result)
     if others:
         table = Table("work", "relation", "source work", "shares", "why, caveats")
-        for k in others[: 2 * _MAX_CONSOLE_CLUSTERS]:
+        for k, also in others[: 2 * _MAX_CONSOLE_CLUSTERS]:
+            source = _work_text(k.source_work_id, by_work)
+            if also:
+                source += f"\nand its copies: work {', '.join(str(w) for w in also)}"
             table.add_row(
                 Text(_work_text(k.work_id, by_work)),
                 k.kind,
-                Text(_work_text(k.source_work_id, by_work)),
+                Text(source),
                 f"{100 * k.work_share:.0f} % of it, {100 * k.source_share:.0f} % of the source",
                 Text("\n".join(shown_text(t) for t in (k.direction, *k.caveats))),
             )
@@ -591,10 +594,41 @@ def _upload_text(m) -> str:
 
 
 def _work_text(work_id: int, by_work: dict) -> str:
+    """A work and who stands for it: its references (the owners), else its first upload."""
     uploads = by_work.get(work_id, [])
-    name = shown_text(uploads[0].title or Path(uploads[0].path).name) if uploads else ""
-    listed = "; ".join(shown_text(_upload_text(m)) for m in uploads)
-    return f"work {work_id} {name}\n{listed}".strip()
+    if not uploads:
+        return f"work {work_id}"
+    name = shown_text(uploads[0].title or Path(uploads[0].path).name)
+    shown = [m for m in uploads if m.role == "reference"] or uploads[:1]
+    more = len(uploads) - len(shown)
+    lines = [f"work {work_id} {name}", *(shown_text(_upload_text(m)) for m in shown)]
+    if more:
+        lines.append(f"+{more} other upload{'s' if more > 1 else ''}")
+    return "\n".join(lines)
+
+
+def _grouped_links(result) -> list:
+    """The links outside clusters, one row per derived work and source cluster: the link to the
+    cluster's original when there is one (else the strongest), with the other works of that
+    cluster it also matched."""
+    cluster_of = {w: c for c in result.clusters for w in c.work_ids}
+    groups: dict[tuple, list] = {}
+    for k in result.links:
+        if k.clustered:
+            continue
+        cluster = cluster_of.get(k.source_work_id)
+        key = (k.work_id, k.kind, cluster.cluster_id if cluster else -k.source_work_id)
+        groups.setdefault(key, []).append(k)
+    rows = []
+    for links in groups.values():
+        cluster = cluster_of.get(links[0].source_work_id)
+        original = cluster.original_work_id if cluster else None
+        lead = next(
+            (k for k in links if k.source_work_id == original),
+            max(links, key=lambda k: k.score),
+        )
+        rows.append((lead, sorted(k.source_work_id for k in links if k is not lead)))
+    return rows
 
 
 @app.command("explain")
