@@ -339,7 +339,86 @@ def rescan_html(
     budget = [max_pictures]
     for cluster in report.clusters[:max_details]:
         body.append(_cluster_detail(cluster, report, catalog, snippet_s, queries, budget))
+    derived = sorted({k.work_id for k in others if k.kind == "contains_excerpt_of"})
+    if derived:
+        body.append("<h2>Excerpt details</h2>")
+    for work_id in derived[:max_details]:
+        body.append(
+            _excerpt_detail(
+                work_id, report, by_work, cluster_of, catalog, snippet_s, queries, budget
+            )
+        )
     return _page("audiodup rescan report", _subtitle(catalog), "\n".join(body))
+
+
+def _excerpt_detail(
+    work_id: int,
+    report: RescanReport,
+    by_work: dict[int, list[Member]],
+    cluster_of: dict,
+    catalog: Catalog | None,
+    snippet_s: float,
+    queries: dict,
+    budget: list[int],
+) -> str:
+    """A medley, compilation or mix: which part of it is which source (per source cluster,
+    the link to the cluster's original when there is one), with the evidence and excerpts."""
+    links = [k for k in report.links if k.work_id == work_id and k.kind == "contains_excerpt_of"]
+    chosen: dict[object, Link] = {}
+    for k in sorted(links, key=lambda k: -k.score):
+        cluster = cluster_of.get(k.source_work_id)
+        key = cluster.cluster_id if cluster else -k.source_work_id
+        if cluster is not None and k.source_work_id == cluster.original_work_id:
+            chosen[key] = k  # the original stands for its cluster
+        chosen.setdefault(key, k)
+    pairs = {p.work_ids: p for p in report.pairs}
+    uploads = by_work.get(work_id, [])
+    parts = [
+        f'<section class="detail" id="excerpts-{work_id}">',
+        f"<h3>{_e(_work_text(work_id, by_work))}</h3>",
+        f"<p>Contains excerpts of {len(chosen)} source{'s' if len(chosen) != 1 else ''}; it is "
+        "not a copy of any of them and joins none of their clusters.</p>",
+    ]
+    duration_s = uploads[0].duration_s if uploads else 0.0
+    seen_from = {
+        k.source_work_id: _as_seen_from(pairs[_ids(k)], work_id, duration_s)
+        for k in chosen.values()
+    }
+    # in the order the sources play in the work
+    for k in sorted(chosen.values(), key=lambda k: seen_from[k.source_work_id].query_start_s):
+        pair, seen = pairs[_ids(k)], seen_from[k.source_work_id]
+        cluster = cluster_of.get(k.source_work_id)
+        where = f" (cluster {cluster.cluster_id})" if cluster else ""
+        parts.append(
+            f"<h4>{_e(f'work {work_id} ' + k.kind + ' work ' + str(k.source_work_id))}"
+            f"{_e(where)}: {100 * k.work_share:.0f} % of it, {100 * k.source_share:.0f} % of "
+            f"the source</h4>"
+        )
+        parts.append(f"<p>Source: {_e(_work_text(k.source_work_id, by_work))}</p>")
+        reason = "; ".join((k.direction, *k.caveats))
+        parts.append(f'<p class="muted">Why this direction: {_e(reason)}</p>')
+        parts.append(_pair_evidence(pair, work_id, k.source_work_id, seen))
+        source = by_work.get(k.source_work_id)
+        if catalog is not None and budget[0] > 0 and uploads and source:
+            budget[0] -= 1
+            query = _work_fingerprint(catalog, work_id, queries)
+            if query is not None:
+                parts.append(_picture(catalog, query, k.source_work_id, f"work {work_id}"))
+            parts.append(
+                _listen(
+                    uploads[0].path,
+                    source[0].path,
+                    seen,
+                    snippet_s,
+                    (f"work {work_id}", f"work {k.source_work_id}"),
+                )
+            )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _ids(link: Link) -> tuple[int, int]:
+    return tuple(sorted((link.work_id, link.source_work_id)))
 
 
 def _links_table(

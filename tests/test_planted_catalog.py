@@ -274,6 +274,11 @@ def test_cli_and_html_report_show_owners_relations_and_the_medley(
         if k["kind"] == "contains_excerpt_of"
     )
     assert "dj-medley" in links and "QZAUR2000001" in links
+    # the medley's and the compilation's own sections: each source once, with picture and sound
+    assert "Contains excerpts of 2 sources" in html and "Contains excerpts of 3 sources" in html
+    medley = html[html.index("Contains excerpts of 2 sources") :]
+    medley = medley[: medley.index("</section>")]
+    assert medley.count("<img") == 2 and medley.count("<audio") == 4
 
 
 def _json_report(root: Path, tmp_path: Path) -> str:
