@@ -147,8 +147,9 @@ def find_clusters(
         uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
         original = choose_original(uploads)
         relative_to = original.work_id if original.work_id is not None else ids[0]
-        inside = {w: [(o, p) for o, p in edges.get(w, []) if o in ids] for w in ids}
-        alterations = tuple(alteration(relative_to, w, inside) for w in ids if w != relative_to)
+        members_of = set(ids)
+        inside = {w: [(o, p) for o, p in edges.get(w, []) if o in members_of] for w in ids}
+        altered = alterations(relative_to, ids, inside)
         members = tuple(
             member(u, info[u.work_id], _relation(u, original))
             for u in sorted(uploads, key=lambda u: (u.work_id, u.upload_id))
@@ -162,7 +163,7 @@ def find_clusters(
                 original_work_id=original.work_id,
                 original_reason=original.reason,
                 caveats=original.caveats,
-                alterations=alterations,
+                alterations=altered,
             )
         )
     return tuple(clusters)
@@ -281,12 +282,12 @@ def _ids(ids) -> str:
     return ", ".join(str(i) for i in ids)
 
 
-def alteration(reference: int, work_id: int, edges: Edges) -> Alteration:
-    """Tempo and pitch of ``work_id`` relative to ``reference`` along the fewest duplicate
-    pairs (breadth-first, ties to the stronger pair)."""
+def alterations(reference: int, work_ids: list[int], edges: Edges) -> tuple[Alteration, ...]:
+    """Tempo and pitch of each of ``work_ids`` (but ``reference``) relative to ``reference``
+    along the fewest pairs (one breadth-first search, ties to the stronger pair)."""
     previous: dict[int, tuple[int, Pair] | None] = {reference: None}
     frontier = [reference]
-    while frontier and work_id not in previous:
+    while frontier:
         nxt = []
         for node in frontier:
             for other, pair in sorted(
@@ -296,6 +297,10 @@ def alteration(reference: int, work_id: int, edges: Edges) -> Alteration:
                     previous[other] = (node, pair)
                     nxt.append(other)
         frontier = nxt
+    return tuple(_along(reference, w, previous) for w in work_ids if w != reference)
+
+
+def _along(reference: int, work_id: int, previous: dict) -> Alteration:
     chain, node = [work_id], work_id
     log_tempo, pitch = 0.0, 0.0
     while previous[node] is not None:

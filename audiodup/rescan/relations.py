@@ -173,10 +173,7 @@ def relate(
         if pair.share_of(a) >= min_share and pair.share_of(b) >= min_share:
             groups.join(b, a)
     same_recording = {w: groups.find(w) for w in works}  # step-1 group of each work
-    step1 = {
-        root: [w for w in works if same_recording[w] == root]
-        for root in set(same_recording.values())
-    }
+    step1 = _first_by_group(same_recording, own)
 
     # step 2: a group mostly contained in a longer one that is its original side is a trimmed
     # copy of it; each group is attached to one container at most (the strongest containment)
@@ -194,7 +191,7 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        direction = _between_groups(inner, outer, step1[inner_root], step1[outer_root], own)
+        direction = _between_groups(inner, outer, step1[inner_root], step1[outer_root])
         if direction.source != outer:
             continue
         if inner_root in attached:
@@ -212,6 +209,7 @@ def relate(
         decided[pair.work_ids] = direction
         groups.join(inner, outer)
     final = {w: groups.find(w) for w in works}
+    first = _first_by_group(final, own)
     links = []
     for pair in pairs:
         a, b = pair.work_ids
@@ -220,21 +218,25 @@ def relate(
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
-            group_a = [w for w in works if final[w] == final[a]]
-            group_b = [w for w in works if final[w] == final[b]]
-            direction = _between_groups(a, b, group_a, group_b, own)
+            direction = _between_groups(a, b, first[final[a]], first[final[b]])
         links.append(_link(pair, direction, min_share, final[a] == final[b]))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
     return tuple(links)
 
 
-def _between_groups(
-    a: int, b: int, group_a: list[int], group_b: list[int], own: dict[int, Originality]
-) -> Direction:
+def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dict:
+    """Each group's earliest originality, by the group's root."""
+    members: dict[int, list[Originality]] = {}
+    for w, root in root_of.items():
+        members.setdefault(root, []).append(own[w])
+    return {root: earliest(group) for root, group in members.items()}
+
+
+def _between_groups(a: int, b: int, first_a: Originality, first_b: Originality) -> Direction:
     """The direction between works ``a`` and ``b`` of two different groups, decided by each
-    group's earliest work (a copy takes the originality of its cluster's original)."""
-    first_a, first_b = earliest(own[w] for w in group_a), earliest(own[w] for w in group_b)
+    group's earliest work (``first_a``, ``first_b``: a copy takes the originality of its
+    cluster's original)."""
     direction = decide_direction(first_a, first_b, _side(a, first_a), _side(b, first_b))
     if direction.source is None:
         return direction
