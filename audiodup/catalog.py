@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import index, ingest, screening
+from . import index, ingest, owners, screening
 from .audio import Audio, load_audio
 from .errors import AudiodupError, CatalogError
 from .fingerprint import Fingerprint, fingerprint_audio
@@ -21,7 +21,15 @@ from .index import LoadedIndexes
 from .ingest import AUDIO_SUFFIXES, _os_problem, expand_paths, fingerprint_file  # noqa: F401
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
-from .results import AddResult, CatalogStats, Match, Verdict, WorkInfo, path_text
+from .results import (
+    AddResult,
+    CatalogStats,
+    Match,
+    UploadInfo,
+    Verdict,
+    WorkInfo,
+    path_text,
+)
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogCheck, CatalogStore
 from .verdict import decide
@@ -38,7 +46,7 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, float] | str:
+def _query_job(args) -> tuple[Fingerprint, float, bool, str, float] | str:
     _, path, settings = args
     start = time.perf_counter()
     try:
@@ -48,7 +56,8 @@ def _query_job(args) -> tuple[Fingerprint, float, bool, float] | str:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
-    return fingerprint, audio.duration_s, audio.truncated, time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, elapsed
 
 
 class Catalog:
@@ -99,9 +108,10 @@ class Catalog:
         batch_size: int = 32,
         batch_seconds: float = 30.0,
         timeout_s: float | None = None,
+        role: str = "upload",
     ) -> list[AddResult]:
-        """Fingerprint files (folders recursively) and add them; identical audio is skipped.
-        See :func:`audiodup.ingest.add_paths`."""
+        """Record files (folders recursively) as uploads, storing content once; see
+        :func:`audiodup.ingest.add_paths`."""
         return ingest.add_paths(
             self.store,
             self.settings,
@@ -112,16 +122,29 @@ class Catalog:
             batch_size=batch_size,
             batch_seconds=batch_seconds,
             timeout_s=timeout_s,
+            role=role,
         )
+
+    def uploads(self) -> list[UploadInfo]:
+        """The upload ledger: every live upload, in order of its id."""
+        return self.store.uploads()
+
+    def update_uploads(self, changes: list[tuple[int, dict]]) -> None:
+        """Change uploads' metadata and roles at once (all or nothing); see
+        :func:`audiodup.metadata.read_metadata_update`."""
+        self.store.update_uploads(changes)
 
     # -- screening (the pipeline is audiodup.screening) ----------------------------------------
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
-        """Screen one upload. Decoding problems come back as ``Verdict.error``, never raised."""
+        """Screen one upload. Problems reading it (decoding, a path the system refuses) come
+        back as ``Verdict.error``, never raised: one bad path must not stop a batch."""
         start = time.perf_counter()
         try:
             audio = load_audio(path, self.settings)
         except AudiodupError as exc:
             return Verdict(path=path_text(path), verdict=None, error=str(exc))
+        except OSError as exc:
+            return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
         return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
 
     def screen_many(
@@ -135,26 +158,15 @@ class Catalog:
         fingerprinting run in worker processes, killed when one file runs over ``timeout_s``."""
         paths = [Path(p) for p in paths]
         if workers <= 1 and timeout_s is None:
-            return [self._screen_one(p, top_k) for p in paths]
+            return [self.screen(p, top_k) for p in paths]
         verdicts: dict[int, Verdict] = {}
         jobs = [(i, p, self.settings) for i, p in enumerate(paths)]
         for (i, path, _), status, value in map_with_timeout(_query_job, jobs, workers, timeout_s):
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            fingerprint, duration_s, truncated, fingerprint_s = value
-            verdicts[i] = self._verdict(
-                path_text(path), fingerprint, duration_s, truncated, fingerprint_s, top_k
-            )
+            verdicts[i] = self._verdict(path_text(path), *value, top_k)
         return [verdicts[i] for i in range(len(paths))]
-
-    def _screen_one(self, path: Path, top_k: int) -> Verdict:
-        """:meth:`screen`, with an OSError on the path (a name too long, a folder that cannot
-        be entered) as this upload's error: one bad path must not stop a batch."""
-        try:
-            return self.screen(path, top_k=top_k)
-        except OSError as exc:
-            return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
 
     def screen_audio(
         self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None
@@ -163,7 +175,7 @@ class Catalog:
         fingerprint = fingerprint_audio(audio, self.settings, query=True)
         fingerprint_s = time.perf_counter() - started
         return self._verdict(
-            name, fingerprint, audio.duration_s, audio.truncated, fingerprint_s, top_k
+            name, fingerprint, audio.duration_s, audio.truncated, audio.sha256, fingerprint_s, top_k
         )
 
     def _verdict(
@@ -172,16 +184,19 @@ class Catalog:
         query: Fingerprint,
         duration_s: float,
         truncated: bool,
+        sha256: str,
         fingerprint_s: float,
         top_k: int,
     ) -> Verdict:
-        """Search, decide and time one fingerprinted upload."""
+        """Search, decide, name the owners and time one fingerprinted upload."""
         search_start = time.perf_counter()
         matches = self.match_fingerprint(query)[:top_k]
+        uploads = self.store.uploads([m.work_id for m in matches])
+        identical = self.store.find_live_sha(sha256)
         return Verdict(
             path=name,
             verdict=decide(matches, self.settings),
-            matches=tuple(matches),
+            matches=tuple(owners.attribute(matches, uploads, self.settings, identical)),
             duration_s=duration_s,
             truncated=truncated,
             fingerprint_s=fingerprint_s,
@@ -249,19 +264,7 @@ class Catalog:
         self._indexes = None
 
     def stats(self) -> CatalogStats:
-        raw = self.store.stats()
-        works, hours = raw["works"], raw["seconds"] / 3600.0
-        return CatalogStats(
-            works=works,
-            hours=hours,
-            index_bytes=raw["index_bytes"],
-            catalog_bytes=raw["catalog_bytes"],
-            bytes_per_work=raw["catalog_bytes"] / works if works else 0.0,
-            bytes_per_hour=raw["catalog_bytes"] / hours if hours else 0.0,
-            hash_entries=raw["hash_entries"],
-            chroma_vectors=raw["chroma_vectors"],
-            shards=raw["shards"],
-        )
+        return self.store.stats()
 
 
 __all__ = ["Catalog", "CatalogError", "default_catalog_path", "expand_paths", "fingerprint_file"]

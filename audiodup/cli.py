@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,9 +22,25 @@ from rich.text import Text
 
 from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
-from .results import AddResult, Verdict, dumps, shown_text, verdict_to_dict
+from .ingest import source_path
+from .results import (
+    AddResult,
+    Verdict,
+    dumps,
+    screen_document,
+    screen_summary,
+    shown_text,
+    stats_document,
+    uploads_document,
+    works_document,
+)
 
-EXIT_CLEAN, EXIT_DUPLICATE, EXIT_INPUT_ERROR, EXIT_SUSPECT = 0, 1, 2, 3
+# Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
+# 2 an error (an input or work that could not be screened, a report that could not be
+# written; alone, also any error that stops a command), 4 a suspect. 3 = duplicate and error,
+# 5 = duplicate and suspect, and so on; 0 all clean. README.md, "Exit codes", documents them.
+EXIT_CLEAN, EXIT_DUPLICATE, EXIT_ERROR, EXIT_SUSPECT = 0, 1, 2, 4
+EXIT_INPUT_ERROR = EXIT_ERROR  # index add, index remove, and every one-line error
 
 app = typer.Typer(
     add_completion=False,
@@ -31,6 +48,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Find uploads that are tempo-, pitch- or length-altered copies of catalog works.",
 )
+
+
+class Role(StrEnum):
+    reference = "reference"
+    upload = "upload"
+
+
 index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
 app.add_typer(index_app, name="index")
 
@@ -116,12 +140,21 @@ def index_add(
         Path | None,
         typer.Option(
             "--metadata",
-            help="CSV with a 'path' column and e.g. work_id, title, artist, isrc, uploader, "
-            "uploaded_at (other columns are kept). Checked in full before anything is added.",
+            help="CSV with a 'path' column and e.g. external_id, title, artist, isrc, upc, "
+            "uploader, uploaded_at, role (other columns are kept). Rows are matched by full "
+            "path. Checked in full before anything is added.",
         ),
     ] = None,
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="reference: the files are a rights holder's own registrations; upload: "
+            "submissions to screen and attribute. A 'role' column overrides it per file.",
+        ),
+    ] = Role.upload,
 ) -> None:
-    """Fingerprint files and add them to the catalog (identical audio is added once)."""
+    """Record files as uploads in the catalog: new audio is fingerprinted and indexed, audio
+    already there becomes another upload of it (reported as identical)."""
     extra: dict[str, dict] = {}
     if metadata is not None:
         from .metadata import metadata_for_paths, read_metadata
@@ -134,7 +167,7 @@ def index_add(
                 "among the paths to add; they were ignored",
                 soft_wrap=True,
             )
-    counts = {"added": 0, "present": 0, "failed": 0}
+    counts = {"added": 0, "identical": 0, "present": 0, "failed": 0}
     present_with_metadata = 0
     with (
         _open(db, create=True) as catalog,
@@ -153,22 +186,28 @@ def index_add(
         def on_result(result: AddResult) -> None:
             nonlocal present_with_metadata
             counts[result.status] += 1
-            if result.status == "present" and result.path in extra:
+            if result.status == "present" and source_path(result.path) in extra:
                 present_with_metadata += 1
             progress.update(task, advance=1, name=shown_text(Path(result.path).name)[:40])
             if result.status == "failed":
                 _print_error(result.path, result.error, progress.console)
 
         catalog.add_paths(
-            paths, workers=workers, metadata=extra, on_result=on_result, timeout_s=timeout
+            paths,
+            workers=workers,
+            metadata=extra,
+            on_result=on_result,
+            timeout_s=timeout,
+            role=role.value,
         )
     out.print(
-        f"added {counts['added']}, already present {counts['present']}, failed {counts['failed']}"
+        f"added {counts['added']}, identical {counts['identical']}, "
+        f"already present {counts['present']}, failed {counts['failed']}"
     )
     if present_with_metadata:
         err.print(
-            f"note: {present_with_metadata} files with metadata were already in the catalog; "
-            "their stored metadata was not changed",
+            f"note: {present_with_metadata} files with metadata were already recorded; their "
+            "metadata was not changed (use 'audiodup index update --metadata')",
             soft_wrap=True,
         )
     if counts["failed"]:
@@ -184,11 +223,60 @@ def index_list(
     with _open(db) as catalog:
         works = catalog.works()
     if as_json:
-        print(dumps(works))
+        print(dumps(works_document(works)))
         return
     table = Table("work_id", "duration", "title", "path")
     for w in works:
         table.add_row(str(w.work_id), f"{w.duration_s:.1f} s", _user(w.title), _user(w.path))
+    out.print(table)
+
+
+@index_app.command("update")
+def index_update(
+    metadata: Annotated[
+        Path,
+        typer.Option(
+            "--metadata",
+            help="CSV naming each upload by upload_id, external_id or path (full path, never "
+            "a base name), with the fields to change (title, artist, isrc, upc, external_id, "
+            "uploader, uploaded_at, role, others). Empty cells change nothing.",
+        ),
+    ],
+    db: DbOption = None,
+) -> None:
+    """Change the metadata and roles of uploads already in the catalog: every line is checked
+    first, and nothing is changed unless all are valid."""
+    from .metadata import read_metadata_update
+
+    with _open(db, write=True) as catalog:
+        changes = read_metadata_update(metadata, catalog.uploads())
+        catalog.update_uploads(changes)
+    out.print(f"updated {len(changes)} uploads")
+
+
+@index_app.command("uploads")
+def index_uploads(
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the upload ledger: every submission, its work (content), role and identifiers."""
+    with _open(db) as catalog:
+        uploads = catalog.uploads()
+    if as_json:
+        print(dumps(uploads_document(uploads)))
+        return
+    table = Table("upload_id", "work_id", "role", "uploader", "uploaded_at", "external ids", "path")
+    for u in uploads:
+        ids = ", ".join(f"{k}={v}" for k, v in u.external_ids.items())
+        table.add_row(
+            str(u.upload_id),
+            str(u.work_id),
+            u.role,
+            _user(u.uploader or ""),
+            _user(u.uploaded_at or ""),
+            _user(ids),
+            _user(u.source_path),
+        )
     out.print(table)
 
 
@@ -207,14 +295,15 @@ def index_stats(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Works, hours of audio, index size."""
+    """Works, uploads, hours of audio, index size."""
     with _open(db) as catalog:
         stats = catalog.stats()
     if as_json:
-        print(dumps(stats))
+        print(dumps(stats_document(stats)))
         return
     table = Table("statistic", "value")
-    table.add_row("works", str(stats.works))
+    table.add_row("works (distinct audio)", str(stats.works))
+    table.add_row("uploads (of which references)", f"{stats.uploads} ({stats.references})")
     table.add_row("hours of audio", f"{stats.hours:.2f}")
     table.add_row("index bytes", f"{stats.index_bytes:,}")
     table.add_row("catalog bytes (index + SQLite)", f"{stats.catalog_bytes:,}")
@@ -269,7 +358,9 @@ def index_rebuild(db: DbOption = None) -> None:
 def screen(
     paths: Annotated[list[Path], _paths_argument("Uploads to screen.")],
     db: DbOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document: a summary and the results.")
+    ] = False,
     top: Annotated[int, typer.Option("--top", min=1, help="Matches reported per upload.")] = 5,
     workers: Annotated[int, typer.Option(min=1, help="Decoding processes.")] = 1,
     timeout: TimeoutOption = None,
@@ -284,8 +375,8 @@ def screen(
 ) -> None:
     """Screen uploads against the catalog.
 
-    Exit code: 0 all clean, 1 any duplicate, 2 any unreadable input (and no duplicate),
-    3 any suspect (and nothing worse).
+    Exit code: the sum of 1 (any duplicate), 2 (any input that could not be screened, or a
+    report that could not be written) and 4 (any suspect); 0 when every upload is clean.
     """
     from .report import check_report_path, write_screen_report
 
@@ -294,7 +385,7 @@ def screen(
     with _open(db) as catalog:
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:
-            print(dumps([verdict_to_dict(v) for v in verdicts]))
+            print(dumps(screen_document(verdicts)))
         else:
             for verdict in verdicts:
                 if verdict.error:
@@ -304,7 +395,7 @@ def screen(
         failed = report is not None and not _write_report(
             write_screen_report, verdicts, report, catalog
         )
-    raise typer.Exit(_with_report(_exit_code(verdicts), failed))
+    raise typer.Exit(_with_report(_screen_exit_code(verdicts), failed))
 
 
 def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
@@ -320,8 +411,17 @@ def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
 
 
 def _with_report(code: int, report_failed: bool) -> int:
-    """A report that could not be written is an input error, unless a duplicate outranks it."""
-    return EXIT_INPUT_ERROR if report_failed and code != EXIT_DUPLICATE else code
+    """A report that could not be written adds the error flag to the verdicts' code."""
+    return code | EXIT_ERROR if report_failed else code
+
+
+def exit_code(*, duplicates: int, errors: int, suspects: int) -> int:
+    """The exit code of a batch: one flag per kind of fact present, so none hides another."""
+    return (
+        (EXIT_DUPLICATE if duplicates else 0)
+        | (EXIT_ERROR if errors else 0)
+        | (EXIT_SUSPECT if suspects else 0)
+    )
 
 
 def _print_error(path: str, error: str | None, console: Console | None = None) -> None:
@@ -334,13 +434,11 @@ def _user(text: str | None) -> Text:
     return Text(shown_text(text or ""))
 
 
-def _exit_code(verdicts: list[Verdict]) -> int:
-    labels = {v.verdict for v in verdicts}
-    if "duplicate" in labels:
-        return EXIT_DUPLICATE
-    if any(v.error for v in verdicts):
-        return EXIT_INPUT_ERROR
-    return EXIT_SUSPECT if "suspect" in labels else EXIT_CLEAN
+def _screen_exit_code(verdicts: list[Verdict]) -> int:
+    counts = screen_summary(verdicts)
+    return exit_code(
+        duplicates=counts["duplicate"], errors=counts["error"], suspects=counts["suspect"]
+    )
 
 
 def _print_verdicts(verdicts: list[Verdict]) -> None:
@@ -429,12 +527,13 @@ def rescan_command(
     clusters of an original and its copies, owners, caveats, uploaders. Killed and restarted,
     it resumes where it stopped.
 
-    Exit code: 0 no matches, 1 duplicates found, 2 some works could not be screened (and no
-    duplicate), 3 only suspect pairs.
+    Exit code: the sum of 1 (duplicate pairs), 2 (works that could not be screened at all, or
+    a report that could not be written) and 4 (suspect pairs); 0 when nothing matched.
     """
     from .metadata import parse_timestamp
     from .report import check_report_path, write_rescan_report
     from .rescan import load_report, run_rescan
+    from .rescan.serialise import report_summary
 
     if new_only and since is not None:
         raise typer.BadParameter("use either --new-only or --since, not both", param_hint="--since")
@@ -487,12 +586,12 @@ def rescan_command(
         failed = report is not None and not _write_report(
             write_rescan_report, result, report, catalog
         )
-    if result.pairs:
-        code = EXIT_DUPLICATE
-    elif result.errors:
-        code = EXIT_INPUT_ERROR
-    else:
-        code = EXIT_SUSPECT if result.suspect_pairs else EXIT_CLEAN
+    counts = report_summary(result)
+    code = exit_code(
+        duplicates=counts["duplicate_pairs"],
+        errors=counts["errors"],
+        suspects=counts["suspect_pairs"],
+    )
     raise typer.Exit(_with_report(code, failed))
 
 

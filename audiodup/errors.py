@@ -28,13 +28,13 @@ class RecipeMismatchError(CatalogError):
 class MetadataError(AudiodupError):
     """A metadata CSV is unreadable or has invalid rows; ``problems`` lists each with its line."""
 
-    def __init__(self, source: str, problems: list[tuple[int, str]]):
+    def __init__(self, source: str, problems: list[tuple[int, str]], outcome: str = "added"):
         self.source = source
         self.problems = problems  # (line number, what is wrong), line 1 is the header
         shown = "\n".join(f"  line {line}: {text}" for line, text in problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: {len(problems)} {noun}, nothing was added\n{shown}{more}")
+        super().__init__(f"{source}: {len(problems)} {noun}, nothing was {outcome}\n{shown}{more}")
 
 
 class WorkNotFoundError(CatalogError):

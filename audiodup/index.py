@@ -4,15 +4,24 @@ A shard is a pair of FAISS indexes built from fingerprints: a hash index (``Inde
 exact buckets of 32-bit triplet keys whose ids pack work, anchor time, frequency and span) and a
 chroma index (segment vectors, chosen by the recipe's FAISS factory string, ids packing work and
 segment). :mod:`audiodup.store` keeps the shard files, SQLite and locking; it calls
-:func:`build_shard` to make a shard, :func:`write_index` / :func:`read_index` to move one to and
-from disk, and hands readers a :class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed
-look-ups below (:class:`HashHits`, :class:`ChromaHits`), so another backend (memory-mapped files,
-LMDB, shards on workers) needs only to provide the same methods.
+:func:`build_shard` to make a shard, :func:`write_hash_shard` / :func:`read_hash_shard` and
+:func:`write_index` / :func:`read_index` to move one to and from disk, and hands readers a
+:class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed look-ups below
+(:class:`HashHits`, :class:`ChromaHits`), so another backend (memory-mapped files, LMDB, shards on
+workers) needs only to provide the same methods.
+
+A hash shard's bucket sizes (entries per key, which the look-up reads before every search) are
+counted from the hashes when the shard is built and saved in its hash file, after the index:
+``FAISS index | _SIZES_MAGIC | zlib(int64 sizes)``. FAISS reads exactly its own bytes and ignores
+what follows, so the file stays a plain FAISS file for any reader, and the sizes are put in place
+by the same atomic rename as the index they count. Files written before this (no trailer) load
+with their sizes counted from the index, as then.
 """
 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,6 +37,7 @@ CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_
 _SEGMENT_BITS = 20
 _HASH_BUCKET_BITS = 24
 assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
+_SIZES_MAGIC = b"\x00audiodup bucket sizes v1\x00"
 
 
 def set_threads(n_threads: int) -> None:
@@ -125,7 +135,8 @@ class LoadedIndexes:
 
 
 def bucket_sizes(hash_shards: list) -> np.ndarray:
-    """Entries per hash key, summed over the shards (one exact look-up of every possible key)."""
+    """Entries per hash key, summed over the shards (one exact look-up of every possible key:
+    for shards saved without their sizes, and to check saved ones)."""
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
     every_key = keys_to_codes(np.arange(1 << KEY_BITS, dtype=np.uint32))
     for shard in hash_shards:
@@ -133,6 +144,11 @@ def bucket_sizes(hash_shards: list) -> np.ndarray:
             lims, _, _ = shard.range_search(every_key, 1)
             sizes += np.diff(lims).astype(np.int64)
     return sizes
+
+
+def count_keys(keys: np.ndarray) -> np.ndarray:
+    """Entries per hash key of a shard holding one entry per key in ``keys``."""
+    return np.bincount(np.asarray(keys, dtype=np.int64), minlength=1 << KEY_BITS)
 
 
 # -- building ------------------------------------------------------------------------------------
@@ -163,17 +179,20 @@ class BuiltShard:
     counts: list[tuple[int, int, int]]  # (n_hashes, n_segments, work_id) per work
     n_hashes: int
     n_segments: int
+    bucket_sizes: np.ndarray  # int64 entries per hash key, counted from the hashes added
 
 
 def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
     hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
     vectors, vector_ids, counts, n_hashes = [], [], [], 0
+    sizes = count_keys(np.zeros(0, dtype=np.int64))
     for work_id, fingerprint in entries:
         hashes = fingerprint_hashes(fingerprint, settings)
         if len(hashes):
             hash_index.add_with_ids(keys_to_codes(hashes.keys), pack_entry_ids(work_id, hashes))
             n_hashes += len(hashes)
+            sizes += count_keys(hashes.keys)
         segments = reference_segments(fingerprint, settings)
         vectors.append(segments)
         vector_ids.append(pack_segment_ids(work_id, len(segments)))
@@ -182,7 +201,7 @@ def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> B
     all_vectors = np.concatenate(vectors).astype(np.float32)
     if len(all_vectors):
         chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
-    return BuiltShard(hash_index, chroma_index, counts, n_hashes, len(all_vectors))
+    return BuiltShard(hash_index, chroma_index, counts, n_hashes, len(all_vectors), sizes)
 
 
 def new_chroma_index(training: np.ndarray | None, settings: Settings):
@@ -256,10 +275,68 @@ def read_index(path, *, binary: bool):
         return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
 
 
+@dataclass(frozen=True)
+class HashShard:
+    """A hash index read from its file with the bucket sizes saved in it (``None``: a file
+    written before sizes were saved)."""
+
+    index: object
+    bucket_sizes: np.ndarray | None
+
+
+def write_hash_shard(index, sizes: np.ndarray) -> Callable[[Callable[[bytes], object]], None]:
+    """A writer of a hash index followed by its bucket ``sizes`` (see the module docstring)."""
+    payload = zlib.compress(np.asarray(sizes, dtype="<i8").tobytes())
+
+    def write(sink: Callable[[bytes], object]) -> None:
+        write_index(index, binary=True)(sink)
+        sink(_SIZES_MAGIC)
+        sink(payload)
+
+    return write
+
+
+def read_hash_shard(path) -> HashShard:
+    """Read a hash shard file and the bucket sizes saved after its index. Raises
+    ``RuntimeError`` (as FAISS does for a damaged index) when the saved sizes are damaged or do
+    not count the index's entries."""
+    with open(path, "rb") as handle:
+        index = faiss.read_index_binary(faiss.PyCallbackIOReader(handle.read))
+        trailer = handle.read()  # FAISS stopped at the end of its own bytes
+    if not trailer:
+        return HashShard(index, None)
+    sizes = _saved_sizes(trailer)
+    if sizes is None or sizes.sum() != index.ntotal:
+        raise RuntimeError("the bucket sizes saved after a hash index are damaged")
+    return HashShard(index, sizes)
+
+
+def _saved_sizes(trailer: bytes) -> np.ndarray | None:
+    """The sizes a trailer holds, None when it is not one (zlib checks the payload)."""
+    if not trailer.startswith(_SIZES_MAGIC):
+        return None
+    expected = 8 << KEY_BITS
+    stream = zlib.decompressobj()
+    try:
+        # a damaged file must not inflate to any size: one byte over the expected is enough
+        raw = stream.decompress(trailer[len(_SIZES_MAGIC) :], expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not stream.eof or stream.unused_data:
+        return None
+    sizes = np.frombuffer(raw, dtype="<i8").astype(np.int64)
+    return sizes if (sizes >= 0).all() else None
+
+
 def load_indexes(
-    hash_shards: list, chroma_shards: list, live: np.ndarray, nprobe: int
+    hash_shards: list[HashShard], chroma_shards: list, live: np.ndarray, nprobe: int
 ) -> LoadedIndexes:
-    """A snapshot of loaded shards, with their bucket sizes computed once here at load."""
+    """A snapshot of loaded shards, their bucket sizes summed from the saved ones (counted from
+    the index here only for a shard saved without them)."""
     for index in chroma_shards:
         set_nprobe(index, nprobe)
-    return LoadedIndexes(hash_shards, chroma_shards, live, bucket_sizes(hash_shards))
+    sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    for shard in hash_shards:
+        saved = shard.bucket_sizes
+        sizes += bucket_sizes([shard.index]) if saved is None else saved
+    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes)

@@ -1,11 +1,13 @@
 """Adding files to a catalog: walk the paths, fingerprint each file (in worker processes when
-asked), and commit the new works to the store in batches.
+asked), and record each as an upload in the store, in input order and in batches. Content that
+is already in the catalog is not stored again: the file becomes a new upload of it.
 
 :class:`~audiodup.catalog.Catalog` delegates ``add_paths`` here; the store does the writing.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -104,13 +106,19 @@ def _os_problem(exc: OSError) -> str:
     return f"cannot read: {exc.strerror or exc}"
 
 
+def source_path(path: str | Path) -> str:
+    """The absolute, resolved path a catalog records for a file: the same whatever the current
+    folder or the symbolic links it was named through."""
+    return path_text(os.path.realpath(path))
+
+
 def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
     """Decode and fingerprint one file for the catalog (runs in worker processes)."""
     path = Path(path)
     audio = load_audio(path, settings)
     stat = path.stat()
     return NewWork(
-        path=path_text(path),
+        path=source_path(path),
         sha256=audio.sha256,
         duration_s=audio.duration_s,
         fingerprint=fingerprint_audio(audio, settings),
@@ -122,7 +130,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
 
 
 def _fingerprint_job(args) -> NewWork | str:
-    path, settings = args
+    _, path, settings = args
     try:
         return fingerprint_file(path, settings)
     except AudiodupError as exc:
@@ -145,51 +153,57 @@ def add_paths(
     batch_size: int = 32,
     batch_seconds: float = 30.0,
     timeout_s: float | None = None,
+    role: str = "upload",
 ) -> list[AddResult]:
-    """Fingerprint files (folders recursively) and add them; identical audio is skipped.
+    """Fingerprint files (folders recursively) and record each as an upload.
 
-    Work is committed in batches, so an interrupted run keeps what it finished; re-running
-    it skips files already in the catalog (``store``, which takes its writer lock per batch).
-    With ``timeout_s`` (or ``workers > 1``) each file is decoded in a worker process that is
-    killed when it runs over ``timeout_s``.
+    ``metadata`` maps a file's absolute resolved path (:func:`source_path`, as
+    :func:`audiodup.metadata.read_metadata` keys it) to its upload's fields; a ``role`` field
+    there overrides ``role`` (``"reference"``: what a rights holder registers as their own).
+    Results, and so upload and work ids, follow input order whatever ``workers`` is. Work is
+    committed in batches, so an interrupted run keeps what it finished; re-running it finds
+    the files already recorded (``present``). With ``timeout_s`` (or ``workers > 1``) each file
+    is decoded in a worker process that is killed when it runs over ``timeout_s``.
     """
     metadata = metadata or {}
     results: list[AddResult] = []
-    pending: list[tuple[NewWork, str]] = []
+    # results wait here in input order until the uploads among them are committed
+    pending: list[AddResult | tuple[NewWork, str]] = []
     last_commit = time.monotonic()
-
-    def emit(result: AddResult) -> None:
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
 
     def flush() -> None:
         nonlocal pending, last_commit
-        if pending:
-            outcome = store.commit_batch([item for item, _ in pending])
-            for (item, shown), (work_id, added) in zip(pending, outcome, strict=True):
-                emit(
-                    AddResult(
-                        shown,
-                        "added" if added else "present",
-                        work_id,
-                        duration_s=item.duration_s,
-                    )
+        items = [entry[0] for entry in pending if isinstance(entry, tuple)]
+        outcome = iter(store.commit_batch(items) if items else ())
+        for entry in pending:
+            if isinstance(entry, tuple):
+                item, shown = entry
+                done = next(outcome)
+                entry = AddResult(
+                    shown,
+                    done.status,
+                    done.work_id,
+                    duration_s=item.duration_s,
+                    upload_id=done.upload_id,
                 )
+            results.append(entry)
+            if on_result is not None:
+                on_result(entry)
         pending, last_commit = [], time.monotonic()
 
-    todo: list[Path] = []
+    # one slot per input, in order: a result known before decoding, or a file to decode
+    slots: list[Path | AddResult] = []
     for path, error in expand_paths(paths):
         if error is not None:
-            emit(AddResult(path_text(path), "failed", error=error))
+            slots.append(AddResult(path_text(path), "failed", error=error))
             continue
         known = _unchanged(store, path)
-        if known is not None:
-            emit(AddResult(path_text(path), "present", known))
-        else:
-            todo.append(path)
-
-    jobs = [(p, settings) for p in todo]
+        slots.append(
+            path
+            if known is None
+            else AddResult(path_text(path), "present", known.work_id, upload_id=known.upload_id)
+        )
+    jobs = [(i, p, settings) for i, p in enumerate(slots) if isinstance(p, Path)]
     if workers > 1 or timeout_s is not None:
         outputs = (
             (item[0], value if status == "ok" else str(value))
@@ -197,14 +211,24 @@ def add_paths(
         )
     else:
         outputs = ((job[0], _fingerprint_job(job)) for job in jobs)
-    for path, output in outputs:
-        if isinstance(output, str):
-            emit(AddResult(path_text(path), "failed", error=output))
-            continue
-        extra = metadata.get(str(path)) or metadata.get(path.name) or {}
-        if extra:
-            output = _with_metadata(output, extra)
-        pending.append((output, path_text(path)))
+    decoded: dict[int, NewWork | str] = {}
+    next_slot = 0
+    for slot, output in itertools.chain([(None, None)], outputs):  # first: leading results
+        if slot is not None:
+            decoded[slot] = output
+        while next_slot < len(slots) and (
+            isinstance(slots[next_slot], AddResult) or next_slot in decoded
+        ):
+            entry = slots[next_slot]
+            if isinstance(entry, Path):
+                output = decoded.pop(next_slot)
+                if isinstance(output, str):
+                    entry = AddResult(path_text(entry), "failed", error=output)
+                else:
+                    extra = metadata.get(source_path(entry)) or {}
+                    entry = (_for_upload(output, extra, role), path_text(entry))
+            pending.append(entry)
+            next_slot += 1
         if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
             flush()
     flush()
@@ -216,13 +240,14 @@ def _unchanged(store: CatalogStore, path: Path) -> int | None:
         stat = path.stat()
     except OSError:
         return None
-    return store.find_unchanged_file(path_text(path), stat.st_size, stat.st_mtime)
+    return store.find_unchanged_file(source_path(path), stat.st_size, stat.st_mtime)
 
 
-def _with_metadata(item: NewWork, extra: dict) -> NewWork:
+def _for_upload(item: NewWork, extra: dict, role: str) -> NewWork:
     return replace(
         item,
         title=extra.get("title") or item.title,
         artist=extra.get("artist") or item.artist,
         metadata={**item.metadata, **extra},
+        role=extra.get("role") or role,
     )

@@ -1,9 +1,16 @@
-"""Distributor metadata for works: read and validate a CSV before anything is added.
+"""Distributor metadata for uploads: read and validate a CSV before anything is written.
 
-The CSV has a header row with at least a ``path`` column. Known columns are ``path``,
-``work_id`` (the distributor's own identifier, kept as text), ``title``, ``artist``, ``isrc``,
-``uploader`` and ``uploaded_at`` (ISO 8601 date or date-time); any other column is kept as is.
-Paths may be absolute, relative to the CSV's folder or relative to the current directory.
+The CSV has a header row. Known columns are ``path``, ``external_id`` (the distributor's own
+identifier, kept as text; ``work_id`` is read as its older name), ``title``, ``artist``,
+``isrc``, ``upc``, ``uploader``, ``uploaded_at`` (ISO 8601 date or date-time) and ``role``
+(``reference``: what a rights holder registers as their own, or ``upload``); any other column
+is kept as is. Paths may be absolute, relative to the CSV's folder or relative to the current
+directory, and are matched as resolved absolute paths, never by base name.
+
+For ``index add`` (:func:`read_metadata`) every row names a file by ``path``. For ``index
+update`` (:func:`read_metadata_update`) a row names an upload already in the catalog by
+``upload_id``, ``external_id`` or ``path``; an unknown or ambiguous key is an error for that
+line, and nothing is applied unless every line is valid.
 
 >>> table = read_metadata("uploads.csv")                        # doctest: +SKIP
 >>> matched, unused = metadata_for_paths(table, ["uploads/"])   # doctest: +SKIP
@@ -20,11 +27,25 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .catalog import expand_paths
 from .errors import MetadataError
-from .results import shown_text
+from .ingest import expand_paths, source_path
+from .results import UploadInfo, shown_text
 
-KNOWN_COLUMNS = ("path", "work_id", "title", "artist", "isrc", "uploader", "uploaded_at")
+KNOWN_COLUMNS = (
+    "path",
+    "upload_id",
+    "external_id",
+    "title",
+    "artist",
+    "isrc",
+    "upc",
+    "uploader",
+    "uploaded_at",
+    "role",
+)
+_OLD_NAMES = {"work_id": "external_id"}  # the distributor's id had this name before the ledger
+ROLES = ("reference", "upload")
+_UPC = re.compile(r"^\d{12,14}$")
 _ISRC = re.compile(r"^[A-Z]{2}[A-Z0-9]{3}\d{7}$")
 _DELIMITERS = (",", ";", "\t")
 
@@ -62,9 +83,119 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
     MetadataError
         Listing every invalid row with its line number (the header is line 1): no ``path``
         column, an empty path, a file that exists neither relative to the CSV nor to ``cwd``,
-        an ambiguous path, the same file twice, a repeated ``work_id``, an ``uploaded_at`` that
-        is not ISO 8601, an invalid ISRC, a row with more cells than the header.
+        an ambiguous path, the same file twice, a repeated ``external_id``, an ``uploaded_at``
+        that is not ISO 8601, an invalid ISRC or UPC, an unknown role, a row with more cells
+        than the header.
     """
+    table: dict[str, dict[str, str]] = {}
+    first_seen: dict[str, int] = {}
+    external_ids: dict[str, int] = {}
+    problems: list[tuple[int, str]] = []
+    for line, row, base_dirs in _rows(csv_path, cwd, required="path"):
+        if isinstance(row, str):
+            problems.append((line, row))
+            continue
+        if "upload_id" in row:
+            problems.append((line, "upload_id belongs in 'index update', not in 'index add'"))
+            continue
+        key, row_problems = _check_row(row, base_dirs)
+        row.pop("path", None)
+        if key is not None:
+            if key in first_seen:
+                row_problems.append(
+                    f"{shown_text(key)} is already described on line {first_seen[key]}"
+                )
+            else:
+                first_seen[key] = line
+        external = row.get("external_id")
+        if external is not None:
+            if external in external_ids:
+                row_problems.append(
+                    f"external_id {external!r} repeats line {external_ids[external]}"
+                )
+            else:
+                external_ids[external] = line
+        if row_problems:
+            problems.extend((line, p) for p in row_problems)
+            continue
+        table[key] = row
+    if problems:
+        raise MetadataError(str(csv_path), sorted(problems))
+    return table
+
+
+def read_metadata_update(
+    csv_path: str | Path, uploads: list[UploadInfo], cwd: str | Path | None = None
+) -> list[tuple[int, dict[str, str]]]:
+    """Read an ``index update`` CSV against the catalog's ``uploads``: ``[(upload id, fields to
+    change)]`` in file order. A row names its upload by ``upload_id``, else ``external_id``,
+    else ``path`` (the file's resolved absolute path, as recorded); empty cells change nothing.
+
+    Raises
+    ------
+    MetadataError
+        Every invalid line: no key, an unknown or ambiguous key, an upload named twice, an
+        invalid value (as for :func:`read_metadata`).
+    """
+    by_id = {u.upload_id: u for u in uploads}
+    by_external: dict[str, list[int]] = {}
+    by_path: dict[str, list[int]] = {}
+    for u in uploads:
+        if u.external_id:
+            by_external.setdefault(u.external_id, []).append(u.upload_id)
+        by_path.setdefault(u.source_path, []).append(u.upload_id)
+    changes: list[tuple[int, dict[str, str]]] = []
+    first_seen: dict[int, int] = {}
+    problems: list[tuple[int, str]] = []
+    for line, row, base_dirs in _rows(csv_path, cwd, required=None):
+        if isinstance(row, str):
+            problems.append((line, row))
+            continue
+        key_problems: list[str] = []
+        if "upload_id" in row:
+            text = row.pop("upload_id")
+            found = [int(text)] if text.isdigit() and int(text) in by_id else []
+            what = f"upload_id {text!r}"
+        elif "external_id" in row:
+            found = by_external.get(row["external_id"], [])
+            what = f"external_id {row['external_id']!r}"
+            row.pop("external_id")  # the key itself does not change
+        elif "path" in row:
+            resolved = _resolve(row["path"], base_dirs)
+            key = row["path"] if isinstance(resolved, str) else source_path(resolved)
+            found = by_path.get(key, []) or by_path.get(row["path"], [])
+            what = f"path {shown_text(row['path'])}"
+        else:
+            found, what = [], ""
+            key_problems.append("no upload_id, external_id or path to name the upload")
+        row.pop("path", None)
+        if what and not found:
+            key_problems.append(f"{what} names no upload in the catalog")
+        elif len(found) > 1:
+            ids = ", ".join(str(i) for i in found[:5])
+            key_problems.append(f"{what} is ambiguous: uploads {ids} (use upload_id)")
+        field_problems = _value_problems(row)
+        if key_problems or field_problems:
+            problems.extend((line, p) for p in key_problems + field_problems)
+            continue
+        upload_id = found[0]
+        if upload_id in first_seen:
+            problems.append(
+                (line, f"upload {upload_id} is already changed on line {first_seen[upload_id]}")
+            )  # noqa: E501
+            continue
+        first_seen[upload_id] = line
+        if row:
+            changes.append((upload_id, row))
+    if problems:
+        raise MetadataError(str(csv_path), sorted(problems), outcome="changed")
+    return changes
+
+
+def _rows(csv_path: str | Path, cwd: str | Path | None, required: str | None):
+    """``(line number, {column: non-empty cell} or a problem, base folders for paths)`` per
+    data row, known column names lower-case (older names renamed); raises
+    :class:`MetadataError` for the header's problems."""
     csv_path = Path(csv_path)
     source = str(csv_path)
     text = _read_text(csv_path)
@@ -80,56 +211,32 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
         ) from None
     except csv.Error as exc:
         raise MetadataError(source, [(1, f"unreadable CSV header: {exc}")]) from None
-    columns, problems = _columns(header)
+    columns, problems = _columns(header, required)
     if problems:
         raise MetadataError(source, problems)
-
-    table: dict[str, dict[str, str]] = {}
-    first_seen: dict[str, int] = {}
-    work_ids: dict[str, int] = {}
-    problems = []
     while True:
         try:
             cells = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            problems.append((reader.line_num, f"unreadable CSV: {exc}"))
+            yield reader.line_num, f"unreadable CSV: {exc}", base_dirs
             break
         line = reader.line_num
         if not any(c.strip() for c in cells):
             continue  # blank line
         if len(cells) > len(header) and any(c.strip() for c in cells[len(header) :]):
-            problems.append((line, f"{len(cells)} cells but the header has {len(header)} columns"))
+            yield line, f"{len(cells)} cells but the header has {len(header)} columns", base_dirs
             continue
-        row = {
-            name: cells[i].strip()
-            for i, name in enumerate(columns)
-            if name is not None and i < len(cells) and cells[i].strip()
-        }
-        key, row_problems = _check_row(row, base_dirs)
-        row.pop("path", None)
-        if key is not None:
-            if key in first_seen:
-                row_problems.append(
-                    f"{shown_text(key)} is already described on line {first_seen[key]}"
-                )
-            else:
-                first_seen[key] = line
-        if "work_id" in row:
-            if row["work_id"] in work_ids:
-                row_problems.append(
-                    f"work_id {row['work_id']!r} repeats line {work_ids[row['work_id']]}"
-                )
-            else:
-                work_ids[row["work_id"]] = line
-        if row_problems:
-            problems.extend((line, p) for p in row_problems)
-            continue
-        table[key] = row
-    if problems:
-        raise MetadataError(source, problems)
-    return table
+        yield (
+            line,
+            {
+                name: cells[i].strip()
+                for i, name in enumerate(columns)
+                if name is not None and i < len(cells) and cells[i].strip()
+            },
+            base_dirs,
+        )
 
 
 def metadata_for_paths(
@@ -137,23 +244,22 @@ def metadata_for_paths(
 ) -> tuple[dict[str, dict[str, str]], list[str]]:
     """Match a metadata table to the files ``index add`` will see for ``paths``.
 
-    Returns ``(metadata, unused)``: ``metadata`` is keyed the way
-    :meth:`audiodup.Catalog.add_paths` looks files up (the path as walked), ``unused`` lists the
-    table's files that are not among ``paths``.
+    Returns ``(metadata, unused)``: ``metadata`` holds the table's rows of those files, keyed
+    the way :meth:`audiodup.Catalog.add_paths` looks them up (the resolved absolute path,
+    :func:`audiodup.ingest.source_path`); ``unused`` lists the table's files that are not among
+    ``paths``.
     """
     matched: dict[str, dict[str, str]] = {}
-    used: set[str] = set()
     for path, error in expand_paths(paths):
         if error is not None:
             continue
         try:
-            key = str(Path(path).resolve())
-        except (OSError, RuntimeError):
+            key = source_path(path)
+        except (OSError, ValueError):
             continue
         if key in table:
-            matched[str(path)] = table[key]
-            used.add(key)
-    return matched, sorted(k for k in table if k not in used)
+            matched[key] = table[key]
+    return matched, sorted(k for k in table if k not in matched)
 
 
 def _read_text(csv_path: Path) -> str:
@@ -170,15 +276,18 @@ def _read_text(csv_path: Path) -> str:
         ) from None
 
 
-def _columns(header: list[str]) -> tuple[list[str | None], list[tuple[int, str]]]:
-    """Column names (known ones lower-case, unnamed ones None) and header problems."""
+def _columns(
+    header: list[str], required: str | None
+) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """Column names (known ones lower-case and older names renamed, unnamed ones None) and
+    header problems; ``required`` names a column that must be there."""
     names: list[str | None] = []
     problems: list[tuple[int, str]] = []
     seen: set[str] = set()
     for cell in header:
         name = cell.strip()
-        if name.lower() in KNOWN_COLUMNS:
-            name = name.lower()
+        if name.lower() in KNOWN_COLUMNS or name.lower() in _OLD_NAMES:
+            name = _OLD_NAMES.get(name.lower(), name.lower())
         if not name:
             names.append(None)  # a trailing delimiter; cells under it must stay empty
             continue
@@ -186,9 +295,13 @@ def _columns(header: list[str]) -> tuple[list[str | None], list[tuple[int, str]]
             problems.append((1, f"column {name!r} appears twice in the header"))
         seen.add(name)
         names.append(name)
-    if "path" not in seen:
-        found = ", ".join(repr(n) for n in names if n) or "none"
-        problems.append((1, f"no 'path' column in the header (columns: {found})"))
+    found = ", ".join(repr(n) for n in names if n) or "none"
+    if required is not None and required not in seen:
+        problems.append((1, f"no {required!r} column in the header (columns: {found})"))
+    if required is None and not seen & {"upload_id", "external_id", "path"}:
+        problems.append(
+            (1, f"no 'upload_id', 'external_id' or 'path' column in the header (columns: {found})")
+        )
     return names, problems
 
 
@@ -204,7 +317,13 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> tuple[str | None, 
         if isinstance(resolved, str):
             problems.append(resolved)
         else:
-            key = str(resolved)
+            key = source_path(resolved)
+    return key, problems + _value_problems(row)
+
+
+def _value_problems(row: dict[str, str]) -> list[str]:
+    """What is wrong with a row's values (dates, ISRC, UPC, role)."""
+    problems = []
     if "uploaded_at" in row:
         try:
             parse_timestamp(row["uploaded_at"])
@@ -215,7 +334,13 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> tuple[str | None, 
             )
     if "isrc" in row and not _ISRC.match(row["isrc"].replace("-", "").upper()):
         problems.append(f"isrc {row['isrc']!r} is not an ISRC (CC-XXX-YY-NNNNN)")
-    return key, problems
+    if "upc" in row and not _UPC.match(row["upc"]):
+        problems.append(f"upc {row['upc']!r} is not a UPC/EAN (12 to 14 digits)")
+    if "role" in row:
+        row["role"] = row["role"].lower()
+        if row["role"] not in ROLES:
+            problems.append(f"role {row['role']!r} is not one of: {', '.join(ROLES)}")
+    return problems
 
 
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:

@@ -1,9 +1,11 @@
 """Report files for ``screen --out`` and ``rescan --out``: JSON, CSV or self-contained HTML,
 chosen by the file's suffix.
 
-* JSON: ``screen`` writes the array that ``screen --json`` prints; ``rescan`` writes
+* JSON: ``screen`` writes the document that ``screen --json`` prints
+  (:func:`audiodup.results.screen_document`); ``rescan`` writes
   :func:`audiodup.rescan.report_to_dict` (``clusters``, ``links``, ``linked_uploads``,
-  ``pairs``, ``suspect_pairs``, ``uploaders``, ...).
+  ``pairs``, ``suspect_pairs``, ``uploaders``, ...). Both carry ``schema_version`` and follow
+  the schemas of :mod:`audiodup.schema`.
 * CSV: ``screen`` writes one row per (upload, match), an upload without matches gets one row;
   ``rescan`` writes one row per matching pair (duplicates, then suspects) with both works'
   names and uploads (ids, uploaders, dates, roles, external ids), the typed link (``relation``,
@@ -28,8 +30,8 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import AudiodupError
-from .rescan import Member, Pair, RescanReport
-from .results import Match, Verdict, dumps, to_jsonable, verdict_to_dict
+from .rescan import Member, Pair, RescanReport, report_to_dict
+from .results import Match, Verdict, dumps, screen_document, to_jsonable
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
 
@@ -91,7 +93,7 @@ def write_screen_report(
     """Write screening results; HTML needs the ``catalog`` for pictures and reference audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = dumps([verdict_to_dict(v) for v in verdicts])
+        text = dumps(screen_document(verdicts))
     elif fmt == "csv":
         text = screen_csv(verdicts)
     else:
@@ -107,7 +109,7 @@ def write_rescan_report(
     """Write a rescan report; HTML needs the ``catalog`` for pictures and audio."""
     fmt = report_format(out)
     if fmt == "json":
-        text = dumps(report)
+        text = dumps(report_to_dict(report))
     elif fmt == "csv":
         text = rescan_csv(report)
     else:
@@ -117,16 +119,43 @@ def write_rescan_report(
     return _write(out, text)
 
 
+# who a matched work is (audiodup.owners): the upload that names it and its identifiers
+_OWNER_COLUMNS = (
+    "upload_id",
+    "role",
+    "uploader",
+    "isrc",
+    "upc",
+    "external_id",
+    "attribution",
+    "identical_content",
+)
+
+
 def screen_csv(verdicts: Sequence[Verdict]) -> str:
     header = ("path", "verdict", "error", "duration_s", "rank", "work_id", "work_path", "title")
     rows = []
     for v in verdicts:
         base = [v.path, v.verdict or "error", v.error or "", _cell(v.duration_s)]
         if not v.matches:
-            rows.append(base + [""] * (4 + len(_MATCH_COLUMNS)))
+            rows.append(base + [""] * (4 + len(_OWNER_COLUMNS) + len(_MATCH_COLUMNS)))
         for rank, m in enumerate(v.matches, start=1):
-            rows.append(base + [rank, m.work_id, m.path, m.title or ""] + _match_cells(m))
-    return _csv(header + _MATCH_COLUMNS, rows)
+            rows.append(
+                base + [rank, m.work_id, m.path, m.title or ""] + _owner_cells(m) + _match_cells(m)
+            )
+    return _csv(header + _OWNER_COLUMNS + _MATCH_COLUMNS, rows)
+
+
+def _owner_cells(m: Match) -> list:
+    ids = m.external_ids
+    return [
+        _cell(m.upload_id),
+        m.role or "",
+        m.uploader or "",
+        *(ids.get(name, "") for name in ("isrc", "upc", "external_id")),
+        m.attribution or "",
+        _cell(m.identical_content),
+    ]
 
 
 def rescan_csv(report: RescanReport) -> str:

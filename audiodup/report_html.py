@@ -131,7 +131,9 @@ def screen_html(
             [
                 (name, Path(v.path).name),
                 (_badge(label), _LABEL_ORDER.get(label, 9)),
-                _e(f"{top.work_id}: {_work_name(top)}") if top else _e(v.error or ""),
+                _e(f"{top.work_id}: {_work_name(top)}{_owner_note(top)}")
+                if top
+                else _e(v.error or ""),
                 _e(top.relation.replace("same_", "")) if top else "",
                 *_number_cells(top),
             ]
@@ -726,7 +728,11 @@ def _matches_table(matches: Sequence[Match]) -> str:
     rows = [
         [
             _e(f"{m.work_id}: {_work_name(m)}"),
-            _e(m.relation.replace("same_", "")),
+            _owner(m),
+            _e(
+                ("identical audio, " if m.identical_content else "")
+                + m.relation.replace("same_", "")
+            ),
             f"{_s(m.query_start_s)}–{_s(m.query_end_s)}",
             f"{_s(m.ref_start_s)}–{_s(m.ref_end_s)}",
             *_number_cells(m),
@@ -734,8 +740,20 @@ def _matches_table(matches: Sequence[Match]) -> str:
         for m in matches
     ]
     return _table(
-        ["work", "relation", "upload s", "reference s", *_NUMBER_HEADERS], rows, sortable=False
+        ["work", "owner", "relation", "upload s", "reference s", *_NUMBER_HEADERS],
+        rows,
+        sortable=False,
     )
+
+
+def _owner(m: Match) -> str:
+    """Who the work is: the upload that names it, its identifiers and why that upload."""
+    if m.upload_id is None:
+        return ""
+    who = f"upload {m.upload_id}, {m.role}" + (f", by {m.uploader}" if m.uploader else "")
+    ids = "".join(f"<br>{_e(k)} <code>{_e(v)}</code>" for k, v in m.external_ids.items())
+    why = f'<br><span class="muted">{_e(m.attribution)}</span>' if m.attribution else ""
+    return f"{_e(who)}{ids}{why}"
 
 
 def _picture(catalog: Catalog, query: Fingerprint, work_id: int, name: str) -> str:
@@ -827,6 +845,17 @@ def _original_text(cluster: Cluster, uploads: dict[int, Member]) -> str:
         f"upload {m.upload_id} (work {m.work_id}): {name}{by}{owner}{ids}; "
         f"{cluster.original_reason}"
     )
+
+
+def _relation_text(m: Match) -> str:
+    relation = m.relation.replace("same_", "")
+    return f"identical audio, {relation}" if m.identical_content else relation
+
+
+def _owner_note(m: Match) -> str:
+    if m.upload_id is None:
+        return ""
+    return f" ({m.role} {m.upload_id}" + (f" by {m.uploader})" if m.uploader else ")")
 
 
 def _work_name(m: Match) -> str:

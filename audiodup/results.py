@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from .schema import SCHEMA_VERSION
 
 Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
@@ -52,6 +56,14 @@ class Match:
     # confirm the recording): the probability is the combined one, and a duplicate needs no
     # hash or peak count floor
     chroma_confirmed: bool = False
+    # who the work is (audiodup.owners): the upload that names it, its identifiers and why
+    upload_id: int | None = None
+    uploader: str | None = None
+    role: UploadRole | None = None
+    external_ids: dict = field(default_factory=dict)
+    attribution: str | None = None
+    # the upload's audio is this work's own (the same content, sent again)
+    identical_content: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,11 +86,16 @@ class Verdict:
 
 @dataclass(frozen=True)
 class AddResult:
+    """One submitted file: ``added`` (new content, new upload), ``identical`` (a new upload of
+    content already in the catalog), ``present`` (this very file is already recorded) or
+    ``failed``."""
+
     path: str
-    status: Literal["added", "present", "failed"]
+    status: Literal["added", "identical", "present", "failed"]
     work_id: int | None = None
     error: str | None = None
     duration_s: float | None = None
+    upload_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +148,8 @@ class CatalogStats:
     hash_entries: int
     chroma_vectors: int
     shards: int
+    uploads: int = 0  # records in the upload ledger (content is stored once per work)
+    references: int = 0  # of those, rights holders' references
 
 
 def path_text(path) -> str:
@@ -178,12 +197,56 @@ def to_jsonable(obj):
     return obj
 
 
+# The JSON documents: each carries ``schema_version`` and is described by a schema in
+# audiodup/schemas/ (audiodup.schema). Change a shape here and there together.
+
+
 def verdict_to_dict(verdict: Verdict) -> dict:
-    if verdict.error is not None:
-        return {"path": verdict.path, "error": verdict.error}
+    """One entry of a screen document. Every entry has the same fields; an input that could
+    not be screened has ``"verdict": "error"``, the cause in ``error`` and no matches."""
     data = to_jsonable(verdict)
-    data.pop("error")
-    return data
+    head = {key: data.pop(key) for key in ("path", "verdict", "error", "matches")}
+    if verdict.error is not None:
+        head.update(verdict="error", matches=[])
+    return {**head, **data}
+
+
+def screen_label(verdict: Verdict) -> str:
+    """``duplicate``, ``suspect``, ``clean``, or ``error`` for an input that was not screened."""
+    return "error" if verdict.error is not None else str(verdict.verdict)
+
+
+def screen_summary(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many inputs got each verdict (the facts the exit code is made of)."""
+    labels = Counter(screen_label(v) for v in verdicts)
+    return {
+        "uploads": len(verdicts),
+        **{label: labels[label] for label in ("duplicate", "suspect", "clean", "error")},
+    }
+
+
+def screen_document(verdicts: Sequence[Verdict]) -> dict:
+    """What ``screen --json`` prints and ``screen --out FILE.json`` writes."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "summary": screen_summary(verdicts),
+        "results": [verdict_to_dict(v) for v in verdicts],
+    }
+
+
+def works_document(works: Sequence[WorkInfo]) -> dict:
+    """What ``index list --json`` prints."""
+    return {"schema_version": SCHEMA_VERSION, "works": to_jsonable(list(works))}
+
+
+def uploads_document(uploads: Sequence[UploadInfo]) -> dict:
+    """What ``index uploads --json`` prints."""
+    return {"schema_version": SCHEMA_VERSION, "uploads": to_jsonable(list(uploads))}
+
+
+def stats_document(stats: CatalogStats) -> dict:
+    """What ``index stats --json`` prints."""
+    return {"schema_version": SCHEMA_VERSION, **to_jsonable(stats)}
 
 
 def dumps(obj) -> str:

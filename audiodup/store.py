@@ -2,8 +2,10 @@
 
 Layout of a catalog directory::
 
-    catalog.sqlite        works, fingerprints (the source of truth), shard list, recipe
-    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence
+    catalog.sqlite        works (content) and their fingerprints (the source of truth), the
+                          upload ledger, shard list, recipe
+    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence;
+                          then the hash bucket sizes (audiodup.index.write_hash_shard)
     shards/c-*.faiss      chroma segment vectors, index chosen by a FAISS factory string
     catalog.lock          single-writer lock
 
@@ -56,18 +58,21 @@ from .fingerprint import Fingerprint
 from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packing lived here)
     CHROMA_DIM,
     LoadedIndexes,
+    bucket_sizes,
     build_shard,
     chroma_dim,
     ivf_lists,
     load_indexes,
     new_chroma_index,
     pack_segment_ids,
+    read_hash_shard,
     read_index,
     reference_segments,
     unpack_segment_ids,
+    write_hash_shard,
     write_index,
 )
-from .results import WorkInfo, path_text
+from .results import CatalogStats, UploadInfo, WorkInfo, path_text
 from .settings import (
     Settings,
     recipe_differences,
@@ -75,7 +80,7 @@ from .settings import (
     stored_recipe_fields,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the upload ledger (table uploads)
 _LOCK_TIMEOUT_S = 600.0
 _BUSY_TIMEOUT_S = 60.0
 _FOLD_LOG_WAIT_MS = 200
@@ -107,6 +112,26 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS works_path ON works(path)",
     "CREATE TABLE IF NOT EXISTS fingerprints (work_id INTEGER PRIMARY KEY, blob BLOB NOT NULL)",
 )
+# every submission is a row here; its content is a work (stored once, whoever sent it again)
+_LEDGER_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS uploads (
+    upload_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    work_id INTEGER NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('reference', 'upload')),
+    source_path TEXT NOT NULL, sha256 TEXT NOT NULL, file_size INTEGER, file_mtime REAL,
+    title TEXT, artist TEXT, uploader TEXT, uploaded_at TEXT,
+    isrc TEXT, upc TEXT, external_id TEXT, extra TEXT NOT NULL DEFAULT '{}',
+    recorded_at TEXT NOT NULL, removed INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS uploads_work ON uploads(work_id)",
+    "CREATE INDEX IF NOT EXISTS uploads_source ON uploads(source_path)",
+    "CREATE INDEX IF NOT EXISTS uploads_external ON uploads(external_id)",
+)
+_UPLOAD_COLUMNS = (
+    "upload_id, work_id, role, source_path, sha256, recorded_at, title, artist, uploader, "
+    "uploaded_at, isrc, upc, external_id, extra"
+)
+# metadata fields that are columns of an upload; any other metadata key is kept in ``extra``
+UPLOAD_FIELDS = ("title", "artist", "uploader", "uploaded_at", "isrc", "upc", "external_id")
 
 
 @dataclass(frozen=True)
@@ -121,7 +146,19 @@ class NewWork:
     artist: str | None = None
     file_size: int | None = None
     file_mtime: float | None = None
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # the upload's metadata (see UPLOAD_FIELDS)
+    role: str = "upload"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What :meth:`CatalogStore.commit_batch` did with one item: ``added`` new content,
+    recorded an ``identical`` upload of content already present, or found this very source
+    file already recorded (``present``)."""
+
+    work_id: int
+    upload_id: int
+    status: str  # "added" | "identical" | "present"
 
 
 @dataclass(frozen=True)
@@ -184,6 +221,7 @@ class CatalogStore:
                 self._create()
                 recipe = self._stored_recipe()
             self._check_recipe(recipe)
+            self._has_ledger = self._upgrade()
             if write and self.read_only is not None:
                 raise self._unwritable("write to")
         except BaseException as exc:
@@ -316,7 +354,7 @@ class CatalogStore:
                         else None
                     )
                     if recipe is None:
-                        for statement in _SCHEMA:
+                        for statement in _SCHEMA + _LEDGER_SCHEMA:
                             db.execute(statement)
                         db.executemany(
                             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -337,6 +375,34 @@ class CatalogStore:
                 db.close()
             with contextlib.suppress(OSError):
                 _fsync_dir(self.root)
+
+    def _upgrade(self) -> bool:
+        """Give a catalog of the first layout its upload ledger: one upload per work, with the
+        work's id and metadata. Returns whether the catalog has a ledger; a catalog that cannot
+        be written here keeps the old layout and :meth:`uploads` derives the same records."""
+        if self._table_exists("uploads"):
+            return True
+        if self.read_only is not None:
+            return False
+        with self.write_lock(), self._transaction() as db:
+            if not self._table_exists("uploads"):
+                for statement in _LEDGER_SCHEMA:
+                    db.execute(statement)
+                rows = db.execute(
+                    "SELECT work_id, path, title, artist, sha256, added_at, metadata, removed, "
+                    "file_size, file_mtime FROM works ORDER BY work_id"
+                ).fetchall()
+                for row in rows:
+                    upload = _legacy_upload(row)
+                    self._insert_upload(upload, removed=bool(row[7]), stat=(row[8], row[9]))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        return True
+
+    def _table_exists(self, name: str) -> bool:
+        found = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
 
     def _refuse_foreign_folder(self) -> None:
         foreign = _foreign_entries(self.root)
@@ -426,13 +492,63 @@ class CatalogStore:
         return None if row is None else int(row[0])
 
     @reports_errors("read")
-    def find_unchanged_file(self, path: str, size: int, mtime: float) -> int | None:
+    def find_unchanged_file(self, path: str, size: int, mtime: float) -> Committed | None:
+        """The upload of this very file (same absolute path, size and modification time)."""
+        if not self._has_ledger:
+            return None
         row = self.db.execute(
-            "SELECT work_id FROM works WHERE path = ? AND file_size = ? AND file_mtime = ? "
-            "AND removed = 0",
+            "SELECT work_id, upload_id FROM uploads WHERE source_path = ? AND file_size = ? "
+            "AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
             (path, size, mtime),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else Committed(int(row[0]), int(row[1]), "present")
+
+    @reports_errors("read the uploads of")
+    def uploads(self, work_ids: list[int] | None = None) -> list[UploadInfo]:
+        """Live uploads (of ``work_ids``, or all) in order of their ids."""
+        if not self._has_ledger:
+            rows = self.db.execute(
+                "SELECT work_id, path, title, artist, sha256, added_at, metadata FROM works "
+                "WHERE removed = 0 ORDER BY work_id"
+            ).fetchall()
+            found = [_legacy_upload(r) for r in rows]
+        else:
+            found = [
+                _upload_info(r)
+                for r in self.db.execute(
+                    f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE removed = 0 ORDER BY upload_id"
+                )
+            ]
+        if work_ids is not None:
+            wanted = set(work_ids)
+            found = [u for u in found if u.work_id in wanted]
+        return found
+
+    @reports_errors("change the uploads of")
+    def update_uploads(self, changes: list[tuple[int, dict]]) -> None:
+        """Apply ``(upload id, {field: value})`` changes in one transaction: all or nothing.
+        Fields are ``role``, :data:`UPLOAD_FIELDS` and other metadata names (kept in
+        ``extra``); the caller has validated them."""
+        with self._writing("change the uploads of", tidy=False), self._transaction() as db:
+            for upload_id, fields in changes:
+                row = db.execute(
+                    "SELECT extra FROM uploads WHERE upload_id = ? AND removed = 0", (upload_id,)
+                ).fetchone()
+                if row is None:
+                    raise CatalogError(f"upload {upload_id} is not in the catalog")
+                extra = {**json.loads(row[0] or "{}")}
+                columns = {}
+                for name, value in fields.items():
+                    if name == "role" or name in UPLOAD_FIELDS:
+                        columns[name] = value
+                    else:
+                        extra[name] = value
+                columns["extra"] = json.dumps(extra, sort_keys=True)
+                assignments = ", ".join(f"{name} = ?" for name in columns)
+                db.execute(
+                    f"UPDATE uploads SET {assignments} WHERE upload_id = ?",
+                    (*columns.values(), upload_id),
+                )
 
     @reports_errors("list the works of")
     def works(self) -> list[WorkInfo]:
@@ -499,7 +615,7 @@ class CatalogStore:
             finally:
                 self._rollback()  # a read transaction: nothing to commit
             try:
-                hash_shards = [read_index(self._shard_path(h), binary=True) for h, _ in shards]
+                hash_shards = [read_hash_shard(self._shard_path(h)) for h, _ in shards]
                 chroma_shards = [read_index(self._shard_path(c), binary=False) for _, c in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
@@ -531,24 +647,34 @@ class CatalogStore:
 
     # -- writes --------------------------------------------------------------------------------
     @reports_errors("add works to")
-    def commit_batch(self, items: list[NewWork]) -> list[tuple[int, bool]]:
-        """Store new works atomically. Returns ``(work_id, added)`` per item; ``added`` is False
-        when identical audio was already present."""
-        out: list[tuple[int, bool]] = []
+    def commit_batch(self, items: list[NewWork]) -> list[Committed]:
+        """Record one upload per item and store new content, atomically, in input order.
+
+        Audio already in the catalog is not stored again: the item becomes an ``identical``
+        upload of the existing work. An item whose source file (absolute path) is already
+        recorded with that content is ``present`` and records nothing."""
+        out: list[Committed] = []
         with self._writing("add works to"):
             fresh: list[tuple[int, NewWork]] = []
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                seen: dict[str, int] = {}
                 for item in items:
-                    existing = self.find_live_sha(item.sha256) or seen.get(item.sha256)
-                    if existing is not None:
-                        out.append((existing, False))
-                        continue
-                    work_id = self._insert_work(item)
-                    seen[item.sha256] = work_id
-                    fresh.append((work_id, item))
-                    out.append((work_id, True))
+                    work_id = self.find_live_sha(item.sha256)
+                    if work_id is None:
+                        work_id = self._insert_work(item)
+                        fresh.append((work_id, item))
+                        status = "added"
+                    else:
+                        status = "identical"
+                        known = self._recorded_source(work_id, item.path)
+                        if known is not None:
+                            out.append(Committed(work_id, known, "present"))
+                            continue
+                    upload = _new_upload(item, work_id)
+                    upload_id = self._insert_upload(
+                        upload, removed=False, stat=(item.file_size, item.file_mtime)
+                    )
+                    out.append(Committed(work_id, upload_id, status))
                 if fresh:
                     self._write_shard([(w, it.fingerprint) for w, it in fresh])
                 self.db.execute("COMMIT")
@@ -570,6 +696,37 @@ class CatalogStore:
         self._rollback()
         with contextlib.suppress(sqlite3.Error, OSError):
             self._sweep_orphans()
+
+    def _recorded_source(self, work_id: int, source_path: str) -> int | None:
+        row = self.db.execute(
+            "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path = ? AND removed = 0 "
+            "ORDER BY upload_id LIMIT 1",
+            (work_id, source_path),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def _insert_upload(
+        self, upload: UploadInfo, removed: bool, stat: tuple[int | None, float | None]
+    ) -> int:
+        """Insert one ledger row (its id is ``upload.upload_id`` when that is not 0)."""
+        cursor = self.db.execute(
+            "INSERT INTO uploads (upload_id, work_id, role, source_path, sha256, file_size, "
+            "file_mtime, title, artist, uploader, uploaded_at, isrc, upc, external_id, extra, "
+            "recorded_at, removed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                upload.upload_id or None,
+                upload.work_id,
+                upload.role,
+                upload.source_path,
+                upload.sha256,
+                *stat,
+                *(getattr(upload, name) for name in UPLOAD_FIELDS),
+                json.dumps(upload.extra, sort_keys=True),
+                upload.recorded_at,
+                int(removed),
+            ),
+        )
+        return int(cursor.lastrowid)
 
     def _insert_work(self, item: NewWork) -> int:
         """Insert the work's row and fingerprint; ``_write_shard`` fills in its index counts."""
@@ -604,7 +761,7 @@ class CatalogStore:
         shard = build_shard(entries, self.settings)
         token = uuid.uuid4().hex[:12]
         hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, write_index(shard.hash_index, binary=True))
+        self._put_file(hash_file, write_hash_shard(shard.hash_index, shard.bucket_sizes))
         self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
@@ -726,6 +883,8 @@ class CatalogStore:
             cursor = db.execute(
                 "UPDATE works SET removed = 1 WHERE work_id = ? AND removed = 0", (work_id,)
             )
+            if self._has_ledger:
+                db.execute("UPDATE uploads SET removed = 1 WHERE work_id = ?", (work_id,))
             return cursor.rowcount > 0
 
     def _sweep_orphans(self) -> None:
@@ -744,13 +903,21 @@ class CatalogStore:
 
     # -- reporting -----------------------------------------------------------------------------
     @reports_errors("read the statistics of")
-    def stats(self) -> dict:
+    def stats(self) -> CatalogStats:
         works, seconds = self.db.execute(
             "SELECT COUNT(*), COALESCE(SUM(duration_s), 0) FROM works WHERE removed = 0"
         ).fetchone()
         n_hashes, n_segments, n_shards = self.db.execute(
             "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0), COUNT(*) FROM shards"
         ).fetchone()
+        uploads, references = (
+            self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(role = 'reference'), 0) FROM uploads "
+                "WHERE removed = 0"
+            ).fetchone()
+            if self._has_ledger
+            else (works, 0)
+        )
         # the catalog's own files only: whatever else lies in its folders is not its size
         index_bytes = sum(
             _file_size(self.root / _SHARDS / name)
@@ -760,15 +927,20 @@ class CatalogStore:
         catalog_bytes = index_bytes + sum(
             _file_size(self.root / f"{_DB_FILE}{suffix}") for suffix in ("", "-wal", "-shm")
         )
-        return {
-            "works": works,
-            "seconds": seconds,
-            "index_bytes": index_bytes,
-            "catalog_bytes": catalog_bytes,
-            "hash_entries": n_hashes,
-            "chroma_vectors": n_segments,
-            "shards": n_shards,
-        }
+        hours = seconds / 3600.0
+        return CatalogStats(
+            works=works,
+            hours=hours,
+            index_bytes=index_bytes,
+            catalog_bytes=catalog_bytes,
+            bytes_per_work=catalog_bytes / works if works else 0.0,
+            bytes_per_hour=catalog_bytes / hours if hours else 0.0,
+            hash_entries=n_hashes,
+            chroma_vectors=n_segments,
+            shards=n_shards,
+            uploads=uploads,
+            references=references,
+        )
 
     def verify(self) -> list[str]:
         """Integrity problems found (empty when the catalog is sound)."""
@@ -779,8 +951,9 @@ class CatalogStore:
 
         Problems: SQLite's integrity check, live works without a readable fingerprint or with a
         damaged row, live works in no shard, shards whose files are unreadable or hold other
-        counts than the catalog expects. Removed works are not checked: removing a damaged work
-        is a repair. Notes: leftovers of interrupted writes, foreign entries in ``shards/``."""
+        counts than the catalog expects or saved bucket sizes that do not count their index.
+        Removed works are not checked: removing a damaged work is a repair. Notes: leftovers of
+        interrupted writes, foreign entries in ``shards/``."""
         problems: list[str] = []
         notes: list[str] = []
         checks = (
@@ -846,11 +1019,17 @@ class CatalogStore:
             return
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
-                hashes = read_index(self._shard_path(hash_file), binary=True)
+                stored = read_hash_shard(self._shard_path(hash_file))
                 chroma = read_index(self._shard_path(chroma_file), binary=False)
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
+            hashes = stored.index
+            # saved sizes that sum right could still be misplaced: count every key again
+            if stored.bucket_sizes is not None and not np.array_equal(
+                stored.bucket_sizes, bucket_sizes([hashes])
+            ):
+                problems.append(f"shard {shard_id}: saved bucket sizes differ from its index")
             expected = self.db.execute(
                 "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0) FROM works "
                 "WHERE shard_id = ?",
@@ -1097,6 +1276,76 @@ def _work_info(row) -> WorkInfo:
             f"work {row[0]}: its stored row is damaged ({exc}); remove it with "
             f"'audiodup index remove {row[0]}' and add its file again"
         ) from None
+
+
+def _new_upload(item: NewWork, work_id: int) -> UploadInfo:
+    """The ledger record of one submitted item (its id is given when it is inserted)."""
+    meta = item.metadata or {}
+    known = {name: meta.get(name) or None for name in UPLOAD_FIELDS}
+    known["title"] = known["title"] or item.title
+    known["artist"] = known["artist"] or item.artist
+    return UploadInfo(
+        upload_id=0,
+        work_id=work_id,
+        role="reference" if item.role == "reference" else "upload",
+        source_path=item.path,
+        sha256=item.sha256,
+        recorded_at=_now(),
+        extra={k: v for k, v in meta.items() if k not in UPLOAD_FIELDS and k != "role"},
+        **known,
+    )
+
+
+def _legacy_upload(row) -> UploadInfo:
+    """The upload a first-layout work stands for: same id, its metadata split into fields
+    (the old ``work_id`` column was the distributor's identifier: ``external_id``)."""
+    work_id, path, title, artist, sha256, added_at, metadata = row[:7]
+    try:
+        meta = json.loads(metadata or "{}")
+    except ValueError:
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    meta = {str(k): str(v) for k, v in meta.items() if v is not None}
+    if "work_id" in meta and "external_id" not in meta:
+        meta["external_id"] = meta.pop("work_id")
+    known = {name: meta.get(name) or None for name in UPLOAD_FIELDS}
+    known["title"] = title or known["title"]
+    known["artist"] = artist or known["artist"]
+    return UploadInfo(
+        upload_id=int(work_id),
+        work_id=int(work_id),
+        role="upload",
+        source_path=str(path),
+        sha256=str(sha256),
+        recorded_at=str(added_at),
+        extra={k: v for k, v in meta.items() if k not in UPLOAD_FIELDS},
+        **known,
+    )
+
+
+def _upload_info(row) -> UploadInfo:
+    try:
+        extra = json.loads(row[13] or "{}")
+        if not isinstance(extra, dict):
+            raise ValueError("extra metadata is not a JSON object")
+        return UploadInfo(
+            upload_id=int(row[0]),
+            work_id=int(row[1]),
+            role=str(row[2]),
+            source_path=str(row[3]),
+            sha256=str(row[4]),
+            recorded_at=str(row[5]),
+            title=row[6],
+            artist=row[7],
+            uploader=row[8],
+            uploaded_at=row[9],
+            isrc=row[10],
+            upc=row[11],
+            external_id=row[12],
+            extra=extra,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CatalogDamagedError(f"upload {row[0]}: its stored row is damaged ({exc})") from None
 
 
 def _now() -> str:

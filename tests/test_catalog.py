@@ -44,7 +44,9 @@ def test_adding_the_same_file_twice_is_a_no_op(catalog_copy: Path) -> None:
         assert catalog.verify() == []
 
 
-def test_identical_audio_under_another_name_is_present(catalog_copy: Path, tmp_path: Path) -> None:
+def test_identical_audio_under_another_name_is_a_new_upload(
+    catalog_copy: Path, tmp_path: Path
+) -> None:
     copy = tmp_path / "renamed copy.ogg"
     shutil.copyfile(CATALOG_DIR / "work_01.ogg", copy)
     # the same samples in another container
@@ -53,9 +55,18 @@ def test_identical_audio_under_another_name_is_present(catalog_copy: Path, tmp_p
     sf.write(as_wav, samples, sr, subtype="FLOAT")
     with Catalog.open(catalog_copy) as catalog:
         work_id = next(w.work_id for w in catalog.works() if w.path.endswith("work_01.ogg"))
+        hashes = catalog.stats().hash_entries
         results = catalog.add_paths([copy, as_wav])
-        assert [(r.status, r.work_id) for r in results] == [("present", work_id)] * 2
-        assert len(catalog.works()) == 6
+        assert [(r.status, r.work_id) for r in results] == [("identical", work_id)] * 2
+        assert len(catalog.works()) == 6 and catalog.stats().hash_entries == hashes
+        recorded = [u for u in catalog.uploads() if u.work_id == work_id]
+        assert [u.upload_id for u in recorded[1:]] == [r.upload_id for r in results]
+        assert {u.source_path for u in recorded[1:]} == {str(copy), str(as_wav)}
+        # the same files again: already recorded, nothing new
+        again = catalog.add_paths([copy, as_wav])
+        assert [(r.status, r.upload_id) for r in again] == [
+            ("present", r.upload_id) for r in results
+        ]
 
 
 def test_duplicates_within_one_batch_are_added_once(tmp_path: Path) -> None:
@@ -63,7 +74,7 @@ def test_duplicates_within_one_batch_are_added_once(tmp_path: Path) -> None:
     shutil.copyfile(first, tmp_path / "in" / "b.wav")
     with Catalog.open(tmp_path / "db") as catalog:
         results = catalog.add_paths([tmp_path / "in"])
-        assert sorted(r.status for r in results) == ["added", "present"]
+        assert [r.status for r in results] == ["added", "identical"]
         assert len({r.work_id for r in results}) == 1
         assert len(catalog.works()) == 1
         assert catalog.verify() == []
@@ -109,10 +120,16 @@ def test_add_with_worker_processes(tmp_path: Path, fixture_sha256: dict[str, str
 def test_metadata_is_stored(tmp_path: Path) -> None:
     path = new_work(tmp_path / "song.wav", 43)
     with Catalog.open(tmp_path / "db") as catalog:
-        catalog.add_paths([path], metadata={"song.wav": {"title": "Song", "isrc": "XX0000000001"}})
+        # metadata is keyed by the resolved absolute path: a base name names nothing
+        catalog.add_paths([path], metadata={"song.wav": {"title": "Song"}})
+        catalog.remove(catalog.works()[0].work_id)
+        catalog.add_paths(
+            [path], metadata={str(path.resolve()): {"title": "Song", "isrc": "XX0000000001"}}
+        )
         (work,) = catalog.works()
-    assert work.title == "Song"
-    assert work.metadata["isrc"] == "XX0000000001"
+        (upload,) = catalog.uploads()
+    assert work.title == "Song" and upload.title == "Song"
+    assert work.metadata["isrc"] == "XX0000000001" and upload.isrc == "XX0000000001"
     assert work.duration_s == pytest.approx(12.0, abs=0.01)
     assert len(work.sha256) == 64
 

@@ -135,7 +135,7 @@ def test_add_folder_with_bad_files_completes_the_batch(
     folder, bad = bad_folder
     result = run("index", "add", "--db", tmp_path / "db", folder)
     assert result.exit_code == 2, result.output
-    assert "added 1, already present 0, failed 4" in result.stdout
+    assert "added 1, identical 0, already present 0, failed 4" in result.stdout
     with Catalog.open(tmp_path / "db") as catalog:
         assert [Path(w.path).name for w in catalog.works()] == ["good.wav"]
     lines = error_lines(result.stderr)
@@ -178,7 +178,7 @@ def test_console_script_bad_folder_has_no_traceback(
     assert "Traceback" not in stderr
     assert "internal error" not in stderr, stderr
     assert proc.returncode == 2, (stdout, stderr)
-    assert "added 2, already present 0, failed 4" in stdout
+    assert "added 2, identical 0, already present 0, failed 4" in stdout
     assert len(error_lines(stderr)) == len(bad), stderr
     assert [x for x in stderr.splitlines() if x.strip()] == error_lines(stderr), stderr
 
@@ -187,9 +187,10 @@ def test_console_script_bad_folder_has_no_traceback(
 
 
 def screen_json(db: Path, *paths: Path | str, extra: tuple[str, ...] = ()) -> tuple[int, list]:
+    """The exit code and the ``results`` of ``screen --json`` (one entry per input)."""
     result = run("screen", "--db", db, "--json", *extra, *paths)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, json.loads(result.stdout)
+    return result.exit_code, json.loads(result.stdout)["results"]
 
 
 def test_screen_json_shape(db: Path, tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_screen_json_shape(db: Path, tmp_path: Path) -> None:
     unreadable.write_bytes(b"definitely not audio" * 50)
     inputs = [UPLOADS_DIR / "stretch_1.25_work_02.ogg", UPLOADS_DIR / "unrelated_a.ogg", unreadable]
     code, data = screen_json(db, *inputs)
-    assert code == 1
+    assert code == 3  # a duplicate (1) and an unreadable file (2)
     assert isinstance(data, list) and len(data) == 3
     assert [item["path"] for item in data] == [str(p) for p in inputs]
 
@@ -219,8 +220,9 @@ def test_screen_json_shape(db: Path, tmp_path: Path) -> None:
 
     assert unrelated["verdict"] == "clean"
     assert unrelated["matches"] == []
-    assert set(error) == {"path", "error"}
-    assert error["error"]
+    assert set(error) == set(duplicate)  # an error is an entry of the same shape
+    assert (error["verdict"], error["matches"]) == ("error", [])
+    assert error["error"] and duplicate["error"] is None
 
 
 def test_screen_json_probabilities_keep_their_precision(db: Path) -> None:
@@ -247,7 +249,7 @@ def test_screen_top_limits_matches(db: Path) -> None:
         (["unrelated_a.ogg", "unrelated_b.ogg"], 0),
         (["unrelated_a.ogg", "nightcore_work_03.ogg"], 1),
         (["missing.wav", "unrelated_b.ogg"], 2),
-        (["missing.wav", "mp3_work_02.mp3"], 1),
+        (["missing.wav", "mp3_work_02.mp3"], 3),
         (["missing.wav"], 2),
     ],
     ids=["clean", "duplicate", "unreadable", "unreadable+duplicate", "only-unreadable"],
@@ -264,7 +266,7 @@ def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # a duplicate and a missing file
     assert "pitch_-3_work_03.ogg" in result.stdout
     assert "duplicate" in result.stdout
     assert "work_03.ogg" in result.stdout
@@ -285,9 +287,10 @@ def fake_screen(labels: dict[str, str | None]):
 @pytest.mark.parametrize(
     ("labels", "expected"),
     [
-        ({"a": "suspect", "b": "clean"}, 3),
-        ({"a": "suspect", "b": "duplicate"}, 1),
-        ({"a": "suspect", "b": None}, 2),
+        ({"a": "suspect", "b": "clean"}, 4),
+        ({"a": "suspect", "b": "duplicate"}, 5),
+        ({"a": "suspect", "b": None}, 6),
+        ({"a": "duplicate", "b": None}, 3),
         ({"a": "clean", "b": "clean"}, 0),
     ],
 )
@@ -297,8 +300,8 @@ def test_screen_exit_code_for_suspects(
     monkeypatch.setattr(Catalog, "screen", fake_screen(labels))
     result = run("screen", "--db", db, "--json", "a", "b")
     assert result.exit_code == expected, result.output
-    data = json.loads(result.stdout)
-    assert [d.get("verdict") for d in data] == [labels["a"], labels["b"]]
+    data = json.loads(result.stdout)["results"]
+    assert [d["verdict"] for d in data] == [labels["a"] or "error", labels["b"] or "error"]
 
 
 def test_screen_missing_catalog_console_script(tmp_path: Path) -> None:
@@ -341,7 +344,7 @@ def test_missing_catalog_in_process(
 def test_index_list_json(db: Path, fixture_sha256: dict[str, str]) -> None:
     result = run("index", "list", "--db", db, "--json")
     assert result.exit_code == 0
-    works = json.loads(result.stdout)
+    works = json.loads(result.stdout)["works"]
     assert len(works) == 6
     for work in works:
         assert {"work_id", "path", "duration_s", "sha256"} <= set(work)
@@ -369,12 +372,12 @@ def test_index_stats_json(db: Path) -> None:
 
 
 def test_index_remove(db: Path) -> None:
-    works = json.loads(run("index", "list", "--db", db, "--json").stdout)
+    works = json.loads(run("index", "list", "--db", db, "--json").stdout)["works"]
     victim = next(w for w in works if w["path"].endswith("work_01.ogg"))
     result = run("index", "remove", "--db", db, str(victim["work_id"]))
     assert result.exit_code == 0, result.output
     assert f"removed work {victim['work_id']}" in result.stdout
-    left = json.loads(run("index", "list", "--db", db, "--json").stdout)
+    left = json.loads(run("index", "list", "--db", db, "--json").stdout)["works"]
     assert victim["work_id"] not in {w["work_id"] for w in left}
     assert len(left) == 5
     again = run("index", "remove", "--db", db, str(victim["work_id"]))

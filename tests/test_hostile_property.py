@@ -31,8 +31,10 @@ from test_hostile_text import (
 )
 
 from audiodup import Catalog
+from audiodup.ingest import source_path
 from audiodup.rescan import rescan
 from audiodup.results import path_text, shown_text
+from audiodup.schema import validate
 
 # pieces a hostile uploader would put in a name: decoder protocols, rich markup, mathtext,
 # line breaks, terminal escapes, option-like and formula-like starts, bytes that are not UTF-8
@@ -173,21 +175,32 @@ def test_hostile_names_and_text_through_every_command(
             "index", "add", "--db", str(db), "--metadata", str(csv_path), "--", *names
         )
         assert code == (2 if too_long else 0)
-        counts = re.search(r"^added (\d+), already present (\d+), failed (\d+)$", out, re.M)
-        added, present, failed = map(int, counts.groups())
-        assert (added + present, failed) == (len(names) - len(too_long), len(too_long))
+        counts = re.search(
+            r"^added (\d+), identical (\d+), already present (\d+), failed (\d+)$", out, re.M
+        )
+        added, identical, present, failed = map(int, counts.groups())
+        assert (added + identical + present, failed) == (
+            len(names) - len(too_long),
+            len(too_long),
+        )
         assert_one_line_per_failure(err)
 
         code, _, _ = run("index", "list", "--db", str(db))
         assert code == 0
         _, out, _ = run("index", "list", "--db", str(db), "--json")
-        for w in json.loads(out):  # files added now (not audio already present) keep their text
-            if w["path"] in described:
-                assert (w["title"], w["metadata"].get("uploader")) == described[w["path"]], w
+        validate(json.loads(out), "index-list")
+        _, out, _ = run("index", "uploads", "--db", str(db), "--json")
+        validate(json.loads(out), "index-uploads")
+        recorded = {u["source_path"]: u for u in json.loads(out)["uploads"]}
+        for name, (title, uploader) in described.items():  # every upload keeps its own text
+            upload = recorded[source_path(folder / name)]
+            assert (upload["title"], upload["uploader"]) == (title, uploader), upload
 
         code, out, err = run("screen", "--db", str(db), "--json", "--", *names)
-        assert code == (1 if len(too_long) < len(names) else 2)
-        verdicts = json.loads(out)
+        # 1: a duplicate (every file that exists finds itself), 2: a name too long
+        assert code == (1 if len(too_long) < len(names) else 0) | (2 if too_long else 0)
+        validate(json.loads(out), "screen")
+        verdicts = json.loads(out)["results"]
         assert [v["path"] for v in verdicts] == [path_text(n) for n in names]
         for name, v in zip(names, verdicts, strict=True):
             if name in too_long:
@@ -207,6 +220,7 @@ def test_hostile_names_and_text_through_every_command(
         assert code in EXIT_CODES and rescanned.exists()
         if rescan_report == "json":
             summary = json.loads(rescanned.read_text(encoding="utf-8"))
+            validate(summary, "rescan")
             assert summary["scanned"] == summary["works"] and summary["errors"] == []
         elif rescan_report == "html":
             assert_safe_html(rescanned.read_text(encoding="utf-8"))
@@ -226,7 +240,9 @@ def assert_report_keeps_names(report: Path, names: list[str]) -> None:
         rows = read_csv(report)
         assert {unquoted(r["path"]) for r in rows} == set(expected)
     elif report.suffix == ".json":
-        assert [v["path"] for v in json.loads(report.read_text(encoding="utf-8"))] == expected
+        document = json.loads(report.read_text(encoding="utf-8"))
+        validate(document, "screen")
+        assert [v["path"] for v in document["results"]] == expected
     else:
         page = report.read_text(encoding="utf-8")
         assert_safe_html(page)

@@ -44,7 +44,7 @@ from audiodup.settings import DEFAULT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG_DIR = ROOT / "fixtures" / "audio" / "catalog"
-EXIT_CODES = {0, 1, 2, 3}  # the documented ones: never 70 (internal error)
+EXIT_CODES = set(range(8))  # the documented flags (1 | 2 | 4): never 70 (internal error)
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 SCREEN_TEXT_COLUMNS = ("path", "error", "work_path", "title")
 RESCAN_TEXT_COLUMNS = tuple(
@@ -236,7 +236,7 @@ def test_index_list_shows_titles_and_paths_literally(
     code, out, _ = run_main(
         ["index", "list", "--db", str(hostile_catalog), "--json"], monkeypatch, capsys
     )
-    titles = {Path(w["path"]).name: w["title"] for w in json.loads(out)}
+    titles = {Path(w["path"]).name: w["title"] for w in json.loads(out)["works"]}
     assert titles == {h.name: h.title for h in HOSTILE}  # JSON keeps the exact values
 
 
@@ -257,7 +257,7 @@ def test_screen_table_and_error_lines_show_names_literally(
         ["screen", "--db", str(hostile_catalog), "--", *uploads], monkeypatch, capsys
     )
     assert_literal_output(code, out, err)
-    assert code == 1
+    assert code == 3  # duplicates (1) and files that could not be screened (2)
     # one line per missing file, naming it; a newline in a name cannot add a line
     assert err.splitlines() == [f"error: {shown_text(p)}: file not found" for p in missing]
     for name in (*hostile_files, *(p.name for p in missing)):
@@ -274,7 +274,7 @@ def test_screen_json_keeps_every_path_exactly(
         ["screen", "--db", str(hostile_catalog), "--json", "--", *uploads], monkeypatch, capsys
     )
     assert_literal_output(code, out, err)
-    data = json.loads(out)
+    data = json.loads(out)["results"]
     assert [v["path"] for v in data] == uploads
     assert all(v["verdict"] == "duplicate" for v in data)
     titles = {h.title for h in HOSTILE}
@@ -525,13 +525,13 @@ def test_a_report_that_fails_late_keeps_the_verdicts(
         raise AudiodupError(f"cannot write {out}: No space left on device")
 
     monkeypatch.setattr(audiodup.report, "_write", disk_full)
-    for upload, expected in ((CATALOG_DIR / "work_00.ogg", 1), (ROOT / "README.md", 2)):
+    for upload, expected in ((CATALOG_DIR / "work_00.ogg", 3), (ROOT / "README.md", 2)):
         code, out, err = run_main(
             ["screen", "--db", str(catalog_copy), "--out", str(tmp_path / "r.csv"), str(upload)],
             monkeypatch,
             capsys,
         )
-        assert code == expected  # a duplicate outranks the lost report; otherwise 2
+        assert code == expected  # the lost report adds the error flag (2) to the duplicate's 1
         assert upload.name in out  # the verdict table was printed
         assert "No space left on device" in err
 
@@ -555,8 +555,8 @@ def test_a_name_too_long_fails_alone_in_screen(
         monkeypatch,
         capsys,
     )
-    assert code == 1, err
-    too_long, verdict = json.loads(out)
+    assert code == 3, err  # a duplicate and an error
+    too_long, verdict = json.loads(out)["results"]
     assert too_long["path"] == str(long) and too_long["error"].endswith("File name too long")
     assert verdict["verdict"] == "duplicate"
 
@@ -571,7 +571,7 @@ def add_beside_a_bad_path(bad: Path, good: Path, tmp_path: Path, monkeypatch, ca
         monkeypatch,
         capsys,
     )
-    assert code == 2 and "added 1, already present 0, failed 1" in out, (out, err)
+    assert code == 2 and "added 1, identical 0, already present 0, failed 1" in out, (out, err)
     with Catalog.open(db, create=False) as catalog:
         (added,) = catalog.works()
     assert added.title == "Good" and added.metadata["uploader"] == "ring"
@@ -633,8 +633,8 @@ def test_a_folder_that_cannot_be_listed_is_one_failed_entry(
     music, _, locked = locked_tree
     assert list(expand_paths([locked])) == [(locked, "cannot read folder: Permission denied")]
     for paths, counts in (
-        ([locked], "added 0, already present 0, failed 1"),
-        ([music], "added 1, already present 0, failed 1"),
+        ([locked], "added 0, identical 0, already present 0, failed 1"),
+        ([music], "added 1, identical 0, already present 0, failed 1"),
     ):
         code, out, err = run_main(
             ["index", "add", "--db", str(tmp_path / "db"), *map(str, paths)], monkeypatch, capsys
@@ -651,8 +651,8 @@ def test_a_path_inside_a_folder_that_cannot_be_entered_fails_alone(
     code, out, err = run_main(
         ["screen", "--db", str(catalog_copy), "--json", str(inside), str(good)], monkeypatch, capsys
     )
-    assert code == 1
-    refused, verdict = json.loads(out)
+    assert code == 3  # a duplicate and an error
+    refused, verdict = json.loads(out)["results"]
     assert refused["path"] == str(inside) and refused["error"].endswith("Permission denied")
     assert verdict["verdict"] == "duplicate"
     line = add_beside_a_bad_path(inside, good, tmp_path, monkeypatch, capsys)
@@ -683,13 +683,15 @@ def test_folders_that_cannot_be_entered_for_real(catalog_copy: Path, tmp_path: P
     finally:
         locked.chmod(0o755)
     assert add.returncode == 2, add.stderr
-    assert "added 1, already present 0, failed 3" in add.stdout  # not refused by click either
+    assert (
+        "added 1, identical 0, already present 0, failed 3" in add.stdout
+    )  # not refused by click either
     assert error_lines_of(add.stderr) == [
         *[f"error: {locked}: cannot read folder: Permission denied"] * 2,  # walked, then given
         f"error: {locked / 'in.wav'}: cannot read: Permission denied",
     ]
-    assert screen.returncode == 1, screen.stderr
-    refused, verdict = json.loads(screen.stdout)
+    assert screen.returncode == 3, screen.stderr  # a duplicate and an error
+    refused, verdict = json.loads(screen.stdout)["results"]
     assert refused["error"].endswith("Permission denied") and verdict["verdict"] == "duplicate"
 
 

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
+
 import faiss
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiodup import Catalog
+from audiodup import Catalog, CatalogError
+from audiodup import index as index_module
+from audiodup.audio import load_audio
+from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
 from audiodup.hashes import KEY_BITS, keys_to_codes
 from audiodup.index import (
     HashHits,
+    HashShard,
     LoadedIndexes,
     bucket_sizes,
     build_shard,
+    count_keys,
     pack_segment_ids,
+    read_hash_shard,
     unpack_segment_ids,
+    write_hash_shard,
+    write_index,
 )
 from audiodup.settings import DEFAULT_SETTINGS
+
+UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 
 
 def hash_shard(keys: list[int], ids: list[int]):
@@ -100,3 +114,178 @@ def test_built_shard_holds_every_hash_and_segment(catalog: Catalog) -> None:
     assert work_id == work.work_id
     assert (shard.hash_index.ntotal, shard.chroma_index.ntotal) == (n_hashes, n_segments)
     assert (shard.n_hashes, shard.n_segments) == (n_hashes, n_segments) and n_hashes > 0
+
+
+# -- bucket sizes saved with the shard -----------------------------------------------------------
+def hash_files(root: Path) -> list[Path]:
+    return sorted((root / "shards").glob("h-*.faiss"))
+
+
+def strip_saved_sizes(root: Path) -> None:
+    """Rewrite every hash file of ``root`` as catalogs wrote them before sizes were saved: the
+    FAISS index alone (the SQLite layout did not change)."""
+    for path in hash_files(root):
+        index = read_hash_shard(path).index
+        with open(path, "wb") as handle:
+            write_index(index, binary=True)(handle.write)
+
+
+def query_fingerprints() -> list[Fingerprint]:
+    names = ["stretch_1.25_work_02.ogg", "pitch_-3_work_03.ogg", "unrelated_a.ogg"]
+    return [
+        fingerprint_audio(
+            load_audio(UPLOADS_DIR / n, DEFAULT_SETTINGS), DEFAULT_SETTINGS, query=True
+        )
+        for n in names
+    ]
+
+
+def test_built_shard_saves_the_sizes_its_hashes_give(catalog: Catalog, tmp_path: Path) -> None:
+    entries = [(w.work_id, catalog.fingerprint(w.work_id)) for w in catalog.works()[:3]]
+    shard = build_shard(entries, DEFAULT_SETTINGS)
+    keys = np.concatenate([fingerprint_hashes(fp, DEFAULT_SETTINGS).keys for _, fp in entries])
+    expected = np.bincount(keys.astype(np.int64), minlength=1 << KEY_BITS)
+    assert shard.bucket_sizes.dtype == np.int64
+    assert np.array_equal(shard.bucket_sizes, expected)
+    assert np.array_equal(shard.bucket_sizes, bucket_sizes([shard.hash_index]))
+    # and they come back from the file exactly, next to an index that answers as before
+    path = tmp_path / "h-0123456789ab.faiss"
+    with open(path, "wb") as handle:
+        write_hash_shard(shard.hash_index, shard.bucket_sizes)(handle.write)
+    stored = read_hash_shard(path)
+    assert np.array_equal(stored.bucket_sizes, expected)
+    assert stored.index.ntotal == shard.n_hashes == expected.sum()
+    # the file is still a plain FAISS file: FAISS reads its index and ignores the sizes after it
+    assert faiss.read_index_binary(str(path)).ntotal == shard.n_hashes
+
+
+def test_catalog_hash_files_carry_the_sizes_of_their_index(catalog: Catalog) -> None:
+    files = hash_files(catalog.root)
+    assert files
+    for path in files:
+        stored = read_hash_shard(path)
+        assert stored.bucket_sizes is not None
+        assert np.array_equal(stored.bucket_sizes, bucket_sizes([stored.index]))
+
+
+def test_loading_reads_saved_sizes_and_counts_only_old_files(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted: list[int] = []
+    real = index_module.bucket_sizes
+
+    def counting(shards: list) -> np.ndarray:
+        counted.append(len(shards))
+        return real(shards)
+
+    monkeypatch.setattr(index_module, "bucket_sizes", counting)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        saved = catalog.indexes().bucket_sizes
+    assert counted == []  # every shard had its sizes saved
+    strip_saved_sizes(catalog_copy)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        old = catalog.indexes().bucket_sizes
+    assert counted == [1] * len(hash_files(catalog_copy))
+    assert np.array_equal(old, saved)
+
+
+def test_a_catalog_without_saved_sizes_loads_and_screens_identically(catalog_copy: Path) -> None:
+    queries = query_fingerprints()
+    keys = np.arange(0, 1 << KEY_BITS, 97, dtype=np.uint32)
+
+    def observe() -> tuple:
+        with Catalog.open(catalog_copy, create=False) as catalog:
+            indexes = catalog.indexes()
+            hits = indexes.lookup_hashes(keys)
+            pairs = sorted(zip(hits.query_rows.tolist(), hits.entry_ids.tolist(), strict=True))
+            assert catalog.verify() == []
+            return indexes.bucket_sizes, pairs, [catalog.match_fingerprint(q) for q in queries]
+
+    sizes, pairs, matches = observe()
+    strip_saved_sizes(catalog_copy)
+    assert all(read_hash_shard(p).bucket_sizes is None for p in hash_files(catalog_copy))
+    old_sizes, old_pairs, old_matches = observe()
+    assert np.array_equal(old_sizes, sizes)
+    assert old_pairs == pairs and len(pairs) > 0
+    assert old_matches == matches
+    assert matches[0] and matches[1]  # the copies were found, so the comparison means something
+    # a rebuild writes the current layout again
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.rebuild()
+        assert catalog.verify() == []
+    assert all(read_hash_shard(p).bucket_sizes is not None for p in hash_files(catalog_copy))
+    assert observe()[2] == matches
+
+
+def _rewrite_sizes(path: Path, original: HashShard, change) -> None:
+    with open(path, "wb") as handle:
+        sizes = change(original.bucket_sizes.copy())
+        write_hash_shard(original.index, sizes)(handle.write)
+
+
+def test_damaged_saved_sizes_are_refused_and_reported(catalog_copy: Path) -> None:
+    path = hash_files(catalog_copy)[0]
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF  # inside the compressed sizes: zlib's checksum fails
+    path.write_bytes(bytes(data))
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        with pytest.raises(CatalogError, match="damaged"):
+            catalog.indexes()
+        assert any("unreadable index" in p for p in catalog.verify())
+        catalog.rebuild()
+        assert catalog.verify() == []
+        assert catalog.indexes().bucket_sizes.sum() == catalog.indexes().n_hash_entries
+
+
+def test_saved_sizes_that_miscount_the_index_are_reported(catalog_copy: Path) -> None:
+    path = hash_files(catalog_copy)[0]
+    original = read_hash_shard(path)
+
+    def one_more(sizes: np.ndarray) -> np.ndarray:
+        sizes[int(np.argmax(sizes))] += 1
+        return sizes
+
+    _rewrite_sizes(path, original, one_more)  # no longer the index's total: refused at load
+    with Catalog.open(catalog_copy, create=False) as catalog, pytest.raises(CatalogError):
+        catalog.indexes()
+
+    def moved(sizes: np.ndarray) -> np.ndarray:
+        sizes[int(np.argmax(sizes))] -= 1
+        sizes[int(np.argmax(sizes == 0))] += 1
+        return sizes
+
+    # the right total in the wrong buckets: loading cannot tell, verify counts every key
+    _rewrite_sizes(path, original, moved)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert any("saved bucket sizes differ" in p for p in catalog.verify())
+
+
+def _trailer_variants() -> dict[str, bytes]:
+    sizes = np.zeros(1 << KEY_BITS, dtype="<i8")
+    sizes[3] = 2
+    good = zlib.compress(sizes.tobytes())
+    negative = sizes.copy()
+    negative[[3, 4]] = [3, -1]
+    return {
+        "no magic": b"garbage after the index",
+        "truncated": index_module._SIZES_MAGIC + good[:-3],
+        "short": index_module._SIZES_MAGIC + zlib.compress(sizes[:-1].tobytes()),
+        "too long": index_module._SIZES_MAGIC + zlib.compress(bytes(64 << KEY_BITS)),
+        "data after": index_module._SIZES_MAGIC + good + b"\x00",
+        "negative": index_module._SIZES_MAGIC + zlib.compress(negative.tobytes()),
+        "wrong total": index_module._SIZES_MAGIC + zlib.compress((sizes * 2).tobytes()),
+    }
+
+
+@pytest.mark.parametrize("variant", list(_trailer_variants()))
+def test_a_hash_file_with_damaged_sizes_is_refused(tmp_path: Path, variant: str) -> None:
+    shard = hash_shard([3, 3], [1, 2])
+    path = tmp_path / "h-0123456789ab.faiss"
+    with open(path, "wb") as handle:
+        write_hash_shard(shard, count_keys(np.array([3, 3])))(handle.write)
+    assert read_hash_shard(path).bucket_sizes[3] == 2
+    with open(path, "wb") as handle:
+        write_index(shard, binary=True)(handle.write)
+        handle.write(_trailer_variants()[variant])
+    with pytest.raises(RuntimeError, match="bucket sizes"):
+        read_hash_shard(path)

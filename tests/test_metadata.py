@@ -50,7 +50,7 @@ def test_known_and_unknown_columns_are_kept(music: Path) -> None:
     table = read_metadata(csv_path)
     assert table == {
         str((music / "w0.ogg").resolve()): {
-            "work_id": "D-1",
+            "external_id": "D-1",  # the column's older name, read as external_id
             "title": "First",
             "artist": "Ana",
             "isrc": "BR-ABC-20-00001",
@@ -59,7 +59,7 @@ def test_known_and_unknown_columns_are_kept(music: Path) -> None:
             "Territory": "BR",
         },
         str((music / "w1.ogg").resolve()): {
-            "work_id": "D-2",
+            "external_id": "D-2",
             "title": "Second",
             "uploader": "ring",
             "uploaded_at": "2023-05-01T10:00:00Z",
@@ -105,10 +105,11 @@ def test_metadata_for_paths_keys_rows_the_way_add_paths_looks_them_up(
     table = read_metadata(csv_path)
     monkeypatch.chdir(music.parent)
     matched, unused = metadata_for_paths(table, [Path("music/w0.ogg"), Path("music/w1.ogg")])
-    assert matched == {"music/w0.ogg": {"title": "zero"}}
+    assert matched == {str((music / "w0.ogg").resolve()): {"title": "zero"}}
     assert unused == [str((music / "sub" / "w3.ogg").resolve())]
     matched, unused = metadata_for_paths(table, [Path("music")])  # a folder, walked
-    assert set(matched) == {"music/w0.ogg", "music/sub/w3.ogg"} and unused == []
+    assert set(matched) == {str((music / n).resolve()) for n in ("w0.ogg", "sub/w3.ogg")}
+    assert unused == []
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -121,7 +122,11 @@ def test_metadata_for_paths_keys_rows_the_way_add_paths_looks_them_up(
         ("path,uploaded_at\nw0.ogg,2020-01-01\nw1.ogg,01/02/2020\n", [(3, "uploaded_at '01/02")]),
         ("path,title\nw0.ogg,a\nmissing.ogg,b\n", [(3, "file not found: missing.ogg")]),
         ("path,title\nw0.ogg,a\n./w0.ogg,b\n", [(3, "is already described on line 2")]),
-        ("path,work_id\nw0.ogg,A\nw1.ogg,A\n", [(3, "work_id 'A' repeats line 2")]),
+        ("path,work_id\nw0.ogg,A\nw1.ogg,A\n", [(3, "external_id 'A' repeats line 2")]),
+        ("path,external_id\nw0.ogg,A\nw1.ogg,A\n", [(3, "external_id 'A' repeats line 2")]),
+        ("path,upc\nw0.ogg,12345\n", [(2, "upc '12345' is not a UPC")]),
+        ("path,role\nw0.ogg,owner\n", [(2, "role 'owner' is not one of")]),
+        ("path,upload_id\nw0.ogg,3\n", [(2, "upload_id belongs in 'index update'")]),
         ("path,isrc\nw0.ogg,not-an-isrc\n", [(2, "isrc 'not-an-isrc' is not an ISRC")]),
         ("path,title\nw0.ogg,a,b,c\n", [(2, "4 cells but the header has 2 columns")]),
         ("path,title\n,a\n", [(2, "empty path")]),
@@ -208,10 +213,10 @@ def test_index_add_with_metadata(
     assert "added 3" in out
     assert "1 rows of" in err and "not among the paths" in err  # sub/w3.ogg was not added
     code, out, _ = run_main(["index", "list", "--db", str(db), "--json"], monkeypatch, capsys)
-    works = {Path(w["path"]).name: w for w in json.loads(out)}
+    works = {Path(w["path"]).name: w for w in json.loads(out)["works"]}
     assert (works["w0.ogg"]["title"], works["w0.ogg"]["artist"]) == ("Zero", "Ana")
     assert works["w0.ogg"]["metadata"] == {
-        "work_id": "D-0",
+        "external_id": "D-0",
         "title": "Zero",
         "artist": "Ana",
         "uploader": "label",
@@ -220,6 +225,12 @@ def test_index_add_with_metadata(
     }
     assert works["w1.ogg"]["metadata"]["uploader"] == "ring"
     assert works["w2.ogg"]["metadata"] == {}
+    code, out, _ = run_main(["index", "uploads", "--db", str(db), "--json"], monkeypatch, capsys)
+    uploads = {Path(u["source_path"]).name: u for u in json.loads(out)["uploads"]}
+    assert uploads["w0.ogg"]["external_id"] == "D-0"
+    assert uploads["w0.ogg"]["extra"] == {"label_code": "LC-1"}
+    assert uploads["w0.ogg"]["source_path"] == str((music / "w0.ogg").resolve())
+    assert (uploads["w1.ogg"]["uploader"], uploads["w1.ogg"]["role"]) == ("ring", "upload")
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,7 @@ def test_cli_timeout_options_screen_and_add(tmp_path) -> None:
             str(tmp_path / "missing.wav"),
         ],
     )
-    assert screened.exit_code == 1
+    assert screened.exit_code == 3  # a duplicate and a missing file
     assert '"verdict": "duplicate"' in screened.output
     assert '"error": "file not found"' in screened.output
 

@@ -1,8 +1,10 @@
 """The JSON forms of rescan results, both ways, and of the store's bookkeeping.
 
-The dataclass-to-JSON direction is :func:`audiodup.results.to_jsonable` (non-finite floats
-become null); this module adds the way back for the per-work results kept in
-``rescan.sqlite``, so a stored result reads back as the ``WorkScan`` that was written.
+The report document (:func:`report_to_dict`) is versioned and described by
+``audiodup/schemas/rescan.schema.json``. The dataclass-to-JSON direction is
+:func:`audiodup.results.to_jsonable` (non-finite floats become null); this module adds the way
+back for the per-work results kept in ``rescan.sqlite``, so a stored result reads back as the
+``WorkScan`` that was written.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 from dataclasses import fields
 
 from ..results import Match, Section, to_jsonable
+from ..schema import SCHEMA_VERSION
 from .results import RescanReport, WorkScan
 
 # Match fields that may be null; any other null was a non-finite float
@@ -19,8 +22,26 @@ _NULLABLE_MATCH_FIELDS = ("title", "chroma_similarity", "matched_peaks")
 
 
 def report_to_dict(report: RescanReport) -> dict:
-    """The JSON form of a report (``to_jsonable`` of the dataclasses)."""
-    return to_jsonable(report)
+    """What ``rescan --out FILE.json`` writes (``rescan.schema.json``): ``schema_version``,
+    a ``summary`` of counts, then ``to_jsonable`` of the report, whose ``errors`` carry their
+    cause under ``error`` as screen's error entries do."""
+    data = to_jsonable(report)
+    data["errors"] = [
+        {"work_id": e["work_id"], "path": e["path"], "error": e["note"]} for e in data["errors"]
+    ]
+    return {"schema_version": SCHEMA_VERSION, "summary": report_summary(report), **data}
+
+
+def report_summary(report: RescanReport) -> dict[str, int]:
+    """The counts of a report (the facts the exit code is made of)."""
+    return {
+        "duplicate_pairs": len(report.pairs),
+        "suspect_pairs": len(report.suspect_pairs),
+        "clusters": len(report.clusters),
+        "errors": len(report.errors),
+        "fallbacks": len(report.fallbacks),
+        "unscanned": len(report.unscanned),
+    }
 
 
 def scan_to_json(scan: WorkScan) -> str:

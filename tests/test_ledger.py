@@ -1,0 +1,241 @@
+"""The upload ledger (issue #13): every submission is an upload record, content is stored once,
+roles name the owner, metadata is changed with ``index update`` (all or nothing), ids follow
+input order, and a catalog of the first layout gets its ledger without changing any id."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cli_runner import run_main
+
+from audiodup import Catalog
+from audiodup.errors import MetadataError
+from audiodup.ingest import source_path
+from audiodup.metadata import read_metadata_update
+from audiodup.owners import owner
+from audiodup.results import UploadInfo
+from audiodup.schema import validate
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+CATALOG_DIR = FIXTURES / "catalog"
+UPLOADS_DIR = FIXTURES / "uploads"
+
+
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """``run(*args)``: ``(exit code, stdout, stderr)`` of the console entry point."""
+    return lambda *args: run_main([str(a) for a in args], monkeypatch, capsys)
+
+
+def upload(upload_id: int, role: str = "upload", uploaded_at: str | None = None, **kw):
+    return UploadInfo(
+        upload_id=upload_id,
+        work_id=kw.pop("work_id", 1),
+        role=role,
+        source_path=f"/music/{upload_id}.ogg",
+        sha256="0" * 64,
+        recorded_at="2026-01-01T00:00:00+00:00",
+        uploaded_at=uploaded_at,
+        **kw,
+    )
+
+
+# -- owners (pure) ---------------------------------------------------------------------------
+def test_a_reference_names_the_work_whatever_the_dates() -> None:
+    chosen, why = owner([upload(1, uploaded_at="2019-01-01"), upload(2, "reference", "2024-01-01")])
+    assert chosen.upload_id == 2 and "reference" in why and "1 other upload" in why
+
+
+def test_without_reference_the_earliest_dated_upload_names_it_and_undated_never_win() -> None:
+    chosen, why = owner(
+        [upload(1), upload(2, uploaded_at="2023-05-01"), upload(3, uploaded_at="2022-01-01")]
+    )
+    assert chosen.upload_id == 3 and "earliest dated upload (2022-01-01)" in why
+    chosen, why = owner([upload(4), upload(5)])
+    assert chosen.upload_id == 4 and "no upload dates" in why
+
+
+# -- adding: uploads and content ------------------------------------------------------------
+def test_identical_reupload_by_another_account_is_recorded_with_its_metadata(
+    tmp_path: Path,
+) -> None:
+    other = tmp_path / "ring" / "song.ogg"  # same base name as nothing; another account's file
+    other.parent.mkdir()
+    shutil.copyfile(CATALOG_DIR / "work_02.ogg", other)
+    label = source_path(CATALOG_DIR / "work_02.ogg")
+    metadata = {
+        label: {"uploader": "label", "uploaded_at": "2020-01-01", "role": "reference"},
+        source_path(other): {"uploader": "ring", "uploaded_at": "2024-06-01", "external_id": "R-9"},
+    }
+    with Catalog.open(tmp_path / "db") as catalog:
+        first, second = catalog.add_paths([CATALOG_DIR / "work_02.ogg", other], metadata=metadata)
+        assert (first.status, second.status) == ("added", "identical")
+        assert first.work_id == second.work_id and first.upload_id != second.upload_id
+        ledger = {u.upload_id: u for u in catalog.uploads()}
+        assert ledger[first.upload_id].role == "reference"
+        assert ledger[second.upload_id].uploader == "ring"
+        assert ledger[second.upload_id].external_ids == {"external_id": "R-9"}
+        assert ledger[second.upload_id].source_path == str(other.resolve())
+        assert len(catalog.works()) == 1 and catalog.stats().uploads == 2
+
+        verdict = catalog.screen(other)
+        top = verdict.matches[0]
+        assert verdict.verdict == "duplicate" and top.identical_content
+        assert (top.upload_id, top.uploader, top.role) == (first.upload_id, "label", "reference")
+        assert "reference" in top.attribution and "1 other upload" in top.attribution
+
+
+def test_metadata_never_follows_a_base_name(tmp_path: Path, run) -> None:
+    a, b = tmp_path / "a" / "song.ogg", tmp_path / "b" / "song.ogg"
+    for path, source in ((a, "work_00.ogg"), (b, "work_01.ogg")):
+        path.parent.mkdir()
+        shutil.copyfile(CATALOG_DIR / source, path)
+    csv_path = tmp_path / "meta.csv"
+    csv_path.write_text("path,uploader,external_id\na/song.ogg,first,X-1\n")
+    code, _, err = run("index", "add", "--db", tmp_path / "db", "--metadata", csv_path, a, b)
+    assert code == 0, err
+    with Catalog.open(tmp_path / "db") as catalog:
+        by_path = {u.source_path: u for u in catalog.uploads()}
+    assert (by_path[str(a.resolve())].uploader, by_path[str(a.resolve())].external_id) == (
+        "first",
+        "X-1",
+    )
+    assert (by_path[str(b.resolve())].uploader, by_path[str(b.resolve())].external_id) == (
+        None,
+        None,
+    )
+
+
+def test_ids_follow_input_order_whatever_the_workers(tmp_path: Path) -> None:
+    files = sorted(CATALOG_DIR.glob("*.ogg"), reverse=True) + [UPLOADS_DIR / "not-a-file.ogg"]
+    orders = []
+    for workers in (1, 2):
+        with Catalog.open(tmp_path / f"db{workers}") as catalog:
+            results = catalog.add_paths(files, workers=workers)
+            orders.append([(r.path, r.status, r.work_id, r.upload_id) for r in results])
+            assert [u.source_path for u in catalog.uploads()] == [
+                source_path(f) for f in files[:-1]
+            ]
+    assert orders[0] == orders[1]
+    assert [r[1] for r in orders[0]] == ["added"] * 6 + ["failed"]
+    assert [r[3] for r in orders[0][:6]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_role_option_and_paths_stored_absolute(tmp_path: Path, monkeypatch, run) -> None:
+    shutil.copytree(CATALOG_DIR, tmp_path / "music")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("index", "add", "--db", "db", "--role", "reference", "music/work_00.ogg")
+    assert code == 0 and "added 1, identical 0" in out, err
+    code, out, _ = run("index", "uploads", "--db", "db", "--json")
+    validate(json.loads(out), "index-uploads")
+    (record,) = json.loads(out)["uploads"]
+    assert record["role"] == "reference"
+    assert record["source_path"] == str((tmp_path / "music" / "work_00.ogg").resolve())
+    code, _, err = run("index", "add", "--db", "db", "--role", "owner", "music/work_01.ogg")
+    assert code == 2 and "owner" in err
+
+
+# -- index update ---------------------------------------------------------------------------
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    """A catalog of three uploads: work_00, work_01 and an identical copy of work_00."""
+    copy = tmp_path / "copy" / "work_00.ogg"
+    copy.parent.mkdir()
+    shutil.copyfile(CATALOG_DIR / "work_00.ogg", copy)
+    metadata = {
+        source_path(CATALOG_DIR / "work_00.ogg"): {"external_id": "A-1"},
+        source_path(CATALOG_DIR / "work_01.ogg"): {"external_id": "A-2"},
+        source_path(copy): {"external_id": "A-1"},  # a distributor's id need not be unique
+    }
+    with Catalog.open(tmp_path / "db") as catalog:
+        catalog.add_paths(
+            [CATALOG_DIR / "work_00.ogg", CATALOG_DIR / "work_01.ogg", copy], metadata=metadata
+        )
+    return tmp_path / "db"
+
+
+def test_update_by_upload_id_external_id_and_full_path(ledger: Path, tmp_path: Path, run) -> None:
+    csv_path = tmp_path / "update.csv"
+    csv_path.write_text(
+        "upload_id,external_id,path,uploader,role,uploaded_at,territory\n"
+        "1,,,label,reference,2020-01-01,BR\n"
+        ",A-2,,label,,2021-02-02,\n"
+        f",,{tmp_path / 'copy' / '..' / 'copy' / 'work_00.ogg'},ring,upload,,\n"
+    )
+    code, out, err = run("index", "update", "--db", ledger, "--metadata", csv_path)
+    assert code == 0 and "updated 3 uploads" in out, err
+    with Catalog.open(ledger) as catalog:
+        got = {u.upload_id: u for u in catalog.uploads()}
+    assert (got[1].uploader, got[1].role, got[1].uploaded_at) == (
+        "label",
+        "reference",
+        "2020-01-01",
+    )
+    assert got[1].extra == {"territory": "BR"} and got[1].external_id == "A-1"
+    assert (got[2].uploader, got[2].uploaded_at) == ("label", "2021-02-02")
+    assert (got[3].uploader, got[3].role) == ("ring", "upload")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("external_id,uploader\nA-1,x\n", 2, "ambiguous: uploads 1, 3"),
+        ("external_id,uploader\nZ-9,x\n", 2, "names no upload"),
+        ("upload_id,uploader\n99,x\n", 2, "names no upload"),
+        ("path,uploader\nwork_00.ogg,x\n", 2, "names no upload"),  # a base name names nothing
+        ("upload_id,role\n2,owner\n", 2, "role 'owner'"),
+        ("upload_id,uploaded_at\n2,yesterday\n", 2, "not an ISO 8601 date"),
+        ("upload_id,uploader\n2,x\n2,y\n", 3, "already changed on line 2"),
+        ("uploader\nx\n", 1, "no 'upload_id', 'external_id' or 'path' column"),
+    ],
+)
+def test_update_errors_name_their_line(
+    ledger: Path, tmp_path: Path, run, text: str, line: int, words: str
+) -> None:
+    csv_path = tmp_path / "update.csv"
+    csv_path.write_text(text)
+    with Catalog.open(ledger) as catalog:
+        before = catalog.uploads()
+        with pytest.raises(MetadataError) as exc:
+            read_metadata_update(csv_path, before)
+    assert f"line {line}" in str(exc.value) and words in str(exc.value)
+    code, _, err = run("index", "update", "--db", ledger, "--metadata", csv_path)
+    assert code == 2 and words in err
+    with Catalog.open(ledger) as catalog:
+        assert catalog.uploads() == before
+
+
+def test_an_update_with_one_bad_line_changes_nothing(ledger: Path, tmp_path: Path, run) -> None:
+    csv_path = tmp_path / "update.csv"
+    csv_path.write_text("upload_id,uploader,role\n1,changed,reference\n2,x,owner\n3,y,\n")
+    with Catalog.open(ledger) as catalog:
+        before = catalog.uploads()
+    code, out, err = run("index", "update", "--db", ledger, "--metadata", csv_path)
+    assert code == 2 and "line 3" in err and "updated" not in out
+    with Catalog.open(ledger) as catalog:
+        assert catalog.uploads() == before
+
+
+# -- a catalog of the first layout -----------------------------------------------------------
+def test_a_first_layout_catalog_gets_its_ledger_with_the_same_ids(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    with Catalog.open(db) as catalog:
+        catalog.add_paths(sorted(CATALOG_DIR.glob("*.ogg"))[:3])
+    with sqlite3.connect(db / "catalog.sqlite") as con:  # make it a schema-1 catalog
+        con.execute("DROP TABLE uploads")
+        con.execute(
+            "UPDATE works SET metadata = ? WHERE work_id = 2",
+            (json.dumps({"work_id": "OLD-2", "uploader": "u"}),),
+        )
+        con.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")
+    con.close()
+    with Catalog.open(db) as catalog:
+        got = catalog.uploads()
+        assert [(u.upload_id, u.work_id) for u in got] == [(1, 1), (2, 2), (3, 3)]
+        assert (got[1].external_id, got[1].uploader) == ("OLD-2", "u")
+        added = catalog.add_paths([CATALOG_DIR / "work_05.ogg"])
+        assert added[0].upload_id == 4
