@@ -187,10 +187,9 @@ def load_report(catalog: Catalog) -> RescanReport:
             store.close()
     else:
         scans = {}
-    # the upload ledger when the catalog has one; else each work is its one upload
-    ledger = getattr(catalog, "uploads", None)
-    uploads = ledger() if callable(ledger) else None
-    return build_report(works, scans, catalog.settings, catalog=str(catalog.root), uploads=uploads)
+    return build_report(
+        works, scans, catalog.settings, catalog=str(catalog.root), uploads=catalog.uploads()
+    )
 
 
 def rescan(catalog: Catalog, **options) -> RescanReport:
