@@ -523,8 +523,9 @@ def rescan_command(
         ),
     ] = None,
 ) -> None:
-    """Screen every work against all others: duplicate pairs, clusters, likely originals,
-    uploaders. Killed and restarted, it resumes where it stopped.
+    """Screen every work against all others: typed links (copy_of, contains_excerpt_of),
+    clusters of an original and its copies, owners, caveats, uploaders. Killed and restarted,
+    it resumes where it stopped.
 
     Exit code: the sum of 1 (duplicate pairs), 2 (works that could not be screened at all, or
     a report that could not be written) and 4 (suspect pairs); 0 when nothing matched.
@@ -598,15 +599,28 @@ _MAX_CONSOLE_CLUSTERS = 50
 
 
 def _print_rescan(result, summary) -> None:
+    uploads = {m.upload_id: m for m in result.linked_uploads}
+    by_work: dict[int, list] = {}
+    for m in result.linked_uploads:
+        by_work.setdefault(m.work_id, []).append(m)
     if result.clusters:
-        table = Table("cluster", "works", "likely original", "alterations (relative to it)")
+        table = Table("cluster", "original (owner)", "uploads: relation to the original", "caveats")
         for c in result.clusters[:_MAX_CONSOLE_CLUSTERS]:
-            original = f"work {c.original}" if c.original is not None else c.original_reason
+            alteration = {a.work_id: a for a in c.alterations}
+            original = [c.original_reason]
+            if c.determined:
+                original.insert(0, _upload_text(uploads[c.original_upload_id]))
+            lines = []
+            for m in c.members:
+                how = m.relation
+                if m.work_id in alteration and m.relation != "identical":
+                    how += f" ({alteration[m.work_id].description})"
+                lines.append(f"{_upload_text(m)}: {how}")
             table.add_row(
                 str(c.cluster_id),
-                ", ".join(str(w) for w in c.work_ids),
-                _user(original),
-                Text("\n".join(f"{a.work_id}: {a.description}" for a in c.alterations)),
+                Text("\n".join(shown_text(line) for line in original)),
+                Text("\n".join(shown_text(line) for line in lines)),
+                Text("\n".join(shown_text(caveat) for caveat in c.caveats)),
             )
         out.print(table)
         if len(result.clusters) > _MAX_CONSOLE_CLUSTERS:
@@ -614,15 +628,40 @@ def _print_rescan(result, summary) -> None:
                 f"... and {len(result.clusters) - _MAX_CONSOLE_CLUSTERS} more clusters "
                 "(write them all with --out)"
             )
+    others = _grouped_links(result)
+    if others:
+        table = Table("work", "relation", "source work", "shares", "why, caveats")
+        for k, also in others[: 2 * _MAX_CONSOLE_CLUSTERS]:
+            source = _work_text(k.source_work_id, by_work)
+            if also:
+                source += f"\nand its copies: work {', '.join(str(w) for w in also)}"
+            table.add_row(
+                Text(_work_text(k.work_id, by_work)),
+                k.kind,
+                Text(source),
+                f"{100 * k.work_share:.0f} % of it, {100 * k.source_share:.0f} % of the source",
+                Text("\n".join(shown_text(t) for t in (k.direction, *k.caveats))),
+            )
+        out.print(table)
     if result.uploaders:
-        table = Table("uploader", "copies", "share", "copies duration", "works")
+        table = Table(
+            "uploader",
+            "copies",
+            "share",
+            "copies duration",
+            "uploads",
+            "excerpts used",
+            "undetermined",
+        )
         for u in result.uploaders[:10]:
             table.add_row(
                 _user(u.uploader),
                 str(u.copies),
                 f"{100 * u.share:.0f} %",
                 f"{u.copies_duration_s / 60:.1f} min",
-                str(u.works),
+                str(u.uploads),
+                str(u.excerpts_used),
+                str(u.undetermined),
             )
         out.print(table)
     for note in (*result.fallbacks, *result.errors):
@@ -632,12 +671,63 @@ def _print_rescan(result, summary) -> None:
     else:
         resumed = ", resumed" if summary.resumed else ""
         now = f"screened {summary.screened} works now (run {summary.run_id}{resumed}); "
+    kinds = [k.kind for k in result.links]
+    undetermined = sum(not c.determined for c in result.clusters)
     out.print(
         f"{now}"
-        f"{result.scanned} of {result.works} works have results: "
-        f"{len(result.clusters)} clusters, {len(result.pairs)} duplicate pairs, "
+        f"{result.scanned} of {result.works} works ({result.uploads} uploads) have results: "
+        f"{len(result.clusters)} clusters ({undetermined} without a determined original), "
+        f"{kinds.count('copy_of')} copy_of, {kinds.count('contains_excerpt_of')} "
+        f"contains_excerpt_of, {kinds.count('same_recording')} same_recording, "
+        f"{kinds.count('overlap')} overlap links; {len(result.pairs)} duplicate pairs, "
         f"{len(result.suspect_pairs)} suspect pairs"
     )
+
+
+def _upload_text(m) -> str:
+    """``upload 7 (fraud-ring, reference, 2023-01-01, isrc=...)``: user text, shown literally
+    by the caller."""
+    ids = " ".join(f"{k}={v}" for k, v in m.external_ids.items())
+    parts = [m.uploader or "no uploader", m.role, m.uploaded_at or "undated", ids]
+    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
+
+
+def _work_text(work_id: int, by_work: dict) -> str:
+    """A work and who stands for it: its references (the owners), else its first upload."""
+    uploads = by_work.get(work_id, [])
+    if not uploads:
+        return f"work {work_id}"
+    name = shown_text(uploads[0].title or Path(uploads[0].path).name)
+    shown = [m for m in uploads if m.role == "reference"] or uploads[:1]
+    more = len(uploads) - len(shown)
+    lines = [f"work {work_id} {name}", *(shown_text(_upload_text(m)) for m in shown)]
+    if more:
+        lines.append(f"+{more} other upload{'s' if more > 1 else ''}")
+    return "\n".join(lines)
+
+
+def _grouped_links(result) -> list:
+    """The links outside clusters, one row per derived work and source cluster: the link to the
+    cluster's original when there is one (else the strongest), with the other works of that
+    cluster it also matched."""
+    cluster_of = {w: c for c in result.clusters for w in c.work_ids}
+    groups: dict[tuple, list] = {}
+    for k in result.links:
+        if k.clustered:
+            continue
+        cluster = cluster_of.get(k.source_work_id)
+        key = (k.work_id, k.kind, cluster.cluster_id if cluster else -k.source_work_id)
+        groups.setdefault(key, []).append(k)
+    rows = []
+    for links in groups.values():
+        cluster = cluster_of.get(links[0].source_work_id)
+        original = cluster.original_work_id if cluster else None
+        lead = next(
+            (k for k in links if k.source_work_id == original),
+            max(links, key=lambda k: k.score),
+        )
+        rows.append((lead, sorted(k.source_work_id for k in links if k is not lead)))
+    return rows
 
 
 @app.command("explain")

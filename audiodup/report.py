@@ -3,12 +3,14 @@ chosen by the file's suffix.
 
 * JSON: ``screen`` writes the document that ``screen --json`` prints
   (:func:`audiodup.results.screen_document`); ``rescan`` writes
-  :func:`audiodup.rescan.report_to_dict` (``clusters``, ``pairs``, ``suspect_pairs``,
-  ``uploaders``, ...). Both carry ``schema_version`` and follow the schemas of
-  :mod:`audiodup.schema`.
+  :func:`audiodup.rescan.report_to_dict` (``clusters``, ``links``, ``linked_uploads``,
+  ``pairs``, ``suspect_pairs``, ``uploaders``, ...). Both carry ``schema_version`` and follow
+  the schemas of :mod:`audiodup.schema`.
 * CSV: ``screen`` writes one row per (upload, match), an upload without matches gets one row;
   ``rescan`` writes one row per matching pair (duplicates, then suspects) with both works'
-  names, uploaders and dates, the cluster and its original. Rows end in CRLF (RFC 4180), so a
+  names and uploads (ids, uploaders, dates, roles, external ids), the typed link (``relation``,
+  ``derived_work_id``, ``source_work_id``, ``direction``, ``caveats``), the share of each work
+  the other explains, the cluster and its original upload. Rows end in CRLF (RFC 4180), so a
   cell holding a carriage return is quoted too. A text cell that a spreadsheet would run as a
   formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) is written
   with a ``'`` in front, and so is one that starts with ``'``: a text cell that starts with
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from .catalog import Catalog
 from .errors import AudiodupError
-from .rescan import Pair, RescanReport, report_to_dict
+from .rescan import Member, Pair, RescanReport, report_to_dict
 from .results import Match, Verdict, dumps, screen_document, to_jsonable
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
@@ -157,22 +159,33 @@ def _owner_cells(m: Match) -> list:
 
 
 def rescan_csv(report: RescanReport) -> str:
-    members = {m.work_id: m for c in report.clusters for m in c.members}
-    cluster_of = {m.work_id: c for c in report.clusters for m in c.members}
+    """One row per matching pair (duplicates, then suspects): both works with their uploads,
+    the typed link (``relation``: which work is derived from which, the share of each that the
+    other explains, why that direction, caveats) and the evidence."""
+    uploads: dict[int, list[Member]] = {}
+    for m in report.linked_uploads:
+        uploads.setdefault(m.work_id, []).append(m)
+    cluster_of = {w: c for c in report.clusters for w in c.work_ids}
+    link_of = {tuple(sorted((k.work_id, k.source_work_id))): k for k in report.links}
     header = (
         "label",
+        "relation",
+        "derived_work_id",
+        "source_work_id",
+        "direction",
+        "caveats",
         "cluster_id",
         "cluster_original",
         "query_work_id",
         "query_path",
         "query_title",
-        "query_uploader",
-        "query_uploaded_at",
+        *(f"query_{column}" for column in _UPLOAD_COLUMNS),
+        "query_share",
         "reference_work_id",
         "reference_path",
         "reference_title",
-        "reference_uploader",
-        "reference_uploaded_at",
+        *(f"reference_{column}" for column in _UPLOAD_COLUMNS),
+        "reference_share",
         *_MATCH_COLUMNS,
         "found_both_ways",
         "query_source",
@@ -180,14 +193,23 @@ def rescan_csv(report: RescanReport) -> str:
     )
     rows = []
     for pair in (*report.pairs, *report.suspect_pairs):
-        cluster = cluster_of.get(pair.query_work_id) if pair.label == "duplicate" else None
+        link = link_of.get(pair.work_ids) if pair.label == "duplicate" else None
+        ids = {c.cluster_id if c else None for c in map(cluster_of.get, pair.work_ids)}
+        cluster = cluster_of.get(pair.query_work_id) if len(ids) == 1 else None
         rows.append(
             [
                 pair.label,
+                link.kind if link else "",
+                link.work_id if link else "",
+                link.source_work_id if link else "",
+                link.direction if link else "",
+                "; ".join(link.caveats) if link else "",
                 cluster.cluster_id if cluster else "",
-                cluster.original if cluster and cluster.original is not None else "",
-                *_work_cells(pair.query_work_id, members, pair, query=True),
-                *_work_cells(pair.reference_work_id, members, pair, query=False),
+                cluster.original_upload_id if cluster and cluster.determined else "",
+                *_work_cells(pair.query_work_id, uploads, pair, query=True),
+                _cell(pair.share_of(pair.query_work_id)),
+                *_work_cells(pair.reference_work_id, uploads, pair, query=False),
+                _cell(pair.share_of(pair.reference_work_id)),
                 *_match_cells(pair.evidence),
                 pair.found_both_ways,
                 pair.query_source,
@@ -197,18 +219,25 @@ def rescan_csv(report: RescanReport) -> str:
     return _csv(header, rows)
 
 
-def _work_cells(work_id: int, members: dict, pair: Pair, query: bool) -> list:
-    member = members.get(work_id)
-    if member is None:  # suspect pairs join works outside clusters: no metadata at hand
-        path = pair.query_path if query else pair.evidence.path
-        title = pair.query_title if query else pair.evidence.title
-        return [work_id, path, title or "", "", ""]
+# per side of a pair, the uploads of that work (several joined by "; ")
+_UPLOAD_COLUMNS = ("upload_ids", "uploader", "uploaded_at", "role", "external_ids")
+
+
+def _work_cells(work_id: int, uploads: dict[int, list[Member]], pair: Pair, query: bool) -> list:
+    path = pair.query_path if query else pair.evidence.path
+    title = pair.query_title if query else pair.evidence.title
+    members = uploads.get(work_id)
+    if not members:  # suspect pairs join works outside links: their uploads are not at hand
+        return [work_id, path, title or "", *[""] * len(_UPLOAD_COLUMNS)]
     return [
         work_id,
-        member.path,
-        member.title or "",
-        member.uploader or "",
-        member.uploaded_at or "",
+        members[0].path,
+        members[0].title or title or "",
+        "; ".join(str(m.upload_id) for m in members),
+        "; ".join(m.uploader or "" for m in members),
+        "; ".join(m.uploaded_at or "" for m in members),
+        "; ".join(m.role for m in members),
+        "; ".join(" ".join(f"{k}={v}" for k, v in m.external_ids.items()) for m in members),
     ]
 
 

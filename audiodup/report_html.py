@@ -29,7 +29,7 @@ from .catalog import Catalog
 from .errors import AudiodupError
 from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
-from .rescan import Cluster, Pair, RescanReport, work_query
+from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import Match, Section, Verdict, shown_text
 
 SNIPPET_S = 8.0
@@ -56,6 +56,10 @@ table.sortable th[aria-sort=descending]::after{content:" \\2193";color:#1d2330}
 .badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .duplicate{background:#fde2e1;color:#a3201b}.suspect{background:#fff1cc;color:#7a5800}
 .clean{background:#dff3e4;color:#1e6b34}.error{background:#e9e2f7;color:#5a2ca0}
+.copy_of{background:#fde2e1;color:#a3201b}.identical{background:#fde2e1;color:#a3201b}
+.original{background:#dff3e4;color:#1e6b34}.contains_excerpt_of{background:#fff1cc;color:#7a5800}
+.overlap,.same_recording,.undetermined,.unclustered{background:#eef1f5;color:#3a4353}
+.caveats{color:#7a5800;margin:4px 0 8px}
 .detail{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:14px 18px;
 margin:14px 0}.detail img{max-width:100%;height:auto;border:1px solid #eef1f5}
 .evidence{color:#3a4353;margin:4px 0 8px}.listen{display:flex;flex-wrap:wrap;gap:18px}
@@ -186,18 +190,30 @@ def rescan_html(
     max_pictures: int = 60,
     snippet_s: float = SNIPPET_S,
 ) -> str:
-    """The report of ``rescan``: summary, sortable tables of clusters, uploaders and pairs, and
-    per cluster its members, the alteration of each and, for the pair behind it, the evidence,
-    picture and excerpts (pictures and excerpts for at most ``max_pictures`` pairs)."""
+    """The report of ``rescan``: summary, sortable tables of clusters (original, owner,
+    caveats), excerpts and overlaps (never merged into clusters), uploaders and pairs, and per
+    cluster its member uploads with their relation to the original, the alteration of each
+    work and, for the pair behind it, the evidence, picture and excerpts (pictures and excerpts
+    for at most ``max_pictures`` pairs)."""
+    kinds = [k.kind for k in report.links]
     cards = [
         (report.works, "works in the catalog"),
+        (report.uploads, "uploads"),
         (report.scanned, "screened"),
-        (len(report.clusters), "duplicate clusters"),
+        (len(report.clusters), "clusters (an original and its copies)"),
+        (sum(not c.determined for c in report.clusters), "clusters without a determined original"),
+        (kinds.count("contains_excerpt_of"), "excerpt links"),
+        (kinds.count("overlap"), "overlaps, direction unknown"),
         (len(report.pairs), "duplicate pairs"),
         (len(report.suspect_pairs), "suspect pairs"),
         (len(report.fallbacks), "screened from stored fingerprints"),
         (len(report.errors), "errors"),
     ]
+    uploads = {m.upload_id: m for m in report.linked_uploads}
+    by_work: dict[int, list[Member]] = {}
+    for m in report.linked_uploads:
+        by_work.setdefault(m.work_id, []).append(m)
+    cluster_of = {w: c for c in report.clusters for w in c.work_ids}
     body = [_cards(cards)]
     if report.unscanned:
         body.append(
@@ -205,10 +221,17 @@ def rescan_html(
             "(run <code>audiodup rescan --new-only</code>).</p>"
         )
     body.append("<h2>Clusters</h2>")
+    body.append(
+        '<p class="muted">A cluster is one original and its copies (works that are mostly '
+        "the original, altered). The original is the reference upload when there is one, else "
+        "the earliest dated upload. Medleys, compilations and mixes are listed under "
+        "<i>Excerpts</i> and never join a cluster.</p>"
+    )
     cluster_rows = []
     for c in report.clusters:
         strongest = max(
-            (p.evidence.score for p in report.pairs if p.work_ids[0] in c.work_ids), default=0.0
+            (p.evidence.score for p in report.pairs if set(p.work_ids) <= set(c.work_ids)),
+            default=0.0,
         )
         uploaders = sorted({m.uploader for m in c.members if m.uploader})
         linked = c.cluster_id <= max_details
@@ -221,39 +244,63 @@ def rescan_html(
                     c.cluster_id,
                 ),
                 (str(len(c.members)), len(c.members)),
-                _e(_original_text(c)),
+                _e(_original_text(c, uploads)),
                 _e(", ".join(uploaders)),
-                _e("; ".join(f"{a.work_id}: {a.description}" for a in c.alterations)),
+                _e("; ".join(c.caveats)),
+                _e("; ".join(f"work {a.work_id}: {a.description}" for a in c.alterations)),
                 (f"{strongest:.1f}", strongest),
             ]
         )
     body.append(
         _table(
-            ["cluster", "works", "likely original", "uploaders", "alterations", "best score"],
+            [
+                "cluster",
+                "uploads",
+                "original (owner)",
+                "uploaders",
+                "caveats",
+                "alterations",
+                "best score",
+            ],
             cluster_rows,
             table_id="clusters",
-            numeric={1, 5},
+            numeric={1, 6},
         )
         if cluster_rows
-        else '<p class="muted">No duplicates found.</p>'
+        else '<p class="muted">No copies found.</p>'
     )
+    others = [k for k in report.links if not k.clustered]
+    if others:
+        body.append("<h2>Excerpts and overlaps</h2>")
+        body.append(
+            '<p class="muted"><i>contains_excerpt_of</i>: the work uses part of the source (a '
+            "medley, compilation or mix); it is not called a copy and joins no cluster. "
+            "<i>overlap</i>: the two share material but which came first is unknown, so neither "
+            "is accused. <i>copy_of</i> here: a copy that is clustered with a stronger source."
+            "</p>"
+        )
+        body.append(_links_table(others, report, by_work, cluster_of, max_details))
     if report.uploaders:
         body.append("<h2>Uploaders</h2>")
         body.append(
-            '<p class="muted">Copies: works that are altered copies of another uploader\'s '
-            "original (the earliest upload of their cluster).</p>"
+            '<p class="muted">Copies: uploads that are copies (altered or identical) of another '
+            "uploader's original, in clusters whose original is determined. Excerpts used and "
+            "uploads in clusters without a determined original are counted apart; a reference "
+            "is never counted as a copy.</p>"
         )
         body.append(
             _table(
                 [
                     "uploader",
                     "copies",
-                    "share of their works",
+                    "share of their uploads",
                     "copies duration",
-                    "works",
+                    "uploads",
                     "originals copied by others",
                     "self copies",
+                    "excerpts used",
                     "in clusters without original",
+                    "disputed references",
                 ],
                 [
                     [
@@ -261,15 +308,17 @@ def rescan_html(
                         (str(u.copies), u.copies),
                         (f"{100 * u.share:.0f} %", u.share),
                         (_duration(u.copies_duration_s), u.copies_duration_s),
-                        (str(u.works), u.works),
+                        (str(u.uploads), u.uploads),
                         (str(u.originals_copied), u.originals_copied),
                         (str(u.self_copies), u.self_copies),
-                        (str(u.unattributed), u.unattributed),
+                        (str(u.excerpts_used), u.excerpts_used),
+                        (str(u.undetermined), u.undetermined),
+                        (str(u.disputed_references), u.disputed_references),
                     ]
                     for u in report.uploaders
                 ],
                 table_id="uploaders",
-                numeric={1, 2, 3, 4, 5, 6, 7},
+                numeric={1, 2, 3, 4, 5, 6, 7, 8, 9},
             )
         )
     for title, pairs, table_id in (
@@ -278,7 +327,7 @@ def rescan_html(
     ):
         if pairs:
             body.append(f"<h2>{title}</h2>")
-            body.append(_pairs_table(pairs, table_id))
+            body.append(_pairs_table(pairs, table_id, report))
     if report.fallbacks or report.errors:
         body.append("<h2>Notes</h2><ul>")
         for note in (*report.fallbacks, *report.errors):
@@ -292,7 +341,159 @@ def rescan_html(
     budget = [max_pictures]
     for cluster in report.clusters[:max_details]:
         body.append(_cluster_detail(cluster, report, catalog, snippet_s, queries, budget))
+    derived = sorted({k.work_id for k in others if k.kind == "contains_excerpt_of"})
+    if derived:
+        body.append("<h2>Excerpt details</h2>")
+    for work_id in derived[:max_details]:
+        body.append(
+            _excerpt_detail(
+                work_id, report, by_work, cluster_of, catalog, snippet_s, queries, budget
+            )
+        )
     return _page("audiodup rescan report", _subtitle(catalog), "\n".join(body))
+
+
+def _excerpt_detail(
+    work_id: int,
+    report: RescanReport,
+    by_work: dict[int, list[Member]],
+    cluster_of: dict,
+    catalog: Catalog | None,
+    snippet_s: float,
+    queries: dict,
+    budget: list[int],
+) -> str:
+    """A medley, compilation or mix: which part of it is which source (per source cluster,
+    the link to the cluster's original when there is one), with the evidence and excerpts."""
+    links = [k for k in report.links if k.work_id == work_id and k.kind == "contains_excerpt_of"]
+    chosen: dict[object, Link] = {}
+    for k in sorted(links, key=lambda k: -k.score):
+        cluster = cluster_of.get(k.source_work_id)
+        key = cluster.cluster_id if cluster else -k.source_work_id
+        if cluster is not None and k.source_work_id == cluster.original_work_id:
+            chosen[key] = k  # the original stands for its cluster
+        chosen.setdefault(key, k)
+    pairs = {p.work_ids: p for p in report.pairs}
+    uploads = by_work.get(work_id, [])
+    parts = [
+        f'<section class="detail" id="excerpts-{work_id}">',
+        f"<h3>{_e(_work_text(work_id, by_work))}</h3>",
+        f"<p>Contains excerpts of {len(chosen)} source{'s' if len(chosen) != 1 else ''}; it is "
+        "not a copy of any of them and joins none of their clusters.</p>",
+    ]
+    duration_s = uploads[0].duration_s if uploads else 0.0
+    seen_from = {
+        k.source_work_id: _as_seen_from(pairs[_ids(k)], work_id, duration_s)
+        for k in chosen.values()
+    }
+    # in the order the sources play in the work
+    for k in sorted(chosen.values(), key=lambda k: seen_from[k.source_work_id].query_start_s):
+        pair, seen = pairs[_ids(k)], seen_from[k.source_work_id]
+        cluster = cluster_of.get(k.source_work_id)
+        where = f" (cluster {cluster.cluster_id})" if cluster else ""
+        parts.append(
+            f"<h4>{_e(f'work {work_id} ' + k.kind + ' work ' + str(k.source_work_id))}"
+            f"{_e(where)}: {100 * k.work_share:.0f} % of it, {100 * k.source_share:.0f} % of "
+            f"the source</h4>"
+        )
+        parts.append(f"<p>Source: {_e(_work_text(k.source_work_id, by_work))}</p>")
+        reason = "; ".join((k.direction, *k.caveats))
+        parts.append(f'<p class="muted">Why this direction: {_e(reason)}</p>')
+        parts.append(_pair_evidence(pair, work_id, k.source_work_id, seen))
+        source = by_work.get(k.source_work_id)
+        if catalog is not None and budget[0] > 0 and uploads and source:
+            budget[0] -= 1
+            query = _work_fingerprint(catalog, work_id, queries)
+            if query is not None:
+                parts.append(_picture(catalog, query, k.source_work_id, f"work {work_id}"))
+            parts.append(
+                _listen(
+                    uploads[0].path,
+                    source[0].path,
+                    seen,
+                    snippet_s,
+                    (f"work {work_id}", f"work {k.source_work_id}"),
+                )
+            )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _ids(link: Link) -> tuple[int, int]:
+    return tuple(sorted((link.work_id, link.source_work_id)))
+
+
+def _links_table(
+    links: Sequence[Link],
+    report: RescanReport,
+    by_work: dict[int, list[Member]],
+    cluster_of: dict,
+    max_details: int,
+) -> str:
+    pairs = {p.work_ids: p for p in report.pairs}
+    rows = []
+    for k in links:
+        pair = pairs[tuple(sorted((k.work_id, k.source_work_id)))]
+        duration_s = by_work[k.work_id][0].duration_s if by_work.get(k.work_id) else 0.0
+        seen = _as_seen_from(pair, k.work_id, duration_s)
+        spans = (
+            f"work {k.work_id} {_s(seen.query_start_s)}–{_s(seen.query_end_s)} s ↔ work "
+            f"{k.source_work_id} {_s(seen.ref_start_s)}–{_s(seen.ref_end_s)} s"
+        )
+        source_cluster = cluster_of.get(k.source_work_id)
+        where = ""
+        if source_cluster is not None:
+            text = f"cluster {source_cluster.cluster_id}"
+            where = (
+                " (" + _link(f"cluster-{source_cluster.cluster_id}", text) + ")"
+                if source_cluster.cluster_id <= max_details
+                else f" ({_e(text)})"
+            )
+        rows.append(
+            [
+                _e(_work_text(k.work_id, by_work)),
+                f'<span class="badge {_e(k.kind)}">{_e(k.kind)}</span>',
+                _e(_work_text(k.source_work_id, by_work)) + where,
+                (f"{100 * k.work_share:.0f} %", k.work_share),
+                (f"{100 * k.source_share:.0f} %", k.source_share),
+                _e(spans),
+                _e(k.direction),
+                _e("; ".join(k.caveats)),
+                (f"{k.score:.1f}", k.score),
+            ]
+        )
+    return _table(
+        [
+            "work",
+            "relation",
+            "source work",
+            "share of the work",
+            "share of the source",
+            "where (main section)",
+            "why this direction",
+            "caveats",
+            "score",
+        ],
+        rows,
+        table_id="links",
+        numeric={3, 4, 8},
+    )
+
+
+def _work_text(work_id: int, by_work: dict[int, list[Member]]) -> str:
+    """``work 7 "title": upload 13 (dj, upload, 2024-01-01)`` with every upload of the work."""
+    uploads = by_work.get(work_id, [])
+    if not uploads:
+        return f"work {work_id}"
+    name = uploads[0].title or Path(uploads[0].path).name
+    return f"work {work_id} {name}: " + "; ".join(_upload_text(m) for m in uploads)
+
+
+def _upload_text(m: Member) -> str:
+    ids = " ".join(f"{k}={v}" for k, v in m.external_ids.items())
+    role = "reference: the owner" if m.role == "reference" else m.role
+    parts = [m.uploader or "no uploader", role, m.uploaded_at or "undated", ids]
+    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
 
 
 def _cluster_detail(
@@ -304,23 +505,20 @@ def _cluster_detail(
     budget: list[int],
 ) -> str:
     alteration = {a.work_id: a for a in cluster.alterations}
+    uploads = {m.upload_id: m for m in report.linked_uploads}
     rows = []
     for m in cluster.members:
-        a = alteration.get(m.work_id)
-        role = (
-            "original"
-            if m.work_id == cluster.original
-            else (
-                "copy" if cluster.original is not None else ("reference" if a is None else "member")
-            )
-        )
+        a = alteration.get(m.work_id) if m.relation != "identical" else None
         rows.append(
             [
+                (str(m.upload_id), m.upload_id),
                 (str(m.work_id), m.work_id),
                 _e(m.title or Path(m.path).name),
                 _e(m.uploader or ""),
-                _e(m.uploaded_at or ""),
-                _e(role),
+                _e(m.role),
+                _e(m.uploaded_at or "undated"),
+                _e(", ".join(f"{k}={v}" for k, v in m.external_ids.items())),
+                f'<span class="badge {_e(m.relation)}">{_e(m.relation)}</span>',
                 _e(a.description if a else ""),
                 (f"x{a.tempo_ratio:.3f}", a.tempo_ratio) if a else ("", ""),
                 (f"{a.pitch_shift_semitones:+.2f}", a.pitch_shift_semitones) if a else ("", ""),
@@ -329,15 +527,27 @@ def _cluster_detail(
         )
     parts = [
         f'<section class="detail" id="cluster-{cluster.cluster_id}">',
-        f"<h3>Cluster {cluster.cluster_id}: {len(cluster.members)} works</h3>",
-        f"<p>Likely original: <b>{_e(_original_text(cluster))}</b></p>",
+        f"<h3>Cluster {cluster.cluster_id}: {len(cluster.members)} uploads of "
+        f"{len(cluster.work_ids)} works</h3>",
+        f"<p>Original: <b>{_e(_original_text(cluster, uploads))}</b></p>",
+    ]
+    if cluster.caveats:
+        parts.append(
+            '<ul class="caveats">'
+            + "".join(f"<li>caveat: {_e(c)}</li>" for c in cluster.caveats)
+            + "</ul>"
+        )
+    parts.append(
         _table(
             [
+                "upload",
                 "work",
                 "title",
                 "uploader",
-                "uploaded at",
                 "role",
+                "uploaded at",
+                "external ids",
+                "relation to the original",
                 "alteration",
                 "tempo",
                 "pitch (st)",
@@ -345,10 +555,32 @@ def _cluster_detail(
             ],
             rows,
             table_id=f"cluster-{cluster.cluster_id}-members",
-            numeric={0, 6, 7},
-        ),
+            numeric={0, 1, 9, 10},
+        )
+    )
+    used = [
+        k
+        for k in report.links
+        if not k.clustered
+        and k.source_work_id in cluster.work_ids
+        and k.work_id not in cluster.work_ids
     ]
+    if used:
+        by_work: dict[int, list[Member]] = {}
+        for m in report.linked_uploads:
+            by_work.setdefault(m.work_id, []).append(m)
+        parts.append(
+            "<p>Also used outside this cluster (not copies, see <i>Excerpts and overlaps</i>):</p>"
+            "<ul>"
+            + "".join(
+                f"<li>{_e(_work_text(k.work_id, by_work))} {_e(k.kind)} work "
+                f"{k.source_work_id} ({100 * k.work_share:.0f} % of it)</li>"
+                for k in used
+            )
+            + "</ul>"
+        )
     by_ids = {p.work_ids: p for p in report.pairs}
+    path_of = {m.work_id: m for m in reversed(cluster.members)}  # each work's first upload
     for a in cluster.alterations:
         hop = (a.via[-2], a.via[-1])
         pair = by_ids.get((min(hop), max(hop)))
@@ -361,15 +593,14 @@ def _cluster_detail(
         )
         # shown from the altered member's side, like the heading, whichever way it was found
         member, other = hop[1], hop[0]
-        by_member = {m.work_id: m for m in cluster.members}
-        seen = _as_seen_from(pair, member, by_member[member].duration_s)
-        member_path, other_path = by_member[member].path, by_member[other].path
+        seen = _as_seen_from(pair, member, path_of[member].duration_s)
+        member_path, other_path = path_of[member].path, path_of[other].path
         parts.append(_pair_evidence(pair, member, other, seen))
         if catalog is not None and budget[0] > 0:
             budget[0] -= 1
             query = _work_fingerprint(catalog, member, queries)
             if query is not None:
-                parts.append(_picture(catalog, query, other, _label(by_member[member])))
+                parts.append(_picture(catalog, query, other, _label(path_of[member])))
             parts.append(
                 _listen(
                     member_path, other_path, seen, snippet_s, (f"work {member}", f"work {other}")
@@ -448,20 +679,27 @@ def _label(member) -> str:
     return f"work {member.work_id}: {member.title or Path(member.path).name}"
 
 
-def _pairs_table(pairs: Sequence[Pair], table_id: str) -> str:
-    rows = [
-        [
-            (f"{p.work_ids[0]} – {p.work_ids[1]}", p.work_ids[0]),
-            _e(f"{p.query_work_id}: {p.query_title or Path(p.query_path).name}"),
-            _e(f"{p.reference_work_id}: {_work_name(p.evidence)}"),
-            _e(p.evidence.relation.replace("same_", "")),
-            *_number_cells(p.evidence),
-            "yes" if p.found_both_ways else "one way",
-        ]
-        for p in pairs
-    ]
+def _pairs_table(pairs: Sequence[Pair], table_id: str, report: RescanReport) -> str:
+    link_of = {tuple(sorted((k.work_id, k.source_work_id))): k for k in report.links}
+    rows = []
+    for p in pairs:
+        link = link_of.get(p.work_ids)
+        relation = (
+            f"{link.work_id} {link.kind} {link.source_work_id}" if link else "suspect, untyped"
+        )
+        rows.append(
+            [
+                (f"{p.work_ids[0]} – {p.work_ids[1]}", p.work_ids[0]),
+                _e(relation),
+                _e(f"{p.query_work_id}: {p.query_title or Path(p.query_path).name}"),
+                _e(f"{p.reference_work_id}: {_work_name(p.evidence)}"),
+                _e(p.evidence.relation.replace("same_", "")),
+                *_number_cells(p.evidence),
+                "yes" if p.found_both_ways else "one way",
+            ]
+        )
     return _table(
-        ["works", "query", "reference", "relation", *_NUMBER_HEADERS, "both ways"],
+        ["works", "link", "query", "reference", "evidence", *_NUMBER_HEADERS, "both ways"],
         rows,
         table_id=table_id,
     )
@@ -595,13 +833,18 @@ def audio_snippet(
     return buffer.getvalue()
 
 
-def _original_text(cluster: Cluster) -> str:
-    if cluster.original is None:
+def _original_text(cluster: Cluster, uploads: dict[int, Member]) -> str:
+    if not cluster.determined:
         return cluster.original_reason
-    member = next(m for m in cluster.members if m.work_id == cluster.original)
-    name = member.title or Path(member.path).name
-    by = f" by {member.uploader}" if member.uploader else ""
-    return f"work {member.work_id}: {name}{by}, {cluster.original_reason}"
+    m = uploads[cluster.original_upload_id]
+    name = m.title or Path(m.path).name
+    owner = f", owner {m.uploader}" if m.role == "reference" and m.uploader else ""
+    by = f" by {m.uploader}" if m.uploader and not owner else ""
+    ids = "".join(f", {k}={v}" for k, v in m.external_ids.items())
+    return (
+        f"upload {m.upload_id} (work {m.work_id}): {name}{by}{owner}{ids}; "
+        f"{cluster.original_reason}"
+    )
 
 
 def _relation_text(m: Match) -> str:

@@ -125,14 +125,17 @@ def test_originals_and_alterations_follow_upload_dates(planted_report) -> None:
     by_name = {p.name: p for p in PLANTED}
     for cluster in planted_report.clusters:
         members = {m.work_id: m for m in cluster.members}
-        original = members[cluster.original]
+        original = members[cluster.original_work_id]
+        assert original.upload_id == cluster.original_upload_id
         assert Path(original.path).suffix == ".ogg", "the 2020 upload is the original"
         assert cluster.original_reason == f"earliest uploaded_at ({original.uploaded_at})"
-        assert {a.work_id for a in cluster.alterations} == set(members) - {cluster.original}
+        assert cluster.caveats == ()
+        assert {a.work_id for a in cluster.alterations} == set(members) - {cluster.original_work_id}
+        assert {m.relation for m in cluster.members if m is not original} == {"copy_of"}
         for alteration in cluster.alterations:
             planted = by_name[Path(members[alteration.work_id].path).name]
-            assert alteration.relative_to == cluster.original
-            assert alteration.via == (cluster.original, alteration.work_id)
+            assert alteration.relative_to == cluster.original_work_id
+            assert alteration.via == (cluster.original_work_id, alteration.work_id)
             assert alteration.tempo_ratio == pytest.approx(planted.tempo_ratio, rel=0.02)
             assert alteration.pitch_shift_semitones == pytest.approx(
                 planted.pitch_shift_semitones, abs=0.25
@@ -155,7 +158,8 @@ def test_members_carry_metadata(planted_report) -> None:
         "label",
         "2020-01-01",
     )
-    assert member.metadata["territory"] == "BR" and member.metadata["external_id"] == "L-0"
+    assert member.extra["territory"] == "BR" and member.external_id == "L-0"
+    assert (member.role, member.relation) == ("upload", "original")
 
 
 def test_uploaders_ranked_by_copies_of_others_work(planted_report) -> None:
@@ -163,10 +167,12 @@ def test_uploaders_ranked_by_copies_of_others_work(planted_report) -> None:
     order = [u.uploader for u in planted_report.uploaders]
     assert order[:2] == ["ring", "solo"]
     ring, solo, label = ranks["ring"], ranks["solo"], ranks["label"]
-    # ring: three copies among five works (two of its own synthetic works are unrelated)
-    assert (ring.works, ring.copies, ring.share) == (5, 3, pytest.approx(0.6))
-    names_by_id = names(planted_report)
-    assert {names_by_id[w] for w in ring.copy_work_ids} == {
+    # ring: three copies among five uploads (two of its own synthetic works are unrelated)
+    assert (ring.uploads, ring.copies, ring.share) == (5, 3, pytest.approx(0.6))
+    names_by_id = {
+        m.upload_id: Path(m.path).name for c in planted_report.clusters for m in c.members
+    }
+    assert {names_by_id[u] for u in ring.copy_upload_ids} == {
         "w00_slow.wav",
         "w00_up2.wav",
         "w01_speed.wav",
@@ -175,11 +181,12 @@ def test_uploaders_ranked_by_copies_of_others_work(planted_report) -> None:
         m.duration_s
         for c in planted_report.clusters
         for m in c.members
-        if m.work_id in ring.copy_work_ids
+        if m.upload_id in ring.copy_upload_ids
     )
     assert ring.copies_duration_s == pytest.approx(copies_s)
-    assert (solo.works, solo.copies, solo.share) == (1, 1, 1.0)
-    assert (label.copies, label.originals_copied, label.works) == (0, 4, 6)
+    assert (solo.uploads, solo.copies, solo.share) == (1, 1, 1.0)
+    # label's originals: work_00 (copied twice), work_01 and work_02 are copied
+    assert (label.copies, label.originals_copied, label.uploads) == (0, 3, 6)
     assert "indie" not in ranks, "an uploader in no cluster is not ranked"
 
 
@@ -242,7 +249,7 @@ def test_transforms_compose_along_the_cluster_when_not_matched_directly() -> Non
         3: scan(3, match(2, 60.0, pitch=2.0)),
     }
     (cluster,) = build_report(works, scans, DEFAULT_SETTINGS).clusters
-    assert cluster.original == 1
+    assert cluster.original_work_id == 1
     composed = next(a for a in cluster.alterations if a.work_id == 3)
     assert composed.via == (1, 2, 3)
     assert composed.tempo_ratio == pytest.approx(0.8)
@@ -255,21 +262,43 @@ def test_transforms_compose_along_the_cluster_when_not_matched_directly() -> Non
 @pytest.mark.parametrize(
     ("dates", "reason"),
     [
-        ({}, "unknown: no upload dates"),
-        ({1: "2020-01-01"}, "unknown: no upload date for work 2"),
-        ({1: "2020-01-01", 2: "2020-01-01T00:00:00+00:00"}, "unknown: works 1, 2 share"),
+        ({}, "undetermined: no reference, no upload dates"),
+        ({1: "2020-01-01", 2: "2020-01-01T00:00:00+00:00"}, "undetermined: works 1, 2 share"),
     ],
 )
 def test_original_is_never_guessed(dates: dict[int, str], reason: str) -> None:
     works = [work(w, **({"uploaded_at": dates[w]} if w in dates else {})) for w in (1, 2)]
     scans = {1: scan(1, match(2, 50.0, tempo=1.1)), 2: scan(2)}
-    (cluster,) = build_report(works, scans, DEFAULT_SETTINGS).clusters
-    assert cluster.original is None
+    report = build_report(works, scans, DEFAULT_SETTINGS)
+    (cluster,) = report.clusters
+    assert cluster.original_work_id is None and cluster.original_upload_id is None
     assert cluster.original_reason.startswith(reason)
+    assert {m.relation for m in cluster.members} == {"undetermined"}
+    (link,) = report.links
+    assert link.kind == "same_recording" and link.direction.startswith("undetermined")
     (alteration,) = cluster.alterations
     assert alteration.relative_to == 1 and alteration.tempo_ratio == pytest.approx(1 / 1.1)
-    as_json = report_to_dict(build_report(works, scans, DEFAULT_SETTINGS))
-    assert as_json["clusters"][0]["original"] is None
+    assert all(u.copies == 0 for u in report.uploaders)
+    as_json = report_to_dict(report)
+    assert as_json["clusters"][0]["original_upload_id"] is None
+
+
+def test_one_missing_date_does_not_clear_everybody() -> None:
+    """Issue #13: an undated copy used to make every original unknown and every count 0."""
+    works = [
+        work(1, uploader="label", uploaded_at="2020-01-01"),
+        work(2, uploader="ring"),
+        work(3, uploader="ring", uploaded_at="2021-01-01"),
+    ]
+    scans = {1: scan(1), 2: scan(2, match(1, 50.0, tempo=1.1)), 3: scan(3, match(1, 60.0))}
+    report = build_report(works, scans, DEFAULT_SETTINGS)
+    (cluster,) = report.clusters
+    assert cluster.original_work_id == 1
+    assert cluster.caveats == (
+        "no upload date for upload 2: an undated upload never counts as the first",
+    )
+    ring = next(u for u in report.uploaders if u.uploader == "ring")
+    assert (ring.copies, ring.copy_upload_ids) == (2, (2, 3))
 
 
 def test_weak_matches_are_suspect_pairs_not_clusters() -> None:
@@ -403,8 +432,8 @@ def test_new_only_after_adding_works_equals_a_full_rescan(
         full = rescan(catalog)
     assert sorted(clusters_by_name(merged), key=sorted) == sorted(EXPECTED_CLUSTERS, key=sorted)
     assert [c.work_ids for c in merged.clusters] == [c.work_ids for c in full.clusters]
-    assert [(c.original, c.original_reason) for c in merged.clusters] == [
-        (c.original, c.original_reason) for c in full.clusters
+    assert [(c.original_upload_id, c.original_reason) for c in merged.clusters] == [
+        (c.original_upload_id, c.original_reason) for c in full.clusters
     ]
     assert [(p.work_ids, p.label) for p in merged.pairs] == [
         (p.work_ids, p.label) for p in full.pairs
@@ -472,17 +501,28 @@ def test_rescan_cli_writes_csv_and_json(pristine_planted: Path, tmp_path: Path) 
         app, ["rescan", "--db", str(root), "--workers", "2", "--out", str(tmp_path / "r.csv")]
     )
     assert result.exit_code == 1, result.output
-    assert "3 clusters, 5 duplicate pairs" in result.output
+    assert "3 clusters (0 without a determined original), 5 copy_of" in " ".join(
+        result.output.split()
+    )
+    assert "5 duplicate pairs, 0 suspect pairs" in result.output
     rows = (tmp_path / "r.csv").read_text().splitlines()
-    assert rows[0].startswith("label,cluster_id,cluster_original,query_work_id,query_path")
-    assert sum(r.startswith("duplicate,") for r in rows) == 5
+    assert rows[0].startswith(
+        "label,relation,derived_work_id,source_work_id,direction,caveats,cluster_id,"
+        "cluster_original,query_work_id,query_path"
+    )
+    assert sum(r.startswith("duplicate,copy_of,") for r in rows) == 5
     result = runner.invoke(
         app, ["rescan", "--db", str(root), "--new-only", "--out", str(tmp_path / "r.json")]
     )
     assert result.exit_code == 1 and "nothing new to screen" in result.output
     data = json.loads((tmp_path / "r.json").read_text())
-    assert {"clusters", "pairs", "suspect_pairs", "uploaders"} <= set(data)
-    assert all({"work_id", "path"} <= set(m) for c in data["clusters"] for m in c["members"])
+    assert {"clusters", "links", "pairs", "suspect_pairs", "uploaders"} <= set(data)
+    assert all(
+        {"upload_id", "work_id", "path", "role", "relation", "isrc"} <= set(m)
+        for c in data["clusters"]
+        for m in c["members"]
+    )
+    assert {k["kind"] for k in data["links"]} == {"copy_of"}
     evidence = data["pairs"][0]["evidence"]
     for key in (
         "tempo_ratio",

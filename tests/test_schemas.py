@@ -117,7 +117,7 @@ def _subschemas(node, where: str = "#"):
 # free-form user data (the metadata CSV's own columns): the only open objects
 OPEN_OBJECTS = {
     ("index-list", "#/$defs/work/properties/metadata"),
-    ("rescan", "#/$defs/member/properties/metadata"),
+    ("rescan", "#/$defs/member/properties/extra"),  # the user's own columns
     ("index-uploads", "#/$defs/upload/properties/extra"),  # the user's own columns
 }
 
@@ -153,6 +153,7 @@ def shape_digest() -> str:
 SHAPE_DIGESTS = {
     "1.0": "90db807edc6b45f2173c47c19bbf106bca615fbb6e176336ce3168de78122127",
     "1.1": "9e94bbfea43b78eb9a20be6f67820a6b00c4592b24477b985f7ff206919691ac",
+    "2.0": "930f86cbe9a31b8312012f792bef6ece9652693d97d9ab438cb26cd0c2e730ad",
 }
 
 
@@ -389,7 +390,7 @@ def test_matches_accept_the_upload_identity_the_ledger_will_add(screened: dict) 
     [
         ("index-list", lambda d: d["works"][0].update(owner="x")),
         ("index-list", lambda d: d["works"][0].update(sha256="not-a-hash")),
-        ("index-list", lambda d: d.update(schema_version="2.0")),
+        ("index-list", lambda d: d.update(schema_version="1.1")),
         ("index-stats", lambda d: d.update(gpu=True)),
         ("index-stats", lambda d: d.update(works=-1)),
         ("index-stats", lambda d: d.pop("shards")),
@@ -417,7 +418,10 @@ def test_a_drifted_rescan_document_is_rejected() -> None:
         "works": 1,
         "scanned": 1,
         "unscanned": [],
+        "uploads": 1,
         "clusters": [],
+        "links": [],
+        "linked_uploads": [],
         "pairs": [],
         "suspect_pairs": [],
         "uploaders": [],
@@ -429,6 +433,8 @@ def test_a_drifted_rescan_document_is_rejected() -> None:
         lambda d: d["errors"][0].update(note=d["errors"][0].pop("error")),  # the old shape
         lambda d: d["errors"][0].update(error=""),
         lambda d: d.update(relations=[]),
+        lambda d: d.pop("links"),
+        lambda d: d["links"].append({"kind": "accused", "work_id": 1}),
         lambda d: d.pop("summary"),
         lambda d: d["summary"].update(errors="1"),
     ):

@@ -8,18 +8,25 @@ incremental runs (``new_only``, ``since``) merge with earlier results. The repor
 built from the stored results, so it does not depend on how, where or in how many pieces the
 screening ran:
 
-1. pairs: one per pair of works, from whichever direction gave the stronger evidence;
-   ``duplicate`` pairs and ``suspect`` pairs are listed apart;
-2. clusters: connected components of the duplicate pairs;
-3. per cluster the likely original (the single earliest ``uploaded_at``; without dates it is
-   unknown, never guessed) and every other member's tempo ratio and pitch shift relative to it,
-   composed along duplicate pairs when the two were not matched directly;
-4. uploaders ranked by how many of their works are copies of another uploader's original.
+1. pairs: one per pair of works, from whichever direction gave the stronger evidence, with the
+   share of each work that the other explains; ``duplicate`` and ``suspect`` pairs apart;
+2. links: each duplicate pair typed and directed (:mod:`.relations`): ``copy_of`` (mostly the
+   source, altered), ``contains_excerpt_of`` (a medley, compilation or mix using part of it),
+   or, when originality (a reference upload, else the earlier dated upload) cannot decide,
+   ``same_recording`` or ``overlap``, which accuse nobody;
+3. clusters: one original and its copies, over ``copy_of``/``same_recording`` links only (an
+   excerpt never merges clusters); members are uploads, each ``original``, ``identical`` or
+   ``copy_of`` with its tempo ratio and pitch shift relative to the original, composed along
+   pairs when the two were not matched directly; the original is the reference upload, else
+   the earliest dated upload (undated uploads are named in a caveat), else undetermined;
+4. uploaders ranked by how many of their uploads are copies of another uploader's original;
+   excerpts used and undetermined clusters are counted apart.
 
 The modules follow the data: :mod:`.screen` (one work as a query) → :mod:`.run` (many works,
 here, in worker processes or on Dask) → :mod:`.store` (``rescan.sqlite``) → :mod:`.clusters`
-(pure: pairs, clusters, originals, alterations) → :mod:`.report` (pure: the report, uploader
-ranking); :func:`load_report` (in :mod:`.run`) reads the stored results into a report.
+(pure: pairs, clusters, originals, alterations, with :mod:`.relations` typing the links) →
+:mod:`.report` (pure: the report, uploader ranking); :func:`load_report` (in :mod:`.run`)
+reads the stored results and the catalog's uploads into a report.
 :mod:`.results` holds the typed results and :mod:`.serialise` their JSON.
 
 >>> from audiodup import Catalog
@@ -30,11 +37,15 @@ ranking); :func:`load_report` (in :mod:`.run`) reads the stored results into a r
 """
 
 from .clusters import describe_alteration
-from .report import build_report, rank_uploaders
+from .relations import decide_direction, relate, work_originality
+from .report import build_report, rank_uploaders, uploads_from_works
 from .results import (
     Alteration,
     Cluster,
+    Link,
+    LinkKind,
     Member,
+    MemberRelation,
     Mode,
     Pair,
     PairLabel,
@@ -56,7 +67,10 @@ __all__ = [
     "RESULT_FORMAT",
     "Alteration",
     "Cluster",
+    "Link",
+    "LinkKind",
     "Member",
+    "MemberRelation",
     "Mode",
     "Pair",
     "PairLabel",
@@ -69,13 +83,17 @@ __all__ = [
     "WorkNote",
     "WorkScan",
     "build_report",
+    "decide_direction",
     "describe_alteration",
     "load_report",
     "rank_uploaders",
+    "relate",
     "report_to_dict",
     "rescan",
     "run_rescan",
     "screen_work",
     "screen_work_task",
+    "uploads_from_works",
+    "work_originality",
     "work_query",
 ]

@@ -1,21 +1,22 @@
-"""From per-work results to pairs and clusters (pure): one pair per two matching works, the
-connected components of the duplicate pairs, each cluster's likely original and how every other
-member was altered relative to it."""
+"""From per-work results to pairs and clusters (pure): one pair per two matching works with the
+share of each that the other explains, the clusters that the typed links
+(:mod:`.relations`) form, each cluster's original upload and how every other work was altered
+relative to it."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ..metadata import parse_timestamp
-from ..results import Match, WorkInfo
+from ..results import Match, Section, UploadInfo, WorkInfo
 from ..settings import Settings
 from ..verdict import decide
-from .results import Alteration, Cluster, Member, Pair, PairLabel, WorkScan
+from .relations import upload_date
+from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
 
 _LABEL_RANK = {"duplicate": 1, "suspect": 0}
 
@@ -62,9 +63,44 @@ def find_pairs(
             found_both_ways=len({c[2].work_id for c in found[key]}) == 2,
             evidence=replace(match, path=info[match.work_id].path),
             note=scan.note,
+            covered_share=tuple(_share(w, found[key], info) for w in key),
         )
         (duplicates if label == "duplicate" else suspects).append(pair)
     return tuple(duplicates), tuple(suspects)
+
+
+def covered_share(work: WorkInfo, match: Match, found_as_query: bool) -> float:
+    """The share of ``work``'s duration explained by the other work of ``match``: the match's
+    ``coverage`` when ``work`` was the query (``found_as_query``), else the union of the
+    sections' reference spans (``work`` was the reference) over its duration."""
+    if found_as_query:
+        return min(1.0, max(0.0, match.coverage))
+    spans = sorted(
+        (min(s.ref_start_s, s.ref_end_s), max(s.ref_start_s, s.ref_end_s))
+        for s in (match.sections or (_main_section(match),))
+    )
+    covered, start, end = 0.0, None, None
+    for lo, hi in spans:
+        if end is None or lo > end:
+            covered += (end - start) if end is not None else 0.0
+            start, end = lo, hi
+        else:
+            end = max(end, hi)
+    covered += (end - start) if end is not None else 0.0
+    return min(1.0, max(0.0, covered / max(work.duration_s, 1e-9)))
+
+
+def _main_section(match: Match) -> Section:
+    return Section(match.query_start_s, match.query_end_s, match.ref_start_s, match.ref_end_s, 0)
+
+
+def _share(work_id: int, found: list, info: dict[int, WorkInfo]) -> float:
+    """The share of ``work_id`` explained by the other work: from its own screening when that
+    found the other (the match's coverage), else from the other's screening."""
+    own = [match for _, match, scan in found if scan.work_id == work_id]
+    if own:
+        return max(covered_share(info[work_id], m, found_as_query=True) for m in own)
+    return max(covered_share(info[work_id], m, found_as_query=False) for _, m, _ in found)
 
 
 def connected_work_ids(pairs: tuple[Pair, ...]) -> list[list[int]]:
@@ -83,71 +119,175 @@ def connected_work_ids(pairs: tuple[Pair, ...]) -> list[list[int]]:
     return list(groups.values())
 
 
-def find_clusters(pairs: tuple[Pair, ...], info: dict[int, WorkInfo]) -> tuple[Cluster, ...]:
-    """Clusters of the works linked by ``pairs`` (the duplicate pairs), numbered from 1 in order
-    of their lowest work id."""
+def find_clusters(
+    pairs: tuple[Pair, ...],
+    links: tuple[Link, ...],
+    uploads_by_work: dict[int, list[UploadInfo]],
+    info: dict[int, WorkInfo],
+) -> tuple[Cluster, ...]:
+    """Clusters: the connected components over the clustering links (``copy_of`` and
+    ``same_recording`` within one cluster), and every work uploaded more than once; members
+    are the uploads of their works. Numbered from 1 in order of their lowest work id."""
+    joining = tuple(
+        pair
+        for pair, link in _pairs_of(pairs, links)
+        if link.clustered and link.kind in ("copy_of", "same_recording")
+    )
+    groups = connected_work_ids(joining)
+    grouped = {w for g in groups for w in g}
+    groups += [[w] for w in info if w not in grouped and len(uploads_by_work.get(w, ())) > 1]
+    groups.sort(key=lambda g: g[0])
     edges: Edges = {}
     for pair in pairs:
         a, b = pair.work_ids
         edges.setdefault(a, []).append((b, pair))
         edges.setdefault(b, []).append((a, pair))
     clusters = []
-    for number, ids in enumerate(connected_work_ids(pairs), start=1):
-        members = tuple(member(info[w]) for w in ids)
-        original, reason = likely_original(members)
-        reference = original if original is not None else ids[0]
-        alterations = tuple(alteration(reference, w, edges) for w in ids if w != reference)
-        clusters.append(Cluster(number, members, original, reason, alterations))
+    for number, ids in enumerate(groups, start=1):
+        uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
+        original = choose_original(uploads)
+        relative_to = original.work_id if original.work_id is not None else ids[0]
+        members_of = set(ids)
+        inside = {w: [(o, p) for o, p in edges.get(w, []) if o in members_of] for w in ids}
+        altered = alterations(relative_to, ids, inside)
+        members = tuple(
+            member(u, info[u.work_id], _relation(u, original))
+            for u in sorted(uploads, key=lambda u: (u.work_id, u.upload_id))
+        )
+        clusters.append(
+            Cluster(
+                cluster_id=number,
+                work_ids=tuple(ids),
+                members=members,
+                original_upload_id=original.upload_id,
+                original_work_id=original.work_id,
+                original_reason=original.reason,
+                caveats=original.caveats,
+                alterations=altered,
+            )
+        )
     return tuple(clusters)
 
 
-def member(work: WorkInfo) -> Member:
-    meta = work.metadata or {}
+def _pairs_of(pairs: tuple[Pair, ...], links: tuple[Link, ...]):
+    by_ids = {tuple(sorted((link.work_id, link.source_work_id))): link for link in links}
+    return [(pair, by_ids[pair.work_ids]) for pair in pairs if pair.work_ids in by_ids]
+
+
+def _relation(upload: UploadInfo, original: Original) -> MemberRelation:
+    if original.upload_id is None:
+        return "undetermined"
+    if upload.upload_id == original.upload_id:
+        return "original"
+    return "identical" if upload.work_id == original.work_id else "copy_of"
+
+
+def member(upload: UploadInfo, work: WorkInfo, relation: MemberRelation) -> Member:
     return Member(
-        work_id=work.work_id,
-        path=work.path,
-        title=work.title,
-        artist=work.artist,
-        uploader=meta.get("uploader") or None,
-        uploaded_at=meta.get("uploaded_at") or None,
+        upload_id=upload.upload_id,
+        work_id=upload.work_id,
+        role=upload.role,
+        path=upload.source_path,
+        title=upload.title,
+        artist=upload.artist,
+        uploader=upload.uploader or None,
+        uploaded_at=upload.uploaded_at or None,
+        isrc=upload.isrc,
+        upc=upload.upc,
+        external_id=upload.external_id,
         duration_s=work.duration_s,
-        metadata=meta,
+        relation=relation,
+        extra=dict(upload.extra),
     )
 
 
-def likely_original(members: tuple[Member, ...]) -> tuple[int | None, str]:
-    """``(work id, reason)``: the member uploaded first, only when every member has a date and
-    one is earliest; otherwise ``None`` and why."""
-    dated, undated = {}, []
-    for m in members:
-        try:
-            dated[m.work_id] = parse_timestamp(m.uploaded_at) if m.uploaded_at else None
-        except ValueError:
-            dated[m.work_id] = None
-        if dated[m.work_id] is None:
-            undated.append(m.work_id)
-    if len(undated) == len(members):
-        return None, "unknown: no upload dates"
-    if undated:
-        return None, f"unknown: no upload date for work {_ids(undated)}"
-    earliest = min(dated.values())
-    first = [w for w, d in dated.items() if d == earliest]
-    if len(first) > 1:
-        return None, f"unknown: works {_ids(first)} share the earliest upload date"
-    text = next(m.uploaded_at for m in members if m.work_id == first[0])
-    return first[0], f"earliest uploaded_at ({text})"
+@dataclass(frozen=True)
+class Original:
+    upload_id: int | None
+    work_id: int | None
+    reason: str
+    caveats: tuple[str, ...] = ()
 
 
-def _ids(ids: list[int]) -> str:
+def choose_original(uploads: list[UploadInfo]) -> Original:
+    """The original upload of a cluster: the reference upload when there is one (several: the
+    earliest dated, with a caveat), else the earliest dated upload. Undated uploads are listed
+    in a caveat and never stop the choice; only no usable date or a tie leaves it undetermined.
+    """
+    references = [u for u in uploads if u.role == "reference"]
+    candidates = references or uploads
+    dated = sorted(
+        ((upload_date(u), u.upload_id) for u in candidates if upload_date(u) is not None),
+    )
+    by_id = {u.upload_id: u for u in uploads}
+    undated = sorted(u.upload_id for u in candidates if upload_date(u) is None)
+    caveats = []
+    one_work = len({u.work_id for u in candidates}) == 1
+    if references and one_work:
+        # one reference work (perhaps registered more than once): it is the original
+        chosen = by_id[dated[0][1]] if dated else min(references, key=lambda u: u.upload_id)
+        if len(references) > 1:
+            caveats.append(
+                f"the reference was registered {len(references)} times (uploads "
+                f"{_ids(u.upload_id for u in references)}); the earliest is named"
+            )
+        reason = "reference upload"
+    elif not dated:
+        what = "several references, none dated" if references else "no reference, no upload dates"
+        return Original(None, None, f"undetermined: {what}")
+    else:
+        first = dated[0][0]
+        tied = sorted({by_id[i].work_id for d, i in dated if d == first})
+        if len(tied) > 1:
+            what = "reference upload date" if references else "upload date"
+            when = by_id[dated[0][1]].uploaded_at
+            return Original(
+                None, None, f"undetermined: works {_ids(tied)} share the earliest {what} ({when})"
+            )
+        chosen = by_id[dated[0][1]]
+        if references:
+            reason = f"earliest dated reference upload ({chosen.uploaded_at})"
+            others = [u for u in references if u.work_id != chosen.work_id]
+            caveats.append(
+                f"several references: upload {_ids(u.upload_id for u in others)} "
+                f"({', '.join(u.uploader or 'no uploader' for u in others)}) registered the same "
+                "recording later or without a date"
+            )
+        else:
+            reason = f"earliest uploaded_at ({chosen.uploaded_at})"
+    if undated and not (references and one_work):
+        caveats.append(
+            f"no upload date for upload {_ids(undated)}: an undated upload never counts as the "
+            "first"
+        )
+    if references:
+        chosen_date = upload_date(chosen)
+        earlier = sorted(
+            u.upload_id
+            for u in uploads
+            if u.role != "reference"
+            and chosen_date is not None
+            and (d := upload_date(u)) is not None
+            and d < chosen_date
+        )
+        if earlier:
+            caveats.append(
+                f"upload {_ids(earlier)} is dated before the reference; the reference names the "
+                "owner all the same"
+            )
+    return Original(chosen.upload_id, chosen.work_id, reason, tuple(caveats))
+
+
+def _ids(ids) -> str:
     return ", ".join(str(i) for i in ids)
 
 
-def alteration(reference: int, work_id: int, edges: Edges) -> Alteration:
-    """Tempo and pitch of ``work_id`` relative to ``reference`` along the fewest duplicate
-    pairs (breadth-first, ties to the stronger pair)."""
+def alterations(reference: int, work_ids: list[int], edges: Edges) -> tuple[Alteration, ...]:
+    """Tempo and pitch of each of ``work_ids`` (but ``reference``) relative to ``reference``
+    along the fewest pairs (one breadth-first search, ties to the stronger pair)."""
     previous: dict[int, tuple[int, Pair] | None] = {reference: None}
     frontier = [reference]
-    while frontier and work_id not in previous:
+    while frontier:
         nxt = []
         for node in frontier:
             for other, pair in sorted(
@@ -157,6 +297,10 @@ def alteration(reference: int, work_id: int, edges: Edges) -> Alteration:
                     previous[other] = (node, pair)
                     nxt.append(other)
         frontier = nxt
+    return tuple(_along(reference, w, previous) for w in work_ids if w != reference)
+
+
+def _along(reference: int, work_id: int, previous: dict) -> Alteration:
     chain, node = [work_id], work_id
     log_tempo, pitch = 0.0, 0.0
     while previous[node] is not None:

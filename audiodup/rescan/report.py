@@ -1,33 +1,62 @@
-"""The rescan report, always built from the stored per-work results: pairs and clusters
-(:mod:`.clusters`), uploaders ranked by their copies of others' originals, fallbacks and
-errors. Pure: :func:`audiodup.rescan.run.load_report` reads the stored results and calls
-:func:`build_report`."""
+"""The rescan report, always built from the stored per-work results: pairs, their typed links
+(:mod:`.relations`), clusters of uploads (:mod:`.clusters`), uploaders ranked by their copies of
+others' originals, fallbacks and errors. Pure: :func:`audiodup.rescan.run.load_report` reads the
+stored results and the catalog's uploads and calls :func:`build_report`."""
 
 from __future__ import annotations
 
-from ..results import WorkInfo
+from collections.abc import Iterable
+
+from ..results import UploadInfo, WorkInfo
 from ..settings import Settings
-from .clusters import find_clusters, find_pairs
-from .results import Cluster, RescanReport, UploaderRank, WorkNote, WorkScan
+from .clusters import find_clusters, find_pairs, member
+from .relations import relate
+from .results import Cluster, Link, RescanReport, UploaderRank, WorkNote, WorkScan
+
+_ROLES = ("reference", "upload")
 
 
 def build_report(
-    works: list[WorkInfo], scans: dict[int, WorkScan], settings: Settings, catalog: str = ""
+    works: list[WorkInfo],
+    scans: dict[int, WorkScan],
+    settings: Settings,
+    catalog: str = "",
+    uploads: Iterable[UploadInfo] | None = None,
 ) -> RescanReport:
-    """Pairs, clusters, originals and uploaders from per-work results (pure)."""
+    """Pairs, links, clusters, originals and uploaders from per-work results (pure).
+
+    ``uploads`` are the catalog's live uploads (the ledger); without them each work counts as
+    one upload described by its own metadata (:func:`uploads_from_works`).
+    """
     info = {w.work_id: w for w in works}
+    uploads = list(uploads_from_works(works) if uploads is None else uploads)
+    by_work: dict[int, list[UploadInfo]] = {}
+    for upload in sorted(uploads, key=lambda u: u.upload_id):
+        if upload.work_id in info:
+            by_work.setdefault(upload.work_id, []).append(upload)
     scans = {w: s for w, s in scans.items() if w in info}
     duplicates, suspects = find_pairs(scans, info, settings)
-    clusters = find_clusters(duplicates, info)
+    links = relate(duplicates, by_work, settings.copy_min_share)
+    clusters = find_clusters(duplicates, links, by_work, info)
+    in_clusters = {m.upload_id: m for c in clusters for m in c.members}
+    linked = {w for p in duplicates for w in p.work_ids}
+    linked_uploads = tuple(
+        in_clusters.get(u.upload_id) or member(u, info[w], "unclustered")
+        for w in sorted(linked | {w for c in clusters for w in c.work_ids})
+        for u in by_work.get(w, ())
+    )
     return RescanReport(
         catalog=catalog,
         works=len(info),
         scanned=len(scans),
         unscanned=tuple(sorted(set(info) - set(scans))),
+        uploads=sum(len(u) for u in by_work.values()),
         clusters=clusters,
+        links=links,
+        linked_uploads=tuple(sorted(linked_uploads, key=lambda m: m.upload_id)),
         pairs=duplicates,
         suspect_pairs=suspects,
-        uploaders=rank_uploaders(clusters, info),
+        uploaders=rank_uploaders(clusters, links, by_work, info),
         fallbacks=tuple(
             WorkNote(w, info[w].path, s.note)
             for w, s in sorted(scans.items())
@@ -39,17 +68,58 @@ def build_report(
     )
 
 
+def uploads_from_works(works: Iterable[WorkInfo]) -> list[UploadInfo]:
+    """One upload per work, described by the work's metadata (``uploader``, ``uploaded_at``,
+    ``role``, ``isrc``, ``upc``, ``external_id`` or the distributor's ``work_id``); the upload
+    id is the work id. For catalogs and callers without an upload ledger."""
+    known = ("uploader", "uploaded_at", "role", "isrc", "upc", "external_id", "work_id")
+    out = []
+    for work in works:
+        meta = work.metadata or {}
+        role = meta.get("role")
+        out.append(
+            UploadInfo(
+                upload_id=work.work_id,
+                work_id=work.work_id,
+                role=role if role in _ROLES else "upload",
+                source_path=work.path,
+                sha256=work.sha256,
+                recorded_at=work.added_at,
+                title=work.title,
+                artist=work.artist,
+                uploader=meta.get("uploader") or None,
+                uploaded_at=meta.get("uploaded_at") or None,
+                isrc=meta.get("isrc") or None,
+                upc=meta.get("upc") or None,
+                external_id=meta.get("external_id") or meta.get("work_id") or None,
+                extra={k: v for k, v in meta.items() if k not in known},
+            )
+        )
+    return out
+
+
 def rank_uploaders(
-    clusters: tuple[Cluster, ...], info: dict[int, WorkInfo]
+    clusters: tuple[Cluster, ...],
+    links: tuple[Link, ...],
+    uploads_by_work: dict[int, list[UploadInfo]],
+    info: dict[int, WorkInfo],
 ) -> tuple[UploaderRank, ...]:
-    """Uploaders with a work in some cluster, most copies of another uploader's original
-    first (then share of their works, then seconds copied)."""
-    catalog_works: dict[str, list[WorkInfo]] = {}
-    for work in info.values():
-        uploader = (work.metadata or {}).get("uploader")
-        if uploader:
-            catalog_works.setdefault(uploader, []).append(work)
+    """Uploaders with an upload in some cluster or excerpt link, most copies of another
+    uploader's original first (then share of their uploads, then seconds copied).
+
+    A copy is a member of a cluster whose original is determined, other than the original,
+    uploaded by another account than the original's (an identical re-upload counts). Copies of
+    one's own original, excerpts used (``contains_excerpt_of``) and uploads in clusters without
+    a determined original are counted apart; a reference is never counted as a copy (another
+    label's reference of the same recording is a dispute, counted as such).
+    """
+    every: dict[str, list[UploadInfo]] = {}
+    for uploads in uploads_by_work.values():
+        for u in uploads:
+            if u.uploader:
+                every.setdefault(u.uploader, []).append(u)
     copies: dict[str, list[int]] = {}
+    excerpts: dict[str, list[int]] = {}
     counts: dict[str, dict[str, int]] = {}
 
     def bump(uploader: str, what: str) -> None:
@@ -57,39 +127,57 @@ def rank_uploaders(
         counts[uploader][what] += 1
 
     for cluster in clusters:
-        by_id = {m.work_id: m for m in cluster.members}
-        if cluster.original is None:
+        if not cluster.determined:
             for m in cluster.members:
                 if m.uploader:
-                    bump(m.uploader, "unattributed")
+                    bump(m.uploader, "undetermined")
             continue
-        owner = by_id[cluster.original].uploader
+        original = next(m for m in cluster.members if m.upload_id == cluster.original_upload_id)
+        owner = original.uploader
+        copied = False
         for m in cluster.members:
-            if m.work_id == cluster.original or not m.uploader:
+            if m.upload_id == original.upload_id or not m.uploader:
                 continue
             if m.uploader == owner:
                 bump(m.uploader, "self_copies")
+            elif m.role == "reference":
+                bump(m.uploader, "disputed_references")
             else:
-                copies.setdefault(m.uploader, []).append(m.work_id)
-                if owner:
-                    bump(owner, "originals_copied")
+                copies.setdefault(m.uploader, []).append(m.upload_id)
+                copied = True
+        if copied and owner:
+            bump(owner, "originals_copied")
+    for link in links:
+        if link.kind != "contains_excerpt_of":
+            continue
+        source_owners = {u.uploader for u in uploads_by_work.get(link.source_work_id, ())}
+        for u in uploads_by_work.get(link.work_id, ()):
+            if u.uploader and u.uploader not in source_owners:
+                excerpts.setdefault(u.uploader, []).append(u.upload_id)
+    duration = {
+        u.upload_id: info[u.work_id].duration_s for us in uploads_by_work.values() for u in us
+    }
     ranks = []
-    for uploader in sorted(set(copies) | set(counts)):
-        own = catalog_works.get(uploader, [])
+    for uploader in sorted(set(copies) | set(counts) | set(excerpts)):
+        own = every.get(uploader, [])
         copied = sorted(copies.get(uploader, []))
+        used = sorted(set(excerpts.get(uploader, [])))
         c = counts.get(uploader, {})
         ranks.append(
             UploaderRank(
                 uploader=uploader,
-                works=len(own),
+                uploads=len(own),
                 copies=len(copied),
                 share=len(copied) / len(own) if own else 0.0,
-                copies_duration_s=sum(info[w].duration_s for w in copied),
-                catalog_duration_s=sum(w.duration_s for w in own),
+                copies_duration_s=sum((duration[u] for u in copied), 0.0),
+                catalog_duration_s=sum((duration[u.upload_id] for u in own), 0.0),
                 originals_copied=c.get("originals_copied", 0),
                 self_copies=c.get("self_copies", 0),
-                unattributed=c.get("unattributed", 0),
-                copy_work_ids=tuple(copied),
+                excerpts_used=len(used),
+                undetermined=c.get("undetermined", 0),
+                disputed_references=c.get("disputed_references", 0),
+                copy_upload_ids=tuple(copied),
+                excerpt_upload_ids=tuple(used),
             )
         )
     ranks.sort(key=lambda r: (-r.copies, -r.share, -r.copies_duration_s, r.uploader))

@@ -1,13 +1,17 @@
-"""Typed rescan results: one work's screening, pairs, clusters, uploaders, the report."""
+"""Typed rescan results: one work's screening, pairs, typed links, clusters of uploads,
+uploaders, the report."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
-from ..results import Match
+from ..results import Match, UploadRole
 
 Mode = Literal["all", "new", "since"]
+LinkKind = Literal["copy_of", "contains_excerpt_of", "same_recording", "overlap"]
+MemberRelation = Literal["original", "identical", "copy_of", "undetermined", "unclustered"]
 PairLabel = Literal["duplicate", "suspect"]
 QuerySource = Literal["file", "stored_fingerprint"]
 
@@ -27,7 +31,10 @@ class WorkScan:
 class Pair:
     """Two works that match. ``evidence`` is the match found when ``query_work_id`` was
     screened against the catalog (``evidence.work_id`` is ``reference_work_id``): its tempo
-    ratio is query tempo / reference tempo, its pitch shift query minus reference."""
+    ratio is query tempo / reference tempo, its pitch shift query minus reference.
+    ``covered_share[i]`` is the share of ``work_ids[i]``'s duration that the other work
+    explains: the match's ``coverage`` when that work was the query, else the union of the
+    sections' reference spans over its duration; the larger where both directions matched."""
 
     work_ids: tuple[int, int]  # ascending
     label: PairLabel
@@ -39,25 +46,74 @@ class Pair:
     found_both_ways: bool  # each work's screening found the other
     evidence: Match
     note: str | None = None
+    covered_share: tuple[float, float] = (math.nan, math.nan)
+
+    def share_of(self, work_id: int) -> float:
+        """The share of ``work_id``'s duration explained by the other work of the pair."""
+        return self.covered_share[self.work_ids.index(work_id)]
+
+    def other(self, work_id: int) -> int:
+        return self.work_ids[1] if work_id == self.work_ids[0] else self.work_ids[0]
+
+
+@dataclass(frozen=True)
+class Link:
+    """A typed, directional relation between two works, from one duplicate pair.
+
+    ``copy_of`` and ``contains_excerpt_of`` read "``work_id`` <kind> ``source_work_id``": the
+    source is the original side (a reference, or the earlier dated upload). Without an original
+    side (``direction`` says why) the kinds are ``same_recording`` (each is mostly the other:
+    one cluster, no accusation) and ``overlap`` (they share material; ``work_id`` is the one
+    whose larger share is explained); neither kind names a copier.
+    """
+
+    kind: LinkKind
+    work_id: int
+    source_work_id: int
+    work_share: float  # share of work_id's duration explained by source_work_id
+    source_share: float  # share of source_work_id's duration found in work_id
+    tempo_ratio: float  # tempo of work_id / tempo of source_work_id
+    pitch_shift_semitones: float  # pitch of work_id minus pitch of source_work_id
+    score: float  # the pair's evidence score
+    direction: str  # why source_work_id is the original side, or why that is unknown
+    caveats: tuple[str, ...] = ()
+    clustered: bool = True  # for copy_of: whether this link joined the two clusters
 
 
 @dataclass(frozen=True)
 class Member:
+    """One upload in a cluster, with its relation to the cluster's original upload:
+    ``original``; ``identical`` (same content as the original, another upload); ``copy_of``
+    (an altered copy of the original work, see the cluster's ``alterations``); or
+    ``undetermined`` when the cluster has no determined original; ``unclustered`` for an upload
+    of a work that is linked (an excerpt, an overlap) but in no cluster."""
+
+    upload_id: int
     work_id: int
+    role: UploadRole
     path: str
     title: str | None
     artist: str | None
     uploader: str | None
     uploaded_at: str | None
+    isrc: str | None
+    upc: str | None
+    external_id: str | None
     duration_s: float
-    metadata: dict
+    relation: MemberRelation
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def external_ids(self) -> dict[str, str]:
+        ids = {"isrc": self.isrc, "upc": self.upc, "external_id": self.external_id}
+        return {k: v for k, v in ids.items() if v}
 
 
 @dataclass(frozen=True)
 class Alteration:
-    """How ``work_id`` differs from ``relative_to`` (the original, or the lowest work id when the
-    original is unknown). ``via`` is the chain of duplicate pairs used, from ``relative_to`` to
-    ``work_id``; longer than two when the transform was composed."""
+    """How ``work_id`` differs from ``relative_to`` (the original work, or the lowest work id
+    when the original is undetermined). ``via`` is the chain of works whose pairs were used,
+    from ``relative_to`` to ``work_id``; longer than two when the transform was composed."""
 
     work_id: int
     relative_to: int
@@ -69,32 +125,45 @@ class Alteration:
 
 @dataclass(frozen=True)
 class Cluster:
+    """One original and its copies: the works joined by ``copy_of`` (and ``same_recording``)
+    links, every upload of each as a member. ``original_upload_id`` is the reference upload
+    when there is one, else the earliest dated upload; None when undetermined
+    (``original_reason`` says why). ``caveats`` name what the decision did not rest on
+    (undated members, other references)."""
+
     cluster_id: int
+    work_ids: tuple[int, ...]
     members: tuple[Member, ...]
-    original: int | None
+    original_upload_id: int | None
+    original_work_id: int | None
     original_reason: str
+    caveats: tuple[str, ...]
     alterations: tuple[Alteration, ...]
 
     @property
-    def work_ids(self) -> tuple[int, ...]:
-        return tuple(m.work_id for m in self.members)
+    def determined(self) -> bool:
+        return self.original_upload_id is not None
 
 
 @dataclass(frozen=True)
 class UploaderRank:
-    """An uploader's part in the clusters. ``copies`` counts their works that are copies of
-    another uploader's original (or of an original without uploader)."""
+    """An uploader's part in the clusters and links. ``copies`` counts their uploads that are
+    copies (``copy_of`` or ``identical``) of another uploader's original, in clusters whose
+    original is determined; their references are never counted as copies."""
 
     uploader: str
-    works: int  # works of this uploader in the catalog
+    uploads: int  # their uploads in the catalog
     copies: int
-    share: float  # copies / works
+    share: float  # copies / uploads
     copies_duration_s: float
     catalog_duration_s: float
-    originals_copied: int  # their works that others copied
+    originals_copied: int  # their original uploads that another uploader copied
     self_copies: int  # copies of their own originals
-    unattributed: int  # in clusters whose original is unknown
-    copy_work_ids: tuple[int, ...]
+    excerpts_used: int  # their uploads that contain an excerpt of another's work (not copies)
+    undetermined: int  # their uploads in clusters whose original is undetermined
+    disputed_references: int  # their references in a cluster whose original is another's
+    copy_upload_ids: tuple[int, ...]
+    excerpt_upload_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -110,7 +179,12 @@ class RescanReport:
     works: int  # live works in the catalog
     scanned: int  # of those, screened (by this or earlier runs)
     unscanned: tuple[int, ...]
+    uploads: int  # live uploads in the catalog
     clusters: tuple[Cluster, ...]
+    links: tuple[Link, ...]  # one per duplicate pair, copies first, then excerpts, overlaps
+    # every upload of a work in some duplicate pair or cluster, by upload id (members of
+    # clusters as there; the uploads of linked works outside clusters as "unclustered")
+    linked_uploads: tuple[Member, ...]
     pairs: tuple[Pair, ...]  # duplicate pairs
     suspect_pairs: tuple[Pair, ...]
     uploaders: tuple[UploaderRank, ...]

@@ -187,7 +187,9 @@ def load_report(catalog: Catalog) -> RescanReport:
             store.close()
     else:
         scans = {}
-    return build_report(works, scans, catalog.settings, catalog=str(catalog.root))
+    return build_report(
+        works, scans, catalog.settings, catalog=str(catalog.root), uploads=catalog.uploads()
+    )
 
 
 def rescan(catalog: Catalog, **options) -> RescanReport:

@@ -1,0 +1,444 @@
+"""Tests for the pure rescan relations (audiodup.rescan.relations, .clusters, .report): typed and
+directed links, clusters of one original and its copies, the uploader ranking, and the chance
+cases that must never accuse anybody (issue #13)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from audiodup.rescan import WorkScan, build_report, decide_direction, work_originality
+from audiodup.rescan.clusters import covered_share
+from audiodup.results import Match, Section, UploadInfo, WorkInfo
+from audiodup.settings import DEFAULT_SETTINGS
+
+
+def work(work_id: int, duration_s: float = 40.0) -> WorkInfo:
+    return WorkInfo(work_id, f"/w/{work_id}.ogg", None, None, duration_s, f"sha{work_id}", "2024")
+
+
+def upload(
+    upload_id: int,
+    work_id: int,
+    uploader: str | None,
+    uploaded_at: str | None = None,
+    role: str = "upload",
+    **ids,
+) -> UploadInfo:
+    return UploadInfo(
+        upload_id=upload_id,
+        work_id=work_id,
+        role=role,
+        source_path=f"/up/{upload_id}.ogg",
+        sha256=f"sha{work_id}",
+        recorded_at="2024-06-01T00:00:00+00:00",
+        uploader=uploader,
+        uploaded_at=uploaded_at,
+        **ids,
+    )
+
+
+def match(
+    work_id: int,
+    query_span: tuple[float, float],
+    ref_span: tuple[float, float],
+    query_duration_s: float = 40.0,
+    score: float = 60.0,
+    tempo: float = 1.0,
+) -> Match:
+    """A same-recording match of ``work_id``: query seconds ``query_span`` line up with its
+    seconds ``ref_span``."""
+    section = Section(*query_span, *ref_span, 80)
+    covered = query_span[1] - query_span[0]
+    return Match(
+        work_id=work_id,
+        path=f"/w/{work_id}.ogg",
+        title=None,
+        relation="same_recording",
+        score=score,
+        false_match_probability=10.0**-score,
+        tempo_ratio=tempo,
+        pitch_shift_semitones=0.0,
+        query_start_s=query_span[0],
+        query_end_s=query_span[1],
+        ref_start_s=ref_span[0],
+        ref_end_s=ref_span[1],
+        coverage=covered / query_duration_s,
+        coverage_s=covered,
+        matched_hashes=80,
+        chroma_similarity=None,
+        sections=(section,),
+    )
+
+
+def scans(*found: tuple[int, list[Match]]) -> dict[int, WorkScan]:
+    return {w: WorkScan(w, "file", tuple(ms)) for w, ms in found}
+
+
+def both_ways(a: int, b: int, a_span, b_span, a_s: float = 40.0, b_s: float = 40.0):
+    """Matches of ``a`` against ``b`` and back: ``a_span`` of a is ``b_span`` of b."""
+    return match(b, a_span, b_span, a_s), match(a, b_span, a_span, b_s)
+
+
+def report_of(works, found, uploads):
+    return build_report(works, found, DEFAULT_SETTINGS, uploads=uploads)
+
+
+def kinds(report) -> set[tuple[int, str, int]]:
+    return {(k.work_id, k.kind, k.source_work_id) for k in report.links}
+
+
+# -- originality -------------------------------------------------------------------------------
+def test_a_reference_is_the_source_even_when_an_upload_is_dated_earlier() -> None:
+    ref = work_originality(1, [upload(1, 1, "label", "2022-01-01", role="reference")])
+    early = work_originality(2, [upload(2, 2, "ring", "2019-01-01")])
+    direction = decide_direction(ref, early, "work 1", "work 2")
+    assert direction.source == 1 and direction.reason == "work 1 has a reference upload"
+
+
+@pytest.mark.parametrize(
+    ("a_date", "b_date", "source", "caveat"),
+    [
+        ("2020-01-01", "2021-01-01", 1, None),
+        ("2021-01-01", "2020-01-01T00:00:00Z", 2, None),
+        ("2021-01-01", None, 1, "work 2 has no upload date"),
+        (None, "2021-01-01", 2, "work 1 has no upload date"),
+        ("not a date", "2021-01-01", 2, "work 1 has no upload date"),
+        (None, None, None, None),
+        ("2020-01-01", "2020-01-01T00:00:00+00:00", None, None),
+    ],
+)
+def test_the_earlier_dated_upload_is_the_source_and_undated_never_wins(
+    a_date, b_date, source, caveat
+) -> None:
+    a = work_originality(1, [upload(1, 1, "x", a_date)])
+    b = work_originality(2, [upload(2, 2, "y", b_date)])
+    direction = decide_direction(a, b, "work 1", "work 2")
+    assert direction.source == source
+    if source is None:
+        assert direction.reason.startswith("undetermined")
+    assert (caveat is None) == (not direction.caveats)
+    if caveat:
+        assert direction.caveats[0].startswith(caveat)
+
+
+def test_two_references_the_earlier_registration_counts_with_a_caveat() -> None:
+    a = work_originality(1, [upload(1, 1, "label-a", "2021-01-01", role="reference")])
+    b = work_originality(2, [upload(2, 2, "label-b", "2020-01-01", role="reference")])
+    direction = decide_direction(a, b, "work 1", "work 2")
+    assert direction.source == 2
+    assert "both are references" in direction.caveats[0]
+    undated = work_originality(3, [upload(3, 3, "label-c", role="reference")])
+    other = work_originality(4, [upload(4, 4, "label-d", role="reference")])
+    assert decide_direction(undated, other, "work 3", "work 4").source is None
+
+
+# -- shares ------------------------------------------------------------------------------------
+def test_covered_share_from_reference_spans_counts_overlaps_once() -> None:
+    m = match(2, (0.0, 10.0), (5.0, 15.0))
+    m = m.__class__(
+        **{**m.__dict__, "sections": (Section(0, 10, 5, 15, 9), Section(20, 30, 10, 20, 9))}
+    )
+    assert covered_share(work(2, 40.0), m, found_as_query=False) == pytest.approx(15 / 40)
+    assert covered_share(work(1, 40.0), m, found_as_query=True) == pytest.approx(10 / 40)
+
+
+# -- links and clusters ------------------------------------------------------------------------
+def medley_catalog(references: bool, dated: bool):
+    """Works 1 and 2 (two labels), 3 and 4 altered copies of them, 5 a medley of 20 s of 1 then
+    20 s of 2. Every pair found both ways."""
+    works = [work(w) for w in range(1, 6)]
+    c31, c13 = both_ways(3, 1, (0, 40), (0, 40))
+    c42, c24 = both_ways(4, 2, (0, 40), (0, 40))
+    m51, m15 = both_ways(5, 1, (0, 20), (0, 20))
+    m52, m25 = both_ways(5, 2, (20, 40), (20, 40))
+    found = scans((1, [c13, m15]), (2, [c24, m25]), (3, [c31]), (4, [c42]), (5, [m51, m52]))
+    role = "reference" if references else "upload"
+
+    def date(text):
+        return text if dated else None
+
+    uploads = [
+        upload(1, 1, "label-a", date("2020-01-01"), role=role, isrc="AAA000000001"),
+        upload(2, 2, "label-b", date("2020-02-01"), role=role),
+        upload(3, 3, "ring", date("2023-01-01")),
+        upload(4, 4, "solo", date("2023-02-01")),
+        upload(5, 5, "dj", date("2024-01-01")),
+    ]
+    return works, found, uploads
+
+
+@pytest.mark.parametrize(("references", "dated"), [(True, True), (True, False), (False, True)])
+def test_a_medley_is_an_excerpt_of_each_source_and_never_merges_clusters(references, dated):
+    report = report_of(*medley_catalog(references, dated))
+    assert [c.work_ids for c in report.clusters] == [(1, 3), (2, 4)]
+    assert kinds(report) == {
+        (3, "copy_of", 1),
+        (4, "copy_of", 2),
+        (5, "contains_excerpt_of", 1),
+        (5, "contains_excerpt_of", 2),
+    }
+    for cluster, owner in zip(report.clusters, ("label-a", "label-b"), strict=True):
+        original = next(m for m in cluster.members if m.relation == "original")
+        assert original.uploader == owner and original.work_id == cluster.work_ids[0]
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["dj"].copies, ranks["dj"].excerpts_used) == (0, 1)
+    assert ranks["label-a"].copies == ranks["label-b"].copies == 0
+    assert [u.uploader for u in report.uploaders[:2]] == ["ring", "solo"]
+    medley = next(m for m in report.linked_uploads if m.work_id == 5)
+    assert medley.relation == "unclustered"
+
+
+def test_an_undated_catalog_accuses_nobody() -> None:
+    report = report_of(*medley_catalog(references=False, dated=False))
+    assert [c.work_ids for c in report.clusters] == [(1, 3), (2, 4)]
+    assert all(not c.determined for c in report.clusters)
+    assert {k.kind for k in report.links} == {"same_recording", "overlap"}
+    assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
+    assert {u.uploader: u.undetermined for u in report.uploaders} == {
+        "label-a": 1,
+        "label-b": 1,
+        "ring": 1,
+        "solo": 1,
+    }
+    for link in report.links:
+        assert link.direction.startswith("undetermined")
+        if link.kind == "overlap":
+            assert "neither is called a copy" in link.caveats[-1]
+
+
+def test_a_medley_of_whole_tracks_is_not_a_copy_of_either() -> None:
+    """Work 3 is all of 1 (30 s) then all of 2 (30 s): each source is entirely in it."""
+    works = [work(1, 30.0), work(2, 30.0), work(3, 60.0)]
+    a31, a13 = both_ways(3, 1, (0, 30), (0, 30), 60.0, 30.0)
+    b32, b23 = both_ways(3, 2, (30, 60), (0, 30), 60.0, 30.0)
+    found = scans((1, [a13]), (2, [b23]), (3, [a31, b32]))
+    uploads = [
+        upload(1, 1, "label-a", "2020-01-01", role="reference"),
+        upload(2, 2, "label-b", "2020-01-01", role="reference"),
+        upload(3, 3, "dj", "2024-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert report.clusters == ()
+    assert kinds(report) == {(3, "contains_excerpt_of", 1), (3, "contains_excerpt_of", 2)}
+    # without any date or reference: linked, direction unknown, nothing merged
+    bare = [upload(u.upload_id, u.work_id, u.uploader) for u in uploads]
+    report = report_of(works, found, bare)
+    assert report.clusters == ()
+    assert {k.kind for k in report.links} == {"overlap"}
+    assert all("mostly contained in work 3" in k.caveats[-1] for k in report.links)
+
+
+def test_a_trimmed_copy_joins_the_cluster_of_its_source() -> None:
+    """Work 2 is 25 s cut out of work 1 (40 s; 62 % of it: one recording); work 3 is a 20-s
+    cut (50 % of work 1: mostly contained in it, and work 1 is the original side)."""
+    works = [work(1), work(2, 25.0), work(3, 20.0)]
+    t21, t12 = both_ways(2, 1, (0, 25), (10, 35), 25.0, 40.0)
+    s31, s13 = both_ways(3, 1, (0, 20), (0, 20), 20.0, 40.0)
+    s32, s23 = both_ways(3, 2, (10, 20), (0, 10), 20.0, 25.0)
+    found = scans((1, [t12, s13]), (2, [t21, s23]), (3, [s31, s32]))
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference"),
+        upload(2, 2, "ring", "2023-01-01"),
+        upload(3, 3, "ring", None),
+    ]
+    report = report_of(works, found, uploads)
+    (cluster,) = report.clusters
+    assert cluster.work_ids == (1, 2, 3) and cluster.original_work_id == 1
+    assert (2, "copy_of", 1) in kinds(report) and (3, "copy_of", 1) in kinds(report)
+    ring = next(u for u in report.uploaders if u.uploader == "ring")
+    assert ring.copies == 2
+
+
+def test_a_short_work_inside_two_longer_originals_joins_only_the_stronger() -> None:
+    """Work 3 (20 s) lies inside both 1 and 2 (two long mixes of the same label that share it):
+    a copy of each, but the two mixes must not become one cluster through it."""
+    works = [work(1, 60.0), work(2, 60.0), work(3, 20.0)]
+    a31, a13 = both_ways(3, 1, (0, 20), (0, 20), 20.0, 60.0)
+    b32, b23 = both_ways(3, 2, (2, 20), (30, 48), 20.0, 60.0)
+    ab12, ab21 = both_ways(1, 2, (0, 18), (30, 48), 60.0, 60.0)
+    found = scans((1, [a13, ab12]), (2, [b23, ab21]), (3, [a31, b32]))
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference"),
+        upload(2, 2, "label", "2020-03-01", role="reference"),
+        upload(3, 3, "ring", "2023-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 3)]
+    loose = next(k for k in report.links if k.source_work_id == 2 and k.work_id == 3)
+    assert loose.kind == "copy_of" and not loose.clustered
+    assert "already clustered with work 1" in loose.caveats[-1]
+
+
+def test_identical_reuploads_are_members_and_count_as_copies_of_another_account() -> None:
+    works = [work(1), work(2)]
+    found = scans((1, []), (2, []))
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference", external_id="L-1"),
+        upload(2, 1, "thief", "2023-01-01"),
+        upload(3, 1, "label", "2023-02-01"),
+        upload(4, 2, "indie", "2022-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    (cluster,) = report.clusters
+    assert cluster.work_ids == (1,) and cluster.original_upload_id == 1
+    assert [(m.upload_id, m.relation) for m in cluster.members] == [
+        (1, "original"),
+        (2, "identical"),
+        (3, "identical"),
+    ]
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["thief"].copies, ranks["thief"].copy_upload_ids) == (1, (2,))
+    assert (ranks["label"].copies, ranks["label"].self_copies) == (0, 1)
+    assert ranks["label"].originals_copied == 1
+    assert "indie" not in ranks
+    assert report.uploads == 4
+
+
+def test_several_references_the_earliest_dated_is_the_original_the_other_is_disputed() -> None:
+    works = [work(1), work(2), work(3)]
+    c21, c12 = both_ways(2, 1, (0, 40), (0, 40))
+    c31, c13 = both_ways(3, 1, (0, 40), (0, 40))
+    found = scans((1, [c12, c13]), (2, [c21]), (3, [c31]))
+    uploads = [
+        upload(1, 1, "label-a", "2021-01-01", role="reference"),
+        upload(2, 2, "label-b", "2020-06-01", role="reference"),
+        upload(3, 3, "ring", "2019-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    (cluster,) = report.clusters
+    assert cluster.original_upload_id == 2
+    assert cluster.original_reason == "earliest dated reference upload (2020-06-01)"
+    assert any(c.startswith("several references: upload 1 (label-a)") for c in cluster.caveats)
+    assert any("upload 3 is dated before the reference" in c for c in cluster.caveats)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["label-a"].copies, ranks["label-a"].disputed_references) == (0, 1)
+    assert ranks["ring"].copies == 1
+
+
+def test_an_undated_pair_never_yields_an_accusation() -> None:
+    works = [work(1), work(2), work(3, 80.0)]
+    c21, c12 = both_ways(2, 1, (0, 40), (0, 40))
+    e31, e13 = both_ways(3, 1, (0, 20), (0, 20), 80.0, 40.0)
+    found = scans((1, [c12, e13]), (2, [c21]), (3, [e31]))
+    uploads = [upload(1, 1, "a"), upload(2, 2, "b"), upload(3, 3, "c")]
+    report = report_of(works, found, uploads)
+    assert {k.kind for k in report.links} == {"same_recording", "overlap"}
+    (cluster,) = report.clusters
+    assert not cluster.determined and cluster.original_reason.startswith("undetermined")
+    assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
+
+
+# -- property: excerpts never merge the clusters of different recordings --------------------
+# A synthetic catalog with exact evidence: works are sequences of segments of a few source
+# recordings (references, altered copies, medleys of two or three excerpts); every two works
+# that share at least 3 s of a recording match both ways with the shared spans as sections.
+Segment = tuple[int, float, float, float]  # recording, its start and end (s), tempo ratio
+
+
+def duration_of(segments: list[Segment]) -> float:
+    return sum((b - a) / t for _, a, b, t in segments)
+
+
+def shared_sections(x: list[Segment], y: list[Segment]) -> list[Section]:
+    """Sections of ``x`` (query) against ``y`` (reference): where they hold the same music."""
+    out, x_at = [], 0.0
+    for rx, ax, bx, tx in x:
+        y_at = 0.0
+        for ry, ay, by, ty in y:
+            lo, hi = max(ax, ay), min(bx, by)
+            if rx == ry and hi - lo > 0:
+                out.append(
+                    Section(
+                        x_at + (lo - ax) / tx,
+                        x_at + (hi - ax) / tx,
+                        y_at + (lo - ay) / ty,
+                        y_at + (hi - ay) / ty,
+                        50,
+                    )
+                )
+            y_at += (by - ay) / ty
+        x_at += (bx - ax) / tx
+    return out
+
+
+def evidence(query_id: int, x: list[Segment], ref_id: int, y: list[Segment]) -> Match | None:
+    sections = shared_sections(x, y)
+    covered = sum(s.query_end_s - s.query_start_s for s in sections)
+    if covered < 3.0:
+        return None
+    main = max(sections, key=lambda s: s.query_end_s - s.query_start_s)
+    tempo = (main.ref_end_s - main.ref_start_s) / (main.query_end_s - main.query_start_s)
+    m = match(ref_id, (main.query_start_s, main.query_end_s), (main.ref_start_s, main.ref_end_s))
+    return m.__class__(
+        **{
+            **m.__dict__,
+            "tempo_ratio": 1.0 / tempo,
+            "coverage": min(1.0, covered / duration_of(x)),
+            "coverage_s": covered,
+            "sections": tuple(sections),
+        }
+    )
+
+
+@st.composite
+def catalogs(draw):
+    n_recordings = draw(st.integers(2, 4))
+    lengths = [draw(st.sampled_from([30.0, 40.0, 60.0])) for _ in range(n_recordings)]
+    works: list[tuple[list[Segment], str]] = []  # segments, kind
+    for r, length in enumerate(lengths):
+        works.append(([(r, 0.0, length, 1.0)], "original"))
+        for _ in range(draw(st.integers(0, 2))):
+            start = draw(st.sampled_from([0.0, 2.0, 5.0]))
+            tempo = draw(st.sampled_from([0.8, 1.0, 1.12]))
+            works.append(([(r, start, length, tempo)], "copy"))
+    for _ in range(draw(st.integers(1, 3))):
+        used = draw(st.lists(st.integers(0, n_recordings - 1), min_size=2, max_size=3, unique=True))
+        cut = draw(st.sampled_from([10.0, 15.0, 20.0]))
+        works.append(([(r, 0.0, min(cut, lengths[r]), 1.0) for r in used], "medley"))
+    references = draw(st.booleans())
+    dated = draw(st.sampled_from(["all", "none", "medleys undated"]))
+    return works, references, dated
+
+
+def build(works, references: bool, dated: str):
+    infos = [work(i + 1, duration_of(segments)) for i, (segments, _) in enumerate(works)]
+    found = {}
+    for i, (x, _) in enumerate(works):
+        matches = [
+            m
+            for j, (y, _) in enumerate(works)
+            if j != i and (m := evidence(i + 1, x, j + 1, y)) is not None
+        ]
+        found[i + 1] = WorkScan(i + 1, "file", tuple(matches))
+    uploads = []
+    for i, (_, kind) in enumerate(works):
+        when = {"original": "2020-01-01", "copy": "2022-01-01", "medley": "2024-01-01"}[kind]
+        if dated == "none" or (dated == "medleys undated" and kind == "medley"):
+            when = None
+        role = "reference" if references and kind == "original" else "upload"
+        uploads.append(upload(i + 1, i + 1, f"account-{i + 1}", when, role=role))
+    return build_report(infos, found, DEFAULT_SETTINGS, uploads=uploads)
+
+
+@given(catalogs())
+def test_excerpts_never_merge_the_clusters_of_different_recordings(catalog) -> None:
+    works, references, dated = catalog
+    report = build(works, references, dated)
+    recordings = {i + 1: {r for r, *_ in segments} for i, (segments, _) in enumerate(works)}
+    kind = {i + 1: k for i, (_, k) in enumerate(works)}
+    for cluster in report.clusters:
+        single = {next(iter(recordings[w])) for w in cluster.work_ids if kind[w] != "medley"}
+        assert len(single) <= 1, "a cluster holds copies of two different recordings"
+        if single:
+            assert all(kind[w] != "medley" for w in cluster.work_ids), "a medley was clustered"
+    for link in report.links:
+        if link.kind == "copy_of":
+            assert link.work_share >= DEFAULT_SETTINGS.copy_min_share
+        if kind[link.work_id] == "medley" or kind[link.source_work_id] == "medley":
+            assert link.kind in ("contains_excerpt_of", "overlap", "same_recording")
+            assert not link.clustered or kind[link.work_id] == kind[link.source_work_id]
+    if not references and dated == "none":
+        assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
+        assert all(not c.determined for c in report.clusters)
