@@ -69,6 +69,7 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
+        self._copy_owners = owners.CopyOwners(store.root, self._rescan_clusters)
 
     @classmethod
     def open(
@@ -193,10 +194,11 @@ class Catalog:
         matches = self.match_fingerprint(query)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
+        named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
         return Verdict(
             path=name,
             verdict=decide(matches, self.settings),
-            matches=tuple(owners.attribute(matches, uploads, self.settings, identical)),
+            matches=tuple(named),
             duration_s=duration_s,
             truncated=truncated,
             fingerprint_s=fingerprint_s,
@@ -222,6 +224,11 @@ class Catalog:
     ) -> PeakCheck | None:
         """See :func:`audiodup.screening.peak_evidence` (for pictures)."""
         return screening.peak_evidence(query, work_id, hashed, chroma, self.settings, self.store)
+
+    def _rescan_clusters(self):
+        from .rescan import load_report
+
+        return load_report(self).clusters
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""

@@ -9,8 +9,10 @@ their own evidence name references first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
 
 from .metadata import parse_timestamp
 from .results import Match, UploadInfo
@@ -18,24 +20,139 @@ from .settings import Settings
 from .verdict import decide
 
 
-def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
-    """``(the upload that names the work, why that one)``; ``uploads`` are one work's."""
+@dataclass(frozen=True)
+class Originality:
+    """How early a work (or a group of works) is: references before uploads, then dated
+    before undated, then the earlier date. ``upload_id`` is the upload that gives it."""
+
+    reference: bool
+    first: datetime | None  # earliest parseable uploaded_at of the counted uploads
+    first_text: str | None  # that date as given
+    upload_id: int | None
+    work_id: int
+    undated: tuple[int, ...] = ()  # counted uploads without a usable date
+
+    def order(self) -> tuple:
+        dated = self.first is not None
+        return (not self.reference, not dated, self.first.timestamp() if dated else 0.0)
+
+
+def upload_date(upload: UploadInfo) -> datetime | None:
+    """``uploaded_at`` as an aware datetime, or None when it is missing or not ISO 8601."""
+    if not upload.uploaded_at:
+        return None
+    try:
+        return parse_timestamp(upload.uploaded_at)
+    except ValueError:
+        return None
+
+
+def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality:
+    """A work's originality: its reference uploads if it has any, else all its uploads."""
+    uploads = list(uploads)
     references = [u for u in uploads if u.role == "reference"]
-    pool = references or uploads
-    what = "reference" if references else "upload"
-    dated = [(when, u) for u in pool if (when := _date(u.uploaded_at)) is not None]
+    counted = references or uploads
+    dated = sorted(
+        ((upload_date(u), u.upload_id, u) for u in counted if upload_date(u) is not None),
+        key=lambda t: (t[0], t[1]),
+    )
+    undated = tuple(sorted(u.upload_id for u in counted if upload_date(u) is None))
     if dated:
-        when, chosen = min(dated, key=lambda d: (d[0], d[1].upload_id))
-        rule = f"earliest dated {what} ({chosen.uploaded_at})" if len(pool) > 1 else what
+        first, _, upload = dated[0]
+        return Originality(
+            bool(references), first, upload.uploaded_at, upload.upload_id, work_id, undated
+        )
+    upload_id = min((u.upload_id for u in counted), default=None)
+    return Originality(bool(references), None, None, upload_id, work_id, undated)
+
+
+def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
+    """``(the upload that names the work, why that one)``; ``uploads`` are one work's. The
+    choice is :func:`work_originality`'s, the rule rescan uses for originals."""
+    origin = work_originality(uploads[0].work_id, uploads)
+    chosen = next(u for u in uploads if u.upload_id == origin.upload_id)
+    what = "reference" if origin.reference else "upload"
+    pool = sum(1 for u in uploads if (u.role == "reference") == origin.reference)
+    if pool == 1:
+        rule = what
+    elif origin.first is not None:
+        rule = f"earliest dated {what} ({origin.first_text})"
     else:
-        chosen = min(pool, key=lambda u: u.upload_id)
-        rule = f"first recorded {what}, no upload dates" if len(pool) > 1 else what
-    others = len(uploads) - 1
-    if references:
+        rule = f"first recorded {what}, no upload dates"
+    if origin.reference:
         rule = f"{rule}: the rights holder's registration"
+    others = len(uploads) - 1
     if others:
         rule += f"; {others} other upload{'s' if others > 1 else ''} of the same audio"
     return chosen, rule
+
+
+def reference_originals(clusters) -> dict[int, tuple[UploadInfo, str]]:
+    """From rescan clusters (:class:`audiodup.rescan.results.Cluster`): every work that is a
+    copy of another work whose original is a reference, mapped to ``(the reference upload,
+    why)``."""
+    found = {}
+    for cluster in clusters:
+        original = next(
+            (m for m in cluster.members if m.upload_id == cluster.original_upload_id), None
+        )
+        if original is None or original.role != "reference":
+            continue
+        upload = UploadInfo(
+            upload_id=original.upload_id,
+            work_id=original.work_id,
+            role=original.role,
+            source_path=original.path,
+            sha256="",
+            recorded_at="",
+            title=original.title,
+            artist=original.artist,
+            uploader=original.uploader,
+            uploaded_at=original.uploaded_at,
+            isrc=original.isrc,
+            upc=original.upc,
+            external_id=original.external_id,
+        )
+        for work_id in cluster.work_ids:
+            if work_id != original.work_id:
+                why = (
+                    f"reference of work {original.work_id}: the last rescan found work "
+                    f"{work_id} a copy of it (cluster {cluster.cluster_id})"
+                )
+                found[work_id] = (upload, why)
+    return found
+
+
+RESCAN_RESULTS = "rescan.sqlite"  # audiodup.rescan.store.RESULTS_FILE, not imported at start-up
+
+
+class CopyOwners:
+    """:func:`reference_originals` of the last rescan, re-read only when the catalog's or the
+    rescan's database changed (their files' sizes and modification times); empty when the
+    catalog was never rescanned. ``clusters`` loads the rescan report's clusters."""
+
+    def __init__(self, root: Path, clusters: Callable[[], Iterable]):
+        self._root = root
+        self._clusters = clusters
+        self._key: tuple | None = None
+        self._found: dict[int, tuple[UploadInfo, str]] = {}
+
+    def __call__(self) -> dict[int, tuple[UploadInfo, str]]:
+        names = [f"{n}{end}" for n in ("catalog.sqlite", RESCAN_RESULTS) for end in ("", "-wal")]
+        key = tuple(_stamp(self._root / name) for name in names)
+        if key != self._key:
+            rescanned = (self._root / RESCAN_RESULTS).exists()
+            self._found = reference_originals(self._clusters()) if rescanned else {}
+            self._key = key
+        return self._found
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (None, None)
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def attribute(
@@ -43,18 +160,22 @@ def attribute(
     uploads: list[UploadInfo],
     settings: Settings,
     identical_work: int | None = None,
+    copy_owners: dict[int, tuple[UploadInfo, str]] | None = None,
 ) -> list[Match]:
     """``matches`` with the owner's upload identity filled in, ``identical_content`` set on
     the work whose audio is the upload's own, and the duplicates among them ordered
-    references first (the rest keep their order)."""
+    references first (the rest keep their order). ``copy_owners`` maps a work that a rescan
+    found to be a copy of a reference to ``(that reference upload, why)``: a match with such
+    a work names the reference."""
     by_work: dict[int, list[UploadInfo]] = {}
     for upload in uploads:
         by_work.setdefault(upload.work_id, []).append(upload)
+    copy_owners = copy_owners or {}
     named = []
     for match in matches:
         found = by_work.get(match.work_id)
         if found:
-            chosen, rule = owner(found)
+            chosen, rule = copy_owners.get(match.work_id) or owner(found)
             match = replace(
                 match,
                 upload_id=chosen.upload_id,
@@ -73,12 +194,3 @@ def attribute(
         return (not duplicate, not (duplicate and m.role == "reference"), rank[id(m)])
 
     return sorted(named, key=order)
-
-
-def _date(text: str | None):
-    if not text:
-        return None
-    try:
-        return parse_timestamp(text)
-    except ValueError:
-        return None

@@ -513,10 +513,14 @@ class CatalogStore:
             ).fetchall()
             found = [_legacy_upload(r) for r in rows]
         else:
+            where = ""
+            if work_ids is not None:  # only ever a screening's few matched works
+                where = f"AND work_id IN ({','.join(str(int(w)) for w in set(work_ids))})"
             found = [
                 _upload_info(r)
                 for r in self.db.execute(
-                    f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE removed = 0 ORDER BY upload_id"
+                    f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE removed = 0 {where} "
+                    "ORDER BY upload_id"
                 )
             ]
         if work_ids is not None:

@@ -239,3 +239,59 @@ def test_a_first_layout_catalog_gets_its_ledger_with_the_same_ids(tmp_path: Path
         assert (got[1].external_id, got[1].uploader) == ("OLD-2", "u")
         added = catalog.add_paths([CATALOG_DIR / "work_05.ogg"])
         assert added[0].upload_id == 4
+
+
+def test_reference_originals_name_only_copies_of_references() -> None:
+    from audiodup.owners import reference_originals
+    from audiodup.rescan.results import Cluster, Member
+
+    def member(upload_id, work_id, role, relation):
+        return Member(
+            upload_id,
+            work_id,
+            role,
+            f"/m/{upload_id}",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            10.0,
+            relation,
+        )
+
+    by_reference = Cluster(
+        1,
+        (1, 2),
+        (member(1, 1, "reference", "original"), member(2, 2, "upload", "copy_of")),
+        1,
+        1,
+        "reference upload",
+        (),
+        (),
+    )
+    by_date = Cluster(
+        2,
+        (3, 4),
+        (member(3, 3, "upload", "original"), member(4, 4, "upload", "copy_of")),
+        3,
+        3,
+        "earliest dated",
+        (),
+        (),
+    )
+    undetermined = Cluster(
+        3,
+        (5, 6),
+        (member(5, 5, "upload", "undetermined"), member(6, 6, "upload", "undetermined")),
+        None,
+        None,
+        "undetermined",
+        (),
+        (),
+    )
+    found = reference_originals([by_reference, by_date, undetermined])
+    assert set(found) == {2}
+    assert found[2][0].upload_id == 1 and "cluster 1" in found[2][1]

@@ -286,3 +286,43 @@ def _json_report(root: Path, tmp_path: Path) -> str:
     result = CliRunner().invoke(app, ["rescan", "--db", str(root), "--new-only", "--out", str(out)])
     assert result.exit_code == 1, result.output
     return out.read_text(encoding="utf-8")
+
+
+def test_after_a_rescan_a_match_with_a_copy_names_the_reference(
+    pristine_real: Path, tmp_path: Path
+) -> None:
+    """Screening an upload that matches a known copy: before any rescan the copy's own upload
+    names its work; after the rescan found it a copy of a reference, the reference does, says
+    why, and stands first among the duplicates."""
+    root = shutil.copytree(pristine_real, tmp_path / "catalog")
+    upload = REAL / "uploads" / "fraud-ring" / "track.ogg"  # a copy of ref1 (knolls)
+    with Catalog.open(root, create=False) as catalog:
+        ledger = {u.source_path: u for u in catalog.uploads()}
+        copy = ledger[str(upload.resolve())]
+        reference = ledger[str((REAL / REFERENCE_FILE["ref1"]).resolve())]
+        before = catalog.screen(upload)
+        on_copy = next(m for m in before.matches if m.work_id == copy.work_id)
+        assert (on_copy.upload_id, on_copy.uploader) == (copy.upload_id, "fraud-ring")
+        assert on_copy.identical_content
+        rescan(catalog, workers=1)
+        after = catalog.screen(upload)
+    assert after.verdict == before.verdict == "duplicate"
+    on_copy = next(m for m in after.matches if m.work_id == copy.work_id)
+    assert (on_copy.upload_id, on_copy.role, on_copy.uploader) == (
+        reference.upload_id,
+        "reference",
+        "label-aurora",
+    )
+    assert "rescan found work" in on_copy.attribution and on_copy.identical_content
+    assert after.matches[0].role == "reference"
+    # the medley shares excerpts with references but is no copy: it keeps its own owner
+    medley = catalog_owner_of(root, REAL / "uploads" / "dj" / "medley.ogg")
+    assert medley == ("dj-medley", "upload")
+
+
+def catalog_owner_of(root: Path, path: Path) -> tuple[str | None, str | None]:
+    """Who names the work of ``path``'s own audio when it is screened."""
+    with Catalog.open(root, create=False) as catalog:
+        verdict = catalog.screen(path)
+    own = next(m for m in verdict.matches if m.identical_content)
+    return own.uploader, own.role

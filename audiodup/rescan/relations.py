@@ -26,57 +26,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
 
-from ..metadata import parse_timestamp
+from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
 from ..results import UploadInfo
 from .results import Link, LinkKind, Pair
-
-
-@dataclass(frozen=True)
-class Originality:
-    """How early a work (or a group of works) is: references before uploads, then dated
-    before undated, then the earlier date. ``upload_id`` is the upload that gives it."""
-
-    reference: bool
-    first: datetime | None  # earliest parseable uploaded_at of the counted uploads
-    first_text: str | None  # that date as given
-    upload_id: int | None
-    work_id: int
-    undated: tuple[int, ...] = ()  # counted uploads without a usable date
-
-    def order(self) -> tuple:
-        dated = self.first is not None
-        return (not self.reference, not dated, self.first.timestamp() if dated else 0.0)
-
-
-def upload_date(upload: UploadInfo) -> datetime | None:
-    """``uploaded_at`` as an aware datetime, or None when it is missing or not ISO 8601."""
-    if not upload.uploaded_at:
-        return None
-    try:
-        return parse_timestamp(upload.uploaded_at)
-    except ValueError:
-        return None
-
-
-def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality:
-    """A work's originality: its reference uploads if it has any, else all its uploads."""
-    uploads = list(uploads)
-    references = [u for u in uploads if u.role == "reference"]
-    counted = references or uploads
-    dated = sorted(
-        ((upload_date(u), u.upload_id, u) for u in counted if upload_date(u) is not None),
-        key=lambda t: (t[0], t[1]),
-    )
-    undated = tuple(sorted(u.upload_id for u in counted if upload_date(u) is None))
-    if dated:
-        first, _, upload = dated[0]
-        return Originality(
-            bool(references), first, upload.uploaded_at, upload.upload_id, work_id, undated
-        )
-    upload_id = min((u.upload_id for u in counted), default=None)
-    return Originality(bool(references), None, None, upload_id, work_id, undated)
 
 
 def earliest(group: Iterable[Originality]) -> Originality:
