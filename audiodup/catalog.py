@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from . import index, ingest, owners, screening
@@ -100,31 +100,11 @@ class Catalog:
         self.store.close()
 
     # -- adding --------------------------------------------------------------------------------
-    def add_paths(
-        self,
-        paths: Iterable[str | Path],
-        workers: int = 1,
-        metadata: dict[str, dict] | None = None,
-        on_result: Callable[[AddResult], None] | None = None,
-        batch_size: int = 32,
-        batch_seconds: float = 30.0,
-        timeout_s: float | None = None,
-        role: str = "upload",
-    ) -> list[AddResult]:
-        """Record files (folders recursively) as uploads, storing content once; see
-        :func:`audiodup.ingest.add_paths`."""
-        return ingest.add_paths(
-            self.store,
-            self.settings,
-            paths,
-            workers=workers,
-            metadata=metadata,
-            on_result=on_result,
-            batch_size=batch_size,
-            batch_seconds=batch_seconds,
-            timeout_s=timeout_s,
-            role=role,
-        )
+    def add_paths(self, paths: Iterable[str | Path], **options) -> list[AddResult]:
+        """Record files (folders recursively) as uploads, storing content once. Options, as
+        :func:`audiodup.ingest.add_paths` documents them: ``workers``, ``metadata``,
+        ``on_result``, ``batch_size``, ``batch_seconds``, ``timeout_s``, ``role``."""
+        return ingest.add_paths(self.store, self.settings, paths, **options)
 
     def uploads(self) -> list[UploadInfo]:
         """The upload ledger: every live upload, in order of its id."""
