@@ -19,7 +19,7 @@ from .errors import AudiodupError
 from .fingerprint import fingerprint_audio
 from .results import AddResult, path_text
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogStore, NewWork
+from .store import CatalogStore, Committed, NewWork
 from .workers import map_with_timeout
 
 AUDIO_SUFFIXES = {
@@ -235,7 +235,7 @@ def add_paths(
     return results
 
 
-def _unchanged(store: CatalogStore, path: Path) -> int | None:
+def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
     try:
         stat = path.stat()
     except OSError:
