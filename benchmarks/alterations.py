@@ -164,6 +164,45 @@ def op_speed(r: Rendered, factor: float) -> None:
     )
 
 
+def _ramp_truth(r: Rendered, start: float, end: float, n_out: int, pitch_follows: bool) -> None:
+    """A ramp's truth: its mean tempo ratio (source length / query length), the pitch at the
+    mean when the pitch follows the speed; the ramp itself goes into the notes."""
+    mean = (r.y.size / r.sr) / (n_out / r.sr)
+    t = r.truth
+    r.truth = dataclasses.replace(
+        t,
+        tempo_ratio=t.tempo_ratio * mean,
+        pitch_shift_semitones=t.pitch_shift_semitones
+        + (12.0 * math.log2(mean) if pitch_follows else 0.0),
+        query_offset_s=t.query_offset_s / mean,
+        contiguous=False,  # one piece, but not one line: no single alignment is the truth
+    )
+    r.notes.append(f"tempo ramp {start:.2f} -> {end:.2f} (mean {mean:.4f})")
+
+
+def op_tempo_ramp(r: Rendered, start: float, end: float) -> None:
+    """A DJ's key-locked tempo ramp (Rubber Band R3 time map): tempo from ``start`` to ``end``
+    along the excerpt, pitch kept."""
+    y = stretchers.render_tempo_ramp("rb-r3", r.y, r.sr, start, end)
+    _ramp_truth(r, start, end, y.size, pitch_follows=False)
+    r.y = _normalize_peak(y)
+
+
+def op_speed_ramp(r: Rendered, start: float, end: float) -> None:
+    """A turntable's pitch-fader ramp: playback speed from ``start`` to ``end`` along the
+    excerpt, pitch following (variable-rate resampling, done at twice the rate)."""
+    up = soxr.resample(r.y, r.sr, 2 * r.sr, quality="VHQ")
+    n_source = up.size
+    n_out = int(stretchers.ramp_target_frames(np.array([n_source]), n_source, start, end)[0])
+    grid = np.arange(0, n_source + 1, 64)
+    landing = stretchers.ramp_target_frames(grid, n_source, start, end)
+    positions = np.interp(np.arange(n_out), landing, grid)
+    warped = np.interp(positions, np.arange(n_source), up).astype(np.float32)
+    y = soxr.resample(warped, 2 * r.sr, r.sr, quality="VHQ").astype(np.float32)
+    _ramp_truth(r, start, end, y.size, pitch_follows=True)
+    r.y = _normalize_peak(y)
+
+
 def op_excerpt(r: Rendered, length_s: float) -> None:
     """Cut a seeded random excerpt from the (contiguous, offset-free) current audio."""
     n = int(round(length_s * r.sr))
@@ -339,6 +378,8 @@ OPS: dict[str, Callable[..., None]] = {
     "eq": op_eq,
     "reverb": op_reverb,
     "compress": op_compress,
+    "tempo_ramp": op_tempo_ramp,
+    "speed_ramp": op_speed_ramp,
     **{f"stretch:{name}": _op_external_stretch(name) for name in stretchers.STRETCHERS},
 }
 
@@ -455,6 +496,15 @@ def _build_variants() -> list[Variant]:
                 step("white_noise", snr_db=20),
             ),
         ),
+        # issue #12 item 4: a tempo that drifts within the excerpt, key-locked or not
+        Variant(
+            "tempo drift 1.00-1.08 [rb-r3]",
+            "time-stretch",
+            (step("tempo_ramp", start=1.0, end=1.08),),
+            stretcher="rb-r3",
+        ),
+        Variant("speed drift 1.00-1.08", "speed", (step("speed_ramp", start=1.0, end=1.08),)),
+        Variant("speed drift 1.00-0.92", "speed", (step("speed_ramp", start=1.0, end=0.92),)),
         Variant(
             "chain: speed 1.25 + mp3 64k + 30 s",
             "chain",

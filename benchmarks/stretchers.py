@@ -101,6 +101,52 @@ def render(
     return out.mean(axis=1, dtype=np.float32)
 
 
+def render_tempo_ramp(
+    stretcher: str, y: np.ndarray, sr: int, start_ratio: float, end_ratio: float
+) -> np.ndarray:
+    """Key-locked tempo ramp: the tempo ratio goes linearly from ``start_ratio`` to
+    ``end_ratio`` along the source, through Rubber Band's time map (``-M``: source frame, target
+    frame pairs every 0.25 s), pitch kept. Only the Rubber Band engines take a time map."""
+    if stretcher not in ("rb-r2", "rb-r3"):
+        raise ValueError(f"{stretcher} takes no time map; use rb-r2 or rb-r3")
+    if not available(stretcher):
+        raise StretcherUnavailable(missing_message(stretcher))
+    source = np.arange(0, y.size, max(1, sr // 4))
+    target = ramp_target_frames(source, y.size, start_ratio, end_ratio)
+    total = ramp_target_frames(np.array([y.size]), y.size, start_ratio, end_ratio)[0]
+    with tempfile.TemporaryDirectory(prefix="audiodup-ramp-") as tmp:
+        src, dst, timemap = Path(tmp) / "in.wav", Path(tmp) / "out.wav", Path(tmp) / "map.txt"
+        sf.write(src, np.asarray(y, dtype=np.float32), sr, subtype="FLOAT")
+        timemap.write_text("".join(f"{a} {b}\n" for a, b in zip(source, target, strict=True)))
+        engine = "-2" if stretcher == "rb-r2" else "-3"
+        cmd = [
+            "rubberband",
+            engine,
+            "-q",
+            f"-D{total / sr:.6f}",
+            f"-M{timemap}",
+            str(src),
+            str(dst),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S)
+        if done.returncode != 0 or not dst.exists():
+            raise RuntimeError(f"rubberband time map failed: {done.stderr.strip()[-300:]}")
+        out, _ = sf.read(dst, dtype="float32", always_2d=True)
+    return out.mean(axis=1, dtype=np.float32)
+
+
+def ramp_target_frames(
+    source: np.ndarray, n_source: int, start_ratio: float, end_ratio: float
+) -> np.ndarray:
+    """Where source frames land when the tempo ratio (source speed) ramps linearly from
+    ``start_ratio`` at frame 0 to ``end_ratio`` at ``n_source``: the integral of 1/ratio."""
+    slope = (end_ratio - start_ratio) / n_source
+    x = source.astype(np.float64)
+    if abs(slope) < 1e-15:
+        return np.round(x / start_ratio).astype(np.int64)
+    return np.round(np.log1p(slope * x / start_ratio) / slope).astype(np.int64)
+
+
 def dominant_frequency_hz(y: np.ndarray, sr: int) -> float:
     """Power-weighted mean frequency within a semitone of the strongest bin: a phase vocoder
     spreads a pure tone over neighbouring bins, so the argmax alone can be off by 0.2 st."""

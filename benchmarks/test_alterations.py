@@ -137,3 +137,37 @@ def test_white_noise_snr(snr):
     noise = out - y  # no peak normalization happens at this level
     measured = 10 * np.log10(np.mean(y.astype(np.float64) ** 2) / np.mean(noise**2))
     assert measured == pytest.approx(snr, abs=0.3)
+
+
+def test_speed_ramp_drifts_pitch_and_tempo_from_start_to_end():
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * SR) / SR)).astype(np.float32)
+    out, truth, notes = apply(
+        BY_NAME["speed drift 1.00-1.08"], tone, SR, Truth(ref_end_s=20), np.random.default_rng(0)
+    )
+    mean = 0.08 / math.log(1.08)  # source length / query length of a linear ramp
+    assert out.size / tone.size == pytest.approx(1 / mean, rel=0.002)
+    assert truth.tempo_ratio == pytest.approx(mean, rel=0.002) and not truth.contiguous
+    assert "tempo ramp 1.00 -> 1.08" in notes[0]
+    second = SR
+    assert _dominant_hz(out[:second]) == pytest.approx(440 * 1.002, abs=3)  # the first second
+    assert _dominant_hz(out[-second:]) == pytest.approx(440 * 1.078, abs=3)  # the last one
+
+
+def test_tempo_ramp_keeps_the_key():
+    from benchmarks import stretchers
+
+    if not stretchers.available("rb-r3"):
+        pytest.skip(stretchers.missing_message("rb-r3"))
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(20 * SR) / SR)).astype(np.float32)
+    out, truth, _ = apply(
+        BY_NAME["tempo drift 1.00-1.08 [rb-r3]"],
+        tone,
+        SR,
+        Truth(ref_end_s=20),
+        np.random.default_rng(0),
+    )
+    mean = 0.08 / math.log(1.08)
+    assert out.size / tone.size == pytest.approx(1 / mean, rel=0.01)
+    assert truth.pitch_shift_semitones == 0.0
+    for part in (out[: 2 * SR], out[-2 * SR :]):
+        assert stretchers.dominant_frequency_hz(part, SR) == pytest.approx(440, abs=4)
