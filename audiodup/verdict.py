@@ -9,6 +9,11 @@ works that received hits but are not the match form a background sample that can
 mean. A Bonferroni factor for the number of works searched turns the tail probability into
 ``false_match_probability``.
 
+A chroma alignment is a maximum over scales, rotations and offsets; how high chance reaches
+depends on the query (its length, how stationary its chroma is), so its chance law is measured on
+the query itself, from the best similarity per stretch of the candidates' references away from
+the match (:func:`chroma_false_match_probability`).
+
 The channels combine by the rules below (:func:`combine_hash_and_chroma`,
 :func:`combine_peaks_and_chroma`), and :func:`decide` labels the matches, reading only evidence
 counts and ``chroma_confirmed``, never a display field.
