@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -84,6 +84,12 @@ class ChromaEvidence:
     query_end_s: float
     ref_start_s: float
     ref_end_s: float
+    # the best similarity in each stretch of ``chance_block_s`` reference seconds (by where the
+    # aligned query's centre falls), over the same scales, rotations and offsets: away from the
+    # match they sample chance for this very query (:func:`audiodup.verdict.chroma_null_sample`)
+    block_maxima: np.ndarray = field(default_factory=lambda: np.zeros(0), compare=False)
+    best_block: int = -1  # the block that holds ``similarity``
+    ref_frames: int = 0  # length of the reference chroma searched
 
 
 def lookup_hashes(
@@ -391,13 +397,21 @@ def align_chroma(
     scales: np.ndarray | None = None,
 ) -> ChromaEvidence | None:
     """Best mean cosine between query chroma and reference chroma over time scales, the 12
-    rotations and all offsets. ``scale`` maps query seconds to reference seconds (= tempo ratio)."""
+    rotations and all offsets. ``scale`` maps query seconds to reference seconds (= tempo ratio).
+
+    Also the best similarity per ``settings.chance_block_s`` of reference start positions over
+    the same search (``block_maxima``), the chance sample of
+    :func:`audiodup.verdict.chroma_null_sample`.
+    """
     fps = settings.chroma_fps
     q, r = query.chroma, reference.chroma
     if len(q) < 4 or len(r) < 4:
         return None
     if scales is None:
         scales = 1.0 / _scale_grid(settings)
+    block_frames = max(int(round(settings.chance_block_s * fps)), 1)
+    n_blocks = (len(r) - 1) // block_frames + 1
+    blocks = np.full(n_blocks, -np.inf)
     best = None
     for tempo in scales:
         n = int(round(len(q) * tempo))
@@ -409,6 +423,7 @@ def align_chroma(
         w = (pos - lo)[:, None]
         qs = q[lo] * (1 - w) + q[hi] * w  # query on the reference time base
         scores = _rotation_offset_scores(qs, r)
+        _block_maxima(scores, n, len(r), block_frames, blocks)
         rot, off = np.unravel_index(np.argmax(scores), scores.shape)
         overlap = _overlap(n, len(r), off)
         value = scores[rot, off] / max(overlap, 1)
@@ -432,7 +447,31 @@ def align_chroma(
         query_end_s=float(q_end),
         ref_start_s=float(max(shift, 0) / fps),
         ref_end_s=float(min(shift + n, len(r)) / fps),
+        block_maxima=blocks[np.isfinite(blocks)].astype(np.float32),
+        best_block=int(np.isfinite(blocks)[: _block_of(shift, n, len(r), block_frames)].sum()),
+        ref_frames=len(r),
     )
+
+
+def _block_of(shift, n: int, n_ref: int, block_frames: int):
+    """The block of reference start positions an alignment falls in: where the centre of the
+    aligned query lands, clipped to the reference."""
+    centre = np.clip(shift + n // 2, 0, n_ref - 1)
+    return centre // block_frames
+
+
+def _block_maxima(
+    scores: np.ndarray, n: int, n_ref: int, block_frames: int, blocks: np.ndarray
+) -> None:
+    """Raise ``blocks`` to the best mean cosine over rotations of the offsets in each block,
+    counting only offsets with the overlap :func:`align_chroma` accepts."""
+    shift = np.arange(scores.shape[1]) - (n - 1)
+    overlap = np.minimum(n, n_ref - shift) - np.maximum(0, -shift)
+    usable = overlap >= min(n, n_ref) * 0.8
+    if not usable.any():
+        return
+    values = scores[:, usable].max(axis=0) / overlap[usable]
+    np.maximum.at(blocks, _block_of(shift[usable], n, n_ref, block_frames), values)
 
 
 def _rotation_offset_scores(qs: np.ndarray, r: np.ndarray) -> np.ndarray:

@@ -158,7 +158,8 @@ def chroma_evidence(
     reference: References,
 ) -> list[ChromaFinding]:
     """Aligned chroma of the three best chroma candidates with their false-match probability;
-    the weaker candidates' similarities are the chance background."""
+    every candidate's alignment away from its best is the chance sample
+    (:func:`audiodup.verdict.chroma_false_match_probability`)."""
     aligned: list[ChromaEvidence] = []
     for work_id, _, scale in chroma_candidates(query, indexes, settings):
         fine = (1.0 / scale) * _fine_scales(settings)
@@ -166,9 +167,8 @@ def chroma_evidence(
         if ev is not None:
             aligned.append(ev)
     aligned.sort(key=lambda ev: -ev.similarity)
-    background = [ev.similarity for ev in aligned[3:]]
     return [
-        ChromaFinding(ev, chroma_false_match_probability(ev, background, settings, n_works))
+        ChromaFinding(ev, chroma_false_match_probability(ev, aligned, settings, n_works))
         for ev in aligned[:3]
     ]
 

@@ -118,8 +118,17 @@ class Settings:
     # raise them): mean excess of a chance line over the minimum of 3 hashes
     chance_excess_base: float = 0.11
     chance_excess_per_vote: float = 0.0001
+    # chroma: each alignment's chance sample is the best similarity per chance_block_s of
+    # reference (other blocks of the candidates, verdict.chroma_false_match_probability); its
+    # spread is widened by 1 + chance_fit_margin / sqrt(blocks) for the error of a fit to a few
+    # dozen blocks (simulated: calibrated down to 1e-3 from 16 blocks, tests/test_verdict.py);
+    # with fewer than chance_min_blocks blocks the prior mean and std of a work's best chance
+    # similarity apply
     chance_chroma_mean: float = 0.40
     chance_chroma_std: float = 0.10
+    chance_block_s: float = 30.0
+    chance_min_blocks: int = 16
+    chance_fit_margin: float = 3.0
     chroma_min_similarity: float = 0.65
 
     # guided peak check of weak hash lines and chroma alignments (peakcheck.py)

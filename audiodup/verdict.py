@@ -9,12 +9,19 @@ works that received hits but are not the match form a background sample that can
 mean. A Bonferroni factor for the number of works searched turns the tail probability into
 ``false_match_probability``.
 
+A chroma alignment is a maximum over scales, rotations and offsets; how high chance reaches
+depends on the query (its length, how stationary its chroma is), so its chance law is measured on
+the query itself, from the best similarity per stretch of the candidates' references away from
+the match (:func:`chroma_false_match_probability`).
+
 The channels combine by the rules below (:func:`combine_hash_and_chroma`,
 :func:`combine_peaks_and_chroma`), and :func:`decide` labels the matches, reading only evidence
 counts and ``chroma_confirmed``, never a display field.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
@@ -53,16 +60,72 @@ def _prior_excess(votes: int, settings: Settings) -> float:
     return settings.chance_excess_base + settings.chance_excess_per_vote * votes
 
 
+def chroma_null_sample(aligned: Sequence[ChromaEvidence], work_id: int) -> np.ndarray:
+    """The chance sample for the alignment of ``work_id``: the block maxima of every aligned
+    candidate, except the block of ``work_id`` that holds its match and the blocks either side
+    (an alignment straddling two blocks raises both)."""
+    parts = []
+    for ev in aligned:
+        blocks = np.asarray(ev.block_maxima, dtype=np.float64)
+        if ev.work_id == work_id and len(blocks):
+            keep = np.abs(np.arange(len(blocks)) - ev.best_block) > 1
+            blocks = blocks[keep]
+        parts.append(blocks)
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 def chroma_false_match_probability(
-    evidence: ChromaEvidence, background: list[float], settings: Settings, n_works: int
+    evidence: ChromaEvidence,
+    aligned: Sequence[ChromaEvidence],
+    settings: Settings,
+    n_works: int,
 ) -> float:
-    """Gaussian tail of the aligned-chroma similarity against chance alignments."""
-    mean, std = settings.chance_chroma_mean, settings.chance_chroma_std
-    if len(background) >= 8:
-        mean = max(mean, float(np.mean(background)))
-        std = max(std, float(np.std(background)))
-    z = (evidence.similarity - mean) / std
-    return min(1.0, float(stats.norm.sf(z)) * max(n_works, 1))
+    """Probability that chance alone gives some work of the catalog an alignment this similar.
+
+    The similarity is a maximum over scales, rotations and offsets, and how high chance reaches
+    depends on the query: its length, how stationary its chroma is (neighbouring frames are far
+    from independent), how generic its harmony is. So chance is measured on the query itself:
+    the best similarity in each ``chance_block_s`` of the candidates' references
+    (:func:`chroma_null_sample`) is a maximum over the same search. A maximum of mean cosines is
+    bounded by 1, so block maxima follow a reversed Weibull law with its end point at 1:
+    ``P(block > x) = 1 - exp(-((1 - x) / sigma) ** alpha)``, fitted by the moments of
+    ``log(1 - block)`` (a Gumbel law), its spread widened by ``1 + chance_fit_margin /
+    sqrt(blocks)`` (a moment fit to a few dozen blocks misjudges the far tail, mostly too
+    light). The catalog holds ``n_works`` x (blocks per work) x
+    (tempo windows, :func:`tempo_windows`) such blocks, all counted as independent; the
+    candidates are the works most like the query, so their blocks overstate chance elsewhere.
+
+    With fewer than ``chance_min_blocks`` blocks (a tiny catalog, a query as long as the works)
+    the prior applies: a Gaussian tail per work with ``chance_chroma_mean`` and
+    ``chance_chroma_std``, the std widened for alignments shorter than ``chance_block_s`` (a mean
+    over fewer frames varies more)."""
+    null = chroma_null_sample(aligned, evidence.work_id)
+    n_works = max(n_works, 1)
+    if len(null) < settings.chance_min_blocks:
+        aligned_s = max(evidence.query_end_s - evidence.query_start_s, 1e-3)
+        widen = max(1.0, float(np.sqrt(settings.chance_block_s / aligned_s)))
+        z = (evidence.similarity - settings.chance_chroma_mean) / (
+            settings.chance_chroma_std * widen
+        )
+        return min(1.0, float(stats.norm.sf(z)) * n_works)
+    gap = np.log(np.maximum(1.0 - null, 1e-6))
+    # a tail extrapolated from a few dozen blocks: widen it for the error of the fit
+    spread = float(np.std(gap, ddof=1)) * (1.0 + settings.chance_fit_margin / np.sqrt(len(null)))
+    alpha = np.pi / (np.sqrt(6.0) * max(spread, 1e-6))
+    log_sigma = float(np.mean(gap)) + np.euler_gamma / alpha
+    block_frames = settings.chance_block_s * settings.chroma_fps
+    blocks_per_work = np.mean([max(np.ceil(ev.ref_frames / block_frames), 1.0) for ev in aligned])
+    tests = n_works * blocks_per_work * tempo_windows(settings)
+    per_block = np.exp(alpha * (np.log(max(1.0 - evidence.similarity, 1e-9)) - log_sigma))
+    # P(the largest of `tests` blocks reaches the similarity) = 1 - P(no block does)
+    return float(-np.expm1(-tests * per_block))
+
+
+def tempo_windows(settings: Settings) -> float:
+    """How many spans of the fine chroma alignment grid (``chroma_scale_step`` squared) tile the
+    searched tempo range: the independent tempo hypotheses a chroma search tries per block."""
+    span = np.log(settings.tempo_ratio_max / settings.tempo_ratio_min)
+    return max(1.0, float(span / np.log(settings.chroma_scale_step**2)))
 
 
 def score_from_probability(probability: float) -> float:

@@ -978,31 +978,28 @@ def latent_table(records: list[dict]) -> list[str]:
     return lines
 
 
-def chroma_table(records: list[dict], n_works: int) -> list[str]:
-    """The best chroma similarity per query: how often chance reached each level, against the
-    FMP the chroma model gives that level."""
-    from audiodup.settings import DEFAULT_SETTINGS as s
-
+def chroma_table(records: list[dict]) -> list[str]:
+    """The best chroma similarity per query: how often chance reached each level, and the median
+    FMP the chroma model gave those queries (it depends on each query's own chance sample)."""
     ok = [r for r in records if not r.get("error")]
     levels = (0.70, 0.75, 0.80, 0.85, 0.90)
     lines = [
         "| length | queries with a chroma lead | median | 99th pct | max | "
-        + " | ".join(f"share >= {x:.2f} (model FMP)" for x in levels)
+        + " | ".join(f"share >= {x:.2f} (median FMP)" for x in levels)
         + " |",
         "|---|---:|---:|---:|---:|" + "---:|" * len(levels),
     ]
     for length, rs in sorted(_group(ok, lambda r: r["length_s"]).items()):
-        sims = np.array([r["best"]["chroma"]["similarity"] for r in rs if "chroma" in r["best"]])
-        if sims.size == 0:
+        leads = [r["best"]["chroma"] for r in rs if "chroma" in r["best"]]
+        if not leads:
             lines.append(f"| {length:g} s | 0 / {len(rs)} |" + " n/a |" * (3 + len(levels)))
             continue
-        model = [
-            min(1.0, stats.norm.sf((x - s.chance_chroma_mean) / s.chance_chroma_std) * n_works)
-            for x in levels
-        ]
+        sims = np.array([lead["similarity"] for lead in leads])
+        fmps = np.array([lead["fmp"] for lead in leads])
         cells = " | ".join(
-            f"{np.mean(sims >= x) * len(sims) / len(rs):.2g} ({m:.1g})"
-            for x, m in zip(levels, model, strict=True)
+            f"{np.sum(sims >= x) / len(rs):.2g} "
+            f"({_fmt_fmp(float(np.median(fmps[sims >= x]))) if np.any(sims >= x) else '-'})"
+            for x in levels
         )
         lines.append(
             f"| {length:g} s | {sims.size} / {len(rs)} | {np.median(sims):.3f} | "
@@ -1138,11 +1135,11 @@ def render_report(meta: dict, sessions: list[dict], records: list[dict], plot_na
         *latent_table(records),
         "",
         "Chance chroma alignments: the best similarity of each query (the largest of up to 8 "
-        "works' alignments over scales, rotations and offsets), with the FMP "
-        "`chroma_false_match_probability` gives that similarity in brackets (prior mean and "
-        f"std, times {meta['catalog_works']} works; per query, not per work):",
+        "works' alignments over scales, rotations and offsets) and, in brackets, the median FMP "
+        "`chroma_false_match_probability` gave the queries at or above each level (the FMP of "
+        "the best chroma lead, from the query's own chance sample; per query, not per work):",
         "",
-        *chroma_table(records, meta["catalog_works"]),
+        *chroma_table(records),
         "",
         *peak_table(records),
         "",

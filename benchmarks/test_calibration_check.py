@@ -16,6 +16,7 @@ from scipy import stats
 
 from benchmarks.calibration_check import (
     MENU,
+    TARGETS,
     UNALTERED,
     Lead,
     Source,
@@ -177,6 +178,10 @@ def test_smoke_check_writes_a_report_with_no_duplicates(tmp_path):
         else:
             assert r["fmp"] == r["latent_fmp"]
     assert re.search(r"\*\*0 `duplicate`\*\*", text)
+    # the target on this smaller sample: at each p, at most p of the queries at or below
+    fmps = [r["fmp"] for r in screened]
+    for p in TARGETS:
+        assert sum(f <= p for f in fmps) <= p * len(fmps), (p, sorted(fmps)[:5])
     # the table is the arithmetic above applied to the recorded FMPs
     for row in calibration_rows([r["fmp"] for r in screened]):
         assert f"| {row.k} / {row.n} |" in text

@@ -465,6 +465,23 @@ def test_align_chroma_of_unrelated_chroma_is_weak() -> None:
     assert evidence is None or evidence.similarity < 0.5
 
 
+def test_align_chroma_keeps_the_best_similarity_of_every_reference_block() -> None:
+    """The chance sample: one maximum per ``chance_block_s`` of reference, the alignment's own
+    block holding the similarity itself."""
+    reference = smooth_chroma(11, 900)  # 180 s: six 30-s blocks
+    query = np.roll(reference[500:540], 4, axis=1)  # 8 s from the 100-s mark, transposed
+    evidence = align_chroma(
+        chroma_fingerprint(query), chroma_fingerprint(reference), 1, S, np.array([1.0])
+    )
+    assert evidence is not None and evidence.ref_frames == 900
+    blocks = evidence.block_maxima
+    assert len(blocks) == 6
+    assert evidence.best_block == 3  # the query's centre lands at 104 s
+    assert blocks[evidence.best_block] == pytest.approx(evidence.similarity, abs=1e-5)
+    others = np.delete(blocks, evidence.best_block)
+    assert np.all(others < evidence.similarity - 0.05) and np.all(others > -1)
+
+
 def test_align_chroma_needs_a_few_frames() -> None:
     tiny = chroma_fingerprint(smooth_chroma(1, 3))
     assert align_chroma(tiny, chroma_fingerprint(smooth_chroma(2, 100)), 1, S) is None

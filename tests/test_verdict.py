@@ -3,6 +3,7 @@ rules that combine channels, and the chance models with and without a background
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -26,6 +27,7 @@ from audiodup.verdict import (
     chance_excess_scale,
     channels_agree,
     chroma_false_match_probability,
+    chroma_null_sample,
     clears_floor,
     combine_hash_and_chroma,
     combine_peaks_and_chroma,
@@ -33,6 +35,7 @@ from audiodup.verdict import (
     hash_false_match_probability,
     peak_false_match_probability,
     score_from_probability,
+    tempo_windows,
     transforms_agree,
 )
 
@@ -245,16 +248,90 @@ def test_hash_false_match_probability_is_a_geometric_tail_times_the_works() -> N
     assert hash_false_match_probability(hashed(main_inliers=MIN_LINE_HASHES), 1.0, 5, S) == 1.0
 
 
-def test_chroma_false_match_probability_uses_a_background_of_eight_or_more() -> None:
-    ev = chroma(similarity=0.9)
+def blocks_of(
+    work_id: int, maxima, best_block: int = 0, ref_frames: int = 900, similarity: float = 0.5
+) -> ChromaEvidence:
+    """An alignment of ``work_id`` whose reference blocks reached ``maxima``."""
+    ev = chroma(work_id=work_id, similarity=similarity)
+    return dataclasses.replace(
+        ev,
+        block_maxima=np.asarray(maxima, dtype=np.float32),
+        best_block=best_block,
+        ref_frames=ref_frames,
+    )
+
+
+def test_the_chance_sample_leaves_out_the_match_and_the_blocks_beside_it() -> None:
+    tested = blocks_of(1, [0.1, 0.2, 0.9, 0.3, 0.4, 0.5], best_block=2)
+    other = blocks_of(2, [0.6, 0.7], best_block=0)
+    null = chroma_null_sample([tested, other], 1)
+    assert sorted(null.round(3)) == [0.1, 0.4, 0.5, 0.6, 0.7]  # blocks 1-3 of work 1 left out
+    assert sorted(chroma_null_sample([tested, other], 2).round(3)) == [
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.5,
+        0.9,
+    ]  # all of work 1, none of work 2's two blocks
+
+
+def test_chroma_fmp_is_the_weibull_tail_of_the_query_own_blocks() -> None:
+    rng = np.random.default_rng(0)
+    null = 1.0 - 0.5 * rng.weibull(20.0, 40)  # block maxima near 0.5
+    aligned = [blocks_of(w, null[w * 10 : w * 10 + 10], best_block=-5) for w in range(4)]
+    ev = dataclasses.replace(aligned[0], similarity=0.9)
+    gap = np.log(1.0 - null)
+    alpha = np.pi / (np.sqrt(6.0) * np.std(gap, ddof=1) * (1 + S.chance_fit_margin / np.sqrt(40)))
+    sigma = np.exp(np.mean(gap) + np.euler_gamma / alpha)
+    tests = 100 * 6 * tempo_windows(S)  # 900 frames at 5 fps: six 30-s blocks per work
+    expected = 1.0 - np.exp(-tests * (0.1 / sigma) ** alpha)
+    assert chroma_false_match_probability(ev, aligned, S, 100) == pytest.approx(expected)
+    # more works, a weaker alignment, or a query chance favours more: less significant
+    fmp = chroma_false_match_probability(ev, aligned, S, 100)
+    assert chroma_false_match_probability(ev, aligned, S, 10_000) > fmp
+    assert 1e-9 < fmp < 1e-2
+    weaker = dataclasses.replace(ev, similarity=0.85)
+    assert chroma_false_match_probability(weaker, aligned, S, 100) > fmp
+    easier = [blocks_of(b.work_id, 0.5 + 0.5 * b.block_maxima, -5) for b in aligned]
+    assert chroma_false_match_probability(ev, easier, S, 100) > fmp
+    assert tempo_windows(S) == pytest.approx(np.log(4.0) / np.log(S.chroma_scale_step**2))
+
+
+@pytest.mark.parametrize("n_works", [10, 1000])
+def test_chroma_fmp_is_calibrated_when_chance_is_what_the_blocks_say(n_works: int) -> None:
+    """Simulated queries: every query has its own chance law (a reversed Weibull of random
+    shape and scale), its candidates show 8 x 6 blocks of it, and the best chance alignment in the
+    catalog is the largest of all the catalog's blocks. The share of FMP <= p stays under p."""
+    rng = np.random.default_rng(12)
+    n_queries = 4000
+    tests = n_works * 6 * tempo_windows(S)
+    fmps = []
+    for _ in range(n_queries):
+        alpha, sigma = rng.uniform(3.0, 30.0), rng.uniform(0.3, 0.9)
+        null = 1.0 - sigma * rng.weibull(alpha, 48)
+        # the catalog maximum by inverting P(max <= x) = exp(-tests * ((1 - x) / sigma) ** alpha)
+        top = 1.0 - sigma * (-np.log(rng.random()) / tests) ** (1.0 / alpha)
+        aligned = [blocks_of(w, null[w * 6 : w * 6 + 6], best_block=-5) for w in range(8)]
+        best = dataclasses.replace(aligned[0], similarity=float(top))
+        fmps.append(chroma_false_match_probability(best, aligned, S, n_works))
+    fmps = np.array(fmps)
+    for p in (0.1, 0.01):
+        k = int(np.sum(fmps <= p))
+        # at most p, up to binomial noise: a one-sided 99.9 % bound under share p
+        assert k <= stats.binom.ppf(0.999, n_queries, p), (p, k)
+    assert np.mean(fmps <= 0.5) > 0.05  # not vacuous: chance sometimes looks likely
+
+
+def test_with_few_blocks_the_prior_applies_widened_for_short_alignments() -> None:
+    few = [blocks_of(1, [0.5] * 3, best_block=-5)]
+    ev = dataclasses.replace(few[0], similarity=0.9)  # a 20-s alignment (chroma())
+    z = (0.9 - S.chance_chroma_mean) / (S.chance_chroma_std * np.sqrt(S.chance_block_s / 20))
+    assert chroma_false_match_probability(ev, few, S, 10) == pytest.approx(stats.norm.sf(z) * 10)
+    long = dataclasses.replace(ev, query_start_s=0.0, query_end_s=60.0)
     z = (0.9 - S.chance_chroma_mean) / S.chance_chroma_std
-    prior = stats.norm.sf(z) * 10
-    assert chroma_false_match_probability(ev, [0.7] * 7, S, 10) == pytest.approx(prior)
-    sample = [0.6, 0.8] * 4  # mean 0.7, std 0.1: raises the mean only
-    z = (0.9 - 0.7) / max(S.chance_chroma_std, 0.1)
-    raised = chroma_false_match_probability(ev, sample, S, 10)
-    assert raised == pytest.approx(stats.norm.sf(z) * 10) and raised > prior
-    assert chroma_false_match_probability(chroma(similarity=0.0), [], S, 10) == 1.0
+    assert chroma_false_match_probability(long, few, S, 10) == pytest.approx(stats.norm.sf(z) * 10)
+    assert chroma_false_match_probability(dataclasses.replace(ev, similarity=0.0), [], S, 10) == 1
 
 
 def test_score_is_minus_log10_of_the_probability_capped() -> None:
