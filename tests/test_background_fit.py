@@ -12,8 +12,8 @@ verifies a line in every work and the fit runs. The sample is what the fit is fo
 upload that shares nothing else with the catalog look like a duplicate of whichever work's line
 happens to be best, unless the background says that such lines are common for this upload.
 
-The chroma fit (``chroma_false_match_probability`` with 8 or more background similarities) cannot
-run with the default settings: see ``test_the_chroma_fit_needs_more_candidates_than_the_default``.
+Chroma chance is measured per query from block maxima of the same search (issue #12), not by a
+background fit; ``tests/test_chroma_calibration.py`` and ``tests/test_verdict.py`` test it.
 """
 
 from __future__ import annotations
@@ -34,11 +34,10 @@ from scipy.signal import resample_poly
 from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio
-from audiodup.match import AlignedLine, ChromaEvidence, HashEvidence
+from audiodup.match import AlignedLine, HashEvidence
 from audiodup.screening import (
     Evidence,
     HashFinding,
-    chroma_evidence,
     gather_evidence,
     matches_from_evidence,
     score_hashes,
@@ -48,7 +47,6 @@ from audiodup.synth import synthesize_work
 from audiodup.verdict import (
     MIN_LINE_HASHES,
     chance_excess_scale,
-    chroma_false_match_probability,
     decide,
     hash_false_match_probability,
 )
@@ -214,37 +212,6 @@ def test_an_unrelated_upload_without_the_sample_has_no_background(
     assert decide(matches_from_evidence(evidence, query, S, catalog.store), S) == "clean"
 
 
-def test_the_chroma_fit_needs_more_candidates_than_the_default(
-    shared_sample_catalog: Catalog, tmp_path: Path
-) -> None:
-    """``chroma_evidence`` aligns at most ``chroma_candidates`` works (8 by default) and keeps the
-    three best, so its background holds at most 5 similarities: the fit, which needs 8, never
-    runs. Priors below this catalog's chance similarities make a fit visible in the result."""
-    catalog = shared_sample_catalog
-    seed, make, _, _ = COPIES["speed_1.1"]
-    query = fingerprint_upload(make(work_audio(seed)), tmp_path / "copy.wav")
-    low_priors = replace(S, chance_chroma_mean=0.1, chance_chroma_std=0.05)
-
-    def findings(settings):
-        found = chroma_evidence(query, catalog.indexes(), N_WORKS, settings, catalog.fingerprint)
-        prior_only = [
-            chroma_false_match_probability(f.evidence, [], settings, N_WORKS) for f in found
-        ]
-        return found, prior_only
-
-    assert S.chroma_candidates - 3 < MIN_BACKGROUND
-    found, prior_only = findings(low_priors)
-    assert len(found) == 3 and found[0].evidence.work_id == work_id(catalog, seed)
-    assert [f.false_match_probability for f in found] == prior_only  # no fit ran
-    # with enough candidates the background is fitted, and it only raises the probabilities
-    more = replace(low_priors, chroma_candidates=MIN_BACKGROUND + 3 + 5)
-    found, prior_only = findings(more)
-    assert found[0].evidence.work_id == work_id(catalog, seed)
-    fitted = [f.false_match_probability for f in found]
-    assert all(f >= p for f, p in zip(fitted, prior_only, strict=True))
-    assert fitted[0] > prior_only[0]
-
-
 # -- the fits on constructed evidence ------------------------------------------------------------
 def line(work_id: int, main_inliers: int, votes: int) -> HashEvidence:
     empty = np.zeros(0)
@@ -289,16 +256,3 @@ def test_the_hash_fit_never_lowers_a_probability(lines: list[tuple[int, int]]) -
         assert scored[e.work_id].false_match_probability >= hash_false_match_probability(
             e, 1.0, N_WORKS, S
         )
-
-
-@given(st.floats(0.0, 1.0), st.lists(st.floats(-1.0, 1.0), max_size=20), st.integers(2, 10**6))
-def test_the_chroma_fit_never_lowers_a_probability(
-    similarity: float, sample: list[float], n_works: int
-) -> None:
-    # (for 2 or more works: below the fitted mean a similarity's probability is 1 either way)
-    ev = ChromaEvidence(1, similarity, 1.0, 0.0, 0.0, 10.0, 0.0, 10.0)
-    fitted = chroma_false_match_probability(ev, sample, S, n_works)
-    prior_only = chroma_false_match_probability(ev, [], S, n_works)
-    assert fitted >= prior_only
-    if len(sample) < MIN_BACKGROUND:
-        assert fitted == prior_only
