@@ -64,6 +64,9 @@ class Match:
     attribution: str | None = None
     # the upload's audio is this work's own (the same content, sent again)
     identical_content: bool = False
+    # upload tempo at the end of the aligned part / at its start, when the sections show a
+    # tempo that changes along the upload (a DJ's ramp); None when it is steady
+    tempo_drift: float | None = None
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 # the same value as their "schema_version" const (tests/test_schemas.py checks it).
 # 1.1: the upload ledger (owners in matches, index uploads); 2.0: rescan's typed links,
 # clusters of uploads (original_upload_id, caveats) and the uploader ranking over uploads
-SCHEMA_VERSION = "2.0"
+SCHEMA_VERSION = "2.1"  # 2.1: tempo_drift in matches
 
 DocumentKind = Literal["screen", "rescan", "index-list", "index-uploads", "index-stats"]
 DOCUMENTS: tuple[DocumentKind, ...] = (

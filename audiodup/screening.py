@@ -321,7 +321,49 @@ def hash_match(
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
         chroma_confirmed=chroma is not None,
+        tempo_drift=tempo_drift(sections),
     )
+
+
+# a section counts for drift with this much evidence; tempos closer than this are one tempo
+_DRIFT_MIN_HASHES = 8
+_DRIFT_MIN_S = 5.0
+_DRIFT_MIN_LOG = 0.015
+
+
+def tempo_drift(sections: tuple[Section, ...]) -> float | None:
+    """Upload tempo at the end of the aligned part over the tempo at its start, when the hash
+    sections show a tempo that changes along the upload (a DJ's ramp); None otherwise. The
+    ramp is taken as linear in log tempo along the upload.
+
+    Each section is one fitted line, its own tempo ratio is reference span / upload span. A
+    drift needs two or more well-supported sections that follow each other in both upload and
+    reference time (a loop or a cut is not a drift) with tempos changing one way only."""
+    solid = sorted(
+        (
+            s
+            for s in sections
+            if s.matched_hashes >= _DRIFT_MIN_HASHES
+            and s.query_end_s - s.query_start_s >= _DRIFT_MIN_S
+        ),
+        key=lambda s: s.query_start_s,
+    )
+    if len(solid) < 2:
+        return None
+    if any(b.ref_start_s < a.ref_start_s for a, b in zip(solid, solid[1:], strict=False)):
+        return None
+    logs = np.log(
+        [(s.ref_end_s - s.ref_start_s) / (s.query_end_s - s.query_start_s) for s in solid]
+    )
+    steps = np.diff(logs)
+    one_way = bool(np.all(steps >= -_DRIFT_MIN_LOG / 2) or np.all(steps <= _DRIFT_MIN_LOG / 2))
+    if not one_way or abs(float(logs[-1] - logs[0])) < _DRIFT_MIN_LOG:
+        return None
+    # a section's tempo is its mean: the ramp's rate comes from the sections' middles, and the
+    # drift is that rate over the whole aligned part
+    middles = [(s.query_start_s + s.query_end_s) / 2 for s in solid]
+    rate = float(np.polyfit(middles, logs, 1)[0])
+    return float(np.exp(rate * (solid[-1].query_end_s - solid[0].query_start_s)))
 
 
 def peak_match(

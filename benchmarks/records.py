@@ -30,6 +30,7 @@ MATCH_FIELDS = (
     "coverage",
     "matched_hashes",
     "relation",
+    "tempo_drift",
 )
 
 
@@ -52,6 +53,7 @@ class MatchRecord:
     matched_hashes: int | None = None
     relation: str | None = None
     chroma_similarity: float | None = None
+    tempo_drift: float | None = None  # end tempo / start tempo of a ramp (None: steady)
     track_id: str | None = None  # which corpus track the matched work is (None: distractor)
 
     @staticmethod
