@@ -11,7 +11,6 @@ lines up with the reference whatever the tempo change.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from .settings import DEFAULT_SETTINGS
 from .spectral import LogSpectrogram
@@ -39,6 +38,8 @@ def chroma_frames(spec: LogSpectrogram, tuning_semitones: float, fps: float) -> 
 
     Columns are pitch classes relative to ``fmin_hz`` after removing ``tuning_semitones``.
     """
+    from scipy import ndimage  # here: importing it costs more than a short upload's chroma
+
     per_semitone = spec.bins_per_octave // 12
     shift_bins = tuning_semitones * per_semitone
     magnitude = ndimage.shift(

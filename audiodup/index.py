@@ -21,11 +21,11 @@ with their sizes counted from the index, as then.
 from __future__ import annotations
 
 import contextlib
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from .chroma import N_CHROMA_COEFFS, segment_vectors
@@ -40,9 +40,28 @@ assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
 _SIZES_MAGIC = b"\x00audiodup bucket sizes v1\x00"
 
 
+_threads: int | None = None  # set_threads' count, applied when FAISS is first imported
+_threads_applied = False
+
+
 def set_threads(n_threads: int) -> None:
     """The number of OpenMP threads FAISS searches with (``Settings.faiss_threads``)."""
-    faiss.omp_set_num_threads(n_threads)
+    global _threads, _threads_applied
+    _threads, _threads_applied = n_threads, False
+    if "faiss" in sys.modules:
+        _faiss()
+
+
+def _faiss():
+    """The FAISS module, imported on first use (0.1 CPU-s, plus its OpenMP runtime): opening a
+    catalog, decoding and fingerprinting do not need it."""
+    global _threads_applied
+    import faiss
+
+    if _threads is not None and not _threads_applied:
+        faiss.omp_set_num_threads(_threads)
+        _threads_applied = True
+    return faiss
 
 
 # -- ids -----------------------------------------------------------------------------------------
@@ -184,7 +203,7 @@ class BuiltShard:
 
 def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
-    hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
+    hash_index = _faiss().IndexBinaryHash(32, _HASH_BUCKET_BITS)
     vectors, vector_ids, counts, n_hashes = [], [], [], 0
     sizes = count_keys(np.zeros(0, dtype=np.int64))
     for work_id, fingerprint in entries:
@@ -210,6 +229,7 @@ def new_chroma_index(training: np.ndarray | None, settings: Settings):
     lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
     factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
     dim = chroma_dim(settings)
+    faiss = _faiss()
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         vectors = np.asarray(training, dtype=np.float32).reshape(-1, dim)
@@ -227,9 +247,9 @@ def with_ids(index):
     """``index`` able to store the caller's ids: IVF indexes take ids themselves, others are
     wrapped in an id map."""
     try:
-        faiss.extract_index_ivf(index)
+        _faiss().extract_index_ivf(index)
     except RuntimeError:
-        return faiss.IndexIDMap2(index)
+        return _faiss().IndexIDMap2(index)
     return index
 
 
@@ -242,7 +262,7 @@ def ivf_lists(n_vectors: int, per_list: int) -> int:
 def _min_training_vectors(index) -> int:
     """FAISS wants about 39 training vectors per IVF list; other trained indexes need a few."""
     try:
-        return 39 * faiss.extract_index_ivf(index).nlist
+        return 39 * _faiss().extract_index_ivf(index).nlist
     except RuntimeError:
         return 256
 
@@ -250,7 +270,7 @@ def _min_training_vectors(index) -> int:
 def set_nprobe(index, nprobe: int) -> None:
     """Inverted lists probed per chroma search (no effect on an index without lists)."""
     with contextlib.suppress(RuntimeError):  # not an IVF index
-        faiss.extract_index_ivf(index).nprobe = nprobe
+        _faiss().extract_index_ivf(index).nprobe = nprobe
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -258,6 +278,7 @@ def write_index(index, *, binary: bool) -> Callable[[Callable[[bytes], object]],
     """A writer of ``index`` into any ``write(bytes)`` callable (a Python file's ``write``)."""
 
     def write(sink: Callable[[bytes], object]) -> None:
+        faiss = _faiss()
         out = faiss.PyCallbackIOWriter(sink)
         if binary:
             faiss.write_index_binary(index, out)
@@ -271,6 +292,7 @@ def read_index(path, *, binary: bool):
     """Read an index file through a Python file, as the store writes them: FAISS opens only paths
     it can encode as UTF-8, and a catalog folder may have any name its file system takes."""
     with open(path, "rb") as handle:
+        faiss = _faiss()
         reader = faiss.PyCallbackIOReader(handle.read)
         return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
 
@@ -301,6 +323,7 @@ def read_hash_shard(path) -> HashShard:
     ``RuntimeError`` (as FAISS does for a damaged index) when the saved sizes are damaged or do
     not count the index's entries."""
     with open(path, "rb") as handle:
+        faiss = _faiss()
         index = faiss.read_index_binary(faiss.PyCallbackIOReader(handle.read))
         trailer = handle.read()  # FAISS stopped at the end of its own bytes
     if not trailer:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from .spectral import LogSpectrogram
 
@@ -28,6 +27,8 @@ def find_peaks(
     -------
     np.ndarray of PEAK_DTYPE, sorted by (frame, bin).
     """
+    from scipy import ndimage  # imported on first use: commands that do not fingerprint skip it
+
     if spec.magnitude.size == 0:
         return np.zeros(0, dtype=PEAK_DTYPE)
     log_mag = np.log1p(1000.0 * spec.magnitude / max(float(spec.magnitude.max()), 1e-12))

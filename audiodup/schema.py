@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 # Bump on every change of a document's shape: the minor number when fields are added, the
 # major number when a field is removed, renamed or changes its meaning. The schema files hold
 # the same value as their "schema_version" const (tests/test_schemas.py checks it).
-SCHEMA_VERSION = "1.1"  # 1.1: the upload ledger (owners in matches, index uploads)
+SCHEMA_VERSION = "1.2"  # 1.1: the upload ledger (owners in matches, index uploads); 1.2: CPU
+# and wall-clock seconds of each screening stage, index loading apart (screen results)
 
 DocumentKind = Literal["screen", "rescan", "index-list", "index-uploads", "index-stats"]
 DOCUMENTS: tuple[DocumentKind, ...] = (

@@ -17,7 +17,6 @@ counts and ``chroma_confirmed``, never a display field.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck, confirms_recording
@@ -62,7 +61,9 @@ def chroma_false_match_probability(
         mean = max(mean, float(np.mean(background)))
         std = max(std, float(np.std(background)))
     z = (evidence.similarity - mean) / std
-    return min(1.0, float(stats.norm.sf(z)) * max(n_works, 1))
+    from scipy import special  # stats.norm.sf(z) is special.ndtr(-z); scipy.stats costs 0.7 CPU-s
+
+    return min(1.0, float(special.ndtr(-z)) * max(n_works, 1))
 
 
 def score_from_probability(probability: float) -> float:
