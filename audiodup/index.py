@@ -107,6 +107,9 @@ class LoadedIndexes:
     chroma_shards: list
     live: np.ndarray  # bool, indexed by work_id
     bucket_sizes: np.ndarray  # entries per hash key over all hash shards
+    # per hash shard, whether it holds each key (None: not known, every shard is asked): a key
+    # is looked up only in the shards that hold it, a fraction of them in a catalog of many
+    shard_has_key: list[np.ndarray] | None = None
 
     @property
     def n_hash_entries(self) -> int:
@@ -123,18 +126,21 @@ class LoadedIndexes:
 
     def lookup_hashes(self, keys: np.ndarray) -> HashHits | None:
         """Every stored entry whose key equals one of ``keys`` (None: no keys, or no entries)."""
-        codes = keys_to_codes(keys)
-        counts, ids = [], []
-        for shard in self.hash_shards:
-            if shard.ntotal == 0 or len(codes) == 0:
+        keys = np.asarray(keys, dtype=np.uint32)
+        rows, ids = [], []
+        for i, shard in enumerate(self.hash_shards):
+            if shard.ntotal == 0 or len(keys) == 0:
                 continue
-            lims, _, labels = shard.range_search(codes, 1)
-            counts.append(np.diff(lims).astype(np.int64))
+            # the same hits, in the same order, as asking the shard for every key
+            asked = np.arange(len(keys))
+            if self.shard_has_key is not None:
+                asked = asked[self.shard_has_key[i][keys]]
+            lims, _, labels = shard.range_search(keys_to_codes(keys[asked]), 1)
+            rows.append(np.repeat(asked, np.diff(lims).astype(np.int64)))
             ids.append(labels)
         if not ids:
             return None
-        rows = np.concatenate([np.repeat(np.arange(len(codes)), c) for c in counts])
-        return HashHits(rows.astype(np.int64), np.concatenate(ids))
+        return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""
@@ -359,7 +365,10 @@ def load_indexes(
     for index in chroma_shards:
         set_nprobe(index, nprobe)
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    has_key = []
     for shard in hash_shards:
         saved = shard.bucket_sizes
-        sizes += bucket_sizes([shard.index]) if saved is None else saved
-    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes)
+        shard_sizes = bucket_sizes([shard.index]) if saved is None else saved
+        sizes += shard_sizes
+        has_key.append(shard_sizes > 0)
+    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes, has_key)
