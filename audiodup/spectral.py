@@ -141,16 +141,16 @@ def _read_columns_of_filterbank(
     return bank[:, :used]
 
 
-def shift_bins(magnitude: np.ndarray, shift_bins: float) -> np.ndarray:
-    """``magnitude`` (bins x frames) moved up by ``shift_bins`` (a fraction of a bin too), by
+def shift_bins(magnitude: np.ndarray, bins: float) -> np.ndarray:
+    """``magnitude`` (bins x frames) moved up by ``bins`` log bins (fractions too), by
     linear interpolation, the edge bins repeated beyond the ends.
 
-    The same float32 values as ``ndimage.shift(magnitude, (shift_bins, 0), order=1,
+    The same float32 values as ``ndimage.shift(magnitude, (bins, 0), order=1,
     mode="nearest", prefilter=False)`` (each value from its two neighbours in float64, then
     rounded), in blocks of frames that stay in cache: five times faster.
     """
     n = magnitude.shape[0]
-    source = np.clip(np.arange(n, dtype=np.float64) - shift_bins, 0, n - 1)
+    source = np.clip(np.arange(n, dtype=np.float64) - bins, 0, n - 1)
     below = np.floor(source)
     upper_weight = (source - below)[:, None]
     lower_weight = 1.0 - upper_weight
