@@ -62,10 +62,12 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _run_cpu(cmd: list[str], env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+def _run_cpu(
+    cmd: list[str], env: dict | None = None, cwd: Path | None = None
+) -> tuple[float, subprocess.CompletedProcess]:
     """CPU seconds (user + sys) of one child process and its result."""
     before = _children_cpu()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
     return _children_cpu() - before, done
 
 
@@ -224,17 +226,22 @@ main()
 
 
 def measure_startup(root: Path, db: Path, upload: str) -> dict:
-    """One-file ``audiodup screen`` processes: whole, and until decoding starts."""
+    """One-file ``audiodup screen`` processes: whole, and until decoding starts. They run in
+    ``root``: ``python -m`` and ``-c`` put the current folder first on ``sys.path``."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     whole, until = [], []
     for _ in range(REPEATS + 2):
         cpu, done = _run_cpu(
-            [sys.executable, "-m", "audiodup", "screen", "--json", "--db", str(db), upload], env
+            [sys.executable, "-m", "audiodup", "screen", "--json", "--db", str(db), upload],
+            env,
+            root,
         )
         if done.returncode not in (0, 1, 4, 5):
             raise RuntimeError(done.stderr)
+        if json.loads(done.stdout)["results"][0]["verdict"] == "error":
+            raise RuntimeError(f"the one-file screen failed: {done.stdout}")
         whole.append(cpu)
-        cpu, done = _run_cpu([sys.executable, "-c", _UNTIL_DECODE, str(db), upload], env)
+        cpu, done = _run_cpu([sys.executable, "-c", _UNTIL_DECODE, str(db), upload], env, root)
         line = [x for x in done.stderr.splitlines() if x.startswith("CPU_AT_DECODE")]
         until.append(float(line[0].split()[1]) if line else cpu)
     return {
