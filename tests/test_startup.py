@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 # scipy.stats alone costs ~0.7 CPU-s to import, FAISS ~0.1, librosa and matplotlib more
-HEAVY = ("scipy.stats", "faiss", "librosa", "matplotlib", "numba", "scipy.ndimage")
+HEAVY = (
+    "scipy.stats",
+    "faiss",
+    "librosa",
+    "matplotlib",
+    "numba",
+    "scipy.ndimage",
+    "scipy.sparse.csgraph",
+)
 
 _REPORT = f"import json, sys; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
 
@@ -45,6 +53,11 @@ def test_version_loads_no_heavy_module() -> None:
         "    pass\n"
     )
     assert _loaded_after(code) == []
+
+
+def test_what_screen_imports_before_decoding_loads_no_heavy_module() -> None:
+    """``screen`` imports the report writers (and through them rescan) before it decodes."""
+    assert _loaded_after("import audiodup.cli, audiodup.report, audiodup.rescan") == []
 
 
 def test_importing_the_package_and_its_light_modules_loads_no_heavy_module() -> None:
