@@ -475,6 +475,15 @@ def render(results: dict, peers: dict, meta: dict) -> str:
         if not meta.get("scaling")
         else "",
         "",
+        "Notes. Decoding is the largest part and is not audiodup's to change without changing "
+        "every fingerprint (libsndfile's MP3 decoder, then soxr HQ): the figures with and "
+        "without it are both given. The floor reads the whole file at once and resamples it in "
+        "one call, as a simple program would: it is a reference, not a strict lower bound "
+        "(audiodup decodes in blocks). fpcalc reads the whole file here (`-length` past the "
+        "end); by default it stops after 120 s. On this shared machine repeated runs differ by "
+        "about 10 % (CPU time rises with the load: caches and the second hyper-thread are "
+        "shared).",
+        "",
         "Raw figures: `benchmarks/cpu_cost.json`.",
         "",
     ]
