@@ -1,6 +1,5 @@
 """audiodup: find uploads that are tempo-, pitch- or length-altered copies of catalog works."""
 
-from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, CatalogError, RecipeMismatchError
 from .results import Match, Verdict
 from .settings import RECIPE, Settings
@@ -17,3 +16,13 @@ __all__ = [
     "Verdict",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``Catalog`` is imported on first use: ``audiodup --version`` and the light modules
+    # (settings, results, errors) do not load the audio and index stack (issue #16)
+    if name == "Catalog":
+        from .catalog import Catalog
+
+        return Catalog
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,9 +46,9 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, str, float] | str:
+def _query_job(args) -> tuple[Fingerprint, float, bool, str, float, float] | str:
     _, path, settings = args
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     try:
         audio = load_audio(path, settings)
         fingerprint = fingerprint_audio(audio, settings, query=True)
@@ -56,8 +56,8 @@ def _query_job(args) -> tuple[Fingerprint, float, bool, str, float] | str:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
-    elapsed = time.perf_counter() - start
-    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, elapsed
+    elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, elapsed, elapsed_cpu
 
 
 class Catalog:
@@ -119,14 +119,16 @@ class Catalog:
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
         """Screen one upload. Problems reading it (decoding, a path the system refuses) come
         back as ``Verdict.error``, never raised: one bad path must not stop a batch."""
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             audio = load_audio(path, self.settings)
         except AudiodupError as exc:
             return Verdict(path=path_text(path), verdict=None, error=str(exc))
         except OSError as exc:
             return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
-        return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
+        return self.screen_audio(
+            audio, name=path_text(path), top_k=top_k, started=start, started_cpu=start_cpu
+        )
 
     def screen_many(
         self,
@@ -146,17 +148,35 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            verdicts[i] = self._verdict(path_text(path), *value, top_k)
+            fingerprint, duration_s, truncated, sha256, wall_s, cpu_s = value
+            verdicts[i] = self._verdict(
+                path_text(path), fingerprint, duration_s, truncated, sha256, (wall_s, cpu_s), top_k
+            )
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
-        self, audio: Audio, name: str = "<audio>", top_k: int = 5, started: float | None = None
+        self,
+        audio: Audio,
+        name: str = "<audio>",
+        top_k: int = 5,
+        started: float | None = None,
+        started_cpu: float | None = None,
     ) -> Verdict:
+        """Screen decoded audio; ``started`` and ``started_cpu`` (``time.perf_counter`` and
+        ``time.process_time`` before decoding) put the decoding in ``fingerprint_s``."""
         started = time.perf_counter() if started is None else started
+        started_cpu = time.process_time() if started_cpu is None else started_cpu
         fingerprint = fingerprint_audio(audio, self.settings, query=True)
         fingerprint_s = time.perf_counter() - started
+        fingerprint_cpu_s = time.process_time() - started_cpu
         return self._verdict(
-            name, fingerprint, audio.duration_s, audio.truncated, audio.sha256, fingerprint_s, top_k
+            name,
+            fingerprint,
+            audio.duration_s,
+            audio.truncated,
+            audio.sha256,
+            (fingerprint_s, fingerprint_cpu_s),
+            top_k,
         )
 
     def _verdict(
@@ -166,23 +186,31 @@ class Catalog:
         duration_s: float,
         truncated: bool,
         sha256: str,
-        fingerprint_s: float,
+        fingerprint_time: tuple[float, float],
         top_k: int,
     ) -> Verdict:
-        """Search, decide, name the owners and time one fingerprinted upload."""
-        search_start = time.perf_counter()
+        """Search, decide, name the owners and time one fingerprinted upload
+        (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting)."""
+        load_start, load_start_cpu = time.perf_counter(), time.process_time()
+        self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
+        search_start, search_start_cpu = time.perf_counter(), time.process_time()
         matches = self.match_fingerprint(query)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
+        search_end, search_end_cpu = time.perf_counter(), time.process_time()
         return Verdict(
             path=name,
             verdict=decide(matches, self.settings),
             matches=tuple(named),
             duration_s=duration_s,
             truncated=truncated,
-            fingerprint_s=fingerprint_s,
-            search_s=time.perf_counter() - search_start,
+            fingerprint_s=fingerprint_time[0],
+            search_s=search_end - search_start,
+            fingerprint_cpu_s=fingerprint_time[1],
+            search_cpu_s=search_end_cpu - search_start_cpu,
+            index_load_s=search_start - load_start,
+            index_load_cpu_s=search_start_cpu - load_start_cpu,
         )
 
     def match_fingerprint(self, query: Fingerprint) -> list[Match]:

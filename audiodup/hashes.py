@@ -143,10 +143,41 @@ def concat_hashes(parts: list[TripletHashes]) -> TripletHashes:
     frame = np.concatenate([p.anchor_frame for p in parts])
     abin = np.concatenate([p.anchor_bin for p in parts])
     span = np.concatenate([p.span_frames for p in parts])
-    rows = np.stack([keys.astype(np.float64), frame, abin, span])
-    _, first = np.unique(rows, axis=1, return_index=True)
+    packed = _packed_rows(keys, frame, abin, span)
+    if packed is None:
+        rows = np.stack([keys.astype(np.float64), frame, abin, span])
+        _, first = np.unique(rows, axis=1, return_index=True)
+    else:
+        _, first = np.unique(packed, return_index=True)
     first.sort()
     return TripletHashes(keys[first], frame[first], abin[first], span[first])
+
+
+# one int64 per hash when its fields fit: key | anchor frame | anchor bin in 1/16 | span
+_PACK_BIN_STEPS = 16  # stored peak bins are multiples of 1 / PEAK_BIN_STEPS
+_PACK_FRAME_BITS, _PACK_BIN_BITS, _PACK_SPAN_BITS = 20, 14, 10
+assert KEY_BITS + _PACK_FRAME_BITS + _PACK_BIN_BITS + _PACK_SPAN_BITS <= 63
+
+
+def _packed_rows(keys, frame, abin, span) -> np.ndarray | None:
+    """Each hash as one int64, equal exactly when the hashes are (a sort of one integer column
+    is several times cheaper than ``np.unique(axis=1)``); None when a field does not fit."""
+    qbin = abin.astype(np.float64) * _PACK_BIN_STEPS
+    if len(keys) == 0 or not (
+        np.array_equal(qbin, np.round(qbin))
+        and qbin.min() >= 0
+        and qbin.max() < 1 << _PACK_BIN_BITS
+        and int(frame.max()) < 1 << _PACK_FRAME_BITS
+        and int(span.max()) < 1 << _PACK_SPAN_BITS
+        and int(keys.max()) < 1 << KEY_BITS
+    ):
+        return None
+    return (
+        (keys.astype(np.int64) << (_PACK_FRAME_BITS + _PACK_BIN_BITS + _PACK_SPAN_BITS))
+        | (frame.astype(np.int64) << (_PACK_BIN_BITS + _PACK_SPAN_BITS))
+        | (qbin.astype(np.int64) << _PACK_SPAN_BITS)
+        | span.astype(np.int64)
+    )
 
 
 def pack_entry_ids(work_id: int, hashes: TripletHashes) -> np.ndarray:

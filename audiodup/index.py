@@ -21,11 +21,11 @@ with their sizes counted from the index, as then.
 from __future__ import annotations
 
 import contextlib
+import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from .chroma import N_CHROMA_COEFFS, segment_vectors
@@ -40,9 +40,28 @@ assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
 _SIZES_MAGIC = b"\x00audiodup bucket sizes v1\x00"
 
 
+_threads: int | None = None  # set_threads' count, applied when FAISS is first imported
+_threads_applied = False
+
+
 def set_threads(n_threads: int) -> None:
     """The number of OpenMP threads FAISS searches with (``Settings.faiss_threads``)."""
-    faiss.omp_set_num_threads(n_threads)
+    global _threads, _threads_applied
+    _threads, _threads_applied = n_threads, False
+    if "faiss" in sys.modules:
+        _faiss()
+
+
+def _faiss():
+    """The FAISS module, imported on first use (0.1 CPU-s, plus its OpenMP runtime): opening a
+    catalog, decoding and fingerprinting do not need it."""
+    global _threads_applied
+    import faiss
+
+    if _threads is not None and not _threads_applied:
+        faiss.omp_set_num_threads(_threads)
+        _threads_applied = True
+    return faiss
 
 
 # -- ids -----------------------------------------------------------------------------------------
@@ -88,6 +107,9 @@ class LoadedIndexes:
     chroma_shards: list
     live: np.ndarray  # bool, indexed by work_id
     bucket_sizes: np.ndarray  # entries per hash key over all hash shards
+    # per hash shard, whether it holds each key (None: not known, every shard is asked): a key
+    # is looked up only in the shards that hold it, a fraction of them in a catalog of many
+    shard_has_key: list[np.ndarray] | None = None
 
     @property
     def n_hash_entries(self) -> int:
@@ -104,18 +126,21 @@ class LoadedIndexes:
 
     def lookup_hashes(self, keys: np.ndarray) -> HashHits | None:
         """Every stored entry whose key equals one of ``keys`` (None: no keys, or no entries)."""
-        codes = keys_to_codes(keys)
-        counts, ids = [], []
-        for shard in self.hash_shards:
-            if shard.ntotal == 0 or len(codes) == 0:
+        keys = np.asarray(keys, dtype=np.uint32)
+        rows, ids = [], []
+        for i, shard in enumerate(self.hash_shards):
+            if shard.ntotal == 0 or len(keys) == 0:
                 continue
-            lims, _, labels = shard.range_search(codes, 1)
-            counts.append(np.diff(lims).astype(np.int64))
+            # the same hits, in the same order, as asking the shard for every key
+            asked = np.arange(len(keys))
+            if self.shard_has_key is not None:
+                asked = asked[self.shard_has_key[i][keys]]
+            lims, _, labels = shard.range_search(keys_to_codes(keys[asked]), 1)
+            rows.append(np.repeat(asked, np.diff(lims).astype(np.int64)))
             ids.append(labels)
         if not ids:
             return None
-        rows = np.concatenate([np.repeat(np.arange(len(codes)), c) for c in counts])
-        return HashHits(rows.astype(np.int64), np.concatenate(ids))
+        return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""
@@ -184,7 +209,7 @@ class BuiltShard:
 
 def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
-    hash_index = faiss.IndexBinaryHash(32, _HASH_BUCKET_BITS)
+    hash_index = _faiss().IndexBinaryHash(32, _HASH_BUCKET_BITS)
     vectors, vector_ids, counts, n_hashes = [], [], [], 0
     sizes = count_keys(np.zeros(0, dtype=np.int64))
     for work_id, fingerprint in entries:
@@ -210,6 +235,7 @@ def new_chroma_index(training: np.ndarray | None, settings: Settings):
     lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
     factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
     dim = chroma_dim(settings)
+    faiss = _faiss()
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         vectors = np.asarray(training, dtype=np.float32).reshape(-1, dim)
@@ -227,9 +253,9 @@ def with_ids(index):
     """``index`` able to store the caller's ids: IVF indexes take ids themselves, others are
     wrapped in an id map."""
     try:
-        faiss.extract_index_ivf(index)
+        _faiss().extract_index_ivf(index)
     except RuntimeError:
-        return faiss.IndexIDMap2(index)
+        return _faiss().IndexIDMap2(index)
     return index
 
 
@@ -242,7 +268,7 @@ def ivf_lists(n_vectors: int, per_list: int) -> int:
 def _min_training_vectors(index) -> int:
     """FAISS wants about 39 training vectors per IVF list; other trained indexes need a few."""
     try:
-        return 39 * faiss.extract_index_ivf(index).nlist
+        return 39 * _faiss().extract_index_ivf(index).nlist
     except RuntimeError:
         return 256
 
@@ -250,7 +276,7 @@ def _min_training_vectors(index) -> int:
 def set_nprobe(index, nprobe: int) -> None:
     """Inverted lists probed per chroma search (no effect on an index without lists)."""
     with contextlib.suppress(RuntimeError):  # not an IVF index
-        faiss.extract_index_ivf(index).nprobe = nprobe
+        _faiss().extract_index_ivf(index).nprobe = nprobe
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -258,6 +284,7 @@ def write_index(index, *, binary: bool) -> Callable[[Callable[[bytes], object]],
     """A writer of ``index`` into any ``write(bytes)`` callable (a Python file's ``write``)."""
 
     def write(sink: Callable[[bytes], object]) -> None:
+        faiss = _faiss()
         out = faiss.PyCallbackIOWriter(sink)
         if binary:
             faiss.write_index_binary(index, out)
@@ -271,6 +298,7 @@ def read_index(path, *, binary: bool):
     """Read an index file through a Python file, as the store writes them: FAISS opens only paths
     it can encode as UTF-8, and a catalog folder may have any name its file system takes."""
     with open(path, "rb") as handle:
+        faiss = _faiss()
         reader = faiss.PyCallbackIOReader(handle.read)
         return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
 
@@ -301,6 +329,7 @@ def read_hash_shard(path) -> HashShard:
     ``RuntimeError`` (as FAISS does for a damaged index) when the saved sizes are damaged or do
     not count the index's entries."""
     with open(path, "rb") as handle:
+        faiss = _faiss()
         index = faiss.read_index_binary(faiss.PyCallbackIOReader(handle.read))
         trailer = handle.read()  # FAISS stopped at the end of its own bytes
     if not trailer:
@@ -336,7 +365,10 @@ def load_indexes(
     for index in chroma_shards:
         set_nprobe(index, nprobe)
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    has_key = []
     for shard in hash_shards:
         saved = shard.bucket_sizes
-        sizes += bucket_sizes([shard.index]) if saved is None else saved
-    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes)
+        shard_sizes = bucket_sizes([shard.index]) if saved is None else saved
+        sizes += shard_sizes
+        has_key.append(shard_sizes > 0)
+    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes, has_key)

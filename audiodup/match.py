@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
@@ -182,6 +181,8 @@ def verify_hashes(
     max_lines: int = 4,
 ) -> HashEvidence | None:
     """Find the tempo ratio, pitch shift and aligned lines that explain the most hits."""
+    from scipy import ndimage  # here, not at start-up (issue #16)
+
     mask = votes.work == work_id
     if mask.sum() < 3:
         return None

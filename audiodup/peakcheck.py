@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
 from .peaks import thin_peaks
@@ -153,7 +152,9 @@ def check_alignment(
     probability = 1.0
     if _clears_floors(matched, checked, chance, settings):
         inflated = chance * settings.peak_check_chance_inflation
-        probability = min(1.0, float(stats.poisson.sf(matched - 1, inflated)) * n_cells)
+        from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
+
+        probability = min(1.0, float(special.pdtrc(matched - 1, inflated)) * n_cells)
     refined = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
     _, _, hit = coincidences(reference, base, ref_bins, np.zeros(1, dtype=np.int64), settings)
     return PeakCheck(refined, matched, checked, chance, probability, tq[hit])

@@ -79,8 +79,14 @@ class Verdict:
     error: str | None = None
     duration_s: float | None = None
     truncated: bool = False  # only the first max_duration_s of a longer file was screened
+    # wall-clock and CPU (user + sys, this process) seconds of each stage: decoding and
+    # fingerprinting, loading the catalog's indexes (0 when the loaded ones were reused), search
     fingerprint_s: float = 0.0
     search_s: float = 0.0
+    fingerprint_cpu_s: float = 0.0
+    search_cpu_s: float = 0.0
+    index_load_s: float = 0.0
+    index_load_cpu_s: float = 0.0
 
     @property
     def flagged(self) -> bool:

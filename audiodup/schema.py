@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 # major number when a field is removed, renamed or changes its meaning. The schema files hold
 # the same value as their "schema_version" const (tests/test_schemas.py checks it).
 # 1.1: the upload ledger (owners in matches, index uploads); 2.0: rescan's typed links,
-# clusters of uploads (original_upload_id, caveats) and the uploader ranking over uploads
-SCHEMA_VERSION = "2.1"  # 2.1: tempo_drift in matches
+# clusters of uploads (original_upload_id, caveats) and the uploader ranking over uploads;
+# 3.0: search_s no longer holds index loading (index_load_s), CPU seconds of each screening
+# stage, tempo_drift in matches
+SCHEMA_VERSION = "3.0"
 
 DocumentKind = Literal["screen", "rescan", "index-list", "index-uploads", "index-stats"]
 DOCUMENTS: tuple[DocumentKind, ...] = (

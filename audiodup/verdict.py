@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck, confirms_recording
@@ -107,7 +106,9 @@ def chroma_false_match_probability(
         z = (evidence.similarity - settings.chance_chroma_mean) / (
             settings.chance_chroma_std * widen
         )
-        return min(1.0, float(stats.norm.sf(z)) * n_works)
+        from scipy import special  # stats.norm.sf(z) is special.ndtr(-z); stats costs 0.7 CPU-s
+
+        return min(1.0, float(special.ndtr(-z)) * n_works)
     gap = np.log(np.maximum(1.0 - null, 1e-6))
     # a tail extrapolated from a few dozen blocks: widen it for the error of the fit
     spread = float(np.std(gap, ddof=1)) * (1.0 + settings.chance_fit_margin / np.sqrt(len(null)))

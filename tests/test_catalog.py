@@ -376,6 +376,8 @@ def test_screen_audio_in_memory(catalog: Catalog, work_ids: dict[str, int]) -> N
     assert verdict.flagged
     assert verdict.matches[0].work_id == work_ids["work_02"]
     assert verdict.fingerprint_s >= 0 and verdict.search_s >= 0
+    assert verdict.fingerprint_cpu_s > 0 and verdict.search_cpu_s >= 0
+    assert verdict.index_load_s >= 0 and verdict.index_load_cpu_s >= 0
 
 
 def test_empty_catalog_screens_clean(tmp_path: Path) -> None:

@@ -65,6 +65,31 @@ def test_hash_lookup_returns_every_entry_under_each_key_as_typed_hits() -> None:
     assert indexes.n_hash_entries == 4
 
 
+@given(
+    st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=5),
+    st.lists(st.integers(0, 45), max_size=60),
+)
+def test_hash_lookup_asks_only_the_shards_holding_a_key_and_finds_the_same(
+    shard_keys: list[list[int]], query: list[int]
+) -> None:
+    """With load_indexes' per-shard key masks the hits are those of asking every shard for
+    every key, in the same order (issue #16)."""
+    shards = [
+        hash_shard(keys, list(range(100 * i, 100 * i + len(keys))))
+        for i, keys in enumerate(shard_keys)
+    ]
+    every = snapshot(shards)
+    masked = index_module.load_indexes(
+        [HashShard(s, None) for s in shards], [], np.ones(3, dtype=bool), nprobe=1
+    )
+    assert masked.shard_has_key is not None
+    a, b = every.lookup_hashes(np.array(query)), masked.lookup_hashes(np.array(query))
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert a.query_rows.tolist() == b.query_rows.tolist()
+        assert a.entry_ids.tolist() == b.entry_ids.tolist()
+
+
 def test_hash_lookup_of_an_empty_catalog_finds_nothing() -> None:
     assert snapshot([hash_shard([], [])]).lookup_hashes(np.array([1], dtype=np.uint32)) is None
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiodup.peaks import PEAK_DTYPE, find_peaks
+from audiodup.peaks import PEAK_DTYPE, _neighbourhood_max, find_peaks
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.spectral import LogSpectrogram, log_spectrogram
 from audiodup.synth import synthesize_work
@@ -134,3 +134,28 @@ def test_quiet_passages_keep_peaks() -> None:
     magnitude[:, 200:] *= 1e-3  # second half 60 dB quieter
     peaks = find_peaks(spectrogram(magnitude), 10.0, S.peak_time_radius, S.peak_freq_radius)
     assert np.sum(peaks["frame"] >= 200) >= 8
+
+
+@given(
+    rows=st.integers(1, 30),
+    cols=st.integers(1, 40),
+    freq_radius=st.integers(0, 6),
+    time_radius=st.integers(0, 8),
+    seed=st.integers(0, 2**32 - 1),
+    ties=st.booleans(),
+)
+def test_neighbourhood_max_is_scipy_maximum_filter(
+    rows: int, cols: int, freq_radius: int, time_radius: int, seed: int, ties: bool
+) -> None:
+    """The peak picker's own maximum filter gives exactly scipy's, borders (outside = 0.0),
+    negative values and ties included (issue #16: it replaced ndimage.maximum_filter)."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, cols)).astype(np.float32)
+    if ties:
+        x = np.round(x)
+    size = (2 * freq_radius + 1, 2 * time_radius + 1)
+    expected = ndimage.maximum_filter(x, size=size, mode="constant")
+    got = _neighbourhood_max(x, freq_radius, time_radius)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from audiodup.settings import DEFAULT_SETTINGS, Settings
-from audiodup.spectral import log_filterbank, log_spectrogram, stft_magnitude
+from audiodup.spectral import log_filterbank, log_spectrogram, shift_bins, stft_magnitude
 
 S = DEFAULT_SETTINGS
 SR = S.sample_rate_hz
@@ -108,3 +109,33 @@ def test_settings_shape_the_spectrogram() -> None:
 def test_silence_gives_zero_spectrogram() -> None:
     spec = log_spectrogram(np.zeros(SR * 2, np.float32), S)
     assert np.all(spec.magnitude == 0)
+
+
+@given(
+    rows=st.integers(1, 60),
+    cols=st.integers(1, 600),
+    shift=st.floats(-80.0, 80.0, allow_nan=False),
+    seed=st.integers(0, 2**32 - 1),
+)
+@hypothesis_settings(deadline=None)
+def test_shift_bins_is_scipy_ndimage_shift(rows: int, cols: int, shift: float, seed: int) -> None:
+    """chroma's tuning shift gives exactly ndimage.shift's values (issue #16: it replaced it),
+    whole bins, fractions and shifts past the ends included."""
+    from scipy import ndimage
+
+    x = np.random.default_rng(seed).normal(size=(rows, cols)).astype(np.float32)
+    expected = ndimage.shift(x, (shift, 0), order=1, mode="nearest", prefilter=False)
+    got = shift_bins(x, shift)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("seconds", [0.05, 1.0, 7.3, 30.0])
+def test_log_spectrogram_is_the_filter_bank_times_the_stft(seconds: float) -> None:
+    """The fused path (frame blocks, only the FFT bins the filters read) gives exactly
+    ``log_filterbank(...) @ stft_magnitude(...)``, as computed before issue #16."""
+    y = np.random.default_rng(7).normal(size=int(seconds * SR)).astype(np.float32)
+    y += tone(440.0, seconds, harmonics=5)[: len(y)]
+    bank = log_filterbank(SR, S.n_fft, S.fmin_hz, S.bins_per_octave, S.n_octaves)
+    expected = np.asarray(bank @ stft_magnitude(y, S.n_fft, S.hop_length), dtype=np.float32)
+    got = log_spectrogram(y, S).magnitude
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)

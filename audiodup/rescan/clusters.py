@@ -9,8 +9,6 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from ..results import Match, Section, UploadInfo, WorkInfo
 from ..settings import Settings
@@ -106,6 +104,10 @@ def _share(work_id: int, found: list, info: dict[int, WorkInfo]) -> float:
 def connected_work_ids(pairs: tuple[Pair, ...]) -> list[list[int]]:
     """The connected components of the graph whose edges are ``pairs``: each component's work
     ids ascending, components in order of their lowest work id."""
+    # here, not at import: `screen` imports rescan (through report), and csgraph costs 0.4 CPU-s
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     ids = sorted({w for pair in pairs for w in pair.work_ids})
     if not ids:
         return []
