@@ -46,9 +46,9 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, str, float, float] | str:
+def _query_job(args) -> tuple[Fingerprint, float, bool, str, tuple[float, float]] | str:
     _, path, settings = args
-    start, start_cpu = time.perf_counter(), time.process_time()
+    start = _clock()
     try:
         audio = load_audio(path, settings)
         fingerprint = fingerprint_audio(audio, settings, query=True)
@@ -56,8 +56,25 @@ def _query_job(args) -> tuple[Fingerprint, float, bool, str, float, float] | str
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
-    elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, elapsed, elapsed_cpu
+    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, _since(start)
+
+
+def _clock() -> tuple[float, float]:
+    """Wall-clock and CPU seconds now."""
+    return time.perf_counter(), time.process_time()
+
+
+def _since(
+    start: tuple[float, float], end: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    end = end or _clock()
+    return end[0] - start[0], end[1] - start[1]
+
+
+def _rescan_clusters(catalog: Catalog):
+    from .rescan import load_report
+
+    return load_report(catalog).clusters
 
 
 class Catalog:
@@ -69,7 +86,7 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
-        self._copy_owners = owners.CopyOwners(store.root, self._rescan_clusters)
+        self._copy_owners = owners.CopyOwners(store.root, lambda: _rescan_clusters(self))
 
     @classmethod
     def open(
@@ -119,16 +136,14 @@ class Catalog:
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
         """Screen one upload. Problems reading it (decoding, a path the system refuses) come
         back as ``Verdict.error``, never raised: one bad path must not stop a batch."""
-        start, start_cpu = time.perf_counter(), time.process_time()
+        start = _clock()
         try:
             audio = load_audio(path, self.settings)
         except AudiodupError as exc:
             return Verdict(path=path_text(path), verdict=None, error=str(exc))
         except OSError as exc:
             return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
-        return self.screen_audio(
-            audio, name=path_text(path), top_k=top_k, started=start, started_cpu=start_cpu
-        )
+        return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
 
     def screen_many(
         self,
@@ -148,10 +163,7 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            fingerprint, duration_s, truncated, sha256, wall_s, cpu_s = value
-            verdicts[i] = self._verdict(
-                path_text(path), fingerprint, duration_s, truncated, sha256, (wall_s, cpu_s), top_k
-            )
+            verdicts[i] = self._verdict(path_text(path), *value, top_k)
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
@@ -159,25 +171,14 @@ class Catalog:
         audio: Audio,
         name: str = "<audio>",
         top_k: int = 5,
-        started: float | None = None,
-        started_cpu: float | None = None,
+        started: tuple[float, float] | None = None,
     ) -> Verdict:
-        """Screen decoded audio; ``started`` and ``started_cpu`` (``time.perf_counter`` and
-        ``time.process_time`` before decoding) put the decoding in ``fingerprint_s``."""
-        started = time.perf_counter() if started is None else started
-        started_cpu = time.process_time() if started_cpu is None else started_cpu
-        fingerprint = fingerprint_audio(audio, self.settings, query=True)
-        fingerprint_s = time.perf_counter() - started
-        fingerprint_cpu_s = time.process_time() - started_cpu
-        return self._verdict(
-            name,
-            fingerprint,
-            audio.duration_s,
-            audio.truncated,
-            audio.sha256,
-            (fingerprint_s, fingerprint_cpu_s),
-            top_k,
-        )
+        """Screen decoded audio; ``started`` (:func:`_clock` before decoding) puts the decoding
+        in ``fingerprint_s`` and ``fingerprint_cpu_s``."""
+        started = started or _clock()
+        query = fingerprint_audio(audio, self.settings, query=True)
+        facts = (audio.duration_s, audio.truncated, audio.sha256)
+        return self._verdict(name, query, *facts, _since(started), top_k)
 
     def _verdict(
         self,
@@ -191,14 +192,14 @@ class Catalog:
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting)."""
-        load_start, load_start_cpu = time.perf_counter(), time.process_time()
+        load_start = _clock()
         self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
-        search_start, search_start_cpu = time.perf_counter(), time.process_time()
+        search_start = _clock()
         matches = self.match_fingerprint(query)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
-        search_end, search_end_cpu = time.perf_counter(), time.process_time()
+        search, load = _since(search_start), _since(load_start, search_start)
         return Verdict(
             path=name,
             verdict=decide(matches, self.settings),
@@ -206,11 +207,11 @@ class Catalog:
             duration_s=duration_s,
             truncated=truncated,
             fingerprint_s=fingerprint_time[0],
-            search_s=search_end - search_start,
+            search_s=search[0],
             fingerprint_cpu_s=fingerprint_time[1],
-            search_cpu_s=search_end_cpu - search_start_cpu,
-            index_load_s=search_start - load_start,
-            index_load_cpu_s=search_start_cpu - load_start_cpu,
+            search_cpu_s=search[1],
+            index_load_s=load[0],
+            index_load_cpu_s=load[1],
         )
 
     def match_fingerprint(self, query: Fingerprint) -> list[Match]:
@@ -232,11 +233,6 @@ class Catalog:
     ) -> PeakCheck | None:
         """See :func:`audiodup.screening.peak_evidence` (for pictures)."""
         return screening.peak_evidence(query, work_id, hashed, chroma, self.settings, self.store)
-
-    def _rescan_clusters(self):
-        from .rescan import load_report
-
-        return load_report(self).clusters
 
     def indexes(self) -> LoadedIndexes:
         """The searchable indexes, reloaded when another process changed the catalog."""
