@@ -321,7 +321,7 @@ def hash_match(
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
         chroma_confirmed=chroma is not None,
-        tempo_drift=tempo_drift(sections),
+        tempo_drift=tempo_drift(sections) or _bending_drift(e, fps),
     )
 
 
@@ -329,6 +329,36 @@ def hash_match(
 _DRIFT_MIN_HASHES = 8
 _DRIFT_MIN_S = 5.0
 _DRIFT_MIN_LOG = 0.015
+
+
+_BEND_MIN_HITS = 40
+_BEND_MIN_SPAN_S = 20.0
+_BEND_MIN_GAIN = 0.5  # the curve must remove this share of the straight line's residual
+
+
+def _bending_drift(e: HashEvidence, fps: float) -> float | None:
+    """The drift of one hash line that bends: a ramp slow enough to stay inside one line's
+    tolerance still curves its hits. Upload time against reference time is fitted with a
+    straight line and with a parabola; when the parabola removes most of the line's residual,
+    the local tempo (its slope) at the two ends of the hits is the drift."""
+    if len(e.lines) != 1 or len(e.match_query_frames) < _BEND_MIN_HITS:
+        return None
+    tq = np.asarray(e.match_query_frames, dtype=np.float64) / fps
+    tr = np.asarray(e.match_ref_frames, dtype=np.float64) / fps
+    if np.ptp(tq) < _BEND_MIN_SPAN_S:
+        return None
+    center = tq - tq.mean()
+    straight = tr - np.polyval(np.polyfit(center, tr, 1), center)
+    curve_fit = np.polyfit(center, tr, 2)
+    curved = tr - np.polyval(curve_fit, center)
+    if np.sum(curved**2) > (1.0 - _BEND_MIN_GAIN) * np.sum(straight**2):
+        return None
+    a, b = curve_fit[0], curve_fit[1]
+    start, end = b + 2 * a * center.min(), b + 2 * a * center.max()
+    if start <= 0 or end <= 0:
+        return None
+    drift = float(end / start)
+    return drift if abs(np.log(drift)) >= _DRIFT_MIN_LOG else None
 
 
 def tempo_drift(sections: tuple[Section, ...]) -> float | None:

@@ -100,3 +100,25 @@ def test_steady_fixture_copies_report_no_drift(catalog: Catalog) -> None:
     for path in sorted(uploads.glob("*")):
         for match in catalog.screen(path).matches:
             assert match.tempo_drift is None, (path.name, match)
+
+
+def one_line_evidence(tq_s: np.ndarray, tr_s: np.ndarray, fps: float = 100.0):
+    from audiodup.match import AlignedLine, HashEvidence
+
+    line = AlignedLine(tq_s[0] * fps, tq_s[-1] * fps, tr_s[0] * fps, tr_s[-1] * fps, len(tq_s))
+    return HashEvidence(
+        1, len(tq_s), len(tq_s), len(tq_s), 1.04, 0.0, (line,), 60.0, tq_s * fps, tr_s * fps
+    )
+
+
+def test_one_bending_line_is_a_drift_and_a_straight_one_is_not() -> None:
+    from audiodup.screening import _bending_drift
+
+    rng = np.random.default_rng(0)
+    tq = np.sort(rng.uniform(0, 60, 200))
+    rate = np.log(1.08) / 60  # log tempo grows linearly with upload time
+    bent = (np.exp(rate * tq) - 1) / rate + rng.normal(0, 0.01, tq.size)
+    assert _bending_drift(one_line_evidence(tq, bent), 100.0) == pytest.approx(1.08, rel=0.01)
+    straight = 1.04 * tq + rng.normal(0, 0.01, tq.size)
+    assert _bending_drift(one_line_evidence(tq, straight), 100.0) is None
+    assert _bending_drift(one_line_evidence(tq[:30], bent[:30]), 100.0) is None  # too few hits
