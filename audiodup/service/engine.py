@@ -71,12 +71,21 @@ class Engine:
                 self._catalog.close()
                 self._catalog = None
 
-    async def run(self, fn: Callable[..., T], *args, timeout_s: float | None = None) -> T:
+    async def run(
+        self,
+        fn: Callable[..., T],
+        *args,
+        timeout_s: float | None = None,
+        on_dropped: Callable[[], None] | None = None,
+    ) -> T:
         """``fn(*args)`` in the engine thread, after the calls queued before it. Over
         ``timeout_s`` the caller gets a 504: a call still queued is dropped, a running one
         finishes in the background (its result is thrown away). Over ``max_queue`` calls
-        waiting, a 503."""
+        waiting, a 503. ``on_dropped`` is called when ``fn`` will never run (refused, or
+        dropped from the queue): the caller's cleanup."""
         if self.queued >= self.config.max_queue:
+            if on_dropped is not None:
+                on_dropped()
             raise ApiError(
                 503,
                 "busy",
@@ -89,7 +98,8 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except TimeoutError:
-            future.cancel()
+            if future.cancel() and on_dropped is not None:
+                on_dropped()
             raise ApiError(
                 504, "timeout", f"the request took longer than {timeout_s:g} s"
             ) from None
