@@ -29,7 +29,15 @@ from pathlib import Path
 from .catalog import Catalog
 from .errors import AudiodupError
 from .rescan import Pair, RescanReport, report_to_dict
-from .results import Match, Verdict, dumps, screen_document, to_jsonable
+from .results import (
+    Match,
+    ReviewDecision,
+    UploadInfo,
+    Verdict,
+    dumps,
+    screen_document,
+    to_jsonable,
+)
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
 
@@ -109,7 +117,7 @@ def write_rescan_report(
     if fmt == "json":
         text = dumps(report_to_dict(report))
     elif fmt == "csv":
-        text = rescan_csv(report)
+        text = rescan_csv(report, *_review_of(catalog))
     else:
         from .report_html import rescan_html
 
@@ -156,7 +164,13 @@ def _owner_cells(m: Match) -> list:
     ]
 
 
-def rescan_csv(report: RescanReport) -> str:
+def rescan_csv(
+    report: RescanReport,
+    decisions: Sequence[ReviewDecision] = (),
+    uploads: Sequence[UploadInfo] = (),
+) -> str:
+    """One row per pair; the last columns hold the review decision in force on the pair
+    (:func:`decisions_by_pair`), empty when none was made."""
     members = {m.work_id: m for c in report.clusters for m in c.members}
     cluster_of = {m.work_id: c for c in report.clusters for m in c.members}
     header = (
@@ -177,7 +191,9 @@ def rescan_csv(report: RescanReport) -> str:
         "found_both_ways",
         "query_source",
         "note",
+        *_DECISION_PAIR_COLUMNS,
     )
+    reviewed = decisions_by_pair(decisions, uploads)
     rows = []
     for pair in (*report.pairs, *report.suspect_pairs):
         cluster = cluster_of.get(pair.query_work_id) if pair.label == "duplicate" else None
@@ -192,9 +208,61 @@ def rescan_csv(report: RescanReport) -> str:
                 pair.found_both_ways,
                 pair.query_source,
                 pair.note or "",
+                *_decision_pair_cells(reviewed.get(pair.work_ids)),
             ]
         )
     return _csv(header, rows)
+
+
+# -- review decisions (the review queue of ``audiodup serve``) -----------------------------
+_DECISION_COLUMNS = (
+    "decision_id",
+    "upload_id",
+    "work_id",
+    "decision",
+    "note",
+    "reviewer",
+    "decided_at",
+)
+_DECISION_PAIR_COLUMNS = ("review_decision", "review_note", "reviewer", "reviewed_at")
+
+
+def decisions_csv(decisions: Sequence[ReviewDecision]) -> str:
+    """The review decisions export as CSV (``GET /v1/reviews/export?format=csv``): one row
+    per decision, text cells formula-safe like every CSV report."""
+    return _csv(
+        _DECISION_COLUMNS, [[getattr(d, name) for name in _DECISION_COLUMNS] for d in decisions]
+    )
+
+
+def decisions_by_pair(
+    decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
+) -> dict[tuple[int, int], ReviewDecision]:
+    """The decision in force on each pair of works (ascending ids, as ``Pair.work_ids``): a
+    decision on an upload is about its work and the matched work; the latest one wins."""
+    work_of = {u.upload_id: u.work_id for u in uploads}
+    found: dict[tuple[int, int], ReviewDecision] = {}
+    for d in sorted(decisions, key=lambda d: d.decision_id):
+        work = work_of.get(d.upload_id)
+        if work is not None and work != d.work_id:
+            found[(min(work, d.work_id), max(work, d.work_id))] = d
+    return found
+
+
+def _decision_pair_cells(found: ReviewDecision | None) -> list:
+    if found is None:
+        return [""] * len(_DECISION_PAIR_COLUMNS)
+    return [found.decision, found.note, found.reviewer, found.decided_at]
+
+
+def _review_of(
+    catalog: Catalog | None,
+) -> tuple[list[ReviewDecision], list[UploadInfo]]:
+    """The decisions in force and the ledger, to show beside rescan pairs (none without a
+    catalog)."""
+    if catalog is None:
+        return [], []
+    return catalog.latest_decisions(), catalog.uploads()
 
 
 def _work_cells(work_id: int, members: dict, pair: Pair, query: bool) -> list:

@@ -30,7 +30,7 @@ from .errors import AudiodupError
 from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Pair, RescanReport, work_query
-from .results import Match, Section, Verdict, shown_text
+from .results import Match, ReviewDecision, Section, UploadInfo, Verdict, shown_text
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -286,6 +286,8 @@ def rescan_html(
                 f"<li>work {note.work_id} <code>{_e(note.path)}</code>: {_e(note.note)}</li>"
             )
         body.append("</ul>")
+    if catalog is not None:
+        body.append(decisions_section(report, catalog.latest_decisions(), catalog.uploads()))
     if report.clusters:
         body.append("<h2>Cluster details</h2>")
     queries: dict[int, Fingerprint | None] = {}
@@ -465,6 +467,35 @@ def _pairs_table(pairs: Sequence[Pair], table_id: str) -> str:
         rows,
         table_id=table_id,
     )
+
+
+def decisions_section(
+    report: RescanReport, decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
+) -> str:
+    """The reviewers' decisions in force on the report's pairs (empty when there are none)."""
+    from .report import decisions_by_pair
+
+    reviewed = decisions_by_pair(decisions, uploads)
+    rows = []
+    for pair in (*report.pairs, *report.suspect_pairs):
+        found = reviewed.get(pair.work_ids)
+        if found is None:
+            continue
+        rows.append(
+            [
+                (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0]),
+                _e(pair.label),
+                _e(f"upload {found.upload_id} against work {found.work_id}"),
+                _e(found.decision.replace("_", " ")),
+                _e(found.note),
+                _e(found.reviewer),
+                _e(found.decided_at),
+            ]
+        )
+    if not rows:
+        return ""
+    headers = ["works", "pair", "decided on", "decision", "note", "reviewer", "decided at"]
+    return "<h2>Review decisions</h2>" + _table(headers, rows, table_id="review-decisions")
 
 
 # -- shared pieces ----------------------------------------------------------------------------

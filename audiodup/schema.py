@@ -10,6 +10,7 @@ document           written by                                          schema fi
 ``index-list``     ``index list --json``                               ``index-list.schema.json``
 ``index-uploads``  ``index uploads --json``                            ``index-uploads.schema.json``
 ``index-stats``    ``index stats --json``                              ``index-stats.schema.json``
+``decisions``      ``GET /v1/reviews/export?format=json`` (serve)      ``decisions.schema.json``
 =================  ==================================================  ==========================
 
 ``match.schema.json`` (one match and its sections) is shared by ``screen`` and ``rescan``.
@@ -38,15 +39,19 @@ if TYPE_CHECKING:
 # Bump on every change of a document's shape: the minor number when fields are added, the
 # major number when a field is removed, renamed or changes its meaning. The schema files hold
 # the same value as their "schema_version" const (tests/test_schemas.py checks it).
-SCHEMA_VERSION = "1.1"  # 1.1: the upload ledger (owners in matches, index uploads)
+# 1.1: the upload ledger (owners in matches, index uploads); 1.2: review decisions export
+SCHEMA_VERSION = "1.2"
 
-DocumentKind = Literal["screen", "rescan", "index-list", "index-uploads", "index-stats"]
+DocumentKind = Literal[
+    "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"
+]
 DOCUMENTS: tuple[DocumentKind, ...] = (
     "screen",
     "rescan",
     "index-list",
     "index-uploads",
     "index-stats",
+    "decisions",
 )
 SCHEMAS: tuple[str, ...] = (*DOCUMENTS, "match")  # every file in audiodup/schemas/
 

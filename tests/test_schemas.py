@@ -153,6 +153,7 @@ def shape_digest() -> str:
 SHAPE_DIGESTS = {
     "1.0": "90db807edc6b45f2173c47c19bbf106bca615fbb6e176336ce3168de78122127",
     "1.1": "9e94bbfea43b78eb9a20be6f67820a6b00c4592b24477b985f7ff206919691ac",
+    "1.2": "7aa2ee84d4b1dc0b22749296b80c245ec4f440c3e6f507942e96fe2736705999",
 }
 
 
