@@ -680,5 +680,96 @@ def main() -> None:
         sys.exit(70)
 
 
+# -- the service (issue #15): audiodup serve, audiodup keys ---------------------------------------
+keys_app = typer.Typer(no_args_is_help=True, help="Manage the service's API keys.")
+app.add_typer(keys_app, name="keys")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (environment and flags override it)."),
+]
+
+
+def _service_config(config_file: Path | None, **flags):
+    try:
+        from .service.config import load_config
+    except ImportError as exc:  # pragma: no cover - the serve extra is missing
+        raise AudiodupError(
+            f"the service needs its extra: pip install 'audiodup[serve]' ({exc})"
+        ) from None
+    return load_config(config_file, flags)
+
+
+class Scope(StrEnum):
+    screen = "screen"
+    review = "review"
+    admin = "admin"
+
+
+@app.command("serve")
+def serve_command(
+    db: DbOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the screening service (HTTP API, docs at /docs) until interrupted."""
+    settings = _service_config(config, db=db, host=host, port=port, workers=workers)
+    try:
+        from .service import server
+    except ImportError as exc:
+        raise AudiodupError(
+            f"the service needs its extra: pip install 'audiodup[serve]' ({exc})"
+        ) from None
+    for warning in server.check(settings):
+        err.print(f"warning: {warning}", soft_wrap=True)
+    server.run(settings)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[
+        str, typer.Argument(help="A name for the key's holder (letters, digits, ._-).")
+    ],
+    scope: Annotated[
+        list[Scope], typer.Option("--scope", help="screen, review or admin (repeatable).")
+    ],
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create an API key and print it, once: only its hash is kept."""
+    from .service.auth import KeyFile
+
+    settings = _service_config(config, db=db)
+    key = KeyFile(settings.keys_path).create(name, [s.value for s in scope])
+    print(key)
+    err.print(f"key {name} created; it is shown only now", soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(db: DbOption = None, config: ConfigOption = None) -> None:
+    """List the API keys (names, scopes, dates; never the keys)."""
+    from .service.auth import KeyFile
+
+    settings = _service_config(config, db=db)
+    table = Table("name", "scopes", "created", "revoked")
+    for record in KeyFile(settings.keys_path).records():
+        table.add_row(
+            _user(record.name), ",".join(record.scopes), record.created_at, record.revoked_at or ""
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: str, db: DbOption = None, config: ConfigOption = None) -> None:
+    """Revoke an API key (running servers refuse it from their next request)."""
+    from .service.auth import KeyFile
+
+    settings = _service_config(config, db=db)
+    count = KeyFile(settings.keys_path).revoke(name)
+    out.print(f"revoked {count} key{'s' if count > 1 else ''} named {_user(name)}")
+
+
 if __name__ == "__main__":
     main()

@@ -144,9 +144,23 @@ _REVIEW_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS review_decisions_upload ON review_decisions(upload_id)",
 )
 _DECISION_COLUMNS = "decision_id, upload_id, work_id, decision, note, reviewer, decided_at"
+# what the service (audiodup.service) keeps per upload it screened and recorded: the verdict
+# document, and the client's idempotency key so that a retried request is recorded once
+_SCREENING_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS screenings (
+    upload_id INTEGER PRIMARY KEY,
+    verdict TEXT NOT NULL, result TEXT NOT NULL, screened_at TEXT NOT NULL,
+    client TEXT NOT NULL, idempotency_key TEXT, request_hash TEXT)""",
+    "CREATE UNIQUE INDEX IF NOT EXISTS screenings_idempotency ON screenings(client, "
+    "idempotency_key) WHERE idempotency_key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS screenings_verdict ON screenings(verdict)",
+)
 _UPLOAD_COLUMNS = (
     "upload_id, work_id, role, source_path, sha256, recorded_at, title, artist, uploader, "
     "uploaded_at, isrc, upc, external_id, extra"
+)
+_SCREENING_COLUMNS = (
+    "upload_id, verdict, result, screened_at, client, idempotency_key, request_hash"
 )
 # metadata fields that are columns of an upload; any other metadata key is kept in ``extra``
 UPLOAD_FIELDS = ("title", "artist", "uploader", "uploaded_at", "isrc", "upc", "external_id")
@@ -177,6 +191,21 @@ class Committed:
     work_id: int
     upload_id: int
     status: str  # "added" | "identical" | "present"
+
+
+@dataclass(frozen=True)
+class Screening:
+    """The service's record of one upload it screened: the verdict label (``duplicate``,
+    ``suspect``, ``clean``), the verdict entry as JSON text, when, which API key sent it, and
+    the client's idempotency key with the hash of the request it came with."""
+
+    upload_id: int
+    verdict: str
+    result: str
+    screened_at: str
+    client: str
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -273,6 +302,9 @@ class CatalogStore:
                     uri=True,
                     timeout=_BUSY_TIMEOUT_S,
                     isolation_level=None,
+                    # the service's threads take turns under one lock (audiodup.service.engine);
+                    # the store itself is still not for two threads at once
+                    check_same_thread=False,
                 )
             except sqlite3.Error as exc:
                 first = first or exc
@@ -975,6 +1007,160 @@ class CatalogStore:
             ):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+
+    # -- the service's ledger of screened uploads ----------------------------------------------
+    @reports_errors("record an upload in")
+    def record_screened_upload(
+        self, item: NewWork, screening: Screening
+    ) -> tuple[Committed, Screening]:
+        """Record one upload with its screening in one transaction: the upload, its content
+        (stored once: audio already present makes it ``identical``) and the screening row.
+
+        Unlike :meth:`commit_batch` an upload is never ``present``: the service names received
+        files by their bytes, and the same bytes sent again are another upload. When the
+        screening's ``(client, idempotency_key)`` is already recorded nothing is written and the
+        earlier upload and screening come back (status ``present``); the caller compares the
+        request hashes."""
+        with self._writing("record an upload in"):
+            fresh = False
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCREENING_SCHEMA:
+                    self.db.execute(statement)
+                if screening.idempotency_key is not None:
+                    earlier = self._screening_by_key(screening.client, screening.idempotency_key)
+                    if earlier is not None:
+                        self._rollback()
+                        row = self.db.execute(
+                            "SELECT work_id FROM uploads WHERE upload_id = ?",
+                            (earlier.upload_id,),
+                        ).fetchone()
+                        work_id = int(row[0]) if row is not None else 0
+                        return Committed(work_id, earlier.upload_id, "present"), earlier
+                work_id = self.find_live_sha(item.sha256)
+                if work_id is None:
+                    work_id = self._insert_work(item)
+                    fresh = True
+                upload_id = self._insert_upload(
+                    _new_upload(item, work_id),
+                    removed=False,
+                    stat=(item.file_size, item.file_mtime),
+                )
+                recorded = Screening(**{**screening.__dict__, "upload_id": upload_id})
+                self.db.execute(
+                    "INSERT INTO screenings (upload_id, verdict, result, screened_at, client, "
+                    "idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        upload_id,
+                        recorded.verdict,
+                        recorded.result,
+                        recorded.screened_at,
+                        recorded.client,
+                        recorded.idempotency_key,
+                        recorded.request_hash,
+                    ),
+                )
+                if fresh:
+                    self._write_shard([(work_id, item.fingerprint)])
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._abandon()
+                raise
+            if fresh:
+                with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
+                    self._maybe_compact()
+                self._fold_log()
+        return Committed(work_id, upload_id, "added" if fresh else "identical"), recorded
+
+    def _screening_by_key(self, client: str, idempotency_key: str) -> Screening | None:
+        row = self.db.execute(
+            f"SELECT {_SCREENING_COLUMNS} FROM screenings WHERE client = ? AND idempotency_key = ?",
+            (client, idempotency_key),
+        ).fetchone()
+        return None if row is None else Screening(*row)
+
+    @reports_errors("read the screenings of")
+    def screening_by_key(self, client: str, idempotency_key: str) -> Screening | None:
+        """The screening a client recorded under ``idempotency_key``, if any."""
+        if not self._table_exists("screenings"):
+            return None
+        return self._screening_by_key(client, idempotency_key)
+
+    @reports_errors("read the screenings of")
+    def screenings(self, upload_ids: list[int]) -> dict[int, Screening]:
+        """The service's screenings of these uploads (uploads it did not screen are absent)."""
+        if not upload_ids or not self._table_exists("screenings"):
+            return {}
+        found: dict[int, Screening] = {}
+        for start in range(0, len(upload_ids), 500):
+            chunk = [int(u) for u in upload_ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for row in self.db.execute(
+                f"SELECT {_SCREENING_COLUMNS} FROM screenings WHERE upload_id IN ({marks})", chunk
+            ):
+                found[int(row[0])] = Screening(*row)
+        return found
+
+    @reports_errors("read the uploads of")
+    def find_uploads(
+        self,
+        *,
+        verdict: str | None = None,
+        uploader: str | None = None,
+        since: str | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+        upload_id: int | None = None,
+    ) -> list[tuple[UploadInfo, Screening | None]]:
+        """Live uploads in order of their ids with the service's screening of each (None when
+        the service did not screen it). Filters: ``verdict`` (only screened uploads),
+        ``uploader`` (exact), ``since`` (recorded at or after this UTC ISO 8601 time),
+        uploads after ``after_id``, at most ``limit``; or the one ``upload_id``."""
+        if not self._has_ledger:
+            # a first-layout catalog opened read-only: the service never screened into it
+            found = [
+                u
+                for u in self.uploads()
+                if verdict is None
+                and u.upload_id > after_id
+                and upload_id in (None, u.upload_id)
+                and uploader in (None, u.uploader)
+                and (since is None or u.recorded_at >= since)
+            ]
+            return [(u, None) for u in found[:limit]]
+        screened = self._table_exists("screenings")
+        columns = ", ".join(f"u.{c.strip()}" for c in _UPLOAD_COLUMNS.split(","))
+        joined = (
+            ", " + ", ".join(f"s.{c.strip()}" for c in _SCREENING_COLUMNS.split(","))
+            if screened
+            else ""
+        )
+        sql = f"SELECT {columns}{joined} FROM uploads u"
+        sql += " LEFT JOIN screenings s ON s.upload_id = u.upload_id" if screened else ""
+        where, args = ["u.removed = 0", "u.upload_id > ?"], [int(after_id)]
+        if upload_id is not None:
+            where.append("u.upload_id = ?")
+            args.append(int(upload_id))
+        if verdict is not None:
+            if not screened:
+                return []
+            where.append("s.verdict = ?")
+            args.append(verdict)
+        if uploader is not None:
+            where.append("u.uploader = ?")
+            args.append(uploader)
+        if since is not None:
+            where.append("u.recorded_at >= ?")
+            args.append(since)
+        sql += f" WHERE {' AND '.join(where)} ORDER BY u.upload_id LIMIT ?"
+        args.append(int(limit))
+        out = []
+        width = len(_UPLOAD_COLUMNS.split(","))
+        for row in self.db.execute(sql, args):
+            upload = _upload_info(row[:width])
+            rest = row[width:]
+            out.append((upload, Screening(*rest) if rest and rest[0] is not None else None))
+        return out
 
     # -- reporting -----------------------------------------------------------------------------
     @reports_errors("read the statistics of")

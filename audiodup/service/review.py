@@ -60,7 +60,8 @@ from . import sessions
 from .auth import require_scope
 from .errors import ApiError, not_found
 
-router = APIRouter()
+router = APIRouter()  # mounted at /review (audiodup.service.app)
+api_router = APIRouter()  # mounted at /v1/reviews
 
 PAGE_SIZE = 50
 MAX_NOTE_CHARS = 4000
@@ -70,13 +71,13 @@ _require_review = require_scope("review")
 
 
 # -- pages ------------------------------------------------------------------------------------
-@router.get("/review/login", include_in_schema=False)
+@router.get("/login", include_in_schema=False)
 def login_form(request: Request) -> Response:
     nonce = _nonce()
     return _html(pages.login_page(nonce), nonce)
 
 
-@router.post("/review/login", include_in_schema=False)
+@router.post("/login", include_in_schema=False)
 async def login(request: Request) -> Response:
     _same_origin(request)
     form = await _form(request)
@@ -100,7 +101,7 @@ async def login(request: Request) -> Response:
     return response
 
 
-@router.post("/review/logout", include_in_schema=False)
+@router.post("/logout", include_in_schema=False)
 async def logout(request: Request) -> Response:
     _same_origin(request)
     session = _session(request)
@@ -112,7 +113,7 @@ async def logout(request: Request) -> Response:
     return response
 
 
-@router.get("/review", include_in_schema=False)
+@router.get("", include_in_schema=False)
 def queue(
     request: Request,
     verdict: str = "",
@@ -146,7 +147,7 @@ def queue(
     return _html(text, nonce)
 
 
-@router.get("/review/uploads/{upload_id}", include_in_schema=False)
+@router.get("/uploads/{upload_id}", include_in_schema=False)
 def upload_page(
     request: Request, upload_id: int, work_id: int | None = None, recorded: str = ""
 ) -> Response:
@@ -176,7 +177,7 @@ def upload_page(
     return _html(text, nonce)
 
 
-@router.post("/review/uploads/{upload_id}/decision", include_in_schema=False)
+@router.post("/uploads/{upload_id}/decision", include_in_schema=False)
 async def decide_from_page(request: Request, upload_id: int) -> Response:
     _same_origin(request)
     session = _session(request)
@@ -204,7 +205,7 @@ async def decide_from_page(request: Request, upload_id: int) -> Response:
     )
 
 
-@router.get("/review/uploads/{upload_id}/explain.png", include_in_schema=False)
+@router.get("/uploads/{upload_id}/explain.png", include_in_schema=False)
 def explain_picture(request: Request, upload_id: int, work_id: int) -> Response:
     if _session(request) is None:
         raise ApiError(401, "unauthorized", "sign in at /review/login")
@@ -214,7 +215,7 @@ def explain_picture(request: Request, upload_id: int, work_id: int) -> Response:
     return Response(png, media_type="image/png", headers=_PRIVATE)
 
 
-@router.get("/review/uploads/{upload_id}/listen/{side}.wav", include_in_schema=False)
+@router.get("/uploads/{upload_id}/listen/{side}.wav", include_in_schema=False)
 def listen(
     request: Request, upload_id: int, side: Literal["reference", "upload"], work_id: int
 ) -> Response:
@@ -237,7 +238,7 @@ class DecisionIn(BaseModel):
     note: str = Field("", max_length=MAX_NOTE_CHARS, description="Free text, kept as given.")
 
 
-@router.get("/v1/reviews/export", tags=["review"])
+@api_router.get("/export", tags=["review"])
 async def export(
     request: Request,
     format: Literal["csv", "json"] = "json",  # noqa: A002 - the query parameter's name
@@ -265,7 +266,7 @@ async def export(
     return Response(dumps(document), media_type="application/json", headers=_PRIVATE)
 
 
-@router.get("/v1/reviews/{upload_id}/decisions", tags=["review"])
+@api_router.get("/{upload_id}/decisions", tags=["review"])
 async def upload_decisions(request: Request, upload_id: int) -> Response:
     """Every decision on one upload, oldest first (the last is in force)."""
     await _reviewer(request)
@@ -278,7 +279,7 @@ async def upload_decisions(request: Request, upload_id: int) -> Response:
     return Response(dumps(document), media_type="application/json", headers=_PRIVATE)
 
 
-@router.post("/v1/reviews/{upload_id}/decisions", status_code=201, tags=["review"])
+@api_router.post("/{upload_id}/decisions", status_code=201, tags=["review"])
 async def record_decision(request: Request, upload_id: int, decision: DecisionIn) -> Response:
     """Record a decision on a flagged upload (API keys only: a browser uses the pages)."""
     reviewer = await _require_review(request)
@@ -445,7 +446,7 @@ def _secret(request: Request) -> bytes:
     state = request.app.state
     secret = getattr(state, "review_secret", None)
     if secret is None:
-        secret = sessions.load_secret(Path(state.engine.config.db) / "service")
+        secret = sessions.load_secret(Path(state.config.db) / "service")
         state.review_secret = secret
     return secret
 

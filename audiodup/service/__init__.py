@@ -1,0 +1,24 @@
+"""``audiodup serve``: the screening service (FastAPI on uvicorn worker processes).
+
+Modules: ``config`` (:class:`~audiodup.service.config.ServiceConfig`: TOML < environment <
+flags), ``auth`` (hashed API keys with scopes, ``require_scope``, rate limits), ``engine`` (the
+catalog of one worker process, its lock and engine thread, ``get_catalog``), ``intake``
+(receiving upload bytes under size and type limits), ``jobs`` (asynchronous jobs), ``metrics``
+(Prometheus), ``logs`` (JSON lines) and ``app`` (``create_app``: the routes).
+
+For routers mounted in the application (the review queue, ``audiodup.service.review``, whose
+``router`` is mounted at ``/review`` and ``api_router`` -- or ``router`` when it has none -- at
+``/v1/reviews``)::
+
+    from fastapi import APIRouter, Depends
+    from audiodup.service.auth import require_scope
+    from audiodup.service.engine import get_catalog
+
+    router = APIRouter()
+
+    @router.get("/")
+    def queue(key_name: str = Depends(require_scope("review")), catalog=Depends(get_catalog)):
+        ...  # a ``def`` endpoint: it runs in a thread, holding this process's catalog lock
+
+Importing this package needs the ``serve`` extra (``pip install 'audiodup[serve]'``).
+"""

@@ -1,0 +1,870 @@
+"""The ASGI application of ``audiodup serve`` (FastAPI).
+
+Routes (the OpenAPI document is ``/openapi.json``, the interactive docs ``/docs``):
+
+=============================  =========  ====================================================
+``POST /v1/screen``            screen     screen one upload: the ``screen --json`` document
+``POST /v1/uploads``           screen     screen and record one upload (``Idempotency-Key``)
+``GET /v1/uploads``            screen     the ledger with verdicts (``verdict``, ``uploader``,
+                                          ``since``, ``after``, ``limit``)
+``GET /v1/uploads/{id}``       screen     one upload, its verdict and metadata
+``GET /v1/works/{id}``         screen     one work (content) and its uploads
+``GET /v1/jobs/{id}``          screen     an asynchronous job (202 answers point here)
+``GET /healthz``, ``/readyz``  none       the process answers / the catalog is open
+``GET /metrics``               none       Prometheus metrics
+=============================  =========  ====================================================
+
+``review`` and ``admin`` keys also pass ``screen``-scoped reads of uploads and works; ``admin``
+passes everything, and only ``admin`` may record a ``reference`` upload. The review queue
+(``audiodup.service.review``, when installed) is mounted at ``/review`` (pages) and
+``/v1/reviews`` (its API).
+
+Why FastAPI: the OpenAPI document and interactive docs come from the route signatures (the
+contract schemathesis tests against), dependencies give one place for auth and the catalog
+lock, and it runs on uvicorn, whose multiprocess supervisor replaces a worker that dies.
+Litestar would do as well; FastAPI's ecosystem (schemathesis examples, Starlette's multipart
+parser we stream through) decided it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import time
+import traceback
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import results
+from ..audio import load_audio
+from ..errors import (
+    AudioDecodeError,
+    AudiodupError,
+    CatalogBusyError,
+    CatalogError,
+    DiskFullError,
+)
+from ..fingerprint import fingerprint_audio
+from ..metadata import parse_timestamp
+from ..schema import SCHEMA_VERSION
+from ..store import NewWork, Screening
+from . import intake, logs, metrics
+from .auth import KeyFile, RateLimiter, require_scope
+from .config import CONFIG_ENV, ServiceConfig
+from .engine import Engine
+from .errors import ApiError, forbidden, not_found
+from .jobs import JobStore
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_MAX_FIELD_CHARS = 1000
+UPLOAD_METADATA = ("uploader", "uploaded_at", "title", "artist", "isrc", "upc", "external_id")
+
+
+class Mode(StrEnum):
+    auto = "auto"
+    sync = "sync"
+    async_ = "async"
+
+
+class VerdictFilter(StrEnum):
+    duplicate = "duplicate"
+    suspect = "suspect"
+    clean = "clean"
+
+
+class Role(StrEnum):
+    upload = "upload"
+    reference = "reference"
+
+
+# -- the request body, documented for OpenAPI (the handler reads it itself) ------------------
+_AUDIO_BODY = {"type": "string", "format": "binary"}
+_FORM = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "the audio"},
+        **{
+            name: {"type": "string", "maxLength": _MAX_FIELD_CHARS}
+            for name in (*UPLOAD_METADATA, "role")
+        },
+    },
+}
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _FORM},
+            "audio/*": {"schema": _AUDIO_BODY},
+            "application/octet-stream": {"schema": _AUDIO_BODY},
+        },
+    }
+}
+_ERROR_DOC = {
+    "description": "an error",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {
+                        "type": "object",
+                        "required": ["status", "code", "message", "request_id"],
+                        "properties": {
+                            "status": {"type": "integer"},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "request_id": {"type": "string"},
+                        },
+                    }
+                },
+            }
+        }
+    },
+}
+_ERRORS = {
+    status: _ERROR_DOC for status in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)
+}
+
+
+@dataclass(frozen=True)
+class UploadRequest:
+    """What ``POST /v1/uploads`` records besides the audio."""
+
+    metadata: dict[str, str]
+    role: str
+    client: str
+    idempotency_key: str | None
+    request_hash: str
+
+
+def create_app(config: ServiceConfig) -> FastAPI:
+    """The application for one worker process: it opens the catalog at start-up (and closes
+    it at shutdown), then serves the routes in the module docstring."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = Engine(config)
+        app.state.engine = engine
+        await asyncio.get_running_loop().run_in_executor(None, engine.open)
+        app.state.jobs.sweep()
+        _sweep_incoming(config)
+        logs.event("worker ready", pid=os.getpid(), db=str(config.db))
+        try:
+            yield
+        finally:
+            engine.close()
+
+    app = FastAPI(
+        title="audiodup",
+        version=SCHEMA_VERSION,
+        summary="Screen uploads for tempo-, pitch- or length-altered copies of catalog works.",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.keys = KeyFile(config.keys_path)
+    app.state.rate_limiter = RateLimiter(
+        config.rate_limit_per_minute / config.workers,
+        max(1, config.rate_limit_burst // config.workers),
+    )
+    app.state.jobs = JobStore(config.jobs_dir)
+    app.state.tasks = set()
+    _install_errors(app)
+    app.add_middleware(RequestContext)
+    _add_routes(app, config)
+    _mount_review(app)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory uvicorn's worker processes call (``audiodup serve`` hands them the config
+    in the environment)."""
+    config = ServiceConfig.from_json(os.environ[CONFIG_ENV])
+    logs.configure(config.log_level)
+    return create_app(config)
+
+
+def _mount_review(app: FastAPI) -> None:
+    """The review queue (another module, optional): ``router`` at ``/review``, and its API
+    (``api_router``, or ``router`` itself) at ``/v1/reviews``."""
+    if importlib.util.find_spec("audiodup.service.review") is None:
+        return
+    from . import review  # type: ignore[attr-defined]
+
+    app.include_router(review.router, prefix="/review")
+    app.include_router(getattr(review, "api_router", review.router), prefix="/v1/reviews")
+
+
+def _sweep_incoming(config: ServiceConfig) -> None:
+    """Remove partial uploads left by a worker that was killed (older than any request)."""
+    limit = time.time() - 2 * max(config.request_timeout_s, config.job_timeout_s)
+    folder = config.received_dir / ".incoming"
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.name.endswith(".part") and entry.stat().st_mtime < limit:
+                    os.unlink(entry.path)
+
+
+# -- request context: request id, logs, metrics ------------------------------------------------
+class RequestContext:
+    """Pure ASGI middleware: gives each request an id (the client's ``X-Request-ID`` when it
+    is a plain token, else a new one), returns it as ``X-Request-ID``, and logs and counts
+    the request when it ends."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                given = value.decode("latin-1")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode("ascii")),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path_format", None) or getattr(route, "path", None)
+            template = template or "<unmatched>"
+            metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
+            metrics.LATENCY.labels(scope["method"], template).observe(elapsed)
+            state = scope.get("state", {})
+            logs.event(
+                "request",
+                request_id=request_id,
+                method=scope["method"],
+                route=template,
+                path=scope.get("path", ""),
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                key=state.get("key_name"),
+                pid=os.getpid(),
+            )
+
+
+def _request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", None) or uuid.uuid4().hex
+
+
+def error_response(request: Request, status: int, code: str, message: str, headers=None):
+    body = {
+        "error": {
+            "status": status,
+            "code": code,
+            "message": message,
+            "request_id": _request_id(request),
+        }
+    }
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError):
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(
+            request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        problems = []
+        for error in exc.errors()[:5]:
+            where = ".".join(str(part) for part in error.get("loc", ()))
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return error_response(request, 422, "invalid_request", "; ".join(problems))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        logs.event(
+            "internal error",
+            logging.ERROR,
+            request_id=_request_id(request),
+            error=f"{type(exc).__name__}: {exc}",
+            traceback="".join(traceback.format_exception(exc))[-4000:],
+        )
+        return error_response(
+            request, 500, "internal", "internal error; the request id names it in the logs"
+        )
+
+
+def _engine_error(exc: BaseException) -> ApiError:
+    """The API error of a library error met while screening or recording."""
+    if isinstance(exc, ApiError):
+        return exc
+    text = results.shown_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if isinstance(exc, AudioDecodeError):
+        return ApiError(422, "undecodable", f"the upload cannot be screened: {text}")
+    if isinstance(exc, CatalogBusyError):
+        return ApiError(503, "busy", text, {"Retry-After": "5"})
+    if isinstance(exc, DiskFullError):
+        return ApiError(507, "disk_full", text)
+    if isinstance(exc, CatalogError):
+        return ApiError(503, "catalog_error", text)
+    if isinstance(exc, AudiodupError):
+        return ApiError(422, "rejected", text)
+    raise exc
+
+
+# -- the screening work (runs in the engine thread) --------------------------------------------
+def _decode(engine: Engine, received: intake.Received):
+    config = engine.config
+    try:
+        audio = load_audio(received.path, engine.catalog.settings)
+    except (AudiodupError, ApiError) as exc:
+        raise _engine_error(exc) from None
+    if audio.truncated or audio.source_duration_s > config.max_duration_s:
+        raise ApiError(
+            413, "too_long", f"the upload is longer than {config.max_duration_s:g} s of audio"
+        )
+    return audio
+
+
+def _screen(engine: Engine, received: intake.Received, name: str):
+    audio = _decode(engine, received)
+    try:
+        with engine.lock:
+            verdict = engine.catalog.screen_audio(audio, name=name, top_k=engine.config.top_k)
+    except AudiodupError as exc:
+        raise _engine_error(exc) from None
+    return audio, verdict
+
+
+def screen_work(engine: Engine, received: intake.Received, name: str) -> tuple[int, dict]:
+    try:
+        _, verdict = _screen(engine, received, name)
+    finally:
+        received.discard()
+    metrics.VERDICTS.labels(results.screen_label(verdict)).inc()
+    return 200, results.screen_document([verdict])
+
+
+def record_work(
+    engine: Engine, received: intake.Received, name: str, upload: UploadRequest
+) -> tuple[int, dict]:
+    """Screen the upload, then record it: the received file is kept under its bytes' hash,
+    and the upload, its content and its screening are committed in one transaction."""
+    try:
+        with engine.lock:
+            earlier = _replay(engine, upload)
+        if earlier is not None:
+            return earlier
+        audio, verdict = _screen(engine, received, name)
+        settings = engine.catalog.settings
+        fingerprint = fingerprint_audio(audio, settings)
+        kept = intake.keep(received, engine.config.received_dir)
+        stat = kept.stat()
+        item = NewWork(
+            path=str(kept),
+            sha256=audio.sha256,
+            duration_s=audio.duration_s,
+            fingerprint=fingerprint,
+            title=upload.metadata.get("title") or audio.title,
+            artist=upload.metadata.get("artist") or audio.artist,
+            file_size=stat.st_size,
+            file_mtime=stat.st_mtime,
+            metadata=dict(upload.metadata),
+            role=upload.role,
+        )
+        entry = results.verdict_to_dict(verdict)
+        screening = Screening(
+            upload_id=0,
+            verdict=results.screen_label(verdict),
+            result=json.dumps(results.to_jsonable(entry)),
+            screened_at=_now(),
+            client=upload.client,
+            idempotency_key=upload.idempotency_key,
+            request_hash=upload.request_hash,
+        )
+        try:
+            with engine.lock:
+                committed, recorded = engine.catalog.store.record_screened_upload(item, screening)
+                if committed.status == "present":  # the same key won a race with this request
+                    return _answer_replay(engine, upload, recorded)
+                found = engine.catalog.store.find_uploads(upload_id=committed.upload_id)
+        except AudiodupError as exc:
+            raise _engine_error(exc) from None
+    finally:
+        received.discard()
+    metrics.VERDICTS.labels(screening.verdict).inc()
+    info, stored = found[0]
+    return 201, {
+        "schema_version": SCHEMA_VERSION,
+        "status": committed.status,
+        "replayed": False,
+        "upload": upload_record(info, stored),
+    }
+
+
+def _replay(engine: Engine, upload: UploadRequest) -> tuple[int, dict] | None:
+    """The answer already given to this idempotency key (caller holds the lock)."""
+    if upload.idempotency_key is None:
+        return None
+    earlier = engine.catalog.store.screening_by_key(upload.client, upload.idempotency_key)
+    return None if earlier is None else _answer_replay(engine, upload, earlier)
+
+
+def _answer_replay(engine: Engine, upload: UploadRequest, earlier: Screening) -> tuple[int, dict]:
+    if earlier.request_hash != upload.request_hash:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another upload or other metadata",
+        )
+    found = engine.catalog.store.find_uploads(upload_id=earlier.upload_id)
+    if not found:
+        raise ApiError(
+            409, "upload_removed", "the upload recorded under this Idempotency-Key was removed"
+        )
+    info, stored = found[0]
+    return 200, {
+        "schema_version": SCHEMA_VERSION,
+        "status": "recorded",
+        "replayed": True,
+        "upload": upload_record(info, stored),
+    }
+
+
+def upload_record(upload, screening: Screening | None) -> dict:
+    """One upload as the API shows it: the ledger fields, then the service's verdict."""
+    data = results.to_jsonable(upload)
+    data["verdict"] = screening.verdict if screening else None
+    data["screened_at"] = screening.screened_at if screening else None
+    data["recorded_by"] = screening.client if screening else None
+    data["screen"] = json.loads(screening.result) if screening else None
+    return data
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+# -- routes --------------------------------------------------------------------------------------
+# FastAPI reads the dependencies from the annotations, resolved in this module's globals
+screen_scope = require_scope("screen")
+read_scope = require_scope("screen", "review")
+
+
+def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
+    @app.get("/healthz", tags=["operations"], summary="The process answers.")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The catalog is open and its indexes loaded.",
+        responses={503: _ERROR_DOC},
+    )
+    async def readyz(request: Request) -> dict:
+        engine: Engine = request.app.state.engine
+        if not engine.ready:
+            raise ApiError(503, "not_ready", "the catalog is not open yet")
+        return {"status": "ready"}
+
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics.",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
+    def metrics_endpoint(request: Request) -> Response:
+        engine: Engine = request.app.state.engine
+        metrics.QUEUE_DEPTH.set(engine.queued)
+        with contextlib.suppress(AudiodupError, ApiError), engine.lock:
+            stats = engine.catalog.stats()
+            metrics.CATALOG_WORKS.set(stats.works)
+            metrics.CATALOG_UPLOADS.set(stats.uploads)
+            metrics.CATALOG_HOURS.set(stats.hours)
+        body, kind = metrics.render()
+        return Response(body, media_type=kind)
+
+    async def take_body(request: Request) -> intake.Received:
+        try:
+            return await asyncio.wait_for(
+                intake.receive(request, config.received_dir / ".incoming", config.max_upload_bytes),
+                config.request_timeout_s,
+            )
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", "the upload was not received in time") from None
+
+    async def answer(
+        request: Request, client: str, mode: Mode, received: intake.Received, kind: str, work
+    ) -> JSONResponse:
+        engine: Engine = request.app.state.engine
+        asynchronous = mode == Mode.async_ or (
+            mode == Mode.auto and received.size > config.async_above_bytes
+        )
+        if asynchronous:
+            return _start_job(request, client, kind, work)
+        try:
+            status, body = await engine.run(work, timeout_s=config.request_timeout_s)
+        except ApiError as exc:
+            if exc.status != 504:  # a call that timed out may still be running: it cleans up
+                received.discard()
+            raise
+        headers = {}
+        if status == 201:
+            headers["Location"] = f"/v1/uploads/{body['upload']['upload_id']}"
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    @app.post(
+        "/v1/screen",
+        tags=["screening"],
+        summary="Screen one upload (the same JSON document as `audiodup screen --json`).",
+        openapi_extra=_BODY_DOC,
+        responses={
+            200: {"description": "the screen document (schema: screen.schema.json)"},
+            202: {"description": "accepted as an asynchronous job; poll its URL"},
+            **_ERRORS,
+        },
+    )
+    async def screen_upload(
+        request: Request,
+        client: Annotated[str, Depends(screen_scope)],
+        mode: Annotated[Mode, Query(description="async: answer 202 with a job URL")] = Mode.auto,
+    ) -> JSONResponse:
+        received = await take_body(request)
+        if received.fields:
+            received.discard()
+            raise ApiError(422, "bad_form", "/v1/screen takes only the 'file' part")
+        name = received.filename or "upload"
+        engine: Engine = request.app.state.engine
+        return await answer(
+            request,
+            client,
+            mode,
+            received,
+            "screen",
+            lambda: screen_work(engine, received, name),
+        )
+
+    @app.post(
+        "/v1/uploads",
+        tags=["uploads"],
+        summary="Screen one upload and record it in the ledger with its metadata.",
+        openapi_extra=_BODY_DOC,
+        status_code=201,
+        responses={
+            200: {"description": "a retried request: the upload recorded the first time"},
+            201: {"description": "recorded: the upload, its status and its verdict"},
+            202: {"description": "accepted as an asynchronous job; poll its URL"},
+            **_ERRORS,
+        },
+    )
+    async def record_upload(
+        request: Request,
+        client: Annotated[str, Depends(screen_scope)],
+        mode: Annotated[Mode, Query(description="async: answer 202 with a job URL")] = Mode.auto,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                description="A retried request with the same key is recorded once (per API "
+                "key); up to 255 visible ASCII characters"
+            ),
+        ] = None,
+        uploader: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
+        uploaded_at: Annotated[
+            str | None, Query(max_length=64, description="ISO 8601 date or date-time")
+        ] = None,
+        title: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
+        artist: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
+        isrc: Annotated[str | None, Query(max_length=64)] = None,
+        upc: Annotated[str | None, Query(max_length=64)] = None,
+        external_id: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
+        role: Annotated[Role | None, Query(description="reference needs an admin key")] = None,
+    ) -> JSONResponse:
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise ApiError(
+                422, "invalid_request", "Idempotency-Key: 1-255 visible ASCII characters"
+            )
+        given = {
+            "uploader": uploader,
+            "uploaded_at": uploaded_at,
+            "title": title,
+            "artist": artist,
+            "isrc": isrc,
+            "upc": upc,
+            "external_id": external_id,
+            "role": role.value if role is not None else None,
+        }
+        received = await take_body(request)
+        try:
+            upload = _upload_request(request, client, given, received, idempotency_key)
+        except BaseException:
+            received.discard()
+            raise
+        name = received.filename or "upload"
+        engine: Engine = request.app.state.engine
+        return await answer(
+            request,
+            client,
+            mode,
+            received,
+            "upload",
+            lambda: record_work(engine, received, name, upload),
+        )
+
+    @app.get(
+        "/v1/uploads",
+        tags=["uploads"],
+        summary="The upload ledger with verdicts, oldest first; filter and page through it.",
+        responses=_ERRORS,
+    )
+    def list_uploads(
+        request: Request,
+        client: Annotated[str, Depends(read_scope)],
+        verdict: VerdictFilter | None = None,
+        uploader: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
+        since: Annotated[
+            str | None,
+            Query(max_length=64, description="recorded at or after (ISO 8601, UTC if no zone)"),
+        ] = None,
+        after: Annotated[int, Query(ge=0, le=2**62, description="upload id to page after")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict:
+        since_text = None
+        if since is not None:
+            try:
+                since_text = (
+                    parse_timestamp(since).astimezone(_utc()).isoformat(timespec="microseconds")
+                )
+            except (ValueError, OverflowError):
+                raise ApiError(
+                    422, "invalid_request", "since: not an ISO 8601 date or date-time"
+                ) from None
+        engine: Engine = request.app.state.engine
+        try:
+            with engine.lock:
+                found = engine.catalog.store.find_uploads(
+                    verdict=verdict.value if verdict else None,
+                    uploader=uploader,
+                    since=since_text,
+                    after_id=after,
+                    limit=limit + 1,
+                )
+        except AudiodupError as exc:
+            raise _engine_error(exc) from None
+        more = len(found) > limit
+        found = found[:limit]
+        next_url = None
+        if more:
+            query = {"after": found[-1][0].upload_id, "limit": limit}
+            query.update(
+                {
+                    k: v
+                    for k, v in (("verdict", verdict), ("uploader", uploader), ("since", since))
+                    if v
+                }
+            )
+            from urllib.parse import urlencode
+
+            next_url = "/v1/uploads?" + urlencode({k: str(v) for k, v in query.items()})
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "uploads": [upload_record(u, s) for u, s in found],
+            "next": next_url,
+        }
+
+    @app.get(
+        "/v1/uploads/{upload_id}",
+        tags=["uploads"],
+        summary="One upload: its ledger record and verdict.",
+        responses=_ERRORS,
+    )
+    def get_upload(
+        request: Request,
+        client: Annotated[str, Depends(read_scope)],
+        upload_id: Annotated[int, PathParam(ge=1, le=2**62)],
+    ) -> dict:
+        engine: Engine = request.app.state.engine
+        try:
+            with engine.lock:
+                found = engine.catalog.store.find_uploads(upload_id=upload_id)
+        except AudiodupError as exc:
+            raise _engine_error(exc) from None
+        if not found:
+            raise not_found(f"no upload {upload_id}")
+        info, screening = found[0]
+        return {"schema_version": SCHEMA_VERSION, "upload": upload_record(info, screening)}
+
+    @app.get(
+        "/v1/works/{work_id}",
+        tags=["works"],
+        summary="One work (distinct audio) and every upload of it.",
+        responses=_ERRORS,
+    )
+    def get_work(
+        request: Request,
+        client: Annotated[str, Depends(read_scope)],
+        work_id: Annotated[int, PathParam(ge=1, le=2**62)],
+    ) -> dict:
+        engine: Engine = request.app.state.engine
+        try:
+            with engine.lock:
+                work = engine.catalog.work(work_id)
+                uploads = engine.catalog.store.uploads([work_id]) if work else []
+                screenings = engine.catalog.store.screenings([u.upload_id for u in uploads])
+        except AudiodupError as exc:
+            raise _engine_error(exc) from None
+        if work is None:
+            raise not_found(f"no work {work_id}")
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "work": results.to_jsonable(work),
+            "uploads": [upload_record(u, screenings.get(u.upload_id)) for u in uploads],
+        }
+
+    @app.get(
+        "/v1/jobs/{job_id}",
+        tags=["screening"],
+        summary="An asynchronous job: queued, running, done (with its result) or failed.",
+        responses=_ERRORS,
+    )
+    def get_job(
+        request: Request,
+        client: Annotated[str, Depends(screen_scope)],
+        job_id: Annotated[str, PathParam(max_length=64)],
+    ) -> dict:
+        job = request.app.state.jobs.get(job_id)
+        keys: KeyFile = request.app.state.keys
+        admin = any(r.name == client and "admin" in r.scopes for r in keys.records())
+        if job is None or (job.get("client") != client and not admin):
+            raise not_found(f"no job {results.shown_text(job_id)[:64]}")
+        job.pop("pid", None)
+        return {"schema_version": SCHEMA_VERSION, **job}
+
+
+def _utc():
+    from datetime import UTC
+
+    return UTC
+
+
+def _upload_request(
+    request: Request,
+    client: str,
+    given: dict[str, str | None],
+    received: intake.Received,
+    idempotency_key: str | None,
+) -> UploadRequest:
+    """The upload's metadata from the query and the form fields (a field given in both is an
+    error), checked: known names, bounded lengths, an ISO 8601 ``uploaded_at``, a role."""
+    fields = {k: v for k, v in given.items() if v is not None}
+    for name, value in received.fields.items():
+        if name not in (*UPLOAD_METADATA, "role"):
+            raise ApiError(422, "bad_form", f"unknown form field {results.shown_text(name)!r}")
+        if name in fields:
+            raise ApiError(422, "bad_form", f"{name} is given both in the query and the form")
+        if len(value) > _MAX_FIELD_CHARS:
+            raise ApiError(422, "bad_form", f"{name} is longer than {_MAX_FIELD_CHARS} characters")
+        fields[name] = value
+    fields = {k: v for k, v in fields.items() if v.strip()}
+    role = fields.pop("role", "upload")
+    if role not in ("upload", "reference"):
+        raise ApiError(422, "invalid_request", "role: upload or reference")
+    if role == "reference":
+        keys: KeyFile = request.app.state.keys
+        if not any(r.name == client and "admin" in r.scopes for r in keys.records()):
+            raise forbidden("recording a reference needs an admin key")
+    if "uploaded_at" in fields:
+        try:
+            parse_timestamp(fields["uploaded_at"])
+        except (ValueError, OverflowError):
+            raise ApiError(
+                422, "invalid_request", "uploaded_at: not an ISO 8601 date or date-time"
+            ) from None
+    request_hash = hashlib.sha256(
+        json.dumps([received.sha256, role, sorted(fields.items())]).encode()
+    ).hexdigest()
+    return UploadRequest(fields, role, client, idempotency_key, request_hash)
+
+
+def _start_job(request: Request, client: str, kind: str, work) -> JSONResponse:
+    """Answer 202 now and run ``work`` in the engine thread; its answer goes to the job."""
+    jobs: JobStore = request.app.state.jobs
+    engine: Engine = request.app.state.engine
+    config: ServiceConfig = request.app.state.config
+    job_id = jobs.create(client, kind)
+
+    def running():
+        jobs.update(job_id, status="running")
+        return work()
+
+    async def run() -> None:
+        try:
+            status, body = await engine.run(running, timeout_s=config.job_timeout_s)
+            jobs.update(job_id, status="done", http_status=status, result=body)
+        except ApiError as exc:
+            jobs.update(
+                job_id,
+                status="failed",
+                http_status=exc.status,
+                error={"status": exc.status, "code": exc.code, "message": exc.message},
+            )
+        except Exception as exc:  # noqa: BLE001 - the job records it, the worker goes on
+            logs.event("job failed", logging.ERROR, job_id=job_id, error=repr(exc)[:500])
+            jobs.update(
+                job_id,
+                status="failed",
+                http_status=500,
+                error={"status": 500, "code": "internal", "message": "internal error"},
+            )
+
+    task = asyncio.get_running_loop().create_task(run())
+    tasks: set = request.app.state.tasks
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    url = f"/v1/jobs/{job_id}"
+    return JSONResponse(
+        {"schema_version": SCHEMA_VERSION, "job_id": job_id, "status": "queued", "url": url},
+        status_code=202,
+        headers={"Location": url},
+    )
+
+
+__all__ = ["app_from_environment", "create_app", "error_response", "upload_record"]

@@ -1,0 +1,257 @@
+"""API keys and scopes.
+
+A key is ``adk_<id>_<secret>``: ``id`` (8 hex digits) names its record, ``secret`` is 32 random
+bytes. The key file (JSON, mode 0600, ``<db>/service/keys.json`` by default) keeps for each key
+its name, scopes and an scrypt hash of the whole key with a random salt, never the key: the key
+is printed once, by ``audiodup keys create``. Scopes are ``screen`` (screen and record uploads,
+read results), ``review`` (the review queue) and ``admin`` (everything).
+
+Verifying a key costs one scrypt (~40 ms); a worker remembers the keys it verified (by their
+SHA-256, not the key) until the key file changes, so a revocation takes effect at the next
+request. Rate limits are a token bucket per key name in each worker process, each worker taking
+its share of the configured rate.
+
+Endpoints ask for a scope with the dependency ``require_scope("screen")``, which returns the
+key's name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from filelock import FileLock
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from ..errors import AudiodupError
+from ..results import path_text
+from .errors import ApiError, forbidden, unauthorized
+
+SCOPES = ("screen", "review", "admin")
+KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY = re.compile(r"adk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
+# scrypt at n=2^14, r=8: 16 MiB and tens of milliseconds per verification
+_SCRYPT = {"n": 1 << 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
+
+
+class KeyFileError(AudiodupError):
+    """A key name that is invalid, taken or unknown, or a key file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+    salt: str
+    hash: str
+    created_at: str
+    revoked_at: str | None = None
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def _hash(key: str, salt: bytes) -> str:
+    return hashlib.scrypt(key.encode("ascii"), salt=salt, **_SCRYPT).hex()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class KeyFile:
+    """The key file: read (and re-read when it changes), created and changed under a lock,
+    replaced atomically."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._stamp: tuple | None = None
+        self._records: dict[str, KeyRecord] = {}
+        self._verified: dict[str, str] = {}  # sha256(key) -> key id
+        self._guard = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------------
+    def records(self) -> list[KeyRecord]:
+        self._refresh()
+        return list(self._records.values())
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.path.stat()
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._guard:
+            if stamp == self._stamp and (stamp is not None or not self._records):
+                return
+            self._records = {r.key_id: r for r in self._read()} if stamp is not None else {}
+            self._verified.clear()
+            self._stamp = stamp
+
+    def _read(self) -> list[KeyRecord]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return [
+                KeyRecord(**{**entry, "scopes": tuple(entry["scopes"])}) for entry in data["keys"]
+            ]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyFileError(f"key file {path_text(self.path)} is unreadable ({exc})") from None
+
+    def verify(self, key: str) -> KeyRecord | None:
+        """The live record of ``key``, or None (unknown, malformed or revoked)."""
+        self._refresh()
+        found = _KEY.fullmatch(key)
+        if found is None:
+            return None
+        digest = hashlib.sha256(key.encode("ascii")).hexdigest()
+        record = self._records.get(found.group(1))
+        if record is None or record.revoked_at is not None:
+            return None
+        if self._verified.get(digest) == record.key_id:
+            return record
+        if not hmac.compare_digest(_hash(key, bytes.fromhex(record.salt)), record.hash):
+            return None
+        with self._guard:
+            self._verified[digest] = record.key_id
+        return record
+
+    # -- changing ------------------------------------------------------------------------------
+    def create(self, name: str, scopes: list[str]) -> str:
+        """Add a key; returns the key itself (shown once, stored only hashed)."""
+        if not KEY_NAME.fullmatch(name):
+            raise KeyFileError(
+                "a key name is 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit"
+            )
+        unknown = [s for s in scopes if s not in SCOPES]
+        if unknown or not scopes:
+            raise KeyFileError(f"scopes are {', '.join(SCOPES)}")
+        with self._changing() as records:
+            if any(r.name == name and r.revoked_at is None for r in records):
+                raise KeyFileError(f"a key named {name} exists (revoke it first)")
+            taken = {r.key_id for r in records}
+            key_id = secrets.token_hex(4)
+            while key_id in taken:
+                key_id = secrets.token_hex(4)
+            key = f"adk_{key_id}_{secrets.token_urlsafe(32)}"
+            salt = secrets.token_bytes(16)
+            records.append(
+                KeyRecord(
+                    key_id=key_id,
+                    name=name,
+                    scopes=tuple(sorted(set(scopes), key=SCOPES.index)),
+                    salt=salt.hex(),
+                    hash=_hash(key, salt),
+                    created_at=_now(),
+                )
+            )
+        return key
+
+    def revoke(self, name: str) -> int:
+        """Revoke every live key of ``name``; returns how many."""
+        with self._changing() as records:
+            live = [i for i, r in enumerate(records) if r.name == name and r.revoked_at is None]
+            if not live:
+                raise KeyFileError(f"no live key named {name}")
+            for i in live:
+                records[i] = KeyRecord(**{**asdict(records[i]), "revoked_at": _now()})
+        return len(live)
+
+    @contextlib.contextmanager
+    def _changing(self):
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyFileError(f"cannot create {path_text(self.path.parent)}: {exc}") from None
+        with FileLock(str(self.path) + ".lock", timeout=30):
+            records = self._read()
+            yield records
+            text = json.dumps(
+                {"version": 1, "keys": [{**asdict(r), "scopes": list(r.scopes)} for r in records]},
+                indent=2,
+            )
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        self._stamp = None
+
+
+class RateLimiter:
+    """A token bucket per key name: ``per_minute`` tokens a minute, at most ``burst`` saved."""
+
+    def __init__(self, per_minute: float, burst: int):
+        self.rate_per_s = per_minute / 60.0
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._guard = threading.Lock()
+
+    def take(self, name: str) -> float:
+        """0 when a request may go ahead, else the seconds to wait before the next one."""
+        now = time.monotonic()
+        with self._guard:
+            tokens, last = self._buckets.get(name, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
+            if tokens >= 1.0:
+                self._buckets[name] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[name] = (tokens, now)
+            return (1.0 - tokens) / self.rate_per_s
+
+
+def bearer_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return key.strip()
+
+
+def require_scope(*scopes: str) -> Callable:
+    """A FastAPI dependency: the request's key must hold one of ``scopes`` (``admin`` holds
+    them all). Returns the key's name; 401 without a valid key, 403 without the scope, 429
+    over the key's rate."""
+    for scope in scopes:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+
+    async def dependency(request: Request) -> str:
+        key = bearer_key(request)
+        if key is None:
+            raise unauthorized("send an API key: 'Authorization: Bearer KEY'")
+        keys: KeyFile = request.app.state.keys
+        record = await run_in_threadpool(keys.verify, key)
+        if record is None:
+            raise unauthorized("the API key is unknown or revoked")
+        request.state.key_name = record.name
+        if not any(record.allows(scope) for scope in scopes):
+            raise forbidden(f"the key {record.name} lacks the {' or '.join(scopes)} scope")
+        wait_s = request.app.state.rate_limiter.take(record.name)
+        if wait_s > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"too many requests for key {record.name}; retry in {wait_s:.1f} s",
+                {"Retry-After": str(max(1, int(wait_s + 0.999)))},
+            )
+        return record.name
+
+    return dependency

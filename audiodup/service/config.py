@@ -1,0 +1,200 @@
+"""The service's settings: one frozen :class:`ServiceConfig`, read from a TOML file, then
+environment variables, then command-line flags (each later source wins), and validated once at
+start: a bad value stops ``audiodup serve`` with one line naming the source and the setting.
+
+TOML (every key optional; ``db`` may be relative to the TOML file's folder)::
+
+    db = "audiodup-catalog"
+    host = "127.0.0.1"
+    port = 8000
+    workers = 2
+    max_upload_bytes = 104857600
+
+Environment variables are ``AUDIODUP_`` + the upper-case key (``AUDIODUP_PORT=9000``); the
+catalog folder is ``AUDIODUP_DB`` as for every other command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..catalog import DEFAULT_CATALOG
+from ..errors import AudiodupError
+from ..results import path_text, shown_text
+
+ENV_PREFIX = "AUDIODUP_"
+# the config handed to uvicorn's worker processes (they import the app by name)
+CONFIG_ENV = "AUDIODUP_SERVICE_CONFIG_JSON"
+
+
+class ConfigError(AudiodupError):
+    """A service setting is missing, of the wrong type or out of range (one line)."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything ``audiodup serve`` needs. Sizes in bytes, times in seconds.
+
+    ``key_file`` (default ``<db>/service/keys.json``) holds the API keys, hashed. Received audio
+    is kept under ``<db>/received/``; async jobs under ``<db>/service/jobs/``."""
+
+    db: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    key_file: Path | None = None
+    # limits
+    max_upload_bytes: int = 200 * 1024 * 1024  # 413 above this (a 20-min WAV is ~210 MB)
+    max_duration_s: float = 20 * 60.0  # 413 above this much audio
+    request_timeout_s: float = 300.0  # 504 when a synchronous request takes longer
+    rate_limit_per_minute: float = 600.0  # per API key (a token bucket)
+    rate_limit_burst: int = 60
+    # a body larger than this is screened as an async job (202) unless the client asks for a
+    # synchronous answer; asking with ?mode=async works for any size
+    async_above_bytes: int = 64 * 1024 * 1024
+    job_timeout_s: float = 1800.0
+    top_k: int = 5  # matches reported per upload
+    log_level: str = "info"
+    # a request queued behind more than this many in its worker is refused with 503
+    max_queue: int = 64
+
+    @property
+    def keys_path(self) -> Path:
+        return self.key_file if self.key_file is not None else self.db / "service" / "keys.json"
+
+    @property
+    def received_dir(self) -> Path:
+        return self.db / "received"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.db / "service" / "jobs"
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> ServiceConfig:
+        return build_config([("the service environment", json.loads(text))])
+
+
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_KEYS = tuple(f.name for f in fields(ServiceConfig))
+_INTEGERS = (
+    "port",
+    "workers",
+    "max_upload_bytes",
+    "rate_limit_burst",
+    "top_k",
+    "async_above_bytes",
+    "max_queue",
+)
+
+
+def _check(name: str, value: Any) -> Any:
+    """``value`` for setting ``name`` converted to its type; ValueError says why not."""
+    if name in ("db", "key_file"):
+        if not isinstance(value, str | Path) or not str(value).strip():
+            raise ValueError("must be a folder or file path")
+        return Path(value)
+    if name == "host":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a host name or address")
+        return value.strip()
+    if name == "log_level":
+        if not isinstance(value, str) or value.lower() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")
+        return value.lower()
+    integer = name in _INTEGERS
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    if isinstance(value, str):
+        value = value.strip()
+        try:
+            value = int(value) if integer else float(value)
+        except ValueError:
+            raise ValueError(f"must be {'a whole' if integer else 'a'} number") from None
+    if integer:
+        if not isinstance(value, int):
+            raise ValueError("must be a whole number")
+    elif not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("must be a number")
+    if name == "async_above_bytes":
+        if value < 0:
+            raise ValueError("must be 0 or more")
+    elif integer and value < 1:
+        raise ValueError("must be at least 1")
+    elif value <= 0:
+        raise ValueError("must be positive")
+    if name == "port" and value > 65535:
+        raise ValueError("must be at most 65535")
+    return float(value) if not integer else value
+
+
+def build_config(sources: list[tuple[str, Mapping[str, Any]]]) -> ServiceConfig:
+    """Merge ``(source name, {setting: value})`` in order (later wins), check every value and
+    return the config; :class:`ConfigError` names the source and setting of the first problem."""
+    merged: dict[str, Any] = {}
+    for source, values in sources:
+        for name, value in values.items():
+            if value is None:
+                continue
+            if name not in _KEYS:
+                raise ConfigError(f"{source}: unknown setting {shown_text(name)!r}")
+            try:
+                merged[name] = _check(name, value)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {name} {exc} (got {shown_text(value)!r})") from None
+    if "db" not in merged:
+        raise ConfigError("no catalog folder: give --db, AUDIODUP_DB or db in the config file")
+    return ServiceConfig(**merged)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The settings of a TOML file; ``db`` and ``key_file`` relative to the file's folder."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path_text(path)}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path_text(path)} is not valid TOML: {exc}") from None
+    for name in ("db", "key_file"):
+        if isinstance(data.get(name), str):
+            data[name] = str(path.parent / data[name])
+    return data
+
+
+def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Settings given as ``AUDIODUP_<NAME>`` environment variables (empty ones are unset)."""
+    environ = os.environ if environ is None else environ
+    found = {}
+    for name in _KEYS:
+        value = environ.get(ENV_PREFIX + name.upper(), "")
+        if value.strip():
+            found[name] = value
+    return found
+
+
+def load_config(
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ServiceConfig:
+    """TOML file < environment < flags; see the module docstring."""
+    # the catalog folder defaults as for every command (AUDIODUP_DB is the environment's)
+    sources: list[tuple[str, Mapping[str, Any]]] = [("default", {"db": DEFAULT_CATALOG})]
+    if config_file is not None:
+        sources.append((path_text(config_file), read_toml(config_file)))
+    sources.append(("environment", from_environment(environ)))
+    sources.append(("command line", dict(flags or {})))
+    return build_config(sources)

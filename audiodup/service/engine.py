@@ -1,0 +1,99 @@
+"""The catalog inside one worker process: opened once, used by one thread at a time.
+
+``Catalog`` is not thread-safe, and screening is CPU work that must not block the event loop.
+Each worker process therefore runs its engine calls in a single thread (:meth:`Engine.run`,
+queued in order) and guards the catalog with one lock, which :func:`get_catalog` takes too, so
+routers that read the catalog (the review queue) take turns with screening. New catalog commits
+(``index add`` by another process, an upload recorded by another worker) are seen at the next
+call: ``Catalog.indexes()`` reloads when the store's index key changes, and the SQLite
+connection reads in autocommit mode, so every query sees the latest committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from starlette.requests import Request
+
+from ..catalog import Catalog
+from .config import ServiceConfig
+from .errors import ApiError
+
+T = TypeVar("T")
+
+
+class Engine:
+    """One worker process's catalog, its lock and its engine thread."""
+
+    def __init__(self, config: ServiceConfig):
+        self.config = config
+        self.lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="audiodup-engine")
+        self._catalog: Catalog | None = None
+        self.queued = 0  # engine calls waiting or running in this process
+        self.ready = False
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise ApiError(503, "not_ready", "the catalog is not open yet")
+        return self._catalog
+
+    def open(self) -> None:
+        """Open the catalog (it must exist) and load its indexes, so the first request is not
+        the one that pays for it."""
+        catalog = Catalog.open(self.config.db, create=False)
+        with self.lock:
+            self._catalog = catalog
+            catalog.indexes()
+        self.ready = True
+
+    def close(self) -> None:
+        self.ready = False
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            if self._catalog is not None:
+                self._catalog.close()
+                self._catalog = None
+
+    async def run(self, fn: Callable[..., T], *args, timeout_s: float | None = None) -> T:
+        """``fn(*args)`` in the engine thread, after the calls queued before it. Over
+        ``timeout_s`` the caller gets a 504: a call still queued is dropped, a running one
+        finishes in the background (its result is thrown away). Over ``max_queue`` calls
+        waiting, a 503."""
+        if self.queued >= self.config.max_queue:
+            raise ApiError(
+                503,
+                "busy",
+                f"this worker has {self.queued} requests queued; retry later",
+                {"Retry-After": "5"},
+            )
+        self.queued += 1
+        future = self._executor.submit(fn, *args)
+        future.add_done_callback(self._done)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise ApiError(
+                504, "timeout", f"the request took longer than {timeout_s:g} s"
+            ) from None
+
+    def _done(self, _future) -> None:
+        self.queued -= 1
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_catalog(request: Request) -> Iterator[Catalog]:
+    """A FastAPI dependency: this process's open catalog, held under its lock for the duration
+    of the request (use it in ``def`` endpoints, which run in a thread, not on the event loop)."""
+    engine: Engine = request.app.state.engine
+    with engine.lock:
+        yield engine.catalog

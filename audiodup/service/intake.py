@@ -1,0 +1,189 @@
+"""Receiving an upload's bytes: a raw body (``audio/*`` or ``application/octet-stream``) or a
+multipart form with one ``file`` part and text fields. The bytes are streamed into a file of
+the server's own naming (never a name the client gave) while they are counted and hashed;
+over the size cap the request stops with 413, another content type gets 415.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+
+from .errors import ApiError
+
+# the suffix a received file is kept under, from the declared content type (display only: the
+# decoder reads the content, never the name)
+SUFFIXES = {
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+    "audio/wave": ".wav",
+    "audio/vnd.wave": ".wav",
+    "audio/flac": ".flac",
+    "audio/x-flac": ".flac",
+    "audio/mpeg": ".mp3",
+    "audio/mp3": ".mp3",
+    "audio/ogg": ".ogg",
+    "application/ogg": ".ogg",
+    "audio/opus": ".opus",
+    "audio/mp4": ".m4a",
+    "audio/x-m4a": ".m4a",
+    "audio/aac": ".aac",
+    "audio/aiff": ".aiff",
+    "audio/x-aiff": ".aiff",
+    "audio/webm": ".webm",
+}
+RAW_TYPES = ("application/octet-stream",)
+_MAX_FIELD_BYTES = 16 * 1024
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Received:
+    """An upload's bytes, kept in ``path`` (the server's temporary file) until it is recorded
+    or dropped."""
+
+    path: Path
+    size: int
+    sha256: str  # of the bytes as received
+    suffix: str
+    filename: str | None = None  # as the client gave it: shown, never used as a path
+    fields: dict[str, str] = field(default_factory=dict)  # multipart text fields
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
+def media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def accepted_audio_type(kind: str) -> bool:
+    return kind.startswith("audio/") or kind in RAW_TYPES or kind in SUFFIXES
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "too_large", f"the upload is larger than {limit:,} bytes")
+
+
+async def receive(request: Request, incoming: Path, max_bytes: int) -> Received:
+    """Read the request body into a new file in ``incoming``; see the module docstring."""
+    kind = media_type(request.headers.get("content-type"))
+    if kind != "multipart/form-data" and not accepted_audio_type(kind):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the audio as the body (audio/* or application/octet-stream) or as the 'file' "
+            "part of a multipart/form-data body",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+        raise _too_large(max_bytes)
+    incoming.mkdir(parents=True, exist_ok=True)
+    target = incoming / f"{uuid.uuid4().hex}.part"
+    try:
+        if kind == "multipart/form-data":
+            received = await _receive_form(request, target, max_bytes)
+        else:
+            size, digest = await _write(_limited(request.stream(), max_bytes), target)
+            received = Received(target, size, digest, SUFFIXES.get(kind, ".audio"))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        raise
+    if received.size == 0:
+        received.discard()
+        raise ApiError(422, "empty", "the upload holds no bytes")
+    return received
+
+
+async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+    total = 0
+    try:
+        async for chunk in stream:
+            total += len(chunk)
+            if total > max_bytes:
+                raise _too_large(max_bytes)
+            yield chunk
+    except ClientDisconnect:
+        raise ApiError(400, "disconnected", "the client went away mid-upload") from None
+
+
+async def _write(chunks: AsyncIterator[bytes], target: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(target, "wb") as handle:
+        async for chunk in chunks:
+            handle.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
+
+
+async def _receive_form(request: Request, target: Path, max_bytes: int) -> Received:
+    parser = MultiPartParser(
+        request.headers,
+        _limited(request.stream(), max_bytes + 64 * 1024),
+        max_files=1,
+        max_fields=32,
+        max_part_size=_MAX_FIELD_BYTES,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ApiError(422, "bad_form", f"the multipart body is malformed: {exc.message}") from None
+    try:
+        fields: dict[str, str] = {}
+        upload: UploadFile | None = None
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name != "file":
+                    raise ApiError(422, "bad_form", "the audio goes in a part named 'file'")
+                upload = value
+            elif name in fields:
+                raise ApiError(422, "bad_form", f"the field {name!r} is given twice")
+            else:
+                fields[name] = value
+        if upload is None:
+            raise ApiError(422, "bad_form", "the multipart body has no 'file' part")
+        kind = media_type(upload.content_type) or "application/octet-stream"
+        if not accepted_audio_type(kind):
+            raise ApiError(
+                415, "unsupported_media_type", "the 'file' part must be audio/* or octet-stream"
+            )
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await upload.read(_CHUNK):
+                yield chunk
+
+        size, digest = await _write(chunks(), target)
+        if size > max_bytes:
+            raise _too_large(max_bytes)
+        return Received(target, size, digest, SUFFIXES.get(kind, ".audio"), upload.filename, fields)
+    finally:
+        await form.close()
+
+
+def keep(received: Received, folder: Path) -> Path:
+    """Move the received file to ``folder/<sha256 of its bytes><suffix>`` (the same bytes
+    always land on the same name) and make it durable; returns its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{received.sha256}{received.suffix}"
+    with open(received.path, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(received.path, final)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return final

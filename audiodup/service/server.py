@@ -1,0 +1,55 @@
+"""Starting the service: check the catalog, then run uvicorn's multiprocess supervisor with
+``config.workers`` worker processes (even one: the supervisor replaces a worker that dies).
+Each worker builds the application from the config handed over in the environment, opens the
+catalog once and serves from one shared listening socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from ..catalog import Catalog
+from . import metrics
+from .auth import KeyFile
+from .config import CONFIG_ENV, ServiceConfig
+from .logs import log_config
+
+
+def check(config: ServiceConfig) -> list[str]:
+    """Refuse to start without a readable catalog; warnings (one line each) otherwise."""
+    with Catalog.open(config.db, create=False):
+        pass
+    keys = [r for r in KeyFile(config.keys_path).records() if r.revoked_at is None]
+    if not keys:
+        return ["no API key yet: every /v1 request will get 401 ('audiodup keys create')"]
+    return []
+
+
+def run(config: ServiceConfig) -> None:
+    """Serve until interrupted (SIGINT or SIGTERM stop the workers gracefully)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    metrics_dir = tempfile.mkdtemp(prefix="audiodup-metrics-")
+    os.environ[metrics.MULTIPROC_ENV] = metrics_dir
+    os.environ[CONFIG_ENV] = config.to_json()
+    try:
+        server_config = uvicorn.Config(
+            "audiodup.service.app:app_from_environment",
+            factory=True,
+            host=config.host,
+            port=config.port,
+            workers=config.workers,
+            log_config=log_config(config.log_level),
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+            # the application has no use for a shared module import in the parent
+        )
+        socket = server_config.bind_socket()
+        Multiprocess(server_config, sockets=[socket]).run()
+    finally:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(metrics_dir)
