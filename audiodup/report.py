@@ -117,11 +117,12 @@ def write_rescan_report(
     if fmt == "json":
         text = dumps(report_to_dict(report))
     elif fmt == "csv":
-        text = rescan_csv(report, *_review_of(catalog))
+        text = with_decision_columns(rescan_csv(report), report, *_review_of(catalog))
     else:
-        from .report_html import rescan_html
+        from .report_html import rescan_html, with_decisions_section
 
-        text = rescan_html(report, catalog)
+        page = rescan_html(report, catalog)
+        text = with_decisions_section(page, report, *_review_of(catalog))
     return _write(out, text)
 
 
@@ -164,13 +165,7 @@ def _owner_cells(m: Match) -> list:
     ]
 
 
-def rescan_csv(
-    report: RescanReport,
-    decisions: Sequence[ReviewDecision] = (),
-    uploads: Sequence[UploadInfo] = (),
-) -> str:
-    """One row per pair; the last columns hold the review decision in force on the pair
-    (:func:`decisions_by_pair`), empty when none was made."""
+def rescan_csv(report: RescanReport) -> str:
     members = {m.work_id: m for c in report.clusters for m in c.members}
     cluster_of = {m.work_id: c for c in report.clusters for m in c.members}
     header = (
@@ -191,9 +186,7 @@ def rescan_csv(
         "found_both_ways",
         "query_source",
         "note",
-        *_DECISION_PAIR_COLUMNS,
     )
-    reviewed = decisions_by_pair(decisions, uploads)
     rows = []
     for pair in (*report.pairs, *report.suspect_pairs):
         cluster = cluster_of.get(pair.query_work_id) if pair.label == "duplicate" else None
@@ -208,7 +201,6 @@ def rescan_csv(
                 pair.found_both_ways,
                 pair.query_source,
                 pair.note or "",
-                *_decision_pair_cells(reviewed.get(pair.work_ids)),
             ]
         )
     return _csv(header, rows)
@@ -249,10 +241,33 @@ def decisions_by_pair(
     return found
 
 
-def _decision_pair_cells(found: ReviewDecision | None) -> list:
-    if found is None:
-        return [""] * len(_DECISION_PAIR_COLUMNS)
-    return [found.decision, found.note, found.reviewer, found.decided_at]
+def with_decision_columns(
+    text: str,
+    report: RescanReport,
+    decisions: Sequence[ReviewDecision],
+    uploads: Sequence[UploadInfo],
+) -> str:
+    """:func:`rescan_csv` ``text`` with the review decision in force on each pair in its last
+    columns (empty where none was made). Its rows are the report's pairs, duplicates then
+    suspects; cells are copied as written (already formula-safe), only the new ones are made
+    safe."""
+    reviewed = decisions_by_pair(decisions, uploads)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    pairs = (*report.pairs, *report.suspect_pairs)
+    if len(rows) != len(pairs) + 1:
+        raise AudiodupError("the rescan CSV does not have one row per pair")
+    rows[0] += _DECISION_PAIR_COLUMNS
+    for row, pair in zip(rows[1:], pairs, strict=True):
+        found = reviewed.get(pair.work_ids)
+        added = (
+            [found.decision, found.note, found.reviewer, found.decided_at]
+            if found
+            else [""] * len(_DECISION_PAIR_COLUMNS)
+        )
+        row += [_text_cell(cell) for cell in added]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _review_of(

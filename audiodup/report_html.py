@@ -286,8 +286,6 @@ def rescan_html(
                 f"<li>work {note.work_id} <code>{_e(note.path)}</code>: {_e(note.note)}</li>"
             )
         body.append("</ul>")
-    if catalog is not None:
-        body.append(decisions_section(report, catalog.latest_decisions(), catalog.uploads()))
     if report.clusters:
         body.append("<h2>Cluster details</h2>")
     queries: dict[int, Fingerprint | None] = {}
@@ -469,6 +467,21 @@ def _pairs_table(pairs: Sequence[Pair], table_id: str) -> str:
     )
 
 
+def with_decisions_section(
+    page: str,
+    report: RescanReport,
+    decisions: Sequence[ReviewDecision],
+    uploads: Sequence[UploadInfo],
+) -> str:
+    """A rescan report ``page`` (:func:`rescan_html`) with :func:`decisions_section` at the
+    end of its main part."""
+    section = decisions_section(report, decisions, uploads)
+    if not section:
+        return page
+    head, end, tail = page.rpartition("\n</main>")
+    return f"{head}\n{section}{end}{tail}" if end else page
+
+
 def decisions_section(
     report: RescanReport, decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
 ) -> str:
@@ -495,7 +508,11 @@ def decisions_section(
     if not rows:
         return ""
     headers = ["works", "pair", "decided on", "decision", "note", "reviewer", "decided at"]
-    return "<h2>Review decisions</h2>" + _table(headers, rows, table_id="review-decisions")
+    return (
+        '<section id="review-decisions"><h2>Review decisions</h2>'
+        '<p class="muted">The decision in force on each pair (audiodup serve\'s review '
+        "queue).</p>" + _table(headers, rows, table_id="review-decisions-table") + "</section>"
+    )
 
 
 # -- shared pieces ----------------------------------------------------------------------------

@@ -9,14 +9,21 @@ import csv
 import io
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from audiodup import Catalog
 from audiodup.errors import CatalogError
-from audiodup.report import decisions_by_pair, decisions_csv, rescan_csv
-from audiodup.report_html import decisions_section
+from audiodup.report import (
+    decisions_by_pair,
+    decisions_csv,
+    rescan_csv,
+    with_decision_columns,
+    write_rescan_report,
+)
+from audiodup.report_html import rescan_html, with_decisions_section
 from audiodup.results import ReviewDecision, decisions_document, dumps
 from audiodup.schema import SCHEMA_VERSION, validate
 
@@ -114,31 +121,46 @@ def test_the_csv_export_neutralises_formulas_and_keeps_text() -> None:
     assert text.endswith("\r\n")
 
 
-def test_rescan_reports_show_the_decision_beside_its_pair(rescan_report_and_uploads) -> None:
-    report, uploads = rescan_report_and_uploads
+def test_rescan_reports_show_the_decision_beside_its_pair(
+    rescan_report_and_catalog, tmp_path: Path
+) -> None:
+    report, catalog = rescan_report_and_catalog
+    uploads = catalog.uploads()
     pair = report.pairs[0]
-    by_work = {u.work_id: u.upload_id for u in uploads}
-    upload_id = by_work[pair.query_work_id]
-    made = decision(7, upload_id, pair.reference_work_id, "not_a_copy", "licensed remix")
+    upload_id = next(u.upload_id for u in uploads if u.work_id == pair.query_work_id)
+    made = catalog.record_decision(
+        upload_id, pair.reference_work_id, "not_a_copy", "=licensed remix", "rita"
+    )
     assert decisions_by_pair([made], uploads) == {pair.work_ids: made}
-    rows = list(csv.DictReader(io.StringIO(rescan_csv(report, [made], uploads), newline="")))
+    # the CSV written with the catalog: the decision in its pair's row, cells formula-safe
+    out = write_rescan_report(report, tmp_path / "rescan.csv", catalog)
+    rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
+    assert rows[0].keys() >= {"review_decision", "review_note", "reviewer", "reviewed_at"}
     decided = [r for r in rows if r["review_decision"]]
     assert [(r["query_work_id"], r["reference_work_id"]) for r in decided] == [
         (str(pair.query_work_id), str(pair.reference_work_id))
     ]
-    assert decided[0]["review_decision"] == "not_a_copy"
-    assert decided[0]["review_note"] == "licensed remix"
-    assert "review_decision" in rows[0] and rescan_csv(report).count("not_a_copy") == 0
-    section = decisions_section(report, [made], uploads)
-    assert "not a copy" in section and "licensed remix" in section
-    assert decisions_section(report, [], uploads) == ""
-    hostile = decision(8, upload_id, pair.reference_work_id, "copy", "<img src=x onerror=1>")
-    assert "<img" not in decisions_section(report, [hostile], uploads)
+    assert decided[0]["review_note"] == "'=licensed remix" and decided[0]["reviewer"] == "rita"
+    plain = rescan_csv(report)
+    assert with_decision_columns(plain, report, [], uploads).count("not_a_copy") == 0
+    # every cell before the new ones is copied as rescan_csv wrote it
+    original = list(csv.reader(io.StringIO(plain, newline="")))
+    assert [
+        r[: len(original[0])] for r in csv.reader(io.StringIO(out.read_text(), newline=""))
+    ] == (original)
+    # the HTML report gets a section, escaped
+    page = rescan_html(report, None)
+    shown = with_decisions_section(page, report, [made], uploads)
+    section = shown[shown.index('<section id="review-decisions">') : shown.index("</main>")]
+    assert "not a copy" in section and "=licensed remix" in section and "rita" in section
+    assert with_decisions_section(page, report, [], uploads) == page
+    hostile = replace(made, note="<img src=x onerror=alert(1)>")
+    assert "<img src=x" not in with_decisions_section(page, report, [hostile], uploads)
 
 
 @pytest.fixture(scope="module")
-def rescan_report_and_uploads(pristine_catalog_dir: Path, tmp_path_factory):
-    """A rescan of the fixture catalog with its stretched and shifted copies added."""
+def rescan_report_and_catalog(pristine_catalog_dir: Path, tmp_path_factory):
+    """A rescan of the fixture catalog with a stretched copy added."""
     from audiodup.rescan import rescan
 
     root = tmp_path_factory.mktemp("decisions") / "catalog"
@@ -148,4 +170,4 @@ def rescan_report_and_uploads(pristine_catalog_dir: Path, tmp_path_factory):
         catalog.add_paths([uploads / "stretch_0.80_work_01.ogg"])
         report = rescan(catalog)
         assert report.pairs, "the copy must pair with its original"
-        return report, catalog.uploads()
+        yield report, catalog

@@ -22,6 +22,7 @@ pytest.importorskip("pedalboard")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from audiodup import Catalog  # noqa: E402
 from audiodup.schema import validate  # noqa: E402
 from audiodup.service import sessions  # noqa: E402
 from audiodup.service.app import create_app  # noqa: E402
@@ -38,6 +39,16 @@ def served(pristine_catalog_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     (a tempo copy, a pitch copy by a hostile uploader name, an unrelated file) and keys."""
     root = tmp_path_factory.mktemp("review") / "catalog"
     shutil.copytree(pristine_catalog_dir, root)
+    with Catalog.open(root, create=False) as catalog:  # work_02 is a rights holder's reference
+        owner = next(u for u in catalog.uploads() if Path(u.source_path).stem == "work_02")
+        catalog.update_uploads(
+            [
+                (
+                    owner.upload_id,
+                    {"role": "reference", "uploader": "Rights Holder", "isrc": "GBAYE0000001"},
+                )
+            ]
+        )
     config = ServiceConfig(db=root)
     keys = KeyFile(config.keys_path)
     key = {
@@ -134,6 +145,13 @@ def test_an_upload_page_shows_the_evidence_picture_players_and_form(served) -> N
     page = client.get(f"/review/uploads/{upload_id}").text
     for shown in ("label-a", "isrc", "USRC17607839", "x1.25", "Decision", "not a copy"):
         assert shown in page, shown
+    # the match names its owner: the reference upload, its identifiers and why it was chosen
+    for shown in ("reference, by Rights Holder", "GBAYE0000001", "the rights holder&#x27;s"):
+        assert shown in page, shown
+    # an owner without an uploader shows none (not "nan")
+    unnamed = client.get(f"/review/uploads/{ids['pitch_-3_work_03.ogg']}").text
+    assert "upload, by" not in unnamed
+    assert all(re.search(r"\bnan\b", shown) is None for shown in (page, unnamed))
     work_id = int(re.search(r'name="work_id" id="decision-work"><option value="(\d+)"', page)[1])
     assert f'src="/review/uploads/{upload_id}/explain.png?work_id={work_id}"' in page
     assert page.count("<audio ") == 2

@@ -552,7 +552,7 @@ def _html(text: str, nonce: str, status: int = 200) -> HTMLResponse:
     headers = {
         **_PRIVATE,
         "Content-Security-Policy": policy,
-        "Referrer-Policy": "no-referrer",
+        "Referrer-Policy": "same-origin",  # "no-referrer" makes form posts say Origin: null
         "X-Frame-Options": "DENY",
     }
     return HTMLResponse(text, status_code=status, headers=headers)
