@@ -223,6 +223,15 @@ def test_the_api_records_decisions_by_scope_and_the_latest_wins(served) -> None:
     assert client.get("/v1/reviews/export").status_code == 401
     bad = client.post(url, json={**body, "decision": "maybe"}, headers=bearer(key["review"]))
     assert bad.status_code == 422
+    for odd in ({"work_id": 2**70}, {"note": "\ud800"}, {"work_id": 0}):  # as JSON text
+        refused = client.post(
+            url,
+            content=json.dumps({**body, **odd}),
+            headers={**bearer(key["review"]), "Content-Type": "application/json"},
+        )
+        assert refused.status_code == 422, odd
+    huge = client.get(f"/v1/reviews/{2**70}/decisions", headers=bearer(key["review"]))
+    assert huge.status_code == 422
     elsewhere = client.post(url, json={**body, "work_id": 999}, headers=bearer(key["review"]))
     assert elsewhere.status_code == 404
     clean = ids["unrelated_a.ogg"]

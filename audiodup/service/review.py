@@ -38,11 +38,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..audio import load_audio
@@ -68,6 +69,9 @@ MAX_NOTE_CHARS = 4000
 _MAX_FORM_BYTES = 64 * 1024
 _CACHE_ENTRIES = 8  # A/B pairs and pictures kept per worker: a reviewer replays, seeks, reloads
 _require_review = require_scope("review")
+_MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no upload, and must not be a 500
+UploadId = Annotated[int, PathParam(ge=1, le=_MAX_ID)]
+WorkIdQuery = Annotated[int, Query(ge=1, le=_MAX_ID)]
 
 
 # -- pages ------------------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def queue(
 
 @router.get("/uploads/{upload_id}", include_in_schema=False)
 def upload_page(
-    request: Request, upload_id: int, work_id: int | None = None, recorded: str = ""
+    request: Request, upload_id: UploadId, work_id: WorkIdQuery | None = None, recorded: str = ""
 ) -> Response:
     session = _session(request)
     if session is None:
@@ -178,7 +182,7 @@ def upload_page(
 
 
 @router.post("/uploads/{upload_id}/decision", include_in_schema=False)
-async def decide_from_page(request: Request, upload_id: int) -> Response:
+async def decide_from_page(request: Request, upload_id: UploadId) -> Response:
     _same_origin(request)
     session = _session(request)
     if session is None:
@@ -189,6 +193,8 @@ async def decide_from_page(request: Request, upload_id: int) -> Response:
     try:
         work_id = int(str(form.get("work_id", "")))
     except ValueError:
+        work_id = 0
+    if not 1 <= work_id <= _MAX_ID:
         return _bad_request_page("choose the matched work the decision is about")
     decision = str(form.get("decision", ""))
     note = str(form.get("note", ""))
@@ -206,7 +212,7 @@ async def decide_from_page(request: Request, upload_id: int) -> Response:
 
 
 @router.get("/uploads/{upload_id}/explain.png", include_in_schema=False)
-def explain_picture(request: Request, upload_id: int, work_id: int) -> Response:
+def explain_picture(request: Request, upload_id: UploadId, work_id: WorkIdQuery) -> Response:
     if _session(request) is None:
         raise ApiError(401, "unauthorized", "sign in at /review/login")
     png = _cached(
@@ -217,7 +223,10 @@ def explain_picture(request: Request, upload_id: int, work_id: int) -> Response:
 
 @router.get("/uploads/{upload_id}/listen/{side}.wav", include_in_schema=False)
 def listen(
-    request: Request, upload_id: int, side: Literal["reference", "upload"], work_id: int
+    request: Request,
+    upload_id: UploadId,
+    side: Literal["reference", "upload"],
+    work_id: WorkIdQuery,
 ) -> Response:
     if _session(request) is None:
         raise ApiError(401, "unauthorized", "sign in at /review/login")
@@ -233,15 +242,24 @@ def listen(
 class DecisionIn(BaseModel):
     """A reviewer's decision on one flagged upload."""
 
-    work_id: int = Field(description="The matched work the upload was compared with.")
+    work_id: int = Field(
+        ge=1, le=_MAX_ID, description="The matched work the upload was compared with."
+    )
     decision: Literal["copy", "not_a_copy", "escalate"]
     note: str = Field("", max_length=MAX_NOTE_CHARS, description="Free text, kept as given.")
+
+    @field_validator("note")
+    @classmethod
+    def _note_is_text(cls, note: str) -> str:
+        if not _storable(note):
+            raise ValueError("the note holds a lone surrogate, which is no text")
+        return note
 
 
 @api_router.get("/export", tags=["review"])
 async def export(
     request: Request,
-    format: Literal["csv", "json"] = "json",  # noqa: A002 - the query parameter's name
+    format: Literal["csv", "json"] = "json",
     history: bool = False,
 ) -> Response:
     """The review decisions: the one in force per upload, or (``history=true``) every one,
@@ -267,7 +285,7 @@ async def export(
 
 
 @api_router.get("/{upload_id}/decisions", tags=["review"])
-async def upload_decisions(request: Request, upload_id: int) -> Response:
+async def upload_decisions(request: Request, upload_id: UploadId) -> Response:
     """Every decision on one upload, oldest first (the last is in force)."""
     await _reviewer(request)
 
@@ -280,7 +298,7 @@ async def upload_decisions(request: Request, upload_id: int) -> Response:
 
 
 @api_router.post("/{upload_id}/decisions", status_code=201, tags=["review"])
-async def record_decision(request: Request, upload_id: int, decision: DecisionIn) -> Response:
+async def record_decision(request: Request, upload_id: UploadId, decision: DecisionIn) -> Response:
     """Record a decision on a flagged upload (API keys only: a browser uses the pages)."""
     reviewer = await _require_review(request)
     made = await run_in_threadpool(
@@ -504,7 +522,17 @@ def _decision_problem(decision: str, note: str) -> str | None:
         return "choose copy, not a copy or escalate"
     if len(note) > MAX_NOTE_CHARS:
         return f"the note is longer than {MAX_NOTE_CHARS} characters"
+    if not _storable(note):
+        return "the note holds a lone surrogate, which is no text"
     return None
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _cached(request: Request, key: tuple, make: Callable):
