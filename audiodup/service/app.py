@@ -514,7 +514,6 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     )
     def metrics_endpoint(request: Request) -> Response:
         engine: Engine = request.app.state.engine
-        metrics.QUEUE_DEPTH.set(engine.queued)
         with contextlib.suppress(AudiodupError, ApiError), engine.lock:
             stats = engine.catalog.stats()
             metrics.CATALOG_WORKS.set(stats.works)

@@ -20,6 +20,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from ..catalog import Catalog
+from . import metrics
 from .config import ServiceConfig
 from .errors import ApiError
 
@@ -35,6 +36,7 @@ class Engine:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="audiodup-engine")
         self._catalog: Catalog | None = None
         self.queued = 0  # engine calls waiting or running in this process
+        self._count = threading.Lock()
         self.ready = False
 
     @property
@@ -72,7 +74,7 @@ class Engine:
                 f"this worker has {self.queued} requests queued; retry later",
                 {"Retry-After": "5"},
             )
-        self.queued += 1
+        self._queue_change(+1)
         future = self._executor.submit(fn, *args)
         future.add_done_callback(self._done)
         try:
@@ -84,7 +86,12 @@ class Engine:
             ) from None
 
     def _done(self, _future) -> None:
-        self.queued -= 1
+        self._queue_change(-1)
+
+    def _queue_change(self, step: int) -> None:
+        with self._count:
+            self.queued += step
+        metrics.QUEUE_DEPTH.inc(step)
 
 
 def get_engine(request: Request) -> Engine:

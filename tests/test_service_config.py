@@ -1,0 +1,135 @@
+"""The service's configuration (TOML < environment < flags, checked at start) and its API keys
+(hashed in the key file, scopes, revocation, rate limits), without a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from cli_runner import run_main  # noqa: E402
+
+from audiodup.service.auth import KeyFile, KeyFileError, RateLimiter  # noqa: E402
+from audiodup.service.config import ConfigError, ServiceConfig, load_config  # noqa: E402
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "audiodup.toml"
+    path.write_text(text)
+    return path
+
+
+def test_flags_beat_environment_beat_toml(tmp_path):
+    toml = _toml(tmp_path, 'db = "cat"\nport = 8100\nworkers = 3\nhost = "0.0.0.0"\ntop_k = 7\n')
+    env = {"AUDIODUP_PORT": "8200", "AUDIODUP_WORKERS": "2"}
+    config = load_config(toml, {"port": 8300, "host": None}, environ=env)
+    assert config.port == 8300  # flag
+    assert config.workers == 2  # environment over TOML
+    assert config.host == "0.0.0.0"  # TOML (the unset flag does not count)
+    assert config.top_k == 7
+    assert config.db == tmp_path / "cat"  # relative to the TOML file's folder
+    assert config.keys_path == tmp_path / "cat" / "service" / "keys.json"
+
+
+def test_defaults_and_round_trip(tmp_path):
+    config = load_config(None, {"db": tmp_path}, environ={})
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8000, 1)
+    assert ServiceConfig.from_json(config.to_json()) == config
+    assert load_config(None, {}, environ={"AUDIODUP_DB": str(tmp_path)}).db == tmp_path
+    assert load_config(None, {}, environ={}).db == Path("audiodup-catalog")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"flags": {"port": 0}}, "command line: port must be at least 1"),
+        ({"flags": {"port": 70000}}, "port must be at most 65535"),
+        ({"env": {"AUDIODUP_WORKERS": "two"}}, "environment: workers must be a whole number"),
+        ({"toml": "max_upload_bytes = -5\n"}, "max_upload_bytes must be at least 1"),
+        ({"toml": "request_timeout_s = 0\n"}, "request_timeout_s must be positive"),
+        ({"toml": 'log_level = "loud"\n'}, "log_level must be one of"),
+        ({"toml": "colour = 1\n"}, "unknown setting 'colour'"),
+        ({"toml": "port = [\n"}, "is not valid TOML"),
+        ({"toml": "workers = true\n"}, "workers must be a number"),
+    ],
+)
+def test_bad_settings_are_one_clear_line(tmp_path, source, expected):
+    toml = _toml(tmp_path, source["toml"]) if "toml" in source else None
+    with pytest.raises(ConfigError) as info:
+        load_config(toml, source.get("flags", {}), environ=source.get("env", {}))
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_serve_refuses_a_bad_config_in_one_line(tmp_path, monkeypatch, capsys):
+    toml = _toml(tmp_path, "workers = 0\n")
+    code, _, err = run_main(
+        ["serve", "--db", str(tmp_path), "--config", str(toml)], monkeypatch, capsys
+    )
+    assert code == 2
+    assert err.strip().startswith("error: ") and "workers must be at least 1" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_serve_refuses_a_missing_catalog(tmp_path, monkeypatch, capsys):
+    code, _, err = run_main(["serve", "--db", str(tmp_path / "none")], monkeypatch, capsys)
+    assert code == 2 and "no catalog at" in err
+
+
+def test_keys_are_stored_hashed_and_checked(tmp_path):
+    keys = KeyFile(tmp_path / "keys.json")
+    key = keys.create("pipeline", ["screen"])
+    text = (tmp_path / "keys.json").read_text()
+    assert key not in text and key.split("_")[-1] not in text
+    assert (tmp_path / "keys.json").stat().st_mode & 0o077 == 0
+    record = keys.verify(key)
+    assert record is not None and record.name == "pipeline"
+    assert record.allows("screen") and not record.allows("review")
+    assert keys.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert keys.verify("adk_00000000_" + "x" * 43) is None
+    assert keys.verify("not a key") is None
+    admin = keys.create("root", ["admin"])
+    assert all(keys.verify(admin).allows(s) for s in ("screen", "review", "admin"))
+    with pytest.raises(KeyFileError, match="exists"):
+        keys.create("root", ["screen"])
+    with pytest.raises(KeyFileError, match="key name"):
+        keys.create("../etc", ["screen"])
+
+
+def test_revocation_reaches_a_running_reader(tmp_path):
+    writer, reader = KeyFile(tmp_path / "keys.json"), KeyFile(tmp_path / "keys.json")
+    key = writer.create("ops", ["review"])
+    assert reader.verify(key) is not None  # verified once, then remembered
+    assert writer.revoke("ops") == 1
+    assert reader.verify(key) is None  # the file changed: the memory is dropped
+    data = json.loads((tmp_path / "keys.json").read_text())
+    assert data["keys"][0]["revoked_at"]
+    with pytest.raises(KeyFileError, match="no live key"):
+        writer.revoke("ops")
+
+
+def test_keys_cli_prints_the_key_once(tmp_path, monkeypatch, capsys):
+    db = str(tmp_path / "db")
+    code, out, err = run_main(
+        ["keys", "create", "ci", "--scope", "screen", "--db", db], monkeypatch, capsys
+    )
+    assert code == 0
+    key = out.strip()
+    assert key.startswith("adk_") and key not in err
+    code, out, _ = run_main(["keys", "list", "--db", db], monkeypatch, capsys)
+    assert code == 0 and "ci" in out and "screen" in out and key not in out
+    code, out, _ = run_main(["keys", "revoke", "ci", "--db", db], monkeypatch, capsys)
+    assert code == 0 and "revoked 1 key" in out
+    code, _, err = run_main(["keys", "revoke", "ci", "--db", db], monkeypatch, capsys)
+    assert code == 2 and "no live key named ci" in err
+
+
+def test_rate_limiter_token_bucket():
+    limiter = RateLimiter(per_minute=60, burst=3)
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.take("a")
+    assert 0 < wait <= 1.0
+    assert limiter.take("b") == 0.0  # buckets are per key
