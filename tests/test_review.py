@@ -28,6 +28,8 @@ from audiodup.service import sessions  # noqa: E402
 from audiodup.service.app import create_app  # noqa: E402
 from audiodup.service.auth import KeyFile  # noqa: E402
 from audiodup.service.config import ServiceConfig  # noqa: E402
+from audiodup.service.review import flagged_uploads  # noqa: E402
+from audiodup.service.review_pages import QueueFilter  # noqa: E402
 
 UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 HOSTILE = '<script>alert("x")</script>\u202e'
@@ -263,6 +265,22 @@ def test_the_api_records_decisions_by_scope_and_the_latest_wins(served) -> None:
     assert "decided-not_a_copy" in queue
     undecided = client.get("/review", params={"undecided": "1"}).text
     assert f'href="/review/uploads/{upload_id}"' not in undecided
+
+
+def test_the_queue_pages_through_every_flagged_upload_once(served) -> None:
+    client, _, ids, _ = served
+    flagged = sorted((ids["stretch_1.25_work_02.ogg"], ids["pitch_-3_work_03.ogg"]))
+    engine = client.app.state.engine
+    with engine.lock:
+        seen, cursor, pages_read = [], 0, 0
+        while cursor is not None:
+            rows, cursor = flagged_uploads(engine.catalog, QueueFilter(), cursor, page_size=1)
+            seen += [r.upload.upload_id for r in rows]
+            pages_read += 1
+        assert seen == flagged and pages_read <= 3
+        only_suspects, more = flagged_uploads(engine.catalog, QueueFilter(verdict="suspect"))
+        assert only_suspects == [] and more is None
+        assert flagged_uploads(engine.catalog, QueueFilter(until="2000-01-01")) == ([], None)
 
 
 def test_a_revoked_key_ends_its_sessions(served) -> None:

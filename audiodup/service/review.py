@@ -125,7 +125,7 @@ def queue(
     since: str = "",
     until: str = "",
     undecided: str = "",
-    after_id: int = Query(0, ge=0),
+    after_id: int = Query(0, ge=0, le=_MAX_ID),
 ) -> Response:
     session = _session(request)
     if session is None:
@@ -337,7 +337,8 @@ def flagged_uploads(
         for upload, screening in window:
             cursor = upload.upload_id
             if until is not None and upload.recorded_at >= until:
-                continue
+                return rows, None  # ids follow recording times: every later one is later
+
             decision = latest.get(upload.upload_id)
             if filters.undecided and decision is not None:
                 continue
