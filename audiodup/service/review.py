@@ -537,20 +537,32 @@ def _storable(text: str) -> bool:
 
 
 def _cached(request: Request, key: tuple, make: Callable):
+    """``make()``, kept for the next requests of the same ``key`` (a few per worker). The two
+    players ask at once for the two halves of one pair: the second waits for the first's
+    result instead of decoding and stretching again."""
     state = request.app.state
     cache = getattr(state, "review_cache", None)
     if cache is None:
-        cache = state.review_cache = (threading.Lock(), OrderedDict())
-    guard, entries = cache
+        cache = state.review_cache = (threading.Lock(), OrderedDict(), {})
+    guard, entries, making = cache
     with guard:
         if key in entries:
             entries.move_to_end(key)
             return entries[key]
-    value = make()
-    with guard:
-        entries[key] = value
-        while len(entries) > _CACHE_ENTRIES:
-            entries.popitem(last=False)
+        turn = making.setdefault(key, threading.Lock())
+    with turn:
+        with guard:
+            if key in entries:
+                return entries[key]
+        try:
+            value = make()
+            with guard:
+                entries[key] = value
+                while len(entries) > _CACHE_ENTRIES:
+                    entries.popitem(last=False)
+        finally:
+            with guard:
+                making.pop(key, None)
     return value
 
 
