@@ -247,6 +247,7 @@ class CatalogStore:
         self.settings = settings
         self.read_only: str | None = None
         self._db_path = self.root / _DB_FILE
+        self._shards_read: dict[str, object] = {}
         self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=_LOCK_TIMEOUT_S)
         if self.root.exists() and not self.root.is_dir():
             raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
@@ -665,8 +666,11 @@ class CatalogStore:
             finally:
                 self._rollback()  # a read transaction: nothing to commit
             try:
-                hash_shards = [read_hash_shard(self._shard_path(h)) for h, _ in shards]
-                chroma_shards = [read_index(self._shard_path(c), binary=False) for _, c in shards]
+                hash_shards = [self._read_shard(h, read_hash_shard) for h, _ in shards]
+                chroma_shards = [
+                    self._read_shard(c, functools.partial(read_index, binary=False))
+                    for _, c in shards
+                ]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -675,10 +679,19 @@ class CatalogStore:
                     f"catalog index files are damaged or missing ({_first_line(exc)}); "
                     "run 'audiodup index rebuild'"
                 ) from None
+            # shard files are immutable and never renamed: the next load reads only new ones
+            self._shards_read = {name: self._shards_read[name] for pair in shards for name in pair}
             live = np.zeros(max_id + 1, dtype=bool)
             live[np.asarray(live_ids, dtype=np.int64)] = True
             return load_indexes(hash_shards, chroma_shards, live, self.settings.chroma_nprobe)
         raise CatalogError("catalog kept changing while loading; try again")
+
+    def _read_shard(self, name, read):
+        """A shard file's index, read once per store (a long-lived reader such as a service
+        worker then reloads only the shards a commit added)."""
+        if name not in self._shards_read:
+            self._shards_read[name] = read(self._shard_path(name))
+        return self._shards_read[name]
 
     def _shard_path(self, name) -> Path:
         if not isinstance(name, str) or not _OWN_SHARD_FILE.fullmatch(name):

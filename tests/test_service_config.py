@@ -133,3 +133,10 @@ def test_rate_limiter_token_bucket():
     wait = limiter.take("a")
     assert 0 < wait <= 1.0
     assert limiter.take("b") == 0.0  # buckets are per key
+
+
+def test_the_readme_example_config_is_valid(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = load_config(_toml(tmp_path, block), {}, environ={})
+    assert config.workers == 2 and config.key_file == tmp_path / "keys.json"

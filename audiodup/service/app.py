@@ -514,11 +514,16 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     )
     def metrics_endpoint(request: Request) -> Response:
         engine: Engine = request.app.state.engine
-        with contextlib.suppress(AudiodupError, ApiError), engine.lock:
-            stats = engine.catalog.stats()
-            metrics.CATALOG_WORKS.set(stats.works)
-            metrics.CATALOG_UPLOADS.set(stats.uploads)
-            metrics.CATALOG_HOURS.set(stats.hours)
+        # a scrape does not wait long for a screening: the catalog gauges keep their last value
+        if engine.lock.acquire(timeout=2.0):
+            try:
+                with contextlib.suppress(AudiodupError, ApiError):
+                    stats = engine.catalog.stats()
+                    metrics.CATALOG_WORKS.set(stats.works)
+                    metrics.CATALOG_UPLOADS.set(stats.uploads)
+                    metrics.CATALOG_HOURS.set(stats.hours)
+            finally:
+                engine.lock.release()
         body, kind = metrics.render()
         return Response(body, media_type=kind)
 
@@ -539,13 +544,11 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             mode == Mode.auto and received.size > config.async_above_bytes
         )
         if asynchronous:
-            return _start_job(request, client, kind, work)
-        try:
-            status, body = await engine.run(work, timeout_s=config.request_timeout_s)
-        except ApiError as exc:
-            if exc.status != 504:  # a call that timed out may still be running: it cleans up
-                received.discard()
-            raise
+            return _start_job(request, client, kind, work, received.discard)
+        # the work removes the received file itself; if it never runs, this does
+        status, body = await engine.run(
+            work, timeout_s=config.request_timeout_s, on_dropped=received.discard
+        )
         headers = {}
         if status == 201:
             headers["Location"] = f"/v1/uploads/{body['upload']['upload_id']}"
@@ -823,8 +826,9 @@ def _upload_request(
     return UploadRequest(fields, role, client, idempotency_key, request_hash)
 
 
-def _start_job(request: Request, client: str, kind: str, work) -> JSONResponse:
-    """Answer 202 now and run ``work`` in the engine thread; its answer goes to the job."""
+def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONResponse:
+    """Answer 202 now and run ``work`` in the engine thread; its answer goes to the job
+    (``cleanup`` runs if the work never does)."""
     jobs: JobStore = request.app.state.jobs
     engine: Engine = request.app.state.engine
     config: ServiceConfig = request.app.state.config
@@ -836,7 +840,9 @@ def _start_job(request: Request, client: str, kind: str, work) -> JSONResponse:
 
     async def run() -> None:
         try:
-            status, body = await engine.run(running, timeout_s=config.job_timeout_s)
+            status, body = await engine.run(
+                running, timeout_s=config.job_timeout_s, on_dropped=cleanup
+            )
             jobs.update(job_id, status="done", http_status=status, result=body)
         except ApiError as exc:
             jobs.update(

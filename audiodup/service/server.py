@@ -46,7 +46,10 @@ def run(config: ServiceConfig) -> None:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=30,
-            # the application has no use for a shared module import in the parent
+            # a new worker imports numpy, FAISS and the engine before it can answer the
+            # supervisor's health check: at uvicorn's default 5 s a busy machine saw new
+            # workers killed as hung and started again (13 s to ready instead of 7)
+            timeout_worker_healthcheck=60,
         )
         socket = server_config.bind_socket()
         Multiprocess(server_config, sockets=[socket]).run()
