@@ -70,7 +70,8 @@ def served(pristine_catalog_dir: Path, tmp_path_factory: pytest.TempPathFactory)
                 answer = client.post(
                     "/v1/uploads",
                     files={"file": (name, handle, "audio/ogg")},
-                    data={"uploader": uploader, "isrc": "USRC17607839", "title": name},
+                    data={"uploader": uploader, "isrc": "USRC17607839"}
+                    | ({} if name.startswith("pitch") else {"title": f"Title of {name}"}),
                     headers=bearer(key["screen"]),
                 )
             assert answer.status_code == 201, answer.text
@@ -125,6 +126,12 @@ def test_the_queue_lists_flagged_uploads_and_filters_them(served) -> None:
     listed = {int(i) for i in re.findall(r'href="/review/uploads/(\d+)"', page.text)}
     assert listed == {ids["stretch_1.25_work_02.ogg"], ids["pitch_-3_work_03.ogg"]}
     assert 'id="reviewer">rita<' in page.text
+    # an upload is named by its title, else by the file name its client sent
+    names = dict(re.findall(r'href="/review/uploads/(\d+)">([^<]*)</a>', page.text))
+    assert names == {
+        str(ids["stretch_1.25_work_02.ogg"]): "Title of stretch_1.25_work_02.ogg",
+        str(ids["pitch_-3_work_03.ogg"]): "pitch_-3_work_03.ogg",
+    }
     by_label = client.get("/review", params={"uploader": "label-a"}).text
     assert set(re.findall(r'href="/review/uploads/(\d+)"', by_label)) == {
         str(ids["stretch_1.25_work_02.ogg"])

@@ -163,14 +163,14 @@ def upload_page(
         history = catalog.decisions(upload_id)
     if found is None:
         return _not_found_page(f"upload {upload_id} was not screened by the service")
-    upload, verdict, screened_at, matches = found
-    chosen = _chosen(matches, work_id) if matches else None
+    chosen = _chosen(found.matches, work_id) if found.matches else None
     nonce = _nonce()
     text = pages.upload_page(
-        upload,
-        verdict,
-        screened_at,
-        matches,
+        found.upload,
+        found.name,
+        found.verdict,
+        found.screened_at,
+        found.matches,
         chosen,
         history,
         nonce=nonce,
@@ -342,13 +342,14 @@ def flagged_uploads(
             decision = latest.get(upload.upload_id)
             if filters.undecided and decision is not None:
                 continue
-            matches = _matches(screening.result)
+            found = _screening_of(upload, screening)
             rows.append(
                 pages.QueueRow(
                     upload,
-                    screening.verdict,
-                    screening.screened_at,
-                    matches[0] if matches else None,
+                    found.name,
+                    found.verdict,
+                    found.screened_at,
+                    found.matches[0] if found.matches else None,
                     decision,
                 )
             )
@@ -364,22 +365,41 @@ class _Sources:
     upload_name: str
 
 
-def _screened(
-    catalog: Catalog, upload_id: int
-) -> tuple[UploadInfo, str | None, str | None, list[Match]] | None:
+@dataclass(frozen=True)
+class _Screened:
+    """A recorded upload with the service's screening of it."""
+
+    upload: UploadInfo
+    verdict: str
+    screened_at: str
+    matches: list[Match]
+    name: str  # what the page calls it: its title, else the file name the client sent
+
+
+def _screened(catalog: Catalog, upload_id: int) -> _Screened | None:
     found = catalog.store.find_uploads(upload_id=upload_id, limit=1)
     if not found or found[0][1] is None:
         return None
-    upload, screening = found[0]
-    return upload, screening.verdict, screening.screened_at, _matches(screening.result)
+    return _screening_of(*found[0])
 
 
-def _matches(result: str) -> list[Match]:
+def _screening_of(upload: UploadInfo, screening) -> _Screened:
+    """The upload and what its stored verdict entry says (matches; the client's file name,
+    shown, never used as a path). A damaged entry shows no match rather than failing."""
     try:
-        entry = json.loads(result)
-        return [match_from_dict(m) for m in entry.get("matches", ())]
+        entry = json.loads(screening.result)
+        matches = [match_from_dict(m) for m in entry.get("matches", ())]
+        sent = entry.get("path")
     except (ValueError, TypeError, KeyError, AttributeError):
-        return []
+        matches, sent = [], None
+    name = upload.title or (sent if isinstance(sent, str) and sent else None)
+    return _Screened(
+        upload,
+        screening.verdict,
+        screening.screened_at,
+        matches,
+        name or f"upload {upload.upload_id}",
+    )
 
 
 def _chosen(matches: list[Match], work_id: int | None) -> Match:
@@ -389,14 +409,12 @@ def _chosen(matches: list[Match], work_id: int | None) -> Match:
 def _sources(request: Request, upload_id: int, work_id: int) -> _Sources:
     with _catalog(request) as catalog:
         found = _screened(catalog, upload_id)
-        matches = [] if found is None else found[3]
+        matches = [] if found is None else found.matches
         match = next((m for m in matches if m.work_id == work_id), None)
         work = catalog.work(work_id) if match is not None else None
     if found is None or match is None or work is None:
         raise not_found(f"upload {upload_id} has no match with work {work_id}")
-    upload = found[0]
-    name = upload.title or Path(upload.source_path).name
-    return _Sources(upload.source_path, work.path, match, name)
+    return _Sources(found.upload.source_path, work.path, match, found.name)
 
 
 def _pair(request: Request, upload_id: int, work_id: int) -> ListeningPair:
@@ -443,7 +461,7 @@ def _record(
     upload, screening or match)."""
     with _catalog(request) as catalog:
         found = _screened(catalog, upload_id)
-        if found is None or all(m.work_id != work_id for m in found[3]):
+        if found is None or all(m.work_id != work_id for m in found.matches):
             return None
         try:
             return catalog.record_decision(upload_id, work_id, decision, note, reviewer)

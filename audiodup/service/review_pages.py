@@ -26,6 +26,7 @@ class QueueRow:
     """One flagged upload in the queue."""
 
     upload: UploadInfo
+    name: str  # its title, else the file name the client sent
     verdict: str
     screened_at: str
     top: Match | None
@@ -92,7 +93,7 @@ def queue_page(
     table_rows = []
     for row in rows:
         u, top = row.upload, row.top
-        name = u.title or Path(u.source_path).name
+        name = row.name
         match = _e(f"work {top.work_id}: {top.title or Path(top.path).name}") if top else ""
         alteration = (
             _e(f"x{top.tempo_ratio:.3f}, {top.pitch_shift_semitones:+.2f} st") if top else ""
@@ -117,7 +118,7 @@ def queue_page(
         )
     headers = (
         "upload",
-        "title or file",
+        "title or file sent",
         "uploader",
         "uploaded at",
         "recorded (UTC)",
@@ -151,6 +152,7 @@ def queue_page(
 
 def upload_page(
     upload: UploadInfo,
+    name: str,
     verdict: str | None,
     screened_at: str | None,
     matches: Sequence[Match],
@@ -163,7 +165,6 @@ def upload_page(
     notice: str | None = None,
 ) -> str:
     """One upload: who sent it, the evidence, the picture, the A/B players and the form."""
-    name = upload.title or Path(upload.source_path).name
     facts = [
         ("upload", str(upload.upload_id)),
         ("title", upload.title or ""),
@@ -173,7 +174,7 @@ def upload_page(
         ("recorded at", upload.recorded_at),
         ("screened at", screened_at or ""),
         *((k, v) for k, v in upload.external_ids.items()),
-        ("file", Path(upload.source_path).name),
+        ("kept as", Path(upload.source_path).name),
     ]
     facts_html = "".join(
         f'<tr><th scope="row">{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in facts if v
