@@ -234,10 +234,16 @@ def test_content_type_size_and_duration_limits(server):
 
 def test_rate_limit_per_key(server):
     with server.client("burst") as http:
-        statuses = [http.get("/v1/uploads?limit=1").status_code for _ in range(200)]
+        first = http.get("/v1/uploads?limit=1").status_code
+        # eight at a time: far faster than the key's rate refills (10/s over both workers)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            statuses = list(
+                pool.map(lambda _: http.get("/v1/uploads?limit=1").status_code, range(200))
+            )
         limited = http.get("/v1/uploads?limit=1")
+    assert first == 200
     assert 429 in statuses, statuses
-    assert statuses[0] == 200
+    assert set(statuses) <= {200, 429}
     if limited.status_code == 429:
         assert int(limited.headers["retry-after"]) >= 1
         _error(limited, 429, "rate_limited")
@@ -593,13 +599,13 @@ def test_timeouts(pristine_catalog_dir, tmp_path):
     db = tmp_path / "db"
     shutil.copytree(pristine_catalog_dir, db)
     key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
-    slow = start_server(db, tmp_path, workers=1, toml="request_timeout_s = 0.25\n")
+    slow = start_server(db, tmp_path, workers=1, toml="request_timeout_s = 0.05\n")
     try:
         with httpx.Client(
             base_url=slow.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
             response = http.post(
-                "/v1/screen", content=synth_wav(7601, 60), headers={"Content-Type": "audio/wav"}
+                "/v1/screen", content=synth_wav(7601, 180), headers={"Content-Type": "audio/wav"}
             )
             body = _error(response, response.status_code)
             assert (response.status_code, body["code"]) in (

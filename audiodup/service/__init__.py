@@ -10,15 +10,22 @@ For routers mounted in the application (the review queue, ``audiodup.service.rev
 ``router`` is mounted at ``/review`` and ``api_router`` -- or ``router`` when it has none -- at
 ``/v1/reviews``)::
 
+    from typing import Annotated
     from fastapi import APIRouter, Depends
+    from audiodup import Catalog
     from audiodup.service.auth import require_scope
     from audiodup.service.engine import get_catalog
 
     router = APIRouter()
 
     @router.get("/")
-    def queue(key_name: str = Depends(require_scope("review")), catalog=Depends(get_catalog)):
+    def queue(
+        key_name: Annotated[str, Depends(require_scope("review"))],
+        catalog: Annotated[Catalog, Depends(get_catalog)],
+    ):
         ...  # a ``def`` endpoint: it runs in a thread, holding this process's catalog lock
+
+(``tests/test_service_app.py`` mounts such a stand-in.)
 
 Importing this package needs the ``serve`` extra (``pip install 'audiodup[serve]'``).
 """

@@ -1,0 +1,74 @@
+"""The application in-process (Starlette's test client): the contract a router mounted in it
+relies on. A stand-in for the review queue (``audiodup.service.review``) is mounted at
+``/review`` and ``/v1/reviews``, asks for the review scope with ``require_scope`` and reads the
+catalog through ``get_catalog`` from a ``def`` endpoint (another thread than the one that
+opened it)."""
+
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from pathlib import Path
+from typing import Annotated
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi import APIRouter, Depends  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from audiodup import Catalog  # noqa: E402
+from audiodup.service.app import create_app  # noqa: E402
+from audiodup.service.auth import KeyFile, require_scope  # noqa: E402
+from audiodup.service.config import load_config  # noqa: E402
+from audiodup.service.engine import get_catalog  # noqa: E402
+
+
+@pytest.fixture
+def review_module(monkeypatch):
+    pages, api = APIRouter(), APIRouter()
+
+    @pages.get("/")
+    def queue(
+        key_name: Annotated[str, Depends(require_scope("review"))],
+        catalog: Annotated[Catalog, Depends(get_catalog)],
+    ) -> dict:
+        return {"page": "queue", "by": key_name, "works": len(catalog.works())}
+
+    @api.get("/")
+    def decisions(key_name: Annotated[str, Depends(require_scope("review"))]) -> dict:
+        return {"decisions": [], "by": key_name}
+
+    module = types.ModuleType("audiodup.service.review")
+    module.__spec__ = importlib.machinery.ModuleSpec("audiodup.service.review", None)
+    module.router, module.api_router = pages, api
+    monkeypatch.setitem(sys.modules, "audiodup.service.review", module)
+    return module
+
+
+def test_a_review_router_is_mounted_with_scopes_and_the_catalog(
+    catalog_copy: Path, review_module
+) -> None:
+    keys = KeyFile(catalog_copy / "service" / "keys.json")
+    reviewer, pipeline = keys.create("rev", ["review"]), keys.create("pipe", ["screen"])
+    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
+    with TestClient(app) as http:
+        page = http.get("/review/", headers={"Authorization": f"Bearer {reviewer}"})
+        assert page.status_code == 200
+        assert page.json() == {"page": "queue", "by": "rev", "works": 6}
+        api = http.get("/v1/reviews/", headers={"Authorization": f"Bearer {reviewer}"})
+        assert api.json() == {"decisions": [], "by": "rev"}
+        refused = http.get("/review/", headers={"Authorization": f"Bearer {pipeline}"})
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        assert http.get("/v1/reviews/").status_code == 401
+        assert "/review/" in http.get("/openapi.json").json()["paths"]
+
+
+def test_without_a_review_module_nothing_is_mounted(catalog_copy: Path) -> None:
+    if importlib.util.find_spec("audiodup.service.review") is not None:
+        pytest.skip("the review queue is installed: it is mounted")
+    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
+    with TestClient(app) as http:
+        assert http.get("/review/").status_code == 404
+        assert http.get("/readyz").json() == {"status": "ready"}
