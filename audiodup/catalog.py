@@ -25,6 +25,8 @@ from .results import (
     AddResult,
     CatalogStats,
     Match,
+    ReviewDecision,
+    ReviewLabel,
     UploadInfo,
     Verdict,
     WorkInfo,
@@ -131,6 +133,22 @@ class Catalog:
         """Change uploads' metadata and roles at once (all or nothing); see
         :func:`audiodup.metadata.read_metadata_update`."""
         self.store.update_uploads(changes)
+
+    # -- review decisions (the review queue of ``audiodup serve``) -----------------------------
+    def record_decision(
+        self, upload_id: int, work_id: int, decision: ReviewLabel, note: str, reviewer: str
+    ) -> ReviewDecision:
+        """Append a reviewer's decision on upload ``upload_id`` compared with work
+        ``work_id``; see :meth:`audiodup.store.CatalogStore.record_decision`."""
+        return self.store.record_decision(upload_id, work_id, decision, note, reviewer)
+
+    def decisions(self, upload_id: int | None = None) -> list[ReviewDecision]:
+        """The decisions' history (of one upload, or all), oldest first."""
+        return self.store.decisions(upload_id)
+
+    def latest_decisions(self) -> list[ReviewDecision]:
+        """The decision in force for each upload that has one, by upload id."""
+        return self.store.latest_decisions()
 
     # -- screening (the pipeline is audiodup.screening) ----------------------------------------
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:

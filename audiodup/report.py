@@ -31,7 +31,15 @@ from pathlib import Path
 from .catalog import Catalog
 from .errors import AudiodupError
 from .rescan import Member, Pair, RescanReport, report_to_dict
-from .results import Match, Verdict, dumps, screen_document, to_jsonable
+from .results import (
+    Match,
+    ReviewDecision,
+    UploadInfo,
+    Verdict,
+    dumps,
+    screen_document,
+    to_jsonable,
+)
 
 REPORT_SUFFIXES = (".json", ".csv", ".html")
 
@@ -111,11 +119,12 @@ def write_rescan_report(
     if fmt == "json":
         text = dumps(report_to_dict(report))
     elif fmt == "csv":
-        text = rescan_csv(report)
+        text = with_decision_columns(rescan_csv(report), report, *_review_of(catalog))
     else:
-        from .report_html import rescan_html
+        from .report_html import rescan_html, with_decisions_section
 
-        text = rescan_html(report, catalog)
+        page = rescan_html(report, catalog)
+        text = with_decisions_section(page, report, *_review_of(catalog))
     return _write(out, text)
 
 
@@ -217,6 +226,80 @@ def rescan_csv(report: RescanReport) -> str:
             ]
         )
     return _csv(header, rows)
+
+
+# -- review decisions (the review queue of ``audiodup serve``) -----------------------------
+_DECISION_COLUMNS = (
+    "decision_id",
+    "upload_id",
+    "work_id",
+    "decision",
+    "note",
+    "reviewer",
+    "decided_at",
+)
+_DECISION_PAIR_COLUMNS = ("review_decision", "review_note", "reviewer", "reviewed_at")
+
+
+def decisions_csv(decisions: Sequence[ReviewDecision]) -> str:
+    """The review decisions export as CSV (``GET /v1/reviews/export?format=csv``): one row
+    per decision, text cells formula-safe like every CSV report."""
+    return _csv(
+        _DECISION_COLUMNS, [[getattr(d, name) for name in _DECISION_COLUMNS] for d in decisions]
+    )
+
+
+def decisions_by_pair(
+    decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
+) -> dict[tuple[int, int], ReviewDecision]:
+    """The decision in force on each pair of works (ascending ids, as ``Pair.work_ids``): a
+    decision on an upload is about its work and the matched work; the latest one wins."""
+    work_of = {u.upload_id: u.work_id for u in uploads}
+    found: dict[tuple[int, int], ReviewDecision] = {}
+    for d in sorted(decisions, key=lambda d: d.decision_id):
+        work = work_of.get(d.upload_id)
+        if work is not None and work != d.work_id:
+            found[(min(work, d.work_id), max(work, d.work_id))] = d
+    return found
+
+
+def with_decision_columns(
+    text: str,
+    report: RescanReport,
+    decisions: Sequence[ReviewDecision],
+    uploads: Sequence[UploadInfo],
+) -> str:
+    """:func:`rescan_csv` ``text`` with the review decision in force on each pair in its last
+    columns (empty where none was made). Its rows are the report's pairs, duplicates then
+    suspects; cells are copied as written (already formula-safe), only the new ones are made
+    safe."""
+    reviewed = decisions_by_pair(decisions, uploads)
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    pairs = (*report.pairs, *report.suspect_pairs)
+    if len(rows) != len(pairs) + 1:
+        raise AudiodupError("the rescan CSV does not have one row per pair")
+    rows[0] += _DECISION_PAIR_COLUMNS
+    for row, pair in zip(rows[1:], pairs, strict=True):
+        found = reviewed.get(pair.work_ids)
+        added = (
+            [found.decision, found.note, found.reviewer, found.decided_at]
+            if found
+            else [""] * len(_DECISION_PAIR_COLUMNS)
+        )
+        row += [_text_cell(cell) for cell in added]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def _review_of(
+    catalog: Catalog | None,
+) -> tuple[list[ReviewDecision], list[UploadInfo]]:
+    """The decisions in force and the ledger, to show beside rescan pairs (none without a
+    catalog)."""
+    if catalog is None:
+        return [], []
+    return catalog.latest_decisions(), catalog.uploads()
 
 
 # per side of a pair, the uploads of that work (several joined by "; ")

@@ -30,7 +30,7 @@ from .errors import AudiodupError
 from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
-from .results import Match, Section, Verdict, shown_text
+from .results import Match, ReviewDecision, Section, UploadInfo, Verdict, shown_text
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -702,6 +702,54 @@ def _pairs_table(pairs: Sequence[Pair], table_id: str, report: RescanReport) -> 
         ["works", "link", "query", "reference", "evidence", *_NUMBER_HEADERS, "both ways"],
         rows,
         table_id=table_id,
+    )
+
+
+def with_decisions_section(
+    page: str,
+    report: RescanReport,
+    decisions: Sequence[ReviewDecision],
+    uploads: Sequence[UploadInfo],
+) -> str:
+    """A rescan report ``page`` (:func:`rescan_html`) with :func:`decisions_section` at the
+    end of its main part."""
+    section = decisions_section(report, decisions, uploads)
+    if not section:
+        return page
+    head, end, tail = page.rpartition("\n</main>")
+    return f"{head}\n{section}{end}{tail}" if end else page
+
+
+def decisions_section(
+    report: RescanReport, decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
+) -> str:
+    """The reviewers' decisions in force on the report's pairs (empty when there are none)."""
+    from .report import decisions_by_pair
+
+    reviewed = decisions_by_pair(decisions, uploads)
+    rows = []
+    for pair in (*report.pairs, *report.suspect_pairs):
+        found = reviewed.get(pair.work_ids)
+        if found is None:
+            continue
+        rows.append(
+            [
+                (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0]),
+                _e(pair.label),
+                _e(f"upload {found.upload_id} against work {found.work_id}"),
+                _e(found.decision.replace("_", " ")),
+                _e(found.note),
+                _e(found.reviewer),
+                _e(found.decided_at),
+            ]
+        )
+    if not rows:
+        return ""
+    headers = ["works", "pair", "decided on", "decision", "note", "reviewer", "decided at"]
+    return (
+        '<section id="review-decisions"><h2>Review decisions</h2>'
+        '<p class="muted">The decision in force on each pair (audiodup serve\'s review '
+        "queue).</p>" + _table(headers, rows, table_id="review-decisions-table") + "</section>"
     )
 
 

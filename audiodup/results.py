@@ -15,6 +15,8 @@ from .schema import SCHEMA_VERSION
 Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
 UploadRole = Literal["reference", "upload"]
+ReviewLabel = Literal["copy", "not_a_copy", "escalate"]
+REVIEW_LABELS: tuple[ReviewLabel, ...] = ("copy", "not_a_copy", "escalate")
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,21 @@ class CatalogStats:
     references: int = 0  # of those, rights holders' references
 
 
+@dataclass(frozen=True)
+class ReviewDecision:
+    """A reviewer's decision on a flagged upload: is it a ``copy`` of the matched work, ``not
+    a copy``, or ``escalate`` d to someone else. Decisions are appended, never changed: an
+    upload's latest decision is the one in force, the earlier ones are its history."""
+
+    decision_id: int
+    upload_id: int  # the upload decided on (the ledger's id)
+    work_id: int  # the matched work it was compared with
+    decision: ReviewLabel
+    note: str
+    reviewer: str  # the name of the API key that made it
+    decided_at: str  # ISO 8601, UTC
+
+
 def path_text(path) -> str:
     """A path as printable UTF-8 text; undecodable bytes of a file name appear as ``\\xNN``."""
     text = str(path)
@@ -256,6 +273,16 @@ def uploads_document(uploads: Sequence[UploadInfo]) -> dict:
 def stats_document(stats: CatalogStats) -> dict:
     """What ``index stats --json`` prints."""
     return {"schema_version": SCHEMA_VERSION, **to_jsonable(stats)}
+
+
+def decisions_document(decisions: Sequence[ReviewDecision], *, latest_only: bool) -> dict:
+    """The review decisions export (``GET /v1/reviews/export?format=json``): the latest
+    decision of each upload, or (``latest_only=False``) the whole history."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "latest_only": latest_only,
+        "decisions": to_jsonable(list(decisions)),
+    }
 
 
 def dumps(obj) -> str:

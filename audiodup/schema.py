@@ -10,6 +10,7 @@ document           written by                                          schema fi
 ``index-list``     ``index list --json``                               ``index-list.schema.json``
 ``index-uploads``  ``index uploads --json``                            ``index-uploads.schema.json``
 ``index-stats``    ``index stats --json``                              ``index-stats.schema.json``
+``decisions``      ``GET /v1/reviews/export?format=json`` (serve)      ``decisions.schema.json``
 =================  ==================================================  ==========================
 
 ``match.schema.json`` (one match and its sections) is shared by ``screen`` and ``rescan``.
@@ -41,16 +42,19 @@ if TYPE_CHECKING:
 # 1.1: the upload ledger (owners in matches, index uploads); 2.0: rescan's typed links,
 # clusters of uploads (original_upload_id, caveats) and the uploader ranking over uploads;
 # 3.0: search_s no longer holds index loading (index_load_s), CPU seconds of each screening
-# stage, tempo_drift in matches
+# stage, tempo_drift in matches, the review decisions export
 SCHEMA_VERSION = "3.0"
 
-DocumentKind = Literal["screen", "rescan", "index-list", "index-uploads", "index-stats"]
+DocumentKind = Literal[
+    "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"
+]
 DOCUMENTS: tuple[DocumentKind, ...] = (
     "screen",
     "rescan",
     "index-list",
     "index-uploads",
     "index-stats",
+    "decisions",
 )
 SCHEMAS: tuple[str, ...] = (*DOCUMENTS, "match")  # every file in audiodup/schemas/
 

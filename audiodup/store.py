@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -72,7 +72,14 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     write_hash_shard,
     write_index,
 )
-from .results import CatalogStats, UploadInfo, WorkInfo, path_text
+from .results import (
+    REVIEW_LABELS,
+    CatalogStats,
+    ReviewDecision,
+    UploadInfo,
+    WorkInfo,
+    path_text,
+)
 from .settings import (
     Settings,
     recipe_differences,
@@ -126,6 +133,17 @@ _LEDGER_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS uploads_source ON uploads(source_path)",
     "CREATE INDEX IF NOT EXISTS uploads_external ON uploads(external_id)",
 )
+# reviewers' decisions on flagged uploads: appended, never changed (the latest one is in force)
+_REVIEW_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS review_decisions (
+    decision_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    upload_id INTEGER NOT NULL,
+    work_id INTEGER NOT NULL,
+    decision TEXT NOT NULL CHECK (decision IN ('copy', 'not_a_copy', 'escalate')),
+    note TEXT NOT NULL, reviewer TEXT NOT NULL, decided_at TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS review_decisions_upload ON review_decisions(upload_id)",
+)
+_DECISION_COLUMNS = "decision_id, upload_id, work_id, decision, note, reviewer, decided_at"
 # what the service (audiodup.service) keeps per upload it screened and recorded: the verdict
 # document, and the client's idempotency key so that a retried request is recorded once
 _SCREENING_SCHEMA = (
@@ -387,7 +405,7 @@ class CatalogStore:
                         else None
                     )
                     if recipe is None:
-                        for statement in _SCHEMA + _LEDGER_SCHEMA:
+                        for statement in _SCHEMA + _LEDGER_SCHEMA + _REVIEW_SCHEMA:
                             db.execute(statement)
                         db.executemany(
                             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
@@ -693,6 +711,63 @@ class CatalogStore:
         for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
             referenced.update((hash_file, chroma_file))
         return referenced
+
+    # -- review decisions ----------------------------------------------------------------------
+    @reports_errors("record a review decision in")
+    def record_decision(
+        self, upload_id: int, work_id: int, decision: str, note: str, reviewer: str
+    ) -> ReviewDecision:
+        """Append a reviewer's decision on a live upload (its latest decision from now on).
+
+        It takes no writer lock: a decision touches one table of its own and no index file,
+        and SQLite's transaction serialises it with the other writes, so a reviewer does not
+        wait behind a long ``index add``."""
+        if decision not in REVIEW_LABELS:
+            raise ValueError(f"decision must be one of {', '.join(REVIEW_LABELS)}")
+        if self.read_only is not None:
+            raise self._unwritable("record a review decision in")
+        with self._transaction() as db:
+            for statement in _REVIEW_SCHEMA:  # catalogs made before decisions existed
+                db.execute(statement)
+            if not self._upload_is_live(upload_id):
+                raise CatalogError(f"upload {upload_id} is not in the catalog")
+            made = ReviewDecision(0, upload_id, work_id, decision, note, reviewer, _now())
+            cursor = db.execute(
+                "INSERT INTO review_decisions (upload_id, work_id, decision, note, reviewer, "
+                "decided_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (upload_id, work_id, decision, note, reviewer, made.decided_at),
+            )
+        return replace(made, decision_id=int(cursor.lastrowid))
+
+    def _upload_is_live(self, upload_id: int) -> bool:
+        if not self._has_ledger:  # first layout: an upload is a work, with the same id
+            sql = "SELECT 1 FROM works WHERE work_id = ? AND removed = 0"
+        else:
+            sql = "SELECT 1 FROM uploads WHERE upload_id = ? AND removed = 0"
+        return self.db.execute(sql, (upload_id,)).fetchone() is not None
+
+    @reports_errors("read the review decisions of")
+    def decisions(self, upload_id: int | None = None) -> list[ReviewDecision]:
+        """Every decision (on ``upload_id``, or on all uploads), oldest first: the history."""
+        if not self._table_exists("review_decisions"):
+            return []
+        where, args = ("WHERE upload_id = ?", (upload_id,)) if upload_id is not None else ("", ())
+        rows = self.db.execute(
+            f"SELECT {_DECISION_COLUMNS} FROM review_decisions {where} ORDER BY decision_id", args
+        ).fetchall()
+        return [_decision(r) for r in rows]
+
+    @reports_errors("read the review decisions of")
+    def latest_decisions(self) -> list[ReviewDecision]:
+        """The decision in force for each upload that has one (its latest), by upload id."""
+        if not self._table_exists("review_decisions"):
+            return []
+        rows = self.db.execute(
+            f"SELECT {_DECISION_COLUMNS} FROM review_decisions WHERE decision_id IN "
+            "(SELECT MAX(decision_id) FROM review_decisions GROUP BY upload_id) "
+            "ORDER BY upload_id"
+        ).fetchall()
+        return [_decision(r) for r in rows]
 
     # -- writes --------------------------------------------------------------------------------
     @reports_errors("add works to")
@@ -1549,6 +1624,18 @@ def _upload_info(row) -> UploadInfo:
         )
     except (TypeError, ValueError) as exc:
         raise CatalogDamagedError(f"upload {row[0]}: its stored row is damaged ({exc})") from None
+
+
+def _decision(row) -> ReviewDecision:
+    return ReviewDecision(
+        decision_id=int(row[0]),
+        upload_id=int(row[1]),
+        work_id=int(row[2]),
+        decision=row[3],
+        note=str(row[4]),
+        reviewer=str(row[5]),
+        decided_at=str(row[6]),
+    )
 
 
 def _now() -> str:

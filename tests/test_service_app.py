@@ -44,6 +44,9 @@ def review_module(monkeypatch):
     module.__spec__ = importlib.machinery.ModuleSpec("audiodup.service.review", None)
     module.router, module.api_router = pages, api
     monkeypatch.setitem(sys.modules, "audiodup.service.review", module)
+    # once the real review module was imported (by another test), ``from . import review``
+    # finds it as the package's attribute, not in sys.modules: stand in there too
+    monkeypatch.setattr(sys.modules["audiodup.service"], "review", module, raising=False)
     return module
 
 

@@ -18,7 +18,16 @@ from ..schema import SCHEMA_VERSION
 from .results import RescanReport, WorkScan
 
 # Match fields that may be null; any other null was a non-finite float
-_NULLABLE_MATCH_FIELDS = ("title", "chroma_similarity", "matched_peaks")
+# None stays None for these (the rest are numbers: None there was a non-finite value)
+_NULLABLE_MATCH_FIELDS = (
+    "title",
+    "chroma_similarity",
+    "matched_peaks",
+    "upload_id",
+    "uploader",
+    "role",
+    "attribution",
+)
 
 
 def report_to_dict(report: RescanReport) -> dict:
