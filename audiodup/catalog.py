@@ -88,7 +88,9 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
-        self._copy_owners = owners.CopyOwners(store.root, lambda: _rescan_clusters(self))
+        self._copy_owners = owners.CopyOwners(
+            store.root, lambda: _rescan_clusters(self), store.ledger_edits
+        )
 
     @classmethod
     def open(
@@ -134,20 +136,18 @@ class Catalog:
         :func:`audiodup.metadata.read_metadata_update`."""
         self.store.update_uploads(changes)
 
-    # -- review decisions (the review queue of ``audiodup serve``) -----------------------------
     def record_decision(
         self, upload_id: int, work_id: int, decision: ReviewLabel, note: str, reviewer: str
     ) -> ReviewDecision:
-        """Append a reviewer's decision on upload ``upload_id`` compared with work
-        ``work_id``; see :meth:`audiodup.store.CatalogStore.record_decision`."""
+        """Append a reviewer's decision; see :meth:`audiodup.store.CatalogStore.record_decision`."""
         return self.store.record_decision(upload_id, work_id, decision, note, reviewer)
 
     def decisions(self, upload_id: int | None = None) -> list[ReviewDecision]:
-        """The decisions' history (of one upload, or all), oldest first."""
+        """Review decisions (of one upload, or all), oldest first; ``latest_decisions``: the
+        one in force per upload."""
         return self.store.decisions(upload_id)
 
     def latest_decisions(self) -> list[ReviewDecision]:
-        """The decision in force for each upload that has one, by upload id."""
         return self.store.latest_decisions()
 
     # -- screening (the pipeline is audiodup.screening) ----------------------------------------

@@ -127,19 +127,24 @@ RESCAN_RESULTS = "rescan.sqlite"  # audiodup.rescan.store.RESULTS_FILE, not impo
 
 
 class CopyOwners:
-    """:func:`reference_originals` of the last rescan, re-read only when the catalog's or the
-    rescan's database changed (their files' sizes and modification times); empty when the
-    catalog was never rescanned. ``clusters`` loads the rescan report's clusters."""
+    """:func:`reference_originals` of the last rescan, re-read only when the rescan's results
+    changed (their files' sizes and modification times) or uploads' roles and metadata were
+    edited (``ledger_edits``); empty when the catalog was never rescanned. New uploads do not
+    re-read it: what the rescan found holds until the next rescan. ``clusters`` loads the
+    rescan report's clusters."""
 
-    def __init__(self, root: Path, clusters: Callable[[], Iterable]):
+    def __init__(
+        self, root: Path, clusters: Callable[[], Iterable], ledger_edits: Callable[[], int]
+    ):
         self._root = root
         self._clusters = clusters
+        self._ledger_edits = ledger_edits
         self._key: tuple | None = None
         self._found: dict[int, tuple[UploadInfo, str]] = {}
 
     def __call__(self) -> dict[int, tuple[UploadInfo, str]]:
-        names = [f"{n}{end}" for n in ("catalog.sqlite", RESCAN_RESULTS) for end in ("", "-wal")]
-        key = tuple(_stamp(self._root / name) for name in names)
+        names = (RESCAN_RESULTS, f"{RESCAN_RESULTS}-wal")
+        key = (*(_stamp(self._root / name) for name in names), self._ledger_edits())
         if key != self._key:
             rescanned = (self._root / RESCAN_RESULTS).exists()
             self._found = reference_originals(self._clusters()) if rescanned else {}

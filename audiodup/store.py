@@ -604,6 +604,17 @@ class CatalogStore:
                     f"UPDATE uploads SET {assignments} WHERE upload_id = ?",
                     (*columns.values(), upload_id),
                 )
+            db.execute(
+                "INSERT INTO meta VALUES ('ledger_edits', '1') ON CONFLICT(key) DO UPDATE "
+                "SET value = CAST(value AS INTEGER) + 1"
+            )
+
+    @reports_errors("read")
+    def ledger_edits(self) -> int:
+        """How many times uploads' metadata or roles were changed (``update_uploads``): what
+        was derived from the ledger is current while it is unchanged."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'ledger_edits'").fetchone()
+        return 0 if row is None else int(row[0])
 
     @reports_errors("list the works of")
     def works(self) -> list[WorkInfo]:

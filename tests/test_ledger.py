@@ -295,3 +295,33 @@ def test_reference_originals_name_only_copies_of_references() -> None:
     found = reference_originals([by_reference, by_date, undetermined])
     assert set(found) == {2}
     assert found[2][0].upload_id == 1 and "cluster 1" in found[2][1]
+
+
+def test_copy_owners_are_read_again_only_when_the_rescan_or_the_ledger_edits_change(
+    tmp_path: Path,
+) -> None:
+    from audiodup.owners import RESCAN_RESULTS, CopyOwners
+
+    loads, edits = [], [0]
+    owners_of = CopyOwners(tmp_path, lambda: loads.append(1) or [], lambda: edits[0])
+    assert owners_of() == {} and loads == []  # never rescanned: nothing to read
+    (tmp_path / RESCAN_RESULTS).write_bytes(b"x")
+    owners_of(), owners_of()
+    assert len(loads) == 1
+    (tmp_path / "catalog.sqlite").write_bytes(b"new uploads")  # not a reason to read again
+    owners_of()
+    assert len(loads) == 1
+    edits[0] += 1  # roles or dates edited: originals may change
+    owners_of()
+    assert len(loads) == 2
+    (tmp_path / RESCAN_RESULTS).write_bytes(b"a new rescan")
+    owners_of()
+    assert len(loads) == 3
+
+
+def test_update_uploads_counts_its_edits(ledger: Path, tmp_path: Path, run) -> None:
+    with Catalog.open(ledger) as catalog:
+        assert catalog.store.ledger_edits() == 0
+        catalog.update_uploads([(1, {"role": "reference"})])
+        catalog.update_uploads([(2, {"uploader": "x"})])
+        assert catalog.store.ledger_edits() == 2
