@@ -83,9 +83,10 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
         if elapsed >= timeout_s:
             raise ClusterError(f"the Dask cluster gave no {what} within {timeout_s:g} s")
         try:
-            done, _ = wait(
-                futures, timeout=min(_POLL_S, timeout_s - elapsed), return_when=return_when
-            )
+            with client.as_current():  # wait() asks for the current client
+                done, _ = wait(
+                    futures, timeout=min(_POLL_S, timeout_s - elapsed), return_when=return_when
+                )
             return done
         except TimeoutError:
             pass
