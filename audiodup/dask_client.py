@@ -59,6 +59,18 @@ def gather(
     return [result(future) for future in futures]
 
 
+def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options):
+    """``client.scatter(data, **options)``; a cluster without workers for ``no_workers_s`` is
+    a :class:`ClusterError`."""
+    try:
+        return client.scatter(data, timeout=no_workers_s, **options)
+    except TimeoutError:
+        raise ClusterError(
+            f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+            "nothing can be screened (start workers and try again)"
+        ) from None
+
+
 def result(future):
     """A finished future's result (its own error raised; a lost one as :class:`ClusterError`)."""
     from distributed import KilledWorker

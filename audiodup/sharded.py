@@ -254,7 +254,7 @@ class ShardedScreening:
         specs, totals, totals_future = self._current()
         settings = self.settings
         n_works = max(totals.n_works, 1)
-        query_future = self.client.scatter(query, hash=False)
+        query_future = self._scatter(query)
         try:
             found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
             hashes = score_hashes(self._top_candidates(found), n_works, settings)
@@ -330,7 +330,7 @@ class ShardedScreening:
     def chroma_hits(self, specs, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """Every group's chroma hits, shards side by side in shard order (as one process lays
         them out: a tie between works is broken the same way)."""
-        vectors_future = self.client.scatter(vectors, hash=False)
+        vectors_future = self._scatter(vectors)
         try:
             futures = [
                 self._submit(group_chroma_hits, spec, vectors_future, k, group=spec.group)
@@ -368,6 +368,9 @@ class ShardedScreening:
             pure=False,
         )
 
+    def _scatter(self, data, **options):
+        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, **options)
+
     def _gather(self, futures: list, what: str) -> list:
         try:
             return dask_client.gather(
@@ -403,7 +406,7 @@ class ShardedScreening:
                 )
                 if self._totals_future is not None:
                     self._totals_future.release()
-                self._totals_future = self.client.scatter(totals, broadcast=True, hash=False)
+                self._totals_future = self._scatter(totals, broadcast=True)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 
