@@ -224,7 +224,7 @@ class ShardedScreening:
         self.root = str(Path(store.root).absolute())
         self.timeout_s = timeout_s
         self.no_workers_s = no_workers_s
-        self.client, self._own_client = dask_client.connect(dask)
+        self.client, self._own_client = dask_client.connect(dask, min(timeout_s, no_workers_s))
         self._lock = threading.Lock()
         self._key = None
         self._specs: list[GroupSpec] = []
@@ -233,6 +233,9 @@ class ShardedScreening:
         self._homes: list[str] = []
 
     def close(self) -> None:
+        if self._totals_future is not None:
+            self._totals_future.release()
+            self._totals_future = None
         if self._own_client:
             self.client.close()
 
@@ -366,6 +369,7 @@ class ShardedScreening:
             workers=[self._homes[group % len(self._homes)]] if self._homes else None,
             allow_other_workers=True,
             pure=False,
+            priority=1,  # before the decoding tasks of a rescan queued on the same worker
         )
 
     def _scatter(self, data, **options):

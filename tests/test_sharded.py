@@ -179,6 +179,30 @@ def test_a_catalog_not_split_is_refused_on_dask(catalog: Catalog, threaded_clien
         sharded.match_fingerprint(catalog.fingerprint(1))
 
 
+def test_index_shard_command_splits_and_joins(catalog_copy: Path, monkeypatch, capsys):
+    from cli_runner import run_main
+
+    code, out, _ = run_main(
+        ["index", "shard", "--db", str(catalog_copy), "--groups", "4"], monkeypatch, capsys
+    )
+    assert code == 0 and "6 works in 4 shard groups (4 shards)" in out
+    code, out, _ = run_main(
+        ["index", "shard", "--db", str(catalog_copy), "--groups", "0"], monkeypatch, capsys
+    )
+    assert code == 0 and "(1 shards)" in out
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(split_catalog: Path):
+    from audiodup.sharded import ShardedScreening
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with (
+        Catalog.open(split_catalog, create=False) as catalog,
+        pytest.raises(ClusterError, match="cannot reach the Dask scheduler"),
+    ):
+        ShardedScreening(catalog.store, catalog.settings, address, no_workers_s=2)
+
+
 def test_split_shards_refuses_a_negative_count(catalog_copy: Path):
     from audiodup.errors import CatalogError
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -178,14 +179,27 @@ def _run_sharded(
     root, settings = str(catalog.root.absolute()), catalog.settings
     sharded = ShardedScreening(catalog.store, settings, client, timeout_s=bound)
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
-    for future in _bounded_window(client, tasks, bound):
-        work_id, found = dask_client.result(future)
-        if isinstance(found, WorkScan):
-            yield found
-            continue
-        query, source, note = found
+
+    def screen(work_id: int, query, source, note) -> WorkScan:
         matches = tuple(m for m in sharded.match_fingerprint(query) if m.work_id != work_id)
-        yield WorkScan(work_id, source, matches, note=note)
+        return WorkScan(work_id, source, matches, note=note)
+
+    # several works' rounds in flight at once: one work's round waits for a worker that is
+    # busy decoding, another's runs meanwhile (every wait inside is bounded)
+    in_flight = 2 * max(1, sum(client.nthreads().values()))
+    with ThreadPoolExecutor(in_flight) as pool:
+        screening: set[Future] = set()
+        for future in _bounded_window(client, tasks, bound):
+            work_id, found = dask_client.result(future)
+            if isinstance(found, WorkScan):
+                yield found
+                continue
+            screening.add(pool.submit(screen, work_id, *found))
+            if len(screening) >= in_flight:
+                done, screening = wait(screening, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+        for done in as_completed(screening):
+            yield done.result()
 
 
 def _bounded_window(client, tasks: list[tuple], bound: float) -> Iterator:
