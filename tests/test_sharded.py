@@ -252,6 +252,23 @@ def test_every_round_gives_the_evidence_of_one_process(
     assert ran_peaks >= len(POSITIVES)
 
 
+def test_a_work_added_while_screening_is_found_in_its_group(
+    catalog_copy: Path, tmp_path, threaded_client
+):
+    from audiodup.sharded import ShardedScreening
+
+    new = _write(tmp_path / "new.wav", synthesize_work(601, 30.0, SR))
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.store.split_shards(2)
+        with ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded:
+            catalog.screen_with(sharded.match_fingerprint)
+            assert catalog.screen(new).verdict == "clean"
+            (added,) = catalog.add_paths([new])
+            found = catalog.screen(new)
+    assert found.verdict == "duplicate"
+    assert found.matches[0].work_id == added.work_id
+
+
 # -- separate scheduler and worker processes ------------------------------------------------------
 def _free_port() -> int:
     with socket.socket() as s:
