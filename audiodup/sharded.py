@@ -250,7 +250,7 @@ class ShardedScreening:
         """Every work that explains part of the query, most certain first (as
         :func:`audiodup.screening.match_fingerprint`)."""
         evidence = self.gather_evidence(query)
-        return matches_from_evidence(evidence, query, self.settings, self.store)
+        return matches_from_evidence(evidence, query, self.settings, _LockedWorks(self))
 
     def gather_evidence(self, query: Fingerprint) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
@@ -413,6 +413,22 @@ class ShardedScreening:
                 self._totals_future = self._scatter(totals, broadcast=True)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
+
+
+class _LockedWorks:
+    """The client's catalog as a ``WorkSource``, one thread at a time (a sharded rescan screens
+    several works at once over one SQLite connection)."""
+
+    def __init__(self, screening: ShardedScreening):
+        self._screening = screening
+
+    def work(self, work_id: int):
+        with self._screening._lock:
+            return self._screening.store.work(work_id)
+
+    def fingerprint(self, work_id: int) -> Fingerprint:
+        with self._screening._lock:
+            return self._screening.store.fingerprint(work_id)
 
 
 class _GatheredChroma:

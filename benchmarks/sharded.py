@@ -163,9 +163,31 @@ def main(
         "/tmp/audiodup-sharded-bench"
     ),
     out: Annotated[Path, typer.Option(help="Markdown file written.")] = DEFAULT_OUT,
+    search_only: Annotated[
+        bool,
+        typer.Option(
+            "--search-only",
+            help="Only time the search of the same 30 real works against the catalogs already "
+            "built in --work, in one process and sharded, and append that section to --out.",
+        ),
+    ] = False,
 ) -> None:
     from distributed import Client, LocalCluster
 
+    if search_only:
+        roots = sorted(work.glob("catalog-*"), key=lambda p: int(p.name.split("-")[1]))
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            rows = [same_queries(root, client) for root in roots]
+        text = search_report(rows, workers)
+        print(text)
+        with out.open("a") as handle:
+            handle.write(text)
+        return
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     load_start = os.getloadavg()
     work.mkdir(parents=True, exist_ok=True)
@@ -199,6 +221,51 @@ def main(
     print(text)
     out.write_text(text)
     log(f"written {out}")
+
+
+def same_queries(root: Path, client, n: int = 30) -> dict:
+    """Search time of the stored fingerprints of the same ``n`` real works (the first 113 work
+    ids are the real tracks in every catalog here), in one process and over the shard groups."""
+    with Catalog.open(root, create=False) as catalog:
+        ids = [w.work_id for w in catalog.works()][:113][:: 113 // n][:n]
+        prints = [catalog.fingerprint(w) for w in ids]
+        catalog.indexes()
+        timings: dict[str, list[float]] = {"one process": [], "shard groups": []}
+        with ShardedScreening(catalog.store, catalog.settings, client) as sharded:
+            sharded.match_fingerprint(prints[0])  # the groups open their shards
+            for query in prints:
+                for name, match in (
+                    ("one process", catalog.match_fingerprint),
+                    ("shard groups", sharded.match_fingerprint),
+                ):
+                    t0 = time.perf_counter()
+                    match(query)
+                    timings[name].append(time.perf_counter() - t0)
+        return {"works": len(catalog.works()), "load": os.getloadavg()[0], **timings}
+
+
+def search_report(rows: list[dict], workers: int) -> str:
+    lines = [
+        "",
+        "## Search alone, the same 30 queries at every size",
+        "",
+        f"`python -m benchmarks.sharded --search-only` run "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {git_commit()}: the "
+        "stored fingerprints of the same 30 real works as queries (catalog density, so every "
+        "query finds its own work), one process against the catalog's loaded indexes and over "
+        f"{workers} shard groups, interleaved.",
+        "",
+        "| works | one process median ms | shard groups median ms | shard groups p90 ms | "
+        "load (1 min) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['works']:,} | {1000 * statistics.median(r['one process']):.0f} | "
+            f"{1000 * statistics.median(r['shard groups']):.0f} | "
+            f"{1000 * percentile(r['shard groups'], 0.9):.0f} | {r['load']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def report(started: str, load_start, workers: int, screened: dict, rescans: list[dict]) -> str:
