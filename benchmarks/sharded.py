@@ -189,6 +189,7 @@ def main(
             handle.write(text)
         return
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    commit = git_commit()  # the code this run measures (the report is written much later)
     load_start = os.getloadavg()
     work.mkdir(parents=True, exist_ok=True)
     real = work / "catalog-113"
@@ -217,7 +218,7 @@ def main(
                 add_synthetic(big, work / "synthetic", synthetic, workers)
             log(f"rescan of the {113 + synthetic}-work catalog")
             rescans.append(rescan_cost(big, client, workers))
-    text = report(started, load_start, workers, screened, rescans)
+    text = report(started, commit, load_start, workers, screened, rescans)
     print(text)
     out.write_text(text)
     log(f"written {out}")
@@ -268,13 +269,15 @@ def search_report(rows: list[dict], workers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(started: str, load_start, workers: int, screened: dict, rescans: list[dict]) -> str:
+def report(
+    started: str, commit: str, load_start, workers: int, screened: dict, rescans: list[dict]
+) -> str:
     m = machine_info()
     alone, spread = screened["alone_search_s"], screened["sharded_search_s"]
     lines = [
         "# Sharded screening and rescan on Dask",
         "",
-        f"`python -m benchmarks.sharded` run {started}, commit {git_commit()}, on {m['cpu']} "
+        f"`python -m benchmarks.sharded` run {started}, commit {commit}, on {m['cpu']} "
         f"({m['cores']} cores, {m['ram_gb']} GB RAM, Python {m['python']}), shared with other "
         f"engineers' jobs: load average (1/5/15 min) {' / '.join(f'{x:.2f}' for x in load_start)} "
         f"at the start, {' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end. "
