@@ -378,12 +378,14 @@ def test_no_worker_left_is_a_clear_error_not_a_hang(split_catalog: Path, process
     assert "no workers" in str(outcome)
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["split", "whole"])
 def test_rescan_dask_without_workers_stops_with_an_error(
-    split_catalog: Path, tmp_path, process_cluster
+    split: bool, split_catalog: Path, pristine_catalog_dir: Path, tmp_path, process_cluster
 ):
-    """The hang of issue #14: rescan --dask waited forever once every worker had died."""
+    """The hang of issue #14: rescan --dask waited forever once every worker had died (a split
+    catalog is screened over its groups, a whole one by each worker alone)."""
     root = tmp_path / "catalog"
-    shutil.copytree(split_catalog, root)
+    shutil.copytree(split_catalog if split else pristine_catalog_dir, root)
     process_cluster.kill_workers()
     run = _cli("rescan", "--db", str(root), "--dask", process_cluster.address, "--timeout", "120")
     assert run.returncode == 2
