@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import index, ingest, owners, screening
@@ -88,6 +88,7 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
+        self._matcher: Callable[[Fingerprint], list[Match]] | None = None
         self._copy_owners = owners.CopyOwners(
             store.root, lambda: _rescan_clusters(self), store.ledger_edits
         )
@@ -211,7 +212,8 @@ class Catalog:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting)."""
         load_start = _clock()
-        self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
+        if self._matcher is None:
+            self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = _clock()
         matches = self.match_fingerprint(query)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
@@ -234,7 +236,15 @@ class Catalog:
 
     def match_fingerprint(self, query: Fingerprint) -> list[Match]:
         """Every work that explains part of the query, most certain first."""
+        if self._matcher is not None:
+            return self._matcher(query)
         return screening.match_fingerprint(query, self.indexes(), self.settings, self.store)
+
+    def screen_with(self, matcher: Callable[[Fingerprint], list[Match]] | None) -> None:
+        """Search with ``matcher(query)`` instead of the indexes loaded here: a split
+        catalog's shard groups on Dask (:class:`audiodup.sharded.ShardedScreening`'s
+        ``match_fingerprint``); ``None`` goes back to the indexes."""
+        self._matcher = matcher
 
     def work_evidence(
         self, query: Fingerprint, work_id: int

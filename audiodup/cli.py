@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -354,6 +356,46 @@ def index_rebuild(db: DbOption = None) -> None:
     )
 
 
+@index_app.command("shard")
+def index_shard(
+    groups: Annotated[
+        int,
+        typer.Option(
+            "--groups",
+            min=0,
+            max=4096,
+            help="Shard groups (work w goes to group w % N); 0 joins them into one shard.",
+        ),
+    ],
+    db: DbOption = None,
+) -> None:
+    """Split the catalog's index into shard groups that Dask workers hold apart (screen --dask,
+    rescan --dask). New works go to their group's own shards."""
+    with _open(db, write=True) as catalog:
+        catalog.store.split_shards(groups)
+        stats = catalog.stats()
+    out.print(f"{stats.works} works in {groups} shard groups ({stats.shards} shards)")
+
+
+DaskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Screen against the catalog's shard groups on this Dask scheduler (e.g. "
+        "tcp://host:8786); its workers must see the catalog at the same absolute path.",
+    ),
+]
+DaskTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--dask-timeout",
+        min=1.0,
+        help="Seconds to wait for the Dask workers' answers before giving up with an error.",
+    ),
+]
+
+
 @app.command()
 def screen(
     paths: Annotated[list[Path], _paths_argument("Uploads to screen.")],
@@ -372,6 +414,8 @@ def screen(
             "pictures and audio excerpts of every flagged upload).",
         ),
     ] = None,
+    dask: DaskOption = None,
+    dask_timeout: DaskTimeoutOption = 300.0,
 ) -> None:
     """Screen uploads against the catalog.
 
@@ -382,7 +426,7 @@ def screen(
 
     if report is not None:
         check_report_path(report)  # a report that cannot be written fails before the work
-    with _open(db) as catalog:
+    with _open(db) as catalog, _sharded(catalog, dask, dask_timeout):
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:
             print(dumps(screen_document(verdicts)))
@@ -396,6 +440,22 @@ def screen(
             write_screen_report, verdicts, report, catalog
         )
     raise typer.Exit(_with_report(_screen_exit_code(verdicts), failed))
+
+
+@contextlib.contextmanager
+def _sharded(catalog: Catalog, dask: str | None, timeout_s: float) -> Iterator[None]:
+    """With ``dask``, ``catalog`` screens on that cluster's workers, over its shard groups."""
+    if dask is None:
+        yield
+        return
+    from .sharded import ShardedScreening
+
+    with ShardedScreening(catalog.store, catalog.settings, dask, timeout_s=timeout_s) as sharded:
+        catalog.screen_with(sharded.match_fingerprint)
+        try:
+            yield
+        finally:
+            catalog.screen_with(None)
 
 
 def _write_report(write, result, report: Path, catalog: Catalog) -> bool:
@@ -519,7 +579,9 @@ def rescan_command(
             "--dask",
             metavar="ADDRESS",
             help="Screen on this Dask scheduler (e.g. tcp://host:8786); its workers must see "
-            "the catalog and the audio files at the same absolute paths.",
+            "the catalog and the audio files at the same absolute paths. A catalog split by "
+            "'index shard' is screened over its shard groups. --timeout is then the longest "
+            "wait for the next result (default 300 s).",
         ),
     ] = None,
 ) -> None:

@@ -62,3 +62,7 @@ def first_line(exc: BaseException) -> str:
     characters: what an error built from it shows of the cause."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
+
+
+class ClusterError(AudiodupError):
+    """A Dask cluster did not answer within the time allowed, or lost every worker."""

@@ -124,16 +124,20 @@ def hash_evidence(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
 ) -> dict[int, HashEvidence]:
     """The verified hash evidence of every candidate work, best candidates first."""
+    return {w: e for w, _, e in verified_candidates(query, indexes, settings) if e is not None}
+
+
+def verified_candidates(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> list[tuple[int, int, HashEvidence | None]]:
+    """``(work_id, support, evidence)`` of the ``settings.candidate_works`` best candidate works
+    (:func:`audiodup.match.candidate_works`: most support first, then lowest work id), with
+    their verified hash lines (``None``: none verified)."""
     votes = hash_votes(query, indexes, settings)
     ranked = candidate_works(
         votes, settings.candidate_works, settings.frames_per_second, settings.min_candidate_support
     )
-    evidence = {}
-    for work_id, _ in ranked:
-        e = _verify(votes, work_id, settings)
-        if e is not None:
-            evidence[work_id] = e
-    return evidence
+    return [(work_id, support, _verify(votes, work_id, settings)) for work_id, support in ranked]
 
 
 def score_hashes(
@@ -160,13 +164,35 @@ def chroma_evidence(
     """Aligned chroma of the three best chroma candidates with their false-match probability;
     every candidate's alignment away from its best is the chance sample
     (:func:`audiodup.verdict.chroma_false_match_probability`)."""
+    candidates = [
+        (work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)
+    ]
+    return score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+
+
+def aligned_chroma(
+    query: Fingerprint,
+    candidates: Iterable[tuple[int, float]],
+    settings: Settings,
+    reference: References,
+) -> list[ChromaEvidence]:
+    """The chroma alignment of each ``(work_id, time_scale)`` candidate, in their order (those
+    that align at all)."""
     aligned: list[ChromaEvidence] = []
-    for work_id, _, scale in chroma_candidates(query, indexes, settings):
+    for work_id, scale in candidates:
         fine = (1.0 / scale) * _fine_scales(settings)
         ev = align_chroma(query, reference(work_id), work_id, settings, fine)
         if ev is not None:
             aligned.append(ev)
-    aligned.sort(key=lambda ev: -ev.similarity)
+    return aligned
+
+
+def score_chroma(
+    aligned: list[ChromaEvidence], n_works: int, settings: Settings
+) -> list[ChromaFinding]:
+    """The three most similar alignments with their false-match probability; all of them are
+    the chance sample."""
+    aligned = sorted(aligned, key=lambda ev: -ev.similarity)
     return [
         ChromaFinding(ev, chroma_false_match_probability(ev, aligned, settings, n_works))
         for ev in aligned[:3]
@@ -183,7 +209,20 @@ def peak_checks(
 ) -> dict[int, PeakFinding]:
     """The guided peak check of the strongest weak hash lines and chroma alignments: the best
     check per work, with the chroma finding it came from."""
-    guesses: list[tuple[int, Alignment, ChromaFinding | None]] = []
+    guesses = peak_guesses(hashed, chroma, settings)
+    checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
+    return best_peak_checks(guesses, checks)
+
+
+PeakGuess = tuple[int, Alignment, ChromaFinding | None]
+
+
+def peak_guesses(
+    hashed: dict[int, HashEvidence], chroma: Iterable[ChromaFinding], settings: Settings
+) -> list[PeakGuess]:
+    """The alignments worth a guided peak check: those of the strongest weak hash lines and of
+    the chroma alignments similar enough, each with the chroma finding it came from."""
+    guesses: list[PeakGuess] = []
     strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
     for e in strongest[: settings.peak_check_hash_candidates]:
         if e.main_inliers >= settings.peak_check_min_inliers:
@@ -193,13 +232,32 @@ def peak_checks(
             # chroma knows the pitch only modulo an octave
             alignments = chroma_alignments(found.evidence, settings)
             guesses.extend((found.evidence.work_id, a, found) for a in alignments)
+    return guesses
+
+
+def checked_guesses(
+    query: Fingerprint,
+    guesses: list[tuple[int, Alignment]],
+    settings: Settings,
+    reference: References,
+) -> list[PeakCheck | None]:
+    """The guided peak check of each ``(work_id, alignment)``, in their order."""
     stored: dict[int, ReferencePeaks] = {}
-    best: dict[int, PeakFinding] = {}
+    checks = []
     n_bins = settings.bins_per_octave * settings.n_octaves
-    for work_id, guess, source in guesses:
+    for work_id, guess in guesses:
         if work_id not in stored:
             stored[work_id] = reference_peaks(reference(work_id).peaks, n_bins)
-        check = check_alignment(query.peaks, stored[work_id], guess, settings)
+        checks.append(check_alignment(query.peaks, stored[work_id], guess, settings))
+    return checks
+
+
+def best_peak_checks(
+    guesses: list[PeakGuess], checks: list[PeakCheck | None]
+) -> dict[int, PeakFinding]:
+    """The best check per work (the first of equals), with the chroma finding it came from."""
+    best: dict[int, PeakFinding] = {}
+    for (work_id, _, source), check in zip(guesses, checks, strict=True):
         if check is not None and (
             work_id not in best or check.probability < best[work_id].check.probability
         ):

@@ -13,7 +13,9 @@ Every batch of new works becomes a new immutable pair of shard files, written un
 name, fsynced and renamed *before* the SQLite transaction that references them commits. A crash
 at any moment leaves either the old or the new catalog; the files it leaves are removed by the
 next writer. Removal is a tombstone; compaction and ``rebuild`` regenerate shards from the
-stored fingerprints.
+stored fingerprints. A catalog split into shard groups (``split_shards``, for
+:mod:`audiodup.sharded`) keeps every shard within one group (``work_id % n_groups``): new works,
+compaction and ``rebuild`` write one shard per group.
 
 Opening never takes the writer lock: screening, listing and verifying go on while a writer holds
 it. Each write takes the lock and, holding it, removes what interrupted writes left: unreferenced
@@ -95,6 +97,7 @@ _FOLD_LOG_WAIT_MS = 200
 _DB_FILE = "catalog.sqlite"
 _LOCK_FILE = "catalog.lock"
 _SHARDS = "shards"
+MAX_SHARD_GROUPS = 4096
 # the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
 # them, so a user's file or folder that ends up there is never deleted
 _OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?[hc]-[0-9a-f]{12}\.faiss")
@@ -666,14 +669,26 @@ class CatalogStore:
         )
 
     @reports_errors("read the indexes of")
-    def load_indexes(self, attempts: int = 5) -> LoadedIndexes:
-        """Read every shard listed in one SQLite snapshot (retrying if a compaction raced us)."""
+    def load_indexes(
+        self, attempts: int = 5, group: tuple[int, int] | None = None
+    ) -> LoadedIndexes:
+        """Read every shard listed in one SQLite snapshot (retrying if a compaction raced us);
+        with ``group`` = ``(group, n_groups)``, only that shard group's shards."""
         for attempt in range(attempts):
             self.db.execute("BEGIN")
             try:
+                if group is not None and self.shard_groups() != group[1]:
+                    raise CatalogError(
+                        f"catalog {path_text(self.root)} is split into {self.shard_groups()} "
+                        f"shard groups, not {group[1]}"
+                    )
                 shards = self.db.execute(
-                    "SELECT hash_file, chroma_file FROM shards ORDER BY shard_id"
+                    "SELECT shard_id, hash_file, chroma_file FROM shards ORDER BY shard_id"
                 ).fetchall()
+                if group is not None:
+                    own = set(self.group_shards(group[1]).get(group[0], []))
+                    shards = [row for row in shards if row[0] in own]
+                shards = [(h, c) for _, h, c in shards]
                 live_ids = [
                     r[0] for r in self.db.execute("SELECT work_id FROM works WHERE removed = 0")
                 ]
@@ -810,8 +825,10 @@ class CatalogStore:
                         upload, removed=False, stat=(item.file_size, item.file_mtime)
                     )
                     out.append(Committed(work_id, upload_id, status))
-                if fresh:
-                    self._write_shard([(w, it.fingerprint) for w, it in fresh])
+                # a split catalog routes each new work to its group's own shard
+                new = dict(fresh)
+                for group in split_by_group(list(new), self.shard_groups()):
+                    self._write_shard([(w, new[w].fingerprint) for w in group])
                 self.db.execute("COMMIT")
             except BaseException:
                 self._abandon()
@@ -933,22 +950,62 @@ class CatalogStore:
         _fsync_dir(final.parent)
 
     def _maybe_compact(self) -> None:
-        count = self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
-        if count > self.settings.max_shards:
-            self.compact(keep_largest=True)
+        n_groups = self.shard_groups()
+        if not n_groups:
+            count = self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
+            if count > self.settings.max_shards:
+                self.compact(keep_largest=True)
+            return
+        for shard_ids in self.group_shards(n_groups).values():
+            if len(shard_ids) > self.settings.max_shards:
+                self.compact(keep_largest=True, among=shard_ids)
 
-    def compact(self, keep_largest: bool = False) -> None:
-        """Merge shards into one, dropping removed works. Caller holds the write lock."""
+    def compact(self, keep_largest: bool = False, among: list[int] | None = None) -> None:
+        """Merge shards (``among`` them, default all) into one per shard group, dropping removed
+        works. Caller holds the write lock."""
         shards = self.db.execute(
             "SELECT shard_id, n_hashes FROM shards ORDER BY n_hashes DESC"
         ).fetchall()
+        if among is not None:
+            shards = [(s, n) for s, n in shards if s in set(among)]
         merge = [s for s, _ in (shards[1:] if keep_largest else shards)]
         if keep_largest and len(merge) < 2:
             return
         self._regenerate(merge)
 
-    def _regenerate(self, shard_ids: list[int] | None) -> None:
-        """Replace the given shards (None: all) by one shard built from stored fingerprints."""
+    # -- shard groups: a catalog split across machines (audiodup.sharded) -----------------------
+    def shard_groups(self) -> int:
+        """How many groups the shards are split into (0: not split). Work ``w`` belongs to group
+        ``w % n_groups`` and every shard holds works of one group only, so a machine can hold
+        one group's shards and screen against them alone."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'shard_groups'").fetchone()
+        return int(row[0]) if row else 0
+
+    def group_shards(self, n_groups: int) -> dict[int, list[int]]:
+        """The shard ids of each group, in shard order."""
+        rows = self.db.execute(
+            "SELECT DISTINCT shard_id, work_id % ? FROM works WHERE shard_id IS NOT NULL "
+            "ORDER BY shard_id",
+            (n_groups,),
+        ).fetchall()
+        groups: dict[int, list[int]] = {}
+        for shard_id, group in rows:
+            groups.setdefault(int(group), []).append(int(shard_id))
+        return groups
+
+    @reports_errors("split the shards of")
+    def split_shards(self, n_groups: int) -> None:
+        """Rebuild the shards as ``n_groups`` groups (one shard each; 0 joins them into one),
+        in one transaction: the catalog is either split or as it was."""
+        if not 0 <= n_groups <= MAX_SHARD_GROUPS:
+            raise CatalogError(f"shard groups must be 0 to {MAX_SHARD_GROUPS}, not {n_groups}")
+        with self._writing("split the shards of"):
+            self._regenerate(None, n_groups=n_groups)
+            self._fold_log()
+
+    def _regenerate(self, shard_ids: list[int] | None, *, n_groups: int | None = None) -> None:
+        """Replace the given shards (None: all) by one shard per shard group built from stored
+        fingerprints (one shard in a catalog that is not split); ``n_groups`` splits it anew."""
         where = (
             ""
             if shard_ids is None
@@ -975,10 +1032,15 @@ class CatalogStore:
                 f"the index cannot be regenerated: {_unusable(unusable, stored[unusable[0]])}, "
                 "then rebuild"
             )
+        groups = self.shard_groups() if n_groups is None else n_groups
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            if ids:
-                self._write_shard([(w, stored[w]) for w in ids])
+            for group in split_by_group(ids, groups):
+                self._write_shard([(w, stored[w]) for w in group])
+            if n_groups is not None:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('shard_groups', ?)", (str(n_groups),)
+                )
             for shard_id, _, _ in old:
                 self.db.execute("DELETE FROM shards WHERE shard_id = ?", (shard_id,))
             self.db.execute("COMMIT")
@@ -1357,6 +1419,17 @@ class CatalogStore:
 
 
 # -- errors --------------------------------------------------------------------------------------
+def split_by_group(work_ids: list[int], n_groups: int) -> list[list[int]]:
+    """``work_ids`` by shard group (``work_id % n_groups``), groups in order, empty ones left
+    out; all in one list when the catalog is not split (``n_groups`` 0)."""
+    if not n_groups:
+        return [list(work_ids)] if work_ids else []
+    groups: dict[int, list[int]] = {}
+    for work_id in work_ids:
+        groups.setdefault(work_id % n_groups, []).append(work_id)
+    return [groups[g] for g in sorted(groups)]
+
+
 def catalog_error(exc: BaseException, root: Path, doing: str) -> CatalogError:
     """The :class:`CatalogError` that says what ``exc``, an SQLite or OS error met while trying
     to ``doing`` catalog ``root`` (``"open"``, ``"add works to"``, ...), means: a full disk, a

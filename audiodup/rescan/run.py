@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .. import dask_client
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError
 from ..metadata import parse_timestamp
@@ -19,7 +21,7 @@ from ..store import catalog_error
 from ..workers import map_with_timeout
 from .report import build_report
 from .results import Mode, RescanReport, RunSummary, WorkScan
-from .screen import screen_work, screen_work_task
+from .screen import screen_work, screen_work_task, work_query_task
 from .store import RESULTS_FILE, RescanStore
 
 LOCK_FILE = "rescan.lock"
@@ -48,6 +50,9 @@ def run_rescan(
     timeout_s
         Seconds allowed to decode and screen one work in a local worker process; a work that
         runs over, or whose worker crashes, is screened with its stored fingerprint instead.
+        With ``dask``: the longest wait for the next result (default
+        :data:`audiodup.dask_client.DEFAULT_TIMEOUT_S`); past it, or when the cluster has no
+        worker left, the run stops with a ``ClusterError`` (and resumes when run again).
     new_only
         Only works that have no rescan result yet (added since the last rescan).
     since
@@ -96,7 +101,7 @@ def run_rescan(
             on_progress(finished, total, None)
         jobs = [(w, _absolute(live[w].path)) for w in todo]
         if dask is not None:
-            scans = _run_dask(dask, root, catalog.settings, jobs)
+            scans = _run_dask(dask, catalog, jobs, timeout_s)
         elif (workers > 1 and len(jobs) > 1) or timeout_s is not None:
             scans = _run_local(catalog, workers, timeout_s, jobs)
         else:
@@ -144,35 +149,82 @@ def _run_local(
 
 
 def _run_dask(
-    dask, root: Path, settings: Settings, jobs: list[tuple[int, str]]
+    dask, catalog: Catalog, jobs: list[tuple[int, str]], timeout_s: float | None
 ) -> Iterator[WorkScan]:
+    """Each work decoded and screened on Dask, a bounded window of works in flight. Every wait
+    is bounded (``timeout_s`` per result, and a cluster without workers is given up on):
+    :class:`~audiodup.errors.ClusterError`, never a hang. A catalog split into shard groups is
+    screened by scatter-gather over its groups (:mod:`audiodup.sharded`): the workers decode,
+    and no worker loads the whole index."""
+    client, own = dask_client.connect(dask)
+    bound = dask_client.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     try:
-        from distributed import Client, as_completed
-    except ImportError:
-        raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
-    own = not isinstance(dask, Client)
-    client = Client(dask, set_as_default=False) if own else dask
-    try:
-        window = 4 * max(1, sum(client.nthreads().values()))
-        queue = deque(jobs)
-
-        def submit():
-            work_id, path = queue.popleft()
-            return client.submit(
-                screen_work_task, str(root.absolute()), settings, work_id, path, pure=False
-            )
-
-        # a bounded window of tasks in flight: the scheduler never holds millions of them
-        running = as_completed([submit() for _ in range(min(window, len(queue)))], loop=client.loop)
-        for future in running:
-            scan = future.result()
-            future.release()
-            if queue:
-                running.add(submit())
-            yield scan
+        if catalog.store.shard_groups():
+            yield from _run_sharded(client, catalog, jobs, bound)
+            return
+        root, settings = str(catalog.root.absolute()), catalog.settings
+        tasks = [(screen_work_task, (root, settings, w, path)) for w, path in jobs]
+        for future in _bounded_window(client, tasks, bound):
+            yield dask_client.result(future)
     finally:
         if own:
             client.close()
+
+
+def _run_sharded(
+    client, catalog: Catalog, jobs: list[tuple[int, str]], bound: float
+) -> Iterator[WorkScan]:
+    from ..sharded import ShardedScreening
+
+    root, settings = str(catalog.root.absolute()), catalog.settings
+    sharded = ShardedScreening(catalog.store, settings, client, timeout_s=bound)
+    tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
+
+    def screen(work_id: int, query, source, note) -> WorkScan:
+        matches = tuple(m for m in sharded.match_fingerprint(query) if m.work_id != work_id)
+        return WorkScan(work_id, source, matches, note=note)
+
+    # several works' rounds in flight at once: one work's round waits for a worker that is
+    # busy decoding, another's runs meanwhile (every wait inside is bounded)
+    in_flight = 2 * max(1, sum(client.nthreads().values()))
+    with ThreadPoolExecutor(in_flight) as pool:
+        screening: set[Future] = set()
+        for future in _bounded_window(client, tasks, bound):
+            work_id, found = dask_client.result(future)
+            if isinstance(found, WorkScan):
+                yield found
+                continue
+            screening.add(pool.submit(screen, work_id, *found))
+            if len(screening) >= in_flight:
+                done, screening = wait(screening, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+        for done in as_completed(screening):
+            yield done.result()
+
+
+def _bounded_window(client, tasks: list[tuple], bound: float) -> Iterator:
+    """Submit ``(function, args)`` tasks, a bounded window in flight (the scheduler never holds
+    millions of them), and yield each future as it finishes; waiting longer than ``bound``
+    for the next one raises ``ClusterError``."""
+    window = 4 * max(1, sum(client.nthreads().values()))
+    queue = deque(tasks)
+
+    def submit():
+        function, args = queue.popleft()
+        return client.submit(function, *args, pure=False)
+
+    pending = {submit() for _ in range(min(window, len(queue)))}
+    try:
+        while pending:
+            for future in dask_client.wait_first(client, pending, bound, what="rescan result"):
+                pending.discard(future)
+                if queue:
+                    pending.add(submit())
+                yield future
+                future.release()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def load_report(catalog: Catalog) -> RescanReport:

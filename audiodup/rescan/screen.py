@@ -89,3 +89,18 @@ def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> 
         return WorkScan(work_id, "file", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad work must not stop a rescan
         return WorkScan(work_id, "file", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+def work_query_task(
+    root: str, settings: Settings, work_id: int, path: str
+) -> tuple[int, tuple[Fingerprint, QuerySource, str | None] | WorkScan]:
+    """Picklable task: a work as a query (:func:`work_query`), decoded where it runs, for a
+    catalog screened elsewhere (its shard groups); never raises, errors come back as a scan."""
+    try:
+        return work_id, work_query(_worker_catalog(root, settings), work_id, path)
+    except CatalogError as exc:
+        return work_id, WorkScan(work_id, "stored_fingerprint", error=str(exc))
+    except AudiodupError as exc:
+        return work_id, WorkScan(work_id, "file", error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad work must not stop a rescan
+        return work_id, WorkScan(work_id, "file", error=f"{type(exc).__name__}: {str(exc)[:200]}")

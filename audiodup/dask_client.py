@@ -1,0 +1,121 @@
+"""The edge to a Dask cluster: connecting, and waiting for results with a bound.
+
+A Dask future whose workers have all died waits for a new worker forever; every wait here has a
+bound instead, and a cluster left without workers is reported after ``no_workers_s`` (a worker
+that is restarting gets that long to come back). Both raise :class:`ClusterError`, one line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from .errors import AudiodupError, ClusterError
+
+DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
+DEFAULT_NO_WORKERS_S = 20.0
+_POLL_S = 1.0
+
+
+def connect(address_or_client, timeout_s: float = 30.0):
+    """``(client, own)``: a ``distributed.Client`` for a scheduler address (``own``: the caller
+    closes it), or the client it was given."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
+    if isinstance(address_or_client, Client):
+        return address_or_client, False
+    try:
+        client = Client(address_or_client, set_as_default=False, timeout=timeout_s)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
+        ) from None
+    return client, True
+
+
+def wait_first(
+    client,
+    futures: Iterable,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    no_workers_s: float = DEFAULT_NO_WORKERS_S,
+    what: str = "a result",
+) -> set:
+    """The futures done once at least one of ``futures`` is (finished, failed or cancelled)."""
+    return _wait(client, list(futures), "FIRST_COMPLETED", timeout_s, no_workers_s, what)
+
+
+def gather(
+    client,
+    futures: list,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    no_workers_s: float = DEFAULT_NO_WORKERS_S,
+    what: str = "results",
+) -> list:
+    """The results of ``futures``, in order, once all are done; a task's own error is raised as
+    itself, a task whose workers kept dying as a :class:`ClusterError`."""
+    _wait(client, futures, "ALL_COMPLETED", timeout_s, no_workers_s, what)
+    return [result(future) for future in futures]
+
+
+def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options):
+    """``client.scatter(data, **options)``; a cluster without workers for ``no_workers_s`` is
+    a :class:`ClusterError`."""
+    try:
+        return client.scatter(data, timeout=no_workers_s, **options)
+    except TimeoutError:
+        raise ClusterError(
+            f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+            "nothing can be screened (start workers and try again)"
+        ) from None
+
+
+def result(future):
+    """A finished future's result (its own error raised; a lost one as :class:`ClusterError`)."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()  # done: no wait
+    except KilledWorker as exc:
+        raise ClusterError(f"Dask workers kept dying while computing {exc.args[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - the remote error's type may not be importable
+        if type(exc).__name__ == "CancelledError":
+            raise ClusterError("a Dask task was cancelled (the scheduler went away?)") from None
+        raise
+
+
+def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what) -> set:
+    from distributed import wait
+
+    start = time.monotonic()
+    without_workers_since = None
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= timeout_s:
+            raise ClusterError(f"the Dask cluster gave no {what} within {timeout_s:g} s")
+        try:
+            with client.as_current():  # wait() asks for the current client
+                done, _ = wait(
+                    futures, timeout=min(_POLL_S, timeout_s - elapsed), return_when=return_when
+                )
+            return done
+        except TimeoutError:
+            pass
+        if _n_workers(client) == 0:
+            without_workers_since = without_workers_since or time.monotonic()
+            if time.monotonic() - without_workers_since >= no_workers_s:
+                raise ClusterError(
+                    f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+                    f"no {what} can come (start workers and try again)"
+                )
+        else:
+            without_workers_since = None
+
+
+def _n_workers(client) -> int | None:
+    """Workers the scheduler knows of (None: it did not answer within a second)."""
+    try:
+        return len(client.sync(client.scheduler.ncores, callback_timeout=_POLL_S))
+    except Exception:  # noqa: BLE001 - an unreachable scheduler: the overall bound decides
+        return None

@@ -1,0 +1,441 @@
+"""Screening against a catalog split into shard groups held by Dask workers (scatter-gather).
+
+A catalog split with ``audiodup index shard --groups N`` (:meth:`CatalogStore.split_shards`)
+keeps work ``w`` in group ``w % N``, and every shard within one group. Each group's shards are
+opened once by the Dask worker that first screens against them and kept there (keyed by the
+catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
+
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to four
+rounds, each sent to every group at once and gathered with a bounded wait:
+
+1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
+   bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), ranks its works and
+   verifies its top ``candidate_works``; the client keeps the top ``candidate_works`` of all
+   (by support, then work id, as :func:`audiodup.match.candidate_works` ranks them: the global
+   cut is exact because each group returns its own top ones) and scores them over the whole
+   catalog (``n_works``, the chance background of all candidates). A decisive line ends here.
+2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
+   in shard order, as one process would see them, and ranks the chroma candidates.
+3. **chroma alignment** of those candidates, each in its own group; scored by the client.
+4. **guided peak checks** of the alignments the client picked, each in its own group.
+
+Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
+same as screening the catalog in one process (``tests/test_sharded.py`` compares the JSON).
+A worker lost during a round: Dask runs its tasks again on another worker, which opens the
+group's shards; a cluster that gives no answer within ``timeout_s``, or has no worker left,
+raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import dask_client
+from .errors import CatalogError
+from .fingerprint import Fingerprint
+from .index import ChromaHits, LoadedIndexes, set_threads
+from .match import ChromaEvidence, HashEvidence, chroma_candidates
+from .peakcheck import Alignment, PeakCheck
+from .results import Match
+from .screening import (
+    Evidence,
+    _memo,
+    aligned_chroma,
+    best_peak_checks,
+    checked_guesses,
+    matches_from_evidence,
+    peak_guesses,
+    score_chroma,
+    score_hashes,
+    verified_candidates,
+)
+from .settings import Settings
+from .store import CatalogStore
+
+
+@dataclass(frozen=True)
+class CatalogTotals:
+    """What every group screens with besides its own shards: catalog-wide statistics."""
+
+    bucket_sizes: np.ndarray  # int64 entries per hash key over all shards
+    n_hash_entries: int
+    n_works: int  # live works
+    has_chroma: bool
+
+
+@dataclass
+class GroupIndexes(LoadedIndexes):
+    """One group's shards, answering for the catalog-wide statistics with the whole catalog's."""
+
+    catalog_hash_entries: int = 0
+
+    @property
+    def n_hash_entries(self) -> int:
+        return self.catalog_hash_entries
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Which shard group of which catalog snapshot a task reads."""
+
+    root: str
+    settings: Settings
+    group: int
+    n_groups: int
+    index_key: tuple
+
+
+# -- on the workers ------------------------------------------------------------------------------
+class ShardGroup:
+    """One group's shards and its catalog, opened once on a worker."""
+
+    def __init__(self, spec: GroupSpec):
+        self.spec = spec
+        set_threads(spec.settings.faiss_threads)
+        self.store = CatalogStore(Path(spec.root), spec.settings, create=False)
+        self.lock = threading.Lock()  # one SQLite connection, several worker threads
+        self.indexes = self.store.load_indexes(group=(spec.group, spec.n_groups))
+        shard_ids = self.store.group_shards(spec.n_groups).get(spec.group, [])
+        if self.store.index_key() != spec.index_key:
+            self.store.close()
+            raise CatalogError(f"catalog {spec.root} changed while screening; try again")
+        self.shard_ids = shard_ids  # the loaded shards' ids, in their order
+
+    def fingerprint(self, work_id: int) -> Fingerprint:
+        with self.lock:
+            return self.store.fingerprint(work_id)
+
+    def screened(self, totals: CatalogTotals) -> GroupIndexes:
+        """The group's shards with the catalog-wide statistics."""
+        own = self.indexes
+        return GroupIndexes(
+            own.hash_shards,
+            own.chroma_shards,
+            own.live,
+            totals.bucket_sizes,
+            own.shard_has_key,
+            catalog_hash_entries=totals.n_hash_entries,
+        )
+
+
+_OPEN: dict[tuple, ShardGroup] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_group(spec: GroupSpec) -> ShardGroup:
+    """The worker's open :class:`ShardGroup` of ``spec`` (opened on first use; an older snapshot
+    of the same group is dropped)."""
+    worker = _worker_address()
+    key = (worker, spec)
+    with _OPEN_LOCK:
+        if key not in _OPEN:
+            for old in [k for k in _OPEN if k[0] == worker and _same_group(k[1], spec)]:
+                _OPEN.pop(old).store.close()
+            _OPEN[key] = ShardGroup(spec)
+        return _OPEN[key]
+
+
+def _same_group(a: GroupSpec, b: GroupSpec) -> bool:
+    return (a.root, a.settings, a.group, a.n_groups) == (b.root, b.settings, b.group, b.n_groups)
+
+
+def _worker_address() -> str:
+    """This worker's address (several workers may share a process: a threaded LocalCluster)."""
+    try:
+        from distributed import get_worker
+
+        return get_worker().address
+    except (ImportError, ValueError):
+        return "local"
+
+
+def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool]:
+    """The group's bucket sizes, hash entries, the catalog's live works and whether the group
+    has chroma shards."""
+    indexes = open_group(spec).indexes
+    n_live = int(indexes.live.sum())
+    return indexes.bucket_sizes, indexes.n_hash_entries, n_live, indexes.has_chroma
+
+
+def group_hashes(
+    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint
+) -> list[tuple[int, int, HashEvidence | None]]:
+    """The group's best candidate works with their verified hash lines."""
+    group = open_group(spec)
+    return verified_candidates(query, group.screened(totals), spec.settings)
+
+
+def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tuple[int, ChromaHits]]:
+    """``(shard_id, hits)`` of each of the group's chroma shards that holds segments."""
+    group = open_group(spec)
+    out = []
+    for shard_id, shard in zip(group.shard_ids, group.indexes.chroma_shards, strict=True):
+        one = LoadedIndexes([], [shard], group.indexes.live, np.zeros(0, dtype=np.int64))
+        hits = one.search_chroma(vectors, k)
+        if hits is not None:
+            out.append((shard_id, hits))
+    return out
+
+
+def group_alignments(
+    spec: GroupSpec, query: Fingerprint, candidates: list[tuple[int, float]]
+) -> list[ChromaEvidence]:
+    """The chroma alignments of the group's ``(work_id, time_scale)`` candidates."""
+    group = open_group(spec)
+    return aligned_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
+
+
+def group_peak_checks(
+    spec: GroupSpec, query: Fingerprint, guesses: list[tuple[int, Alignment]]
+) -> list[PeakCheck | None]:
+    """The guided peak checks of the group's ``(work_id, alignment)`` guesses, in order."""
+    group = open_group(spec)
+    return checked_guesses(query, guesses, spec.settings, _memo(group.fingerprint))
+
+
+# -- on the client -------------------------------------------------------------------------------
+class ShardedScreening:
+    """Screens queries against a split catalog's shard groups on a Dask cluster.
+
+    >>> with Catalog.open("split-catalog") as catalog:                  # doctest: +SKIP
+    ...     sharded = ShardedScreening(catalog.store, catalog.settings, "tcp://host:8786")
+    ...     catalog.screen_with(sharded.match_fingerprint)
+    ...     verdict = catalog.screen("upload.mp3")
+
+    Every worker must see the catalog folder at the same absolute path. ``timeout_s`` bounds
+    each round's wait; ``no_workers_s`` how long a cluster without workers is waited for.
+    """
+
+    def __init__(
+        self,
+        store: CatalogStore,
+        settings: Settings,
+        dask,
+        *,
+        timeout_s: float = dask_client.DEFAULT_TIMEOUT_S,
+        no_workers_s: float = dask_client.DEFAULT_NO_WORKERS_S,
+    ):
+        self.store = store
+        self.settings = settings
+        self.root = str(Path(store.root).absolute())
+        self.timeout_s = timeout_s
+        self.no_workers_s = no_workers_s
+        self.client, self._own_client = dask_client.connect(dask, min(timeout_s, no_workers_s))
+        self._lock = threading.Lock()
+        self._key = None
+        self._specs: list[GroupSpec] = []
+        self._totals = None  # CatalogTotals, and its future on the workers
+        self._totals_future = None
+        self._homes: list[str] = []
+
+    def close(self) -> None:
+        if self._totals_future is not None:
+            self._totals_future.release()
+            self._totals_future = None
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> ShardedScreening:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the rounds ------------------------------------------------------------------------
+    def match_fingerprint(self, query: Fingerprint) -> list[Match]:
+        """Every work that explains part of the query, most certain first (as
+        :func:`audiodup.screening.match_fingerprint`)."""
+        evidence = self.gather_evidence(query)
+        return matches_from_evidence(evidence, query, self.settings, _LockedWorks(self))
+
+    def gather_evidence(self, query: Fingerprint) -> Evidence:
+        """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
+        specs, totals, totals_future = self._current()
+        settings = self.settings
+        n_works = max(totals.n_works, 1)
+        query_future = self._scatter(query)
+        try:
+            found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
+            hashes = score_hashes(self._top_candidates(found), n_works, settings)
+            if any(
+                f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()
+            ):
+                return Evidence(n_works, hashes)
+            chroma_search = _GatheredChroma(self, specs, totals.has_chroma)
+            candidates = [
+                (w, scale) for w, _, scale in chroma_candidates(query, chroma_search, settings)
+            ]
+            aligned = self._per_work(
+                specs, group_alignments, query_future, candidates, "alignments"
+            )
+            by_work = {ev.work_id: ev for part in aligned for ev in part}
+            chroma = score_chroma(
+                [by_work[w] for w, _ in candidates if w in by_work], n_works, settings
+            )
+            hashed = {w: f.evidence for w, f in hashes.items()}
+            guesses = peak_guesses(hashed, chroma, settings)
+            checks = self._checks(specs, query_future, guesses)
+            peaks = best_peak_checks(guesses, checks)
+            return Evidence(n_works, hashes, tuple(chroma), peaks)
+        finally:
+            query_future.release()
+
+    def _top_candidates(self, found: list[list]) -> list[HashEvidence]:
+        """The verified evidence of the ``candidate_works`` best candidates over all groups, in
+        the order one process ranks them (most support, then lowest work id)."""
+        merged = sorted((c for part in found for c in part), key=lambda c: (-c[1], c[0]))
+        return [e for _, _, e in merged[: self.settings.candidate_works] if e is not None]
+
+    def _per_work(self, specs, task, query_future, items: list, what: str) -> list:
+        """``task(spec, query, its_items)`` on each group that has some of ``items`` (tuples led
+        by a work id), results in group order."""
+        parts = self._by_group(specs, items)
+        busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
+        futures = [
+            self._submit(task, spec, query_future, part, group=spec.group) for spec, part in busy
+        ]
+        return self._gather(futures, what)
+
+    def _checks(self, specs, query_future, guesses) -> list[PeakCheck | None]:
+        """Each guess's peak check, in guess order, run in the guess's group."""
+        n_groups = len(specs)
+        order = [
+            [i for i, g in enumerate(guesses) if g[0] % n_groups == k] for k in range(n_groups)
+        ]
+        busy = [k for k in range(n_groups) if order[k]]
+        futures = [
+            self._submit(
+                group_peak_checks,
+                specs[k],
+                query_future,
+                [(guesses[i][0], guesses[i][1]) for i in order[k]],
+                group=k,
+            )
+            for k in busy
+        ]
+        checks: list[PeakCheck | None] = [None] * len(guesses)
+        for k, part in zip(busy, self._gather(futures, "peak checks"), strict=True):
+            for i, check in zip(order[k], part, strict=True):
+                checks[i] = check
+        return checks
+
+    @staticmethod
+    def _by_group(specs, items: list) -> list[list]:
+        parts: list[list] = [[] for _ in specs]
+        for item in items:
+            parts[item[0] % len(specs)].append(item)
+        return parts
+
+    def chroma_hits(self, specs, vectors: np.ndarray, k: int) -> ChromaHits | None:
+        """Every group's chroma hits, shards side by side in shard order (as one process lays
+        them out: a tie between works is broken the same way)."""
+        vectors_future = self._scatter(vectors)
+        try:
+            futures = [
+                self._submit(group_chroma_hits, spec, vectors_future, k, group=spec.group)
+                for spec in specs
+            ]
+            shards = sorted(
+                (pair for part in self._gather(futures, "chroma hits") for pair in part),
+                key=lambda pair: pair[0],
+            )
+        finally:
+            vectors_future.release()
+        if not shards:
+            return None
+        return ChromaHits(
+            *(
+                np.concatenate([getattr(h, name) for _, h in shards], axis=1)
+                for name in ("similarities", "work_ids", "segment_indexes", "valid")
+            )
+        )
+
+    # -- Dask --------------------------------------------------------------------------------
+    def _each(self, specs, task, *args, what: str) -> list:
+        futures = [self._submit(task, spec, *args, group=spec.group) for spec in specs]
+        return self._gather(futures, what)
+
+    def _submit(self, task, spec, *args, group: int):
+        # each group prefers its own worker (where its shards are open) and goes elsewhere
+        # when that worker is gone
+        return self.client.submit(
+            task,
+            spec,
+            *args,
+            workers=[self._homes[group % len(self._homes)]] if self._homes else None,
+            allow_other_workers=True,
+            pure=False,
+            priority=1,  # before the decoding tasks of a rescan queued on the same worker
+        )
+
+    def _scatter(self, data, **options):
+        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, **options)
+
+    def _gather(self, futures: list, what: str) -> list:
+        try:
+            return dask_client.gather(
+                self.client, futures, self.timeout_s, self.no_workers_s, f"shard-group {what}"
+            )
+        finally:
+            for future in futures:
+                future.release()
+
+    def _current(self) -> tuple[list[GroupSpec], CatalogTotals, object]:
+        """The group specs and catalog totals of the catalog as it is now (gathered again from
+        the groups when the catalog changed)."""
+        with self._lock:
+            key = self.store.index_key()
+            if key != self._key:
+                n_groups = self.store.shard_groups()
+                if not n_groups:
+                    raise CatalogError(
+                        f"catalog {self.root} is not split into shard groups; "
+                        "run 'audiodup index shard --groups N' first"
+                    )
+                specs = [
+                    GroupSpec(self.root, self.settings, g, n_groups, key) for g in range(n_groups)
+                ]
+                workers = sorted(self.client.scheduler_info().get("workers", {}))
+                self._homes = workers
+                parts = self._each(specs, group_totals, what="statistics")
+                totals = CatalogTotals(
+                    np.sum([p[0] for p in parts], axis=0),
+                    int(sum(p[1] for p in parts)),
+                    parts[0][2],
+                    any(p[3] for p in parts),
+                )
+                if self._totals_future is not None:
+                    self._totals_future.release()
+                self._totals_future = self._scatter(totals, broadcast=True)
+                self._specs, self._totals, self._key = specs, totals, key
+            return self._specs, self._totals, self._totals_future
+
+
+class _LockedWorks:
+    """The client's catalog as a ``WorkSource``, one thread at a time (a sharded rescan screens
+    several works at once over one SQLite connection)."""
+
+    def __init__(self, screening: ShardedScreening):
+        self._screening = screening
+
+    def work(self, work_id: int):
+        with self._screening._lock:
+            return self._screening.store.work(work_id)
+
+    def fingerprint(self, work_id: int) -> Fingerprint:
+        with self._screening._lock:
+            return self._screening.store.fingerprint(work_id)
+
+
+class _GatheredChroma:
+    """The chroma search of :func:`audiodup.match.chroma_candidates`, answered by the groups."""
+
+    def __init__(self, screening: ShardedScreening, specs: list[GroupSpec], has_chroma: bool):
+        self._screening, self._specs, self.has_chroma = screening, specs, has_chroma
+
+    def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
+        return self._screening.chroma_hits(self._specs, vectors, k)

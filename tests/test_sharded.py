@@ -1,0 +1,467 @@
+"""A catalog split into shard groups, screened by scatter-gather on Dask (audiodup.sharded):
+the same verdicts as one process, new works routed to their group, and bounded waits when
+workers die (a lost worker's group is screened elsewhere, no worker left is a clear error)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiodup import Catalog
+from audiodup.errors import ClusterError
+from audiodup.results import to_jsonable
+from audiodup.settings import DEFAULT_SETTINGS
+from audiodup.store import split_by_group
+from audiodup.synth import synthesize_work
+
+distributed = pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parents[1]
+UPLOADS = ROOT / "fixtures" / "audio" / "uploads"
+SR = 22050
+N_GROUPS = 3
+# altered copies (speed, stretch, pitch, excerpt, codec) and unrelated music
+POSITIVES = [
+    "speed_1.15_work_05.ogg",
+    "stretch_0.80_work_01.ogg",
+    "pitch_-3_work_03.ogg",
+    "pitch_+2.5_work_04.ogg",
+    "excerpt_15s_work_00.ogg",
+    "nightcore_work_03.ogg",
+    "mp3_work_02.mp3",
+]
+TIMING = {
+    "fingerprint_s",
+    "search_s",
+    "fingerprint_cpu_s",
+    "search_cpu_s",
+    "index_load_s",
+    "index_load_cpu_s",
+}
+
+
+def _write(path: Path, samples: np.ndarray) -> Path:
+    sf.write(path, samples.astype(np.float32), SR)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chance_uploads(tmp_path_factory) -> list[Path]:
+    """Music that is in no catalog work: two unrelated pieces, a medley of short pieces of two
+    more, and a short excerpt of another."""
+    folder = tmp_path_factory.mktemp("chance")
+    medley = np.concatenate(
+        [synthesize_work(9101, 12.0, SR), synthesize_work(9102, 12.0, SR)[: 12 * SR]]
+    )
+    return [
+        UPLOADS / "unrelated_a.ogg",
+        UPLOADS / "unrelated_b.ogg",
+        _write(folder / "medley.wav", medley),
+        _write(folder / "short_excerpt.wav", synthesize_work(9103, 30.0, SR)[5 * SR : 13 * SR]),
+    ]
+
+
+@pytest.fixture(scope="module")
+def split_catalog(pristine_catalog_dir: Path, tmp_path_factory) -> Path:
+    """The fixture catalog plus three synthetic works, split into three shard groups."""
+    root = tmp_path_factory.mktemp("split") / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    extra = tmp_path_factory.mktemp("extra")
+    for seed in (301, 302, 303):
+        _write(extra / f"synthetic_{seed}.wav", synthesize_work(seed, 40.0, SR))
+    with Catalog.open(root, create=False) as catalog:
+        catalog.add_paths([extra])
+        catalog.store.split_shards(N_GROUPS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def threaded_client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _document(verdict) -> dict:
+    return {k: v for k, v in to_jsonable(verdict).items() if k not in TIMING}
+
+
+def _evidence(evidence) -> dict:
+    """What an Evidence record decides with, comparable with ==."""
+    return {
+        "n_works": evidence.n_works,
+        "hashes": [
+            (w, f.false_match_probability, f.evidence.main_inliers, f.evidence.lines)
+            for w, f in evidence.hashes.items()
+        ],
+        "chroma": [
+            (f.evidence.work_id, f.evidence.similarity, f.false_match_probability)
+            for f in evidence.chroma
+        ],
+        "peaks": [
+            (w, p.check.probability, p.check.matched_peaks, p.chroma is not None)
+            for w, p in evidence.peaks.items()
+        ],
+    }
+
+
+# -- store: shard groups ---------------------------------------------------------------------------
+def test_split_by_group_keeps_order_and_leaves_out_empty_groups():
+    assert split_by_group([5, 1, 3, 4, 7], 0) == [[5, 1, 3, 4, 7]]
+    assert split_by_group([5, 1, 3, 4, 7], 3) == [[3], [1, 4, 7], [5]]
+    assert split_by_group([], 3) == []
+
+
+def test_every_shard_holds_one_group_and_new_works_are_routed(catalog_copy: Path, tmp_path):
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.store.split_shards(N_GROUPS)
+        assert catalog.store.shard_groups() == N_GROUPS
+        before = catalog.store.group_shards(N_GROUPS)
+        _write(tmp_path / "new_a.wav", synthesize_work(401, 30.0, SR))
+        _write(tmp_path / "new_b.wav", synthesize_work(402, 30.0, SR))
+        added = catalog.add_paths([tmp_path])
+        after = catalog.store.group_shards(N_GROUPS)
+        rows = catalog.store.db.execute("SELECT work_id, shard_id FROM works").fetchall()
+        verdict = catalog.screen(tmp_path / "new_a.wav")
+    shard_of = dict(rows)
+    for group, shards in after.items():
+        members = [w for w, s in shard_of.items() if s in shards]
+        assert members and all(w % N_GROUPS == group for w in members)
+    for result in added:  # each new work in a new shard of its own group
+        assert shard_of[result.work_id] in after[result.work_id % N_GROUPS]
+        assert shard_of[result.work_id] not in before.get(result.work_id % N_GROUPS, [])
+    assert verdict.verdict == "duplicate"
+    assert verdict.matches[0].work_id == added[0].work_id
+
+
+def test_compaction_stays_within_groups(catalog_copy: Path, tmp_path):
+    settings = dataclasses.replace(DEFAULT_SETTINGS, max_shards=2)
+    with Catalog.open(catalog_copy, create=False, settings=settings) as catalog:
+        catalog.store.split_shards(2)
+        for seed in (501, 502, 503):
+            folder = tmp_path / str(seed)
+            folder.mkdir()
+            _write(folder / "w.wav", synthesize_work(seed, 25.0, SR))
+            catalog.add_paths([folder])
+        groups = catalog.store.group_shards(2)
+        rows = catalog.store.db.execute("SELECT work_id, shard_id FROM works").fetchall()
+        assert catalog.verify() == []
+    # works 7 and 9 made group 1 three shards: compacted to two, within the group
+    assert all(len(shards) <= 2 for shards in groups.values())
+    for work_id, shard_id in rows:
+        assert shard_id in groups[work_id % 2]
+
+
+def test_a_catalog_not_split_is_refused_on_dask(catalog: Catalog, threaded_client):
+    from audiodup.sharded import ShardedScreening
+
+    with (
+        ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded,
+        pytest.raises(Exception, match="index shard --groups"),
+    ):
+        sharded.match_fingerprint(catalog.fingerprint(1))
+
+
+def test_index_shard_command_splits_and_joins(catalog_copy: Path, monkeypatch, capsys):
+    from cli_runner import run_main
+
+    code, out, _ = run_main(
+        ["index", "shard", "--db", str(catalog_copy), "--groups", "4"], monkeypatch, capsys
+    )
+    assert code == 0 and "6 works in 4 shard groups (4 shards)" in out
+    code, out, _ = run_main(
+        ["index", "shard", "--db", str(catalog_copy), "--groups", "0"], monkeypatch, capsys
+    )
+    assert code == 0 and "(1 shards)" in out
+
+
+def test_an_unreachable_scheduler_is_one_clear_error(split_catalog: Path):
+    from audiodup.sharded import ShardedScreening
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    with (
+        Catalog.open(split_catalog, create=False) as catalog,
+        pytest.raises(ClusterError, match="cannot reach the Dask scheduler"),
+    ):
+        ShardedScreening(catalog.store, catalog.settings, address, no_workers_s=2)
+
+
+def test_split_shards_refuses_a_negative_count(catalog_copy: Path):
+    from audiodup.errors import CatalogError
+
+    with Catalog.open(catalog_copy, create=False) as catalog, pytest.raises(CatalogError):
+        catalog.store.split_shards(-1)
+
+
+# -- identical verdicts ----------------------------------------------------------------------------
+def test_sharded_verdicts_are_those_of_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    from audiodup.sharded import ShardedScreening
+
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    with Catalog.open(split_catalog, create=False) as catalog:
+        alone = [_document(catalog.screen(path)) for path in uploads]
+        with ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded:
+            catalog.screen_with(sharded.match_fingerprint)
+            spread = [_document(catalog.screen(path)) for path in uploads]
+    assert spread == alone
+    verdicts = [d["verdict"] for d in alone]
+    assert verdicts[: len(POSITIVES)] == ["duplicate"] * len(POSITIVES)
+    assert "duplicate" not in verdicts[len(POSITIVES) :]
+
+
+def test_every_round_gives_the_evidence_of_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    """No hash line is decisive here, so every query runs all four rounds (chroma search,
+    alignment and peak checks) against the one-process pipeline."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    settings = dataclasses.replace(DEFAULT_SETTINGS, duplicate_max_fmp=0.0)
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        ran_peaks = 0
+        for path in uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            alone = screening.gather_evidence(query, catalog.indexes(), settings, catalog.store)
+            spread = sharded.gather_evidence(query)
+            assert _evidence(spread) == _evidence(alone), path.name
+            ran_peaks += bool(alone.peaks)
+    assert ran_peaks >= len(POSITIVES)
+
+
+def test_a_work_added_while_screening_is_found_in_its_group(
+    catalog_copy: Path, tmp_path, threaded_client
+):
+    from audiodup.sharded import ShardedScreening
+
+    new = _write(tmp_path / "new.wav", synthesize_work(601, 30.0, SR))
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.store.split_shards(2)
+        with ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded:
+            catalog.screen_with(sharded.match_fingerprint)
+            assert catalog.screen(new).verdict == "clean"
+            (added,) = catalog.add_paths([new])
+            found = catalog.screen(new)
+    assert found.verdict == "duplicate"
+    assert found.matches[0].work_id == added.work_id
+
+
+# -- separate scheduler and worker processes ------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _dask_command(*args: str) -> list[str]:
+    # the dask CLI of this interpreter's environment
+    return [sys.executable, "-m", "distributed.cli.dask_" + args[0], *args[1:]]
+
+
+class _Cluster:
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1 (no nanny: a killed worker
+    stays dead)."""
+
+    def __init__(self, n_workers: int, log_dir: Path):
+        self.address = f"tcp://127.0.0.1:{_free_port()}"
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+        port = self.address.rsplit(":", 1)[1]
+        self.procs.append(
+            self._start("scheduler", "--host", "127.0.0.1", "--port", port, "--no-dashboard")
+        )
+        self.workers = [
+            self._start(
+                "worker", self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny", name=i
+            )
+            for i in range(n_workers)
+        ]
+        self.procs.extend(self.workers)
+        with distributed.Client(self.address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(n_workers, timeout=120)
+
+    def _start(self, kind: str, *args: str, name: int = 0) -> subprocess.Popen:
+        log = open(self.log_dir / f"{kind}-{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen(
+            _dask_command(kind, *args), stdout=log, stderr=subprocess.STDOUT, env=_env()
+        )
+
+    def kill_workers(self) -> None:
+        for proc in self.workers:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=60)
+
+
+@pytest.fixture
+def process_cluster(tmp_path):
+    cluster = None
+    try:
+        cluster = _Cluster(2, tmp_path)
+        yield cluster
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "audiodup", *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+
+
+def test_cli_screens_on_separate_scheduler_and_workers(
+    split_catalog: Path, chance_uploads: list[Path], process_cluster
+):
+    uploads = [str(UPLOADS / name) for name in POSITIVES[:3]] + [str(chance_uploads[2])]
+    alone = _cli("screen", "--json", "--db", str(split_catalog), *uploads)
+    spread = _cli(
+        "screen", "--json", "--db", str(split_catalog), "--dask", process_cluster.address, *uploads
+    )
+    assert spread.returncode == alone.returncode == 1, spread.stderr
+    documents = [json.loads(run.stdout) for run in (alone, spread)]
+    for document in documents:
+        document["results"] = [
+            {k: v for k, v in r.items() if k not in TIMING} for r in document["results"]
+        ]
+    assert documents[1] == documents[0]
+
+
+def test_no_worker_left_is_a_clear_error_not_a_hang(split_catalog: Path, process_cluster):
+    from audiodup.sharded import ShardedScreening
+
+    with Catalog.open(split_catalog, create=False) as catalog:
+        query = catalog.fingerprint(1)
+        with ShardedScreening(
+            catalog.store, catalog.settings, process_cluster.address, no_workers_s=3
+        ) as sharded:
+            assert sharded.match_fingerprint(query)  # the work itself
+            process_cluster.kill_workers()
+            outcome = _in_thread(lambda: sharded.match_fingerprint(query))
+    assert isinstance(outcome, ClusterError), outcome
+    assert "no workers" in str(outcome)
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["split", "whole"])
+def test_rescan_dask_without_workers_stops_with_an_error(
+    split: bool, split_catalog: Path, pristine_catalog_dir: Path, tmp_path, process_cluster
+):
+    """The hang of issue #14: rescan --dask waited forever once every worker had died (a split
+    catalog is screened over its groups, a whole one by each worker alone)."""
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog if split else pristine_catalog_dir, root)
+    process_cluster.kill_workers()
+    run = _cli("rescan", "--db", str(root), "--dask", process_cluster.address, "--timeout", "120")
+    assert run.returncode == 2
+    assert "no workers" in run.stderr and "Traceback" not in run.stderr
+
+
+# -- a worker killed during a rescan --------------------------------------------------------------
+def _in_thread(call, timeout_s: float = 600.0):
+    """``call()``'s result or raised error; the test's own wait is bounded (a hang fails)."""
+    box: list = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), "no answer: the call hung"
+    return box[0]
+
+
+def _scans(root: Path) -> dict[int, list]:
+    """Each screened work's matches (timing aside), from the rescan's stored results."""
+    from audiodup.rescan.store import RescanStore
+
+    with Catalog.open(root, create=False) as catalog:
+        store = RescanStore(root, catalog.settings)
+        try:
+            scans = store.results(catalog.works())
+        finally:
+            store.close()
+    return {w: [to_jsonable(m) for m in scan.matches] for w, scan in scans.items()}
+
+
+def test_a_worker_killed_mid_rescan_is_replaced_or_reported(split_catalog: Path, tmp_path):
+    from audiodup.rescan import run_rescan
+
+    alone, spread = tmp_path / "alone", tmp_path / "spread"
+    shutil.copytree(split_catalog, alone)
+    shutil.copytree(split_catalog, spread)
+    with Catalog.open(alone, create=False) as catalog:
+        run_rescan(catalog)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+        Catalog.open(spread, create=False) as catalog,
+    ):
+        pids = client.run(os.getpid)
+        killed = []
+
+        def kill_one(done, total, scan):
+            if scan is not None and not killed:
+                victim = sorted(pids.values())[0]
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+
+        outcome = _in_thread(
+            lambda: run_rescan(catalog, dask=client, timeout_s=300, on_progress=kill_one)
+        )
+    assert killed
+    if isinstance(outcome, BaseException):
+        assert isinstance(outcome, ClusterError), outcome
+    else:
+        assert outcome.screened == outcome.targets
+        assert _scans(spread) == _scans(alone)
+
+
+def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
+    from audiodup import dask_client
+
+    slow = threaded_client.submit(time.sleep, 30, pure=False)
+    with pytest.raises(ClusterError, match="within 1 s"):
+        dask_client.gather(threaded_client, [slow], timeout_s=1.0)
+    slow.cancel()
