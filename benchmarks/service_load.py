@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +46,7 @@ import soundfile as sf
 
 from audiodup import Catalog
 from audiodup.service.auth import KeyFile
+from audiodup.service.local import LocalServer, start_local_server
 from audiodup.synth import synthesize_work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,74 +56,11 @@ READY_WAIT_S = 300.0
 
 
 # -- the server ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Service:
-    process: subprocess.Popen
-    url: str
-    log: Path
-    started: float
-    ready_s: float = 0.0
-
-    def worker_pids(self) -> list[int]:
-        pids = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            pid = entry.get("pid")
-            if entry.get("message") == "worker ready" and pid not in pids and _alive(pid):
-                pids.append(pid)
-        return pids
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
-
-
-def _alive(pid) -> bool:
+def start_service(db: Path, workers: int, log: Path) -> LocalServer:
     try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, TypeError, ValueError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def start_service(db: Path, workers: int, log: Path) -> Service:
-    port = _free_port()
-    started = time.perf_counter()
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "audiodup", "serve", "--db", str(db), "--port", str(port)]
-            + ["--workers", str(workers)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    service = Service(process, f"http://127.0.0.1:{port}", log, started)
-    deadline = time.monotonic() + READY_WAIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server stopped: {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200 and (
-                len(service.worker_pids()) >= workers
-            ):
-                service.ready_s = time.perf_counter() - started
-                return service
-        time.sleep(0.05)
-    service.stop()
-    raise SystemExit("the server was not ready in time")
+        return start_local_server(db, log, workers=workers, ready_wait_s=READY_WAIT_S)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)[-2000:]) from None
 
 
 # -- clients -------------------------------------------------------------------------------------
@@ -180,7 +116,7 @@ def send_upload(
 
 
 def run_level(
-    service: Service,
+    service: LocalServer,
     key: str,
     files: list[bytes],
     clients: int,
@@ -265,7 +201,7 @@ def engine_baseline(db: Path, paths: list[Path]) -> dict:
     return {"p50_s": statistics.median(times), "batch_per_min": 60.0 * len(batch) / batch_s}
 
 
-def screen_overhead(service: Service, key: str, db_copy: Path, paths: list[Path]) -> dict:
+def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[Path]) -> dict:
     """Each file screened by the engine in this process (``Catalog.screen`` on a copy of the
     catalog) and by ``POST /v1/screen``, alternately, so a busy machine slows both alike:
     p50 of each and of the paired differences."""
@@ -296,7 +232,7 @@ def screen_overhead(service: Service, key: str, db_copy: Path, paths: list[Path]
     }
 
 
-def screen_throughput(service: Service, key: str, files: list[bytes], clients: int) -> float:
+def screen_throughput(service: LocalServer, key: str, files: list[bytes], clients: int) -> float:
     """``POST /v1/screen`` (screening only, as the engine's batch) of every file by
     ``clients`` clients at once: uploads per minute."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"}
