@@ -63,6 +63,69 @@ def start_service(db: Path, workers: int, log: Path) -> LocalServer:
         raise SystemExit(str(exc)[-2000:]) from None
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_to_ready(db: Path, workers: int, log: Path, repeats: int) -> dict:
+    """``audiodup serve`` started ``repeats`` times: wall seconds until every worker is ready,
+    and the CPU seconds the supervisor and each worker had used by then (read from /proc)."""
+    runs = []
+    for _ in range(repeats):
+        service = start_service(db, workers, log)
+        try:
+            pids = service.worker_pids()
+            runs.append(
+                {
+                    "ready_s": service.ready_s,
+                    "supervisor_cpu_s": _cpu_s(service.process.pid),
+                    "worker_cpu_s": [_cpu_s(pid) for pid in pids],
+                }
+            )
+        finally:
+            service.stop()
+    return {
+        "ready_s": [r["ready_s"] for r in runs],
+        "supervisor_cpu_s": statistics.median(r["supervisor_cpu_s"] for r in runs),
+        "worker_cpu_s": statistics.median(c for r in runs for c in r["worker_cpu_s"]),
+    }
+
+
+_WORKER_STAGES = """
+import sys, time
+c0 = time.process_time()
+import audiodup.service.app as app_module
+c1 = time.process_time()
+from pathlib import Path
+from audiodup.service.config import ServiceConfig
+app = app_module.create_app(ServiceConfig(db=Path(sys.argv[1])))
+c2 = time.process_time()
+from audiodup.service.engine import Engine
+engine = Engine(app.state.config)
+engine.open()
+c3 = time.process_time()
+print(c0, c1 - c0, c2 - c1, c3 - c2)
+"""
+
+
+def worker_stages(db: Path, repeats: int) -> dict:
+    """A worker's start, stage by stage, in a fresh process (CPU seconds, medians): the
+    interpreter, importing the application, building it, opening the catalog with its
+    indexes."""
+    runs = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, "-c", _WORKER_STAGES, str(db)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"a worker's start failed:\n{done.stderr[-2000:]}")
+        runs.append([float(x) for x in done.stdout.split()])
+    names = ("interpreter", "import_app", "create_app", "open_catalog_and_indexes")
+    return {name: statistics.median(r[i] for r in runs) for i, name in enumerate(names)}
+
+
 # -- clients -------------------------------------------------------------------------------------
 @dataclass
 class Outcome:
@@ -189,16 +252,21 @@ def engine_baseline(db: Path, paths: list[Path]) -> dict:
     with Catalog.open(db, create=False) as catalog:
         catalog.indexes()
         catalog.screen(paths[0])  # warm
-        times = []
+        times, cpu = [], []
         for path in paths:
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             catalog.screen(path)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu0)
         batch = paths * 2  # twice over: the worker processes' start is spread thinner
         start = time.perf_counter()
         catalog.screen_many(batch, workers=2)
         batch_s = time.perf_counter() - start
-    return {"p50_s": statistics.median(times), "batch_per_min": 60.0 * len(batch) / batch_s}
+    return {
+        "p50_s": statistics.median(times),
+        "cpu_per_upload_s": statistics.fmean(cpu),
+        "batch_per_min": 60.0 * len(batch) / batch_s,
+    }
 
 
 def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[Path]) -> dict:
@@ -232,19 +300,25 @@ def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[P
     }
 
 
-def screen_throughput(service: LocalServer, key: str, files: list[bytes], clients: int) -> float:
+def screen_throughput(
+    service: LocalServer, key: str, files: list[bytes], clients: int
+) -> tuple[float, float]:
     """``POST /v1/screen`` (screening only, as the engine's batch) of every file by
-    ``clients`` clients at once: uploads per minute."""
+    ``clients`` clients at once: uploads per minute, and the workers' CPU seconds per upload
+    (everything a worker does for a request: receiving, auth, decoding, screening, JSON)."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"}
 
     def one(data: bytes) -> None:
         with httpx.Client(base_url=service.url, timeout=900) as http:
             http.post("/v1/screen", content=data, headers=headers).raise_for_status()
 
+    pids = service.worker_pids()
+    cpu0 = sum(_cpu_s(pid) for pid in pids)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, files * 2))
-    return 60.0 * 2 * len(files) / (time.perf_counter() - started)
+    per_min = 60.0 * 2 * len(files) / (time.perf_counter() - started)
+    return per_min, (sum(_cpu_s(pid) for pid in pids) - cpu0) / (2 * len(files))
 
 
 def ledger(url: str, key: str, prefix: str) -> list[dict]:
@@ -289,6 +363,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=6)
     parser.add_argument("--duration", type=float, default=240.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--ready-only",
+        type=int,
+        metavar="N",
+        help="only start the server N times: time to ready, and a worker's start by stage",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     source = args.catalog
@@ -308,6 +388,13 @@ def main() -> None:
         stats = catalog.stats()
     print(f"catalog: {label}, {stats.works} works, {stats.hours:.1f} h; work folder {work}")
     key = KeyFile(db / "service" / "keys.json").create("bench", ["admin"])
+    if args.ready_only:
+        text = ready_report(args, label, stats, db, work / "server.log")
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     paths = make_uploads(work, args.files, args.duration)
     print(f"{len(paths)} uploads of {args.duration:g} s written")
     engine_db = work / "engine-db"  # the engine's own copy: the service's catalog changes
@@ -323,7 +410,7 @@ def main() -> None:
         served = screen_overhead(service, key, engine_db, paths)
         print(f"overhead {served}")
         data = [p.read_bytes() for p in paths]
-        screen_per_min = screen_throughput(service, key, data, 4)
+        screen_per_min, served_cpu_s = screen_throughput(service, key, data, 4)
         print(f"service /v1/screen at 4 clients: {screen_per_min:.1f}/min")
         for clients in levels:
             outcomes, wall = run_level(
@@ -390,12 +477,41 @@ def main() -> None:
     finally:
         service.stop()
     engine["screen_per_min"] = screen_per_min
+    engine["served_cpu_per_upload_s"] = served_cpu_s
     engine["ready_s"] = first_ready_s
     text = report(args, label, stats, engine, served, rows, fault, restart, service)
     print(text)
     if args.out:
         args.out.write_text(text)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def ready_report(args, label, stats, db: Path, log: Path) -> str:
+    load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    ready = time_to_ready(db, args.workers, log, args.ready_only)
+    stages = worker_stages(db, args.ready_only)
+    load_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    shown = ", ".join(f"{s:.2f}" for s in ready["ready_s"])
+    return "\n".join(
+        [
+            f"### Time to ready at {stats.works:,} works",
+            "",
+            f"`python -m benchmarks.service_load --catalog {args.catalog} --workers "
+            f"{args.workers} --ready-only {args.ready_only}` ({now}, commit {commit()}, "
+            f"{machine()}; load average 1 / 5 / 15 min {load_start} at the start, {load_end} "
+            f"at the end). Catalog: {label} ({stats.works:,} works, {stats.hours:.1f} h).",
+            "",
+            f"- From `audiodup serve` to every worker ready: {shown} s "
+            f"(median {statistics.median(ready['ready_s']):.2f} s).",
+            f"- CPU used by then: the supervisor (CLI, configuration, catalog check, uvicorn) "
+            f"{ready['supervisor_cpu_s']:.2f} s, each worker {ready['worker_cpu_s']:.2f} s.",
+            "- A worker's start by stage (a fresh process, CPU seconds, medians): "
+            + ", ".join(f"{name.replace('_', ' ')} {cpu:.2f}" for name, cpu in stages.items())
+            + ".",
+            "",
+        ]
+    )
 
 
 def report(args, label, stats, engine, served, rows, fault, restart, service) -> str:
@@ -435,6 +551,12 @@ def report(args, label, stats, engine, served, rows, fault, restart, service) ->
         f"uploads): {engine['screen_per_min']:.1f} uploads/min, "
         f"{100 * engine['screen_per_min'] / engine['batch_per_min']:.0f} % of the engine's "
         "batch.",
+        f"- CPU per screened upload (load-independent): the engine in one process "
+        f"{engine['cpu_per_upload_s']:.3f} s, a service worker "
+        f"{engine['served_cpu_per_upload_s']:.3f} s (receiving, auth, decoding, screening, "
+        f"JSON): on {args.workers} dedicated cores the service would screen "
+        f"{100 * engine['cpu_per_upload_s'] / engine['served_cpu_per_upload_s']:.0f} % of "
+        "what the engine does.",
         f"- Time from `audiodup serve` to ready (every worker): {engine['ready_s']:.2f} s at "
         f"{stats.works} works.",
         "",
