@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import sys
 from enum import StrEnum
@@ -815,13 +817,20 @@ def parse_plain_screen(argv: list[str]) -> dict | None:
 
 
 def _run_plain_screen(params: dict) -> None:
-    """:func:`screen` with typer's exit handling (its exit code, 130 on an interrupt)."""
+    """:func:`screen` with typer's exit handling: its exit code, 130 on an interrupt, 1 in
+    silence when the reader of the output went away (a closed pipe)."""
     try:
         screen(**params)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        # nothing more can be read: what is still buffered goes nowhere, as with typer
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     sys.exit(0)
 
 

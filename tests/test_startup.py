@@ -174,3 +174,25 @@ def test_unusual_command_lines_go_to_typer(argv: list[str]) -> None:
     from audiodup.cli import parse_plain_screen
 
     assert parse_plain_screen(argv) is None
+
+
+def _exit_code_on_a_closed_pipe(argv: list[str]) -> int:
+    """``audiodup ARGV`` whose standard output's reader has gone away before it writes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "audiodup", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    process.stdout.close()
+    return process.wait(timeout=300)
+
+
+def test_a_plain_screen_on_a_closed_pipe_ends_as_typer_ends_it(pristine_catalog_dir) -> None:
+    """``audiodup screen ... | head -0``: exit 1 in silence, as typer does, not an internal
+    error. ``--top 005`` is left to typer (the same value, read by typer)."""
+    from conftest import UPLOADS_DIR
+
+    upload = str(UPLOADS_DIR / "excerpt_15s_work_00.ogg")
+    common = ["screen", "--json", "--db", str(pristine_catalog_dir), upload]
+    assert _exit_code_on_a_closed_pipe(common) == 1
+    assert _exit_code_on_a_closed_pipe([*common, "--top", "005"]) == 1
