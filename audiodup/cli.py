@@ -798,11 +798,11 @@ def parse_plain_screen(argv: list[str]) -> dict | None:
         if token == "--":
             paths += [Path(rest) for rest in tokens]
             break
-        name, _, inline = token.partition("=")
+        name, equals, inline = token.partition("=")
         if token in _SCREEN_FLAGS and _SCREEN_FLAGS[token] not in params:
             params[_SCREEN_FLAGS[token]] = True
         elif name in _SCREEN_OPTIONS and _SCREEN_OPTIONS[name] not in params:
-            text = inline if inline else next(tokens, "")
+            text = inline if equals else next(tokens, "")
             value = _screen_value(_SCREEN_OPTIONS[name], text)
             if not text or text.startswith("-") or value is None:
                 return None

@@ -143,6 +143,8 @@ UNUSUAL_SCREENS = [
     ["screen", "--json", "--json", "a.mp3"],
     ["screen", "--db", "a", "--db", "b", "a.mp3"],
     ["screen", "--db"],
+    ["screen", "--db=", "a.mp3", "b.mp3"],
+    ["screen", "--json=1", "a.mp3"],
     ["screen", "--db", "--json", "a.mp3"],
     ["screen", "-", "a.mp3"],
     ["screen", "--jsn", "a.mp3"],
