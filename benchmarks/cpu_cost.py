@@ -71,6 +71,16 @@ def _run_cpu(
     return _children_cpu() - before, done
 
 
+def _median_cpu(call) -> float:
+    """The median CPU seconds of ``REPEATS`` calls of ``call()`` in this process."""
+    runs = []
+    for _ in range(REPEATS):
+        cpu0 = time.process_time()
+        call()
+        runs.append(time.process_time() - cpu0)
+    return statistics.median(runs)
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -191,12 +201,7 @@ def measure_audiodup(plan: dict, workdir: Path) -> dict:
                     decodes.append(cpu1 - cpu0)
                 fp_cpu.append(statistics.median(runs))
                 decode_cpu.append(statistics.median(decodes))
-                runs = []
-                for _ in range(REPEATS):
-                    cpu0 = time.process_time()
-                    catalog.match_fingerprint(query)
-                    runs.append(time.process_time() - cpu0)
-                search_cpu.append(statistics.median(runs))
+                search_cpu.append(_median_cpu(lambda q=query: catalog.match_fingerprint(q)))
             out["by_length"][name] = {
                 "n": len(items),
                 "decode_fingerprint_p50": _pct(fp_cpu, 0.5),
@@ -233,14 +238,9 @@ def _measure_large_catalog(root: Path, uploads: dict) -> dict:
         catalog.indexes()
         out["index_load_cpu_s"] = time.process_time() - cpu0
         catalog.screen(uploads["30s"][0]["path"])
-        per_upload = []
-        for upload in uploads["4min"]:
-            runs = []
-            for _ in range(REPEATS):
-                cpu0 = time.process_time()
-                catalog.screen(upload["path"])
-                runs.append(time.process_time() - cpu0)
-            per_upload.append(statistics.median(runs))
+        per_upload = [
+            _median_cpu(lambda p=upload["path"]: catalog.screen(p)) for upload in uploads["4min"]
+        ]
         out["screen_4min"] = {
             "median_cpu_s": statistics.median(per_upload),
             "p95_cpu_s": _pct(per_upload, 0.95),
@@ -252,12 +252,7 @@ def _measure_large_catalog(root: Path, uploads: dict) -> dict:
                 query = fingerprint_audio(
                     load_audio(upload["path"], catalog.settings), catalog.settings, query=True
                 )
-                runs = []
-                for _ in range(REPEATS):
-                    cpu0 = time.process_time()
-                    catalog.match_fingerprint(query)
-                    runs.append(time.process_time() - cpu0)
-                search_cpu.append(statistics.median(runs))
+                search_cpu.append(_median_cpu(lambda q=query: catalog.match_fingerprint(q)))
             out["by_length"][name] = {
                 "search_p50": _pct(search_cpu, 0.5),
                 "search_p95": _pct(search_cpu, 0.95),
@@ -494,28 +489,27 @@ def render(results: dict, peers: dict, meta: dict) -> str:
             lambda r: r["indexing"]["audio_s_per_cpu_s"],
             ",.0f",
         ),
-        row(
-            "one-file process `audiodup screen --json` (4-min upload), CPU-s",
-            lambda r: r["startup"]["one_file_cpu_s"],
-            ".2f",
-            f"{fpcalc['default_120s_one_file']:.2f} (default: first 120 s)" if fpcalc else "",
-        ),
-        row(
-            "… start-up until decoding starts, CPU-s (audiodup compiled from source each time: "
-            "this machine's PYTHONDONTWRITEBYTECODE=1)",
-            lambda r: r["startup"]["until_decode_cpu_s"],
-            ".2f",
-        ),
-        row(
-            "one-file process, bytecode cached (as installed), CPU-s",
-            lambda r: r["startup_bytecode"]["one_file_cpu_s"],
-            ".2f",
-        ),
-        row(
-            "… start-up until decoding starts, bytecode cached, CPU-s",
-            lambda r: r["startup_bytecode"]["until_decode_cpu_s"],
-            ".2f",
-        ),
+    ]
+    startups = {
+        "startup": "audiodup compiled from source each time: this machine's "
+        "PYTHONDONTWRITEBYTECODE=1",
+        "startup_bytecode": "bytecode cached, as an installed package has it",
+    }
+    for key, how in startups.items():
+        lines += [
+            row(
+                f"one-file process `audiodup screen --json` (4-min upload; {how}), CPU-s",
+                lambda r, k=key: r[k]["one_file_cpu_s"],
+                ".2f",
+                f"{fpcalc['default_120s_one_file']:.2f} (default: first 120 s)" if fpcalc else "",
+            ),
+            row(
+                "… start-up until decoding starts, CPU-s",
+                lambda r, k=key: r[k]["until_decode_cpu_s"],
+                ".2f",
+            ),
+        ]
+    lines += [
         row(
             "loading the 113-work index in a process, CPU-s",
             lambda r: r["index_load_cpu_s"],
