@@ -404,6 +404,82 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# issue #16's targets: (what, the figure's path in a result, how to show it, the target)
+TARGETS = [
+    (
+        "CPU-s per screened 4-min upload, 113 works",
+        ("screen_4min", "median_cpu_s"),
+        ".3f",
+        "<= 0.25",
+    ),
+    (
+        "CPU-s per screened 4-min upload, 10,000 works",
+        ("at_10k", "screen_4min", "median_cpu_s"),
+        ".3f",
+        "<= 0.25",
+    ),
+    ("decode + fingerprint, × real time per core", ("fingerprint_x_realtime",), ",.0f", ">= 1,000"),
+    (
+        "fingerprint only (decoded samples), × real time per core",
+        ("fingerprint_only_x_realtime",),
+        ",.0f",
+        ">= 1,000",
+    ),
+    (
+        "start-up of `audiodup screen one.mp3` until decoding, CPU-s (bytecode cached)",
+        ("startup_bytecode", "until_decode_cpu_s"),
+        ".2f",
+        "<= 0.3",
+    ),
+    (
+        "… the same, audiodup compiled from source (PYTHONDONTWRITEBYTECODE=1)",
+        ("startup", "until_decode_cpu_s"),
+        ".2f",
+        "<= 0.3",
+    ),
+    *[
+        (
+            f"search p50 / p95 CPU-ms, {name} upload, 113 works",
+            ("by_length", name),
+            "ms",
+            "reported",
+        )
+        for name in LENGTHS_S
+    ],
+    *[
+        (
+            f"search p50 / p95 CPU-ms, {name} upload, 10,000 works",
+            ("at_10k", "by_length", name),
+            "ms",
+            "reported",
+        )
+        for name in LENGTHS_S
+    ],
+]
+
+
+def _targets(cols: list[str], get: dict) -> list[str]:
+    """The targets table: each target's figure before and after."""
+
+    def shown(result: dict | None, path: tuple, fmt: str) -> str:
+        try:
+            value = result
+            for key in path:
+                value = value[key]
+        except (KeyError, TypeError):
+            return "not measured"
+        if fmt == "ms":
+            return f"{1000 * value['search_p50']:.0f} / {1000 * value['search_p95']:.0f}"
+        return format(value, fmt)
+
+    lines = ["| target (issue #16) | " + " | ".join(cols) + " | target |"]
+    lines.append("|---|" + "---:|" * len(cols) + "---|")
+    for what, path, fmt, target in TARGETS:
+        cells = [shown(get[c], path, fmt) for c in cols]
+        lines.append(f"| {what} | " + " | ".join(cells) + f" | {target} |")
+    return [*lines, "", "Every figure:", ""]
+
+
 def render(results: dict, peers: dict, meta: dict) -> str:
     after = results["after"]
     before = results.get("before")
@@ -443,6 +519,7 @@ def render(results: dict, peers: dict, meta: dict) -> str:
         + ". Catalog: the benchmark's 113 catalog works, indexed from their source files "
         "(Ogg Vorbis) in the measuring process.",
         "",
+        *_targets(cols, get),
         head,
         "|---|" + "---:|" * (len(cols) + 2),
         row(
