@@ -55,7 +55,7 @@ def test_a_worker_with_a_full_queue_answers_503_busy(pristine_catalog_dir, tmp_p
         ) as http:
             job = http.post(
                 "/v1/screen?mode=async",
-                content=_wav(9101, 240.0),
+                content=_wav(9101, 600.0),  # ~1 CPU-s of screening: the queue stays full
                 headers={"Content-Type": "audio/wav"},
             )
             assert job.status_code == 202, job.text
