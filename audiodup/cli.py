@@ -771,8 +771,13 @@ def explain_command(
 # (issue #16). Anything this parser is not sure of (help, an unknown or repeated option, an
 # odd value, no path) goes to typer, which gives its usual help and error messages.
 _SCREEN_FLAGS = {"--json": "as_json"}
-_SCREEN_OPTIONS = {"--db": "db", "--top": "top", "--workers": "workers", "--timeout": "timeout"}
-_SCREEN_OPTIONS["--out"] = "report"
+_SCREEN_OPTIONS = {
+    "--db": "db",
+    "--top": "top",
+    "--workers": "workers",
+    "--timeout": "timeout",
+    "--out": "report",
+}
 _COUNT = re.compile(r"[1-9][0-9]{0,5}")
 _SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
 
