@@ -34,9 +34,11 @@ native samples (all channels) per second of that cap, 230 M for 20 minutes (20 m
 stereo), whichever comes first; the audio is then marked ``truncated``. Blocks are mixed down and
 resampled as they are decoded, so what is held is the analysis-rate result (``max_duration_s`` x
 11025 Hz x 4 bytes: 53 MB for 20 minutes) and at most ``_REPLAY_CACHE_SAMPLES`` native samples
-(64 MiB). The DC offset is removed before resampling, as it always was, so that the samples and
-``sha256`` of every file stay bit for bit what they were: a file longer than the cache is decoded
-twice, once to measure and once to resample, rather than held. ffmpeg's output is read in blocks
+(64 MiB), the rest of the first pass going to an unlinked temporary file. The DC offset is
+removed before resampling, as it always was, so that the samples and ``sha256`` of every file
+stay bit for bit what they were: the second pass replays what the first decoded, and only a file
+longer than the spill (25 minutes at 44.1 kHz) is decoded twice, once to measure and once to
+resample. ffmpeg's output is read in blocks
 into the same budget, ffmpeg is stopped once it is full, and it runs under an address-space
 limit. ``python -m benchmarks.hostile_decode`` measures the worst inputs we could build.
 """
@@ -48,11 +50,12 @@ import math
 import os
 import re
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -72,9 +75,13 @@ MAX_CHANNELS = 64
 # then holds 20 minutes of 96 kHz stereo (230 M samples, about 4 s of FLAC decoding). Without it a
 # 384 kHz 64-channel file would make the cap mean 29 G samples.
 _NATIVE_SAMPLES_PER_CAP_S = 192_000
-# Native mono samples kept between the measuring and the resampling pass (64 MiB, 6 minutes at
-# 44.1 kHz): shorter files are decoded once, longer ones twice.
+# Native mono samples kept in memory between the measuring and the resampling pass (64 MiB,
+# 6 minutes at 44.1 kHz); longer files spill the rest to an unlinked temporary file, up to
+# _REPLAY_SPILL_SAMPLES in all (256 MiB, 25 minutes at 44.1 kHz): decoding a 10-minute MP3 a
+# second time cost 0.55 CPU-s, writing and reading it back 0.03 (issue #16). Beyond that, or
+# when the spill cannot be written, the file is decoded twice.
 _REPLAY_CACHE_SAMPLES = 1 << 24
+_REPLAY_SPILL_SAMPLES = 1 << 26
 _BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames)
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
@@ -251,8 +258,11 @@ class _Plan:
     """The segments to resample and how many frames of each the first pass decoded."""
 
     segments: list[tuple[_Segment, int]] = field(default_factory=list)
-    cache: list[list[np.ndarray]] | None = field(default_factory=list)  # None: decode again
+    # per segment, its blocks in order: an array, or the size of a block written to ``spill``;
+    # None: the second pass decodes again
+    cache: list[list[np.ndarray | int]] | None = field(default_factory=list)
     cached_samples: int = 0
+    spill: BinaryIO | None = None
     truncated: bool = False
 
     @property
@@ -260,14 +270,46 @@ class _Plan:
         return sum(frames / segment.sample_rate_hz for segment, frames in self.segments)
 
     def keep(self, block: np.ndarray) -> None:
-        """Keep ``block`` for the second pass while the replay cache has room."""
+        """Keep ``block`` for the second pass: in memory, else in the spill file."""
         if self.cache is None:
             return
         self.cached_samples += block.size
-        if self.cached_samples > _REPLAY_CACHE_SAMPLES:
-            self.cache = None  # too long to hold: the second pass decodes again
-        else:
+        if self.cached_samples <= _REPLAY_CACHE_SAMPLES:
             self.cache[-1].append(block)
+            return
+        if self.cached_samples > _REPLAY_SPILL_SAMPLES:
+            self.drop_cache()  # too long to keep: the second pass decodes again
+            return
+        try:
+            if self.spill is None:
+                # closed by close(), after the second pass
+                self.spill = tempfile.TemporaryFile(prefix="audiodup-replay-")  # noqa: SIM115
+            self.spill.write(np.ascontiguousarray(block, np.float32).tobytes())
+        except OSError:  # a full or read-only temporary folder: decode again instead
+            self.drop_cache()
+            return
+        self.cache[-1].append(block.size)
+
+    def drop_cache(self) -> None:
+        self.cache = None
+        self.close()
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.close()
+            self.spill = None
+
+    def replay(self, index: int) -> Iterator[np.ndarray]:
+        """The blocks the first pass kept of segment ``index``, in order."""
+        assert self.cache is not None
+        for item in self.cache[index]:
+            if isinstance(item, np.ndarray):
+                yield item
+                continue
+            block = np.empty(item, np.float32)
+            if self.spill is None or self.spill.readinto(memoryview(block).cast("B")) != 4 * item:
+                raise AudioDecodeError("cannot read back the decoded audio")
+            yield block
 
 
 def _check_format(sample_rate_hz: int, channels: int) -> None:
@@ -285,6 +327,17 @@ def _check_format(sample_rate_hz: int, channels: int) -> None:
 def _measure(segments: Iterable[_Segment], settings: Settings) -> tuple[_Plan, _Measure]:
     """First pass: decode up to the caps, counting what the conditioning needs."""
     plan, measure = _Plan(), _Measure()
+    try:
+        _measure_into(plan, measure, segments, settings)
+    except BaseException:
+        plan.close()
+        raise
+    return plan, measure
+
+
+def _measure_into(
+    plan: _Plan, measure: _Measure, segments: Iterable[_Segment], settings: Settings
+) -> None:
     remaining_s = settings.max_duration_s
     remaining_samples = int(settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S)
     for segment in segments:
@@ -307,7 +360,6 @@ def _measure(segments: Iterable[_Segment], settings: Settings) -> tuple[_Plan, _
         remaining_samples -= frames * channels
         if plan.truncated:
             break
-    return plan, measure
 
 
 def _analysis_audio(
@@ -325,6 +377,23 @@ def _analysis_audio(
     held in memory: the samples and ``sha256`` of ordinary files are unchanged.
     """
     plan, measure = _measure(segments, settings)
+    try:
+        return _conditioned_audio(
+            plan, measure, settings, truncated, title, artist, no_frames_error
+        )
+    finally:
+        plan.close()
+
+
+def _conditioned_audio(
+    plan: _Plan,
+    measure: _Measure,
+    settings: Settings,
+    truncated: bool,
+    title: str | None,
+    artist: str | None,
+    no_frames_error: type[AudioDecodeError],
+) -> Audio:
     if measure.frames == 0:
         raise no_frames_error("no audio frames in file")
     if measure.nonfinite / measure.frames > _MAX_NONFINITE_SHARE:
@@ -360,8 +429,10 @@ def _resample(
     capacity = sum(frames * analysis_hz // seg.sample_rate_hz + 64 for seg, frames in plan.segments)
     out = np.empty(capacity, dtype=np.float32)  # pages are committed only as they are written
     size = 0
+    if plan.spill is not None:
+        plan.spill.seek(0)
     for index, (segment, frames) in enumerate(plan.segments):
-        cached = plan.cache[index] if plan.cache is not None else None
+        cached = plan.replay(index) if plan.cache is not None else None
         rate_hz = segment.sample_rate_hz
         # streaming output is bit-identical to soxr.resample() of the whole signal, any block size
         stream = (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import re
 import sys
 from collections.abc import Iterator
 from enum import StrEnum
@@ -11,14 +14,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -171,6 +166,14 @@ def index_add(
             )
     counts = {"added": 0, "identical": 0, "present": 0, "failed": 0}
     present_with_metadata = 0
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     with (
         _open(db, create=True) as catalog,
         Progress(
@@ -422,9 +425,10 @@ def screen(
     Exit code: the sum of 1 (any duplicate), 2 (any input that could not be screened, or a
     report that could not be written) and 4 (any suspect); 0 when every upload is clean.
     """
-    from .report import check_report_path, write_screen_report
-
     if report is not None:
+        # the report writers (and rescan behind them) load only when a report is asked for
+        from .report import check_report_path, write_screen_report
+
         check_report_path(report)  # a report that cannot be written fails before the work
     with _open(db) as catalog, _sharded(catalog, dask, dask_timeout):
         verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
@@ -609,6 +613,15 @@ def rescan_command(
             ) from None
     if report is not None:
         check_report_path(report)  # before the work: a rescan can take hours
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     with (
         _open(db) as catalog,
         Progress(
@@ -815,9 +828,85 @@ def explain_command(
     out.print(shown_text(written), soft_wrap=True)
 
 
+# ``audiodup screen`` without anything unusual is parsed here, not by typer: typer converts
+# every parameter through a pydantic adapter, ~0.11 CPU-s of imports and schema building
+# (issue #16). Anything this parser is not sure of (help, an unknown or repeated option, an
+# odd value, no path) goes to typer, which gives its usual help and error messages.
+_SCREEN_FLAGS = {"--json": "as_json"}
+_SCREEN_OPTIONS = {
+    "--db": "db",
+    "--top": "top",
+    "--workers": "workers",
+    "--timeout": "timeout",
+    "--out": "report",
+}
+_COUNT = re.compile(r"[1-9][0-9]{0,5}")
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
+
+
+def _screen_value(name: str, text: str) -> object | None:
+    """An option's value as typer would convert it, or None when typer should decide."""
+    if name in ("top", "workers"):
+        return int(text) if _COUNT.fullmatch(text) else None
+    if name == "timeout":
+        return float(text) if _SECONDS.fullmatch(text) and float(text) >= 0.1 else None
+    return Path(text)
+
+
+def parse_plain_screen(argv: list[str]) -> dict | None:
+    """The keyword arguments of :func:`screen` for ``audiodup ARGV``, or None unless ``ARGV``
+    is a plain ``screen`` command line (then typer parses it)."""
+    if len(argv) < 2 or argv[0] != "screen":
+        return None
+    params: dict = {}
+    paths: list[Path] = []
+    tokens = iter(argv[1:])
+    for token in tokens:
+        if token == "--":
+            paths += [Path(rest) for rest in tokens]
+            break
+        name, equals, inline = token.partition("=")
+        if token in _SCREEN_FLAGS and _SCREEN_FLAGS[token] not in params:
+            params[_SCREEN_FLAGS[token]] = True
+        elif name in _SCREEN_OPTIONS and _SCREEN_OPTIONS[name] not in params:
+            text = inline if equals else next(tokens, "")
+            value = _screen_value(_SCREEN_OPTIONS[name], text)
+            if not text or text.startswith("-") or value is None:
+                return None
+            params[_SCREEN_OPTIONS[name]] = value
+        elif token.startswith("-") or not token:
+            return None
+        else:
+            paths.append(Path(token))
+    if not paths or any(not str(p) or str(p) == "-" for p in paths):
+        return None
+    return {"paths": paths, **params}
+
+
+def _run_plain_screen(params: dict) -> None:
+    """:func:`screen` with typer's exit handling: its exit code, 130 on an interrupt, 1 in
+    silence when the reader of the output went away (a closed pipe)."""
+    try:
+        screen(**params)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except OSError as exc:
+        if exc.errno != errno.EPIPE:
+            raise
+        # nothing more can be read: what is still buffered goes nowhere, as with typer
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    sys.exit(0)
+
+
 def main() -> None:
     """Console entry point: every error becomes one line, never a traceback."""
     try:
+        plain_screen = parse_plain_screen(sys.argv[1:])
+        if plain_screen is not None:
+            _run_plain_screen(plain_screen)
         app()
     except AudiodupError as exc:
         # one line; a metadata CSV's problems one line each (metadata.py escapes their text)

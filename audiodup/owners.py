@@ -47,22 +47,33 @@ def upload_date(upload: UploadInfo) -> datetime | None:
         return None
 
 
+def dated_uploads(
+    uploads: Iterable[UploadInfo],
+) -> tuple[list[tuple[datetime, UploadInfo]], tuple[int, ...]]:
+    """``(the uploads with a usable uploaded_at and that date, earliest first, ties by upload
+    id; the ids of the others, in order)``; each date is parsed once."""
+    dated, undated = [], []
+    for upload in uploads:
+        when = upload_date(upload)
+        if when is None:
+            undated.append(upload.upload_id)
+        else:
+            dated.append((when, upload))
+    dated.sort(key=lambda pair: (pair[0], pair[1].upload_id))
+    return dated, tuple(sorted(undated))
+
+
 def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality:
     """A work's originality: its reference uploads if it has any, else all its uploads."""
     uploads = list(uploads)
     references = [u for u in uploads if u.role == "reference"]
-    counted = references or uploads
-    dated = sorted(
-        ((upload_date(u), u.upload_id, u) for u in counted if upload_date(u) is not None),
-        key=lambda t: (t[0], t[1]),
-    )
-    undated = tuple(sorted(u.upload_id for u in counted if upload_date(u) is None))
+    dated, undated = dated_uploads(references or uploads)
     if dated:
-        first, _, upload = dated[0]
+        first, upload = dated[0]
         return Originality(
             bool(references), first, upload.uploaded_at, upload.upload_id, work_id, undated
         )
-    upload_id = min((u.upload_id for u in counted), default=None)
+    upload_id = min((u.upload_id for u in references or uploads), default=None)
     return Originality(bool(references), None, None, upload_id, work_id, undated)
 
 

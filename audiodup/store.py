@@ -594,7 +594,7 @@ class CatalogStore:
                 ).fetchone()
                 if row is None:
                     raise CatalogError(f"upload {upload_id} is not in the catalog")
-                extra = {**json.loads(row[0] or "{}")}
+                extra = _json_object(row[0], "extra metadata")
                 columns = {}
                 for name, value in fields.items():
                     if name == "role" or name in UPLOAD_FIELDS:
@@ -1620,9 +1620,7 @@ def _works(n: int) -> str:
 
 def _work_info(row) -> WorkInfo:
     try:
-        metadata = json.loads(row[7] or "{}")
-        if not isinstance(metadata, dict):
-            raise ValueError("metadata is not a JSON object")
+        metadata = _json_object(row[7], "metadata")
         return WorkInfo(
             work_id=int(row[0]),
             path=str(row[1]),
@@ -1640,12 +1638,29 @@ def _work_info(row) -> WorkInfo:
         ) from None
 
 
+def _json_object(text: str | None, what: str) -> dict:
+    """A stored JSON object (metadata, extra fields); ``ValueError`` for anything else."""
+    found = json.loads(text or "{}")
+    if not isinstance(found, dict):
+        raise ValueError(f"{what} is not a JSON object")
+    return found
+
+
+def _upload_fields(meta: dict, title: str | None, artist: str | None, *, tags_first: bool) -> dict:
+    """An upload's metadata as :class:`UploadInfo` fields: the :data:`UPLOAD_FIELDS` (blank ones
+    as None), title and artist completed from the file's tags (or, ``tags_first``, taken from
+    them where they have any), and every other name under ``extra``."""
+    known = {name: meta.get(name) or None for name in UPLOAD_FIELDS}
+    if tags_first:
+        known["title"], known["artist"] = title or known["title"], artist or known["artist"]
+    else:
+        known["title"], known["artist"] = known["title"] or title, known["artist"] or artist
+    return {**known, "extra": {k: v for k, v in meta.items() if k not in UPLOAD_FIELDS}}
+
+
 def _new_upload(item: NewWork, work_id: int) -> UploadInfo:
     """The ledger record of one submitted item (its id is given when it is inserted)."""
-    meta = item.metadata or {}
-    known = {name: meta.get(name) or None for name in UPLOAD_FIELDS}
-    known["title"] = known["title"] or item.title
-    known["artist"] = known["artist"] or item.artist
+    metadata = {k: v for k, v in (item.metadata or {}).items() if k != "role"}
     return UploadInfo(
         upload_id=0,
         work_id=work_id,
@@ -1653,8 +1668,7 @@ def _new_upload(item: NewWork, work_id: int) -> UploadInfo:
         source_path=item.path,
         sha256=item.sha256,
         recorded_at=_now(),
-        extra={k: v for k, v in meta.items() if k not in UPLOAD_FIELDS and k != "role"},
-        **known,
+        **_upload_fields(metadata, item.title, item.artist, tags_first=False),
     )
 
 
@@ -1663,16 +1677,12 @@ def _legacy_upload(row) -> UploadInfo:
     (the old ``work_id`` column was the distributor's identifier: ``external_id``)."""
     work_id, path, title, artist, sha256, added_at, metadata = row[:7]
     try:
-        meta = json.loads(metadata or "{}")
+        meta = _json_object(metadata, "metadata")
     except ValueError:
         meta = {}
-    meta = meta if isinstance(meta, dict) else {}
     meta = {str(k): str(v) for k, v in meta.items() if v is not None}
     if "work_id" in meta and "external_id" not in meta:
         meta["external_id"] = meta.pop("work_id")
-    known = {name: meta.get(name) or None for name in UPLOAD_FIELDS}
-    known["title"] = title or known["title"]
-    known["artist"] = artist or known["artist"]
     return UploadInfo(
         upload_id=int(work_id),
         work_id=int(work_id),
@@ -1680,16 +1690,13 @@ def _legacy_upload(row) -> UploadInfo:
         source_path=str(path),
         sha256=str(sha256),
         recorded_at=str(added_at),
-        extra={k: v for k, v in meta.items() if k not in UPLOAD_FIELDS},
-        **known,
+        **_upload_fields(meta, title, artist, tags_first=True),
     )
 
 
 def _upload_info(row) -> UploadInfo:
     try:
-        extra = json.loads(row[13] or "{}")
-        if not isinstance(extra, dict):
-            raise ValueError("extra metadata is not a JSON object")
+        extra = _json_object(row[13], "extra metadata")
         return UploadInfo(
             upload_id=int(row[0]),
             work_id=int(row[1]),

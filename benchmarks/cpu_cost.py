@@ -71,6 +71,16 @@ def _run_cpu(
     return _children_cpu() - before, done
 
 
+def _median_cpu(call) -> float:
+    """The median CPU seconds of ``REPEATS`` calls of ``call()`` in this process."""
+    runs = []
+    for _ in range(REPEATS):
+        cpu0 = time.process_time()
+        call()
+        runs.append(time.process_time() - cpu0)
+    return statistics.median(runs)
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -191,12 +201,7 @@ def measure_audiodup(plan: dict, workdir: Path) -> dict:
                     decodes.append(cpu1 - cpu0)
                 fp_cpu.append(statistics.median(runs))
                 decode_cpu.append(statistics.median(decodes))
-                runs = []
-                for _ in range(REPEATS):
-                    cpu0 = time.process_time()
-                    catalog.match_fingerprint(query)
-                    runs.append(time.process_time() - cpu0)
-                search_cpu.append(statistics.median(runs))
+                search_cpu.append(_median_cpu(lambda q=query: catalog.match_fingerprint(q)))
             out["by_length"][name] = {
                 "n": len(items),
                 "decode_fingerprint_p50": _pct(fp_cpu, 0.5),
@@ -213,7 +218,45 @@ def measure_audiodup(plan: dict, workdir: Path) -> dict:
         out["fingerprint_only_x_realtime"] = 240.0 / (
             four["decode_fingerprint_p50"] - four["decode_p50"]
         )
+    if plan.get("catalog_10k"):
+        out["at_10k"] = _measure_large_catalog(Path(plan["catalog_10k"]), uploads)
     out["load_end"] = _load()
+    return out
+
+
+def _measure_large_catalog(root: Path, uploads: dict) -> dict:
+    """Index loading, whole screenings of the 4-minute uploads and search alone by length, on
+    the large catalog (``benchmarks.catalog_10k``): only reads it."""
+    from audiodup import Catalog
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+
+    out: dict = {}
+    with Catalog.open(root, create=False) as catalog:
+        out["works"] = catalog.stats().works
+        cpu0 = time.process_time()
+        catalog.indexes()
+        out["index_load_cpu_s"] = time.process_time() - cpu0
+        catalog.screen(uploads["30s"][0]["path"])
+        per_upload = [
+            _median_cpu(lambda p=upload["path"]: catalog.screen(p)) for upload in uploads["4min"]
+        ]
+        out["screen_4min"] = {
+            "median_cpu_s": statistics.median(per_upload),
+            "p95_cpu_s": _pct(per_upload, 0.95),
+        }
+        out["by_length"] = {}
+        for name, items in uploads.items():
+            search_cpu = []
+            for upload in items:
+                query = fingerprint_audio(
+                    load_audio(upload["path"], catalog.settings), catalog.settings, query=True
+                )
+                search_cpu.append(_median_cpu(lambda q=query: catalog.match_fingerprint(q)))
+            out["by_length"][name] = {
+                "search_p50": _pct(search_cpu, 0.5),
+                "search_p95": _pct(search_cpu, 0.95),
+            }
     return out
 
 
@@ -232,10 +275,17 @@ main()
 """
 
 
-def measure_startup(root: Path, db: Path, upload: str) -> dict:
+def measure_startup(root: Path, db: Path, upload: str, pycache: Path | None = None) -> dict:
     """One-file ``audiodup screen`` processes: whole, and until decoding starts. They run in
-    ``root``: ``python -m`` and ``-c`` put the current folder first on ``sys.path``."""
+    ``root``: ``python -m`` and ``-c`` put the current folder first on ``sys.path``. With
+    ``pycache``, compiled bytecode is kept there (as an installed package has it); without,
+    the environment decides (``PYTHONDONTWRITEBYTECODE=1`` compiles audiodup every time)."""
     env = {**os.environ, "PYTHONPATH": str(root)}
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+        _run_cpu([sys.executable, "-m", "audiodup", "--version"], env, root)  # compiles once
+        _run_cpu([sys.executable, "-c", _UNTIL_DECODE, str(db), upload], env, root)
     whole, until = [], []
     for _ in range(REPEATS + 2):
         cpu, done = _run_cpu(
@@ -324,7 +374,11 @@ def _measure_in_child(root: Path, plan_path: Path, workdir: Path) -> dict:
     subprocess.run(cmd, env=env, check=True)
     result = json.loads(out_json.read_text())
     uploads = json.loads(plan_path.read_text())["uploads"]
-    result["startup"] = measure_startup(root, workdir / "catalog", uploads["4min"][0]["path"])
+    upload = uploads["4min"][0]["path"]
+    result["startup"] = measure_startup(root, workdir / "catalog", upload)
+    result["startup_bytecode"] = measure_startup(
+        root, workdir / "catalog", upload, workdir / "pycache"
+    )
     return result
 
 
@@ -350,20 +404,100 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# issue #16's targets: (what, the figure's path in a result, how to show it, the target)
+TARGETS = [
+    (
+        "CPU-s per screened 4-min upload, 113 works",
+        ("screen_4min", "median_cpu_s"),
+        ".3f",
+        "<= 0.25",
+    ),
+    (
+        "CPU-s per screened 4-min upload, 10,000 works",
+        ("at_10k", "screen_4min", "median_cpu_s"),
+        ".3f",
+        "<= 0.25",
+    ),
+    ("decode + fingerprint, × real time per core", ("fingerprint_x_realtime",), ",.0f", ">= 1,000"),
+    (
+        "fingerprint only (decoded samples), × real time per core",
+        ("fingerprint_only_x_realtime",),
+        ",.0f",
+        ">= 1,000",
+    ),
+    (
+        "start-up of `audiodup screen one.mp3` until decoding, CPU-s (bytecode cached)",
+        ("startup_bytecode", "until_decode_cpu_s"),
+        ".2f",
+        "<= 0.3",
+    ),
+    (
+        "… the same, audiodup compiled from source (PYTHONDONTWRITEBYTECODE=1)",
+        ("startup", "until_decode_cpu_s"),
+        ".2f",
+        "<= 0.3",
+    ),
+    *[
+        (
+            f"search p50 / p95 CPU-ms, {name} upload, 113 works",
+            ("by_length", name),
+            "ms",
+            "reported",
+        )
+        for name in LENGTHS_S
+    ],
+    *[
+        (
+            f"search p50 / p95 CPU-ms, {name} upload, 10,000 works",
+            ("at_10k", "by_length", name),
+            "ms",
+            "reported",
+        )
+        for name in LENGTHS_S
+    ],
+]
+
+
+def _targets(cols: list[str], get: dict) -> list[str]:
+    """The targets table: each target's figure before and after."""
+
+    def shown(result: dict | None, path: tuple, fmt: str) -> str:
+        try:
+            value = result
+            for key in path:
+                value = value[key]
+        except (KeyError, TypeError):
+            return "not measured"
+        if fmt == "ms":
+            return f"{1000 * value['search_p50']:.0f} / {1000 * value['search_p95']:.0f}"
+        return format(value, fmt)
+
+    lines = ["| target (issue #16) | " + " | ".join(cols) + " | target |"]
+    lines.append("|---|" + "---:|" * len(cols) + "---|")
+    for what, path, fmt, target in TARGETS:
+        cells = [shown(get[c], path, fmt) for c in cols]
+        lines.append(f"| {what} | " + " | ".join(cells) + f" | {target} |")
+    return [*lines, "", "Every figure:", ""]
+
+
 def render(results: dict, peers: dict, meta: dict) -> str:
     after = results["after"]
     before = results.get("before")
     cols = ["before", "after"] if before else ["after"]
     get = {"before": before, "after": after}
 
-    def row(label: str, fn, fmt: str, peer_fpcalc: str = "", peer_floor: str = "") -> str:
+    def row(
+        label: str, fn, fmt: str, peer_fpcalc: str = "", peer_floor: str = "", peers=True
+    ) -> str:
         cells = []
         for c in cols:
             try:
                 cells.append(format(fn(get[c]), fmt))
             except (KeyError, TypeError):
                 cells.append("–")
-        return f"| {label} | " + " | ".join(cells) + f" | {peer_fpcalc} | {peer_floor} |"
+        if peers:
+            cells += [peer_fpcalc, peer_floor]
+        return f"| {label} | " + " | ".join(cells) + " |"
 
     fpcalc = peers.get("fpcalc")
     floor = peers["floor"]
@@ -385,6 +519,7 @@ def render(results: dict, peers: dict, meta: dict) -> str:
         + ". Catalog: the benchmark's 113 catalog works, indexed from their source files "
         "(Ogg Vorbis) in the measuring process.",
         "",
+        *_targets(cols, get),
         head,
         "|---|" + "---:|" * (len(cols) + 2),
         row(
@@ -431,17 +566,27 @@ def render(results: dict, peers: dict, meta: dict) -> str:
             lambda r: r["indexing"]["audio_s_per_cpu_s"],
             ",.0f",
         ),
-        row(
-            "one-file process `audiodup screen --json` (4-min upload), CPU-s",
-            lambda r: r["startup"]["one_file_cpu_s"],
-            ".2f",
-            f"{fpcalc['default_120s_one_file']:.2f} (default: first 120 s)" if fpcalc else "",
-        ),
-        row(
-            "… start-up until decoding starts, CPU-s",
-            lambda r: r["startup"]["until_decode_cpu_s"],
-            ".2f",
-        ),
+    ]
+    startups = {
+        "startup": "audiodup compiled from source each time: this machine's "
+        "PYTHONDONTWRITEBYTECODE=1",
+        "startup_bytecode": "bytecode cached, as an installed package has it",
+    }
+    for key, how in startups.items():
+        lines += [
+            row(
+                f"one-file process `audiodup screen --json` (4-min upload; {how}), CPU-s",
+                lambda r, k=key: r[k]["one_file_cpu_s"],
+                ".2f",
+                f"{fpcalc['default_120s_one_file']:.2f} (default: first 120 s)" if fpcalc else "",
+            ),
+            row(
+                "… start-up until decoding starts, CPU-s",
+                lambda r, k=key: r[k]["until_decode_cpu_s"],
+                ".2f",
+            ),
+        ]
+    lines += [
         row(
             "loading the 113-work index in a process, CPU-s",
             lambda r: r["index_load_cpu_s"],
@@ -468,12 +613,44 @@ def render(results: dict, peers: dict, meta: dict) -> str:
                 ".3f",
             )
         )
+    if "at_10k" in after:
+        works = after["at_10k"]["works"]
+        lines += [
+            "",
+            f"At {works:,} works (`{meta['catalog_10k_command']}`: the 113 real works plus "
+            "distractors made from their fingerprints, see `benchmarks/catalog_10k.py`), same "
+            "uploads:",
+            "",
+            "| figure (CPU time) | " + " | ".join(f"audiodup {c}" for c in cols) + " |",
+            "|---|" + "---:|" * len(cols),
+            row(
+                f"CPU-s per 4-min upload screened in a batch ({works:,} works), decode included",
+                lambda r: r["at_10k"]["screen_4min"]["median_cpu_s"],
+                ".3f",
+                peers=False,
+            ),
+            row(
+                f"loading the {works:,}-work index in a process, CPU-s",
+                lambda r: r["at_10k"]["index_load_cpu_s"],
+                ".2f",
+                peers=False,
+            ),
+        ]
+        for name in LENGTHS_S:
+            lines.append(
+                row(
+                    f"search alone, {name} upload: p50 / p95 CPU-ms",
+                    lambda r, n=name: "{:.0f} / {:.0f}".format(
+                        1000 * r["at_10k"]["by_length"][n]["search_p50"],
+                        1000 * r["at_10k"]["by_length"][n]["search_p95"],
+                    ),
+                    "",
+                    peers=False,
+                )
+            )
+    else:
+        lines += ["", "At 10,000 works: not measured in this run (no `--catalog-10k`)."]
     lines += [
-        "",
-        "At 10,000 works: no scaling catalog in the cache (`catalog-scaling`, made by "
-        "`python -m benchmarks run --scale`), so not measured in this run."
-        if not meta.get("scaling")
-        else "",
         "",
         "Notes. Decoding is the largest part and is not audiodup's to change without changing "
         "every fingerprint (libsndfile's MP3 decoder, then soxr HQ): the figures with and "
@@ -495,8 +672,16 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="measure and write benchmarks/CPU.md (the default)")
     run.add_argument("--before", type=Path, help="root of an older checkout to compare with")
+    run.add_argument(
+        "--before-commit", help="the commit --before holds (default: asked of git there)"
+    )
     run.add_argument("--data", help="benchmark cache (default: $AUDIODUP_BENCH_DATA)")
     run.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "CPU.md")
+    run.add_argument(
+        "--catalog-10k",
+        type=Path,
+        help="a large catalog (python -m benchmarks.catalog_10k DIR) to measure screening at",
+    )
     child = sub.add_parser("measure", help="(internal) audiodup figures of this PYTHONPATH")
     child.add_argument("--plan", type=Path, required=True)
     child.add_argument("--workdir", type=Path, required=True)
@@ -511,9 +696,13 @@ def main(argv: list[str] | None = None) -> None:
     cache = _cache_dir(args.data)
     load_start = _load()
     plan = prepare(cache)
-    plan_path = cache / "cpu-uploads" / "plan.json"
     results = {}
     with tempfile.TemporaryDirectory(prefix="audiodup-cpu-") as tmp:
+        # the cached plan stays as it is; this run's (with the large catalog) is a copy
+        plan_path = Path(tmp) / "plan.json"
+        if args.catalog_10k:
+            plan = {**plan, "catalog_10k": str(args.catalog_10k.resolve())}
+        plan_path.write_text(json.dumps(plan))
         roots = {"after": REPO_ROOT}
         if args.before:
             roots = {"before": args.before.resolve(), **roots}
@@ -524,18 +713,22 @@ def main(argv: list[str] | None = None) -> None:
             results[label] = _measure_in_child(root, plan_path, workdir)
     print("measuring fpcalc and the floor ...", file=sys.stderr, flush=True)
     peers = {"fpcalc": measure_fpcalc(plan), "floor": measure_floor(plan)}
-    command = "python -m benchmarks.cpu_cost" + (
-        f" run --before {args.before}" if args.before else ""
+    command = "python -m benchmarks.cpu_cost run" + (
+        f" --before {args.before}" if args.before else ""
     )
+    if args.before_commit:
+        command += f" --before-commit {args.before_commit}"
+    if args.catalog_10k:
+        command += f" --catalog-10k {args.catalog_10k}"
     meta = {
         "command": command,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(REPO_ROOT),
-        "before_commit": _commit(args.before) if args.before else None,
+        "before_commit": args.before_commit or (_commit(args.before) if args.before else None),
         "machine": f"{_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "load_start": load_start,
         "load_end": _load(),
-        "scaling": (cache / "catalog-scaling").exists(),
+        "catalog_10k_command": f"python -m benchmarks.catalog_10k {args.catalog_10k}",
     }
     args.out.write_text(render(results, peers, meta))
     raw = {"meta": meta, "results": results, "peers": peers}

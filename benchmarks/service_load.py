@@ -27,12 +27,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +46,7 @@ import soundfile as sf
 
 from audiodup import Catalog
 from audiodup.service.auth import KeyFile
+from audiodup.service.local import LocalServer, start_local_server
 from audiodup.synth import synthesize_work
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,74 +56,74 @@ READY_WAIT_S = 300.0
 
 
 # -- the server ----------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Service:
-    process: subprocess.Popen
-    url: str
-    log: Path
-    started: float
-    ready_s: float = 0.0
-
-    def worker_pids(self) -> list[int]:
-        pids = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            if not line.startswith("{"):
-                continue
-            entry = json.loads(line)
-            pid = entry.get("pid")
-            if entry.get("message") == "worker ready" and pid not in pids and _alive(pid):
-                pids.append(pid)
-        return pids
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(30)
-
-
-def _alive(pid) -> bool:
+def start_service(db: Path, workers: int, log: Path) -> LocalServer:
     try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, TypeError, ValueError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        return start_local_server(db, log, workers=workers, ready_wait_s=READY_WAIT_S)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)[-2000:]) from None
 
 
-def start_service(db: Path, workers: int, log: Path) -> Service:
-    port = _free_port()
-    started = time.perf_counter()
-    with open(log, "ab") as handle:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "audiodup", "serve", "--db", str(db), "--port", str(port)]
-            + ["--workers", str(workers)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def time_to_ready(db: Path, workers: int, log: Path, repeats: int) -> dict:
+    """``audiodup serve`` started ``repeats`` times: wall seconds until every worker is ready,
+    and the CPU seconds the supervisor and each worker had used by then (read from /proc)."""
+    runs = []
+    for _ in range(repeats):
+        service = start_service(db, workers, log)
+        try:
+            pids = service.worker_pids()
+            runs.append(
+                {
+                    "ready_s": service.ready_s,
+                    "supervisor_cpu_s": _cpu_s(service.process.pid),
+                    "worker_cpu_s": [_cpu_s(pid) for pid in pids],
+                }
+            )
+        finally:
+            service.stop()
+    return {
+        "ready_s": [r["ready_s"] for r in runs],
+        "supervisor_cpu_s": statistics.median(r["supervisor_cpu_s"] for r in runs),
+        "worker_cpu_s": statistics.median(c for r in runs for c in r["worker_cpu_s"]),
+    }
+
+
+_WORKER_STAGES = """
+import sys, time
+c0 = time.process_time()
+import audiodup.service.app as app_module
+c1 = time.process_time()
+from pathlib import Path
+from audiodup.service.config import ServiceConfig
+app = app_module.create_app(ServiceConfig(db=Path(sys.argv[1])))
+c2 = time.process_time()
+from audiodup.service.engine import Engine
+engine = Engine(app.state.config)
+engine.open()
+c3 = time.process_time()
+print(c0, c1 - c0, c2 - c1, c3 - c2)
+"""
+
+
+def worker_stages(db: Path, repeats: int) -> dict:
+    """A worker's start, stage by stage, in a fresh process (CPU seconds, medians): the
+    interpreter, importing the application, building it, opening the catalog with its
+    indexes."""
+    runs = []
+    for _ in range(repeats):
+        done = subprocess.run(
+            [sys.executable, "-c", _WORKER_STAGES, str(db)], capture_output=True, text=True
         )
-    service = Service(process, f"http://127.0.0.1:{port}", log, started)
-    deadline = time.monotonic() + READY_WAIT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server stopped: {log.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/readyz", timeout=5).status_code == 200 and (
-                len(service.worker_pids()) >= workers
-            ):
-                service.ready_s = time.perf_counter() - started
-                return service
-        time.sleep(0.05)
-    service.stop()
-    raise SystemExit("the server was not ready in time")
+        if done.returncode != 0:
+            raise SystemExit(f"a worker's start failed:\n{done.stderr[-2000:]}")
+        runs.append([float(x) for x in done.stdout.split()])
+    names = ("interpreter", "import_app", "create_app", "open_catalog_and_indexes")
+    return {name: statistics.median(r[i] for r in runs) for i, name in enumerate(names)}
 
 
 # -- clients -------------------------------------------------------------------------------------
@@ -180,7 +179,7 @@ def send_upload(
 
 
 def run_level(
-    service: Service,
+    service: LocalServer,
     key: str,
     files: list[bytes],
     clients: int,
@@ -253,19 +252,24 @@ def engine_baseline(db: Path, paths: list[Path]) -> dict:
     with Catalog.open(db, create=False) as catalog:
         catalog.indexes()
         catalog.screen(paths[0])  # warm
-        times = []
+        times, cpu = [], []
         for path in paths:
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             catalog.screen(path)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - cpu0)
         batch = paths * 2  # twice over: the worker processes' start is spread thinner
         start = time.perf_counter()
         catalog.screen_many(batch, workers=2)
         batch_s = time.perf_counter() - start
-    return {"p50_s": statistics.median(times), "batch_per_min": 60.0 * len(batch) / batch_s}
+    return {
+        "p50_s": statistics.median(times),
+        "cpu_per_upload_s": statistics.fmean(cpu),
+        "batch_per_min": 60.0 * len(batch) / batch_s,
+    }
 
 
-def screen_overhead(service: Service, key: str, db_copy: Path, paths: list[Path]) -> dict:
+def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[Path]) -> dict:
     """Each file screened by the engine in this process (``Catalog.screen`` on a copy of the
     catalog) and by ``POST /v1/screen``, alternately, so a busy machine slows both alike:
     p50 of each and of the paired differences."""
@@ -278,37 +282,53 @@ def screen_overhead(service: Service, key: str, db_copy: Path, paths: list[Path]
         catalog.screen(paths[0])  # warm both
         for _ in range(2):  # both workers
             http.post("/v1/screen", content=paths[0].read_bytes(), headers=headers)
+        pids = service.worker_pids()
+        engine_cpu, served_cpu = [], []
         for _ in range(2):
             for path in paths:
                 data = path.read_bytes()
-                start = time.perf_counter()
+                start, cpu0 = time.perf_counter(), time.process_time()
                 catalog.screen(path)
                 engine_s.append(time.perf_counter() - start)
-                start = time.perf_counter()
+                engine_cpu.append(time.process_time() - cpu0)
+                # one request at a time: the CPU both workers used is this request's
+                start, cpu0 = time.perf_counter(), sum(_cpu_s(pid) for pid in pids)
                 http.post("/v1/screen", content=data, headers=headers).raise_for_status()
                 served_s.append(time.perf_counter() - start)
+                served_cpu.append(sum(_cpu_s(pid) for pid in pids) - cpu0)
     differences = [b - a for a, b in zip(engine_s, served_s, strict=True)]
     return {
         "engine_p50_s": statistics.median(engine_s),
         "served_p50_s": statistics.median(served_s),
         "overhead_p50_s": statistics.median(differences),
+        "engine_cpu_p50_s": statistics.median(engine_cpu),
+        "served_cpu_p50_s": statistics.median(served_cpu),
+        "overhead_cpu_p50_s": statistics.median(
+            b - a for a, b in zip(engine_cpu, served_cpu, strict=True)
+        ),
         "pairs": len(engine_s),
     }
 
 
-def screen_throughput(service: Service, key: str, files: list[bytes], clients: int) -> float:
+def screen_throughput(
+    service: LocalServer, key: str, files: list[bytes], clients: int
+) -> tuple[float, float]:
     """``POST /v1/screen`` (screening only, as the engine's batch) of every file by
-    ``clients`` clients at once: uploads per minute."""
+    ``clients`` clients at once: uploads per minute, and the workers' CPU seconds per upload
+    (everything a worker does for a request: receiving, auth, decoding, screening, JSON)."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"}
 
     def one(data: bytes) -> None:
         with httpx.Client(base_url=service.url, timeout=900) as http:
             http.post("/v1/screen", content=data, headers=headers).raise_for_status()
 
+    pids = service.worker_pids()
+    cpu0 = sum(_cpu_s(pid) for pid in pids)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, files * 2))
-    return 60.0 * 2 * len(files) / (time.perf_counter() - started)
+    per_min = 60.0 * 2 * len(files) / (time.perf_counter() - started)
+    return per_min, (sum(_cpu_s(pid) for pid in pids) - cpu0) / (2 * len(files))
 
 
 def ledger(url: str, key: str, prefix: str) -> list[dict]:
@@ -353,6 +373,12 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=6)
     parser.add_argument("--duration", type=float, default=240.0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--ready-only",
+        type=int,
+        metavar="N",
+        help="only start the server N times: time to ready, and a worker's start by stage",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     source = args.catalog
@@ -372,6 +398,13 @@ def main() -> None:
         stats = catalog.stats()
     print(f"catalog: {label}, {stats.works} works, {stats.hours:.1f} h; work folder {work}")
     key = KeyFile(db / "service" / "keys.json").create("bench", ["admin"])
+    if args.ready_only:
+        text = ready_report(args, label, stats, db, work / "server.log")
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     paths = make_uploads(work, args.files, args.duration)
     print(f"{len(paths)} uploads of {args.duration:g} s written")
     engine_db = work / "engine-db"  # the engine's own copy: the service's catalog changes
@@ -387,7 +420,7 @@ def main() -> None:
         served = screen_overhead(service, key, engine_db, paths)
         print(f"overhead {served}")
         data = [p.read_bytes() for p in paths]
-        screen_per_min = screen_throughput(service, key, data, 4)
+        screen_per_min, served_cpu_s = screen_throughput(service, key, data, 4)
         print(f"service /v1/screen at 4 clients: {screen_per_min:.1f}/min")
         for clients in levels:
             outcomes, wall = run_level(
@@ -454,12 +487,41 @@ def main() -> None:
     finally:
         service.stop()
     engine["screen_per_min"] = screen_per_min
+    engine["served_cpu_per_upload_s"] = served_cpu_s
     engine["ready_s"] = first_ready_s
     text = report(args, label, stats, engine, served, rows, fault, restart, service)
     print(text)
     if args.out:
         args.out.write_text(text)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def ready_report(args, label, stats, db: Path, log: Path) -> str:
+    load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    ready = time_to_ready(db, args.workers, log, args.ready_only)
+    stages = worker_stages(db, args.ready_only)
+    load_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    shown = ", ".join(f"{s:.2f}" for s in ready["ready_s"])
+    return "\n".join(
+        [
+            f"### Time to ready at {stats.works:,} works",
+            "",
+            f"`python -m benchmarks.service_load --catalog {args.catalog} --workers "
+            f"{args.workers} --ready-only {args.ready_only}` ({now}, commit {commit()}, "
+            f"{machine()}; load average 1 / 5 / 15 min {load_start} at the start, {load_end} "
+            f"at the end). Catalog: {label} ({stats.works:,} works, {stats.hours:.1f} h).",
+            "",
+            f"- From `audiodup serve` to every worker ready: {shown} s "
+            f"(median {statistics.median(ready['ready_s']):.2f} s).",
+            f"- CPU used by then: the supervisor (CLI, configuration, catalog check, uvicorn) "
+            f"{ready['supervisor_cpu_s']:.2f} s, each worker {ready['worker_cpu_s']:.2f} s.",
+            "- A worker's start by stage (a fresh process, CPU seconds, medians): "
+            + ", ".join(f"{name.replace('_', ' ')} {cpu:.2f}" for name, cpu in stages.items())
+            + ".",
+            "",
+        ]
+    )
 
 
 def report(args, label, stats, engine, served, rows, fault, restart, service) -> str:
@@ -494,11 +556,20 @@ def report(args, label, stats, engine, served, rows, fault, restart, service) ->
         f"and by `POST /v1/screen`, one at a time ({served['pairs']} pairs): p50 "
         f"{served['engine_p50_s']:.3f} s against {served['served_p50_s']:.3f} s; p50 of the "
         f"paired differences **{1000 * served['overhead_p50_s']:.0f} ms** (the upload over "
-        "loopback, a temporary file, auth, the engine thread, JSON).",
+        "loopback, a temporary file, auth, the engine thread, JSON). In CPU time, which the "
+        f"load does not stretch as much: p50 {served['engine_cpu_p50_s']:.3f} s in-process, "
+        f"{served['served_cpu_p50_s']:.3f} s in the worker (/proc, 10 ms ticks); p50 of the "
+        f"paired differences **{1000 * served['overhead_cpu_p50_s']:.0f} ms**.",
         f"- Screening throughput, `POST /v1/screen` at 4 clients ({2 * args.files} "
         f"uploads): {engine['screen_per_min']:.1f} uploads/min, "
         f"{100 * engine['screen_per_min'] / engine['batch_per_min']:.0f} % of the engine's "
         "batch.",
+        f"- CPU per screened upload (load-independent): the engine in one process "
+        f"{engine['cpu_per_upload_s']:.3f} s, a service worker "
+        f"{engine['served_cpu_per_upload_s']:.3f} s (receiving, auth, decoding, screening, "
+        f"JSON): on {args.workers} dedicated cores the service would screen "
+        f"{100 * engine['cpu_per_upload_s'] / engine['served_cpu_per_upload_s']:.0f} % of "
+        "what the engine does.",
         f"- Time from `audiodup serve` to ready (every worker): {engine['ready_s']:.2f} s at "
         f"{stats.works} works.",
         "",

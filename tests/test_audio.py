@@ -204,12 +204,13 @@ STREAMING_CASES = {  # sample rate, channels, write options
 
 
 @pytest.mark.parametrize("case", list(STREAMING_CASES))
-@pytest.mark.parametrize("passes", ["one-pass", "two-pass"])
+@pytest.mark.parametrize("passes", ["one-pass", "spilled", "two-pass"])
 def test_streamed_decoding_is_bit_identical_to_whole_signal_decoding(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, passes: str
 ) -> None:
-    """Blocks are mixed, conditioned and resampled as they come, and files longer than the
-    replay cache are decoded twice; neither changes a bit of the result."""
+    """Blocks are mixed, conditioned and resampled as they come, files longer than the replay
+    cache are replayed from a spill file, and longer than that decoded twice; none of it
+    changes a bit of the result."""
     sample_rate_hz, channels, options = STREAMING_CASES[case]
     left = synthesize_work(13, duration_s=7.0, sr=sample_rate_hz) + 0.05  # with a DC offset
     gains = np.linspace(1.0, 0.3, channels)
@@ -218,12 +219,68 @@ def test_streamed_decoding_is_bit_identical_to_whole_signal_decoding(
     with sf.SoundFile(path, "w", sample_rate_hz, channels, **options) as f:
         for start in range(0, len(signal), sample_rate_hz):  # libvorbis: small writes
             f.write(signal[start : start + sample_rate_hz])
-    if passes == "two-pass":
+    if passes != "one-pass":
         monkeypatch.setattr(audio_module, "_REPLAY_CACHE_SAMPLES", 10_000)
+    if passes == "two-pass":
+        monkeypatch.setattr(audio_module, "_REPLAY_SPILL_SAMPLES", 20_000)
     expected_samples, expected_sha256 = whole_signal_reference(path)
     audio = load_audio(path)
     assert audio.samples.tobytes() == expected_samples.astype(np.float32).tobytes()
     assert audio.sha256 == expected_sha256
+
+
+class _CountingSegment:
+    """An in-memory segment that counts how often it is decoded."""
+
+    def __init__(self, samples: np.ndarray, sample_rate_hz: int):
+        self.inner = audio_module._ArraySegment(samples, sample_rate_hz)
+        self.sample_rate_hz, self.channels, self.decodes = sample_rate_hz, self.inner.channels, 0
+
+    @property
+    def more(self) -> bool:
+        return self.inner.more
+
+    def blocks(self, max_frames: int):
+        self.decodes += 1
+        yield from self.inner.blocks(max_frames)
+
+
+@pytest.mark.parametrize(
+    ("cache", "spill", "decodes"),
+    [(1 << 24, 1 << 26, 1), (50_000, 1 << 26, 1), (50_000, 100_000, 2)],
+    ids=["in-memory", "spilled", "beyond-the-spill"],
+)
+def test_a_long_file_is_decoded_once_unless_it_outgrows_the_spill(
+    monkeypatch: pytest.MonkeyPatch, cache: int, spill: int, decodes: int
+) -> None:
+    signal = synthesize_work(21, duration_s=6.0, sr=22050) + 0.02
+    reference = audio_module._analysis_audio(
+        [audio_module._ArraySegment(signal, 22050)], DEFAULT_SETTINGS
+    )
+    monkeypatch.setattr(audio_module, "_REPLAY_CACHE_SAMPLES", cache)
+    monkeypatch.setattr(audio_module, "_REPLAY_SPILL_SAMPLES", spill)
+    segment = _CountingSegment(signal, 22050)
+    audio = audio_module._analysis_audio([segment], DEFAULT_SETTINGS)
+    assert segment.decodes == decodes
+    assert audio.samples.tobytes() == reference.samples.tobytes()
+
+
+def test_a_spill_that_cannot_be_written_means_decoding_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    signal = synthesize_work(22, duration_s=6.0, sr=22050)
+    reference = audio_module._analysis_audio(
+        [audio_module._ArraySegment(signal, 22050)], DEFAULT_SETTINGS
+    )
+    monkeypatch.setattr(audio_module, "_REPLAY_CACHE_SAMPLES", 50_000)
+    monkeypatch.setattr(audio_module.tempfile, "TemporaryFile", full_disk)
+    segment = _CountingSegment(signal, 22050)
+    audio = audio_module._analysis_audio([segment], DEFAULT_SETTINGS)
+    assert segment.decodes == 2
+    assert audio.sha256 == reference.sha256
 
 
 def test_fixture_files_decode_bit_identically_to_whole_signal_decoding(

@@ -236,8 +236,8 @@ def test_content_type_size_and_duration_limits(server):
 def test_rate_limit_per_key(server):
     with server.client("burst") as http:
         first = http.get("/v1/uploads?limit=1").status_code
-        # eight at a time: far faster than the key's rate refills (10/s over both workers,
-        # after a burst of 50 per worker; a client on one keep-alive connection meets one)
+        # eight at a time: far faster than the key's rate refills (10/s after a burst of 100,
+        # one bucket for both workers)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             statuses = list(
                 pool.map(lambda _: http.get("/v1/uploads?limit=1").status_code, range(400))

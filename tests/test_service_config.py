@@ -127,12 +127,37 @@ def test_keys_cli_prints_the_key_once(tmp_path, monkeypatch, capsys):
     assert code == 2 and "no live key named ci" in err
 
 
-def test_rate_limiter_token_bucket():
-    limiter = RateLimiter(per_minute=60, burst=3)
+def test_rate_limiter_token_bucket(tmp_path):
+    limiter = RateLimiter(tmp_path / "limits.sqlite", per_minute=60, burst=3)
     assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     wait = limiter.take("a")
     assert 0 < wait <= 1.0
     assert limiter.take("b") == 0.0  # buckets are per key
+
+
+def test_rate_limits_are_shared_by_every_worker_process(tmp_path):
+    """Two processes (the workers) draw from one bucket per key: the burst is the key's,
+    not each worker's."""
+    import multiprocessing
+
+    path = tmp_path / "limits.sqlite"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        waits = pool.starmap(_take_many, [(path, 5), (path, 5)])
+    granted = sum(1 for w in waits[0] + waits[1] if w == 0.0)
+    assert granted == 4  # a burst of 4 (at 1 a minute, nothing refills during the test)
+
+
+def _take_many(path, count: int) -> list[float]:
+    limiter = RateLimiter(path, per_minute=1, burst=4)
+    return [limiter.take("shared") for _ in range(count)]
+
+
+def test_a_rate_limiter_that_cannot_store_lets_requests_through(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    limiter = RateLimiter(blocker / "limits.sqlite", per_minute=1, burst=1)
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
 
 
 def test_the_readme_example_config_is_valid(tmp_path):

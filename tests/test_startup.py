@@ -82,3 +82,119 @@ def test_the_peak_check_tail_is_scipy_stats_poisson_sf(mu: float) -> None:
 
     for k in np.arange(0, 200):
         assert float(special.pdtrc(k, mu)) == float(stats.poisson.sf(k, mu))
+
+
+def test_a_plain_screen_command_line_is_not_parsed_by_typer(tmp_path) -> None:
+    """typer converts every parameter through pydantic (~0.11 CPU-s): a plain ``audiodup
+    screen FILE`` is parsed by the CLI itself and never loads it."""
+    code = (
+        "import sys\n"
+        "from audiodup.cli import main\n"
+        f"sys.argv = ['audiodup', 'screen', '--db', {str(tmp_path / 'none')!r}, 'x.mp3']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(m for m in ('pydantic', 'rich.progress') if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "error:" in result.stderr  # the catalog does not exist: one line, no traceback
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def _typer_screen_params(argv: list[str]) -> dict | None:
+    """What typer passes to ``screen`` for ``audiodup screen ARGV``; None when it refuses."""
+    import typer
+    import typer.main
+
+    from audiodup.cli import app
+
+    group = typer.main.get_command(app)
+    command = group.get_command(typer.Context(group), "screen")
+    try:
+        params = dict(command.make_context("screen", list(argv)).params)
+    except (typer.TyperException, typer.Exit):  # typer's usage errors and --help
+        return None
+    return {**params, "paths": list(params["paths"])}
+
+
+PLAIN_SCREENS = [
+    ["screen", "a.mp3"],
+    ["screen", "a.mp3", "b dir/c.flac", "--json"],
+    ["screen", "--db", "cat", "--top", "3", "--workers", "2", "--timeout", "2.5", "a.mp3"],
+    ["screen", "--db=cat", "--top=12", "--out", "r.html", "a.mp3"],
+    ["screen", "--json", "--", "--top", "-x.mp3"],
+    ["screen", "a.mp3", "--out=report.csv", "--timeout", "0.1"],
+]
+UNUSUAL_SCREENS = [
+    ["screen"],
+    ["screen", "--help"],
+    ["screen", "--top", "0", "a.mp3"],
+    ["screen", "--top", "x", "a.mp3"],
+    ["screen", "--top", "007", "a.mp3"],
+    ["screen", "--timeout", "0.05", "a.mp3"],
+    ["screen", "--timeout", "1e3", "a.mp3"],
+    ["screen", "--json", "--json", "a.mp3"],
+    ["screen", "--db", "a", "--db", "b", "a.mp3"],
+    ["screen", "--db"],
+    ["screen", "--db=", "a.mp3", "b.mp3"],
+    ["screen", "--json=1", "a.mp3"],
+    ["screen", "--db", "--json", "a.mp3"],
+    ["screen", "-", "a.mp3"],
+    ["screen", "--jsn", "a.mp3"],
+    ["screen", "", "a.mp3"],
+    ["--version", "screen", "a.mp3"],
+    ["index", "add", "a.mp3"],
+]
+
+
+@pytest.mark.parametrize("argv", PLAIN_SCREENS)
+def test_the_plain_screen_parser_gives_what_typer_gives(argv: list[str]) -> None:
+    import inspect
+
+    from audiodup.cli import parse_plain_screen, screen
+
+    parsed = parse_plain_screen(argv)
+    assert parsed is not None
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(screen).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    assert {**defaults, **parsed} == _typer_screen_params(argv[1:])
+
+
+@pytest.mark.parametrize("argv", UNUSUAL_SCREENS)
+def test_unusual_command_lines_go_to_typer(argv: list[str]) -> None:
+    """Help, errors and values typer might read its own way are left to typer."""
+    from audiodup.cli import parse_plain_screen
+
+    assert parse_plain_screen(argv) is None
+
+
+def _exit_code_on_a_closed_pipe(argv: list[str]) -> int:
+    """``audiodup ARGV`` whose standard output's reader has gone away before it writes."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "audiodup", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    process.stdout.close()
+    return process.wait(timeout=300)
+
+
+def test_a_plain_screen_on_a_closed_pipe_ends_as_typer_ends_it(pristine_catalog_dir) -> None:
+    """``audiodup screen ... | head -0``: exit 1 in silence, as typer does, not an internal
+    error. ``--top 005`` is left to typer (the same value, read by typer)."""
+    from conftest import UPLOADS_DIR
+
+    upload = str(UPLOADS_DIR / "excerpt_15s_work_00.ogg")
+    common = ["screen", "--json", "--db", str(pristine_catalog_dir), upload]
+    assert _exit_code_on_a_closed_pipe(common) == 1
+    assert _exit_code_on_a_closed_pipe([*common, "--top", "005"]) == 1

@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..owners import dated_uploads, upload_date
 from ..results import Match, Section, UploadInfo, WorkInfo
 from ..settings import Settings
 from ..verdict import decide
-from .relations import upload_date
 from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
 
 _LABEL_RANK = {"duplicate": 1, "suspect": 0}
@@ -218,11 +218,9 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
     """
     references = [u for u in uploads if u.role == "reference"]
     candidates = references or uploads
-    dated = sorted(
-        ((upload_date(u), u.upload_id) for u in candidates if upload_date(u) is not None),
-    )
+    dated_candidates, undated = dated_uploads(candidates)
+    dated = [(when, u.upload_id) for when, u in dated_candidates]
     by_id = {u.upload_id: u for u in uploads}
-    undated = sorted(u.upload_id for u in candidates if upload_date(u) is None)
     caveats = []
     one_work = len({u.work_id for u in candidates}) == 1
     if references and one_work:
@@ -264,13 +262,9 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
         )
     if references:
         chosen_date = upload_date(chosen)
+        others, _ = dated_uploads(u for u in uploads if u.role != "reference")
         earlier = sorted(
-            u.upload_id
-            for u in uploads
-            if u.role != "reference"
-            and chosen_date is not None
-            and (d := upload_date(u)) is not None
-            and d < chosen_date
+            u.upload_id for d, u in others if chosen_date is not None and d < chosen_date
         )
         if earlier:
             caveats.append(

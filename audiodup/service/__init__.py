@@ -1,10 +1,12 @@
 """``audiodup serve``: the screening service (FastAPI on uvicorn worker processes).
 
 Modules: ``config`` (:class:`~audiodup.service.config.ServiceConfig`: TOML < environment <
-flags), ``auth`` (hashed API keys with scopes, ``require_scope``, rate limits), ``engine`` (the
-catalog of one worker process, its lock and engine thread, ``get_catalog``), ``intake``
+flags), ``auth`` (hashed API keys with scopes, ``require_scope``, rate limits shared by the
+workers), ``engine`` (the catalog of one worker process, its lock and engine thread,
+``Engine.read``, ``get_catalog``), ``errors`` (``ApiError``, ``engine_error``), ``intake``
 (receiving upload bytes under size and type limits), ``jobs`` (asynchronous jobs), ``metrics``
-(Prometheus), ``logs`` (JSON lines) and ``app`` (``create_app``: the routes).
+(Prometheus), ``logs`` (JSON lines), ``app`` (``create_app``: the routes) and ``local`` (a
+local ``audiodup serve`` subprocess for tests and benchmarks).
 
 For routers mounted in the application (the review queue, ``audiodup.service.review``, whose
 ``router`` is mounted at ``/review`` and ``api_router`` -- or ``router`` when it has none -- at

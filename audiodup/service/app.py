@@ -52,13 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import results
 from ..audio import load_audio
-from ..errors import (
-    AudioDecodeError,
-    AudiodupError,
-    CatalogBusyError,
-    CatalogError,
-    DiskFullError,
-)
+from ..errors import AudiodupError
 from ..fingerprint import fingerprint_audio
 from ..metadata import parse_timestamp
 from ..schema import SCHEMA_VERSION
@@ -67,7 +61,7 @@ from . import intake, logs, metrics
 from .auth import KeyFile, RateLimiter, require_scope
 from .config import CONFIG_ENV, ServiceConfig
 from .engine import Engine
-from .errors import ApiError, forbidden, not_found
+from .errors import ApiError, engine_error, forbidden, not_found
 from .jobs import JobStore
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -140,7 +134,8 @@ _ERROR_DOC = {
     },
 }
 _ERRORS = {
-    status: _ERROR_DOC for status in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504)
+    status: _ERROR_DOC
+    for status in (400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503, 504, 507)
 }
 
 
@@ -181,8 +176,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.config = config
     app.state.keys = KeyFile(config.keys_path)
     app.state.rate_limiter = RateLimiter(
-        config.rate_limit_per_minute / config.workers,
-        max(1, config.rate_limit_burst // config.workers),
+        config.db / "service" / "rate-limits.sqlite",
+        config.rate_limit_per_minute,
+        config.rate_limit_burst,
     )
     app.state.jobs = JobStore(config.jobs_dir)
     app.state.tasks = set()
@@ -329,31 +325,13 @@ def _install_errors(app: FastAPI) -> None:
         )
 
 
-def _engine_error(exc: BaseException) -> ApiError:
-    """The API error of a library error met while screening or recording."""
-    if isinstance(exc, ApiError):
-        return exc
-    text = results.shown_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    if isinstance(exc, AudioDecodeError):
-        return ApiError(422, "undecodable", f"the upload cannot be screened: {text}")
-    if isinstance(exc, CatalogBusyError):
-        return ApiError(503, "busy", text, {"Retry-After": "5"})
-    if isinstance(exc, DiskFullError):
-        return ApiError(507, "disk_full", text)
-    if isinstance(exc, CatalogError):
-        return ApiError(503, "catalog_error", text)
-    if isinstance(exc, AudiodupError):
-        return ApiError(422, "rejected", text)
-    raise exc
-
-
 # -- the screening work (runs in the engine thread) --------------------------------------------
 def _decode(engine: Engine, received: intake.Received):
     config = engine.config
     try:
         audio = load_audio(received.path, engine.catalog.settings)
-    except (AudiodupError, ApiError) as exc:
-        raise _engine_error(exc) from None
+    except AudiodupError as exc:
+        raise engine_error(exc) from None
     if audio.truncated or audio.source_duration_s > config.max_duration_s:
         raise ApiError(
             413, "too_long", f"the upload is longer than {config.max_duration_s:g} s of audio"
@@ -363,11 +341,8 @@ def _decode(engine: Engine, received: intake.Received):
 
 def _screen(engine: Engine, received: intake.Received, name: str):
     audio = _decode(engine, received)
-    try:
-        with engine.lock:
-            verdict = engine.catalog.screen_audio(audio, name=name, top_k=engine.config.top_k)
-    except AudiodupError as exc:
-        raise _engine_error(exc) from None
+    with engine.read() as catalog:
+        verdict = catalog.screen_audio(audio, name=name, top_k=engine.config.top_k)
     return audio, verdict
 
 
@@ -386,7 +361,7 @@ def record_work(
     """Screen the upload, then record it: the received file is kept under its bytes' hash,
     and the upload, its content and its screening are committed in one transaction."""
     try:
-        with engine.lock:
+        with engine.read():
             earlier = _replay(engine, upload)
         if earlier is not None:
             return earlier
@@ -417,14 +392,11 @@ def record_work(
             idempotency_key=upload.idempotency_key,
             request_hash=upload.request_hash,
         )
-        try:
-            with engine.lock:
-                committed, recorded = engine.catalog.store.record_screened_upload(item, screening)
-                if committed.status == "present":  # the same key won a race with this request
-                    return _answer_replay(engine, upload, recorded)
-                found = engine.catalog.store.find_uploads(upload_id=committed.upload_id)
-        except AudiodupError as exc:
-            raise _engine_error(exc) from None
+        with engine.read() as catalog:
+            committed, recorded = catalog.store.record_screened_upload(item, screening)
+            if committed.status == "present":  # the same key won a race with this request
+                return _answer_replay(engine, upload, recorded)
+            found = catalog.store.find_uploads(upload_id=committed.upload_id)
     finally:
         received.discard()
     metrics.VERDICTS.labels(screening.verdict).inc()
@@ -680,17 +652,14 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
                     422, "invalid_request", "since: not an ISO 8601 date or date-time"
                 ) from None
         engine: Engine = request.app.state.engine
-        try:
-            with engine.lock:
-                found = engine.catalog.store.find_uploads(
-                    verdict=verdict.value if verdict else None,
-                    uploader=uploader,
-                    since=since_text,
-                    after_id=after,
-                    limit=limit + 1,
-                )
-        except AudiodupError as exc:
-            raise _engine_error(exc) from None
+        with engine.read() as catalog:
+            found = catalog.store.find_uploads(
+                verdict=verdict.value if verdict else None,
+                uploader=uploader,
+                since=since_text,
+                after_id=after,
+                limit=limit + 1,
+            )
         more = len(found) > limit
         found = found[:limit]
         next_url = None
@@ -724,11 +693,8 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         upload_id: Annotated[int, PathParam(ge=1, le=2**62)],
     ) -> dict:
         engine: Engine = request.app.state.engine
-        try:
-            with engine.lock:
-                found = engine.catalog.store.find_uploads(upload_id=upload_id)
-        except AudiodupError as exc:
-            raise _engine_error(exc) from None
+        with engine.read() as catalog:
+            found = catalog.store.find_uploads(upload_id=upload_id)
         if not found:
             raise not_found(f"no upload {upload_id}")
         info, screening = found[0]
@@ -746,13 +712,10 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         work_id: Annotated[int, PathParam(ge=1, le=2**62)],
     ) -> dict:
         engine: Engine = request.app.state.engine
-        try:
-            with engine.lock:
-                work = engine.catalog.work(work_id)
-                uploads = engine.catalog.store.uploads([work_id]) if work else []
-                screenings = engine.catalog.store.screenings([u.upload_id for u in uploads])
-        except AudiodupError as exc:
-            raise _engine_error(exc) from None
+        with engine.read() as catalog:
+            work = catalog.work(work_id)
+            uploads = catalog.store.uploads([work_id]) if work else []
+            screenings = catalog.store.screenings([u.upload_id for u in uploads])
         if work is None:
             raise not_found(f"no work {work_id}")
         return {

@@ -8,8 +8,9 @@ read results), ``review`` (the review queue) and ``admin`` (everything).
 
 Verifying a key costs one scrypt (~40 ms); a worker remembers the keys it verified (by their
 SHA-256, not the key) until the key file changes, so a revocation takes effect at the next
-request. Rate limits are a token bucket per key name in each worker process, each worker taking
-its share of the configured rate.
+request. Rate limits are a token bucket per key name shared by every worker process: the
+buckets live in one SQLite file (``<db>/service/rate-limits.sqlite``), so a key gets the
+configured rate whichever worker its requests reach.
 
 Endpoints ask for a scope with the dependency ``require_scope("screen")``, which returns the
 key's name.
@@ -195,26 +196,82 @@ class KeyFile:
         self._stamp = None
 
 
-class RateLimiter:
-    """A token bucket per key name: ``per_minute`` tokens a minute, at most ``burst`` saved."""
+def _refill(tokens: float, last: float, now: float, rate_per_s: float, burst: float):
+    """``(tokens after this request, seconds to wait)`` of a token bucket that held ``tokens``
+    at ``last``: one token taken when there is one, else a wait until there is."""
+    tokens = min(burst, tokens + max(0.0, now - last) * rate_per_s)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) / rate_per_s
 
-    def __init__(self, per_minute: float, burst: int):
+
+class RateLimiter:
+    """The token buckets of every worker process, in one SQLite file: one short write
+    transaction per request (WAL, no fsync: the buckets need no durability). If the file
+    cannot be used the request goes ahead (a broken limiter must not stop the service) and
+    the problem is logged once per process."""
+
+    def __init__(self, path: Path, per_minute: float, burst: int):
+        self.path = Path(path)
         self.rate_per_s = per_minute / 60.0
         self.burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._guard = threading.Lock()
+        self._local = threading.local()  # one connection per thread
+        self._warned = False
+
+    def _db(self):
+        import sqlite3
+
+        db = getattr(self._local, "db", None)
+        if db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS buckets "
+                "(name TEXT PRIMARY KEY, tokens REAL NOT NULL, last REAL NOT NULL)"
+            )
+            self._local.db = db
+        return db
 
     def take(self, name: str) -> float:
         """0 when a request may go ahead, else the seconds to wait before the next one."""
-        now = time.monotonic()
-        with self._guard:
-            tokens, last = self._buckets.get(name, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate_per_s)
-            if tokens >= 1.0:
-                self._buckets[name] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[name] = (tokens, now)
-            return (1.0 - tokens) / self.rate_per_s
+        import sqlite3
+
+        try:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()  # one clock for every process (a step back refills nothing)
+                row = db.execute(
+                    "SELECT tokens, last FROM buckets WHERE name = ?", (name,)
+                ).fetchone()
+                tokens, last = row if row is not None else (self.burst, now)
+                tokens, wait_s = _refill(tokens, last, now, self.rate_per_s, self.burst)
+                db.execute(
+                    "INSERT INTO buckets VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+                    "SET tokens = excluded.tokens, last = excluded.last",
+                    (name, tokens, max(now, last)),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            return wait_s
+        except (sqlite3.Error, OSError) as exc:
+            if not self._warned:
+                self._warned = True
+                import logging
+
+                from .logs import event
+
+                event(
+                    "rate limits not enforced",
+                    logging.WARNING,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            return 0.0
 
 
 def bearer_key(request: Request) -> str | None:
@@ -244,7 +301,7 @@ def require_scope(*scopes: str) -> Callable:
         request.state.key_name = record.name
         if not any(record.allows(scope) for scope in scopes):
             raise forbidden(f"the key {record.name} lacks the {' or '.join(scopes)} scope")
-        wait_s = request.app.state.rate_limiter.take(record.name)
+        wait_s = await run_in_threadpool(request.app.state.rate_limiter.take, record.name)
         if wait_s > 0:
             raise ApiError(
                 429,

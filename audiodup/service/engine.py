@@ -15,16 +15,18 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 from starlette.requests import Request
 
 from .. import index
 from ..catalog import Catalog
+from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
 from . import metrics
 from .config import ServiceConfig
-from .errors import ApiError
+from .errors import ApiError, engine_error
 
 T = TypeVar("T")
 
@@ -62,6 +64,16 @@ class Engine:
             self._catalog = catalog
             catalog.indexes()
         self.ready = True
+
+    @contextmanager
+    def read(self) -> Iterator[Catalog]:
+        """The catalog, held under the lock for the block; a library error raised in the block
+        becomes its API error (:func:`~audiodup.service.errors.engine_error`)."""
+        try:
+            with self.lock:
+                yield self.catalog
+        except AudiodupError as exc:
+            raise engine_error(exc) from None
 
     def close(self) -> None:
         self.ready = False

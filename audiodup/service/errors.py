@@ -3,6 +3,15 @@
 
 from __future__ import annotations
 
+from .. import results
+from ..errors import (
+    AudioDecodeError,
+    AudiodupError,
+    CatalogBusyError,
+    CatalogError,
+    DiskFullError,
+)
+
 
 class ApiError(Exception):
     """An HTTP error answer. ``code`` is a stable machine-readable word (``too_large``,
@@ -26,3 +35,23 @@ def forbidden(message: str) -> ApiError:
 
 def not_found(message: str) -> ApiError:
     return ApiError(404, "not_found", message)
+
+
+def engine_error(exc: BaseException) -> ApiError:
+    """The API error of a library error met while screening, recording or reading: 422 for an
+    upload that cannot be screened, 503 (``Retry-After``) for a busy catalog, 507 for a full
+    disk, 503 for another catalog error. Anything else is raised again."""
+    if isinstance(exc, ApiError):
+        return exc
+    text = results.shown_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    if isinstance(exc, AudioDecodeError):
+        return ApiError(422, "undecodable", f"the upload cannot be screened: {text}")
+    if isinstance(exc, CatalogBusyError):
+        return ApiError(503, "busy", text, {"Retry-After": "5"})
+    if isinstance(exc, DiskFullError):
+        return ApiError(507, "disk_full", text)
+    if isinstance(exc, CatalogError):
+        return ApiError(503, "catalog_error", text)
+    if isinstance(exc, AudiodupError):
+        return ApiError(422, "rejected", text)
+    raise exc

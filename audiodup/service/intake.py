@@ -7,6 +7,7 @@ over the size cap the request stops with 413, another content type gets 415.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import uuid
@@ -88,14 +89,18 @@ async def receive(request: Request, incoming: Path, max_bytes: int) -> Received:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise _too_large(max_bytes)
-    incoming.mkdir(parents=True, exist_ok=True)
     target = incoming / f"{uuid.uuid4().hex}.part"
     try:
+        incoming.mkdir(parents=True, exist_ok=True)
         if kind == "multipart/form-data":
             received = await _receive_form(request, target, max_bytes)
         else:
             size, digest = await _write(_limited(request.stream(), max_bytes), target)
             received = Received(target, size, digest, SUFFIXES.get(kind, ".audio"))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        raise _storage_error(exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             target.unlink(missing_ok=True)
@@ -104,6 +109,14 @@ async def receive(request: Request, incoming: Path, max_bytes: int) -> Received:
         received.discard()
         raise ApiError(422, "empty", "the upload holds no bytes")
     return received
+
+
+def _storage_error(exc: OSError) -> ApiError:
+    """A received file that cannot be written: 507 when the disk (or the quota, or the file
+    size limit) is full, else 503; the client may retry either later."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ApiError(507, "disk_full", "the upload cannot be stored: no space left")
+    return ApiError(503, "storage_error", f"the upload cannot be stored: {exc.strerror or exc}")
 
 
 async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
@@ -176,14 +189,17 @@ async def _receive_form(request: Request, target: Path, max_bytes: int) -> Recei
 def keep(received: Received, folder: Path) -> Path:
     """Move the received file to ``folder/<sha256 of its bytes><suffix>`` (the same bytes
     always land on the same name) and make it durable; returns its path."""
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{received.sha256}{received.suffix}"
-    with open(received.path, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(received.path, final)
-    fd = os.open(folder, os.O_RDONLY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(received.path, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(received.path, final)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _storage_error(exc) from None
     return final

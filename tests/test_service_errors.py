@@ -1,0 +1,157 @@
+"""The service's 503, 507 and 400 answers, against real servers started by the tests (each with
+the configuration that makes the condition happen): a worker whose engine queue is full, a
+disk that cannot take the upload, a body that stops short."""
+
+from __future__ import annotations
+
+import io
+import resource
+import shutil
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+httpx = pytest.importorskip("httpx")
+
+import soundfile as sf  # noqa: E402
+from service_server import Server, cli, start_server  # noqa: E402
+
+from audiodup.synth import synthesize_work  # noqa: E402
+
+
+def _wav(seed: int, duration_s: float) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, synthesize_work(seed, duration_s, 11025), 11025, format="WAV")
+    return buffer.getvalue()
+
+
+def _server(pristine: Path, root: Path, toml: str, preexec_fn=None) -> tuple[Server, str]:
+    db = root / "db"
+    shutil.copytree(pristine, db)
+    key = cli("keys", "create", "k", "--scope", "admin", "--db", str(db)).stdout.strip()
+    return start_server(db, root, workers=1, toml=toml, preexec_fn=preexec_fn), key
+
+
+def _error(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert (body["status"], body["code"]) == (status, code), body
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+def test_a_worker_with_a_full_queue_answers_503_busy(pristine_catalog_dir, tmp_path):
+    """``max_queue = 1``: while an asynchronous job screens, a second request is refused at
+    once with 503 and ``Retry-After``, and served again once the job is done."""
+    server, key = _server(pristine_catalog_dir, tmp_path, "max_queue = 1\n")
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as http:
+            job = http.post(
+                "/v1/screen?mode=async",
+                content=_wav(9101, 600.0),  # ~1 CPU-s of screening: the queue stays full
+                headers={"Content-Type": "audio/wav"},
+            )
+            assert job.status_code == 202, job.text
+            busy = http.post(
+                "/v1/screen", content=_wav(9102, 10.0), headers={"Content-Type": "audio/wav"}
+            )
+            _error(busy, 503, "busy")
+            assert int(busy.headers["retry-after"]) >= 1
+            deadline = time.monotonic() + 300
+            while http.get(job.json()["url"]).json()["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            again = http.post(
+                "/v1/screen", content=_wav(9102, 10.0), headers={"Content-Type": "audio/wav"}
+            )
+            assert again.status_code == 200, again.text
+    finally:
+        server.stop()
+
+
+FILE_SIZE_LIMIT = 3 * 1024 * 1024
+
+
+def _limit_file_size() -> None:
+    # a file can grow to 3 MiB at most: a larger write fails with EFBIG (Python ignores
+    # SIGXFSZ), as a full disk or quota fails it with ENOSPC / EDQUOT
+    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
+
+
+def test_an_upload_that_cannot_be_stored_answers_507(pristine_catalog_dir, tmp_path):
+    server, key = _server(pristine_catalog_dir, tmp_path, "", preexec_fn=_limit_file_size)
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as http:
+            large = _wav(9103, 200.0)  # 4.4 MB
+            assert len(large) > FILE_SIZE_LIMIT
+            for path in ("/v1/screen", "/v1/uploads"):
+                response = http.post(path, content=large, headers={"Content-Type": "audio/wav"})
+                _error(response, 507, "disk_full")
+            # nothing half-written is left, and the worker serves what fits
+            assert not list((server.db / "received" / ".incoming").glob("*.part"))
+            small = http.post(
+                "/v1/screen", content=_wav(9104, 20.0), headers={"Content-Type": "audio/wav"}
+            )
+            assert small.status_code == 200, small.text
+    finally:
+        server.stop()
+
+
+def test_a_body_that_stops_short_answers_400_and_leaves_nothing(pristine_catalog_dir, tmp_path):
+    """The client promises more bytes than it sends and closes its side: the request ends as
+    400 ``disconnected`` (logged; the answer reaches the socket if still open), no partial
+    file stays, and the worker goes on serving."""
+    server, key = _server(pristine_catalog_dir, tmp_path, "")
+    try:
+        address = urlsplit(server.url)
+        body = _wav(9105, 10.0)[:50_000]
+        with socket.create_connection((address.hostname, address.port), timeout=60) as sock:
+            head = (
+                "POST /v1/screen HTTP/1.1\r\n"
+                f"Host: {address.netloc}\r\n"
+                f"Authorization: Bearer {key}\r\n"
+                "Content-Type: audio/wav\r\n"
+                f"Content-Length: {len(body) * 4}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)
+            sock.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert not answer or answer.startswith(b"HTTP/1.1 400")
+        deadline = time.monotonic() + 60
+        while not any(
+            line.get("message") == "request" and line.get("status") == 400
+            for line in server.log_lines()
+        ):
+            assert time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.2)
+        assert not list((server.db / "received" / ".incoming").glob("*.part"))
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_a_malformed_http_request_answers_400(pristine_catalog_dir, tmp_path):
+    """Not HTTP at all: uvicorn answers 400 itself and the worker goes on serving."""
+    server, _ = _server(pristine_catalog_dir, tmp_path, "")
+    try:
+        address = urlsplit(server.url)
+        with socket.create_connection((address.hostname, address.port), timeout=60) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\x00\x01\r\n\r\n")
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/readyz").status_code == 200
+    finally:
+        server.stop()
