@@ -4,8 +4,12 @@ Layout of a catalog directory::
 
     catalog.sqlite        works (content) and their fingerprints (the source of truth), the
                           upload ledger, shard list, recipe
-    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence;
-                          then the hash bucket sizes (audiodup.index.write_hash_shard)
+    shards/h-*.sorted     peak-triplet hashes: entry ids (packing the evidence) sorted by key
+                          and the offset of every key, memory-mapped by readers
+                          (audiodup.index.write_sorted_hash_shard)
+    shards/h-*.faiss      the same in catalogs written before: faiss.IndexBinaryHash, then the
+                          hash bucket sizes (audiodup.index.write_hash_shard); still read,
+                          rewritten as h-*.sorted by rebuild and compaction
     shards/c-*.faiss      chroma segment vectors, index chosen by a FAISS factory string
     catalog.lock          single-writer lock
 
@@ -17,10 +21,11 @@ stored fingerprints.
 
 Opening never takes the writer lock: screening, listing and verifying go on while a writer holds
 it. Each write takes the lock and, holding it, removes what interrupted writes left: unreferenced
-files of the catalog's own names (``h-``/``c-`` + 12 hex digits + ``.faiss`` and their ``.tmp-``
-versions), never anything else. A catalog is created only in a new or empty folder. A catalog on
-a read-only folder, or on a full disk where SQLite cannot make the shared-memory file of its
-write-ahead log, is opened read-only (immutable when the log is empty). SQLite and file errors
+files of the catalog's own names (``h-``/``c-`` + 12 hex digits + ``.faiss``, ``h-`` + 12 hex
+digits + ``.sorted``, and their ``.tmp-`` versions), never anything else. A catalog is created
+only in a new or empty folder. A catalog on a read-only folder, or on a full disk where SQLite
+cannot make the shared-memory file of its write-ahead log, is opened read-only (immutable when
+the log is empty). SQLite and file errors
 become typed ``CatalogError`` s that name the cause (:func:`catalog_error`): only SQLite's own
 corruption reports say "damaged".
 """
@@ -58,9 +63,11 @@ from .fingerprint import Fingerprint
 from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packing lived here)
     CHROMA_DIM,
     LoadedIndexes,
+    SortedHashShard,
     bucket_sizes,
     build_shard,
     chroma_dim,
+    faiss_hash_index,
     ivf_lists,
     load_indexes,
     new_chroma_index,
@@ -68,9 +75,11 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     read_hash_shard,
     read_index,
     reference_segments,
+    sorted_ids_intact,
     unpack_segment_ids,
     write_hash_shard,
     write_index,
+    write_sorted_hash_shard,
 )
 from .results import (
     REVIEW_LABELS,
@@ -97,7 +106,10 @@ _LOCK_FILE = "catalog.lock"
 _SHARDS = "shards"
 # the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
 # them, so a user's file or folder that ends up there is never deleted
-_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?[hc]-[0-9a-f]{12}\.faiss")
+_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted)")
+# the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
+# or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
+HASH_LAYOUT = "sorted"
 # below this much free space an SQLite I/O error is taken for a full disk: SQLite reports a
 # shared-memory file it cannot grow as a "disk I/O error", not as "disk full"
 _NEARLY_FULL_BYTES = 1 << 20
@@ -895,8 +907,13 @@ class CatalogStore:
         its works at it with their entry counts (inside the caller's transaction)."""
         shard = build_shard(entries, self.settings)
         token = uuid.uuid4().hex[:12]
-        hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, write_hash_shard(shard.hash_index, shard.bucket_sizes))
+        if HASH_LAYOUT == "faiss":
+            hash_file = f"h-{token}.faiss"
+            hash_writer = write_hash_shard(faiss_hash_index(shard.hash_index), shard.bucket_sizes)
+        else:
+            hash_file, hash_writer = f"h-{token}.sorted", write_sorted_hash_shard(shard.hash_index)
+        chroma_file = f"c-{token}.faiss"
+        self._put_file(hash_file, hash_writer)
         self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
@@ -1314,8 +1331,11 @@ class CatalogStore:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
             hashes = stored.index
+            if isinstance(hashes, SortedHashShard):
+                if not sorted_ids_intact(hashes):
+                    problems.append(f"shard {shard_id}: its hash entries fail their checksum")
             # saved sizes that sum right could still be misplaced: count every key again
-            if stored.bucket_sizes is not None and not np.array_equal(
+            elif stored.bucket_sizes is not None and not np.array_equal(
                 stored.bucket_sizes, bucket_sizes([hashes])
             ):
                 problems.append(f"shard {shard_id}: saved bucket sizes differ from its index")
