@@ -13,15 +13,18 @@ below (:class:`HashHits`, :class:`ChromaHits`), so another backend needs only th
 process holds only the pages its look-ups touch, not the whole index (benchmarks/INDEX_LAYOUT.md
 measured it against FAISS in RAM, FAISS on-disk inverted lists and LMDB). One file::
 
-    header (64 bytes)   _SORTED_MAGIC, key bits, entry count, CRC-32 of offsets and of ids
-    offsets             int64[2**KEY_BITS + 1]: key k's entries are ids[offsets[k]:offsets[k+1]]
+    header (64 bytes)   _SORTED_MAGIC, key bits, entry count, CRC-32 of offsets and of ids,
+                        length of the sizes
+    sizes               zlib(int64[2**KEY_BITS]) entries per key, zero-padded to 8 bytes; their
+                        running sum is the offsets: key k's entries are ids[off[k]:off[k+1]]
     ids                 int64[n], sorted by key, in insertion order within a key
 
 A look-up is two offset reads and a slice per key, and returns the entries in the order FAISS's
 ``IndexBinaryHash`` returned them (bucket by bucket, insertion order within a bucket), so verdicts
-do not move. Bucket sizes are the differences of the offsets. Opening reads the header and the
-offsets (4 MB, checked against their CRC); the ids' CRC costs a full read and is checked by
-``index verify``.
+do not move. Opening inflates the sizes into the offsets (4 MB in RAM per shard, checked
+against their CRC), and the ids are mapped; the ids' CRC costs a full read and is checked by
+``index verify``. The sizes are compressed because a small shard's are mostly zeros: 4 MB of
+raw offsets would outweigh a batch of a few works.
 
 **FAISS hash shards** (``h-*.faiss``, catalogs written before) are an ``IndexBinaryHash`` loaded
 in RAM, followed by the bucket sizes: ``FAISS index | _SIZES_MAGIC | zlib(int64 sizes)``. FAISS
@@ -53,7 +56,8 @@ _HASH_BUCKET_BITS = 24
 assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
 _SIZES_MAGIC = b"\x00audiodup bucket sizes v1\x00"
 _SORTED_MAGIC = b"\x00audiodup sorted hashes v1\x00\x00\x00\x00\x00\x00"
-# magic, key bits, 0, entry count, CRC-32 of the offsets' bytes, of the ids' bytes, 0
+# magic, key bits, 0, entry count, CRC-32 of the offsets' bytes, of the ids' bytes, length of
+# the compressed bucket sizes
 _SORTED_HEADER = struct.Struct("<32sIIQIIQ")
 assert len(_SORTED_MAGIC) == 32 and _SORTED_HEADER.size == 64
 _CRC_CHUNK_ENTRIES = 1 << 20  # ids checksummed 8 MB at a time, so verify holds little of them
@@ -176,13 +180,14 @@ def write_sorted_hash_shard(shard: SortedHashShard) -> Callable[[Callable[[bytes
 
 def _write_sorted(offsets, n_entries, ids_crc, id_chunks):
     offsets = np.ascontiguousarray(offsets, dtype="<i8")
-    header = _SORTED_HEADER.pack(
-        _SORTED_MAGIC, KEY_BITS, 0, n_entries, zlib.crc32(offsets.view(np.uint8)), ids_crc, 0
-    )
+    sizes = zlib.compress(np.diff(offsets).astype("<i8").tobytes())
+    sizes += bytes(-len(sizes) % 8)  # the ids start 8-aligned
+    crc = zlib.crc32(offsets.view(np.uint8))
+    header = _SORTED_HEADER.pack(_SORTED_MAGIC, KEY_BITS, 0, n_entries, crc, ids_crc, len(sizes))
 
     def write(sink: Callable[[bytes], object]) -> None:
         sink(header)
-        sink(offsets.tobytes())
+        sink(sizes)
         for chunk in id_chunks():
             for start in range(0, len(chunk), _CRC_CHUNK_ENTRIES):
                 part = chunk[start : start + _CRC_CHUNK_ENTRIES]
@@ -198,25 +203,27 @@ def read_sorted_hash_shard(path) -> SortedHashShard:
         header = handle.read(_SORTED_HEADER.size)
         if len(header) != _SORTED_HEADER.size:
             raise RuntimeError("the hash shard file is truncated")
-        magic, key_bits, _, n_entries, offsets_crc, ids_crc, _ = _SORTED_HEADER.unpack(header)
+        fields = _SORTED_HEADER.unpack(header)
+        magic, key_bits, _, n_entries, offsets_crc, ids_crc, sizes_bytes = fields
         if magic != _SORTED_MAGIC:
             raise RuntimeError("not a sorted hash shard file")
         if key_bits != KEY_BITS:
             raise RuntimeError(f"the hash shard has {key_bits}-bit keys, the code {KEY_BITS}")
-        offsets_bytes = 8 * ((1 << KEY_BITS) + 1)
-        ids_at = _SORTED_HEADER.size + offsets_bytes
+        ids_at = _SORTED_HEADER.size + sizes_bytes
         size = handle.seek(0, 2)
-        if size != ids_at + 8 * n_entries:
+        if sizes_bytes % 8 or size != ids_at + 8 * n_entries:
             raise RuntimeError(
                 f"the hash shard file is damaged: {size} bytes, its header says "
                 f"{ids_at + 8 * n_entries}"
             )
         handle.seek(_SORTED_HEADER.size)
-        raw = handle.read(offsets_bytes)
-        if zlib.crc32(raw) != offsets_crc:
+        sizes = _inflate_sizes(handle.read(sizes_bytes))
+        offsets = np.zeros((1 << KEY_BITS) + 1, dtype=np.int64)
+        if sizes is not None:
+            np.cumsum(sizes, out=offsets[1:])
+        if sizes is None or zlib.crc32(offsets.astype("<i8").view(np.uint8)) != offsets_crc:
             raise RuntimeError("the hash shard file is damaged: its offsets fail their checksum")
-        offsets = np.frombuffer(raw, dtype="<i8").astype(np.int64)
-        if offsets[0] != 0 or offsets[-1] != n_entries or (np.diff(offsets) < 0).any():
+        if offsets[-1] != n_entries or (sizes < 0).any():
             raise RuntimeError("the hash shard file is damaged: its offsets are inconsistent")
         if n_entries == 0:
             return SortedHashShard(offsets, np.zeros(0, dtype=np.int64), ids_crc)
@@ -224,6 +231,20 @@ def read_sorted_hash_shard(path) -> SortedHashShard:
     # the page cache, not this process, holds what the look-ups read (the map outlives the file)
     ids = np.frombuffer(mapped, dtype="<i8", count=n_entries, offset=ids_at)
     return SortedHashShard(offsets, ids, ids_crc)
+
+
+def _inflate_sizes(stored: bytes) -> np.ndarray | None:
+    """The bucket sizes of a sorted shard file, None when damaged (never more than they can be:
+    a damaged stream must not inflate to any size)."""
+    expected = 8 << KEY_BITS
+    stream = zlib.decompressobj()
+    try:
+        raw = stream.decompress(stored, expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not stream.eof or stream.unused_data.strip(b"\x00"):
+        return None
+    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
 
 
 def sorted_ids_intact(shard: SortedHashShard) -> bool:

@@ -234,7 +234,7 @@ def sorted_file(root: Path) -> Path:
 
 @pytest.mark.parametrize(
     "damage",
-    ["truncated", "longer", "magic", "key bits", "offsets", "empty"],
+    ["truncated", "longer", "magic", "key bits", "sizes length", "sizes", "empty"],
 )
 def test_a_damaged_sorted_shard_is_refused_at_open(catalog_copy: Path, damage: str) -> None:
     path = sorted_file(catalog_copy)
@@ -247,8 +247,10 @@ def test_a_damaged_sorted_shard_is_refused_at_open(catalog_copy: Path, damage: s
         data[5] ^= 0xFF
     elif damage == "key bits":
         data[32] ^= 0x01
-    elif damage == "offsets":
-        data[64 + 8 * 1000] ^= 0x01
+    elif damage == "sizes length":
+        data[56] ^= 0x08  # the ids would start 8 bytes off
+    elif damage == "sizes":
+        data[64 + 20] ^= 0x01  # inside the compressed bucket sizes
     else:
         data = bytearray()
     path.write_bytes(bytes(data))
