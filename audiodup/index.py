@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import struct
 import sys
 import zlib
@@ -510,6 +511,19 @@ def read_index(path, *, binary: bool):
         faiss = _faiss()
         reader = faiss.PyCallbackIOReader(handle.read)
         return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
+
+
+def read_chroma_index(path):
+    """Open a chroma shard memory-mapped (FAISS's ``IO_FLAG_MMAP``: the vectors stay in the page
+    cache, the process holds what its searches touch; benchmarks/INDEX_LAYOUT.md), through a
+    Python file only when FAISS cannot open the path (a name that is not UTF-8)."""
+    name = os.fsdecode(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return read_index(path, binary=False)
+    faiss = _faiss()
+    return faiss.read_index(name, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     load_indexes,
     new_chroma_index,
     pack_segment_ids,
+    read_chroma_index,
     read_hash_shard,
     read_index,
     reference_segments,
@@ -694,10 +695,7 @@ class CatalogStore:
                 self._rollback()  # a read transaction: nothing to commit
             try:
                 hash_shards = [self._read_shard(h, read_hash_shard) for h, _ in shards]
-                chroma_shards = [
-                    self._read_shard(c, functools.partial(read_index, binary=False))
-                    for _, c in shards
-                ]
+                chroma_shards = [self._read_shard(c, read_chroma_index) for _, c in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -1326,7 +1324,7 @@ class CatalogStore:
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
                 stored = read_hash_shard(self._shard_path(hash_file))
-                chroma = read_index(self._shard_path(chroma_file), binary=False)
+                chroma = read_chroma_index(self._shard_path(chroma_file))
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue

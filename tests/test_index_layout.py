@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import mmap
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,11 +25,18 @@ from audiodup.index import (
     LoadedIndexes,
     SortedHashShard,
     bucket_sizes,
+    chroma_dim,
     merge_sorted_hash_shards,
+    new_chroma_index,
+    pack_segment_ids,
+    read_chroma_index,
     read_hash_shard,
+    read_index,
     read_sorted_hash_shard,
+    set_nprobe,
     sorted_hash_shard,
     sorted_ids_intact,
+    write_index,
     write_sorted_hash_shard,
 )
 from audiodup.settings import DEFAULT_SETTINGS
@@ -301,9 +309,11 @@ def test_a_write_interrupted_inside_a_sorted_shard_leaves_the_catalog_readable(
         before = without_times(opened.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg"))
         n_works = len(opened.works())
     monkeypatch.setattr(store_module, "write_sorted_hash_shard", full_disk_after_the_header)
-    with Catalog.open(catalog_copy, create=False) as opened:
-        with pytest.raises(CatalogError, match="disk is full"):
-            opened.add_paths([UPLOADS_DIR / "unrelated_b.ogg"])
+    with (
+        Catalog.open(catalog_copy, create=False) as opened,
+        pytest.raises(CatalogError, match="disk is full"),
+    ):
+        opened.add_paths([UPLOADS_DIR / "unrelated_b.ogg"])
     monkeypatch.undo()
     leftovers = [p.name for p in (catalog_copy / "shards").iterdir() if p.name.startswith(".tmp-")]
     assert leftovers == []
@@ -396,3 +406,37 @@ def test_a_merged_shard_file_opens_and_checks(tmp_path: Path) -> None:
     assert merged.ntotal == n == sum(s.ntotal for s in shards)
     assert sorted_ids_intact(merged)
     assert np.array_equal(merged.bucket_sizes, sum(s.bucket_sizes for s in shards))
+
+
+# -- chroma shards, memory-mapped by FAISS ------------------------------------------------------
+def chroma_file(tmp_path: Path, name: str, n_vectors: int) -> Path:
+    """A chroma shard file as the store writes it: the recipe's index for ``n_vectors``."""
+    rng = np.random.default_rng(n_vectors)
+    vectors = rng.normal(size=(n_vectors, chroma_dim(DEFAULT_SETTINGS))).astype(np.float32)
+    index = new_chroma_index(vectors, DEFAULT_SETTINGS)
+    index.add_with_ids(vectors, pack_segment_ids(1, n_vectors))
+    return write(tmp_path / name, write_index(index, binary=False))
+
+
+@pytest.mark.parametrize("n_vectors", [300, 6000])  # exhaustive SQ8, then IVF lists
+def test_memory_mapped_chroma_shards_search_as_shards_read_into_ram(
+    tmp_path: Path, n_vectors: int
+) -> None:
+    path = chroma_file(tmp_path, "c-0123456789ab.faiss", n_vectors)
+    in_ram, mapped = read_index(path, binary=False), read_chroma_index(path)
+    for index in (in_ram, mapped):
+        set_nprobe(index, DEFAULT_SETTINGS.chroma_nprobe)
+    queries = np.random.default_rng(1).normal(size=(40, in_ram.d)).astype(np.float32)
+    found_in_ram, found_mapped = in_ram.search(queries, 8), mapped.search(queries, 8)
+    assert mapped.ntotal == in_ram.ntotal == n_vectors
+    assert np.array_equal(found_in_ram[0], found_mapped[0])
+    assert np.array_equal(found_in_ram[1], found_mapped[1])
+
+
+def test_a_chroma_shard_whose_path_faiss_cannot_open_is_read_through_python(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / os.fsdecode(b"not-utf8-\xff")
+    folder.mkdir()
+    path = chroma_file(folder, "c-0123456789ab.faiss", 300)
+    assert read_chroma_index(path).ntotal == 300
