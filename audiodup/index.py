@@ -229,6 +229,9 @@ def read_sorted_hash_shard(path) -> SortedHashShard:
         if n_entries == 0:
             return SortedHashShard(offsets, np.zeros(0, dtype=np.int64), ids_crc)
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # a look-up reads a few scattered keys: no read-ahead, no mapping of neighbouring pages
+    with contextlib.suppress(AttributeError, OSError):
+        mapped.madvise(mmap.MADV_RANDOM)
     # the page cache, not this process, holds what the look-ups read (the map outlives the file)
     ids = np.frombuffer(mapped, dtype="<i8", count=n_entries, offset=ids_at)
     return SortedHashShard(offsets, ids, ids_crc)
