@@ -421,25 +421,39 @@ class BuiltShard:
 def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
     keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    vectors, vector_ids, counts, n_hashes = [], [], [], 0
+    n_hashes = []
     for work_id, fingerprint in entries:
         hashes = fingerprint_hashes(fingerprint, settings)
         if len(hashes):
             keys.append(hashes.keys.astype(np.int64))
             ids.append(pack_entry_ids(work_id, hashes))
-            n_hashes += len(hashes)
+        n_hashes.append(len(hashes))
+    chroma_index, n_segments = build_chroma(entries, settings)
+    counts = [(h, n, w) for h, n, (w, _) in zip(n_hashes, n_segments, entries, strict=True)]
+    hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
+    return BuiltShard(
+        hash_index,
+        chroma_index,
+        counts,
+        sum(n_hashes),
+        sum(n_segments),
+        hash_index.bucket_sizes,
+    )
+
+
+def build_chroma(entries: list[tuple[int, Fingerprint]], settings: Settings) -> tuple[object, list]:
+    """The chroma index of each ``(work_id, fingerprint)``'s segment vectors, and the number of
+    segments of each."""
+    vectors, vector_ids = [], []
+    for work_id, fingerprint in entries:
         segments = reference_segments(fingerprint, settings)
         vectors.append(segments)
         vector_ids.append(pack_segment_ids(work_id, len(segments)))
-        counts.append((len(hashes), len(segments), work_id))
     chroma_index = new_chroma_index(np.concatenate(vectors) if vectors else None, settings)
     all_vectors = np.concatenate(vectors).astype(np.float32)
     if len(all_vectors):
         chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
-    hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
-    return BuiltShard(
-        hash_index, chroma_index, counts, n_hashes, len(all_vectors), hash_index.bucket_sizes
-    )
+    return chroma_index, [len(v) for v in vectors]
 
 
 def new_chroma_index(training: np.ndarray | None, settings: Settings):

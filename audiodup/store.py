@@ -65,11 +65,13 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     LoadedIndexes,
     SortedHashShard,
     bucket_sizes,
+    build_chroma,
     build_shard,
     chroma_dim,
     faiss_hash_index,
     ivf_lists,
     load_indexes,
+    merge_sorted_hash_shards,
     new_chroma_index,
     pack_segment_ids,
     read_chroma_index,
@@ -925,6 +927,57 @@ class CatalogStore:
         )
         return shard_id
 
+    def _mergeable_hashes(self, old: list, ids: list[int]) -> list[SortedHashShard] | None:
+        """The sorted hash shards of ``old`` shard rows, when every one is sorted, intact and
+        holds what the works table says (None: regenerate instead)."""
+        if HASH_LAYOUT != "sorted":
+            return None
+        shards = []
+        for _, hash_file, _ in old:
+            try:
+                stored = read_hash_shard(self._shard_path(hash_file)).index
+            except (RuntimeError, OSError, CatalogError):
+                return None
+            if not isinstance(stored, SortedHashShard) or not sorted_ids_intact(stored):
+                return None
+            shards.append(stored)
+        in_shards = self.db.execute(
+            "SELECT COALESCE(SUM(n_hashes), 0) FROM works WHERE shard_id IN "
+            f"({','.join(str(int(s)) for s, _, _ in old)})"
+        ).fetchone()[0]
+        if in_shards != sum(s.ntotal for s in shards):
+            return None
+        return shards
+
+    def _write_merged_shard(
+        self, entries: list[tuple[int, Fingerprint]], hash_shards: list[SortedHashShard]
+    ) -> int:
+        """Like :meth:`_write_shard`, the hash file merged from ``hash_shards`` (the entries of
+        ``entries``' works only) rather than hashed again."""
+        live = np.zeros(max(w for w, _ in entries) + 1, dtype=bool)
+        live[[w for w, _ in entries]] = True
+
+        def is_live(works: np.ndarray) -> np.ndarray:
+            return (works < len(live)) & live[np.minimum(works, len(live) - 1)]
+
+        hash_writer, n_hashes = merge_sorted_hash_shards(hash_shards, is_live)
+        chroma_index, n_segments = build_chroma(entries, self.settings)
+        token = uuid.uuid4().hex[:12]
+        hash_file, chroma_file = f"h-{token}.sorted", f"c-{token}.faiss"
+        self._put_file(hash_file, hash_writer)
+        self._put_file(chroma_file, write_index(chroma_index, binary=False))
+        cursor = self.db.execute(
+            "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (hash_file, chroma_file, n_hashes, sum(n_segments), _now()),
+        )
+        shard_id = int(cursor.lastrowid)
+        self.db.executemany(
+            "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
+            [(n, shard_id, w) for n, (w, _) in zip(n_segments, entries, strict=True)],
+        )
+        return shard_id
+
     def _chroma_index(self, training: np.ndarray | None):
         return new_chroma_index(training, self.settings)
 
@@ -990,9 +1043,14 @@ class CatalogStore:
                 f"the index cannot be regenerated: {_unusable(unusable, stored[unusable[0]])}, "
                 "then rebuild"
             )
+        # compaction merges sorted hash shards as they are (the same file a rebuild would write,
+        # without hashing every work again); rebuild regenerates everything, to repair
+        mergeable = self._mergeable_hashes(old, ids) if shard_ids is not None else None
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            if ids:
+            if ids and mergeable is not None:
+                self._write_merged_shard([(w, stored[w]) for w in ids], mergeable)
+            elif ids:
                 self._write_shard([(w, stored[w]) for w in ids])
             for shard_id, _, _ in old:
                 self.db.execute("DELETE FROM shards WHERE shard_id = ?", (shard_id,))

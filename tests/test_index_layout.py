@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -440,3 +441,62 @@ def test_a_chroma_shard_whose_path_faiss_cannot_open_is_read_through_python(
     folder.mkdir()
     path = chroma_file(folder, "c-0123456789ab.faiss", 300)
     assert read_chroma_index(path).ntotal == 300
+
+
+# -- compaction merges sorted shards --------------------------------------------------------------
+def compacted(root: Path, merge: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, list]:
+    """Remove one work, compact every shard into one (merging the sorted hash files, or
+    regenerating them from the fingerprints), and return the hash file and the verdicts."""
+    merges = []
+    real_merge = CatalogStore._write_merged_shard
+
+    def merging(self, entries, shards):
+        merges.append(len(shards))
+        return real_merge(self, entries, shards)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogStore, "_write_merged_shard", merging)
+        if not merge:
+            patch.setattr(CatalogStore, "_mergeable_hashes", lambda self, old, ids: None)
+        with Catalog.open(root, create=False) as opened:
+            removed = [w for w in opened.works() if Path(w.path).stem == "work_02"]
+            assert opened.remove(removed[0].work_id)
+            store = opened.store
+            with store._writing("compact"):
+                store.compact()
+            assert opened.verify() == []
+            assert len(opened.indexes().hash_shards) == 1
+            verdicts = [
+                without_times(opened.screen(UPLOADS_DIR / name))
+                for name in ("pitch_-3_work_03.ogg", "stretch_1.25_work_02.ogg", "unrelated_a.ogg")
+            ]
+    assert merges == ([6] if merge else [])
+    return sorted_file(root).read_bytes(), verdicts
+
+
+def test_compaction_merges_sorted_shards_into_what_regenerating_writes(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = tmp_path / "built"
+    store_one_work_per_shard(built, catalog, "sorted", monkeypatch)
+    for name in ("merged", "regenerated"):
+        shutil.copytree(built, tmp_path / name)
+    merged = compacted(tmp_path / "merged", True, monkeypatch)
+    regenerated = compacted(tmp_path / "regenerated", False, monkeypatch)
+    assert merged[0] == regenerated[0]
+    assert merged[1] == regenerated[1]
+    # the removed work's entries are gone: its copy is clean, the other copy still found
+    assert [v.verdict for v in merged[1]] == ["duplicate", "clean", "clean"]
+
+
+def test_compaction_regenerates_when_a_shard_is_not_sorted(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss_layout(catalog_copy, monkeypatch)
+    with Catalog.open(catalog_copy, create=False) as opened:
+        opened.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])  # a sorted shard beside a FAISS one
+        with opened.store._writing("compact"):
+            opened.store.compact()
+        assert opened.verify() == []
+        assert {p.suffix for p in (catalog_copy / "shards").glob("h-*")} == {".sorted"}
+        assert opened.screen(UPLOADS_DIR / "unrelated_a.ogg").verdict == "duplicate"
