@@ -16,8 +16,8 @@ Layout of a catalog directory::
 Every batch of new works becomes a new immutable pair of shard files, written under a temporary
 name, fsynced and renamed *before* the SQLite transaction that references them commits. A crash
 at any moment leaves either the old or the new catalog; the files it leaves are removed by the
-next writer. Removal is a tombstone; compaction and ``rebuild`` regenerate shards from the
-stored fingerprints.
+next writer. Removal is a tombstone; ``rebuild`` regenerates shards from the stored
+fingerprints, and compaction too, except that it merges sorted hash files as they are.
 
 Opening never takes the writer lock: screening, listing and verifying go on while a writer holds
 it. Each write takes the lock and, holding it, removes what interrupted writes left: unreferenced
