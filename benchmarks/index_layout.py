@@ -591,6 +591,7 @@ def remeasure(
             "disk_bytes": old["disk_bytes"],
         }
         print(json.dumps({k: v for k, v in fresh.items() if not k.endswith("_ms")}))
+    saved["remeasured"] = layouts
     (workdir / "results.json").write_text(json.dumps(saved))
 
 
@@ -710,7 +711,13 @@ def write_report(saved: dict) -> None:
         f"Run {date}, commit {_commit()}, {_machine()}.",
         "",
         "Command: `PYTHONPATH=. python -m benchmarks.index_layout run "
-        f"--works {works} --shards {shards}{' --chroma' if chroma_rows else ''}`",
+        f"--works {works} --shards {shards}{' --chroma' if chroma_rows else ''}`"
+        + (
+            f"; the rows of {saved['remeasured']} measured again on that run's files with "
+            f"`python -m benchmarks.index_layout remeasure --layouts {saved['remeasured']}`"
+            if saved.get("remeasured")
+            else ""
+        ),
         "",
         f"Synthetic catalog: {works:,} works of 180-252 s ({works * 216 / 3600:,.0f} h), "
         f"{entries:,} hash entries ({entries / works:,.0f} per work) in {shards} shards; keys "
