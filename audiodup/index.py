@@ -124,7 +124,7 @@ class ChromaHits:
     valid: np.ndarray  # bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: its arrays may be a file's map
 class SortedHashShard:
     """Hash entries sorted by key (the layout of ``h-*.sorted`` files; see the module docstring).
 
