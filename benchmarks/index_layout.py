@@ -493,6 +493,7 @@ def main(
     seed: int = 14,
 ) -> None:
     chosen = [name for name in layouts.split(",") if name]
+    started = _utc_now()
     workdir.mkdir(parents=True, exist_ok=True)
     stats = real_statistics(catalog)
     print(
@@ -560,6 +561,8 @@ def main(
         "results": results,
         "merged": merged,
         "chroma": chroma_rows,
+        "ran": f"{started} to {_utc_now()}",
+        "load": f"{_load()} at the end of the run",
     }
     (workdir / "results.json").write_text(json.dumps(saved))
     if report:
@@ -573,6 +576,7 @@ def remeasure(
     workdir: Annotated[Path, typer.Option()] = Path("/tmp/audiodup-index-layout"),
 ) -> None:
     """Measure layouts of a finished run again on its files (build time and disk kept)."""
+    started = _utc_now()
     saved = json.loads((workdir / "results.json").read_text())
     queries = workdir / "queries.npz"
     for name in layouts.split(","):
@@ -592,6 +596,7 @@ def remeasure(
         }
         print(json.dumps({k: v for k, v in fresh.items() if not k.endswith("_ms")}))
     saved["remeasured"] = layouts
+    saved["ran"] = f"{saved.get('ran', '?')}; re-measured {started} to {_utc_now()}"
     (workdir / "results.json").write_text(json.dumps(saved))
 
 
@@ -671,12 +676,19 @@ def build_and_measure_chroma(rng, stats, works, shards, folder: Path, queries: P
 
 
 # -- the report ----------------------------------------------------------------------------------
-def _machine() -> str:
-    load = os.getloadavg()
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _machine(load: str) -> str:
     mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
     return (
         f"{os.cpu_count()} cores, {int(mem) / 2**20:.0f} GB RAM, shared with other jobs "
-        f"(load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} at the end of the run)"
+        f"(load average {load})"
     )
 
 
@@ -708,7 +720,8 @@ def write_report(saved: dict) -> None:
     lines = [
         "# Hash index layouts at 10^5 works (issue #14)",
         "",
-        f"Run {date}, commit {_commit()}, {_machine()}.",
+        f"Ran {saved.get('ran', '?')}; report written {date}, commit {_commit()}, "
+        f"{_machine(saved.get('load') or _load())}.",
         "",
         "Command: `PYTHONPATH=. python -m benchmarks.index_layout run "
         f"--works {works} --shards {shards}{' --chroma' if chroma_rows else ''}`"
