@@ -1,26 +1,44 @@
-"""The searchable indexes: the one module that talks to FAISS.
+"""The searchable indexes: the one module that talks to FAISS, and the on-disk hash layout.
 
-A shard is a pair of FAISS indexes built from fingerprints: a hash index (``IndexBinaryHash``,
-exact buckets of 32-bit triplet keys whose ids pack work, anchor time, frequency and span) and a
-chroma index (segment vectors, chosen by the recipe's FAISS factory string, ids packing work and
-segment). :mod:`audiodup.store` keeps the shard files, SQLite and locking; it calls
-:func:`build_shard` to make a shard, :func:`write_hash_shard` / :func:`read_hash_shard` and
-:func:`write_index` / :func:`read_index` to move one to and from disk, and hands readers a
-:class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed look-ups below
-(:class:`HashHits`, :class:`ChromaHits`), so another backend (memory-mapped files, LMDB, shards on
-workers) needs only to provide the same methods.
+A shard is a hash index and a chroma index built from fingerprints. The hash index holds exact
+buckets of triplet keys (``KEY_BITS`` bits) whose int64 ids pack work, anchor time, frequency and
+span; the chroma index holds segment vectors in the FAISS index the recipe's factory string names,
+ids packing work and segment. :mod:`audiodup.store` keeps the shard files, SQLite and locking; it
+calls :func:`build_shard` to make a shard, :func:`write_sorted_hash_shard` /
+:func:`read_hash_shard` and :func:`write_index` / :func:`read_index` to move one to and from disk,
+and hands readers a :class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed look-ups
+below (:class:`HashHits`, :class:`ChromaHits`), so another backend needs only the same methods.
 
-A hash shard's bucket sizes (entries per key, which the look-up reads before every search) are
-counted from the hashes when the shard is built and saved in its hash file, after the index:
-``FAISS index | _SIZES_MAGIC | zlib(int64 sizes)``. FAISS reads exactly its own bytes and ignores
-what follows, so the file stays a plain FAISS file for any reader, and the sizes are put in place
-by the same atomic rename as the index they count. Files written before this (no trailer) load
-with their sizes counted from the index, as then.
+**Sorted hash shards** (``h-*.sorted``, written since issue #14) are memory-mapped, so a screening
+process holds only the pages its look-ups touch, not the whole index (benchmarks/INDEX_LAYOUT.md
+measured it against FAISS in RAM, FAISS on-disk inverted lists and LMDB). One file::
+
+    header (64 bytes)   _SORTED_MAGIC, key bits, entry count, CRC-32 of offsets and of ids,
+                        length of the sizes
+    sizes               zlib(int64[2**KEY_BITS]) entries per key, zero-padded to 8 bytes; their
+                        running sum is the offsets: key k's entries are ids[off[k]:off[k+1]]
+    ids                 int64[n], sorted by key, in insertion order within a key
+
+A look-up is two offset reads and a slice per key, and returns the entries in the order FAISS's
+``IndexBinaryHash`` returned them (bucket by bucket, insertion order within a bucket), so verdicts
+do not move. Opening inflates the sizes into the offsets (4 MB in RAM per shard, checked
+against their CRC), and the ids are mapped; the ids' CRC costs a full read and is checked by
+``index verify``. The sizes are compressed because a small shard's are mostly zeros: 4 MB of
+raw offsets would outweigh a batch of a few works.
+
+**FAISS hash shards** (``h-*.faiss``, catalogs written before) are an ``IndexBinaryHash`` loaded
+in RAM, followed by the bucket sizes: ``FAISS index | _SIZES_MAGIC | zlib(int64 sizes)``. FAISS
+reads exactly its own bytes and ignores what follows. Files written before the sizes (no trailer)
+load with their sizes counted from the index. They still open and answer identically; ``index
+rebuild`` (and compaction) rewrite them in the sorted layout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import mmap
+import os
+import struct
 import sys
 import zlib
 from collections.abc import Callable
@@ -30,7 +48,7 @@ import numpy as np
 
 from .chroma import N_CHROMA_COEFFS, segment_vectors
 from .fingerprint import Fingerprint, fingerprint_hashes
-from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids
+from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids, unpack_entry_ids
 from .settings import Settings
 
 CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_dim()
@@ -38,6 +56,13 @@ _SEGMENT_BITS = 20
 _HASH_BUCKET_BITS = 24
 assert KEY_BITS <= _HASH_BUCKET_BITS <= 32
 _SIZES_MAGIC = b"\x00audiodup bucket sizes v1\x00"
+_SORTED_MAGIC = b"\x00audiodup sorted hashes v1\x00\x00\x00\x00\x00\x00"
+# magic, key bits, 0, entry count, CRC-32 of the offsets' bytes, of the ids' bytes, length of
+# the compressed bucket sizes
+_SORTED_HEADER = struct.Struct("<32sIIQIIQ")
+assert len(_SORTED_MAGIC) == 32 and _SORTED_HEADER.size == 64
+_CRC_CHUNK_ENTRIES = 1 << 20  # ids checksummed 8 MB at a time, so verify holds little of them
+_MERGE_CHUNK_KEYS = 1 << 13  # keys merged at a time: about 1/64 of the entries of the shards
 
 
 _threads: int | None = None  # set_threads' count, applied when FAISS is first imported
@@ -99,6 +124,190 @@ class ChromaHits:
     valid: np.ndarray  # bool
 
 
+@dataclass(frozen=True, eq=False)  # compared by identity: its arrays may be a file's map
+class SortedHashShard:
+    """Hash entries sorted by key (the layout of ``h-*.sorted`` files; see the module docstring).
+
+    ``ids`` is a read-only view of the file's memory map when the shard was read from disk: the
+    pages a look-up touches are read then, and the kernel may drop them again."""
+
+    offsets: np.ndarray  # int64, 2**KEY_BITS + 1
+    ids: np.ndarray  # int64, sorted by key, insertion order within a key
+    ids_crc: int  # CRC-32 of the ids' little-endian bytes
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids)
+
+    @property
+    def bucket_sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, ids)``: ``ids[j]`` is stored under ``keys[rows[j]]``; key by key in the order
+        of ``keys``, each key's entries in insertion order."""
+        keys = np.asarray(keys, dtype=np.int64)
+        keys = np.where((keys >= 0) & (keys < 1 << KEY_BITS), keys, -1)
+        starts = np.where(keys >= 0, self.offsets[keys], 0)
+        counts = np.where(keys >= 0, self.offsets[keys + 1] - starts, 0)
+        rows = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
+        # position of every hit: its key's start plus its rank among the key's hits
+        first_hit = np.cumsum(counts) - counts
+        positions = np.arange(len(rows), dtype=np.int64) + np.repeat(starts - first_hit, counts)
+        return rows, np.asarray(self.ids[positions], dtype=np.int64)
+
+
+def sorted_hash_shard(keys: np.ndarray, ids: np.ndarray) -> SortedHashShard:
+    """The sorted shard of entries ``ids`` under ``keys``, given in insertion order."""
+    keys = np.asarray(keys, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")  # stable: insertion order within a key
+    sorted_ids = np.ascontiguousarray(np.asarray(ids, dtype="<i8")[order])
+    offsets = np.concatenate([[0], np.cumsum(count_keys(keys))]).astype(np.int64)
+    return SortedHashShard(offsets, sorted_ids.astype(np.int64), _crc(sorted_ids))
+
+
+def _crc(ids: np.ndarray) -> int:
+    crc = 0
+    for start in range(0, len(ids), _CRC_CHUNK_ENTRIES):
+        chunk = np.ascontiguousarray(ids[start : start + _CRC_CHUNK_ENTRIES], dtype="<i8")
+        crc = zlib.crc32(chunk.view(np.uint8), crc)
+    return crc
+
+
+def write_sorted_hash_shard(shard: SortedHashShard) -> Callable[[Callable[[bytes], object]], None]:
+    """A writer of a sorted hash shard into any ``write(bytes)`` callable."""
+    return _write_sorted(shard.offsets, shard.ntotal, shard.ids_crc, lambda: [shard.ids])
+
+
+def _write_sorted(offsets, n_entries, ids_crc, id_chunks):
+    offsets = np.ascontiguousarray(offsets, dtype="<i8")
+    sizes = zlib.compress(np.diff(offsets).astype("<i8").tobytes())
+    sizes += bytes(-len(sizes) % 8)  # the ids start 8-aligned
+    crc = zlib.crc32(offsets.view(np.uint8))
+    header = _SORTED_HEADER.pack(_SORTED_MAGIC, KEY_BITS, 0, n_entries, crc, ids_crc, len(sizes))
+
+    def write(sink: Callable[[bytes], object]) -> None:
+        sink(header)
+        sink(sizes)
+        for chunk in id_chunks():
+            for start in range(0, len(chunk), _CRC_CHUNK_ENTRIES):
+                part = chunk[start : start + _CRC_CHUNK_ENTRIES]
+                sink(np.ascontiguousarray(part, dtype="<i8").tobytes())
+
+    return write
+
+
+def read_sorted_hash_shard(path) -> SortedHashShard:
+    """Open a sorted hash shard file, its ids memory-mapped. Raises ``RuntimeError`` (as FAISS
+    does for a damaged index) when the file is not one, or its header or offsets are damaged."""
+    with open(path, "rb") as handle:
+        header = handle.read(_SORTED_HEADER.size)
+        if len(header) != _SORTED_HEADER.size:
+            raise RuntimeError("the hash shard file is truncated")
+        fields = _SORTED_HEADER.unpack(header)
+        magic, key_bits, _, n_entries, offsets_crc, ids_crc, sizes_bytes = fields
+        if magic != _SORTED_MAGIC:
+            raise RuntimeError("not a sorted hash shard file")
+        if key_bits != KEY_BITS:
+            raise RuntimeError(f"the hash shard has {key_bits}-bit keys, the code {KEY_BITS}")
+        ids_at = _SORTED_HEADER.size + sizes_bytes
+        size = handle.seek(0, 2)
+        if sizes_bytes % 8 or size != ids_at + 8 * n_entries:
+            raise RuntimeError(
+                f"the hash shard file is damaged: {size} bytes, its header says "
+                f"{ids_at + 8 * n_entries}"
+            )
+        handle.seek(_SORTED_HEADER.size)
+        sizes = _inflate_sizes(handle.read(sizes_bytes))
+        offsets = np.zeros((1 << KEY_BITS) + 1, dtype=np.int64)
+        if sizes is not None:
+            np.cumsum(sizes, out=offsets[1:])
+        if sizes is None or zlib.crc32(offsets.astype("<i8").view(np.uint8)) != offsets_crc:
+            raise RuntimeError("the hash shard file is damaged: its offsets fail their checksum")
+        if offsets[-1] != n_entries or (sizes < 0).any():
+            raise RuntimeError("the hash shard file is damaged: its offsets are inconsistent")
+        if n_entries == 0:
+            return SortedHashShard(offsets, np.zeros(0, dtype=np.int64), ids_crc)
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    # a look-up reads a few scattered keys: no read-ahead, no mapping of neighbouring pages
+    with contextlib.suppress(AttributeError, OSError):
+        mapped.madvise(mmap.MADV_RANDOM)
+    # the page cache, not this process, holds what the look-ups read (the map outlives the file)
+    ids = np.frombuffer(mapped, dtype="<i8", count=n_entries, offset=ids_at)
+    return SortedHashShard(offsets, ids, ids_crc)
+
+
+def _inflate_sizes(stored: bytes) -> np.ndarray | None:
+    """The bucket sizes of a sorted shard file, None when damaged (never more than they can be:
+    a damaged stream must not inflate to any size)."""
+    expected = 8 << KEY_BITS
+    stream = zlib.decompressobj()
+    try:
+        raw = stream.decompress(stored, expected + 1)
+    except zlib.error:
+        return None
+    if len(raw) != expected or not stream.eof or stream.unused_data.strip(b"\x00"):
+        return None
+    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+
+
+def sorted_ids_intact(shard: SortedHashShard) -> bool:
+    """Whether the shard's ids still have the checksum they were written with (a full read)."""
+    return _crc(shard.ids) == shard.ids_crc
+
+
+def merge_sorted_hash_shards(
+    shards: list[SortedHashShard], is_live: Callable[[np.ndarray], np.ndarray]
+) -> tuple[Callable[[Callable[[bytes], object]], None], int]:
+    """A writer of one sorted shard holding the live entries of ``shards`` (``is_live`` of work
+    ids), and its entry count. It holds the same entries in the same order as a shard built from
+    the live works in work-id order: within a key, the shards' entries are ordered by work id
+    (each shard holds its works' entries in work-id order, and works are in one shard only).
+    Two passes over the shards, a slice of keys at a time: memory stays bounded by the slice."""
+
+    def live_slices():
+        for lo in range(0, 1 << KEY_BITS, _MERGE_CHUNK_KEYS):
+            hi = min(lo + _MERGE_CHUNK_KEYS, 1 << KEY_BITS)
+            keys, ids = [], []
+            for shard in shards:
+                start, end = int(shard.offsets[lo]), int(shard.offsets[hi])
+                keys.append(np.repeat(np.arange(lo, hi), np.diff(shard.offsets[lo : hi + 1])))
+                ids.append(np.asarray(shard.ids[start:end], dtype=np.int64))
+            keys, ids = np.concatenate(keys), np.concatenate(ids)
+            works = unpack_entry_ids(ids)[0]
+            keep = is_live(works)
+            keys, ids, works = keys[keep], ids[keep], works[keep]
+            order = np.lexsort((works, keys))  # stable: a work's entries keep their order
+            yield lo, hi, keys[order], ids[order]
+
+    sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
+    crc = 0
+    for lo, hi, keys, ids in live_slices():
+        sizes[lo:hi] = np.bincount(keys - lo, minlength=hi - lo)
+        crc = zlib.crc32(np.ascontiguousarray(ids, dtype="<i8").view(np.uint8), crc)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    writer = _write_sorted(offsets, int(offsets[-1]), crc, lambda: (s[3] for s in live_slices()))
+    return writer, int(offsets[-1])
+
+
+def faiss_hash_index(shard: SortedHashShard):
+    """The FAISS ``IndexBinaryHash`` of a sorted shard's entries (the layout of ``h-*.faiss``
+    files), answering every look-up with the same entries in the same order."""
+    index = _faiss().IndexBinaryHash(32, _HASH_BUCKET_BITS)
+    if shard.ntotal:
+        keys = np.repeat(np.arange(1 << KEY_BITS, dtype=np.uint32), shard.bucket_sizes)
+        index.add_with_ids(keys_to_codes(keys), np.asarray(shard.ids, dtype=np.int64))
+    return index
+
+
+def _lookup(shard, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, ids)`` of ``keys`` in a sorted shard or a FAISS ``IndexBinaryHash``."""
+    if isinstance(shard, SortedHashShard):
+        return shard.lookup(keys)
+    lims, _, labels = shard.range_search(keys_to_codes(keys), 1)
+    return np.repeat(np.arange(len(keys)), np.diff(lims).astype(np.int64)), labels
+
+
 @dataclass
 class LoadedIndexes:
     """A consistent snapshot of the searchable indexes."""
@@ -135,9 +344,9 @@ class LoadedIndexes:
             asked = np.arange(len(keys))
             if self.shard_has_key is not None:
                 asked = asked[self.shard_has_key[i][keys]]
-            lims, _, labels = shard.range_search(keys_to_codes(keys[asked]), 1)
-            rows.append(np.repeat(asked, np.diff(lims).astype(np.int64)))
-            ids.append(labels)
+            found_rows, found_ids = _lookup(shard, keys[asked])
+            rows.append(asked[found_rows])
+            ids.append(found_ids)
         if not ids:
             return None
         return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
@@ -165,7 +374,9 @@ def bucket_sizes(hash_shards: list) -> np.ndarray:
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
     every_key = keys_to_codes(np.arange(1 << KEY_BITS, dtype=np.uint32))
     for shard in hash_shards:
-        if shard.ntotal:
+        if isinstance(shard, SortedHashShard):
+            sizes += shard.bucket_sizes
+        elif shard.ntotal:
             lims, _, _ = shard.range_search(every_key, 1)
             sizes += np.diff(lims).astype(np.int64)
     return sizes
@@ -197,9 +408,9 @@ def chroma_dim(settings: Settings) -> int:
 
 @dataclass
 class BuiltShard:
-    """The two FAISS indexes of one shard and what each work put in them."""
+    """The two indexes of one shard and what each work put in them."""
 
-    hash_index: object
+    hash_index: SortedHashShard
     chroma_index: object
     counts: list[tuple[int, int, int]]  # (n_hashes, n_segments, work_id) per work
     n_hashes: int
@@ -209,24 +420,40 @@ class BuiltShard:
 
 def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
-    hash_index = _faiss().IndexBinaryHash(32, _HASH_BUCKET_BITS)
-    vectors, vector_ids, counts, n_hashes = [], [], [], 0
-    sizes = count_keys(np.zeros(0, dtype=np.int64))
+    keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    n_hashes = []
     for work_id, fingerprint in entries:
         hashes = fingerprint_hashes(fingerprint, settings)
         if len(hashes):
-            hash_index.add_with_ids(keys_to_codes(hashes.keys), pack_entry_ids(work_id, hashes))
-            n_hashes += len(hashes)
-            sizes += count_keys(hashes.keys)
+            keys.append(hashes.keys.astype(np.int64))
+            ids.append(pack_entry_ids(work_id, hashes))
+        n_hashes.append(len(hashes))
+    chroma_index, n_segments = build_chroma(entries, settings)
+    counts = [(h, n, w) for h, n, (w, _) in zip(n_hashes, n_segments, entries, strict=True)]
+    hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
+    return BuiltShard(
+        hash_index,
+        chroma_index,
+        counts,
+        sum(n_hashes),
+        sum(n_segments),
+        hash_index.bucket_sizes,
+    )
+
+
+def build_chroma(entries: list[tuple[int, Fingerprint]], settings: Settings) -> tuple[object, list]:
+    """The chroma index of each ``(work_id, fingerprint)``'s segment vectors, and the number of
+    segments of each."""
+    vectors, vector_ids = [], []
+    for work_id, fingerprint in entries:
         segments = reference_segments(fingerprint, settings)
         vectors.append(segments)
         vector_ids.append(pack_segment_ids(work_id, len(segments)))
-        counts.append((len(hashes), len(segments), work_id))
     chroma_index = new_chroma_index(np.concatenate(vectors) if vectors else None, settings)
     all_vectors = np.concatenate(vectors).astype(np.float32)
     if len(all_vectors):
         chroma_index.add_with_ids(all_vectors, np.concatenate(vector_ids))
-    return BuiltShard(hash_index, chroma_index, counts, n_hashes, len(all_vectors), sizes)
+    return chroma_index, [len(v) for v in vectors]
 
 
 def new_chroma_index(training: np.ndarray | None, settings: Settings):
@@ -303,10 +530,23 @@ def read_index(path, *, binary: bool):
         return faiss.read_index_binary(reader) if binary else faiss.read_index(reader)
 
 
+def read_chroma_index(path):
+    """Open a chroma shard memory-mapped (FAISS's ``IO_FLAG_MMAP``: the vectors stay in the page
+    cache, the process holds what its searches touch; benchmarks/INDEX_LAYOUT.md), through a
+    Python file only when FAISS cannot open the path (a name that is not UTF-8)."""
+    name = os.fsdecode(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return read_index(path, binary=False)
+    faiss = _faiss()
+    return faiss.read_index(name, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+
+
 @dataclass(frozen=True)
 class HashShard:
-    """A hash index read from its file with the bucket sizes saved in it (``None``: a file
-    written before sizes were saved)."""
+    """A hash index read from its file (a :class:`SortedHashShard` or a FAISS index) with its
+    bucket sizes (``None``: a FAISS file written before sizes were saved)."""
 
     index: object
     bucket_sizes: np.ndarray | None
@@ -325,10 +565,15 @@ def write_hash_shard(index, sizes: np.ndarray) -> Callable[[Callable[[bytes], ob
 
 
 def read_hash_shard(path) -> HashShard:
-    """Read a hash shard file and the bucket sizes saved after its index. Raises
-    ``RuntimeError`` (as FAISS does for a damaged index) when the saved sizes are damaged or do
-    not count the index's entries."""
+    """Open a hash shard file of either layout (told apart by its first bytes) with its bucket
+    sizes: a sorted one memory-mapped, a FAISS one read into RAM with the sizes saved after its
+    index. Raises ``RuntimeError`` (as FAISS does for a damaged index) when the file is damaged,
+    or the saved sizes are, or do not count the index's entries."""
     with open(path, "rb") as handle:
+        if handle.read(len(_SORTED_MAGIC)) == _SORTED_MAGIC:
+            sorted_shard = read_sorted_hash_shard(path)
+            return HashShard(sorted_shard, sorted_shard.bucket_sizes)
+        handle.seek(0)
         faiss = _faiss()
         index = faiss.read_index_binary(faiss.PyCallbackIOReader(handle.read))
         trailer = handle.read()  # FAISS stopped at the end of its own bytes

@@ -4,25 +4,31 @@ Layout of a catalog directory::
 
     catalog.sqlite        works (content) and their fingerprints (the source of truth), the
                           upload ledger, shard list, recipe
-    shards/h-*.faiss      peak-triplet hashes, faiss.IndexBinaryHash, ids pack the evidence;
-                          then the hash bucket sizes (audiodup.index.write_hash_shard)
+    shards/h-*.sorted     peak-triplet hashes: entry ids (packing the evidence) sorted by key
+                          and the offset of every key, memory-mapped by readers
+                          (audiodup.index.write_sorted_hash_shard)
+    shards/h-*.faiss      the same in catalogs written before: faiss.IndexBinaryHash, then the
+                          hash bucket sizes (audiodup.index.write_hash_shard); still read,
+                          rewritten as h-*.sorted by rebuild and compaction
     shards/c-*.faiss      chroma segment vectors, index chosen by a FAISS factory string
     catalog.lock          single-writer lock
 
 Every batch of new works becomes a new immutable pair of shard files, written under a temporary
 name, fsynced and renamed *before* the SQLite transaction that references them commits. A crash
 at any moment leaves either the old or the new catalog; the files it leaves are removed by the
-next writer. Removal is a tombstone; compaction and ``rebuild`` regenerate shards from the
-stored fingerprints. A catalog split into shard groups (``split_shards``, for
-:mod:`audiodup.sharded`) keeps every shard within one group (``work_id % n_groups``): new works,
-compaction and ``rebuild`` write one shard per group.
+next writer. Removal is a tombstone; ``rebuild`` regenerates shards from the stored
+fingerprints, and compaction too, except that it merges sorted hash files as they are. A catalog
+split into shard groups (``split_shards``, for :mod:`audiodup.sharded`) keeps every shard within
+one group (``work_id % n_groups``): new works, compaction and ``rebuild`` write one shard per
+group.
 
 Opening never takes the writer lock: screening, listing and verifying go on while a writer holds
 it. Each write takes the lock and, holding it, removes what interrupted writes left: unreferenced
-files of the catalog's own names (``h-``/``c-`` + 12 hex digits + ``.faiss`` and their ``.tmp-``
-versions), never anything else. A catalog is created only in a new or empty folder. A catalog on
-a read-only folder, or on a full disk where SQLite cannot make the shared-memory file of its
-write-ahead log, is opened read-only (immutable when the log is empty). SQLite and file errors
+files of the catalog's own names (``h-``/``c-`` + 12 hex digits + ``.faiss``, ``h-`` + 12 hex
+digits + ``.sorted``, and their ``.tmp-`` versions), never anything else. A catalog is created
+only in a new or empty folder. A catalog on a read-only folder, or on a full disk where SQLite
+cannot make the shared-memory file of its write-ahead log, is opened read-only (immutable when
+the log is empty). SQLite and file errors
 become typed ``CatalogError`` s that name the cause (:func:`catalog_error`): only SQLite's own
 corruption reports say "damaged".
 """
@@ -60,19 +66,26 @@ from .fingerprint import Fingerprint
 from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packing lived here)
     CHROMA_DIM,
     LoadedIndexes,
+    SortedHashShard,
     bucket_sizes,
+    build_chroma,
     build_shard,
     chroma_dim,
+    faiss_hash_index,
     ivf_lists,
     load_indexes,
+    merge_sorted_hash_shards,
     new_chroma_index,
     pack_segment_ids,
+    read_chroma_index,
     read_hash_shard,
     read_index,
     reference_segments,
+    sorted_ids_intact,
     unpack_segment_ids,
     write_hash_shard,
     write_index,
+    write_sorted_hash_shard,
 )
 from .results import (
     REVIEW_LABELS,
@@ -100,7 +113,10 @@ _SHARDS = "shards"
 MAX_SHARD_GROUPS = 4096
 # the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
 # them, so a user's file or folder that ends up there is never deleted
-_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?[hc]-[0-9a-f]{12}\.faiss")
+_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted)")
+# the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
+# or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
+HASH_LAYOUT = "sorted"
 # below this much free space an SQLite I/O error is taken for a full disk: SQLite reports a
 # shared-memory file it cannot grow as a "disk I/O error", not as "disk full"
 _NEARLY_FULL_BYTES = 1 << 20
@@ -697,10 +713,7 @@ class CatalogStore:
                 self._rollback()  # a read transaction: nothing to commit
             try:
                 hash_shards = [self._read_shard(h, read_hash_shard) for h, _ in shards]
-                chroma_shards = [
-                    self._read_shard(c, functools.partial(read_index, binary=False))
-                    for _, c in shards
-                ]
+                chroma_shards = [self._read_shard(c, read_chroma_index) for _, c in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -912,8 +925,13 @@ class CatalogStore:
         its works at it with their entry counts (inside the caller's transaction)."""
         shard = build_shard(entries, self.settings)
         token = uuid.uuid4().hex[:12]
-        hash_file, chroma_file = f"h-{token}.faiss", f"c-{token}.faiss"
-        self._put_file(hash_file, write_hash_shard(shard.hash_index, shard.bucket_sizes))
+        if HASH_LAYOUT == "faiss":
+            hash_file = f"h-{token}.faiss"
+            hash_writer = write_hash_shard(faiss_hash_index(shard.hash_index), shard.bucket_sizes)
+        else:
+            hash_file, hash_writer = f"h-{token}.sorted", write_sorted_hash_shard(shard.hash_index)
+        chroma_file = f"c-{token}.faiss"
+        self._put_file(hash_file, hash_writer)
         self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
@@ -924,6 +942,57 @@ class CatalogStore:
         self.db.executemany(
             "UPDATE works SET n_hashes = ?, n_segments = ?, shard_id = ? WHERE work_id = ?",
             [(h, n, shard_id, w) for h, n, w in shard.counts],
+        )
+        return shard_id
+
+    def _mergeable_hashes(self, old: list, ids: list[int]) -> list[SortedHashShard] | None:
+        """The sorted hash shards of ``old`` shard rows, when every one is sorted, intact and
+        holds what the works table says (None: regenerate instead)."""
+        if HASH_LAYOUT != "sorted":
+            return None
+        shards = []
+        for _, hash_file, _ in old:
+            try:
+                stored = read_hash_shard(self._shard_path(hash_file)).index
+            except (RuntimeError, OSError, CatalogError):
+                return None
+            if not isinstance(stored, SortedHashShard) or not sorted_ids_intact(stored):
+                return None
+            shards.append(stored)
+        in_shards = self.db.execute(
+            "SELECT COALESCE(SUM(n_hashes), 0) FROM works WHERE shard_id IN "
+            f"({','.join(str(int(s)) for s, _, _ in old)})"
+        ).fetchone()[0]
+        if in_shards != sum(s.ntotal for s in shards):
+            return None
+        return shards
+
+    def _write_merged_shard(
+        self, entries: list[tuple[int, Fingerprint]], hash_shards: list[SortedHashShard]
+    ) -> int:
+        """Like :meth:`_write_shard`, the hash file merged from ``hash_shards`` (the entries of
+        ``entries``' works only) rather than hashed again."""
+        live = np.zeros(max(w for w, _ in entries) + 1, dtype=bool)
+        live[[w for w, _ in entries]] = True
+
+        def is_live(works: np.ndarray) -> np.ndarray:
+            return (works < len(live)) & live[np.minimum(works, len(live) - 1)]
+
+        hash_writer, n_hashes = merge_sorted_hash_shards(hash_shards, is_live)
+        chroma_index, n_segments = build_chroma(entries, self.settings)
+        token = uuid.uuid4().hex[:12]
+        hash_file, chroma_file = f"h-{token}.sorted", f"c-{token}.faiss"
+        self._put_file(hash_file, hash_writer)
+        self._put_file(chroma_file, write_index(chroma_index, binary=False))
+        cursor = self.db.execute(
+            "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (hash_file, chroma_file, n_hashes, sum(n_segments), _now()),
+        )
+        shard_id = int(cursor.lastrowid)
+        self.db.executemany(
+            "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
+            [(n, shard_id, w) for n, (w, _) in zip(n_segments, entries, strict=True)],
         )
         return shard_id
 
@@ -1032,11 +1101,20 @@ class CatalogStore:
                 f"the index cannot be regenerated: {_unusable(unusable, stored[unusable[0]])}, "
                 "then rebuild"
             )
-        groups = self.shard_groups() if n_groups is None else n_groups
+        groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
+        # compaction within one group merges sorted hash shards as they are (the same file a
+        # rebuild would write, without hashing every work again); rebuild regenerates all, to repair
+        mergeable = (
+            self._mergeable_hashes(old, ids) if shard_ids is not None and len(groups) == 1 else None
+        )
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for group in split_by_group(ids, groups):
-                self._write_shard([(w, stored[w]) for w in group])
+            for group in groups:
+                entries = [(w, stored[w]) for w in group]
+                if mergeable is not None:
+                    self._write_merged_shard(entries, mergeable)
+                else:
+                    self._write_shard(entries)
             if n_groups is not None:
                 self.db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('shard_groups', ?)", (str(n_groups),)
@@ -1371,13 +1449,16 @@ class CatalogStore:
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
                 stored = read_hash_shard(self._shard_path(hash_file))
-                chroma = read_index(self._shard_path(chroma_file), binary=False)
+                chroma = read_chroma_index(self._shard_path(chroma_file))
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
             hashes = stored.index
+            if isinstance(hashes, SortedHashShard):
+                if not sorted_ids_intact(hashes):
+                    problems.append(f"shard {shard_id}: its hash entries fail their checksum")
             # saved sizes that sum right could still be misplaced: count every key again
-            if stored.bucket_sizes is not None and not np.array_equal(
+            elif stored.bucket_sizes is not None and not np.array_equal(
                 stored.bucket_sizes, bucket_sizes([hashes])
             ):
                 problems.append(f"shard {shard_id}: saved bucket sizes differ from its index")

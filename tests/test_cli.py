@@ -391,7 +391,7 @@ def test_index_remove(db: Path) -> None:
 def test_index_verify_and_rebuild(db: Path) -> None:
     ok = run("index", "verify", "--db", db)
     assert ok.exit_code == 0 and "catalog OK" in ok.stdout
-    next((db / "shards").glob("h-*.faiss")).unlink()
+    next((db / "shards").glob("h-*")).unlink()
     broken = run("index", "verify", "--db", db)
     assert broken.exit_code == 1
     assert "problem:" in broken.stderr

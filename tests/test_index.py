@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
 from audiodup import index as index_module
+from audiodup import store as store_module
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
 from audiodup.hashes import KEY_BITS, keys_to_codes
@@ -23,6 +24,7 @@ from audiodup.index import (
     bucket_sizes,
     build_shard,
     count_keys,
+    faiss_hash_index,
     pack_segment_ids,
     read_hash_shard,
     unpack_segment_ids,
@@ -141,9 +143,22 @@ def test_built_shard_holds_every_hash_and_segment(catalog: Catalog) -> None:
     assert (shard.n_hashes, shard.n_segments) == (n_hashes, n_segments) and n_hashes > 0
 
 
-# -- bucket sizes saved with the shard -----------------------------------------------------------
+# -- bucket sizes saved with FAISS hash shards (the layout before issue #14) ----------------------
 def hash_files(root: Path) -> list[Path]:
     return sorted((root / "shards").glob("h-*.faiss"))
+
+
+@pytest.fixture
+def faiss_catalog_copy(catalog_copy: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fixture catalog with its hash shards in the FAISS layout, as catalogs were written
+    before the sorted layout (rebuilt by the store writing that layout)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "HASH_LAYOUT", "faiss")
+        with Catalog.open(catalog_copy, create=False) as catalog:
+            catalog.rebuild()
+    assert hash_files(catalog_copy)
+    assert not list((catalog_copy / "shards").glob("h-*.sorted"))
+    return catalog_copy
 
 
 def strip_saved_sizes(root: Path) -> None:
@@ -172,11 +187,12 @@ def test_built_shard_saves_the_sizes_its_hashes_give(catalog: Catalog, tmp_path:
     expected = np.bincount(keys.astype(np.int64), minlength=1 << KEY_BITS)
     assert shard.bucket_sizes.dtype == np.int64
     assert np.array_equal(shard.bucket_sizes, expected)
-    assert np.array_equal(shard.bucket_sizes, bucket_sizes([shard.hash_index]))
+    faiss_index = faiss_hash_index(shard.hash_index)
+    assert np.array_equal(shard.bucket_sizes, bucket_sizes([faiss_index]))
     # and they come back from the file exactly, next to an index that answers as before
     path = tmp_path / "h-0123456789ab.faiss"
     with open(path, "wb") as handle:
-        write_hash_shard(shard.hash_index, shard.bucket_sizes)(handle.write)
+        write_hash_shard(faiss_index, shard.bucket_sizes)(handle.write)
     stored = read_hash_shard(path)
     assert np.array_equal(stored.bucket_sizes, expected)
     assert stored.index.ntotal == shard.n_hashes == expected.sum()
@@ -184,8 +200,8 @@ def test_built_shard_saves_the_sizes_its_hashes_give(catalog: Catalog, tmp_path:
     assert faiss.read_index_binary(str(path)).ntotal == shard.n_hashes
 
 
-def test_catalog_hash_files_carry_the_sizes_of_their_index(catalog: Catalog) -> None:
-    files = hash_files(catalog.root)
+def test_catalog_hash_files_carry_the_sizes_of_their_index(faiss_catalog_copy: Path) -> None:
+    files = hash_files(faiss_catalog_copy)
     assert files
     for path in files:
         stored = read_hash_shard(path)
@@ -194,8 +210,9 @@ def test_catalog_hash_files_carry_the_sizes_of_their_index(catalog: Catalog) -> 
 
 
 def test_loading_reads_saved_sizes_and_counts_only_old_files(
-    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+    faiss_catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    catalog_copy = faiss_catalog_copy
     counted: list[int] = []
     real = index_module.bucket_sizes
 
@@ -214,7 +231,10 @@ def test_loading_reads_saved_sizes_and_counts_only_old_files(
     assert np.array_equal(old, saved)
 
 
-def test_a_catalog_without_saved_sizes_loads_and_screens_identically(catalog_copy: Path) -> None:
+def test_a_catalog_without_saved_sizes_loads_and_screens_identically(
+    faiss_catalog_copy: Path,
+) -> None:
+    catalog_copy = faiss_catalog_copy
     queries = query_fingerprints()
     keys = np.arange(0, 1 << KEY_BITS, 97, dtype=np.uint32)
 
@@ -234,11 +254,12 @@ def test_a_catalog_without_saved_sizes_loads_and_screens_identically(catalog_cop
     assert old_pairs == pairs and len(pairs) > 0
     assert old_matches == matches
     assert matches[0] and matches[1]  # the copies were found, so the comparison means something
-    # a rebuild writes the current layout again
+    # a rebuild writes the current layout: sorted shards, which answer the same
     with Catalog.open(catalog_copy, create=False) as catalog:
         catalog.rebuild()
         assert catalog.verify() == []
-    assert all(read_hash_shard(p).bucket_sizes is not None for p in hash_files(catalog_copy))
+    assert not hash_files(catalog_copy)
+    assert list((catalog_copy / "shards").glob("h-*.sorted"))
     assert observe()[2] == matches
 
 
@@ -248,7 +269,8 @@ def _rewrite_sizes(path: Path, original: HashShard, change) -> None:
         write_hash_shard(original.index, sizes)(handle.write)
 
 
-def test_damaged_saved_sizes_are_refused_and_reported(catalog_copy: Path) -> None:
+def test_damaged_saved_sizes_are_refused_and_reported(faiss_catalog_copy: Path) -> None:
+    catalog_copy = faiss_catalog_copy
     path = hash_files(catalog_copy)[0]
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF  # inside the compressed sizes: zlib's checksum fails
@@ -262,7 +284,8 @@ def test_damaged_saved_sizes_are_refused_and_reported(catalog_copy: Path) -> Non
         assert catalog.indexes().bucket_sizes.sum() == catalog.indexes().n_hash_entries
 
 
-def test_saved_sizes_that_miscount_the_index_are_reported(catalog_copy: Path) -> None:
+def test_saved_sizes_that_miscount_the_index_are_reported(faiss_catalog_copy: Path) -> None:
+    catalog_copy = faiss_catalog_copy
     path = hash_files(catalog_copy)[0]
     original = read_hash_shard(path)
 

@@ -28,7 +28,7 @@ ADD_INPUTS = [str(CATALOG_DIR), str(UPLOADS_DIR)]
 
 
 def shard_files(root: Path) -> list[Path]:
-    return sorted((root / "shards").glob("*.faiss"))
+    return sorted(p for p in (root / "shards").iterdir() if p.suffix in (".faiss", ".sorted"))
 
 
 def referenced_files(catalog: Catalog) -> set[str]:

@@ -1,0 +1,502 @@
+"""The on-disk hash layout (sorted, memory-mapped shards, issue #14) against FAISS's
+IndexBinaryHash: the same hits in the same order, the same verdicts, damage refused, old
+catalogs still open, rebuild converts them, interrupted writes leave a readable catalog, and the
+entries stay in the page cache rather than in the process's anonymous memory."""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from audiodup import Catalog, CatalogError
+from audiodup import store as store_module
+from audiodup.audio import load_audio
+from audiodup.hashes import KEY_BITS, keys_to_codes
+from audiodup.index import (
+    LoadedIndexes,
+    SortedHashShard,
+    bucket_sizes,
+    chroma_dim,
+    merge_sorted_hash_shards,
+    new_chroma_index,
+    pack_segment_ids,
+    read_chroma_index,
+    read_hash_shard,
+    read_index,
+    read_sorted_hash_shard,
+    set_nprobe,
+    sorted_hash_shard,
+    sorted_ids_intact,
+    write_index,
+    write_sorted_hash_shard,
+)
+from audiodup.settings import DEFAULT_SETTINGS
+from audiodup.store import CatalogStore, NewWork
+
+UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+N_KEYS = 1 << KEY_BITS
+_WORK_SHIFT = 38  # hashes.pack_entry_ids
+
+
+def write(path: Path, writer) -> Path:
+    with open(path, "wb") as handle:
+        writer(handle.write)
+    return path
+
+
+def faiss_shard(keys: np.ndarray, ids: np.ndarray):
+    """An IndexBinaryHash filled as build_shard filled it before issue #14: insertion order."""
+    index = faiss.IndexBinaryHash(32, 24)
+    if len(keys):
+        index.add_with_ids(keys_to_codes(keys), ids)
+    return index
+
+
+def random_shards(seed: int, n_shards: int, key_range: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Entries of works in increasing work id, shard after shard, keys crowded into
+    ``key_range`` keys so that buckets hold several entries."""
+    rng = np.random.default_rng(seed)
+    shards, work = [], 1
+    for _ in range(n_shards):
+        keys, ids = [], []
+        for _ in range(int(rng.integers(0, 4))):
+            n = int(rng.integers(1, 60))
+            keys.append(rng.integers(0, key_range, n))
+            ids.append((np.int64(work) << _WORK_SHIFT) | rng.integers(0, 1 << 30, n))
+            work += 1
+        keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+        shards.append((keys.astype(np.int64), ids.astype(np.int64)))
+    return shards
+
+
+def snapshot(shards: list, n_works: int = 1000) -> LoadedIndexes:
+    sizes = bucket_sizes(shards)
+    has_key = [bucket_sizes([s]) > 0 for s in shards]
+    return LoadedIndexes(shards, [], np.ones(n_works, bool), sizes, has_key)
+
+
+# -- the same hits in the same order --------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 300))
+def test_sorted_shards_answer_exactly_as_faiss_did(seed: int, n_shards: int, key_range: int):
+    entries = random_shards(seed, n_shards, key_range)
+    old = snapshot([faiss_shard(k, i) for k, i in entries])
+    new = snapshot([sorted_hash_shard(k, i) for k, i in entries])
+    rng = np.random.default_rng(seed + 1)
+    # present and absent keys, repeated keys, the last key, in any order
+    keys = np.concatenate([rng.integers(0, key_range + 5, 200), [N_KEYS - 1, 0, 0]])
+    keys = keys.astype(np.uint32)
+    assert np.array_equal(old.bucket_sizes, new.bucket_sizes)
+    before, after = old.lookup_hashes(keys), new.lookup_hashes(keys)
+    assert (before is None) == (after is None)
+    if before is not None:
+        assert np.array_equal(before.query_rows, after.query_rows)
+        assert np.array_equal(before.entry_ids, after.entry_ids)
+        assert after.query_rows.dtype == after.entry_ids.dtype == np.int64
+
+
+def test_a_sorted_shard_file_answers_as_the_shard_it_was_written_from(tmp_path: Path) -> None:
+    keys, ids = random_shards(7, 1, 50)[0]
+    built = sorted_hash_shard(keys, ids)
+    path = write(tmp_path / "h-0123456789ab.sorted", write_sorted_hash_shard(built))
+    stored = read_hash_shard(path)
+    assert isinstance(stored.index, SortedHashShard)
+    assert np.array_equal(stored.bucket_sizes, np.bincount(keys, minlength=N_KEYS))
+    assert np.array_equal(np.asarray(stored.index.ids), built.ids)
+    asked = np.arange(60)
+    for got, want in zip(stored.index.lookup(asked), built.lookup(asked), strict=True):
+        assert np.array_equal(got, want)
+    assert sorted_ids_intact(stored.index)
+
+
+def test_an_empty_sorted_shard_opens_and_finds_nothing(tmp_path: Path) -> None:
+    empty = sorted_hash_shard(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    path = write(tmp_path / "h-0123456789ab.sorted", write_sorted_hash_shard(empty))
+    stored = read_sorted_hash_shard(path)
+    assert stored.ntotal == 0 and stored.bucket_sizes.sum() == 0
+    rows, ids = stored.lookup(np.array([0, 5, N_KEYS - 1]))
+    assert len(rows) == len(ids) == 0
+
+
+def store_one_work_per_shard(root: Path, catalog: Catalog, layout: str, monkeypatch) -> None:
+    """A catalog of the fixture works' stored fingerprints, one batch (one shard) per work,
+    its hash shards written in ``layout``."""
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "HASH_LAYOUT", layout)
+        store = CatalogStore(root, DEFAULT_SETTINGS)
+        try:
+            for work in catalog.works():
+                item = NewWork(
+                    path=work.path,
+                    sha256=work.sha256,
+                    duration_s=work.duration_s,
+                    fingerprint=catalog.fingerprint(work.work_id),
+                )
+                store.commit_batch([item])
+        finally:
+            store.db.close()
+
+
+@pytest.fixture(scope="module")
+def uploads() -> list:
+    names = sorted(p.name for p in UPLOADS_DIR.iterdir())
+    return [load_audio(UPLOADS_DIR / n, DEFAULT_SETTINGS) for n in names]
+
+
+def without_times(verdict):
+    return replace(
+        verdict,
+        fingerprint_s=0.0,
+        search_s=0.0,
+        fingerprint_cpu_s=0.0,
+        search_cpu_s=0.0,
+        index_load_s=0.0,
+        index_load_cpu_s=0.0,
+    )
+
+
+def test_a_catalog_built_both_ways_gives_the_same_hits_and_verdicts(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, uploads: list
+) -> None:
+    roots = {layout: tmp_path / layout for layout in ("faiss", "sorted")}
+    for layout, root in roots.items():
+        store_one_work_per_shard(root, catalog, layout, monkeypatch)
+    assert len(list((roots["faiss"] / "shards").glob("h-*.faiss"))) == len(catalog.works()) > 1
+    assert len(list((roots["sorted"] / "shards").glob("h-*.sorted"))) == len(catalog.works())
+    every_key = np.arange(N_KEYS, dtype=np.uint32)
+    observed = {}
+    for layout, root in roots.items():
+        with Catalog.open(root, create=False) as opened:
+            assert opened.verify() == []
+            indexes = opened.indexes()
+            hits = indexes.lookup_hashes(every_key)
+            verdicts = [
+                without_times(opened.screen_audio(a, name=str(i))) for i, a in enumerate(uploads)
+            ]
+            observed[layout] = (indexes.bucket_sizes, hits, verdicts)
+    old_sizes, old_hits, old_verdicts = observed["faiss"]
+    new_sizes, new_hits, new_verdicts = observed["sorted"]
+    assert np.array_equal(old_sizes, new_sizes)
+    assert np.array_equal(old_hits.query_rows, new_hits.query_rows)
+    assert np.array_equal(old_hits.entry_ids, new_hits.entry_ids)
+    assert len(new_hits.entry_ids) == new_sizes.sum() > 0
+    assert [v.verdict for v in new_verdicts].count("duplicate") >= 5  # the copies are found
+    assert "clean" in [v.verdict for v in new_verdicts]  # and the unrelated uploads are not
+    for before, after in zip(old_verdicts, new_verdicts, strict=True):
+        assert before.verdict == after.verdict
+        assert [m.work_id for m in before.matches] == [m.work_id for m in after.matches]
+        assert [m.score for m in before.matches] == [m.score for m in after.matches]
+        assert [m.false_match_probability for m in before.matches] == [
+            m.false_match_probability for m in after.matches
+        ]
+
+
+# -- old catalogs, rebuild, mixed shards ----------------------------------------------------------
+def faiss_layout(root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "HASH_LAYOUT", "faiss")
+        with Catalog.open(root, create=False) as opened:
+            opened.rebuild()
+    assert list((root / "shards").glob("h-*.faiss"))
+    return root
+
+
+def test_an_old_layout_catalog_opens_takes_new_sorted_shards_and_rebuild_converts_it(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss_layout(catalog_copy, monkeypatch)
+    upload = UPLOADS_DIR / "unrelated_a.ogg"
+    copy = UPLOADS_DIR / "pitch_-3_work_03.ogg"
+    with Catalog.open(catalog_copy, create=False) as opened:
+        before = opened.screen(copy)
+        assert before.verdict == "duplicate"
+        opened.add_paths([upload])  # a new shard, in the sorted layout, beside the FAISS one
+        files = {p.suffix for p in (catalog_copy / "shards").glob("h-*")}
+        assert files == {".faiss", ".sorted"}
+        assert opened.verify() == []
+        mixed = opened.indexes()
+        assert len(mixed.hash_shards) == 2
+        assert opened.screen(upload).verdict == "duplicate"  # found in the sorted shard
+        mixed_copy = without_times(opened.screen(copy))
+        assert mixed_copy.verdict == "duplicate"
+        opened.rebuild()
+        assert {p.suffix for p in (catalog_copy / "shards").glob("h-*")} == {".sorted"}
+        assert opened.verify() == []
+        assert without_times(opened.screen(copy)) == mixed_copy
+
+
+# -- damage -------------------------------------------------------------------------------------
+def sorted_file(root: Path) -> Path:
+    return next((root / "shards").glob("h-*.sorted"))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "longer", "magic", "key bits", "sizes length", "sizes", "empty"],
+)
+def test_a_damaged_sorted_shard_is_refused_at_open(catalog_copy: Path, damage: str) -> None:
+    path = sorted_file(catalog_copy)
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        data = data[:-8]
+    elif damage == "longer":
+        data += b"\x00" * 8
+    elif damage == "magic":
+        data[5] ^= 0xFF
+    elif damage == "key bits":
+        data[32] ^= 0x01
+    elif damage == "sizes length":
+        data[56] ^= 0x08  # the ids would start 8 bytes off
+    elif damage == "sizes":
+        data[64 + 20] ^= 0x01  # inside the compressed bucket sizes
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    with pytest.raises(RuntimeError):
+        read_hash_shard(path)
+    with Catalog.open(catalog_copy, create=False) as opened:
+        with pytest.raises(CatalogError, match="damaged or missing"):
+            opened.indexes()
+        assert any("unreadable index" in p for p in opened.verify())
+        opened.rebuild()
+        assert opened.verify() == []
+        assert opened.screen(UPLOADS_DIR / "pitch_-3_work_03.ogg").verdict == "duplicate"
+
+
+def test_damaged_entries_are_found_by_verify_and_repaired_by_rebuild(catalog_copy: Path) -> None:
+    path = sorted_file(catalog_copy)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x10  # inside the last entry id: opening cannot tell, the checksum can
+    path.write_bytes(bytes(data))
+    with Catalog.open(catalog_copy, create=False) as opened:
+        assert any("fail their checksum" in p for p in opened.verify())
+        opened.rebuild()
+        assert opened.verify() == []
+
+
+# -- interrupted writes ---------------------------------------------------------------------------
+def test_a_write_interrupted_inside_a_sorted_shard_leaves_the_catalog_readable(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store_module.write_sorted_hash_shard
+
+    def full_disk_after_the_header(shard):
+        writer = real(shard)
+
+        def write_some(sink):
+            def failing(data):
+                if failing.written > 0:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                failing.written += len(data)
+                sink(data)
+
+            failing.written = 0
+            writer(failing)
+
+        return write_some
+
+    with Catalog.open(catalog_copy, create=False) as opened:
+        before = without_times(opened.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg"))
+        n_works = len(opened.works())
+    monkeypatch.setattr(store_module, "write_sorted_hash_shard", full_disk_after_the_header)
+    with (
+        Catalog.open(catalog_copy, create=False) as opened,
+        pytest.raises(CatalogError, match="disk is full"),
+    ):
+        opened.add_paths([UPLOADS_DIR / "unrelated_b.ogg"])
+    monkeypatch.undo()
+    leftovers = [p.name for p in (catalog_copy / "shards").iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers == []
+    with Catalog.open(catalog_copy, create=False) as opened:
+        assert opened.verify() == []
+        assert len(opened.works()) == n_works
+        after = without_times(opened.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg"))
+        assert after == before
+
+
+# -- bounded memory -------------------------------------------------------------------------------
+def rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+def maps_a_file(array: np.ndarray) -> bool:
+    """Whether ``array``'s memory is a file's map (np.frombuffer over an mmap)."""
+    base = array.base
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
+
+
+def test_opened_entries_are_memory_mapped_not_copied(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 6_000_000  # 48 MB of entry ids
+    keys = rng.integers(0, N_KEYS, n)
+    ids = rng.integers(0, 1 << 62, n)
+    path = write(
+        tmp_path / "h-0123456789ab.sorted", write_sorted_hash_shard(sorted_hash_shard(keys, ids))
+    )
+    del keys, ids
+    anon_before = rss_kib("RssAnon")
+    shard = read_sorted_hash_shard(path)
+    # the ids are a view of the file's map: the process holds only the offsets (4 MB)
+    assert maps_a_file(shard.ids)
+    assert not shard.ids.flags.writeable
+    anon_opened = rss_kib("RssAnon") - anon_before
+    assert anon_opened < 16 * 1024, anon_opened
+    rows, found = shard.lookup(np.arange(0, N_KEYS, 64))
+    assert len(found) > 0
+    # a look-up copies out only the hits it returns, never the whole array
+    assert rss_kib("RssAnon") - anon_before < 16 * 1024 + 3 * found.nbytes // 1024
+
+
+def test_a_catalog_hands_readers_memory_mapped_shards(catalog: Catalog) -> None:
+    shards = catalog.indexes().hash_shards
+    assert shards and all(isinstance(s, SortedHashShard) for s in shards)
+    assert all(maps_a_file(s.ids) for s in shards if s.ntotal)
+
+
+# -- merging ------------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.integers(1, 200))
+def test_merging_sorted_shards_equals_building_from_the_live_works(
+    seed: int, n_shards: int, key_range: int
+) -> None:
+    entries = random_shards(seed, n_shards, key_range)
+    # shards of interleaved work ranges, as compaction leaves them (each in work-id order)
+    rng = np.random.default_rng(seed)
+    rng.shuffle(entries)
+    removed = set(rng.integers(1, 20, 3).tolist())
+
+    def is_live(works: np.ndarray) -> np.ndarray:
+        return ~np.isin(works, list(removed))
+
+    writer, n = merge_sorted_hash_shards([sorted_hash_shard(k, i) for k, i in entries], is_live)
+    chunks = []
+    writer(chunks.append)
+    merged = b"".join(chunks)
+    # the reference: every live work's entries, works in id order, built at once
+    keys = np.concatenate([k for k, _ in entries] + [np.zeros(0, np.int64)])
+    ids = np.concatenate([i for _, i in entries] + [np.zeros(0, np.int64)])
+    works = ids >> _WORK_SHIFT
+    order = np.argsort(works, kind="stable")
+    live = is_live(works[order])
+    expected = sorted_hash_shard(keys[order][live], ids[order][live])
+    chunks = []
+    write_sorted_hash_shard(expected)(chunks.append)
+    assert merged == b"".join(chunks)
+    assert n == expected.ntotal
+
+
+def test_a_merged_shard_file_opens_and_checks(tmp_path: Path) -> None:
+    entries = random_shards(11, 3, 100)
+    shards = [sorted_hash_shard(k, i) for k, i in entries]
+    writer, n = merge_sorted_hash_shards(shards, lambda works: np.ones(len(works), bool))
+    merged = read_sorted_hash_shard(write(tmp_path / "h-0123456789ab.sorted", writer))
+    assert merged.ntotal == n == sum(s.ntotal for s in shards)
+    assert sorted_ids_intact(merged)
+    assert np.array_equal(merged.bucket_sizes, sum(s.bucket_sizes for s in shards))
+
+
+# -- chroma shards, memory-mapped by FAISS ------------------------------------------------------
+def chroma_file(tmp_path: Path, name: str, n_vectors: int) -> Path:
+    """A chroma shard file as the store writes it: the recipe's index for ``n_vectors``."""
+    rng = np.random.default_rng(n_vectors)
+    vectors = rng.normal(size=(n_vectors, chroma_dim(DEFAULT_SETTINGS))).astype(np.float32)
+    index = new_chroma_index(vectors, DEFAULT_SETTINGS)
+    index.add_with_ids(vectors, pack_segment_ids(1, n_vectors))
+    return write(tmp_path / name, write_index(index, binary=False))
+
+
+@pytest.mark.parametrize("n_vectors", [300, 6000])  # exhaustive SQ8, then IVF lists
+def test_memory_mapped_chroma_shards_search_as_shards_read_into_ram(
+    tmp_path: Path, n_vectors: int
+) -> None:
+    path = chroma_file(tmp_path, "c-0123456789ab.faiss", n_vectors)
+    in_ram, mapped = read_index(path, binary=False), read_chroma_index(path)
+    for index in (in_ram, mapped):
+        set_nprobe(index, DEFAULT_SETTINGS.chroma_nprobe)
+    queries = np.random.default_rng(1).normal(size=(40, in_ram.d)).astype(np.float32)
+    found_in_ram, found_mapped = in_ram.search(queries, 8), mapped.search(queries, 8)
+    assert mapped.ntotal == in_ram.ntotal == n_vectors
+    assert np.array_equal(found_in_ram[0], found_mapped[0])
+    assert np.array_equal(found_in_ram[1], found_mapped[1])
+
+
+def test_a_chroma_shard_whose_path_faiss_cannot_open_is_read_through_python(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / os.fsdecode(b"not-utf8-\xff")
+    folder.mkdir()
+    path = chroma_file(folder, "c-0123456789ab.faiss", 300)
+    assert read_chroma_index(path).ntotal == 300
+
+
+# -- compaction merges sorted shards --------------------------------------------------------------
+def compacted(root: Path, merge: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, list]:
+    """Remove one work, compact every shard into one (merging the sorted hash files, or
+    regenerating them from the fingerprints), and return the hash file and the verdicts."""
+    merges = []
+    real_merge = CatalogStore._write_merged_shard
+
+    def merging(self, entries, shards):
+        merges.append(len(shards))
+        return real_merge(self, entries, shards)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogStore, "_write_merged_shard", merging)
+        if not merge:
+            patch.setattr(CatalogStore, "_mergeable_hashes", lambda self, old, ids: None)
+        with Catalog.open(root, create=False) as opened:
+            removed = [w for w in opened.works() if Path(w.path).stem == "work_02"]
+            assert opened.remove(removed[0].work_id)
+            store = opened.store
+            with store._writing("compact"):
+                store.compact()
+            assert opened.verify() == []
+            assert len(opened.indexes().hash_shards) == 1
+            verdicts = [
+                without_times(opened.screen(UPLOADS_DIR / name))
+                for name in ("pitch_-3_work_03.ogg", "stretch_1.25_work_02.ogg", "unrelated_a.ogg")
+            ]
+    assert merges == ([6] if merge else [])
+    return sorted_file(root).read_bytes(), verdicts
+
+
+def test_compaction_merges_sorted_shards_into_what_regenerating_writes(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = tmp_path / "built"
+    store_one_work_per_shard(built, catalog, "sorted", monkeypatch)
+    for name in ("merged", "regenerated"):
+        shutil.copytree(built, tmp_path / name)
+    merged = compacted(tmp_path / "merged", True, monkeypatch)
+    regenerated = compacted(tmp_path / "regenerated", False, monkeypatch)
+    assert merged[0] == regenerated[0]
+    assert merged[1] == regenerated[1]
+    # the removed work's entries are gone: its copy is clean, the other copy still found
+    assert [v.verdict for v in merged[1]] == ["duplicate", "clean", "clean"]
+
+
+def test_compaction_regenerates_when_a_shard_is_not_sorted(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    faiss_layout(catalog_copy, monkeypatch)
+    with Catalog.open(catalog_copy, create=False) as opened:
+        opened.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])  # a sorted shard beside a FAISS one
+        with opened.store._writing("compact"):
+            opened.store.compact()
+        assert opened.verify() == []
+        assert {p.suffix for p in (catalog_copy / "shards").glob("h-*")} == {".sorted"}
+        assert opened.screen(UPLOADS_DIR / "unrelated_a.ogg").verdict == "duplicate"
