@@ -32,6 +32,7 @@ from .results import (
     WorkInfo,
     path_text,
 )
+from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogCheck, CatalogStore
 from .verdict import decide
@@ -48,17 +49,28 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, str, tuple[float, float]] | str:
+def _query_job(args) -> tuple[Fingerprint, float, bool, str, tuple[float, float], View] | str:
     _, path, settings = args
     start = _clock()
     try:
         audio = load_audio(path, settings)
         fingerprint = fingerprint_audio(audio, settings, query=True)
+        # the audio stays in the worker: its slowed and sped-up looks are made here
+        views = {
+            s: fingerprint_audio(audio, settings, query=True, time_scale=s)
+            for s in settings.query_view_scales
+        }
     except AudiodupError as exc:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
-    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, _since(start)
+    facts = (audio.duration_s, audio.truncated, audio.sha256, _since(start))
+    return (fingerprint, *facts, views.__getitem__)
+
+
+def _view_of(audio: Audio, settings: Settings) -> View:
+    """The upload's fingerprint at a time scale, made only if screening asks for it."""
+    return lambda time_scale: fingerprint_audio(audio, settings, query=True, time_scale=time_scale)
 
 
 def _clock() -> tuple[float, float]:
@@ -181,7 +193,8 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            verdicts[i] = self._verdict(path_text(path), *value, top_k)
+            *found, view = value
+            verdicts[i] = self._verdict(path_text(path), *found, top_k, view)
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
@@ -196,7 +209,8 @@ class Catalog:
         started = started or _clock()
         query = fingerprint_audio(audio, self.settings, query=True)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
-        return self._verdict(name, query, *facts, _since(started), top_k)
+        view = _view_of(audio, self.settings)
+        return self._verdict(name, query, *facts, _since(started), top_k, view)
 
     def _verdict(
         self,
@@ -207,13 +221,15 @@ class Catalog:
         sha256: str,
         fingerprint_time: tuple[float, float],
         top_k: int,
+        view: View | None = None,
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
-        (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting)."""
+        (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
+        ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`)."""
         load_start = _clock()
         self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = _clock()
-        matches = self.match_fingerprint(query)[:top_k]
+        matches = self.match_fingerprint(query, view)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
@@ -232,9 +248,10 @@ class Catalog:
             index_load_cpu_s=load[1],
         )
 
-    def match_fingerprint(self, query: Fingerprint) -> list[Match]:
-        """Every work that explains part of the query, most certain first."""
-        return screening.match_fingerprint(query, self.indexes(), self.settings, self.store)
+    def match_fingerprint(self, query: Fingerprint, view: View | None = None) -> list[Match]:
+        """Every work that explains part of the query, most certain first (``view``: see
+        :func:`audiodup.screening.match_fingerprint`)."""
+        return screening.match_fingerprint(query, self.indexes(), self.settings, self.store, view)
 
     def work_evidence(
         self, query: Fingerprint, work_id: int

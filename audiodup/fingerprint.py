@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,10 +70,29 @@ class Fingerprint:
 
 
 def fingerprint_audio(
-    audio: Audio, settings: Settings = DEFAULT_SETTINGS, *, query: bool = False
+    audio: Audio,
+    settings: Settings = DEFAULT_SETTINGS,
+    *,
+    query: bool = False,
+    time_scale: float = 1.0,
 ) -> Fingerprint:
-    """Fingerprint decoded audio. Queries keep denser peaks than catalog entries."""
-    spec = log_spectrogram(audio.samples, settings)
+    """Fingerprint decoded audio. Queries keep denser peaks than catalog entries.
+
+    With ``time_scale`` (queries only) the audio is analysed with a hop ``time_scale`` times
+    shorter and its frames are counted as ordinary ones: the fingerprint of the upload played
+    ``time_scale`` times slower, pitch unchanged (``duration_s`` grows with it). A 2x
+    time-stretch seen at ``time_scale=2`` has the original's tempo, so its peaks are picked with
+    the neighbourhoods and the time precision of the stored ones (see
+    ``Settings.query_view_scales``).
+    """
+    if time_scale != 1.0 and not query:
+        raise ValueError("only queries are fingerprinted at another time scale")
+    hop = int(round(settings.hop_length / time_scale))
+    if hop == settings.hop_length:
+        spec = log_spectrogram(audio.samples, settings)
+    else:  # the frames of the slowed view count as frames of the ordinary hop
+        spec = log_spectrogram(audio.samples, replace(settings, hop_length=hop))
+        spec = replace(spec, frames_per_second=settings.frames_per_second)
     density = max(settings.query_peak_densities) if query else settings.peaks_per_second
     peaks = find_peaks(spec, density, settings.peak_time_radius, settings.peak_freq_radius)
     # store-precision bins now, so hashes made at add time equal those rebuilt from storage
@@ -83,7 +102,7 @@ def fingerprint_audio(
         peaks=peaks,
         chroma=chroma_frames(spec, tuning, settings.chroma_fps),
         tuning_semitones=tuning,
-        duration_s=audio.duration_s,
+        duration_s=audio.duration_s * settings.hop_length / hop,
         recipe=settings.recipe,
     )
 

@@ -16,7 +16,7 @@ needs no :class:`~audiodup.catalog.Catalog` and no FAISS.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +52,7 @@ from .verdict import (
     chroma_false_match_probability,
     combine_hash_and_chroma,
     combine_peaks_and_chroma,
+    decide,
     hash_false_match_probability,
     score_from_probability,
 )
@@ -275,11 +276,100 @@ def matches_from_evidence(
 
 
 def match_fingerprint(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    view: View | None = None,
 ) -> list[Match]:
-    """Every work that explains part of the query, most certain first."""
-    evidence = gather_evidence(query, indexes, settings, works)
-    return matches_from_evidence(evidence, query, settings, works)
+    """Every work that explains part of the query, most certain first. With ``view`` (the
+    upload's fingerprint at another time scale), the slowed and sped-up looks of
+    ``settings.query_view_scales`` follow when the upload as it is gives no duplicate."""
+    looks = gather_looks(query, indexes, settings, works, view)
+    return matches_from_looks(looks, settings, works)
+
+
+# -- looks at other time scales ------------------------------------------------------------------
+View = Callable[[float], Fingerprint]  # time scale -> the upload's fingerprint played that slower
+
+
+@dataclass(frozen=True)
+class Look:
+    """The evidence gathered on the upload seen ``time_scale`` times slower (1.0: as it is)."""
+
+    time_scale: float
+    query: Fingerprint
+    evidence: Evidence
+
+
+def gather_looks(
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    view: View | None = None,
+) -> list[Look]:
+    """The look at the upload as it is, then, until one gives a duplicate, the looks at the
+    scales of ``settings.query_view_scales`` (``view`` makes their fingerprints).
+
+    A WSOLA stretcher at 2x cuts and overlaps the signal every few tens of ms, so the peaks of
+    the copy move by a frame or two: at the ordinary hop that is a reference frame or four,
+    which breaks most triplet keys and misses the peak check's tolerance. Analysed with half
+    the hop, the copy has the original's tempo and the stored peaks' time precision. Slow
+    copies (speed 0.5, slowed and reverberated) are seen faster the same way."""
+    looks = [Look(1.0, query, gather_evidence(query, indexes, settings, works))]
+    if view is None:
+        return looks
+    for scale in settings.query_view_scales:
+        if decide(matches_from_looks(looks, settings, works), settings) == "duplicate":
+            break
+        seen = view(scale)
+        looks.append(Look(scale, seen, gather_evidence(seen, indexes, settings, works)))
+    return looks
+
+
+def matches_from_looks(looks: list[Look], settings: Settings, works: WorkSource) -> list[Match]:
+    """The matches of every look, in the upload's own time, the most certain per work. The
+    looks at other scales are further searches: their probabilities are multiplied by the
+    number of looks screening may take (the look as it is keeps its own, so the verdicts it
+    decides do not move)."""
+    n_looks = 1 + len(settings.query_view_scales)
+    best: dict[int, Match] = {}
+    for look in looks:
+        for m in matches_from_evidence(look.evidence, look.query, settings, works):
+            if look.time_scale != 1.0:
+                m = match_in_upload_time(m, look.time_scale, n_looks)
+                if m.false_match_probability > settings.suspect_max_fmp:
+                    continue
+            if m.work_id not in best or m.false_match_probability < (
+                best[m.work_id].false_match_probability
+            ):
+                best[m.work_id] = m
+    return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
+
+
+def match_in_upload_time(match: Match, time_scale: float, n_looks: int) -> Match:
+    """A match found on the upload seen ``time_scale`` times slower, in the upload's own time
+    and tempo, its probability multiplied by ``n_looks`` (the searches made)."""
+    fmp = min(1.0, match.false_match_probability * n_looks)
+    sections = tuple(
+        replace(
+            s,
+            query_start_s=s.query_start_s / time_scale,
+            query_end_s=s.query_end_s / time_scale,
+        )
+        for s in match.sections
+    )
+    return replace(
+        match,
+        false_match_probability=fmp,
+        score=score_from_probability(fmp),
+        tempo_ratio=match.tempo_ratio * time_scale,
+        query_start_s=match.query_start_s / time_scale,
+        query_end_s=match.query_end_s / time_scale,
+        coverage_s=match.coverage_s / time_scale,
+        sections=sections,
+    )
 
 
 # -- matches from evidence -----------------------------------------------------------------------

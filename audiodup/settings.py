@@ -82,6 +82,12 @@ class Settings:
     # second), with a wider fan-out that tolerates extra or missing peaks
     query_peak_densities: tuple[float, ...] = (9.0, 16.0)
     query_hash_fanout: int = 5
+    # when the upload as it is gives no duplicate, it is looked at again played this many times
+    # slower (2.0) or faster (0.5): analysed with a hop that many times shorter (longer), so a
+    # 2x stretch's peaks are picked with the stored peaks' neighbourhoods and time precision
+    # (screening.gather_looks). Measured (benchmarks/hard/RESULTS.md): 20 of the 22 misses of
+    # tempo 2.00 [sox] (WSOLA) and all 4 of speed 0.50 found so, no negative above clean
+    query_view_scales: tuple[float, ...] = (0.5, 2.0)
     query_segment_hop_s: float = 1.0
     tempo_ratio_min: float = 0.5
     tempo_ratio_max: float = 2.0
