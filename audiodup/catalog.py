@@ -49,28 +49,44 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, str, tuple[float, float], View] | str:
+def _query_job(
+    args,
+) -> tuple[Fingerprint, float, bool, str, tuple[float, float], dict[tuple, Fingerprint]] | str:
     _, path, settings = args
     start = _clock()
     try:
         audio = load_audio(path, settings)
         fingerprint = fingerprint_audio(audio, settings, query=True)
-        # the audio stays in the worker: its slowed and sped-up looks are made here
+        # the audio stays in the worker: the further looks screening may take are made here
+        plan = screening.planned_views(fingerprint, settings)
         views = {
-            s: fingerprint_audio(audio, settings, query=True, time_scale=s)
-            for s in settings.query_view_scales
+            (scale, phase): fingerprint_audio(
+                audio, settings, query=True, time_scale=scale, hop_phase=phase
+            )
+            for scale, phase in plan
         }
     except AudiodupError as exc:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
     facts = (audio.duration_s, audio.truncated, audio.sha256, _since(start))
-    return (fingerprint, *facts, views.__getitem__)
+    return (fingerprint, *facts, views)
 
 
 def _view_of(audio: Audio, settings: Settings) -> View:
-    """The upload's fingerprint at a time scale, made only if screening asks for it."""
-    return lambda time_scale: fingerprint_audio(audio, settings, query=True, time_scale=time_scale)
+    """The upload's fingerprint at a time scale and hop phase, made only if screening asks."""
+
+    def view(time_scale: float, hop_phase: float) -> Fingerprint:
+        return fingerprint_audio(
+            audio, settings, query=True, time_scale=time_scale, hop_phase=hop_phase
+        )
+
+    return view
+
+
+def _view_from(views: dict[tuple, Fingerprint]) -> View:
+    """The view of fingerprints a worker made (``(time_scale, hop_phase)`` -> fingerprint)."""
+    return lambda time_scale, hop_phase: views[time_scale, hop_phase]
 
 
 def _clock() -> tuple[float, float]:
@@ -193,8 +209,8 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            *found, view = value
-            verdicts[i] = self._verdict(path_text(path), *found, top_k, view)
+            *found, views = value
+            verdicts[i] = self._verdict(path_text(path), *found, top_k, _view_from(views))
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(

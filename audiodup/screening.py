@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .fingerprint import Fingerprint, fingerprint_hashes
+from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
 from .hashes import KEY_BITS
 from .index import LoadedIndexes
 from .match import (
@@ -283,23 +283,37 @@ def match_fingerprint(
     view: View | None = None,
 ) -> list[Match]:
     """Every work that explains part of the query, most certain first. With ``view`` (the
-    upload's fingerprint at another time scale), the slowed and sped-up looks of
-    ``settings.query_view_scales`` follow when the upload as it is gives no duplicate."""
+    upload's fingerprint at another time scale or hop phase), the further looks of
+    :func:`planned_views` follow when the upload as it is gives no duplicate."""
     looks = gather_looks(query, indexes, settings, works, view)
     return matches_from_looks(looks, settings, works)
 
 
-# -- looks at other time scales ------------------------------------------------------------------
-View = Callable[[float], Fingerprint]  # time scale -> the upload's fingerprint played that slower
+# -- looks at other time scales and phases ------------------------------------------------------
+# (time scale, hop phase) -> the upload's fingerprint played that many times slower, its analysis
+# starting that fraction of a hop in (fingerprint.fingerprint_audio)
+View = Callable[[float, float], Fingerprint]
 
 
 @dataclass(frozen=True)
 class Look:
-    """The evidence gathered on the upload seen ``time_scale`` times slower (1.0: as it is)."""
+    """The evidence gathered on the upload seen ``time_scale`` times slower, its analysis
+    starting ``start_s`` seconds in (1.0 and 0.0: the upload as it is)."""
 
     time_scale: float
+    start_s: float
     query: Fingerprint
     evidence: Evidence
+
+
+def planned_views(query: Fingerprint, settings: Settings) -> list[tuple[float, float]]:
+    """The ``(time_scale, hop_phase)`` of every further look screening may take at ``query``:
+    the other hop phases of a short upload, then the slowed and sped-up looks."""
+    phases = []
+    if query.duration_s < settings.short_query_max_s:
+        n = settings.short_query_phases
+        phases = [(1.0, k / n) for k in range(1, n)]
+    return phases + [(scale, 0.0) for scale in settings.query_view_scales]
 
 
 def gather_looks(
@@ -309,36 +323,43 @@ def gather_looks(
     works: WorkSource,
     view: View | None = None,
 ) -> list[Look]:
-    """The look at the upload as it is, then, until one gives a duplicate, the looks at the
-    scales of ``settings.query_view_scales`` (``view`` makes their fingerprints).
+    """The look at the upload as it is, then, until one gives a duplicate, the looks of
+    :func:`planned_views` (``view`` makes their fingerprints).
 
     A WSOLA stretcher at 2x cuts and overlaps the signal every few tens of ms, so the peaks of
     the copy move by a frame or two: at the ordinary hop that is a reference frame or four,
     which breaks most triplet keys and misses the peak check's tolerance. Analysed with half
     the hop, the copy has the original's tempo and the stored peaks' time precision. Slow
-    copies (speed 0.5, slowed and reverberated) are seen faster the same way."""
-    looks = [Look(1.0, query, gather_evidence(query, indexes, settings, works))]
+    copies (speed 0.5, slowed and reverberated) are seen faster the same way. A short excerpt
+    is looked at in other frame phases: a few seconds hold too few triplets to lose half."""
+    looks = [Look(1.0, 0.0, query, gather_evidence(query, indexes, settings, works))]
     if view is None:
         return looks
-    for scale in settings.query_view_scales:
-        if decide(matches_from_looks(looks, settings, works), settings) == "duplicate":
+    plan = planned_views(query, settings)
+    for time_scale, hop_phase in plan:
+        if decide(matches_from_looks(looks, settings, works, len(plan)), settings) == "duplicate":
             break
-        seen = view(scale)
-        looks.append(Look(scale, seen, gather_evidence(seen, indexes, settings, works)))
+        seen = view(time_scale, hop_phase)
+        start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
+        evidence = gather_evidence(seen, indexes, settings, works)
+        looks.append(Look(time_scale, start_s, seen, evidence))
     return looks
 
 
-def matches_from_looks(looks: list[Look], settings: Settings, works: WorkSource) -> list[Match]:
+def matches_from_looks(
+    looks: list[Look], settings: Settings, works: WorkSource, n_views: int | None = None
+) -> list[Match]:
     """The matches of every look, in the upload's own time, the most certain per work. The
-    looks at other scales are further searches: their probabilities are multiplied by the
-    number of looks screening may take (the look as it is keeps its own, so the verdicts it
-    decides do not move)."""
-    n_looks = 1 + len(settings.query_view_scales)
+    further looks are further searches: their probabilities are multiplied by the number of
+    looks screening may take (``1 + n_views``, by default those of :func:`planned_views`); the
+    look as it is keeps its own, so the verdicts it decides do not move."""
+    if n_views is None:
+        n_views = len(planned_views(looks[0].query, settings))
     best: dict[int, Match] = {}
     for look in looks:
         for m in matches_from_evidence(look.evidence, look.query, settings, works):
-            if look.time_scale != 1.0:
-                m = match_in_upload_time(m, look.time_scale, n_looks)
+            if (look.time_scale, look.start_s) != (1.0, 0.0):
+                m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
                 if m.false_match_probability > settings.suspect_max_fmp:
                     continue
             if m.work_id not in best or m.false_match_probability < (
@@ -348,16 +369,16 @@ def matches_from_looks(looks: list[Look], settings: Settings, works: WorkSource)
     return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
 
 
-def match_in_upload_time(match: Match, time_scale: float, n_looks: int) -> Match:
-    """A match found on the upload seen ``time_scale`` times slower, in the upload's own time
-    and tempo, its probability multiplied by ``n_looks`` (the searches made)."""
+def match_in_upload_time(match: Match, time_scale: float, start_s: float, n_looks: int) -> Match:
+    """A match found on the upload seen ``time_scale`` times slower from ``start_s`` on, in the
+    upload's own time and tempo, its probability multiplied by ``n_looks`` (the searches)."""
+
+    def upload_s(view_s: float) -> float:
+        return view_s / time_scale + start_s
+
     fmp = min(1.0, match.false_match_probability * n_looks)
     sections = tuple(
-        replace(
-            s,
-            query_start_s=s.query_start_s / time_scale,
-            query_end_s=s.query_end_s / time_scale,
-        )
+        replace(s, query_start_s=upload_s(s.query_start_s), query_end_s=upload_s(s.query_end_s))
         for s in match.sections
     )
     return replace(
@@ -365,8 +386,8 @@ def match_in_upload_time(match: Match, time_scale: float, n_looks: int) -> Match
         false_match_probability=fmp,
         score=score_from_probability(fmp),
         tempo_ratio=match.tempo_ratio * time_scale,
-        query_start_s=match.query_start_s / time_scale,
-        query_end_s=match.query_end_s / time_scale,
+        query_start_s=upload_s(match.query_start_s),
+        query_end_s=upload_s(match.query_end_s),
         coverage_s=match.coverage_s / time_scale,
         sections=sections,
     )

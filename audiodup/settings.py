@@ -88,6 +88,12 @@ class Settings:
     # (screening.gather_looks). Measured (benchmarks/hard/RESULTS.md): 20 of the 22 misses of
     # tempo 2.00 [sox] (WSOLA) and all 4 of speed 0.50 found so, no negative above clean
     query_view_scales: tuple[float, ...] = (0.5, 2.0)
+    # an excerpt starts anywhere within a stored frame, and a few seconds hold too few stored
+    # triplets to lose many: of 20-26 stored keys inside 12 benchmark excerpts of 4 s, the
+    # query kept 12-24 at the best of 8 frame phases, 4-15 at the worst. An upload shorter
+    # than short_query_max_s is also looked at from 1/4, 2/4 and 3/4 of a hop in
+    short_query_max_s: float = 9.0
+    short_query_phases: int = 4
     query_segment_hop_s: float = 1.0
     tempo_ratio_min: float = 0.5
     tempo_ratio_max: float = 2.0

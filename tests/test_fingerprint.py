@@ -3,6 +3,8 @@ the whole feature pipeline (decode -> spectrogram -> peaks/chroma -> hashes) to 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -234,6 +236,18 @@ def test_a_slowed_view_is_the_upload_played_slower(work_audio) -> None:
     assert sped_up.peaks["frame"].max() < 0.51 * as_is.peaks["frame"].max()
 
 
+def test_a_view_in_another_hop_phase_starts_that_far_in(work_audio) -> None:
+    """``hop_phase=0.5`` analyses the upload from half a hop on: the fingerprint of the audio
+    with those samples cut."""
+    half = S.hop_length // 2
+    view = fingerprint_audio(work_audio, query=True, hop_phase=0.5)
+    cut = dataclasses.replace(work_audio, samples=work_audio.samples[half:])
+    assert np.array_equal(view.peaks, fingerprint_audio(cut, query=True).peaks)
+    assert view.duration_s == pytest.approx(work_audio.duration_s - half / S.sample_rate_hz)
+
+
 def test_only_queries_have_views(work_audio) -> None:
     with pytest.raises(ValueError):
         fingerprint_audio(work_audio, time_scale=2.0)
+    with pytest.raises(ValueError):
+        fingerprint_audio(work_audio, hop_phase=0.5)

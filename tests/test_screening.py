@@ -43,8 +43,8 @@ def looks_and_matches(catalog: Catalog, audio: Audio):
     s = catalog.settings
     query = fingerprint_audio(audio, s, query=True)
 
-    def view(scale: float):
-        return fingerprint_audio(audio, s, query=True, time_scale=scale)
+    def view(scale: float, phase: float):
+        return fingerprint_audio(audio, s, query=True, time_scale=scale, hop_phase=phase)
 
     looks = screening.gather_looks(query, catalog.indexes(), s, catalog, view)
     return looks, screening.matches_from_looks(looks, s, catalog), query
@@ -58,7 +58,7 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
     looks, matches, query = looks_and_matches(catalog, copy)
     assert decide(catalog.match_fingerprint(query), s) != "duplicate"  # the look as it is
-    assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales]
+    assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales]  # no phases: long
     assert decide(matches, s) == "duplicate"
     top = matches[0]
     assert top.work_id == work_ids["work_00"]
@@ -67,6 +67,27 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     assert top.coverage_s <= copy.duration_s + 0.1
     # the same screening through the catalog, which makes the views from the decoded audio
     assert catalog.screen_audio(copy).verdict == "duplicate"
+
+
+@pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
+def test_a_short_excerpt_out_of_phase_is_a_duplicate_on_a_phase_look(
+    catalog: Catalog, work_ids: dict[str, int], start_s: float
+) -> None:
+    """A 4-s excerpt that starts half a hop between two stored frames keeps too few triplet
+    keys as it is; the look whose analysis starts a half hop in has the stored frames."""
+    s = catalog.settings
+    rate = s.sample_rate_hz
+    samples = load_audio(CATALOG_DIR / "work_02.ogg", s).samples
+    start = int(start_s * rate) // s.hop_length * s.hop_length + s.hop_length // 2
+    excerpt = audio_of(samples[start : start + 4 * rate], catalog)
+    looks, matches, query = looks_and_matches(catalog, excerpt)
+    assert decide(catalog.match_fingerprint(query), s) != "duplicate"
+    assert (1.0, 0.5) in screening.planned_views(query, s)
+    assert decide(matches, s) == "duplicate"
+    top = matches[0]
+    assert top.work_id == work_ids["work_02"]
+    assert 0.0 <= top.query_start_s < top.query_end_s <= excerpt.duration_s + 0.1
+    assert top.ref_start_s - top.query_start_s == pytest.approx(start / rate, abs=0.1)
 
 
 def test_a_copy_found_as_it_is_takes_no_other_look(catalog: Catalog) -> None:
@@ -91,7 +112,7 @@ def test_unrelated_music_stays_below_duplicate_through_every_look(
     uploads = [samples, splice_stretch(samples, s.sample_rate_hz, 2.0)]
     for upload in (u for u in uploads if len(u) >= s.min_duration_s * s.sample_rate_hz):
         looks, matches, _ = looks_and_matches(catalog, audio_of(upload, catalog))
-        assert len(looks) == 1 + len(s.query_view_scales)
+        assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
         assert decide(matches, s) != "duplicate"
 
 
@@ -106,7 +127,7 @@ def test_a_medley_of_unrelated_music_stays_below_duplicate(catalog: Catalog) -> 
     medley = np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)])
     for upload in (medley, splice_stretch(medley, rate, 2.0)):
         looks, matches, _ = looks_and_matches(catalog, audio_of(upload, catalog))
-        assert len(looks) == 1 + len(s.query_view_scales)
+        assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
         assert decide(matches, s) != "duplicate"
 
 
@@ -131,10 +152,10 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
         chroma_similarity=None,
         sections=(section,),
     )
-    told = screening.match_in_upload_time(seen, 2.0, 3)
+    told = screening.match_in_upload_time(seen, 2.0, 0.01, 3)
     assert told.false_match_probability == pytest.approx(3e-9)
     assert told.score == pytest.approx(score_from_probability(3e-9))
     assert told.tempo_ratio == 2.0
-    assert (told.query_start_s, told.query_end_s, told.coverage_s) == (5.0, 15.0, 10.0)
-    assert told.sections == (dataclasses.replace(section, query_start_s=5.0, query_end_s=15.0),)
+    assert (told.query_start_s, told.query_end_s, told.coverage_s) == (5.01, 15.01, 10.0)
+    assert told.sections == (dataclasses.replace(section, query_start_s=5.01, query_end_s=15.01),)
     assert (told.ref_start_s, told.ref_end_s, told.coverage) == (5.0, 45.0, 0.5)
