@@ -2,14 +2,20 @@
 tracks shorter than 60 s apart, the negatives' verdicts and the screening time per query.
 
     python -m benchmarks.hard_cases BEFORE.jsonl AFTER.jsonl [--corpus corpus.json]
+    python -m benchmarks.hard_cases --screen RESULTS.jsonl --catalog DIR --variants "a,b"
+        [--role positive|negative] [--settings '{"query_view_scales": []}']
 
-Both files are the ``results.jsonl`` of ``python -m benchmarks run`` (one JSON line per query).
-Prints a markdown table; variants in only one file show ``-`` on the other side.
+Both files are the ``results.jsonl`` of ``python -m benchmarks run`` (one JSON line per query),
+or it gzipped (``.gz``).
+Prints a markdown table; variants in only one file show ``-`` on the other side. With
+``--screen`` the queries of a run are screened again on an existing catalog (settings changed
+by a JSON object of run-time fields): recall, the negatives' verdicts and CPU seconds per query.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 from collections import defaultdict
@@ -36,7 +42,7 @@ def target(variant: str) -> float | None:
 def load(path: Path) -> dict[str, dict[str, list[dict]]]:
     """variant -> role -> the query records of a results.jsonl."""
     runs: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
-    with path.open() as lines:
+    with gzip.open(path, "rt") if path.suffix == ".gz" else path.open() as lines:
         for line in lines:
             record = json.loads(line)
             if record.get("type") == "query":
@@ -105,12 +111,70 @@ def table(before: Path, after: Path, corpus: Path) -> str:
     return "\n".join(rows)
 
 
+def rescreen(
+    results: Path,
+    catalog_dir: Path,
+    variants: list[str],
+    role: str,
+    overrides: dict,
+    corpus: Path,
+) -> str:
+    """Screen the ``role`` queries of ``variants`` in ``results`` on the catalog at
+    ``catalog_dir`` with run-time ``overrides``; one line per variant."""
+    import dataclasses
+    import time
+
+    from audiodup.catalog import Catalog
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    settings = dataclasses.replace(DEFAULT_SETTINGS, **values)
+    runs = load(results)
+    track_paths = {t["track_id"]: t["path"] for t in json.loads(corpus.read_text())["tracks"]}
+    lines = []
+    with Catalog.open(catalog_dir, create=False, settings=settings) as catalog:
+        for variant in variants:
+            found_n, labels, cpu = 0, [], 0.0
+            records = runs[variant][role]
+            for record in records:
+                start = time.process_time()
+                verdict = catalog.screen(record["query"]["path"])
+                cpu += time.process_time() - start
+                labels.append(verdict.verdict)
+                top = verdict.matches[0] if verdict.matches else None
+                source = track_paths.get(record["query"]["track_id"])
+                found_n += verdict.verdict == "duplicate" and top is not None and top.path == source
+            n = max(len(records), 1)
+            result = (
+                f"found {found_n}/{len(records)} ({found_n / n:.3f})"
+                if role == "positive"
+                else f"duplicate {labels.count('duplicate')}, suspect {labels.count('suspect')}"
+            )
+            lines.append(f"{variant}: {role} {result}; CPU {cpu / n:.2f} s per query")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
+    parser.add_argument("before", type=Path, nargs="?")
+    parser.add_argument("after", type=Path, nargs="?")
     parser.add_argument("--corpus", type=Path, default=None, help="corpus.json of the cache")
+    parser.add_argument("--screen", type=Path, default=None, help="a results.jsonl to re-screen")
+    parser.add_argument("--catalog", type=Path, default=None)
+    parser.add_argument("--variants", default="")
+    parser.add_argument("--role", choices=("positive", "negative"), default="positive")
+    parser.add_argument("--settings", default="{}", help="JSON object of run-time settings")
     args = parser.parse_args()
+    if args.screen is not None:
+        if args.catalog is None:
+            parser.error("--screen needs --catalog")
+        variants = [v for v in args.variants.split(",") if v]
+        settings = json.loads(args.settings)
+        corpus = args.corpus or cache_dir() / "corpus.json"
+        print(rescreen(args.screen, args.catalog, variants, args.role, settings, corpus))
+        return
+    if args.before is None or args.after is None:
+        parser.error("give BEFORE and AFTER results, or --screen")
     print(table(args.before, args.after, args.corpus or cache_dir() / "corpus.json"))
 
 
