@@ -32,6 +32,7 @@ from .results import (
     WorkInfo,
     path_text,
 )
+from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
 from .store import CatalogCheck, CatalogStore
 from .verdict import decide
@@ -48,17 +49,44 @@ def default_catalog_path() -> Path:
     return Path(value) if value.strip() else Path(DEFAULT_CATALOG)
 
 
-def _query_job(args) -> tuple[Fingerprint, float, bool, str, tuple[float, float]] | str:
+def _query_job(
+    args,
+) -> tuple[Fingerprint, float, bool, str, tuple[float, float], dict[tuple, Fingerprint]] | str:
     _, path, settings = args
     start = _clock()
     try:
         audio = load_audio(path, settings)
         fingerprint = fingerprint_audio(audio, settings, query=True)
+        # the audio stays in the worker: the further looks screening may take are made here
+        plan = screening.planned_views(fingerprint, settings)
+        views = {
+            (scale, phase): fingerprint_audio(
+                audio, settings, query=True, time_scale=scale, hop_phase=phase
+            )
+            for scale, phase in plan
+        }
     except AudiodupError as exc:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
-    return fingerprint, audio.duration_s, audio.truncated, audio.sha256, _since(start)
+    facts = (audio.duration_s, audio.truncated, audio.sha256, _since(start))
+    return (fingerprint, *facts, views)
+
+
+def _view_of(audio: Audio, settings: Settings) -> View:
+    """The upload's fingerprint at a time scale and hop phase, made only if screening asks."""
+
+    def view(time_scale: float, hop_phase: float) -> Fingerprint:
+        return fingerprint_audio(
+            audio, settings, query=True, time_scale=time_scale, hop_phase=hop_phase
+        )
+
+    return view
+
+
+def _view_from(views: dict[tuple, Fingerprint]) -> View:
+    """The view of fingerprints a worker made (``(time_scale, hop_phase)`` -> fingerprint)."""
+    return lambda time_scale, hop_phase: views[time_scale, hop_phase]
 
 
 def _clock() -> tuple[float, float]:
@@ -182,7 +210,8 @@ class Catalog:
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
-            verdicts[i] = self._verdict(path_text(path), *value, top_k)
+            *found, views = value
+            verdicts[i] = self._verdict(path_text(path), *found, top_k, _view_from(views))
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
@@ -197,7 +226,8 @@ class Catalog:
         started = started or _clock()
         query = fingerprint_audio(audio, self.settings, query=True)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
-        return self._verdict(name, query, *facts, _since(started), top_k)
+        view = _view_of(audio, self.settings)
+        return self._verdict(name, query, *facts, _since(started), top_k, view)
 
     def _verdict(
         self,
@@ -208,14 +238,16 @@ class Catalog:
         sha256: str,
         fingerprint_time: tuple[float, float],
         top_k: int,
+        view: View | None = None,
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
-        (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting)."""
+        (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
+        ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`)."""
         load_start = _clock()
         if self._matcher is None:
             self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = _clock()
-        matches = self.match_fingerprint(query)[:top_k]
+        matches = self.match_fingerprint(query, view)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
@@ -234,13 +266,16 @@ class Catalog:
             index_load_cpu_s=load[1],
         )
 
-    def match_fingerprint(self, query: Fingerprint) -> list[Match]:
-        """Every work that explains part of the query, most certain first."""
+    def match_fingerprint(self, query: Fingerprint, view: View | None = None) -> list[Match]:
+        """Every work that explains part of the query, most certain first (``view``: see
+        :func:`audiodup.screening.match_fingerprint`)."""
         if self._matcher is not None:
-            return self._matcher(query)
-        return screening.match_fingerprint(query, self.indexes(), self.settings, self.store)
+            return self._matcher(query, view)
+        return screening.match_fingerprint(query, self.indexes(), self.settings, self.store, view)
 
-    def screen_with(self, matcher: Callable[[Fingerprint], list[Match]] | None) -> None:
+    def screen_with(
+        self, matcher: Callable[[Fingerprint, View | None], list[Match]] | None
+    ) -> None:
         """Search with ``matcher(query)`` instead of the indexes loaded here: a split
         catalog's shard groups on Dask (:class:`audiodup.sharded.ShardedScreening`'s
         ``match_fingerprint``); ``None`` goes back to the indexes."""

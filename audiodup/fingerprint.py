@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,10 +70,34 @@ class Fingerprint:
 
 
 def fingerprint_audio(
-    audio: Audio, settings: Settings = DEFAULT_SETTINGS, *, query: bool = False
+    audio: Audio,
+    settings: Settings = DEFAULT_SETTINGS,
+    *,
+    query: bool = False,
+    time_scale: float = 1.0,
+    hop_phase: float = 0.0,
 ) -> Fingerprint:
-    """Fingerprint decoded audio. Queries keep denser peaks than catalog entries."""
-    spec = log_spectrogram(audio.samples, settings)
+    """Fingerprint decoded audio. Queries keep denser peaks than catalog entries.
+
+    With ``time_scale`` (queries only) the audio is analysed with a hop ``time_scale`` times
+    shorter and its frames are counted as ordinary ones: the fingerprint of the upload played
+    ``time_scale`` times slower, pitch unchanged (``duration_s`` grows with it). A 2x
+    time-stretch seen at ``time_scale=2`` has the original's tempo, so its peaks are picked with
+    the neighbourhoods and the time precision of the stored ones (see
+    ``Settings.query_view_scales``). With ``hop_phase`` the analysis starts that fraction of a
+    hop into the audio (:func:`view_start_samples`): a short upload's frames then fall nearer
+    the stored frames of the excerpt it may be (see ``Settings.short_query_phases``).
+    """
+    if (time_scale, hop_phase) != (1.0, 0.0) and not query:
+        raise ValueError("only queries are fingerprinted at another time scale or phase")
+    hop = view_hop(settings, time_scale)
+    skip = view_start_samples(settings, time_scale, hop_phase)
+    samples = audio.samples[skip:] if skip else audio.samples
+    if hop == settings.hop_length:
+        spec = log_spectrogram(samples, settings)
+    else:  # the frames of the slowed view count as frames of the ordinary hop
+        spec = log_spectrogram(samples, replace(settings, hop_length=hop))
+        spec = replace(spec, frames_per_second=settings.frames_per_second)
     density = max(settings.query_peak_densities) if query else settings.peaks_per_second
     peaks = find_peaks(spec, density, settings.peak_time_radius, settings.peak_freq_radius)
     # store-precision bins now, so hashes made at add time equal those rebuilt from storage
@@ -83,9 +107,19 @@ def fingerprint_audio(
         peaks=peaks,
         chroma=chroma_frames(spec, tuning, settings.chroma_fps),
         tuning_semitones=tuning,
-        duration_s=audio.duration_s,
+        duration_s=(audio.duration_s - skip / settings.sample_rate_hz) * settings.hop_length / hop,
         recipe=settings.recipe,
     )
+
+
+def view_hop(settings: Settings, time_scale: float) -> int:
+    """The analysis hop (samples) of the upload seen ``time_scale`` times slower."""
+    return int(round(settings.hop_length / time_scale))
+
+
+def view_start_samples(settings: Settings, time_scale: float, hop_phase: float) -> int:
+    """Samples of the upload a view skips: ``hop_phase`` of its hop."""
+    return int(round(hop_phase * view_hop(settings, time_scale)))
 
 
 def fingerprint_hashes(

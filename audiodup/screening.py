@@ -16,12 +16,12 @@ needs no :class:`~audiodup.catalog.Catalog` and no FAISS.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
-from .fingerprint import Fingerprint, fingerprint_hashes
+from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
 from .hashes import KEY_BITS
 from .index import LoadedIndexes
 from .match import (
@@ -52,6 +52,7 @@ from .verdict import (
     chroma_false_match_probability,
     combine_hash_and_chroma,
     combine_peaks_and_chroma,
+    decide,
     hash_false_match_probability,
     score_from_probability,
 )
@@ -333,11 +334,134 @@ def matches_from_evidence(
 
 
 def match_fingerprint(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    view: View | None = None,
 ) -> list[Match]:
-    """Every work that explains part of the query, most certain first."""
-    evidence = gather_evidence(query, indexes, settings, works)
-    return matches_from_evidence(evidence, query, settings, works)
+    """Every work that explains part of the query, most certain first. With ``view`` (the
+    upload's fingerprint at another time scale or hop phase), the further looks of
+    :func:`planned_views` follow when the upload as it is gives no duplicate."""
+    looks = gather_looks(query, indexes, settings, works, view)
+    return matches_from_looks(looks, settings, works)
+
+
+# -- looks at other time scales and phases ------------------------------------------------------
+# (time scale, hop phase) -> the upload's fingerprint played that many times slower, its analysis
+# starting that fraction of a hop in (fingerprint.fingerprint_audio)
+View = Callable[[float, float], Fingerprint]
+
+
+@dataclass(frozen=True)
+class Look:
+    """The evidence gathered on the upload seen ``time_scale`` times slower, its analysis
+    starting ``start_s`` seconds in (1.0 and 0.0: the upload as it is)."""
+
+    time_scale: float
+    start_s: float
+    query: Fingerprint
+    evidence: Evidence
+
+
+def planned_views(query: Fingerprint, settings: Settings) -> list[tuple[float, float]]:
+    """The ``(time_scale, hop_phase)`` of every further look screening may take at ``query``:
+    the other hop phases of a short upload, then the slowed and sped-up looks."""
+    phases = []
+    if query.duration_s < settings.short_query_max_s:
+        n = settings.short_query_phases
+        phases = [(1.0, k / n) for k in range(1, n)]
+    return phases + [(scale, 0.0) for scale in settings.query_view_scales]
+
+
+def gather_looks(
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    view: View | None = None,
+) -> list[Look]:
+    """The look at the upload as it is, then, until one gives a duplicate, the looks of
+    :func:`planned_views` (``view`` makes their fingerprints).
+
+    A WSOLA stretcher at 2x cuts and overlaps the signal every few tens of ms, so the peaks of
+    the copy move by a frame or two: at the ordinary hop that is a reference frame or four,
+    which breaks most triplet keys and misses the peak check's tolerance. Analysed with half
+    the hop, the copy has the original's tempo and the stored peaks' time precision. Slow
+    copies (speed 0.5, slowed and reverberated) are seen faster the same way. A short excerpt
+    is looked at in other frame phases: a few seconds hold too few triplets to lose half."""
+    return look_again(
+        query, lambda seen: gather_evidence(seen, indexes, settings, works), settings, works, view
+    )
+
+
+def look_again(
+    query: Fingerprint,
+    gather: Callable[[Fingerprint], Evidence],
+    settings: Settings,
+    works: WorkSource,
+    view: View | None = None,
+) -> list[Look]:
+    """:func:`gather_looks` with ``gather(fingerprint)`` gathering each look's evidence (in
+    this process, or over a sharded catalog's groups)."""
+    looks = [Look(1.0, 0.0, query, gather(query))]
+    if view is None:
+        return looks
+    plan = planned_views(query, settings)
+    for time_scale, hop_phase in plan:
+        if decide(matches_from_looks(looks, settings, works, len(plan)), settings) == "duplicate":
+            break
+        seen = view(time_scale, hop_phase)
+        start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
+        looks.append(Look(time_scale, start_s, seen, gather(seen)))
+    return looks
+
+
+def matches_from_looks(
+    looks: list[Look], settings: Settings, works: WorkSource, n_views: int | None = None
+) -> list[Match]:
+    """The matches of every look, in the upload's own time, the most certain per work. The
+    further looks are further searches: their probabilities are multiplied by the number of
+    looks screening may take (``1 + n_views``, by default those of :func:`planned_views`); the
+    look as it is keeps its own, so the verdicts it decides do not move."""
+    if n_views is None:
+        n_views = len(planned_views(looks[0].query, settings))
+    best: dict[int, Match] = {}
+    for look in looks:
+        for m in matches_from_evidence(look.evidence, look.query, settings, works):
+            if (look.time_scale, look.start_s) != (1.0, 0.0):
+                m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
+                if m.false_match_probability > settings.suspect_max_fmp:
+                    continue
+            if m.work_id not in best or m.false_match_probability < (
+                best[m.work_id].false_match_probability
+            ):
+                best[m.work_id] = m
+    return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
+
+
+def match_in_upload_time(match: Match, time_scale: float, start_s: float, n_looks: int) -> Match:
+    """A match found on the upload seen ``time_scale`` times slower from ``start_s`` on, in the
+    upload's own time and tempo, its probability multiplied by ``n_looks`` (the searches)."""
+
+    def upload_s(view_s: float) -> float:
+        return view_s / time_scale + start_s
+
+    fmp = min(1.0, match.false_match_probability * n_looks)
+    sections = tuple(
+        replace(s, query_start_s=upload_s(s.query_start_s), query_end_s=upload_s(s.query_end_s))
+        for s in match.sections
+    )
+    return replace(
+        match,
+        false_match_probability=fmp,
+        score=score_from_probability(fmp),
+        tempo_ratio=match.tempo_ratio * time_scale,
+        query_start_s=upload_s(match.query_start_s),
+        query_end_s=upload_s(match.query_end_s),
+        coverage_s=match.coverage_s / time_scale,
+        sections=sections,
+    )
 
 
 # -- matches from evidence -----------------------------------------------------------------------

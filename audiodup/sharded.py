@@ -43,11 +43,13 @@ from .peakcheck import Alignment, PeakCheck
 from .results import Match
 from .screening import (
     Evidence,
+    View,
     _memo,
     aligned_chroma,
     best_peak_checks,
     checked_guesses,
-    matches_from_evidence,
+    look_again,
+    matches_from_looks,
     peak_guesses,
     score_chroma,
     score_hashes,
@@ -246,11 +248,12 @@ class ShardedScreening:
         self.close()
 
     # -- the rounds ------------------------------------------------------------------------
-    def match_fingerprint(self, query: Fingerprint) -> list[Match]:
-        """Every work that explains part of the query, most certain first (as
-        :func:`audiodup.screening.match_fingerprint`)."""
-        evidence = self.gather_evidence(query)
-        return matches_from_evidence(evidence, query, self.settings, _LockedWorks(self))
+    def match_fingerprint(self, query: Fingerprint, view: View | None = None) -> list[Match]:
+        """Every work that explains part of the query, most certain first, with the further
+        looks of ``view`` (as :func:`audiodup.screening.match_fingerprint`)."""
+        works = _LockedWorks(self)
+        looks = look_again(query, self.gather_evidence, self.settings, works, view)
+        return matches_from_looks(looks, self.settings, works)
 
     def gather_evidence(self, query: Fingerprint) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""

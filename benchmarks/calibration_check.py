@@ -334,8 +334,8 @@ def _cpu_s() -> float:
 
 
 def screen_with_evidence(catalog, audio, name: str):
-    """The verdict ``catalog.screen_audio`` gives, and the evidence screening gathered for it
-    (the same public pipeline steps, run once)."""
+    """The verdict ``catalog.screen_audio`` gives, and the looks (each with the evidence
+    screening gathered on it) it took: the same public pipeline steps, run once."""
     from audiodup import screening
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.results import Verdict
@@ -343,8 +343,14 @@ def screen_with_evidence(catalog, audio, name: str):
 
     settings = catalog.settings
     query = fingerprint_audio(audio, settings, query=True)
-    evidence = screening.gather_evidence(query, catalog.indexes(), settings, catalog)
-    matches = screening.matches_from_evidence(evidence, query, settings, catalog)[:TOP_K]
+
+    def view(time_scale: float, hop_phase: float):
+        return fingerprint_audio(
+            audio, settings, query=True, time_scale=time_scale, hop_phase=hop_phase
+        )
+
+    looks = screening.gather_looks(query, catalog.indexes(), settings, catalog, view)
+    matches = screening.matches_from_looks(looks, settings, catalog)[:TOP_K]
     verdict = Verdict(
         path=name,
         verdict=decide(matches, settings),
@@ -354,7 +360,28 @@ def screen_with_evidence(catalog, audio, name: str):
         fingerprint_s=0.0,
         search_s=0.0,
     )
-    return verdict, evidence
+    return verdict, looks
+
+
+def leads_from_looks(looks, settings) -> list[Lead]:
+    """The leads of every look; a further look's FMPs pay for the looks planned, as
+    :func:`audiodup.screening.matches_from_looks` has it, and name the look."""
+    from audiodup.screening import planned_views
+
+    n_looks = 1 + len(planned_views(looks[0].query, settings))
+    leads = []
+    for look in looks:
+        found = leads_from_evidence(look.evidence, settings)
+        if (look.time_scale, look.start_s) != (1.0, 0.0):
+            where = {"look_time_scale": look.time_scale, "look_start_s": round(look.start_s, 4)}
+            found = [
+                dataclasses.replace(
+                    lead, fmp=min(1.0, lead.fmp * n_looks), evidence=lead.evidence | where
+                )
+                for lead in found
+            ]
+        leads.extend(found)
+    return leads
 
 
 def screen_one(spec: QuerySpec) -> dict:
@@ -372,8 +399,8 @@ def screen_one(spec: QuerySpec) -> dict:
         samples = render_window(_source(spec.track_id), SAMPLE_RATE_HZ, spec, alteration, rng)
         c1 = _cpu_s()
         audio = audio_from_samples(samples, SAMPLE_RATE_HZ, catalog.settings)
-        verdict, evidence = screen_with_evidence(catalog, audio, spec.query_id)
-        leads = leads_from_evidence(evidence, catalog.settings)
+        verdict, looks = screen_with_evidence(catalog, audio, spec.query_id)
+        leads = leads_from_looks(looks, catalog.settings)
         record |= describe(verdict, leads, setup.work_names)
         record["render_cpu_s"] = round(c1 - c0, 4)
         record["screen_cpu_s"] = round(_cpu_s() - c1, 4)

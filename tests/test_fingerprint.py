@@ -3,6 +3,8 @@ the whole feature pipeline (decode -> spectrogram -> peaks/chroma -> hashes) to 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import example, given
@@ -209,3 +211,43 @@ def test_accepted_audio_is_finite(signal: tuple[np.ndarray, int]) -> None:
     assert np.all(np.isfinite(fp.chroma))
     assert np.isfinite(fp.tuning_semitones)
     assert np.all(np.isfinite(fp.peaks["bin"])) and np.all(np.isfinite(fp.peaks["strength"]))
+
+
+def test_a_slowed_view_is_the_upload_played_slower(work_audio) -> None:
+    """At ``time_scale=2`` the query is analysed with half the hop and its frames counted as
+    ordinary ones: the same peaks at twice the frame numbers, the same pitch, twice the length."""
+    as_is = fingerprint_audio(work_audio, query=True)
+    slowed = fingerprint_audio(work_audio, query=True, time_scale=2.0)
+    assert slowed.duration_s == pytest.approx(2 * as_is.duration_s)
+    assert slowed.recipe == as_is.recipe
+    assert len(slowed.chroma) == pytest.approx(2 * len(as_is.chroma), abs=2)
+    strongest = as_is.peaks[np.argsort(-as_is.peaks["strength"])[:60]]
+    frames = slowed.peaks["frame"].astype(np.int64)
+    found = [
+        np.any(
+            (np.abs(frames - 2 * int(p["frame"])) <= 2)
+            & (np.abs(slowed.peaks["bin"] - p["bin"]) <= 0.5)
+        )
+        for p in strongest
+    ]
+    assert np.mean(found) > 0.8
+    sped_up = fingerprint_audio(work_audio, query=True, time_scale=0.5)
+    assert sped_up.duration_s == pytest.approx(0.5 * as_is.duration_s)
+    assert sped_up.peaks["frame"].max() < 0.51 * as_is.peaks["frame"].max()
+
+
+def test_a_view_in_another_hop_phase_starts_that_far_in(work_audio) -> None:
+    """``hop_phase=0.5`` analyses the upload from half a hop on: the fingerprint of the audio
+    with those samples cut."""
+    half = S.hop_length // 2
+    view = fingerprint_audio(work_audio, query=True, hop_phase=0.5)
+    cut = dataclasses.replace(work_audio, samples=work_audio.samples[half:])
+    assert np.array_equal(view.peaks, fingerprint_audio(cut, query=True).peaks)
+    assert view.duration_s == pytest.approx(work_audio.duration_s - half / S.sample_rate_hz)
+
+
+def test_only_queries_have_views(work_audio) -> None:
+    with pytest.raises(ValueError):
+        fingerprint_audio(work_audio, time_scale=2.0)
+    with pytest.raises(ValueError):
+        fingerprint_audio(work_audio, hop_phase=0.5)

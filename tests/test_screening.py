@@ -1,0 +1,161 @@
+"""Tests for audiodup.screening's looks at other time scales: a 2x cut-and-splice copy that the
+upload as it is misses is found on the slowed look, in the upload's own time, and unrelated
+music, a medley-like splice of two works' excerpts or a short excerpt of unrelated music stays
+below `duplicate` through every look."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import CATALOG_DIR, UPLOADS_DIR
+
+from audiodup import Catalog, screening
+from audiodup.audio import Audio, audio_from_samples, load_audio
+from audiodup.fingerprint import fingerprint_audio
+from audiodup.results import Match, Section
+from audiodup.verdict import decide, score_from_probability
+
+
+def splice_stretch(y: np.ndarray, rate: int, factor: float, segment_s: float = 0.06) -> np.ndarray:
+    """A crude WSOLA: Hann-windowed segments overlap-added every half segment, read every
+    ``factor`` half segments with a seeded jitter of up to a quarter segment and no waveform
+    alignment, so transients are cut, doubled and moved as a cheap 2x stretcher does."""
+    n = int(segment_s * rate)
+    hop_out = n // 2
+    hop_in = int(hop_out * factor)
+    jitter = np.random.default_rng(0).integers(0, hop_out // 2, size=len(y) // hop_in + 1)
+    count = (len(y) - n - hop_in) // hop_in
+    out = np.zeros(count * hop_out + n)
+    window = np.hanning(n)
+    for i in range(count):
+        start = i * hop_in + int(jitter[i])
+        out[i * hop_out : i * hop_out + n] += window * y[start : start + n]
+    return out.astype(np.float32)
+
+
+def audio_of(samples: np.ndarray, catalog: Catalog) -> Audio:
+    return audio_from_samples(samples, catalog.settings.sample_rate_hz, catalog.settings)
+
+
+def looks_and_matches(catalog: Catalog, audio: Audio):
+    s = catalog.settings
+    query = fingerprint_audio(audio, s, query=True)
+
+    def view(scale: float, phase: float):
+        return fingerprint_audio(audio, s, query=True, time_scale=scale, hop_phase=phase)
+
+    looks = screening.gather_looks(query, catalog.indexes(), s, catalog, view)
+    return looks, screening.matches_from_looks(looks, s, catalog), query
+
+
+def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    s = catalog.settings
+    original = load_audio(CATALOG_DIR / "work_00.ogg", s)
+    copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
+    looks, matches, query = looks_and_matches(catalog, copy)
+    assert decide(catalog.match_fingerprint(query), s) != "duplicate"  # the look as it is
+    assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales]  # no phases: long
+    assert decide(matches, s) == "duplicate"
+    top = matches[0]
+    assert top.work_id == work_ids["work_00"]
+    assert top.tempo_ratio == pytest.approx(2.0, rel=0.02)  # in the upload's own tempo
+    assert top.query_end_s <= copy.duration_s + 0.1
+    assert top.coverage_s <= copy.duration_s + 0.1
+    # the same screening through the catalog, which makes the views from the decoded audio
+    assert catalog.screen_audio(copy).verdict == "duplicate"
+
+
+@pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
+def test_a_short_excerpt_out_of_phase_is_a_duplicate_on_a_phase_look(
+    catalog: Catalog, work_ids: dict[str, int], start_s: float
+) -> None:
+    """A 4-s excerpt that starts half a hop between two stored frames keeps too few triplet
+    keys as it is; the look whose analysis starts a half hop in has the stored frames."""
+    s = catalog.settings
+    rate = s.sample_rate_hz
+    samples = load_audio(CATALOG_DIR / "work_02.ogg", s).samples
+    start = int(start_s * rate) // s.hop_length * s.hop_length + s.hop_length // 2
+    excerpt = audio_of(samples[start : start + 4 * rate], catalog)
+    looks, matches, query = looks_and_matches(catalog, excerpt)
+    assert decide(catalog.match_fingerprint(query), s) != "duplicate"
+    assert (1.0, 0.5) in screening.planned_views(query, s)
+    assert decide(matches, s) == "duplicate"
+    top = matches[0]
+    assert top.work_id == work_ids["work_02"]
+    assert 0.0 <= top.query_start_s < top.query_end_s <= excerpt.duration_s + 0.1
+    assert top.ref_start_s - top.query_start_s == pytest.approx(start / rate, abs=0.1)
+
+
+def test_a_copy_found_as_it_is_takes_no_other_look(catalog: Catalog) -> None:
+    s = catalog.settings
+    copy = load_audio(UPLOADS_DIR / "stretch_1.25_work_02.ogg", s)
+    looks, matches, _ = looks_and_matches(catalog, copy)
+    assert len(looks) == 1 and decide(matches, s) == "duplicate"
+
+
+@pytest.mark.parametrize("seconds", [4.0, 8.0, None])
+@pytest.mark.parametrize("name", ["unrelated_a.ogg", "unrelated_b.ogg"])
+def test_unrelated_music_stays_below_duplicate_through_every_look(
+    catalog: Catalog, name: str, seconds: float | None
+) -> None:
+    """Unrelated music, whole or a short excerpt, as it is and spliced to 2x (when that leaves
+    enough audio): every look is taken and none makes a duplicate."""
+    s = catalog.settings
+    samples = load_audio(UPLOADS_DIR / name, s).samples
+    if seconds is not None:
+        start = len(samples) // 3
+        samples = samples[start : start + int(seconds * s.sample_rate_hz)]
+    uploads = [samples, splice_stretch(samples, s.sample_rate_hz, 2.0)]
+    for upload in (u for u in uploads if len(u) >= s.min_duration_s * s.sample_rate_hz):
+        looks, matches, _ = looks_and_matches(catalog, audio_of(upload, catalog))
+        assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
+        assert decide(matches, s) != "duplicate"
+
+
+def test_a_medley_of_unrelated_music_stays_below_duplicate(catalog: Catalog) -> None:
+    """Pieces of two recordings the catalog does not hold, alternating every 2.5 s and spliced
+    to 2x: no look makes a duplicate."""
+    s = catalog.settings
+    rate = s.sample_rate_hz
+    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
+    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
+    piece = int(2.5 * rate)
+    medley = np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)])
+    for upload in (medley, splice_stretch(medley, rate, 2.0)):
+        looks, matches, _ = looks_and_matches(catalog, audio_of(upload, catalog))
+        assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
+        assert decide(matches, s) != "duplicate"
+
+
+def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -> None:
+    section = Section(10.0, 30.0, 5.0, 45.0, 12)
+    seen = Match(
+        work_id=3,
+        path="w.ogg",
+        title=None,
+        relation="same_recording",
+        score=score_from_probability(1e-9),
+        false_match_probability=1e-9,
+        tempo_ratio=1.0,
+        pitch_shift_semitones=0.0,
+        query_start_s=10.0,
+        query_end_s=30.0,
+        ref_start_s=5.0,
+        ref_end_s=45.0,
+        coverage=0.5,
+        coverage_s=20.0,
+        matched_hashes=12,
+        chroma_similarity=None,
+        sections=(section,),
+    )
+    told = screening.match_in_upload_time(seen, 2.0, 0.01, 3)
+    assert told.false_match_probability == pytest.approx(3e-9)
+    assert told.score == pytest.approx(score_from_probability(3e-9))
+    assert told.tempo_ratio == 2.0
+    assert (told.query_start_s, told.query_end_s, told.coverage_s) == (5.01, 15.01, 10.0)
+    assert told.sections == (dataclasses.replace(section, query_start_s=5.01, query_end_s=15.01),)
+    assert (told.ref_start_s, told.ref_end_s, told.coverage) == (5.0, 45.0, 0.5)
