@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import CATALOG_DIR
 
 from audiodup import Catalog
 from audiodup.errors import ClusterError
@@ -226,6 +227,30 @@ def test_sharded_verdicts_are_those_of_one_process(
     verdicts = [d["verdict"] for d in alone]
     assert verdicts[: len(POSITIVES)] == ["duplicate"] * len(POSITIVES)
     assert "duplicate" not in verdicts[len(POSITIVES) :]
+
+
+def test_a_copy_found_on_a_further_look_is_found_the_same_sharded(
+    split_catalog: Path, threaded_client, tmp_path: Path
+):
+    """A 2x cut-and-splice copy that the upload as it is misses is a duplicate on the slowed
+    look (audiodup.screening.gather_looks); the sharded catalog takes the same looks."""
+    from test_screening import splice_stretch
+
+    from audiodup.audio import load_audio
+    from audiodup.sharded import ShardedScreening
+
+    with Catalog.open(split_catalog, create=False) as catalog:
+        rate = catalog.settings.sample_rate_hz
+        original = load_audio(CATALOG_DIR / "work_00.ogg", catalog.settings)
+        copy = tmp_path / "splice_2x_work_00.wav"
+        sf.write(copy, splice_stretch(original.samples, rate, 2.0), rate)
+        alone = _document(catalog.screen(copy))
+        with ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded:
+            catalog.screen_with(sharded.match_fingerprint)
+            spread = _document(catalog.screen(copy))
+    assert spread == alone
+    assert alone["verdict"] == "duplicate"
+    assert alone["matches"][0]["tempo_ratio"] == pytest.approx(2.0, rel=0.02)
 
 
 def test_every_round_gives_the_evidence_of_one_process(
