@@ -103,6 +103,28 @@ def prepare_queries(work: Path, positives: frozenset[str], max_negatives: int, s
     return out
 
 
+def sample_queries(prepared: Path, per_variant: int, max_negatives: int, seed: int) -> Path:
+    """A seeded sample of the prepared queries: at most ``per_variant`` positives of each
+    variant and ``max_negatives`` negatives (a loaded machine screens fewer)."""
+    out = prepared.with_name(f"queries-{per_variant}-{max_negatives}.pkl")
+    if out.exists():
+        return out
+    prints = pickle.loads(prepared.read_bytes())
+    rng = np.random.default_rng([seed, 0x5A3])
+    by_group: dict[str, list] = defaultdict(list)
+    for item in prints:
+        q = item[0]
+        by_group[q.variant if q.role == "positive" else "negative"].append(item)
+    kept = []
+    for group, items in sorted(by_group.items()):
+        limit = max_negatives if group == "negative" else per_variant
+        kept += [items[i] for i in sorted(rng.permutation(len(items))[:limit])]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(kept))
+    tmp.replace(out)
+    return out
+
+
 # -- building ------------------------------------------------------------------------------------
 def grow_catalog(catalog_dir: Path, sources, target_works: int, seed: int) -> dict:
     """Commit distractors until the catalog holds ``target_works`` works (batches of
@@ -216,6 +238,7 @@ def run(
     max_negatives: int,
     source_dir: Path,
     models: dict[str, str | None],
+    per_variant: int = 1000,
 ) -> None:
     """Grow the catalog through ``sizes`` and screen at each size once per chance model:
     ``models`` maps a label to the audiodup sources that hold it (prepended to the screening
@@ -230,7 +253,9 @@ def run(
     sources = [s for s in sources if not is_distractor(s.name)]
     positives, material = split_sources([s.name for s in sources], seed)
     material_sources = [s for s in sources if s.name in material]
-    queries = prepare_queries(work, positives, max_negatives, seed)
+    queries = sample_queries(
+        prepare_queries(work, positives, max_negatives, seed), per_variant, max_negatives, seed
+    )
     _log(f"queries ready: {queries}")
     rows_path = work / "rows.jsonl"
     for size in sorted(sizes):
@@ -245,6 +270,9 @@ def run(
             entries, vectors = st.hash_entries, st.chroma_vectors
         for label, screen_path in models.items():
             out = work / f"screen-{label}-{size}.jsonl"
+            if out.exists() and read_screen(out)[1]:
+                _log(f"{out.name} is complete: kept")
+                continue
             _log(f"screening at {works} works ({label})")
             env = dict(os.environ)
             if screen_path:
@@ -370,9 +398,12 @@ def write_report(work: Path, out: Path) -> Path:
     # a re-run (model, size) replaces the older row
     rows = list({(r["label"], r["size"]): r for r in rows}.values())
     table, variant_rows, stats = [], [], []
+    screened = {r["screen_file"]: read_screen(work / r["screen_file"]) for r in rows}
+    # every row is summarised over the same queries: those all the screen files hold
+    common = set.intersection(*({x["query_id"] for x in recs} for recs, _ in screened.values()))
     for r in sorted(rows, key=lambda r: (r["label"], r["size"])):
-        records, summary = read_screen(work / r["screen_file"])
-        s = summarise(records, source_paths)
+        records, summary = screened[r["screen_file"]]
+        s = summarise([x for x in records if x["query_id"] in common], source_paths)
         stats.append((r, s, summary))
         table.append(
             f"| {r['label']} | {r['works']:,} | {r['hours']:,.1f} | {r['shards']} | "
@@ -473,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--max-negatives", type=int, default=300)
+    p_run.add_argument("--per-variant", type=int, default=1000, help="positives per variant")
     p_run.add_argument("--source-catalog", type=Path, default=None)
     p_run.add_argument(
         "--models",
@@ -500,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label: path or None
                 for label, _, path in (m.partition("=") for m in args.models.split(","))
             },
+            args.per_variant,
         )
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out)
