@@ -78,13 +78,15 @@ DEFAULT_RECIPE = DistractorRecipe()
 
 # -- sources -------------------------------------------------------------------------------------
 def load_sources(catalog_dir: Path) -> list[SourcePrint]:
-    """Every live work's stored fingerprint, by work id (the catalog is only read)."""
+    """The stored fingerprint of every live work but the distractors, by work id (the catalog
+    is only read)."""
     from audiodup.catalog import Catalog
 
     with Catalog.open(catalog_dir) as catalog:
         return [
             SourcePrint(w.path, catalog.fingerprint(w.work_id))
             for w in sorted(catalog.works(), key=lambda w: w.work_id)
+            if not is_distractor(w.path)
         ]
 
 

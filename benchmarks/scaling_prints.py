@@ -56,7 +56,10 @@ HARD_VARIANTS = (
 )
 DEFAULT_WORK = Path("/tmp/audiodup-scaling-prints")
 DEFAULT_OUT = REPO / "benchmarks" / "SCALING.md"
-BATCH_WORKS = 10_000  # works per committed shard
+# works per committed shard: a shard trains its chroma IVF with one list per ~40 vectors, so
+# training grows with the square of the shard (10,000 works in one shard: >10 CPU-min, and
+# compacting to max_shards shards retrains over all of them); 1,250 works train in seconds
+BATCH_WORKS = 1_250
 
 
 def _log(message: str) -> None:
@@ -127,13 +130,13 @@ def sample_queries(prepared: Path, per_variant: int, max_negatives: int, seed: i
 
 # -- building ------------------------------------------------------------------------------------
 def grow_catalog(catalog_dir: Path, sources, target_works: int, seed: int) -> dict:
-    """Commit distractors until the catalog holds ``target_works`` works (batches of
-    ``BATCH_WORKS``, then one compaction to at most ``max_shards`` shards, as the store would
-    keep it); returns the CPU and wall seconds spent."""
+    """Commit distractors until the catalog holds ``target_works`` works, one shard per
+    ``BATCH_WORKS``; returns the CPU and wall seconds spent. The shards are not compacted to
+    ``max_shards`` (see ``BATCH_WORKS``): screening reads all of them."""
     from audiodup.catalog import Catalog
     from audiodup.settings import DEFAULT_SETTINGS
 
-    # one shard per batch while growing; compacted once at the end (below)
+    # one shard per batch: the store would compact beyond max_shards (see BATCH_WORKS)
     builder = dataclasses.replace(DEFAULT_SETTINGS, max_shards=10_000)
     c0, w0 = time.process_time(), time.perf_counter()
     with Catalog.open(catalog_dir, settings=builder) as catalog:
@@ -146,11 +149,6 @@ def grow_catalog(catalog_dir: Path, sources, target_works: int, seed: int) -> di
             have += take
             n_dist += take
             _log(f"catalog at {have} works")
-        shards = catalog.stats().shards
-        if shards > DEFAULT_SETTINGS.max_shards:
-            with catalog.store._writing("compact"):  # noqa: SLF001 - as commit_batch would
-                catalog.store.compact(keep_largest=True)
-            _log(f"compacted {shards} shards to {catalog.stats().shards}")
     return {"build_cpu_s": time.process_time() - c0, "build_wall_s": time.perf_counter() - w0}
 
 
@@ -159,16 +157,23 @@ def disk_bytes(directory: Path) -> int:
 
 
 # -- screening (its own process) -----------------------------------------------------------------
-def screen_catalog(catalog_dir: Path, queries: Path, out: Path) -> None:
+def screen_catalog(
+    catalog_dir: Path, queries: Path, out: Path, max_query_hits: int | None = None
+) -> None:
     """Screen every prepared query against the catalog; one JSON line per query, then a
-    summary line with this process's peak RSS and the index loading time."""
+    summary line with this process's peak RSS and the index loading time. ``max_query_hits``
+    overrides the setting (the hit budget of one query's look-up)."""
     from audiodup.catalog import Catalog
     from audiodup.screening import gather_evidence, hash_votes, matches_from_evidence
+    from audiodup.settings import DEFAULT_SETTINGS
     from audiodup.verdict import decide
 
     prints = pickle.loads(queries.read_bytes())
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with Catalog.open(catalog_dir, create=False) as catalog, out.open("w") as fh:
+    settings = DEFAULT_SETTINGS
+    if max_query_hits:
+        settings = dataclasses.replace(settings, max_query_hits=max_query_hits)
+    with Catalog.open(catalog_dir, create=False, settings=settings) as catalog, out.open("w") as fh:
         settings = catalog.settings
         t0 = time.perf_counter()
         indexes = catalog.indexes()
@@ -239,12 +244,15 @@ def run(
     source_dir: Path,
     models: dict[str, str | None],
     per_variant: int = 1000,
+    built_elsewhere: dict[int, dict] | None = None,
+    max_query_hits: int | None = None,
 ) -> None:
     """Grow the catalog through ``sizes`` and screen at each size once per chance model:
     ``models`` maps a label to the audiodup sources that hold it (prepended to the screening
     process's PYTHONPATH; None: this checkout)."""
     from audiodup.catalog import Catalog
 
+    built_elsewhere = built_elsewhere or {}
     work.mkdir(parents=True, exist_ok=True)
     catalog_dir = work / "catalog"
     if not catalog_dir.exists():
@@ -264,6 +272,8 @@ def run(
                 _log(f"the catalog already holds more than {size} works: size skipped")
                 continue
         timing = grow_catalog(catalog_dir, material_sources, size, seed)
+        if size in built_elsewhere:  # grown by grow_catalog in another process
+            timing = built_elsewhere[size]
         with Catalog.open(catalog_dir, create=False) as catalog:
             st = catalog.stats()
             works, hours, shards = st.works, st.hours, st.shards
@@ -291,12 +301,14 @@ def run(
                     str(queries),
                     "--out",
                     str(out),
+                    *(["--max-query-hits", str(max_query_hits)] if max_query_hits else []),
                 ],
                 check=True,
                 env=env,
             )
             row = {
                 "label": label,
+                "max_query_hits": max_query_hits,
                 "size": size,
                 "works": works,
                 "hours": hours,
@@ -378,118 +390,152 @@ def summarise(records: list[dict], source_paths: dict[str, str]) -> dict:
         "distractor_top": distractor_top,
         "search_p50_ms": float(np.percentile(search, 50)) * 1000,
         "search_p95_ms": float(np.percentile(search, 95)) * 1000,
+        "search_cpu_p50_ms": float(np.percentile([r["search_cpu_s"] for r in records], 50)) * 1000,
+        "search_cpu_p95_ms": float(np.percentile([r["search_cpu_s"] for r in records], 95)) * 1000,
         "by_variant": {
             v: (sum(o == "found" for o in outs), len(outs)) for v, outs in by_variant.items()
         },
     }
 
 
-def write_report(work: Path, out: Path) -> Path:
-    import matplotlib
+def load_rows(works: Sequence[Path]) -> list[dict]:
+    """Every row of the run folders, each with its screen file's records (``records``) and
+    summary (``screen``); a re-run (model, size) replaces the older row."""
+    rows: dict[tuple, dict] = {}
+    for work in works:
+        for line in (work / "rows.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            r["records"], r["screen"] = read_screen(work / r["screen_file"])
+            rows[(r["label"], r["size"], len(r["records"]))] = r
+    return sorted(rows.values(), key=lambda r: (r["label"], r["size"]))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from benchmarks.corpus import cache_dir
-
-    corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
-    source_paths = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
-    rows = [json.loads(line) for line in (work / "rows.jsonl").read_text().splitlines()]
-    # a re-run (model, size) replaces the older row
-    rows = list({(r["label"], r["size"]): r for r in rows}.values())
-    table, variant_rows, stats = [], [], []
-    screened = {r["screen_file"]: read_screen(work / r["screen_file"]) for r in rows}
-    # every row is summarised over the same queries: those all the screen files hold
-    common = set.intersection(*({x["query_id"] for x in recs} for recs, _ in screened.values()))
-    for r in sorted(rows, key=lambda r: (r["label"], r["size"])):
-        records, summary = screened[r["screen_file"]]
-        s = summarise([x for x in records if x["query_id"] in common], source_paths)
-        stats.append((r, s, summary))
+def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[str], list]:
+    """The size table and the per-variant table of ``rows``, all summarised over the queries
+    every one of them screened (so the rows compare the same queries)."""
+    common = set.intersection(*({x["query_id"] for x in r["records"]} for r in rows))
+    stats = []
+    table = [
+        "| chance model | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
+        "| build wall / CPU s | index load s | search p50 / p95 ms | search CPU p50 / p95 ms "
+        "| recall, hard variants | wrong duplicates on positives | negatives: duplicate / "
+        "suspect | load avg |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s = summarise([x for x in r["records"] if x["query_id"] in common], source_paths)
+        m = r["screen"]
+        stats.append((r, s, m))
         table.append(
             f"| {r['label']} | {r['works']:,} | {r['hours']:,.1f} | {r['shards']} | "
-            f"{r['hash_entries'] / 1e6:,.1f} | {summary.get('rss_mb_peak', float('nan')):,.0f} | "
+            f"{r['hash_entries'] / 1e6:,.1f} | {m.get('rss_mb_peak', float('nan')):,.0f} | "
             f"{r['disk_bytes'] / 1e6:,.0f} | {r['build_wall_s']:,.0f} / {r['build_cpu_s']:,.0f} | "
-            f"{summary.get('index_load_s', float('nan')):.1f} | "
+            f"{m.get('index_load_s', float('nan')):.1f} | "
             f"{s['search_p50_ms']:.0f} / {s['search_p95_ms']:.0f} | "
+            f"{s['search_cpu_p50_ms']:.0f} / {s['search_cpu_p95_ms']:.0f} | "
             f"{100 * s['recall']:.1f} % ({s['found']}/{s['positives']}) | "
             f"{s['pos_false_positive']} | {s['neg_duplicate']} / {s['neg_suspect']} "
             f"(of {s['negatives']}) | {r['loadavg'][0]:.1f} |"
         )
     variants = sorted({v for _, s, _ in stats for v in s["by_variant"]})
     header = " | ".join(f"{r['label']}, {r['works']:,} works" for r, _, _ in stats)
+    table += ["", f"| variant | {header} |", "|---|" + "---:|" * len(stats)]
     for v in variants:
         cells = []
         for _, s, _ in stats:
             k, n = s["by_variant"].get(v, (0, 0))
             cells.append(f"{k}/{n} ({100 * k / max(n, 1):.0f} %)")
-        variant_rows.append(f"| {v} | " + " | ".join(cells) + " |")
+        table.append(f"| {v} | " + " | ".join(cells) + " |")
+    return table, stats
 
-    plot_dir = out.parent / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
+
+def plot_scaling(stats: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    works = [r["works"] for r, _, _ in stats]
-    axes[0].plot(works, [s["search_p50_ms"] for _, s, _ in stats], "o-", label="p50")
-    axes[0].plot(works, [s["search_p95_ms"] for _, s, _ in stats], "s--", label="p95")
-    axes[0].set_ylabel("search ms (after fingerprinting)")
-    axes[1].plot(works, [m.get("rss_mb_peak", np.nan) for _, _, m in stats], "o-", label="RSS MB")
-    axes[1].plot(works, [r["disk_bytes"] / 1e6 for r, _, _ in stats], "s--", label="disk MB")
-    axes[1].set_ylabel("MB")
-    for v in variants:
-        axes[2].plot(
-            works,
-            [100 * s["by_variant"][v][0] / max(s["by_variant"][v][1], 1) for _, s, _ in stats],
-            "o-",
-            label=v,
-            lw=1,
+    for label in sorted({r["label"] for r, _, _ in stats}):
+        mine = [(r, s, m) for r, s, m in stats if r["label"] == label]
+        works = [r["works"] for r, _, _ in mine]
+        axes[0].plot(
+            works, [s["search_cpu_p50_ms"] for _, s, _ in mine], "o-", label=f"{label} p50"
         )
-    axes[2].set_ylabel("recall % (duplicate of the source)")
-    axes[2].legend(fontsize=6)
+        axes[0].plot(
+            works, [s["search_cpu_p95_ms"] for _, s, _ in mine], "s--", label=f"{label} p95"
+        )
+        axes[2].plot(works, [100 * s["recall"] for _, s, _ in mine], "o-", label=label)
+    mine = [(r, s, m) for r, s, m in stats if r["label"] == stats[0][0]["label"]]
+    works = [r["works"] for r, _, _ in mine]
+    axes[1].plot(works, [m.get("rss_mb_peak", np.nan) for _, _, m in mine], "o-", label="RSS MB")
+    axes[1].plot(works, [r["disk_bytes"] / 1e6 for r, _, _ in mine], "s--", label="disk MB")
+    axes[0].set_ylabel("search CPU ms (after fingerprinting)")
+    axes[1].set_ylabel("MB")
+    axes[2].set_ylabel("recall % of the hard variants (duplicate of the source)")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("works in the catalog")
-    axes[0].legend()
-    axes[1].legend()
+        ax.legend(fontsize=7)
+    axes[1].set_yscale("log")
     fig.tight_layout()
-    plot = plot_dir / "scaling_prints.png"
-    fig.savefig(plot, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
-    last = stats[-1][0]
+
+def write_report(works: Sequence[Path], out: Path) -> Path:
+    """SCALING.md from the run folders ``works``: one paired table over the queries every row
+    screened, and one per folder over its own (larger) query sample."""
+    from benchmarks.corpus import cache_dir
+
+    corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    source_paths = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
+    rows = load_rows(works)
+    table, stats = paired_tables(rows, source_paths)
+    plot_dir = out.parent / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plot = plot_dir / "scaling_prints.png"
+    plot_scaling(stats, plot)
+    last = max(rows, key=lambda r: r["date"])
+    n_common = stats[0][1]["positives"] + stats[0][1]["negatives"]
     text = [
         "# Scaling with fingerprint-level distractors (issue #14)",
         "",
         "Generated by `benchmarks/scaling_prints.py` "
         "(`python -m benchmarks.scaling_prints run --sizes ...`, then `... report`).",
         "",
-        f"* Last size measured {last['date']} at commit `{last['commit']}`; machine: AMD EPYC, "
-        "2 cores, 24 GB RAM, shared with 4 other engineers' jobs (load average per row).",
+        f"* Last row measured {last['date']} at commit `{last['commit']}`; machine: AMD EPYC, "
+        "2 cores, 24 GB RAM, shared with 4 other engineers' jobs (load average per row: "
+        "wall-clock times are inflated by it, CPU times much less).",
         "* Catalog: the 113 real works of the benchmark corpus (4.68 h), then distractor "
         "fingerprints cut from the material half of them (`benchmarks/distractor_prints.py`, "
         "`DISTRACTORS.md`). Queries: the hard variants of the other (positive) half, rendered in "
         "`queries-v1`, and a seeded sample of negatives (never-indexed tracks, same variants), "
         "fingerprinted once; the same queries at every size.",
-        "* Screening: one fresh process per size (`screen`): RSS is its peak resident memory "
-        "with the index loaded (today's in-RAM FAISS shards). Search = gather evidence + "
+        "* Chance models: `works` pays a hash line's search over every work of the catalog "
+        "(audiodup before this change, screened from its sources), `competing` over the works "
+        "whose retrieved hits could hold the line (`audiodup/verdict.py`).",
+        "* Screening: one fresh process per size and model (`screen`): RSS is its peak resident "
+        "memory with the index loaded (today's in-RAM FAISS shards). Search = gather evidence + "
         "combine + decide, after fingerprinting, one thread.",
-        "* Build: distractors committed in batches of 10,000 (one shard each), then one "
-        "compaction to at most 8 shards; wall / CPU seconds of that growth step (not of the "
+        "* Build: distractors committed in batches of 1,250 works, one shard each, not "
+        "compacted to the store's 8 (compaction trains one chroma IVF over every vector: "
+        "quadratic, see docs/scaling.md); wall / CPU seconds of that growth step (not of the "
         "113 real works, which were fingerprinted from audio earlier).",
         "",
-        "| chance model | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
-        "| build wall / CPU s | index load s | search p50 / p95 ms | recall, hard variants | wrong "
-        "duplicates on positives | negatives: duplicate / suspect | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"## Every size, the {n_common} queries screened at all of them",
+        "",
         *table,
-        "",
-        "## Recall per hard variant (duplicate of the source work)",
-        "",
-        f"| variant | {header} |",
-        "|---|" + "---:|" * len(stats),
-        *variant_rows,
         "",
         f"![scaling]({'plots/' + plot.name})",
         "",
     ]
+    for work in works[:-1] if len(works) > 1 else []:
+        own = load_rows([work])
+        extra, extra_stats = paired_tables(own, source_paths)
+        n = extra_stats[0][1]["positives"] + extra_stats[0][1]["negatives"]
+        sizes = ", ".join(f"{w:,}" for w in sorted({r["works"] for r in own}))
+        text += [f"## {sizes} works, a larger sample ({n} queries)", "", *extra, ""]
     out.write_text("\n".join(text))
     return out
 
@@ -505,6 +551,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--max-negatives", type=int, default=300)
     p_run.add_argument("--per-variant", type=int, default=1000, help="positives per variant")
+    p_run.add_argument(
+        "--built-elsewhere",
+        type=Path,
+        default=None,
+        help="JSON {size: grow_catalog timing} for a catalog grown by another process and copied",
+    )
+    p_run.add_argument("--max-query-hits", type=int, default=None, help="override the setting")
     p_run.add_argument("--source-catalog", type=Path, default=None)
     p_run.add_argument(
         "--models",
@@ -515,8 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--catalog", type=Path, required=True)
     p_screen.add_argument("--queries", type=Path, required=True)
     p_screen.add_argument("--out", type=Path, required=True)
+    p_screen.add_argument("--max-query-hits", type=int, default=None)
     p_report = sub.add_parser("report")
-    p_report.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    p_report.add_argument("--work", type=Path, nargs="+", default=[DEFAULT_WORK])
     p_report.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -533,9 +587,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for label, _, path in (m.partition("=") for m in args.models.split(","))
             },
             args.per_variant,
+            {
+                int(k): v
+                for k, v in (
+                    json.loads(args.built_elsewhere.read_text()) if args.built_elsewhere else {}
+                ).items()
+            },
+            args.max_query_hits,
         )
     elif args.command == "screen":
-        screen_catalog(args.catalog, args.queries, args.out)
+        screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     else:
         print(write_report(args.work, args.out))
     return 0
