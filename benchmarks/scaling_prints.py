@@ -419,8 +419,8 @@ def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[
         "| chance model | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
         "| build wall / CPU s | index load s | search p50 / p95 ms | search CPU p50 / p95 ms "
         "| recall, hard variants | wrong duplicates on positives | negatives: duplicate / "
-        "suspect | load avg |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "suspect | load avg | commit |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         s = summarise([x for x in r["records"] if x["query_id"] in common], source_paths)
@@ -435,7 +435,7 @@ def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[
             f"{s['search_cpu_p50_ms']:.0f} / {s['search_cpu_p95_ms']:.0f} | "
             f"{100 * s['recall']:.1f} % ({s['found']}/{s['positives']}) | "
             f"{s['pos_false_positive']} | {s['neg_duplicate']} / {s['neg_suspect']} "
-            f"(of {s['negatives']}) | {r['loadavg'][0]:.1f} |"
+            f"(of {s['negatives']}) | {r['loadavg'][0]:.1f} | `{r['commit']}` |"
         )
     variants = sorted({v for _, s, _ in stats for v in s["by_variant"]})
     header = " | ".join(f"{r['label']}, {r['works']:,} works" for r, _, _ in stats)
@@ -483,7 +483,7 @@ def plot_scaling(stats: list, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(works: Sequence[Path], out: Path) -> Path:
+def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) -> Path:
     """SCALING.md from the run folders ``works``: one paired table over the queries every row
     screened, and one per folder over its own (larger) query sample."""
     from benchmarks.corpus import cache_dir
@@ -522,6 +522,7 @@ def write_report(works: Sequence[Path], out: Path) -> Path:
         "compacted to the store's 8 (compaction trains one chroma IVF over every vector: "
         "quadratic, see docs/scaling.md); wall / CPU seconds of that growth step (not of the "
         "113 real works, which were fingerprinted from audio earlier).",
+        *(f"* {note}" for note in notes),
         "",
         f"## Every size, the {n_common} queries screened at all of them",
         "",
@@ -572,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_report = sub.add_parser("report")
     p_report.add_argument("--work", type=Path, nargs="+", default=[DEFAULT_WORK])
     p_report.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p_report.add_argument("--note", action="append", default=[], help="a line for the header")
     args = parser.parse_args(argv)
     if args.command == "run":
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
@@ -598,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     else:
-        print(write_report(args.work, args.out))
+        print(write_report(args.work, args.out, args.note))
     return 0
 
 
