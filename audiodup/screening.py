@@ -130,8 +130,9 @@ def hash_evidence(
 def hash_candidates(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
 ) -> tuple[dict[int, HashEvidence], np.ndarray]:
-    """:func:`hash_evidence` and the retrieved hits of every work (indexed by work id), which
-    say which works were in competition (:func:`audiodup.verdict.hash_false_match_probability`)."""
+    """:func:`hash_evidence` and the number of retrieved hits of each work that got some, which
+    say which works were in competition (:func:`audiodup.verdict.hash_false_match_probability`);
+    at most one per hit, however large the catalog."""
     votes = hash_votes(query, indexes, settings)
     ranked = candidate_works(
         votes, settings.candidate_works, settings.frames_per_second, settings.min_candidate_support
@@ -141,7 +142,7 @@ def hash_candidates(
         e = _verify(votes, work_id, settings)
         if e is not None:
             evidence[work_id] = e
-    return evidence, np.bincount(votes.work.astype(np.int64))
+    return evidence, np.unique(votes.work, return_counts=True)[1]
 
 
 def score_hashes(
@@ -151,8 +152,8 @@ def score_hashes(
     hits_per_work: np.ndarray | None = None,
 ) -> dict[int, HashFinding]:
     """Each work's hash evidence with its false-match probability; the works outside the three
-    strongest lines form this query's chance background. With ``hits_per_work`` (every work's
-    retrieved hits) the search is paid over the works in competition
+    strongest lines form this query's chance background. With ``hits_per_work`` (the retrieved
+    hits of each work that got some) the search is paid over the works in competition
     (:func:`audiodup.verdict.hash_false_match_probability`); without it over all ``n_works``."""
     evidence = list(evidence)
     top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}

@@ -58,8 +58,9 @@ def hash_false_match_probability(
     """Probability that chance gives some work a line of ``evidence.main_inliers`` inliers.
 
     Per work, the line's excess has a geometric tail given the work's hits. Without
-    ``hits_per_work`` the tail of this work is paid ``n_works`` times. With it (the retrieved
-    hits of every work, indexed by work id) the union runs over the works in competition only:
+    ``hits_per_work`` the tail of this work is paid ``n_works`` times. With it (the number of
+    retrieved hits of each work that got some, in any order) the union runs over the works in
+    competition only:
     a line's inliers are some of its work's hits, so a work with fewer hits than the line's
     inliers cannot give it, and the probability is the sum of the tails of the works with
     enough hits (each at its own hit count). That sum is one function of the line strength for

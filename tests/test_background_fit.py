@@ -121,7 +121,7 @@ def fitted_scale(evidence: Evidence) -> float:
 
 
 def hits_of(query: Fingerprint, catalog: Catalog) -> np.ndarray:
-    """Every work's retrieved hits, which say the works in competition."""
+    """The retrieved hits of each work that got some: they say the works in competition."""
     return hash_candidates(query, catalog.indexes(), S)[1]
 
 
