@@ -278,7 +278,7 @@ def test_with_the_hits_the_search_is_paid_by_the_works_that_could_give_the_line(
 def test_a_true_copy_stays_a_duplicate_as_the_catalog_grows() -> None:
     """A copy whose line holds 16 inliers among 40 hits, in catalogs of 10^2 to 10^7 works whose
     other works get a few chance hits each from a 5-s upload (Poisson, mean 2): paid over every
-    work it falls to suspect at 10^6 works; paid over the works in competition it stays."""
+    work it falls to suspect at 10^7 works; paid over the works in competition it stays."""
     rng = np.random.default_rng(3)
     copy = hashed(work_id=0, main_inliers=16, votes=40)
     chance = [hashed(work_id=w, main_inliers=4, votes=9) for w in range(1, 9)]
