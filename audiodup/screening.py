@@ -125,32 +125,51 @@ def hash_evidence(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
 ) -> dict[int, HashEvidence]:
     """The verified hash evidence of every candidate work, best candidates first."""
-    return {w: e for w, _, e in verified_candidates(query, indexes, settings) if e is not None}
+    return hash_candidates(query, indexes, settings)[0]
+
+
+def hash_candidates(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> tuple[dict[int, HashEvidence], np.ndarray]:
+    """:func:`hash_evidence` and the number of retrieved hits of each work that got some, which
+    say which works were in competition (:func:`audiodup.verdict.hash_false_match_probability`);
+    at most one per hit, however large the catalog."""
+    ranked, hit_counts = verified_candidates(query, indexes, settings)
+    return {w: e for w, _, e in ranked if e is not None}, hit_counts
 
 
 def verified_candidates(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
-) -> list[tuple[int, int, HashEvidence | None]]:
+) -> tuple[list[tuple[int, int, HashEvidence | None]], np.ndarray]:
     """``(work_id, support, evidence)`` of the ``settings.candidate_works`` best candidate works
     (:func:`audiodup.match.candidate_works`: most support first, then lowest work id), with
-    their verified hash lines (``None``: none verified)."""
+    their verified hash lines (``None``: none verified), and the hit counts of
+    :func:`hash_candidates`."""
     votes = hash_votes(query, indexes, settings)
     ranked = candidate_works(
         votes, settings.candidate_works, settings.frames_per_second, settings.min_candidate_support
     )
-    return [(work_id, support, _verify(votes, work_id, settings)) for work_id, support in ranked]
+    verified = [(w, support, _verify(votes, w, settings)) for w, support in ranked]
+    return verified, np.unique(votes.work, return_counts=True)[1]
 
 
 def score_hashes(
-    evidence: Iterable[HashEvidence], n_works: int, settings: Settings
+    evidence: Iterable[HashEvidence],
+    n_works: int,
+    settings: Settings,
+    hits_per_work: np.ndarray | None = None,
 ) -> dict[int, HashFinding]:
     """Each work's hash evidence with its false-match probability; the works outside the three
-    strongest lines form this query's chance background."""
+    strongest lines form this query's chance background. With ``hits_per_work`` (the retrieved
+    hits of each work that got some) the search is paid over the works in competition
+    (:func:`audiodup.verdict.hash_false_match_probability`); without it over all ``n_works``."""
     evidence = list(evidence)
     top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
     scale = chance_excess_scale(evidence, top, settings)
     return {
-        e.work_id: HashFinding(e, hash_false_match_probability(e, scale, n_works, settings))
+        e.work_id: HashFinding(
+            e, hash_false_match_probability(e, scale, n_works, settings, hits_per_work)
+        )
         for e in evidence
     }
 
@@ -271,7 +290,8 @@ def gather_evidence(
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks."""
     n_works = max(int(indexes.live.sum()), 1)
-    hashes = score_hashes(hash_evidence(query, indexes, settings).values(), n_works, settings)
+    hashed, hits_per_work = hash_candidates(query, indexes, settings)
+    hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)
     reference = _memo(works.fingerprint)  # each stored fingerprint decoded once per query

@@ -165,8 +165,9 @@ def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool]:
 
 def group_hashes(
     spec: GroupSpec, totals: CatalogTotals, query: Fingerprint
-) -> list[tuple[int, int, HashEvidence | None]]:
-    """The group's best candidate works with their verified hash lines."""
+) -> tuple[list[tuple[int, int, HashEvidence | None]], np.ndarray]:
+    """The group's best candidate works with their verified hash lines, and the hit counts of
+    its works that got hits (:func:`audiodup.screening.verified_candidates`)."""
     group = open_group(spec)
     return verified_candidates(query, group.screened(totals), spec.settings)
 
@@ -263,7 +264,8 @@ class ShardedScreening:
         query_future = self._scatter(query)
         try:
             found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
-            hashes = score_hashes(self._top_candidates(found), n_works, settings)
+            hit_counts = np.concatenate([counts for _, counts in found])  # works apart by group
+            hashes = score_hashes(self._top_candidates(found), n_works, settings, hit_counts)
             if any(
                 f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()
             ):
@@ -287,10 +289,10 @@ class ShardedScreening:
         finally:
             query_future.release()
 
-    def _top_candidates(self, found: list[list]) -> list[HashEvidence]:
+    def _top_candidates(self, found: list[tuple[list, np.ndarray]]) -> list[HashEvidence]:
         """The verified evidence of the ``candidate_works`` best candidates over all groups, in
         the order one process ranks them (most support, then lowest work id)."""
-        merged = sorted((c for part in found for c in part), key=lambda c: (-c[1], c[0]))
+        merged = sorted((c for part, _ in found for c in part), key=lambda c: (-c[1], c[0]))
         return [e for _, _, e in merged[: self.settings.candidate_works] if e is not None]
 
     def _per_work(self, specs, task, query_future, items: list, what: str) -> list:

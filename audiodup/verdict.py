@@ -6,8 +6,10 @@ hits, so the statistic is the *excess* over that minimum. On the Debian benchmar
 of unrelated works is small and grows slowly with the number of hits the work received; its tail is
 modelled as geometric (heavier than Poisson) with mean ``base + per_vote * votes``. Per query, the
 works that received hits but are not the match form a background sample that can only raise that
-mean. A Bonferroni factor for the number of works searched turns the tail probability into
-``false_match_probability``.
+mean. A union over the works in competition turns the tail probability into
+``false_match_probability``: only a work whose retrieved hits number at least the line's inliers
+could have produced a line this strong, so works the look-up gave fewer hits do not pay, however
+large the catalog (:func:`hash_false_match_probability`).
 
 A chroma alignment is a maximum over scales, rotations and offsets; how high chance reaches
 depends on the query (its length, how stationary its chroma is), so its chance law is measured on
@@ -47,15 +49,40 @@ def chance_excess_scale(
 
 
 def hash_false_match_probability(
-    evidence: HashEvidence, scale: float, n_works: int, settings: Settings
+    evidence: HashEvidence,
+    scale: float,
+    n_works: int,
+    settings: Settings,
+    hits_per_work: np.ndarray | None = None,
 ) -> float:
-    mean_excess = _prior_excess(evidence.votes, settings) * scale
+    """Probability that chance gives some work a line of ``evidence.main_inliers`` inliers.
+
+    Per work, the line's excess has a geometric tail given the work's hits. Without
+    ``hits_per_work`` the tail of this work is paid ``n_works`` times. With it (the number of
+    retrieved hits of each work that got some, in any order) the union runs over the works in
+    competition only:
+    a line's inliers are some of its work's hits, so a work with fewer hits than the line's
+    inliers cannot give it, and the probability is the sum of the tails of the works with
+    enough hits (each at its own hit count). That sum is one function of the line strength for
+    every work of the query, so it is a valid union bound given the hits, however large the
+    catalog; in a large catalog a short upload gives most works a few chance hits only."""
     excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
-    p_single = (mean_excess / (1.0 + mean_excess)) ** excess
-    return min(1.0, p_single * max(n_works, 1))
+    own = _line_tail(np.asarray(evidence.votes), excess, scale, settings)
+    if hits_per_work is None:
+        return min(1.0, float(own) * max(n_works, 1))
+    hits = np.asarray(hits_per_work)
+    competing = hits[hits >= max(evidence.main_inliers, 1)]
+    total = float(np.sum(_line_tail(competing, excess, scale, settings)))
+    return min(1.0, max(total, float(own)))  # the matched work itself always competes
 
 
-def _prior_excess(votes: int, settings: Settings) -> float:
+def _line_tail(votes: np.ndarray, excess: int, scale: float, settings: Settings) -> np.ndarray:
+    """P(a work with ``votes`` hits gives a chance line with at least this ``excess``)."""
+    mean_excess = _prior_excess(votes, settings) * scale
+    return (mean_excess / (1.0 + mean_excess)) ** excess
+
+
+def _prior_excess(votes, settings: Settings):
     return settings.chance_excess_base + settings.chance_excess_per_vote * votes
 
 

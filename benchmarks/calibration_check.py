@@ -563,17 +563,28 @@ def corpus_setup(data: Path | None, smoke: bool) -> Setup:
 
 
 def ensure_catalog(
-    directory: Path, catalog_paths: dict[str, str], workers: int, log: Callable[[str], None]
+    directory: Path,
+    catalog_paths: dict[str, str],
+    workers: int,
+    log: Callable[[str], None],
+    distractors: bool = False,
 ) -> dict[int, str]:
     """Open (or build) the catalog in ``directory`` holding exactly the catalog works; returns
-    work_id -> track id. A catalog holding other works is refused, never deleted."""
+    work_id -> track id. A catalog holding other works is refused, never deleted; with
+    ``distractors``, fingerprint-level distractor works (:mod:`benchmarks.distractor_prints`,
+    named by their ``distractor:`` path) may be there too, under that name."""
     from audiodup.catalog import Catalog
     from audiodup.errors import AudiodupError
+    from benchmarks.distractor_prints import is_distractor
 
     wanted = {os.path.realpath(p): tid for tid, p in catalog_paths.items()}
     try:
         with Catalog.open(directory, create=True) as catalog:
-            works = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
+            listed = catalog.works()
+            padding = {w.work_id: w.path for w in listed if distractors and is_distractor(w.path)}
+            works = {
+                os.path.realpath(w.path): w.work_id for w in listed if w.work_id not in padding
+            }
             extra = sorted(set(works) - set(wanted))
             if extra:
                 raise CheckError(
@@ -587,10 +598,14 @@ def ensure_catalog(
                 failed = [r for r in results if r.status == "failed"]
                 if failed:
                     raise CheckError(f"{len(failed)} works failed to index: {failed[0].error}")
-            works = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
+            works = {
+                os.path.realpath(w.path): w.work_id
+                for w in catalog.works()
+                if w.work_id not in padding
+            }
     except AudiodupError as exc:
         raise CheckError(f"catalog {directory}: {exc}") from None
-    return {work_id: wanted[path] for path, work_id in works.items()}
+    return {**{work_id: wanted[path] for path, work_id in works.items()}, **padding}
 
 
 def ensure_sources(
@@ -668,6 +683,7 @@ class CheckConfig:
     smoke: bool = False
     altered_share: float = 0.5
     max_minutes: float | None = None
+    distractors: bool = False
     command: str = ""
 
     @property
@@ -683,7 +699,7 @@ def run_check(cfg: CheckConfig, log: Callable[[str], None] = print) -> Path:
     setup = corpus_setup(cfg.data, cfg.smoke)
     name = "calibration-catalog-smoke" if cfg.smoke else "calibration-catalog"
     catalog_dir = cfg.catalog_dir or cache / name
-    work_names = ensure_catalog(catalog_dir, setup.catalog_paths, cfg.workers, log)
+    work_names = ensure_catalog(catalog_dir, setup.catalog_paths, cfg.workers, log, cfg.distractors)
     sources = ensure_sources(setup.negative_paths, cache / "calibration-sources", cache / "sources")
     menu = available_menu()
     plan = {
@@ -1324,6 +1340,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=_minutes, default=None, help="stop screening after")
     parser.add_argument("--smoke", action="store_true", help="fixtures + generated negatives")
     parser.add_argument(
+        "--distractors",
+        action="store_true",
+        help="the catalog may also hold fingerprint-level distractors (benchmarks.scaling_prints)",
+    )
+    parser.add_argument(
         "--render-only", action="store_true", help="rewrite the report from the JSONL"
     )
     return parser.parse_args(argv)
@@ -1343,6 +1364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         smoke=args.smoke,
         altered_share=args.altered_share,
         max_minutes=args.max_minutes,
+        distractors=args.distractors,
         command=shlex.join(["python", "-m", "benchmarks.calibration_check", *shown]),
     )
     try:

@@ -39,6 +39,7 @@ from audiodup.screening import (
     Evidence,
     HashFinding,
     gather_evidence,
+    hash_candidates,
     matches_from_evidence,
     score_hashes,
 )
@@ -119,12 +120,17 @@ def fitted_scale(evidence: Evidence) -> float:
     return chance_excess_scale(hashed, top, S)
 
 
-def without_the_fit(evidence: Evidence) -> Evidence:
+def hits_of(query: Fingerprint, catalog: Catalog) -> np.ndarray:
+    """The retrieved hits of each work that got some: they say the works in competition."""
+    return hash_candidates(query, catalog.indexes(), S)[1]
+
+
+def without_the_fit(evidence: Evidence, hits: np.ndarray) -> Evidence:
     """The evidence scored with the prior alone (scale 1), as screening gathers it then: a hash
     line that is decisive under the prior ends the search before chroma and peaks."""
     hashes = {
         w: HashFinding(
-            f.evidence, hash_false_match_probability(f.evidence, 1.0, evidence.n_works, S)
+            f.evidence, hash_false_match_probability(f.evidence, 1.0, evidence.n_works, S, hits)
         )
         for w, f in evidence.hashes.items()
     }
@@ -133,7 +139,7 @@ def without_the_fit(evidence: Evidence) -> Evidence:
     return replace(evidence, hashes=hashes)
 
 
-def assert_the_hash_fit_ran(evidence: Evidence) -> float:
+def assert_the_hash_fit_ran(evidence: Evidence, hits: np.ndarray) -> float:
     """The background is large enough, it holds verified lines above chance, and every hash
     probability screening reported is the one of the fitted scale, at least the prior's."""
     sample = background(evidence)
@@ -144,10 +150,10 @@ def assert_the_hash_fit_ran(evidence: Evidence) -> float:
     for finding in evidence.hashes.values():
         e = finding.evidence
         assert finding.false_match_probability == hash_false_match_probability(
-            e, scale, evidence.n_works, S
+            e, scale, evidence.n_works, S, hits
         )
         assert finding.false_match_probability >= hash_false_match_probability(
-            e, 1.0, evidence.n_works, S
+            e, 1.0, evidence.n_works, S, hits
         )
     return scale
 
@@ -167,12 +173,13 @@ def test_an_altered_copy_is_found_with_the_fit_running(
     seed, make, tempo_ratio, semitones = COPIES[name]
     query = fingerprint_upload(make(work_audio(seed)), tmp_path / f"{name}.wav")
     evidence = gather_evidence(query, catalog.indexes(), S, catalog.store)
-    assert_the_hash_fit_ran(evidence)
+    hits = hits_of(query, catalog)
+    assert_the_hash_fit_ran(evidence, hits)
     copied = work_id(catalog, seed)
     # the fit scales every line's chance mean, the copy's own too: here it is no no-op
     line = evidence.hashes[copied]
     assert line.false_match_probability > hash_false_match_probability(
-        line.evidence, 1.0, evidence.n_works, S
+        line.evidence, 1.0, evidence.n_works, S, hits
     )
     matches = matches_from_evidence(evidence, query, S, catalog.store)
     assert decide(matches, S) == "duplicate"
@@ -190,12 +197,13 @@ def test_an_upload_sharing_only_the_sample_is_no_duplicate_because_of_the_fit(
     catalog = shared_sample_catalog
     query = fingerprint_upload(work_audio(seed), tmp_path / f"unrelated_{seed}.wav")
     evidence = gather_evidence(query, catalog.indexes(), S, catalog.store)
-    assert_the_hash_fit_ran(evidence)
+    hits = hits_of(query, catalog)
+    assert_the_hash_fit_ran(evidence, hits)
     matches = matches_from_evidence(evidence, query, S, catalog.store)
     assert decide(matches, S) != "duplicate"
     # the direction the fit intends: under the prior alone, the best line through the sample
     # would make this upload a duplicate of one of the works that hold it
-    prior_only = without_the_fit(evidence)
+    prior_only = without_the_fit(evidence, hits)
     best = min(f.false_match_probability for f in prior_only.hashes.values())
     assert best <= S.duplicate_max_fmp
     assert decide(matches_from_evidence(prior_only, query, S, catalog.store), S) == "duplicate"

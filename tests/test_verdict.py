@@ -19,6 +19,7 @@ from audiodup.screening import (
     HashFinding,
     PeakFinding,
     matches_from_evidence,
+    score_hashes,
 )
 from audiodup.settings import DEFAULT_SETTINGS as S
 from audiodup.verdict import (
@@ -246,6 +247,94 @@ def test_hash_false_match_probability_is_a_geometric_tail_times_the_works() -> N
     scaled = (2 * mean / (1 + 2 * mean)) ** 10 * N_WORKS
     assert hash_false_match_probability(e, 2.0, N_WORKS, S) == pytest.approx(scaled)
     assert hash_false_match_probability(hashed(main_inliers=MIN_LINE_HASHES), 1.0, 5, S) == 1.0
+
+
+def tail(votes: int, excess: int) -> float:
+    mean = S.chance_excess_base + S.chance_excess_per_vote * votes
+    return (mean / (1 + mean)) ** excess
+
+
+def test_with_the_hits_the_search_is_paid_by_the_works_that_could_give_the_line() -> None:
+    e = hashed(work_id=0, main_inliers=MIN_LINE_HASHES + 10, votes=100)
+    alone = hash_false_match_probability(e, 1.0, 1, S)
+    assert alone == pytest.approx(tail(100, 10))
+    # a million works with fewer hits than the line's 13 inliers cannot give it: they do not pay
+    quiet = np.r_[100, np.full(1_000_000, 12)]
+    assert hash_false_match_probability(e, 1.0, len(quiet), S, quiet) == pytest.approx(alone)
+    # works with enough hits each pay their own tail (more hits, a heavier tail)
+    busy = np.r_[100, np.full(999, 12), 13, 500]
+    expected = tail(100, 10) + tail(13, 10) + tail(500, 10)
+    assert hash_false_match_probability(e, 1.0, len(busy), S, busy) == pytest.approx(expected)
+    scaled = sum(
+        (2 * m / (1 + 2 * m)) ** 10
+        for m in (S.chance_excess_base + S.chance_excess_per_vote * v for v in (100, 13, 500))
+    )
+    assert hash_false_match_probability(e, 2.0, len(busy), S, busy) == pytest.approx(scaled)
+    # the matched work always competes, even when the hits given are someone else's
+    assert hash_false_match_probability(e, 1.0, 5, S, np.zeros(5)) == pytest.approx(alone)
+    assert hash_false_match_probability(hashed(main_inliers=MIN_LINE_HASHES), 1.0, 5, S, busy) == 1
+
+
+def test_a_true_copy_stays_a_duplicate_as_the_catalog_grows() -> None:
+    """A copy whose line holds 16 inliers among 40 hits, in catalogs of 10^2 to 10^7 works whose
+    other works get a few chance hits each from a 5-s upload (Poisson, mean 2): paid over every
+    work it falls to suspect at 10^7 works; paid over the works in competition it stays."""
+    rng = np.random.default_rng(3)
+    copy = hashed(work_id=0, main_inliers=16, votes=40)
+    chance = [hashed(work_id=w, main_inliers=4, votes=9) for w in range(1, 9)]
+    labels, old_labels = [], []
+    for n_works in (10**2, 10**4, 10**5, 10**6, 10**7):
+        hits = np.r_[40, np.minimum(rng.poisson(2.0, n_works - 1), 11)]
+        hits[1:9] = 9
+        scored = score_hashes([copy, *chance], n_works, S, hits)
+        labels.append(decide(list(combine(Evidence(n_works, scored)).values()), S))
+        old = score_hashes([copy, *chance], n_works, S)
+        old_labels.append(decide(list(combine(Evidence(n_works, old)).values()), S))
+    assert labels == ["duplicate"] * 5
+    assert old_labels[:3] == ["duplicate"] * 3 and old_labels[-1] != "duplicate"
+
+
+def test_a_chance_line_stays_below_duplicate_in_a_large_catalog() -> None:
+    """A short excerpt of a never-indexed track: its best chance line holds 9 inliers, among
+    10^6 works of which thousands got that many hits (Poisson, mean 4). They all compete, so
+    the line is no duplicate, nor a suspect."""
+    rng = np.random.default_rng(4)
+    n_works = 10**6
+    hits = rng.poisson(4.0, n_works)
+    best = hashed(work_id=int(np.argmax(hits)), main_inliers=9, votes=int(hits.max()))
+    scored = score_hashes([best], n_works, S, hits)
+    assert decide(list(combine(Evidence(n_works, scored)).values()), S) == "clean"
+    assert scored[best.work_id].false_match_probability > S.suspect_max_fmp
+
+
+@pytest.mark.parametrize("mean_hits", [3.0, 30.0])
+def test_the_competing_works_hash_fmp_is_calibrated_when_chance_is_the_model(
+    mean_hits: float,
+) -> None:
+    """Simulated queries against 2,000 works: every work gets Poisson hits and, when chance is
+    what the model says, a line whose excess is geometric given its hits (capped by them). The
+    best line's FMP, paid over the works in competition, has share(FMP <= p) <= p."""
+    rng = np.random.default_rng(5)
+    n_works, n_queries = 2000, 3000
+    fmps = []
+    for _ in range(n_queries):
+        hits = rng.poisson(mean_hits, n_works)
+        mean = S.chance_excess_base + S.chance_excess_per_vote * hits
+        # geometric excess: P(excess >= k) = (mean / (1 + mean)) ** k
+        excess = rng.geometric(1.0 / (1.0 + mean)) - 1
+        inliers = np.minimum(MIN_LINE_HASHES + excess, hits)
+        lines = np.flatnonzero(hits >= MIN_LINE_HASHES)
+        if len(lines) == 0:
+            fmps.append(1.0)
+            continue
+        w = lines[np.argmax(inliers[lines])]
+        e = hashed(work_id=int(w), main_inliers=int(inliers[w]), votes=int(hits[w]))
+        fmps.append(hash_false_match_probability(e, 1.0, n_works, S, hits))
+    fmps = np.array(fmps)
+    for p in (0.1, 0.01):
+        k = int(np.sum(fmps <= p))
+        assert k <= stats.binom.ppf(0.999, n_queries, p), (p, k)
+    assert np.mean(fmps <= 0.5) > 0.01  # not vacuous: chance sometimes looks likely
 
 
 def blocks_of(
