@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from concurrent.futures import CancelledError
 
 from .errors import AudiodupError, ClusterError
 
 DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
 DEFAULT_NO_WORKERS_S = 20.0
 _POLL_S = 1.0
+_CANCELLED = (
+    "a Dask task was cancelled (a worker holding its data was lost, or the scheduler went away)"
+)
 
 
 def connect(address_or_client, timeout_s: float = 30.0):
@@ -61,14 +65,21 @@ def gather(
 
 def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options):
     """``client.scatter(data, **options)``; a cluster without workers for ``no_workers_s`` is
-    a :class:`ClusterError`."""
-    try:
-        return client.scatter(data, timeout=no_workers_s, **options)
-    except TimeoutError:
-        raise ClusterError(
-            f"the Dask cluster has had no workers for {no_workers_s:g} s; "
-            "nothing can be screened (start workers and try again)"
-        ) from None
+    a :class:`ClusterError`. A worker lost while the data goes to it (a closed connection) is
+    retried on the workers left, for as long."""
+    deadline = time.monotonic() + no_workers_s
+    while True:
+        try:
+            return client.scatter(data, timeout=no_workers_s, **options)
+        except TimeoutError:
+            raise ClusterError(
+                f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+                "nothing can be screened (start workers and try again)"
+            ) from None
+        except OSError as exc:  # distributed's CommClosedError: that worker just went away
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"the Dask workers could not be sent a query: {exc}") from None
+            time.sleep(_POLL_S)
 
 
 def result(future):
@@ -79,10 +90,8 @@ def result(future):
         return future.result()  # done: no wait
     except KilledWorker as exc:
         raise ClusterError(f"Dask workers kept dying while computing {exc.args[0]}") from None
-    except Exception as exc:  # noqa: BLE001 - the remote error's type may not be importable
-        if type(exc).__name__ == "CancelledError":
-            raise ClusterError("a Dask task was cancelled (the scheduler went away?)") from None
-        raise
+    except CancelledError:
+        raise ClusterError(_CANCELLED) from None
 
 
 def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what) -> set:
@@ -102,6 +111,8 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
             return done
         except TimeoutError:
             pass
+        except CancelledError:  # distributed's FuturesCancelledError
+            raise ClusterError(_CANCELLED) from None
         if _n_workers(client) == 0:
             without_workers_since = without_workers_since or time.monotonic()
             if time.monotonic() - without_workers_since >= no_workers_s:

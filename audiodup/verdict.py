@@ -71,7 +71,8 @@ def hash_false_match_probability(
     if hits_per_work is None:
         return min(1.0, float(own) * max(n_works, 1))
     hits = np.asarray(hits_per_work)
-    competing = hits[hits >= max(evidence.main_inliers, 1)]
+    # sorted: the sum does not depend on the order the works came in (one process or shards)
+    competing = np.sort(hits[hits >= max(evidence.main_inliers, 1)])
     total = float(np.sum(_line_tail(competing, excess, scale, settings)))
     return min(1.0, max(total, float(own)))  # the matched work itself always competes
 
