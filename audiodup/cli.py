@@ -419,6 +419,15 @@ def screen(
     ] = None,
     dask: DaskOption = None,
     dask_timeout: DaskTimeoutOption = 300.0,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="Only look at each upload as it is: no further looks at 2x slower/faster or "
+            "other frame phases (less CPU per clean upload; misses more 2x stretches and "
+            "4-5 s excerpts).",
+        ),
+    ] = False,
 ) -> None:
     """Screen uploads against the catalog.
 
@@ -430,8 +439,11 @@ def screen(
         from .report import check_report_path, write_screen_report
 
         check_report_path(report)  # a report that cannot be written fails before the work
-    with _open(db) as catalog, _sharded(catalog, dask, dask_timeout):
-        verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
+    with _open(db) as catalog:
+        if quick:
+            catalog.settings = catalog.settings.without_further_looks()
+        with _sharded(catalog, dask, dask_timeout):
+            verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:
             print(dumps(screen_document(verdicts)))
         else:
@@ -832,7 +844,7 @@ def explain_command(
 # every parameter through a pydantic adapter, ~0.11 CPU-s of imports and schema building
 # (issue #16). Anything this parser is not sure of (help, an unknown or repeated option, an
 # odd value, no path) goes to typer, which gives its usual help and error messages.
-_SCREEN_FLAGS = {"--json": "as_json"}
+_SCREEN_FLAGS = {"--json": "as_json", "--quick": "quick"}
 _SCREEN_OPTIONS = {
     "--db": "db",
     "--top": "top",

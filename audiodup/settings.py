@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 # Bump when the code changes what the same recipe fields produce (a new filter, another
 # resampler...): the derived id then changes with it.
@@ -203,6 +203,11 @@ class Settings:
     @property
     def frames_per_second(self) -> float:
         return self.sample_rate_hz / self.hop_length
+
+    def without_further_looks(self) -> Settings:
+        """These settings with screening taking only the look at an upload as it is (no
+        slowed / sped-up look, no other frame phases): ``audiodup screen --quick``."""
+        return replace(self, query_view_scales=(), short_query_phases=1)
 
     @property
     def bins_per_semitone(self) -> int:

@@ -159,3 +159,45 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
     assert (told.query_start_s, told.query_end_s, told.coverage_s) == (5.01, 15.01, 10.0)
     assert told.sections == (dataclasses.replace(section, query_start_s=5.01, query_end_s=15.01),)
     assert (told.ref_start_s, told.ref_end_s, told.coverage) == (5.0, 45.0, 0.5)
+
+
+def test_quick_screening_takes_only_the_look_as_it_is(
+    catalog: Catalog, work_ids: dict[str, int], tmp_path, pristine_catalog_dir, capsys
+) -> None:
+    """``audiodup screen --quick`` (Settings.without_further_looks): no further look is planned,
+    so the 2x splice found on the slowed look is not a duplicate, and the copy found as it is
+    still is."""
+    import soundfile as sf
+
+    from audiodup.cli import app
+
+    s = catalog.settings
+    quick = s.without_further_looks()
+    short = fingerprint_audio(load_audio(UPLOADS_DIR / "excerpt_15s_work_00.ogg", s), s, query=True)
+    assert screening.planned_views(short, quick) == []
+    assert screening.planned_views(dataclasses.replace(short, duration_s=4.0), quick) == []
+    original = load_audio(CATALOG_DIR / "work_00.ogg", s)
+    splice = tmp_path / "splice.wav"
+    sf.write(splice, splice_stretch(original.samples, s.sample_rate_hz, 2.0), s.sample_rate_hz)
+    found_as_is = UPLOADS_DIR / "stretch_1.25_work_02.ogg"
+    verdicts = {}
+    for flags in ([], ["--quick"]):
+        with pytest.raises(SystemExit):
+            app(
+                [
+                    "screen",
+                    "--json",
+                    "--db",
+                    str(pristine_catalog_dir),
+                    *flags,
+                    str(splice),
+                    str(found_as_is),
+                ]
+            )
+        import json
+
+        results = json.loads(capsys.readouterr().out)["results"]
+        verdicts[tuple(flags)] = [r["verdict"] for r in results]
+    assert verdicts[()] == ["duplicate", "duplicate"]
+    assert verdicts[("--quick",)][1] == "duplicate"
+    assert verdicts[("--quick",)][0] != "duplicate"

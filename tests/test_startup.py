@@ -131,6 +131,7 @@ PLAIN_SCREENS = [
     ["screen", "--db=cat", "--top=12", "--out", "r.html", "a.mp3"],
     ["screen", "--json", "--", "--top", "-x.mp3"],
     ["screen", "a.mp3", "--out=report.csv", "--timeout", "0.1"],
+    ["screen", "--quick", "--json", "a.mp3"],
 ]
 UNUSUAL_SCREENS = [
     ["screen"],
