@@ -71,6 +71,17 @@ class Match:
     tempo_drift: float | None = None
 
 
+# the Verdict fields that time the stages: they differ between two runs of the same screening
+TIMING_FIELDS = (
+    "fingerprint_s",
+    "search_s",
+    "fingerprint_cpu_s",
+    "search_cpu_s",
+    "index_load_s",
+    "index_load_cpu_s",
+)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """The screening result of one upload."""

@@ -32,7 +32,7 @@ import typer
 
 from audiodup import Catalog
 from audiodup.rescan import run_rescan
-from audiodup.results import to_jsonable
+from audiodup.results import TIMING_FIELDS, to_jsonable
 from audiodup.sharded import ShardedScreening
 from audiodup.synth import synthesize_work
 from benchmarks.runner import git_commit, machine_info
@@ -40,14 +40,7 @@ from benchmarks.runner import git_commit, machine_info
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path.home() / ".cache" / "audiodup-bench"
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "SHARDED.md"
-TIMING = {
-    "fingerprint_s",
-    "search_s",
-    "fingerprint_cpu_s",
-    "search_cpu_s",
-    "index_load_s",
-    "index_load_cpu_s",
-}
+TIMING = set(TIMING_FIELDS)
 SR = 22050
 
 

@@ -23,6 +23,7 @@ import audiodup.rescan.run
 from audiodup import Catalog, Verdict
 from audiodup.cli import app
 from audiodup.rescan import WorkScan
+from audiodup.results import TIMING_FIELDS
 from audiodup.schema import (
     DOCUMENTS,
     SCHEMA_VERSION,
@@ -150,14 +151,7 @@ def shape_digest() -> str:
 # The shape each schema_version stands for. A change of shape (a field added, removed, renamed,
 # retyped) must come with a new SCHEMA_VERSION in audiodup/schema.py and its digest here, so no
 # consumer sees two shapes under one version. Prose may change freely.
-TIMINGS = (
-    "fingerprint_s",
-    "search_s",
-    "fingerprint_cpu_s",
-    "search_cpu_s",
-    "index_load_s",
-    "index_load_cpu_s",
-)
+TIMINGS = TIMING_FIELDS
 SHAPE_DIGESTS = {
     "1.0": "90db807edc6b45f2173c47c19bbf106bca615fbb6e176336ce3168de78122127",
     "1.1": "9e94bbfea43b78eb9a20be6f67820a6b00c4592b24477b985f7ff206919691ac",

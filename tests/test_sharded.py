@@ -23,7 +23,7 @@ from conftest import CATALOG_DIR
 
 from audiodup import Catalog
 from audiodup.errors import ClusterError
-from audiodup.results import to_jsonable
+from audiodup.results import TIMING_FIELDS, to_jsonable
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.store import split_by_group
 from audiodup.synth import synthesize_work
@@ -44,14 +44,7 @@ POSITIVES = [
     "nightcore_work_03.ogg",
     "mp3_work_02.mp3",
 ]
-TIMING = {
-    "fingerprint_s",
-    "search_s",
-    "fingerprint_cpu_s",
-    "search_cpu_s",
-    "index_load_s",
-    "index_load_cpu_s",
-}
+TIMING = set(TIMING_FIELDS)
 
 
 def _write(path: Path, samples: np.ndarray) -> Path:
