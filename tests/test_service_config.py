@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def test_defaults_and_round_trip(tmp_path):
         ({"toml": "colour = 1\n"}, "unknown setting 'colour'"),
         ({"toml": "port = [\n"}, "is not valid TOML"),
         ({"toml": "workers = true\n"}, "workers must be a number"),
+        ({"env": {"AUDIODUP_QUICK": "maybe"}}, "environment: quick must be true or false"),
+        ({"toml": "quick = 1\n"}, "quick must be true or false"),
     ],
 )
 def test_bad_settings_are_one_clear_line(tmp_path, source, expected):
@@ -165,3 +168,23 @@ def test_the_readme_example_config_is_valid(tmp_path):
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     config = load_config(_toml(tmp_path, block), {}, environ={})
     assert config.workers == 2 and config.key_file == tmp_path / "keys.json"
+
+
+def test_quick_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):
+    """``quick`` (TOML bool, environment true/false) makes the engine's catalog take only the
+    look at each upload as it is, as ``audiodup screen --quick``."""
+    from audiodup.service.engine import Engine
+
+    assert load_config(None, {"db": tmp_path}, environ={}).quick is False
+    assert load_config(_toml(tmp_path, "quick = true\n"), {"db": tmp_path}, environ={}).quick
+    env = {"AUDIODUP_QUICK": "false"}
+    assert not load_config(_toml(tmp_path, "quick = true\n"), {"db": tmp_path}, environ=env).quick
+    config = load_config(None, {"db": pristine_catalog_dir, "quick": True}, environ={})
+    assert ServiceConfig.from_json(config.to_json()) == config
+    for quick in (False, True):
+        engine = Engine(dataclasses.replace(config, quick=quick))
+        engine.open()
+        settings = engine.catalog.settings
+        assert (settings.query_view_scales == ()) is quick
+        assert (settings.short_query_phases == 1) is quick
+        engine.close()

@@ -60,6 +60,8 @@ class Engine:
         """Open the catalog (it must exist) and load its indexes, so the first request is not
         the one that pays for it."""
         catalog = Catalog.open(self.config.db, create=False)
+        if self.config.quick:
+            catalog.settings = catalog.settings.without_further_looks()
         with self.lock:
             self._catalog = catalog
             catalog.indexes()
