@@ -847,12 +847,7 @@ class CatalogStore:
                 self._abandon()
                 raise
             if fresh:
-                # compaction only saves look-up time: a catalog it cannot compact now (a damaged
-                # fingerprint, a full disk) stays sound with one more shard, and the batch above
-                # is committed, so that is not this call's failure (verify names the cause)
-                with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
-                    self._maybe_compact()
-                self._fold_log()
+                self._settle()
         return out
 
     def _abandon(self) -> None:
@@ -1139,6 +1134,15 @@ class CatalogStore:
             self._sweep_orphans()
             self._fold_log()
 
+    def _settle(self) -> None:
+        """After a commit that wrote a shard: compact if due, then fold the log. Compaction only
+        saves look-up time: a catalog it cannot compact now (a damaged fingerprint, a full disk)
+        stays sound with one more shard, and the batch is committed, so that is not the
+        caller's failure (verify names the cause)."""
+        with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
+            self._maybe_compact()
+        self._fold_log()
+
     def _fold_log(self) -> None:
         """Copy the write-ahead log into the database and truncate it, so a catalog at rest takes
         its own size on disk (the log otherwise stays as large as the biggest batch). Skipped when
@@ -1235,9 +1239,7 @@ class CatalogStore:
                 self._abandon()
                 raise
             if fresh:
-                with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
-                    self._maybe_compact()
-                self._fold_log()
+                self._settle()
         return Committed(work_id, upload_id, "added" if fresh else "identical"), recorded
 
     def _screening_by_key(self, client: str, idempotency_key: str) -> Screening | None:
