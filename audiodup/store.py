@@ -1577,6 +1577,32 @@ def catalog_error(exc: BaseException, root: Path, doing: str) -> CatalogError:
     return CatalogError(f"{where}: {exc}")
 
 
+def probe_readable(root: Path, busy_timeout_s: float = 1.0) -> None:
+    """Open the catalog database in ``root`` read-only and read its schema, on a connection of
+    its own (a fraction of a millisecond; a readiness probe's check). Raises the
+    :class:`CatalogError` that says why it cannot: absent, damaged, locked for longer than
+    ``busy_timeout_s``, unreadable."""
+    root = Path(root)
+    db_path = root / _DB_FILE
+    if not db_path.is_file():
+        raise CatalogError(f"no catalog database at {path_text(db_path)}")
+    for mode in ("ro", "immutable"):
+        if mode == "immutable" and _log_has_content(db_path):
+            break  # the read-only attempt's error below says why
+        try:
+            db = sqlite3.connect(_sqlite_uri(db_path, mode), uri=True, timeout=busy_timeout_s)
+            try:
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                return
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            if mode == "immutable" or not _needs_a_writable_folder(exc):
+                raise catalog_error(exc, root, "read") from None
+            first = exc
+    raise catalog_error(first, root, "read") from None
+
+
 def _needs_a_writable_folder(exc: sqlite3.Error) -> bool:
     """SQLite failed to open the database for want of a writable folder or free space (the
     log's shared-memory file), not because the database is damaged or absent."""

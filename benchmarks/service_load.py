@@ -269,6 +269,75 @@ def engine_baseline(db: Path, paths: list[Path]) -> dict:
     }
 
 
+_ENGINE_PROCESS = """
+import sys, time
+from pathlib import Path
+from audiodup import Catalog
+paths = [Path(p) for p in sys.argv[2:]]
+with Catalog.open(Path(sys.argv[1]), create=False) as catalog:
+    catalog.screen(paths[0])  # warm
+    print("warm", flush=True)
+    sys.stdin.readline()  # both processes start together
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for path in paths:
+        catalog.screen(path)
+    print(time.process_time() - cpu0, time.perf_counter() - wall0, flush=True)
+"""
+
+
+def engine_on_cores(db: Path, paths: list[Path], processes: int) -> dict:
+    """The engine with one process per core: ``processes`` processes, each with its catalog
+    open and warm, screen every file at the same moment (no start-up in the figures): CPU
+    seconds per upload, and uploads per minute (each process's rate, summed)."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ENGINE_PROCESS, str(db), *map(str, paths)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "warm":
+            raise SystemExit("an engine process failed to start")
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    done = []
+    for proc in procs:
+        out, _ = proc.communicate()
+        cpu_s, wall_s = (float(x) for x in out.split())
+        done.append((cpu_s, wall_s))
+    return {
+        "cpu_per_upload_s": sum(c for c, _ in done) / (processes * len(paths)),
+        "per_min": sum(60.0 * len(paths) / w for _, w in done),
+    }
+
+
+def _thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a running process, by thread id."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            found[int(task.name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def _workers_threads_cpu_s(pids: list[int]) -> dict[tuple[int, int], float]:
+    return {(pid, tid): cpu for pid in pids for tid, cpu in _thread_cpu_s(pid).items()}
+
+
+def served_requests(service: LocalServer, route: str, since_line: int) -> dict[int, int]:
+    """Requests to ``route`` each worker answered, in the log lines after ``since_line``."""
+    counts: dict[int, int] = {}
+    for entry in service.log_lines()[since_line:]:
+        if entry.get("message") == "request" and entry.get("route") == route:
+            counts[entry["pid"]] = counts.get(entry["pid"], 0) + 1
+    return counts
+
+
 def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[Path]) -> dict:
     """Each file screened by the engine in this process (``Catalog.screen`` on a copy of the
     catalog) and by ``POST /v1/screen``, alternately, so a busy machine slows both alike:
@@ -310,12 +379,12 @@ def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[P
     }
 
 
-def screen_throughput(
-    service: LocalServer, key: str, files: list[bytes], clients: int
-) -> tuple[float, float]:
-    """``POST /v1/screen`` (screening only, as the engine's batch) of every file by
-    ``clients`` clients at once: uploads per minute, and the workers' CPU seconds per upload
-    (everything a worker does for a request: receiving, auth, decoding, screening, JSON)."""
+def screen_throughput(service: LocalServer, key: str, files: list[bytes], clients: int) -> dict:
+    """``POST /v1/screen`` (screening only, as the engine's batch) of every file twice by
+    ``clients`` clients at once: uploads per minute, the workers' CPU seconds per upload
+    (everything a worker does for a request: receiving, auth, decoding, screening, JSON),
+    the part of it outside the engine thread (the event loop and its helper threads), and
+    how many requests each worker answered."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "audio/wav"}
 
     def one(data: bytes) -> None:
@@ -323,12 +392,24 @@ def screen_throughput(
             http.post("/v1/screen", content=data, headers=headers).raise_for_status()
 
     pids = service.worker_pids()
-    cpu0 = sum(_cpu_s(pid) for pid in pids)
+    lines = len(service.log_lines())
+    threads0 = _workers_threads_cpu_s(pids)
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, files * 2))
-    per_min = 60.0 * 2 * len(files) / (time.perf_counter() - started)
-    return per_min, (sum(_cpu_s(pid) for pid in pids) - cpu0) / (2 * len(files))
+    wall_s = time.perf_counter() - started
+    time.sleep(1.0)  # a request's log line is written after its answer is sent
+    used = {k: cpu - threads0.get(k, 0.0) for k, cpu in _workers_threads_cpu_s(pids).items()}
+    # the engine thread of each worker is its busiest; every other thread is service overhead
+    engine_s = sum(max(c for (p, _), c in used.items() if p == pid) for pid in pids)
+    n = 2 * len(files)
+    return {
+        "clients": clients,
+        "per_min": 60.0 * n / wall_s,
+        "cpu_per_upload_s": sum(used.values()) / n,
+        "outside_engine_per_upload_s": (sum(used.values()) - engine_s) / n,
+        "per_worker": sorted(served_requests(service, "/v1/screen", lines).values()),
+    }
 
 
 def ledger(url: str, key: str, prefix: str) -> list[dict]:
@@ -385,6 +466,7 @@ def main() -> None:
     if source is None:
         cached = BENCH_CATALOG / "catalog-full"
         source = cached if (cached / "catalog.sqlite").exists() else None
+    args.load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     work = Path(tempfile.mkdtemp(prefix="audiodup-service-load-"))
     db = work / "db"
     if source is not None:
@@ -410,7 +492,9 @@ def main() -> None:
     engine_db = work / "engine-db"  # the engine's own copy: the service's catalog changes
     shutil.copytree(db, engine_db)
     engine = engine_baseline(engine_db, paths)
+    engine["on_cores"] = engine_on_cores(engine_db, paths, args.workers)
     print(f"engine: p50 {engine['p50_s']:.2f} s, batch {engine['batch_per_min']:.1f}/min")
+    print(f"engine on {args.workers} cores: {engine['on_cores']}")
     log = work / "server.log"
     service = start_service(db, args.workers, log)
     print(f"ready in {service.ready_s:.2f} s")
@@ -420,13 +504,18 @@ def main() -> None:
         served = screen_overhead(service, key, engine_db, paths)
         print(f"overhead {served}")
         data = [p.read_bytes() for p in paths]
-        screen_per_min, served_cpu_s = screen_throughput(service, key, data, 4)
-        print(f"service /v1/screen at 4 clients: {screen_per_min:.1f}/min")
+        throughput = [screen_throughput(service, key, data, c) for c in (1, 4)]
+        print(f"service /v1/screen: {throughput}")
         for clients in levels:
+            lines = len(service.log_lines())
             outcomes, wall = run_level(
                 service, key, data, clients, args.per_client, f"load{clients}"
             )
             rows.append((clients, summarise(outcomes, wall)))
+            time.sleep(1.0)  # a request's log line is written after its answer is sent
+            rows[-1][1]["per_worker"] = sorted(
+                served_requests(service, "/v1/uploads", lines).values()
+            )
             print(clients, rows[-1][1])
         # the fault: kill -9 of one worker while 16 clients send
         victims: list[int] = []
@@ -486,8 +575,7 @@ def main() -> None:
         print("restart", restart)
     finally:
         service.stop()
-    engine["screen_per_min"] = screen_per_min
-    engine["served_cpu_per_upload_s"] = served_cpu_s
+    engine["throughput"] = throughput
     engine["ready_s"] = first_ready_s
     text = report(args, label, stats, engine, served, rows, fault, restart, service)
     print(text)
@@ -526,50 +614,62 @@ def ready_report(args, label, stats, db: Path, log: Path) -> str:
 
 def report(args, label, stats, engine, served, rows, fault, restart, service) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    on_cores = engine["on_cores"]
     lines = [
         "## Service load and faults (issue #15)",
         "",
         f"`python -m benchmarks.service_load --workers {args.workers} --per-client "
         f"{args.per_client} --files {args.files} --duration {args.duration:g}` "
-        f"({now}, commit {commit()}, {machine()}). Catalog: {label} ({stats.works} works, "
+        f"({now}, commit {commit()}, {machine()}; load average 1 / 5 / 15 min "
+        f"{args.load_start} at the start, "
+        f"{' / '.join(f'{x:.2f}' for x in os.getloadavg())} at the end). "
+        f"Catalog: {label} ({stats.works} works, "
         f"{stats.hours:.1f} h); uploads: {args.duration / 60:g}-minute synthetic WAV "
         f"(22,050 Hz mono), `POST /v1/uploads` (screen and record) with an idempotency key; "
         f"{args.workers} uvicorn workers on loopback.",
         "",
         "| concurrent clients | uploads | ok | uploads/min | p50 s | p95 s | 5xx | broken "
-        "connections | lost |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "connections | lost | requests per worker |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for clients, row in rows:
         lines.append(
             f"| {clients} | {row['requests']} | {row['ok']} | {row['uploads_per_min']:.1f} | "
             f"{row['p50_s']:.2f} | {row['p95_s']:.2f} | {row['server_errors']} | "
-            f"{row['broken']} | {row['lost']} |"
+            f"{row['broken']} | {row['lost']} | {row.get('per_worker')} |"
         )
     lines += [
         "",
         f"- Engine alone (`Catalog.screen` in one process, same files): p50 "
-        f"{engine['p50_s']:.3f} s; batch `screen_many(workers=2)` of every file twice: "
-        f"{engine['batch_per_min']:.1f} uploads/min (two cores kept busy at that p50 would "
-        f"do {120 / engine['p50_s']:.1f}).",
+        f"{engine['p50_s']:.3f} s, {engine['cpu_per_upload_s']:.3f} CPU-s per upload; batch "
+        f"`screen_many(workers=2)` of every file twice (worker start-up included): "
+        f"{engine['batch_per_min']:.1f} uploads/min.",
+        f"- Engine on {args.workers} cores ({args.workers} processes, each with the catalog "
+        f"open and warm, screening every file at the same moment): "
+        f"{on_cores['per_min']:.1f} uploads/min, {on_cores['cpu_per_upload_s']:.3f} CPU-s "
+        "per upload. This is the engine's batch throughput without its start-up, the "
+        "reference of the target.",
         f"- Service overhead: the same files screened alternately by the engine in-process "
         f"and by `POST /v1/screen`, one at a time ({served['pairs']} pairs): p50 "
         f"{served['engine_p50_s']:.3f} s against {served['served_p50_s']:.3f} s; p50 of the "
-        f"paired differences **{1000 * served['overhead_p50_s']:.0f} ms** (the upload over "
-        "loopback, a temporary file, auth, the engine thread, JSON). In CPU time, which the "
-        f"load does not stretch as much: p50 {served['engine_cpu_p50_s']:.3f} s in-process, "
-        f"{served['served_cpu_p50_s']:.3f} s in the worker (/proc, 10 ms ticks); p50 of the "
-        f"paired differences **{1000 * served['overhead_cpu_p50_s']:.0f} ms**.",
-        f"- Screening throughput, `POST /v1/screen` at 4 clients ({2 * args.files} "
-        f"uploads): {engine['screen_per_min']:.1f} uploads/min, "
-        f"{100 * engine['screen_per_min'] / engine['batch_per_min']:.0f} % of the engine's "
-        "batch.",
-        f"- CPU per screened upload (load-independent): the engine in one process "
-        f"{engine['cpu_per_upload_s']:.3f} s, a service worker "
-        f"{engine['served_cpu_per_upload_s']:.3f} s (receiving, auth, decoding, screening, "
-        f"JSON): on {args.workers} dedicated cores the service would screen "
-        f"{100 * engine['cpu_per_upload_s'] / engine['served_cpu_per_upload_s']:.0f} % of "
-        "what the engine does.",
+        f"paired differences **{1000 * served['overhead_p50_s']:.0f} ms** wall (the upload "
+        "over loopback, a temporary file, auth, the engine thread, JSON). In CPU time: p50 "
+        f"{served['engine_cpu_p50_s']:.3f} s in-process, {served['served_cpu_p50_s']:.3f} s "
+        f"in the worker (/proc, 10 ms ticks); p50 of the paired differences "
+        f"**{1000 * served['overhead_cpu_p50_s']:.0f} ms**.",
+    ]
+    for row in engine["throughput"]:
+        lines.append(
+            f"- `POST /v1/screen` at {row['clients']} client(s), {args.workers} workers "
+            f"({2 * args.files} uploads): {row['per_min']:.1f} uploads/min "
+            f"(**{100 * row['per_min'] / on_cores['per_min']:.0f} %** of the engine on "
+            f"{args.workers} cores, wall); {row['cpu_per_upload_s']:.3f} CPU-s per upload in "
+            f"the workers, of which {1000 * row['outside_engine_per_upload_s']:.0f} ms outside "
+            "the engine thread (event loop: receiving, auth, JSON): "
+            f"**{100 * on_cores['cpu_per_upload_s'] / row['cpu_per_upload_s']:.0f} %** of the "
+            f"engine's throughput per CPU-second; requests per worker {row['per_worker']}."
+        )
+    lines += [
         f"- Time from `audiodup serve` to ready (every worker): {engine['ready_s']:.2f} s at "
         f"{stats.works} works.",
         "",

@@ -28,12 +28,25 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def start_server(
-    db: Path, workdir: Path, *, workers: int = 2, toml: str = "", preexec_fn=None
+    db: Path,
+    workdir: Path,
+    *,
+    workers: int = 2,
+    toml: str = "",
+    preexec_fn=None,
+    wait_ready: bool = True,
 ) -> Server:
-    """Start ``audiodup serve --db DB`` with ``toml`` as its config file; wait until ready."""
+    """Start ``audiodup serve --db DB`` with ``toml`` as its config file; wait until ready
+    (unless not ``wait_ready``)."""
     config = workdir / "audiodup.toml"
     config.write_text(toml)
     log = workdir / f"server-{time.monotonic_ns()}.log"
     return start_local_server(
-        db, log, workers=workers, config=config, ready_wait_s=READY_WAIT_S, preexec_fn=preexec_fn
+        db,
+        log,
+        workers=workers,
+        config=config,
+        ready_wait_s=READY_WAIT_S,
+        preexec_fn=preexec_fn,
+        wait_ready=wait_ready,
     )

@@ -48,6 +48,7 @@ from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import results
@@ -150,18 +151,23 @@ class UploadRequest:
     request_hash: str
 
 
-def create_app(config: ServiceConfig) -> FastAPI:
+def create_app(config: ServiceConfig, *, open_in_background: bool = False) -> FastAPI:
     """The application for one worker process: it opens the catalog at start-up (and closes
-    it at shutdown), then serves the routes in the module docstring."""
+    it at shutdown), then serves the routes in the module docstring. With
+    ``open_in_background`` (``audiodup serve``'s workers) it serves at once and opens the
+    catalog in the engine thread: ``/readyz`` says why it is not ready until then, and
+    requests wait for the catalog."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = Engine(config)
         app.state.engine = engine
-        await asyncio.get_running_loop().run_in_executor(None, engine.open)
+        if open_in_background:
+            engine.open_in_background()
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, engine.open)
         app.state.jobs.sweep()
         _sweep_incoming(config)
-        logs.event("worker ready", pid=os.getpid(), db=str(config.db))
         try:
             yield
         finally:
@@ -194,7 +200,7 @@ def app_from_environment() -> FastAPI:
     in the environment)."""
     config = ServiceConfig.from_json(os.environ[CONFIG_ENV])
     logs.configure(config.log_level)
-    return create_app(config)
+    return create_app(config, open_in_background=True)
 
 
 def _mount_review(app: FastAPI) -> None:
@@ -468,13 +474,16 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     @app.get(
         "/readyz",
         tags=["operations"],
-        summary="The catalog is open and its indexes loaded.",
+        summary="The catalog is open, its indexes loaded, and its database readable now.",
         responses={503: _ERROR_DOC},
     )
     async def readyz(request: Request) -> dict:
         engine: Engine = request.app.state.engine
-        if not engine.ready:
-            raise ApiError(503, "not_ready", "the catalog is not open yet")
+        reason = engine.not_ready_reason()
+        if reason is None:
+            reason = await run_in_threadpool(engine.unreadable_reason)
+        if reason is not None:
+            raise ApiError(503, "not_ready", reason, {"Retry-After": "5"})
         return {"status": "ready"}
 
     @app.get(

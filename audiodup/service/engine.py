@@ -7,12 +7,21 @@ routers that read the catalog (the review queue) take turns with screening. New 
 (``index add`` by another process, an upload recorded by another worker) are seen at the next
 call: ``Catalog.indexes()`` reloads when the store's index key changes, and the SQLite
 connection reads in autocommit mode, so every query sees the latest committed state.
+
+A worker of ``audiodup serve`` opens its catalog in the engine thread after it starts serving
+(:meth:`Engine.open_in_background`): meanwhile ``/readyz`` answers 503 with the reason, and
+requests that need the catalog wait for it. A catalog that cannot be opened (a damaged or
+missing shard, a database locked for too long) leaves the worker up and not ready, saying why,
+and the opening is tried again every :data:`RETRY_OPEN_S` seconds while it is asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,11 +33,13 @@ from .. import index
 from ..catalog import Catalog
 from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
-from . import metrics
+from ..store import probe_readable
+from . import logs, metrics
 from .config import ServiceConfig
 from .errors import ApiError, engine_error
 
 T = TypeVar("T")
+RETRY_OPEN_S = 2.0  # a catalog that could not be opened is tried again after this long
 
 
 class Engine:
@@ -49,28 +60,89 @@ class Engine:
         self.queued = 0  # engine calls waiting or running in this process
         self._count = threading.Lock()
         self.ready = False
+        self.problem: str | None = None  # why the last attempt to open the catalog failed
+        self._settled = threading.Event()  # set once an attempt to open has ended
+        self._opening = False
+        self._tried_at = 0.0
+        self._closed = False
 
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            raise ApiError(503, "not_ready", "the catalog is not open yet")
+            raise ApiError(503, "not_ready", self.not_ready_reason(), {"Retry-After": "5"})
         return self._catalog
 
     def open(self) -> None:
         """Open the catalog (it must exist) and load its indexes, so the first request is not
-        the one that pays for it."""
+        the one that pays for it. Raises the library's error when it cannot."""
         catalog = Catalog.open(self.config.db, create=False)
-        if self.config.quick:
-            catalog.settings = catalog.settings.without_further_looks()
-        with self.lock:
-            self._catalog = catalog
-            catalog.indexes()
+        try:
+            if self.config.quick:
+                catalog.settings = catalog.settings.without_further_looks()
+            with self.lock:
+                catalog.indexes()
+                if self._closed:  # the worker stopped while this was loading
+                    raise ApiError(503, "not_ready", "the worker is stopping")
+                self._catalog = catalog
+        except BaseException:
+            catalog.close()
+            raise
+        self.problem = None
         self.ready = True
+        self._settled.set()
+        logs.event("worker ready", pid=os.getpid(), db=str(self.config.db))
+
+    def open_in_background(self) -> None:
+        """Start opening the catalog in the engine thread (engine calls queue behind it)."""
+        with self._count:
+            if self._opening or self.ready or self._closed:
+                return
+            self._opening = True
+        self._executor.submit(self._try_open)
+
+    def _try_open(self) -> None:
+        try:
+            self.open()
+        except (AudiodupError, OSError) as exc:
+            self.problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            logs.event("catalog not opened", logging.WARNING, pid=os.getpid(), error=self.problem)
+        finally:
+            self._tried_at = time.monotonic()
+            with self._count:
+                self._opening = False
+            self._settled.set()
+
+    def not_ready_reason(self) -> str | None:
+        """None once the catalog is open, else why not (and, when the last attempt failed
+        over :data:`RETRY_OPEN_S` ago, another attempt starts)."""
+        if self.ready:
+            return None
+        if self._closed:
+            return "the worker is stopping"
+        if self.problem is None:
+            return "the catalog is still loading"
+        if time.monotonic() - self._tried_at > RETRY_OPEN_S:
+            self.open_in_background()
+        return f"the catalog cannot be opened: {self.problem}"
+
+    def unreadable_reason(self) -> str | None:
+        """Why the catalog database cannot be read now (a fresh connection of its own, never
+        the engine's lock), or None."""
+        try:
+            probe_readable(self.config.db)
+        except AudiodupError as exc:
+            return str(exc).splitlines()[0]
+        return None
+
+    def wait_open(self, timeout_s: float | None = None) -> None:
+        """Block until the first attempt to open the catalog has ended (or ``timeout_s``)."""
+        self._settled.wait(self.config.request_timeout_s if timeout_s is None else timeout_s)
 
     @contextmanager
     def read(self) -> Iterator[Catalog]:
         """The catalog, held under the lock for the block; a library error raised in the block
         becomes its API error (:func:`~audiodup.service.errors.engine_error`)."""
+        self.wait_open()
         try:
             with self.lock:
                 yield self.catalog
@@ -79,6 +151,7 @@ class Engine:
 
     def close(self) -> None:
         self.ready = False
+        self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self.lock:
             if self._catalog is not None:
@@ -135,6 +208,7 @@ def get_catalog(request: Request) -> Iterator[Catalog]:
     """A FastAPI dependency: this process's open catalog, held under its lock for the duration
     of the request (use it in ``def`` endpoints, which run in a thread, not on the event loop)."""
     engine: Engine = request.app.state.engine
+    engine.wait_open()
     with engine.lock:
         catalog = engine.catalog
         index.set_threads(catalog.settings.faiss_threads)  # per thread (see Engine)

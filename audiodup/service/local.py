@@ -100,10 +100,12 @@ def start_local_server(
     config: Path | None = None,
     ready_wait_s: float = 300.0,
     preexec_fn: Callable[[], None] | None = None,
+    wait_ready: bool = True,
 ) -> LocalServer:
-    """Start ``audiodup serve --db DB`` (its output appended to ``log``) and wait until ready;
-    the server is stopped again if it does not get ready. ``preexec_fn`` runs in the child
-    before the server starts (e.g. to set a resource limit)."""
+    """Start ``audiodup serve --db DB`` (its output appended to ``log``) and wait until ready
+    (unless not ``wait_ready``); the server is stopped again if it does not get ready.
+    ``preexec_fn`` runs in the child before the server starts (e.g. to set a resource
+    limit)."""
     port = free_port()
     command = [sys.executable, "-m", "audiodup", "serve", "--db", str(db), "--port", str(port)]
     command += ["--workers", str(workers)]
@@ -119,6 +121,8 @@ def start_local_server(
             preexec_fn=preexec_fn,
         )
     server = LocalServer(process, f"http://127.0.0.1:{port}", Path(db), Path(log), started)
+    if not wait_ready:
+        return server
     try:
         server.wait_ready(workers, ready_wait_s)
     except BaseException:

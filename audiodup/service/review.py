@@ -475,6 +475,7 @@ def _record(
 @contextmanager
 def _catalog(request: Request) -> Iterator[Catalog]:
     engine = request.app.state.engine
+    engine.wait_open()
     with engine.lock:
         yield engine.catalog
 
