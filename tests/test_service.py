@@ -579,6 +579,31 @@ def test_request_ids_and_logs(server):
         assert key not in text and secret not in text
 
 
+def test_every_answered_request_is_logged_while_workers_decode(server):
+    """32 screenings, 8 at a time: each answer's request id is in the log. (The decoder points
+    file descriptor 2 at /dev/null while it decodes; the logs must not go there with it.)"""
+    upload = synth_wav(7701, 20.0)
+
+    def screen(_) -> str:
+        with server.client("other") as http:
+            response = http.post(
+                "/v1/screen", content=upload, headers={"Content-Type": "audio/wav"}
+            )
+        assert response.status_code == 200, response.text
+        return response.headers["x-request-id"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answered = set(pool.map(screen, range(32)))
+    assert len(answered) == 32
+    deadline = time.monotonic() + 60  # a line is written just after its answer is sent
+    while True:
+        logged = {e.get("request_id") for e in server.log_lines() if e.get("message") == "request"}
+        if answered <= logged or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answered - logged == set()
+
+
 # -- workers -------------------------------------------------------------------------------------
 def test_a_killed_worker_is_replaced(server):
     workers = server.worker_pids()
