@@ -155,3 +155,61 @@ def test_a_malformed_http_request_answers_400(pristine_catalog_dir, tmp_path):
             assert http.get("/readyz").status_code == 200
     finally:
         server.stop()
+
+
+def test_a_stalled_body_answers_408_and_a_request_queued_too_long_504(
+    pristine_catalog_dir, tmp_path
+):
+    """``request_timeout_s = 1``: a client that stops sending its body mid-way gets 408
+    ``request_timeout`` (no partial file stays); a request whose body arrived but that waits
+    in the engine queue behind a long asynchronous job gets 504 ``timeout`` and is dropped
+    from the queue; the job finishes, and the worker serves again."""
+    server, key = _server(pristine_catalog_dir, tmp_path, "request_timeout_s = 1.0\n")
+    try:
+        address = urlsplit(server.url)
+        body = _wav(9106, 10.0)
+        with socket.create_connection((address.hostname, address.port), timeout=120) as sock:
+            head = (
+                "POST /v1/screen HTTP/1.1\r\n"
+                f"Host: {address.netloc}\r\n"
+                f"Authorization: Bearer {key}\r\n"
+                "Content-Type: audio/wav\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body[: len(body) // 2])  # then nothing more
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert b'"code":"request_timeout"' in answer.replace(b" ", b"")
+        assert not list((server.db / "received" / ".incoming").glob("*.part"))
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=300
+        ) as http:
+            job = http.post(
+                "/v1/screen?mode=async",
+                content=_wav(9107, 1200.0),  # seconds of screening: the engine stays busy
+                headers={"Content-Type": "audio/wav"},
+            )
+            assert job.status_code == 202, job.text
+            deadline = time.monotonic() + 300
+            while http.get(job.json()["url"]).json()["status"] == "queued":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            queued = http.post(
+                "/v1/screen", content=_wav(9108, 5.0), headers={"Content-Type": "audio/wav"}
+            )
+            _error(queued, 504, "timeout")
+            while http.get(job.json()["url"]).json()["status"] == "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert http.get(job.json()["url"]).json()["status"] == "done"
+            again = http.post(
+                "/v1/screen", content=_wav(9108, 5.0), headers={"Content-Type": "audio/wav"}
+            )
+            assert again.status_code == 200, again.text
+    finally:
+        server.stop()
