@@ -508,10 +508,15 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         body, kind = metrics.render()
         return Response(body, media_type=kind)
 
-    async def take_body(request: Request) -> intake.Received:
+    async def take_body(request: Request, hash_bytes: bool = True) -> intake.Received:
         try:
             return await asyncio.wait_for(
-                intake.receive(request, config.received_dir / ".incoming", config.max_upload_bytes),
+                intake.receive(
+                    request,
+                    config.received_dir / ".incoming",
+                    config.max_upload_bytes,
+                    hash_bytes=hash_bytes,
+                ),
                 config.request_timeout_s,
             )
         except TimeoutError:
@@ -551,7 +556,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         client: Annotated[str, Depends(screen_scope)],
         mode: Annotated[Mode, Query(description="async: answer 202 with a job URL")] = Mode.auto,
     ) -> JSONResponse:
-        received = await take_body(request)
+        received = await take_body(request, hash_bytes=False)  # nothing is recorded
         if received.fields:
             received.discard()
             raise ApiError(422, "bad_form", "/v1/screen takes only the 'file' part")
