@@ -329,13 +329,21 @@ def _workers_threads_cpu_s(pids: list[int]) -> dict[tuple[int, int], float]:
     return {(pid, tid): cpu for pid in pids for tid, cpu in _thread_cpu_s(pid).items()}
 
 
-def served_requests(service: LocalServer, route: str, since_line: int) -> dict[int, int]:
-    """Requests to ``route`` each worker answered, in the log lines after ``since_line``."""
-    counts: dict[int, int] = {}
-    for entry in service.log_lines()[since_line:]:
-        if entry.get("message") == "request" and entry.get("route") == route:
-            counts[entry["pid"]] = counts.get(entry["pid"], 0) + 1
-    return counts
+def served_requests(
+    service: LocalServer, route: str, since_line: int, expected: int
+) -> dict[int, int]:
+    """Requests to ``route`` each worker answered, in the log lines after ``since_line``
+    (waiting up to 30 s for ``expected`` of them: a request's line is written after its
+    answer is sent)."""
+    deadline = time.monotonic() + 30.0
+    while True:
+        counts: dict[int, int] = {}
+        for entry in service.log_lines()[since_line:]:
+            if entry.get("message") == "request" and entry.get("route") == route:
+                counts[entry["pid"]] = counts.get(entry["pid"], 0) + 1
+        if sum(counts.values()) >= expected or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
 
 
 def screen_overhead(service: LocalServer, key: str, db_copy: Path, paths: list[Path]) -> dict:
@@ -398,17 +406,17 @@ def screen_throughput(service: LocalServer, key: str, files: list[bytes], client
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, files * 2))
     wall_s = time.perf_counter() - started
-    time.sleep(1.0)  # a request's log line is written after its answer is sent
+    n = 2 * len(files)
+    per_worker = sorted(served_requests(service, "/v1/screen", lines, n).values())
     used = {k: cpu - threads0.get(k, 0.0) for k, cpu in _workers_threads_cpu_s(pids).items()}
     # the engine thread of each worker is its busiest; every other thread is service overhead
     engine_s = sum(max(c for (p, _), c in used.items() if p == pid) for pid in pids)
-    n = 2 * len(files)
     return {
         "clients": clients,
         "per_min": 60.0 * n / wall_s,
         "cpu_per_upload_s": sum(used.values()) / n,
         "outside_engine_per_upload_s": (sum(used.values()) - engine_s) / n,
-        "per_worker": sorted(served_requests(service, "/v1/screen", lines).values()),
+        "per_worker": per_worker,
     }
 
 
@@ -512,9 +520,8 @@ def main() -> None:
                 service, key, data, clients, args.per_client, f"load{clients}"
             )
             rows.append((clients, summarise(outcomes, wall)))
-            time.sleep(1.0)  # a request's log line is written after its answer is sent
             rows[-1][1]["per_worker"] = sorted(
-                served_requests(service, "/v1/uploads", lines).values()
+                served_requests(service, "/v1/uploads", lines, len(outcomes)).values()
             )
             print(clients, rows[-1][1])
         # the fault: kill -9 of one worker while 16 clients send
