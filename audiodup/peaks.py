@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .spectral import LogSpectrogram
 
 # Peaks as a structured array: frame index, sub-bin log frequency and log-magnitude strength.
 PEAK_DTYPE = np.dtype([("frame", "<u4"), ("bin", "<f4"), ("strength", "<f4")])
+
+
+@dataclass(frozen=True)
+class PeakCandidates:
+    """Every local maximum of a spectrogram that may be kept as a peak, before the selection per
+    second: bins, frames and salience (height above the local background) of each, and the
+    log-magnitude their frequencies are refined on. :func:`select_peaks` picks a density from
+    them, so an upload's query peaks and the peaks a catalog stores share one search."""
+
+    log_mag: np.ndarray  # (n_bins, n_frames) float32
+    bins: np.ndarray
+    frames: np.ndarray
+    strength: np.ndarray
+    frames_per_second: float
 
 
 def find_peaks(
@@ -27,10 +43,16 @@ def find_peaks(
     -------
     np.ndarray of PEAK_DTYPE, sorted by (frame, bin).
     """
+    return select_peaks(peak_candidates(spec, time_radius, freq_radius), peaks_per_second)
+
+
+def peak_candidates(spec: LogSpectrogram, time_radius: int, freq_radius: int) -> PeakCandidates:
+    """The local maxima of :func:`find_peaks`, before any density is chosen."""
     from scipy import ndimage  # on first use: commands that do not fingerprint skip it
 
+    empty = np.zeros(0, dtype=np.int64)
     if spec.magnitude.size == 0:
-        return np.zeros(0, dtype=PEAK_DTYPE)
+        return PeakCandidates(spec.magnitude, empty, empty, empty, spec.frames_per_second)
     log_mag = np.log1p(1000.0 * spec.magnitude / max(float(spec.magnitude.max()), 1e-12))
     is_max = _neighbourhood_max(log_mag, freq_radius, time_radius) == log_mag
     background = ndimage.uniform_filter(log_mag, size=(2 * freq_radius + 9, 2 * time_radius + 1))
@@ -38,13 +60,21 @@ def find_peaks(
     is_max &= salience > 0.05
     is_max[0, :] = is_max[-1, :] = False
     bins, frames = np.nonzero(is_max)
-    if len(frames) == 0:
+    return PeakCandidates(log_mag, bins, frames, salience[bins, frames], spec.frames_per_second)
+
+
+def select_peaks(candidates: PeakCandidates, peaks_per_second: float) -> np.ndarray:
+    """The strongest ``peaks_per_second`` of ``candidates`` per one-second block, refined to
+    sub-bin frequencies: :func:`find_peaks` at that density, PEAK_DTYPE sorted by (frame, bin)."""
+    if len(candidates.frames) == 0:
         return np.zeros(0, dtype=PEAK_DTYPE)
-    strength = salience[bins, frames]
+    keep = _strongest_per_second(
+        candidates.frames, candidates.strength, peaks_per_second, candidates.frames_per_second
+    )
+    bins, frames = candidates.bins[keep], candidates.frames[keep]
+    strength = candidates.strength[keep]
 
-    keep = _strongest_per_second(frames, strength, peaks_per_second, spec.frames_per_second)
-    bins, frames, strength = bins[keep], frames[keep], strength[keep]
-
+    log_mag = candidates.log_mag
     below, here, above = log_mag[bins - 1, frames], log_mag[bins, frames], log_mag[bins + 1, frames]
     curvature = below - 2.0 * here + above
     with np.errstate(divide="ignore", invalid="ignore"):
