@@ -113,7 +113,7 @@ class UploadFingerprints:
     and tuning are the same); the view 2x faster (hop 512) takes every other frame of the
     query's spectrogram, and the view 2x slower (hop 128) interleaves them with a hop-256 STFT
     started 128 samples in (:func:`audiodup.spectral.magnitude_at_hop`). Measured on a 4-min
-    upload (issue #16): the two views 0.25 CPU-s made alone, 0.17 this way.
+    upload (issue #16): the two views 0.24-0.28 CPU-s made alone, 0.16-0.19 this way.
     """
 
     def __init__(self, audio: Audio, settings: Settings = DEFAULT_SETTINGS):
