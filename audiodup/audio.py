@@ -238,14 +238,17 @@ class _Measure:
 
     def add(self, block: np.ndarray) -> np.ndarray:
         """Count ``block`` in and return it with nonfinite samples zeroed."""
-        finite = np.isfinite(block)
-        if not finite.all():
+        low, high = block.min(initial=np.inf), block.max(initial=-np.inf)
+        # min and max propagate NaN, so finite ones mean every sample is: one pass, not two
+        if not (np.isfinite(low) and np.isfinite(high)):
+            finite = np.isfinite(block)
             self.nonfinite += int(block.size - np.count_nonzero(finite))
             block = _zero_nonfinite(block)
+            low, high = block.min(initial=np.inf), block.max(initial=-np.inf)
         self.frames += block.size
         self.total += float(block.sum(dtype=np.float64))
-        self.low = min(self.low, float(block.min()))
-        self.high = max(self.high, float(block.max()))
+        self.low = min(self.low, float(low))
+        self.high = max(self.high, float(high))
         return block
 
     @property
@@ -511,7 +514,10 @@ def _mix_to_mono(block: np.ndarray) -> np.ndarray:
     if block.shape[1] == 1:
         return block[:, 0] + zero
     if block.shape[1] == 2:
-        return (block[:, 0] + zero + block[:, 1]) / np.float32(2.0)
+        mono = block[:, 0] + zero
+        mono += block[:, 1]
+        mono /= np.float32(2.0)  # in place: one array instead of three
+        return mono
     return block.mean(axis=1, dtype=np.float32)
 
 

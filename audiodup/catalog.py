@@ -16,7 +16,7 @@ from pathlib import Path
 from . import index, ingest, owners, screening
 from .audio import Audio, load_audio
 from .errors import AudiodupError, CatalogError
-from .fingerprint import Fingerprint, fingerprint_audio
+from .fingerprint import Fingerprint, UploadFingerprints
 from .index import LoadedIndexes
 from .ingest import AUDIO_SUFFIXES, _os_problem, expand_paths, fingerprint_file  # noqa: F401
 from .match import ChromaEvidence, HashEvidence
@@ -56,32 +56,17 @@ def _query_job(
     start = _clock()
     try:
         audio = load_audio(path, settings)
-        fingerprint = fingerprint_audio(audio, settings, query=True)
+        prints = UploadFingerprints(audio, settings)
+        fingerprint = prints.query
         # the audio stays in the worker: the further looks screening may take are made here
         plan = screening.planned_views(fingerprint, settings)
-        views = {
-            (scale, phase): fingerprint_audio(
-                audio, settings, query=True, time_scale=scale, hop_phase=phase
-            )
-            for scale, phase in plan
-        }
+        views = {(scale, phase): prints.view(scale, phase) for scale, phase in plan}
     except AudiodupError as exc:
         return str(exc)
     except OSError as exc:
         return _os_problem(exc)
     facts = (audio.duration_s, audio.truncated, audio.sha256, _since(start))
     return (fingerprint, *facts, views)
-
-
-def _view_of(audio: Audio, settings: Settings) -> View:
-    """The upload's fingerprint at a time scale and hop phase, made only if screening asks."""
-
-    def view(time_scale: float, hop_phase: float) -> Fingerprint:
-        return fingerprint_audio(
-            audio, settings, query=True, time_scale=time_scale, hop_phase=hop_phase
-        )
-
-    return view
 
 
 def _view_from(views: dict[tuple, Fingerprint]) -> View:
@@ -220,14 +205,15 @@ class Catalog:
         name: str = "<audio>",
         top_k: int = 5,
         started: tuple[float, float] | None = None,
+        prints: UploadFingerprints | None = None,
     ) -> Verdict:
         """Screen decoded audio; ``started`` (:func:`_clock` before decoding) puts the decoding
-        in ``fingerprint_s`` and ``fingerprint_cpu_s``."""
+        in ``fingerprint_s`` and ``fingerprint_cpu_s``. ``prints``: the upload's fingerprints
+        when the caller made them (to store the upload too: ``prints.stored()``)."""
         started = started or _clock()
-        query = fingerprint_audio(audio, self.settings, query=True)
+        prints = prints or UploadFingerprints(audio, self.settings)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
-        view = _view_of(audio, self.settings)
-        return self._verdict(name, query, *facts, _since(started), top_k, view)
+        return self._verdict(name, prints.query, *facts, _since(started), top_k, prints.view)
 
     def _verdict(
         self,

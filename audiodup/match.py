@@ -414,6 +414,7 @@ def align_chroma(
     n_blocks = (len(r) - 1) // block_frames + 1
     blocks = np.full(n_blocks, -np.inf)
     best = None
+    rolled_spectra: dict[int, np.ndarray] = {}  # the reference's, per FFT size (two or three)
     for tempo in scales:
         n = int(round(len(q) * tempo))
         if n < 4 or n > len(r) * 1.5 + 4:
@@ -423,7 +424,7 @@ def align_chroma(
         hi = np.minimum(lo + 1, len(q) - 1)
         w = (pos - lo)[:, None]
         qs = q[lo] * (1 - w) + q[hi] * w  # query on the reference time base
-        scores = _rotation_offset_scores(qs, r)
+        scores = _rotation_offset_scores(qs, r, rolled_spectra)
         _block_maxima(scores, n, len(r), block_frames, blocks)
         rot, off = np.unravel_index(np.argmax(scores), scores.shape)
         overlap = _overlap(n, len(r), off)
@@ -475,18 +476,25 @@ def _block_maxima(
     np.maximum.at(blocks, _block_of(shift[usable], n, n_ref, block_frames), values)
 
 
-def _rotation_offset_scores(qs: np.ndarray, r: np.ndarray) -> np.ndarray:
+def _rotation_offset_scores(
+    qs: np.ndarray, r: np.ndarray, rolled_spectra: dict[int, np.ndarray] | None = None
+) -> np.ndarray:
     """Sum over frames of <rotated query frame, reference frame> for every rotation and offset.
 
     Returns shape ``(12, len(qs) + len(r) - 1)``; offset index ``k`` places query frame 0 at
     reference frame ``k - (len(qs) - 1)``. Rotation ``rot`` means query pitch class ``c + rot``
-    matches reference class ``c``.
+    matches reference class ``c``. ``rolled_spectra`` keeps the reference's rotated spectrum
+    per FFT size between calls with the same ``r`` (the same values, computed once).
     """
     n_full = len(qs) + len(r) - 1
     size = 1 << int(np.ceil(np.log2(n_full)))
     q_spec = np.fft.rfft(qs[::-1], n=size, axis=0)  # (f, 12)
-    r_spec = np.fft.rfft(r, n=size, axis=0)
-    rolled = r_spec[:, (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12]  # (f, rot, 12)
+    rolled = None if rolled_spectra is None else rolled_spectra.get(size)
+    if rolled is None:
+        r_spec = np.fft.rfft(r, n=size, axis=0)
+        rolled = r_spec[:, (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12]  # (f, rot, 12)
+        if rolled_spectra is not None:
+            rolled_spectra[size] = rolled
     cross = np.einsum("fc,frc->fr", q_spec, rolled)
     return np.fft.irfft(cross, n=size, axis=0)[:n_full].T
 

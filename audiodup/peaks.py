@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .spectral import LogSpectrogram
 
 # Peaks as a structured array: frame index, sub-bin log frequency and log-magnitude strength.
 PEAK_DTYPE = np.dtype([("frame", "<u4"), ("bin", "<f4"), ("strength", "<f4")])
+
+
+@dataclass(frozen=True)
+class PeakCandidates:
+    """Every local maximum of a spectrogram that may be kept as a peak, before the selection per
+    second: bin, frame and salience (height above the local background) of each, and the
+    log-magnitude there and one bin below and above, for the sub-bin refinement (kept per
+    candidate, not the whole spectrogram). :func:`select_peaks` picks a density from them, so
+    an upload's query peaks and the peaks a catalog stores share one search."""
+
+    bins: np.ndarray
+    frames: np.ndarray
+    strength: np.ndarray
+    log_mag: np.ndarray  # (3, n) float32: one bin below, at and one bin above each candidate
+    frames_per_second: float
 
 
 def find_peaks(
@@ -27,25 +44,40 @@ def find_peaks(
     -------
     np.ndarray of PEAK_DTYPE, sorted by (frame, bin).
     """
+    return select_peaks(peak_candidates(spec, time_radius, freq_radius), peaks_per_second)
+
+
+def peak_candidates(spec: LogSpectrogram, time_radius: int, freq_radius: int) -> PeakCandidates:
+    """The local maxima of :func:`find_peaks`, before any density is chosen."""
     from scipy import ndimage  # on first use: commands that do not fingerprint skip it
 
+    empty = np.zeros(0, dtype=np.int64)
     if spec.magnitude.size == 0:
-        return np.zeros(0, dtype=PEAK_DTYPE)
+        neighbours = np.zeros((3, 0), dtype=np.float32)
+        return PeakCandidates(empty, empty, empty, neighbours, spec.frames_per_second)
     log_mag = np.log1p(1000.0 * spec.magnitude / max(float(spec.magnitude.max()), 1e-12))
     is_max = _neighbourhood_max(log_mag, freq_radius, time_radius) == log_mag
     background = ndimage.uniform_filter(log_mag, size=(2 * freq_radius + 9, 2 * time_radius + 1))
     salience = log_mag - background
     is_max &= salience > 0.05
     is_max[0, :] = is_max[-1, :] = False
-    bins, frames = np.nonzero(is_max)
-    if len(frames) == 0:
+    bins, frames = np.nonzero(is_max)  # never an edge bin: a neighbour on either side
+    neighbours = np.stack([log_mag[bins + step, frames] for step in (-1, 0, 1)])
+    return PeakCandidates(bins, frames, salience[bins, frames], neighbours, spec.frames_per_second)
+
+
+def select_peaks(candidates: PeakCandidates, peaks_per_second: float) -> np.ndarray:
+    """The strongest ``peaks_per_second`` of ``candidates`` per one-second block, refined to
+    sub-bin frequencies: :func:`find_peaks` at that density, PEAK_DTYPE sorted by (frame, bin)."""
+    if len(candidates.frames) == 0:
         return np.zeros(0, dtype=PEAK_DTYPE)
-    strength = salience[bins, frames]
+    keep = _strongest_per_second(
+        candidates.frames, candidates.strength, peaks_per_second, candidates.frames_per_second
+    )
+    bins, frames = candidates.bins[keep], candidates.frames[keep]
+    strength = candidates.strength[keep]
 
-    keep = _strongest_per_second(frames, strength, peaks_per_second, spec.frames_per_second)
-    bins, frames, strength = bins[keep], frames[keep], strength[keep]
-
-    below, here, above = log_mag[bins - 1, frames], log_mag[bins, frames], log_mag[bins + 1, frames]
+    below, here, above = candidates.log_mag[:, keep]
     curvature = below - 2.0 * here + above
     with np.errstate(divide="ignore", invalid="ignore"):
         delta = np.where(curvature < 0, 0.5 * (below - above) / curvature, 0.0)

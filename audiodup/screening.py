@@ -286,15 +286,21 @@ def best_peak_checks(
 
 
 def gather_evidence(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    reference: References | None = None,
 ) -> Evidence:
-    """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks."""
+    """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
+    ``reference``: the stored fingerprints, when the caller keeps them across looks."""
     n_works = max(int(indexes.live.sum()), 1)
     hashed, hits_per_work = hash_candidates(query, indexes, settings)
     hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)
-    reference = _memo(works.fingerprint)  # each stored fingerprint decoded once per query
+    # each stored fingerprint decoded once per query
+    reference = reference or _memo(works.fingerprint)
     chroma = chroma_evidence(query, indexes, n_works, settings, reference)
     hashed = {w: f.evidence for w, f in hashes.items()}
     peaks = peak_checks(query, hashed, chroma, settings, reference)
@@ -410,8 +416,15 @@ def gather_looks(
     the hop, the copy has the original's tempo and the stored peaks' time precision. Slow
     copies (speed 0.5, slowed and reverberated) are seen faster the same way. A short excerpt
     is looked at in other frame phases: a few seconds hold too few triplets to lose half."""
+    # the looks mostly check the same candidates: their stored fingerprints are decoded once
+    # (a clean upload of the test catalog: 6 reads instead of 18)
+    reference = _memo(works.fingerprint)
     return look_again(
-        query, lambda seen: gather_evidence(seen, indexes, settings, works), settings, works, view
+        query,
+        lambda seen: gather_evidence(seen, indexes, settings, works, reference),
+        settings,
+        works,
+        view,
     )
 
 

@@ -129,6 +129,33 @@ def log_spectrogram(samples: np.ndarray, settings: Settings = DEFAULT_SETTINGS) 
     )
 
 
+def magnitude_at_hop(
+    known: np.ndarray, samples: np.ndarray, settings: Settings, hop_length: int
+) -> np.ndarray | None:
+    """The ``magnitude`` of ``log_spectrogram(samples, settings)`` at ``hop_length`` instead of
+    ``settings.hop_length``, from ``known`` (the magnitude at ``settings.hop_length``), or None
+    when it cannot be derived (another ratio, audio shorter than a frame and a hop).
+
+    Each frame is transformed alone, so a frame starting at the same sample has the same values
+    bit for bit: a hop twice as long is every other known frame, and a hop half as long is the
+    known frames interleaved with those of an STFT started half a hop in (one new FFT per two
+    frames instead of two).
+    """
+    hop, n_fft = settings.hop_length, settings.n_fft
+    if len(samples) < n_fft + hop:
+        return None
+    n_frames = 1 + (len(samples) - n_fft) // hop_length
+    if hop_length == 2 * hop:
+        return np.ascontiguousarray(known[:, ::2])  # reductions see the same layout
+    if 2 * hop_length == hop:
+        out = np.empty((known.shape[0], n_frames), dtype=np.float32)
+        out[:, ::2] = known
+        odd = log_spectrogram(samples[hop_length:], settings).magnitude
+        out[:, 1::2] = odd[:, : n_frames // 2]
+        return out
+    return None
+
+
 @lru_cache(maxsize=8)
 def _read_columns_of_filterbank(
     sample_rate_hz: int, n_fft: int, fmin_hz: float, bins_per_octave: int, n_octaves: int

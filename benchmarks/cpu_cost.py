@@ -174,11 +174,21 @@ def measure_audiodup(plan: dict, workdir: Path) -> dict:
                 if hasattr(verdict, "fingerprint_cpu_s"):
                     stages[upload["path"]].append((verdict.fingerprint_cpu_s, verdict.search_cpu_s))
         medians = [statistics.median(v) for v in per_upload.values()]
+        by_role = {
+            role: [statistics.median(per_upload[u["path"]]) for u in uploads["4min"] if pick(u)]
+            for role, pick in (
+                ("catalog", lambda u: u["role"] == "catalog"),
+                ("negative", lambda u: u["role"] != "catalog"),
+            )
+        }
         out["screen_4min"] = {
             "n": len(medians),
             "median_cpu_s": statistics.median(medians),
             "mean_cpu_s": statistics.fmean(medians),
             "p95_cpu_s": _pct(medians, 0.95),
+            # the median of all lies between the two groups: copies stop after the first look,
+            # clean uploads take every look
+            **{f"median_cpu_s_{role}": _pct(v, 0.5) for role, v in by_role.items()},
         }
         if all(stages.values()):
             fp = [statistics.median(s[0] for s in v) for v in stages.values()]
@@ -241,9 +251,16 @@ def _measure_large_catalog(root: Path, uploads: dict) -> dict:
         per_upload = [
             _median_cpu(lambda p=upload["path"]: catalog.screen(p)) for upload in uploads["4min"]
         ]
+        roles = [u["role"] for u in uploads["4min"]]
         out["screen_4min"] = {
             "median_cpu_s": statistics.median(per_upload),
             "p95_cpu_s": _pct(per_upload, 0.95),
+            "median_cpu_s_catalog": _pct(
+                [c for c, r in zip(per_upload, roles, strict=True) if r == "catalog"], 0.5
+            ),
+            "median_cpu_s_negative": _pct(
+                [c for c, r in zip(per_upload, roles, strict=True) if r != "catalog"], 0.5
+            ),
         }
         out["by_length"] = {}
         for name, items in uploads.items():
@@ -535,6 +552,16 @@ def render(results: dict, peers: dict, meta: dict) -> str:
             ".3f",
         ),
         row(
+            "… median of the uploads of catalog works (copies: found on the first look)",
+            lambda r: r["screen_4min"]["median_cpu_s_catalog"],
+            ".3f",
+        ),
+        row(
+            "… median of the negatives (clean: every look taken)",
+            lambda r: r["screen_4min"]["median_cpu_s_negative"],
+            ".3f",
+        ),
+        row(
             "… of which decode + fingerprint (Verdict.fingerprint_cpu_s)",
             lambda r: r["screen_4min"]["fingerprint_cpu_s_median"],
             ".3f",
@@ -627,6 +654,15 @@ def render(results: dict, peers: dict, meta: dict) -> str:
                 f"CPU-s per 4-min upload screened in a batch ({works:,} works), decode included",
                 lambda r: r["at_10k"]["screen_4min"]["median_cpu_s"],
                 ".3f",
+                peers=False,
+            ),
+            row(
+                "… median of the uploads of catalog works / of the negatives",
+                lambda r: "{:.3f} / {:.3f}".format(
+                    r["at_10k"]["screen_4min"]["median_cpu_s_catalog"],
+                    r["at_10k"]["screen_4min"]["median_cpu_s_negative"],
+                ),
+                "",
                 peers=False,
             ),
             row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -24,3 +25,20 @@ def test_a_tool_without_a_benchmark_cache_fails_in_one_line(tool: str, tmp_path:
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "python -m benchmarks run" in lines[0]
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_same_verdicts_counts_entries_that_differ_in_any_field(tmp_path) -> None:
+    from benchmarks.same_verdicts import compare
+
+    def line(role: str, label: str, fmp: float) -> str:
+        entry = {"verdict": label, "matches": [{"false_match_probability": fmp}]}
+        return json.dumps({"variant": "v", "role": role, "verdict": entry}) + "\n"
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(line("positive", "duplicate", 1e-9) + line("negative", "clean", 0.5))
+    second.write_text(line("positive", "duplicate", 1e-9) + line("negative", "clean", 0.5))
+    assert "2 queries, 0 differ" in compare(first, second)
+    second.write_text(line("positive", "duplicate", 2e-9) + line("negative", "clean", 0.5))
+    assert "2 queries, 1 differ" in compare(first, second)
+    second.write_text(line("positive", "duplicate", 1e-9))
+    assert "not the same queries" in compare(first, second)

@@ -13,7 +13,12 @@ from hypothesis.extra.numpy import arrays
 
 from audiodup.audio import audio_from_samples, load_audio
 from audiodup.errors import AudiodupError
-from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from audiodup.fingerprint import (
+    Fingerprint,
+    UploadFingerprints,
+    fingerprint_audio,
+    fingerprint_hashes,
+)
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS, Settings
 from audiodup.synth import synthesize_work
@@ -251,3 +256,50 @@ def test_only_queries_have_views(work_audio) -> None:
         fingerprint_audio(work_audio, time_scale=2.0)
     with pytest.raises(ValueError):
         fingerprint_audio(work_audio, hop_phase=0.5)
+
+
+def _same_fingerprint(made: Fingerprint, alone: Fingerprint) -> None:
+    assert made.peaks.dtype == alone.peaks.dtype and np.array_equal(made.peaks, alone.peaks)
+    assert made.chroma.dtype == alone.chroma.dtype and np.array_equal(made.chroma, alone.chroma)
+    assert (made.tuning_semitones, made.duration_s) == (alone.tuning_semitones, alone.duration_s)
+    assert made.to_bytes() == alone.to_bytes()
+
+
+@pytest.mark.parametrize("cut", [0, 1, 128, 255, 300])
+def test_upload_fingerprints_are_those_made_one_by_one(work_audio, cut: int) -> None:
+    """One analysis gives, bit for bit, what fingerprint_audio gives for the query, the stored
+    fingerprint and every view screening takes (hop 512 from every other frame, hop 128 from
+    the frames interleaved with an STFT half a hop in), whatever the length modulo the hop."""
+    audio = dataclasses.replace(
+        work_audio, samples=work_audio.samples[: len(work_audio.samples) - cut]
+    )
+    prints = UploadFingerprints(audio)
+    _same_fingerprint(prints.query, fingerprint_audio(audio, query=True))
+    _same_fingerprint(prints.stored(), fingerprint_audio(audio))
+    for time_scale, hop_phase in [(0.5, 0.0), (2.0, 0.0), (1.0, 0.25), (1.0, 0.75)]:
+        view = prints.view(time_scale, hop_phase)
+        alone = fingerprint_audio(audio, query=True, time_scale=time_scale, hop_phase=hop_phase)
+        _same_fingerprint(view, alone)
+
+
+def test_upload_fingerprints_share_the_stft(work_audio, monkeypatch) -> None:
+    """The stored fingerprint takes no STFT of its own, the 2x faster view none either, the 2x
+    slower view one of the upload's length (its odd frames)."""
+    import audiodup.spectral as spectral
+
+    frames = []
+    blocks = spectral._magnitude_blocks
+
+    def counted(samples, n_fft, hop_length, n_bins):
+        n_frames, found = blocks(samples, n_fft, hop_length, n_bins)
+        frames.append(n_frames)
+        return n_frames, found
+
+    monkeypatch.setattr(spectral, "_magnitude_blocks", counted)
+    prints = UploadFingerprints(work_audio)
+    assert len(frames) == 1
+    prints.stored()
+    prints.view(0.5, 0.0)
+    assert len(frames) == 1
+    prints.view(2.0, 0.0)
+    assert len(frames) == 2 and frames[1] <= frames[0]

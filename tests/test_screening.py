@@ -6,6 +6,7 @@ below `duplicate` through every look."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from conftest import CATALOG_DIR, UPLOADS_DIR
 
 from audiodup import Catalog, screening
 from audiodup.audio import Audio, audio_from_samples, load_audio
-from audiodup.fingerprint import fingerprint_audio
+from audiodup.fingerprint import UploadFingerprints, fingerprint_audio
 from audiodup.results import Match, Section
 from audiodup.verdict import decide, score_from_probability
 
@@ -201,3 +202,28 @@ def test_quick_screening_takes_only_the_look_as_it_is(
     assert verdicts[()] == ["duplicate", "duplicate"]
     assert verdicts[("--quick",)][1] == "duplicate"
     assert verdicts[("--quick",)][0] != "duplicate"
+
+
+def test_the_looks_decode_each_stored_fingerprint_once(catalog: Catalog) -> None:
+    """Every look of a clean upload checks the same few candidates: their stored fingerprints
+    are read once per screening, not once per look, and the looks find what they found when
+    each read its own."""
+    s = catalog.settings
+    audio = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s)
+    reads: list[int] = []
+
+    class Counted:
+        def fingerprint(self, work_id: int):
+            reads.append(work_id)
+            return catalog.fingerprint(work_id)
+
+        def work(self, work_id: int):
+            return catalog.work(work_id)
+
+    prints = UploadFingerprints(audio, s)
+    looks = screening.gather_looks(prints.query, catalog.indexes(), s, Counted(), prints.view)
+    assert len(looks) == 3 and len(set(reads)) > 1
+    assert len(reads) == len(set(reads))
+    for look in looks:  # each look alone, reading the catalog itself
+        alone = screening.gather_evidence(look.query, catalog.indexes(), s, catalog)
+        assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all

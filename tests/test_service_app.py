@@ -75,3 +75,33 @@ def test_without_a_review_module_nothing_is_mounted(catalog_copy: Path) -> None:
     with TestClient(app) as http:
         assert http.get("/review/").status_code == 404
         assert http.get("/readyz").json() == {"status": "ready"}
+
+
+def test_recording_an_upload_fingerprints_it_once(catalog_copy: Path, manifest, monkeypatch):
+    """``POST /v1/uploads`` stores the fingerprint made from the screening's own STFT: the
+    request runs the STFTs screening the same audio runs, and no more (issue #16)."""
+    import audiodup.spectral as spectral
+
+    upload = Path(__file__).parents[1] / "fixtures" / "audio" / manifest["uploads"][0]["file"]
+    stfts = []
+    blocks = spectral._magnitude_blocks
+
+    def counted(*args):
+        stfts.append(args[2])  # the hop
+        return blocks(*args)
+
+    monkeypatch.setattr(spectral, "_magnitude_blocks", counted)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert catalog.screen(upload).verdict is not None
+    screened = list(stfts)
+    stfts.clear()
+    key = KeyFile(catalog_copy / "service" / "keys.json").create("pipe", ["screen"])
+    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
+    with TestClient(app) as http:
+        answer = http.post(
+            "/v1/uploads",
+            content=upload.read_bytes(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/ogg"},
+        )
+    assert answer.status_code == 201, answer.text
+    assert screened and stfts == screened

@@ -9,7 +9,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from audiodup.settings import DEFAULT_SETTINGS, Settings
-from audiodup.spectral import log_filterbank, log_spectrogram, shift_bins, stft_magnitude
+from audiodup.spectral import (
+    log_filterbank,
+    log_spectrogram,
+    magnitude_at_hop,
+    shift_bins,
+    stft_magnitude,
+)
 
 S = DEFAULT_SETTINGS
 SR = S.sample_rate_hz
@@ -139,3 +145,22 @@ def test_log_spectrogram_is_the_filter_bank_times_the_stft(seconds: float) -> No
     expected = np.asarray(bank @ stft_magnitude(y, S.n_fft, S.hop_length), dtype=np.float32)
     got = log_spectrogram(y, S).magnitude
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@hypothesis_settings(max_examples=25, deadline=None)
+@given(
+    n_samples=st.integers(0, 3 * S.n_fft),
+    hop=st.sampled_from([S.hop_length // 2, 2 * S.hop_length, S.hop_length // 4, 3 * S.hop_length]),
+    seed=st.integers(0, 2**16),
+)
+def test_magnitude_at_another_hop_is_the_stft_at_that_hop(n_samples: int, hop: int, seed: int):
+    """Derived from the spectrogram at the ordinary hop, bit for bit, or None (other ratios,
+    audio shorter than a frame and a hop); never a wrong array."""
+    samples = np.random.default_rng(seed).standard_normal(n_samples).astype(np.float32)
+    known = log_spectrogram(samples, S).magnitude
+    derived = magnitude_at_hop(known, samples, S, hop)
+    direct = log_spectrogram(samples, Settings(hop_length=hop)).magnitude
+    if hop in (S.hop_length // 2, 2 * S.hop_length) and n_samples >= S.n_fft + S.hop_length:
+        assert derived is not None
+    if derived is not None:
+        assert derived.dtype == direct.dtype and np.array_equal(derived, direct)

@@ -54,7 +54,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import results
 from ..audio import load_audio
 from ..errors import AudiodupError
-from ..fingerprint import fingerprint_audio
+from ..fingerprint import UploadFingerprints
 from ..metadata import parse_timestamp
 from ..schema import SCHEMA_VERSION
 from ..store import NewWork, Screening
@@ -346,15 +346,18 @@ def _decode(engine: Engine, received: intake.Received):
 
 
 def _screen(engine: Engine, received: intake.Received, name: str):
+    """The decoded upload, its fingerprints (one analysis for screening and the ledger) and
+    its verdict."""
     audio = _decode(engine, received)
+    prints = UploadFingerprints(audio, engine.catalog.settings)
     with engine.read() as catalog:
-        verdict = catalog.screen_audio(audio, name=name, top_k=engine.config.top_k)
-    return audio, verdict
+        verdict = catalog.screen_audio(audio, name=name, top_k=engine.config.top_k, prints=prints)
+    return audio, prints, verdict
 
 
 def screen_work(engine: Engine, received: intake.Received, name: str) -> tuple[int, dict]:
     try:
-        _, verdict = _screen(engine, received, name)
+        _, _, verdict = _screen(engine, received, name)
     finally:
         received.discard()
     metrics.VERDICTS.labels(results.screen_label(verdict)).inc()
@@ -371,9 +374,8 @@ def record_work(
             earlier = _replay(engine, upload)
         if earlier is not None:
             return earlier
-        audio, verdict = _screen(engine, received, name)
-        settings = engine.catalog.settings
-        fingerprint = fingerprint_audio(audio, settings)
+        audio, prints, verdict = _screen(engine, received, name)
+        fingerprint = prints.stored()  # from the screening's STFT and peak search: one of each
         kept = intake.keep(received, engine.config.received_dir)
         stat = kept.stat()
         item = NewWork(
