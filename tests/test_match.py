@@ -20,13 +20,19 @@ from scipy.signal import resample_poly
 from audiodup import Catalog, Match, Verdict
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from audiodup.hashes import TripletHashes, pack_entry_ids
+from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.match import (
     PATTERN_KEY_SCALE,
     HashVotes,
     align_chroma,
+    candidate_order,
     candidate_works,
+    look_up,
     lookup_hashes,
+    query_keys,
     verify_hashes,
+    work_votes,
 )
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS
@@ -404,6 +410,57 @@ def test_candidate_works_ranks_by_aligned_votes_not_raw_votes() -> None:
     assert ranked[0][0] == 7
     assert ranked[0][1] >= 25  # most of the line falls in one coarse cell
     assert candidate_works(synthetic_votes(5, [], noise_votes=0), 5, S.frames_per_second) == []
+
+
+def test_candidate_order_draws_among_equal_supports_without_favouring_low_work_ids() -> None:
+    # a large catalog gives thousands of works the same 2 or 3 chance hits in a cell: the first
+    # works added must not win every such tie
+    ties = sorted(range(1, 10_001), key=lambda w: candidate_order(w, 2))
+    assert sorted(ties[:30]) != list(range(1, 31))
+    assert max(ties[:30]) > 1_000
+    assert candidate_order(9_999, 3) < candidate_order(1, 2)  # support comes first
+
+
+def random_hashes(rng: np.random.Generator, n: int, n_keys: int, frames: int) -> TripletHashes:
+    return TripletHashes(
+        keys=rng.integers(0, n_keys, n).astype(np.uint32),
+        anchor_frame=rng.integers(0, frames, n).astype(np.uint32),
+        anchor_bin=rng.uniform(20, 200, n).astype(np.float32),
+        span_frames=rng.integers(8, 60, n).astype(np.uint32),
+    )
+
+
+def test_work_votes_are_the_hits_the_whole_look_up_gives_that_work() -> None:
+    rng = np.random.default_rng(3)
+    works = {w: random_hashes(rng, 800, 4_000, 3_000) for w in range(1, 41)}
+    keys = np.concatenate([h.keys for h in works.values()]).astype(np.int64)
+    ids = np.concatenate([pack_entry_ids(w, h) for w, h in works.items()])
+    shard = sorted_hash_shard(keys, ids)
+    indexes = LoadedIndexes([shard], [], np.ones(41, bool), shard.bucket_sizes)
+    query = random_hashes(rng, 3_000, 4_000, 1_000)
+    whole = look_up(query, indexes, 1 << 30, 1 << 40)
+    budgeted = look_up(query, indexes, 1 << 30, 2_000)
+    assert whole.kept_share == 1.0 and 0 < budgeted.kept_share < 0.2
+    assert (budgeted.usable == whole.usable).all()  # the budget drops hits, not usable keys
+    usable = query_keys(query, budgeted.usable)
+    for work_id in (1, 17, 40):
+        own = work_votes(query, usable, work_id, works[work_id])
+        mine = whole.votes.work == work_id
+        expected = sorted(
+            zip(
+                whole.votes.query_frame[mine],
+                whole.votes.ref_frame[mine],
+                whole.votes.ref_bin[mine],
+                whole.votes.ref_span[mine],
+                whole.votes.pattern[mine],
+                strict=True,
+            )
+        )
+        got = sorted(
+            zip(own.query_frame, own.ref_frame, own.ref_bin, own.ref_span, own.pattern, strict=True)
+        )
+        assert len(got) > (budgeted.votes.work == work_id).sum() and got == expected
+        assert (own.work == work_id).all()
 
 
 # --- chroma alignment -----------------------------------------------------------------------
