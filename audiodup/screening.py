@@ -143,7 +143,10 @@ def hash_candidates(
     works were in competition (:func:`audiodup.verdict.hash_false_match_probability`); at
     most one per hit, however large the catalog. See :func:`verified_candidates`."""
     found = verified_candidates(query, indexes, settings, works)
-    hits = hits_in_competition(found.hit_works, found.hit_counts, found.candidates)
+    unseen = int(indexes.live.sum()) - len(found.hit_works)
+    hits = hits_in_competition(
+        found.hit_works, found.hit_counts, found.candidates, unseen, found.unseen_hits
+    )
     return {c.work_id: c.evidence for c in found.candidates if c.evidence is not None}, hits
 
 
@@ -167,6 +170,9 @@ class Candidates:
     candidates: list[Candidate]
     hit_works: np.ndarray  # int64
     hit_counts: np.ndarray  # float64, one per hit work
+    # the estimate for a work the sampled look-up gave no hit: as if it had got one (0: the
+    # look-up was whole, such works have no hits)
+    unseen_hits: float = 0.0
 
 
 def verified_candidates(
@@ -180,8 +186,9 @@ def verified_candidates(
     verified on all of its hits, made from its stored fingerprint in ``works``
     (:func:`audiodup.match.work_votes`): a copy's line keeps the inliers the budget took from it,
     at a cost per candidate that does not grow with the catalog. The other works' hit counts are
-    then estimated as their sampled hits over the share of hits the look-up kept, so that the
-    chance model weighs every work as the whole look-up would have."""
+    then estimated as their sampled hits over the share of hits the look-up kept (a work the
+    sample missed as if it had got one hit), so that the chance model weighs every work as the
+    whole look-up would have."""
     hashes = fingerprint_hashes(query, settings, query=True)
     found = hash_lookup(hashes, indexes, settings)
     votes = found.votes
@@ -201,19 +208,28 @@ def verified_candidates(
         candidates.append(
             Candidate(work_id, support, _verify(own, work_id, settings), len(own.work))
         )
-    return Candidates(candidates, hit_works, counts / found.kept_share)
+    share = found.kept_share
+    return Candidates(candidates, hit_works, counts / share, unseen_hits=1.0 / share)
 
 
 def hits_in_competition(
-    hit_works: np.ndarray, hit_counts: np.ndarray, candidates: Iterable[Candidate]
+    hit_works: np.ndarray,
+    hit_counts: np.ndarray,
+    candidates: Iterable[Candidate],
+    unseen_works: int = 0,
+    unseen_hits: float = 0.0,
 ) -> np.ndarray:
-    """The hit count of every work that got hits, the candidates' full hits in place of their
-    sampled ones (in the order of ``hit_works``)."""
+    """The hit count of every work that got hits (in the order of ``hit_works``), the
+    candidates' full hits in place of their sampled ones, then ``unseen_hits`` for each of the
+    ``unseen_works`` works without a hit (:attr:`Candidates.unseen_hits`; none when it is 0)."""
     hits = np.array(hit_counts, dtype=np.float64)
     full = {c.work_id: c.full_hits for c in candidates if c.full_hits is not None}
     if full:
-        where = np.searchsorted(hit_works, list(full))
+        order = np.argsort(hit_works, kind="stable")
+        where = order[np.searchsorted(hit_works[order], list(full))]
         hits[where] = list(full.values())
+    if unseen_hits > 0 and unseen_works > 0:
+        hits = np.concatenate([hits, np.full(unseen_works, unseen_hits)])
     return hits
 
 

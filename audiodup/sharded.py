@@ -268,10 +268,13 @@ class ShardedScreening:
         try:
             found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
             top = self._top_candidates(found)
-            hit_counts = hits_in_competition(  # works apart by group
-                np.concatenate([part.hit_works for part in found]),
+            hit_works = np.concatenate([part.hit_works for part in found])  # apart by group
+            hit_counts = hits_in_competition(
+                hit_works,
                 np.concatenate([part.hit_counts for part in found]),
                 top,
+                n_works - len(hit_works),
+                max((part.unseen_hits for part in found), default=0.0),  # same in every group
             )
             evidence = [c.evidence for c in top if c.evidence is not None]
             hashes = score_hashes(evidence, n_works, settings, hit_counts)
