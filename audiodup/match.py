@@ -228,14 +228,20 @@ def _votes(
 
 
 def candidate_works(
-    votes: HashVotes, limit: int, frames_per_second: float, min_support: int = 1
-) -> list[tuple[int, int]]:
+    votes: HashVotes,
+    limit: int,
+    frames_per_second: float,
+    min_support: int = 1,
+    weights: np.ndarray | None = None,
+) -> list[tuple[int, float]]:
     """``(work_id, support)`` of the works whose hits agree most, best first
     (:func:`candidate_order`).
 
     Raw hit counts favour long or repetitive works; instead each work is ranked by its largest
     cell of a coarse (tempo ratio, pitch shift, time offset) histogram, which only hits from a
-    real alignment fill.
+    real alignment fill. A cell's support is its number of hits, or with ``weights`` (one per
+    vote, :func:`rarity_weights`) their sum; cells of fewer than ``min_support`` hits do not
+    count.
     """
     if len(votes.work) == 0:
         return []
@@ -246,24 +252,42 @@ def candidate_works(
     off_bin -= off_bin.min()
     n_off = int(off_bin.max()) + 1
     key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
-    cells, counts = np.unique(key, return_counts=True)
-    work_of = cells // (64 * 64 * n_off)
-    order = np.lexsort((-counts, work_of))
+    cells, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    support = counts if weights is None else np.bincount(inverse, weights=weights)
+    eligible = np.nonzero(counts >= min_support)[0]
+    if len(eligible) == 0:
+        return []
+    work_of = cells[eligible] // (64 * 64 * n_off)
+    support = support[eligible]
+    order = np.lexsort((-support, work_of))
     first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
-    ranked = sorted(
-        ((int(work_of[i]), int(counts[i])) for i in first if counts[i] >= min_support),
-        key=lambda c: candidate_order(*c),
-    )
-    return ranked[:limit]
+    best = first[np.lexsort((_scramble(work_of[first]), -support[first]))][:limit]
+    kind = int if weights is None else float
+    return [(int(work_of[i]), kind(support[i])) for i in best]
 
 
-def candidate_order(work_id: int, support: int) -> tuple[int, int]:
+def rarity_weights(votes: HashVotes, bucket_sizes: np.ndarray) -> np.ndarray:
+    """Per vote, how rare its key is in the catalog: ``log(entries / entries under the key)``.
+    A hit under a rare key is less often chance, so among a sampled look-up's thin supports
+    (a few hits per cell) rare-key cells rank first: a copy's work then reaches the candidates
+    more often (measured in docs/scaling.md)."""
+    keys = votes.pattern // PATTERN_KEY_SCALE
+    total = max(int(bucket_sizes.sum()), 1)
+    return np.log(total / np.maximum(bucket_sizes[keys], 1))
+
+
+def candidate_order(work_id: int, support: float) -> tuple[float, int]:
     """Sort key of a candidate work: most support first, then a fixed scramble of the work id.
 
     Among equal supports (a large catalog has thousands of works at 2 or 3 chance hits per cell)
     the lowest work id would win: the works added first, the same ones on every upload. A
     scramble draws among them without favouring any."""
-    return -support, (work_id * 0x9E3779B1) & 0xFFFFFFFF
+    return -support, int(_scramble(np.int64(work_id)))
+
+
+def _scramble(work_ids):
+    """A fixed bijection of 32-bit work ids (Fibonacci hashing)."""
+    return (np.asarray(work_ids, dtype=np.int64) * 0x9E3779B1) & 0xFFFFFFFF
 
 
 def verify_hashes(

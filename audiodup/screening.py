@@ -34,6 +34,7 @@ from .match import (
     chroma_candidates,
     look_up,
     query_keys,
+    rarity_weights,
     verify_hashes,
     work_votes,
 )
@@ -152,12 +153,13 @@ def hash_candidates(
 
 @dataclass(frozen=True)
 class Candidate:
-    """A candidate work of the hash look-up: its support (hits in its best coarse cell), its
-    verified hash lines (``None``: none verified) and, when the hit budget dropped keys, its
-    hits from every usable key (:func:`audiodup.match.work_votes`)."""
+    """A candidate work of the hash look-up: its support (hits in its best coarse cell, weighted
+    by rarity when the look-up was sampled), its verified hash lines (``None``: none verified)
+    and, when the hit budget dropped keys, its hits from every usable key
+    (:func:`audiodup.match.work_votes`)."""
 
     work_id: int
-    support: int
+    support: float
     evidence: HashEvidence | None
     full_hits: int | None = None
 
@@ -196,7 +198,9 @@ def verified_candidates(
     sampled = found.kept_share < 1.0 and works is not None
     min_support = settings.min_sampled_support if sampled else settings.min_candidate_support
     fps = settings.frames_per_second
-    ranked = candidate_works(votes, settings.candidate_works, fps, min_support)
+    # a sample's supports are thin (2-3 hits a cell): the rarer the keys, the less chance
+    weights = rarity_weights(votes, indexes.bucket_sizes) if sampled else None
+    ranked = candidate_works(votes, settings.candidate_works, fps, min_support, weights)
     if not sampled:
         candidates = [Candidate(w, n, _verify(votes, w, settings)) for w, n in ranked]
         return Candidates(candidates, hit_works, counts.astype(np.float64))
