@@ -241,29 +241,46 @@ def candidate_works(
     cell of a coarse (tempo ratio, pitch shift, time offset) histogram, which only hits from a
     real alignment fill. A cell's support is its number of hits, or with ``weights`` (one per
     vote, :func:`rarity_weights`) their sum; cells of fewer than ``min_support`` hits do not
-    count.
+    count. The tempo cells are laid twice, the second grid half a cell off: a copy's tempo near
+    the edge of a cell (0.93 lies 0.003 from one) splits its hits between two cells of one grid
+    and falls inside a cell of the other.
     """
     if len(votes.work) == 0:
         return []
-    lt_bin = np.round(votes.log_tempo / 0.05).astype(np.int64)
+    parts = [
+        _best_cells(votes, frames_per_second, min_support, weights, shift) for shift in (0.0, 0.5)
+    ]
+    work_of = np.concatenate([w for w, _ in parts])
+    support = np.concatenate([s for _, s in parts])
+    if len(work_of) == 0:
+        return []
+    order = np.lexsort((-support, work_of))
+    first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
+    best = first[np.lexsort((_scramble(work_of[first]), -support[first]))][:limit]
+    kind = int if weights is None else float
+    return [(int(work_of[i]), kind(support[i])) for i in best]
+
+
+def _best_cells(
+    votes: HashVotes,
+    frames_per_second: float,
+    min_support: int,
+    weights: np.ndarray | None,
+    shift: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(work ids, support)``: each work's best cell on the tempo grid moved by ``shift``
+    cells (a work may appear once per cell; :func:`candidate_works` keeps its best)."""
+    lt_bin = np.round(votes.log_tempo / 0.05 + shift).astype(np.int64)
     pb_bin = np.round(votes.pitch_bins / 1.5).astype(np.int64)
-    offset = votes.ref_frame - np.exp(lt_bin * 0.05) * votes.query_frame
+    offset = votes.ref_frame - np.exp((lt_bin - shift) * 0.05) * votes.query_frame
     off_bin = np.floor(offset / frames_per_second).astype(np.int64)
     off_bin -= off_bin.min()
     n_off = int(off_bin.max()) + 1
     key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
     cells, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     support = counts if weights is None else np.bincount(inverse, weights=weights)
-    eligible = np.nonzero(counts >= min_support)[0]
-    if len(eligible) == 0:
-        return []
-    work_of = cells[eligible] // (64 * 64 * n_off)
-    support = support[eligible]
-    order = np.lexsort((-support, work_of))
-    first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
-    best = first[np.lexsort((_scramble(work_of[first]), -support[first]))][:limit]
-    kind = int if weights is None else float
-    return [(int(work_of[i]), kind(support[i])) for i in best]
+    eligible = counts >= min_support
+    return cells[eligible] // (64 * 64 * n_off), support[eligible]
 
 
 def rarity_weights(votes: HashVotes, bucket_sizes: np.ndarray) -> np.ndarray:
