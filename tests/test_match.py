@@ -7,6 +7,7 @@ catalog of the six fixture works, and checks every reported number against the t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -25,12 +26,14 @@ from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.match import (
     PATTERN_KEY_SCALE,
     HashVotes,
+    _best_cells,
     align_chroma,
     candidate_order,
     candidate_works,
     look_up,
     lookup_hashes,
     query_keys,
+    rarity_weights,
     verify_hashes,
     work_votes,
 )
@@ -419,6 +422,38 @@ def test_candidate_order_draws_among_equal_supports_without_favouring_low_work_i
     assert sorted(ties[:30]) != list(range(1, 31))
     assert max(ties[:30]) > 1_000
     assert candidate_order(9_999, 3) < candidate_order(1, 2)  # support comes first
+
+
+def joined(*parts: HashVotes) -> HashVotes:
+    return HashVotes(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in HashVotes.__dataclass_fields__)
+    )
+
+
+def test_a_line_at_a_tempo_cell_edge_keeps_its_support() -> None:
+    # tempo 0.928 lies on the edge of two tempo cells of the first grid: its hits split between
+    # them there, and the grid laid half a cell off holds more of them in one cell
+    edge = synthetic_votes(5, [(0.928, 0.0, 0.0, 40)], work_id=7, noise_votes=0)
+    first_grid = _best_cells(edge, S.frames_per_second, 1, None, 0.0)[1].max()
+    assert dict(candidate_works(edge, 5, S.frames_per_second))[7] > first_grid
+
+
+def test_rare_keys_outrank_common_keys_among_thin_supports() -> None:
+    # two works with 3 hits in a cell each, one under rare keys, one under common keys
+    # (work 8 under the rare keys: the scramble alone would put work 7 first)
+    rare = synthetic_votes(1, [(1.0, 50.0, 0.0, 3)], work_id=8, noise_votes=0)
+    common = synthetic_votes(2, [(1.0, 50.0, 0.0, 3)], work_id=7, noise_votes=0)
+    rare = dataclasses.replace(rare, pattern=(np.arange(3) + 100) * PATTERN_KEY_SCALE)
+    common = dataclasses.replace(common, pattern=(np.arange(3) + 200) * PATTERN_KEY_SCALE)
+    votes = joined(rare, common)
+    sizes = np.full(1 << 19, 5, dtype=np.int64)
+    sizes[np.unique(common.pattern // PATTERN_KEY_SCALE)] = 5_000
+    sizes[np.unique(rare.pattern // PATTERN_KEY_SCALE)] = 2
+    weighted = candidate_works(votes, 2, S.frames_per_second, 2, rarity_weights(votes, sizes))
+    assert [w for w, _ in weighted] == [8, 7]
+    # counted alone the two cells tie: the order is then the scramble's, the same for any upload
+    counted = candidate_works(votes, 2, S.frames_per_second, 2)
+    assert [w for w, _ in counted] == [7, 8] and counted[0][1] == counted[1][1] == 3
 
 
 def random_hashes(rng: np.random.Generator, n: int, n_keys: int, frames: int) -> TripletHashes:
