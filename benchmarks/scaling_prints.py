@@ -289,6 +289,7 @@ def run(
     from audiodup.catalog import Catalog
 
     built_elsewhere = built_elsewhere or {}
+    work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     catalog_dir = work / "catalog"
     if not catalog_dir.exists():
@@ -342,6 +343,9 @@ def run(
                 ],
                 check=True,
                 env=env,
+                # python -m puts the working directory first on sys.path: in this checkout it
+                # would import this checkout's audiodup, not the label's
+                cwd=screen_path or None,
             )
             row = {
                 "label": label,
@@ -542,19 +546,23 @@ def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) ->
         "(`python -m benchmarks.scaling_prints run --sizes ...`, then `... report`).",
         "",
         f"* Last row measured {last['date']} at commit `{last['commit']}`; machine: AMD EPYC, "
-        "2 cores, 24 GB RAM, shared with 4 other engineers' jobs (load average per row: "
+        "2 cores, 24 GB RAM, shared with 3 other engineers' jobs (load average per row: "
         "wall-clock times are inflated by it, CPU times much less).",
         "* Catalog: the 113 real works of the benchmark corpus (4.68 h), then distractor "
         "fingerprints cut from the material half of them (`benchmarks/distractor_prints.py`, "
         "`DISTRACTORS.md`). Queries: the hard variants of the other (positive) half, rendered in "
         "`queries-v1`, and a seeded sample of negatives (never-indexed tracks, same variants), "
         "fingerprinted once; the same queries at every size.",
-        "* Chance models: `works` pays a hash line's search over every work of the catalog "
-        "(audiodup before this change, screened from its sources), `competing` over the works "
-        "whose retrieved hits could hold the line (`audiodup/verdict.py`).",
-        "* Screening: one fresh process per size and model (`screen`): RSS is its peak resident "
-        "memory with the index loaded (today's in-RAM FAISS shards). Search = gather evidence + "
-        "combine + decide, after fingerprinting, one thread.",
+        "* Labels: the audiodup sources each row screened with (`run --models label=path`; "
+        "the commit column is the checkout the benchmark ran from). Notes below name them.",
+        "* Screening: one fresh process per size and label (`screen`), the production path "
+        "(`screening.gather_looks` + `matches_from_looks` + `decide`, what "
+        "`Catalog.match_fingerprint` runs: the look at the upload as it is, then the further "
+        "looks until one gives a duplicate; their fingerprints made beforehand, outside the "
+        "timed search, `prepare_views`). Search = all looks, after fingerprinting, one thread. "
+        "RSS is the process's peak resident memory with the index loaded: distractor shards "
+        "in the memory-mapped sorted layout (pages read on demand), the 113 real works' 4 "
+        "shards in FAISS layout in RAM, chroma IVF shards in RAM.",
         "* Build: distractors committed in batches of 1,250 works, one shard each, not "
         "compacted to the store's 8 (compaction trains one chroma IVF over every vector: "
         "quadratic, see docs/scaling.md); wall / CPU seconds of that growth step (not of the "
