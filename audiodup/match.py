@@ -233,6 +233,7 @@ def candidate_works(
     frames_per_second: float,
     min_support: int = 1,
     weights: np.ndarray | None = None,
+    tempo_grids: tuple[float, ...] = (0.0, 0.5),
 ) -> list[tuple[int, float]]:
     """``(work_id, support)`` of the works whose hits agree most, best first
     (:func:`candidate_order`).
@@ -241,14 +242,14 @@ def candidate_works(
     cell of a coarse (tempo ratio, pitch shift, time offset) histogram, which only hits from a
     real alignment fill. A cell's support is its number of hits, or with ``weights`` (one per
     vote, :func:`rarity_weights`) their sum; cells of fewer than ``min_support`` hits do not
-    count. The tempo cells are laid twice, the second grid half a cell off: a copy's tempo near
-    the edge of a cell (0.93 lies 0.003 from one) splits its hits between two cells of one grid
-    and falls inside a cell of the other.
+    count. The tempo cells are laid once per ``tempo_grids`` offset (in cells), by default twice,
+    the second grid half a cell off: a copy's tempo near the edge of a cell (0.93 lies 0.003
+    from one) splits its hits between two cells of one grid and falls inside a cell of the other.
     """
     if len(votes.work) == 0:
         return []
     parts = [
-        _best_cells(votes, frames_per_second, min_support, weights, shift) for shift in (0.0, 0.5)
+        _best_cells(votes, frames_per_second, min_support, weights, shift) for shift in tempo_grids
     ]
     work_of = np.concatenate([w for w, _ in parts])
     support = np.concatenate([s for _, s in parts])
