@@ -278,8 +278,12 @@ def _best_cells(
     off_bin -= off_bin.min()
     n_off = int(off_bin.max()) + 1
     key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
-    cells, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
-    support = counts if weights is None else np.bincount(inverse, weights=weights)
+    if weights is None:
+        cells, counts = np.unique(key, return_counts=True)
+        support = counts
+    else:
+        cells, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        support = np.bincount(inverse, weights=weights)
     eligible = counts >= min_support
     return cells[eligible] // (64 * 64 * n_off), support[eligible]
 
