@@ -457,7 +457,7 @@ def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[
     common = set.intersection(*({x["query_id"] for x in r["records"]} for r in rows))
     stats = []
     table = [
-        "| chance model | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
+        "| label | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
         "| build wall / CPU s | index load s | search p50 / p95 ms | search CPU p50 / p95 ms "
         "| recall, hard variants | wrong duplicates on positives | negatives: duplicate / "
         "suspect | load avg | commit |",
@@ -554,7 +554,8 @@ def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) ->
         "`queries-v1`, and a seeded sample of negatives (never-indexed tracks, same variants), "
         "fingerprinted once; the same queries at every size.",
         "* Labels: the audiodup sources each row screened with (`run --models label=path`; "
-        "the commit column is the checkout the benchmark ran from). Notes below name them.",
+        "the commit column is the HEAD of the checkout the benchmark ran from when the row was "
+        "written). Notes below name them.",
         "* Screening: one fresh process per size and label (`screen`), the production path "
         "(`screening.gather_looks` + `matches_from_looks` + `decide`, what "
         "`Catalog.match_fingerprint` runs: the look at the upload as it is, then the further "
