@@ -190,7 +190,8 @@ def verified_candidates(
     at a cost per candidate that does not grow with the catalog. The other works' hit counts are
     then estimated as their sampled hits over the share of hits the look-up kept (a work the
     sample missed as if it had got one hit), so that the chance model weighs every work as the
-    whole look-up would have."""
+    whole look-up would have. Without ``works`` the candidates are verified on the sample's hits
+    alone, as before this existed."""
     hashes = fingerprint_hashes(query, settings, query=True)
     found = hash_lookup(hashes, indexes, settings)
     votes = found.votes
