@@ -18,7 +18,7 @@ import numpy as np
 
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
-from .hashes import TripletHashes, unpack_entry_ids
+from .hashes import TripletHashes, pack_entry_ids, unpack_entry_ids
 from .index import LoadedIndexes
 from .settings import DEFAULT_SETTINGS, Settings
 
@@ -91,6 +91,17 @@ class ChromaEvidence:
     ref_frames: int = 0  # length of the reference chroma searched
 
 
+@dataclass(frozen=True)
+class HashLookup:
+    """The hits of one query's look-up, and what the hit budget left out of it."""
+
+    votes: HashVotes  # the hits looked up
+    usable: np.ndarray  # bool per query hash: its key is in the catalog and not a stop word
+    # hits looked up / hits of every usable key (1.0: the budget dropped nothing); a work's hit
+    # count over it estimates what the whole look-up would have given it
+    kept_share: float
+
+
 def lookup_hashes(
     query: TripletHashes,
     indexes: LoadedIndexes,
@@ -98,34 +109,103 @@ def lookup_hashes(
     max_total_hits: int = 1 << 40,
     bins_per_semitone: int = DEFAULT_SETTINGS.bins_per_semitone,
 ) -> HashVotes:
+    """The hits of :func:`look_up` (its ``votes``)."""
+    return look_up(query, indexes, max_bucket_hits, max_total_hits, bins_per_semitone).votes
+
+
+def look_up(
+    query: TripletHashes,
+    indexes: LoadedIndexes,
+    max_bucket_hits: int = 1 << 30,
+    max_total_hits: int = 1 << 40,
+    bins_per_semitone: int = DEFAULT_SETTINGS.bins_per_semitone,
+) -> HashLookup:
     """Exact-bucket look-ups of the query hashes in every hash shard.
 
     A key shared by more than ``max_bucket_hits`` catalog entries carries almost no information (a
     stop word) and would flood the vote with hits; such keys, and keys nobody has, are not looked
     up at all. If the rest would still bring more than ``max_total_hits`` hits, the most common
-    keys are dropped until they do not: a long upload has evidence to spare, and the cost of a
-    search stays bounded as the catalog grows. Hits implying a pitch shift beyond +-12.5
-    semitones (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
+    keys are dropped until they do not: the rarest keys carry the most evidence per hit, and the
+    cost of a search stays bounded as the catalog grows (:func:`work_votes` gives the candidate
+    works their dropped hits back). Hits implying a pitch shift beyond +-12.5 semitones
+    (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
     size = indexes.bucket_sizes[query.keys]
     usable = (size > 0) & (size <= max_bucket_hits)
-    if size[usable].sum() > max_total_hits:
+    wanted = usable.copy()
+    total = int(size[usable].sum())
+    if total > max_total_hits:
         by_size = np.sort(size[usable])
         within = by_size[np.cumsum(by_size) <= max_total_hits]
-        usable &= size <= (within[-1] if len(within) else 0)
-    rows = np.nonzero(usable)[0]
+        wanted &= size <= (within[-1] if len(within) else 0)
+    kept_share = float(size[wanted].sum()) / total if total else 1.0
+    rows = np.nonzero(wanted)[0]
     hits = indexes.lookup_hashes(query.keys[rows])
     if hits is None:
-        return _empty_votes()
+        return HashLookup(_empty_votes(), usable, kept_share)
     q_idx = rows[hits.query_rows]
     work, ref_frame, ref_bin, ref_span = unpack_entry_ids(hits.entry_ids)
     keep = indexes.is_live(work)
-    q_idx, work, ref_frame, ref_bin, ref_span = (
+    votes = _votes(
+        query,
         q_idx[keep],
         work[keep],
         ref_frame[keep],
         ref_bin[keep],
         ref_span[keep],
+        bins_per_semitone,
     )
+    return HashLookup(votes, usable, kept_share)
+
+
+@dataclass(frozen=True)
+class QueryKeys:
+    """The usable query hashes (see :class:`HashLookup`) sorted by key, for :func:`work_votes`."""
+
+    keys: np.ndarray  # int64, sorted
+    rows: np.ndarray  # int64: the query hash of each key
+
+
+def query_keys(query: TripletHashes, usable: np.ndarray) -> QueryKeys:
+    rows = np.nonzero(usable)[0]
+    order = np.argsort(query.keys[rows], kind="stable")
+    return QueryKeys(query.keys[rows][order].astype(np.int64), rows[order].astype(np.int64))
+
+
+def work_votes(
+    query: TripletHashes,
+    keys: QueryKeys,
+    work_id: int,
+    reference: TripletHashes,
+    bins_per_semitone: int = DEFAULT_SETTINGS.bins_per_semitone,
+) -> HashVotes:
+    """Every hit of the usable query hashes (``keys``) in one work, from the work's own hashes
+    (``reference``: :func:`audiodup.fingerprint.fingerprint_hashes` of its stored fingerprint):
+    the hits an unbudgeted look-up would give it, at the cost of that work alone (a few ms
+    however large the catalog). The entries are packed as the index packs them, so the votes
+    are the ones the index holds (in another order)."""
+    ids = pack_entry_ids(work_id, reference)
+    ref_keys = reference.keys.astype(np.int64)
+    lo = np.searchsorted(keys.keys, ref_keys, side="left")
+    counts = np.searchsorted(keys.keys, ref_keys, side="right") - lo
+    entry = np.repeat(np.arange(len(ids)), counts)
+    first = np.cumsum(counts) - counts
+    positions = np.arange(len(entry), dtype=np.int64) + np.repeat(lo - first, counts)
+    work, ref_frame, ref_bin, ref_span = unpack_entry_ids(ids[entry])
+    rows = keys.rows[positions]
+    return _votes(query, rows, work, ref_frame, ref_bin, ref_span, bins_per_semitone)
+
+
+def _votes(
+    query: TripletHashes,
+    q_idx: np.ndarray,
+    work: np.ndarray,
+    ref_frame: np.ndarray,
+    ref_bin: np.ndarray,
+    ref_span: np.ndarray,
+    bins_per_semitone: int,
+) -> HashVotes:
+    """The votes of the hits ``(query hash q_idx[j], reference entry j)`` that imply a tempo
+    ratio and pitch shift within the searched range."""
     query_span = query.span_frames[q_idx].astype(np.float64)
     log_tempo = np.log(np.maximum(ref_span, 1) / np.maximum(query_span, 1))
     pitch_bins = query.anchor_bin[q_idx].astype(np.float64) - ref_bin
@@ -148,29 +228,88 @@ def lookup_hashes(
 
 
 def candidate_works(
-    votes: HashVotes, limit: int, frames_per_second: float, min_support: int = 1
-) -> list[tuple[int, int]]:
-    """``(work_id, support)`` of the works whose hits agree most, best first.
+    votes: HashVotes,
+    limit: int,
+    frames_per_second: float,
+    min_support: int = 1,
+    weights: np.ndarray | None = None,
+    tempo_grids: tuple[float, ...] = (0.0, 0.5),
+) -> list[tuple[int, float]]:
+    """``(work_id, support)`` of the works whose hits agree most, best first
+    (:func:`candidate_order`).
 
     Raw hit counts favour long or repetitive works; instead each work is ranked by its largest
     cell of a coarse (tempo ratio, pitch shift, time offset) histogram, which only hits from a
-    real alignment fill.
+    real alignment fill. A cell's support is its number of hits, or with ``weights`` (one per
+    vote, :func:`rarity_weights`) their sum; cells of fewer than ``min_support`` hits do not
+    count. The tempo cells are laid once per ``tempo_grids`` offset (in cells), by default twice,
+    the second grid half a cell off: a copy's tempo near the edge of a cell (0.93 lies 0.003
+    from one) splits its hits between two cells of one grid and falls inside a cell of the other.
     """
     if len(votes.work) == 0:
         return []
-    lt_bin = np.round(votes.log_tempo / 0.05).astype(np.int64)
+    parts = [
+        _best_cells(votes, frames_per_second, min_support, weights, shift) for shift in tempo_grids
+    ]
+    work_of = np.concatenate([w for w, _ in parts])
+    support = np.concatenate([s for _, s in parts])
+    if len(work_of) == 0:
+        return []
+    order = np.lexsort((-support, work_of))
+    first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
+    best = first[np.lexsort((_scramble(work_of[first]), -support[first]))][:limit]
+    kind = int if weights is None else float
+    return [(int(work_of[i]), kind(support[i])) for i in best]
+
+
+def _best_cells(
+    votes: HashVotes,
+    frames_per_second: float,
+    min_support: int,
+    weights: np.ndarray | None,
+    shift: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(work ids, support)``: each work's best cell on the tempo grid moved by ``shift``
+    cells (a work may appear once per cell; :func:`candidate_works` keeps its best)."""
+    lt_bin = np.round(votes.log_tempo / 0.05 + shift).astype(np.int64)
     pb_bin = np.round(votes.pitch_bins / 1.5).astype(np.int64)
-    offset = votes.ref_frame - np.exp(lt_bin * 0.05) * votes.query_frame
+    offset = votes.ref_frame - np.exp((lt_bin - shift) * 0.05) * votes.query_frame
     off_bin = np.floor(offset / frames_per_second).astype(np.int64)
     off_bin -= off_bin.min()
     n_off = int(off_bin.max()) + 1
     key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
-    cells, counts = np.unique(key, return_counts=True)
-    work_of = cells // (64 * 64 * n_off)
-    order = np.lexsort((-counts, work_of))
-    first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
-    best = first[np.argsort(-counts[first], kind="stable")][:limit]
-    return [(int(work_of[i]), int(counts[i])) for i in best if counts[i] >= min_support]
+    if weights is None:
+        cells, counts = np.unique(key, return_counts=True)
+        support = counts
+    else:
+        cells, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        support = np.bincount(inverse, weights=weights)
+    eligible = counts >= min_support
+    return cells[eligible] // (64 * 64 * n_off), support[eligible]
+
+
+def rarity_weights(votes: HashVotes, bucket_sizes: np.ndarray) -> np.ndarray:
+    """Per vote, how rare its key is in the catalog: ``log(entries / entries under the key)``.
+    A hit under a rare key is less often chance, so among a sampled look-up's thin supports
+    (a few hits per cell) rare-key cells rank first: a copy's work then reaches the candidates
+    more often (measured in docs/scaling.md)."""
+    keys = votes.pattern // PATTERN_KEY_SCALE
+    total = max(int(bucket_sizes.sum()), 1)
+    return np.log(total / np.maximum(bucket_sizes[keys], 1))
+
+
+def candidate_order(work_id: int, support: float) -> tuple[float, int]:
+    """Sort key of a candidate work: most support first, then a fixed scramble of the work id.
+
+    Among equal supports (a large catalog has thousands of works at 2 or 3 chance hits per cell)
+    the lowest work id would win: the works added first, the same ones on every upload. A
+    scramble draws among them without favouring any."""
+    return -support, int(_scramble(np.int64(work_id)))
+
+
+def _scramble(work_ids):
+    """A fixed bijection of 32-bit work ids (Fibonacci hashing)."""
+    return (np.asarray(work_ids, dtype=np.int64) * 0x9E3779B1) & 0xFFFFFFFF
 
 
 def verify_hashes(

@@ -22,17 +22,21 @@ from typing import Protocol
 import numpy as np
 
 from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
-from .hashes import KEY_BITS
+from .hashes import KEY_BITS, TripletHashes
 from .index import LoadedIndexes
 from .match import (
     ChromaEvidence,
     HashEvidence,
+    HashLookup,
     HashVotes,
     align_chroma,
     candidate_works,
     chroma_candidates,
-    lookup_hashes,
+    look_up,
+    query_keys,
+    rarity_weights,
     verify_hashes,
+    work_votes,
 )
 from .peakcheck import (
     Alignment,
@@ -109,10 +113,15 @@ class Evidence:
 # -- retrieve and verify -------------------------------------------------------------------------
 def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> HashVotes:
     """Hash hits of ``query``; keys far more common than average are skipped (stop words)."""
-    hashes = fingerprint_hashes(query, settings, query=True)
+    return hash_lookup(fingerprint_hashes(query, settings, query=True), indexes, settings).votes
+
+
+def hash_lookup(hashes: TripletHashes, indexes: LoadedIndexes, settings: Settings) -> HashLookup:
+    """:func:`audiodup.match.look_up` of the query ``hashes`` under the settings' stop-word cap
+    and hit budget."""
     n_entries = indexes.n_hash_entries
     max_hits = max(settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS)
-    return lookup_hashes(
+    return look_up(
         hashes,
         indexes,
         int(max_hits),
@@ -122,35 +131,114 @@ def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -
 
 
 def hash_evidence(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource | None = None
 ) -> dict[int, HashEvidence]:
     """The verified hash evidence of every candidate work, best candidates first."""
-    return hash_candidates(query, indexes, settings)[0]
+    return hash_candidates(query, indexes, settings, works)[0]
 
 
 def hash_candidates(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource | None = None
 ) -> tuple[dict[int, HashEvidence], np.ndarray]:
-    """:func:`hash_evidence` and the number of retrieved hits of each work that got some, which
-    say which works were in competition (:func:`audiodup.verdict.hash_false_match_probability`);
-    at most one per hit, however large the catalog."""
-    ranked, hit_counts = verified_candidates(query, indexes, settings)
-    return {w: e for w, _, e in ranked if e is not None}, hit_counts
+    """:func:`hash_evidence` and the number of hits of each work that got some, which say which
+    works were in competition (:func:`audiodup.verdict.hash_false_match_probability`); at
+    most one per hit, however large the catalog. See :func:`verified_candidates`."""
+    found = verified_candidates(query, indexes, settings, works)
+    unseen = int(indexes.live.sum()) - len(found.hit_works)
+    hits = hits_in_competition(
+        found.hit_works, found.hit_counts, found.candidates, unseen, found.unseen_hits
+    )
+    return {c.work_id: c.evidence for c in found.candidates if c.evidence is not None}, hits
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A candidate work of the hash look-up: its support (hits in its best coarse cell, weighted
+    by rarity when the look-up was sampled), its verified hash lines (``None``: none verified)
+    and, when the hit budget dropped keys, its hits from every usable key
+    (:func:`audiodup.match.work_votes`)."""
+
+    work_id: int
+    support: float
+    evidence: HashEvidence | None
+    full_hits: int | None = None
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The verified candidates of one look-up, best first, and the hits of every work that got
+    some: counted, or estimated for the whole look-up when the hit budget dropped keys."""
+
+    candidates: list[Candidate]
+    hit_works: np.ndarray  # int64
+    hit_counts: np.ndarray  # float64, one per hit work
+    # the estimate for a work the sampled look-up gave no hit: as if it had got one (0: the
+    # look-up was whole, such works have no hits)
+    unseen_hits: float = 0.0
 
 
 def verified_candidates(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
-) -> tuple[list[tuple[int, int, HashEvidence | None]], np.ndarray]:
-    """``(work_id, support, evidence)`` of the ``settings.candidate_works`` best candidate works
-    (:func:`audiodup.match.candidate_works`: most support first, then lowest work id), with
-    their verified hash lines (``None``: none verified), and the hit counts of
-    :func:`hash_candidates`."""
-    votes = hash_votes(query, indexes, settings)
-    ranked = candidate_works(
-        votes, settings.candidate_works, settings.frames_per_second, settings.min_candidate_support
-    )
-    verified = [(w, support, _verify(votes, w, settings)) for w, support in ranked]
-    return verified, np.unique(votes.work, return_counts=True)[1]
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource | None = None
+) -> Candidates:
+    """The ``settings.candidate_works`` best candidate works
+    (:func:`audiodup.match.candidate_works`) with their verified hash lines.
+
+    When the hit budget dropped the most common keys (a large catalog) the look-up is a sample:
+    it ranks the works (with the lower ``min_sampled_support``), and each candidate is then
+    verified on all of its hits, made from its stored fingerprint in ``works``
+    (:func:`audiodup.match.work_votes`): a copy's line keeps the inliers the budget took from it,
+    at a cost per candidate that does not grow with the catalog. The other works' hit counts are
+    then estimated as their sampled hits over the share of hits the look-up kept (a work the
+    sample missed as if it had got one hit), so that the chance model weighs every work as the
+    whole look-up would have. Without ``works`` the candidates are verified on the sample's hits
+    alone, as before this existed."""
+    hashes = fingerprint_hashes(query, settings, query=True)
+    found = hash_lookup(hashes, indexes, settings)
+    votes = found.votes
+    hit_works, counts = np.unique(votes.work, return_counts=True)
+    sampled = found.kept_share < 1.0 and works is not None
+    min_support = settings.min_sampled_support if sampled else settings.min_candidate_support
+    fps = settings.frames_per_second
+    # a sample's supports are thin (2-3 hits a cell): the rarer the keys, the less chance
+    # (and its 2-3 hits split between two tempo cells more often: a second grid; a whole look-up
+    # ranks without it: at 113 works the verdicts were the same, at less cost)
+    weights = rarity_weights(votes, indexes.bucket_sizes) if sampled else None
+    grids = (0.0, 0.5) if sampled else (0.0,)
+    ranked = candidate_works(votes, settings.candidate_works, fps, min_support, weights, grids)
+    if not sampled:
+        candidates = [Candidate(w, n, _verify(votes, w, settings)) for w, n in ranked]
+        return Candidates(candidates, hit_works, counts.astype(np.float64))
+    candidates = []
+    keys = query_keys(hashes, found.usable)
+    for work_id, support in ranked:
+        reference = fingerprint_hashes(works.fingerprint(work_id), settings)
+        own = work_votes(hashes, keys, work_id, reference, settings.bins_per_semitone)
+        candidates.append(
+            Candidate(work_id, support, _verify(own, work_id, settings), len(own.work))
+        )
+    share = found.kept_share
+    return Candidates(candidates, hit_works, counts / share, unseen_hits=1.0 / share)
+
+
+def hits_in_competition(
+    hit_works: np.ndarray,
+    hit_counts: np.ndarray,
+    candidates: Iterable[Candidate],
+    unseen_works: int = 0,
+    unseen_hits: float = 0.0,
+) -> np.ndarray:
+    """The hit count of every work that got hits (in the order of ``hit_works``), the
+    candidates' full hits in place of their sampled ones, then ``unseen_hits`` for each of the
+    ``unseen_works`` works without a hit (:attr:`Candidates.unseen_hits`; none when it is 0)."""
+    hits = np.array(hit_counts, dtype=np.float64)
+    full = {c.work_id: c.full_hits for c in candidates if c.full_hits is not None}
+    if full:
+        order = np.argsort(hit_works, kind="stable")
+        where = order[np.searchsorted(hit_works[order], list(full))]
+        hits[where] = list(full.values())
+    if unseen_hits > 0 and unseen_works > 0:
+        hits = np.concatenate([hits, np.full(unseen_works, unseen_hits)])
+    return hits
 
 
 def score_hashes(
@@ -295,7 +383,7 @@ def gather_evidence(
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
     ``reference``: the stored fingerprints, when the caller keeps them across looks."""
     n_works = max(int(indexes.live.sum()), 1)
-    hashed, hits_per_work = hash_candidates(query, indexes, settings)
+    hashed, hits_per_work = hash_candidates(query, indexes, settings, works)
     hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)

@@ -118,6 +118,9 @@ class Settings:
     # matching and verdicts
     candidate_works: int = 30
     min_candidate_support: int = 4  # aligned hits in a work's best coarse cell
+    # the same when the hit budget dropped keys: the look-up is then a sample that only ranks
+    # the works, each candidate is verified on all of its hits (screening.verified_candidates)
+    min_sampled_support: int = 2
     # query keys hitting more entries than this are skipped as uninformative (stop words)
     min_bucket_cap: int = 100
     bucket_cap_per_mean: float = 200.0

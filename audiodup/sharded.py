@@ -10,10 +10,12 @@ rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
    bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), ranks its works and
-   verifies its top ``candidate_works``; the client keeps the top ``candidate_works`` of all
-   (by support, then work id, as :func:`audiodup.match.candidate_works` ranks them: the global
-   cut is exact because each group returns its own top ones) and scores them over the whole
-   catalog (``n_works``, the chance background of all candidates). A decisive line ends here.
+   verifies its top ``candidate_works`` (on all their hits when the hit budget dropped keys);
+   the client keeps the top ``candidate_works`` of all (:func:`audiodup.match.candidate_order`,
+   as :func:`audiodup.match.candidate_works` ranks them: the global cut is exact because each
+   group returns its own top ones) and scores them over the whole catalog (``n_works``, the
+   chance background of all candidates, the kept candidates' full hits in competition). A
+   decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
    in shard order, as one process would see them, and ranks the chroma candidates.
 3. **chroma alignment** of those candidates, each in its own group; scored by the client.
@@ -38,16 +40,19 @@ from . import dask_client
 from .errors import CatalogError
 from .fingerprint import Fingerprint
 from .index import ChromaHits, LoadedIndexes, set_threads
-from .match import ChromaEvidence, HashEvidence, chroma_candidates
+from .match import ChromaEvidence, candidate_order, chroma_candidates
 from .peakcheck import Alignment, PeakCheck
 from .results import Match
 from .screening import (
+    Candidate,
+    Candidates,
     Evidence,
     View,
     _memo,
     aligned_chroma,
     best_peak_checks,
     checked_guesses,
+    hits_in_competition,
     look_again,
     matches_from_looks,
     peak_guesses,
@@ -163,13 +168,11 @@ def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool]:
     return indexes.bucket_sizes, indexes.n_hash_entries, n_live, indexes.has_chroma
 
 
-def group_hashes(
-    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint
-) -> tuple[list[tuple[int, int, HashEvidence | None]], np.ndarray]:
+def group_hashes(spec: GroupSpec, totals: CatalogTotals, query: Fingerprint) -> Candidates:
     """The group's best candidate works with their verified hash lines, and the hit counts of
     its works that got hits (:func:`audiodup.screening.verified_candidates`)."""
     group = open_group(spec)
-    return verified_candidates(query, group.screened(totals), spec.settings)
+    return verified_candidates(query, group.screened(totals), spec.settings, group)
 
 
 def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tuple[int, ChromaHits]]:
@@ -264,8 +267,17 @@ class ShardedScreening:
         query_future = self._scatter(query)
         try:
             found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
-            hit_counts = np.concatenate([counts for _, counts in found])  # works apart by group
-            hashes = score_hashes(self._top_candidates(found), n_works, settings, hit_counts)
+            top = self._top_candidates(found)
+            hit_works = np.concatenate([part.hit_works for part in found])  # apart by group
+            hit_counts = hits_in_competition(
+                hit_works,
+                np.concatenate([part.hit_counts for part in found]),
+                top,
+                n_works - len(hit_works),
+                max((part.unseen_hits for part in found), default=0.0),  # same in every group
+            )
+            evidence = [c.evidence for c in top if c.evidence is not None]
+            hashes = score_hashes(evidence, n_works, settings, hit_counts)
             if any(
                 f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()
             ):
@@ -289,11 +301,14 @@ class ShardedScreening:
         finally:
             query_future.release()
 
-    def _top_candidates(self, found: list[tuple[list, np.ndarray]]) -> list[HashEvidence]:
-        """The verified evidence of the ``candidate_works`` best candidates over all groups, in
-        the order one process ranks them (most support, then lowest work id)."""
-        merged = sorted((c for part, _ in found for c in part), key=lambda c: (-c[1], c[0]))
-        return [e for _, _, e in merged[: self.settings.candidate_works] if e is not None]
+    def _top_candidates(self, found: list[Candidates]) -> list[Candidate]:
+        """The ``candidate_works`` best candidates over all groups, in the order one process
+        ranks them (:func:`audiodup.match.candidate_order`)."""
+        merged = sorted(
+            (c for part in found for c in part.candidates),
+            key=lambda c: candidate_order(c.work_id, c.support),
+        )
+        return merged[: self.settings.candidate_works]
 
     def _per_work(self, specs, task, query_future, items: list, what: str) -> list:
         """``task(spec, query, its_items)`` on each group that has some of ``items`` (tuples led

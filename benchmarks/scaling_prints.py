@@ -157,18 +157,52 @@ def disk_bytes(directory: Path) -> int:
 
 
 # -- screening (its own process) -----------------------------------------------------------------
+def prepare_views(queries: Path) -> Path:
+    """The further looks screening may take at each prepared query
+    (:func:`audiodup.screening.planned_views`: slowed, sped up, other hop phases of a short
+    upload), fingerprinted once from the query's audio as a screening worker makes them; returns
+    the pickle holding ``{query_id: {(time_scale, hop_phase): Fingerprint}}``."""
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.screening import planned_views
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    out = queries.with_name(queries.stem + "-views.pkl")
+    if out.exists():
+        return out
+    views = {}
+    for i, (q, fp) in enumerate(pickle.loads(queries.read_bytes())):
+        audio = load_audio(q.path, DEFAULT_SETTINGS)
+        views[q.query_id] = {
+            (scale, phase): fingerprint_audio(
+                audio, DEFAULT_SETTINGS, query=True, time_scale=scale, hop_phase=phase
+            )
+            for scale, phase in planned_views(fp, DEFAULT_SETTINGS)
+        }
+        if (i + 1) % 50 == 0:
+            _log(f"views of {i + 1} queries")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(views))
+    tmp.replace(out)
+    return out
+
+
 def screen_catalog(
     catalog_dir: Path, queries: Path, out: Path, max_query_hits: int | None = None
 ) -> None:
-    """Screen every prepared query against the catalog; one JSON line per query, then a
-    summary line with this process's peak RSS and the index loading time. ``max_query_hits``
-    overrides the setting (the hit budget of one query's look-up)."""
-    from audiodup.catalog import Catalog
-    from audiodup.screening import gather_evidence, hash_votes, matches_from_evidence
+    """Screen every prepared query against the catalog as :meth:`Catalog.match_fingerprint`
+    does (:func:`audiodup.screening.match_fingerprint`: the look at the upload as it is, then
+    the further looks until one gives a duplicate, their fingerprints made beforehand by
+    :func:`prepare_views`, outside the timed search); one JSON line per query, then a summary
+    line with this process's peak RSS and the index loading time. ``max_query_hits`` overrides
+    the setting (the hit budget of one query's look-up)."""
+    from audiodup.catalog import Catalog, _view_from
+    from audiodup.screening import gather_looks, matches_from_looks
     from audiodup.settings import DEFAULT_SETTINGS
     from audiodup.verdict import decide
 
     prints = pickle.loads(queries.read_bytes())
+    views = pickle.loads(prepare_views(queries).read_bytes())
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     settings = DEFAULT_SETTINGS
     if max_query_hits:
@@ -180,19 +214,21 @@ def screen_catalog(
         load_s = time.perf_counter() - t0
         rss_loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for q, fp in prints:
+            view = _view_from(views[q.query_id])
             w0, c0 = time.perf_counter(), time.process_time()
-            evidence = gather_evidence(fp, indexes, settings, catalog)
-            matches = matches_from_evidence(evidence, fp, settings, catalog)
+            # screening.match_fingerprint, kept in its two steps for the evidence below
+            looks = gather_looks(fp, indexes, settings, catalog.store, view)
+            matches = matches_from_looks(looks, settings, catalog.store)
             verdict = decide(matches, settings)
             search_s, search_cpu_s = time.perf_counter() - w0, time.process_time() - c0
             top = matches[0] if matches else None
-            best_hash = min(
-                evidence.hashes.values(), key=lambda f: f.false_match_probability, default=None
-            )
-            # works whose retrieved hits could hold a line as strong as the best one (a second
-            # look-up, outside the timed search)
-            votes = np.bincount(hash_votes(fp, indexes, settings).work.astype(np.int64))
-            strength = best_hash.evidence.main_inliers if best_hash else 0
+            best_look, best_hash = None, None
+            for look in looks:
+                for found in look.evidence.hashes.values():
+                    if best_hash is None or (
+                        found.false_match_probability < best_hash.false_match_probability
+                    ):
+                        best_look, best_hash = look, found
             dup = [m for m in matches if m.relation == "same_recording"]
             fh.write(
                 json.dumps(
@@ -208,12 +244,12 @@ def screen_catalog(
                         "top_hashes": top.matched_hashes if top else None,
                         "top_peaks": top.matched_peaks if top else None,
                         "same_recording_paths": [m.path for m in dup[:3]],
-                        "n_works": evidence.n_works,
-                        "best_hash_inliers": strength,
+                        "n_works": looks[0].evidence.n_works,
+                        "looks": len(looks),
+                        "best_hash_inliers": best_hash.evidence.main_inliers if best_hash else 0,
                         "best_hash_fmp": best_hash.false_match_probability if best_hash else None,
-                        "works_with_hits": int(np.count_nonzero(votes)),
-                        "works_reaching_best_line": int(np.count_nonzero(votes >= strength))
-                        if best_hash
+                        "best_hash_look": [best_look.time_scale, best_look.start_s]
+                        if best_look
                         else None,
                         "search_s": search_s,
                         "search_cpu_s": search_cpu_s,
@@ -253,6 +289,7 @@ def run(
     from audiodup.catalog import Catalog
 
     built_elsewhere = built_elsewhere or {}
+    work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     catalog_dir = work / "catalog"
     if not catalog_dir.exists():
@@ -264,6 +301,7 @@ def run(
     queries = sample_queries(
         prepare_queries(work, positives, max_negatives, seed), per_variant, max_negatives, seed
     )
+    prepare_views(queries)
     _log(f"queries ready: {queries}")
     rows_path = work / "rows.jsonl"
     for size in sorted(sizes):
@@ -305,6 +343,9 @@ def run(
                 ],
                 check=True,
                 env=env,
+                # python -m puts the working directory first on sys.path: in this checkout it
+                # would import this checkout's audiodup, not the label's
+                cwd=screen_path or None,
             )
             row = {
                 "label": label,
@@ -416,7 +457,7 @@ def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[
     common = set.intersection(*({x["query_id"] for x in r["records"]} for r in rows))
     stats = []
     table = [
-        "| chance model | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
+        "| label | works | hours | shards | hash entries (M) | screening RSS MB | disk MB "
         "| build wall / CPU s | index load s | search p50 / p95 ms | search CPU p50 / p95 ms "
         "| recall, hard variants | wrong duplicates on positives | negatives: duplicate / "
         "suspect | load avg | commit |",
@@ -505,19 +546,24 @@ def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) ->
         "(`python -m benchmarks.scaling_prints run --sizes ...`, then `... report`).",
         "",
         f"* Last row measured {last['date']} at commit `{last['commit']}`; machine: AMD EPYC, "
-        "2 cores, 24 GB RAM, shared with 4 other engineers' jobs (load average per row: "
+        "2 cores, 24 GB RAM, shared with 3 other engineers' jobs (load average per row: "
         "wall-clock times are inflated by it, CPU times much less).",
         "* Catalog: the 113 real works of the benchmark corpus (4.68 h), then distractor "
         "fingerprints cut from the material half of them (`benchmarks/distractor_prints.py`, "
         "`DISTRACTORS.md`). Queries: the hard variants of the other (positive) half, rendered in "
         "`queries-v1`, and a seeded sample of negatives (never-indexed tracks, same variants), "
         "fingerprinted once; the same queries at every size.",
-        "* Chance models: `works` pays a hash line's search over every work of the catalog "
-        "(audiodup before this change, screened from its sources), `competing` over the works "
-        "whose retrieved hits could hold the line (`audiodup/verdict.py`).",
-        "* Screening: one fresh process per size and model (`screen`): RSS is its peak resident "
-        "memory with the index loaded (today's in-RAM FAISS shards). Search = gather evidence + "
-        "combine + decide, after fingerprinting, one thread.",
+        "* Labels: the audiodup sources each row screened with (`run --models label=path`; "
+        "the commit column is the HEAD of the checkout the benchmark ran from when the row was "
+        "written). Notes below name them.",
+        "* Screening: one fresh process per size and label (`screen`), the production path "
+        "(`screening.gather_looks` + `matches_from_looks` + `decide`, what "
+        "`Catalog.match_fingerprint` runs: the look at the upload as it is, then the further "
+        "looks until one gives a duplicate; their fingerprints made beforehand, outside the "
+        "timed search, `prepare_views`). Search = all looks, after fingerprinting, one thread. "
+        "RSS is the process's peak resident memory with the index loaded: distractor shards "
+        "in the memory-mapped sorted layout (pages read on demand), the 113 real works' 4 "
+        "shards in FAISS layout in RAM, chroma IVF shards in RAM.",
         "* Build: distractors committed in batches of 1,250 works, one shard each, not "
         "compacted to the store's 8 (compaction trains one chroma IVF over every vector: "
         "quadratic, see docs/scaling.md); wall / CPU seconds of that growth step (not of the "

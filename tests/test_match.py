@@ -7,6 +7,7 @@ catalog of the six fixture works, and checks every reported number against the t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -20,13 +21,21 @@ from scipy.signal import resample_poly
 from audiodup import Catalog, Match, Verdict
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
+from audiodup.hashes import TripletHashes, pack_entry_ids
+from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.match import (
     PATTERN_KEY_SCALE,
     HashVotes,
+    _best_cells,
     align_chroma,
+    candidate_order,
     candidate_works,
+    look_up,
     lookup_hashes,
+    query_keys,
+    rarity_weights,
     verify_hashes,
+    work_votes,
 )
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS
@@ -404,6 +413,89 @@ def test_candidate_works_ranks_by_aligned_votes_not_raw_votes() -> None:
     assert ranked[0][0] == 7
     assert ranked[0][1] >= 25  # most of the line falls in one coarse cell
     assert candidate_works(synthetic_votes(5, [], noise_votes=0), 5, S.frames_per_second) == []
+
+
+def test_candidate_order_draws_among_equal_supports_without_favouring_low_work_ids() -> None:
+    # a large catalog gives thousands of works the same 2 or 3 chance hits in a cell: the first
+    # works added must not win every such tie
+    ties = sorted(range(1, 10_001), key=lambda w: candidate_order(w, 2))
+    assert sorted(ties[:30]) != list(range(1, 31))
+    assert max(ties[:30]) > 1_000
+    assert candidate_order(9_999, 3) < candidate_order(1, 2)  # support comes first
+
+
+def joined(*parts: HashVotes) -> HashVotes:
+    return HashVotes(
+        *(np.concatenate([getattr(p, f) for p in parts]) for f in HashVotes.__dataclass_fields__)
+    )
+
+
+def test_a_line_at_a_tempo_cell_edge_keeps_its_support() -> None:
+    # tempo 0.928 lies on the edge of two tempo cells of the first grid: its hits split between
+    # them there, and the grid laid half a cell off holds more of them in one cell
+    edge = synthetic_votes(5, [(0.928, 0.0, 0.0, 40)], work_id=7, noise_votes=0)
+    first_grid = _best_cells(edge, S.frames_per_second, 1, None, 0.0)[1].max()
+    assert dict(candidate_works(edge, 5, S.frames_per_second))[7] > first_grid
+
+
+def test_rare_keys_outrank_common_keys_among_thin_supports() -> None:
+    # two works with 3 hits in a cell each, one under rare keys, one under common keys
+    # (work 8 under the rare keys: the scramble alone would put work 7 first)
+    rare = synthetic_votes(1, [(1.0, 50.0, 0.0, 3)], work_id=8, noise_votes=0)
+    common = synthetic_votes(2, [(1.0, 50.0, 0.0, 3)], work_id=7, noise_votes=0)
+    rare = dataclasses.replace(rare, pattern=(np.arange(3) + 100) * PATTERN_KEY_SCALE)
+    common = dataclasses.replace(common, pattern=(np.arange(3) + 200) * PATTERN_KEY_SCALE)
+    votes = joined(rare, common)
+    sizes = np.full(1 << 19, 5, dtype=np.int64)
+    sizes[np.unique(common.pattern // PATTERN_KEY_SCALE)] = 5_000
+    sizes[np.unique(rare.pattern // PATTERN_KEY_SCALE)] = 2
+    weighted = candidate_works(votes, 2, S.frames_per_second, 2, rarity_weights(votes, sizes))
+    assert [w for w, _ in weighted] == [8, 7]
+    # counted alone the two cells tie: the order is then the scramble's, the same for any upload
+    counted = candidate_works(votes, 2, S.frames_per_second, 2)
+    assert [w for w, _ in counted] == [7, 8] and counted[0][1] == counted[1][1] == 3
+
+
+def random_hashes(rng: np.random.Generator, n: int, n_keys: int, frames: int) -> TripletHashes:
+    return TripletHashes(
+        keys=rng.integers(0, n_keys, n).astype(np.uint32),
+        anchor_frame=rng.integers(0, frames, n).astype(np.uint32),
+        anchor_bin=rng.uniform(20, 200, n).astype(np.float32),
+        span_frames=rng.integers(8, 60, n).astype(np.uint32),
+    )
+
+
+def test_work_votes_are_the_hits_the_whole_look_up_gives_that_work() -> None:
+    rng = np.random.default_rng(3)
+    works = {w: random_hashes(rng, 800, 4_000, 3_000) for w in range(1, 41)}
+    keys = np.concatenate([h.keys for h in works.values()]).astype(np.int64)
+    ids = np.concatenate([pack_entry_ids(w, h) for w, h in works.items()])
+    shard = sorted_hash_shard(keys, ids)
+    indexes = LoadedIndexes([shard], [], np.ones(41, bool), shard.bucket_sizes)
+    query = random_hashes(rng, 3_000, 4_000, 1_000)
+    whole = look_up(query, indexes, 1 << 30, 1 << 40)
+    budgeted = look_up(query, indexes, 1 << 30, 2_000)
+    assert whole.kept_share == 1.0 and 0 < budgeted.kept_share < 0.2
+    assert (budgeted.usable == whole.usable).all()  # the budget drops hits, not usable keys
+    usable = query_keys(query, budgeted.usable)
+    for work_id in (1, 17, 40):
+        own = work_votes(query, usable, work_id, works[work_id])
+        mine = whole.votes.work == work_id
+        expected = sorted(
+            zip(
+                whole.votes.query_frame[mine],
+                whole.votes.ref_frame[mine],
+                whole.votes.ref_bin[mine],
+                whole.votes.ref_span[mine],
+                whole.votes.pattern[mine],
+                strict=True,
+            )
+        )
+        got = sorted(
+            zip(own.query_frame, own.ref_frame, own.ref_bin, own.ref_span, own.pattern, strict=True)
+        )
+        assert len(got) > (budgeted.votes.work == work_id).sum() and got == expected
+        assert (own.work == work_id).all()
 
 
 # --- chroma alignment -----------------------------------------------------------------------

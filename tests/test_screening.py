@@ -1,7 +1,8 @@
 """Tests for audiodup.screening's looks at other time scales: a 2x cut-and-splice copy that the
 upload as it is misses is found on the slowed look, in the upload's own time, and unrelated
 music, a medley-like splice of two works' excerpts or a short excerpt of unrelated music stays
-below `duplicate` through every look."""
+below `duplicate` through every look. And in a catalog padded with distractors, where the hit
+budget drops most keys, a copy keeps its hash line and chance stays below `duplicate`."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from conftest import CATALOG_DIR, UPLOADS_DIR
 
 from audiodup import Catalog, screening
 from audiodup.audio import Audio, audio_from_samples, load_audio
-from audiodup.fingerprint import UploadFingerprints, fingerprint_audio
-from audiodup.results import Match, Section
+from audiodup.fingerprint import (
+    Fingerprint,
+    UploadFingerprints,
+    fingerprint_audio,
+    fingerprint_hashes,
+)
+from audiodup.hashes import pack_entry_ids
+from audiodup.index import LoadedIndexes, sorted_hash_shard
+from audiodup.results import Match, Section, WorkInfo
 from audiodup.verdict import decide, score_from_probability
 
 
@@ -227,3 +235,133 @@ def test_the_looks_decode_each_stored_fingerprint_once(catalog: Catalog) -> None
     for look in looks:  # each look alone, reading the catalog itself
         alone = screening.gather_evidence(look.query, catalog.indexes(), s, catalog)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
+
+
+# -- a large catalog: the hit budget drops most keys ---------------------------------------------
+class LargeCatalog:
+    """The fixture catalog padded with distractor works: each is a fixture work's fingerprint with
+    every peak moved a little in time and frequency and the whole shifted by 1-2 semitones, so
+    their keys collide with the uploads' as real music's do. Answers as a catalog's indexes and
+    stored fingerprints (a :class:`screening.WorkSource`)."""
+
+    def __init__(self, catalog: Catalog, n_distractors: int):
+        s = catalog.settings
+        self.catalog = catalog
+        base = catalog.indexes()
+        sources = [catalog.store.fingerprint(w.work_id) for w in catalog.works()]
+        rng = np.random.default_rng(0)
+        first = len(base.live)
+        self.distractors = {}
+        for i in range(n_distractors):
+            source = sources[i % len(sources)]
+            peaks = source.peaks.copy()
+            moved = peaks["frame"] + rng.normal(0, 2.0, len(peaks))
+            peaks["frame"] = np.round(moved).clip(0).astype(peaks["frame"].dtype)
+            shift = rng.choice([-2.0, -1.0, 1.0, 2.0]) * s.bins_per_semitone
+            peaks["bin"] = peaks["bin"] + shift + rng.normal(0, 0.4, len(peaks))
+            peaks = peaks[np.argsort(peaks["frame"], kind="stable")]
+            self.distractors[first + i] = dataclasses.replace(source, peaks=peaks)
+        keys, ids = [], []
+        for work_id, fp in self.distractors.items():
+            hashes = fingerprint_hashes(fp, s)
+            keys.append(hashes.keys.astype(np.int64))
+            ids.append(pack_entry_ids(work_id, hashes))
+        shard = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
+        live = np.concatenate([base.live, np.ones(n_distractors, bool)])
+        self.indexes = LoadedIndexes(
+            [*base.hash_shards, shard],
+            base.chroma_shards,
+            live,
+            base.bucket_sizes + shard.bucket_sizes,
+        )
+
+    def fingerprint(self, work_id: int) -> Fingerprint:
+        if work_id in self.distractors:
+            return self.distractors[work_id]
+        return self.catalog.store.fingerprint(work_id)
+
+    def work(self, work_id: int) -> WorkInfo | None:
+        return self.catalog.store.work(work_id)
+
+
+@pytest.fixture(scope="module")
+def large_catalog(catalog: Catalog) -> LargeCatalog:
+    return LargeCatalog(catalog, n_distractors=600)
+
+
+# a budget that keeps 3-9 % of the uploads' hits in the padded catalog
+SMALL_BUDGET = 3_000
+
+
+def screen_large(large: LargeCatalog, audio: Audio, settings) -> tuple[list, list[Match]]:
+    query = fingerprint_audio(audio, settings, query=True)
+
+    def view(scale: float, phase: float):
+        return fingerprint_audio(audio, settings, query=True, time_scale=scale, hop_phase=phase)
+
+    looks = screening.gather_looks(query, large.indexes, settings, large, view)
+    return looks, screening.matches_from_looks(looks, settings, large)
+
+
+@pytest.mark.parametrize(
+    "name, work",
+    [
+        ("stretch_0.80_work_01.ogg", "work_01"),
+        ("pitch_-3_work_03.ogg", "work_03"),
+        ("excerpt_15s_work_00.ogg", "work_00"),
+        ("speed_1.15_work_05.ogg", "work_05"),
+    ],
+)
+def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
+    large_catalog: LargeCatalog, work_ids: dict[str, int], name: str, work: str
+) -> None:
+    """The budgeted look-up keeps a few % of the hits, among hundreds of distractors: it only
+    ranks the works, and the copy's work, verified on all its hits, is a duplicate again."""
+    s = dataclasses.replace(large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET)
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    hashes = fingerprint_hashes(query, s, query=True)
+    assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 0.1
+    n_works = int(large_catalog.indexes.live.sum())
+    true_id = work_ids[work]
+
+    def true_fmp(works) -> float:
+        hashed, hits = screening.hash_candidates(query, large_catalog.indexes, s, works)
+        found = screening.score_hashes(hashed.values(), n_works, s, hits)
+        return found[true_id].false_match_probability if true_id in found else 1.0
+
+    sampled_only = true_fmp(None)  # the budgeted hits alone, as before
+    all_hits = true_fmp(large_catalog)
+    assert all_hits <= s.duplicate_max_fmp < sampled_only
+    looks, matches = screen_large(large_catalog, load_audio(UPLOADS_DIR / name, s), s)
+    assert decide(matches, s) == "duplicate"
+    assert matches[0].work_id == true_id and matches[0].relation == "same_recording"
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
+def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
+    large_catalog: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 4-s excerpt of it and a medley of two unrelated recordings, against the
+    padded catalog with the small budget and every work with 1 hit in a cell verified on all its
+    hits (60 candidates): no look makes a duplicate."""
+    s = dataclasses.replace(
+        large_catalog.catalog.settings,
+        max_query_hits=SMALL_BUDGET,
+        min_sampled_support=1,
+        candidate_works=60,
+    )
+    rate = s.sample_rate_hz
+    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
+    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
+    piece = int(2.5 * rate)
+    samples = {
+        "unrelated_a": a,
+        "unrelated_b": b,
+        "excerpt_4s": a[len(a) // 3 : len(a) // 3 + 4 * rate],
+        "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
+    }[upload]
+    looks, matches = screen_large(large_catalog, audio_of(samples, large_catalog.catalog), s)
+    hashes = fingerprint_hashes(looks[0].query, s, query=True)
+    assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 1.0
+    assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
+    assert decide(matches, s) != "duplicate"

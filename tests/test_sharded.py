@@ -483,3 +483,30 @@ def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
     with pytest.raises(ClusterError, match="within 1 s"):
         dask_client.gather(threaded_client, [slow], timeout_s=1.0)
     slow.cancel()
+
+
+def test_a_sampled_look_up_gives_the_evidence_of_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    """A hit budget small enough to drop most keys: each group verifies its own top candidates
+    on all their hits, the client keeps the global top 3 (fewer than the groups returned) and
+    counts only theirs as full, as one process does."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
+    from audiodup.sharded import ShardedScreening
+
+    settings = dataclasses.replace(
+        DEFAULT_SETTINGS, max_query_hits=300, min_sampled_support=1, candidate_works=3
+    )
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        for path in uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            hashes = fingerprint_hashes(query, settings, query=True)
+            assert screening.hash_lookup(hashes, indexes, settings).kept_share < 1.0
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            spread = sharded.gather_evidence(query)
+            assert _evidence(spread) == _evidence(alone), path.name

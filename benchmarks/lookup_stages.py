@@ -1,0 +1,85 @@
+"""Where a large catalog loses a copy: the hash look-up stage by stage, per positive query.
+
+For each hard-variant positive of a prepared query pickle (``benchmarks.scaling_prints``), one
+JSON line: the query's hashes and usable hits, the copy's own work's hits with and without the
+hit budget, its rank and support in :func:`audiodup.match.candidate_works` (every work, min
+support 1) and the 30th candidate's support, its verified line (inliers, false-match
+probability, works in competition) from each set of hits, and its rank among the chroma
+candidates (the look at the upload as it is only).
+
+    python -m benchmarks.lookup_stages CATALOG QUERIES.pkl > stages.jsonl
+
+docs/scaling.md quotes a run at 10^4 works with the code of 5e85e7b (ties then went to the
+lowest work id).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str]) -> int:
+    from audiodup.catalog import Catalog
+    from audiodup.fingerprint import fingerprint_hashes
+    from audiodup.hashes import KEY_BITS
+    from audiodup.match import candidate_works, chroma_candidates, lookup_hashes
+    from audiodup.screening import _verify, score_hashes
+    from benchmarks.corpus import cache_dir
+
+    catalog_dir, queries = Path(argv[0]), Path(argv[1])
+    corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    source = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
+    with Catalog.open(catalog_dir, create=False) as catalog:
+        s = catalog.settings
+        indexes = catalog.indexes()
+        work_of = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
+        n_works = int(indexes.live.sum())
+        per_mean = s.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
+        cap = int(max(s.min_bucket_cap, per_mean))
+        for q, fp in pickle.loads(queries.read_bytes()):
+            if q.role != "positive":
+                continue
+            true = work_of.get(source[q.track_id])
+            hashes = fingerprint_hashes(fp, s, query=True)
+            size = indexes.bucket_sizes[hashes.keys]
+            usable = (size > 0) & (size <= cap)
+            bps = s.bins_per_semitone
+            whole = lookup_hashes(hashes, indexes, cap, 1 << 40, bps)
+            budget = lookup_hashes(hashes, indexes, cap, s.max_query_hits, bps)
+            row = {
+                "variant": q.variant,
+                "duration_s": round(fp.duration_s, 1),
+                "query_hashes": len(hashes.keys),
+                "usable_hits": int(size[usable].sum()),
+                "true_hits_all": int((whole.work == true).sum()),
+                "true_hits_budget": int((budget.work == true).sum()),
+                "works_with_hits_budget": len(np.unique(budget.work)),
+            }
+            for name, votes in (("all", whole), ("budget", budget)):
+                ranked = candidate_works(votes, 10**6, s.frames_per_second, 1)
+                support = dict(ranked)
+                order = [w for w, _ in ranked]
+                row[f"{name}_rank"] = order.index(true) if true in support else None
+                row[f"{name}_support"] = support.get(true)
+                row[f"{name}_30th_support"] = ranked[29][1] if len(ranked) > 29 else None
+                evidence = _verify(votes, true, s)
+                if evidence is not None:
+                    hits = np.unique(votes.work, return_counts=True)[1]
+                    found = score_hashes([evidence], n_works, s, hits)[true]
+                    row[f"{name}_inliers"] = evidence.main_inliers
+                    row[f"{name}_fmp"] = found.false_match_probability
+                    row[f"{name}_competing"] = int((hits >= evidence.main_inliers).sum())
+            chroma = [w for w, _, _ in chroma_candidates(fp, indexes, s)]
+            row["chroma_rank"] = chroma.index(true) if true in chroma else None
+            print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
