@@ -180,14 +180,20 @@ def chroma_evidence(
     n_works: int,
     settings: Settings,
     reference: References,
+    *,
+    sweep_all_tempos: bool = False,
 ) -> list[ChromaFinding]:
     """Aligned chroma of the three best chroma candidates with their false-match probability;
     every candidate's alignment away from its best is the chance sample
-    (:func:`audiodup.verdict.chroma_false_match_probability`)."""
+    (:func:`audiodup.verdict.chroma_false_match_probability`). ``sweep_all_tempos``: see
+    :func:`aligned_chroma`."""
     candidates = [
         (work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)
     ]
-    return score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+    aligned = aligned_chroma(
+        query, candidates, settings, reference, sweep_all_tempos=sweep_all_tempos
+    )
+    return score_chroma(aligned, n_works, settings)
 
 
 def aligned_chroma(
@@ -195,16 +201,48 @@ def aligned_chroma(
     candidates: Iterable[tuple[int, float]],
     settings: Settings,
     reference: References,
+    *,
+    sweep_all_tempos: bool = False,
 ) -> list[ChromaEvidence]:
     """The chroma alignment of each ``(work_id, time_scale)`` candidate, in their order (those
-    that align at all)."""
+    that align at all): the best over a fine grid around the candidate's scale and, with
+    ``sweep_all_tempos``, also over the whole tempo range (:func:`swept_alignment`)."""
     aligned: list[ChromaEvidence] = []
     for work_id, scale in candidates:
         fine = (1.0 / scale) * _fine_scales(settings)
         ev = align_chroma(query, reference(work_id), work_id, settings, fine)
+        if sweep_all_tempos:
+            ev = _more_similar(ev, swept_alignment(query, reference(work_id), work_id, settings))
         if ev is not None:
             aligned.append(ev)
     return aligned
+
+
+def swept_alignment(
+    query: Fingerprint, reference: Fingerprint, work_id: int, settings: Settings
+) -> ChromaEvidence | None:
+    """The chroma alignment over the whole tempo range, refined on the fine grid around its
+    best tempo.
+
+    A candidate's scale is that of its most similar segment vector, and a reverberated or
+    strongly altered copy's segments can match best at a wrong scale: the fine grid around it
+    then misses the copy's tempo and the guided peak check is led astray (a slowed and
+    reverberated copy at 0.85: 0.51 at the segment's scale, 0.88 at 0.848 over the whole
+    range, where 252 of 600 peaks then coincide). The chroma probability already pays for
+    every tempo window of the range (:func:`audiodup.verdict.tempo_windows`), and each work
+    still gets one alignment."""
+    coarse = align_chroma(query, reference, work_id, settings)
+    if coarse is None:
+        return None
+    fine = coarse.tempo_ratio * _fine_scales(settings)
+    return _more_similar(coarse, align_chroma(query, reference, work_id, settings, fine))
+
+
+def _more_similar(a: ChromaEvidence | None, b: ChromaEvidence | None) -> ChromaEvidence | None:
+    """The more similar alignment (the first of equals)."""
+    if a is None or (b is not None and b.similarity > a.similarity):
+        return b
+    return a
 
 
 def score_chroma(
@@ -286,16 +324,31 @@ def best_peak_checks(
 
 
 def gather_evidence(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, works: WorkSource
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    works: WorkSource,
+    *,
+    sweep_all_tempos: bool = True,
 ) -> Evidence:
-    """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks."""
+    """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
+    With ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` chroma candidates are
+    also aligned over the whole tempo range (:func:`aligned_chroma`); the further looks of
+    :func:`look_again` leave it off, the look as it is covers that range."""
     n_works = max(int(indexes.live.sum()), 1)
     hashed, hits_per_work = hash_candidates(query, indexes, settings)
     hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)
     reference = _memo(works.fingerprint)  # each stored fingerprint decoded once per query
-    chroma = chroma_evidence(query, indexes, n_works, settings, reference)
+    chroma = chroma_evidence(
+        query,
+        indexes,
+        n_works,
+        settings,
+        reference,
+        sweep_all_tempos=sweep_all_tempos and settings.chroma_sweep_all_tempos,
+    )
     hashed = {w: f.evidence for w, f in hashes.items()}
     peaks = peak_checks(query, hashed, chroma, settings, reference)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
@@ -410,20 +463,23 @@ def gather_looks(
     the hop, the copy has the original's tempo and the stored peaks' time precision. Slow
     copies (speed 0.5, slowed and reverberated) are seen faster the same way. A short excerpt
     is looked at in other frame phases: a few seconds hold too few triplets to lose half."""
-    return look_again(
-        query, lambda seen: gather_evidence(seen, indexes, settings, works), settings, works, view
-    )
+
+    def gather(seen: Fingerprint, **options) -> Evidence:
+        return gather_evidence(seen, indexes, settings, works, **options)
+
+    return look_again(query, gather, settings, works, view)
 
 
 def look_again(
     query: Fingerprint,
-    gather: Callable[[Fingerprint], Evidence],
+    gather: Callable[..., Evidence],
     settings: Settings,
     works: WorkSource,
     view: View | None = None,
 ) -> list[Look]:
     """:func:`gather_looks` with ``gather(fingerprint)`` gathering each look's evidence (in
-    this process, or over a sharded catalog's groups)."""
+    this process, or over a sharded catalog's groups), the further looks' with
+    ``sweep_all_tempos=False`` (:func:`gather_evidence`)."""
     looks = [Look(1.0, 0.0, query, gather(query))]
     if view is None:
         return looks
@@ -433,7 +489,7 @@ def look_again(
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
-        looks.append(Look(time_scale, start_s, seen, gather(seen)))
+        looks.append(Look(time_scale, start_s, seen, gather(seen, sweep_all_tempos=False)))
     return looks
 
 
@@ -523,7 +579,7 @@ def hash_match(
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
         chroma_confirmed=chroma is not None,
-        tempo_drift=tempo_drift(sections) or _bending_drift(e, fps),
+        tempo_drift=tempo_drift(sections) or _bending_drift(e, fps) or curve_drift(e, fps),
     )
 
 
@@ -557,6 +613,62 @@ def _bending_drift(e: HashEvidence, fps: float) -> float | None:
         return None
     a, b = curve_fit[0], curve_fit[1]
     start, end = b + 2 * a * center.min(), b + 2 * a * center.max()
+    if start <= 0 or end <= 0:
+        return None
+    drift = float(end / start)
+    return drift if abs(np.log(drift)) >= _DRIFT_MIN_LOG else None
+
+
+_CURVE_MIN_HITS = 40
+_CURVE_MIN_SPAN_S = 20.0
+_CURVE_LINE_TOL_FRAMES = 5.0  # a hit belongs to the section whose line passes this near
+_CURVE_MIN_F = 50.0  # the curve's F statistic over the straight lines (1 degree of freedom)
+
+
+def curve_drift(e: HashEvidence, fps: float) -> float | None:
+    """The drift of all a work's hits, on one line or several: a ramp makes the verifier cut
+    the aligned part into sections, and loops or repeats add parallel ones, so the sections
+    alone seldom show the ramp (:func:`tempo_drift`). Each hit is put on the section whose line
+    passes nearest; the hits are fitted with one offset per section and a shared slope, then
+    also with a shared curvature (reference time quadratic in upload time). When the curvature
+    removes at least ``_BEND_MIN_GAIN`` of the straight fit's residual and is significant (F
+    statistic at least ``_CURVE_MIN_F``: a steady copy's hits scatter by a frame or two around
+    straight lines), the local tempo (the slope) at the two ends of the hits is the drift."""
+    tq = np.asarray(e.match_query_frames, dtype=np.float64)
+    tr = np.asarray(e.match_ref_frames, dtype=np.float64)
+    if len(tq) < _CURVE_MIN_HITS or np.ptp(tq) < _CURVE_MIN_SPAN_S * fps or not e.lines:
+        return None
+    q0 = np.array([line.query_start_frame for line in e.lines])
+    q1 = np.array([line.query_end_frame for line in e.lines])
+    r0 = np.array([line.ref_start_frame for line in e.lines])
+    r1 = np.array([line.ref_end_frame for line in e.lines])
+    slope = (r1 - r0) / np.maximum(q1 - q0, 1.0)
+    residual = np.abs(tr[:, None] - (r0 + slope * (tq[:, None] - q0)))
+    margin = _CURVE_LINE_TOL_FRAMES
+    residual[(tq[:, None] < q0 - margin) | (tq[:, None] > q1 + margin)] = np.inf
+    section = np.argmin(residual, axis=1)
+    on_line = residual[np.arange(len(tq)), section] <= _CURVE_LINE_TOL_FRAMES
+    tq, tr, section = tq[on_line], tr[on_line], section[on_line]
+    if len(tq) < _CURVE_MIN_HITS or np.ptp(tq) < _CURVE_MIN_SPAN_S * fps:
+        return None
+    x = (tq - tq.mean()) / fps
+    offsets = (section[:, None] == np.unique(section)[None, :]).astype(np.float64)
+    straight = np.column_stack([offsets, x])
+    curved = np.column_stack([straight, x**2])
+
+    def rss(design: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = np.linalg.lstsq(design, tr, rcond=None)[0]
+        return float(np.sum((tr - design @ coef) ** 2)), coef
+
+    rss_straight, _ = rss(straight)
+    rss_curved, coef = rss(curved)
+    dof = len(tq) - curved.shape[1]
+    if dof < 8 or rss_curved > (1.0 - _BEND_MIN_GAIN) * rss_straight:
+        return None
+    if (rss_straight - rss_curved) < _CURVE_MIN_F * rss_curved / dof:
+        return None
+    b, a = coef[-2], coef[-1]
+    start, end = b + 2 * a * x.min(), b + 2 * a * x.max()
     if start <= 0 or end <= 0:
         return None
     drift = float(end / start)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -185,11 +186,18 @@ def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tupl
 
 
 def group_alignments(
-    spec: GroupSpec, query: Fingerprint, candidates: list[tuple[int, float]]
+    spec: GroupSpec,
+    query: Fingerprint,
+    candidates: list[tuple[int, float]],
+    sweep_all_tempos: bool = False,
 ) -> list[ChromaEvidence]:
-    """The chroma alignments of the group's ``(work_id, time_scale)`` candidates."""
+    """The chroma alignments of the group's ``(work_id, time_scale)`` candidates
+    (:func:`audiodup.screening.aligned_chroma`)."""
     group = open_group(spec)
-    return aligned_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
+    reference = _memo(group.fingerprint)
+    return aligned_chroma(
+        query, candidates, spec.settings, reference, sweep_all_tempos=sweep_all_tempos
+    )
 
 
 def group_peak_checks(
@@ -256,7 +264,7 @@ class ShardedScreening:
         looks = look_again(query, self.gather_evidence, self.settings, works, view)
         return matches_from_looks(looks, self.settings, works)
 
-    def gather_evidence(self, query: Fingerprint) -> Evidence:
+    def gather_evidence(self, query: Fingerprint, *, sweep_all_tempos: bool = True) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
         specs, totals, totals_future = self._current()
         settings = self.settings
@@ -274,9 +282,9 @@ class ShardedScreening:
             candidates = [
                 (w, scale) for w, _, scale in chroma_candidates(query, chroma_search, settings)
             ]
-            aligned = self._per_work(
-                specs, group_alignments, query_future, candidates, "alignments"
-            )
+            sweep = sweep_all_tempos and settings.chroma_sweep_all_tempos
+            align = partial(group_alignments, sweep_all_tempos=sweep)
+            aligned = self._per_work(specs, align, query_future, candidates, "alignments")
             by_work = {ev.work_id: ev for part in aligned for ev in part}
             chroma = score_chroma(
                 [by_work[w] for w, _ in candidates if w in by_work], n_works, settings

@@ -39,14 +39,20 @@ def audio_of(samples: np.ndarray, catalog: Catalog) -> Audio:
     return audio_from_samples(samples, catalog.settings.sample_rate_hz, catalog.settings)
 
 
-def looks_and_matches(catalog: Catalog, audio: Audio):
+def looks_and_matches(catalog: Catalog, audio: Audio, sweep_all_tempos: bool = True):
+    """Every look screening takes at ``audio``; without ``sweep_all_tempos`` the look as it is
+    aligns chroma only around its candidates' scales, as the further looks do."""
     s = catalog.settings
     query = fingerprint_audio(audio, s, query=True)
 
     def view(scale: float, phase: float):
         return fingerprint_audio(audio, s, query=True, time_scale=scale, hop_phase=phase)
 
-    looks = screening.gather_looks(query, catalog.indexes(), s, catalog, view)
+    def gather(seen, **options):
+        options.setdefault("sweep_all_tempos", sweep_all_tempos)
+        return screening.gather_evidence(seen, catalog.indexes(), s, catalog, **options)
+
+    looks = screening.look_again(query, gather, s, catalog, view)
     return looks, screening.matches_from_looks(looks, s, catalog), query
 
 
@@ -56,8 +62,9 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     s = catalog.settings
     original = load_audio(CATALOG_DIR / "work_00.ogg", s)
     copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
-    looks, matches, query = looks_and_matches(catalog, copy)
-    assert decide(catalog.match_fingerprint(query), s) != "duplicate"  # the look as it is
+    # the look as it is, its chroma aligned around the segments' scales only, misses it
+    looks, matches, query = looks_and_matches(catalog, copy, sweep_all_tempos=False)
+    assert decide(screening.matches_from_looks(looks[:1], s, catalog), s) != "duplicate"
     assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales]  # no phases: long
     assert decide(matches, s) == "duplicate"
     top = matches[0]
@@ -67,6 +74,27 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     assert top.coverage_s <= copy.duration_s + 0.1
     # the same screening through the catalog, which makes the views from the decoded audio
     assert catalog.screen_audio(copy).verdict == "duplicate"
+
+
+def test_chroma_swept_over_every_tempo_leads_the_peak_check_of_a_2x_splice(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    """The same splice: its chroma segments match best at a wrong scale, the alignment over the
+    whole tempo range finds 2x, and the peaks it leads to coincide: a duplicate as it is, the
+    peaks confirming the recording on their own."""
+    s = catalog.settings
+    original = load_audio(CATALOG_DIR / "work_00.ogg", s)
+    copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
+    query = fingerprint_audio(copy, s, query=True)
+    narrow = screening.gather_evidence(query, catalog.indexes(), s, catalog, sweep_all_tempos=False)
+    swept = screening.gather_evidence(query, catalog.indexes(), s, catalog)
+    work = work_ids["work_00"]
+    assert work not in narrow.peaks or narrow.peaks[work].check.probability > 1e-3
+    check = swept.peaks[work].check
+    assert check.alignment.tempo_ratio == pytest.approx(2.0, rel=0.03)
+    top = screening.matches_from_evidence(swept, query, s, catalog)[0]
+    assert top.work_id == work and decide([top], s) == "duplicate"
+    assert (top.matched_peaks or 0) >= s.duplicate_min_peaks and top.matched_hashes < 8
 
 
 @pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
@@ -164,9 +192,9 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
 def test_quick_screening_takes_only_the_look_as_it_is(
     catalog: Catalog, work_ids: dict[str, int], tmp_path, pristine_catalog_dir, capsys
 ) -> None:
-    """``audiodup screen --quick`` (Settings.without_further_looks): no further look is planned,
-    so the 2x splice found on the slowed look is not a duplicate, and the copy found as it is
-    still is."""
+    """``audiodup screen --quick`` (Settings.without_further_looks): no further look is planned
+    and chroma is aligned only around its candidates' scales, so the 2x splice found on the
+    slowed look is not a duplicate, and the copy found as it is still is."""
     import soundfile as sf
 
     from audiodup.cli import app
