@@ -180,20 +180,20 @@ def chroma_evidence(
     n_works: int,
     settings: Settings,
     reference: References,
-    *,
-    sweep_all_tempos: bool = False,
 ) -> list[ChromaFinding]:
     """Aligned chroma of the three best chroma candidates with their false-match probability;
     every candidate's alignment away from its best is the chance sample
-    (:func:`audiodup.verdict.chroma_false_match_probability`). ``sweep_all_tempos``: see
-    :func:`aligned_chroma`."""
-    candidates = [
-        (work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)
-    ]
-    aligned = aligned_chroma(
-        query, candidates, settings, reference, sweep_all_tempos=sweep_all_tempos
-    )
-    return score_chroma(aligned, n_works, settings)
+    (:func:`audiodup.verdict.chroma_false_match_probability`)."""
+    candidates = chroma_candidate_scales(query, indexes, settings)
+    return score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+
+
+def chroma_candidate_scales(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> list[tuple[int, float]]:
+    """``(work_id, time_scale)`` of the chroma candidates
+    (:func:`audiodup.match.chroma_candidates`)."""
+    return [(work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)]
 
 
 def aligned_chroma(
@@ -201,48 +201,67 @@ def aligned_chroma(
     candidates: Iterable[tuple[int, float]],
     settings: Settings,
     reference: References,
-    *,
-    sweep_all_tempos: bool = False,
 ) -> list[ChromaEvidence]:
     """The chroma alignment of each ``(work_id, time_scale)`` candidate, in their order (those
-    that align at all): the best over a fine grid around the candidate's scale and, with
-    ``sweep_all_tempos``, also over the whole tempo range (:func:`swept_alignment`)."""
+    that align at all)."""
     aligned: list[ChromaEvidence] = []
     for work_id, scale in candidates:
         fine = (1.0 / scale) * _fine_scales(settings)
         ev = align_chroma(query, reference(work_id), work_id, settings, fine)
-        if sweep_all_tempos:
-            ev = _more_similar(ev, swept_alignment(query, reference(work_id), work_id, settings))
         if ev is not None:
             aligned.append(ev)
     return aligned
 
 
-def swept_alignment(
-    query: Fingerprint, reference: Fingerprint, work_id: int, settings: Settings
-) -> ChromaEvidence | None:
-    """The chroma alignment over the whole tempo range, refined on the fine grid around its
-    best tempo.
+def swept_chroma(
+    query: Fingerprint,
+    candidates: Iterable[tuple[int, float]],
+    settings: Settings,
+    reference: References,
+) -> list[ChromaEvidence]:
+    """The chroma alignment of each candidate over the whole tempo range, refined on the fine
+    grid around its best tempo (those that align at all), in their order.
 
     A candidate's scale is that of its most similar segment vector, and a reverberated or
-    strongly altered copy's segments can match best at a wrong scale: the fine grid around it
-    then misses the copy's tempo and the guided peak check is led astray (a slowed and
-    reverberated copy at 0.85: 0.51 at the segment's scale, 0.88 at 0.848 over the whole
-    range, where 252 of 600 peaks then coincide). The chroma probability already pays for
-    every tempo window of the range (:func:`audiodup.verdict.tempo_windows`), and each work
-    still gets one alignment."""
-    coarse = align_chroma(query, reference, work_id, settings)
-    if coarse is None:
-        return None
-    fine = coarse.tempo_ratio * _fine_scales(settings)
-    return _more_similar(coarse, align_chroma(query, reference, work_id, settings, fine))
+    spliced copy's segments can match best at a wrong scale: the fine grid around it
+    (:func:`aligned_chroma`) then misses the copy's tempo and the guided peak check is led
+    astray (a slowed and reverberated copy at 0.85: 0.51 at the segment's scale, 0.88 at 0.848
+    over the whole range, where 252 of 600 peaks then coincide). These alignments only lead
+    peak checks (:func:`swept_leads`): their block maxima are maxima over the whole range, which
+    the chroma probability already pays for (:func:`audiodup.verdict.tempo_windows`), so they
+    would count that search twice as a chance sample."""
+    swept: list[ChromaEvidence] = []
+    for work_id, _ in candidates:
+        stored = reference(work_id)
+        coarse = align_chroma(query, stored, work_id, settings)
+        if coarse is None:
+            continue
+        fine = coarse.tempo_ratio * _fine_scales(settings)
+        refined = align_chroma(query, stored, work_id, settings, fine)
+        swept.append(refined if refined and refined.similarity > coarse.similarity else coarse)
+    return swept
 
 
-def _more_similar(a: ChromaEvidence | None, b: ChromaEvidence | None) -> ChromaEvidence | None:
-    """The more similar alignment (the first of equals)."""
-    if a is None or (b is not None and b.similarity > a.similarity):
-        return b
-    return a
+def swept_leads(
+    swept: Iterable[ChromaEvidence], chroma: Iterable[ChromaFinding], settings: Settings
+) -> list[ChromaEvidence]:
+    """The swept alignments worth a guided peak check of their own: the three most similar at
+    or above ``peak_check_min_chroma`` whose work has no chroma finding at that tempo (within
+    the fine grid's span), so they add a tempo hypothesis rather than repeat one."""
+    found = [f.evidence for f in chroma]
+    span = np.log(settings.chroma_scale_step)
+
+    def known(ev: ChromaEvidence) -> bool:
+        return any(
+            f.work_id == ev.work_id and abs(np.log(f.tempo_ratio / ev.tempo_ratio)) <= span
+            for f in found
+        )
+
+    similar = sorted(
+        (ev for ev in swept if ev.similarity >= settings.peak_check_min_chroma),
+        key=lambda ev: -ev.similarity,
+    )
+    return [ev for ev in similar if not known(ev)][:3]
 
 
 def score_chroma(
@@ -264,10 +283,12 @@ def peak_checks(
     chroma: Iterable[ChromaFinding],
     settings: Settings,
     reference: References,
+    leads: Iterable[ChromaEvidence] = (),
 ) -> dict[int, PeakFinding]:
-    """The guided peak check of the strongest weak hash lines and chroma alignments: the best
-    check per work, with the chroma finding it came from."""
-    guesses = peak_guesses(hashed, chroma, settings)
+    """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
+    swept alignments ``leads``, :func:`swept_leads`): the best check per work, with the chroma
+    finding it came from."""
+    guesses = peak_guesses(hashed, chroma, settings, leads)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
     return best_peak_checks(guesses, checks)
 
@@ -276,10 +297,15 @@ PeakGuess = tuple[int, Alignment, ChromaFinding | None]
 
 
 def peak_guesses(
-    hashed: dict[int, HashEvidence], chroma: Iterable[ChromaFinding], settings: Settings
+    hashed: dict[int, HashEvidence],
+    chroma: Iterable[ChromaFinding],
+    settings: Settings,
+    leads: Iterable[ChromaEvidence] = (),
 ) -> list[PeakGuess]:
     """The alignments worth a guided peak check: those of the strongest weak hash lines and of
-    the chroma alignments similar enough, each with the chroma finding it came from."""
+    the chroma alignments similar enough, each with the chroma finding it came from, then those
+    of the swept ``leads`` (:func:`swept_leads`), which come from no finding: their checks
+    stand alone (:func:`audiodup.verdict.peak_false_match_probability`)."""
     guesses: list[PeakGuess] = []
     strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
     for e in strongest[: settings.peak_check_hash_candidates]:
@@ -290,6 +316,8 @@ def peak_guesses(
             # chroma knows the pitch only modulo an octave
             alignments = chroma_alignments(found.evidence, settings)
             guesses.extend((found.evidence.work_id, a, found) for a in alignments)
+    for lead in leads:
+        guesses.extend((lead.work_id, a, None) for a in chroma_alignments(lead, settings))
     return guesses
 
 
@@ -332,25 +360,23 @@ def gather_evidence(
     sweep_all_tempos: bool = True,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
-    With ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` chroma candidates are
-    also aligned over the whole tempo range (:func:`aligned_chroma`); the further looks of
-    :func:`look_again` leave it off, the look as it is covers that range."""
+    With ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` the chroma candidates
+    are also aligned over the whole tempo range, to lead more peak checks (:func:`swept_chroma`,
+    :func:`swept_leads`); the further looks of :func:`look_again` leave it off, the look as it
+    is covers that range."""
     n_works = max(int(indexes.live.sum()), 1)
     hashed, hits_per_work = hash_candidates(query, indexes, settings)
     hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)
     reference = _memo(works.fingerprint)  # each stored fingerprint decoded once per query
-    chroma = chroma_evidence(
-        query,
-        indexes,
-        n_works,
-        settings,
-        reference,
-        sweep_all_tempos=sweep_all_tempos and settings.chroma_sweep_all_tempos,
-    )
+    candidates = chroma_candidate_scales(query, indexes, settings)
+    chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+    leads: list[ChromaEvidence] = []
+    if sweep_all_tempos and settings.chroma_sweep_all_tempos:
+        leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
-    peaks = peak_checks(query, hashed, chroma, settings, reference)
+    peaks = peak_checks(query, hashed, chroma, settings, reference, leads)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
 
 

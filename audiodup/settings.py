@@ -98,7 +98,8 @@ class Settings:
     query_segment_hop_s: float = 1.0
     # the look as it is also aligns each chroma candidate over the whole tempo range (not only
     # around the scale its best segment matched at), so a reverberated or spliced copy's guided
-    # peak check starts at its tempo (screening.swept_alignment); ~20 ms of CPU per candidate.
+    # peak check starts at its tempo (screening.swept_chroma, swept_leads); ~25 ms of CPU per
+    # candidate.
     # Measured: benchmarks/hard/RESULTS.md
     chroma_sweep_all_tempos: bool = True
     tempo_ratio_min: float = 0.5

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +53,8 @@ from .screening import (
     peak_guesses,
     score_chroma,
     score_hashes,
+    swept_chroma,
+    swept_leads,
     verified_candidates,
 )
 from .settings import Settings
@@ -186,18 +187,20 @@ def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tupl
 
 
 def group_alignments(
-    spec: GroupSpec,
-    query: Fingerprint,
-    candidates: list[tuple[int, float]],
-    sweep_all_tempos: bool = False,
+    spec: GroupSpec, query: Fingerprint, candidates: list[tuple[int, float]]
 ) -> list[ChromaEvidence]:
-    """The chroma alignments of the group's ``(work_id, time_scale)`` candidates
-    (:func:`audiodup.screening.aligned_chroma`)."""
+    """The chroma alignments of the group's ``(work_id, time_scale)`` candidates."""
     group = open_group(spec)
-    reference = _memo(group.fingerprint)
-    return aligned_chroma(
-        query, candidates, spec.settings, reference, sweep_all_tempos=sweep_all_tempos
-    )
+    return aligned_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
+
+
+def group_swept_chroma(
+    spec: GroupSpec, query: Fingerprint, candidates: list[tuple[int, float]]
+) -> list[ChromaEvidence]:
+    """The chroma alignments of the group's candidates over the whole tempo range
+    (:func:`audiodup.screening.swept_chroma`)."""
+    group = open_group(spec)
+    return swept_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
 
 
 def group_peak_checks(
@@ -282,15 +285,23 @@ class ShardedScreening:
             candidates = [
                 (w, scale) for w, _, scale in chroma_candidates(query, chroma_search, settings)
             ]
-            sweep = sweep_all_tempos and settings.chroma_sweep_all_tempos
-            align = partial(group_alignments, sweep_all_tempos=sweep)
-            aligned = self._per_work(specs, align, query_future, candidates, "alignments")
+            aligned = self._per_work(
+                specs, group_alignments, query_future, candidates, "alignments"
+            )
             by_work = {ev.work_id: ev for part in aligned for ev in part}
             chroma = score_chroma(
                 [by_work[w] for w, _ in candidates if w in by_work], n_works, settings
             )
+            leads = []
+            if sweep_all_tempos and settings.chroma_sweep_all_tempos:
+                swept = self._per_work(
+                    specs, group_swept_chroma, query_future, candidates, "swept alignments"
+                )
+                swept_by_work = {ev.work_id: ev for part in swept for ev in part}
+                in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
+                leads = swept_leads(in_order, chroma, settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
-            guesses = peak_guesses(hashed, chroma, settings)
+            guesses = peak_guesses(hashed, chroma, settings, leads)
             checks = self._checks(specs, query_future, guesses)
             peaks = best_peak_checks(guesses, checks)
             return Evidence(n_works, hashes, tuple(chroma), peaks)

@@ -15,6 +15,7 @@ from audiodup import Catalog, screening
 from audiodup.audio import Audio, audio_from_samples, load_audio
 from audiodup.fingerprint import fingerprint_audio
 from audiodup.results import Match, Section
+from audiodup.settings import Settings
 from audiodup.verdict import decide, score_from_probability
 
 
@@ -80,21 +81,48 @@ def test_chroma_swept_over_every_tempo_leads_the_peak_check_of_a_2x_splice(
     catalog: Catalog, work_ids: dict[str, int]
 ) -> None:
     """The same splice: its chroma segments match best at a wrong scale, the alignment over the
-    whole tempo range finds 2x, and the peaks it leads to coincide: a duplicate as it is, the
-    peaks confirming the recording on their own."""
+    whole tempo range finds 2x, and the peaks it leads to coincide: a duplicate as it is, on
+    the peaks alone. The chroma findings (their probabilities and chance sample) do not change.
+    (The chance cases, unrelated music and a medley through every look, are the tests below.)"""
     s = catalog.settings
     original = load_audio(CATALOG_DIR / "work_00.ogg", s)
     copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
     query = fingerprint_audio(copy, s, query=True)
-    narrow = screening.gather_evidence(query, catalog.indexes(), s, catalog, sweep_all_tempos=False)
-    swept = screening.gather_evidence(query, catalog.indexes(), s, catalog)
+    indexes = catalog.indexes()
+    narrow = screening.gather_evidence(query, indexes, s, catalog, sweep_all_tempos=False)
+    swept = screening.gather_evidence(query, indexes, s, catalog)
+    assert swept.chroma == narrow.chroma
     work = work_ids["work_00"]
     assert work not in narrow.peaks or narrow.peaks[work].check.probability > 1e-3
-    check = swept.peaks[work].check
-    assert check.alignment.tempo_ratio == pytest.approx(2.0, rel=0.03)
+    found = swept.peaks[work]
+    assert found.chroma is None  # a swept lead: the check stands alone
+    assert found.check.alignment.tempo_ratio == pytest.approx(2.0, rel=0.03)
     top = screening.matches_from_evidence(swept, query, s, catalog)[0]
     assert top.work_id == work and decide([top], s) == "duplicate"
     assert (top.matched_peaks or 0) >= s.duplicate_min_peaks and top.matched_hashes < 8
+
+
+def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
+    from audiodup.match import ChromaEvidence
+    from audiodup.screening import ChromaFinding, swept_leads
+
+    s = Settings()
+
+    def ev(work_id: int, similarity: float, tempo: float) -> ChromaEvidence:
+        return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
+
+    found = [ChromaFinding(ev(1, 0.8, 0.85), 1e-4)]
+    swept = [
+        ev(1, 0.82, 0.86),  # the finding's tempo: nothing new
+        ev(2, 0.9, 2.0),
+        ev(3, 0.3, 1.0),  # below peak_check_min_chroma
+        ev(4, 0.7, 0.5),
+        ev(5, 0.6, 1.2),
+        ev(6, 0.55, 1.3),  # the fourth new one
+        ev(1, 0.75, 1.7),  # the finding's work at another tempo
+    ]
+    leads = swept_leads(swept, found, s)
+    assert [(e.work_id, e.tempo_ratio) for e in leads] == [(2, 2.0), (1, 1.7), (4, 0.5)]
 
 
 @pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
