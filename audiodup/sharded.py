@@ -16,7 +16,9 @@ rounds, each sent to every group at once and gathered with a bounded wait:
    catalog (``n_works``, the chance background of all candidates). A decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
    in shard order, as one process would see them, and ranks the chroma candidates.
-3. **chroma alignment** of those candidates, each in its own group; scored by the client.
+3. **chroma alignment** of those candidates, each in its own group; scored by the client. On
+   the look as it is, their alignments over the whole tempo range too (one more round), from
+   which the client picks the swept leads.
 4. **guided peak checks** of the alignments the client picked, each in its own group.
 
 Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
