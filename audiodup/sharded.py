@@ -5,7 +5,7 @@ keeps work ``w`` in group ``w % N``, and every shard within one group. Each grou
 opened once by the Dask worker that first screens against them and kept there (keyed by the
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
-A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to four
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to five
 rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
