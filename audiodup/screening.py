@@ -272,10 +272,16 @@ def chroma_evidence(
     """Aligned chroma of the three best chroma candidates with their false-match probability;
     every candidate's alignment away from its best is the chance sample
     (:func:`audiodup.verdict.chroma_false_match_probability`)."""
-    candidates = [
-        (work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)
-    ]
+    candidates = chroma_candidate_scales(query, indexes, settings)
     return score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+
+
+def chroma_candidate_scales(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> list[tuple[int, float]]:
+    """``(work_id, time_scale)`` of the chroma candidates
+    (:func:`audiodup.match.chroma_candidates`)."""
+    return [(work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)]
 
 
 def aligned_chroma(
@@ -293,6 +299,57 @@ def aligned_chroma(
         if ev is not None:
             aligned.append(ev)
     return aligned
+
+
+def swept_chroma(
+    query: Fingerprint,
+    candidates: Iterable[tuple[int, float]],
+    settings: Settings,
+    reference: References,
+) -> list[ChromaEvidence]:
+    """The chroma alignment of each candidate over the whole tempo range, refined on the fine
+    grid around its best tempo (those that align at all), in their order.
+
+    A candidate's scale is that of its most similar segment vector, and a reverberated or
+    spliced copy's segments can match best at a wrong scale: the fine grid around it
+    (:func:`aligned_chroma`) then misses the copy's tempo and the guided peak check is led
+    astray (a slowed and reverberated copy at 0.85: 0.51 at the segment's scale, 0.88 at 0.848
+    over the whole range, where 252 of 600 peaks then coincide). These alignments only lead
+    peak checks (:func:`swept_leads`): their block maxima are maxima over the whole range, which
+    the chroma probability already pays for (:func:`audiodup.verdict.tempo_windows`), so they
+    would count that search twice as a chance sample."""
+    swept: list[ChromaEvidence] = []
+    for work_id, _ in candidates:
+        stored = reference(work_id)
+        coarse = align_chroma(query, stored, work_id, settings)
+        if coarse is None:
+            continue
+        fine = coarse.tempo_ratio * _fine_scales(settings)
+        refined = align_chroma(query, stored, work_id, settings, fine)
+        swept.append(refined if refined and refined.similarity > coarse.similarity else coarse)
+    return swept
+
+
+def swept_leads(
+    swept: Iterable[ChromaEvidence], chroma: Iterable[ChromaFinding], settings: Settings
+) -> list[ChromaEvidence]:
+    """The swept alignments worth a guided peak check of their own: the three most similar at
+    or above ``peak_check_min_chroma`` whose work has no chroma finding at that tempo (within
+    the fine grid's span), so they add a tempo hypothesis rather than repeat one."""
+    found = [f.evidence for f in chroma]
+    span = np.log(settings.chroma_scale_step)
+
+    def known(ev: ChromaEvidence) -> bool:
+        return any(
+            f.work_id == ev.work_id and abs(np.log(f.tempo_ratio / ev.tempo_ratio)) <= span
+            for f in found
+        )
+
+    similar = sorted(
+        (ev for ev in swept if ev.similarity >= settings.peak_check_min_chroma),
+        key=lambda ev: -ev.similarity,
+    )
+    return [ev for ev in similar if not known(ev)][:3]
 
 
 def score_chroma(
@@ -314,10 +371,12 @@ def peak_checks(
     chroma: Iterable[ChromaFinding],
     settings: Settings,
     reference: References,
+    leads: Iterable[ChromaEvidence] = (),
 ) -> dict[int, PeakFinding]:
-    """The guided peak check of the strongest weak hash lines and chroma alignments: the best
-    check per work, with the chroma finding it came from."""
-    guesses = peak_guesses(hashed, chroma, settings)
+    """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
+    swept alignments ``leads``, :func:`swept_leads`): the best check per work, with the chroma
+    finding it came from."""
+    guesses = peak_guesses(hashed, chroma, settings, leads)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
     return best_peak_checks(guesses, checks)
 
@@ -326,10 +385,15 @@ PeakGuess = tuple[int, Alignment, ChromaFinding | None]
 
 
 def peak_guesses(
-    hashed: dict[int, HashEvidence], chroma: Iterable[ChromaFinding], settings: Settings
+    hashed: dict[int, HashEvidence],
+    chroma: Iterable[ChromaFinding],
+    settings: Settings,
+    leads: Iterable[ChromaEvidence] = (),
 ) -> list[PeakGuess]:
     """The alignments worth a guided peak check: those of the strongest weak hash lines and of
-    the chroma alignments similar enough, each with the chroma finding it came from."""
+    the chroma alignments similar enough, each with the chroma finding it came from, then those
+    of the swept ``leads`` (:func:`swept_leads`), which come from no finding: their checks
+    stand alone (:func:`audiodup.verdict.peak_false_match_probability`)."""
     guesses: list[PeakGuess] = []
     strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
     for e in strongest[: settings.peak_check_hash_candidates]:
@@ -340,6 +404,8 @@ def peak_guesses(
             # chroma knows the pitch only modulo an octave
             alignments = chroma_alignments(found.evidence, settings)
             guesses.extend((found.evidence.work_id, a, found) for a in alignments)
+    for lead in leads:
+        guesses.extend((lead.work_id, a, None) for a in chroma_alignments(lead, settings))
     return guesses
 
 
@@ -379,9 +445,15 @@ def gather_evidence(
     settings: Settings,
     works: WorkSource,
     reference: References | None = None,
+    *,
+    sweep_all_tempos: bool = True,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
-    ``reference``: the stored fingerprints, when the caller keeps them across looks."""
+    ``reference``: the stored fingerprints, when the caller keeps them across looks. With
+    ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` the chroma candidates are also
+    aligned over the whole tempo range, to lead more peak checks (:func:`swept_chroma`,
+    :func:`swept_leads`); the further looks of :func:`look_again` leave it off, the look as it
+    is covers that range."""
     n_works = max(int(indexes.live.sum()), 1)
     hashed, hits_per_work = hash_candidates(query, indexes, settings, works)
     hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
@@ -389,9 +461,13 @@ def gather_evidence(
         return Evidence(n_works, hashes)
     # each stored fingerprint decoded once per query
     reference = reference or _memo(works.fingerprint)
-    chroma = chroma_evidence(query, indexes, n_works, settings, reference)
+    candidates = chroma_candidate_scales(query, indexes, settings)
+    chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
+    leads: list[ChromaEvidence] = []
+    if sweep_all_tempos and settings.chroma_sweep_all_tempos:
+        leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
-    peaks = peak_checks(query, hashed, chroma, settings, reference)
+    peaks = peak_checks(query, hashed, chroma, settings, reference, leads)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
 
 
@@ -507,24 +583,23 @@ def gather_looks(
     # the looks mostly check the same candidates: their stored fingerprints are decoded once
     # (a clean upload of the test catalog: 6 reads instead of 18)
     reference = _memo(works.fingerprint)
-    return look_again(
-        query,
-        lambda seen: gather_evidence(seen, indexes, settings, works, reference),
-        settings,
-        works,
-        view,
-    )
+
+    def gather(seen: Fingerprint, **options) -> Evidence:
+        return gather_evidence(seen, indexes, settings, works, reference, **options)
+
+    return look_again(query, gather, settings, works, view)
 
 
 def look_again(
     query: Fingerprint,
-    gather: Callable[[Fingerprint], Evidence],
+    gather: Callable[..., Evidence],
     settings: Settings,
     works: WorkSource,
     view: View | None = None,
 ) -> list[Look]:
     """:func:`gather_looks` with ``gather(fingerprint)`` gathering each look's evidence (in
-    this process, or over a sharded catalog's groups)."""
+    this process, or over a sharded catalog's groups), the further looks' with
+    ``sweep_all_tempos=False`` (:func:`gather_evidence`)."""
     looks = [Look(1.0, 0.0, query, gather(query))]
     if view is None:
         return looks
@@ -534,7 +609,7 @@ def look_again(
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
-        looks.append(Look(time_scale, start_s, seen, gather(seen)))
+        looks.append(Look(time_scale, start_s, seen, gather(seen, sweep_all_tempos=False)))
     return looks
 
 
@@ -624,7 +699,7 @@ def hash_match(
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
         chroma_confirmed=chroma is not None,
-        tempo_drift=tempo_drift(sections) or _bending_drift(e, fps),
+        tempo_drift=tempo_drift(sections) or _bending_drift(e, fps) or curve_drift(e, fps),
     )
 
 
@@ -658,6 +733,62 @@ def _bending_drift(e: HashEvidence, fps: float) -> float | None:
         return None
     a, b = curve_fit[0], curve_fit[1]
     start, end = b + 2 * a * center.min(), b + 2 * a * center.max()
+    if start <= 0 or end <= 0:
+        return None
+    drift = float(end / start)
+    return drift if abs(np.log(drift)) >= _DRIFT_MIN_LOG else None
+
+
+_CURVE_MIN_HITS = 40
+_CURVE_MIN_SPAN_S = 20.0
+_CURVE_LINE_TOL_FRAMES = 5.0  # a hit belongs to the section whose line passes this near
+_CURVE_MIN_F = 50.0  # the curve's F statistic over the straight lines (1 degree of freedom)
+
+
+def curve_drift(e: HashEvidence, fps: float) -> float | None:
+    """The drift of all a work's hits, on one line or several: a ramp makes the verifier cut
+    the aligned part into sections, and loops or repeats add parallel ones, so the sections
+    alone seldom show the ramp (:func:`tempo_drift`). Each hit is put on the section whose line
+    passes nearest; the hits are fitted with one offset per section and a shared slope, then
+    also with a shared curvature (reference time quadratic in upload time). When the curvature
+    removes at least ``_BEND_MIN_GAIN`` of the straight fit's residual and is significant (F
+    statistic at least ``_CURVE_MIN_F``: a steady copy's hits scatter by a frame or two around
+    straight lines), the local tempo (the slope) at the two ends of the hits is the drift."""
+    tq = np.asarray(e.match_query_frames, dtype=np.float64)
+    tr = np.asarray(e.match_ref_frames, dtype=np.float64)
+    if len(tq) < _CURVE_MIN_HITS or np.ptp(tq) < _CURVE_MIN_SPAN_S * fps or not e.lines:
+        return None
+    q0 = np.array([line.query_start_frame for line in e.lines])
+    q1 = np.array([line.query_end_frame for line in e.lines])
+    r0 = np.array([line.ref_start_frame for line in e.lines])
+    r1 = np.array([line.ref_end_frame for line in e.lines])
+    slope = (r1 - r0) / np.maximum(q1 - q0, 1.0)
+    residual = np.abs(tr[:, None] - (r0 + slope * (tq[:, None] - q0)))
+    margin = _CURVE_LINE_TOL_FRAMES
+    residual[(tq[:, None] < q0 - margin) | (tq[:, None] > q1 + margin)] = np.inf
+    section = np.argmin(residual, axis=1)
+    on_line = residual[np.arange(len(tq)), section] <= _CURVE_LINE_TOL_FRAMES
+    tq, tr, section = tq[on_line], tr[on_line], section[on_line]
+    if len(tq) < _CURVE_MIN_HITS or np.ptp(tq) < _CURVE_MIN_SPAN_S * fps:
+        return None
+    x = (tq - tq.mean()) / fps
+    offsets = (section[:, None] == np.unique(section)[None, :]).astype(np.float64)
+    straight = np.column_stack([offsets, x])
+    curved = np.column_stack([straight, x**2])
+
+    def rss(design: np.ndarray) -> tuple[float, np.ndarray]:
+        coef = np.linalg.lstsq(design, tr, rcond=None)[0]
+        return float(np.sum((tr - design @ coef) ** 2)), coef
+
+    rss_straight, _ = rss(straight)
+    rss_curved, coef = rss(curved)
+    dof = len(tq) - curved.shape[1]
+    if dof < 8 or rss_curved > (1.0 - _BEND_MIN_GAIN) * rss_straight:
+        return None
+    if (rss_straight - rss_curved) < _CURVE_MIN_F * rss_curved / dof:
+        return None
+    b, a = coef[-2], coef[-1]
+    start, end = b + 2 * a * x.min(), b + 2 * a * x.max()
     if start <= 0 or end <= 0:
         return None
     drift = float(end / start)

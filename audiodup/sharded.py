@@ -5,7 +5,7 @@ keeps work ``w`` in group ``w % N``, and every shard within one group. Each grou
 opened once by the Dask worker that first screens against them and kept there (keyed by the
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
-A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to four
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to five
 rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
@@ -18,7 +18,9 @@ rounds, each sent to every group at once and gathered with a bounded wait:
    decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
    in shard order, as one process would see them, and ranks the chroma candidates.
-3. **chroma alignment** of those candidates, each in its own group; scored by the client.
+3. **chroma alignment** of those candidates, each in its own group; scored by the client. On
+   the look as it is, their alignments over the whole tempo range too (one more round), from
+   which the client picks the swept leads.
 4. **guided peak checks** of the alignments the client picked, each in its own group.
 
 Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
@@ -58,6 +60,8 @@ from .screening import (
     peak_guesses,
     score_chroma,
     score_hashes,
+    swept_chroma,
+    swept_leads,
     verified_candidates,
 )
 from .settings import Settings
@@ -195,6 +199,15 @@ def group_alignments(
     return aligned_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
 
 
+def group_swept_chroma(
+    spec: GroupSpec, query: Fingerprint, candidates: list[tuple[int, float]]
+) -> list[ChromaEvidence]:
+    """The chroma alignments of the group's candidates over the whole tempo range
+    (:func:`audiodup.screening.swept_chroma`)."""
+    group = open_group(spec)
+    return swept_chroma(query, candidates, spec.settings, _memo(group.fingerprint))
+
+
 def group_peak_checks(
     spec: GroupSpec, query: Fingerprint, guesses: list[tuple[int, Alignment]]
 ) -> list[PeakCheck | None]:
@@ -259,7 +272,7 @@ class ShardedScreening:
         looks = look_again(query, self.gather_evidence, self.settings, works, view)
         return matches_from_looks(looks, self.settings, works)
 
-    def gather_evidence(self, query: Fingerprint) -> Evidence:
+    def gather_evidence(self, query: Fingerprint, *, sweep_all_tempos: bool = True) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
         specs, totals, totals_future = self._current()
         settings = self.settings
@@ -293,8 +306,16 @@ class ShardedScreening:
             chroma = score_chroma(
                 [by_work[w] for w, _ in candidates if w in by_work], n_works, settings
             )
+            leads = []
+            if sweep_all_tempos and settings.chroma_sweep_all_tempos:
+                swept = self._per_work(
+                    specs, group_swept_chroma, query_future, candidates, "swept alignments"
+                )
+                swept_by_work = {ev.work_id: ev for part in swept for ev in part}
+                in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
+                leads = swept_leads(in_order, chroma, settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
-            guesses = peak_guesses(hashed, chroma, settings)
+            guesses = peak_guesses(hashed, chroma, settings, leads)
             checks = self._checks(specs, query_future, guesses)
             peaks = best_peak_checks(guesses, checks)
             return Evidence(n_works, hashes, tuple(chroma), peaks)

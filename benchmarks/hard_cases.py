@@ -3,13 +3,15 @@ tracks shorter than 60 s apart, the negatives' verdicts and the screening time p
 
     python -m benchmarks.hard_cases BEFORE.jsonl AFTER.jsonl [--corpus corpus.json]
     python -m benchmarks.hard_cases --screen RESULTS.jsonl --catalog DIR --variants "a,b"
-        [--role positive|negative] [--settings '{"query_view_scales": []}']
+        [--role positive|negative|both] [--settings '{"query_view_scales": []}'] [--out NEW.jsonl]
 
 Both files are the ``results.jsonl`` of ``python -m benchmarks run`` (one JSON line per query),
 or it gzipped (``.gz``).
 Prints a markdown table; variants in only one file show ``-`` on the other side. With
 ``--screen`` the queries of a run are screened again on an existing catalog (settings changed
-by a JSON object of run-time fields): recall, the negatives' verdicts and CPU seconds per query.
+by a JSON object of run-time fields): recall, the negatives' verdicts and CPU seconds per query;
+``--out`` writes their results as a ``results.jsonl``, so two re-screenings of one catalog (before
+and after a change) compare as two runs do.
 """
 
 from __future__ import annotations
@@ -118,39 +120,56 @@ def rescreen(
     role: str,
     overrides: dict,
     corpus: Path,
+    out: Path | None = None,
 ) -> str:
-    """Screen the ``role`` queries of ``variants`` in ``results`` on the catalog at
-    ``catalog_dir`` with run-time ``overrides``; one line per variant."""
+    """Screen the ``role`` queries (``"both"``: positives and negatives) of ``variants`` in
+    ``results`` on the catalog at ``catalog_dir`` with run-time ``overrides``; one line per
+    variant and role. With ``out``, each query's result is written there as a line of a
+    ``results.jsonl`` (the matches' ``track_id`` from the corpus), so two re-screenings of one
+    catalog compare with :func:`table`."""
     import dataclasses
+    import os
     import time
 
     from audiodup.catalog import Catalog
     from audiodup.settings import DEFAULT_SETTINGS
+    from benchmarks.engine import BuiltCatalog, screen
+    from benchmarks.queries import Query
 
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     settings = dataclasses.replace(DEFAULT_SETTINGS, **values)
     runs = load(results)
-    track_paths = {t["track_id"]: t["path"] for t in json.loads(corpus.read_text())["tracks"]}
-    lines = []
+    roles = ("positive", "negative") if role == "both" else (role,)
+    tracks = json.loads(corpus.read_text())["tracks"]
+    path_to_track = {os.path.realpath(t["path"]): t["track_id"] for t in tracks}
+    lines, written = [], []
     with Catalog.open(catalog_dir, create=False, settings=settings) as catalog:
+        built = BuiltCatalog(catalog, path_to_track, {}, 0.0, 0.0, 0.0, 0, [])
         for variant in variants:
-            found_n, labels, cpu = 0, [], 0.0
-            records = runs[variant][role]
-            for record in records:
-                start = time.process_time()
-                verdict = catalog.screen(record["query"]["path"])
-                cpu += time.process_time() - start
-                labels.append(verdict.verdict)
-                top = verdict.matches[0] if verdict.matches else None
-                source = track_paths.get(record["query"]["track_id"])
-                found_n += verdict.verdict == "duplicate" and top is not None and top.path == source
-            n = max(len(records), 1)
-            result = (
-                f"found {found_n}/{len(records)} ({found_n / n:.3f})"
-                if role == "positive"
-                else f"duplicate {labels.count('duplicate')}, suspect {labels.count('suspect')}"
-            )
-            lines.append(f"{variant}: {role} {result}; CPU {cpu / n:.2f} s per query")
+            for each_role in roles:
+                found_n, labels, cpu = 0, [], 0.0
+                records = runs[variant][each_role]
+                for record in records:
+                    query = Query.from_json(record["query"])
+                    start = time.process_time()
+                    result = screen(built, query)
+                    cpu += time.process_time() - start
+                    engine = dataclasses.asdict(result)
+                    written.append({"type": "query", "query": record["query"], "engine": engine})
+                    labels.append(result.verdict)
+                    found_n += found(written[-1])
+                n = max(len(records), 1)
+                summary_text = (
+                    f"found {found_n}/{len(records)} ({found_n / n:.3f})"
+                    if each_role == "positive"
+                    else f"duplicate {labels.count('duplicate')}, "
+                    f"suspect {labels.count('suspect')} of {len(records)}"
+                )
+                lines.append(
+                    f"{variant}: {each_role} {summary_text}; CPU {cpu / n:.2f} s per query"
+                )
+    if out is not None:
+        out.write_text("".join(json.dumps(r) + "\n" for r in written))
     return "\n".join(lines)
 
 
@@ -162,7 +181,8 @@ def main() -> None:
     parser.add_argument("--screen", type=Path, default=None, help="a results.jsonl to re-screen")
     parser.add_argument("--catalog", type=Path, default=None)
     parser.add_argument("--variants", default="")
-    parser.add_argument("--role", choices=("positive", "negative"), default="positive")
+    parser.add_argument("--role", choices=("positive", "negative", "both"), default="positive")
+    parser.add_argument("--out", type=Path, default=None, help="write the re-screened results")
     parser.add_argument("--settings", default="{}", help="JSON object of run-time settings")
     args = parser.parse_args()
     if args.screen is not None:
@@ -171,7 +191,7 @@ def main() -> None:
         variants = [v for v in args.variants.split(",") if v]
         settings = json.loads(args.settings)
         corpus = args.corpus or cache_dir() / "corpus.json"
-        print(rescreen(args.screen, args.catalog, variants, args.role, settings, corpus))
+        print(rescreen(args.screen, args.catalog, variants, args.role, settings, corpus, args.out))
         return
     if args.before is None or args.after is None:
         parser.error("give BEFORE and AFTER results, or --screen")

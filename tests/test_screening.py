@@ -24,6 +24,7 @@ from audiodup.fingerprint import (
 from audiodup.hashes import pack_entry_ids
 from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.results import Match, Section, WorkInfo
+from audiodup.settings import Settings
 from audiodup.verdict import decide, score_from_probability
 
 
@@ -48,14 +49,20 @@ def audio_of(samples: np.ndarray, catalog: Catalog) -> Audio:
     return audio_from_samples(samples, catalog.settings.sample_rate_hz, catalog.settings)
 
 
-def looks_and_matches(catalog: Catalog, audio: Audio):
+def looks_and_matches(catalog: Catalog, audio: Audio, sweep_all_tempos: bool = True):
+    """Every look screening takes at ``audio``; without ``sweep_all_tempos`` the look as it is
+    aligns chroma only around its candidates' scales, as the further looks do."""
     s = catalog.settings
     query = fingerprint_audio(audio, s, query=True)
 
     def view(scale: float, phase: float):
         return fingerprint_audio(audio, s, query=True, time_scale=scale, hop_phase=phase)
 
-    looks = screening.gather_looks(query, catalog.indexes(), s, catalog, view)
+    def gather(seen, **options):
+        options.setdefault("sweep_all_tempos", sweep_all_tempos)
+        return screening.gather_evidence(seen, catalog.indexes(), s, catalog, **options)
+
+    looks = screening.look_again(query, gather, s, catalog, view)
     return looks, screening.matches_from_looks(looks, s, catalog), query
 
 
@@ -65,8 +72,9 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     s = catalog.settings
     original = load_audio(CATALOG_DIR / "work_00.ogg", s)
     copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
-    looks, matches, query = looks_and_matches(catalog, copy)
-    assert decide(catalog.match_fingerprint(query), s) != "duplicate"  # the look as it is
+    # the look as it is, its chroma aligned around the segments' scales only, misses it
+    looks, matches, query = looks_and_matches(catalog, copy, sweep_all_tempos=False)
+    assert decide(screening.matches_from_looks(looks[:1], s, catalog), s) != "duplicate"
     assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales]  # no phases: long
     assert decide(matches, s) == "duplicate"
     top = matches[0]
@@ -76,6 +84,54 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     assert top.coverage_s <= copy.duration_s + 0.1
     # the same screening through the catalog, which makes the views from the decoded audio
     assert catalog.screen_audio(copy).verdict == "duplicate"
+
+
+def test_chroma_swept_over_every_tempo_leads_the_peak_check_of_a_2x_splice(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    """The same splice: its chroma segments match best at a wrong scale, the alignment over the
+    whole tempo range finds 2x, and the peaks it leads to coincide: a duplicate as it is, on
+    the peaks alone. The chroma findings (their probabilities and chance sample) do not change.
+    (The chance cases, unrelated music and a medley through every look, are the tests below.)"""
+    s = catalog.settings
+    original = load_audio(CATALOG_DIR / "work_00.ogg", s)
+    copy = audio_of(splice_stretch(original.samples, s.sample_rate_hz, 2.0), catalog)
+    query = fingerprint_audio(copy, s, query=True)
+    indexes = catalog.indexes()
+    narrow = screening.gather_evidence(query, indexes, s, catalog, sweep_all_tempos=False)
+    swept = screening.gather_evidence(query, indexes, s, catalog)
+    assert swept.chroma == narrow.chroma
+    work = work_ids["work_00"]
+    assert work not in narrow.peaks or narrow.peaks[work].check.probability > 1e-3
+    found = swept.peaks[work]
+    assert found.chroma is None  # a swept lead: the check stands alone
+    assert found.check.alignment.tempo_ratio == pytest.approx(2.0, rel=0.03)
+    top = screening.matches_from_evidence(swept, query, s, catalog)[0]
+    assert top.work_id == work and decide([top], s) == "duplicate"
+    assert (top.matched_peaks or 0) >= s.duplicate_min_peaks and top.matched_hashes < 8
+
+
+def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
+    from audiodup.match import ChromaEvidence
+    from audiodup.screening import ChromaFinding, swept_leads
+
+    s = Settings()
+
+    def ev(work_id: int, similarity: float, tempo: float) -> ChromaEvidence:
+        return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
+
+    found = [ChromaFinding(ev(1, 0.8, 0.85), 1e-4)]
+    swept = [
+        ev(1, 0.82, 0.86),  # the finding's tempo: nothing new
+        ev(2, 0.9, 2.0),
+        ev(3, 0.3, 1.0),  # below peak_check_min_chroma
+        ev(4, 0.7, 0.5),
+        ev(5, 0.6, 1.2),
+        ev(6, 0.55, 1.3),  # the fourth new one
+        ev(1, 0.75, 1.7),  # the finding's work at another tempo
+    ]
+    leads = swept_leads(swept, found, s)
+    assert [(e.work_id, e.tempo_ratio) for e in leads] == [(2, 2.0), (1, 1.7), (4, 0.5)]
 
 
 @pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
@@ -173,9 +229,9 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
 def test_quick_screening_takes_only_the_look_as_it_is(
     catalog: Catalog, work_ids: dict[str, int], tmp_path, pristine_catalog_dir, capsys
 ) -> None:
-    """``audiodup screen --quick`` (Settings.without_further_looks): no further look is planned,
-    so the 2x splice found on the slowed look is not a duplicate, and the copy found as it is
-    still is."""
+    """``audiodup screen --quick`` (Settings.without_further_looks): no further look is planned
+    and chroma is aligned only around its candidates' scales, so the 2x splice found on the
+    slowed look is not a duplicate, and the copy found as it is still is."""
     import soundfile as sf
 
     from audiodup.cli import app

@@ -122,3 +122,92 @@ def test_one_bending_line_is_a_drift_and_a_straight_one_is_not() -> None:
     straight = 1.04 * tq + rng.normal(0, 0.01, tq.size)
     assert _bending_drift(one_line_evidence(tq, straight), 100.0) is None
     assert _bending_drift(one_line_evidence(tq[:30], bent[:30]), 100.0) is None  # too few hits
+
+
+def sections_evidence(pieces: list[tuple[np.ndarray, np.ndarray]], fps: float = 100.0):
+    """Hash evidence whose hits lie on several sections, one straight line fitted to each (as
+    the verifier cuts a ramp, or finds a loop's repeat)."""
+    from audiodup.match import AlignedLine, HashEvidence
+
+    lines = []
+    for tq_s, tr_s in pieces:
+        slope, intercept = np.polyfit(tq_s, tr_s, 1)
+        q0, q1 = tq_s.min(), tq_s.max()
+        lines.append(
+            AlignedLine(
+                q0 * fps,
+                q1 * fps,
+                (slope * q0 + intercept) * fps,
+                (slope * q1 + intercept) * fps,
+                len(tq_s),
+            )
+        )
+    tq = np.concatenate([p[0] for p in pieces])
+    tr = np.concatenate([p[1] for p in pieces])
+    n = len(tq)
+    return HashEvidence(
+        1, n, n, len(pieces[0][0]), 1.04, 0.0, tuple(lines), 60.0, tq * fps, tr * fps
+    )
+
+
+def test_a_ramp_cut_into_sections_and_repeats_is_a_drift() -> None:
+    """A ramp 1.00 -> 1.08 over 60 s whose hits the verifier put on two sections, with a
+    repeat of the first half's music on a parallel line: the shared curve finds the ramp where
+    the sections' one-way rule does not (the repeat goes back in reference time)."""
+    from audiodup.screening import curve_drift
+
+    rng = np.random.default_rng(1)
+    rate = np.log(1.08) / 60
+
+    def ref_s(tq: np.ndarray) -> np.ndarray:
+        return (np.exp(rate * tq) - 1) / rate + rng.normal(0, 0.015, tq.size)
+
+    first, second = np.sort(rng.uniform(0, 30, 80)), np.sort(rng.uniform(30, 60, 80))
+    repeat = np.sort(rng.uniform(5, 25, 30))
+    pieces = [(first, ref_s(first)), (second, ref_s(second)), (repeat, ref_s(repeat) + 40.0)]
+    evidence = sections_evidence(pieces)
+    assert curve_drift(evidence, 100.0) == pytest.approx(1.08, rel=0.01)
+    fps = 100.0
+    sections = tuple(
+        Section(
+            line.query_start_frame / fps,
+            line.query_end_frame / fps,
+            line.ref_start_frame / fps,
+            line.ref_end_frame / fps,
+            40,
+        )
+        for line in evidence.lines
+    )
+    assert tempo_drift(sections) is None
+
+
+@pytest.mark.parametrize("layout", ["loop", "cut", "one line"])
+def test_steady_hits_on_sections_are_no_drift(layout: str) -> None:
+    """A steady copy (tempo 1.04) whose hits jitter by a frame or two: looped (the same music
+    twice on parallel lines), cut (a jump forward in the reference), or on one line."""
+    from audiodup.screening import curve_drift
+
+    rng = np.random.default_rng(2)
+
+    def ref_s(tq: np.ndarray, offset: float) -> np.ndarray:
+        return 1.04 * tq + offset + rng.normal(0, 0.015, tq.size)
+
+    a, b = np.sort(rng.uniform(0, 30, 90)), np.sort(rng.uniform(30, 60, 90))
+    pieces = {
+        "loop": [(a, ref_s(a, 0.0)), (b, ref_s(b, -25.0))],
+        "cut": [(a, ref_s(a, 0.0)), (b, ref_s(b, 12.0))],
+        "one line": [(np.concatenate([a, b]), ref_s(np.concatenate([a, b]), 3.0))],
+    }[layout]
+    assert curve_drift(sections_evidence(pieces), 100.0) is None
+
+
+def test_too_few_hits_or_too_short_a_span_is_no_drift() -> None:
+    from audiodup.screening import curve_drift
+
+    rng = np.random.default_rng(3)
+    rate = np.log(1.08) / 60
+    few = np.sort(rng.uniform(0, 60, 30))
+    short = np.sort(rng.uniform(0, 15, 200))
+    for tq in (few, short):
+        tr = (np.exp(rate * tq) - 1) / rate
+        assert curve_drift(sections_evidence([(tq, tr)]), 100.0) is None
