@@ -143,7 +143,8 @@ def test_a_catalog_that_cannot_be_opened_is_not_ready_until_it_is_mended(
                 "503 'cannot be opened'",
             )
             reason = _not_ready(failed)
-            assert reason.startswith("the catalog cannot be opened: ") and "\n" not in reason
+            assert reason == "the catalog cannot be opened (the worker's log says why)"
+            assert str(db) not in failed.text and "h-" not in failed.text  # no server path
             refused = _screen(http, 9202)
             assert _not_ready(refused).startswith("the catalog cannot be opened")
             assert _not_ready(http.get("/v1/uploads")).startswith("the catalog cannot be opened")
@@ -153,8 +154,11 @@ def test_a_catalog_that_cannot_be_opened_is_not_ready_until_it_is_mended(
             ready = _poll(http, "/readyz", lambda r: r.status_code == 200, "200")
             assert ready.json() == {"status": "ready"}
             assert _screen(http, 9202).status_code == 200
-        messages = [entry.get("message") for entry in server.log_lines()]
+        lines = server.log_lines()
+        messages = [entry.get("message") for entry in lines]
         assert "catalog not opened" in messages and "worker ready" in messages
+        errors = [e.get("error", "") for e in lines if e.get("message") == "catalog not opened"]
+        assert any("h-" in error for error in errors)  # the log names the missing shard
     finally:
         server.stop()
 
@@ -173,12 +177,16 @@ def test_an_unreadable_catalog_database_makes_a_ready_worker_not_ready(
             os.replace(database, tmp_path / "catalog.sqlite.aside")
             database.write_bytes(b"not a database, " * 512)
             try:
-                reason = _not_ready(http.get("/readyz"))
-                assert "damaged" in reason and "\n" not in reason
+                refused = http.get("/readyz")
+                reason = _not_ready(refused)
+                assert reason == "the catalog database cannot be read (the worker's log says why)"
+                assert str(db) not in refused.text
             finally:
                 os.replace(tmp_path / "catalog.sqlite.aside", database)
             assert http.get("/readyz").json() == {"status": "ready"}
             assert _screen(http, 9203).status_code == 200
+        unreadable = [e for e in server.log_lines() if e.get("message") == "catalog unreadable"]
+        assert unreadable and "damaged" in unreadable[0].get("error", "")
     finally:
         server.stop()
     assert cli("index", "verify", "--db", str(db)).stdout.strip().endswith("catalog OK")

@@ -40,6 +40,8 @@ from .errors import ApiError, engine_error
 
 T = TypeVar("T")
 RETRY_OPEN_S = 2.0  # a catalog that could not be opened is tried again after this long
+# /readyz takes no key: the library's error (which names server paths) goes to the log only
+LOG_SAYS_WHY = "the worker's log says why"
 
 
 class Engine:
@@ -113,8 +115,8 @@ class Engine:
             self._settled.set()
 
     def not_ready_reason(self) -> str | None:
-        """None once the catalog is open, else why not (and, when the last attempt failed
-        over :data:`RETRY_OPEN_S` ago, another attempt starts)."""
+        """None once the catalog is open, else why not, in words that name no path (and, when
+        the last attempt failed over :data:`RETRY_OPEN_S` ago, another attempt starts)."""
         if self.ready:
             return None
         if self._closed:
@@ -123,15 +125,17 @@ class Engine:
             return "the catalog is still loading"
         if time.monotonic() - self._tried_at > RETRY_OPEN_S:
             self.open_in_background()
-        return f"the catalog cannot be opened: {self.problem}"
+        return f"the catalog cannot be opened ({LOG_SAYS_WHY})"
 
     def unreadable_reason(self) -> str | None:
         """Why the catalog database cannot be read now (a fresh connection of its own, never
-        the engine's lock), or None."""
+        the engine's lock; the error itself is logged), or None."""
         try:
             probe_readable(self.config.db)
         except AudiodupError as exc:
-            return str(exc).splitlines()[0]
+            error = str(exc).splitlines()[0]
+            logs.event("catalog unreadable", logging.WARNING, pid=os.getpid(), error=error)
+            return f"the catalog database cannot be read ({LOG_SAYS_WHY})"
         return None
 
     def wait_open(self, timeout_s: float | None = None) -> None:
