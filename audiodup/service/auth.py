@@ -205,6 +205,26 @@ def _refill(tokens: float, last: float, now: float, rate_per_s: float, burst: fl
     return tokens, (1.0 - tokens) / rate_per_s
 
 
+BUCKETS_TIMEOUT_S = 10.0
+
+
+def _switch_to_wal(db, deadline: float) -> None:
+    """``PRAGMA journal_mode=WAL`` on a new file. When two processes switch it at the same
+    moment, SQLite answers one of them BUSY at once (a lock upgrade it will not wait for), so
+    that one tries again until the other is done or ``deadline`` (a ``time.monotonic()``)."""
+    import sqlite3
+
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class RateLimiter:
     """The token buckets of every worker process, in one SQLite file: one short write
     transaction per request (WAL, no fsync: the buckets need no durability). If the file
@@ -224,13 +244,19 @@ class RateLimiter:
         db = getattr(self._local, "db", None)
         if db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=OFF")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS buckets "
-                "(name TEXT PRIMARY KEY, tokens REAL NOT NULL, last REAL NOT NULL)"
-            )
+            db = sqlite3.connect(self.path, timeout=BUCKETS_TIMEOUT_S, isolation_level=None)
+            try:
+                _switch_to_wal(db, time.monotonic() + BUCKETS_TIMEOUT_S)
+                db.execute("PRAGMA synchronous=OFF")
+                db.execute("BEGIN IMMEDIATE")  # the first processes create the table together
+                db.execute(
+                    "CREATE TABLE IF NOT EXISTS buckets "
+                    "(name TEXT PRIMARY KEY, tokens REAL NOT NULL, last REAL NOT NULL)"
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.close()
+                raise
             self._local.db = db
         return db
 
