@@ -27,6 +27,7 @@ from audiodup.match import (
     PATTERN_KEY_SCALE,
     HashVotes,
     _best_cells,
+    _rotation_offset_scores,
     align_chroma,
     candidate_order,
     candidate_works,
@@ -34,6 +35,7 @@ from audiodup.match import (
     lookup_hashes,
     query_keys,
     rarity_weights,
+    rotated_spectra,
     verify_hashes,
     work_votes,
 )
@@ -572,6 +574,50 @@ def test_align_chroma_keeps_the_best_similarity_of_every_reference_block() -> No
     assert blocks[evidence.best_block] == pytest.approx(evidence.similarity, abs=1e-5)
     others = np.delete(blocks, evidence.best_block)
     assert np.all(others < evidence.similarity - 0.05) and np.all(others > -1)
+
+
+def _scores_by_the_former_formula(qs: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """``_rotation_offset_scores`` as it was before issue #16: the 144 rotated pairs copied."""
+    n_full = len(qs) + len(r) - 1
+    size = 1 << int(np.ceil(np.log2(n_full)))
+    q_spec = np.fft.rfft(qs[::-1], n=size, axis=0)
+    r_spec = np.fft.rfft(r, n=size, axis=0)
+    rolled = r_spec[:, (np.arange(12)[None, :] - np.arange(12)[:, None]) % 12]
+    return np.fft.irfft(np.einsum("fc,frc->fr", q_spec, rolled), n=size, axis=0)[:n_full].T
+
+
+def test_rotated_spectra_hold_every_rotation() -> None:
+    spectrum = np.fft.rfft(smooth_chroma(4, 100).astype(np.float32), n=256, axis=0)
+    rolled = rotated_spectra(spectrum)
+    assert rolled.shape == (129, 12, 12) and rolled.dtype == np.complex128
+    for rot in range(12):
+        assert np.array_equal(rolled[:, rot], np.roll(spectrum, rot, axis=1))
+    with pytest.raises(ValueError):
+        rolled[0, 0, 0] = 0
+
+
+def test_rotation_offset_scores_equal_the_former_formula_on_stored_chroma(
+    catalog: Catalog,
+) -> None:
+    """Bit for bit, on the stored chroma of the fixture works stretched as screening stretches a
+    query, and with the spectra kept between calls: no verdict can move (issue #16)."""
+    chromas = [catalog.fingerprint(w.work_id).chroma for w in catalog.works()]
+    assert len(chromas) >= 2
+    compared = 0
+    for q, r in zip(chromas, chromas[1:] + chromas[:1], strict=True):
+        kept: dict[int, np.ndarray] = {}
+        for tempo in (0.5, 0.83, 1.0, 1.21, 2.0):
+            n = int(round(len(q) * tempo))
+            pos = np.linspace(0, len(q) - 1, n)
+            lo = np.floor(pos).astype(int)
+            hi = np.minimum(lo + 1, len(q) - 1)
+            w = (pos - lo)[:, None]
+            qs = q[lo] * (1 - w) + q[hi] * w
+            former = _scores_by_the_former_formula(qs, r)
+            assert np.array_equal(_rotation_offset_scores(qs, r), former)
+            assert np.array_equal(_rotation_offset_scores(qs, r, kept), former)
+            compared += 1
+    assert compared == 5 * len(chromas)
 
 
 def test_align_chroma_needs_a_few_frames() -> None:
