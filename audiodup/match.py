@@ -535,6 +535,7 @@ def align_chroma(
     work_id: int,
     settings: Settings,
     scales: np.ndarray | None = None,
+    query_spectra: dict[tuple[int, int], np.ndarray] | None = None,
 ) -> ChromaEvidence | None:
     """Best mean cosine between query chroma and reference chroma over time scales, the 12
     rotations and all offsets. ``scale`` maps query seconds to reference seconds (= tempo ratio).
@@ -542,6 +543,9 @@ def align_chroma(
     Also the best similarity per ``settings.chance_block_s`` of reference start positions over
     the same search (``block_maxima``), the chance sample of
     :func:`audiodup.verdict.chroma_null_sample`.
+
+    ``query_spectra`` keeps the stretched query's spectrum per (frames, FFT size) between calls
+    with the same ``query`` (works aligned over the same scales share them; the same values).
     """
     fps = settings.chroma_fps
     q, r = query.chroma, reference.chroma
@@ -558,12 +562,13 @@ def align_chroma(
         n = int(round(len(q) * tempo))
         if n < 4 or n > len(r) * 1.5 + 4:
             continue
-        pos = np.linspace(0, len(q) - 1, n)
-        lo = np.floor(pos).astype(int)
-        hi = np.minimum(lo + 1, len(q) - 1)
-        w = (pos - lo)[:, None]
-        qs = q[lo] * (1 - w) + q[hi] * w  # query on the reference time base
-        scores = _rotation_offset_scores(qs, r, rolled_spectra)
+        size = _fft_size(n + len(r) - 1)
+        q_spec = None if query_spectra is None else query_spectra.get((n, size))
+        if q_spec is None:
+            q_spec = _query_spectrum(stretched_chroma(q, n), size)
+            if query_spectra is not None:
+                query_spectra[n, size] = q_spec
+        scores = _scores_from_spectrum(q_spec, n, r, rolled_spectra)
         _block_maxima(scores, n, len(r), block_frames, blocks)
         rot, off = np.unravel_index(np.argmax(scores), scores.shape)
         overlap = _overlap(n, len(r), off)
@@ -625,9 +630,39 @@ def _rotation_offset_scores(
     matches reference class ``c``. ``rolled_spectra`` keeps the reference's rotated spectrum
     per FFT size between calls with the same ``r`` (the same values, computed once).
     """
-    n_full = len(qs) + len(r) - 1
-    size = 1 << int(np.ceil(np.log2(n_full)))
-    q_spec = np.fft.rfft(qs[::-1], n=size, axis=0)  # (f, 12)
+    q_spec = _query_spectrum(qs, _fft_size(len(qs) + len(r) - 1))
+    return _scores_from_spectrum(q_spec, len(qs), r, rolled_spectra)
+
+
+def stretched_chroma(chroma: np.ndarray, n_frames: int) -> np.ndarray:
+    """``chroma`` linearly interpolated onto ``n_frames`` frames spanning the same time: the
+    query on the reference time base at tempo ratio ``n_frames / len(chroma)``."""
+    pos = np.linspace(0, len(chroma) - 1, n_frames)
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, len(chroma) - 1)
+    w = (pos - lo)[:, None]
+    return chroma[lo] * (1 - w) + chroma[hi] * w
+
+
+def _fft_size(n_full: int) -> int:
+    return 1 << int(np.ceil(np.log2(n_full)))
+
+
+def _query_spectrum(qs: np.ndarray, size: int) -> np.ndarray:
+    """``(f, 12)``: the spectrum of the time-reversed query chroma (a correlation by FFT)."""
+    return np.fft.rfft(qs[::-1], n=size, axis=0)
+
+
+def _scores_from_spectrum(
+    q_spec: np.ndarray,
+    n_query: int,
+    r: np.ndarray,
+    rolled_spectra: dict[int, np.ndarray] | None = None,
+) -> np.ndarray:
+    """:func:`_rotation_offset_scores` from the query's spectrum (:func:`_query_spectrum`) of
+    ``n_query`` frames."""
+    n_full = n_query + len(r) - 1
+    size = 2 * (len(q_spec) - 1)
     rolled = None if rolled_spectra is None else rolled_spectra.get(size)
     if rolled is None:
         rolled = rotated_spectra(np.fft.rfft(r, n=size, axis=0))

@@ -319,9 +319,12 @@ def swept_chroma(
     the chroma probability already pays for (:func:`audiodup.verdict.tempo_windows`), so they
     would count that search twice as a chance sample."""
     swept: list[ChromaEvidence] = []
+    # every candidate is aligned over the same scales: the query's spectra are computed once
+    # (issue #16: most of a swept alignment's FFTs)
+    query_spectra: dict[tuple[int, int], np.ndarray] = {}
     for work_id, _ in candidates:
         stored = reference(work_id)
-        coarse = align_chroma(query, stored, work_id, settings)
+        coarse = align_chroma(query, stored, work_id, settings, query_spectra=query_spectra)
         if coarse is None:
             continue
         fine = coarse.tempo_ratio * _fine_scales(settings)

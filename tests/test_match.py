@@ -28,6 +28,7 @@ from audiodup.match import (
     HashVotes,
     _best_cells,
     _rotation_offset_scores,
+    _scale_grid,
     align_chroma,
     candidate_order,
     candidate_works,
@@ -36,6 +37,7 @@ from audiodup.match import (
     query_keys,
     rarity_weights,
     rotated_spectra,
+    stretched_chroma,
     verify_hashes,
     work_votes,
 )
@@ -618,6 +620,33 @@ def test_rotation_offset_scores_equal_the_former_formula_on_stored_chroma(
             assert np.array_equal(_rotation_offset_scores(qs, r, kept), former)
             compared += 1
     assert compared == 5 * len(chromas)
+
+
+def test_stretched_chroma_keeps_the_ends_and_interpolates_between_frames() -> None:
+    chroma = smooth_chroma(5, 40)
+    assert np.array_equal(stretched_chroma(chroma, 40), chroma)
+    twice = stretched_chroma(chroma, 79)  # a frame between every two
+    assert np.allclose(twice[::2], chroma)
+    assert np.allclose(twice[1::2], (chroma[:-1] + chroma[1:]) / 2)
+
+
+def test_align_chroma_with_shared_query_spectra_is_the_same(catalog: Catalog) -> None:
+    """Works aligned over the same scales share the query's spectra (``swept_chroma``): every
+    field, the chance sample included, is what each alignment gives alone."""
+    prints = [catalog.fingerprint(w.work_id) for w in catalog.works()]
+    query = replace_chroma(prints[0], prints[0].chroma[40:200])
+    shared: dict[tuple[int, int], np.ndarray] = {}
+    for work_id, reference in enumerate(prints):
+        alone = align_chroma(query, reference, work_id, S)
+        sharing = align_chroma(query, reference, work_id, S, query_spectra=shared)
+        assert alone is not None and sharing is not None
+        assert alone == sharing
+        assert np.array_equal(alone.block_maxima, sharing.block_maxima)
+    assert 0 < len(shared) <= 2 * len(_scale_grid(S))  # one or two FFT sizes per scale
+
+
+def replace_chroma(fingerprint: Fingerprint, chroma: np.ndarray) -> Fingerprint:
+    return dataclasses.replace(fingerprint, chroma=chroma, duration_s=len(chroma) / S.chroma_fps)
 
 
 def test_align_chroma_needs_a_few_frames() -> None:
