@@ -11,10 +11,12 @@ import pytest
 import soundfile as sf
 
 from audiodup import Catalog, CatalogError, RecipeMismatchError, Settings, Verdict
+from audiodup.audio import load_audio
 from audiodup.catalog import default_catalog_path, expand_paths
-from audiodup.fingerprint import fingerprint_hashes
+from audiodup.fingerprint import UploadFingerprints, fingerprint_hashes
 from audiodup.index import reference_segments
-from audiodup.results import AddResult
+from audiodup.results import TIMING_FIELDS, AddResult, verdict_to_dict
+from audiodup.screening import planned_views
 from audiodup.synth import synthesize_work
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
@@ -386,3 +388,36 @@ def test_empty_catalog_screens_clean(tmp_path: Path) -> None:
     assert verdict.error is None
     assert verdict.verdict == "clean"
     assert verdict.matches == ()
+
+
+def _without_timings(verdict: Verdict) -> dict:
+    entry = verdict_to_dict(verdict)
+    return {k: v for k, v in entry.items() if k not in TIMING_FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("upload", "further_looks"), [("mp3_work_02.mp3", False), ("unrelated_a.ogg", True)]
+)
+def test_screen_many_in_workers_makes_views_only_for_the_looks_taken(
+    catalog: Catalog, monkeypatch: pytest.MonkeyPatch, upload: str, further_looks: bool
+) -> None:
+    """Decoded and analysed in a worker, the upload's further views are made here when screening
+    asks for them, as ``Catalog.screen`` makes them: none for a copy its first look decides."""
+    path = UPLOADS_DIR / upload
+    alone = catalog.screen(path)
+    made = []
+    view = UploadFingerprints.view
+
+    def counted(self: UploadFingerprints, time_scale: float, hop_phase: float):
+        made.append((time_scale, hop_phase))
+        return view(self, time_scale, hop_phase)
+
+    monkeypatch.setattr(UploadFingerprints, "view", counted)
+    (in_worker,) = catalog.screen_many([path], workers=1, timeout_s=120.0)
+    assert _without_timings(in_worker) == _without_timings(alone)
+    assert (alone.verdict == "duplicate") is not further_looks
+    if further_looks:
+        query = UploadFingerprints(load_audio(path, catalog.settings), catalog.settings).query
+        assert made == planned_views(query, catalog.settings)
+    else:
+        assert made == []
