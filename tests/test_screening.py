@@ -421,3 +421,51 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 1.0
     assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
     assert decide(matches, s) != "duplicate"
+
+
+def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
+    large_catalog: LargeCatalog,
+) -> None:
+    """The looks of a clean upload verify mostly the same candidates on all their hits: each
+    stored fingerprint is read and hashed once per screening (issue #16), and every look finds
+    what it finds reading and hashing its own."""
+    s = dataclasses.replace(
+        large_catalog.catalog.settings,
+        max_query_hits=SMALL_BUDGET,
+        min_sampled_support=1,
+        candidate_works=60,
+    )
+    reads: list[int] = []
+    hashed: list[int] = []
+    given: dict[int, tuple[int, Fingerprint]] = {}  # id -> work; the objects kept alive
+
+    class Counted:
+        def fingerprint(self, work_id: int) -> Fingerprint:
+            reads.append(work_id)
+            copy = dataclasses.replace(large_catalog.fingerprint(work_id))
+            given[id(copy)] = (work_id, copy)
+            return copy
+
+        def work(self, work_id: int) -> WorkInfo | None:
+            return large_catalog.work(work_id)
+
+    made = screening.fingerprint_hashes
+
+    def counted_hashes(fingerprint: Fingerprint, settings: Settings, *, query: bool = False):
+        if not query:
+            hashed.append(given[id(fingerprint)][0])
+        return made(fingerprint, settings, query=query)
+
+    audio = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s)
+    prints = UploadFingerprints(audio, s)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(screening, "fingerprint_hashes", counted_hashes)
+        looks = screening.gather_looks(
+            prints.query, large_catalog.indexes, s, Counted(), prints.view
+        )
+    assert len(looks) == 3
+    assert len(hashed) > s.candidate_works, hashed  # the looks' candidates, verified on all hits
+    assert sorted(reads) == sorted(set(reads)) and sorted(hashed) == sorted(set(hashed))
+    for look in looks:  # each look alone, reading and hashing the catalog itself
+        alone = screening.gather_evidence(look.query, large_catalog.indexes, s, large_catalog)
+        assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
