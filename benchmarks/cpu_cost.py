@@ -19,6 +19,12 @@ cache, see :mod:`benchmarks.corpus`): half catalog works, half negatives; made o
 worktree add /tmp/base ff37f8b``) the audiodup measurements run for both codes, each in its own
 process with its own ``PYTHONPATH``, and ``benchmarks/CPU.md`` gets a before/after table.
 
+``python -m benchmarks.cpu_cost side-by-side CATALOG BEFORE_ROOT`` measures only
+``Catalog.screen`` per 4-min upload (the least CPU of every screening, then the median over the
+copies and over the clean uploads) for an older checkout and this one, their processes taking
+turns so that both see the same load, and prints the table (a change meant to keep every verdict
+must show the same verdict letters).
+
 This file runs as a script too (``python benchmarks/cpu_cost.py measure ...``): the measuring
 child imports nothing from ``benchmarks``, only the audiodup its ``PYTHONPATH`` names.
 """
@@ -703,6 +709,78 @@ def render(results: dict, peers: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- side by side
+
+
+def measure_screening(uploads: list[dict], catalog_dir: Path, repeats: int) -> list[dict]:
+    """Per upload, the least CPU-s of ``repeats`` ``Catalog.screen`` calls (decode included,
+    index loaded beforehand) and its verdict, with the audiodup on ``sys.path``."""
+    from audiodup import Catalog
+
+    rows = []
+    with Catalog.open(catalog_dir, create=False) as catalog:
+        catalog.screen(uploads[0]["path"])  # imports, first-use set-up, the indexes
+        for upload in uploads:
+            runs, verdict = [], None
+            for _ in range(repeats):
+                cpu0 = time.process_time()
+                verdict = catalog.screen(upload["path"]).verdict
+                runs.append(time.process_time() - cpu0)
+            rows.append({**upload, "cpu_s": min(runs), "verdict": verdict})
+    return rows
+
+
+def side_by_side(
+    roots: dict[str, Path],
+    uploads: list[dict],
+    catalog_dir: Path,
+    rounds: int,
+    repeats: int,
+    commits: dict[str, str],
+) -> str:
+    """``Catalog.screen`` CPU per upload of each code (``label -> checkout root``), each in its
+    own process, the codes taking turns ``rounds`` times so that both see the same load: per
+    upload the least of every run, then the median over the copies and over the clean uploads.
+    """
+    best: dict[str, dict[str, float]] = {label: {} for label in roots}
+    verdicts: dict[str, set[str]] = {label: set() for label in roots}
+    loads = [_load()]
+    with tempfile.TemporaryDirectory(prefix="audiodup-side-") as tmp:
+        for turn in range(rounds):
+            for label, root in roots.items():
+                out = Path(tmp) / f"{label}-{turn}.json"
+                cmd = [sys.executable, str(Path(__file__).resolve()), "screen-child"]
+                cmd += ["--catalog", str(catalog_dir), "--json", str(out)]
+                cmd += ["--repeats", str(repeats), "--uploads", json.dumps(uploads)]
+                env = {**os.environ, "PYTHONPATH": str(root)}
+                subprocess.run(cmd, env=env, check=True)
+                rows = json.loads(out.read_text())
+                for row in rows:
+                    seen = best[label].get(row["path"], float("inf"))
+                    best[label][row["path"]] = min(seen, row["cpu_s"])
+                verdicts[label].add("".join((r["verdict"] or "-")[0] for r in rows))
+                loads.append(_load())
+    lines = [
+        "| code | copies, median CPU-s | clean uploads, median CPU-s | verdicts per upload |",
+        "|---|---:|---:|---|",
+    ]
+    for label, root in roots.items():
+        by_role = {
+            role: statistics.median(
+                best[label][u["path"]] for u in uploads if (u["role"] == "catalog") == copies
+            )
+            for role, copies in (("copies", True), ("clean", False))
+        }
+        shown = " / ".join(sorted(verdicts[label]))
+        lines.append(
+            f"| {label} ({commits.get(label) or _commit(root)}) | {by_role['copies']:.3f} "
+            f"| {by_role['clean']:.3f} | {shown} |"
+        )
+    lines.append("")
+    lines.append(f"Load averages (1/5/15 min) before and after each run: {'; '.join(loads)}.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -718,6 +796,22 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="a large catalog (python -m benchmarks.catalog_10k DIR) to measure screening at",
     )
+    both = sub.add_parser(
+        "side-by-side",
+        help="Catalog.screen CPU per 4-min upload of two checkouts, taking turns (no CPU.md)",
+    )
+    both.add_argument("catalog", type=Path, help="a catalog both codes open (read only)")
+    both.add_argument("before", type=Path, help="root of the older checkout")
+    both.add_argument("--after", type=Path, default=REPO_ROOT, help="(default: this checkout)")
+    both.add_argument("--before-commit", help="the commit BEFORE holds (default: asked of git)")
+    both.add_argument("--rounds", type=int, default=2, help="turns each code takes")
+    both.add_argument("--repeats", type=int, default=2, help="screenings per upload per turn")
+    both.add_argument("--data", help="benchmark cache (default: $AUDIODUP_BENCH_DATA)")
+    screen_child = sub.add_parser("screen-child", help="(internal) one code's turn")
+    screen_child.add_argument("--catalog", type=Path, required=True)
+    screen_child.add_argument("--json", type=Path, required=True)
+    screen_child.add_argument("--repeats", type=int, required=True)
+    screen_child.add_argument("--uploads", required=True)
     child = sub.add_parser("measure", help="(internal) audiodup figures of this PYTHONPATH")
     child.add_argument("--plan", type=Path, required=True)
     child.add_argument("--workdir", type=Path, required=True)
@@ -727,6 +821,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "measure":
         result = measure_audiodup(json.loads(args.plan.read_text()), args.workdir)
         args.json.write_text(json.dumps(result, indent=1))
+        return
+    if args.command == "screen-child":
+        rows = measure_screening(json.loads(args.uploads), args.catalog, args.repeats)
+        args.json.write_text(json.dumps(rows))
+        return
+    if args.command == "side-by-side":
+        uploads = prepare(_cache_dir(args.data))["uploads"]["4min"]
+        roots = {"before": args.before.resolve(), "after": args.after.resolve()}
+        print(
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {_cpu_model()}, {os.cpu_count()} cores"
+        )
+        commits = {"before": args.before_commit or ""}
+        print(side_by_side(roots, uploads, args.catalog, args.rounds, args.repeats, commits))
         return
 
     cache = _cache_dir(args.data)
