@@ -21,10 +21,10 @@ measured it against FAISS in RAM, FAISS on-disk inverted lists and LMDB). One fi
 
 A look-up is two offset reads and a slice per key, and returns the entries in the order FAISS's
 ``IndexBinaryHash`` returned them (bucket by bucket, insertion order within a bucket), so verdicts
-do not move. Opening inflates the sizes into the offsets (4 MB in RAM per shard, checked
-against their CRC), and the ids are mapped; the ids' CRC costs a full read and is checked by
-``index verify``. The sizes are compressed because a small shard's are mostly zeros: 4 MB of
-raw offsets would outweigh a batch of a few works.
+do not move. Opening inflates the sizes into the offsets (checked against their CRC, then
+held as uint32: 2 MB in RAM per shard), and the ids are mapped; the ids' CRC costs a full read
+and is checked by ``index verify``. The sizes are compressed because a small shard's are
+mostly zeros: 4 MB of raw offsets would outweigh a batch of a few works.
 
 **FAISS hash shards** (``h-*.faiss``, catalogs written before) are an ``IndexBinaryHash`` loaded
 in RAM, followed by the bucket sizes: ``FAISS index | _SIZES_MAGIC | zlib(int64 sizes)``. FAISS
@@ -42,7 +42,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -128,12 +128,14 @@ class ChromaHits:
 class SortedHashShard:
     """Hash entries sorted by key (the layout of ``h-*.sorted`` files; see the module docstring).
 
-    ``ids`` is a read-only view of the file's memory map when the shard was read from disk: the
-    pages a look-up touches are read then, and the kernel may drop them again."""
+    ``ids`` is a read-only view of the file's memory map when the shard was read from disk
+    (``mapped``): the pages a look-up touches are read then, and :meth:`release_pages` hands
+    them back, so they stay in the page cache but leave this process's resident memory."""
 
-    offsets: np.ndarray  # int64, 2**KEY_BITS + 1
+    offsets: np.ndarray  # uint32 (int64 past 2**32 entries), 2**KEY_BITS + 1
     ids: np.ndarray  # int64, sorted by key, insertion order within a key
     ids_crc: int  # CRC-32 of the ids' little-endian bytes
+    mapped: mmap.mmap | None = field(default=None, repr=False)
 
     @property
     def ntotal(self) -> int:
@@ -141,20 +143,38 @@ class SortedHashShard:
 
     @property
     def bucket_sizes(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Entries per key, int64."""
+        return np.diff(self.offsets).astype(np.int64)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, ids)``: ``ids[j]`` is stored under ``keys[rows[j]]``; key by key in the order
         of ``keys``, each key's entries in insertion order."""
         keys = np.asarray(keys, dtype=np.int64)
         keys = np.where((keys >= 0) & (keys < 1 << KEY_BITS), keys, -1)
-        starts = np.where(keys >= 0, self.offsets[keys], 0)
-        counts = np.where(keys >= 0, self.offsets[keys + 1] - starts, 0)
+        starts = np.where(keys >= 0, self.offsets[keys].astype(np.int64), 0)
+        counts = np.where(keys >= 0, self.offsets[keys + 1].astype(np.int64) - starts, 0)
         rows = np.repeat(np.arange(len(keys), dtype=np.int64), counts)
         # position of every hit: its key's start plus its rank among the key's hits
         first_hit = np.cumsum(counts) - counts
         positions = np.arange(len(rows), dtype=np.int64) + np.repeat(starts - first_hit, counts)
         return rows, np.asarray(self.ids[positions], dtype=np.int64)
+
+    def release_pages(self) -> None:
+        """Drop the mapped pages look-ups have read from this process's resident memory (they
+        stay in the page cache, so the next look-up maps them again without reading the disk).
+        Safe while other threads read the shard: a read-only file map faults its pages back."""
+        if self.mapped is not None:
+            with contextlib.suppress(OSError, ValueError):  # ValueError: the map was closed
+                self.mapped.madvise(mmap.MADV_DONTNEED)
+
+
+def compact_offsets(offsets: np.ndarray) -> np.ndarray:
+    """``offsets`` as uint32 when they fit (2 MB per shard instead of 4 MB: a process holds
+    every shard's offsets, 168 MB of them at 10^5 works), else int64."""
+    offsets = np.asarray(offsets)
+    if offsets[-1] < 1 << 32:
+        return offsets.astype(np.uint32)
+    return offsets.astype(np.int64)
 
 
 def sorted_hash_shard(keys: np.ndarray, ids: np.ndarray) -> SortedHashShard:
@@ -162,8 +182,8 @@ def sorted_hash_shard(keys: np.ndarray, ids: np.ndarray) -> SortedHashShard:
     keys = np.asarray(keys, dtype=np.int64)
     order = np.argsort(keys, kind="stable")  # stable: insertion order within a key
     sorted_ids = np.ascontiguousarray(np.asarray(ids, dtype="<i8")[order])
-    offsets = np.concatenate([[0], np.cumsum(count_keys(keys))]).astype(np.int64)
-    return SortedHashShard(offsets, sorted_ids.astype(np.int64), _crc(sorted_ids))
+    offsets = np.concatenate([[0], np.cumsum(count_keys(keys))])
+    return SortedHashShard(compact_offsets(offsets), sorted_ids.astype(np.int64), _crc(sorted_ids))
 
 
 def _crc(ids: np.ndarray) -> int:
@@ -219,13 +239,15 @@ def read_sorted_hash_shard(path) -> SortedHashShard:
             )
         handle.seek(_SORTED_HEADER.size)
         sizes = _inflate_sizes(handle.read(sizes_bytes))
-        offsets = np.zeros((1 << KEY_BITS) + 1, dtype=np.int64)
+        offsets = np.zeros((1 << KEY_BITS) + 1, dtype="<i8")
         if sizes is not None:
             np.cumsum(sizes, out=offsets[1:])
-        if sizes is None or zlib.crc32(offsets.astype("<i8").view(np.uint8)) != offsets_crc:
+        if sizes is None or zlib.crc32(offsets.view(np.uint8)) != offsets_crc:
             raise RuntimeError("the hash shard file is damaged: its offsets fail their checksum")
         if offsets[-1] != n_entries or (sizes < 0).any():
             raise RuntimeError("the hash shard file is damaged: its offsets are inconsistent")
+        del sizes
+        offsets = compact_offsets(offsets)
         if n_entries == 0:
             return SortedHashShard(offsets, np.zeros(0, dtype=np.int64), ids_crc)
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -234,7 +256,7 @@ def read_sorted_hash_shard(path) -> SortedHashShard:
         mapped.madvise(mmap.MADV_RANDOM)
     # the page cache, not this process, holds what the look-ups read (the map outlives the file)
     ids = np.frombuffer(mapped, dtype="<i8", count=n_entries, offset=ids_at)
-    return SortedHashShard(offsets, ids, ids_crc)
+    return SortedHashShard(offsets, ids, ids_crc, mapped)
 
 
 def _inflate_sizes(stored: bytes) -> np.ndarray | None:
@@ -248,7 +270,7 @@ def _inflate_sizes(stored: bytes) -> np.ndarray | None:
         return None
     if len(raw) != expected or not stream.eof or stream.unused_data.strip(b"\x00"):
         return None
-    return np.frombuffer(raw, dtype="<i8").astype(np.int64)
+    return np.frombuffer(raw, dtype="<i8")  # read-only, over ``raw``: no second copy
 
 
 def sorted_ids_intact(shard: SortedHashShard) -> bool:
@@ -317,8 +339,9 @@ class LoadedIndexes:
     live: np.ndarray  # bool, indexed by work_id
     bucket_sizes: np.ndarray  # entries per hash key over all hash shards
     # per hash shard, whether it holds each key (None: not known, every shard is asked): a key
-    # is looked up only in the shards that hold it, a fraction of them in a catalog of many
-    shard_has_key: list[np.ndarray] | None = None
+    # is looked up only in the shards that hold it, a fraction of them in a catalog of many. A
+    # sorted shard's own offsets tell it (its entry here is None: no 0.5 MB mask per shard)
+    shard_has_key: list[np.ndarray | None] | None = None
 
     @property
     def n_hash_entries(self) -> int:
@@ -342,11 +365,15 @@ class LoadedIndexes:
                 continue
             # the same hits, in the same order, as asking the shard for every key
             asked = np.arange(len(keys))
-            if self.shard_has_key is not None:
+            if self.shard_has_key is not None and self.shard_has_key[i] is not None:
                 asked = asked[self.shard_has_key[i][keys]]
             found_rows, found_ids = _lookup(shard, keys[asked])
             rows.append(asked[found_rows])
             ids.append(found_ids)
+            if isinstance(shard, SortedHashShard):
+                # the hits are copied out: the pages read leave this process's memory, which
+                # otherwise grows to every shard's file (1.1 GB at 10^5 works)
+                shard.release_pages()
         if not ids:
             return None
         return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
@@ -531,25 +558,40 @@ def read_index(path, *, binary: bool):
 
 
 def read_chroma_index(path):
-    """Open a chroma shard memory-mapped (FAISS's ``IO_FLAG_MMAP``: the vectors stay in the page
-    cache, the process holds what its searches touch; benchmarks/INDEX_LAYOUT.md), through a
-    Python file only when FAISS cannot open the path (a name that is not UTF-8)."""
+    """Open a chroma shard memory-mapped (the vectors stay in the page cache, the process holds
+    what its searches touch; benchmarks/INDEX_LAYOUT.md), through a Python file only when FAISS
+    cannot open the path (a name that is not UTF-8).
+
+    FAISS maps the file's codes in place (``IO_FLAG_MMAP_IFC``; FAISS 1.15.1 here), so the index
+    keeps its in-RAM list type and searches as fast as one read into RAM, with the same hits;
+    ``IO_FLAG_MMAP`` (the fallback for a FAISS without it) swaps in on-disk lists: 0.68 against
+    0.51 CPU-s per look at 10^5 works (benchmarks/SCALING.md, 2026-11-30)."""
     name = os.fsdecode(path)
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return read_index(path, binary=False)
     faiss = _faiss()
-    return faiss.read_index(name, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+    in_place = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)
+    return faiss.read_index(name, in_place | faiss.IO_FLAG_READ_ONLY)
 
 
 @dataclass(frozen=True)
 class HashShard:
-    """A hash index read from its file (a :class:`SortedHashShard` or a FAISS index) with its
-    bucket sizes (``None``: a FAISS file written before sizes were saved)."""
+    """A hash index read from its file (a :class:`SortedHashShard` or a FAISS index) with the
+    bucket sizes saved after a FAISS index (``None``: a FAISS file written before sizes were
+    saved, or a sorted shard, whose offsets hold them)."""
 
     index: object
-    bucket_sizes: np.ndarray | None
+    saved_sizes: np.ndarray | None
+
+    @property
+    def bucket_sizes(self) -> np.ndarray | None:
+        """Entries per key, made from a sorted shard's offsets when asked (a catalog keeps its
+        shards open: 4 MB per shard held twice would be 336 MB at 10^5 works)."""
+        if isinstance(self.index, SortedHashShard):
+            return self.index.bucket_sizes
+        return self.saved_sizes
 
 
 def write_hash_shard(index, sizes: np.ndarray) -> Callable[[Callable[[bytes], object]], None]:
@@ -571,8 +613,7 @@ def read_hash_shard(path) -> HashShard:
     or the saved sizes are, or do not count the index's entries."""
     with open(path, "rb") as handle:
         if handle.read(len(_SORTED_MAGIC)) == _SORTED_MAGIC:
-            sorted_shard = read_sorted_hash_shard(path)
-            return HashShard(sorted_shard, sorted_shard.bucket_sizes)
+            return HashShard(read_sorted_hash_shard(path), None)
         handle.seek(0)
         faiss = _faiss()
         index = faiss.read_index_binary(faiss.PyCallbackIOReader(handle.read))
@@ -612,6 +653,10 @@ def load_indexes(
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
     has_key = []
     for shard in hash_shards:
+        if isinstance(shard.index, SortedHashShard):
+            sizes += shard.index.bucket_sizes
+            has_key.append(None)
+            continue
         saved = shard.bucket_sizes
         shard_sizes = bucket_sizes([shard.index]) if saved is None else saved
         sizes += shard_sizes

@@ -516,17 +516,34 @@ def chroma_candidates(
     hits = indexes.search_chroma(vectors, k=8)
     if hits is None:
         return []
-    sims, works, valid = hits.similarities, hits.work_ids, hits.valid
-    support: dict[int, float] = {}
-    best_scale: dict[int, tuple[float, float]] = {}
-    for row in range(len(vectors)):
-        for col in np.nonzero(valid[row])[0]:
-            w, s = int(works[row, col]), float(sims[row, col])
-            support[w] = max(support.get(w, 0.0), s)
-            if s > best_scale.get(w, (-1.0, 1.0))[0]:
-                best_scale[w] = (s, float(scale_of[row]))
-    ranked = sorted(support.items(), key=lambda kv: -kv[1])[: settings.chroma_candidates]
-    return [(w, s, best_scale[w][1]) for w, s in ranked]
+    rows, cols = np.nonzero(hits.valid)  # row by row, each row's hits in shard order
+    return best_chroma_works(
+        hits.work_ids[rows, cols],
+        hits.similarities[rows, cols],
+        scale_of[rows],
+        settings.chroma_candidates,
+    )
+
+
+def best_chroma_works(
+    work_ids: np.ndarray, similarities: np.ndarray, scales: np.ndarray, n_works: int
+) -> list[tuple[int, float, float]]:
+    """``(work_id, support, time_scale)`` of the ``n_works`` works with the highest support (a
+    work's best similarity, at least 0) among hits in search order; ``time_scale`` is that of
+    the work's first hit at its best similarity, and equal supports keep the order in which
+    their works first appear. (Numpy for what was a Python loop over every hit: 0.1-0.2 CPU-s
+    per look at 10^5 works, whose 84 shards give 88 x 672 hits.)"""
+    if len(work_ids) == 0:
+        return []
+    order = np.arange(len(work_ids))
+    sims = similarities.astype(np.float64)
+    works, first_seen = np.unique(work_ids, return_index=True)
+    # per work (ascending id), its highest similarity first, the earliest such hit first
+    by_work = np.lexsort((order, -sims, work_ids))
+    best = by_work[np.searchsorted(work_ids[by_work], works)]
+    support = np.maximum(sims[best], 0.0)
+    ranked = np.lexsort((first_seen, -support))[:n_works]
+    return [(int(works[i]), float(support[i]), float(scales[best[i]])) for i in ranked]
 
 
 def align_chroma(

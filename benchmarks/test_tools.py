@@ -42,3 +42,32 @@ def test_same_verdicts_counts_entries_that_differ_in_any_field(tmp_path) -> None
     assert "2 queries, 1 differ" in compare(first, second)
     second.write_text(line("positive", "duplicate", 1e-9))
     assert "not the same queries" in compare(first, second)
+
+
+def test_the_scale_tools_measure_a_small_catalog(tmp_path: Path) -> None:
+    """screening_memory (memory per upload, chroma search both ways) and rescan_per_work run
+    end to end and report what they measured."""
+    from audiodup import Catalog
+
+    works = sorted((REPO / "fixtures" / "audio" / "catalog").iterdir())[:2]
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths(works)
+
+    def tool(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", *args], cwd=REPO, capture_output=True, text=True, check=True
+        )
+        return proc.stdout
+
+    verdicts = tmp_path / "verdicts.jsonl"
+    out = tool("benchmarks.screening_memory", "screen", str(tmp_path / "catalog"), str(works[0]))
+    assert out.startswith("loaded") and "RssAnon" in out and "ru_maxrss" in out
+    tool(
+        "benchmarks.screening_memory", "screen", str(tmp_path / "catalog"), str(works[0]),
+        "--out", str(verdicts),
+    )  # fmt: skip
+    assert json.loads(verdicts.read_text())["verdict"] == "duplicate"
+    out = tool("benchmarks.screening_memory", "chroma-io", str(tmp_path / "catalog"), "--repeats=1")
+    assert "same hits: True" in out
+    out = tool("benchmarks.rescan_per_work", str(tmp_path / "catalog"), "--sample", "2")
+    assert "2 works screened" in out and "stored_fingerprint': 2" in out

@@ -5,10 +5,14 @@ entries stay in the page cache rather than in the process's anonymous memory."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import mmap
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,12 +25,15 @@ from hypothesis import strategies as st
 from audiodup import Catalog, CatalogError
 from audiodup import store as store_module
 from audiodup.audio import load_audio
+from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
 from audiodup.hashes import KEY_BITS, keys_to_codes
 from audiodup.index import (
+    HashShard,
     LoadedIndexes,
     SortedHashShard,
     bucket_sizes,
     chroma_dim,
+    load_indexes,
     merge_sorted_hash_shards,
     new_chroma_index,
     pack_segment_ids,
@@ -40,6 +47,7 @@ from audiodup.index import (
     write_index,
     write_sorted_hash_shard,
 )
+from audiodup.match import chroma_candidates
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.store import CatalogStore, NewWork
 
@@ -500,3 +508,85 @@ def test_compaction_regenerates_when_a_shard_is_not_sorted(
         assert opened.verify() == []
         assert {p.suffix for p in (catalog_copy / "shards").glob("h-*")} == {".sorted"}
         assert opened.screen(UPLOADS_DIR / "unrelated_a.ogg").verdict == "duplicate"
+
+
+_LARGE_CHROMA_SHARD = """
+import sys, faiss, numpy as np
+vectors = np.random.default_rng(2).normal(size=(400_000, 42)).astype(np.float32)
+index = faiss.index_factory(42, "IVF64,SQ8", faiss.METRIC_INNER_PRODUCT)
+index.train(vectors[:5000])
+index.add_with_ids(vectors, (np.int64(1) << 20) | np.arange(len(vectors), dtype=np.int64))
+faiss.write_index(index, sys.argv[1])
+"""
+
+
+def trimmed_anon_kib() -> int:
+    """RssAnon once the allocator has handed back what earlier tests freed (glibc), so that
+    a later read into RAM cannot reuse it unseen."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+    return rss_kib("RssAnon")
+
+
+# -- bounded resident memory at scale (issue #14) ------------------------------------------------
+def test_looked_up_hash_pages_leave_the_process_after_each_shard(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    n = 6_000_000  # 48 MB of entry ids
+    path = write(
+        tmp_path / "h-0123456789ab.sorted",
+        write_sorted_hash_shard(sorted_hash_shard(rng.integers(0, N_KEYS, n), np.arange(n))),
+    )
+    shard = read_sorted_hash_shard(path)
+    indexes = load_indexes([HashShard(shard, None)], [], np.ones(1, bool), nprobe=1)
+    keys = np.arange(0, N_KEYS, 64, dtype=np.uint32)  # a hit every few KB: every page is read
+    file_before = rss_kib("RssFile")
+    hits = indexes.lookup_hashes(keys)
+    assert hits is not None and len(hits.entry_ids) > 50_000
+    assert rss_kib("RssFile") - file_before < 8 * 1024
+    # the same look-up without the release keeps the pages: the measure can see them
+    shard.lookup(keys)
+    assert rss_kib("RssFile") - file_before > 24 * 1024
+
+
+def test_a_chroma_shard_opens_with_its_codes_mapped_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "c-0123456789ab.faiss"
+    # written by another process, so that no memory this one freed can hide a read into RAM
+    subprocess.run([sys.executable, "-c", _LARGE_CHROMA_SHARD, str(path)], check=True)
+    anon_before = trimmed_anon_kib()
+    mapped = read_chroma_index(path)
+    assert rss_kib("RssAnon") - anon_before < 4 * 1024
+    in_ram = read_index(path, binary=False)  # 17 MB of codes and 3 MB of ids in the file
+    assert rss_kib("RssAnon") - anon_before > 16 * 1024
+    dim = chroma_dim(DEFAULT_SETTINGS)
+    queries = np.random.default_rng(3).normal(size=(30, dim)).astype(np.float32)
+    for opened in (mapped, in_ram):
+        set_nprobe(opened, 8)
+    found_mapped, found_in_ram = mapped.search(queries, 8), in_ram.search(queries, 8)
+    assert np.array_equal(found_mapped[0], found_in_ram[0])
+    assert np.array_equal(found_mapped[1], found_in_ram[1])
+
+
+def test_a_catalog_opened_memory_mapped_searches_as_one_read_into_ram(catalog: Catalog) -> None:
+    """The hash ids and chroma codes a catalog maps give the hits of the same shards read whole
+    into RAM (int64 offsets, copied ids, FAISS read through a Python file)."""
+    mapped = catalog.indexes()
+    store = catalog.store
+    files = store.db.execute("SELECT hash_file, chroma_file FROM shards ORDER BY shard_id")
+    hash_shards, chroma_shards = [], []
+    for hash_file, chroma_file in files.fetchall():
+        shard = read_sorted_hash_shard(store._shard_path(hash_file))
+        copied = SortedHashShard(shard.offsets.astype(np.int64), np.array(shard.ids), shard.ids_crc)
+        hash_shards.append(HashShard(copied, None))
+        chroma_shards.append(read_index(store._shard_path(chroma_file), binary=False))
+    in_ram = load_indexes(hash_shards, chroma_shards, mapped.live, DEFAULT_SETTINGS.chroma_nprobe)
+    assert np.array_equal(in_ram.bucket_sizes, mapped.bucket_sizes)
+    for name in ("pitch_-3_work_03.ogg", "stretch_1.25_work_02.ogg", "unrelated_a.ogg"):
+        query = fingerprint_audio(load_audio(UPLOADS_DIR / name))
+        keys = fingerprint_hashes(query, DEFAULT_SETTINGS, query=True).keys
+        a, b = mapped.lookup_hashes(keys), in_ram.lookup_hashes(keys)
+        assert a is not None and b is not None
+        assert np.array_equal(a.query_rows, b.query_rows)
+        assert np.array_equal(a.entry_ids, b.entry_ids)
+        assert chroma_candidates(query, mapped, DEFAULT_SETTINGS) == chroma_candidates(
+            query, in_ram, DEFAULT_SETTINGS
+        )

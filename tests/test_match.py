@@ -16,6 +16,8 @@ import numpy as np
 import pedalboard
 import pytest
 import soundfile as sf
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
 from audiodup import Catalog, Match, Verdict
@@ -30,6 +32,7 @@ from audiodup.match import (
     _rotation_offset_scores,
     _scale_grid,
     align_chroma,
+    best_chroma_works,
     candidate_order,
     candidate_works,
     look_up,
@@ -691,3 +694,33 @@ def test_lookup_skips_stop_words_and_keeps_within_the_hit_budget(
     # what is left still finds the work
     evidence = verify_hashes(bounded, work_ids["work_01"], s.frames_per_second, 3)
     assert evidence is not None and evidence.tempo_ratio == pytest.approx(0.8, rel=0.01)
+
+
+def chroma_works_by_loop(works, sims, scales, n_works):
+    """The loop chroma_candidates ran over every hit before issue #14's numpy version."""
+    support, best_scale = {}, {}
+    for w, s, scale in zip(works.tolist(), sims.tolist(), scales.tolist(), strict=True):
+        support[w] = max(support.get(w, 0.0), s)
+        if s > best_scale.get(w, (-1.0, 1.0))[0]:
+            best_scale[w] = (s, scale)
+    ranked = sorted(support.items(), key=lambda kv: -kv[1])[:n_works]
+    return [(w, s, best_scale[w][1]) for w, s in ranked]
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from([-0.5, 0.0, 0.3, 0.5, 0.7, 0.9, 1.0])),
+        max_size=80,
+    ),
+    st.integers(1, 10),
+)
+def test_best_chroma_works_equal_the_loop_over_every_hit(
+    hits: list[tuple[int, float]], n_works: int
+) -> None:
+    """Same works, supports, scales and order, ties included (few values: many ties)."""
+    works = np.array([w for w, _ in hits], dtype=np.int64)
+    sims = np.array([s for _, s in hits], dtype=np.float32)
+    scales = np.linspace(0.5, 2.0, len(hits))
+    assert best_chroma_works(works, sims, scales, n_works) == chroma_works_by_loop(
+        works, sims.astype(np.float64), scales, n_works
+    )
