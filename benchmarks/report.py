@@ -389,7 +389,12 @@ LINKED_REPORTS = (
         "Calibration of `false_match_probability` on short negative queries "
         "(`python -m benchmarks.calibration_check`)",
     ),
-    ("stretchers/RESULTS.md", None, "Recall per time-stretch and pitch-shift implementation"),
+    (
+        "stretchers/RESULTS.md",
+        None,
+        "Recall per time-stretch and pitch-shift implementation (an earlier, smaller run; the "
+        "full run above has the same variants)",
+    ),
 )
 
 
