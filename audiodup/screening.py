@@ -15,6 +15,7 @@ needs no :class:`~audiodup.catalog.Catalog` and no FAISS.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
@@ -95,11 +96,18 @@ class ChromaFinding:
 @dataclass(frozen=True)
 class PeakFinding:
     """A work's best guided peak check and the chroma alignment that led to it (``None`` when a
-    hash line did)."""
+    hash line did), out of ``checks_tried`` checks of that work."""
 
     work_id: int
     check: PeakCheck
     chroma: ChromaFinding | None
+    checks_tried: int = 1
+
+    @property
+    def probability(self) -> float:
+        """The best check's probability paid for every check tried on the work (the octaves of a
+        chroma lead, a hash lead, swept leads): chance had that many tries at this work."""
+        return min(1.0, self.check.probability * self.checks_tried)
 
 
 @dataclass(frozen=True)
@@ -445,14 +453,17 @@ def checked_guesses(
 def best_peak_checks(
     guesses: list[PeakGuess], checks: list[PeakCheck | None]
 ) -> dict[int, PeakFinding]:
-    """The best check per work (the first of equals), with the chroma finding it came from."""
-    best: dict[int, PeakFinding] = {}
+    """The best check per work (the first of equals), with the chroma finding it came from and
+    how many checks of the work ran."""
+    best: dict[int, tuple[PeakCheck, ChromaFinding | None]] = {}
+    tried: Counter[int] = Counter()
     for (work_id, _, source), check in zip(guesses, checks, strict=True):
-        if check is not None and (
-            work_id not in best or check.probability < best[work_id].check.probability
-        ):
-            best[work_id] = PeakFinding(work_id, check, source)
-    return best
+        if check is None:
+            continue
+        tried[work_id] += 1
+        if work_id not in best or check.probability < best[work_id][0].probability:
+            best[work_id] = (check, source)
+    return {w: PeakFinding(w, check, source, tried[w]) for w, (check, source) in best.items()}
 
 
 def gather_evidence(
@@ -527,7 +538,7 @@ def matches_from_evidence(
     for work_id, peaks in evidence.peaks.items():
         chroma_fmp = peaks.chroma.false_match_probability if peaks.chroma else None
         fmp = combine_peaks_and_chroma(
-            peaks.check.probability,
+            peaks.probability,
             evidence.n_works,
             chroma_fmp,
             settings,

@@ -257,10 +257,10 @@ def leads_from_evidence(evidence, settings) -> list[Lead]:
     for work_id, found in evidence.peaks.items():
         check = found.check
         chroma_fmp = found.chroma.false_match_probability if found.chroma else None
-        alone = peak_false_match_probability(check.probability, evidence.n_works)
+        alone = peak_false_match_probability(found.probability, evidence.n_works)
         confirmed = confirms_recording(check, settings)
         fmp = combine_peaks_and_chroma(
-            check.probability, evidence.n_works, chroma_fmp, settings, confirmed=confirmed
+            found.probability, evidence.n_works, chroma_fmp, settings, confirmed=confirmed
         )
         path = "peaks<-chroma" if found.chroma is not None else "peaks<-hash"
         if fmp < alone:
@@ -270,6 +270,7 @@ def leads_from_evidence(evidence, settings) -> list[Lead]:
             "checked_peaks": check.checked_peaks,
             "chance_peaks": round(check.chance_peaks, 2),
             "probability": check.probability,
+            "checks_tried": found.checks_tried,
             "confirms": bool(confirmed),
             "tempo_ratio": round(check.alignment.tempo_ratio, 4),
             "pitch_bins": round(check.alignment.pitch_bins, 2),

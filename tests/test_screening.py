@@ -469,3 +469,25 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     for look in looks:  # each look alone, reading and hashing the catalog itself
         alone = screening.gather_evidence(look.query, large_catalog.indexes, s, large_catalog)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
+
+
+def test_a_works_best_peak_check_pays_for_every_check_tried_on_it() -> None:
+    """The octaves of a chroma lead, a hash lead and swept leads are separate tries at one work:
+    the best of them is as likely by chance as its own probability times their number."""
+    from audiodup.peakcheck import Alignment, PeakCheck
+
+    def check(probability: float) -> PeakCheck:
+        frames = np.arange(3, dtype=np.float64)
+        return PeakCheck(Alignment(1.0, 0.0, 0.0, 0.0), 20, 60, 2.0, probability, frames)
+
+    def guess(work_id: int) -> screening.PeakGuess:
+        return (work_id, Alignment(1.0, 0.0, 0.0, 0.0), None)
+
+    guesses = [guess(1), guess(1), guess(1), guess(2), guess(2)]
+    checks = [check(1e-8), check(1e-10), None, check(1e-9), None]
+    best = screening.best_peak_checks(guesses, checks)
+
+    assert best[1].check.probability == 1e-10 and best[1].checks_tried == 2
+    assert best[1].probability == pytest.approx(2e-10)
+    assert best[2].checks_tried == 1 and best[2].probability == pytest.approx(1e-9)
+    assert screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3)[3].probability == 1.0
