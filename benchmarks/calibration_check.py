@@ -685,6 +685,7 @@ class CheckConfig:
     altered_share: float = 0.5
     max_minutes: float | None = None
     distractors: bool = False
+    only: frozenset[int] = frozenset()  # query numbers to screen; empty: all of them
     command: str = ""
 
     @property
@@ -741,6 +742,8 @@ def run_check(cfg: CheckConfig, log: Callable[[str], None] = print) -> Path:
     negatives = [by_track[t] for t in plan["negatives"]]
     todo = []
     for i in range(cfg.queries):
+        if cfg.only and i not in cfg.only:
+            continue
         spec = plan_query(i, negatives, cfg.lengths, cfg.seed, menu, cfg.altered_share)
         if spec.query_id not in done:
             todo.append(spec)
@@ -1321,6 +1324,11 @@ _lengths = _checked(
 )
 _share = _checked(float, lambda v: 0.0 <= v <= 1.0, "a share between 0 and 1")
 _minutes = _checked(float, lambda v: 0.0 < v < math.inf, "a positive number of minutes")
+_numbers = _checked(
+    lambda text: frozenset(int(x) for x in text.split(",")),
+    lambda v: all(x >= 0 for x in v),
+    "comma-separated query numbers (s0-000042 is 42)",
+)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1348,7 +1356,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--render-only", action="store_true", help="rewrite the report from the JSONL"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--only",
+        type=_numbers,
+        default=frozenset(),
+        help="screen only these query numbers, e.g. the lowest of an earlier run (another --out)",
+    )
+    args = parser.parse_args(argv)
+    if any(i >= args.queries for i in args.only):
+        parser.error("--only: every query number must be below --queries")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1366,6 +1383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         altered_share=args.altered_share,
         max_minutes=args.max_minutes,
         distractors=args.distractors,
+        only=args.only,
         command=shlex.join(["python", "-m", "benchmarks.calibration_check", *shown]),
     )
     try:

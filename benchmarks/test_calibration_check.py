@@ -131,6 +131,8 @@ def _run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         ["--workers", "0"],
         ["--altered-share", "1.5"],
         ["--max-minutes", "-1"],
+        ["--only", "3,x"],
+        ["--queries", "5", "--only", "2,7"],
         ["--no-such-option"],
     ],
 )
@@ -195,6 +197,17 @@ def test_smoke_check_writes_a_report_with_no_duplicates(tmp_path):
     assert more.returncode == 0 and "4 to go" in more.stderr
     queries = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert sum(r["type"] == "query" for r in queries) == 64
+
+    # --only screens those query numbers again, the same queries with the same evidence
+    other = tmp_path / "again" / "CALIBRATION.md"
+    only = _run(*common[:-1], str(other), "--queries", "64", "--only", "3,61", "--workers", "1")
+    assert only.returncode == 0, only.stderr[-3000:]
+    redone = [json.loads(x) for x in (other.parent / "calibration.jsonl").read_text().splitlines()]
+    redone = {r["query_id"]: r for r in redone if r["type"] == "query"}
+    first = {r["query_id"]: r for r in queries if r["type"] == "query"}
+    assert sorted(redone) == ["s0-000003", "s0-000061"]
+    for query_id, r in redone.items():
+        assert (r["verdict"], r["fmp"]) == (first[query_id]["verdict"], first[query_id]["fmp"])
 
     out.unlink()
     rendered = _run("--render-only", "--out", str(out))
