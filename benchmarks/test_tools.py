@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,3 +72,52 @@ def test_the_scale_tools_measure_a_small_catalog(tmp_path: Path) -> None:
     assert "same hits: True" in out
     out = tool("benchmarks.rescan_per_work", str(tmp_path / "catalog"), "--sample", "2")
     assert "2 works screened" in out and "stored_fingerprint': 2" in out
+
+
+def _votes(work, tq, tr, log_tempo, pitch_bins):
+    from audiodup.match import HashVotes
+
+    n = len(work)
+    zeros = np.zeros(n)
+    return HashVotes(
+        work=np.asarray(work, dtype=np.int64),
+        query_frame=np.asarray(tq, dtype=np.float64),
+        ref_frame=np.asarray(tr, dtype=np.float64),
+        query_bin=zeros,
+        ref_bin=zeros,
+        query_span=zeros,
+        ref_span=zeros,
+        log_tempo=np.asarray(log_tempo, dtype=np.float64),
+        pitch_bins=np.asarray(pitch_bins, dtype=np.float64),
+        pattern=np.arange(n, dtype=np.int64),
+    )
+
+
+def test_a_cell_lead_puts_the_check_where_the_copys_hits_agree() -> None:
+    from benchmarks.chain_misses import cell_lead
+
+    fps = 43.07
+    rng = np.random.default_rng(0)
+    # work 1: ten hits of a copy at tempo 0.93, pitch -4.5 bins, the copy's frame 0 at
+    # reference frame 2000, their triplet tempos scattered; forty chance hits spread everywhere
+    tq = np.concatenate([rng.uniform(0, 2800, 10), rng.uniform(0, 2800, 40)])
+    tr = np.concatenate([2000 + 0.93 * tq[:10], rng.uniform(0, 9000, 40)])
+    log_tempo = np.concatenate([np.log(0.93) + rng.normal(0, 0.01, 10), rng.uniform(-0.7, 0.7, 40)])
+    pitch_bins = np.concatenate([np.full(10, -4.5), rng.uniform(-30, 30, 40)])
+    votes = _votes(np.ones(50), tq, tr, log_tempo, pitch_bins)
+    lead = cell_lead(votes, 1, fps, 3)
+    assert abs(np.log(lead.tempo_ratio / 0.93)) <= 0.05  # within the check's tempo sweep
+    assert abs(lead.pitch_bins - (-4.5)) <= 1.5
+    # the lead's centre lies on the copy's line, within the check's offset sweep (1 s)
+    assert abs(lead.ref_frames(lead.query_centre) - (2000 + 0.93 * lead.query_centre)) < fps
+    assert cell_lead(votes, 2, fps, 3) is None  # no hit, no lead
+
+
+def test_floors_failed_names_each_floor_a_peak_count_misses() -> None:
+    from audiodup.settings import DEFAULT_SETTINGS as s
+    from benchmarks.chain_misses import floors_failed
+
+    assert floors_failed(191, 600, 20.6, s) == []
+    assert floors_failed(133, 574, 15.3, s) == ["rate"]  # 23 % of the peaks checked
+    assert floors_failed(59, 599, 22.9, s) == ["ratio", "rate"]
+    assert floors_failed(15, 40, 4.0, s) == ["peaks"]
