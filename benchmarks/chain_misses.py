@@ -468,5 +468,16 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _main_in_one_line(argv: list[str]) -> int:
+    """:func:`main`, with a missing or unreadable file, catalog or audio said in one line."""
+    from audiodup.errors import AudiodupError
+
+    try:
+        return main(argv)
+    except (OSError, ValueError, KeyError, AudiodupError) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(_main_in_one_line(sys.argv[1:]))

@@ -121,3 +121,21 @@ def test_floors_failed_names_each_floor_a_peak_count_misses() -> None:
     assert floors_failed(133, 574, 15.3, s) == ["rate"]  # 23 % of the peaks checked
     assert floors_failed(59, 599, 22.9, s) == ["ratio", "rate"]
     assert floors_failed(15, 40, 4.0, s) == ["peaks"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["stages", "{tmp}/no-catalog", "{tmp}/no.json"], ["table", "{tmp}/no.jsonl"]],
+)
+def test_chain_misses_says_what_is_wrong_in_one_line(args: list[str], tmp_path: Path) -> None:
+    argv = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chain_misses", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "Traceback" not in proc.stderr + proc.stdout
