@@ -322,7 +322,7 @@ def index_stats(
 
 @index_app.command("verify")
 def index_verify(db: DbOption = None) -> None:
-    """Check that SQLite and the FAISS shards agree and every work has its fingerprints.
+    """Check that SQLite and the index shards agree and every work has its fingerprints.
 
     Exit code: 0 sound, 1 problems found (each printed; damage is a finding, not an error)."""
     from .errors import CatalogDamagedError
@@ -349,7 +349,7 @@ def index_verify(db: DbOption = None) -> None:
 
 @index_app.command("rebuild")
 def index_rebuild(db: DbOption = None) -> None:
-    """Regenerate every FAISS index from the fingerprints stored in SQLite."""
+    """Regenerate every index shard (hash and chroma) from the fingerprints stored in SQLite."""
     with _open(db, write=True) as catalog:
         catalog.rebuild()
         stats = catalog.stats()

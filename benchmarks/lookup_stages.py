@@ -15,6 +15,7 @@ lowest work id).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
@@ -32,7 +33,18 @@ def main(argv: list[str]) -> int:
     from audiodup.screening import _verify, score_hashes
     from benchmarks.corpus import cache_dir
 
-    catalog_dir, queries = Path(argv[0]), Path(argv[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.lookup_stages",
+        description="Where a large catalog loses a copy: one JSON line per positive query.",
+    )
+    parser.add_argument("catalog", type=Path, help="catalog folder")
+    parser.add_argument("queries", type=Path, help="query pickle of benchmarks.scaling_prints")
+    args = parser.parse_args(argv)
+    catalog_dir, queries = args.catalog, args.queries
+    for path in (catalog_dir, queries):
+        if not path.exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
     corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
     source = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
     with Catalog.open(catalog_dir, create=False) as catalog:

@@ -28,6 +28,26 @@ def test_a_tool_without_a_benchmark_cache_fails_in_one_line(tool: str, tmp_path:
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+@pytest.mark.parametrize("args", [[], ["--help"], ["{tmp}/no-catalog", "{tmp}/no.pkl"]])
+def test_lookup_stages_answers_usage_and_missing_files_without_a_traceback(
+    args: list[str], tmp_path: Path
+) -> None:
+    argv = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.lookup_stages", *argv],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert "Traceback" not in proc.stderr + proc.stdout
+    if args == ["--help"]:
+        assert proc.returncode == 0 and "catalog" in proc.stdout
+    else:
+        assert proc.returncode == 2 and proc.stderr.strip()
+    if args and args != ["--help"]:
+        assert proc.stderr.strip().splitlines() == [f"error: {tmp_path}/no-catalog does not exist"]
+
+
 def test_same_verdicts_counts_entries_that_differ_in_any_field(tmp_path) -> None:
     from benchmarks.same_verdicts import compare
 
