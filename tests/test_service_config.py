@@ -216,3 +216,23 @@ def test_quick_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):
         assert (settings.query_view_scales == ()) is quick
         assert (settings.short_query_phases == 1) is quick
         engine.close()
+
+
+def test_the_route_label_keeps_the_prefix_of_an_included_router() -> None:
+    """Logs and metrics name a route by its template: a review route, matched inside a router
+    included under a prefix, is labelled with that prefix, never with the client's path."""
+    from fastapi.routing import APIRoute
+
+    from audiodup.service.app import route_template
+
+    decisions = APIRoute("/{upload_id}/decisions", endpoint=lambda upload_id: None)
+    export = APIRoute("/export", endpoint=lambda: None)
+    screen = APIRoute("/v1/screen", endpoint=lambda: None)
+    assert (
+        route_template({"route": decisions, "path": "/v1/reviews/7/decisions"})
+        == "/v1/reviews/{upload_id}/decisions"
+    )
+    assert route_template({"route": export, "path": "/review/export"}) == "/review/export"
+    assert route_template({"route": export, "path": "/v1/reviews/export"}) == "/v1/reviews/export"
+    assert route_template({"route": screen, "path": "/v1/screen"}) == "/v1/screen"
+    assert route_template({"path": "/v1/reviews/%2e%2e/keys"}) == "<unmatched>"

@@ -203,6 +203,11 @@ def app_from_environment() -> FastAPI:
     return create_app(config, open_in_background=True)
 
 
+# where the review module's routers are included; a route matched inside one keeps its own path
+# in the ASGI scope (FastAPI >= 0.16x), without the prefix
+ROUTER_PREFIXES = ("/review", "/v1/reviews")
+
+
 def _mount_review(app: FastAPI) -> None:
     """The review queue (another module, optional): ``router`` at ``/review``, and its API
     (``api_router``, or ``router`` itself) at ``/v1/reviews``."""
@@ -210,8 +215,9 @@ def _mount_review(app: FastAPI) -> None:
         return
     from . import review  # type: ignore[attr-defined]
 
-    app.include_router(review.router, prefix="/review")
-    app.include_router(getattr(review, "api_router", review.router), prefix="/v1/reviews")
+    page_prefix, api_prefix = ROUTER_PREFIXES
+    app.include_router(review.router, prefix=page_prefix)
+    app.include_router(getattr(review, "api_router", review.router), prefix=api_prefix)
 
 
 def _sweep_incoming(config: ServiceConfig) -> None:
@@ -262,9 +268,7 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            template = getattr(route, "path_format", None) or getattr(route, "path", None)
-            template = template or "<unmatched>"
+            template = route_template(scope)
             metrics.REQUESTS.labels(scope["method"], template, str(status)).inc()
             metrics.LATENCY.labels(scope["method"], template).observe(elapsed)
             state = scope.get("state", {})
@@ -279,6 +283,23 @@ class RequestContext:
                 key=state.get("key_name"),
                 pid=os.getpid(),
             )
+
+
+def route_template(scope: dict) -> str:
+    """The matched route's path template for logs and metrics (``/v1/reviews/{upload_id}``, never
+    the client's path), with the prefix of the router it was included under."""
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not template:
+        return "<unmatched>"
+    regex = getattr(route, "path_regex", None)
+    path = scope.get("path", "")
+    if regex is None or regex.match(path):
+        return template
+    for prefix in sorted(ROUTER_PREFIXES, key=len, reverse=True):
+        if path.startswith(prefix) and regex.match(path[len(prefix) :]):
+            return prefix + template
+    return template
 
 
 def _request_id(request: Request) -> str:
