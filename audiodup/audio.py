@@ -83,9 +83,9 @@ _NATIVE_SAMPLES_PER_CAP_S = 192_000
 _REPLAY_CACHE_SAMPLES = 1 << 24
 _REPLAY_SPILL_SAMPLES = 1 << 26
 _BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames)
-# The replay cache is allocated in arrays of this many samples (8 MiB): numpy backs arrays of
-# 4 MiB and more with huge pages, and one 256 KiB array per block cost 0.01 CPU-s of page
-# faults per 4-min MP3 (issue #16).
+# The replay cache is allocated in arrays of this many samples (8 MiB), which numpy backs with
+# huge pages: one 256 KiB array per block cost 0.017 CPU-s more per 4-min MP3 in a process that
+# only decodes (nothing measurable when fingerprinting frees memory in between; issue #16).
 _REPLAY_CHUNK_SAMPLES = 1 << 21
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
@@ -641,8 +641,8 @@ class _SoundfileSegment:
                 f = self._open_file()
         with f:
             step, total = _block_frames(self.channels), 0
-            # one array for every read: a fresh one per block cost 0.02 CPU-s of page faults per
-            # 4-min MP3 (issue #16); the block is mixed down before the next read
+            # one array for every read: a fresh one per block cost about 0.01 CPU-s of page faults
+            # per 4-min MP3 (issue #16); the block is mixed down before the next read
             buffer = np.empty((step, self.channels), np.float32)
             while total < max_frames:
                 with _libsndfile_errors():

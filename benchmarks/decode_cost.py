@@ -6,6 +6,7 @@
     python benchmarks/decode_cost.py same-samples BEFORE_ROOT [--extra FILE...]
     python benchmarks/decode_cost.py resamplers [--repeats 5]
     python -m benchmarks.decode_cost screen-with-resampler NAME CATALOG RESULTS OUT
+    python benchmarks/decode_cost.py verdict-changes FIRST SECOND
 
 ``split`` profiles ``audiodup.audio.load_audio`` (cProfile with ``time.process_time`` as its
 clock) on the 4-min uploads of ``<cache>/cpu-uploads`` (made by ``python -m benchmarks.cpu_cost``;
@@ -29,7 +30,9 @@ than soxr HQ (``RESAMPLERS``) put in place of ``audiodup.audio._resample_stream`
 only. ``resamplers`` times each on the native mono samples of the 4-min uploads (44.1 kHz to
 11,025 Hz) and of 22,050 Hz queries of the benchmark, and ``load_audio`` whole with each;
 ``screen-with-resampler`` runs ``benchmarks.same_verdicts screen`` with one of them, so that
-``same_verdicts compare`` counts the verdicts it changes. A catalog already built keeps its
+``same_verdicts compare`` counts the verdicts it changes, and ``verdict-changes`` shows them
+by variant and role: entries that differ in any field, labels that changed, and the labels'
+transitions. A catalog already built keeps its
 fingerprints: only the queries are decoded, so only the query path changes.
 
 Figures are CPU time (user + system of this process), which the load of a shared machine
@@ -324,6 +327,30 @@ def screen_with_resampler(name: str, catalog: Path, results: Path, out: Path) ->
     return screen(catalog, results, out, None, None)
 
 
+def verdict_changes(first: Path, second: Path) -> str:
+    """Two ``same_verdicts screen`` files of the same queries, compared by variant and role."""
+    a = [json.loads(line) for line in first.open()]
+    b = [json.loads(line) for line in second.open()]
+    if [(x["variant"], x["role"]) for x in a] != [(y["variant"], y["role"]) for y in b]:
+        return "not the same queries"
+    groups: dict[tuple[str, str], list[tuple[dict, dict]]] = {}
+    for x, y in zip(a, b, strict=True):
+        groups.setdefault((x["variant"], x["role"]), []).append((x["verdict"], y["verdict"]))
+    lines = [
+        "| variant | role | queries | differ in any field | label changed | transitions |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for (variant, role), pairs in groups.items():
+        changed = [(x["verdict"], y["verdict"]) for x, y in pairs if x["verdict"] != y["verdict"]]
+        moves: dict[str, int] = {}
+        for old, new in changed:
+            moves[f"{old} -> {new}"] = moves.get(f"{old} -> {new}", 0) + 1
+        shown = ", ".join(f"{move}: {n}" for move, n in sorted(moves.items())) or "–"
+        differ = sum(x != y for x, y in pairs)
+        lines.append(f"| {variant} | {role} | {len(pairs)} | {differ} | {len(changed)} | {shown} |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- compare
 
 
@@ -475,6 +502,9 @@ def main() -> None:
     verdicts.add_argument("catalog", type=Path)
     verdicts.add_argument("results", type=Path)
     verdicts.add_argument("out", type=Path)
+    changes = sub.add_parser("verdict-changes", help="experiment: verdicts compared by variant")
+    changes.add_argument("first", type=Path)
+    changes.add_argument("second", type=Path)
     child = sub.add_parser("measure", help="(child of compare)")
     child.add_argument("out", type=Path)
     child.add_argument("--repeats", type=int, default=3)
@@ -493,6 +523,8 @@ def main() -> None:
         print(resamplers(args.repeats, flac))
     elif args.command == "screen-with-resampler":
         print(screen_with_resampler(args.name, args.catalog, args.results, args.out))
+    elif args.command == "verdict-changes":
+        print(verdict_changes(args.first, args.second))
     elif args.command == "measure":
         args.out.write_text(json.dumps(measure(args.repeats)))
     else:
