@@ -4,7 +4,7 @@
     python benchmarks/decode_cost.py split [--repeats 5]
     python benchmarks/decode_cost.py compare ROOT [ROOT...] [--rounds 3] [--repeats 3]
     python benchmarks/decode_cost.py same-samples BEFORE_ROOT [--extra FILE...]
-    python benchmarks/decode_cost.py resamplers [--repeats 5]
+    python -m benchmarks.decode_cost resamplers [--repeats 5]
     python -m benchmarks.decode_cost screen-with-resampler NAME CATALOG RESULTS OUT
     python benchmarks/decode_cost.py verdict-changes FIRST SECOND
 
@@ -58,8 +58,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AUDIO_SUFFIXES = {".ogg", ".mp3", ".flac", ".wav", ".opus", ".m4a"}
 
-# cProfile entries (file name ending, function name) -> stage; the first match wins, and a
-# stage's time is its functions' cumulative time minus that of the stages nested in them
+# cProfile entries (file name ending, function name) -> stage, the first match wins; every other
+# function's own time goes to the stage of its nearest caller listed here (_profiled_stages)
 STAGES: list[tuple[str, str, str]] = [
     ("soundfile.py", "__init__", "open the file and read its header (libsndfile)"),
     ("soundfile.py", "_cdata_io", "decode: sf_readf_float (libsndfile + libmpg123)"),
