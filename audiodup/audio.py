@@ -83,6 +83,10 @@ _NATIVE_SAMPLES_PER_CAP_S = 192_000
 _REPLAY_CACHE_SAMPLES = 1 << 24
 _REPLAY_SPILL_SAMPLES = 1 << 26
 _BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames)
+# The replay cache is allocated in arrays of this many samples (8 MiB), which numpy backs with
+# huge pages: one 256 KiB array per block cost 0.017 CPU-s more per 4-min MP3 in a process that
+# only decodes (nothing measurable when fingerprinting frees memory in between; issue #16).
+_REPLAY_CHUNK_SAMPLES = 1 << 21
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
 _MAX_OGG_STREAMS = 1024  # logical audio streams decoded from one Ogg file (chain links)
@@ -221,8 +225,9 @@ class _Segment(Protocol):
     more: bool  # once blocks(max_frames) has run out: whether audio went on past max_frames
 
     def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
-        """Mono float32 blocks at the native rate, ``max_frames`` frames at most; each call
-        decodes from the start again."""
+        """Float32 blocks at the native rate, ``max_frames`` frames at most; each call decodes
+        from the start again. A block is mono ``(frames,)``, kept as it is, or
+        ``(frames, channels)``, valid until the next block is asked for (a reused buffer)."""
         ...
 
 
@@ -267,10 +272,25 @@ class _Plan:
     cached_samples: int = 0
     spill: BinaryIO | None = None
     truncated: bool = False
+    chunk: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    chunk_used: int = 0
+    scratch: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
 
     @property
     def source_duration_s(self) -> float:
         return sum(frames / segment.sample_rate_hz for segment, frames in self.segments)
+
+    def memory_for(self, frames: int) -> np.ndarray:
+        """Room for the next block's mono samples: in the replay cache's current array when
+        :meth:`keep` will hold the block in memory, else in a scratch array it will not."""
+        if self.cache is not None and self.cached_samples + frames <= _REPLAY_CACHE_SAMPLES:
+            if self.chunk_used + frames > len(self.chunk):  # pages commit as they are written
+                room = min(_REPLAY_CHUNK_SAMPLES, _REPLAY_CACHE_SAMPLES - self.cached_samples)
+                self.chunk, self.chunk_used = np.empty(max(frames, room), np.float32), 0
+            self.chunk_used += frames
+            return self.chunk[self.chunk_used - frames : self.chunk_used]
+        self.scratch = _at_least(self.scratch, frames)
+        return self.scratch[:frames]
 
     def keep(self, block: np.ndarray) -> None:
         """Keep ``block`` for the second pass: in memory, else in the spill file."""
@@ -295,6 +315,7 @@ class _Plan:
 
     def drop_cache(self) -> None:
         self.cache = None
+        self.chunk = np.empty(0, np.float32)
         self.close()
 
     def close(self) -> None:
@@ -353,8 +374,8 @@ def _measure_into(
         if plan.cache is not None:
             plan.cache.append([])
         frames = 0
-        for block in segment.blocks(max_frames):
-            block = measure.add(block)
+        for native in segment.blocks(max_frames):
+            block = measure.add(_mono(native, plan.memory_for))
             plan.keep(block)
             frames += len(block)
         plan.truncated = segment.more
@@ -432,31 +453,52 @@ def _resample(
     capacity = sum(frames * analysis_hz // seg.sample_rate_hz + 64 for seg, frames in plan.segments)
     out = np.empty(capacity, dtype=np.float32)  # pages are committed only as they are written
     size = 0
+    scratch = np.empty(0, np.float32)  # each block is conditioned here, then resampled
     if plan.spill is not None:
         plan.spill.seek(0)
     for index, (segment, frames) in enumerate(plan.segments):
         cached = plan.replay(index) if plan.cache is not None else None
         rate_hz = segment.sample_rate_hz
-        # streaming output is bit-identical to soxr.resample() of the whole signal, any block size
-        stream = (
-            soxr.ResampleStream(rate_hz, analysis_hz, 1, dtype="float32", quality="HQ")
-            if rate_hz != analysis_hz
-            else None
-        )
+        stream = _resample_stream(rate_hz, analysis_hz) if rate_hz != analysis_hz else None
         decoded = 0
-        for block in cached if cached is not None else segment.blocks(frames):
+        for block in cached if cached is not None else _decoded_again(segment, frames):
             decoded += len(block)
-            if cached is None and not np.isfinite(block).all():
-                block = _zero_nonfinite(block)
+            scratch = _at_least(scratch, len(block))
+            conditioned = scratch[: len(block)]
             if scale is not None:  # float files can hold any scale; fingerprints are scale-free
-                block = (block / scale).astype(np.float32)
-            block = block - mean  # DC carries no information
-            out, size = _append(out, size, stream.resample_chunk(block) if stream else block)
+                block = np.divide(block, scale, out=conditioned)
+            np.subtract(block, mean, out=conditioned)  # DC carries no information
+            out, size = _append(
+                out, size, stream.resample_chunk(conditioned) if stream else conditioned
+            )
         if decoded != frames:
             raise AudioDecodeError("the file changed while it was being decoded")
         if stream is not None:
             out, size = _append(out, size, stream.resample_chunk(np.zeros(0, np.float32), True))
     return out[:size]
+
+
+def _decoded_again(segment: _Segment, frames: int) -> Iterator[np.ndarray]:
+    """The mono blocks of a segment the first pass could not keep, nonfinite samples zeroed."""
+    scratch = np.empty(0, np.float32)
+
+    def memory_for(frames: int) -> np.ndarray:
+        nonlocal scratch
+        scratch = _at_least(scratch, frames)
+        return scratch[:frames]
+
+    for native in segment.blocks(frames):
+        block = _mono(native, memory_for)
+        yield block if np.isfinite(block).all() else _zero_nonfinite(block)
+
+
+def _at_least(array: np.ndarray, size: int) -> np.ndarray:
+    return array if len(array) >= size else np.empty(size, array.dtype)
+
+
+def _resample_stream(from_hz: int, to_hz: int) -> soxr.ResampleStream:
+    # streaming output is bit-identical to soxr.resample() of the whole signal, any block size
+    return soxr.ResampleStream(from_hz, to_hz, 1, dtype="float32", quality="HQ")
 
 
 def _zero_nonfinite(block: np.ndarray) -> np.ndarray:
@@ -479,10 +521,16 @@ def _rms(samples: np.ndarray) -> float:
 
 
 def _sha256_16bit(samples: np.ndarray) -> str:
+    """sha256 of ``clip(round(samples * 32767), -32768, 32767)`` as little-endian int16."""
     digest = hashlib.sha256()
+    scaled = np.empty(min(len(samples), _BLOCK_SAMPLES), np.float32)
+    quantised = np.empty(len(scaled), "<i2")
     for i in range(0, len(samples), _BLOCK_SAMPLES):
-        block = samples[i : i + _BLOCK_SAMPLES]
-        digest.update(np.clip(np.round(block * 32767.0), -32768, 32767).astype("<i2").tobytes())
+        n = min(_BLOCK_SAMPLES, len(samples) - i)
+        values = np.multiply(samples[i : i + n], np.float32(32767.0), out=scaled[:n])
+        np.clip(np.round(values, out=values), -32768, 32767, out=values)
+        quantised[:n] = values  # integral and in range: the int16 cast is exact
+        digest.update(quantised[:n])
     return digest.hexdigest()
 
 
@@ -502,23 +550,29 @@ class _ArraySegment:
         self.more = len(self.samples) > max_frames
         step = _block_frames(self.channels)
         for start in range(0, min(len(self.samples), max_frames), step):
-            block = np.asarray(self.samples[start : min(start + step, max_frames)], np.float32)
-            yield _mix_to_mono(block) if block.ndim == 2 else block
+            yield np.asarray(self.samples[start : min(start + step, max_frames)], np.float32)
 
 
-def _mix_to_mono(block: np.ndarray) -> np.ndarray:
-    """The channel mean of float32 ``(frames, channels)``, bit for bit what
+def _mono(block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
+    """A segment's block as mono: a mono block as it is, else mixed into ``memory_for(frames)``."""
+    return block if block.ndim == 1 else _mix_to_mono(block, memory_for(len(block)))
+
+
+def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """The channel mean of float32 ``(frames, channels)`` into ``out``, bit for bit what
     ``block.mean(axis=1, dtype=np.float32)`` gives (a reduction that starts from +0.0), ten
     times faster for one or two channels."""
     zero = np.float32(0.0)
     if block.shape[1] == 1:
-        return block[:, 0] + zero
+        return np.add(block[:, 0], zero, out=out)
     if block.shape[1] == 2:
-        mono = block[:, 0] + zero
-        mono += block[:, 1]
-        mono /= np.float32(2.0)  # in place: one array instead of three
-        return mono
-    return block.mean(axis=1, dtype=np.float32)
+        # (l + r) + 0.0 is (l + 0.0) + r bit for bit (it only turns -0.0 + -0.0 into +0.0; NaN
+        # and inf are zeroed afterwards), with one strided pass instead of two
+        np.add(block[:, 0], block[:, 1], out=out)
+        out += zero
+        out /= np.float32(2.0)
+        return out
+    return block.mean(axis=1, dtype=np.float32, out=out)
 
 
 def _block_frames(channels: int) -> int:
@@ -587,17 +641,30 @@ class _SoundfileSegment:
                 f = self._open_file()
         with f:
             step, total = _block_frames(self.channels), 0
+            # one array for every read: a fresh one per block cost about 0.01 CPU-s of page faults
+            # per 4-min MP3 (issue #16); the block is mixed down before the next read
+            buffer = np.empty((step, self.channels), np.float32)
             while total < max_frames:
                 with _libsndfile_errors():
-                    block = f.read(min(step, max_frames - total), dtype="float32", always_2d=True)
+                    block = f.read(out=buffer[: _read_frames(f, min(step, max_frames - total))])
                 if len(block) == 0:
                     break
                 total += len(block)
-                yield _mix_to_mono(block)
+                yield block
             with _libsndfile_errors():  # one frame more tells whether the cap cut the audio
                 self.more = total >= max_frames and len(f.read(1, always_2d=True)) > 0
         if self._view is not None and self._view.error is not None:
             raise AudioDecodeError(f"cannot read file: {self._view.error.strerror}")
+
+
+def _read_frames(f: sf.SoundFile, frames: int) -> int:
+    """How many frames ``f.read(frames)`` asks libsndfile for: no more than the header says
+    are left, as soundfile counts them when it makes the array itself (``read(out=...)`` asks
+    for the whole ``out``). The read sizes stay those of every catalog's decoding: libmpg123
+    conceals damaged frames differently for other ones."""
+    if f.seekable():
+        frames = min(frames, f.frames - f.tell())
+    return max(frames, 0)
 
 
 def _soundfile_segments(fd: int) -> Iterator[_SoundfileSegment]:

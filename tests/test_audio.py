@@ -123,6 +123,32 @@ def test_multichannel_is_mixed_down_to_the_channel_mean(
     assert rms_ratio == pytest.approx(1.0, abs=0.01)
 
 
+EDGE_SAMPLES = np.array(
+    [0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, -1.1754942e-38, 3.4028235e38, -3.4028235e38]
+    + [0.5, -0.5, 1.0, -1.0, 1 / 3, -1 / 3],
+    np.float32,
+)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6])
+def test_mixdown_is_the_float32_channel_mean_bit_for_bit(channels: int) -> None:
+    """The mix-down into a reused array equals numpy's float32 channel mean, the sign of zero
+    included: every pair of edge values (signed zeros, subnormals, the largest floats, whose
+    sum overflows) and random finite bit patterns."""
+    rng = np.random.default_rng(channels)
+    pairs = np.stack(np.meshgrid(EDGE_SAMPLES, EDGE_SAMPLES), axis=-1).reshape(-1, 2)
+    edges = pairs[:, rng.integers(0, 2, channels)] if channels != 2 else pairs
+    bits = rng.integers(0, 1 << 32, (5000, channels), dtype=np.uint64).astype(np.uint32)
+    patterns = bits.view(np.float32)
+    patterns = patterns[np.isfinite(patterns).all(axis=1)]
+    block = np.ascontiguousarray(np.concatenate([edges, patterns]))
+    out = np.full(len(block), np.nan, np.float32)  # what a reused array held before
+    with np.errstate(over="ignore"):  # the largest floats' sums are inf, as intended
+        mixed = audio_module._mix_to_mono(block, out)
+        expected = block.mean(axis=1, dtype=np.float32)
+    assert mixed.tobytes() == expected.tobytes()
+
+
 def test_mixdown_sums_different_channel_content(tmp_path: Path) -> None:
     left = synthesize_work(1, duration_s=5.0, sr=SR)
     right = synthesize_work(2, duration_s=5.0, sr=SR)
