@@ -474,6 +474,20 @@ def same_samples(before: Path, extra: list[str]) -> str:
     return f"{len(paths)} files ({errors} decode errors), {len(differ)} differ{shown}"
 
 
+def _problem(args: argparse.Namespace) -> str | None:
+    """What stops ``args`` from measuring what they say (one line), or ``None``."""
+    roots = {"compare": getattr(args, "roots", []), "same-samples": [getattr(args, "before", "")]}
+    for root in roots.get(args.command, []):
+        if not (Path(root) / "audiodup" / "__init__.py").is_file():
+            # with PYTHONPATH on a folder without audiodup the child would import this checkout
+            return f"{root} holds no audiodup/ package (give the root of a checkout)"
+    if args.command in ("split", "compare", "measure", "same-samples"):
+        plan = _cache_dir() / "cpu-uploads" / "plan.json"
+        if not plan.is_file():
+            return f"{plan} not found: make the uploads with `python -m benchmarks.cpu_cost run`"
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -512,6 +526,10 @@ def main() -> None:
     described.add_argument("paths", type=Path, help="JSON list of files")
     described.add_argument("out", type=Path)
     args = parser.parse_args()
+    problem = _problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     if args.command == "split":
         print(split(args.repeats))
     elif args.command == "compare":

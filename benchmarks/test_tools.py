@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,31 @@ def test_lookup_stages_answers_usage_and_missing_files_without_a_traceback(
         assert proc.returncode == 2 and proc.stderr.strip()
     if args and args != ["--help"]:
         assert proc.stderr.strip().splitlines() == [f"error: {tmp_path}/no-catalog does not exist"]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["split"], "cpu-uploads"),
+        (["compare", "{tmp}"], "holds no audiodup/ package"),
+        (["same-samples", "{tmp}"], "holds no audiodup/ package"),
+    ],
+)
+def test_decode_cost_says_what_is_missing_in_one_line(
+    args: list[str], said: str, tmp_path: Path
+) -> None:
+    """Without the uploads, or given a folder that is not a checkout (whose PYTHONPATH would let
+    the child import this checkout and compare it with itself), one line and exit 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.decode_cost", *[a.format(tmp=tmp_path) for a in args]],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AUDIODUP_BENCH_DATA": str(tmp_path / "empty")},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], proc.stderr
 
 
 def test_same_verdicts_counts_entries_that_differ_in_any_field(tmp_path) -> None:
