@@ -260,6 +260,10 @@ def test_the_api_records_decisions_by_scope_and_the_latest_wins(served) -> None:
     assert [d["decision"] for d in latest["decisions"] if d["upload_id"] == upload_id] == [
         "not_a_copy"
     ]
+    # logs and metrics name the route with its router's prefix, not the client's path
+    scraped = client.get("/metrics").text
+    assert 'method="POST",route="/v1/reviews/{upload_id}/decisions",status="201"' in scraped
+    assert f"/v1/reviews/{upload_id}/decisions" not in scraped
     everything = client.get("/v1/reviews/export?history=true", headers=bearer(key["review"]))
     assert len(json.loads(everything.text)["decisions"]) >= 2
     assert (
