@@ -27,10 +27,7 @@ import numpy as np
 
 def main(argv: list[str]) -> int:
     from audiodup.catalog import Catalog
-    from audiodup.fingerprint import fingerprint_hashes
-    from audiodup.hashes import KEY_BITS
-    from audiodup.match import candidate_works, chroma_candidates, lookup_hashes
-    from audiodup.screening import _verify, score_hashes
+    from audiodup.errors import AudiodupError
     from benchmarks.corpus import cache_dir
 
     parser = argparse.ArgumentParser(
@@ -45,16 +42,34 @@ def main(argv: list[str]) -> int:
         if not path.exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
-    corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    try:
+        prepared = pickle.loads(queries.read_bytes())
+        corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        print(f"error: cannot read the queries or the benchmark corpus: {exc}", file=sys.stderr)
+        return 2
     source = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
-    with Catalog.open(catalog_dir, create=False) as catalog:
+    try:
+        return _stages(Catalog.open(catalog_dir, create=False), prepared, source)
+    except AudiodupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _stages(catalog, prepared, source: dict[str, str]) -> int:
+    from audiodup.fingerprint import fingerprint_hashes
+    from audiodup.hashes import KEY_BITS
+    from audiodup.match import candidate_works, chroma_candidates, lookup_hashes
+    from audiodup.screening import _verify, score_hashes
+
+    with catalog:
         s = catalog.settings
         indexes = catalog.indexes()
         work_of = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
         n_works = int(indexes.live.sum())
         per_mean = s.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
         cap = int(max(s.min_bucket_cap, per_mean))
-        for q, fp in pickle.loads(queries.read_bytes()):
+        for q, fp in prepared:
             if q.role != "positive":
                 continue
             true = work_of.get(source[q.track_id])

@@ -54,6 +54,16 @@ def test_lookup_stages_answers_usage_and_missing_files_without_a_traceback(
         assert proc.returncode == 2 and "required" in proc.stderr
 
 
+@pytest.mark.parametrize("content", [b"", b"\xd0 not a pickle"])
+def test_lookup_stages_says_an_unreadable_query_file_in_one_line(
+    content: bytes, tmp_path: Path
+) -> None:
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(content)
+    line = _one_error_line(_run_tool("lookup_stages", str(tmp_path), str(queries)))
+    assert line.startswith("error: cannot read the queries")
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
