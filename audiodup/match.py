@@ -28,6 +28,8 @@ _LOG_TEMPO_STEP = 0.03
 _MAX_PITCH_SEMITONES = 12.5
 _PITCH_STEP_SEMITONES = 0.5
 _MAX_SECTION_GAP_S = 6.0
+TEMPO_CELL = 0.05  # log tempo: the coarse cells that rank candidate works
+PITCH_CELL_BINS = 1.5
 PATTERN_KEY_SCALE = 4096  # a hit's pattern is key * PATTERN_KEY_SCALE + query anchor bin
 
 
@@ -271,10 +273,7 @@ def _best_cells(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(work ids, support)``: each work's best cell on the tempo grid moved by ``shift``
     cells (a work may appear once per cell; :func:`candidate_works` keeps its best)."""
-    lt_bin = np.round(votes.log_tempo / 0.05 + shift).astype(np.int64)
-    pb_bin = np.round(votes.pitch_bins / 1.5).astype(np.int64)
-    offset = votes.ref_frame - np.exp((lt_bin - shift) * 0.05) * votes.query_frame
-    off_bin = np.floor(offset / frames_per_second).astype(np.int64)
+    lt_bin, pb_bin, off_bin = coarse_cells(votes, frames_per_second, shift)
     off_bin -= off_bin.min()
     n_off = int(off_bin.max()) + 1
     key = ((votes.work * 64 + lt_bin + 32) * 64 + pb_bin + 32) * n_off + off_bin
@@ -286,6 +285,23 @@ def _best_cells(
         support = np.bincount(inverse, weights=weights)
     eligible = counts >= min_support
     return cells[eligible] // (64 * 64 * n_off), support[eligible]
+
+
+def coarse_cells(
+    votes: HashVotes, frames_per_second: float, shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each vote's coarse cell ``(tempo, pitch, offset)`` as int64 bins: ``TEMPO_CELL`` of log
+    tempo on the grid moved by ``shift`` cells, ``PITCH_CELL_BINS`` of pitch, one second of
+    reference offset at the cell's tempo (:func:`cell_tempo`)."""
+    lt_bin = np.round(votes.log_tempo / TEMPO_CELL + shift).astype(np.int64)
+    pb_bin = np.round(votes.pitch_bins / PITCH_CELL_BINS).astype(np.int64)
+    offset = votes.ref_frame - cell_tempo(lt_bin, shift) * votes.query_frame
+    return lt_bin, pb_bin, np.floor(offset / frames_per_second).astype(np.int64)
+
+
+def cell_tempo(lt_bin, shift: float = 0.0):
+    """The tempo ratio at the centre of tempo cell(s) ``lt_bin`` of the grid moved by ``shift``."""
+    return np.exp((lt_bin - shift) * TEMPO_CELL)
 
 
 def rarity_weights(votes: HashVotes, bucket_sizes: np.ndarray) -> np.ndarray:

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .match import ChromaEvidence, HashEvidence
+from .match import (
+    PITCH_CELL_BINS,
+    ChromaEvidence,
+    HashEvidence,
+    HashVotes,
+    cell_tempo,
+    coarse_cells,
+)
 from .peaks import thin_peaks
 from .settings import Settings
 
@@ -69,6 +76,43 @@ def hash_alignment(evidence: HashEvidence, settings: Settings) -> Alignment:
     ref_centre = line.ref_start_frame + evidence.tempo_ratio * (centre - line.query_start_frame)
     pitch_bins = evidence.pitch_shift_semitones * (settings.bins_per_octave // 12)
     return Alignment(evidence.tempo_ratio, pitch_bins, centre, ref_centre)
+
+
+def cell_alignment(votes: HashVotes, work_id: int, settings: Settings) -> Alignment | None:
+    """The alignment of ``work_id``'s fullest coarse cell of a hash look-up (the cells that rank
+    candidates, :func:`audiodup.match.candidate_works`, on both tempo grids): the cell's tempo
+    and pitch, centred on the median upload and reference frames of its hits. A copy damaged
+    past a verifiable hash line (tempo + pitch + EQ + noise) can still rank first by a dozen
+    hits in the right cell; ``None`` when the work has no hit."""
+    mine = votes.work == work_id
+    if not mine.any():
+        return None
+    best: tuple[int, float, float, np.ndarray] | None = None
+    for shift in (0.0, 0.5):
+        cells = np.stack(coarse_cells(votes, settings.frames_per_second, shift))[:, mine]
+        unique, inverse, counts = np.unique(cells, axis=1, return_inverse=True, return_counts=True)
+        k = int(np.argmax(counts))
+        if best is None or counts[k] > best[0]:
+            tempo = float(cell_tempo(unique[0, k], shift))
+            best = (int(counts[k]), tempo, float(unique[1, k] * PITCH_CELL_BINS), inverse == k)
+    _, tempo, pitch_bins, in_cell = best
+    in_cell = in_cell.ravel()
+    query_centre = float(np.median(votes.query_frame[mine][in_cell]))
+    ref_centre = float(np.median(votes.ref_frame[mine][in_cell]))
+    return Alignment(tempo, pitch_bins, query_centre, ref_centre)
+
+
+def covers(checked: Alignment, lead: Alignment, settings: Settings) -> bool:
+    """Whether the check of ``checked`` already sweeps ``lead``: the same pitch (within a
+    semitone), a tempo within the swept span, and the same reference offset (within the swept
+    offset) at the lead's centre."""
+    fps = settings.frames_per_second
+    return (
+        abs(checked.pitch_bins - lead.pitch_bins) <= settings.bins_per_octave // 12
+        and abs(np.log(checked.tempo_ratio / lead.tempo_ratio)) <= settings.peak_check_tempo_span
+        and abs(checked.ref_frames(lead.query_centre) - lead.ref_centre)
+        <= settings.peak_check_offset_span_s * fps
+    )
 
 
 def chroma_alignments(evidence: ChromaEvidence, settings: Settings) -> list[Alignment]:

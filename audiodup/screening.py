@@ -43,9 +43,11 @@ from .peakcheck import (
     Alignment,
     PeakCheck,
     ReferencePeaks,
+    cell_alignment,
     check_alignment,
     chroma_alignments,
     confirms_recording,
+    covers,
     hash_alignment,
     reference_peaks,
 )
@@ -159,24 +161,35 @@ def hash_candidates(
     works were in competition (:func:`audiodup.verdict.hash_false_match_probability`); at
     most one per hit, however large the catalog. See :func:`verified_candidates`."""
     found = verified_candidates(query, indexes, settings, works, reference_hashes)
+    return verified_lines(found), competition_hits(found, indexes)
+
+
+def verified_lines(found: Candidates) -> dict[int, HashEvidence]:
+    """The candidates' verified hash evidence, best candidates first."""
+    return {c.work_id: c.evidence for c in found.candidates if c.evidence is not None}
+
+
+def competition_hits(found: Candidates, indexes: LoadedIndexes) -> np.ndarray:
+    """Every work's hits in competition (:func:`hits_in_competition`) for one look-up."""
     unseen = int(indexes.live.sum()) - len(found.hit_works)
-    hits = hits_in_competition(
+    return hits_in_competition(
         found.hit_works, found.hit_counts, found.candidates, unseen, found.unseen_hits
     )
-    return {c.work_id: c.evidence for c in found.candidates if c.evidence is not None}, hits
 
 
 @dataclass(frozen=True)
 class Candidate:
     """A candidate work of the hash look-up: its support (hits in its best coarse cell, weighted
-    by rarity when the look-up was sampled), its verified hash lines (``None``: none verified)
-    and, when the hit budget dropped keys, its hits from every usable key
-    (:func:`audiodup.match.work_votes`)."""
+    by rarity when the look-up was sampled), its verified hash lines (``None``: none verified),
+    when the hit budget dropped keys its hits from every usable key
+    (:func:`audiodup.match.work_votes`), and for the ``peak_check_cell_leads`` best the
+    alignment of its fullest coarse cell (:func:`audiodup.peakcheck.cell_alignment`)."""
 
     work_id: int
     support: float
     evidence: HashEvidence | None
     full_hits: int | None = None
+    lead: Alignment | None = None
 
 
 @dataclass(frozen=True)
@@ -226,19 +239,37 @@ def verified_candidates(
     grids = (0.0, 0.5) if sampled else (0.0,)
     ranked = candidate_works(votes, settings.candidate_works, fps, min_support, weights, grids)
     if not sampled:
-        candidates = [Candidate(w, n, _verify(votes, w, settings)) for w, n in ranked]
+        candidates = [
+            Candidate(w, n, _verify(votes, w, settings), lead=_lead(votes, w, rank, settings))
+            for rank, (w, n) in enumerate(ranked)
+        ]
         return Candidates(candidates, hit_works, counts.astype(np.float64))
     candidates = []
     keys = query_keys(hashes, found.usable)
     hashes_of = reference_hashes or stored_hashes(works.fingerprint, settings)
-    for work_id, support in ranked:
+    for rank, (work_id, support) in enumerate(ranked):
         reference = hashes_of(work_id)
         own = work_votes(hashes, keys, work_id, reference, settings.bins_per_semitone)
-        candidates.append(
-            Candidate(work_id, support, _verify(own, work_id, settings), len(own.work))
-        )
+        evidence = _verify(own, work_id, settings)
+        lead = _lead(own, work_id, rank, settings)
+        candidates.append(Candidate(work_id, support, evidence, len(own.work), lead))
     share = found.kept_share
     return Candidates(candidates, hit_works, counts / share, unseen_hits=1.0 / share)
+
+
+def _lead(votes: HashVotes, work_id: int, rank: int, settings: Settings) -> Alignment | None:
+    """The coarse-cell lead of the candidate ranked ``rank`` (none past the leading few)."""
+    if rank >= settings.peak_check_cell_leads:
+        return None
+    return cell_alignment(votes, work_id, settings)
+
+
+def cell_leads(candidates: list[Candidate], settings: Settings) -> list[tuple[int, Alignment]]:
+    """``(work_id, alignment)`` of the coarse-cell leads of the ``peak_check_cell_leads`` best
+    ``candidates`` (ranked as :func:`audiodup.match.candidate_order`; in a shard group's
+    candidates the catalog's best are among the group's best, so they carry their lead)."""
+    best = candidates[: settings.peak_check_cell_leads]
+    return [(c.work_id, c.lead) for c in best if c.lead is not None]
 
 
 def hits_in_competition(
@@ -396,11 +427,12 @@ def peak_checks(
     settings: Settings,
     reference: References,
     leads: Iterable[ChromaEvidence] = (),
+    cells: Iterable[tuple[int, Alignment]] = (),
 ) -> dict[int, PeakFinding]:
     """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
-    swept alignments ``leads``, :func:`swept_leads`): the best check per work, with the chroma
-    finding it came from."""
-    guesses = peak_guesses(hashed, chroma, settings, leads)
+    swept alignments ``leads``, :func:`swept_leads`, and the look-up's coarse cells ``cells``,
+    :func:`cell_leads`): the best check per work, with the chroma finding it came from."""
+    guesses = peak_guesses(hashed, chroma, settings, leads, cells)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
     return best_peak_checks(guesses, checks)
 
@@ -413,11 +445,14 @@ def peak_guesses(
     chroma: Iterable[ChromaFinding],
     settings: Settings,
     leads: Iterable[ChromaEvidence] = (),
+    cells: Iterable[tuple[int, Alignment]] = (),
 ) -> list[PeakGuess]:
     """The alignments worth a guided peak check: those of the strongest weak hash lines and of
     the chroma alignments similar enough, each with the chroma finding it came from, then those
-    of the swept ``leads`` (:func:`swept_leads`), which come from no finding: their checks
-    stand alone (:func:`audiodup.verdict.peak_false_match_probability`)."""
+    of the swept ``leads`` (:func:`swept_leads`) and of the look-up's coarse ``cells``
+    (:func:`cell_leads`) that no earlier guess of their work already sweeps (:func:`covers`).
+    These come from no finding: their checks stand alone
+    (:func:`audiodup.verdict.peak_false_match_probability`)."""
     guesses: list[PeakGuess] = []
     strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
     for e in strongest[: settings.peak_check_hash_candidates]:
@@ -430,6 +465,9 @@ def peak_guesses(
             guesses.extend((found.evidence.work_id, a, found) for a in alignments)
     for lead in leads:
         guesses.extend((lead.work_id, a, None) for a in chroma_alignments(lead, settings))
+    for work_id, cell in cells:
+        if not any(w == work_id and covers(a, cell, settings) for w, a, _ in guesses):
+            guesses.append((work_id, cell, None))
     return guesses
 
 
@@ -487,8 +525,9 @@ def gather_evidence(
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
     reference_hashes = reference_hashes or stored_hashes(reference, settings)
-    hashed, hits_per_work = hash_candidates(query, indexes, settings, works, reference_hashes)
-    hashes = score_hashes(hashed.values(), n_works, settings, hits_per_work)
+    found = verified_candidates(query, indexes, settings, works, reference_hashes)
+    hits_per_work = competition_hits(found, indexes)
+    hashes = score_hashes(verified_lines(found).values(), n_works, settings, hits_per_work)
     if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
         return Evidence(n_works, hashes)
     candidates = chroma_candidate_scales(query, indexes, settings)
@@ -497,7 +536,8 @@ def gather_evidence(
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
         leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
-    peaks = peak_checks(query, hashed, chroma, settings, reference, leads)
+    cells = cell_leads(found.candidates, settings)
+    peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
 
 

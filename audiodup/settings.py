@@ -174,6 +174,8 @@ class Settings:
     peak_check_min_rate: float = 0.3  # coincidences over upload peaks checked
     peak_check_chance_inflation: float = 2.0
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
+    # best look-up candidates whose fullest coarse cell leads a check (peakcheck.cell_alignment)
+    peak_check_cell_leads: int = 2
     peak_check_min_inliers: int = 4
     peak_check_min_chroma: float = 0.5
     duplicate_min_peaks: int = 16

@@ -53,6 +53,7 @@ from .screening import (
     _memo,
     aligned_chroma,
     best_peak_checks,
+    cell_leads,
     checked_guesses,
     hits_in_competition,
     look_again,
@@ -315,7 +316,7 @@ class ShardedScreening:
                 in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
                 leads = swept_leads(in_order, chroma, settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
-            guesses = peak_guesses(hashed, chroma, settings, leads)
+            guesses = peak_guesses(hashed, chroma, settings, leads, cell_leads(top, settings))
             checks = self._checks(specs, query_future, guesses)
             peaks = best_peak_checks(guesses, checks)
             return Evidence(n_works, hashes, tuple(chroma), peaks)
