@@ -288,14 +288,15 @@ def _best_cells(
 
 
 def coarse_cells(
-    votes: HashVotes, frames_per_second: float, shift: float = 0.0
+    votes: HashVotes, frames_per_second: float, shift: float = 0.0, rows: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each vote's coarse cell ``(tempo, pitch, offset)`` as int64 bins: ``TEMPO_CELL`` of log
     tempo on the grid moved by ``shift`` cells, ``PITCH_CELL_BINS`` of pitch, one second of
-    reference offset at the cell's tempo (:func:`cell_tempo`)."""
-    lt_bin = np.round(votes.log_tempo / TEMPO_CELL + shift).astype(np.int64)
-    pb_bin = np.round(votes.pitch_bins / PITCH_CELL_BINS).astype(np.int64)
-    offset = votes.ref_frame - cell_tempo(lt_bin, shift) * votes.query_frame
+    reference offset at the cell's tempo (:func:`cell_tempo`). ``rows``: those votes only."""
+    pick = slice(None) if rows is None else rows
+    lt_bin = np.round(votes.log_tempo[pick] / TEMPO_CELL + shift).astype(np.int64)
+    pb_bin = np.round(votes.pitch_bins[pick] / PITCH_CELL_BINS).astype(np.int64)
+    offset = votes.ref_frame[pick] - cell_tempo(lt_bin, shift) * votes.query_frame[pick]
     return lt_bin, pb_bin, np.floor(offset / frames_per_second).astype(np.int64)
 
 

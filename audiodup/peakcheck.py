@@ -84,12 +84,12 @@ def cell_alignment(votes: HashVotes, work_id: int, settings: Settings) -> Alignm
     and pitch, centred on the median upload and reference frames of its hits. A copy damaged
     past a verifiable hash line (tempo + pitch + EQ + noise) can still rank first by a dozen
     hits in the right cell; ``None`` when the work has no hit."""
-    mine = votes.work == work_id
-    if not mine.any():
+    mine = np.nonzero(votes.work == work_id)[0]
+    if len(mine) == 0:
         return None
     best: tuple[int, float, float, np.ndarray] | None = None
     for shift in (0.0, 0.5):
-        cells = np.stack(coarse_cells(votes, settings.frames_per_second, shift))[:, mine]
+        cells = np.stack(coarse_cells(votes, settings.frames_per_second, shift, mine))
         unique, inverse, counts = np.unique(cells, axis=1, return_inverse=True, return_counts=True)
         k = int(np.argmax(counts))
         if best is None or counts[k] > best[0]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +11,21 @@ import pytest
 from audiodup import Catalog, screening
 from audiodup.audio import load_audio
 from audiodup.fingerprint import fingerprint_audio
+from audiodup.match import HashVotes
 from audiodup.peakcheck import (
     Alignment,
     PeakCheck,
+    cell_alignment,
     check_alignment,
     coincidences,
     confirms_recording,
+    covers,
     reference_peaks,
 )
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS as S
+from audiodup.synth import synthesize_work
+from audiodup.verdict import decide
 
 UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 N_BINS = S.bins_per_octave * S.n_octaves
@@ -227,3 +233,152 @@ def test_a_recording_needs_both_floors(
         Alignment(1.0, 0.0, 0.0, 0.0), matched, checked, chance, 1.0, np.zeros(matched)
     )
     assert confirms_recording(check, S) is confirmed
+
+
+# -- the look-up's coarse cell as a lead (peakcheck.cell_alignment) ------------------------------
+def _votes(work, query_frame, ref_frame, log_tempo, pitch_bins) -> HashVotes:
+    n = len(work)
+    return HashVotes(
+        work=np.asarray(work, np.int64),
+        query_frame=np.asarray(query_frame, np.float64),
+        ref_frame=np.asarray(ref_frame, np.float64),
+        query_bin=np.full(n, 100.0),
+        ref_bin=np.full(n, 100.0),
+        query_span=np.full(n, 10.0),
+        ref_span=np.full(n, 10.0),
+        log_tempo=np.asarray(log_tempo, np.float64),
+        pitch_bins=np.asarray(pitch_bins, np.float64),
+        pattern=np.arange(n, dtype=np.int64),
+    )
+
+
+def test_a_cell_lead_takes_the_fullest_cell_of_its_work() -> None:
+    """Twelve hits of work 3 at tempo 0.93 and -1.5 semitones (a cell edge of one tempo grid,
+    inside a cell of the other) outvote chance hits of that work and a fuller cell of work 4."""
+    rng = np.random.default_rng(5)
+    tempo, pitch = 0.93, -1.5 * (S.bins_per_octave // 12)
+    q_real = np.sort(rng.uniform(100, 900, 12))
+    q_noise = rng.uniform(0, 1000, 30)
+    work = [3] * 12 + [3] * 30 + [4] * 40
+    query = np.r_[q_real, q_noise, rng.uniform(0, 1000, 40)]
+    ref = np.r_[
+        tempo * q_real + 2000 + rng.normal(0, 1, 12),
+        rng.uniform(0, 5000, 30),
+        0.5 * np.r_[rng.uniform(0, 1000, 40)] + 300,
+    ]
+    log_tempo = np.r_[np.log(tempo) + rng.normal(0, 0.004, 12), rng.uniform(-0.7, 0.7, 30)]
+    log_tempo = np.r_[log_tempo, np.full(40, np.log(0.5))]
+    pitch_bins = np.r_[np.full(12, pitch), rng.uniform(-30, 30, 30), np.zeros(40)]
+    votes = _votes(work, query, ref, log_tempo, pitch_bins)
+
+    lead = cell_alignment(votes, 3, S)
+    assert lead is not None
+    assert lead.tempo_ratio == pytest.approx(tempo, abs=0.03)
+    assert lead.pitch_bins == pytest.approx(pitch, abs=1.5)
+    assert lead.query_centre == pytest.approx(np.median(q_real), abs=100)
+    assert lead.ref_frames(lead.query_centre) == pytest.approx(
+        tempo * lead.query_centre + 2000, abs=S.frames_per_second
+    )
+    assert cell_alignment(votes, 5, S) is None  # no hit, no lead
+
+
+def test_a_cell_lead_already_swept_by_a_check_of_its_work_adds_no_check() -> None:
+    fps = S.frames_per_second
+    lead = Alignment(0.93, -3.0, 500.0, 2465.0)
+    assert covers(Alignment(0.95, -3.0, 400.0, 2372.0), lead, S)  # the same line, 2 % off
+    assert not covers(Alignment(0.997, -3.0, 500.0, 2465.0), lead, S)  # tempo 7 % off
+    assert not covers(Alignment(0.93, 9.0, 500.0, 2465.0), lead, S)  # another pitch
+    assert not covers(Alignment(0.93, -3.0, 500.0, 2465.0 + 3 * fps), lead, S)  # 3 s away
+    guesses = screening.peak_guesses({}, [], S, cells=[(3, lead), (4, lead)])
+    assert [(w, a) for w, a, _ in guesses] == [(3, lead), (4, lead)]
+
+
+CELLS_ONLY = dataclasses.replace(
+    S,
+    peak_check_hash_candidates=0,
+    peak_check_min_chroma=2.0,  # no chroma-led check: a similarity is at most 1
+    chroma_min_similarity=2.0,
+    chroma_sweep_all_tempos=False,
+    min_candidate_support=1,  # every look-up that hits anything leads a check
+)
+
+
+def _cells_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screening where a cell lead is the only way to a match: no hash line is verified and no
+    chroma alignment leads a check or matches."""
+    monkeypatch.setattr(screening, "_verify", lambda *_: None)
+
+
+def test_a_copy_without_a_verified_line_is_found_by_its_cell_lead(
+    catalog: Catalog, work_ids: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = UPLOADS_DIR / "stretch_0.80_work_01.ogg"
+    usual = catalog.screen(path).matches[0]
+    query = fingerprint_audio(load_audio(path, S), S, query=True)
+    _cells_only(monkeypatch)
+    found = screening.match_fingerprint(query, catalog.indexes(), CELLS_ONLY, catalog.store)
+    assert found and found[0].work_id == work_ids["work_01"] == usual.work_id
+    assert decide(found, CELLS_ONLY) == "duplicate"
+    assert found[0].tempo_ratio == pytest.approx(usual.tempo_ratio, rel=0.01)
+    assert found[0].pitch_shift_semitones == pytest.approx(usual.pitch_shift_semitones, abs=0.3)
+    assert found[0].matched_peaks >= S.duplicate_min_peaks
+    # and without cell leads nothing is left to find it
+    none = dataclasses.replace(CELLS_ONLY, peak_check_cell_leads=0)
+    assert screening.match_fingerprint(query, catalog.indexes(), none, catalog.store) == []
+
+
+def _chord_cover(audio: np.ndarray, sr: int) -> np.ndarray:
+    """A re-arrangement: the work's chords on its own beats, played by twelve sine tones whose
+    loudness follows its chroma, one octave, no drums: same harmony, another recording."""
+    import librosa
+
+    hop = 512
+    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=hop)
+    t = np.arange(len(audio)) / sr
+    frames = np.arange(chroma.shape[1]) * hop / sr
+    out = np.zeros(len(audio))
+    for k in range(12):
+        loud = np.interp(t, frames, chroma[k]) ** 2
+        out += loud * np.sin(2 * np.pi * 261.63 * 2 ** (k / 12) * t)
+    return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+def _chance_cases(folder: Path, catalog_audio: Path) -> list[Path]:
+    """Music in no catalog work: two unrelated pieces, a medley of two more, a short excerpt of
+    another, and a re-arrangement of a catalog work (:func:`_chord_cover`)."""
+    import soundfile as sf
+
+    sr = S.sample_rate_hz
+    medley = np.concatenate([synthesize_work(9201, 12.0, sr), synthesize_work(9202, 12.0, sr)])
+    cover = _chord_cover(load_audio(catalog_audio, S).samples, sr)
+    made = {
+        "medley.wav": medley,
+        "short_excerpt.wav": synthesize_work(9203, 30.0, sr)[5 * sr : 13 * sr],
+        "chord_cover.wav": cover,
+    }
+    for name, audio in made.items():
+        sf.write(folder / name, audio, sr)
+    return [UPLOADS_DIR / "unrelated_a.ogg", UPLOADS_DIR / "unrelated_b.ogg"] + [
+        folder / name for name in made
+    ]
+
+
+def test_chance_cases_stay_below_duplicate_when_cell_leads_are_all_there_is(
+    catalog: Catalog,
+    catalog_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unrelated music, a medley, a short excerpt and a re-arrangement: their look-ups still
+    rank some work first, whose fullest cell leads a check; none may make a duplicate, with the
+    cell leads alone or with every channel."""
+    uploads = _chance_cases(tmp_path, catalog_files["work_02"])
+    usual = {path.name: catalog.screen(path) for path in uploads}
+    _cells_only(monkeypatch)
+    for path in uploads:
+        query = fingerprint_audio(load_audio(path, S), S, query=True)
+        evidence = screening.gather_evidence(query, catalog.indexes(), CELLS_ONLY, catalog.store)
+        assert evidence.peaks, path.name  # its best candidates' cells were checked
+        found = screening.matches_from_evidence(evidence, query, CELLS_ONLY, catalog.store)
+        assert decide(found, CELLS_ONLY) != "duplicate", path.name
+        assert usual[path.name].verdict != "duplicate", path.name
