@@ -88,3 +88,25 @@ def fixture_sha256() -> dict[str, str]:
     """Decoded-audio sha256 of every fixture file (catalog and uploads), by path."""
     files = sorted(CATALOG_DIR.iterdir()) + sorted(UPLOADS_DIR.iterdir())
     return {str(p): load_audio(p).sha256 for p in files}
+
+
+def chance_music(folder: Path, seeds: tuple[int, int, int], sr: int) -> list[Path]:
+    """Music in no catalog work: the two unrelated fixture uploads, a medley of 12 s of two
+    synthetic pieces (``seeds[0]``, ``seeds[1]``) and an 8-s excerpt of a third."""
+    import numpy as np
+    import soundfile as sf
+
+    from audiodup.synth import synthesize_work
+
+    made = {
+        "medley.wav": np.concatenate(
+            [synthesize_work(seeds[0], 12.0, sr), synthesize_work(seeds[1], 12.0, sr)]
+        ),
+        "short_excerpt.wav": synthesize_work(seeds[2], 30.0, sr)[5 * sr : 13 * sr],
+    }
+    for name, audio in made.items():
+        sf.write(folder / name, audio.astype(np.float32), sr)
+    uploads = FIXTURES / "uploads"
+    return [uploads / "unrelated_a.ogg", uploads / "unrelated_b.ogg"] + [
+        folder / name for name in made
+    ]

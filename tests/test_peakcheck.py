@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import chance_music
 
 from audiodup import Catalog, screening
 from audiodup.audio import load_audio
@@ -24,7 +25,6 @@ from audiodup.peakcheck import (
 )
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS as S
-from audiodup.synth import synthesize_work
 from audiodup.verdict import decide
 
 UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
@@ -344,23 +344,14 @@ def _chord_cover(audio: np.ndarray, sr: int) -> np.ndarray:
 
 
 def _chance_cases(folder: Path, catalog_audio: Path) -> list[Path]:
-    """Music in no catalog work: two unrelated pieces, a medley of two more, a short excerpt of
-    another, and a re-arrangement of a catalog work (:func:`_chord_cover`)."""
+    """Music in no catalog work (:func:`conftest.chance_music`) and a re-arrangement of a
+    catalog work (:func:`_chord_cover`)."""
     import soundfile as sf
 
     sr = S.sample_rate_hz
-    medley = np.concatenate([synthesize_work(9201, 12.0, sr), synthesize_work(9202, 12.0, sr)])
-    cover = _chord_cover(load_audio(catalog_audio, S).samples, sr)
-    made = {
-        "medley.wav": medley,
-        "short_excerpt.wav": synthesize_work(9203, 30.0, sr)[5 * sr : 13 * sr],
-        "chord_cover.wav": cover,
-    }
-    for name, audio in made.items():
-        sf.write(folder / name, audio, sr)
-    return [UPLOADS_DIR / "unrelated_a.ogg", UPLOADS_DIR / "unrelated_b.ogg"] + [
-        folder / name for name in made
-    ]
+    cover = folder / "chord_cover.wav"
+    sf.write(cover, _chord_cover(load_audio(catalog_audio, S).samples, sr), sr)
+    return chance_music(folder, (9201, 9202, 9203), sr) + [cover]
 
 
 def test_chance_cases_stay_below_duplicate_when_cell_leads_are_all_there_is(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CATALOG_DIR
+from conftest import CATALOG_DIR, chance_music
 
 from audiodup import Catalog
 from audiodup.errors import ClusterError
@@ -56,16 +56,7 @@ def _write(path: Path, samples: np.ndarray) -> Path:
 def chance_uploads(tmp_path_factory) -> list[Path]:
     """Music that is in no catalog work: two unrelated pieces, a medley of short pieces of two
     more, and a short excerpt of another."""
-    folder = tmp_path_factory.mktemp("chance")
-    medley = np.concatenate(
-        [synthesize_work(9101, 12.0, SR), synthesize_work(9102, 12.0, SR)[: 12 * SR]]
-    )
-    return [
-        UPLOADS / "unrelated_a.ogg",
-        UPLOADS / "unrelated_b.ogg",
-        _write(folder / "medley.wav", medley),
-        _write(folder / "short_excerpt.wav", synthesize_work(9103, 30.0, SR)[5 * SR : 13 * SR]),
-    ]
+    return chance_music(tmp_path_factory.mktemp("chance"), (9101, 9102, 9103), SR)
 
 
 @pytest.fixture(scope="module")
