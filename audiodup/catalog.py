@@ -321,6 +321,13 @@ class Catalog:
         self.store.rebuild()
         self._indexes = None
 
+    def upgrade(self) -> int:
+        """Rewrite index files of an older layout in the current one, keeping every hit (see
+        :meth:`CatalogStore.pad_chroma_shards`); the number of shards rewritten."""
+        upgraded = self.store.pad_chroma_shards()
+        self._indexes = None
+        return upgraded
+
     def stats(self) -> CatalogStats:
         return self.store.stats()
 

@@ -71,12 +71,14 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     build_chroma,
     build_shard,
     chroma_dim,
+    chroma_index_dim,
     faiss_hash_index,
     ivf_lists,
     load_indexes,
     merge_sorted_hash_shards,
     new_chroma_index,
     pack_segment_ids,
+    padded_chroma_index,
     read_chroma_index,
     read_hash_shard,
     read_index,
@@ -1125,6 +1127,42 @@ class CatalogStore:
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
 
+    @reports_errors("upgrade")
+    def pad_chroma_shards(self) -> int:
+        """Rewrite the chroma files stored before their vectors were padded for FAISS's SIMD
+        scan (:func:`audiodup.index.padded_chroma_index`: the same lists, so the same hits), in
+        one transaction; the number of shards rewritten."""
+        with self._writing("upgrade"):
+            shards = self.db.execute("SELECT shard_id, chroma_file FROM shards").fetchall()
+            replaced = []
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for shard_id, chroma_file in shards:
+                    try:
+                        stored = read_index(self._shard_path(chroma_file), binary=False)
+                    except RuntimeError as exc:
+                        raise CatalogDamagedError(
+                            f"chroma shard {shard_id} is unreadable ({_first_line(exc)}); "
+                            "run 'audiodup index rebuild'"
+                        ) from None
+                    padded = padded_chroma_index(stored)
+                    if padded is None:
+                        continue
+                    name = f"c-{uuid.uuid4().hex[:12]}.faiss"
+                    self._put_file(name, write_index(padded, binary=False))
+                    self.db.execute(
+                        "UPDATE shards SET chroma_file = ? WHERE shard_id = ?", (name, shard_id)
+                    )
+                    replaced.append(chroma_file)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._abandon()
+                raise
+            for name in replaced:
+                (self.root / _SHARDS / name).unlink(missing_ok=True)
+            self._fold_log()
+            return len(replaced)
+
     @reports_errors("rebuild")
     def rebuild(self) -> None:
         """Regenerate every index file from the fingerprints stored in SQLite (recreating a
@@ -1455,6 +1493,12 @@ class CatalogStore:
             except (RuntimeError, OSError, CatalogError) as exc:
                 problems.append(f"shard {shard_id}: unreadable index ({_first_line(exc)})")
                 continue
+            dim = chroma_dim(self.settings)
+            if chroma.d not in (dim, chroma_index_dim(dim)):
+                problems.append(
+                    f"shard {shard_id}: chroma vectors of {chroma.d} columns, the recipe's have "
+                    f"{dim}"
+                )
             hashes = stored.index
             if isinstance(hashes, SortedHashShard):
                 if not sorted_ids_intact(hashes):

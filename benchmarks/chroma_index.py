@@ -30,6 +30,7 @@ from audiodup.index import (
     LoadedIndexes,
     new_chroma_index,
     pack_segment_ids,
+    padded_columns,
     reference_segments,
     set_nprobe,
     with_ids,
@@ -119,7 +120,7 @@ def main(
         own_name = f"audiodup's shard index (IVF{faiss.extract_index_ivf(own).nlist},SQ8)"
     except RuntimeError:
         own_name = "audiodup's shard index (SQ8)"
-    own.add_with_ids(vectors, ids)
+    own.add_with_ids(padded_columns(vectors, own.d), ids)
     variants = {own_name: own}
     variants["exact (Flat)"] = exact_or_factory("Flat", vectors, ids, settings.chroma_nprobe)
     for extra in factory or []:

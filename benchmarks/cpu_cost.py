@@ -733,14 +733,15 @@ def measure_screening(uploads: list[dict], catalog_dir: Path, repeats: int) -> l
 def side_by_side(
     roots: dict[str, Path],
     uploads: list[dict],
-    catalog_dir: Path,
+    catalogs: dict[str, Path],
     rounds: int,
     repeats: int,
     commits: dict[str, str],
 ) -> str:
     """``Catalog.screen`` CPU per upload of each code (``label -> checkout root``), each in its
-    own process, the codes taking turns ``rounds`` times so that both see the same load: per
-    upload the least of every run, then the median over the copies and over the clean uploads.
+    own process on its catalog (``label -> catalog``: the same one, or one a code rewrote),
+    the codes taking turns ``rounds`` times so that both see the same load: per upload the least
+    of every run, then the median over the copies and over the clean uploads.
     """
     best: dict[str, dict[str, float]] = {label: {} for label in roots}
     verdicts: dict[str, set[str]] = {label: set() for label in roots}
@@ -750,7 +751,7 @@ def side_by_side(
             for label, root in roots.items():
                 out = Path(tmp) / f"{label}-{turn}.json"
                 cmd = [sys.executable, str(Path(__file__).resolve()), "screen-child"]
-                cmd += ["--catalog", str(catalog_dir), "--json", str(out)]
+                cmd += ["--catalog", str(catalogs[label]), "--json", str(out)]
                 cmd += ["--repeats", str(repeats), "--uploads", json.dumps(uploads)]
                 env = {**os.environ, "PYTHONPATH": str(root)}
                 subprocess.run(cmd, env=env, check=True)
@@ -801,6 +802,9 @@ def main(argv: list[str] | None = None) -> None:
         help="Catalog.screen CPU per 4-min upload of two checkouts, taking turns (no CPU.md)",
     )
     both.add_argument("catalog", type=Path, help="a catalog both codes open (read only)")
+    both.add_argument(
+        "--after-catalog", type=Path, help="the catalog AFTER opens (default: CATALOG)"
+    )
     both.add_argument("before", type=Path, help="root of the older checkout")
     both.add_argument("--after", type=Path, default=REPO_ROOT, help="(default: this checkout)")
     both.add_argument("--before-commit", help="the commit BEFORE holds (default: asked of git)")
@@ -833,7 +837,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {_cpu_model()}, {os.cpu_count()} cores"
         )
         commits = {"before": args.before_commit or ""}
-        print(side_by_side(roots, uploads, args.catalog, args.rounds, args.repeats, commits))
+        catalogs = {"before": args.catalog, "after": args.after_catalog or args.catalog}
+        print(side_by_side(roots, uploads, catalogs, args.rounds, args.repeats, commits))
         return
 
     cache = _cache_dir(args.data)

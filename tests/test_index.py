@@ -113,6 +113,7 @@ class _Shard:
     def __init__(self, labels: np.ndarray):
         self.labels = labels
         self.ntotal = 10
+        self.d = 42
 
     def search(self, vectors: np.ndarray, k: int):
         sims = np.linspace(1, 0, self.labels.size, dtype=np.float32).reshape(self.labels.shape)

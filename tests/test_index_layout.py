@@ -37,6 +37,7 @@ from audiodup.index import (
     merge_sorted_hash_shards,
     new_chroma_index,
     pack_segment_ids,
+    padded_columns,
     read_chroma_index,
     read_hash_shard,
     read_index,
@@ -423,7 +424,7 @@ def chroma_file(tmp_path: Path, name: str, n_vectors: int) -> Path:
     rng = np.random.default_rng(n_vectors)
     vectors = rng.normal(size=(n_vectors, chroma_dim(DEFAULT_SETTINGS))).astype(np.float32)
     index = new_chroma_index(vectors, DEFAULT_SETTINGS)
-    index.add_with_ids(vectors, pack_segment_ids(1, n_vectors))
+    index.add_with_ids(padded_columns(vectors, index.d), pack_segment_ids(1, n_vectors))
     return write(tmp_path / name, write_index(index, binary=False))
 
 
