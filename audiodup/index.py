@@ -65,6 +65,7 @@ _CRC_CHUNK_ENTRIES = 1 << 20  # ids checksummed 8 MB at a time, so verify holds 
 _MERGE_CHUNK_KEYS = 1 << 13  # keys merged at a time: about 1/64 of the entries of the shards
 
 
+_BLAS_FROM_QUERIES = 4096
 _threads: int | None = None  # set_threads' count, applied when FAISS is first imported
 _threads_applied = False
 
@@ -83,6 +84,10 @@ def _faiss():
     global _threads_applied
     import faiss
 
+    # a look's few hundred query vectors against a shard's coarse centroids: FAISS's SIMD loop
+    # over them costs less than its BLAS product and heaps (0.65 against 1.12 CPU-ms per shard of
+    # 2,048 lists, 88 vectors of 48 columns; benchmarks/SCALING.md)
+    faiss.cvar.distance_compute_blas_threshold = _BLAS_FROM_QUERIES
     if _threads is not None and not _threads_applied:
         faiss.omp_set_num_threads(_threads)
         _threads_applied = True
