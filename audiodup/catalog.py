@@ -322,7 +322,7 @@ class Catalog:
         self._indexes = None
 
     def upgrade(self) -> int:
-        """Rewrite index files of an older layout in the current one, keeping every hit (see
+        """Rewrite index files of an older layout in the current one, keeping what they find (see
         :meth:`CatalogStore.pad_chroma_shards`); the number of shards rewritten."""
         upgraded = self.store.pad_chroma_shards()
         self._indexes = None

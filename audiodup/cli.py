@@ -362,7 +362,8 @@ def index_rebuild(db: DbOption = None) -> None:
 @index_app.command("upgrade")
 def index_upgrade(db: DbOption = None) -> None:
     """Rewrite chroma shards of an older layout so FAISS scans them with SIMD (about 2x faster),
-    keeping their lists: every search finds the same segments. Nothing to do prints 0."""
+    keeping their lists and codes: searches find the same segments (similarities equal to float
+    rounding, so only a tie at that level can order two differently). Nothing to do prints 0."""
     with _open(db, write=True) as catalog:
         upgraded = catalog.upgrade()
     out.print(f"upgraded: {upgraded} chroma shards")

@@ -1130,7 +1130,7 @@ class CatalogStore:
     @reports_errors("upgrade")
     def pad_chroma_shards(self) -> int:
         """Rewrite the chroma files stored before their vectors were padded for FAISS's SIMD
-        scan (:func:`audiodup.index.padded_chroma_index`: the same lists, so the same hits), in
+        scan (:func:`audiodup.index.padded_chroma_index`: the same lists and codes), in
         one transaction; the number of shards rewritten."""
         with self._writing("upgrade"):
             shards = self.db.execute("SELECT shard_id, chroma_file FROM shards").fetchall()
