@@ -539,8 +539,9 @@ def padded_chroma_index(index):
     inverted lists, coarse centroids, ids and codes (a zero byte per added column, which
     decodes to 0 as the column's trained range is empty). Its similarities equal the older
     ones to float rounding (the SIMD scan sums in another order; about 1e-6), so a search finds
-    the same segments but for ties at that level. For the 8-bit scalar-quantised shards the store writes (with inverted lists, or
-    exhaustive in an id map); None when there is nothing to pad or another index type."""
+    the same segments but for ties at that level. For the 8-bit scalar-quantised shards the
+    store writes (with inverted lists, or exhaustive in an id map); None when there is nothing
+    to pad or another index type."""
     faiss = _faiss()
     index = faiss.downcast_index(index)
     if isinstance(index, faiss.IndexIDMap2):
