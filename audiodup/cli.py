@@ -31,6 +31,7 @@ from .results import (
     uploads_document,
     works_document,
 )
+from .settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
 
 # Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
 # 2 an error (an input or work that could not be screened, a report that could not be
@@ -438,6 +439,18 @@ def screen(
             "4-5 s excerpts).",
         ),
     ] = False,
+    hit_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--hit-budget",
+            min=MIN_HIT_BUDGET,
+            max=MAX_HIT_BUDGET,
+            help="Hash hits one look-up keeps (default 300,000; it binds in catalogs of "
+            "thousands of works). More finds more hard copies for more CPU: at 10^5 works, "
+            "1,000,000 found 81 % of the hard variants instead of 75 %, search CPU p95 2.2 s "
+            "instead of 1.5 s.",
+        ),
+    ] = None,
 ) -> None:
     """Screen uploads against the catalog.
 
@@ -452,6 +465,7 @@ def screen(
     with _open(db) as catalog:
         if quick:
             catalog.settings = catalog.settings.without_further_looks()
+        catalog.settings = catalog.settings.with_hit_budget(hit_budget)
         with _sharded(catalog, dask, dask_timeout):
             verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:

@@ -428,3 +428,28 @@ def test_help_shows_the_catalog_default(command: list[str], monkeypatch, capsys)
     code, out, _ = run_main([*command, "--help"], monkeypatch, capsys)
     assert code == 0
     assert "$AUDIODUP_DB or ./audiodup-catalog" in out
+
+
+def test_screen_hit_budget_reaches_the_look_up_and_is_range_checked(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--hit-budget`` sets the budget the catalog screens with; a copy is still found and an
+    unrelated upload stays clean; a budget outside 10,000 to 100,000,000 is a usage error."""
+    budgets = []
+    real = Catalog.screen_many
+
+    def screen_many(self, *args, **kwargs):
+        budgets.append(self.settings.max_query_hits)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Catalog, "screen_many", screen_many)
+    copy, unrelated = UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "unrelated_a.ogg"
+    result = run("screen", "--db", catalog_copy, "--json", "--hit-budget", "20000", copy, unrelated)
+    assert result.exit_code == 1, result.output  # a duplicate, no suspect, no error
+    verdicts = [r["verdict"] for r in json.loads(result.output)["results"]]
+    assert verdicts == ["duplicate", "clean"]
+    assert budgets == [20_000]
+    for bad in ("9999", "100000001", "lots"):
+        refused = run("screen", "--db", catalog_copy, "--hit-budget", bad, copy)
+        assert refused.exit_code == 2
+    assert budgets == [20_000]  # refused before screening

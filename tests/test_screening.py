@@ -24,7 +24,7 @@ from audiodup.fingerprint import (
 from audiodup.hashes import pack_entry_ids
 from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.results import Match, Section, WorkInfo
-from audiodup.settings import Settings
+from audiodup.settings import DEFAULT_SETTINGS, MAX_HIT_BUDGET, MIN_HIT_BUDGET, Settings
 from audiodup.verdict import decide, score_from_probability
 
 
@@ -491,3 +491,33 @@ def test_a_works_best_peak_check_pays_for_every_check_tried_on_it() -> None:
     assert best[1].probability == pytest.approx(2e-10)
     assert best[2].checks_tried == 1 and best[2].probability == pytest.approx(1e-9)
     assert screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3)[3].probability == 1.0
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "medley"])
+def test_chance_stays_below_duplicate_with_the_largest_hit_budget(
+    large_catalog: LargeCatalog, upload: str
+) -> None:
+    """The budget an operator may raise to (``--hit-budget``, 10^8): the look-up is whole, and
+    unrelated music and a medley of two unrelated recordings still make no duplicate."""
+    s = large_catalog.catalog.settings.with_hit_budget(MAX_HIT_BUDGET)
+    rate = s.sample_rate_hz
+    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
+    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
+    piece = int(2.5 * rate)
+    samples = {
+        "unrelated_a": a,
+        "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
+    }[upload]
+    looks, matches = screen_large(large_catalog, audio_of(samples, large_catalog.catalog), s)
+    hashes = fingerprint_hashes(looks[0].query, s, query=True)
+    assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
+    assert decide(matches, s) != "duplicate"
+
+
+def test_the_hit_budget_is_range_checked() -> None:
+    s = DEFAULT_SETTINGS
+    assert s.with_hit_budget(None) is s
+    assert s.with_hit_budget(MIN_HIT_BUDGET).max_query_hits == MIN_HIT_BUDGET
+    for bad in (MIN_HIT_BUDGET - 1, MAX_HIT_BUDGET + 1):
+        with pytest.raises(ValueError, match="hit budget"):
+            s.with_hit_budget(bad)

@@ -15,6 +15,7 @@ from cli_runner import run_main  # noqa: E402
 
 from audiodup.service.auth import KeyFile, KeyFileError, RateLimiter  # noqa: E402
 from audiodup.service.config import ConfigError, ServiceConfig, load_config  # noqa: E402
+from audiodup.settings import DEFAULT_SETTINGS  # noqa: E402
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -237,3 +238,25 @@ def test_the_route_label_keeps_the_prefix_of_an_included_router() -> None:
     assert route_template({"route": export, "path": "/v1/reviews/export"}) == "/v1/reviews/export"
     assert route_template({"route": screen, "path": "/v1/screen"}) == "/v1/screen"
     assert route_template({"path": "/v1/reviews/%2e%2e/keys"}) == "<unmatched>"
+
+
+def test_hit_budget_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):
+    """``hit_budget`` sets the engine's look-up budget, as ``audiodup screen --hit-budget``;
+    outside 10,000 to 100,000,000 it is refused with the source named."""
+    from audiodup.service.engine import Engine
+
+    assert load_config(None, {"db": tmp_path}, environ={}).hit_budget is None
+    toml = _toml(tmp_path, "hit_budget = 1000000\n")
+    assert load_config(toml, {"db": tmp_path}, environ={}).hit_budget == 1_000_000
+    env = {"AUDIODUP_HIT_BUDGET": "2000000"}
+    assert load_config(toml, {"db": tmp_path}, environ=env).hit_budget == 2_000_000
+    for bad in ("hit_budget = 9999\n", "hit_budget = 100000001\n", 'hit_budget = "lots"\n'):
+        with pytest.raises(ConfigError, match="hit_budget must be"):
+            load_config(_toml(tmp_path, bad), {"db": tmp_path}, environ={})
+    config = load_config(None, {"db": pristine_catalog_dir, "hit_budget": 50_000}, environ={})
+    assert ServiceConfig.from_json(config.to_json()) == config
+    for budget, expected in ((None, DEFAULT_SETTINGS.max_query_hits), (50_000, 50_000)):
+        engine = Engine(dataclasses.replace(config, hit_budget=budget))
+        engine.open()
+        assert engine.catalog.settings.max_query_hits == expected
+        engine.close()

@@ -29,6 +29,7 @@ from typing import Any
 from ..catalog import DEFAULT_CATALOG
 from ..errors import AudiodupError
 from ..results import path_text, shown_text
+from ..settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
 
 ENV_PREFIX = "AUDIODUP_"
 # the config handed to uvicorn's worker processes (they import the app by name)
@@ -68,6 +69,8 @@ class ServiceConfig:
     # only the look at each upload as it is, as `audiodup screen --quick` (less CPU per clean
     # upload, fewer 2x stretches and 4-5 s excerpts found)
     quick: bool = False
+    # hash hits one look-up keeps (None: the default, 300,000), as `audiodup screen --hit-budget`
+    hit_budget: int | None = None
 
     @property
     def keys_path(self) -> Path:
@@ -101,6 +104,7 @@ _INTEGERS = (
     "top_k",
     "async_above_bytes",
     "max_queue",
+    "hit_budget",
 )
 
 
@@ -140,6 +144,9 @@ def _check(name: str, value: Any) -> Any:
     if name == "async_above_bytes":
         if value < 0:
             raise ValueError("must be 0 or more")
+    elif name == "hit_budget":
+        if not MIN_HIT_BUDGET <= value <= MAX_HIT_BUDGET:
+            raise ValueError(f"must be {MIN_HIT_BUDGET} to {MAX_HIT_BUDGET}")
     elif integer and value < 1:
         raise ValueError("must be at least 1")
     elif value <= 0:

@@ -81,6 +81,7 @@ class Engine:
         try:
             if self.config.quick:
                 catalog.settings = catalog.settings.without_further_looks()
+            catalog.settings = catalog.settings.with_hit_budget(self.config.hit_budget)
             with self.lock:
                 catalog.indexes()
                 if self._closed:  # the worker stopped while this was loading
