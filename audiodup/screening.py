@@ -140,6 +140,7 @@ def hash_lookup(hashes: TripletHashes, indexes: LoadedIndexes, settings: Setting
         int(max_hits),
         settings.max_query_hits,
         bins_per_semitone=settings.bins_per_semitone,
+        whole_up_to=settings.whole_lookup_hits,
     )
 
 

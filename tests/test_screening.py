@@ -373,7 +373,9 @@ def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
 ) -> None:
     """The budgeted look-up keeps a few % of the hits, among hundreds of distractors: it only
     ranks the works, and the copy's work, verified on all its hits, is a duplicate again."""
-    s = dataclasses.replace(large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET)
+    s = dataclasses.replace(
+        large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET, whole_lookup_hits=0
+    )
     query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
     hashes = fingerprint_hashes(query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 0.1
@@ -403,6 +405,7 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     s = dataclasses.replace(
         large_catalog.catalog.settings,
         max_query_hits=SMALL_BUDGET,
+        whole_lookup_hits=0,
         min_sampled_support=1,
         candidate_works=60,
     )
@@ -432,6 +435,7 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     s = dataclasses.replace(
         large_catalog.catalog.settings,
         max_query_hits=SMALL_BUDGET,
+        whole_lookup_hits=0,
         min_sampled_support=1,
         candidate_works=60,
     )

@@ -488,7 +488,11 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
     from audiodup.sharded import ShardedScreening
 
     settings = dataclasses.replace(
-        DEFAULT_SETTINGS, max_query_hits=300, min_sampled_support=1, candidate_works=3
+        DEFAULT_SETTINGS,
+        max_query_hits=300,
+        whole_lookup_hits=0,
+        min_sampled_support=1,
+        candidate_works=3,
     )
     uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
