@@ -121,24 +121,21 @@ def look_up(
     max_bucket_hits: int = 1 << 30,
     max_total_hits: int = 1 << 40,
     bins_per_semitone: int = DEFAULT_SETTINGS.bins_per_semitone,
-    whole_up_to: int = 0,
 ) -> HashLookup:
     """Exact-bucket look-ups of the query hashes in every hash shard.
 
     A key shared by more than ``max_bucket_hits`` catalog entries carries almost no information (a
     stop word) and would flood the vote with hits; such keys, and keys nobody has, are not looked
-    up at all. If the rest would still bring more than ``max_total_hits`` hits (and more than
-    ``whole_up_to``, below which the whole look-up costs less than verifying a sample's
-    candidates), the most common keys are dropped until they do not: the rarest keys carry the
-    most evidence per hit, and the cost of a search stays bounded as the catalog grows
-    (:func:`work_votes` gives the candidate works their dropped hits back). Hits implying a
-    pitch shift beyond +-12.5 semitones (``bins_per_semitone``: ``settings.bins_per_octave //
-    12``) are dropped."""
+    up at all. If the rest would still bring more than ``max_total_hits`` hits, the most common
+    keys are dropped until they do not: the rarest keys carry the most evidence per hit, and the
+    cost of a search stays bounded as the catalog grows (:func:`work_votes` gives the candidate
+    works their dropped hits back). Hits implying a pitch shift beyond +-12.5 semitones
+    (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
     size = indexes.bucket_sizes[query.keys]
     usable = (size > 0) & (size <= max_bucket_hits)
     wanted = usable.copy()
     total = int(size[usable].sum())
-    if total > max(max_total_hits, whole_up_to):
+    if total > max_total_hits:
         by_size = np.sort(size[usable])
         within = by_size[np.cumsum(by_size) <= max_total_hits]
         wanted &= size <= (within[-1] if len(within) else 0)

@@ -131,16 +131,16 @@ def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -
 
 def hash_lookup(hashes: TripletHashes, indexes: LoadedIndexes, settings: Settings) -> HashLookup:
     """:func:`audiodup.match.look_up` of the query ``hashes`` under the settings' stop-word cap
-    and hit budget."""
+    and hit budget (none in a catalog of at most ``whole_lookup_max_entries``)."""
     n_entries = indexes.n_hash_entries
     max_hits = max(settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS)
+    small = n_entries <= settings.whole_lookup_max_entries
     return look_up(
         hashes,
         indexes,
         int(max_hits),
-        settings.max_query_hits,
+        1 << 62 if small else settings.max_query_hits,
         bins_per_semitone=settings.bins_per_semitone,
-        whole_up_to=settings.whole_lookup_hits,
     )
 
 

@@ -133,10 +133,11 @@ class Settings:
     bucket_cap_per_mean: float = 200.0
     # at most this many hits per query: the most common keys go first (bounds latency at scale)
     max_query_hits: int = 300_000
-    # ... unless the whole look-up brings at most this many: in a small catalog (a 4-min upload
-    # at 113 works: 0.2-1.7 M hits per look) voting them all costs less than verifying the
-    # budget's 30 candidates from their stored fingerprints (benchmarks/CPU.md, 2026-12-01)
-    whole_lookup_hits: int = 2_000_000
+    # ... in a catalog of more hash entries than this (about 1,500 works): a smaller one is
+    # looked up whole, as voting every hit (a 4-min upload at 113 works: 0.2-1.7 M per look)
+    # costs less than verifying a sample's 30 candidates from their stored fingerprints
+    # (benchmarks/CPU.md, 2026-12-01)
+    whole_lookup_max_entries: int = 2_000_000
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

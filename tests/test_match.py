@@ -724,22 +724,3 @@ def test_best_chroma_works_equal_the_loop_over_every_hit(
     assert best_chroma_works(works, sims, scales, n_works) == chroma_works_by_loop(
         works, sims.astype(np.float64), scales, n_works
     )
-
-
-def test_a_look_up_below_the_whole_limit_is_not_sampled() -> None:
-    """``whole_up_to``: a look-up whose usable keys bring at most that many hits keeps them all,
-    whatever the budget; above it the budget applies as before."""
-    rng = np.random.default_rng(4)
-    works = {w: random_hashes(rng, 800, 4_000, 3_000) for w in range(1, 41)}
-    keys = np.concatenate([h.keys for h in works.values()]).astype(np.int64)
-    ids = np.concatenate([pack_entry_ids(w, h) for w, h in works.items()])
-    shard = sorted_hash_shard(keys, ids)
-    indexes = LoadedIndexes([shard], [], np.ones(41, bool), shard.bucket_sizes)
-    query = random_hashes(rng, 3_000, 4_000, 1_000)
-    whole = look_up(query, indexes, 1 << 30, 1 << 40)
-    total = int(indexes.bucket_sizes[query.keys][whole.usable].sum())
-    assert total > 2_000
-    kept = look_up(query, indexes, 1 << 30, 2_000, whole_up_to=total + 1)
-    assert kept.kept_share == 1.0 and np.array_equal(kept.votes.work, whole.votes.work)
-    sampled = look_up(query, indexes, 1 << 30, 2_000, whole_up_to=total // 2)
-    assert sampled.kept_share < 0.2

@@ -374,7 +374,7 @@ def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
     """The budgeted look-up keeps a few % of the hits, among hundreds of distractors: it only
     ranks the works, and the copy's work, verified on all its hits, is a duplicate again."""
     s = dataclasses.replace(
-        large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET, whole_lookup_hits=0
+        large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET, whole_lookup_max_entries=0
     )
     query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
     hashes = fingerprint_hashes(query, s, query=True)
@@ -405,7 +405,7 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     s = dataclasses.replace(
         large_catalog.catalog.settings,
         max_query_hits=SMALL_BUDGET,
-        whole_lookup_hits=0,
+        whole_lookup_max_entries=0,
         min_sampled_support=1,
         candidate_works=60,
     )
@@ -435,7 +435,7 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     s = dataclasses.replace(
         large_catalog.catalog.settings,
         max_query_hits=SMALL_BUDGET,
-        whole_lookup_hits=0,
+        whole_lookup_max_entries=0,
         min_sampled_support=1,
         candidate_works=60,
     )
@@ -525,3 +525,17 @@ def test_the_hit_budget_is_range_checked() -> None:
     for bad in (MIN_HIT_BUDGET - 1, MAX_HIT_BUDGET + 1):
         with pytest.raises(ValueError, match="hit budget"):
             s.with_hit_budget(bad)
+
+
+def test_a_small_catalog_is_looked_up_whole_past_the_budget(large_catalog: LargeCatalog) -> None:
+    """Up to ``whole_lookup_max_entries`` index entries a look-up keeps every hit, whatever the
+    budget (voting them costs less than verifying a sample's candidates); past it the budget
+    samples as before."""
+    s = dataclasses.replace(large_catalog.catalog.settings, max_query_hits=SMALL_BUDGET)
+    entries = large_catalog.indexes.n_hash_entries
+    assert entries <= s.whole_lookup_max_entries
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / "pitch_-3_work_03.ogg", s), s, query=True)
+    hashes = fingerprint_hashes(query, s, query=True)
+    assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
+    larger = dataclasses.replace(s, whole_lookup_max_entries=entries - 1)
+    assert screening.hash_lookup(hashes, large_catalog.indexes, larger).kept_share < 0.1

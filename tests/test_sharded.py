@@ -490,7 +490,7 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
     settings = dataclasses.replace(
         DEFAULT_SETTINGS,
         max_query_hits=300,
-        whole_lookup_hits=0,
+        whole_lookup_max_entries=0,
         min_sampled_support=1,
         candidate_works=3,
     )
