@@ -22,7 +22,6 @@ RECIPE_FORMAT = 1
 # Structural constants: layouts the code fixes, so they are not settings. The feature modules
 # take them from here and they are part of the hashed recipe material.
 PEAK_BIN_STEPS = 16  # stored peak frequencies are in 1/16 of a log bin
-MIN_HIT_BUDGET, MAX_HIT_BUDGET = 10_000, 100_000_000  # hits one look-up may keep
 CHROMA_LEVELS = 15  # stored chroma is quantised to 5 bits; alignment needs no more
 HASH_KEY_BITS = (5, 7)  # hash key: tempo-ratio cell, then each of the two frequency differences
 ENTRY_ID_BITS = (25, 18, 10, 10)  # hash entry id: work, anchor frame, anchor quarter bin, span
@@ -37,6 +36,9 @@ RECIPE_STRUCTURE = {
 # Catalogs made before the id was derived store this literal id; their settings JSON holds the
 # recipe fields of that time. Fields added since take these values (the constants of that time).
 LEGACY_RECIPES = {"audiodup-fp-2": {"chroma_coeffs": (7, 6)}}
+
+
+MIN_HIT_BUDGET, MAX_HIT_BUDGET = 10_000, 100_000_000  # an operator's max_query_hits
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,10 @@ class Settings:
 
     def with_hit_budget(self, hits: int | None) -> Settings:
         """These settings with ``max_query_hits`` = ``hits`` (None: unchanged): ``audiodup
-        screen --hit-budget``, the service's ``hit_budget``. In a large catalog a larger budget
-        finds more hard copies for more CPU (benchmarks/SCALING.md, hit budget section); the
-        chance model weighs the works by the share of hits kept, whatever the budget."""
+        screen --hit-budget``, the service's ``hit_budget``. It binds in a catalog of more than
+        ``whole_lookup_max_entries``, where a larger budget finds more hard copies for more CPU
+        (benchmarks/SCALING.md, hit budget section); the chance model weighs the works by the
+        share of hits kept, whatever the budget."""
         if hits is None:
             return self
         if not MIN_HIT_BUDGET <= hits <= MAX_HIT_BUDGET:
