@@ -395,6 +395,22 @@ def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
     assert matches[0].work_id == true_id and matches[0].relation == "same_recording"
 
 
+def chance_upload(upload: str, large: LargeCatalog, s: Settings) -> Audio:
+    """Unrelated music (``unrelated_a``, ``unrelated_b``), a 4-s excerpt of it (``excerpt_4s``)
+    or a medley of the two in 2.5-s pieces (``medley``)."""
+    rate = s.sample_rate_hz
+    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
+    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
+    piece = int(2.5 * rate)
+    samples = {
+        "unrelated_a": a,
+        "unrelated_b": b,
+        "excerpt_4s": a[len(a) // 3 : len(a) // 3 + 4 * rate],
+        "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
+    }[upload]
+    return audio_of(samples, large.catalog)
+
+
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
 def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     large_catalog: LargeCatalog, upload: str
@@ -409,17 +425,7 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
         min_sampled_support=1,
         candidate_works=60,
     )
-    rate = s.sample_rate_hz
-    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
-    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
-    piece = int(2.5 * rate)
-    samples = {
-        "unrelated_a": a,
-        "unrelated_b": b,
-        "excerpt_4s": a[len(a) // 3 : len(a) // 3 + 4 * rate],
-        "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
-    }[upload]
-    looks, matches = screen_large(large_catalog, audio_of(samples, large_catalog.catalog), s)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
     hashes = fingerprint_hashes(looks[0].query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 1.0
     assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
@@ -504,15 +510,7 @@ def test_chance_stays_below_duplicate_with_the_largest_hit_budget(
     """The budget an operator may raise to (``--hit-budget``, 10^8): the look-up is whole, and
     unrelated music and a medley of two unrelated recordings still make no duplicate."""
     s = large_catalog.catalog.settings.with_hit_budget(MAX_HIT_BUDGET)
-    rate = s.sample_rate_hz
-    a = load_audio(UPLOADS_DIR / "unrelated_a.ogg", s).samples
-    b = load_audio(UPLOADS_DIR / "unrelated_b.ogg", s).samples
-    piece = int(2.5 * rate)
-    samples = {
-        "unrelated_a": a,
-        "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
-    }[upload]
-    looks, matches = screen_large(large_catalog, audio_of(samples, large_catalog.catalog), s)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
     hashes = fingerprint_hashes(looks[0].query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
     assert decide(matches, s) != "duplicate"
