@@ -137,8 +137,8 @@ class Settings:
     max_query_hits: int = 300_000
     # ... in a catalog of more hash entries than this (about 1,500 works): a smaller one is
     # looked up whole, as voting every hit (a 4-min upload at 113 works: 0.2-1.7 M per look)
-    # costs less than verifying a sample's 30 candidates from their stored fingerprints
-    # (benchmarks/CPU.md, 2026-12-01)
+    # costs no more than verifying a sample's 30 candidates from their stored fingerprints, and
+    # its chance model counts every work's hits (benchmarks/CPU.md, 2026-12-01)
     whole_lookup_max_entries: int = 2_000_000
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3

@@ -195,3 +195,17 @@ def test_a_catalog_mixing_both_layouts_screens_as_either(
         screened = opened.screen(UPLOADS[0])
     assert screened.verdict == reference.verdict == "duplicate"
     assert [m.work_id for m in screened.matches] == [m.work_id for m in reference.matches]
+
+
+def test_verify_flags_a_chroma_shard_of_another_width(catalog_copy: Path) -> None:
+    (chroma,) = (catalog_copy / "shards").glob("c-*")
+    with Catalog.open(catalog_copy, create=False) as opened:
+        vectors = opened.indexes().chroma_shards[0].ntotal
+    other = faiss.IndexIDMap2(faiss.IndexFlatIP(40))
+    other.add_with_ids(np.zeros((vectors, 40), np.float32), np.arange(vectors, dtype=np.int64))
+    written = []
+    write_index(other, binary=False)(written.append)
+    chroma.write_bytes(b"".join(written))
+    with Catalog.open(catalog_copy, create=False) as opened:
+        problems = opened.verify()
+    assert any("chroma vectors of 40 columns, the recipe's have 42" in p for p in problems)
