@@ -386,10 +386,13 @@ class LoadedIndexes:
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""
         sims, labels = [], []
+        by_width: dict[int, np.ndarray] = {}  # the vectors padded once per shard width
         for shard in self.chroma_shards:
             if shard.ntotal == 0:
                 continue
-            d, i = shard.search(padded_columns(vectors, shard.d), min(k, shard.ntotal))
+            if shard.d not in by_width:
+                by_width[shard.d] = padded_columns(vectors, shard.d)
+            d, i = shard.search(by_width[shard.d], min(k, shard.ntotal))
             sims.append(d)
             labels.append(i)
         if not sims:
