@@ -503,16 +503,27 @@ def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):
     return inliers, a, b
 
 
-def chroma_candidates(
+@dataclass(frozen=True)
+class ChromaSearch:
+    """The nearest catalog segments of the query's segment vectors, hit by hit in search order
+    (row by row, each row's hits in shard order)."""
+
+    rows: np.ndarray  # int64: the query vector of each hit
+    work_ids: np.ndarray  # int64
+    similarities: np.ndarray  # float32
+    scales: np.ndarray  # float64: the query vector's time scale
+
+
+def search_chroma_segments(
     query: Fingerprint, indexes: LoadedIndexes, settings: Settings
-) -> list[tuple[int, float, float]]:
-    """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale."""
+) -> ChromaSearch | None:
+    """The chroma index's nearest segments of the query's segment vectors at every scale of
+    the tempo grid (None: no chroma index, or a query too short for a segment)."""
     if not indexes.has_chroma:
-        return []
-    scales = _scale_grid(settings)
+        return None
     vectors, scale_of = [], []
     duration_s = len(query.chroma) / settings.chroma_fps
-    for scale in scales:
+    for scale in _scale_grid(settings):
         length_s = settings.segment_s * scale
         hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 3)
         v, _ = segment_vectors(
@@ -527,19 +538,60 @@ def chroma_candidates(
         vectors.append(v)
         scale_of.append(np.full(len(v), scale))
     if not vectors or sum(len(v) for v in vectors) == 0:
-        return []
+        return None
     vectors = np.concatenate(vectors)
     scale_of = np.concatenate(scale_of)
     hits = indexes.search_chroma(vectors, k=8)
     if hits is None:
-        return []
-    rows, cols = np.nonzero(hits.valid)  # row by row, each row's hits in shard order
-    return best_chroma_works(
+        return None
+    rows, cols = np.nonzero(hits.valid)
+    return ChromaSearch(
+        rows.astype(np.int64),
         hits.work_ids[rows, cols],
         hits.similarities[rows, cols],
         scale_of[rows],
-        settings.chroma_candidates,
     )
+
+
+def chroma_candidates(
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    search: ChromaSearch | None = None,
+) -> list[tuple[int, float, float]]:
+    """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale
+    (``search``: :func:`search_chroma_segments` of the query, when the caller made it)."""
+    search = search or search_chroma_segments(query, indexes, settings)
+    if search is None:
+        return []
+    return best_chroma_works(
+        search.work_ids, search.similarities, search.scales, settings.chroma_candidates
+    )
+
+
+def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
+    """The ``n_works`` works that the most query segment vectors of one time scale find, then by
+    best similarity, then in order of appearance.
+
+    In a large catalog every query vector finds some segment about as similar as a copy's
+    (0.985-0.99 at 10^4 works), so a work's best similarity ranks a copy's work by chance. A
+    copy's work is found by many of the query's vectors, and at the scale of the copy's tempo; a
+    chance neighbour by a vector or two, at any scale. (The 160 scaling queries at 10^4 works: a
+    hard copy's work among the first 8 on its best look for 92 of 110 by votes at one scale, 83
+    by votes at any scale, 62 by best similarity; ``benchmarks/SCALING.md``.)"""
+    if search is None or len(search.work_ids) == 0 or n_works <= 0:
+        return []
+    works, first_seen, work_of = np.unique(search.work_ids, return_index=True, return_inverse=True)
+    _, scale_of = np.unique(search.scales, return_inverse=True)
+    n_rows, n_scales = int(search.rows.max()) + 1, int(scale_of.max()) + 1
+    # one vote per (work, scale, query vector): a vector's several hits on a work count once
+    cell = work_of.astype(np.int64) * n_scales + scale_of
+    voted_cells = np.unique(cell * n_rows + search.rows) // n_rows
+    votes = np.bincount(voted_cells, minlength=len(works) * n_scales).reshape(len(works), -1)
+    best = np.full(len(works), -np.inf)
+    np.maximum.at(best, work_of, search.similarities.astype(np.float64))
+    ranked = np.lexsort((first_seen, -best, -votes.max(axis=1)))[:n_works]
+    return [int(works[i]) for i in ranked]
 
 
 def best_chroma_works(

@@ -27,15 +27,19 @@ from .hashes import KEY_BITS, TripletHashes
 from .index import LoadedIndexes
 from .match import (
     ChromaEvidence,
+    ChromaSearch,
     HashEvidence,
     HashLookup,
     HashVotes,
+    QueryKeys,
     align_chroma,
     candidate_works,
     chroma_candidates,
+    chroma_voted_works,
     look_up,
     query_keys,
     rarity_weights,
+    search_chroma_segments,
     verify_hashes,
     work_votes,
 )
@@ -132,16 +136,20 @@ def hash_votes(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -
 def hash_lookup(hashes: TripletHashes, indexes: LoadedIndexes, settings: Settings) -> HashLookup:
     """:func:`audiodup.match.look_up` of the query ``hashes`` under the settings' stop-word cap
     and hit budget (none in a catalog of at most ``whole_lookup_max_entries``)."""
-    n_entries = indexes.n_hash_entries
-    max_hits = max(settings.min_bucket_cap, settings.bucket_cap_per_mean * n_entries / 2**KEY_BITS)
-    small = n_entries <= settings.whole_lookup_max_entries
+    small = indexes.n_hash_entries <= settings.whole_lookup_max_entries
     return look_up(
         hashes,
         indexes,
-        int(max_hits),
+        _max_bucket_hits(indexes, settings),
         1 << 62 if small else settings.max_query_hits,
         bins_per_semitone=settings.bins_per_semitone,
     )
+
+
+def _max_bucket_hits(indexes: LoadedIndexes, settings: Settings) -> int:
+    """The stop-word cap: keys of more entries than this are not looked up."""
+    per_mean = settings.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
+    return int(max(settings.min_bucket_cap, per_mean))
 
 
 def hash_evidence(
@@ -212,6 +220,7 @@ def verified_candidates(
     settings: Settings,
     works: WorkSource | None = None,
     reference_hashes: ReferenceHashes | None = None,
+    query_hashes: TripletHashes | None = None,
 ) -> Candidates:
     """The ``settings.candidate_works`` best candidate works
     (:func:`audiodup.match.candidate_works`) with their verified hash lines.
@@ -225,8 +234,9 @@ def verified_candidates(
     sample missed as if it had got one hit), so that the chance model weighs every work as the
     whole look-up would have. Without ``works`` the candidates are verified on the sample's hits
     alone, as before this existed. ``reference_hashes``: the candidates' hashes, when the caller
-    keeps them (:func:`stored_hashes`; by default made from ``works``)."""
-    hashes = fingerprint_hashes(query, settings, query=True)
+    keeps them (:func:`stored_hashes`; by default made from ``works``); ``query_hashes``: the
+    query's, when the caller made them."""
+    hashes = query_hashes or fingerprint_hashes(query, settings, query=True)
     found = hash_lookup(hashes, indexes, settings)
     votes = found.votes
     hit_works, counts = np.unique(votes.work, return_counts=True)
@@ -249,13 +259,77 @@ def verified_candidates(
     keys = query_keys(hashes, found.usable)
     hashes_of = reference_hashes or stored_hashes(works.fingerprint, settings)
     for rank, (work_id, support) in enumerate(ranked):
-        reference = hashes_of(work_id)
-        own = work_votes(hashes, keys, work_id, reference, settings.bins_per_semitone)
-        evidence = _verify(own, work_id, settings)
-        lead = _lead(own, work_id, rank, settings)
-        candidates.append(Candidate(work_id, support, evidence, len(own.work), lead))
+        candidates.append(_verified_work(hashes, keys, work_id, hashes_of, support, rank, settings))
     share = found.kept_share
     return Candidates(candidates, hit_works, counts / share, unseen_hits=1.0 / share)
+
+
+def _verified_work(
+    hashes: TripletHashes,
+    keys: QueryKeys,
+    work_id: int,
+    hashes_of: ReferenceHashes,
+    support: float,
+    rank: int,
+    settings: Settings,
+) -> Candidate:
+    """A candidate verified on all of its hits, made from its stored fingerprint."""
+    own = work_votes(hashes, keys, work_id, hashes_of(work_id), settings.bins_per_semitone)
+    evidence = _verify(own, work_id, settings)
+    return Candidate(work_id, support, evidence, len(own.work), _lead(own, work_id, rank, settings))
+
+
+def chroma_voted_candidates(
+    query_hashes: TripletHashes,
+    found: Candidates,
+    search: ChromaSearch | None,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    hashes_of: ReferenceHashes,
+) -> Candidates:
+    """``found`` and, after its own, the works of :func:`audiodup.match.chroma_voted_works`
+    it lacks, each verified on all of its hits as a sampled look-up's candidates are
+    (:func:`chroma_voted_works_verified`); ``found`` itself when its look-up was whole (every
+    work's hits were counted, so the works that could hold a line are among its candidates).
+
+    Which works get verified does not enter the chance model: each line is weighed against the
+    hits of every work in competition (:func:`audiodup.verdict.hash_false_match_probability`),
+    the added works at their full hits like any candidate."""
+    if found.unseen_hits <= 0:
+        return found
+    have = {c.work_id for c in found.candidates}
+    extra = [w for w in chroma_voted_works(search, settings.chroma_voted_works) if w not in have]
+    if not extra:
+        return found
+    added = chroma_voted_works_verified(query_hashes, extra, indexes, settings, hashes_of)
+    return with_candidates(found, added)
+
+
+def chroma_voted_works_verified(
+    query_hashes: TripletHashes,
+    work_ids: list[int],
+    indexes: LoadedIndexes,
+    settings: Settings,
+    hashes_of: ReferenceHashes,
+) -> list[Candidate]:
+    """Each of ``work_ids`` verified on all of its hits of the usable query hashes (as
+    :func:`hash_lookup` counts them usable), ranked after every sampled candidate."""
+    size = indexes.bucket_sizes[query_hashes.keys]
+    usable = (size > 0) & (size <= _max_bucket_hits(indexes, settings))
+    keys = query_keys(query_hashes, usable)
+    rank = settings.candidate_works  # past the cell leads: these come from no coarse cell
+    return [_verified_work(query_hashes, keys, w, hashes_of, 0.0, rank, settings) for w in work_ids]
+
+
+def with_candidates(found: Candidates, extra: list[Candidate]) -> Candidates:
+    """``found`` with ``extra`` candidates after its own; a work the sampled look-up gave no
+    hit joins the hit works at the estimate it had as an unseen one (replaced by its full hits
+    in competition, :func:`hits_in_competition`)."""
+    ids = np.array([c.work_id for c in extra], dtype=np.int64)
+    missing = ids[~np.isin(ids, found.hit_works)]
+    hit_works = np.concatenate([found.hit_works, missing])
+    hit_counts = np.concatenate([found.hit_counts, np.full(len(missing), found.unseen_hits)])
+    return Candidates(found.candidates + extra, hit_works, hit_counts, found.unseen_hits)
 
 
 def _lead(votes: HashVotes, work_id: int, rank: int, settings: Settings) -> Alignment | None:
@@ -330,11 +404,15 @@ def chroma_evidence(
 
 
 def chroma_candidate_scales(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    search: ChromaSearch | None = None,
 ) -> list[tuple[int, float]]:
     """``(work_id, time_scale)`` of the chroma candidates
-    (:func:`audiodup.match.chroma_candidates`)."""
-    return [(work_id, scale) for work_id, _, scale in chroma_candidates(query, indexes, settings)]
+    (:func:`audiodup.match.chroma_candidates`; of ``search`` when the caller made it)."""
+    found = chroma_candidates(query, indexes, settings, search)
+    return [(work_id, scale) for work_id, _, scale in found]
 
 
 def aligned_chroma(
@@ -526,12 +604,25 @@ def gather_evidence(
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
     reference_hashes = reference_hashes or stored_hashes(reference, settings)
-    found = verified_candidates(query, indexes, settings, works, reference_hashes)
-    hits_per_work = competition_hits(found, indexes)
-    hashes = score_hashes(verified_lines(found).values(), n_works, settings, hits_per_work)
-    if any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()):
+    query_hashes = fingerprint_hashes(query, settings, query=True)
+    found = verified_candidates(query, indexes, settings, works, reference_hashes, query_hashes)
+    hashes = score_hashes(
+        verified_lines(found).values(), n_works, settings, competition_hits(found, indexes)
+    )
+    if decisive(hashes, settings):
         return Evidence(n_works, hashes)
-    candidates = chroma_candidate_scales(query, indexes, settings)
+    search = search_chroma_segments(query, indexes, settings)
+    voted = chroma_voted_candidates(
+        query_hashes, found, search, indexes, settings, reference_hashes
+    )
+    if voted is not found:
+        found = voted
+        hashes = score_hashes(
+            verified_lines(found).values(), n_works, settings, competition_hits(found, indexes)
+        )
+        if decisive(hashes, settings):
+            return Evidence(n_works, hashes)
+    candidates = chroma_candidate_scales(query, indexes, settings, search)
     chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
@@ -540,6 +631,11 @@ def gather_evidence(
     cells = cell_leads(found.candidates, settings)
     peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
+
+
+def decisive(hashes: dict[int, HashFinding], settings: Settings) -> bool:
+    """Whether a hash line alone decides the look (the chroma and peak checks are skipped)."""
+    return any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values())
 
 
 # -- combine -------------------------------------------------------------------------------------

@@ -140,6 +140,11 @@ class Settings:
     # costs no more than verifying a sample's 30 candidates from their stored fingerprints, and
     # its chance model counts every work's hits (benchmarks/CPU.md, 2026-12-01)
     whole_lookup_max_entries: int = 2_000_000
+    # a sampled look-up's candidates miss a hard copy's work when the budget left it too few hits
+    # to rank (a slowed and reverberated copy at 10^4 works: 64 of 141,348 sampled hits): the
+    # works most of the query's chroma segments find are verified on all their hits as well
+    # (screening.chroma_voted_candidates; none in a catalog looked up whole)
+    chroma_voted_works: int = 8
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

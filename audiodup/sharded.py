@@ -5,7 +5,7 @@ keeps work ``w`` in group ``w % N``, and every shard within one group. Each grou
 opened once by the Dask worker that first screens against them and kept there (keyed by the
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
-A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to five
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to six
 rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
@@ -17,7 +17,11 @@ rounds, each sent to every group at once and gathered with a bounded wait:
    chance background of all candidates, the kept candidates' full hits in competition). A
    decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
-   in shard order, as one process would see them, and ranks the chroma candidates.
+   in shard order, as one process would see them, and ranks the chroma candidates. When the
+   look-up was a sample, the works most query segments found that are not candidates yet are
+   verified on all their hits by the groups that hold them (one more round) and join the
+   candidates in vote order (:func:`audiodup.screening.chroma_voted_candidates`); a decisive
+   line ends here.
 3. **chroma alignment** of those candidates, each in its own group; scored by the client. On
    the look as it is, their alignments over the whole tempo range too (one more round), from
    which the client picks the swept leads.
@@ -40,30 +44,37 @@ import numpy as np
 
 from . import dask_client
 from .errors import CatalogError
-from .fingerprint import Fingerprint
+from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
-from .match import ChromaEvidence, candidate_order, chroma_candidates
+from .match import ChromaEvidence, candidate_order, chroma_voted_works, search_chroma_segments
 from .peakcheck import Alignment, PeakCheck
 from .results import Match
 from .screening import (
     Candidate,
     Candidates,
     Evidence,
+    HashFinding,
     View,
     _memo,
     aligned_chroma,
     best_peak_checks,
     cell_leads,
     checked_guesses,
+    chroma_candidate_scales,
+    chroma_voted_works_verified,
+    decisive,
     hits_in_competition,
     look_again,
     matches_from_looks,
     peak_guesses,
     score_chroma,
     score_hashes,
+    stored_hashes,
     swept_chroma,
     swept_leads,
     verified_candidates,
+    verified_lines,
+    with_candidates,
 )
 from .settings import Settings
 from .store import CatalogStore
@@ -180,6 +191,22 @@ def group_hashes(spec: GroupSpec, totals: CatalogTotals, query: Fingerprint) -> 
     return verified_candidates(query, group.screened(totals), spec.settings, group)
 
 
+def group_voted_works(
+    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, items: list[tuple[int]]
+) -> list[Candidate]:
+    """The group's chroma-voted works (``items``: ``(work_id,)``) verified on all their hits
+    (:func:`audiodup.screening.chroma_voted_works_verified`), in order."""
+    group = open_group(spec)
+    settings = spec.settings
+    return chroma_voted_works_verified(
+        fingerprint_hashes(query, settings, query=True),
+        [work_id for (work_id,) in items],
+        group.screened(totals),
+        settings,
+        stored_hashes(_memo(group.fingerprint), settings),
+    )
+
+
 def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tuple[int, ChromaHits]]:
     """``(shard_id, hits)`` of each of the group's chroma shards that holds segments."""
     group = open_group(spec)
@@ -218,6 +245,19 @@ def group_peak_checks(
 
 
 # -- on the client -------------------------------------------------------------------------------
+def _scored(found: Candidates, n_works: int, settings: Settings) -> dict[int, HashFinding]:
+    """The candidates' lines scored over the whole catalog, as one process scores them
+    (:func:`audiodup.screening.competition_hits`, :func:`audiodup.screening.score_hashes`)."""
+    hit_counts = hits_in_competition(
+        found.hit_works,
+        found.hit_counts,
+        found.candidates,
+        n_works - len(found.hit_works),
+        found.unseen_hits,
+    )
+    return score_hashes(verified_lines(found).values(), n_works, settings, hit_counts)
+
+
 class ShardedScreening:
     """Screens queries against a split catalog's shard groups on a Dask cluster.
 
@@ -280,26 +320,25 @@ class ShardedScreening:
         n_works = max(totals.n_works, 1)
         query_future = self._scatter(query)
         try:
-            found = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
-            top = self._top_candidates(found)
-            hit_works = np.concatenate([part.hit_works for part in found])  # apart by group
-            hit_counts = hits_in_competition(
-                hit_works,
-                np.concatenate([part.hit_counts for part in found]),
-                top,
-                n_works - len(hit_works),
-                max((part.unseen_hits for part in found), default=0.0),  # same in every group
+            parts = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
+            found = Candidates(
+                self._top_candidates(parts),
+                np.concatenate([part.hit_works for part in parts]),  # apart by group
+                np.concatenate([part.hit_counts for part in parts]),
+                max((part.unseen_hits for part in parts), default=0.0),  # same in every group
             )
-            evidence = [c.evidence for c in top if c.evidence is not None]
-            hashes = score_hashes(evidence, n_works, settings, hit_counts)
-            if any(
-                f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values()
-            ):
+            hashes = _scored(found, n_works, settings)
+            if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, totals.has_chroma)
-            candidates = [
-                (w, scale) for w, _, scale in chroma_candidates(query, chroma_search, settings)
-            ]
+            search = search_chroma_segments(query, chroma_search, settings)
+            extra = self._voted(specs, totals_future, query_future, found, search)
+            if extra:
+                found = with_candidates(found, extra)
+                hashes = _scored(found, n_works, settings)
+                if decisive(hashes, settings):
+                    return Evidence(n_works, hashes)
+            candidates = chroma_candidate_scales(query, chroma_search, settings, search)
             aligned = self._per_work(
                 specs, group_alignments, query_future, candidates, "alignments"
             )
@@ -316,12 +355,35 @@ class ShardedScreening:
                 in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
                 leads = swept_leads(in_order, chroma, settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
-            guesses = peak_guesses(hashed, chroma, settings, leads, cell_leads(top, settings))
+            cells = cell_leads(found.candidates, settings)
+            guesses = peak_guesses(hashed, chroma, settings, leads, cells)
             checks = self._checks(specs, query_future, guesses)
             peaks = best_peak_checks(guesses, checks)
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()
+
+    def _voted(
+        self, specs, totals_future, query_future, found: Candidates, search
+    ) -> list[Candidate]:
+        """The chroma-voted works ``found`` lacks, verified by their groups, in vote order
+        (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
+        look-up was whole."""
+        if found.unseen_hits <= 0:
+            return []
+        have = {c.work_id for c in found.candidates}
+        voted = chroma_voted_works(search, self.settings.chroma_voted_works)
+        items = [(w,) for w in voted if w not in have]
+        parts = self._by_group(specs, items)
+        busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
+        futures = [
+            self._submit(
+                group_voted_works, spec, totals_future, query_future, part, group=spec.group
+            )
+            for spec, part in busy
+        ]
+        verified = {c.work_id: c for part in self._gather(futures, "voted works") for c in part}
+        return [verified[w] for (w,) in items]
 
     def _top_candidates(self, found: list[Candidates]) -> list[Candidate]:
         """The ``candidate_works`` best candidates over all groups, in the order one process

@@ -537,3 +537,92 @@ def test_a_small_catalog_is_looked_up_whole_past_the_budget(large_catalog: Large
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
     larger = dataclasses.replace(s, whole_lookup_max_entries=entries - 1)
     assert screening.hash_lookup(hashes, large_catalog.indexes, larger).kept_share < 0.1
+
+
+# -- chroma-voted candidates ---------------------------------------------------------------------
+def test_chroma_votes_rank_works_by_the_query_vectors_that_find_them() -> None:
+    """A work found by many query vectors of one time scale ranks before one found once at a
+    higher similarity, and before one found by as many vectors spread over scales; a vector's
+    several hits on one work count once; ties go to the best similarity, then to the order of
+    appearance."""
+    from audiodup.match import ChromaSearch, chroma_voted_works
+
+    rows = np.array([0, 0, 0, 1, 1, 2, 2, 3, 4, 5, 6])
+    works = np.array([7, 7, 9, 7, 5, 7, 4, 6, 8, 8, 8])
+    sims = np.array([0.95, 0.96, 0.99, 0.94, 0.97, 0.93, 0.97, 0.97, 0.9, 0.9, 0.9], np.float32)
+    scales = np.array([1.0] * 8 + [0.5, 0.7, 0.9])
+    search = ChromaSearch(rows, works, sims, scales)
+    assert chroma_voted_works(search, 10) == [7, 9, 5, 4, 6, 8]
+    assert chroma_voted_works(search, 2) == [7, 9]
+    assert chroma_voted_works(None, 8) == [] and chroma_voted_works(search, 0) == []
+
+
+def test_a_voted_work_without_sampled_hits_competes_at_its_full_hits() -> None:
+    """A chroma-voted work the sample gave no hit joins the hit works at the unseen estimate,
+    then counts its full hits in competition, like every verified candidate."""
+    found = screening.Candidates(
+        [screening.Candidate(3, 5.0, None, 40)],
+        np.array([3, 8]),
+        np.array([20.0, 10.0]),
+        unseen_hits=2.0,
+    )
+    added = screening.with_candidates(
+        found, [screening.Candidate(8, 0.0, None, 12), screening.Candidate(11, 0.0, None, 7)]
+    )
+    assert [c.work_id for c in added.candidates] == [3, 8, 11]
+    assert added.hit_works.tolist() == [3, 8, 11]
+    hits = screening.hits_in_competition(
+        added.hit_works, added.hit_counts, added.candidates, 4, added.unseen_hits
+    )
+    assert hits.tolist() == [40.0, 12.0, 7.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def no_sampled_candidates(settings: Settings, voted: int) -> Settings:
+    """The small budget with no work ranked by the sample (every cell below its support): a
+    work's line is verified only when the chroma search votes for it."""
+    return dataclasses.replace(
+        settings,
+        max_query_hits=SMALL_BUDGET,
+        whole_lookup_max_entries=0,
+        min_sampled_support=10**9,
+        chroma_voted_works=voted,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, work", [("stretch_0.80_work_01.ogg", "work_01"), ("pitch_-3_work_03.ogg", "work_03")]
+)
+def test_a_copy_the_sample_cannot_rank_is_verified_as_a_chroma_voted_work(
+    large_catalog: LargeCatalog, work_ids: dict[str, int], name: str, work: str
+) -> None:
+    """When the sampled look-up leaves the copy's work too few hits to rank it, the works most
+    query segments find in the chroma index are verified on all their hits: the copy's line is
+    then a duplicate on the first look, as a whole look-up would make it."""
+    true_id = work_ids[work]
+    for voted, expected in ((0, None), (8, "duplicate")):
+        s = no_sampled_candidates(large_catalog.catalog.settings, voted)
+        query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+        evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
+        found = evidence.hashes.get(true_id)
+        if expected is None:
+            assert found is None
+            continue
+        assert found is not None and found.false_match_probability <= s.duplicate_max_fmp
+        matches = screening.matches_from_evidence(evidence, query, s, large_catalog)
+        assert decide(matches, s) == expected and matches[0].work_id == true_id
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
+def test_chance_stays_below_duplicate_when_chroma_voted_works_are_verified(
+    large_catalog: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 4-s excerpt of it and a medley of two unrelated recordings, with every
+    work the chroma search finds verified on all its hits (all 6 real works, whose chroma is
+    the nearest to any music), through every look: no duplicate. (4 s hold no chroma segment:
+    the excerpt's looks have nothing to vote with.)"""
+    s = no_sampled_candidates(large_catalog.catalog.settings, voted=64)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
+    assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
+    if upload != "excerpt_4s":  # the voted works' lines were scored
+        assert any(look.evidence.hashes for look in looks)
+    assert decide(matches, s) != "duplicate"

@@ -505,3 +505,33 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
             alone = screening.gather_evidence(query, indexes, settings, catalog.store)
             spread = sharded.gather_evidence(query)
             assert _evidence(spread) == _evidence(alone), path.name
+
+
+def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    """A sampled look-up that ranks no work: only the chroma-voted works are verified, each by
+    the group that holds it, and the client adds them in vote order as one process does."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    settings = dataclasses.replace(
+        DEFAULT_SETTINGS,
+        max_query_hits=300,
+        whole_lookup_max_entries=0,
+        min_sampled_support=10**9,
+    )
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        verified = 0
+        for path in uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            spread = sharded.gather_evidence(query)
+            assert _evidence(spread) == _evidence(alone), path.name
+            verified += len(alone.hashes)
+    assert verified >= len(POSITIVES)
