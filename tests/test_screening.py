@@ -626,3 +626,20 @@ def test_chance_stays_below_duplicate_when_chroma_voted_works_are_verified(
     if upload != "excerpt_4s":  # the voted works' lines were scored
         assert any(look.evidence.hashes for look in looks)
     assert decide(matches, s) != "duplicate"
+
+
+@pytest.mark.parametrize("name", ["stretch_0.80_work_01.ogg", "unrelated_a.ogg"])
+def test_a_catalog_looked_up_whole_verifies_no_chroma_voted_work(
+    large_catalog: LargeCatalog, name: str
+) -> None:
+    """A whole look-up counted every work's hits, so the works that could hold a line are among
+    its candidates already: the voted works change nothing there, evidence and all."""
+    settings = large_catalog.catalog.settings
+    evidence = []
+    for voted in (0, 64):
+        s = dataclasses.replace(settings, chroma_voted_works=voted, duplicate_max_fmp=0.0)
+        query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+        hashes = fingerprint_hashes(query, s, query=True)
+        assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
+        evidence.append(screening.gather_evidence(query, large_catalog.indexes, s, large_catalog))
+    assert pickle.dumps(evidence[0]) == pickle.dumps(evidence[1])
