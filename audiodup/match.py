@@ -132,7 +132,7 @@ def look_up(
     works their dropped hits back). Hits implying a pitch shift beyond +-12.5 semitones
     (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
     size = indexes.bucket_sizes[query.keys]
-    usable = (size > 0) & (size <= max_bucket_hits)
+    usable = usable_hashes(query, indexes.bucket_sizes, max_bucket_hits)
     wanted = usable.copy()
     total = int(size[usable].sum())
     if total > max_total_hits:
@@ -157,6 +157,15 @@ def look_up(
         bins_per_semitone,
     )
     return HashLookup(votes, usable, kept_share)
+
+
+def usable_hashes(
+    query: TripletHashes, bucket_sizes: np.ndarray, max_bucket_hits: int
+) -> np.ndarray:
+    """Per query hash, whether :func:`look_up` asks for its key: held by the catalog and not a
+    stop word (at most ``max_bucket_hits`` entries)."""
+    size = bucket_sizes[query.keys]
+    return (size > 0) & (size <= max_bucket_hits)
 
 
 @dataclass(frozen=True)
@@ -554,14 +563,16 @@ def search_chroma_segments(
 
 
 def chroma_candidates(
-    query: Fingerprint,
-    indexes: LoadedIndexes,
-    settings: Settings,
-    search: ChromaSearch | None = None,
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
 ) -> list[tuple[int, float, float]]:
-    """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale
-    (``search``: :func:`search_chroma_segments` of the query, when the caller made it)."""
-    search = search or search_chroma_segments(query, indexes, settings)
+    """``(work_id, support, time_scale)`` of works whose chroma segments match at some scale."""
+    return ranked_chroma_works(search_chroma_segments(query, indexes, settings), settings)
+
+
+def ranked_chroma_works(
+    search: ChromaSearch | None, settings: Settings
+) -> list[tuple[int, float, float]]:
+    """:func:`chroma_candidates` of a search already made (none without one)."""
     if search is None:
         return []
     return best_chroma_works(

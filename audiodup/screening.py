@@ -34,12 +34,13 @@ from .match import (
     QueryKeys,
     align_chroma,
     candidate_works,
-    chroma_candidates,
     chroma_voted_works,
     look_up,
     query_keys,
+    ranked_chroma_works,
     rarity_weights,
     search_chroma_segments,
+    usable_hashes,
     verify_hashes,
     work_votes,
 )
@@ -236,7 +237,9 @@ def verified_candidates(
     alone, as before this existed. ``reference_hashes``: the candidates' hashes, when the caller
     keeps them (:func:`stored_hashes`; by default made from ``works``); ``query_hashes``: the
     query's, when the caller made them."""
-    hashes = query_hashes or fingerprint_hashes(query, settings, query=True)
+    hashes = query_hashes
+    if hashes is None:
+        hashes = fingerprint_hashes(query, settings, query=True)
     found = hash_lookup(hashes, indexes, settings)
     votes = found.votes
     hit_works, counts = np.unique(votes.work, return_counts=True)
@@ -314,8 +317,7 @@ def chroma_voted_works_verified(
 ) -> list[Candidate]:
     """Each of ``work_ids`` verified on all of its hits of the usable query hashes (as
     :func:`hash_lookup` counts them usable), ranked after every sampled candidate."""
-    size = indexes.bucket_sizes[query_hashes.keys]
-    usable = (size > 0) & (size <= _max_bucket_hits(indexes, settings))
+    usable = usable_hashes(query_hashes, indexes.bucket_sizes, _max_bucket_hits(indexes, settings))
     keys = query_keys(query_hashes, usable)
     rank = settings.candidate_works  # past the cell leads: these come from no coarse cell
     return [_verified_work(query_hashes, keys, w, hashes_of, 0.0, rank, settings) for w in work_ids]
@@ -399,20 +401,16 @@ def chroma_evidence(
     """Aligned chroma of the three best chroma candidates with their false-match probability;
     every candidate's alignment away from its best is the chance sample
     (:func:`audiodup.verdict.chroma_false_match_probability`)."""
-    candidates = chroma_candidate_scales(query, indexes, settings)
+    candidates = chroma_candidate_scales(search_chroma_segments(query, indexes, settings), settings)
     return score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
 
 
 def chroma_candidate_scales(
-    query: Fingerprint,
-    indexes: LoadedIndexes,
-    settings: Settings,
-    search: ChromaSearch | None = None,
+    search: ChromaSearch | None, settings: Settings
 ) -> list[tuple[int, float]]:
-    """``(work_id, time_scale)`` of the chroma candidates
-    (:func:`audiodup.match.chroma_candidates`; of ``search`` when the caller made it)."""
-    found = chroma_candidates(query, indexes, settings, search)
-    return [(work_id, scale) for work_id, _, scale in found]
+    """``(work_id, time_scale)`` of the chroma candidates of ``search``
+    (:func:`audiodup.match.search_chroma_segments`, :func:`audiodup.match.chroma_candidates`)."""
+    return [(work_id, scale) for work_id, _, scale in ranked_chroma_works(search, settings)]
 
 
 def aligned_chroma(
@@ -622,7 +620,7 @@ def gather_evidence(
         )
         if decisive(hashes, settings):
             return Evidence(n_works, hashes)
-    candidates = chroma_candidate_scales(query, indexes, settings, search)
+    candidates = chroma_candidate_scales(search, settings)
     chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:

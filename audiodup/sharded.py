@@ -338,7 +338,7 @@ class ShardedScreening:
                 hashes = _scored(found, n_works, settings)
                 if decisive(hashes, settings):
                     return Evidence(n_works, hashes)
-            candidates = chroma_candidate_scales(query, chroma_search, settings, search)
+            candidates = chroma_candidate_scales(search, settings)
             aligned = self._per_work(
                 specs, group_alignments, query_future, candidates, "alignments"
             )
