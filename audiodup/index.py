@@ -41,7 +41,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -474,18 +474,11 @@ class BuiltShard:
     bucket_sizes: np.ndarray  # int64 entries per hash key, counted from the hashes added
 
 
-def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
+def build_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
     """Hash and segment each ``(work_id, fingerprint)`` and index them."""
-    keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    n_hashes = []
-    for work_id, fingerprint in entries:
-        hashes = fingerprint_hashes(fingerprint, settings)
-        if len(hashes):
-            keys.append(hashes.keys.astype(np.int64))
-            ids.append(pack_entry_ids(work_id, hashes))
-        n_hashes.append(len(hashes))
+    keys, ids, n_hashes, work_ids = _hashed(entries, settings)
     chroma_index, n_segments = build_chroma(entries, settings)
-    counts = [(h, n, w) for h, n, (w, _) in zip(n_hashes, n_segments, entries, strict=True)]
+    counts = list(zip(n_hashes, n_segments, work_ids, strict=True))
     hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
     return BuiltShard(
         hash_index,
@@ -497,7 +490,25 @@ def build_shard(entries: list[tuple[int, Fingerprint]], settings: Settings) -> B
     )
 
 
-def build_chroma(entries: list[tuple[int, Fingerprint]], settings: Settings) -> tuple[object, list]:
+def _hashed(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) -> tuple:
+    """The hash keys and entry ids of every work of ``entries`` (each fingerprint let go once
+    hashed: a store's entries are decoded as they are reached), and each work's hash count and
+    id."""
+    keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    n_hashes, work_ids = [], []
+    for work_id, fingerprint in entries:
+        hashes = fingerprint_hashes(fingerprint, settings)
+        if len(hashes):
+            keys.append(hashes.keys.astype(np.int64))
+            ids.append(pack_entry_ids(work_id, hashes))
+        n_hashes.append(len(hashes))
+        work_ids.append(work_id)
+    return keys, ids, n_hashes, work_ids
+
+
+def build_chroma(
+    entries: Sequence[tuple[int, Fingerprint]], settings: Settings
+) -> tuple[object, list]:
     """The chroma index of each ``(work_id, fingerprint)``'s segment vectors, and the number of
     segments of each."""
     vectors, vector_ids = [], []
@@ -519,7 +530,8 @@ def new_chroma_index(training: np.ndarray | None, settings: Settings, *, pad: bo
     catalogs before the padding stored them)."""
     n_vectors = 0 if training is None else len(training)
     lists = ivf_lists(n_vectors, settings.chroma_vectors_per_list)
-    factory = settings.chroma_index_factory.format(nlist=max(lists, settings.chroma_min_lists))
+    lists = min(max(lists, settings.chroma_min_lists), settings.chroma_max_lists)
+    factory = settings.chroma_index_factory.format(nlist=lists)
     dim = chroma_index_dim(chroma_dim(settings)) if pad else chroma_dim(settings)
     if training is not None:
         training = padded_columns(np.asarray(training).reshape(-1, chroma_dim(settings)), dim)

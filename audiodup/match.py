@@ -524,15 +524,16 @@ class ChromaSearch:
 
 
 def search_chroma_segments(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, time_scale: float = 1.0
 ) -> ChromaSearch | None:
     """The chroma index's nearest segments of the query's segment vectors at every scale of
-    the tempo grid (None: no chroma index, or a query too short for a segment)."""
+    the tempo grid (None: no chroma index, or a query too short for a segment); of a query that
+    is the upload seen ``time_scale`` times slower, at the scales of :func:`view_scales`."""
     if not indexes.has_chroma:
         return None
     vectors, scale_of = [], []
     duration_s = len(query.chroma) / settings.chroma_fps
-    for scale in _scale_grid(settings):
+    for scale in view_scales(settings, time_scale):
         length_s = settings.segment_s * scale
         hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 3)
         v, _ = segment_vectors(
@@ -797,6 +798,20 @@ def _scale_grid(settings: Settings) -> np.ndarray:
     lo, hi = 1.0 / settings.tempo_ratio_max, 1.0 / settings.tempo_ratio_min
     n = int(np.ceil(np.log(hi / lo) / np.log(settings.chroma_scale_step))) + 1
     return np.geomspace(lo, hi, n)
+
+
+def view_scales(settings: Settings, time_scale: float = 1.0) -> np.ndarray:
+    """The scales of the tempo grid at which the upload seen ``time_scale`` times slower can
+    meet a copy within the searched tempo range (``tempo_ratio_min`` to ``tempo_ratio_max`` of
+    the upload as it is, one grid step of margin): a segment at scale ``s`` of that view matches
+    at the upload's tempo ratio ``time_scale / s``. The upload as it is: the whole grid; seen 2x
+    slower or faster (the further looks), half of it: the other half would search tempos no
+    look is meant to cover (issue #16)."""
+    grid = _scale_grid(settings)
+    tempo = time_scale / grid
+    step = settings.chroma_scale_step
+    keep = (tempo >= settings.tempo_ratio_min / step) & (tempo <= settings.tempo_ratio_max * step)
+    return grid[keep]
 
 
 def _empty_votes() -> HashVotes:

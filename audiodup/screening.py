@@ -590,6 +590,7 @@ def gather_evidence(
     *,
     sweep_all_tempos: bool = True,
     reference_hashes: ReferenceHashes | None = None,
+    time_scale: float = 1.0,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
     ``reference`` and ``reference_hashes``: the stored fingerprints and the hashes made from
@@ -597,7 +598,8 @@ def gather_evidence(
     ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` the chroma candidates are also
     aligned over the whole tempo range, to lead more peak checks (:func:`swept_chroma`,
     :func:`swept_leads`); the further looks of :func:`look_again` leave it off, the look as it
-    is covers that range."""
+    is covers that range. ``time_scale``: the query is the upload seen that many times slower
+    (a further look), its chroma searched at :func:`audiodup.match.view_scales`."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
@@ -609,7 +611,7 @@ def gather_evidence(
     )
     if decisive(hashes, settings):
         return Evidence(n_works, hashes)
-    search = search_chroma_segments(query, indexes, settings)
+    search = search_chroma_segments(query, indexes, settings, time_scale)
     voted = chroma_voted_candidates(
         query_hashes, found, search, indexes, settings, reference_hashes
     )
@@ -769,7 +771,7 @@ def look_again(
 ) -> list[Look]:
     """:func:`gather_looks` with ``gather(fingerprint)`` gathering each look's evidence (in
     this process, or over a sharded catalog's groups), the further looks' with
-    ``sweep_all_tempos=False`` (:func:`gather_evidence`)."""
+    ``sweep_all_tempos=False`` and their ``time_scale`` (:func:`gather_evidence`)."""
     looks = [Look(1.0, 0.0, query, gather(query))]
     if view is None:
         return looks
@@ -779,7 +781,8 @@ def look_again(
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
-        looks.append(Look(time_scale, start_s, seen, gather(seen, sweep_all_tempos=False)))
+        evidence = gather(seen, sweep_all_tempos=False, time_scale=time_scale)
+        looks.append(Look(time_scale, start_s, seen, evidence))
     return looks
 
 

@@ -118,6 +118,10 @@ class Settings:
     chroma_index_factory: str = "IVF{nlist},SQ8"
     chroma_vectors_per_list: int = 40
     chroma_min_lists: int = 64
+    # and at most this many: training costs vectors x lists (a shard compacted from 10^5 works,
+    # 8 M vectors, would train 131,072 lists); past the cap the lists grow with the shard
+    # instead (benchmarks/SCALING.md)
+    chroma_max_lists: int = 4096
     chroma_nprobe: int = 24
     # one query's searches are small: OpenMP start-up costs more than it saves (measured ~50 ms
     # per call on 2 busy cores); run uploads in parallel processes instead

@@ -313,7 +313,9 @@ class ShardedScreening:
         looks = look_again(query, self.gather_evidence, self.settings, works, view)
         return matches_from_looks(looks, self.settings, works)
 
-    def gather_evidence(self, query: Fingerprint, *, sweep_all_tempos: bool = True) -> Evidence:
+    def gather_evidence(
+        self, query: Fingerprint, *, sweep_all_tempos: bool = True, time_scale: float = 1.0
+    ) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
         specs, totals, totals_future = self._current()
         settings = self.settings
@@ -331,7 +333,7 @@ class ShardedScreening:
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, totals.has_chroma)
-            search = search_chroma_segments(query, chroma_search, settings)
+            search = search_chroma_segments(query, chroma_search, settings, time_scale)
             extra = self._voted(specs, totals_future, query_future, found, search)
             if extra:
                 found = with_candidates(found, extra)

@@ -44,7 +44,7 @@ import re
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -917,7 +917,7 @@ class CatalogStore:
         )
         return work_id
 
-    def _write_shard(self, entries: list[tuple[int, Fingerprint]]) -> int:
+    def _write_shard(self, entries: Sequence[tuple[int, Fingerprint]]) -> int:
         """Build both index files for ``entries``, put them in place, record the shard and point
         its works at it with their entry counts (inside the caller's transaction)."""
         shard = build_shard(entries, self.settings)
@@ -965,12 +965,12 @@ class CatalogStore:
         return shards
 
     def _write_merged_shard(
-        self, entries: list[tuple[int, Fingerprint]], hash_shards: list[SortedHashShard]
+        self, entries: StoredFingerprints, hash_shards: list[SortedHashShard]
     ) -> int:
         """Like :meth:`_write_shard`, the hash file merged from ``hash_shards`` (the entries of
         ``entries``' works only) rather than hashed again."""
-        live = np.zeros(max(w for w, _ in entries) + 1, dtype=bool)
-        live[[w for w, _ in entries]] = True
+        live = np.zeros(max(entries.work_ids) + 1, dtype=bool)
+        live[entries.work_ids] = True
 
         def is_live(works: np.ndarray) -> np.ndarray:
             return (works < len(live)) & live[np.minimum(works, len(live) - 1)]
@@ -989,7 +989,7 @@ class CatalogStore:
         shard_id = int(cursor.lastrowid)
         self.db.executemany(
             "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
-            [(n, shard_id, w) for n, (w, _) in zip(n_segments, entries, strict=True)],
+            [(n, shard_id, w) for n, w in zip(n_segments, entries.work_ids, strict=True)],
         )
         return shard_id
 
@@ -1091,11 +1091,13 @@ class CatalogStore:
                 else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
             )
         ).fetchall()
-        stored = {w: self._stored_fingerprint(w) for w in ids}
-        unusable = [w for w, found in stored.items() if isinstance(found, str)]
-        if unusable:
+        # every stored fingerprint checked first (nothing is written when one is damaged), then
+        # decoded again as the shard is built: compacting 10^5 works held 12 GB of them at once
+        problems = self._unreadable(ids)
+        if problems:
+            unusable = list(problems)
             raise CatalogDamagedError(
-                f"the index cannot be regenerated: {_unusable(unusable, stored[unusable[0]])}, "
+                f"the index cannot be regenerated: {_unusable(unusable, problems[unusable[0]])}, "
                 "then rebuild"
             )
         groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
@@ -1107,7 +1109,7 @@ class CatalogStore:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for group in groups:
-                entries = [(w, stored[w]) for w in group]
+                entries = StoredFingerprints(group, self.fingerprint)
                 if mergeable is not None:
                     self._write_merged_shard(entries, mergeable)
                 else:
@@ -1126,6 +1128,16 @@ class CatalogStore:
             for name in (hash_file, chroma_file):
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
+
+    def _unreadable(self, work_ids: list[int]) -> dict[int, str]:
+        """What is wrong with the stored fingerprint of each of ``work_ids`` that cannot be
+        decoded (each decoded and let go)."""
+        problems = {}
+        for work_id in work_ids:
+            found = self._stored_fingerprint(work_id)
+            if isinstance(found, str):
+                problems[work_id] = found
+        return problems
 
     @reports_errors("upgrade")
     def pad_chroma_shards(self) -> int:
@@ -1751,6 +1763,22 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+class StoredFingerprints(Sequence):
+    """``(work_id, stored fingerprint)`` of each of ``work_ids``, decoded by ``load`` each time
+    it is reached: a shard built from them holds one at a time, not all of them."""
+
+    def __init__(self, work_ids: list[int], load: Callable[[int], Fingerprint]):
+        self.work_ids, self._load = list(work_ids), load
+
+    def __len__(self) -> int:
+        return len(self.work_ids)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [(w, self._load(w)) for w in self.work_ids[i]]
+        return self.work_ids[i], self._load(self.work_ids[i])
 
 
 def _unusable(work_ids: list[int], first: str) -> str:

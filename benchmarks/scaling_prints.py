@@ -8,6 +8,12 @@ in a fresh process whose peak RSS is the screening process's memory.
 
     python -m benchmarks.scaling_prints run --sizes 113,10000,100000 [--work DIR]
     python -m benchmarks.scaling_prints report [--work DIR]    # SCALING.md from the rows
+    python -m benchmarks.scaling_prints compact CATALOG        # all shards into one, timed
+
+``run`` grows the catalog in shards of ``BATCH_WORKS`` works and leaves them apart; ``compact``
+merges them as the store does when a catalog passes ``max_shards`` (sorted hash files merged,
+the chroma index trained anew, at most ``chroma_max_lists`` lists): the layout a catalog grown
+by ``audiodup add`` ends in. Screening one and the other measures what the layout changes.
 
 A positive is *found* when the verdict is ``duplicate`` and the top match is its source work; a
 false positive is a ``duplicate`` verdict on a negative, or a ``duplicate`` naming a work that is
@@ -150,6 +156,28 @@ def grow_catalog(catalog_dir: Path, sources, target_works: int, seed: int) -> di
             n_dist += take
             _log(f"catalog at {have} works")
     return {"build_cpu_s": time.process_time() - c0, "build_wall_s": time.perf_counter() - w0}
+
+
+def compact_catalog(catalog_dir: Path) -> dict:
+    """Merge every shard of the catalog into one, as the store compacts (its write lock held);
+    returns the works, shards after, CPU and wall seconds and the process's peak RSS."""
+    from audiodup.catalog import Catalog
+
+    c0, w0 = time.process_time(), time.perf_counter()
+    with Catalog.open(catalog_dir, create=False) as catalog:
+        before = catalog.stats().shards
+        with catalog.store._writing("compact"):
+            catalog.store.compact(keep_largest=False)
+            catalog.store._fold_log()
+        st = catalog.stats()
+    return {
+        "works": st.works,
+        "shards_before": before,
+        "shards": st.shards,
+        "compact_cpu_s": round(time.process_time() - c0, 1),
+        "compact_wall_s": round(time.perf_counter() - w0, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
 
 
 def disk_bytes(directory: Path) -> int:
@@ -616,6 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--queries", type=Path, required=True)
     p_screen.add_argument("--out", type=Path, required=True)
     p_screen.add_argument("--max-query-hits", type=int, default=None)
+    p_compact = sub.add_parser("compact")
+    p_compact.add_argument("catalog", type=Path)
     p_report = sub.add_parser("report")
     p_report.add_argument("--work", type=Path, nargs="+", default=[DEFAULT_WORK])
     p_report.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -645,6 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
+    elif args.command == "compact":
+        print(json.dumps(compact_catalog(args.catalog)))
     else:
         print(write_report(args.work, args.out, args.note))
     return 0

@@ -511,6 +511,46 @@ def test_compaction_regenerates_when_a_shard_is_not_sorted(
         assert opened.screen(UPLOADS_DIR / "unrelated_a.ogg").verdict == "duplicate"
 
 
+@pytest.mark.parametrize("merge", [True, False])
+def test_compaction_decodes_the_stored_fingerprints_one_at_a_time(
+    catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merge: bool
+) -> None:
+    """A compaction (hash files merged, or regenerated) holds one or two decoded fingerprints
+    at a time, not every merged work's (12 GB when the 10^5-work scaling catalog was compacted
+    into one shard), and writes what it wrote when it held them all."""
+    import weakref
+
+    root = tmp_path / "c"
+    store_one_work_per_shard(root, catalog, "sorted", monkeypatch)
+    alive = [0]
+    most = []
+    real = CatalogStore._stored_fingerprint
+
+    def tracked(self, work_id: int):
+        found = real(self, work_id)
+        if not isinstance(found, str):
+            alive[0] += 1
+            weakref.finalize(found, lambda: alive.__setitem__(0, alive[0] - 1))
+            most.append(alive[0])
+        return found
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CatalogStore, "_stored_fingerprint", tracked)
+        if not merge:
+            patch.setattr(CatalogStore, "_mergeable_hashes", lambda self, old, ids: None)
+        with Catalog.open(root, create=False) as opened:
+            n_works = len(opened.works())
+            with opened.store._writing("compact"):
+                opened.store.compact()
+            during = list(most)
+            assert opened.verify() == []
+            assert len(opened.indexes().hash_shards) == 1
+            found = opened.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg")
+    assert len(during) >= 2 * n_works  # checked first, then decoded again to build
+    assert max(during) <= 2
+    assert found.verdict == "duplicate"
+
+
 _LARGE_CHROMA_SHARD = """
 import sys, faiss, numpy as np
 vectors = np.random.default_rng(2).normal(size=(400_000, 42)).astype(np.float32)

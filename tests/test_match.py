@@ -42,6 +42,7 @@ from audiodup.match import (
     rotated_spectra,
     stretched_chroma,
     verify_hashes,
+    view_scales,
     work_votes,
 )
 from audiodup.peaks import PEAK_DTYPE
@@ -724,3 +725,22 @@ def test_best_chroma_works_equal_the_loop_over_every_hit(
     assert best_chroma_works(works, sims, scales, n_works) == chroma_works_by_loop(
         works, sims.astype(np.float64), scales, n_works
     )
+
+
+@pytest.mark.parametrize("time_scale", [2.0, 0.5])
+def test_a_further_look_searches_chroma_only_at_tempos_within_the_range(time_scale) -> None:
+    """The upload as it is is searched at every scale; seen 2x slower or faster, only at the
+    scales whose tempo ratio to the upload as it is (``time_scale / scale``) lies within the
+    searched range, one grid step of margin: about half the grid, and the scales where a 2x
+    stretched or sped-up copy meets its original (scale 1 of the view) among them."""
+    grid = _scale_grid(S)
+    assert np.array_equal(view_scales(S, 1.0), grid)
+    kept = view_scales(S, time_scale)
+    tempo = time_scale / grid
+    step = S.chroma_scale_step
+    inside = (tempo >= S.tempo_ratio_min / step) & (tempo <= S.tempo_ratio_max * step)
+    assert np.array_equal(kept, grid[inside])
+    assert len(grid) / 2 <= len(kept) <= len(grid) / 2 + 2
+    assert np.min(np.abs(np.log(kept))) < np.log(step)  # a scale within a step of 1
+    outside = np.setdiff1d(grid, kept)
+    assert np.all((time_scale / outside < S.tempo_ratio_min) | (time_scale / outside > 2.0))

@@ -155,6 +155,26 @@ def test_a_short_excerpt_out_of_phase_is_a_duplicate_on_a_phase_look(
     assert top.ref_start_s - top.query_start_s == pytest.approx(start / rate, abs=0.1)
 
 
+def test_the_further_looks_search_chroma_at_their_own_time_scale(catalog: Catalog) -> None:
+    """A clean upload takes every look; each searches chroma at the scales of its own time
+    scale (:func:`audiodup.match.view_scales`), so the further looks search half the grid."""
+    s = catalog.settings
+    searched: list[float] = []
+    search = screening.search_chroma_segments
+
+    def counted(query, indexes, settings, time_scale=1.0):
+        searched.append(time_scale)
+        return search(query, indexes, settings, time_scale)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(screening, "search_chroma_segments", counted)
+        looks, matches, _ = looks_and_matches(
+            catalog, load_audio(UPLOADS_DIR / "unrelated_a.ogg", s)
+        )
+    assert [look.time_scale for look in looks] == [1.0, *s.query_view_scales] == searched
+    assert decide(matches, s) != "duplicate"
+
+
 def test_a_copy_found_as_it_is_takes_no_other_look(catalog: Catalog) -> None:
     s = catalog.settings
     copy = load_audio(UPLOADS_DIR / "stretch_1.25_work_02.ogg", s)
@@ -289,8 +309,18 @@ def test_the_looks_decode_each_stored_fingerprint_once(catalog: Catalog) -> None
     assert len(looks) == 3 and len(set(reads)) > 1
     assert len(reads) == len(set(reads))
     for look in looks:  # each look alone, reading the catalog itself
-        alone = screening.gather_evidence(look.query, catalog.indexes(), s, catalog)
+        alone = look_alone(look, catalog.indexes(), s, catalog)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
+
+
+def look_alone(look: screening.Look, indexes, settings: Settings, works) -> screening.Evidence:
+    """``look``'s evidence gathered on its own, as :func:`audiodup.screening.look_again`
+    gathers it."""
+    if (look.time_scale, look.start_s) == (1.0, 0.0):
+        return screening.gather_evidence(look.query, indexes, settings, works)
+    return screening.gather_evidence(
+        look.query, indexes, settings, works, sweep_all_tempos=False, time_scale=look.time_scale
+    )
 
 
 # -- a large catalog: the hit budget drops most keys ---------------------------------------------
@@ -477,7 +507,7 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     assert len(hashed) > s.candidate_works, hashed  # the looks' candidates, verified on all hits
     assert sorted(reads) == sorted(set(reads)) and sorted(hashed) == sorted(set(hashed))
     for look in looks:  # each look alone, reading and hashing the catalog itself
-        alone = screening.gather_evidence(look.query, large_catalog.indexes, s, large_catalog)
+        alone = look_alone(look, large_catalog.indexes, s, large_catalog)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
 
 

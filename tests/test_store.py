@@ -75,6 +75,21 @@ def test_chroma_shards_are_exhaustive_when_small_and_inverted_when_large(
     assert nlist == lists
 
 
+def test_a_large_chroma_shard_trains_at_most_the_capped_lists() -> None:
+    """Training costs vectors x lists: past ``chroma_max_lists`` a shard's lists grow longer
+    instead of more numerous, so compacting a large catalog trains in bounded time."""
+    from dataclasses import replace
+
+    from audiodup.index import new_chroma_index
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    capped = replace(DEFAULT_SETTINGS, chroma_max_lists=128)
+    vectors = np.random.default_rng(1).standard_normal((12_000, CHROMA_DIM)).astype(np.float32)
+    assert faiss.extract_index_ivf(new_chroma_index(vectors, capped)).nlist == 128
+    assert faiss.extract_index_ivf(new_chroma_index(vectors, DEFAULT_SETTINGS)).nlist == 256
+    assert DEFAULT_SETTINGS.chroma_max_lists >= ivf_lists(100_000, 40)  # 1,250 works: no cap
+
+
 # --- verify, damage, rebuild ----------------------------------------------------------------
 
 
