@@ -517,7 +517,7 @@ def test_compaction_decodes_the_stored_fingerprints_one_at_a_time(
 ) -> None:
     """A compaction (hash files merged, or regenerated) holds one or two decoded fingerprints
     at a time, not every merged work's (12 GB when the 10^5-work scaling catalog was compacted
-    into one shard), and writes what it wrote when it held them all."""
+    into one shard); the compacted catalog verifies and still finds a copy."""
     import weakref
 
     root = tmp_path / "c"
