@@ -8,7 +8,7 @@ in a fresh process whose peak RSS is the screening process's memory.
 
     python -m benchmarks.scaling_prints run --sizes 113,10000,100000 [--work DIR]
     python -m benchmarks.scaling_prints report [--work DIR]    # SCALING.md from the rows
-    python -m benchmarks.scaling_prints compact CATALOG        # all shards into one, timed
+    python -m benchmarks.scaling_prints compact CATALOG [--into K]  # shards into K (1), timed
 
 ``run`` grows the catalog in shards of ``BATCH_WORKS`` works and leaves them apart; ``compact``
 merges them as the store does when a catalog passes ``max_shards`` (sorted hash files merged,
@@ -158,17 +158,22 @@ def grow_catalog(catalog_dir: Path, sources, target_works: int, seed: int) -> di
     return {"build_cpu_s": time.process_time() - c0, "build_wall_s": time.perf_counter() - w0}
 
 
-def compact_catalog(catalog_dir: Path) -> dict:
-    """Merge every shard of the catalog into one, as the store compacts (its write lock held);
-    returns the works, shards after, CPU and wall seconds and the process's peak RSS."""
+def compact_catalog(catalog_dir: Path, into: int = 1) -> dict:
+    """Merge the catalog's shards into ``into`` shards (consecutive shards together), as the
+    store compacts (its write lock held); returns the works, shards after, CPU and wall seconds
+    and the process's peak RSS."""
     from audiodup.catalog import Catalog
 
     c0, w0 = time.process_time(), time.perf_counter()
     with Catalog.open(catalog_dir, create=False) as catalog:
+        store = catalog.store
         before = catalog.stats().shards
-        with catalog.store._writing("compact"):
-            catalog.store.compact(keep_largest=False)
-            catalog.store._fold_log()
+        ids = [r[0] for r in store.db.execute("SELECT shard_id FROM shards ORDER BY shard_id")]
+        size = -(-len(ids) // max(into, 1))
+        with store._writing("compact"):
+            for start in range(0, len(ids), size):
+                store.compact(among=ids[start : start + size])
+            store._fold_log()
         st = catalog.stats()
     return {
         "works": st.works,
@@ -646,6 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--max-query-hits", type=int, default=None)
     p_compact = sub.add_parser("compact")
     p_compact.add_argument("catalog", type=Path)
+    p_compact.add_argument("--into", type=int, default=1, help="shards after")
     p_report = sub.add_parser("report")
     p_report.add_argument("--work", type=Path, nargs="+", default=[DEFAULT_WORK])
     p_report.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -676,7 +682,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     elif args.command == "compact":
-        print(json.dumps(compact_catalog(args.catalog)))
+        print(json.dumps(compact_catalog(args.catalog, args.into)))
     else:
         print(write_report(args.work, args.out, args.note))
     return 0
