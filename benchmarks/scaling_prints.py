@@ -682,7 +682,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     elif args.command == "compact":
-        print(json.dumps(compact_catalog(args.catalog, args.into)))
+        from audiodup.errors import CatalogError
+
+        try:
+            print(json.dumps(compact_catalog(args.catalog, args.into)))
+        except CatalogError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     else:
         print(write_report(args.work, args.out, args.note))
     return 0
