@@ -521,17 +521,28 @@ class ChromaSearch:
     work_ids: np.ndarray  # int64
     similarities: np.ndarray  # float32
     scales: np.ndarray  # float64: the query vector's time scale
+    # per hit, whether its vector is one of the search's own (None: all are); the others were
+    # added between them for the votes only (``vote_density``)
+    own: np.ndarray | None = None
 
 
 def search_chroma_segments(
-    query: Fingerprint, indexes: LoadedIndexes, settings: Settings, time_scale: float = 1.0
+    query: Fingerprint,
+    indexes: LoadedIndexes,
+    settings: Settings,
+    time_scale: float = 1.0,
+    vote_density: int = 1,
 ) -> ChromaSearch | None:
     """The chroma index's nearest segments of the query's segment vectors at every scale of
     the tempo grid (None: no chroma index, or a query too short for a segment); of a query that
-    is the upload seen ``time_scale`` times slower, at the scales of :func:`view_scales`."""
+    is the upload seen ``time_scale`` times slower, at the scales of :func:`view_scales`.
+
+    With ``vote_density`` n > 1 the vectors are n times as dense (the hop divided by n), for
+    :func:`chroma_voted_works`; the hits of every n-th vector, the search's own, are marked
+    (``own``) and are the hits a search of density 1 gives."""
     if not indexes.has_chroma:
         return None
-    vectors, scale_of = [], []
+    vectors, scale_of, own_of = [], [], []
     duration_s = len(query.chroma) / settings.chroma_fps
     for scale in view_scales(settings, time_scale):
         length_s = settings.segment_s * scale
@@ -540,13 +551,14 @@ def search_chroma_segments(
             query.chroma,
             settings.chroma_fps,
             settings.segment_s,
-            hop_s,
+            hop_s / vote_density,
             settings.segment_steps,
             time_scale=scale,
             coeffs=settings.chroma_coeffs,
         )
         vectors.append(v)
         scale_of.append(np.full(len(v), scale))
+        own_of.append(np.arange(len(v)) % vote_density == 0)
     if not vectors or sum(len(v) for v in vectors) == 0:
         return None
     vectors = np.concatenate(vectors)
@@ -560,6 +572,7 @@ def search_chroma_segments(
         hits.work_ids[rows, cols],
         hits.similarities[rows, cols],
         scale_of[rows],
+        np.concatenate(own_of)[rows] if vote_density > 1 else None,
     )
 
 
@@ -576,33 +589,51 @@ def ranked_chroma_works(
     """:func:`chroma_candidates` of a search already made (none without one)."""
     if search is None:
         return []
-    return best_chroma_works(
-        search.work_ids, search.similarities, search.scales, settings.chroma_candidates
-    )
+    own = slice(None) if search.own is None else search.own
+    sims, scales = search.similarities[own], search.scales[own]
+    return best_chroma_works(search.work_ids[own], sims, scales, settings.chroma_candidates)
 
 
 def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     """The ``n_works`` works that the most query segment vectors of one time scale find, then by
-    best similarity, then in order of appearance.
+    best similarity, then in order of appearance; of a denser search (``search.own``), those of
+    its own vectors' hits, then the ``n_works`` most voted by all its vectors that they lack.
 
     In a large catalog every query vector finds some segment about as similar as a copy's
     (0.985-0.99 at 10^4 works), so a work's best similarity ranks a copy's work by chance. A
     copy's work is found by many of the query's vectors, and at the scale of the copy's tempo; a
     chance neighbour by a vector or two, at any scale. (The 160 scaling queries at 10^4 works: a
     hard copy's work among the first 8 on its best look for 92 of 110 by votes at one scale, 83
-    by votes at any scale, 62 by best similarity; ``benchmarks/SCALING.md``.)"""
+    by votes at any scale, 62 by best similarity; ``benchmarks/SCALING.md``.) The denser votes
+    find more copies' works at 10^5 works, and lose some of the sparser's (benchmarks/SCALING.md):
+    both are kept."""
     if search is None or len(search.work_ids) == 0 or n_works <= 0:
         return []
-    works, first_seen, work_of = np.unique(search.work_ids, return_index=True, return_inverse=True)
-    _, scale_of = np.unique(search.scales, return_inverse=True)
-    n_rows, n_scales = int(search.rows.max()) + 1, int(scale_of.max()) + 1
+    every = _most_voted(search.work_ids, search.rows, search.scales, search.similarities, n_works)
+    if search.own is None:
+        return every
+    own = search.own
+    sims = search.similarities[own]
+    first = _most_voted(search.work_ids[own], search.rows[own], search.scales[own], sims, n_works)
+    return first + [w for w in every if w not in first]
+
+
+def _most_voted(
+    work_ids: np.ndarray, rows: np.ndarray, scales: np.ndarray, similarities: np.ndarray, n: int
+) -> list[int]:
+    """:func:`chroma_voted_works` of the hits given."""
+    if len(work_ids) == 0:
+        return []
+    works, first_seen, work_of = np.unique(work_ids, return_index=True, return_inverse=True)
+    _, scale_of = np.unique(scales, return_inverse=True)
+    n_rows, n_scales = int(rows.max()) + 1, int(scale_of.max()) + 1
     # one vote per (work, scale, query vector): a vector's several hits on a work count once
     cell = work_of.astype(np.int64) * n_scales + scale_of
-    voted_cells = np.unique(cell * n_rows + search.rows) // n_rows
+    voted_cells = np.unique(cell * n_rows + rows) // n_rows
     votes = np.bincount(voted_cells, minlength=len(works) * n_scales).reshape(len(works), -1)
     best = np.full(len(works), -np.inf)
-    np.maximum.at(best, work_of, search.similarities.astype(np.float64))
-    ranked = np.lexsort((first_seen, -best, -votes.max(axis=1)))[:n_works]
+    np.maximum.at(best, work_of, similarities.astype(np.float64))
+    ranked = np.lexsort((first_seen, -best, -votes.max(axis=1)))[:n]
     return [int(works[i]) for i in ranked]
 
 

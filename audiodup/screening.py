@@ -308,6 +308,12 @@ def chroma_voted_candidates(
     return with_candidates(found, added)
 
 
+def vote_density(found: Candidates, settings: Settings) -> int:
+    """How much denser than its own the chroma search's vectors are, for the votes of
+    :func:`chroma_voted_candidates` (1: a whole look-up, which takes no votes)."""
+    return settings.chroma_vote_density if found.unseen_hits > 0 else 1
+
+
 def chroma_voted_works_verified(
     query_hashes: TripletHashes,
     work_ids: list[int],
@@ -611,7 +617,9 @@ def gather_evidence(
     )
     if decisive(hashes, settings):
         return Evidence(n_works, hashes)
-    search = search_chroma_segments(query, indexes, settings, time_scale)
+    search = search_chroma_segments(
+        query, indexes, settings, time_scale, vote_density(found, settings)
+    )
     voted = chroma_voted_candidates(
         query_hashes, found, search, indexes, settings, reference_hashes
     )

@@ -74,6 +74,7 @@ from .screening import (
     swept_leads,
     verified_candidates,
     verified_lines,
+    vote_density,
     with_candidates,
 )
 from .settings import Settings
@@ -333,7 +334,9 @@ class ShardedScreening:
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, totals.has_chroma)
-            search = search_chroma_segments(query, chroma_search, settings, time_scale)
+            search = search_chroma_segments(
+                query, chroma_search, settings, time_scale, vote_density(found, settings)
+            )
             extra = self._voted(specs, totals_future, query_future, found, search)
             if extra:
                 found = with_candidates(found, extra)

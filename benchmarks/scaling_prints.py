@@ -315,10 +315,17 @@ def run(
     per_variant: int = 1000,
     built_elsewhere: dict[int, dict] | None = None,
     max_query_hits: int | None = None,
+    compact_into: int = 1,
 ) -> None:
     """Grow the catalog through ``sizes`` and screen at each size once per chance model:
     ``models`` maps a label to the audiodup sources that hold it (prepended to the screening
-    process's PYTHONPATH; None: this checkout)."""
+    process's PYTHONPATH; None: this checkout).
+
+    Before screening, each size's shards are compacted into ``compact_into`` (0: left as grown).
+    Left as grown, the real works keep the source catalog's small shards, each searched for its
+    own best chroma segments among a few works, while every distractor competes among 1,250:
+    that layout favours the positives (at 10^5 works 98 of 110 hard copies found, 88 with one
+    shard for all; benchmarks/SCALING.md)."""
     from audiodup.catalog import Catalog
 
     built_elsewhere = built_elsewhere or {}
@@ -345,6 +352,10 @@ def run(
         timing = grow_catalog(catalog_dir, material_sources, size, seed)
         if size in built_elsewhere:  # grown by grow_catalog in another process
             timing = built_elsewhere[size]
+        if compact_into:
+            _log(f"compacting {size} works into {compact_into} shard(s)")
+            compacted = compact_catalog(catalog_dir, compact_into)
+            timing = {**timing, **{k: compacted[k] for k in ("compact_cpu_s", "compact_wall_s")}}
         with Catalog.open(catalog_dir, create=False) as catalog:
             st = catalog.stats()
             works, hours, shards = st.works, st.hours, st.shards
@@ -640,6 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_run.add_argument("--max-query-hits", type=int, default=None, help="override the setting")
     p_run.add_argument("--source-catalog", type=Path, default=None)
     p_run.add_argument(
+        "--compact-into",
+        type=int,
+        default=1,
+        help="shards each size is compacted into before screening (0: as grown)",
+    )
+    p_run.add_argument(
         "--models",
         default="competing=",
         help="chance models to screen with: label=audiodup sources (empty: this checkout), ...",
@@ -678,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ).items()
             },
             args.max_query_hits,
+            args.compact_into,
         )
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)

@@ -162,9 +162,9 @@ def test_the_further_looks_search_chroma_at_their_own_time_scale(catalog: Catalo
     searched: list[float] = []
     search = screening.search_chroma_segments
 
-    def counted(query, indexes, settings, time_scale=1.0):
+    def counted(query, indexes, settings, time_scale=1.0, vote_density=1):
         searched.append(time_scale)
-        return search(query, indexes, settings, time_scale)
+        return search(query, indexes, settings, time_scale, vote_density)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(screening, "search_chroma_segments", counted)
@@ -587,6 +587,23 @@ def test_chroma_votes_rank_works_by_the_query_vectors_that_find_them() -> None:
     assert chroma_voted_works(None, 8) == [] and chroma_voted_works(search, 0) == []
 
 
+def test_a_denser_search_votes_its_own_vectors_first_then_all() -> None:
+    """Of a denser search the works its own vectors vote for come first, as the sparser search
+    ranks them, then the works all vectors vote for most that those lack: a work only the added
+    vectors find (3, by rows 1 and 3) joins; one the own vectors rank first (9) keeps its place."""
+    from audiodup.match import ChromaSearch, chroma_voted_works
+
+    rows = np.array([0, 1, 1, 2, 3, 4])
+    works = np.array([9, 3, 9, 5, 3, 3])
+    sims = np.array([0.99, 0.9, 0.8, 0.95, 0.9, 0.9], np.float32)
+    scales = np.ones(6)
+    own = np.array([True, False, False, True, False, True])
+    dense = ChromaSearch(rows, works, sims, scales, own)
+    assert chroma_voted_works(dense, 2) == [9, 5, 3]  # own: 9, 5 (3 once); all: 3 (3 votes), 9
+    assert chroma_voted_works(ChromaSearch(rows, works, sims, scales), 2) == [3, 9]
+    assert chroma_voted_works(dense, 1) == [9, 3]
+
+
 def test_a_voted_work_without_sampled_hits_competes_at_its_full_hits() -> None:
     """A chroma-voted work the sample gave no hit joins the hit works at the unseen estimate,
     then counts its full hits in competition, like every verified candidate."""
@@ -656,6 +673,38 @@ def test_chance_stays_below_duplicate_when_chroma_voted_works_are_verified(
     if upload != "excerpt_4s":  # the voted works' lines were scored
         assert any(look.evidence.hashes for look in looks)
     assert decide(matches, s) != "duplicate"
+
+
+@pytest.mark.parametrize("name", ["stretch_0.80_work_01.ogg", "unrelated_a.ogg"])
+def test_the_denser_vote_search_keeps_the_search_s_own_hits(
+    large_catalog: LargeCatalog, name: str
+) -> None:
+    """With ``vote_density`` 2 the chroma search adds a segment vector between each two of its
+    own, for the votes only: its own vectors' hits, and the chroma candidates taken from them,
+    are those of the search without; the votes count nearly twice the vectors."""
+    from audiodup.match import ranked_chroma_works, search_chroma_segments
+
+    s = large_catalog.catalog.settings
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    sparse = search_chroma_segments(query, large_catalog.indexes, s)
+    dense = search_chroma_segments(query, large_catalog.indexes, s, vote_density=2)
+    assert sparse.own is None and dense.own is not None
+    own = dense.own
+    assert np.array_equal(dense.work_ids[own], sparse.work_ids)
+    assert np.array_equal(dense.scales[own], sparse.scales)
+    assert np.allclose(dense.similarities[own], sparse.similarities, atol=1e-6)
+    n_sparse, n_dense = len(np.unique(sparse.rows)), len(np.unique(dense.rows))
+    assert 1.5 * n_sparse <= n_dense <= 2 * n_sparse  # 2n - 1 per scale
+    assert ranked_chroma_works(dense, s) == ranked_chroma_works(sparse, s)
+
+
+def test_only_a_sampled_look_up_votes_with_the_denser_search() -> None:
+    """The votes are taken after a sampled look-up only; a whole one searches at density 1."""
+    s = dataclasses.replace(DEFAULT_SETTINGS, chroma_vote_density=3)
+    whole = screening.Candidates([], np.zeros(0, np.int64), np.zeros(0))
+    sampled = dataclasses.replace(whole, unseen_hits=1.5)
+    assert screening.vote_density(whole, s) == 1
+    assert screening.vote_density(sampled, s) == 3
 
 
 @pytest.mark.parametrize("name", ["stretch_0.80_work_01.ogg", "unrelated_a.ogg"])
