@@ -149,9 +149,9 @@ class Settings:
     # works most of the query's chroma segments find are verified on all their hits as well
     # (screening.chroma_voted_candidates; none in a catalog looked up whole)
     chroma_voted_works: int = 8
-    # ... voted by twice the query's chroma segment vectors (the search's own and one between
-    # each two): at 10^5 works in one shard, a hard copy's work among the 8 most voted on some
-    # look for 74 of 110 scaling queries with it, 61 without (benchmarks/SCALING.md)
+    # ... then as many voted by twice the query's chroma segment vectors (one added between each
+    # two of the search's own): at 10^5 works in one shard 88 -> 92 of 110 hard copies found
+    # (benchmarks/SCALING.md)
     chroma_vote_density: int = 2
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
