@@ -686,7 +686,7 @@ def align_chroma(
     n_blocks = (len(r) - 1) // block_frames + 1
     blocks = np.full(n_blocks, -np.inf)
     best = None
-    rolled_spectra: dict[int, np.ndarray] = {}  # the reference's, per FFT size (two or three)
+    reference_spectra: dict[int, np.ndarray] = {}  # per FFT size (two or three)
     for tempo in scales:
         n = int(round(len(q) * tempo))
         if n < 4 or n > len(r) * 1.5 + 4:
@@ -697,7 +697,7 @@ def align_chroma(
             q_spec = _query_spectrum(stretched_chroma(q, n), size)
             if query_spectra is not None:
                 query_spectra[n, size] = q_spec
-        scores = _scores_from_spectrum(q_spec, n, r, rolled_spectra)
+        scores = _scores_from_spectrum(q_spec, n, r, reference_spectra)
         _block_maxima(scores, n, len(r), block_frames, blocks)
         rot, off = np.unravel_index(np.argmax(scores), scores.shape)
         overlap = _overlap(n, len(r), off)
@@ -750,17 +750,18 @@ def _block_maxima(
 
 
 def _rotation_offset_scores(
-    qs: np.ndarray, r: np.ndarray, rolled_spectra: dict[int, np.ndarray] | None = None
+    qs: np.ndarray, r: np.ndarray, reference_spectra: dict[int, np.ndarray] | None = None
 ) -> np.ndarray:
     """Sum over frames of <rotated query frame, reference frame> for every rotation and offset.
 
     Returns shape ``(12, len(qs) + len(r) - 1)``; offset index ``k`` places query frame 0 at
     reference frame ``k - (len(qs) - 1)``. Rotation ``rot`` means query pitch class ``c + rot``
-    matches reference class ``c``. ``rolled_spectra`` keeps the reference's rotated spectrum
-    per FFT size between calls with the same ``r`` (the same values, computed once).
+    matches reference class ``c``. ``reference_spectra`` keeps the reference's spectrum
+    (:func:`class_spectrum`) per FFT size between calls with the same ``r`` (the same values,
+    computed once).
     """
     q_spec = _query_spectrum(qs, _fft_size(len(qs) + len(r) - 1))
-    return _scores_from_spectrum(q_spec, len(qs), r, rolled_spectra)
+    return _scores_from_spectrum(q_spec, len(qs), r, reference_spectra)
 
 
 def stretched_chroma(chroma: np.ndarray, n_frames: int) -> np.ndarray:
@@ -778,45 +779,39 @@ def _fft_size(n_full: int) -> int:
 
 
 def _query_spectrum(qs: np.ndarray, size: int) -> np.ndarray:
-    """``(f, 12)``: the spectrum of the time-reversed query chroma (a correlation by FFT)."""
-    return np.fft.rfft(qs[::-1], n=size, axis=0)
+    """``(f, 12)``: the spectrum over time and pitch class of the time-reversed query chroma
+    (a correlation by FFT, linear in time, circular over the 12 classes)."""
+    return np.fft.fft(np.fft.rfft(qs[::-1], n=size, axis=0).astype(np.complex128), axis=1)
 
 
 def _scores_from_spectrum(
     q_spec: np.ndarray,
     n_query: int,
     r: np.ndarray,
-    rolled_spectra: dict[int, np.ndarray] | None = None,
+    reference_spectra: dict[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """:func:`_rotation_offset_scores` from the query's spectrum (:func:`_query_spectrum`) of
     ``n_query`` frames."""
     n_full = n_query + len(r) - 1
     size = 2 * (len(q_spec) - 1)
-    rolled = None if rolled_spectra is None else rolled_spectra.get(size)
-    if rolled is None:
-        rolled = rotated_spectra(np.fft.rfft(r, n=size, axis=0))
-        if rolled_spectra is not None:
-            rolled_spectra[size] = rolled
-    cross = np.einsum("fc,frc->fr", q_spec, rolled)
+    reference = None if reference_spectra is None else reference_spectra.get(size)
+    if reference is None:
+        reference = class_spectrum(np.fft.rfft(r, n=size, axis=0))
+        if reference_spectra is not None:
+            reference_spectra[size] = reference
+    cross = np.fft.ifft(q_spec * reference, axis=1)  # (f, rotation)
     return np.fft.irfft(cross, n=size, axis=0)[:n_full].T
 
 
-def rotated_spectra(spectrum: np.ndarray) -> np.ndarray:
-    """``(f, rot, c)``: ``spectrum[f, (c - rot) % 12]`` of a ``(f, 12)`` spectrum, as complex128.
+def class_spectrum(spectrum: np.ndarray) -> np.ndarray:
+    """``(f, 12)``: a ``(f, 12)`` time spectrum transformed over the pitch classes, as
+    complex128, so that its product with :func:`_query_spectrum` inverted over the classes sums
+    ``query[f, c] * spectrum[f, (c - rot) % 12]`` over ``c`` for every rotation ``rot``.
 
-    A read-only view of the spectrum laid twice side by side (rotation ``rot`` starts ``rot``
-    classes before the second copy), not a copy of all 144 pairs: it is built 4x faster, and
-    the ``einsum`` over it sums the same products in the same order, 40 % faster than over the
-    complex64 copy it replaces (issue #16; the scores are equal bit for bit,
-    ``tests/test_match.py``)."""
-    twice = np.concatenate([spectrum, spectrum], axis=1).astype(np.complex128)
-    freq_stride, class_stride = twice.strides
-    return np.lib.stride_tricks.as_strided(
-        twice[:, 12:],
-        shape=(len(spectrum), 12, 12),
-        strides=(freq_stride, -class_stride, class_stride),
-        writeable=False,
-    )
+    The 12 rotations by a 12-point transform instead of the 144 products of each frequency:
+    a candidate's alignment 3.5x faster (issue #16); the scores equal the products' sums to
+    within 1e-15 of their scale (``tests/test_match.py``)."""
+    return np.fft.ifft(spectrum.astype(np.complex128), axis=1, norm="forward")
 
 
 def _overlap(n_query: int, n_ref: int, offset_index: int) -> int:
