@@ -809,8 +809,8 @@ def class_spectrum(spectrum: np.ndarray) -> np.ndarray:
     ``query[f, c] * spectrum[f, (c - rot) % 12]`` over ``c`` for every rotation ``rot``.
 
     The 12 rotations by a 12-point transform instead of the 144 products of each frequency:
-    a candidate's alignment 3.5x faster (issue #16); the scores equal the products' sums to
-    within 1e-15 of their scale (``tests/test_match.py``)."""
+    that step 3.5x faster (issue #16, ``benchmarks/CPU.md``); the scores equal the products'
+    sums to rounding (6e-16 of their scale measured, ``tests/test_match.py``)."""
     return np.fft.ifft(spectrum.astype(np.complex128), axis=1, norm="forward")
 
 
