@@ -677,6 +677,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
         source = args.source_catalog or cache_dir(None) / "calibration-catalog"
+        if not (source / "catalog.sqlite").is_file():
+            print(f"error: no catalog at {source} (--source-catalog)", file=sys.stderr)
+            return 2
+        if args.compact_into < 0:
+            print("error: --compact-into takes 0 (as grown) or a number of shards", file=sys.stderr)
+            return 2
         run(
             sizes,
             args.work,
