@@ -647,7 +647,7 @@ def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) ->
         sizes = ", ".join(f"{w:,}" for w in sorted({r["works"] for r in own}))
         text += [f"## {sizes} works, a larger sample ({n} queries)", "", *extra, ""]
     text += kept_sections(out)
-    out.write_text("\n".join(text))
+    out.write_text("\n".join(text).rstrip("\n") + "\n")
     return out
 
 
