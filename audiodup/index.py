@@ -475,10 +475,20 @@ class BuiltShard:
 
 
 def build_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) -> BuiltShard:
-    """Hash and segment each ``(work_id, fingerprint)`` and index them."""
-    keys, ids, n_hashes, work_ids = _hashed(entries, settings)
-    chroma_index, n_segments = build_chroma(entries, settings)
-    counts = list(zip(n_hashes, n_segments, work_ids, strict=True))
+    """Hash and segment each ``(work_id, fingerprint)`` and index them, each fingerprint reached
+    once (a store's entries are decoded as they are reached, and let go once hashed and
+    segmented)."""
+    keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    n_hashes, segments = [], []
+    for work_id, fingerprint in entries:
+        hashes = fingerprint_hashes(fingerprint, settings)
+        if len(hashes):
+            keys.append(hashes.keys.astype(np.int64))
+            ids.append(pack_entry_ids(work_id, hashes))
+        n_hashes.append(len(hashes))
+        segments.append((work_id, reference_segments(fingerprint, settings)))
+    chroma_index, n_segments = chroma_index_of(segments, settings)
+    counts = [(h, n, w) for h, n, (w, _) in zip(n_hashes, n_segments, segments, strict=True)]
     hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
     return BuiltShard(
         hash_index,
@@ -490,32 +500,22 @@ def build_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) 
     )
 
 
-def _hashed(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) -> tuple:
-    """The hash keys and entry ids of every work of ``entries`` (each fingerprint let go once
-    hashed: a store's entries are decoded as they are reached), and each work's hash count and
-    id."""
-    keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    n_hashes, work_ids = [], []
-    for work_id, fingerprint in entries:
-        hashes = fingerprint_hashes(fingerprint, settings)
-        if len(hashes):
-            keys.append(hashes.keys.astype(np.int64))
-            ids.append(pack_entry_ids(work_id, hashes))
-        n_hashes.append(len(hashes))
-        work_ids.append(work_id)
-    return keys, ids, n_hashes, work_ids
-
-
 def build_chroma(
     entries: Sequence[tuple[int, Fingerprint]], settings: Settings
 ) -> tuple[object, list]:
     """The chroma index of each ``(work_id, fingerprint)``'s segment vectors, and the number of
     segments of each."""
-    vectors, vector_ids = [], []
-    for work_id, fingerprint in entries:
-        segments = reference_segments(fingerprint, settings)
-        vectors.append(segments)
-        vector_ids.append(pack_segment_ids(work_id, len(segments)))
+    segments = [(w, reference_segments(fingerprint, settings)) for w, fingerprint in entries]
+    return chroma_index_of(segments, settings)
+
+
+def chroma_index_of(
+    segments: list[tuple[int, np.ndarray]], settings: Settings
+) -> tuple[object, list]:
+    """The chroma index of each ``(work_id, segment vectors)``, and the number of segments of
+    each."""
+    vectors = [v for _, v in segments]
+    vector_ids = [pack_segment_ids(work_id, len(v)) for work_id, v in segments]
     chroma_index = new_chroma_index(np.concatenate(vectors) if vectors else None, settings)
     all_vectors = np.concatenate(vectors).astype(np.float32)
     if len(all_vectors):

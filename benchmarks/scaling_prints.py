@@ -23,13 +23,11 @@ not the source (a distractor or another real work).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 import os
 import pickle
-import resource
 import shutil
 import subprocess
 import sys
@@ -47,6 +45,7 @@ from benchmarks.distractor_prints import (
     load_sources,
     split_sources,
 )
+from benchmarks.engine import peak_rss_mb
 
 HARD_VARIANTS = (
     "chain: slowed + reverb (speed 0.85)",
@@ -184,17 +183,6 @@ def compact_catalog(catalog_dir: Path, into: int = 1) -> dict:
         "compact_wall_s": round(time.perf_counter() - w0, 1),
         "peak_rss_mb": round(peak_rss_mb()),
     }
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, MB: ``VmHWM``, which starts again at ``exec``.
-    (``ru_maxrss`` of a process ``run`` starts after compacting 10^5 works carries the parent's
-    5.5 GB over the fork; elsewhere than Linux it is all there is.)"""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def disk_bytes(directory: Path) -> int:
