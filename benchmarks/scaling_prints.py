@@ -338,6 +338,10 @@ def run(
     sources = [s for s in sources if not is_distractor(s.name)]
     positives, material = split_sources([s.name for s in sources], seed)
     material_sources = [s for s in sources if s.name in material]
+    if not material_sources:
+        from audiodup.errors import CatalogError
+
+        raise CatalogError(f"{source_dir} holds too few real works to cut distractors from")
     queries = sample_queries(
         prepare_queries(work, positives, max_negatives, seed), per_variant, max_negatives, seed
     )
@@ -664,6 +668,30 @@ def kept_sections(out: Path) -> list[str]:
     return [] if at < 0 else existing[at:].splitlines()
 
 
+def _run_from(args: argparse.Namespace, sizes: list[int], source: Path) -> None:
+    """``run`` with the command line's arguments."""
+    run(
+        sizes,
+        args.work,
+        args.seed,
+        args.max_negatives,
+        source,
+        {
+            label: path or None
+            for label, _, path in (m.partition("=") for m in args.models.split(","))
+        },
+        args.per_variant,
+        {
+            int(k): v
+            for k, v in (
+                json.loads(args.built_elsewhere.read_text()) if args.built_elsewhere else {}
+            ).items()
+        },
+        args.max_query_hits,
+        args.compact_into,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.corpus import cache_dir
 
@@ -716,26 +744,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.compact_into < 0:
             print("error: --compact-into takes 0 (as grown) or a number of shards", file=sys.stderr)
             return 2
-        run(
-            sizes,
-            args.work,
-            args.seed,
-            args.max_negatives,
-            source,
-            {
-                label: path or None
-                for label, _, path in (m.partition("=") for m in args.models.split(","))
-            },
-            args.per_variant,
-            {
-                int(k): v
-                for k, v in (
-                    json.loads(args.built_elsewhere.read_text()) if args.built_elsewhere else {}
-                ).items()
-            },
-            args.max_query_hits,
-            args.compact_into,
-        )
+        from audiodup.errors import CatalogError
+
+        try:
+            _run_from(args, sizes, source)
+        except CatalogError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     elif args.command == "compact":
