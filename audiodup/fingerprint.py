@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,11 @@ from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
 _CHROMA_LEVELS = CHROMA_LEVELS  # stored chroma is quantised to 5 bits; alignment needs no more
+
+# np.load parses each array's header with ast.literal_eval, and CPython 3.11's AST state is
+# shared by threads: two threads parsing at once (Dask workers' threads loading fingerprints)
+# can fail with "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905).
+_NPZ_READ_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class Fingerprint:
 
     @classmethod
     def _from_bytes(cls, blob: bytes) -> Fingerprint:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        with _NPZ_READ_LOCK, np.load(io.BytesIO(blob), allow_pickle=False) as data:
             peaks = np.empty(len(data["frame_step"]), dtype=PEAK_DTYPE)
             peaks["frame"] = np.cumsum(data["frame_step"], dtype=np.uint64)
             peaks["bin"] = data["qbin"] / _BIN_STEPS

@@ -4,6 +4,9 @@ the whole feature pipeline (decode -> spectrogram -> peaks/chroma -> hashes) to 
 from __future__ import annotations
 
 import dataclasses
+import gc
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -109,6 +112,47 @@ def test_empty_fingerprint_round_trips() -> None:
     back = Fingerprint.from_bytes(empty.to_bytes())
     assert len(back.peaks) == 0 and back.chroma.shape == (0, 12)
     assert len(fingerprint_hashes(back)) == 0
+
+
+class _CycleWithFinalizer:
+    """Garbage whose collection runs Python code, so the collector may switch threads."""
+
+    def __init__(self) -> None:
+        self.other = self
+
+    def __del__(self) -> None:
+        sum(range(100))
+
+
+def test_fingerprints_are_read_back_in_many_threads_at_once(work_fingerprint) -> None:
+    # Dask workers read stored fingerprints in threads; np.load's header parse (ast) was not
+    # thread-safe on CPython 3.11: unguarded, this load failed the test 2 runs in 3.
+    blob = work_fingerprint.to_bytes()
+    failures: list[BaseException] = []
+
+    def read_many(depth: int) -> None:
+        if depth:  # threads at different stack depths, as the recursion check compares them
+            return read_many(depth - 1)
+        for _ in range(400):
+            _CycleWithFinalizer()
+            try:
+                assert Fingerprint.from_bytes(blob).duration_s == work_fingerprint.duration_s
+            except BaseException as exc:  # noqa: BLE001 - every failure is the finding
+                failures.append(exc)
+
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    sys.setswitchinterval(1e-6)
+    gc.set_threshold(5)
+    try:
+        threads = [threading.Thread(target=read_many, args=(depth,)) for depth in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
+    assert failures == []
 
 
 def test_stored_fingerprint_regenerates_the_same_hashes(work_fingerprint: Fingerprint) -> None:
