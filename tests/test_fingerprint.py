@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import io
 import sys
 import threading
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from audiodup.audio import audio_from_samples, load_audio
-from audiodup.errors import AudiodupError
+from audiodup.errors import AudiodupError, CatalogError
 from audiodup.fingerprint import (
     Fingerprint,
     UploadFingerprints,
@@ -23,7 +24,7 @@ from audiodup.fingerprint import (
     fingerprint_hashes,
 )
 from audiodup.peaks import PEAK_DTYPE
-from audiodup.settings import DEFAULT_SETTINGS, Settings
+from audiodup.settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from audiodup.synth import synthesize_work
 
 S = DEFAULT_SETTINGS
@@ -124,10 +125,75 @@ class _CycleWithFinalizer:
         sum(range(100))
 
 
-def test_fingerprints_are_read_back_in_many_threads_at_once(work_fingerprint) -> None:
-    # Dask workers read stored fingerprints in threads; np.load's header parse (ast) was not
-    # thread-safe on CPython 3.11: unguarded, this load failed the test 2 runs in 3.
-    blob = work_fingerprint.to_bytes()
+def _former_npz_blob(fp: Fingerprint) -> bytes:
+    """A blob as catalogs made before 2026-12-01 hold it: an .npz archive of the same fields."""
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        frame_step=np.diff(fp.peaks["frame"], prepend=np.uint32(0)).astype(np.uint32),
+        qbin=np.round(fp.peaks["bin"] * PEAK_BIN_STEPS).astype(np.uint16),
+        strength=np.round(np.clip(fp.peaks["strength"], 0, 25.5) * 10).astype(np.uint8),
+        chroma=np.round(np.clip(fp.chroma, -1, 1) * CHROMA_LEVELS).astype(np.int8),
+        meta=np.array([fp.tuning_semitones, fp.duration_s]),
+        recipe=np.array(fp.recipe),
+    )
+    return buffer.getvalue()
+
+
+def test_fingerprints_stored_in_the_former_form_read_the_same(work_fingerprint) -> None:
+    former = _former_npz_blob(work_fingerprint)
+    current = work_fingerprint.to_bytes()
+    _same_fingerprint(Fingerprint.from_bytes(former), Fingerprint.from_bytes(current))
+    assert len(current) < len(former)
+
+
+def synthetic_fingerprint() -> Fingerprint:
+    rng = np.random.default_rng(7)
+    peaks = np.zeros(300, PEAK_DTYPE)
+    peaks["frame"] = np.cumsum(rng.integers(0, 9, 300))
+    peaks["bin"] = rng.integers(0, 400 * PEAK_BIN_STEPS, 300) / PEAK_BIN_STEPS
+    peaks["strength"] = rng.integers(0, 255, 300) / 10
+    chroma = rng.integers(-CHROMA_LEVELS, CHROMA_LEVELS + 1, (100, 12)) / CHROMA_LEVELS
+    return Fingerprint(peaks, chroma.astype(np.float32), 0.25, 12.5, S.recipe)
+
+
+def test_a_fingerprint_round_trips_exactly_once_quantised() -> None:
+    fp = synthetic_fingerprint()
+    _same_fingerprint(Fingerprint.from_bytes(fp.to_bytes()), fp)
+
+
+@given(cut=st.integers(min_value=0, max_value=10_000), flips=st.lists(st.integers(0, 10_000)))
+@example(cut=10_000, flips=[5])  # the peak count: sizes the data cannot hold
+@example(cut=10_000, flips=[34])  # the recipe id's length
+def test_a_damaged_stored_fingerprint_is_reported_as_damaged(cut: int, flips: list[int]) -> None:
+    fp = synthetic_fingerprint()
+    blob = bytearray(fp.to_bytes())
+    for at in flips:
+        blob[at % len(blob)] ^= 0xFF
+    damaged = bytes(blob[: min(cut, len(blob))])
+    try:
+        back = Fingerprint.from_bytes(damaged)
+    except CatalogError as exc:
+        assert "damaged" in str(exc)
+    else:  # a flip in the tuning, duration or strengths reads as other values of the right size
+        assert len(back.peaks) == len(fp.peaks) and back.chroma.shape == fp.chroma.shape
+
+
+class _CycleWithFinalizer:
+    """Garbage whose collection runs Python code, so the collector may switch threads."""
+
+    def __init__(self) -> None:
+        self.other = self
+
+    def __del__(self) -> None:
+        sum(range(100))
+
+
+@pytest.mark.parametrize("form", ["current", "former npz"])
+def test_fingerprints_are_read_back_in_many_threads_at_once(work_fingerprint, form) -> None:
+    # Dask workers read stored fingerprints in threads; np.load's header parse (ast) is not
+    # thread-safe on CPython 3.11: unguarded, this load failed the former form 2 runs in 3.
+    blob = work_fingerprint.to_bytes() if form == "current" else _former_npz_blob(work_fingerprint)
     failures: list[BaseException] = []
 
     def read_many(depth: int) -> None:
