@@ -1,0 +1,267 @@
+"""Experiment (issue #14): four-peak keys as a third candidate channel in large catalogs.
+
+Not part of audiodup's screening. In a catalog of 10^5 works a triplet key holds about 257
+entries, so a look-up keeps only its rarest keys' 300,000 hits (0.1-0.7 % of a long copy's)
+and some hard copies' works are never among the candidates. A key of four peaks (two
+tempo-invariant time ratios, three pitch-invariant frequency differences) is far rarer: the
+10^5-work catalog's 135 M four-peak entries fall in 22 M keys. This builds such an index from a
+catalog's stored fingerprints and screens the scaling benchmark's queries with the channel
+switched in: after a sampled look-up, the works with the most four-peak hits in one cell of
+(tempo, pitch shift, time offset) join the chroma-voted works as extra candidates, and like
+them are verified on all of their triplet hits and weighed against every work in competition
+(:func:`audiodup.screening.chroma_voted_candidates`). Verdicts still come from the triplet lines,
+chroma and peak checks alone; a look-up of the whole catalog (small catalogs) takes no votes.
+
+    python -m benchmarks.quad_channel build CATALOG QUAD_DIR
+    python -m benchmarks.quad_channel screen --catalog CATALOG --quads QUAD_DIR \\
+        --queries QUERIES.pkl --out OUT.jsonl [--budget 300000] [--top 8]
+
+``QUERIES.pkl`` and the output are those of ``python -m benchmarks.scaling_prints screen``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audiodup.fingerprint import Fingerprint
+from audiodup.peaks import PEAK_DTYPE, thin_peaks
+from audiodup.settings import DEFAULT_SETTINGS, Settings
+
+CATALOG_FANOUT = 3  # one quad per anchor: its first three partners, as triplets choose theirs
+QUERY_FANOUT = 6  # every three of the query anchor's first six partners: 20 quads
+_FIELDS = ("keys", "work", "frame", "bin", "span")
+
+
+@dataclass(frozen=True)
+class Quads:
+    """Four-peak hashes of one recording, parallel arrays."""
+
+    keys: np.ndarray  # int64
+    anchor_frame: np.ndarray  # int64
+    anchor_bin: np.ndarray  # float64
+    span_frames: np.ndarray  # int64: t_d - t_a
+
+
+def quad_hashes(
+    peaks: np.ndarray, fanout: int, settings: Settings = DEFAULT_SETTINGS, multiprobe: bool = False
+) -> Quads:
+    """Each anchor's quads ``(a, b, c, d)`` of three of its first ``fanout`` partners (chosen
+    by rank in time within the triplets' reach, as :func:`audiodup.hashes.triplet_hashes` does),
+    keyed by ``(t_b - t_a) / span``, ``(t_c - t_a) / span`` (``settings.ratio_levels`` levels)
+    and ``f_b - f_a``, ``f_c - f_a``, ``f_d - f_a`` (whole log bins). With ``multiprobe`` a
+    coordinate near a level's edge also emits its neighbour's key (queries)."""
+    peaks = np.asarray(peaks, dtype=PEAK_DTYPE)
+    n = len(peaks)
+    if n < 4:
+        return _no_quads()
+    t = peaks["frame"].astype(np.int64)
+    f = peaks["bin"].astype(np.float64)
+    max_dt = int(settings.hash_max_dt_s * settings.frames_per_second)
+    max_df = settings.hash_max_df_bins
+    partner = np.arange(n)[:, None] + 1 + np.arange(min(n - 1, 6 * fanout))[None, :]
+    inside = partner < n
+    partner = np.minimum(partner, n - 1)
+    dt, df = t[partner] - t[:, None], f[partner] - f[:, None]
+    valid = inside & (dt > 0) & (dt <= max_dt) & (np.abs(df) <= max_df)
+    rank = np.cumsum(valid, axis=1) - 1
+    slots = np.full((n, fanout), -1, dtype=np.int64)
+    rows, cols = np.nonzero(valid & (rank < fanout))
+    slots[rows, rank[rows, cols]] = partner[rows, cols]
+    combos = list(itertools.combinations(range(fanout), 3))
+    a = np.repeat(np.arange(n), len(combos))
+    b, c, d = (slots[:, [combo[i] for combo in combos]].ravel() for i in range(3))
+    ok = (b >= 0) & (c >= 0) & (d >= 0)
+    a, b, c, d = a[ok], b[ok], c[ok], d[ok]
+    span = t[d] - t[a]
+    ok = span >= 3
+    a, b, c, d, span = a[ok], b[ok], c[ok], d[ok], span[ok]
+    levels = settings.ratio_levels
+    df_levels = 2 * max_df + 1
+    coords = [
+        ((t[b] - t[a]) / span * levels, levels),
+        ((t[c] - t[a]) / span * levels, levels),
+        (f[b] - f[a] + max_df + 0.5, df_levels),
+        (f[c] - f[a] + max_df + 0.5, df_levels),
+        (f[d] - f[a] + max_df + 0.5, df_levels),
+    ]
+    keys, owner = _probed_keys(coords, multiprobe)
+    return Quads(keys, t[a][owner], f[a][owner], span[owner])
+
+
+def _probed_keys(coords, multiprobe: bool, margin: float = 0.12):
+    cells, alternatives = [], []
+    for value, levels in coords:
+        cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
+        frac = value - np.floor(value)
+        step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0)) if multiprobe else 0
+        cells.append(cell)
+        alternatives.append(np.clip(cell + step, 0, levels - 1))
+    keys, owner = [], []
+    for choice in itertools.product((False, True), repeat=len(coords) if multiprobe else 0):
+        use = choice or (False,) * len(coords)
+        mask = np.ones(len(cells[0]), dtype=bool)
+        key = np.zeros(len(cells[0]), dtype=np.int64)
+        for alt, cell, other, (_, levels) in zip(use, cells, alternatives, coords, strict=True):
+            if alt:
+                mask &= other != cell
+            key = key * levels + (other if alt else cell)
+        keys.append(key[mask])
+        owner.append(np.nonzero(mask)[0])
+    return np.concatenate(keys), np.concatenate(owner)
+
+
+def _no_quads() -> Quads:
+    empty = np.zeros(0, dtype=np.int64)
+    return Quads(empty, empty, np.zeros(0), empty)
+
+
+def quad_index(
+    works: Iterable[tuple[int, np.ndarray]], settings: Settings = DEFAULT_SETTINGS
+) -> dict[str, np.ndarray]:
+    """The catalog quads of ``(work_id, peaks)`` pairs, sorted by key."""
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in _FIELDS}
+    for work_id, peaks in works:
+        quads = quad_hashes(peaks, CATALOG_FANOUT, settings)
+        parts["keys"].append(quads.keys)
+        parts["work"].append(np.full(len(quads.keys), work_id, dtype=np.int32))
+        parts["frame"].append(quads.anchor_frame.astype(np.int32))
+        parts["bin"].append(quads.anchor_bin.astype(np.float32))
+        parts["span"].append(quads.span_frames.astype(np.int32))
+    keys = np.concatenate(parts.pop("keys"))
+    order = np.argsort(keys, kind="stable")
+    return {"keys": keys[order]} | {name: np.concatenate(a)[order] for name, a in parts.items()}
+
+
+def build_quad_index(catalog_dir: Path, out_dir: Path, settings: Settings = DEFAULT_SETTINGS):
+    """Every live work's catalog quads, sorted by key, as memory-mappable ``.npy`` files."""
+    db = sqlite3.connect(f"file:{catalog_dir / 'catalog.sqlite'}?mode=ro", uri=True)
+    rows = db.execute(
+        "SELECT f.work_id, f.blob FROM fingerprints f JOIN works w USING (work_id) "
+        "WHERE NOT w.removed"
+    )
+    index = quad_index(((w, Fingerprint.from_bytes(blob).peaks) for w, blob in rows), settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, array in index.items():
+        np.save(out_dir / f"{name}.npy", array)
+    return len(index["keys"])
+
+
+def load_quad_index(quad_dir: Path) -> dict[str, np.ndarray]:
+    return {name: np.load(quad_dir / f"{name}.npy", mmap_mode="r") for name in _FIELDS}
+
+
+def quad_candidates(
+    index: dict[str, np.ndarray],
+    query: Fingerprint,
+    settings: Settings = DEFAULT_SETTINGS,
+    budget: int = 300_000,
+    top: int = 8,
+) -> list[int]:
+    """The ``top`` works with the most quad hits of the query in one cell of (tempo ratio,
+    pitch shift, time offset), from the rarest keys first until ``budget`` hits."""
+    peaks = thin_peaks(query.peaks, max(settings.query_peak_densities), settings.frames_per_second)
+    quads = quad_hashes(peaks, QUERY_FANOUT, settings, multiprobe=True)
+    keys = index["keys"]
+    lo, hi = np.searchsorted(keys, quads.keys, "left"), np.searchsorted(keys, quads.keys, "right")
+    count = hi - lo
+    if count.sum() > budget:  # the rarest keys carry the most evidence per hit
+        sizes = np.sort(count[count > 0])
+        within = sizes[np.cumsum(sizes) <= budget]
+        count = np.where(count <= (within[-1] if len(within) else 0), count, 0)
+    total = int(count.sum())
+    if total == 0:
+        return []
+    q = np.repeat(np.arange(len(count)), count)
+    entry = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
+    log_tempo = np.log(np.maximum(index["span"][entry], 1) / np.maximum(quads.span_frames[q], 1))
+    pitch = (quads.anchor_bin[q] - index["bin"][entry]) / settings.bins_per_semitone
+    plausible = (np.abs(log_tempo) <= np.log(2.1)) & (np.abs(pitch) <= 12.5)
+    q, entry = q[plausible], entry[plausible]
+    log_tempo, pitch = log_tempo[plausible], pitch[plausible]
+    offset_s = (
+        index["frame"][entry] - quads.anchor_frame[q] * np.exp(log_tempo)
+    ) / settings.frames_per_second
+    work = index["work"][entry].astype(np.int64)
+    cell = np.stack(
+        [work, np.round(log_tempo / 0.05), np.round(pitch), np.round(offset_s / 2)], axis=1
+    ).astype(np.int64)
+    cells, support = np.unique(cell, axis=0, return_counts=True)
+    ranked: list[int] = []
+    for row in np.argsort(-support, kind="stable"):
+        work_id = int(cells[row, 0])
+        if work_id not in ranked:
+            ranked.append(work_id)
+            if len(ranked) == top:
+                break
+    return ranked
+
+
+def screen_with_quads(
+    catalog_dir: Path, quad_dir: Path, queries: Path, out: Path, budget: int, top: int
+) -> None:
+    """``scaling_prints.screen_catalog`` with the quad channel's works added to each sampled
+    look-up's chroma-voted works (the screening functions patched in this process only)."""
+    import audiodup.screening as screening
+    from benchmarks.scaling_prints import screen_catalog
+
+    index = load_quad_index(quad_dir)
+    looked_at: list[Fingerprint] = []
+    gather, voted = screening.gather_evidence, screening.chroma_voted_works
+
+    def gather_evidence(query, *args, **kwargs):
+        looked_at[:] = [query]
+        return gather(query, *args, **kwargs)
+
+    def chroma_voted_works(search, limit):
+        works = voted(search, limit)
+        extra = quad_candidates(index, looked_at[0], budget=budget, top=top)
+        return works + [w for w in extra if w not in works]
+
+    screening.gather_evidence, screening.chroma_voted_works = gather_evidence, chroma_voted_works
+    try:
+        screen_catalog(catalog_dir, queries, out)
+    finally:
+        screening.gather_evidence, screening.chroma_voted_works = gather, voted
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quad_channel")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_build = sub.add_parser("build")
+    p_build.add_argument("catalog", type=Path)
+    p_build.add_argument("out", type=Path)
+    p_screen = sub.add_parser("screen")
+    p_screen.add_argument("--catalog", type=Path, required=True)
+    p_screen.add_argument("--quads", type=Path, required=True)
+    p_screen.add_argument("--queries", type=Path, required=True)
+    p_screen.add_argument("--out", type=Path, required=True)
+    p_screen.add_argument("--budget", type=int, default=300_000)
+    p_screen.add_argument("--top", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        if not (args.catalog / "catalog.sqlite").is_file():
+            print(f"error: no catalog at {args.catalog}", file=sys.stderr)
+            return 2
+        started = time.process_time()
+        n = build_quad_index(args.catalog, args.out)
+        print(f"{n:,} quad entries in {time.process_time() - started:.0f} CPU-s -> {args.out}")
+        return 0
+    for path in (args.catalog / "catalog.sqlite", args.quads / "keys.npy", args.queries):
+        if not path.is_file():
+            print(f"error: {path} not found", file=sys.stderr)
+            return 2
+    screen_with_quads(args.catalog, args.quads, args.queries, args.out, args.budget, args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
