@@ -14,7 +14,8 @@ chroma and peak checks alone; a look-up of the whole catalog (small catalogs) ta
 
     python -m benchmarks.quad_channel build CATALOG QUAD_DIR
     python -m benchmarks.quad_channel screen --catalog CATALOG --quads QUAD_DIR \\
-        --queries QUERIES.pkl --out OUT.jsonl [--budget 300000] [--top 8]
+        --queries QUERIES.pkl --out OUT.jsonl [--budget 300000] [--top 8] \\
+        [--query-fanout 6] [--probe 0,1,2,3,4]
 
 ``QUERIES.pkl`` and the output are those of ``python -m benchmarks.scaling_prints screen``.
 """
@@ -22,6 +23,7 @@ chroma and peak checks alone; a look-up of the whole catalog (small catalogs) ta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import sqlite3
 import sys
@@ -38,6 +40,7 @@ from audiodup.settings import DEFAULT_SETTINGS, Settings
 
 CATALOG_FANOUT = 3  # one quad per anchor: its first three partners, as triplets choose theirs
 QUERY_FANOUT = 6  # every three of the query anchor's first six partners: 20 quads
+ALL_COORDINATES = (0, 1, 2, 3, 4)  # the two time ratios, the three frequency differences
 _FIELDS = ("keys", "work", "frame", "bin", "span")
 
 
@@ -52,13 +55,16 @@ class Quads:
 
 
 def quad_hashes(
-    peaks: np.ndarray, fanout: int, settings: Settings = DEFAULT_SETTINGS, multiprobe: bool = False
+    peaks: np.ndarray,
+    fanout: int,
+    settings: Settings = DEFAULT_SETTINGS,
+    probe: Sequence[int] = (),
 ) -> Quads:
     """Each anchor's quads ``(a, b, c, d)`` of three of its first ``fanout`` partners (chosen
     by rank in time within the triplets' reach, as :func:`audiodup.hashes.triplet_hashes` does),
     keyed by ``(t_b - t_a) / span``, ``(t_c - t_a) / span`` (``settings.ratio_levels`` levels)
-    and ``f_b - f_a``, ``f_c - f_a``, ``f_d - f_a`` (whole log bins). With ``multiprobe`` a
-    coordinate near a level's edge also emits its neighbour's key (queries)."""
+    and ``f_b - f_a``, ``f_c - f_a``, ``f_d - f_a`` (whole log bins). Each coordinate in
+    ``probe`` (queries) near a level's edge also emits its neighbour's key."""
     peaks = np.asarray(peaks, dtype=PEAK_DTYPE)
     n = len(peaks)
     if n < 4:
@@ -93,24 +99,25 @@ def quad_hashes(
         (f[c] - f[a] + max_df + 0.5, df_levels),
         (f[d] - f[a] + max_df + 0.5, df_levels),
     ]
-    keys, owner = _probed_keys(coords, multiprobe)
+    keys, owner = _probed_keys(coords, probe)
     return Quads(keys, t[a][owner], f[a][owner], span[owner])
 
 
-def _probed_keys(coords, multiprobe: bool, margin: float = 0.12):
+def _probed_keys(coords, probe: Sequence[int], margin: float = 0.12):
     cells, alternatives = [], []
-    for value, levels in coords:
+    for i, (value, levels) in enumerate(coords):
         cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
         frac = value - np.floor(value)
-        step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0)) if multiprobe else 0
+        step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0)) if i in probe else 0
         cells.append(cell)
         alternatives.append(np.clip(cell + step, 0, levels - 1))
     keys, owner = [], []
-    for choice in itertools.product((False, True), repeat=len(coords) if multiprobe else 0):
-        use = choice or (False,) * len(coords)
+    for choice in itertools.product((False, True), repeat=len(coords)):
+        if any(alt and i not in probe for i, alt in enumerate(choice)):
+            continue
         mask = np.ones(len(cells[0]), dtype=bool)
         key = np.zeros(len(cells[0]), dtype=np.int64)
-        for alt, cell, other, (_, levels) in zip(use, cells, alternatives, coords, strict=True):
+        for alt, cell, other, (_, levels) in zip(choice, cells, alternatives, coords, strict=True):
             if alt:
                 mask &= other != cell
             key = key * levels + (other if alt else cell)
@@ -165,11 +172,15 @@ def quad_candidates(
     settings: Settings = DEFAULT_SETTINGS,
     budget: int = 300_000,
     top: int = 8,
+    fanout: int = QUERY_FANOUT,
+    probe: Sequence[int] = ALL_COORDINATES,
 ) -> list[int]:
     """The ``top`` works with the most quad hits of the query in one cell of (tempo ratio,
     pitch shift, time offset), from the rarest keys first until ``budget`` hits."""
     peaks = thin_peaks(query.peaks, max(settings.query_peak_densities), settings.frames_per_second)
-    quads = quad_hashes(peaks, QUERY_FANOUT, settings, multiprobe=True)
+    quads = quad_hashes(peaks, fanout, settings, probe)
+    order = np.argsort(quads.keys, kind="stable")  # sorted needles: the searches walk in order
+    quads = Quads(*(field[order] for field in dataclasses.astuple(quads)))
     keys = index["keys"]
     lo, hi = np.searchsorted(keys, quads.keys, "left"), np.searchsorted(keys, quads.keys, "right")
     count = hi - lo
@@ -190,14 +201,14 @@ def quad_candidates(
     offset_s = (
         index["frame"][entry] - quads.anchor_frame[q] * np.exp(log_tempo)
     ) / settings.frames_per_second
-    work = index["work"][entry].astype(np.int64)
-    cell = np.stack(
-        [work, np.round(log_tempo / 0.05), np.round(pitch), np.round(offset_s / 2)], axis=1
-    ).astype(np.int64)
-    cells, support = np.unique(cell, axis=0, return_counts=True)
+    # one int64 per cell, ordered as (work, tempo, pitch, offset): work ids below 2^23
+    cell = index["work"][entry].astype(np.int64) << 8 | np.round(log_tempo / 0.05).astype(int) + 64
+    cell = cell << 8 | np.round(pitch).astype(np.int64) + 64
+    cell = cell << 24 | np.round(offset_s / 2).astype(np.int64) + (1 << 23)
+    cells, support = np.unique(cell, return_counts=True)
     ranked: list[int] = []
     for row in np.argsort(-support, kind="stable"):
-        work_id = int(cells[row, 0])
+        work_id = int(cells[row] >> 40)
         if work_id not in ranked:
             ranked.append(work_id)
             if len(ranked) == top:
@@ -206,7 +217,14 @@ def quad_candidates(
 
 
 def screen_with_quads(
-    catalog_dir: Path, quad_dir: Path, queries: Path, out: Path, budget: int, top: int
+    catalog_dir: Path,
+    quad_dir: Path,
+    queries: Path,
+    out: Path,
+    budget: int = 300_000,
+    top: int = 8,
+    fanout: int = QUERY_FANOUT,
+    probe: Sequence[int] = ALL_COORDINATES,
 ) -> None:
     """``scaling_prints.screen_catalog`` with the quad channel's works added to each sampled
     look-up's chroma-voted works (the screening functions patched in this process only)."""
@@ -223,7 +241,9 @@ def screen_with_quads(
 
     def chroma_voted_works(search, limit):
         works = voted(search, limit)
-        extra = quad_candidates(index, looked_at[0], budget=budget, top=top)
+        extra = quad_candidates(
+            index, looked_at[0], budget=budget, top=top, fanout=fanout, probe=probe
+        )
         return works + [w for w in extra if w not in works]
 
     screening.gather_evidence, screening.chroma_voted_works = gather_evidence, chroma_voted_works
@@ -246,6 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--out", type=Path, required=True)
     p_screen.add_argument("--budget", type=int, default=300_000)
     p_screen.add_argument("--top", type=int, default=8)
+    p_screen.add_argument("--query-fanout", type=int, default=QUERY_FANOUT)
+    p_screen.add_argument(
+        "--probe", default="0,1,2,3,4", help="coordinates probed at their edges ('' for none)"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         if not (args.catalog / "catalog.sqlite").is_file():
@@ -259,7 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not path.is_file():
             print(f"error: {path} not found", file=sys.stderr)
             return 2
-    screen_with_quads(args.catalog, args.quads, args.queries, args.out, args.budget, args.top)
+    probe = tuple(int(i) for i in args.probe.split(",") if i.strip())
+    screen_with_quads(
+        args.catalog,
+        args.quads,
+        args.queries,
+        args.out,
+        args.budget,
+        args.top,
+        args.query_fanout,
+        probe,
+    )
     return 0
 
 

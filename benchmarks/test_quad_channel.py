@@ -9,6 +9,7 @@ from audiodup.fingerprint import Fingerprint
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS as S
 from benchmarks.quad_channel import (
+    ALL_COORDINATES,
     CATALOG_FANOUT,
     QUERY_FANOUT,
     quad_candidates,
@@ -39,10 +40,10 @@ def test_quad_keys_survive_a_tempo_change_and_a_pitch_shift() -> None:
     peaks = random_peaks(1)
     stored = set(quad_hashes(peaks, CATALOG_FANOUT).keys.tolist())
     for tempo, semitones in [(1.0, 0.0), (1.25, 0.0), (0.85, -2.0), (1.1, 3.0)]:
-        query = quad_hashes(altered(peaks, tempo, semitones), QUERY_FANOUT, multiprobe=True)
+        query = quad_hashes(altered(peaks, tempo, semitones), QUERY_FANOUT, probe=ALL_COORDINATES)
         kept = len(stored & set(query.keys.tolist())) / len(stored)
         assert kept > (0.99 if tempo == 1.0 else 0.5), (tempo, semitones, kept)
-    unrelated = quad_hashes(random_peaks(2), QUERY_FANOUT, multiprobe=True)
+    unrelated = quad_hashes(random_peaks(2), QUERY_FANOUT, probe=ALL_COORDINATES)
     assert len(stored & set(unrelated.keys.tolist())) / len(stored) < 0.05
 
 
