@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiodup.errors import AudiodupError
 from audiodup.fingerprint import Fingerprint
 from audiodup.peaks import PEAK_DTYPE, thin_peaks
 from audiodup.settings import DEFAULT_SETTINGS, Settings
@@ -42,6 +43,7 @@ CATALOG_FANOUT = 3  # one quad per anchor: its first three partners, as triplets
 QUERY_FANOUT = 6  # every three of the query anchor's first six partners: 20 quads
 ALL_COORDINATES = (0, 1, 2, 3, 4)  # the two time ratios, the three frequency differences
 _FIELDS = ("keys", "work", "frame", "bin", "span")
+_DTYPES = (np.int64, np.int32, np.int32, np.float32, np.int32)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def quad_index(
         parts["frame"].append(quads.anchor_frame.astype(np.int32))
         parts["bin"].append(quads.anchor_bin.astype(np.float32))
         parts["span"].append(quads.span_frames.astype(np.int32))
+    if not parts["keys"]:
+        return {name: np.zeros(0, dtype) for name, dtype in zip(_FIELDS, _DTYPES, strict=True)}
     keys = np.concatenate(parts.pop("keys"))
     order = np.argsort(keys, kind="stable")
     return {"keys": keys[order]} | {name: np.concatenate(a)[order] for name, a in parts.items()}
@@ -276,10 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: no catalog at {args.catalog}", file=sys.stderr)
             return 2
         started = time.process_time()
-        n = build_quad_index(args.catalog, args.out)
+        try:
+            n = build_quad_index(args.catalog, args.out)
+        except (AudiodupError, sqlite3.Error) as exc:
+            print(f"error: {args.catalog}: {exc}", file=sys.stderr)
+            return 2
         print(f"{n:,} quad entries in {time.process_time() - started:.0f} CPU-s -> {args.out}")
         return 0
-    for path in (args.catalog / "catalog.sqlite", args.quads / "keys.npy", args.queries):
+    needed = [args.catalog / "catalog.sqlite", args.queries]
+    for path in needed + [args.quads / f"{name}.npy" for name in _FIELDS]:
         if not path.is_file():
             print(f"error: {path} not found", file=sys.stderr)
             return 2
