@@ -15,7 +15,7 @@ chroma and peak checks alone; a look-up of the whole catalog (small catalogs) ta
     python -m benchmarks.quad_channel build CATALOG QUAD_DIR
     python -m benchmarks.quad_channel screen --catalog CATALOG --quads QUAD_DIR \\
         --queries QUERIES.pkl --out OUT.jsonl [--budget 300000] [--top 8] \\
-        [--query-fanout 6] [--probe 0,1,2,3,4]
+        [--query-fanout 6] [--probe 0,1,2,3,4] [--groups 1]
 
 ``QUERIES.pkl`` and the output are those of ``python -m benchmarks.scaling_prints screen``.
 """
@@ -181,10 +181,56 @@ def quad_candidates(
 ) -> list[int]:
     """The ``top`` works with the most quad hits of the query in one cell of (tempo ratio,
     pitch shift, time offset), from the rarest keys first until ``budget`` hits."""
+    quads = query_quads(query, settings, fanout, probe)
+    return [work for work, _ in best_cells(index, quads, settings, budget, top)]
+
+
+def grouped_quad_candidates(
+    groups: list[dict[str, np.ndarray]],
+    query: Fingerprint,
+    settings: Settings = DEFAULT_SETTINGS,
+    budget: int = 300_000,
+    top: int = 8,
+    fanout: int = QUERY_FANOUT,
+    probe: Sequence[int] = ALL_COORDINATES,
+) -> list[int]:
+    """:func:`quad_candidates` as shard groups would give it without a second round trip: each
+    group looks up its own rarest keys within an equal share of ``budget`` and returns its
+    ``top`` works with their supports; the merge keeps the ``top`` best (support, then work id,
+    the order one index breaks ties in)."""
+    quads = query_quads(query, settings, fanout, probe)
+    share = budget // len(groups)
+    merged = sorted(
+        (item for group in groups for item in best_cells(group, quads, settings, share, top)),
+        key=lambda item: (-item[1], item[0]),
+    )
+    return [work for work, _ in merged[:top]]
+
+
+def split_index(index: dict[str, np.ndarray], groups: int) -> list[dict[str, np.ndarray]]:
+    """``index`` split into ``groups`` by work id modulo ``groups``, each still sorted by key."""
+    group_of = np.asarray(index["work"]) % groups
+    masks = [group_of == g for g in range(groups)]
+    return [{name: np.asarray(a)[mask] for name, a in index.items()} for mask in masks]
+
+
+def query_quads(
+    query: Fingerprint,
+    settings: Settings = DEFAULT_SETTINGS,
+    fanout: int = QUERY_FANOUT,
+    probe: Sequence[int] = ALL_COORDINATES,
+) -> Quads:
+    """The query's quads (at its densest peaks), sorted by key: the searches walk in order."""
     peaks = thin_peaks(query.peaks, max(settings.query_peak_densities), settings.frames_per_second)
     quads = quad_hashes(peaks, fanout, settings, probe)
-    order = np.argsort(quads.keys, kind="stable")  # sorted needles: the searches walk in order
-    quads = Quads(*(field[order] for field in dataclasses.astuple(quads)))
+    order = np.argsort(quads.keys, kind="stable")
+    return Quads(*(field[order] for field in dataclasses.astuple(quads)))
+
+
+def best_cells(
+    index: dict[str, np.ndarray], quads: Quads, settings: Settings, budget: int, top: int
+) -> list[tuple[int, int]]:
+    """``(work_id, support)`` of the ``top`` works whose fullest cell holds most hits."""
     keys = index["keys"]
     lo, hi = np.searchsorted(keys, quads.keys, "left"), np.searchsorted(keys, quads.keys, "right")
     count = hi - lo
@@ -210,14 +256,12 @@ def quad_candidates(
     cell = cell << 8 | np.round(pitch).astype(np.int64) + 64
     cell = cell << 24 | np.round(offset_s / 2).astype(np.int64) + (1 << 23)
     cells, support = np.unique(cell, return_counts=True)
-    ranked: list[int] = []
+    ranked: dict[int, int] = {}
     for row in np.argsort(-support, kind="stable"):
-        work_id = int(cells[row] >> 40)
-        if work_id not in ranked:
-            ranked.append(work_id)
-            if len(ranked) == top:
-                break
-    return ranked
+        ranked.setdefault(int(cells[row] >> 40), int(support[row]))
+        if len(ranked) == top:
+            break
+    return list(ranked.items())
 
 
 def screen_with_quads(
@@ -229,13 +273,16 @@ def screen_with_quads(
     top: int = 8,
     fanout: int = QUERY_FANOUT,
     probe: Sequence[int] = ALL_COORDINATES,
+    groups: int = 1,
 ) -> None:
     """``scaling_prints.screen_catalog`` with the quad channel's works added to each sampled
-    look-up's chroma-voted works (the screening functions patched in this process only)."""
+    look-up's chroma-voted works (the screening functions patched in this process only); with
+    ``groups`` the index split as :func:`grouped_quad_candidates` takes it."""
     import audiodup.screening as screening
     from benchmarks.scaling_prints import screen_catalog
 
     index = load_quad_index(quad_dir)
+    parts = split_index(index, groups) if groups > 1 else [index]
     looked_at: list[Fingerprint] = []
     gather, voted = screening.gather_evidence, screening.chroma_voted_works
 
@@ -245,8 +292,8 @@ def screen_with_quads(
 
     def chroma_voted_works(search, limit):
         works = voted(search, limit)
-        extra = quad_candidates(
-            index, looked_at[0], budget=budget, top=top, fanout=fanout, probe=probe
+        extra = grouped_quad_candidates(
+            parts, looked_at[0], budget=budget, top=top, fanout=fanout, probe=probe
         )
         return works + [w for w in extra if w not in works]
 
@@ -271,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--budget", type=int, default=300_000)
     p_screen.add_argument("--top", type=int, default=8)
     p_screen.add_argument("--query-fanout", type=int, default=QUERY_FANOUT)
+    p_screen.add_argument("--groups", type=int, default=1, help="split by work id, budget shared")
     p_screen.add_argument(
         "--probe", default="0,1,2,3,4", help="coordinates probed at their edges ('' for none)"
     )
@@ -302,6 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.top,
         args.query_fanout,
         probe,
+        max(args.groups, 1),
     )
     return 0
 

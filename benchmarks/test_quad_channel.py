@@ -12,9 +12,11 @@ from benchmarks.quad_channel import (
     ALL_COORDINATES,
     CATALOG_FANOUT,
     QUERY_FANOUT,
+    grouped_quad_candidates,
     quad_candidates,
     quad_hashes,
     quad_index,
+    split_index,
 )
 
 
@@ -74,3 +76,6 @@ def test_the_altered_work_leads_the_quad_candidates() -> None:
     assert quad_candidates(index, upload, top=3) == [23, 25, 24]
     # a budget below the upload's hits keeps its rarest keys and still finds the work first
     assert quad_candidates(index, upload, budget=300, top=3)[0] == 23
+    # split as shard groups would hold it, each group with its share of the budget
+    assert grouped_quad_candidates([index], upload, top=3) == [23, 25, 24]
+    assert grouped_quad_candidates(split_index(index, 4), upload, top=3) == [23, 25, 24]
