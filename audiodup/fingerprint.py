@@ -100,8 +100,9 @@ class Fingerprint:
 # The stored form (Fingerprint.to_bytes): magic, peak count, chroma frames, tuning in
 # semitones, duration in seconds, the recipe id's length; the recipe id (UTF-8); then one zlib
 # stream of the peaks' frame steps (<u4), bins in 1/16 (<u2), strengths in 1/10 (u1) and the
-# chroma rows (i1, 12 per frame). The former form, an .npz archive, took 0.7 ms per fingerprint
-# to read (zip members, each array's header parsed by ast) against the zlib stream's 0.15.
+# chroma rows (i1, 12 per frame). The former form, an .npz archive, took 0.46 ms per
+# fingerprint to read (zip members, each array's header parsed by ast), this one 0.14
+# (benchmarks/CPU.md).
 _BLOB_MAGIC = b"ADFP2"
 _BLOB_HEADER = struct.Struct("<5sIIddH")
 _PEAK_FIELDS = ("<u4", "<u2", "u1")  # per peak; then the chroma, 12 x i1 per frame
