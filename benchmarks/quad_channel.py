@@ -171,21 +171,6 @@ def load_quad_index(quad_dir: Path) -> dict[str, np.ndarray]:
 
 
 def quad_candidates(
-    index: dict[str, np.ndarray],
-    query: Fingerprint,
-    settings: Settings = DEFAULT_SETTINGS,
-    budget: int = 300_000,
-    top: int = 8,
-    fanout: int = QUERY_FANOUT,
-    probe: Sequence[int] = ALL_COORDINATES,
-) -> list[int]:
-    """The ``top`` works with the most quad hits of the query in one cell of (tempo ratio,
-    pitch shift, time offset), from the rarest keys first until ``budget`` hits."""
-    quads = query_quads(query, settings, fanout, probe)
-    return [work for work, _ in best_cells(index, quads, settings, budget, top)]
-
-
-def grouped_quad_candidates(
     groups: list[dict[str, np.ndarray]],
     query: Fingerprint,
     settings: Settings = DEFAULT_SETTINGS,
@@ -194,10 +179,12 @@ def grouped_quad_candidates(
     fanout: int = QUERY_FANOUT,
     probe: Sequence[int] = ALL_COORDINATES,
 ) -> list[int]:
-    """:func:`quad_candidates` as shard groups would give it without a second round trip: each
-    group looks up its own rarest keys within an equal share of ``budget`` and returns its
-    ``top`` works with their supports; the merge keeps the ``top`` best (support, then work id,
-    the order one index breaks ties in)."""
+    """The ``top`` works with the most quad hits of the query in one cell of (tempo ratio,
+    pitch shift, time offset), from the rarest keys first until ``budget`` hits. With several
+    ``groups`` (an index split as shard groups would hold it, no second round trip) each looks
+    up its own rarest keys within an equal share of ``budget`` and gives its ``top`` works with
+    their supports; the merge keeps the ``top`` best (support, then work id: the order one
+    index breaks ties in)."""
     quads = query_quads(query, settings, fanout, probe)
     share = budget // len(groups)
     merged = sorted(
@@ -277,7 +264,7 @@ def screen_with_quads(
 ) -> None:
     """``scaling_prints.screen_catalog`` with the quad channel's works added to each sampled
     look-up's chroma-voted works (the screening functions patched in this process only); with
-    ``groups`` the index split as :func:`grouped_quad_candidates` takes it."""
+    ``groups`` the index split as :func:`quad_candidates` takes it."""
     import audiodup.screening as screening
     from benchmarks.scaling_prints import screen_catalog
 
@@ -292,7 +279,7 @@ def screen_with_quads(
 
     def chroma_voted_works(search, limit):
         works = voted(search, limit)
-        extra = grouped_quad_candidates(
+        extra = quad_candidates(
             parts, looked_at[0], budget=budget, top=top, fanout=fanout, probe=probe
         )
         return works + [w for w in extra if w not in works]

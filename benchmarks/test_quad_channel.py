@@ -12,7 +12,6 @@ from benchmarks.quad_channel import (
     ALL_COORDINATES,
     CATALOG_FANOUT,
     QUERY_FANOUT,
-    grouped_quad_candidates,
     quad_candidates,
     quad_hashes,
     quad_index,
@@ -73,9 +72,8 @@ def test_the_altered_work_leads_the_quad_candidates() -> None:
         duration_s=50.0,
         recipe=S.recipe,
     )
-    assert quad_candidates(index, upload, top=3) == [23, 25, 24]
+    assert quad_candidates([index], upload, top=3) == [23, 25, 24]
     # a budget below the upload's hits keeps its rarest keys and still finds the work first
-    assert quad_candidates(index, upload, budget=300, top=3)[0] == 23
+    assert quad_candidates([index], upload, budget=300, top=3)[0] == 23
     # split as shard groups would hold it, each group with its share of the budget
-    assert grouped_quad_candidates([index], upload, top=3) == [23, 25, 24]
-    assert grouped_quad_candidates(split_index(index, 4), upload, top=3) == [23, 25, 24]
+    assert quad_candidates(split_index(index, 4), upload, top=3) == [23, 25, 24]
