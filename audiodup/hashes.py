@@ -66,20 +66,7 @@ def triplet_hashes(
     t = peaks["frame"].astype(np.int64)
     f = peaks["bin"].astype(np.float64)
 
-    window = min(n - 1, 6 * fanout)
-    partner = np.arange(n)[:, None] + 1 + np.arange(window)[None, :]
-    inside = partner < n
-    partner = np.minimum(partner, n - 1)
-    dt = t[partner] - t[:, None]
-    df = f[partner] - f[:, None]
-    valid = inside & (dt > 0) & (dt <= max_dt_frames) & (np.abs(df) <= max_df_bins)
-    rank = np.cumsum(valid, axis=1) - 1
-    chosen = valid & (rank < fanout)
-
-    slots = np.full((n, fanout), -1, dtype=np.int64)
-    rows, cols = np.nonzero(chosen)
-    slots[rows, rank[rows, cols]] = partner[rows, cols]
-
+    slots = partner_slots(t, f, fanout, max_dt_frames, max_df_bins)
     pairs = [(i, j) for i in range(fanout) for j in range(i + 1, fanout)]
     a = np.repeat(np.arange(n), len(pairs))
     b = slots[:, [p[0] for p in pairs]].ravel()
@@ -108,18 +95,49 @@ def triplet_hashes(
     )
 
 
+def partner_slots(
+    t: np.ndarray, f: np.ndarray, fanout: int, max_dt_frames: int, max_df_bins: float
+) -> np.ndarray:
+    """``(n, fanout)``: each peak's first ``fanout`` partners later in time within
+    ``max_dt_frames`` and ``+-max_df_bins`` (-1: none), chosen by rank in time, not by a fixed
+    time window, so that the choice does not change with the tempo."""
+    n = len(t)
+    window = min(n - 1, 6 * fanout)
+    partner = np.arange(n)[:, None] + 1 + np.arange(window)[None, :]
+    inside = partner < n
+    partner = np.minimum(partner, n - 1)
+    dt = t[partner] - t[:, None]
+    df = f[partner] - f[:, None]
+    valid = inside & (dt > 0) & (dt <= max_dt_frames) & (np.abs(df) <= max_df_bins)
+    rank = np.cumsum(valid, axis=1) - 1
+    chosen = valid & (rank < fanout)
+    slots = np.full((n, fanout), -1, dtype=np.int64)
+    rows, cols = np.nonzero(chosen)
+    slots[rows, rank[rows, cols]] = partner[rows, cols]
+    return slots
+
+
+def probe_cells(
+    value: np.ndarray, levels: int, margin: float = 0.12
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(cell, neighbour)`` of each coordinate value on ``levels`` levels: the neighbouring
+    cell when the value lies within ``margin`` of its cell's edge, else the cell itself."""
+    cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
+    frac = value - np.floor(value)
+    step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0))
+    return cell, np.clip(cell + step, 0, levels - 1)
+
+
 def _quantise(coords, multiprobe: bool, margin: float = 0.12):
     """Keys from continuous coordinates; with ``multiprobe`` also the near-edge neighbours."""
     n = len(coords[0][0])
     options = []
     for value, levels in coords:
-        cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
-        frac = value - np.floor(value)
         if multiprobe:
-            step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0))
-            alt = np.clip(cell + step, 0, levels - 1)
+            cell, alt = probe_cells(value, levels, margin)
             options.append((cell, alt, alt != cell))
         else:
+            cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
             options.append((cell, cell, np.zeros(n, dtype=bool)))
     keys, owner = [], []
     for choice in product((0, 1), repeat=len(options)):

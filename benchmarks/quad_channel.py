@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import pickle
 import sqlite3
 import sys
 import time
@@ -36,6 +37,7 @@ import numpy as np
 
 from audiodup.errors import AudiodupError
 from audiodup.fingerprint import Fingerprint
+from audiodup.hashes import partner_slots, probe_cells
 from audiodup.peaks import PEAK_DTYPE, thin_peaks
 from audiodup.settings import DEFAULT_SETTINGS, Settings
 
@@ -73,17 +75,9 @@ def quad_hashes(
         return _no_quads()
     t = peaks["frame"].astype(np.int64)
     f = peaks["bin"].astype(np.float64)
-    max_dt = int(settings.hash_max_dt_s * settings.frames_per_second)
     max_df = settings.hash_max_df_bins
-    partner = np.arange(n)[:, None] + 1 + np.arange(min(n - 1, 6 * fanout))[None, :]
-    inside = partner < n
-    partner = np.minimum(partner, n - 1)
-    dt, df = t[partner] - t[:, None], f[partner] - f[:, None]
-    valid = inside & (dt > 0) & (dt <= max_dt) & (np.abs(df) <= max_df)
-    rank = np.cumsum(valid, axis=1) - 1
-    slots = np.full((n, fanout), -1, dtype=np.int64)
-    rows, cols = np.nonzero(valid & (rank < fanout))
-    slots[rows, rank[rows, cols]] = partner[rows, cols]
+    max_dt = int(settings.hash_max_dt_s * settings.frames_per_second)
+    slots = partner_slots(t, f, fanout, max_dt, max_df)
     combos = list(itertools.combinations(range(fanout), 3))
     a = np.repeat(np.arange(n), len(combos))
     b, c, d = (slots[:, [combo[i] for combo in combos]].ravel() for i in range(3))
@@ -108,11 +102,9 @@ def quad_hashes(
 def _probed_keys(coords, probe: Sequence[int], margin: float = 0.12):
     cells, alternatives = [], []
     for i, (value, levels) in enumerate(coords):
-        cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
-        frac = value - np.floor(value)
-        step = np.where(frac < margin, -1, np.where(frac > 1 - margin, 1, 0)) if i in probe else 0
+        cell, neighbour = probe_cells(value, levels, margin)
         cells.append(cell)
-        alternatives.append(np.clip(cell + step, 0, levels - 1))
+        alternatives.append(neighbour if i in probe else cell)
     keys, owner = [], []
     for choice in itertools.product((False, True), repeat=len(coords)):
         if any(alt and i not in probe for i, alt in enumerate(choice)):
@@ -328,17 +320,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {path} not found", file=sys.stderr)
             return 2
     probe = tuple(int(i) for i in args.probe.split(",") if i.strip())
-    screen_with_quads(
-        args.catalog,
-        args.quads,
-        args.queries,
-        args.out,
-        args.budget,
-        args.top,
-        args.query_fanout,
-        probe,
-        max(args.groups, 1),
-    )
+    try:
+        screen_with_quads(
+            args.catalog,
+            args.quads,
+            args.queries,
+            args.out,
+            args.budget,
+            args.top,
+            args.query_fanout,
+            probe,
+            max(args.groups, 1),
+        )
+    except (ValueError, EOFError, pickle.UnpicklingError) as exc:  # a damaged index or queries
+        print(f"error: {args.quads} or {args.queries}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
