@@ -321,12 +321,15 @@ class Catalog:
         self.store.rebuild()
         self._indexes = None
 
-    def upgrade(self) -> int:
-        """Rewrite index files of an older layout in the current one, keeping what they find (see
-        :meth:`CatalogStore.pad_chroma_shards`); the number of shards rewritten."""
-        upgraded = self.store.pad_chroma_shards()
+    def upgrade(self) -> tuple[int, int]:
+        """Rewrite index files of an older layout in the current one, keeping what they find
+        (:meth:`CatalogStore.pad_chroma_shards`), and write the four-peak files shards lack
+        (:meth:`CatalogStore.write_missing_quads`): the number of chroma shards rewritten and
+        of four-peak files written."""
+        padded = self.store.pad_chroma_shards()
+        quads = self.store.write_missing_quads()
         self._indexes = None
-        return upgraded
+        return padded, quads
 
     def stats(self) -> CatalogStats:
         return self.store.stats()

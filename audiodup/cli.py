@@ -364,10 +364,11 @@ def index_rebuild(db: DbOption = None) -> None:
 def index_upgrade(db: DbOption = None) -> None:
     """Rewrite chroma shards of an older layout so FAISS scans them with SIMD (about 2x faster),
     keeping their lists and codes: searches find the same segments (similarities equal to float
-    rounding, so only a tie at that level can order two differently). Nothing to do prints 0."""
+    rounding, so only a tie at that level can order two differently). Write the four-peak index
+    of shards written before it (large catalogs find more hard copies). Nothing to do prints 0."""
     with _open(db, write=True) as catalog:
-        upgraded = catalog.upgrade()
-    out.print(f"upgraded: {upgraded} chroma shards")
+        padded, quads = catalog.upgrade()
+    out.print(f"upgraded: {padded} chroma shards, {quads} four-peak indexes written")
 
 
 @index_app.command("shard")

@@ -49,6 +49,15 @@ import numpy as np
 from .chroma import N_CHROMA_COEFFS, segment_vectors
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids, unpack_entry_ids
+from .quads import (
+    Quads,
+    QuadShard,
+    best_quad_works,
+    catalog_quads,
+    grouped_quads,
+    merged_quad_works,
+    shard_budget,
+)
 from .settings import Settings
 
 CHROMA_DIM = int(np.prod(N_CHROMA_COEFFS))  # of the default recipe; see chroma_dim()
@@ -347,10 +356,17 @@ class LoadedIndexes:
     # is looked up only in the shards that hold it, a fraction of them in a catalog of many. A
     # sorted shard's own offsets tell it (its entry here is None: no 0.5 MB mask per shard)
     shard_has_key: list[np.ndarray | None] | None = None
+    # the four-peak files of the shards that have one (audiodup.quads; a shard written before
+    # them has none until 'audiodup index upgrade')
+    quad_shards: list[QuadShard] = field(default_factory=list)
 
     @property
     def n_hash_entries(self) -> int:
         return int(sum(shard.ntotal for shard in self.hash_shards))
+
+    @property
+    def n_quad_entries(self) -> int:
+        return int(sum(shard.ntotal for shard in self.quad_shards))
 
     @property
     def has_chroma(self) -> bool:
@@ -382,6 +398,24 @@ class LoadedIndexes:
         if not ids:
             return None
         return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
+
+    def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[tuple[int, int]]:
+        """``(work_id, support)`` of the ``top`` live works most of ``quads`` hit in one cell
+        (:func:`audiodup.quads.best_quad_works`), each shard within its share of
+        ``settings.quad_budget``."""
+        total = self.n_quad_entries
+        found = [
+            best_quad_works(
+                shard,
+                quads,
+                settings,
+                shard_budget(settings.quad_budget, shard.ntotal, total),
+                top,
+                self.is_live,
+            )
+            for shard in self.quad_shards
+        ]
+        return merged_quad_works(found, top)
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""
@@ -464,10 +498,11 @@ def padded_columns(vectors: np.ndarray, dim: int) -> np.ndarray:
 
 @dataclass
 class BuiltShard:
-    """The two indexes of one shard and what each work put in them."""
+    """The indexes of one shard and what each work put in them."""
 
     hash_index: SortedHashShard
     chroma_index: object
+    quad_index: QuadShard
     counts: list[tuple[int, int, int]]  # (n_hashes, n_segments, work_id) per work
     n_hashes: int
     n_segments: int
@@ -479,6 +514,7 @@ def build_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) 
     once (a store's entries are decoded as they are reached, and let go once hashed and
     segmented)."""
     keys, ids = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    quads: list[tuple[np.ndarray, np.ndarray] | None] = []
     n_hashes, segments = [], []
     for work_id, fingerprint in entries:
         hashes = fingerprint_hashes(fingerprint, settings)
@@ -487,12 +523,14 @@ def build_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) 
             ids.append(pack_entry_ids(work_id, hashes))
         n_hashes.append(len(hashes))
         segments.append((work_id, reference_segments(fingerprint, settings)))
+        quads.append(catalog_quads(work_id, fingerprint, settings))
     chroma_index, n_segments = chroma_index_of(segments, settings)
     counts = [(h, n, w) for h, n, (w, _) in zip(n_hashes, n_segments, segments, strict=True)]
     hash_index = sorted_hash_shard(np.concatenate(keys), np.concatenate(ids))
     return BuiltShard(
         hash_index,
         chroma_index,
+        grouped_quads(quads),
         counts,
         sum(n_hashes),
         sum(n_segments),
@@ -784,7 +822,11 @@ def _saved_sizes(trailer: bytes) -> np.ndarray | None:
 
 
 def load_indexes(
-    hash_shards: list[HashShard], chroma_shards: list, live: np.ndarray, nprobe: int
+    hash_shards: list[HashShard],
+    chroma_shards: list,
+    live: np.ndarray,
+    nprobe: int,
+    quad_shards: Sequence[QuadShard] = (),
 ) -> LoadedIndexes:
     """A snapshot of loaded shards, their bucket sizes summed from the saved ones (counted from
     the index here only for a shard saved without them)."""
@@ -801,4 +843,6 @@ def load_indexes(
         shard_sizes = bucket_sizes([shard.index]) if saved is None else saved
         sizes += shard_sizes
         has_key.append(shard_sizes > 0)
-    return LoadedIndexes([s.index for s in hash_shards], chroma_shards, live, sizes, has_key)
+    return LoadedIndexes(
+        [s.index for s in hash_shards], chroma_shards, live, sizes, has_key, list(quad_shards)
+    )

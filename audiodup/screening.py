@@ -16,7 +16,7 @@ needs no :class:`~audiodup.catalog.Catalog` and no FAISS.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -56,6 +56,7 @@ from .peakcheck import (
     hash_alignment,
     reference_peaks,
 )
+from .quads import query_quads
 from .results import Match, Relation, Section, WorkInfo
 from .settings import Settings
 from .verdict import (
@@ -289,23 +290,47 @@ def chroma_voted_candidates(
     indexes: LoadedIndexes,
     settings: Settings,
     hashes_of: ReferenceHashes,
+    quad_works: Sequence[int] = (),
 ) -> Candidates:
     """``found`` and, after its own, the works of :func:`audiodup.match.chroma_voted_works`
-    it lacks, each verified on all of its hits as a sampled look-up's candidates are
-    (:func:`chroma_voted_works_verified`); ``found`` itself when its look-up was whole (every
-    work's hits were counted, so the works that could hold a line are among its candidates).
+    and then of ``quad_works`` (:func:`quad_voted_works`) it lacks, each verified on all of its
+    hits as a sampled look-up's candidates are (:func:`chroma_voted_works_verified`); ``found``
+    itself when its look-up was whole (every work's hits were counted, so the works that could
+    hold a line are among its candidates).
 
     Which works get verified does not enter the chance model: each line is weighed against the
     hits of every work in competition (:func:`audiodup.verdict.hash_false_match_probability`),
     the added works at their full hits like any candidate."""
     if found.unseen_hits <= 0:
         return found
-    have = {c.work_id for c in found.candidates}
-    extra = [w for w in chroma_voted_works(search, settings.chroma_voted_works) if w not in have]
+    extra = voted_extra(found, chroma_voted_works(search, settings.chroma_voted_works), quad_works)
     if not extra:
         return found
     added = chroma_voted_works_verified(query_hashes, extra, indexes, settings, hashes_of)
     return with_candidates(found, added)
+
+
+def voted_extra(
+    found: Candidates, chroma_voted: Sequence[int], quad_works: Sequence[int]
+) -> list[int]:
+    """The voted works ``found`` lacks: the chroma-voted ones, then the quad-voted ones."""
+    have = {c.work_id for c in found.candidates}
+    extra: list[int] = []
+    for work_id in [*chroma_voted, *quad_works]:
+        if work_id not in have:
+            have.add(work_id)
+            extra.append(work_id)
+    return extra
+
+
+def quad_voted_works(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> list[int]:
+    """The ``settings.quad_voted_works`` works whose best cell of (tempo, pitch, offset) holds
+    most of the query's four-peak hits (:meth:`audiodup.index.LoadedIndexes.quad_works`); none
+    without four-peak files."""
+    if settings.quad_voted_works <= 0 or not indexes.quad_shards:
+        return []
+    quads = query_quads(query, settings)
+    return [w for w, _ in indexes.quad_works(quads, settings, settings.quad_voted_works)]
 
 
 def vote_density(found: Candidates, settings: Settings) -> int:
@@ -620,8 +645,9 @@ def gather_evidence(
     search = search_chroma_segments(
         query, indexes, settings, time_scale, vote_density(found, settings)
     )
+    quad_works = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
     voted = chroma_voted_candidates(
-        query_hashes, found, search, indexes, settings, reference_hashes
+        query_hashes, found, search, indexes, settings, reference_hashes, quad_works
     )
     if voted is not found:
         found = voted

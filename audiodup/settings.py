@@ -153,6 +153,11 @@ class Settings:
     # two of the search's own): at 10^5 works in one shard 88 -> 92 of 110 hard copies found
     # (benchmarks/SCALING.md)
     chroma_vote_density: int = 2
+    # ... and the works whose best (tempo, pitch, offset) cell holds most of the query's four-peak
+    # hits (audiodup.quads), from the rarest keys until quad_budget entries: at 10^5 works in one
+    # shard 92 -> 106 of 110 hard copies found (benchmarks/SCALING.md); 0 turns the channel off
+    quad_voted_works: int = 8
+    quad_budget: int = 300_000
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

@@ -5,7 +5,7 @@ keeps work ``w`` in group ``w % N``, and every shard within one group. Each grou
 opened once by the Dask worker that first screens against them and kept there (keyed by the
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
-A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to six
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to seven
 rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
@@ -18,10 +18,12 @@ rounds, each sent to every group at once and gathered with a bounded wait:
    decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
    in shard order, as one process would see them, and ranks the chroma candidates. When the
-   look-up was a sample, the works most query segments found that are not candidates yet are
-   verified on all their hits by the groups that hold them (one more round) and join the
-   candidates in vote order (:func:`audiodup.screening.chroma_voted_candidates`); a decisive
-   line ends here.
+   look-up was a sample, each group also returns its best works on four-peak keys, each shard
+   within its catalog-wide share of the budget (one more round; :mod:`audiodup.quads`), and the
+   client keeps the best of all; the works most query segments found, then those, that are
+   not candidates yet are verified on all their hits by the groups that hold them (one more
+   round) and join the candidates in vote order
+   (:func:`audiodup.screening.chroma_voted_candidates`); a decisive line ends here.
 3. **chroma alignment** of those candidates, each in its own group; scored by the client. On
    the look as it is, their alignments over the whole tempo range too (one more round), from
    which the client picks the swept leads.
@@ -48,6 +50,7 @@ from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, chroma_voted_works, search_chroma_segments
 from .peakcheck import Alignment, PeakCheck
+from .quads import merged_quad_works, query_quads
 from .results import Match
 from .screening import (
     Candidate,
@@ -75,6 +78,7 @@ from .screening import (
     verified_candidates,
     verified_lines,
     vote_density,
+    voted_extra,
     with_candidates,
 )
 from .settings import Settings
@@ -89,6 +93,7 @@ class CatalogTotals:
     n_hash_entries: int
     n_works: int  # live works
     has_chroma: bool
+    n_quad_entries: int = 0  # four-peak entries over all shards (each shard's budget share)
 
 
 @dataclass
@@ -96,10 +101,15 @@ class GroupIndexes(LoadedIndexes):
     """One group's shards, answering for the catalog-wide statistics with the whole catalog's."""
 
     catalog_hash_entries: int = 0
+    catalog_quad_entries: int = 0
 
     @property
     def n_hash_entries(self) -> int:
         return self.catalog_hash_entries
+
+    @property
+    def n_quad_entries(self) -> int:
+        return self.catalog_quad_entries
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,9 @@ class ShardGroup:
             own.live,
             totals.bucket_sizes,
             own.shard_has_key,
+            own.quad_shards,
             catalog_hash_entries=totals.n_hash_entries,
+            catalog_quad_entries=totals.n_quad_entries,
         )
 
 
@@ -177,12 +189,18 @@ def _worker_address() -> str:
         return "local"
 
 
-def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool]:
-    """The group's bucket sizes, hash entries, the catalog's live works and whether the group
-    has chroma shards."""
+def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int]:
+    """The group's bucket sizes, hash entries, the catalog's live works, whether the group
+    has chroma shards and its four-peak entries."""
     indexes = open_group(spec).indexes
     n_live = int(indexes.live.sum())
-    return indexes.bucket_sizes, indexes.n_hash_entries, n_live, indexes.has_chroma
+    return (
+        indexes.bucket_sizes,
+        indexes.n_hash_entries,
+        n_live,
+        indexes.has_chroma,
+        indexes.n_quad_entries,
+    )
 
 
 def group_hashes(spec: GroupSpec, totals: CatalogTotals, query: Fingerprint) -> Candidates:
@@ -206,6 +224,17 @@ def group_voted_works(
         settings,
         stored_hashes(_memo(group.fingerprint), settings),
     )
+
+
+def group_quad_works(
+    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint
+) -> list[tuple[int, int]]:
+    """The group's best ``(work_id, support)`` of the query's four-peak hits, each shard
+    within its catalog-wide share of the budget (:meth:`LoadedIndexes.quad_works`)."""
+    group = open_group(spec)
+    settings = spec.settings
+    quads = query_quads(query, settings)
+    return group.screened(totals).quad_works(quads, settings, settings.quad_voted_works)
 
 
 def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tuple[int, ChromaHits]]:
@@ -337,7 +366,7 @@ class ShardedScreening:
             search = search_chroma_segments(
                 query, chroma_search, settings, time_scale, vote_density(found, settings)
             )
-            extra = self._voted(specs, totals_future, query_future, found, search)
+            extra = self._voted(specs, totals, totals_future, query_future, found, search)
             if extra:
                 found = with_candidates(found, extra)
                 hashes = _scored(found, n_works, settings)
@@ -369,16 +398,20 @@ class ShardedScreening:
             query_future.release()
 
     def _voted(
-        self, specs, totals_future, query_future, found: Candidates, search
+        self, specs, totals: CatalogTotals, totals_future, query_future, found: Candidates, search
     ) -> list[Candidate]:
-        """The chroma-voted works ``found`` lacks, verified by their groups, in vote order
-        (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
+        """The chroma- and quad-voted works ``found`` lacks, verified by their groups, in vote
+        order (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
         look-up was whole."""
         if found.unseen_hits <= 0:
             return []
-        have = {c.work_id for c in found.candidates}
-        voted = chroma_voted_works(search, self.settings.chroma_voted_works)
-        items = [(w,) for w in voted if w not in have]
+        settings = self.settings
+        quad_works: list[int] = []
+        if settings.quad_voted_works > 0 and totals.n_quad_entries > 0:
+            parts = self._each(specs, group_quad_works, totals_future, query_future, what="quads")
+            quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
+        voted = chroma_voted_works(search, settings.chroma_voted_works)
+        items = [(w,) for w in voted_extra(found, voted, quad_works)]
         parts = self._by_group(specs, items)
         busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
         futures = [
@@ -516,6 +549,7 @@ class ShardedScreening:
                     int(sum(p[1] for p in parts)),
                     parts[0][2],
                     any(p[3] for p in parts),
+                    int(sum(p[4] for p in parts)),
                 )
                 if self._totals_future is not None:
                     self._totals_future.release()

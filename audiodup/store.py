@@ -89,6 +89,7 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     write_index,
     write_sorted_hash_shard,
 )
+from .quads import QuadShard, quad_file_of, quad_shard, read_quad_shard, write_quad_shard
 from .results import (
     REVIEW_LABELS,
     CatalogStats,
@@ -115,7 +116,9 @@ _SHARDS = "shards"
 MAX_SHARD_GROUPS = 4096
 # the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
 # them, so a user's file or folder that ends up there is never deleted
-_OWN_SHARD_FILE = re.compile(r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted)")
+_OWN_SHARD_FILE = re.compile(
+    r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted|q-[0-9a-f]{12}\.quads)"
+)
 # the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
 # or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
 HASH_LAYOUT = "sorted"
@@ -716,6 +719,7 @@ class CatalogStore:
             try:
                 hash_shards = [self._read_shard(h, read_hash_shard) for h, _ in shards]
                 chroma_shards = [self._read_shard(c, read_chroma_index) for _, c in shards]
+                quad_shards = [self._read_quads(h) for h, _ in shards]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -725,10 +729,17 @@ class CatalogStore:
                     "run 'audiodup index rebuild'"
                 ) from None
             # shard files are immutable and never renamed: the next load reads only new ones
-            self._shards_read = {name: self._shards_read[name] for pair in shards for name in pair}
+            kept = {name for h, c in shards for name in (h, c, quad_file_of(h))}
+            self._shards_read = {n: r for n, r in self._shards_read.items() if n in kept}
             live = np.zeros(max_id + 1, dtype=bool)
             live[np.asarray(live_ids, dtype=np.int64)] = True
-            return load_indexes(hash_shards, chroma_shards, live, self.settings.chroma_nprobe)
+            return load_indexes(
+                hash_shards,
+                chroma_shards,
+                live,
+                self.settings.chroma_nprobe,
+                [q for q in quad_shards if q is not None],
+            )
         raise CatalogError("catalog kept changing while loading; try again")
 
     def _read_shard(self, name, read):
@@ -737,6 +748,16 @@ class CatalogStore:
         if name not in self._shards_read:
             self._shards_read[name] = read(self._shard_path(name))
         return self._shards_read[name]
+
+    def _read_quads(self, hash_file: str) -> QuadShard | None:
+        """The four-peak file beside ``hash_file`` (None: its shard was written before them). A
+        hash file gone as well means a compaction replaced the shard: ``FileNotFoundError``."""
+        name = quad_file_of(hash_file)
+        if name not in self._shards_read and not self._shard_path(name).exists():
+            if not self._shard_path(hash_file).exists():
+                raise FileNotFoundError(hash_file)
+            return None
+        return self._read_shard(name, read_quad_shard)
 
     def _shard_path(self, name) -> Path:
         if not isinstance(name, str) or not _OWN_SHARD_FILE.fullmatch(name):
@@ -750,7 +771,7 @@ class CatalogStore:
     def _referenced_files(self) -> set[str]:
         referenced = set()
         for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
-            referenced.update((hash_file, chroma_file))
+            referenced.update((hash_file, chroma_file, quad_file_of(hash_file)))
         return referenced
 
     # -- review decisions ----------------------------------------------------------------------
@@ -930,6 +951,7 @@ class CatalogStore:
         chroma_file = f"c-{token}.faiss"
         self._put_file(hash_file, hash_writer)
         self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
+        self._put_file(quad_file_of(hash_file), write_quad_shard(shard.quad_index))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -981,6 +1003,8 @@ class CatalogStore:
         hash_file, chroma_file = f"h-{token}.sorted", f"c-{token}.faiss"
         self._put_file(hash_file, hash_writer)
         self._put_file(chroma_file, write_index(chroma_index, binary=False))
+        quads = quad_shard(entries, self.settings)
+        self._put_file(quad_file_of(hash_file), write_quad_shard(quads))
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -1125,7 +1149,7 @@ class CatalogStore:
             self._abandon()
             raise
         for _, hash_file, chroma_file in old:
-            for name in (hash_file, chroma_file):
+            for name in (hash_file, chroma_file, quad_file_of(hash_file)):
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
 
@@ -1174,6 +1198,39 @@ class CatalogStore:
                 (self.root / _SHARDS / name).unlink(missing_ok=True)
             self._fold_log()
             return len(replaced)
+
+    @reports_errors("upgrade")
+    def write_missing_quads(self) -> int:
+        """Write the four-peak file of every shard written before them, from its live works'
+        stored fingerprints (the shard's other files and rows stay as they are); the number of
+        files written. A reader that loaded the catalog before reads them at its next load."""
+        with self._writing("upgrade"):
+            shards = self.db.execute("SELECT shard_id, hash_file FROM shards").fetchall()
+            written = 0
+            for shard_id, hash_file in shards:
+                name = quad_file_of(hash_file)
+                if self._shard_path(name).exists():
+                    continue
+                ids = [
+                    r[0]
+                    for r in self.db.execute(
+                        "SELECT work_id FROM works WHERE shard_id = ? AND removed = 0 "
+                        "ORDER BY work_id",
+                        (shard_id,),
+                    )
+                ]
+                problems = self._unreadable(ids)
+                if problems:
+                    unusable = list(problems)
+                    raise CatalogDamagedError(
+                        f"shard {shard_id}'s four-peak index cannot be written: "
+                        f"{_unusable(unusable, problems[unusable[0]])}, then rebuild"
+                    )
+                quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
+                self._put_file(name, write_quad_shard(quads))
+                self._shards_read.pop(name, None)  # a file deleted since this store read it
+                written += 1
+            return written
 
     @reports_errors("rebuild")
     def rebuild(self) -> None:
@@ -1511,6 +1568,9 @@ class CatalogStore:
                     f"shard {shard_id}: chroma vectors of {chroma.d} columns, the recipe's have "
                     f"{dim}"
                 )
+            quad_problem = self._check_quads(hash_file)
+            if quad_problem:
+                problems.append(f"shard {shard_id}: {quad_problem}")
             hashes = stored.index
             if isinstance(hashes, SortedHashShard):
                 if not sorted_ids_intact(hashes):
@@ -1534,6 +1594,19 @@ class CatalogStore:
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
 
+    def _check_quads(self, hash_file: str) -> str | None:
+        """What is wrong with the shard's four-peak file (none: sound, or a shard written
+        before them, which :meth:`_shards_folder_notes` counts)."""
+        path = self._shard_path(quad_file_of(hash_file))
+        if not path.exists():
+            return None
+        try:
+            quads = read_quad_shard(path, check=True)
+        except (RuntimeError, OSError) as exc:
+            return f"unreadable four-peak index ({_first_line(exc)})"
+        quads.release_pages()
+        return None
+
     def _shards_folder_notes(self) -> list[str]:
         referenced = self._referenced_files()
         leftovers, foreign = 0, []
@@ -1545,6 +1618,18 @@ class CatalogStore:
             else:
                 foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
         notes = []
+        without = sum(
+            1
+            for (hash_file,) in self.db.execute("SELECT hash_file FROM shards")
+            if quad_file_of(hash_file)
+            and not (self.root / _SHARDS / quad_file_of(hash_file)).exists()
+        )
+        if without:
+            notes.append(
+                f"{without} {'shard has' if without == 1 else 'shards have'} no four-peak index "
+                "(written before it existed): large catalogs find fewer hard copies; "
+                "'audiodup index upgrade' writes it"
+            )
         if leftovers:
             notes.append(
                 f"{leftovers} unreferenced index {'file' if leftovers == 1 else 'files'} left by "

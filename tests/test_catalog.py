@@ -267,8 +267,8 @@ def test_stats_are_consistent(catalog: Catalog) -> None:
     assert stats.hash_entries == sum(
         len(fingerprint_hashes(fp, catalog.settings)) for fp in fingerprints
     )
-    shard_files = list((catalog.store.root / "shards").glob("[hc]-*"))
-    assert stats.shards >= 1 and len(shard_files) == 2 * stats.shards
+    shard_files = list((catalog.store.root / "shards").glob("[hcq]-*"))
+    assert stats.shards >= 1 and len(shard_files) == 3 * stats.shards
     assert stats.index_bytes == sum(p.stat().st_size for p in shard_files)
     assert stats.catalog_bytes > stats.index_bytes
     assert stats.bytes_per_work == pytest.approx(stats.catalog_bytes / stats.works)

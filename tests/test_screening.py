@@ -23,6 +23,7 @@ from audiodup.fingerprint import (
 )
 from audiodup.hashes import pack_entry_ids
 from audiodup.index import LoadedIndexes, sorted_hash_shard
+from audiodup.quads import quad_shard
 from audiodup.results import Match, Section, WorkInfo
 from audiodup.settings import DEFAULT_SETTINGS, MAX_HIT_BUDGET, MIN_HIT_BUDGET, Settings
 from audiodup.verdict import decide, score_from_probability
@@ -330,7 +331,7 @@ class LargeCatalog:
     their keys collide with the uploads' as real music's do. Answers as a catalog's indexes and
     stored fingerprints (a :class:`screening.WorkSource`)."""
 
-    def __init__(self, catalog: Catalog, n_distractors: int):
+    def __init__(self, catalog: Catalog, n_distractors: int, quads: bool = False):
         s = catalog.settings
         self.catalog = catalog
         base = catalog.indexes()
@@ -359,6 +360,9 @@ class LargeCatalog:
             base.chroma_shards,
             live,
             base.bucket_sizes + shard.bucket_sizes,
+            quad_shards=(
+                [*base.quad_shards, quad_shard(list(self.distractors.items()), s)] if quads else []
+            ),
         )
 
     def fingerprint(self, work_id: int) -> Fingerprint:
@@ -375,8 +379,26 @@ def large_catalog(catalog: Catalog) -> LargeCatalog:
     return LargeCatalog(catalog, n_distractors=600)
 
 
+@pytest.fixture(scope="module")
+def large_catalog_quads(catalog: Catalog) -> LargeCatalog:
+    """:func:`large_catalog` with the four-peak files of its shards."""
+    return LargeCatalog(catalog, n_distractors=600, quads=True)
+
+
 # a budget that keeps 3-9 % of the uploads' hits in the padded catalog
 SMALL_BUDGET = 3_000
+
+
+def every_work_verified(settings: Settings, **more) -> Settings:
+    """The small budget, and every work with 1 hit in a cell verified on all its hits (60)."""
+    return dataclasses.replace(
+        settings,
+        max_query_hits=SMALL_BUDGET,
+        whole_lookup_max_entries=0,
+        min_sampled_support=1,
+        candidate_works=60,
+        **more,
+    )
 
 
 def screen_large(large: LargeCatalog, audio: Audio, settings) -> tuple[list, list[Match]]:
@@ -448,13 +470,7 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     """Unrelated music, a 4-s excerpt of it and a medley of two unrelated recordings, against the
     padded catalog with the small budget and every work with 1 hit in a cell verified on all its
     hits (60 candidates): no look makes a duplicate."""
-    s = dataclasses.replace(
-        large_catalog.catalog.settings,
-        max_query_hits=SMALL_BUDGET,
-        whole_lookup_max_entries=0,
-        min_sampled_support=1,
-        candidate_works=60,
-    )
+    s = every_work_verified(large_catalog.catalog.settings)
     looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
     hashes = fingerprint_hashes(looks[0].query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 1.0
@@ -468,13 +484,7 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     """The looks of a clean upload verify mostly the same candidates on all their hits: each
     stored fingerprint is read and hashed once per screening (issue #16), and every look finds
     what it finds reading and hashing its own."""
-    s = dataclasses.replace(
-        large_catalog.catalog.settings,
-        max_query_hits=SMALL_BUDGET,
-        whole_lookup_max_entries=0,
-        min_sampled_support=1,
-        candidate_works=60,
-    )
+    s = every_work_verified(large_catalog.catalog.settings)
     reads: list[int] = []
     hashed: list[int] = []
     given: dict[int, tuple[int, Fingerprint]] = {}  # id -> work; the objects kept alive
@@ -645,18 +655,23 @@ def test_a_copy_the_sample_cannot_rank_is_verified_as_a_chroma_voted_work(
     """When the sampled look-up leaves the copy's work too few hits to rank it, the works most
     query segments find in the chroma index are verified on all their hits: the copy's line is
     then a duplicate on the first look, as a whole look-up would make it."""
-    true_id = work_ids[work]
-    for voted, expected in ((0, None), (8, "duplicate")):
-        s = no_sampled_candidates(large_catalog.catalog.settings, voted)
-        query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
-        evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
-        found = evidence.hashes.get(true_id)
-        if expected is None:
-            assert found is None
-            continue
-        assert found is not None and found.false_match_probability <= s.duplicate_max_fmp
-        matches = screening.matches_from_evidence(evidence, query, s, large_catalog)
-        assert decide(matches, s) == expected and matches[0].work_id == true_id
+    s = large_catalog.catalog.settings
+    assert not found_on_first_look(large_catalog, name, no_sampled_candidates(s, 0), work_ids[work])
+    assert found_on_first_look(large_catalog, name, no_sampled_candidates(s, 8), work_ids[work])
+
+
+def found_on_first_look(large: LargeCatalog, name: str, s: Settings, true_id: int) -> bool:
+    """Whether the first look at upload ``name`` gives ``true_id`` a line (then it must be a
+    duplicate of it)."""
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    evidence = screening.gather_evidence(query, large.indexes, s, large)
+    found = evidence.hashes.get(true_id)
+    if found is None:
+        return False
+    assert found.false_match_probability <= s.duplicate_max_fmp
+    matches = screening.matches_from_evidence(evidence, query, s, large)
+    assert decide(matches, s) == "duplicate" and matches[0].work_id == true_id
+    return True
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
@@ -722,3 +737,38 @@ def test_a_catalog_looked_up_whole_verifies_no_chroma_voted_work(
         assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
         evidence.append(screening.gather_evidence(query, large_catalog.indexes, s, large_catalog))
     assert pickle.dumps(evidence[0]) == pickle.dumps(evidence[1])
+
+
+@pytest.mark.parametrize(
+    "name, work", [("stretch_0.80_work_01.ogg", "work_01"), ("speed_1.15_work_05.ogg", "work_05")]
+)
+def test_a_copy_the_sample_cannot_rank_is_verified_as_a_quad_voted_work(
+    large_catalog_quads: LargeCatalog, work_ids: dict[str, int], name: str, work: str
+) -> None:
+    """No work ranked by the sample and no chroma vote: the works most of the query's four-peak
+    hits put in one (tempo, pitch, offset) cell are verified on all their hits, and the copy's
+    line is a duplicate; without the channel nothing is found."""
+    true_id = work_ids[work]
+    large = large_catalog_quads
+    without = no_sampled_candidates(large.catalog.settings, 0)
+    s = dataclasses.replace(without, quad_voted_works=8)
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    assert screening.quad_voted_works(query, large.indexes, s)[0] == true_id
+    assert not found_on_first_look(large, name, dataclasses.replace(s, quad_voted_works=0), true_id)
+    assert found_on_first_look(large, name, s, true_id)
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
+def test_chance_stays_below_duplicate_with_many_quad_voted_works(
+    large_catalog_quads: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 4-s excerpt of it and a medley of two unrelated recordings, with 60
+    quad-voted and 60 chroma-voted works verified on all their hits besides the sample's 60
+    candidates: the quads propose works, and none of them makes a duplicate."""
+    large = large_catalog_quads
+    s = every_work_verified(large.catalog.settings, chroma_voted_works=60, quad_voted_works=60)
+    audio = chance_upload(upload, large, s)
+    query = fingerprint_audio(audio, s, query=True)
+    assert len(screening.quad_voted_works(query, large.indexes, s)) > 10
+    looks, matches = screen_large(large, audio, s)
+    assert decide(matches, s) != "duplicate"

@@ -535,3 +535,43 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
             assert _evidence(spread) == _evidence(alone), path.name
             verified += len(alone.hashes)
     assert verified >= len(POSITIVES)
+
+
+@pytest.mark.parametrize("budget", [300_000, 2_000])
+def test_quad_voted_works_are_proposed_and_verified_as_in_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, budget: int
+):
+    """A sampled look-up that ranks no work and no chroma vote: only the four-peak channel
+    proposes works. Each group looks up its shards within their catalog-wide share of the quad
+    budget (a small one keeps only the rarest keys) and the client keeps the best, as one
+    process ranks them; the copies are found, the chance uploads stay below duplicate."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+    from audiodup.verdict import decide
+
+    settings = dataclasses.replace(
+        DEFAULT_SETTINGS,
+        max_query_hits=300,
+        whole_lookup_max_entries=0,
+        min_sampled_support=10**9,
+        chroma_voted_works=0,
+        quad_voted_works=3,
+        quad_budget=budget,
+    )
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        assert len(indexes.quad_shards) == N_GROUPS
+        for path in [UPLOADS / name for name in POSITIVES] + chance_uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            assert screening.quad_voted_works(query, indexes, settings)
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            spread = sharded.gather_evidence(query)
+            assert _evidence(spread) == _evidence(alone), path.name
+            matches = screening.matches_from_evidence(alone, query, settings, catalog.store)
+            if path in chance_uploads:
+                assert decide(matches, settings) != "duplicate", path.name
+            elif budget == 300_000:
+                assert decide(matches, settings) == "duplicate", path.name

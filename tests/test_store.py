@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
 from audiodup.index import CHROMA_DIM, ivf_lists, pack_segment_ids, unpack_segment_ids
+from audiodup.quads import quad_file_of
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "audio"
@@ -28,12 +29,13 @@ ADD_INPUTS = [str(CATALOG_DIR), str(UPLOADS_DIR)]
 
 
 def shard_files(root: Path) -> list[Path]:
-    return sorted(p for p in (root / "shards").iterdir() if p.suffix in (".faiss", ".sorted"))
+    suffixes = (".faiss", ".sorted", ".quads")
+    return sorted(p for p in (root / "shards").iterdir() if p.suffix in suffixes)
 
 
 def referenced_files(catalog: Catalog) -> set[str]:
     rows = catalog.store.db.execute("SELECT hash_file, chroma_file FROM shards").fetchall()
-    return {name for row in rows for name in row}
+    return {name for h, c in rows for name in (h, c, quad_file_of(h))}
 
 
 def assert_sound(catalog: Catalog) -> None:
@@ -143,7 +145,7 @@ def test_stray_files_are_swept_by_the_next_writer(catalog_copy: Path) -> None:
     (shards / ".tmp-c-0123456789ab.faiss").write_bytes(b"half written")
     with Catalog.open(catalog_copy) as catalog:
         # opening only reads: the leftovers wait for the next writer, harmless until then
-        assert len(list(shards.iterdir())) == 4
+        assert len(list(shards.iterdir())) == 5
         assert catalog.verify() == []
         assert any("interrupted write" in note for note in catalog.check().notes)
         catalog.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])

@@ -27,6 +27,7 @@ from audiodup.errors import (
     CatalogReadOnlyError,
     DiskFullError,
 )
+from audiodup.quads import quad_file_of
 from audiodup.store import catalog_error
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -582,8 +583,8 @@ def test_sqlite_full_is_disk_full(catalog_copy: Path) -> None:
         shards = {p.name for p in (catalog_copy / "shards").iterdir()}
         assert shards == {
             name
-            for row in catalog.store.db.execute("SELECT hash_file, chroma_file FROM shards")
-            for name in row
+            for h, c in catalog.store.db.execute("SELECT hash_file, chroma_file FROM shards")
+            for name in (h, c, quad_file_of(h))
         }  # the failed batch's index files are gone
     with Catalog.open(catalog_copy) as catalog:
         assert catalog.verify() == [] and len(catalog.works()) == 6

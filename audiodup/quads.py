@@ -1,0 +1,404 @@
+"""Four-peak ("quad") keys: a second retrieval channel for sampled look-ups in large catalogs.
+
+A quad is an anchor peak ``a`` with three of its partners ``b, c, d`` (chosen by rank in time,
+as triplets choose theirs: :func:`audiodup.hashes.partner_slots`), keyed by two tempo-invariant
+time ratios and three pitch-invariant frequency differences. At 10^5 works 135 M entries fall
+in 22 M keys (6 per key) where the triplets' 19-bit keys hold 257 each, so a hit budget reaches
+most of a query's rare keys. The quads only propose works: each is then verified on all of its
+triplet hits like a chroma-voted work (:func:`audiodup.screening.chroma_voted_candidates`).
+
+A shard's quads live in a ``q-*.quads`` file beside its hash file: a header, a directory of
+bucket offsets (a bucket is the top bits of a multiplicative hash of the key, about 2 entries
+each), the packed entry ids (:func:`audiodup.hashes.pack_entry_ids`) and a 16-bit check per
+entry (the hash's next bits: another key passes it once in 65,536). The file is memory-mapped:
+a look-up reads one directory word per query key and the entries of the buckets it keeps, and
+releases those pages afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import mmap
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .fingerprint import Fingerprint
+from .hashes import TripletHashes, pack_entry_ids, partner_slots, probe_cells, unpack_entry_ids
+from .peaks import PEAK_DTYPE, thin_peaks
+from .settings import DEFAULT_SETTINGS, Settings
+
+CATALOG_FANOUT = 3  # one quad per anchor: its first three partners
+QUERY_FANOUT = 6  # every three of a query anchor's first six partners: 20 quads
+ALL_COORDINATES = (0, 1, 2, 3, 4)  # the two time ratios, the three frequency differences
+ENTRIES_PER_BUCKET = 2  # at 10^5 works: 106 of 110 hard copies found, 104 with 4
+COUNT_CHUNK = 1 << 24  # bucket counts are added up this many entries at a time
+READ_CHUNK = 1 << 12  # a look-up reads this many entries at a time (<= 48 MB resident)
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: odd, so a bijection of 64-bit keys
+_MAGIC = b"\x00audiodup quad shard v3\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+# magic, bucket bits, offset width (4 or 8 bytes), entries, CRC-32 of offsets, ids, checks
+_HEADER = struct.Struct("<32sIIQIII4x")
+assert len(_MAGIC) == 32 and _HEADER.size == 64
+
+
+@dataclass(frozen=True)
+class Quads:
+    """Four-peak hashes of one recording, parallel arrays."""
+
+    keys: np.ndarray  # int64
+    anchor_frame: np.ndarray  # int64
+    anchor_bin: np.ndarray  # float64, log-frequency bins
+    span_frames: np.ndarray  # int64: t_d - t_a
+
+
+def quad_hashes(
+    peaks: np.ndarray,
+    fanout: int,
+    settings: Settings = DEFAULT_SETTINGS,
+    probe: Sequence[int] = (),
+) -> Quads:
+    """Each anchor's quads of three of its first ``fanout`` partners within the triplets' reach,
+    keyed by ``(t_b - t_a) / span``, ``(t_c - t_a) / span`` (``settings.ratio_levels`` levels)
+    and ``f_b - f_a``, ``f_c - f_a``, ``f_d - f_a`` (whole log bins). Each coordinate in
+    ``probe`` (queries) near a level's edge also emits its neighbour's key."""
+    peaks = np.asarray(peaks, dtype=PEAK_DTYPE)
+    if len(peaks) < 4:
+        return _no_quads()
+    t = peaks["frame"].astype(np.int64)
+    f = peaks["bin"].astype(np.float64)
+    max_df = settings.hash_max_df_bins
+    max_dt = int(settings.hash_max_dt_s * settings.frames_per_second)
+    slots = partner_slots(t, f, fanout, max_dt, max_df)
+    combos = list(itertools.combinations(range(fanout), 3))
+    a = np.repeat(np.arange(len(peaks)), len(combos))
+    b, c, d = (slots[:, [combo[i] for combo in combos]].ravel() for i in range(3))
+    ok = (b >= 0) & (c >= 0) & (d >= 0)
+    a, b, c, d = a[ok], b[ok], c[ok], d[ok]
+    span = t[d] - t[a]
+    ok = span >= 3
+    a, b, c, d, span = a[ok], b[ok], c[ok], d[ok], span[ok]
+    levels, df_levels = settings.ratio_levels, 2 * max_df + 1
+    coords = [
+        ((t[b] - t[a]) / span * levels, levels),
+        ((t[c] - t[a]) / span * levels, levels),
+        (f[b] - f[a] + max_df + 0.5, df_levels),
+        (f[c] - f[a] + max_df + 0.5, df_levels),
+        (f[d] - f[a] + max_df + 0.5, df_levels),
+    ]
+    keys, owner = _probed_keys(coords, probe)
+    return Quads(keys, t[a][owner], f[a][owner], span[owner])
+
+
+def _probed_keys(coords, probe: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each quad's key, and for the ``probe`` coordinates near an edge its neighbours' keys;
+    with the index of the quad each key belongs to."""
+    options = [probe_cells(value, levels) for value, levels in coords]
+    keys, owner = [], []
+    for choice in itertools.product((False, True), repeat=len(coords)):
+        if any(alt and i not in probe for i, alt in enumerate(choice)):
+            continue
+        mask = np.ones(len(options[0][0]), dtype=bool)
+        key = np.zeros(len(options[0][0]), dtype=np.int64)
+        for alt, (cell, other), (_, levels) in zip(choice, options, coords, strict=True):
+            if alt:
+                mask &= other != cell
+            key = key * levels + (other if alt else cell)
+        keys.append(key[mask])
+        owner.append(np.nonzero(mask)[0])
+    return np.concatenate(keys), np.concatenate(owner)
+
+
+def _no_quads() -> Quads:
+    empty = np.zeros(0, dtype=np.int64)
+    return Quads(empty, empty, np.zeros(0), empty)
+
+
+def query_quads(query: Fingerprint, settings: Settings = DEFAULT_SETTINGS) -> Quads:
+    """A query's quads at its densest peaks, every coordinate probed."""
+    peaks = thin_peaks(query.peaks, max(settings.query_peak_densities), settings.frames_per_second)
+    return quad_hashes(peaks, QUERY_FANOUT, settings, ALL_COORDINATES)
+
+
+# -- the shard file ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QuadShard:
+    """Quad entries grouped by bucket (the layout of ``q-*.quads`` files): ``offsets[b]`` to
+    ``offsets[b + 1]`` are bucket ``b``'s rows of ``ids`` and ``checks``; read-only views of
+    the file's memory map when read from disk (``mapped``)."""
+
+    bits: int
+    offsets: np.ndarray  # uint32 or uint64, 2**bits + 1
+    ids: np.ndarray  # int64 packed entry ids
+    checks: np.ndarray  # uint16
+    mapped: mmap.mmap | None = field(default=None, repr=False)
+    offsets_at: int = 0  # where ``offsets``, ``ids`` and ``checks`` start in ``mapped``
+    ids_at: int = 0
+    checks_at: int = 0
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.ids)
+
+    def release_pages(self) -> None:
+        """Drop the pages look-ups have read from this process's resident memory."""
+        self._release(0, None)
+
+    def buckets(self, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(first row, rows)`` of each of ``buckets`` (ascending), the directory read
+        :data:`READ_CHUNK` buckets at a time and its pages released as for :meth:`entries`."""
+        first = np.empty(len(buckets), dtype=np.int64)
+        count = np.empty(len(buckets), dtype=np.int64)
+        width = self.offsets.dtype.itemsize
+        for start in range(0, len(buckets), READ_CHUNK):
+            part = buckets[start : start + READ_CHUNK]
+            lo = self.offsets[part].astype(np.int64)
+            first[start : start + len(part)] = lo
+            count[start : start + len(part)] = self.offsets[part + 1].astype(np.int64) - lo
+            at = self.offsets_at + width * int(part[0])
+            self._release(at, self.offsets_at + width * (int(part[-1]) + 2))
+        return first, count
+
+    def entries(self, rows: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(passed, ids)``: which of the entries ``rows`` (ascending) carry ``checks``, and
+        the ids of those that do. Read :data:`READ_CHUNK` rows at a time, each chunk's pages
+        released once it is copied out, so a look-up holds a few MB of the file at a time."""
+        passed = np.zeros(len(rows), dtype=bool)
+        ids = []
+        for start in range(0, len(rows), READ_CHUNK):
+            part = rows[start : start + READ_CHUNK]
+            ok = np.asarray(self.checks[part]) == checks[start : start + READ_CHUNK]
+            passed[start : start + READ_CHUNK] = ok
+            ids.append(np.array(self.ids[part[ok]]))
+            first, last = int(part[0]), int(part[-1]) + 1
+            self._release(self.ids_at + 8 * first, self.ids_at + 8 * last)
+            self._release(self.checks_at + 2 * first, self.checks_at + 2 * last)
+        return passed, np.concatenate([np.zeros(0, np.int64), *ids])
+
+    def _release(self, start: int, end: int | None) -> None:
+        if self.mapped is None:
+            return
+        start -= start % mmap.PAGESIZE
+        length = (len(self.mapped) if end is None else end) - start
+        with contextlib.suppress(OSError, ValueError):
+            self.mapped.madvise(mmap.MADV_DONTNEED, start, length)
+
+
+def bucket_bits(n_entries: int) -> int:
+    """Directory size for ``n_entries``: about :data:`ENTRIES_PER_BUCKET` a bucket (fewer
+    keys share a bucket, so the budget's rarest-first choice sees their sizes more exactly)."""
+    return int(min(max(round(math.log2(max(n_entries, 1) / ENTRIES_PER_BUCKET)), 4), 31))
+
+
+def _bucket_and_check(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    mixed = np.asarray(keys, dtype=np.int64).view(np.uint64) * _MIX
+    bucket = (mixed >> np.uint64(64 - bits)).astype(np.int64)
+    check = ((mixed >> np.uint64(48 - bits)) & np.uint64(0xFFFF)).astype(np.uint16)
+    return bucket, check
+
+
+def catalog_quads(
+    work_id: int, fingerprint: Fingerprint, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stored work's quad keys and packed entry ids."""
+    quads = quad_hashes(fingerprint.peaks, CATALOG_FANOUT, settings)
+    return quads.keys, pack_entry_ids(work_id, _as_triplets(quads))
+
+
+def quad_shard(entries: Sequence[tuple[int, Fingerprint]], settings: Settings) -> QuadShard:
+    """The catalog quads of ``(work_id, fingerprint)`` pairs, grouped by bucket."""
+    return grouped_quads([catalog_quads(w, fp, settings) for w, fp in entries])
+
+
+def grouped_quads(parts: list[tuple[np.ndarray, np.ndarray] | None]) -> QuadShard:
+    """Entries ``(keys, ids)`` of several works grouped by bucket, each bucket's in the order
+    given. ``parts`` is consumed (emptied as it is placed: the entries are held about once)."""
+    n = sum(len(part[0]) for part in parts if part is not None)
+    bits = bucket_bits(n)
+    counts = np.zeros(1 << bits, dtype=np.int64)
+    hashed: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending: list[np.ndarray] = []
+    n_pending = 0
+    for i, part in enumerate(parts):
+        parts[i] = None
+        if part is None or not len(part[0]):
+            continue
+        bucket, check = _bucket_and_check(part[0], bits)
+        hashed.append((bucket.astype(np.uint32), check, part[1]))
+        pending.append(hashed[-1][0])
+        n_pending += len(bucket)
+        if n_pending > COUNT_CHUNK:
+            counts += np.bincount(np.concatenate(pending), minlength=1 << bits)
+            pending, n_pending = [], 0
+    counts += np.bincount(np.concatenate([np.zeros(0, np.uint32), *pending]), minlength=1 << bits)
+    offsets = np.zeros((1 << bits) + 1, dtype=np.uint32 if n < 1 << 32 else np.uint64)
+    np.cumsum(counts, out=offsets[1:])
+    cursor = offsets[:-1].astype(np.int64)
+    del counts
+    ids = np.empty(n, dtype=np.int64)
+    checks = np.empty(n, dtype=np.uint16)
+    for i, (bucket, check, part_ids) in enumerate(hashed):
+        hashed[i] = None  # type: ignore[call-overload]
+        order = np.argsort(bucket, kind="stable")
+        bucket = bucket[order]
+        first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+        run = np.diff(np.r_[first, len(bucket)])
+        place = cursor[bucket] + np.arange(len(bucket)) - np.repeat(first, run)
+        ids[place] = np.asarray(part_ids, dtype=np.int64)[order]
+        checks[place] = check[order]
+        cursor[bucket[first]] += run
+    return QuadShard(bits, offsets, ids, checks)
+
+
+def _as_triplets(quads: Quads) -> TripletHashes:
+    """The fields :func:`pack_entry_ids` packs (key aside), in its argument's type."""
+    return TripletHashes(
+        keys=np.zeros(len(quads.keys), np.uint32),
+        anchor_frame=quads.anchor_frame.astype(np.uint32),
+        anchor_bin=quads.anchor_bin.astype(np.float32),
+        span_frames=quads.span_frames.astype(np.uint32),
+    )
+
+
+def write_quad_shard(shard: QuadShard) -> Callable[[Callable[[bytes], object]], None]:
+    """A writer of a quad shard into any ``write(bytes)`` callable."""
+    width = shard.offsets.dtype.itemsize
+    offsets = np.ascontiguousarray(shard.offsets, dtype=f"<u{width}")
+    ids = np.ascontiguousarray(shard.ids, dtype="<i8")
+    checks = np.ascontiguousarray(shard.checks, dtype="<u2")
+    crcs = (zlib.crc32(offsets), zlib.crc32(ids), zlib.crc32(checks))
+    header = _HEADER.pack(_MAGIC, shard.bits, width, len(ids), *crcs)
+
+    def write(sink: Callable[[bytes], object]) -> None:
+        sink(header)
+        sink(offsets.tobytes())
+        sink(bytes(_padding(offsets.nbytes)))
+        sink(ids.tobytes())
+        sink(checks.tobytes())
+
+    return write
+
+
+def _padding(n_bytes: int) -> int:
+    return -n_bytes % 8
+
+
+def read_quad_shard(path, *, check: bool = False) -> QuadShard:
+    """Open a quad shard file, memory-mapped. Raises ``RuntimeError`` when it is not one, is
+    truncated, its directory does not fit its entries, or (``check``: reads it whole) it fails
+    its checksums."""
+    with open(path, "rb") as handle:
+        header = handle.read(_HEADER.size)
+        if len(header) != _HEADER.size:
+            raise RuntimeError("the quad shard file is truncated")
+        magic, bits, width, n, offsets_crc, ids_crc, checks_crc = _HEADER.unpack(header)
+        if magic != _MAGIC:
+            raise RuntimeError("not a quad shard file")
+        if not 4 <= bits <= 31 or width not in (4, 8):
+            raise RuntimeError("the quad shard file is damaged: its header is not one")
+        n_offsets = (1 << bits) + 1
+        offsets_bytes = n_offsets * width
+        start_ids = _HEADER.size + offsets_bytes + _padding(offsets_bytes)
+        expected = start_ids + 10 * n
+        size = handle.seek(0, 2)
+        if size != expected:
+            raise RuntimeError(
+                f"the quad shard file is damaged: {size} bytes, its header says {expected}"
+            )
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    with contextlib.suppress(AttributeError, OSError):
+        mapped.madvise(mmap.MADV_RANDOM)
+    offsets = np.frombuffer(mapped, dtype=f"<u{width}", count=n_offsets, offset=_HEADER.size)
+    ids = np.frombuffer(mapped, dtype="<i8", count=n, offset=start_ids)
+    checks = np.frombuffer(mapped, dtype="<u2", count=n, offset=start_ids + 8 * n)
+    # the directory's two ends are read always (a look-up trusts them to bound its reads)
+    if int(offsets[0]) != 0 or int(offsets[-1]) != n:
+        raise RuntimeError("the quad shard file is damaged: its directory does not fit it")
+    if check and (
+        zlib.crc32(offsets) != offsets_crc
+        or zlib.crc32(ids) != ids_crc
+        or zlib.crc32(checks) != checks_crc
+        or np.any(np.diff(offsets.astype(np.int64)) < 0)
+    ):
+        raise RuntimeError("the quad shard file is damaged: it fails its checksums")
+    return QuadShard(bits, offsets, ids, checks, mapped, _HEADER.size, start_ids, start_ids + 8 * n)
+
+
+def quad_file_of(hash_file: str) -> str:
+    """The name of the four-peak file of the shard whose hash file is ``hash_file``
+    (``h-<token>.<ext>`` -> ``q-<token>.quads``; "" for a name of another form)."""
+    if not isinstance(hash_file, str) or not hash_file.startswith("h-") or len(hash_file) < 15:
+        return ""
+    return f"q-{hash_file[2:14]}.quads"
+
+
+# -- the look-up ---------------------------------------------------------------------------------
+def shard_budget(budget: int, shard_entries: int, total_entries: int) -> int:
+    """A shard's share of a look-up's hit budget, by its share of the catalog's quads: a shard
+    computes it alone, so a catalog split over machines proposes the works one process does."""
+    if total_entries <= 0:
+        return 0
+    return max(1, int(budget * shard_entries // total_entries))
+
+
+def best_quad_works(
+    shard: QuadShard,
+    quads: Quads,
+    settings: Settings,
+    budget: int,
+    top: int,
+    is_live: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> list[tuple[int, int]]:
+    """``(work_id, support)`` of the ``top`` works of ``shard`` whose fullest cell of (tempo
+    ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties to
+    the lower work id; the rarest buckets first until ``budget`` entries."""
+    if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
+        return []
+    bucket, check = _bucket_and_check(quads.keys, shard.bits)
+    by_bucket = np.argsort(bucket, kind="stable")  # the file is then read in order
+    bucket, check = bucket[by_bucket], check[by_bucket]
+    lo, count = shard.buckets(bucket)
+    if count.sum() > budget:  # the rarest keys carry the most evidence per hit
+        sizes = np.sort(count[count > 0])
+        within = sizes[np.cumsum(sizes) <= budget]
+        count = np.where(count <= (within[-1] if len(within) else 0), count, 0)
+    total = int(count.sum())
+    if total == 0:
+        return []
+    q = np.repeat(np.arange(len(count)), count)
+    entry = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
+    passed, ids = shard.entries(entry, check[q])
+    q = by_bucket[q[passed]]
+    work, frame, anchor_bin, span = unpack_entry_ids(ids)
+    log_tempo = np.log(np.maximum(span, 1) / np.maximum(quads.span_frames[q], 1))
+    pitch = (quads.anchor_bin[q] - anchor_bin) / settings.bins_per_semitone
+    keep = (np.abs(log_tempo) <= np.log(2.1)) & (np.abs(pitch) <= 12.5)
+    if is_live is not None:
+        keep &= is_live(work)
+    q, work, frame = q[keep], work[keep], frame[keep]
+    log_tempo, pitch = log_tempo[keep], pitch[keep]
+    offset_s = (frame - quads.anchor_frame[q] * np.exp(log_tempo)) / settings.frames_per_second
+    # one int64 per cell, ordered as (work, tempo, pitch, offset): tempo in steps of 0.05 in
+    # log (|.| <= 15), pitch in semitones (|.| <= 13), offset in 2-s steps (|.| < 2^19)
+    cell = work.astype(np.int64) << 6 | np.round(log_tempo / 0.05).astype(np.int64) + 32
+    cell = cell << 6 | np.round(pitch).astype(np.int64) + 32
+    cell = cell << 20 | np.round(offset_s / 2).astype(np.int64) + (1 << 19)
+    cells, support = np.unique(cell, return_counts=True)
+    ranked: dict[int, int] = {}
+    for row in np.argsort(-support, kind="stable"):
+        ranked.setdefault(int(cells[row] >> 32), int(support[row]))
+        if len(ranked) == top:
+            break
+    return list(ranked.items())
+
+
+def merged_quad_works(
+    found: Sequence[Sequence[tuple[int, int]]], top: int
+) -> list[tuple[int, int]]:
+    """The ``top`` best ``(work_id, support)`` of several shards' :func:`best_quad_works` (each
+    work lives in one shard), in the order one look-up over all of them ranks them."""
+    return sorted((item for part in found for item in part), key=lambda i: (-i[1], i[0]))[:top]

@@ -1,0 +1,285 @@
+"""audiodup.quads: four-peak keys survive tempo and pitch changes, a shard file round-trips and
+refuses damage, the look-up ranks the altered work first within its budget, and a catalog
+writes, checks, upgrades and compacts its four-peak files."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiodup import Catalog
+from audiodup.fingerprint import Fingerprint
+from audiodup.hashes import unpack_entry_ids
+from audiodup.peaks import PEAK_DTYPE
+from audiodup.quads import (
+    ALL_COORDINATES,
+    CATALOG_FANOUT,
+    QUERY_FANOUT,
+    best_quad_works,
+    bucket_bits,
+    merged_quad_works,
+    quad_file_of,
+    quad_hashes,
+    quad_shard,
+    query_quads,
+    read_quad_shard,
+    shard_budget,
+    write_quad_shard,
+)
+from audiodup.settings import DEFAULT_SETTINGS as S
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
+
+
+def random_peaks(seed: int, seconds: float = 60.0, per_second: float = 7.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * per_second)
+    peaks = np.zeros(n, PEAK_DTYPE)
+    peaks["frame"] = np.sort(rng.integers(0, int(seconds * S.frames_per_second), n))
+    peaks["bin"] = rng.integers(40 * 16, 300 * 16, n) / 16  # stored bins are in 1/16
+    peaks["strength"] = rng.uniform(1, 20, n)
+    return peaks
+
+
+def altered(peaks: np.ndarray, tempo: float, semitones: float) -> np.ndarray:
+    out = peaks.copy()
+    out["frame"] = np.round(peaks["frame"] / tempo).astype(np.uint32)
+    out["bin"] = peaks["bin"] + semitones * S.bins_per_semitone
+    return out
+
+
+def fingerprint(peaks: np.ndarray) -> Fingerprint:
+    return Fingerprint(peaks, np.zeros((0, 12), np.float32), 0.0, 60.0, S.recipe)
+
+
+def test_quad_keys_survive_a_tempo_change_and_a_pitch_shift() -> None:
+    peaks = random_peaks(1)
+    stored = set(quad_hashes(peaks, CATALOG_FANOUT).keys.tolist())
+    for tempo, semitones in [(1.0, 0.0), (1.25, 0.0), (0.85, -2.0), (1.1, 3.0)]:
+        query = quad_hashes(altered(peaks, tempo, semitones), QUERY_FANOUT, S, ALL_COORDINATES)
+        kept = len(stored & set(query.keys.tolist())) / len(stored)
+        assert kept > (0.99 if tempo == 1.0 else 0.5), (tempo, semitones, kept)
+    unrelated = quad_hashes(random_peaks(2), QUERY_FANOUT, S, ALL_COORDINATES)
+    assert len(stored & set(unrelated.keys.tolist())) / len(stored) < 0.05
+
+
+def test_probing_adds_keys_only_near_an_edge() -> None:
+    peaks = random_peaks(3)
+    plain = quad_hashes(peaks, QUERY_FANOUT, S)
+    probed = quad_hashes(peaks, QUERY_FANOUT, S, ALL_COORDINATES)
+    assert set(plain.keys.tolist()) <= set(probed.keys.tolist())
+    assert len(plain.keys) < len(probed.keys) < 4 * len(plain.keys)
+    assert len(quad_hashes(peaks[:3], QUERY_FANOUT, S).keys) == 0
+
+
+@pytest.fixture(scope="module")
+def works() -> dict[int, np.ndarray]:
+    works = {work_id: random_peaks(100 + work_id) for work_id in range(1, 41)}
+    source = works[23]
+    # work 24 starts with 5 s of work 23; work 25 holds all of it twice in 16 shuffled pieces:
+    # more hits than work 23's own, fewer in any one alignment
+    own = works[24].copy()
+    own["frame"] += 220
+    works[24] = np.concatenate([source[source["frame"] < 215], own])
+    pieces = np.array_split(source, 8)
+    shuffled, start = [], 0
+    for i in np.random.default_rng(0).permutation(16) % 8:
+        piece = pieces[i].copy()
+        piece["frame"] = piece["frame"] - piece["frame"][0] + start
+        start = int(piece["frame"][-1]) + 5
+        shuffled.append(piece)
+    works[25] = np.concatenate(shuffled)
+    return works
+
+
+def test_the_altered_work_leads_the_quad_works(works) -> None:
+    shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
+    offsets = shard.offsets.astype(np.int64)
+    assert offsets[0] == 0 and offsets[-1] == shard.ntotal and np.all(np.diff(offsets) >= 0)
+    upload = query_quads(fingerprint(altered(works[23], 1.2, -1.0)))
+    ranked = best_quad_works(shard, upload, S, budget=300_000, top=3)
+    assert [w for w, _ in ranked] == [23, 25, 24]
+    assert ranked[0][1] > ranked[1][1] > ranked[2][1]
+    # a budget far below the upload's hits keeps its rarest keys and still finds the work first
+    small = best_quad_works(shard, upload, S, budget=3000, top=3)
+    assert small[0][0] == 23 and small[0][1] < ranked[0][1]
+    # a dead work is not a candidate
+    alive = best_quad_works(shard, upload, S, 300_000, 3, is_live=lambda w: w != 23)
+    assert 23 not in [w for w, _ in alive]
+    unrelated = query_quads(fingerprint(random_peaks(999)))
+    assert all(support <= 3 for _, support in best_quad_works(shard, unrelated, S, 300_000, 3))
+
+
+def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
+    """Each shard's share of the budget follows its share of the entries, and the merge ranks
+    by support then work id: with budgets that take every hit, the split equals the whole."""
+    items = [(w, fingerprint(p)) for w, p in works.items()]
+    whole = quad_shard(items, S)
+    parts = [quad_shard(items[i::3], S) for i in range(3)]
+    upload = query_quads(fingerprint(altered(works[23], 0.9, 2.0)))
+    total = sum(p.ntotal for p in parts)
+    assert total == whole.ntotal
+    budgets = [shard_budget(10**9, p.ntotal, total) for p in parts]
+    assert sum(budgets) <= 10**9 and all(b > 0 for b in budgets)
+    split = merged_quad_works(
+        [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)], 5
+    )
+    assert split == best_quad_works(whole, upload, S, 10**9, 5)
+    assert split[0][0] == 23
+    assert merged_quad_works([[(4, 2), (9, 7)], [(3, 7), (1, 1)]], 3) == [(3, 7), (9, 7), (4, 2)]
+    assert shard_budget(300_000, 10, 0) == 0 and shard_budget(300_000, 1, 10**9) == 1
+
+
+@pytest.mark.parametrize("chunk", [1 << 24, 700])
+def test_grouping_places_entries_as_a_stable_sort_by_bucket(works, chunk, monkeypatch) -> None:
+    from audiodup import quads
+    from audiodup.quads import _bucket_and_check, catalog_quads, grouped_quads
+
+    monkeypatch.setattr(quads, "COUNT_CHUNK", chunk)
+    parts = [catalog_quads(w, fingerprint(p), S) for w, p in works.items()]
+    parts.insert(3, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    keys = np.concatenate([k for k, _ in parts])
+    ids = np.concatenate([i for _, i in parts])
+    shard = grouped_quads(list(parts))
+    bucket, check = _bucket_and_check(keys, shard.bits)
+    order = np.argsort(bucket, kind="stable")
+    assert np.array_equal(shard.ids, ids[order]) and np.array_equal(shard.checks, check[order])
+    assert np.array_equal(
+        np.diff(shard.offsets.astype(np.int64)), np.bincount(bucket, minlength=1 << shard.bits)
+    )
+
+
+def test_the_directory_grows_with_the_entries() -> None:
+    assert bucket_bits(0) == 4 and bucket_bits(32) == 4 and bucket_bits(64) == 5
+    assert bucket_bits(4 << 20) == 21 and bucket_bits(135_000_000) == 26
+    assert bucket_bits(10**12) == 31
+
+
+def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monkeypatch) -> None:
+    shard = quad_shard([(w, fingerprint(p)) for w, p in list(works.items())[:5]], S)
+    buffer = io.BytesIO()
+    write_quad_shard(shard)(buffer.write)
+    path = tmp_path / "q-0123456789ab.quads"
+    path.write_bytes(buffer.getvalue())
+    back = read_quad_shard(path, check=True)
+    assert back.bits == shard.bits
+    for name in ("offsets", "ids", "checks"):
+        assert np.array_equal(getattr(back, name), getattr(shard, name)), name
+    upload = query_quads(fingerprint(altered(works[3], 1.1, 1.0)))
+    whole = best_quad_works(shard, upload, S, 10**6, 2)
+    assert whole[0][0] == 3 and best_quad_works(back, upload, S, 10**6, 2) == whole
+    from audiodup import quads
+
+    monkeypatch.setattr(quads, "READ_CHUNK", 7)  # read and released 7 entries at a time
+    assert best_quad_works(back, upload, S, 10**6, 2) == whole
+    back.release_pages()
+    data = bytearray(buffer.getvalue())
+    data[-3] ^= 0xFF  # a check
+    path.write_bytes(bytes(data))
+    read_quad_shard(path)  # only a whole read sees it
+    with pytest.raises(RuntimeError, match="checksums"):
+        read_quad_shard(path, check=True)
+    path.write_bytes(buffer.getvalue()[:-8])
+    with pytest.raises(RuntimeError, match="damaged"):
+        read_quad_shard(path)
+    path.write_bytes(b"not a quad shard" * 4)
+    with pytest.raises(RuntimeError, match="not a quad shard"):
+        read_quad_shard(path)
+    path.write_bytes(b"")
+    with pytest.raises(RuntimeError, match="truncated"):
+        read_quad_shard(path)
+
+
+def test_an_empty_shard_proposes_nothing(tmp_path) -> None:
+    empty = quad_shard([], S)
+    buffer = io.BytesIO()
+    write_quad_shard(empty)(buffer.write)
+    path = tmp_path / "q-0123456789ab.quads"
+    path.write_bytes(buffer.getvalue())
+    back = read_quad_shard(path, check=True)
+    upload = query_quads(fingerprint(random_peaks(5)))
+    assert back.ntotal == 0 and best_quad_works(back, upload, S, 1000, 8) == []
+
+
+def test_quad_file_names_follow_the_hash_file() -> None:
+    assert quad_file_of("h-0123456789ab.sorted") == "q-0123456789ab.quads"
+    assert quad_file_of("h-0123456789ab.faiss") == "q-0123456789ab.quads"
+    assert quad_file_of("c-0123456789ab.faiss") == "" and quad_file_of(None) == ""  # type: ignore[arg-type]
+
+
+# -- in a catalog ---------------------------------------------------------------------------------
+def quad_files(root: Path) -> list[Path]:
+    return sorted((root / "shards").glob("q-*.quads"))
+
+
+def test_a_catalog_writes_checks_and_replaces_its_quad_files(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        rows = catalog.store.db.execute("SELECT hash_file FROM shards").fetchall()
+        assert [p.name for p in quad_files(catalog_copy)] == sorted(
+            quad_file_of(h) for (h,) in rows
+        )
+        indexes = catalog.indexes()
+        assert indexes.n_quad_entries > 0 and len(indexes.quad_shards) == len(rows)
+        catalog.add_paths([FIXTURES / "uploads" / "unrelated_a.ogg"])
+        assert len(quad_files(catalog_copy)) == len(
+            catalog.store.db.execute("SELECT * FROM shards").fetchall()
+        )
+        catalog.rebuild()
+        (h,) = catalog.store.db.execute("SELECT hash_file FROM shards").fetchone()
+        # the replaced shards' files are gone with them
+        assert [p.name for p in quad_files(catalog_copy)] == [quad_file_of(h)]
+        assert catalog.verify() == [] and catalog.check().notes == ()
+
+
+def test_a_damaged_quad_file_is_a_problem_and_a_missing_one_a_note(catalog_copy: Path) -> None:
+    victim = quad_files(catalog_copy)[0]
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0x5A
+    victim.write_bytes(bytes(data))
+    with Catalog.open(catalog_copy) as catalog:
+        assert any("four-peak" in p for p in catalog.verify())
+    victim.unlink()
+    with Catalog.open(catalog_copy) as catalog:
+        # a shard written before the four-peak files: sound, screened without them
+        assert catalog.verify() == []
+        assert any("no four-peak index" in note for note in catalog.check().notes)
+        assert catalog.indexes().quad_shards == []
+        verdict = catalog.screen(FIXTURES / "uploads" / "pitch_-3_work_03.ogg")
+        assert verdict.verdict == "duplicate"
+        assert catalog.upgrade() == (0, 1)
+        assert catalog.upgrade() == (0, 0)
+        assert victim.exists() and catalog.verify() == [] and catalog.check().notes == ()
+        assert catalog.indexes().n_quad_entries > 0
+
+
+def test_upgrade_writes_the_quads_of_live_works_only(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        full = catalog.indexes().n_quad_entries
+        first = catalog.works()[0].work_id
+        catalog.remove(first)
+        for path in quad_files(catalog_copy):
+            path.unlink()
+        assert catalog.upgrade() == (0, 1)
+        (shard,) = catalog.indexes().quad_shards
+        works = unpack_entry_ids(np.asarray(shard.ids))[0]
+        assert first not in set(works.tolist()) and 0 < shard.ntotal < full
+
+
+def test_upgrade_on_the_command_line(catalog_copy: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from audiodup.cli import app
+
+    for path in quad_files(catalog_copy):
+        path.unlink()
+    result = CliRunner().invoke(app, ["index", "upgrade", "--db", str(catalog_copy)])
+    assert result.exit_code == 0, result.output
+    assert "1 four-peak indexes written" in result.output
+    copy = tmp_path / "again"
+    shutil.copytree(catalog_copy, copy)
+    again = CliRunner().invoke(app, ["index", "upgrade", "--db", str(copy)])
+    assert again.exit_code == 0 and "0 four-peak indexes written" in again.output
