@@ -153,12 +153,15 @@ class QuadShard:
         :data:`READ_CHUNK` buckets at a time and its pages released as for :meth:`entries`."""
         first = np.empty(len(buckets), dtype=np.int64)
         count = np.empty(len(buckets), dtype=np.int64)
-        width = self.offsets.dtype.itemsize
+        width, n = self.offsets.dtype.itemsize, self.ntotal
         for start in range(0, len(buckets), READ_CHUNK):
             part = buckets[start : start + READ_CHUNK]
-            lo = self.offsets[part].astype(np.int64)
+            # clipped: a damaged directory (checked only by verify) reads wrong rows, never
+            # outside the file
+            lo = np.clip(self.offsets[part].astype(np.int64), 0, n)
+            hi = np.clip(self.offsets[part + 1].astype(np.int64), lo, n)
             first[start : start + len(part)] = lo
-            count[start : start + len(part)] = self.offsets[part + 1].astype(np.int64) - lo
+            count[start : start + len(part)] = hi - lo
             at = self.offsets_at + width * int(part[0])
             self._release(at, self.offsets_at + width * (int(part[-1]) + 2))
         return first, count
@@ -376,7 +379,7 @@ def best_quad_works(
     work, frame, anchor_bin, span = unpack_entry_ids(ids)
     log_tempo = np.log(np.maximum(span, 1) / np.maximum(quads.span_frames[q], 1))
     pitch = (quads.anchor_bin[q] - anchor_bin) / settings.bins_per_semitone
-    keep = (np.abs(log_tempo) <= np.log(2.1)) & (np.abs(pitch) <= 12.5)
+    keep = (np.abs(log_tempo) <= np.log(2.1)) & (np.abs(pitch) <= 12.5) & (work >= 0)
     if is_live is not None:
         keep &= is_live(work)
     q, work, frame = q[keep], work[keep], frame[keep]

@@ -194,6 +194,33 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
         read_quad_shard(path)
 
 
+def test_a_damaged_file_is_refused_or_proposes_only_work_ids(works, tmp_path) -> None:
+    """Any byte of the file changed: opening refuses it, or a look-up reads wrong rows inside
+    the file and proposes works by id (each then verified on its triplet hits), never raises."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in list(works.items())[:6]], S)
+    buffer = io.BytesIO()
+    write_quad_shard(shard)(buffer.write)
+    good = buffer.getvalue()
+    upload = query_quads(fingerprint(altered(works[2], 0.9, 1.0)))
+    path = tmp_path / "q-0123456789ab.quads"
+    rng = np.random.default_rng(7)
+    opened = 0
+    for at in rng.integers(0, len(good), 300):
+        data = bytearray(good)
+        data[at] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(data))
+        try:
+            damaged = read_quad_shard(path)
+        except RuntimeError:
+            continue
+        opened += 1
+        for work, support in best_quad_works(damaged, upload, S, 10**6, 8, lambda w: w < 100):
+            assert 0 <= work < 100 and support > 0
+        with pytest.raises(RuntimeError):
+            read_quad_shard(path, check=True)
+    assert opened > 200
+
+
 def test_an_empty_shard_proposes_nothing(tmp_path) -> None:
     empty = quad_shard([], S)
     buffer = io.BytesIO()
