@@ -685,7 +685,8 @@ class CatalogStore:
         return tuple(
             self.db.execute(
                 "SELECT (SELECT group_concat(shard_id) FROM shards), "
-                "(SELECT COUNT(*) FROM works WHERE removed = 1)"
+                "(SELECT COUNT(*) FROM works WHERE removed = 1), "
+                "(SELECT value FROM meta WHERE key = 'index_files')"
             ).fetchone()
         )
 
@@ -1203,7 +1204,8 @@ class CatalogStore:
     def write_missing_quads(self) -> int:
         """Write the four-peak file of every shard written before them, from its live works'
         stored fingerprints (the shard's other files and rows stay as they are); the number of
-        files written. A reader that loaded the catalog before reads them at its next load."""
+        files written. A reader that loaded the catalog before loads it again (:meth:`index_key`
+        changes)."""
         with self._writing("upgrade"):
             shards = self.db.execute("SELECT shard_id, hash_file FROM shards").fetchall()
             written = 0
@@ -1230,6 +1232,12 @@ class CatalogStore:
                 self._put_file(name, write_quad_shard(quads))
                 self._shards_read.pop(name, None)  # a file deleted since this store read it
                 written += 1
+            if written:  # readers holding the indexes load them again (index_key)
+                with self._transaction() as db:
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('index_files', ?)",
+                        (uuid.uuid4().hex[:12],),
+                    )
             return written
 
     @reports_errors("rebuild")

@@ -283,6 +283,17 @@ def test_a_damaged_quad_file_is_a_problem_and_a_missing_one_a_note(catalog_copy:
         assert catalog.indexes().n_quad_entries > 0
 
 
+def test_a_reader_loads_the_quad_files_an_upgrade_writes(catalog_copy: Path) -> None:
+    for path in quad_files(catalog_copy):
+        path.unlink()
+    with Catalog.open(catalog_copy) as reader, Catalog.open(catalog_copy) as writer:
+        assert reader.indexes().quad_shards == []
+        key = reader.store.index_key()
+        assert writer.upgrade() == (0, 1)
+        assert reader.store.index_key() != key
+        assert len(reader.indexes().quad_shards) == 1
+
+
 def test_upgrade_writes_the_quads_of_live_works_only(catalog_copy: Path) -> None:
     with Catalog.open(catalog_copy) as catalog:
         full = catalog.indexes().n_quad_entries
