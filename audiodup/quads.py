@@ -358,7 +358,8 @@ def best_quad_works(
 ) -> list[tuple[int, int]]:
     """``(work_id, support)`` of the ``top`` works of ``shard`` whose fullest cell of (tempo
     ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties to
-    the lower work id; the rarest buckets first until ``budget`` entries."""
+    the lower work id; the rarest buckets first (ties in the order of the buckets) while their
+    entries fit in ``budget``."""
     if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
         return []
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
@@ -366,9 +367,9 @@ def best_quad_works(
     bucket, check = bucket[by_bucket], check[by_bucket]
     lo, count = shard.buckets(bucket)
     if count.sum() > budget:  # the rarest keys carry the most evidence per hit
-        sizes = np.sort(count[count > 0])
-        within = sizes[np.cumsum(sizes) <= budget]
-        count = np.where(count <= (within[-1] if len(within) else 0), count, 0)
+        rarest = np.argsort(count, kind="stable")
+        beyond = rarest[np.cumsum(count[rarest]) > budget]
+        count[beyond] = 0  # never more than the budget, whatever the directory says
     total = int(count.sum())
     if total == 0:
         return []

@@ -272,6 +272,8 @@ class CatalogStore:
         self.read_only: str | None = None
         self._db_path = self.root / _DB_FILE
         self._shards_read: dict[str, object] = {}
+        # four-peak files by (name, inode, mtime): an upgrade can write one again under its name
+        self._quads_read: dict[tuple, QuadShard] = {}
         self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=_LOCK_TIMEOUT_S)
         if self.root.exists() and not self.root.is_dir():
             raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
@@ -720,7 +722,8 @@ class CatalogStore:
             try:
                 hash_shards = [self._read_shard(h, read_hash_shard) for h, _ in shards]
                 chroma_shards = [self._read_shard(c, read_chroma_index) for _, c in shards]
-                quad_shards = [self._read_quads(h) for h, _ in shards]
+                quad_keys = [self._quads_key(h) for h, _ in shards]
+                quad_shards = [self._read_quads(key) for key in quad_keys if key is not None]
             except (RuntimeError, FileNotFoundError) as exc:
                 if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
                     time.sleep(0.2)
@@ -730,8 +733,9 @@ class CatalogStore:
                     "run 'audiodup index rebuild'"
                 ) from None
             # shard files are immutable and never renamed: the next load reads only new ones
-            kept = {name for h, c in shards for name in (h, c, quad_file_of(h))}
+            kept = {name for pair in shards for name in pair}
             self._shards_read = {n: r for n, r in self._shards_read.items() if n in kept}
+            self._quads_read = {k: self._quads_read[k] for k in quad_keys if k is not None}
             live = np.zeros(max_id + 1, dtype=bool)
             live[np.asarray(live_ids, dtype=np.int64)] = True
             return load_indexes(
@@ -739,7 +743,7 @@ class CatalogStore:
                 chroma_shards,
                 live,
                 self.settings.chroma_nprobe,
-                [q for q in quad_shards if q is not None],
+                quad_shards,
             )
         raise CatalogError("catalog kept changing while loading; try again")
 
@@ -750,15 +754,24 @@ class CatalogStore:
             self._shards_read[name] = read(self._shard_path(name))
         return self._shards_read[name]
 
-    def _read_quads(self, hash_file: str) -> QuadShard | None:
-        """The four-peak file beside ``hash_file`` (None: its shard was written before them). A
-        hash file gone as well means a compaction replaced the shard: ``FileNotFoundError``."""
+    def _quads_key(self, hash_file: str) -> tuple | None:
+        """The four-peak file beside ``hash_file`` as ``(name, inode, mtime)`` (None: its shard
+        was written before them). A hash file gone as well means a compaction replaced the
+        shard: ``FileNotFoundError``."""
         name = quad_file_of(hash_file)
-        if name not in self._shards_read and not self._shard_path(name).exists():
+        try:
+            found = self._shard_path(name).stat()
+        except FileNotFoundError:
             if not self._shard_path(hash_file).exists():
-                raise FileNotFoundError(hash_file)
+                raise
             return None
-        return self._read_shard(name, read_quad_shard)
+        return name, found.st_ino, found.st_mtime_ns
+
+    def _read_quads(self, key: tuple) -> QuadShard:
+        """A four-peak file, read once per store while it is the same file."""
+        if key not in self._quads_read:
+            self._quads_read[key] = read_quad_shard(self._shard_path(key[0]))
+        return self._quads_read[key]
 
     def _shard_path(self, name) -> Path:
         if not isinstance(name, str) or not _OWN_SHARD_FILE.fullmatch(name):
@@ -1209,36 +1222,40 @@ class CatalogStore:
         with self._writing("upgrade"):
             shards = self.db.execute("SELECT shard_id, hash_file FROM shards").fetchall()
             written = 0
-            for shard_id, hash_file in shards:
-                name = quad_file_of(hash_file)
-                if self._shard_path(name).exists():
-                    continue
-                ids = [
-                    r[0]
-                    for r in self.db.execute(
-                        "SELECT work_id FROM works WHERE shard_id = ? AND removed = 0 "
-                        "ORDER BY work_id",
-                        (shard_id,),
-                    )
-                ]
-                problems = self._unreadable(ids)
-                if problems:
-                    unusable = list(problems)
-                    raise CatalogDamagedError(
-                        f"shard {shard_id}'s four-peak index cannot be written: "
-                        f"{_unusable(unusable, problems[unusable[0]])}, then rebuild"
-                    )
-                quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
-                self._put_file(name, write_quad_shard(quads))
-                self._shards_read.pop(name, None)  # a file deleted since this store read it
-                written += 1
-            if written:  # readers holding the indexes load them again (index_key)
-                with self._transaction() as db:
-                    db.execute(
-                        "INSERT OR REPLACE INTO meta VALUES ('index_files', ?)",
-                        (uuid.uuid4().hex[:12],),
-                    )
+            try:
+                for shard_id, hash_file in shards:
+                    written += self._write_missing_quads(shard_id, hash_file)
+            finally:
+                if written:  # readers holding the indexes load them again (index_key)
+                    with self._transaction() as db:
+                        db.execute(
+                            "INSERT OR REPLACE INTO meta VALUES ('index_files', ?)",
+                            (uuid.uuid4().hex[:12],),
+                        )
             return written
+
+    def _write_missing_quads(self, shard_id: int, hash_file: str) -> int:
+        """Write the shard's four-peak file if it has none; 1 if written."""
+        name = quad_file_of(hash_file)
+        if not name or self._shard_path(name).exists():
+            return 0
+        ids = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT work_id FROM works WHERE shard_id = ? AND removed = 0 ORDER BY work_id",
+                (shard_id,),
+            )
+        ]
+        problems = self._unreadable(ids)
+        if problems:
+            unusable = list(problems)
+            raise CatalogDamagedError(
+                f"shard {shard_id}'s four-peak index cannot be written: "
+                f"{_unusable(unusable, problems[unusable[0]])}, then rebuild"
+            )
+        quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
+        self._put_file(name, write_quad_shard(quads))
+        return 1
 
     @reports_errors("rebuild")
     def rebuild(self) -> None:
@@ -1605,9 +1622,10 @@ class CatalogStore:
     def _check_quads(self, hash_file: str) -> str | None:
         """What is wrong with the shard's four-peak file (none: sound, or a shard written
         before them, which :meth:`_shards_folder_notes` counts)."""
-        path = self._shard_path(quad_file_of(hash_file))
-        if not path.exists():
+        name = quad_file_of(hash_file)
+        if not name or not self._shard_path(name).exists():
             return None
+        path = self._shard_path(name)
         try:
             quads = read_quad_shard(path, check=True)
         except (RuntimeError, OSError) as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiodup import Catalog
+from audiodup import Catalog, CatalogError
 from audiodup.fingerprint import Fingerprint
 from audiodup.hashes import unpack_entry_ids
 from audiodup.peaks import PEAK_DTYPE
@@ -96,7 +96,20 @@ def works() -> dict[int, np.ndarray]:
     return works
 
 
-def test_the_altered_work_leads_the_quad_works(works) -> None:
+def rows_read(shard, monkeypatch) -> list[int]:
+    """The number of entries each of ``shard``'s look-ups reads, recorded."""
+    read: list[int] = []
+    entries = type(shard).entries
+
+    def counted(self, rows, checks):
+        read.append(len(rows))
+        return entries(self, rows, checks)
+
+    monkeypatch.setattr(type(shard), "entries", counted)
+    return read
+
+
+def test_the_altered_work_leads_the_quad_works(works, monkeypatch) -> None:
     shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
     offsets = shard.offsets.astype(np.int64)
     assert offsets[0] == 0 and offsets[-1] == shard.ntotal and np.all(np.diff(offsets) >= 0)
@@ -104,9 +117,12 @@ def test_the_altered_work_leads_the_quad_works(works) -> None:
     ranked = best_quad_works(shard, upload, S, budget=300_000, top=3)
     assert [w for w, _ in ranked] == [23, 25, 24]
     assert ranked[0][1] > ranked[1][1] > ranked[2][1]
-    # a budget far below the upload's hits keeps its rarest keys and still finds the work first
+    # a budget far below the upload's hits keeps its rarest keys, reads no more entries than it
+    # allows and still finds the work first
+    read = rows_read(shard, monkeypatch)
     small = best_quad_works(shard, upload, S, budget=3000, top=3)
     assert small[0][0] == 23 and small[0][1] < ranked[0][1]
+    assert 2500 < read[-1] <= 3000
     # a dead work is not a candidate
     alive = best_quad_works(shard, upload, S, 300_000, 3, is_live=lambda w: w != 23)
     assert 23 not in [w for w, _ in alive]
@@ -214,11 +230,36 @@ def test_a_damaged_file_is_refused_or_proposes_only_work_ids(works, tmp_path) ->
         except RuntimeError:
             continue
         opened += 1
-        for work, support in best_quad_works(damaged, upload, S, 10**6, 8, lambda w: w < 100):
-            assert 0 <= work < 100 and support > 0
+        for work, support in best_quad_works(damaged, upload, S, 10**6, 8):
+            assert work >= 0 and support > 0
         with pytest.raises(RuntimeError):
             read_quad_shard(path, check=True)
     assert opened > 200
+
+
+def test_a_directory_rewritten_to_huge_buckets_reads_within_the_budget(
+    works, tmp_path, monkeypatch
+) -> None:
+    """A directory that alternates 0 and the entry count (its two ends intact, so it opens)
+    makes every other bucket claim every entry: a look-up still reads at most its budget."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in list(works.items())[:6]], S)
+    buffer = io.BytesIO()
+    write_quad_shard(shard)(buffer.write)
+    data = bytearray(buffer.getvalue())
+    n_offsets, width = len(shard.offsets), shard.offsets.dtype.itemsize
+    crafted = np.where(np.arange(n_offsets) % 2 == 1, shard.ntotal, 0).astype(f"<u{width}")
+    crafted[-1] = shard.ntotal
+    data[64 : 64 + n_offsets * width] = crafted.tobytes()
+    path = tmp_path / "q-0123456789ab.quads"
+    path.write_bytes(bytes(data))
+    damaged = read_quad_shard(path)
+    read = rows_read(damaged, monkeypatch)
+    upload = query_quads(fingerprint(altered(works[2], 0.9, 1.0)))
+    for work, _ in best_quad_works(damaged, upload, S, 5000, 8, lambda w: w < 100):
+        assert 0 <= work < 100
+    assert read and read[-1] <= 5000
+    with pytest.raises(RuntimeError, match="checksums"):
+        read_quad_shard(path, check=True)
 
 
 def test_an_empty_shard_proposes_nothing(tmp_path) -> None:
@@ -294,6 +335,40 @@ def test_a_reader_loads_the_quad_files_an_upgrade_writes(catalog_copy: Path) -> 
         assert len(reader.indexes().quad_shards) == 1
 
 
+def test_a_reader_loads_a_quad_file_written_again_under_its_name(catalog_copy: Path) -> None:
+    with Catalog.open(catalog_copy) as reader, Catalog.open(catalog_copy) as writer:
+        (before,) = reader.indexes().quad_shards
+        for path in quad_files(catalog_copy):
+            path.unlink()
+        assert writer.upgrade() == (0, 1)
+        (after,) = reader.indexes().quad_shards
+        assert after is not before and np.array_equal(after.ids, before.ids)
+
+
+def test_an_upgrade_that_fails_part_way_still_tells_readers(catalog_copy: Path) -> None:
+    """Two shards without four-peak files, a damaged fingerprint in the second: the upgrade
+    fails after writing the first, and readers still see that the index files changed."""
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.add_paths([FIXTURES / "uploads" / "unrelated_a.ogg"])
+        shards = catalog.store.db.execute("SELECT shard_id FROM shards ORDER BY shard_id")
+        last = [r[0] for r in shards][-1]
+        (victim,) = catalog.store.db.execute(
+            "SELECT work_id FROM works WHERE shard_id = ?", (last,)
+        ).fetchone()
+        catalog.store.db.execute(
+            "UPDATE fingerprints SET blob = ? WHERE work_id = ?", (b"\x00\x11", victim)
+        )
+    for path in quad_files(catalog_copy):
+        path.unlink()
+    with Catalog.open(catalog_copy) as reader, Catalog.open(catalog_copy) as writer:
+        key = reader.store.index_key()
+        with pytest.raises(CatalogError, match="four-peak index cannot be written"):
+            writer.upgrade()
+        assert len(quad_files(catalog_copy)) == 1
+        assert reader.store.index_key() != key
+        assert len(reader.indexes().quad_shards) == 1
+
+
 def test_upgrade_writes_the_quads_of_live_works_only(catalog_copy: Path) -> None:
     with Catalog.open(catalog_copy) as catalog:
         full = catalog.indexes().n_quad_entries
@@ -321,3 +396,22 @@ def test_upgrade_on_the_command_line(catalog_copy: Path, tmp_path: Path) -> None
     shutil.copytree(catalog_copy, copy)
     again = CliRunner().invoke(app, ["index", "upgrade", "--db", str(copy)])
     assert again.exit_code == 0 and "0 four-peak indexes written" in again.output
+
+
+def test_a_faiss_layout_shard_has_its_quad_file_too(catalog_copy: Path, monkeypatch) -> None:
+    """Hash files of the former layout (``h-*.faiss``): the four-peak file follows their token,
+    is loaded, checked and replaced like a sorted shard's."""
+    from audiodup import store as store_module
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store_module, "HASH_LAYOUT", "faiss")
+        with Catalog.open(catalog_copy, create=False) as catalog:
+            catalog.rebuild()
+    (hash_file,) = (catalog_copy / "shards").glob("h-*.faiss")
+    assert [p.name for p in quad_files(catalog_copy)] == [quad_file_of(hash_file.name)]
+    with Catalog.open(catalog_copy) as catalog:
+        assert catalog.verify() == [] and catalog.check().notes == ()
+        assert catalog.indexes().n_quad_entries > 0
+        catalog.rebuild()  # sorted again: the faiss shard's files go with it
+        assert not (catalog_copy / "shards" / quad_file_of(hash_file.name)).exists()
+        assert len(quad_files(catalog_copy)) == 1 and catalog.verify() == []
