@@ -9,10 +9,10 @@ triplet hits like a chroma-voted work (:func:`audiodup.screening.chroma_voted_ca
 
 A shard's quads live in a ``q-*.quads`` file beside its hash file: a header, a directory of
 bucket offsets (a bucket is the top bits of a multiplicative hash of the key, about 2 entries
-each), the packed entry ids (:func:`audiodup.hashes.pack_entry_ids`) and a 16-bit check per
-entry (the hash's next bits: another key passes it once in 65,536). The file is memory-mapped:
-a look-up reads one directory word per query key and the entries of the buckets it keeps, and
-releases those pages afterwards.
+each), then one 10-byte record per entry: a 16-bit check (the hash's next bits: another key
+passes it once in 65,536) and the packed entry id (:func:`audiodup.hashes.pack_entry_ids`).
+The file is memory-mapped: a look-up reads one directory word per query key and the records
+of the buckets it keeps, in chunks whose pages it releases.
 """
 
 from __future__ import annotations
@@ -40,9 +40,11 @@ ENTRIES_PER_BUCKET = 2  # at 10^5 works: 106 of 110 hard copies found, 104 with 
 COUNT_CHUNK = 1 << 24  # bucket counts are added up this many entries at a time
 READ_CHUNK = 1 << 12  # a look-up reads this many entries at a time (<= 48 MB resident)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: odd, so a bijection of 64-bit keys
-_MAGIC = b"\x00audiodup quad shard v3\x00\x00\x00\x00\x00\x00\x00\x00\x00"
-# magic, bucket bits, offset width (4 or 8 bytes), entries, CRC-32 of offsets, ids, checks
-_HEADER = struct.Struct("<32sIIQIII4x")
+_MAGIC = b"\x00audiodup quad shard v4\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+# magic, bucket bits, offset width (4 or 8 bytes), entries, CRC-32 of offsets, of records
+_HEADER = struct.Struct("<32sIIQII8x")
+# one entry: its check and id together, so a bucket's entries are one page read, not two
+RECORD = np.dtype([("check", "<u2"), ("id", "<i8")])  # packed: 10 bytes
 assert len(_MAGIC) == 32 and _HEADER.size == 64
 
 
@@ -128,21 +130,27 @@ def query_quads(query: Fingerprint, settings: Settings = DEFAULT_SETTINGS) -> Qu
 @dataclass(frozen=True)
 class QuadShard:
     """Quad entries grouped by bucket (the layout of ``q-*.quads`` files): ``offsets[b]`` to
-    ``offsets[b + 1]`` are bucket ``b``'s rows of ``ids`` and ``checks``; read-only views of
-    the file's memory map when read from disk (``mapped``)."""
+    ``offsets[b + 1]`` are bucket ``b``'s rows of ``records`` (:data:`RECORD`); read-only
+    views of the file's memory map when read from disk (``mapped``)."""
 
     bits: int
     offsets: np.ndarray  # uint32 or uint64, 2**bits + 1
-    ids: np.ndarray  # int64 packed entry ids
-    checks: np.ndarray  # uint16
+    records: np.ndarray  # RECORD
     mapped: mmap.mmap | None = field(default=None, repr=False)
-    offsets_at: int = 0  # where ``offsets``, ``ids`` and ``checks`` start in ``mapped``
-    ids_at: int = 0
-    checks_at: int = 0
+    offsets_at: int = 0  # where ``offsets`` and ``records`` start in ``mapped``
+    records_at: int = 0
 
     @property
     def ntotal(self) -> int:
-        return len(self.ids)
+        return len(self.records)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.records["id"]
+
+    @property
+    def checks(self) -> np.ndarray:
+        return self.records["check"]
 
     def release_pages(self) -> None:
         """Drop the pages look-ups have read from this process's resident memory."""
@@ -172,14 +180,15 @@ class QuadShard:
         released once it is copied out, so a look-up holds a few MB of the file at a time."""
         passed = np.zeros(len(rows), dtype=bool)
         ids = []
+        size = RECORD.itemsize
         for start in range(0, len(rows), READ_CHUNK):
             part = rows[start : start + READ_CHUNK]
-            ok = np.asarray(self.checks[part]) == checks[start : start + READ_CHUNK]
+            read = self.records[part]
+            ok = read["check"] == checks[start : start + READ_CHUNK]
             passed[start : start + READ_CHUNK] = ok
-            ids.append(np.array(self.ids[part[ok]]))
-            first, last = int(part[0]), int(part[-1]) + 1
-            self._release(self.ids_at + 8 * first, self.ids_at + 8 * last)
-            self._release(self.checks_at + 2 * first, self.checks_at + 2 * last)
+            ids.append(read["id"][ok].astype(np.int64))
+            at = self.records_at + size * int(part[0])
+            self._release(at, self.records_at + size * (int(part[-1]) + 1))
         return passed, np.concatenate([np.zeros(0, np.int64), *ids])
 
     def _release(self, start: int, end: int | None) -> None:
@@ -242,8 +251,7 @@ def grouped_quads(parts: list[tuple[np.ndarray, np.ndarray] | None]) -> QuadShar
     np.cumsum(counts, out=offsets[1:])
     cursor = offsets[:-1].astype(np.int64)
     del counts
-    ids = np.empty(n, dtype=np.int64)
-    checks = np.empty(n, dtype=np.uint16)
+    records = np.empty(n, dtype=RECORD)
     for i, (bucket, check, part_ids) in enumerate(hashed):
         hashed[i] = None  # type: ignore[call-overload]
         order = np.argsort(bucket, kind="stable")
@@ -251,10 +259,10 @@ def grouped_quads(parts: list[tuple[np.ndarray, np.ndarray] | None]) -> QuadShar
         first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
         run = np.diff(np.r_[first, len(bucket)])
         place = cursor[bucket] + np.arange(len(bucket)) - np.repeat(first, run)
-        ids[place] = np.asarray(part_ids, dtype=np.int64)[order]
-        checks[place] = check[order]
+        records["id"][place] = np.asarray(part_ids, dtype=np.int64)[order]
+        records["check"][place] = check[order]
         cursor[bucket[first]] += run
-    return QuadShard(bits, offsets, ids, checks)
+    return QuadShard(bits, offsets, records)
 
 
 def _as_triplets(quads: Quads) -> TripletHashes:
@@ -271,17 +279,15 @@ def write_quad_shard(shard: QuadShard) -> Callable[[Callable[[bytes], object]], 
     """A writer of a quad shard into any ``write(bytes)`` callable."""
     width = shard.offsets.dtype.itemsize
     offsets = np.ascontiguousarray(shard.offsets, dtype=f"<u{width}")
-    ids = np.ascontiguousarray(shard.ids, dtype="<i8")
-    checks = np.ascontiguousarray(shard.checks, dtype="<u2")
-    crcs = (zlib.crc32(offsets), zlib.crc32(ids), zlib.crc32(checks))
-    header = _HEADER.pack(_MAGIC, shard.bits, width, len(ids), *crcs)
+    records = np.ascontiguousarray(shard.records, dtype=RECORD)
+    crcs = (zlib.crc32(offsets), zlib.crc32(records))
+    header = _HEADER.pack(_MAGIC, shard.bits, width, len(records), *crcs)
 
     def write(sink: Callable[[bytes], object]) -> None:
         sink(header)
         sink(offsets.tobytes())
         sink(bytes(_padding(offsets.nbytes)))
-        sink(ids.tobytes())
-        sink(checks.tobytes())
+        sink(records.tobytes())
 
     return write
 
@@ -298,15 +304,15 @@ def read_quad_shard(path, *, check: bool = False) -> QuadShard:
         header = handle.read(_HEADER.size)
         if len(header) != _HEADER.size:
             raise RuntimeError("the quad shard file is truncated")
-        magic, bits, width, n, offsets_crc, ids_crc, checks_crc = _HEADER.unpack(header)
+        magic, bits, width, n, offsets_crc, records_crc = _HEADER.unpack(header)
         if magic != _MAGIC:
             raise RuntimeError("not a quad shard file")
         if not 4 <= bits <= 31 or width not in (4, 8):
             raise RuntimeError("the quad shard file is damaged: its header is not one")
         n_offsets = (1 << bits) + 1
         offsets_bytes = n_offsets * width
-        start_ids = _HEADER.size + offsets_bytes + _padding(offsets_bytes)
-        expected = start_ids + 10 * n
+        start = _HEADER.size + offsets_bytes + _padding(offsets_bytes)
+        expected = start + RECORD.itemsize * n
         size = handle.seek(0, 2)
         if size != expected:
             raise RuntimeError(
@@ -316,19 +322,17 @@ def read_quad_shard(path, *, check: bool = False) -> QuadShard:
     with contextlib.suppress(AttributeError, OSError):
         mapped.madvise(mmap.MADV_RANDOM)
     offsets = np.frombuffer(mapped, dtype=f"<u{width}", count=n_offsets, offset=_HEADER.size)
-    ids = np.frombuffer(mapped, dtype="<i8", count=n, offset=start_ids)
-    checks = np.frombuffer(mapped, dtype="<u2", count=n, offset=start_ids + 8 * n)
+    records = np.frombuffer(mapped, dtype=RECORD, count=n, offset=start)
     # the directory's two ends are read always (a look-up trusts them to bound its reads)
     if int(offsets[0]) != 0 or int(offsets[-1]) != n:
         raise RuntimeError("the quad shard file is damaged: its directory does not fit it")
     if check and (
         zlib.crc32(offsets) != offsets_crc
-        or zlib.crc32(ids) != ids_crc
-        or zlib.crc32(checks) != checks_crc
+        or zlib.crc32(records) != records_crc
         or np.any(np.diff(offsets.astype(np.int64)) < 0)
     ):
         raise RuntimeError("the quad shard file is damaged: it fails its checksums")
-    return QuadShard(bits, offsets, ids, checks, mapped, _HEADER.size, start_ids, start_ids + 8 * n)
+    return QuadShard(bits, offsets, records, mapped, _HEADER.size, start)
 
 
 def quad_file_of(hash_file: str) -> str:

@@ -194,7 +194,7 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
     assert best_quad_works(back, upload, S, 10**6, 2) == whole
     back.release_pages()
     data = bytearray(buffer.getvalue())
-    data[-3] ^= 0xFF  # a check
+    data[-3] ^= 0xFF  # an entry id
     path.write_bytes(bytes(data))
     read_quad_shard(path)  # only a whole read sees it
     with pytest.raises(RuntimeError, match="checksums"):
