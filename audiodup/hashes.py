@@ -9,6 +9,7 @@ time span, so every match also votes for a tempo ratio, a pitch shift and a time
 
 from __future__ import annotations
 
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from itertools import product
 
@@ -130,27 +131,41 @@ def probe_cells(
 
 def _quantise(coords, multiprobe: bool, margin: float = 0.12):
     """Keys from continuous coordinates; with ``multiprobe`` also the near-edge neighbours."""
-    n = len(coords[0][0])
-    options = []
-    for value, levels in coords:
-        if multiprobe:
-            cell, alt = probe_cells(value, levels, margin)
-            options.append((cell, alt, alt != cell))
-        else:
-            cell = np.clip(np.floor(value), 0, levels - 1).astype(np.int64)
-            options.append((cell, cell, np.zeros(n, dtype=bool)))
+
+    def key(parts: list[np.ndarray]) -> np.ndarray:
+        return (parts[0] << (2 * _DF_BITS)) | (parts[1] << _DF_BITS) | parts[2]
+
+    probe = range(len(coords)) if multiprobe else ()
+    keys, owner = probed_keys(coords, probe, key, margin)
+    return keys.astype(np.uint32), owner
+
+
+def probed_keys(
+    coords: list[tuple[np.ndarray, int]],
+    probe: Container[int],
+    key: Callable[[list[np.ndarray]], np.ndarray],
+    margin: float = 0.12,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's ``key`` of its coordinates' cells (``coords``: ``(value, levels)`` each), and
+    for the coordinates in ``probe`` that lie near a cell's edge the keys with the neighbouring
+    cell as well (every combination); with the index of the item each key belongs to."""
+    options = [probe_cells(value, levels, margin) for value, levels in coords]
+    n = len(options[0][0])
     keys, owner = [], []
-    for choice in product((0, 1), repeat=len(options)):
+    for choice in product((False, True), repeat=len(options)):
+        if any(use and i not in probe for i, use in enumerate(choice)):
+            continue
         mask = np.ones(n, dtype=bool)
-        parts = []
-        for use_alt, (cell, alt, has_alt) in zip(choice, options, strict=True):
-            if use_alt:
-                mask &= has_alt
-            parts.append(alt if use_alt else cell)
-        key = (parts[0] << (2 * _DF_BITS)) | (parts[1] << _DF_BITS) | parts[2]
-        keys.append(key[mask])
-        owner.append(np.nonzero(mask)[0])
-    return np.concatenate(keys).astype(np.uint32), np.concatenate(owner)
+        for use, (cell, neighbour) in zip(choice, options, strict=True):
+            if use:
+                mask &= neighbour != cell
+        rows = np.nonzero(mask)[0]
+        parts = [
+            (nb if use else cell)[rows] for use, (cell, nb) in zip(choice, options, strict=True)
+        ]
+        keys.append(key(parts))
+        owner.append(rows)
+    return np.concatenate(keys), np.concatenate(owner)
 
 
 def concat_hashes(parts: list[TripletHashes]) -> TripletHashes:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fingerprint import Fingerprint
-from .hashes import TripletHashes, pack_entry_ids, partner_slots, probe_cells, unpack_entry_ids
+from .hashes import TripletHashes, pack_entry_ids, partner_slots, probed_keys, unpack_entry_ids
 from .peaks import PEAK_DTYPE, thin_peaks
 from .settings import DEFAULT_SETTINGS, Settings
 
@@ -92,27 +92,20 @@ def quad_hashes(
         (f[c] - f[a] + max_df + 0.5, df_levels),
         (f[d] - f[a] + max_df + 0.5, df_levels),
     ]
-    keys, owner = _probed_keys(coords, probe)
+    keys, owner = probed_keys(coords, probe, _mixed_radix([n for _, n in coords]))
     return Quads(keys, t[a][owner], f[a][owner], span[owner])
 
 
-def _probed_keys(coords, probe: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Each quad's key, and for the ``probe`` coordinates near an edge its neighbours' keys;
-    with the index of the quad each key belongs to."""
-    options = [probe_cells(value, levels) for value, levels in coords]
-    keys, owner = [], []
-    for choice in itertools.product((False, True), repeat=len(coords)):
-        if any(alt and i not in probe for i, alt in enumerate(choice)):
-            continue
-        mask = np.ones(len(options[0][0]), dtype=bool)
-        key = np.zeros(len(options[0][0]), dtype=np.int64)
-        for alt, (cell, other), (_, levels) in zip(choice, options, coords, strict=True):
-            if alt:
-                mask &= other != cell
-            key = key * levels + (other if alt else cell)
-        keys.append(key[mask])
-        owner.append(np.nonzero(mask)[0])
-    return np.concatenate(keys), np.concatenate(owner)
+def _mixed_radix(levels: list[int]) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """The key of cells on ``levels`` levels each: their mixed-radix number."""
+
+    def key(parts: list[np.ndarray]) -> np.ndarray:
+        number = np.zeros(len(parts[0]), dtype=np.int64)
+        for cell, n_levels in zip(parts, levels, strict=True):
+            number = number * n_levels + cell
+        return number
+
+    return key
 
 
 def _no_quads() -> Quads:

@@ -1131,13 +1131,7 @@ class CatalogStore:
         ).fetchall()
         # every stored fingerprint checked first (nothing is written when one is damaged), then
         # decoded again as the shard is built: compacting 10^5 works held 12 GB of them at once
-        problems = self._unreadable(ids)
-        if problems:
-            unusable = list(problems)
-            raise CatalogDamagedError(
-                f"the index cannot be regenerated: {_unusable(unusable, problems[unusable[0]])}, "
-                "then rebuild"
-            )
+        self._require_readable(ids, "the index cannot be regenerated")
         groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
         # compaction within one group merges sorted hash shards as they are (the same file a
         # rebuild would write, without hashing every work again); rebuild regenerates all, to repair
@@ -1166,6 +1160,16 @@ class CatalogStore:
             for name in (hash_file, chroma_file, quad_file_of(hash_file)):
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
+
+    def _require_readable(self, work_ids: list[int], what: str) -> None:
+        """Raise ``CatalogDamagedError`` (``what``: why it matters) when a stored fingerprint
+        of ``work_ids`` cannot be decoded, naming them and what to do."""
+        problems = self._unreadable(work_ids)
+        if problems:
+            unusable = list(problems)
+            raise CatalogDamagedError(
+                f"{what}: {_unusable(unusable, problems[unusable[0]])}, then rebuild"
+            )
 
     def _unreadable(self, work_ids: list[int]) -> dict[int, str]:
         """What is wrong with the stored fingerprint of each of ``work_ids`` that cannot be
@@ -1246,13 +1250,7 @@ class CatalogStore:
                 (shard_id,),
             )
         ]
-        problems = self._unreadable(ids)
-        if problems:
-            unusable = list(problems)
-            raise CatalogDamagedError(
-                f"shard {shard_id}'s four-peak index cannot be written: "
-                f"{_unusable(unusable, problems[unusable[0]])}, then rebuild"
-            )
+        self._require_readable(ids, f"shard {shard_id}'s four-peak index cannot be written")
         quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
         self._put_file(name, write_quad_shard(quads))
         return 1
