@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from . import index, ingest, owners, screening
@@ -39,6 +39,8 @@ from .verdict import decide
 from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
+# (query, view, works left out) -> matches, in place of this process's indexes
+Matcher = Callable[[Fingerprint, View | None, Sequence[int]], list[Match]]
 
 
 def default_catalog_path() -> Path:
@@ -97,7 +99,7 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
-        self._matcher: Callable[[Fingerprint], list[Match]] | None = None
+        self._matcher: Matcher | None = None
         self._copy_owners = owners.CopyOwners(
             store.root, lambda: _rescan_clusters(self), store.ledger_edits
         )
@@ -250,17 +252,19 @@ class Catalog:
             index_load_cpu_s=load[1],
         )
 
-    def match_fingerprint(self, query: Fingerprint, view: View | None = None) -> list[Match]:
-        """Every work that explains part of the query, most certain first (``view``: see
-        :func:`audiodup.screening.match_fingerprint`)."""
+    def match_fingerprint(
+        self, query: Fingerprint, view: View | None = None, without: Sequence[int] = ()
+    ) -> list[Match]:
+        """Every work that explains part of the query, most certain first (``view``,
+        ``without``: see :func:`audiodup.screening.match_fingerprint`)."""
         if self._matcher is not None:
-            return self._matcher(query, view)
-        return screening.match_fingerprint(query, self.indexes(), self.settings, self.store, view)
+            return self._matcher(query, view, without)
+        return screening.match_fingerprint(
+            query, self.indexes(), self.settings, self.store, view, without
+        )
 
-    def screen_with(
-        self, matcher: Callable[[Fingerprint, View | None], list[Match]] | None
-    ) -> None:
-        """Search with ``matcher(query)`` instead of the indexes loaded here: a split
+    def screen_with(self, matcher: Matcher | None) -> None:
+        """Search with ``matcher(query, view, without)`` instead of the indexes loaded here: a split
         catalog's shard groups on Dask (:class:`audiodup.sharded.ShardedScreening`'s
         ``match_fingerprint``); ``None`` goes back to the indexes."""
         self._matcher = matcher

@@ -42,7 +42,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -371,6 +371,16 @@ class LoadedIndexes:
     @property
     def has_chroma(self) -> bool:
         return bool(self.chroma_shards)
+
+    def without(self, work_ids: Sequence[int]) -> LoadedIndexes:
+        """These indexes with ``work_ids`` left out, as if removed: a catalog work screened
+        against the rest of its catalog (a rescan), which its own line would otherwise decide."""
+        gone = [w for w in work_ids if 0 <= w < len(self.live)]
+        if not gone:
+            return self
+        live = self.live.copy()
+        live[gone] = False
+        return replace(self, live=live)
 
     def is_live(self, work_ids: np.ndarray) -> np.ndarray:
         """Whether each work id names a work that is in the catalog and not removed."""

@@ -730,11 +730,13 @@ def match_fingerprint(
     settings: Settings,
     works: WorkSource,
     view: View | None = None,
+    without: Sequence[int] = (),
 ) -> list[Match]:
     """Every work that explains part of the query, most certain first. With ``view`` (the
     upload's fingerprint at another time scale or hop phase), the further looks of
-    :func:`planned_views` follow when the upload as it is gives no duplicate."""
-    looks = gather_looks(query, indexes, settings, works, view)
+    :func:`planned_views` follow when the upload as it is gives no duplicate. ``without``: works
+    left out of the catalog for this query (:meth:`LoadedIndexes.without`)."""
+    looks = gather_looks(query, indexes.without(without), settings, works, view)
     return matches_from_looks(looks, settings, works)
 
 

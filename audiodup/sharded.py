@@ -39,7 +39,9 @@ raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,7 @@ class CatalogTotals:
     n_works: int  # live works
     has_chroma: bool
     n_quad_entries: int = 0  # four-peak entries over all shards (each shard's budget share)
+    left_out: tuple[int, ...] = ()  # works left out for one query (LoadedIndexes.without)
 
 
 @dataclass
@@ -144,9 +147,10 @@ class ShardGroup:
             return self.store.fingerprint(work_id)
 
     def screened(self, totals: CatalogTotals) -> GroupIndexes:
-        """The group's shards with the catalog-wide statistics."""
+        """The group's shards with the catalog-wide statistics, without the works it leaves
+        out."""
         own = self.indexes
-        return GroupIndexes(
+        screened = GroupIndexes(
             own.hash_shards,
             own.chroma_shards,
             own.live,
@@ -156,6 +160,7 @@ class ShardGroup:
             catalog_hash_entries=totals.n_hash_entries,
             catalog_quad_entries=totals.n_quad_entries,
         )
+        return screened.without(totals.left_out)
 
 
 _OPEN: dict[tuple, ShardGroup] = {}
@@ -237,12 +242,15 @@ def group_quad_works(
     return group.screened(totals).quad_works(quads, settings, settings.quad_voted_works)
 
 
-def group_chroma_hits(spec: GroupSpec, vectors: np.ndarray, k: int) -> list[tuple[int, ChromaHits]]:
+def group_chroma_hits(
+    spec: GroupSpec, totals: CatalogTotals, vectors: np.ndarray, k: int
+) -> list[tuple[int, ChromaHits]]:
     """``(shard_id, hits)`` of each of the group's chroma shards that holds segments."""
     group = open_group(spec)
+    live = group.screened(totals).live
     out = []
     for shard_id, shard in zip(group.shard_ids, group.indexes.chroma_shards, strict=True):
-        one = LoadedIndexes([], [shard], group.indexes.live, np.zeros(0, dtype=np.int64))
+        one = LoadedIndexes([], [shard], live, np.zeros(0, dtype=np.int64))
         hits = one.search_chroma(vectors, k)
         if hits is not None:
             out.append((shard_id, hits))
@@ -336,19 +344,33 @@ class ShardedScreening:
         self.close()
 
     # -- the rounds ------------------------------------------------------------------------
-    def match_fingerprint(self, query: Fingerprint, view: View | None = None) -> list[Match]:
+    def match_fingerprint(
+        self, query: Fingerprint, view: View | None = None, without: Sequence[int] = ()
+    ) -> list[Match]:
         """Every work that explains part of the query, most certain first, with the further
-        looks of ``view`` (as :func:`audiodup.screening.match_fingerprint`)."""
+        looks of ``view`` and ``without`` those works (as
+        :func:`audiodup.screening.match_fingerprint`)."""
         works = _LockedWorks(self)
-        looks = look_again(query, self.gather_evidence, self.settings, works, view)
+        gather = partial(self.gather_evidence, without=without)
+        looks = look_again(query, gather, self.settings, works, view)
         return matches_from_looks(looks, self.settings, works)
 
     def gather_evidence(
-        self, query: Fingerprint, *, sweep_all_tempos: bool = True, time_scale: float = 1.0
+        self,
+        query: Fingerprint,
+        *,
+        sweep_all_tempos: bool = True,
+        time_scale: float = 1.0,
+        without: Sequence[int] = (),
     ) -> Evidence:
-        """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups."""
+        """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups
+        (``without``: works left out, :meth:`LoadedIndexes.without`)."""
         specs, totals, totals_future = self._current()
         settings = self.settings
+        left_out = tuple(sorted({w for w in without if _LockedWorks(self).work(w) is not None}))
+        if left_out:
+            totals = replace(totals, n_works=totals.n_works - len(left_out), left_out=left_out)
+            totals_future = self._scatter(totals)
         n_works = max(totals.n_works, 1)
         query_future = self._scatter(query)
         try:
@@ -362,7 +384,7 @@ class ShardedScreening:
             hashes = _scored(found, n_works, settings)
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
-            chroma_search = _GatheredChroma(self, specs, totals.has_chroma)
+            chroma_search = _GatheredChroma(self, specs, totals_future, totals.has_chroma)
             search = search_chroma_segments(
                 query, chroma_search, settings, time_scale, vote_density(found, settings)
             )
@@ -396,6 +418,8 @@ class ShardedScreening:
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()
+            if left_out:
+                totals_future.release()
 
     def _voted(
         self, specs, totals: CatalogTotals, totals_future, query_future, found: Candidates, search
@@ -472,13 +496,15 @@ class ShardedScreening:
             parts[item[0] % len(specs)].append(item)
         return parts
 
-    def chroma_hits(self, specs, vectors: np.ndarray, k: int) -> ChromaHits | None:
+    def chroma_hits(self, specs, totals_future, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """Every group's chroma hits, shards side by side in shard order (as one process lays
         them out: a tie between works is broken the same way)."""
         vectors_future = self._scatter(vectors)
         try:
             futures = [
-                self._submit(group_chroma_hits, spec, vectors_future, k, group=spec.group)
+                self._submit(
+                    group_chroma_hits, spec, totals_future, vectors_future, k, group=spec.group
+                )
                 for spec in specs
             ]
             shards = sorted(
@@ -577,8 +603,11 @@ class _LockedWorks:
 class _GatheredChroma:
     """The chroma search of :func:`audiodup.match.chroma_candidates`, answered by the groups."""
 
-    def __init__(self, screening: ShardedScreening, specs: list[GroupSpec], has_chroma: bool):
+    def __init__(
+        self, screening: ShardedScreening, specs: list[GroupSpec], totals_future, has_chroma: bool
+    ):
         self._screening, self._specs, self.has_chroma = screening, specs, has_chroma
+        self._totals_future = totals_future
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
-        return self._screening.chroma_hits(self._specs, vectors, k)
+        return self._screening.chroma_hits(self._specs, self._totals_future, vectors, k)

@@ -131,6 +131,19 @@ def test_chroma_search_marks_missing_and_removed_works_invalid() -> None:
     assert hits.work_ids[0, 0] == 1 and hits.segment_indexes[1, 0] == 1
 
 
+def test_indexes_without_a_work_treat_it_as_removed_and_leave_the_snapshot_alone() -> None:
+    ids = np.concatenate([pack_segment_ids(0, 1), pack_segment_ids(1, 2), pack_segment_ids(2, 1)])
+    labels = np.array([[ids[0], ids[1], ids[3]]])
+    indexes = snapshot(chroma_shards=[_Shard(labels)], live=(True, True, True))
+    rest = indexes.without([1, 7, -1])  # ids outside the catalog are ignored
+    assert rest.live.tolist() == [True, False, True]
+    assert indexes.live.tolist() == [True, True, True], "the loaded snapshot is not changed"
+    assert rest.is_live(np.array([0, 1, 2])).tolist() == [True, False, True]
+    hits = rest.search_chroma(np.zeros((1, 4), dtype=np.float32), k=3)
+    assert hits.valid.tolist() == [[True, False, True]]
+    assert indexes.without([]) is indexes and indexes.without([5]) is indexes
+
+
 def test_chroma_search_of_an_empty_catalog_finds_nothing() -> None:
     assert snapshot().search_chroma(np.zeros((1, 4), dtype=np.float32), k=8) is None
 

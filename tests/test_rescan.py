@@ -190,6 +190,71 @@ def test_uploaders_ranked_by_copies_of_others_work(planted_report) -> None:
     assert "indie" not in ranks, "an uploader in no cluster is not ranked"
 
 
+# -- hard copies: each work screened against the rest of the catalog --------------------------
+def _speed(y, ratio: float):
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    r = Fraction(ratio).limit_denominator(100)
+    return resample_poly(y, r.denominator, r.numerator).astype("float32")
+
+
+def _slowed_reverb(y, ratio: float, sr: int):
+    import pedalboard
+
+    room = pedalboard.Pedalboard([pedalboard.Reverb(room_size=0.8, wet_level=0.5)])
+    return room(_speed(y, ratio)[None, :], sr)[0]
+
+
+def test_hard_copies_inside_the_catalog_are_found_past_their_own_line(tmp_path: Path) -> None:
+    """Slowed + reverb and half-speed copies need the chroma and peak checks. A work screened
+    against a catalog that holds it gets its own line first, decisive, which ends the look
+    before those checks: such copies went unseen from both sides. Screened without itself
+    (``LoadedIndexes.without``), each copy is a duplicate of its original, and unrelated works
+    stay unpaired."""
+    import soundfile as sf
+
+    from audiodup.rescan.screen import work_query
+    from audiodup.synth import synthesize_work
+    from audiodup.verdict import decide
+
+    sr = 22050
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    copies = {}
+    for source, name, make in [
+        ("work_03", "w03_slowed_reverb.wav", lambda y: _slowed_reverb(y, 0.8, sr)),
+        ("work_03", "w03_half_speed.wav", lambda y: _speed(y, 0.5)),
+        ("work_04", "w04_slowed_reverb.wav", lambda y: _slowed_reverb(y, 0.7, sr)),
+    ]:
+        y, rate = sf.read(FIXTURE_CATALOG / f"{source}.ogg", dtype="float32")
+        assert rate == sr
+        sf.write(folder / name, make(y), sr)
+        copies[name] = f"{source}.ogg"
+    for seed in (211, 212):
+        sf.write(folder / f"synth_{seed}.wav", synthesize_work(seed, 30.0, sr), sr)
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        assert all(r.status == "added" for r in catalog.add_paths([FIXTURE_CATALOG, folder]))
+        by_name = {Path(w.path).name: w.work_id for w in catalog.works()}
+        # the old way: screened against the whole catalog, its own match dropped afterwards
+        for name, source in copies.items():
+            for query_name, other in ((name, source), (source, name)):
+                query, _, _ = work_query(catalog, by_name[query_name])
+                assert by_name[query_name] == catalog.match_fingerprint(query)[0].work_id
+                found = [m for m in catalog.match_fingerprint(query) if m.work_id == by_name[other]]
+                assert decide(found, catalog.settings) != "duplicate", (query_name, other)
+        report = rescan(catalog, workers=1)
+    assert report.errors == () and report.scanned == len(by_name)
+    expected = {tuple(sorted(pair)) for pair in copies.items()}
+    assert pair_names(report, report.pairs) == expected
+    by_query = {Path(p.query_path).name: p.evidence for p in report.pairs}
+    ratio = {"w03_slowed_reverb.wav": 0.8, "w03_half_speed.wav": 0.5, "w04_slowed_reverb.wav": 0.7}
+    for name, evidence in by_query.items():
+        if name in ratio:  # found from the copy's side: tempo of the copy over the original
+            assert evidence.tempo_ratio == pytest.approx(ratio[name], rel=0.03), name
+
+
 # -- the report from per-work results (pure) --------------------------------------------------
 def work(work_id: int, **metadata) -> WorkInfo:
     return WorkInfo(

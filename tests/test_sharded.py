@@ -261,6 +261,38 @@ def test_every_round_gives_the_evidence_of_one_process(
     assert ran_peaks >= len(POSITIVES)
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_a_work_screened_without_itself_gives_the_evidence_of_one_process(
+    split_catalog: Path, threaded_client, sampled: bool
+):
+    """A rescan screens each work against the rest of the catalog: every group leaves the work
+    out of its look-ups, chroma hits and votes, and the client counts one work fewer, as one
+    process does (``LoadedIndexes.without``), with a whole and with a sampled look-up."""
+    from audiodup import screening
+    from audiodup.sharded import ShardedScreening
+
+    settings = DEFAULT_SETTINGS
+    if sampled:
+        settings = dataclasses.replace(
+            settings, max_query_hits=300, whole_lookup_max_entries=0, min_sampled_support=1
+        )
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        n_live = int(indexes.live.sum())
+        for work in catalog.works():
+            query = catalog.fingerprint(work.work_id)
+            rest = indexes.without([work.work_id])
+            alone = screening.gather_evidence(query, rest, settings, catalog.store)
+            spread = sharded.gather_evidence(query, without=(work.work_id,))
+            assert _evidence(spread) == _evidence(alone), work.path
+            assert alone.n_works == n_live - 1
+            assert work.work_id not in {*alone.hashes, *alone.peaks}
+            assert work.work_id not in {f.evidence.work_id for f in alone.chroma}
+            whole = sharded.match_fingerprint(query, without=(work.work_id,))
+            assert work.work_id not in {m.work_id for m in whole}
+
+
 def test_a_work_added_while_screening_is_found_in_its_group(
     catalog_copy: Path, tmp_path, threaded_client
 ):

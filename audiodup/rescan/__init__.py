@@ -1,7 +1,7 @@
 """Rescan a catalog against itself: duplicate pairs, clusters, likely originals, uploaders.
 
-Every work is re-decoded from its file and screened as a query against the whole catalog (the
-self-match is ignored). When the file is gone or changed, the stored catalog fingerprint is the
+Every work is re-decoded from its file and screened as a query against the rest of the catalog
+(the work itself left out). When the file is gone or changed, the stored catalog fingerprint is the
 query instead, and the evidence says so. Per-work results are written to
 ``<catalog>/rescan.sqlite`` as they complete, so a killed run resumes where it stopped, and
 incremental runs (``new_only``, ``since``) merge with earlier results. The report is always

@@ -181,7 +181,7 @@ def _run_sharded(
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
 
     def screen(work_id: int, query, source, note) -> WorkScan:
-        matches = tuple(m for m in sharded.match_fingerprint(query) if m.work_id != work_id)
+        matches = tuple(sharded.match_fingerprint(query, without=(work_id,)))
         return WorkScan(work_id, source, matches, note=note)
 
     # several works' rounds in flight at once: one work's round waits for a worker that is

@@ -21,7 +21,9 @@ def screen_work(
     *,
     file_problem: str | None = None,
 ) -> WorkScan:
-    """Screen one catalog work against the catalog, without its self-match.
+    """Screen one catalog work against the rest of its catalog: the work is left out
+    (:meth:`audiodup.index.LoadedIndexes.without`), for its own line would decide every look
+    and end it before the chroma, four-peak and peak checks that find its hard copies.
 
     ``path`` is where to read the work's file [default: its stored path]. The file's decoded
     audio must still be the audio that was indexed; otherwise the stored fingerprint is used.
@@ -31,7 +33,7 @@ def screen_work(
         query, source, note = work_query(catalog, work_id, path, file_problem=file_problem)
     except CatalogError as exc:
         return WorkScan(work_id, "stored_fingerprint", error=str(exc))
-    matches = tuple(m for m in catalog.match_fingerprint(query) if m.work_id != work_id)
+    matches = tuple(catalog.match_fingerprint(query, without=(work_id,)))
     return WorkScan(work_id, source, matches, note=note)
 
 
