@@ -613,7 +613,7 @@ def _cluster_detail(
 def _work_fingerprint(catalog: Catalog, work_id: int, cache: dict) -> Fingerprint | None:
     if work_id not in cache:
         try:
-            cache[work_id] = work_query(catalog, work_id)[0]
+            cache[work_id] = work_query(catalog, work_id).fingerprint
         except AudiodupError:
             cache[work_id] = None
     return cache[work_id]

@@ -240,7 +240,7 @@ def test_hard_copies_inside_the_catalog_are_found_past_their_own_line(tmp_path: 
         # the old way: screened against the whole catalog, its own match dropped afterwards
         for name, source in copies.items():
             for query_name, other in ((name, source), (source, name)):
-                query, _, _ = work_query(catalog, by_name[query_name])
+                query = work_query(catalog, by_name[query_name]).fingerprint
                 assert by_name[query_name] == catalog.match_fingerprint(query)[0].work_id
                 found = [m for m in catalog.match_fingerprint(query) if m.work_id == by_name[other]]
                 assert decide(found, catalog.settings) != "duplicate", (query_name, other)
@@ -253,6 +253,47 @@ def test_hard_copies_inside_the_catalog_are_found_past_their_own_line(tmp_path: 
     for name, evidence in by_query.items():
         if name in ratio:  # found from the copy's side: tempo of the copy over the original
             assert evidence.tempo_ratio == pytest.approx(ratio[name], rel=0.03), name
+
+
+def test_a_work_read_from_its_file_takes_the_further_looks_of_an_upload(tmp_path: Path) -> None:
+    """Excerpts of 3 and 4 s of every fixture work inside the catalog. In one look the 4-s
+    excerpt of work_02 is only ``suspect`` from either side; the other hop phases an upload this
+    short is looked at in make it a duplicate. A work screened from its stored fingerprint has
+    no audio for further looks. Every duplicate pair joins an excerpt with its own work."""
+    import soundfile as sf
+
+    from audiodup.audio import load_audio
+    from audiodup.rescan.screen import screen_work, work_query
+    from audiodup.verdict import decide
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        rate = catalog.settings.sample_rate_hz
+        for i in range(6):
+            samples = load_audio(FIXTURE_CATALOG / f"work_0{i}.ogg", catalog.settings).samples
+            for length in (3, 4):
+                start = (7 + i) * rate
+                excerpt = samples[start : start + length * rate]
+                sf.write(folder / f"excerpt{length}_work_0{i}.wav", excerpt, rate)
+        assert all(r.status == "added" for r in catalog.add_paths([FIXTURE_CATALOG, folder]))
+        ids = {Path(w.path).name: w.work_id for w in catalog.works()}
+        pair = (ids["work_02.ogg"], ids["excerpt4_work_02.wav"])
+        for work_id, other in (pair, pair[::-1]):
+            query = work_query(catalog, work_id)
+            assert query.source == "file" and query.view is not None
+            one_look = catalog.match_fingerprint(query.fingerprint, without=(work_id,))
+            found = [m for m in one_look if m.work_id == other]
+            assert decide(found, catalog.settings) == "suspect", work_id
+        scan = screen_work(catalog, pair[1])
+        found = [m for m in scan.matches if m.work_id == pair[0]]
+        assert decide(found, catalog.settings) == "duplicate"
+        stored = work_query(catalog, pair[1], file_problem="gone")
+        assert stored.source == "stored_fingerprint" and stored.view is None
+        report = rescan(catalog, workers=1)
+    found = pair_names(report, report.pairs)
+    assert ("excerpt4_work_02.wav", "work_02.ogg") in found
+    assert all(a.endswith(b.replace(".ogg", ".wav")) for a, b in found), found
 
 
 # -- the report from per-work results (pure) --------------------------------------------------

@@ -499,6 +499,47 @@ def test_a_worker_killed_mid_rescan_is_replaced_or_reported(split_catalog: Path,
         assert _scans(spread) == _scans(alone)
 
 
+def test_a_sharded_rescan_takes_the_further_looks_as_one_process(
+    split_catalog: Path, threaded_client, tmp_path: Path
+):
+    """Short excerpts inside a split catalog: the worker that decodes a work makes its further
+    looks' fingerprints (``ReadyViews``), the shard groups screen it without itself, and every
+    work's stored result is the one-process rescan's; the 4-s excerpt is a duplicate pair."""
+    from audiodup.audio import load_audio
+    from audiodup.rescan import load_report, run_rescan
+    from audiodup.rescan.screen import ReadyViews, work_query, work_query_task
+
+    alone, spread = tmp_path / "alone", tmp_path / "spread"
+    shutil.copytree(split_catalog, alone)
+    folder = tmp_path / "excerpts"
+    folder.mkdir()
+    with Catalog.open(alone, create=False) as catalog:
+        rate = catalog.settings.sample_rate_hz
+        samples = load_audio(CATALOG_DIR / "work_02.ogg", catalog.settings).samples
+        for length in (3, 4):
+            excerpt = samples[9 * rate : (9 + length) * rate]
+            sf.write(folder / f"excerpt{length}_work_02.wav", excerpt, rate)
+        added = catalog.add_paths([folder])
+        assert [r.status for r in added] == ["added", "added"], added
+    shutil.copytree(alone, spread)
+    with Catalog.open(alone, create=False) as catalog:
+        excerpt = next(w for w in catalog.works() if w.path.endswith("excerpt4_work_02.wav"))
+        lazy = work_query(catalog, excerpt.work_id)
+        _, ready = work_query_task(str(alone), catalog.settings, excerpt.work_id, excerpt.path)
+        assert isinstance(ready.view, ReadyViews) and len(ready.view.prints) >= 3
+        for plan, seen in ready.view.prints.items():
+            assert seen.to_bytes() == lazy.view(*plan).to_bytes()
+        run_rescan(catalog)
+        report = load_report(catalog)
+    with Catalog.open(spread, create=False) as catalog:
+        run_rescan(catalog, dask=threaded_client, timeout_s=300)
+    assert _scans(spread) == _scans(alone)
+    pairs = {
+        tuple(sorted(Path(p).name for p in (q.query_path, q.evidence.path))) for q in report.pairs
+    }
+    assert ("excerpt4_work_02.wav", "work_02.ogg") in pairs
+
+
 def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
     from audiodup import dask_client
 

@@ -57,7 +57,7 @@ from .results import (
     WorkScan,
 )
 from .run import LOCK_FILE, ProgressCallback, load_report, rescan, run_rescan
-from .screen import screen_work, screen_work_task, work_query
+from .screen import WorkQuery, screen_work, screen_work_task, work_query
 from .serialise import report_to_dict
 from .store import RESULT_FORMAT, RESULTS_FILE, RescanStore
 
@@ -81,6 +81,7 @@ __all__ = [
     "RunSummary",
     "UploaderRank",
     "WorkNote",
+    "WorkQuery",
     "WorkScan",
     "build_report",
     "decide_direction",

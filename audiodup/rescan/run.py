@@ -21,7 +21,7 @@ from ..store import catalog_error
 from ..workers import map_with_timeout
 from .report import build_report
 from .results import Mode, RescanReport, RunSummary, WorkScan
-from .screen import screen_work, screen_work_task, work_query_task
+from .screen import WorkQuery, screen_work, screen_work_task, work_query_task
 from .store import RESULTS_FILE, RescanStore
 
 LOCK_FILE = "rescan.lock"
@@ -180,9 +180,9 @@ def _run_sharded(
     sharded = ShardedScreening(catalog.store, settings, client, timeout_s=bound)
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
 
-    def screen(work_id: int, query, source, note) -> WorkScan:
-        matches = tuple(sharded.match_fingerprint(query, without=(work_id,)))
-        return WorkScan(work_id, source, matches, note=note)
+    def screen(work_id: int, query: WorkQuery) -> WorkScan:
+        found = sharded.match_fingerprint(query.fingerprint, query.view, without=(work_id,))
+        return WorkScan(work_id, query.source, tuple(found), note=query.note)
 
     # several works' rounds in flight at once: one work's round waits for a worker that is
     # busy decoding, another's runs meanwhile (every wait inside is bounded)
@@ -194,7 +194,7 @@ def _run_sharded(
             if isinstance(found, WorkScan):
                 yield found
                 continue
-            screening.add(pool.submit(screen, work_id, *found))
+            screening.add(pool.submit(screen, work_id, found))
             if len(screening) >= in_flight:
                 done, screening = wait(screening, return_when=FIRST_COMPLETED)
                 yield from (f.result() for f in done)

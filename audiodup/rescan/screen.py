@@ -4,14 +4,39 @@ threads or Dask workers)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, WorkNotFoundError
-from ..fingerprint import Fingerprint, fingerprint_audio
+from ..fingerprint import Fingerprint, UploadFingerprints
+from ..screening import View, planned_views
 from ..settings import Settings
 from .results import QuerySource, WorkScan
+
+
+@dataclass(frozen=True)
+class WorkQuery:
+    """A catalog work as a query: its fingerprint, where it came from, why the file was not
+    used (``None``: it was), and its further looks' fingerprints (``None``: a stored fingerprint
+    has no audio to look at again)."""
+
+    fingerprint: Fingerprint
+    source: QuerySource
+    note: str | None = None
+    view: View | None = None
+
+
+@dataclass(frozen=True)
+class ReadyViews:
+    """Every further look's fingerprint made ahead (:func:`audiodup.screening.planned_views`),
+    a picklable :data:`audiodup.screening.View` to send from the worker that decoded the work."""
+
+    prints: dict[tuple[float, float], Fingerprint]
+
+    def __call__(self, time_scale: float, hop_phase: float) -> Fingerprint:
+        return self.prints[(time_scale, hop_phase)]
 
 
 def screen_work(
@@ -23,18 +48,19 @@ def screen_work(
 ) -> WorkScan:
     """Screen one catalog work against the rest of its catalog: the work is left out
     (:meth:`audiodup.index.LoadedIndexes.without`), for its own line would decide every look
-    and end it before the chroma, four-peak and peak checks that find its hard copies.
+    and end it before the chroma, four-peak and peak checks that find its hard copies. A work
+    read from its file takes the further looks an upload does.
 
     ``path`` is where to read the work's file [default: its stored path]. The file's decoded
     audio must still be the audio that was indexed; otherwise the stored fingerprint is used.
     ``file_problem`` skips the file (it could not be decoded elsewhere) and says why.
     """
     try:
-        query, source, note = work_query(catalog, work_id, path, file_problem=file_problem)
+        query = work_query(catalog, work_id, path, file_problem=file_problem)
     except CatalogError as exc:
         return WorkScan(work_id, "stored_fingerprint", error=str(exc))
-    matches = tuple(catalog.match_fingerprint(query, without=(work_id,)))
-    return WorkScan(work_id, source, matches, note=note)
+    matches = tuple(catalog.match_fingerprint(query.fingerprint, query.view, without=(work_id,)))
+    return WorkScan(work_id, query.source, matches, note=query.note)
 
 
 def work_query(
@@ -43,11 +69,11 @@ def work_query(
     path: str | Path | None = None,
     *,
     file_problem: str | None = None,
-) -> tuple[Fingerprint, QuerySource, str | None]:
-    """A catalog work as a query: ``(fingerprint, source, note)``. The file is re-decoded and
-    fingerprinted with the query recipe; when it is gone or its audio changed (or
-    ``file_problem`` names a problem found elsewhere), the stored catalog fingerprint stands
-    in and ``note`` says why.
+) -> WorkQuery:
+    """A catalog work as a query. The file is re-decoded and fingerprinted with the query
+    recipe, as an upload is (its further looks' fingerprints made when asked for); when it is
+    gone or its audio changed (or ``file_problem`` names a problem found elsewhere), the stored
+    catalog fingerprint stands in and the note says why.
 
     Raises ``CatalogError`` when the work is not in the catalog or has no usable fingerprint.
     """
@@ -59,13 +85,14 @@ def work_query(
             audio = load_audio(Path(work.path if path is None else path), catalog.settings)
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
-            return fingerprint_audio(audio, catalog.settings, query=True), "file", None
+            prints = UploadFingerprints(audio, catalog.settings)
+            return WorkQuery(prints.query, "file", None, prints.view)
         except AudiodupError as exc:
             file_problem = str(exc)
         except OSError as exc:  # its folder cannot be entered now, say
             file_problem = f"cannot read: {exc.strerror or exc}"
     note = f"file unavailable at {work.path} ({file_problem}); screened with the stored fingerprint"
-    return catalog.fingerprint(work_id), "stored_fingerprint", note
+    return WorkQuery(catalog.fingerprint(work_id), "stored_fingerprint", note)
 
 
 _LOCAL = threading.local()
@@ -95,11 +122,16 @@ def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> 
 
 def work_query_task(
     root: str, settings: Settings, work_id: int, path: str
-) -> tuple[int, tuple[Fingerprint, QuerySource, str | None] | WorkScan]:
+) -> tuple[int, WorkQuery | WorkScan]:
     """Picklable task: a work as a query (:func:`work_query`), decoded where it runs, for a
-    catalog screened elsewhere (its shard groups); never raises, errors come back as a scan."""
+    catalog screened elsewhere (its shard groups), its further looks' fingerprints made here
+    (:class:`ReadyViews`); never raises, errors come back as a scan."""
     try:
-        return work_id, work_query(_worker_catalog(root, settings), work_id, path)
+        query = work_query(_worker_catalog(root, settings), work_id, path)
+        if query.view is not None:
+            plan = planned_views(query.fingerprint, settings)
+            query = replace(query, view=ReadyViews({p: query.view(*p) for p in plan}))
+        return work_id, query
     except CatalogError as exc:
         return work_id, WorkScan(work_id, "stored_fingerprint", error=str(exc))
     except AudiodupError as exc:

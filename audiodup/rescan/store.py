@@ -18,7 +18,9 @@ from .results import Mode, WorkScan
 from .serialise import ids_from_json, ids_to_json, scan_from_json, scan_to_json, store_identity
 
 RESULTS_FILE = "rescan.sqlite"
-RESULT_FORMAT = "1"
+# 2: each work screened against the rest of the catalog, with an upload's further looks; the
+# results of 1 (against the whole catalog, one look) missed hard copies, so they are screened again
+RESULT_FORMAT = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
