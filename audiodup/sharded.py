@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -96,7 +96,6 @@ class CatalogTotals:
     n_works: int  # live works
     has_chroma: bool
     n_quad_entries: int = 0  # four-peak entries over all shards (each shard's budget share)
-    left_out: tuple[int, ...] = ()  # works left out for one query (LoadedIndexes.without)
 
 
 @dataclass
@@ -146,9 +145,9 @@ class ShardGroup:
         with self.lock:
             return self.store.fingerprint(work_id)
 
-    def screened(self, totals: CatalogTotals) -> GroupIndexes:
-        """The group's shards with the catalog-wide statistics, without the works it leaves
-        out."""
+    def screened(self, totals: CatalogTotals, left_out: tuple[int, ...] = ()) -> GroupIndexes:
+        """The group's shards with the catalog-wide statistics, without the works ``left_out``
+        for one query (:meth:`LoadedIndexes.without`)."""
         own = self.indexes
         screened = GroupIndexes(
             own.hash_shards,
@@ -160,7 +159,7 @@ class ShardGroup:
             catalog_hash_entries=totals.n_hash_entries,
             catalog_quad_entries=totals.n_quad_entries,
         )
-        return screened.without(totals.left_out)
+        return screened.without(left_out)
 
 
 _OPEN: dict[tuple, ShardGroup] = {}
@@ -208,15 +207,21 @@ def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int]:
     )
 
 
-def group_hashes(spec: GroupSpec, totals: CatalogTotals, query: Fingerprint) -> Candidates:
+def group_hashes(
+    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, left_out: tuple[int, ...] = ()
+) -> Candidates:
     """The group's best candidate works with their verified hash lines, and the hit counts of
     its works that got hits (:func:`audiodup.screening.verified_candidates`)."""
     group = open_group(spec)
-    return verified_candidates(query, group.screened(totals), spec.settings, group)
+    return verified_candidates(query, group.screened(totals, left_out), spec.settings, group)
 
 
 def group_voted_works(
-    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, items: list[tuple[int]]
+    spec: GroupSpec,
+    totals: CatalogTotals,
+    query: Fingerprint,
+    items: list[tuple[int]],
+    left_out: tuple[int, ...] = (),
 ) -> list[Candidate]:
     """The group's chroma-voted works (``items``: ``(work_id,)``) verified on all their hits
     (:func:`audiodup.screening.chroma_voted_works_verified`), in order."""
@@ -225,29 +230,30 @@ def group_voted_works(
     return chroma_voted_works_verified(
         fingerprint_hashes(query, settings, query=True),
         [work_id for (work_id,) in items],
-        group.screened(totals),
+        group.screened(totals, left_out),
         settings,
         stored_hashes(_memo(group.fingerprint), settings),
     )
 
 
 def group_quad_works(
-    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint
+    spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, left_out: tuple[int, ...] = ()
 ) -> list[tuple[int, int]]:
     """The group's best ``(work_id, support)`` of the query's four-peak hits, each shard
     within its catalog-wide share of the budget (:meth:`LoadedIndexes.quad_works`)."""
     group = open_group(spec)
     settings = spec.settings
     quads = query_quads(query, settings)
-    return group.screened(totals).quad_works(quads, settings, settings.quad_voted_works)
+    indexes = group.screened(totals, left_out)
+    return indexes.quad_works(quads, settings, settings.quad_voted_works)
 
 
 def group_chroma_hits(
-    spec: GroupSpec, totals: CatalogTotals, vectors: np.ndarray, k: int
+    spec: GroupSpec, vectors: np.ndarray, k: int, left_out: tuple[int, ...] = ()
 ) -> list[tuple[int, ChromaHits]]:
     """``(shard_id, hits)`` of each of the group's chroma shards that holds segments."""
     group = open_group(spec)
-    live = group.screened(totals).live
+    live = group.indexes.without(left_out).live
     out = []
     for shard_id, shard in zip(group.shard_ids, group.indexes.chroma_shards, strict=True):
         one = LoadedIndexes([], [shard], live, np.zeros(0, dtype=np.int64))
@@ -367,14 +373,14 @@ class ShardedScreening:
         (``without``: works left out, :meth:`LoadedIndexes.without`)."""
         specs, totals, totals_future = self._current()
         settings = self.settings
-        left_out = tuple(sorted({w for w in without if _LockedWorks(self).work(w) is not None}))
-        if left_out:
-            totals = replace(totals, n_works=totals.n_works - len(left_out), left_out=left_out)
-            totals_future = self._scatter(totals)
-        n_works = max(totals.n_works, 1)
+        works = _LockedWorks(self)
+        left_out = tuple(sorted({w for w in without if works.work(w) is not None}))
+        n_works = max(totals.n_works - len(left_out), 1)
         query_future = self._scatter(query)
         try:
-            parts = self._each(specs, group_hashes, totals_future, query_future, what="hashes")
+            parts = self._each(
+                specs, group_hashes, totals_future, query_future, left_out, what="hashes"
+            )
             found = Candidates(
                 self._top_candidates(parts),
                 np.concatenate([part.hit_works for part in parts]),  # apart by group
@@ -384,11 +390,11 @@ class ShardedScreening:
             hashes = _scored(found, n_works, settings)
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
-            chroma_search = _GatheredChroma(self, specs, totals_future, totals.has_chroma)
+            chroma_search = _GatheredChroma(self, specs, left_out, totals.has_chroma)
             search = search_chroma_segments(
                 query, chroma_search, settings, time_scale, vote_density(found, settings)
             )
-            extra = self._voted(specs, totals, totals_future, query_future, found, search)
+            extra = self._voted(specs, totals, totals_future, query_future, found, search, left_out)
             if extra:
                 found = with_candidates(found, extra)
                 hashes = _scored(found, n_works, settings)
@@ -418,11 +424,16 @@ class ShardedScreening:
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()
-            if left_out:
-                totals_future.release()
 
     def _voted(
-        self, specs, totals: CatalogTotals, totals_future, query_future, found: Candidates, search
+        self,
+        specs,
+        totals: CatalogTotals,
+        totals_future,
+        query_future,
+        found: Candidates,
+        search,
+        left_out: tuple[int, ...],
     ) -> list[Candidate]:
         """The chroma- and quad-voted works ``found`` lacks, verified by their groups, in vote
         order (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
@@ -432,7 +443,9 @@ class ShardedScreening:
         settings = self.settings
         quad_works: list[int] = []
         if settings.quad_voted_works > 0 and totals.n_quad_entries > 0:
-            parts = self._each(specs, group_quad_works, totals_future, query_future, what="quads")
+            parts = self._each(
+                specs, group_quad_works, totals_future, query_future, left_out, what="quads"
+            )
             quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
         voted = chroma_voted_works(search, settings.chroma_voted_works)
         items = [(w,) for w in voted_extra(found, voted, quad_works)]
@@ -440,7 +453,13 @@ class ShardedScreening:
         busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
         futures = [
             self._submit(
-                group_voted_works, spec, totals_future, query_future, part, group=spec.group
+                group_voted_works,
+                spec,
+                totals_future,
+                query_future,
+                part,
+                left_out,
+                group=spec.group,
             )
             for spec, part in busy
         ]
@@ -496,15 +515,15 @@ class ShardedScreening:
             parts[item[0] % len(specs)].append(item)
         return parts
 
-    def chroma_hits(self, specs, totals_future, vectors: np.ndarray, k: int) -> ChromaHits | None:
+    def chroma_hits(
+        self, specs, vectors: np.ndarray, k: int, left_out: tuple[int, ...] = ()
+    ) -> ChromaHits | None:
         """Every group's chroma hits, shards side by side in shard order (as one process lays
         them out: a tie between works is broken the same way)."""
         vectors_future = self._scatter(vectors)
         try:
             futures = [
-                self._submit(
-                    group_chroma_hits, spec, totals_future, vectors_future, k, group=spec.group
-                )
+                self._submit(group_chroma_hits, spec, vectors_future, k, left_out, group=spec.group)
                 for spec in specs
             ]
             shards = sorted(
@@ -604,10 +623,14 @@ class _GatheredChroma:
     """The chroma search of :func:`audiodup.match.chroma_candidates`, answered by the groups."""
 
     def __init__(
-        self, screening: ShardedScreening, specs: list[GroupSpec], totals_future, has_chroma: bool
+        self,
+        screening: ShardedScreening,
+        specs: list[GroupSpec],
+        left_out: tuple[int, ...],
+        has_chroma: bool,
     ):
         self._screening, self._specs, self.has_chroma = screening, specs, has_chroma
-        self._totals_future = totals_future
+        self._left_out = left_out
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
-        return self._screening.chroma_hits(self._specs, self._totals_future, vectors, k)
+        return self._screening.chroma_hits(self._specs, vectors, k, self._left_out)

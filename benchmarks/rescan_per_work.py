@@ -2,15 +2,15 @@
 
     python -m benchmarks.rescan_per_work CATALOG [--sample 20] [--seed 0]
 
-A rescan screens every work against the catalog (:func:`audiodup.rescan.screen.screen_work`:
-the work's file re-decoded when it is there, its stored fingerprint otherwise, then
-:meth:`audiodup.Catalog.match_fingerprint`). Screening all 10^5 works takes days on this
-machine, so this screens a seeded sample of the live works in one process, after loading the
-indexes once, and prints the CPU seconds per work (mean, median, p95). Every sampled work is
-screened from its stored fingerprint (as a rescan does when the file is gone), so that every
-size pays the same: distractor works of the scaling catalogs have no audio file, and
-re-decoding one that has costs the same at any catalog size (0.4 CPU-s per 4-min work,
-benchmarks/CPU.md).
+A rescan screens every work against the rest of the catalog
+(:func:`audiodup.rescan.screen.screen_work`: the work's file re-decoded when it is there, its
+stored fingerprint otherwise, then :meth:`audiodup.Catalog.match_fingerprint` without the
+work). Screening all 10^5 works takes days on this machine, so this screens a seeded sample of
+the live works in one process, after loading the indexes once, and prints the CPU seconds per
+work (mean, median, p95). Every sampled work is screened from its stored fingerprint (as a
+rescan does when the file is gone: one look), so that every size pays the same: distractor
+works of the scaling catalogs have no audio file, and re-decoding one that has costs the same at
+any catalog size (0.4 CPU-s per 4-min work, benchmarks/CPU.md).
 """
 
 from __future__ import annotations

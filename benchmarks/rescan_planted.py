@@ -174,7 +174,8 @@ def summary_text(path: Path) -> str:
 
 def _joined(records: list[dict]):
     """Whether two works are joined by duplicate pairs (a rescan's cluster): a copy may reach
-    its original through another copy of it, which the catalog also holds."""
+    its original through another copy or the original of the same corpus group, which the
+    catalog also holds (links through other works are not followed)."""
     root: dict[int, int] = {}
 
     def find(w: int) -> int:
@@ -184,7 +185,7 @@ def _joined(records: list[dict]):
 
     for r in records:
         linked = [int(p) for p, label in r["pairs"].items() if label == "duplicate"]
-        linked += [o["work_id"] for o in r["other_duplicates"]]
+        linked += [o["work_id"] for o in r["other_duplicates"] if o["kind"] == "related"]
         for other in linked:
             root[find(other)] = find(r["work_id"])
     return lambda a, b: find(a) == find(b)

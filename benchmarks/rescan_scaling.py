@@ -18,6 +18,7 @@ Prints the figures and writes them as a Markdown section to ``benchmarks/RESCAN.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 import os
@@ -42,6 +43,7 @@ from audiodup.metadata import metadata_for_paths, read_metadata
 from audiodup.rescan import RESULTS_FILE, load_report, run_rescan, work_query
 from audiodup.synth import synthesize_work
 from benchmarks.corpus import Corpus, cache_dir, load_mono
+from benchmarks.runner import git_commit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "RESCAN.md"
@@ -370,10 +372,12 @@ def markdown(rows: list[dict], workers: int, source_kind: str) -> str:
         "",
         f"`python -m benchmarks.rescan_scaling` on {os.cpu_count()} cores "
         f"({platform.processor() or platform.machine()}, Python {sys.version.split()[0]}), "
-        f"`--workers {workers}`. Catalogs of {source_kind}, plus two altered copies of every "
+        f"`--workers {workers}`, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, commit "
+        f"{git_commit()}. Catalogs of {source_kind}, plus two altered copies of every "
         "tenth track (time-stretch, pitch shift, speed change, excerpt; Rubber Band via "
         "pedalboard and scipy resampling) added as separate works. Each rescan re-decodes "
-        "every work and screens it against the whole catalog, from no stored results.",
+        "every work and screens it against the rest of the catalog (the work left out, with "
+        "the looks an upload gets), from no stored results.",
         "",
         "| works | audio h | rescan s | ms / work | CPU ms / work | s / audio h | "
         "per work vs. smallest (wall / CPU) | "
