@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from .results import (
 )
 from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogCheck, CatalogStore
+from .store import CatalogCheck, CatalogStore, read_ahead
 from .verdict import decide
 from .workers import map_with_timeout
 
@@ -294,6 +295,21 @@ class Catalog:
         return self._indexes
 
     # -- catalog management --------------------------------------------------------------------
+    def warm_files(self, share_of_free_memory: float = 0.5) -> threading.Thread | None:
+        """Start reading the catalog's files into the page cache in a background thread, at
+        most ``share_of_free_memory`` of the memory available now
+        (:meth:`CatalogStore.files_to_warm`, :func:`audiodup.store.read_ahead`); for
+        long-running processes (``serve``, ``rescan``). Returns the thread (None: nothing to
+        read)."""
+        plan = self.store.files_to_warm(int(share_of_free_memory * _available_memory()))
+        if not plan:
+            return None
+        thread = threading.Thread(
+            target=read_ahead, args=(plan,), name="audiodup-read-ahead", daemon=True
+        )
+        thread.start()
+        return thread
+
     @property
     def root(self) -> Path:
         """The catalog folder."""
@@ -340,3 +356,15 @@ class Catalog:
 
 
 __all__ = ["Catalog", "CatalogError", "default_catalog_path", "expand_paths", "fingerprint_file"]
+
+
+def _available_memory() -> int:
+    """Bytes of memory available to new page cache (Linux ``MemAvailable``; 0 when unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

@@ -782,6 +782,26 @@ class CatalogStore:
             )
         return self.root / _SHARDS / name
 
+    @reports_errors("read")
+    def files_to_warm(self, budget_bytes: int) -> list[tuple[Path, int]]:
+        """``(path, bytes)`` of the catalog's files to read ahead into the page cache
+        (:func:`read_ahead`), the database first, then the index files, up to ``budget_bytes``
+        in all. Started cold, a process pages them in by the random reads of its first queries:
+        at 10^5 works the first took 7-8 s of wall time and the 20th still 0.8 s
+        (``benchmarks/SCALING.md``); read in one sequential pass they take seconds."""
+        names = sorted(
+            name
+            for name in self._referenced_files()
+            if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name)
+        )
+        plan, left = [], max(budget_bytes, 0)
+        for path in [self.root / _DB_FILE, *(self.root / _SHARDS / name for name in names)]:
+            size = min(_file_size(path), left)
+            if size > 0:
+                plan.append((path, size))
+                left -= size
+        return plan
+
     def _referenced_files(self) -> set[str]:
         referenced = set()
         for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
@@ -2035,3 +2055,24 @@ def _first_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {path_text(exc.filename)}" if exc.filename else "")
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def read_ahead(plan: list[tuple[Path, int]], chunk_bytes: int = 4 << 20) -> int:
+    """Read the first ``bytes`` of each ``(path, bytes)`` and drop them: the page cache keeps
+    them for the memory-mapped look-ups. Files that cannot be read are skipped; returns the
+    bytes read."""
+    done = 0
+    buffer = bytearray(chunk_bytes)
+    for path, size in plan:
+        try:
+            with open(path, "rb", buffering=0) as handle:
+                left = size
+                while left > 0:
+                    n = handle.readinto(memoryview(buffer)[: min(chunk_bytes, left)])
+                    if not n:
+                        break
+                    left -= n
+                    done += n
+        except OSError:
+            continue
+    return done

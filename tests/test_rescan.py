@@ -296,6 +296,19 @@ def test_a_work_read_from_its_file_takes_the_further_looks_of_an_upload(tmp_path
     assert all(a.endswith(b.replace(".ogg", ".wav")) for a, b in found), found
 
 
+def test_a_local_rescan_reads_the_catalog_files_ahead(
+    pristine_planted: Path, tmp_path: Path, monkeypatch
+) -> None:
+    warmed = []
+    monkeypatch.setattr(Catalog, "warm_files", lambda self: warmed.append(self.root))
+    root = copy_catalog(pristine_planted, tmp_path / "catalog")
+    with Catalog.open(root, create=False) as catalog:
+        run_rescan(catalog, workers=1)
+        assert warmed == [catalog.root]
+        run_rescan(catalog, workers=1, new_only=True)  # nothing to screen: nothing to read
+        assert warmed == [catalog.root]
+
+
 # -- the report from per-work results (pure) --------------------------------------------------
 def work(work_id: int, **metadata) -> WorkInfo:
     return WorkInfo(

@@ -220,6 +220,22 @@ def test_quick_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):
         engine.close()
 
 
+def test_an_opened_engine_reads_its_catalog_files_ahead(pristine_catalog_dir, monkeypatch):
+    """A worker's first requests would page the index files in by random reads: opening the
+    engine starts the read-ahead (``Catalog.warm_files``)."""
+    from audiodup.catalog import Catalog
+    from audiodup.service.engine import Engine
+
+    warmed = []
+    monkeypatch.setattr(Catalog, "warm_files", lambda self: warmed.append(self.root))
+    engine = Engine(load_config(None, {"db": pristine_catalog_dir}, environ={}))
+    engine.open()
+    try:
+        assert engine.ready and warmed == [engine.catalog.root]
+    finally:
+        engine.close()
+
+
 def test_the_route_label_keeps_the_prefix_of_an_included_router() -> None:
     """Logs and metrics name a route by its template: a review route, matched inside a router
     included under a prefix, is labelled with that prefix, never with the client's path."""

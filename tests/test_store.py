@@ -354,3 +354,41 @@ def test_concurrent_add_and_screen(tmp_path: Path, catalog_copy: Path) -> None:
     final = {Path(m.path).name: m for m in verdicts[-1].matches}
     assert {"work_00.ogg", "excerpt_15s_work_00.ogg"} <= set(final)
     assert final["excerpt_15s_work_00.ogg"].tempo_ratio == pytest.approx(1.0, rel=0.01)
+
+
+# -- read-ahead into the page cache -----------------------------------------------------------
+def test_the_files_to_warm_are_the_database_then_the_index_files_within_the_budget(
+    catalog_copy: Path,
+) -> None:
+    from audiodup.store import read_ahead
+
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        store = catalog.store
+        shards = {p.name: p.stat().st_size for p in (catalog_copy / "shards").iterdir()}
+        (catalog_copy / "shards" / "stray.bin").write_bytes(b"x" * 100)  # not the catalog's
+        plan = store.files_to_warm(1 << 40)
+        db_size = (catalog_copy / "catalog.sqlite").stat().st_size
+        assert plan[0] == (catalog_copy / "catalog.sqlite", db_size)
+        assert {p.name: n for p, n in plan[1:]} == shards
+        # a budget that ends inside the second file: the first whole, the second cut, no more
+        first_shard = plan[1][1]
+        cut = store.files_to_warm(db_size + first_shard // 2)
+        assert [n for _, n in cut] == [db_size, first_shard // 2]
+        assert store.files_to_warm(0) == []
+        # reading: exactly the planned bytes; a file gone meanwhile is skipped
+        assert read_ahead(cut, chunk_bytes=4096) == db_size + first_shard // 2
+        plan[1][0].unlink()
+        assert read_ahead(plan) == sum(n for _, n in plan) - plan[1][1]
+
+
+def test_a_catalog_warms_its_files_in_a_background_thread(catalog: Catalog, monkeypatch) -> None:
+    import audiodup.catalog as catalog_module
+
+    read = []
+    monkeypatch.setattr(catalog_module, "read_ahead", lambda plan: read.append(plan))
+    monkeypatch.setattr(catalog_module, "_available_memory", lambda: 10**12)
+    thread = catalog.warm_files(share_of_free_memory=0.5)
+    thread.join(timeout=600)
+    assert thread.daemon and len(read) == 1 and read[0][0][0].name == "catalog.sqlite"
+    monkeypatch.setattr(catalog_module, "_available_memory", lambda: 0)  # unknown: no reading
+    assert catalog.warm_files() is None

@@ -100,6 +100,8 @@ def run_rescan(
         if on_progress is not None:
             on_progress(finished, total, None)
         jobs = [(w, _absolute(live[w].path)) for w in todo]
+        if jobs and dask is None:
+            catalog.warm_files()  # the local workers share this machine's page cache
         if dask is not None:
             scans = _run_dask(dask, catalog, jobs, timeout_s)
         elif (workers > 1 and len(jobs) > 1) or timeout_s is not None:
