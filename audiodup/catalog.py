@@ -35,7 +35,7 @@ from .results import (
 )
 from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogCheck, CatalogStore, read_ahead
+from .store import CatalogCheck, CatalogStore, available_memory, start_read_ahead
 from .verdict import decide
 from .workers import map_with_timeout
 
@@ -301,14 +301,8 @@ class Catalog:
         (:meth:`CatalogStore.files_to_warm`, :func:`audiodup.store.read_ahead`); for
         long-running processes (``serve``, ``rescan``). Returns the thread (None: nothing to
         read)."""
-        plan = self.store.files_to_warm(int(share_of_free_memory * _available_memory()))
-        if not plan:
-            return None
-        thread = threading.Thread(
-            target=read_ahead, args=(plan,), name="audiodup-read-ahead", daemon=True
-        )
-        thread.start()
-        return thread
+        budget = int(share_of_free_memory * available_memory())
+        return start_read_ahead(self.store.files_to_warm(budget))
 
     @property
     def root(self) -> Path:
@@ -356,15 +350,3 @@ class Catalog:
 
 
 __all__ = ["Catalog", "CatalogError", "default_catalog_path", "expand_paths", "fingerprint_file"]
-
-
-def _available_memory() -> int:
-    """Bytes of memory available to new page cache (Linux ``MemAvailable``; 0 when unknown)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0

@@ -42,9 +42,10 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -783,19 +784,28 @@ class CatalogStore:
         return self.root / _SHARDS / name
 
     @reports_errors("read")
-    def files_to_warm(self, budget_bytes: int) -> list[tuple[Path, int]]:
-        """``(path, bytes)`` of the catalog's files to read ahead into the page cache
-        (:func:`read_ahead`), the database first, then the index files, up to ``budget_bytes``
+    def files_to_warm(
+        self, budget_bytes: int, shard_ids: Collection[int] | None = None
+    ) -> list[tuple[Path, int]]:
+        """``(path, bytes)`` of the catalog's index files to read ahead into the page cache
+        (:func:`read_ahead`), those of ``shard_ids`` (None: every shard), up to ``budget_bytes``
         in all. Started cold, a process pages them in by the random reads of its first queries:
         at 10^5 works the first took 7-8 s of wall time and the 20th still 0.8 s
-        (``benchmarks/SCALING.md``); read in one sequential pass they take seconds."""
+        (``benchmarks/SCALING.md``); read in one sequential pass they take seconds.
+
+        Never the database: closing a second descriptor of an SQLite file drops every POSIX
+        lock the process holds on it (SQLite's own connections included), and a worker that
+        lost them read a stale catalog in the service tests."""
+        rows = self.db.execute("SELECT shard_id, hash_file, chroma_file FROM shards").fetchall()
         names = sorted(
             name
-            for name in self._referenced_files()
+            for shard_id, hash_file, chroma_file in rows
+            if shard_ids is None or shard_id in shard_ids
+            for name in (hash_file, chroma_file, quad_file_of(hash_file))
             if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name)
         )
         plan, left = [], max(budget_bytes, 0)
-        for path in [self.root / _DB_FILE, *(self.root / _SHARDS / name for name in names)]:
+        for path in (self.root / _SHARDS / name for name in names):
             size = min(_file_size(path), left)
             if size > 0:
                 plan.append((path, size))
@@ -2055,6 +2065,29 @@ def _first_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {path_text(exc.filename)}" if exc.filename else "")
     return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new page cache (Linux ``MemAvailable``; 0 when unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def start_read_ahead(plan: list[tuple[Path, int]]) -> threading.Thread | None:
+    """:func:`read_ahead` of ``plan`` in a daemon thread (None: nothing to read)."""
+    if not plan:
+        return None
+    thread = threading.Thread(
+        target=read_ahead, args=(plan,), name="audiodup-read-ahead", daemon=True
+    )
+    thread.start()
+    return thread
 
 
 def read_ahead(plan: list[tuple[Path, int]], chunk_bytes: int = 4 << 20) -> int:

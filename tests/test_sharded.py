@@ -540,6 +540,34 @@ def test_a_sharded_rescan_takes_the_further_looks_as_one_process(
     assert ("excerpt4_work_02.wav", "work_02.ogg") in pairs
 
 
+def test_a_shard_group_reads_its_own_files_ahead(split_catalog: Path, monkeypatch):
+    """A worker keeps its shard group open: opening it starts reading the group's index files
+    (not the other groups', not the database) into the page cache."""
+    import audiodup.sharded as sharded_module
+    from audiodup.sharded import GroupSpec, ShardGroup
+
+    planned = []
+    monkeypatch.setattr(sharded_module, "start_read_ahead", planned.append)
+    with Catalog.open(split_catalog, create=False) as catalog:
+        key = catalog.store.index_key()
+        own = catalog.store.group_shards(N_GROUPS)[1]
+        files = {
+            name
+            for shard_id, hash_file, chroma_file in catalog.store.db.execute(
+                "SELECT shard_id, hash_file, chroma_file FROM shards"
+            )
+            if shard_id in own
+            for name in (hash_file, chroma_file)
+        }
+    group = ShardGroup(GroupSpec(str(split_catalog), DEFAULT_SETTINGS, 1, N_GROUPS, key))
+    try:
+        [plan] = planned
+        names = [path.name for path, _ in plan]
+        assert files <= set(names) and len(names) == 3 * len(own)  # and a four-peak file each
+    finally:
+        group.store.close()
+
+
 def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
     from audiodup import dask_client
 

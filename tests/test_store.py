@@ -357,9 +357,9 @@ def test_concurrent_add_and_screen(tmp_path: Path, catalog_copy: Path) -> None:
 
 
 # -- read-ahead into the page cache -----------------------------------------------------------
-def test_the_files_to_warm_are_the_database_then_the_index_files_within_the_budget(
-    catalog_copy: Path,
-) -> None:
+def test_the_files_to_warm_are_the_index_files_within_the_budget(catalog_copy: Path) -> None:
+    """Never the database: a second descriptor of an SQLite file, closed, drops the process's
+    locks on it (a service worker then read a stale catalog)."""
     from audiodup.store import read_ahead
 
     with Catalog.open(catalog_copy, create=False) as catalog:
@@ -367,28 +367,46 @@ def test_the_files_to_warm_are_the_database_then_the_index_files_within_the_budg
         shards = {p.name: p.stat().st_size for p in (catalog_copy / "shards").iterdir()}
         (catalog_copy / "shards" / "stray.bin").write_bytes(b"x" * 100)  # not the catalog's
         plan = store.files_to_warm(1 << 40)
-        db_size = (catalog_copy / "catalog.sqlite").stat().st_size
-        assert plan[0] == (catalog_copy / "catalog.sqlite", db_size)
-        assert {p.name: n for p, n in plan[1:]} == shards
+        assert {p.name: n for p, n in plan} == shards
+        assert all(p.parent == catalog_copy / "shards" for p, _ in plan)
         # a budget that ends inside the second file: the first whole, the second cut, no more
-        first_shard = plan[1][1]
-        cut = store.files_to_warm(db_size + first_shard // 2)
-        assert [n for _, n in cut] == [db_size, first_shard // 2]
+        first, second = plan[0][1], plan[1][1]
+        cut = store.files_to_warm(first + second // 2)
+        assert [n for _, n in cut] == [first, second // 2]
         assert store.files_to_warm(0) == []
         # reading: exactly the planned bytes; a file gone meanwhile is skipped
-        assert read_ahead(cut, chunk_bytes=4096) == db_size + first_shard // 2
+        assert read_ahead(cut, chunk_bytes=4096) == first + second // 2
         plan[1][0].unlink()
-        assert read_ahead(plan) == sum(n for _, n in plan) - plan[1][1]
+        assert read_ahead(plan) == sum(n for _, n in plan) - second
 
 
 def test_a_catalog_warms_its_files_in_a_background_thread(catalog: Catalog, monkeypatch) -> None:
     import audiodup.catalog as catalog_module
+    import audiodup.store as store_module
 
     read = []
-    monkeypatch.setattr(catalog_module, "read_ahead", lambda plan: read.append(plan))
-    monkeypatch.setattr(catalog_module, "_available_memory", lambda: 10**12)
+    monkeypatch.setattr(store_module, "read_ahead", lambda plan: read.append(plan))
+    monkeypatch.setattr(catalog_module, "available_memory", lambda: 10**12)
     thread = catalog.warm_files(share_of_free_memory=0.5)
     thread.join(timeout=600)
-    assert thread.daemon and len(read) == 1 and read[0][0][0].name == "catalog.sqlite"
-    monkeypatch.setattr(catalog_module, "_available_memory", lambda: 0)  # unknown: no reading
+    assert thread.daemon and len(read) == 1 and read[0][0][0].parent.name == "shards"
+    monkeypatch.setattr(catalog_module, "available_memory", lambda: 0)  # unknown: no reading
     assert catalog.warm_files() is None
+
+
+def test_the_files_of_some_shards_are_theirs(catalog: Catalog) -> None:
+    store = catalog.store
+    shard_id, hash_file, chroma_file = store.db.execute(
+        "SELECT shard_id, hash_file, chroma_file FROM shards ORDER BY shard_id"
+    ).fetchone()
+    names = {p.name for p, _ in store.files_to_warm(1 << 40, [shard_id])}
+    assert names == {hash_file, chroma_file, quad_file_of(hash_file)}
+    assert store.files_to_warm(1 << 40, []) == []
+
+
+def test_available_memory_is_a_positive_count_of_bytes_here() -> None:
+    from audiodup.store import available_memory
+
+    if not Path("/proc/meminfo").exists():
+        pytest.skip("no /proc/meminfo on this system")
+    assert available_memory() > 1 << 20
