@@ -296,8 +296,8 @@ class Catalog:
 
     # -- catalog management --------------------------------------------------------------------
     def warm_files(self, share_of_free_memory: float = 0.5) -> threading.Thread | None:
-        """Start reading the catalog's files into the page cache in a background thread, at
-        most ``share_of_free_memory`` of the memory available now
+        """Start reading the catalog's index files into the page cache in a background thread,
+        at most ``share_of_free_memory`` of the memory available now
         (:meth:`CatalogStore.files_to_warm`, :func:`audiodup.store.read_ahead`); for
         long-running processes (``serve``, ``rescan``). Returns the thread (None: nothing to
         read)."""

@@ -90,7 +90,7 @@ class Engine:
         except BaseException:
             catalog.close()
             raise
-        catalog.warm_files()  # its first requests do not page the files in one by one
+        catalog.warm_files()  # its first requests do not page the index files in one by one
         self.problem = None
         self.ready = True
         self._settled.set()
