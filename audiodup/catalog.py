@@ -35,7 +35,7 @@ from .results import (
 )
 from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogCheck, CatalogStore, available_memory, start_read_ahead
+from .store import CatalogCheck, CatalogStore, available_memory
 from .verdict import decide
 from .workers import map_with_timeout
 
@@ -302,7 +302,7 @@ class Catalog:
         long-running processes (``serve``, ``rescan``). Returns the thread (None: nothing to
         read)."""
         budget = int(share_of_free_memory * available_memory())
-        return start_read_ahead(self.store.files_to_warm(budget))
+        return self.store.read_ahead_in_background(budget)
 
     @property
     def root(self) -> Path:

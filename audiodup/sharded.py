@@ -84,7 +84,7 @@ from .screening import (
     with_candidates,
 )
 from .settings import Settings
-from .store import CatalogStore, available_memory, start_read_ahead
+from .store import CatalogStore, available_memory
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ class ShardGroup:
             raise CatalogError(f"catalog {spec.root} changed while screening; try again")
         self.shard_ids = shard_ids  # the loaded shards' ids, in their order
         # the worker keeps the group open: its first rounds do not page the files in one by one
-        start_read_ahead(self.store.files_to_warm(available_memory() // 2, shard_ids))
+        self.store.read_ahead_in_background(available_memory() // 2, shard_ids)
 
     def fingerprint(self, work_id: int) -> Fingerprint:
         with self.lock:

@@ -797,13 +797,18 @@ class CatalogStore:
         lock the process holds on it (SQLite's own connections included), and a worker that
         lost them read a stale catalog in the service tests."""
         rows = self.db.execute("SELECT shard_id, hash_file, chroma_file FROM shards").fetchall()
-        names = sorted(
+        mapped = [
             name
             for shard_id, hash_file, chroma_file in rows
             if shard_ids is None or shard_id in shard_ids
-            for name in (hash_file, chroma_file, quad_file_of(hash_file))
-            if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name)
-        )
+            for name in (hash_file, quad_file_of(hash_file), chroma_file)
+            # the memory-mapped files; a FAISS hash index (h-*.faiss) is read whole at load
+            if isinstance(name, str)
+            and _OWN_SHARD_FILE.fullmatch(name)
+            and not (name.startswith("h-") and name.endswith(".faiss"))
+        ]
+        # under a tight budget the hash look-ups first, then the four-peak ones, then chroma
+        names = sorted(mapped, key=lambda name: ("hqc".index(name[0]), name))
         plan, left = [], max(budget_bytes, 0)
         for path in (self.root / _SHARDS / name for name in names):
             size = min(_file_size(path), left)
@@ -811,6 +816,17 @@ class CatalogStore:
                 plan.append((path, size))
                 left -= size
         return plan
+
+    def read_ahead_in_background(
+        self, budget_bytes: int, shard_ids: Collection[int] | None = None
+    ) -> threading.Thread | None:
+        """:func:`start_read_ahead` of :meth:`files_to_warm`, in the calling thread's turn on
+        the connection; a speed-up only, so a catalog that cannot say its files (busy, closed)
+        reads nothing ahead rather than failing its caller."""
+        try:
+            return start_read_ahead(self.files_to_warm(budget_bytes, shard_ids))
+        except (CatalogError, OSError, sqlite3.Error):
+            return None
 
     def _referenced_files(self) -> set[str]:
         referenced = set()

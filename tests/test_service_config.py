@@ -236,6 +236,25 @@ def test_an_opened_engine_reads_its_catalog_files_ahead(pristine_catalog_dir, mo
         engine.close()
 
 
+def test_an_engine_whose_files_cannot_be_listed_opens_all_the_same(
+    pristine_catalog_dir, monkeypatch
+):
+    from audiodup.errors import CatalogBusyError
+    from audiodup.service.engine import Engine
+    from audiodup.store import CatalogStore
+
+    def busy(self, budget_bytes, shard_ids=None):
+        raise CatalogBusyError("the catalog is busy")
+
+    monkeypatch.setattr(CatalogStore, "files_to_warm", busy)
+    engine = Engine(load_config(None, {"db": pristine_catalog_dir}, environ={}))
+    engine.open()
+    try:
+        assert engine.ready and engine.problem is None
+    finally:
+        engine.close()
+
+
 def test_the_route_label_keeps_the_prefix_of_an_included_router() -> None:
     """Logs and metrics name a route by its template: a review route, matched inside a router
     included under a prefix, is labelled with that prefix, never with the client's path."""

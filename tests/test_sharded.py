@@ -543,14 +543,15 @@ def test_a_sharded_rescan_takes_the_further_looks_as_one_process(
 def test_a_shard_group_reads_its_own_files_ahead(split_catalog: Path, monkeypatch):
     """A worker keeps its shard group open: opening it starts reading the group's index files
     (not the other groups', not the database) into the page cache."""
-    import audiodup.sharded as sharded_module
+    import audiodup.store as store_module
     from audiodup.sharded import GroupSpec, ShardGroup
 
     planned = []
-    monkeypatch.setattr(sharded_module, "start_read_ahead", planned.append)
+    monkeypatch.setattr(store_module, "start_read_ahead", planned.append)
     with Catalog.open(split_catalog, create=False) as catalog:
         key = catalog.store.index_key()
         own = catalog.store.group_shards(N_GROUPS)[1]
+        assert own
         files = {
             name
             for shard_id, hash_file, chroma_file in catalog.store.db.execute(

@@ -404,6 +404,37 @@ def test_the_files_of_some_shards_are_theirs(catalog: Catalog) -> None:
     assert store.files_to_warm(1 << 40, []) == []
 
 
+def test_a_catalog_that_cannot_list_its_files_reads_nothing_ahead(
+    catalog_copy: Path, monkeypatch
+) -> None:
+    """The read-ahead is a speed-up: a busy or closed catalog does not fail its caller."""
+    from audiodup.errors import CatalogBusyError
+    from audiodup.store import CatalogStore
+
+    def busy(self, budget_bytes, shard_ids=None):
+        raise CatalogBusyError("the catalog is busy")
+
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert catalog.store.read_ahead_in_background(1 << 20) is not None
+        monkeypatch.setattr(CatalogStore, "files_to_warm", busy)
+        assert catalog.store.read_ahead_in_background(1 << 20) is None
+
+
+def test_hash_files_are_read_ahead_first_and_faiss_hash_indexes_not_at_all(
+    catalog_copy: Path, monkeypatch
+) -> None:
+    import audiodup.store as store_module
+
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        kinds = [p.name[0] for p, _ in catalog.store.files_to_warm(1 << 40)]
+        assert set(kinds) == set("hqc") and kinds == sorted(kinds, key="hqc".index)
+        monkeypatch.setattr(store_module, "HASH_LAYOUT", "faiss")  # as before issue #14
+        catalog.rebuild()
+        names = [p.name for p, _ in catalog.store.files_to_warm(1 << 40)]
+    assert list((catalog_copy / "shards").glob("h-*.faiss")), "the old layout was written"
+    assert names and not [n for n in names if n.startswith("h-")], "read whole at load"
+
+
 def test_available_memory_is_a_positive_count_of_bytes_here() -> None:
     from audiodup.store import available_memory
 

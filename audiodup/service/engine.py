@@ -86,11 +86,12 @@ class Engine:
                 catalog.indexes()
                 if self._closed:  # the worker stopped while this was loading
                     raise ApiError(503, "not_ready", "the worker is stopping")
+                # its first requests do not page the index files in one by one (never fails)
+                catalog.warm_files()
                 self._catalog = catalog
         except BaseException:
             catalog.close()
             raise
-        catalog.warm_files()  # its first requests do not page the index files in one by one
         self.problem = None
         self.ready = True
         self._settled.set()
