@@ -35,7 +35,7 @@ from .results import (
 )
 from .screening import View
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogCheck, CatalogStore, available_memory
+from .store import OWN_DATABASE_FILE, CatalogCheck, CatalogStore, available_memory
 from .verdict import decide
 from .workers import map_with_timeout
 
@@ -168,6 +168,8 @@ class Catalog:
         """Screen one upload. Problems reading it (decoding, a path the system refuses) come
         back as ``Verdict.error``, never raised: one bad path must not stop a batch."""
         start = _clock()
+        if self.store.is_own_database(path):
+            return Verdict(path=path_text(path), verdict=None, error=OWN_DATABASE_FILE)
         try:
             audio = load_audio(path, self.settings)
         except AudiodupError as exc:
@@ -190,8 +192,12 @@ class Catalog:
         paths = [Path(p) for p in paths]
         if workers <= 1 and timeout_s is None:
             return [self.screen(p, top_k) for p in paths]
-        verdicts: dict[int, Verdict] = {}
-        jobs = [(i, p, self.settings) for i, p in enumerate(paths)]
+        verdicts: dict[int, Verdict] = {
+            i: Verdict(path=path_text(p), verdict=None, error=OWN_DATABASE_FILE)
+            for i, p in enumerate(paths)
+            if self.store.is_own_database(p)
+        }
+        jobs = [(i, p, self.settings) for i, p in enumerate(paths) if i not in verdicts]
         for (i, path, _), status, value in map_with_timeout(_query_job, jobs, workers, timeout_s):
             if status != "ok" or isinstance(value, str):
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))

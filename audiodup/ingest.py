@@ -19,7 +19,7 @@ from .errors import AudiodupError
 from .fingerprint import fingerprint_audio
 from .results import AddResult, path_text
 from .settings import DEFAULT_SETTINGS, Settings
-from .store import CatalogStore, Committed, NewWork
+from .store import OWN_DATABASE_FILE, CatalogStore, Committed, NewWork
 from .workers import map_with_timeout
 
 AUDIO_SUFFIXES = {
@@ -194,6 +194,8 @@ def add_paths(
     # one slot per input, in order: a result known before decoding, or a file to decode
     slots: list[Path | AddResult] = []
     for path, error in expand_paths(paths):
+        if error is None and store.is_own_database(path):
+            error = OWN_DATABASE_FILE
         if error is not None:
             slots.append(AddResult(path_text(path), "failed", error=error))
             continue

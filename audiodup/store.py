@@ -113,6 +113,9 @@ _FOLD_LOG_WAIT_MS = 200
 
 _DB_FILE = "catalog.sqlite"
 _LOCK_FILE = "catalog.lock"
+# the catalog folder's SQLite files: the catalog's, the rescan results, the service's rate limits
+_SQLITE_FILE = re.compile(r".+\.sqlite(-wal|-shm|-journal)?")
+OWN_DATABASE_FILE = "one of the catalog's own database files: never read as audio"
 _SHARDS = "shards"
 MAX_SHARD_GROUPS = 4096
 # the only names the catalog writes in shards/ (_write_shard, _put_file): sweeping is limited to
@@ -816,6 +819,18 @@ class CatalogStore:
                 plan.append((path, size))
                 left -= size
         return plan
+
+    def is_own_database(self, path: str | Path) -> bool:
+        """Whether ``path`` names an SQLite file inside the catalog folder. Such a file is
+        never decoded as an upload: closing a second descriptor of it would drop the locks
+        this process's connections hold on it."""
+        path = Path(path)
+        if not _SQLITE_FILE.fullmatch(path.name):
+            return False
+        try:
+            return path.resolve().is_relative_to(self.root.resolve())
+        except (OSError, RuntimeError):  # an unreadable folder, a symlink loop
+            return False
 
     def read_ahead_in_background(
         self, budget_bytes: int, shard_ids: Collection[int] | None = None

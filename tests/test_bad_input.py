@@ -189,6 +189,44 @@ def test_catalog_batch_survives_every_kind_of_bad_entry(tmp_path: Path) -> None:
             assert (verdict.verdict is None) == (verdict.error is not None)
 
 
+def test_the_catalogs_own_databases_are_never_decoded(tmp_path: Path, monkeypatch) -> None:
+    """Naming the catalog's database (or the rescan's) as an upload is one clear error and is
+    never opened: decoding it would open and close a second descriptor of an SQLite file this
+    process holds, which drops its connections' locks. An ``.sqlite`` file elsewhere is only
+    an undecodable file; the batch goes on."""
+    import audiodup.audio as audio_module
+    from audiodup.rescan import rescan
+
+    sf.write(tmp_path / "good.wav", synthesize_work(62, duration_s=6.0, sr=SR), SR)
+    (tmp_path / "other.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(500))
+    root = tmp_path / "db"
+    with Catalog.open(root) as catalog:
+        catalog.add_paths([tmp_path / "good.wav"])
+        rescan(catalog, workers=1)
+        own = [root / "catalog.sqlite", root / "rescan.sqlite", root / "." / "catalog.sqlite"]
+        decoded = []
+        real_load = audio_module.load_audio
+
+        def spy(path, *args, **kwargs):
+            decoded.append(Path(path).name)
+            return real_load(path, *args, **kwargs)
+
+        monkeypatch.setattr("audiodup.catalog.load_audio", spy)
+        monkeypatch.setattr("audiodup.ingest.load_audio", spy)
+        results = catalog.add_paths([*own, tmp_path / "other.sqlite", tmp_path / "good.wav"])
+        assert [r.status for r in results] == ["failed"] * 4 + ["present"]
+        assert {r.error for r in results[:3]} == {"one of the catalog's own database files: "
+                                                  "never read as audio"}  # fmt: skip
+        assert "own database" not in results[3].error
+        for path in own:
+            verdict = catalog.screen(path)
+            assert verdict.verdict is None and "own database" in verdict.error
+        many = catalog.screen_many([own[0], tmp_path / "good.wav"], workers=2)
+        assert "own database" in many[0].error and many[1].verdict == "duplicate"
+        assert decoded == ["other.sqlite"], "the own databases were never opened"
+        assert catalog.verify() == []
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root can read any file")
