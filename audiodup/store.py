@@ -275,6 +275,7 @@ class CatalogStore:
         self.settings = settings
         self.read_only: str | None = None
         self._db_path = self.root / _DB_FILE
+        self._closed = threading.Event()  # stops this store's read-ahead
         self._shards_read: dict[str, object] = {}
         # four-peak files by (name, inode, mtime): an upgrade can write one again under its name
         self._quads_read: dict[tuple, QuadShard] = {}
@@ -558,6 +559,7 @@ class CatalogStore:
                 self.db.execute("ROLLBACK")
 
     def close(self) -> None:
+        self._closed.set()
         # fold the write-ahead log back into the database file (skipped while others read)
         if self.read_only is None:
             with contextlib.suppress(sqlite3.Error):
@@ -839,7 +841,7 @@ class CatalogStore:
         the connection; a speed-up only, so a catalog that cannot say its files (busy, closed)
         reads nothing ahead rather than failing its caller."""
         try:
-            return start_read_ahead(self.files_to_warm(budget_bytes, shard_ids))
+            return start_read_ahead(self.files_to_warm(budget_bytes, shard_ids), self._closed)
         except (CatalogError, OSError, sqlite3.Error):
             return None
 
@@ -2098,33 +2100,61 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
-def available_memory() -> int:
-    """Bytes of memory available to new page cache (Linux ``MemAvailable``; 0 when unknown)."""
+# (limit, usage) files of this process's memory cgroup: v2, then v1 (a container's own)
+_CGROUP_MEMORY = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def available_memory(
+    meminfo: str = "/proc/meminfo", cgroups: tuple[tuple[str, str], ...] = _CGROUP_MEMORY
+) -> int:
+    """Bytes of memory available to new page cache: Linux's ``MemAvailable``, or less when the
+    process's memory cgroup (a container's limit) has less room left; 0 when unknown."""
+    available = 0
     try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
+        with open(meminfo, encoding="ascii") as lines:
+            for line in lines:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    available = int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return 0
+    for limit_file, usage_file in cgroups:
+        try:
+            limit = Path(limit_file).read_text(encoding="ascii").strip()
+            usage = int(Path(usage_file).read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge v1 value: no limit
+            available = min(available, max(int(limit) - usage, 0))
+        break
+    return available
 
 
-def start_read_ahead(plan: list[tuple[Path, int]]) -> threading.Thread | None:
+def start_read_ahead(
+    plan: list[tuple[Path, int]], stop: threading.Event | None = None
+) -> threading.Thread | None:
     """:func:`read_ahead` of ``plan`` in a daemon thread (None: nothing to read)."""
     if not plan:
         return None
     thread = threading.Thread(
-        target=read_ahead, args=(plan,), name="audiodup-read-ahead", daemon=True
+        target=read_ahead,
+        args=(plan,),
+        kwargs={"stop": stop},
+        name="audiodup-read-ahead",
+        daemon=True,
     )
     thread.start()
     return thread
 
 
-def read_ahead(plan: list[tuple[Path, int]], chunk_bytes: int = 4 << 20) -> int:
+def read_ahead(
+    plan: list[tuple[Path, int]], chunk_bytes: int = 4 << 20, stop: threading.Event | None = None
+) -> int:
     """Read the first ``bytes`` of each ``(path, bytes)`` and drop them: the page cache keeps
-    them for the memory-mapped look-ups. Files that cannot be read are skipped; returns the
-    bytes read."""
+    them for the memory-mapped look-ups. Files that cannot be read are skipped; ``stop`` set
+    (the store closed) ends the reading. Returns the bytes read."""
     done = 0
     buffer = bytearray(chunk_bytes)
     for path, size in plan:
@@ -2132,6 +2162,8 @@ def read_ahead(plan: list[tuple[Path, int]], chunk_bytes: int = 4 << 20) -> int:
             with open(path, "rb", buffering=0) as handle:
                 left = size
                 while left > 0:
+                    if stop is not None and stop.is_set():
+                        return done
                     n = handle.readinto(memoryview(buffer)[: min(chunk_bytes, left)])
                     if not n:
                         break

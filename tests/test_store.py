@@ -385,7 +385,7 @@ def test_a_catalog_warms_its_files_in_a_background_thread(catalog: Catalog, monk
     import audiodup.store as store_module
 
     read = []
-    monkeypatch.setattr(store_module, "read_ahead", lambda plan: read.append(plan))
+    monkeypatch.setattr(store_module, "read_ahead", lambda plan, stop=None: read.append(plan))
     monkeypatch.setattr(catalog_module, "available_memory", lambda: 10**12)
     thread = catalog.warm_files(share_of_free_memory=0.5)
     thread.join(timeout=600)
@@ -441,3 +441,41 @@ def test_available_memory_is_a_positive_count_of_bytes_here() -> None:
     if not Path("/proc/meminfo").exists():
         pytest.skip("no /proc/meminfo on this system")
     assert available_memory() > 1 << 20
+
+
+def test_available_memory_is_the_smaller_of_the_machine_and_the_container(tmp_path) -> None:
+    from audiodup.store import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 24000000 kB\nMemAvailable: 20000000 kB\n")
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    cgroup = ((str(limit), str(usage)),)
+    machine = 20_000_000 * 1024
+    assert available_memory(str(meminfo), ()) == machine
+    limit.write_text("4294967296\n")  # a 4 GiB container, 3 GiB used
+    usage.write_text(str(3 << 30))
+    assert available_memory(str(meminfo), cgroup) == 1 << 30
+    usage.write_text(str(5 << 30))  # over its limit (page cache counted): no room
+    assert available_memory(str(meminfo), cgroup) == 0
+    limit.write_text("max\n")  # cgroup v2 without a limit
+    assert available_memory(str(meminfo), cgroup) == machine
+    limit.write_text("9223372036854771712\n")  # cgroup v1 without a limit
+    assert available_memory(str(meminfo), cgroup) == machine
+    missing = ((str(tmp_path / "none"), str(tmp_path / "none")), *cgroup)
+    assert available_memory(str(meminfo), missing) == machine, "the next cgroup layout"
+    assert available_memory(str(tmp_path / "no-meminfo"), cgroup) == 0
+
+
+def test_a_closed_store_stops_its_read_ahead(catalog_copy: Path) -> None:
+    import threading
+
+    from audiodup.store import read_ahead
+
+    stop = threading.Event()
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        plan = catalog.store.files_to_warm(1 << 40)
+        assert read_ahead(plan, chunk_bytes=4096, stop=stop) == sum(n for _, n in plan)
+        stop.set()
+        assert read_ahead(plan, chunk_bytes=4096, stop=stop) == 0
+        store = catalog.store
+    assert store._closed.is_set(), "closing the catalog stops what its store reads ahead"
