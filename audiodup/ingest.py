@@ -240,7 +240,7 @@ def add_paths(
 def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
     try:
         stat = path.stat()
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
     return store.find_unchanged_file(source_path(path), stat.st_size, stat.st_mtime)
 

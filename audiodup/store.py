@@ -831,7 +831,7 @@ class CatalogStore:
             return False
         try:
             return path.resolve().is_relative_to(self.root.resolve())
-        except (OSError, RuntimeError):  # an unreadable folder, a symlink loop
+        except (OSError, RuntimeError, ValueError):  # unreadable folder, symlink loop, NUL byte
             return False
 
     def read_ahead_in_background(

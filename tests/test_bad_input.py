@@ -227,6 +227,19 @@ def test_the_catalogs_own_databases_are_never_decoded(tmp_path: Path, monkeypatc
         assert catalog.verify() == []
 
 
+def test_a_nul_byte_in_a_name_is_one_clear_error(tmp_path: Path) -> None:
+    """Through the library a path can hold a NUL byte (never through argv): each entry fails
+    alone, the batch goes on."""
+    sf.write(tmp_path / "good.wav", synthesize_work(63, duration_s=6.0, sr=SR), SR)
+    names = [str(tmp_path / "bad\x00.wav"), str(tmp_path / "db" / "bad\x00.sqlite")]
+    with Catalog.open(tmp_path / "db") as catalog:
+        results = catalog.add_paths([*names, tmp_path / "good.wav"])
+        assert [r.status for r in results] == ["failed", "failed", "added"]
+        assert results[0].error == results[1].error == "invalid file name"
+        for name in names:
+            assert catalog.screen(name).error == "invalid file name"
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     if os.geteuid() == 0:
         pytest.skip("root can read any file")
