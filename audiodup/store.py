@@ -801,12 +801,9 @@ class CatalogStore:
         Never the database: closing a second descriptor of an SQLite file drops every POSIX
         lock the process holds on it (SQLite's own connections included), and a worker that
         lost them read a stale catalog in the service tests."""
-        rows = self.db.execute("SELECT shard_id, hash_file, chroma_file FROM shards").fetchall()
         mapped = [
             name
-            for shard_id, hash_file, chroma_file in rows
-            if shard_ids is None or shard_id in shard_ids
-            for name in (hash_file, quad_file_of(hash_file), chroma_file)
+            for name in self._referenced_files(shard_ids)
             # the memory-mapped files; a FAISS hash index (h-*.faiss) is read whole at load
             if isinstance(name, str)
             and _OWN_SHARD_FILE.fullmatch(name)
@@ -845,10 +842,13 @@ class CatalogStore:
         except (CatalogError, OSError, sqlite3.Error):
             return None
 
-    def _referenced_files(self) -> set[str]:
+    def _referenced_files(self, shard_ids: Collection[int] | None = None) -> set[str]:
+        """The file names the shards table names (of ``shard_ids``; None: every shard)."""
         referenced = set()
-        for hash_file, chroma_file in self.db.execute("SELECT hash_file, chroma_file FROM shards"):
-            referenced.update((hash_file, chroma_file, quad_file_of(hash_file)))
+        rows = self.db.execute("SELECT shard_id, hash_file, chroma_file FROM shards")
+        for shard_id, hash_file, chroma_file in rows:
+            if shard_ids is None or shard_id in shard_ids:
+                referenced.update((hash_file, chroma_file, quad_file_of(hash_file)))
         return referenced
 
     # -- review decisions ----------------------------------------------------------------------
