@@ -42,6 +42,7 @@ from .match import (
     search_chroma_segments,
     usable_hashes,
     verify_hashes,
+    votes_by_work,
     work_votes,
 )
 from .peakcheck import (
@@ -254,8 +255,9 @@ def verified_candidates(
     grids = (0.0, 0.5) if sampled else (0.0,)
     ranked = candidate_works(votes, settings.candidate_works, fps, min_support, weights, grids)
     if not sampled:
+        own = votes_by_work(votes, [w for w, _ in ranked])
         candidates = [
-            Candidate(w, n, _verify(votes, w, settings), lead=_lead(votes, w, rank, settings))
+            Candidate(w, n, _verify(own[w], w, settings), lead=_lead(own[w], w, rank, settings))
             for rank, (w, n) in enumerate(ranked)
         ]
         return Candidates(candidates, hit_works, counts.astype(np.float64))
