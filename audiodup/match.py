@@ -760,11 +760,14 @@ def _block_maxima(
     counting only offsets with the overlap :func:`align_chroma` accepts."""
     shift = np.arange(scores.shape[1]) - (n - 1)
     overlap = np.minimum(n, n_ref - shift) - np.maximum(0, -shift)
-    usable = overlap >= min(n, n_ref) * 0.8
-    if not usable.any():
+    usable = np.nonzero(overlap >= min(n, n_ref) * 0.8)[0]
+    if len(usable) == 0:
         return
-    values = scores[:, usable].max(axis=0) / overlap[usable]
-    np.maximum.at(blocks, _block_of(shift[usable], n, n_ref, block_frames), values)
+    values = scores.max(axis=0)[usable] / overlap[usable]
+    # the blocks rise with the shift: each block's offsets are one run, maximised at once
+    block = _block_of(shift[usable], n, n_ref, block_frames)
+    starts = np.r_[0, np.nonzero(np.diff(block))[0] + 1]
+    np.maximum.at(blocks, block[starts], np.maximum.reduceat(values, starts))
 
 
 def _rotation_offset_scores(
