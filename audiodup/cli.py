@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .allocator import keep_freed_memory
 from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
 from .ingest import source_path
@@ -940,6 +941,7 @@ def _run_plain_screen(params: dict) -> None:
 
 def main() -> None:
     """Console entry point: every error becomes one line, never a traceback."""
+    keep_freed_memory()
     try:
         plain_screen = parse_plain_screen(sys.argv[1:])
         if plain_screen is not None:

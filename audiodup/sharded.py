@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import dask_client
+from .allocator import keep_freed_memory
 from .errors import CatalogError
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
@@ -132,6 +133,7 @@ class ShardGroup:
     def __init__(self, spec: GroupSpec):
         self.spec = spec
         set_threads(spec.settings.faiss_threads)
+        keep_freed_memory()
         self.store = CatalogStore(Path(spec.root), spec.settings, create=False)
         self.lock = threading.Lock()  # one SQLite connection, several worker threads
         self.indexes = self.store.load_indexes(group=(spec.group, spec.n_groups))

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from .allocator import keep_freed_memory
+
 _POLL_S = 0.05
 
 
@@ -44,6 +46,7 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
+    keep_freed_memory()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # a group of its own, for _Worker.stop to kill with its children
     conn.send(("ready", None))  # start-up (imports) does not count against a call's time

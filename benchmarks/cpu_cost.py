@@ -135,8 +135,19 @@ def prepare(cache: Path) -> dict:
 # --------------------------------------------------------------------------- audiodup (child)
 
 
+def _set_up_as_the_command_line() -> None:
+    """This process's allocator set as ``audiodup``'s command line and service set theirs
+    (:mod:`audiodup.allocator`; a checkout from before it has nothing to set)."""
+    try:
+        from audiodup.allocator import keep_freed_memory
+    except ImportError:
+        return
+    keep_freed_memory()
+
+
 def measure_audiodup(plan: dict, workdir: Path) -> dict:
     """Every audiodup figure, with the audiodup on ``sys.path`` (run in a child process)."""
+    _set_up_as_the_command_line()
     import audiodup
     from audiodup import Catalog
     from audiodup.audio import load_audio
@@ -717,6 +728,7 @@ def measure_screening(uploads: list[dict], catalog_dir: Path, repeats: int) -> l
     index loaded beforehand) and its verdict, with the audiodup on ``sys.path``."""
     from audiodup import Catalog
 
+    _set_up_as_the_command_line()
     rows = []
     with Catalog.open(catalog_dir, create=False) as catalog:
         catalog.screen(uploads[0]["path"])  # imports, first-use set-up, the indexes

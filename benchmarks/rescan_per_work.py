@@ -30,8 +30,10 @@ def main(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     from audiodup import Catalog
+    from audiodup.allocator import keep_freed_memory
     from audiodup.rescan.screen import screen_work
 
+    keep_freed_memory()  # as the command line and a rescan's workers do
     with Catalog.open(catalog_dir, create=False) as catalog:
         works = sorted(w.work_id for w in catalog.works())
         chosen = np.random.default_rng(seed).choice(works, min(sample, len(works)), replace=False)

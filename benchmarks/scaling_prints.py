@@ -229,11 +229,13 @@ def screen_catalog(
     :func:`prepare_views`, outside the timed search); one JSON line per query, then a summary
     line with this process's peak RSS and the index loading time. ``max_query_hits`` overrides
     the setting (the hit budget of one query's look-up)."""
+    from audiodup.allocator import keep_freed_memory
     from audiodup.catalog import Catalog, _view_from
     from audiodup.screening import gather_looks, matches_from_looks
     from audiodup.settings import DEFAULT_SETTINGS
     from audiodup.verdict import decide
 
+    keep_freed_memory()  # as the command line and the service do
     prints = pickle.loads(queries.read_bytes())
     views = pickle.loads(prepare_views(queries).read_bytes())
     rss_before = peak_rss_mb()

@@ -30,6 +30,7 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from .. import index
+from ..allocator import keep_freed_memory
 from ..catalog import Catalog
 from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
@@ -49,6 +50,7 @@ class Engine:
 
     def __init__(self, config: ServiceConfig):
         self.config = config
+        keep_freed_memory()
         self.lock = threading.Lock()
         # FAISS's OpenMP thread count is per thread: set in the engine thread itself, or its
         # searches fan out over every core (measured 3x slower per request on 2 busy cores)
