@@ -40,8 +40,8 @@ from .verdict import decide
 from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
-# (query, view, works left out) -> matches, in place of this process's indexes
-Matcher = Callable[[Fingerprint, View | None, Sequence[int]], list[Match]]
+# (query, view, works left out, every look) -> matches, in place of this process's indexes
+Matcher = Callable[[Fingerprint, View | None, Sequence[int], bool], list[Match]]
 
 
 def default_catalog_path() -> Path:
@@ -260,20 +260,26 @@ class Catalog:
         )
 
     def match_fingerprint(
-        self, query: Fingerprint, view: View | None = None, without: Sequence[int] = ()
+        self,
+        query: Fingerprint,
+        view: View | None = None,
+        without: Sequence[int] = (),
+        *,
+        every_look: bool = False,
     ) -> list[Match]:
         """Every work that explains part of the query, most certain first (``view``,
-        ``without``: see :func:`audiodup.screening.match_fingerprint`)."""
+        ``without``, ``every_look``: see :func:`audiodup.screening.match_fingerprint`)."""
         if self._matcher is not None:
-            return self._matcher(query, view, without)
+            return self._matcher(query, view, without, every_look)
         return screening.match_fingerprint(
-            query, self.indexes(), self.settings, self.store, view, without
+            query, self.indexes(), self.settings, self.store, view, without, every_look=every_look
         )
 
     def screen_with(self, matcher: Matcher | None) -> None:
-        """Search with ``matcher(query, view, without)`` instead of the indexes loaded here: a split
-        catalog's shard groups on Dask (:class:`audiodup.sharded.ShardedScreening`'s
-        ``match_fingerprint``); ``None`` goes back to the indexes."""
+        """Search with ``matcher(query, view, without, every_look)`` instead of the indexes
+        loaded here: a split catalog's shard groups on Dask
+        (:class:`audiodup.sharded.ShardedScreening`'s ``match_fingerprint``); ``None`` goes back
+        to the indexes."""
         self._matcher = matcher
 
     def work_evidence(

@@ -733,12 +733,15 @@ def match_fingerprint(
     works: WorkSource,
     view: View | None = None,
     without: Sequence[int] = (),
+    *,
+    every_look: bool = False,
 ) -> list[Match]:
     """Every work that explains part of the query, most certain first. With ``view`` (the
     upload's fingerprint at another time scale or hop phase), the further looks of
-    :func:`planned_views` follow when the upload as it is gives no duplicate. ``without``: works
-    left out of the catalog for this query (:meth:`LoadedIndexes.without`)."""
-    looks = gather_looks(query, indexes.without(without), settings, works, view)
+    :func:`planned_views` follow when the upload as it is gives no duplicate, or with
+    ``every_look`` in any case (:func:`look_again`). ``without``: works left out of the catalog
+    for this query (:meth:`LoadedIndexes.without`)."""
+    looks = gather_looks(query, indexes.without(without), settings, works, view, every_look)
     return matches_from_looks(looks, settings, works)
 
 
@@ -775,9 +778,10 @@ def gather_looks(
     settings: Settings,
     works: WorkSource,
     view: View | None = None,
+    every_look: bool = False,
 ) -> list[Look]:
-    """The look at the upload as it is, then, until one gives a duplicate, the looks of
-    :func:`planned_views` (``view`` makes their fingerprints).
+    """The look at the upload as it is, then, until one gives a duplicate (``every_look``: all
+    of them), the looks of :func:`planned_views` (``view`` makes their fingerprints).
 
     A WSOLA stretcher at 2x cuts and overlaps the signal every few tens of ms, so the peaks of
     the copy move by a frame or two: at the ordinary hop that is a reference frame or four,
@@ -797,7 +801,7 @@ def gather_looks(
             seen, indexes, settings, works, reference, reference_hashes=hashes_of, **options
         )
 
-    return look_again(query, gather, settings, works, view)
+    return look_again(query, gather, settings, works, view, every_look)
 
 
 def look_again(
@@ -806,16 +810,25 @@ def look_again(
     settings: Settings,
     works: WorkSource,
     view: View | None = None,
+    every_look: bool = False,
 ) -> list[Look]:
     """:func:`gather_looks` with ``gather(fingerprint)`` gathering each look's evidence (in
     this process, or over a sharded catalog's groups), the further looks' with
-    ``sweep_all_tempos=False`` and their ``time_scale`` (:func:`gather_evidence`)."""
+    ``sweep_all_tempos=False`` and their ``time_scale`` (:func:`gather_evidence`).
+
+    An upload stops at its first duplicate: it is one. A rescan takes ``every_look``: a work
+    with a duplicate may still be a copy of another work that only a further look sees (two 2x
+    copies of one original find each other on the first look, the original only 2x slower).
+    Either way the further looks' probabilities are multiplied by every look planned
+    (:func:`matches_from_looks`), so taking them all adds no chance the factor does not count."""
     looks = [Look(1.0, 0.0, query, gather(query))]
     if view is None:
         return looks
     plan = planned_views(query, settings)
     for time_scale, hop_phase in plan:
-        if decide(matches_from_looks(looks, settings, works, len(plan)), settings) == "duplicate":
+        if not every_look and (
+            decide(matches_from_looks(looks, settings, works, len(plan)), settings) == "duplicate"
+        ):
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz

@@ -355,14 +355,18 @@ class ShardedScreening:
 
     # -- the rounds ------------------------------------------------------------------------
     def match_fingerprint(
-        self, query: Fingerprint, view: View | None = None, without: Sequence[int] = ()
+        self,
+        query: Fingerprint,
+        view: View | None = None,
+        without: Sequence[int] = (),
+        every_look: bool = False,
     ) -> list[Match]:
         """Every work that explains part of the query, most certain first, with the further
-        looks of ``view`` and ``without`` those works (as
+        looks of ``view`` (all of them with ``every_look``) and ``without`` those works (as
         :func:`audiodup.screening.match_fingerprint`)."""
         works = _LockedWorks(self)
         gather = partial(self.gather_evidence, without=without)
-        looks = look_again(query, gather, self.settings, works, view)
+        looks = look_again(query, gather, self.settings, works, view, every_look)
         return matches_from_looks(looks, self.settings, works)
 
     def gather_evidence(

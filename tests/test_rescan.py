@@ -296,6 +296,45 @@ def test_a_work_read_from_its_file_takes_the_further_looks_of_an_upload(tmp_path
     assert all(a.endswith(b.replace(".ogg", ".wav")) for a, b in found), found
 
 
+def test_two_2x_copies_do_not_hide_their_original_from_each_other(tmp_path: Path) -> None:
+    """Two 2x time-stretches of one work (Rubber Band through pedalboard, librosa's phase
+    vocoder) find each other on the first look, decisive; the original only shows 2x slower.
+    An upload stops at its first duplicate, so screened that way the original and the second
+    copy are no duplicate of each other from either side. A rescan takes every look: all three
+    pairs are found, each at its tempo, and the five unrelated fixture works stay unpaired."""
+    import librosa
+    import pedalboard
+    import soundfile as sf
+
+    from audiodup.rescan.screen import work_query
+    from audiodup.verdict import decide
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    y, sr = sf.read(FIXTURE_CATALOG / "work_03.ogg", dtype="float32")
+    sf.write(folder / "rubberband_2x.wav", pedalboard.time_stretch(y[None, :], sr, 2.0)[0], sr)
+    sf.write(folder / "vocoder_2x.wav", librosa.effects.time_stretch(y, rate=2.0), sr)
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        assert all(r.status == "added" for r in catalog.add_paths([FIXTURE_CATALOG, folder]))
+        ids = {Path(w.path).name: w.work_id for w in catalog.works()}
+        original, second = ids["work_03.ogg"], ids["vocoder_2x.wav"]
+        for work_id, other in ((original, second), (second, original)):
+            query = work_query(catalog, work_id)
+            found = catalog.match_fingerprint(query.fingerprint, query.view, without=(work_id,))
+            pair = [m for m in found if m.work_id == other]  # as an upload is screened
+            assert decide(pair, catalog.settings) != "duplicate", work_id
+        report = rescan(catalog, workers=1)
+    assert report.errors == ()
+    names = ("rubberband_2x.wav", "vocoder_2x.wav", "work_03.ogg")
+    assert pair_names(report, report.pairs) == {(a, b) for a in names for b in names if a < b}
+    assert all(p.label == "duplicate" for p in report.pairs)
+    for pair in report.pairs:
+        copy_is_query = Path(pair.query_path).name.endswith("_2x.wav")
+        to_original = "work_03.ogg" in (Path(pair.query_path).name, Path(pair.evidence.path).name)
+        expected = (2.0 if copy_is_query else 0.5) if to_original else 1.0
+        assert pair.evidence.tempo_ratio == pytest.approx(expected, rel=0.03), pair
+
+
 def test_a_local_rescan_reads_the_catalog_files_ahead(
     pristine_planted: Path, tmp_path: Path, monkeypatch
 ) -> None:

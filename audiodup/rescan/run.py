@@ -183,7 +183,9 @@ def _run_sharded(
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
 
     def screen(work_id: int, query: WorkQuery) -> WorkScan:
-        found = sharded.match_fingerprint(query.fingerprint, query.view, without=(work_id,))
+        found = sharded.match_fingerprint(
+            query.fingerprint, query.view, without=(work_id,), every_look=True
+        )
         return WorkScan(work_id, query.source, tuple(found), note=query.note)
 
     # several works' rounds in flight at once: one work's round waits for a worker that is

@@ -59,8 +59,10 @@ def screen_work(
         query = work_query(catalog, work_id, path, file_problem=file_problem)
     except CatalogError as exc:
         return WorkScan(work_id, "stored_fingerprint", error=str(exc))
-    matches = tuple(catalog.match_fingerprint(query.fingerprint, query.view, without=(work_id,)))
-    return WorkScan(work_id, query.source, matches, note=query.note)
+    matches = catalog.match_fingerprint(
+        query.fingerprint, query.view, without=(work_id,), every_look=True
+    )
+    return WorkScan(work_id, query.source, tuple(matches), note=query.note)
 
 
 def work_query(

@@ -20,7 +20,9 @@ from .serialise import ids_from_json, ids_to_json, scan_from_json, scan_to_json,
 RESULTS_FILE = "rescan.sqlite"
 # 2: each work screened against the rest of the catalog, with an upload's further looks; the
 # results of 1 (against the whole catalog, one look) missed hard copies, so they are screened again
-RESULT_FORMAT = "2"
+# 3: every further look taken, a duplicate found or not (2 stopped at the first duplicate and
+# missed the original of two 2x copies that found each other first)
+RESULT_FORMAT = "3"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
