@@ -10,10 +10,11 @@
 for this (``cp -al`` of its shards and a copy of ``catalog.sqlite``), so the catalog holds both
 the originals and their altered copies. ``run`` then screens each planted copy and each of their
 originals as a rescan does (:func:`audiodup.rescan.screen.work_query`, the work's file
-re-decoded, then :meth:`audiodup.Catalog.match_fingerprint` without the work itself), and
-writes one JSON line per screened work: the verdict label of the pair with its original (or, for
-an original, with each copy), every other duplicate match, and the CPU seconds of the search
-(the further looks' fingerprints, made when a look is taken, included; decoding not).
+re-decoded, then :meth:`audiodup.Catalog.match_fingerprint` without the work itself, taking
+every further look), and writes one JSON line per screened work: the verdict label of the pair
+with its original (or, for an original, with each copy), every other duplicate match, and the
+CPU seconds of the search (the further looks' fingerprints, made when a look is taken,
+included; decoding not).
 ``--with-own-line`` screens as rescans did before ef32d06: against the whole catalog in one look,
 the work's own match dropped afterwards.
 
@@ -115,7 +116,7 @@ def run(
                     found = [m for m in found if m.work_id != work_id]
                 else:
                     found = catalog.match_fingerprint(
-                        query.fingerprint, query.view, without=(work_id,)
+                        query.fingerprint, query.view, without=(work_id,), every_look=True
                     )
                 search_s = time.process_time() - start
                 labels = {m.work_id: decide([m], catalog.settings) for m in found}
