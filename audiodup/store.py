@@ -45,6 +45,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -560,6 +561,8 @@ class CatalogStore:
 
     def close(self) -> None:
         self._closed.set()
+        with _READ_AHEAD_LOCK:
+            _READ_AHEAD_PLANNED.pop(self, None)
         # fold the write-ahead log back into the database file (skipped while others read)
         if self.read_only is None:
             with contextlib.suppress(sqlite3.Error):
@@ -836,11 +839,21 @@ class CatalogStore:
     ) -> threading.Thread | None:
         """:func:`start_read_ahead` of :meth:`files_to_warm`, in the calling thread's turn on
         the connection; a speed-up only, so a catalog that cannot say its files (busy, closed)
-        reads nothing ahead rather than failing its caller."""
-        try:
-            return start_read_ahead(self.files_to_warm(budget_bytes, shard_ids), self._closed)
-        except (CatalogError, OSError, sqlite3.Error):
-            return None
+        reads nothing ahead rather than failing its caller.
+
+        ``budget_bytes`` is shared by the open stores of this process: what the others planned
+        is taken off it (a Dask worker that opens several shard groups at once reads at most
+        one budget ahead, not one per group), and given back when they close."""
+        with _READ_AHEAD_LOCK:
+            others = sum(n for store, n in _READ_AHEAD_PLANNED.items() if store is not self)
+            try:
+                plan = self.files_to_warm(max(budget_bytes - others, 0), shard_ids)
+            except (CatalogError, OSError, sqlite3.Error):
+                return None
+            if not plan:
+                return None
+            _READ_AHEAD_PLANNED[self] = _READ_AHEAD_PLANNED.get(self, 0) + sum(n for _, n in plan)
+        return start_read_ahead(plan, self._closed)
 
     def _referenced_files(self, shard_ids: Collection[int] | None = None) -> set[str]:
         """The file names the shards table names (of ``shard_ids``; None: every shard)."""
@@ -2130,6 +2143,12 @@ def available_memory(
             available = min(available, max(int(limit) - usage, 0))
         break
     return available
+
+
+# bytes each open store of this process planned to read ahead (read_ahead_in_background); a
+# store dropped unclosed leaves with its entry
+_READ_AHEAD_PLANNED: weakref.WeakKeyDictionary[CatalogStore, int] = weakref.WeakKeyDictionary()
+_READ_AHEAD_LOCK = threading.Lock()
 
 
 def start_read_ahead(

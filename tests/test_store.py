@@ -420,6 +420,46 @@ def test_a_catalog_that_cannot_list_its_files_reads_nothing_ahead(
         assert catalog.store.read_ahead_in_background(1 << 20) is None
 
 
+def test_the_open_stores_of_a_process_share_one_read_ahead_budget(
+    catalog_copy: Path, monkeypatch
+) -> None:
+    """A Dask worker opening several shard groups reads one budget ahead, not one per group;
+    a closed store gives its share back."""
+    import weakref
+
+    import audiodup.store as store_module
+    from audiodup.settings import DEFAULT_SETTINGS
+    from audiodup.store import CatalogStore
+
+    monkeypatch.setattr(store_module, "read_ahead", lambda plan, stop=None: None)
+    # the other stores this test process holds open keep their shares out of this one's view
+    monkeypatch.setattr(store_module, "_READ_AHEAD_PLANNED", weakref.WeakKeyDictionary())
+    first = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
+    second = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
+    try:
+        whole = sum(n for _, n in first.files_to_warm(1 << 40))
+        first.read_ahead_in_background(whole // 2).join(timeout=600)
+        asked = []
+        files_to_warm = CatalogStore.files_to_warm
+
+        def spy(self, budget_bytes, shard_ids=None):
+            asked.append(budget_bytes)
+            return files_to_warm(self, budget_bytes, shard_ids)
+
+        monkeypatch.setattr(CatalogStore, "files_to_warm", spy)
+        assert second.read_ahead_in_background(whole // 2) is None  # the budget is spent
+        second.read_ahead_in_background(whole).join(timeout=600)
+        assert asked == [0, whole - whole // 2]
+        first.close()
+        second.close()
+        third = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
+        assert third.read_ahead_in_background(whole) is not None  # all given back
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
 def test_hash_files_are_read_ahead_first_and_faiss_hash_indexes_not_at_all(
     catalog_copy: Path, monkeypatch
 ) -> None:
