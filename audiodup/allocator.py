@@ -37,11 +37,11 @@ def keep_freed_memory() -> bool:
 def _raise_thresholds() -> bool:
     if not sys.platform.startswith("linux") or _operator_chose():
         return False
-    import ctypes  # here, not at start-up
-
     try:
+        import ctypes  # here, not at start-up; a Python built without it changes nothing
+
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # musl and others answer 0 (not supported): nothing was changed

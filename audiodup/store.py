@@ -45,7 +45,6 @@ import sqlite3
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -561,8 +560,6 @@ class CatalogStore:
 
     def close(self) -> None:
         self._closed.set()
-        with _READ_AHEAD_LOCK:
-            _READ_AHEAD_PLANNED.pop(self, None)
         # fold the write-ahead log back into the database file (skipped while others read)
         if self.read_only is None:
             with contextlib.suppress(sqlite3.Error):
@@ -814,13 +811,8 @@ class CatalogStore:
         ]
         # under a tight budget the hash look-ups first, then the four-peak ones, then chroma
         names = sorted(mapped, key=lambda name: ("hqc".index(name[0]), name))
-        plan, left = [], max(budget_bytes, 0)
-        for path in (self.root / _SHARDS / name for name in names):
-            size = min(_file_size(path), left)
-            if size > 0:
-                plan.append((path, size))
-                left -= size
-        return plan
+        paths = [self.root / _SHARDS / name for name in names]
+        return within_budget([(path, _file_size(path)) for path in paths], budget_bytes)
 
     def is_own_database(self, path: str | Path) -> bool:
         """Whether ``path`` names an SQLite file inside the catalog folder. Such a file is
@@ -841,19 +833,17 @@ class CatalogStore:
         the connection; a speed-up only, so a catalog that cannot say its files (busy, closed)
         reads nothing ahead rather than failing its caller.
 
-        ``budget_bytes`` is shared by the open stores of this process: what the others planned
-        is taken off it (a Dask worker that opens several shard groups at once reads at most
-        one budget ahead, not one per group), and given back when they close."""
-        with _READ_AHEAD_LOCK:
-            others = sum(n for store, n in _READ_AHEAD_PLANNED.items() if store is not self)
-            try:
-                plan = self.files_to_warm(max(budget_bytes - others, 0), shard_ids)
-            except (CatalogError, OSError, sqlite3.Error):
-                return None
-            if not plan:
-                return None
-            _READ_AHEAD_PLANNED[self] = _READ_AHEAD_PLANNED.get(self, 0) + sum(n for _, n in plan)
-        return start_read_ahead(plan, self._closed)
+        ``budget_bytes`` is shared by the read-aheads running at once in this process: what the
+        others still have to read is taken off it (a Dask worker that opens several shard
+        groups at once reads one budget ahead, not one per group); a finished or stopped one
+        no longer counts."""
+        if self._closed.is_set():
+            return None
+        try:
+            plan = self.files_to_warm(budget_bytes, shard_ids)
+        except (CatalogError, OSError, sqlite3.Error):
+            return None
+        return start_read_ahead(plan, self._closed, budget_bytes)
 
     def _referenced_files(self, shard_ids: Collection[int] | None = None) -> set[str]:
         """The file names the shards table names (of ``shard_ids``; None: every shard)."""
@@ -2145,25 +2135,47 @@ def available_memory(
     return available
 
 
-# bytes each open store of this process planned to read ahead (read_ahead_in_background); a
-# store dropped unclosed leaves with its entry
-_READ_AHEAD_PLANNED: weakref.WeakKeyDictionary[CatalogStore, int] = weakref.WeakKeyDictionary()
+# the bytes each read-ahead running in this process planned (start_read_ahead)
+_READ_AHEAD_RUNNING: dict[object, int] = {}
 _READ_AHEAD_LOCK = threading.Lock()
 
 
+def within_budget(plan: list[tuple[Path, int]], budget_bytes: int) -> list[tuple[Path, int]]:
+    """The first ``(path, bytes)`` of ``plan`` that fit in ``budget_bytes`` in all, the last
+    one cut to what is left; files of no bytes dropped."""
+    kept, left = [], max(budget_bytes, 0)
+    for path, size in plan:
+        size = min(size, left)
+        if size > 0:
+            kept.append((path, size))
+            left -= size
+    return kept
+
+
 def start_read_ahead(
-    plan: list[tuple[Path, int]], stop: threading.Event | None = None
+    plan: list[tuple[Path, int]],
+    stop: threading.Event | None = None,
+    budget_bytes: int | None = None,
 ) -> threading.Thread | None:
-    """:func:`read_ahead` of ``plan`` in a daemon thread (None: nothing to read)."""
-    if not plan:
-        return None
-    thread = threading.Thread(
-        target=read_ahead,
-        args=(plan,),
-        kwargs={"stop": stop},
-        name="audiodup-read-ahead",
-        daemon=True,
-    )
+    """:func:`read_ahead` of ``plan`` in a daemon thread (None: nothing to read). With
+    ``budget_bytes`` the plan is first cut to that budget less what the other read-aheads
+    running in this process planned."""
+    with _READ_AHEAD_LOCK:
+        if budget_bytes is not None:
+            plan = within_budget(plan, budget_bytes - sum(_READ_AHEAD_RUNNING.values()))
+        if not plan:
+            return None
+        token = object()
+        _READ_AHEAD_RUNNING[token] = sum(n for _, n in plan)
+
+    def run() -> None:
+        try:
+            read_ahead(plan, stop=stop)
+        finally:
+            with _READ_AHEAD_LOCK:
+                del _READ_AHEAD_RUNNING[token]
+
+    thread = threading.Thread(target=run, name="audiodup-read-ahead", daemon=True)
     thread.start()
     return thread
 

@@ -547,7 +547,9 @@ def test_a_shard_group_reads_its_own_files_ahead(split_catalog: Path, monkeypatc
     from audiodup.sharded import GroupSpec, ShardGroup
 
     planned = []
-    monkeypatch.setattr(store_module, "start_read_ahead", lambda plan, stop: planned.append(plan))
+    monkeypatch.setattr(
+        store_module, "start_read_ahead", lambda plan, stop, budget=None: planned.append(plan)
+    )
     with Catalog.open(split_catalog, create=False) as catalog:
         key = catalog.store.index_key()
         own = catalog.store.group_shards(N_GROUPS)[1]

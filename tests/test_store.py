@@ -420,44 +420,38 @@ def test_a_catalog_that_cannot_list_its_files_reads_nothing_ahead(
         assert catalog.store.read_ahead_in_background(1 << 20) is None
 
 
-def test_the_open_stores_of_a_process_share_one_read_ahead_budget(
+def test_the_read_aheads_running_in_a_process_share_one_budget(
     catalog_copy: Path, monkeypatch
 ) -> None:
-    """A Dask worker opening several shard groups reads one budget ahead, not one per group;
-    a closed store gives its share back."""
-    import weakref
+    """A Dask worker opening several shard groups at once reads one budget ahead, not one per
+    group; a read-ahead that has finished no longer counts."""
+    import threading
 
     import audiodup.store as store_module
-    from audiodup.settings import DEFAULT_SETTINGS
-    from audiodup.store import CatalogStore
 
-    monkeypatch.setattr(store_module, "read_ahead", lambda plan, stop=None: None)
-    # the other stores this test process holds open keep their shares out of this one's view
-    monkeypatch.setattr(store_module, "_READ_AHEAD_PLANNED", weakref.WeakKeyDictionary())
-    first = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
-    second = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
-    try:
-        whole = sum(n for _, n in first.files_to_warm(1 << 40))
-        first.read_ahead_in_background(whole // 2).join(timeout=600)
-        asked = []
-        files_to_warm = CatalogStore.files_to_warm
+    release, planned = threading.Event(), []
 
-        def spy(self, budget_bytes, shard_ids=None):
-            asked.append(budget_bytes)
-            return files_to_warm(self, budget_bytes, shard_ids)
+    def held(plan, chunk_bytes=4 << 20, stop=None):
+        planned.append(sum(n for _, n in plan))
+        release.wait(timeout=600)
+        return 0
 
-        monkeypatch.setattr(CatalogStore, "files_to_warm", spy)
-        assert second.read_ahead_in_background(whole // 2) is None  # the budget is spent
-        second.read_ahead_in_background(whole).join(timeout=600)
-        assert asked == [0, whole - whole // 2]
-        first.close()
-        second.close()
-        third = CatalogStore(catalog_copy, DEFAULT_SETTINGS, create=False)
-        assert third.read_ahead_in_background(whole) is not None  # all given back
-        third.close()
-    finally:
-        first.close()
-        second.close()
+    monkeypatch.setattr(store_module, "read_ahead", held)
+    monkeypatch.setattr(store_module, "_READ_AHEAD_RUNNING", {})  # none of other tests' stores
+    with (
+        Catalog.open(catalog_copy, create=False) as one,
+        Catalog.open(catalog_copy, create=False) as two,
+    ):
+        whole = sum(n for _, n in one.store.files_to_warm(1 << 40))
+        first = one.store.read_ahead_in_background(whole // 2)
+        assert two.store.read_ahead_in_background(whole // 2) is None  # spent, still running
+        second = two.store.read_ahead_in_background(whole)
+        release.set()
+        first.join(timeout=600)
+        second.join(timeout=600)
+        assert sorted(planned) == sorted([whole // 2, whole - whole // 2])
+        two.store.read_ahead_in_background(whole).join(timeout=600)
+        assert planned[-1] == whole  # none running: the whole budget again
 
 
 def test_hash_files_are_read_ahead_first_and_faiss_hash_indexes_not_at_all(

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..allocator import keep_freed_memory
 from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, WorkNotFoundError
@@ -102,6 +103,7 @@ _LOCAL = threading.local()
 
 def _worker_catalog(root: str, settings: Settings) -> Catalog:
     """One open catalog per thread (SQLite connections stay in their thread) and root."""
+    keep_freed_memory()  # a Dask worker that screens or fingerprints the works
     cache = getattr(_LOCAL, "catalogs", None)
     if cache is None:
         cache = _LOCAL.catalogs = {}
