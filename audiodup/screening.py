@@ -843,7 +843,12 @@ def matches_from_looks(
     """The matches of every look, in the upload's own time, the most certain per work. The
     further looks are further searches: their probabilities are multiplied by the number of
     looks screening may take (``1 + n_views``, by default those of :func:`planned_views`); the
-    look as it is keeps its own, so the verdicts it decides do not move."""
+    look as it is keeps its own, so the verdicts it decides do not move.
+
+    A work that one look already makes a duplicate keeps that look's match: a later look may
+    be more certain of it but see less of it (the upload 2x slower against a copy at tempo
+    1.09 covered 31 % of it, the look as it is 98 %), and the first duplicate is the one an
+    upload's screening, which stops there, reports."""
     if n_views is None:
         n_views = len(planned_views(looks[0].query, settings))
     best: dict[int, Match] = {}
@@ -853,8 +858,10 @@ def matches_from_looks(
                 m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
                 if m.false_match_probability > settings.suspect_max_fmp:
                     continue
-            if m.work_id not in best or m.false_match_probability < (
-                best[m.work_id].false_match_probability
+            held = best.get(m.work_id)
+            if held is None or (
+                m.false_match_probability < held.false_match_probability
+                and decide([held], settings) != "duplicate"
             ):
                 best[m.work_id] = m
     return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
