@@ -394,6 +394,32 @@ def test_symmetric_pairs_keep_the_stronger_direction() -> None:
     assert (pair.query_work_id, pair.reference_work_id, pair.evidence.score) == (2, 1, 90.0)
 
 
+def test_a_partial_line_from_one_side_does_not_hide_the_fuller_one_from_the_other() -> None:
+    """Work 2 (30 s) is work 1 (30 s) sped up; 2's own screening saw only 8 s of it (a
+    partial line, the more certain one), 1's screening all of it. The share of 2 that 1
+    explains is the larger of the two: 2 is a copy of 1, not a work holding an excerpt of it."""
+    from dataclasses import replace
+
+    partial = replace(
+        match(1, 90.0, tempo=1.08),
+        query_start_s=11.0,
+        query_end_s=19.0,
+        coverage=8.0 / 30.0,
+        coverage_s=8.0,
+        sections=(Section(11.0, 19.0, 11.88, 20.52, 60),),
+    )
+    works = [work(1, uploaded_at="2020-01-01"), work(2, uploaded_at="2021-01-01")]
+    report = build_report(
+        works, {1: scan(1, match(2, 40.0, tempo=0.926)), 2: scan(2, partial)}, DEFAULT_SETTINGS
+    )
+    (pair,) = report.pairs
+    assert pair.evidence.score == 90.0  # the stronger direction's evidence
+    assert pair.covered_share[1] == pytest.approx(0.926)  # from 1's screening, not 8 / 30
+    (cluster,) = report.clusters
+    roles = {m.work_id: m.relation for m in cluster.members}
+    assert roles == {1: "original", 2: "copy_of"}
+
+
 def test_transforms_compose_along_the_cluster_when_not_matched_directly() -> None:
     works = [
         work(1, uploaded_at="2020-01-01"),

@@ -93,12 +93,14 @@ def _main_section(match: Match) -> Section:
 
 
 def _share(work_id: int, found: list, info: dict[int, WorkInfo]) -> float:
-    """The share of ``work_id`` explained by the other work: from its own screening when that
-    found the other (the match's coverage), else from the other's screening."""
-    own = [match for _, match, scan in found if scan.work_id == work_id]
-    if own:
-        return max(covered_share(info[work_id], m, found_as_query=True) for m in own)
-    return max(covered_share(info[work_id], m, found_as_query=False) for _, m, _ in found)
+    """The share of ``work_id`` explained by the other work, the larger of what either
+    direction saw: its own screening's match coverage, the other's screening's reference spans.
+    One side's line can be partial (a speed 0.92 copy's look 2x faster covered 28 % of it, the
+    original's screening 76 %)."""
+    return max(
+        covered_share(info[work_id], match, found_as_query=scan.work_id == work_id)
+        for _, match, scan in found
+    )
 
 
 def connected_work_ids(pairs: tuple[Pair, ...]) -> list[list[int]]:
