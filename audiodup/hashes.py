@@ -28,9 +28,6 @@ _WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = ENTRY_ID_BITS
 MAX_WORK_ID = (1 << _WORK_BITS) - 1
 MAX_FRAME = (1 << _FRAME_BITS) - 1
 MAX_SPAN = (1 << _SPAN_BITS) - 1
-MAX_QBIN = (1 << _QBIN_BITS) - 1
-SPAN_BITS = _SPAN_BITS
-WORK_SHIFT = _FRAME_BITS + _QBIN_BITS + _SPAN_BITS  # an entry id >> WORK_SHIFT: its work
 
 
 @dataclass(frozen=True)
@@ -234,11 +231,24 @@ def pack_entry_ids(work_id: int, hashes: TripletHashes) -> np.ndarray:
 def unpack_entry_ids(ids: np.ndarray):
     """Inverse of :func:`pack_entry_ids`: ``(work_id, anchor_frame, anchor_bin, span_frames)``."""
     ids = np.asarray(ids, dtype=np.int64)
-    span = ids & MAX_SPAN
-    qbin = (ids >> _SPAN_BITS) & ((1 << _QBIN_BITS) - 1)
-    frame = (ids >> (_QBIN_BITS + _SPAN_BITS)) & MAX_FRAME
-    work = ids >> (_FRAME_BITS + _QBIN_BITS + _SPAN_BITS)
-    return work, frame, qbin / 4.0, span
+    return entry_work(ids), entry_frame(ids), entry_bin(ids), entry_span(ids)
+
+
+# one field of int64 entry ids each, for a caller that needs some fields of many ids
+def entry_work(ids: np.ndarray) -> np.ndarray:
+    return ids >> (_FRAME_BITS + _QBIN_BITS + _SPAN_BITS)
+
+
+def entry_frame(ids: np.ndarray) -> np.ndarray:
+    return (ids >> (_QBIN_BITS + _SPAN_BITS)) & MAX_FRAME
+
+
+def entry_bin(ids: np.ndarray) -> np.ndarray:
+    return ((ids >> _SPAN_BITS) & ((1 << _QBIN_BITS) - 1)) / 4.0
+
+
+def entry_span(ids: np.ndarray) -> np.ndarray:
+    return ids & MAX_SPAN
 
 
 def keys_to_codes(keys: np.ndarray) -> np.ndarray:

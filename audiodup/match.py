@@ -20,13 +20,12 @@ import numpy as np
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
 from .hashes import (
-    MAX_QBIN,
-    MAX_SPAN,
-    SPAN_BITS,
-    WORK_SHIFT,
     TripletHashes,
+    entry_bin,
+    entry_frame,
+    entry_span,
+    entry_work,
     pack_entry_ids,
-    unpack_entry_ids,
 )
 from .index import LoadedIndexes
 from .settings import DEFAULT_SETTINGS, Settings
@@ -215,22 +214,21 @@ def _votes(
     judged by before the other columns are unpacked: a whole look-up at 113 works brings up to
     a million hits, half of them implausible (issue #16)."""
     ids = np.asarray(entry_ids, dtype=np.int64)
-    ref_span = ids & MAX_SPAN
+    ref_span = entry_span(ids)
     query_span = query.span_frames[q_idx].astype(np.float64)
     log_tempo = np.log(np.maximum(ref_span, 1) / np.maximum(query_span, 1))
-    ref_bin = ((ids >> SPAN_BITS) & MAX_QBIN) / 4.0
+    ref_bin = entry_bin(ids)
     pitch_bins = query.anchor_bin[q_idx].astype(np.float64) - ref_bin
     max_pitch_bins = _MAX_PITCH_SEMITONES * bins_per_semitone
     plausible = (np.abs(log_tempo) <= _MAX_LOG_TEMPO) & (np.abs(pitch_bins) <= max_pitch_bins)
     if is_live is not None:
-        plausible &= is_live(ids >> WORK_SHIFT)
+        plausible &= is_live(entry_work(ids))
     sel = np.nonzero(plausible)[0]
-    work, ref_frame, _, _ = unpack_entry_ids(ids[sel])
-    rows = q_idx[sel]
+    kept, rows = ids[sel], q_idx[sel]
     return HashVotes(
-        work=work,
+        work=entry_work(kept),
         query_frame=query.anchor_frame[rows].astype(np.float64),
-        ref_frame=ref_frame.astype(np.float64),
+        ref_frame=entry_frame(kept).astype(np.float64),
         query_bin=query.anchor_bin[rows].astype(np.float64),
         ref_bin=ref_bin[sel],
         query_span=query_span[sel],
@@ -247,8 +245,9 @@ def votes_by_work(votes: HashVotes, work_ids: list[int]) -> dict[int, HashVotes]
     that verifying a look-up's candidates reads its hits once, not once per candidate."""
     rows = np.nonzero(np.isin(votes.work, work_ids))[0]
     rows = rows[np.argsort(votes.work[rows], kind="stable")]
-    ends = np.searchsorted(votes.work[rows], work_ids, side="right")
-    starts = np.searchsorted(votes.work[rows], work_ids, side="left")
+    works = votes.work[rows]
+    starts = np.searchsorted(works, work_ids, side="left")
+    ends = np.searchsorted(works, work_ids, side="right")
     columns = {f.name: getattr(votes, f.name) for f in fields(votes)}
     return {
         int(w): HashVotes(**{name: c[rows[a:b]] for name, c in columns.items()})
