@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -35,6 +36,13 @@ _LOG_TEMPO_STEP = 0.03
 # pitch shifts are voted for within +-12.5 semitones, in half-semitone histogram cells
 _MAX_PITCH_SEMITONES = 12.5
 _PITCH_STEP_SEMITONES = 0.5
+# the line fit's first slope is scanned over the tempo cell's near hits (``_scanned_slope``):
+# steps keep the drift over a 10-min query (26,000 frames) within the offset window
+_SLOPE_SCAN_HALF_WIDTH = 2 * _LOG_TEMPO_STEP
+_SLOPE_SCAN_STEP = 0.003
+_SLOPE_SCAN_MIN_GAIN = 4  # hits; chance candidates of clean 4-min uploads gain at most 3
+_OFFSET_CELL_FRAMES = 8.0
+_OFFSET_CELLS_SMOOTHED = 5
 _MAX_SECTION_GAP_S = 6.0
 TEMPO_CELL = 0.05  # log tempo: the coarse cells that rank candidate works
 PITCH_CELL_BINS = 1.5
@@ -471,7 +479,7 @@ def _fit_lines(tq: np.ndarray, tr: np.ndarray, tempo: float, max_lines: int) -> 
     lines, used = [], np.zeros(len(tq), dtype=bool)
     slope = tempo
     for _ in range(max_lines):
-        line = _fit_line(tq, tr, ~used, slope)
+        line = _first_line(tq, tr, tempo) if not lines else _fit_line(tq, tr, ~used, slope)
         if line is None:
             break
         inliers, slope_fit, intercept = line
@@ -484,6 +492,57 @@ def _fit_lines(tq: np.ndarray, tr: np.ndarray, tempo: float, max_lines: int) -> 
         if (~used).sum() < 4:
             break
     return lines
+
+
+def _first_line(tq: np.ndarray, tr: np.ndarray, tempo: float):
+    """The line fitted from ``tempo`` or from the scanned slope (:func:`_scanned_slope`),
+    whichever holds more hits; on a tie, from ``tempo``."""
+    every = np.ones(len(tq), dtype=bool)
+    line = _fit_line(tq, tr, every, tempo)
+    scanned = _scanned_slope(tq, tr, tempo)
+    if scanned == tempo:
+        return line
+    other = _fit_line(tq, tr, every, scanned)
+    if other is not None and (line is None or other[0].sum() > line[0].sum()):
+        return other
+    return line
+
+
+@functools.lru_cache(maxsize=4)
+def _slope_factors(half_width: float, step: float) -> np.ndarray:
+    """Scanned slopes over the centre one, nearest first (argmax keeps the first of a tie)."""
+    shifts = np.arange(-half_width, half_width + step / 2, step)
+    return np.exp(shifts[np.argsort(np.abs(shifts), kind="stable")])
+
+
+def _scanned_slope(
+    tq: np.ndarray,
+    tr: np.ndarray,
+    tempo: float,
+    half_width: float = _SLOPE_SCAN_HALF_WIDTH,
+    step: float = _SLOPE_SCAN_STEP,
+) -> float:
+    """The slope within ``half_width`` (log) of ``tempo`` along which most hits share an offset
+    (within the line fit's offset window).
+
+    ``tempo`` is the median of a tempo cell's hits, which chance hits of the neighbouring cells
+    pull a few % off; over a long copy that drifts its hits apart, so the line fit would hold a
+    short stretch of them. ``tempo`` itself unless another slope gathers a few hits more."""
+    if len(tq) < 3:
+        return tempo
+    slopes = tempo * _slope_factors(half_width, step)
+    offsets = np.sort(tr[None, :] - slopes[:, None] * tq[None, :], axis=1)
+    # one sorted run: each slope's offsets from 0, lifted past the previous slope's
+    window = _OFFSET_CELL_FRAMES * _OFFSET_CELLS_SMOOTHED
+    offsets -= offsets[:, :1]
+    offsets += (np.arange(len(slopes)) * (offsets[:, -1].max() + 2 * window))[:, None]
+    flat = offsets.ravel()
+    within = np.searchsorted(flat, flat + window) - np.arange(len(flat))
+    best_per_slope = within.reshape(len(slopes), -1).max(axis=1)
+    best = int(np.argmax(best_per_slope))
+    if best_per_slope[best] < best_per_slope[0] + _SLOPE_SCAN_MIN_GAIN:
+        return tempo  # chance hits gain a few by the choice of slope; not worth a second fit
+    return float(slopes[best])
 
 
 def _runs(idx: np.ndarray, tq: np.ndarray, max_gap: float, min_size: int = 3) -> list:
@@ -505,11 +564,11 @@ def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):
     if len(idx) < 3:
         return None
     offsets = tr[idx] - slope * tq[idx]
-    cells = np.round(offsets / 8.0).astype(np.int64)
+    cells = np.round(offsets / _OFFSET_CELL_FRAMES).astype(np.int64)
     base = cells.min()
-    counts = np.convolve(np.bincount(cells - base), np.ones(5), mode="same")
+    counts = np.convolve(np.bincount(cells - base), np.ones(_OFFSET_CELLS_SMOOTHED), mode="same")
     best = base + int(np.argmax(counts))
-    cand = idx[np.abs(offsets - best * 8.0) <= coarse_tol]
+    cand = idx[np.abs(offsets - best * _OFFSET_CELL_FRAMES) <= coarse_tol]
     if len(cand) < 3:
         return None
     a, b = slope, float(np.median(tr[cand] - slope * tq[cand]))

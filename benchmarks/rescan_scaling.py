@@ -207,20 +207,25 @@ def waveform_correlation(pair) -> float | None:
     return float(abs(np.dot(a, part)) / (np.linalg.norm(a) * np.linalg.norm(part) + 1e-12))
 
 
-def evaluate(report, planted: list[set[str]], group_of: dict[str, str]) -> dict:
-    """Planted clusters found, and every pair classified as planted, known relation or false
-    (works are named by their paths)."""
+def evaluate(
+    report, planted: list[set[str]], group_of: dict[str, str], tempo_of: dict[str, float]
+) -> dict:
+    """Planted clusters found, every pair classified as planted, known relation or false
+    (works are named by their paths), and how far the planted pairs' tempo ratios are from the
+    rendered ones (``tempo_of``: each planted work's tempo, its original's 1.0)."""
     path_of = {m.work_id: m.path for c in report.clusters for m in c.members}
     clusters = [{path_of[w] for w in c.work_ids} for c in report.clusters]
     found_exact = sum(p in clusters for p in planted)
     found_whole = sum(any(p <= c for c in clusters) for p in planted)
     cluster_of = {name: i for i, members in enumerate(planted) for name in members}
     counts = {"planted": 0, "known": 0, "verified": 0, "false": 0}
-    false_pairs, verified = [], []
+    false_pairs, verified, tempo_errors = [], [], []
     for pair in report.pairs:
         a, b = pair.query_path, pair.evidence.path
         if a in cluster_of and cluster_of.get(a) == cluster_of.get(b):
             counts["planted"] += 1
+            rendered = tempo_of[a] / tempo_of[b]  # query tempo / reference tempo
+            tempo_errors.append(abs(math.log(pair.evidence.tempo_ratio / rendered)))
         elif group_of.get(a) is not None and group_of.get(a) == group_of.get(b):
             counts["known"] += 1
         else:
@@ -243,6 +248,8 @@ def evaluate(report, planted: list[set[str]], group_of: dict[str, str]) -> dict:
         "false_examples": false_pairs[:5],
         "verified_examples": verified[:5],
         "clusters": len(report.clusters),
+        "tempo_error_median": float(np.median(tempo_errors)) if tempo_errors else math.nan,
+        "tempo_error_max": max(tempo_errors, default=math.nan),
     }
 
 
@@ -272,6 +279,7 @@ def main(
     previous: Path | None = None
     added: set[str] = set()
     group_of: dict[str, str] = {}
+    tempo_of: dict[str, float] = {}
     for size in size_list:
         originals, planted_idx = build_plan(sources, size)
         root = work_dir / f"catalog-{size}"
@@ -295,11 +303,13 @@ def main(
         for i in planted_idx:
             source = sources[i]
             members = {str(source.path)}
+            tempo_of[str(source.path)] = 1.0
             for k in range(COPIES_PER_SOURCE):
                 alteration = ALTERATIONS[(i * COPIES_PER_SOURCE + k) % len(ALTERATIONS)]
                 copy = plant(source, alteration, planted_dir, data)
                 members.add(str(copy))
                 group_of[str(copy)] = source.group
+                tempo_of[str(copy)] = alteration.tempo_ratio
                 if str(copy) not in added:
                     rows.append(
                         {
@@ -332,7 +342,7 @@ def main(
                 from audiodup.report import write_rescan_report
 
                 write_rescan_report(report, html, catalog)
-        result = evaluate(report, planted, group_of)
+        result = evaluate(report, planted, group_of, tempo_of)
         row = {
             "works": len(works),
             "hours": hours,
@@ -358,7 +368,9 @@ def main(
             f"{result['planted_pairs']}/{result['expected_pairs']} planted, "
             f"{result['known_pairs']} known relations, {result['verified_pairs']} verified "
             f"shared audio, {result['false_pairs']} false, "
-            f"{result['suspect_pairs']} suspect"
+            f"{result['suspect_pairs']} suspect; planted pairs' tempo error median "
+            f"{100 * result['tempo_error_median']:.2f} %, "
+            f"max {100 * result['tempo_error_max']:.2f} %"
         )
         previous = root
     text = markdown(rows_out, workers, source_kind)
@@ -385,8 +397,9 @@ def markdown(rows: list[dict], workers: int, source_kind: str) -> str:
         "per work vs. smallest (wall / CPU) | "
         "decode + fingerprint ms / work | search ms / work | "
         "planted clusters found | planted pairs | known-related pairs | "
-        "unlisted shared audio (verified) | false pairs | suspect pairs |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "unlisted shared audio (verified) | false pairs | suspect pairs | "
+        "planted pairs' tempo error, median / max |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -397,7 +410,8 @@ def markdown(rows: list[dict], workers: int, source_kind: str) -> str:
             f"{r['decode_ms']:.0f} | {r['search_ms']:.0f} | "
             f"{r['found_exact']}/{r['planted_clusters']} | "
             f"{r['planted_pairs']}/{r['expected_pairs']} | {r['known_pairs']} | "
-            f"{r['verified_pairs']} | {r['false_pairs']} | {r['suspect_pairs']} |"
+            f"{r['verified_pairs']} | {r['false_pairs']} | {r['suspect_pairs']} | "
+            f"{100 * r['tempo_error_median']:.2f} / {100 * r['tempo_error_max']:.2f} % |"
         )
     last = rows[-1]
     growth = (last["rescan_s"] / first["rescan_s"]) / (last["works"] / first["works"])
@@ -421,7 +435,9 @@ def markdown(rows: list[dict], workers: int, source_kind: str) -> str:
         "near 0), i.e. real shared audio in the corpus; *false pairs*: every other duplicate "
         "pair. *planted pairs* counts pairs inside planted clusters found directly; a cluster "
         "is found when its works are connected, so a pair missed while both works reach the "
-        "cluster through the third leaves the cluster exact. Times are wall-clock; the "
+        "cluster through the third leaves the cluster exact; its *tempo error* is "
+        "|log(reported / rendered tempo ratio)| in % (full-length copies: a slope a little off "
+        "drifts a long line apart). Times are wall-clock; the "
         f"1-minute load average on the machine was {min(loads):.1f}-{max(loads):.1f} during "
         "the rescans (other jobs shared the cores), so they carry that noise.",
     ]

@@ -369,6 +369,56 @@ def test_verify_hashes_finds_two_sections() -> None:
     assert offsets[1] == pytest.approx(0, abs=8)
 
 
+def long_copy_votes(seed: int, tempo: float = 0.92, n_line: int = 200) -> HashVotes:
+    """A full-length copy's line over 10,000 query frames (4 minutes), among chance hits of the
+    same work piled up just below log tempo 0 (spans quantized) and spread over slower tempos."""
+    rng = np.random.default_rng(seed)
+    tq = np.concatenate([rng.uniform(0, 10_000, n_line), rng.uniform(0, 10_000, 1_500)])
+    tr = np.concatenate(
+        [tempo * tq[:n_line] + 300 + rng.normal(0, 0.7, n_line), rng.uniform(0, 11_000, 1_500)]
+    )
+    log_tempo = np.concatenate(
+        [
+            np.log(tempo) + rng.normal(0, 0.01, n_line),
+            rng.normal(-0.01, 0.01, 800),
+            rng.uniform(-0.2, -0.05, 700),
+        ]
+    )
+    n = len(tq)
+    span_q, pitch_bins, query_bin = (
+        rng.uniform(10, 80, n),
+        rng.normal(0, 0.2, n),
+        rng.uniform(40, 150, n),
+    )
+    return HashVotes(
+        work=np.full(n, 7, dtype=np.int64),
+        query_frame=tq,
+        ref_frame=tr,
+        query_bin=query_bin,
+        ref_bin=query_bin - pitch_bins,
+        query_span=span_q,
+        ref_span=span_q * np.exp(log_tempo),
+        log_tempo=log_tempo,
+        pitch_bins=pitch_bins,
+        pattern=rng.permutation(n).astype(np.int64),
+    )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_long_copys_line_is_fitted_at_its_own_slope(seed: int) -> None:
+    """The tempo cell next to the chance pile is suppressed and the one beyond it starts the fit:
+    its hits' median is ~1 % slow, which over 4 minutes drifts the line apart (speed-0.92 copy
+    of weight_of_revenge: 0.892, 8 of 42 inliers). The scanned slope holds the whole line."""
+    evidence = verify_hashes(long_copy_votes(seed), 7, S.frames_per_second, 3)
+    assert evidence is not None
+    assert evidence.tempo_ratio == pytest.approx(0.92, rel=0.002)
+    assert evidence.main_inliers >= 180
+    assert evidence.coverage_s >= 0.8 * 10_000 / S.frames_per_second
+    # the chance hits alone: scanning 41 slopes lifts no chance line near the copy's
+    chance = verify_hashes(long_copy_votes(seed, n_line=0), 7, S.frames_per_second, 3)
+    assert chance is None or chance.main_inliers <= 10
+
+
 def test_a_repeated_note_pattern_counts_once() -> None:
     """Two works that share only one figure repeated on a rhythmic grid (same key, same anchor
     bin, every bar) line up on a perfect line, but that is one coincidence, not one per bar."""
