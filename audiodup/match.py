@@ -36,11 +36,18 @@ _LOG_TEMPO_STEP = 0.03
 # pitch shifts are voted for within +-12.5 semitones, in half-semitone histogram cells
 _MAX_PITCH_SEMITONES = 12.5
 _PITCH_STEP_SEMITONES = 0.5
-# the line fit's first slope is scanned over the tempo cell's near hits (``_scanned_slope``):
-# steps keep the drift over a 10-min query (26,000 frames) within the offset window
-_SLOPE_SCAN_HALF_WIDTH = 2 * _LOG_TEMPO_STEP
+# the line fit's first slope is also scanned around the tempo cell's median (``_scanned_slope``)
+# in steps of 0.3 %: at tempo 1 a 10-min query's hits drift at most 39 frames between steps,
+# within the offset window (at tempo 2 twice that; the fit's own regression refines the slope)
+_SLOPE_SCAN_STEPS = 20  # each side: +-6 %, two tempo cells
 _SLOPE_SCAN_STEP = 0.003
-_SLOPE_SCAN_MIN_GAIN = 4  # hits; chance candidates of clean 4-min uploads gain at most 3
+# another slope is fitted when its window holds this many hits more than the median's, and
+# 2.5 sqrt(the median's) (chance hits gain about 1.6 sqrt at the 95th percentile at 100-30,000
+# hits, at most 2.4)
+_SLOPE_SCAN_MIN_GAIN = 4
+_SLOPE_SCAN_GAIN_SIGMAS = 2.5
+# above this many (hit, slope) offsets the slopes are counted one by one (memory)
+_SLOPE_SCAN_ONE_ARRAY = 1 << 20
 _OFFSET_CELL_FRAMES = 8.0
 _OFFSET_CELLS_SMOOTHED = 5
 _MAX_SECTION_GAP_S = 6.0
@@ -479,7 +486,7 @@ def _fit_lines(tq: np.ndarray, tr: np.ndarray, tempo: float, max_lines: int) -> 
     lines, used = [], np.zeros(len(tq), dtype=bool)
     slope = tempo
     for _ in range(max_lines):
-        line = _first_line(tq, tr, tempo) if not lines else _fit_line(tq, tr, ~used, slope)
+        line = _first_line_fit(tq, tr, tempo) if not lines else _fit_line(tq, tr, ~used, slope)
         if line is None:
             break
         inliers, slope_fit, intercept = line
@@ -494,13 +501,13 @@ def _fit_lines(tq: np.ndarray, tr: np.ndarray, tempo: float, max_lines: int) -> 
     return lines
 
 
-def _first_line(tq: np.ndarray, tr: np.ndarray, tempo: float):
-    """The line fitted from ``tempo`` or from the scanned slope (:func:`_scanned_slope`),
-    whichever holds more hits; on a tie, from ``tempo``."""
+def _first_line_fit(tq: np.ndarray, tr: np.ndarray, tempo: float):
+    """The line fitted from ``tempo`` or, when :func:`_scanned_slope` finds a better slope, from
+    that one, whichever holds more hits (on a tie, from ``tempo``)."""
     every = np.ones(len(tq), dtype=bool)
     line = _fit_line(tq, tr, every, tempo)
     scanned = _scanned_slope(tq, tr, tempo)
-    if scanned == tempo:
+    if scanned is None:
         return line
     other = _fit_line(tq, tr, every, scanned)
     if other is not None and (line is None or other[0].sum() > line[0].sum()):
@@ -508,41 +515,51 @@ def _first_line(tq: np.ndarray, tr: np.ndarray, tempo: float):
     return line
 
 
-@functools.lru_cache(maxsize=4)
-def _slope_factors(half_width: float, step: float) -> np.ndarray:
-    """Scanned slopes over the centre one, nearest first (argmax keeps the first of a tie)."""
-    shifts = np.arange(-half_width, half_width + step / 2, step)
-    return np.exp(shifts[np.argsort(np.abs(shifts), kind="stable")])
+@functools.cache
+def _slope_factors() -> np.ndarray:
+    """The scanned slopes over the median's, the median's (exactly 1) first, then nearest
+    first: ``argmax`` keeps the first of a tie. Read-only: it is shared."""
+    steps = np.arange(-_SLOPE_SCAN_STEPS, _SLOPE_SCAN_STEPS + 1)
+    factors = np.exp(_SLOPE_SCAN_STEP * steps[np.argsort(np.abs(steps), kind="stable")])
+    factors.setflags(write=False)
+    return factors
 
 
-def _scanned_slope(
-    tq: np.ndarray,
-    tr: np.ndarray,
-    tempo: float,
-    half_width: float = _SLOPE_SCAN_HALF_WIDTH,
-    step: float = _SLOPE_SCAN_STEP,
-) -> float:
-    """The slope within ``half_width`` (log) of ``tempo`` along which most hits share an offset
-    (within the line fit's offset window).
+def _scanned_slope(tq: np.ndarray, tr: np.ndarray, tempo: float) -> float | None:
+    """The slope within 6 % of ``tempo`` along which most hits share an offset (within the line
+    fit's offset window), or None when it gathers no clearly more hits than ``tempo`` does.
 
     ``tempo`` is the median of a tempo cell's hits, which chance hits of the neighbouring cells
     pull a few % off; over a long copy that drifts its hits apart, so the line fit would hold a
-    short stretch of them. ``tempo`` itself unless another slope gathers a few hits more."""
+    short stretch of them."""
     if len(tq) < 3:
-        return tempo
-    slopes = tempo * _slope_factors(half_width, step)
+        return None
+    slopes = tempo * _slope_factors()
+    counts = _most_in_window(tq, tr, slopes, _OFFSET_CELL_FRAMES * _OFFSET_CELLS_SMOOTHED)
+    best = int(np.argmax(counts))
+    gain = counts[best] - counts[0]
+    if gain < max(_SLOPE_SCAN_MIN_GAIN, _SLOPE_SCAN_GAIN_SIGMAS * np.sqrt(counts[0])):
+        return None
+    return float(slopes[best])
+
+
+def _most_in_window(
+    tq: np.ndarray, tr: np.ndarray, slopes: np.ndarray, window: float
+) -> np.ndarray:
+    """Per slope, the most hits whose offsets ``tr - slope * tq`` lie within ``window``."""
+    if len(tq) * len(slopes) > _SLOPE_SCAN_ONE_ARRAY:
+        counts = np.empty(len(slopes), dtype=np.int64)
+        for k, slope in enumerate(slopes):
+            offsets = np.sort(tr - slope * tq)
+            counts[k] = (np.searchsorted(offsets, offsets + window) - np.arange(len(tq))).max()
+        return counts
     offsets = np.sort(tr[None, :] - slopes[:, None] * tq[None, :], axis=1)
     # one sorted run: each slope's offsets from 0, lifted past the previous slope's
-    window = _OFFSET_CELL_FRAMES * _OFFSET_CELLS_SMOOTHED
     offsets -= offsets[:, :1]
     offsets += (np.arange(len(slopes)) * (offsets[:, -1].max() + 2 * window))[:, None]
     flat = offsets.ravel()
     within = np.searchsorted(flat, flat + window) - np.arange(len(flat))
-    best_per_slope = within.reshape(len(slopes), -1).max(axis=1)
-    best = int(np.argmax(best_per_slope))
-    if best_per_slope[best] < best_per_slope[0] + _SLOPE_SCAN_MIN_GAIN:
-        return tempo  # chance hits gain a few by the choice of slope; not worth a second fit
-    return float(slopes[best])
+    return within.reshape(len(slopes), -1).max(axis=1)
 
 
 def _runs(idx: np.ndarray, tq: np.ndarray, max_gap: float, min_size: int = 3) -> list:
