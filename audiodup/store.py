@@ -147,6 +147,11 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS works_path ON works(path)",
     "CREATE TABLE IF NOT EXISTS fingerprints (work_id INTEGER PRIMARY KEY, blob BLOB NOT NULL)",
 )
+# the removed works, which ``index_key`` counts before every search: without it that count reads
+# every work (10 ms at 10^5 works). Catalogs written before it get it with their next write.
+_REMOVED_WORKS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS works_removed ON works(work_id) WHERE removed = 1"
+)
 # every submission is a row here; its content is a work (stored once, whoever sent it again)
 _LEDGER_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS uploads (
@@ -438,6 +443,7 @@ class CatalogStore:
                     if recipe is None:
                         for statement in _SCHEMA + _LEDGER_SCHEMA + _REVIEW_SCHEMA:
                             db.execute(statement)
+                        db.execute(_REMOVED_WORKS_INDEX)
                         db.executemany(
                             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             [
@@ -532,7 +538,17 @@ class CatalogStore:
                     shards.mkdir()
                     _fsync_dir(self.root)
                 self._sweep_orphans()
+            self._index_removed_works()
             yield
+
+    def _index_removed_works(self) -> None:
+        """Give a catalog written before it the index of its removed works (under the writer's
+        lock: opening and reading never write)."""
+        found = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'works_removed'"
+        ).fetchone()
+        if found is None:
+            self.db.execute(_REMOVED_WORKS_INDEX)
 
     def _unwritable(self, doing: str) -> CatalogError:
         """The error of a write to a catalog that was opened read-only."""

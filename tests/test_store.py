@@ -513,3 +513,31 @@ def test_a_closed_store_stops_its_read_ahead(catalog_copy: Path) -> None:
         assert read_ahead(plan, chunk_bytes=4096, stop=stop) == 0
         store = catalog.store
     assert store._closed.is_set(), "closing the catalog stops what its store reads ahead"
+
+
+_REMOVED_COUNT_PLAN = "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM works WHERE removed = 1"
+
+
+def test_the_removed_works_are_counted_from_their_index(catalog: Catalog) -> None:
+    """``index_key``, asked before every search, counts the removed works: from an index, not by
+    reading every work (10 ms a search at 10^5 works)."""
+    assert "works_removed" in str(catalog.store.db.execute(_REMOVED_COUNT_PLAN).fetchall())
+
+
+def test_a_catalog_written_before_the_index_gets_it_with_its_next_write(
+    catalog_copy: Path,
+) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(catalog_copy / "catalog.sqlite")
+    db.execute("DROP INDEX works_removed")
+    db.close()
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        key = catalog.store.index_key()
+        # opening and reading write nothing
+        assert "works_removed" not in str(catalog.store.db.execute(_REMOVED_COUNT_PLAN).fetchall())
+        assert catalog.remove(catalog.works()[0].work_id)
+        assert "works_removed" in str(catalog.store.db.execute(_REMOVED_COUNT_PLAN).fetchall())
+        assert catalog.store.index_key() != key
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert catalog.store.index_key() != key
