@@ -130,6 +130,11 @@ HASH_LAYOUT = "sorted"
 # shared-memory file it cannot grow as a "disk I/O error", not as "disk full"
 _NEARLY_FULL_BYTES = 1 << 20
 
+# the removed works, which ``index_key`` counts before every search: without it that count reads
+# every work (10 ms at 10^5 works). Catalogs written before it get it with their next write.
+_REMOVED_WORKS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS works_removed ON works(work_id) WHERE removed = 1"
+)
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS shards (
@@ -146,11 +151,7 @@ _SCHEMA = (
     "CREATE UNIQUE INDEX IF NOT EXISTS works_live_sha ON works(sha256) WHERE removed = 0",
     "CREATE INDEX IF NOT EXISTS works_path ON works(path)",
     "CREATE TABLE IF NOT EXISTS fingerprints (work_id INTEGER PRIMARY KEY, blob BLOB NOT NULL)",
-)
-# the removed works, which ``index_key`` counts before every search: without it that count reads
-# every work (10 ms at 10^5 works). Catalogs written before it get it with their next write.
-_REMOVED_WORKS_INDEX = (
-    "CREATE INDEX IF NOT EXISTS works_removed ON works(work_id) WHERE removed = 1"
+    _REMOVED_WORKS_INDEX,
 )
 # every submission is a row here; its content is a work (stored once, whoever sent it again)
 _LEDGER_SCHEMA = (
@@ -443,7 +444,6 @@ class CatalogStore:
                     if recipe is None:
                         for statement in _SCHEMA + _LEDGER_SCHEMA + _REVIEW_SCHEMA:
                             db.execute(statement)
-                        db.execute(_REMOVED_WORKS_INDEX)
                         db.executemany(
                             "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                             [
