@@ -425,16 +425,17 @@ def test_the_slope_scan_lifts_no_chance_line(
     """Scanning 41 slopes finds some slope where chance hits gather a few more; the scan must
     not turn that into a longer chance line, at any number of hits."""
     rng = np.random.default_rng(n_chance)
-    lines = []
-    for _ in range(5):
-        tq, tr = rng.uniform(0, 10_000, n_chance), rng.uniform(0, 11_000, n_chance)
-        lines.append(_fit_lines(tq, tr, float(rng.uniform(0.5, 2.0)), 4))
+    works = [
+        (rng.uniform(0, 10_000, n_chance), rng.uniform(0, 11_000, n_chance), rng.uniform(0.5, 2))
+        for _ in range(5)
+    ]
+
+    def inliers_per_line() -> list[list[int]]:
+        return [[line[0].sum() for line in _fit_lines(tq, tr, t, 4)] for tq, tr, t in works]
+
+    scanned = inliers_per_line()
     monkeypatch.setattr(match_module, "_scanned_slope", lambda tq, tr, tempo: None)
-    rng = np.random.default_rng(n_chance)
-    for scanned in lines:
-        tq, tr = rng.uniform(0, 10_000, n_chance), rng.uniform(0, 11_000, n_chance)
-        unscanned = _fit_lines(tq, tr, float(rng.uniform(0.5, 2.0)), 4)
-        assert [line[0].sum() for line in scanned] == [line[0].sum() for line in unscanned]
+    assert scanned == inliers_per_line()
 
 
 def test_the_slope_counts_are_the_same_in_one_array_and_slope_by_slope(
