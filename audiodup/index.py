@@ -136,6 +136,7 @@ class ChromaHits:
     work_ids: np.ndarray  # int64
     segment_indexes: np.ndarray  # int64
     valid: np.ndarray  # bool
+    ranks: np.ndarray  # int64: each hit's place in its shard's answer for its vector (0: nearest)
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: its arrays may be a file's map
@@ -441,10 +442,11 @@ class LoadedIndexes:
             labels.append(i)
         if not sims:
             return None
+        ranks = np.concatenate([np.broadcast_to(np.arange(d.shape[1]), d.shape) for d in sims], 1)
         sims, labels = np.concatenate(sims, axis=1), np.concatenate(labels, axis=1)
         works, segments = unpack_segment_ids(np.where(labels < 0, 0, labels))
         valid = (labels >= 0) & self.is_live(works)
-        return ChromaHits(sims, works, segments, valid)
+        return ChromaHits(sims, works, segments, valid, ranks)
 
 
 def bucket_sizes(hash_shards: list) -> np.ndarray:

@@ -28,7 +28,7 @@ from .hashes import (
     entry_work,
     pack_entry_ids,
 )
-from .index import LoadedIndexes
+from .index import ChromaHits, LoadedIndexes
 from .settings import DEFAULT_SETTINGS, Settings
 
 _MAX_LOG_TEMPO = float(np.log(2.1))
@@ -605,6 +605,22 @@ def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):
     return inliers, a, b
 
 
+_NEAREST_SEGMENTS = 8  # per query vector and shard, for the chroma candidates and votes
+
+
+@dataclass(frozen=True)
+class LineHits:
+    """Every hit of a vote search (the ``chroma_vote_neighbours`` nearest segments per vector and
+    shard) with where it puts the query in the work: ``offset_bins``, the work's time at the
+    query's start in steps of the catalog's segment hop."""
+
+    rows: np.ndarray  # int64
+    work_ids: np.ndarray  # int64
+    similarities: np.ndarray  # float32
+    scales: np.ndarray  # float64
+    offset_bins: np.ndarray  # int64
+
+
 @dataclass(frozen=True)
 class ChromaSearch:
     """The nearest catalog segments of the query's segment vectors, hit by hit in search order
@@ -617,6 +633,7 @@ class ChromaSearch:
     # per hit, whether its vector is one of the search's own (None: all are); the others were
     # added between them for the votes only (``vote_density``)
     own: np.ndarray | None = None
+    line_hits: LineHits | None = None  # of a vote search (``vote_density`` > 1)
 
 
 def search_chroma_segments(
@@ -632,15 +649,17 @@ def search_chroma_segments(
 
     With ``vote_density`` n > 1 the vectors are n times as dense (the hop divided by n), for
     :func:`chroma_voted_works`; the hits of every n-th vector, the search's own, are marked
-    (``own``) and are the hits a search of density 1 gives."""
+    (``own``) and are the hits a search of density 1 gives. Such a search also keeps each
+    vector's ``chroma_vote_neighbours`` nearest segments per shard (``line_hits``), for the votes
+    only: the other hits are the nearest 8, as without it."""
     if not indexes.has_chroma:
         return None
-    vectors, scale_of, own_of = [], [], []
+    vectors, scale_of, own_of, start_of = [], [], [], []
     duration_s = len(query.chroma) / settings.chroma_fps
     for scale in view_scales(settings, time_scale):
         length_s = settings.segment_s * scale
         hop_s = max(settings.query_segment_hop_s, (duration_s - length_s) / 3)
-        v, _ = segment_vectors(
+        v, starts_s = segment_vectors(
             query.chroma,
             settings.chroma_fps,
             settings.segment_s,
@@ -652,20 +671,42 @@ def search_chroma_segments(
         vectors.append(v)
         scale_of.append(np.full(len(v), scale))
         own_of.append(np.arange(len(v)) % vote_density == 0)
+        start_of.append(starts_s)
     if not vectors or sum(len(v) for v in vectors) == 0:
         return None
     vectors = np.concatenate(vectors)
     scale_of = np.concatenate(scale_of)
-    hits = indexes.search_chroma(vectors, k=8)
+    votes = vote_density > 1
+    k = max(settings.chroma_vote_neighbours, _NEAREST_SEGMENTS) if votes else _NEAREST_SEGMENTS
+    hits = indexes.search_chroma(vectors, k=k)
     if hits is None:
         return None
-    rows, cols = np.nonzero(hits.valid)
+    rows, cols = np.nonzero(hits.valid & (hits.ranks < _NEAREST_SEGMENTS))
     return ChromaSearch(
         rows.astype(np.int64),
         hits.work_ids[rows, cols],
         hits.similarities[rows, cols],
         scale_of[rows],
-        np.concatenate(own_of)[rows] if vote_density > 1 else None,
+        np.concatenate(own_of)[rows] if votes else None,
+        _line_hits(hits, scale_of, np.concatenate(start_of), settings) if votes else None,
+    )
+
+
+def _line_hits(
+    hits: ChromaHits, scale_of: np.ndarray, start_of: np.ndarray, settings: Settings
+) -> LineHits:
+    """Every valid hit with the work's time at the query's start: a vector at ``start`` s of the
+    query, at time scale ``s``, that finds segment ``j`` puts it at ``j * hop - start / s``."""
+    rows, cols = np.nonzero(hits.valid)
+    offsets_s = (
+        hits.segment_indexes[rows, cols] * settings.segment_hop_s - start_of[rows] / scale_of[rows]
+    )
+    return LineHits(
+        rows.astype(np.int64),
+        hits.work_ids[rows, cols],
+        hits.similarities[rows, cols],
+        scale_of[rows],
+        np.floor(offsets_s / settings.segment_hop_s).astype(np.int64),
     )
 
 
@@ -690,7 +731,9 @@ def ranked_chroma_works(
 def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     """The ``n_works`` works that the most query segment vectors of one time scale find, then by
     best similarity, then in order of appearance; of a denser search (``search.own``), those of
-    its own vectors' hits, then the ``n_works`` most voted by all its vectors that they lack.
+    its own vectors' hits, then the ``n_works`` most voted by all its vectors that they lack, then
+    the ``n_works`` most voted at one offset among its deeper hits (``search.line_hits``,
+    :func:`_most_voted_in_line`) that they lack.
 
     In a large catalog every query vector finds some segment about as similar as a copy's
     (0.985-0.99 at 10^4 works), so a work's best similarity ranks a copy's work by chance. A
@@ -699,7 +742,9 @@ def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     hard copy's work among the first 8 on its best look for 92 of 110 by votes at one scale, 83
     by votes at any scale, 62 by best similarity; ``benchmarks/SCALING.md``.) The denser votes
     find more copies' works at 10^5 works, and lose some of the sparser's (benchmarks/SCALING.md):
-    both are kept."""
+    both are kept. At 10^5 works a hard copy's work is often not among a vector's 8 nearest
+    segments but among its 64, where only a line in time tells it from chance (the true work
+    among the voted for 51 of the 110 hard copies, 67 with the deeper votes)."""
     if search is None or len(search.work_ids) == 0 or n_works <= 0:
         return []
     every = _most_voted(search.work_ids, search.rows, search.scales, search.similarities, n_works)
@@ -708,7 +753,34 @@ def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     own = search.own
     sims = search.similarities[own]
     first = _most_voted(search.work_ids[own], search.rows[own], search.scales[own], sims, n_works)
-    return first + [w for w in every if w not in first]
+    voted = first + [w for w in every if w not in first]
+    if search.line_hits is None:
+        return voted
+    return voted + [w for w in _most_voted_in_line(search.line_hits, n_works) if w not in voted]
+
+
+def _most_voted_in_line(hits: LineHits, n: int) -> list[int]:
+    """The ``n`` works that the most query vectors of one time scale find at one offset (two
+    adjacent offset bins together: a segment hop of slack each way), then by best similarity,
+    then in order of appearance. Of the deep votes of :func:`chroma_voted_works`: at 64 hits per
+    vector a popular work gathers votes from many vectors, but at scattered offsets."""
+    if len(hits.work_ids) == 0:
+        return []
+    works, first_seen, work_of = np.unique(hits.work_ids, return_index=True, return_inverse=True)
+    _, scale_of = np.unique(hits.scales, return_inverse=True)
+    bins = hits.offset_bins - hits.offset_bins.min()
+    n_bins, n_scales = int(bins.max()) + 2, int(scale_of.max()) + 1
+    cell = (work_of.astype(np.int64) * n_scales + scale_of) * n_bins + bins
+    n_rows = int(hits.rows.max()) + 1
+    # one vote per (cell, query vector), each hit in its own bin and the next one
+    voted = np.unique(np.concatenate([cell, cell + 1]) * n_rows + np.tile(hits.rows, 2)) // n_rows
+    cells, counts = np.unique(voted, return_counts=True)
+    votes = np.zeros(len(works), dtype=np.int64)
+    np.maximum.at(votes, cells // (n_scales * n_bins), counts)
+    best = np.full(len(works), -np.inf)
+    np.maximum.at(best, work_of, hits.similarities.astype(np.float64))
+    ranked = np.lexsort((first_seen, -best, -votes))[:n]
+    return [int(works[i]) for i in ranked]
 
 
 def _most_voted(

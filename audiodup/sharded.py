@@ -545,7 +545,7 @@ class ShardedScreening:
         return ChromaHits(
             *(
                 np.concatenate([getattr(h, name) for _, h in shards], axis=1)
-                for name in ("similarities", "work_ids", "segment_indexes", "valid")
+                for name in ("similarities", "work_ids", "segment_indexes", "valid", "ranks")
             )
         )
 

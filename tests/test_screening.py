@@ -614,6 +614,69 @@ def test_a_denser_search_votes_its_own_vectors_first_then_all() -> None:
     assert chroma_voted_works(dense, 1) == [9, 3]
 
 
+def test_the_deeper_votes_rank_works_found_along_one_line_in_time() -> None:
+    """Among a vote search's deeper hits a work that four vectors of one scale find at one
+    offset (bins 12-13: a segment hop of slack) ranks before a popular one that every vector
+    finds at another offset, and before one found at one offset but at three scales; those
+    works join the votes of the nearest hits after the ones those rank."""
+    from audiodup.match import ChromaSearch, LineHits, _most_voted_in_line, chroma_voted_works
+
+    rows = np.array([0, 1, 2, 3, 4, 5, 6, 7, 0, 2, 4, 6, 1, 3, 5])
+    works = np.array([5] * 8 + [9] * 4 + [4] * 3)
+    sims = np.array([0.99] * 8 + [0.95] * 4 + [0.97] * 3, np.float32)
+    scales = np.array([1.0] * 12 + [0.5, 0.7, 0.9])
+    bins = np.array([0, 10, 20, 30, 40, 50, 60, 70, 12, 12, 13, 12, 5, 5, 5])
+    line = LineHits(rows, works, sims, scales, bins)
+    assert _most_voted_in_line(line, 3) == [9, 5, 4]
+    assert _most_voted_in_line(line, 1) == [9]
+    # four vectors at four different offsets are no line
+    scattered = LineHits(rows, works, sims, scales, np.where(works == 9, 3 * rows + 20, bins))
+    assert _most_voted_in_line(scattered, 1) == [5]
+    nearest = ChromaSearch(rows[:8], works[:8], sims[:8], scales[:8], np.ones(8, bool), line)
+    assert chroma_voted_works(nearest, 1) == [5, 9]
+    assert chroma_voted_works(dataclasses.replace(nearest, line_hits=None), 1) == [5]
+
+
+def test_a_vote_search_adds_deeper_hits_for_the_votes_only(catalog: Catalog) -> None:
+    """The hits of a vote search are those of a search of the 8 nearest segments, whatever its
+    deeper hits; those vote for the work an excerpt was cut from."""
+    from audiodup.match import _most_voted_in_line, search_chroma_segments
+
+    s = DEFAULT_SETTINGS
+    audio = load_audio(UPLOADS_DIR / "excerpt_15s_work_00.ogg", s)
+    query = fingerprint_audio(audio, s, query=True)
+    indexes = catalog.indexes()
+    deep = search_chroma_segments(query, indexes, s, 1.0, vote_density=2)
+    shallow = search_chroma_segments(
+        query, indexes, dataclasses.replace(s, chroma_vote_neighbours=8), 1.0, vote_density=2
+    )
+    for name in ("rows", "work_ids", "similarities", "scales", "own"):
+        assert np.array_equal(getattr(deep, name), getattr(shallow, name)), name
+    assert len(deep.line_hits.work_ids) > len(shallow.line_hits.work_ids)
+    assert search_chroma_segments(query, indexes, s, 1.0).line_hits is None
+    work_00 = next(w.work_id for w in catalog.works() if w.path.endswith("work_00.ogg"))
+    assert _most_voted_in_line(deep.line_hits, 1) == [work_00]
+
+
+def test_a_deeper_hit_puts_the_query_start_where_its_segment_says() -> None:
+    """A vector 10 s into the query at time scale 0.5 (the query 2x faster) that finds segment
+    12 (30 s at a 2.5-s hop) puts the query's start at 30 - 10 / 0.5 = 10 s of the work: bin 4;
+    invalid hits are left out."""
+    from audiodup.index import ChromaHits
+    from audiodup.match import _line_hits
+
+    hits = ChromaHits(
+        np.array([[0.9, 0.8]], np.float32),
+        np.array([[7, 3]]),
+        np.array([[12, 0]]),
+        np.array([[True, False]]),
+        np.array([[0, 1]]),
+    )
+    line = _line_hits(hits, np.array([0.5]), np.array([10.0]), DEFAULT_SETTINGS)
+    assert line.work_ids.tolist() == [7] and line.offset_bins.tolist() == [4]
+    assert line.rows.tolist() == [0] and line.scales.tolist() == [0.5]
+
+
 def test_a_voted_work_without_sampled_hits_competes_at_its_full_hits() -> None:
     """A chroma-voted work the sample gave no hit joins the hit works at the unseen estimate,
     then counts its full hits in competition, like every verified candidate."""
