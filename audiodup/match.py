@@ -651,7 +651,9 @@ def search_chroma_segments(
     :func:`chroma_voted_works`; the hits of every n-th vector, the search's own, are marked
     (``own``) and are the hits a search of density 1 gives. Such a search also keeps each
     vector's ``chroma_vote_neighbours`` nearest segments per shard (``line_hits``), for the votes
-    only: the other hits are the nearest 8, as without it."""
+    only: the other hits are the nearest 8, as without it (but for segments of equal similarity
+    at the 8th place, which FAISS orders otherwise in a deeper search: the same audio stored
+    twice)."""
     if not indexes.has_chroma:
         return None
     vectors, scale_of, own_of, start_of = [], [], [], []
@@ -764,41 +766,41 @@ def _most_voted_in_line(hits: LineHits, n: int) -> list[int]:
     adjacent offset bins together: a segment hop of slack each way), then by best similarity,
     then in order of appearance. Of the deep votes of :func:`chroma_voted_works`: at 64 hits per
     vector a popular work gathers votes from many vectors, but at scattered offsets."""
-    if len(hits.work_ids) == 0:
-        return []
-    works, first_seen, work_of = np.unique(hits.work_ids, return_index=True, return_inverse=True)
-    _, scale_of = np.unique(hits.scales, return_inverse=True)
-    bins = hits.offset_bins - hits.offset_bins.min()
-    n_bins, n_scales = int(bins.max()) + 2, int(scale_of.max()) + 1
-    cell = (work_of.astype(np.int64) * n_scales + scale_of) * n_bins + bins
-    n_rows = int(hits.rows.max()) + 1
-    # one vote per (cell, query vector), each hit in its own bin and the next one
-    voted = np.unique(np.concatenate([cell, cell + 1]) * n_rows + np.tile(hits.rows, 2)) // n_rows
-    cells, counts = np.unique(voted, return_counts=True)
-    votes = np.zeros(len(works), dtype=np.int64)
-    np.maximum.at(votes, cells // (n_scales * n_bins), counts)
-    best = np.full(len(works), -np.inf)
-    np.maximum.at(best, work_of, hits.similarities.astype(np.float64))
-    ranked = np.lexsort((first_seen, -best, -votes))[:n]
-    return [int(works[i]) for i in ranked]
+    return _most_voted(
+        hits.work_ids, hits.rows, hits.scales, hits.similarities, n, hits.offset_bins
+    )
 
 
 def _most_voted(
-    work_ids: np.ndarray, rows: np.ndarray, scales: np.ndarray, similarities: np.ndarray, n: int
+    work_ids: np.ndarray,
+    rows: np.ndarray,
+    scales: np.ndarray,
+    similarities: np.ndarray,
+    n: int,
+    offset_bins: np.ndarray | None = None,
 ) -> list[int]:
-    """:func:`chroma_voted_works` of the hits given."""
+    """:func:`chroma_voted_works` of the hits given: votes per (work, scale), or with
+    ``offset_bins`` per (work, scale, offset), each hit then in its own bin and the next one."""
     if len(work_ids) == 0:
         return []
     works, first_seen, work_of = np.unique(work_ids, return_index=True, return_inverse=True)
     _, scale_of = np.unique(scales, return_inverse=True)
-    n_rows, n_scales = int(rows.max()) + 1, int(scale_of.max()) + 1
-    # one vote per (work, scale, query vector): a vector's several hits on a work count once
-    cell = work_of.astype(np.int64) * n_scales + scale_of
-    voted_cells = np.unique(cell * n_rows + rows) // n_rows
-    votes = np.bincount(voted_cells, minlength=len(works) * n_scales).reshape(len(works), -1)
+    cells_per_work = int(scale_of.max()) + 1
+    cell = work_of.astype(np.int64) * cells_per_work + scale_of
+    if offset_bins is not None:
+        bins = offset_bins - offset_bins.min()
+        n_bins = int(bins.max()) + 2  # the next bin of the last never reaches the next scale
+        cells_per_work *= n_bins
+        cell = np.concatenate([cell * n_bins + bins, cell * n_bins + bins + 1])
+        rows = np.tile(rows, 2)
+    n_rows = int(rows.max()) + 1
+    # one vote per (cell, query vector): a vector's several hits in a cell count once
+    cells, votes = np.unique(np.unique(cell * n_rows + rows) // n_rows, return_counts=True)
+    most = np.zeros(len(works), dtype=np.int64)
+    np.maximum.at(most, cells // cells_per_work, votes)
     best = np.full(len(works), -np.inf)
     np.maximum.at(best, work_of, similarities.astype(np.float64))
-    ranked = np.lexsort((first_seen, -best, -votes.max(axis=1)))[:n]
+    ranked = np.lexsort((first_seen, -best, -most))[:n]
     return [int(works[i]) for i in ranked]
 
 

@@ -156,7 +156,7 @@ class Settings:
     # ... and as many whose segments those vectors find along one line in time, among their
     # chroma_vote_neighbours nearest per shard (match.chroma_voted_works): a copy's vectors find
     # its work at one offset, a chance neighbour anywhere. At 10^5 works, the hard copies whose
-    # work is among the voted: 51 -> 67 of 110 (benchmarks/SCALING.md, session 8)
+    # work is among the voted: 51 -> 67 of 110 (benchmarks/SCALING.md, session 8); at least 8
     chroma_vote_neighbours: int = 64
     # ... and the works whose best (tempo, pitch, offset) cell holds most of the query's four-peak
     # hits (audiodup.quads), from the rarest keys until quad_budget entries: at 10^5 works in one
