@@ -131,6 +131,19 @@ def test_chroma_search_marks_missing_and_removed_works_invalid() -> None:
     assert hits.work_ids[0, 0] == 1 and hits.segment_indexes[1, 0] == 1
 
 
+def test_chroma_hits_rank_each_shards_answer_apart() -> None:
+    """Shards side by side, each hit ranked within its own shard's answer, a shard of fewer
+    segments than asked for answering with fewer columns: the nearest 8 of a deeper search are
+    told apart per shard."""
+    big = _Shard(np.tile(pack_segment_ids(1, 10), (2, 1)))
+    small = _Shard(np.tile(pack_segment_ids(2, 3), (2, 1)))
+    small.ntotal = 3
+    indexes = snapshot(chroma_shards=[big, small], live=(True, True, True))
+    hits = indexes.search_chroma(np.zeros((2, 4), dtype=np.float32), k=5)
+    assert hits.ranks.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2]] * 2
+    assert hits.work_ids[0].tolist() == [1] * 5 + [2] * 3
+
+
 def test_indexes_without_a_work_treat_it_as_removed_and_leave_the_snapshot_alone() -> None:
     ids = np.concatenate([pack_segment_ids(0, 1), pack_segment_ids(1, 2), pack_segment_ids(2, 1)])
     labels = np.array([[ids[0], ids[1], ids[3]]])
