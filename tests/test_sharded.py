@@ -611,11 +611,13 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
             assert _evidence(spread) == _evidence(alone), path.name
 
 
+@pytest.mark.parametrize("voted", [8, 1])
 def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
-    split_catalog: Path, chance_uploads: list[Path], threaded_client
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, voted: int
 ):
     """A sampled look-up that ranks no work: only the chroma-voted works are verified, each by
-    the group that holds it, and the client adds them in vote order as one process does."""
+    the group that holds it, and the client adds them in vote order as one process does, with
+    8 works per vote and with 1."""
     from audiodup import screening
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
@@ -626,6 +628,7 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
         max_query_hits=300,
         whole_lookup_max_entries=0,
         min_sampled_support=10**9,
+        chroma_voted_works=voted,
     )
     uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
@@ -639,6 +642,26 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
             assert _evidence(spread) == _evidence(alone), path.name
             verified += len(alone.hashes)
     assert verified >= len(POSITIVES)
+
+
+def test_the_groups_deeper_chroma_hits_are_those_of_one_process(
+    split_catalog: Path, threaded_client
+):
+    """A vote search's 64 nearest segments per shard, gathered from the groups side by side in
+    shard order, each hit ranked within its own shard's answer: the hits one process finds, so
+    the votes along a line in time are the same."""
+    from audiodup.sharded import ShardedScreening
+
+    vectors = np.random.default_rng(0).random((30, 42), dtype=np.float32)
+    with Catalog.open(split_catalog, create=False) as catalog:
+        sharded = ShardedScreening(catalog.store, catalog.settings, threaded_client)
+        indexes = catalog.indexes()
+        assert len(indexes.chroma_shards) >= N_GROUPS
+        one = indexes.search_chroma(vectors, k=64)
+        spread = sharded.chroma_hits(sharded._current()[0], vectors, 64)
+    for name in ("work_ids", "segment_indexes", "valid", "ranks"):
+        assert np.array_equal(getattr(spread, name), getattr(one, name)), name
+    assert np.allclose(spread.similarities, one.similarities)
 
 
 @pytest.mark.parametrize("budget", [300_000, 2_000])
