@@ -538,17 +538,10 @@ class CatalogStore:
                     shards.mkdir()
                     _fsync_dir(self.root)
                 self._sweep_orphans()
-            self._index_removed_works()
-            yield
-
-    def _index_removed_works(self) -> None:
-        """Give a catalog written before it the index of its removed works (under the writer's
-        lock: opening and reading never write)."""
-        found = self.db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'works_removed'"
-        ).fetchone()
-        if found is None:
+            # a catalog written before the removed works' index gets it here, under the
+            # writer's lock (opening and reading never write); a no-op once it exists
             self.db.execute(_REMOVED_WORKS_INDEX)
+            yield
 
     def _unwritable(self, doing: str) -> CatalogError:
         """The error of a write to a catalog that was opened read-only."""
