@@ -60,6 +60,18 @@ def chance_uploads(tmp_path_factory) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
+def two_work_medley(tmp_path_factory) -> Path:
+    """30 s of catalog work 01, then 10 s of work 04 (from its 5th second)."""
+    first, sr = sf.read(CATALOG_DIR / "work_01.ogg", dtype="float32")
+    second, _ = sf.read(CATALOG_DIR / "work_04.ogg", dtype="float32")
+    parts = [first.reshape(len(first), -1).mean(1)[: 30 * sr]]
+    parts.append(second.reshape(len(second), -1).mean(1)[5 * sr : 15 * sr])
+    path = tmp_path_factory.mktemp("medley") / "work_01_then_04.wav"
+    sf.write(path, np.concatenate(parts), sr)
+    return path
+
+
+@pytest.fixture(scope="module")
 def split_catalog(pristine_catalog_dir: Path, tmp_path_factory) -> Path:
     """The fixture catalog plus three synthetic works, split into three shard groups."""
     root = tmp_path_factory.mktemp("split") / "catalog"
@@ -613,12 +625,18 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
 
 @pytest.mark.parametrize("voted", [8, 1])
 def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
-    split_catalog: Path, chance_uploads: list[Path], threaded_client, voted: int
+    split_catalog: Path,
+    chance_uploads: list[Path],
+    two_work_medley: Path,
+    threaded_client,
+    voted: int,
 ):
     """A sampled look-up that ranks no work: only the chroma-voted works are verified, each by
     the group that holds it, and the client adds them in vote order as one process does, with
-    8 works per vote and with 1."""
-    from audiodup import screening
+    8 works per vote and with 1. With 1, the votes along a line in time add a work the other
+    votes lack: the medley's second, shorter work (with 8 the others already hold every work of
+    this small catalog)."""
+    from audiodup import match, screening
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.sharded import ShardedScreening
@@ -630,18 +648,28 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
         min_sampled_support=10**9,
         chroma_voted_works=voted,
     )
-    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads + [two_work_medley]
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
         indexes = catalog.indexes()
-        verified = 0
+        verified = line_voted = 0
         for path in uploads:
             query = fingerprint_audio(load_audio(path, settings), settings, query=True)
             alone = screening.gather_evidence(query, indexes, settings, catalog.store)
             spread = sharded.gather_evidence(query)
             assert _evidence(spread) == _evidence(alone), path.name
             verified += len(alone.hashes)
+            search = match.search_chroma_segments(
+                query, indexes, settings, vote_density=settings.chroma_vote_density
+            )
+            without_line = dataclasses.replace(search, line_hits=None)
+            line_voted += len(
+                set(match.chroma_voted_works(search, voted))
+                - set(match.chroma_voted_works(without_line, voted))
+            )
     assert verified >= len(POSITIVES)
+    if voted == 1:
+        assert line_voted > 0
 
 
 def test_the_groups_deeper_chroma_hits_are_those_of_one_process(
