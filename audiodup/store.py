@@ -53,7 +53,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-from filelock import FileLock, Timeout
 
 from .errors import (
     CatalogBusyError,
@@ -285,7 +284,9 @@ class CatalogStore:
         self._shards_read: dict[str, object] = {}
         # four-peak files by (name, inode, mtime): an upgrade can write one again under its name
         self._quads_read: dict[tuple, QuadShard] = {}
-        self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=_LOCK_TIMEOUT_S)
+        self._lock = None  # the writer lock, made by the first write (write_lock)
+        self._making_lock = threading.Lock()
+        self.lock_timeout_s = _LOCK_TIMEOUT_S  # how long a write waits for another writer
         if self.root.exists() and not self.root.is_dir():
             raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
         if not self._db_path.exists():
@@ -505,13 +506,19 @@ class CatalogStore:
     # -- locking and transactions -------------------------------------------------------------
     @contextmanager
     def write_lock(self) -> Iterator[None]:
-        """The single-writer lock (reentrant). Only writes take it, never opening or reading."""
+        """The single-writer lock (reentrant). Only writes take it, never opening or reading
+        (nor import its library: a screening process starts without it)."""
+        from filelock import FileLock, Timeout
+
+        with self._making_lock:
+            if self._lock is None:
+                self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=self.lock_timeout_s)
         try:
             self._lock.acquire()
         except Timeout:
             raise CatalogBusyError(
                 f"catalog {path_text(self.root)} is locked by another writer (waited "
-                f"{_LOCK_TIMEOUT_S:.0f} s)"
+                f"{self.lock_timeout_s:.0f} s)"
             ) from None
         except OSError as exc:
             raise catalog_error(exc, self.root, "lock") from None

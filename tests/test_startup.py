@@ -108,6 +108,28 @@ def test_a_plain_screen_command_line_is_not_parsed_by_typer(tmp_path) -> None:
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
+def test_a_screen_opens_its_catalog_and_reaches_decoding_without_the_writer_lock(
+    catalog_copy,
+) -> None:
+    """Screening never writes: up to its first decode ``audiodup screen`` opens the catalog
+    without importing the writer lock's library (filelock, ~0.015 CPU-s)."""
+    code = (
+        "import json, sys\n"
+        "import audiodup.catalog as catalog\n"
+        "def stop(*args, **kwargs):\n"
+        "    print(json.dumps(['filelock' in sys.modules, 'audiodup.store' in sys.modules]))\n"
+        "    raise SystemExit(0)\n"
+        "catalog.load_audio = stop\n"
+        "from audiodup.cli import main\n"
+        f"sys.argv = ['audiodup', 'screen', '--db', {str(catalog_copy)!r}, 'x.mp3']\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [False, True]
+
+
 def _typer_screen_params(argv: list[str]) -> dict | None:
     """What typer passes to ``screen`` for ``audiodup screen ARGV``; None when it refuses."""
     import typer

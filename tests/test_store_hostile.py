@@ -352,7 +352,7 @@ def test_opening_and_reading_never_touch_the_lock(
 
 def test_writes_still_take_the_lock(catalog_copy: Path) -> None:
     with writer_lock_held(catalog_copy), Catalog.open(catalog_copy) as catalog:
-        catalog.store._lock.timeout = 0  # do not wait: show that the lock is wanted
+        catalog.store.lock_timeout_s = 0  # do not wait: show that the lock is wanted
         with pytest.raises(CatalogBusyError, match="locked by another writer"):
             catalog.remove(1)
         with pytest.raises(CatalogBusyError):
