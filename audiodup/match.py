@@ -731,11 +731,16 @@ def ranked_chroma_works(
 
 
 def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
-    """The ``n_works`` works that the most query segment vectors of one time scale find, then by
-    best similarity, then in order of appearance; of a denser search (``search.own``), those of
-    its own vectors' hits, then the ``n_works`` most voted by all its vectors that they lack, then
-    the ``n_works`` most voted at one offset among its deeper hits (``search.line_hits``,
-    :func:`_most_voted_in_line`) that they lack.
+    """The works of :func:`chroma_voted_scales`, in its order."""
+    return [work_id for work_id, _ in chroma_voted_scales(search, n_works)]
+
+
+def chroma_voted_scales(search: ChromaSearch | None, n_works: int) -> list[tuple[int, float]]:
+    """``(work_id, time_scale)`` of the ``n_works`` works that the most query segment vectors of
+    one time scale find, then by best similarity, then in order of appearance; of a denser search
+    (``search.own``), those of its own vectors' hits, then the ``n_works`` most voted by all its
+    vectors that they lack, then the ``n_works`` most voted at one offset among its deeper hits
+    (``search.line_hits``, :func:`_most_voted_in_line`) that they lack.
 
     In a large catalog every query vector finds some segment about as similar as a copy's
     (0.985-0.99 at 10^4 works), so a work's best similarity ranks a copy's work by chance. A
@@ -746,7 +751,8 @@ def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     find more copies' works at 10^5 works, and lose some of the sparser's (benchmarks/SCALING.md):
     both are kept. At 10^5 works a hard copy's work is often not among a vector's 8 nearest
     segments but among its 64, where only a line in time tells it from chance (the true work
-    among the voted for 51 of the 110 hard copies, 67 with the deeper votes)."""
+    among the voted for 51 of the 110 hard copies, 67 with the deeper votes). A work's scale is
+    that of the vote that ranked it (the scale of its fullest cell)."""
     if search is None or len(search.work_ids) == 0 or n_works <= 0:
         return []
     every = _most_voted(search.work_ids, search.rows, search.scales, search.similarities, n_works)
@@ -755,13 +761,16 @@ def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:
     own = search.own
     sims = search.similarities[own]
     first = _most_voted(search.work_ids[own], search.rows[own], search.scales[own], sims, n_works)
-    voted = first + [w for w in every if w not in first]
+    have = {w for w, _ in first}
+    voted = first + [(w, scale) for w, scale in every if w not in have]
     if search.line_hits is None:
         return voted
-    return voted + [w for w in _most_voted_in_line(search.line_hits, n_works) if w not in voted]
+    have = {w for w, _ in voted}
+    line = _most_voted_in_line(search.line_hits, n_works)
+    return voted + [(w, scale) for w, scale in line if w not in have]
 
 
-def _most_voted_in_line(hits: LineHits, n: int) -> list[int]:
+def _most_voted_in_line(hits: LineHits, n: int) -> list[tuple[int, float]]:
     """The ``n`` works that the most query vectors of one time scale find at one offset (two
     adjacent offset bins together: a segment hop of slack each way), then by best similarity,
     then in order of appearance. Of the deep votes of :func:`chroma_voted_works`: at 64 hits per
@@ -778,30 +787,40 @@ def _most_voted(
     similarities: np.ndarray,
     n: int,
     offset_bins: np.ndarray | None = None,
-) -> list[int]:
-    """:func:`chroma_voted_works` of the hits given: votes per (work, scale), or with
-    ``offset_bins`` per (work, scale, offset), each hit then in its own bin and the next one."""
+) -> list[tuple[int, float]]:
+    """:func:`chroma_voted_scales` of the hits given: votes per (work, scale), or with
+    ``offset_bins`` per (work, scale, offset), each hit then in its own bin and the next one;
+    each work with the scale of its fullest cell (of equals, the one with the most similar hit,
+    then the first)."""
     if len(work_ids) == 0:
         return []
     works, first_seen, work_of = np.unique(work_ids, return_index=True, return_inverse=True)
-    _, scale_of = np.unique(scales, return_inverse=True)
+    scale_values, scale_of = np.unique(scales, return_inverse=True)
     cells_per_work = int(scale_of.max()) + 1
     cell = work_of.astype(np.int64) * cells_per_work + scale_of
+    n_offsets = 1
     if offset_bins is not None:
         bins = offset_bins - offset_bins.min()
-        n_bins = int(bins.max()) + 2  # the next bin of the last never reaches the next scale
-        cells_per_work *= n_bins
-        cell = np.concatenate([cell * n_bins + bins, cell * n_bins + bins + 1])
+        n_offsets = int(bins.max()) + 2  # the next bin of the last never reaches the next scale
+        cells_per_work *= n_offsets
+        cell = np.concatenate([cell * n_offsets + bins, cell * n_offsets + bins + 1])
         rows = np.tile(rows, 2)
+        similarities = np.tile(similarities, 2)
     n_rows = int(rows.max()) + 1
     # one vote per (cell, query vector): a vector's several hits in a cell count once
     cells, votes = np.unique(np.unique(cell * n_rows + rows) // n_rows, return_counts=True)
     most = np.zeros(len(works), dtype=np.int64)
     np.maximum.at(most, cells // cells_per_work, votes)
+    # each work's fullest cell, of equals the one with the most similar hit, then the first
+    cell_best = np.full(len(cells), -np.inf)
+    np.maximum.at(cell_best, np.searchsorted(cells, cell), similarities.astype(np.float64))
+    by_votes = np.lexsort((cells, -cell_best, -votes, cells // cells_per_work))
+    fullest = cells[by_votes[np.r_[True, np.diff(cells[by_votes] // cells_per_work) != 0]]]
+    fullest_scale = scale_values[(fullest % cells_per_work) // n_offsets]
     best = np.full(len(works), -np.inf)
-    np.maximum.at(best, work_of, similarities.astype(np.float64))
+    np.maximum.at(best, work_of, similarities[: len(work_of)].astype(np.float64))
     ranked = np.lexsort((first_seen, -best, -most))[:n]
-    return [int(works[i]) for i in ranked]
+    return [(int(works[i]), float(fullest_scale[i])) for i in ranked]
 
 
 def best_chroma_works(

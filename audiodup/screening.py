@@ -34,6 +34,7 @@ from .match import (
     QueryKeys,
     align_chroma,
     candidate_works,
+    chroma_voted_scales,
     chroma_voted_works,
     look_up,
     query_keys,
@@ -517,6 +518,32 @@ def swept_leads(
     return [ev for ev in similar if not known(ev)][:3]
 
 
+def voted_lead_works(
+    search: ChromaSearch | None,
+    candidates: Sequence[tuple[int, float]],
+    found: Candidates,
+    settings: Settings,
+) -> list[tuple[int, float]]:
+    """``(work_id, time_scale)`` of the first ``chroma_voted_leads`` chroma-voted works that are
+    no chroma candidate, at the scale of the vote that ranked them
+    (:func:`audiodup.match.chroma_voted_scales`); none after a whole look-up, which takes no
+    votes."""
+    if found.unseen_hits <= 0 or settings.chroma_voted_leads <= 0:
+        return []
+    aligned = {work_id for work_id, _ in candidates}
+    voted = chroma_voted_scales(search, settings.chroma_voted_works)
+    return [(w, scale) for w, scale in voted if w not in aligned][: settings.chroma_voted_leads]
+
+
+def voted_leads(aligned: Iterable[ChromaEvidence], settings: Settings) -> list[ChromaEvidence]:
+    """The chroma alignments of voted works (:func:`voted_lead_works`, aligned at their vote's
+    scale) similar enough to lead a guided peak check (``peak_check_min_chroma``), each at its
+    pitch and an octave either side. They lead checks only, never a chroma finding; a check
+    stands alone: its peaks must clear their floors and their chance, paid for every check tried
+    on the work and for every work (:func:`audiodup.verdict.combine_peaks_and_chroma`)."""
+    return [ev for ev in aligned if ev.similarity >= settings.peak_check_min_chroma]
+
+
 def score_chroma(
     aligned: list[ChromaEvidence], n_works: int, settings: Settings
 ) -> list[ChromaFinding]:
@@ -631,8 +658,11 @@ def gather_evidence(
     ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` the chroma candidates are also
     aligned over the whole tempo range, to lead more peak checks (:func:`swept_chroma`,
     :func:`swept_leads`); the further looks of :func:`look_again` leave it off, the look as it
-    is covers that range. ``time_scale``: the query is the upload seen that many times slower
-    (a further look), its chroma searched at :func:`audiodup.match.view_scales`."""
+    is covers that range. After a sampled look-up the first chroma-voted works that are no chroma
+    candidate are aligned at their vote's scale to lead peak checks too (:func:`voted_lead_works`:
+    a copy that leaves no hash line is found by its peaks). ``time_scale``: the query is the
+    upload seen that many times slower (a further look), its chroma searched at
+    :func:`audiodup.match.view_scales`."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
@@ -663,6 +693,8 @@ def gather_evidence(
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
         leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
+    led = voted_lead_works(search, candidates, found, settings)
+    leads += voted_leads(aligned_chroma(query, led, settings, reference), settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
     cells = cell_leads(found.candidates, settings)
     peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells)

@@ -163,6 +163,10 @@ class Settings:
     # shard 92 -> 106 of 110 hard copies found (benchmarks/SCALING.md); 0 turns the channel off
     quad_voted_works: int = 8
     quad_budget: int = 300_000
+    # the first chroma-voted works that are no chroma candidate are aligned over the whole tempo
+    # range, to lead guided peak checks of their own (screening.voted_lead_works): a copy that
+    # leaves no hash line (a 2x stretch, heavy reverb) is found by its peaks only
+    chroma_voted_leads: int = 8
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0

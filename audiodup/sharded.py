@@ -82,6 +82,8 @@ from .screening import (
     verified_lines,
     vote_density,
     voted_extra,
+    voted_lead_works,
+    voted_leads,
     with_candidates,
 )
 from .settings import Settings
@@ -409,8 +411,10 @@ class ShardedScreening:
                 if decisive(hashes, settings):
                     return Evidence(n_works, hashes)
             candidates = chroma_candidate_scales(search, settings)
+            voted = voted_lead_works(search, candidates, found, settings)
+            # the voted works are no candidates: one round of alignments for both
             aligned = self._per_work(
-                specs, group_alignments, query_future, candidates, "alignments"
+                specs, group_alignments, query_future, candidates + voted, "alignments"
             )
             by_work = {ev.work_id: ev for part in aligned for ev in part}
             chroma = score_chroma(
@@ -424,6 +428,7 @@ class ShardedScreening:
                 swept_by_work = {ev.work_id: ev for part in swept for ev in part}
                 in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
                 leads = swept_leads(in_order, chroma, settings)
+            leads += voted_leads([by_work[w] for w, _ in voted if w in by_work], settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
             cells = cell_leads(found.candidates, settings)
             guesses = peak_guesses(hashed, chroma, settings, leads, cells)

@@ -608,6 +608,30 @@ def test_chroma_votes_rank_works_by_the_query_vectors_that_find_them() -> None:
     assert chroma_voted_works(None, 8) == [] and chroma_voted_works(search, 0) == []
 
 
+def test_a_voted_work_carries_the_scale_of_its_fullest_cell() -> None:
+    """A voted work comes with the time scale of the cell that ranked it: most vectors at one
+    scale (0.9: two of four), or at one scale and offset among the deeper hits (0.7: three
+    vectors in adjacent bins, against two at 0.9 far apart); equal cells give the first scale."""
+    from audiodup.match import ChromaSearch, LineHits, _most_voted_in_line, chroma_voted_scales
+
+    rows = np.arange(4)
+    works = np.array([3, 3, 3, 8])
+    sims = np.full(4, 0.9, np.float32)
+    search = ChromaSearch(rows, works, sims, np.array([0.5, 0.9, 0.9, 0.7]))
+    assert chroma_voted_scales(search, 2) == [(3, 0.9), (8, 0.7)]
+    rows = np.arange(5)
+    line = LineHits(
+        rows,
+        np.full(5, 3),
+        np.full(5, 0.9, np.float32),
+        np.array([0.9, 0.9, 0.7, 0.7, 0.7]),
+        np.array([0, 10, 4, 4, 5]),
+    )
+    assert _most_voted_in_line(line, 1) == [(3, 0.7)]
+    equal = ChromaSearch(rows[:2], np.array([6, 6]), sims[:2], np.array([1.07, 0.93]))
+    assert chroma_voted_scales(equal, 1) == [(6, 0.93)]
+
+
 def test_a_denser_search_votes_its_own_vectors_first_then_all() -> None:
     """Of a denser search the works its own vectors vote for come first, as the sparser search
     ranks them, then the works all vectors vote for most that those lack: a work only the added
@@ -638,11 +662,11 @@ def test_the_deeper_votes_rank_works_found_along_one_line_in_time() -> None:
     scales = np.array([1.0] * 12 + [0.5, 0.7, 0.9])
     bins = np.array([0, 10, 20, 30, 40, 50, 60, 70, 12, 12, 13, 12, 5, 5, 5])
     line = LineHits(rows, works, sims, scales, bins)
-    assert _most_voted_in_line(line, 3) == [9, 5, 4]
-    assert _most_voted_in_line(line, 1) == [9]
+    assert _most_voted_in_line(line, 3) == [(9, 1.0), (5, 1.0), (4, 0.5)]
+    assert _most_voted_in_line(line, 1) == [(9, 1.0)]
     # four vectors at four different offsets are no line
     scattered = LineHits(rows, works, sims, scales, np.where(works == 9, 3 * rows + 20, bins))
-    assert _most_voted_in_line(scattered, 1) == [5]
+    assert _most_voted_in_line(scattered, 1) == [(5, 1.0)]
     nearest = ChromaSearch(rows[:8], works[:8], sims[:8], scales[:8], np.ones(8, bool), line)
     assert chroma_voted_works(nearest, 1) == [5, 9]
     assert chroma_voted_works(dataclasses.replace(nearest, line_hits=None), 1) == [5]
@@ -667,7 +691,7 @@ def test_a_vote_search_adds_deeper_hits_for_the_votes_only(catalog: Catalog) -> 
     assert len(deep.line_hits.work_ids) > len(shallow.line_hits.work_ids)
     assert search_chroma_segments(query, indexes, s, 1.0).line_hits is None
     work_00 = next(w.work_id for w in catalog.works() if w.path.endswith("work_00.ogg"))
-    assert _most_voted_in_line(deep.line_hits, 1) == [work_00]
+    assert [w for w, _ in _most_voted_in_line(deep.line_hits, 1)] == [work_00]
 
 
 def test_a_deeper_hit_puts_the_query_start_where_its_segment_says() -> None:
@@ -809,6 +833,83 @@ def test_a_copy_stays_its_work_s_when_other_works_share_its_harmony(
     assert decide(matches, s) == "duplicate" and matches[0].work_id == work_ids[work]
     flagged = {m.work_id for m in matches if m.false_match_probability <= s.duplicate_max_fmp}
     assert not flagged & set(large.distractors)
+
+
+def voted_peak_checks(large: LargeCatalog, query, s: Settings, indexes=None) -> tuple:
+    """The first look's voted works that lead peak checks (no chroma candidate), their leads
+    and the checks (:func:`screening.voted_lead_works`, :func:`screening.voted_leads`)."""
+    indexes = indexes or large.indexes
+    found = screening.verified_candidates(query, indexes, s, large)
+    search = screening.search_chroma_segments(
+        query, indexes, s, 1.0, screening.vote_density(found, s)
+    )
+    candidates = screening.chroma_candidate_scales(search, s)
+    voted = screening.voted_lead_works(search, candidates, found, s)
+    leads = screening.voted_leads(screening.aligned_chroma(query, voted, s, large.fingerprint), s)
+    return voted, leads, screening.peak_checks(query, {}, [], s, large.fingerprint, leads)
+
+
+@pytest.mark.parametrize(
+    "name, work, tempo, semitones",
+    [
+        ("stretch_0.80_work_01.ogg", "work_01", 0.80, 0.0),
+        ("pitch_-3_work_03.ogg", "work_03", 1.0, -3.0),
+        ("speed_1.15_work_05.ogg", "work_05", 1.15, 12 * np.log2(1.15)),
+        ("nightcore_work_03.ogg", "work_03", 1.25, 12 * np.log2(1.25)),
+    ],
+)
+def test_a_voted_work_leads_a_peak_check_that_finds_its_copy(
+    large_catalog_chroma: LargeCatalog,
+    work_ids: dict[str, int],
+    name: str,
+    work: str,
+    tempo: float,
+    semitones: float,
+) -> None:
+    """With no chroma candidate at all, a copy's work is among the voted works; aligned at the
+    scale of its vote, it leads a guided peak check that finds the copy at its tempo and pitch,
+    with a probability far below duplicate after paying for every work. After a whole look-up
+    (no votes) no voted work leads a check."""
+    from audiodup.peakcheck import confirms_recording
+    from audiodup.verdict import combine_peaks_and_chroma
+
+    large = large_catalog_chroma
+    base = no_sampled_candidates(large.catalog.settings, voted=8)
+    s = dataclasses.replace(base, chroma_candidates=0)
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    voted, leads, checks = voted_peak_checks(large, query, s)
+    true_id = work_ids[work]
+    assert true_id in [w for w, _ in voted] and true_id in [ev.work_id for ev in leads]
+    found = checks[true_id]
+    assert confirms_recording(found.check, s)
+    n_works = int(large.indexes.live.sum())
+    fmp = combine_peaks_and_chroma(found.probability, n_works, None, s, confirmed=True)
+    assert fmp < s.duplicate_max_fmp * 1e-20
+    assert found.check.alignment.tempo_ratio == pytest.approx(tempo, rel=0.02)
+    shift = found.check.alignment.pitch_bins / s.bins_per_semitone
+    assert shift == pytest.approx(semitones, abs=0.5)
+    whole = dataclasses.replace(s, max_query_hits=MAX_HIT_BUDGET, whole_lookup_max_entries=10**12)
+    assert voted_peak_checks(large, query, whole)[0] == []
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
+def test_chance_stays_below_duplicate_when_every_voted_work_leads_peak_checks(
+    large_catalog_chroma: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 4-s excerpt of it and a medley against 606 works with chroma, every
+    voted work's alignment made to lead peak checks however dissimilar
+    (``peak_check_min_chroma`` 0): 8 works, each at its pitch and an octave either side, on
+    every look, and no look makes a duplicate."""
+    large = large_catalog_chroma
+    s = dataclasses.replace(
+        no_sampled_candidates(large.catalog.settings, voted=8), peak_check_min_chroma=0.0
+    )
+    audio = chance_upload(upload, large, s)
+    voted, leads, checks = voted_peak_checks(large, fingerprint_audio(audio, s, query=True), s)
+    short = upload == "excerpt_4s"  # shorter than a chroma segment: no search, no votes
+    assert len(leads) == len(voted) == (0 if short else s.chroma_voted_leads)
+    looks, matches = screen_large(large, audio, s)
+    assert decide(matches, s) != "duplicate"
 
 
 @pytest.mark.parametrize("name", ["stretch_0.80_work_01.ogg", "unrelated_a.ogg"])

@@ -672,6 +672,39 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
         assert line_voted > 0
 
 
+def test_voted_works_lead_peak_checks_in_their_groups_as_in_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    """A sampled look-up with no chroma candidate: the voted works are aligned at their vote's
+    scale in the groups that hold them, in one round with the candidates, and lead peak checks
+    (however dissimilar: ``peak_check_min_chroma`` 0) checked in their groups: the evidence of
+    one process."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    settings = dataclasses.replace(
+        DEFAULT_SETTINGS,
+        max_query_hits=300,
+        whole_lookup_max_entries=0,
+        min_sampled_support=10**9,
+        chroma_candidates=0,
+        peak_check_min_chroma=0.0,
+    )
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        checked = 0
+        for path in chance_uploads + [UPLOADS / "stretch_0.80_work_01.ogg"]:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            spread = sharded.gather_evidence(query)
+            assert _evidence(spread) == _evidence(alone), path.name
+            checked += len(alone.peaks)
+    assert checked > 0
+
+
 def test_the_groups_deeper_chroma_hits_are_those_of_one_process(
     split_catalog: Path, threaded_client
 ):
