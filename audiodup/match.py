@@ -799,13 +799,14 @@ def _most_voted(
     cells_per_work = int(scale_of.max()) + 1
     cell = work_of.astype(np.int64) * cells_per_work + scale_of
     n_offsets = 1
+    cell_similarities = similarities.astype(np.float64)
     if offset_bins is not None:
         bins = offset_bins - offset_bins.min()
         n_offsets = int(bins.max()) + 2  # the next bin of the last never reaches the next scale
         cells_per_work *= n_offsets
         cell = np.concatenate([cell * n_offsets + bins, cell * n_offsets + bins + 1])
         rows = np.tile(rows, 2)
-        similarities = np.tile(similarities, 2)
+        cell_similarities = np.tile(cell_similarities, 2)
     n_rows = int(rows.max()) + 1
     # one vote per (cell, query vector): a vector's several hits in a cell count once
     cells, votes = np.unique(np.unique(cell * n_rows + rows) // n_rows, return_counts=True)
@@ -813,12 +814,12 @@ def _most_voted(
     np.maximum.at(most, cells // cells_per_work, votes)
     # each work's fullest cell, of equals the one with the most similar hit, then the first
     cell_best = np.full(len(cells), -np.inf)
-    np.maximum.at(cell_best, np.searchsorted(cells, cell), similarities.astype(np.float64))
+    np.maximum.at(cell_best, np.searchsorted(cells, cell), cell_similarities)
     by_votes = np.lexsort((cells, -cell_best, -votes, cells // cells_per_work))
     fullest = cells[by_votes[np.r_[True, np.diff(cells[by_votes] // cells_per_work) != 0]]]
     fullest_scale = scale_values[(fullest % cells_per_work) // n_offsets]
     best = np.full(len(works), -np.inf)
-    np.maximum.at(best, work_of, similarities[: len(work_of)].astype(np.float64))
+    np.maximum.at(best, work_of, similarities.astype(np.float64))
     ranked = np.lexsort((first_seen, -best, -most))[:n]
     return [(int(works[i]), float(fullest_scale[i])) for i in ranked]
 
