@@ -24,7 +24,7 @@ from conftest import CATALOG_DIR, chance_music
 from audiodup import Catalog
 from audiodup.errors import ClusterError
 from audiodup.results import TIMING_FIELDS, to_jsonable
-from audiodup.settings import DEFAULT_SETTINGS
+from audiodup.settings import DEFAULT_SETTINGS, Settings
 from audiodup.store import split_by_group
 from audiodup.synth import synthesize_work
 
@@ -623,6 +623,18 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
             assert _evidence(spread) == _evidence(alone), path.name
 
 
+def _ranking_no_work(**more) -> Settings:
+    """A hit budget that drops most keys, every sampled cell below its support: only the works
+    the other channels propose (chroma votes, four-peak votes) are verified."""
+    return dataclasses.replace(
+        DEFAULT_SETTINGS,
+        max_query_hits=300,
+        whole_lookup_max_entries=0,
+        min_sampled_support=10**9,
+        **more,
+    )
+
+
 @pytest.mark.parametrize("voted", [8, 1])
 def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
     split_catalog: Path,
@@ -641,13 +653,7 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.sharded import ShardedScreening
 
-    settings = dataclasses.replace(
-        DEFAULT_SETTINGS,
-        max_query_hits=300,
-        whole_lookup_max_entries=0,
-        min_sampled_support=10**9,
-        chroma_voted_works=voted,
-    )
+    settings = _ranking_no_work(chroma_voted_works=voted)
     uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads + [two_work_medley]
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
@@ -684,14 +690,7 @@ def test_voted_works_lead_peak_checks_in_their_groups_as_in_one_process(
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.sharded import ShardedScreening
 
-    settings = dataclasses.replace(
-        DEFAULT_SETTINGS,
-        max_query_hits=300,
-        whole_lookup_max_entries=0,
-        min_sampled_support=10**9,
-        chroma_candidates=0,
-        peak_check_min_chroma=0.0,
-    )
+    settings = _ranking_no_work(chroma_candidates=0, peak_check_min_chroma=0.0)
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
         indexes = catalog.indexes()
@@ -739,15 +738,7 @@ def test_quad_voted_works_are_proposed_and_verified_as_in_one_process(
     from audiodup.sharded import ShardedScreening
     from audiodup.verdict import decide
 
-    settings = dataclasses.replace(
-        DEFAULT_SETTINGS,
-        max_query_hits=300,
-        whole_lookup_max_entries=0,
-        min_sampled_support=10**9,
-        chroma_voted_works=0,
-        quad_voted_works=3,
-        quad_budget=budget,
-    )
+    settings = _ranking_no_work(chroma_voted_works=0, quad_voted_works=3, quad_budget=budget)
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
         indexes = catalog.indexes()
