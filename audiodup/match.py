@@ -791,7 +791,7 @@ def _most_voted(
     """:func:`chroma_voted_scales` of the hits given: votes per (work, scale), or with
     ``offset_bins`` per (work, scale, offset), each hit then in its own bin and the next one;
     each work with the scale of its fullest cell (of equals, the one with the most similar hit,
-    then the first)."""
+    then the smallest scale and offset)."""
     if len(work_ids) == 0:
         return []
     works, first_seen, work_of = np.unique(work_ids, return_index=True, return_inverse=True)
@@ -812,7 +812,7 @@ def _most_voted(
     cells, votes = np.unique(np.unique(cell * n_rows + rows) // n_rows, return_counts=True)
     most = np.zeros(len(works), dtype=np.int64)
     np.maximum.at(most, cells // cells_per_work, votes)
-    # each work's fullest cell, of equals the one with the most similar hit, then the first
+    # each work's fullest cell, of equals the one with the most similar hit, then the lowest
     cell_best = np.full(len(cells), -np.inf)
     np.maximum.at(cell_best, np.searchsorted(cells, cell), cell_similarities)
     by_votes = np.lexsort((cells, -cell_best, -votes, cells // cells_per_work))

@@ -540,7 +540,8 @@ def voted_leads(aligned: Iterable[ChromaEvidence], settings: Settings) -> list[C
     scale) similar enough to lead a guided peak check (``peak_check_min_chroma``), each at its
     pitch and an octave either side. They lead checks only, never a chroma finding; a check
     stands alone: its peaks must clear their floors and their chance, paid for every check tried
-    on the work and for every work (:func:`audiodup.verdict.combine_peaks_and_chroma`)."""
+    on the work (:attr:`PeakFinding.probability`) and for every work
+    (:func:`audiodup.verdict.peak_false_match_probability`)."""
     return [ev for ev in aligned if ev.similarity >= settings.peak_check_min_chroma]
 
 

@@ -166,7 +166,8 @@ class Settings:
     # the first chroma-voted works that are no chroma candidate are aligned at their vote's
     # scale to lead guided peak checks of their own (screening.voted_lead_works): a copy that
     # leaves no hash line (a 2x stretch) is found by its peaks only. At 10^5 works 580 -> 587 of
-    # 616 hard copies, a negative's search +11 % CPU (benchmarks/SCALING.md, session 9)
+    # 616 hard copies, a negative's search +11 % CPU (benchmarks/SCALING.md, session 9). 0 turns
+    # it off, and so does chroma_voted_works 0 (no votes)
     chroma_voted_leads: int = 8
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3

@@ -512,9 +512,9 @@ class CatalogStore:
 
         with self._making_lock:
             if self._lock is None:
-                self._lock = FileLock(str(self.root / _LOCK_FILE), timeout=self.lock_timeout_s)
+                self._lock = FileLock(str(self.root / _LOCK_FILE))
         try:
-            self._lock.acquire()
+            self._lock.acquire(timeout=self.lock_timeout_s)
         except Timeout:
             raise CatalogBusyError(
                 f"catalog {path_text(self.root)} is locked by another writer (waited "

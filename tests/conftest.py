@@ -110,3 +110,20 @@ def chance_music(folder: Path, seeds: tuple[int, int, int], sr: int) -> list[Pat
     return [uploads / "unrelated_a.ogg", uploads / "unrelated_b.ogg"] + [
         folder / name for name in made
     ]
+
+
+def chord_cover(audio, sr: int):
+    """A re-arrangement: the work's chords on its own beats, played by twelve sine tones whose
+    loudness follows its chroma, one octave, no drums: same harmony, another recording."""
+    import librosa
+    import numpy as np
+
+    hop = 512
+    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=hop)
+    t = np.arange(len(audio)) / sr
+    frames = np.arange(chroma.shape[1]) * hop / sr
+    out = np.zeros(len(audio))
+    for k in range(12):
+        loud = np.interp(t, frames, chroma[k]) ** 2
+        out += loud * np.sin(2 * np.pi * 261.63 * 2 ** (k / 12) * t)
+    return (0.5 * out / np.abs(out).max()).astype(np.float32)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import chance_music
+from conftest import chance_music, chord_cover
 
 from audiodup import Catalog, screening
 from audiodup.audio import load_audio
@@ -327,30 +327,14 @@ def test_a_copy_without_a_verified_line_is_found_by_its_cell_lead(
     assert screening.match_fingerprint(query, catalog.indexes(), none, catalog.store) == []
 
 
-def _chord_cover(audio: np.ndarray, sr: int) -> np.ndarray:
-    """A re-arrangement: the work's chords on its own beats, played by twelve sine tones whose
-    loudness follows its chroma, one octave, no drums: same harmony, another recording."""
-    import librosa
-
-    hop = 512
-    chroma = librosa.feature.chroma_stft(y=audio, sr=sr, hop_length=hop)
-    t = np.arange(len(audio)) / sr
-    frames = np.arange(chroma.shape[1]) * hop / sr
-    out = np.zeros(len(audio))
-    for k in range(12):
-        loud = np.interp(t, frames, chroma[k]) ** 2
-        out += loud * np.sin(2 * np.pi * 261.63 * 2 ** (k / 12) * t)
-    return (0.5 * out / np.abs(out).max()).astype(np.float32)
-
-
 def _chance_cases(folder: Path, catalog_audio: Path) -> list[Path]:
     """Music in no catalog work (:func:`conftest.chance_music`) and a re-arrangement of a
-    catalog work (:func:`_chord_cover`)."""
+    catalog work (:func:`conftest.chord_cover`)."""
     import soundfile as sf
 
     sr = S.sample_rate_hz
     cover = folder / "chord_cover.wav"
-    sf.write(cover, _chord_cover(load_audio(catalog_audio, S).samples, sr), sr)
+    sf.write(cover, chord_cover(load_audio(catalog_audio, S).samples, sr), sr)
     return chance_music(folder, (9201, 9202, 9203), sr) + [cover]
 
 

@@ -113,7 +113,7 @@ def _evidence(evidence) -> dict:
             for f in evidence.chroma
         ],
         "peaks": [
-            (w, p.check.probability, p.check.matched_peaks, p.chroma is not None)
+            (w, p.probability, p.checks_tried, p.check.matched_peaks, p.chroma is not None)
             for w, p in evidence.peaks.items()
         ],
     }
@@ -678,30 +678,40 @@ def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
         assert line_voted > 0
 
 
+@pytest.mark.parametrize("candidates", [0, 2])
 def test_voted_works_lead_peak_checks_in_their_groups_as_in_one_process(
-    split_catalog: Path, chance_uploads: list[Path], threaded_client
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, candidates: int
 ):
-    """A sampled look-up with no chroma candidate: the voted works are aligned at their vote's
-    scale in the groups that hold them, in one round with the candidates, and lead peak checks
-    (however dissimilar: ``peak_check_min_chroma`` 0) checked in their groups: the evidence of
-    one process."""
+    """A sampled look-up with no chroma candidate, or 2: the voted works that are none are
+    aligned at their vote's scale in the groups that hold them, in one round with the
+    candidates, and lead peak checks (however dissimilar: ``peak_check_min_chroma`` 0) checked
+    in their groups: the evidence of one process, the checks tried on each work included."""
     from audiodup import screening
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
+    from audiodup.match import search_chroma_segments
     from audiodup.sharded import ShardedScreening
 
-    settings = _ranking_no_work(chroma_candidates=0, peak_check_min_chroma=0.0)
+    settings = _ranking_no_work(chroma_candidates=candidates, peak_check_min_chroma=0.0)
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
         indexes = catalog.indexes()
-        checked = 0
+        checked = both = 0
         for path in chance_uploads + [UPLOADS / "stretch_0.80_work_01.ogg"]:
             query = fingerprint_audio(load_audio(path, settings), settings, query=True)
             alone = screening.gather_evidence(query, indexes, settings, catalog.store)
             spread = sharded.gather_evidence(query)
             assert _evidence(spread) == _evidence(alone), path.name
             checked += len(alone.peaks)
+            found = screening.verified_candidates(query, indexes, settings, catalog.store)
+            search = search_chroma_segments(
+                query, indexes, settings, vote_density=settings.chroma_vote_density
+            )
+            aligned = screening.chroma_candidate_scales(search, settings)
+            led = screening.voted_lead_works(search, aligned, found, settings)
+            both += bool(aligned) and bool(led)
     assert checked > 0
+    assert (both > 0) == (candidates > 0)
 
 
 def test_the_groups_deeper_chroma_hits_are_those_of_one_process(

@@ -362,6 +362,25 @@ def test_writes_still_take_the_lock(catalog_copy: Path) -> None:
         assert len(catalog.works()) == 6
 
 
+def test_a_write_waits_as_long_as_the_store_says_after_an_earlier_write(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is made by the first write; a wait set afterwards holds for the next write."""
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.remove(1)
+        lock = catalog.store._lock
+        asked = []
+
+        def acquire(*args, **kwargs):
+            asked.append(kwargs.get("timeout"))
+            return type(lock).acquire(lock, *args, **kwargs)
+
+        monkeypatch.setattr(lock, "acquire", acquire)
+        catalog.store.lock_timeout_s = 7.0
+        catalog.remove(2)
+        assert asked == [7.0] and len(catalog.works()) == 4
+
+
 # --- 8: read-only folders and full disks ------------------------------------------------------
 
 
