@@ -35,7 +35,6 @@ from .match import (
     align_chroma,
     candidate_works,
     chroma_voted_scales,
-    chroma_voted_works,
     look_up,
     query_keys,
     ranked_chroma_works,
@@ -289,14 +288,14 @@ def _verified_work(
 def chroma_voted_candidates(
     query_hashes: TripletHashes,
     found: Candidates,
-    search: ChromaSearch | None,
+    chroma_voted: Sequence[int],
     indexes: LoadedIndexes,
     settings: Settings,
     hashes_of: ReferenceHashes,
     quad_works: Sequence[int] = (),
 ) -> Candidates:
-    """``found`` and, after its own, the works of :func:`audiodup.match.chroma_voted_works`
-    and then of ``quad_works`` (:func:`quad_voted_works`) it lacks, each verified on all of its
+    """``found`` and, after its own, the ``chroma_voted`` works (:func:`look_votes`) and then
+    those of ``quad_works`` (:func:`quad_voted_works`) it lacks, each verified on all of its
     hits as a sampled look-up's candidates are (:func:`chroma_voted_works_verified`); ``found``
     itself when its look-up was whole (every work's hits were counted, so the works that could
     hold a line are among its candidates).
@@ -306,7 +305,7 @@ def chroma_voted_candidates(
     the added works at their full hits like any candidate."""
     if found.unseen_hits <= 0:
         return found
-    extra = voted_extra(found, chroma_voted_works(search, settings.chroma_voted_works), quad_works)
+    extra = voted_extra(found, chroma_voted, quad_works)
     if not extra:
         return found
     added = chroma_voted_works_verified(query_hashes, extra, indexes, settings, hashes_of)
@@ -518,21 +517,28 @@ def swept_leads(
     return [ev for ev in similar if not known(ev)][:3]
 
 
+def look_votes(
+    search: ChromaSearch | None, found: Candidates, settings: Settings
+) -> list[tuple[int, float]]:
+    """The look's chroma-voted works with the scale of the vote that ranked them
+    (:func:`audiodup.match.chroma_voted_scales`), made once for the verification
+    (:func:`chroma_voted_candidates`) and the peak-check leads (:func:`voted_lead_works`); none
+    after a whole look-up, which takes no votes."""
+    if found.unseen_hits <= 0:
+        return []
+    return chroma_voted_scales(search, settings.chroma_voted_works)
+
+
 def voted_lead_works(
-    search: ChromaSearch | None,
+    votes: Sequence[tuple[int, float]],
     candidates: Sequence[tuple[int, float]],
-    found: Candidates,
     settings: Settings,
 ) -> list[tuple[int, float]]:
-    """``(work_id, time_scale)`` of the first ``chroma_voted_leads`` chroma-voted works that are
-    no chroma candidate, at the scale of the vote that ranked them
-    (:func:`audiodup.match.chroma_voted_scales`); none after a whole look-up, which takes no
-    votes."""
-    if found.unseen_hits <= 0 or settings.chroma_voted_leads <= 0:
-        return []
+    """``(work_id, time_scale)`` of the first ``chroma_voted_leads`` of the look's ``votes``
+    (:func:`look_votes`) that are no chroma candidate, at the scale of their vote."""
     aligned = {work_id for work_id, _ in candidates}
-    voted = chroma_voted_scales(search, settings.chroma_voted_works)
-    return [(w, scale) for w, scale in voted if w not in aligned][: settings.chroma_voted_leads]
+    led = [(w, scale) for w, scale in votes if w not in aligned]
+    return led[: max(settings.chroma_voted_leads, 0)]
 
 
 def voted_leads(aligned: Iterable[ChromaEvidence], settings: Settings) -> list[ChromaEvidence]:
@@ -679,8 +685,9 @@ def gather_evidence(
         query, indexes, settings, time_scale, vote_density(found, settings)
     )
     quad_works = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
+    votes = look_votes(search, found, settings)
     voted = chroma_voted_candidates(
-        query_hashes, found, search, indexes, settings, reference_hashes, quad_works
+        query_hashes, found, [w for w, _ in votes], indexes, settings, reference_hashes, quad_works
     )
     if voted is not found:
         found = voted
@@ -694,7 +701,7 @@ def gather_evidence(
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
         leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
-    led = voted_lead_works(search, candidates, found, settings)
+    led = voted_lead_works(votes, candidates, settings)
     leads += voted_leads(aligned_chroma(query, led, settings, reference), settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
     cells = cell_leads(found.candidates, settings)

@@ -51,7 +51,7 @@ from .allocator import keep_freed_memory
 from .errors import CatalogError
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
-from .match import ChromaEvidence, candidate_order, chroma_voted_works, search_chroma_segments
+from .match import ChromaEvidence, candidate_order, search_chroma_segments
 from .peakcheck import Alignment, PeakCheck
 from .quads import merged_quad_works, query_quads
 from .results import Match
@@ -71,6 +71,7 @@ from .screening import (
     decisive,
     hits_in_competition,
     look_again,
+    look_votes,
     matches_from_looks,
     peak_guesses,
     score_chroma,
@@ -404,14 +405,15 @@ class ShardedScreening:
             search = search_chroma_segments(
                 query, chroma_search, settings, time_scale, vote_density(found, settings)
             )
-            extra = self._voted(specs, totals, totals_future, query_future, found, search, left_out)
+            votes = look_votes(search, found, settings)
+            extra = self._voted(specs, totals, totals_future, query_future, found, votes, left_out)
             if extra:
                 found = with_candidates(found, extra)
                 hashes = _scored(found, n_works, settings)
                 if decisive(hashes, settings):
                     return Evidence(n_works, hashes)
             candidates = chroma_candidate_scales(search, settings)
-            voted = voted_lead_works(search, candidates, found, settings)
+            voted = voted_lead_works(votes, candidates, settings)
             # the voted works are no candidates: one round of alignments for both
             aligned = self._per_work(
                 specs, group_alignments, query_future, candidates + voted, "alignments"
@@ -445,10 +447,11 @@ class ShardedScreening:
         totals_future,
         query_future,
         found: Candidates,
-        search,
+        votes: list[tuple[int, float]],
         left_out: tuple[int, ...],
     ) -> list[Candidate]:
-        """The chroma- and quad-voted works ``found`` lacks, verified by their groups, in vote
+        """The chroma-voted works (``votes``, :func:`audiodup.screening.look_votes`) and the
+        quad-voted works ``found`` lacks, verified by their groups, in vote
         order (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
         look-up was whole."""
         if found.unseen_hits <= 0:
@@ -460,8 +463,7 @@ class ShardedScreening:
                 specs, group_quad_works, totals_future, query_future, left_out, what="quads"
             )
             quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
-        voted = chroma_voted_works(search, settings.chroma_voted_works)
-        items = [(w,) for w in voted_extra(found, voted, quad_works)]
+        items = [(w,) for w in voted_extra(found, [w for w, _ in votes], quad_works)]
         parts = self._by_group(specs, items)
         busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
         futures = [

@@ -841,16 +841,15 @@ def test_a_copy_stays_its_work_s_when_other_works_share_its_harmony(
     assert not flagged & set(large.distractors)
 
 
-def voted_peak_checks(large: LargeCatalog, query, s: Settings, indexes=None) -> tuple:
+def voted_peak_checks(large: LargeCatalog, query, s: Settings) -> tuple:
     """The first look's voted works that lead peak checks (no chroma candidate), their leads
     and the checks (:func:`screening.voted_lead_works`, :func:`screening.voted_leads`)."""
-    indexes = indexes or large.indexes
-    found = screening.verified_candidates(query, indexes, s, large)
+    found = screening.verified_candidates(query, large.indexes, s, large)
     search = screening.search_chroma_segments(
-        query, indexes, s, 1.0, screening.vote_density(found, s)
+        query, large.indexes, s, 1.0, screening.vote_density(found, s)
     )
     candidates = screening.chroma_candidate_scales(search, s)
-    voted = screening.voted_lead_works(search, candidates, found, s)
+    voted = screening.voted_lead_works(screening.look_votes(search, found, s), candidates, s)
     leads = screening.voted_leads(screening.aligned_chroma(query, voted, s, large.fingerprint), s)
     return voted, leads, screening.peak_checks(query, {}, [], s, large.fingerprint, leads)
 

@@ -708,7 +708,8 @@ def test_voted_works_lead_peak_checks_in_their_groups_as_in_one_process(
                 query, indexes, settings, vote_density=settings.chroma_vote_density
             )
             aligned = screening.chroma_candidate_scales(search, settings)
-            led = screening.voted_lead_works(search, aligned, found, settings)
+            votes = screening.look_votes(search, found, settings)
+            led = screening.voted_lead_works(votes, aligned, settings)
             both += bool(aligned) and bool(led)
     assert checked > 0
     assert (both > 0) == (candidates > 0)
