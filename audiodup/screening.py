@@ -224,6 +224,7 @@ def verified_candidates(
     works: WorkSource | None = None,
     reference_hashes: ReferenceHashes | None = None,
     query_hashes: TripletHashes | None = None,
+    verify_sampled: bool = True,
 ) -> Candidates:
     """The ``settings.candidate_works`` best candidate works
     (:func:`audiodup.match.candidate_works`) with their verified hash lines.
@@ -238,7 +239,9 @@ def verified_candidates(
     whole look-up would have. Without ``works`` the candidates are verified on the sample's hits
     alone, as before this existed. ``reference_hashes``: the candidates' hashes, when the caller
     keeps them (:func:`stored_hashes`; by default made from ``works``); ``query_hashes``: the
-    query's, when the caller made them."""
+    query's, when the caller made them. Without ``verify_sampled`` a sampled look-up's
+    candidates come back unverified, to be verified once ranked among other shard groups'
+    (:func:`works_verified`)."""
     hashes = query_hashes
     if hashes is None:
         hashes = fingerprint_hashes(query, settings, query=True)
@@ -261,11 +264,15 @@ def verified_candidates(
             for rank, (w, n) in enumerate(ranked)
         ]
         return Candidates(candidates, hit_works, counts.astype(np.float64))
-    candidates = []
-    keys = query_keys(hashes, found.usable)
-    hashes_of = reference_hashes or stored_hashes(works.fingerprint, settings)
-    for rank, (work_id, support) in enumerate(ranked):
-        candidates.append(_verified_work(hashes, keys, work_id, hashes_of, support, rank, settings))
+    if verify_sampled:
+        keys = query_keys(hashes, found.usable)
+        hashes_of = reference_hashes or stored_hashes(works.fingerprint, settings)
+        candidates = [
+            _verified_work(hashes, keys, work_id, hashes_of, support, rank, settings)
+            for rank, (work_id, support) in enumerate(ranked)
+        ]
+    else:
+        candidates = [Candidate(work_id, support, None) for work_id, support in ranked]
     share = found.kept_share
     return Candidates(candidates, hit_works, counts / share, unseen_hits=1.0 / share)
 
@@ -348,12 +355,28 @@ def chroma_voted_works_verified(
     settings: Settings,
     hashes_of: ReferenceHashes,
 ) -> list[Candidate]:
-    """Each of ``work_ids`` verified on all of its hits of the usable query hashes (as
-    :func:`hash_lookup` counts them usable), ranked after every sampled candidate."""
+    """Each of ``work_ids`` verified on all of its hits, ranked after every sampled candidate
+    (past the cell leads: these come from no coarse cell)."""
+    rank = settings.candidate_works
+    items = [(work_id, 0.0, rank) for work_id in work_ids]
+    return works_verified(query_hashes, items, indexes, settings, hashes_of)
+
+
+def works_verified(
+    query_hashes: TripletHashes,
+    items: Sequence[tuple[int, float, int]],
+    indexes: LoadedIndexes,
+    settings: Settings,
+    hashes_of: ReferenceHashes,
+) -> list[Candidate]:
+    """Each ``(work_id, support, rank)`` verified on all of its hits of the usable query hashes
+    (as :func:`hash_lookup` counts them usable), as a sampled look-up verifies its candidates."""
     usable = usable_hashes(query_hashes, indexes.bucket_sizes, _max_bucket_hits(indexes, settings))
     keys = query_keys(query_hashes, usable)
-    rank = settings.candidate_works  # past the cell leads: these come from no coarse cell
-    return [_verified_work(query_hashes, keys, w, hashes_of, 0.0, rank, settings) for w in work_ids]
+    return [
+        _verified_work(query_hashes, keys, work_id, hashes_of, support, rank, settings)
+        for work_id, support, rank in items
+    ]
 
 
 def with_candidates(found: Candidates, extra: list[Candidate]) -> Candidates:

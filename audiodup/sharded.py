@@ -5,17 +5,19 @@ keeps work ``w`` in group ``w % N``, and every shard within one group. Each grou
 opened once by the Dask worker that first screens against them and kept there (keyed by the
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
-A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to seven
+A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to eight
 rounds, each sent to every group at once and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
-   bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), ranks its works and
-   verifies its top ``candidate_works`` (on all their hits when the hit budget dropped keys);
-   the client keeps the top ``candidate_works`` of all (:func:`audiodup.match.candidate_order`,
-   as :func:`audiodup.match.candidate_works` ranks them: the global cut is exact because each
-   group returns its own top ones) and scores them over the whole catalog (``n_works``, the
-   chance background of all candidates, the kept candidates' full hits in competition). A
-   decisive line ends here.
+   bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), and ranks its top
+   ``candidate_works``; the client keeps the top ``candidate_works`` of all
+   (:func:`audiodup.match.candidate_order`, as :func:`audiodup.match.candidate_works` ranks
+   them: the global cut is exact because each group returns its own top ones). A whole look-up's
+   candidates come verified by their groups; when the hit budget dropped keys, only the
+   catalog's top ones are verified, on all their hits, by their groups (one more round: every
+   group verifying its own top ones cost one process's verification once per group). The client
+   scores them over the whole catalog (``n_works``, the chance background of all candidates,
+   the kept candidates' full hits in competition). A decisive line ends here.
 2. **chroma search**: each group returns its shards' nearest segments; the client lays them out
    in shard order, as one process would see them, and ranks the chroma candidates. When the
    look-up was a sample, each group also returns its best works on four-peak keys, each shard
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -67,7 +69,6 @@ from .screening import (
     cell_leads,
     checked_guesses,
     chroma_candidate_scales,
-    chroma_voted_works_verified,
     decisive,
     hits_in_competition,
     look_again,
@@ -86,6 +87,7 @@ from .screening import (
     voted_lead_works,
     voted_leads,
     with_candidates,
+    works_verified,
 )
 from .settings import Settings
 from .store import CatalogStore, available_memory
@@ -217,26 +219,29 @@ def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int]:
 def group_hashes(
     spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, left_out: tuple[int, ...] = ()
 ) -> Candidates:
-    """The group's best candidate works with their verified hash lines, and the hit counts of
-    its works that got hits (:func:`audiodup.screening.verified_candidates`)."""
+    """The group's best candidate works and the hit counts of its works that got hits
+    (:func:`audiodup.screening.verified_candidates`). A whole look-up's candidates come with
+    their verified hash lines; a sampled one's without: the client verifies only the
+    catalog's best (:func:`group_verified_works`), not every group's."""
     group = open_group(spec)
-    return verified_candidates(query, group.screened(totals, left_out), spec.settings, group)
+    indexes = group.screened(totals, left_out)
+    return verified_candidates(query, indexes, spec.settings, group, verify_sampled=False)
 
 
-def group_voted_works(
+def group_verified_works(
     spec: GroupSpec,
     totals: CatalogTotals,
     query: Fingerprint,
-    items: list[tuple[int]],
+    items: list[tuple[int, float, int]],
     left_out: tuple[int, ...] = (),
 ) -> list[Candidate]:
-    """The group's chroma-voted works (``items``: ``(work_id,)``) verified on all their hits
-    (:func:`audiodup.screening.chroma_voted_works_verified`), in order."""
+    """The group's works of ``items`` (``(work_id, support, rank)``) verified on all their hits
+    (:func:`audiodup.screening.works_verified`), in order."""
     group = open_group(spec)
     settings = spec.settings
-    return chroma_voted_works_verified(
+    return works_verified(
         fingerprint_hashes(query, settings, query=True),
-        [work_id for (work_id,) in items],
+        items,
         group.screened(totals, left_out),
         settings,
         stored_hashes(_memo(group.fingerprint), settings),
@@ -398,6 +403,10 @@ class ShardedScreening:
                 np.concatenate([part.hit_counts for part in parts]),
                 max((part.unseen_hits for part in parts), default=0.0),  # same in every group
             )
+            if found.unseen_hits > 0:  # sampled: the catalog's best, verified in their groups
+                ranked = [(c.work_id, c.support, rank) for rank, c in enumerate(found.candidates)]
+                verified = self._verified(specs, totals_future, query_future, ranked, left_out)
+                found = replace(found, candidates=verified)
             hashes = _scored(found, n_works, settings)
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
@@ -463,12 +472,27 @@ class ShardedScreening:
                 specs, group_quad_works, totals_future, query_future, left_out, what="quads"
             )
             quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
-        items = [(w,) for w in voted_extra(found, [w for w, _ in votes], quad_works)]
+        rank = settings.candidate_works  # past the cell leads, as in one process
+        extra = voted_extra(found, [w for w, _ in votes], quad_works)
+        return self._verified(
+            specs, totals_future, query_future, [(w, 0.0, rank) for w in extra], left_out
+        )
+
+    def _verified(
+        self,
+        specs,
+        totals_future,
+        query_future,
+        items: list[tuple[int, float, int]],
+        left_out: tuple[int, ...],
+    ) -> list[Candidate]:
+        """``(work_id, support, rank)`` items verified on all their hits by their groups
+        (:func:`group_verified_works`), in order."""
         parts = self._by_group(specs, items)
         busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
         futures = [
             self._submit(
-                group_voted_works,
+                group_verified_works,
                 spec,
                 totals_future,
                 query_future,
@@ -478,8 +502,8 @@ class ShardedScreening:
             )
             for spec, part in busy
         ]
-        verified = {c.work_id: c for part in self._gather(futures, "voted works") for c in part}
-        return [verified[w] for (w,) in items]
+        verified = {c.work_id: c for part in self._gather(futures, "verified works") for c in part}
+        return [verified[w] for w, _, _ in items]
 
     def _top_candidates(self, found: list[Candidates]) -> list[Candidate]:
         """The ``candidate_works`` best candidates over all groups, in the order one process

@@ -592,6 +592,13 @@ def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
     slow.cancel()
 
 
+def _sampled(**more) -> Settings:
+    """A hit budget small enough to drop most of the test catalog's keys."""
+    return dataclasses.replace(
+        DEFAULT_SETTINGS, max_query_hits=300, whole_lookup_max_entries=0, **more
+    )
+
+
 def test_a_sampled_look_up_gives_the_evidence_of_one_process(
     split_catalog: Path, chance_uploads: list[Path], threaded_client
 ):
@@ -603,13 +610,7 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
     from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
     from audiodup.sharded import ShardedScreening
 
-    settings = dataclasses.replace(
-        DEFAULT_SETTINGS,
-        max_query_hits=300,
-        whole_lookup_max_entries=0,
-        min_sampled_support=1,
-        candidate_works=3,
-    )
+    settings = _sampled(min_sampled_support=1, candidate_works=3)
     uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
@@ -623,16 +624,59 @@ def test_a_sampled_look_up_gives_the_evidence_of_one_process(
             assert _evidence(spread) == _evidence(alone), path.name
 
 
+def test_a_sampled_look_up_verifies_only_the_catalogs_best_candidates(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, monkeypatch
+):
+    """Over shard groups a sampled look-up verifies the works one process verifies, not every
+    group's own top ones: the groups rank theirs, the client keeps the catalog's best and sends
+    each to its group to be verified, with the evidence of one process."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    # no other channel verifies works: only the candidates are
+    settings = _sampled(
+        min_sampled_support=1, candidate_works=2, chroma_voted_works=0, quad_voted_works=0
+    )
+    verified: list[int] = []
+    ranked: list[int] = []
+    verify, rank = screening._verified_work, screening.candidate_works
+
+    def counted_verify(*args, **kwargs):
+        verified.append(args[2])
+        return verify(*args, **kwargs)
+
+    def counted_rank(*args, **kwargs):
+        found = rank(*args, **kwargs)
+        ranked.append(len(found))
+        return found
+
+    monkeypatch.setattr(screening, "_verified_work", counted_verify)
+    monkeypatch.setattr(screening, "candidate_works", counted_rank)
+    uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads
+    ranked_more = 0
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        for path in uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            verified.clear()
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            verified_alone = sorted(verified)
+            verified.clear()
+            ranked.clear()
+            spread = sharded.gather_evidence(query)
+            assert sorted(verified) == verified_alone, path.name
+            assert _evidence(spread) == _evidence(alone), path.name
+            ranked_more += sum(ranked) > settings.candidate_works
+    assert ranked_more > 0  # the groups ranked more works than the catalog's best
+
+
 def _ranking_no_work(**more) -> Settings:
     """A hit budget that drops most keys, every sampled cell below its support: only the works
     the other channels propose (chroma votes, four-peak votes) are verified."""
-    return dataclasses.replace(
-        DEFAULT_SETTINGS,
-        max_query_hits=300,
-        whole_lookup_max_entries=0,
-        min_sampled_support=10**9,
-        **more,
-    )
+    return _sampled(min_sampled_support=10**9, **more)
 
 
 @pytest.mark.parametrize("voted", [8, 1])
