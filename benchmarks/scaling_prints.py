@@ -306,6 +306,48 @@ def screen_catalog(
         )
 
 
+def screen_over_groups(
+    catalog_dir: Path, queries: Path, out: Path, n_groups: int, only: frozenset[str] = frozenset()
+) -> None:
+    """Screen each prepared query (those of ``only``, when given) in one process and over the
+    catalog's ``n_groups`` shard groups on a LocalCluster, one after the other, as an upload is
+    (the further looks until a duplicate); one JSON line per query with both verdicts, whether
+    the two found the same matches, and the timings (:func:`benchmarks.sharded.side_by_side`)."""
+    from audiodup.allocator import keep_freed_memory
+    from audiodup.catalog import Catalog, _view_from
+    from audiodup.verdict import decide
+    from benchmarks.sharded import same_matches, shard_groups, side_by_side
+
+    keep_freed_memory()
+    prints = pickle.loads(queries.read_bytes())
+    prints = [(q, fp) for q, fp in prints if not only or q.query_id in only]
+    views = pickle.loads(prepare_views(queries).read_bytes())
+    with (
+        Catalog.open(catalog_dir, create=False) as catalog,
+        shard_groups(catalog, n_groups) as (client, sharded),
+        out.open("w") as fh,
+    ):
+        catalog.indexes()
+        sharded.match_fingerprint(prints[0][1])  # the groups open their shards
+        for q, fp in prints:
+            view = _view_from(views[q.query_id])
+            alone, grouped, timings = side_by_side(catalog, client, sharded, fp, view)
+            top = alone[0] if alone else None
+            record = {
+                "query_id": q.query_id,
+                "variant": q.variant,
+                "role": q.role,
+                "verdict": decide(alone, catalog.settings),
+                "verdict_over_groups": decide(grouped, catalog.settings),
+                "same_matches": same_matches(alone, grouped),
+                "top_path": top.path if top else None,
+                "top_fmp": top.false_match_probability if top else None,
+                **timings,
+            }
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+
+
 # -- the run -------------------------------------------------------------------------------------
 def run(
     sizes: Sequence[int],
@@ -729,6 +771,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--queries", type=Path, required=True)
     p_screen.add_argument("--out", type=Path, required=True)
     p_screen.add_argument("--max-query-hits", type=int, default=None)
+    p_groups = sub.add_parser("sharded")
+    p_groups.add_argument("--catalog", type=Path, required=True)
+    p_groups.add_argument("--queries", type=Path, required=True)
+    p_groups.add_argument("--out", type=Path, required=True)
+    p_groups.add_argument("--groups", type=int, required=True, help="the catalog's shard groups")
+    p_groups.add_argument("--only", type=Path, default=None, help="JSON list of query ids")
     p_compact = sub.add_parser("compact")
     p_compact.add_argument("catalog", type=Path)
     p_compact.add_argument("--into", type=int, default=1, help="shards after")
@@ -755,6 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
+    elif args.command == "sharded":
+        only = frozenset(json.loads(args.only.read_text())) if args.only else frozenset()
+        screen_over_groups(args.catalog, args.queries, args.out, args.groups, only)
     elif args.command == "compact":
         from audiodup.errors import CatalogError
 

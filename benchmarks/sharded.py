@@ -19,11 +19,14 @@ Writes ``benchmarks/SHARDED.md`` (date, commit, machine, load average).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -215,6 +218,63 @@ def main(
     print(text)
     out.write_text(text)
     log(f"written {out}")
+
+
+@contextlib.contextmanager
+def shard_groups(catalog: Catalog, n_groups: int) -> Iterator[tuple[object, ShardedScreening]]:
+    """``(client, sharded screening)`` over a LocalCluster of ``n_groups`` worker processes (one
+    thread each), for a catalog already split into that many groups."""
+    from distributed import Client, LocalCluster
+
+    if catalog.store.shard_groups() != n_groups:
+        raise SystemExit(
+            f"the catalog is split into {catalog.store.shard_groups()} shard groups, not "
+            f"{n_groups}: run `audiodup index shard --groups {n_groups} --db {catalog.root}`"
+        )
+    with (
+        LocalCluster(
+            n_workers=n_groups, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        ShardedScreening(catalog.store, catalog.settings, client) as sharded,
+    ):
+        yield client, sharded
+
+
+def _process_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def side_by_side(
+    catalog: Catalog,
+    client,
+    sharded: ShardedScreening,
+    query,
+    view=None,
+    without: Sequence[int] = (),
+    every_look: bool = False,
+) -> tuple[list, list, dict[str, float]]:
+    """One query's matches in this process and over the shard groups, one after the other, and
+    their wall and CPU seconds (the workers' CPU read from each worker before and after)."""
+    options = {"without": tuple(without), "every_look": every_look}
+    timings = {}
+    start, cpu = time.perf_counter(), time.process_time()
+    alone = catalog.match_fingerprint(query, view, **options)
+    timings["one process, wall"] = time.perf_counter() - start
+    timings["one process, CPU"] = time.process_time() - cpu
+    workers = sum(client.run(_process_cpu_s).values())
+    start, cpu = time.perf_counter(), time.process_time()
+    grouped = sharded.match_fingerprint(query, view, **options)
+    timings["shard groups, wall"] = time.perf_counter() - start
+    timings["shard groups, client CPU"] = time.process_time() - cpu
+    timings["shard groups, workers' CPU"] = sum(client.run(_process_cpu_s).values()) - workers
+    return alone, grouped, timings
+
+
+def same_matches(alone: list, grouped: list) -> bool:
+    """Whether two match lists are the same, field by field."""
+    return [to_jsonable(m) for m in alone] == [to_jsonable(m) for m in grouped]
 
 
 def same_queries(root: Path, client, n: int = 30) -> dict:
