@@ -6,7 +6,7 @@ opened once by the Dask worker that first screens against them and kept there (k
 catalog, the group and the catalog's ``index_key``, so a changed catalog is read again).
 
 A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in up to eight
-rounds, each sent to every group at once and gathered with a bounded wait:
+rounds, each sent at once to every group concerned and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
    bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), and ranks its top
@@ -33,9 +33,10 @@ rounds, each sent to every group at once and gathered with a bounded wait:
 
 Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
 same as screening the catalog in one process (``tests/test_sharded.py`` compares the JSON).
-A worker lost during a round: Dask runs its tasks again on another worker, which opens the
-group's shards; a cluster that gives no answer within ``timeout_s``, or has no worker left,
-raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
+A worker lost during a round: Dask runs its tasks again on another worker (every round's input
+is scattered to every worker), which opens the group's shards; a cluster that gives no answer
+within ``timeout_s``, or has no worker left, raises :class:`~audiodup.errors.ClusterError`
+(:mod:`audiodup.dask_client`).
 """
 
 from __future__ import annotations
@@ -598,8 +599,11 @@ class ShardedScreening:
             priority=1,  # before the decoding tasks of a rescan queued on the same worker
         )
 
-    def _scatter(self, data, **options):
-        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, **options)
+    def _scatter(self, data):
+        """``data`` (a look's query, its chroma vectors, the totals) on every worker: a worker
+        lost in the middle of a screening takes no round's input with it, and Dask runs the
+        round's tasks again on the others."""
+        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, broadcast=True)
 
     def _gather(self, futures: list, what: str) -> list:
         try:
@@ -637,7 +641,7 @@ class ShardedScreening:
                 )
                 if self._totals_future is not None:
                     self._totals_future.release()
-                self._totals_future = self._scatter(totals, broadcast=True)
+                self._totals_future = self._scatter(totals)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 
