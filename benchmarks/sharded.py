@@ -273,7 +273,8 @@ def side_by_side(
 
 
 def same_matches(alone: list, grouped: list) -> bool:
-    """Whether two match lists are the same, field by field."""
+    """Whether two match lists are the same, field by field as their JSON holds them (floats to
+    6 significant digits, :func:`audiodup.results.to_jsonable`)."""
     return [to_jsonable(m) for m in alone] == [to_jsonable(m) for m in grouped]
 
 
