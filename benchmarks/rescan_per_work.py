@@ -16,7 +16,7 @@ With ``--dask-groups N`` (a catalog split by ``audiodup index shard --groups N``
 work is also screened over the shard groups on a LocalCluster of N worker processes, as a
 sharded rescan screens it (``ShardedScreening.match_fingerprint`` without the work, every
 look), taking turns with the one process: wall time per work, CPU of the client and of the
-workers per work, and whether the two found the same matches (timing fields aside).
+workers per work, and whether the two found the same matches (as their JSON holds them).
 """
 
 from __future__ import annotations
