@@ -355,11 +355,16 @@ def chroma_voted_works_verified(
     settings: Settings,
     hashes_of: ReferenceHashes,
 ) -> list[Candidate]:
-    """Each of ``work_ids`` verified on all of its hits, ranked after every sampled candidate
-    (past the cell leads: these come from no coarse cell)."""
-    rank = settings.candidate_works
-    items = [(work_id, 0.0, rank) for work_id in work_ids]
+    """Each of ``work_ids`` verified on all of its hits (:func:`voted_items`)."""
+    items = voted_items(work_ids, settings)
     return works_verified(query_hashes, items, indexes, settings, hashes_of)
+
+
+def voted_items(work_ids: Sequence[int], settings: Settings) -> list[tuple[int, float, int]]:
+    """``(work_id, support, rank)`` of voted works for :func:`works_verified`: no support of
+    their own, ranked after every sampled candidate (past the cell leads: these come from no
+    coarse cell)."""
+    return [(work_id, 0.0, settings.candidate_works) for work_id in work_ids]
 
 
 def works_verified(

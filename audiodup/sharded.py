@@ -85,6 +85,7 @@ from .screening import (
     verified_lines,
     vote_density,
     voted_extra,
+    voted_items,
     voted_lead_works,
     voted_leads,
     with_candidates,
@@ -473,11 +474,9 @@ class ShardedScreening:
                 specs, group_quad_works, totals_future, query_future, left_out, what="quads"
             )
             quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
-        rank = settings.candidate_works  # past the cell leads, as in one process
         extra = voted_extra(found, [w for w, _ in votes], quad_works)
-        return self._verified(
-            specs, totals_future, query_future, [(w, 0.0, rank) for w in extra], left_out
-        )
+        items = voted_items(extra, settings)
+        return self._verified(specs, totals_future, query_future, items, left_out)
 
     def _verified(
         self,
