@@ -22,6 +22,7 @@ workers per work, and whether the two found the same matches (as their JSON hold
 from __future__ import annotations
 
 import collections
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -89,19 +90,28 @@ def main(
 ) -> None:
     from audiodup import Catalog
     from audiodup.allocator import keep_freed_memory
+    from audiodup.errors import AudiodupError
 
     keep_freed_memory()  # as the command line and a rescan's workers do
-    with Catalog.open(catalog_dir, create=False) as catalog:
-        works = sorted(w.work_id for w in catalog.works())
-        picked = np.random.default_rng(seed).choice(works, min(sample, len(works)), replace=False)
-        chosen = sorted(int(w) for w in picked)
-        start = time.process_time()
-        catalog.indexes()
-        print(f"{len(works)} works; indexes loaded in {time.process_time() - start:.1f} CPU-s")
-        if dask_groups:
-            over_groups(catalog, chosen, dask_groups)
-        else:
-            one_process(catalog, chosen)
+    try:
+        with Catalog.open(catalog_dir, create=False) as catalog:
+            _measure(catalog, sample, seed, dask_groups)
+    except AudiodupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def _measure(catalog, sample: int, seed: int, dask_groups: int) -> None:
+    works = sorted(w.work_id for w in catalog.works())
+    picked = np.random.default_rng(seed).choice(works, min(sample, len(works)), replace=False)
+    chosen = sorted(int(w) for w in picked)
+    start = time.process_time()
+    catalog.indexes()
+    print(f"{len(works)} works; indexes loaded in {time.process_time() - start:.1f} CPU-s")
+    if dask_groups:
+        over_groups(catalog, chosen, dask_groups)
+    else:
+        one_process(catalog, chosen)
 
 
 if __name__ == "__main__":

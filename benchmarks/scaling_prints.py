@@ -321,6 +321,8 @@ def screen_over_groups(
     keep_freed_memory()
     prints = pickle.loads(queries.read_bytes())
     prints = [(q, fp) for q, fp in prints if not only or q.query_id in only]
+    if not prints:
+        raise ValueError(f"no query of {queries} to screen")
     views = pickle.loads(prepare_views(queries).read_bytes())
     with (
         Catalog.open(catalog_dir, create=False) as catalog,
@@ -804,8 +806,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "screen":
         screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
     elif args.command == "sharded":
-        only = frozenset(json.loads(args.only.read_text())) if args.only else frozenset()
-        screen_over_groups(args.catalog, args.queries, args.out, args.groups, only)
+        from audiodup.errors import AudiodupError
+
+        try:
+            only = frozenset(json.loads(args.only.read_text())) if args.only else frozenset()
+            screen_over_groups(args.catalog, args.queries, args.out, args.groups, only)
+        except (AudiodupError, OSError, ValueError, pickle.UnpicklingError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "compact":
         from audiodup.errors import CatalogError
 
