@@ -33,10 +33,10 @@ rounds, each sent at once to every group concerned and gathered with a bounded w
 
 Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
 same as screening the catalog in one process (``tests/test_sharded.py`` compares the JSON).
-A worker lost during a round: Dask runs its tasks again on another worker (every round's input
-is scattered to every worker), which opens the group's shards; a cluster that gives no answer
-within ``timeout_s``, or has no worker left, raises :class:`~audiodup.errors.ClusterError`
-(:mod:`audiodup.dask_client`).
+A worker lost during a round: Dask runs its tasks again on another worker, which opens the
+group's shards (a lost worker that held the look's query cancels the look's next round: a
+:class:`~audiodup.errors.ClusterError`); a cluster that gives no answer within ``timeout_s``, or
+has no worker left, raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
 """
 
 from __future__ import annotations
@@ -598,11 +598,8 @@ class ShardedScreening:
             priority=1,  # before the decoding tasks of a rescan queued on the same worker
         )
 
-    def _scatter(self, data):
-        """``data`` (a look's query, its chroma vectors, the totals) on every worker: a worker
-        lost in the middle of a screening takes no round's input with it, and Dask runs the
-        round's tasks again on the others."""
-        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, broadcast=True)
+    def _scatter(self, data, **options):
+        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, **options)
 
     def _gather(self, futures: list, what: str) -> list:
         try:
@@ -640,7 +637,7 @@ class ShardedScreening:
                 )
                 if self._totals_future is not None:
                     self._totals_future.release()
-                self._totals_future = self._scatter(totals)
+                self._totals_future = self._scatter(totals, broadcast=True)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 

@@ -513,28 +513,6 @@ def test_a_worker_killed_mid_rescan_is_replaced_or_reported(split_catalog: Path,
         assert _scans(spread) == _scans(alone)
 
 
-def test_a_rounds_input_outlives_the_worker_that_got_it_first(split_catalog: Path):
-    """A look's query is scattered to every worker: when a worker dies in the middle of a
-    screening, the next round's tasks run on the others instead of being cancelled."""
-    from audiodup import dask_client
-    from audiodup.sharded import ShardedScreening
-
-    with (
-        _local_client(processes=True) as client,
-        Catalog.open(split_catalog, create=False) as catalog,
-        ShardedScreening(catalog.store, catalog.settings, client) as sharded,
-    ):
-        query = catalog.fingerprint(1)
-        future = sharded._scatter(query)
-        holders = client.who_has([future])[future.key]
-        assert len(holders) == 2
-        pids = client.run(os.getpid)
-        os.kill(pids[sorted(holders)[0]], signal.SIGKILL)
-        task = client.submit(getattr, future, "peaks", pure=False)
-        (peaks,) = dask_client.gather(client, [task], 60, 30, "the round")
-    assert np.array_equal(peaks, query.peaks)
-
-
 def test_a_sharded_rescan_takes_the_further_looks_as_one_process(
     split_catalog: Path, threaded_client, tmp_path: Path
 ):
