@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import CancelledError
 
-from .errors import AudiodupError, ClusterError
+from .errors import AudiodupError, ClusterDataLostError, ClusterError
 
 DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
 DEFAULT_NO_WORKERS_S = 20.0
@@ -83,7 +83,8 @@ def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options)
 
 
 def result(future):
-    """A finished future's result (its own error raised; a lost one as :class:`ClusterError`)."""
+    """A finished future's result (its own error raised; a lost one as :class:`ClusterError`,
+    :class:`ClusterDataLostError` when the data it needed was lost)."""
     from distributed import KilledWorker
 
     try:
@@ -91,7 +92,7 @@ def result(future):
     except KilledWorker as exc:
         raise ClusterError(f"Dask workers kept dying while computing {exc.args[0]}") from None
     except CancelledError:
-        raise ClusterError(_CANCELLED) from None
+        raise ClusterDataLostError(_CANCELLED) from None
 
 
 def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what) -> set:
@@ -112,7 +113,7 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
         except TimeoutError:
             pass
         except CancelledError:  # distributed's FuturesCancelledError
-            raise ClusterError(_CANCELLED) from None
+            raise ClusterDataLostError(_CANCELLED) from None
         if _n_workers(client) == 0:
             without_workers_since = without_workers_since or time.monotonic()
             if time.monotonic() - without_workers_since >= no_workers_s:

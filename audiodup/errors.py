@@ -66,3 +66,7 @@ def first_line(exc: BaseException) -> str:
 
 class ClusterError(AudiodupError):
     """A Dask cluster did not answer within the time allowed, or lost every worker."""
+
+
+class ClusterDataLostError(ClusterError):
+    """A Dask worker holding data that tasks needed was lost, so those tasks were cancelled."""

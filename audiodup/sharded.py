@@ -9,7 +9,7 @@ A screening is :func:`audiodup.screening.gather_evidence` cut at its seams, in u
 rounds, each sent at once to every group concerned and gathered with a bounded wait:
 
 1. **hashes**: each group looks the query's hashes up in its shards, with the catalog-wide
-   bucket sizes and entry count (:class:`CatalogTotals`, broadcast once), and ranks its top
+   bucket sizes and entry count (:class:`CatalogTotals`, sent once), and ranks its top
    ``candidate_works``; the client keeps the top ``candidate_works`` of all
    (:func:`audiodup.match.candidate_order`, as :func:`audiodup.match.candidate_works` ranks
    them: the global cut is exact because each group returns its own top ones). A whole look-up's
@@ -34,8 +34,9 @@ rounds, each sent at once to every group concerned and gathered with a bounded w
 Every step's arithmetic is the one-process code on the same shard files, so the verdicts are the
 same as screening the catalog in one process (``tests/test_sharded.py`` compares the JSON).
 A worker lost during a round: Dask runs its tasks again on another worker, which opens the
-group's shards (a lost worker that held the look's query cancels the look's next round: a
-:class:`~audiodup.errors.ClusterError`); a cluster that gives no answer within ``timeout_s``, or
+group's shards. A lost worker that held the look's query or the catalog totals cancels the
+look's rounds; the look is then taken once more, both sent anew (a second loss within it is a
+:class:`~audiodup.errors.ClusterError`). A cluster that gives no answer within ``timeout_s``, or
 has no worker left, raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
 """
 
@@ -51,7 +52,7 @@ import numpy as np
 
 from . import dask_client
 from .allocator import keep_freed_memory
-from .errors import CatalogError
+from .errors import CatalogError, ClusterDataLostError
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
@@ -388,7 +389,24 @@ class ShardedScreening:
         without: Sequence[int] = (),
     ) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups
-        (``without``: works left out, :meth:`LoadedIndexes.without`)."""
+        (``without``: works left out, :meth:`LoadedIndexes.without`). A look whose query or
+        catalog totals were held by a worker that was lost (its rounds cancelled) is taken once
+        more, both sent anew to the workers there are then."""
+        look = partial(self._look, query, sweep_all_tempos=sweep_all_tempos, time_scale=time_scale)
+        try:
+            return look(without=without)
+        except ClusterDataLostError:
+            self._forget_totals()
+            return look(without=without)
+
+    def _look(
+        self,
+        query: Fingerprint,
+        *,
+        sweep_all_tempos: bool,
+        time_scale: float,
+        without: Sequence[int],
+    ) -> Evidence:
         specs, totals, totals_future = self._current()
         settings = self.settings
         works = _LockedWorks(self)
@@ -637,9 +655,17 @@ class ShardedScreening:
                 )
                 if self._totals_future is not None:
                     self._totals_future.release()
-                self._totals_future = self._scatter(totals, broadcast=True)
+                # to one worker: the others fetch it from there when their tasks need it (a
+                # broadcast to a worker just killed could wait forever: SCALING.md, session 10)
+                self._totals_future = self._scatter(totals)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
+
+    def _forget_totals(self) -> None:
+        """Make the next look gather and send the catalog totals anew (the workers that held
+        them may be gone)."""
+        with self._lock:
+            self._key = None
 
 
 class _LockedWorks:

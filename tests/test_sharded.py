@@ -439,6 +439,87 @@ def test_no_worker_left_is_a_clear_error_not_a_hang(split_catalog: Path, process
     assert "no workers" in str(outcome)
 
 
+def _pids(client) -> dict[str, int]:
+    """The process id of each worker, by address."""
+    return client.run(os.getpid)
+
+
+def test_a_look_whose_query_holder_is_killed_is_taken_again(
+    split_catalog: Path, chance_uploads: list[Path]
+):
+    """The worker that a look's query was just sent to is killed before the look's rounds
+    fetch it: they are cancelled, and the look is taken again with the query sent anew, giving
+    the verdict of one process (unrelated music: every round runs, nothing is a duplicate)."""
+    from audiodup.fingerprint import Fingerprint
+    from audiodup.sharded import ShardedScreening
+
+    upload = chance_uploads[0]
+    with (
+        _local_client(processes=True) as client,
+        Catalog.open(split_catalog, create=False) as catalog,
+    ):
+        alone = _document(catalog.screen(upload))
+        with ShardedScreening(catalog.store, catalog.settings, client) as sharded:
+            killed, looks = [], []
+            scatter, look = sharded._scatter, sharded._look
+
+            def scatter_then_kill(data, **options):
+                future = scatter(data, **options)
+                if isinstance(data, Fingerprint) and not killed:
+                    holder = next(iter(client.who_has([future])[future.key]))
+                    killed.append(_pids(client)[holder])
+                    os.kill(killed[-1], signal.SIGKILL)
+                return future
+
+            def counted_look(*args, **options):
+                looks.append(options["time_scale"])
+                return look(*args, **options)
+
+            sharded._scatter, sharded._look = scatter_then_kill, counted_look
+            catalog.screen_with(sharded.match_fingerprint)
+            spread = _in_thread(lambda: _document(catalog.screen(upload)))
+    assert killed
+    assert looks[:2] == [1.0, 1.0]  # the look as it is, taken twice
+    assert spread == alone
+    assert alone["verdict"] == "clean"
+
+
+def test_workers_all_replaced_between_screenings_screen_as_before(split_catalog: Path):
+    """Every worker killed (their nannies start new ones) after a screening: the catalog totals
+    they held are gone, and the next screening sends them anew instead of failing."""
+    from audiodup.sharded import ShardedScreening
+
+    upload = UPLOADS / POSITIVES[0]
+    with (
+        _local_client(processes=True) as client,
+        Catalog.open(split_catalog, create=False) as catalog,
+    ):
+        alone = _document(catalog.screen(upload))
+        with ShardedScreening(catalog.store, catalog.settings, client) as sharded:
+            catalog.screen_with(sharded.match_fingerprint)
+            before = _document(catalog.screen(upload))
+            old = _pids(client)
+            for pid in old.values():
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while not (set(_live_pids(client)) - set(old.values())) or len(
+                _live_pids(client)
+            ) < len(old):
+                assert time.monotonic() < deadline, "the killed workers were not restarted"
+                time.sleep(0.5)
+            after = _in_thread(lambda: _document(catalog.screen(upload)))
+    assert before == alone and after == alone
+    assert alone["verdict"] == "duplicate"
+
+
+def _live_pids(client) -> list[int]:
+    """The process ids of the workers that answer now (none while they restart)."""
+    try:
+        return list(client.run(os.getpid, wait=True).values())
+    except (OSError, KeyError, ValueError):
+        return []
+
+
 @pytest.mark.parametrize("split", [True, False], ids=["split", "whole"])
 def test_rescan_dask_without_workers_stops_with_an_error(
     split: bool, split_catalog: Path, pristine_catalog_dir: Path, tmp_path, process_cluster
