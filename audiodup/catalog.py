@@ -101,6 +101,7 @@ class Catalog:
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
         self._matcher: Matcher | None = None
+        self._statistics: Callable[[], screening.CatalogStatistics] | None = None
         self._copy_owners = owners.CopyOwners(
             store.root, lambda: _rescan_clusters(self), store.ledger_edits
         )
@@ -275,18 +276,25 @@ class Catalog:
             query, self.indexes(), self.settings, self.store, view, without, every_look=every_look
         )
 
-    def screen_with(self, matcher: Matcher | None) -> None:
+    def screen_with(
+        self,
+        matcher: Matcher | None,
+        statistics: Callable[[], screening.CatalogStatistics] | None = None,
+    ) -> None:
         """Search with ``matcher(query, view, without, every_look)`` instead of the indexes
         loaded here: a split catalog's shard groups on Dask
-        (:class:`audiodup.sharded.ShardedScreening`'s ``match_fingerprint``); ``None`` goes back
-        to the indexes."""
+        (:class:`audiodup.sharded.ShardedScreening`'s ``match_fingerprint``, and its
+        ``totals`` as ``statistics``, so that pictures need no index here either); ``None``
+        goes back to the indexes."""
         self._matcher = matcher
+        self._statistics = statistics if matcher is not None else None
 
     def work_evidence(
         self, query: Fingerprint, work_id: int
     ) -> tuple[HashEvidence | None, ChromaEvidence | None]:
         """See :func:`audiodup.screening.work_evidence` (for pictures and reports)."""
-        return screening.work_evidence(query, work_id, self.indexes(), self.settings, self.store)
+        statistics = self.indexes() if self._statistics is None else self._statistics()
+        return screening.work_evidence(query, work_id, statistics, self.settings, self.store)
 
     def peak_evidence(
         self,

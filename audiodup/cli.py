@@ -493,7 +493,7 @@ def _sharded(catalog: Catalog, dask: str | None, timeout_s: float) -> Iterator[N
     from .sharded import ShardedScreening
 
     with ShardedScreening(catalog.store, catalog.settings, dask, timeout_s=timeout_s) as sharded:
-        catalog.screen_with(sharded.match_fingerprint)
+        catalog.screen_with(sharded.match_fingerprint, sharded.totals)
         try:
             yield
         finally:
@@ -992,10 +992,18 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            help="Screen over the catalog's shard groups held by this Dask scheduler's "
+            "workers (a catalog split by 'index shard').",
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the screening service (HTTP API, docs at /docs) until interrupted."""
-    settings = _service_config(config, db=db, host=host, port=port, workers=workers)
+    settings = _service_config(config, db=db, host=host, port=port, workers=workers, dask=dask)
     try:
         from .service import server
     except ImportError as exc:

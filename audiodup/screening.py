@@ -149,7 +149,18 @@ def hash_lookup(hashes: TripletHashes, indexes: LoadedIndexes, settings: Setting
     )
 
 
-def _max_bucket_hits(indexes: LoadedIndexes, settings: Settings) -> int:
+class CatalogStatistics(Protocol):
+    """The catalog-wide key statistics the hash side screens with (``LoadedIndexes``, or a
+    split catalog's ``audiodup.sharded.CatalogTotals``)."""
+
+    @property
+    def bucket_sizes(self) -> np.ndarray: ...
+
+    @property
+    def n_hash_entries(self) -> int: ...
+
+
+def _max_bucket_hits(indexes: CatalogStatistics, settings: Settings) -> int:
     """The stop-word cap: keys of more entries than this are not looked up."""
     per_mean = settings.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
     return int(max(settings.min_bucket_cap, per_mean))
@@ -1213,15 +1224,27 @@ def _match(
 def work_evidence(
     query: Fingerprint,
     work_id: int,
-    indexes: LoadedIndexes,
+    statistics: CatalogStatistics,
     settings: Settings,
     works: WorkSource,
 ) -> tuple[HashEvidence | None, ChromaEvidence | None]:
     """The raw evidence that ``query`` contains work ``work_id``: the verified hash matches
     (with every inlier's upload and reference frame) and the best chroma alignment.
-    For pictures and reports; screening does not need it."""
-    hashed = _verify(hash_votes(query, indexes, settings), work_id, settings)
+    For pictures and reports; screening does not need it. The hash hits are all of the work's
+    (:func:`audiodup.match.work_votes`, from its stored fingerprint), as a sampled look-up's
+    candidates are verified, so only the catalog's key statistics are needed, not its index:
+    ``statistics`` is the loaded indexes or a split catalog's totals."""
+    hashes = fingerprint_hashes(query, settings, query=True)
+    usable = usable_hashes(hashes, statistics.bucket_sizes, _max_bucket_hits(statistics, settings))
     reference = works.fingerprint(work_id)
+    own = work_votes(
+        hashes,
+        query_keys(hashes, usable),
+        work_id,
+        fingerprint_hashes(reference, settings),
+        settings.bins_per_semitone,
+    )
+    hashed = _verify(own, work_id, settings)
     chroma = align_chroma(query, reference, work_id, settings)
     if chroma is not None:  # then a finer grid around the best scale, as screening does
         fine = chroma.tempo_ratio * _fine_scales(settings)

@@ -58,7 +58,7 @@ from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
 from .peakcheck import Alignment, PeakCheck
 from .quads import merged_quad_works, query_quads
-from .results import Match
+from .results import Match, path_text
 from .screening import (
     Candidate,
     Candidates,
@@ -322,7 +322,7 @@ class ShardedScreening:
 
     >>> with Catalog.open("split-catalog") as catalog:                  # doctest: +SKIP
     ...     sharded = ShardedScreening(catalog.store, catalog.settings, "tcp://host:8786")
-    ...     catalog.screen_with(sharded.match_fingerprint)
+    ...     catalog.screen_with(sharded.match_fingerprint, sharded.totals)
     ...     verdict = catalog.screen("upload.mp3")
 
     Every worker must see the catalog folder at the same absolute path. ``timeout_s`` bounds
@@ -634,12 +634,7 @@ class ShardedScreening:
         with self._lock:
             key = self.store.index_key()
             if key != self._key:
-                n_groups = self.store.shard_groups()
-                if not n_groups:
-                    raise CatalogError(
-                        f"catalog {self.root} is not split into shard groups; "
-                        "run 'audiodup index shard --groups N' first"
-                    )
+                n_groups = require_split(self.store)
                 specs = [
                     GroupSpec(self.root, self.settings, g, n_groups, key) for g in range(n_groups)
                 ]
@@ -661,11 +656,27 @@ class ShardedScreening:
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 
+    def totals(self) -> CatalogTotals:
+        """The catalog-wide statistics of the catalog as it is now."""
+        return self._current()[1]
+
     def _forget_totals(self) -> None:
         """Make the next look gather and send the catalog totals anew (the workers that held
         them may be gone)."""
         with self._lock:
             self._key = None
+
+
+def require_split(store: CatalogStore) -> int:
+    """The number of shard groups ``store``'s catalog is split into; ``CatalogError`` when it
+    is not split."""
+    n_groups = store.shard_groups()
+    if not n_groups:
+        raise CatalogError(
+            f"catalog {path_text(Path(store.root).absolute())} is not split into shard groups; "
+            "run 'audiodup index shard --groups N' first"
+        )
+    return n_groups
 
 
 class _LockedWorks:

@@ -16,7 +16,7 @@ from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.errors import AudiodupError, WorkNotFoundError
 from audiodup.explain import _aligned_chroma, _mean_cosine, explain, explain_figure, render_explain
-from audiodup.fingerprint import fingerprint_audio
+from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
 
 UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 
@@ -181,3 +181,33 @@ def test_peak_coincidences_are_drawn_under_the_chroma_alignment(
     assert f"{peaks.matched_peaks} coinciding peaks" in figure._suptitle.get_text()
     tempo = re.search(r"tempo x([0-9.]+)", figure._suptitle.get_text())
     assert tempo is not None and float(tempo.group(1)) == pytest.approx(1.15, abs=0.005)
+
+
+def test_a_sampled_catalogs_picture_shows_every_hit_of_the_work(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    """In a catalog whose look-ups are sampled (a hit budget that drops most keys) the picture
+    shows all the work's hits, as screening verifies its candidates, not the sample's few."""
+    import dataclasses
+
+    from audiodup import screening
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    sampled = dataclasses.replace(DEFAULT_SETTINGS, max_query_hits=300, whole_lookup_max_entries=0)
+    work_id = work_ids["work_01"]
+    query = query_of(catalog, "stretch_0.80_work_01.ogg")
+    whole, _ = catalog.work_evidence(query, work_id)
+    with Catalog.open(catalog.root, create=False, settings=sampled) as budgeted:
+        found = screening.hash_lookup(
+            fingerprint_hashes(query, sampled, query=True), budgeted.indexes(), sampled
+        )
+        assert found.kept_share < 0.5
+        sample = screening._verify(found.votes, work_id, sampled)
+        shown, _ = budgeted.work_evidence(query, work_id)
+    assert sample is None or sample.votes < whole.votes  # what the picture showed before
+    assert (shown.votes, shown.inliers, shown.main_inliers) == (
+        whole.votes,
+        whole.inliers,
+        whole.main_inliers,
+    )
+    assert shown.tempo_ratio == pytest.approx(0.8, abs=0.01)

@@ -23,7 +23,7 @@ import soundfile as sf
 from conftest import CATALOG_DIR, chance_music
 
 from audiodup import Catalog
-from audiodup.errors import ClusterError
+from audiodup.errors import CatalogError, ClusterError
 from audiodup.results import TIMING_FIELDS, to_jsonable
 from audiodup.settings import DEFAULT_SETTINGS, Settings
 from audiodup.store import split_by_group
@@ -901,3 +901,126 @@ def test_quad_voted_works_are_proposed_and_verified_as_in_one_process(
             elif budget == 300_000:
                 assert decide(matches, settings) == "duplicate", path.name
         assert proposed >= len(POSITIVES)
+
+
+# -- the service over the shard groups (serve --dask) ---------------------------------------------
+def _served(root: Path, uploads: list[Path], between=None, **config) -> tuple[list, bool]:
+    """Each upload's ``/v1/screen`` answer (status, first entry without timings), then
+    ``/readyz``'s, from the service on ``root`` with ``config`` (``between()`` called after the
+    first upload), and whether the service's catalog loaded its indexes."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from audiodup.service.app import create_app
+    from audiodup.service.auth import KeyFile
+    from audiodup.service.config import load_config
+
+    key = KeyFile(root / "service" / "keys.json").create(f"pipe{len(config)}", ["screen"])
+    app = create_app(load_config(None, {"db": root, **config}, environ={}), open_in_background=True)
+    answers = []
+    with TestClient(app) as http:
+        for upload in uploads:
+            response = http.post(
+                "/v1/screen",
+                files={"file": (upload.name, upload.read_bytes(), "audio/ogg")},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            body = response.json()
+            if response.status_code == 200:
+                entry = body["results"][0]
+                body = {k: v for k, v in entry.items() if k not in TIMING and "index_load" not in k}
+            answers.append((response.status_code, body))
+            if between is not None and len(answers) == 1:
+                between()
+        ready = http.get("/readyz")
+        answers.append((ready.status_code, ready.json()))
+        catalog = app.state.engine._catalog  # None: never opened
+        loaded = catalog is not None and catalog._indexes is not None
+    return answers, loaded
+
+
+def test_the_service_screens_over_the_shard_groups_as_in_one_process(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, tmp_path: Path
+):
+    """``serve --dask``: the same answers as the service screening the catalog itself, and the
+    service process loads no index (a copy, and unrelated music that stays clean)."""
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    uploads = [UPLOADS / POSITIVES[0], chance_uploads[0]]
+    alone, loaded_alone = _served(root, uploads)
+    spread, loaded_spread = _served(root, uploads, dask=threaded_client.scheduler.address)
+    assert spread == alone
+    assert [status for status, _ in alone] == [200, 200, 200]
+    assert [body["verdict"] for _, body in alone[:2]] == ["duplicate", "clean"]
+    assert loaded_alone and not loaded_spread
+
+
+def test_the_service_without_its_cluster_is_not_ready_and_says_so(
+    split_catalog: Path, pristine_catalog_dir: Path, tmp_path: Path
+):
+    """An unreachable scheduler leaves the service up and not ready (503 with a reason, and a
+    503 to screen); ``audiodup serve --dask`` refuses a catalog that is not split."""
+    pytest.importorskip("fastapi")
+    from audiodup.service import server
+    from audiodup.service.config import load_config
+
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        nobody = f"tcp://127.0.0.1:{free.getsockname()[1]}"
+    answers, loaded = _served(root, [UPLOADS / POSITIVES[0]], dask=nobody, request_timeout_s=5)
+    (screened, body), (ready, why) = answers
+    assert screened == 503 and body["error"]["code"] == "not_ready", body
+    assert ready == 503 and "cannot be opened" in why["error"]["message"]
+    assert not loaded
+    config = load_config(None, {"db": pristine_catalog_dir, "dask": nobody}, environ={})
+    with pytest.raises(CatalogError, match="index shard --groups"):
+        server.check(config)
+
+
+def test_the_service_answers_503_when_its_cluster_loses_every_worker(
+    split_catalog: Path, tmp_path: Path, process_cluster
+):
+    """Separate scheduler and worker processes; every worker killed after the first upload:
+    the next upload gets a 503 that says so (retry later), not a verdict and not a hang."""
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    upload = UPLOADS / POSITIVES[0]
+    answers, _ = _in_thread(
+        lambda: _served(
+            root, [upload, upload], process_cluster.kill_workers, dask=process_cluster.address
+        )
+    )
+    (first, found), (second, refused), _ = answers
+    assert first == 200 and found["verdict"] == "duplicate"
+    assert second == 503, refused
+    assert refused["error"]["code"] == "cluster_unavailable"
+    assert "no workers" in refused["error"]["message"]
+
+
+def test_pictures_of_a_split_catalog_need_no_index_in_the_client(
+    split_catalog: Path, threaded_client
+):
+    """``work_evidence`` (the explain picture's hash and chroma evidence) takes the catalog
+    totals from the groups: the same evidence as one process, no index loaded here."""
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    with Catalog.open(split_catalog, create=False) as alone:
+        query = fingerprint_audio(
+            load_audio(UPLOADS / POSITIVES[0], alone.settings), alone.settings, query=True
+        )
+        work_id = alone.screen(UPLOADS / POSITIVES[0]).matches[0].work_id
+        expected = alone.work_evidence(query, work_id)
+    with (
+        Catalog.open(split_catalog, create=False) as catalog,
+        ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded,
+    ):
+        catalog.screen_with(sharded.match_fingerprint, sharded.totals)
+        hashed, chroma = catalog.work_evidence(query, work_id)
+        assert catalog._indexes is None
+    assert hashed.main_inliers == expected[0].main_inliers >= 8
+    assert hashed.tempo_ratio == expected[0].tempo_ratio
+    assert chroma.similarity == expected[1].similarity

@@ -9,6 +9,7 @@ TOML (every key optional; ``db`` may be relative to the TOML file's folder)::
     port = 8000
     workers = 2
     max_upload_bytes = 104857600
+    dask = "tcp://scheduler:8786"   # screen over a split catalog's shard groups on Dask
 
 Environment variables are ``AUDIODUP_`` + the upper-case key (``AUDIODUP_PORT=9000``); the
 catalog folder is ``AUDIODUP_DB`` as for every other command.
@@ -71,6 +72,10 @@ class ServiceConfig:
     quick: bool = False
     # hash hits one look-up keeps (None: the default, 300,000), as `audiodup screen --hit-budget`
     hit_budget: int | None = None
+    # a Dask scheduler whose workers hold the catalog's shard groups (a catalog split by
+    # `audiodup index shard`), as `audiodup screen --dask`: the workers screen, this service
+    # loads no index; None: each service worker screens against the whole catalog itself
+    dask: str | None = None
 
     @property
     def keys_path(self) -> Path:
@@ -117,6 +122,10 @@ def _check(name: str, value: Any) -> Any:
     if name == "host":
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a host name or address")
+        return value.strip()
+    if name == "dask":
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a scheduler address (tcp://host:8786)")
         return value.strip()
     if name == "quick":
         text = str(value).strip().lower() if isinstance(value, str) else None

@@ -61,6 +61,7 @@ class Engine:
             initargs=(DEFAULT_SETTINGS.faiss_threads,),
         )
         self._catalog: Catalog | None = None
+        self._sharded = None  # ShardedScreening with config.dask
         self.queued = 0  # engine calls waiting or running in this process
         self._count = threading.Lock()
         self.ready = False
@@ -80,18 +81,25 @@ class Engine:
         """Open the catalog (it must exist) and load its indexes, so the first request is not
         the one that pays for it. Raises the library's error when it cannot."""
         catalog = Catalog.open(self.config.db, create=False)
+        sharded = None
         try:
             if self.config.quick:
                 catalog.settings = catalog.settings.without_further_looks()
             catalog.settings = catalog.settings.with_hit_budget(self.config.hit_budget)
             with self.lock:
-                catalog.indexes()
+                if self.config.dask is not None:
+                    sharded = sharded_screening(catalog, self.config)
+                else:
+                    catalog.indexes()
                 if self._closed:  # the worker stopped while this was loading
                     raise ApiError(503, "not_ready", "the worker is stopping")
-                # its first requests do not page the index files in one by one (never fails)
-                catalog.warm_files()
-                self._catalog = catalog
+                if sharded is None:
+                    # its first requests do not page the index files in one by one (never fails)
+                    catalog.warm_files()
+                self._catalog, self._sharded = catalog, sharded
         except BaseException:
+            if sharded is not None:
+                sharded.close()
             catalog.close()
             raise
         self.problem = None
@@ -163,6 +171,9 @@ class Engine:
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self.lock:
+            if self._sharded is not None:
+                self._sharded.close()
+                self._sharded = None
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
@@ -207,6 +218,20 @@ class Engine:
         with self._count:
             self.queued += step
         metrics.QUEUE_DEPTH.inc(step)
+
+
+def sharded_screening(catalog: Catalog, config: ServiceConfig):
+    """A ``ShardedScreening`` of ``catalog`` on ``config.dask``'s cluster, the catalog set to
+    screen through it (each round waits at most ``request_timeout_s``). Raises the library's
+    error when the catalog is not split or the scheduler cannot be reached."""
+    from ..sharded import ShardedScreening, require_split
+
+    require_split(catalog.store)
+    sharded = ShardedScreening(
+        catalog.store, catalog.settings, config.dask, timeout_s=config.request_timeout_s
+    )
+    catalog.screen_with(sharded.match_fingerprint, sharded.totals)
+    return sharded
 
 
 def get_engine(request: Request) -> Engine:

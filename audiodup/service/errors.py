@@ -9,6 +9,7 @@ from ..errors import (
     AudiodupError,
     CatalogBusyError,
     CatalogError,
+    ClusterError,
     DiskFullError,
 )
 
@@ -40,7 +41,8 @@ def not_found(message: str) -> ApiError:
 def engine_error(exc: BaseException) -> ApiError:
     """The API error of a library error met while screening, recording or reading: 422 for an
     upload that cannot be screened, 503 (``Retry-After``) for a busy catalog, 507 for a full
-    disk, 503 for another catalog error. Anything else is raised again."""
+    disk, 503 for another catalog error, 503 (``Retry-After``) for a Dask cluster that did
+    not answer (``serve --dask``). Anything else is raised again."""
     if isinstance(exc, ApiError):
         return exc
     text = results.shown_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -52,6 +54,8 @@ def engine_error(exc: BaseException) -> ApiError:
         return ApiError(507, "disk_full", text)
     if isinstance(exc, CatalogError):
         return ApiError(503, "catalog_error", text)
+    if isinstance(exc, ClusterError):
+        return ApiError(503, "cluster_unavailable", text, {"Retry-After": "5"})
     if isinstance(exc, AudiodupError):
         return ApiError(422, "rejected", text)
     raise exc

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 
 from ..catalog import Catalog
+from ..errors import AudiodupError
 from . import metrics
 from .auth import KeyFile
 from .config import CONFIG_ENV, ServiceConfig
@@ -18,9 +19,19 @@ from .logs import log_config
 
 
 def check(config: ServiceConfig) -> list[str]:
-    """Refuse to start without a readable catalog; warnings (one line each) otherwise."""
-    with Catalog.open(config.db, create=False):
-        pass
+    """Refuse to start without a readable catalog (with ``dask``: split into shard groups, and
+    Dask installed); warnings (one line each) otherwise."""
+    with Catalog.open(config.db, create=False) as catalog:
+        if config.dask is not None:
+            from ..sharded import require_split
+
+            require_split(catalog.store)
+            try:
+                import distributed  # noqa: F401
+            except ImportError:
+                raise AudiodupError(
+                    "--dask needs Dask distributed: pip install 'audiodup[dask]'"
+                ) from None
     keys = [r for r in KeyFile(config.keys_path).records() if r.revoked_at is None]
     if not keys:
         return ["no API key yet: every /v1 request will get 401 ('audiodup keys create')"]
