@@ -114,7 +114,7 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
             pass
         except CancelledError:  # distributed's FuturesCancelledError
             raise ClusterDataLostError(_CANCELLED) from None
-        if _n_workers(client) == 0:
+        if worker_count(client) == 0:
             without_workers_since = without_workers_since or time.monotonic()
             if time.monotonic() - without_workers_since >= no_workers_s:
                 raise ClusterError(
@@ -125,7 +125,7 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
             without_workers_since = None
 
 
-def _n_workers(client) -> int | None:
+def worker_count(client) -> int | None:
     """Workers the scheduler knows of (None: it did not answer within a second)."""
     try:
         return len(client.sync(client.scheduler.ncores, callback_timeout=_POLL_S))

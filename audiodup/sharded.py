@@ -656,6 +656,16 @@ class ShardedScreening:
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 
+    def cluster_problem(self) -> str | None:
+        """Why the cluster cannot screen now (no worker, or a scheduler that does not answer
+        within a second), or None."""
+        workers = dask_client.worker_count(self.client)
+        if workers is None:
+            return "the Dask scheduler does not answer"
+        if workers == 0:
+            return "the Dask cluster has no workers"
+        return None
+
     def totals(self) -> CatalogTotals:
         """The catalog-wide statistics of the catalog as it is now."""
         return self._current()[1]

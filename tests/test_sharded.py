@@ -983,7 +983,8 @@ def test_the_service_answers_503_when_its_cluster_loses_every_worker(
     split_catalog: Path, tmp_path: Path, process_cluster
 ):
     """Separate scheduler and worker processes; every worker killed after the first upload:
-    the next upload gets a 503 that says so (retry later), not a verdict and not a hang."""
+    the next upload gets a 503 that says so (retry later), not a verdict and not a hang, and
+    ``/readyz`` says the cluster has no workers."""
     root = tmp_path / "catalog"
     shutil.copytree(split_catalog, root)
     upload = UPLOADS / POSITIVES[0]
@@ -992,11 +993,12 @@ def test_the_service_answers_503_when_its_cluster_loses_every_worker(
             root, [upload, upload], process_cluster.kill_workers, dask=process_cluster.address
         )
     )
-    (first, found), (second, refused), _ = answers
+    (first, found), (second, refused), (ready, why) = answers
     assert first == 200 and found["verdict"] == "duplicate"
     assert second == 503, refused
     assert refused["error"]["code"] == "cluster_unavailable"
     assert "no workers" in refused["error"]["message"]
+    assert ready == 503 and "has no workers" in why["error"]["message"], why
 
 
 def test_pictures_of_a_split_catalog_need_no_index_in_the_client(

@@ -497,7 +497,8 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
     @app.get(
         "/readyz",
         tags=["operations"],
-        summary="The catalog is open, its indexes loaded, and its database readable now.",
+        summary="The catalog is open, its indexes loaded (with dask: its cluster has workers), "
+        "and its database readable now.",
         responses={503: _ERROR_DOC},
     )
     async def readyz(request: Request) -> dict:
@@ -505,6 +506,8 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         reason = engine.not_ready_reason()
         if reason is None:
             reason = await run_in_threadpool(engine.unreadable_reason)
+        if reason is None:
+            reason = await run_in_threadpool(engine.cluster_reason)
         if reason is not None:
             raise ApiError(503, "not_ready", reason, {"Retry-After": "5"})
         return {"status": "ready"}

@@ -151,6 +151,12 @@ class Engine:
             return f"the catalog database cannot be read ({LOG_SAYS_WHY})"
         return None
 
+    def cluster_reason(self) -> str | None:
+        """With ``dask``: why its cluster cannot screen now (no worker, no answer), or None."""
+        sharded = self._sharded
+        problem = None if sharded is None else sharded.cluster_problem()
+        return None if problem is None else f"{problem}: uploads are answered 503 until it can"
+
     def wait_open(self, timeout_s: float | None = None) -> None:
         """Block until the first attempt to open the catalog has ended (or ``timeout_s``)."""
         self._settled.wait(self.config.request_timeout_s if timeout_s is None else timeout_s)
