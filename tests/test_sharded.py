@@ -1026,3 +1026,44 @@ def test_pictures_of_a_split_catalog_need_no_index_in_the_client(
     assert hashed.main_inliers == expected[0].main_inliers >= 8
     assert hashed.tempo_ratio == expected[0].tempo_ratio
     assert chroma.similarity == expected[1].similarity
+
+
+def test_an_upload_recorded_by_the_service_on_dask_is_found_in_its_group(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client, tmp_path: Path
+):
+    """``POST /v1/uploads`` on ``serve --dask`` records new music as a work of its group; a
+    sped-up copy of it screened next is its duplicate, at its tempo, over the groups."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from audiodup.service.app import create_app
+    from audiodup.service.auth import KeyFile
+    from audiodup.service.config import load_config
+
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    original = chance_uploads[1]
+    samples, rate = sf.read(original, dtype="float32")
+    mono = samples.reshape(len(samples), -1).mean(axis=1)
+    faster = np.interp(np.arange(0, len(mono) - 1, 1.1), np.arange(len(mono)), mono)
+    copy = _write(tmp_path / "faster.wav", faster.astype(np.float32))
+    key = KeyFile(root / "service" / "keys.json").create("pipe", ["screen"])
+    auth = {"Authorization": f"Bearer {key}"}
+    config = load_config(None, {"db": root, "dask": threaded_client.scheduler.address}, environ={})
+    with TestClient(create_app(config, open_in_background=True)) as http:
+        recorded = http.post(
+            "/v1/uploads",
+            data={"uploader": "label-a", "title": "New"},
+            files={"file": (original.name, original.read_bytes(), "audio/ogg")},
+            headers={**auth, "Idempotency-Key": "new-1"},
+        )
+        assert recorded.status_code == 201, recorded.text
+        upload = recorded.json()["upload"]
+        assert upload["verdict"] == "clean"
+        body = {"file": ("faster.wav", copy.read_bytes(), "audio/wav")}
+        screened = http.post("/v1/screen", files=body, headers=auth)
+    assert screened.status_code == 200, screened.text
+    entry = screened.json()["results"][0]
+    assert entry["verdict"] == "duplicate"
+    assert entry["matches"][0]["work_id"] == upload["work_id"]
+    assert entry["matches"][0]["tempo_ratio"] == pytest.approx(1.1, rel=0.02)
