@@ -7,6 +7,7 @@ that is restarting gets that long to come back). Both raise :class:`ClusterError
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import CancelledError
@@ -16,6 +17,8 @@ from .errors import AudiodupError, ClusterDataLostError, ClusterError
 DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
 DEFAULT_NO_WORKERS_S = 20.0
 _POLL_S = 1.0
+_LOOP_RUNNER = None  # distributed.utils.LoopRunner shared by the clients connect() makes
+_LOOP_LOCK = threading.Lock()
 _CANCELLED = (
     "a Dask task was cancelled (a worker holding its data was lost, or the scheduler went away)"
 )
@@ -23,7 +26,9 @@ _CANCELLED = (
 
 def connect(address_or_client, timeout_s: float = 30.0):
     """``(client, own)``: a ``distributed.Client`` for a scheduler address (``own``: the caller
-    closes it), or the client it was given."""
+    closes it), or the client it was given. Clients made here share one event-loop thread: a
+    client that fails to connect leaves its own loop's thread and sockets behind, and a service
+    tries again every few seconds while its scheduler is away."""
     try:
         from distributed import Client
     except ImportError:
@@ -31,12 +36,33 @@ def connect(address_or_client, timeout_s: float = 30.0):
     if isinstance(address_or_client, Client):
         return address_or_client, False
     try:
-        client = Client(address_or_client, set_as_default=False, timeout=timeout_s)
+        client = Client(
+            address_or_client, set_as_default=False, timeout=timeout_s, loop=_shared_loop()
+        )
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterError(
             f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
         ) from None
     return client, True
+
+
+def _shared_loop():
+    """The event loop of every client :func:`connect` makes, run by one daemon thread."""
+    global _LOOP_RUNNER
+    with _LOOP_LOCK:
+        if _LOOP_RUNNER is None:
+            from distributed.utils import LoopRunner
+
+            runner = LoopRunner(asynchronous=False)
+            runner.start()
+            _LOOP_RUNNER = runner
+        return _LOOP_RUNNER.loop
+
+
+def is_closed(client) -> bool:
+    """Whether ``client`` has closed for good (its scheduler was away longer than it waits to
+    reconnect): it answers nothing any more."""
+    return getattr(client, "status", None) in ("closing", "closed")
 
 
 def wait_first(
@@ -76,9 +102,11 @@ def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options)
                 f"the Dask cluster has had no workers for {no_workers_s:g} s; "
                 "nothing can be screened (start workers and try again)"
             ) from None
-        except OSError as exc:  # distributed's CommClosedError: that worker just went away
+        except OSError:  # distributed's CommClosedError: that worker just went away
             if time.monotonic() >= deadline:
-                raise ClusterError(f"the Dask workers could not be sent a query: {exc}") from None
+                raise ClusterError(
+                    "the Dask workers could not be sent a query (each went away as it was sent)"
+                ) from None
             time.sleep(_POLL_S)
 
 

@@ -52,7 +52,7 @@ import numpy as np
 
 from . import dask_client
 from .allocator import keep_freed_memory
-from .errors import CatalogError, ClusterDataLostError
+from .errors import CatalogError, ClusterDataLostError, ClusterError
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
@@ -317,6 +317,10 @@ def _scored(found: Candidates, n_works: int, settings: Settings) -> dict[int, Ha
     return score_hashes(verified_lines(found).values(), n_works, settings, hit_counts)
 
 
+_CLIENT_CLOSED = "the Dask scheduler went away and the connection to it was closed"
+_RECONNECT_PROBE_S = 2.0  # how long a readiness probe waits to connect again
+
+
 class ShardedScreening:
     """Screens queries against a split catalog's shard groups on a Dask cluster.
 
@@ -343,6 +347,7 @@ class ShardedScreening:
         self.root = str(Path(store.root).absolute())
         self.timeout_s = timeout_s
         self.no_workers_s = no_workers_s
+        self._dask = dask  # the address to connect to again, when the client is ours
         self.client, self._own_client = dask_client.connect(dask, min(timeout_s, no_workers_s))
         self._lock = threading.Lock()
         self._key = None
@@ -352,11 +357,10 @@ class ShardedScreening:
         self._homes: list[str] = []
 
     def close(self) -> None:
-        if self._totals_future is not None:
-            self._totals_future.release()
-            self._totals_future = None
-        if self._own_client:
-            self.client.close()
+        with self._lock:
+            self._totals_future = None  # released once no look holds it
+            if self._own_client:
+                self.client.close()
 
     def __enter__(self) -> ShardedScreening:
         return self
@@ -394,20 +398,38 @@ class ShardedScreening:
         more, both sent anew to the workers there are then."""
         look = partial(self._look, query, sweep_all_tempos=sweep_all_tempos, time_scale=time_scale)
         try:
-            return look(without=without)
+            return self._attempt(look, without)
         except ClusterDataLostError:
-            self._forget_totals()
-            return look(without=without)
+            return self._attempt(look, without)
+
+    def _attempt(self, look, without: Sequence[int]) -> Evidence:
+        """``look(current, without=...)`` on the catalog as it is now. Cancelled rounds forget
+        the catalog totals when they were lost too; an error raised because the scheduler
+        closed the client meanwhile (an outage longer than the client waits) becomes a
+        ``ClusterError``."""
+        current = self._current()
+        try:
+            return look(current, without=without)
+        except ClusterDataLostError:
+            self._forget_totals(current[2])
+            raise
+        except ClusterError:
+            raise
+        except Exception:
+            if dask_client.is_closed(self.client):
+                raise ClusterError(_CLIENT_CLOSED) from None
+            raise
 
     def _look(
         self,
         query: Fingerprint,
+        current: tuple[list[GroupSpec], CatalogTotals, object],
         *,
         sweep_all_tempos: bool,
         time_scale: float,
         without: Sequence[int],
     ) -> Evidence:
-        specs, totals, totals_future = self._current()
+        specs, totals, totals_future = current
         settings = self.settings
         works = _LockedWorks(self)
         left_out = tuple(sorted({w for w in without if works.work(w) is not None}))
@@ -632,6 +654,7 @@ class ShardedScreening:
         """The group specs and catalog totals of the catalog as it is now (gathered again from
         the groups when the catalog changed)."""
         with self._lock:
+            self._reconnect_if_closed(min(self.timeout_s, self.no_workers_s))
             key = self.store.index_key()
             if key != self._key:
                 n_groups = require_split(self.store)
@@ -648,17 +671,21 @@ class ShardedScreening:
                     any(p[3] for p in parts),
                     int(sum(p[4] for p in parts)),
                 )
-                if self._totals_future is not None:
-                    self._totals_future.release()
                 # to one worker: the others fetch it from there when their tasks need it (a
-                # broadcast to a worker just killed could wait forever: SCALING.md, session 10)
+                # broadcast to a worker just killed could wait forever: SCALING.md, session 10);
+                # the one it replaces is released once no look in flight holds it
                 self._totals_future = self._scatter(totals)
                 self._specs, self._totals, self._key = specs, totals, key
             return self._specs, self._totals, self._totals_future
 
     def cluster_problem(self) -> str | None:
         """Why the cluster cannot screen now (no worker, or a scheduler that does not answer
-        within a second), or None."""
+        within a second, connecting again once when the client was closed), or None."""
+        with self._lock:
+            try:
+                self._reconnect_if_closed(_RECONNECT_PROBE_S)
+            except ClusterError:
+                return "the Dask scheduler does not answer"
         workers = dask_client.worker_count(self.client)
         if workers is None:
             return "the Dask scheduler does not answer"
@@ -670,11 +697,23 @@ class ShardedScreening:
         """The catalog-wide statistics of the catalog as it is now."""
         return self._current()[1]
 
-    def _forget_totals(self) -> None:
-        """Make the next look gather and send the catalog totals anew (the workers that held
-        them may be gone)."""
+    def _forget_totals(self, used) -> None:
+        """After a look's rounds were cancelled: when the catalog totals future it ``used`` is
+        still the one sent and is no longer held by any worker, the next look gathers and
+        sends them anew (the looks of other threads that use it fail and retry alike)."""
         with self._lock:
-            self._key = None
+            if self._totals_future is used and used.status != "finished":
+                self._key = None
+
+    def _reconnect_if_closed(self, timeout_s: float) -> None:
+        """Connect again when our client was closed for good (its scheduler was away longer
+        than the client waits), forgetting what the old one sent. Caller holds the lock."""
+        if not dask_client.is_closed(self.client):
+            return
+        if not self._own_client:
+            raise ClusterError(_CLIENT_CLOSED)
+        self.client, _ = dask_client.connect(self._dask, timeout_s)
+        self._key, self._totals_future = None, None
 
 
 def require_split(store: CatalogStore) -> int:

@@ -79,6 +79,27 @@ def _answers(app, http, key: str, queries: list) -> list[dict]:
     return rows
 
 
+def _both(catalog: Path, queries: list, groups: int) -> dict[str, list[dict]]:
+    """Each service's answers: on the whole catalog, then over the shard groups."""
+    import distributed
+
+    from audiodup.service.auth import KeyFile
+
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        distributed.LocalCluster(
+            n_workers=groups, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+    ):
+        key_file = Path(scratch) / "keys.json"
+        key = KeyFile(key_file).create("service-sharded-bench", ["screen"])
+        runs = {}
+        for name, config in (("whole", {}), ("dask", {"dask": cluster.scheduler_address})):
+            with _service(catalog, key_file, **config) as (app, http):
+                runs[name] = _answers(app, http, key, queries)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service_sharded")
     parser.add_argument("catalog", type=Path)
@@ -117,27 +138,6 @@ def main(argv: list[str] | None = None) -> int:
             f"index loaded in the service: {rows[0]['index_loaded']}"
         )
     return 0 if same == len(queries) else 1
-
-
-def _both(catalog: Path, queries: list, groups: int) -> dict[str, list[dict]]:
-    """Each service's answers: on the whole catalog, then over the shard groups."""
-    import distributed
-
-    from audiodup.service.auth import KeyFile
-
-    with (
-        tempfile.TemporaryDirectory() as scratch,
-        distributed.LocalCluster(
-            n_workers=groups, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-    ):
-        key_file = Path(scratch) / "keys.json"
-        key = KeyFile(key_file).create("service-sharded-bench", ["screen"])
-        runs = {}
-        for name, config in (("whole", {}), ("dask", {"dask": cluster.scheduler_address})):
-            with _service(catalog, key_file, **config) as (app, http):
-                runs[name] = _answers(app, http, key, queries)
-    return runs
 
 
 if __name__ == "__main__":

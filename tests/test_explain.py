@@ -186,8 +186,9 @@ def test_peak_coincidences_are_drawn_under_the_chroma_alignment(
 def test_a_sampled_catalogs_picture_shows_every_hit_of_the_work(
     catalog: Catalog, work_ids: dict[str, int]
 ) -> None:
-    """In a catalog whose look-ups are sampled (a hit budget that drops most keys) the picture
-    shows all the work's hits, as screening verifies its candidates, not the sample's few."""
+    """The picture's hash evidence is the one screening verified: in a catalog looked up whole,
+    and in one whose look-ups are sampled (a hit budget that drops most keys), where screening
+    verifies its candidates on all their hits and the picture did not (it drew the sample)."""
     import dataclasses
 
     from audiodup import screening
@@ -196,7 +197,17 @@ def test_a_sampled_catalogs_picture_shows_every_hit_of_the_work(
     sampled = dataclasses.replace(DEFAULT_SETTINGS, max_query_hits=300, whole_lookup_max_entries=0)
     work_id = work_ids["work_01"]
     query = query_of(catalog, "stretch_0.80_work_01.ogg")
+
+    def screened(opened: Catalog, settings):
+        found = screening.verified_candidates(query, opened.indexes(), settings, works=opened.store)
+        return next(c.evidence for c in found.candidates if c.work_id == work_id)
+
+    def counts(evidence):  # the tempo fitted from the hits in another order: the same to 1e-9
+        tempo = round(evidence.tempo_ratio, 9)
+        return evidence.votes, evidence.inliers, evidence.main_inliers, tempo
+
     whole, _ = catalog.work_evidence(query, work_id)
+    assert counts(whole) == counts(screened(catalog, catalog.settings))
     with Catalog.open(catalog.root, create=False, settings=sampled) as budgeted:
         found = screening.hash_lookup(
             fingerprint_hashes(query, sampled, query=True), budgeted.indexes(), sampled
@@ -204,10 +215,7 @@ def test_a_sampled_catalogs_picture_shows_every_hit_of_the_work(
         assert found.kept_share < 0.5
         sample = screening._verify(found.votes, work_id, sampled)
         shown, _ = budgeted.work_evidence(query, work_id)
-    assert sample is None or sample.votes < whole.votes  # what the picture showed before
-    assert (shown.votes, shown.inliers, shown.main_inliers) == (
-        whole.votes,
-        whole.inliers,
-        whole.main_inliers,
-    )
+        verified = screened(budgeted, sampled)
+    assert sample is None or sample.votes < whole.votes  # what the picture drew before
+    assert counts(shown) == counts(verified) == counts(whole)
     assert shown.tempo_ratio == pytest.approx(0.8, abs=0.01)

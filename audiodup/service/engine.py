@@ -25,19 +25,23 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from starlette.requests import Request
 
 from .. import index
 from ..allocator import keep_freed_memory
 from ..catalog import Catalog
+from ..dask_client import DEFAULT_NO_WORKERS_S
 from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
 from ..store import probe_readable
 from . import logs, metrics
 from .config import ServiceConfig
 from .errors import ApiError, engine_error
+
+if TYPE_CHECKING:  # Dask is an optional extra: imported when config.dask is set
+    from ..sharded import ShardedScreening
 
 T = TypeVar("T")
 RETRY_OPEN_S = 2.0  # a catalog that could not be opened is tried again after this long
@@ -61,7 +65,7 @@ class Engine:
             initargs=(DEFAULT_SETTINGS.faiss_threads,),
         )
         self._catalog: Catalog | None = None
-        self._sharded = None  # ShardedScreening with config.dask
+        self._sharded: ShardedScreening | None = None  # with config.dask
         self.queued = 0  # engine calls waiting or running in this process
         self._count = threading.Lock()
         self.ready = False
@@ -226,15 +230,21 @@ class Engine:
         metrics.QUEUE_DEPTH.inc(step)
 
 
-def sharded_screening(catalog: Catalog, config: ServiceConfig):
+def sharded_screening(catalog: Catalog, config: ServiceConfig) -> ShardedScreening:
     """A ``ShardedScreening`` of ``catalog`` on ``config.dask``'s cluster, the catalog set to
-    screen through it (each round waits at most ``request_timeout_s``). Raises the library's
-    error when the catalog is not split or the scheduler cannot be reached."""
+    screen through it. Each round waits at most ``request_timeout_s``; connecting, or a
+    cluster without workers, at most a quarter of it (20 s at most), so that those answer 503
+    before the request's own 504. Raises the library's error when the catalog is not split or
+    the scheduler cannot be reached."""
     from ..sharded import ShardedScreening, require_split
 
     require_split(catalog.store)
     sharded = ShardedScreening(
-        catalog.store, catalog.settings, config.dask, timeout_s=config.request_timeout_s
+        catalog.store,
+        catalog.settings,
+        config.dask,
+        timeout_s=config.request_timeout_s,
+        no_workers_s=min(DEFAULT_NO_WORKERS_S, config.request_timeout_s / 4),
     )
     catalog.screen_with(sharded.match_fingerprint, sharded.totals)
     return sharded
