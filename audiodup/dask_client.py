@@ -12,7 +12,12 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import CancelledError
 
-from .errors import AudiodupError, ClusterDataLostError, ClusterError
+from .errors import (
+    AudiodupError,
+    ClusterDataLostError,
+    ClusterError,
+    SchedulerUnreachableError,
+)
 
 DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
 DEFAULT_NO_WORKERS_S = 20.0
@@ -40,7 +45,7 @@ def connect(address_or_client, timeout_s: float = 30.0):
             address_or_client, set_as_default=False, timeout=timeout_s, loop=_shared_loop()
         )
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(
+        raise SchedulerUnreachableError(
             f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
         ) from None
     return client, True

@@ -70,3 +70,7 @@ class ClusterError(AudiodupError):
 
 class ClusterDataLostError(ClusterError):
     """A Dask worker holding data that tasks needed was lost, so those tasks were cancelled."""
+
+
+class SchedulerUnreachableError(ClusterError):
+    """The Dask scheduler could not be reached (its address is in the message)."""

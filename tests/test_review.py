@@ -317,3 +317,23 @@ def test_session_tokens_expire_and_refuse_tampering(tmp_path: Path) -> None:
     assert sessions.read(secret, None) is None and sessions.read(secret, "a.b.c") is None
     assert sessions.csrf_ok(secret, session, sessions.csrf_token(secret, session))
     assert not sessions.csrf_ok(secret, session, None)
+
+
+def test_a_picture_the_dask_cluster_cannot_draw_is_a_503(served, monkeypatch) -> None:
+    """``serve --dask``: a picture whose catalog statistics the cluster cannot give is the
+    cluster's 503 (retry later), not a 409 that says the picture cannot be made."""
+    from audiodup.errors import ClusterError
+    from audiodup.service import review
+
+    def cluster_gone(*args, **kwargs):
+        raise ClusterError("the Dask cluster has had no workers for 20 s; nothing can be screened")
+
+    client, key, ids, _ = served
+    sign_in(client, key["review"])
+    upload_id = ids["pitch_-3_work_03.ogg"]
+    page = client.get(f"/review/uploads/{upload_id}").text
+    work_id = int(re.search(r'name="work_id" id="decision-work"><option value="(\d+)"', page)[1])
+    monkeypatch.setattr(review, "render_explain", cluster_gone)
+    answer = client.get(f"/review/uploads/{upload_id}/explain.png", params={"work_id": work_id})
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "cluster_unavailable"

@@ -1070,3 +1070,22 @@ def test_an_upload_recorded_by_the_service_on_dask_is_found_in_its_group(
     assert entry["verdict"] == "duplicate"
     assert entry["matches"][0]["work_id"] == upload["work_id"]
     assert entry["matches"][0]["tempo_ratio"] == pytest.approx(1.1, rel=0.02)
+
+
+def test_an_unreachable_scheduler_answers_503_without_its_address():
+    """The service's 503 for a scheduler it cannot reach names no address (the operator's
+    network, in the log instead); other cluster errors say what happened."""
+    pytest.importorskip("fastapi")
+    from audiodup.errors import SchedulerUnreachableError
+    from audiodup.service.errors import engine_error
+
+    address = "tcp://10.1.2.3:8786"
+    hidden = engine_error(SchedulerUnreachableError(f"cannot reach the Dask scheduler {address}"))
+    assert (hidden.status, hidden.code, hidden.headers) == (
+        503,
+        "cluster_unavailable",
+        {"Retry-After": "5"},
+    )
+    assert "10.1.2.3" not in hidden.message and "cannot be reached" in hidden.message
+    shown = engine_error(ClusterError("the Dask cluster has had no workers for 20 s"))
+    assert shown.status == 503 and "no workers" in shown.message

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from .. import results
 from ..errors import (
     AudioDecodeError,
@@ -11,7 +13,9 @@ from ..errors import (
     CatalogError,
     ClusterError,
     DiskFullError,
+    SchedulerUnreachableError,
 )
+from . import logs
 
 
 class ApiError(Exception):
@@ -54,6 +58,9 @@ def engine_error(exc: BaseException) -> ApiError:
         return ApiError(507, "disk_full", text)
     if isinstance(exc, CatalogError):
         return ApiError(503, "catalog_error", text)
+    if isinstance(exc, SchedulerUnreachableError):  # its address is the operator's, not shown
+        logs.event("dask scheduler unreachable", logging.WARNING, error=text)
+        text = "the Dask scheduler cannot be reached (the service's log says why)"
     if isinstance(exc, ClusterError):
         return ApiError(503, "cluster_unavailable", text, {"Retry-After": "5"})
     if isinstance(exc, AudiodupError):

@@ -48,7 +48,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..audio import load_audio
 from ..catalog import Catalog
-from ..errors import AudiodupError, CatalogError
+from ..errors import AudiodupError, CatalogError, ClusterError
 from ..explain import render_explain
 from ..fingerprint import fingerprint_audio
 from ..listen import ListeningPair, listening_pair, wav_bytes
@@ -59,7 +59,7 @@ from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo, decision
 from . import review_pages as pages
 from . import sessions
 from .auth import require_scope
-from .errors import ApiError, not_found
+from .errors import ApiError, engine_error, not_found
 
 router = APIRouter()  # mounted at /review (audiodup.service.app)
 api_router = APIRouter()  # mounted at /v1/reviews
@@ -450,6 +450,8 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
             return render_explain(
                 catalog, query, work_id, upload_name=src.upload_name, dpi=PICTURE_DPI
             )
+        except ClusterError as exc:  # serve --dask: the cluster, not the picture, failed
+            raise engine_error(exc) from None
         except AudiodupError as exc:
             raise ApiError(409, "picture_unavailable", str(exc)) from None
 
