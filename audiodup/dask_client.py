@@ -34,10 +34,9 @@ def connect(address_or_client, timeout_s: float = 30.0):
     closes it), or the client it was given. Clients made here share one event-loop thread: a
     client that fails to connect leaves its own loop's thread and sockets behind, and a service
     tries again every few seconds while its scheduler is away."""
-    try:
-        from distributed import Client
-    except ImportError:
-        raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
+    require_distributed()
+    from distributed import Client
+
     if isinstance(address_or_client, Client):
         return address_or_client, False
     try:
@@ -49,6 +48,15 @@ def connect(address_or_client, timeout_s: float = 30.0):
             f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
         ) from None
     return client, True
+
+
+def require_distributed() -> None:
+    """Raise a one-line ``AudiodupError`` when Dask distributed (the ``dask`` extra) is not
+    installed."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
 
 
 def _shared_loop():

@@ -381,7 +381,7 @@ def voted_items(work_ids: Sequence[int], settings: Settings) -> list[tuple[int, 
 def works_verified(
     query_hashes: TripletHashes,
     items: Sequence[tuple[int, float, int]],
-    indexes: LoadedIndexes,
+    indexes: CatalogStatistics,
     settings: Settings,
     hashes_of: ReferenceHashes,
 ) -> list[Candidate]:
@@ -1234,17 +1234,15 @@ def work_evidence(
     (:func:`audiodup.match.work_votes`, from its stored fingerprint), as a sampled look-up's
     candidates are verified, so only the catalog's key statistics are needed, not its index:
     ``statistics`` is the loaded indexes or a split catalog's totals."""
-    hashes = fingerprint_hashes(query, settings, query=True)
-    usable = usable_hashes(hashes, statistics.bucket_sizes, _max_bucket_hits(statistics, settings))
     reference = works.fingerprint(work_id)
-    own = work_votes(
-        hashes,
-        query_keys(hashes, usable),
-        work_id,
-        fingerprint_hashes(reference, settings),
-        settings.bins_per_semitone,
+    (verified,) = works_verified(
+        fingerprint_hashes(query, settings, query=True),
+        voted_items([work_id], settings),
+        statistics,
+        settings,
+        stored_hashes(lambda _: reference, settings),
     )
-    hashed = _verify(own, work_id, settings)
+    hashed = verified.evidence
     chroma = align_chroma(query, reference, work_id, settings)
     if chroma is not None:  # then a finer grid around the best scale, as screening does
         fine = chroma.tempo_ratio * _fine_scales(settings)

@@ -684,9 +684,10 @@ class ShardedScreening:
         with self._lock:
             try:
                 self._reconnect_if_closed(_RECONNECT_PROBE_S)
+                reachable = True
             except ClusterError:
-                return "the Dask scheduler does not answer"
-        workers = dask_client.worker_count(self.client)
+                reachable = False
+        workers = dask_client.worker_count(self.client) if reachable else None
         if workers is None:
             return "the Dask scheduler does not answer"
         if workers == 0:

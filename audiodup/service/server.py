@@ -11,7 +11,7 @@ import shutil
 import tempfile
 
 from ..catalog import Catalog
-from ..errors import AudiodupError
+from ..dask_client import require_distributed
 from . import metrics
 from .auth import KeyFile
 from .config import CONFIG_ENV, ServiceConfig
@@ -26,12 +26,7 @@ def check(config: ServiceConfig) -> list[str]:
             from ..sharded import require_split
 
             require_split(catalog.store)
-            try:
-                import distributed  # noqa: F401
-            except ImportError:
-                raise AudiodupError(
-                    "--dask needs Dask distributed: pip install 'audiodup[dask]'"
-                ) from None
+            require_distributed()
     keys = [r for r in KeyFile(config.keys_path).records() if r.revoked_at is None]
     if not keys:
         return ["no API key yet: every /v1 request will get 401 ('audiodup keys create')"]
