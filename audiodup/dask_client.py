@@ -40,6 +40,7 @@ def connect(address_or_client, timeout_s: float = 30.0):
     if isinstance(address_or_client, Client):
         return address_or_client, False
     try:
+        _check_address(address_or_client)
         client = Client(
             address_or_client, set_as_default=False, timeout=timeout_s, loop=_shared_loop()
         )
@@ -48,6 +49,17 @@ def connect(address_or_client, timeout_s: float = 30.0):
             f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
         ) from None
     return client, True
+
+
+def _check_address(address: str) -> None:
+    """Raise ``ValueError`` for an address without a port before a ``Client`` is made of it:
+    such a client fails late, and at exit its finaliser waits 40 s and prints a traceback."""
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    scheme, location = parse_address(str(address))
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        parse_host_port(location)
 
 
 def require_distributed() -> None:

@@ -1089,3 +1089,13 @@ def test_an_unreachable_scheduler_answers_503_without_its_address():
     assert "10.1.2.3" not in hidden.message and "cannot be reached" in hidden.message
     shown = engine_error(ClusterError("the Dask cluster has had no workers for 20 s"))
     assert shown.status == 503 and "no workers" in shown.message
+
+
+def test_an_address_without_a_port_is_one_line_at_once(split_catalog: Path):
+    """``--dask garbage``: one error line and exit 2, without a client left behind whose
+    finaliser waited 40 s at exit and printed a traceback."""
+    upload = str(UPLOADS / POSITIVES[0])
+    run = _cli("screen", "--db", str(split_catalog), "--dask", "garbage", upload)
+    assert run.returncode == 2
+    assert "missing port number" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
