@@ -295,3 +295,42 @@ def test_hit_budget_from_toml_environment_and_engine(tmp_path, pristine_catalog_
         engine.open()
         assert engine.catalog.settings.max_query_hits == expected
         engine.close()
+
+
+def test_an_engine_connecting_to_its_cluster_leaves_the_lock_free(
+    pristine_catalog_dir, monkeypatch
+):
+    """While ``Engine.open`` waits for its Dask scheduler (up to a quarter of the request
+    time), the routers that take the engine's lock (the review pages) are not held up; the
+    catalog is published only once connected."""
+    import threading
+
+    from audiodup.service import engine as engine_module
+
+    connecting, connected = threading.Event(), threading.Event()
+
+    def slow_connect(catalog, config):
+        connecting.set()
+        assert connected.wait(60), "the test never let the connection finish"
+        return None
+
+    monkeypatch.setattr(engine_module, "sharded_screening", slow_connect)
+    config = load_config(
+        None, {"db": pristine_catalog_dir, "dask": "tcp://127.0.0.1:1"}, environ={}
+    )
+    engine = engine_module.Engine(config)
+    opening = threading.Thread(target=engine.open)
+    opening.start()
+    try:
+        assert connecting.wait(60)
+        took = engine.lock.acquire(timeout=30)
+        assert took, "the engine's lock was held while connecting"
+        engine.lock.release()
+        assert engine._catalog is None and not engine.ready
+    finally:
+        connected.set()
+        opening.join(60)
+    try:
+        assert engine.ready and engine.catalog.root == pristine_catalog_dir
+    finally:
+        engine.close()

@@ -1099,3 +1099,35 @@ def test_an_address_without_a_port_is_one_line_at_once(split_catalog: Path):
     assert run.returncode == 2
     assert "missing port number" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_the_service_answers_503_soon_when_its_scheduler_goes_away(
+    split_catalog: Path, tmp_path: Path, process_cluster
+):
+    """The scheduler killed after the first upload (its workers left running): the next upload
+    gets a 503 that names no address once the scheduler has not answered for a quarter of the
+    request's time, not the request's own 504."""
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    upload = UPLOADS / POSITIVES[0]
+    scheduler = process_cluster.procs[0]
+
+    def kill_scheduler() -> None:
+        scheduler.send_signal(signal.SIGKILL)
+        scheduler.wait(timeout=60)
+
+    answers, _ = _in_thread(
+        lambda: _served(
+            root,
+            [upload, upload],
+            kill_scheduler,
+            dask=process_cluster.address,
+            request_timeout_s=40,
+        )
+    )
+    (first, found), (second, refused), (ready, why) = answers
+    assert first == 200 and found["verdict"] == "duplicate"
+    assert second == 503, refused
+    assert refused["error"]["code"] == "cluster_unavailable"
+    assert "127.0.0.1" not in refused["error"]["message"]
+    assert ready == 503 and "127.0.0.1" not in why["error"]["message"], why

@@ -90,16 +90,17 @@ class Engine:
             if self.config.quick:
                 catalog.settings = catalog.settings.without_further_looks()
             catalog.settings = catalog.settings.with_hit_budget(self.config.hit_budget)
+            # loaded and connected before the lock: nothing else holds this catalog yet, and
+            # the review pages, which take the lock, need not wait for a scheduler meanwhile
+            if self.config.dask is not None:
+                sharded = sharded_screening(catalog, self.config)
+            else:
+                catalog.indexes()
+                # its first requests do not page the index files in one by one (never fails)
+                catalog.warm_files()
             with self.lock:
-                if self.config.dask is not None:
-                    sharded = sharded_screening(catalog, self.config)
-                else:
-                    catalog.indexes()
                 if self._closed:  # the worker stopped while this was loading
                     raise ApiError(503, "not_ready", "the worker is stopping")
-                if sharded is None:
-                    # its first requests do not page the index files in one by one (never fails)
-                    catalog.warm_files()
                 self._catalog, self._sharded = catalog, sharded
         except BaseException:
             if sharded is not None:
