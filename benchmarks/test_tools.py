@@ -64,6 +64,47 @@ def test_lookup_stages_says_an_unreadable_query_file_in_one_line(
     assert line.startswith("error: cannot read the queries")
 
 
+@pytest.mark.parametrize("content", [b"", b"\xd0 not a pickle"])
+def test_channel_ranks_says_what_is_missing_or_unreadable_in_one_line(
+    content: bytes, tmp_path: Path
+) -> None:
+    screen = tmp_path / "screen.jsonl"
+    screen.write_text("")
+    missing = _run_tool("channel_ranks", str(tmp_path / "no"), str(screen), str(screen))
+    assert _one_error_line(missing) == f"error: {tmp_path}/no does not exist"
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(content)
+    unreadable = _run_tool("channel_ranks", str(tmp_path), str(queries), str(screen))
+    assert _one_error_line(unreadable).startswith("error: cannot read the queries")
+
+
+def test_channel_ranks_sums_up_each_lost_copy_over_its_looks() -> None:
+    from benchmarks.channel_ranks import summary
+
+    def look(query_id, hash_rank, quad_rank, verified, fused):
+        return {
+            "query_id": query_id,
+            "hash_rank": hash_rank,
+            "chroma_rank": None,
+            "quad_rank": quad_rank,
+            "verified": verified,
+            "fused": fused,
+        }
+
+    rows = [
+        look("a", 40, None, False, False),
+        look("a", 3, 900, True, False),
+        look("b", None, None, False, False),
+        look("c", 120, 60, False, True),
+    ]
+    assert summary(rows) == {
+        "lost": 3,
+        "verified_on_some_look": 1,
+        "fused_on_some_look": 1,
+        "best_rank": {"a": 3, "b": None, "c": 60},
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -183,3 +224,16 @@ def test_floors_failed_names_each_floor_a_peak_count_misses() -> None:
 )
 def test_chain_misses_says_what_is_wrong_in_one_line(args: list[str], tmp_path: Path) -> None:
     _one_error_line(_run_tool("chain_misses", *[a.format(tmp=tmp_path) for a in args]))
+
+
+def test_the_fusion_adds_a_work_that_two_channels_rank_beyond_what_they_verify() -> None:
+    from audiodup.settings import DEFAULT_SETTINGS
+    from benchmarks.channel_ranks import FUSED, fused_extra
+
+    cells = [(w, 10.0 - w / 100) for w in range(100, 200)]  # works 100-199
+    chroma = list(range(300, 320)) + [150]  # work 150: 51st hash cell, 21st chroma vote
+    quads = [(w, 3) for w in range(400, 420)]
+    extra = fused_extra(cells, chroma, quads, DEFAULT_SETTINGS)
+    assert len(extra) == FUSED and extra[0] == 150
+    verified_now = {w for w, _ in cells[:30]} | set(chroma[:8]) | {w for w, _ in quads[:8]}
+    assert not verified_now & set(extra)
