@@ -33,7 +33,7 @@ FUSION_K = 20  # reciprocal-rank fusion: score = sum of 1 / (FUSION_K + rank)
 def main(argv: list[str]) -> int:
     from audiodup.catalog import Catalog
     from audiodup.errors import AudiodupError
-    from benchmarks.corpus import cache_dir
+    from benchmarks.lookup_stages import InputError, prepared_queries
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.channel_ranks",
@@ -43,22 +43,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("queries", type=Path, help="query pickle of benchmarks.scaling_prints")
     parser.add_argument("screen", type=Path, help="JSON lines of scaling_prints screen")
     args = parser.parse_args(argv)
-    for path in (args.catalog, args.queries, args.screen):
-        if not path.exists():
-            print(f"error: {path} does not exist", file=sys.stderr)
-            return 2
     try:
-        prepared = pickle.loads(args.queries.read_bytes())
+        inputs = (args.catalog, args.queries, args.screen)
+        prepared, source = prepared_queries(inputs, args.queries)
         lines = args.screen.read_text().splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
-        corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        print(
-            f"error: cannot read the queries, the screening or the corpus: {exc}", file=sys.stderr
-        )
+        if not all(isinstance(r, dict) for r in records):
+            raise ValueError("a line is not a JSON object")
+        lost = _lost(records, source)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: cannot read the screening: {exc}", file=sys.stderr)
         return 2
-    source = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
-    lost = _lost(records, source)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         with Catalog.open(args.catalog, create=False) as catalog:
             rows = _ranks(catalog, args.queries, prepared, lost, source)
@@ -76,7 +74,7 @@ def _lost(records: list[dict], source: dict[str, str]) -> set[str]:
     return {
         r["query_id"]
         for r in records
-        if "query_id" in r and r["role"] == "positive" and outcome(r, source) != "found"
+        if "query_id" in r and r.get("role") == "positive" and outcome(r, source) != "found"
     }
 
 

@@ -20,6 +20,7 @@ import json
 import os
 import pickle
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,6 @@ import numpy as np
 def main(argv: list[str]) -> int:
     from audiodup.catalog import Catalog
     from audiodup.errors import AudiodupError
-    from benchmarks.corpus import cache_dir
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.lookup_stages",
@@ -38,22 +38,37 @@ def main(argv: list[str]) -> int:
     parser.add_argument("queries", type=Path, help="query pickle of benchmarks.scaling_prints")
     args = parser.parse_args(argv)
     catalog_dir, queries = args.catalog, args.queries
-    for path in (catalog_dir, queries):
-        if not path.exists():
-            print(f"error: {path} does not exist", file=sys.stderr)
-            return 2
     try:
-        prepared = pickle.loads(queries.read_bytes())
-        corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
-    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        print(f"error: cannot read the queries or the benchmark corpus: {exc}", file=sys.stderr)
+        prepared, source = prepared_queries((catalog_dir, queries), queries)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    source = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
     try:
         return _stages(Catalog.open(catalog_dir, create=False), prepared, source)
     except AudiodupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+class InputError(Exception):
+    """A tool's input is missing or unreadable: its one-line message."""
+
+
+def prepared_queries(paths: Sequence[Path], queries: Path) -> tuple[list, dict[str, str]]:
+    """The prepared ``queries`` pickle (``benchmarks.scaling_prints``) and each benchmark
+    track's real path by track id, once every one of ``paths`` exists; :class:`InputError`
+    says which is missing or what could not be read."""
+    from benchmarks.corpus import cache_dir
+
+    for path in paths:
+        if not path.exists():
+            raise InputError(f"{path} does not exist")
+    try:
+        prepared = pickle.loads(queries.read_bytes())
+        corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise InputError(f"cannot read the queries or the benchmark corpus: {exc}") from None
+    return prepared, {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
 
 
 def _stages(catalog, prepared, source: dict[str, str]) -> int:

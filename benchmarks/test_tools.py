@@ -78,6 +78,29 @@ def test_channel_ranks_says_what_is_missing_or_unreadable_in_one_line(
     assert _one_error_line(unreadable).startswith("error: cannot read the queries")
 
 
+@pytest.mark.parametrize(
+    "screen", ["{not json", "5", '{"query_id": "x", "role": "positive"}', "[1, 2]\n7"]
+)
+def test_channel_ranks_says_a_screening_it_cannot_read_in_one_line(
+    screen: str, tmp_path: Path
+) -> None:
+    import pickle
+
+    (tmp_path / "corpus.json").write_text(json.dumps({"tracks": []}))
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(pickle.dumps([]))
+    screening = tmp_path / "screen.jsonl"
+    screening.write_text(screen)
+    proc = _run_tool(
+        "channel_ranks",
+        str(tmp_path),
+        str(queries),
+        str(screening),
+        AUDIODUP_BENCH_DATA=str(tmp_path),
+    )
+    assert _one_error_line(proc).startswith("error: cannot read the screening")
+
+
 def test_channel_ranks_sums_up_each_lost_copy_over_its_looks() -> None:
     from benchmarks.channel_ranks import summary
 
