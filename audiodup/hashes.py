@@ -213,6 +213,13 @@ def _packed_rows(keys, frame, abin, span) -> np.ndarray | None:
     )
 
 
+def scrambled_work_ids(work_ids) -> np.ndarray:
+    """A fixed bijection of 32-bit work ids (Fibonacci hashing): the order in which candidate
+    works of equal support rank. The lowest id first would favour the works added first, the
+    same ones on every upload (a large catalog has thousands of works at 2 or 3 chance hits)."""
+    return (np.asarray(work_ids, dtype=np.int64) * 0x9E3779B1) & 0xFFFFFFFF
+
+
 def pack_entry_ids(work_id: int, hashes: TripletHashes) -> np.ndarray:
     """Pack each hash's evidence (work, anchor time/frequency, span) into one int64 FAISS id."""
     if not 0 <= work_id <= MAX_WORK_ID:

@@ -27,6 +27,7 @@ from .hashes import (
     entry_span,
     entry_work,
     pack_entry_ids,
+    scrambled_work_ids,
 )
 from .index import ChromaHits, LoadedIndexes
 from .settings import DEFAULT_SETTINGS, Settings
@@ -300,7 +301,7 @@ def candidate_works(
         return []
     order = np.lexsort((-support, work_of))
     first = order[np.r_[True, work_of[order][1:] != work_of[order][:-1]]]
-    best = first[np.lexsort((_scramble(work_of[first]), -support[first]))][:limit]
+    best = first[np.lexsort((scrambled_work_ids(work_of[first]), -support[first]))][:limit]
     kind = int if weights is None else float
     return [(int(work_of[i]), kind(support[i])) for i in best]
 
@@ -357,17 +358,10 @@ def rarity_weights(votes: HashVotes, bucket_sizes: np.ndarray) -> np.ndarray:
 
 
 def candidate_order(work_id: int, support: float) -> tuple[float, int]:
-    """Sort key of a candidate work: most support first, then a fixed scramble of the work id.
-
-    Among equal supports (a large catalog has thousands of works at 2 or 3 chance hits per cell)
-    the lowest work id would win: the works added first, the same ones on every upload. A
-    scramble draws among them without favouring any."""
-    return -support, int(_scramble(np.int64(work_id)))
-
-
-def _scramble(work_ids):
-    """A fixed bijection of 32-bit work ids (Fibonacci hashing)."""
-    return (np.asarray(work_ids, dtype=np.int64) * 0x9E3779B1) & 0xFFFFFFFF
+    """Sort key of a candidate work: most support first, then a fixed scramble of the work id
+    (:func:`audiodup.hashes.scrambled_work_ids`), which draws among equal supports without
+    favouring any work."""
+    return -support, int(scrambled_work_ids(np.int64(work_id)))
 
 
 def verify_hashes(

@@ -29,7 +29,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .fingerprint import Fingerprint
-from .hashes import TripletHashes, pack_entry_ids, partner_slots, probed_keys, unpack_entry_ids
+from .hashes import (
+    TripletHashes,
+    pack_entry_ids,
+    partner_slots,
+    probed_keys,
+    scrambled_work_ids,
+    unpack_entry_ids,
+)
 from .peaks import PEAK_DTYPE, thin_peaks
 from .settings import DEFAULT_SETTINGS, Settings
 
@@ -354,9 +361,9 @@ def best_quad_works(
     is_live: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[tuple[int, int]]:
     """``(work_id, support)`` of the ``top`` works of ``shard`` whose fullest cell of (tempo
-    ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties to
-    the lower work id; the rarest buckets first (ties in the order of the buckets) while their
-    entries fit in ``budget``."""
+    ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties in
+    the order of :func:`audiodup.hashes.scrambled_work_ids`; the rarest buckets first (ties
+    in the order of the buckets) while their entries fit in ``budget``."""
     if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
         return []
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
@@ -390,7 +397,7 @@ def best_quad_works(
     cell = cell << 20 | np.round(offset_s / 2).astype(np.int64) + (1 << 19)
     cells, support = np.unique(cell, return_counts=True)
     ranked: dict[int, int] = {}
-    for row in np.argsort(-support, kind="stable"):
+    for row in np.lexsort((scrambled_work_ids(cells >> 32), -support)):
         ranked.setdefault(int(cells[row] >> 32), int(support[row]))
         if len(ranked) == top:
             break
@@ -402,4 +409,5 @@ def merged_quad_works(
 ) -> list[tuple[int, int]]:
     """The ``top`` best ``(work_id, support)`` of several shards' :func:`best_quad_works` (each
     work lives in one shard), in the order one look-up over all of them ranks them."""
-    return sorted((item for part in found for item in part), key=lambda i: (-i[1], i[0]))[:top]
+    items = [item for part in found for item in part]
+    return sorted(items, key=lambda i: (-i[1], int(scrambled_work_ids(i[0]))))[:top]

@@ -13,7 +13,7 @@ import pytest
 
 from audiodup import Catalog, CatalogError
 from audiodup.fingerprint import Fingerprint
-from audiodup.hashes import unpack_entry_ids
+from audiodup.hashes import scrambled_work_ids, unpack_entry_ids
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.quads import (
     ALL_COORDINATES,
@@ -132,7 +132,8 @@ def test_the_altered_work_leads_the_quad_works(works, monkeypatch) -> None:
 
 def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     """Each shard's share of the budget follows its share of the entries, and the merge ranks
-    by support then work id: with budgets that take every hit, the split equals the whole."""
+    by support then the scramble of the work id: with budgets that take every hit, the split
+    equals the whole."""
     items = [(w, fingerprint(p)) for w, p in works.items()]
     whole = quad_shard(items, S)
     parts = [quad_shard(items[i::3], S) for i in range(3)]
@@ -146,8 +147,25 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     )
     assert split == best_quad_works(whole, upload, S, 10**9, 5)
     assert split[0][0] == 23
-    assert merged_quad_works([[(4, 2), (9, 7)], [(3, 7), (1, 1)]], 3) == [(3, 7), (9, 7), (4, 2)]
+    # equal supports: in the fixed scramble's order, not the lower work id's (the works added
+    # first would win every tie, on every upload)
+    assert scrambled_work_ids(9) < scrambled_work_ids(3)
+    assert merged_quad_works([[(4, 2), (9, 7)], [(3, 7), (1, 1)]], 3) == [(9, 7), (3, 7), (4, 2)]
+    tied = [[(w, 2) for w in range(200)]]
+    assert sorted(w for w, _ in merged_quad_works(tied, 8)) != list(range(8))
     assert shard_budget(300_000, 10, 0) == 0 and shard_budget(300_000, 1, 10**9) == 1
+
+
+def test_works_of_equal_support_are_proposed_without_favouring_the_first_added(works) -> None:
+    """The same recording stored as 40 works: every one has the copy's support, and the 8
+    proposed are the first 8 of the scramble, not the 8 lowest work ids."""
+    same = fingerprint(works[23])
+    shard = quad_shard([(w, same) for w in range(40)], S)
+    upload = query_quads(fingerprint(altered(works[23], 0.9, 2.0)))
+    proposed = best_quad_works(shard, upload, S, 10**9, 8)
+    assert len({support for _, support in proposed}) == 1
+    expected = sorted(range(40), key=lambda w: int(scrambled_work_ids(w)))[:8]
+    assert [w for w, _ in proposed] == expected
 
 
 @pytest.mark.parametrize("chunk", [1 << 24, 700])

@@ -1001,7 +1001,9 @@ def test_a_copy_the_sample_cannot_rank_is_verified_as_a_quad_voted_work(
     without = no_sampled_candidates(large.catalog.settings, 0)
     s = dataclasses.replace(without, quad_voted_works=8)
     query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
-    assert screening.quad_voted_works(query, large.indexes, s)[0] == true_id
+    # among the proposed, tied with others at 2-3 hits here (ties are drawn by a scramble, so
+    # not always first)
+    assert true_id in screening.quad_voted_works(query, large.indexes, s)
     assert not found_on_first_look(large, name, dataclasses.replace(s, quad_voted_works=0), true_id)
     assert found_on_first_look(large, name, s, true_id)
 
