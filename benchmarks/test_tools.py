@@ -260,3 +260,137 @@ def test_the_fusion_adds_a_work_that_two_channels_rank_beyond_what_they_verify()
     assert len(extra) == FUSED and extra[0] == 150
     verified_now = {w for w, _ in cells[:30]} | set(chroma[:8]) | {w for w, _ in quads[:8]}
     assert not verified_now & set(extra)
+
+
+def test_key_survival_keeps_the_rarest_keys_within_the_budget() -> None:
+    from benchmarks.key_survival import KeySizes, key_counts, rarest_within, sizes_of
+
+    sizes = np.array([5, 1, 9, 3, 0, 3])
+    usable = sizes > 0
+    assert rarest_within(sizes, usable, 100).tolist() == usable.tolist()  # all fit
+    assert rarest_within(sizes, usable, 7).tolist() == [False, True, False, True, False, True]
+    assert not rarest_within(sizes, usable, 0).any()
+    table = key_counts(np.array([7, 3, 7, 7]))
+    assert sizes_of(np.array([7, 4, 3]), table).tolist() == [3, 0, 1]
+    empty = key_counts(np.zeros(0, np.int64))
+    grown = KeySizes(table, empty, key_counts(np.array([3, 3, 4])), empty, 10.0, 100)
+    assert grown.triplet_sizes(np.array([7, 4, 3, 9])).tolist() == [3, 10, 21, 0]
+
+
+def test_key_survival_ranks_a_work_among_the_scaled_sample() -> None:
+    from benchmarks.key_survival import rank_at_scale
+
+    others = np.array([9, 5, 5, 3, 1, 1])
+    assert rank_at_scale(10, others, 20.0) == 1.0
+    assert rank_at_scale(5, others, 20.0) == 1.0 + (1 + 0.5 * 2) * 20  # ties count half
+    assert rank_at_scale(0, others, 20.0) is None
+
+
+def test_key_survival_sums_up_each_variant() -> None:
+    from audiodup.settings import DEFAULT_SETTINGS
+    from benchmarks.key_survival import summary
+
+    def row(variant, triplet_sampled, quad_sampled, triplet_rank=None, quad_rank=None):
+        return {
+            "variant": variant,
+            "triplet_whole": 20,
+            "triplet_sampled": triplet_sampled,
+            "quad_whole": 6,
+            "quad_sampled": quad_sampled,
+            "triplet_rank": triplet_rank,
+            "quad_rank": quad_rank,
+        }
+
+    top_t, top_q = DEFAULT_SETTINGS.candidate_works, DEFAULT_SETTINGS.quad_voted_works
+    rows = [
+        row("a", 1, 4, top_t + 5, top_q),  # the four-peak votes propose it
+        row("a", 2, 1, top_t + 1, top_q + 1),  # neither channel does
+        row("b", 3, 0, top_t, None),
+    ]
+    out = summary(rows, DEFAULT_SETTINGS)
+    assert out["a"] == {
+        "copies": 2,
+        "triplet_whole": 20.0,
+        "triplet_sampled": 1.5,
+        "quad_whole": 6.0,
+        "quad_sampled": 2.5,
+        "reach_share": 0.5,
+    }
+    assert out["b"]["reach_share"] == 1.0
+    without_ranks = [{k: v for k, v in r.items() if not k.endswith("rank")} for r in rows]
+    assert summary(without_ranks, DEFAULT_SETTINGS)["a"]["reach_share"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--set", "no_such_field=1"], "Settings field"),
+        (["--set", "ratio_levels=many"], "is not a int"),
+        (["--set", "ratio_levels=16", "--sizes-from", "{tmp}"], "no --set with it"),
+        (["--sizes-from", "{tmp}/no"], "does not exist"),
+    ],
+)
+def test_key_survival_says_what_is_wrong_in_one_line(
+    args: list[str], said: str, tmp_path: Path
+) -> None:
+    import pickle
+
+    (tmp_path / "corpus.json").write_text(json.dumps({"tracks": []}))
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(pickle.dumps([]))
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = _run_tool(
+        "key_survival", str(tmp_path), str(queries), *args, AUDIODUP_BENCH_DATA=str(tmp_path)
+    )
+    assert said in _one_error_line(proc)
+
+
+def test_key_survival_of_a_small_catalog_matches_its_own_key_sizes(tmp_path: Path) -> None:
+    """Grown to its own size the estimate is the catalog's real triplet sizes, so the supports
+    equal those from ``--sizes-from`` itself; a copy keeps hits in its work, an unrelated
+    upload is no positive and gives no row."""
+    import pickle
+
+    from audiodup import Catalog
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from benchmarks.queries import Query
+
+    fixtures = REPO / "fixtures" / "audio"
+    works = sorted((fixtures / "catalog").iterdir())[:4]
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths(works)
+    tracks = [{"track_id": w.stem, "path": str(w)} for w in works]
+    (tmp_path / "corpus.json").write_text(json.dumps({"tracks": tracks}))
+    prepared = []
+    for name, track, role in [
+        ("stretch_1.25_work_02.ogg", "work_02", "positive"),
+        ("pitch_-3_work_03.ogg", "work_03", "positive"),
+        ("unrelated_a.ogg", "unrelated_a", "negative"),
+    ]:
+        path = fixtures / "uploads" / name
+        query = Query(name, track, role, name, "test", str(path), 0, 1, 0, 0, 0, 0, True)
+        prepared.append((query, fingerprint_audio(load_audio(path), query=True)))
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(pickle.dumps(prepared))
+
+    def rows(*extra: str) -> list[dict]:
+        proc = _run_tool(
+            "key_survival",
+            str(tmp_path / "catalog"),
+            str(queries),
+            *extra,
+            AUDIODUP_BENCH_DATA=str(tmp_path),
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return [json.loads(line) for line in proc.stdout.splitlines()]
+
+    estimated = rows("--works", "4", "--distractors", "1")
+    real = rows("--sizes-from", str(tmp_path / "catalog"))
+    assert [r["query_id"] for r in estimated[:-1]] == [q.query_id for q, _ in prepared[:2]]
+    assert "summary" in estimated[-1] and "summary" in real[-1]
+    for mine, theirs in zip(estimated[:-1], real[:-1], strict=True):
+        assert mine["triplet_whole"] >= 8 and mine["quad_whole"] >= 1
+        assert mine["triplet_sampled"] == mine["triplet_whole"]  # 4 works: nothing sampled away
+        for name in ("triplet_whole", "triplet_sampled", "quad_whole"):
+            assert mine[name] == theirs[name], name
