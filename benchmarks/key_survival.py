@@ -111,25 +111,14 @@ def triplet_support(query_hashes, reference, work_id: int, kept: np.ndarray, set
     return int(best[0][1]) if best else 0
 
 
-def quad_support(query_quads, work_shard, kept: np.ndarray, settings) -> int:
-    """Four-peak hits of the kept query quads in the work's fullest cell."""
+def quad_supports(shard, query_quads, kept: np.ndarray, settings, top: int) -> np.ndarray:
+    """The best-cell four-peak supports of the ``top`` works of ``shard`` from the kept query
+    quads, best first."""
     from audiodup.quads import Quads, best_quad_works
 
     sub = Quads(*(getattr(query_quads, f.name)[kept] for f in dataclasses.fields(Quads)))
-    best = best_quad_works(work_shard, sub, settings, 1 << 40, 1)
-    return int(best[0][1]) if best else 0
-
-
-def recipe_keys(prints, settings) -> tuple[np.ndarray, np.ndarray]:
-    """The catalog-side triplet and four-peak keys of ``prints``, each concatenated."""
-    from audiodup.fingerprint import fingerprint_hashes
-    from audiodup.quads import CATALOG_FANOUT, quad_hashes
-
-    triplets, quads = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    for fp in prints:
-        triplets.append(fingerprint_hashes(fp, settings).keys.astype(np.int64))
-        quads.append(quad_hashes(fp.peaks, CATALOG_FANOUT, settings).keys)
-    return np.concatenate(triplets), np.concatenate(quads)
+    ranked = best_quad_works(shard, sub, settings, 1 << 40, top)
+    return np.array([support for _, support in ranked], dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +131,8 @@ class Sample:
     n_works: int
 
 
-def distractor_sample(prints: Sequence, settings) -> tuple[Sample, np.ndarray, np.ndarray]:
-    """The :class:`Sample` of ``prints``, and their triplet and four-peak keys."""
+def catalog_sample(prints: Sequence, settings) -> tuple[Sample, np.ndarray, np.ndarray]:
+    """The :class:`Sample` of ``prints``, and their catalog-side triplet and four-peak keys."""
     from audiodup.fingerprint import fingerprint_hashes
     from audiodup.hashes import pack_entry_ids
     from audiodup.index import HashShard, load_indexes, sorted_hash_shard
@@ -173,9 +162,9 @@ def grown_sizes(
     from audiodup.hashes import KEY_BITS
     from benchmarks.distractor_prints import distractor_print
 
-    real_t, real_q = recipe_keys(real_prints, settings)
+    _, real_t, real_q = catalog_sample(real_prints, settings)
     made = [distractor_print(sources, i, seed, settings=settings) for i in range(n_distractors)]
-    sample, sample_t, sample_q = distractor_sample(made, settings)
+    sample, sample_t, sample_q = catalog_sample(made, settings)
     scale = max(works - len(real_prints), 0) / max(n_distractors, 1)
     entries = len(real_t) + len(sample_t) * scale
     cap = int(max(settings.min_bucket_cap, settings.bucket_cap_per_mean * entries / 2**KEY_BITS))
@@ -204,15 +193,6 @@ def sample_triplet_supports(sample: Sample, query_hashes, kept: np.ndarray, sett
     bps = settings.bins_per_semitone
     votes = _votes(query_hashes, rows[hits.query_rows], hits.entry_ids, bps)
     ranked = candidate_works(votes, sample.n_works, settings.frames_per_second, 1)
-    return np.array([support for _, support in ranked])
-
-
-def sample_quad_supports(sample: Sample, query_quads, kept: np.ndarray, settings) -> np.ndarray:
-    """Each sample work's best-cell four-peak support from the kept query quads."""
-    from audiodup.quads import Quads, best_quad_works
-
-    sub = Quads(*(getattr(query_quads, f.name)[kept] for f in dataclasses.fields(Quads)))
-    ranked = best_quad_works(sample.quads, sub, settings, 1 << 40, sample.n_works)
     return np.array([support for _, support in ranked])
 
 
@@ -248,15 +228,15 @@ def survival_rows(
             "variant": q.variant,
             "triplet_whole": triplet_support(hashes, reference, work_id, size_t > 0, settings),
             "triplet_sampled": triplet_support(hashes, reference, work_id, kept_t, settings),
-            "quad_whole": quad_support(quads, shard, size_q > 0, settings),
-            "quad_sampled": quad_support(quads, shard, kept_q, settings),
+            "quad_whole": int(quad_supports(shard, quads, size_q > 0, settings, 1).sum()),
+            "quad_sampled": int(quad_supports(shard, quads, kept_q, settings, 1).sum()),
             "triplet_keys_kept": round(float(kept_t.mean()), 4) if len(kept_t) else 0.0,
             "quad_keys_kept": round(float(kept_q.mean()), 4) if len(kept_q) else 0.0,
         }
         if sample is not None:
             others = sample_triplet_supports(sample, hashes, kept_t, settings)
             row["triplet_rank"] = rank_at_scale(row["triplet_sampled"], others, sizes.scale)
-            others = sample_quad_supports(sample, quads, kept_q, settings)
+            others = quad_supports(sample.quads, quads, kept_q, settings, sample.n_works)
             row["quad_rank"] = rank_at_scale(row["quad_sampled"], others, sizes.scale)
         yield row
 
