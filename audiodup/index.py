@@ -410,10 +410,10 @@ class LoadedIndexes:
             return None
         return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
 
-    def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[tuple[int, int]]:
+    def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[tuple[int, float]]:
         """``(work_id, support)`` of the ``top`` live works most of ``quads`` hit in one cell
-        (:func:`audiodup.quads.best_quad_works`), each shard within its share of
-        ``settings.quad_budget``."""
+        (:func:`audiodup.quads.best_quad_works`, hits weighted by their rarity in the whole
+        catalog), each shard within its share of ``settings.quad_budget``."""
         total = self.n_quad_entries
         found = [
             best_quad_works(
@@ -423,6 +423,7 @@ class LoadedIndexes:
                 shard_budget(settings.quad_budget, shard.ntotal, total),
                 top,
                 self.is_live,
+                rarity_total=total,
             )
             for shard in self.quad_shards
         ]

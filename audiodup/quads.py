@@ -359,11 +359,21 @@ def best_quad_works(
     budget: int,
     top: int,
     is_live: Callable[[np.ndarray], np.ndarray] | None = None,
-) -> list[tuple[int, int]]:
+    rarity_total: int | None = None,
+) -> list[tuple[int, float]]:
     """``(work_id, support)`` of the ``top`` works of ``shard`` whose fullest cell of (tempo
     ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties in
     the order of :func:`audiodup.hashes.scrambled_work_ids`; the rarest buckets first (ties
-    in the order of the buckets) while their entries fit in ``budget``."""
+    in the order of the buckets) while their entries fit in ``budget``.
+
+    With ``rarity_total`` (the catalog's four-peak entries) a hit weighs ``log(rarity_total /
+    entries in its bucket)``, as :func:`audiodup.match.rarity_weights` weighs a sampled
+    look-up's triplet hits: a hit from a crowded bucket is more often chance. The weights stay
+    within about a fifth of each other (a bucket holds about 2 entries, and the budget drops
+    the crowded ones first), so a cell of more hits mostly still ranks first, and among the many
+    cells of 2 or 3 hits a large catalog has, those of rarer buckets do (at 10^5
+    works 573 -> 577 of 616 hard copies, none lost, 0 of 50 negatives flagged: SCALING.md,
+    session 13). Without it the support is the count of hits."""
     if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
         return []
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
@@ -378,16 +388,17 @@ def best_quad_works(
     if total == 0:
         return []
     q = np.repeat(np.arange(len(count)), count)
+    crowd = np.repeat(count, count)  # entries in each hit's bucket
     entry = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
     passed, ids = shard.entries(entry, check[q])
-    q = by_bucket[q[passed]]
+    q, crowd = by_bucket[q[passed]], crowd[passed]
     work, frame, anchor_bin, span = unpack_entry_ids(ids)
     log_tempo = np.log(np.maximum(span, 1) / np.maximum(quads.span_frames[q], 1))
     pitch = (quads.anchor_bin[q] - anchor_bin) / settings.bins_per_semitone
     keep = (np.abs(log_tempo) <= np.log(2.1)) & (np.abs(pitch) <= 12.5) & (work >= 0)
     if is_live is not None:
         keep &= is_live(work)
-    q, work, frame = q[keep], work[keep], frame[keep]
+    q, work, frame, crowd = q[keep], work[keep], frame[keep], crowd[keep]
     log_tempo, pitch = log_tempo[keep], pitch[keep]
     offset_s = (frame - quads.anchor_frame[q] * np.exp(log_tempo)) / settings.frames_per_second
     # one int64 per cell, ordered as (work, tempo, pitch, offset): tempo in steps of 0.05 in
@@ -395,18 +406,23 @@ def best_quad_works(
     cell = work.astype(np.int64) << 6 | np.round(log_tempo / 0.05).astype(np.int64) + 32
     cell = cell << 6 | np.round(pitch).astype(np.int64) + 32
     cell = cell << 20 | np.round(offset_s / 2).astype(np.int64) + (1 << 19)
-    cells, support = np.unique(cell, return_counts=True)
-    ranked: dict[int, int] = {}
+    cells, inverse = np.unique(cell, return_inverse=True)
+    if rarity_total is None:
+        support = np.bincount(inverse).astype(np.float64)
+    else:
+        weights = np.log(max(rarity_total, 1) / np.maximum(crowd, 1))
+        support = np.bincount(inverse, weights=weights, minlength=len(cells))
+    ranked: dict[int, float] = {}
     for row in np.lexsort((scrambled_work_ids(cells >> 32), -support)):
-        ranked.setdefault(int(cells[row] >> 32), int(support[row]))
+        ranked.setdefault(int(cells[row] >> 32), float(support[row]))
         if len(ranked) == top:
             break
     return list(ranked.items())
 
 
 def merged_quad_works(
-    found: Sequence[Sequence[tuple[int, int]]], top: int
-) -> list[tuple[int, int]]:
+    found: Sequence[Sequence[tuple[int, float]]], top: int
+) -> list[tuple[int, float]]:
     """The ``top`` best ``(work_id, support)`` of several shards' :func:`best_quad_works` (each
     work lives in one shard), in the order one look-up over all of them ranks them."""
     items = [item for part in found for item in part]

@@ -253,7 +253,7 @@ def group_verified_works(
 
 def group_quad_works(
     spec: GroupSpec, totals: CatalogTotals, query: Fingerprint, left_out: tuple[int, ...] = ()
-) -> list[tuple[int, int]]:
+) -> list[tuple[int, float]]:
     """The group's best ``(work_id, support)`` of the query's four-peak hits, each shard
     within its catalog-wide share of the budget (:meth:`LoadedIndexes.quad_works`)."""
     group = open_group(spec)

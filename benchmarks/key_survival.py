@@ -20,7 +20,8 @@ would keep of each hard copy:
 * **rank at scale** (estimates only): the work's rank by its sampled support among the
   distractor sample's works, looked up with the same kept keys, scaled to ``--works``
   (:func:`rank_at_scale`). It reaches the candidates when a triplet rank is within
-  ``candidate_works`` or a four-peak rank within ``quad_voted_works``.
+  ``candidate_works`` or a four-peak rank within ``quad_voted_works``. Ranks go by hit count,
+  ties counted half; screening breaks the four-peak ties by the hits' rarity.
 
 Against the real 10^5-work catalog of the scaling benchmark (SCALING.md, session 13) the
 estimate's sampled supports correlate at 0.985 (triplets) and 0.996 (four-peak), and its triplet

@@ -156,6 +156,40 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     assert shard_budget(300_000, 10, 0) == 0 and shard_budget(300_000, 1, 10**9) == 1
 
 
+def test_among_equal_hits_the_work_whose_hits_are_rarer_ranks_first() -> None:
+    """Works 1 and 2 each hold two of the upload's quads in one cell, and 40 fillers each hold
+    one of work 2's keys elsewhere: counted, the two tie; weighted by rarity, work 1 (its keys
+    in buckets of their own) ranks before work 2, and both before every filler."""
+    from audiodup.hashes import pack_entry_ids
+    from audiodup.quads import Quads, _as_triplets, _bucket_and_check, grouped_quads
+
+    def quads(keys, frames):
+        n = len(keys)
+        return Quads(
+            np.asarray(keys, np.int64),
+            np.asarray(frames, np.int64),
+            np.full(n, 60.0),
+            np.full(n, 40, np.int64),
+        )
+
+    def entries(work_id, keys, frames):
+        held = quads(keys, frames)
+        return held.keys, pack_entry_ids(work_id, _as_triplets(held))
+
+    keys = [11, 22, 33, 44]
+    parts = [entries(1, keys[:2], [100, 300]), entries(2, keys[2:], [500, 700])]
+    parts += [entries(100 + i, [keys[2 + i % 2]], [5000 + 400 * i]) for i in range(40)]
+    shard = grouped_quads(list(parts))
+    bucket, _ = _bucket_and_check(np.array(keys), shard.bits)
+    assert len(set(bucket.tolist())) == 4  # each key in a bucket of its own
+    upload = quads(keys, [100, 300, 500, 700])
+    counted = best_quad_works(shard, upload, S, 10**6, 3)
+    assert {w for w, _ in counted[:2]} == {1, 2} and counted[0][1] == counted[1][1] == 2
+    weighted = best_quad_works(shard, upload, S, 10**6, 3, rarity_total=shard.ntotal)
+    assert [w for w, _ in weighted[:2]] == [1, 2] and weighted[0][1] > weighted[1][1]
+    assert weighted[2][1] < weighted[1][1]
+
+
 def test_works_of_equal_support_are_proposed_without_favouring_the_first_added(works) -> None:
     """The same recording stored as 40 works: every one has the copy's support, and the 8
     proposed are the first 8 of the scramble, not the 8 lowest work ids."""
