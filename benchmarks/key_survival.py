@@ -198,24 +198,33 @@ def sample_triplet_supports(sample: Sample, query_hashes, kept: np.ndarray, sett
 
 
 def survival_rows(
-    catalog_dir: Path, prepared, source: dict[str, str], sizes, settings, sample=None
+    sources: Sequence, prepared, source: dict[str, str], sizes, settings, sample=None
 ):
-    """One dict per positive query (see the module docstring); ``sizes``: a :class:`KeySizes`
-    or :class:`CatalogSizes`. With the distractor ``sample`` (and ``sizes.scale``) each
-    channel's rank of the copy's work at scale too (:func:`rank_at_scale`)."""
-    from audiodup.catalog import Catalog
+    """One dict per positive query (see the module docstring); ``sources``: the benchmark
+    catalog's works (:func:`benchmarks.distractor_prints.load_sources`), ``sizes``: a
+    :class:`KeySizes` or :class:`CatalogSizes`. With the distractor ``sample`` (and
+    ``sizes.scale``) each channel's rank of the copy's work at scale too
+    (:func:`rank_at_scale`)."""
+    from functools import cache
+
     from audiodup.fingerprint import fingerprint_hashes
     from audiodup.quads import quad_shard, query_quads
 
-    with Catalog.open(catalog_dir, create=False) as catalog:
-        work_of = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
-        prints = {w: catalog.store.fingerprint(w) for w in work_of.values()}
+    work_of = {os.path.realpath(s.name): i for i, s in enumerate(sources)}
+
+    @cache
+    def stored(work_id: int):
+        """A work's catalog hashes and its one-work four-peak shard, made once (each work has
+        a copy per variant)."""
+        fp = sources[work_id].fingerprint
+        return fingerprint_hashes(fp, settings), quad_shard([(work_id, fp)], settings)
+
     for q, fp in prepared:
         work_id = work_of.get(source.get(q.track_id, ""))
         if q.role != "positive" or work_id is None:
             continue
         hashes = fingerprint_hashes(fp, settings, query=True)
-        reference = fingerprint_hashes(prints[work_id], settings)
+        reference, shard = stored(work_id)
         quads = query_quads(fp, settings)
         size_t = sizes.triplet_sizes(hashes.keys.astype(np.int64))
         size_q = sizes.quad_sizes(quads.keys)
@@ -223,7 +232,6 @@ def survival_rows(
             size_t, (size_t > 0) & (size_t <= sizes.cap), settings.max_query_hits
         )
         kept_q = rarest_within(size_q, size_q > 0, settings.quad_budget)
-        shard = quad_shard([(work_id, prints[work_id])], settings)
         row = {
             "query_id": q.query_id,
             "variant": q.variant,
@@ -242,12 +250,12 @@ def survival_rows(
         yield row
 
 
-def estimated_sizes(catalog_dir: Path, works: int, n_distractors: int, seed: int, settings):
-    """:func:`grown_sizes` (sizes and sample) from the benchmark catalog's works, the
-    distractors cut from its material half (:func:`benchmarks.distractor_prints.split_sources`)."""
-    from benchmarks.distractor_prints import load_sources, split_sources
+def estimated_sizes(sources: Sequence, works: int, n_distractors: int, seed: int, settings):
+    """:func:`grown_sizes` (sizes and sample) from the benchmark catalog's works ``sources``,
+    the distractors cut from its material half
+    (:func:`benchmarks.distractor_prints.split_sources`)."""
+    from benchmarks.distractor_prints import split_sources
 
-    sources = load_sources(catalog_dir)
     _, material = split_sources([s.name for s in sources], seed)
     return grown_sizes(
         [source.fingerprint for source in sources],
@@ -370,16 +378,17 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
+        from benchmarks.distractor_prints import load_sources
+
         settings = dataclasses.replace(catalog_settings(args.catalog), **changes)
+        real = load_sources(args.catalog)  # each stored fingerprint decoded once
         sample = None
         if args.sizes_from is not None:
             sizes = CatalogSizes(args.sizes_from)
         else:
-            sizes, sample = estimated_sizes(
-                args.catalog, args.works, args.distractors, args.seed, settings
-            )
+            sizes, sample = estimated_sizes(real, args.works, args.distractors, args.seed, settings)
         rows = []
-        for row in survival_rows(args.catalog, prepared, source, sizes, settings, sample):
+        for row in survival_rows(real, prepared, source, sizes, settings, sample):
             rows.append(row)
             print(json.dumps(row), flush=True)
     except AudiodupError as exc:
