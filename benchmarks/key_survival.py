@@ -53,6 +53,8 @@ import numpy as np
 
 from benchmarks.lookup_stages import InputError, prepared_queries
 
+MAX_DISTRACTORS = 100_000  # a sample as large as the 10^5 catalog it stands for
+
 
 @dataclasses.dataclass(frozen=True)
 class KeySizes:
@@ -348,7 +350,9 @@ def parse_changes(pairs: Sequence[str]) -> dict:
             else:
                 value = type(current)(text)
         except ValueError:
-            raise InputError(f"--set {name}: {text!r} is not a {type(current).__name__}") from None
+            kind = type(current[0] if isinstance(current, tuple) else current).__name__
+            wanted = f"list of {kind}" if isinstance(current, tuple) else kind
+            raise InputError(f"--set {name}: {text!r} is not a {wanted}") from None
         changes[name] = value
     return changes
 
@@ -369,6 +373,11 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the scaling benchmark's seed")
     args = parser.parse_args(argv)
     try:
+        if args.works < 1 or not 1 <= args.distractors <= MAX_DISTRACTORS:
+            raise InputError(
+                f"--works takes 1 or more and --distractors 1 to {MAX_DISTRACTORS:,}, "
+                f"not {args.works} and {args.distractors}"
+            )
         changes = parse_changes(args.set)
         if args.sizes_from is not None and changes:
             raise InputError("--sizes-from holds the current recipe's keys: no --set with it")
@@ -382,6 +391,10 @@ def main(argv: Sequence[str]) -> int:
 
         settings = dataclasses.replace(catalog_settings(args.catalog), **changes)
         real = load_sources(args.catalog)  # each stored fingerprint decoded once
+        try:
+            catalog_sample([source.fingerprint for source in real[:1]], settings)
+        except ValueError as exc:  # e.g. quantisation levels the key layout cannot hold
+            raise InputError(f"--set: this recipe cannot make keys: {exc}") from None
         sample = None
         if args.sizes_from is not None:
             sizes = CatalogSizes(args.sizes_from)
@@ -391,7 +404,7 @@ def main(argv: Sequence[str]) -> int:
         for row in survival_rows(real, prepared, source, sizes, settings, sample):
             rows.append(row)
             print(json.dumps(row), flush=True)
-    except AudiodupError as exc:
+    except (AudiodupError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"summary": summary(rows, settings), "works": args.works, "set": args.set}))

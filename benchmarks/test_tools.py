@@ -328,6 +328,9 @@ def test_key_survival_sums_up_each_variant() -> None:
         (["--set", "ratio_levels=many"], "is not a int"),
         (["--set", "ratio_levels=16", "--sizes-from", "{tmp}"], "no --set with it"),
         (["--sizes-from", "{tmp}/no"], "does not exist"),
+        (["--distractors", "0"], "--distractors 1 to 100,000"),
+        (["--distractors", "10000000000"], "--distractors 1 to 100,000"),
+        (["--works", "-5"], "--works takes 1 or more"),
     ],
 )
 def test_key_survival_says_what_is_wrong_in_one_line(
@@ -385,6 +388,15 @@ def test_key_survival_of_a_small_catalog_matches_its_own_key_sizes(tmp_path: Pat
         assert proc.returncode == 0, proc.stderr[-2000:]
         return [json.loads(line) for line in proc.stdout.splitlines()]
 
+    unusable = _run_tool(
+        "key_survival",
+        str(tmp_path / "catalog"),
+        str(queries),
+        "--set",
+        "ratio_levels=100",  # more levels than a key's bits hold
+        AUDIODUP_BENCH_DATA=str(tmp_path),
+    )
+    assert "this recipe cannot make keys" in _one_error_line(unusable)
     estimated = rows("--works", "4", "--distractors", "1")
     real = rows("--sizes-from", str(tmp_path / "catalog"))
     assert [r["query_id"] for r in estimated[:-1]] == [q.query_id for q, _ in prepared[:2]]
