@@ -157,12 +157,8 @@ def look_up(
     (``bins_per_semitone``: ``settings.bins_per_octave // 12``) are dropped."""
     size = indexes.bucket_sizes[query.keys]
     usable = usable_hashes(query, indexes.bucket_sizes, max_bucket_hits)
-    wanted = usable.copy()
+    wanted = rarest_within(size, usable, max_total_hits)
     total = int(size[usable].sum())
-    if total > max_total_hits:
-        by_size = np.sort(size[usable])
-        within = by_size[np.cumsum(by_size) <= max_total_hits]
-        wanted &= size <= (within[-1] if len(within) else 0)
     kept_share = float(size[wanted].sum()) / total if total else 1.0
     rows = np.nonzero(wanted)[0]
     hits = indexes.lookup_hashes(query.keys[rows])
@@ -170,6 +166,17 @@ def look_up(
         return HashLookup(_empty_votes(), usable, kept_share)
     votes = _votes(query, rows[hits.query_rows], hits.entry_ids, bins_per_semitone, indexes.is_live)
     return HashLookup(votes, usable, kept_share)
+
+
+def rarest_within(sizes: np.ndarray, usable: np.ndarray, budget: int) -> np.ndarray:
+    """Which keys a budgeted look-up asks: the ``usable`` ones, the rarest first (``sizes``:
+    each key's entries), while their entries fit in ``budget``; all of them when they do."""
+    wanted = usable.copy()
+    if int(sizes[usable].sum()) > budget:
+        by_size = np.sort(sizes[usable])
+        within = by_size[np.cumsum(by_size) <= budget]
+        wanted &= sizes <= (within[-1] if len(within) else 0)
+    return wanted
 
 
 def usable_hashes(

@@ -162,7 +162,13 @@ class CatalogStatistics(Protocol):
 
 def _max_bucket_hits(indexes: CatalogStatistics, settings: Settings) -> int:
     """The stop-word cap: keys of more entries than this are not looked up."""
-    per_mean = settings.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
+    return stop_word_cap(indexes.n_hash_entries, settings)
+
+
+def stop_word_cap(n_hash_entries: float, settings: Settings) -> int:
+    """The stop-word cap of a catalog of ``n_hash_entries``: ``bucket_cap_per_mean`` times its
+    mean entries per key, at least ``min_bucket_cap``."""
+    per_mean = settings.bucket_cap_per_mean * n_hash_entries / 2**KEY_BITS
     return int(max(settings.min_bucket_cap, per_mean))
 
 

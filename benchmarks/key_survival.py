@@ -51,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiodup.match import rarest_within  # the budget rule of a look-up
 from benchmarks.lookup_stages import InputError, prepared_queries
 
 MAX_DISTRACTORS = 100_000  # a sample as large as the 10^5 catalog it stands for
@@ -66,7 +67,7 @@ class KeySizes:
     sample_triplet: tuple[np.ndarray, np.ndarray]
     sample_quad: tuple[np.ndarray, np.ndarray]
     scale: float
-    cap: int  # the triplet stop-word cap at this size (screening._max_bucket_hits)
+    cap: int  # the triplet stop-word cap at this size (screening.stop_word_cap)
 
     def triplet_sizes(self, keys: np.ndarray) -> np.ndarray:
         return _grown(keys, self.real_triplet, self.sample_triplet, self.scale)
@@ -90,17 +91,6 @@ def sizes_of(asked: np.ndarray, table: tuple[np.ndarray, np.ndarray]) -> np.ndar
         return np.zeros(len(asked), dtype=np.int64)
     at = np.minimum(np.searchsorted(keys, asked), len(keys) - 1)
     return np.where(keys[at] == asked, counts[at], 0)
-
-
-def rarest_within(sizes: np.ndarray, usable: np.ndarray, budget: int) -> np.ndarray:
-    """Which keys a budgeted look-up keeps: the usable ones, rarest first, while their entries
-    fit in ``budget`` (:func:`audiodup.match.look_up`'s rule)."""
-    total = int(sizes[usable].sum())
-    if total <= budget:
-        return usable.copy()
-    by_size = np.sort(sizes[usable])
-    within = by_size[np.cumsum(by_size) <= budget]
-    return usable & (sizes <= (within[-1] if len(within) else 0))
 
 
 def triplet_support(query_hashes, reference, work_id: int, kept: np.ndarray, settings) -> int:
@@ -162,7 +152,7 @@ def grown_sizes(
     """:class:`KeySizes` of the real works and ``n_distractors`` distractors cut from
     ``sources`` (:func:`benchmarks.distractor_prints.distractor_print`), scaled to ``works``,
     and the distractors' :class:`Sample`."""
-    from audiodup.hashes import KEY_BITS
+    from audiodup.screening import stop_word_cap
     from benchmarks.distractor_prints import distractor_print
 
     _, real_t, real_q = catalog_sample(real_prints, settings)
@@ -170,7 +160,7 @@ def grown_sizes(
     sample, sample_t, sample_q = catalog_sample(made, settings)
     scale = max(works - len(real_prints), 0) / max(n_distractors, 1)
     entries = len(real_t) + len(sample_t) * scale
-    cap = int(max(settings.min_bucket_cap, settings.bucket_cap_per_mean * entries / 2**KEY_BITS))
+    cap = stop_word_cap(entries, settings)
     real = (key_counts(real_t), key_counts(real_q))
     return KeySizes(*real, key_counts(sample_t), key_counts(sample_q), scale, cap), sample
 

@@ -73,17 +73,15 @@ def prepared_queries(paths: Sequence[Path], queries: Path) -> tuple[list, dict[s
 
 def _stages(catalog, prepared, source: dict[str, str]) -> int:
     from audiodup.fingerprint import fingerprint_hashes
-    from audiodup.hashes import KEY_BITS
     from audiodup.match import candidate_works, chroma_candidates, lookup_hashes
-    from audiodup.screening import _verify, score_hashes
+    from audiodup.screening import _max_bucket_hits, _verify, score_hashes
 
     with catalog:
         s = catalog.settings
         indexes = catalog.indexes()
         work_of = {os.path.realpath(w.path): w.work_id for w in catalog.works()}
         n_works = int(indexes.live.sum())
-        per_mean = s.bucket_cap_per_mean * indexes.n_hash_entries / 2**KEY_BITS
-        cap = int(max(s.min_bucket_cap, per_mean))
+        cap = _max_bucket_hits(indexes, s)
         for q, fp in prepared:
             if q.role != "positive":
                 continue
