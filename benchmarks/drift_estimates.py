@@ -8,10 +8,10 @@ Each positive query of the variants (from the rendered queries' sidecars in the 
 is screened as it is (``screening.gather_evidence``) on an existing catalog; for the work whose
 hash lines have the lowest false-match probability (the match screening reports for every
 ramped copy: its lines are decisive on the look as it is) the drift of each estimator is
-written as one JSON line: ``sections`` (:func:`audiodup.screening.tempo_drift`), ``bend``
-(one bending line) and ``curve`` (:func:`audiodup.screening.curve_drift`); the match reports
-the first of them that gives one. ``--summary`` prints how many copies each reports a drift
-for, and the reported drift's median and 10th-90th percentiles.
+written as one JSON line: ``curve`` (:func:`audiodup.screening.curve_drift`), ``bend`` (one
+bending line) and ``sections`` (:func:`audiodup.screening.tempo_drift`); the match reports the
+first of them, in this order, that gives one. ``--summary`` prints how many copies each reports
+a drift for, and the reported drift's median and 10th-90th percentiles.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.corpus import cache_dir
 
-ESTIMATORS = ("sections", "bend", "curve")
+ESTIMATORS = ("curve", "bend", "sections")  # the order the match takes them in
 
 
 def estimate(catalog_dir: Path, variants: list[str], out: Path, data: Path | None) -> None:

@@ -20,7 +20,7 @@ def test_the_summary_counts_reports_and_takes_the_first_estimator(tmp_path: Path
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     table = summary(path).splitlines()
     ramp = [c.strip() for c in next(r for r in table if r.startswith("| ramp")).split("|")[1:-1]]
-    assert ramp[1:6] == ["3", "1", "0", "2", "2"]
-    assert ramp[6].startswith("1.075 ")  # the median of 1.07 (sections first) and 1.08
+    assert ramp[1:6] == ["3", "2", "0", "1", "2"]  # curve, bend, sections, the match's
+    assert ramp[6].startswith("1.070 ")  # the median of 1.06 (the curve first) and 1.08
     steady = [c.strip() for c in next(r for r in table if r.startswith("| steady")).split("|")]
     assert steady[2:7] == ["1", "0", "0", "0", "0"] and steady[7] == "-"
