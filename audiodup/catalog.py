@@ -114,6 +114,7 @@ class Catalog:
         settings: Settings = DEFAULT_SETTINGS,
         *,
         write: bool = False,
+        rekey: bool = False,
     ) -> Catalog:
         """Open the catalog at ``path`` (default: :func:`default_catalog_path`).
 
@@ -121,9 +122,11 @@ class Catalog:
         takes the single-writer lock itself. ``create`` makes a missing catalog, only in a new or
         empty folder. ``write`` refuses at once a catalog that cannot be written here (a
         read-only folder, a full disk) instead of failing at the first write; without it such a
-        catalog opens read-only and screens as usual."""
+        catalog opens read-only and screens as usual. ``rekey`` also opens a catalog that holds
+        this recipe's fingerprints under an index of another (:meth:`rekey`), for that only."""
         root = Path(path) if path is not None else default_catalog_path()
-        return cls(CatalogStore(root, settings, create=create, write=write), settings)
+        store = CatalogStore(root, settings, create=create, write=write, rekey=rekey)
+        return cls(store, settings)
 
     def __enter__(self) -> Catalog:
         return self
@@ -354,6 +357,14 @@ class Catalog:
     def rebuild(self) -> None:
         self.store.rebuild()
         self._indexes = None
+
+    def rekey(self) -> int:
+        """Make the index of a catalog opened with ``rekey`` again under this recipe from its
+        stored fingerprints (:meth:`CatalogStore.rekey`): the works re-keyed, 0 when the
+        catalog was of this recipe already."""
+        rekeyed = self.store.rekey()
+        self._indexes = None
+        return rekeyed
 
     def upgrade(self) -> tuple[int, int]:
         """Rewrite index files of an older layout in the current one, keeping what they find

@@ -363,13 +363,21 @@ def index_rebuild(db: DbOption = None) -> None:
 
 @index_app.command("upgrade")
 def index_upgrade(db: DbOption = None) -> None:
-    """Rewrite chroma shards of an older layout so FAISS scans them with SIMD (about 2x faster),
-    keeping their lists and codes: searches find the same segments (similarities equal to float
-    rounding, so only a tie at that level can order two differently). Write the four-peak index
-    of shards written before it (large catalogs find more hard copies). Nothing to do prints 0."""
-    with _open(db, write=True) as catalog:
+    """Make the index of a catalog whose recipe stored the same fingerprints (other hash keys or
+    chroma segment vectors) again from them, no audio needed. Rewrite chroma shards of an
+    older layout so FAISS scans them with SIMD (about 2x faster), keeping their lists and codes:
+    searches find the same segments (similarities equal to float rounding, so only a tie at that
+    level can order two differently). Write the four-peak index of shards written before it
+    (large catalogs find more hard copies). Nothing to do prints 0."""
+    with Catalog.open(
+        db if db is not None else default_catalog_path(), create=False, write=True, rekey=True
+    ) as catalog:
+        rekeyed = catalog.rekey()
         padded, quads = catalog.upgrade()
-    out.print(f"upgraded: {padded} chroma shards, {quads} four-peak indexes written")
+    out.print(
+        f"upgraded: {padded} chroma shards, {quads} four-peak indexes written, "
+        f"{rekeyed} works re-keyed"
+    )
 
 
 @index_app.command("shard")

@@ -301,6 +301,21 @@ RECIPE_FIELDS = (
     "segment_steps",
     "chroma_coeffs",
 )
+# Recipe fields that shape only what the index makes of a stored fingerprint (hash keys, chroma
+# segment vectors), not the fingerprint (peaks, chroma frames): a catalog that differs from a
+# recipe only in them holds that recipe's fingerprints, and its index is made again from them
+# with no audio ('audiodup index upgrade', :func:`rekeyable`)
+INDEX_ONLY_FIELDS = (
+    "hash_fanout",
+    "hash_max_dt_s",
+    "hash_max_df_bins",
+    "ratio_levels",
+    "df_quant_bins",
+    "segment_s",
+    "segment_hop_s",
+    "segment_steps",
+    "chroma_coeffs",
+)
 RUN_TIME_FIELDS = tuple(f.name for f in fields(Settings) if f.name not in RECIPE_FIELDS)
 _FIELD_TYPES = {f.name: f.type for f in fields(Settings)}
 
@@ -363,6 +378,32 @@ def recipe_matches(recipe: str, settings_json: str | None, settings: Settings) -
         return recipe_id(stored_recipe_fields(recipe, settings_json)) == settings.recipe
     except ValueError:
         return False
+
+
+def rekeyable(recipe: str, settings_json: str | None, settings: Settings) -> bool:
+    """Whether a catalog of another recipe holds the fingerprints ``settings`` makes, its index
+    made with other :data:`INDEX_ONLY_FIELDS`: this code derives its stored id from its stored
+    recipe fields (the same structure and format), and with our index-only fields they are our
+    recipe's."""
+    if settings_json is None or recipe == settings.recipe:
+        return False
+    try:
+        stored = stored_recipe_fields(recipe, settings_json)
+    except ValueError:
+        return False
+    if set(stored) != set(RECIPE_FIELDS) or recipe_id(stored) != recipe:
+        return False
+    ours = settings.recipe_fields()
+    kept = {**stored, **{name: ours[name] for name in INDEX_ONLY_FIELDS}}
+    return recipe_id(kept) == settings.recipe
+
+
+def rekeyed_settings_json(settings_json: str, settings: Settings) -> str:
+    """A catalog's stored settings JSON with our index-only fields and recipe id."""
+    stored = json.loads(settings_json)
+    ours = json.loads(settings.to_json())
+    stored.update({name: ours[name] for name in (*INDEX_ONLY_FIELDS, "recipe")})
+    return json.dumps(stored, sort_keys=True)
 
 
 DEFAULT_SETTINGS = Settings()

@@ -102,6 +102,8 @@ from .settings import (
     Settings,
     recipe_differences,
     recipe_matches,
+    rekeyable,
+    rekeyed_settings_json,
     stored_recipe_fields,
 )
 
@@ -273,11 +275,23 @@ class CatalogStore:
     Opening reads; it never takes the writer lock and writes nothing unless it creates the
     catalog (``create``: only in a new or empty folder). ``write`` asks for a catalog that can be
     written: a read-only one is then refused at once rather than at the first write.
-    ``read_only`` says why this store cannot write (``None`` when it can)."""
+    ``read_only`` says why this store cannot write (``None`` when it can). ``rekey`` opens a
+    catalog whose index only :meth:`rekey` can bring to ``settings`` (``rekey_from``: its
+    recipe), for that alone."""
 
-    def __init__(self, root: Path, settings: Settings, *, create: bool = True, write: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        settings: Settings,
+        *,
+        create: bool = True,
+        write: bool = False,
+        rekey: bool = False,
+    ):
         self.root = Path(root)
         self.settings = settings
+        self.rekey_from: str | None = None
+        self._rekey = rekey
         self.read_only: str | None = None
         self._db_path = self.root / _DB_FILE
         self._closed = threading.Event()  # stops this store's read-ahead
@@ -395,6 +409,10 @@ class CatalogStore:
         stored_json = self.stored_settings_json()
         if recipe_matches(recipe, stored_json, self.settings):
             return
+        fingerprints_are_ours = rekeyable(recipe, stored_json, self.settings)
+        if fingerprints_are_ours and self._rekey:
+            self.rekey_from = recipe
+            return
         try:
             catalog_fields = stored_recipe_fields(recipe, stored_json or "")
         except ValueError:  # no or unreadable settings JSON: the ids alone are known
@@ -403,10 +421,15 @@ class CatalogStore:
             differences = recipe_differences(catalog_fields, self.settings) or [
                 "the same recipe fields, made by code of another recipe format"
             ]
+        repair = (
+            "its stored fingerprints are this recipe's: 'audiodup index upgrade' makes its index "
+            "again from them, no audio needed"
+            if fingerprints_are_ours
+            else "rebuild it with the files (index add) into a new catalog"
+        )
         raise RecipeMismatchError(
             f"catalog {path_text(self.root)} was built with fingerprint recipe {recipe!r}, this "
-            f"audiodup uses {self.settings.recipe!r} ({'; '.join(differences)}); rebuild it "
-            "with the files (index add) into a new catalog"
+            f"audiodup uses {self.settings.recipe!r} ({'; '.join(differences)}); {repair}"
         )
 
     def _create(self) -> None:
@@ -533,6 +556,8 @@ class CatalogStore:
         (``rebuild`` recreates a deleted one) and remove what interrupted writes left there."""
         if self.read_only is not None:
             raise self._unwritable(doing)
+        if self.rekey_from is not None and doing != "re-key":
+            raise self._needs_rekey(doing)
         with self.write_lock():
             if tidy:
                 shards = self.root / _SHARDS
@@ -549,6 +574,13 @@ class CatalogStore:
             # writer's lock (opening and reading never write); a no-op once it exists
             self.db.execute(_REMOVED_WORKS_INDEX)
             yield
+
+    def _needs_rekey(self, doing: str) -> CatalogError:
+        return RecipeMismatchError(
+            f"cannot {doing} catalog {path_text(self.root)}: its index is of recipe "
+            f"{self.rekey_from!r}, not {self.settings.recipe!r}; 'audiodup index upgrade' "
+            "makes it again from the stored fingerprints first"
+        )
 
     def _unwritable(self, doing: str) -> CatalogError:
         """The error of a write to a catalog that was opened read-only."""
@@ -720,6 +752,8 @@ class CatalogStore:
     ) -> LoadedIndexes:
         """Read every shard listed in one SQLite snapshot (retrying if a compaction raced us);
         with ``group`` = ``(group, n_groups)``, only that shard group's shards."""
+        if self.rekey_from is not None:
+            raise self._needs_rekey("search")
         for attempt in range(attempts):
             self.db.execute("BEGIN")
             try:
@@ -1189,9 +1223,16 @@ class CatalogStore:
             self._regenerate(None, n_groups=n_groups)
             self._fold_log()
 
-    def _regenerate(self, shard_ids: list[int] | None, *, n_groups: int | None = None) -> None:
+    def _regenerate(
+        self,
+        shard_ids: list[int] | None,
+        *,
+        n_groups: int | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> None:
         """Replace the given shards (None: all) by one shard per shard group built from stored
-        fingerprints (one shard in a catalog that is not split); ``n_groups`` splits it anew."""
+        fingerprints (one shard in a catalog that is not split); ``n_groups`` splits it anew.
+        ``before_commit`` writes more in the same transaction."""
         where = (
             ""
             if shard_ids is None
@@ -1234,6 +1275,8 @@ class CatalogStore:
                 )
             for shard_id, _, _ in old:
                 self.db.execute("DELETE FROM shards WHERE shard_id = ?", (shard_id,))
+            if before_commit is not None:
+                before_commit()
             self.db.execute("COMMIT")
         except BaseException:
             self._abandon()
@@ -1336,6 +1379,31 @@ class CatalogStore:
         quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
         self._put_file(name, write_quad_shard(quads))
         return 1
+
+    @reports_errors("re-key")
+    def rekey(self) -> int:
+        """Bring a catalog opened with ``rekey`` to this recipe: every index file made again from
+        the stored fingerprints under it, and the recipe recorded, in one transaction (a reader
+        sees the old index and recipe or the new ones). Returns the works re-keyed (0: the
+        catalog was this recipe's already). A stored fingerprint keeps the id of the recipe
+        it was made under: its peaks and chroma are this recipe's too."""
+        if self.rekey_from is None:
+            return 0
+        with self._writing("re-key"):
+            works = self.db.execute("SELECT COUNT(*) FROM works WHERE removed = 0").fetchone()[0]
+            self._regenerate(None, before_commit=self._record_recipe)
+            self._sweep_orphans()
+            self._fold_log()
+        self.rekey_from = None
+        return int(works)
+
+    def _record_recipe(self) -> None:
+        stored = self.stored_settings_json() or self.settings.to_json()
+        self.db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'settings'",
+            (rekeyed_settings_json(stored, self.settings),),
+        )
+        self.db.execute("UPDATE meta SET value = ? WHERE key = 'recipe'", (self.settings.recipe,))
 
     @reports_errors("rebuild")
     def rebuild(self) -> None:

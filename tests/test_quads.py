@@ -145,7 +145,10 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     split = merged_quad_works(
         [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)], 5
     )
-    assert split == best_quad_works(whole, upload, S, 10**9, 5)
+    whole_works = best_quad_works(whole, upload, S, 10**9, 5)
+    # a single hit may be a collision of the 16 check bits, and their odds follow the directory's
+    # size (a shard of 11 bits tells apart fewer keys than one of 13): compared from two hits up
+    assert [w for w in split if w[1] > 1] == [w for w in whole_works if w[1] > 1]
     assert split[0][0] == 23
     # equal supports: in the fixed scramble's order, not the lower work id's (the works added
     # first would win every tie, on every upload)

@@ -16,15 +16,18 @@ import pytest
 from audiodup import Catalog, RecipeMismatchError
 from audiodup.audio import audio_from_samples
 from audiodup.chroma import segment_vectors
+from audiodup.errors import CatalogError
 from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
 from audiodup.settings import (
     DEFAULT_SETTINGS,
+    INDEX_ONLY_FIELDS,
     LEGACY_RECIPES,
     RECIPE,
     RECIPE_FIELDS,
     RUN_TIME_FIELDS,
     Settings,
     recipe_matches,
+    rekeyable,
 )
 from audiodup.synth import synthesize_work
 
@@ -143,6 +146,22 @@ def test_recipe_fields_change_the_fingerprint(signal: np.ndarray, name: str) -> 
     assert catalog_output(signal, changed) != catalog_output(signal, S)
 
 
+def stored_fingerprint(samples: np.ndarray, settings: Settings) -> tuple:
+    fp = fingerprint_audio(audio_from_samples(samples, SIGNAL_SR, settings), settings)
+    return fp.peaks.tobytes(), fp.chroma.tobytes(), fp.tuning_semitones, fp.duration_s
+
+
+def test_index_only_fields_leave_the_stored_fingerprint_alone(signal: np.ndarray) -> None:
+    """Each index-only field, perturbed, stores the same peaks and chroma (its catalog output
+    changes: test_recipe_fields_change_the_fingerprint), and every other recipe field does not:
+    a catalog that differs in index-only fields alone can be re-keyed from its fingerprints."""
+    assert set(INDEX_ONLY_FIELDS) < set(RECIPE_FIELDS)
+    reference = stored_fingerprint(signal, S)
+    for name in RECIPE_FIELDS:
+        same = stored_fingerprint(signal, replace(S, **{name: perturbed(name)})) == reference
+        assert same == (name in INDEX_ONLY_FIELDS), name
+
+
 def test_run_time_fields_leave_the_fingerprint_alone(signal: np.ndarray) -> None:
     """Every field outside the recipe, perturbed one by one, stores the same bytes: a new field
     that shapes fingerprints fails here until it joins RECIPE_FIELDS."""
@@ -232,6 +251,93 @@ def test_catalog_of_another_recipe_is_refused_naming_the_fields(tmp_path: Path) 
     # run-time settings may differ freely
     with Catalog.open(tmp_path / "db", settings=replace(built, duplicate_max_fmp=1e-9)):
         pass
+
+
+OTHER_KEYS = replace(S, ratio_levels=16)  # time ratios keyed in 16 levels (SCALING.md, session 14)
+
+
+def screened(root: Path, uploads: list[Path]) -> list[tuple]:
+    with Catalog.open(root, create=False) as catalog:
+        return [
+            (r.verdict, [(m.path, m.false_match_probability) for m in r.matches])
+            for r in (catalog.screen(path) for path in uploads)
+        ]
+
+
+def test_a_catalog_of_other_hash_keys_is_re_keyed_from_its_fingerprints(tmp_path: Path) -> None:
+    """A catalog built with time ratios in 16 levels holds the fingerprints of today's recipe:
+    it is refused with the way out named, and 'index upgrade' makes its index again from them.
+    It then screens as a catalog built today from the same files does, and keeps its works."""
+    from typer.testing import CliRunner
+
+    from audiodup.cli import app
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
+    old, new = tmp_path / "old", tmp_path / "new"
+    with Catalog.open(old, settings=OTHER_KEYS) as catalog:
+        catalog.add_paths([fixtures / "catalog"])
+        works = catalog.works()
+    with Catalog.open(new) as catalog:
+        catalog.add_paths([fixtures / "catalog"])
+    assert rekeyable(OTHER_KEYS.recipe, OTHER_KEYS.to_json(), S)
+    with pytest.raises(RecipeMismatchError) as info:
+        Catalog.open(old)
+    assert "ratio_levels: 16 vs 24" in str(info.value) and "index upgrade" in str(info.value)
+    # opened for the upgrade, nothing but the upgrade writes or searches
+    with Catalog.open(old, rekey=True) as catalog:
+        assert catalog.store.rekey_from == OTHER_KEYS.recipe
+        with pytest.raises(RecipeMismatchError, match="index upgrade"):
+            catalog.indexes()
+        with pytest.raises(RecipeMismatchError, match="index upgrade"):
+            catalog.remove(works[0].work_id)
+    result = CliRunner().invoke(app, ["index", "upgrade", "--db", str(old)])
+    assert result.exit_code == 0, result.output
+    assert "6 works re-keyed" in result.output
+    again = CliRunner().invoke(app, ["index", "upgrade", "--db", str(old)])
+    assert again.exit_code == 0 and "0 works re-keyed" in again.output
+    with Catalog.open(old, create=False) as rekeyed, Catalog.open(new, create=False) as built:
+        assert rekeyed.works() == works
+        mine, theirs = rekeyed.indexes(), built.indexes()
+        assert np.array_equal(mine.bucket_sizes, theirs.bucket_sizes)
+        assert mine.n_quad_entries == theirs.n_quad_entries > 0
+    uploads = sorted((fixtures / "uploads").iterdir())
+    assert screened(old, uploads) == screened(new, uploads)
+
+
+def test_a_re_key_that_stops_leaves_the_catalog_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    from audiodup.store import CatalogStore
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "audio"
+    with Catalog.open(tmp_path / "db", settings=OTHER_KEYS) as catalog:
+        catalog.add_paths([fixtures / "catalog" / "work_00.ogg"])
+    before = sorted(p.name for p in (tmp_path / "db" / "shards").iterdir())
+
+    def fail(self) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(CatalogStore, "_record_recipe", fail)
+    with Catalog.open(tmp_path / "db", rekey=True) as catalog, pytest.raises(CatalogError):
+        catalog.rekey()
+    assert sorted(p.name for p in (tmp_path / "db" / "shards").iterdir()) == before
+    with Catalog.open(tmp_path / "db", settings=OTHER_KEYS, create=False) as catalog:
+        assert len(catalog.works()) == 1 and catalog.indexes().n_hash_entries > 0
+
+
+def test_a_catalog_of_other_fingerprints_is_not_re_keyed(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from audiodup.cli import app
+
+    other = replace(OTHER_KEYS, peaks_per_second=6.0)
+    with Catalog.open(tmp_path / "db", settings=other):
+        pass
+    assert not rekeyable(other.recipe, other.to_json(), S)
+    with pytest.raises(RecipeMismatchError) as info:
+        Catalog.open(tmp_path / "db", rekey=True)
+    assert "index add" in str(info.value) and "index upgrade" not in str(info.value)
+    result = CliRunner().invoke(app, ["index", "upgrade", "--db", str(tmp_path / "db")])
+    assert isinstance(result.exception, RecipeMismatchError)  # one line from audiodup.cli.main
+    assert "peaks_per_second: 6.0 vs 7.0" in str(result.exception)
 
 
 def _as_legacy(root: Path, settings_json: str) -> None:
