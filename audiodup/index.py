@@ -4,9 +4,9 @@ A shard is a hash index and a chroma index built from fingerprints. The hash ind
 buckets of triplet keys (``KEY_BITS`` bits) whose int64 ids pack work, anchor time, frequency and
 span; the chroma index holds segment vectors in the FAISS index the recipe's factory string names,
 ids packing work and segment. :mod:`audiodup.store` keeps the shard files, SQLite and locking; it
-calls :func:`build_shard` to make a shard, :func:`write_sorted_hash_shard` /
-:func:`read_hash_shard` and :func:`write_index` / :func:`read_index` to move one to and from disk,
-and hands readers a :class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed look-ups
+builds a shard with :mod:`audiodup.shard_build` in bounded memory (the files :func:`build_shard`
+makes whole in RAM), reads one with :func:`read_hash_shard` and :func:`read_index`, and hands
+readers a :class:`LoadedIndexes`. :mod:`audiodup.match` sees only the typed look-ups
 below (:class:`HashHits`, :class:`ChromaHits`), so another backend needs only the same methods.
 
 **Sorted hash shards** (``h-*.sorted``, written since issue #14) are memory-mapped, so a screening
@@ -41,7 +41,7 @@ import os
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -317,13 +317,22 @@ def merge_sorted_hash_shards(
             order = np.lexsort((works, keys))  # stable: a work's entries keep their order
             yield lo, hi, keys[order], ids[order]
 
+    return sorted_writer(live_slices)
+
+
+def sorted_writer(
+    slices: Callable[[], Iterator[tuple[int, int, np.ndarray, np.ndarray]]],
+) -> tuple[Callable[[Callable[[bytes], object]], None], int]:
+    """A writer of the sorted shard whose entries ``slices()`` yields as ``(lo, hi, keys, ids)``
+    (the keys in ``[lo, hi)``, sorted; the slices in key order), and its entry count.
+    ``slices`` is called twice: once for the sizes and checksum, once to write."""
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
     crc = 0
-    for lo, hi, keys, ids in live_slices():
+    for lo, hi, keys, ids in slices():
         sizes[lo:hi] = np.bincount(keys - lo, minlength=hi - lo)
         crc = zlib.crc32(np.ascontiguousarray(ids, dtype="<i8").view(np.uint8), crc)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    writer = _write_sorted(offsets, int(offsets[-1]), crc, lambda: (s[3] for s in live_slices()))
+    writer = _write_sorted(offsets, int(offsets[-1]), crc, lambda: (s[3] for s in slices()))
     return writer, int(offsets[-1])
 
 

@@ -23,7 +23,7 @@ import math
 import mmap
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,11 +206,31 @@ def bucket_bits(n_entries: int) -> int:
     return int(min(max(round(math.log2(max(n_entries, 1) / ENTRIES_PER_BUCKET)), 4), 31))
 
 
+def mixed_keys(keys: np.ndarray) -> np.ndarray:
+    """Quad keys scrambled into uint64: a bucket is the top bits, the check the next 16."""
+    return np.asarray(keys, dtype=np.int64).view(np.uint64) * _MIX
+
+
 def _bucket_and_check(keys: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    mixed = np.asarray(keys, dtype=np.int64).view(np.uint64) * _MIX
+    return _split_mixed(mixed_keys(keys), bits)
+
+
+def _split_mixed(mixed: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    mixed = np.asarray(mixed, dtype=np.uint64)
     bucket = (mixed >> np.uint64(64 - bits)).astype(np.int64)
     check = ((mixed >> np.uint64(48 - bits)) & np.uint64(0xFFFF)).astype(np.uint16)
     return bucket, check
+
+
+def records_of(mixed: np.ndarray, ids: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(buckets, records)`` of entries under ``mixed`` keys, ordered by bucket, each bucket's
+    in the order given."""
+    bucket, check = _split_mixed(mixed, bits)
+    order = np.argsort(bucket, kind="stable")
+    records = np.empty(len(order), dtype=RECORD)
+    records["id"] = np.asarray(ids, dtype=np.int64)[order]
+    records["check"] = check[order]
+    return bucket[order], records
 
 
 def catalog_quads(
@@ -277,17 +297,42 @@ def _as_triplets(quads: Quads) -> TripletHashes:
 
 def write_quad_shard(shard: QuadShard) -> Callable[[Callable[[bytes], object]], None]:
     """A writer of a quad shard into any ``write(bytes)`` callable."""
-    width = shard.offsets.dtype.itemsize
-    offsets = np.ascontiguousarray(shard.offsets, dtype=f"<u{width}")
     records = np.ascontiguousarray(shard.records, dtype=RECORD)
-    crcs = (zlib.crc32(offsets), zlib.crc32(records))
-    header = _HEADER.pack(_MAGIC, shard.bits, width, len(records), *crcs)
+    return _quad_file(
+        shard.bits, shard.offsets, len(records), zlib.crc32(records), lambda: [records]
+    )
+
+
+def quad_writer(
+    bits: int, n: int, slices: Callable[[], Iterator[tuple[int, int, np.ndarray, np.ndarray]]]
+) -> tuple[Callable[[Callable[[bytes], object]], None], int]:
+    """A writer of the quad file of ``2**bits`` buckets whose ``n`` entries ``slices()`` yields
+    as ``(lo, hi, buckets, records)`` (:func:`records_of` of the buckets in ``[lo, hi)``; the
+    slices in bucket order), and its entry count. ``slices`` is called twice: once for the
+    directory and checksum, once to write; only the directory is held whole (4 bytes a bucket)."""
+    offsets = np.zeros((1 << bits) + 1, dtype=np.uint32 if n < 1 << 32 else np.uint64)
+    crc, placed = 0, 0
+    for lo, hi, buckets, records in slices():
+        counts = np.bincount(buckets - lo, minlength=hi - lo)
+        offsets[lo + 1 : hi + 1] = placed + np.cumsum(counts)
+        placed += len(records)
+        crc = zlib.crc32(np.ascontiguousarray(records, dtype=RECORD), crc)
+    if placed != n:
+        raise AssertionError(f"the slices hold {placed} quad entries, not {n}")
+    return _quad_file(bits, offsets, n, crc, lambda: (s[3] for s in slices())), n
+
+
+def _quad_file(bits, offsets, n, records_crc, record_chunks):
+    width = offsets.dtype.itemsize
+    offsets = np.ascontiguousarray(offsets, dtype=f"<u{width}")
+    header = _HEADER.pack(_MAGIC, bits, width, n, zlib.crc32(offsets), records_crc)
 
     def write(sink: Callable[[bytes], object]) -> None:
         sink(header)
         sink(offsets.tobytes())
         sink(bytes(_padding(offsets.nbytes)))
-        sink(records.tobytes())
+        for records in record_chunks():
+            sink(np.ascontiguousarray(records, dtype=RECORD).tobytes())
 
     return write
 

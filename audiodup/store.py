@@ -6,7 +6,8 @@ Layout of a catalog directory::
                           upload ledger, shard list, recipe
     shards/h-*.sorted     peak-triplet hashes: entry ids (packing the evidence) sorted by key
                           and the offset of every key, memory-mapped by readers
-                          (audiodup.index.write_sorted_hash_shard)
+                          (the layout: audiodup.index; built in bounded memory:
+                          audiodup.shard_build)
     shards/h-*.faiss      the same in catalogs written before: faiss.IndexBinaryHash, then the
                           hash bucket sizes (audiodup.index.write_hash_shard); still read,
                           rewritten as h-*.sorted by rebuild and compaction
@@ -41,6 +42,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -68,7 +70,6 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     LoadedIndexes,
     SortedHashShard,
     bucket_sizes,
-    build_chroma,
     build_shard,
     chroma_dim,
     chroma_index_dim,
@@ -89,7 +90,7 @@ from .index import (  # noqa: F401  (re-exported: LoadedIndexes and the id packi
     write_index,
     write_sorted_hash_shard,
 )
-from .quads import QuadShard, quad_file_of, quad_shard, read_quad_shard, write_quad_shard
+from .quads import QuadShard, quad_file_of, read_quad_shard, write_quad_shard
 from .results import (
     REVIEW_LABELS,
     CatalogStats,
@@ -105,6 +106,13 @@ from .settings import (
     rekeyable,
     rekeyed_settings_json,
     stored_recipe_fields,
+)
+from .shard_build import (
+    SPILL_PREFIX,
+    ShardFiles,
+    SpillFolder,
+    build_shard_files,
+    quad_file_of_works,
 )
 
 SCHEMA_VERSION = "2"  # 2: the upload ledger (table uploads)
@@ -124,6 +132,8 @@ MAX_SHARD_GROUPS = 4096
 _OWN_SHARD_FILE = re.compile(
     r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted|q-[0-9a-f]{12}\.quads)"
 )
+# the folder a shard's build spills its entries to while it runs (audiodup.shard_build)
+_SPILL_FOLDER = re.compile(re.escape(SPILL_PREFIX) + r"[a-z0-9_]+")
 # the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
 # or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
 HASH_LAYOUT = "sorted"
@@ -1069,29 +1079,48 @@ class CatalogStore:
         return work_id
 
     def _write_shard(self, entries: Sequence[tuple[int, Fingerprint]]) -> int:
-        """Build both index files for ``entries``, put them in place, record the shard and point
+        """Build the index files of ``entries``, put them in place, record the shard and point
         its works at it with their entry counts (inside the caller's transaction)."""
-        shard = build_shard(entries, self.settings)
+        if HASH_LAYOUT == "faiss":  # built whole in RAM: only tests write this layout now
+            shard = build_shard(entries, self.settings)
+            files = ShardFiles(
+                write_hash_shard(faiss_hash_index(shard.hash_index), shard.bucket_sizes),
+                shard.n_hashes,
+                shard.chroma_index,
+                shard.n_segments,
+                write_quad_shard(shard.quad_index),
+                shard.counts,
+            )
+            return self._put_shard(files, hash_layout="faiss")
+        with SpillFolder(self.root / _SHARDS) as folder:
+            return self._put_shard(build_shard_files(entries, self.settings, folder))
+
+    def _put_shard(
+        self, files: ShardFiles, *, hash_layout: str = "sorted", keep_hash_counts: bool = False
+    ) -> int:
+        """Put a shard's files in place, record it and point its works at it (``keep_hash_counts``:
+        their hash entries are as recorded)."""
         token = uuid.uuid4().hex[:12]
-        if HASH_LAYOUT == "faiss":
-            hash_file = f"h-{token}.faiss"
-            hash_writer = write_hash_shard(faiss_hash_index(shard.hash_index), shard.bucket_sizes)
-        else:
-            hash_file, hash_writer = f"h-{token}.sorted", write_sorted_hash_shard(shard.hash_index)
-        chroma_file = f"c-{token}.faiss"
-        self._put_file(hash_file, hash_writer)
-        self._put_file(chroma_file, write_index(shard.chroma_index, binary=False))
-        self._put_file(quad_file_of(hash_file), write_quad_shard(shard.quad_index))
+        hash_file, chroma_file = f"h-{token}.{hash_layout}", f"c-{token}.faiss"
+        self._put_file(hash_file, files.write_hashes)
+        self._put_file(chroma_file, write_index(files.chroma_index, binary=False))
+        self._put_file(quad_file_of(hash_file), files.write_quads)
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (hash_file, chroma_file, shard.n_hashes, shard.n_segments, _now()),
+            (hash_file, chroma_file, files.n_hashes, files.n_segments, _now()),
         )
         shard_id = int(cursor.lastrowid)
-        self.db.executemany(
-            "UPDATE works SET n_hashes = ?, n_segments = ?, shard_id = ? WHERE work_id = ?",
-            [(h, n, shard_id, w) for h, n, w in shard.counts],
-        )
+        if keep_hash_counts:
+            self.db.executemany(
+                "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
+                [(n, shard_id, w) for _, n, w in files.counts],
+            )
+        else:
+            self.db.executemany(
+                "UPDATE works SET n_hashes = ?, n_segments = ?, shard_id = ? WHERE work_id = ?",
+                [(h, n, shard_id, w) for h, n, w in files.counts],
+            )
         return shard_id
 
     def _mergeable_hashes(self, old: list, ids: list[int]) -> list[SortedHashShard] | None:
@@ -1128,24 +1157,10 @@ class CatalogStore:
             return (works < len(live)) & live[np.minimum(works, len(live) - 1)]
 
         hash_writer, n_hashes = merge_sorted_hash_shards(hash_shards, is_live)
-        chroma_index, n_segments = build_chroma(entries, self.settings)
-        token = uuid.uuid4().hex[:12]
-        hash_file, chroma_file = f"h-{token}.sorted", f"c-{token}.faiss"
-        self._put_file(hash_file, hash_writer)
-        self._put_file(chroma_file, write_index(chroma_index, binary=False))
-        quads = quad_shard(entries, self.settings)
-        self._put_file(quad_file_of(hash_file), write_quad_shard(quads))
-        cursor = self.db.execute(
-            "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (hash_file, chroma_file, n_hashes, sum(n_segments), _now()),
-        )
-        shard_id = int(cursor.lastrowid)
-        self.db.executemany(
-            "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
-            [(n, shard_id, w) for n, w in zip(n_segments, entries.work_ids, strict=True)],
-        )
-        return shard_id
+        with SpillFolder(self.root / _SHARDS) as folder:
+            files = build_shard_files(entries, self.settings, folder, hashes=False)
+            merged = replace(files, write_hashes=hash_writer, n_hashes=n_hashes)
+            return self._put_shard(merged, keep_hash_counts=True)
 
     def _chroma_index(self, training: np.ndarray | None):
         return new_chroma_index(training, self.settings)
@@ -1376,8 +1391,9 @@ class CatalogStore:
             )
         ]
         self._require_readable(ids, f"shard {shard_id}'s four-peak index cannot be written")
-        quads = quad_shard(StoredFingerprints(ids, self.fingerprint), self.settings)
-        self._put_file(name, write_quad_shard(quads))
+        with SpillFolder(self.root / _SHARDS) as folder:
+            fingerprints = StoredFingerprints(ids, self.fingerprint)
+            self._put_file(name, quad_file_of_works(fingerprints, self.settings, folder))
         return 1
 
     @reports_errors("re-key")
@@ -1448,15 +1464,16 @@ class CatalogStore:
 
     def _sweep_orphans(self) -> None:
         """Delete what interrupted writes left in ``shards/``: files of the catalog's own names
-        (index files and their temporaries) that no committed row references. Sub-folders and
-        files of other names are not the catalog's and stay. Caller holds the writer lock."""
+        (index files and their temporaries) that no committed row references, and the folders
+        a shard's build spilled to. Other sub-folders and files of other names are not the
+        catalog's and stay. Caller holds the writer lock."""
         referenced = self._referenced_files()
         for entry in _entries(self.root / _SHARDS):
-            if (
-                entry.name not in referenced
-                and _OWN_SHARD_FILE.fullmatch(entry.name)
-                and entry.is_file(follow_symlinks=False)
-            ):
+            if entry.name in referenced:
+                continue
+            if _is_spill_folder(entry):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
@@ -1787,7 +1804,9 @@ class CatalogStore:
         for entry in _entries(self.root / _SHARDS):
             if entry.name in referenced:
                 continue
-            if _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            if _is_spill_folder(entry) or (
+                _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+            ):
                 leftovers += 1
             else:
                 foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
@@ -2010,11 +2029,15 @@ def _foreign_entries(root: Path) -> list[str]:
             foreign.extend(
                 f"{_SHARDS}/{inner.name}"
                 for inner in _entries(Path(entry.path))
-                if not _OWN_SHARD_FILE.fullmatch(inner.name)
+                if not (_OWN_SHARD_FILE.fullmatch(inner.name) or _is_spill_folder(inner))
             )
             continue
         foreign.append(entry.name)
     return sorted(foreign)
+
+
+def _is_spill_folder(entry: os.DirEntry) -> bool:
+    return bool(_SPILL_FOLDER.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
 
 
 def _file_size(path: Path) -> int:

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiodup import Catalog, CatalogError
+from audiodup import Catalog, CatalogError, shard_build
 from audiodup import store as store_module
 from audiodup.audio import load_audio
 from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
@@ -298,10 +298,10 @@ def test_damaged_entries_are_found_by_verify_and_repaired_by_rebuild(catalog_cop
 def test_a_write_interrupted_inside_a_sorted_shard_leaves_the_catalog_readable(
     catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = store_module.write_sorted_hash_shard
+    real = shard_build.sorted_hash_file
 
-    def full_disk_after_the_header(shard):
-        writer = real(shard)
+    def full_disk_after_the_header(spill):
+        writer, n_entries = real(spill)
 
         def write_some(sink):
             def failing(data):
@@ -313,12 +313,12 @@ def test_a_write_interrupted_inside_a_sorted_shard_leaves_the_catalog_readable(
             failing.written = 0
             writer(failing)
 
-        return write_some
+        return write_some, n_entries
 
     with Catalog.open(catalog_copy, create=False) as opened:
         before = without_times(opened.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg"))
         n_works = len(opened.works())
-    monkeypatch.setattr(store_module, "write_sorted_hash_shard", full_disk_after_the_header)
+    monkeypatch.setattr(shard_build, "sorted_hash_file", full_disk_after_the_header)
     with (
         Catalog.open(catalog_copy, create=False) as opened,
         pytest.raises(CatalogError, match="disk is full"),

@@ -1,0 +1,293 @@
+"""One shard's index files built from a stream of works in bounded memory.
+
+A shard's hash and four-peak files hold every entry sorted by key and its chroma index every
+segment vector. Built whole in RAM, one shard of 10^5 works held 11.9 GB (a re-key, session 14 of
+``benchmarks/SCALING.md``). Here each work is hashed, quadded and segmented once, as it is reached.
+Its entries are held up to :data:`SPILL_ENTRIES`, then appended to :data:`PARTITIONS` files by
+their keys' top bits, in a spill folder inside the catalog's ``shards/`` (removed when the shard is
+written). Each file is then written from one partition at a time, in key order, in two passes: the
+first for the counts and checksums the header holds, the second for the entries.
+
+The hash and four-peak files are byte for byte those :func:`audiodup.index.build_shard` writes.
+So is the chroma index of a shard of up to :data:`CHROMA_TRAINING_VECTORS` vectors; a larger one is
+trained on a fixed sample of that many (FAISS's k-means samples its 256 points per list of them
+anyway, at most 4,096 lists).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .fingerprint import Fingerprint, fingerprint_hashes
+from .hashes import KEY_BITS, pack_entry_ids
+from .index import (
+    chroma_dim,
+    new_chroma_index,
+    pack_segment_ids,
+    padded_columns,
+    reference_segments,
+    sorted_writer,
+)
+from .quads import bucket_bits, catalog_quads, mixed_keys, quad_writer, records_of
+from .settings import Settings
+
+PARTITION_BITS = 8
+PARTITIONS = 1 << PARTITION_BITS
+SPILL_ENTRIES = 1 << 23  # keyed entries held before they go to the partition files (~100 MB)
+SPILL_ROWS = 1 << 18  # segment vectors held before they go to their file (~44 MB)
+CHROMA_TRAINING_VECTORS = 1 << 20
+CHROMA_CHUNK = 1 << 17  # segment vectors read back and added at a time (22 MB of float32)
+SPILL_PREFIX = ".tmp-spill-"  # the spill folder's name in shards/ (what a crash leaves is swept)
+
+Writer = Callable[[Callable[[bytes], object]], None]
+
+
+class SpillFolder:
+    """A folder made on first use inside ``parent`` and removed, with what it holds, on exit."""
+
+    def __init__(self, parent: Path):
+        self.parent = parent
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=self.parent))
+        return self._path
+
+    def __enter__(self) -> SpillFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
+class KeySpill:
+    """``(key, id)`` entries in insertion order. Past ``limit`` held, they are appended to
+    :data:`PARTITIONS` files by their keys' top bits, each in insertion order."""
+
+    def __init__(self, folder: SpillFolder, name: str, key_bits: int, limit: int | None = None):
+        self.folder, self.name, self.key_bits = folder, name, key_bits
+        self.dtype = np.dtype("<u4" if key_bits <= 32 else "<u8")
+        # a spilled four-peak file has 2 or more bits per partition (see quad_file)
+        self.limit = max(SPILL_ENTRIES if limit is None else limit, 1 << (PARTITION_BITS + 2))
+        self.n, self.spilled = 0, False
+        self._keys: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        if not len(keys):
+            return
+        self._keys.append(np.asarray(keys).astype(self.dtype, copy=False))
+        self._ids.append(np.asarray(ids, dtype="<i8"))
+        self._held += len(keys)
+        self.n += len(keys)
+        if self._held > self.limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        keys = np.concatenate(self._keys)
+        ids = np.concatenate(self._ids)
+        self._keys, self._ids, self._held = [], [], 0
+        part = (keys >> self.dtype.type(self.key_bits - PARTITION_BITS)).astype(np.intp)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(PARTITIONS + 1))
+        keys, ids = keys[order], ids[order]
+        folder = self.folder.path()
+        for p in np.flatnonzero(np.diff(bounds)):
+            lo, hi = bounds[p], bounds[p + 1]
+            for kind, values in (("keys", keys), ("ids", ids)):
+                with open(folder / f"{self.name}-{p}.{kind}", "ab") as out:
+                    out.write(values[lo:hi].tobytes())
+        self.spilled = True
+
+    def partitions(self) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """``(p, n_partitions, keys, ids)`` of each partition in key order (partition ``p``
+        holds keys from ``p * 2**key_bits / n_partitions``), its entries in insertion order.
+        What was never spilled is one partition. May be iterated again."""
+        if not self.spilled:
+            held = self._keys or [np.zeros(0, self.dtype)]
+            self._keys = [np.concatenate(held)]
+            self._ids = [np.concatenate(self._ids or [np.zeros(0, "<i8")])]
+            yield 0, 1, self._keys[0], self._ids[0]
+            return
+        if self._held:
+            self._spill()
+        folder = self.folder.path()
+        for p in range(PARTITIONS):
+            keys_path = folder / f"{self.name}-{p}.keys"
+            if not keys_path.exists():
+                yield p, PARTITIONS, np.zeros(0, self.dtype), np.zeros(0, "<i8")
+                continue
+            ids = np.fromfile(folder / f"{self.name}-{p}.ids", dtype="<i8")
+            yield p, PARTITIONS, np.fromfile(keys_path, dtype=self.dtype), ids
+
+
+class RowSpill:
+    """Rows of float32 vectors and their int64 ids in insertion order; past ``limit`` rows held
+    they are appended to two files."""
+
+    def __init__(self, folder: SpillFolder, dim: int, limit: int | None = None):
+        self.folder, self.dim = folder, dim
+        self.limit = SPILL_ROWS if limit is None else limit
+        self.n, self.spilled = 0, False
+        self._rows: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, rows: np.ndarray, ids: np.ndarray) -> None:
+        if not len(rows):
+            return
+        self._rows.append(np.asarray(rows, dtype="<f4").reshape(-1, self.dim))
+        self._ids.append(np.asarray(ids, dtype="<i8"))
+        self._held += len(rows)
+        self.n += len(rows)
+        if self._held > self.limit:
+            self._spill()
+
+    def _spill(self) -> None:
+        folder = self.folder.path()
+        for name, parts in (("rows", self._rows), ("row-ids", self._ids)):
+            with open(folder / name, "ab") as out:
+                for part in parts:
+                    out.write(part.tobytes())
+        self._rows, self._ids, self._held = [], [], 0
+        self.spilled = True
+
+    def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """``(first row, rows, ids)`` in insertion order, :data:`CHROMA_CHUNK` rows at a time."""
+        size = CHROMA_CHUNK
+        if not self.spilled:
+            rows = np.concatenate(self._rows or [np.zeros((0, self.dim), "<f4")])
+            ids = np.concatenate(self._ids or [np.zeros(0, "<i8")])
+            for start in range(0, len(rows), size):
+                yield start, rows[start : start + size], ids[start : start + size]
+            return
+        if self._held:
+            self._spill()
+        folder = self.folder.path()
+        row_bytes = 4 * self.dim
+        for start in range(0, self.n, size):
+            count = min(size, self.n - start)
+            rows = np.fromfile(folder / "rows", "<f4", count * self.dim, offset=start * row_bytes)
+            ids = np.fromfile(folder / "row-ids", "<i8", count, offset=start * 8)
+            yield start, rows.reshape(count, self.dim), ids
+
+    def sample(self, size: int) -> np.ndarray:
+        """Every row when there are at most ``size``, else a fixed random ``size`` of them in
+        insertion order."""
+        if self.n <= size:
+            return np.concatenate([rows for _, rows, _ in self.chunks()] or [self._empty()])
+        chosen = np.sort(np.random.default_rng(0).choice(self.n, size, replace=False))
+        picked = []
+        for start, rows, _ in self.chunks():
+            lo, hi = np.searchsorted(chosen, [start, start + len(rows)])
+            picked.append(rows[chosen[lo:hi] - start])
+        return np.concatenate(picked)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.dim), "<f4")
+
+
+# -- the three files ---------------------------------------------------------------------------
+def sorted_hash_file(spill: KeySpill) -> tuple[Writer, int]:
+    """A writer of the sorted hash file of ``spill``'s triplet entries, and its entry count."""
+
+    def slices():
+        for p, n_parts, keys, ids in spill.partitions():
+            width = (1 << KEY_BITS) // n_parts
+            order = np.argsort(keys, kind="stable")  # stable: insertion order within a key
+            yield p * width, (p + 1) * width, keys[order].astype(np.int64), ids[order]
+
+    return sorted_writer(slices)
+
+
+def quad_file(spill: KeySpill) -> tuple[Writer, int]:
+    """A writer of the four-peak file of ``spill``'s entries (keyed by their mixed 64-bit keys),
+    and its entry count."""
+    bits = bucket_bits(spill.n)
+    if spill.spilled and bits < PARTITION_BITS:  # cannot happen: see KeySpill's limit
+        raise AssertionError("a spilled four-peak file needs a bucket per partition at least")
+
+    def slices():
+        for p, n_parts, mixed, ids in spill.partitions():
+            width = (1 << bits) // n_parts
+            bucket, records = records_of(mixed, ids, bits)
+            yield p * width, (p + 1) * width, bucket, records
+
+    return quad_writer(bits, spill.n, slices)
+
+
+def chroma_index(spill: RowSpill, settings: Settings, has_works: bool):
+    """The chroma index of ``spill``'s segment vectors, trained on at most
+    :data:`CHROMA_TRAINING_VECTORS` of them (None: no works at all, as the in-memory build)."""
+    index = new_chroma_index(spill.sample(CHROMA_TRAINING_VECTORS) if has_works else None, settings)
+    for _, rows, ids in spill.chunks():
+        index.add_with_ids(padded_columns(rows, index.d), ids)
+    return index
+
+
+@dataclass
+class ShardFiles:
+    """One shard's files as writers, and what each work put in them."""
+
+    write_hashes: Writer | None  # None: not hashed (a merge keeps the hash entries it has)
+    n_hashes: int
+    chroma_index: object
+    n_segments: int
+    write_quads: Writer
+    counts: list[tuple[int, int, int]]  # (n_hashes, n_segments, work_id) per work
+
+
+def build_shard_files(
+    entries: Sequence[tuple[int, Fingerprint]],
+    settings: Settings,
+    folder: SpillFolder,
+    *,
+    hashes: bool = True,
+) -> ShardFiles:
+    """Hash, quad and segment each ``(work_id, fingerprint)`` once, as it is reached (a store's
+    fingerprints are decoded then and let go), into spills that hold a bounded number of
+    entries; ``hashes=False`` leaves the triplet hashes out."""
+    triplets = KeySpill(folder, "hashes", KEY_BITS)
+    quads = KeySpill(folder, "quads", 64)
+    segments = RowSpill(folder, chroma_dim(settings))
+    counts = []
+    for work_id, fingerprint in entries:
+        n_hashes = 0
+        if hashes:
+            found = fingerprint_hashes(fingerprint, settings)
+            n_hashes = len(found)
+            if n_hashes:
+                triplets.add(found.keys, pack_entry_ids(work_id, found))
+        _add_quads(quads, work_id, fingerprint, settings)
+        vectors = reference_segments(fingerprint, settings)
+        segments.add(vectors, pack_segment_ids(work_id, len(vectors)))
+        counts.append((n_hashes, len(vectors), work_id))
+    write_hashes, n_hashes = sorted_hash_file(triplets) if hashes else (None, 0)
+    write_quads, _ = quad_file(quads)
+    index = chroma_index(segments, settings, has_works=bool(counts))
+    return ShardFiles(write_hashes, n_hashes, index, segments.n, write_quads, counts)
+
+
+def quad_file_of_works(
+    entries: Sequence[tuple[int, Fingerprint]], settings: Settings, folder: SpillFolder
+) -> Writer:
+    """A writer of the four-peak file alone of ``(work_id, fingerprint)`` pairs."""
+    quads = KeySpill(folder, "quads", 64)
+    for work_id, fingerprint in entries:
+        _add_quads(quads, work_id, fingerprint, settings)
+    return quad_file(quads)[0]
+
+
+def _add_quads(spill: KeySpill, work_id: int, fingerprint: Fingerprint, settings: Settings) -> None:
+    keys, ids = catalog_quads(work_id, fingerprint, settings)
+    spill.add(mixed_keys(keys), ids)

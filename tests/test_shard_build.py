@@ -1,0 +1,171 @@
+"""audiodup.shard_build: a shard's files built through bounded spills are the in-memory build's."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from audiodup import shard_build
+from audiodup.catalog import Catalog
+from audiodup.errors import CatalogError
+from audiodup.hashes import KEY_BITS
+from audiodup.index import build_shard, write_index, write_sorted_hash_shard
+from audiodup.quads import write_quad_shard
+from audiodup.settings import DEFAULT_SETTINGS
+from audiodup.shard_build import KeySpill, RowSpill, SpillFolder, build_shard_files
+
+UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+
+
+def written(writer) -> bytes:
+    out = io.BytesIO()
+    writer(out.write)
+    return out.getvalue()
+
+
+def spill_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spills of a few thousand entries: the fixture's six works go through the partition files."""
+    monkeypatch.setattr(shard_build, "SPILL_ENTRIES", 1)
+    monkeypatch.setattr(shard_build, "SPILL_ROWS", 40)
+    monkeypatch.setattr(shard_build, "CHROMA_CHUNK", 37)
+
+
+@pytest.fixture(name="spill_small")
+def spill_small_fixture(monkeypatch: pytest.MonkeyPatch) -> None:
+    spill_small(monkeypatch)
+
+
+def test_spilled_files_are_the_in_memory_build(catalog: Catalog, spill_small, tmp_path) -> None:
+    entries = [(w.work_id, catalog.fingerprint(w.work_id)) for w in catalog.works()]
+    whole = build_shard(entries, DEFAULT_SETTINGS)
+    with SpillFolder(tmp_path) as folder:
+        files = build_shard_files(entries, DEFAULT_SETTINGS, folder)
+        spilled = sorted(p.name for p in folder.path().iterdir())
+        assert any(name.startswith("hashes-") for name in spilled), "the hashes were not spilled"
+        assert any(name.startswith("quads-") for name in spilled), "the quads were not spilled"
+        assert "rows" in spilled, "the segment vectors were not spilled"
+        hash_bytes = written(files.write_hashes)
+        quad_bytes = written(files.write_quads)
+        assert written(files.write_hashes) == hash_bytes, "a second write differs"
+    assert list(tmp_path.iterdir()) == [], "the spill folder outlived the build"
+    assert hash_bytes == written(write_sorted_hash_shard(whole.hash_index))
+    assert quad_bytes == written(write_quad_shard(whole.quad_index))
+    chroma = written(write_index(files.chroma_index, binary=False))
+    assert chroma == written(write_index(whole.chroma_index, binary=False))
+    assert files.counts == whole.counts
+    assert (files.n_hashes, files.n_segments) == (whole.n_hashes, whole.n_segments)
+
+
+@pytest.mark.parametrize("key_bits", [KEY_BITS, 64])
+def test_partitions_read_back_in_key_order_each_key_in_insertion_order(
+    key_bits: int, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(key_bits)
+    high = 1 << key_bits if key_bits < 64 else np.iinfo(np.uint64).max
+    keys = rng.integers(0, high, 20_000, dtype=np.uint64, endpoint=key_bits == 64)
+    keys[::7] = keys[3]  # one key many times, across spills
+    ids = np.arange(len(keys), dtype=np.int64)
+    with SpillFolder(tmp_path) as folder:
+        spill = KeySpill(folder, "k", key_bits, limit=3_000)
+        for start in range(0, len(keys), 1_234):
+            spill.add(keys[start : start + 1_234], ids[start : start + 1_234])
+        assert spill.spilled and spill.n == len(keys)
+        parts = list(spill.partitions())
+        assert len(parts) == shard_build.PARTITIONS
+        got_keys = np.concatenate([k[np.argsort(k, kind="stable")] for _, _, k, _ in parts])
+        got_ids = np.concatenate([i[np.argsort(k, kind="stable")] for _, _, k, i in parts])
+        for p, n, k, _ in parts:  # each partition holds its own range of keys
+            width = (1 << key_bits) // n
+            assert all(p * width <= int(x) < (p + 1) * width for x in k[:50])
+    order = np.argsort(keys, kind="stable")
+    assert np.array_equal(got_keys, keys[order]) and np.array_equal(got_ids, ids[order])
+
+
+def test_a_large_chroma_shard_trains_on_a_sample_and_holds_every_vector(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(shard_build, "CHROMA_TRAINING_VECTORS", 3_000)
+    dim = shard_build.chroma_dim(DEFAULT_SETTINGS)
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((6_000, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(len(vectors), dtype=np.int64) * 3
+    with SpillFolder(tmp_path) as folder:
+        spill = RowSpill(folder, dim, limit=1_000)
+        for start in range(0, len(vectors), 700):
+            spill.add(vectors[start : start + 700], ids[start : start + 700])
+        sample = spill.sample(3_000)
+        assert sample.shape == (3_000, dim) and np.array_equal(sample, spill.sample(3_000))
+        assert np.isin(sample.view(f"V{4 * dim}"), vectors.view(f"V{4 * dim}")).all()
+        index = shard_build.chroma_index(spill, DEFAULT_SETTINGS, has_works=True)
+    assert index.ntotal == len(vectors)
+    assert faiss.extract_index_ivf(index).nlist > 1
+    faiss.extract_index_ivf(index).nprobe = 64
+    padded = np.zeros((200, index.d), np.float32)
+    padded[:, :dim] = vectors[:200]
+    _, found = index.search(padded, 1)
+    assert (found[:, 0] == ids[:200]).mean() > 0.95, "a stored vector does not find itself"
+
+
+def shard_digests(root: Path) -> dict[str, str]:
+    """Each shard file's content by its kind (h, c, q): names differ by a random token."""
+    return {
+        p.name[0]: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (root / "shards").iterdir()
+        if p.is_file()
+    }
+
+
+def test_a_rebuild_through_spills_writes_the_same_files(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.rebuild()  # nothing spilled: six works are far below the limits
+        held = shard_digests(catalog_copy)
+        spill_small(monkeypatch)
+        catalog.rebuild()
+        assert catalog.verify() == []
+        verdict = catalog.screen(UPLOADS_DIR / "stretch_1.25_work_02.ogg")
+    assert verdict.verdict == "duplicate"
+    assert shard_digests(catalog_copy) == held
+    assert [p.name for p in (catalog_copy / "shards").iterdir() if p.is_dir()] == []
+
+
+def test_a_build_that_fails_leaves_the_catalog_and_no_spill(
+    catalog_copy: Path, spill_small, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = shard_digests(catalog_copy)
+
+    def full_disk(spill):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shard_build, "quad_file", full_disk)
+    with Catalog.open(catalog_copy) as catalog:
+        with pytest.raises(CatalogError) as caught:
+            catalog.rebuild()
+        assert "\n" not in str(caught.value) and "disk" in str(caught.value).lower()
+        assert catalog.verify() == []
+    assert shard_digests(catalog_copy) == before
+    assert [p for p in (catalog_copy / "shards").iterdir() if p.is_dir()] == []
+
+
+def test_a_spill_folder_left_by_a_crash_is_swept_and_others_stay(catalog_copy: Path) -> None:
+    shards = catalog_copy / "shards"
+    left = shards / f"{shard_build.SPILL_PREFIX}k3x_9a"
+    left.mkdir()
+    (left / "hashes-3.keys").write_bytes(b"\x00" * 64)
+    mine = shards / "spill-notes"  # not the catalog's name: left alone, and reported
+    mine.mkdir()
+    with Catalog.open(catalog_copy) as catalog:
+        notes = catalog.check().notes
+        assert any("interrupted write" in note for note in notes)
+        assert any("spill-notes/ is not the catalog's" in note for note in notes)
+        assert not any(shard_build.SPILL_PREFIX in note for note in notes)
+        catalog.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])
+    assert not left.exists() and mine.exists()
