@@ -69,7 +69,44 @@ class SpillFolder:
             self._path = None
 
 
-class KeySpill:
+class _Spill:
+    """Values and their int64 ids in insertion order, held until more than ``limit`` are, then
+    handed to :meth:`_spill` (which writes and empties ``_values`` and ``_ids``)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.n, self.spilled = 0, False
+        self._values: list[np.ndarray] = []
+        self._ids: list[np.ndarray] = []
+        self._held = 0
+
+    def add(self, values: np.ndarray, ids: np.ndarray) -> None:
+        if not len(values):
+            return
+        self._values.append(self._as_stored(values))
+        self._ids.append(np.asarray(ids, dtype="<i8"))
+        self._held += len(values)
+        self.n += len(values)
+        if self._held > self.limit:
+            self._spill()
+
+    def _take_held(self) -> tuple[np.ndarray, np.ndarray]:
+        values = np.concatenate(self._values or [self._empty()])
+        ids = np.concatenate(self._ids or [np.zeros(0, "<i8")])
+        self._values, self._ids, self._held = [], [], 0
+        return values, ids
+
+    def _as_stored(self, values: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _empty(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _spill(self) -> None:
+        raise NotImplementedError
+
+
+class KeySpill(_Spill):
     """``(key, id)`` entries in insertion order. Past ``limit`` held, they are appended to
     :data:`PARTITIONS` files by their keys' top bits, each in insertion order."""
 
@@ -77,26 +114,16 @@ class KeySpill:
         self.folder, self.name, self.key_bits = folder, name, key_bits
         self.dtype = np.dtype("<u4" if key_bits <= 32 else "<u8")
         # a spilled four-peak file has 2 or more bits per partition (see quad_file)
-        self.limit = max(SPILL_ENTRIES if limit is None else limit, 1 << (PARTITION_BITS + 2))
-        self.n, self.spilled = 0, False
-        self._keys: list[np.ndarray] = []
-        self._ids: list[np.ndarray] = []
-        self._held = 0
+        super().__init__(max(SPILL_ENTRIES if limit is None else limit, 1 << (PARTITION_BITS + 2)))
 
-    def add(self, keys: np.ndarray, ids: np.ndarray) -> None:
-        if not len(keys):
-            return
-        self._keys.append(np.asarray(keys).astype(self.dtype, copy=False))
-        self._ids.append(np.asarray(ids, dtype="<i8"))
-        self._held += len(keys)
-        self.n += len(keys)
-        if self._held > self.limit:
-            self._spill()
+    def _as_stored(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values).astype(self.dtype, copy=False)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros(0, self.dtype)
 
     def _spill(self) -> None:
-        keys = np.concatenate(self._keys)
-        ids = np.concatenate(self._ids)
-        self._keys, self._ids, self._held = [], [], 0
+        keys, ids = self._take_held()
         part = (keys >> self.dtype.type(self.key_bits - PARTITION_BITS)).astype(np.intp)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(PARTITIONS + 1))
@@ -114,10 +141,9 @@ class KeySpill:
         holds keys from ``p * 2**key_bits / n_partitions``), its entries in insertion order.
         What was never spilled is one partition. May be iterated again."""
         if not self.spilled:
-            held = self._keys or [np.zeros(0, self.dtype)]
-            self._keys = [np.concatenate(held)]
-            self._ids = [np.concatenate(self._ids or [np.zeros(0, "<i8")])]
-            yield 0, 1, self._keys[0], self._ids[0]
+            keys, ids = self._take_held()
+            self._values, self._ids = [keys], [ids]  # held again, for the next iteration
+            yield 0, 1, keys, ids
             return
         if self._held:
             self._spill()
@@ -131,43 +157,34 @@ class KeySpill:
             yield p, PARTITIONS, np.fromfile(keys_path, dtype=self.dtype), ids
 
 
-class RowSpill:
+class RowSpill(_Spill):
     """Rows of float32 vectors and their int64 ids in insertion order; past ``limit`` rows held
     they are appended to two files."""
 
     def __init__(self, folder: SpillFolder, dim: int, limit: int | None = None):
         self.folder, self.dim = folder, dim
-        self.limit = SPILL_ROWS if limit is None else limit
-        self.n, self.spilled = 0, False
-        self._rows: list[np.ndarray] = []
-        self._ids: list[np.ndarray] = []
-        self._held = 0
+        super().__init__(SPILL_ROWS if limit is None else limit)
 
-    def add(self, rows: np.ndarray, ids: np.ndarray) -> None:
-        if not len(rows):
-            return
-        self._rows.append(np.asarray(rows, dtype="<f4").reshape(-1, self.dim))
-        self._ids.append(np.asarray(ids, dtype="<i8"))
-        self._held += len(rows)
-        self.n += len(rows)
-        if self._held > self.limit:
-            self._spill()
+    def _as_stored(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(values, dtype="<f4").reshape(-1, self.dim)
+
+    def _empty(self) -> np.ndarray:
+        return np.zeros((0, self.dim), "<f4")
 
     def _spill(self) -> None:
+        rows, ids = self._take_held()
         folder = self.folder.path()
-        for name, parts in (("rows", self._rows), ("row-ids", self._ids)):
+        for name, values in (("rows", rows), ("row-ids", ids)):
             with open(folder / name, "ab") as out:
-                for part in parts:
-                    out.write(part.tobytes())
-        self._rows, self._ids, self._held = [], [], 0
+                out.write(values.tobytes())
         self.spilled = True
 
     def chunks(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """``(first row, rows, ids)`` in insertion order, :data:`CHROMA_CHUNK` rows at a time."""
         size = CHROMA_CHUNK
         if not self.spilled:
-            rows = np.concatenate(self._rows or [np.zeros((0, self.dim), "<f4")])
-            ids = np.concatenate(self._ids or [np.zeros(0, "<i8")])
+            rows, ids = self._take_held()
+            self._values, self._ids = [rows], [ids]  # held again, for the next iteration
             for start in range(0, len(rows), size):
                 yield start, rows[start : start + size], ids[start : start + size]
             return
@@ -185,16 +202,13 @@ class RowSpill:
         """Every row when there are at most ``size``, else a fixed random ``size`` of them in
         insertion order."""
         if self.n <= size:
-            return np.concatenate([rows for _, rows, _ in self.chunks()] or [self._empty()])
+            return np.concatenate([self._empty()] + [rows for _, rows, _ in self.chunks()])
         chosen = np.sort(np.random.default_rng(0).choice(self.n, size, replace=False))
         picked = []
         for start, rows, _ in self.chunks():
             lo, hi = np.searchsorted(chosen, [start, start + len(rows)])
             picked.append(rows[chosen[lo:hi] - start])
         return np.concatenate(picked)
-
-    def _empty(self) -> np.ndarray:
-        return np.zeros((0, self.dim), "<f4")
 
 
 # -- the three files ---------------------------------------------------------------------------
