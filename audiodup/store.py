@@ -113,6 +113,7 @@ from .shard_build import (
     SpillFolder,
     build_shard_files,
     quad_file_of_works,
+    regeneration_bytes,
 )
 
 SCHEMA_VERSION = "2"  # 2: the upload ledger (table uploads)
@@ -1086,7 +1087,7 @@ class CatalogStore:
             files = ShardFiles(
                 write_hash_shard(faiss_hash_index(shard.hash_index), shard.bucket_sizes),
                 shard.n_hashes,
-                shard.chroma_index,
+                write_index(shard.chroma_index, binary=False),
                 shard.n_segments,
                 write_quad_shard(shard.quad_index),
                 shard.counts,
@@ -1103,7 +1104,7 @@ class CatalogStore:
         token = uuid.uuid4().hex[:12]
         hash_file, chroma_file = f"h-{token}.{hash_layout}", f"c-{token}.faiss"
         self._put_file(hash_file, files.write_hashes)
-        self._put_file(chroma_file, write_index(files.chroma_index, binary=False))
+        self._put_file(chroma_file, files.write_chroma)
         self._put_file(quad_file_of(hash_file), files.write_quads)
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
@@ -1270,6 +1271,7 @@ class CatalogStore:
         # every stored fingerprint checked first (nothing is written when one is damaged), then
         # decoded again as the shard is built: compacting 10^5 works held 12 GB of them at once
         self._require_readable(ids, "the index cannot be regenerated")
+        self._require_room(where)
         groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
         # compaction within one group merges sorted hash shards as they are (the same file a
         # rebuild would write, without hashing every work again); rebuild regenerates all, to repair
@@ -1300,6 +1302,23 @@ class CatalogStore:
             for name in (hash_file, chroma_file, quad_file_of(hash_file)):
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
+
+    def _require_room(self, where: str) -> None:
+        """Raise ``DiskFullError`` when the free disk cannot hold what regenerating the shards
+        ``where`` selects writes: the new files and the spill (:func:`regeneration_bytes`). It
+        would otherwise fail at its end, minutes later at 10^5 works."""
+        n_hashes, n_segments = self.db.execute(
+            "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0) FROM works "
+            f"WHERE removed = 0 {where}"
+        ).fetchone()
+        needed = regeneration_bytes(int(n_hashes), int(n_segments), chroma_dim(self.settings))
+        free = _free_bytes(self.root / _SHARDS)
+        if free is not None and free < needed:
+            raise DiskFullError(
+                f"cannot regenerate the index of catalog {path_text(self.root)}: it needs about "
+                f"{_gigabytes(needed)} of free disk, {_gigabytes(free)} are free; free some "
+                "space and try again"
+            )
 
     def _require_readable(self, work_ids: list[int], what: str) -> None:
         """Raise ``CatalogDamagedError`` (``what``: why it matters) when a stored fingerprint
@@ -1800,13 +1819,13 @@ class CatalogStore:
 
     def _shards_folder_notes(self) -> list[str]:
         referenced = self._referenced_files()
-        leftovers, foreign = 0, []
+        leftovers, spills, foreign = 0, 0, []
         for entry in _entries(self.root / _SHARDS):
             if entry.name in referenced:
                 continue
-            if _is_spill_folder(entry) or (
-                _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
-            ):
+            if _is_spill_folder(entry):
+                spills += 1
+            elif _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 leftovers += 1
             else:
                 foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
@@ -1827,6 +1846,11 @@ class CatalogStore:
             notes.append(
                 f"{leftovers} unreferenced index {'file' if leftovers == 1 else 'files'} left by "
                 "an interrupted write; the next write removes them"
+            )
+        if spills:
+            notes.append(
+                f"{spills} spill {'folder' if spills == 1 else 'folders'} of an interrupted "
+                "shard build; the next write removes them"
             )
         for name in sorted(foreign)[:20]:
             notes.append(f"shards/{path_text(name)} is not the catalog's; it is left alone")
@@ -1970,11 +1994,20 @@ def _why_unopenable(db: Path) -> str:
 
 
 def _nearly_full(root: Path) -> bool:
+    free = _free_bytes(root)
+    return free is not None and free < _NEARLY_FULL_BYTES
+
+
+def _free_bytes(path: Path) -> int | None:
     try:
-        stat = os.statvfs(root)
+        stat = os.statvfs(path)
     except OSError:
-        return False
-    return stat.f_bavail * stat.f_frsize < _NEARLY_FULL_BYTES
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _gigabytes(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
 
 
 # -- files ---------------------------------------------------------------------------------------

@@ -52,11 +52,11 @@ def test_spilled_files_are_the_in_memory_build(catalog: Catalog, spill_small, tm
         assert "rows" in spilled, "the segment vectors were not spilled"
         hash_bytes = written(files.write_hashes)
         quad_bytes = written(files.write_quads)
+        chroma = written(files.write_chroma)
         assert written(files.write_hashes) == hash_bytes, "a second write differs"
     assert list(tmp_path.iterdir()) == [], "the spill folder outlived the build"
     assert hash_bytes == written(write_sorted_hash_shard(whole.hash_index))
     assert quad_bytes == written(write_quad_shard(whole.quad_index))
-    chroma = written(write_index(files.chroma_index, binary=False))
     assert chroma == written(write_index(whole.chroma_index, binary=False))
     assert files.counts == whole.counts
     assert (files.n_hashes, files.n_segments) == (whole.n_hashes, whole.n_segments)
@@ -164,8 +164,32 @@ def test_a_spill_folder_left_by_a_crash_is_swept_and_others_stay(catalog_copy: P
     mine.mkdir()
     with Catalog.open(catalog_copy) as catalog:
         notes = catalog.check().notes
-        assert any("interrupted write" in note for note in notes)
+        assert "1 spill folder of an interrupted shard build; the next write removes them" in notes
         assert any("spill-notes/ is not the catalog's" in note for note in notes)
         assert not any(shard_build.SPILL_PREFIX in note for note in notes)
         catalog.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])
     assert not left.exists() and mine.exists()
+
+
+def test_a_rebuild_the_free_disk_cannot_hold_is_refused_before_it_starts(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from audiodup import store as store_module
+    from audiodup.errors import DiskFullError
+
+    before = shard_digests(catalog_copy)
+    with Catalog.open(catalog_copy) as catalog:
+        stats = catalog.stats()
+        needed = shard_build.regeneration_bytes(
+            stats.hash_entries, stats.chroma_vectors, shard_build.chroma_dim(DEFAULT_SETTINGS)
+        )
+        files = sum(p.stat().st_size for p in (catalog_copy / "shards").iterdir())
+        assert files < needed, "the estimate does not cover the files a rebuild writes"
+        monkeypatch.setattr(store_module, "_free_bytes", lambda path: needed - 1)
+        with pytest.raises(DiskFullError) as refused:
+            catalog.rebuild()
+        assert "\n" not in str(refused.value) and "free disk" in str(refused.value)
+        monkeypatch.setattr(store_module, "_free_bytes", lambda path: needed)
+        catalog.rebuild()
+        assert catalog.verify() == []
+    assert shard_digests(catalog_copy).keys() == before.keys()
