@@ -28,6 +28,7 @@ from .fingerprint import Fingerprint, fingerprint_hashes
 from .hashes import KEY_BITS, pack_entry_ids
 from .index import (
     chroma_dim,
+    chroma_index_dim,
     new_chroma_index,
     pack_segment_ids,
     padded_columns,
@@ -55,8 +56,11 @@ class SpillFolder:
     def __init__(self, parent: Path):
         self.parent = parent
         self._path: Path | None = None
+        self._closed = False
 
     def path(self) -> Path:
+        if self._closed:  # a writer called after its build: its spill is gone
+            raise RuntimeError("a shard's files are written inside its build, not after it")
         if self._path is None:
             self._path = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=self.parent))
         return self._path
@@ -65,6 +69,7 @@ class SpillFolder:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._closed = True
         if self._path is not None:
             shutil.rmtree(self._path, ignore_errors=True)
             self._path = None
@@ -222,7 +227,10 @@ def sorted_hash_file(spill: KeySpill) -> tuple[Writer, int]:
             order = np.argsort(keys, kind="stable")  # stable: insertion order within a key
             yield p * width, (p + 1) * width, keys[order].astype(np.int64), ids[order]
 
-    return sorted_writer(slices)
+    writer, n = sorted_writer(slices)
+    if n != spill.n:
+        raise AssertionError(f"the partitions hold {n} hash entries, not {spill.n}")
+    return writer, n
 
 
 def quad_file(spill: KeySpill) -> tuple[Writer, int]:
@@ -311,14 +319,30 @@ def _when_called(make: Callable[[], tuple[Writer, int]]) -> Writer:
     return write
 
 
-def regeneration_bytes(n_hashes: int, n_segments: int, chroma_dim: int) -> int:
-    """Disk a shard's build of ``n_hashes`` triplet entries and ``n_segments`` chroma vectors
-    takes at most: its files (8 bytes a triplet entry, 10 a four-peak entry, 56 a chroma code
-    and id) and its spill (12, 16, and the vector and id). Four-peak entries are counted as many
-    as triplet entries (134.9 M and 135.1 M at 10^5 works)."""
-    files = 18 * n_hashes + 56 * n_segments + (1 << 24)  # and the hash sizes, compressed
-    spill = 28 * n_hashes + (4 * chroma_dim + 8) * n_segments
+def regeneration_bytes(
+    groups: Sequence[tuple[int, int]], chroma_dim: int, *, hashed: bool = True
+) -> int:
+    """Disk that building one shard per group of ``(n_hashes, n_segments)`` takes at its peak:
+    every group's files, and the largest group's spill (a group's spill is removed once its
+    shard is written). Four-peak entries are counted as many as triplet entries, as under the
+    default ``hash_fanout`` (134.9 M and 135.1 M at 10^5 works); ``hashed=False``: the triplet
+    entries are merged from the old shards, not spilled."""
+    files = sum(_files_bytes(h, s, chroma_dim) for h, s in groups)
+    spill = max((_spill_bytes(h, s, chroma_dim, hashed) for h, s in groups), default=0)
     return files + spill
+
+
+def _files_bytes(n_hashes: int, n_segments: int, chroma_dim: int) -> int:
+    hashes = 8 * n_hashes + min(16 * n_hashes, 8 << KEY_BITS) + 4096  # ids, zlib of the sizes
+    quads = 10 * n_hashes + 4 * ((1 << bucket_bits(n_hashes)) + 1) + 4096  # records, directory
+    width = chroma_index_dim(chroma_dim)
+    # codes and ids, and at most one centroid a vector (4,096 lists at most by default)
+    chroma = (width + 8) * n_segments + 4 * width * min(n_segments, 1 << 12) + 4096
+    return hashes + quads + chroma
+
+
+def _spill_bytes(n_hashes: int, n_segments: int, chroma_dim: int, hashed: bool) -> int:
+    return (12 * n_hashes if hashed else 0) + 16 * n_hashes + (4 * chroma_dim + 8) * n_segments
 
 
 def quad_file_of_works(

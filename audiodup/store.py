@@ -134,7 +134,7 @@ _OWN_SHARD_FILE = re.compile(
     r"(?:\.tmp-)?(?:[hc]-[0-9a-f]{12}\.faiss|h-[0-9a-f]{12}\.sorted|q-[0-9a-f]{12}\.quads)"
 )
 # the folder a shard's build spills its entries to while it runs (audiodup.shard_build)
-_SPILL_FOLDER = re.compile(re.escape(SPILL_PREFIX) + r"[a-z0-9_]+")
+_SPILL_FOLDER = re.compile(re.escape(SPILL_PREFIX) + r"[a-z0-9_]{8}")  # tempfile.mkdtemp's names
 # the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
 # or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
 HASH_LAYOUT = "sorted"
@@ -1254,12 +1254,14 @@ class CatalogStore:
             if shard_ids is None
             else (f"AND shard_id IN ({','.join(str(int(s)) for s in shard_ids)})")
         )
-        ids = [
-            r[0]
-            for r in self.db.execute(
-                f"SELECT work_id FROM works WHERE removed = 0 {where} ORDER BY work_id"
+        counts = {
+            work_id: (n_hashes, n_segments)
+            for work_id, n_hashes, n_segments in self.db.execute(
+                "SELECT work_id, COALESCE(n_hashes, 0), COALESCE(n_segments, 0) FROM works "
+                f"WHERE removed = 0 {where} ORDER BY work_id"
             )
-        ]
+        }
+        ids = list(counts)
         old = self.db.execute(
             "SELECT shard_id, hash_file, chroma_file FROM shards"
             + (
@@ -1268,11 +1270,12 @@ class CatalogStore:
                 else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
             )
         ).fetchall()
+        groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
+        may_merge = shard_ids is not None and len(groups) == 1 and HASH_LAYOUT == "sorted"
+        self._require_room(groups, counts, hashed=not may_merge)
         # every stored fingerprint checked first (nothing is written when one is damaged), then
         # decoded again as the shard is built: compacting 10^5 works held 12 GB of them at once
         self._require_readable(ids, "the index cannot be regenerated")
-        self._require_room(where)
-        groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
         # compaction within one group merges sorted hash shards as they are (the same file a
         # rebuild would write, without hashing every work again); rebuild regenerates all, to repair
         mergeable = (
@@ -1303,15 +1306,17 @@ class CatalogStore:
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
                     (self.root / _SHARDS / name).unlink(missing_ok=True)
 
-    def _require_room(self, where: str) -> None:
-        """Raise ``DiskFullError`` when the free disk cannot hold what regenerating the shards
-        ``where`` selects writes: the new files and the spill (:func:`regeneration_bytes`). It
-        would otherwise fail at its end, minutes later at 10^5 works."""
-        n_hashes, n_segments = self.db.execute(
-            "SELECT COALESCE(SUM(n_hashes), 0), COALESCE(SUM(n_segments), 0) FROM works "
-            f"WHERE removed = 0 {where}"
-        ).fetchone()
-        needed = regeneration_bytes(int(n_hashes), int(n_segments), chroma_dim(self.settings))
+    def _require_room(
+        self, groups: list[list[int]], counts: dict[int, tuple[int, int]], *, hashed: bool
+    ) -> None:
+        """Raise ``DiskFullError`` when the free disk cannot hold what building a shard of each
+        of ``groups`` writes: the new files and the largest spill (:func:`regeneration_bytes`,
+        from the works' recorded entry counts: a re-key's are its former recipe's). It would
+        otherwise fail at its end, minutes later at 10^5 works."""
+        sizes = [
+            (sum(counts[w][0] for w in group), sum(counts[w][1] for w in group)) for group in groups
+        ]
+        needed = regeneration_bytes(sizes, chroma_dim(self.settings), hashed=hashed)
         free = _free_bytes(self.root / _SHARDS)
         if free is not None and free < needed:
             raise DiskFullError(

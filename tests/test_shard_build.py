@@ -15,7 +15,13 @@ from audiodup import shard_build
 from audiodup.catalog import Catalog
 from audiodup.errors import CatalogError
 from audiodup.hashes import KEY_BITS
-from audiodup.index import build_shard, write_index, write_sorted_hash_shard
+from audiodup.index import (
+    build_shard,
+    chroma_index_of,
+    pack_segment_ids,
+    write_index,
+    write_sorted_hash_shard,
+)
 from audiodup.quads import write_quad_shard
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.shard_build import KeySpill, RowSpill, SpillFolder, build_shard_files
@@ -82,7 +88,7 @@ def test_partitions_read_back_in_key_order_each_key_in_insertion_order(
         got_ids = np.concatenate([i[np.argsort(k, kind="stable")] for _, _, k, i in parts])
         for p, n, k, _ in parts:  # each partition holds its own range of keys
             width = (1 << key_bits) // n
-            assert all(p * width <= int(x) < (p + 1) * width for x in k[:50])
+            assert np.all((k >= np.uint64(p * width)) & (k <= np.uint64((p + 1) * width - 1)))
     order = np.argsort(keys, kind="stable")
     assert np.array_equal(got_keys, keys[order]) and np.array_equal(got_ids, ids[order])
 
@@ -102,8 +108,21 @@ def test_a_large_chroma_shard_trains_on_a_sample_and_holds_every_vector(
             spill.add(vectors[start : start + 700], ids[start : start + 700])
         sample = spill.sample(3_000)
         assert sample.shape == (3_000, dim) and np.array_equal(sample, spill.sample(3_000))
-        assert np.isin(sample.view(f"V{4 * dim}"), vectors.view(f"V{4 * dim}")).all()
+        row_of = {row.tobytes(): i for i, row in enumerate(vectors)}
+        rows = np.array([row_of[row.tobytes()] for row in sample])
+        assert len(set(rows)) == 3_000 and np.all(np.diff(rows) > 0), "rows drawn in order, once"
+        assert 0.4 < (rows < 3_000).mean() < 0.6, "the sample is not spread over the rows"
+        trained_on = []
+        real_index = shard_build.new_chroma_index
+        monkeypatch.setattr(
+            shard_build,
+            "new_chroma_index",
+            lambda training, settings: (
+                trained_on.append(training) or real_index(training, settings)
+            ),
+        )
         index = shard_build.chroma_index(spill, DEFAULT_SETTINGS, has_works=True)
+        assert np.array_equal(trained_on[0], sample), "not trained on the sample"
     assert index.ntotal == len(vectors)
     assert faiss.extract_index_ivf(index).nlist > 1
     faiss.extract_index_ivf(index).nprobe = 64
@@ -111,6 +130,25 @@ def test_a_large_chroma_shard_trains_on_a_sample_and_holds_every_vector(
     padded[:, :dim] = vectors[:200]
     _, found = index.search(padded, 1)
     assert (found[:, 0] == ids[:200]).mean() > 0.95, "a stored vector does not find itself"
+
+
+def test_an_inverted_chroma_index_filled_in_chunks_is_the_one_filled_at_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(shard_build, "CHROMA_CHUNK", 37)
+    dim = shard_build.chroma_dim(DEFAULT_SETTINGS)
+    vectors = np.random.default_rng(2).random((5_000, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    segments = [(w, vectors[w * 500 : (w + 1) * 500]) for w in range(10)]
+    whole, _ = chroma_index_of(segments, DEFAULT_SETTINGS)
+    with SpillFolder(tmp_path) as folder:
+        spill = RowSpill(folder, dim, limit=700)
+        for work_id, rows in segments:
+            spill.add(rows, pack_segment_ids(work_id, len(rows)))
+        assert spill.spilled
+        index = shard_build.chroma_index(spill, DEFAULT_SETTINGS, has_works=True)
+    assert faiss.extract_index_ivf(index).nlist > 1
+    assert written(write_index(index, binary=False)) == written(write_index(whole, binary=False))
 
 
 def shard_digests(root: Path) -> dict[str, str]:
@@ -143,6 +181,7 @@ def test_a_build_that_fails_leaves_the_catalog_and_no_spill(
     before = shard_digests(catalog_copy)
 
     def full_disk(spill):
+        assert spill.spilled and spill.folder.path().is_dir(), "the test needs a spill to exist"
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(shard_build, "quad_file", full_disk)
@@ -157,7 +196,7 @@ def test_a_build_that_fails_leaves_the_catalog_and_no_spill(
 
 def test_a_spill_folder_left_by_a_crash_is_swept_and_others_stay(catalog_copy: Path) -> None:
     shards = catalog_copy / "shards"
-    left = shards / f"{shard_build.SPILL_PREFIX}k3x_9a"
+    left = shards / f"{shard_build.SPILL_PREFIX}k3x_9a0q"
     left.mkdir()
     (left / "hashes-3.keys").write_bytes(b"\x00" * 64)
     mine = shards / "spill-notes"  # not the catalog's name: left alone, and reported
@@ -171,25 +210,78 @@ def test_a_spill_folder_left_by_a_crash_is_swept_and_others_stay(catalog_copy: P
     assert not left.exists() and mine.exists()
 
 
+def disk_use(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("n_groups", [0, 3])
+def test_the_disk_estimate_covers_a_rebuild_and_not_many_times_over(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch, n_groups: int
+) -> None:
+    from audiodup import store as store_module
+
+    spill_small(monkeypatch)
+    estimates: list[int] = []
+    real_estimate = store_module.regeneration_bytes
+
+    def recorded(*args, **kwargs) -> int:
+        estimates.append(real_estimate(*args, **kwargs))
+        return estimates[-1]
+
+    monkeypatch.setattr(store_module, "regeneration_bytes", recorded)
+    with Catalog.open(catalog_copy) as catalog:
+        catalog.store.split_shards(n_groups)
+        start = disk_use(catalog_copy / "shards")
+        peaks = []
+        real_put = catalog.store._put_file
+
+        def measured_put(name, write) -> None:
+            real_put(name, write)  # after each file: every file so far, and the spill
+            peaks.append(disk_use(catalog_copy / "shards") - start)
+
+        monkeypatch.setattr(catalog.store, "_put_file", measured_put)
+        estimates.clear()
+        catalog.rebuild()
+    assert len(estimates) == 1 and len(peaks) == 3 * max(n_groups, 1)
+    assert max(peaks) <= estimates[0] <= 3 * max(peaks) + (1 << 16), (max(peaks), estimates)
+
+
 def test_a_rebuild_the_free_disk_cannot_hold_is_refused_before_it_starts(
     catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from audiodup import store as store_module
     from audiodup.errors import DiskFullError
 
+    estimates: list[int] = []
+    real_estimate = store_module.regeneration_bytes
+    monkeypatch.setattr(
+        store_module,
+        "regeneration_bytes",
+        lambda *a, **k: estimates.append(real_estimate(*a, **k)) or estimates[-1],
+    )
     before = shard_digests(catalog_copy)
     with Catalog.open(catalog_copy) as catalog:
-        stats = catalog.stats()
-        needed = shard_build.regeneration_bytes(
-            stats.hash_entries, stats.chroma_vectors, shard_build.chroma_dim(DEFAULT_SETTINGS)
-        )
-        files = sum(p.stat().st_size for p in (catalog_copy / "shards").iterdir())
-        assert files < needed, "the estimate does not cover the files a rebuild writes"
+        monkeypatch.setattr(store_module, "_free_bytes", lambda path: 1 << 40)
+        catalog.rebuild()
+        needed = estimates[-1]
         monkeypatch.setattr(store_module, "_free_bytes", lambda path: needed - 1)
         with pytest.raises(DiskFullError) as refused:
             catalog.rebuild()
         assert "\n" not in str(refused.value) and "free disk" in str(refused.value)
+        assert catalog.verify() == []
         monkeypatch.setattr(store_module, "_free_bytes", lambda path: needed)
         catalog.rebuild()
         assert catalog.verify() == []
     assert shard_digests(catalog_copy).keys() == before.keys()
+
+
+def test_a_writer_called_after_its_build_is_refused(
+    catalog: Catalog, spill_small, tmp_path: Path
+) -> None:
+    entries = [(w.work_id, catalog.fingerprint(w.work_id)) for w in catalog.works()]
+    with SpillFolder(tmp_path) as folder:
+        files = build_shard_files(entries, DEFAULT_SETTINGS, folder)
+    for write in (files.write_hashes, files.write_quads, files.write_chroma):
+        with pytest.raises(RuntimeError, match="inside its build"):
+            written(write)
+    assert list(tmp_path.iterdir()) == [], "a late writer made a spill folder"
