@@ -56,6 +56,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .compaction import shards_to_merge
 from .errors import (
     CatalogBusyError,
     CatalogDamagedError,
@@ -1186,28 +1187,20 @@ class CatalogStore:
         _fsync_dir(final.parent)
 
     def _maybe_compact(self) -> None:
+        """Merge what :func:`audiodup.compaction.shards_to_merge` plans, per shard group."""
+        sizes = dict(self.db.execute("SELECT shard_id, n_hashes FROM shards").fetchall())
         n_groups = self.shard_groups()
-        if not n_groups:
-            count = self.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
-            if count > self.settings.max_shards:
-                self.compact(keep_largest=True)
-            return
-        for shard_ids in self.group_shards(n_groups).values():
-            if len(shard_ids) > self.settings.max_shards:
-                self.compact(keep_largest=True, among=shard_ids)
+        groups = self.group_shards(n_groups).values() if n_groups else [sorted(sizes)]
+        for shard_ids in groups:
+            plan = shards_to_merge([sizes[s] for s in shard_ids], self.settings.max_shards)
+            if plan:
+                self._regenerate([shard_ids[i] for i in plan])
 
-    def compact(self, keep_largest: bool = False, among: list[int] | None = None) -> None:
+    def compact(self, among: list[int] | None = None) -> None:
         """Merge shards (``among`` them, default all) into one per shard group, dropping removed
         works. Caller holds the write lock."""
-        shards = self.db.execute(
-            "SELECT shard_id, n_hashes FROM shards ORDER BY n_hashes DESC"
-        ).fetchall()
-        if among is not None:
-            shards = [(s, n) for s, n in shards if s in set(among)]
-        merge = [s for s, _ in (shards[1:] if keep_largest else shards)]
-        if keep_largest and len(merge) < 2:
-            return
-        self._regenerate(merge)
+        shards = [s for (s,) in self.db.execute("SELECT shard_id FROM shards ORDER BY shard_id")]
+        self._regenerate([s for s in shards if among is None or s in set(among)])
 
     # -- shard groups: a catalog split across machines (audiodup.sharded) -----------------------
     def shard_groups(self) -> int:
@@ -1847,16 +1840,21 @@ class CatalogStore:
                 "(written before it existed): large catalogs find fewer hard copies; "
                 "'audiodup index upgrade' writes it"
             )
-        if leftovers:
+        files = f"{leftovers} unreferenced index {'file' if leftovers == 1 else 'files'}"
+        folders = f"{spills} spill {'folder' if spills == 1 else 'folders'}"
+        if (leftovers or spills) and _writer_holds_lock(self.root):
+            held = [files] * bool(leftovers) + [folders] * bool(spills)
             notes.append(
-                f"{leftovers} unreferenced index {'file' if leftovers == 1 else 'files'} left by "
-                "an interrupted write; the next write removes them"
+                f"{' and '.join(held)} of the write in progress (another process holds the "
+                "writer lock)"
             )
-        if spills:
-            notes.append(
-                f"{spills} spill {'folder' if spills == 1 else 'folders'} of an interrupted "
-                "shard build; the next write removes them"
-            )
+        else:
+            # remove and the ledger's upload changes leave shards/ as it is
+            sweep = "the next index add, rebuild or upgrade removes them"
+            if leftovers:
+                notes.append(f"{files} left by an interrupted write; {sweep}")
+            if spills:
+                notes.append(f"{folders} of an interrupted shard build; {sweep}")
         for name in sorted(foreign)[:20]:
             notes.append(f"shards/{path_text(name)} is not the catalog's; it is left alone")
         if len(foreign) > 20:
@@ -1996,6 +1994,28 @@ def _why_unopenable(db: Path) -> str:
     if not os.access(db, os.R_OK):
         return "permission denied"
     return "SQLite cannot open it, or cannot create its shared-memory file next to it"
+
+
+def _writer_holds_lock(root: Path) -> bool:
+    """Whether a writer holds the catalog's lock now: probed with a shared, non-blocking flock
+    on a read-only descriptor, so the probe neither waits nor writes."""
+    try:
+        import fcntl
+    except ImportError:  # not on POSIX: cannot tell
+        return False
+    try:
+        fd = os.open(root / _LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the probe's own lock
+    return False
 
 
 def _nearly_full(root: Path) -> bool:

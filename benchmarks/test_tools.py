@@ -406,3 +406,31 @@ def test_key_survival_of_a_small_catalog_matches_its_own_key_sizes(tmp_path: Pat
         assert mine["triplet_sampled"] == mine["triplet_whole"]  # 4 works: nothing sampled away
         for name in ("triplet_whole", "triplet_sampled", "quad_whole"):
             assert mine[name] == theirs[name], name
+
+
+def test_compaction_growth_measures_a_growth_under_each_plan(tmp_path: Path) -> None:
+    import audiodup.store as store_module
+    from audiodup import Catalog
+    from benchmarks.compaction_growth import grow, plans, report
+
+    with Catalog.open(tmp_path / "source") as catalog:
+        catalog.add_paths(sorted((REPO / "fixtures" / "audio" / "catalog").iterdir())[:4])
+    rows = []
+    for plan in plans():
+        row = grow(tmp_path / "source", tmp_path / plan, plan, works=40, batch=2)
+        assert (row["works_before"], row["works"]) == (4, 40)
+        assert sum(row["shard_works"]) == 40 and len(row["shard_works"]) <= row["max_shards"]
+        assert row["merges"] >= 1 and row["rewritten_per_work_added"] > 0
+        assert row["verify_problems"] == [] and row["unindexed_works"] == 0
+        rows.append(row)
+    # the store's own plan and writer are back in place
+    assert store_module.shards_to_merge is plans()["tiered"]
+    assert store_module.CatalogStore._regenerate.__name__ == "_regenerate"
+    table = report(rows, "cmd")
+    assert "| tiered | 2 | 4 -> 40 |" in table and "| all-but-largest | 2 | 4 -> 40 |" in table
+    missing = _run_tool("compaction_growth", "--source-catalog", str(tmp_path / "none"))
+    assert "is not a catalog" in _one_error_line(missing)
+    unknown = _run_tool(
+        "compaction_growth", "--source-catalog", str(tmp_path / "source"), "--plans", "fifo"
+    )
+    assert "unknown plan 'fifo'" in _one_error_line(unknown)

@@ -10,6 +10,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from audiodup import shard_build
 from audiodup.catalog import Catalog
@@ -201,13 +202,38 @@ def test_a_spill_folder_left_by_a_crash_is_swept_and_others_stay(catalog_copy: P
     (left / "hashes-3.keys").write_bytes(b"\x00" * 64)
     mine = shards / "spill-notes"  # not the catalog's name: left alone, and reported
     mine.mkdir()
+    interrupted = (
+        "1 spill folder of an interrupted shard build; "
+        "the next index add, rebuild or upgrade removes them"
+    )
     with Catalog.open(catalog_copy) as catalog:
         notes = catalog.check().notes
-        assert "1 spill folder of an interrupted shard build; the next write removes them" in notes
+        assert interrupted in notes
         assert any("spill-notes/ is not the catalog's" in note for note in notes)
         assert not any(shard_build.SPILL_PREFIX in note for note in notes)
+        # removing a work leaves shards/ as it is, as the note says
+        assert catalog.remove(catalog.works()[0].work_id)
+        assert left.exists() and interrupted in catalog.check().notes
         catalog.add_paths([UPLOADS_DIR / "unrelated_a.ogg"])
     assert not left.exists() and mine.exists()
+
+
+def test_a_write_in_progress_is_not_called_interrupted(catalog_copy: Path) -> None:
+    shards = catalog_copy / "shards"
+    (shards / f"{shard_build.SPILL_PREFIX}live0001").mkdir()
+    (shards / "h-0123456789ab.sorted").write_bytes(b"being written")
+    writer = FileLock(str(catalog_copy / "catalog.lock"))  # another writer's descriptor
+    with Catalog.open(catalog_copy) as catalog:
+        with writer:
+            notes = catalog.check().notes
+            assert (
+                "1 unreferenced index file and 1 spill folder of the write in progress "
+                "(another process holds the writer lock)"
+            ) in notes
+            assert not any("interrupted" in note for note in notes)
+        notes = catalog.check().notes
+        assert any("interrupted shard build" in note for note in notes)
+        assert any("left by an interrupted write" in note for note in notes)
 
 
 def disk_use(folder: Path) -> int:
