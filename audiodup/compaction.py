@@ -17,9 +17,8 @@ from collections.abc import Sequence
 
 def size_ratio(sizes: Sequence[int], max_shards: int) -> float:
     """``r``: how many times the entries of all smaller shards a shard must hold (at least 1)."""
-    total = sum(max(1, s) for s in sizes)
-    smallest = max(1, min(sizes))
-    return max(1.0, (total / smallest) ** (1.0 / (max_shards - 1)) - 1.0)
+    weights = [max(1, s) for s in sizes]  # an empty shard counts as one entry
+    return max(1.0, (sum(weights) / min(weights)) ** (1.0 / (max_shards - 1)) - 1.0)
 
 
 def shards_to_merge(sizes: Sequence[int], max_shards: int) -> list[int]:
@@ -33,10 +32,11 @@ def shards_to_merge(sizes: Sequence[int], max_shards: int) -> list[int]:
     if max_shards <= 1:
         return order
     ratio = size_ratio(sizes, max_shards)
+    weights = [max(1, sizes[i]) for i in order]
     start = max_shards - 1
     smaller = 0
     for rank in range(len(order) - 1, 0, -1):
-        smaller += max(1, sizes[order[rank]])
-        if max(1, sizes[order[rank - 1]]) < ratio * smaller:
+        smaller += weights[rank]
+        if weights[rank - 1] < ratio * smaller:
             start = min(start, rank - 1)
     return order[start:]

@@ -1200,7 +1200,10 @@ class CatalogStore:
         """Merge shards (``among`` them, default all) into one per shard group, dropping removed
         works. Caller holds the write lock."""
         shards = [s for (s,) in self.db.execute("SELECT shard_id FROM shards ORDER BY shard_id")]
-        self._regenerate([s for s in shards if among is None or s in set(among)])
+        if among is not None:
+            wanted = set(among)
+            shards = [s for s in shards if s in wanted]
+        self._regenerate(shards)
 
     # -- shard groups: a catalog split across machines (audiodup.sharded) -----------------------
     def shard_groups(self) -> int:

@@ -31,12 +31,8 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from benchmarks.distractor_prints import (
-    distractor_works,
-    is_distractor,
-    load_sources,
-    split_sources,
-)
+from audiodup.errors import CatalogError
+from benchmarks.distractor_prints import distractor_works, material_sources
 from benchmarks.engine import peak_rss_mb
 from benchmarks.runner import git_commit, machine_info
 
@@ -63,9 +59,9 @@ def grow(source: Path, catalog_dir: Path, plan: str, works: int, batch: int, see
     if catalog_dir.exists():
         shutil.rmtree(catalog_dir)
     shutil.copytree(source, catalog_dir)
-    sources = [s for s in load_sources(catalog_dir) if not is_distractor(s.name)]
-    _, material = split_sources([s.name for s in sources], seed)
-    material_sources = [s for s in sources if s.name in material]
+    _, material = material_sources(catalog_dir, seed)
+    if not material:
+        raise CatalogError(f"{source} holds too few real works to cut distractors from")
     merges: list[dict] = []
     regenerate = store_module.CatalogStore._regenerate
 
@@ -90,7 +86,7 @@ def grow(source: Path, catalog_dir: Path, plan: str, works: int, batch: int, see
             have = start = len(catalog.works())
             while have < works:
                 take = min(batch, works - have)
-                items = list(distractor_works(material_sources, range(have, have + take), seed))
+                items = list(distractor_works(material, range(have, have + take), seed))
                 c1 = time.process_time()
                 catalog.store.commit_batch(items)
                 commit_cpu.append(time.process_time() - c1)
@@ -188,7 +184,10 @@ def main(
     for name in plan.split(","):
         # each plan in a fresh process of its own: its peak RSS is its own
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            row = pool.submit(grow, source_catalog, work / name, name, works, batch).result()
+            try:
+                row = pool.submit(grow, source_catalog, work / name, name, works, batch).result()
+            except CatalogError as exc:  # a damaged or empty source catalog
+                _fail(str(exc).replace("\n", " "))
         print(json.dumps(row), flush=True)
         (work / f"{name}-{batch}.json").write_text(json.dumps(row, indent=1))
         rows.append(row)

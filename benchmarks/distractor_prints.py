@@ -100,6 +100,14 @@ def split_sources(names: Sequence[str], seed: int = 0) -> tuple[frozenset[str], 
 
 
 # -- one distractor ------------------------------------------------------------------------------
+def material_sources(catalog_dir: Path, seed: int = 0) -> tuple[frozenset[str], list[SourcePrint]]:
+    """``(positives, material)`` of the catalog's real works (:func:`split_sources`): the names
+    of the works whose copies are screened, and the fingerprints distractors are cut from."""
+    sources = load_sources(catalog_dir)
+    positives, material = split_sources([s.name for s in sources], seed)
+    return positives, [s for s in sources if s.name in material]
+
+
 def distractor_print(
     sources: Sequence[SourcePrint],
     index: int,

@@ -42,8 +42,7 @@ from benchmarks.distractor_prints import (
     REPO,
     distractor_works,
     is_distractor,
-    load_sources,
-    split_sources,
+    material_sources,
 )
 from benchmarks.engine import peak_rss_mb
 
@@ -380,11 +379,8 @@ def run(
     catalog_dir = work / "catalog"
     if not catalog_dir.exists():
         shutil.copytree(source_dir, catalog_dir)  # the benchmark's catalog is only read
-    sources = load_sources(catalog_dir)
-    sources = [s for s in sources if not is_distractor(s.name)]
-    positives, material = split_sources([s.name for s in sources], seed)
-    material_sources = [s for s in sources if s.name in material]
-    if not material_sources:
+    positives, material = material_sources(catalog_dir, seed)
+    if not material:
         from audiodup.errors import CatalogError
 
         raise CatalogError(f"{source_dir} holds too few real works to cut distractors from")
@@ -399,7 +395,7 @@ def run(
             if len(catalog.works()) > size:
                 _log(f"the catalog already holds more than {size} works: size skipped")
                 continue
-        timing = grow_catalog(catalog_dir, material_sources, size, seed)
+        timing = grow_catalog(catalog_dir, material, size, seed)
         if size in built_elsewhere:  # grown by grow_catalog in another process
             timing = built_elsewhere[size]
         if compact_into:

@@ -434,3 +434,10 @@ def test_compaction_growth_measures_a_growth_under_each_plan(tmp_path: Path) -> 
         "compaction_growth", "--source-catalog", str(tmp_path / "source"), "--plans", "fifo"
     )
     assert "unknown plan 'fifo'" in _one_error_line(unknown)
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "catalog.sqlite").write_bytes(b"not a database" * 300)
+    damaged = _run_tool(
+        "compaction_growth", "--source-catalog", str(tmp_path / "damaged"), "--work",
+        str(tmp_path / "scratch"),
+    )  # fmt: skip
+    assert "damaged" in _one_error_line(damaged)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import UPLOADS_DIR
 
 from audiodup.catalog import Catalog
 from audiodup.compaction import shards_to_merge, size_ratio
@@ -92,3 +93,5 @@ def test_adding_one_work_at_a_time_keeps_the_planned_layout(tmp_path: Path) -> N
         for entry in catalog.works():
             verdict = catalog.screen(entry.path)
             assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == entry.work_id
+        for chance in ("unrelated_a.ogg", "unrelated_b.ogg"):  # merged shards accuse no one
+            assert catalog.screen(UPLOADS_DIR / chance).verdict == "clean", chance
