@@ -29,7 +29,7 @@ from .hashes import (
     pack_entry_ids,
     scrambled_work_ids,
 )
-from .index import ChromaHits, LoadedIndexes
+from .index import ChromaHits, LoadedIndexes, nearest_over_shards
 from .settings import DEFAULT_SETTINGS, Settings
 
 _MAX_LOG_TEMPO = float(np.log(2.1))
@@ -606,13 +606,13 @@ def _fit_line(tq, tr, available, slope, coarse_tol=24.0, fine_tol=4.0):
     return inliers, a, b
 
 
-_NEAREST_SEGMENTS = 8  # per query vector and shard, for the chroma candidates and votes
+_NEAREST_SEGMENTS = 8  # per query vector, for the chroma candidates and votes
 
 
 @dataclass(frozen=True)
 class LineHits:
-    """Every hit of a vote search (the ``chroma_vote_neighbours`` nearest segments per vector and
-    shard) with where it puts the query in the work: ``offset_bins``, the work's time at the
+    """Every hit of a vote search (the ``chroma_vote_neighbours`` nearest segments per vector)
+    with where it puts the query in the work: ``offset_bins``, the work's time at the
     query's start in steps of the catalog's segment hop."""
 
     rows: np.ndarray  # int64
@@ -625,7 +625,7 @@ class LineHits:
 @dataclass(frozen=True)
 class ChromaSearch:
     """The nearest catalog segments of the query's segment vectors, hit by hit in search order
-    (row by row, each row's hits in shard order)."""
+    (row by row, each row's hits nearest first, over all shards: :func:`nearest_over_shards`)."""
 
     rows: np.ndarray  # int64: the query vector of each hit
     work_ids: np.ndarray  # int64
@@ -651,7 +651,7 @@ def search_chroma_segments(
     With ``vote_density`` n > 1 the vectors are n times as dense (the hop divided by n), for
     :func:`chroma_voted_works`; the hits of every n-th vector, the search's own, are marked
     (``own``) and are the hits a search of density 1 gives. Such a search also keeps each
-    vector's ``chroma_vote_neighbours`` nearest segments per shard (``line_hits``), for the votes
+    vector's ``chroma_vote_neighbours`` nearest segments (``line_hits``), for the votes
     only: the other hits are the nearest 8, as without it (but for segments of equal similarity
     at the 8th place, which FAISS orders otherwise in a deeper search: the same audio stored
     twice)."""
@@ -684,6 +684,7 @@ def search_chroma_segments(
     hits = indexes.search_chroma(vectors, k=k)
     if hits is None:
         return None
+    hits = nearest_over_shards(hits, k)
     rows, cols = np.nonzero(hits.valid & (hits.ranks < _NEAREST_SEGMENTS))
     return ChromaSearch(
         rows.astype(np.int64),

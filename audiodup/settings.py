@@ -154,7 +154,7 @@ class Settings:
     # (benchmarks/SCALING.md)
     chroma_vote_density: int = 2
     # ... and as many whose segments those vectors find along one line in time, among their
-    # chroma_vote_neighbours nearest per shard (match.chroma_voted_works): a copy's vectors find
+    # chroma_vote_neighbours nearest (match.chroma_voted_works): a copy's vectors find
     # its work at one offset, a chance neighbour anywhere. At 10^5 works, the hard copies whose
     # work is among the voted: 51 -> 67 of 110 (benchmarks/SCALING.md, session 8); at least 8
     chroma_vote_neighbours: int = 64

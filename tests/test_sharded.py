@@ -772,25 +772,27 @@ def _ranking_no_work(**more) -> Settings:
     return _sampled(min_sampled_support=10**9, **more)
 
 
-@pytest.mark.parametrize("voted", [8, 1])
+@pytest.mark.parametrize(("voted", "neighbours"), [(8, 64), (1, 128)])
 def test_chroma_voted_works_are_verified_in_their_groups_as_in_one_process(
     split_catalog: Path,
     chance_uploads: list[Path],
     two_work_medley: Path,
     threaded_client,
     voted: int,
+    neighbours: int,
 ):
     """A sampled look-up that ranks no work: only the chroma-voted works are verified, each by
     the group that holds it, and the client adds them in vote order as one process does, with
     8 works per vote and with 1. With 1, the votes along a line in time add a work the other
     votes lack: the medley's second, shorter work (with 8 the others already hold every work of
-    this small catalog)."""
+    this small catalog): among each vector's 128 nearest segments over the 9 works' shards,
+    not among the 64 nearest."""
     from audiodup import match, screening
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.sharded import ShardedScreening
 
-    settings = _ranking_no_work(chroma_voted_works=voted)
+    settings = _ranking_no_work(chroma_voted_works=voted, chroma_vote_neighbours=neighbours)
     uploads = [UPLOADS / name for name in POSITIVES] + chance_uploads + [two_work_medley]
     with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
         sharded = ShardedScreening(catalog.store, settings, threaded_client)
