@@ -136,6 +136,11 @@ _OWN_SHARD_FILE = re.compile(
 )
 # the folder a shard's build spills its entries to while it runs (audiodup.shard_build)
 _SPILL_FOLDER = re.compile(re.escape(SPILL_PREFIX) + r"[a-z0-9_]{8}")  # tempfile.mkdtemp's names
+# the folder a merge builds its shard in, outside the writer lock (merge_due_shards), and the
+# lock its merger holds meanwhile: one merge at a time, and a sweep spares the folder
+_MERGE_PREFIX = ".merge-"
+_MERGE_FOLDER = re.compile(re.escape(_MERGE_PREFIX) + r"[0-9a-f]{12}")
+_MERGE_LOCK_FILE = "merge.lock"
 # the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
 # or "faiss" (IndexBinaryHash in RAM, the layout of catalogs written before issue #14)
 HASH_LAYOUT = "sorted"
@@ -313,6 +318,7 @@ class CatalogStore:
         self._lock = None  # the writer lock, made by the first write (write_lock)
         self._making_lock = threading.Lock()
         self.lock_timeout_s = _LOCK_TIMEOUT_S  # how long a write waits for another writer
+        self.merge_after_commit = True  # a commit that adds a shard makes the merges due
         if self.root.exists() and not self.root.is_dir():
             raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
         if not self._db_path.exists():
@@ -1012,7 +1018,9 @@ class CatalogStore:
                 self._abandon()
                 raise
             if fresh:
-                self._settle()
+                self._fold_log()
+        if fresh:
+            self._merge_after_commit()
         return out
 
     def _abandon(self) -> None:
@@ -1102,11 +1110,25 @@ class CatalogStore:
     ) -> int:
         """Put a shard's files in place, record it and point its works at it (``keep_hash_counts``:
         their hash entries are as recorded)."""
-        token = uuid.uuid4().hex[:12]
-        hash_file, chroma_file = f"h-{token}.{hash_layout}", f"c-{token}.faiss"
-        self._put_file(hash_file, files.write_hashes)
-        self._put_file(chroma_file, files.write_chroma)
-        self._put_file(quad_file_of(hash_file), files.write_quads)
+        names = _new_shard_names(hash_layout)
+        self._put_files(names, files)
+        return self._record_shard(names, files, keep_hash_counts=keep_hash_counts)
+
+    def _put_files(
+        self, names: tuple[str, str, str], files: ShardFiles, folder: Path | None = None
+    ):
+        """Write a shard's hash, chroma and four-peak files under ``names`` in ``folder``
+        (default: ``shards/``)."""
+        writers = (files.write_hashes, files.write_chroma, files.write_quads)
+        for name, write in zip(names, writers, strict=True):
+            self._put_file(name, write, folder)
+
+    def _record_shard(
+        self, names: tuple[str, str, str], files: ShardFiles, *, keep_hash_counts: bool
+    ) -> int:
+        """Record a shard whose files are in place and point its works at it (inside the
+        caller's transaction)."""
+        hash_file, chroma_file, _ = names
         cursor = self.db.execute(
             "INSERT INTO shards (hash_file, chroma_file, n_hashes, n_segments, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -1152,6 +1174,14 @@ class CatalogStore:
     ) -> int:
         """Like :meth:`_write_shard`, the hash file merged from ``hash_shards`` (the entries of
         ``entries``' works only) rather than hashed again."""
+        with SpillFolder(self.root / _SHARDS) as folder:
+            merged = self._merged_files(entries, hash_shards, folder)
+            return self._put_shard(merged, keep_hash_counts=True)
+
+    def _merged_files(
+        self, entries: StoredFingerprints, hash_shards: list[SortedHashShard], folder: SpillFolder
+    ) -> ShardFiles:
+        """The files of a shard of ``entries``, its hash file merged from ``hash_shards``."""
         live = np.zeros(max(entries.work_ids) + 1, dtype=bool)
         live[entries.work_ids] = True
 
@@ -1159,20 +1189,24 @@ class CatalogStore:
             return (works < len(live)) & live[np.minimum(works, len(live) - 1)]
 
         hash_writer, n_hashes = merge_sorted_hash_shards(hash_shards, is_live)
-        with SpillFolder(self.root / _SHARDS) as folder:
-            files = build_shard_files(entries, self.settings, folder, hashes=False)
-            merged = replace(files, write_hashes=hash_writer, n_hashes=n_hashes)
-            return self._put_shard(merged, keep_hash_counts=True)
+        files = build_shard_files(entries, self.settings, folder, hashes=False)
+        return replace(files, write_hashes=hash_writer, n_hashes=n_hashes)
 
     def _chroma_index(self, training: np.ndarray | None):
         return new_chroma_index(training, self.settings)
 
-    def _put_file(self, name: str, write: Callable[[Callable[[bytes], object]], None]) -> None:
+    def _put_file(
+        self,
+        name: str,
+        write: Callable[[Callable[[bytes], object]], None],
+        folder: Path | None = None,
+    ) -> None:
         """Write one index file through ``write(file.write)`` under a temporary name, fsync it
-        and rename it into place. FAISS's own file writer only prints a failed close (a full
-        disk can surface there) and goes on; through a Python file every write, flush and fsync
-        error is raised, so a truncated file is never put in place."""
-        final = self.root / _SHARDS / name
+        and rename it into place (in ``folder``, default ``shards/``). FAISS's own file writer
+        only prints a failed close (a full disk can surface there) and goes on; through a Python
+        file every write, flush and fsync error is raised, so a truncated file is never put in
+        place."""
+        final = (self.root / _SHARDS if folder is None else folder) / name
         tmp = final.with_name(f".tmp-{name}")
         try:
             with open(tmp, "wb") as handle:
@@ -1186,15 +1220,102 @@ class CatalogStore:
             raise
         _fsync_dir(final.parent)
 
-    def _maybe_compact(self) -> None:
-        """Merge what :func:`audiodup.compaction.shards_to_merge` plans, per shard group."""
-        sizes = dict(self.db.execute("SELECT shard_id, n_hashes FROM shards").fetchall())
-        n_groups = self.shard_groups()
-        groups = self.group_shards(n_groups).values() if n_groups else [sorted(sizes)]
-        for shard_ids in groups:
-            plan = shards_to_merge([sizes[s] for s in shard_ids], self.settings.max_shards)
-            if plan:
-                self._regenerate([shard_ids[i] for i in plan])
+    # -- merging shards, outside the writer lock ------------------------------------------------
+    @reports_errors("merge the shards of")
+    def merge_due_shards(self) -> int:
+        """Merge the runs of shards :func:`audiodup.compaction.shards_to_merge` plans, per
+        shard group, until none is due; returns how many merges were made.
+
+        The writer lock is held only to plan a merge and to put it in place. Between, the merged
+        shard is built in a ``shards/.merge-*`` folder from what no writer changes (the shards'
+        files and the works' stored fingerprints), so the writes that wait for the lock (an
+        upload the service records) wait seconds, not the minutes of a large merge. One merge
+        runs at a time per catalog (the merge lock): while another process's runs, this returns
+        0. A merge whose shards a rebuild, split or re-key replaced meanwhile is dropped."""
+        if self.read_only is not None or self.rekey_from is not None:
+            return 0
+        from filelock import FileLock, Timeout
+
+        lock = FileLock(str(self.root / _MERGE_LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            return 0
+        try:
+            merges = 0
+            while (due := self._due_merge()) is not None and self._merge(due):
+                merges += 1
+            return merges
+        finally:
+            lock.release()
+
+    def _due_merge(self) -> _Regeneration | None:
+        """The first group's due merge: its shards and their works (under the writer lock)."""
+        with self._writing("merge the shards of"):
+            sizes = dict(self.db.execute("SELECT shard_id, n_hashes FROM shards").fetchall())
+            n_groups = self.shard_groups()
+            groups = self.group_shards(n_groups).values() if n_groups else [sorted(sizes)]
+            for shard_ids in groups:
+                run = shards_to_merge([sizes[s] for s in shard_ids], self.settings.max_shards)
+                if run:
+                    return self._regeneration_rows([shard_ids[i] for i in run], None)
+        return None
+
+    def _merge(self, due: _Regeneration) -> bool:
+        """Build ``due``'s merged shard in its own folder, then put it in place of the shards
+        it merges, unless they are gone (False). Its checks (room, sorted hash shards intact)
+        run here too, outside the writer lock; a damaged fingerprint stops the build, before
+        anything is put in place."""
+        if not due.groups:  # the shards hold removed works only
+            return self._put_merged(due, None)
+        (work_ids,) = due.groups
+        hash_shards = self._mergeable_hashes(due.old, work_ids)
+        self._require_room(due.groups, due.counts, hashed=hash_shards is None)
+        folder = self.root / _SHARDS / f"{_MERGE_PREFIX}{uuid.uuid4().hex[:12]}"
+        try:
+            folder.mkdir()
+            entries = StoredFingerprints(work_ids, self.fingerprint)
+            names = _new_shard_names("sorted" if hash_shards is not None else HASH_LAYOUT)
+            with SpillFolder(folder) as spill:
+                if hash_shards is not None:
+                    files = self._merged_files(entries, hash_shards, spill)
+                else:
+                    files = build_shard_files(entries, self.settings, spill)
+                self._put_files(names, files, folder)
+            return self._put_merged(due, (folder, names, files, hash_shards is not None))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def _put_merged(
+        self, due: _Regeneration, built: tuple[Path, tuple[str, str, str], ShardFiles, bool] | None
+    ) -> bool:
+        """Under the writer lock: move a merged shard's files in from the folder they were
+        built in, record it and drop the shards it replaces, in one transaction (``built``
+        None: they held removed works only); False when they are no longer all there."""
+        with self._writing("merge the shards of"):
+            ids = ",".join(str(int(shard_id)) for shard_id, _, _ in due.old)
+            now = self.db.execute(
+                f"SELECT shard_id, hash_file, chroma_file FROM shards WHERE shard_id IN ({ids})"
+            ).fetchall()
+            if sorted(now) != sorted(due.old):
+                return False
+            shards = self.root / _SHARDS
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                if built is not None:
+                    folder, names, files, hashes_merged = built
+                    for name in names:
+                        os.replace(folder / name, shards / name)
+                    _fsync_dir(shards)
+                    self._record_shard(names, files, keep_hash_counts=hashes_merged)
+                self.db.execute(f"DELETE FROM shards WHERE shard_id IN ({ids})")
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._abandon()
+                raise
+            self._unlink_shard_files(due.old)
+            self._fold_log()
+        return True
 
     def compact(self, among: list[int] | None = None) -> None:
         """Merge shards (``among`` them, default all) into one per shard group, dropping removed
@@ -1245,28 +1366,9 @@ class CatalogStore:
         """Replace the given shards (None: all) by one shard per shard group built from stored
         fingerprints (one shard in a catalog that is not split); ``n_groups`` splits it anew.
         ``before_commit`` writes more in the same transaction."""
-        where = (
-            ""
-            if shard_ids is None
-            else (f"AND shard_id IN ({','.join(str(int(s)) for s in shard_ids)})")
-        )
-        counts = {
-            work_id: (n_hashes, n_segments)
-            for work_id, n_hashes, n_segments in self.db.execute(
-                "SELECT work_id, COALESCE(n_hashes, 0), COALESCE(n_segments, 0) FROM works "
-                f"WHERE removed = 0 {where} ORDER BY work_id"
-            )
-        }
-        ids = list(counts)
-        old = self.db.execute(
-            "SELECT shard_id, hash_file, chroma_file FROM shards"
-            + (
-                ""
-                if shard_ids is None
-                else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
-            )
-        ).fetchall()
-        groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
+        rows = self._regeneration_rows(shard_ids, n_groups)
+        old, groups, counts = rows.old, rows.groups, rows.counts
+        ids = [work_id for group in groups for work_id in group]
         may_merge = shard_ids is not None and len(groups) == 1 and HASH_LAYOUT == "sorted"
         self._require_room(groups, counts, hashed=not may_merge)
         # every stored fingerprint checked first (nothing is written when one is damaged), then
@@ -1297,6 +1399,39 @@ class CatalogStore:
         except BaseException:
             self._abandon()
             raise
+        self._unlink_shard_files(old)
+
+    def _regeneration_rows(
+        self, shard_ids: list[int] | None, n_groups: int | None
+    ) -> _Regeneration:
+        """The rows regenerating ``shard_ids`` (None: all) replaces, and the live works of
+        each shard it builds."""
+        where = (
+            ""
+            if shard_ids is None
+            else (f"AND shard_id IN ({','.join(str(int(s)) for s in shard_ids)})")
+        )
+        counts = {
+            work_id: (n_hashes, n_segments)
+            for work_id, n_hashes, n_segments in self.db.execute(
+                "SELECT work_id, COALESCE(n_hashes, 0), COALESCE(n_segments, 0) FROM works "
+                f"WHERE removed = 0 {where} ORDER BY work_id"
+            )
+        }
+        ids = list(counts)
+        old = self.db.execute(
+            "SELECT shard_id, hash_file, chroma_file FROM shards"
+            + (
+                ""
+                if shard_ids is None
+                else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
+            )
+        ).fetchall()
+        groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
+        return _Regeneration(old, groups, counts)
+
+    def _unlink_shard_files(self, old: list[tuple]) -> None:
+        """Delete the files of shard rows just replaced (only names the catalog writes)."""
         for _, hash_file, chroma_file in old:
             for name in (hash_file, chroma_file, quad_file_of(hash_file)):
                 if isinstance(name, str) and _OWN_SHARD_FILE.fullmatch(name):
@@ -1450,14 +1585,15 @@ class CatalogStore:
             self._sweep_orphans()
             self._fold_log()
 
-    def _settle(self) -> None:
-        """After a commit that wrote a shard: compact if due, then fold the log. Compaction only
-        saves look-up time: a catalog it cannot compact now (a damaged fingerprint, a full disk)
-        stays sound with one more shard, and the batch is committed, so that is not the
+    def _merge_after_commit(self) -> None:
+        """After a commit that wrote a shard (and released the writer lock): make the merges
+        due, unless ``merge_after_commit`` is off (the service merges in a thread of its own).
+        Merging only saves look-up time: a catalog it cannot merge now (a damaged fingerprint, a
+        full disk) stays sound with more shards, and the batch is committed, so that is not the
         caller's failure (verify names the cause)."""
-        with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
-            self._maybe_compact()
-        self._fold_log()
+        if self.merge_after_commit:
+            with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
+                self.merge_due_shards()
 
     def _fold_log(self) -> None:
         """Copy the write-ahead log into the database and truncate it, so a catalog at rest takes
@@ -1485,13 +1621,21 @@ class CatalogStore:
     def _sweep_orphans(self) -> None:
         """Delete what interrupted writes left in ``shards/``: files of the catalog's own names
         (index files and their temporaries) that no committed row references, and the folders
-        a shard's build spilled to. Other sub-folders and files of other names are not the
-        catalog's and stay. Caller holds the writer lock."""
+        a shard's build spilled to, and a merge's folder unless a merge is running (its merger
+        holds the merge lock). Other sub-folders and files of other names are not the catalog's
+        and stay. Caller holds the writer lock."""
         referenced = self._referenced_files()
+        merging: bool | None = None  # probed once, when a merge folder is found
         for entry in _entries(self.root / _SHARDS):
             if entry.name in referenced:
                 continue
-            if _is_spill_folder(entry):
+            if _is_merge_folder(entry):
+                merging = (
+                    _lock_is_held(self.root / _MERGE_LOCK_FILE) if merging is None else merging
+                )
+                if not merging:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            elif _is_spill_folder(entry):
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 with contextlib.suppress(FileNotFoundError):
@@ -1556,7 +1700,9 @@ class CatalogStore:
                 self._abandon()
                 raise
             if fresh:
-                self._settle()
+                self._fold_log()
+        if fresh:
+            self._merge_after_commit()
         return Committed(work_id, upload_id, "added" if fresh else "identical"), recorded
 
     def _screening_by_key(self, client: str, idempotency_key: str) -> Screening | None:
@@ -1820,11 +1966,13 @@ class CatalogStore:
 
     def _shards_folder_notes(self) -> list[str]:
         referenced = self._referenced_files()
-        leftovers, spills, foreign = 0, 0, []
+        leftovers, spills, merges, foreign = 0, 0, 0, []
         for entry in _entries(self.root / _SHARDS):
             if entry.name in referenced:
                 continue
-            if _is_spill_folder(entry):
+            if _is_merge_folder(entry):
+                merges += 1
+            elif _is_spill_folder(entry):
                 spills += 1
             elif _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
                 leftovers += 1
@@ -1858,11 +2006,40 @@ class CatalogStore:
                 notes.append(f"{files} left by an interrupted write; {sweep}")
             if spills:
                 notes.append(f"{folders} of an interrupted shard build; {sweep}")
+        if merges:
+            merge_folders = f"{merges} merge {'folder' if merges == 1 else 'folders'}"
+            if _lock_is_held(self.root / _MERGE_LOCK_FILE):
+                notes.append(
+                    f"{merge_folders} of the merge in progress (another process holds the merge "
+                    "lock)"
+                )
+            else:
+                notes.append(
+                    f"{merge_folders} of an interrupted merge; the next index add, rebuild or "
+                    "upgrade removes them"
+                )
         for name in sorted(foreign)[:20]:
             notes.append(f"shards/{path_text(name)} is not the catalog's; it is left alone")
         if len(foreign) > 20:
             notes.append(f"... and {len(foreign) - 20} more entries in shards/ that are not")
         return notes
+
+
+@dataclass(frozen=True)
+class _Regeneration:
+    """The shard rows a regeneration or merge replaces, the live works of each shard it
+    builds, and their recorded (hash, segment) entry counts."""
+
+    old: list[tuple]  # (shard_id, hash_file, chroma_file)
+    groups: list[list[int]]
+    counts: dict[int, tuple[int, int]]
+
+
+def _new_shard_names(hash_layout: str) -> tuple[str, str, str]:
+    """A new shard's hash, chroma and four-peak file names (a fresh random token)."""
+    token = uuid.uuid4().hex[:12]
+    hash_file = f"h-{token}.{hash_layout}"
+    return hash_file, f"c-{token}.faiss", quad_file_of(hash_file)
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -2000,14 +2177,20 @@ def _why_unopenable(db: Path) -> str:
 
 
 def _writer_holds_lock(root: Path) -> bool:
-    """Whether a writer holds the catalog's lock now: probed with a shared, non-blocking flock
-    on a read-only descriptor, so the probe neither waits nor writes."""
+    """Whether a writer holds the catalog's lock now."""
+    return _lock_is_held(root / _LOCK_FILE)
+
+
+def _lock_is_held(lock_file: Path) -> bool:
+    """Whether a process holds ``lock_file``'s flock now (this one included, through another
+    descriptor): probed with a shared, non-blocking flock on a read-only descriptor, so the
+    probe neither waits nor writes."""
     try:
         import fcntl
     except ImportError:  # not on POSIX: cannot tell
         return False
     try:
-        fd = os.open(root / _LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
@@ -2081,7 +2264,14 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 def _foreign_entries(root: Path) -> list[str]:
     """What ``root`` holds besides the files of a catalog (its database, lock and shards folder
     with index files of its own names): a catalog is created only where this is empty."""
-    own = {_DB_FILE, f"{_DB_FILE}-wal", f"{_DB_FILE}-shm", f"{_DB_FILE}-journal", _LOCK_FILE}
+    own = {
+        _DB_FILE,
+        f"{_DB_FILE}-wal",
+        f"{_DB_FILE}-shm",
+        f"{_DB_FILE}-journal",
+        _LOCK_FILE,
+        _MERGE_LOCK_FILE,
+    }
     foreign = []
     for entry in _entries(root):
         if entry.name in own and entry.is_file(follow_symlinks=False):
@@ -2090,7 +2280,11 @@ def _foreign_entries(root: Path) -> list[str]:
             foreign.extend(
                 f"{_SHARDS}/{inner.name}"
                 for inner in _entries(Path(entry.path))
-                if not (_OWN_SHARD_FILE.fullmatch(inner.name) or _is_spill_folder(inner))
+                if not (
+                    _OWN_SHARD_FILE.fullmatch(inner.name)
+                    or _is_spill_folder(inner)
+                    or _is_merge_folder(inner)
+                )
             )
             continue
         foreign.append(entry.name)
@@ -2099,6 +2293,10 @@ def _foreign_entries(root: Path) -> list[str]:
 
 def _is_spill_folder(entry: os.DirEntry) -> bool:
     return bool(_SPILL_FOLDER.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
+
+
+def _is_merge_folder(entry: os.DirEntry) -> bool:
+    return bool(_MERGE_FOLDER.fullmatch(entry.name)) and entry.is_dir(follow_symlinks=False)
 
 
 def _file_size(path: Path) -> int:

@@ -5,11 +5,12 @@
 
 A distributor's catalog grows by small commits: ``audiodup index add`` commits 32 works at a
 time, the service one accepted upload at a time, and each commit writes a shard. Past
-``max_shards`` shards the store merges some (``CatalogStore._maybe_compact``). For each merge
+``max_shards`` shards the store merges some (``CatalogStore.merge_due_shards``). For each merge
 plan this starts from a copy of ``CATALOG`` (the benchmark's real works) and commits distractor
 works (``benchmarks/distractor_prints.py``) ``--batch`` at a time until ``--works``, in this
 process, and measures: the CPU and wall time of the growth, the CPU the merges took, the works
-they rewrote (per work added), the merges and the largest, the CPU of one commit (p50 / p95 /
+they rewrote (per work added), the merges and the largest, how long merges held the writer
+lock (the longest hold and in all: they build outside it), the CPU of one commit (p50 / p95 /
 max, its merge included), the final shards and peak RSS; then checks the catalog (``verify``,
 every work in one shard). Each plan runs in a process of its own. ``tiered`` is
 :func:`audiodup.compaction.shards_to_merge`; ``all-but-largest`` the plan before it.
@@ -63,22 +64,40 @@ def grow(source: Path, catalog_dir: Path, plan: str, works: int, batch: int, see
     if not material:
         raise CatalogError(f"{source} holds too few real works to cut distractors from")
     merges: list[dict] = []
-    regenerate = store_module.CatalogStore._regenerate
+    merge = store_module.CatalogStore._merge
+    due_merge, put_merged = (
+        store_module.CatalogStore._due_merge,
+        store_module.CatalogStore._put_merged,
+    )
+    lock_held: list[float] = []  # wall s of each hold of the writer lock by a merge
 
-    def measured_regenerate(self, shard_ids, **kwargs):
-        ids = ",".join(str(int(s)) for s in shard_ids or [])
-        rewritten = self.db.execute(
-            f"SELECT COUNT(*) FROM works WHERE removed = 0 AND shard_id IN ({ids})"
-        ).fetchone()[0]
+    def timed(method):
+        def holding(self, *args):
+            t0 = time.perf_counter()
+            try:
+                return method(self, *args)
+            finally:
+                lock_held.append(time.perf_counter() - t0)
+
+        return holding
+
+    def measured_merge(self, planned) -> bool:
         c0 = time.process_time()
-        regenerate(self, shard_ids, **kwargs)
+        made = merge(self, planned)
         merges.append(
-            {"shards": len(shard_ids), "works": rewritten, "cpu_s": time.process_time() - c0}
+            {
+                "shards": len(planned.old),
+                "works": sum(len(group) for group in planned.groups),
+                "cpu_s": time.process_time() - c0,
+            }
         )
+        return made
 
     planner = store_module.shards_to_merge
     store_module.shards_to_merge = plans()[plan]
-    store_module.CatalogStore._regenerate = measured_regenerate
+    store_module.CatalogStore._merge = measured_merge
+    store_module.CatalogStore._due_merge = timed(due_merge)
+    store_module.CatalogStore._put_merged = timed(put_merged)
     commit_cpu: list[float] = []
     try:
         c0, w0 = time.process_time(), time.perf_counter()
@@ -104,7 +123,9 @@ def grow(source: Path, catalog_dir: Path, plan: str, works: int, batch: int, see
             max_shards = store.settings.max_shards
     finally:
         store_module.shards_to_merge = planner
-        store_module.CatalogStore._regenerate = regenerate
+        store_module.CatalogStore._merge = merge
+        store_module.CatalogStore._due_merge = due_merge
+        store_module.CatalogStore._put_merged = put_merged
     added = have - start
     merge_cpu = sum(m["cpu_s"] for m in merges)
     percentiles = np.percentile(commit_cpu, [50, 95]) if commit_cpu else [0.0, 0.0]
@@ -121,6 +142,8 @@ def grow(source: Path, catalog_dir: Path, plan: str, works: int, batch: int, see
         "rewritten_per_work_added": round(sum(m["works"] for m in merges) / max(added, 1), 2),
         "largest_merge_works": max((m["works"] for m in merges), default=0),
         "largest_merge_cpu_s": round(max((m["cpu_s"] for m in merges), default=0.0), 1),
+        "merge_lock_max_s": round(max(lock_held, default=0.0), 4),
+        "merge_lock_total_s": round(sum(lock_held), 3),
         "commit_cpu_p50_s": round(float(percentiles[0]), 3),
         "commit_cpu_p95_s": round(float(percentiles[1]), 3),
         "commit_cpu_max_s": round(max(commit_cpu, default=0.0), 1),
@@ -141,9 +164,10 @@ def report(rows: list[dict], command: str) -> str:
         f"`{command}`",
         "",
         "| plan | batch | works | growth CPU / wall s | merge CPU s | merges | works rewritten "
-        "per work added | largest merge: works, CPU s | commit CPU p50 / p95 / max s | "
-        "shards at the end (works) | peak RSS MB | verify |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "per work added | largest merge: works, CPU s | writer lock held by merges: longest, "
+        "total s | commit CPU p50 / p95 / max s | shards at the end (works) | peak RSS MB | "
+        "verify |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -151,6 +175,7 @@ def report(rows: list[dict], command: str) -> str:
             f"{r['growth_cpu_s']:,} / {r['growth_wall_s']:,} | {r['merge_cpu_s']:,} | "
             f"{r['merges']} | {r['rewritten_per_work_added']} | "
             f"{r['largest_merge_works']:,}, {r['largest_merge_cpu_s']} | "
+            f"{r['merge_lock_max_s']}, {r['merge_lock_total_s']} | "
             f"{r['commit_cpu_p50_s']} / {r['commit_cpu_p95_s']} / {r['commit_cpu_max_s']} | "
             f"{', '.join(f'{n:,}' for n in r['shard_works'])} | {r['peak_rss_mb']:,} | "
             f"{'OK' if not r['verify_problems'] and not r['unindexed_works'] else 'PROBLEMS'} |"

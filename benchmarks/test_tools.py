@@ -422,10 +422,13 @@ def test_compaction_growth_measures_a_growth_under_each_plan(tmp_path: Path) -> 
         assert sum(row["shard_works"]) == 40 and len(row["shard_works"]) <= row["max_shards"]
         assert row["merges"] >= 1 and row["rewritten_per_work_added"] > 0
         assert row["verify_problems"] == [] and row["unindexed_works"] == 0
+        # two holds of the writer lock per merge (plan, swap), at least: the last plan finds none
+        assert 0 < row["merge_lock_max_s"] <= row["merge_lock_total_s"]
         rows.append(row)
     # the store's own plan and writer are back in place
     assert store_module.shards_to_merge is plans()["tiered"]
-    assert store_module.CatalogStore._regenerate.__name__ == "_regenerate"
+    for method in ("_merge", "_due_merge", "_put_merged"):  # the measurement undone
+        assert getattr(store_module.CatalogStore, method).__name__ == method
     table = report(rows, "cmd")
     assert "| tiered | 2 | 4 -> 40 |" in table and "| all-but-largest | 2 | 4 -> 40 |" in table
     missing = _run_tool("compaction_growth", "--source-catalog", str(tmp_path / "none"))

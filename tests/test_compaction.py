@@ -95,3 +95,114 @@ def test_adding_one_work_at_a_time_keeps_the_planned_layout(tmp_path: Path) -> N
             assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == entry.work_id
         for chance in ("unrelated_a.ogg", "unrelated_b.ogg"):  # merged shards accuse no one
             assert catalog.screen(UPLOADS_DIR / chance).verdict == "clean", chance
+
+
+def _catalog_of_small_shards(root: Path, tmp_path: Path, n: int) -> Catalog:
+    """A catalog of ``n`` one-work shards, max_shards 3, its merges left undone."""
+    catalog = Catalog.open(root, settings=Settings(max_shards=3))
+    catalog.store.merge_after_commit = False
+    for seed in range(920, 920 + n):
+        path = tmp_path / f"work-{seed}.wav"
+        sf.write(path, synthesize_work(seed, 10.0, 22050), 22050)
+        assert [r.status for r in catalog.add_paths([path])] == ["added"]
+    return catalog
+
+
+def _one_shard_per_work(catalog: Catalog) -> None:
+    """Every live work in exactly one existing shard, whose entries are its works'."""
+    db = catalog.store.db
+    assert db.execute(
+        "SELECT COUNT(*) FROM works WHERE removed = 0 AND shard_id NOT IN "
+        "(SELECT shard_id FROM shards)"
+    ).fetchone() == (0,)
+    for shard_id, n_hashes in db.execute("SELECT shard_id, n_hashes FROM shards").fetchall():
+        held = db.execute("SELECT SUM(n_hashes) FROM works WHERE shard_id = ?", (shard_id,))
+        assert held.fetchone()[0] == n_hashes
+    assert catalog.verify() == []
+
+
+def test_a_merge_is_built_while_other_writers_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged shard is built without the writer lock: meanwhile another process's commit
+    gets the lock at once (no wait allowed), its sweep spares the merge's folder and it does not
+    merge too (the merge lock is taken); then the merge is put in place and every work, the one
+    committed meanwhile included, is in exactly one shard and screens as itself."""
+    from audiodup.store import CatalogStore
+
+    root = tmp_path / "db"
+    catalog = _catalog_of_small_shards(root, tmp_path, 5)
+    late = tmp_path / "late.wav"
+    sf.write(late, synthesize_work(990, 10.0, 22050), 22050)
+    put_files, seen = CatalogStore._put_files, []
+
+    def meanwhile(self, names, files, folder=None):
+        put_files(self, names, files, folder)
+        if folder is None or seen:  # only the merge's own build, once
+            return
+        seen.append(folder)
+        with Catalog.open(root, create=False, settings=Settings(max_shards=3)) as other:
+            other.store.lock_timeout_s = 0.0
+            assert [r.status for r in other.add_paths([late])] == ["added"]
+            assert folder.is_dir() and all((folder / name).is_file() for name in names)
+            assert other.store.merge_due_shards() == 0  # the merge lock is held
+            notes = other.check().notes
+            assert any("merge in progress" in note for note in notes), notes
+
+    monkeypatch.setattr(CatalogStore, "_put_files", meanwhile)
+    with catalog:
+        before = catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
+        assert before == 5 and catalog.store.merge_due_shards() >= 1
+        assert seen and not seen[0].exists()  # the merge's folder is gone
+        shards = catalog.store.db.execute("SELECT n_hashes FROM shards").fetchall()
+        assert len(shards) <= 3 and shards_to_merge([n for (n,) in shards], 3) == []
+        _one_shard_per_work(catalog)
+        for entry in catalog.works():  # the late work (its own shard) included
+            verdict = catalog.screen(entry.path)
+            assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == entry.work_id
+        assert catalog.screen(UPLOADS_DIR / "unrelated_a.ogg").verdict == "clean"
+
+
+def test_a_merge_whose_shards_were_rebuilt_meanwhile_is_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild that replaces the shards a merge is building from: the merge puts nothing in
+    place (its shard would hold what the rebuild's already do) and leaves no file behind."""
+    from audiodup.store import CatalogStore
+
+    root = tmp_path / "db"
+    catalog = _catalog_of_small_shards(root, tmp_path, 5)
+    put_files = CatalogStore._put_files
+
+    def rebuilt_meanwhile(self, names, files, folder=None):
+        put_files(self, names, files, folder)
+        if folder is not None:
+            with Catalog.open(root, create=False) as other:
+                other.store.rebuild()
+
+    monkeypatch.setattr(CatalogStore, "_put_files", rebuilt_meanwhile)
+    with catalog:
+        assert catalog.store.merge_due_shards() == 0
+        assert catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone() == (1,)
+        _one_shard_per_work(catalog)
+        shards = root / "shards"
+        assert sorted(p.name[0] for p in shards.iterdir()) == ["c", "h", "q"]
+
+
+def test_an_interrupted_merge_is_named_then_swept(tmp_path: Path) -> None:
+    """A merge folder its merger left (the process died: the merge lock is free) is named by
+    verify and removed by the next write; a running merge's (the lock held) is spared."""
+    from filelock import FileLock
+
+    root = tmp_path / "db"
+    with _catalog_of_small_shards(root, tmp_path, 2) as catalog:
+        left = root / "shards" / ".merge-0123456789ab"
+        left.mkdir()
+        (left / "h-0123456789ab.sorted").write_bytes(b"partial")
+        notes = catalog.check().notes
+        assert any("1 merge folder of an interrupted merge" in note for note in notes), notes
+        with FileLock(str(root / "merge.lock")):
+            catalog.store.rebuild()
+            assert left.is_dir()
+        catalog.store.rebuild()
+        assert not left.exists() and catalog.verify() == []

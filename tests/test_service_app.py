@@ -105,3 +105,56 @@ def test_recording_an_upload_fingerprints_it_once(catalog_copy: Path, manifest, 
         )
     assert answer.status_code == 201, answer.text
     assert screened and stfts == screened
+
+
+def test_a_recorded_upload_s_merge_runs_beside_the_engine(
+    catalog_copy: Path, tmp_path, monkeypatch
+):
+    """A catalog at ``max_shards`` shards: the shard an upload adds makes a merge due, and the
+    merger thread makes it (the engine's own store does not merge after its commit): the catalog
+    is back within ``max_shards``, sound, and the upload screens as its own work."""
+    import threading
+
+    import soundfile as sf
+
+    from audiodup.settings import DEFAULT_SETTINGS
+    from audiodup.store import CatalogStore
+    from audiodup.synth import synthesize_work
+
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.store.merge_after_commit = False
+        for seed in range(7):
+            path = tmp_path / f"small-{seed}.wav"
+            sf.write(path, synthesize_work(930 + seed, 8.0, 22050), 22050)
+            assert [r.status for r in catalog.add_paths([path])] == ["added"]
+        assert len(catalog.store.db.execute("SELECT 1 FROM shards").fetchall()) == 8
+    merged_in, merge = [], CatalogStore._merge
+
+    def recorded_merge(self, plan):
+        merged_in.append(threading.current_thread().name)
+        return merge(self, plan)
+
+    monkeypatch.setattr(CatalogStore, "_merge", recorded_merge)
+    upload = Path(__file__).parents[1] / "fixtures" / "audio" / "uploads" / "unrelated_a.ogg"
+    key = KeyFile(catalog_copy / "service" / "keys.json").create("pipe", ["screen"])
+    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
+    with TestClient(app) as http:
+        answer = http.post(
+            "/v1/uploads",
+            content=upload.read_bytes(),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/ogg"},
+        )
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["status"] == "added"
+        work_id = answer.json()["upload"]["work_id"]
+        engine = app.state.engine
+        assert engine.catalog.store.merge_after_commit is False
+        assert engine.merger.wait_idle(600.0)  # a bound against a hang, not a timing
+        assert engine.merger.merges >= 1
+    assert merged_in and set(merged_in) == {"audiodup-merger"}
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        shards = catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
+        assert shards <= DEFAULT_SETTINGS.max_shards and catalog.verify() == []
+        verdict = catalog.screen(upload)
+        assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == work_id
+        assert catalog.screen(Path(catalog.work(1).path)).matches[0].work_id == 1

@@ -261,8 +261,8 @@ def test_the_disk_estimate_covers_a_rebuild_and_not_many_times_over(
         peaks = []
         real_put = catalog.store._put_file
 
-        def measured_put(name, write) -> None:
-            real_put(name, write)  # after each file: every file so far, and the spill
+        def measured_put(name, write, folder=None) -> None:
+            real_put(name, write, folder)  # after each file: every file so far, and the spill
             peaks.append(disk_use(catalog_copy / "shards") - start)
 
         monkeypatch.setattr(catalog.store, "_put_file", measured_put)

@@ -864,3 +864,7 @@ def test_adding_goes_on_when_compaction_meets_a_damaged_fingerprint(catalog_copy
         assert_screens(catalog)
         problems = catalog.verify()
         assert len(problems) == 1 and "work 2" in problems[0]
+        # the merge stopped before it put anything in place, and left no folder
+        assert catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone() == (2,)
+        assert not list((catalog_copy / "shards").glob(".merge-*"))
+        assert catalog.check().notes == ()

@@ -426,6 +426,8 @@ def record_work(
             if committed.status == "present":  # the same key won a race with this request
                 return _answer_replay(engine, upload, recorded)
             found = catalog.store.find_uploads(upload_id=committed.upload_id)
+        if committed.status == "added":  # a shard was written
+            engine.merge_soon()
     finally:
         received.discard()
     metrics.VERDICTS.labels(screening.verdict).inc()

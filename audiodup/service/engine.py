@@ -39,6 +39,7 @@ from ..store import probe_readable
 from . import logs, metrics
 from .config import ServiceConfig
 from .errors import ApiError, engine_error
+from .merger import ShardMerger
 
 if TYPE_CHECKING:  # Dask is an optional extra: imported when config.dask is set
     from ..sharded import ShardedScreening
@@ -66,6 +67,7 @@ class Engine:
         )
         self._catalog: Catalog | None = None
         self._sharded: ShardedScreening | None = None  # with config.dask
+        self.merger: ShardMerger | None = None  # merges the shards recorded uploads add
         self.queued = 0  # engine calls waiting or running in this process
         self._count = threading.Lock()
         self.ready = False
@@ -102,6 +104,10 @@ class Engine:
                 if self._closed:  # the worker stopped while this was loading
                     raise ApiError(503, "not_ready", "the worker is stopping")
                 self._catalog, self._sharded = catalog, sharded
+                if catalog.store.read_only is None:
+                    catalog.store.merge_after_commit = False
+                    self.merger = ShardMerger(self.config.db, catalog.store.settings)
+                    self.merger.request()  # any merge due since the catalog was last written
         except BaseException:
             if sharded is not None:
                 sharded.close()
@@ -177,11 +183,19 @@ class Engine:
         except AudiodupError as exc:
             raise engine_error(exc) from None
 
+    def merge_soon(self) -> None:
+        """Ask the merger for the merges a recorded upload's shard may have made due."""
+        if self.merger is not None:
+            self.merger.request()
+
     def close(self) -> None:
         self.ready = False
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
         with self.lock:
+            if self.merger is not None:
+                self.merger.close()
+                self.merger = None
             if self._sharded is not None:
                 self._sharded.close()
                 self._sharded = None
