@@ -4,6 +4,7 @@ relies on. A stand-in for the review queue (``audiodup.service.review``) is moun
 catalog through ``get_catalog`` from a ``def`` endpoint (another thread than the one that
 opened it)."""
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import sys
@@ -95,16 +96,24 @@ def test_recording_an_upload_fingerprints_it_once(catalog_copy: Path, manifest, 
         assert catalog.screen(upload).verdict is not None
     screened = list(stfts)
     stfts.clear()
-    key = KeyFile(catalog_copy / "service" / "keys.json").create("pipe", ["screen"])
-    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
-    with TestClient(app) as http:
-        answer = http.post(
-            "/v1/uploads",
-            content=upload.read_bytes(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/ogg"},
-        )
+    with _recording_service(catalog_copy) as (_, record):
+        answer = record(upload)
     assert answer.status_code == 201, answer.text
     assert screened and stfts == screened
+
+
+@contextlib.contextmanager
+def _recording_service(catalog_dir: Path):
+    """The application on ``catalog_dir`` and a function that records an upload through it
+    (``POST /v1/uploads`` with a key of the screen scope)."""
+    key = KeyFile(catalog_dir / "service" / "keys.json").create("pipe", ["screen"])
+    app = create_app(load_config(None, {"db": catalog_dir}, environ={}))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "audio/ogg"}
+    with TestClient(app) as http:
+        yield (
+            app,
+            lambda upload: http.post("/v1/uploads", content=upload.read_bytes(), headers=headers),
+        )
 
 
 def test_a_recorded_upload_s_merge_runs_beside_the_engine(
@@ -136,14 +145,8 @@ def test_a_recorded_upload_s_merge_runs_beside_the_engine(
 
     monkeypatch.setattr(CatalogStore, "_merge", recorded_merge)
     upload = Path(__file__).parents[1] / "fixtures" / "audio" / "uploads" / "unrelated_a.ogg"
-    key = KeyFile(catalog_copy / "service" / "keys.json").create("pipe", ["screen"])
-    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
-    with TestClient(app) as http:
-        answer = http.post(
-            "/v1/uploads",
-            content=upload.read_bytes(),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "audio/ogg"},
-        )
+    with _recording_service(catalog_copy) as (app, record):
+        answer = record(upload)
         assert answer.status_code == 201, answer.text
         assert answer.json()["status"] == "added"
         work_id = answer.json()["upload"]["work_id"]
