@@ -1335,10 +1335,11 @@ class CatalogStore:
         return int(row[0]) if row else 0
 
     def group_shards(self, n_groups: int) -> dict[int, list[int]]:
-        """The shard ids of each group, in shard order."""
+        """The shard ids of each group, in shard order (only shards that exist: a removed
+        work keeps the id of the shard it was in, which a merge may since have replaced)."""
         rows = self.db.execute(
-            "SELECT DISTINCT shard_id, work_id % ? FROM works WHERE shard_id IS NOT NULL "
-            "ORDER BY shard_id",
+            "SELECT DISTINCT w.shard_id, w.work_id % ? FROM works AS w "
+            "JOIN shards AS s ON s.shard_id = w.shard_id ORDER BY w.shard_id",
             (n_groups,),
         ).fetchall()
         groups: dict[int, list[int]] = {}

@@ -206,3 +206,35 @@ def test_an_interrupted_merge_is_named_then_swept(tmp_path: Path) -> None:
             assert left.is_dir()
         catalog.store.rebuild()
         assert not left.exists() and catalog.verify() == []
+
+
+def test_a_split_catalog_merges_on_after_a_removed_work_s_shard_is_merged_away(
+    tmp_path: Path,
+) -> None:
+    """A removed work keeps the id of its shard, which a merge then replaces: the next merges
+    of its group, and loading the group alone (a Dask worker's view), count only the shards
+    that exist."""
+    paths = []
+    for seed in range(7):
+        paths.append(tmp_path / f"work-{seed}.wav")
+        sf.write(paths[-1], synthesize_work(950 + seed, 8.0, 22050), 22050)
+    with Catalog.open(tmp_path / "db", settings=Settings(max_shards=2)) as catalog:
+        catalog.add_paths(paths[:2])
+        catalog.store.split_shards(2)
+        for path in paths[2:4]:
+            assert [r.status for r in catalog.add_paths([path])] == ["added"]
+        assert catalog.remove(1)  # group 1, in a shard that merges next
+        for path in paths[4:]:
+            assert [r.status for r in catalog.add_paths([path])] == ["added"]
+        store = catalog.store
+        gone = store.db.execute(
+            "SELECT COUNT(*) FROM works WHERE shard_id NOT IN (SELECT shard_id FROM shards)"
+        ).fetchone()[0]
+        assert gone == 1  # the removed work's shard was merged away
+        for group, shard_ids in store.group_shards(2).items():
+            assert 0 < len(shard_ids) <= 2
+            loaded = store.load_indexes(group=(group, 2))
+            assert len(loaded.chroma_shards) == len(shard_ids)
+        assert store.merge_due_shards() == 0 and catalog.verify() == []
+        for entry in catalog.works():
+            assert catalog.screen(entry.path).matches[0].work_id == entry.work_id
