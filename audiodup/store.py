@@ -1250,15 +1250,29 @@ class CatalogStore:
             lock.release()
 
     def _due_merge(self) -> _Regeneration | None:
-        """The first group's due merge: its shards and their works (under the writer lock)."""
+        """The first group's due merge: its shards and their works, read under the writer
+        lock; when a snapshot read without it finds none due, the lock is not taken (the
+        service asks after every upload it records)."""
+        self.db.execute("BEGIN")
+        try:
+            due = self._due_run()
+        finally:
+            self._rollback()  # a read transaction: nothing to commit
+        if due is None:
+            return None
         with self._writing("merge the shards of"):
-            sizes = dict(self.db.execute("SELECT shard_id, n_hashes FROM shards").fetchall())
-            n_groups = self.shard_groups()
-            groups = self.group_shards(n_groups).values() if n_groups else [sorted(sizes)]
-            for shard_ids in groups:
-                run = shards_to_merge([sizes[s] for s in shard_ids], self.settings.max_shards)
-                if run:
-                    return self._regeneration_rows([shard_ids[i] for i in run], None)
+            run = self._due_run()
+            return None if run is None else self._regeneration_rows(run, None)
+
+    def _due_run(self) -> list[int] | None:
+        """The shard ids of the first group's due merge (None: none is due)."""
+        sizes = dict(self.db.execute("SELECT shard_id, n_hashes FROM shards").fetchall())
+        n_groups = self.shard_groups()
+        groups = self.group_shards(n_groups).values() if n_groups else [sorted(sizes)]
+        for shard_ids in groups:
+            run = shards_to_merge([sizes[s] for s in shard_ids], self.settings.max_shards)
+            if run:
+                return [shard_ids[i] for i in run]
         return None
 
     def _merge(self, due: _Regeneration) -> bool:

@@ -238,3 +238,22 @@ def test_a_split_catalog_merges_on_after_a_removed_work_s_shard_is_merged_away(
         assert store.merge_due_shards() == 0 and catalog.verify() == []
         for entry in catalog.works():
             assert catalog.screen(entry.path).matches[0].work_id == entry.work_id
+
+
+def test_with_no_merge_due_the_writer_lock_is_not_taken(tmp_path: Path) -> None:
+    """The service asks for merges after every upload it records: when none is due the answer
+    comes from a read, without waiting for a writer; when one is, the merge waits for the lock."""
+    from filelock import FileLock
+
+    from audiodup.errors import CatalogBusyError
+
+    root = tmp_path / "db"
+    with _catalog_of_small_shards(root, tmp_path, 3) as catalog:
+        catalog.store.lock_timeout_s = 0.0
+        with FileLock(str(root / "catalog.lock")):  # another writer
+            assert catalog.store.merge_due_shards() == 0
+        sf.write(tmp_path / "more.wav", synthesize_work(940, 10.0, 22050), 22050)
+        assert [r.status for r in catalog.add_paths([tmp_path / "more.wav"])] == ["added"]
+        with FileLock(str(root / "catalog.lock")), pytest.raises(CatalogBusyError):
+            catalog.store.merge_due_shards()  # 4 shards of at most 3: one is due
+        assert catalog.store.merge_due_shards() == 1
