@@ -57,6 +57,11 @@ class DiskFullError(CatalogError):
     """The disk (or quota) holding the catalog is full; nothing committed was lost."""
 
 
+class CatalogChangedError(CatalogError):
+    """The catalog's index changed between a sharded look's plan and a shard group's opening
+    (a commit or merge landed meanwhile): the look can be taken again."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message (its type name when it has none), at most 200
     characters: what an error built from it shows of the cause."""

@@ -36,8 +36,10 @@ same as screening the catalog in one process (``tests/test_sharded.py`` compares
 A worker lost during a round: Dask runs its tasks again on another worker, which opens the
 group's shards. A lost worker that held the look's query or the catalog totals cancels the
 look's rounds; the look is then taken once more, both sent anew (a second loss within it is a
-:class:`~audiodup.errors.ClusterError`). A cluster that gives no answer within ``timeout_s``, or
-has no worker left, raises :class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
+:class:`~audiodup.errors.ClusterError`). So is a look during which the catalog changed before
+a group was opened for it (:class:`~audiodup.errors.CatalogChangedError`). A cluster that gives
+no answer within ``timeout_s``, or has no worker left, raises
+:class:`~audiodup.errors.ClusterError` (:mod:`audiodup.dask_client`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import numpy as np
 
 from . import dask_client
 from .allocator import keep_freed_memory
-from .errors import CatalogError, ClusterDataLostError, ClusterError
+from .errors import CatalogChangedError, CatalogError, ClusterDataLostError, ClusterError
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
@@ -148,7 +150,7 @@ class ShardGroup:
         shard_ids = self.store.group_shards(spec.n_groups).get(spec.group, [])
         if self.store.index_key() != spec.index_key:
             self.store.close()
-            raise CatalogError(f"catalog {spec.root} changed while screening; try again")
+            raise CatalogChangedError(f"catalog {spec.root} changed while screening; try again")
         self.shard_ids = shard_ids  # the loaded shards' ids, in their order
         # the worker keeps the group open: its first rounds do not page the files in one by one
         self.store.read_ahead_in_background(available_memory() // 2, shard_ids)
@@ -395,11 +397,13 @@ class ShardedScreening:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups
         (``without``: works left out, :meth:`LoadedIndexes.without`). A look whose query or
         catalog totals were held by a worker that was lost (its rounds cancelled) is taken once
-        more, both sent anew to the workers there are then."""
+        more, both sent anew to the workers there are then; so is a look during which the
+        catalog changed (a commit, or a merge swapped in, before a group was opened for it),
+        on the catalog as it is then."""
         look = partial(self._look, query, sweep_all_tempos=sweep_all_tempos, time_scale=time_scale)
         try:
             return self._attempt(look, without)
-        except ClusterDataLostError:
+        except (ClusterDataLostError, CatalogChangedError):
             return self._attempt(look, without)
 
     def _attempt(self, look, without: Sequence[int]) -> Evidence:

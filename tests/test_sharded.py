@@ -1133,3 +1133,41 @@ def test_the_service_answers_503_soon_when_its_scheduler_goes_away(
     assert refused["error"]["code"] == "cluster_unavailable"
     assert "127.0.0.1" not in refused["error"]["message"]
     assert ready == 503 and "127.0.0.1" not in why["error"]["message"], why
+
+
+def test_a_look_during_which_the_catalog_changed_is_taken_again(
+    split_catalog: Path, tmp_path: Path, threaded_client, monkeypatch: pytest.MonkeyPatch
+):
+    """A commit lands after a look read the catalog's index key and before its groups were
+    opened (as a merge swapped in by the service's merger thread can): the groups refuse the
+    stale key, and the look is taken again on the catalog as it is then, with the evidence of
+    one process on the changed catalog."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    with Catalog.open(root, create=False) as catalog:
+        stale_key = catalog.store.index_key()
+        new = _write(tmp_path / "synthetic_304.wav", synthesize_work(304, 40.0, SR))
+        assert [r.status for r in catalog.add_paths([new])] == ["added"]
+        assert catalog.store.index_key() != stale_key
+        sharded = ShardedScreening(catalog.store, catalog.settings, threaded_client)
+        keys, real_key = [], catalog.store.index_key
+        closing = contextlib.closing(sharded)
+
+        def first_stale() -> tuple:
+            keys.append(stale_key if not keys else real_key())
+            return keys[-1]
+
+        monkeypatch.setattr(sharded.store, "index_key", first_stale)
+        query = fingerprint_audio(load_audio(new, catalog.settings), catalog.settings, query=True)
+        with closing:
+            spread = sharded.gather_evidence(query)
+        monkeypatch.undo()
+        alone = screening.gather_evidence(query, catalog.indexes(), catalog.settings, catalog.store)
+        assert keys[0] == stale_key and real_key() in keys[1:]
+        assert _evidence(spread) == _evidence(alone)
+        assert next(iter(alone.hashes)) == catalog.works()[-1].work_id  # the new work itself
