@@ -466,7 +466,11 @@ def nearest_over_shards(hits: ChromaHits, k: int) -> ChromaHits:
     deeper than one of a single shard, and its chance neighbours crowd out a copy's evidence
     (at 10^4 works, 3 shards: 594 of 616 hard copies found, 599 with the cut, 604 in one
     shard; benchmarks/SCALING.md). A stable sort: equal similarities keep shard order, and one
-    shard's answer, nearest first already, is unchanged."""
+    shard's answer, nearest first already, is unchanged (and returned as it is: no sort on the
+    search path of a catalog in one shard)."""
+    n_hits = hits.ranks.shape[1]
+    if n_hits <= k and np.array_equal(hits.ranks[0], np.arange(n_hits)):  # one shard's answer
+        return hits
     order = np.argsort(-hits.similarities, axis=1, kind="stable")[:, :k]
     taken = [np.take_along_axis(getattr(hits, name), order, axis=1) for name in _HIT_FIELDS]
     ranks = np.broadcast_to(np.arange(order.shape[1], dtype=np.int64), order.shape)

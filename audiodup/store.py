@@ -1175,13 +1175,19 @@ class CatalogStore:
         """Like :meth:`_write_shard`, the hash file merged from ``hash_shards`` (the entries of
         ``entries``' works only) rather than hashed again."""
         with SpillFolder(self.root / _SHARDS) as folder:
-            merged = self._merged_files(entries, hash_shards, folder)
+            merged = self._shard_files(entries, folder, hash_shards)
             return self._put_shard(merged, keep_hash_counts=True)
 
-    def _merged_files(
-        self, entries: StoredFingerprints, hash_shards: list[SortedHashShard], folder: SpillFolder
+    def _shard_files(
+        self,
+        entries: StoredFingerprints,
+        folder: SpillFolder,
+        hash_shards: list[SortedHashShard] | None,
     ) -> ShardFiles:
-        """The files of a shard of ``entries``, its hash file merged from ``hash_shards``."""
+        """The files of a shard of ``entries``: its hash file merged from ``hash_shards``, or
+        (None) hashed from the fingerprints."""
+        if hash_shards is None:
+            return build_shard_files(entries, self.settings, folder)
         live = np.zeros(max(entries.work_ids) + 1, dtype=bool)
         live[entries.work_ids] = True
 
@@ -1291,10 +1297,7 @@ class CatalogStore:
             entries = StoredFingerprints(work_ids, self.fingerprint)
             names = _new_shard_names("sorted" if hash_shards is not None else HASH_LAYOUT)
             with SpillFolder(folder) as spill:
-                if hash_shards is not None:
-                    files = self._merged_files(entries, hash_shards, spill)
-                else:
-                    files = build_shard_files(entries, self.settings, spill)
+                files = self._shard_files(entries, spill, hash_shards)
                 self._put_files(names, files, folder)
             return self._put_merged(due, (folder, names, files, hash_shards is not None))
         finally:
@@ -1421,11 +1424,8 @@ class CatalogStore:
     ) -> _Regeneration:
         """The rows regenerating ``shard_ids`` (None: all) replaces, and the live works of
         each shard it builds."""
-        where = (
-            ""
-            if shard_ids is None
-            else (f"AND shard_id IN ({','.join(str(int(s)) for s in shard_ids)})")
-        )
+        listed = "" if shard_ids is None else ",".join(str(int(s)) for s in shard_ids)
+        where = "" if shard_ids is None else f"AND shard_id IN ({listed})"
         counts = {
             work_id: (n_hashes, n_segments)
             for work_id, n_hashes, n_segments in self.db.execute(
@@ -1436,11 +1436,7 @@ class CatalogStore:
         ids = list(counts)
         old = self.db.execute(
             "SELECT shard_id, hash_file, chroma_file FROM shards"
-            + (
-                ""
-                if shard_ids is None
-                else f" WHERE shard_id IN ({','.join(str(int(s)) for s in shard_ids)})"
-            )
+            + ("" if shard_ids is None else f" WHERE shard_id IN ({listed})")
         ).fetchall()
         groups = split_by_group(ids, self.shard_groups() if n_groups is None else n_groups)
         return _Regeneration(old, groups, counts)
