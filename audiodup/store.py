@@ -1858,7 +1858,7 @@ class CatalogStore:
         damaged row, live works in no shard, shards whose files are unreadable or hold other
         counts than the catalog expects or saved bucket sizes that do not count their index.
         Removed works are not checked: removing a damaged work is a repair. Notes: leftovers of
-        interrupted writes, foreign entries in ``shards/``."""
+        interrupted writes, foreign entries in ``shards/``, a merge due that has not run."""
         problems: list[str] = []
         notes: list[str] = []
         checks = (
@@ -1874,9 +1874,31 @@ class CatalogStore:
                 self._rollback()
         try:
             notes.extend(self._shards_folder_notes())
+            notes.extend(self._merge_due_note())
         except (sqlite3.Error, OSError) as exc:
             notes.append(f"the shards folder could not be listed: {exc}")
         return CatalogCheck(tuple(problems), tuple(notes))
+
+    def _merge_due_note(self) -> list[str]:
+        """A note when a merge is due and none is running: a catalog whose merges cannot run
+        (an unusable ``merge.lock``, a damaged fingerprint) otherwise grows shards silently."""
+        lock = self.root / _MERGE_LOCK_FILE
+        if os.path.lexists(lock) and not lock.is_file():
+            return [f"{_MERGE_LOCK_FILE} is not a file: no shard merge can run (remove it)"]
+        if _lock_is_held(lock):
+            return []
+        self.db.execute("BEGIN")
+        try:
+            due = self._due_run()
+        finally:
+            self._rollback()
+        if due is None:
+            return []
+        return [
+            f"a merge of {len(due)} shards is due and has not run (more than "
+            f"{self.settings.max_shards} in a shard group): index add merges after its commit, "
+            "index rebuild makes one shard per group"
+        ]
 
     def _check_sqlite(self, problems: list[str]) -> None:
         rows = [r[0] for r in self.db.execute("PRAGMA integrity_check(20)").fetchall()]

@@ -257,3 +257,23 @@ def test_with_no_merge_due_the_writer_lock_is_not_taken(tmp_path: Path) -> None:
         with FileLock(str(root / "catalog.lock")), pytest.raises(CatalogBusyError):
             catalog.store.merge_due_shards()  # 4 shards of at most 3: one is due
         assert catalog.store.merge_due_shards() == 1
+
+
+def test_verify_names_a_merge_that_cannot_run(tmp_path: Path) -> None:
+    """A ``merge.lock`` that is a folder: every merge is refused, each commit still lands, and
+    verify says why the shards pile up; with the lock usable the next commit merges them."""
+    root = tmp_path / "db"
+    with _catalog_of_small_shards(root, tmp_path, 3) as catalog:
+        catalog.store.merge_after_commit = True
+        (root / "merge.lock").unlink(missing_ok=True)
+        (root / "merge.lock").mkdir()
+        sf.write(tmp_path / "more.wav", synthesize_work(941, 10.0, 22050), 22050)
+        assert [r.status for r in catalog.add_paths([tmp_path / "more.wav"])] == ["added"]
+        assert catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone() == (4,)
+        notes = catalog.check().notes
+        assert notes == ("merge.lock is not a file: no shard merge can run (remove it)",)
+        (root / "merge.lock").rmdir()
+        (note,) = catalog.check().notes
+        assert note.startswith("a merge of ") and "more than 3 in a shard group" in note
+        assert catalog.store.merge_due_shards() >= 1
+        assert catalog.check().notes == () and catalog.verify() == []
