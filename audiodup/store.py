@@ -1259,16 +1259,21 @@ class CatalogStore:
         """The first group's due merge: its shards and their works, read under the writer
         lock; when a snapshot read without it finds none due, the lock is not taken (the
         service asks after every upload it records)."""
-        self.db.execute("BEGIN")
-        try:
-            due = self._due_run()
-        finally:
-            self._rollback()  # a read transaction: nothing to commit
-        if due is None:
+        if self.due_merge_run() is None:
             return None
         with self._writing("merge the shards of"):
             run = self._due_run()
             return None if run is None else self._regeneration_rows(run, None)
+
+    @reports_errors("read")
+    def due_merge_run(self) -> list[int] | None:
+        """The shard ids of the first group's due merge, read in a snapshot without the writer
+        lock (None: none is due)."""
+        self.db.execute("BEGIN")
+        try:
+            return self._due_run()
+        finally:
+            self._rollback()  # a read transaction: nothing to commit
 
     def _due_run(self) -> list[int] | None:
         """The shard ids of the first group's due merge (None: none is due)."""
@@ -1598,7 +1603,7 @@ class CatalogStore:
 
     def _merge_after_commit(self) -> None:
         """After a commit that wrote a shard (and released the writer lock): make the merges
-        due, unless ``merge_after_commit`` is off (the service merges in a thread of its own).
+        due, unless ``merge_after_commit`` is off (the service merges in a child process).
         Merging only saves look-up time: a catalog it cannot merge now (a damaged fingerprint, a
         full disk) stays sound with more shards, and the batch is committed, so that is not the
         caller's failure (verify names the cause)."""
@@ -1887,11 +1892,7 @@ class CatalogStore:
             return [f"{_MERGE_LOCK_FILE} is not a file: no shard merge can run (remove it)"]
         if _lock_is_held(lock):
             return []
-        self.db.execute("BEGIN")
-        try:
-            due = self._due_run()
-        finally:
-            self._rollback()
+        due = self.due_merge_run()
         if due is None:
             return []
         return [

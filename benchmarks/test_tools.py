@@ -444,3 +444,34 @@ def test_compaction_growth_measures_a_growth_under_each_plan(tmp_path: Path) -> 
         str(tmp_path / "scratch"),
     )  # fmt: skip
     assert "damaged" in _one_error_line(damaged)
+
+
+def test_merge_contention_screens_while_the_service_s_merger_merges(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    from audiodup import Catalog
+    from audiodup.synth import synthesize_work
+    from benchmarks.merge_contention import report, run
+
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths(sorted((REPO / "fixtures" / "audio" / "catalog").iterdir())[:2])
+        catalog.store.merge_after_commit = False
+        sf.write(tmp_path / "small.wav", synthesize_work(961, 8.0, 22050), 22050)
+        catalog.add_paths([tmp_path / "small.wav"])
+    uploads = sorted((REPO / "fixtures" / "audio" / "uploads").iterdir())[:2]
+    merged = run(tmp_path / "catalog", uploads, "merger", 3)
+    assert (merged["shards_before"], merged["shards_after"], merged["merges"]) == (2, 1, 1)
+    assert merged["merge_s"] > 0 and len(merged["rows"]) == 3
+    assert "child process" in merged["merger"]
+    idle = run(tmp_path / "catalog", uploads, "none", 2)
+    assert (idle["shards_before"], idle["shards_after"], idle["merge_s"]) == (2, 2, None)
+    assert [r["verdict"] for r in idle["rows"]] == [r["verdict"] for r in merged["rows"][:2]]
+    with Catalog.open(tmp_path / "catalog", create=False) as catalog:  # the source only read
+        assert catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0] == 2
+    table = report([merged, idle])
+    assert table.startswith("Over the first") and "| merger | Shard merges" in table
+    missing = _run_tool(
+        "merge_contention", "run", "--catalog", str(tmp_path / "none"), "--merge", "none",
+        "--out", str(tmp_path / "out.json"), str(uploads[0]),
+    )  # fmt: skip
+    assert "no catalog at" in _one_error_line(missing)

@@ -7,6 +7,7 @@ opened it)."""
 import contextlib
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from pathlib import Path
@@ -116,14 +117,13 @@ def _recording_service(catalog_dir: Path):
         )
 
 
-def test_a_recorded_upload_s_merge_runs_beside_the_engine(
+def test_a_recorded_upload_s_merge_runs_in_a_child_process(
     catalog_copy: Path, tmp_path, monkeypatch
 ):
     """A catalog at ``max_shards`` shards: the shard an upload adds makes a merge due, and the
-    merger thread makes it (the engine's own store does not merge after its commit): the catalog
-    is back within ``max_shards``, sound, and the upload screens as its own work."""
-    import threading
-
+    merger makes it in a child process (neither the engine's own store, which does not merge
+    after its commit, nor any thread of the worker): the catalog is back within ``max_shards``,
+    sound, and the upload screens as its own work."""
     import soundfile as sf
 
     from audiodup.settings import DEFAULT_SETTINGS
@@ -137,11 +137,11 @@ def test_a_recorded_upload_s_merge_runs_beside_the_engine(
             sf.write(path, synthesize_work(930 + seed, 8.0, 22050), 22050)
             assert [r.status for r in catalog.add_paths([path])] == ["added"]
         assert len(catalog.store.db.execute("SELECT 1 FROM shards").fetchall()) == 8
-    merged_in, merge = [], CatalogStore._merge
+    merged_here = []
 
     def recorded_merge(self, plan):
-        merged_in.append(threading.current_thread().name)
-        return merge(self, plan)
+        merged_here.append(plan)
+        raise AssertionError("a merge made in the worker's process")
 
     monkeypatch.setattr(CatalogStore, "_merge", recorded_merge)
     upload = Path(__file__).parents[1] / "fixtures" / "audio" / "uploads" / "unrelated_a.ogg"
@@ -154,7 +154,9 @@ def test_a_recorded_upload_s_merge_runs_beside_the_engine(
         assert engine.catalog.store.merge_after_commit is False
         assert engine.merger.wait_idle(600.0)  # a bound against a hang, not a timing
         assert engine.merger.merges >= 1
-    assert merged_in and set(merged_in) == {"audiodup-merger"}
+        assert engine.merger.children and os.getpid() not in engine.merger.children
+    assert merged_here == []
+    monkeypatch.undo()
     with Catalog.open(catalog_copy, create=False) as catalog:
         shards = catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
         assert shards <= DEFAULT_SETTINGS.max_shards and catalog.verify() == []

@@ -1139,7 +1139,7 @@ def test_a_look_during_which_the_catalog_changed_is_taken_again(
     split_catalog: Path, tmp_path: Path, threaded_client, monkeypatch: pytest.MonkeyPatch
 ):
     """A commit lands after a look read the catalog's index key and before its groups were
-    opened (as a merge swapped in by the service's merger thread can): the groups refuse the
+    opened (as a merge swapped in by the service's merger can): the groups refuse the
     stale key, and the look is taken again on the catalog as it is then, with the evidence of
     one process on the changed catalog."""
     from audiodup import screening
