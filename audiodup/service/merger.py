@@ -10,7 +10,8 @@ snapshot read of the catalog) and, when one is, runs ``python -m audiodup.servic
 child process at a lower priority, FAISS in it on one core. The child holds the catalog's
 writer lock only to plan and to put the merge in place, so the engine's next commit waits
 seconds, not minutes. A child that dies leaves the catalog as it was (the next write removes
-its folder); one still running when the worker stops is stopped with it.
+its folder); one still running when the worker stops is stopped with it, and one whose worker
+was killed outright finishes its merge alone.
 """
 
 from __future__ import annotations
