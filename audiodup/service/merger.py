@@ -6,12 +6,14 @@ takes minutes of CPU and hundreds of MB to GBs of memory. Made in the engine thr
 commit, it would hold every queued screening for that long. Made in a thread beside the engine,
 it shared the worker's interpreter lock with screening and added its memory to the worker's
 (``benchmarks/SERVICE.md``). So a thread of the worker only asks whether a merge is due (a
-snapshot read of the catalog) and, when one is, runs ``python -m audiodup.service.merger`` in a
-child process at a lower priority, FAISS in it on one core. The child holds the catalog's
-writer lock only to plan and to put the merge in place, so the engine's next commit waits
-seconds, not minutes. A child that dies leaves the catalog as it was (the next write removes
-its folder); one still running when the worker stops is stopped with it, and one whose worker
-was killed outright finishes its merge alone.
+snapshot read of the catalog) and, when one is, asks a child process for it: ``python -m
+audiodup.service.merger``, at a lower priority, FAISS in it on one core, started at the first
+due merge and kept for the next ones (its start-up, about 0.45 CPU-s of imports, would
+otherwise cost more than a small catalog's merges). The child holds the catalog's writer lock
+only to plan and to put a merge in place, so the engine's next commit waits seconds, not
+minutes. A child that dies or fails leaves the catalog as it was (the next write removes its
+folder) and is replaced at the next due merge; it is stopped with the worker, and one whose
+worker was killed outright finishes its merge alone (it ends when its input closes).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class ShardMerger:
     def __init__(self, db: Path, settings: Settings):
         self.db, self.settings = Path(db), settings
         self.merges = 0  # merges made by this merger's children
-        self.children: list[int] = []  # the process ids of the children it ran
+        self.children: list[int] = []  # the process ids of the children it started
         self._state = threading.Condition()
         self._pending = self._busy = self._stopping = False
         self._child: subprocess.Popen | None = None
@@ -58,14 +60,17 @@ class ShardMerger:
             return self._state.wait_for(lambda: not (self._pending or self._busy), timeout_s)
 
     def close(self) -> None:
-        """Stop: a merge in progress is stopped with its child (the folder it leaves is removed
-        by the catalog's next write)."""
+        """Stop, and the child with it: a merge in progress stops there (the folder it leaves
+        is removed by the catalog's next write)."""
         with self._state:
             self._stopping = True
-            if self._child is not None and self._child.poll() is None:
-                with contextlib.suppress(OSError):
-                    self._child.terminate()
+            child, self._child = self._child, None
             self._state.notify_all()
+        _stop(child)
+
+    def command(self) -> list[str]:
+        """The child's command line (:func:`main`)."""
+        return [sys.executable, "-m", __name__, str(self.db)]
 
     def _run(self) -> None:
         while True:
@@ -106,39 +111,69 @@ class ShardMerger:
         finally:
             store.close()
 
-    def command(self) -> list[str]:
-        """The child's command line (:func:`main`); it reads the settings on stdin."""
-        return [sys.executable, "-m", __name__, str(self.db)]
-
     def _merge_in_child(self) -> int:
-        """Run the due merges in a child process; how many it made."""
+        """Ask the child (started if there is none) for the due merges; how many it made. A
+        child that answers with an error, or not at all, is stopped."""
         with self._state:
             if self._stopping:
                 return 0
-            self._child = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=_child_environment(),
-            )
+            if self._child is None or self._child.poll() is not None:
+                self._child = self._start_child()
             child = self._child
-        self.children.append(child.pid)
-        out, err = child.communicate(self.settings.to_json())
+        answer = ""
+        with contextlib.suppress(OSError, ValueError):  # a child gone or stopped: no answer
+            child.stdin.write("merge\n")
+            child.stdin.flush()
+            answer = child.stdout.readline()
+        try:
+            made = int(json.loads(answer)["merges"])
+        except (KeyError, TypeError, ValueError):
+            made = None
+        if made is not None:
+            return made
         with self._state:
-            self._child, stopped = None, self._stopping
-        if child.returncode != 0:
-            if stopped:
-                return 0
-            lines = err.strip().splitlines() or [
-                f"the merging process ended with {child.returncode}"
-            ]
-            raise AudiodupError(lines[-1])
-        try:  # the last line: a library may have printed before it
-            return int(json.loads(out.strip().splitlines()[-1])["merges"])
-        except (IndexError, KeyError, TypeError, ValueError):
-            raise AudiodupError(f"the merging process answered {out.strip()[-200:]!r}") from None
+            stopped = self._stopping
+            if self._child is child:
+                self._child = None
+        _stop(child)
+        if stopped:
+            return 0
+        error = _answered_error(answer) or f"the merging process ended ({child.returncode})"
+        raise AudiodupError(error)
+
+    def _start_child(self) -> subprocess.Popen:
+        child = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # it answers on stdout, errors included
+            text=True,
+            env=_child_environment(),
+        )
+        self.children.append(child.pid)
+        with contextlib.suppress(OSError):  # a child that did not start answers nothing
+            child.stdin.write(self.settings.to_json() + "\n")
+            child.stdin.flush()
+        return child
+
+
+def _answered_error(answer: str) -> str | None:
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return str(json.loads(answer)["error"])
+    return None
+
+
+def _stop(child: subprocess.Popen | None) -> None:
+    """Stop ``child`` and reap it."""
+    if child is None:
+        return
+    with contextlib.suppress(OSError):
+        child.terminate()
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        child.wait(timeout=10)
+    for stream in (child.stdin, child.stdout):
+        with contextlib.suppress(OSError):
+            stream.close()
 
 
 def _child_environment() -> dict[str, str]:
@@ -152,14 +187,7 @@ def _child_environment() -> dict[str, str]:
 
 
 def merge_in_this_process(db: Path, settings: Settings) -> int:
-    """The child's work: the catalog's due merges, at a lower priority, FAISS on one core."""
-    from .. import index
-    from ..allocator import keep_freed_memory
-
-    with contextlib.suppress(OSError, AttributeError):  # not POSIX: the default priority
-        os.nice(_NICENESS)
-    keep_freed_memory()
-    index.set_threads(settings.faiss_threads)
+    """One round of the child's work: the catalog's due merges."""
     store = CatalogStore(db, settings, create=False, write=True)
     try:
         return store.merge_due_shards()
@@ -167,18 +195,44 @@ def merge_in_this_process(db: Path, settings: Settings) -> int:
         store.close()
 
 
-def main(argv: list[str]) -> int:
-    """``python -m audiodup.service.merger DB`` with the catalog's settings (JSON) on stdin:
-    prints ``{"merges": N}``; an error is one line on stderr and exit status 1."""
+def main(argv: list[str], answers=None) -> int:
+    """``python -m audiodup.service.merger DB``: the catalog's settings (JSON) on the first line
+    of stdin, then one line ``merge`` per round, each answered on stdout by ``{"merges": N}``
+    or ``{"error": "..."}`` (one line); runs at a lower priority, FAISS on one core, until its
+    input closes. ``answers``: where the answers go (by default stdout)."""
+    from .. import index
+    from ..allocator import keep_freed_memory
+
+    answers = answers or sys.stdout
     try:
-        settings = Settings.from_json(sys.stdin.read())
-        made = merge_in_this_process(Path(argv[0]), settings)
-    except (AudiodupError, OSError, ValueError, IndexError) as exc:
-        print(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, file=sys.stderr)
+        settings = Settings.from_json(sys.stdin.readline())
+    except (TypeError, ValueError) as exc:
+        print(json.dumps({"error": f"no settings: {exc}"}), file=answers, flush=True)
         return 1
-    print(json.dumps({"merges": made}))
+    with contextlib.suppress(OSError, AttributeError):  # not POSIX: the default priority
+        os.nice(_NICENESS)
+    keep_freed_memory()
+    index.set_threads(settings.faiss_threads)
+    for line in sys.stdin:
+        if line.strip() != "merge":
+            continue
+        try:
+            answer = {"merges": merge_in_this_process(Path(argv[0]), settings)}
+        except (AudiodupError, OSError, IndexError) as exc:
+            answer = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+        except Exception as exc:  # a bug: named in the answer; the worker logs it
+            answer = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        print(json.dumps(answer), file=answers, flush=True)
     return 0
 
 
+def _answer_stream():
+    """The answers' own copy of stdout; what a library prints goes to stderr instead, so it
+    cannot pass for an answer."""
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    return answers
+
+
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:], _answer_stream()))
