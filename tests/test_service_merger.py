@@ -58,19 +58,24 @@ FAILING_CHILD = (
 )
 
 
+def _failed_round(merger: ShardMerger, child_code: str, monkeypatch, caplog) -> str:
+    """A round of merges with ``child_code`` as the child: the error the worker logged."""
+    with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "audiodup.service"):
+        patch.setattr(merger, "command", lambda: [sys.executable, "-c", child_code])
+        merger.request()
+        assert merger.wait_idle(600.0)  # a bound against a hang, not a timing
+    (record,) = [r for r in caplog.records if r.getMessage() == "shards not merged"]
+    return record.fields["error"]
+
+
 def test_a_failed_merge_is_logged_and_the_next_request_merges(
     catalog_copy: Path, tmp_path: Path, monkeypatch, caplog
 ):
     _with_a_second_shard(catalog_copy, tmp_path)
     merger = ShardMerger(catalog_copy, ONE_SHARD)
     try:
-        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "audiodup.service"):
-            patch.setattr(merger, "command", lambda: [sys.executable, "-c", FAILING_CHILD])
-            merger.request()
-            assert merger.wait_idle(600.0)  # a bound against a hang, not a timing
+        assert _failed_round(merger, FAILING_CHILD, monkeypatch, caplog) == "no room: disk full"
         assert merger.merges == 0 and len(merger.children) == 1
-        (record,) = [r for r in caplog.records if r.getMessage() == "shards not merged"]
-        assert record.fields["error"] == "no room: disk full"
         assert _shards(catalog_copy) == 2
         merger.request()  # the failed child was stopped: a new one merges
         assert merger.wait_idle(600.0)
@@ -89,12 +94,8 @@ def test_a_child_that_ends_without_an_answer_is_named_by_its_status(
     _with_a_second_shard(catalog_copy, tmp_path)
     merger = ShardMerger(catalog_copy, ONE_SHARD)
     try:
-        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, "audiodup.service"):
-            patch.setattr(merger, "command", lambda: [sys.executable, "-c", "raise SystemExit(3)"])
-            merger.request()
-            assert merger.wait_idle(600.0)  # a bound against a hang, not a timing
-        (record,) = [r for r in caplog.records if r.getMessage() == "shards not merged"]
-        assert record.fields["error"] == "the merging process ended (3)"
+        error = _failed_round(merger, "raise SystemExit(3)", monkeypatch, caplog)
+        assert error == "the merging process ended (3)"
         assert merger.merges == 0 and _shards(catalog_copy) == 2
     finally:
         merger.close()
