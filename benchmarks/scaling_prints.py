@@ -220,14 +220,19 @@ def prepare_views(queries: Path) -> Path:
 
 
 def screen_catalog(
-    catalog_dir: Path, queries: Path, out: Path, max_query_hits: int | None = None
+    catalog_dir: Path,
+    queries: Path,
+    out: Path,
+    max_query_hits: int | None = None,
+    quick: bool = False,
 ) -> None:
     """Screen every prepared query against the catalog as :meth:`Catalog.match_fingerprint`
     does (:func:`audiodup.screening.match_fingerprint`: the look at the upload as it is, then
     the further looks until one gives a duplicate, their fingerprints made beforehand by
     :func:`prepare_views`, outside the timed search); one JSON line per query, then a summary
     line with this process's peak RSS and the index loading time. ``max_query_hits`` overrides
-    the setting (the hit budget of one query's look-up)."""
+    the setting (the hit budget of one query's look-up); ``quick`` takes only the look at the
+    upload as it is, as ``audiodup screen --quick``."""
     from audiodup.allocator import keep_freed_memory
     from audiodup.catalog import Catalog, _view_from
     from audiodup.screening import gather_looks, matches_from_looks
@@ -241,6 +246,8 @@ def screen_catalog(
     settings = DEFAULT_SETTINGS
     if max_query_hits:
         settings = dataclasses.replace(settings, max_query_hits=max_query_hits)
+    if quick:
+        settings = settings.without_further_looks()
     with Catalog.open(catalog_dir, create=False, settings=settings) as catalog, out.open("w") as fh:
         settings = catalog.settings
         t0 = time.perf_counter()
@@ -769,6 +776,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_screen.add_argument("--queries", type=Path, required=True)
     p_screen.add_argument("--out", type=Path, required=True)
     p_screen.add_argument("--max-query-hits", type=int, default=None)
+    p_screen.add_argument("--quick", action="store_true", help="only the look as it is")
     p_groups = sub.add_parser("sharded")
     p_groups.add_argument("--catalog", type=Path, required=True)
     p_groups.add_argument("--queries", type=Path, required=True)
@@ -800,7 +808,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     elif args.command == "screen":
-        screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits)
+        screen_catalog(args.catalog, args.queries, args.out, args.max_query_hits, args.quick)
     elif args.command == "sharded":
         from audiodup.errors import AudiodupError
 

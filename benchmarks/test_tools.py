@@ -475,3 +475,31 @@ def test_merge_contention_screens_while_the_service_s_merger_merges(tmp_path: Pa
         "--out", str(tmp_path / "out.json"), str(uploads[0]),
     )  # fmt: skip
     assert "no catalog at" in _one_error_line(missing)
+
+
+def test_look_stages_times_a_clean_upload_s_look_and_restores_screening(tmp_path: Path) -> None:
+    import pickle
+
+    import audiodup.screening as screening
+    from audiodup import Catalog
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from benchmarks.look_stages import STAGES, measure, report
+    from benchmarks.queries import Query
+
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths(sorted((REPO / "fixtures" / "audio" / "catalog").iterdir())[:2])
+    upload = REPO / "fixtures" / "audio" / "uploads" / "unrelated_a.ogg"
+    query = Query("q", "t", "negative", "none", "none", str(upload), 1, 1, 0, 0, 0, 0, True)
+    queries = tmp_path / "queries.pkl"
+    queries.write_bytes(pickle.dumps([(query, fingerprint_audio(load_audio(upload), query=True))]))
+    result = measure(tmp_path / "catalog", queries, 5)
+    assert result["works"] == 2 and result["negatives"] == 1 and result["look_ms"] > 0
+    assert result["calls"]["hash_lookup"] == 1 and set(result["stages_ms"]) == set(STAGES)
+    assert report(result).startswith("2 works, 1 negatives, one look each:")
+    assert all(getattr(screening, name).__name__ == name for name in STAGES)  # restored
+    missing = _run_tool("look_stages", str(tmp_path / "none"), str(queries))
+    assert "no catalog at" in _one_error_line(missing)
+    (tmp_path / "empty.pkl").write_bytes(pickle.dumps([]))
+    empty = _run_tool("look_stages", str(tmp_path / "catalog"), str(tmp_path / "empty.pkl"))
+    assert "holds no negatives" in _one_error_line(empty)
