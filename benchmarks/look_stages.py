@@ -67,8 +67,7 @@ def measure(catalog_dir: Path, queries: Path, negatives: int) -> dict:
     from audiodup.screening import gather_looks
     from audiodup.settings import DEFAULT_SETTINGS
 
-    prints = [item for item in pickle.loads(queries.read_bytes()) if item[0].role == "negative"]
-    prints = prints[:negatives]
+    prints = _negatives(queries)[:negatives]
     if not prints:
         raise ValueError(f"{queries} holds no negatives")
     settings = DEFAULT_SETTINGS.without_further_looks()
@@ -91,6 +90,15 @@ def measure(catalog_dir: Path, queries: Path, negatives: int) -> dict:
         "stages_ms": {name: 1000 * spent[name] / n for name in STAGES},
         "calls": dict(calls),
     }
+
+
+def _negatives(queries: Path) -> list:
+    """The ``(Query, Fingerprint)`` pairs of the negatives in a query pickle."""
+    items = pickle.loads(queries.read_bytes())
+    try:
+        return [item for item in items if item[0].role == "negative"]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        raise ValueError(f"{queries} is not a query pickle of benchmarks.scaling_prints") from None
 
 
 def report(result: dict) -> str:

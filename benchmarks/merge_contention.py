@@ -24,12 +24,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -38,10 +35,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+if not __package__:  # run as a script: the benchmarks package from this checkout, after the
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # audiodup on PYTHONPATH
+
 
 def run(catalog_dir: Path, uploads: Sequence[Path], merge: str, count: int) -> dict:
     import audiodup
     from audiodup import Catalog
+    from benchmarks.runner import git_commit, machine_info
 
     with tempfile.TemporaryDirectory(prefix="merge-contention-") as scratch:
         work = Path(scratch) / "catalog"
@@ -93,8 +94,8 @@ def run(catalog_dir: Path, uploads: Sequence[Path], merge: str, count: int) -> d
         "children_cpu_s": children.ru_utime + children.ru_stime,
         "rows": rows,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": f"{platform.processor() or platform.machine()}, {_cpus()} cores",
+        "commit": git_commit(),
+        "machine": "{cpu}, {cores} cores, {ram_gb} GB RAM".format(**machine_info()),
     }
 
 
@@ -115,23 +116,6 @@ def _start_merger(work: Path, settings, started: float, ended: dict):
 
 def _shards(catalog) -> int:
     return catalog.store.db.execute("SELECT COUNT(*) FROM shards").fetchone()[0]
-
-
-def _commit() -> str:
-    try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-        )
-    except OSError:  # no git
-        return "unknown"
-    return proc.stdout.strip() or "unknown"
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def report(runs: Sequence[dict]) -> str:
@@ -182,7 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_report.add_argument("runs", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "report":
-        print(report([json.loads(p.read_text()) for p in args.runs]))
+        try:
+            print(report([json.loads(p.read_text()) for p in args.runs]))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            print(f"error: not a run of this tool: {str(exc).splitlines()[0]}", file=sys.stderr)
+            return 2
         return 0
     if not (args.catalog / "catalog.sqlite").is_file():
         print(f"error: no catalog at {args.catalog}", file=sys.stderr)

@@ -475,6 +475,9 @@ def test_merge_contention_screens_while_the_service_s_merger_merges(tmp_path: Pa
         "--out", str(tmp_path / "out.json"), str(uploads[0]),
     )  # fmt: skip
     assert "no catalog at" in _one_error_line(missing)
+    (tmp_path / "damaged.json").write_bytes(b"\x9d not json")
+    damaged = _run_tool("merge_contention", "report", str(tmp_path / "damaged.json"))
+    assert "not a run of this tool" in _one_error_line(damaged)
 
 
 def test_look_stages_times_a_clean_upload_s_look_and_restores_screening(tmp_path: Path) -> None:
@@ -503,3 +506,6 @@ def test_look_stages_times_a_clean_upload_s_look_and_restores_screening(tmp_path
     (tmp_path / "empty.pkl").write_bytes(pickle.dumps([]))
     empty = _run_tool("look_stages", str(tmp_path / "catalog"), str(tmp_path / "empty.pkl"))
     assert "holds no negatives" in _one_error_line(empty)
+    (tmp_path / "other.pkl").write_bytes(pickle.dumps({"not": "queries"}))
+    other = _run_tool("look_stages", str(tmp_path / "catalog"), str(tmp_path / "other.pkl"))
+    assert "is not a query pickle" in _one_error_line(other)
