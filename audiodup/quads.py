@@ -11,8 +11,9 @@ A shard's quads live in a ``q-*.quads`` file beside its hash file: a header, a d
 bucket offsets (a bucket is the top bits of a multiplicative hash of the key, about 2 entries
 each), then one 10-byte record per entry: a 16-bit check (the hash's next bits: another key
 passes it once in 65,536) and the packed entry id (:func:`audiodup.hashes.pack_entry_ids`).
-The file is memory-mapped: a look-up reads one directory word per query key and the records
-of the buckets it keeps, in chunks whose pages it releases.
+The file is memory-mapped: a look-up reads one directory word per query key (the directory's
+pages stay resident) and the records of the buckets it keeps, in chunks whose pages it
+releases.
 """
 
 from __future__ import annotations
@@ -157,22 +158,15 @@ class QuadShard:
         self._release(0, None)
 
     def buckets(self, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(first row, rows)`` of each of ``buckets`` (ascending), the directory read
-        :data:`READ_CHUNK` buckets at a time and its pages released as for :meth:`entries`."""
-        first = np.empty(len(buckets), dtype=np.int64)
-        count = np.empty(len(buckets), dtype=np.int64)
-        width, n = self.offsets.dtype.itemsize, self.ntotal
-        for start in range(0, len(buckets), READ_CHUNK):
-            part = buckets[start : start + READ_CHUNK]
-            # clipped: a damaged directory (checked only by verify) reads wrong rows, never
-            # outside the file
-            lo = np.clip(self.offsets[part].astype(np.int64), 0, n)
-            hi = np.clip(self.offsets[part + 1].astype(np.int64), lo, n)
-            first[start : start + len(part)] = lo
-            count[start : start + len(part)] = hi - lo
-            at = self.offsets_at + width * int(part[0])
-            self._release(at, self.offsets_at + width * (int(part[-1]) + 2))
-        return first, count
+        """``(first row, rows)`` of each of ``buckets``. The directory's pages stay resident
+        (4 bytes a bucket, about 2 an entry: 270 MB at 10^5 works): a look-up reads one word
+        in most of its 64 KB blocks, and releasing them cost 50-70 of a look-up's 160-190
+        CPU-ms at 10^5 works (benchmarks/SCALING.md, session 19)."""
+        # clipped: a damaged directory (checked only by verify) reads wrong rows, never
+        # outside the file
+        lo = np.clip(self.offsets[buckets].astype(np.int64), 0, self.ntotal)
+        hi = np.clip(self.offsets[buckets + 1].astype(np.int64), lo, self.ntotal)
+        return lo, hi - lo
 
     def entries(self, rows: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(passed, ids)``: which of the entries ``rows`` (ascending) carry ``checks``, and
@@ -457,6 +451,21 @@ def best_quad_works(
     else:
         weights = np.log(max(rarity_total, 1) / np.maximum(crowd, 1))
         support = np.bincount(inverse, weights=weights, minlength=len(cells))
+    return best_cell_works(cells, support, top)
+
+
+def best_cell_works(cells: np.ndarray, support: np.ndarray, top: int) -> list[tuple[int, float]]:
+    """``(work_id, support)`` of the ``top`` works whose best cell (the work in a cell's top
+    bits) has the most support, ties in the order of :func:`scrambled_work_ids`. Only the cells
+    at or above the ``4 * top``-th largest support are sorted when they span ``top`` works:
+    every other cell ranks below all of them, so the answer is that of sorting them all (at
+    10^5 works a look-up has about 128,000 cells: 19 -> 2 CPU-ms)."""
+    few = 4 * top
+    if len(cells) > few:
+        nth = np.partition(support, len(support) - few)[len(support) - few]
+        chosen = support >= nth
+        if len(np.unique(cells[chosen] >> 32)) >= top:
+            cells, support = cells[chosen], support[chosen]
     ranked: dict[int, float] = {}
     for row in np.lexsort((scrambled_work_ids(cells >> 32), -support)):
         ranked.setdefault(int(cells[row] >> 32), float(support[row]))

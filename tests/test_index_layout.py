@@ -49,6 +49,7 @@ from audiodup.index import (
     write_sorted_hash_shard,
 )
 from audiodup.match import chroma_candidates
+from audiodup.quads import grouped_quads, read_quad_shard, write_quad_shard
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.store import CatalogStore, NewWork
 
@@ -587,6 +588,25 @@ def test_looked_up_hash_pages_leave_the_process_after_each_shard(tmp_path: Path)
     # the same look-up without the release keeps the pages: the measure can see them
     shard.lookup(keys)
     assert rss_kib("RssFile") - file_before > 24 * 1024
+
+
+def test_a_quad_look_up_releases_the_record_pages_and_keeps_the_directory(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    n = 4_000_000  # 40 MB of records, an 8 MB directory
+    shard = grouped_quads([(rng.integers(0, 1 << 40, n), np.arange(n))])
+    path = write(tmp_path / "q-0123456789ab.quads", write_quad_shard(shard))
+    mapped = read_quad_shard(path)
+    file_before = rss_kib("RssFile")
+    mapped.buckets(np.arange(0, 1 << mapped.bits, 256))  # a word in every directory page
+    directory = rss_kib("RssFile") - file_before
+    assert directory > 6 * 1024  # resident: a look-up reads a word of most of its pages
+    rows = np.arange(0, n, 200)  # a row every 2 KB: every record page is read
+    passed, ids = mapped.entries(rows, shard.checks[rows])
+    assert passed.all() and np.array_equal(ids, shard.ids[rows])
+    assert rss_kib("RssFile") - file_before - directory < 8 * 1024
+    # the same rows read without the release keep their pages: the measure can see them
+    assert np.array_equal(mapped.records[rows]["id"], shard.ids[rows])
+    assert rss_kib("RssFile") - file_before - directory > 24 * 1024
 
 
 def test_a_chroma_shard_opens_with_its_codes_mapped_not_read(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
 from audiodup.fingerprint import Fingerprint
@@ -19,6 +21,7 @@ from audiodup.quads import (
     ALL_COORDINATES,
     CATALOG_FANOUT,
     QUERY_FANOUT,
+    best_cell_works,
     best_quad_works,
     bucket_bits,
     merged_quad_works,
@@ -191,6 +194,23 @@ def test_among_equal_hits_the_work_whose_hits_are_rarer_ranks_first() -> None:
     weighted = best_quad_works(shard, upload, S, 10**6, 3, rarity_total=shard.ntotal)
     assert [w for w, _ in weighted[:2]] == [1, 2] and weighted[0][1] > weighted[1][1]
     assert weighted[2][1] < weighted[1][1]
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 60), st.integers(1, 4)), max_size=300),
+    st.integers(1, 12),
+)
+@example([(1, offset, 4) for offset in range(13)] + [(2, 0, 1), (3, 0, 1)], 3)
+def test_the_best_cells_give_the_works_sorting_every_cell_gives(items, top) -> None:
+    """Works of many equal supports, fewer works than ``top`` among the best cells, or fewer
+    cells than ``4 * top``: the works and supports of sorting every cell."""
+    cell_support = {work << 32 | offset: support / 2 for work, offset, support in items}
+    cells = np.array(sorted(cell_support), dtype=np.int64)
+    support = np.array([cell_support[c] for c in cells.tolist()], dtype=np.float64)
+    everything: dict[int, float] = {}
+    for row in np.lexsort((scrambled_work_ids(cells >> 32), -support)):
+        everything.setdefault(int(cells[row] >> 32), float(support[row]))
+    assert best_cell_works(cells, support, top) == list(everything.items())[:top]
 
 
 def test_works_of_equal_support_are_proposed_without_favouring_the_first_added(works) -> None:
