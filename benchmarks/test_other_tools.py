@@ -1,0 +1,151 @@
+"""benchmarks.other_tools: each installed tool makes its copies by the module's conventions, a
+run finds the copies of catalog tracks and leaves an unrelated track clean, and a bad input is
+one error line. A tool that is not installed skips its cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.other_tools import (
+    HARD,
+    MODERATE,
+    SR,
+    Copy,
+    missing_tool,
+    read_records,
+    render,
+    report,
+    run,
+)
+from benchmarks.stretchers import dominant_frequency_hz
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "fixtures" / "audio"
+_CONVENTION_CASES = [*MODERATE, *(c for c in HARD if not c.then)]
+
+
+@pytest.mark.parametrize("copy", _CONVENTION_CASES, ids=lambda c: c.name)
+def test_each_tool_changes_tempo_and_pitch_as_labelled(copy: Copy) -> None:
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * np.arange(4 * SR) / SR)
+    out = render(tone, copy)
+    sounding = np.flatnonzero(np.abs(out) > 0.01)  # audiostretchy pads the end with silence
+    length_ratio = (sounding[-1] + 1) / tone.size
+    assert abs(length_ratio * copy.tempo - 1) < 0.04, length_ratio
+    middle = out[sounding[0] : sounding[-1] + 1]
+    middle = middle[middle.size // 4 : 3 * middle.size // 4]
+    shift = 12 * math.log2(dominant_frequency_hz(middle, SR) / 440.0)
+    assert abs(shift - copy.semitones) < 0.25, shift
+
+
+def test_a_run_finds_the_copies_and_leaves_an_unrelated_track_clean(tmp_path, monkeypatch):
+    from audiodup import Catalog
+
+    copies = [c for c in (MODERATE[5], MODERATE[2], HARD[9]) if missing_tool(c) is None]
+    if not copies:
+        pytest.skip("none of audiotsm, soundstretch and pytsmod is installed")
+    works = [FIXTURES / "catalog" / f"work_0{i}.ogg" for i in range(3)]
+    negative = FIXTURES / "uploads" / "unrelated_a.ogg"
+    tracks = [_track(p, "catalog") for p in works] + [_track(negative, "negative")]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.json").write_text(json.dumps({"seed": 1, "tracks": tracks}))
+    monkeypatch.setenv("AUDIODUP_BENCH_DATA", str(tmp_path / "data"))
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths(works)
+    results = run(tmp_path / "catalog", tmp_path / "out", copies, 2, 1, 20.0, log=lambda _: None)
+    records = read_records(results)
+    assert len(records) == 3 * (1 + len(copies))
+    for r in records:
+        if r["role"] == "catalog":
+            assert r["verdict"] == "duplicate" and r["right_work"], r
+            assert abs(r["tempo_ratio"] / r["copy"]["tempo"] - 1) < 0.02, r
+            assert abs(r["semitones"] - r["copy"]["semitones"]) < 0.3, r
+        else:
+            assert r["verdict"] == "clean", r
+    table = report(records)
+    assert "not found: 0" in table and "negatives not clean: 0" in table
+    assert f"| {copies[0].name} | 2 | 2 | 2 | 0 | 0 | 0 |" in table
+
+
+def test_the_report_lists_a_copy_not_found_and_a_negative_flagged() -> None:
+    def record(role, verdict, right=True):
+        copy = {"name": "audiotsm wsola 2.00", "tempo": 2.0, "semitones": 0.0}
+        return {
+            "track_id": f"a {role}",
+            "role": role,
+            "copy": copy,
+            "verdict": verdict,
+            "error": None,
+            "right_work": right,
+            "work_id": 7,
+            "false_match_probability": 0.5,
+            "tempo_ratio": 2.01,
+            "semitones": 0.1,
+            "matched_hashes": 4,
+            "matched_peaks": None,
+        }
+
+    table = report([record("catalog", "duplicate"), record("catalog", "suspect", False)])
+    assert "| audiotsm wsola 2.00 | 2 | 1 | 1 | 1 | 0 | 0 | 0.0100 | 0.100 | 0 of 0 |" in table
+    assert "not found: 1\n- audiotsm wsola 2.00 | a catalog | suspect | work 7" in table
+    flagged = report([record("negative", "duplicate", False)])
+    assert "negatives not clean: 1\n- audiotsm wsola 2.00 | a negative | duplicate" in flagged
+
+
+@pytest.mark.parametrize("content", ["", "not json\n", '{"role": "catalog"}\n', "[1, 2]\n"])
+def test_a_file_that_is_not_a_results_file_is_one_error_line(tmp_path, content) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="not a results file"):
+        read_records(path)
+    proc = _tool("report", str(path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {path} is not a results file of benchmarks.other_tools"
+    ]
+
+
+def test_a_run_without_a_benchmark_corpus_is_one_error_line(tmp_path) -> None:
+    proc = _tool(
+        "run", "--catalog", str(tmp_path / "c"), "--out", str(tmp_path / "o"),
+        AUDIODUP_BENCH_DATA=str(tmp_path / "none"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "python -m benchmarks run" in lines[0]
+
+
+def _track(path: Path, role: str) -> dict:
+    import soundfile as sf
+
+    info = sf.info(path)
+    return {
+        "track_id": path.stem,
+        "package": "fixtures",
+        "path": str(path),
+        "duration_s": info.duration,
+        "samplerate": info.samplerate,
+        "channels": info.channels,
+        "sha1": "",
+        "group": f"fixtures:{path.stem}",
+        "role": role,
+    }
+
+
+def _tool(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.other_tools", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
