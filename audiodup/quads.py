@@ -160,8 +160,9 @@ class QuadShard:
     def buckets(self, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(first row, rows)`` of each of ``buckets``. The directory's pages stay resident
         (4 bytes a bucket, about 2 an entry: 270 MB at 10^5 works): a look-up reads one word
-        in most of its 64 KB blocks, and releasing them cost 50-70 of a look-up's 160-190
-        CPU-ms at 10^5 works (benchmarks/SCALING.md, session 19)."""
+        in most of its 64 KB blocks, and releasing them to fault them in again on the next
+        look-up cost about 45 of its ~175 CPU-ms at 10^5 works (benchmarks/SCALING.md,
+        session 19)."""
         # clipped: a damaged directory (checked only by verify) reads wrong rows, never
         # outside the file
         lo = np.clip(self.offsets[buckets].astype(np.int64), 0, self.ntotal)
