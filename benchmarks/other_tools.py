@@ -64,43 +64,35 @@ def _speed_semitones(tempo: float) -> float:
     return 12 * math.log2(tempo)
 
 
+def _stretches(name: str, tool: str, method: str, *tempos: float) -> tuple[Copy, ...]:
+    return tuple(Copy(f"{name} {tempo:.2f}", tool, method, tempo) for tempo in tempos)
+
+
 MODERATE = (
-    Copy("soundstretch tempo 1.25", "soundstretch", "", 1.25),
-    Copy("soundstretch tempo 0.80", "soundstretch", "", 0.80),
+    *_stretches("soundstretch tempo", "soundstretch", "", 1.25, 0.80),
     Copy("soundstretch pitch +3", "soundstretch", "", 1.0, 3.0),
     Copy("soundstretch pitch -2", "soundstretch", "", 1.0, -2.0),
     Copy("soundstretch tempo 1.10 + pitch -1", "soundstretch", "", 1.10, -1.0),
-    Copy("audiotsm wsola 1.25", "audiotsm", "wsola", 1.25),
-    Copy("audiotsm wsola 0.80", "audiotsm", "wsola", 0.80),
+    *_stretches("audiotsm wsola", "audiotsm", "wsola", 1.25, 0.80),
     Copy("audiotsm ola 1.25", "audiotsm", "ola", 1.25, _speed_semitones(1.25)),
     Copy("audiotsm ola 0.80", "audiotsm", "ola", 0.80, _speed_semitones(0.80)),
-    Copy("audiotsm phasevocoder 1.25", "audiotsm", "phasevocoder", 1.25),
-    Copy("audiotsm phasevocoder 0.80", "audiotsm", "phasevocoder", 0.80),
-    Copy("pytsmod hptsm 1.25", "pytsmod", "hptsm", 1.25),
-    Copy("pytsmod hptsm 0.80", "pytsmod", "hptsm", 0.80),
-    Copy("pytsmod wsola 1.25", "pytsmod", "wsola", 1.25),
-    Copy("pytsmod wsola 0.80", "pytsmod", "wsola", 0.80),
+    *_stretches("audiotsm phasevocoder", "audiotsm", "phasevocoder", 1.25, 0.80),
+    *_stretches("pytsmod hptsm", "pytsmod", "hptsm", 1.25, 0.80),
+    *_stretches("pytsmod wsola", "pytsmod", "wsola", 1.25, 0.80),
     Copy("pytsmod pv + resample pitch +2", "pytsmod", "pitch", 1.0, 2.0),
     Copy("pytsmod pv + resample pitch -2", "pytsmod", "pitch", 1.0, -2.0),
-    Copy("audiostretchy 1.25", "audiostretchy", "tdhs", 1.25),
-    Copy("audiostretchy 0.80", "audiostretchy", "tdhs", 0.80),
+    *_stretches("audiostretchy", "audiostretchy", "tdhs", 1.25, 0.80),
 )
 HARD = (
-    Copy("soundstretch tempo 2.00", "soundstretch", "", 2.0),
-    Copy("soundstretch tempo 0.50", "soundstretch", "", 0.5),
+    *_stretches("soundstretch tempo", "soundstretch", "", 2.0, 0.5),
     Copy("soundstretch pitch +5", "soundstretch", "", 1.0, 5.0),
     Copy("soundstretch pitch -4", "soundstretch", "", 1.0, -4.0),
     Copy("soundstretch tempo 1.50 + pitch +2", "soundstretch", "", 1.5, 2.0),
-    Copy("audiotsm wsola 2.00", "audiotsm", "wsola", 2.0),
-    Copy("audiotsm wsola 0.50", "audiotsm", "wsola", 0.5),
-    Copy("audiotsm phasevocoder 2.00", "audiotsm", "phasevocoder", 2.0),
-    Copy("audiotsm phasevocoder 0.50", "audiotsm", "phasevocoder", 0.5),
-    Copy("pytsmod hptsm 2.00", "pytsmod", "hptsm", 2.0),
-    Copy("pytsmod hptsm 0.50", "pytsmod", "hptsm", 0.5),
-    Copy("pytsmod wsola 2.00", "pytsmod", "wsola", 2.0),
-    Copy("pytsmod wsola 0.50", "pytsmod", "wsola", 0.5),
-    Copy("audiostretchy 2.00", "audiostretchy", "tdhs", 2.0),
-    Copy("audiostretchy 0.50", "audiostretchy", "tdhs", 0.5),
+    *_stretches("audiotsm wsola", "audiotsm", "wsola", 2.0, 0.5),
+    *_stretches("audiotsm phasevocoder", "audiotsm", "phasevocoder", 2.0, 0.5),
+    *_stretches("pytsmod hptsm", "pytsmod", "hptsm", 2.0, 0.5),
+    *_stretches("pytsmod wsola", "pytsmod", "wsola", 2.0, 0.5),
+    *_stretches("audiostretchy", "audiostretchy", "tdhs", 2.0, 0.5),
     Copy("chain: soundstretch tempo 1.35 + mp3 96k", "soundstretch", "", 1.35, then="mp3_96k"),
     Copy("chain: audiotsm wsola 0.75 + noise 20 dB", "audiotsm", "wsola", 0.75, then="noise20"),
 )
