@@ -116,7 +116,7 @@ def _soundstretch(y: np.ndarray, copy: Copy) -> np.ndarray:
         args.append(f"-tempo={100 * (copy.tempo - 1):+.4f}")
     if copy.semitones:
         args.append(f"-pitch={copy.semitones:+.4f}")
-    return _through_files(y, lambda src, dst: ["soundstretch", src, dst, *args])
+    return _through_files(y, lambda src, dst: _run_command(["soundstretch", src, dst, *args]))
 
 
 def _audiotsm(y: np.ndarray, copy: Copy) -> np.ndarray:
@@ -142,27 +142,27 @@ def _pytsmod(y: np.ndarray, copy: Copy) -> np.ndarray:
 def _audiostretchy(y: np.ndarray, copy: Copy) -> np.ndarray:
     from audiostretchy.stretch import stretch_audio
 
-    return _through_files(y, lambda src, dst: (src, dst, 1 / copy.tempo), stretch_audio)
+    return _through_files(y, lambda src, dst: stretch_audio(src, dst, ratio=1 / copy.tempo))
 
 
-def _through_files(y: np.ndarray, make: Callable, call: Callable | None = None) -> np.ndarray:
-    """``y`` written to a WAV, the tool run on it (a command line, or ``call(*make(src, dst))``)
-    and its output read back as mono."""
+def _through_files(y: np.ndarray, tool: Callable[[str, str], object]) -> np.ndarray:
+    """``y`` written to a WAV, ``tool(src, dst)`` run on it and its output read back as mono."""
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
         src, dst = str(Path(tmp) / "in.wav"), str(Path(tmp) / "out.wav")
         _write(src, y)
-        if call is None:
-            cmd = make(src, dst)
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S)
-            if done.returncode != 0 or not Path(dst).exists():
-                raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip()[-300:]}")
-        else:
-            src_, dst_, ratio = make(src, dst)
-            call(src_, dst_, ratio=ratio)
+        tool(src, dst)
+        if not Path(dst).exists():
+            raise RuntimeError("the tool wrote no output")
         out, sr = sf.read(dst, dtype="float64", always_2d=True)
     if sr != SR:
         raise RuntimeError(f"the tool wrote {sr} Hz, expected {SR} Hz")
     return out.mean(axis=1)
+
+
+def _run_command(cmd: list[str]) -> None:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip()[-300:]}")
 
 
 _RENDER = {
@@ -196,10 +196,9 @@ def write_copy(path: Path, y: np.ndarray, copy: Copy) -> Path:
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
         wav = Path(tmp) / "copy.wav"
         _write(wav, y)
-        cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-b:a", "96k", str(mp3)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"ffmpeg failed: {done.stderr.strip()[-300:]}")
+        _run_command(
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-b:a", "96k", str(mp3)]
+        )
     return mp3
 
 
@@ -238,6 +237,7 @@ def run(
     log: Callable[[str], object] = print,
 ) -> Path:
     from audiodup import Catalog
+    from audiodup.results import Verdict
 
     from .corpus import MANIFEST_NAME, Corpus, cache_dir
 
@@ -256,20 +256,32 @@ def run(
         group_of = {str(Path(t.path).resolve()): t.group for t in corpus.tracks}
         work_group = {w.work_id: group_of.get(str(Path(w.path).resolve())) for w in catalog.works()}
         for number, track in enumerate(tracks):
-            source = cut(track.path, cut_s)
+            try:
+                source = cut(track.path, cut_s)
+            except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
+                log(f"skipped {track.track_id}: {_first_line(exc)}")
+                continue
             plain = Copy("cut", "none", "")
             for seed, copy in enumerate([plain, *copies]):
-                stem = f"{number:03d}-{seed:02d}"
-                if copy is plain:
-                    path = files / f"{stem}.wav"
-                    _write(path, source)
+                path = files / f"{number:03d}-{seed:02d}.wav"
+                try:
+                    if copy is plain:
+                        _write(path, source)
+                    else:
+                        path = write_copy(path, render(source, copy, seed), copy)
+                except Exception as exc:  # a third-party tool's failure is this copy's alone
+                    problem = f"making the copy failed: {_first_line(exc)}"
+                    verdict = Verdict(path=str(path), verdict=None, error=problem)
                 else:
-                    path = write_copy(files / f"{stem}.wav", render(source, copy, seed), copy)
-                verdict = catalog.screen(path)
+                    verdict = catalog.screen(path)
                 sink.write(json.dumps(_record(track, copy, path, verdict, work_group)) + "\n")
                 sink.flush()
             log(f"{number + 1}/{len(tracks)} {track.track_id}")
     return results
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _record(track, copy: Copy, path: Path, verdict, work_group: dict) -> dict:
@@ -374,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(report(read_records(args.results)))
     except (AudiodupError, OSError, ValueError, RuntimeError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
         return 2
     return 0
 

@@ -76,6 +76,41 @@ def test_a_run_finds_the_copies_and_leaves_an_unrelated_track_clean(tmp_path, mo
     assert f"| {copies[0].name} | 2 | 2 | 2 | 0 | 0 | 0 |" in table
 
 
+def test_a_tool_that_fails_and_a_track_that_cannot_be_read_leave_the_run_going(
+    tmp_path, monkeypatch
+) -> None:
+    import benchmarks.other_tools as other_tools
+    from audiodup import Catalog
+
+    copies = [c for c in (MODERATE[5], MODERATE[2]) if missing_tool(c) is None]
+    if not copies:
+        pytest.skip("neither audiotsm nor soundstretch is installed")
+
+    def fails(y, copy):
+        raise ValueError("the stretcher gave up\nsecond line")
+
+    monkeypatch.setitem(other_tools._RENDER, copies[0].tool, fails)
+    work = FIXTURES / "catalog" / "work_00.ogg"
+    corrupt = tmp_path / "corrupt.ogg"
+    corrupt.write_bytes(b"OggS" + bytes(range(256)) * 8)
+    tracks = [_track(work, "catalog"), {**_track(work, "catalog"), "path": str(corrupt)}]
+    tracks[1]["track_id"] = "corrupt"
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "corpus.json").write_text(json.dumps({"seed": 1, "tracks": tracks}))
+    monkeypatch.setenv("AUDIODUP_BENCH_DATA", str(tmp_path / "data"))
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        catalog.add_paths([work])
+    said: list[str] = []
+    results = run(tmp_path / "catalog", tmp_path / "out", copies, 2, 0, 20.0, log=said.append)
+    records = read_records(results)
+    assert [r["track_id"] for r in records] == ["work_00"] * (1 + len(copies))
+    failed = [r for r in records if r["copy"]["tool"] == copies[0].tool]
+    assert failed and all(r["verdict"] is None for r in failed)
+    assert failed[0]["error"] == "making the copy failed: the stretcher gave up"
+    assert records[0]["verdict"] == "duplicate"  # the plain cut, screened as before
+    assert any(line.startswith("skipped corrupt: ") and "\n" not in line for line in said)
+
+
 def test_the_report_lists_a_copy_not_found_and_a_negative_flagged() -> None:
     def record(role, verdict, right=True):
         copy = {"name": "audiotsm wsola 2.00", "tempo": 2.0, "semitones": 0.0}
