@@ -544,16 +544,21 @@ def swept_leads(
     swept: Iterable[ChromaEvidence], chroma: Iterable[ChromaFinding], settings: Settings
 ) -> list[ChromaEvidence]:
     """The swept alignments worth a guided peak check of their own: the three most similar at
-    or above ``peak_check_min_chroma`` whose work has no chroma finding at that tempo (within
-    the fine grid's span), so they add a tempo hypothesis rather than repeat one."""
-    found = [f.evidence for f in chroma]
-    span = np.log(settings.chroma_scale_step)
+    or above ``peak_check_min_chroma`` that no check led by a chroma finding of their work
+    already sweeps (:func:`audiodup.peakcheck.covers`), so they add a hypothesis rather than
+    repeat one. A finding near the lead's tempo is not enough: its check sweeps
+    ``peak_check_tempo_span``, and a SoundTouch copy at 2.0 whose finding aligned at 1.875
+    (6.5 % off) was left clean while its swept alignment at 2.0 was dropped as known."""
+    checked = [
+        (f.evidence.work_id, a)
+        for f in chroma
+        if f.evidence.similarity >= settings.peak_check_min_chroma
+        for a in chroma_alignments(f.evidence, settings)
+    ]
 
     def known(ev: ChromaEvidence) -> bool:
-        return any(
-            f.work_id == ev.work_id and abs(np.log(f.tempo_ratio / ev.tempo_ratio)) <= span
-            for f in found
-        )
+        lead = chroma_alignments(ev, settings)[0]
+        return any(w == ev.work_id and covers(a, lead, settings) for w, a in checked)
 
     similar = sorted(
         (ev for ev in swept if ev.similarity >= settings.peak_check_min_chroma),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import CATALOG_DIR, UPLOADS_DIR, chord_cover
 
-from audiodup import Catalog, screening
+from audiodup import Catalog, match, screening
 from audiodup.audio import Audio, audio_from_samples, load_audio
 from audiodup.fingerprint import (
     Fingerprint,
@@ -134,6 +134,76 @@ def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
     ]
     leads = swept_leads(swept, found, s)
     assert [(e.work_id, e.tempo_ratio) for e in leads] == [(2, 2.0), (1, 1.7), (4, 0.5)]
+
+
+def test_a_swept_lead_beyond_the_findings_peak_check_is_new() -> None:
+    """A finding's check sweeps ``peak_check_tempo_span``: a swept alignment of its work 6.5 %
+    away in tempo (a SoundTouch copy at 2.0 whose finding aligned at 1.875) leads its own check;
+    one within the span, or one whose finding is too dissimilar to lead a check, is judged by
+    that check."""
+    from audiodup.match import ChromaEvidence
+    from audiodup.screening import ChromaFinding, swept_leads
+
+    s = Settings()
+
+    def ev(work_id: int, similarity: float, tempo: float) -> ChromaEvidence:
+        return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
+
+    assert np.log(2.0 / 1.875) > s.peak_check_tempo_span
+    found = [ChromaFinding(ev(1, 0.65, 1.875), 1.0), ChromaFinding(ev(2, 0.4, 1.0), 1.0)]
+    leads = swept_leads([ev(1, 0.74, 2.0), ev(1, 0.7, 1.9), ev(2, 0.6, 1.02)], found, s)
+    assert [(e.work_id, e.tempo_ratio) for e in leads] == [(1, 2.0), (2, 1.02)]
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "medley", "chord_cover"])
+def test_chance_stays_below_duplicate_when_every_swept_alignment_leads_checks(
+    catalog: Catalog, work_ids: dict[str, int], upload: str
+) -> None:
+    """Unrelated music, a medley of it and a re-arrangement of work_03 (its chords on its beats
+    in sine tones), with ``peak_check_min_chroma`` 0 so that every chroma alignment leads checks.
+    Each swept alignment is given a finding of its work 6.5 % off in tempo, beyond that
+    finding's check (a SoundTouch copy's finding at 1.875 against 2.0): the three most similar
+    then lead checks of their own, the re-arrangement's own work among them, and none reaches
+    duplicate after paying for every work. Nor does any look of the screening itself."""
+    from audiodup.peakcheck import confirms_recording
+    from audiodup.verdict import combine_peaks_and_chroma
+
+    s = dataclasses.replace(catalog.settings, peak_check_min_chroma=0.0)
+    if upload == "chord_cover":
+        work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
+        audio = audio_of(chord_cover(work, s.sample_rate_hz), catalog)
+    else:
+        audio = chance_upload(upload, catalog, s)
+    query = fingerprint_audio(audio, s, query=True)
+    indexes = catalog.indexes()
+    search = match.search_chroma_segments(query, indexes, s)
+    swept = screening.swept_chroma(
+        query, screening.chroma_candidate_scales(search, s), s, catalog.fingerprint
+    )
+    off = [
+        screening.ChromaFinding(dataclasses.replace(ev, tempo_ratio=ev.tempo_ratio * 1.065), 1.0)
+        for ev in swept
+    ]
+    leads = screening.swept_leads(swept, off, s)
+    assert len(leads) == min(3, len(swept))
+    if upload == "chord_cover":
+        assert work_ids["work_03"] in [ev.work_id for ev in leads]
+    checks = screening.peak_checks(query, {}, [], s, catalog.fingerprint, leads)
+    assert checks
+    n_works = int(indexes.live.sum())
+    for found in checks.values():
+        confirmed = confirms_recording(found.check, s)
+        fmp = combine_peaks_and_chroma(found.probability, n_works, None, s, confirmed=confirmed)
+        assert fmp > s.duplicate_max_fmp
+
+    def view(scale: float, phase: float) -> Fingerprint:
+        return fingerprint_audio(audio, s, query=True, time_scale=scale, hop_phase=phase)
+
+    def gather(seen: Fingerprint, **options) -> screening.Evidence:
+        return screening.gather_evidence(seen, indexes, s, catalog, **options)
+
+    looks = screening.look_again(query, gather, s, catalog, view, every_look=True)
+    assert decide(screening.matches_from_looks(looks, s, catalog), s) != "duplicate"
 
 
 @pytest.mark.parametrize("start_s", [12.0, 20.0, 27.0])
@@ -459,7 +529,7 @@ def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
     assert matches[0].work_id == true_id and matches[0].relation == "same_recording"
 
 
-def chance_upload(upload: str, large: LargeCatalog, s: Settings) -> Audio:
+def chance_upload(upload: str, large: LargeCatalog | Catalog, s: Settings) -> Audio:
     """Unrelated music (``unrelated_a``, ``unrelated_b``), a 4-s or 12-s excerpt of it
     (``excerpt_4s``, ``excerpt_12s``) or a medley of the two in 2.5-s pieces (``medley``)."""
     rate = s.sample_rate_hz
@@ -473,7 +543,7 @@ def chance_upload(upload: str, large: LargeCatalog, s: Settings) -> Audio:
         "excerpt_12s": a[len(a) // 3 : len(a) // 3 + 12 * rate],
         "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
     }[upload]
-    return audio_of(samples, large.catalog)
+    return audio_of(samples, large if isinstance(large, Catalog) else large.catalog)
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
