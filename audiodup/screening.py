@@ -1119,6 +1119,16 @@ def curve_drift(e: HashEvidence, fps: float) -> float | None:
     return drift if abs(np.log(drift)) >= _DRIFT_MIN_LOG else None
 
 
+def _follows(a: Section, b: Section) -> bool:
+    """Whether ``b`` starts past the middle of ``a`` in both upload and reference time: not
+    the same stretch of the upload matched again at a repeat of the work (a chorus), which
+    gave a steady copy a drift from two sections at one upload time."""
+    return (
+        b.query_start_s > (a.query_start_s + a.query_end_s) / 2
+        and b.ref_start_s > (a.ref_start_s + a.ref_end_s) / 2
+    )
+
+
 def tempo_drift(sections: tuple[Section, ...]) -> float | None:
     """Upload tempo at the end of the aligned part over the tempo at its start, when the hash
     sections show a tempo that changes along the upload (a DJ's ramp); None otherwise. The
@@ -1138,7 +1148,7 @@ def tempo_drift(sections: tuple[Section, ...]) -> float | None:
     )
     if len(solid) < 2:
         return None
-    if any(b.ref_start_s < a.ref_start_s for a, b in zip(solid, solid[1:], strict=False)):
+    if any(not _follows(a, b) for a, b in zip(solid, solid[1:], strict=False)):
         return None
     logs = np.log(
         [(s.ref_end_s - s.ref_start_s) / (s.query_end_s - s.query_start_s) for s in solid]
