@@ -11,7 +11,13 @@ tool, so this probe screens copies made with four more, each its own implementat
   stretch followed by a resample (pytsmod has no pitch shifter for music);
 - ``audiostretchy``: its TDHS stretcher (it pads the end with silence).
 
-    pip install '.[bench]' && apt-get install soundstretch
+The ``effects`` set screens copies made with effects and codecs instead: ffmpeg's filters
+(band limits, echo, chorus, flanger, vibrato, bit crushing, compression with loudness
+normalisation), its resampling and WSOLA (``asetrate``, ``atempo``: "nightcore" and pitch shifts
+kept at tempo) and encoders (Opus, AAC, Vorbis, 8 kHz mu-law), and pedalboard's distortion,
+bit crusher, phaser, ladder filter, delay, reverb and GSM codec.
+
+    pip install '.[bench]' && apt-get install soundstretch ffmpeg
     python -m benchmarks.other_tools run --catalog CATALOG --out DIR [--set all] [--tracks 25]
     python -m benchmarks.other_tools report DIR/results.jsonl
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import shutil
@@ -49,8 +56,9 @@ _TIMEOUT_S = 1800
 @dataclass(frozen=True)
 class Copy:
     """One way of making a copy: ``tempo`` = copy tempo / original tempo, ``semitones`` > 0
-    higher; ``then`` a step applied after the tool (``noise20``: white noise at 20 dB SNR,
-    ``mp3_96k``: an MP3 encode, the file screened as MP3)."""
+    higher; ``method`` the tool's method (ffmpeg: its filter chain; pedalboard: a key of
+    :func:`_boards`); ``then`` a step applied after the tool (``noise20``: white noise at 20 dB
+    SNR; a key of :data:`ENCODES`: an encode by ffmpeg, the file screened as it is)."""
 
     name: str
     tool: str
@@ -96,13 +104,80 @@ HARD = (
     Copy("chain: soundstretch tempo 1.35 + mp3 96k", "soundstretch", "", 1.35, then="mp3_96k"),
     Copy("chain: audiotsm wsola 0.75 + noise 20 dB", "audiotsm", "wsola", 0.75, then="noise20"),
 )
-SETS = {"moderate": MODERATE, "hard": HARD, "all": MODERATE + HARD}
+
+
+def _asetrate(speed: float, keep_tempo: bool = False) -> str:
+    """ffmpeg's resampling speed change (a "nightcore"); with ``keep_tempo`` its WSOLA
+    (``atempo``) undoes the tempo change, leaving a pitch shift."""
+    chain = f"asetrate={SR * speed:.0f},aresample={SR}"
+    return chain + (f",atempo={1 / speed:.5f}" if keep_tempo else "")
+
+
+def _ffmpeg_pitch(semitones: float) -> Copy:
+    speed = 2 ** (semitones / 12)
+    name = f"ffmpeg pitch {semitones:+g} (asetrate + atempo)"
+    return Copy(name, "ffmpeg", _asetrate(speed, keep_tempo=True), 1.0, semitones)
+
+
+EFFECTS = (
+    Copy("ffmpeg opus 16k", "ffmpeg", "", then="opus_16k"),
+    Copy("ffmpeg aac 32k", "ffmpeg", "", then="aac_32k"),
+    Copy("ffmpeg vorbis q-1", "ffmpeg", "", then="vorbis_q-1"),
+    Copy(
+        "ffmpeg telephone band 300-3400 Hz + 8 kHz mu-law",
+        "ffmpeg",
+        "highpass=f=300,highpass=f=300,lowpass=f=3400,lowpass=f=3400",
+        then="mulaw_8k",
+    ),
+    Copy("ffmpeg lowpass 2.5 kHz", "ffmpeg", "lowpass=f=2500,lowpass=f=2500"),
+    Copy("ffmpeg highpass 800 Hz", "ffmpeg", "highpass=f=800,highpass=f=800"),
+    Copy("ffmpeg echo 0.5 s", "ffmpeg", "aecho=0.8:0.8:500:0.5"),
+    Copy(
+        "ffmpeg chorus",
+        "ffmpeg",
+        "chorus=0.5:0.9:50|60|40:0.4|0.32|0.3:0.25|0.4|0.3:2|2.3|1.3",
+    ),
+    Copy("ffmpeg flanger", "ffmpeg", "flanger=depth=5:regen=20"),
+    Copy("ffmpeg vibrato 5 Hz", "ffmpeg", "vibrato=f=5:d=0.3"),
+    Copy("ffmpeg crusher 6 bit", "ffmpeg", "acrusher=bits=6:mode=log:aa=1"),
+    Copy(
+        "ffmpeg compressor + loudnorm",
+        "ffmpeg",
+        "acompressor=threshold=-30dB:ratio=10:makeup=8,loudnorm",
+    ),
+    Copy("ffmpeg asetrate 1.30", "ffmpeg", _asetrate(1.3), 1.3, _speed_semitones(1.3)),
+    Copy("ffmpeg asetrate 0.80", "ffmpeg", _asetrate(0.8), 0.8, _speed_semitones(0.8)),
+    _ffmpeg_pitch(-3.0),
+    _ffmpeg_pitch(2.0),
+    Copy("pedalboard distortion 25 dB", "pedalboard", "distortion"),
+    Copy("pedalboard bitcrush 5 bit", "pedalboard", "bitcrush"),
+    Copy("pedalboard phaser", "pedalboard", "phaser"),
+    Copy("pedalboard ladder lowpass 1 kHz", "pedalboard", "ladder"),
+    Copy("pedalboard delay 0.3 s", "pedalboard", "delay"),
+    Copy("pedalboard big reverb", "pedalboard", "reverb"),
+    Copy("pedalboard gsm", "pedalboard", "gsm"),
+)
+SETS = {
+    "moderate": MODERATE,
+    "hard": HARD,
+    "tsm": MODERATE + HARD,
+    "effects": EFFECTS,
+    "all": MODERATE + HARD + EFFECTS,
+}
+# an encode after the tool: the file's suffix, ffmpeg's encoder and its options
+ENCODES = {
+    "mp3_96k": (".mp3", "libmp3lame", ["-b:a", "96k"]),
+    "opus_16k": (".opus", "libopus", ["-b:a", "16k"]),
+    "aac_32k": (".m4a", "aac", ["-b:a", "32k"]),
+    "vorbis_q-1": (".ogg", "libvorbis", ["-q:a", "-1"]),
+    "mulaw_8k": (".wav", "pcm_mulaw", ["-ar", "8000"]),
+}
 
 
 # -- the tools -----------------------------------------------------------------------------------
 def tool_available(tool: str) -> bool:
-    if tool == "soundstretch":
-        return shutil.which("soundstretch") is not None
+    if tool in ("soundstretch", "ffmpeg"):
+        return shutil.which(tool) is not None
     try:
         __import__(tool)
     except ImportError:
@@ -145,6 +220,38 @@ def _audiostretchy(y: np.ndarray, copy: Copy) -> np.ndarray:
     return _through_files(y, lambda src, dst: stretch_audio(src, dst, ratio=1 / copy.tempo))
 
 
+def _ffmpeg(y: np.ndarray, copy: Copy) -> np.ndarray:
+    if not copy.method:  # an encode only (``then``)
+        return y
+    return _through_files(
+        y,
+        lambda src, dst: _run_command(
+            [*_FFMPEG, "-i", src, "-af", copy.method, "-ar", str(SR), "-ac", "1", dst]
+        ),
+    )
+
+
+def _boards() -> dict[str, object]:
+    import pedalboard as pb
+
+    return {
+        "distortion": pb.Distortion(drive_db=25),
+        "bitcrush": pb.Bitcrush(bit_depth=5),
+        "phaser": pb.Phaser(depth=0.8, mix=0.8),
+        "ladder": pb.LadderFilter(mode=pb.LadderFilter.Mode.LPF24, cutoff_hz=1000),
+        "delay": pb.Delay(delay_seconds=0.3, feedback=0.5, mix=0.5),
+        "reverb": pb.Reverb(room_size=0.95, wet_level=0.6, dry_level=0.5),
+        "gsm": pb.GSMFullRateCompressor(),
+    }
+
+
+def _pedalboard(y: np.ndarray, copy: Copy) -> np.ndarray:
+    import pedalboard as pb
+
+    board = pb.Pedalboard([_boards()[copy.method]])
+    return board(y.astype(np.float32), SR).astype(np.float64).reshape(-1)
+
+
 def _through_files(y: np.ndarray, tool: Callable[[str, str], object]) -> np.ndarray:
     """``y`` written to a WAV, ``tool(src, dst)`` run on it and its output read back as mono."""
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
@@ -165,11 +272,14 @@ def _run_command(cmd: list[str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed: {done.stderr.strip()[-300:]}")
 
 
+_FFMPEG = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
 _RENDER = {
     "soundstretch": _soundstretch,
     "audiotsm": _audiotsm,
     "pytsmod": _pytsmod,
     "audiostretchy": _audiostretchy,
+    "ffmpeg": _ffmpeg,
+    "pedalboard": _pedalboard,
 }
 
 
@@ -188,29 +298,46 @@ def _write(path: str | Path, y: np.ndarray) -> None:
 
 
 def write_copy(path: Path, y: np.ndarray, copy: Copy) -> Path:
-    """The copy's file: a WAV, or an MP3 made from it with ffmpeg (``mp3_96k``)."""
-    if copy.then != "mp3_96k":
+    """The copy's file: a WAV, or the encode of :data:`ENCODES` that ``copy.then`` names, made
+    from it with ffmpeg."""
+    if copy.then not in ENCODES:
         _write(path, y)
         return path
-    mp3 = path.with_suffix(".mp3")
+    suffix, encoder, options = ENCODES[copy.then]
+    encoded = path.with_suffix(suffix)
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
         wav = Path(tmp) / "copy.wav"
         _write(wav, y)
-        _run_command(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(wav), "-b:a", "96k", str(mp3)]
-        )
-    return mp3
+        _run_command([*_FFMPEG, "-i", str(wav), "-c:a", encoder, *options, str(encoded)])
+    return encoded
 
 
 def missing_tool(copy: Copy) -> str | None:
     """What making ``copy`` needs that is not installed (None: nothing)."""
     if not tool_available(copy.tool):
-        if copy.tool == "soundstretch":
-            return "soundstretch (apt-get install soundstretch)"
+        if copy.tool in ("soundstretch", "ffmpeg"):
+            return f"{copy.tool} (apt-get install {copy.tool})"
         return f"the Python package {copy.tool} (pip install '.[bench]')"
-    if copy.then == "mp3_96k" and not shutil.which("ffmpeg"):
-        return "ffmpeg (apt-get install ffmpeg)"
+    if copy.then in ENCODES:
+        encoder = ENCODES[copy.then][1]
+        if not shutil.which("ffmpeg"):
+            return "ffmpeg (apt-get install ffmpeg)"
+        if encoder not in _ffmpeg_encoders():
+            return f"an ffmpeg with the {encoder} encoder"
     return None
+
+
+@functools.cache
+def _ffmpeg_encoders() -> frozenset[str]:
+    """The audio encoders of the ffmpeg on the PATH (its ``-encoders`` list)."""
+    done = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=60
+    )
+    return frozenset(
+        words[1]
+        for words in (line.split() for line in done.stdout.splitlines())
+        if len(words) > 1 and words[0].startswith("A")
+    )
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 from benchmarks.other_tools import (
+    EFFECTS,
+    ENCODES,
     HARD,
     MODERATE,
+    SETS,
     SR,
     Copy,
     missing_tool,
@@ -24,6 +27,7 @@ from benchmarks.other_tools import (
     render,
     report,
     run,
+    write_copy,
 )
 from benchmarks.stretchers import dominant_frequency_hz
 
@@ -45,6 +49,49 @@ def test_each_tool_changes_tempo_and_pitch_as_labelled(copy: Copy) -> None:
     middle = middle[middle.size // 4 : 3 * middle.size // 4]
     shift = 12 * math.log2(dominant_frequency_hz(middle, SR) / 440.0)
     assert abs(shift - copy.semitones) < 0.25, shift
+
+
+def _tone_shift(y: np.ndarray, rate: int, hz: float) -> float:
+    """The semitones from ``hz`` to the dominant frequency of ``y``'s middle half."""
+    middle = y[y.size // 4 : 3 * y.size // 4]
+    return 12 * math.log2(dominant_frequency_hz(middle, rate) / hz)
+
+
+@pytest.mark.parametrize("copy", [c for c in EFFECTS if not c.then], ids=lambda c: c.name)
+def test_each_effect_keeps_or_changes_tempo_and_pitch_as_labelled(copy: Copy) -> None:
+    """A 1 kHz tone through each effect: its length over the tempo (an echo adds its tail),
+    its pitch as labelled (a speed change moves it, a filter or an effect does not)."""
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    tone = 0.3 * np.sin(2 * np.pi * 1000.0 * np.arange(4 * SR) / SR)
+    out = render(tone, copy)
+    assert np.all(np.isfinite(out)) and np.abs(out).max() > 0.01
+    assert abs(out.size / tone.size * copy.tempo - 1) < 0.15, out.size / tone.size
+    assert abs(_tone_shift(out, SR, 1000.0) - copy.semitones) < 0.25
+
+
+@pytest.mark.parametrize("copy", [c for c in EFFECTS if c.then], ids=lambda c: c.name)
+def test_each_encoded_copy_decodes_to_its_length_and_pitch(copy: Copy, tmp_path) -> None:
+    """An encoded copy of a 1 kHz tone is a file of the encode's kind that audiodup decodes to
+    4 s of the same tone."""
+    from audiodup.audio import load_audio
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    tone = 0.3 * np.sin(2 * np.pi * 1000.0 * np.arange(4 * SR) / SR)
+    path = write_copy(tmp_path / "copy.wav", render(tone, copy), copy)
+    assert path.suffix == ENCODES[copy.then][0]
+    audio = load_audio(path, DEFAULT_SETTINGS)
+    assert abs(audio.duration_s - 4.0) < 0.1, audio.duration_s
+    assert abs(_tone_shift(audio.samples, DEFAULT_SETTINGS.sample_rate_hz, 1000.0)) < 0.25
+
+
+def test_the_sets_hold_every_copy_once() -> None:
+    assert SETS["all"] == SETS["tsm"] + SETS["effects"]
+    assert SETS["tsm"] == MODERATE + HARD
+    names = [c.name for c in SETS["all"]]
+    assert len(names) == len(set(names))
 
 
 def test_a_run_finds_the_copies_and_leaves_an_unrelated_track_clean(tmp_path, monkeypatch):
