@@ -546,9 +546,8 @@ def swept_leads(
     """The swept alignments worth a guided peak check of their own: the three most similar at
     or above ``peak_check_min_chroma`` that no check led by a chroma finding of their work
     already sweeps (:func:`audiodup.peakcheck.covers`), so they add a hypothesis rather than
-    repeat one. A finding near the lead's tempo is not enough: its check sweeps
-    ``peak_check_tempo_span``, and a SoundTouch copy at 2.0 whose finding aligned at 1.875
-    (6.5 % off) was left clean while its swept alignment at 2.0 was dropped as known."""
+    repeat one. A finding near the lead's tempo is not enough: its check sweeps only
+    ``peak_check_tempo_span`` (a SoundTouch 2x copy's finding aligned at 1.875)."""
     checked = [
         (f.evidence.work_id, a)
         for f in chroma

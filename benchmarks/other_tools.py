@@ -119,6 +119,11 @@ def _ffmpeg_pitch(semitones: float) -> Copy:
     return Copy(name, "ffmpeg", _asetrate(speed, keep_tempo=True), 1.0, semitones)
 
 
+def _ffmpeg_filters(*named: tuple[str, str]) -> tuple[Copy, ...]:
+    """``(name, filter chain)`` pairs as ffmpeg copies at the original tempo and pitch."""
+    return tuple(Copy(f"ffmpeg {name}", "ffmpeg", chain) for name, chain in named)
+
+
 EFFECTS = (
     Copy("ffmpeg opus 16k", "ffmpeg", "", then="opus_16k"),
     Copy("ffmpeg aac 32k", "ffmpeg", "", then="aac_32k"),
@@ -129,33 +134,32 @@ EFFECTS = (
         "highpass=f=300,highpass=f=300,lowpass=f=3400,lowpass=f=3400",
         then="mulaw_8k",
     ),
-    Copy("ffmpeg lowpass 2.5 kHz", "ffmpeg", "lowpass=f=2500,lowpass=f=2500"),
-    Copy("ffmpeg highpass 800 Hz", "ffmpeg", "highpass=f=800,highpass=f=800"),
-    Copy("ffmpeg echo 0.5 s", "ffmpeg", "aecho=0.8:0.8:500:0.5"),
-    Copy(
-        "ffmpeg chorus",
-        "ffmpeg",
-        "chorus=0.5:0.9:50|60|40:0.4|0.32|0.3:0.25|0.4|0.3:2|2.3|1.3",
-    ),
-    Copy("ffmpeg flanger", "ffmpeg", "flanger=depth=5:regen=20"),
-    Copy("ffmpeg vibrato 5 Hz", "ffmpeg", "vibrato=f=5:d=0.3"),
-    Copy("ffmpeg crusher 6 bit", "ffmpeg", "acrusher=bits=6:mode=log:aa=1"),
-    Copy(
-        "ffmpeg compressor + loudnorm",
-        "ffmpeg",
-        "acompressor=threshold=-30dB:ratio=10:makeup=8,loudnorm",
+    *_ffmpeg_filters(
+        ("lowpass 2.5 kHz", "lowpass=f=2500,lowpass=f=2500"),
+        ("highpass 800 Hz", "highpass=f=800,highpass=f=800"),
+        ("echo 0.5 s", "aecho=0.8:0.8:500:0.5"),
+        ("chorus", "chorus=0.5:0.9:50|60|40:0.4|0.32|0.3:0.25|0.4|0.3:2|2.3|1.3"),
+        ("flanger", "flanger=depth=5:regen=20"),
+        ("vibrato 5 Hz", "vibrato=f=5:d=0.3"),
+        ("crusher 6 bit", "acrusher=bits=6:mode=log:aa=1"),
+        ("compressor + loudnorm", "acompressor=threshold=-30dB:ratio=10:makeup=8,loudnorm"),
     ),
     Copy("ffmpeg asetrate 1.30", "ffmpeg", _asetrate(1.3), 1.3, _speed_semitones(1.3)),
     Copy("ffmpeg asetrate 0.80", "ffmpeg", _asetrate(0.8), 0.8, _speed_semitones(0.8)),
     _ffmpeg_pitch(-3.0),
     _ffmpeg_pitch(2.0),
-    Copy("pedalboard distortion 25 dB", "pedalboard", "distortion"),
-    Copy("pedalboard bitcrush 5 bit", "pedalboard", "bitcrush"),
-    Copy("pedalboard phaser", "pedalboard", "phaser"),
-    Copy("pedalboard ladder lowpass 1 kHz", "pedalboard", "ladder"),
-    Copy("pedalboard delay 0.3 s", "pedalboard", "delay"),
-    Copy("pedalboard big reverb", "pedalboard", "reverb"),
-    Copy("pedalboard gsm", "pedalboard", "gsm"),
+    *(
+        Copy(f"pedalboard {name}", "pedalboard", board)
+        for name, board in (
+            ("distortion 25 dB", "distortion"),
+            ("bitcrush 5 bit", "bitcrush"),
+            ("phaser", "phaser"),
+            ("ladder lowpass 1 kHz", "ladder"),
+            ("delay 0.3 s", "delay"),
+            ("big reverb", "reverb"),
+            ("gsm", "gsm"),
+        )
+    ),
 )
 SETS = {
     "moderate": MODERATE,
