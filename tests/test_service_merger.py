@@ -156,3 +156,60 @@ def test_the_child_answers_each_round_in_one_line(tmp_path: Path, monkeypatch):
     assert len(lines) == 2 and all(
         json.loads(x)["error"].startswith("no catalog at") for x in lines
     )
+
+
+WORKER_THAT_ASKS = """
+import dataclasses, sys
+from pathlib import Path
+from audiodup.service.merger import ShardMerger
+from audiodup.settings import DEFAULT_SETTINGS
+
+merger = ShardMerger(Path(sys.argv[1]), dataclasses.replace(DEFAULT_SETTINGS, max_shards=1))
+child = merger._start_child()
+child.stdin.write("merge\\n")
+child.stdin.flush()
+print(child.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _ended(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie its new parent has not reaped yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_child_whose_worker_is_killed_finishes_its_merge_alone(
+    catalog_copy: Path, tmp_path: Path
+):
+    """A worker killed outright (SIGKILL) after asking its child for a merge: the child makes
+    the merge, finds no one to answer, and ends by itself; the catalog is whole and merged."""
+    import signal
+    import subprocess
+
+    _with_a_second_shard(catalog_copy, tmp_path)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER_THAT_ASKS, str(catalog_copy)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=merger_module._child_environment(),
+    )
+    child_pid = int(worker.stdout.readline())
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    worker.stdin.close()
+    worker.stdout.close()
+    for _ in range(6000):  # a bound against a hang, not a timing
+        if _ended(child_pid):
+            break
+        time.sleep(0.1)
+    assert _ended(child_pid)
+    assert _shards(catalog_copy) == 1
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        verdict = catalog.screen(tmp_path / "small.wav")
+    assert verdict.verdict == "duplicate"
