@@ -138,9 +138,9 @@ def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
 
 def test_a_swept_lead_beyond_the_findings_peak_check_is_new() -> None:
     """A finding's check sweeps ``peak_check_tempo_span``: a swept alignment of its work 6.5 %
-    away in tempo (a SoundTouch copy at 2.0 whose finding aligned at 1.875) leads its own check;
-    one within the span, or one whose finding is too dissimilar to lead a check, is judged by
-    that check."""
+    away in tempo (a SoundTouch copy at 2.0 whose finding aligned at 1.875) leads its own check,
+    one within the span is left to that check, and a finding too dissimilar to lead a check
+    (0.4) leaves its work's swept alignment new."""
     from audiodup.match import ChromaEvidence
     from audiodup.screening import ChromaFinding, swept_leads
 
