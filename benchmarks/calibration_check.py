@@ -145,6 +145,9 @@ class QuerySpec:
     alteration: str
 
 
+_MAX_DRAWS = 1000  # draws of a track long enough for a window before giving up
+
+
 def plan_query(
     index: int,
     sources: Sequence[Source],
@@ -155,16 +158,21 @@ def plan_query(
 ) -> QuerySpec:
     """Query ``index`` of the plan; it depends only on ``(seed, index)`` and the inputs, not on
     how many queries are planned, so a longer run extends a shorter one. Tracks are drawn in
-    proportion to their duration (every second of negative audio is equally likely)."""
+    proportion to their duration (every second of negative audio is equally likely); a track
+    too short for the window and its alteration is drawn again (a plan whose first draw fits
+    is the one it always was)."""
     rng = np.random.default_rng([seed, index])
     length_s = float(lengths[index % len(lengths)])
     durations = np.array([s.duration_s for s in sources])
-    track = sources[int(rng.choice(len(sources), p=durations / durations.sum()))]
-    altered = menu and rng.random() < altered_share
-    alteration = menu[int(rng.integers(len(menu)))] if altered else UNALTERED
-    needed_s = length_s * alteration.source_per_query_s + 2 * MARGIN_S
-    if needed_s > track.duration_s:
-        raise CheckError(f"track {track.track_id} is shorter than a {length_s:g}-s window")
+    for _ in range(_MAX_DRAWS):
+        track = sources[int(rng.choice(len(sources), p=durations / durations.sum()))]
+        altered = menu and rng.random() < altered_share
+        alteration = menu[int(rng.integers(len(menu)))] if altered else UNALTERED
+        needed_s = length_s * alteration.source_per_query_s + 2 * MARGIN_S
+        if needed_s <= track.duration_s:
+            break
+    else:
+        raise CheckError(f"no negative track is long enough for a {length_s:g}-s window")
     offset_s = float(rng.uniform(0.0, track.duration_s - needed_s))
     return QuerySpec(
         f"s{seed}-{index:06d}",

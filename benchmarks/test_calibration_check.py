@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from scipy import stats
 
@@ -89,6 +90,26 @@ def test_the_plan_depends_on_seed_and_index_only():
     unaltered = sum(q.alteration == "unaltered" for q in a)
     assert 60 < unaltered < 140  # about half
     assert sum(q.track_id == "long" for q in a) > 150  # drawn in proportion to duration
+
+
+def test_a_track_too_short_for_the_window_is_drawn_again():
+    """30-s windows of a 30-s and a 600-s track: every query comes from the long one; windows
+    no track holds are one error, not a plan."""
+    from benchmarks.calibration_check import CheckError
+
+    plan = [plan_query(i, SOURCES, (30.0,), 3, MENU, 0.5) for i in range(100)]
+    assert {q.track_id for q in plan} == {"long"}
+    # a plan whose first draw fits is the one a single draw made
+    for i in range(50):
+        rng = np.random.default_rng([3, i])
+        track = SOURCES[int(rng.choice(2, p=np.array([30.0, 600.0]) / 630.0))]
+        alteration = MENU[int(rng.integers(len(MENU)))] if rng.random() < 0.5 else UNALTERED
+        offset_s = rng.uniform(0.0, track.duration_s - alteration.source_per_query_s * 5.0 - 1.0)
+        q = plan_query(i, SOURCES, (5.0,), 3, MENU, 0.5)
+        assert (q.track_id, q.alteration) == (track.track_id, alteration.name)
+        assert q.start_s == round(offset_s + 0.5, 3)
+    with pytest.raises(CheckError, match="no negative track is long enough for a 900-s window"):
+        plan_query(0, SOURCES, (900.0,), 3, MENU, 0.5)
 
 
 def test_path_of_names_the_lead_that_reproduces_a_match():
