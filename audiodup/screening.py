@@ -545,9 +545,12 @@ def swept_leads(
 ) -> list[ChromaEvidence]:
     """The swept alignments worth a guided peak check of their own: the three most similar at
     or above ``peak_check_min_chroma`` that no check led by a chroma finding of their work
-    already sweeps (:func:`audiodup.peakcheck.covers`), so they add a hypothesis rather than
-    repeat one. A finding near the lead's tempo is not enough: its check sweeps only
-    ``peak_check_tempo_span`` (a SoundTouch 2x copy's finding aligned at 1.875)."""
+    already sweeps (:func:`audiodup.peakcheck.covers`: pitch within a semitone, tempo within
+    ``peak_check_tempo_span``, offset within ``peak_check_offset_span_s``), so they add a
+    hypothesis rather than repeat one. A finding near the lead's tempo is not enough (a
+    SoundTouch 2x copy's finding aligned at 1.875, its swept alignment at 2.0). A lead at the
+    finding's tempo but another offset (a repeat in the work) is new too; its checks count among
+    the work's checks tried (:attr:`PeakFinding.probability`)."""
     checked = [
         (f.evidence.work_id, a)
         for f in chroma

@@ -145,9 +145,6 @@ class QuerySpec:
     alteration: str
 
 
-_MAX_DRAWS = 1000  # draws of a track long enough for a window before giving up
-
-
 def plan_query(
     index: int,
     sources: Sequence[Source],
@@ -164,15 +161,20 @@ def plan_query(
     rng = np.random.default_rng([seed, index])
     length_s = float(lengths[index % len(lengths)])
     durations = np.array([s.duration_s for s in sources])
-    for _ in range(_MAX_DRAWS):
+    drawn = [
+        *([UNALTERED] if altered_share < 1 or not menu else []),
+        *(menu if altered_share > 0 else []),
+    ]
+    least = min(a.source_per_query_s for a in drawn)
+    if length_s * least + 2 * MARGIN_S > durations.max():
+        raise CheckError(f"no negative track is long enough for a {length_s:g}-s window")
+    while True:  # ends: some track holds the window under some alteration
         track = sources[int(rng.choice(len(sources), p=durations / durations.sum()))]
         altered = menu and rng.random() < altered_share
         alteration = menu[int(rng.integers(len(menu)))] if altered else UNALTERED
         needed_s = length_s * alteration.source_per_query_s + 2 * MARGIN_S
         if needed_s <= track.duration_s:
             break
-    else:
-        raise CheckError(f"no negative track is long enough for a {length_s:g}-s window")
     offset_s = float(rng.uniform(0.0, track.duration_s - needed_s))
     return QuerySpec(
         f"s{seed}-{index:06d}",

@@ -127,7 +127,7 @@ def _ffmpeg_filters(*named: tuple[str, str]) -> tuple[Copy, ...]:
 EFFECTS = (
     Copy("ffmpeg opus 16k", "ffmpeg", "", then="opus_16k"),
     Copy("ffmpeg aac 32k", "ffmpeg", "", then="aac_32k"),
-    Copy("ffmpeg vorbis q-1", "ffmpeg", "", then="vorbis_q-1"),
+    Copy("ffmpeg vorbis q0", "ffmpeg", "", then="vorbis_q0"),
     Copy(
         "ffmpeg telephone band 300-3400 Hz + 8 kHz mu-law",
         "ffmpeg",
@@ -173,7 +173,7 @@ ENCODES = {
     "mp3_96k": (".mp3", "libmp3lame", ["-b:a", "96k"]),
     "opus_16k": (".opus", "libopus", ["-b:a", "16k"]),
     "aac_32k": (".m4a", "aac", ["-b:a", "32k"]),
-    "vorbis_q-1": (".ogg", "libvorbis", ["-q:a", "-1"]),
+    "vorbis_q0": (".ogg", "libvorbis", ["-q:a", "0"]),  # its lowest: ffmpeg drops a q below 0
     "mulaw_8k": (".wav", "pcm_mulaw", ["-ar", "8000"]),
 }
 

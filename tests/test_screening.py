@@ -153,6 +153,10 @@ def test_a_swept_lead_beyond_the_findings_peak_check_is_new() -> None:
     found = [ChromaFinding(ev(1, 0.65, 1.875), 1.0), ChromaFinding(ev(2, 0.4, 1.0), 1.0)]
     leads = swept_leads([ev(1, 0.74, 2.0), ev(1, 0.7, 1.9), ev(2, 0.6, 1.02)], found, s)
     assert [(e.work_id, e.tempo_ratio) for e in leads] == [(1, 2.0), (2, 1.02)]
+    # the finding's tempo, 5 s further into the work (a repeat): beyond its check's offsets
+    repeat = ChromaEvidence(1, 0.7, 1.875, 0.0, 0.0, 10.0, 5.0, 5.0 + 10.0 * 1.875)
+    assert [e.ref_start_s for e in swept_leads([repeat], found, s)] == [5.0]
+    assert swept_leads([ev(1, 0.7, 1.875)], found, s) == []
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "medley", "chord_cover"])

@@ -3,6 +3,7 @@ stopped with the worker."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -187,7 +188,8 @@ def test_a_child_whose_worker_is_killed_finishes_its_merge_alone(
     catalog_copy: Path, tmp_path: Path
 ):
     """A worker killed outright (SIGKILL) after asking its child for a merge: the child makes
-    the merge, finds no one to answer, and ends by itself; the catalog is whole and merged."""
+    the merge, finds no one to answer, and ends by itself; the catalog is whole and merged.
+    (How the child ends: the next test.)"""
     import signal
     import subprocess
 
@@ -204,12 +206,35 @@ def test_a_child_whose_worker_is_killed_finishes_its_merge_alone(
     worker.wait()
     worker.stdin.close()
     worker.stdout.close()
-    for _ in range(6000):  # a bound against a hang, not a timing
-        if _ended(child_pid):
-            break
-        time.sleep(0.1)
-    assert _ended(child_pid)
+    try:
+        for _ in range(6000):  # a bound against a hang, not a timing
+            if _ended(child_pid):
+                break
+            time.sleep(0.1)
+        assert _ended(child_pid)
+    finally:
+        if not _ended(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
     assert _shards(catalog_copy) == 1
     with Catalog.open(catalog_copy, create=False) as catalog:
         verdict = catalog.screen(tmp_path / "small.wav")
     assert verdict.verdict == "duplicate"
+
+
+def test_a_child_whose_answer_no_one_reads_ends_quietly(catalog_copy: Path, tmp_path: Path):
+    """The child's answer to a worker that is gone (its pipe closed): the merge made, the
+    child returns 0 instead of raising, and nothing is left to flush into the closed pipe."""
+    _with_a_second_shard(catalog_copy, tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    answers = os.fdopen(write_end, "w")
+    stdin = io.StringIO(ONE_SHARD.to_json() + "\nmerge\n")
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "stdin", stdin)
+            assert merger_module.main([str(catalog_copy)], answers) == 0
+        answers.close()  # a flush into the closed pipe here would raise
+    finally:
+        with contextlib.suppress(OSError):
+            answers.close()
+    assert _shards(catalog_copy) == 1

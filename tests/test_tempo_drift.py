@@ -53,7 +53,7 @@ def test_sections_of_a_ramp_give_its_end_over_start(end_over_start: float, cuts)
         # one stretch of the upload matched twice, at a repeat of the work (a distorted 60 s cut
         # of freedroidrpg's NewTutorialStage): no progression, and no fit through one time
         (section(10.12, 16.14, 1.0, 10.12, 11), section(10.12, 16.14, 0.98, 127.1, 10)),
-        (section(10, 20, 1.0, 0), section(12, 25, 1.04, 30)),  # overlapping parallel lines
+        (section(10, 20, 1.0, 0), section(12, 25, 1.04, 30)),  # the second starts inside the first
     ],
 )
 def test_no_drift_without_a_one_way_tempo_change(sections: tuple[Section, ...]) -> None:

@@ -222,7 +222,11 @@ def main(argv: list[str], answers=None) -> int:
             answer = {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
         except Exception as exc:  # a bug: named in the answer; the worker logs it
             answer = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-        print(json.dumps(answer), file=answers, flush=True)
+        try:
+            print(json.dumps(answer), file=answers, flush=True)
+        except BrokenPipeError:  # the worker is gone (killed outright); the merge is made
+            os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())  # nothing to flush
+            return 0
     return 0
 
 
