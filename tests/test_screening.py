@@ -113,24 +113,27 @@ def test_chroma_swept_over_every_tempo_leads_the_peak_check_of_a_2x_splice(
     assert (top.matched_peaks or 0) >= s.duplicate_min_peaks and top.matched_hashes < 8
 
 
-def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
+def chroma_ev(work_id: int, similarity: float, tempo: float):
+    """A chroma alignment of the query's first 10 s at ``tempo``, from the work's start."""
     from audiodup.match import ChromaEvidence
+
+    return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
+
+
+def test_swept_leads_add_only_new_tempo_hypotheses() -> None:
     from audiodup.screening import ChromaFinding, swept_leads
 
     s = Settings()
 
-    def ev(work_id: int, similarity: float, tempo: float) -> ChromaEvidence:
-        return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
-
-    found = [ChromaFinding(ev(1, 0.8, 0.85), 1e-4)]
+    found = [ChromaFinding(chroma_ev(1, 0.8, 0.85), 1e-4)]
     swept = [
-        ev(1, 0.82, 0.86),  # the finding's tempo: nothing new
-        ev(2, 0.9, 2.0),
-        ev(3, 0.3, 1.0),  # below peak_check_min_chroma
-        ev(4, 0.7, 0.5),
-        ev(5, 0.6, 1.2),
-        ev(6, 0.55, 1.3),  # the fourth new one
-        ev(1, 0.75, 1.7),  # the finding's work at another tempo
+        chroma_ev(1, 0.82, 0.86),  # the finding's tempo: nothing new
+        chroma_ev(2, 0.9, 2.0),
+        chroma_ev(3, 0.3, 1.0),  # below peak_check_min_chroma
+        chroma_ev(4, 0.7, 0.5),
+        chroma_ev(5, 0.6, 1.2),
+        chroma_ev(6, 0.55, 1.3),  # the fourth new one
+        chroma_ev(1, 0.75, 1.7),  # the finding's work at another tempo
     ]
     leads = swept_leads(swept, found, s)
     assert [(e.work_id, e.tempo_ratio) for e in leads] == [(2, 2.0), (1, 1.7), (4, 0.5)]
@@ -146,17 +149,19 @@ def test_a_swept_lead_beyond_the_findings_peak_check_is_new() -> None:
 
     s = Settings()
 
-    def ev(work_id: int, similarity: float, tempo: float) -> ChromaEvidence:
-        return ChromaEvidence(work_id, similarity, tempo, 0.0, 0.0, 10.0, 0.0, 10.0 * tempo)
-
     assert np.log(2.0 / 1.875) > s.peak_check_tempo_span
-    found = [ChromaFinding(ev(1, 0.65, 1.875), 1.0), ChromaFinding(ev(2, 0.4, 1.0), 1.0)]
-    leads = swept_leads([ev(1, 0.74, 2.0), ev(1, 0.7, 1.9), ev(2, 0.6, 1.02)], found, s)
+    found = [
+        ChromaFinding(chroma_ev(1, 0.65, 1.875), 1.0),
+        ChromaFinding(chroma_ev(2, 0.4, 1.0), 1.0),
+    ]
+    leads = swept_leads(
+        [chroma_ev(1, 0.74, 2.0), chroma_ev(1, 0.7, 1.9), chroma_ev(2, 0.6, 1.02)], found, s
+    )
     assert [(e.work_id, e.tempo_ratio) for e in leads] == [(1, 2.0), (2, 1.02)]
     # the finding's tempo, 5 s further into the work (a repeat): beyond its check's offsets
     repeat = ChromaEvidence(1, 0.7, 1.875, 0.0, 0.0, 10.0, 5.0, 5.0 + 10.0 * 1.875)
     assert [e.ref_start_s for e in swept_leads([repeat], found, s)] == [5.0]
-    assert swept_leads([ev(1, 0.7, 1.875)], found, s) == []
+    assert swept_leads([chroma_ev(1, 0.7, 1.875)], found, s) == []
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "medley", "chord_cover"])
@@ -533,7 +538,7 @@ def test_a_copy_keeps_its_hash_line_when_the_budget_drops_most_keys(
     assert matches[0].work_id == true_id and matches[0].relation == "same_recording"
 
 
-def chance_upload(upload: str, large: LargeCatalog | Catalog, s: Settings) -> Audio:
+def chance_upload(upload: str, catalog: Catalog, s: Settings) -> Audio:
     """Unrelated music (``unrelated_a``, ``unrelated_b``), a 4-s or 12-s excerpt of it
     (``excerpt_4s``, ``excerpt_12s``) or a medley of the two in 2.5-s pieces (``medley``)."""
     rate = s.sample_rate_hz
@@ -547,7 +552,7 @@ def chance_upload(upload: str, large: LargeCatalog | Catalog, s: Settings) -> Au
         "excerpt_12s": a[len(a) // 3 : len(a) // 3 + 12 * rate],
         "medley": np.concatenate([(a, b)[i % 2][i * piece : (i + 1) * piece] for i in range(8)]),
     }[upload]
-    return audio_of(samples, large if isinstance(large, Catalog) else large.catalog)
+    return audio_of(samples, catalog)
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "unrelated_b", "excerpt_4s", "medley"])
@@ -558,7 +563,7 @@ def test_chance_stays_below_duplicate_when_candidates_are_verified_on_all_hits(
     padded catalog with the small budget and every work with 1 hit in a cell verified on all its
     hits (60 candidates): no look makes a duplicate."""
     s = every_work_verified(large_catalog.catalog.settings)
-    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog.catalog, s), s)
     hashes = fingerprint_hashes(looks[0].query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share < 1.0
     assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
@@ -637,7 +642,7 @@ def test_chance_stays_below_duplicate_with_the_largest_hit_budget(
     """The budget an operator may raise to (``--hit-budget``, 10^8): the look-up is whole, and
     unrelated music and a medley of two unrelated recordings still make no duplicate."""
     s = large_catalog.catalog.settings.with_hit_budget(MAX_HIT_BUDGET)
-    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog.catalog, s), s)
     hashes = fingerprint_hashes(looks[0].query, s, query=True)
     assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
     assert decide(matches, s) != "duplicate"
@@ -926,7 +931,7 @@ def test_chance_stays_below_duplicate_when_chroma_voted_works_are_verified(
     the nearest to any music), through every look: no duplicate. (4 s hold no chroma segment:
     the excerpt's looks have nothing to vote with.)"""
     s = no_sampled_candidates(large_catalog.catalog.settings, voted=64)
-    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog, s), s)
+    looks, matches = screen_large(large_catalog, chance_upload(upload, large_catalog.catalog, s), s)
     assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s))
     if upload != "excerpt_4s":  # the voted works' lines were scored
         assert any(look.evidence.hashes for look in looks)
@@ -951,7 +956,7 @@ def test_chance_stays_below_duplicate_when_the_line_votes_add_works(
 
     large = large_catalog_chroma
     s = no_sampled_candidates(large.catalog.settings, voted=8)
-    audio = chance_upload(upload, large, s)
+    audio = chance_upload(upload, large.catalog, s)
     query = fingerprint_audio(audio, s, query=True)
     search = search_chroma_segments(query, large.indexes, s, 1.0, vote_density=2)
     voted = chroma_voted_works(search, 8)
@@ -1062,7 +1067,7 @@ def test_chance_stays_below_duplicate_when_every_voted_work_leads_peak_checks(
         work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
         audio = audio_of(chord_cover(work, s.sample_rate_hz), large.catalog)
     else:
-        audio = chance_upload(upload, large, s)
+        audio = chance_upload(upload, large.catalog, s)
     voted, leads, checks = voted_peak_checks(large, fingerprint_audio(audio, s, query=True), s)
     short = upload == "excerpt_4s"  # shorter than a chroma segment: no search, no votes
     assert len(voted) == (0 if short else s.chroma_voted_leads)
@@ -1157,7 +1162,7 @@ def test_chance_stays_below_duplicate_with_many_quad_voted_works(
     candidates: the quads propose works, and none of them makes a duplicate."""
     large = large_catalog_quads
     s = every_work_verified(large.catalog.settings, chroma_voted_works=60, quad_voted_works=60)
-    audio = chance_upload(upload, large, s)
+    audio = chance_upload(upload, large.catalog, s)
     query = fingerprint_audio(audio, s, query=True)
     assert len(screening.quad_voted_works(query, large.indexes, s)) > 10
     looks, matches = screen_large(large, audio, s)
