@@ -22,7 +22,9 @@ link), one after another. A player plays one track at a time, but the listener c
 screening only the first would let an uploader hide a copy in the second. Ogg is split into its
 logical streams by :mod:`audiodup.ogg`, so chains work without ffmpeg; video, subtitle and
 skeleton streams are skipped, and an Ogg stream of a codec libsndfile does not read sends the
-whole file to ffmpeg.
+whole file to ffmpeg. What a stereo listener hears, too: a block whose channels are in
+antiphase (one channel's polarity inverted) is mixed down as their difference, not as their
+mean, which would cancel the centre of the mix (:func:`in_antiphase`).
 
 Cost limits
 -----------
@@ -87,6 +89,9 @@ _BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames
 # huge pages: one 256 KiB array per block cost 0.017 CPU-s more per 4-min MP3 in a process that
 # only decodes (nothing measurable when fingerprinting frees memory in between; issue #16).
 _REPLAY_CHUNK_SAMPLES = 1 << 21
+# A stereo block whose channels correlate below this is mixed down as their difference
+# (:func:`in_antiphase`): a copy with one channel's polarity inverted.
+ANTIPHASE_CORRELATION = -0.5
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
 _MAX_OGG_STREAMS = 1024  # logical audio streams decoded from one Ogg file (chain links)
@@ -561,18 +566,40 @@ def _mono(block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndar
 def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The channel mean of float32 ``(frames, channels)`` into ``out``, bit for bit what
     ``block.mean(axis=1, dtype=np.float32)`` gives (a reduction that starts from +0.0), ten
-    times faster for one or two channels."""
+    times faster for one or two channels; a stereo block in antiphase (:func:`in_antiphase`)
+    as half the difference of its channels instead."""
     zero = np.float32(0.0)
     if block.shape[1] == 1:
         return np.add(block[:, 0], zero, out=out)
     if block.shape[1] == 2:
         # (l + r) + 0.0 is (l + 0.0) + r bit for bit (it only turns -0.0 + -0.0 into +0.0; NaN
         # and inf are zeroed afterwards), with one strided pass instead of two
-        np.add(block[:, 0], block[:, 1], out=out)
+        mix = np.subtract if in_antiphase(block) else np.add
+        mix(block[:, 0], block[:, 1], out=out)
         out += zero
         out /= np.float32(2.0)
         return out
     return block.mean(axis=1, dtype=np.float32, out=out)
+
+
+def in_antiphase(block: np.ndarray) -> bool:
+    """Whether the two channels of a stereo block correlate below
+    :data:`ANTIPHASE_CORRELATION`: one of them is polarity-inverted. The mean of such channels
+    cancels what they share, the centre of the mix (a dual-mono track entirely: it would be
+    "silent"), while a stereo listener hears the recording almost as it was; their difference
+    is then the centre, the mean's samples of the original exactly when one channel was
+    inverted. Music's own blocks rarely come near: of the benchmark corpus's 17,147 stereo
+    blocks, 25 correlate below -0.5 and 1 below -0.7, in wide orchestral recordings where the
+    mean and the difference hold much the same. Non-finite samples: never (they are zeroed
+    after the mix)."""
+    left = block[:, 0].astype(np.float64)
+    right = block[:, 1].astype(np.float64)
+    # numpy's own sums, not BLAS: its threads spinning after each small dot product doubled
+    # the CPU of decoding on 2 cores
+    with np.errstate(all="ignore"):
+        cross = float(np.multiply(left, right).sum())
+        scale = math.sqrt(float(np.square(left).sum()) * float(np.square(right).sum()))
+    return cross < ANTIPHASE_CORRELATION * scale
 
 
 def _block_frames(channels: int) -> int:
@@ -707,8 +734,9 @@ def _ogg_audio_streams(fd: int) -> list[ogg.OggStream] | None:
 def _decode_with_ffmpeg(
     ffmpeg_path: str, fd: int, settings: Settings
 ) -> tuple[list[_ArraySegment], bool]:
-    """Each audio stream of the file, mono at the analysis rate, within the caps; and whether
-    the caps cut the audio."""
+    """Each audio stream of the file at the analysis rate (a stereo one as its two channels,
+    mixed down as libsndfile's blocks are), within the caps; and whether the caps cut the
+    audio."""
     streams = ffmpeg.audio_streams(ffmpeg_path, fd)
     if len(streams) > _MAX_FFMPEG_AUDIO_STREAMS:
         raise AudioDecodeError(
@@ -729,7 +757,9 @@ def _decode_with_ffmpeg(
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
         if max_samples <= 0:
             return segments, True
-        samples, cut = ffmpeg.decode_stream(ffmpeg_path, fd, index, max_samples, analysis_hz)
+        samples, cut = ffmpeg.decode_stream(
+            ffmpeg_path, fd, index, max_samples, analysis_hz, stream.channels
+        )
         if len(samples):
             segments.append(_ArraySegment(samples, analysis_hz))
         remaining_samples -= len(samples)

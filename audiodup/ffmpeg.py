@@ -1,5 +1,5 @@
 """ffmpeg, for what libsndfile cannot read: finding it, probing the audio streams of an open
-file, and decoding one of them to mono float32 within a sample budget.
+file, and decoding one of them to float32 within a sample budget.
 
 ``AUDIODUP_FFMPEG`` names the executable and ``AUDIODUP_FFMPEG=none`` disables it (the tests run
 both decoder paths on one machine this way); unset, ``ffmpeg`` is looked up on ``PATH``.
@@ -104,18 +104,30 @@ def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
 
 
 def decode_stream(
-    ffmpeg: str, fd: int, stream_index: int, max_samples: int, analysis_hz: int
+    ffmpeg: str,
+    fd: int,
+    stream_index: int,
+    max_samples: int,
+    analysis_hz: int,
+    channels: int | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
-    at most ``max_samples`` samples and whether there was more."""
+    """Audio stream ``stream_index`` of the open file ``fd``, float32 at ``analysis_hz``: at
+    most ``max_samples`` frames and whether there was more. A stream of 2 ``channels`` comes
+    back as ``(frames, 2)``, for the caller to mix (a polarity-inverted channel is undone there,
+    ``audio.in_antiphase``); any other mixed down to mono by ffmpeg."""
+    stereo = channels == 2
     args = [
         *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
-        "-ac", "1", "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+        "-ac", "2" if stereo else "1", "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
-    run = _run(args, fd, max_samples)
+    width = 2 if stereo else 1
+    run = _run(args, fd, max_samples * width)
     if not run.cut and run.returncode != 0:
         raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
-    return run.output, run.cut
+    if not stereo:
+        return run.output, run.cut
+    frames = len(run.output) // 2  # a frame cut short by a failure is dropped
+    return run.output[: 2 * frames].reshape(frames, 2), run.cut
 
 
 def _stream(description: bytes) -> FfmpegStream:

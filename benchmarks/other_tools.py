@@ -11,7 +11,10 @@ tool, so this probe screens copies made with four more, each its own implementat
   stretch followed by a resample (pytsmod has no pitch shifter for music);
 - ``audiostretchy``: its TDHS stretcher (it pads the end with silence).
 
-The ``effects`` set screens copies made with effects and codecs instead: ffmpeg's filters
+The ``stereo`` set inverts the polarity of one channel of the track's own stereo (also with an
+MP3 encode) or of a dual-mono copy of it: a stereo listener hears the recording, a mean
+mix-down only what the channels do not share. The ``effects`` set screens copies made with
+effects and codecs instead: ffmpeg's filters
 (band limits, echo, chorus, flanger, vibrato, bit crushing, compression with loudness
 normalisation), its resampling and WSOLA (``asetrate``, ``atempo``: "nightcore" and pitch shifts
 kept at tempo) and encoders (Opus, AAC, Vorbis, 8 kHz mu-law), and pedalboard's distortion,
@@ -22,7 +25,8 @@ bit crusher, phaser, ladder filter, delay, reverb and GSM codec.
     python -m benchmarks.other_tools report DIR/results.jsonl
 
 ``run`` cuts the first ``--cut-s`` seconds of ``--tracks`` catalog tracks and ``--negatives``
-negatives of the benchmark corpus (evenly spaced, mono, 44.1 kHz), makes every copy of the set
+negatives of the benchmark corpus (evenly spaced, 44.1 kHz, mono but for the ``stereo`` set's
+copies), makes every copy of the set
 with the tools installed (a missing one is skipped with a line saying so), screens the cuts and
 the copies against ``CATALOG`` (a catalog of the corpus's catalog tracks, such as the full run's)
 and writes one JSON line per file. A copy is found when it is ``duplicate`` of a work of its
@@ -161,12 +165,19 @@ EFFECTS = (
         )
     ),
 )
+# made from the track's own two channels (a mono track's channel twice)
+STEREO = (
+    Copy("stereo: right channel inverted", "stereo", "right"),
+    Copy("stereo: left channel inverted + mp3 96k", "stereo", "left", then="mp3_96k"),
+    Copy("stereo: dual mono, right channel inverted", "stereo", "dual"),
+)
 SETS = {
     "moderate": MODERATE,
     "hard": HARD,
     "tsm": MODERATE + HARD,
     "effects": EFFECTS,
-    "all": MODERATE + HARD + EFFECTS,
+    "stereo": STEREO,
+    "all": MODERATE + HARD + EFFECTS + STEREO,
 }
 # an encode after the tool: the file's suffix, ffmpeg's encoder and its options
 ENCODES = {
@@ -180,6 +191,8 @@ ENCODES = {
 
 # -- the tools -----------------------------------------------------------------------------------
 def tool_available(tool: str) -> bool:
+    if tool == "stereo":  # numpy alone
+        return True
     if tool in ("soundstretch", "ffmpeg"):
         return shutil.which(tool) is not None
     try:
@@ -256,6 +269,17 @@ def _pedalboard(y: np.ndarray, copy: Copy) -> np.ndarray:
     return board(y.astype(np.float32), SR).astype(np.float64).reshape(-1)
 
 
+def _stereo(y: np.ndarray, copy: Copy) -> np.ndarray:
+    """Stereo ``(frames, 2)`` ``y`` with one channel's polarity inverted: a stereo listener hears
+    the recording, a mean mix-down its side signal (nothing of a dual-mono track)."""
+    if copy.method == "dual":
+        y = np.repeat(y.mean(axis=1, keepdims=True), 2, axis=1)
+    inverted = 0 if copy.method == "left" else 1
+    signs = np.ones(2)
+    signs[inverted] = -1
+    return y * signs
+
+
 def _through_files(y: np.ndarray, tool: Callable[[str, str], object]) -> np.ndarray:
     """``y`` written to a WAV, ``tool(src, dst)`` run on it and its output read back as mono."""
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
@@ -284,11 +308,13 @@ _RENDER = {
     "audiostretchy": _audiostretchy,
     "ffmpeg": _ffmpeg,
     "pedalboard": _pedalboard,
+    "stereo": _stereo,
 }
 
 
 def render(y: np.ndarray, copy: Copy, seed: int = 0) -> np.ndarray:
-    """``copy`` of mono ``y`` at :data:`SR` (float64), before any ``mp3_96k`` encode."""
+    """``copy`` of ``y`` at :data:`SR` (float64), before any ``mp3_96k`` encode: mono, or
+    ``(frames, 2)`` for the ``stereo`` tool (:func:`cut` with ``mono=False``)."""
     out = _RENDER[copy.tool](np.asarray(y, dtype=np.float64), copy)
     if copy.then == "noise20":
         noise = np.random.default_rng(seed).normal(size=out.size)
@@ -350,11 +376,15 @@ def picked(tracks: list, n: int) -> list:
     return [tracks[i * len(tracks) // n] for i in range(min(n, len(tracks)))]
 
 
-def cut(path: str, seconds: float) -> np.ndarray:
-    """The first ``seconds`` of ``path``, mono, at :data:`SR`."""
+def cut(path: str, seconds: float, mono: bool = True) -> np.ndarray:
+    """The first ``seconds`` of ``path`` at :data:`SR`: mono, or without ``mono`` its two
+    channels ``(frames, 2)`` (a mono file's twice; a file of more channels mixed to mono first)."""
     info = sf.info(path)
     y, sr = sf.read(path, dtype="float64", always_2d=True, frames=int(seconds * info.samplerate))
-    y = y.mean(axis=1)
+    if mono or y.shape[1] != 2:
+        y = y.mean(axis=1)
+    if not mono and y.ndim == 1:
+        y = np.repeat(y[:, None], 2, axis=1)
     return soxr.resample(y, sr, SR, quality="VHQ") if sr != SR else y
 
 
@@ -389,6 +419,8 @@ def run(
         for number, track in enumerate(tracks):
             try:
                 source = cut(track.path, cut_s)
+                if any(c.tool == "stereo" for c in copies):
+                    channels = cut(track.path, cut_s, mono=False)
             except (RuntimeError, OSError) as exc:  # soundfile's errors are RuntimeErrors
                 log(f"skipped {track.track_id}: {_first_line(exc)}")
                 continue
@@ -399,7 +431,8 @@ def run(
                     if copy is plain:
                         _write(path, source)
                     else:
-                        path = write_copy(path, render(source, copy, seed), copy)
+                        made = channels if copy.tool == "stereo" else source
+                        path = write_copy(path, render(made, copy, seed), copy)
                 except Exception as exc:  # a third-party tool's failure is this copy's alone
                     problem = f"making the copy failed: {_first_line(exc)}"
                     verdict = Verdict(path=str(path), verdict=None, error=problem)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from benchmarks.other_tools import (
     EFFECTS,
@@ -21,7 +22,9 @@ from benchmarks.other_tools import (
     MODERATE,
     SETS,
     SR,
+    STEREO,
     Copy,
+    cut,
     missing_tool,
     read_records,
     render,
@@ -87,8 +90,37 @@ def test_each_encoded_copy_decodes_to_its_length_and_pitch(copy: Copy, tmp_path)
     assert abs(_tone_shift(audio.samples, DEFAULT_SETTINGS.sample_rate_hz, 1000.0)) < 0.25
 
 
+@pytest.mark.parametrize("copy", STEREO, ids=lambda c: c.name)
+def test_each_stereo_copy_inverts_one_channel_and_decodes_to_the_music(
+    copy: Copy, tmp_path
+) -> None:
+    """A stereo cut (a tone in both channels, a second one on the left), its copy with one
+    channel inverted: a mean of the channels would hold only the second tone, the copy as
+    audiodup decodes it is the original's mix of both."""
+    from audiodup.audio import load_audio
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    t = np.arange(4 * SR) / SR
+    shared, left_only = 0.3 * np.sin(2 * np.pi * 1000.0 * t), 0.05 * np.sin(2 * np.pi * 300 * t)
+    stereo = np.stack([shared + left_only, shared], axis=1)
+    source = tmp_path / "stereo.wav"
+    sf.write(str(source), stereo, SR, subtype="FLOAT")
+    channels = cut(str(source), 4.0, mono=False)
+    assert channels.shape == (4 * SR, 2)
+    made = render(channels, copy)
+    if copy.method == "dual":
+        assert np.allclose(made[:, 0], -made[:, 1])
+    else:
+        assert np.allclose(np.abs(made), np.abs(channels)) and not np.allclose(made, channels)
+    audio = load_audio(write_copy(tmp_path / "copy.wav", made, copy), DEFAULT_SETTINGS)
+    assert abs(audio.duration_s - 4.0) < 0.1, audio.duration_s
+    assert abs(_tone_shift(audio.samples, DEFAULT_SETTINGS.sample_rate_hz, 1000.0)) < 0.25
+
+
 def test_the_sets_hold_every_copy_once() -> None:
-    assert SETS["all"] == SETS["tsm"] + SETS["effects"]
+    assert SETS["all"] == SETS["tsm"] + SETS["effects"] + SETS["stereo"]
     assert SETS["tsm"] == MODERATE + HARD
     names = [c.name for c in SETS["all"]]
     assert len(names) == len(set(names))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -132,9 +133,11 @@ EDGE_SAMPLES = np.array(
 
 @pytest.mark.parametrize("channels", [1, 2, 3, 6])
 def test_mixdown_is_the_float32_channel_mean_bit_for_bit(channels: int) -> None:
-    """The mix-down into a reused array equals numpy's float32 channel mean, the sign of zero
-    included: every pair of edge values (signed zeros, subnormals, the largest floats, whose
-    sum overflows) and random finite bit patterns."""
+    """The mix-down into a reused array equals numpy's float32 channel mean (of the channels
+    with the second one inverted, for a stereo block in antiphase), the sign of zero included:
+    every pair of edge values (signed zeros, subnormals, the largest floats, whose sum
+    overflows) and random finite bit patterns, a stereo block also with its right channel
+    inverted."""
     rng = np.random.default_rng(channels)
     pairs = np.stack(np.meshgrid(EDGE_SAMPLES, EDGE_SAMPLES), axis=-1).reshape(-1, 2)
     edges = pairs[:, rng.integers(0, 2, channels)] if channels != 2 else pairs
@@ -143,10 +146,15 @@ def test_mixdown_is_the_float32_channel_mean_bit_for_bit(channels: int) -> None:
     patterns = patterns[np.isfinite(patterns).all(axis=1)]
     block = np.ascontiguousarray(np.concatenate([edges, patterns]))
     out = np.full(len(block), np.nan, np.float32)  # what a reused array held before
-    with np.errstate(over="ignore"):  # the largest floats' sums are inf, as intended
-        mixed = audio_module._mix_to_mono(block, out)
-        expected = block.mean(axis=1, dtype=np.float32)
-    assert mixed.tobytes() == expected.tobytes()
+    for signs in ([1, 1], [1, -1]) if channels == 2 else ([1] * channels,):
+        block = block * np.array(signs, np.float32)
+        mean_of = block
+        if channels == 2 and audio_module.in_antiphase(block):  # the difference's mean
+            mean_of = block * np.array([1, -1], np.float32)
+        with np.errstate(over="ignore"):  # the largest floats' sums are inf, as intended
+            mixed = audio_module._mix_to_mono(block, out)
+            expected = mean_of.mean(axis=1, dtype=np.float32)
+        assert mixed.tobytes() == expected.tobytes()
 
 
 def test_mixdown_sums_different_channel_content(tmp_path: Path) -> None:
@@ -158,12 +166,80 @@ def test_mixdown_sums_different_channel_content(tmp_path: Path) -> None:
     assert correlation(audio.samples, expected_analysis((left + right) / 2)) > 0.9999
 
 
-def test_opposite_phase_stereo_cancels_to_silence(tmp_path: Path, music: np.ndarray) -> None:
-    """Proves the mixdown averages channels rather than taking the first one."""
-    path = tmp_path / "antiphase.wav"
-    sf.write(str(path), np.stack([music, -music], axis=1), SR, subtype="FLOAT")
-    with pytest.raises(SilentAudioError):
-        load_audio(path)
+def stereo_image(music: np.ndarray) -> np.ndarray:
+    """A stereo mix of ``music``: the left channel, and a right one with another piece in it
+    (their blocks correlate at about 0.8, as a centred mix does)."""
+    other = synthesize_work(12, duration_s=len(music) / SR, sr=SR)[: len(music)]
+    return np.stack([music, 0.8 * music + 0.3 * other], axis=1).astype(np.float32)
+
+
+def test_in_antiphase_is_a_strong_negative_correlation_of_two_channels() -> None:
+    rng = np.random.default_rng(5)
+    left = rng.standard_normal(4096).astype(np.float32)
+    noise = rng.standard_normal(4096).astype(np.float32)
+
+    def stereo(right) -> np.ndarray:
+        return np.stack([left, np.broadcast_to(right, left.shape)], axis=1).astype(np.float32)
+
+    assert audio_module.in_antiphase(stereo(-left))
+    assert audio_module.in_antiphase(stereo(-0.3 * left + 0.1 * noise))  # panned, inverted
+    assert not audio_module.in_antiphase(stereo(left))
+    assert not audio_module.in_antiphase(stereo(noise))  # unrelated channels
+    assert not audio_module.in_antiphase(stereo(-0.2 * left + 0.4 * noise))  # -0.45
+    assert not audio_module.in_antiphase(stereo(0.0))  # one silent channel
+    assert not audio_module.in_antiphase(np.zeros((4096, 2), np.float32))
+    with np.errstate(all="raise"):  # no warning reaches the user
+        for bad in (np.nan, np.inf):
+            block = stereo(-left)
+            block[7, 1] = bad
+            assert not audio_module.in_antiphase(block)
+
+
+@pytest.mark.parametrize(("container", "subtype"), [("WAV", "FLOAT"), ("FLAC", "PCM_24")])
+def test_a_polarity_inverted_channel_decodes_as_the_original(
+    tmp_path: Path, music: np.ndarray, container: str, subtype: str
+) -> None:
+    """Inverting one channel cancels the centre of a mean mix-down (all of a dual-mono track,
+    which then read as silence) while a stereo listener hears the recording: such blocks are
+    mixed as the channels' difference, which is the original's mean sample for sample."""
+    original = stereo_image(music)
+    right_inverted = original * np.array([1, -1], np.float32)
+    left_inverted = original * np.array([-1, 1], np.float32)
+    dual_mono_inverted = np.stack([music, -music], axis=1)
+    paths = {}
+    for name, samples in [
+        ("original", original),
+        ("right", right_inverted),
+        ("left", left_inverted),
+        ("dual_mono", dual_mono_inverted),
+    ]:
+        paths[name] = tmp_path / f"{name}.{container.lower()}"
+        sf.write(str(paths[name]), samples, SR, subtype=subtype, format=container)
+    expected = load_audio(paths["original"])
+    assert load_audio(paths["right"]).samples.tobytes() == expected.samples.tobytes()
+    assert load_audio(paths["right"]).sha256 == expected.sha256
+    assert np.array_equal(load_audio(paths["left"]).samples, -expected.samples)  # sign only
+    dual_mono = load_audio(paths["dual_mono"])  # no longer "silent"
+    assert correlation(dual_mono.samples, expected_analysis(music)) > 0.9999
+
+
+@needs_ffmpeg
+def test_a_polarity_inverted_channel_decodes_as_the_original_through_ffmpeg(
+    tmp_path: Path, music: np.ndarray
+) -> None:
+    """ffmpeg decodes a stereo stream to its two channels, mixed as libsndfile's are: the
+    inverted copy in a container only ffmpeg reads decodes to the original's samples."""
+    decoded = {}
+    for name, signs in [("original", [1, 1]), ("inverted", [1, -1])]:
+        wav, mka = tmp_path / f"{name}.wav", tmp_path / f"{name}.mka"
+        sf.write(str(wav), stereo_image(music) * np.array(signs, np.float32), SR, subtype="FLOAT")
+        subprocess.run(
+            [FFMPEG, "-v", "error", "-i", str(wav), "-c:a", "pcm_f32le", str(mka)], check=True
+        )
+        decoded[name] = load_audio(mka)
+    assert decoded["inverted"].samples.tobytes() == decoded["original"].samples.tobytes()
+    mixed = expected_analysis(stereo_image(music).mean(axis=1))
+    assert correlation(decoded["original"].samples, mixed) > 0.999
 
 
 @pytest.mark.parametrize("sample_rate_hz", [8000, 16000, 44100, 48000, 96000, 192000])
