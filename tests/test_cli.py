@@ -262,6 +262,44 @@ def test_screen_exit_codes(db: Path, inputs: list[str], expected: int) -> None:
     assert table_result.exit_code == expected, table_result.output
 
 
+def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy after ``max_duration_s`` of other music is never screened: such an upload gets a
+    warning line and the error flag (the service refuses it), while a copy within the cap is a
+    duplicate as ever."""
+    import dataclasses
+
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    db = tmp_path / "catalog"
+    with Catalog.open(db, settings=short_cap) as catalog:
+        catalog.add_paths([CATALOG_DIR])
+    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
+        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
+    )
+    work, _ = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
+    other, sr = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    hidden, first = tmp_path / "copy after 32 s.wav", tmp_path / "copy first.wav"
+    sf.write(hidden, np.concatenate([other[: 32 * sr], work]), sr)
+    sf.write(first, np.concatenate([work, other[: 32 * sr]]), sr)
+
+    result = run("screen", "--db", db, hidden)
+    assert result.exit_code == 2, result.output
+    assert "clean" in result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
+    assert str(hidden) in line and "only its first 30 s were screened" in line
+    as_json = run("screen", "--db", db, "--json", hidden)
+    assert as_json.exit_code == 2
+    (entry,) = json.loads(as_json.stdout)["results"]
+    assert entry["truncated"] and entry["verdict"] == "clean"
+
+    result = run("screen", "--db", db, first)
+    assert result.exit_code == 1, result.output  # a duplicate: known, whatever follows
+    assert "warning:" not in result.stderr
+
+
 def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"
