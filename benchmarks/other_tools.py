@@ -11,14 +11,15 @@ tool, so this probe screens copies made with four more, each its own implementat
   stretch followed by a resample (pytsmod has no pitch shifter for music);
 - ``audiostretchy``: its TDHS stretcher (it pads the end with silence).
 
-The ``stereo`` set inverts the polarity of one channel of the track's own stereo (also with an
-MP3 encode) or of a dual-mono copy of it: a stereo listener hears the recording, a mean
-mix-down only what the channels do not share. The ``effects`` set screens copies made with
-effects and codecs instead: ffmpeg's filters
+The ``effects`` set screens copies made with effects and codecs instead: ffmpeg's filters
 (band limits, echo, chorus, flanger, vibrato, bit crushing, compression with loudness
 normalisation), its resampling and WSOLA (``asetrate``, ``atempo``: "nightcore" and pitch shifts
 kept at tempo) and encoders (Opus, AAC, Vorbis, 8 kHz mu-law), and pedalboard's distortion,
-bit crusher, phaser, ladder filter, delay, reverb and GSM codec.
+bit crusher, phaser, ladder filter, delay, reverb and GSM codec. The ``stereo`` set inverts the
+polarity of one channel of the track's own stereo (also with an MP3 encode) or of a dual-mono
+copy of it: a stereo listener hears the recording, a mean mix-down only what the channels do
+not share. The ``edits`` set cuts the time line (sections shuffled, silence inserted), plays
+it with a slow wow, or shifts the pitch by a fifth (soundstretch, +-7 semitones).
 
     pip install '.[bench]' && apt-get install soundstretch ffmpeg
     python -m benchmarks.other_tools run --catalog CATALOG --out DIR [--set all] [--tracks 25]
@@ -171,13 +172,23 @@ STEREO = (
     Copy("stereo: left channel inverted + mp3 96k", "stereo", "left", then="mp3_96k"),
     Copy("stereo: dual mono, right channel inverted", "stereo", "dual"),
 )
+# edits of the recording's time line, and pitch shifts beyond the other sets' +5 / -4
+EDITS = (
+    Copy("edit: sections of 5 s shuffled", "edit", "shuffle 5"),
+    Copy("edit: sections of 2 s shuffled", "edit", "shuffle 2"),
+    Copy("edit: 0.5 s of silence after every 4 s", "edit", "gaps"),
+    Copy("edit: wow 0.5 Hz, speed +-1 %", "edit", "wow"),
+    Copy("soundstretch pitch +7", "soundstretch", "", 1.0, 7.0),
+    Copy("soundstretch pitch -7", "soundstretch", "", 1.0, -7.0),
+)
 SETS = {
     "moderate": MODERATE,
     "hard": HARD,
     "tsm": MODERATE + HARD,
     "effects": EFFECTS,
     "stereo": STEREO,
-    "all": MODERATE + HARD + EFFECTS + STEREO,
+    "edits": EDITS,
+    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS,
 }
 # an encode after the tool: the file's suffix, ffmpeg's encoder and its options
 ENCODES = {
@@ -191,7 +202,7 @@ ENCODES = {
 
 # -- the tools -----------------------------------------------------------------------------------
 def tool_available(tool: str) -> bool:
-    if tool == "stereo":  # numpy alone
+    if tool in ("stereo", "edit"):  # numpy alone
         return True
     if tool in ("soundstretch", "ffmpeg"):
         return shutil.which(tool) is not None
@@ -280,6 +291,24 @@ def _stereo(y: np.ndarray, copy: Copy) -> np.ndarray:
     return y * signs
 
 
+def _edit(y: np.ndarray, copy: Copy) -> np.ndarray:
+    """``y`` cut into sections put in another order (one fixed permutation), with silence
+    inserted, or played with a slow periodic speed change (a worn tape's wow)."""
+    if copy.method.startswith("shuffle"):
+        n = int(float(copy.method.split()[1]) * SR)
+        sections = [y[i : i + n] for i in range(0, len(y), n)]
+        order = np.random.default_rng(0).permutation(len(sections))
+        return np.concatenate([sections[i] for i in order])
+    if copy.method == "gaps":
+        n, gap = 4 * SR, np.zeros(SR // 2)
+        return np.concatenate([part for i in range(0, len(y), n) for part in (y[i : i + n], gap)])
+    if copy.method == "wow":  # instantaneous speed 1 + 0.01 cos(2 pi 0.5 t)
+        t = np.arange(len(y)) / SR
+        warped = t + 0.01 / (2 * np.pi * 0.5) * np.sin(2 * np.pi * 0.5 * t)
+        return np.interp(warped * SR, np.arange(len(y)), y)
+    raise ValueError(f"unknown edit {copy.method!r}")
+
+
 def _through_files(y: np.ndarray, tool: Callable[[str, str], object]) -> np.ndarray:
     """``y`` written to a WAV, ``tool(src, dst)`` run on it and its output read back as mono."""
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
@@ -309,6 +338,7 @@ _RENDER = {
     "ffmpeg": _ffmpeg,
     "pedalboard": _pedalboard,
     "stereo": _stereo,
+    "edit": _edit,
 }
 
 

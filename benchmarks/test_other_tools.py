@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.other_tools import (
+    EDITS,
     EFFECTS,
     ENCODES,
     HARD,
@@ -119,8 +120,22 @@ def test_each_stereo_copy_inverts_one_channel_and_decodes_to_the_music(
     assert abs(_tone_shift(audio.samples, DEFAULT_SETTINGS.sample_rate_hz, 1000.0)) < 0.25
 
 
+@pytest.mark.parametrize("copy", [c for c in EDITS if c.tool == "edit"], ids=lambda c: c.name)
+def test_each_edit_keeps_the_pitch_and_changes_the_length_as_made(copy: Copy) -> None:
+    """An 8-s 1 kHz tone: shuffled and warped it keeps its length, with 0.5 s of silence after
+    every 4 s it is 9 s; its pitch stays (the wow's +-1 % averages out)."""
+    tone = 0.3 * np.sin(2 * np.pi * 1000.0 * np.arange(8 * SR) / SR)
+    out = render(tone, copy)
+    assert out.size == (9 * SR if copy.method == "gaps" else tone.size)
+    assert abs(_tone_shift(out, SR, 1000.0)) < 0.25
+    if copy.method.startswith("shuffle"):  # a ramp's sections, all there, in another order
+        ramp = np.arange(20.0 * SR)
+        shuffled = render(ramp, copy)
+        assert np.array_equal(np.sort(shuffled), ramp) and not np.array_equal(shuffled, ramp)
+
+
 def test_the_sets_hold_every_copy_once() -> None:
-    assert SETS["all"] == SETS["tsm"] + SETS["effects"] + SETS["stereo"]
+    assert SETS["all"] == SETS["tsm"] + SETS["effects"] + SETS["stereo"] + SETS["edits"]
     assert SETS["tsm"] == MODERATE + HARD
     names = [c.name for c in SETS["all"]]
     assert len(names) == len(set(names))
