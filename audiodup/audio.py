@@ -24,7 +24,7 @@ logical streams by :mod:`audiodup.ogg`, so chains work without ffmpeg; video, su
 skeleton streams are skipped, and an Ogg stream of a codec libsndfile does not read sends the
 whole file to ffmpeg. What a stereo listener hears, too: a block whose channels are in
 antiphase (one channel's polarity inverted) is mixed down as their difference, not as their
-mean, which would cancel the centre of the mix (:func:`in_antiphase`).
+mean, which would cancel the centre of the mix (:func:`antiphase_signs`).
 
 Cost limits
 -----------
@@ -89,8 +89,8 @@ _BLOCK_SAMPLES = 1 << 17  # per decoded block, all channels (65536 stereo frames
 # huge pages: one 256 KiB array per block cost 0.017 CPU-s more per 4-min MP3 in a process that
 # only decodes (nothing measurable when fingerprinting frees memory in between; issue #16).
 _REPLAY_CHUNK_SAMPLES = 1 << 21
-# A stereo block whose channels correlate below this is mixed down as their difference
-# (:func:`in_antiphase`): a copy with one channel's polarity inverted.
+# A channel that correlates below this with a block's loudest one is inverted before the mix
+# (:func:`antiphase_signs`): a copy with one channel's polarity inverted.
 ANTIPHASE_CORRELATION = -0.5
 _MAX_NONFINITE_SHARE = 0.01
 _MAX_SANE_PEAK = 1e3
@@ -566,40 +566,56 @@ def _mono(block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndar
 def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
     """The channel mean of float32 ``(frames, channels)`` into ``out``, bit for bit what
     ``block.mean(axis=1, dtype=np.float32)`` gives (a reduction that starts from +0.0), ten
-    times faster for one or two channels; a stereo block in antiphase (:func:`in_antiphase`)
-    as half the difference of its channels instead."""
+    times faster for one or two channels; a channel in antiphase (:func:`antiphase_signs`)
+    inverted first, so that a stereo block in antiphase is half the difference of its
+    channels."""
     zero = np.float32(0.0)
     if block.shape[1] == 1:
         return np.add(block[:, 0], zero, out=out)
+    signs = antiphase_signs(block)
     if block.shape[1] == 2:
         # (l + r) + 0.0 is (l + 0.0) + r bit for bit (it only turns -0.0 + -0.0 into +0.0; NaN
-        # and inf are zeroed afterwards), with one strided pass instead of two
-        mix = np.subtract if in_antiphase(block) else np.add
+        # and inf are zeroed afterwards), with one strided pass instead of two; l - r is
+        # l + (-r) bit for bit
+        mix = np.add if signs is None else np.subtract
         mix(block[:, 0], block[:, 1], out=out)
         out += zero
         out /= np.float32(2.0)
         return out
+    if signs is not None:
+        block = block * signs
     return block.mean(axis=1, dtype=np.float32, out=out)
 
 
-def in_antiphase(block: np.ndarray) -> bool:
-    """Whether the two channels of a stereo block correlate below
-    :data:`ANTIPHASE_CORRELATION`: one of them is polarity-inverted. The mean of such channels
-    cancels what they share, the centre of the mix (a dual-mono track entirely: it would be
-    "silent"), while a stereo listener hears the recording almost as it was; their difference
-    is then the centre, the mean's samples of the original exactly when one channel was
-    inverted. Music's own blocks rarely come near: of the benchmark corpus's 17,147 stereo
-    blocks, 25 correlate below -0.5 and 1 below -0.7, in wide orchestral recordings where the
-    mean and the difference hold much the same. Non-finite samples: never (they are zeroed
-    after the mix)."""
-    left = block[:, 0].astype(np.float64)
-    right = block[:, 1].astype(np.float64)
-    # numpy's own sums, not BLAS: its threads spinning after each small dot product doubled
-    # the CPU of decoding on 2 cores
+def antiphase_signs(block: np.ndarray) -> np.ndarray | None:
+    """The signs that undo a polarity-inverted channel of a ``(frames, channels)`` block: -1 for
+    each channel that correlates below :data:`ANTIPHASE_CORRELATION` with the loudest one
+    (in a stereo block, the other one), else +1; None when no channel does.
+
+    The mean of channels in antiphase cancels what they share, the centre of the mix (a
+    dual-mono track entirely: it would be "silent"), while a listener hears the recording
+    almost as it was. With the signs undone, the mean is the original's, sample for sample
+    when one channel of it was inverted (up to the sign of the whole when it was the loudest
+    one). Music's own blocks rarely come near: of the benchmark corpus's 17,147 stereo blocks,
+    25 correlate below -0.5 and 1 below -0.7, in wide orchestral recordings where the mean and
+    the difference hold much the same. Non-finite samples (zeroed after the mix) count as
+    silence here."""
+    # one contiguous float64 array per channel, summed by numpy: BLAS dot products (their
+    # threads spin after each call) and sums across the interleaved block each doubled the
+    # CPU of decoding on 2 cores
+    channels = [block[:, c].astype(np.float64) for c in range(block.shape[1])]
     with np.errstate(all="ignore"):
-        cross = float(np.multiply(left, right).sum())
-        scale = math.sqrt(float(np.square(left).sum()) * float(np.square(right).sum()))
-    return cross < ANTIPHASE_CORRELATION * scale
+        power = np.array([np.square(x).sum() for x in channels])
+        if not np.isfinite(power).all():
+            for x in channels:
+                x[~np.isfinite(x)] = 0.0
+            power = np.array([np.square(x).sum() for x in channels])
+        loudest = int(np.argmax(power))
+        cross = np.array([np.multiply(x, channels[loudest]).sum() for x in channels])
+        inverted = cross < ANTIPHASE_CORRELATION * np.sqrt(power * power[loudest])
+    if not inverted.any():
+        return None
+    return np.where(inverted, np.float32(-1.0), np.float32(1.0))
 
 
 def _block_frames(channels: int) -> int:
@@ -734,9 +750,9 @@ def _ogg_audio_streams(fd: int) -> list[ogg.OggStream] | None:
 def _decode_with_ffmpeg(
     ffmpeg_path: str, fd: int, settings: Settings
 ) -> tuple[list[_ArraySegment], bool]:
-    """Each audio stream of the file at the analysis rate (a stereo one as its two channels,
-    mixed down as libsndfile's blocks are), within the caps; and whether the caps cut the
-    audio."""
+    """Each audio stream of the file, mono at the analysis rate (a stereo one mixed by
+    :func:`_mix_to_mono`, as libsndfile's blocks are), within the caps; and whether the caps
+    cut the audio."""
     streams = ffmpeg.audio_streams(ffmpeg_path, fd)
     if len(streams) > _MAX_FFMPEG_AUDIO_STREAMS:
         raise AudioDecodeError(
@@ -758,7 +774,7 @@ def _decode_with_ffmpeg(
         if max_samples <= 0:
             return segments, True
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path, fd, index, max_samples, analysis_hz, stream.channels
+            ffmpeg_path, fd, index, max_samples, analysis_hz, stream.channels, _mix_to_mono
         )
         if len(samples):
             segments.append(_ArraySegment(samples, analysis_hz))

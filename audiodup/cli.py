@@ -465,8 +465,8 @@ def screen(
     """Screen uploads against the catalog.
 
     Exit code: the sum of 1 (any duplicate), 2 (any input that could not be screened, or
-    only its first 20 minutes with no duplicate in them, or a report that could not be
-    written) and 4 (any suspect); 0 when every upload is clean.
+    only in part, the decoding limits cutting it, with no duplicate in that part, or a report
+    that could not be written) and 4 (any suspect); 0 when every upload is clean.
     """
     if report is not None:
         # the report writers (and rescan behind them) load only when a report is asked for
@@ -486,7 +486,7 @@ def screen(
                 if verdict.error:
                     _print_error(verdict.path, verdict.error)
                 elif partly_screened(verdict):
-                    _print_partly_screened(verdict, catalog.settings.max_duration_s)
+                    _print_partly_screened(verdict)
             _print_verdicts(verdicts)
         # after the verdicts: a report that fails to write late (disk full) loses no verdict
         failed = report is not None and not _write_report(
@@ -560,16 +560,18 @@ def _screen_exit_code(verdicts: list[Verdict]) -> int:
 
 
 def partly_screened(verdict: Verdict) -> bool:
-    """Whether an upload longer than ``max_duration_s`` was screened on its first part only and
-    found no duplicate there: it is not known to be clean (an uploader can put a copy after
-    20 minutes of anything). The service refuses such uploads (413 ``too_long``)."""
+    """Whether an upload was screened on its first part only (longer than ``max_duration_s``,
+    or than the decoding budget of native samples) and found no duplicate there: it is not
+    known to be clean (an uploader can put a copy after 20 minutes of anything). The service
+    refuses such uploads (413 ``too_long``)."""
     return verdict.error is None and verdict.truncated and verdict.verdict != "duplicate"
 
 
-def _print_partly_screened(verdict: Verdict, max_duration_s: float) -> None:
+def _print_partly_screened(verdict: Verdict) -> None:
     err.print(
-        f"warning: {shown_text(verdict.path)}: only its first {max_duration_s:g} s were "
-        "screened (the file is longer), and they hold no duplicate: what follows is unseen",
+        f"warning: {shown_text(verdict.path)}: only its first {verdict.duration_s or 0:.1f} s "
+        "were screened (the file holds more than the decoding limits take), and they hold no "
+        "duplicate: what follows is unseen",
         soft_wrap=True,
     )
 

@@ -1,5 +1,5 @@
 """ffmpeg, for what libsndfile cannot read: finding it, probing the audio streams of an open
-file, and decoding one of them to float32 within a sample budget.
+file, and decoding one of them to mono float32 within a sample budget.
 
 ``AUDIODUP_FFMPEG`` names the executable and ``AUDIODUP_FFMPEG=none`` disables it (the tests run
 both decoder paths on one machine this way); unset, ``ffmpeg`` is looked up on ``PATH``.
@@ -23,6 +23,7 @@ import selectors
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,24 +111,22 @@ def decode_stream(
     max_samples: int,
     analysis_hz: int,
     channels: int | None = None,
+    mix: Mix | None = None,
 ) -> tuple[np.ndarray, bool]:
-    """Audio stream ``stream_index`` of the open file ``fd``, float32 at ``analysis_hz``: at
-    most ``max_samples`` frames and whether there was more. A stream of 2 ``channels`` comes
-    back as ``(frames, 2)``, for the caller to mix (a polarity-inverted channel is undone there,
-    ``audio.in_antiphase``); any other mixed down to mono by ffmpeg."""
-    stereo = channels == 2
+    """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
+    at most ``max_samples`` samples and whether there was more. A stream of 2 ``channels`` is
+    read as its two channels and mixed by ``mix`` in blocks of :data:`_MIX_BLOCK_FRAMES` as
+    they arrive (a polarity-inverted channel is undone there: ``audio.antiphase_signs``); any
+    other, or without ``mix``, is mixed down by ffmpeg."""
+    stereo = channels == 2 and mix is not None
     args = [
         *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
         "-ac", "2" if stereo else "1", "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
-    width = 2 if stereo else 1
-    run = _run(args, fd, max_samples * width)
+    run = _run(args, fd, max_samples, mix if stereo else None)
     if not run.cut and run.returncode != 0:
         raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
-    if not stereo:
-        return run.output, run.cut
-    frames = len(run.output) // 2  # a frame cut short by a failure is dropped
-    return run.output[: 2 * frames].reshape(frames, 2), run.cut
+    return run.output, run.cut
 
 
 def _stream(description: bytes) -> FfmpegStream:
@@ -173,9 +172,10 @@ class _Run:
     cut: bool  # stopped because the output budget was full
 
 
-def _run(args: list[str], fd: int, max_samples: int) -> _Run:
+def _run(args: list[str], fd: int, max_samples: int, mix: Mix | None = None) -> _Run:
     """Run ffmpeg on the open file ``fd``: f32le samples from stdout, at most ``max_samples``
-    (then ffmpeg is stopped), and what its stderr says about the input."""
+    (then ffmpeg is stopped; with ``mix``, stereo frames mixed to as many mono samples), and
+    what its stderr says about the input."""
     os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/0 shares our offset
     try:
         process = subprocess.Popen(
@@ -187,7 +187,9 @@ def _run(args: list[str], fd: int, max_samples: int) -> _Run:
         limit = (_ADDRESS_SPACE_BYTES, _ADDRESS_SPACE_BYTES)
         resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
     try:
-        output, cut, stderr = _collect(process, max_samples)
+        sink = _Samples(max_samples) if mix is None else _MixedFrames(max_samples, mix)
+        cut, stderr = _collect(process, sink)
+        output = sink.result()
         returncode = None if cut else process.wait()
     finally:
         if process.poll() is None:
@@ -206,12 +208,10 @@ def _run(args: list[str], fd: int, max_samples: int) -> _Run:
     )
 
 
-def _collect(process: subprocess.Popen, max_samples: int) -> tuple[np.ndarray, bool, _StderrLines]:
-    """Read stdout into a budget of ``max_samples`` float32 samples and stderr into lines, both
-    as they come; kill ffmpeg when the budget is full and it has more to say."""
-    output = np.empty(max_samples, dtype=np.float32)  # pages are committed as they are written
-    received = memoryview(output).cast("B")
-    size, cut, stderr = 0, False, _StderrLines()
+def _collect(process: subprocess.Popen, sink: _Samples | _MixedFrames) -> tuple[bool, _StderrLines]:
+    """Read stdout into ``sink`` and stderr into lines, both as they come; kill ffmpeg when the
+    sink is full and it has more to say. Returns whether it had (the budget cut the audio)."""
+    cut, stderr = False, _StderrLines()
     deadline = time.monotonic() + _TIMEOUT_S
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
@@ -225,9 +225,9 @@ def _collect(process: subprocess.Popen, max_samples: int) -> tuple[np.ndarray, b
                     chunk = os.read(key.fd, 1 << 16)
                     stderr.feed(chunk)
                     done = not chunk
-                elif size < len(received):
-                    read = os.readv(key.fd, [received[size : size + (1 << 20)]])
-                    size += read
+                elif (room := sink.room()) is not None:
+                    read = os.readv(key.fd, [room])
+                    sink.received(read)
                     done = read == 0
                 else:  # the budget is full: one byte more means the cap cut the audio
                     cut, done = bool(os.read(key.fd, 1)), True
@@ -235,7 +235,73 @@ def _collect(process: subprocess.Popen, max_samples: int) -> tuple[np.ndarray, b
                     selector.unregister(key.fileobj)
                 if cut:
                     process.kill()
-    return output[: size // 4], cut, stderr
+    return cut, stderr
+
+
+# mixes float32 (frames, 2) into a mono array of as many samples (audio._mix_to_mono)
+Mix = Callable[[np.ndarray, np.ndarray], np.ndarray]
+# stereo frames mixed at a time: 1.49 s at 11,025 Hz, as libsndfile's 65,536 frames at 44.1 kHz
+_MIX_BLOCK_FRAMES = 1 << 14
+
+
+class _Samples:
+    """ffmpeg's f32le output as it is, into a budget of ``max_samples``."""
+
+    def __init__(self, max_samples: int):
+        self._output = np.empty(max_samples, np.float32)  # pages committed as written
+        self._bytes = memoryview(self._output).cast("B")
+        self._size = 0
+
+    def room(self) -> memoryview | None:
+        """Where the next read goes (None: the budget is full)."""
+        if self._size == len(self._bytes):
+            return None
+        return self._bytes[self._size : self._size + (1 << 20)]
+
+    def received(self, n_bytes: int) -> None:
+        self._size += n_bytes
+
+    def result(self) -> np.ndarray:
+        return self._output[: self._size // 4]
+
+
+class _MixedFrames:
+    """ffmpeg's stereo f32le output, mixed to mono by ``mix`` a block of
+    :data:`_MIX_BLOCK_FRAMES` at a time (fixed blocks: the mix of a block does not depend on
+    how the pipe delivered it), into a budget of ``max_frames``: the memory of the mono result
+    and one stereo block."""
+
+    def __init__(self, max_frames: int, mix: Mix):
+        self._output = np.empty(max_frames, np.float32)
+        self._block = np.empty((_MIX_BLOCK_FRAMES, 2), np.float32)
+        self._bytes = memoryview(self._block).cast("B")
+        self._frames = 0  # mixed into the output
+        self._staged = 0  # bytes of the block received
+        self._mix = mix
+
+    def _block_bytes(self) -> int:
+        return 8 * min(_MIX_BLOCK_FRAMES, len(self._output) - self._frames)
+
+    def room(self) -> memoryview | None:
+        end = self._block_bytes()
+        return None if end == 0 else self._bytes[self._staged : end]
+
+    def received(self, n_bytes: int) -> None:
+        self._staged += n_bytes
+        if self._staged == self._block_bytes():
+            self._flush()
+
+    def _flush(self) -> None:
+        frames = self._staged // 8  # a last frame cut short is dropped
+        if frames:
+            end = self._frames + frames
+            self._mix(self._block[:frames], self._output[self._frames : end])
+            self._frames = end
+        self._staged = 0
+
+    def result(self) -> np.ndarray:
+        self._flush()
+        return self._output[: self._frames]
 
 
 class _StderrLines:

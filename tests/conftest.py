@@ -112,6 +112,18 @@ def chance_music(folder: Path, seeds: tuple[int, int, int], sr: int) -> list[Pat
     ]
 
 
+def stereo_mix(samples, sr: int, seed: int = 12):
+    """``samples`` as a stereo mix: the left channel, and a right one with another piece in it
+    (``seed``), their blocks correlating at about 0.8 as a centred mix's do; float32
+    ``(frames, 2)``."""
+    import numpy as np
+
+    from audiodup.synth import synthesize_work
+
+    other = synthesize_work(seed, duration_s=len(samples) / sr + 1, sr=sr)[: len(samples)]
+    return np.stack([samples, 0.8 * samples + 0.3 * other], axis=1).astype(np.float32)
+
+
 def chord_cover(audio, sr: int):
     """A re-arrangement: the work's chords on its own beats, played by twelve sine tones whose
     loudness follows its chroma, one octave, no drums: same harmony, another recording."""

@@ -1,6 +1,6 @@
 """Copies with one channel's polarity inverted: a stereo listener hears the recording, a mean
 mix-down hears what is left when its centre cancels (a dual-mono track: nothing). Such blocks
-are mixed as the channels' difference (:func:`audiodup.audio.in_antiphase`): the copy is
+are mixed as the channels' difference (:func:`audiodup.audio.antiphase_signs`): the copy is
 found, and music in no catalog work inverted the same way stays below ``duplicate``."""
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import FIXTURES, chance_music, chord_cover
+from conftest import FIXTURES, chance_music, chord_cover, stereo_mix
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
-from audiodup.synth import synthesize_work
 
 
 def inverted_stereo(source: Path, folder: Path, dual_mono: bool) -> Path:
@@ -23,13 +22,10 @@ def inverted_stereo(source: Path, folder: Path, dual_mono: bool) -> Path:
     samples, sr = sf.read(str(source), dtype="float32")
     if samples.ndim == 2:
         samples = samples.mean(axis=1)
-    right = samples
-    if not dual_mono:
-        other = synthesize_work(77, duration_s=len(samples) / sr + 1, sr=sr)[: len(samples)]
-        right = 0.8 * samples + 0.3 * other
+    stereo = np.stack([samples, samples], axis=1) if dual_mono else stereo_mix(samples, sr, 77)
     kind = "dual-mono" if dual_mono else "stereo"
     path = folder / f"{source.stem}.{kind}-inverted.wav"
-    sf.write(str(path), np.stack([samples, -right], axis=1).astype(np.float32), sr)
+    sf.write(str(path), stereo * np.float32([1, -1]), sr)
     return path
 
 
@@ -55,7 +51,7 @@ def test_a_copy_with_an_inverted_channel_is_a_duplicate_with_its_transform(
     assert top.pitch_shift_semitones == pytest.approx(entry["pitch_shift_semitones"], abs=0.3)
 
 
-def test_a_dual_mono_inverted_upload_screens_as_its_mono_original(
+def test_chance_music_with_an_inverted_channel_stays_below_duplicate(
     catalog: Catalog, catalog_files: dict[str, Path], tmp_path: Path
 ) -> None:
     """Unrelated music, a medley, a short excerpt and a re-arrangement of work_02, each as

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from conftest import stereo_mix
 
 import audiodup.audio as audio_module
 from audiodup.audio import Audio, audio_from_samples, load_audio
@@ -136,8 +137,8 @@ def test_mixdown_is_the_float32_channel_mean_bit_for_bit(channels: int) -> None:
     """The mix-down into a reused array equals numpy's float32 channel mean (of the channels
     with the second one inverted, for a stereo block in antiphase), the sign of zero included:
     every pair of edge values (signed zeros, subnormals, the largest floats, whose sum
-    overflows) and random finite bit patterns, a stereo block also with its right channel
-    inverted."""
+    overflows) and random finite bit patterns, and the same block with a channel replaced by
+    the loudest one inverted."""
     rng = np.random.default_rng(channels)
     pairs = np.stack(np.meshgrid(EDGE_SAMPLES, EDGE_SAMPLES), axis=-1).reshape(-1, 2)
     edges = pairs[:, rng.integers(0, 2, channels)] if channels != 2 else pairs
@@ -146,13 +147,17 @@ def test_mixdown_is_the_float32_channel_mean_bit_for_bit(channels: int) -> None:
     patterns = patterns[np.isfinite(patterns).all(axis=1)]
     block = np.ascontiguousarray(np.concatenate([edges, patterns]))
     out = np.full(len(block), np.nan, np.float32)  # what a reused array held before
-    for signs in ([1, 1], [1, -1]) if channels == 2 else ([1] * channels,):
-        block = block * np.array(signs, np.float32)
-        mean_of = block
-        if channels == 2 and audio_module.in_antiphase(block):  # the difference's mean
-            mean_of = block * np.array([1, -1], np.float32)
+    inverted = block.copy()  # another channel in antiphase with the loudest
+    loudest = int(np.argmax(np.square(block.astype(np.float64)).sum(axis=0)))
+    inverted[:, 0 if loudest else -1] = np.float32(-0.75) * block[:, loudest]
+    for case in (block, inverted) if channels > 1 else (block,):
+        signs = audio_module.antiphase_signs(case)
+        assert (signs is not None) == (case is inverted)  # both branches are tested
+        mean_of = case
+        if signs is not None:  # a stereo block's difference, l - r, whichever is louder
+            mean_of = case * (np.array([1, -1], np.float32) if channels == 2 else signs)
         with np.errstate(over="ignore"):  # the largest floats' sums are inf, as intended
-            mixed = audio_module._mix_to_mono(block, out)
+            mixed = audio_module._mix_to_mono(case, out)
             expected = mean_of.mean(axis=1, dtype=np.float32)
         assert mixed.tobytes() == expected.tobytes()
 
@@ -167,32 +172,37 @@ def test_mixdown_sums_different_channel_content(tmp_path: Path) -> None:
 
 
 def stereo_image(music: np.ndarray) -> np.ndarray:
-    """A stereo mix of ``music``: the left channel, and a right one with another piece in it
-    (their blocks correlate at about 0.8, as a centred mix does)."""
-    other = synthesize_work(12, duration_s=len(music) / SR, sr=SR)[: len(music)]
-    return np.stack([music, 0.8 * music + 0.3 * other], axis=1).astype(np.float32)
+    """``music`` in a stereo mix with another piece (:func:`conftest.stereo_mix`)."""
+    return stereo_mix(music, SR)
 
 
-def test_in_antiphase_is_a_strong_negative_correlation_of_two_channels() -> None:
+def test_antiphase_signs_invert_the_channels_that_strongly_anticorrelate_with_the_loudest() -> None:
     rng = np.random.default_rng(5)
     left = rng.standard_normal(4096).astype(np.float32)
     noise = rng.standard_normal(4096).astype(np.float32)
 
-    def stereo(right) -> np.ndarray:
-        return np.stack([left, np.broadcast_to(right, left.shape)], axis=1).astype(np.float32)
+    def block(*others) -> np.ndarray:
+        columns = [left, *(np.broadcast_to(c, left.shape) for c in others)]
+        return np.stack(columns, axis=1).astype(np.float32)
 
-    assert audio_module.in_antiphase(stereo(-left))
-    assert audio_module.in_antiphase(stereo(-0.3 * left + 0.1 * noise))  # panned, inverted
-    assert not audio_module.in_antiphase(stereo(left))
-    assert not audio_module.in_antiphase(stereo(noise))  # unrelated channels
-    assert not audio_module.in_antiphase(stereo(-0.2 * left + 0.4 * noise))  # -0.45
-    assert not audio_module.in_antiphase(stereo(0.0))  # one silent channel
-    assert not audio_module.in_antiphase(np.zeros((4096, 2), np.float32))
+    def signs(samples: np.ndarray) -> list[float] | None:
+        found = audio_module.antiphase_signs(samples)
+        return None if found is None else found.tolist()
+
+    assert signs(block(-left)) == [1, -1]
+    assert signs(block(-0.3 * left + 0.1 * noise)) == [1, -1]  # panned, inverted: -0.95
+    assert signs(block(-3 * left)) == [-1, 1]  # the loudest channel keeps its sign
+    assert signs(block(left)) is None
+    assert signs(block(noise)) is None  # unrelated channels
+    assert signs(block(-0.2 * left + 0.4 * noise)) is None  # -0.45
+    assert signs(block(0.0)) is None  # one silent channel
+    assert signs(np.zeros((4096, 2), np.float32)) is None
+    assert signs(block(-left, 0.3 * left + 0.3 * noise, left)) == [1, -1, 1, 1]
     with np.errstate(all="raise"):  # no warning reaches the user
-        for bad in (np.nan, np.inf):
-            block = stereo(-left)
-            block[7, 1] = bad
-            assert not audio_module.in_antiphase(block)
+        for bad in (np.nan, np.inf, -np.inf):  # counted as silence, not as a veto
+            damaged = block(-left)
+            damaged[7::50, 1] = bad
+            assert signs(damaged) == [1, -1]
 
 
 @pytest.mark.parametrize(("container", "subtype"), [("WAV", "FLOAT"), ("FLAC", "PCM_24")])
@@ -223,6 +233,45 @@ def test_a_polarity_inverted_channel_decodes_as_the_original(
     assert correlation(dual_mono.samples, expected_analysis(music)) > 0.9999
 
 
+def to_mka(wav: Path, mka: Path) -> None:
+    """``wav`` as float samples in Matroska, a container only ffmpeg reads."""
+    args = [FFMPEG, "-v", "error", "-i", str(wav), "-c:a", "pcm_f32le", str(mka)]
+    subprocess.run(args, check=True)
+
+
+@pytest.mark.parametrize("signs", [[1, -1, 1], [1, -1, 1, -1]], ids=["3ch", "4ch"])
+def test_an_inverted_channel_among_more_decodes_as_the_original(
+    tmp_path: Path, music: np.ndarray, signs: list[int]
+) -> None:
+    """Channels of the same signal, some inverted (all of it would cancel in four): the mean of
+    the channels with their signs undone, the original's samples."""
+    gains = np.linspace(1.0, 0.5, len(signs))
+    original = (music[:, None] * gains[None, :]).astype(np.float32)
+    for name, samples in [("original", original), ("inverted", original * np.float32(signs))]:
+        sf.write(str(tmp_path / f"{name}.wav"), samples, SR, subtype="FLOAT")
+    expected = load_audio(tmp_path / "original.wav").samples
+    assert load_audio(tmp_path / "inverted.wav").samples.tobytes() == expected.tobytes()
+
+
+@needs_ffmpeg
+def test_an_inverted_stereo_stream_under_the_cap_through_ffmpeg(
+    tmp_path: Path, music: np.ndarray
+) -> None:
+    """ffmpeg's stereo output is mixed block by block as it arrives, within the sample budget:
+    a capped decode is the first part of the whole one, marked truncated."""
+    wav, mka = tmp_path / "inverted.wav", tmp_path / "inverted.mka"
+    sf.write(str(wav), stereo_image(music) * np.float32([1, -1]), SR, subtype="FLOAT")
+    to_mka(wav, mka)
+    whole = load_audio(mka)
+    capped = load_audio(mka, Settings(max_duration_s=4.0))
+    assert not whole.truncated and capped.truncated
+    assert capped.duration_s == pytest.approx(4.0, abs=1e-3)
+    prefix = whole.samples[: len(capped.samples)]
+    assert correlation(capped.samples, prefix) > 0.9999  # the DC removed differs a little
+    mixed = expected_analysis(stereo_image(music).mean(axis=1))
+    assert correlation(whole.samples, mixed) > 0.999
+
+
 @needs_ffmpeg
 def test_a_polarity_inverted_channel_decodes_as_the_original_through_ffmpeg(
     tmp_path: Path, music: np.ndarray
@@ -233,9 +282,7 @@ def test_a_polarity_inverted_channel_decodes_as_the_original_through_ffmpeg(
     for name, signs in [("original", [1, 1]), ("inverted", [1, -1])]:
         wav, mka = tmp_path / f"{name}.wav", tmp_path / f"{name}.mka"
         sf.write(str(wav), stereo_image(music) * np.array(signs, np.float32), SR, subtype="FLOAT")
-        subprocess.run(
-            [FFMPEG, "-v", "error", "-i", str(wav), "-c:a", "pcm_f32le", str(mka)], check=True
-        )
+        to_mka(wav, mka)
         decoded[name] = load_audio(mka)
     assert decoded["inverted"].samples.tobytes() == decoded["original"].samples.tobytes()
     mixed = expected_analysis(stereo_image(music).mean(axis=1))

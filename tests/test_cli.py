@@ -289,7 +289,7 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
     assert result.exit_code == 2, result.output
     assert "clean" in result.stdout
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
-    assert str(hidden) in line and "only its first 30 s were screened" in line
+    assert str(hidden) in line and "only its first 30.0 s were screened" in line
     as_json = run("screen", "--db", db, "--json", hidden)
     assert as_json.exit_code == 2
     (entry,) = json.loads(as_json.stdout)["results"]
