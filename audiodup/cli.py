@@ -25,6 +25,7 @@ from .results import (
     AddResult,
     Verdict,
     dumps,
+    partly_screened,
     screen_document,
     screen_summary,
     shown_text,
@@ -549,22 +550,14 @@ def _user(text: str | None) -> Text:
 
 def _screen_exit_code(verdicts: list[Verdict]) -> int:
     """The flags of :func:`exit_code`; an upload screened only in part with no duplicate in
-    that part (:func:`partly_screened`) raises the error flag: a copy after the cap is unseen."""
+    that part (:func:`audiodup.results.partly_screened`) raises the error flag: what follows
+    is unseen."""
     counts = screen_summary(verdicts)
-    partial = sum(partly_screened(v) for v in verdicts)
     return exit_code(
         duplicates=counts["duplicate"],
-        errors=counts["error"] + partial,
+        errors=counts["error"] + counts["partly_screened"],
         suspects=counts["suspect"],
     )
-
-
-def partly_screened(verdict: Verdict) -> bool:
-    """Whether an upload was screened on its first part only (longer than ``max_duration_s``,
-    or than the decoding budget of native samples) and found no duplicate there: it is not
-    known to be clean (an uploader can put a copy after 20 minutes of anything). The service
-    refuses such uploads (413 ``too_long``)."""
-    return verdict.error is None and verdict.truncated and verdict.verdict != "duplicate"
 
 
 def _print_partly_screened(verdict: Verdict) -> None:

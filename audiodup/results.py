@@ -253,12 +253,22 @@ def screen_label(verdict: Verdict) -> str:
     return "error" if verdict.error is not None else str(verdict.verdict)
 
 
+def partly_screened(verdict: Verdict) -> bool:
+    """Whether an upload was screened on its first part only (longer than ``max_duration_s``,
+    or than the decoding budget of native samples) and found no duplicate there: it is not
+    known to be clean (an uploader can put a copy after 20 minutes of anything). The service
+    refuses such uploads (413 ``too_long``)."""
+    return verdict.error is None and verdict.truncated and verdict.verdict != "duplicate"
+
+
 def screen_summary(verdicts: Sequence[Verdict]) -> dict[str, int]:
-    """How many inputs got each verdict (the facts the exit code is made of)."""
+    """How many inputs got each verdict, and how many of the screened ones are
+    :func:`partly_screened` (the facts the exit code is made of)."""
     labels = Counter(screen_label(v) for v in verdicts)
     return {
         "uploads": len(verdicts),
         **{label: labels[label] for label in ("duplicate", "suspect", "clean", "error")},
+        "partly_screened": sum(partly_screened(v) for v in verdicts),
     }
 
 

@@ -42,8 +42,9 @@ if TYPE_CHECKING:
 # 1.1: the upload ledger (owners in matches, index uploads); 2.0: rescan's typed links,
 # clusters of uploads (original_upload_id, caveats) and the uploader ranking over uploads;
 # 3.0: search_s no longer holds index loading (index_load_s), CPU seconds of each screening
-# stage, tempo_drift in matches, the review decisions export
-SCHEMA_VERSION = "3.0"
+# stage, tempo_drift in matches, the review decisions export; 3.1: the screen summary's
+# partly_screened
+SCHEMA_VERSION = "3.1"
 
 DocumentKind = Literal[
     "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"

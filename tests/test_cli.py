@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import audiodup.cli
 from audiodup import Catalog, Verdict
 from audiodup.cli import app
+from audiodup.schema import validate
 from audiodup.settings import RECIPE
 from audiodup.synth import synthesize_work
 
@@ -292,8 +293,11 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
     assert str(hidden) in line and "only its first 30.0 s were screened" in line
     as_json = run("screen", "--db", db, "--json", hidden)
     assert as_json.exit_code == 2
-    (entry,) = json.loads(as_json.stdout)["results"]
+    document = json.loads(as_json.stdout)
+    (entry,) = document["results"]
     assert entry["truncated"] and entry["verdict"] == "clean"
+    assert document["summary"]["partly_screened"] == 1 and document["summary"]["error"] == 0
+    validate(document, "screen")
 
     result = run("screen", "--db", db, first)
     assert result.exit_code == 1, result.output  # a duplicate: known, whatever follows

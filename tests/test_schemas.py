@@ -158,6 +158,7 @@ SHAPE_DIGESTS = {
     "2.0": "930f86cbe9a31b8312012f792bef6ece9652693d97d9ab438cb26cd0c2e730ad",
     "2.1": "51825a81b48c37656afb2bb38e0688555959404a652002d8399069f11af8bfa0",
     "3.0": "a473cdc812ac3c1731530abd7caeca259a99a38dfc5e4ecc6a0324d04e1c6138",
+    "3.1": "d5f5b6dcdf61f2590e228b3f7aa5686de5d2e1fa5c5cdcfc232309cd371d84a7",
 }
 
 
@@ -205,6 +206,7 @@ def test_screen_json_is_valid_with_error_entries_of_the_same_shape(screened: dic
         "suspect": 0,
         "clean": 1,
         "error": 2,
+        "partly_screened": 0,
     }
     assert screened["stderr"] == ""  # with --json the errors are in the JSON
 

@@ -282,7 +282,14 @@ def test_upload_is_recorded_once_per_idempotency_key(server):
         validate(
             {
                 "schema_version": created["schema_version"],
-                "summary": {"uploads": 1, "duplicate": 0, "suspect": 0, "clean": 1, "error": 0},
+                "summary": {
+                    "uploads": 1,
+                    "duplicate": 0,
+                    "suspect": 0,
+                    "clean": 1,
+                    "error": 0,
+                    "partly_screened": 0,
+                },
                 "results": [upload["screen"]],
             },
             "screen",
