@@ -171,11 +171,6 @@ def test_mixdown_sums_different_channel_content(tmp_path: Path) -> None:
     assert correlation(audio.samples, expected_analysis((left + right) / 2)) > 0.9999
 
 
-def stereo_image(music: np.ndarray) -> np.ndarray:
-    """``music`` in a stereo mix with another piece (:func:`conftest.stereo_mix`)."""
-    return stereo_mix(music, SR)
-
-
 def test_antiphase_signs_invert_the_channels_that_strongly_anticorrelate_with_the_loudest() -> None:
     rng = np.random.default_rng(5)
     left = rng.standard_normal(4096).astype(np.float32)
@@ -212,7 +207,7 @@ def test_a_polarity_inverted_channel_decodes_as_the_original(
     """Inverting one channel cancels the centre of a mean mix-down (all of a dual-mono track,
     which then read as silence) while a stereo listener hears the recording: such blocks are
     mixed as the channels' difference, which is the original's mean sample for sample."""
-    original = stereo_image(music)
+    original = stereo_mix(music, SR)
     right_inverted = original * np.array([1, -1], np.float32)
     left_inverted = original * np.array([-1, 1], np.float32)
     dual_mono_inverted = np.stack([music, -music], axis=1)
@@ -260,7 +255,7 @@ def test_an_inverted_stereo_stream_under_the_cap_through_ffmpeg(
     """ffmpeg's stereo output is mixed block by block as it arrives, within the sample budget:
     a capped decode is the first part of the whole one, marked truncated."""
     wav, mka = tmp_path / "inverted.wav", tmp_path / "inverted.mka"
-    sf.write(str(wav), stereo_image(music) * np.float32([1, -1]), SR, subtype="FLOAT")
+    sf.write(str(wav), stereo_mix(music, SR) * np.float32([1, -1]), SR, subtype="FLOAT")
     to_mka(wav, mka)
     whole = load_audio(mka)
     capped = load_audio(mka, Settings(max_duration_s=4.0))
@@ -268,7 +263,7 @@ def test_an_inverted_stereo_stream_under_the_cap_through_ffmpeg(
     assert capped.duration_s == pytest.approx(4.0, abs=1e-3)
     prefix = whole.samples[: len(capped.samples)]
     assert correlation(capped.samples, prefix) > 0.9999  # the DC removed differs a little
-    mixed = expected_analysis(stereo_image(music).mean(axis=1))
+    mixed = expected_analysis(stereo_mix(music, SR).mean(axis=1))
     assert correlation(whole.samples, mixed) > 0.999
 
 
@@ -281,11 +276,11 @@ def test_a_polarity_inverted_channel_decodes_as_the_original_through_ffmpeg(
     decoded = {}
     for name, signs in [("original", [1, 1]), ("inverted", [1, -1])]:
         wav, mka = tmp_path / f"{name}.wav", tmp_path / f"{name}.mka"
-        sf.write(str(wav), stereo_image(music) * np.array(signs, np.float32), SR, subtype="FLOAT")
+        sf.write(str(wav), stereo_mix(music, SR) * np.array(signs, np.float32), SR, subtype="FLOAT")
         to_mka(wav, mka)
         decoded[name] = load_audio(mka)
     assert decoded["inverted"].samples.tobytes() == decoded["original"].samples.tobytes()
-    mixed = expected_analysis(stereo_image(music).mean(axis=1))
+    mixed = expected_analysis(stereo_mix(music, SR).mean(axis=1))
     assert correlation(decoded["original"].samples, mixed) > 0.999
 
 
