@@ -19,7 +19,12 @@ bit crusher, phaser, ladder filter, delay, reverb and GSM codec. The ``stereo`` 
 polarity of one channel of the track's own stereo (also with an MP3 encode) or of a dual-mono
 copy of it: a stereo listener hears the recording, a mean mix-down only what the channels do
 not share. The ``edits`` set cuts the time line (sections shuffled, silence inserted), plays
-it with a slow wow, or shifts the pitch by a fifth (soundstretch, +-7 semitones).
+it with a slow wow, or shifts the pitch by a fifth (soundstretch, +-7 semitones). The
+``augment`` set stretches and shifts with two more engines, Signalsmith Stretch
+(``python-stretch``) and Bungee (``bungee-python``), and applies audiomentations' effects
+(aliasing, band stop, parametric EQ, coloured noise, air absorption, distortion, clipping,
+limiting, a simulated room, a silenced part, a repeated part, a circular shift, a mirrored half,
+gain ramps).
 
     pip install '.[bench]' && apt-get install soundstretch ffmpeg
     python -m benchmarks.other_tools run --catalog CATALOG --out DIR [--set all] [--tracks 25]
@@ -181,6 +186,37 @@ EDITS = (
     Copy("soundstretch pitch +7", "soundstretch", "", 1.0, 7.0),
     Copy("soundstretch pitch -7", "soundstretch", "", 1.0, -7.0),
 )
+# two more time-scale and pitch engines (Signalsmith Stretch, Bungee) and audiomentations'
+# effects, each at one fixed setting (a key of :func:`_augmenters`)
+AUGMENT = (
+    *_stretches("signalsmith tempo", "signalsmith", "", 1.25, 0.80, 2.0, 0.5),
+    Copy("signalsmith pitch +3", "signalsmith", "", 1.0, 3.0),
+    Copy("signalsmith pitch -4", "signalsmith", "", 1.0, -4.0),
+    Copy("signalsmith tempo 1.10 + pitch -1", "signalsmith", "", 1.10, -1.0),
+    *_stretches("bungee tempo", "bungee", "", 1.25, 0.80, 2.0, 0.5),
+    Copy("bungee pitch +3", "bungee", "", 1.0, 3.0),
+    Copy("bungee pitch -4", "bungee", "", 1.0, -4.0),
+    *(
+        Copy(f"audiomentations {name}", "audiomentations", name)
+        for name in (
+            "aliasing 8 kHz",
+            "band stop 1 kHz",
+            "seven-band EQ +-12 dB",
+            "pink noise 10 dB",
+            "white noise 5 dB",
+            "air absorption 100 m",
+            "tanh distortion 0.7",
+            "clipping 40 %",
+            "limiter -24 dB",
+            "room rt60 0.8 s",
+            "time mask 10 %",
+            "part repeated 3 times",
+            "rolled 30 %",
+            "reflected padding 50 %",
+            "gain transitions",
+        )
+    ),
+)
 SETS = {
     "moderate": MODERATE,
     "hard": HARD,
@@ -188,7 +224,8 @@ SETS = {
     "effects": EFFECTS,
     "stereo": STEREO,
     "edits": EDITS,
-    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS,
+    "augment": AUGMENT,
+    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS + AUGMENT,
 }
 # an encode after the tool: the file's suffix, ffmpeg's encoder and its options
 ENCODES = {
@@ -201,13 +238,17 @@ ENCODES = {
 
 
 # -- the tools -----------------------------------------------------------------------------------
+# the Python package a tool is, when its name is not the tool's
+_PACKAGES = {"signalsmith": "python_stretch", "bungee": "bungee_python"}
+
+
 def tool_available(tool: str) -> bool:
     if tool in ("stereo", "edit"):  # numpy alone
         return True
     if tool in ("soundstretch", "ffmpeg"):
         return shutil.which(tool) is not None
     try:
-        __import__(tool)
+        __import__(_PACKAGES.get(tool, tool))
     except ImportError:
         return False
     return True
@@ -309,6 +350,85 @@ def _edit(y: np.ndarray, copy: Copy) -> np.ndarray:
     raise ValueError(f"unknown edit {copy.method!r}")
 
 
+def _signalsmith(y: np.ndarray, copy: Copy) -> np.ndarray:
+    from python_stretch.Signalsmith import Stretch
+
+    stretch = Stretch()
+    stretch.preset(1, SR)
+    stretch.setTimeFactor(copy.tempo)  # its time factor is the speed
+    stretch.setTransposeSemitones(copy.semitones)
+    return np.asarray(stretch.process(y[None, :].astype(np.float32)), np.float64).reshape(-1)
+
+
+def _bungee(y: np.ndarray, copy: Copy) -> np.ndarray:
+    from bungee_python.bungee import Bungee
+
+    engine = Bungee(SR, 1, speed=copy.tempo, pitch=2 ** (copy.semitones / 12))
+    return np.asarray(engine.process(y[:, None].astype(np.float32)), np.float64).reshape(-1)
+
+
+def _augmenters() -> dict[str, object]:
+    """audiomentations' transforms at one setting each (its ``min_`` and ``max_`` equal); what is
+    still drawn (EQ gains, noise, where a mask or a repeated part falls, the room's geometry)
+    comes from the seed :func:`_audiomentations` sets, but for the room's ray tracer, which
+    pyroomacoustics draws from a generator of its own (image sources alone, deterministic, give
+    about 0.2 s of reverberation at the orders that run in seconds)."""
+    import audiomentations as am
+
+    return {
+        "aliasing 8 kHz": am.Aliasing(min_sample_rate=8000, max_sample_rate=8000, p=1),
+        "band stop 1 kHz": am.BandStopFilter(
+            min_center_freq=1000,
+            max_center_freq=1000,
+            min_bandwidth_fraction=1.0,
+            max_bandwidth_fraction=1.0,
+            min_rolloff=24,
+            max_rolloff=24,
+            p=1,
+        ),
+        "seven-band EQ +-12 dB": am.SevenBandParametricEQ(min_gain_db=-12, max_gain_db=12, p=1),
+        "pink noise 10 dB": am.AddColorNoise(
+            min_snr_db=10, max_snr_db=10, min_f_decay=-3.01, max_f_decay=-3.01, p=1
+        ),
+        "white noise 5 dB": am.AddGaussianSNR(min_snr_db=5, max_snr_db=5, p=1),
+        "air absorption 100 m": am.AirAbsorption(min_distance=100, max_distance=100, p=1),
+        "tanh distortion 0.7": am.TanhDistortion(min_distortion=0.7, max_distortion=0.7, p=1),
+        "clipping 40 %": am.ClippingDistortion(
+            min_percentile_threshold=40, max_percentile_threshold=40, p=1
+        ),
+        "limiter -24 dB": am.Limiter(min_threshold_db=-24, max_threshold_db=-24, p=1),
+        "room rt60 0.8 s": am.RoomSimulator(
+            min_target_rt60=0.8, max_target_rt60=0.8, calculation_mode="rt60", p=1
+        ),
+        "time mask 10 %": am.TimeMask(min_band_part=0.1, max_band_part=0.1, p=1),
+        "part repeated 3 times": am.RepeatPart(
+            min_repeats=3, max_repeats=3, min_part_duration=1.2, max_part_duration=1.2, p=1
+        ),
+        "rolled 30 %": am.Shift(min_shift=0.3, max_shift=0.3, rollover=True, p=1),
+        # the first half replaced by the second half's mirror image
+        "reflected padding 50 %": am.Padding(
+            mode="reflect", min_fraction=0.5, max_fraction=0.5, pad_section="start", p=1
+        ),
+        "gain transitions": am.GainTransition(min_gain_db=-24, max_gain_db=6, p=1),
+    }
+
+
+# audiomentations' transforms that import a package of their own when they run
+_AUGMENTER_PACKAGES = {
+    "room rt60 0.8 s": "pyroomacoustics",
+    "limiter -24 dB": "numpy_audio_limiter",
+}
+
+
+def _audiomentations(y: np.ndarray, copy: Copy, seed: int = 0) -> np.ndarray:
+    import random
+
+    transform = _augmenters()[copy.method]
+    random.seed(seed)  # audiomentations draws from both generators
+    np.random.seed(seed)
+    return np.asarray(transform(y.astype(np.float32), sample_rate=SR), np.float64).reshape(-1)
+
+
 def _through_files(y: np.ndarray, tool: Callable[[str, str], object]) -> np.ndarray:
     """``y`` written to a WAV, ``tool(src, dst)`` run on it and its output read back as mono."""
     with tempfile.TemporaryDirectory(prefix="audiodup-other-") as tmp:
@@ -339,13 +459,19 @@ _RENDER = {
     "pedalboard": _pedalboard,
     "stereo": _stereo,
     "edit": _edit,
+    "signalsmith": _signalsmith,
+    "bungee": _bungee,
 }
 
 
 def render(y: np.ndarray, copy: Copy, seed: int = 0) -> np.ndarray:
     """``copy`` of ``y`` at :data:`SR` (float64), before any ``mp3_96k`` encode: mono, or
     ``(frames, 2)`` for the ``stereo`` tool (:func:`cut` with ``mono=False``)."""
-    out = _RENDER[copy.tool](np.asarray(y, dtype=np.float64), copy)
+    y = np.asarray(y, dtype=np.float64)
+    if copy.tool == "audiomentations":
+        out = _audiomentations(y, copy, seed)
+    else:
+        out = _RENDER[copy.tool](y, copy)
     if copy.then == "noise20":
         noise = np.random.default_rng(seed).normal(size=out.size)
         out = out + noise * np.sqrt(np.mean(out**2) / 10 ** (20 / 10))
@@ -377,7 +503,11 @@ def missing_tool(copy: Copy) -> str | None:
     if not tool_available(copy.tool):
         if copy.tool in ("soundstretch", "ffmpeg"):
             return f"{copy.tool} (apt-get install {copy.tool})"
-        return f"the Python package {copy.tool} (pip install '.[bench]')"
+        package = _PACKAGES.get(copy.tool, copy.tool)
+        return f"the Python package {package} (pip install '.[bench]')"
+    needs = _AUGMENTER_PACKAGES.get(copy.method) if copy.tool == "audiomentations" else None
+    if needs and not tool_available(needs):
+        return f"the Python package {needs} (pip install '.[bench]')"
     if copy.then in ENCODES:
         encoder = ENCODES[copy.then][1]
         if not shutil.which("ffmpeg"):

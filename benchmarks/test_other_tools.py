@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from benchmarks.other_tools import (
+    AUGMENT,
     EDITS,
     EFFECTS,
     ENCODES,
@@ -37,7 +38,11 @@ from benchmarks.stretchers import dominant_frequency_hz
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "fixtures" / "audio"
-_CONVENTION_CASES = [*MODERATE, *(c for c in HARD if not c.then)]
+_CONVENTION_CASES = [
+    *MODERATE,
+    *(c for c in HARD if not c.then),
+    *(c for c in AUGMENT if c.tool != "audiomentations"),
+]
 
 
 @pytest.mark.parametrize("copy", _CONVENTION_CASES, ids=lambda c: c.name)
@@ -134,8 +139,34 @@ def test_each_edit_keeps_the_pitch_and_changes_the_length_as_made(copy: Copy) ->
         assert np.array_equal(np.sort(shuffled), ramp) and not np.array_equal(shuffled, ramp)
 
 
+# what each audiomentations copy of 8 s of a tone lasts: a room adds its reverberation tail, a
+# repeated part its three repeats of 1.2 s; every other effect keeps the length
+_AUGMENTED_S = {"room rt60 0.8 s": (8.5, 9.5), "part repeated 3 times": (11.6, 11.6)}
+
+
+@pytest.mark.parametrize(
+    "copy", [c for c in AUGMENT if c.tool == "audiomentations"], ids=lambda c: c.name
+)
+def test_each_augmentation_keeps_the_pitch_and_is_the_same_for_a_seed(copy: Copy) -> None:
+    """An 8-s 300 Hz tone (below the band stop's band) through each audiomentations effect:
+    sound at its pitch, as long as the effect makes it, and the same copy again from the same
+    seed (its random draws seeded; not the room's)."""
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    tone = 0.3 * np.sin(2 * np.pi * 300.0 * np.arange(8 * SR) / SR)
+    out = render(tone, copy, seed=5)
+    assert np.all(np.isfinite(out)) and np.sqrt(np.mean(out**2)) > 0.005
+    low, high = _AUGMENTED_S.get(copy.method, (8.0, 8.0))
+    assert low - 0.01 <= out.size / SR <= high + 0.01, out.size / SR
+    assert abs(_tone_shift(out, SR, 300.0)) < 0.25
+    if not copy.method.startswith("room"):  # its ray tracer has a generator of its own
+        assert np.array_equal(render(tone, copy, seed=5), out)
+
+
 def test_the_sets_hold_every_copy_once() -> None:
-    assert SETS["all"] == SETS["tsm"] + SETS["effects"] + SETS["stereo"] + SETS["edits"]
+    assert SETS["all"] == (
+        SETS["tsm"] + SETS["effects"] + SETS["stereo"] + SETS["edits"] + SETS["augment"]
+    )
     assert SETS["tsm"] == MODERATE + HARD
     names = [c.name for c in SETS["all"]]
     assert len(names) == len(set(names))
