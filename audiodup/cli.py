@@ -199,6 +199,8 @@ def index_add(
             progress.update(task, advance=1, name=shown_text(Path(result.path).name)[:40])
             if result.status == "failed":
                 _print_error(result.path, result.error, progress.console)
+            elif result.truncated and result.status in ("added", "identical"):
+                _print_partly_added(result, progress.console)
 
         catalog.add_paths(
             paths,
@@ -557,6 +559,21 @@ def _screen_exit_code(verdicts: list[Verdict]) -> int:
         duplicates=counts["duplicate"],
         errors=counts["error"] + counts["partly_screened"],
         suspects=counts["suspect"],
+    )
+
+
+def _print_partly_added(result: AddResult, console: Console) -> None:
+    seen = f"{result.duration_s or 0:.1f} s"
+    if result.status == "added":
+        what = f"only its first {seen} are in the catalog"
+        then = "an upload that copies the rest will not be found"
+    else:
+        what = f"identical to work {result.work_id} in its first {seen}"
+        then = "the rest was not compared"
+    console.print(
+        f"warning: {shown_text(result.path)}: {what} (the file holds more than the decoding "
+        f"limits take): {then}",
+        soft_wrap=True,
     )
 
 

@@ -126,6 +126,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
         artist=audio.artist,
         file_size=stat.st_size,
         file_mtime=stat.st_mtime,
+        truncated=audio.truncated,
     )
 
 
@@ -185,6 +186,7 @@ def add_paths(
                     done.work_id,
                     duration_s=item.duration_s,
                     upload_id=done.upload_id,
+                    truncated=item.truncated,
                 )
             results.append(entry)
             if on_result is not None:

@@ -118,6 +118,9 @@ class AddResult:
     error: str | None = None
     duration_s: float | None = None
     upload_id: int | None = None
+    # the file held more than the decoding limits take: only its first duration_s seconds are
+    # in the catalog (added) or were compared (identical)
+    truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -232,6 +232,7 @@ class NewWork:
     file_mtime: float | None = None
     metadata: dict = field(default_factory=dict)  # the upload's metadata (see UPLOAD_FIELDS)
     role: str = "upload"
+    truncated: bool = False  # the file held more than the decoding limits took (not stored)
 
 
 @dataclass(frozen=True)

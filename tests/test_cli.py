@@ -304,6 +304,53 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
     assert "warning:" not in result.stderr
 
 
+def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not_indexed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first ``max_duration_s`` of a file go into the catalog: ``index add`` says so
+    for that file (added, or identical on that part to a work), stays quiet for a shorter one,
+    and the Python API marks the result ``truncated``."""
+    import dataclasses
+
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    db = tmp_path / "catalog"
+    with Catalog.open(db, settings=short_cap):
+        pass
+    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
+        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
+    )
+    work, sr = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
+    other, other_sr = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    assert other_sr == sr
+    long_file, short_file = tmp_path / "long mix.wav", tmp_path / "short.wav"
+    sf.write(long_file, np.concatenate([other[: 32 * sr], work]), sr)
+    sf.write(short_file, other[: 20 * sr], sr)
+
+    result = run("index", "add", "--db", db, long_file, short_file)
+    assert result.exit_code == 0, result.output
+    assert "added 2" in result.stdout
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
+    assert str(long_file) in line and "only its first 30.0 s are in the catalog" in line
+
+    again = tmp_path / "the same mix, another ending.wav"
+    sf.write(again, np.concatenate([other[: 32 * sr], work[::-1]]), sr)
+    result = run("index", "add", "--db", db, again)
+    assert result.exit_code == 0 and "identical 1" in result.stdout, result.output
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
+    assert str(again) in line and "in its first 30.0 s" in line and "not compared" in line
+
+    with Catalog.open(db, create=False, settings=short_cap) as catalog:
+        fresh = tmp_path / "fresh"
+        fresh.mkdir()
+        sf.write(fresh / "long.wav", np.concatenate([work, other[: 32 * sr]]), sr)
+        sf.write(fresh / "short.wav", work[: 20 * sr], sr)
+        added = {Path(r.path).name: r for r in catalog.add_paths([fresh])}
+    assert added["long.wav"].truncated and added["long.wav"].duration_s == pytest.approx(30.0)
+    assert not added["short.wav"].truncated
+
+
 def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"
