@@ -24,7 +24,9 @@ it with a slow wow, or shifts the pitch by a fifth (soundstretch, +-7 semitones)
 (``python-stretch``) and Bungee (``bungee-python``), and applies audiomentations' effects
 (aliasing, band stop, parametric EQ, coloured noise, air absorption, distortion, clipping,
 limiting, a simulated room, a silenced part, a repeated part, a circular shift, a mirrored half,
-gain ramps).
+gain ramps). The ``grains`` set changes the tempo with two time-domain tools of other families:
+Praat's PSOLA (``praat-parselmouth``), made for speech, and pydub's speed-up, which drops
+chunks and crossfades the rest.
 
     pip install '.[bench]' && apt-get install soundstretch ffmpeg
     python -m benchmarks.other_tools run --catalog CATALOG --out DIR [--set all] [--tracks 25]
@@ -217,6 +219,13 @@ AUGMENT = (
         )
     ),
 )
+# time-domain tools of other families: Praat's pitch-synchronous overlap-add (PSOLA, made for
+# speech: on music it imposes the periodicity of the pitch marks it finds) and pydub's speed-up,
+# which drops chunks and crossfades the rest
+GRAINS = (
+    *_stretches("praat psola tempo", "praat", "", 1.25, 0.80, 1.60),
+    *_stretches("pydub speedup", "pydub", "", 1.25, 1.50, 2.0),
+)
 SETS = {
     "moderate": MODERATE,
     "hard": HARD,
@@ -225,7 +234,8 @@ SETS = {
     "stereo": STEREO,
     "edits": EDITS,
     "augment": AUGMENT,
-    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS + AUGMENT,
+    "grains": GRAINS,
+    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS + AUGMENT + GRAINS,
 }
 # an encode after the tool: the file's suffix, ffmpeg's encoder and its options
 ENCODES = {
@@ -239,7 +249,7 @@ ENCODES = {
 
 # -- the tools -----------------------------------------------------------------------------------
 # the Python package a tool is, when its name is not the tool's
-_PACKAGES = {"signalsmith": "python_stretch", "bungee": "bungee_python"}
+_PACKAGES = {"signalsmith": "python_stretch", "bungee": "bungee_python", "praat": "parselmouth"}
 
 
 def tool_available(tool: str) -> bool:
@@ -413,6 +423,25 @@ def _augmenters() -> dict[str, object]:
     }
 
 
+def _praat(y: np.ndarray, copy: Copy) -> np.ndarray:
+    import parselmouth
+    from parselmouth.praat import call
+
+    sound = parselmouth.Sound(y, SR)
+    # its pitch range for the pitch marks (Hz), then the length factor
+    return call(sound, "Lengthen (overlap-add)", 75, 600, 1 / copy.tempo).values[0]
+
+
+def _pydub(y: np.ndarray, copy: Copy) -> np.ndarray:
+    from pydub import AudioSegment
+    from pydub.effects import speedup
+
+    pcm = (np.clip(y, -1, 1) * 32767).astype(np.int16).tobytes()
+    segment = AudioSegment(pcm, frame_rate=SR, sample_width=2, channels=1)
+    faster = speedup(segment, playback_speed=copy.tempo, chunk_size=150, crossfade=25)
+    return np.frombuffer(faster.raw_data, dtype=np.int16).astype(np.float64) / 32767
+
+
 # audiomentations' transforms that import a package of their own when they run
 _AUGMENTER_PACKAGES = {
     "room rt60 0.8 s": "pyroomacoustics",
@@ -461,6 +490,8 @@ _RENDER = {
     "edit": _edit,
     "signalsmith": _signalsmith,
     "bungee": _bungee,
+    "praat": _praat,
+    "pydub": _pydub,
 }
 
 

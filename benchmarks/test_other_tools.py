@@ -20,6 +20,7 @@ from benchmarks.other_tools import (
     EDITS,
     EFFECTS,
     ENCODES,
+    GRAINS,
     HARD,
     MODERATE,
     SETS,
@@ -42,6 +43,7 @@ _CONVENTION_CASES = [
     *MODERATE,
     *(c for c in HARD if not c.then),
     *(c for c in AUGMENT if c.tool != "audiomentations"),
+    *GRAINS,
 ]
 
 
@@ -165,7 +167,12 @@ def test_each_augmentation_keeps_the_pitch_and_is_the_same_for_a_seed(copy: Copy
 
 def test_the_sets_hold_every_copy_once() -> None:
     assert SETS["all"] == (
-        SETS["tsm"] + SETS["effects"] + SETS["stereo"] + SETS["edits"] + SETS["augment"]
+        SETS["tsm"]
+        + SETS["effects"]
+        + SETS["stereo"]
+        + SETS["edits"]
+        + SETS["augment"]
+        + SETS["grains"]
     )
     assert SETS["tsm"] == MODERATE + HARD
     names = [c.name for c in SETS["all"]]
