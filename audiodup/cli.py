@@ -820,7 +820,7 @@ def _print_rescan(result, summary) -> None:
                 str(u.undetermined),
             )
         out.print(table)
-    for note in (*result.fallbacks, *result.errors):
+    for note in (*result.fallbacks, *result.errors, *result.partly_scanned):
         err.print(f"note: work {note.work_id}: {shown_text(note.note)}", soft_wrap=True)
     if summary.run_id is None:
         now = "nothing new to screen; "

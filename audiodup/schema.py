@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 # 3.0: search_s no longer holds index loading (index_load_s), CPU seconds of each screening
 # stage, tempo_drift in matches, the review decisions export; 3.1: the screen summary's
 # partly_screened
-SCHEMA_VERSION = "3.1"
+SCHEMA_VERSION = "3.2"
 
 DocumentKind = Literal[
     "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"

@@ -351,6 +351,50 @@ def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not
     assert not added["short.wav"].truncated
 
 
+def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A work whose file runs past ``max_duration_s`` is screened, and indexed, only to there: a
+    rescan lists it in ``partly_scanned`` (JSON, valid against the schema, and a note line),
+    a shorter work is not listed, and the exit code is the one its pairs make."""
+    import dataclasses
+
+    from audiodup.rescan import rescan
+    from audiodup.rescan.serialise import report_to_dict
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    work, sr = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
+    other, _ = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "long mix.wav", np.concatenate([other[: 32 * sr], work]), sr)
+    sf.write(songs / "short.wav", work[: 20 * sr], sr)
+    db = tmp_path / "catalog"
+    with Catalog.open(db, settings=short_cap) as catalog:
+        added = {Path(r.path).name: r.work_id for r in catalog.add_paths([songs])}
+        report = rescan(catalog)
+    assert not report.pairs  # the copy of short.wav inside the long mix lies past the cap
+    (partly,) = report.partly_scanned
+    assert partly.work_id == added["long mix.wav"] and partly.path.endswith("long mix.wav")
+    assert "only its first 30.0 s were screened" in partly.note
+    document = report_to_dict(report)
+    assert document["summary"]["partly_scanned"] == 1
+    validate(document, "rescan")
+
+    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
+        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
+    )
+    out = tmp_path / "report.json"
+    result = run("rescan", "--db", db, "--out", out)
+    assert result.exit_code in (0, 4), result.output  # no pair, or a suspect one: no error
+    (line,) = [x for x in result.stderr.splitlines() if "only its first" in x]
+    assert line.startswith(f"note: work {added['long mix.wav']}: ")
+    written = json.loads(out.read_text())
+    assert [p["work_id"] for p in written["partly_scanned"]] == [added["long mix.wav"]]
+    validate(written, "rescan")
+
+
 def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"

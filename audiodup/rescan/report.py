@@ -65,6 +65,19 @@ def build_report(
         errors=tuple(
             WorkNote(w, info[w].path, s.error) for w, s in sorted(scans.items()) if s.error
         ),
+        partly_scanned=tuple(
+            WorkNote(w, info[w].path, partly_scanned_note(info[w].duration_s))
+            for w, s in sorted(scans.items())
+            if s.truncated and not s.error
+        ),
+    )
+
+
+def partly_scanned_note(duration_s: float) -> str:
+    """Why a work's screening saw only part of its file."""
+    return (
+        f"only its first {duration_s:.1f} s were screened and are in the catalog (its file holds "
+        "more than the decoding limits take): a copy in the rest, or of the rest, is not found"
     )
 
 

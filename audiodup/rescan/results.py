@@ -25,6 +25,9 @@ class WorkScan:
     matches: tuple[Match, ...] = ()
     note: str | None = None  # why the stored fingerprint was the query
     error: str | None = None
+    # its file holds more than the decoding limits take: only its first part was screened (and
+    # is in the catalog)
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,8 @@ class RescanReport:
     uploaders: tuple[UploaderRank, ...]
     fallbacks: tuple[WorkNote, ...]  # works screened with their stored fingerprint
     errors: tuple[WorkNote, ...]
+    # works whose file holds more than the decoding limits take: seen only to there
+    partly_scanned: tuple[WorkNote, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,9 @@ def _run_sharded(
         found = sharded.match_fingerprint(
             query.fingerprint, query.view, without=(work_id,), every_look=True
         )
-        return WorkScan(work_id, query.source, tuple(found), note=query.note)
+        return WorkScan(
+            work_id, query.source, tuple(found), note=query.note, truncated=query.truncated
+        )
 
     # several works' rounds in flight at once: one work's round waits for a worker that is
     # busy decoding, another's runs meanwhile (every wait inside is bounded)

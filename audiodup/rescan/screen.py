@@ -27,6 +27,7 @@ class WorkQuery:
     source: QuerySource
     note: str | None = None
     view: View | None = None
+    truncated: bool = False  # the file holds more than the decoding limits take
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,9 @@ def screen_work(
     matches = catalog.match_fingerprint(
         query.fingerprint, query.view, without=(work_id,), every_look=True
     )
-    return WorkScan(work_id, query.source, tuple(matches), note=query.note)
+    return WorkScan(
+        work_id, query.source, tuple(matches), note=query.note, truncated=query.truncated
+    )
 
 
 def work_query(
@@ -89,7 +92,7 @@ def work_query(
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
             prints = UploadFingerprints(audio, catalog.settings)
-            return WorkQuery(prints.query, "file", None, prints.view)
+            return WorkQuery(prints.query, "file", None, prints.view, audio.truncated)
         except AudiodupError as exc:
             file_problem = str(exc)
         except OSError as exc:  # its folder cannot be entered now, say

@@ -50,6 +50,7 @@ def report_summary(report: RescanReport) -> dict[str, int]:
         "errors": len(report.errors),
         "fallbacks": len(report.fallbacks),
         "unscanned": len(report.unscanned),
+        "partly_scanned": len(report.partly_scanned),
     }
 
 
@@ -68,6 +69,7 @@ def scan_from_json(text: str) -> WorkScan:
         matches=tuple(match_from_dict(m) for m in data["matches"]),
         note=data.get("note"),
         error=data.get("error"),
+        truncated=bool(data.get("truncated", False)),
     )
 
 
