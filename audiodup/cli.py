@@ -22,6 +22,7 @@ from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
 from .ingest import source_path
 from .results import (
+    BEYOND_DECODING_LIMITS,
     AddResult,
     Verdict,
     dumps,
@@ -571,8 +572,7 @@ def _print_partly_added(result: AddResult, console: Console) -> None:
         what = f"identical to work {result.work_id} in its first {seen}"
         then = "the rest was not compared"
     console.print(
-        f"warning: {shown_text(result.path)}: {what} (the file holds more than the decoding "
-        f"limits take): {then}",
+        f"warning: {shown_text(result.path)}: {what} ({BEYOND_DECODING_LIMITS}): {then}",
         soft_wrap=True,
     )
 
@@ -580,8 +580,8 @@ def _print_partly_added(result: AddResult, console: Console) -> None:
 def _print_partly_screened(verdict: Verdict) -> None:
     err.print(
         f"warning: {shown_text(verdict.path)}: only its first {verdict.duration_s or 0:.1f} s "
-        "were screened (the file holds more than the decoding limits take), and they hold no "
-        "duplicate: what follows is unseen",
+        f"were screened ({BEYOND_DECODING_LIMITS}), and they hold no duplicate: what follows "
+        "is unseen",
         soft_wrap=True,
     )
 

@@ -208,6 +208,7 @@ def rescan_html(
         (len(report.suspect_pairs), "suspect pairs"),
         (len(report.fallbacks), "screened from stored fingerprints"),
         (len(report.errors), "errors"),
+        (len(report.partly_scanned), "seen only to the decoding limits"),
     ]
     uploads = {m.upload_id: m for m in report.linked_uploads}
     by_work: dict[int, list[Member]] = {}
@@ -328,9 +329,10 @@ def rescan_html(
         if pairs:
             body.append(f"<h2>{title}</h2>")
             body.append(_pairs_table(pairs, table_id, report))
-    if report.fallbacks or report.errors:
+    notes = (*report.fallbacks, *report.errors, *report.partly_scanned)
+    if notes:
         body.append("<h2>Notes</h2><ul>")
-        for note in (*report.fallbacks, *report.errors):
+        for note in notes:
             body.append(
                 f"<li>work {note.work_id} <code>{_e(note.path)}</code>: {_e(note.note)}</li>"
             )

@@ -256,6 +256,11 @@ def screen_label(verdict: Verdict) -> str:
     return "error" if verdict.error is not None else str(verdict.verdict)
 
 
+# why only the first part of a file was screened or indexed (Settings.max_duration_s and the
+# budget of native samples, audiodup.audio)
+BEYOND_DECODING_LIMITS = "the file holds more than the decoding limits take"
+
+
 def partly_screened(verdict: Verdict) -> bool:
     """Whether an upload was screened on its first part only (longer than ``max_duration_s``,
     or than the decoding budget of native samples) and found no duplicate there: it is not

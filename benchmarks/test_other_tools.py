@@ -150,14 +150,16 @@ _AUGMENTED_S = {"room rt60 0.8 s": (8.5, 9.5), "part repeated 3 times": (11.6, 1
     "copy", [c for c in AUGMENT if c.tool == "audiomentations"], ids=lambda c: c.name
 )
 def test_each_augmentation_keeps_the_pitch_and_is_the_same_for_a_seed(copy: Copy) -> None:
-    """An 8-s 300 Hz tone (below the band stop's band) through each audiomentations effect:
-    sound at its pitch, as long as the effect makes it, and the same copy again from the same
-    seed (its random draws seeded; not the room's)."""
+    """An 8-s 300 Hz tone (below the band stop's band) with faint noise through each
+    audiomentations effect: changed, sound at its pitch, as long as the effect makes it, and
+    the same copy again from the same seed (its random draws seeded; not the room's)."""
     if need := missing_tool(copy):
         pytest.skip(f"needs {need}")
     tone = 0.3 * np.sin(2 * np.pi * 300.0 * np.arange(8 * SR) / SR)
+    tone += 0.02 * np.random.default_rng(0).normal(size=tone.size)  # a roll must show
     out = render(tone, copy, seed=5)
     assert np.all(np.isfinite(out)) and np.sqrt(np.mean(out**2)) > 0.005
+    assert not np.allclose(out[: tone.size], tone[: out.size], atol=1e-3)  # it did something
     low, high = _AUGMENTED_S.get(copy.method, (8.0, 8.0))
     assert low - 0.01 <= out.size / SR <= high + 0.01, out.size / SR
     assert abs(_tone_shift(out, SR, 300.0)) < 0.25

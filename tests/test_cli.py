@@ -263,25 +263,35 @@ def test_screen_exit_codes(db: Path, inputs: list[str], expected: int) -> None:
     assert table_result.exit_code == expected, table_result.output
 
 
-def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_clean(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A copy after ``max_duration_s`` of other music is never screened: such an upload gets a
-    warning line and the error flag (the service refuses it), while a copy within the cap is a
-    duplicate as ever."""
+@pytest.fixture
+def short_cap(monkeypatch: pytest.MonkeyPatch):
+    """Settings that decode at most 30 s, the CLI made to open catalogs with them (it opens
+    them with the default recipe), and ``(work, other, rate)``: a catalog fixture's samples and
+    an unrelated upload's, to build files longer than the cap."""
     import dataclasses
 
     from audiodup.settings import DEFAULT_SETTINGS
 
-    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
-    db = tmp_path / "catalog"
-    with Catalog.open(db, settings=short_cap) as catalog:
-        catalog.add_paths([CATALOG_DIR])
-    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
-        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
+    settings = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    monkeypatch.setattr(
+        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=settings)
     )
-    work, _ = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
-    other, sr = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    work, sr = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
+    other, other_sr = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    assert other_sr == sr
+    return settings, (work, other, sr)
+
+
+def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_clean(
+    tmp_path: Path, short_cap
+) -> None:
+    """A copy after ``max_duration_s`` of other music is never screened: such an upload gets a
+    warning line and the error flag (the service refuses it), while a copy within the cap is a
+    duplicate as ever."""
+    settings, (work, other, sr) = short_cap
+    db = tmp_path / "catalog"
+    with Catalog.open(db, settings=settings) as catalog:
+        catalog.add_paths([CATALOG_DIR])
     hidden, first = tmp_path / "copy after 32 s.wav", tmp_path / "copy first.wav"
     sf.write(hidden, np.concatenate([other[: 32 * sr], work]), sr)
     sf.write(first, np.concatenate([work, other[: 32 * sr]]), sr)
@@ -305,25 +315,15 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
 
 
 def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not_indexed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, short_cap
 ) -> None:
     """Only the first ``max_duration_s`` of a file go into the catalog: ``index add`` says so
     for that file (added, or identical on that part to a work), stays quiet for a shorter one,
     and the Python API marks the result ``truncated``."""
-    import dataclasses
-
-    from audiodup.settings import DEFAULT_SETTINGS
-
-    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    settings, (work, other, sr) = short_cap
     db = tmp_path / "catalog"
-    with Catalog.open(db, settings=short_cap):
+    with Catalog.open(db, settings=settings):
         pass
-    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
-        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
-    )
-    work, sr = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
-    other, other_sr = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
-    assert other_sr == sr
     long_file, short_file = tmp_path / "long mix.wav", tmp_path / "short.wav"
     sf.write(long_file, np.concatenate([other[: 32 * sr], work]), sr)
     sf.write(short_file, other[: 20 * sr], sr)
@@ -341,7 +341,7 @@ def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
     assert str(again) in line and "in its first 30.0 s" in line and "not compared" in line
 
-    with Catalog.open(db, create=False, settings=short_cap) as catalog:
+    with Catalog.open(db, create=False, settings=settings) as catalog:
         fresh = tmp_path / "fresh"
         fresh.mkdir()
         sf.write(fresh / "long.wav", np.concatenate([work, other[: 32 * sr]]), sr)
@@ -351,27 +351,21 @@ def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not
     assert not added["short.wav"].truncated
 
 
-def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(tmp_path: Path, short_cap) -> None:
     """A work whose file runs past ``max_duration_s`` is screened, and indexed, only to there: a
-    rescan lists it in ``partly_scanned`` (JSON, valid against the schema, and a note line),
-    a shorter work is not listed, and the exit code is the one its pairs make."""
-    import dataclasses
-
+    rescan lists it in ``partly_scanned`` (JSON, valid against the schema; a note line; the
+    HTML report's notes), a shorter work is not listed, and the exit code is the one its pairs
+    make."""
     from audiodup.rescan import rescan
     from audiodup.rescan.serialise import report_to_dict
-    from audiodup.settings import DEFAULT_SETTINGS
 
-    short_cap = dataclasses.replace(DEFAULT_SETTINGS, max_duration_s=30.0)
-    work, sr = sf.read(CATALOG_DIR / "work_02.ogg", dtype="float32")
-    other, _ = sf.read(UPLOADS_DIR / "unrelated_a.ogg", dtype="float32")
+    settings, (work, other, sr) = short_cap
     songs = tmp_path / "songs"
     songs.mkdir()
     sf.write(songs / "long mix.wav", np.concatenate([other[: 32 * sr], work]), sr)
     sf.write(songs / "short.wav", work[: 20 * sr], sr)
     db = tmp_path / "catalog"
-    with Catalog.open(db, settings=short_cap) as catalog:
+    with Catalog.open(db, settings=settings) as catalog:
         added = {Path(r.path).name: r.work_id for r in catalog.add_paths([songs])}
         report = rescan(catalog)
     assert not report.pairs  # the copy of short.wav inside the long mix lies past the cap
@@ -382,17 +376,16 @@ def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(
     assert document["summary"]["partly_scanned"] == 1
     validate(document, "rescan")
 
-    monkeypatch.setattr(  # the CLI opens catalogs with the default recipe
-        audiodup.cli, "_open", lambda db, **_: Catalog.open(db, create=False, settings=short_cap)
-    )
-    out = tmp_path / "report.json"
+    out, page = tmp_path / "report.json", tmp_path / "report.html"
     result = run("rescan", "--db", db, "--out", out)
-    assert result.exit_code in (0, 4), result.output  # no pair, or a suspect one: no error
+    assert result.exit_code == (4 if report.suspect_pairs else 0), result.output
     (line,) = [x for x in result.stderr.splitlines() if "only its first" in x]
     assert line.startswith(f"note: work {added['long mix.wav']}: ")
     written = json.loads(out.read_text())
     assert [p["work_id"] for p in written["partly_scanned"]] == [added["long mix.wav"]]
     validate(written, "rescan")
+    assert run("rescan", "--db", db, "--out", page).exit_code == result.exit_code
+    assert f"work {added['long mix.wav']} <code>" in page.read_text()
 
 
 def test_screen_table_output(db: Path) -> None:

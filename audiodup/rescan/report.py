@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..results import UploadInfo, WorkInfo
+from ..results import BEYOND_DECODING_LIMITS, UploadInfo, WorkInfo
 from ..settings import Settings
 from .clusters import find_clusters, find_pairs, member
 from .relations import relate
@@ -76,8 +76,8 @@ def build_report(
 def partly_scanned_note(duration_s: float) -> str:
     """Why a work's screening saw only part of its file."""
     return (
-        f"only its first {duration_s:.1f} s were screened and are in the catalog (its file holds "
-        "more than the decoding limits take): a copy in the rest, or of the rest, is not found"
+        f"only its first {duration_s:.1f} s were screened and are in the catalog "
+        f"({BEYOND_DECODING_LIMITS}): a copy in the rest, or of the rest, is not found"
     )
 
 

@@ -42,7 +42,8 @@ def report_to_dict(report: RescanReport) -> dict:
 
 
 def report_summary(report: RescanReport) -> dict[str, int]:
-    """The counts of a report (the facts the exit code is made of)."""
+    """The counts of a report: the facts the exit code is made of, and ``partly_scanned``,
+    which it leaves out."""
     return {
         "duplicate_pairs": len(report.pairs),
         "suspect_pairs": len(report.suspect_pairs),
