@@ -388,6 +388,26 @@ def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(tmp_path: Path, short_c
     assert f"work {added['long mix.wav']} <code>" in page.read_text()
 
 
+def test_a_work_at_the_cap_is_listed_also_when_screened_from_its_stored_fingerprint(
+    tmp_path: Path, short_cap
+) -> None:
+    """With its file gone, a work stored at the cap's length is still known to be cut: its
+    duration is the cap's."""
+    from audiodup.rescan import rescan
+
+    settings, (work, other, sr) = short_cap
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "long mix.wav", np.concatenate([other[: 32 * sr], work]), sr)
+    sf.write(songs / "short.wav", work[: 20 * sr], sr)
+    with Catalog.open(tmp_path / "catalog", settings=settings) as catalog:
+        added = {Path(r.path).name: r.work_id for r in catalog.add_paths([songs])}
+        (songs / "long mix.wav").unlink()
+        report = rescan(catalog)
+    assert [n.work_id for n in report.fallbacks] == [added["long mix.wav"]]
+    assert [n.work_id for n in report.partly_scanned] == [added["long mix.wav"]]
+
+
 def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"

@@ -68,9 +68,17 @@ def build_report(
         partly_scanned=tuple(
             WorkNote(w, info[w].path, partly_scanned_note(info[w].duration_s))
             for w, s in sorted(scans.items())
-            if s.truncated and not s.error
+            if (s.truncated or reaches_the_cap(info[w], settings)) and not s.error
         ),
     )
+
+
+def reaches_the_cap(work: WorkInfo, settings: Settings) -> bool:
+    """Whether a work's stored audio is as long as decoding takes (``max_duration_s``): its
+    file held that much or more. A work screened from its stored fingerprint, or whose result
+    an earlier version stored, is known to be cut only this way; one cut earlier by the budget
+    of native samples (a very high rate or many channels) is not."""
+    return work.duration_s >= settings.max_duration_s - 1.0 / settings.sample_rate_hz
 
 
 def partly_scanned_note(duration_s: float) -> str:
