@@ -371,6 +371,7 @@ def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(tmp_path: Path, short_c
     assert not report.pairs  # the copy of short.wav inside the long mix lies past the cap
     (partly,) = report.partly_scanned
     assert partly.work_id == added["long mix.wav"] and partly.path.endswith("long mix.wav")
+    assert partly.duration_s == pytest.approx(30.0)
     assert "only its first 30.0 s were screened" in partly.note
     document = report_to_dict(report)
     assert document["summary"]["partly_scanned"] == 1
@@ -382,7 +383,9 @@ def test_a_rescan_lists_the_works_it_saw_only_to_the_cap(tmp_path: Path, short_c
     (line,) = [x for x in result.stderr.splitlines() if "only its first" in x]
     assert line.startswith(f"note: work {added['long mix.wav']}: ")
     written = json.loads(out.read_text())
-    assert [p["work_id"] for p in written["partly_scanned"]] == [added["long mix.wav"]]
+    assert [(p["work_id"], p["duration_s"]) for p in written["partly_scanned"]] == [
+        (added["long mix.wav"], pytest.approx(30.0))
+    ]
     validate(written, "rescan")
     assert run("rescan", "--db", db, "--out", page).exit_code == result.exit_code
     assert f"work {added['long mix.wav']} <code>" in page.read_text()

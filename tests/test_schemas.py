@@ -159,7 +159,7 @@ SHAPE_DIGESTS = {
     "2.1": "51825a81b48c37656afb2bb38e0688555959404a652002d8399069f11af8bfa0",
     "3.0": "a473cdc812ac3c1731530abd7caeca259a99a38dfc5e4ecc6a0324d04e1c6138",
     "3.1": "d5f5b6dcdf61f2590e228b3f7aa5686de5d2e1fa5c5cdcfc232309cd371d84a7",
-    "3.2": "9b37761c225426f1aa5084f8921eff45b3570e71e184d99064da754f757d5323",
+    "3.2": "7fd2350fe9d6c7c7521173ef49e1668e99786c1020eeb65d49a2be3cdf2f32c9",
 }
 
 
@@ -448,6 +448,6 @@ def test_a_drifted_rescan_document_is_rejected() -> None:
         lambda d: d.pop("summary"),
         lambda d: d["summary"].update(errors="1"),
         lambda d: d.pop("partly_scanned"),
-        lambda d: d["partly_scanned"].append({"work_id": 1, "path": "a.ogg"}),  # no note
+        lambda d: d["partly_scanned"].append({"work_id": 1, "path": "a.ogg", "note": "n"}),
     ):
         assert problems(drifted(document, change), "rescan")

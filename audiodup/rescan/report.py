@@ -11,7 +11,15 @@ from ..results import BEYOND_DECODING_LIMITS, UploadInfo, WorkInfo
 from ..settings import Settings
 from .clusters import find_clusters, find_pairs, member
 from .relations import relate
-from .results import Cluster, Link, RescanReport, UploaderRank, WorkNote, WorkScan
+from .results import (
+    Cluster,
+    Link,
+    PartlyScanned,
+    RescanReport,
+    UploaderRank,
+    WorkNote,
+    WorkScan,
+)
 
 _ROLES = ("reference", "upload")
 
@@ -66,7 +74,9 @@ def build_report(
             WorkNote(w, info[w].path, s.error) for w, s in sorted(scans.items()) if s.error
         ),
         partly_scanned=tuple(
-            WorkNote(w, info[w].path, partly_scanned_note(info[w].duration_s))
+            PartlyScanned(
+                w, info[w].path, info[w].duration_s, partly_scanned_note(info[w].duration_s)
+            )
             for w, s in sorted(scans.items())
             if (s.truncated or reaches_the_cap(info[w], settings)) and not s.error
         ),

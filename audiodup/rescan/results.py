@@ -177,6 +177,16 @@ class WorkNote:
 
 
 @dataclass(frozen=True)
+class PartlyScanned:
+    """A work seen only to the decoding limits: its first ``duration_s`` seconds."""
+
+    work_id: int
+    path: str
+    duration_s: float
+    note: str
+
+
+@dataclass(frozen=True)
 class RescanReport:
     catalog: str
     works: int  # live works in the catalog
@@ -194,7 +204,7 @@ class RescanReport:
     fallbacks: tuple[WorkNote, ...]  # works screened with their stored fingerprint
     errors: tuple[WorkNote, ...]
     # works whose file holds more than the decoding limits take: seen only to there
-    partly_scanned: tuple[WorkNote, ...] = ()
+    partly_scanned: tuple[PartlyScanned, ...] = ()
 
 
 @dataclass(frozen=True)
