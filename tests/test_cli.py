@@ -411,6 +411,30 @@ def test_a_work_at_the_cap_is_listed_also_when_screened_from_its_stored_fingerpr
     assert [n.work_id for n in report.partly_scanned] == [added["long mix.wav"]]
 
 
+def test_a_file_as_long_as_the_cap_is_not_listed_when_the_rescan_reads_it(
+    tmp_path: Path, short_cap
+) -> None:
+    """A file of exactly ``max_duration_s`` is screened whole: read from its file, decoding says
+    nothing was cut, and it is not listed. With the file gone only its stored length is known,
+    the cap's, and it is listed: a cut work's stored audio is as long."""
+    from audiodup.rescan import rescan
+
+    settings, (work, other, sr) = short_cap
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    sf.write(songs / "exactly 30 s.wav", other[: 30 * sr], sr)
+    sf.write(songs / "short.wav", work[: 20 * sr], sr)
+    with Catalog.open(tmp_path / "catalog", settings=settings) as catalog:
+        added = {Path(r.path).name: r for r in catalog.add_paths([songs])}
+        exact = added["exactly 30 s.wav"]
+        assert exact.duration_s == pytest.approx(30.0) and not exact.truncated
+        assert not rescan(catalog).partly_scanned
+        (songs / "exactly 30 s.wav").unlink()
+        report = rescan(catalog)
+    assert [n.work_id for n in report.fallbacks] == [exact.work_id]
+    assert [n.work_id for n in report.partly_scanned] == [exact.work_id]
+
+
 def test_screen_table_output(db: Path) -> None:
     result = run(
         "screen", "--db", db, UPLOADS_DIR / "pitch_-3_work_03.ogg", UPLOADS_DIR / "missing.wav"

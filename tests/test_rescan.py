@@ -739,3 +739,36 @@ def test_rescan_cli_usage_errors(
     assert info.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
     assert not (catalog_copy / RESULTS_FILE).exists()
+
+
+@pytest.mark.parametrize(
+    ("source", "stored", "at_cap", "listed"),
+    [
+        ("file", True, True, True),
+        ("file", False, True, False),  # a file of exactly the cap's length, read whole
+        ("file", None, True, True),  # stored by a version that did not record it
+        ("file", None, False, False),
+        ("stored_fingerprint", False, True, True),  # not read: only the length is known
+        ("stored_fingerprint", None, False, False),
+    ],
+)
+def test_a_work_is_partly_scanned_as_its_decoding_said_else_by_its_stored_length(
+    source: str, stored: bool | None, at_cap: bool, listed: bool
+) -> None:
+    """The stored form keeps the flag (``null`` when not known); the report trusts it for a
+    work read from its file, and otherwise falls back to the stored length."""
+    from audiodup.rescan.report import cut_short
+    from audiodup.rescan.serialise import scan_from_json, scan_to_json
+
+    scan = scan_from_json(scan_to_json(WorkScan(7, source, truncated=stored)))
+    assert scan.truncated is stored
+    cap = DEFAULT_SETTINGS.max_duration_s
+    work = WorkInfo(7, "/w.flac", None, None, cap if at_cap else cap / 2, "0" * 64, "now")
+    assert cut_short(scan, work, DEFAULT_SETTINGS) is listed
+
+
+def test_a_stored_scan_without_the_flag_reads_back_as_not_known() -> None:
+    from audiodup.rescan.serialise import scan_from_json
+
+    old = {"work_id": 3, "query_source": "file", "matches": [], "note": None, "error": None}
+    assert scan_from_json(json.dumps(old)).truncated is None

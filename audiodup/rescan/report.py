@@ -78,9 +78,19 @@ def build_report(
                 w, info[w].path, info[w].duration_s, partly_scanned_note(info[w].duration_s)
             )
             for w, s in sorted(scans.items())
-            if (s.truncated or reaches_the_cap(info[w], settings)) and not s.error
+            if cut_short(s, info[w], settings) and not s.error
         ),
     )
+
+
+def cut_short(scan: WorkScan, work: WorkInfo, settings: Settings) -> bool:
+    """Whether a work's screening saw only part of its file: as decoding it said, when the
+    rescan read the file (a file of exactly the cap's length was read whole); otherwise (its
+    stored fingerprint, or a result stored by a version that did not record it) by its stored
+    length (:func:`reaches_the_cap`)."""
+    if scan.query_source == "file" and scan.truncated is not None:
+        return scan.truncated
+    return reaches_the_cap(work, settings)
 
 
 def reaches_the_cap(work: WorkInfo, settings: Settings) -> bool:

@@ -26,8 +26,8 @@ class WorkScan:
     note: str | None = None  # why the stored fingerprint was the query
     error: str | None = None
     # its file holds more than the decoding limits take: only its first part was screened (and
-    # is in the catalog)
-    truncated: bool = False
+    # is in the catalog); None: not known, the file was not read (or an earlier version screened)
+    truncated: bool | None = None
 
 
 @dataclass(frozen=True)

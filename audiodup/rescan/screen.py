@@ -27,7 +27,8 @@ class WorkQuery:
     source: QuerySource
     note: str | None = None
     view: View | None = None
-    truncated: bool = False  # the file holds more than the decoding limits take
+    # the file holds more than the decoding limits take (None: not known, the file was not read)
+    truncated: bool | None = None
 
 
 @dataclass(frozen=True)

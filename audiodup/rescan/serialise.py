@@ -70,8 +70,13 @@ def scan_from_json(text: str) -> WorkScan:
         matches=tuple(match_from_dict(m) for m in data["matches"]),
         note=data.get("note"),
         error=data.get("error"),
-        truncated=bool(data.get("truncated", False)),
+        truncated=_optional_bool(data.get("truncated")),
     )
+
+
+def _optional_bool(value) -> bool | None:
+    """A stored flag, None when an earlier version did not store it."""
+    return None if value is None else bool(value)
 
 
 def match_from_dict(data: dict) -> Match:
