@@ -26,7 +26,8 @@ class WorkScan:
     note: str | None = None  # why the stored fingerprint was the query
     error: str | None = None
     # its file holds more than the decoding limits take: only its first part was screened (and
-    # is in the catalog); None: not known, the file was not read (or an earlier version screened)
+    # is in the catalog); None: not known (the file was not read, or a version before the field
+    # stored the result)
     truncated: bool | None = None
 
 
