@@ -70,13 +70,8 @@ def scan_from_json(text: str) -> WorkScan:
         matches=tuple(match_from_dict(m) for m in data["matches"]),
         note=data.get("note"),
         error=data.get("error"),
-        truncated=_optional_bool(data.get("truncated")),
+        truncated=data.get("truncated"),  # None: stored before the field existed
     )
-
-
-def _optional_bool(value) -> bool | None:
-    """A stored flag, None when an earlier version did not store it."""
-    return None if value is None else bool(value)
 
 
 def match_from_dict(data: dict) -> Match:
