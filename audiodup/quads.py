@@ -413,7 +413,13 @@ def best_quad_works(
     the crowded ones first), so a cell of more hits mostly still ranks first, and among the many
     cells of 2 or 3 hits a large catalog has, those of rarer buckets do (at 10^5
     works 573 -> 577 of 616 hard copies, none lost, 0 of 50 negatives flagged: SCALING.md,
-    session 13). Without it the support is the count of hits."""
+    session 13). Without it the support is the count of hits.
+
+    The cells are laid on ``settings.quad_cell_grids`` grids, each a fraction of a cell further
+    along tempo, pitch and offset (:func:`quad_cells`), and a work ranks by its best cell on
+    any of them: a copy at the edge of a cell on one grid (tempo 0.93 with -1.5 semitones) is
+    inside a cell on another. The other grids count only the hits of works that could still
+    reach the ``top``: the result is that of counting every hit on every grid."""
     if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
         return []
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
@@ -441,18 +447,49 @@ def best_quad_works(
     q, work, frame, crowd = q[keep], work[keep], frame[keep], crowd[keep]
     log_tempo, pitch = log_tempo[keep], pitch[keep]
     offset_s = (frame - quads.anchor_frame[q] * np.exp(log_tempo)) / settings.frames_per_second
-    # one int64 per cell, ordered as (work, tempo, pitch, offset): tempo in steps of 0.05 in
-    # log (|.| <= 15), pitch in semitones (|.| <= 13), offset in 2-s steps (|.| < 2^19)
-    cell = work.astype(np.int64) << 6 | np.round(log_tempo / 0.05).astype(np.int64) + 32
-    cell = cell << 6 | np.round(pitch).astype(np.int64) + 32
-    cell = cell << 20 | np.round(offset_s / 2).astype(np.int64) + (1 << 19)
-    cells, inverse = np.unique(cell, return_inverse=True)
-    if rarity_total is None:
-        support = np.bincount(inverse).astype(np.float64)
-    else:
+    weights = np.ones(len(work))
+    if rarity_total is not None:
         weights = np.log(max(rarity_total, 1) / np.maximum(crowd, 1))
-        support = np.bincount(inverse, weights=weights, minlength=len(cells))
-    return best_cell_works(cells, support, top)
+    grids = max(settings.quad_cell_grids, 1)
+    cells, support = cell_support(quad_cells(work, log_tempo, pitch, offset_s, 0.0), weights)
+    first = best_cell_works(cells, support, top)
+    if grids == 1:
+        return first
+    rows = np.ones(len(work), dtype=bool)
+    if len(first) == top:
+        # a work's cell on any grid holds at most its hits: a work whose hits weigh less than
+        # the first grid's top-th support ranks below it on every grid (at 10^5 works most of
+        # the hits, 2-3 per work, are left out of the other grids' cells)
+        rows = np.bincount(work, weights=weights)[work] >= first[-1][1] * (1 - 1e-9)
+    parts = [(cells, support)] + [
+        cell_support(
+            quad_cells(work[rows], log_tempo[rows], pitch[rows], offset_s[rows], k / grids),
+            weights[rows],
+        )
+        for k in range(1, grids)
+    ]
+    cells = np.concatenate([c for c, _ in parts])
+    return best_cell_works(cells, np.concatenate([s for _, s in parts]), top)
+
+
+def cell_support(cell: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct cells and the weight of the hits in each."""
+    unique, inverse = np.unique(cell, return_inverse=True)
+    return unique, np.bincount(inverse, weights=weights, minlength=len(unique))
+
+
+def quad_cells(
+    work: np.ndarray, log_tempo: np.ndarray, pitch: np.ndarray, offset_s: np.ndarray, shift: float
+) -> np.ndarray:
+    """One int64 per hit: its cell of (work, tempo, pitch, offset), ordered so, on the grid
+    moved by ``shift`` cells along all three: tempo in steps of 0.05 in log (|.| <= 15), pitch
+    in semitones (|.| <= 13), offset in 2-s steps (|.| < 2^19). A copy whose tempo or pitch
+    shift lies near the edge of a cell (tempo 0.93 is 0.45 cells from one, a pitch of -1.5
+    semitones on one) splits its hits between cells of one grid, and falls inside a cell of
+    another."""
+    cell = work.astype(np.int64) << 6 | np.round(log_tempo / 0.05 + shift).astype(np.int64) + 32
+    cell = cell << 6 | np.round(pitch + shift).astype(np.int64) + 32
+    return cell << 20 | np.round(offset_s / 2 + shift).astype(np.int64) + (1 << 19)
 
 
 def best_cell_works(cells: np.ndarray, support: np.ndarray, top: int) -> list[tuple[int, float]]:

@@ -163,6 +163,10 @@ class Settings:
     # shard 92 -> 106 of 110 hard copies found (benchmarks/SCALING.md); 0 turns the channel off
     quad_voted_works: int = 8
     quad_budget: int = 300_000
+    # ... each work ranked by its best cell over this many grids, each a 1/n cell further along
+    # tempo, pitch and offset (quads.quad_cells): a copy at the edge of a cell of one grid
+    # falls inside one of another
+    quad_cell_grids: int = 3
     # the first chroma-voted works that are no chroma candidate are aligned at their vote's
     # scale to lead guided peak checks of their own (screening.voted_lead_works): a copy that
     # leaves no hash line (a 2x stretch) is found by its peaks only. At 10^5 works 580 -> 587 of

@@ -4,6 +4,7 @@ writes, checks, upgrades and compacts its four-peak files."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -131,6 +132,38 @@ def test_the_altered_work_leads_the_quad_works(works, monkeypatch) -> None:
     assert 23 not in [w for w, _ in alive]
     unrelated = query_quads(fingerprint(random_peaks(999)))
     assert all(support <= 3 for _, support in best_quad_works(shard, unrelated, S, 300_000, 3))
+
+
+def test_a_copy_at_the_edge_of_a_cell_keeps_its_hits_together_on_another_grid(works) -> None:
+    """Tempo 0.93 lies near the edge of a 0.05 log-tempo cell and -1.5 semitones on the edge of
+    a semitone: on one grid the copy's hits split among neighbouring cells; the grids a third
+    of a cell apart hold most of them in one. A copy at the centre of a cell gains nothing, and
+    an unrelated upload stays at chance."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
+
+    def support(peaks: np.ndarray, grids: int) -> float:
+        settings = dataclasses.replace(S, quad_cell_grids=grids)
+        ranked = best_quad_works(shard, query_quads(fingerprint(peaks)), settings, 10**6, 1)
+        return ranked[0][1] if ranked else 0.0
+
+    edge = altered(works[23], 0.93, -1.5)
+    assert support(edge, 3) > 2 * support(edge, 1)
+    centre = altered(works[23], 1.0, 0.0)
+    assert support(centre, 3) == support(centre, 1)
+    assert support(random_peaks(999), 3) <= 3
+
+
+@pytest.mark.parametrize("top", [1, 3, 8])
+def test_the_other_grids_leave_out_only_works_that_cannot_reach_the_top(works, top) -> None:
+    """The first ``top`` works are those of ranking every work with every hit on every grid."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
+    mixed = np.concatenate([works[23][:150], works[7][150:300], works[31][300:]])
+    for peaks in [altered(works[23], 0.93, -1.5), altered(mixed, 1.1, 0.5), random_peaks(998)]:
+        upload = query_quads(fingerprint(peaks))
+        every = best_quad_works(shard, upload, S, 10**6, 10**6, rarity_total=shard.ntotal)
+        assert best_quad_works(shard, upload, S, 10**6, top, rarity_total=shard.ntotal) == (
+            every[:top]
+        )
 
 
 def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
