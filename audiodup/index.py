@@ -52,6 +52,7 @@ from .hashes import KEY_BITS, keys_to_codes, pack_entry_ids, unpack_entry_ids
 from .quads import (
     Quads,
     QuadShard,
+    QuadVote,
     best_quad_works,
     catalog_quads,
     grouped_quads,
@@ -419,10 +420,10 @@ class LoadedIndexes:
             return None
         return HashHits(np.concatenate(rows).astype(np.int64), np.concatenate(ids))
 
-    def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[tuple[int, float]]:
-        """``(work_id, support)`` of the ``top`` live works most of ``quads`` hit in one cell
-        (:func:`audiodup.quads.best_quad_works`, hits weighted by their rarity in the whole
-        catalog), each shard within its share of ``settings.quad_budget``."""
+    def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[QuadVote]:
+        """The ``top`` live works ``quads`` point to (:func:`audiodup.quads.best_quad_works`,
+        hits weighted by their rarity in the whole catalog), each shard within its share of
+        ``settings.quad_budget``."""
         total = self.n_quad_entries
         found = [
             best_quad_works(

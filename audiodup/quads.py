@@ -25,7 +25,8 @@ import mmap
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -392,6 +393,15 @@ def shard_budget(budget: int, shard_entries: int, total_entries: int) -> int:
     return max(1, int(budget * shard_entries // total_entries))
 
 
+class QuadVote(NamedTuple):
+    """A work proposed by the four-peak look-up: the most of its hits that lie on one line
+    (:func:`line_hits`) and the weight of the hits in its fullest cell (:func:`quad_cells`)."""
+
+    work_id: int
+    line_hits: int
+    support: float
+
+
 def best_quad_works(
     shard: QuadShard,
     quads: Quads,
@@ -400,11 +410,12 @@ def best_quad_works(
     top: int,
     is_live: Callable[[np.ndarray], np.ndarray] | None = None,
     rarity_total: int | None = None,
-) -> list[tuple[int, float]]:
-    """``(work_id, support)`` of the ``top`` works of ``shard`` whose fullest cell of (tempo
-    ratio, pitch shift, time offset) holds most of the query's quad hits, best first, ties in
-    the order of :func:`audiodup.hashes.scrambled_work_ids`; the rarest buckets first (ties
-    in the order of the buckets) while their entries fit in ``budget``.
+) -> list[QuadVote]:
+    """The ``top`` works of ``shard`` the query's quad hits point to, best first: the works
+    with the most hits on one line (:func:`line_hits`), then those whose fullest cell of (tempo
+    ratio, pitch shift, time offset) holds the most hits, ties in the order of
+    :func:`audiodup.hashes.scrambled_work_ids`; the rarest buckets first (ties in the order of
+    the buckets) while their entries fit in ``budget``.
 
     With ``rarity_total`` (the catalog's four-peak entries) a hit weighs ``log(rarity_total /
     entries in its bucket)``, as :func:`audiodup.match.rarity_weights` weighs a sampled
@@ -415,13 +426,63 @@ def best_quad_works(
     works 573 -> 577 of 616 hard copies, none lost, 0 of 50 negatives flagged: SCALING.md,
     session 13). Without it the support is the count of hits.
 
+    At 10^5 works a look-up gives most works 1-3 hits and many chance works 2-3 in one coarse
+    cell, as many as a hard copy keeps: two hits of a copy also lie on one line, the slope
+    between them the tempo their spans give, which two chance hits in a cell rarely do
+    (:func:`line_hits`).
+
     The cells are laid on ``settings.quad_cell_grids`` grids, each a fraction of a cell further
     along tempo, pitch and offset (:func:`quad_cells`), and a work ranks by its best cell on
     any of them: a copy at the edge of a cell on one grid (tempo 0.93 with -1.5 semitones) is
     inside a cell on another. The other grids count only the hits of works that could still
     reach the ``top``: the result is that of counting every hit on every grid."""
-    if shard.ntotal == 0 or len(quads.keys) == 0 or top <= 0:
+    if top <= 0:
         return []
+    hits = quad_hits(shard, quads, settings, budget, is_live, rarity_total)
+    line = line_hits(hits, settings.frames_per_second)
+    lined = line >= 2
+    first = [
+        QuadVote(w, int(n), s)
+        for w, n, s in best_lined_works(hits.rows(lined), line[lined], top, settings)
+    ]
+    rest = best_cell_grid_works(hits.rows(~lined), top - len(first), settings)
+    return first + [QuadVote(w, 1, s) for w, s in rest]
+
+
+@dataclass(frozen=True)
+class QuadHits:
+    """The quad hits of one look-up, one row per (query quad, stored entry) pair: the work, the
+    query's and the work's anchor frames, the log tempo ratio and pitch shift (semitones) the
+    pair's spans and anchors give, the time offset (s) and the hit's weight."""
+
+    work: np.ndarray
+    query_frame: np.ndarray
+    ref_frame: np.ndarray
+    log_tempo: np.ndarray
+    pitch: np.ndarray
+    offset_s: np.ndarray
+    weights: np.ndarray
+
+    def rows(self, rows: np.ndarray) -> QuadHits:
+        return QuadHits(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+def quad_hits(
+    shard: QuadShard,
+    quads: Quads,
+    settings: Settings,
+    budget: int = 1 << 62,
+    is_live: Callable[[np.ndarray], np.ndarray] | None = None,
+    rarity_total: int | None = None,
+) -> QuadHits:
+    """The hits of ``quads`` in ``shard`` of live works (``is_live``) within the searched tempo
+    and pitch range, the rarest buckets first while their entries fit in ``budget``, weighted
+    as :func:`best_quad_works` says."""
+    none = QuadHits(
+        *(np.zeros(0, dtype=np.int64) for _ in range(3)), *(np.zeros(0) for _ in range(4))
+    )
+    if shard.ntotal == 0 or len(quads.keys) == 0:
+        return none
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
     by_bucket = np.argsort(bucket, kind="stable")  # the file is then read in order
     bucket, check = bucket[by_bucket], check[by_bucket]
@@ -432,7 +493,7 @@ def best_quad_works(
         count[beyond] = 0  # never more than the budget, whatever the directory says
     total = int(count.sum())
     if total == 0:
-        return []
+        return none
     q = np.repeat(np.arange(len(count)), count)
     crowd = np.repeat(count, count)  # entries in each hit's bucket
     entry = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
@@ -446,30 +507,129 @@ def best_quad_works(
         keep &= is_live(work)
     q, work, frame, crowd = q[keep], work[keep], frame[keep], crowd[keep]
     log_tempo, pitch = log_tempo[keep], pitch[keep]
-    offset_s = (frame - quads.anchor_frame[q] * np.exp(log_tempo)) / settings.frames_per_second
+    query_frame = quads.anchor_frame[q]
+    offset_s = (frame - query_frame * np.exp(log_tempo)) / settings.frames_per_second
     weights = np.ones(len(work))
     if rarity_total is not None:
         weights = np.log(max(rarity_total, 1) / np.maximum(crowd, 1))
+    return QuadHits(work, query_frame, frame, log_tempo, pitch, offset_s, weights)
+
+
+# two hits of a copy lie on one line: the slope between their anchors is the tempo ratio their
+# spans give. A span of 3-170 frames gives it within a few %, so the slope is compared with the
+# mean of the two hits' ratios; anchors less than LINE_MIN_GAP_S apart give too coarse a
+# slope. Of the 32 hard copies lost at 10^5 works (session 24) 23 had their work among
+# the first 8 on some look with these, 14 with a gap of 20 frames and 0.03 from each hit's
+# ratio, 8 by the cells alone (benchmarks/SCALING.md, session 25)
+LINE_MAX_LOG_SLOPE_ERROR = 0.04
+LINE_MAX_PITCH_ERROR = 0.5  # semitones
+LINE_MIN_GAP_S = 1.0
+LINE_MAX_HITS = 48  # the neighbours in pitch order a hit is compared with: a bound on the pairs
+
+
+def line_hits(hits: QuadHits, frames_per_second: float) -> np.ndarray:
+    """For each hit, 1 + the most hits of its work that lie on one line with one of them (two
+    hits lie on one line when their pitch shifts agree, :data:`LINE_MAX_PITCH_ERROR`, and the
+    slope between their anchors is the mean of the tempo ratios they give,
+    :data:`LINE_MAX_LOG_SLOPE_ERROR`, and their anchors at least :data:`LINE_MIN_GAP_S` apart);
+    each hit is compared with the next :data:`LINE_MAX_HITS` of its work in pitch order."""
+    n = len(hits.work)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    # by work, then pitch (in 1/1024 semitones, |pitch| <= 12.5): the hits a hit may agree
+    # with follow it, until the pitch differs too much (at 10^5 works a look-up's 150,000 hits
+    # have a few such neighbours each); then by anchors, so that the neighbours compared do not
+    # depend on the order the hits came in (a catalog in one shard or in several)
+    rank = np.round((hits.pitch + 16.0) * 1024).astype(np.int64)
+    anchors = hits.query_frame.astype(np.int64) << 20 | hits.ref_frame.astype(np.int64)
+    order = np.lexsort((anchors, hits.work.astype(np.int64) << 16 | rank))
+    work, pitch, rank = hits.work[order], hits.pitch[order], rank[order]
+    qf = hits.query_frame[order].astype(np.float64)
+    rf = hits.ref_frame[order].astype(np.float64)
+    lt = hits.log_tempo[order]
+    min_gap = round(LINE_MIN_GAP_S * frames_per_second)
+    agree = np.zeros(n, dtype=np.int64)
+    i = np.arange(n - 1)
+    for step in range(1, min(LINE_MAX_HITS, n - 1) + 1):
+        i = i[i + step < n]
+        j = i + step
+        near = (work[j] == work[i]) & (rank[j] - rank[i] <= LINE_MAX_PITCH_ERROR * 1024 + 1)
+        i, j = i[near], j[near]
+        if len(i) == 0:
+            break
+        dq, dr = qf[j] - qf[i], rf[j] - rf[i]
+        ok = (np.abs(dq) >= min_gap) & (dr * dq > 0)
+        ok &= np.abs(pitch[j] - pitch[i]) <= LINE_MAX_PITCH_ERROR
+        slope = np.log(np.where(ok, dr / np.where(ok, dq, 1.0), 1.0))
+        ok &= np.abs(slope - (lt[i] + lt[j]) / 2) <= LINE_MAX_LOG_SLOPE_ERROR
+        np.add.at(agree, i[ok], 1)
+        np.add.at(agree, j[ok], 1)
+    start = np.r_[0, np.nonzero(np.diff(work))[0] + 1]
+    line = np.empty(n, dtype=np.int64)
+    line[order] = np.repeat(np.maximum.reduceat(agree, start) + 1, np.diff(np.r_[start, n]))
+    return line
+
+
+def best_lined_works(
+    hits: QuadHits, line: np.ndarray, top: int, settings: Settings
+) -> list[tuple[int, int, float]]:
+    """``(work_id, line hits, support)`` of the ``top`` works of the most ``line`` hits, then
+    the best cell on any grid, then in the order of :func:`scrambled_work_ids`."""
+    if len(hits.work) == 0 or top <= 0:
+        return []
+    cells, support = grid_cells(hits, range(max(settings.quad_cell_grids, 1)), settings)
+    works, at = np.unique(hits.work, return_index=True)
+    line_of = line[at][np.searchsorted(works, cells >> 32)]
+    ranked: dict[int, tuple[int, int, float]] = {}
+    for row in np.lexsort((scrambled_work_ids(cells >> 32), -support, -line_of)):
+        work_id = int(cells[row] >> 32)
+        ranked.setdefault(work_id, (work_id, int(line_of[row]), float(support[row])))
+        if len(ranked) == top:
+            break
+    return list(ranked.values())
+
+
+def best_cell_grid_works(hits: QuadHits, top: int, settings: Settings) -> list[tuple[int, float]]:
+    """``(work_id, support)`` of the ``top`` works whose best cell on any of the
+    ``settings.quad_cell_grids`` grids holds the most weight; the other grids count only the
+    hits of works that could still reach the ``top``."""
+    if len(hits.work) == 0 or top <= 0:
+        return []
     grids = max(settings.quad_cell_grids, 1)
-    cells, support = cell_support(quad_cells(work, log_tempo, pitch, offset_s, 0.0), weights)
+    cells, support = grid_cells(hits, range(1), settings)
     first = best_cell_works(cells, support, top)
     if grids == 1:
         return first
-    rows = np.ones(len(work), dtype=bool)
+    rows = np.ones(len(hits.work), dtype=bool)
     if len(first) == top:
         # a work's cell on any grid holds at most its hits: a work whose hits weigh less than
         # the first grid's top-th support ranks below it on every grid (at 10^5 works most of
         # the hits, 2-3 per work, are left out of the other grids' cells)
-        rows = np.bincount(work, weights=weights)[work] >= first[-1][1] * (1 - 1e-9)
-    parts = [(cells, support)] + [
+        rows = np.bincount(hits.work, weights=hits.weights)[hits.work] >= first[-1][1] * (1 - 1e-9)
+    other_cells, other_support = grid_cells(hits.rows(rows), range(1, grids), settings)
+    cells = np.concatenate([cells, other_cells])
+    return best_cell_works(cells, np.concatenate([support, other_support]), top)
+
+
+def grid_cells(hits: QuadHits, grids: range, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+    """The cells (:func:`quad_cells`) of ``hits`` on each grid ``k`` of ``grids``, moved by
+    ``k / settings.quad_cell_grids`` cells, and the weight of the hits in each."""
+    parts = [
         cell_support(
-            quad_cells(work[rows], log_tempo[rows], pitch[rows], offset_s[rows], k / grids),
-            weights[rows],
+            quad_cells(
+                hits.work,
+                hits.log_tempo,
+                hits.pitch,
+                hits.offset_s,
+                k / max(settings.quad_cell_grids, 1),
+            ),
+            hits.weights,
         )
-        for k in range(1, grids)
+        for k in grids
     ]
-    cells = np.concatenate([c for c, _ in parts])
-    return best_cell_works(cells, np.concatenate([s for _, s in parts]), top)
+    empty = (np.zeros(0, dtype=np.int64), np.zeros(0))
+    cells = np.concatenate([empty[0], *(c for c, _ in parts)])
+    return cells, np.concatenate([empty[1], *(s for _, s in parts)])
 
 
 def cell_support(cell: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -512,10 +672,10 @@ def best_cell_works(cells: np.ndarray, support: np.ndarray, top: int) -> list[tu
     return list(ranked.items())
 
 
-def merged_quad_works(
-    found: Sequence[Sequence[tuple[int, float]]], top: int
-) -> list[tuple[int, float]]:
-    """The ``top`` best ``(work_id, support)`` of several shards' :func:`best_quad_works` (each
-    work lives in one shard), in the order one look-up over all of them ranks them."""
-    items = [item for part in found for item in part]
-    return sorted(items, key=lambda i: (-i[1], int(scrambled_work_ids(i[0]))))[:top]
+def merged_quad_works(found: Sequence[Sequence[QuadVote]], top: int) -> list[QuadVote]:
+    """The ``top`` best of several shards' :func:`best_quad_works` (each work lives in one
+    shard), in the order one look-up over all of them ranks them."""
+    items = [QuadVote(*item) for part in found for item in part]
+    return sorted(
+        items, key=lambda v: (-v.line_hits, -v.support, int(scrambled_work_ids(v.work_id)))
+    )[:top]

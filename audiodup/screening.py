@@ -350,13 +350,13 @@ def voted_extra(
 
 
 def quad_voted_works(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> list[int]:
-    """The ``settings.quad_voted_works`` works whose best cell of (tempo, pitch, offset) holds
-    most of the query's four-peak hits (:meth:`audiodup.index.LoadedIndexes.quad_works`); none
-    without four-peak files."""
+    """The ``settings.quad_voted_works`` works the query's four-peak hits point to most (on one
+    line, then in one cell of tempo, pitch and offset:
+    :meth:`audiodup.index.LoadedIndexes.quad_works`); none without four-peak files."""
     if settings.quad_voted_works <= 0 or not indexes.quad_shards:
         return []
     quads = query_quads(query, settings)
-    return [w for w, _ in indexes.quad_works(quads, settings, settings.quad_voted_works)]
+    return [v.work_id for v in indexes.quad_works(quads, settings, settings.quad_voted_works)]
 
 
 def vote_density(found: Candidates, settings: Settings) -> int:

@@ -517,7 +517,7 @@ class ShardedScreening:
             parts = self._each(
                 specs, group_quad_works, totals_future, query_future, left_out, what="quads"
             )
-            quad_works = [w for w, _ in merged_quad_works(parts, settings.quad_voted_works)]
+            quad_works = [v.work_id for v in merged_quad_works(parts, settings.quad_voted_works)]
         extra = voted_extra(found, [w for w, _ in votes], quad_works)
         items = voted_items(extra, settings)
         return self._verified(specs, totals_future, query_future, items, left_out)

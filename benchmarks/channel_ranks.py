@@ -112,7 +112,8 @@ def _ranks(catalog, queries: Path, prepared, lost: set[str], source: dict[str, s
             density = settings.chroma_vote_density
             search = search_chroma_segments(seen, indexes, settings, scale, density)
             chroma = [w for w, _ in chroma_voted_scales(search, DEPTH)]
-            quads = indexes.quad_works(query_quads(seen, settings), settings, DEPTH)
+            voted = indexes.quad_works(query_quads(seen, settings), settings, DEPTH)
+            quads = [(v.work_id, v.support) for v in voted]
             row = {
                 "query_id": q.query_id,
                 "variant": q.variant,

@@ -106,12 +106,12 @@ def triplet_support(query_hashes, reference, work_id: int, kept: np.ndarray, set
 
 def quad_supports(shard, query_quads, kept: np.ndarray, settings, top: int) -> np.ndarray:
     """The best-cell four-peak supports of the ``top`` works of ``shard`` from the kept query
-    quads, best first."""
+    quads, in the order they are proposed."""
     from audiodup.quads import Quads, best_quad_works
 
     sub = Quads(*(getattr(query_quads, f.name)[kept] for f in dataclasses.fields(Quads)))
     ranked = best_quad_works(shard, sub, settings, 1 << 40, top)
-    return np.array([support for _, support in ranked], dtype=np.int64)
+    return np.array([v.support for v in ranked], dtype=np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

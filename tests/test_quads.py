@@ -16,18 +16,25 @@ from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
 from audiodup.fingerprint import Fingerprint
-from audiodup.hashes import scrambled_work_ids, unpack_entry_ids
+from audiodup.hashes import pack_entry_ids, scrambled_work_ids, unpack_entry_ids
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.quads import (
     ALL_COORDINATES,
     CATALOG_FANOUT,
+    LINE_MAX_HITS,
     QUERY_FANOUT,
+    QuadHits,
+    Quads,
+    _as_triplets,
     best_cell_works,
     best_quad_works,
     bucket_bits,
+    grouped_quads,
+    line_hits,
     merged_quad_works,
     quad_file_of,
     quad_hashes,
+    quad_hits,
     quad_shard,
     query_quads,
     read_quad_shard,
@@ -119,19 +126,19 @@ def test_the_altered_work_leads_the_quad_works(works, monkeypatch) -> None:
     assert offsets[0] == 0 and offsets[-1] == shard.ntotal and np.all(np.diff(offsets) >= 0)
     upload = query_quads(fingerprint(altered(works[23], 1.2, -1.0)))
     ranked = best_quad_works(shard, upload, S, budget=300_000, top=3)
-    assert [w for w, _ in ranked] == [23, 25, 24]
-    assert ranked[0][1] > ranked[1][1] > ranked[2][1]
+    assert [v.work_id for v in ranked] == [23, 25, 24]
+    assert ranked[0].support > ranked[1].support > ranked[2].support
     # a budget far below the upload's hits keeps its rarest keys, reads no more entries than it
     # allows and still finds the work first
     read = rows_read(shard, monkeypatch)
     small = best_quad_works(shard, upload, S, budget=3000, top=3)
-    assert small[0][0] == 23 and small[0][1] < ranked[0][1]
+    assert small[0].work_id == 23 and small[0].support < ranked[0].support
     assert 2500 < read[-1] <= 3000
     # a dead work is not a candidate
     alive = best_quad_works(shard, upload, S, 300_000, 3, is_live=lambda w: w != 23)
-    assert 23 not in [w for w, _ in alive]
+    assert 23 not in [v.work_id for v in alive]
     unrelated = query_quads(fingerprint(random_peaks(999)))
-    assert all(support <= 3 for _, support in best_quad_works(shard, unrelated, S, 300_000, 3))
+    assert all(v.support <= 3 for v in best_quad_works(shard, unrelated, S, 300_000, 3))
 
 
 def test_a_copy_at_the_edge_of_a_cell_keeps_its_hits_together_on_another_grid(works) -> None:
@@ -144,7 +151,7 @@ def test_a_copy_at_the_edge_of_a_cell_keeps_its_hits_together_on_another_grid(wo
     def support(peaks: np.ndarray, grids: int) -> float:
         settings = dataclasses.replace(S, quad_cell_grids=grids)
         ranked = best_quad_works(shard, query_quads(fingerprint(peaks)), settings, 10**6, 1)
-        return ranked[0][1] if ranked else 0.0
+        return ranked[0].support if ranked else 0.0
 
     edge = altered(works[23], 0.93, -1.5)
     assert support(edge, 3) > 2 * support(edge, 1)
@@ -183,49 +190,138 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     whole_works = best_quad_works(whole, upload, S, 10**9, 5)
     # a single hit may be a collision of the 16 check bits, and their odds follow the directory's
     # size (a shard of 11 bits tells apart fewer keys than one of 13): compared from two hits up
-    assert [w for w in split if w[1] > 1] == [w for w in whole_works if w[1] > 1]
+    assert [v for v in split if v.support > 1] == [v for v in whole_works if v.support > 1]
     assert split[0][0] == 23
     # equal supports: in the fixed scramble's order, not the lower work id's (the works added
     # first would win every tie, on every upload)
     assert scrambled_work_ids(9) < scrambled_work_ids(3)
-    assert merged_quad_works([[(4, 2), (9, 7)], [(3, 7), (1, 1)]], 3) == [(9, 7), (3, 7), (4, 2)]
-    tied = [[(w, 2) for w in range(200)]]
-    assert sorted(w for w, _ in merged_quad_works(tied, 8)) != list(range(8))
+    merged = merged_quad_works([[(4, 1, 2), (9, 1, 7)], [(3, 1, 7), (1, 1, 1)]], 3)
+    assert merged == [(9, 1, 7), (3, 1, 7), (4, 1, 2)]
+    # more hits on one line first, whatever the cells' support
+    assert merged_quad_works([[(4, 1, 9.0)], [(5, 2, 2.0)]], 2)[0].work_id == 5
+    tied = [[(w, 1, 2) for w in range(200)]]
+    assert sorted(v.work_id for v in merged_quad_works(tied, 8)) != list(range(8))
     assert shard_budget(300_000, 10, 0) == 0 and shard_budget(300_000, 1, 10**9) == 1
+
+
+def quads(keys, frames, spans=40, anchor_bins=60.0) -> Quads:
+    """Quads of the given keys and anchor frames, with one span and anchor bin for all (or
+    one each)."""
+    n = len(keys)
+    return Quads(
+        np.asarray(keys, np.int64),
+        np.asarray(frames, np.int64),
+        np.broadcast_to(np.asarray(anchor_bins, np.float64), n).copy(),
+        np.broadcast_to(np.asarray(spans, np.int64), n).copy(),
+    )
+
+
+def entries(work_id, keys, frames, spans=40) -> tuple[np.ndarray, np.ndarray]:
+    """A stored work's quad keys and entry ids (:func:`grouped_quads`' parts)."""
+    held = quads(keys, frames, spans)
+    return held.keys, pack_entry_ids(work_id, _as_triplets(held))
 
 
 def test_among_equal_hits_the_work_whose_hits_are_rarer_ranks_first() -> None:
     """Works 1 and 2 each hold two of the upload's quads in one cell, and 40 fillers each hold
     one of work 2's keys elsewhere: counted, the two tie; weighted by rarity, work 1 (its keys
     in buckets of their own) ranks before work 2, and both before every filler."""
-    from audiodup.hashes import pack_entry_ids
-    from audiodup.quads import Quads, _as_triplets, _bucket_and_check, grouped_quads
-
-    def quads(keys, frames):
-        n = len(keys)
-        return Quads(
-            np.asarray(keys, np.int64),
-            np.asarray(frames, np.int64),
-            np.full(n, 60.0),
-            np.full(n, 40, np.int64),
-        )
-
-    def entries(work_id, keys, frames):
-        held = quads(keys, frames)
-        return held.keys, pack_entry_ids(work_id, _as_triplets(held))
+    from audiodup.quads import _bucket_and_check
 
     keys = [11, 22, 33, 44]
     parts = [entries(1, keys[:2], [100, 300]), entries(2, keys[2:], [500, 700])]
     parts += [entries(100 + i, [keys[2 + i % 2]], [5000 + 400 * i]) for i in range(40)]
-    shard = grouped_quads(list(parts))
+    shard = grouped_quads(parts)
     bucket, _ = _bucket_and_check(np.array(keys), shard.bits)
     assert len(set(bucket.tolist())) == 4  # each key in a bucket of its own
     upload = quads(keys, [100, 300, 500, 700])
     counted = best_quad_works(shard, upload, S, 10**6, 3)
-    assert {w for w, _ in counted[:2]} == {1, 2} and counted[0][1] == counted[1][1] == 2
+    assert {v.work_id for v in counted[:2]} == {1, 2} and counted[0].support == counted[
+        1
+    ].support == 2
     weighted = best_quad_works(shard, upload, S, 10**6, 3, rarity_total=shard.ntotal)
-    assert [w for w, _ in weighted[:2]] == [1, 2] and weighted[0][1] > weighted[1][1]
-    assert weighted[2][1] < weighted[1][1]
+    assert [v.work_id for v in weighted[:2]] == [1, 2] and weighted[0].support > weighted[1].support
+    assert weighted[2].support < weighted[1].support
+
+
+def test_two_hits_on_a_line_rank_before_three_chance_hits_in_one_cell() -> None:
+    """Work 1 holds two of the upload's quads a tempo ratio of 0.93 apart in time, the ratio
+    their spans give; work 2 holds three in one cell of (tempo, pitch, offset) whose anchors
+    lie on no line. By the cells work 2 leads; work 1 leads by the hits on one line."""
+    keys = [11, 22, 33, 44, 55]
+    upload = quads(keys, [100, 400, 500, 600, 700], spans=100)
+    # work 1: reference = 0.93 x query + 1000 frames, spans 93 (the same tempo ratio)
+    parts = [entries(1, keys[:2], [1093, 1372], spans=93)]
+    # work 2: offsets 2000, 1960, 1980 frames (one 2-s cell), anchors 60 and 120 frames apart
+    # for 100 of the query's: slopes 0.6 and 1.2, not the tempo 1.0 of their spans
+    parts.append(entries(2, keys[2:], [2500, 2560, 2680], spans=100))
+    shard = grouped_quads(parts)
+    with_grids = dataclasses.replace(S, quad_cell_grids=1)
+    ranked = best_quad_works(shard, upload, with_grids, 10**6, 2)
+    assert [(v.work_id, v.line_hits) for v in ranked] == [(1, 2), (2, 1)]
+    assert ranked[1].support == 3 and ranked[0].support == 2
+    assert best_cell_works(*cell_support_of(shard, upload, with_grids), 2)[0][0] == 2
+    assert [v.work_id for v in best_quad_works(shard, upload, S, 10**6, 2)] == [1, 2]
+
+
+def cell_support_of(shard, upload, settings) -> tuple[np.ndarray, np.ndarray]:
+    """The cells and supports of every hit of ``upload`` on the first grid (ranked by cells
+    alone)."""
+    from audiodup.quads import cell_support, quad_cells
+
+    hits = quad_hits(shard, upload, settings)
+    return cell_support(
+        quad_cells(hits.work, hits.log_tempo, hits.pitch, hits.offset_s, 0.0), hits.weights
+    )
+
+
+def test_hits_lie_on_one_line_only_at_the_tempo_their_spans_give() -> None:
+    """The hits of a copy at tempo 0.8 lie on one line; a hit of another pitch shift, one whose
+    anchor is too close to the others' in time, one off the line and the hits of another work
+    do not join it."""
+    frames = np.array([100.0, 200.0, 300.0, 400.0, 500.0, 505.0, 600.0, 700.0])
+    ref = 0.8 * frames + 50
+    ref[6] += 200  # off the line
+    pitch = np.zeros(8)
+    pitch[3] = 1.0  # another pitch shift
+    work = np.array([7, 7, 7, 7, 7, 7, 7, 9])
+    ref[7] = 0.8 * frames[7] + 50  # on work 7's line, but work 9's hit
+    hits = QuadHits(work, frames, ref, np.full(8, np.log(0.8)), pitch, np.zeros(8), np.ones(8))
+    line = line_hits(hits, S.frames_per_second)
+    # 100, 200, 300, 500 and 505 lie on the line, but 505 is 5 frames from 500: pairs of
+    # anchors closer than LINE_MIN_GAP_S give no slope, so the best hit joins 4 others
+    assert line.tolist() == [5] * 7 + [1]
+    assert line_hits(hits.rows(np.array([0, 3, 6, 7])), S.frames_per_second).tolist() == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    # the tempo the spans give must be the slope's
+    shifted = dataclasses.replace(hits, log_tempo=np.full(8, np.log(0.8) + 0.05))
+    assert line_hits(shifted, S.frames_per_second).max() == 1
+    assert len(line_hits(hits.rows(np.zeros(8, bool)), S.frames_per_second)) == 0
+
+
+def test_hits_on_one_line_count_the_same_in_any_order() -> None:
+    """120 hits of one work at one pitch, more than a hit is compared with (LINE_MAX_HITS),
+    every other one on one line, and chance hits of other works: each hit's count does not
+    depend on the order the hits came in (a catalog in one shard or in several gives them in
+    other orders)."""
+    rng = np.random.default_rng(5)
+    frames = np.concatenate([np.arange(120) * 50.0, rng.uniform(0, 6000, 200)])
+    work = np.r_[np.full(120, 3), rng.integers(4, 40, 200)]
+    on_line = (work == 3) & (np.arange(320) % 2 == 0)
+    ref = np.where(on_line, 1.25 * frames + 80, rng.uniform(0, 8000, 320))
+    pitch = np.where(work == 3, 2.0, rng.uniform(-3, 3, 320))
+    hits = QuadHits(
+        work, frames, ref, np.full(320, np.log(1.25)), pitch, np.zeros(320), np.ones(320)
+    )
+    line = line_hits(hits, S.frames_per_second)
+    assert LINE_MAX_HITS // 2 < line[0] <= 60 and line[-1] < 5
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(320)
+        assert np.array_equal(line_hits(hits.rows(order), S.frames_per_second), line[order])
 
 
 @given(
@@ -252,9 +348,9 @@ def test_works_of_equal_support_are_proposed_without_favouring_the_first_added(w
     shard = quad_shard([(w, same) for w in range(40)], S)
     upload = query_quads(fingerprint(altered(works[23], 0.9, 2.0)))
     proposed = best_quad_works(shard, upload, S, 10**9, 8)
-    assert len({support for _, support in proposed}) == 1
+    assert len({(v.line_hits, v.support) for v in proposed}) == 1
     expected = sorted(range(40), key=lambda w: int(scrambled_work_ids(w)))[:8]
-    assert [w for w, _ in proposed] == expected
+    assert [v.work_id for v in proposed] == expected
 
 
 @pytest.mark.parametrize("chunk", [1 << 24, 700])
@@ -294,7 +390,7 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
         assert np.array_equal(getattr(back, name), getattr(shard, name)), name
     upload = query_quads(fingerprint(altered(works[3], 1.1, 1.0)))
     whole = best_quad_works(shard, upload, S, 10**6, 2)
-    assert whole[0][0] == 3 and best_quad_works(back, upload, S, 10**6, 2) == whole
+    assert whole[0].work_id == 3 and best_quad_works(back, upload, S, 10**6, 2) == whole
     from audiodup import quads
 
     monkeypatch.setattr(quads, "READ_CHUNK", 7)  # read and released 7 entries at a time
@@ -337,7 +433,7 @@ def test_a_damaged_file_is_refused_or_proposes_only_work_ids(works, tmp_path) ->
         except RuntimeError:
             continue
         opened += 1
-        for work, support in best_quad_works(damaged, upload, S, 10**6, 8):
+        for work, _, support in best_quad_works(damaged, upload, S, 10**6, 8):
             assert work >= 0 and support > 0
         with pytest.raises(RuntimeError):
             read_quad_shard(path, check=True)
