@@ -236,18 +236,17 @@ def test_among_equal_hits_the_work_whose_hits_are_rarer_ranks_first() -> None:
     assert len(set(bucket.tolist())) == 4  # each key in a bucket of its own
     upload = quads(keys, [100, 300, 500, 700])
     counted = best_quad_works(shard, upload, S, 10**6, 3)
-    assert {v.work_id for v in counted[:2]} == {1, 2} and counted[0].support == counted[
-        1
-    ].support == 2
+    assert {v.work_id for v in counted[:2]} == {1, 2}
+    assert counted[0].support == counted[1].support == 2
     weighted = best_quad_works(shard, upload, S, 10**6, 3, rarity_total=shard.ntotal)
     assert [v.work_id for v in weighted[:2]] == [1, 2] and weighted[0].support > weighted[1].support
     assert weighted[2].support < weighted[1].support
 
 
 def test_two_hits_on_a_line_rank_before_three_chance_hits_in_one_cell() -> None:
-    """Work 1 holds two of the upload's quads a tempo ratio of 0.93 apart in time, the ratio
-    their spans give; work 2 holds three in one cell of (tempo, pitch, offset) whose anchors
-    lie on no line. By the cells work 2 leads; work 1 leads by the hits on one line."""
+    """Work 1 holds two of the upload's quads whose anchors lie on the line of tempo 0.93
+    that their spans give; work 2 holds three in one cell of (tempo, pitch, offset) whose
+    anchors lie on no line. By the cells work 2 leads; by the hits on one line work 1 does."""
     keys = [11, 22, 33, 44, 55]
     upload = quads(keys, [100, 400, 500, 600, 700], spans=100)
     # work 1: reference = 0.93 x query + 1000 frames, spans 93 (the same tempo ratio)
@@ -291,12 +290,8 @@ def test_hits_lie_on_one_line_only_at_the_tempo_their_spans_give() -> None:
     # 100, 200, 300, 500 and 505 lie on the line, but 505 is 5 frames from 500: pairs of
     # anchors closer than LINE_MIN_GAP_S give no slope, so the best hit joins 4 others
     assert line.tolist() == [5] * 7 + [1]
-    assert line_hits(hits.rows(np.array([0, 3, 6, 7])), S.frames_per_second).tolist() == [
-        1,
-        1,
-        1,
-        1,
-    ]
+    apart = hits.rows(np.array([0, 3, 6, 7]))
+    assert line_hits(apart, S.frames_per_second).tolist() == [1, 1, 1, 1]
     # the tempo the spans give must be the slope's
     shifted = dataclasses.replace(hits, log_tempo=np.full(8, np.log(0.8) + 0.05))
     assert line_hits(shifted, S.frames_per_second).max() == 1
