@@ -441,10 +441,7 @@ def best_quad_works(
     hits = quad_hits(shard, quads, settings, budget, is_live, rarity_total)
     line = line_hits(hits, settings.frames_per_second)
     lined = line >= 2
-    first = [
-        QuadVote(w, int(n), s)
-        for w, n, s in best_lined_works(hits.rows(lined), line[lined], top, settings)
-    ]
+    first = best_lined_works(hits.rows(lined), line[lined], top, settings)
     rest = best_cell_grid_works(hits.rows(~lined), top - len(first), settings)
     return first + [QuadVote(w, 1, s) for w, s in rest]
 
@@ -572,21 +569,16 @@ def line_hits(hits: QuadHits, frames_per_second: float) -> np.ndarray:
 
 def best_lined_works(
     hits: QuadHits, line: np.ndarray, top: int, settings: Settings
-) -> list[tuple[int, int, float]]:
-    """``(work_id, line hits, support)`` of the ``top`` works of the most ``line`` hits, then
-    the best cell on any grid, then in the order of :func:`scrambled_work_ids`."""
+) -> list[QuadVote]:
+    """The ``top`` works of the most ``line`` hits, then the best cell on any grid, then in the
+    order of :func:`scrambled_work_ids` (:func:`merged_quad_works`' order)."""
     if len(hits.work) == 0 or top <= 0:
         return []
-    cells, support = grid_cells(hits, range(max(settings.quad_cell_grids, 1)), settings)
     works, at = np.unique(hits.work, return_index=True)
-    line_of = line[at][np.searchsorted(works, cells >> 32)]
-    ranked: dict[int, tuple[int, int, float]] = {}
-    for row in np.lexsort((scrambled_work_ids(cells >> 32), -support, -line_of)):
-        work_id = int(cells[row] >> 32)
-        ranked.setdefault(work_id, (work_id, int(line_of[row]), float(support[row])))
-        if len(ranked) == top:
-            break
-    return list(ranked.values())
+    line_of = dict(zip(works.tolist(), line[at].tolist(), strict=True))
+    cells, support = grid_cells(hits, range(max(settings.quad_cell_grids, 1)), settings)
+    best = best_cell_works(cells, support, len(works))  # each work's best cell
+    return merged_quad_works([[QuadVote(w, line_of[w], s) for w, s in best]], top)
 
 
 def best_cell_grid_works(hits: QuadHits, top: int, settings: Settings) -> list[tuple[int, float]]:
