@@ -84,6 +84,14 @@ def cell_alignment(votes: HashVotes, work_id: int, settings: Settings) -> Alignm
     and pitch, centred on the median upload and reference frames of its hits. A copy damaged
     past a verifiable hash line (tempo + pitch + EQ + noise) can still rank first by a dozen
     hits in the right cell; ``None`` when the work has no hit."""
+    cell = fullest_cell(votes, work_id, settings)
+    return None if cell is None else cell[1]
+
+
+def fullest_cell(
+    votes: HashVotes, work_id: int, settings: Settings
+) -> tuple[int, Alignment] | None:
+    """``(hits, alignment)`` of ``work_id``'s fullest coarse cell (:func:`cell_alignment`)."""
     mine = np.nonzero(votes.work == work_id)[0]
     if len(mine) == 0:
         return None
@@ -97,10 +105,10 @@ def cell_alignment(votes: HashVotes, work_id: int, settings: Settings) -> Alignm
             tempo_bin, pitch_bin, _ = cells[:, int(np.argmax(in_cell))]
             tempo = float(cell_tempo(tempo_bin, shift))
             best = (int(counts[k]), tempo, float(pitch_bin * PITCH_CELL_BINS), in_cell)
-    _, tempo, pitch_bins, in_cell = best
+    hits, tempo, pitch_bins, in_cell = best
     query_centre = float(np.median(votes.query_frame[mine][in_cell]))
     ref_centre = float(np.median(votes.ref_frame[mine][in_cell]))
-    return Alignment(tempo, pitch_bins, query_centre, ref_centre)
+    return hits, Alignment(tempo, pitch_bins, query_centre, ref_centre)
 
 
 def _cell_keys(cells: np.ndarray) -> np.ndarray:

@@ -54,6 +54,7 @@ from .peakcheck import (
     chroma_alignments,
     confirms_recording,
     covers,
+    fullest_cell,
     hash_alignment,
     reference_peaks,
 )
@@ -211,14 +212,16 @@ class Candidate:
     """A candidate work of the hash look-up: its support (hits in its best coarse cell, weighted
     by rarity when the look-up was sampled), its verified hash lines (``None``: none verified),
     when the hit budget dropped keys its hits from every usable key
-    (:func:`audiodup.match.work_votes`), and for the ``peak_check_cell_leads`` best the
-    alignment of its fullest coarse cell (:func:`audiodup.peakcheck.cell_alignment`)."""
+    (:func:`audiodup.match.work_votes`), and the alignment of its fullest coarse cell
+    (:func:`audiodup.peakcheck.cell_alignment`): for the ``peak_check_cell_leads`` best, and for
+    every work verified on all its hits, with the hits in that cell (``cell_hits``)."""
 
     work_id: int
     support: float
     evidence: HashEvidence | None
     full_hits: int | None = None
     lead: Alignment | None = None
+    cell_hits: int = 0
 
 
 @dataclass(frozen=True)
@@ -303,10 +306,13 @@ def _verified_work(
     rank: int,
     settings: Settings,
 ) -> Candidate:
-    """A candidate verified on all of its hits, made from its stored fingerprint."""
+    """A candidate verified on all of its hits, made from its stored fingerprint, with its
+    fullest coarse cell of those hits (:func:`cell_leads`)."""
     own = work_votes(hashes, keys, work_id, hashes_of(work_id), settings.bins_per_semitone)
     evidence = _verify(own, work_id, settings)
-    return Candidate(work_id, support, evidence, len(own.work), _lead(own, work_id, rank, settings))
+    cell = fullest_cell(own, work_id, settings)
+    hits, lead = cell if cell is not None else (0, None)
+    return Candidate(work_id, support, evidence, len(own.work), lead, hits)
 
 
 def chroma_voted_candidates(
@@ -421,10 +427,29 @@ def _lead(votes: HashVotes, work_id: int, rank: int, settings: Settings) -> Alig
 
 def cell_leads(candidates: list[Candidate], settings: Settings) -> list[tuple[int, Alignment]]:
     """``(work_id, alignment)`` of the coarse-cell leads of the ``peak_check_cell_leads`` best
-    ``candidates`` (ranked as :func:`audiodup.match.candidate_order`; in a shard group's
-    candidates the catalog's best are among the group's best, so they carry their lead)."""
+    ``candidates`` the look-up ranked (ranked as :func:`audiodup.match.candidate_order`; in a
+    shard group's candidates the catalog's best are among the group's best, so they carry their
+    lead; a voted work has no support of its own), then of the ``peak_check_full_cell_leads``
+    other works verified on all their hits whose fullest cell holds the most of them (at least
+    ``peak_check_min_inliers``, in candidate order among equals).
+
+    A sampled look-up ranks works by the few hits the budget kept; at 10^5 works a hard copy's
+    work often comes in last, voted by its chroma or four-peak hits, and then verified on all
+    its hits: its cell there is the fullest of all (8-14 hits against chance works' 3-5), but
+    its hash line too weak to decide. Its cell leads the check that finds it."""
     best = candidates[: settings.peak_check_cell_leads]
-    return [(c.work_id, c.lead) for c in best if c.lead is not None]
+    leads = [(c.work_id, c.lead) for c in best if c.lead is not None and c.support > 0]
+    led = {work_id for work_id, _ in leads}
+    rest = [
+        c
+        for c in candidates
+        if c.work_id not in led
+        and c.full_hits is not None
+        and c.lead is not None
+        and c.cell_hits >= settings.peak_check_min_inliers
+    ]
+    rest.sort(key=lambda c: -c.cell_hits)
+    return leads + [(c.work_id, c.lead) for c in rest[: settings.peak_check_full_cell_leads]]
 
 
 def hits_in_competition(

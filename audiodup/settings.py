@@ -219,6 +219,9 @@ class Settings:
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     # best look-up candidates whose fullest coarse cell leads a check (peakcheck.cell_alignment)
     peak_check_cell_leads: int = 2
+    # after a sampled look-up, other works verified on all their hits whose fullest cell of
+    # them holds the most (at least peak_check_min_inliers) lead a check too (screening.cell_leads)
+    peak_check_full_cell_leads: int = 2
     peak_check_min_inliers: int = 4
     peak_check_min_chroma: float = 0.5
     duplicate_min_peaks: int = 16

@@ -938,6 +938,126 @@ def test_chance_stays_below_duplicate_when_chroma_voted_works_are_verified(
     assert decide(matches, s) != "duplicate"
 
 
+def _candidate(
+    work_id: int, cell_hits: int, full: bool = True, support: float = 3.0
+) -> screening.Candidate:
+    lead = screening.Alignment(1.0, 0.0, 100.0 + work_id, 200.0)
+    return screening.Candidate(work_id, support, None, 50 if full else None, lead, cell_hits)
+
+
+def test_the_fullest_cells_of_works_verified_on_all_hits_lead_checks_after_the_best_two() -> None:
+    """The two best candidates lead as before; then the two other works verified on all their
+    hits with the fullest cells (at least ``peak_check_min_inliers`` hits, candidate order among
+    equals). A whole look-up's candidates (no full hits) lead only by rank."""
+    s = DEFAULT_SETTINGS
+    found = [
+        _candidate(1, 2),
+        _candidate(2, 2),
+        _candidate(3, 5),
+        _candidate(4, 3),  # below peak_check_min_inliers
+        _candidate(5, 9),
+        _candidate(6, 5),
+        _candidate(7, 40, full=False),
+    ]
+    assert [w for w, _ in screening.cell_leads(found, s)] == [1, 2, 5, 3]
+    assert [a for _, a in screening.cell_leads(found, s)] == [found[i].lead for i in (0, 1, 4, 2)]
+    none = dataclasses.replace(s, peak_check_full_cell_leads=0)
+    assert [w for w, _ in screening.cell_leads(found, none)] == [1, 2]
+    # by rank whatever their cells (7 has no full hits), then by their cells
+    assert [w for w, _ in screening.cell_leads(found[::-1], s)] == [7, 6, 5, 3]
+    wide = dataclasses.replace(s, peak_check_full_cell_leads=8, peak_check_min_inliers=1)
+    assert [w for w, _ in screening.cell_leads(found, wide)] == [1, 2, 5, 3, 6, 4]
+    # a voted work (no support of its own) first leads by its cell, not by its place
+    voted = [_candidate(8, 2, support=0.0), _candidate(9, 6, support=0.0), *found[:3]]
+    assert [w for w, _ in screening.cell_leads(voted, s)] == [9, 3]
+
+
+def full_cells_only(settings: Settings, **more) -> Settings:
+    """No sampled candidate (:func:`no_sampled_candidates`, 8 chroma-voted works), and no check
+    led by a hash line, a chroma alignment, a voted work's chroma or a candidate's rank: the
+    fullest cells of the voted works, verified on all their hits, lead the only checks."""
+    return dataclasses.replace(
+        no_sampled_candidates(settings, voted=8),
+        peak_check_hash_candidates=0,
+        peak_check_min_chroma=2.0,  # a similarity is at most 1
+        chroma_min_similarity=2.0,
+        chroma_sweep_all_tempos=False,
+        chroma_voted_leads=0,
+        peak_check_cell_leads=0,
+        **more,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, work, tempo, semitones",
+    [
+        ("stretch_0.80_work_01.ogg", "work_01", 0.80, 0.0),
+        ("pitch_-3_work_03.ogg", "work_03", 1.0, -3.0),
+    ],
+)
+def test_a_voted_work_without_a_decisive_line_is_found_by_its_fullest_cell(
+    large_catalog: LargeCatalog,
+    work_ids: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    work: str,
+    tempo: float,
+    semitones: float,
+) -> None:
+    """A copy whose work the sample cannot rank, voted by the chroma search and verified on all
+    its hits without a line (none verified here): its fullest cell leads the check that makes it
+    a duplicate at its tempo and pitch; without these leads nothing finds it."""
+    s = full_cells_only(large_catalog.catalog.settings)
+    monkeypatch.setattr(screening, "_verify", lambda *_: None)
+    query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
+    evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
+    found = screening.matches_from_evidence(evidence, query, s, large_catalog)
+    assert decide(found, s) == "duplicate" and found[0].work_id == work_ids[work]
+    assert found[0].matched_peaks >= s.duplicate_min_peaks
+    assert found[0].tempo_ratio == pytest.approx(tempo, rel=0.02)
+    assert found[0].pitch_shift_semitones == pytest.approx(semitones, abs=0.5)
+    none = dataclasses.replace(s, peak_check_full_cell_leads=0)
+    evidence = screening.gather_evidence(query, large_catalog.indexes, none, large_catalog)
+    assert not evidence.peaks
+    assert screening.matches_from_evidence(evidence, query, none, large_catalog) == []
+
+
+@pytest.mark.parametrize(
+    "upload", ["unrelated_a", "unrelated_b", "excerpt_12s", "medley", "chord_cover"]
+)
+def test_chance_stays_below_duplicate_when_every_voted_work_s_fullest_cell_leads_a_check(
+    large_catalog: LargeCatalog, work_ids: dict[str, int], upload: str
+) -> None:
+    """Unrelated music, a 12-s excerpt of it, a medley, and a re-arrangement of work_03 (its
+    chords on its beats in sine tones, whose work the chroma search votes for): up to 64 voted
+    works verified on all their hits (the padded catalog's distractors have no chroma: the 6
+    real works are the votes), each whose fullest cell holds a hit leading a check, alone and
+    with every channel, through every look. No duplicate."""
+    s = full_cells_only(
+        large_catalog.catalog.settings, peak_check_full_cell_leads=64, peak_check_min_inliers=1
+    )
+    s = dataclasses.replace(s, chroma_voted_works=64)
+    if upload == "chord_cover":
+        work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
+        audio = audio_of(chord_cover(work, s.sample_rate_hz), large_catalog.catalog)
+    else:
+        audio = chance_upload(upload, large_catalog.catalog, s)
+    query = fingerprint_audio(audio, s, query=True)
+    evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
+    assert len(evidence.peaks) >= 4  # the voted works' cells were checked (6 have chroma)
+    if upload == "chord_cover":
+        assert work_ids["work_03"] in evidence.peaks
+    found = screening.matches_from_evidence(evidence, query, s, large_catalog)
+    assert decide(found, s) != "duplicate"
+    every_channel = dataclasses.replace(
+        no_sampled_candidates(large_catalog.catalog.settings, voted=64),
+        peak_check_full_cell_leads=64,
+        peak_check_min_inliers=1,
+    )
+    looks, matches = screen_large(large_catalog, audio, every_channel)
+    assert decide(matches, every_channel) != "duplicate"
+
+
 @pytest.fixture(scope="module")
 def large_catalog_chroma(catalog: Catalog) -> LargeCatalog:
     """:func:`large_catalog` whose distractors have chroma segments too: each its source's
