@@ -98,10 +98,11 @@ def fullest_cell(
     best: tuple[int, float, float, np.ndarray] | None = None
     for shift in (0.0, 0.5):
         cells = np.stack(coarse_cells(votes, settings.frames_per_second, shift, mine))
-        _, inverse, counts = np.unique(_cell_keys(cells), return_inverse=True, return_counts=True)
+        keys = _cell_keys(cells)
+        unique, counts = np.unique(keys, return_counts=True)
         k = int(np.argmax(counts))
         if best is None or counts[k] > best[0]:
-            in_cell = inverse == k
+            in_cell = keys == unique[k]
             tempo_bin, pitch_bin, _ = cells[:, int(np.argmax(in_cell))]
             tempo = float(cell_tempo(tempo_bin, shift))
             best = (int(counts[k]), tempo, float(pitch_bin * PITCH_CELL_BINS), in_cell)
