@@ -288,8 +288,8 @@ def verified_candidates(
         keys = query_keys(hashes, found.usable)
         hashes_of = reference_hashes or stored_hashes(works.fingerprint, settings)
         candidates = [
-            _verified_work(hashes, keys, work_id, hashes_of, support, rank, settings)
-            for rank, (work_id, support) in enumerate(ranked)
+            _verified_work(hashes, keys, work_id, hashes_of, support, settings)
+            for work_id, support in ranked
         ]
     else:
         candidates = [Candidate(work_id, support, None) for work_id, support in ranked]
@@ -303,7 +303,6 @@ def _verified_work(
     work_id: int,
     hashes_of: ReferenceHashes,
     support: float,
-    rank: int,
     settings: Settings,
 ) -> Candidate:
     """A candidate verified on all of its hits, made from its stored fingerprint, with its
@@ -379,31 +378,31 @@ def chroma_voted_works_verified(
     hashes_of: ReferenceHashes,
 ) -> list[Candidate]:
     """Each of ``work_ids`` verified on all of its hits (:func:`voted_items`)."""
-    items = voted_items(work_ids, settings)
+    items = voted_items(work_ids)
     return works_verified(query_hashes, items, indexes, settings, hashes_of)
 
 
-def voted_items(work_ids: Sequence[int], settings: Settings) -> list[tuple[int, float, int]]:
-    """``(work_id, support, rank)`` of voted works for :func:`works_verified`: no support of
-    their own, ranked after every sampled candidate (past the cell leads: these come from no
-    coarse cell)."""
-    return [(work_id, 0.0, settings.candidate_works) for work_id in work_ids]
+def voted_items(work_ids: Sequence[int]) -> list[tuple[int, float]]:
+    """``(work_id, support)`` of voted works for :func:`works_verified`: no support of their
+    own, so they lead a peak check by their fullest cell only, never by their place
+    (:func:`cell_leads`)."""
+    return [(work_id, 0.0) for work_id in work_ids]
 
 
 def works_verified(
     query_hashes: TripletHashes,
-    items: Sequence[tuple[int, float, int]],
+    items: Sequence[tuple[int, float]],
     indexes: CatalogStatistics,
     settings: Settings,
     hashes_of: ReferenceHashes,
 ) -> list[Candidate]:
-    """Each ``(work_id, support, rank)`` verified on all of its hits of the usable query hashes
+    """Each ``(work_id, support)`` verified on all of its hits of the usable query hashes
     (as :func:`hash_lookup` counts them usable), as a sampled look-up verifies its candidates."""
     usable = usable_hashes(query_hashes, indexes.bucket_sizes, _max_bucket_hits(indexes, settings))
     keys = query_keys(query_hashes, usable)
     return [
-        _verified_work(query_hashes, keys, work_id, hashes_of, support, rank, settings)
-        for work_id, support, rank in items
+        _verified_work(query_hashes, keys, work_id, hashes_of, support, settings)
+        for work_id, support in items
     ]
 
 
@@ -1288,7 +1287,7 @@ def work_evidence(
     reference = works.fingerprint(work_id)
     (verified,) = works_verified(
         fingerprint_hashes(query, settings, query=True),
-        voted_items([work_id], settings),
+        voted_items([work_id]),
         statistics,
         settings,
         stored_hashes(lambda _: reference, settings),

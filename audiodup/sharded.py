@@ -237,10 +237,10 @@ def group_verified_works(
     spec: GroupSpec,
     totals: CatalogTotals,
     query: Fingerprint,
-    items: list[tuple[int, float, int]],
+    items: list[tuple[int, float]],
     left_out: tuple[int, ...] = (),
 ) -> list[Candidate]:
-    """The group's works of ``items`` (``(work_id, support, rank)``) verified on all their hits
+    """The group's works of ``items`` (``(work_id, support)``) verified on all their hits
     (:func:`audiodup.screening.works_verified`), in order."""
     group = open_group(spec)
     settings = spec.settings
@@ -450,7 +450,7 @@ class ShardedScreening:
                 max((part.unseen_hits for part in parts), default=0.0),  # same in every group
             )
             if found.unseen_hits > 0:  # sampled: the catalog's best, verified in their groups
-                ranked = [(c.work_id, c.support, rank) for rank, c in enumerate(found.candidates)]
+                ranked = [(c.work_id, c.support) for c in found.candidates]
                 verified = self._verified(specs, totals_future, query_future, ranked, left_out)
                 found = replace(found, candidates=verified)
             hashes = _scored(found, n_works, settings)
@@ -519,7 +519,7 @@ class ShardedScreening:
             )
             quad_works = [v.work_id for v in merged_quad_works(parts, settings.quad_voted_works)]
         extra = voted_extra(found, [w for w, _ in votes], quad_works)
-        items = voted_items(extra, settings)
+        items = voted_items(extra)
         return self._verified(specs, totals_future, query_future, items, left_out)
 
     def _verified(
@@ -527,10 +527,10 @@ class ShardedScreening:
         specs,
         totals_future,
         query_future,
-        items: list[tuple[int, float, int]],
+        items: list[tuple[int, float]],
         left_out: tuple[int, ...],
     ) -> list[Candidate]:
-        """``(work_id, support, rank)`` items verified on all their hits by their groups
+        """``(work_id, support)`` items verified on all their hits by their groups
         (:func:`group_verified_works`), in order."""
         parts = self._by_group(specs, items)
         busy = [(spec, part) for spec, part in zip(specs, parts, strict=True) if part]
@@ -547,7 +547,7 @@ class ShardedScreening:
             for spec, part in busy
         ]
         verified = {c.work_id: c for part in self._gather(futures, "verified works") for c in part}
-        return [verified[w] for w, _, _ in items]
+        return [verified[w] for w, _ in items]
 
     def _top_candidates(self, found: list[Candidates]) -> list[Candidate]:
         """The ``candidate_works`` best candidates over all groups, in the order one process
