@@ -390,6 +390,13 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
 
     monkeypatch.setattr(quads, "READ_CHUNK", 7)  # read and released 7 entries at a time
     assert best_quad_works(back, upload, S, 10**6, 2) == whole
+    # the entries whose check differs fail, the others give their ids, chunk after chunk
+    rows = np.arange(0, back.ntotal, 3)
+    checks = back.checks[rows].copy()
+    checks[::2] ^= 1
+    passed, ids = back.entries(rows, checks)
+    assert np.array_equal(passed, np.arange(len(rows)) % 2 == 1)
+    assert ids.dtype == np.int64 and np.array_equal(ids, shard.ids[rows][passed])
     back.release_pages()
     data = bytearray(buffer.getvalue())
     data[-3] ^= 0xFF  # an entry id
