@@ -2586,12 +2586,22 @@ def read_ahead(
 ) -> int:
     """Read the first ``bytes`` of each ``(path, bytes)`` and drop them: the page cache keeps
     them for the memory-mapped look-ups. Files that cannot be read are skipped; ``stop`` set
-    (the store closed) ends the reading. Returns the bytes read."""
+    (the store closed) ends the reading. Returns the bytes read.
+
+    A page fault on a memory-mapped file maps the pages of the page-cache folio it lands in.
+    Read in order, a file is cached in large folios: the four-peak look-up, which releases its
+    pages every few thousand entries, then faults 15x less (at 10^5 works 146 -> 62 ms a
+    look-up, 75 -> 3 ms of it in the kernel). A hash file is read without read-ahead
+    (``POSIX_FADV_RANDOM``), into 4 KB folios: its look-up releases its pages only once done,
+    and in large folios its scattered reads map most of the file (at 10^5 works a screening's
+    peak RSS 1.24 -> 1.71 GB; ``benchmarks/SCALING.md``, session 27)."""
     done = 0
     buffer = bytearray(chunk_bytes)
     for path, size in plan:
         try:
             with open(path, "rb", buffering=0) as handle:
+                if Path(path).name.startswith("h-") and hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
                 left = size
                 while left > 0:
                     if stop is not None and stop.is_set():

@@ -469,6 +469,39 @@ def test_hash_files_are_read_ahead_first_and_faiss_hash_indexes_not_at_all(
     assert names and not [n for n in names if n.startswith("h-")], "read whole at load"
 
 
+def test_hash_files_are_read_ahead_without_read_ahead_and_the_others_in_order(
+    catalog_copy: Path, monkeypatch
+) -> None:
+    """A hash look-up releases its pages only once done: its file must not be cached in the
+    large folios a read in order leaves (its scattered reads would map most of it); the
+    four-peak and chroma files are, so their look-ups fault a folio at a time."""
+    import os
+
+    from audiodup.store import read_ahead
+
+    if not hasattr(os, "posix_fadvise"):
+        pytest.skip("no posix_fadvise on this system")
+    opened: list[str] = []
+    advice: dict[str, int] = {}  # file name -> the advice given while it was the last opened
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, start, n, given: advice.update({opened[-1]: given})
+    )
+    real_open = open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append(Path(path).name)
+        return real_open(path, *args, **kwargs)
+
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        plan = catalog.store.files_to_warm(1 << 40)
+    monkeypatch.setattr("builtins.open", recording_open)
+    assert read_ahead(plan) == sum(n for _, n in plan)
+    assert {name[0] for name in opened} == set("hqc")
+    for name in opened:
+        given = advice.get(name)
+        assert given == (os.POSIX_FADV_RANDOM if name.startswith("h-") else None), name
+
+
 def test_available_memory_is_a_positive_count_of_bytes_here() -> None:
     from audiodup.store import available_memory
 
