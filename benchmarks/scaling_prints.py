@@ -322,9 +322,8 @@ def cold_then_read_ahead(catalog) -> float:
     """Drop the catalog's index files from the page cache (``POSIX_FADV_DONTNEED``: the pages
     no process maps), then read them ahead as ``serve`` and ``rescan`` do when they start
     (:meth:`audiodup.catalog.Catalog.warm_files`, waited for): the page cache a service finds
-    after a boot. Read sequentially, the files are cached in large folios, which a memory-mapped
-    look-up maps a folio per fault; paged in by scattered look-ups, 4 KB at a time. Returns the
-    seconds the reading took."""
+    after a boot: the four-peak and chroma files in large page-cache folios, the hash files in
+    4 KB ones (:func:`audiodup.store.read_ahead`). Returns the seconds the reading took."""
     for path, _ in catalog.store.files_to_warm(1 << 62):
         with contextlib.suppress(OSError), open(path, "rb") as handle:
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
