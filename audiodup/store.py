@@ -2601,7 +2601,8 @@ def read_ahead(
         try:
             with open(path, "rb", buffering=0) as handle:
                 if Path(path).name.startswith("h-") and hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
+                    with contextlib.suppress(OSError):  # a hint: the file is read either way
+                        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_RANDOM)
                 left = size
                 while left > 0:
                     if stop is not None and stop.is_set():

@@ -325,7 +325,7 @@ def cold_then_read_ahead(catalog) -> float:
     after a boot: the four-peak and chroma files in large page-cache folios, the hash files in
     4 KB ones (:func:`audiodup.store.read_ahead`). Returns the seconds the reading took."""
     for path, _ in catalog.store.files_to_warm(1 << 62):
-        with contextlib.suppress(OSError), open(path, "rb") as handle:
+        with contextlib.suppress(OSError, AttributeError), open(path, "rb") as handle:
             os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     t0 = time.perf_counter()
     thread = catalog.warm_files(share_of_free_memory=1.0)

@@ -502,6 +502,21 @@ def test_hash_files_are_read_ahead_without_read_ahead_and_the_others_in_order(
         assert given == (os.POSIX_FADV_RANDOM if name.startswith("h-") else None), name
 
 
+def test_a_refused_read_ahead_hint_still_reads_the_file(catalog_copy: Path, monkeypatch) -> None:
+    import os
+
+    from audiodup.store import read_ahead
+
+    def refused(*_):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(os, "posix_fadvise", refused, raising=False)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        plan = catalog.store.files_to_warm(1 << 40)
+    assert any(p.name.startswith("h-") for p, _ in plan)
+    assert read_ahead(plan) == sum(n for _, n in plan)
+
+
 def test_available_memory_is_a_positive_count_of_bytes_here() -> None:
     from audiodup.store import available_memory
 
