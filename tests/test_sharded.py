@@ -589,7 +589,7 @@ def test_a_worker_killed_mid_rescan_is_replaced_or_reported(split_catalog: Path,
         outcome = _in_thread(
             lambda: run_rescan(catalog, dask=client, timeout_s=300, on_progress=kill_one)
         )
-    assert killed
+    assert killed, f"the rescan ended before its first result: {outcome!r}"
     if isinstance(outcome, BaseException):
         assert isinstance(outcome, ClusterError), outcome
     else:
