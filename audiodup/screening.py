@@ -524,9 +524,12 @@ def aligned_chroma(
     """The chroma alignment of each ``(work_id, time_scale)`` candidate, in their order (those
     that align at all)."""
     aligned: list[ChromaEvidence] = []
+    # candidates found at the same scale are aligned over the same fine grid: the query's
+    # spectra are computed once
+    query_spectra: dict[tuple[int, int], np.ndarray] = {}
     for work_id, scale in candidates:
         fine = (1.0 / scale) * _fine_scales(settings)
-        ev = align_chroma(query, reference(work_id), work_id, settings, fine)
+        ev = align_chroma(query, reference(work_id), work_id, settings, fine, query_spectra)
         if ev is not None:
             aligned.append(ev)
     return aligned
@@ -559,7 +562,7 @@ def swept_chroma(
         if coarse is None:
             continue
         fine = coarse.tempo_ratio * _fine_scales(settings)
-        refined = align_chroma(query, stored, work_id, settings, fine)
+        refined = align_chroma(query, stored, work_id, settings, fine, query_spectra)
         swept.append(refined if refined and refined.similarity > coarse.similarity else coarse)
     return swept
 

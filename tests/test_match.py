@@ -30,6 +30,8 @@ from audiodup.match import (
     PATTERN_KEY_SCALE,
     HashVotes,
     _best_cells,
+    _best_rotation,
+    _first_argmax,
     _fit_lines,
     _rotation_offset_scores,
     _scale_grid,
@@ -666,6 +668,35 @@ def test_align_chroma_keeps_the_best_similarity_of_every_reference_block() -> No
     assert np.all(others < evidence.similarity - 0.05) and np.all(others > -1)
 
 
+def test_the_best_rotation_per_offset_is_numpy_s_maximum() -> None:
+    """The per-offset maxima the chance blocks take, on the transposed scores alignment makes
+    and on a contiguous array, a NaN included: the same values as ``max(axis=0)``."""
+    rng = np.random.default_rng(5)
+    transposed = rng.standard_normal((300, 12)).T  # as _scores_from_spectrum returns them
+    contiguous = np.ascontiguousarray(transposed)
+    contiguous[7, 40] = np.nan
+    for scores in (transposed, contiguous):
+        best = _best_rotation(scores)
+        assert best.shape == (300,)
+        assert np.array_equal(best, scores.max(axis=0), equal_nan=True)
+    assert np.isnan(_best_rotation(contiguous)[40])
+
+
+def test_the_first_best_rotation_and_offset_are_numpy_s_argmax() -> None:
+    """Ties included (whole-number scores, constant ones), and a NaN: the rotation and offset of
+    ``np.argmax`` over the transposed scores, the first in row order."""
+    rng = np.random.default_rng(6)
+    rounded = rng.integers(0, 4, (500, 12)).astype(np.float64).T  # many ties at the top
+    constant = np.zeros((80, 12)).T
+    with_nan = rng.standard_normal((60, 12)).T.copy()
+    with_nan[4, 9] = np.nan
+    cases = [rng.standard_normal((400, 12)).T, rounded, constant, with_nan]
+    for scores in cases:
+        expected = np.unravel_index(np.argmax(scores), scores.shape)
+        assert _first_argmax(scores, _best_rotation(scores)) == tuple(int(i) for i in expected)
+    assert (rounded == rounded.max()).sum() > 1
+
+
 def _scores_by_the_former_formula(qs: np.ndarray, r: np.ndarray) -> np.ndarray:
     """``_rotation_offset_scores`` as it was before issue #16: the 144 rotated pairs copied."""
     n_full = len(qs) + len(r) - 1
@@ -738,6 +769,36 @@ def test_align_chroma_with_shared_query_spectra_is_the_same(catalog: Catalog) ->
         assert alone == sharing
         assert np.array_equal(alone.block_maxima, sharing.block_maxima)
     assert 0 < len(shared) <= 2 * len(_scale_grid(S))  # one or two FFT sizes per scale
+
+
+def test_aligned_and_swept_chroma_share_spectra_without_changing_an_alignment(
+    catalog: Catalog,
+) -> None:
+    """Candidates at the same scale, and swept alignments refined around the same tempo, share
+    the query's spectra: each alignment is the one computed alone, chance sample included."""
+    from audiodup.screening import _fine_scales, aligned_chroma, swept_chroma
+
+    prints = {w.work_id: catalog.fingerprint(w.work_id) for w in catalog.works()}
+    first = next(iter(prints.values()))
+    query = replace_chroma(first, first.chroma[40:200])
+    candidates = [(w, scale) for scale in (1.0, 0.9) for w in prints]
+    expected = []
+    for work_id, scale in candidates:
+        fine = (1.0 / scale) * _fine_scales(S)
+        alone = align_chroma(query, prints[work_id], work_id, S, fine)
+        expected += [alone] if alone is not None else []
+    expected_swept = []
+    for work_id in prints:
+        coarse = align_chroma(query, prints[work_id], work_id, S)
+        fine = coarse.tempo_ratio * _fine_scales(S)
+        refined = align_chroma(query, prints[work_id], work_id, S, fine)
+        expected_swept.append(refined if refined.similarity > coarse.similarity else coarse)
+    got = aligned_chroma(query, candidates, S, prints.__getitem__)
+    got_swept = swept_chroma(query, [(w, 1.0) for w in prints], S, prints.__getitem__)
+    for got_list, want in ((got, expected), (got_swept, expected_swept)):
+        assert len(want) >= len(prints) and got_list == want
+        for a, b in zip(got_list, want, strict=True):
+            assert np.array_equal(a.block_maxima, b.block_maxima)
 
 
 def replace_chroma(fingerprint: Fingerprint, chroma: np.ndarray) -> Fingerprint:
