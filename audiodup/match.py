@@ -194,12 +194,18 @@ class QueryKeys:
 
     keys: np.ndarray  # int64, sorted
     rows: np.ndarray  # int64: the query hash of each key
+    distinct: np.ndarray  # int64: the distinct keys, sorted
+    first: np.ndarray  # int64: where each distinct key starts in ``keys``
+    count: np.ndarray  # int64: how many of ``keys`` it is
 
 
 def query_keys(query: TripletHashes, usable: np.ndarray) -> QueryKeys:
     rows = np.nonzero(usable)[0]
     order = np.argsort(query.keys[rows], kind="stable")
-    return QueryKeys(query.keys[rows][order].astype(np.int64), rows[order].astype(np.int64))
+    keys = query.keys[rows][order].astype(np.int64)
+    first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
+    count = np.diff(np.r_[first, len(keys)])
+    return QueryKeys(keys, rows[order].astype(np.int64), keys[first], first, count)
 
 
 def work_votes(
@@ -216,8 +222,13 @@ def work_votes(
     are the ones the index holds (in another order)."""
     ids = pack_entry_ids(work_id, reference)
     ref_keys = reference.keys.astype(np.int64)
-    lo = np.searchsorted(keys.keys, ref_keys, side="left")
-    counts = np.searchsorted(keys.keys, ref_keys, side="right") - lo
+    if len(keys.distinct) == 0:
+        return _votes(query, keys.rows, ids[:0], bins_per_semitone)
+    # each reference key's run of equal query keys, by one search among the distinct keys
+    at = np.minimum(np.searchsorted(keys.distinct, ref_keys), len(keys.distinct) - 1)
+    known = keys.distinct[at] == ref_keys
+    lo = np.where(known, keys.first[at], 0)
+    counts = np.where(known, keys.count[at], 0)
     entry = np.repeat(np.arange(len(ids)), counts)
     first = np.cumsum(counts) - counts
     positions = np.arange(len(entry), dtype=np.int64) + np.repeat(lo - first, counts)

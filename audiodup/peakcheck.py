@@ -281,8 +281,8 @@ def coincidences(
     # the reference peaks in the bins within df of each peak, over the frames any offset reaches
     shifted_bins = (bins[None, :] + np.arange(-df, df + 1)[:, None]).ravel()
     peak = np.tile(np.arange(n), 2 * df + 1)
-    lo_f = np.clip(frames[peak] + offsets[0] - dt, 0, length)
-    hi_f = np.clip(frames[peak] + offsets[-1] + dt + 1, 0, length)
+    lo_f = np.minimum(np.maximum(frames[peak] + offsets[0] - dt, 0), length)
+    hi_f = np.minimum(np.maximum(frames[peak] + offsets[-1] + dt + 1, 0), length)
     valid = (shifted_bins >= 0) & (shifted_bins < reference.n_bins) & (lo_f < hi_f)
     row = shifted_bins * length
     start = np.searchsorted(reference.keys, row + lo_f)
@@ -296,9 +296,13 @@ def coincidences(
     spread = np.arange(-dt, dt + 1)
     moved = (centre_all[:, None] + spread[None, :]).ravel()
     owner = np.repeat(peak_of_all, len(spread))
-    column = np.searchsorted(offsets, moved)
-    known = column < len(offsets)
-    known[known] = offsets[column[known]] == moved[known]
+    if offsets[-1] - offsets[0] == len(offsets) - 1:  # consecutive: each offset's column at once
+        column = moved - offsets[0]
+        known = (column >= 0) & (column < len(offsets))
+    else:
+        column = np.searchsorted(offsets, moved)
+        known = column < len(offsets)
+        known[known] = offsets[column[known]] == moved[known]
     inside = (frames[owner] + moved >= 0) & (frames[owner] + moved < length)
     keep = known & inside
     coincide = np.zeros((n, len(offsets)), dtype=bool)  # each peak counts once per offset

@@ -592,6 +592,30 @@ def test_work_votes_are_the_hits_the_whole_look_up_gives_that_work() -> None:
         assert (own.work == work_id).all()
 
 
+def test_work_votes_are_those_of_two_searches_in_the_same_order() -> None:
+    """One search among the distinct query keys gives every field of the votes, in the order
+    of the former left and right searches among all of them (repeated keys, absent ones, no
+    usable key at all)."""
+    from audiodup.match import _votes
+
+    rng = np.random.default_rng(4)
+    reference = random_hashes(rng, 2_000, 600, 3_000)  # half its keys not in the query
+    query = random_hashes(rng, 1_500, 300, 1_000)  # few keys: many repeats
+    for usable in (rng.random(1_500) < 0.7, np.zeros(1_500, bool)):
+        keys = query_keys(query, usable)
+        ids = pack_entry_ids(9, reference)
+        ref_keys = reference.keys.astype(np.int64)
+        lo = np.searchsorted(keys.keys, ref_keys, side="left")
+        counts = np.searchsorted(keys.keys, ref_keys, side="right") - lo
+        entry = np.repeat(np.arange(len(ids)), counts)
+        positions = np.arange(len(entry)) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        former = _votes(query, keys.rows[positions], ids[entry], S.bins_per_semitone)
+        got = work_votes(query, keys, 9, reference, S.bins_per_semitone)
+        for f in dataclasses.fields(former):
+            assert np.array_equal(getattr(got, f.name), getattr(former, f.name)), f.name
+        assert (len(got.work) > 100) == usable.any()
+
+
 # --- chroma alignment -----------------------------------------------------------------------
 
 

@@ -140,8 +140,9 @@ def test_too_few_peaks_give_no_check() -> None:
     assert check_alignment(ref, empty, Alignment(1.0, 0.0, 100.0, 100.0), S) is None
 
 
+@pytest.mark.parametrize("consecutive", [False, True], ids=["spread offsets", "consecutive"])
 @pytest.mark.parametrize("seed", range(5))
-def test_sparse_coincidences_equal_a_brute_force_count(seed: int) -> None:
+def test_sparse_coincidences_equal_a_brute_force_count(seed: int, consecutive: bool) -> None:
     rng = np.random.default_rng(seed)
     ref = random_peaks(rng, 30.0, per_second=12.0)
     ref["bin"][:40] = 0.2  # peaks on the band edge
@@ -151,7 +152,9 @@ def test_sparse_coincidences_equal_a_brute_force_count(seed: int) -> None:
     frames[:100] = ref["frame"][:100] + rng.integers(-3, 4, 100)  # some near the reference
     bins[:100] = np.round(ref["bin"][:100]).astype(int) + rng.integers(-2, 3, 100)
     bins = np.clip(bins, 0, N_BINS - 1)
-    offsets = np.unique(np.concatenate([np.arange(-40, 41), [-900, -300, 300, 900]]))
+    offsets = np.arange(-40, 41)  # as the sweep of a check
+    if not consecutive:  # as its chance shifts
+        offsets = np.unique(np.concatenate([offsets, [-900, -300, 300, 900]]))
     counts, checked, hit = coincidences(stored, frames, bins, offsets, S)
 
     ref_frames = ref["frame"].astype(int)
