@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -589,7 +590,11 @@ def test_a_worker_killed_mid_rescan_is_replaced_or_reported(split_catalog: Path,
         outcome = _in_thread(
             lambda: run_rescan(catalog, dask=client, timeout_s=300, on_progress=kill_one)
         )
-    assert killed, f"the rescan ended before its first result: {outcome!r}"
+    assert killed, "the rescan ended before its first result: " + (
+        "".join(traceback.format_exception(outcome))
+        if isinstance(outcome, BaseException)
+        else repr(outcome)
+    )
     if isinstance(outcome, BaseException):
         assert isinstance(outcome, ClusterError), outcome
     else:
