@@ -437,7 +437,7 @@ class LoadedIndexes:
             )
             for shard in self.quad_shards
         ]
-        return merged_quad_works(found, top)
+        return merged_quad_works(found, top, settings.peak_check_quad_leads)
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""

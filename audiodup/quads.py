@@ -395,13 +395,25 @@ def shard_budget(budget: int, shard_entries: int, total_entries: int) -> int:
     return max(1, int(budget * shard_entries // total_entries))
 
 
+class QuadLead(NamedTuple):
+    """Where a voted work's fullest four-peak cell puts the upload: the medians of its hits'
+    tempo ratio and pitch shift (semitones) and of their anchors in upload and work frames."""
+
+    tempo_ratio: float
+    pitch_semitones: float
+    query_frame: float
+    ref_frame: float
+
+
 class QuadVote(NamedTuple):
     """A work proposed by the four-peak look-up: the most of its hits that lie on one line
-    (:func:`line_hits`) and the weight of the hits in its fullest cell (:func:`quad_cells`)."""
+    (:func:`line_hits`), the weight of the hits in its fullest cell (:func:`quad_cells`) and,
+    for a shard's first ``settings.peak_check_quad_leads`` votes, that cell's lead."""
 
     work_id: int
     line_hits: int
     support: float
+    lead: QuadLead | None = None
 
 
 def best_quad_works(
@@ -445,7 +457,35 @@ def best_quad_works(
     lined = line >= 2
     first = best_lined_works(hits.rows(lined), line[lined], top, settings)
     rest = best_cell_grid_works(hits.rows(~lined), top - len(first), settings)
-    return first + [QuadVote(w, 1, s) for w, s in rest]
+    votes = first + [QuadVote(w, 1, s) for w, s in rest]
+    n_leads = settings.peak_check_quad_leads
+    led = [v._replace(lead=cell_lead(hits, v.work_id, settings)) for v in votes[:n_leads]]
+    return led + votes[n_leads:]
+
+
+def cell_lead(hits: QuadHits, work_id: int, settings: Settings) -> QuadLead | None:
+    """The lead of ``work_id``'s fullest cell on any of the ``settings.quad_cell_grids`` grids
+    (the first grid's, then the lowest cell's, among equals). The medians of its hits do not
+    depend on the order they came in."""
+    mine = hits.rows(hits.work == work_id)
+    if len(mine.work) == 0:
+        return None
+    best: tuple[float, np.ndarray] | None = None
+    grids = max(settings.quad_cell_grids, 1)
+    for k in range(grids):
+        cells = quad_cells(mine.work, mine.log_tempo, mine.pitch, mine.offset_s, k / grids)
+        unique, inverse = np.unique(cells, return_inverse=True)
+        support = np.bincount(inverse, weights=mine.weights, minlength=len(unique))
+        top = int(np.argmax(support))
+        if best is None or support[top] > best[0]:
+            best = (float(support[top]), inverse == top)
+    in_cell = best[1]
+    return QuadLead(
+        float(np.exp(np.median(mine.log_tempo[in_cell]))),
+        float(np.median(mine.pitch[in_cell])),
+        float(np.median(mine.query_frame[in_cell])),
+        float(np.median(mine.ref_frame[in_cell])),
+    )
 
 
 @dataclass(frozen=True)
@@ -666,10 +706,14 @@ def best_cell_works(cells: np.ndarray, support: np.ndarray, top: int) -> list[tu
     return list(ranked.items())
 
 
-def merged_quad_works(found: Sequence[Sequence[QuadVote]], top: int) -> list[QuadVote]:
+def merged_quad_works(
+    found: Sequence[Sequence[QuadVote]], top: int, leads: int = 0
+) -> list[QuadVote]:
     """The ``top`` best of several shards' :func:`best_quad_works` (each work lives in one
-    shard), in the order one look-up over all of them ranks them."""
+    shard), in the order one look-up over all of them ranks them; the first ``leads`` keep
+    their lead (each is among its shard's first), the others have none, as in one shard."""
     items = [QuadVote(*item) for part in found for item in part]
-    return sorted(
+    ranked = sorted(
         items, key=lambda v: (-v.line_hits, -v.support, int(scrambled_work_ids(v.work_id)))
     )[:top]
+    return ranked[:leads] + [v._replace(lead=None) for v in ranked[leads:]]

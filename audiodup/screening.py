@@ -58,7 +58,7 @@ from .peakcheck import (
     hash_alignment,
     reference_peaks,
 )
-from .quads import query_quads
+from .quads import QuadVote, query_quads
 from .results import Match, Relation, Section, WorkInfo
 from .settings import Settings
 from .verdict import (
@@ -354,14 +354,42 @@ def voted_extra(
     return extra
 
 
-def quad_voted_works(query: Fingerprint, indexes: LoadedIndexes, settings: Settings) -> list[int]:
-    """The ``settings.quad_voted_works`` works the query's four-peak hits point to most (on one
-    line, then in one cell of tempo, pitch and offset:
+def quad_voted_works(
+    query: Fingerprint, indexes: LoadedIndexes, settings: Settings
+) -> list[QuadVote]:
+    """The votes for the ``settings.quad_voted_works`` works the query's four-peak hits point
+    to most (on one line, then in one cell of tempo, pitch and offset:
     :meth:`audiodup.index.LoadedIndexes.quad_works`); none without four-peak files."""
     if settings.quad_voted_works <= 0 or not indexes.quad_shards:
         return []
     quads = query_quads(query, settings)
-    return [v.work_id for v in indexes.quad_works(quads, settings, settings.quad_voted_works)]
+    return indexes.quad_works(quads, settings, settings.quad_voted_works)
+
+
+def quad_leads(votes: Sequence[QuadVote], settings: Settings) -> list[tuple[int, Alignment]]:
+    """``(work_id, alignment)`` of the fullest four-peak cells of the first
+    ``settings.peak_check_quad_leads`` votes (:func:`audiodup.quads.cell_lead`; one by default:
+    a second cost 2-4 % more search CPU and found no more at 10^4 and 10^5 works).
+
+    A voted work is verified on all its triplet hits, but a copy whose peaks an alteration
+    moves by a frame or two (slowed and reverberated, stretched 2x) can keep too few triplets
+    for a line or a full cell, while its four-peak hits, whose keys are ratios of spans, still
+    fall in one cell. That cell leads a guided peak check; the check, its floors and its
+    probability are those of every lead (:func:`peak_guesses`)."""
+    per_semitone = settings.bins_per_semitone
+    return [
+        (
+            v.work_id,
+            Alignment(
+                v.lead.tempo_ratio,
+                v.lead.pitch_semitones * per_semitone,
+                v.lead.query_frame,
+                v.lead.ref_frame,
+            ),
+        )
+        for v in votes[: settings.peak_check_quad_leads]
+        if v.lead is not None
+    ]
 
 
 def vote_density(found: Candidates, settings: Settings) -> int:
@@ -651,11 +679,13 @@ def peak_checks(
     reference: References,
     leads: Iterable[ChromaEvidence] = (),
     cells: Iterable[tuple[int, Alignment]] = (),
+    quad_cells: Iterable[tuple[int, Alignment]] = (),
 ) -> dict[int, PeakFinding]:
     """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
-    swept alignments ``leads``, :func:`swept_leads`, and the look-up's coarse cells ``cells``,
-    :func:`cell_leads`): the best check per work, with the chroma finding it came from."""
-    guesses = peak_guesses(hashed, chroma, settings, leads, cells)
+    swept alignments ``leads``, :func:`swept_leads`, the look-up's coarse cells ``cells``,
+    :func:`cell_leads`, and the four-peak cells ``quad_cells``, :func:`quad_leads`): the best
+    check per work, with the chroma finding it came from."""
+    guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
     return best_peak_checks(guesses, checks)
 
@@ -669,12 +699,15 @@ def peak_guesses(
     settings: Settings,
     leads: Iterable[ChromaEvidence] = (),
     cells: Iterable[tuple[int, Alignment]] = (),
+    quad_cells: Iterable[tuple[int, Alignment]] = (),
 ) -> list[PeakGuess]:
     """The alignments worth a guided peak check: those of the strongest weak hash lines and of
     the chroma alignments similar enough, each with the chroma finding it came from, then those
     of the swept ``leads`` (:func:`swept_leads`) and of the look-up's coarse ``cells``
-    (:func:`cell_leads`) that no earlier guess of their work already sweeps (:func:`covers`).
-    These come from no finding: their checks stand alone
+    (:func:`cell_leads`) that no earlier guess of their work already sweeps (:func:`covers`),
+    then those of the four-peak ``quad_cells`` (:func:`quad_leads`) of works no earlier guess
+    checks: they add works to the checks, never a further guess (and its price) to a work
+    already checked. These come from no finding: their checks stand alone
     (:func:`audiodup.verdict.peak_false_match_probability`)."""
     guesses: list[PeakGuess] = []
     strongest = sorted(hashed.values(), key=lambda e: -e.main_inliers)
@@ -690,6 +723,11 @@ def peak_guesses(
         guesses.extend((lead.work_id, a, None) for a in chroma_alignments(lead, settings))
     for work_id, cell in cells:
         if not any(w == work_id and covers(a, cell, settings) for w, a, _ in guesses):
+            guesses.append((work_id, cell, None))
+    checked = {w for w, _, _ in guesses}
+    for work_id, cell in quad_cells:
+        if work_id not in checked:
+            checked.add(work_id)
             guesses.append((work_id, cell, None))
     return guesses
 
@@ -763,7 +801,8 @@ def gather_evidence(
     search = search_chroma_segments(
         query, indexes, settings, time_scale, vote_density(found, settings)
     )
-    quad_works = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
+    quad_votes = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
+    quad_works = [v.work_id for v in quad_votes]
     votes = look_votes(search, found, settings)
     voted = chroma_voted_candidates(
         query_hashes, found, [w for w, _ in votes], indexes, settings, reference_hashes, quad_works
@@ -784,7 +823,8 @@ def gather_evidence(
     leads += voted_leads(aligned_chroma(query, led, settings, reference), settings)
     hashed = {w: f.evidence for w, f in hashes.items()}
     cells = cell_leads(found.candidates, settings)
-    peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells)
+    quad_cells = quad_leads(quad_votes, settings)
+    peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells, quad_cells)
     return Evidence(n_works, hashes, tuple(chroma), peaks)
 
 

@@ -222,6 +222,9 @@ class Settings:
     # after a sampled look-up, other works verified on all their hits whose fullest cell of
     # them holds the most (at least peak_check_min_inliers) lead a check too (screening.cell_leads)
     peak_check_full_cell_leads: int = 2
+    # after a sampled look-up, the first four-peak vote's fullest cell leads a check of a work no
+    # other guess checks (quads.cell_lead, screening.quad_leads)
+    peak_check_quad_leads: int = 1
     peak_check_min_inliers: int = 4
     peak_check_min_chroma: float = 0.5
     duplicate_min_peaks: int = 16

@@ -59,7 +59,7 @@ from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
 from .peakcheck import Alignment, PeakCheck
-from .quads import merged_quad_works, query_quads
+from .quads import QuadVote, merged_quad_works, query_quads
 from .results import Match, path_text
 from .screening import (
     Candidate,
@@ -79,6 +79,7 @@ from .screening import (
     look_votes,
     matches_from_looks,
     peak_guesses,
+    quad_leads,
     score_chroma,
     score_hashes,
     stored_hashes,
@@ -461,7 +462,9 @@ class ShardedScreening:
                 query, chroma_search, settings, time_scale, vote_density(found, settings)
             )
             votes = look_votes(search, found, settings)
-            extra = self._voted(specs, totals, totals_future, query_future, found, votes, left_out)
+            extra, quad_votes = self._voted(
+                specs, totals, totals_future, query_future, found, votes, left_out
+            )
             if extra:
                 found = with_candidates(found, extra)
                 hashes = _scored(found, n_works, settings)
@@ -488,7 +491,8 @@ class ShardedScreening:
             leads += voted_leads([by_work[w] for w, _ in voted if w in by_work], settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
             cells = cell_leads(found.candidates, settings)
-            guesses = peak_guesses(hashed, chroma, settings, leads, cells)
+            quad_cells = quad_leads(quad_votes, settings)
+            guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
             checks = self._checks(specs, query_future, guesses)
             peaks = best_peak_checks(guesses, checks)
             return Evidence(n_works, hashes, tuple(chroma), peaks)
@@ -504,23 +508,26 @@ class ShardedScreening:
         found: Candidates,
         votes: list[tuple[int, float]],
         left_out: tuple[int, ...],
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], list[QuadVote]]:
         """The chroma-voted works (``votes``, :func:`audiodup.screening.look_votes`) and the
         quad-voted works ``found`` lacks, verified by their groups, in vote
-        order (as :func:`audiodup.screening.chroma_voted_candidates` adds them); none when the
-        look-up was whole."""
+        order (as :func:`audiodup.screening.chroma_voted_candidates` adds them), and the quad
+        votes (their leads: :func:`audiodup.screening.quad_leads`); none when the look-up was
+        whole."""
         if found.unseen_hits <= 0:
-            return []
+            return [], []
         settings = self.settings
-        quad_works: list[int] = []
+        quad_votes: list[QuadVote] = []
         if settings.quad_voted_works > 0 and totals.n_quad_entries > 0:
             parts = self._each(
                 specs, group_quad_works, totals_future, query_future, left_out, what="quads"
             )
-            quad_works = [v.work_id for v in merged_quad_works(parts, settings.quad_voted_works)]
-        extra = voted_extra(found, [w for w, _ in votes], quad_works)
+            quad_votes = merged_quad_works(
+                parts, settings.quad_voted_works, settings.peak_check_quad_leads
+            )
+        extra = voted_extra(found, [w for w, _ in votes], [v.work_id for v in quad_votes])
         items = voted_items(extra)
-        return self._verified(specs, totals_future, query_future, items, left_out)
+        return self._verified(specs, totals_future, query_future, items, left_out), quad_votes
 
     def _verified(
         self,

@@ -50,10 +50,12 @@ def catalog_files(manifest: dict) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def pristine_catalog_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A catalog of the six fixture works, closed (so its directory can be copied)."""
+    """A catalog of the six fixture works, closed (so its directory can be copied). One batch
+    whatever the machine's load: a slow machine would otherwise commit them in two (every
+    ``batch_seconds``), and a catalog of two shards ranks some candidates otherwise."""
     root = tmp_path_factory.mktemp("pristine") / "catalog"
     with Catalog.open(root) as catalog:
-        results = catalog.add_paths([CATALOG_DIR])
+        results = catalog.add_paths([CATALOG_DIR], batch_seconds=float("inf"))
     assert [r.status for r in results] == ["added"] * 6, results
     return root
 

@@ -29,6 +29,7 @@ from audiodup.quads import (
     best_cell_works,
     best_quad_works,
     bucket_bits,
+    cell_lead,
     grouped_quads,
     line_hits,
     merged_quad_works,
@@ -141,6 +142,45 @@ def test_the_altered_work_leads_the_quad_works(works, monkeypatch) -> None:
     assert all(v.support <= 3 for v in best_quad_works(shard, unrelated, S, 300_000, 3))
 
 
+def test_the_first_votes_carry_the_lead_of_their_fullest_cell(works) -> None:
+    """The altered work's vote leads at its tempo and pitch, its anchors on its line; only the
+    first ``peak_check_quad_leads`` votes carry a lead, which changes no vote, and a lead does
+    not depend on the order the hits came in."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
+    upload = query_quads(fingerprint(altered(works[23], 1.2, -1.0)))
+    ranked = best_quad_works(shard, upload, S, 300_000, 3)
+    lead = ranked[0].lead
+    assert ranked[0].work_id == 23
+    assert lead.tempo_ratio == pytest.approx(1.2, rel=0.03)
+    assert lead.pitch_semitones == pytest.approx(-1.0, abs=0.25)
+    assert lead.ref_frame == pytest.approx(1.2 * lead.query_frame, abs=2.0)
+    assert S.peak_check_quad_leads == 1
+    assert [v.lead is not None for v in ranked] == [True, False, False]
+    two = best_quad_works(
+        shard, upload, dataclasses.replace(S, peak_check_quad_leads=2), 300_000, 3
+    )
+    assert [v.lead is not None for v in two] == [True, True, False] and two[0] == ranked[0]
+    unled = best_quad_works(
+        shard, upload, dataclasses.replace(S, peak_check_quad_leads=0), 300_000, 3
+    )
+    assert [v._replace(lead=None) for v in ranked] == unled
+    hits = quad_hits(shard, upload, S)
+    for seed in range(3):
+        order = np.random.default_rng(seed).permutation(len(hits.work))
+        assert cell_lead(hits.rows(order), 23, S) == lead
+    assert cell_lead(hits, 10**6, S) is None  # a work without hits
+
+
+def test_a_copy_at_the_edge_of_a_cell_leads_from_the_grid_that_holds_it(works) -> None:
+    """Tempo 0.93 with -1.5 semitones: the lead comes from the cell of another grid that holds
+    most of the copy's hits, at the copy's tempo and pitch."""
+    shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
+    upload = query_quads(fingerprint(altered(works[23], 0.93, -1.5)))
+    lead = best_quad_works(shard, upload, S, 10**6, 1)[0].lead
+    assert lead.tempo_ratio == pytest.approx(0.93, rel=0.03)
+    assert lead.pitch_semitones == pytest.approx(-1.5, abs=0.25)
+
+
 def test_a_copy_at_the_edge_of_a_cell_keeps_its_hits_together_on_another_grid(works) -> None:
     """Tempo 0.93 lies near the edge of a 0.05 log-tempo cell and -1.5 semitones on the edge of
     a semitone: on one grid the copy's hits split among neighbouring cells; the grids a third
@@ -185,18 +225,21 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     budgets = [shard_budget(10**9, p.ntotal, total) for p in parts]
     assert sum(budgets) <= 10**9 and all(b > 0 for b in budgets)
     split = merged_quad_works(
-        [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)], 5
+        [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)],
+        5,
+        S.peak_check_quad_leads,
     )
     whole_works = best_quad_works(whole, upload, S, 10**9, 5)
     # a single hit may be a collision of the 16 check bits, and their odds follow the directory's
     # size (a shard of 11 bits tells apart fewer keys than one of 13): compared from two hits up
     assert [v for v in split if v.support > 1] == [v for v in whole_works if v.support > 1]
     assert split[0][0] == 23
+    assert split[0].lead is not None and all(v.lead is None for v in split[1:])
     # equal supports: in the fixed scramble's order, not the lower work id's (the works added
     # first would win every tie, on every upload)
     assert scrambled_work_ids(9) < scrambled_work_ids(3)
     merged = merged_quad_works([[(4, 1, 2), (9, 1, 7)], [(3, 1, 7), (1, 1, 1)]], 3)
-    assert merged == [(9, 1, 7), (3, 1, 7), (4, 1, 2)]
+    assert [v[:3] for v in merged] == [(9, 1, 7), (3, 1, 7), (4, 1, 2)]
     # more hits on one line first, whatever the cells' support
     assert merged_quad_works([[(4, 1, 9.0)], [(5, 2, 2.0)]], 2)[0].work_id == 5
     tied = [[(w, 1, 2) for w in range(200)]]
@@ -435,8 +478,9 @@ def test_a_damaged_file_is_refused_or_proposes_only_work_ids(works, tmp_path) ->
         except RuntimeError:
             continue
         opened += 1
-        for work, _, support in best_quad_works(damaged, upload, S, 10**6, 8):
+        for work, _, support, lead in best_quad_works(damaged, upload, S, 10**6, 8):
             assert work >= 0 and support > 0
+            assert lead is None or np.all(np.isfinite(lead))
         with pytest.raises(RuntimeError):
             read_quad_shard(path, check=True)
     assert opened > 200

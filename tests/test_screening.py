@@ -1009,17 +1009,39 @@ def test_a_voted_work_without_a_decisive_line_is_found_by_its_fullest_cell(
     a duplicate at its tempo and pitch; without these leads nothing finds it."""
     s = full_cells_only(large_catalog.catalog.settings)
     monkeypatch.setattr(screening, "_verify", lambda *_: None)
+    none = dataclasses.replace(s, peak_check_full_cell_leads=0)
+    found_by_leads_only(large_catalog, name, s, none, work_ids[work], tempo, semitones)
+
+
+def found_by_leads_only(
+    large: LargeCatalog,
+    name: str,
+    s: Settings,
+    without_leads: Settings,
+    true_id: int,
+    tempo: float,
+    semitones: float,
+) -> None:
+    """Upload ``name``'s first look with ``s`` is a duplicate of ``true_id`` by a peak check at
+    ``tempo`` and ``semitones``; with ``without_leads`` it checks and finds nothing."""
     query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
-    evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
-    found = screening.matches_from_evidence(evidence, query, s, large_catalog)
-    assert decide(found, s) == "duplicate" and found[0].work_id == work_ids[work]
+    evidence = screening.gather_evidence(query, large.indexes, s, large)
+    found = screening.matches_from_evidence(evidence, query, s, large)
+    assert decide(found, s) == "duplicate" and found[0].work_id == true_id
     assert found[0].matched_peaks >= s.duplicate_min_peaks
     assert found[0].tempo_ratio == pytest.approx(tempo, rel=0.02)
     assert found[0].pitch_shift_semitones == pytest.approx(semitones, abs=0.5)
-    none = dataclasses.replace(s, peak_check_full_cell_leads=0)
-    evidence = screening.gather_evidence(query, large_catalog.indexes, none, large_catalog)
+    evidence = screening.gather_evidence(query, large.indexes, without_leads, large)
     assert not evidence.peaks
-    assert screening.matches_from_evidence(evidence, query, none, large_catalog) == []
+    assert screening.matches_from_evidence(evidence, query, without_leads, large) == []
+
+
+def chance_or_cover(upload: str, catalog: Catalog, s: Settings) -> Audio:
+    """:func:`chance_upload`, or ``chord_cover``: work_03's chords on its beats in sine tones."""
+    if upload == "chord_cover":
+        work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
+        return audio_of(chord_cover(work, s.sample_rate_hz), catalog)
+    return chance_upload(upload, catalog, s)
 
 
 @pytest.mark.parametrize(
@@ -1037,11 +1059,7 @@ def test_chance_stays_below_duplicate_when_every_voted_work_s_fullest_cell_leads
         large_catalog.catalog.settings, peak_check_full_cell_leads=64, peak_check_min_inliers=1
     )
     s = dataclasses.replace(s, chroma_voted_works=64)
-    if upload == "chord_cover":
-        work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
-        audio = audio_of(chord_cover(work, s.sample_rate_hz), large_catalog.catalog)
-    else:
-        audio = chance_upload(upload, large_catalog.catalog, s)
+    audio = chance_or_cover(upload, large_catalog.catalog, s)
     query = fingerprint_audio(audio, s, query=True)
     evidence = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
     assert len(evidence.peaks) >= 4  # the voted works' cells were checked (6 have chroma)
@@ -1055,6 +1073,114 @@ def test_chance_stays_below_duplicate_when_every_voted_work_s_fullest_cell_leads
         peak_check_min_inliers=1,
     )
     looks, matches = screen_large(large_catalog, audio, every_channel)
+    assert decide(matches, every_channel) != "duplicate"
+
+
+def test_the_first_quad_votes_lead_at_their_cells() -> None:
+    """The first ``peak_check_quad_leads`` votes with a lead give their cells' alignments, the
+    pitch in bins; a vote without one (past a shard's first) leads nothing."""
+    from audiodup.quads import QuadLead, QuadVote
+
+    s = DEFAULT_SETTINGS
+    votes = [
+        QuadVote(5, 3, 40.0, QuadLead(0.93, -1.5, 120.0, 111.6)),
+        QuadVote(8, 2, 30.0, None),
+        QuadVote(2, 2, 20.0, QuadLead(2.0, 0.0, 10.0, 20.0)),
+    ]
+    assert screening.quad_leads(votes, s) == [
+        (5, screening.Alignment(0.93, -1.5 * s.bins_per_semitone, 120.0, 111.6))
+    ]
+    wide = dataclasses.replace(s, peak_check_quad_leads=3)
+    assert [w for w, _ in screening.quad_leads(votes, wide)] == [5, 2]
+    assert screening.quad_leads(votes, dataclasses.replace(s, peak_check_quad_leads=0)) == []
+
+
+def test_a_quad_lead_checks_a_work_no_other_guess_checks() -> None:
+    """A four-peak cell leads a check only of a work no hash line, chroma alignment or look-up
+    cell already checks (wherever they put it): it adds works to the checks, never a further
+    guess, whose price every check of the work would pay."""
+    s = DEFAULT_SETTINGS
+    cell = screening.Alignment(1.0, 0.0, 100.0, 200.0)
+    elsewhere = screening.Alignment(0.5, 16.0, 400.0, 900.0)
+    guesses = screening.peak_guesses(
+        {}, [], s, cells=[(1, cell)], quad_cells=[(1, elsewhere), (2, elsewhere), (2, cell)]
+    )
+    assert [(w, a) for w, a, _ in guesses] == [(1, cell), (2, elsewhere)]
+    assert screening.peak_guesses({}, [], s, quad_cells=[(3, cell)])[0][:2] == (3, cell)
+
+
+def quad_cells_only(settings: Settings, leads: int, **more) -> Settings:
+    """No sampled candidate and no chroma vote (:func:`no_sampled_candidates`), 8 quad-voted
+    works (``quad_voted_works``, or ``more``'s), and no check led by a hash line, a chroma
+    alignment or a look-up cell: the fullest four-peak cells of the first ``leads`` votes lead
+    the only checks."""
+    return dataclasses.replace(
+        no_sampled_candidates(settings, voted=0),
+        quad_voted_works=more.pop("quad_voted_works", 8),
+        peak_check_quad_leads=leads,
+        peak_check_hash_candidates=0,
+        peak_check_min_chroma=2.0,  # a similarity is at most 1
+        chroma_min_similarity=2.0,
+        chroma_sweep_all_tempos=False,
+        chroma_voted_leads=0,
+        peak_check_cell_leads=0,
+        peak_check_full_cell_leads=0,
+        **more,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, work, tempo, semitones",
+    [
+        ("stretch_0.80_work_01.ogg", "work_01", 0.80, 0.0),
+        ("speed_1.15_work_05.ogg", "work_05", 1.15, 12 * np.log2(1.15)),
+    ],
+)
+def test_a_quad_voted_work_without_a_line_is_found_by_its_fullest_four_peak_cell(
+    large_catalog_quads: LargeCatalog,
+    work_ids: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    work: str,
+    tempo: float,
+    semitones: float,
+) -> None:
+    """A copy whose work only the four-peak votes bring in, verified on all its hits without a
+    line (none verified here) and no look-up cell leading: its fullest four-peak cell leads the
+    check that makes it a duplicate at its tempo and pitch; without these leads nothing finds
+    it."""
+    s = quad_cells_only(large_catalog_quads.catalog.settings, leads=8)
+    monkeypatch.setattr(screening, "_verify", lambda *_: None)
+    none = dataclasses.replace(s, peak_check_quad_leads=0)
+    found_by_leads_only(large_catalog_quads, name, s, none, work_ids[work], tempo, semitones)
+
+
+@pytest.mark.parametrize(
+    "upload", ["unrelated_a", "unrelated_b", "excerpt_12s", "medley", "chord_cover"]
+)
+def test_chance_stays_below_duplicate_when_every_quad_vote_s_fullest_cell_leads_a_check(
+    large_catalog_quads: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 12-s excerpt of it, a medley, and a re-arrangement of work_03 (its
+    chords on its beats in sine tones): 64 quad-voted works, each whose fullest four-peak cell
+    leads a check, alone and with every channel, through every look. No duplicate."""
+    large = large_catalog_quads
+    s = quad_cells_only(large.catalog.settings, leads=64, quad_voted_works=64)
+    audio = chance_or_cover(upload, large.catalog, s)
+    query = fingerprint_audio(audio, s, query=True)
+    evidence = screening.gather_evidence(query, large.indexes, s, large)
+    assert len(evidence.peaks) >= 10  # the votes' cells were checked
+    found = screening.matches_from_evidence(evidence, query, s, large)
+    assert decide(found, s) != "duplicate"
+    every_channel = every_work_verified(
+        large.catalog.settings,
+        chroma_voted_works=60,
+        quad_voted_works=64,
+        peak_check_quad_leads=64,
+        peak_check_full_cell_leads=64,
+        peak_check_min_inliers=1,
+    )
+    looks, matches = screen_large(large, audio, every_channel)
     assert decide(matches, every_channel) != "duplicate"
 
 
@@ -1268,7 +1394,7 @@ def test_a_copy_the_sample_cannot_rank_is_verified_as_a_quad_voted_work(
     query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
     # among the proposed, tied with others at 2-3 hits here (ties are drawn by a scramble, so
     # not always first)
-    assert true_id in screening.quad_voted_works(query, large.indexes, s)
+    assert true_id in [v.work_id for v in screening.quad_voted_works(query, large.indexes, s)]
     assert not found_on_first_look(large, name, dataclasses.replace(s, quad_voted_works=0), true_id)
     assert found_on_first_look(large, name, s, true_id)
 

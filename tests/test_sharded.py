@@ -913,6 +913,39 @@ def test_quad_voted_works_are_proposed_and_verified_as_in_one_process(
         assert proposed >= len(POSITIVES)
 
 
+def test_quad_leads_check_the_works_one_process_checks(
+    split_catalog: Path, chance_uploads: list[Path], threaded_client
+):
+    """Only the four-peak votes propose works, and only their fullest cells lead checks: the
+    groups run the checks one process runs, with the same probabilities and tries."""
+    from audiodup import screening
+    from audiodup.audio import load_audio
+    from audiodup.fingerprint import fingerprint_audio
+    from audiodup.sharded import ShardedScreening
+
+    settings = _ranking_no_work(
+        chroma_voted_works=0,
+        quad_voted_works=3,
+        peak_check_quad_leads=3,
+        peak_check_hash_candidates=0,
+        peak_check_cell_leads=0,
+        peak_check_full_cell_leads=0,
+        peak_check_min_chroma=2.0,  # a similarity is at most 1
+        chroma_sweep_all_tempos=False,
+        chroma_voted_leads=0,
+    )
+    with Catalog.open(split_catalog, create=False, settings=settings) as catalog:
+        sharded = ShardedScreening(catalog.store, settings, threaded_client)
+        indexes = catalog.indexes()
+        checked = 0
+        for path in [UPLOADS / name for name in POSITIVES] + chance_uploads:
+            query = fingerprint_audio(load_audio(path, settings), settings, query=True)
+            alone = screening.gather_evidence(query, indexes, settings, catalog.store)
+            assert _evidence(sharded.gather_evidence(query)) == _evidence(alone), path.name
+            checked += len(alone.peaks)
+        assert checked >= len(POSITIVES)
+
+
 # -- the service over the shard groups (serve --dask) ---------------------------------------------
 def _served(root: Path, uploads: list[Path], between=None, **config) -> tuple[list, bool]:
     """Each upload's ``/v1/screen`` answer (status, first entry without timings), then
