@@ -474,11 +474,10 @@ def cell_lead(hits: QuadHits, work_id: int, settings: Settings) -> QuadLead | No
     grids = max(settings.quad_cell_grids, 1)
     for k in range(grids):
         cells = quad_cells(mine.work, mine.log_tempo, mine.pitch, mine.offset_s, k / grids)
-        unique, inverse = np.unique(cells, return_inverse=True)
-        support = np.bincount(inverse, weights=mine.weights, minlength=len(unique))
+        unique, support = cell_support(cells, mine.weights)
         top = int(np.argmax(support))
         if best is None or support[top] > best[0]:
-            best = (float(support[top]), inverse == top)
+            best = (float(support[top]), cells == unique[top])
     in_cell = best[1]
     return QuadLead(
         float(np.exp(np.median(mine.log_tempo[in_cell]))),

@@ -802,10 +802,15 @@ def gather_evidence(
         query, indexes, settings, time_scale, vote_density(found, settings)
     )
     quad_votes = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
-    quad_works = [v.work_id for v in quad_votes]
     votes = look_votes(search, found, settings)
     voted = chroma_voted_candidates(
-        query_hashes, found, [w for w, _ in votes], indexes, settings, reference_hashes, quad_works
+        query_hashes,
+        found,
+        [w for w, _ in votes],
+        indexes,
+        settings,
+        reference_hashes,
+        [v.work_id for v in quad_votes],
     )
     if voted is not found:
         found = voted
