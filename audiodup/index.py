@@ -36,6 +36,7 @@ rebuild`` (and compaction) rewrite them in the sorted layout.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import struct
@@ -749,10 +750,22 @@ def _min_training_vectors(index) -> int:
         return 256
 
 
-def set_nprobe(index, nprobe: int) -> None:
-    """Inverted lists probed per chroma search (no effect on an index without lists)."""
+def set_nprobe(index, nprobe: int, share: float = 0.0) -> None:
+    """Inverted lists probed per chroma search: ``nprobe``, or ``share`` of the index's lists
+    when that is more (no effect on an index without lists)."""
     with contextlib.suppress(RuntimeError):  # not an IVF index
-        _faiss().extract_index_ivf(index).nprobe = nprobe
+        ivf = _faiss().extract_index_ivf(index)
+        ivf.nprobe = probed_lists(ivf.nlist, nprobe, share)
+
+
+def set_probes(index, settings: Settings) -> None:
+    """:func:`set_nprobe` as ``settings`` set it (``chroma_nprobe``, ``chroma_probed_share``)."""
+    set_nprobe(index, settings.chroma_nprobe, settings.chroma_probed_share)
+
+
+def probed_lists(nlist: int, nprobe: int, share: float = 0.0) -> int:
+    """Lists probed in an index of ``nlist``: ``nprobe``, or ``share`` of them when more."""
+    return max(nprobe, math.ceil(share * nlist))
 
 
 # -- files ---------------------------------------------------------------------------------------
@@ -871,11 +884,13 @@ def load_indexes(
     live: np.ndarray,
     nprobe: int,
     quad_shards: Sequence[QuadShard] = (),
+    probed_share: float = 0.0,
 ) -> LoadedIndexes:
     """A snapshot of loaded shards, their bucket sizes summed from the saved ones (counted from
-    the index here only for a shard saved without them)."""
+    the index here only for a shard saved without them); each chroma shard probes ``nprobe``
+    lists, or ``probed_share`` of its lists when more."""
     for index in chroma_shards:
-        set_nprobe(index, nprobe)
+        set_nprobe(index, nprobe, probed_share)
     sizes = np.zeros(1 << KEY_BITS, dtype=np.int64)
     has_key = []
     for shard in hash_shards:

@@ -10,8 +10,8 @@ first for the counts and checksums the header holds, the second for the entries.
 
 The hash and four-peak files are byte for byte those :func:`audiodup.index.build_shard` writes.
 So is the chroma index of a shard of up to :data:`CHROMA_TRAINING_VECTORS` vectors; a larger one is
-trained on a fixed sample of that many (FAISS's k-means samples its 256 points per list of them
-anyway, at most 4,096 lists).
+trained on a fixed sample of that many (FAISS's k-means samples at most 256 points per list of
+them anyway: all 2^20 for 4,096 lists, 64 a list for the 16,384 of the largest shards).
 """
 
 from __future__ import annotations

@@ -819,6 +819,7 @@ class CatalogStore:
                 live,
                 self.settings.chroma_nprobe,
                 quad_shards,
+                self.settings.chroma_probed_share,
             )
         raise CatalogError("catalog kept changing while loading; try again")
 

@@ -33,6 +33,7 @@ from audiodup.index import (
     padded_columns,
     reference_segments,
     set_nprobe,
+    set_probes,
     with_ids,
 )
 from audiodup.match import chroma_candidates
@@ -115,7 +116,7 @@ def main(
         queries.append((q["track_id"], fingerprint_audio(audio, settings, query=True)))
     vectors, ids, live = stored_vectors(catalog)
     own = new_chroma_index(vectors, settings)
-    set_nprobe(own, settings.chroma_nprobe)
+    set_probes(own, settings)
     try:
         own_name = f"audiodup's shard index (IVF{faiss.extract_index_ivf(own).nlist},SQ8)"
     except RuntimeError:

@@ -85,7 +85,7 @@ def chroma_io(
     import faiss
 
     from audiodup import Catalog
-    from audiodup.index import chroma_dim, set_nprobe
+    from audiodup.index import chroma_dim, set_probes
 
     with Catalog.open(catalog_dir, create=False) as catalog:
         in_place = catalog.indexes()
@@ -94,7 +94,7 @@ def chroma_io(
         for (name,) in rows.fetchall():
             flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
             shard = faiss.read_index(str(catalog.store._shard_path(name)), flags)
-            set_nprobe(shard, catalog.settings.chroma_nprobe)
+            set_probes(shard, catalog.settings)
             on_disk.append(shard)
         on_disk = dataclasses.replace(in_place, chroma_shards=on_disk)
         rng = np.random.default_rng(0)

@@ -18,7 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from audiodup import Catalog, CatalogError
-from audiodup.index import CHROMA_DIM, ivf_lists, pack_segment_ids, unpack_segment_ids
+from audiodup.index import (
+    CHROMA_DIM,
+    ivf_lists,
+    pack_segment_ids,
+    padded_columns,
+    probed_lists,
+    unpack_segment_ids,
+)
 from audiodup.quads import quad_file_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +97,44 @@ def test_a_large_chroma_shard_trains_at_most_the_capped_lists() -> None:
     assert faiss.extract_index_ivf(new_chroma_index(vectors, capped)).nlist == 128
     assert faiss.extract_index_ivf(new_chroma_index(vectors, DEFAULT_SETTINGS)).nlist == 256
     assert DEFAULT_SETTINGS.chroma_max_lists >= ivf_lists(100_000, 40)  # 1,250 works: no cap
+
+
+@pytest.mark.parametrize(
+    ("nlist", "nprobe"), [(1, 24), (64, 24), (4096, 24), (8192, 48), (16_384, 96)]
+)
+def test_a_finer_chroma_shard_probes_the_same_share_of_its_lists(nlist: int, nprobe: int) -> None:
+    """Up to 4,096 lists a search probes ``chroma_nprobe`` of them, past that the same share
+    (a shard of a large catalog is split finer, and a copy's nearest segments lie as deep)."""
+    from audiodup.settings import DEFAULT_SETTINGS as S
+
+    assert probed_lists(nlist, S.chroma_nprobe, S.chroma_probed_share) == nprobe
+
+
+def test_loaded_chroma_shards_probe_their_share_and_every_list_finds_the_exhaustive_hits() -> None:
+    from audiodup.index import load_indexes, new_chroma_index
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((6_000, CHROMA_DIM)).astype(np.float32)
+    index = new_chroma_index(vectors, DEFAULT_SETTINGS)
+    index.add_with_ids(padded_columns(vectors, index.d), np.arange(len(vectors), dtype=np.int64))
+    ivf = faiss.extract_index_ivf(index)
+    assert ivf.nlist == 128
+    queries = padded_columns(vectors[:200] + 0.8 * rng.standard_normal((200, CHROMA_DIM)), index.d)
+    queries = queries.astype(np.float32)
+
+    load_indexes([], [index], np.ones(1, bool), nprobe=2)
+    assert ivf.nprobe == 2
+    _, few = index.search(queries, 8)
+    load_indexes([], [index], np.ones(1, bool), nprobe=2, probed_share=1.0)
+    assert ivf.nprobe == 128
+    _, every = index.search(queries, 8)
+    exhaustive = faiss.IndexFlatIP(index.d)
+    exhaustive.add(padded_columns(vectors, index.d))
+    _, nearest = exhaustive.search(queries, 1)
+    # SQ8 codes round the similarities, so the exact nearest is among the 8 rather than first
+    assert (every == nearest).any(axis=1).mean() >= 0.99  # 1.0 here
+    assert (few == nearest).any(axis=1).mean() < 0.8  # 0.56 here: 2 of 128 lists
 
 
 # --- verify, damage, rebuild ----------------------------------------------------------------
