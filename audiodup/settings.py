@@ -121,7 +121,7 @@ class Settings:
     # and at most this many: training costs vectors x lists (a shard compacted from 10^5 works,
     # 8 M vectors, would train 131,072 lists); past the cap the lists grow with the shard
     # instead (benchmarks/SCALING.md). 4,096 -> 16,384 (session 30), probing the same share of
-    # them: at 10^5 works in one shard 597 -> 600 of 616 hard copies found, search CPU 0.998x;
+    # them: at 10^5 works in one shard 597 -> 600 of 616 hard copies found, search CPU 1.005x;
     # at 10^4 608 -> 606, 1.03x; a 10^5 shard's rebuild +200 CPU-s of training
     chroma_max_lists: int = 16384
     # lists probed per query vector: chroma_nprobe, or this share of a shard's lists when that is
