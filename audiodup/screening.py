@@ -62,6 +62,7 @@ from .quads import QuadVote, query_quads
 from .results import Match, Relation, Section, WorkInfo
 from .settings import Settings
 from .verdict import (
+    HashCompetition,
     chance_excess_scale,
     channels_agree,
     chroma_false_match_probability,
@@ -513,12 +514,13 @@ def score_hashes(
     evidence = list(evidence)
     top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
     scale = chance_excess_scale(evidence, top, settings)
-    return {
-        e.work_id: HashFinding(
-            e, hash_false_match_probability(e, scale, n_works, settings, hits_per_work)
-        )
-        for e in evidence
-    }
+    if hits_per_work is None:
+        return {
+            e.work_id: HashFinding(e, hash_false_match_probability(e, scale, n_works, settings))
+            for e in evidence
+        }
+    competition = HashCompetition.of(hits_per_work, scale, settings)
+    return {e.work_id: HashFinding(e, competition.false_match_probability(e)) for e in evidence}
 
 
 def chroma_evidence(

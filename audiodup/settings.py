@@ -189,6 +189,9 @@ class Settings:
     # raise them): mean excess of a chance line over the minimum of 3 hashes
     chance_excess_base: float = 0.11
     chance_excess_per_vote: float = 0.0001
+    # the share of a hash line's false-match budget paid for the rarest line given its work's
+    # hits, the rest for the most inliers on a line (verdict.hash_false_match_probability)
+    hash_own_tail_share: float = 0.01
     # chroma: each alignment's chance sample is the best similarity per chance_block_s of
     # reference (other blocks of the candidates, verdict.chroma_false_match_probability); its
     # spread is widened by 1 + chance_fit_margin / sqrt(blocks) for the error of a fit to a few

@@ -24,6 +24,8 @@ counts and ``chroma_confirmed``, never a display field.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -55,29 +57,85 @@ def hash_false_match_probability(
     settings: Settings,
     hits_per_work: np.ndarray | None = None,
 ) -> float:
-    """Probability that chance gives some work a line of ``evidence.main_inliers`` inliers.
+    """Probability that chance gives some work a line as strong as ``evidence``'s.
 
     Per work, the line's excess has a geometric tail given the work's hits. Without
     ``hits_per_work`` the tail of this work is paid ``n_works`` times. With it (the number of
-    retrieved hits of each work that got some, in any order) the union runs over the works in
-    competition only:
-    a line's inliers are some of its work's hits, so a work with fewer hits than the line's
-    inliers cannot give it, and the probability is the sum of the tails of the works with
-    enough hits (each at its own hit count). That sum is one function of the line strength for
-    every work of the query, so it is a valid union bound given the hits, however large the
-    catalog; in a large catalog a short upload gives most works a few chance hits only."""
-    excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
-    own = _line_tail(np.asarray(evidence.votes), excess, scale, settings)
+    retrieved hits of each work that got some, in any order) two searches are paid, each over
+    the works in competition only (:class:`HashCompetition`), and the query's probability budget
+    is split between them (``settings.hash_own_tail_share`` to the second):
+
+    - the most inliers on one line: a work with fewer hits than the line's inliers cannot give
+      it, and the others each pay their own tail;
+    - the rarest line given its own work's hits: a line of 23 inliers among 672 hits is rarer
+      than one among 9,756, and a large catalog of long works holds works with that many chance
+      hits, whose tails the first search pays in full.
+
+    Each is a valid union bound given the hits, however large the catalog, and so is the split:
+    with share ``s``, P(the first <= (1 - s) p or the second <= s p) <= p. In a large catalog a
+    short upload gives most works a few chance hits only."""
     if hits_per_work is None:
-        return min(1.0, float(own) * max(n_works, 1))
-    hits = np.asarray(hits_per_work)
-    # sorted: the sum does not depend on the order the works came in (one process or shards)
-    competing = np.sort(hits[hits >= max(evidence.main_inliers, 1)])
-    total = float(np.sum(_line_tail(competing, excess, scale, settings)))
-    return min(1.0, max(total, float(own)))  # the matched work itself always competes
+        excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
+        own = float(_line_tail(np.asarray(evidence.votes), excess, scale, settings))
+        return min(1.0, own * max(n_works, 1))
+    return HashCompetition.of(hits_per_work, scale, settings).false_match_probability(evidence)
 
 
-def _line_tail(votes: np.ndarray, excess: int, scale: float, settings: Settings) -> np.ndarray:
+@dataclass(frozen=True)
+class HashCompetition:
+    """The works in competition for one query's hash lines: their retrieved hits, sorted (the
+    sums below do not depend on the order the works came in, one process or shards)."""
+
+    hits: np.ndarray
+    scale: float
+    settings: Settings
+    # the sum over the works with enough hits, per line strength: most lines of a query are
+    # weak, of a few strengths, and a look at 10^5 works scores ~50 against ~10^5 works
+    _by_inliers: dict[int, float] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, hits_per_work: np.ndarray, scale: float, settings: Settings) -> HashCompetition:
+        return cls(np.sort(np.asarray(hits_per_work, dtype=np.float64)), scale, settings)
+
+    def false_match_probability(self, evidence: HashEvidence) -> float:
+        excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
+        own = float(_line_tail(np.asarray(evidence.votes), excess, self.scale, self.settings))
+        share = self.settings.hash_own_tail_share
+        fmp = min(1.0, self.by_inliers(evidence.main_inliers, own) / (1.0 - share))
+        if own / share < fmp:  # else the second search cannot give less (it pays own at least)
+            fmp = min(fmp, self.by_own_tail(own) / share)
+        return fmp
+
+    def by_inliers(self, inliers: int, own: float) -> float:
+        """P(some work has a chance line of at least ``inliers``): the sum of the tails of the
+        works with at least that many hits, each at its own hit count; the matched work (tail
+        ``own``) always competes."""
+        total = self._by_inliers.get(inliers)
+        if total is None:
+            competing = self.hits[np.searchsorted(self.hits, max(inliers, 1)) :]
+            excess = max(inliers - MIN_LINE_HASHES, 0)
+            total = float(np.sum(_line_tail(competing, excess, self.scale, self.settings)))
+            self._by_inliers[inliers] = total
+        return max(total, own)
+
+    def by_own_tail(self, own: float) -> float:
+        """P(some work has a chance line whose tail given its hits is at most ``own``): ``own``
+        times the works that could give such a line, the matched work among them."""
+        rivals = int(np.searchsorted(self.rarest_tails, own, side="right"))
+        return own * max(rivals, 1)
+
+    @cached_property
+    def rarest_tails(self) -> np.ndarray:
+        """The tail of the rarest line each work could give (all its hits on one line), sorted:
+        made for the first line strong enough to need them (none on a clean upload)."""
+        hits = self.hits
+        rarest = _line_tail(
+            hits, np.maximum(hits - MIN_LINE_HASHES, 0.0), self.scale, self.settings
+        )
+        return np.sort(rarest)
+
+
+def _line_tail(votes: np.ndarray, excess, scale: float, settings: Settings) -> np.ndarray:
     """P(a work with ``votes`` hits gives a chance line with at least this ``excess``)."""
     mean_excess = _prior_excess(votes, settings) * scale
     return (mean_excess / (1.0 + mean_excess)) ** excess
