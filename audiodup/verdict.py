@@ -83,8 +83,9 @@ def hash_false_match_probability(
 
 @dataclass(frozen=True)
 class HashCompetition:
-    """The works in competition for one query's hash lines: their retrieved hits, sorted (the
-    sums below do not depend on the order the works came in, one process or shards)."""
+    """The works in competition for one query's hash lines: the retrieved hits of each work that
+    got some, in any order (the sums below sort what they add: the order the works came in, one
+    process or shards, does not change them)."""
 
     hits: np.ndarray
     scale: float
@@ -95,7 +96,7 @@ class HashCompetition:
 
     @classmethod
     def of(cls, hits_per_work: np.ndarray, scale: float, settings: Settings) -> HashCompetition:
-        return cls(np.sort(np.asarray(hits_per_work, dtype=np.float64)), scale, settings)
+        return cls(np.asarray(hits_per_work, dtype=np.float64), scale, settings)
 
     def false_match_probability(self, evidence: HashEvidence) -> float:
         excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
@@ -112,7 +113,7 @@ class HashCompetition:
         ``own``) always competes."""
         total = self._by_inliers.get(inliers)
         if total is None:
-            competing = self.hits[np.searchsorted(self.hits, max(inliers, 1)) :]
+            competing = np.sort(self.hits[self.hits >= max(inliers, 1)])
             excess = max(inliers - MIN_LINE_HASHES, 0)
             total = float(np.sum(_line_tail(competing, excess, self.scale, self.settings)))
             self._by_inliers[inliers] = total
@@ -121,18 +122,15 @@ class HashCompetition:
     def by_own_tail(self, own: float) -> float:
         """P(some work has a chance line whose tail given its hits is at most ``own``): ``own``
         times the works that could give such a line, the matched work among them."""
-        rivals = int(np.searchsorted(self.rarest_tails, own, side="right"))
+        rivals = int(np.count_nonzero(self.rarest_tails <= own))
         return own * max(rivals, 1)
 
     @cached_property
     def rarest_tails(self) -> np.ndarray:
-        """The tail of the rarest line each work could give (all its hits on one line), sorted:
-        made for the first line strong enough to need them (none on a clean upload)."""
+        """The tail of the rarest line each work could give (all its hits on one line): made for
+        the first line strong enough to need them (none on a clean upload)."""
         hits = self.hits
-        rarest = _line_tail(
-            hits, np.maximum(hits - MIN_LINE_HASHES, 0.0), self.scale, self.settings
-        )
-        return np.sort(rarest)
+        return _line_tail(hits, np.maximum(hits - MIN_LINE_HASHES, 0.0), self.scale, self.settings)
 
 
 def _line_tail(votes: np.ndarray, excess, scale: float, settings: Settings) -> np.ndarray:
