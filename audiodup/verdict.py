@@ -75,9 +75,7 @@ def hash_false_match_probability(
     with share ``s``, P(the first <= (1 - s) p or the second <= s p) <= p. In a large catalog a
     short upload gives most works a few chance hits only."""
     if hits_per_work is None:
-        excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
-        own = float(_line_tail(np.asarray(evidence.votes), excess, scale, settings))
-        return min(1.0, own * max(n_works, 1))
+        return min(1.0, _own_tail(evidence, scale, settings) * max(n_works, 1))
     return HashCompetition.of(hits_per_work, scale, settings).false_match_probability(evidence)
 
 
@@ -99,8 +97,7 @@ class HashCompetition:
         return cls(np.asarray(hits_per_work, dtype=np.float64), scale, settings)
 
     def false_match_probability(self, evidence: HashEvidence) -> float:
-        excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
-        own = float(_line_tail(np.asarray(evidence.votes), excess, self.scale, self.settings))
+        own = _own_tail(evidence, self.scale, self.settings)
         share = self.settings.hash_own_tail_share
         fmp = min(1.0, self.by_inliers(evidence.main_inliers, own) / (1.0 - share))
         if own / share < fmp:  # else the second search cannot give less (it pays own at least)
@@ -131,6 +128,12 @@ class HashCompetition:
         the first line strong enough to need them (none on a clean upload)."""
         hits = self.hits
         return _line_tail(hits, np.maximum(hits - MIN_LINE_HASHES, 0.0), self.scale, self.settings)
+
+
+def _own_tail(evidence: HashEvidence, scale: float, settings: Settings) -> float:
+    """The tail of ``evidence``'s line given its own work's hits."""
+    excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
+    return float(_line_tail(np.asarray(evidence.votes), excess, scale, settings))
 
 
 def _line_tail(votes: np.ndarray, excess, scale: float, settings: Settings) -> np.ndarray:
