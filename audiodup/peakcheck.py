@@ -9,7 +9,9 @@ density allows at the hypothesised tempo (a 0.5x copy holds half a second of the
 second). Weak leads can be a few % off in tempo, so the tempo is swept coarsely over +-5 % and
 then refined with the offset on a fine grid; chance is measured on the same pair with the offset
 moved by seconds, where nothing real lines up. The tail probability of the count is multiplied by
-the size of the fine grid over the whole sweep, so the search is paid for.
+the size of the fine grid over the whole sweep, so the search is paid for. Most leads are chance
+(a screening makes a dozen or more checks per look): a check whose coarse sweep finds too few
+coincidences to reach the floors below stops there, and counts as tried.
 
 Shifted offsets underestimate chance for music that is merely aligned (same key, chords changing
 on the same beats) or re-arranged (a theme re-sequenced at another tempo with the same
@@ -62,6 +64,9 @@ class PeakCheck:
     chance_peaks: float  # expected coincidences at shifted offsets
     probability: float  # tail probability times the grid size, before the search over works
     matched_query_frames: np.ndarray  # upload frames of the coinciding peaks
+    # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
+    # those of the peaks that sweep saw: it confirms nothing, its probability 1
+    refined: bool = True
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -191,11 +196,17 @@ def check_alignment(
     coarse_tempos = guess.tempo_ratio * np.exp(np.arange(-span, span + 1e-9, coarse))
     central = _window(tq, ref_bins, guess.query_centre, settings.peak_check_coarse_peaks)
     coarse_best = best_of(coarse_tempos, *central)
-    around = np.exp(np.arange(-coarse, coarse + 1e-9, fine))
-    best = max(
-        best_of(guess.tempo_ratio * around, tq, ref_bins),
-        best_of(coarse_best[1] * around, tq, ref_bins),
-    )
+    # a lead whose coarse sweep lands too few peaks stops there: its chance is measured on the
+    # peaks that sweep saw, and it is no evidence
+    refined = coarse_best[0] >= settings.peak_check_coarse_min_rate * coarse_best[3]
+    if refined:
+        around = np.exp(np.arange(-coarse, coarse + 1e-9, fine))
+        best = max(
+            best_of(guess.tempo_ratio * around, tq, ref_bins),
+            best_of(coarse_best[1] * around, tq, ref_bins),
+        )
+    else:
+        best, (tq, ref_bins) = coarse_best, central
     matched, tempo, offset, checked = best
     if checked < 8:
         return None
@@ -213,19 +224,21 @@ def check_alignment(
     chance = max(chance_rate * checked, 0.5)
     n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
-    if _clears_floors(matched, checked, chance, settings):
+    if refined and _clears_floors(matched, checked, chance, settings):
         inflated = chance * settings.peak_check_chance_inflation
         from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
 
         probability = min(1.0, float(special.pdtrc(matched - 1, inflated)) * n_cells)
-    refined = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
+    aligned = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
     _, _, hit = coincidences(reference, base, ref_bins, np.zeros(1, dtype=np.int64), settings)
-    return PeakCheck(refined, matched, checked, chance, probability, tq[hit])
+    return PeakCheck(aligned, matched, checked, chance, probability, tq[hit], refined)
 
 
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
     """Whether the coincidences look like this recording rather than related music."""
-    return _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
+    return check.refined and _clears_floors(
+        check.matched_peaks, check.checked_peaks, check.chance_peaks, settings
+    )
 
 
 def _clears_floors(matched: int, checked: int, chance: float, settings: Settings) -> bool:

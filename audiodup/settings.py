@@ -213,6 +213,12 @@ class Settings:
     peak_check_tempo_span: float = 0.05
     peak_check_coarse_tempo_step: float = 0.006
     peak_check_coarse_peaks: int = 200
+    # a check goes on to the fine sweep only when the coarse sweep's best cell holds this share
+    # of its peaks (a third of peak_check_min_rate, which the whole check must clear): on the
+    # 666 scaling queries every check that confirmed a recording had >= 0.19 at 113 works, 0.225
+    # at 10^4 and 0.2 at 10^5, and 77-84 % of the others stop here (benchmarks/SCALING.md,
+    # session 32)
+    peak_check_coarse_min_rate: float = 0.1
     peak_check_tempo_step: float = 0.002
     peak_check_offset_span_s: float = 1.0
     peak_check_max_peaks: int = 600
@@ -231,9 +237,12 @@ class Settings:
     # after a sampled look-up, other works verified on all their hits whose fullest cell of
     # them holds the most (at least peak_check_min_inliers) lead a check too (screening.cell_leads)
     peak_check_full_cell_leads: int = 2
-    # after a sampled look-up, the first four-peak vote's fullest cell leads a check of a work no
-    # other guess checks (quads.cell_lead, screening.quad_leads)
-    peak_check_quad_leads: int = 1
+    # after a sampled look-up, the fullest cells of the first four-peak votes (of
+    # quad_voted_works) lead a check of a work no other guess checks (quads.cell_lead,
+    # screening.quad_leads). 1 -> 8 at 10^5 works: 601 -> 602 of 616 hard copies found, search
+    # CPU 1.01x with the chance checks given up after their coarse sweep (1.04x, the negatives
+    # 1.09x, without: benchmarks/SCALING.md, session 32)
+    peak_check_quad_leads: int = 8
     peak_check_min_inliers: int = 4
     peak_check_min_chroma: float = 0.5
     duplicate_min_peaks: int = 16

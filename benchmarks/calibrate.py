@@ -21,6 +21,7 @@ and its catalog is reused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Callable
@@ -57,8 +58,10 @@ def hash_lines(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
 
 
 def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
-    """``(work_id, (matched, checked, chance_peaks))`` of the guided peak checks."""
-    s, indexes, reference = catalog.settings, catalog.indexes(), catalog.fingerprint
+    """``(work_id, (matched, checked, chance_peaks))`` of the guided peak checks, each made in
+    full (none given up after its coarse sweep): the floors are those of whole checks."""
+    s = dataclasses.replace(catalog.settings, peak_check_coarse_min_rate=0.0)
+    indexes, reference = catalog.indexes(), catalog.fingerprint
     n_works = max(int(indexes.live.sum()), 1)
     chroma = screening.chroma_evidence(query, indexes, n_works, s, reference)
     hashed = screening.hash_evidence(query, indexes, s)

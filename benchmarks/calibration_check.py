@@ -282,6 +282,7 @@ def leads_from_evidence(evidence, settings) -> list[Lead]:
             "probability": check.probability,
             "checks_tried": found.checks_tried,
             "confirms": bool(confirmed),
+            "refined": check.refined,  # False: given up after the coarse sweep
             "tempo_ratio": round(check.alignment.tempo_ratio, 4),
             "pitch_bins": round(check.alignment.pitch_bins, 2),
         }

@@ -163,6 +163,7 @@ def _check_row(check, settings) -> dict:
         "tempo": round(check.alignment.tempo_ratio, 4),
         "pitch_st": round(check.alignment.pitch_bins / settings.bins_per_semitone, 2),
         "probability": check.probability,
+        "refined": check.refined,  # False: given up after the coarse sweep
         "fails": floors_failed(
             check.matched_peaks, check.checked_peaks, check.chance_peaks, settings
         ),

@@ -111,13 +111,52 @@ def test_a_slowed_copy_is_checked_at_its_reference_density() -> None:
 
 
 def test_unrelated_peaks_are_not_evidence() -> None:
+    """A chance lead stops after its coarse sweep (its chance measured on the peaks that sweep
+    saw): probability 1, nothing confirmed. Checked in full (no coarse floor), it is still no
+    evidence."""
     rng = np.random.default_rng(2)
     ref, upload = random_peaks(rng, 120.0), random_peaks(rng, 60.0, 16.0)
     guess = Alignment(1.0, 0.0, 30.0 * FPS, 50.0 * FPS)
     check = check_alignment(upload, reference_peaks(ref, N_BINS), guess, S)
-    assert check is not None
-    assert check.probability > 1e-3
+    assert check is not None and not check.refined
+    assert check.probability == 1.0 and not confirms_recording(check, S)
+    assert check.checked_peaks <= S.peak_check_coarse_peaks
+    assert check.matched_peaks < S.peak_check_coarse_min_rate * check.checked_peaks
     assert check.chance_peaks > 0
+
+    in_full = dataclasses.replace(S, peak_check_coarse_min_rate=0.0)
+    full = check_alignment(upload, reference_peaks(ref, N_BINS), guess, in_full)
+    assert full is not None and full.refined
+    assert full.probability > 1e-3
+    assert full.chance_peaks > 0
+
+
+def test_a_copy_is_never_given_up_after_the_coarse_sweep() -> None:
+    """A lead 3 % off in tempo on a damaged copy (45 % of the peaks kept, as many again added:
+    a third of those checked coincide, near the floor the whole check must clear) clears the
+    coarse floor, and its check is the same as without that floor."""
+    rng = np.random.default_rng(12)
+    ref = random_peaks(rng, 90.0)
+    upload = altered_copy(rng, ref, 1.06, 0.0, survival=0.45, extra_per_second=7.0)
+    centre = 30.0 * FPS
+    guess = Alignment(1.03, 0.0, centre, 1.06 * centre)
+    stored = reference_peaks(ref, N_BINS)
+    check = check_alignment(upload, stored, guess, S)
+    assert check is not None and check.refined and check.probability < 1e-12
+    assert confirms_recording(check, S)
+    in_full = dataclasses.replace(S, peak_check_coarse_min_rate=0.0)
+    assert check == dataclasses.replace(
+        check_alignment(upload, stored, guess, in_full),
+        matched_query_frames=check.matched_query_frames,
+    )
+
+
+def test_a_given_up_check_confirms_nothing() -> None:
+    """Counts that clear both floors confirm nothing from a check given up after its coarse
+    sweep: the floors are those of the whole check."""
+    check = PeakCheck(Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0))
+    assert confirms_recording(check, S)
+    assert not confirms_recording(dataclasses.replace(check, refined=False), S)
 
 
 def test_the_wrong_pitch_finds_nothing() -> None:

@@ -148,18 +148,21 @@ def test_the_first_votes_carry_the_lead_of_their_fullest_cell(works) -> None:
     not depend on the order the hits came in."""
     shard = quad_shard([(w, fingerprint(p)) for w, p in works.items()], S)
     upload = query_quads(fingerprint(altered(works[23], 1.2, -1.0)))
-    ranked = best_quad_works(shard, upload, S, 300_000, 3)
+    one = dataclasses.replace(S, peak_check_quad_leads=1)
+    ranked = best_quad_works(shard, upload, one, 300_000, 3)
     lead = ranked[0].lead
     assert ranked[0].work_id == 23
     assert lead.tempo_ratio == pytest.approx(1.2, rel=0.03)
     assert lead.pitch_semitones == pytest.approx(-1.0, abs=0.25)
     assert lead.ref_frame == pytest.approx(1.2 * lead.query_frame, abs=2.0)
-    assert S.peak_check_quad_leads == 1
     assert [v.lead is not None for v in ranked] == [True, False, False]
     two = best_quad_works(
         shard, upload, dataclasses.replace(S, peak_check_quad_leads=2), 300_000, 3
     )
     assert [v.lead is not None for v in two] == [True, True, False] and two[0] == ranked[0]
+    assert S.peak_check_quad_leads >= 3  # by default every vote of the three leads
+    every = best_quad_works(shard, upload, S, 300_000, 3)
+    assert all(v.lead is not None for v in every) and every[0] == ranked[0]
     unled = best_quad_works(
         shard, upload, dataclasses.replace(S, peak_check_quad_leads=0), 300_000, 3
     )
@@ -224,17 +227,16 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     assert total == whole.ntotal
     budgets = [shard_budget(10**9, p.ntotal, total) for p in parts]
     assert sum(budgets) <= 10**9 and all(b > 0 for b in budgets)
-    split = merged_quad_works(
-        [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)],
-        5,
-        S.peak_check_quad_leads,
-    )
+    per_shard = [best_quad_works(p, upload, S, b, 5) for p, b in zip(parts, budgets, strict=True)]
+    split = merged_quad_works(per_shard, 5, S.peak_check_quad_leads)
     whole_works = best_quad_works(whole, upload, S, 10**9, 5)
     # a single hit may be a collision of the 16 check bits, and their odds follow the directory's
     # size (a shard of 11 bits tells apart fewer keys than one of 13): compared from two hits up
     assert [v for v in split if v.support > 1] == [v for v in whole_works if v.support > 1]
     assert split[0][0] == 23
-    assert split[0].lead is not None and all(v.lead is None for v in split[1:])
+    assert all(v.lead is not None for v in split)  # 5 votes, 8 leads by default
+    one_lead = merged_quad_works(per_shard, 5, 1)
+    assert one_lead[0] == split[0] and all(v.lead is None for v in one_lead[1:])
     # equal supports: in the fixed scramble's order, not the lower work id's (the works added
     # first would win every tie, on every upload)
     assert scrambled_work_ids(9) < scrambled_work_ids(3)

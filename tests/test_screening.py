@@ -633,6 +633,10 @@ def test_a_works_best_peak_check_pays_for_every_check_tried_on_it() -> None:
     assert best[1].probability == pytest.approx(2e-10)
     assert best[2].checks_tried == 1 and best[2].probability == pytest.approx(1e-9)
     assert screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3)[3].probability == 1.0
+    # a check given up after its coarse sweep was still a try at its work
+    given_up = dataclasses.replace(check(1.0), refined=False)
+    best = screening.best_peak_checks([guess(4)] * 3, [given_up, check(1e-9), given_up])
+    assert best[4].checks_tried == 3 and best[4].probability == pytest.approx(3e-9)
 
 
 @pytest.mark.parametrize("upload", ["unrelated_a", "medley"])
@@ -1087,7 +1091,8 @@ def test_the_first_quad_votes_lead_at_their_cells() -> None:
         QuadVote(8, 2, 30.0, None),
         QuadVote(2, 2, 20.0, QuadLead(2.0, 0.0, 10.0, 20.0)),
     ]
-    assert screening.quad_leads(votes, s) == [
+    one = dataclasses.replace(s, peak_check_quad_leads=1)
+    assert screening.quad_leads(votes, one) == [
         (5, screening.Alignment(0.93, -1.5 * s.bins_per_semitone, 120.0, 111.6))
     ]
     wide = dataclasses.replace(s, peak_check_quad_leads=3)
