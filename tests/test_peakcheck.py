@@ -30,6 +30,7 @@ from audiodup.verdict import decide
 UPLOADS_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 N_BINS = S.bins_per_octave * S.n_octaves
 FPS = S.frames_per_second
+IN_FULL = dataclasses.replace(S, peak_check_coarse_min_rate=0.0)  # no check given up early
 
 
 def random_peaks(rng: np.random.Generator, seconds: float, per_second: float = 7.0) -> np.ndarray:
@@ -124,8 +125,7 @@ def test_unrelated_peaks_are_not_evidence() -> None:
     assert check.matched_peaks < S.peak_check_coarse_min_rate * check.checked_peaks
     assert check.chance_peaks > 0
 
-    in_full = dataclasses.replace(S, peak_check_coarse_min_rate=0.0)
-    full = check_alignment(upload, reference_peaks(ref, N_BINS), guess, in_full)
+    full = check_alignment(upload, reference_peaks(ref, N_BINS), guess, IN_FULL)
     assert full is not None and full.refined
     assert full.probability > 1e-3
     assert full.chance_peaks > 0
@@ -144,9 +144,8 @@ def test_a_copy_is_never_given_up_after_the_coarse_sweep() -> None:
     check = check_alignment(upload, stored, guess, S)
     assert check is not None and check.refined and check.probability < 1e-12
     assert confirms_recording(check, S)
-    in_full = dataclasses.replace(S, peak_check_coarse_min_rate=0.0)
     assert check == dataclasses.replace(
-        check_alignment(upload, stored, guess, in_full),
+        check_alignment(upload, stored, guess, IN_FULL),
         matched_query_frames=check.matched_query_frames,
     )
 
