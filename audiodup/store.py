@@ -271,6 +271,12 @@ class CatalogCheck:
     notes: tuple[str, ...]
 
 
+def is_stored_id(number: int) -> bool:
+    """Whether ``number`` fits an SQLite integer, as every stored id does (a larger one, which
+    the command line accepts, names nothing; SQLite would refuse it)."""
+    return -(1 << 63) <= number < 1 << 63
+
+
 def reports_errors(doing: str):
     """Turn the SQLite and OS errors of a store method into :func:`catalog_error` ones."""
 
@@ -725,6 +731,8 @@ class CatalogStore:
 
     @reports_errors("read")
     def work(self, work_id: int) -> WorkInfo | None:
+        if not is_stored_id(work_id):
+            return None
         row = self.db.execute(
             "SELECT work_id, path, title, artist, duration_s, sha256, added_at, metadata "
             "FROM works WHERE work_id = ? AND removed = 0",
@@ -1628,6 +1636,8 @@ class CatalogStore:
     def remove(self, work_id: int) -> bool:
         # no tidying: removing a work with a damaged fingerprint is how a user repairs a catalog,
         # and it must work whatever state shards/ is in
+        if not is_stored_id(work_id):
+            return False
         with self._writing("remove a work from", tidy=False), self._transaction() as db:
             cursor = db.execute(
                 "UPDATE works SET removed = 1 WHERE work_id = ? AND removed = 0", (work_id,)

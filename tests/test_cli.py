@@ -556,6 +556,12 @@ def test_index_remove(db: Path) -> None:
     again = run("index", "remove", "--db", db, str(victim["work_id"]))
     assert again.exit_code == 2
     assert "error" in again.stderr
+    for number in (2**63, 10**23):  # past what SQLite stores: no work either, not a crash
+        huge = run("index", "remove", "--db", db, "--", str(number))
+        assert (
+            huge.exit_code == 2 and huge.stderr.strip() == f"error: no work {number} in the catalog"
+        )
+    assert len(json.loads(run("index", "list", "--db", db, "--json").stdout)["works"]) == 5
     code, data = screen_json(db, UPLOADS_DIR / "stretch_0.80_work_01.ogg")
     assert victim["work_id"] not in {m["work_id"] for m in data[0]["matches"]}
     assert code != 1

@@ -153,6 +153,10 @@ def test_explain_cli(
     )
     assert code == 2 and err.strip() == "error: no work 999 in the catalog"
     code, _, err = run_main(
+        ["explain", "--db", str(catalog_copy), "--", str(upload), str(2**63)], monkeypatch, capsys
+    )
+    assert code == 2 and err.strip() == f"error: no work {2**63} in the catalog"
+    code, _, err = run_main(
         ["explain", str(tmp_path / "nope.ogg"), str(work_id), "--db", str(catalog_copy)],
         monkeypatch,
         capsys,
