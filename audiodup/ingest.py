@@ -107,8 +107,10 @@ def _os_problem(exc: OSError) -> str:
 
 
 def source_path(path: str | Path) -> str:
-    """The absolute, resolved path a catalog records for a file: the same whatever the current
-    folder or the symbolic links it was named through."""
+    """The absolute, resolved path of a file as a catalog shows it (and matches metadata rows
+    on): the same whatever the current folder or the symbolic links it was named through. The
+    catalog records the path itself (``os.path.realpath``), a name that is not UTF-8 by its
+    bytes (:func:`audiodup.store._path_value`)."""
     return path_text(os.path.realpath(path))
 
 
@@ -118,7 +120,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     audio = load_audio(path, settings)
     stat = path.stat()
     return NewWork(
-        path=source_path(path),
+        path=os.path.realpath(path),
         sha256=audio.sha256,
         duration_s=audio.duration_s,
         fingerprint=fingerprint_audio(audio, settings),
@@ -244,7 +246,7 @@ def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
         stat = path.stat()
     except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
-    return store.find_unchanged_file(source_path(path), stat.st_size, stat.st_mtime)
+    return store.find_unchanged_file(os.path.realpath(path), stat.st_size, stat.st_mtime)
 
 
 def _for_upload(item: NewWork, extra: dict, role: str) -> NewWork:

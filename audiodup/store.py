@@ -271,6 +271,31 @@ class CatalogCheck:
     notes: tuple[str, ...]
 
 
+def _path_value(path: str) -> str | bytes:
+    """A file's path as the database holds it: text, or the name's exact bytes when it is not
+    UTF-8 (its undecodable bytes are lone surrogates in ``path``, ``os.fsdecode``'s), so that
+    the name with the byte 0xFF and the name that spells ``\\xff``, shown alike, stay two
+    values. SQLite keeps either type in a column and never finds a text equal to bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        try:
+            return os.fsencode(path)
+        except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+            return path_text(path)
+
+
+def _file_of(value: str | bytes) -> str:
+    """A stored path (:func:`_path_value`) as the string that opens the file."""
+    return os.fsdecode(value) if isinstance(value, bytes) else str(value)
+
+
+def _shown_path(value: str | bytes) -> str:
+    """A stored path as printable text: the bytes of a name that is not UTF-8 as ``\\xNN``."""
+    return path_text(_file_of(value))
+
+
 def is_stored_id(number: int) -> bool:
     """Whether ``number`` fits an SQLite integer, as every stored id does (a larger one, which
     the command line accepts, names nothing; SQLite would refuse it)."""
@@ -655,7 +680,7 @@ class CatalogStore:
         row = self.db.execute(
             "SELECT work_id, upload_id FROM uploads WHERE source_path = ? AND file_size = ? "
             "AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
-            (path, size, mtime),
+            (_path_value(path), size, mtime),
         ).fetchone()
         return None if row is None else Committed(int(row[0]), int(row[1]), "present")
 
@@ -739,6 +764,23 @@ class CatalogStore:
             (work_id,),
         ).fetchone()
         return None if row is None else _work_info(row)
+
+    @reports_errors("read")
+    def work_files(self) -> dict[int, str]:
+        """Each live work's file as recorded, to open it (a name that is not UTF-8 as the
+        string ``os.fsdecode`` gives; :attr:`WorkInfo.path` shows it)."""
+        rows = self.db.execute("SELECT work_id, path FROM works WHERE removed = 0")
+        return {int(work_id): _file_of(path) for work_id, path in rows}
+
+    @reports_errors("read")
+    def work_file(self, work_id: int) -> str | None:
+        """One live work's file as :meth:`work_files` gives it (None: no such work)."""
+        if not is_stored_id(work_id):
+            return None
+        row = self.db.execute(
+            "SELECT path FROM works WHERE work_id = ? AND removed = 0", (work_id,)
+        ).fetchone()
+        return None if row is None else _file_of(row[0])
 
     @reports_errors("read a fingerprint from")
     def fingerprint(self, work_id: int) -> Fingerprint:
@@ -1044,7 +1086,7 @@ class CatalogStore:
         row = self.db.execute(
             "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path = ? AND removed = 0 "
             "ORDER BY upload_id LIMIT 1",
-            (work_id, source_path),
+            (work_id, _path_value(source_path)),
         ).fetchone()
         return None if row is None else int(row[0])
 
@@ -1060,7 +1102,7 @@ class CatalogStore:
                 upload.upload_id or None,
                 upload.work_id,
                 upload.role,
-                upload.source_path,
+                _path_value(upload.source_path),
                 upload.sha256,
                 *stat,
                 *(getattr(upload, name) for name in UPLOAD_FIELDS),
@@ -1078,7 +1120,7 @@ class CatalogStore:
             "file_size, file_mtime, metadata, n_hashes, n_segments) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                item.path,
+                _path_value(item.path),
                 item.title,
                 item.artist,
                 item.duration_s,
@@ -2391,7 +2433,7 @@ def _work_info(row) -> WorkInfo:
         metadata = _json_object(row[7], "metadata")
         return WorkInfo(
             work_id=int(row[0]),
-            path=str(row[1]),
+            path=_shown_path(row[1]),
             title=row[2],
             artist=row[3],
             duration_s=float(row[4]),
@@ -2455,7 +2497,7 @@ def _legacy_upload(row) -> UploadInfo:
         upload_id=int(work_id),
         work_id=int(work_id),
         role="upload",
-        source_path=str(path),
+        source_path=_file_of(path),
         sha256=str(sha256),
         recorded_at=str(added_at),
         **_upload_fields(meta, title, artist, tags_first=True),
@@ -2469,7 +2511,7 @@ def _upload_info(row) -> UploadInfo:
             upload_id=int(row[0]),
             work_id=int(row[1]),
             role=str(row[2]),
-            source_path=str(row[3]),
+            source_path=_shown_path(row[3]),
             sha256=str(row[4]),
             recorded_at=str(row[5]),
             title=row[6],

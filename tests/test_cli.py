@@ -162,6 +162,34 @@ def test_add_file_with_non_utf8_name(tmp_path: Path) -> None:
     assert verdict.verdict == "duplicate", verdict
 
 
+def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
+    """A file named with the byte 0xFF and one whose name spells a backslash, ``x``, ``ff``,
+    holding other audio of the same size and modification time: two works, shown alike but
+    each recorded under its own path, and a rescan reads each from its own file (none falls
+    back to its stored fingerprint)."""
+    from audiodup.rescan import rescan
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    byte_name = os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.wav"))
+    spelled = str(folder / "x\\xff.wav")
+    for seed, name in ((53, byte_name), (54, spelled)):
+        sf.write(os.fsencode(name), synthesize_work(seed, duration_s=8.0, sr=SR), SR)
+        os.utime(name, (1_000_000_000, 1_000_000_000))
+    assert os.path.getsize(byte_name) == os.path.getsize(spelled)
+    db = tmp_path / "db"
+    for name in (byte_name, spelled):
+        result = run("index", "add", "--db", db, name)
+        assert result.exit_code == 0 and "added 1," in result.stdout, result.output
+    with Catalog.open(db) as catalog:
+        shown = [w.path for w in catalog.works()]
+        files = sorted(catalog.store.work_files().values())
+        report = rescan(catalog)
+    assert shown == [spelled, spelled]  # shown alike, as ``\\xNN`` shows undecodable bytes
+    assert files == sorted([byte_name, spelled])
+    assert report.scanned == 2 and not report.fallbacks and not report.errors
+
+
 def test_console_script_bad_folder_has_no_traceback(
     tmp_path: Path, bad_folder: tuple[Path, list[Path]]
 ) -> None:

@@ -99,7 +99,8 @@ def run_rescan(
         total, finished = len(ids), len(ids) - len(todo)
         if on_progress is not None:
             on_progress(finished, total, None)
-        jobs = [(w, _absolute(live[w].path)) for w in todo]
+        files = catalog.store.work_files()
+        jobs = [(w, _absolute(files[w])) for w in todo]
         if jobs and dask is None:
             catalog.warm_files()  # the local workers share this machine's page cache
         if dask is not None:

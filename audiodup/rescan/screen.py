@@ -89,7 +89,8 @@ def work_query(
         raise WorkNotFoundError(f"work {work_id} is no longer in the catalog")
     if file_problem is None:
         try:
-            audio = load_audio(Path(work.path if path is None else path), catalog.settings)
+            file = (catalog.store.work_file(work_id) or work.path) if path is None else path
+            audio = load_audio(Path(file), catalog.settings)
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
             prints = UploadFingerprints(audio, catalog.settings)
