@@ -54,7 +54,7 @@ def default_catalog_path() -> Path:
 
 def _query_job(args) -> tuple[UploadFingerprints, float, bool, str, tuple[float, float]] | str:
     _, path, settings = args
-    start = _clock()
+    start = clock()
     try:
         audio = load_audio(path, settings)
         prints = UploadFingerprints(audio, settings)
@@ -73,7 +73,7 @@ def _view_from(views: dict[tuple, Fingerprint]) -> View:
     return lambda time_scale, hop_phase: views[time_scale, hop_phase]
 
 
-def _clock() -> tuple[float, float]:
+def clock() -> tuple[float, float]:
     """Wall-clock and CPU seconds now."""
     return time.perf_counter(), time.process_time()
 
@@ -81,7 +81,7 @@ def _clock() -> tuple[float, float]:
 def _since(
     start: tuple[float, float], end: tuple[float, float] | None = None
 ) -> tuple[float, float]:
-    end = end or _clock()
+    end = end or clock()
     return end[0] - start[0], end[1] - start[1]
 
 
@@ -171,7 +171,7 @@ class Catalog:
     def screen(self, path: str | Path, top_k: int = 5) -> Verdict:
         """Screen one upload. Problems reading it (decoding, a path the system refuses) come
         back as ``Verdict.error``, never raised: one bad path must not stop a batch."""
-        start = _clock()
+        start = clock()
         if self.store.is_own_database(path):
             return Verdict(path=path_text(path), verdict=None, error=OWN_DATABASE_FILE)
         try:
@@ -218,10 +218,10 @@ class Catalog:
         started: tuple[float, float] | None = None,
         prints: UploadFingerprints | None = None,
     ) -> Verdict:
-        """Screen decoded audio; ``started`` (:func:`_clock` before decoding) puts the decoding
+        """Screen decoded audio; ``started`` (:func:`clock` before decoding) puts the decoding
         in ``fingerprint_s`` and ``fingerprint_cpu_s``. ``prints``: the upload's fingerprints
         when the caller made them (to store the upload too: ``prints.stored()``)."""
-        started = started or _clock()
+        started = started or clock()
         prints = prints or UploadFingerprints(audio, self.settings)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
         return self._verdict(name, prints.query, *facts, _since(started), top_k, prints.view)
@@ -240,10 +240,10 @@ class Catalog:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
         ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`)."""
-        load_start = _clock()
+        load_start = clock()
         if self._matcher is None:
             self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
-        search_start = _clock()
+        search_start = clock()
         matches = self.match_fingerprint(query, view)[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)

@@ -122,6 +122,8 @@ def test_screen_answers_the_cli_document(server, works, pristine_catalog_dir):
         assert document["summary"]["duplicate"] == 1
     entry = form.json()["results"][0]
     assert entry["path"] == "any name.ogg"  # the client's name, shown, never opened
+    # decoding and fingerprinting 50 s of Ogg Vorbis are counted (they were not: ~1e-4 s)
+    assert entry["fingerprint_s"] > 0.005 and entry["fingerprint_cpu_s"] > 0.005, entry
     assert entry["matches"][0]["work_id"] == works["work_01"]
     # the same entry as the library (and so screen --json) gives, timings aside
     with Catalog.open(pristine_catalog_dir, create=False) as catalog:

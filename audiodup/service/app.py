@@ -53,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import results
 from ..audio import load_audio
+from ..catalog import clock
 from ..errors import AudiodupError
 from ..fingerprint import UploadFingerprints
 from ..metadata import parse_timestamp
@@ -369,10 +370,13 @@ def _decode(engine: Engine, received: intake.Received):
 def _screen(engine: Engine, received: intake.Received, name: str):
     """The decoded upload, its fingerprints (one analysis for screening and the ledger) and
     its verdict."""
+    started = clock()  # the verdict's fingerprint_s counts the decoding, as the CLI's does
     audio = _decode(engine, received)
     prints = UploadFingerprints(audio, engine.catalog.settings)
     with engine.read() as catalog:
-        verdict = catalog.screen_audio(audio, name=name, top_k=engine.config.top_k, prints=prints)
+        verdict = catalog.screen_audio(
+            audio, name=name, top_k=engine.config.top_k, started=started, prints=prints
+        )
     return audio, prints, verdict
 
 
