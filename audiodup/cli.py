@@ -34,6 +34,7 @@ from .results import (
     uploads_document,
     works_document,
 )
+from .service.config import ServiceConfig
 from .settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
 
 # Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
@@ -461,8 +462,9 @@ def screen(
             max=MAX_HIT_BUDGET,
             help="Hash hits one look-up keeps (default 300,000) in a catalog of more than 2 M "
             "hash entries (a smaller one is looked up whole). More finds more hard copies for "
-            "more CPU: at 10^5 works, 1,000,000 found 81 % of the hard variants instead of "
-            "75 %, search CPU p95 2.2 s instead of 1.5 s.",
+            "more CPU: at 10^5 works in one shard, 0.3 / 1 / 3 M hits found 83.6 / 87.3 / "
+            "90.0 % of the hard variants, negatives' search CPU p50 0.8 / 1.3 / 2.1 s "
+            "(benchmarks/SCALING.md).",
         ),
     ] = None,
 ) -> None:
@@ -1029,12 +1031,27 @@ class Scope(StrEnum):
     admin = "admin"
 
 
+def _configured(default: object) -> str:
+    """A service setting's default as ``serve --help`` shows it: the config file and the
+    environment come first."""
+    return f"{default}, unless --config or AUDIODUP_* sets it"
+
+
 @app.command("serve")
 def serve_command(
     db: DbOption = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on.", show_default=_configured(ServiceConfig.host)),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on.", show_default=_configured(ServiceConfig.port)),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Worker processes.", show_default=_configured(ServiceConfig.workers)),
+    ] = None,
     dask: Annotated[
         str | None,
         typer.Option(
