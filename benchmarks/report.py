@@ -134,7 +134,24 @@ def _stretcher_table(rows) -> list[str]:
     return [*L, ""]
 
 
-def _header(meta: RunMeta) -> list[str]:
+# what was measured since a run, written by hand into its report's header: a re-render keeps it
+NOTES_START = "<!-- notes since this run, by hand: `python -m benchmarks report` keeps them -->"
+NOTES_END = "<!-- end of the notes since this run -->"
+
+
+def kept_notes(out: Path) -> list[str]:
+    """The hand-written notes of the report at ``out``, their markers included (none when it
+    has no complete pair of markers)."""
+    if not out.is_file():
+        return []
+    lines = out.read_text().splitlines()
+    if NOTES_START not in lines or NOTES_END not in lines:
+        return []
+    start, end = lines.index(NOTES_START), lines.index(NOTES_END)
+    return lines[start : end + 1] if start < end else []
+
+
+def _header(meta: RunMeta, notes: list[str]) -> list[str]:
     m = meta.machine
     flag = "" if meta.mode == "full" else f" --{meta.mode}"
     L = [
@@ -142,6 +159,7 @@ def _header(meta: RunMeta) -> list[str]:
         "",
         f"- date: {meta.date}",
         f"- commit: {meta.commit}",
+        *notes,
         f"- engine: `{meta.engine}`",
         f"- machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
         f"{m.get('ram_gb', '?')} GB RAM, Python {m.get('python', '?')}",
@@ -418,14 +436,15 @@ def _appendices(folder: Path) -> list[str]:
 
 
 def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
-    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown."""
+    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown. The
+    hand-written notes of the report already at ``out`` (:func:`kept_notes`) are kept."""
     thr = peer_threshold(results)
     peer_on = any(r.peer is not None for r in results)
     rows = positive_rows(results, thr)
     plot_dir = out.parent / "plots"
     plots = write_plots(rows, results, thr, plot_dir)
     scaling_plot = write_scaling_plot(meta.scaling, plot_dir)
-    L = _header(meta) + _corpus(meta, results) + _recall(rows, thr, peer_on)
+    L = _header(meta, kept_notes(out)) + _corpus(meta, results) + _recall(rows, thr, peer_on)
     L += _negatives(results, negative_rows(results, thr), peer_on)
     L += _performance(meta, results) + _scaling(meta, scaling_plot, out)
     L += ["## Plots", ""]
