@@ -451,3 +451,37 @@ def test_a_drifted_rescan_document_is_rejected() -> None:
         lambda d: d["partly_scanned"].append({"work_id": 1, "path": "a.ogg", "note": "n"}),
     ):
         assert problems(drifted(document, change), "rescan")
+
+
+def test_the_readme_screen_json_example_is_what_screen_prints(
+    catalog_copy: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """The README's ``screen --json`` example, run as it says (its catalog is the fixture
+    catalog that "Start here" builds), prints that document but for timings and where the clone
+    is; the error entry is for a text file here (the decoder's wording varies)."""
+    from cli_runner import run_main
+
+    readme = (ROOT / "README.md").read_text()
+    command = "AUDIODUP_FFMPEG=none audiodup screen --db /tmp/audiodup-demo --json"
+    start = readme.index("```json\n", readme.index(command)) + len("```json\n")
+    shown = json.loads(readme[start : readme.index("\n```", start)])
+    not_audio = tmp_path / "hostname"
+    not_audio.write_text("a text file\n")
+    upload = "fixtures/audio/uploads/stretch_0.80_work_01.ogg"
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("AUDIODUP_FFMPEG", "none")
+    argv = ["screen", "--db", str(catalog_copy), "--json", upload, str(not_audio)]
+    code, out, _ = run_main(argv, monkeypatch, capsys)
+    printed = json.loads(out)
+    assert code == 3 and printed["summary"] == shown["summary"]
+    assert printed["results"][1]["verdict"] == shown["results"][1]["verdict"] == "error"
+
+    def comparable(entry: dict) -> dict:
+        entry = {k: v for k, v in entry.items() if k not in TIMING_FIELDS}
+        entry["matches"] = [
+            {**m, "path": m["path"].replace("/path/to/audiodup", str(ROOT))}
+            for m in entry["matches"]
+        ]
+        return entry
+
+    assert comparable(printed["results"][0]) == comparable(shown["results"][0])
