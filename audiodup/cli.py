@@ -20,7 +20,7 @@ from rich.text import Text
 from .allocator import keep_freed_memory
 from .catalog import Catalog, default_catalog_path
 from .errors import AudiodupError, MetadataError
-from .ingest import source_path
+from .ingest import file_key
 from .results import (
     BEYOND_DECODING_LIMITS,
     AddResult,
@@ -196,7 +196,7 @@ def index_add(
         def on_result(result: AddResult) -> None:
             nonlocal present_with_metadata
             counts[result.status] += 1
-            if result.status == "present" and source_path(result.path) in extra:
+            if result.status == "present" and file_key(result.path) in extra:
                 present_with_metadata += 1
             progress.update(task, advance=1, name=shown_text(Path(result.path).name)[:40])
             if result.status == "failed":

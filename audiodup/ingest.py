@@ -109,9 +109,16 @@ def _os_problem(exc: OSError) -> str:
 def source_path(path: str | Path) -> str:
     """The absolute, resolved path of a file as a catalog shows it (and matches metadata rows
     on): the same whatever the current folder or the symbolic links it was named through. The
-    catalog records the path itself (``os.path.realpath``), a name that is not UTF-8 by its
-    bytes (:func:`audiodup.store._path_value`)."""
+    catalog records the path itself (:func:`file_key`), a name that is not UTF-8 by its bytes
+    (:func:`audiodup.store._path_value`)."""
     return path_text(os.path.realpath(path))
+
+
+def file_key(path: str | Path) -> str:
+    """A file's absolute, resolved path exactly (a name that is not UTF-8 keeps its bytes, as
+    ``os.fsdecode`` gives them): what a catalog records, and how ``index add`` matches metadata
+    rows to files (two names shown alike by :func:`source_path` stay apart)."""
+    return os.path.realpath(path)
 
 
 def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
@@ -120,7 +127,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     audio = load_audio(path, settings)
     stat = path.stat()
     return NewWork(
-        path=os.path.realpath(path),
+        path=file_key(path),
         sha256=audio.sha256,
         duration_s=audio.duration_s,
         fingerprint=fingerprint_audio(audio, settings),
@@ -160,7 +167,7 @@ def add_paths(
 ) -> list[AddResult]:
     """Fingerprint files (folders recursively) and record each as an upload.
 
-    ``metadata`` maps a file's absolute resolved path (:func:`source_path`, as
+    ``metadata`` maps a file's absolute resolved path (:func:`file_key`, as
     :func:`audiodup.metadata.read_metadata` keys it) to its upload's fields; a ``role`` field
     there overrides ``role`` (``"reference"``: what a rights holder registers as their own).
     Results, and so upload and work ids, follow input order whatever ``workers`` is. Work is
@@ -231,7 +238,7 @@ def add_paths(
                 if isinstance(output, str):
                     entry = AddResult(path_text(entry), "failed", error=output)
                 else:
-                    extra = metadata.get(source_path(entry)) or {}
+                    extra = metadata.get(file_key(entry)) or {}
                     entry = (_for_upload(output, extra, role), path_text(entry))
             pending.append(entry)
             next_slot += 1
@@ -246,7 +253,7 @@ def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
         stat = path.stat()
     except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
-    return store.find_unchanged_file(os.path.realpath(path), stat.st_size, stat.st_mtime)
+    return store.find_unchanged_file(file_key(path), stat.st_size, stat.st_mtime)
 
 
 def _for_upload(item: NewWork, extra: dict, role: str) -> NewWork:

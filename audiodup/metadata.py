@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import MetadataError
-from .ingest import expand_paths, source_path
+from .ingest import expand_paths, file_key, source_path
 from .results import UploadInfo, shown_text
 
 KNOWN_COLUMNS = (
@@ -246,7 +246,7 @@ def metadata_for_paths(
 
     Returns ``(metadata, unused)``: ``metadata`` holds the table's rows of those files, keyed
     the way :meth:`audiodup.Catalog.add_paths` looks them up (the resolved absolute path,
-    :func:`audiodup.ingest.source_path`); ``unused`` lists the table's files that are not among
+    :func:`audiodup.ingest.file_key`); ``unused`` lists the table's files that are not among
     ``paths``.
     """
     matched: dict[str, dict[str, str]] = {}
@@ -254,7 +254,7 @@ def metadata_for_paths(
         if error is not None:
             continue
         try:
-            key = source_path(path)
+            key = file_key(path)
         except (OSError, ValueError):
             continue
         if key in table:
@@ -317,7 +317,7 @@ def _check_row(row: dict[str, str], base_dirs: list[Path]) -> tuple[str | None, 
         if isinstance(resolved, str):
             problems.append(resolved)
         else:
-            key = source_path(resolved)
+            key = file_key(resolved)
     return key, problems + _value_problems(row)
 
 

@@ -176,7 +176,9 @@ def _screen_detail(index: int, verdict: Verdict, catalog: Catalog | None, snippe
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
             parts.append(_picture(catalog, query, top.work_id, Path(verdict.path).name))
-        parts.append(_listen(verdict.path, top.path, top, snippet_s))
+        parts.append(
+            _listen(verdict.path, _work_file(catalog, top.work_id, top.path), top, snippet_s)
+        )
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -410,8 +412,8 @@ def _excerpt_detail(
                 parts.append(_picture(catalog, query, k.source_work_id, f"work {work_id}"))
             parts.append(
                 _listen(
-                    uploads[0].path,
-                    source[0].path,
+                    _work_file(catalog, work_id, uploads[0].path),
+                    _work_file(catalog, k.source_work_id, source[0].path),
                     seen,
                     snippet_s,
                     (f"work {work_id}", f"work {k.source_work_id}"),
@@ -596,7 +598,8 @@ def _cluster_detail(
         # shown from the altered member's side, like the heading, whichever way it was found
         member, other = hop[1], hop[0]
         seen = _as_seen_from(pair, member, path_of[member].duration_s)
-        member_path, other_path = path_of[member].path, path_of[other].path
+        member_path = _work_file(catalog, member, path_of[member].path)
+        other_path = _work_file(catalog, other, path_of[other].path)
         parts.append(_pair_evidence(pair, member, other, seen))
         if catalog is not None and budget[0] > 0:
             budget[0] -= 1
@@ -610,6 +613,12 @@ def _cluster_detail(
             )
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _work_file(catalog: Catalog | None, work_id: int, shown: str) -> str:
+    """The file of a work, to take excerpts from (``shown``, its path as shown, without a
+    catalog or when the work is gone: a name that is not UTF-8 is shown otherwise)."""
+    return (catalog.store.work_file(work_id) if catalog is not None else None) or shown
 
 
 def _work_fingerprint(catalog: Catalog, work_id: int, cache: dict) -> Fingerprint | None:

@@ -275,7 +275,8 @@ def _path_value(path: str) -> str | bytes:
     """A file's path as the database holds it: text, or the name's exact bytes when it is not
     UTF-8 (its undecodable bytes are lone surrogates in ``path``, ``os.fsdecode``'s), so that
     the name with the byte 0xFF and the name that spells ``\\xff``, shown alike, stay two
-    values. SQLite keeps either type in a column and never finds a text equal to bytes."""
+    values. SQLite keeps either type in a column and never finds a text equal to bytes (a
+    catalog written before kept such a name as its shown text: a look-up asks for both)."""
     try:
         path.encode("utf-8")
         return path
@@ -677,10 +678,11 @@ class CatalogStore:
         """The upload of this very file (same absolute path, size and modification time)."""
         if not self._has_ledger:
             return None
+        exact, shown = _path_value(path), path_text(path)
         row = self.db.execute(
-            "SELECT work_id, upload_id FROM uploads WHERE source_path = ? AND file_size = ? "
-            "AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
-            (_path_value(path), size, mtime),
+            "SELECT work_id, upload_id FROM uploads WHERE source_path IN (?, ?) "
+            "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
+            (exact, shown, size, mtime),
         ).fetchone()
         return None if row is None else Committed(int(row[0]), int(row[1]), "present")
 
@@ -779,6 +781,17 @@ class CatalogStore:
             return None
         row = self.db.execute(
             "SELECT path FROM works WHERE work_id = ? AND removed = 0", (work_id,)
+        ).fetchone()
+        return None if row is None else _file_of(row[0])
+
+    @reports_errors("read")
+    def upload_file(self, upload_id: int) -> str | None:
+        """One live upload's file as :meth:`work_files` gives a work's (None: no such upload,
+        or a catalog without a ledger)."""
+        if not self._has_ledger or not is_stored_id(upload_id):
+            return None
+        row = self.db.execute(
+            "SELECT source_path FROM uploads WHERE upload_id = ? AND removed = 0", (upload_id,)
         ).fetchone()
         return None if row is None else _file_of(row[0])
 
@@ -1084,9 +1097,9 @@ class CatalogStore:
 
     def _recorded_source(self, work_id: int, source_path: str) -> int | None:
         row = self.db.execute(
-            "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path = ? AND removed = 0 "
-            "ORDER BY upload_id LIMIT 1",
-            (work_id, _path_value(source_path)),
+            "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path IN (?, ?) "
+            "AND removed = 0 ORDER BY upload_id LIMIT 1",
+            (work_id, _path_value(source_path), path_text(source_path)),
         ).fetchone()
         return None if row is None else int(row[0])
 

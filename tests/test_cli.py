@@ -190,6 +190,52 @@ def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
     assert report.scanned == 2 and not report.fallbacks and not report.errors
 
 
+def test_metadata_rows_and_excerpts_name_the_exact_file(tmp_path: Path) -> None:
+    """The same two names shown alike: a metadata row naming the spelled-out file gives its
+    title to that file alone, and the reports take excerpts from each work's own file."""
+    from audiodup.report_html import _work_file
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    byte_name = os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.wav"))
+    spelled = str(folder / "x\\xff.wav")
+    for seed, name in ((53, byte_name), (54, spelled)):
+        sf.write(os.fsencode(name), synthesize_work(seed, duration_s=8.0, sr=SR), SR)
+    table = tmp_path / "m.csv"
+    table.write_text(f"path,title\n{spelled},SPELLED\n")
+    db = tmp_path / "db"
+    result = run("index", "add", "--db", db, "--metadata", table, folder)
+    assert result.exit_code == 0 and "added 2," in result.stdout, result.output
+    with Catalog.open(db) as catalog:
+        files = catalog.store.work_files()
+        titles = {files[w.work_id]: w.title for w in catalog.works()}
+        shown = {files[w.work_id]: w.path for w in catalog.works()}
+        excerpt_files = {_work_file(catalog, w, shown[f]) for w, f in files.items()}
+    assert titles == {spelled: "SPELLED", byte_name: None}
+    assert excerpt_files == {byte_name, spelled}
+
+
+def test_a_name_recorded_as_text_before_is_still_present(tmp_path: Path) -> None:
+    """A catalog written before names were recorded by their bytes holds a name that is not
+    UTF-8 as its shown text: adding that unchanged file again records nothing new."""
+    import sqlite3
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    byte_name = os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.wav"))
+    sf.write(os.fsencode(byte_name), synthesize_work(53, duration_s=8.0, sr=SR), SR)
+    db = tmp_path / "db"
+    assert run("index", "add", "--db", db, folder).exit_code == 0
+    shown = str(folder / "x\\xff.wav")
+    with sqlite3.connect(db / "catalog.sqlite") as old:  # as the code before wrote it
+        old.execute("UPDATE works SET path = ?", (shown,))
+        old.execute("UPDATE uploads SET source_path = ?", (shown,))
+    again = run("index", "add", "--db", db, folder)
+    assert again.exit_code == 0 and "already present 1" in again.stdout, again.output
+    with Catalog.open(db) as catalog:
+        assert len(catalog.uploads()) == 1
+
+
 def test_console_script_bad_folder_has_no_traceback(
     tmp_path: Path, bad_folder: tuple[Path, list[Path]]
 ) -> None:

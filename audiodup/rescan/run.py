@@ -100,7 +100,7 @@ def run_rescan(
         if on_progress is not None:
             on_progress(finished, total, None)
         files = catalog.store.work_files()
-        jobs = [(w, _absolute(files[w])) for w in todo]
+        jobs = [(w, _absolute(files.get(w, live[w].path))) for w in todo]
         if jobs and dask is None:
             catalog.warm_files()  # the local workers share this machine's page cache
         if dask is not None:

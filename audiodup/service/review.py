@@ -412,9 +412,12 @@ def _sources(request: Request, upload_id: int, work_id: int) -> _Sources:
         matches = [] if found is None else found.matches
         match = next((m for m in matches if m.work_id == work_id), None)
         work = catalog.work(work_id) if match is not None else None
-    if found is None or match is None or work is None:
-        raise not_found(f"upload {upload_id} has no match with work {work_id}")
-    return _Sources(found.upload.source_path, work.path, match, found.name)
+        if found is None or match is None or work is None:
+            raise not_found(f"upload {upload_id} has no match with work {work_id}")
+        # the files themselves: a name that is not UTF-8 is shown otherwise
+        upload_file = catalog.store.upload_file(upload_id) or found.upload.source_path
+        work_file = catalog.store.work_file(work_id) or work.path
+    return _Sources(upload_file, work_file, match, found.name)
 
 
 def _pair(request: Request, upload_id: int, work_id: int) -> ListeningPair:
