@@ -65,7 +65,7 @@ def _query_job(args) -> tuple[UploadFingerprints, float, bool, str, tuple[float,
     # the further looks' views are made when screening asks for them, as Catalog.screen makes
     # them: a copy the first look decides needs none (0.19 CPU-s of a 4-min upload's two views;
     # sending the analysis back costs 0.02, issue #16)
-    return prints, audio.duration_s, audio.truncated, audio.sha256, _since(start)
+    return prints, audio.duration_s, audio.truncated, audio.sha256, since(start)
 
 
 def _view_from(views: dict[tuple, Fingerprint]) -> View:
@@ -78,7 +78,7 @@ def clock() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
-def _since(
+def since(
     start: tuple[float, float], end: tuple[float, float] | None = None
 ) -> tuple[float, float]:
     end = end or clock()
@@ -217,14 +217,18 @@ class Catalog:
         top_k: int = 5,
         started: tuple[float, float] | None = None,
         prints: UploadFingerprints | None = None,
+        fingerprint_time: tuple[float, float] | None = None,
     ) -> Verdict:
         """Screen decoded audio; ``started`` (:func:`clock` before decoding) puts the decoding
         in ``fingerprint_s`` and ``fingerprint_cpu_s``. ``prints``: the upload's fingerprints
-        when the caller made them (to store the upload too: ``prints.stored()``)."""
+        when the caller made them (to store the upload too: ``prints.stored()``), and
+        ``fingerprint_time`` what decoding and making them took (:func:`since`), when the
+        caller timed it."""
         started = started or clock()
         prints = prints or UploadFingerprints(audio, self.settings)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
-        return self._verdict(name, prints.query, *facts, _since(started), top_k, prints.view)
+        spent = fingerprint_time or since(started)
+        return self._verdict(name, prints.query, *facts, spent, top_k, prints.view)
 
     def _verdict(
         self,
@@ -248,7 +252,7 @@ class Catalog:
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
-        search, load = _since(search_start), _since(load_start, search_start)
+        search, load = since(search_start), since(load_start, search_start)
         return Verdict(
             path=name,
             verdict=decide(matches, self.settings),

@@ -421,3 +421,13 @@ def test_screen_many_in_workers_makes_views_only_for_the_looks_taken(
         assert made == planned_views(query, catalog.settings)
     else:
         assert made == []
+
+
+def test_a_callers_fingerprint_time_is_the_verdicts(catalog: Catalog) -> None:
+    """The service times decoding and fingerprinting itself, before it waits for the catalog:
+    the verdict carries that time, not the wait."""
+    audio = load_audio(UPLOADS_DIR / "mp3_work_02.mp3", catalog.settings)
+    prints = UploadFingerprints(audio, catalog.settings)
+    verdict = catalog.screen_audio(audio, prints=prints, fingerprint_time=(1.5, 0.25))
+    assert verdict.verdict == "duplicate"
+    assert (verdict.fingerprint_s, verdict.fingerprint_cpu_s) == (1.5, 0.25)

@@ -53,7 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import results
 from ..audio import load_audio
-from ..catalog import clock
+from ..catalog import clock, since
 from ..errors import AudiodupError
 from ..fingerprint import UploadFingerprints
 from ..metadata import parse_timestamp
@@ -373,9 +373,10 @@ def _screen(engine: Engine, received: intake.Received, name: str):
     started = clock()  # the verdict's fingerprint_s counts the decoding, as the CLI's does
     audio = _decode(engine, received)
     prints = UploadFingerprints(audio, engine.catalog.settings)
+    spent = since(started)  # not the wait for the catalog below
     with engine.read() as catalog:
         verdict = catalog.screen_audio(
-            audio, name=name, top_k=engine.config.top_k, started=started, prints=prints
+            audio, name=name, top_k=engine.config.top_k, prints=prints, fingerprint_time=spent
         )
     return audio, prints, verdict
 
