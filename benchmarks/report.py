@@ -435,16 +435,18 @@ def _appendices(folder: Path) -> list[str]:
     ]
 
 
-def render(meta: RunMeta, results: list[QueryResult], out: Path) -> str:
-    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown. The
-    hand-written notes of the report already at ``out`` (:func:`kept_notes`) are kept."""
+def render(meta: RunMeta, results: list[QueryResult], out: Path, keep_notes: bool = False) -> str:
+    """Write the report to `out` and plots to ``out.parent/plots``; return the markdown. With
+    ``keep_notes`` (the same run rendered again) the hand-written notes of the report already
+    at ``out`` (:func:`kept_notes`) are kept; a new run starts without them."""
     thr = peer_threshold(results)
     peer_on = any(r.peer is not None for r in results)
     rows = positive_rows(results, thr)
     plot_dir = out.parent / "plots"
     plots = write_plots(rows, results, thr, plot_dir)
     scaling_plot = write_scaling_plot(meta.scaling, plot_dir)
-    L = _header(meta, kept_notes(out)) + _corpus(meta, results) + _recall(rows, thr, peer_on)
+    notes = kept_notes(out) if keep_notes else []
+    L = _header(meta, notes) + _corpus(meta, results) + _recall(rows, thr, peer_on)
     L += _negatives(results, negative_rows(results, thr), peer_on)
     L += _performance(meta, results) + _scaling(meta, scaling_plot, out)
     L += ["## Plots", ""]

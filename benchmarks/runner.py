@@ -488,5 +488,5 @@ def rerender(results_path: Path, out: Path) -> Path:
     from benchmarks.records import read_jsonl
 
     meta, results = read_jsonl(results_path)
-    render_report(meta, results, out)
+    render_report(meta, results, out, keep_notes=True)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -51,3 +52,20 @@ def test_recalls_are_numbers_in_unit_interval(fake_run):
 def test_report_can_be_rerendered_from_jsonl(fake_run, tmp_path):
     out = rerender(fake_run.results_path, tmp_path / "again.md")
     assert out.read_text().split("## Corpus")[1] == fake_run.out.read_text().split("## Corpus")[1]
+
+
+def test_notes_stay_with_their_run(fake_run, tmp_path):
+    """Notes written by hand into a report survive ``rerender`` of the same run, and a new run
+    into that report starts without them (they were about the run before)."""
+    from benchmarks.report import NOTES_END, NOTES_START
+
+    out = tmp_path / "RESULTS.md"
+    notes = [NOTES_START, "- later: measured by hand", NOTES_END]
+    rerender(fake_run.results_path, out)
+    lines = out.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("- commit: ")) + 1
+    out.write_text("\n".join([*lines[:at], *notes, *lines[at:]]) + "\n")
+    rerender(fake_run.results_path, out)
+    assert out.read_text().count("- later: measured by hand") == 1
+    run(dataclasses.replace(fake_run, out=out))
+    assert "measured by hand" not in out.read_text() and NOTES_START not in out.read_text()
