@@ -1031,26 +1031,23 @@ class Scope(StrEnum):
     admin = "admin"
 
 
-def _configured(default: object) -> str:
-    """A service setting's default as ``serve --help`` shows it: the config file and the
-    environment come first."""
-    return f"{default}, unless --config or AUDIODUP_* sets it"
+def _service_option(help_text: str, default: object):
+    """A ``serve`` flag whose default, shown in ``--help``, the config file and the environment
+    come before."""
+    return typer.Option(
+        help=help_text, show_default=f"{default}, unless --config or AUDIODUP_* sets it"
+    )
 
 
 @app.command("serve")
 def serve_command(
     db: DbOption = None,
     host: Annotated[
-        str | None,
-        typer.Option(help="Address to listen on.", show_default=_configured(ServiceConfig.host)),
+        str | None, _service_option("Address to listen on.", ServiceConfig.host)
     ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option(help="Port to listen on.", show_default=_configured(ServiceConfig.port)),
-    ] = None,
+    port: Annotated[int | None, _service_option("Port to listen on.", ServiceConfig.port)] = None,
     workers: Annotated[
-        int | None,
-        typer.Option(help="Worker processes.", show_default=_configured(ServiceConfig.workers)),
+        int | None, _service_option("Worker processes.", ServiceConfig.workers)
     ] = None,
     dask: Annotated[
         str | None,

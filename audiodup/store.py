@@ -777,22 +777,22 @@ class CatalogStore:
     @reports_errors("read")
     def work_file(self, work_id: int) -> str | None:
         """One live work's file as :meth:`work_files` gives it (None: no such work)."""
-        if not is_stored_id(work_id):
-            return None
-        row = self.db.execute(
-            "SELECT path FROM works WHERE work_id = ? AND removed = 0", (work_id,)
-        ).fetchone()
-        return None if row is None else _file_of(row[0])
+        return self._file("SELECT path FROM works WHERE work_id = ? AND removed = 0", work_id)
 
     @reports_errors("read")
     def upload_file(self, upload_id: int) -> str | None:
         """One live upload's file as :meth:`work_files` gives a work's (None: no such upload,
         or a catalog without a ledger)."""
-        if not self._has_ledger or not is_stored_id(upload_id):
+        if not self._has_ledger:
             return None
-        row = self.db.execute(
-            "SELECT source_path FROM uploads WHERE upload_id = ? AND removed = 0", (upload_id,)
-        ).fetchone()
+        query = "SELECT source_path FROM uploads WHERE upload_id = ? AND removed = 0"
+        return self._file(query, upload_id)
+
+    def _file(self, query: str, row_id: int) -> str | None:
+        """The file of the one row ``query`` finds for ``row_id`` (None: none)."""
+        if not is_stored_id(row_id):
+            return None
+        row = self.db.execute(query, (row_id,)).fetchone()
         return None if row is None else _file_of(row[0])
 
     @reports_errors("read a fingerprint from")

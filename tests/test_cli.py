@@ -162,14 +162,9 @@ def test_add_file_with_non_utf8_name(tmp_path: Path) -> None:
     assert verdict.verdict == "duplicate", verdict
 
 
-def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
-    """A file named with the byte 0xFF and one whose name spells a backslash, ``x``, ``ff``,
-    holding other audio of the same size and modification time: two works, shown alike but
-    each recorded under its own path, and a rescan reads each from its own file (none falls
-    back to its stored fingerprint)."""
-    from audiodup.rescan import rescan
-
-    folder = tmp_path / "in"
+def names_shown_alike(folder: Path) -> tuple[str, str]:
+    """In ``folder``: a file named with the byte 0xFF and one whose name spells a backslash,
+    ``x``, ``ff``, holding other audio of the same size and modification time; their paths."""
     folder.mkdir()
     byte_name = os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.wav"))
     spelled = str(folder / "x\\xff.wav")
@@ -177,6 +172,16 @@ def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
         sf.write(os.fsencode(name), synthesize_work(seed, duration_s=8.0, sr=SR), SR)
         os.utime(name, (1_000_000_000, 1_000_000_000))
     assert os.path.getsize(byte_name) == os.path.getsize(spelled)
+    return byte_name, spelled
+
+
+def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
+    """The two files of :func:`names_shown_alike`: two works, shown alike but each recorded
+    under its own path, and a rescan reads each from its own file (none falls back to its
+    stored fingerprint)."""
+    from audiodup.rescan import rescan
+
+    byte_name, spelled = names_shown_alike(tmp_path / "in")
     db = tmp_path / "db"
     for name in (byte_name, spelled):
         result = run("index", "add", "--db", db, name)
@@ -196,11 +201,7 @@ def test_metadata_rows_and_excerpts_name_the_exact_file(tmp_path: Path) -> None:
     from audiodup.report_html import _work_file
 
     folder = tmp_path / "in"
-    folder.mkdir()
-    byte_name = os.fsdecode(os.path.join(os.fsencode(folder), b"x\xff.wav"))
-    spelled = str(folder / "x\\xff.wav")
-    for seed, name in ((53, byte_name), (54, spelled)):
-        sf.write(os.fsencode(name), synthesize_work(seed, duration_s=8.0, sr=SR), SR)
+    byte_name, spelled = names_shown_alike(folder)
     table = tmp_path / "m.csv"
     table.write_text(f"path,title\n{spelled},SPELLED\n")
     db = tmp_path / "db"
