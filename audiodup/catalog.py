@@ -180,7 +180,10 @@ class Catalog:
             return Verdict(path=path_text(path), verdict=None, error=str(exc))
         except OSError as exc:
             return Verdict(path=path_text(path), verdict=None, error=_os_problem(exc))
-        return self.screen_audio(audio, name=path_text(path), top_k=top_k, started=start)
+        prints = UploadFingerprints(audio, self.settings)
+        return self.screen_audio(
+            audio, path_text(path), top_k, prints=prints, fingerprint_time=since(start)
+        )
 
     def screen_many(
         self,
@@ -215,16 +218,15 @@ class Catalog:
         audio: Audio,
         name: str = "<audio>",
         top_k: int = 5,
-        started: tuple[float, float] | None = None,
         prints: UploadFingerprints | None = None,
         fingerprint_time: tuple[float, float] | None = None,
     ) -> Verdict:
-        """Screen decoded audio; ``started`` (:func:`clock` before decoding) puts the decoding
-        in ``fingerprint_s`` and ``fingerprint_cpu_s``. ``prints``: the upload's fingerprints
-        when the caller made them (to store the upload too: ``prints.stored()``), and
-        ``fingerprint_time`` what decoding and making them took (:func:`since`), when the
-        caller timed it."""
-        started = started or clock()
+        """Screen decoded audio. ``prints``: the upload's fingerprints when the caller made them
+        (to store the upload too: ``prints.stored()``), and ``fingerprint_time`` the wall-clock
+        and CPU seconds decoding and making them took (:func:`since` a :func:`clock` before
+        decoding), which ``fingerprint_s`` and ``fingerprint_cpu_s`` report; without it, the
+        time of making them here."""
+        started = clock()
         prints = prints or UploadFingerprints(audio, self.settings)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
         spent = fingerprint_time or since(started)

@@ -276,7 +276,7 @@ def _path_value(path: str) -> str | bytes:
     UTF-8 (its undecodable bytes are lone surrogates in ``path``, ``os.fsdecode``'s), so that
     the name with the byte 0xFF and the name that spells ``\\xff``, shown alike, stay two
     values. SQLite keeps either type in a column and never finds a text equal to bytes (a
-    catalog written before kept such a name as its shown text: a look-up asks for both)."""
+    catalog written before kept such a name as its shown text: :func:`_path_forms`)."""
     try:
         path.encode("utf-8")
         return path
@@ -285,6 +285,12 @@ def _path_value(path: str) -> str | bytes:
             return os.fsencode(path)
         except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
             return path_text(path)
+
+
+def _path_forms(path: str) -> tuple[str | bytes, str]:
+    """The two values a file's path may be stored as: :func:`_path_value`, and the shown text
+    a catalog written before recorded (the same for a name that is UTF-8)."""
+    return _path_value(path), path_text(path)
 
 
 def _file_of(value: str | bytes) -> str:
@@ -678,11 +684,10 @@ class CatalogStore:
         """The upload of this very file (same absolute path, size and modification time)."""
         if not self._has_ledger:
             return None
-        exact, shown = _path_value(path), path_text(path)
         row = self.db.execute(
             "SELECT work_id, upload_id FROM uploads WHERE source_path IN (?, ?) "
             "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
-            (exact, shown, size, mtime),
+            (*_path_forms(path), size, mtime),
         ).fetchone()
         return None if row is None else Committed(int(row[0]), int(row[1]), "present")
 
@@ -1099,7 +1104,7 @@ class CatalogStore:
         row = self.db.execute(
             "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path IN (?, ?) "
             "AND removed = 0 ORDER BY upload_id LIMIT 1",
-            (work_id, _path_value(source_path), path_text(source_path)),
+            (work_id, *_path_forms(source_path)),
         ).fetchone()
         return None if row is None else int(row[0])
 
