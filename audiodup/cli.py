@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import sys
@@ -496,7 +497,7 @@ def screen(
             _print_verdicts(verdicts)
         # after the verdicts: a report that fails to write late (disk full) loses no verdict
         failed = report is not None and not _write_report(
-            write_screen_report, verdicts, report, catalog
+            functools.partial(write_screen_report, files=paths), verdicts, report, catalog
         )
     raise typer.Exit(_with_report(_screen_exit_code(verdicts), failed))
 

@@ -96,9 +96,14 @@ def check_writable(out: str | Path) -> None:
 
 
 def write_screen_report(
-    verdicts: Sequence[Verdict], out: str | Path, catalog: Catalog | None = None
+    verdicts: Sequence[Verdict],
+    out: str | Path,
+    catalog: Catalog | None = None,
+    files: Sequence[str | Path] | None = None,
 ) -> Path:
-    """Write screening results; HTML needs the ``catalog`` for pictures and reference audio."""
+    """Write screening results; HTML needs the ``catalog`` for pictures and reference audio, and
+    reads each upload from ``files`` (the screened paths, one per verdict), else from its shown
+    path, which names a file whose name is not UTF-8 only in print."""
     fmt = report_format(out)
     if fmt == "json":
         text = dumps(screen_document(verdicts))
@@ -107,7 +112,7 @@ def write_screen_report(
     else:
         from .report_html import screen_html
 
-        text = screen_html(verdicts, catalog)
+        text = screen_html(verdicts, catalog, files=files)
     return _write(out, text)
 
 

@@ -111,9 +111,11 @@ def screen_html(
     *,
     max_details: int = 50,
     snippet_s: float = SNIPPET_S,
+    files: Sequence[str | Path] | None = None,
 ) -> str:
     """The report of ``screen``: summary, sortable table of uploads, and for each flagged upload
-    (duplicate, then suspect; at most ``max_details``) its evidence, picture and excerpts."""
+    (duplicate, then suspect; at most ``max_details``) its evidence, picture and excerpts, read
+    from ``files`` (the screened paths, one per verdict) when given, else the shown paths."""
     counts = {label: sum(v.verdict == label for v in verdicts) for label in _LABELS}
     counts["error"] = sum(v.error is not None for v in verdicts)
     cards = [(len(verdicts), "uploads")] + [(counts[k], k) for k in (*_LABELS, "error")]
@@ -155,11 +157,14 @@ def screen_html(
                 f"{len(order)} flagged uploads.</p>"
             )
     for i in detailed:
-        body.append(_screen_detail(i, verdicts[i], catalog, snippet_s))
+        file = files[i] if files is not None else verdicts[i].path
+        body.append(_screen_detail(i, verdicts[i], file, catalog, snippet_s))
     return _page("audiodup screening report", _subtitle(catalog), "\n".join(body))
 
 
-def _screen_detail(index: int, verdict: Verdict, catalog: Catalog | None, snippet_s: float) -> str:
+def _screen_detail(
+    index: int, verdict: Verdict, file: str | Path, catalog: Catalog | None, snippet_s: float
+) -> str:
     parts = [
         f'<section class="detail" id="upload-{index}">',
         f"<h3>{_e(Path(verdict.path).name)} {_badge(verdict.verdict)}</h3>",
@@ -170,15 +175,13 @@ def _screen_detail(index: int, verdict: Verdict, catalog: Catalog | None, snippe
     if catalog is not None:
         try:
             query = fingerprint_audio(
-                load_audio(verdict.path, catalog.settings), catalog.settings, query=True
+                load_audio(file, catalog.settings), catalog.settings, query=True
             )
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
             parts.append(_picture(catalog, query, top.work_id, Path(verdict.path).name))
-        parts.append(
-            _listen(verdict.path, _work_file(catalog, top.work_id, top.path), top, snippet_s)
-        )
+        parts.append(_listen(file, _work_file(catalog, top.work_id, top.path), top, snippet_s))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -830,7 +833,7 @@ def _picture(catalog: Catalog, query: Fingerprint, work_id: int, name: str) -> s
 
 
 def _listen(
-    upload_path: str,
+    upload_path: str | Path,
     reference_path: str,
     m: Match,
     snippet_s: float,

@@ -1,13 +1,16 @@
-"""``python -m benchmarks run [--quick | --smoke] [--out FILE] [--data DIR] [--scale]``."""
+"""``python -m benchmarks run [--quick | --smoke] [--corpus heldout] [--out FILE] [--data DIR]
+[--scale]``."""
 
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from benchmarks.corpus import CORPORA
 from benchmarks.engine import DEFAULT_ENGINE
 from benchmarks.runner import REPO_ROOT, RunConfig, prepare, rerender, run
 
@@ -15,17 +18,32 @@ app = typer.Typer(add_completion=False, help="audiodup benchmark suite (issue #3
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "RESULTS.md"
 DEFAULT_RESULTS = REPO_ROOT / "benchmarks" / "results.jsonl"
 Opt = typer.Option
+CorpusName = StrEnum("CorpusName", {name: name for name in CORPORA})
+CORPUS_OPTION = Opt(
+    help="tuning: the corpus the detector was built and tuned on; heldout: other packages' "
+    "music, never used for either (its own cache folder, `heldout/`).",
+)
+
+
+def default_out(mode: str, corpus: str) -> Path:
+    """``benchmarks/RESULTS.md``, or the run's folder beside it: the mode's and the corpus's."""
+    folder = "" if mode == "full" else mode
+    if corpus != "tuning":
+        folder = f"{corpus}-{folder}" if folder else corpus
+    return DEFAULT_OUT.parent / folder / DEFAULT_OUT.name if folder else DEFAULT_OUT
 
 
 @app.command("run")
 def run_cmd(
     quick: Annotated[bool, Opt("--quick", help="~12 works, ~6 negatives, 15 variants.")] = False,
     smoke: Annotated[bool, Opt("--smoke", help="CI smoke run on the bundled fixtures.")] = False,
+    corpus: Annotated[CorpusName, CORPUS_OPTION] = CorpusName.tuning,
     out: Annotated[
         Path | None,
         Opt(
             help="Report; results.jsonl and plots/ go next to it. Default: benchmarks/RESULTS.md "
-            "(--quick: benchmarks/quick/RESULTS.md, --smoke: benchmarks/smoke/RESULTS.md)."
+            "(--quick: benchmarks/quick/RESULTS.md, --smoke: benchmarks/smoke/RESULTS.md, "
+            "--corpus heldout: benchmarks/heldout/RESULTS.md, with --quick heldout-quick/)."
         ),
     ] = None,
     data: Annotated[
@@ -51,9 +69,10 @@ def run_cmd(
         raise typer.BadParameter("--quick and --smoke are exclusive")
     mode = "smoke" if smoke else "quick" if quick else "full"
     if out is None:
-        out = DEFAULT_OUT if mode == "full" else DEFAULT_OUT.parent / mode / DEFAULT_OUT.name
+        out = default_out(mode, corpus.value)
     cfg = RunConfig(
         mode=mode,
+        corpus=corpus.value,
         out=out.resolve(),
         data=data,
         seed=seed,
@@ -75,6 +94,7 @@ def run_cmd(
 @app.command("prepare")
 def prepare_cmd(
     quick: Annotated[bool, Opt("--quick", help="Only what --quick needs.")] = False,
+    corpus: Annotated[CorpusName, CORPUS_OPTION] = CorpusName.tuning,
     data: Annotated[Path | None, Opt(help="Cache dir.")] = None,
     seed: int = 0,
     workers: Annotated[int, Opt(help="Processes (0: all cores).")] = 0,
@@ -82,6 +102,7 @@ def prepare_cmd(
     """Fetch the corpus, render every query and fingerprint it with Chromaprint (no engine)."""
     cfg = RunConfig(
         mode="quick" if quick else "full",
+        corpus=corpus.value,
         data=data,
         seed=seed,
         workers=workers or max(1, os.cpu_count() or 1),

@@ -33,6 +33,18 @@ PACKAGES = (
     "xmoto-data",
     "lincity-ng-data",
 )
+# Music the detector was never built or tuned on, only measured on (`--corpus heldout`): the
+# folders named `music` of these packages, whose other folders hold ambience loops and effects
+# of 20 s or more.
+HELDOUT_PACKAGES = (
+    "warzone2100-music",
+    "flare-game",
+    "megaglest-data",
+    "scorched3d-data",
+    "pink-pony-data",
+    "solarwolf",
+)
+CORPORA = {"tuning": PACKAGES, "heldout": HELDOUT_PACKAGES}
 AUDIO_SUFFIXES = {".ogg", ".oga", ".flac", ".wav", ".mp3", ".opus"}
 # Folders that hold sound effects, voices and jingles rather than music.
 NON_MUSIC_DIRS = {"sounds", "sound_effects", "sfx", "speech", "voices", "voice"}
@@ -69,6 +81,7 @@ class Corpus:
     tracks: tuple[Track, ...]
     seed: int
     notes: tuple[str, ...] = ()
+    name: str = "tuning"  # a key of CORPORA
 
     @property
     def catalog(self) -> list[Track]:
@@ -83,6 +96,7 @@ class Corpus:
 
     def to_json(self) -> dict:
         return {
+            "name": self.name,
             "seed": self.seed,
             "notes": list(self.notes),
             "tracks": [dataclasses.asdict(t) for t in self.tracks],
@@ -94,6 +108,7 @@ class Corpus:
             tracks=tuple(Track(**t) for t in d["tracks"]),
             seed=int(d["seed"]),
             notes=tuple(d.get("notes", ())),
+            name=d.get("name", "tuning"),
         )
 
 
@@ -166,8 +181,14 @@ def _track_id(package: str, rel: Path, taken: set[str]) -> str:
     return tid
 
 
-def scan(unpacked: dict[str, Path], min_duration_s: float = MIN_DURATION_S) -> list[Track]:
-    """Music files of at least `min_duration_s`, byte-identical copies removed."""
+def scan(
+    unpacked: dict[str, Path],
+    min_duration_s: float = MIN_DURATION_S,
+    *,
+    music_dirs_only: bool = False,
+) -> list[Track]:
+    """Music files of at least `min_duration_s`, byte-identical copies removed. With
+    `music_dirs_only`, only files inside a folder named `music`."""
     tracks: list[Track] = []
     seen: set[str] = set()
     ids: set[str] = set()
@@ -176,7 +197,8 @@ def scan(unpacked: dict[str, Path], min_duration_s: float = MIN_DURATION_S) -> l
             if not p.is_file() or p.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
             rel = p.relative_to(root)
-            if NON_MUSIC_DIRS & {part.lower() for part in rel.parts[:-1]}:
+            folders = {part.lower() for part in rel.parts[:-1]}
+            if NON_MUSIC_DIRS & folders or (music_dirs_only and "music" not in folders):
                 continue
             try:
                 info = sf.info(str(p))
@@ -251,8 +273,10 @@ def prepare_corpus(
     seed: int = 0,
     overlap_pairs=None,
     log=print,
+    name: str = "tuning",
 ) -> Corpus:
-    """Build (or load) the manifest ``<cache>/corpus.json``.
+    """Build (or load) the manifest ``<cache>/corpus.json`` of the corpus ``name`` (a key of
+    :data:`CORPORA`).
 
     `overlap_pairs`, if given, is a callable ``tracks -> [(track_id, track_id), ...]`` naming
     tracks that share audio; their groups are merged before the split.
@@ -261,11 +285,12 @@ def prepare_corpus(
     manifest = root / MANIFEST_NAME
     if manifest.exists():
         corpus = Corpus.from_json(json.loads(manifest.read_text()))
-        if corpus.seed == seed and all(Path(t.path).exists() for t in corpus.tracks):
+        same = corpus.seed == seed and corpus.name == name
+        if same and all(Path(t.path).exists() for t in corpus.tracks):
             return corpus
-    debs = fetch_debs(root / "debs", log=log)
+    debs = fetch_debs(root / "debs", CORPORA[name], log=log)
     unpacked = {d.name.split("_", 1)[0]: unpack(d, root / "unpacked") for d in debs}
-    tracks = scan(unpacked)
+    tracks = scan(unpacked, music_dirs_only=name == "heldout")
     notes: list[str] = []
     if overlap_pairs is not None:
         pairs = list(overlap_pairs(tracks))
@@ -275,7 +300,7 @@ def prepare_corpus(
                 + ", ".join(f"{a}~{b}" for a, b in pairs)
             )
         tracks = merge_groups(tracks, pairs)
-    corpus = Corpus(tracks=tuple(split(tracks, seed)), seed=seed, notes=tuple(notes))
+    corpus = Corpus(tracks=tuple(split(tracks, seed)), seed=seed, notes=tuple(notes), name=name)
     manifest.write_text(json.dumps(corpus.to_json(), indent=1))
     return corpus
 

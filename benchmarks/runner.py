@@ -25,7 +25,7 @@ from benchmarks.alterations import (
     select,
     verify_pedalboard_conventions,
 )
-from benchmarks.corpus import Corpus, Track, cache_dir, prepare_corpus, summary
+from benchmarks.corpus import CORPORA, Corpus, Track, cache_dir, prepare_corpus, summary
 from benchmarks.distractors import generated_works
 from benchmarks.engine import (
     DEFAULT_ENGINE,
@@ -52,6 +52,7 @@ class RunConfig:
     """Everything a run depends on. ``mode`` is ``full``, ``quick`` or ``smoke``."""
 
     mode: str = "full"
+    corpus: str = "tuning"  # benchmarks.corpus.CORPORA: "heldout" was never used for tuning
     out: Path = REPO_ROOT / "benchmarks" / "RESULTS.md"
     data: Path | None = None
     seed: int = 0
@@ -68,6 +69,12 @@ class RunConfig:
     scale_negatives: int = 300
     fixtures: Path = FIXTURE_CATALOG  # smoke mode: the catalog works
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def cache(self) -> Path:
+        """The data cache: the held-out corpus, its queries and catalogs in their own folder."""
+        root = cache_dir(self.data)
+        return root / "heldout" if self.corpus == "heldout" else root
 
     @property
     def results_path(self) -> Path:
@@ -219,13 +226,18 @@ def load_sources(cfg: RunConfig, cache: Path, peer_on: bool, console: Console) -
         )
     else:
         corpus = prepare_corpus(
-            cfg.data,
+            cache,
             cfg.seed,
             overlap_pairs=chromaprint_overlaps(cache, cfg.workers) if peer_on else None,
             log=console.print,
+            name=cfg.corpus,
         )
+        packages = ", ".join(CORPORA[cfg.corpus])
+        held_out = " (held out: never used to build or tune the detector)"
         desc = (
-            f"Debian game-music packages unpacked in the cache (`{cache}`): music files >= 20 s, "
+            f"Debian game-music packages{held_out if cfg.corpus == 'heldout' else ''}: "
+            f"{packages}, unpacked in the cache (`{cache}`): music files >= 20 s, "
+            f"{'only in folders named `music`, ' if cfg.corpus == 'heldout' else ''}"
             f"sound-effect folders skipped, byte-identical copies removed; {len(corpus.tracks)} "
             f"tracks, {sum(t.duration_s for t in corpus.tracks) / 3600:.1f} h. Seeded split "
             f"(seed {corpus.seed}, by package, related tracks kept together): "
@@ -298,7 +310,7 @@ def prepare(cfg: RunConfig, console: Console | None = None) -> list[Query]:
     fingerprints. All cached, so a later ``run`` only indexes and screens."""
     console = console or Console()
     bar = make_bar(console)
-    cache = cache_dir(cfg.data)
+    cache = cfg.cache
     cache.mkdir(parents=True, exist_ok=True)
     peer_on = cfg.peer and peer_chromaprint.available()
     src = load_sources(cfg, cache, peer_on, console)
@@ -320,7 +332,7 @@ def run(cfg: RunConfig, console: Console | None = None) -> Path:
     def lap(name: str, t0: float) -> None:
         timings[name] = time.perf_counter() - t0
 
-    cache = cache_dir(cfg.data)
+    cache = cfg.cache
     cache.mkdir(parents=True, exist_ok=True)
     peer_on = cfg.peer and peer_chromaprint.available()
     notes = list(cfg.notes)

@@ -216,6 +216,20 @@ def test_metadata_rows_and_excerpts_name_the_exact_file(tmp_path: Path) -> None:
     assert excerpt_files == {byte_name, spelled}
 
 
+def test_screen_report_reads_the_upload_not_its_shown_name(tmp_path: Path) -> None:
+    """``screen --out x.html`` draws the picture and the excerpt of an upload whose name is not
+    UTF-8 from that file, not from the path its shown name spells (which does not exist)."""
+    byte_name, spelled = names_shown_alike(tmp_path / "in")
+    os.remove(spelled)
+    db, report = tmp_path / "db", tmp_path / "r.html"
+    assert run("index", "add", "--db", db, byte_name).exit_code == 0
+    result = run("screen", "--db", db, "--out", report, "--", byte_name)
+    assert result.exit_code == 1, result.output
+    page = report.read_text()
+    assert "No picture" not in page and "<img" in page
+    assert "audio not available" not in page and page.count("<audio") == 2
+
+
 def test_a_name_recorded_as_text_before_is_still_present(tmp_path: Path) -> None:
     """A catalog written before names were recorded by their bytes holds a name that is not
     UTF-8 as its shown text: adding that unchanged file again records nothing new."""
