@@ -61,6 +61,13 @@ def cache_dir(data: Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "audiodup-bench"
 
 
+def corpus_cache(name: str = "tuning", data: Path | None = None) -> Path:
+    """The cache of the corpus ``name``: the held-out corpus, its queries and catalogs live in
+    their own folder, ``heldout/``."""
+    root = cache_dir(data)
+    return root / "heldout" if name == "heldout" else root
+
+
 @dataclass(frozen=True)
 class Track:
     """One source recording. ``role`` is ``"catalog"`` (indexed) or ``"negative"``."""

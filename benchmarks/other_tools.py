@@ -587,13 +587,14 @@ def run(
     n_negatives: int,
     cut_s: float,
     log: Callable[[str], object] = print,
+    corpus_name: str = "tuning",
 ) -> Path:
     from audiodup import Catalog
     from audiodup.results import Verdict
 
-    from .corpus import MANIFEST_NAME, Corpus, cache_dir
+    from .corpus import MANIFEST_NAME, Corpus, corpus_cache
 
-    manifest = cache_dir() / MANIFEST_NAME
+    manifest = corpus_cache(corpus_name) / MANIFEST_NAME
     if not manifest.exists():
         raise FileNotFoundError(f"no benchmark corpus at {manifest}: run python -m benchmarks run")
     corpus = Corpus.from_json(json.loads(manifest.read_text()))
@@ -729,13 +730,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--tracks", type=int, default=25)
     go.add_argument("--negatives", type=int, default=10)
     go.add_argument("--cut-s", type=float, default=90.0)
+    go.add_argument(
+        "--corpus",
+        choices=("tuning", "heldout"),
+        default="tuning",
+        help="whose tracks: the benchmark's, or the held-out corpus of `benchmarks run "
+        "--corpus heldout` (CATALOG then holds its catalog tracks, as its catalog-full does)",
+    )
     show = commands.add_parser("report", help="the table of a results.jsonl")
     show.add_argument("results", type=Path)
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             results = run(
-                args.catalog, args.out, SETS[args.set], args.tracks, args.negatives, args.cut_s
+                args.catalog,
+                args.out,
+                SETS[args.set],
+                args.tracks,
+                args.negatives,
+                args.cut_s,
+                corpus_name=args.corpus,
             )
             print(report(read_records(results)))
         else:

@@ -25,7 +25,14 @@ from benchmarks.alterations import (
     select,
     verify_pedalboard_conventions,
 )
-from benchmarks.corpus import CORPORA, Corpus, Track, cache_dir, prepare_corpus, summary
+from benchmarks.corpus import (
+    CORPORA,
+    Corpus,
+    Track,
+    corpus_cache,
+    prepare_corpus,
+    summary,
+)
 from benchmarks.distractors import generated_works
 from benchmarks.engine import (
     DEFAULT_ENGINE,
@@ -73,8 +80,7 @@ class RunConfig:
     @property
     def cache(self) -> Path:
         """The data cache: the held-out corpus, its queries and catalogs in their own folder."""
-        root = cache_dir(self.data)
-        return root / "heldout" if self.corpus == "heldout" else root
+        return corpus_cache(self.corpus, self.data)
 
     @property
     def results_path(self) -> Path:
