@@ -73,20 +73,32 @@ def _log(message: str) -> None:
 
 
 # -- queries -------------------------------------------------------------------------------------
-def prepare_queries(work: Path, positives: frozenset[str], max_negatives: int, seed: int) -> Path:
-    """Fingerprint (query density) the hard-variant queries of the positive works and a seeded
-    sample of negatives, once; returns the pickle holding ``[(Query, Fingerprint), ...]``."""
+def prepare_queries(
+    work: Path,
+    positives: frozenset[str] | None,
+    max_negatives: int,
+    seed: int,
+    corpus_name: str = "tuning",
+) -> Path:
+    """Fingerprint (query density) the hard-variant queries of the positive works (``None``:
+    every catalog track of the corpus) and a seeded sample of negatives, once; returns the
+    pickle holding ``[(Query, Fingerprint), ...]``."""
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.settings import DEFAULT_SETTINGS
-    from benchmarks.corpus import cache_dir
+    from benchmarks.corpus import corpus_cache
     from benchmarks.queries import Query
 
     out = work / "queries.pkl"
     if out.exists():
         return out
-    root = cache_dir(None) / "queries-v1" / "s0"
-    corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+    cache = corpus_cache(corpus_name)
+    root = cache / "queries-v1" / "s0"
+    corpus = json.loads((cache / "corpus.json").read_text())
+    if positives is None:
+        positives = frozenset(
+            os.path.realpath(t["path"]) for t in corpus["tracks"] if t["role"] == "catalog"
+        )
     path_of = {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}
     wanted = set(HARD_VARIANTS)
     pos, neg = [], []
@@ -828,6 +840,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_groups.add_argument("--out", type=Path, required=True)
     p_groups.add_argument("--groups", type=int, required=True, help="the catalog's shard groups")
     p_groups.add_argument("--only", type=Path, default=None, help="JSON list of query ids")
+    p_queries = sub.add_parser(
+        "queries", help="fingerprint a corpus's hard-variant queries (its catalog tracks')"
+    )
+    p_queries.add_argument("--corpus", choices=("tuning", "heldout"), default="tuning")
+    p_queries.add_argument("--work", type=Path, required=True, help="queries.pkl goes here")
+    p_queries.add_argument("--max-negatives", type=int, default=300)
+    p_queries.add_argument("--seed", type=int, default=0)
     p_compact = sub.add_parser("compact")
     p_compact.add_argument("catalog", type=Path)
     p_compact.add_argument("--into", type=int, default=1, help="shards after")
@@ -864,6 +883,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             screen_over_groups(args.catalog, args.queries, args.out, args.groups, only)
         except (AudiodupError, OSError, ValueError, pickle.UnpicklingError) as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+    elif args.command == "queries":
+        args.work.mkdir(parents=True, exist_ok=True)
+        try:
+            print(prepare_queries(args.work, None, args.max_negatives, args.seed, args.corpus))
+        except OSError as exc:
+            hint = f"run `python -m benchmarks run --corpus {args.corpus}`"
+            print(f"error: {exc} ({hint})", file=sys.stderr)
             return 2
     elif args.command == "compact":
         from audiodup.errors import CatalogError

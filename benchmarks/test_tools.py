@@ -40,6 +40,18 @@ def test_a_tool_without_a_benchmark_cache_fails_in_one_line(tool: str, tmp_path:
     assert "python -m benchmarks run" in _one_error_line(proc)
 
 
+@pytest.mark.parametrize("corpus", ["tuning", "heldout"])
+def test_scaling_queries_without_the_corpus_fail_in_one_line(corpus: str, tmp_path: Path) -> None:
+    proc = _run_tool(
+        "scaling_prints",
+        *("queries", "--corpus", corpus, "--work", str(tmp_path / "q")),
+        AUDIODUP_BENCH_DATA=str(tmp_path / "empty"),
+    )
+    line = _one_error_line(proc)
+    assert f"python -m benchmarks run --corpus {corpus}" in line
+    assert str(tmp_path / "empty" / ("heldout" if corpus == "heldout" else "")) in line
+
+
 @pytest.mark.parametrize("args", [[], ["--help"], ["{tmp}/no-catalog", "{tmp}/no.pkl"]])
 def test_lookup_stages_answers_usage_and_missing_files_without_a_traceback(
     args: list[str], tmp_path: Path
