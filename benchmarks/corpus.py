@@ -168,9 +168,10 @@ def _sha1(path: Path) -> str:
 
 
 def _group_stem(name: str) -> str:
-    """Name stem shared by related tracks: 'frantic-old', 'forest2', 'airship_remix' -> base."""
+    """Name stem shared by related tracks: 'frantic-old', 'forest2', 'airship_remix',
+    'track3_enhanced' (a remaster that mixes the original in) -> base."""
     s = name.lower()
-    pattern = re.compile(r"[-_ ]?(old|remix|sd|map|theme|\d+)$")
+    pattern = re.compile(r"[-_ ]?(old|remix|sd|map|theme|enhanced|remastered|extended|\d+)$")
     while True:
         t = pattern.sub("", s)
         if t == s or not t:

@@ -81,3 +81,13 @@ def test_a_held_out_run_keeps_its_own_cache_and_report(tmp_path: Path) -> None:
     assert default_out("quick", "tuning") == bench / "quick" / "RESULTS.md"
     assert default_out("full", "heldout") == bench / "heldout" / "RESULTS.md"
     assert default_out("quick", "heldout") == bench / "heldout-quick" / "RESULTS.md"
+
+
+def test_a_remaster_stays_with_its_original() -> None:
+    """A remaster can mix the original recording in (warzone2100's `track3_enhanced` holds
+    `track3` from 70 s on): the split must keep the two on one side."""
+    from benchmarks.corpus import _group_stem
+
+    assert _group_stem("track3_enhanced") == _group_stem("track3")
+    assert _group_stem("menu_enhanced") == _group_stem("menu") == "menu"
+    assert _group_stem("frantic-old") == _group_stem("frantic")
