@@ -124,6 +124,17 @@ def prepare_queries(
     return out
 
 
+def write_catalog_tracks(work: Path, corpus_name: str) -> Path:
+    """``work/catalog-tracks.txt``: the corpus's catalog tracks, one path a line, to add to a
+    large catalog (``xargs -d '\\n' audiodup index add --db CATALOG < catalog-tracks.txt``)."""
+    from benchmarks.corpus import corpus_cache
+
+    corpus = json.loads((corpus_cache(corpus_name) / "corpus.json").read_text())
+    out = work / "catalog-tracks.txt"
+    out.write_text("".join(f"{t['path']}\n" for t in corpus["tracks"] if t["role"] == "catalog"))
+    return out
+
+
 def sample_queries(prepared: Path, per_variant: int, max_negatives: int, seed: int) -> Path:
     """A seeded sample of the prepared queries: at most ``per_variant`` positives of each
     variant and ``max_negatives`` negatives (a loaded machine screens fewer)."""
@@ -841,7 +852,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_groups.add_argument("--groups", type=int, required=True, help="the catalog's shard groups")
     p_groups.add_argument("--only", type=Path, default=None, help="JSON list of query ids")
     p_queries = sub.add_parser(
-        "queries", help="fingerprint a corpus's hard-variant queries (its catalog tracks')"
+        "queries",
+        help="fingerprint a corpus's hard-variant queries (its catalog tracks'), and list its "
+        "catalog tracks in catalog-tracks.txt",
     )
     p_queries.add_argument("--corpus", choices=("tuning", "heldout"), default="tuning")
     p_queries.add_argument("--work", type=Path, required=True, help="queries.pkl goes here")
@@ -888,6 +901,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         try:
             print(prepare_queries(args.work, None, args.max_negatives, args.seed, args.corpus))
+            print(write_catalog_tracks(args.work, args.corpus))
         except OSError as exc:
             hint = f"run `python -m benchmarks run --corpus {args.corpus}`"
             print(f"error: {exc} ({hint})", file=sys.stderr)
