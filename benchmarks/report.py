@@ -154,6 +154,11 @@ def kept_notes(out: Path) -> list[str]:
 def _header(meta: RunMeta, notes: list[str]) -> list[str]:
     m = meta.machine
     flag = "" if meta.mode == "full" else f" --{meta.mode}"
+    name = meta.corpus.get("name", "tuning")
+    corpus = "" if name == "tuning" else f" --corpus {name}"
+    mode = "" if meta.mode == "full" else f"-{meta.mode}"
+    folder = f"benchmarks/{name}{mode}" if name != "tuning" else ""  # as `run` writes it
+    again = f" --results {folder}/results.jsonl --out {folder}/RESULTS.md" if folder else ""
     L = [
         f"# audiodup benchmark results ({meta.mode})",
         "",
@@ -167,8 +172,8 @@ def _header(meta: RunMeta, notes: list[str]) -> list[str]:
         f"screening: {_load(m.get('loadavg_after_screening'))} (other work on the machine "
         "inflates the timings)",
         f"- seed: {meta.seed}",
-        f"- regenerate: `python -m benchmarks run{flag}`; "
-        "re-render from raw results: `python -m benchmarks report`",
+        f"- regenerate: `python -m benchmarks run{flag}{corpus}`; "
+        f"re-render from raw results: `python -m benchmarks report{again}`",
     ]
     if meta.timings_s:
         L.append("- run time: " + ", ".join(f"{k} {v:.0f} s" for k, v in meta.timings_s.items()))

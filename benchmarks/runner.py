@@ -397,6 +397,7 @@ def run(cfg: RunConfig, console: Console | None = None) -> Path:
         seed=cfg.seed,
         engine=cfg.engine,
         corpus={
+            "name": cfg.corpus,
             "description": src.description,
             "packages": summary(src.corpus),
             "catalog_used": len(src.catalog),

@@ -28,3 +28,19 @@ def test_the_committed_report_keeps_its_notes() -> None:
     committed = Path(__file__).resolve().parent / "RESULTS.md"
     notes = kept_notes(committed)
     assert notes[0] == NOTES_START and notes[-1] == NOTES_END and len(notes) > 2
+
+
+def test_a_held_out_report_says_how_to_run_it_again() -> None:
+    from benchmarks.records import RunMeta
+    from benchmarks.report import _header
+
+    tuning = "\n".join(_header(RunMeta(), []))
+    held_out = "\n".join(_header(RunMeta(corpus={"name": "heldout"}), []))
+    quick = "\n".join(_header(RunMeta(mode="quick", corpus={"name": "heldout"}), []))
+    assert "`python -m benchmarks run`;" in tuning and "`python -m benchmarks report`" in tuning
+    assert "`python -m benchmarks run --corpus heldout`" in held_out
+    assert (
+        "`python -m benchmarks report --results benchmarks/heldout/results.jsonl "
+        "--out benchmarks/heldout/RESULTS.md`" in held_out
+    )
+    assert "run --quick --corpus heldout" in quick and "heldout-quick/RESULTS.md" in quick
