@@ -12,6 +12,7 @@ import typer
 
 from benchmarks.corpus import CORPORA
 from benchmarks.engine import DEFAULT_ENGINE
+from benchmarks.report import run_folder
 from benchmarks.runner import REPO_ROOT, RunConfig, prepare, rerender, run
 
 app = typer.Typer(add_completion=False, help="audiodup benchmark suite (issue #3).")
@@ -26,11 +27,8 @@ CORPUS_OPTION = Opt(
 
 
 def default_out(mode: str, corpus: str) -> Path:
-    """``benchmarks/RESULTS.md``, or the run's folder beside it: the mode's and the corpus's."""
-    folder = "" if mode == "full" else mode
-    if corpus != "tuning":
-        folder = f"{corpus}-{folder}" if folder else corpus
-    return DEFAULT_OUT.parent / folder / DEFAULT_OUT.name if folder else DEFAULT_OUT
+    """``benchmarks/RESULTS.md``, or the run's folder beside it (:func:`run_folder`)."""
+    return DEFAULT_OUT.parent / run_folder(mode, corpus) / DEFAULT_OUT.name
 
 
 @app.command("run")

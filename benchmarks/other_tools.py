@@ -721,6 +721,8 @@ def read_records(path: Path) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     from audiodup.errors import AudiodupError
 
+    from .corpus import CORPORA
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.other_tools")
     commands = parser.add_subparsers(dest="command", required=True)
     go = commands.add_parser("run", help="make the copies, screen them, write results.jsonl")
@@ -732,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--cut-s", type=float, default=90.0)
     go.add_argument(
         "--corpus",
-        choices=("tuning", "heldout"),
+        choices=sorted(CORPORA),
         default="tuning",
         help="whose tracks: the benchmark's, or the held-out corpus of `benchmarks run "
         "--corpus heldout` (CATALOG then holds its catalog tracks, as its catalog-full does)",

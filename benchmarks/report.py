@@ -151,14 +151,22 @@ def kept_notes(out: Path) -> list[str]:
     return lines[start : end + 1] if start < end else []
 
 
+def run_folder(mode: str, corpus: str) -> str:
+    """Where under ``benchmarks/`` a run writes by default: ``""`` for the full run on the tuning
+    corpus, else the mode's and the corpus's folder (``quick``, ``heldout``, ``heldout-quick``)."""
+    folder = "" if mode == "full" else mode
+    if corpus != "tuning":
+        folder = f"{corpus}-{folder}" if folder else corpus
+    return folder
+
+
 def _header(meta: RunMeta, notes: list[str]) -> list[str]:
     m = meta.machine
     flag = "" if meta.mode == "full" else f" --{meta.mode}"
     name = meta.corpus.get("name", "tuning")
     corpus = "" if name == "tuning" else f" --corpus {name}"
-    mode = "" if meta.mode == "full" else f"-{meta.mode}"
-    folder = f"benchmarks/{name}{mode}" if name != "tuning" else ""  # as `run` writes it
-    again = f" --results {folder}/results.jsonl --out {folder}/RESULTS.md" if folder else ""
+    folder = f"benchmarks/{run_folder(meta.mode, name)}"
+    again = f" --results {folder}/results.jsonl --out {folder}/RESULTS.md" if corpus else ""
     L = [
         f"# audiodup benchmark results ({meta.mode})",
         "",
