@@ -33,6 +33,7 @@ FUSION_K = 20  # reciprocal-rank fusion: score = sum of 1 / (FUSION_K + rank)
 def main(argv: list[str]) -> int:
     from audiodup.catalog import Catalog
     from audiodup.errors import AudiodupError
+    from benchmarks.corpus import add_corpus_option
     from benchmarks.lookup_stages import InputError, prepared_queries
 
     parser = argparse.ArgumentParser(
@@ -42,10 +43,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("catalog", type=Path, help="catalog folder")
     parser.add_argument("queries", type=Path, help="query pickle of benchmarks.scaling_prints")
     parser.add_argument("screen", type=Path, help="JSON lines of scaling_prints screen")
+    add_corpus_option(parser)
     args = parser.parse_args(argv)
     try:
         inputs = (args.catalog, args.queries, args.screen)
-        prepared, source = prepared_queries(inputs, args.queries)
+        prepared, source = prepared_queries(inputs, args.queries, args.corpus)
         lines = args.screen.read_text().splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
         if not all(isinstance(r, dict) for r in records):

@@ -61,6 +61,17 @@ def cache_dir(data: Path | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "audiodup-bench"
 
 
+def add_corpus_option(parser) -> None:
+    """``--corpus`` of a tool's ``argparse`` parser: whose tracks and queries it reads."""
+    parser.add_argument(
+        "--corpus",
+        choices=sorted(CORPORA),
+        default="tuning",
+        help="the corpus the detector was tuned on, or the held-out one of `python -m "
+        "benchmarks run --corpus heldout`",
+    )
+
+
 def corpus_cache(name: str = "tuning", data: Path | None = None) -> Path:
     """The cache of the corpus ``name``: the held-out corpus, its queries and catalogs live in
     their own folder, ``heldout/``."""

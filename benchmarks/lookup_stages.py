@@ -29,6 +29,7 @@ import numpy as np
 def main(argv: list[str]) -> int:
     from audiodup.catalog import Catalog
     from audiodup.errors import AudiodupError
+    from benchmarks.corpus import add_corpus_option
 
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.lookup_stages",
@@ -36,10 +37,11 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("catalog", type=Path, help="catalog folder")
     parser.add_argument("queries", type=Path, help="query pickle of benchmarks.scaling_prints")
+    add_corpus_option(parser)
     args = parser.parse_args(argv)
     catalog_dir, queries = args.catalog, args.queries
     try:
-        prepared, source = prepared_queries((catalog_dir, queries), queries)
+        prepared, source = prepared_queries((catalog_dir, queries), queries, args.corpus)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -54,18 +56,20 @@ class InputError(Exception):
     """A tool's input is missing or unreadable: its one-line message."""
 
 
-def prepared_queries(paths: Sequence[Path], queries: Path) -> tuple[list, dict[str, str]]:
-    """The prepared ``queries`` pickle (``benchmarks.scaling_prints``) and each benchmark
-    track's real path by track id, once every one of ``paths`` exists; :class:`InputError`
-    says which is missing or what could not be read."""
-    from benchmarks.corpus import cache_dir
+def prepared_queries(
+    paths: Sequence[Path], queries: Path, corpus_name: str = "tuning"
+) -> tuple[list, dict[str, str]]:
+    """The prepared ``queries`` pickle (``benchmarks.scaling_prints``) and each track of the
+    corpus ``corpus_name``'s real path by track id, once every one of ``paths`` exists;
+    :class:`InputError` says which is missing or what could not be read."""
+    from benchmarks.corpus import corpus_cache
 
     for path in paths:
         if not path.exists():
             raise InputError(f"{path} does not exist")
     try:
         prepared = pickle.loads(queries.read_bytes())
-        corpus = json.loads((cache_dir(None) / "corpus.json").read_text())
+        corpus = json.loads((corpus_cache(corpus_name) / "corpus.json").read_text())
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise InputError(f"cannot read the queries or the benchmark corpus: {exc}") from None
     return prepared, {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}

@@ -721,7 +721,7 @@ def read_records(path: Path) -> list[dict]:
 def main(argv: Sequence[str] | None = None) -> int:
     from audiodup.errors import AudiodupError
 
-    from .corpus import CORPORA
+    from .corpus import add_corpus_option
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.other_tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -732,13 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--tracks", type=int, default=25)
     go.add_argument("--negatives", type=int, default=10)
     go.add_argument("--cut-s", type=float, default=90.0)
-    go.add_argument(
-        "--corpus",
-        choices=sorted(CORPORA),
-        default="tuning",
-        help="whose tracks: the benchmark's, or the held-out corpus of `benchmarks run "
-        "--corpus heldout` (CATALOG then holds its catalog tracks, as its catalog-full does)",
-    )
+    add_corpus_option(go)  # CATALOG then holds that corpus's catalog tracks
     show = commands.add_parser("report", help="the table of a results.jsonl")
     show.add_argument("results", type=Path)
     args = parser.parse_args(argv)

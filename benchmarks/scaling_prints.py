@@ -804,7 +804,7 @@ def _run_from(args: argparse.Namespace, sizes: list[int], source: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.corpus import CORPORA, cache_dir
+    from benchmarks.corpus import add_corpus_option, cache_dir
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling_prints")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -856,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="fingerprint a corpus's hard-variant queries (its catalog tracks'), and list its "
         "catalog tracks in catalog-tracks.txt",
     )
-    p_queries.add_argument("--corpus", choices=sorted(CORPORA), default="tuning")
+    add_corpus_option(p_queries)
     p_queries.add_argument("--work", type=Path, required=True, help="queries.pkl goes here")
     p_queries.add_argument("--max-negatives", type=int, default=300)
     p_queries.add_argument("--seed", type=int, default=0)

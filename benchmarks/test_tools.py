@@ -52,6 +52,19 @@ def test_scaling_queries_without_the_corpus_fail_in_one_line(corpus: str, tmp_pa
     assert str(tmp_path / "empty" / ("heldout" if corpus == "heldout" else "")) in line
 
 
+@pytest.mark.parametrize("tool", ["lookup_stages", "channel_ranks"])
+def test_a_lost_copy_tool_reads_the_held_out_corpus_when_asked(tool: str, tmp_path: Path) -> None:
+    import pickle
+
+    inputs = [tmp_path / name for name in ("catalog", "q.pkl", "screen.jsonl")]
+    for path, content in zip(inputs, (b"", pickle.dumps([]), b""), strict=True):
+        path.write_bytes(content)
+    (tmp_path / "corpus.json").write_text('{"tracks": []}')  # the tuning corpus's, not read
+    args = [str(p) for p in inputs[: 2 if tool == "lookup_stages" else 3]]
+    proc = _run_tool(tool, *args, "--corpus", "heldout", AUDIODUP_BENCH_DATA=str(tmp_path))
+    assert str(tmp_path / "heldout" / "corpus.json") in _one_error_line(proc)
+
+
 @pytest.mark.parametrize("args", [[], ["--help"], ["{tmp}/no-catalog", "{tmp}/no.pkl"]])
 def test_lookup_stages_answers_usage_and_missing_files_without_a_traceback(
     args: list[str], tmp_path: Path
