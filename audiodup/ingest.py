@@ -111,7 +111,7 @@ def source_path(path: str | Path) -> str:
     on): the same whatever the current folder or the symbolic links it was named through. The
     catalog records the path itself (:func:`file_key`), a name that is not UTF-8 by its bytes
     (:func:`audiodup.store._path_value`)."""
-    return path_text(os.path.realpath(path))
+    return path_text(file_key(path))
 
 
 def file_key(path: str | Path) -> str:

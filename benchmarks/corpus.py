@@ -79,6 +79,11 @@ def corpus_cache(name: str = "tuning", data: Path | None = None) -> Path:
     return root / "heldout" if name == "heldout" else root
 
 
+def read_manifest(name: str = "tuning") -> dict:
+    """The corpus ``name``'s manifest as stored (``corpus.json`` in :func:`corpus_cache`)."""
+    return json.loads((corpus_cache(name) / MANIFEST_NAME).read_text())
+
+
 @dataclass(frozen=True)
 class Track:
     """One source recording. ``role`` is ``"catalog"`` (indexed) or ``"negative"``."""

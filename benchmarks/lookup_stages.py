@@ -62,14 +62,14 @@ def prepared_queries(
     """The prepared ``queries`` pickle (``benchmarks.scaling_prints``) and each track of the
     corpus ``corpus_name``'s real path by track id, once every one of ``paths`` exists;
     :class:`InputError` says which is missing or what could not be read."""
-    from benchmarks.corpus import corpus_cache
+    from benchmarks.corpus import read_manifest
 
     for path in paths:
         if not path.exists():
             raise InputError(f"{path} does not exist")
     try:
         prepared = pickle.loads(queries.read_bytes())
-        corpus = json.loads((corpus_cache(corpus_name) / "corpus.json").read_text())
+        corpus = read_manifest(corpus_name)
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise InputError(f"cannot read the queries or the benchmark corpus: {exc}") from None
     return prepared, {t["track_id"]: os.path.realpath(t["path"]) for t in corpus["tracks"]}

@@ -86,15 +86,14 @@ def prepare_queries(
     from audiodup.audio import load_audio
     from audiodup.fingerprint import fingerprint_audio
     from audiodup.settings import DEFAULT_SETTINGS
-    from benchmarks.corpus import corpus_cache
+    from benchmarks.corpus import corpus_cache, read_manifest
     from benchmarks.queries import Query
 
     out = work / "queries.pkl"
     if out.exists():
         return out
-    cache = corpus_cache(corpus_name)
-    root = cache / "queries-v1" / "s0"
-    corpus = json.loads((cache / "corpus.json").read_text())
+    root = corpus_cache(corpus_name) / "queries-v1" / "s0"
+    corpus = read_manifest(corpus_name)
     if positives is None:
         positives = frozenset(
             os.path.realpath(t["path"]) for t in corpus["tracks"] if t["role"] == "catalog"
@@ -127,9 +126,9 @@ def prepare_queries(
 def write_catalog_tracks(work: Path, corpus_name: str) -> Path:
     """``work/catalog-tracks.txt``: the corpus's catalog tracks, one path a line, to add to a
     large catalog (``xargs -d '\\n' audiodup index add --db CATALOG < catalog-tracks.txt``)."""
-    from benchmarks.corpus import corpus_cache
+    from benchmarks.corpus import read_manifest
 
-    corpus = json.loads((corpus_cache(corpus_name) / "corpus.json").read_text())
+    corpus = read_manifest(corpus_name)
     out = work / "catalog-tracks.txt"
     out.write_text("".join(f"{t['path']}\n" for t in corpus["tracks"] if t["role"] == "catalog"))
     return out
