@@ -897,13 +897,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     elif args.command == "queries":
-        args.work.mkdir(parents=True, exist_ok=True)
+        from audiodup.errors import AudiodupError
+
         try:
+            args.work.mkdir(parents=True, exist_ok=True)
             print(prepare_queries(args.work, None, args.max_negatives, args.seed, args.corpus))
             print(write_catalog_tracks(args.work, args.corpus))
-        except OSError as exc:
-            hint = f"run `python -m benchmarks run --corpus {args.corpus}`"
-            print(f"error: {exc} ({hint})", file=sys.stderr)
+        except (OSError, ValueError, KeyError, AudiodupError) as exc:
+            missing = isinstance(exc, FileNotFoundError)
+            hint = f" (run `python -m benchmarks run --corpus {args.corpus}`)" if missing else ""
+            print(f"error: {exc}{hint}", file=sys.stderr)
             return 2
     elif args.command == "compact":
         from audiodup.errors import CatalogError

@@ -52,6 +52,22 @@ def test_scaling_queries_without_the_corpus_fail_in_one_line(corpus: str, tmp_pa
     assert str(tmp_path / "empty" / ("heldout" if corpus == "heldout" else "")) in line
 
 
+@pytest.mark.parametrize("problem", ["work is a file", "corrupt manifest"])
+def test_scaling_queries_with_bad_input_fail_in_one_line(problem: str, tmp_path: Path) -> None:
+    work = tmp_path / "q"
+    if problem == "work is a file":
+        work.write_bytes(b"")
+    else:
+        (tmp_path / "heldout").mkdir()
+        (tmp_path / "heldout" / "corpus.json").write_text("{not json")
+    proc = _run_tool(
+        "scaling_prints",
+        *("queries", "--corpus", "heldout", "--work", str(work)),
+        AUDIODUP_BENCH_DATA=str(tmp_path),
+    )
+    assert "python -m benchmarks run" not in _one_error_line(proc)
+
+
 @pytest.mark.parametrize("tool", ["lookup_stages", "channel_ranks"])
 def test_a_lost_copy_tool_reads_the_held_out_corpus_when_asked(tool: str, tmp_path: Path) -> None:
     import pickle
