@@ -41,7 +41,7 @@ def test_defaults_and_round_trip(tmp_path):
     assert (config.host, config.port, config.workers) == ("127.0.0.1", 8000, 1)
     assert ServiceConfig.from_json(config.to_json()) == config
     assert load_config(None, {}, environ={"AUDIODUP_DB": str(tmp_path)}).db == tmp_path
-    assert load_config(None, {}, environ={}).db == Path("audiodup-catalog")
+    assert load_config(None, {}, environ={}).db == Path("audiodup-catalog").resolve()
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,9 @@ def test_the_readme_example_config_is_valid(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
     config = load_config(_toml(tmp_path, block), {}, environ={})
-    assert config.workers == 2 and config.key_file == tmp_path / "keys.json"
+    assert config.workers == 2 and config.db == tmp_path / "audiodup-catalog"
+    # the keys where 'audiodup keys create --db DIR' writes them
+    assert config.key_file is None and config.keys_path == config.db / "service" / "keys.json"
 
 
 def test_quick_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):

@@ -60,7 +60,7 @@ from ..metadata import parse_timestamp
 from ..schema import SCHEMA_VERSION
 from ..store import NewWork, Screening
 from . import intake, logs, metrics
-from .auth import KeyFile, RateLimiter, require_scope
+from .auth import KeyFile, KeyFileError, RateLimiter, require_scope
 from .config import CONFIG_ENV, ServiceConfig
 from .engine import Engine
 from .errors import ApiError, engine_error, forbidden, not_found
@@ -290,9 +290,10 @@ def route_template(scope: dict) -> str:
     """The matched route's path template for logs and metrics (``/v1/reviews/{upload_id}``, never
     the client's path), with the prefix of the router it was included under."""
     route = scope.get("route")
-    template = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not template:
+    if route is None:
         return "<unmatched>"
+    # a router's root (``/review``) has the empty path
+    template = getattr(route, "path_format", None) or getattr(route, "path", None) or ""
     regex = getattr(route, "path_regex", None)
     path = scope.get("path", "")
     if regex is None or regex.match(path):
@@ -300,7 +301,7 @@ def route_template(scope: dict) -> str:
     for prefix in sorted(ROUTER_PREFIXES, key=len, reverse=True):
         if path.startswith(prefix) and regex.match(path[len(prefix) :]):
             return prefix + template
-    return template
+    return template or "<unmatched>"
 
 
 def _request_id(request: Request) -> str:
@@ -323,6 +324,14 @@ def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(KeyFileError)
+    async def keys_unreadable(request: Request, exc: KeyFileError):
+        # the operator's file and its path: in the log, not in the answer
+        logs.event("key file unreadable", logging.ERROR, error=str(exc))
+        return error_response(
+            request, 503, "keys_unavailable", "the API keys cannot be read (the log says why)"
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
@@ -589,6 +598,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         client: Annotated[str, Depends(screen_scope)],
         mode: Annotated[Mode, Query(description="async: answer 202 with a job URL")] = Mode.auto,
     ) -> JSONResponse:
+        intake.check_query(request, ("mode",))
         received = await take_body(request, hash_bytes=False)  # nothing is recorded
         if received.fields:
             received.discard()
@@ -643,6 +653,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             raise ApiError(
                 422, "invalid_request", "Idempotency-Key: 1-255 visible ASCII characters"
             )
+        intake.check_query(request, ("mode", *UPLOAD_METADATA, "role"))
         given = {
             "uploader": uploader,
             "uploaded_at": uploaded_at,

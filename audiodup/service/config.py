@@ -118,7 +118,9 @@ def _check(name: str, value: Any) -> Any:
     if name in ("db", "key_file"):
         if not isinstance(value, str | Path) or not str(value).strip():
             raise ValueError("must be a folder or file path")
-        return Path(value)
+        # absolute from the start: the ledger records received files under it, and a worker
+        # or a later service started elsewhere must find them
+        return Path(value).resolve()
     if name == "host":
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a host name or address")

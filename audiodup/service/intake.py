@@ -10,8 +10,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
+from ..results import shown_text
 from .errors import ApiError
 
 # the suffix a received file is kept under, from the declared content type (display only: the
@@ -115,6 +117,49 @@ async def receive(
     return received
 
 
+def text_pairs(raw: bytes, where: str) -> list[tuple[str, str]]:
+    """The name-value pairs of a URL-encoded ``raw`` (a query string or a form body), decoded
+    strictly: bytes that are no UTF-8 are refused, not replaced (two different byte strings
+    must never become the same uploader)."""
+    try:
+        return urllib.parse.parse_qsl(
+            raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8", errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise ApiError(422, "invalid_request", f"the {where} is not UTF-8 text") from None
+
+
+def check_query(request: Request, allowed: Collection[str]) -> None:
+    """Refuse a query that is no UTF-8 text, names a parameter twice or names one the route
+    does not take (a misspelt ``uplaoder`` would otherwise drop the uploader unseen)."""
+    seen: set[str] = set()
+    for name, _ in text_pairs(request.scope.get("query_string", b""), "query"):
+        if name not in allowed:
+            raise ApiError(422, "invalid_request", f"unknown query parameter {shown_text(name)!r}")
+        if name in seen:
+            raise ApiError(422, "invalid_request", f"the query gives {name} twice")
+        seen.add(name)
+
+
+async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
+    """The whole request body, refused with 413 as soon as it holds more than ``max_bytes``
+    (declared or sent, chunked or not)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
+    chunks = []
+    total = 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes:
+                raise ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "disconnected", "the client went away mid-request") from None
+    return b"".join(chunks)
+
+
 def _storage_error(exc: OSError) -> ApiError:
     """A received file that cannot be written: 507 when the disk (or the quota, or the file
     size limit) is full, else 503; the client may retry either later."""
@@ -149,10 +194,25 @@ async def _write(
     return size, None if digest is None else digest.hexdigest()
 
 
+class _TextFieldsParser(MultiPartParser):
+    """Starlette's parser, but a field that is no UTF-8 text is refused (Starlette reads it as
+    Latin-1, which would record other text than was sent)."""
+
+    def on_part_end(self) -> None:
+        part = getattr(self, "_current_part", None)
+        if part is not None and part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                name = shown_text(part.field_name)
+                raise MultiPartException(f"the field {name!r} is not UTF-8 text") from None
+        super().on_part_end()
+
+
 async def _receive_form(
     request: Request, target: Path, max_bytes: int, hash_bytes: bool
 ) -> Received:
-    parser = MultiPartParser(
+    parser = _TextFieldsParser(
         request.headers,
         _limited(request.stream(), max_bytes + 64 * 1024),
         max_files=1,

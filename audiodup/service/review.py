@@ -42,8 +42,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
 from ..audio import load_audio
@@ -56,8 +57,8 @@ from ..report import decisions_csv
 from ..report_html import PICTURE_DPI
 from ..rescan.serialise import match_from_dict
 from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo, decisions_document, dumps
+from . import intake, sessions
 from . import review_pages as pages
-from . import sessions
 from .auth import require_scope
 from .errors import ApiError, engine_error, not_found
 
@@ -297,10 +298,21 @@ async def upload_decisions(request: Request, upload_id: UploadId) -> Response:
     return Response(dumps(document), media_type="application/json", headers=_PRIVATE)
 
 
-@api_router.post("/{upload_id}/decisions", status_code=201, tags=["review"])
-async def record_decision(request: Request, upload_id: UploadId, decision: DecisionIn) -> Response:
+_DECISION_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": DecisionIn.model_json_schema()}},
+    }
+}
+
+
+@api_router.post(
+    "/{upload_id}/decisions", status_code=201, tags=["review"], openapi_extra=_DECISION_DOC
+)
+async def record_decision(request: Request, upload_id: UploadId) -> Response:
     """Record a decision on a flagged upload (API keys only: a browser uses the pages)."""
-    reviewer = await _require_review(request)
+    reviewer = await _require_review(request)  # before the body is read
+    decision = await _decision_in(request)
     made = await run_in_threadpool(
         _record, request, upload_id, decision.work_id, decision.decision, decision.note, reviewer
     )
@@ -533,13 +545,31 @@ def _same_origin(request: Request) -> None:
 
 
 async def _form(request: Request):
-    size = request.headers.get("content-length")
-    if size is None or not size.isdigit() or int(size) > _MAX_FORM_BYTES:
-        raise ApiError(413, "too_large", f"a review form is at most {_MAX_FORM_BYTES} bytes")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "post the review form as a form")
-    return await request.form(max_files=0, max_fields=8)
+    body = await intake.capped_body(request, _MAX_FORM_BYTES, "a review form")
+    if kind == "application/x-www-form-urlencoded":
+        intake.text_pairs(body, "form")  # a note that is no UTF-8 is refused, not replaced
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, replay).form(max_files=0, max_fields=8)
+
+
+async def _decision_in(request: Request) -> DecisionIn:
+    """The decision of an API call's JSON body, read up to the review form's size."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise ApiError(415, "unsupported_media_type", "post the decision as application/json")
+    body = await intake.capped_body(request, _MAX_FORM_BYTES, "a decision")
+    try:
+        return DecisionIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from None
 
 
 def _decision_problem(decision: str, note: str) -> str | None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 
 from ..catalog import Catalog
 from ..dask_client import require_distributed
+from ..errors import AudiodupError
 from . import metrics
 from .auth import KeyFile
 from .config import CONFIG_ENV, ServiceConfig
-from .logs import log_config
+from .logs import event, log_config
 
 
 def check(config: ServiceConfig) -> list[str]:
@@ -57,8 +59,25 @@ def run(config: ServiceConfig) -> None:
             # workers killed as hung and started again (13 s to ready instead of 7)
             timeout_worker_healthcheck=60,
         )
-        socket = server_config.bind_socket()
-        Multiprocess(server_config, sockets=[socket]).run()
+        listening = listening_socket(config.host, config.port)
+        event("listening", address=f"http://{config.host}:{listening.getsockname()[1]}")
+        Multiprocess(server_config, sockets=[listening]).run()
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(metrics_dir)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The socket the workers share, bound to ``host:port`` (as uvicorn binds it); a port in
+    use or an address not allowed is an :class:`AudiodupError` that names them (one line and
+    exit code 2, not uvicorn's exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family=family, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise AudiodupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listening.set_inheritable(True)
+    return listening

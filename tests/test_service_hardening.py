@@ -1,0 +1,227 @@
+"""The service against hostile or careless requests found in review: a decision's body is not
+read before its key is checked and never beyond a review form's size, a chunked form is read
+up to that size, text that is no UTF-8 and unknown or repeated query parameters are refused,
+a damaged key file is a 503, a relative catalog path is made absolute, a port in use is one
+error line, and the queue's root route is named in the metrics."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from audiodup.errors import AudiodupError  # noqa: E402
+from audiodup.service.app import create_app  # noqa: E402
+from audiodup.service.auth import KeyFile  # noqa: E402
+from audiodup.service.config import ServiceConfig, load_config  # noqa: E402
+from audiodup.service.server import listening_socket  # noqa: E402
+
+UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+
+
+@pytest.fixture(scope="module")
+def service(pristine_catalog_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("hardening") / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    keys = KeyFile(config.keys_path)
+    key = {"screen": keys.create("ingest", ["screen"]), "review": keys.create("rita", ["review"])}
+    with TestClient(create_app(config)) as client:
+        yield client, key, config
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def chunked(body: bytes):
+    """The body as a generator: the client sends it chunked, with no Content-Length."""
+    yield body
+
+
+def test_a_decision_without_a_key_is_refused_before_its_body_is_read(service) -> None:
+    client, key, _ = service
+    url = "/v1/reviews/1/decisions"
+    for body in (b'{"work_id":', b" " * 200_000):  # malformed, and over a form's size
+        answer = client.post(url, content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 401, answer.text
+    too_big = b'{"work_id": 1, "decision": "copy", "note": "' + b"x" * 70_000 + b'"}'
+    for body in (too_big, chunked(too_big)):
+        answer = client.post(
+            url, content=body, headers={**bearer(key["review"]), "Content-Type": "application/json"}
+        )
+        assert answer.status_code == 413 and answer.json()["error"]["code"] == "too_large"
+    as_text = client.post(url, content=b"{}", headers={**bearer(key["review"])})
+    assert as_text.status_code == 415
+    malformed = client.post(
+        url,
+        content=b'{"work_id":',
+        headers={**bearer(key["review"]), "Content-Type": "application/json"},
+    )
+    assert malformed.status_code == 422 and malformed.json()["error"]["code"] == "invalid_request"
+    # a well-formed decision on an upload with no such match is still the handler's 404
+    fine = client.post(url, json={"work_id": 1, "decision": "copy"}, headers=bearer(key["review"]))
+    assert fine.status_code == 404
+
+
+def test_a_chunked_review_form_is_read_up_to_its_size(service) -> None:
+    client, key, _ = service
+    client.cookies.clear()
+    form = f"key={key['review']}".encode()
+    answer = client.post(
+        "/review/login",
+        content=chunked(form),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    huge = client.post(
+        "/review/login",
+        content=chunked(b"key=" + b"x" * 70_000),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert huge.status_code == 413
+    not_utf8 = client.post(
+        "/review/login",
+        content=b"key=%ff%fe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert not_utf8.status_code == 422 and "UTF-8" in not_utf8.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "query, why",
+    [
+        ("uploader=%ff%fe%c3%28bad", "not UTF-8"),
+        ("uplaoder=label-a", "unknown query parameter 'uplaoder'"),
+        ("uploader=a&uploader=b", "gives uploader twice"),
+        ("evil%3Cb%3E=1", "unknown query parameter 'evil<b>'"),
+    ],
+)
+def test_an_upload_s_query_is_utf8_text_of_known_names_given_once(service, query, why) -> None:
+    """Lossy or ignored metadata would record another uploader than the one sent: refused,
+    before the audio is read, and nothing is recorded."""
+    client, key, config = service
+    before = sorted((config.db / "received").glob("*")) if (config.db / "received").exists() else []
+    answer = client.post(
+        f"/v1/uploads?{query}",
+        content=(UPLOADS / "unrelated_a.ogg").read_bytes(),
+        headers={**bearer(key["screen"]), "Content-Type": "audio/ogg"},
+    )
+    assert answer.status_code == 422 and why in answer.json()["error"]["message"], answer.text
+    after = sorted((config.db / "received").glob("*")) if (config.db / "received").exists() else []
+    assert after == before
+    screened = client.post(
+        "/v1/screen?mode=sync&title=x",
+        content=(UPLOADS / "unrelated_a.ogg").read_bytes(),
+        headers={**bearer(key["screen"]), "Content-Type": "audio/ogg"},
+    )
+    assert screened.status_code == 422  # /v1/screen takes only mode
+
+
+def test_an_upload_with_a_literal_replacement_character_is_kept_as_sent(service) -> None:
+    client, key, _ = service
+    answer = client.post(
+        "/v1/uploads?uploader=%EF%BF%BD%20label",  # U+FFFD sent as UTF-8 is text
+        content=(UPLOADS / "unrelated_a.ogg").read_bytes(),
+        headers={**bearer(key["screen"]), "Content-Type": "audio/ogg"},
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["upload"]["uploader"] == "\ufffd label"
+
+
+def test_a_damaged_key_file_is_a_503_that_does_not_show_its_path(
+    pristine_catalog_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+    with TestClient(create_app(config)) as client:
+        config.keys_path.write_text('{"keys": [')
+        answer = client.get("/v1/uploads/1", headers=bearer(key))
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "keys_unavailable"
+        assert str(root) not in answer.text
+
+
+def test_a_relative_catalog_path_is_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    """Received files are recorded under the catalog folder: a relative path would name
+    nothing once the service is started from another folder."""
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, {"db": "cats/../cat"}, environ={})
+    assert config.db == tmp_path / "cat" and config.received_dir.is_absolute()
+    assert load_config(None, {}, environ={"AUDIODUP_DB": "x"}).db == tmp_path / "x"
+
+
+def test_the_queue_root_is_named_in_the_metrics(service) -> None:
+    client, _, _ = service
+    client.cookies.clear()
+    assert client.get("/review", follow_redirects=False).status_code == 303
+    scraped = client.get("/metrics").text
+    assert 'method="GET",route="/review",status="303"' in scraped
+    assert client.get("/no/such/route").status_code == 404
+    assert 'route="<unmatched>",status="404"' in client.get("/metrics").text
+
+
+def test_a_port_in_use_is_one_error_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AudiodupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            listening_socket("127.0.0.1", port)
+
+
+def test_serve_on_a_port_in_use_exits_2_with_one_line(
+    pristine_catalog_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    KeyFile(ServiceConfig(db=root).keys_path).create("ingest", ["screen"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIODUP_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "audiodup", "serve", "--db", str(root), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_an_upload_form_field_that_is_not_utf8_is_refused(service) -> None:
+    client, key, _ = service
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="uploader"\r\n\r\n'.encode()
+        + b"\xff\xfe label\r\n"
+        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.ogg"\r\n'
+        "Content-Type: audio/ogg\r\n\r\n".encode()
+        + (UPLOADS / "unrelated_a.ogg").read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answer = client.post(
+        "/v1/uploads",
+        content=body,
+        headers={
+            **bearer(key["screen"]),
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    assert answer.status_code == 422, answer.text
+    assert "'uploader' is not UTF-8 text" in answer.json()["error"]["message"]
