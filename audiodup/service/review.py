@@ -545,7 +545,7 @@ def _same_origin(request: Request) -> None:
 
 
 async def _form(request: Request):
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = intake.media_type(request.headers.get("content-type"))
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "post the review form as a form")
     body = await intake.capped_body(request, _MAX_FORM_BYTES, "a review form")
@@ -560,7 +560,7 @@ async def _form(request: Request):
 
 async def _decision_in(request: Request) -> DecisionIn:
     """The decision of an API call's JSON body, read up to the review form's size."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = intake.media_type(request.headers.get("content-type"))
     if kind != "application/json":
         raise ApiError(415, "unsupported_media_type", "post the decision as application/json")
     body = await intake.capped_body(request, _MAX_FORM_BYTES, "a decision")
