@@ -479,7 +479,8 @@ def screen(
         # the report writers (and rescan behind them) load only when a report is asked for
         from .report import check_report_path, write_screen_report
 
-        check_report_path(report)  # a report that cannot be written fails before the work
+        # a report that cannot be written fails before the work
+        check_report_path(report, paths, db if db is not None else default_catalog_path())
     with _open(db) as catalog:
         if quick:
             catalog.settings = catalog.settings.without_further_looks()
@@ -696,7 +697,8 @@ def rescan_command(
                 f"{since!r} is not an ISO 8601 date (e.g. 2024-03-01)", param_hint="--since"
             ) from None
     if report is not None:
-        check_report_path(report)  # before the work: a rescan can take hours
+        # before the work: a rescan can take hours
+        check_report_path(report, (), db if db is not None else default_catalog_path())
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -968,26 +970,70 @@ def parse_plain_screen(argv: list[str]) -> dict | None:
 
 
 def _run_plain_screen(params: dict) -> None:
-    """:func:`screen` with typer's exit handling: its exit code, 130 on an interrupt, 1 in
-    silence when the reader of the output went away (a closed pipe)."""
+    """:func:`screen` with typer's exit handling: its exit code, 130 on an interrupt."""
     try:
         screen(**params)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    except OSError as exc:
-        if exc.errno != errno.EPIPE:
-            raise
-        # nothing more can be read: what is still buffered goes nowhere, as with typer
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(1)
     sys.exit(0)
+
+
+class OutputLost(Exception):
+    """stdout or stderr refused a write: its reader went away (a closed pipe) or its disk is
+    full. No command catches it, and neither does click, which would exit with 1 on a closed
+    pipe: the flag of a duplicate."""
+
+    def __init__(self, error: OSError):
+        super().__init__(error.strerror or str(error))
+        self.errno = error.errno
+
+
+class _GuardedStream:
+    """A text stream whose failed writes raise :class:`OutputLost`."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise OutputLost(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise OutputLost(exc) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _say(text: str) -> None:
+    """One line on stderr, unless stderr itself is what cannot be written."""
+    with contextlib.suppress(OSError, OutputLost):
+        err.print(text, soft_wrap=True)
+
+
+def _output_lost(exc: OutputLost) -> None:
+    """Stop writing: what is still buffered goes nowhere (a closed pipe's reader wants no more),
+    and the exit code is the one of an error, never a verdict's flag."""
+    with contextlib.suppress(OSError, OutputLost):
+        sys.stdout.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    if exc.errno != errno.EPIPE:
+        _say(f"error: cannot write the output: {exc}")
+    sys.exit(EXIT_INPUT_ERROR)
 
 
 def main() -> None:
     """Console entry point: every error becomes one line, never a traceback."""
     keep_freed_memory()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _GuardedStream(sys.stdout), _GuardedStream(sys.stderr)
     try:
         plain_screen = parse_plain_screen(sys.argv[1:])
         if plain_screen is not None:
@@ -996,14 +1042,18 @@ def main() -> None:
     except AudiodupError as exc:
         # one line; a metadata CSV's problems one line each (metadata.py escapes their text)
         lines = str(exc).split("\n") if isinstance(exc, MetadataError) else [str(exc)]
-        err.print("error: " + "\n".join(shown_text(line) for line in lines), soft_wrap=True)
+        _say("error: " + "\n".join(shown_text(line) for line in lines))
         sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        _say("interrupted")
         sys.exit(130)
+    except OutputLost as exc:
+        _output_lost(exc)
     except Exception as exc:  # noqa: BLE001
-        err.print(f"internal error: {type(exc).__name__}: {shown_text(exc)}", soft_wrap=True)
+        _say(f"internal error: {type(exc).__name__}: {shown_text(exc)}")
         sys.exit(70)
+    finally:
+        sys.stdout, sys.stderr = streams
 
 
 # -- the service (issue #15): audiodup serve, audiodup keys ---------------------------------------

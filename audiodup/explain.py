@@ -29,7 +29,7 @@ from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
 from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
-from .report import check_writable
+from .report import check_writable, write_atomically
 from .results import shown_text
 
 FORMATS = ("png", "svg")
@@ -63,11 +63,7 @@ def explain(
         raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
     query = fingerprint_audio(audio, catalog.settings, query=True)
     data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=upload.name)
-    try:
-        out.write_bytes(data)
-    except OSError as exc:
-        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out
+    return write_atomically(out, data)
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

@@ -22,6 +22,7 @@ Every target is checked (:func:`check_report_path`) before the work that fills i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -69,11 +70,21 @@ def report_format(out: str | Path) -> str:
     return suffix[1:]
 
 
-def check_report_path(out: str | Path) -> str:
+def check_report_path(
+    out: str | Path, inputs: Sequence[str | Path] = (), catalog_dir: str | Path | None = None
+) -> str:
     """:func:`report_format` and :func:`check_writable`: call it before the work, so a report
-    that cannot be written fails at once instead of after hours of screening."""
+    that cannot be written fails at once instead of after hours of screening. A report is
+    never written over one of ``inputs`` (an upload it reports on) or into ``catalog_dir``."""
     fmt = report_format(out)
     check_writable(out)
+    target = os.path.realpath(out)
+    if catalog_dir is not None:
+        folder = os.path.realpath(catalog_dir)
+        if os.path.commonpath([folder, target]) == folder:
+            raise AudiodupError(f"cannot write {out}: it is inside the catalog folder")
+    if any(os.path.realpath(path) == target for path in inputs):
+        raise AudiodupError(f"cannot write {out}: it is one of the uploads")
     return fmt
 
 
@@ -362,9 +373,22 @@ def _csv(header: Sequence[str], rows: list[list]) -> str:
 
 
 def _write(out: str | Path, text: str) -> Path:
-    out = Path(out)
+    return write_atomically(Path(out), text.encode("utf-8"))
+
+
+def write_atomically(out: Path, data: bytes) -> Path:
+    """Write ``data`` to ``out`` through a temporary file in its folder, fsynced and renamed
+    into place: a full disk or a kill leaves the earlier file whole, never a truncated one.
+    A failure is one :class:`AudiodupError` line."""
+    tmp = out.with_name(f".audiodup-{os.getpid()}.tmp")  # the name may be at its length limit
     try:
-        out.write_text(text, encoding="utf-8", newline="")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out

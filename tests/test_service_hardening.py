@@ -225,3 +225,23 @@ def test_an_upload_form_field_that_is_not_utf8_is_refused(service) -> None:
     )
     assert answer.status_code == 422, answer.text
     assert "'uploader' is not UTF-8 text" in answer.json()["error"]["message"]
+
+
+def test_a_catalog_folder_moved_away_is_a_503_not_a_bad_key(
+    pristine_catalog_dir: Path, tmp_path: Path
+) -> None:
+    """The key file lives in the catalog folder: with the folder gone, a valid key is not
+    'unknown or revoked' (the client would drop a good key); it is the catalog's 503."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        root.rename(tmp_path / "moved")
+        answer = client.get("/v1/uploads/1", headers=bearer(key))
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "catalog_error"
+        wrong = client.get("/v1/uploads/1", headers=bearer("adk_00000000_" + "x" * 43))
+        assert wrong.status_code == 503
+        (tmp_path / "moved").rename(root)
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200

@@ -323,6 +323,9 @@ def require_scope(*scopes: str) -> Callable:
         keys: KeyFile = request.app.state.keys
         record = await run_in_threadpool(keys.verify, key)
         if record is None:
+            config = getattr(request.app.state, "config", None)
+            if config is not None and not config.db.is_dir():  # the keys went with it
+                raise ApiError(503, "catalog_error", "the catalog folder cannot be found")
             raise unauthorized("the API key is unknown or revoked")
         request.state.key_name = record.name
         if not any(record.allows(scope) for scope in scopes):
