@@ -1013,9 +1013,19 @@ class _GuardedStream:
 
 
 def _say(text: str) -> None:
-    """One line on stderr, unless stderr itself is what cannot be written."""
-    with contextlib.suppress(OSError, OutputLost):
+    """One line on stderr, unless stderr itself is what cannot be written (then what it holds
+    goes nowhere, so that flushing it at exit cannot fail either)."""
+    try:
         err.print(text, soft_wrap=True)
+        sys.stderr.flush()
+    except (OSError, OutputLost):
+        _discard(sys.__stderr__)
+
+
+def _discard(stream) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what is still buffered goes nowhere."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 def _output_lost(exc: OutputLost) -> None:
@@ -1023,22 +1033,33 @@ def _output_lost(exc: OutputLost) -> None:
     and the exit code is the one of an error, never a verdict's flag."""
     with contextlib.suppress(OSError, OutputLost):
         sys.stdout.flush()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    _discard(sys.__stdout__)
     if exc.errno != errno.EPIPE:
         _say(f"error: cannot write the output: {exc}")
     sys.exit(EXIT_INPUT_ERROR)
+
+
+def _run_command() -> None:
+    """The command of ``sys.argv``; its output flushed before it exits, so that output which
+    cannot be written is :class:`OutputLost` here and not an error at interpreter exit."""
+    try:
+        plain_screen = parse_plain_screen(sys.argv[1:])
+        if plain_screen is not None:
+            _run_plain_screen(plain_screen)
+        app()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def main() -> None:
     """Console entry point: every error becomes one line, never a traceback."""
     keep_freed_memory()
     streams = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _GuardedStream(sys.stdout), _GuardedStream(sys.stderr)
+    if sys.argv[1:2] != ["serve"]:  # the service logs to stderr itself, and never raises there
+        sys.stdout, sys.stderr = _GuardedStream(sys.stdout), _GuardedStream(sys.stderr)
     try:
-        plain_screen = parse_plain_screen(sys.argv[1:])
-        if plain_screen is not None:
-            _run_plain_screen(plain_screen)
-        app()
+        _run_command()
     except AudiodupError as exc:
         # one line; a metadata CSV's problems one line each (metadata.py escapes their text)
         lines = str(exc).split("\n") if isinstance(exc, MetadataError) else [str(exc)]

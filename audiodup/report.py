@@ -26,6 +26,8 @@ import contextlib
 import csv
 import io
 import os
+import stat
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -377,18 +379,34 @@ def _write(out: str | Path, text: str) -> Path:
 
 
 def write_atomically(out: Path, data: bytes) -> Path:
-    """Write ``data`` to ``out`` through a temporary file in its folder, fsynced and renamed
-    into place: a full disk or a kill leaves the earlier file whole, never a truncated one.
-    A failure is one :class:`AudiodupError` line."""
-    tmp = out.with_name(f".audiodup-{os.getpid()}.tmp")  # the name may be at its length limit
+    """Write ``data`` to ``out`` through a new temporary file in its folder, fsynced and
+    renamed into place: a full disk or a kill leaves the earlier file whole, never a truncated
+    one. A symlink is written through (its target is replaced, as :func:`check_report_path`
+    judged it), and an earlier file's mode is kept. A failure is one :class:`AudiodupError`."""
+    target = Path(os.path.realpath(out))
     try:
-        with open(tmp, "wb") as handle:
+        mode = stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".audiodup-", suffix=".tmp")
+    except OSError as exc:
+        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(tmp, out)
+        os.replace(name, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+            os.unlink(name)
         raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

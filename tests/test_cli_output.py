@@ -21,10 +21,16 @@ UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 CLEAN = UPLOADS / "unrelated_a.ogg"
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without audiodup's settings, and with Python's output buffered as in a
+    plain shell (output that is still buffered at exit is where a lost output shows)."""
+    skip = ("AUDIODUP_", "PYTHONUNBUFFERED")
+    return {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+
+
 def audiodup(*args: str, **options) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIODUP_")}
     return subprocess.run(
-        [sys.executable, "-m", "audiodup", *args], env=env, timeout=600, **options
+        [sys.executable, "-m", "audiodup", *args], env=clean_env(), timeout=600, **options
     )
 
 
@@ -51,12 +57,11 @@ def test_a_reader_that_goes_away_is_an_error_not_a_duplicate(pristine_catalog_di
         ("screen", "--json", "--top", "2", "--db", str(pristine_catalog_dir), str(CLEAN)),
         ("index", "list", "--db", str(pristine_catalog_dir)),
     ):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIODUP_")}
         child = subprocess.Popen(
             [sys.executable, "-m", "audiodup", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=env,
+            env=clean_env(),
         )
         child.stdout.close()  # before the child has written anything
         stderr = child.stderr.read()
@@ -66,7 +71,7 @@ def test_a_reader_that_goes_away_is_an_error_not_a_duplicate(pristine_catalog_di
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
 def test_a_full_disk_under_stdout_is_one_error_line(pristine_catalog_dir: Path) -> None:
-    for args in (("screen", str(CLEAN)), ("index", "list")):
+    for args in (("screen", str(CLEAN)), ("screen", "--json", str(CLEAN)), ("index", "list")):
         with open("/dev/full", "w") as full:
             done = audiodup(
                 *args, "--db", str(pristine_catalog_dir), stdout=full, stderr=subprocess.PIPE
@@ -109,3 +114,37 @@ def test_a_report_is_never_written_over_an_upload_or_into_the_catalog(
         assert done.returncode == 2, done.stderr
         assert "it is inside the catalog folder" in done.stderr
         assert not inside.exists()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
+def test_a_full_disk_under_stderr_is_an_error_s_exit_code(
+    pristine_catalog_dir: Path, tmp_path: Path
+) -> None:
+    """A clean upload whose report line ('report written to ...') cannot reach stderr: exit 2,
+    not 0 and not Python's 120 for a flush that fails at exit."""
+    with open("/dev/full", "w") as full:
+        done = audiodup(
+            "screen",
+            "--db",
+            str(pristine_catalog_dir),
+            "--out",
+            str(tmp_path / "r.json"),
+            str(CLEAN),
+            stdout=subprocess.DEVNULL,
+            stderr=full,
+        )
+    assert done.returncode == 2
+    assert json.loads((tmp_path / "r.json").read_text())["summary"]["clean"] == 1
+
+
+def test_a_report_keeps_its_mode_and_is_written_through_a_symlink(tmp_path: Path) -> None:
+    report = tmp_path / "reports" / "r.csv"
+    report.parent.mkdir()
+    write_atomically(report, b"first")
+    report.chmod(0o600)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(report)
+    write_atomically(link, b"second")
+    assert link.is_symlink() and report.read_bytes() == b"second"
+    assert report.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in report.parent.iterdir()) == ["r.csv"]

@@ -245,3 +245,28 @@ def test_a_catalog_folder_moved_away_is_a_503_not_a_bad_key(
         assert wrong.status_code == 503
         (tmp_path / "moved").rename(root)
         assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+
+
+def test_an_upload_form_s_declared_charset_does_not_change_its_text(service) -> None:
+    """Fields are checked as UTF-8 and read as UTF-8: a form declaring Latin-1 cannot turn
+    'caf\u00e9' into 'caf\u00c3\u00a9'."""
+    client, key, _ = service
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="uploader"\r\n\r\n'.encode()
+        + "caf\u00e9".encode()
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="a.ogg"\r\nContent-Type: audio/ogg\r\n\r\n'.encode()
+        + (UPLOADS / "unrelated_b.ogg").read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answer = client.post(
+        "/v1/uploads",
+        content=body,
+        headers={
+            **bearer(key["screen"]),
+            "Content-Type": f"multipart/form-data; boundary={boundary}; charset=latin-1",
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["upload"]["uploader"] == "caf\u00e9"

@@ -119,8 +119,9 @@ def _check(name: str, value: Any) -> Any:
         if not isinstance(value, str | Path) or not str(value).strip():
             raise ValueError("must be a folder or file path")
         # absolute from the start: the ledger records received files under it, and a worker
-        # or a later service started elsewhere must find them
-        return Path(value).resolve()
+        # or a later service started elsewhere must find them (symlinks are kept: a rotated
+        # key file's link must still be followed)
+        return Path(os.path.abspath(value))
     if name == "host":
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a host name or address")

@@ -206,6 +206,7 @@ class _TextFieldsParser(MultiPartParser):
             except UnicodeDecodeError:
                 name = shown_text(part.field_name)
                 raise MultiPartException(f"the field {name!r} is not UTF-8 text") from None
+            self._charset = "utf-8"  # read as checked, whatever charset the client declared
         super().on_part_end()
 
 

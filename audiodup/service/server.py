@@ -60,7 +60,8 @@ def run(config: ServiceConfig) -> None:
             timeout_worker_healthcheck=60,
         )
         listening = listening_socket(config.host, config.port)
-        event("listening", address=f"http://{config.host}:{listening.getsockname()[1]}")
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        event("listening", address=f"http://{host}:{listening.getsockname()[1]}")
         Multiprocess(server_config, sockets=[listening]).run()
     finally:
         with contextlib.suppress(OSError):
