@@ -638,15 +638,20 @@ class ShardedScreening:
 
     def _submit(self, task, spec, *args, group: int):
         # each group prefers its own worker (where its shards are open) and goes elsewhere
-        # when that worker is gone
+        # when that worker is gone; with no worker known yet, to the first that comes
+        # (distributed refuses allow_other_workers without workers)
+        placement = (
+            {"workers": [self._homes[group % len(self._homes)]], "allow_other_workers": True}
+            if self._homes
+            else {}
+        )
         return self.client.submit(
             task,
             spec,
             *args,
-            workers=[self._homes[group % len(self._homes)]] if self._homes else None,
-            allow_other_workers=True,
             pure=False,
             priority=1,  # before the decoding tasks of a rescan queued on the same worker
+            **placement,
         )
 
     def _scatter(self, data, **options):

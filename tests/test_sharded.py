@@ -440,6 +440,27 @@ def test_no_worker_left_is_a_clear_error_not_a_hang(split_catalog: Path, process
     assert "no workers" in str(outcome)
 
 
+def test_no_worker_when_the_groups_are_placed_again_is_a_clear_error(
+    split_catalog: Path, process_cluster
+):
+    """Every worker gone when the groups are placed again (as after the catalog changed): the
+    tasks wait for a worker and fail as 'no workers', never as distributed's refusal of
+    ``allow_other_workers`` without ``workers`` (an internal error before)."""
+    from audiodup.sharded import ShardedScreening
+
+    with Catalog.open(split_catalog, create=False) as catalog:
+        query = catalog.fingerprint(1)
+        with ShardedScreening(
+            catalog.store, catalog.settings, process_cluster.address, no_workers_s=3
+        ) as sharded:
+            assert sharded.match_fingerprint(query)
+            process_cluster.kill_workers()
+            sharded._key = None  # the catalog as if changed: its groups' homes are read again
+            outcome = _in_thread(lambda: sharded.match_fingerprint(query))
+    assert isinstance(outcome, ClusterError), outcome
+    assert "no workers" in str(outcome)
+
+
 def _pids(client) -> dict[str, int]:
     """The process id of each worker, by address."""
     return client.run(os.getpid)
