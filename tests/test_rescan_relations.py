@@ -251,6 +251,37 @@ def test_a_trimmed_copy_joins_the_cluster_of_its_source() -> None:
     assert ring.copies == 2
 
 
+def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerpt() -> None:
+    """Work 3 (a 2023 upload, 60 s) is 10 s of work 2 (another label's 2021 upload) and then
+    all of work 1 (a reference): a copy of work 1. The 10 s it shares with work 2 are work 2's
+    music, not work 1's: work 2 must not be said to contain an excerpt of work 3 because work
+    3's cluster holds a reference; nobody is accused through that pair."""
+    works = [work(1), work(2), work(3, 60.0)]
+    c31, c13 = both_ways(3, 1, (10, 50), (0, 40), 60.0, 40.0)
+    p32, p23 = both_ways(3, 2, (0, 10), (20, 30), 60.0, 40.0)
+    found = scans((1, [c13]), (2, [p23]), (3, [c31, p32]))
+    uploads = [
+        upload(1, 1, "label-a", "2020-01-01", role="reference"),
+        upload(2, 2, "label-b", "2021-01-01"),
+        upload(3, 3, "pirate", "2023-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 3)]
+    assert (3, "copy_of", 1) in kinds(report)
+    shared = next(k for k in report.links if {k.work_id, k.source_work_id} == {2, 3})
+    assert shared.kind == "overlap" and shared.direction.startswith("undetermined")
+    assert "by their own uploads work 2 was uploaded first" in shared.direction
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "label-b" not in ranks or ranks["label-b"].excerpts_used == 0
+    assert ranks["pirate"].copies == 1
+    # the pirate's own date first as well: the clusters' order and the works' agree
+    later = [*uploads[:1], upload(2, 2, "label-b", "2024-01-01"), uploads[2]]
+    assert (2, "contains_excerpt_of", 3) in kinds(report_of(works, found, later))
+    # an undated work's own order says nothing: the clusters' order stands
+    undated = [*uploads[:2], upload(3, 3, "pirate", None)]
+    assert (2, "contains_excerpt_of", 3) in kinds(report_of(works, found, undated))
+
+
 def test_a_short_work_inside_two_longer_originals_joins_only_the_stronger() -> None:
     """Work 3 (20 s) lies inside both 1 and 2 (two long mixes of the same label that share it):
     a copy of each, but the two mixes must not become one cluster through it."""

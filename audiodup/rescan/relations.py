@@ -171,7 +171,7 @@ def relate(
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
-            direction = _between_groups(a, b, first[final[a]], first[final[b]])
+            direction = _between_clusters(a, b, own, first[final[a]], first[final[b]])
         links.append(_link(pair, direction, min_share, final[a] == final[b]))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
@@ -195,6 +195,30 @@ def _between_groups(a: int, b: int, first_a: Originality, first_b: Originality) 
         return direction
     source = a if direction.source == first_a.work_id else b
     return Direction(source, direction.reason, direction.caveats)
+
+
+def _between_clusters(
+    a: int, b: int, own: dict[int, Originality], first_a: Originality, first_b: Originality
+) -> Direction:
+    """The direction between works ``a`` and ``b`` of two clusters that share an excerpt:
+    :func:`_between_groups` by the clusters' originals, unless both works are dated (or
+    references) and their own order says the other way. What they share need not be what a
+    copy took from its cluster's original (a copy of a reference padded with 10 s of another
+    label's earlier track shares those 10 s with that track, not the reference's music): then
+    the direction is undetermined and nobody is accused through this pair. An undated work's
+    own order says nothing (it never counts as the first), so the clusters' order stands."""
+    by_clusters = _between_groups(a, b, first_a, first_b)
+    if by_clusters.source is None:
+        return by_clusters
+    by_works = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
+    dated = all(o.reference or o.first is not None for o in (own[a], own[b]))
+    if not dated or by_works.source in (None, by_clusters.source):
+        return by_clusters
+    return Direction(
+        None,
+        f"undetermined: by their clusters {by_clusters.reason}, but by their own uploads "
+        f"{by_works.reason}; what they share need not come from the clusters' originals",
+    )
 
 
 def _side(work_id: int, first: Originality) -> str:
