@@ -213,11 +213,13 @@ def _exit_code_on_a_closed_pipe(argv: list[str]) -> int:
 
 
 def test_a_plain_screen_on_a_closed_pipe_ends_as_typer_ends_it(pristine_catalog_dir) -> None:
-    """``audiodup screen ... | head -0``: exit 1 in silence, as typer does, not an internal
-    error. ``--top 005`` is left to typer (the same value, read by typer)."""
+    """``audiodup screen ... | head -0``: exit 2 in silence (output that cannot be written, not
+    a verdict's flag: typer alone would say 1, a duplicate), on the fast path and through typer
+    alike (``--top 005`` is left to typer: the same value, read by typer); not an internal
+    error."""
     from conftest import UPLOADS_DIR
 
     upload = str(UPLOADS_DIR / "excerpt_15s_work_00.ogg")
     common = ["screen", "--json", "--db", str(pristine_catalog_dir), upload]
-    assert _exit_code_on_a_closed_pipe(common) == 1
-    assert _exit_code_on_a_closed_pipe([*common, "--top", "005"]) == 1
+    assert _exit_code_on_a_closed_pipe(common) == 2
+    assert _exit_code_on_a_closed_pipe([*common, "--top", "005"]) == 2
