@@ -381,6 +381,10 @@ class LoadedIndexes:
         return int(sum(shard.ntotal for shard in self.quad_shards))
 
     @property
+    def n_quad_shards(self) -> int:
+        return len(self.quad_shards)
+
+    @property
     def has_chroma(self) -> bool:
         return bool(self.chroma_shards)
 
@@ -424,14 +428,14 @@ class LoadedIndexes:
     def quad_works(self, quads: Quads, settings: Settings, top: int) -> list[QuadVote]:
         """The ``top`` live works ``quads`` point to (:func:`audiodup.quads.best_quad_works`,
         hits weighted by their rarity in the whole catalog), each shard within its share of
-        ``settings.quad_budget``."""
-        total = self.n_quad_entries
+        ``settings.quad_budget`` (:func:`audiodup.quads.shard_budget`)."""
+        total, n_shards = self.n_quad_entries, self.n_quad_shards
         found = [
             best_quad_works(
                 shard,
                 quads,
                 settings,
-                shard_budget(settings.quad_budget, shard.ntotal, total),
+                shard_budget(settings.quad_budget, shard.ntotal, total, n_shards),
                 top,
                 self.is_live,
                 rarity_total=total,

@@ -108,6 +108,7 @@ class CatalogTotals:
     n_works: int  # live works
     has_chroma: bool
     n_quad_entries: int = 0  # four-peak entries over all shards (each shard's budget share)
+    n_quad_shards: int = 0  # four-peak shards over all groups (the floor of a shard's share)
 
 
 @dataclass
@@ -116,6 +117,7 @@ class GroupIndexes(LoadedIndexes):
 
     catalog_hash_entries: int = 0
     catalog_quad_entries: int = 0
+    catalog_quad_shards: int = 0
 
     @property
     def n_hash_entries(self) -> int:
@@ -124,6 +126,10 @@ class GroupIndexes(LoadedIndexes):
     @property
     def n_quad_entries(self) -> int:
         return self.catalog_quad_entries
+
+    @property
+    def n_quad_shards(self) -> int:
+        return self.catalog_quad_shards
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,7 @@ class ShardGroup:
             own.quad_shards,
             catalog_hash_entries=totals.n_hash_entries,
             catalog_quad_entries=totals.n_quad_entries,
+            catalog_quad_shards=totals.n_quad_shards,
         )
         return screened.without(left_out)
 
@@ -208,9 +215,9 @@ def _worker_address() -> str:
         return "local"
 
 
-def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int]:
+def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int, int]:
     """The group's bucket sizes, hash entries, the catalog's live works, whether the group
-    has chroma shards and its four-peak entries."""
+    has chroma shards, its four-peak entries and four-peak shards."""
     indexes = open_group(spec).indexes
     n_live = int(indexes.live.sum())
     return (
@@ -219,6 +226,7 @@ def group_totals(spec: GroupSpec) -> tuple[np.ndarray, int, int, bool, int]:
         n_live,
         indexes.has_chroma,
         indexes.n_quad_entries,
+        indexes.n_quad_shards,
     )
 
 
@@ -686,6 +694,7 @@ class ShardedScreening:
                     parts[0][2],
                     any(p[3] for p in parts),
                     int(sum(p[4] for p in parts)),
+                    int(sum(p[5] for p in parts)),
                 )
                 # to one worker: the others fetch it from there when their tasks need it (a
                 # broadcast to a worker just killed could wait forever: SCALING.md, session 10);

@@ -249,6 +249,33 @@ def test_shards_split_by_work_propose_what_one_shard_does(works) -> None:
     assert shard_budget(300_000, 10, 0) == 0 and shard_budget(300_000, 1, 10**9) == 1
 
 
+def test_a_small_shard_beside_a_large_one_reads_at_least_an_equal_split(works) -> None:
+    """A growing catalog's newest works sit in a small shard beside a large one: by entries
+    alone its share of the budget is a few entries and a copy of its work gets too few votes;
+    with the floor (an equal split over the catalog's shards) it is voted first, while the
+    large shard's share and equal shards' shares stay as they were."""
+    items = [(w, fingerprint(p)) for w, p in works.items()]
+    large = quad_shard([(w, f) for w, f in items if w not in (23, 24, 25)], S)
+    small = quad_shard([(w, f) for w, f in items if w == 23], S)
+    upload = query_quads(fingerprint(altered(works[23], 0.9, 2.0)))
+    total = large.ntotal + small.ntotal
+    budget = total // 20
+    by_entries = shard_budget(budget, small.ntotal, total)
+    floored = shard_budget(budget, small.ntotal, total, 2)
+    assert floored == budget // 2 > 10 * by_entries
+    assert shard_budget(budget, large.ntotal, total, 2) == budget * large.ntotal // total
+    starved = best_quad_works(small, upload, S, by_entries, 5, rarity_total=total)
+    fed = best_quad_works(small, upload, S, floored, 5, rarity_total=total)
+    assert fed[0].work_id == 23
+    assert fed[0].support > 2 * (starved[0].support if starved else 0)
+    # equal shards keep their share by entries; the reads stay within twice the budget
+    assert shard_budget(300_000, 250, 1_000, 4) == 75_000
+    sizes = [10**6, 24, 9, 7, 6, 1]
+    shares = [shard_budget(300_000, n, sum(sizes), len(sizes)) for n in sizes]
+    assert shares[1:] == [50_000] * 5 and sum(shares) <= 600_000
+    assert shard_budget(300_000, 24, sum(sizes)) == 7  # the number of shards unknown: no floor
+
+
 def quads(keys, frames, spans=40, anchor_bins=60.0) -> Quads:
     """Quads of the given keys and anchor frames, with one span and anchor bin for all (or
     one each)."""
