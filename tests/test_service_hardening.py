@@ -204,25 +204,25 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line(
     assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
 
 
-def test_an_upload_form_field_that_is_not_utf8_is_refused(service) -> None:
-    client, key, _ = service
+def post_form(client, key: str, uploader: bytes, upload: str, charset: str = ""):
+    """``POST /v1/uploads`` of a multipart form built by hand: the ``uploader`` field's bytes
+    as given, then the ``file`` part, under a Content-Type with ``charset`` if given."""
     boundary = "b0undary"
     body = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="uploader"\r\n\r\n'.encode()
-        + b"\xff\xfe label\r\n"
-        + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.ogg"\r\n'
-        "Content-Type: audio/ogg\r\n\r\n".encode()
-        + (UPLOADS / "unrelated_a.ogg").read_bytes()
+        + uploader
+        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="a.ogg"\r\nContent-Type: audio/ogg\r\n\r\n'.encode()
+        + (UPLOADS / upload).read_bytes()
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    answer = client.post(
-        "/v1/uploads",
-        content=body,
-        headers={
-            **bearer(key["screen"]),
-            "Content-Type": f"multipart/form-data; boundary={boundary}",
-        },
-    )
+    kind = f"multipart/form-data; boundary={boundary}" + (f"; charset={charset}" if charset else "")
+    return client.post("/v1/uploads", content=body, headers={**bearer(key), "Content-Type": kind})
+
+
+def test_an_upload_form_field_that_is_not_utf8_is_refused(service) -> None:
+    client, key, _ = service
+    answer = post_form(client, key["screen"], b"\xff\xfe label", "unrelated_a.ogg")
     assert answer.status_code == 422, answer.text
     assert "'uploader' is not UTF-8 text" in answer.json()["error"]["message"]
 
@@ -251,22 +251,7 @@ def test_an_upload_form_s_declared_charset_does_not_change_its_text(service) -> 
     """Fields are checked as UTF-8 and read as UTF-8: a form declaring Latin-1 cannot turn
     'caf\u00e9' into 'caf\u00c3\u00a9'."""
     client, key, _ = service
-    boundary = "b0undary"
-    body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="uploader"\r\n\r\n'.encode()
-        + "caf\u00e9".encode()
-        + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-        'filename="a.ogg"\r\nContent-Type: audio/ogg\r\n\r\n'.encode()
-        + (UPLOADS / "unrelated_b.ogg").read_bytes()
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    answer = client.post(
-        "/v1/uploads",
-        content=body,
-        headers={
-            **bearer(key["screen"]),
-            "Content-Type": f"multipart/form-data; boundary={boundary}; charset=latin-1",
-        },
-    )
+    uploader = "caf\u00e9"
+    answer = post_form(client, key["screen"], uploader.encode(), "unrelated_b.ogg", "latin-1")
     assert answer.status_code == 201, answer.text
-    assert answer.json()["upload"]["uploader"] == "caf\u00e9"
+    assert answer.json()["upload"]["uploader"] == uploader
