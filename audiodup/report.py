@@ -26,8 +26,8 @@ import contextlib
 import csv
 import io
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -382,31 +382,29 @@ def write_atomically(out: Path, data: bytes) -> Path:
     """Write ``data`` to ``out`` through a new temporary file in its folder, fsynced and
     renamed into place: a full disk or a kill leaves the earlier file whole, never a truncated
     one. A symlink is written through (its target is replaced, as :func:`check_report_path`
-    judged it), and an earlier file's mode is kept. A failure is one :class:`AudiodupError`."""
+    judged it), and an earlier file's mode is kept (a new file's follows the umask). A failure
+    is one :class:`AudiodupError`."""
     target = Path(os.path.realpath(out))
+    tmp = target.with_name(f".audiodup-{secrets.token_hex(8)}.tmp")
     try:
-        mode = stat.S_IMODE(target.stat().st_mode)
+        earlier = target.stat().st_mode
     except OSError:
-        mode = 0o666 & ~_umask()
+        earlier = None
     try:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=".audiodup-", suffix=".tmp")
+        # O_EXCL: a new file, never one a symlink of that name points to
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fchmod(handle.fileno(), mode)
+            if earlier is not None:
+                os.fchmod(handle.fileno(), stat.S_IMODE(earlier))
             os.fsync(handle.fileno())
-        os.replace(name, target)
+        os.replace(tmp, target)
     except OSError as exc:
         with contextlib.suppress(OSError):
-            os.unlink(name)
+            tmp.unlink()
         raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -144,20 +144,11 @@ def check_query(request: Request, allowed: Collection[str]) -> None:
 async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
     """The whole request body, refused with 413 as soon as it holds more than ``max_bytes``
     (declared or sent, chunked or not)."""
+    too_large = ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
-    chunks = []
-    total = 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_bytes:
-                raise ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "disconnected", "the client went away mid-request") from None
-    return b"".join(chunks)
+        raise too_large
+    return b"".join([chunk async for chunk in _limited(request.stream(), max_bytes, too_large)])
 
 
 def _storage_error(exc: OSError) -> ApiError:
@@ -168,16 +159,20 @@ def _storage_error(exc: OSError) -> ApiError:
     return ApiError(503, "storage_error", f"the upload cannot be stored: {exc.strerror or exc}")
 
 
-async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+async def _limited(
+    stream: AsyncIterator[bytes], max_bytes: int, too_large: ApiError | None = None
+) -> AsyncIterator[bytes]:
+    """``stream``'s chunks, refused with ``too_large`` (default: the upload's 413) as soon as
+    they hold more than ``max_bytes``."""
     total = 0
     try:
         async for chunk in stream:
             total += len(chunk)
             if total > max_bytes:
-                raise _too_large(max_bytes)
+                raise too_large or _too_large(max_bytes)
             yield chunk
     except ClientDisconnect:
-        raise ApiError(400, "disconnected", "the client went away mid-upload") from None
+        raise ApiError(400, "disconnected", "the client went away mid-request") from None
 
 
 async def _write(
