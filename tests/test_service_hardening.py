@@ -6,9 +6,11 @@ error line, and the queue's root route is named in the metrics."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,7 @@ from audiodup.service.app import create_app  # noqa: E402
 from audiodup.service.auth import KeyFile  # noqa: E402
 from audiodup.service.config import ServiceConfig, load_config  # noqa: E402
 from audiodup.service.server import listening_socket  # noqa: E402
+from audiodup.store import CatalogStore, catalog_error  # noqa: E402
 
 UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
 
@@ -151,6 +154,34 @@ def test_a_damaged_key_file_is_a_503_that_does_not_show_its_path(
         answer = client.get("/v1/uploads/1", headers=bearer(key))
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "keys_unavailable"
         assert str(root) not in answer.text
+
+
+def test_a_catalog_error_s_paths_stay_in_the_log(
+    pristine_catalog_dir: Path, tmp_path: Path, caplog, monkeypatch
+) -> None:
+    """A catalog error (here the store's own error of a damaged database) is a 503
+    ``catalog_error`` that names no file of the service's; the log line of its detail, with
+    the request id, does."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+
+    def damaged(self, **_):
+        raise catalog_error(sqlite3.DatabaseError("database disk image is malformed"), root, "read")
+
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        monkeypatch.setattr(CatalogStore, "find_uploads", damaged)
+        with caplog.at_level(logging.WARNING, "audiodup.service"):
+            answer = client.get("/v1/uploads/1", headers=bearer(key))
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "catalog_error" and "log says why" in error["message"]
+    assert str(tmp_path) not in answer.text and "sqlite" not in answer.text.lower()
+    (detail,) = [r for r in caplog.records if r.getMessage() == "error detail"]
+    assert detail.fields["request_id"] == answer.headers["x-request-id"]
+    assert str(root) in detail.fields["error"] and "damaged" in detail.fields["error"]
 
 
 def test_a_relative_catalog_path_is_made_absolute(tmp_path: Path, monkeypatch) -> None:

@@ -308,6 +308,13 @@ def _request_id(request: Request) -> str:
     return getattr(request.state, "request_id", None) or uuid.uuid4().hex
 
 
+def _log_detail(exc: ApiError, **where) -> None:
+    """An error answer's detail for the operator (:attr:`ApiError.logged`)."""
+    logs.event(
+        "error detail", logging.WARNING, status=exc.status, code=exc.code, error=exc.logged, **where
+    )
+
+
 def error_response(request: Request, status: int, code: str, message: str, headers=None):
     body = {
         "error": {
@@ -323,6 +330,8 @@ def error_response(request: Request, status: int, code: str, message: str, heade
 def _install_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
+        if exc.logged:
+            _log_detail(exc, request_id=_request_id(request))
         return error_response(request, exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(KeyFileError)
@@ -866,6 +875,8 @@ def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONR
             )
             jobs.update(job_id, status="done", http_status=status, result=body)
         except ApiError as exc:
+            if exc.logged:
+                _log_detail(exc, job_id=job_id)
             jobs.update(
                 job_id,
                 status="failed",

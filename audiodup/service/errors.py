@@ -20,14 +20,24 @@ from . import logs
 
 class ApiError(Exception):
     """An HTTP error answer. ``code`` is a stable machine-readable word (``too_large``,
-    ``unsupported_media_type``, ...); ``message`` one line for a person."""
+    ``unsupported_media_type``, ...); ``message`` one line for a person; ``logged`` the
+    operator's detail (the catalog's paths), written to the log with the request id and never
+    sent to the client."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        logged: str | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.logged = logged
 
 
 def unauthorized(message: str) -> ApiError:
@@ -46,18 +56,22 @@ def engine_error(exc: BaseException) -> ApiError:
     """The API error of a library error met while screening, recording or reading: 422 for an
     upload that cannot be screened, 503 (``Retry-After``) for a busy catalog, 507 for a full
     disk, 503 for another catalog error, 503 (``Retry-After``) for a Dask cluster that did
-    not answer (``serve --dask``). Anything else is raised again."""
+    not answer (``serve --dask``). Anything else is raised again. A catalog error's own text
+    names the service's files: it is logged (:attr:`ApiError.logged`), the answer says what
+    kind of error it was."""
     if isinstance(exc, ApiError):
         return exc
     text = results.shown_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     if isinstance(exc, AudioDecodeError):
         return ApiError(422, "undecodable", f"the upload cannot be screened: {text}")
     if isinstance(exc, CatalogBusyError):
-        return ApiError(503, "busy", text, {"Retry-After": "5"})
+        message = "the catalog is busy with another writer; try again"
+        return ApiError(503, "busy", message, {"Retry-After": "5"}, logged=text)
     if isinstance(exc, DiskFullError):
-        return ApiError(507, "disk_full", text)
+        return ApiError(507, "disk_full", "the service's disk is full", logged=text)
     if isinstance(exc, CatalogError):
-        return ApiError(503, "catalog_error", text)
+        message = "the catalog cannot be read or written (the service's log says why)"
+        return ApiError(503, "catalog_error", message, logged=text)
     if isinstance(exc, SchedulerUnreachableError):  # its address is the operator's, not shown
         logs.event("dask scheduler unreachable", logging.WARNING, error=text)
         text = "the Dask scheduler cannot be reached (the service's log says why)"
