@@ -101,6 +101,33 @@ def test_a_chunked_review_form_is_read_up_to_its_size(service) -> None:
     assert not_utf8.status_code == 422 and "UTF-8" in not_utf8.json()["error"]["message"]
 
 
+def test_a_multipart_review_form_is_utf8_text_as_an_upload_s_fields_are(service) -> None:
+    client, key, _ = service
+    client.cookies.clear()
+
+    def login(value: bytes, charset: str = "", filename: str = ""):
+        disposition = 'form-data; name="key"' + (f'; filename="{filename}"' if filename else "")
+        body = (
+            f"--b0undary\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+            + value
+            + b"\r\n--b0undary--\r\n"
+        )
+        kind = "multipart/form-data; boundary=b0undary" + (
+            f"; charset={charset}" if charset else ""
+        )
+        return client.post(
+            "/review/login", content=body, headers={"Content-Type": kind}, follow_redirects=False
+        )
+
+    for charset in ("", "latin-1"):
+        answer = login(b"\xff\xfe" + key["review"].encode(), charset)
+        assert answer.status_code == 422, answer.text
+        assert "'key' is not UTF-8 text" in answer.json()["error"]["message"]
+    assert login(key["review"].encode(), "latin-1").status_code == 303
+    with_file = login(key["review"].encode(), filename="key.txt")  # a review form takes no file
+    assert with_file.status_code == 422 and with_file.json()["error"]["code"] == "bad_form"
+
+
 @pytest.mark.parametrize(
     "query, why",
     [

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
@@ -205,6 +205,24 @@ class _TextFieldsParser(MultiPartParser):
         super().on_part_end()
 
 
+async def _parsed_form(parser: _TextFieldsParser) -> FormData:
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise ApiError(422, "bad_form", f"the multipart body is malformed: {exc.message}") from None
+
+
+async def text_form(request: Request, body: bytes, max_fields: int) -> FormData:
+    """The text fields of a multipart form ``body`` read whole (a review form), each refused
+    with 422 when it is no UTF-8 text, as an upload's fields are."""
+
+    async def whole() -> AsyncIterator[bytes]:
+        yield body
+
+    parser = _TextFieldsParser(request.headers, whole(), max_files=0, max_fields=max_fields)
+    return await _parsed_form(parser)
+
+
 async def _receive_form(
     request: Request, target: Path, max_bytes: int, hash_bytes: bool
 ) -> Received:
@@ -215,10 +233,7 @@ async def _receive_form(
         max_fields=32,
         max_part_size=_MAX_FIELD_BYTES,
     )
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        raise ApiError(422, "bad_form", f"the multipart body is malformed: {exc.message}") from None
+    form = await _parsed_form(parser)
     try:
         fields: dict[str, str] = {}
         upload: UploadFile | None = None

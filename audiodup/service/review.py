@@ -549,8 +549,10 @@ async def _form(request: Request):
     if kind not in ("application/x-www-form-urlencoded", "multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "post the review form as a form")
     body = await intake.capped_body(request, _MAX_FORM_BYTES, "a review form")
-    if kind == "application/x-www-form-urlencoded":
-        intake.text_pairs(body, "form")  # a note that is no UTF-8 is refused, not replaced
+    # a note that is no UTF-8 is refused, not replaced
+    if kind == "multipart/form-data":
+        return await intake.text_form(request, body, max_fields=8)
+    intake.text_pairs(body, "form")
 
     async def replay() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
