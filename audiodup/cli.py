@@ -190,6 +190,7 @@ def index_add(
             TextColumn("{task.fields[name]}", markup=False),
             console=err,
             transient=True,
+            disable=not err.is_terminal,  # a log gets no bar and no blank line
         ) as progress,
     ):
         task = progress.add_task("add", total=None, name="")
@@ -720,6 +721,7 @@ def rescan_command(
             TextColumn("{task.fields[name]}"),
             console=err,
             transient=True,
+            disable=not err.is_terminal,  # a log gets no bar and no blank line
         ) as progress,
     ):
         task = progress.add_task("rescan", total=None, name="")

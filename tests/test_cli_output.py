@@ -148,3 +148,14 @@ def test_a_report_keeps_its_mode_and_is_written_through_a_symlink(tmp_path: Path
     assert link.is_symlink() and report.read_bytes() == b"second"
     assert report.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in report.parent.iterdir()) == ["r.csv"]
+
+
+def test_a_log_of_stderr_gets_no_progress_bar_and_no_blank_line(tmp_path: Path) -> None:
+    """Redirected to a file, stderr holds lines a person or a log collector reads: the
+    progress bars draw only on a terminal."""
+    db = tmp_path / "catalog"
+    catalog = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "catalog"
+    for args in (("index", "add", "--db", str(db), str(catalog)), ("rescan", "--db", str(db))):
+        done = audiodup(*args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert done.returncode == 0, done.stderr
+        assert all(line.strip() for line in done.stderr.splitlines()), repr(done.stderr)
