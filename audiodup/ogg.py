@@ -184,6 +184,10 @@ class FileView(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
+    @property
+    def size(self) -> int:
+        return self._size
+
     def tell(self) -> int:
         return self._position
 

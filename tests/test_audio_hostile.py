@@ -639,6 +639,62 @@ def test_video_streams_are_skipped_and_stream_count_is_capped(
 # --- 3. cost bombs: bounded by what is decoded ----------------------------------------------
 
 
+# --- a header that states less audio than the stream holds ------------------------------------
+
+
+def flac_stating(samples: np.ndarray, sr: int, frames: int) -> bytes:
+    """``samples`` as FLAC whose STREAMINFO states ``frames`` frames in all."""
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sr, format="FLAC")
+    blob = bytearray(buffer.getvalue())
+    assert blob[:4] == b"fLaC" and blob[4] & 0x7F == 0  # STREAMINFO is the first block
+    word = int.from_bytes(blob[18:26], "big")  # rate, channels, bits, then 36 bits of frames
+    blob[18:26] = (word >> 36 << 36 | frames).to_bytes(8, "big")
+    return bytes(blob)
+
+
+def ogg_stating(samples: np.ndarray, sr: int, frames: int) -> bytes:
+    """``samples`` as Ogg Vorbis whose last page's granule position states ``frames``."""
+    pages = ogg_pages(ogg_bytes(samples, sr))
+    last = pages[-1]
+    pages[-1] = sealed(last[:6] + struct.pack("<q", frames) + last[14:])
+    return b"".join(pages)
+
+
+LYING_HEADERS = {
+    "flac": lambda music_: flac_stating(music_, SR, 2 * SR),
+    "ogg": lambda music_: ogg_stating(music_, SR, 2 * SR),
+    "ogg-chain": lambda music_: ogg_bytes(music(43, 3.0), SR) + ogg_stating(music_, SR, 2 * SR),
+}
+
+
+@pytest.mark.parametrize("kind", list(LYING_HEADERS))
+def test_a_header_stating_less_audio_than_the_stream_holds_hides_nothing(
+    tmp_path: Path, decoder: str, kind: str
+) -> None:
+    """libsndfile stops where FLAC's total samples or an Ogg stream's last granule says the
+    audio ends, and an attacker can hide a copy after the few seconds such a header admits
+    to. ffmpeg, which reads on (as players built on it do), decodes it then; without ffmpeg
+    the file is an error, never a short decode screened as if it were all."""
+    samples = music(42, 12.0)
+    path = tmp_path / f"lying.{kind}"
+    path.write_bytes(LYING_HEADERS[kind](samples))
+    if decoder != "ffmpeg-fallback":
+        with pytest.raises(AudioDecodeError, match=r"stopped after the 2\.0 s its header states"):
+            load_audio(path)
+        return
+    audio = load_audio(path)
+    whole = 12.0 + (3.0 if kind == "ogg-chain" else 0.0)
+    assert audio.source_duration_s == pytest.approx(whole, abs=0.1)
+    sf.write(tmp_path / "honest.wav", samples, SR)
+    honest = load_audio(tmp_path / "honest.wav").samples
+    # past what the header admits to, where it lies (a link's start moves by its decoder delay)
+    hidden = honest[6 * ANALYSIS_SR : 7 * ANALYSIS_SR]
+    start = int((whole - 6.0) * ANALYSIS_SR)
+    lags = range(start - ANALYSIS_SR // 10, start + ANALYSIS_SR // 10)
+    assert max(correlation(audio.samples[i : i + len(hidden)], hidden) for i in lags) > 0.99
+
+
 def wav_header(channels: int, sample_rate_hz: int, bits: int, data_bytes: int) -> bytes:
     block_align = channels * bits // 8
     fmt = struct.pack("<HHIIHH", 1, channels, sample_rate_hz, sample_rate_hz * block_align,
