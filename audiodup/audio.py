@@ -596,7 +596,8 @@ def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
 def antiphase_signs(block: np.ndarray) -> np.ndarray | None:
     """The signs that undo a polarity-inverted channel of a ``(frames, channels)`` block: -1 for
     each channel that correlates below :data:`ANTIPHASE_CORRELATION` with the loudest one
-    (in a stereo block, the other one), else +1; None when no channel does.
+    (in a stereo block, the other one; of more channels, with the louder channel it is most
+    like: :func:`_inverted_among_many`), else +1; None when no channel does.
 
     The mean of channels in antiphase cancels what they share, the centre of the mix (a
     dual-mono track entirely: it would be "silent"), while a listener hears the recording
@@ -616,12 +617,35 @@ def antiphase_signs(block: np.ndarray) -> np.ndarray | None:
             for x in channels:
                 x[~np.isfinite(x)] = 0.0
             power = np.array([np.square(x).sum() for x in channels])
-        loudest = int(np.argmax(power))
-        cross = np.array([np.multiply(x, channels[loudest]).sum() for x in channels])
-        inverted = cross < ANTIPHASE_CORRELATION * np.sqrt(power * power[loudest])
+        if len(channels) > 2:
+            inverted = _inverted_among_many(channels, power)
+        else:
+            loudest = int(np.argmax(power))
+            cross = np.array([np.multiply(x, channels[loudest]).sum() for x in channels])
+            inverted = cross < ANTIPHASE_CORRELATION * np.sqrt(power * power[loudest])
     if not inverted.any():
         return None
     return np.where(inverted, np.float32(-1.0), np.float32(1.0))
+
+
+def _inverted_among_many(channels: list[np.ndarray], power: np.ndarray) -> np.ndarray:
+    """Of three or more channels, loudest first: each is inverted when, of the louder ones as
+    already signed, the one it correlates with most strongly it correlates with below
+    :data:`ANTIPHASE_CORRELATION`. A pair in antiphase beside a louder unrelated channel (a
+    copy in front left, inverted in front right, under a loud centre) is undone too; for two
+    channels this is the loudest-channel rule."""
+    stack = np.stack(channels)
+    scale = np.sqrt(np.outer(power, power))
+    correlation = np.divide(stack @ stack.T, scale, out=np.zeros_like(scale), where=scale > 0)
+    order = np.argsort(-power, kind="stable")
+    signs = np.ones(len(channels))
+    for position in range(1, len(order)):
+        louder = order[:position]
+        signed = correlation[order[position], louder] * signs[louder]
+        strongest = signed[int(np.argmax(np.abs(signed)))]
+        if strongest < ANTIPHASE_CORRELATION:
+            signs[order[position]] = -1.0
+    return signs < 0
 
 
 def _block_frames(channels: int) -> int:

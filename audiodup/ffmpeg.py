@@ -114,16 +114,17 @@ def decode_stream(
     mix: Mix | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
-    at most ``max_samples`` samples and whether there was more. A stream of 2 ``channels`` is
-    read as its two channels and mixed by ``mix`` in blocks of :data:`_MIX_BLOCK_FRAMES` as
-    they arrive (a polarity-inverted channel is undone there: ``audio.antiphase_signs``); any
-    other, or without ``mix``, is mixed down by ffmpeg."""
-    stereo = channels == 2 and mix is not None
+    at most ``max_samples`` samples and whether there was more. A stream of 2 or more
+    ``channels`` is read as its channels and mixed by ``mix`` in blocks of
+    :data:`_MIX_BLOCK_FRAMES` as they arrive (a polarity-inverted channel is undone there:
+    ``audio.antiphase_signs``; ffmpeg's own mix-down would cancel it); one whose channels the
+    probe did not tell, or without ``mix``, is mixed down by ffmpeg."""
+    mixed = channels if channels and channels >= 2 and mix is not None else None
     args = [
         *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
-        "-ac", "2" if stereo else "1", "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+        "-ac", str(mixed or 1), "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
-    run = _run(args, fd, max_samples, mix if stereo else None)
+    run = _run(args, fd, max_samples, None if mixed is None else (mix, mixed))
     if not run.cut and run.returncode != 0:
         raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
     return run.output, run.cut
@@ -172,10 +173,12 @@ class _Run:
     cut: bool  # stopped because the output budget was full
 
 
-def _run(args: list[str], fd: int, max_samples: int, mix: Mix | None = None) -> _Run:
+def _run(
+    args: list[str], fd: int, max_samples: int, mix: tuple[Mix, int] | None = None
+) -> _Run:
     """Run ffmpeg on the open file ``fd``: f32le samples from stdout, at most ``max_samples``
-    (then ffmpeg is stopped; with ``mix``, stereo frames mixed to as many mono samples), and
-    what its stderr says about the input."""
+    (then ffmpeg is stopped; with ``mix`` = (mix, channels), frames of that many channels mixed
+    to as many mono samples), and what its stderr says about the input."""
     os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/0 shares our offset
     try:
         process = subprocess.Popen(
@@ -187,7 +190,7 @@ def _run(args: list[str], fd: int, max_samples: int, mix: Mix | None = None) -> 
         limit = (_ADDRESS_SPACE_BYTES, _ADDRESS_SPACE_BYTES)
         resource.prlimit(process.pid, resource.RLIMIT_AS, limit)
     try:
-        sink = _Samples(max_samples) if mix is None else _MixedFrames(max_samples, mix)
+        sink = _Samples(max_samples) if mix is None else _MixedFrames(max_samples, *mix)
         cut, stderr = _collect(process, sink)
         output = sink.result()
         returncode = None if cut else process.wait()
@@ -238,9 +241,9 @@ def _collect(process: subprocess.Popen, sink: _Samples | _MixedFrames) -> tuple[
     return cut, stderr
 
 
-# mixes float32 (frames, 2) into a mono array of as many samples (audio._mix_to_mono)
+# mixes float32 (frames, channels) into a mono array of as many samples (audio._mix_to_mono)
 Mix = Callable[[np.ndarray, np.ndarray], np.ndarray]
-# stereo frames mixed at a time: 1.49 s at 11,025 Hz, as libsndfile's 65,536 frames at 44.1 kHz
+# frames mixed at a time: 1.49 s at 11,025 Hz, as libsndfile's 65,536 stereo frames at 44.1 kHz
 _MIX_BLOCK_FRAMES = 1 << 14
 
 
@@ -266,21 +269,22 @@ class _Samples:
 
 
 class _MixedFrames:
-    """ffmpeg's stereo f32le output, mixed to mono by ``mix`` a block of
+    """ffmpeg's f32le output of ``channels`` channels, mixed to mono by ``mix`` a block of
     :data:`_MIX_BLOCK_FRAMES` at a time (fixed blocks: the mix of a block does not depend on
     how the pipe delivered it), into a budget of ``max_frames``: the memory of the mono result
-    and one stereo block."""
+    and one block."""
 
-    def __init__(self, max_frames: int, mix: Mix):
+    def __init__(self, max_frames: int, mix: Mix, channels: int):
         self._output = np.empty(max_frames, np.float32)
-        self._block = np.empty((_MIX_BLOCK_FRAMES, 2), np.float32)
+        self._block = np.empty((_MIX_BLOCK_FRAMES, channels), np.float32)
         self._bytes = memoryview(self._block).cast("B")
+        self._frame_bytes = 4 * channels
         self._frames = 0  # mixed into the output
         self._staged = 0  # bytes of the block received
         self._mix = mix
 
     def _block_bytes(self) -> int:
-        return 8 * min(_MIX_BLOCK_FRAMES, len(self._output) - self._frames)
+        return self._frame_bytes * min(_MIX_BLOCK_FRAMES, len(self._output) - self._frames)
 
     def room(self) -> memoryview | None:
         end = self._block_bytes()
@@ -292,7 +296,7 @@ class _MixedFrames:
             self._flush()
 
     def _flush(self) -> None:
-        frames = self._staged // 8  # a last frame cut short is dropped
+        frames = self._staged // self._frame_bytes  # a last frame cut short is dropped
         if frames:
             end = self._frames + frames
             self._mix(self._block[:frames], self._output[self._frames : end])

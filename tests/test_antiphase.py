@@ -5,6 +5,8 @@ found, and music in no catalog work inverted the same way stays below ``duplicat
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from conftest import FIXTURES, chance_music, chord_cover, stereo_mix
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
+from audiodup.synth import synthesize_work
 
 
 def inverted_stereo(source: Path, folder: Path, dual_mono: bool) -> Path:
@@ -72,3 +75,67 @@ def test_chance_music_with_an_inverted_channel_stays_below_duplicate(
             (m.work_id, m.false_match_probability) for m in mono.matches
         ], source.name
         assert mixed.error is None and mixed.verdict != "duplicate", source.name
+
+
+def surround(front: np.ndarray, centre: np.ndarray, sr: int, path: Path) -> Path:
+    """A 5.1 file: ``front`` in front left and, polarity-inverted, in front right, under a
+    ``centre`` 1.5 times as loud (the loudest channel, unrelated to either front one); the
+    channels' mean keeps only the centre."""
+    n = min(len(front), len(centre))
+    front, centre = front[:n], centre[:n]
+    centre = centre * np.float32(1.5 * np.std(front) / max(np.std(centre), 1e-9))
+    channels = np.zeros((n, 6), np.float32)
+    channels[:, 0], channels[:, 1], channels[:, 2] = front, -front, centre
+    sf.write(str(path), channels, sr, subtype="FLOAT" if path.suffix == ".wav" else "PCM_24")
+    return path
+
+
+def mono(path: Path) -> tuple[np.ndarray, int]:
+    samples, sr = sf.read(str(path), dtype="float32")
+    return (samples.mean(axis=1) if samples.ndim == 2 else samples), sr
+
+
+@pytest.mark.parametrize("decoder", ["libsndfile", "ffmpeg"])
+def test_an_inverted_front_pair_under_a_louder_centre_is_found(
+    catalog: Catalog,
+    work_ids: dict[str, int],
+    manifest: dict,
+    tmp_path: Path,
+    decoder: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each channel of a surround file is compared with the louder channel it is most like,
+    not only with the loudest: the copy in antiphase between the front pair is found, read by
+    libsndfile (WAV) or by ffmpeg (Matroska), which hands back every channel to be mixed so."""
+    entry = next(e for e in manifest["uploads"] if e["file"] == "uploads/stretch_1.25_work_02.ogg")
+    copy, sr = mono(FIXTURES / entry["file"])
+    centre = synthesize_work(9311, len(copy) / sr, sr)
+    if decoder == "ffmpeg":
+        ffmpeg = shutil.which("ffmpeg")
+        if ffmpeg is None:
+            pytest.skip("ffmpeg is not installed: a Matroska file cannot be made or read")
+        monkeypatch.setenv("AUDIODUP_FFMPEG", ffmpeg)
+        wav = surround(copy, centre, sr, tmp_path / "surround.wav")
+        path = tmp_path / "surround.mkv"
+        subprocess.run(
+            [ffmpeg, "-nostdin", "-v", "error", "-i", str(wav), "-c:a", "flac", str(path)],
+            check=True,
+        )
+    else:
+        path = surround(copy, centre, sr, tmp_path / "surround.wav")
+    verdict = catalog.screen(path)
+    assert verdict.verdict == "duplicate", verdict
+    assert verdict.matches[0].work_id == work_ids[entry["work"]]
+    assert verdict.matches[0].tempo_ratio == pytest.approx(entry["tempo_ratio"], rel=0.02)
+
+
+def test_chance_music_in_an_inverted_front_pair_stays_below_duplicate(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    """Unrelated music, a medley and a short excerpt in antiphase between the front pair,
+    under louder unrelated music in the centre: none is a duplicate."""
+    for index, front in enumerate(chance_music(tmp_path, (9321, 9322, 9323), 22050)):
+        samples, sr = mono(front)
+        centre = synthesize_work(9324 + index, len(samples) / sr, sr)
+        verdict = catalog.screen(surround(samples, centre, sr, tmp_path / f"s{index}.wav"))
+        assert verdict.error is None and verdict.verdict != "duplicate", (front.name, verdict)

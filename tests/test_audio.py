@@ -193,6 +193,9 @@ def test_antiphase_signs_invert_the_channels_that_strongly_anticorrelate_with_th
     assert signs(block(0.0)) is None  # one silent channel
     assert signs(np.zeros((4096, 2), np.float32)) is None
     assert signs(block(-left, 0.3 * left + 0.3 * noise, left)) == [1, -1, 1, 1]
+    # a pair in antiphase under a louder unrelated channel: compared with each other too
+    assert signs(block(-left, 3 * noise)) == [1, -1, 1]
+    assert signs(block(-left, 3 * noise, 0.0)) == [1, -1, 1, 1]
     with np.errstate(all="raise"):  # no warning reaches the user
         for bad in (np.nan, np.inf, -np.inf):  # counted as silence, not as a veto
             damaged = block(-left)
