@@ -54,7 +54,7 @@ import re
 import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -807,19 +807,55 @@ def _decode_with_ffmpeg(
     """Each audio stream of the file, mono at the analysis rate (a stereo one mixed by
     :func:`_mix_to_mono`, as libsndfile's blocks are), within the caps; and whether the caps
     cut the audio."""
-    streams = ffmpeg.audio_streams(ffmpeg_path, fd)
-    if len(streams) > _MAX_FFMPEG_AUDIO_STREAMS:
-        raise AudioDecodeError(
-            f"cannot decode: {len(streams)} audio streams, at most {_MAX_FFMPEG_AUDIO_STREAMS}"
+    with ExitStack() as copies:
+        return _decode_ffmpeg_sources(
+            ffmpeg_path, _ffmpeg_sources(ffmpeg_path, fd, copies), settings
         )
-    for stream in streams:  # every header is checked before anything is decoded
+
+
+def _ffmpeg_sources(
+    ffmpeg_path: str, fd: int, copies: ExitStack
+) -> list[tuple[int, int, ffmpeg.FfmpegStream]]:
+    """``(file, stream index, stream)`` of every audio stream ffmpeg is to decode. ffmpeg reads
+    only the first link of a chained Ogg file, so each logical stream of an Ogg file that holds
+    several (chained or multiplexed) is copied alone to an anonymous temporary file first (held
+    open by ``copies``) and decoded from there."""
+    links = None
+    if os.pread(fd, 4, 0) == b"OggS":
+        with suppress(ogg.OggPageLimitError):  # too long to walk: ffmpeg reads it
+            links = ogg.audio_streams(fd)
+    if not links or len(links) < 2:
+        sources = [(fd, i, s) for i, s in enumerate(ffmpeg.audio_streams(ffmpeg_path, fd))]
+    else:
+        sources = []
+        for link in links[: _MAX_FFMPEG_AUDIO_STREAMS + 1]:
+            copy = copies.enter_context(tempfile.TemporaryFile(prefix="audiodup-ogg-"))  # noqa: SIM115
+            view = ogg.FileView(fd, link.runs)
+            while chunk := view.read(1 << 20):
+                copy.write(chunk)
+            if view.error is not None:
+                raise AudioDecodeError(f"cannot read file: {view.error.strerror}")
+            copy.flush()
+            probed = ffmpeg.audio_streams(ffmpeg_path, copy.fileno())
+            sources += [(copy.fileno(), i, s) for i, s in enumerate(probed)]
+    if len(sources) > _MAX_FFMPEG_AUDIO_STREAMS:
+        raise AudioDecodeError(
+            f"cannot decode: {len(sources)} audio streams, at most {_MAX_FFMPEG_AUDIO_STREAMS}"
+        )
+    return sources
+
+
+def _decode_ffmpeg_sources(
+    ffmpeg_path: str, sources: list[tuple[int, int, ffmpeg.FfmpegStream]], settings: Settings
+) -> tuple[list[_ArraySegment], bool]:
+    for _, _, stream in sources:  # every header is checked before anything is decoded
         if stream.sample_rate_hz is not None:
             _check_format(stream.sample_rate_hz, stream.channels or 1)
     analysis_hz = settings.sample_rate_hz
     remaining_samples = int(settings.max_duration_s * analysis_hz)
     native_budget_samples = settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S
     segments: list[_ArraySegment] = []
-    for index, stream in enumerate(streams):
+    for fd, index, stream in sources:
         # native samples (all channels) behind each output sample, 0 when the probe did not say
         native_per_sample = (stream.sample_rate_hz or 0) * (stream.channels or 1) / analysis_hz
         max_samples = remaining_samples

@@ -486,6 +486,28 @@ def test_a_copy_after_unrelated_audio_in_an_ogg_chain_is_found(
     assert Path(verdict.matches[0].path).name == "work_03.ogg"
 
 
+@needs_ffmpeg
+def test_a_chain_holding_a_link_libsndfile_cannot_read_is_decoded_link_by_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libsndfile cannot read ffmpeg's Ogg FLAC, and ffmpeg reads a chain only as far as its
+    links share one format: a copy in a 24-bit link after a 16-bit one was dropped with the
+    file screened as whole. Each link is now decoded by ffmpeg on its own."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    blobs = []
+    for index, (samples, sample_format) in enumerate(
+        [(music(44, 4.0), "s16"), (music(45, 6.0), "s32")]
+    ):
+        flac = ("-c:a", "flac", "-sample_fmt", sample_format)
+        blobs.append(encode(tmp_path, f"link{index}.oga", [samples], *flac).read_bytes())
+    chain = tmp_path / "chain.oga"
+    chain.write_bytes(b"".join(blobs))
+    audio = load_audio(chain)
+    assert audio.source_duration_s == pytest.approx(10.0, abs=0.05)
+    assert not audio.truncated
+    assert_holds_in_order(audio, [load_audio(tmp_path / f"link{i}.oga") for i in range(2)])
+
+
 @pytest.mark.parametrize("count", [2, 3])
 def test_every_stream_multiplexed_in_an_ogg_link_is_decoded(
     tmp_path: Path, decoder: str, count: int
