@@ -173,9 +173,7 @@ class _Run:
     cut: bool  # stopped because the output budget was full
 
 
-def _run(
-    args: list[str], fd: int, max_samples: int, mix: tuple[Mix, int] | None = None
-) -> _Run:
+def _run(args: list[str], fd: int, max_samples: int, mix: tuple[Mix, int] | None = None) -> _Run:
     """Run ffmpeg on the open file ``fd``: f32le samples from stdout, at most ``max_samples``
     (then ffmpeg is stopped; with ``mix`` = (mix, channels), frames of that many channels mixed
     to as many mono samples), and what its stderr says about the input."""

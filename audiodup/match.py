@@ -21,6 +21,7 @@ import numpy as np
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
 from .hashes import (
+    HASH_KEY_BITS,
     TripletHashes,
     entry_bin,
     entry_frame,
@@ -388,8 +389,11 @@ def verify_hashes(
     frames_per_second: float,
     bins_per_semitone: int,
     max_lines: int = 4,
+    flat_level: int | None = None,
 ) -> HashEvidence | None:
-    """Find the tempo ratio, pitch shift and aligned lines that explain the most hits."""
+    """Find the tempo ratio, pitch shift and aligned lines that explain the most hits. With
+    ``flat_level`` (the key's level of no frequency difference), the hits of flat triplets
+    count once per anchor bin (:func:`held_tone_patterns`)."""
     from scipy import ndimage  # here, not at start-up (issue #16)
 
     mask = votes.work == work_id
@@ -398,7 +402,7 @@ def verify_hashes(
     tq, tr = votes.query_frame[mask], votes.ref_frame[mask]
     lt, pb = votes.log_tempo[mask], votes.pitch_bins[mask]
     sq = votes.query_span[mask]
-    pattern = votes.pattern[mask]
+    pattern = held_tone_patterns(votes.pattern[mask], flat_level)
     # no pair repeats: the multi-probe keys of one triplet land in different buckets, and
     # concat_hashes drops triplets found at two peak densities
     n_votes = len(tq)
@@ -472,6 +476,20 @@ def verify_hashes(
         match_query_frames=tq[all_in],
         match_ref_frames=tr[all_in],
     )
+
+
+def held_tone_patterns(patterns: np.ndarray, flat_level: int | None) -> np.ndarray:
+    """``patterns`` with those of flat triplets (their three peaks in one frequency cell, key
+    levels ``flat_level``) made one per query anchor bin, whatever their timing. A held tone's
+    peaks form nothing but flat triplets, whose time ratios vary with where the peak picker
+    happened to land: counted as distinct patterns, a steady sine aligned with a tone a work
+    holds made a dozen independent-looking hits."""
+    if flat_level is None or len(patterns) == 0:
+        return patterns
+    keys = patterns // PATTERN_KEY_SCALE
+    cell = (1 << HASH_KEY_BITS[1]) - 1
+    flat = ((keys >> HASH_KEY_BITS[1]) & cell == flat_level) & (keys & cell == flat_level)
+    return np.where(flat, -1 - patterns % PATTERN_KEY_SCALE, patterns)
 
 
 def _distinct(patterns: np.ndarray) -> int:

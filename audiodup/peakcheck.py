@@ -61,12 +61,17 @@ class PeakCheck:
     alignment: Alignment
     matched_peaks: int
     checked_peaks: int  # upload peaks that map inside the reference
-    chance_peaks: float  # expected coincidences at shifted offsets
+    chance_peaks: float  # expected coinciding partials at shifted offsets
     probability: float  # tail probability times the grid size, before the search over works
     matched_query_frames: np.ndarray  # upload frames of the coinciding peaks
     # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
     # those of the peaks that sweep saw: it confirms nothing, its probability 1
     refined: bool = True
+    # the same counts in partials (:func:`sustained_partials`): a held tone's peaks are one
+    # partial, one piece of evidence, however long it is held; chance, the floors and the
+    # probability are reckoned in partials
+    matched_partials: int = 0
+    checked_partials: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -211,33 +216,94 @@ def check_alignment(
     if checked < 8:
         return None
     base = np.round(tempo * (tq - guess.query_centre) + guess.ref_centre + offset).astype(np.int64)
+    partial = sustained_partials(tq, ref_bins, tempo, settings)
     lo, hi = settings.peak_check_null_shift_s
     shift_frames = np.round(np.geomspace(lo, hi, settings.peak_check_null_shifts) * fps)
     shifts = np.unique(np.concatenate([-shift_frames, shift_frames]).astype(np.int64))
-    null_counts, null_checked, _ = coincidences(reference, base, ref_bins, shifts, settings)
-    usable = null_checked >= max(8, checked // 4)
-    if usable.sum() < 4:
+    at_best = np.zeros(1, dtype=np.int64)
+    hit, inside = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)
+    matched_partials, checked_partials = (int(n[0]) for n in _partials(partial, hit, inside))
+    null_hit, null_inside = coincidences(reference, base, ref_bins, shifts, settings, per_peak=True)
+    null_counts, null_checked = _partials(partial, null_hit, null_inside)
+    usable = null_checked >= max(8, checked_partials // 4)
+    if checked_partials < 8 or usable.sum() < 4:
         return None
     rate = null_counts[usable] / null_checked[usable]
     # a chance rate from a few dozen shifts is itself uncertain: take its upper side
     chance_rate = float(np.mean(rate) + 2.0 * np.std(rate) / np.sqrt(usable.sum()))
-    chance = max(chance_rate * checked, 0.5)
+    chance = max(chance_rate * checked_partials, 0.5)
     n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
-    if refined and _clears_floors(matched, checked, chance, settings):
+    if refined and _clears_floors(matched_partials, checked_partials, chance, settings):
         inflated = chance * settings.peak_check_chance_inflation
         from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
 
-        probability = min(1.0, float(special.pdtrc(matched - 1, inflated)) * n_cells)
+        probability = min(1.0, float(special.pdtrc(matched_partials - 1, inflated)) * n_cells)
     aligned = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
-    _, _, hit = coincidences(reference, base, ref_bins, np.zeros(1, dtype=np.int64), settings)
-    return PeakCheck(aligned, matched, checked, chance, probability, tq[hit], refined)
+    return PeakCheck(
+        aligned,
+        matched,
+        checked,
+        chance,
+        probability,
+        tq[hit[:, 0]],
+        refined,
+        matched_partials,
+        checked_partials,
+    )
+
+
+# a peak within this long of the one before it in the same semitone (in the work's time: a
+# copy at 2x tempo holds its notes half as long in the upload) continues its partial
+# (:func:`sustained_partials`). A lone steady tone's peaks lie up to ~0.55 s apart. At 113
+# works 1.0 s lost 8 hard copies (4 slowed + reverb: reverb holds partials), 0.6 s lost 3; with
+# 0.6 s, 550 test tones, drones and music ending on a tone were all clean (SCALING.md, session 36)
+SUSTAIN_GAP_S = 0.6
+
+
+def sustained_partials(
+    frames: np.ndarray, bins: np.ndarray, tempo_ratio: float, settings: Settings
+) -> np.ndarray:
+    """The partial of each upload peak (ids 0..n-1, in any order): peaks of one semitone each
+    within :data:`SUSTAIN_GAP_S` of the work's time (``tempo_ratio`` work seconds an upload
+    second) of the one before are one held partial. A held note's peaks say nothing its first
+    peak did not: counted as peaks, a steady tone aligned with any note a work holds (a test
+    tone, a drone, the held note at a track's end) coincided dozens of times where shifted
+    offsets found nothing, and looked like a recording."""
+    n = len(frames)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    semitone = np.round(np.asarray(bins, dtype=np.float64) / settings.bins_per_semitone)
+    order = np.lexsort((frames, semitone))
+    gap = SUSTAIN_GAP_S * settings.frames_per_second / tempo_ratio
+    t, st = np.asarray(frames, dtype=np.float64)[order], semitone[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (st[1:] != st[:-1]) | (np.diff(t) > gap)
+    partial = np.empty(n, dtype=np.int64)
+    partial[order] = np.cumsum(starts) - 1
+    return partial
+
+
+def _partials(
+    partial: np.ndarray, hit: np.ndarray, inside: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of the ``(peaks, offsets)`` masks: how many partials have a coinciding peak,
+    and how many a peak inside the work."""
+    n_partials = int(partial.max()) + 1 if len(partial) else 0
+    counts = []
+    for mask in (hit, inside):
+        seen = np.zeros((n_partials, mask.shape[1]), dtype=bool)
+        rows, columns = np.nonzero(mask)
+        seen[partial[rows], columns] = True
+        counts.append(seen.sum(axis=0))
+    return counts[0], counts[1]
 
 
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
-    """Whether the coincidences look like this recording rather than related music."""
+    """Whether the coincidences look like this recording rather than related music (counted in
+    partials, :func:`sustained_partials`)."""
     return check.refined and _clears_floors(
-        check.matched_peaks, check.checked_peaks, check.chance_peaks, settings
+        check.matched_partials, check.checked_partials, check.chance_peaks, settings
     )
 
 
@@ -280,10 +346,12 @@ def coincidences(
     bins: np.ndarray,
     offsets: np.ndarray,
     settings: Settings,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    per_peak: bool = False,
+):
     """Upload peaks at reference ``frames`` and ``bins`` (mapped), moved by each of the sorted
     ``offsets``: per offset, how many land within the tolerance of a reference peak and how many
-    land inside the work; and which peaks coincide at the first offset.
+    land inside the work; and which peaks coincide at the first offset. With ``per_peak``, the
+    ``(peaks, offsets)`` masks instead: which peaks coincide, which land inside.
 
     Sparse: only the reference peaks near each upload peak are visited, so the cost grows with
     the peaks, not with peaks x offsets."""
@@ -320,4 +388,7 @@ def coincidences(
     keep = known & inside
     coincide = np.zeros((n, len(offsets)), dtype=bool)  # each peak counts once per offset
     coincide[owner[keep], column[keep]] = True
+    if per_peak:
+        landed = frames[:, None] + offsets[None, :]
+        return coincide, (landed >= 0) & (landed < length)
     return coincide.sum(axis=0), checked, coincide[:, 0].copy()

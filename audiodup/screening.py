@@ -1371,7 +1371,14 @@ def peak_evidence(
 
 
 def _verify(votes: HashVotes, work_id: int, settings: Settings) -> HashEvidence | None:
-    return verify_hashes(votes, work_id, settings.frames_per_second, settings.bins_per_octave // 12)
+    flat_level = settings.hash_max_df_bins // settings.df_quant_bins
+    return verify_hashes(
+        votes,
+        work_id,
+        settings.frames_per_second,
+        settings.bins_per_octave // 12,
+        flat_level=flat_level,
+    )
 
 
 def _fine_scales(settings: Settings) -> np.ndarray:

@@ -24,7 +24,7 @@ from audiodup import Catalog, Match, Verdict
 from audiodup import match as match_module
 from audiodup.audio import load_audio
 from audiodup.fingerprint import Fingerprint, fingerprint_audio, fingerprint_hashes
-from audiodup.hashes import TripletHashes, pack_entry_ids
+from audiodup.hashes import HASH_KEY_BITS, TripletHashes, pack_entry_ids
 from audiodup.index import LoadedIndexes, sorted_hash_shard
 from audiodup.match import (
     PATTERN_KEY_SCALE,
@@ -472,6 +472,31 @@ def test_a_repeated_note_pattern_counts_once() -> None:
     assert distinct is not None and distinct.main_inliers >= 18
     assert once is not None and once.main_inliers == 1
     assert once.tempo_ratio == pytest.approx(0.5, rel=0.01)
+
+
+def test_flat_triplets_of_a_held_tone_count_once_per_anchor_bin() -> None:
+    """A held tone's triplets are flat (no frequency difference): their keys differ only by the
+    time ratio the peak picker's spacing gave them. With the flat level known they count once
+    per anchor bin; a line of other keys is untouched."""
+    per_semitone = S.bins_per_octave // 12
+    flat_level = S.hash_max_df_bins // S.df_quant_bins
+    _, df_bits = HASH_KEY_BITS
+    votes = synthetic_votes(8, [(0.5, 40.0, 5.0, 20)], noise_votes=0)
+    ratio = np.arange(len(votes.work), dtype=np.int64) % 16  # the spacing's time ratios
+    flat_key = ratio << (2 * df_bits) | flat_level << df_bits | flat_level
+    tone = HashVotes(
+        *(
+            flat_key * PATTERN_KEY_SCALE + 120 if f == "pattern" else getattr(votes, f)
+            for f in HashVotes.__dataclass_fields__
+        )
+    )
+    as_keys = verify_hashes(tone, 7, S.frames_per_second, per_semitone)
+    held = verify_hashes(tone, 7, S.frames_per_second, per_semitone, flat_level=flat_level)
+    assert as_keys is not None and as_keys.main_inliers == 16
+    assert held is not None and held.main_inliers == 1
+    music = verify_hashes(votes, 7, S.frames_per_second, per_semitone, flat_level=flat_level)
+    plain = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
+    assert (music.inliers, music.main_inliers) == (plain.inliers, plain.main_inliers) >= (18, 18)
 
 
 def test_verify_hashes_rejects_works_with_too_few_votes() -> None:

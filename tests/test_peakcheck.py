@@ -153,7 +153,9 @@ def test_a_copy_is_never_given_up_after_the_coarse_sweep() -> None:
 def test_a_given_up_check_confirms_nothing() -> None:
     """Counts that clear both floors confirm nothing from a check given up after its coarse
     sweep: the floors are those of the whole check."""
-    check = PeakCheck(Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0))
+    check = PeakCheck(
+        Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0), True, 150, 200
+    )
     assert confirms_recording(check, S)
     assert not confirms_recording(dataclasses.replace(check, refined=False), S)
 
@@ -270,9 +272,9 @@ def test_peaks_where_a_significant_chroma_alignment_put_them_combine(
 def test_a_recording_needs_both_floors(
     matched: int, checked: int, chance: float, confirmed: bool
 ) -> None:
-    check = PeakCheck(
-        Alignment(1.0, 0.0, 0.0, 0.0), matched, checked, chance, 1.0, np.zeros(matched)
-    )
+    alignment = Alignment(1.0, 0.0, 0.0, 0.0)
+    counts = (matched, checked)  # as many partials as peaks: the floors are on partials
+    check = PeakCheck(alignment, *counts, chance, 1.0, np.zeros(matched), True, *counts)
     assert confirms_recording(check, S) is confirmed
 
 

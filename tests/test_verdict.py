@@ -85,9 +85,9 @@ def check(
 ) -> PeakCheck:
     """A peak check whose coinciding peaks span 20 s of the upload."""
     frames = np.linspace(0.0, 20 * FPS, matched)
-    return PeakCheck(
-        Alignment(1.0, 0.0, 0.0, 10 * FPS), matched, checked, chance, probability, frames
-    )
+    alignment = Alignment(1.0, 0.0, 0.0, 10 * FPS)
+    counts = (matched, checked)
+    return PeakCheck(alignment, *counts, chance, probability, frames, True, *counts)
 
 
 def match(**fields) -> Match:
