@@ -61,15 +61,15 @@ class PeakCheck:
     alignment: Alignment
     matched_peaks: int
     checked_peaks: int  # upload peaks that map inside the reference
-    chance_peaks: float  # expected coinciding partials at shifted offsets
+    chance_peaks: float  # expected coincidences at shifted offsets
     probability: float  # tail probability times the grid size, before the search over works
     matched_query_frames: np.ndarray  # upload frames of the coinciding peaks
     # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
     # those of the peaks that sweep saw: it confirms nothing, its probability 1
     refined: bool = True
     # the same counts in partials (:func:`sustained_partials`): a held tone's peaks are one
-    # partial, one piece of evidence, however long it is held; chance, the floors and the
-    # probability are reckoned in partials
+    # partial, however long it is held; a check of fewer than peak_check_min_partials matched
+    # partials confirms nothing
     matched_partials: int = 0
     checked_partials: int = 0
 
@@ -216,29 +216,32 @@ def check_alignment(
     if checked < 8:
         return None
     base = np.round(tempo * (tq - guess.query_centre) + guess.ref_centre + offset).astype(np.int64)
-    partial = sustained_partials(tq, ref_bins, tempo, settings)
     lo, hi = settings.peak_check_null_shift_s
     shift_frames = np.round(np.geomspace(lo, hi, settings.peak_check_null_shifts) * fps)
     shifts = np.unique(np.concatenate([-shift_frames, shift_frames]).astype(np.int64))
-    at_best = np.zeros(1, dtype=np.int64)
-    hit, inside = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)
-    matched_partials, checked_partials = (int(n[0]) for n in _partials(partial, hit, inside))
-    null_hit, null_inside = coincidences(reference, base, ref_bins, shifts, settings, per_peak=True)
-    null_counts, null_checked = _partials(partial, null_hit, null_inside)
-    usable = null_checked >= max(8, checked_partials // 4)
-    if checked_partials < 8 or usable.sum() < 4:
+    null_counts, null_checked, _ = coincidences(reference, base, ref_bins, shifts, settings)
+    usable = null_checked >= max(8, checked // 4)
+    if usable.sum() < 4:
         return None
     rate = null_counts[usable] / null_checked[usable]
     # a chance rate from a few dozen shifts is itself uncertain: take its upper side
     chance_rate = float(np.mean(rate) + 2.0 * np.std(rate) / np.sqrt(usable.sum()))
-    chance = max(chance_rate * checked_partials, 0.5)
+    chance = max(chance_rate * checked, 0.5)
+    at_best = np.zeros(1, dtype=np.int64)
+    hit, inside = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)
+    partial = sustained_partials(tq, ref_bins, tempo, settings)
+    matched_partials, checked_partials = (int(n[0]) for n in _partials(partial, hit, inside))
     n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
-    if refined and _clears_floors(matched_partials, checked_partials, chance, settings):
+    if (
+        refined
+        and _clears_floors(matched, checked, chance, settings)
+        and matched_partials >= settings.peak_check_min_partials
+    ):
         inflated = chance * settings.peak_check_chance_inflation
         from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
 
-        probability = min(1.0, float(special.pdtrc(matched_partials - 1, inflated)) * n_cells)
+        probability = min(1.0, float(special.pdtrc(matched - 1, inflated)) * n_cells)
     aligned = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
     return PeakCheck(
         aligned,
@@ -300,10 +303,12 @@ def _partials(
 
 
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
-    """Whether the coincidences look like this recording rather than related music (counted in
-    partials, :func:`sustained_partials`)."""
-    return check.refined and _clears_floors(
-        check.matched_partials, check.checked_partials, check.chance_peaks, settings
+    """Whether the coincidences look like this recording rather than related music, or a held
+    tone (fewer than ``peak_check_min_partials`` partials: :func:`sustained_partials`)."""
+    return (
+        check.refined
+        and _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
+        and check.matched_partials >= settings.peak_check_min_partials
     )
 
 

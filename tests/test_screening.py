@@ -1285,7 +1285,7 @@ def test_a_voted_work_leads_a_peak_check_that_finds_its_copy(
     assert confirms_recording(found.check, s)
     n_works = int(large.indexes.live.sum())
     fmp = combine_peaks_and_chroma(found.probability, n_works, None, s, confirmed=True)
-    assert fmp < s.duplicate_max_fmp * 1e-20
+    assert fmp < s.duplicate_max_fmp * 1e-15  # counted in partials: 7e-25 for pitch -3
     assert found.check.alignment.tempo_ratio == pytest.approx(tempo, rel=0.02)
     shift = found.check.alignment.pitch_bins / s.bins_per_semitone
     assert shift == pytest.approx(semitones, abs=0.5)
