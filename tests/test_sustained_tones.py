@@ -1,9 +1,9 @@
-"""A held tone is one piece of evidence, however long it is held (issue #14 review, session
-36): counted as peaks, a steady sine aligned with a note a catalog work holds coincided dozens
-of times where shifted offsets found nothing, and a test tone, a drone, or unrelated music
-ending on a held tone was called a ``duplicate``. The guided peak check now reckons its
-coincidences, chance and floors in sustained partials
-(:func:`audiodup.peakcheck.sustained_partials`)."""
+"""A held tone is not a recording (issue #14 review, session 36): a steady sine aligned with a
+note a catalog work holds coincided on dozens of peaks where shifted offsets found nothing, and
+a test tone, a drone, or unrelated music ending on a held tone was called a ``duplicate``. A
+guided peak check now needs ``peak_check_min_partials`` matched partials
+(:func:`audiodup.peakcheck.sustained_partials`), and hash hits of flat triplets count once per
+anchor bin (:func:`audiodup.match.held_tone_patterns`)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_a_held_tone_is_one_partial_and_a_new_note_another() -> None:
 def test_a_steady_tone_aligned_with_a_held_note_confirms_nothing() -> None:
     """The work holds one note for 3 s among scattered peaks; the upload is that note, held 6 s.
     Every upload peak coincides and shifted offsets find nothing: as peaks that was certainty,
-    as partials it is one."""
+    but it is one partial."""
     rng = np.random.default_rng(3)
     scattered = (rng.uniform(0, 60 * FPS, 400), rng.integers(0, 200, 400).astype(float))
     note = np.arange(20 * FPS, 23 * FPS, 2.0)
