@@ -67,11 +67,9 @@ class PeakCheck:
     # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
     # those of the peaks that sweep saw: it confirms nothing, its probability 1
     refined: bool = True
-    # the same counts in partials (:func:`sustained_partials`): a held tone's peaks are one
-    # partial, however long it is held; a check of fewer than peak_check_min_partials matched
-    # partials confirms nothing
+    # the partials of the coinciding peaks (:func:`sustained_partials`): a held tone's peaks are
+    # one partial, however long it is held; fewer than peak_check_min_partials confirm nothing
     matched_partials: int = 0
-    checked_partials: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -228,9 +226,8 @@ def check_alignment(
     chance_rate = float(np.mean(rate) + 2.0 * np.std(rate) / np.sqrt(usable.sum()))
     chance = max(chance_rate * checked, 0.5)
     at_best = np.zeros(1, dtype=np.int64)
-    hit, inside = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)
-    partial = sustained_partials(tq, ref_bins, tempo, settings)
-    matched_partials, checked_partials = (int(n[0]) for n in _partials(partial, hit, inside))
+    hit = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)[0][:, 0]
+    matched_partials = len(np.unique(sustained_partials(tq, ref_bins, tempo, settings)[hit]))
     n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
     if (
@@ -249,18 +246,15 @@ def check_alignment(
         checked,
         chance,
         probability,
-        tq[hit[:, 0]],
+        tq[hit],
         refined,
         matched_partials,
-        checked_partials,
     )
 
 
 # a peak within this long of the one before it in the same semitone (in the work's time: a
 # copy at 2x tempo holds its notes half as long in the upload) continues its partial
-# (:func:`sustained_partials`). A lone steady tone's peaks lie up to ~0.55 s apart. At 113
-# works 1.0 s lost 8 hard copies (4 slowed + reverb: reverb holds partials), 0.6 s lost 3; with
-# 0.6 s, 550 test tones, drones and music ending on a tone were all clean (SCALING.md, session 36)
+# (:func:`sustained_partials`). A lone steady tone's peaks lie up to ~0.55 s apart
 SUSTAIN_GAP_S = 0.6
 
 
@@ -285,21 +279,6 @@ def sustained_partials(
     partial = np.empty(n, dtype=np.int64)
     partial[order] = np.cumsum(starts) - 1
     return partial
-
-
-def _partials(
-    partial: np.ndarray, hit: np.ndarray, inside: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per column of the ``(peaks, offsets)`` masks: how many partials have a coinciding peak,
-    and how many a peak inside the work."""
-    n_partials = int(partial.max()) + 1 if len(partial) else 0
-    counts = []
-    for mask in (hit, inside):
-        seen = np.zeros((n_partials, mask.shape[1]), dtype=bool)
-        rows, columns = np.nonzero(mask)
-        seen[partial[rows], columns] = True
-        counts.append(seen.sum(axis=0))
-    return counts[0], counts[1]
 
 
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:

@@ -153,11 +153,12 @@ def test_a_copy_is_never_given_up_after_the_coarse_sweep() -> None:
 def test_a_given_up_check_confirms_nothing() -> None:
     """Counts that clear both floors confirm nothing from a check given up after its coarse
     sweep: the floors are those of the whole check."""
-    check = PeakCheck(
-        Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0), True, 150, 200
-    )
+    check = PeakCheck(Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0), True, 150)
     assert confirms_recording(check, S)
     assert not confirms_recording(dataclasses.replace(check, refined=False), S)
+    # a held tone's dozens of peaks in a few partials (audiodup.peakcheck.sustained_partials)
+    few = dataclasses.replace(check, matched_partials=S.peak_check_min_partials - 1)
+    assert not confirms_recording(few, S)
 
 
 def test_the_wrong_pitch_finds_nothing() -> None:
@@ -273,8 +274,7 @@ def test_a_recording_needs_both_floors(
     matched: int, checked: int, chance: float, confirmed: bool
 ) -> None:
     alignment = Alignment(1.0, 0.0, 0.0, 0.0)
-    counts = (matched, checked)  # as many partials as peaks: the floors are on partials
-    check = PeakCheck(alignment, *counts, chance, 1.0, np.zeros(matched), True, *counts)
+    check = PeakCheck(alignment, matched, checked, chance, 1.0, np.zeros(matched), True, matched)
     assert confirms_recording(check, S) is confirmed
 
 

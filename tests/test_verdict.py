@@ -86,8 +86,7 @@ def check(
     """A peak check whose coinciding peaks span 20 s of the upload."""
     frames = np.linspace(0.0, 20 * FPS, matched)
     alignment = Alignment(1.0, 0.0, 0.0, 10 * FPS)
-    counts = (matched, checked)
-    return PeakCheck(alignment, *counts, chance, probability, frames, True, *counts)
+    return PeakCheck(alignment, matched, checked, chance, probability, frames, True, matched)
 
 
 def match(**fields) -> Match:
