@@ -47,6 +47,7 @@ limit. ``python -m benchmarks.hostile_decode`` measures the worst inputs we coul
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import math
 import os
@@ -829,20 +830,30 @@ def _ffmpeg_sources(
     else:
         sources = []
         for link in links[: _MAX_FFMPEG_AUDIO_STREAMS + 1]:
-            copy = copies.enter_context(tempfile.TemporaryFile(prefix="audiodup-ogg-"))  # noqa: SIM115
-            view = ogg.FileView(fd, link.runs)
-            while chunk := view.read(1 << 20):
-                copy.write(chunk)
-            if view.error is not None:
-                raise AudioDecodeError(f"cannot read file: {view.error.strerror}")
-            copy.flush()
-            probed = ffmpeg.audio_streams(ffmpeg_path, copy.fileno())
-            sources += [(copy.fileno(), i, s) for i, s in enumerate(probed)]
+            copy = _link_copy(fd, link, copies)
+            probed = ffmpeg.audio_streams(ffmpeg_path, copy)
+            sources += [(copy, i, s) for i, s in enumerate(probed)]
     if len(sources) > _MAX_FFMPEG_AUDIO_STREAMS:
         raise AudioDecodeError(
             f"cannot decode: {len(sources)} audio streams, at most {_MAX_FFMPEG_AUDIO_STREAMS}"
         )
     return sources
+
+
+def _link_copy(fd: int, link: ogg.OggStream, copies: ExitStack) -> int:
+    """The file descriptor of an anonymous temporary file holding ``link``'s pages alone."""
+    try:
+        copy = copies.enter_context(tempfile.TemporaryFile(prefix="audiodup-ogg-"))  # noqa: SIM115
+        view = ogg.FileView(fd, link.runs)
+        while chunk := view.read(1 << 20):
+            copy.write(chunk)
+        copy.flush()
+    except OSError as exc:
+        where = "for a copy of an Ogg stream" if exc.errno == errno.ENOSPC else ""
+        raise AudioDecodeError(f"cannot decode: {exc.strerror or exc} {where}".strip()) from None
+    if view.error is not None:
+        raise AudioDecodeError(f"cannot read file: {view.error.strerror}")
+    return copy.fileno()
 
 
 def _decode_ffmpeg_sources(
