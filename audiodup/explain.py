@@ -332,7 +332,10 @@ def _draw_peaks(ax, check: PeakCheck, fps: float) -> None:
         color="tab:green",
         alpha=0.5,
         linewidths=0,
-        label=f"{check.matched_peaks} coinciding peaks ({check.chance_peaks:.0f} by chance)",
+        label=(
+            f"{check.matched_peaks} coinciding peaks in {check.matched_partials} partials "
+            f"({check.chance_peaks:.0f} by chance)"
+        ),
     )
     ax.legend(loc="upper left", fontsize=8)
 
