@@ -333,7 +333,7 @@ def _draw_peaks(ax, check: PeakCheck, fps: float) -> None:
         alpha=0.5,
         linewidths=0,
         label=(
-            f"{check.matched_peaks} coinciding peaks in {check.matched_partials} partials "
+            f"{check.matched_peaks} coinciding peaks from {check.matched_onsets} onsets "
             f"({check.chance_peaks:.0f} by chance)"
         ),
     )

@@ -67,9 +67,9 @@ class PeakCheck:
     # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
     # those of the peaks that sweep saw: it confirms nothing, its probability 1
     refined: bool = True
-    # the partials of the coinciding peaks (:func:`sustained_partials`): a held tone's peaks are
-    # one partial, however long it is held; fewer than peak_check_min_partials confirm nothing
-    matched_partials: int = 0
+    # the onsets of the coinciding peaks' partials (:func:`matched_onsets`): a held tone or chord
+    # is one, however long it is held; fewer than peak_check_min_onsets confirm nothing
+    matched_onsets: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -225,15 +225,14 @@ def check_alignment(
     # a chance rate from a few dozen shifts is itself uncertain: take its upper side
     chance_rate = float(np.mean(rate) + 2.0 * np.std(rate) / np.sqrt(usable.sum()))
     chance = max(chance_rate * checked, 0.5)
-    at_best = np.zeros(1, dtype=np.int64)
-    hit = coincidences(reference, base, ref_bins, at_best, settings, per_peak=True)[0][:, 0]
-    matched_partials = len(np.unique(sustained_partials(tq, ref_bins, tempo, settings)[hit]))
+    _, _, hit = coincidences(reference, base, ref_bins, np.zeros(1, dtype=np.int64), settings)
+    onsets = matched_onsets(tq, ref_bins, hit, tempo, settings)
     n_cells = int(round(2 * span / fine + 1)) * len(offsets)  # the fine grid over the whole span
     probability = 1.0
     if (
         refined
         and _clears_floors(matched, checked, chance, settings)
-        and matched_partials >= settings.peak_check_min_partials
+        and onsets >= settings.peak_check_min_onsets
     ):
         inflated = chance * settings.peak_check_chance_inflation
         from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
@@ -248,7 +247,7 @@ def check_alignment(
         probability,
         tq[hit],
         refined,
-        matched_partials,
+        onsets,
     )
 
 
@@ -281,13 +280,34 @@ def sustained_partials(
     return partial
 
 
+# partials that start within this long of each other (in the work's time) start at one onset
+ONSET_GAP_S = 0.1
+
+
+def matched_onsets(
+    frames: np.ndarray, bins: np.ndarray, hit: np.ndarray, tempo_ratio: float, settings: Settings
+) -> int:
+    """How many distinct onsets the coinciding peaks (``hit``) come from: the starts of their
+    partials (:func:`sustained_partials`), those within :data:`ONSET_GAP_S` of the work's time
+    of each other taken as one. A held tone, or a chord or drone whose harmonics all start
+    together, is one onset however many peaks and partials coincide; music changes notes."""
+    partial = sustained_partials(frames, bins, tempo_ratio, settings)
+    if not hit.any():
+        return 0
+    starts = np.full(int(partial.max()) + 1, np.inf)
+    np.minimum.at(starts, partial, np.asarray(frames, dtype=np.float64))
+    begun = np.sort(starts[np.unique(partial[hit])])
+    gap = ONSET_GAP_S * settings.frames_per_second / tempo_ratio
+    return int(1 + np.count_nonzero(np.diff(begun) > gap))
+
+
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
     """Whether the coincidences look like this recording rather than related music, or a held
-    tone (fewer than ``peak_check_min_partials`` partials: :func:`sustained_partials`)."""
+    tone or chord (fewer than ``peak_check_min_onsets`` onsets: :func:`matched_onsets`)."""
     return (
         check.refined
         and _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
-        and check.matched_partials >= settings.peak_check_min_partials
+        and check.matched_onsets >= settings.peak_check_min_onsets
     )
 
 
@@ -330,12 +350,10 @@ def coincidences(
     bins: np.ndarray,
     offsets: np.ndarray,
     settings: Settings,
-    per_peak: bool = False,
-):
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Upload peaks at reference ``frames`` and ``bins`` (mapped), moved by each of the sorted
     ``offsets``: per offset, how many land within the tolerance of a reference peak and how many
-    land inside the work; and which peaks coincide at the first offset. With ``per_peak``, the
-    ``(peaks, offsets)`` masks instead: which peaks coincide, which land inside.
+    land inside the work; and which peaks coincide at the first offset.
 
     Sparse: only the reference peaks near each upload peak are visited, so the cost grows with
     the peaks, not with peaks x offsets."""
@@ -372,7 +390,4 @@ def coincidences(
     keep = known & inside
     coincide = np.zeros((n, len(offsets)), dtype=bool)  # each peak counts once per offset
     coincide[owner[keep], column[keep]] = True
-    if per_peak:
-        landed = frames[:, None] + offsets[None, :]
-        return coincide, (landed >= 0) & (landed < length)
     return coincide.sum(axis=0), checked, coincide[:, 0].copy()

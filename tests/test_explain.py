@@ -178,8 +178,8 @@ def test_peak_coincidences_are_drawn_under_the_chroma_alignment(
     figure = figure_of(catalog, query, work_id, None, chroma, peaks=peaks)
     dots = [c for c in figure.axes[0].collections if "coinciding peaks" in c.get_label()]
     assert len(dots) == 1
-    assert f"in {peaks.matched_partials} partials" in dots[0].get_label()
-    assert peaks.matched_partials >= catalog.settings.peak_check_min_partials
+    assert f"from {peaks.matched_onsets} onsets" in dots[0].get_label()
+    assert peaks.matched_onsets >= catalog.settings.peak_check_min_onsets
     upload_s, reference_s = np.asarray(dots[0].get_offsets()).T
     assert len(upload_s) == peaks.matched_peaks
     assert np.polyfit(upload_s, reference_s, 1)[0] == pytest.approx(1.15, abs=0.02)

@@ -156,8 +156,8 @@ def test_a_given_up_check_confirms_nothing() -> None:
     check = PeakCheck(Alignment(1.0, 0.0, 0.0, 0.0), 150, 200, 10.0, 1.0, np.zeros(0), True, 150)
     assert confirms_recording(check, S)
     assert not confirms_recording(dataclasses.replace(check, refined=False), S)
-    # a held tone's dozens of peaks in a few partials (audiodup.peakcheck.sustained_partials)
-    few = dataclasses.replace(check, matched_partials=S.peak_check_min_partials - 1)
+    # a held tone's or chord's dozens of peaks from one onset (audiodup.peakcheck.matched_onsets)
+    few = dataclasses.replace(check, matched_onsets=S.peak_check_min_onsets - 1)
     assert not confirms_recording(few, S)
 
 
