@@ -465,8 +465,8 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
             return render_explain(
                 catalog, query, work_id, upload_name=src.upload_name, dpi=PICTURE_DPI
             )
-        except ClusterError as exc:  # serve --dask: the cluster, not the picture, failed
-            raise engine_error(exc) from None
+        except (ClusterError, CatalogError) as exc:  # the cluster or the catalog failed, not
+            raise engine_error(exc) from None  # the picture (the catalog's text: to the log)
         except AudiodupError as exc:
             raise ApiError(409, "picture_unavailable", str(exc)) from None
 
