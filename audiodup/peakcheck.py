@@ -67,8 +67,8 @@ class PeakCheck:
     # False: given up after the coarse sweep (:func:`check_alignment`), its counts and chance
     # those of the peaks that sweep saw: it confirms nothing, its probability 1
     refined: bool = True
-    # the onsets of the coinciding peaks' partials (:func:`matched_onsets`): a held tone or chord
-    # is one, however long it is held; fewer than peak_check_min_onsets confirm nothing
+    # the onsets of the coinciding peaks' partials (:func:`matched_onsets`): a held tone is one,
+    # however long it is held; fewer than peak_check_min_onsets confirm nothing
     matched_onsets: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
@@ -289,8 +289,9 @@ def matched_onsets(
 ) -> int:
     """How many distinct onsets the coinciding peaks (``hit``) come from: the starts of their
     partials (:func:`sustained_partials`), those within :data:`ONSET_GAP_S` of the work's time
-    of each other taken as one. A held tone, or a chord or drone whose harmonics all start
-    together, is one onset however many peaks and partials coincide; music changes notes."""
+    of each other taken as one. A held tone is one onset however many of its peaks coincide;
+    music changes notes. A held chord or drone whose harmonics get a peak only now and then
+    breaks into several (a review's power chord of 12 harmonics: 9)."""
     partial = sustained_partials(frames, bins, tempo_ratio, settings)
     if not hit.any():
         return 0

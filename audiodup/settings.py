@@ -232,8 +232,8 @@ class Settings:
     peak_check_min_rate: float = 0.3  # coincidences over upload peaks checked
     peak_check_chance_inflation: float = 2.0
     # onsets of the coinciding peaks (peakcheck.matched_onsets) a check needs to confirm a
-    # recording: a held tone, chord or drone aligned with one a work holds coincides on dozens
-    # of peaks but starts once (benchmarks/SCALING.md, session 36)
+    # recording: a held tone aligned with a note a work holds coincides on dozens of peaks but
+    # starts once (benchmarks/SCALING.md, session 36)
     peak_check_min_onsets: int = 4
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     # best look-up candidates whose fullest coarse cell leads a check (peakcheck.cell_alignment)

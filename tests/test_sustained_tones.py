@@ -1,8 +1,8 @@
 """A held tone is not a recording (issue #14 review, session 36): a steady sine aligned with a
 note a catalog work holds coincided on dozens of peaks where shifted offsets found nothing, and
 a test tone, a drone, or unrelated music ending on a held tone was called a ``duplicate``. A
-guided peak check now needs ``peak_check_min_partials`` matched partials
-(:func:`audiodup.peakcheck.sustained_partials`), and hash hits of flat triplets count once per
+guided peak check now needs coinciding peaks from ``peak_check_min_onsets`` onsets
+(:func:`audiodup.peakcheck.matched_onsets`), and hash hits of flat triplets count once per
 anchor bin (:func:`audiodup.match.held_tone_patterns`)."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from audiodup.peakcheck import (
     Alignment,
     check_alignment,
     confirms_recording,
+    matched_onsets,
     reference_peaks,
     sustained_partials,
 )
@@ -49,6 +50,17 @@ def test_a_held_tone_is_one_partial_and_a_new_note_another() -> None:
     # in the work's time: at 0.25x tempo the 2-s rest is 0.5 s of the work, within the gap
     assert len(np.unique(sustained_partials(frames, bins, 0.25, S))) == 3
     assert len(sustained_partials(np.zeros(0), np.zeros(0), 1.0, S)) == 0
+
+
+def test_a_held_tone_is_one_onset_and_a_melody_many() -> None:
+    tone = np.arange(0, 6 * FPS, FPS / 6)
+    everything = np.ones(len(tone), dtype=bool)
+    assert matched_onsets(tone, np.full(len(tone), 120.0), everything, 1.0, S) == 1
+    # a note every 0.4 s, a semitone up each time; two notes struck together are one onset
+    notes = np.repeat(np.arange(0, 4 * FPS, 0.4 * FPS), 2)
+    bins = 90.0 + S.bins_per_semitone * np.arange(len(notes))
+    assert matched_onsets(notes, bins, np.ones(len(notes), dtype=bool), 1.0, S) == len(notes) // 2
+    assert matched_onsets(notes, bins, np.zeros(len(notes), dtype=bool), 1.0, S) == 0
 
 
 def test_a_steady_tone_aligned_with_a_held_note_confirms_nothing() -> None:
