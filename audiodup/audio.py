@@ -703,11 +703,13 @@ class _SoundfileSegment:
     def __init__(
         self,
         open_file: Callable[[], sf.SoundFile],
-        unread_bytes: Callable[[], int],
+        unread_bytes: Callable[[], int] | None = None,
         view: ogg.FileView | None = None,
     ):
         self._open_file = open_file
-        self._unread_bytes = unread_bytes  # of the file or stream, where libsndfile stopped
+        # the bytes of the file (``unread_bytes``) or stream (``view``) after where libsndfile
+        # stopped
+        self._unread_bytes = unread_bytes or (lambda: view.size - view.tell())
         self._view = view  # where libsndfile reads through Python: its read errors are kept
         self.more = False
         with _libsndfile_errors():
@@ -780,11 +782,7 @@ def _soundfile_segments(fd: int) -> Iterator[_SoundfileSegment]:
         if index >= _MAX_OGG_STREAMS:  # each costs a decoder: ffmpeg reads a chain as one
             raise _Unparsed(f"cannot decode: more than {_MAX_OGG_STREAMS} chained Ogg streams")
         view = ogg.FileView(fd, stream.runs)
-        yield _SoundfileSegment(
-            lambda view=view: sf.SoundFile(view.reopened()),
-            lambda view=view: view.size - view.tell(),
-            view,
-        )
+        yield _SoundfileSegment(lambda view=view: sf.SoundFile(view.reopened()), view=view)
 
 
 def _trailing_tags(fd: int, end: int) -> int:

@@ -129,6 +129,19 @@ def probe_cells(
     return cell, np.clip(cell + step, 0, levels - 1)
 
 
+def flat_level(max_df_bins: int, df_quant_bins: int) -> int:
+    """The key level of no frequency difference, as :func:`triplet_hashes` quantises one."""
+    return int(np.floor(max_df_bins / df_quant_bins + 0.5))
+
+
+def flat_keys(keys: np.ndarray, level: int) -> np.ndarray:
+    """Which ``keys`` are flat: both frequency differences at ``level`` (:func:`flat_level`),
+    the three peaks at one frequency, as a held tone's triplets are."""
+    keys = np.asarray(keys, dtype=np.int64)
+    cell = (1 << _DF_BITS) - 1
+    return (((keys >> _DF_BITS) & cell) == level) & ((keys & cell) == level)
+
+
 def _quantise(coords, multiprobe: bool, margin: float = 0.12):
     """Keys from continuous coordinates; with ``multiprobe`` also the near-edge neighbours."""
 

@@ -21,12 +21,12 @@ import numpy as np
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
 from .hashes import (
-    HASH_KEY_BITS,
     TripletHashes,
     entry_bin,
     entry_frame,
     entry_span,
     entry_work,
+    flat_keys,
     pack_entry_ids,
     scrambled_work_ids,
 )
@@ -392,7 +392,7 @@ def verify_hashes(
     flat_level: int | None = None,
 ) -> HashEvidence | None:
     """Find the tempo ratio, pitch shift and aligned lines that explain the most hits. With
-    ``flat_level`` (the key's level of no frequency difference), the hits of flat triplets
+    ``flat_level`` (:func:`audiodup.hashes.flat_level`), the hits of flat triplets
     count once per anchor bin (:func:`held_tone_patterns`)."""
     from scipy import ndimage  # here, not at start-up (issue #16)
 
@@ -486,9 +486,7 @@ def held_tone_patterns(patterns: np.ndarray, flat_level: int | None) -> np.ndarr
     holds made a dozen independent-looking hits."""
     if flat_level is None or len(patterns) == 0:
         return patterns
-    keys = patterns // PATTERN_KEY_SCALE
-    cell = (1 << HASH_KEY_BITS[1]) - 1
-    flat = ((keys >> HASH_KEY_BITS[1]) & cell == flat_level) & (keys & cell == flat_level)
+    flat = flat_keys(patterns // PATTERN_KEY_SCALE, flat_level)
     return np.where(flat, -1 - patterns % PATTERN_KEY_SCALE, patterns)
 
 

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
-from .hashes import KEY_BITS, TripletHashes
+from .hashes import KEY_BITS, TripletHashes, flat_level
 from .index import LoadedIndexes
 from .match import (
     ChromaEvidence,
@@ -1371,13 +1371,12 @@ def peak_evidence(
 
 
 def _verify(votes: HashVotes, work_id: int, settings: Settings) -> HashEvidence | None:
-    flat_level = settings.hash_max_df_bins // settings.df_quant_bins
     return verify_hashes(
         votes,
         work_id,
         settings.frames_per_second,
         settings.bins_per_octave // 12,
-        flat_level=flat_level,
+        flat_level=flat_level(settings.hash_max_df_bins, settings.df_quant_bins),
     )
 
 
