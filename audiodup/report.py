@@ -61,6 +61,7 @@ _MATCH_COLUMNS = (
     "matched_hashes",
     "chroma_similarity",
     "matched_peaks",
+    "chroma_steadiness",
 )
 
 
