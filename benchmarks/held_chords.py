@@ -44,6 +44,13 @@ WINDOWS_S = (3, 5, 10)
 WORK_CHORDS_HZ = {"A3": (220.0,), "A major": (220.0, 277.2, 329.6), "A2 power": (110.0, 164.8)}
 UPLOAD_CHORDS_HZ = {**WORK_CHORDS_HZ, "C major 7": (130.8, 164.8, 196.0, 246.9)}
 VARIANTS = ("same", "rolloff 1.2", "random phases", "vibrato")
+TITLE = (
+    "# Held chords against real music\n\n"
+    "A same recording whose upload keeps one chord over the aligned part (`chroma_steadiness`"
+    " at or above `held_chord_min_steadiness`) is at most `suspect` (`audiodup.verdict."
+    "held_chord`). Each section below is one run of `python -m benchmarks.held_chords`; see"
+    " its docstring for what it builds.\n"
+)
 EFFECTS = ("clean", "noise 20 dB", "noise 10 dB", "reverb", "mp3 96k")
 
 
@@ -214,8 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = held_chords(Path(scratch))
     command = "python -m benchmarks.held_chords " + " ".join(argv or sys.argv[1:])
     text = report(hours, windows, rows, command.strip())
-    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else ""
-    args.out.write_text(previous + ("\n" if previous else "") + text, encoding="utf-8")
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else TITLE
+    args.out.write_text(previous + "\n" + text, encoding="utf-8")
     print(text)
     return 0
 
