@@ -61,6 +61,7 @@ _MATCH_COLUMNS = (
     "matched_hashes",
     "chroma_similarity",
     "matched_peaks",
+    "matched_onsets",
     "chroma_steadiness",
 )
 

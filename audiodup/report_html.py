@@ -674,6 +674,8 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
     )
     both = "" if pair.found_both_ways else " Found in one direction only."
     peaks = "" if seen.matched_peaks is None else f", {seen.matched_peaks} coinciding peaks"
+    if seen.matched_onsets is not None:
+        peaks += f" from {seen.matched_onsets} onsets"
     return (
         f'<p class="evidence">{_e(how)}: {_e(seen.relation)}, tempo x{seen.tempo_ratio:.3f}, '
         f"pitch {seen.pitch_shift_semitones:+.2f} st, work {member} "

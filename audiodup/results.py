@@ -54,6 +54,8 @@ class Match:
     # upload peaks landing on the work's peaks under the alignment, when the guided peak check
     # made or confirmed the match
     matched_peaks: int | None = None
+    # the onsets those peaks come from (peakcheck.matched_onsets): a held tone is one
+    matched_onsets: int | None = None
     # the chroma channel found the hashes' tempo, pitch and offset on its own (and the peaks
     # confirm the recording): the probability is the combined one, and a duplicate needs no
     # hash or peak count floor

@@ -1096,6 +1096,7 @@ def hash_match(
         chroma_similarity=chroma.similarity if chroma else None,
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
+        matched_onsets=check.matched_onsets if check else None,
         chroma_confirmed=chroma is not None,
         # the fit of all hits first: the sections' own tempos scatter (114 ramped benchmark
         # copies that both read: p10-p90 1.046-1.079 from the sections, 1.064-1.078 from the
@@ -1279,6 +1280,7 @@ def peak_match(
         chroma_similarity=found.chroma.evidence.similarity if found.chroma else None,
         sections=(section,),
         matched_peaks=check.matched_peaks,
+        matched_onsets=check.matched_onsets,
         chroma_steadiness=aligned_steadiness(query, (section,), settings),
     )
 

@@ -556,6 +556,7 @@ def test_hash_lines_alone_make_a_recording_match_and_weak_ones_none() -> None:
     assert list(found) == [1]
     assert found[1].relation == "same_recording" and not found[1].chroma_confirmed
     assert found[1].chroma_similarity is None and found[1].matched_peaks is None
+    assert found[1].matched_onsets is None
 
 
 def test_agreeing_hashes_and_chroma_confirmed_by_peaks_combine() -> None:
@@ -566,6 +567,7 @@ def test_agreeing_hashes_and_chroma_confirmed_by_peaks_combine() -> None:
     m = combine(evidence)[1]
     assert m.false_match_probability == pytest.approx(1e-4 * 1e-2 / N_WORKS)
     assert m.chroma_confirmed and m.chroma_similarity == 0.8 and m.matched_peaks == 40
+    assert m.matched_onsets == 40  # check() gives every coinciding peak its own onset
     assert decide([m], S) == "duplicate"
     # without the peaks' confirmation the hash line stands alone
     alone = combine(Evidence(N_WORKS, evidence.hashes, evidence.chroma))[1]
@@ -602,7 +604,7 @@ def test_a_significant_chroma_alignment_multiplies_with_its_peaks() -> None:
     m = combine(evidence)[1]
     assert m.relation == "same_recording"
     assert m.false_match_probability == pytest.approx(1e-9 * 1e-4)
-    assert m.matched_peaks == 40 and decide([m], S) == "duplicate"
+    assert m.matched_peaks == 40 and m.matched_onsets == 40 and decide([m], S) == "duplicate"
 
 
 def test_a_peak_check_replaces_a_weaker_match_only() -> None:
