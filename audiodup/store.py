@@ -287,10 +287,15 @@ def _path_value(path: str) -> str | bytes:
             return path_text(path)
 
 
-def _path_forms(path: str) -> tuple[str | bytes, str]:
+def _path_forms(path: str) -> tuple[str | bytes, str | bytes]:
     """The two values a file's path may be stored as: :func:`_path_value`, and the shown text
-    a catalog written before recorded (the same for a name that is UTF-8)."""
-    return _path_value(path), path_text(path)
+    a catalog written before recorded (the same for a name that is UTF-8). When a file is
+    named by that text itself (``x\\xff.wav`` spelled out beside ``x<0xFF>.wav``) the text
+    is that file's path, not this one's: only :func:`_path_value` is looked for."""
+    value, shown = _path_value(path), path_text(path)
+    if isinstance(value, bytes) and os.path.lexists(shown):
+        return value, value
+    return value, shown
 
 
 def _file_of(value: str | bytes) -> str:

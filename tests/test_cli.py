@@ -195,6 +195,29 @@ def test_names_that_print_alike_stay_apart(tmp_path: Path) -> None:
     assert report.scanned == 2 and not report.fallbacks and not report.errors
 
 
+def test_the_spelled_name_first_does_not_hide_the_byte_name(tmp_path: Path) -> None:
+    """The README audit's order: the spelled-out name added first, then the byte name holding
+    the same audio (same size and modification time). The byte name is an upload of its own,
+    not the spelled file "already present" (a catalog written before kept a byte name as its
+    shown text, which is the spelled file's path)."""
+    byte_name, spelled = names_shown_alike(tmp_path / "in")
+    os.replace(spelled, tmp_path / "spare.wav")
+    shutil.copy2(os.fsencode(byte_name), spelled)
+    db = tmp_path / "db"
+    first = run("index", "add", "--db", db, spelled)
+    assert first.exit_code == 0 and "added 1," in first.stdout, first.output
+    second = run("index", "add", "--db", db, byte_name)
+    assert second.exit_code == 0 and "identical 1," in second.stdout, second.output
+    with Catalog.open(db) as catalog:
+        assert len(catalog.store.uploads()) == 2  # shown alike
+        stored = catalog.store.db.execute("SELECT source_path FROM uploads").fetchall()
+    assert sorted(os.fsencode(v) if isinstance(v, str) else v for (v,) in stored) == sorted(
+        [os.fsencode(byte_name), os.fsencode(spelled)]
+    )
+    again = run("index", "add", "--db", db, byte_name)
+    assert "already present 1," in again.stdout, again.output
+
+
 def test_metadata_rows_and_excerpts_name_the_exact_file(tmp_path: Path) -> None:
     """The same two names shown alike: a metadata row naming the spelled-out file gives its
     title to that file alone, and the reports take excerpts from each work's own file."""
