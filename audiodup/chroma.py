@@ -10,8 +10,6 @@ lines up with the reference whatever the tempo change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
 from .settings import DEFAULT_SETTINGS
@@ -92,24 +90,6 @@ def segment_vectors(
     kc, kt = coeffs
     vectors = spectrum[:, :kt, :kc].reshape(len(starts), -1)
     return _normalise_rows(np.sqrt(vectors)).astype(np.float32), starts
-
-
-def steadiness(chroma: np.ndarray, spans_s: Sequence[tuple[float, float]], fps: float) -> float:
-    """How nearly the chroma frames over ``spans_s`` (``(start_s, end_s)`` pairs) keep one
-    chord: the length of the mean of their unit vectors, 1 for one held chord or tone (silent
-    frames, which :func:`chroma_frames` makes zero, left out; 1 when every frame is silent).
-
-    A held chord lines up with any work that holds it, at any offset, so its coincidences
-    prove no recording. In the benchmark corpora's 9.4 hours of real music 0.16 % of 3-s
-    windows and 0.02 % of 5-s windows reach 0.99; 160 held chords and tones of 6-12 s, clean or
-    under noise at 10 dB SNR, reverb or MP3, reach 0.995 (benchmarks/HELD_CHORDS.md)."""
-    rows = [chroma[max(int(a * fps), 0) : int(np.ceil(b * fps)) + 1] for a, b in spans_s]
-    frames = np.concatenate(rows) if rows else np.zeros((0, 12), np.float32)
-    frames = frames[np.linalg.norm(frames, axis=1) > 1e-3]
-    if len(frames) == 0:
-        return 1.0
-    unit = _normalise_rows(frames.astype(np.float64))
-    return float(min(1.0, np.linalg.norm(unit.mean(axis=0))))
 
 
 def _normalise_rows(x: np.ndarray) -> np.ndarray:

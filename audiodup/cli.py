@@ -37,7 +37,6 @@ from .results import (
 )
 from .service.config import ServiceConfig
 from .settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
-from .verdict import shown_relation
 
 # Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
 # 2 an error (an input or work that could not be screened, a report that could not be
@@ -619,7 +618,7 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
                 name if i == 0 else "",
                 label if i == 0 else "",
                 _user(f"{m.work_id}: {Path(m.path).name}"),
-                shown_relation(m),
+                m.relation.replace("same_", ""),
                 f"x{m.tempo_ratio:.3f}",
                 f"{m.pitch_shift_semitones:+.2f}",
                 f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",

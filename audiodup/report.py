@@ -62,7 +62,6 @@ _MATCH_COLUMNS = (
     "chroma_similarity",
     "matched_peaks",
     "matched_onsets",
-    "chroma_steadiness",
 )
 
 

@@ -31,7 +31,6 @@ from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import Match, ReviewDecision, Section, UploadInfo, Verdict, shown_text
-from .verdict import shown_relation
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -794,7 +793,10 @@ def _matches_table(matches: Sequence[Match]) -> str:
         [
             _e(f"{m.work_id}: {_work_name(m)}"),
             _owner(m),
-            _e(("identical audio, " if m.identical_content else "") + shown_relation(m)),
+            _e(
+                ("identical audio, " if m.identical_content else "")
+                + m.relation.replace("same_", "")
+            ),
             f"{_s(m.query_start_s)}–{_s(m.query_end_s)}",
             f"{_s(m.ref_start_s)}–{_s(m.ref_end_s)}",
             *_number_cells(m),

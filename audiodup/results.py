@@ -71,9 +71,6 @@ class Match:
     # upload tempo at the end of the aligned part / at its start, when the sections show a
     # tempo that changes along the upload (a DJ's ramp); None when it is steady
     tempo_drift: float | None = None
-    # how nearly the upload keeps one chord over the aligned part (chroma.steadiness), for a
-    # same recording: from settings.held_chord_min_steadiness a held chord, at most suspect
-    chroma_steadiness: float | None = None
 
 
 # the Verdict fields that time the stages: they differ between two runs of the same screening

@@ -22,7 +22,6 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from .chroma import steadiness
 from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
 from .hashes import KEY_BITS, TripletHashes, flat_level
 from .index import LoadedIndexes
@@ -1102,16 +1101,7 @@ def hash_match(
         # copies that both read: p10-p90 1.046-1.079 from the sections, 1.064-1.078 from the
         # fit, a 1.08 ramp); the set of copies given a drift is the same
         tempo_drift=curve_drift(e, fps) or _bending_drift(e, fps) or tempo_drift(sections),
-        chroma_steadiness=aligned_steadiness(query, sections, settings),
     )
-
-
-def aligned_steadiness(
-    query: Fingerprint, sections: Sequence[Section], settings: Settings
-) -> float:
-    """:func:`audiodup.chroma.steadiness` of the upload over the aligned ``sections``."""
-    spans = [(s.query_start_s, s.query_end_s) for s in sections]
-    return steadiness(query.chroma, spans, settings.chroma_fps)
 
 
 # a section counts for drift with this much evidence; tempos closer than this are one tempo
@@ -1281,7 +1271,6 @@ def peak_match(
         sections=(section,),
         matched_peaks=check.matched_peaks,
         matched_onsets=check.matched_onsets,
-        chroma_steadiness=aligned_steadiness(query, (section,), settings),
     )
 
 

@@ -184,10 +184,6 @@ class Settings:
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
     min_coverage_s: float = 3.0
-    # a same recording whose upload keeps one chord over the aligned part (chroma.steadiness at
-    # or above this) is at most suspect: a held chord or tone lines up with any work holding it
-    # (benchmarks/SCALING.md, session 37)
-    held_chord_min_steadiness: float = 0.99
     duplicate_min_hashes: int = 8
     # chance-match priors, measured on the Debian corpus (background fits per query may only
     # raise them): mean excess of a chance line over the minimum of 3 hashes

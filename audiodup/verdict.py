@@ -32,7 +32,7 @@ import numpy as np
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck, confirms_recording
 from .results import Match, VerdictLabel
-from .settings import DEFAULT_SETTINGS, Settings
+from .settings import Settings
 
 MAX_SCORE = 300.0
 MIN_LINE_HASHES = 3  # _fit_line never returns fewer inliers
@@ -227,8 +227,7 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
 
     Only a verified same recording can be a duplicate; a same composition is at most suspect.
     A duplicate also needs a channel that confirmed it on its own (:func:`clears_floor`), a
-    floor under the probability model, and an upload that does more than hold one chord over
-    the aligned part (:func:`held_chord`).
+    floor under the probability model.
     """
     label: VerdictLabel = "clean"
     for m in matches:
@@ -238,27 +237,11 @@ def decide(matches: list[Match], settings: Settings) -> VerdictLabel:
             and fmp <= settings.duplicate_max_fmp
             and m.coverage_s >= settings.min_coverage_s
             and clears_floor(m, settings)
-            and not held_chord(m, settings)
         ):
             return "duplicate"
         if fmp <= settings.suspect_max_fmp:
             label = "suspect"
     return label
-
-
-def held_chord(match: Match, settings: Settings) -> bool:
-    """Whether the upload keeps one chord or tone over the aligned part: the hashes and peaks
-    of a held chord line up with any work that holds it, at any offset, and prove no recording
-    (a power chord of 6 s against a work ending on it: p 7e-8)."""
-    steadiness = match.chroma_steadiness
-    return steadiness is not None and steadiness >= settings.held_chord_min_steadiness
-
-
-def shown_relation(match: Match, settings: Settings = DEFAULT_SETTINGS) -> str:
-    """The relation as tables show it: ``recording`` or ``composition``, and why a certain
-    recording is no duplicate when it is a held chord (:func:`held_chord`)."""
-    relation = match.relation.replace("same_", "")
-    return f"{relation}, held chord" if held_chord(match, settings) else relation
 
 
 def clears_floor(match: Match, settings: Settings) -> bool:
