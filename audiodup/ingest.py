@@ -253,7 +253,7 @@ def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
         stat = path.stat()
     except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
-    return store.find_unchanged_file(file_key(path), stat.st_size, stat.st_mtime)
+    return store.find_unchanged_file(file_key(path), stat.st_size, stat.st_mtime, stat.st_ctime)
 
 
 def _for_upload(item: NewWork, extra: dict, role: str) -> NewWork:

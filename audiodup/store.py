@@ -685,16 +685,25 @@ class CatalogStore:
         return None if row is None else int(row[0])
 
     @reports_errors("read")
-    def find_unchanged_file(self, path: str, size: int, mtime: float) -> Committed | None:
-        """The upload of this very file (same absolute path, size and modification time)."""
+    def find_unchanged_file(
+        self, path: str, size: int, mtime: float, ctime: float
+    ) -> Committed | None:
+        """The upload of this very file: same absolute path, size and modification time, and
+        an inode not changed since it was last recorded (``ctime``, which no one sets: a file
+        written over with other audio of the same size, its modification time set back, is
+        not this upload). ``None`` sends the file to be decoded: an upload of audio already
+        recorded from this path is then ``present`` all the same (:meth:`commit_batch`)."""
         if not self._has_ledger:
             return None
         row = self.db.execute(
-            "SELECT work_id, upload_id FROM uploads WHERE source_path IN (?, ?) "
-            "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id LIMIT 1",
+            "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
+            "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
+            "LIMIT 1",
             (*_path_forms(path), size, mtime),
         ).fetchone()
-        return None if row is None else Committed(int(row[0]), int(row[1]), "present")
+        if row is None or not _changed_before(ctime, row[2]):
+            return None
+        return Committed(int(row[0]), int(row[1]), "present")
 
     @reports_errors("read the uploads of")
     def uploads(self, work_ids: list[int] | None = None) -> list[UploadInfo]:
@@ -2560,6 +2569,18 @@ def _decision(row) -> ReviewDecision:
         reviewer=str(row[5]),
         decided_at=str(row[6]),
     )
+
+
+def _changed_before(ctime: float, recorded_at: str) -> bool:
+    """Whether a file's inode last changed (``ctime``, seconds) no later than ``recorded_at``
+    (an upload's ISO time; one without a time zone, of an older catalog, is UTC)."""
+    try:
+        recorded = datetime.fromisoformat(str(recorded_at))
+    except ValueError:
+        return False
+    if recorded.tzinfo is None:
+        recorded = recorded.replace(tzinfo=UTC)
+    return ctime <= recorded.timestamp()
 
 
 def _now() -> str:

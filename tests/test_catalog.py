@@ -3,6 +3,7 @@ statistics, rebuilding and screening."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,26 @@ def test_identical_audio_under_another_name_is_a_new_upload(
         assert [(r.status, r.upload_id) for r in again] == [
             ("present", r.upload_id) for r in results
         ]
+
+
+def test_other_audio_written_over_a_recorded_file_is_not_present(tmp_path: Path) -> None:
+    """Files extracted with one fixed time (archives, reproducible builds) keep their size and
+    modification time when another recording of the same length is written over them: the
+    size and time alone said "already present" and the new recording was never recorded."""
+    upload = new_work(tmp_path / "in" / "track01.wav", 41)
+    fixed = (315_532_800, 315_532_800)  # 1980-01-01, as a zip file stores no earlier time
+    os.utime(upload, fixed)
+    other = new_work(tmp_path / "other.wav", 42)
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        assert [r.status for r in catalog.add_paths([upload])] == ["present"]
+        shutil.copyfile(other, upload)
+        os.utime(upload, fixed)
+        replaced = catalog.add_paths([upload])
+        assert [r.status for r in replaced] == ["added"]
+        assert [r.status for r in catalog.add_paths([upload])] == ["present"]
+        assert len(catalog.works()) == 2
+        assert catalog.screen(other).verdict == "duplicate"
 
 
 def test_duplicates_within_one_batch_are_added_once(tmp_path: Path) -> None:
