@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .audio import load_audio
-from .errors import AudiodupError
+from .errors import AudioDecodeError, AudiodupError
 from .fingerprint import fingerprint_audio
 from .results import AddResult, path_text
 from .settings import DEFAULT_SETTINGS, Settings
@@ -121,13 +121,29 @@ def file_key(path: str | Path) -> str:
     return os.path.realpath(path)
 
 
+def file_identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What tells one file's content from another's at one path without reading it: device,
+    inode, size, modification and inode-change times (a file replaced by a rename is another
+    inode; one written over in place has a newer ctime, which no one sets)."""
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> NewWork:
-    """Decode and fingerprint one file for the catalog (runs in worker processes)."""
+    """Decode and fingerprint one file for the catalog (runs in worker processes). The file
+    must be the same before and after decoding (its resolved path and :func:`file_identity`):
+    a file replaced or re-linked meanwhile would record one file's audio under another's path,
+    size and time, which later runs trust unread. Raises ``AudioDecodeError`` then."""
     path = Path(path)
+    try:
+        key, stat = file_key(path), path.stat()
+    except (OSError, ValueError):  # missing, unreadable, a NUL byte: the decoder's own words
+        load_audio(path, settings)
+        raise
     audio = load_audio(path, settings)
-    stat = path.stat()
+    if file_key(path) != key or file_identity(path.stat()) != file_identity(stat):
+        raise AudioDecodeError("the file changed while it was read; add it again")
     return NewWork(
-        path=file_key(path),
+        path=key,
         sha256=audio.sha256,
         duration_s=audio.duration_s,
         fingerprint=fingerprint_audio(audio, settings),
@@ -136,7 +152,19 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
         file_size=stat.st_size,
         file_mtime=stat.st_mtime,
         truncated=audio.truncated,
+        file_identity=file_identity(stat),
     )
+
+
+def _as_committed(item: NewWork) -> NewWork:
+    """``item`` without its size and time when its file changed since it was decoded: the
+    quick check of a later run (:func:`_unchanged`) then reads the file instead of taking the
+    change for this upload."""
+    try:
+        unchanged = file_identity(os.stat(item.path)) == item.file_identity
+    except (OSError, ValueError):
+        unchanged = False
+    return item if unchanged else replace(item, file_size=None, file_mtime=None)
 
 
 def _fingerprint_job(args) -> NewWork | str:
@@ -183,7 +211,7 @@ def add_paths(
 
     def flush() -> None:
         nonlocal pending, last_commit
-        items = [entry[0] for entry in pending if isinstance(entry, tuple)]
+        items = [_as_committed(entry[0]) for entry in pending if isinstance(entry, tuple)]
         outcome = iter(store.commit_batch(items) if items else ())
         for entry in pending:
             if isinstance(entry, tuple):

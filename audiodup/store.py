@@ -233,6 +233,10 @@ class NewWork:
     metadata: dict = field(default_factory=dict)  # the upload's metadata (see UPLOAD_FIELDS)
     role: str = "upload"
     truncated: bool = False  # the file held more than the decoding limits took (not stored)
+    # the file's device, inode, size, mtime and ctime (ns) as it was decoded (not stored): a
+    # file that no longer has them when the upload is committed is recorded without its size
+    # and time, so that no later run takes it for this upload unread
+    file_identity: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -1115,12 +1119,15 @@ class CatalogStore:
             self._sweep_orphans()
 
     def _recorded_source(self, work_id: int, source_path: str) -> int | None:
+        """The upload that records ``work_id``'s audio as what ``source_path`` holds now: the
+        path's latest live upload, when it is of that work (a path that held A, then B, then A
+        again holds a new upload of A)."""
         row = self.db.execute(
-            "SELECT upload_id FROM uploads WHERE work_id = ? AND source_path IN (?, ?) "
-            "AND removed = 0 ORDER BY upload_id LIMIT 1",
-            (work_id, *_path_forms(source_path)),
+            "SELECT work_id, upload_id FROM uploads WHERE source_path IN (?, ?) "
+            "AND removed = 0 ORDER BY upload_id DESC LIMIT 1",
+            _path_forms(source_path),
         ).fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None or int(row[0]) != work_id else int(row[1])
 
     def _insert_upload(
         self, upload: UploadInfo, removed: bool, stat: tuple[int | None, float | None]

@@ -92,6 +92,77 @@ def test_other_audio_written_over_a_recorded_file_is_not_present(tmp_path: Path)
         assert catalog.screen(other).verdict == "duplicate"
 
 
+def test_a_file_replaced_while_it_is_decoded_is_not_recorded_as_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename over the file (rsync, ``cp --remove-destination``) while it is decoded would
+    record the old audio under the new file's size and time, which later runs trust unread."""
+    from audiodup import ingest
+
+    upload = new_work(tmp_path / "in" / "a.wav", 43)
+    incoming = new_work(tmp_path / "incoming.wav", 44)
+    decode = ingest.load_audio
+
+    def replaced_meanwhile(path, settings):
+        audio = decode(path, settings)
+        if incoming.exists():
+            os.replace(incoming, upload)
+        return audio
+
+    monkeypatch.setattr(ingest, "load_audio", replaced_meanwhile)
+    with Catalog.open(tmp_path / "db") as catalog:
+        first = catalog.add_paths([upload])
+        assert [r.status for r in first] == ["failed"]
+        assert "changed while it was read" in first[0].error
+        again = catalog.add_paths([upload])
+        assert [r.status for r in again] == ["added"] and len(catalog.uploads()) == 1
+        assert catalog.screen(new_work(tmp_path / "b.wav", 44)).verdict == "duplicate"
+
+
+def test_a_file_written_over_before_its_batch_commits_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other audio written over a decoded file before its batch commits, its modification time
+    set back: the upload keeps the audio it decoded, and the next run reads the file."""
+    from audiodup import ingest
+
+    upload = new_work(tmp_path / "in" / "a.wav", 45)
+    other = new_work(tmp_path / "other.wav", 46)
+    fingerprint = ingest.fingerprint_file
+
+    def written_over_after(path, settings):
+        item = fingerprint(path, settings)
+        times = os.stat(upload)
+        shutil.copyfile(other, upload)
+        os.utime(upload, ns=(times.st_atime_ns, times.st_mtime_ns))
+        return item
+
+    with Catalog.open(tmp_path / "db") as catalog:
+        monkeypatch.setattr(ingest, "fingerprint_file", written_over_after)
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        monkeypatch.undo()
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        assert len(catalog.works()) == 2
+        assert catalog.screen(other).verdict == "duplicate"
+
+
+def test_a_path_that_holds_earlier_audio_again_is_a_new_upload(tmp_path: Path) -> None:
+    """One spool path reused: A, then B, then A again from another uploader. The third is an
+    upload of its own (identical to the first), not the first "already present"."""
+    spool = tmp_path / "spool" / "current.wav"
+    a, b = new_work(tmp_path / "a.wav", 47), new_work(tmp_path / "b.wav", 48)
+    spool.parent.mkdir()
+    statuses = []
+    with Catalog.open(tmp_path / "db") as catalog:
+        for source in (a, b, a):
+            shutil.copyfile(source, spool)
+            statuses += [r.status for r in catalog.add_paths([spool])]
+        assert statuses == ["added", "added", "identical"]
+        assert [u.work_id for u in catalog.uploads()] == [1, 2, 1]
+        # the same file again: its latest upload
+        assert [r.status for r in catalog.add_paths([spool])] == ["present"]
+
+
 def test_duplicates_within_one_batch_are_added_once(tmp_path: Path) -> None:
     first = new_work(tmp_path / "in" / "a.wav", 40)
     shutil.copyfile(first, tmp_path / "in" / "b.wav")
