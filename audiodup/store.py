@@ -291,13 +291,15 @@ def _path_value(path: str) -> str | bytes:
             return path_text(path)
 
 
-def _path_forms(path: str) -> tuple[str | bytes, str | bytes]:
-    """The two values a file's path may be stored as: :func:`_path_value`, and the shown text
-    a catalog written before recorded (the same for a name that is UTF-8). When a file is
-    named by that text itself (``x\\xff.wav`` spelled out beside ``x<0xFF>.wav``) the text
-    is that file's path, not this one's: only :func:`_path_value` is looked for."""
+def _path_forms(path: str, text_names: bool) -> tuple[str | bytes, str | bytes]:
+    """The two values a file's path may be stored as: :func:`_path_value`, and, in a catalog
+    made before names were kept as bytes (``text_names``), the shown text it recorded (the
+    same for a name that is UTF-8). There, when a file is named by that text itself
+    (``x\\xff.wav`` spelled out beside ``x<0xFF>.wav``), the text is that file's path, not
+    this one's, and only :func:`_path_value` is looked for; a catalog made since never looks
+    for the text (a spelled-out name recorded, then deleted, hid a byte name)."""
     value, shown = _path_value(path), path_text(path)
-    if isinstance(value, bytes) and os.path.lexists(shown):
+    if not text_names or (isinstance(value, bytes) and os.path.lexists(shown)):
         return value, value
     return value, shown
 
@@ -388,6 +390,10 @@ class CatalogStore:
                 recipe = self._stored_recipe()
             self._check_recipe(recipe)
             self._has_ledger = self._upgrade()
+            # a catalog made with names kept as bytes holds no name as its shown text
+            self._text_names = (
+                self.db.execute("SELECT 1 FROM meta WHERE key = 'path_bytes'").fetchone() is None
+            )
             if write and self.read_only is not None:
                 raise self._unwritable("write to")
         except BaseException as exc:
@@ -540,6 +546,7 @@ class CatalogStore:
                                 ("recipe", self.settings.recipe),
                                 ("settings", self.settings.to_json()),
                                 ("schema", SCHEMA_VERSION),
+                                ("path_bytes", "1"),
                             ],
                         )
                     db.execute("COMMIT")
@@ -703,7 +710,7 @@ class CatalogStore:
             "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
             "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
             "LIMIT 1",
-            (*_path_forms(path), size, mtime),
+            (*_path_forms(path, self._text_names), size, mtime),
         ).fetchone()
         if row is None or not _changed_before(ctime, row[2]):
             return None
@@ -1125,7 +1132,7 @@ class CatalogStore:
         row = self.db.execute(
             "SELECT work_id, upload_id FROM uploads WHERE source_path IN (?, ?) "
             "AND removed = 0 ORDER BY upload_id DESC LIMIT 1",
-            _path_forms(source_path),
+            _path_forms(source_path, self._text_names),
         ).fetchone()
         return None if row is None or int(row[0]) != work_id else int(row[1])
 

@@ -216,6 +216,14 @@ def test_the_spelled_name_first_does_not_hide_the_byte_name(tmp_path: Path) -> N
     )
     again = run("index", "add", "--db", db, byte_name)
     assert "already present 1," in again.stdout, again.output
+    # the spelled-out file deleted: the byte name is still its own upload, not "present"
+    os.remove(spelled)
+    db2 = tmp_path / "db2"
+    shutil.copy2(os.fsencode(byte_name), spelled)
+    assert "added 1," in run("index", "add", "--db", db2, spelled).stdout
+    os.remove(spelled)
+    last = run("index", "add", "--db", db2, byte_name)
+    assert last.exit_code == 0 and "identical 1," in last.stdout, last.output
 
 
 def test_metadata_rows_and_excerpts_name_the_exact_file(tmp_path: Path) -> None:
@@ -268,6 +276,7 @@ def test_a_name_recorded_as_text_before_is_still_present(tmp_path: Path) -> None
     with sqlite3.connect(db / "catalog.sqlite") as old:  # as the code before wrote it
         old.execute("UPDATE works SET path = ?", (shown,))
         old.execute("UPDATE uploads SET source_path = ?", (shown,))
+        old.execute("DELETE FROM meta WHERE key = 'path_bytes'")  # nor did it mark its names
     again = run("index", "add", "--db", db, folder)
     assert again.exit_code == 0 and "already present 1" in again.stdout, again.output
     with Catalog.open(db) as catalog:
