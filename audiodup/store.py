@@ -2588,13 +2588,12 @@ def _decision(row) -> ReviewDecision:
 def _changed_before(ctime: float, recorded_at: str) -> bool:
     """Whether a file's inode last changed (``ctime``, seconds) no later than ``recorded_at``
     (an upload's ISO time; one without a time zone, of an older catalog, is UTC)."""
+    from .metadata import parse_timestamp  # metadata imports ingest, which imports this
+
     try:
-        recorded = datetime.fromisoformat(str(recorded_at))
+        return ctime <= parse_timestamp(str(recorded_at)).timestamp()
     except ValueError:
         return False
-    if recorded.tzinfo is None:
-        recorded = recorded.replace(tzinfo=UTC)
-    return ctime <= recorded.timestamp()
 
 
 def _now() -> str:
