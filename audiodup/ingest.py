@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .audio import load_audio
@@ -156,15 +157,27 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     )
 
 
+# a file's times come from the kernel's coarse clock, which may trail the clock read here
+CTIME_MARGIN = timedelta(seconds=1)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _as_committed(item: NewWork) -> NewWork:
     """``item`` without its size and time when its file changed since it was decoded: the
     quick check of a later run (:func:`_unchanged`) then reads the file instead of taking the
-    change for this upload."""
+    change for this upload. An unchanged one carries a time before this look (``checked_at``)
+    that any later change's ctime passes, however coarse the file system's clock."""
+    checked_at = (_now() - CTIME_MARGIN).isoformat(timespec="microseconds")
     try:
         unchanged = file_identity(os.stat(item.path)) == item.file_identity
     except (OSError, ValueError):
         unchanged = False
-    return item if unchanged else replace(item, file_size=None, file_mtime=None)
+    if unchanged:
+        return replace(item, checked_at=checked_at)
+    return replace(item, file_size=None, file_mtime=None)
 
 
 def _fingerprint_job(args) -> NewWork | str:

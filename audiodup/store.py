@@ -207,6 +207,14 @@ _SCREENING_SCHEMA = (
     "idempotency_key) WHERE idempotency_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS screenings_verdict ON screenings(verdict)",
 )
+# when a recorded file was last read again and still held its upload's audio (a chmod, a
+# restore from backup: a newer ctime, the same content): its size and time then, so that later
+# runs take it as present unread again (CatalogStore.find_unchanged_file)
+_FILE_CHECK_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS file_checks (
+    upload_id INTEGER PRIMARY KEY, file_size INTEGER NOT NULL, file_mtime REAL NOT NULL,
+    checked_at TEXT NOT NULL)""",
+)
 _UPLOAD_COLUMNS = (
     "upload_id, work_id, role, source_path, sha256, recorded_at, title, artist, uploader, "
     "uploaded_at, isrc, upc, external_id, extra"
@@ -237,6 +245,8 @@ class NewWork:
     # file that no longer has them when the upload is committed is recorded without its size
     # and time, so that no later run takes it for this upload unread
     file_identity: tuple[int, ...] | None = None
+    # when the file was last seen with that identity, before the batch commits (not stored)
+    checked_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -706,11 +716,23 @@ class CatalogStore:
         recorded from this path is then ``present`` all the same (:meth:`commit_batch`)."""
         if not self._has_ledger:
             return None
+        forms = _path_forms(path, self._text_names)
         row = self.db.execute(
             "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
             "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
             "LIMIT 1",
-            (*_path_forms(path, self._text_names), size, mtime),
+            (*forms, size, mtime),
+        ).fetchone()
+        if row is not None and _changed_before(ctime, row[2]):
+            return Committed(int(row[0]), int(row[1]), "present")
+        if not self._table_exists("file_checks"):
+            return None
+        # read again since, and the same audio then (:meth:`commit_batch`)
+        row = self.db.execute(
+            "SELECT u.work_id, u.upload_id, c.checked_at FROM uploads u JOIN file_checks c "
+            "ON c.upload_id = u.upload_id WHERE u.source_path IN (?, ?) AND c.file_size = ? "
+            "AND c.file_mtime = ? AND u.removed = 0 ORDER BY u.upload_id DESC LIMIT 1",
+            (*forms, size, mtime),
         ).fetchone()
         if row is None or not _changed_before(ctime, row[2]):
             return None
@@ -1097,6 +1119,7 @@ class CatalogStore:
                         status = "identical"
                         known = self._recorded_source(work_id, item.path)
                         if known is not None:
+                            self._note_file_check(known, item)
                             out.append(Committed(work_id, known, "present"))
                             continue
                     upload = _new_upload(item, work_id)
@@ -1124,6 +1147,22 @@ class CatalogStore:
         self._rollback()
         with contextlib.suppress(sqlite3.Error, OSError):
             self._sweep_orphans()
+
+    def _note_file_check(self, upload_id: int, item: NewWork) -> None:
+        """Keep the size and time of a recorded file read again and found unchanged since it
+        was decoded (``item.checked_at``; not when it changed meanwhile, :func:`_as_committed`),
+        so that later runs take it as present unread (:meth:`find_unchanged_file`). Without
+        this a file whose inode changed with its content (a chmod, a restore from backup) was
+        decoded again by every later run. Inside the caller's transaction."""
+        if item.checked_at is None or item.file_size is None or item.file_mtime is None:
+            return
+        for statement in _FILE_CHECK_SCHEMA:
+            self.db.execute(statement)
+        self.db.execute(
+            "INSERT OR REPLACE INTO file_checks (upload_id, file_size, file_mtime, checked_at) "
+            "VALUES (?, ?, ?, ?)",
+            (upload_id, item.file_size, item.file_mtime, item.checked_at),
+        )
 
     def _recorded_source(self, work_id: int, source_path: str) -> int | None:
         """The upload that records ``work_id``'s audio as what ``source_path`` holds now: the

@@ -92,6 +92,65 @@ def test_other_audio_written_over_a_recorded_file_is_not_present(tmp_path: Path)
         assert catalog.screen(other).verdict == "duplicate"
 
 
+def _counted_decodes(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The files ``index add`` decodes from now on."""
+    from audiodup import ingest
+
+    decoded: list = []
+    decode = ingest.load_audio
+
+    def counted(path, settings):
+        decoded.append(path)
+        return decode(path, settings)
+
+    monkeypatch.setattr(ingest, "load_audio", counted)
+    return decoded
+
+
+def test_a_recorded_file_read_again_unchanged_is_not_decoded_by_later_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chmod or a restore from backup gives a recorded file a newer ctime and the same audio:
+    the next run reads it (``present``), and the runs after it do not, as before the chmod
+    (every later run decoded it again)."""
+    from audiodup import ingest
+
+    upload = new_work(tmp_path / "in" / "a.wav", 45)
+    decoded = _counted_decodes(monkeypatch)
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        os.chmod(upload, 0o600)
+        # the runs after the chmod happen later than it by more than the clock margin
+        later = ingest._now() + 2 * ingest.CTIME_MARGIN
+        monkeypatch.setattr(ingest, "_now", lambda: later)
+        assert [r.status for r in catalog.add_paths([upload])] == ["present"]
+        assert len(decoded) == 2
+        assert [r.status for r in catalog.add_paths([upload])] == ["present"]
+        assert len(decoded) == 2
+        assert len(catalog.uploads()) == 1
+
+
+def test_other_audio_written_over_a_file_read_again_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a file read again was kept as checked, other audio written over it with its size
+    and times (ns) is read and recorded: the check is older than the new ctime."""
+    upload = new_work(tmp_path / "in" / "a.wav", 46)
+    other = new_work(tmp_path / "other.wav", 47)
+    decoded = _counted_decodes(monkeypatch)
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        os.chmod(upload, 0o600)
+        assert [r.status for r in catalog.add_paths([upload])] == ["present"]
+        before = upload.stat()
+        shutil.copyfile(other, upload)
+        os.utime(upload, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert upload.stat().st_size == before.st_size
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        assert len(decoded) == 3
+        assert catalog.screen(other).verdict == "duplicate"
+
+
 def test_a_file_replaced_while_it_is_decoded_is_not_recorded_as_either(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
