@@ -207,9 +207,8 @@ _SCREENING_SCHEMA = (
     "idempotency_key) WHERE idempotency_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS screenings_verdict ON screenings(verdict)",
 )
-# when a recorded file was last read again and still held its upload's audio (a chmod, a
-# restore from backup: a newer ctime, the same content): its size and time then, so that later
-# runs take it as present unread again (CatalogStore.find_unchanged_file)
+# a recorded file's size and time when it was last seen holding its upload's audio, and a time
+# before that look: the quick check of later runs (CatalogStore.find_unchanged_file)
 _FILE_CHECK_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS file_checks (
     upload_id INTEGER PRIMARY KEY, file_size INTEGER NOT NULL, file_mtime REAL NOT NULL,
@@ -716,24 +715,23 @@ class CatalogStore:
         recorded from this path is then ``present`` all the same (:meth:`commit_batch`)."""
         if not self._has_ledger:
             return None
-        forms = _path_forms(path, self._text_names)
-        row = self.db.execute(
-            "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
-            "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
-            "LIMIT 1",
-            (*forms, size, mtime),
-        ).fetchone()
-        if row is not None and _changed_before(ctime, row[2]):
-            return Committed(int(row[0]), int(row[1]), "present")
-        if not self._table_exists("file_checks"):
-            return None
-        # read again since, and the same audio then (:meth:`commit_batch`)
-        row = self.db.execute(
-            "SELECT u.work_id, u.upload_id, c.checked_at FROM uploads u JOIN file_checks c "
-            "ON c.upload_id = u.upload_id WHERE u.source_path IN (?, ?) AND c.file_size = ? "
-            "AND c.file_mtime = ? AND u.removed = 0 ORDER BY u.upload_id DESC LIMIT 1",
-            (*forms, size, mtime),
-        ).fetchone()
+        if self._table_exists("file_checks"):
+            # an upload's latest check, when it has one (:meth:`_note_file_check`), holds the
+            # file's size and time then, and a time before its look instead of the commit's
+            sql = (
+                "SELECT u.work_id, u.upload_id, COALESCE(c.checked_at, u.recorded_at) "
+                "FROM uploads u LEFT JOIN file_checks c ON c.upload_id = u.upload_id "
+                "WHERE u.source_path IN (?, ?) AND COALESCE(c.file_size, u.file_size) = ? "
+                "AND COALESCE(c.file_mtime, u.file_mtime) = ? AND u.removed = 0 "
+                "ORDER BY u.upload_id DESC LIMIT 1"
+            )
+        else:
+            sql = (
+                "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
+                "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
+                "LIMIT 1"
+            )
+        row = self.db.execute(sql, (*_path_forms(path, self._text_names), size, mtime)).fetchone()
         if row is None or not _changed_before(ctime, row[2]):
             return None
         return Committed(int(row[0]), int(row[1]), "present")
@@ -1126,6 +1124,7 @@ class CatalogStore:
                     upload_id = self._insert_upload(
                         upload, removed=False, stat=(item.file_size, item.file_mtime)
                     )
+                    self._note_file_check(upload_id, item)
                     out.append(Committed(work_id, upload_id, status))
                 # a split catalog routes each new work to its group's own shard
                 new = dict(fresh)
@@ -1149,11 +1148,14 @@ class CatalogStore:
             self._sweep_orphans()
 
     def _note_file_check(self, upload_id: int, item: NewWork) -> None:
-        """Keep the size and time of a recorded file read again and found unchanged since it
-        was decoded (``item.checked_at``; not when it changed meanwhile, :func:`_as_committed`),
-        so that later runs take it as present unread (:meth:`find_unchanged_file`). Without
-        this a file whose inode changed with its content (a chmod, a restore from backup) was
-        decoded again by every later run. Inside the caller's transaction."""
+        """Keep the size and time of a file just recorded, or read again and found to hold
+        its upload's audio, as they were when it was last seen unchanged since its decoding
+        (``item.checked_at``, before the batch waited for the writer lock; nothing when it
+        changed meanwhile, :func:`audiodup.ingest._as_committed`), for the quick check of
+        later runs (:meth:`find_unchanged_file`). A change after that look has a later ctime
+        than it, where the commit's own time could follow a change made while the batch
+        waited; and a file whose inode changed without new content (a chmod, a restore from
+        backup) is read once, not by every later run. Inside the caller's transaction."""
         if item.checked_at is None or item.file_size is None or item.file_mtime is None:
             return
         for statement in _FILE_CHECK_SCHEMA:

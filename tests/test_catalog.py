@@ -151,6 +151,35 @@ def test_other_audio_written_over_a_file_read_again_is_read(
         assert catalog.screen(other).verdict == "duplicate"
 
 
+def test_other_audio_written_over_a_file_while_its_batch_waits_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other audio written over a file, its size and times kept, after the last look at it and
+    before its batch commits (waiting for another writer's lock) has an older ctime than the
+    commit: the quick check then took it for the upload. It is read by the next run."""
+    from audiodup import store as store_module
+
+    upload = new_work(tmp_path / "in" / "a.wav", 48)
+    other = new_work(tmp_path / "other.wav", 49)
+    record = store_module._new_upload
+
+    def written_over_first(item, work_id):
+        if other.exists():
+            before = upload.stat()
+            shutil.copyfile(other, upload)
+            os.utime(upload, ns=(before.st_atime_ns, before.st_mtime_ns))
+            other.unlink()
+        return record(item, work_id)
+
+    monkeypatch.setattr(store_module, "_new_upload", written_over_first)
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        assert not other.exists()
+        again = catalog.add_paths([upload])
+        assert [r.status for r in again] == ["added"]
+        assert len(catalog.works()) == 2
+
+
 def test_a_file_replaced_while_it_is_decoded_is_not_recorded_as_either(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -550,6 +550,15 @@ def test_async_jobs(server):
 
 # -- metrics and logs ----------------------------------------------------------------------------
 def test_metrics(server):
+    # its own requests: under pytest-xdist the module's other tests may run in another worker
+    with server.client("pipeline") as http:
+        duplicate = (UPLOADS_DIR / "stretch_0.80_work_01.ogg").read_bytes()
+        screened = http.post("/v1/screen", content=duplicate, headers={"Content-Type": "audio/ogg"})
+        assert screened.status_code == 200 and screened.json()["summary"]["duplicate"] == 1
+        recorded = http.post(
+            "/v1/uploads", content=synth_wav(7311), headers={"Content-Type": "audio/wav"}
+        )
+        assert recorded.status_code == 201, recorded.text
     with server.client() as http:
         text = http.get("/metrics").text
     assert 'audiodup_http_requests_total{method="POST",route="/v1/uploads",status="201"}' in text
