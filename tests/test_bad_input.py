@@ -194,9 +194,13 @@ def test_the_catalogs_own_databases_are_never_decoded(tmp_path: Path, monkeypatc
     never opened: decoding it would open and close a second descriptor of an SQLite file this
     process holds, which drops its connections' locks. An ``.sqlite`` file elsewhere is only
     an undecodable file; the batch goes on."""
+    from datetime import timedelta
+
     import audiodup.audio as audio_module
     from audiodup.rescan import rescan
 
+    # good.wav, written just before its first look, is then taken as present unread
+    monkeypatch.setattr("audiodup.ingest.CTIME_MARGIN", timedelta(0))
     sf.write(tmp_path / "good.wav", synthesize_work(62, duration_s=6.0, sr=SR), SR)
     (tmp_path / "other.sqlite").write_bytes(b"SQLite format 3\x00" + bytes(500))
     root = tmp_path / "db"
