@@ -709,9 +709,10 @@ class CatalogStore:
         self, path: str, size: int, mtime: float, ctime: float
     ) -> Committed | None:
         """The upload of this very file: same absolute path, size and modification time, and
-        an inode not changed since it was last recorded (``ctime``, which no one sets: a file
-        written over with other audio of the same size, its modification time set back, is
-        not this upload). ``None`` sends the file to be decoded: an upload of audio already
+        an inode not changed since it was last seen holding the upload's audio (``ctime``,
+        against the upload's file check, else its recording time; no one sets a ctime: a
+        file written over with other audio of the same size, its modification time set back,
+        is not this upload). ``None`` sends the file to be decoded: an upload of audio already
         recorded from this path is then ``present`` all the same (:meth:`commit_batch`)."""
         if not self._has_ledger:
             return None
