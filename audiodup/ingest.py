@@ -290,11 +290,15 @@ def add_paths(
 
 
 def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
+    """The upload of this very file, found without reading it (:meth:`find_unchanged_file`).
+    The file resolved first, then that file's own times: a link retargeted between the two
+    steps would otherwise pair one file's times with another's record."""
     try:
-        stat = path.stat()
+        key = file_key(path)
+        stat = os.stat(key)
     except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
-    return store.find_unchanged_file(file_key(path), stat.st_size, stat.st_mtime, stat.st_ctime)
+    return store.find_unchanged_file(key, stat)
 
 
 def _for_upload(item: NewWork, extra: dict, role: str) -> NewWork:

@@ -207,12 +207,12 @@ _SCREENING_SCHEMA = (
     "idempotency_key) WHERE idempotency_key IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS screenings_verdict ON screenings(verdict)",
 )
-# a recorded file's size and time when it was last seen holding its upload's audio, and a time
-# before that look: the quick check of later runs (CatalogStore.find_unchanged_file)
+# a recorded file's size, time, device and inode when it was last seen holding its upload's
+# audio, and a time before that look: the quick check of later runs (find_unchanged_file)
 _FILE_CHECK_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS file_checks (
     upload_id INTEGER PRIMARY KEY, file_size INTEGER NOT NULL, file_mtime REAL NOT NULL,
-    checked_at TEXT NOT NULL)""",
+    file_device TEXT NOT NULL, file_inode TEXT NOT NULL, checked_at TEXT NOT NULL)""",
 )
 _UPLOAD_COLUMNS = (
     "upload_id, work_id, role, source_path, sha256, recorded_at, title, artist, uploader, "
@@ -705,35 +705,39 @@ class CatalogStore:
         return None if row is None else int(row[0])
 
     @reports_errors("read")
-    def find_unchanged_file(
-        self, path: str, size: int, mtime: float, ctime: float
-    ) -> Committed | None:
+    def find_unchanged_file(self, path: str, stat: os.stat_result) -> Committed | None:
         """The upload of this very file: same absolute path, size and modification time, and
         an inode not changed since it was last seen holding the upload's audio (``ctime``,
         against the upload's file check, else its recording time; no one sets a ctime: a
         file written over with other audio of the same size, its modification time set back,
-        is not this upload). ``None`` sends the file to be decoded: an upload of audio already
-        recorded from this path is then ``present`` all the same (:meth:`commit_batch`)."""
+        is not this upload), and with a file check the same device and inode (another
+        volume mounted over the folder is other files). ``None`` sends the file to be decoded:
+        an upload of audio already recorded from this path is then ``present`` all the same
+        (:meth:`commit_batch`)."""
         if not self._has_ledger:
             return None
+        forms = _path_forms(path, self._text_names)
         if self._table_exists("file_checks"):
-            # an upload's latest check, when it has one (:meth:`_note_file_check`), holds the
-            # file's size and time then, and a time before its look instead of the commit's
+            # an upload's check, when it has one (:meth:`_note_file_check`), holds the file's
+            # size, time and inode then, and a time before its look instead of the commit's
             sql = (
                 "SELECT u.work_id, u.upload_id, COALESCE(c.checked_at, u.recorded_at) "
                 "FROM uploads u LEFT JOIN file_checks c ON c.upload_id = u.upload_id "
                 "WHERE u.source_path IN (?, ?) AND COALESCE(c.file_size, u.file_size) = ? "
-                "AND COALESCE(c.file_mtime, u.file_mtime) = ? AND u.removed = 0 "
+                "AND COALESCE(c.file_mtime, u.file_mtime) = ? AND (c.upload_id IS NULL OR "
+                "(c.file_device = ? AND c.file_inode = ?)) AND u.removed = 0 "
                 "ORDER BY u.upload_id DESC LIMIT 1"
             )
+            args = (*forms, stat.st_size, stat.st_mtime, str(stat.st_dev), str(stat.st_ino))
         else:
             sql = (
                 "SELECT work_id, upload_id, recorded_at FROM uploads WHERE source_path IN (?, ?) "
                 "AND file_size = ? AND file_mtime = ? AND removed = 0 ORDER BY upload_id DESC "
                 "LIMIT 1"
             )
-        row = self.db.execute(sql, (*_path_forms(path, self._text_names), size, mtime)).fetchone()
-        if row is None or not _changed_before(ctime, row[2]):
+            args = (*forms, stat.st_size, stat.st_mtime)
+        row = self.db.execute(sql, args).fetchone()
+        if row is None or not _changed_before(stat.st_ctime, row[2]):
             return None
         return Committed(int(row[0]), int(row[1]), "present")
 
@@ -1149,22 +1153,23 @@ class CatalogStore:
             self._sweep_orphans()
 
     def _note_file_check(self, upload_id: int, item: NewWork) -> None:
-        """Keep the size and time of a file just recorded, or read again and found to hold
-        its upload's audio, as they were when it was last seen unchanged since its decoding
+        """Keep the size, time and inode of a file just recorded, or read again and found to
+        hold its upload's audio, as they were when it was last seen unchanged since its decoding
         (``item.checked_at``, before the batch waited for the writer lock; nothing when it
         changed meanwhile, :func:`audiodup.ingest._as_committed`), for the quick check of
         later runs (:meth:`find_unchanged_file`). A change after that look has a later ctime
         than it, where the commit's own time could follow a change made while the batch
         waited; and a file whose inode changed without new content (a chmod, a restore from
         backup) is read once, not by every later run. Inside the caller's transaction."""
-        if item.checked_at is None or item.file_size is None or item.file_mtime is None:
+        if None in (item.checked_at, item.file_size, item.file_mtime, item.file_identity):
             return
         for statement in _FILE_CHECK_SCHEMA:
             self.db.execute(statement)
+        device, inode = item.file_identity[:2]
         self.db.execute(
-            "INSERT OR REPLACE INTO file_checks (upload_id, file_size, file_mtime, checked_at) "
-            "VALUES (?, ?, ?, ?)",
-            (upload_id, item.file_size, item.file_mtime, item.checked_at),
+            "INSERT OR REPLACE INTO file_checks (upload_id, file_size, file_mtime, file_device, "
+            "file_inode, checked_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (upload_id, item.file_size, item.file_mtime, str(device), str(inode), item.checked_at),
         )
 
     def _recorded_source(self, work_id: int, source_path: str) -> int | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +180,63 @@ def test_other_audio_written_over_a_file_while_its_batch_waits_is_read(
         again = catalog.add_paths([upload])
         assert [r.status for r in again] == ["added"]
         assert len(catalog.works()) == 2
+
+
+def test_a_link_retargeted_during_the_quick_check_is_not_taken_for_the_other_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link stat'ed while it named one file and resolved after it named another paired the
+    first file's size and times with the second's record: audio written over the second file
+    (its size and times kept) was ``present``. The quick check stats the file it resolved."""
+    from audiodup import ingest
+
+    monkeypatch.setattr(ingest, "CTIME_MARGIN", timedelta(0))
+    first = new_work(tmp_path / "f1.wav", 51)
+    second = new_work(tmp_path / "f2.wav", 52)
+    other = new_work(tmp_path / "c.wav", 53)
+    times = first.stat()
+    os.utime(second, ns=(times.st_atime_ns, times.st_mtime_ns))  # same size and times as f1
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([second])] == ["added"]
+        time.sleep(0.05)  # past the file system clock's tick: no margin here
+        shutil.copyfile(other, second)
+        os.utime(second, ns=(times.st_atime_ns, times.st_mtime_ns))
+        link = tmp_path / "link.wav"
+        link.symlink_to(first)
+        resolve = ingest.file_key
+
+        def retargeted_first(path):
+            if Path(path) == link and link.resolve() == first:
+                retarget = tmp_path / "link.tmp"
+                retarget.symlink_to(second)
+                os.replace(retarget, link)
+            return resolve(path)
+
+        monkeypatch.setattr(ingest, "file_key", retargeted_first)
+        assert [r.status for r in catalog.add_paths([link])] == ["added"]
+        assert catalog.screen(other).verdict == "duplicate"
+
+
+def test_a_file_check_holds_the_files_inode(tmp_path: Path) -> None:
+    """Another volume mounted over the folder holds other files under the same names: one of
+    the same size and times and an older ctime is not the recorded file."""
+    upload = new_work(tmp_path / "a.wav", 54)
+
+    def seen(stat: os.stat_result, ino: int = 0, dev: int = 0) -> os.stat_result:
+        """``stat`` with an older ctime (and another inode or device)."""
+        fields = list(stat[:10])
+        fields[1] += ino
+        fields[2] += dev
+        floats = {"st_atime": stat.st_atime, "st_mtime": stat.st_mtime}
+        return os.stat_result(fields, {**floats, "st_ctime": stat.st_mtime - 10})
+
+    with Catalog.open(tmp_path / "db") as catalog:
+        assert [r.status for r in catalog.add_paths([upload])] == ["added"]
+        key, stat = str(upload.resolve()), upload.stat()
+        store = catalog.store
+        assert store.find_unchanged_file(key, seen(stat)).status == "present"
+        assert store.find_unchanged_file(key, seen(stat, ino=1)) is None
+        assert store.find_unchanged_file(key, seen(stat, dev=1)) is None
 
 
 def test_a_file_replaced_while_it_is_decoded_is_not_recorded_as_either(
