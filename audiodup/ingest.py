@@ -168,8 +168,8 @@ def _now() -> datetime:
 def _as_committed(item: NewWork) -> NewWork:
     """``item`` without its size and time when its file changed since it was decoded: the
     quick check of a later run (:func:`_unchanged`) then reads the file instead of taking the
-    change for this upload. An unchanged one carries a time before this look (``checked_at``)
-    that any later change's ctime passes, however coarse the file system's clock."""
+    change for this upload. An unchanged one carries a time before this look (``checked_at``,
+    :data:`CTIME_MARGIN` early) that the ctime of any later change passes."""
     checked_at = (_now() - CTIME_MARGIN).isoformat(timespec="microseconds")
     try:
         unchanged = file_identity(os.stat(item.path)) == item.file_identity
