@@ -122,6 +122,13 @@ def file_key(path: str | Path) -> str:
     return os.path.realpath(path)
 
 
+def resolved_stat(path: str | Path) -> tuple[str, os.stat_result]:
+    """:func:`file_key` and that file's own status: resolved first, so that a link retargeted
+    meanwhile never pairs one file's size and times with another's path."""
+    key = file_key(path)
+    return key, os.stat(key)
+
+
 def file_identity(stat: os.stat_result) -> tuple[int, ...]:
     """What tells one file's content from another's at one path without reading it: device,
     inode, size, modification and inode-change times (a file replaced by a rename is another
@@ -136,12 +143,13 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     size and time, which later runs trust unread. Raises ``AudioDecodeError`` then."""
     path = Path(path)
     try:
-        key, stat = file_key(path), path.stat()
+        key, stat = resolved_stat(path)
     except (OSError, ValueError):  # missing, unreadable, a NUL byte: the decoder's own words
         load_audio(path, settings)
         raise
     audio = load_audio(path, settings)
-    if file_key(path) != key or file_identity(path.stat()) != file_identity(stat):
+    after, after_stat = resolved_stat(path)
+    if after != key or file_identity(after_stat) != file_identity(stat):
         raise AudioDecodeError("the file changed while it was read; add it again")
     return NewWork(
         path=key,
@@ -290,12 +298,9 @@ def add_paths(
 
 
 def _unchanged(store: CatalogStore, path: Path) -> Committed | None:
-    """The upload of this very file, found without reading it (:meth:`find_unchanged_file`).
-    The file resolved first, then that file's own times: a link retargeted between the two
-    steps would otherwise pair one file's times with another's record."""
+    """The upload of this very file, found without reading it (:meth:`find_unchanged_file`)."""
     try:
-        key = file_key(path)
-        stat = os.stat(key)
+        key, stat = resolved_stat(path)
     except (OSError, ValueError):  # ValueError: a NUL byte in the name (the decoder says so)
         return None
     return store.find_unchanged_file(key, stat)

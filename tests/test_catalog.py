@@ -94,6 +94,14 @@ def test_other_audio_written_over_a_recorded_file_is_not_present(tmp_path: Path)
         assert catalog.screen(other).verdict == "duplicate"
 
 
+def written_over(path: Path, source: Path, times: os.stat_result | None = None) -> None:
+    """``source``'s audio written over ``path`` in place, ``path``'s access and modification
+    times (or ``times``') put back to the nanosecond: only its ctime tells."""
+    times = times or path.stat()
+    shutil.copyfile(source, path)
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
 def _counted_decodes(monkeypatch: pytest.MonkeyPatch) -> list:
     """The files ``index add`` decodes from now on."""
     from audiodup import ingest
@@ -145,8 +153,7 @@ def test_other_audio_written_over_a_file_read_again_is_read(
         os.chmod(upload, 0o600)
         assert [r.status for r in catalog.add_paths([upload])] == ["present"]
         before = upload.stat()
-        shutil.copyfile(other, upload)
-        os.utime(upload, ns=(before.st_atime_ns, before.st_mtime_ns))
+        written_over(upload, other)
         assert upload.stat().st_size == before.st_size
         assert [r.status for r in catalog.add_paths([upload])] == ["added"]
         assert len(decoded) == 3
@@ -167,9 +174,7 @@ def test_other_audio_written_over_a_file_while_its_batch_waits_is_read(
 
     def written_over_first(item, work_id):
         if other.exists():
-            before = upload.stat()
-            shutil.copyfile(other, upload)
-            os.utime(upload, ns=(before.st_atime_ns, before.st_mtime_ns))
+            written_over(upload, other)
             other.unlink()
         return record(item, work_id)
 
@@ -199,8 +204,7 @@ def test_a_link_retargeted_during_the_quick_check_is_not_taken_for_the_other_fil
     with Catalog.open(tmp_path / "db") as catalog:
         assert [r.status for r in catalog.add_paths([second])] == ["added"]
         time.sleep(0.05)  # past the file system clock's tick: no margin here
-        shutil.copyfile(other, second)
-        os.utime(second, ns=(times.st_atime_ns, times.st_mtime_ns))
+        written_over(second, other, times)
         link = tmp_path / "link.wav"
         link.symlink_to(first)
         resolve = ingest.file_key
@@ -279,9 +283,7 @@ def test_a_file_written_over_before_its_batch_commits_is_read_again(
 
     def written_over_after(path, settings):
         item = fingerprint(path, settings)
-        times = os.stat(upload)
-        shutil.copyfile(other, upload)
-        os.utime(upload, ns=(times.st_atime_ns, times.st_mtime_ns))
+        written_over(upload, other)
         return item
 
     with Catalog.open(tmp_path / "db") as catalog:
