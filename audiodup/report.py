@@ -22,16 +22,15 @@ Every target is checked (:func:`check_report_path`) before the work that fills i
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
-import secrets
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from .catalog import Catalog
+from .durable import replace_file
 from .errors import AudiodupError
 from .rescan import Member, Pair, RescanReport, report_to_dict
 from .results import (
@@ -386,26 +385,18 @@ def write_atomically(out: Path, data: bytes) -> Path:
     judged it), and an earlier file's mode is kept (a new file's follows the umask). A failure
     is one :class:`AudiodupError`."""
     target = Path(os.path.realpath(out))
-    tmp = target.with_name(f".audiodup-{secrets.token_hex(8)}.tmp")
     try:
         earlier = target.stat().st_mode
     except OSError:
         earlier = None
+
+    def write(handle) -> None:
+        handle.write(data)
+        if earlier is not None:
+            os.fchmod(handle.fileno(), stat.S_IMODE(earlier))
+
     try:
-        # O_EXCL: a new file, never one a symlink of that name points to
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        replace_file(target, write, sync_folder=False)
     except OSError as exc:
-        raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            if earlier is not None:
-                os.fchmod(handle.fileno(), stat.S_IMODE(earlier))
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise AudiodupError(f"cannot write {out}: {exc.strerror or exc}") from None
     return out

@@ -57,6 +57,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .compaction import shards_to_merge
+from .durable import fsync_folder, replace_file
 from .errors import (
     CatalogBusyError,
     CatalogDamagedError,
@@ -568,7 +569,7 @@ class CatalogStore:
             finally:
                 db.close()
             with contextlib.suppress(OSError):
-                _fsync_dir(self.root)
+                fsync_folder(self.root)
 
     def _upgrade(self) -> bool:
         """Give a catalog of the first layout its upload ledger: one upload per work, with the
@@ -650,7 +651,7 @@ class CatalogStore:
                             f"{path_text(shards)} is not a folder (move it away)"
                         )
                     shards.mkdir()
-                    _fsync_dir(self.root)
+                    fsync_folder(self.root)
                 self._sweep_orphans()
             # a catalog written before the removed works' index gets it here, under the
             # writer's lock (opening and reading never write); a no-op once it exists
@@ -1358,18 +1359,8 @@ class CatalogStore:
         file every write, flush and fsync error is raised, so a truncated file is never put in
         place."""
         final = (self.root / _SHARDS if folder is None else folder) / name
-        tmp = final.with_name(f".tmp-{name}")
-        try:
-            with open(tmp, "wb") as handle:
-                write(handle.write)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(final.parent)
+        # a fixed temporary name, under the writer lock: the catalog's clean-up knows it
+        replace_file(final, lambda handle: write(handle.write), tmp=final.with_name(f".tmp-{name}"))
 
     # -- merging shards, outside the writer lock ------------------------------------------------
     @reports_errors("merge the shards of")
@@ -1473,7 +1464,7 @@ class CatalogStore:
                     folder, names, files, hashes_merged = built
                     for name in names:
                         os.replace(folder / name, shards / name)
-                    _fsync_dir(shards)
+                    fsync_folder(shards)
                     self._record_shard(names, files, keep_hash_counts=hashes_merged)
                 self.db.execute(f"DELETE FROM shards WHERE shard_id IN ({ids})")
                 self.db.execute("COMMIT")
@@ -2645,14 +2636,6 @@ def _changed_before(ctime: float, recorded_at: str) -> bool:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _first_line(exc: BaseException) -> str:

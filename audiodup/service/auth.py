@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -36,6 +35,7 @@ from filelock import FileLock
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from ..durable import replace_file
 from ..errors import AudiodupError
 from ..results import path_text
 from .errors import ApiError, forbidden, unauthorized
@@ -186,13 +186,12 @@ class KeyFile:
                 {"version": 1, "keys": [{**asdict(r), "scopes": list(r.scopes)} for r in records]},
                 indent=2,
             )
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            replace_file(
+                self.path,
+                lambda handle: handle.write(text.encode("utf-8")),
+                tmp=self.path.with_name(f".{self.path.name}.tmp"),  # under the lock
+                mode=0o600,
+            )
         self._stamp = None
 
 

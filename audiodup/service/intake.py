@@ -20,6 +20,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
+from ..durable import fsync_folder
 from ..results import shown_text
 from .errors import ApiError
 
@@ -277,11 +278,7 @@ def keep(received: Received, folder: Path) -> Path:
         with open(received.path, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(received.path, final)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_folder(folder)
     except OSError as exc:
         raise _storage_error(exc) from None
     return final

@@ -16,6 +16,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ..durable import replace_file
+
 JOB_ID = re.compile(r"[0-9a-f]{32}")
 _KEEP_S = 24 * 3600.0
 
@@ -86,9 +88,8 @@ class JobStore:
     def _write(self, job_id: str, job: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self._path(job_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(job), encoding="utf-8")
-        os.replace(tmp, path)
+        data = json.dumps(job).encode("utf-8")
+        replace_file(path, lambda handle: handle.write(data), sync_data=False, sync_folder=False)
 
     def sweep(self, older_than_s: float = _KEEP_S) -> None:
         """Remove job files older than ``older_than_s``."""
