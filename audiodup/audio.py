@@ -145,14 +145,15 @@ def load_audio(path: str | Path, settings: Settings = DEFAULT_SETTINGS) -> Audio
     """
     fd = _open_regular_file(path)
     try:
+        links = _OggLinks(fd)
         try:
             with quiet_native_stderr():
-                return _decode_with_soundfile(fd, settings)
+                return _decode_with_soundfile(fd, settings, links)
         except _Unparsed as sf_error:
             ffmpeg_path = ffmpeg_executable()
             if ffmpeg_path is None:
                 raise AudioDecodeError(f"{sf_error} ({ffmpeg.ffmpeg_absence_reason()})") from None
-            segments, truncated = _decode_with_ffmpeg(ffmpeg_path, fd, settings)
+            segments, truncated = _decode_with_ffmpeg(ffmpeg_path, fd, settings, links)
             return _analysis_audio(segments, settings, truncated=truncated)
     finally:
         os.close(fd)
@@ -662,8 +663,8 @@ def _block_frames(channels: int) -> int:
 # --- libsndfile -----------------------------------------------------------------------------
 
 
-def _decode_with_soundfile(fd: int, settings: Settings) -> Audio:
-    segments = _soundfile_segments(fd)
+def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Audio:
+    segments = _soundfile_segments(fd, links)
     first = next(segments, None)
     if first is None:
         raise _Unparsed("no audio stream in file")
@@ -765,11 +766,9 @@ def _read_frames(f: sf.SoundFile, frames: int) -> int:
     return max(frames, 0)
 
 
-def _soundfile_segments(fd: int) -> Iterator[_SoundfileSegment]:
+def _soundfile_segments(fd: int, links: _OggLinks) -> Iterator[_SoundfileSegment]:
     """The whole file, or each audio stream of a chained or multiplexed Ogg file in order."""
-    with _libsndfile_errors():
-        head = os.pread(fd, 4, 0)
-    streams = _ogg_audio_streams(fd) if head == b"OggS" else None
+    streams = _ogg_audio_streams(links)
     if streams is None:  # not Ogg, or one plain stream: libsndfile reads the file as it is
 
         def unread() -> int:
@@ -808,12 +807,34 @@ def _soundfile_at_start(fd: int) -> sf.SoundFile:
     return sf.SoundFile(fd, closefd=False)
 
 
-def _ogg_audio_streams(fd: int) -> list[ogg.OggStream] | None:
+class _OggLinks:
+    """The audio streams of the Ogg file open as ``fd`` (:func:`audiodup.ogg.audio_streams`;
+    None: not an Ogg file), its pages walked once for a decoding that falls back from
+    libsndfile to ffmpeg; a failed walk raises its error again."""
+
+    def __init__(self, fd: int):
+        self._fd = fd
+        self._walked: tuple[list[ogg.OggStream] | None, Exception | None] | None = None
+
+    def streams(self) -> list[ogg.OggStream] | None:
+        if self._walked is None:
+            try:
+                is_ogg = os.pread(self._fd, 4, 0) == b"OggS"
+                self._walked = (ogg.audio_streams(self._fd) if is_ogg else None, None)
+            except Exception as exc:
+                self._walked = (None, exc)
+        streams, error = self._walked
+        if error is not None:
+            raise error
+        return streams
+
+
+def _ogg_audio_streams(links: _OggLinks) -> list[ogg.OggStream] | None:
     """The audio streams of an Ogg file in play order, or None when libsndfile can read the file
-    as it is (one link holding one stream, or no valid page at all)."""
+    as it is (not Ogg, one link holding one stream, or no valid page at all)."""
     with _libsndfile_errors():
         try:
-            streams = ogg.audio_streams(fd)
+            streams = links.streams()
         except ogg.OggPageLimitError as exc:  # walked in Python: ffmpeg, in C, may take the file
             raise _Unparsed(f"cannot decode: {exc}") from None
     for stream in streams or ():
@@ -826,34 +847,33 @@ def _ogg_audio_streams(fd: int) -> list[ogg.OggStream] | None:
 
 
 def _decode_with_ffmpeg(
-    ffmpeg_path: str, fd: int, settings: Settings
+    ffmpeg_path: str, fd: int, settings: Settings, links: _OggLinks
 ) -> tuple[list[_ArraySegment], bool]:
     """Each audio stream of the file, mono at the analysis rate (a stereo one mixed by
     :func:`_mix_to_mono`, as libsndfile's blocks are), within the caps; and whether the caps
     cut the audio."""
     with ExitStack() as copies:
         return _decode_ffmpeg_sources(
-            ffmpeg_path, _ffmpeg_sources(ffmpeg_path, fd, copies), settings
+            ffmpeg_path, _ffmpeg_sources(ffmpeg_path, fd, copies, links), settings
         )
 
 
 def _ffmpeg_sources(
-    ffmpeg_path: str, fd: int, copies: ExitStack
+    ffmpeg_path: str, fd: int, copies: ExitStack, links: _OggLinks
 ) -> list[tuple[int, int, ffmpeg.FfmpegStream]]:
     """``(file, stream index, stream)`` of every audio stream ffmpeg is to decode. ffmpeg reads
     only the first link of a chained Ogg file, so each logical stream of an Ogg file that holds
     several (chained or multiplexed) is copied alone to an anonymous temporary file first (held
     open by ``copies``) and decoded from there."""
-    links = None
+    streams = None
     # too long to walk: ffmpeg reads it; a read error is one line
     with suppress(ogg.OggPageLimitError), _libsndfile_errors():
-        if os.pread(fd, 4, 0) == b"OggS":
-            links = ogg.audio_streams(fd)
-    if not links or len(links) < 2:
+        streams = links.streams()
+    if not streams or len(streams) < 2:
         sources = [(fd, i, s) for i, s in enumerate(ffmpeg.audio_streams(ffmpeg_path, fd))]
     else:
         sources = []
-        for link in links[: _MAX_FFMPEG_AUDIO_STREAMS + 1]:
+        for link in streams[: _MAX_FFMPEG_AUDIO_STREAMS + 1]:
             copy = _link_copy(fd, link, copies)
             probed = ffmpeg.audio_streams(ffmpeg_path, copy)
             sources += [(copy, i, s) for i, s in enumerate(probed)]
