@@ -1064,7 +1064,7 @@ def main() -> None:
         _run_command()
     except AudiodupError as exc:
         # one line; a metadata CSV's problems one line each (metadata.py escapes their text)
-        lines = str(exc).split("\n") if isinstance(exc, MetadataError) else [str(exc)]
+        lines = exc.lines if isinstance(exc, MetadataError) else [str(exc)]
         _say("error: " + "\n".join(shown_text(line) for line in lines))
         sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:

@@ -31,10 +31,14 @@ class MetadataError(AudiodupError):
     def __init__(self, source: str, problems: list[tuple[int, str]], outcome: str = "added"):
         self.source = source
         self.problems = problems  # (line number, what is wrong), line 1 is the header
-        shown = "\n".join(f"  line {line}: {text}" for line, text in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"{source}: {len(problems)} {noun}, nothing was {outcome}\n{shown}{more}")
+        # one line each, shown apart (a file name holding a newline stays in its line)
+        self.lines = [
+            f"{source}: {len(problems)} {noun}, nothing was {outcome}",
+            *(f"  line {line}: {text}" for line, text in problems[:20]),
+            *([f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else []),
+        ]
+        super().__init__("\n".join(self.lines))
 
 
 class WorkNotFoundError(CatalogError):

@@ -19,7 +19,6 @@ line, and nothing is applied unless every line is valid.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import re
@@ -346,9 +345,7 @@ def _value_problems(row: dict[str, str]) -> list[str]:
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
     """The file ``text`` names, or a description of why it names none (or two). Paths in the
     description are shown escaped (:func:`shown_text`): each problem stays one line."""
-    path = Path(text)
-    with contextlib.suppress(RuntimeError):  # ~name of no known user stays a literal name
-        path = path.expanduser()
+    path = Path(text)  # literal: "~/x" names x in a folder "~", never in a home folder
     candidates = [path] if path.is_absolute() else [base / path for base in base_dirs]
     found: list[Path] = []
     unreadable = None  # why a candidate could not be looked at: a name too long, no access

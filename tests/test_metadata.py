@@ -112,6 +112,17 @@ def test_metadata_for_paths_keys_rows_the_way_add_paths_looks_them_up(
     assert unused == []
 
 
+def test_a_path_starting_with_a_tilde_names_a_folder_beside_the_csv(
+    music: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (music / "~").mkdir()
+    shutil.copy(music / "w0.ogg", music / "~" / "song.ogg")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "song.ogg").write_bytes(b"not this one")
+    table = read_metadata(write(music / "meta.csv", "path,title\n~/song.ogg,tilde\n"))
+    assert table == {str((music / "~" / "song.ogg").resolve()): {"title": "tilde"}}
+
+
 # -- validation ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "expected"),
@@ -273,3 +284,22 @@ def test_invalid_metadata_adds_nothing(
         capsys,
     )
     assert code == 2 and not fresh.exists()
+
+
+def test_a_metadata_file_name_holding_a_newline_stays_on_its_error_line(
+    music: Path, catalog_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    folder = music / "m\nerror: forged line"
+    folder.mkdir()
+    csv_path = write(folder / "meta.csv", "path,title\nw9.ogg,y\n")
+    code, _, err = run_main(
+        ["index", "add", "--db", str(catalog_copy), "--metadata", str(csv_path), str(music)],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 2
+    lines = err.splitlines()
+    assert (
+        lines[0] == f"error: {music}/m\\nerror: forged line/meta.csv: 1 problem, nothing was added"
+    )
+    assert [line for line in lines if line.startswith("error:")] == lines[:1]
