@@ -27,11 +27,14 @@ from .results import (
     AddResult,
     Verdict,
     dumps,
+    ids_text,
+    listed_text,
     partly_screened,
     screen_document,
     screen_summary,
     shown_text,
     stats_document,
+    upload_text,
     uploads_document,
     works_document,
 )
@@ -281,7 +284,7 @@ def index_uploads(
         return
     table = Table("upload_id", "work_id", "role", "uploader", "uploaded_at", "external ids", "path")
     for u in uploads:
-        ids = ", ".join(f"{k}={v}" for k, v in u.external_ids.items())
+        ids = ids_text(u.external_ids, ", ")
         table.add_row(
             str(u.upload_id),
             str(u.work_id),
@@ -772,13 +775,13 @@ def _print_rescan(result, summary) -> None:
             alteration = {a.work_id: a for a in c.alterations}
             original = [c.original_reason]
             if c.determined:
-                original.insert(0, _upload_text(uploads[c.original_upload_id]))
+                original.insert(0, upload_text(uploads[c.original_upload_id]))
             lines = []
             for m in c.members:
                 how = m.relation
                 if m.work_id in alteration and m.relation != "identical":
                     how += f" ({alteration[m.work_id].description})"
-                lines.append(f"{_upload_text(m)}: {how}")
+                lines.append(f"{upload_text(m)}: {how}")
             table.add_row(
                 str(c.cluster_id),
                 Text("\n".join(shown_text(line) for line in original)),
@@ -847,23 +850,15 @@ def _print_rescan(result, summary) -> None:
     )
 
 
-def _upload_text(m) -> str:
-    """``upload 7 (fraud-ring, reference, 2023-01-01, isrc=...)``: user text, shown literally
-    by the caller."""
-    ids = " ".join(f"{k}={v}" for k, v in m.external_ids.items())
-    parts = [m.uploader or "no uploader", m.role, m.uploaded_at or "undated", ids]
-    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
-
-
 def _work_text(work_id: int, by_work: dict) -> str:
     """A work and who stands for it: its references (the owners), else its first upload."""
     uploads = by_work.get(work_id, [])
     if not uploads:
         return f"work {work_id}"
-    name = shown_text(uploads[0].title or Path(uploads[0].path).name)
+    name = shown_text(listed_text(uploads[0].title or Path(uploads[0].path).name))
     shown = [m for m in uploads if m.role == "reference"] or uploads[:1]
     more = len(uploads) - len(shown)
-    lines = [f"work {work_id} {name}", *(shown_text(_upload_text(m)) for m in shown)]
+    lines = [f"work {work_id} {name}", *(shown_text(upload_text(m)) for m in shown)]
     if more:
         lines.append(f"+{more} other upload{'s' if more > 1 else ''}")
     return "\n".join(lines)

@@ -39,6 +39,8 @@ from .results import (
     UploadInfo,
     Verdict,
     dumps,
+    ids_text,
+    listed_text,
     screen_document,
     to_jsonable,
 )
@@ -335,10 +337,10 @@ def _work_cells(work_id: int, uploads: dict[int, list[Member]], pair: Pair, quer
         members[0].path,
         members[0].title or title or "",
         "; ".join(str(m.upload_id) for m in members),
-        "; ".join(m.uploader or "" for m in members),
+        "; ".join(listed_text(m.uploader or "") for m in members),
         "; ".join(m.uploaded_at or "" for m in members),
         "; ".join(m.role for m in members),
-        "; ".join(" ".join(f"{k}={v}" for k, v in m.external_ids.items()) for m in members),
+        "; ".join(ids_text(m.external_ids) for m in members),
     ]
 
 

@@ -30,7 +30,17 @@ from .errors import AudiodupError
 from .explain import render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
-from .results import Match, ReviewDecision, Section, UploadInfo, Verdict, shown_text
+from .results import (
+    Match,
+    ReviewDecision,
+    Section,
+    UploadInfo,
+    Verdict,
+    ids_text,
+    listed_text,
+    shown_text,
+    upload_text,
+)
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -251,7 +261,7 @@ def rescan_html(
                 ),
                 (str(len(c.members)), len(c.members)),
                 _e(_original_text(c, uploads)),
-                _e(", ".join(uploaders)),
+                _e(", ".join(listed_text(u) for u in uploaders)),
                 _e("; ".join(c.caveats)),
                 _e("; ".join(f"work {a.work_id}: {a.description}" for a in c.alterations)),
                 (f"{strongest:.1f}", strongest),
@@ -492,15 +502,10 @@ def _work_text(work_id: int, by_work: dict[int, list[Member]]) -> str:
     uploads = by_work.get(work_id, [])
     if not uploads:
         return f"work {work_id}"
-    name = uploads[0].title or Path(uploads[0].path).name
-    return f"work {work_id} {name}: " + "; ".join(_upload_text(m) for m in uploads)
-
-
-def _upload_text(m: Member) -> str:
-    ids = " ".join(f"{k}={v}" for k, v in m.external_ids.items())
-    role = "reference: the owner" if m.role == "reference" else m.role
-    parts = [m.uploader or "no uploader", role, m.uploaded_at or "undated", ids]
-    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
+    name = listed_text(uploads[0].title or Path(uploads[0].path).name)
+    return f"work {work_id} {name}: " + "; ".join(
+        upload_text(m, "reference: the owner" if m.role == "reference" else None) for m in uploads
+    )
 
 
 def _cluster_detail(
@@ -524,7 +529,7 @@ def _cluster_detail(
                 _e(m.uploader or ""),
                 _e(m.role),
                 _e(m.uploaded_at or "undated"),
-                _e(", ".join(f"{k}={v}" for k, v in m.external_ids.items())),
+                _e(ids_text(m.external_ids, ", ")),
                 f'<span class="badge {_e(m.relation)}">{_e(m.relation)}</span>',
                 _e(a.description if a else ""),
                 (f"x{a.tempo_ratio:.3f}", a.tempo_ratio) if a else ("", ""),
@@ -901,10 +906,11 @@ def _original_text(cluster: Cluster, uploads: dict[int, Member]) -> str:
     if not cluster.determined:
         return cluster.original_reason
     m = uploads[cluster.original_upload_id]
-    name = m.title or Path(m.path).name
-    owner = f", owner {m.uploader}" if m.role == "reference" and m.uploader else ""
-    by = f" by {m.uploader}" if m.uploader and not owner else ""
-    ids = "".join(f", {k}={v}" for k, v in m.external_ids.items())
+    name = listed_text(m.title or Path(m.path).name)
+    uploader = listed_text(m.uploader or "")
+    owner = f", owner {uploader}" if m.role == "reference" and m.uploader else ""
+    by = f" by {uploader}" if m.uploader and not owner else ""
+    ids = "".join(f", {k}={listed_text(v)}" for k, v in m.external_ids.items())
     return (
         f"upload {m.upload_id} (work {m.work_id}): {name}{by}{owner}{ids}; "
         f"{cluster.original_reason}"

@@ -220,6 +220,31 @@ def shown_text(text) -> str:
     return _INVISIBLE.sub(_escape_char, path_text(text))
 
 
+# a value shown among others in one line or cell, as it is: no space, quote or separator
+_PLAIN_ITEM = re.compile(r'[^\s;,=()"]*')
+
+
+def listed_text(value: str) -> str:
+    """One user value among others in a line or a cell (uploaders, identifiers, a title in a
+    sentence): as it is, or as a JSON string when it holds a space, a quote or a separator
+    (``;``, ``,``, ``=``, parentheses), so that no value passes for two, or for an identifier of
+    another kind. Still user text: shown with :func:`shown_text` or escaped for a page."""
+    return value if _PLAIN_ITEM.fullmatch(value) else json.dumps(value, ensure_ascii=False)
+
+
+def ids_text(ids: dict[str, str], separator: str = " ") -> str:
+    """External identifiers as ``isrc=... upc=...``, each value :func:`listed_text`."""
+    return separator.join(f"{kind}={listed_text(value)}" for kind, value in ids.items())
+
+
+def upload_text(m, role: str | None = None) -> str:
+    """``upload 7 (fraud-ring, reference, 2023-01-01, isrc=...)``: who recorded a work's upload
+    and as what (``role``: the role's words, default the role), in :func:`listed_text` parts."""
+    uploader = listed_text(m.uploader) if m.uploader else "no uploader"
+    parts = [uploader, role or m.role, m.uploaded_at or "undated", ids_text(m.external_ids)]
+    return f"upload {m.upload_id} ({', '.join(p for p in parts if p)})"
+
+
 def _escape_char(found: re.Match) -> str:
     char = found.group()
     code = ord(char)
@@ -316,10 +341,11 @@ def decisions_document(decisions: Sequence[ReviewDecision], *, latest_only: bool
     }
 
 
-def dumps(obj) -> str:
-    """Indented JSON text. Besides the C0 controls that JSON always escapes, the other
-    characters of :func:`shown_text` are written as ``\\uNNNN`` escapes: the value read back is
-    the same, and printing the text cannot drive a terminal."""
-    text = json.dumps(to_jsonable(obj), indent=2, ensure_ascii=False)
+def dumps(obj, *, compact: bool = False) -> str:
+    """Indented JSON text (``compact``: on one line, no spaces). Besides the C0 controls that
+    JSON always escapes, the other characters of :func:`shown_text` are written as ``\\uNNNN``
+    escapes: the value read back is the same, and printing the text cannot drive a terminal."""
+    layout = {"separators": (",", ":")} if compact else {"indent": 2}
+    text = json.dumps(to_jsonable(obj), ensure_ascii=False, **layout)
     # outside its strings JSON holds only ASCII, so every match is inside a string
     return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)

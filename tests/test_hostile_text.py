@@ -39,7 +39,7 @@ from audiodup.explain import default_picture_path, render_explain
 from audiodup.metadata import read_metadata
 from audiodup.report import check_writable, rescan_csv, screen_csv
 from audiodup.rescan import build_report, rescan
-from audiodup.results import Verdict, dumps, shown_text
+from audiodup.results import Verdict, dumps, listed_text, shown_text
 from audiodup.settings import DEFAULT_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,12 @@ def write_metadata_csv(csv_path: Path, rows: list[tuple[str, str, str, str]]) ->
 def unquoted(cell: str) -> str:
     """The value of a CSV text cell (the report puts a ' before formulas and before ')."""
     return cell[1:] if cell.startswith("'") else cell
+
+
+def listed(cell: str) -> str:
+    """The value of a CSV cell of one listed value (:func:`audiodup.results.listed_text`)."""
+    value = unquoted(cell)
+    return json.loads(value) if value.startswith('"') else value
 
 
 def assert_no_formulas(rows: list[dict], text_columns: tuple[str, ...]) -> None:
@@ -435,12 +441,45 @@ def test_rescan_csv_neutralises_uploaders_titles_and_paths() -> None:
     by_query = {row["query_work_id"]: row for row in rows}
     assert by_query["2"]["query_path"] == "'-rf.wav"
     assert by_query["2"]["query_uploader"] == "'+thief"
-    assert by_query["2"]["reference_uploader"] == "'=cmd|' /C calc'!A0"
+    assert by_query["2"]["reference_uploader"] == "\"=cmd|' /C calc'!A0\""  # listed_text
     assert by_query["2"]["reference_title"] == "'@SUM(1)"
-    assert by_query["3"]["query_title"] == "'-2+3" and by_query["3"]["query_uploader"] == "'\tTAB"
+    assert by_query["3"]["query_title"] == "'-2+3" and by_query["3"]["query_uploader"] == '"\\tTAB"'
     assert by_query["2"]["pitch_shift_semitones"] == "-2.0"
     assert by_query["3"]["pitch_shift_semitones"] == "-1.5"
     assert_no_formulas(rows, RESCAN_TEXT_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("label-a", "label-a"),
+        ("", ""),
+        ("bob; alice", '"bob; alice"'),
+        ("x isrc=USRC17607839", '"x isrc=USRC17607839"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("a,b", '"a,b"'),
+        ("(owner)", '"(owner)"'),
+    ],
+)
+def test_a_listed_value_never_passes_for_two(value: str, shown: str) -> None:
+    assert listed_text(value) == shown
+    assert (json.loads(shown) if shown.startswith('"') else shown) == value
+
+
+def test_an_uploader_or_identifier_holding_a_separator_forges_nothing_in_the_rescan_csv() -> None:
+    works = [
+        work(1, uploader="label", uploaded_at="2020-01-01", external_id="L-1"),
+        work(2, uploader="bob; alice", uploaded_at="2021-01-01", external_id="x isrc=USRC17607839"),
+    ]
+    text = rescan_csv(
+        build_report(works, {1: scan(1), 2: scan(2, match(1, 80.0))}, DEFAULT_SETTINGS)
+    )
+    (row,) = csv.DictReader(io.StringIO(text))
+    assert row["query_uploader"] == '"bob; alice"'
+    assert row["query_external_ids"] == 'external_id="x isrc=USRC17607839"'
+    assert (
+        row["reference_uploader"] == "label" and row["reference_external_ids"] == "external_id=L-1"
+    )
 
 
 def test_csv_reports_from_the_command_line(
@@ -463,7 +502,7 @@ def test_csv_reports_from_the_command_line(
     assert {unquoted(r["title"]) for r in screened} <= titles
     pairs = read_csv(tmp_path / "r.csv")
     uploaders = {h.uploader for h in HOSTILE}
-    assert {unquoted(r["query_uploader"]) for r in pairs} <= uploaders
+    assert {listed(r["query_uploader"]) for r in pairs} <= uploaders
     assert_no_formulas(screened, SCREEN_TEXT_COLUMNS)
     assert_no_formulas(pairs, RESCAN_TEXT_COLUMNS)
 

@@ -146,6 +146,44 @@ def test_screen_a_clean_upload(server):
 
 
 # -- auth and scopes -----------------------------------------------------------------------------
+def multipart_file(filename: bytes, data: bytes) -> tuple[bytes, dict[str, str]]:
+    """A multipart body of one 'file' part whose file name is ``filename``, sent as a browser
+    sends it (its bytes as they are, within the quotes)."""
+    boundary = "audiodup-test-boundary"
+    head = b'Content-Disposition: form-data; name="file"; filename="' + filename + b'"'
+    body = b"\r\n".join(
+        [
+            f"--{boundary}".encode(),
+            head,
+            b"Content-Type: audio/ogg",
+            b"",
+            data,
+            f"--{boundary}--".encode(),
+            b"",
+        ]
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_file_name_comes_back_as_sent_and_cannot_drive_a_terminal(server):
+    data = (UPLOADS_DIR / "unrelated_a.ogg").read_bytes()
+    names = [
+        "C:\\Users\\someone\\song.ogg",  # python-multipart keeps "song.ogg" of such a name
+        "rtl \u202egpj.ogg, c1 \u009b31m, line \u2028 separator.ogg",
+    ]
+    with server.client("pipeline") as http:
+        for name in names:
+            body, headers = multipart_file(name.encode("utf-8"), data)
+            response = http.post("/v1/screen", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][0]["path"] == name
+            for acting in ("\u202e", "\u009b", "\u2028"):  # escaped as \uNNNN, as screen --json
+                assert acting.encode("utf-8") not in response.content
+        body, headers = multipart_file(b"latin-1 \xe9t\xe9.ogg", data)
+        refused = http.post("/v1/screen", content=body, headers=headers)
+    assert "not UTF-8" in _error(refused, 422, "bad_form")["message"]
+
+
 def test_keys_and_scopes(server):
     anonymous = server.client()
     body = _error(anonymous.get("/v1/uploads"), 401, "unauthorized")

@@ -179,6 +179,7 @@ def create_app(config: ServiceConfig, *, open_in_background: bool = False) -> Fa
         version=SCHEMA_VERSION,
         summary="Screen uploads for tempo-, pitch- or length-altered copies of catalog works.",
         lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
     )
     app.state.config = config
     app.state.keys = KeyFile(config.keys_path)
@@ -315,6 +316,14 @@ def _log_detail(exc: ApiError, **where) -> None:
     )
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON whose strings hold no character that drives a terminal (:func:`results.dumps`): an
+    upload's name, uploader or title comes back as sent, and ``curl`` to a terminal shows it."""
+
+    def render(self, content) -> bytes:
+        return results.dumps(content, compact=True).encode("utf-8")
+
+
 def error_response(request: Request, status: int, code: str, message: str, headers=None):
     body = {
         "error": {
@@ -324,7 +333,7 @@ def error_response(request: Request, status: int, code: str, message: str, heade
             "request_id": _request_id(request),
         }
     }
-    return JSONResponse(body, status_code=status, headers=headers)
+    return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
 def _install_errors(app: FastAPI) -> None:
@@ -589,7 +598,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         headers = {}
         if status == 201:
             headers["Location"] = f"/v1/uploads/{body['upload']['upload_id']}"
-        return JSONResponse(body, status_code=status, headers=headers)
+        return SafeJSONResponse(body, status_code=status, headers=headers)
 
     @app.post(
         "/v1/screen",
@@ -897,7 +906,7 @@ def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONR
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     url = f"/v1/jobs/{job_id}"
-    return JSONResponse(
+    return SafeJSONResponse(
         {"schema_version": SCHEMA_VERSION, "job_id": job_id, "status": "queued", "url": url},
         status_code=202,
         headers={"Location": url},

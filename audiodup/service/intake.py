@@ -190,9 +190,49 @@ async def _write(
     return size, None if digest is None else digest.hexdigest()
 
 
+def sent_filename(disposition: bytes) -> bytes | None:
+    """The ``filename`` parameter of a part's Content-Disposition as the client sent it (None:
+    none): unquoted as python-multipart unquotes it (``\\\\`` and ``\\"``), but whole, where
+    python-multipart keeps only what follows the last backslash of a name that looks like a
+    Windows path."""
+    text = disposition.decode("latin-1")
+    params, start, quoted, escaped = [], 0, False, False
+    for at, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ";" and not quoted:
+            params.append(text[start:at])
+            start = at + 1
+    params.append(text[start:])
+    for param in params[1:]:
+        key, _, value = param.partition("=")
+        if key.strip(" \t").lower() != "filename":
+            continue
+        value = value.strip(" \t")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1].replace("\\\\", "\\").replace('\\"', '"')
+        return value.encode("latin-1")
+    return None
+
+
 class _TextFieldsParser(MultiPartParser):
-    """Starlette's parser, but a field that is no UTF-8 text is refused (Starlette reads it as
-    Latin-1, which would record other text than was sent)."""
+    """Starlette's parser, but a field or a file name that is no UTF-8 text is refused (Starlette
+    reads it as Latin-1, which would record other text than was sent), and a file name is kept
+    as sent (:func:`sent_filename`)."""
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        part = self._current_part
+        sent = None if part.file is None else sent_filename(part.content_disposition or b"")
+        if sent is not None:
+            try:
+                part.file.filename = sent.decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException("the file name is not UTF-8 text") from None
 
     def on_part_end(self) -> None:
         part = getattr(self, "_current_part", None)
