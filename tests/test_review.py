@@ -7,11 +7,13 @@ revoked key ending its session."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 import pytest
@@ -145,6 +147,22 @@ def test_the_queue_lists_flagged_uploads_and_filters_them(served) -> None:
     # hostile text is escaped, never markup
     assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
     assert "\u202e" not in page.text and "\\u202e" in page.text
+
+
+def test_the_uploader_filter_is_exact_and_survives_the_form_and_the_links(served) -> None:
+    client, key, ids, _ = served
+    sign_in(client, key["review"])
+    page = client.get("/review", params={"uploader": HOSTILE}).text
+    assert re.findall(r'href="/review/uploads/(\d+)"', page) == [str(ids["pitch_-3_work_03.ogg"])]
+    # the filter box holds the uploader itself (sent again, it finds the same upload) ...
+    value = re.search(r'<input name="uploader" value="([^"]*)"', page)[1]
+    assert html.unescape(value) == HOSTILE
+    # ... and each row links to the queue of exactly its uploader
+    (link,) = re.findall(r'href="/review\?(uploader=[^"]*)"', page)
+    assert parse_qs(html.unescape(link))["uploader"] == [HOSTILE]
+    # exact: spaces are part of an uploader, not trimmed away
+    spaced = client.get("/review", params={"uploader": " label-a "}).text
+    assert 'id="queue-empty"' in spaced
 
 
 def test_an_upload_page_shows_the_evidence_picture_players_and_form(served) -> None:

@@ -9,6 +9,7 @@ fixed words only, and query strings are percent-encoded.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,9 @@ def queue_page(
     form = (
         '<form class="filters" method="get" action="/review">'
         f'<label>verdict <select name="verdict">{verdicts}</select></label> '
-        f'<label>uploader <input name="uploader" value="{_e(filters.uploader)}" size="16"></label> '
+        # the uploader as it is (escaped for the attribute only): sent again, it finds the same
+        f'<label>uploader <input name="uploader" value="{_attr(filters.uploader)}" size="16">'
+        "</label> "
         "<label>recorded from "
         f'<input name="since" type="date" value="{_e(filters.since)}"></label> '
         f'<label>to <input name="until" type="date" value="{_e(filters.until)}"></label> '
@@ -108,7 +111,7 @@ def queue_page(
             "<tr>"
             f'<td class="num">{u.upload_id}</td>'
             f'<td><a href="/review/uploads/{u.upload_id}">{_e(name)}</a></td>'
-            f"<td>{_e(u.uploader or '')}</td>"
+            f"<td>{_uploader_link(u.uploader)}</td>"
             f"<td>{_e(u.uploaded_at or '')}</td>"
             f"<td>{_e(u.recorded_at[:19].replace('T', ' '))}</td>"
             f"<td>{_badge(row.verdict)}</td>"
@@ -300,6 +303,19 @@ def page(title: str, nonce: str, body: str, *, reviewer: str | None, csrf: str |
         f"</head>\n<body><header>{who}<h1>{_e(title)}</h1></header>\n<main>\n{body}\n</main>"
         "</body></html>\n"
     )
+
+
+def _attr(text: str) -> str:
+    """User text as a form field's value: escaped for HTML only, so the form sends it back."""
+    return html.escape(text, quote=True)
+
+
+def _uploader_link(uploader: str | None) -> str:
+    """An uploader shown escaped, linked to the queue filtered by exactly that uploader (also
+    one a form field cannot hold, such as a name with a newline)."""
+    if not uploader:
+        return ""
+    return f'<a href="/review?{_attr(urlencode({"uploader": uploader}))}">{_e(uploader)}</a>'
 
 
 def _query(filters: QueueFilter, **extra) -> str:
