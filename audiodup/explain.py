@@ -144,7 +144,7 @@ def explain_figure(
         left=0.065,
         right=0.985,
         bottom=0.1,
-        top=0.87,
+        top=0.86,
         wspace=0.16,
         hspace=0.28,
     )
@@ -165,14 +165,26 @@ def explain_figure(
     # whole recordings on both axes: where the copy starts and what it leaves out show too
     ax_hash.set_xlim(0.0, max(query.duration_s, 1.0))
     ax_hash.set_ylim(0.0, max(reference.duration_s, 1.0))
+    # user text of any length, shortened in its middle to the room it has: the labels, the
+    # work's id and the title's numbers stay inside the picture
     upload_name, work_name = shown_text(upload_name), shown_text(work_name)
-    ax_hash.set_xlabel(f"upload time (s): {upload_name}", **_LITERAL)
-    ax_hash.set_ylabel(f"reference time (s): {work_name}", **_LITERAL)
+    renderer, width, height = figure.canvas.get_renderer(), figure.bbox.width, figure.bbox.height
+    under_axes = (renderer, ax_hash.get_position().width * width)
+    _fit(ax_hash.set_xlabel("", **_LITERAL), "upload time (s): ", upload_name, under_axes)
+    _fit(
+        ax_hash.set_ylabel("", **_LITERAL),
+        "reference time (s): ",
+        work_name,
+        (renderer, 0.9 * height),
+    )
+    title = figure.suptitle("", fontsize=11, **_LITERAL)
+    half = (renderer, 0.46 * width)
+    names = f"{_fit(title, '', upload_name, half)} vs {_fit(title, '', work_name, half)}"
     if transform is None:
         for ax in (ax_up, ax_ref):
             ax.text(0.5, 0.5, "no alignment found", ha="center", va="center")
             ax.set_axis_off()
-        figure.suptitle(f"{upload_name} vs {work_name}: no evidence of a match", **_LITERAL)
+        title.set_text(f"{names}\nno evidence of a match")
         return figure
     tempo, pitch, query_start_s, ref_start_s, ref_end_s = transform
     upload_aligned, ref_part, times = _aligned_chroma(
@@ -201,22 +213,49 @@ def explain_figure(
     ax_ref.set_xlabel("reference time (s)")
     ax_up.tick_params(labelbottom=False)
     if by_peaks:
-        title = (
-            f"{upload_name} vs {work_name}: tempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
+        text = (
+            f"{names}\ntempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
             f"{peaks.matched_peaks} coinciding peaks, chroma cosine {cosine:.2f}"
         )
     elif hashed is not None:
-        title = (
-            f"{upload_name} vs {work_name}: tempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
+        text = (
+            f"{names}\ntempo x{tempo:.3f}, pitch {pitch + 0.0:+.2f} st, "
             f"{hashed.inliers} matched hashes, aligned chroma cosine {cosine:.2f}"
         )
     else:
-        title = (
-            f"{upload_name} vs {work_name}: no verified hash matches; best chroma alignment "
+        text = (
+            f"{names}\nno verified hash matches; best chroma alignment "
             f"tempo x{tempo:.3f}, pitch {pitch + 0.0:+.1f} st, cosine {cosine:.2f}"
         )
-    figure.suptitle(title, fontsize=11, **_LITERAL)
+    title.set_text(text)
     return figure
+
+
+def _fit(label, prefix: str, name: str, room: tuple) -> str:
+    """Set ``label`` (a matplotlib ``Text``) to ``prefix + name``, the name shortened by an
+    ellipsis in its middle (its start, a work's id, and its end, a file's extension, stay) until
+    the text is at most ``room`` = ``(renderer, pixels)`` long; returns the name as shown."""
+    renderer, pixels = room
+    font = label.get_fontproperties()
+
+    def shortened(keep: int) -> str:
+        if keep >= len(name):
+            return name
+        head = keep * 2 // 3
+        return name[:head] + "\u2026" + name[len(name) - (keep - head) :]
+
+    def fits(keep: int) -> bool:
+        width, _, _ = renderer.get_text_width_height_descent(
+            prefix + shortened(keep), font, ismath=False
+        )
+        return width <= pixels
+
+    keep, longest = 0, len(name)
+    while keep < longest:  # the most characters that fit
+        middle = (keep + longest + 1) // 2
+        keep, longest = (middle, longest) if fits(middle) else (keep, middle - 1)
+    label.set_text(prefix + shortened(keep))
+    return shortened(keep)
 
 
 def _peak_transform(

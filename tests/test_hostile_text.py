@@ -315,6 +315,31 @@ def test_pictures_draw_names_and_titles_literally(catalog: Catalog, work_ids, na
     assert b"<script" not in svg and b"</script>" not in svg  # the text is only drawn
 
 
+def test_a_long_name_leaves_the_pictures_labels_and_numbers_inside_it(
+    catalog: Catalog, work_ids
+) -> None:
+    query = query_of(catalog, "pitch_-3_work_03.ogg")
+    work_id = work_ids["work_03"]
+    hashed, chroma = catalog.work_evidence(query, work_id)
+    upload, work = "u" * 300 + ".ogg", f"work {work_id}: " + "\u202e" * 40 + "t" * 200
+    figure = figure_of(catalog, query, work_id, hashed, chroma, upload_name=upload, work_name=work)
+    figure.canvas.draw()  # the labels take their places
+    renderer = figure.canvas.get_renderer()
+    inside, title, hashes, upload_pane = figure.bbox, figure._suptitle, *figure.axes[:2]
+    for text in (title, hashes.xaxis.label, hashes.yaxis.label):
+        box = text.get_window_extent(renderer)
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text.get_text()
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, text.get_text()
+    label = hashes.xaxis.label.get_window_extent(renderer)
+    assert not label.overlaps(figure.axes[2].xaxis.label.get_window_extent(renderer))
+    assert not title.get_window_extent(renderer).overlaps(
+        upload_pane._left_title.get_window_extent(renderer)
+    )
+    shown = title.get_text()
+    assert f"work {work_id}: " in shown and "uuu" in shown and ".ogg" in shown
+    assert re.search(r"tempo x[0-9.]+, pitch [-+][0-9.]+ st", shown)
+
+
 def test_explain_with_a_hostile_name_and_title(
     hostile_catalog: Path, hostile_files: dict[str, Path], monkeypatch, capsys, tmp_path
 ) -> None:
