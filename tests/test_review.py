@@ -143,6 +143,10 @@ def test_the_queue_lists_flagged_uploads_and_filters_them(served) -> None:
     future = client.get("/review", params={"since": "2999-01-01"}).text
     assert 'id="queue-empty"' in future
     past = client.get("/review", params={"until": "2000-01-01"}).text
+    last = client.get("/review", params={"until": "9999-12-31"})  # the last day: no bound
+    assert (
+        last.status_code == 200 and len(re.findall(r'href="/review/uploads/(\d+)"', last.text)) == 2
+    )
     assert 'id="queue-empty"' in past
     # hostile text is escaped, never markup
     assert "<script>alert" not in page.text and "&lt;script&gt;alert" in page.text
@@ -211,6 +215,7 @@ def test_a_decision_from_the_form_needs_its_csrf_token_and_shows_in_the_export(s
     action = f"/review/uploads/{upload_id}/decision"
     assert client.post(action, data=form).status_code == 403  # no token
     assert client.post(action, data={**form, "csrf": "forged"}).status_code == 403
+    assert client.post(action, data={**form, "csrf": "forg\u00e9d"}).status_code == 403
     token = csrf_of(page)
     elsewhere = client.post(
         action, data={**form, "csrf": token}, headers={"Origin": "https://evil.example"}

@@ -222,6 +222,29 @@ def test_revoked_key_is_refused_at_once(server):
         )
 
 
+def test_a_revoked_admin_keys_name_grants_a_new_key_nothing(server):
+    def create(scope: str) -> dict[str, str]:
+        made = cli("keys", "create", "rotated", "--scope", scope, "--db", str(server.db))
+        return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+    create("admin")
+    cli("keys", "revoke", "rotated", "--db", str(server.db))
+    screen_only = create("screen")
+    with server.client("other") as other, server.client() as http:
+        job = other.post(
+            "/v1/screen?mode=async", content=synth_wav(7003), headers={"Content-Type": "audio/wav"}
+        )
+        assert job.status_code == 202, job.text
+        reference = http.post(
+            "/v1/uploads?role=reference",
+            content=synth_wav(7004),
+            headers={"Content-Type": "audio/wav", **screen_only},
+        )
+        _error(reference, 403, "forbidden")
+        _error(http.get(job.headers["location"], headers=screen_only), 404, "not_found")
+    cli("keys", "revoke", "rotated", "--db", str(server.db))
+
+
 # -- limits --------------------------------------------------------------------------------------
 def test_content_type_size_and_duration_limits(server):
     with server.client("pipeline") as http:
@@ -486,6 +509,9 @@ def test_listing_filters_and_pages(server):
         assert http.get("/v1/uploads", params={"since": "2999-01-01"}).json()["uploads"] == []
         _error(http.get("/v1/uploads", params={"since": "last week"}), 422)
         _error(http.get("/v1/uploads", params={"verdict": "maybe"}), 422, "invalid_request")
+        # a misspelt, repeated or undecodable filter is refused, never dropped
+        for query in ("uplaoder=lister", "uploader=lister&uploader=x", "uploader=%ff"):
+            _error(http.get(f"/v1/uploads?{query}"), 422, "invalid_request")
         pages, url = [], "/v1/uploads?uploader=lister&limit=1"
         while url:
             page = http.get(url).json()

@@ -327,6 +327,8 @@ def require_scope(*scopes: str) -> Callable:
                 raise ApiError(503, "catalog_error", "the catalog folder cannot be found")
             raise unauthorized("the API key is unknown or revoked")
         request.state.key_name = record.name
+        # the key verified, not its name: a revoked admin key of that name grants nothing
+        request.state.key_is_admin = "admin" in record.scopes
         if not any(record.allows(scope) for scope in scopes):
             raise forbidden(f"the key {record.name} lacks the {' or '.join(scopes)} scope")
         wait_s = await run_in_threadpool(request.app.state.rate_limiter.take, record.name)

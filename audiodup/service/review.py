@@ -631,7 +631,9 @@ def _date_text(text: str) -> str:
 
 
 def _day_after(text: str) -> str | None:
-    return (date.fromisoformat(text) + timedelta(days=1)).isoformat() if text else None
+    """The day after the date ``text`` (None: no date, or the last day there is: no bound)."""
+    day = date.fromisoformat(text) if text else date.max
+    return None if day == date.max else (day + timedelta(days=1)).isoformat()
 
 
 def _nonce() -> str:

@@ -113,7 +113,9 @@ def csrf_token(secret: bytes, session: Session) -> str:
 
 
 def csrf_ok(secret: bytes, session: Session, token: str | None) -> bool:
-    return bool(token) and hmac.compare_digest(str(token), csrf_token(secret, session))
+    # as bytes: compare_digest refuses str with non-ASCII characters (a forged token's)
+    sent = str(token or "").encode("utf-8", "surrogateescape")
+    return bool(sent) and hmac.compare_digest(sent, csrf_token(secret, session).encode())
 
 
 def _sign(secret: bytes, data: bytes) -> bytes:
