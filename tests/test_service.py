@@ -727,6 +727,63 @@ def test_timeouts(pristine_catalog_dir, tmp_path):
         slow.stop()
 
 
+def _held_writer_lock(db: Path):
+    """The catalog's writer lock, as a long ``index add`` or rebuild in another process holds it."""
+    from filelock import FileLock
+
+    lock = FileLock(str(db / "catalog.lock"))
+    lock.acquire()
+    return lock
+
+
+def test_another_writers_lock_is_a_quick_503_and_screening_goes_on(pristine_catalog_dir, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(pristine_catalog_dir, db)
+    key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
+    busy = start_server(db, tmp_path, workers=1, toml="lock_wait_s = 0.5\n")
+    try:
+        with httpx.Client(
+            base_url=busy.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as http:
+            wav = {"content": synth_wav(7602), "headers": {"Content-Type": "audio/wav"}}
+            lock = _held_writer_lock(db)
+            try:
+                refused = http.post("/v1/uploads", **wav)
+                assert _error(refused, 503, "busy") and refused.headers["retry-after"]
+                assert http.post("/v1/screen", **wav).status_code == 200  # no write, no wait
+            finally:
+                lock.release()
+            assert http.post("/v1/uploads", **wav).status_code == 201
+    finally:
+        busy.stop()
+
+
+def test_an_upload_answered_504_while_it_runs_says_it_may_still_be_recorded(
+    pristine_catalog_dir, tmp_path
+):
+    db = tmp_path / "db"
+    shutil.copytree(pristine_catalog_dir, db)
+    key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
+    slow = start_server(db, tmp_path, workers=1, toml="request_timeout_s = 5\nlock_wait_s = 600\n")
+    try:
+        with httpx.Client(
+            base_url=slow.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as http:
+            wav = synth_wav(7603)
+            headers = {"Content-Type": "audio/wav", "Idempotency-Key": "slow-7603"}
+            lock = _held_writer_lock(db)  # the upload is screened, then waits to be recorded
+            try:
+                late = http.post("/v1/uploads", content=wav, headers=headers)
+            finally:
+                lock.release()
+            assert "may still be recorded" in _error(late, 504, "timeout")["message"]
+            # the recording went on: the same key answers its outcome (queued behind it)
+            again = http.post("/v1/uploads", content=wav, headers=headers)
+            assert again.status_code == 200 and again.json()["replayed"] is True
+    finally:
+        slow.stop()
+
+
 # -- property-based: the OpenAPI document, no 5xx ------------------------------------------------
 @pytest.fixture(scope="module")
 def api_schema(server):

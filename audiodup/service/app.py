@@ -593,7 +593,10 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             return _start_job(request, client, kind, work, received.discard)
         # the work removes the received file itself; if it never runs, this does
         status, body = await engine.run(
-            work, timeout_s=config.request_timeout_s, on_dropped=received.discard
+            work,
+            timeout_s=config.request_timeout_s,
+            on_dropped=received.discard,
+            still_running=_STILL_RECORDING if kind == "upload" else "",
         )
         headers = {}
         if status == 201:
@@ -864,6 +867,14 @@ def _upload_request(
     return UploadRequest(fields, role, client, idempotency_key, request_hash)
 
 
+# a 504 (or a job failed by its timeout) of an upload whose screening already runs: it may
+# still be recorded, and the Idempotency-Key is how a client learns whether it was
+_STILL_RECORDING = (
+    "the upload may still be recorded: send it again with the same Idempotency-Key to get its "
+    "outcome (without one, a retry records it again)"
+)
+
+
 def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONResponse:
     """Answer 202 now and run ``work`` in the engine thread; its answer goes to the job
     (``cleanup`` runs if the work never does)."""
@@ -879,7 +890,10 @@ def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONR
     async def run() -> None:
         try:
             status, body = await engine.run(
-                running, timeout_s=config.job_timeout_s, on_dropped=cleanup
+                running,
+                timeout_s=config.job_timeout_s,
+                on_dropped=cleanup,
+                still_running=_STILL_RECORDING if kind == "upload" else "",
             )
             jobs.update(job_id, status="done", http_status=status, result=body)
         except ApiError as exc:

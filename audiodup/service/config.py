@@ -63,6 +63,10 @@ class ServiceConfig:
     # synchronous answer; asking with ?mode=async works for any size
     async_above_bytes: int = 64 * 1024 * 1024
     job_timeout_s: float = 1800.0
+    # a write (an upload recorded, a review decision) waits this long for another process's
+    # writer lock (an index add, a rebuild), then is refused with 503 busy: the worker's one
+    # engine thread, and the requests queued behind it, never wait longer
+    lock_wait_s: float = 10.0
     top_k: int = 5  # matches reported per upload
     log_level: str = "info"
     # a request queued behind more than this many in its worker is refused with 503

@@ -92,6 +92,7 @@ class Engine:
             if self.config.quick:
                 catalog.settings = catalog.settings.without_further_looks()
             catalog.settings = catalog.settings.with_hit_budget(self.config.hit_budget)
+            catalog.store.lock_timeout_s = self.config.lock_wait_s
             # loaded and connected before the lock: nothing else holds this catalog yet, and
             # the review pages, which take the lock, need not wait for a scheduler meanwhile
             if self.config.dask is not None:
@@ -209,12 +210,14 @@ class Engine:
         *args,
         timeout_s: float | None = None,
         on_dropped: Callable[[], None] | None = None,
+        still_running: str = "",
     ) -> T:
         """``fn(*args)`` in the engine thread, after the calls queued before it. Over
         ``timeout_s`` the caller gets a 504: a call still queued is dropped, a running one
-        finishes in the background (its result is thrown away). Over ``max_queue`` calls
-        waiting, a 503. ``on_dropped`` is called when ``fn`` will never run (refused, or
-        dropped from the queue): the caller's cleanup."""
+        finishes in the background (its result is thrown away; ``still_running`` ends the
+        504's message then: what it may still do). Over ``max_queue`` calls waiting, a 503.
+        ``on_dropped`` is called when ``fn`` will never run (refused, or dropped from the
+        queue): the caller's cleanup."""
         if self.queued >= self.config.max_queue:
             if on_dropped is not None:
                 on_dropped()
@@ -230,10 +233,12 @@ class Engine:
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
         except TimeoutError:
-            if future.cancel() and on_dropped is not None:
+            dropped = future.cancel()
+            if dropped and on_dropped is not None:
                 on_dropped()
+            note = "" if dropped or not still_running else f"; {still_running}"
             raise ApiError(
-                504, "timeout", f"the request took longer than {timeout_s:g} s"
+                504, "timeout", f"the request took longer than {timeout_s:g} s{note}"
             ) from None
 
     def _done(self, _future) -> None:
