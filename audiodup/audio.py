@@ -437,7 +437,8 @@ def _conditioned_audio(
     if measure.frames == 0:
         raise no_frames_error("no audio frames in file")
     if measure.nonfinite / measure.frames > _MAX_NONFINITE_SHARE:
-        raise AudioDecodeError("audio holds NaN or infinite samples")
+        # float64 samples beyond float32's range (3.4e38) are read as infinite: say so too
+        raise AudioDecodeError("audio holds NaN, infinite or out-of-range (over 3.4e38) samples")
     scale = np.float32(measure.peak) if measure.peak > _MAX_SANE_PEAK else None
     mean = measure.total / measure.frames / (float(scale) if scale is not None else 1.0)
     source_duration_s = plan.source_duration_s

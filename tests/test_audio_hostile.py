@@ -952,3 +952,18 @@ def test_a_timed_out_decode_leaves_no_ffmpeg_running(
             break
         time.sleep(0.1)
     assert not _alive(pid), "the ffmpeg the timed-out worker started is still running"
+
+
+@pytest.mark.parametrize("peak", [1e38, 1e39, 1e300])
+def test_a_float64_file_of_absurd_scale_is_normalised_or_said_to_be_out_of_range(
+    tmp_path: Path, peak: float
+) -> None:
+    samples = music(61, 4.0).astype(np.float64)
+    sf.write(tmp_path / "plain.wav", samples, SR, subtype="DOUBLE")
+    sf.write(tmp_path / "scaled.wav", samples / np.abs(samples).max() * peak, SR, subtype="DOUBLE")
+    if peak <= np.finfo(np.float32).max:
+        plain, scaled = (load_audio(tmp_path / n).samples for n in ("plain.wav", "scaled.wav"))
+        assert correlation(plain, scaled) > 0.999
+    else:  # read as float32, they would be infinite: refused, and the error says why
+        with pytest.raises(AudioDecodeError, match="out-of-range"):
+            load_audio(tmp_path / "scaled.wav")
