@@ -313,3 +313,25 @@ def test_an_upload_form_s_declared_charset_does_not_change_its_text(service) -> 
     answer = post_form(client, key["screen"], uploader.encode(), "unrelated_b.ogg", "latin-1")
     assert answer.status_code == 201, answer.text
     assert answer.json()["upload"]["uploader"] == uploader
+
+
+def test_a_killed_workers_partial_upload_is_removed_by_the_next_worker(tmp_path: Path) -> None:
+    from audiodup.service.app import _sweep_incoming
+    from audiodup.service.intake import part_name
+
+    config = ServiceConfig(db=tmp_path / "db")
+    incoming = config.received_dir / ".incoming"
+    incoming.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    names = {
+        "killed": part_name(gone.pid),  # a worker of this host that is gone
+        "streaming": part_name(os.getpid()),  # one still receiving
+        "elsewhere": f"{gone.pid}@another-host-{'0' * 32}.part",  # judged by its age only
+    }
+    for name in names.values():
+        (incoming / name).write_bytes(b"partial")
+    _sweep_incoming(config)
+    assert sorted(p.name for p in incoming.iterdir()) == sorted(
+        [names["streaming"], names["elsewhere"]]
+    )

@@ -23,7 +23,7 @@ httpx = pytest.importorskip("httpx")
 import soundfile as sf  # noqa: E402
 from service_server import READY_WAIT_S, Server, cli, start_server  # noqa: E402
 
-from audiodup.service.local import _alive  # noqa: E402
+from audiodup.service.jobs import process_alive  # noqa: E402
 from audiodup.synth import synthesize_work  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def test_a_restarted_worker_is_not_ready_while_its_catalog_loads(pristine_catalo
         [worker] = server.worker_pids()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while _alive(worker):
+        while process_alive(worker):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         # nothing has the database open now; a new worker takes over a second later at least

@@ -64,7 +64,7 @@ from .auth import KeyFile, KeyFileError, RateLimiter, require_scope
 from .config import CONFIG_ENV, ServiceConfig
 from .engine import Engine
 from .errors import ApiError, engine_error, forbidden, not_found
-from .jobs import JobStore
+from .jobs import JobStore, process_alive
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -223,13 +223,16 @@ def _mount_review(app: FastAPI) -> None:
 
 
 def _sweep_incoming(config: ServiceConfig) -> None:
-    """Remove partial uploads left by a worker that was killed (older than any request)."""
+    """Remove partial uploads left by a worker that was killed: those of a process of this host
+    that is gone, and any older than any request could be."""
     limit = time.time() - 2 * max(config.request_timeout_s, config.job_timeout_s)
     folder = config.received_dir / ".incoming"
     with contextlib.suppress(OSError):
         for entry in os.scandir(folder):
             with contextlib.suppress(OSError):
-                if entry.name.endswith(".part") and entry.stat().st_mtime < limit:
+                if not entry.name.endswith(".part"):
+                    continue
+                if intake.orphaned_part(entry.name, process_alive) or entry.stat().st_mtime < limit:
                     os.unlink(entry.path)
 
 

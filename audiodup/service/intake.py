@@ -10,9 +10,11 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
+import socket
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +81,23 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"the upload is larger than {limit:,} bytes")
 
 
+def part_name(pid: int) -> str:
+    """A received body's file name while it streams in: the receiving process and host in it,
+    so a replacement worker removes what a killed one left (:func:`orphaned_part`)."""
+    return f"{pid}@{_HOST}-{uuid.uuid4().hex}.part"
+
+
+def orphaned_part(name: str, alive: Callable[[int], bool]) -> bool:
+    """Whether the part file ``name`` belongs to a process of this host that is gone."""
+    pid, at, rest = name.partition("@")
+    if not (at and pid.isdigit() and rest.startswith(f"{_HOST}-") and name.endswith(".part")):
+        return False
+    return not alive(int(pid))
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
 async def receive(
     request: Request, incoming: Path, max_bytes: int, *, hash_bytes: bool = True
 ) -> Received:
@@ -96,7 +115,7 @@ async def receive(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
         raise _too_large(max_bytes)
-    target = incoming / f"{uuid.uuid4().hex}.part"
+    target = incoming / part_name(os.getpid())
     try:
         incoming.mkdir(parents=True, exist_ok=True)
         if kind == "multipart/form-data":

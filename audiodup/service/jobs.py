@@ -26,14 +26,27 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs; a killed one its parent has not reaped yet (a
+    zombie) is gone. Without /proc, whether it can be signalled."""
+    if pid <= 0:
         return False
-    except PermissionError:
+    if not _PROC.is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+_PROC = Path("/proc")
 
 
 class JobStore:
@@ -73,7 +86,7 @@ class JobStore:
             job = json.loads(path.read_text(encoding="utf-8"))
         except (ValueError, OSError):
             return None
-        if job.get("status") in ("queued", "running") and not _alive(int(job.get("pid", 0))):
+        if job.get("status") in ("queued", "running") and not process_alive(int(job.get("pid", 0))):
             job.update(
                 status="failed",
                 http_status=503,

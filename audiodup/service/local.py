@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from .jobs import process_alive
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -52,7 +54,8 @@ class LocalServer:
         pids = []
         for entry in self.log_lines():
             pid = entry.get("pid")
-            if entry.get("message") == "worker ready" and pid not in pids and _alive(pid):
+            ready = entry.get("message") == "worker ready" and isinstance(pid, int)
+            if ready and pid not in pids and process_alive(pid):
                 pids.append(pid)
         return pids
 
@@ -81,15 +84,6 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(30)
-
-
-def _alive(pid) -> bool:
-    """The process runs (a killed one that its parent has not reaped yet is a zombie: gone)."""
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, TypeError, ValueError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def start_local_server(
