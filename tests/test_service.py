@@ -6,6 +6,7 @@ property-based requests from the OpenAPI document (schemathesis) that must never
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import io
 import json
 import os
@@ -704,27 +705,32 @@ def test_a_killed_worker_is_replaced(server):
     assert answers == [200] * 6
 
 
-def test_timeouts(pristine_catalog_dir, tmp_path):
-    """A request over its time gets 504 (a separate server with a tiny request timeout)."""
+@contextlib.contextmanager
+def own_server(catalog_dir: Path, tmp_path: Path, toml: str):
+    """A one-worker server of its own, on a copy of ``catalog_dir`` with ``toml``'s settings:
+    ``(a client with a screen key, the catalog folder)``."""
     db = tmp_path / "db"
-    shutil.copytree(pristine_catalog_dir, db)
+    shutil.copytree(catalog_dir, db)
     key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
-    slow = start_server(db, tmp_path, workers=1, toml="request_timeout_s = 0.05\n")
+    server = start_server(db, tmp_path, workers=1, toml=toml)
     try:
         with httpx.Client(
-            base_url=slow.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
         ) as http:
-            response = http.post(
-                "/v1/screen", content=synth_wav(7601, 180), headers={"Content-Type": "audio/wav"}
-            )
-            body = _error(response, response.status_code)
-            assert (response.status_code, body["code"]) in (
-                (504, "timeout"),
-                (408, "request_timeout"),
-            )
-            assert http.get("/readyz").status_code == 200  # and the worker goes on
+            yield http, db
     finally:
-        slow.stop()
+        server.stop()
+
+
+def test_timeouts(pristine_catalog_dir, tmp_path):
+    """A request over its time gets 504 (a server with a tiny request timeout)."""
+    with own_server(pristine_catalog_dir, tmp_path, "request_timeout_s = 0.05\n") as (http, _):
+        response = http.post(
+            "/v1/screen", content=synth_wav(7601, 180), headers={"Content-Type": "audio/wav"}
+        )
+        body = _error(response, response.status_code)
+        assert (response.status_code, body["code"]) in ((504, "timeout"), (408, "request_timeout"))
+        assert http.get("/readyz").status_code == 200  # and the worker goes on
 
 
 def _held_writer_lock(db: Path):
@@ -737,51 +743,34 @@ def _held_writer_lock(db: Path):
 
 
 def test_another_writers_lock_is_a_quick_503_and_screening_goes_on(pristine_catalog_dir, tmp_path):
-    db = tmp_path / "db"
-    shutil.copytree(pristine_catalog_dir, db)
-    key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
-    busy = start_server(db, tmp_path, workers=1, toml="lock_wait_s = 0.5\n")
-    try:
-        with httpx.Client(
-            base_url=busy.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-        ) as http:
-            wav = {"content": synth_wav(7602), "headers": {"Content-Type": "audio/wav"}}
-            lock = _held_writer_lock(db)
-            try:
-                refused = http.post("/v1/uploads", **wav)
-                assert _error(refused, 503, "busy") and refused.headers["retry-after"]
-                assert http.post("/v1/screen", **wav).status_code == 200  # no write, no wait
-            finally:
-                lock.release()
-            assert http.post("/v1/uploads", **wav).status_code == 201
-    finally:
-        busy.stop()
+    with own_server(pristine_catalog_dir, tmp_path, "lock_wait_s = 0.5\n") as (http, db):
+        wav = {"content": synth_wav(7602), "headers": {"Content-Type": "audio/wav"}}
+        lock = _held_writer_lock(db)
+        try:
+            refused = http.post("/v1/uploads", **wav)
+            assert _error(refused, 503, "busy") and refused.headers["retry-after"]
+            assert http.post("/v1/screen", **wav).status_code == 200  # no write, no wait
+        finally:
+            lock.release()
+        assert http.post("/v1/uploads", **wav).status_code == 201
 
 
 def test_an_upload_answered_504_while_it_runs_says_it_may_still_be_recorded(
     pristine_catalog_dir, tmp_path
 ):
-    db = tmp_path / "db"
-    shutil.copytree(pristine_catalog_dir, db)
-    key = cli("keys", "create", "t", "--scope", "screen", "--db", str(db)).stdout.strip()
-    slow = start_server(db, tmp_path, workers=1, toml="request_timeout_s = 5\nlock_wait_s = 600\n")
-    try:
-        with httpx.Client(
-            base_url=slow.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-        ) as http:
-            wav = synth_wav(7603)
-            headers = {"Content-Type": "audio/wav", "Idempotency-Key": "slow-7603"}
-            lock = _held_writer_lock(db)  # the upload is screened, then waits to be recorded
-            try:
-                late = http.post("/v1/uploads", content=wav, headers=headers)
-            finally:
-                lock.release()
-            assert "may still be recorded" in _error(late, 504, "timeout")["message"]
-            # the recording went on: the same key answers its outcome (queued behind it)
-            again = http.post("/v1/uploads", content=wav, headers=headers)
-            assert again.status_code == 200 and again.json()["replayed"] is True
-    finally:
-        slow.stop()
+    toml = "request_timeout_s = 5\nlock_wait_s = 600\n"
+    with own_server(pristine_catalog_dir, tmp_path, toml) as (http, db):
+        wav = synth_wav(7603)
+        headers = {"Content-Type": "audio/wav", "Idempotency-Key": "slow-7603"}
+        lock = _held_writer_lock(db)  # the upload is screened, then waits to be recorded
+        try:
+            late = http.post("/v1/uploads", content=wav, headers=headers)
+        finally:
+            lock.release()
+        assert "may still be recorded" in _error(late, 504, "timeout")["message"]
+        # the recording went on: the same key answers its outcome (queued behind it)
+        again = http.post("/v1/uploads", content=wav, headers=headers)
+        assert again.status_code == 200 and again.json()["replayed"] is True
 
 
 # -- property-based: the OpenAPI document, no 5xx ------------------------------------------------
