@@ -169,17 +169,16 @@ def explain_figure(
     # work's id and the title's numbers stay inside the picture
     upload_name, work_name = shown_text(upload_name), shown_text(work_name)
     renderer, width, height = figure.canvas.get_renderer(), figure.bbox.width, figure.bbox.height
-    under_axes = (renderer, ax_hash.get_position().width * width)
-    _fit(ax_hash.set_xlabel("", **_LITERAL), "upload time (s): ", upload_name, under_axes)
-    _fit(
-        ax_hash.set_ylabel("", **_LITERAL),
-        "reference time (s): ",
-        work_name,
-        (renderer, 0.9 * height),
-    )
+    x_room, y_room = ax_hash.get_position().width * width, 0.9 * height
+    x_label, y_label = ax_hash.xaxis.label, ax_hash.yaxis.label
+    x_name = _fitted(renderer, x_label, "upload time (s): ", upload_name, x_room)
+    y_name = _fitted(renderer, y_label, "reference time (s): ", work_name, y_room)
+    ax_hash.set_xlabel(f"upload time (s): {x_name}", **_LITERAL)
+    ax_hash.set_ylabel(f"reference time (s): {y_name}", **_LITERAL)
     title = figure.suptitle("", fontsize=11, **_LITERAL)
-    half = (renderer, 0.46 * width)
-    names = f"{_fit(title, '', upload_name, half)} vs {_fit(title, '', work_name, half)}"
+    names = " vs ".join(
+        _fitted(renderer, title, "", n, 0.46 * width) for n in (upload_name, work_name)
+    )
     if transform is None:
         for ax in (ax_up, ax_ref):
             ax.text(0.5, 0.5, "no alignment found", ha="center", va="center")
@@ -231,11 +230,10 @@ def explain_figure(
     return figure
 
 
-def _fit(label, prefix: str, name: str, room: tuple) -> str:
-    """Set ``label`` (a matplotlib ``Text``) to ``prefix + name``, the name shortened by an
-    ellipsis in its middle (its start, a work's id, and its end, a file's extension, stay) until
-    the text is at most ``room`` = ``(renderer, pixels)`` long; returns the name as shown."""
-    renderer, pixels = room
+def _fitted(renderer, label, prefix: str, name: str, pixels: float) -> str:
+    """``name`` shortened by an ellipsis in its middle (its start, a work's id, and its end, a
+    file's extension, stay) until ``prefix + name`` in ``label``'s font is at most ``pixels``
+    long."""
     font = label.get_fontproperties()
 
     def shortened(keep: int) -> str:
@@ -245,16 +243,13 @@ def _fit(label, prefix: str, name: str, room: tuple) -> str:
         return name[:head] + "\u2026" + name[len(name) - (keep - head) :]
 
     def fits(keep: int) -> bool:
-        width, _, _ = renderer.get_text_width_height_descent(
-            prefix + shortened(keep), font, ismath=False
-        )
-        return width <= pixels
+        text = prefix + shortened(keep)
+        return renderer.get_text_width_height_descent(text, font, ismath=False)[0] <= pixels
 
     keep, longest = 0, len(name)
     while keep < longest:  # the most characters that fit
         middle = (keep + longest + 1) // 2
         keep, longest = (middle, longest) if fits(middle) else (keep, middle - 1)
-    label.set_text(prefix + shortened(keep))
     return shortened(keep)
 
 
