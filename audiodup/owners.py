@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .metadata import parse_timestamp
@@ -33,8 +33,12 @@ class Originality:
     undated: tuple[int, ...] = ()  # counted uploads without a usable date
 
     def order(self) -> tuple:
+        # the exact instant: a float timestamp cannot tell microseconds apart in year 9999
         dated = self.first is not None
-        return (not self.reference, not dated, self.first.timestamp() if dated else 0.0)
+        return (not self.reference, not dated, self.first if dated else _NO_DATE)
+
+
+_NO_DATE = datetime.min.replace(tzinfo=UTC)  # the order's place holder of an undated side
 
 
 def upload_date(upload: UploadInfo) -> datetime | None:
@@ -63,6 +67,12 @@ def dated_uploads(
     return dated, tuple(sorted(undated))
 
 
+def one_uploader(uploads: list[UploadInfo]) -> bool:
+    """Whether ``uploads`` all come from one named uploader (a missing name may be anyone)."""
+    names = {u.uploader for u in uploads}
+    return len(names) == 1 and None not in names and "" not in names
+
+
 def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality:
     """A work's originality: its reference uploads if it has any, else all its uploads."""
     uploads = list(uploads)
@@ -88,6 +98,16 @@ def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
         rule = what
     elif origin.first is not None:
         rule = f"earliest dated {what} ({origin.first_text})"
+        pool_dated, _ = dated_uploads(
+            u for u in uploads if (u.role == "reference") == origin.reference
+        )
+        tied = [u for when, u in pool_dated if when == origin.first]
+        if len(tied) > 1 and not one_uploader(tied):
+            others = ", ".join(str(u.upload_id) for u in tied if u is not chosen)
+            rule += (
+                f", tied with upload {others} of another uploader: the first recorded is named, "
+                "neither is the original"
+            )
     else:
         rule = f"first recorded {what}, no upload dates"
     if origin.reference:

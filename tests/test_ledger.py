@@ -59,6 +59,18 @@ def test_without_reference_the_earliest_dated_upload_names_it_and_undated_never_
     assert chosen.upload_id == 4 and "no upload dates" in why
 
 
+def test_uploads_of_two_accounts_at_one_instant_are_named_as_tied() -> None:
+    tied = [
+        upload(1, uploaded_at="2021-05-05T10:00:00Z", uploader="alice"),
+        upload(2, uploaded_at="2021-05-05T12:00:00+02:00", uploader="bob"),
+    ]
+    chosen, why = owner(tied)
+    assert chosen.upload_id == 1
+    assert "tied with upload 2 of another uploader" in why and "neither is the original" in why
+    _, why = owner([upload(3, uploaded_at="2021-05-05T10:00:00Z", uploader="alice"), *tied[:1]])
+    assert "tied" not in why  # one account's own audio twice
+
+
 # -- adding: uploads and content ------------------------------------------------------------
 def test_identical_reupload_by_another_account_is_recorded_with_its_metadata(
     tmp_path: Path,

@@ -327,6 +327,34 @@ def test_identical_reuploads_are_members_and_count_as_copies_of_another_account(
     assert report.uploads == 4
 
 
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+def test_one_recording_from_two_accounts_at_one_instant_accuses_neither(order) -> None:
+    """The same audio uploaded by two accounts at the same instant (in two time zones): which
+    was recorded first must not make the other a copier, whatever the order of adding."""
+    works = [work(1), work(2)]
+    given = {
+        1: upload(1, 1, "alice", "2021-05-05T10:00:00Z"),
+        2: upload(2, 1, "bob", "2021-05-05T12:00:00+02:00"),
+    }
+    uploads = [given[i] for i in order] + [upload(3, 2, "carol", "2022-01-01")]
+    found = scans((1, [match(2, (0, 40), (0, 40))]), (2, [match(1, (0, 40), (0, 40))]))
+    report = report_of(works, found, uploads)
+    (cluster,) = report.clusters
+    assert cluster.original_upload_id is None and "undetermined" in cluster.original_reason
+    assert all(u.copies == 0 for u in report.uploaders)
+    # one account uploading its own audio twice at one instant decides nothing either way
+    twice = [upload(i, 1, "alice", "2021-05-05T10:00:00Z") for i in (1, 2)]
+    (same,) = report_of(works, found, [*twice, upload(3, 2, "carol", "2022-01-01")]).clusters
+    assert same.original_upload_id == 1
+
+
+@pytest.mark.parametrize("year", ["9999-12-31", "0001-01-01"])
+def test_microseconds_apart_far_from_1970_still_decide_the_direction(year: str) -> None:
+    first = work_originality(1, [upload(1, 1, "x", f"{year}T00:00:00.000001+00:00")])
+    later = work_originality(2, [upload(2, 2, "y", f"{year}T00:00:00.000002+00:00")])
+    assert decide_direction(first, later, "work 1", "work 2").source == 1
+
+
 def test_several_references_the_earliest_dated_is_the_original_the_other_is_disputed() -> None:
     works = [work(1), work(2), work(3)]
     c21, c12 = both_ways(2, 1, (0, 40), (0, 40))

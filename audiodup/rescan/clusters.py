@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..owners import dated_uploads, upload_date
+from ..owners import dated_uploads, one_uploader, upload_date
 from ..results import Match, Section, UploadInfo, WorkInfo
 from ..settings import Settings
 from ..verdict import decide
@@ -239,12 +239,20 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
         return Original(None, None, f"undetermined: {what}")
     else:
         first = dated[0][0]
-        tied = sorted({by_id[i].work_id for d, i in dated if d == first})
+        earliest = [by_id[i] for d, i in dated if d == first]
+        tied = sorted({u.work_id for u in earliest})
+        what = "reference upload date" if references else "upload date"
+        when = earliest[0].uploaded_at
         if len(tied) > 1:
-            what = "reference upload date" if references else "upload date"
-            when = by_id[dated[0][1]].uploaded_at
             return Original(
                 None, None, f"undetermined: works {_ids(tied)} share the earliest {what} ({when})"
+            )
+        if len(earliest) > 1 and not one_uploader(earliest):  # one audio, two accounts, one instant
+            return Original(
+                None,
+                None,
+                f"undetermined: uploads {_ids(u.upload_id for u in earliest)} of work {tied[0]} "
+                f"by different uploaders share the earliest {what} ({when})",
             )
         chosen = by_id[dated[0][1]]
         if references:
