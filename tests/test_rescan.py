@@ -691,7 +691,8 @@ def test_rescan_cli_writes_csv_and_json(pristine_planted: Path, tmp_path: Path) 
         app, ["rescan", "--db", str(root), "--workers", "2", "--out", str(tmp_path / "r.csv")]
     )
     assert result.exit_code == 1, result.output
-    assert "3 clusters (0 without a determined original), 5 copy_of" in " ".join(
+    # the two copies of work_00 are linked too, as same_recording: neither is the other's source
+    assert "3 clusters (0 without a determined original), 4 copy_of" in " ".join(
         result.output.split()
     )
     assert "5 duplicate pairs, 0 suspect pairs" in result.output
@@ -700,7 +701,8 @@ def test_rescan_cli_writes_csv_and_json(pristine_planted: Path, tmp_path: Path) 
         "label,relation,derived_work_id,source_work_id,direction,caveats,cluster_id,"
         "cluster_original,query_work_id,query_path"
     )
-    assert sum(r.startswith("duplicate,copy_of,") for r in rows) == 5
+    assert sum(r.startswith("duplicate,copy_of,") for r in rows) == 4
+    assert sum(r.startswith("duplicate,same_recording,") for r in rows) == 1
     result = runner.invoke(
         app, ["rescan", "--db", str(root), "--new-only", "--out", str(tmp_path / "r.json")]
     )
@@ -712,7 +714,7 @@ def test_rescan_cli_writes_csv_and_json(pristine_planted: Path, tmp_path: Path) 
         for c in data["clusters"]
         for m in c["members"]
     )
-    assert {k["kind"] for k in data["links"]} == {"copy_of"}
+    assert {k["kind"] for k in data["links"]} == {"copy_of", "same_recording"}
     evidence = data["pairs"][0]["evidence"]
     for key in (
         "tempo_ratio",

@@ -251,6 +251,39 @@ def test_a_trimmed_copy_joins_the_cluster_of_its_source() -> None:
     assert ring.copies == 2
 
 
+def test_two_copies_in_one_cluster_are_not_each_others_source_nor_counted_twice() -> None:
+    """A reference (work 1), an older 15-s excerpt of it (2), a 30-s trim (3) and a whole copy
+    (4): the whole copy holds the excerpt's 15 s too, but both are copies of the reference,
+    so the excerpt's uploader is named as nobody's source and the copy is counted once."""
+    works = [work(1), work(2, 15.0), work(3, 30.0), work(4)]
+    spans = {1: (0, 40), 2: (10, 25), 3: (5, 35), 4: (0, 40)}  # each work's seconds of work 1
+    durations = {1: 40.0, 2: 15.0, 3: 30.0, 4: 40.0}
+    found = {}
+    for q in spans:
+        matches = []
+        for r in spans:
+            start, end = max(spans[q][0], spans[r][0]), min(spans[q][1], spans[r][1])
+            if r != q and end > start:
+                in_q = (start - spans[q][0], end - spans[q][0])
+                in_r = (start - spans[r][0], end - spans[r][0])
+                matches.append(match(r, in_q, in_r, durations[q]))
+        found[q] = matches
+    uploads = [
+        upload(1, 1, "carol", "2020-01-01", role="reference"),
+        upload(2, 2, "alice", "2019-01-01"),
+        upload(3, 3, "dan", "2021-01-01"),
+        upload(4, 4, "eve", "2023-01-01"),
+    ]
+    report = report_of(works, scans(*found.items()), uploads)
+    (cluster,) = report.clusters
+    assert cluster.original_upload_id == 1 and set(cluster.work_ids) == {1, 2, 3, 4}
+    undirected = ("same_recording", "overlap")
+    assert not {k for k in kinds(report) if 1 not in (k[0], k[2]) and k[1] not in undirected}
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["eve"].copies, ranks["eve"].excerpts_used) == (1, 0)
+    assert all(u.excerpts_used == 0 for u in report.uploaders)
+
+
 def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerpt() -> None:
     """Work 3 (a 2023 upload, 60 s) is 10 s of work 2 (another label's 2021 upload) and then
     all of work 1 (a reference): a copy of work 1. The 10 s it shares with work 2 are work 2's

@@ -168,6 +168,14 @@ def relate(
         a, b = pair.work_ids
         if pair.work_ids in decided:
             direction = decided[pair.work_ids]
+        elif final[a] == final[b] and first[final[a]].work_id not in (a, b):
+            # two copies of one original: each takes its originality, neither is the source
+            original = first[final[a]].work_id
+            direction = Direction(
+                None,
+                f"undetermined: works {a} and {b} are both copies in the cluster of work "
+                f"{original}",
+            )
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
@@ -244,16 +252,17 @@ def _link(
     )
     caveats = list(direction.caveats)
     if kind == "overlap":
+        apart = "in one cluster" if same_cluster else "their clusters stay apart"
         if pair.share_of(derived) >= min_share:
             caveats.append(
                 f"work {derived} is mostly contained in work {source} "
                 f"({100 * pair.share_of(derived):.0f} %), but which came first is unknown: "
-                "neither is called a copy and their clusters stay apart"
+                f"neither is called a copy of the other ({apart})"
             )
         else:
             caveats.append(
                 "the two share an excerpt, but which came first is unknown: neither is called "
-                "a copy and their clusters stay apart"
+                f"a copy of the other ({apart})"
             )
     tempo, pitch = _transform(pair, derived)
     return Link(

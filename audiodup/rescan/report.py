@@ -188,9 +188,12 @@ def rank_uploaders(
                 copied = True
         if copied and owner:
             bump(owner, "originals_copied")
+    cluster_of = {w: c.cluster_id for c in clusters for w in c.work_ids}
     for link in links:
         if link.kind != "contains_excerpt_of":
             continue
+        if cluster_of.get(link.work_id, -1) == cluster_of.get(link.source_work_id, -2):
+            continue  # both are in one cluster: counted as its members, not twice
         source_owners = {u.uploader for u in uploads_by_work.get(link.source_work_id, ())}
         for u in uploads_by_work.get(link.work_id, ()):
             if u.uploader and u.uploader not in source_owners:
