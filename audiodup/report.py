@@ -330,7 +330,7 @@ def _work_cells(work_id: int, uploads: dict[int, list[Member]], pair: Pair, quer
     path = pair.query_path if query else pair.evidence.path
     title = pair.query_title if query else pair.evidence.title
     members = uploads.get(work_id)
-    if not members:  # suspect pairs join works outside links: their uploads are not at hand
+    if not members:  # a report without a ledger: each work stands for itself
         return [work_id, path, title or "", *[""] * len(_UPLOAD_COLUMNS)]
     return [
         work_id,

@@ -284,6 +284,23 @@ def test_two_copies_in_one_cluster_are_not_each_others_source_nor_counted_twice(
     assert all(u.excerpts_used == 0 for u in report.uploaders)
 
 
+def test_a_suspect_pairs_uploads_are_in_the_report_and_its_evidence_names_the_owner() -> None:
+    import csv
+    import io
+
+    from audiodup.report import rescan_csv
+
+    works = [work(1), work(2, 6.0)]
+    found = scans((1, []), (2, [match(1, (0, 6), (10, 16), 6.0, score=4.0)]))
+    uploads = [upload(1, 1, "carol", "2020-01-01", role="reference"), upload(2, 2, "bob")]
+    report = report_of(works, found, uploads)
+    (pair,) = report.suspect_pairs
+    assert not report.pairs and {m.upload_id for m in report.linked_uploads} == {1, 2}
+    assert (pair.evidence.uploader, pair.evidence.role) == ("carol", "reference")
+    (row,) = csv.DictReader(io.StringIO(rescan_csv(report)))
+    assert (row["query_uploader"], row["reference_uploader"]) == ("bob", "carol")
+
+
 def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerpt() -> None:
     """Work 3 (a 2023 upload, 60 s) is 10 s of work 2 (another label's 2021 upload) and then
     all of work 1 (a reference): a copy of work 1. The 10 s it shares with work 2 are work 2's

@@ -6,7 +6,9 @@ stored results and the catalog's uploads and calls :func:`build_report`."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
+from ..owners import attribute
 from ..results import BEYOND_DECODING_LIMITS, UploadInfo, WorkInfo
 from ..settings import Settings
 from .clusters import find_clusters, find_pairs, member
@@ -14,6 +16,7 @@ from .relations import relate
 from .results import (
     Cluster,
     Link,
+    Pair,
     PartlyScanned,
     RescanReport,
     UploaderRank,
@@ -43,11 +46,14 @@ def build_report(
         if upload.work_id in info:
             by_work.setdefault(upload.work_id, []).append(upload)
     scans = {w: s for w, s in scans.items() if w in info}
-    duplicates, suspects = find_pairs(scans, info, settings)
+    duplicates, suspects = (
+        tuple(_attributed(p, by_work, settings) for p in found)
+        for found in find_pairs(scans, info, settings)
+    )
     links = relate(duplicates, by_work, settings.copy_min_share)
     clusters = find_clusters(duplicates, links, by_work, info)
     in_clusters = {m.upload_id: m for c in clusters for m in c.members}
-    linked = {w for p in duplicates for w in p.work_ids}
+    linked = {w for p in (*duplicates, *suspects) for w in p.work_ids}
     linked_uploads = tuple(
         in_clusters.get(u.upload_id) or member(u, info[w], "unclustered")
         for w in sorted(linked | {w for c in clusters for w in c.work_ids})
@@ -137,6 +143,12 @@ def uploads_from_works(works: Iterable[WorkInfo]) -> list[UploadInfo]:
             )
         )
     return out
+
+
+def _attributed(pair: Pair, by_work: dict[int, list[UploadInfo]], settings: Settings) -> Pair:
+    """``pair`` with its evidence naming the matched work's owner, as ``screen`` names it."""
+    (evidence,) = attribute([pair.evidence], by_work.get(pair.evidence.work_id, []), settings)
+    return replace(pair, evidence=evidence)
 
 
 def rank_uploaders(
