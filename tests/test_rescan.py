@@ -774,3 +774,20 @@ def test_a_stored_scan_without_the_flag_reads_back_as_not_known() -> None:
 
     old = {"work_id": 3, "query_source": "file", "matches": [], "note": None, "error": None}
     assert scan_from_json(json.dumps(old)).truncated is None
+
+
+def test_a_resumed_run_also_screens_the_works_added_since_it_started(tmp_path: Path) -> None:
+    """Killed, then an ``index add``, then a plain ``rescan``: the resumed run takes the new
+    works too (it screened only the run's old targets and listed the new ones unscanned)."""
+    from audiodup.rescan.store import RescanStore
+
+    store = RescanStore(tmp_path, DEFAULT_SETTINGS)
+    try:
+        run_id, ids, done, resumed = store.open_run("all", None, lambda: [1, 2, 3])
+        assert (ids, done, resumed) == ([1, 2, 3], set(), False)
+        store.save(run_id, "sha1", WorkScan(1, "file", ()))
+        again = store.open_run("all", None, lambda: [1, 2, 3, 4])
+        assert again == (run_id, [1, 2, 3, 4], {1}, True)
+        assert store.open_run("all", None, lambda: [1, 2, 3, 4])[1] == [1, 2, 3, 4]
+    finally:
+        store.close()

@@ -62,7 +62,8 @@ class RescanStore:
     def open_run(self, mode: Mode, since: str | None, targets: Callable[[], list[int]]):
         """Resume the unfinished run with these parameters, or start one with ``targets()``.
         Returns ``(run_id, targets, done_ids, resumed)``; ``run_id`` is None when ``targets()``
-        is empty."""
+        is empty. A resumed run also takes the targets added since it started (works added to
+        the catalog meanwhile), so resuming never leaves them out."""
         row = self.db.execute(
             "SELECT run_id, targets FROM runs WHERE status = 'running' AND mode = ? "
             "AND since IS ? ORDER BY run_id DESC LIMIT 1",
@@ -70,6 +71,13 @@ class RescanStore:
         ).fetchone()
         if row is not None:
             run_id, ids = int(row[0]), ids_from_json(row[1])
+            known = set(ids)
+            added = [w for w in targets() if w not in known]
+            if added:
+                ids = ids + added
+                self.db.execute(
+                    "UPDATE runs SET targets = ? WHERE run_id = ?", (ids_to_json(ids), run_id)
+                )
             done = {
                 r[0]
                 for r in self.db.execute("SELECT work_id FROM results WHERE run_id = ?", (run_id,))
