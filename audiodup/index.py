@@ -401,7 +401,9 @@ class LoadedIndexes:
     def is_live(self, work_ids: np.ndarray) -> np.ndarray:
         """Whether each work id names a work that is in the catalog and not removed."""
         work_ids = np.asarray(work_ids, dtype=np.int64)
-        return (work_ids < len(self.live)) & self.live[np.minimum(work_ids, len(self.live) - 1)]
+        # any id a damaged file holds (index verify names it) is no work, never an index error
+        known = (work_ids >= 0) & (work_ids < len(self.live))
+        return known & self.live[np.clip(work_ids, 0, len(self.live) - 1)]
 
     def lookup_hashes(self, keys: np.ndarray) -> HashHits | None:
         """Every stored entry whose key equals one of ``keys`` (None: no keys, or no entries)."""

@@ -919,7 +919,10 @@ class CatalogStore:
                 quad_keys = [self._quads_key(h) for h, _ in shards]
                 quad_shards = [self._read_quads(key) for key in quad_keys if key is not None]
             except (RuntimeError, FileNotFoundError) as exc:
-                if attempt + 1 < attempts and isinstance(exc, FileNotFoundError):
+                # a rebuild or merge removed a file of this snapshot (FAISS says so with a
+                # RuntimeError): read the next snapshot
+                gone = any(not self._shard_path(n).exists() for pair in shards for n in pair)
+                if attempt + 1 < attempts and (isinstance(exc, FileNotFoundError) or gone):
                     time.sleep(0.2)
                     continue
                 raise CatalogError(

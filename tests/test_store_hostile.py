@@ -869,3 +869,41 @@ def test_adding_goes_on_when_compaction_meets_a_damaged_fingerprint(catalog_copy
         assert not list((catalog_copy / "shards").glob(".merge-*"))
         (note,) = catalog.check().notes  # the merge that cannot run is named
         assert note.startswith("a merge of 2 shards is due and has not run")
+
+
+def test_a_reader_racing_a_rebuild_reads_the_next_snapshot(catalog_copy: Path, monkeypatch) -> None:
+    """A rebuild in another process removes the shard files of the snapshot a reader has just
+    listed: FAISS reports the chroma file gone as a RuntimeError, and the reader must read the
+    next snapshot, not call a sound catalog damaged."""
+    import audiodup.store as store_module
+
+    real, raced = store_module.read_chroma_index, []
+
+    def racing(path):
+        if not raced:
+            with Catalog.open(catalog_copy, create=False) as other:
+                other.rebuild()
+            raced.append(path)
+        return real(path)
+
+    monkeypatch.setattr(store_module, "read_chroma_index", racing)
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        verdict = catalog.screen(DUPLICATE)
+    assert raced and not raced[0].exists()
+    assert verdict.verdict == "duplicate"
+
+
+def test_damaged_ids_in_a_hash_file_are_no_works_and_screening_goes_on(
+    catalog_copy: Path,
+) -> None:
+    """Bytes overwritten in a hash file's ids give ids of no work (negative ones too): index
+    verify names the damage, and screening takes them for no work instead of failing with an
+    index error for the whole batch."""
+    (hashes,) = (catalog_copy / "shards").glob("h-*.sorted")
+    with open(hashes, "r+b") as handle:
+        handle.seek(hashes.stat().st_size - 320)
+        handle.write(bytes([0xFF, 0xFE, 0xFD, 0xFC, 0xFB, 0xFA, 0xF9, 0xF8]))
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert any("checksum" in problem for problem in catalog.verify())
+        assert catalog.screen(DUPLICATE).verdict == "duplicate"
+        assert catalog.screen(NEW_FILE).verdict == "clean"
