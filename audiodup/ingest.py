@@ -294,6 +294,8 @@ def add_paths(
         if len(pending) >= batch_size or time.monotonic() - last_commit > batch_seconds:
             flush()
     flush()
+    if not any(r.status == "added" for r in results):  # no commit made a merge due or ran one
+        store.finish_interrupted()
     return results
 
 

@@ -1750,6 +1750,37 @@ class CatalogStore:
             with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
                 self.merge_due_shards()
 
+    def finish_interrupted(self) -> None:
+        """For an ``index add`` that added no work (an interrupted run's files all present): make
+        the merge that run left due, or remove what interrupted writes left in ``shards/``, as
+        its own commit would have. Best effort, as after a commit (verify names the cause)."""
+        if self.read_only is not None or self.rekey_from is not None:
+            return
+        with contextlib.suppress(CatalogError, sqlite3.Error, OSError):
+            if self._leftovers():  # first: a merge running here would keep a merge's folder
+                with self._writing("tidy"):
+                    pass  # the writer's tidying is the work
+            if self.due_merge_run() is not None:
+                self._merge_after_commit()
+
+    @reports_errors("read")
+    def _leftovers(self) -> bool:
+        """Whether ``shards/`` holds what an interrupted write left (read without the lock)."""
+        self.db.execute("BEGIN")
+        try:
+            referenced = self._referenced_files()
+        finally:
+            self._rollback()
+        return any(
+            entry.name not in referenced
+            and (
+                _is_merge_folder(entry)
+                or _is_spill_folder(entry)
+                or _OWN_SHARD_FILE.fullmatch(entry.name)
+            )
+            for entry in _entries(self.root / _SHARDS)
+        )
+
     def _fold_log(self) -> None:
         """Copy the write-ahead log into the database and truncate it, so a catalog at rest takes
         its own size on disk (the log otherwise stays as large as the biggest batch). Skipped when

@@ -907,3 +907,23 @@ def test_damaged_ids_in_a_hash_file_are_no_works_and_screening_goes_on(
         assert any("checksum" in problem for problem in catalog.verify())
         assert catalog.screen(DUPLICATE).verdict == "duplicate"
         assert catalog.screen(NEW_FILE).verdict == "clean"
+
+
+def test_an_add_of_files_all_present_finishes_what_an_interrupted_add_left(
+    catalog_copy: Path,
+) -> None:
+    """Killed after its commit, an ``index add`` leaves a due merge and a merge folder; run
+    again, every file is already present, and the run still merges and tidies."""
+    uploads = sorted(UPLOADS_DIR.glob("*.ogg"))[:9]
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        catalog.store.merge_after_commit = False  # as a kill right after each commit
+        for path in uploads:
+            assert catalog.add_paths([path])[0].status in ("added", "identical")
+        assert catalog.store.due_merge_run() is not None
+    stale = catalog_copy / "shards" / ".merge-0123456789ab"
+    stale.mkdir()
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        assert {r.status for r in catalog.add_paths(uploads)} == {"present"}
+        assert catalog.store.due_merge_run() is None and not stale.exists()
+        assert catalog.verify() == []
+        assert catalog.screen(DUPLICATE).verdict == "duplicate"
