@@ -40,6 +40,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -140,6 +141,7 @@ _SPILL_FOLDER = re.compile(re.escape(SPILL_PREFIX) + r"[a-z0-9_]{8}")  # tempfil
 # the folder a merge builds its shard in, outside the writer lock (merge_due_shards), and the
 # lock its merger holds meanwhile: one merge at a time, and a sweep spares the folder
 _MERGE_PREFIX = ".merge-"
+_QUADS_FROM = "quads_from_shard"  # meta: the first shard id with a four-peak file
 _MERGE_FOLDER = re.compile(re.escape(_MERGE_PREFIX) + r"[0-9a-f]{12}")
 _MERGE_LOCK_FILE = "merge.lock"
 # the hash shard layout new shards are written in: "sorted" (memory-mapped, see audiodup.index),
@@ -1272,6 +1274,23 @@ class CatalogStore:
         for name, write in zip(names, writers, strict=True):
             self._put_file(name, write, folder)
 
+    def _note_quads_from(self, shard_id: int) -> None:
+        """Keep the first shard id from which every shard has a four-peak file (the shards
+        before it were written before them): a shard from there on without one has lost it, and
+        verify says so. Set once, at the first shard recorded with this rule: the lowest shard
+        that already has its file, else this one (inside the caller's transaction)."""
+        if self.db.execute(f"SELECT 1 FROM meta WHERE key = '{_QUADS_FROM}'").fetchone():
+            return
+        first = shard_id
+        for other, hash_file in self.db.execute(
+            "SELECT shard_id, hash_file FROM shards WHERE shard_id < ? ORDER BY shard_id DESC",
+            (shard_id,),
+        ).fetchall():
+            if not self._shard_path(quad_file_of(hash_file)).exists():
+                break
+            first = other
+        self.db.execute("INSERT INTO meta VALUES (?, ?)", (_QUADS_FROM, str(first)))
+
     def _record_shard(
         self, names: tuple[str, str, str], files: ShardFiles, *, keep_hash_counts: bool
     ) -> int:
@@ -1284,6 +1303,7 @@ class CatalogStore:
             (hash_file, chroma_file, files.n_hashes, files.n_segments, _now()),
         )
         shard_id = int(cursor.lastrowid)
+        self._note_quads_from(shard_id)
         if keep_hash_counts:
             self.db.executemany(
                 "UPDATE works SET n_segments = ?, shard_id = ? WHERE work_id = ?",
@@ -2117,6 +2137,7 @@ class CatalogStore:
         if shards and not (self.root / _SHARDS).is_dir():
             problems.append(f"the shards folder {path_text(self.root / _SHARDS)} is missing")
             return
+        quads_from = self._quads_from()
         for shard_id, hash_file, chroma_file, n_hashes, n_segments in shards:
             try:
                 stored = read_hash_shard(self._shard_path(hash_file))
@@ -2131,6 +2152,14 @@ class CatalogStore:
                     f"{dim}"
                 )
             quad_problem = self._check_quads(hash_file)
+            if (
+                quad_problem is None
+                and shard_id >= quads_from
+                and not self._shard_path(quad_file_of(hash_file)).exists()
+            ):
+                quad_problem = (
+                    "its four-peak index file is missing ('audiodup index upgrade' writes it)"
+                )
             if quad_problem:
                 problems.append(f"shard {shard_id}: {quad_problem}")
             hashes = stored.index
@@ -2155,6 +2184,12 @@ class CatalogStore:
                     f"shard {shard_id}: index holds {hashes.ntotal} hashes / {chroma.ntotal} "
                     f"vectors, catalog expects {expected[0]} / {expected[1]}"
                 )
+
+    def _quads_from(self) -> float:
+        """The first shard id that must have a four-peak file (:meth:`_note_quads_from`; none
+        recorded: no shard must)."""
+        row = self.db.execute(f"SELECT value FROM meta WHERE key = '{_QUADS_FROM}'").fetchone()
+        return int(row[0]) if row else math.inf
 
     def _check_quads(self, hash_file: str) -> str | None:
         """What is wrong with the shard's four-peak file (none: sound, or a shard written
@@ -2185,10 +2220,12 @@ class CatalogStore:
             else:
                 foreign.append(entry.name + ("/" if entry.is_dir(follow_symlinks=False) else ""))
         notes = []
+        quads_from = self._quads_from()  # from there on a missing file is a problem instead
         without = sum(
             1
-            for (hash_file,) in self.db.execute("SELECT hash_file FROM shards")
+            for shard_id, hash_file in self.db.execute("SELECT shard_id, hash_file FROM shards")
             if quad_file_of(hash_file)
+            and shard_id < quads_from
             and not (self.root / _SHARDS / quad_file_of(hash_file)).exists()
         )
         if without:

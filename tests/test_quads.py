@@ -581,7 +581,9 @@ def test_a_catalog_writes_checks_and_replaces_its_quad_files(catalog_copy: Path)
         assert catalog.verify() == [] and catalog.check().notes == ()
 
 
-def test_a_damaged_quad_file_is_a_problem_and_a_missing_one_a_note(catalog_copy: Path) -> None:
+def test_a_damaged_or_lost_quad_file_is_a_problem_and_a_shard_before_them_a_note(
+    catalog_copy: Path,
+) -> None:
     victim = quad_files(catalog_copy)[0]
     data = bytearray(victim.read_bytes())
     data[-1] ^= 0x5A
@@ -589,6 +591,11 @@ def test_a_damaged_quad_file_is_a_problem_and_a_missing_one_a_note(catalog_copy:
     with Catalog.open(catalog_copy) as catalog:
         assert any("four-peak" in p for p in catalog.verify())
     victim.unlink()
+    with Catalog.open(catalog_copy) as catalog:  # written with them: the file was lost
+        assert any("four-peak index file is missing" in p for p in catalog.verify())
+        # a catalog written before the four-peak files (it has not the meta row saying
+        # from which shard on they are written)
+        catalog.store.db.execute("DELETE FROM meta WHERE key = 'quads_from_shard'")
     with Catalog.open(catalog_copy) as catalog:
         # a shard written before the four-peak files: sound, screened without them
         assert catalog.verify() == []
