@@ -103,7 +103,11 @@ def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
         )
         tied = [u for when, u in pool_dated if when == origin.first]
         if len(tied) > 1 and not one_uploader(tied):
-            others = ", ".join(str(u.upload_id) for u in tied if u is not chosen)
+            others = ", ".join(
+                str(u.upload_id)
+                for u in tied
+                if u is not chosen and not (u.uploader and u.uploader == chosen.uploader)
+            )
             rule += (
                 f", tied with upload {others} of another uploader: the first recorded is named, "
                 "neither is the original"

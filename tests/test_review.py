@@ -169,6 +169,21 @@ def test_the_uploader_filter_is_exact_and_survives_the_form_and_the_links(served
     assert 'id="queue-empty"' in spaced
 
 
+def test_an_uploader_longer_than_the_api_takes_has_its_queue(served) -> None:
+    """A metadata CSV takes an uploader of any length; its row's link must find it."""
+    client, key, ids, _ = served
+    upload_id, long = ids["pitch_-3_work_03.ogg"], "a metadata CSV's uploader " * 60
+    with Catalog.open(client.app.state.config.db, create=False) as catalog:
+        catalog.update_uploads([(upload_id, {"uploader": long})])
+    try:
+        sign_in(client, key["review"])
+        page = client.get("/review", params={"uploader": long}).text
+        assert re.findall(r'href="/review/uploads/(\d+)"', page) == [str(upload_id)]
+    finally:
+        with Catalog.open(client.app.state.config.db, create=False) as catalog:
+            catalog.update_uploads([(upload_id, {"uploader": HOSTILE})])
+
+
 def test_an_upload_page_shows_the_evidence_picture_players_and_form(served) -> None:
     client, key, ids, _ = served
     sign_in(client, key["review"])

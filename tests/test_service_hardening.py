@@ -335,3 +335,19 @@ def test_a_killed_workers_partial_upload_is_removed_by_the_next_worker(tmp_path:
     assert sorted(p.name for p in incoming.iterdir()) == sorted(
         [names["streaming"], names["elsewhere"]]
     )
+
+
+@pytest.mark.parametrize(
+    ("disposition", "name"),
+    [
+        (b'form-data; name="file"; filename="C:\\Users\\x\\song.ogg"', b"C:\\Users\\x\\song.ogg"),
+        (b'form-data; name="a;filename=evil.ogg"; filename="real.ogg"', b"real.ogg"),
+        (b'form-data; name="file"; filename="first.ogg"; filename="last.ogg"', b"last.ogg"),
+        (b'form-data; name="file"; filename="say \\"hi\\".ogg"', b'say "hi".ogg'),
+        (b'form-data; name="file"', None),
+    ],
+)
+def test_a_parts_file_name_is_read_whole(disposition: bytes, name: bytes | None) -> None:
+    from audiodup.service.intake import sent_filename
+
+    assert sent_filename(disposition) == name

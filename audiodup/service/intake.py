@@ -10,7 +10,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import re
 import socket
 import urllib.parse
 import uuid
@@ -95,7 +94,7 @@ def orphaned_part(name: str, alive: Callable[[int], bool]) -> bool:
     return not alive(int(pid))
 
 
-_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+_HOST = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 async def receive(
@@ -227,15 +226,16 @@ def sent_filename(disposition: bytes) -> bytes | None:
             params.append(text[start:at])
             start = at + 1
     params.append(text[start:])
-    for param in params[1:]:
+    found = None
+    for param in params[1:]:  # the last one counts, as in python-multipart
         key, _, value = param.partition("=")
         if key.strip(" \t").lower() != "filename":
             continue
         value = value.strip(" \t")
         if len(value) >= 2 and value[0] == value[-1] == '"':
             value = value[1:-1].replace("\\\\", "\\").replace('\\"', '"')
-        return value.encode("latin-1")
-    return None
+        found = value.encode("latin-1")
+    return found
 
 
 class _TextFieldsParser(MultiPartParser):

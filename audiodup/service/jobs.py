@@ -27,22 +27,21 @@ def _now() -> str:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs; a killed one its parent has not reaped yet (a
-    zombie) is gone. Without /proc, whether it can be signalled."""
+    """Whether process ``pid`` of this host runs: it exists (signalling it is allowed or
+    refused), and /proc, where it shows the process, does not call it a zombie (killed, not
+    yet reaped by its parent)."""
     if pid <= 0:
         return False
-    if not _PROC.is_dir():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's: /proc may hide it (hidepid), it runs
     try:
         stat = (_PROC / str(pid) / "stat").read_text()
     except OSError:
-        return False
+        return True
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 

@@ -68,7 +68,6 @@ api_router = APIRouter()  # mounted at /v1/reviews
 PAGE_SIZE = 50
 MAX_NOTE_CHARS = 4000
 _MAX_FORM_BYTES = 64 * 1024
-_MAX_UPLOADER_CHARS = 1000  # as the API takes one (app._MAX_FIELD_CHARS)
 _CACHE_ENTRIES = 8  # A/B pairs and pictures kept per worker: a reviewer replays, seeks, reloads
 _require_review = require_scope("review")
 _MAX_ID = 2**63 - 1  # SQLite's integers: a larger id is no upload, and must not be a 500
@@ -134,7 +133,7 @@ def queue(
         return _to_login()
     filters = pages.QueueFilter(
         verdict=verdict if verdict in pages.FLAGGED else "",
-        uploader=uploader[:_MAX_UPLOADER_CHARS],  # exact: an uploader's spaces are its own
+        uploader=uploader,  # exact, whole: an uploader's spaces and length are its own
         since=_date_text(since),
         until=_date_text(until),
         undecided=bool(undecided),
