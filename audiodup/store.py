@@ -1791,15 +1791,7 @@ class CatalogStore:
             referenced = self._referenced_files()
         finally:
             self._rollback()
-        return any(
-            entry.name not in referenced
-            and (
-                _is_merge_folder(entry)
-                or _is_spill_folder(entry)
-                or _OWN_SHARD_FILE.fullmatch(entry.name)
-            )
-            for entry in _entries(self.root / _SHARDS)
-        )
+        return next(self._left_by_writes(referenced), None) is not None
 
     def _fold_log(self) -> None:
         """Copy the write-ahead log into the database and truncate it, so a catalog at rest takes
@@ -1832,11 +1824,8 @@ class CatalogStore:
         a shard's build spilled to, and a merge's folder unless a merge is running (its merger
         holds the merge lock). Other sub-folders and files of other names are not the catalog's
         and stay. Caller holds the writer lock."""
-        referenced = self._referenced_files()
         merging: bool | None = None  # probed once, when a merge folder is found
-        for entry in _entries(self.root / _SHARDS):
-            if entry.name in referenced:
-                continue
+        for entry in self._left_by_writes(self._referenced_files()):
             if _is_merge_folder(entry):
                 merging = (
                     _lock_is_held(self.root / _MERGE_LOCK_FILE) if merging is None else merging
@@ -1845,9 +1834,19 @@ class CatalogStore:
                     shutil.rmtree(entry.path, ignore_errors=True)
             elif _is_spill_folder(entry):
                 shutil.rmtree(entry.path, ignore_errors=True)
-            elif _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
+
+    def _left_by_writes(self, referenced: set[str]) -> Iterator[os.DirEntry]:
+        """What interrupted writes left in ``shards/``: merge and spill folders, and files of
+        the catalog's own names, that no committed row (``referenced``) names."""
+        for entry in _entries(self.root / _SHARDS):
+            if entry.name in referenced:
+                continue
+            own = _OWN_SHARD_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False)
+            if own or _is_merge_folder(entry) or _is_spill_folder(entry):
+                yield entry
 
     # -- the service's ledger of screened uploads ----------------------------------------------
     @reports_errors("record an upload in")
@@ -2151,15 +2150,7 @@ class CatalogStore:
                     f"shard {shard_id}: chroma vectors of {chroma.d} columns, the recipe's have "
                     f"{dim}"
                 )
-            quad_problem = self._check_quads(hash_file)
-            if (
-                quad_problem is None
-                and shard_id >= quads_from
-                and not self._shard_path(quad_file_of(hash_file)).exists()
-            ):
-                quad_problem = (
-                    "its four-peak index file is missing ('audiodup index upgrade' writes it)"
-                )
+            quad_problem = self._check_quads(hash_file, written_with=shard_id >= quads_from)
             if quad_problem:
                 problems.append(f"shard {shard_id}: {quad_problem}")
             hashes = stored.index
@@ -2191,11 +2182,16 @@ class CatalogStore:
         row = self.db.execute(f"SELECT value FROM meta WHERE key = '{_QUADS_FROM}'").fetchone()
         return int(row[0]) if row else math.inf
 
-    def _check_quads(self, hash_file: str) -> str | None:
-        """What is wrong with the shard's four-peak file (none: sound, or a shard written
-        before them, which :meth:`_shards_folder_notes` counts)."""
+    def _check_quads(self, hash_file: str, written_with: bool) -> str | None:
+        """What is wrong with the shard's four-peak file (none: sound, or missing from a shard
+        written before them, which :meth:`_shards_folder_notes` counts; ``written_with``: the
+        shard was written with one, :meth:`_note_quads_from`)."""
         name = quad_file_of(hash_file)
-        if not name or not self._shard_path(name).exists():
+        if not name:
+            return None
+        if not self._shard_path(name).exists():
+            if written_with:
+                return "its four-peak index file is missing ('audiodup index upgrade' writes it)"
             return None
         path = self._shard_path(name)
         try:
