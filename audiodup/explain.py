@@ -322,14 +322,14 @@ def _draw_hashes(
     for number, line in enumerate(hashed.lines, start=1):
         q0, q1 = line.query_start_frame / fps, line.query_end_frame / fps
         r0, r1 = line.ref_start_frame / fps, line.ref_end_frame / fps
-        slope = (r1 - r0) / (q1 - q0) if q1 > q0 else hashed.tempo_ratio
+        slope = _slope(line, hashed.tempo_ratio)
         ax.plot(
             [q0, q1],
             [r0, r1],
             color="tab:red",
             linewidth=1.5,
             alpha=0.8,
-            label="fitted sections" if number == 1 else None,
+            label=_sections_label(hashed) if number == 1 else None,
         )
         if number == 1:  # what an unaltered copy would look like, for comparison
             ax.plot(
@@ -340,10 +340,20 @@ def _draw_hashes(
                 linewidth=1.0,
                 label="tempo x1 (for comparison)",
             )
+        if len(hashed.lines) > 1:  # a number by each, their tempos in the legend
+            ax.annotate(
+                str(number),
+                xy=((q0 + q1) / 2, (r0 + r1) / 2),
+                xytext=(0, 4),
+                textcoords="offset points",
+                ha="center",
+                fontsize=8,
+                color="tab:red",
+            )
+            continue
         right_half = (q0 + q1) / 2 > 0.5 * query_duration_s  # keep the label inside the axes
         ax.annotate(
-            (f"section {number}: " if len(hashed.lines) > 1 else "")
-            + f"tempo x{slope:.3f}, pitch {hashed.pitch_shift_semitones + 0.0:+.1f} st",
+            f"tempo x{slope:.3f}, pitch {hashed.pitch_shift_semitones + 0.0:+.1f} st",
             xy=((q0 + q1) / 2, (r0 + r1) / 2),
             xytext=(-8 if right_half else 8, -14),
             textcoords="offset points",
@@ -351,9 +361,25 @@ def _draw_hashes(
             fontsize=8,
             color="tab:red",
         )
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     ax.set_title("matched hashes: slope = tempo ratio", fontsize=10, loc="left")
+
+
+def _sections_label(hashed: HashEvidence) -> str:
+    """The legend's entry for the fitted sections; with several, each one's tempo ratio."""
+    if len(hashed.lines) == 1:
+        return "fitted sections"
+    tempos = (
+        f"{n} x{_slope(line, hashed.tempo_ratio):.3f}" for n, line in enumerate(hashed.lines, 1)
+    )
+    return "fitted sections, tempo: " + ", ".join(tempos)
+
+
+def _slope(line, tempo_ratio: float) -> float:
+    """A section's own tempo ratio (``tempo_ratio`` for a section of no length)."""
+    q = line.query_end_frame - line.query_start_frame
+    return (line.ref_end_frame - line.ref_start_frame) / q if q > 0 else tempo_ratio
 
 
 def _draw_peaks(ax, check: PeakCheck, fps: float) -> None:
@@ -372,7 +398,7 @@ def _draw_peaks(ax, check: PeakCheck, fps: float) -> None:
             f"({check.chance_peaks:.0f} by chance)"
         ),
     )
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
 
 
 def _aligned_chroma(

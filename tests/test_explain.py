@@ -63,6 +63,35 @@ def test_scatter_lines_have_the_tempo_ratio_as_slope(
     assert len(figure.axes[1].images) == len(figure.axes[2].images) == 1
 
 
+def test_a_looped_upload_s_sections_are_numbered_and_their_tempos_listed(
+    catalog: Catalog, work_ids: dict[str, int], tmp_path: Path
+) -> None:
+    """An upload playing 6 s of a work four times lines up on several parallel sections: each
+    is numbered by its line, their tempos are in the legend, no label overlaps another, and
+    the legend says how many of the hashes are independent."""
+    import soundfile as sf
+
+    sr = catalog.settings.sample_rate_hz
+    audio = load_audio(Path(catalog.work(work_ids["work_02"]).path), catalog.settings).samples
+    upload = tmp_path / "looped.wav"
+    sf.write(upload, np.tile(audio[5 * sr : 11 * sr], 4), sr)
+    query = fingerprint_audio(load_audio(upload, catalog.settings), catalog.settings, query=True)
+    hashed, chroma = catalog.work_evidence(query, work_ids["work_02"])
+    assert hashed is not None and len(hashed.lines) >= 3
+    assert hashed.main_evidence < hashed.main_inliers  # each hash is hit from four places
+    figure = figure_of(catalog, query, work_ids["work_02"], hashed, chroma)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    ax_hash = figure.axes[0]
+    numbers = [t for t in ax_hash.texts if t.get_text().isdigit()]
+    assert sorted(int(t.get_text()) for t in numbers) == list(range(1, len(hashed.lines) + 1))
+    boxes = [t.get_window_extent(renderer) for t in ax_hash.texts]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    legend = [t.get_text() for t in ax_hash.get_legend().get_texts()]
+    assert any(t.startswith("fitted sections, tempo: 1 x1.0") for t in legend), legend
+    assert any(f"{hashed.main_evidence} independent on the best line" in t for t in legend)
+
+
 def test_pitch_shifted_chroma_lines_up_after_transposing_back(
     catalog: Catalog, work_ids: dict[str, int]
 ) -> None:
