@@ -30,7 +30,7 @@ from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
-from .results import repeats_note, shown_text
+from .results import shown_text
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -316,8 +316,7 @@ def _draw_hashes(
         color="tab:blue",
         alpha=0.6,
         linewidths=0,
-        label=f"{hashed.inliers} matched hashes"
-        + repeats_note(hashed.inliers, hashed.main_evidence),
+        label=f"{hashed.inliers} matched hashes",
     )
     for number, line in enumerate(hashed.lines, start=1):
         q0, q1 = line.query_start_frame / fps, line.query_end_frame / fps

@@ -28,7 +28,6 @@ _WORK_BITS, _FRAME_BITS, _QBIN_BITS, _SPAN_BITS = ENTRY_ID_BITS
 MAX_WORK_ID = (1 << _WORK_BITS) - 1
 MAX_FRAME = (1 << _FRAME_BITS) - 1
 MAX_SPAN = (1 << _SPAN_BITS) - 1
-ENTRY_PLACE_BITS = _FRAME_BITS + _QBIN_BITS + _SPAN_BITS  # an entry id below its work's bits
 
 
 @dataclass(frozen=True)

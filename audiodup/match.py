@@ -21,7 +21,6 @@ import numpy as np
 from .chroma import segment_vectors
 from .fingerprint import Fingerprint
 from .hashes import (
-    ENTRY_PLACE_BITS,
     TripletHashes,
     entry_bin,
     entry_frame,
@@ -57,10 +56,6 @@ _MAX_SECTION_GAP_S = 6.0
 TEMPO_CELL = 0.05  # log tempo: the coarse cells that rank candidate works
 PITCH_CELL_BINS = 1.5
 PATTERN_KEY_SCALE = 4096  # a hit's pattern is key * PATTERN_KEY_SCALE + query anchor bin
-# hits of one reference hash from upload anchors this far apart (0.25 s) are separate places;
-# inside a line's stretch of the upload, those within a bar at 120 bpm (2 s) of a hit repeat it
-_REPEAT_MIN_SHIFT_S = 0.25
-_REPEAT_NEAR_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +91,7 @@ class HashEvidence:
     work_id: int
     votes: int  # hits for this work before verification
     inliers: int  # distinct hit patterns on all aligned lines
-    main_inliers: int  # distinct patterns on the best line: ranks and guides the checks
-    # the best line's distinct patterns, each counted once over the places in the upload that hit
-    # its reference hash (:func:`unrepeated_evidence`): the false-match probability uses it
-    main_evidence: int
+    main_inliers: int  # distinct patterns on the best line: the false-match probability uses it
     tempo_ratio: float
     pitch_shift_semitones: float
     lines: tuple[AlignedLine, ...]
@@ -435,7 +427,6 @@ def verify_hashes(
     if best is None:
         return None
     near, lines = best
-    entries = _reference_entries(votes, np.nonzero(mask)[0][near])
     tq, tr, pb, sq, pattern = tq[near], tr[near], pb[near], sq[near], pattern[near]
     pitch = float(np.median(pb))
     all_in = np.zeros(len(tq), dtype=bool)
@@ -478,14 +469,6 @@ def verify_hashes(
         votes=n_votes,
         inliers=_distinct(pattern[all_in]),
         main_inliers=_distinct(pattern[lines[0][0]]),
-        main_evidence=unrepeated_evidence(
-            pattern,
-            entries,
-            tq,
-            lines[0][0],
-            _REPEAT_MIN_SHIFT_S * frames_per_second,
-            _REPEAT_NEAR_S * frames_per_second,
-        ),
         tempo_ratio=float(lines[0][1]),
         pitch_shift_semitones=pitch / bins_per_semitone,
         lines=tuple(aligned),
@@ -505,90 +488,6 @@ def held_tone_patterns(patterns: np.ndarray, flat_level: int | None) -> np.ndarr
         return patterns
     flat = flat_keys(patterns // PATTERN_KEY_SCALE, flat_level)
     return np.where(flat, -1 - patterns % PATTERN_KEY_SCALE, patterns)
-
-
-def _reference_entries(votes: HashVotes, rows: np.ndarray) -> np.ndarray:
-    """Per hit of ``rows`` (one work's), a small integer naming the reference hash it hit: its
-    key, and the anchor frame, quarter bin and span that the work's entry ids pack."""
-    key = votes.pattern[rows] // PATTERN_KEY_SCALE
-    place = pack_entry_ids(
-        0,
-        TripletHashes(
-            keys=key,
-            anchor_frame=votes.ref_frame[rows],
-            anchor_bin=votes.ref_bin[rows],
-            span_frames=votes.ref_span[rows],
-        ),
-    )
-    return np.unique(place | (key << ENTRY_PLACE_BITS), return_inverse=True)[1].ravel()
-
-
-def unrepeated_evidence(
-    patterns: np.ndarray,
-    entries: np.ndarray,
-    query_frames: np.ndarray,
-    on_line: np.ndarray,
-    min_shift: float,
-    max_shift: float,
-) -> int:
-    """The distinct patterns on a line (``on_line``), each weighed by one over the number of
-    places in the upload whose hashes hit the reference hash it lines up with (``entries``, over
-    every hit of the transform); the sum rounded down. Places at least ``min_shift`` frames apart
-    count when they lie outside the line's stretch of the upload, or inside it within
-    ``max_shift`` of the hit.
-
-    A passage that repeats every bar in both recordings (a stock drum loop) lines up at every
-    bar, and its repeats' patterns differ by a frequency bin or so, so :func:`_distinct` counted
-    each bar anew. A work playing a stock loop under little else was a ``duplicate`` (p 7e-15)
-    of an upload playing the loop: 21 distinct patterns on 7 s of its line, each hit from about
-    8 places. A copy's own repeats far apart inside the line (a chorus) line up at their own places
-    in both recordings, and keep their weight."""
-    idx = np.nonzero(on_line)[0]
-    if len(idx) == 0:
-        return 0
-    first_q, last_q = query_frames[idx].min(), query_frames[idx].max()
-    outside = (query_frames < first_q - min_shift) | (query_frames > last_q + min_shift)
-    inside = np.nonzero(~outside)[0]
-    places = np.zeros(len(entries))
-    places[inside] = _places_near(entries[inside], query_frames[inside], min_shift, max_shift)
-    far = _place_starts(entries[outside], query_frames[outside], min_shift)
-    places[idx] += np.bincount(entries[outside][far], minlength=entries.max() + 1)[entries[idx]]
-    # a pattern counts at its best-placed hit
-    _, pattern_of = np.unique(patterns[idx], return_inverse=True)
-    best = np.zeros(len(idx))
-    np.maximum.at(best, pattern_of.ravel(), 1.0 / places[idx])
-    return int(np.floor(best.sum() + 1e-9))
-
-
-def _place_starts(entries: np.ndarray, query_frames: np.ndarray, min_shift: float) -> np.ndarray:
-    """Whether each hit starts a new place of its entry: no hit of that entry lies less than
-    ``min_shift`` frames before it."""
-    if len(entries) == 0:
-        return np.zeros(0, dtype=bool)
-    order = np.lexsort((query_frames, entries))
-    e, q = entries[order], query_frames[order]
-    starts = np.empty(len(e), dtype=bool)
-    starts[order] = np.r_[True, e[1:] != e[:-1]] | np.r_[True, np.diff(q) >= min_shift]
-    return starts
-
-
-def _places_near(
-    entries: np.ndarray, query_frames: np.ndarray, min_shift: float, max_shift: float
-) -> np.ndarray:
-    """Per hit, the places of its entry within ``max_shift`` frames of it, itself included."""
-    if len(entries) == 0:
-        return np.zeros(0)
-    order = np.lexsort((query_frames, entries))
-    e, q = entries[order], query_frames[order]
-    new_place = np.cumsum(np.r_[True, e[1:] != e[:-1]] | np.r_[True, np.diff(q) >= min_shift])
-    # one sorted key: each entry's query frames, lifted past the previous entry's
-    lift = float(q.max() - q.min()) + 2.0 * max_shift + 1.0
-    key = e * lift + q
-    lo = np.searchsorted(key, key - max_shift, side="left")
-    hi = np.searchsorted(key, key + max_shift, side="right") - 1
-    places = np.empty(len(e))
-    places[order] = new_place[hi] - new_place[lo] + 1
-    return places
 
 
 def _distinct(patterns: np.ndarray) -> int:

@@ -60,7 +60,6 @@ _MATCH_COLUMNS = (
     "coverage",
     "coverage_s",
     "matched_hashes",
-    "independent_hashes",
     "chroma_similarity",
     "matched_peaks",
     "matched_onsets",

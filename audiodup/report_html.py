@@ -38,7 +38,6 @@ from .results import (
     Verdict,
     ids_text,
     listed_text,
-    repeats_note,
     shown_text,
     upload_text,
 )
@@ -686,8 +685,7 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
         f"pitch {seen.pitch_shift_semitones:+.2f} st, work {member} "
         f"{_s(seen.query_start_s)}–{_s(seen.query_end_s)} s ↔ work {other} "
         f"{_s(seen.ref_start_s)}–{_s(seen.ref_end_s)} s, coverage {100 * seen.coverage:.0f} % "
-        f"({seen.coverage_s:.1f} s), {seen.matched_hashes} matched hashes"
-        f"{repeats_note(seen.matched_hashes, seen.independent_hashes)}{peaks}, score "
+        f"({seen.coverage_s:.1f} s), {seen.matched_hashes} matched hashes{peaks}, score "
         f"{seen.score:.1f}, false-match probability {seen.false_match_probability:.1e}."
         f"{_e(both)}{_e(source)}</p>"
     )

@@ -51,10 +51,6 @@ class Match:
     matched_hashes: int
     chroma_similarity: float | None
     sections: tuple[Section, ...] = ()
-    # the best hash line's patterns, each counted once over the places of the upload that hit
-    # its reference hash (match.unrepeated_evidence: a loop played again and again counts once):
-    # the count the hash probability rests on; None for a match without hash lines
-    independent_hashes: int | None = None
     # upload peaks landing on the work's peaks under the alignment, when the guided peak check
     # made or confirmed the match
     matched_peaks: int | None = None
@@ -75,14 +71,6 @@ class Match:
     # upload tempo at the end of the aligned part / at its start, when the sections show a
     # tempo that changes along the upload (a DJ's ramp); None when it is steady
     tempo_drift: float | None = None
-
-
-def repeats_note(matched: int, independent: int | None) -> str:
-    """``", N independent on the best line"`` (``Match.independent_hashes``) when that is fewer
-    than the ``matched`` hashes shown, else nothing."""
-    if independent is None or independent >= matched:
-        return ""
-    return f", {independent} independent on the best line"
 
 
 # the Verdict fields that time the stages: they differ between two runs of the same screening

@@ -1094,7 +1094,6 @@ def hash_match(
         matched_hashes=e.inliers,
         chroma_similarity=chroma.similarity if chroma else None,
         sections=sections,
-        independent_hashes=e.main_evidence,
         matched_peaks=check.matched_peaks if check else None,
         matched_onsets=check.matched_onsets if check else None,
         chroma_confirmed=chroma is not None,

@@ -2,15 +2,14 @@
 
 Chance hits are not rare: a query's hashes collide with every large catalog work now and then, and
 the Hough search then finds the best line through them. Any line holds at least ``MIN_LINE_HASHES``
-hits, so the statistic is the *excess* over that minimum of the line's patterns, each counted once
-over the places of the upload that repeat it (``HashEvidence.main_evidence``). On the Debian
-benchmark corpus the excess of unrelated works is small and grows slowly with the number of hits
-the work received; its tail is modelled as geometric (heavier than Poisson) with mean ``base +
-per_vote * votes``. Per query, the works that received hits but are not the match form a background
-sample that can only raise that mean. A union over the works in competition turns the tail
-probability into ``false_match_probability``: only a work whose retrieved hits number at least the
-line's inliers could have produced a line this strong, so works the look-up gave fewer hits do not
-pay, however large the catalog (:func:`hash_false_match_probability`).
+hits, so the statistic is the *excess* over that minimum. On the Debian benchmark corpus the excess
+of unrelated works is small and grows slowly with the number of hits the work received; its tail is
+modelled as geometric (heavier than Poisson) with mean ``base + per_vote * votes``. Per query, the
+works that received hits but are not the match form a background sample that can only raise that
+mean. A union over the works in competition turns the tail probability into
+``false_match_probability``: only a work whose retrieved hits number at least the line's inliers
+could have produced a line this strong, so works the look-up gave fewer hits do not pay, however
+large the catalog (:func:`hash_false_match_probability`).
 
 A chroma alignment is a maximum over scales, rotations and offsets; how high chance reaches
 depends on the query (its length, how stationary its chroma is), so its chance law is measured on
@@ -100,7 +99,7 @@ class HashCompetition:
     def false_match_probability(self, evidence: HashEvidence) -> float:
         own = _own_tail(evidence, self.scale, self.settings)
         share = self.settings.hash_own_tail_share
-        fmp = min(1.0, self.by_inliers(evidence.main_evidence, own) / (1.0 - share))
+        fmp = min(1.0, self.by_inliers(evidence.main_inliers, own) / (1.0 - share))
         if own / share < fmp:  # else the second search cannot give less (it pays own at least)
             fmp = min(fmp, self.by_own_tail(own) / share)
         return fmp
@@ -133,7 +132,7 @@ class HashCompetition:
 
 def _own_tail(evidence: HashEvidence, scale: float, settings: Settings) -> float:
     """The tail of ``evidence``'s line given its own work's hits."""
-    excess = max(evidence.main_evidence - MIN_LINE_HASHES, 0)
+    excess = max(evidence.main_inliers - MIN_LINE_HASHES, 0)
     return float(_line_tail(np.asarray(evidence.votes), excess, scale, settings))
 
 

@@ -52,10 +52,9 @@ Measure = Callable[[Catalog, Fingerprint], list[tuple[int, tuple]]]
 
 
 def hash_lines(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:
-    """``(work_id, (votes, main_evidence))`` of every verified candidate: the count the hash
-    probability rests on (:func:`audiodup.match.unrepeated_evidence`)."""
+    """``(work_id, (votes, main_inliers))`` of every verified candidate."""
     evidence = screening.hash_evidence(query, catalog.indexes(), catalog.settings)
-    return [(w, (e.votes, e.main_evidence)) for w, e in evidence.items()]
+    return [(w, (e.votes, e.main_inliers)) for w, e in evidence.items()]
 
 
 def peak_checks(catalog: Catalog, query: Fingerprint) -> list[tuple[int, tuple]]:

@@ -234,7 +234,6 @@ def leads_from_evidence(evidence, settings) -> list[Lead]:
         e = found.evidence
         details = {
             "main_inliers": e.main_inliers,
-            "main_evidence": e.main_evidence,
             "inliers": e.inliers,
             "votes": e.votes,
             "tempo_ratio": round(e.tempo_ratio, 4),

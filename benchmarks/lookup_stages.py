@@ -118,7 +118,7 @@ def _stages(catalog, prepared, source: dict[str, str]) -> int:
                     found = score_hashes([evidence], n_works, s, hits)[true]
                     row[f"{name}_inliers"] = evidence.main_inliers
                     row[f"{name}_fmp"] = found.false_match_probability
-                    row[f"{name}_competing"] = int((hits >= evidence.main_evidence).sum())
+                    row[f"{name}_competing"] = int((hits >= evidence.main_inliers).sum())
             chroma = [w for w, _, _ in chroma_candidates(fp, indexes, s)]
             row["chroma_rank"] = chroma.index(true) if true in chroma else None
             print(json.dumps(row), flush=True)

@@ -225,17 +225,7 @@ def line(work_id: int, main_inliers: int, votes: int) -> HashEvidence:
     empty = np.zeros(0)
     aligned = AlignedLine(0.0, 100.0, 0.0, 100.0, main_inliers)
     return HashEvidence(
-        work_id,
-        votes,
-        main_inliers,
-        main_inliers,
-        main_inliers,
-        1.0,
-        0.0,
-        (aligned,),
-        10.0,
-        empty,
-        empty,
+        work_id, votes, main_inliers, main_inliers, 1.0, 0.0, (aligned,), 10.0, empty, empty
     )
 
 

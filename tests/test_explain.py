@@ -67,8 +67,7 @@ def test_a_looped_upload_s_sections_are_numbered_and_their_tempos_listed(
     catalog: Catalog, work_ids: dict[str, int], tmp_path: Path
 ) -> None:
     """An upload playing 6 s of a work four times lines up on several parallel sections: each
-    is numbered by its line, their tempos are in the legend, no label overlaps another, and
-    the legend says how many of the hashes are independent."""
+    is numbered by its line, their tempos are in the legend, and no label overlaps another."""
     import soundfile as sf
 
     sr = catalog.settings.sample_rate_hz
@@ -78,7 +77,6 @@ def test_a_looped_upload_s_sections_are_numbered_and_their_tempos_listed(
     query = fingerprint_audio(load_audio(upload, catalog.settings), catalog.settings, query=True)
     hashed, chroma = catalog.work_evidence(query, work_ids["work_02"])
     assert hashed is not None and len(hashed.lines) >= 3
-    assert hashed.main_evidence < hashed.main_inliers  # each hash is hit from four places
     figure = figure_of(catalog, query, work_ids["work_02"], hashed, chroma)
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
@@ -89,7 +87,6 @@ def test_a_looped_upload_s_sections_are_numbered_and_their_tempos_listed(
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
     legend = [t.get_text() for t in ax_hash.get_legend().get_texts()]
     assert any(t.startswith("fitted sections, tempo: 1 x1.0") for t in legend), legend
-    assert any(f"{hashed.main_evidence} independent on the best line" in t for t in legend)
 
 
 def test_pitch_shifted_chroma_lines_up_after_transposing_back(

@@ -45,7 +45,6 @@ from audiodup.match import (
     query_keys,
     rarity_weights,
     stretched_chroma,
-    unrepeated_evidence,
     verify_hashes,
     view_scales,
     work_votes,
@@ -473,75 +472,6 @@ def test_a_repeated_note_pattern_counts_once() -> None:
     assert distinct is not None and distinct.main_inliers >= 18
     assert once is not None and once.main_inliers == 1
     assert once.tempo_ratio == pytest.approx(0.5, rel=0.01)
-
-
-def repeat_counted(hits: list[tuple[int, float, bool]], max_shift_s: float = 2.0) -> int:
-    """:func:`unrepeated_evidence` of hits ``(reference entry, upload second, on the line)``,
-    each on-line hit its own pattern."""
-    fps = S.frames_per_second
-    entries = np.array([h[0] for h in hits])
-    frames = np.array([h[1] for h in hits]) * fps
-    on_line = np.array([h[2] for h in hits])
-    patterns = np.arange(len(hits))
-    return unrepeated_evidence(patterns, entries, frames, on_line, 0.25 * fps, max_shift_s * fps)
-
-
-def test_hashes_the_upload_holds_once_keep_their_count() -> None:
-    line = [(entry, 10.0 + entry, True) for entry in range(20)]
-    assert repeat_counted(line) == 20
-    # another upload stretch hitting other reference hashes changes nothing
-    assert repeat_counted(line + [(100 + k, 50.0 + k, False) for k in range(10)]) == 20
-
-
-def test_a_loop_the_upload_plays_again_and_again_counts_once_over_its_places() -> None:
-    """A line of 20 hashes over 8 s of a loop, each reference hash hit again by the upload's
-    other 21 bars (outside the line): 20 / 22 counts 0."""
-    bar_s = 2.0
-    line = [(entry, 52.0 + entry * 0.4, True) for entry in range(20)]
-    other_bars = [
-        (entry, 52.0 + entry * 0.4 - bar_s * k, False) for entry in range(20) for k in range(1, 22)
-    ]
-    assert repeat_counted(line + other_bars) == 0
-    # the first ten held once more 1.5 s on, inside the line: each weighs a half; 3 s on, whole
-    assert repeat_counted(line + [(e, t + 1.5, False) for e, t, _ in line[:10]]) == 15
-    assert repeat_counted(line + [(e, t + 3.0, False) for e, t, _ in line[:10]]) == 20
-
-
-def test_a_repeat_far_apart_inside_the_line_keeps_its_count() -> None:
-    """A chorus 60 s later, inside the line, hits the first chorus's reference hashes too: the
-    copy holds both at their own places, and each keeps its count."""
-    first = [(entry, 10.0 + entry * 0.5, True) for entry in range(10)]
-    second = [(10 + entry, 70.0 + entry * 0.5, True) for entry in range(10)]
-    crossed = [(e, t + 60.0, False) for e, t, _ in first] + [
-        (e, t - 60.0, False) for e, t, _ in second
-    ]
-    assert repeat_counted(first + second + crossed) == 20
-
-
-def test_a_loop_line_is_not_duplicate_evidence() -> None:
-    """The same through :func:`verify_hashes`: a line whose hashes are each hit from ten places
-    of the upload, 1.5 s apart, counts its distinct patterns for ranking, and far fewer as
-    evidence."""
-    per_semitone = S.bins_per_octave // 12
-    votes = synthetic_votes(8, [(1.0, 40.0, 0.0, 20)], noise_votes=0)
-    bar = 1.5 * S.frames_per_second
-    copies = [
-        HashVotes(
-            *(
-                getattr(votes, f) + k * bar if f == "query_frame" else getattr(votes, f)
-                for f in HashVotes.__dataclass_fields__
-            )
-        )
-        for k in range(10)
-    ]
-    looped = HashVotes(
-        *(np.concatenate([getattr(c, f) for c in copies]) for f in HashVotes.__dataclass_fields__)
-    )
-    once = verify_hashes(votes, 7, S.frames_per_second, per_semitone)
-    loop = verify_hashes(looped, 7, S.frames_per_second, per_semitone)
-    assert once is not None and once.main_evidence == once.main_inliers >= 18
-    assert loop is not None and loop.main_inliers >= 18
-    assert loop.main_evidence <= loop.main_inliers // 3
 
 
 def test_flat_triplets_of_a_held_tone_count_once_per_anchor_bin() -> None:

@@ -1,8 +1,14 @@
-"""A stock drum loop that a work plays is no copy of that work (issue #14,
-session 40). The loop is real shared audio: an upload that plays it lines up with the work at
-every bar, and each bar's hashes differ a little from the last, so the work's 8 s of loop looked
-like 8 s of independent evidence. Repeats are now counted once over the places of the upload
-that hit them (:func:`audiodup.match.unrepeated_evidence`)."""
+"""A stock drum loop that a catalog work plays, and copies that loop a work's excerpt (issue
+#14, session 40).
+
+The loop is real shared audio: an upload that plays it lines up with the work at every bar,
+and each bar's hashes differ a little from the last (the work's music under the loop moves its
+peaks), so the bars look like independent evidence. A rule that weighed each hash by the places
+of the upload that hit it was built and removed: it also took looped copies of short excerpts
+(README, "tell a stock loop from a recording"; ``benchmarks/SCALING.md``, session 40). The
+first test holds the limit (it fails the day a rule fixes it, and should then become a plain
+test); the others hold what any such rule must keep.
+"""
 
 from __future__ import annotations
 
@@ -89,6 +95,11 @@ def loop_catalog(tmp_path_factory: pytest.TempPathFactory):
         yield catalog, paths, folder
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (README: tell a stock loop from a recording): the loop alone is a "
+    "duplicate of a work that plays it under little else",
+)
 def test_uploads_playing_the_stock_loop_are_no_duplicate_of_a_work_over_it(
     loop_catalog,
 ) -> None:
@@ -131,21 +142,19 @@ def test_copies_of_a_work_over_the_loop_are_found(loop_catalog) -> None:
             assert verdict.matches[0].path == str(path), (upload.name, verdict.matches[0])
 
 
-@pytest.mark.parametrize("seconds", [6.0, 12.0])
+@pytest.mark.parametrize(("seconds", "plays"), [(3.0, 4), (5.0, 4), (6.0, 10), (12.0, 4)])
 def test_a_looped_copy_is_still_found(
-    catalog: Catalog, catalog_files: dict, work_ids: dict, tmp_path, seconds: float
+    catalog: Catalog, catalog_files: dict, work_ids: dict, tmp_path, seconds: float, plays: int
 ) -> None:
-    """A stretch of each fixture work played four times over: every play hits the same
-    reference hashes, and the copy is still a duplicate of its work."""
+    """A stretch of each fixture work played over and over: every play hits the same reference
+    hashes, and the copy is still a duplicate of its work."""
     from audiodup.audio import load_audio
 
     for name, path in catalog_files.items():
         audio = load_audio(path).samples
         sr = catalog.settings.sample_rate_hz
         upload = tmp_path / f"{name}-looped.wav"
-        sf.write(upload, np.tile(audio[5 * sr : int((5 + seconds) * sr)], 4), sr)
+        sf.write(upload, np.tile(audio[5 * sr : int((5 + seconds) * sr)], plays), sr)
         verdict = catalog.screen(upload)
         assert verdict.verdict == "duplicate", (name, verdict)
-        top = verdict.matches[0]
-        assert top.work_id == work_ids[name], (name, top)
-        assert 0 < top.independent_hashes <= top.matched_hashes, (name, top)
+        assert verdict.matches[0].work_id == work_ids[name], (name, verdict.matches[0])

@@ -111,17 +111,7 @@ def one_line_evidence(tq_s: np.ndarray, tr_s: np.ndarray, fps: float = 100.0):
 
     line = AlignedLine(tq_s[0] * fps, tq_s[-1] * fps, tr_s[0] * fps, tr_s[-1] * fps, len(tq_s))
     return HashEvidence(
-        1,
-        len(tq_s),
-        len(tq_s),
-        len(tq_s),
-        len(tq_s),
-        1.04,
-        0.0,
-        (line,),
-        60.0,
-        tq_s * fps,
-        tr_s * fps,
+        1, len(tq_s), len(tq_s), len(tq_s), 1.04, 0.0, (line,), 60.0, tq_s * fps, tr_s * fps
     )
 
 
@@ -160,17 +150,7 @@ def sections_evidence(pieces: list[tuple[np.ndarray, np.ndarray]], fps: float = 
     tr = np.concatenate([p[1] for p in pieces])
     n = len(tq)
     return HashEvidence(
-        1,
-        n,
-        n,
-        len(pieces[0][0]),
-        len(pieces[0][0]),
-        1.04,
-        0.0,
-        tuple(lines),
-        60.0,
-        tq * fps,
-        tr * fps,
+        1, n, n, len(pieces[0][0]), 1.04, 0.0, tuple(lines), 60.0, tq * fps, tr * fps
     )
 
 

@@ -56,17 +56,7 @@ def hashed(
     line = AlignedLine(0.0, 30 * FPS, ref_start_s * FPS, (ref_start_s + 30 * tempo) * FPS, 1)
     empty = np.zeros(0)
     return HashEvidence(
-        work_id,
-        votes,
-        main_inliers,
-        main_inliers,
-        main_inliers,
-        tempo,
-        pitch,
-        (line,),
-        30.0,
-        empty,
-        empty,
+        work_id, votes, main_inliers, main_inliers, tempo, pitch, (line,), 30.0, empty, empty
     )
 
 
