@@ -769,6 +769,22 @@ def test_a_work_is_partly_scanned_as_its_decoding_said_else_by_its_stored_length
     assert cut_short(scan, work, DEFAULT_SETTINGS) is listed
 
 
+def test_a_stored_match_reads_back_as_written_nulls_and_all() -> None:
+    """Every field that may be null (``matched_onsets``, ``tempo_drift``, ...) reads back null,
+    not as NaN (the rescan page showed "from nan onsets"); a non-finite number reads back NaN."""
+    import dataclasses
+
+    from audiodup.rescan.serialise import scan_from_json, scan_to_json
+
+    nulls = dataclasses.replace(match(2, 40.0), matched_peaks=None, matched_onsets=None)
+    checked = dataclasses.replace(match(3, 30.0), matched_peaks=40, matched_onsets=9)
+    back = scan_from_json(scan_to_json(scan(1, nulls, checked)))
+    assert back.matches == (nulls, checked)
+    assert back.matches[0].tempo_drift is None and back.matches[0].matched_onsets is None
+    infinite = scan_from_json(scan_to_json(scan(1, dataclasses.replace(nulls, score=math.inf))))
+    assert math.isnan(infinite.matches[0].score)
+
+
 def test_a_stored_scan_without_the_flag_reads_back_as_not_known() -> None:
     from audiodup.rescan.serialise import scan_from_json
 

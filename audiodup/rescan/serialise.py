@@ -17,17 +17,9 @@ from ..results import Match, Section, to_jsonable
 from ..schema import SCHEMA_VERSION
 from .results import RescanReport, WorkScan
 
-# Match fields that may be null; any other null was a non-finite float
-# None stays None for these (the rest are numbers: None there was a non-finite value)
-_NULLABLE_MATCH_FIELDS = (
-    "title",
-    "chroma_similarity",
-    "matched_peaks",
-    "upload_id",
-    "uploader",
-    "role",
-    "attribution",
-)
+# Match fields that may be null (typed ``... | None``): None stays None for these; any other
+# null was a non-finite float
+_NULLABLE_MATCH_FIELDS = frozenset(f.name for f in fields(Match) if "None" in str(f.type))
 
 
 def report_to_dict(report: RescanReport) -> dict:
