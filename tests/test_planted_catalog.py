@@ -267,6 +267,7 @@ def test_cli_and_html_report_show_owners_relations_and_the_medley(
     assert "contains_excerpt_of" in text and "reference upload" in text
     html = page.read_text(encoding="utf-8")
     assert 'id="links"' in html and "owner label-aurora" in html
+    assert "nan onsets" not in html and " nan " not in html  # stored nulls read back null
     links = html[html.index('id="links"') : html.index("</table>", html.index('id="links"'))]
     assert links.count("contains_excerpt_of</span>") == sum(
         1
