@@ -321,7 +321,6 @@ def _draw_hashes(
     for number, line in enumerate(hashed.lines, start=1):
         q0, q1 = line.query_start_frame / fps, line.query_end_frame / fps
         r0, r1 = line.ref_start_frame / fps, line.ref_end_frame / fps
-        slope = _slope(line, hashed.tempo_ratio)
         ax.plot(
             [q0, q1],
             [r0, r1],
@@ -351,8 +350,9 @@ def _draw_hashes(
             )
             continue
         right_half = (q0 + q1) / 2 > 0.5 * query_duration_s  # keep the label inside the axes
+        slope, pitch = _slope(line, hashed.tempo_ratio), hashed.pitch_shift_semitones + 0.0
         ax.annotate(
-            f"tempo x{slope:.3f}, pitch {hashed.pitch_shift_semitones + 0.0:+.1f} st",
+            f"tempo x{slope:.3f}, pitch {pitch:+.1f} st",
             xy=((q0 + q1) / 2, (r0 + r1) / 2),
             xytext=(-8 if right_half else 8, -14),
             textcoords="offset points",

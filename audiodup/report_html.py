@@ -910,7 +910,7 @@ def _original_text(cluster: Cluster, uploads: dict[int, Member]) -> str:
     uploader = listed_text(m.uploader or "")
     owner = f", owner {uploader}" if m.role == "reference" and m.uploader else ""
     by = f" by {uploader}" if m.uploader and not owner else ""
-    ids = "".join(f", {k}={listed_text(v)}" for k, v in m.external_ids.items())
+    ids = f", {ids_text(m.external_ids, ', ')}" if m.external_ids else ""
     return (
         f"upload {m.upload_id} (work {m.work_id}): {name}{by}{owner}{ids}; "
         f"{cluster.original_reason}"

@@ -2189,11 +2189,11 @@ class CatalogStore:
         name = quad_file_of(hash_file)
         if not name:
             return None
-        if not self._shard_path(name).exists():
+        path = self._shard_path(name)
+        if not path.exists():
             if written_with:
                 return "its four-peak index file is missing ('audiodup index upgrade' writes it)"
             return None
-        path = self._shard_path(name)
         try:
             quads = read_quad_shard(path, check=True)
         except (RuntimeError, OSError) as exc:
