@@ -68,6 +68,7 @@ import soxr
 from . import ffmpeg, ogg
 from .errors import AudioDecodeError, AudioTooShortError, SilentAudioError, first_line
 from .ffmpeg import ffmpeg_executable  # re-exported: callers find it here
+from .results import Signal
 from .settings import DEFAULT_SETTINGS, Settings
 
 # Refused from the header, before decoding. 384 kHz is the highest rate of real recordings
@@ -121,10 +122,42 @@ class Audio:
     sha256: str  # of the analysis-rate samples, quantised to 16 bits
     title: str | None = None
     artist: str | None = None
+    # what the mix leaves out of a stereo recording, sample for sample beside ``samples``: half
+    # the difference of its channels (their sum where the mix took the difference); zeros where
+    # the file had one channel or more than two; None when it had no stereo part
+    difference: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def duration_s(self) -> float:
         return len(self.samples) / self.sample_rate_hz
+
+
+def difference_audio(audio: Audio, settings: Settings = DEFAULT_SETTINGS) -> Audio | None:
+    """``audio``'s stereo difference as audio of its own (as long, named the same), or None when
+    it has none or it is below ``settings.silence_rms``."""
+    difference = audio.difference
+    if difference is None or _rms(difference) < settings.silence_rms:
+        return None
+    return Audio(
+        samples=difference,
+        sample_rate_hz=audio.sample_rate_hz,
+        source_duration_s=audio.source_duration_s,
+        truncated=audio.truncated,
+        sha256=_sha256_16bit(difference),
+        title=audio.title,
+        artist=audio.artist,
+    )
+
+
+def signal_audio(audio: Audio, signal: Signal) -> Audio:
+    """What of ``audio`` a match's ``signal`` names: ``audio`` itself for the mix, its stereo
+    difference as audio of its own (:func:`difference_audio`) for ``stereo_difference``."""
+    if signal == "mix":
+        return audio
+    difference = difference_audio(audio)
+    if difference is None:
+        raise AudioDecodeError("the file has no stereo difference (it was not stereo)")
+    return difference
 
 
 class _Unparsed(AudioDecodeError):
@@ -291,6 +324,10 @@ class _Plan:
     chunk: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     chunk_used: int = 0
     scratch: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    # per segment, its stereo difference at the analysis rate (None: not stereo), and the
+    # analysis samples the second pass made of it
+    differences: list[np.ndarray | None] = field(default_factory=list)
+    output_sizes: list[int] = field(default_factory=list)
 
     @property
     def source_duration_s(self) -> float:
@@ -390,10 +427,15 @@ def _measure_into(
         if plan.cache is not None:
             plan.cache.append([])
         frames = 0
+        difference = _DifferenceStream.of(segment, settings.sample_rate_hz)
         for native in segment.blocks(max_frames):
-            block = measure.add(_mono(native, plan.memory_for))
+            if difference is not None:
+                block = measure.add(difference.mix(native, plan.memory_for))
+            else:
+                block = measure.add(_mono(native, plan.memory_for))
             plan.keep(block)
             frames += len(block)
+        plan.differences.append(difference.samples() if difference is not None else None)
         plan.truncated = segment.more
         plan.segments.append((segment, frames))
         remaining_s -= frames / rate_hz
@@ -460,7 +502,28 @@ def _conditioned_audio(
         sha256=_sha256_16bit(samples),
         title=title,
         artist=artist,
+        difference=_aligned_difference(plan),
     )
+
+
+def _aligned_difference(plan: _Plan) -> np.ndarray | None:
+    """The segments' stereo differences end to end, each as long as the analysis samples made
+    of its segment (zeros for one that is not stereo), DC removed and absurd levels scaled
+    down as the mix's are; None when no segment is stereo."""
+    if all(part is None for part in plan.differences):
+        return None
+    out = np.zeros(sum(plan.output_sizes), np.float32)
+    start = 0
+    for part, size in zip(plan.differences, plan.output_sizes, strict=True):
+        if part is not None:
+            n = min(size, len(part))
+            out[start : start + n] = part[:n]
+        start += size
+    out -= np.float32(out.mean(dtype=np.float64)) if len(out) else np.float32(0.0)
+    peak = float(np.abs(out).max(initial=0.0))
+    if peak > _MAX_SANE_PEAK:
+        out /= np.float32(peak)
+    return out
 
 
 def _resample(
@@ -474,6 +537,7 @@ def _resample(
     if plan.spill is not None:
         plan.spill.seek(0)
     for index, (segment, frames) in enumerate(plan.segments):
+        segment_start = size
         cached = plan.replay(index) if plan.cache is not None else None
         rate_hz = segment.sample_rate_hz
         stream = _resample_stream(rate_hz, analysis_hz) if rate_hz != analysis_hz else None
@@ -492,6 +556,7 @@ def _resample(
             raise AudioDecodeError("the file changed while it was being decoded")
         if stream is not None:
             out, size = _append(out, size, stream.resample_chunk(np.zeros(0, np.float32), True))
+        plan.output_sizes.append(size - segment_start)
     return out[:size]
 
 
@@ -558,6 +623,8 @@ class _ArraySegment:
     samples: np.ndarray
     sample_rate_hz: int
     more: bool = False
+    # its stereo difference, made already (ffmpeg's streams, mixed as they are read)
+    difference: np.ndarray | None = None
 
     @property
     def channels(self) -> int:
@@ -575,12 +642,66 @@ def _mono(block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndar
     return block if block.ndim == 1 else _mix_to_mono(block, memory_for(len(block)))
 
 
-def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+class _DifferenceStream:
+    """A stereo segment's difference (:func:`_mix_to_mono`), resampled to the analysis rate as
+    the first pass decodes it: the mix waits for its mean to be removed, the difference's mean
+    is removed afterwards (:func:`_aligned_difference`)."""
+
+    def __init__(self, native_hz: int, analysis_hz: int):
+        self._resampler = (
+            _resample_stream(native_hz, analysis_hz) if native_hz != analysis_hz else None
+        )
+        self._parts: list[np.ndarray] = []
+        self._scratch = np.empty(0, np.float32)
+
+    @classmethod
+    def of(cls, segment: _Segment, analysis_hz: int) -> _DifferenceStream | _MadeDifference | None:
+        made = getattr(segment, "difference", None)
+        if made is not None:
+            return _MadeDifference(made)
+        return cls(segment.sample_rate_hz, analysis_hz) if segment.channels == 2 else None
+
+    def mix(self, block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
+        """The mix of ``block`` into ``memory_for(frames)``; its difference kept here."""
+        self._scratch = _at_least(self._scratch, len(block))
+        difference = self._scratch[: len(block)]
+        mixed = _mix_to_mono(block, memory_for(len(block)), difference)
+        if not np.isfinite(difference).all():
+            difference = _zero_nonfinite(difference)
+        if self._resampler is not None:
+            difference = self._resampler.resample_chunk(difference)
+        self._parts.append(np.array(difference, np.float32))
+        return mixed
+
+    def samples(self) -> np.ndarray:
+        if self._resampler is not None:
+            self._parts.append(self._resampler.resample_chunk(np.zeros(0, np.float32), True))
+        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
+
+
+@dataclass
+class _MadeDifference:
+    """A segment's difference made before the first pass (ffmpeg mixed the stream)."""
+
+    made: np.ndarray
+
+    def mix(self, block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
+        return _mono(block, memory_for)
+
+    def samples(self) -> np.ndarray:
+        return self.made
+
+
+def _mix_to_mono(
+    block: np.ndarray, out: np.ndarray, difference: np.ndarray | None = None
+) -> np.ndarray:
     """The channel mean of float32 ``(frames, channels)`` into ``out``, bit for bit what
     ``block.mean(axis=1, dtype=np.float32)`` gives (a reduction that starts from +0.0), ten
     times faster for one or two channels; a channel in antiphase (:func:`antiphase_signs`)
     inverted first, so that a stereo block in antiphase is half the difference of its
-    channels."""
+    channels. With ``difference`` (two channels only), what the mix leaves out goes there:
+    half the difference of the channels, or half their sum where the mix took the
+    difference."""
     zero = np.float32(0.0)
     if block.shape[1] == 1:
         return np.add(block[:, 0], zero, out=out)
@@ -589,7 +710,10 @@ def _mix_to_mono(block: np.ndarray, out: np.ndarray) -> np.ndarray:
         # (l + r) + 0.0 is (l + 0.0) + r bit for bit (it only turns -0.0 + -0.0 into +0.0; NaN
         # and inf are zeroed afterwards), with one strided pass instead of two; l - r is
         # l + (-r) bit for bit
-        mix = np.add if signs is None else np.subtract
+        mix, rest = (np.add, np.subtract) if signs is None else (np.subtract, np.add)
+        if difference is not None:
+            rest(block[:, 0], block[:, 1], out=difference)
+            difference /= np.float32(2.0)
         mix(block[:, 0], block[:, 1], out=out)
         out += zero
         out /= np.float32(2.0)
@@ -885,6 +1009,18 @@ def _ffmpeg_sources(
     return sources
 
 
+def _mix_keeping(differences: list[np.ndarray]) -> ffmpeg.Mix:
+    """:func:`_mix_to_mono` that appends each stereo block's difference to ``differences``."""
+
+    def mix(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if block.shape[1] != 2:
+            return _mix_to_mono(block, out)
+        differences.append(np.empty(len(block), np.float32))
+        return _mix_to_mono(block, out, differences[-1])
+
+    return mix
+
+
 def _mixable(stream: ffmpeg.FfmpegStream) -> int | None:
     """The channels ffmpeg is to hand back to be mixed here; None (ffmpeg mixes down) when its
     probe did not tell them or they are more than :data:`MAX_CHANNELS`."""
@@ -926,11 +1062,21 @@ def _decode_ffmpeg_sources(
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
         if max_samples <= 0:
             return segments, True
+        differences: list[np.ndarray] = []
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path, fd, index, max_samples, analysis_hz, _mixable(stream), _mix_to_mono
+            ffmpeg_path,
+            fd,
+            index,
+            max_samples,
+            analysis_hz,
+            _mixable(stream),
+            _mix_keeping(differences),
         )
         if len(samples):
-            segments.append(_ArraySegment(samples, analysis_hz))
+            difference = np.concatenate(differences)[: len(samples)] if differences else None
+            if difference is not None and not np.isfinite(difference).all():
+                difference = _zero_nonfinite(difference)
+            segments.append(_ArraySegment(samples, analysis_hz, difference=difference))
         remaining_samples -= len(samples)
         native_budget_samples -= len(samples) * native_per_sample
         if cut:

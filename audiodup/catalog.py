@@ -210,7 +210,9 @@ class Catalog:
                 verdicts[i] = Verdict(path=path_text(path), verdict=None, error=str(value))
                 continue
             prints, *facts = value
-            verdicts[i] = self._verdict(path_text(path), prints.query, *facts, top_k, prints.view)
+            verdicts[i] = self._verdict(
+                path_text(path), prints.query, *facts, top_k, prints.view, prints.difference
+            )
         return [verdicts[i] for i in range(len(paths))]
 
     def screen_audio(
@@ -230,7 +232,9 @@ class Catalog:
         prints = prints or UploadFingerprints(audio, self.settings)
         facts = (audio.duration_s, audio.truncated, audio.sha256)
         spent = fingerprint_time or since(started)
-        return self._verdict(name, prints.query, *facts, spent, top_k, prints.view)
+        return self._verdict(
+            name, prints.query, *facts, spent, top_k, prints.view, prints.difference
+        )
 
     def _verdict(
         self,
@@ -242,15 +246,20 @@ class Catalog:
         fingerprint_time: tuple[float, float],
         top_k: int,
         view: View | None = None,
+        difference: UploadFingerprints | None = None,
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
-        ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`)."""
+        ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`;
+        ``difference``: its stereo difference's fingerprints, screened too when given)."""
         load_start = clock()
         if self._matcher is None:
             self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = clock()
-        matches = self.match_fingerprint(query, view)[:top_k]
+        signal = (difference.query, difference.view) if difference is not None else None
+        matches = screening.match_signals(
+            self.match_fingerprint, query, view, signal, self.settings
+        )[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)
         named = owners.attribute(matches, uploads, self.settings, identical, self._copy_owners())
@@ -274,7 +283,6 @@ class Catalog:
         query: Fingerprint,
         view: View | None = None,
         without: Sequence[int] = (),
-        *,
         every_look: bool = False,
     ) -> list[Match]:
         """Every work that explains part of the query, most certain first (``view``,

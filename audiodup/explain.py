@@ -26,7 +26,7 @@ import numpy as np
 from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
-from .fingerprint import Fingerprint, fingerprint_audio
+from .fingerprint import Fingerprint, UploadFingerprints
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
@@ -61,9 +61,28 @@ def explain(
         raise type(exc)(f"{upload}: {exc}") from None
     except OSError as exc:  # a name too long, a folder that cannot be entered
         raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
-    query = fingerprint_audio(audio, catalog.settings, query=True)
-    data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=upload.name)
+    query, name = _query_for(catalog, UploadFingerprints(audio, catalog.settings), work_id)
+    shown = f"{upload.name} ({name})" if name else upload.name
+    data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=shown)
     return write_atomically(out, data)
+
+
+def _query_for(
+    catalog: Catalog, prints: UploadFingerprints, work_id: int
+) -> tuple[Fingerprint, str | None]:
+    """The upload's query fingerprint that shows more of work ``work_id``: its mix's, or that
+    of its stereo difference when screening looks there too (:mod:`audiodup.stereo`) and
+    more patterns line up in it; with the words that say which (None: the mix)."""
+    if prints.difference is None:
+        return prints.query, None
+
+    def patterns(query: Fingerprint) -> int:
+        hashed, _ = catalog.work_evidence(query, work_id)
+        return hashed.main_inliers if hashed is not None else 0
+
+    if patterns(prints.difference.query) > patterns(prints.query):
+        return prints.difference.query, "its stereo difference"
+    return prints.query, None
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

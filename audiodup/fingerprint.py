@@ -11,13 +11,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio import Audio
+from .audio import Audio, difference_audio
 from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, thin_peaks
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
+from .stereo import difference_stands_apart
 
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
@@ -194,7 +195,9 @@ class UploadFingerprints:
     """
 
     def __init__(self, audio: Audio, settings: Settings = DEFAULT_SETTINGS):
-        self.audio, self.settings = audio, settings
+        # the stereo difference, fingerprinted alone when it holds music of its own
+        self.difference = _difference_prints(audio, settings)
+        self.audio, self.settings = replace(audio, difference=None), settings
         self._spec = log_spectrogram(audio.samples, settings)
         self._candidates = peak_candidates(
             self._spec, settings.peak_time_radius, settings.peak_freq_radius
@@ -233,6 +236,21 @@ class UploadFingerprints:
         settings = self.settings
         density = max(settings.query_peak_densities) if query else settings.peaks_per_second
         return _fingerprint(spec, candidates, density, self.audio, settings, time_scale, 0.0)
+
+
+def _difference_prints(audio: Audio, settings: Settings) -> UploadFingerprints | None:
+    """The fingerprints of ``audio``'s stereo difference when it is to be screened too
+    (``settings.stereo_difference``; "auto": :func:`audiodup.stereo.difference_stands_apart`),
+    else None."""
+    mode = settings.stereo_difference
+    if audio.difference is None or mode == "never":
+        return None
+    if mode == "auto" and not difference_stands_apart(
+        audio.samples, audio.difference, audio.sample_rate_hz, settings
+    ):
+        return None
+    difference = difference_audio(audio, settings)
+    return UploadFingerprints(difference, settings) if difference is not None else None
 
 
 def _fingerprint(

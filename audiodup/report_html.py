@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import load_audio
+from .audio import load_audio, signal_audio
 from .catalog import Catalog
 from .errors import AudiodupError
 from .explain import render_explain
@@ -34,10 +34,12 @@ from .results import (
     Match,
     ReviewDecision,
     Section,
+    Signal,
     UploadInfo,
     Verdict,
     ids_text,
     listed_text,
+    relation_text,
     shown_text,
     upload_text,
 )
@@ -146,7 +148,7 @@ def screen_html(
                 _e(f"{top.work_id}: {_work_name(top)}{_owner_note(top)}")
                 if top
                 else _e(v.error or ""),
-                _e(top.relation.replace("same_", "")) if top else "",
+                _e(relation_text(top)) if top else "",
                 *_number_cells(top),
             ]
         )
@@ -184,9 +186,8 @@ def _screen_detail(
     top = verdict.matches[0]
     if catalog is not None:
         try:
-            query = fingerprint_audio(
-                load_audio(file, catalog.settings), catalog.settings, query=True
-            )
+            audio = signal_audio(load_audio(file, catalog.settings), top.signal)
+            query = fingerprint_audio(audio, catalog.settings, query=True)
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
@@ -611,14 +612,14 @@ def _cluster_detail(
         parts.append(_pair_evidence(pair, member, other, seen))
         if catalog is not None and budget[0] > 0:
             budget[0] -= 1
-            query = _work_fingerprint(catalog, member, queries)
+            # the signal the pair was found in belongs to the work screened as the query
+            found_in = pair.evidence.signal
+            signals = (found_in, "mix") if pair.query_work_id == member else ("mix", found_in)
+            query = _work_fingerprint(catalog, member, queries, signals[0])
             if query is not None:
                 parts.append(_picture(catalog, query, other, _label(path_of[member])))
-            parts.append(
-                _listen(
-                    member_path, other_path, seen, snippet_s, (f"work {member}", f"work {other}")
-                )
-            )
+            labels = (f"work {member}", f"work {other}")
+            parts.append(_listen(member_path, other_path, seen, snippet_s, labels, signals))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -629,13 +630,20 @@ def _work_file(catalog: Catalog | None, work_id: int, shown: str) -> str:
     return (catalog.store.work_file(work_id) if catalog is not None else None) or shown
 
 
-def _work_fingerprint(catalog: Catalog, work_id: int, cache: dict) -> Fingerprint | None:
+def _work_fingerprint(
+    catalog: Catalog, work_id: int, cache: dict, signal: Signal = "mix"
+) -> Fingerprint | None:
+    """A work's query fingerprint of its mix, or of its stereo difference (None when it has
+    none screened, or none can be made)."""
     if work_id not in cache:
         try:
-            cache[work_id] = work_query(catalog, work_id).fingerprint
+            cache[work_id] = work_query(catalog, work_id)
         except AudiodupError:
             cache[work_id] = None
-    return cache[work_id]
+    query = cache[work_id]
+    if query is None or signal == "mix":
+        return query.fingerprint if query is not None else None
+    return query.difference[0] if query.difference is not None else None
 
 
 def _as_seen_from(pair: Pair, work_id: int, duration_s: float) -> Match:
@@ -714,7 +722,7 @@ def _pairs_table(pairs: Sequence[Pair], table_id: str, report: RescanReport) -> 
                 _e(relation),
                 _e(f"{p.query_work_id}: {p.query_title or Path(p.query_path).name}"),
                 _e(f"{p.reference_work_id}: {_work_name(p.evidence)}"),
-                _e(p.evidence.relation.replace("same_", "")),
+                _e(relation_text(p.evidence)),
                 *_number_cells(p.evidence),
                 "yes" if p.found_both_ways else "one way",
             ]
@@ -798,10 +806,7 @@ def _matches_table(matches: Sequence[Match]) -> str:
         [
             _e(f"{m.work_id}: {_work_name(m)}"),
             _owner(m),
-            _e(
-                ("identical audio, " if m.identical_content else "")
-                + m.relation.replace("same_", "")
-            ),
+            _e(relation_text(m)),
             f"{_s(m.query_start_s)}–{_s(m.query_end_s)}",
             f"{_s(m.ref_start_s)}–{_s(m.ref_end_s)}",
             *_number_cells(m),
@@ -845,20 +850,27 @@ def _listen(
     m: Match,
     snippet_s: float,
     labels: tuple[str, str] = ("upload", "reference"),
+    signals: tuple[Signal, Signal] | None = None,
 ) -> str:
-    """Excerpts of the same music in upload and reference: the middle of the main section."""
+    """Excerpts of the same music in upload and reference: the middle of the main section,
+    each from its ``signals`` [default: the upload's as the match says, the reference's mix]."""
     length = max(0.0, min(snippet_s, m.query_end_s - m.query_start_s))
     if length < 1.0 or not math.isfinite(m.tempo_ratio) or m.tempo_ratio <= 0:
         return ""
     q0 = m.query_start_s + (m.query_end_s - m.query_start_s - length) / 2
     r0 = m.ref_start_s + (q0 - m.query_start_s) * m.tempo_ratio
     items = []
-    for label, path, start, duration in (
-        (labels[0], upload_path, q0, length),
-        (labels[1], reference_path, r0, length * m.tempo_ratio),
+    for label, path, start, duration, signal in zip(
+        labels,
+        (upload_path, reference_path),
+        (q0, r0),
+        (length, length * m.tempo_ratio),
+        signals or (m.signal, "mix"),
+        strict=True,
     ):
-        clip = audio_snippet(path, start, duration)
-        caption = f"{label} {start:.1f}–{start + duration:.1f} s"
+        clip = audio_snippet(path, start, duration, signal=signal)
+        heard = " (stereo difference)" if signal == "stereo_difference" else ""
+        caption = f"{label}{heard} {start:.1f}–{start + duration:.1f} s"
         if clip is None:
             items.append(
                 f"<figure><figcaption>{_e(caption)}: audio not available</figcaption></figure>"
@@ -873,16 +885,21 @@ def _listen(
 
 
 def audio_snippet(
-    path: str | Path, start_s: float, duration_s: float, rate_hz: int = SNIPPET_RATE_HZ
+    path: str | Path,
+    start_s: float,
+    duration_s: float,
+    rate_hz: int = SNIPPET_RATE_HZ,
+    *,
+    signal: Signal = "mix",
 ) -> bytes | None:
     """``duration_s`` (at most 15 s) of ``path`` from ``start_s`` as small mono Ogg Vorbis
     bytes, or None when the file cannot be read. The file is decoded as screening decoded it
     (every chain link and audio stream, one timeline), so the times of a match point at the
-    same audio here."""
+    same audio here; ``signal``: its mix, or its stereo difference."""
     duration_s = min(max(duration_s, 0.5), 15.0)
     start_s = max(0.0, start_s)
     try:
-        audio = load_audio(path)
+        audio = signal_audio(load_audio(path), signal)
     except (AudiodupError, OSError):
         return None
     native = audio.sample_rate_hz
@@ -915,11 +932,6 @@ def _original_text(cluster: Cluster, uploads: dict[int, Member]) -> str:
         f"upload {m.upload_id} (work {m.work_id}): {name}{by}{owner}{ids}; "
         f"{cluster.original_reason}"
     )
-
-
-def _relation_text(m: Match) -> str:
-    relation = m.relation.replace("same_", "")
-    return f"identical audio, {relation}" if m.identical_content else relation
 
 
 def _owner_note(m: Match) -> str:

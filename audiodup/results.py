@@ -15,6 +15,9 @@ from .schema import SCHEMA_VERSION
 Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
 UploadRole = Literal["reference", "upload"]
+# what of the upload a match was found in: the mix screening hears, or the stereo difference
+# the mix cancels (audiodup.stereo)
+Signal = Literal["mix", "stereo_difference"]
 ReviewLabel = Literal["copy", "not_a_copy", "escalate"]
 REVIEW_LABELS: tuple[ReviewLabel, ...] = ("copy", "not_a_copy", "escalate")
 
@@ -71,6 +74,7 @@ class Match:
     # upload tempo at the end of the aligned part / at its start, when the sections show a
     # tempo that changes along the upload (a DJ's ramp); None when it is steady
     tempo_drift: float | None = None
+    signal: Signal = "mix"
 
 
 # the Verdict fields that time the stages: they differ between two runs of the same screening
@@ -235,6 +239,14 @@ def listed_text(value: str) -> str:
 def ids_text(ids: dict[str, str], separator: str = " ") -> str:
     """External identifiers as ``isrc=... upc=...``, each value :func:`listed_text`."""
     return separator.join(f"{kind}={listed_text(value)}" for kind, value in ids.items())
+
+
+def relation_text(m: Match) -> str:
+    """How a match relates upload and work, in words: ``identical audio, recording``,
+    ``composition``, ``recording in the stereo difference``."""
+    identical = "identical audio, " if m.identical_content else ""
+    heard = " in the stereo difference" if m.signal == "stereo_difference" else ""
+    return identical + m.relation.replace("same_", "") + heard
 
 
 def upload_text(m, role: str | None = None) -> str:

@@ -1057,6 +1057,60 @@ def match_in_upload_time(match: Match, time_scale: float, start_s: float, n_look
     )
 
 
+# the search of one signal of an upload: (fingerprint, view, works left out, every look) ->
+# matches (match_fingerprint over this process's indexes, or a sharded catalog's groups)
+Search = Callable[[Fingerprint, "View | None", Sequence[int], bool], list[Match]]
+
+
+def match_signals(
+    search: Search,
+    query: Fingerprint,
+    view: View | None,
+    difference: tuple[Fingerprint, View | None] | None,
+    settings: Settings,
+    without: Sequence[int] = (),
+    every_look: bool = False,
+) -> list[Match]:
+    """The matches of an upload's mix (``query``, ``view``) and, when ``difference`` gives its
+    stereo difference's fingerprint and view, of that too (:func:`with_stereo_difference`).
+
+    As the looks stop at an upload's first duplicate, so does this: a mix that is a duplicate
+    (its probabilities doubled) leaves the difference unsearched, unless ``every_look``. A
+    search that stopped at a duplicate that doubling undoes is taken again with every look,
+    as it would have gone on."""
+    if difference is None:
+        return search(query, view, without, every_look)
+
+    def searched(fingerprint: Fingerprint, seen: View | None) -> list[Match]:
+        found = search(fingerprint, seen, without, every_look)
+        if every_look or decide(found, settings) != "duplicate":
+            return found
+        if decide(with_stereo_difference(found, []), settings) == "duplicate":
+            return found
+        return search(fingerprint, seen, without, True)
+
+    mix = searched(query, view)
+    if not every_look and decide(with_stereo_difference(mix, []), settings) == "duplicate":
+        return with_stereo_difference(mix, [])
+    return with_stereo_difference(mix, searched(*difference))
+
+
+def with_stereo_difference(mix: list[Match], difference: list[Match]) -> list[Match]:
+    """The matches of an upload whose stereo difference was screened as well as its mix: two
+    searches, so every probability is multiplied by 2; per work the more certain match, the
+    difference's marked ``signal="stereo_difference"``; most certain first."""
+    best: dict[int, Match] = {}
+    for signal, matches in (("mix", mix), ("stereo_difference", difference)):
+        for m in matches:
+            fmp = min(1.0, 2 * m.false_match_probability)
+            m = replace(m, false_match_probability=fmp, score=score_from_probability(fmp))
+            m = replace(m, signal=signal)
+            held = best.get(m.work_id)
+            if held is None or m.false_match_probability < held.false_match_probability:
+                best[m.work_id] = m
+    return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
+
+
 # -- matches from evidence -----------------------------------------------------------------------
 def hash_match(
     e: HashEvidence,

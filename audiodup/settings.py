@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, fields, replace
+from typing import Literal
 
 # Bump when the code changes what the same recipe fields produce (a new filter, another
 # resampler...): the derived id then changes with it.
@@ -80,6 +81,16 @@ class Settings:
     # audio admission: a file is refused or not, its fingerprint does not change
     min_duration_s: float = 3.0
     silence_rms: float = 1e-4
+    # a stereo upload's difference (what its mix cancels) is screened too: "auto" where, over
+    # some window of difference_window_s, it is at least difference_min_level of the mix's RMS
+    # and its octave-band energies correlate with the mix's below difference_max_correlation
+    # (audiodup.stereo); "always" for every stereo upload, "never" for none. Measured
+    # (benchmarks/STEREO.md): "auto" screens 11 of the corpus's 161 stereo tracks twice and
+    # catches 16 of the 22 copies hidden under stereo music that screening the difference finds
+    stereo_difference: Literal["auto", "always", "never"] = "auto"
+    difference_window_s: float = 30.0
+    difference_min_level: float = 0.1
+    difference_max_correlation: float = 0.3
 
     # query side: queries hash at several densities (a sped-up upload packs more music into each
     # second), with a wider fan-out that tolerates extra or missing peaks

@@ -48,6 +48,7 @@ PERTURBED = {
     "hash_max_df_bins": 12,
     "chroma_coeffs": (6, 6),
     "chroma_index_factory": "IVF{nlist},Flat",
+    "stereo_difference": "always",
 }
 
 # Recipe fields that do not change the fingerprint of the test signal under their perturbation,

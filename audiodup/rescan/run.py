@@ -16,6 +16,7 @@ from .. import dask_client
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError
 from ..metadata import parse_timestamp
+from ..screening import match_signals
 from ..settings import Settings
 from ..store import catalog_error
 from ..workers import map_with_timeout
@@ -184,8 +185,14 @@ def _run_sharded(
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
 
     def screen(work_id: int, query: WorkQuery) -> WorkScan:
-        found = sharded.match_fingerprint(
-            query.fingerprint, query.view, without=(work_id,), every_look=True
+        found = match_signals(
+            sharded.match_fingerprint,
+            query.fingerprint,
+            query.view,
+            query.difference,
+            settings,
+            (work_id,),
+            True,
         )
         return WorkScan(
             work_id, query.source, tuple(found), note=query.note, truncated=query.truncated

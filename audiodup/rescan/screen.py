@@ -12,7 +12,7 @@ from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, WorkNotFoundError
 from ..fingerprint import Fingerprint, UploadFingerprints
-from ..screening import View, planned_views
+from ..screening import View, match_signals, planned_views
 from ..settings import Settings
 from .results import QuerySource, WorkScan
 
@@ -29,6 +29,9 @@ class WorkQuery:
     view: View | None = None
     # the file holds more than the decoding limits take (None: not known, the file was not read)
     truncated: bool | None = None
+    # the stereo difference's fingerprint and further looks, when it is screened too
+    # (audiodup.stereo); None: it is not, or the file was not read
+    difference: tuple[Fingerprint, View] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,14 @@ def screen_work(
         query = work_query(catalog, work_id, path, file_problem=file_problem)
     except CatalogError as exc:
         return WorkScan(work_id, "stored_fingerprint", error=str(exc))
-    matches = catalog.match_fingerprint(
-        query.fingerprint, query.view, without=(work_id,), every_look=True
+    matches = match_signals(
+        catalog.match_fingerprint,
+        query.fingerprint,
+        query.view,
+        query.difference,
+        catalog.settings,
+        (work_id,),
+        True,
     )
     return WorkScan(
         work_id, query.source, tuple(matches), note=query.note, truncated=query.truncated
@@ -94,7 +103,9 @@ def work_query(
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
             prints = UploadFingerprints(audio, catalog.settings)
-            return WorkQuery(prints.query, "file", None, prints.view, audio.truncated)
+            other = prints.difference
+            difference = (other.query, other.view) if other is not None else None
+            return WorkQuery(prints.query, "file", None, prints.view, audio.truncated, difference)
         except AudiodupError as exc:
             file_problem = str(exc)
         except OSError as exc:  # its folder cannot be entered now, say
@@ -129,6 +140,11 @@ def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> 
         return WorkScan(work_id, "file", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
 
+def ready_views(query: Fingerprint, view: View, settings: Settings) -> ReadyViews:
+    """Every further look ``view`` gives of ``query``, made here to be sent elsewhere."""
+    return ReadyViews({p: view(*p) for p in planned_views(query, settings)})
+
+
 def work_query_task(
     root: str, settings: Settings, work_id: int, path: str
 ) -> tuple[int, WorkQuery | WorkScan]:
@@ -138,8 +154,11 @@ def work_query_task(
     try:
         query = work_query(_worker_catalog(root, settings), work_id, path)
         if query.view is not None:
-            plan = planned_views(query.fingerprint, settings)
-            query = replace(query, view=ReadyViews({p: query.view(*p) for p in plan}))
+            query = replace(query, view=ready_views(query.fingerprint, query.view, settings))
+        if query.difference is not None:
+            fingerprint, view = query.difference
+            ready = (fingerprint, ready_views(fingerprint, view, settings))
+            query = replace(query, difference=ready)
         return work_id, query
     except CatalogError as exc:
         return work_id, WorkScan(work_id, "stored_fingerprint", error=str(exc))

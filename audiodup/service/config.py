@@ -76,6 +76,9 @@ class ServiceConfig:
     quick: bool = False
     # hash hits one look-up keeps (None: the default, 300,000), as `audiodup screen --hit-budget`
     hit_budget: int | None = None
+    # what of a stereo upload's difference is screened too, as `audiodup screen
+    # --stereo-difference`: auto, always or never
+    stereo_difference: str = "auto"
     # a Dask scheduler whose workers hold the catalog's shard groups (a catalog split by
     # `audiodup index shard`), as `audiodup screen --dask`: the workers screen, this service
     # loads no index; None: each service worker screens against the whole catalog itself
@@ -103,6 +106,7 @@ class ServiceConfig:
 
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+STEREO_DIFFERENCE_MODES = ("auto", "always", "never")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _KEYS = tuple(f.name for f in fields(ServiceConfig))
 _INTEGERS = (
@@ -139,6 +143,10 @@ def _check(name: str, value: Any) -> Any:
         if isinstance(value, bool) or text in _BOOLEANS:
             return value if isinstance(value, bool) else _BOOLEANS[text]
         raise ValueError("must be true or false")
+    if name == "stereo_difference":
+        if not isinstance(value, str) or value.strip().lower() not in STEREO_DIFFERENCE_MODES:
+            raise ValueError(f"must be one of {', '.join(STEREO_DIFFERENCE_MODES)}")
+        return value.strip().lower()
     if name == "log_level":
         if not isinstance(value, str) or value.lower() not in _LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}")

@@ -47,7 +47,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from ..audio import load_audio
+from ..audio import load_audio, signal_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, ClusterError
 from ..explain import render_explain
@@ -436,9 +436,9 @@ def _pair(request: Request, upload_id: int, work_id: int) -> ListeningPair:
     src = _sources(request, upload_id, work_id)
     settings = request.app.state.engine.catalog.settings
     try:
-        upload = load_audio(src.upload_path, settings)
-        reference = load_audio(src.reference_path, settings)
         m = src.match
+        upload = signal_audio(load_audio(src.upload_path, settings), m.signal)
+        reference = load_audio(src.reference_path, settings)
         return listening_pair(
             upload.samples,
             reference.samples,
@@ -457,7 +457,8 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
     src = _sources(request, upload_id, work_id)
     settings = request.app.state.engine.catalog.settings
     try:
-        query = fingerprint_audio(load_audio(src.upload_path, settings), settings, query=True)
+        upload = signal_audio(load_audio(src.upload_path, settings), src.match.signal)
+        query = fingerprint_audio(upload, settings, query=True)
     except (AudiodupError, OSError) as exc:
         raise ApiError(409, "audio_unavailable", f"the upload cannot be read: {exc}") from None
     with _catalog(request) as catalog:

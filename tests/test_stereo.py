@@ -1,0 +1,332 @@
+"""A copy hidden in the stereo difference (left = other music + the copy, right = other music -
+the copy): decoded, singled out by audiodup.stereo, screened, explained and shown."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import CATALOG_DIR, UPLOADS_DIR
+from typer.testing import CliRunner
+
+from audiodup import Catalog
+from audiodup.audio import audio_from_samples, difference_audio, load_audio, signal_audio
+from audiodup.cli import app
+from audiodup.errors import AudioDecodeError
+from audiodup.explain import explain
+from audiodup.fingerprint import UploadFingerprints
+from audiodup.report_html import audio_snippet
+from audiodup.rescan.screen import screen_work
+from audiodup.schema import problems
+from audiodup.settings import DEFAULT_SETTINGS
+from audiodup.stereo import (
+    band_log_energies,
+    compare_stretches,
+    difference_stands_apart,
+    envelope_correlation,
+)
+from audiodup.synth import synthesize_work
+
+SR = 22050  # the fixtures' rate
+ANALYSIS_HZ = DEFAULT_SETTINGS.sample_rate_hz
+
+
+def _mono(path: Path) -> np.ndarray:
+    samples, sr = sf.read(path, dtype="float32", always_2d=True)
+    assert sr == SR
+    return samples.mean(axis=1)
+
+
+def _at_level_of(x: np.ndarray, reference: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    return gain * x * np.sqrt(np.mean(reference**2)) / np.sqrt(np.mean(x**2))
+
+
+def _hidden(mix: np.ndarray, difference: np.ndarray) -> np.ndarray:
+    """Stereo ``(frames, 2)`` whose mean is ``mix`` and half-difference ``difference``."""
+    n = min(len(mix), len(difference))
+    stereo = np.stack([mix[:n] + difference[:n], mix[:n] - difference[:n]], axis=1)
+    return (0.9 * stereo / np.abs(stereo).max()).astype(np.float32)
+
+
+def _write(folder: Path, name: str, stereo: np.ndarray) -> Path:
+    path = folder / name
+    sf.write(path, stereo, SR)
+    return path
+
+
+@pytest.fixture(scope="module")
+def music() -> dict[str, np.ndarray]:
+    """The fixture works and never-indexed music (the unrelated uploads, a synthetic piece)."""
+    tracks = {p.stem: _mono(p) for p in sorted(CATALOG_DIR.iterdir())}
+    tracks["unrelated_a"] = _mono(UPLOADS_DIR / "unrelated_a.ogg")
+    tracks["unrelated_b"] = _mono(UPLOADS_DIR / "unrelated_b.ogg")
+    tracks["synthetic"] = synthesize_work(4242, 45.0, SR).astype(np.float32)
+    return tracks
+
+
+@pytest.fixture(scope="module")
+def uploads(music, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("stereo")
+    other, copy = music["unrelated_a"], music["work_02"]
+    excerpt = np.zeros_like(other)
+    excerpt[10 * SR : 12 * SR] = music["work_04"][10 * SR : 12 * SR]
+    return {
+        # the copy is only in the difference: the mix is the unrelated upload
+        "hidden": _write(folder, "hidden.wav", _hidden(other, _at_level_of(copy, other))),
+        # the copy in the mix, unrelated music in the difference
+        "copy_in_mix": _write(
+            folder, "copy_in_mix.wav", _hidden(copy, _at_level_of(music["unrelated_b"], copy))
+        ),
+        # unrelated music in both: the chance case
+        "unrelated": _write(
+            folder, "unrelated.wav", _hidden(other, _at_level_of(music["synthetic"], other))
+        ),
+        # 2 s of a work in the difference: a quote below any duplicate
+        "short_quote": _write(
+            folder, "short_quote.wav", _hidden(other, _at_level_of(excerpt, other, 8.0))
+        ),
+        # an ordinary stereo mix: the same music in both channels, one of them brighter
+        "ordinary": _write(
+            folder, "ordinary.wav", np.stack([copy, 0.7 * copy], axis=1).astype(np.float32) * 0.8
+        ),
+    }
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def test_decoding_keeps_the_difference_beside_the_mix(music, tmp_path) -> None:
+    a, b = music["work_00"], _at_level_of(music["unrelated_a"], music["work_00"], 0.5)
+    n = min(len(a), len(b))
+    path = _write(tmp_path, "st.wav", np.stack([a[:n] + b[:n], a[:n] - b[:n]], 1) * 0.5)
+    audio = load_audio(path)
+    assert audio.difference is not None and len(audio.difference) == len(audio.samples)
+    expected = load_audio(_write(tmp_path, "b.wav", b[:n] * 0.5)).samples
+    assert np.corrcoef(audio.difference, expected)[0, 1] > 0.999
+    mono = load_audio(_write(tmp_path, "mono.wav", a[:n] * 0.5))
+    assert mono.difference is None
+    # the mix is what it always was: the channel mean
+    left, right = sf.read(path, dtype="float32")[0].T
+    mean = load_audio(_write(tmp_path, "mean.wav", (left + right) / 2), DEFAULT_SETTINGS).samples
+    np.testing.assert_allclose(audio.samples, mean, atol=1e-4)
+
+
+def test_a_block_in_antiphase_hides_nothing_in_its_sum(music, tmp_path) -> None:
+    """The mix of channels in antiphase is their difference (audio.antiphase_signs): what it
+    leaves out is then their sum, and a copy there is the difference screened."""
+    loud, copy = music["unrelated_a"], _at_level_of(music["work_02"], music["unrelated_a"], 0.4)
+    n = min(len(loud), len(copy))
+    stereo = np.stack([loud[:n] + copy[:n], -loud[:n] + copy[:n]], 1).astype(np.float32) * 0.4
+    audio = load_audio(_write(tmp_path, "antiphase.wav", stereo))
+    kept = load_audio(_write(tmp_path, "copy.wav", copy[:n] * 0.4)).samples
+    assert np.corrcoef(audio.difference, kept)[0, 1] > 0.999
+
+
+def test_more_than_two_channels_have_no_difference(music) -> None:
+    x = music["work_00"][: 10 * SR]
+    audio = audio_from_samples(np.stack([x, 0.5 * x, 0.2 * x], 1).astype(np.float32), SR)
+    assert audio.difference is None
+    with pytest.raises(AudioDecodeError, match="no stereo difference"):
+        signal_audio(audio, "stereo_difference")
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_ffmpeg_s_streams_keep_their_difference_too(uploads, tmp_path) -> None:
+    encoded = tmp_path / "hidden.mka"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(uploads["hidden"]), "-c:a", "pcm_f32le", str(encoded)],
+        check=True,
+    )
+    direct, through_ffmpeg = load_audio(uploads["hidden"]), load_audio(encoded)
+    assert through_ffmpeg.difference is not None
+    n = min(len(direct.difference), len(through_ffmpeg.difference))
+    assert np.corrcoef(direct.difference[:n], through_ffmpeg.difference[:n])[0, 1] > 0.99
+
+
+# -- the gate ------------------------------------------------------------------------------------
+
+
+def test_envelope_correlation_is_one_for_the_same_energies_and_low_for_others() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(8, 300))
+    assert envelope_correlation(a, 2 * a + 1) == pytest.approx(1.0)
+    assert abs(envelope_correlation(a, rng.normal(size=(8, 300)))) < 0.2
+    assert envelope_correlation(np.ones((8, 300)), a) == 1.0  # nothing to compare
+
+
+def test_a_difference_of_its_own_music_stands_apart_and_an_ordinary_one_does_not(uploads):
+    def stands_apart(name: str) -> bool:
+        audio = load_audio(uploads[name])
+        return difference_stands_apart(
+            audio.samples, audio.difference, ANALYSIS_HZ, DEFAULT_SETTINGS
+        )
+
+    assert stands_apart("hidden") and stands_apart("unrelated")
+    assert not stands_apart("ordinary")
+
+
+def test_a_quiet_difference_is_not_screened(music) -> None:
+    mix, other = music["unrelated_a"], music["work_02"]
+    quiet = audio_from_samples(_hidden(mix, _at_level_of(other, mix, 0.05)), SR)
+    assert not difference_stands_apart(
+        quiet.samples, quiet.difference, ANALYSIS_HZ, DEFAULT_SETTINGS
+    )
+    stretches = compare_stretches(quiet.samples, quiet.difference, ANALYSIS_HZ, 10.0)
+    assert [s.start_s for s in stretches[:3]] == [0.0, 5.0, 10.0]
+    assert all(s.level_ratio < 0.1 for s in stretches)
+
+
+def test_the_modes_decide_what_is_fingerprinted(uploads) -> None:
+    audio = load_audio(uploads["ordinary"])
+    for mode, screened in (("auto", False), ("always", True), ("never", False)):
+        prints = UploadFingerprints(audio, replace(DEFAULT_SETTINGS, stereo_difference=mode))
+        assert (prints.difference is not None) is screened, mode
+        assert prints.audio.difference is None  # not carried on, to a worker's caller say
+    hidden = load_audio(uploads["hidden"])
+    never = replace(DEFAULT_SETTINGS, stereo_difference="never")
+    assert UploadFingerprints(hidden).difference is not None
+    assert UploadFingerprints(hidden, never).difference is None
+
+
+# -- screening -----------------------------------------------------------------------------------
+
+
+def test_a_copy_in_the_difference_is_a_duplicate_of_its_work(catalog, work_ids, uploads) -> None:
+    verdict = catalog.screen(uploads["hidden"])
+    assert verdict.verdict == "duplicate"
+    top = verdict.matches[0]
+    assert top.work_id == work_ids["work_02"] and top.signal == "stereo_difference"
+    assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
+    assert abs(top.pitch_shift_semitones) < 0.1
+    assert top.query_end_s - top.query_start_s > 30
+
+
+def test_screening_the_difference_doubles_the_chance_of_the_mix(catalog, work_ids, uploads):
+    both = catalog.screen(uploads["copy_in_mix"])
+    never = replace(catalog.settings, stereo_difference="never")
+    mix_only = Catalog(catalog.store, never).screen(uploads["copy_in_mix"])
+    assert both.verdict == mix_only.verdict == "duplicate"
+    assert both.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
+    assert both.matches[0].signal == "mix"
+    assert both.matches[0].false_match_probability == pytest.approx(
+        2 * mix_only.matches[0].false_match_probability
+    )
+
+
+@pytest.mark.parametrize("name", ["unrelated", "short_quote", "ordinary"])
+def test_chance_and_quotes_in_the_difference_stay_below_duplicate(catalog, uploads, name):
+    verdict = replace(catalog.settings, stereo_difference="always")
+    screened = Catalog(catalog.store, verdict).screen(uploads[name])
+    if name == "ordinary":  # the copy itself, in the mix
+        assert screened.verdict == "duplicate" and screened.matches[0].signal == "mix"
+    else:
+        assert screened.verdict != "duplicate", screened.matches
+
+
+def test_never_screening_the_difference_misses_the_copy(catalog, uploads) -> None:
+    never = replace(catalog.settings, stereo_difference="never")
+    assert Catalog(catalog.store, never).screen(uploads["hidden"]).verdict == "clean"
+
+
+def test_cli_json_names_the_signal_and_validates(pristine_catalog_dir, uploads) -> None:
+    runner = CliRunner()
+    db = str(pristine_catalog_dir)
+    found = runner.invoke(app, ["screen", "--db", db, "--json", str(uploads["hidden"])])
+    assert found.exit_code == 1, found.output
+    document = json.loads(found.stdout)
+    assert problems(document, "screen") == []
+    assert document["results"][0]["matches"][0]["signal"] == "stereo_difference"
+    table = runner.invoke(app, ["screen", "--db", db, str(uploads["hidden"])])
+    assert "stereo difference" in table.stdout
+    never = ["screen", "--db", db, "--stereo-difference", "never", str(uploads["hidden"])]
+    assert runner.invoke(app, never).exit_code == 0
+
+
+def test_rescan_finds_a_catalog_work_hiding_another_in_its_difference(catalog_copy, uploads):
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        (added,) = catalog.add_paths([uploads["hidden"]])
+        original = {Path(w.path).stem: w.work_id for w in catalog.works()}["work_02"]
+        scan = screen_work(catalog, added.work_id)
+    assert scan.query_source == "file"
+    found = {m.work_id: m for m in scan.matches}
+    assert found[original].signal == "stereo_difference"
+    assert found[original].false_match_probability < 1e-6
+
+
+# -- explaining ----------------------------------------------------------------------------------
+
+
+def test_explain_and_the_report_take_the_difference(catalog, work_ids, uploads, tmp_path):
+    picture = explain(catalog, uploads["hidden"], work_ids["work_02"], tmp_path / "why.svg")
+    assert "its stereo difference" in picture.read_text()
+    audio = load_audio(uploads["hidden"])
+    assert signal_audio(audio, "mix") is audio
+    difference = difference_audio(audio)
+    assert difference is not None and signal_audio(audio, "stereo_difference").sha256 == (
+        difference.sha256
+    )
+    mix_clip = audio_snippet(uploads["hidden"], 5.0, 4.0)
+    difference_clip = audio_snippet(uploads["hidden"], 5.0, 4.0, signal="stereo_difference")
+    assert mix_clip is not None and difference_clip is not None and mix_clip != difference_clip
+    report = tmp_path / "report.html"
+    runner = CliRunner()
+    db = str(catalog.root)
+    result = runner.invoke(
+        app, ["screen", "--db", db, "--out", str(report), str(uploads["hidden"])]
+    )
+    assert result.exit_code == 1, result.output
+    page = report.read_text()
+    assert "recording in the stereo difference" in page
+    assert "upload (stereo difference)" in page
+
+
+def test_the_review_page_plays_and_draws_the_difference(pristine_catalog_dir, uploads, tmp_path):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from audiodup.service.app import create_app
+    from audiodup.service.auth import KeyFile
+    from audiodup.service.config import ServiceConfig
+
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    keys = KeyFile(config.keys_path)
+    screen_key, review_key = keys.create("ingest", ["screen"]), keys.create("rita", ["review"])
+    with TestClient(create_app(config)) as client:
+        with open(uploads["hidden"], "rb") as handle:
+            answer = client.post(
+                "/v1/uploads",
+                files={"file": ("hidden.wav", handle, "audio/wav")},
+                headers={"Authorization": f"Bearer {screen_key}"},
+            )
+        assert answer.status_code == 201, answer.text
+        top = answer.json()["upload"]["screen"]["matches"][0]
+        assert top["signal"] == "stereo_difference"
+        upload_id, work_id = answer.json()["upload"]["upload_id"], top["work_id"]
+        client.post("/review/login", data={"key": review_key}, follow_redirects=False)
+        page = client.get(f"/review/uploads/{upload_id}").text
+        assert "in the upload&#x27;s stereo difference" in page
+        picture = client.get(
+            f"/review/uploads/{upload_id}/explain.png", params={"work_id": work_id}
+        )
+        assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+        heard = {}
+        for side in ("reference", "upload"):
+            wav = client.get(
+                f"/review/uploads/{upload_id}/listen/{side}.wav", params={"work_id": work_id}
+            )
+            assert wav.status_code == 200
+            heard[side], rate = sf.read(io.BytesIO(wav.content), dtype="float32")
+    n = min(len(heard["upload"]), len(heard["reference"]))
+    # the upload's excerpt is the copy the difference holds, not the mix's unrelated music:
+    # their band energies rise and fall together
+    upload, reference = (band_log_energies(heard[k][:n], rate) for k in ("upload", "reference"))
+    assert envelope_correlation(upload, reference) > 0.8
