@@ -512,17 +512,26 @@ def _aligned_difference(plan: _Plan) -> np.ndarray | None:
     down as the mix's are; None when no segment is stereo."""
     if all(part is None for part in plan.differences):
         return None
-    out = np.zeros(sum(plan.output_sizes), np.float32)
-    start = 0
-    for part, size in zip(plan.differences, plan.output_sizes, strict=True):
-        if part is not None:
-            n = min(size, len(part))
-            out[start : start + n] = part[:n]
-        start += size
+    (part, *others), size = plan.differences, sum(plan.output_sizes)
+    if not others and part is not None and len(part) >= size:  # one stereo stream: no copy
+        out = part[:size]
+    else:
+        out = _aligned_parts(plan.differences, plan.output_sizes)
     out -= np.float32(out.mean(dtype=np.float64)) if len(out) else np.float32(0.0)
     peak = float(np.abs(out).max(initial=0.0))
     if peak > _MAX_SANE_PEAK:
         out /= np.float32(peak)
+    return out
+
+
+def _aligned_parts(parts: list[np.ndarray | None], sizes: list[int]) -> np.ndarray:
+    out = np.zeros(sum(sizes), np.float32)
+    start = 0
+    for part, size in zip(parts, sizes, strict=True):
+        if part is not None:
+            n = min(size, len(part))
+            out[start : start + n] = part[:n]
+        start += size
     return out
 
 
@@ -588,7 +597,7 @@ def _zero_nonfinite(block: np.ndarray) -> np.ndarray:
 
 
 def _append(out: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray, int]:
-    if size + len(values) > len(out):  # not expected: the capacity has a margin
+    if size + len(values) > len(out):  # by half again: a stream of unknown length grows
         out = np.concatenate([out[:size], np.empty(len(values) + len(out) // 2, np.float32)])
     out[size : size + len(values)] = values
     return out, size + len(values)
@@ -651,7 +660,7 @@ class _DifferenceStream:
         self._resampler = (
             _resample_stream(native_hz, analysis_hz) if native_hz != analysis_hz else None
         )
-        self._parts: list[np.ndarray] = []
+        self._out, self._size = np.empty(0, np.float32), 0  # grown by _append
         self._scratch = np.empty(0, np.float32)
 
     @classmethod
@@ -670,13 +679,14 @@ class _DifferenceStream:
             difference = _zero_nonfinite(difference)
         if self._resampler is not None:
             difference = self._resampler.resample_chunk(difference)
-        self._parts.append(np.array(difference, np.float32))
+        self._out, self._size = _append(self._out, self._size, difference)
         return mixed
 
     def samples(self) -> np.ndarray:
         if self._resampler is not None:
-            self._parts.append(self._resampler.resample_chunk(np.zeros(0, np.float32), True))
-        return np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
+            rest = self._resampler.resample_chunk(np.zeros(0, np.float32), True)
+            self._out, self._size = _append(self._out, self._size, rest)
+        return self._out[: self._size]
 
 
 @dataclass
