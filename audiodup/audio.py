@@ -427,7 +427,7 @@ def _measure_into(
         if plan.cache is not None:
             plan.cache.append([])
         frames = 0
-        difference = _DifferenceStream.of(segment, settings.sample_rate_hz)
+        difference = _DifferenceStream.of(segment, settings.sample_rate_hz, max_frames)
         for native in segment.blocks(max_frames):
             if difference is not None:
                 block = measure.add(difference.mix(native, plan.memory_for))
@@ -518,7 +518,7 @@ def _aligned_difference(plan: _Plan) -> np.ndarray | None:
     else:
         out = _aligned_parts(plan.differences, plan.output_sizes)
     out -= np.float32(out.mean(dtype=np.float64)) if len(out) else np.float32(0.0)
-    peak = float(np.abs(out).max(initial=0.0))
+    peak = max(float(out.max(initial=0.0)), -float(out.min(initial=0.0)))  # no |out| copy
     if peak > _MAX_SANE_PEAK:
         out /= np.float32(peak)
     return out
@@ -597,7 +597,7 @@ def _zero_nonfinite(block: np.ndarray) -> np.ndarray:
 
 
 def _append(out: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray, int]:
-    if size + len(values) > len(out):  # by half again: a stream of unknown length grows
+    if size + len(values) > len(out):  # not expected: the capacity has a margin
         out = np.concatenate([out[:size], np.empty(len(values) + len(out) // 2, np.float32)])
     out[size : size + len(values)] = values
     return out, size + len(values)
@@ -656,19 +656,27 @@ class _DifferenceStream:
     the first pass decodes it: the mix waits for its mean to be removed, the difference's mean
     is removed afterwards (:func:`_aligned_difference`)."""
 
-    def __init__(self, native_hz: int, analysis_hz: int):
+    def __init__(self, native_hz: int, analysis_hz: int, max_frames: int):
         self._resampler = (
             _resample_stream(native_hz, analysis_hz) if native_hz != analysis_hz else None
         )
-        self._out, self._size = np.empty(0, np.float32), 0  # grown by _append
+        # room for max_frames: pages are committed as they are written
+        capacity = max_frames * analysis_hz // native_hz + 64
+        self._out, self._size = np.empty(capacity, np.float32), 0
         self._scratch = np.empty(0, np.float32)
 
     @classmethod
-    def of(cls, segment: _Segment, analysis_hz: int) -> _DifferenceStream | _MadeDifference | None:
+    def of(
+        cls, segment: _Segment, analysis_hz: int, max_frames: int
+    ) -> _DifferenceStream | _MadeDifference | None:
+        """What keeps ``segment``'s difference: made already, made here, or None (not
+        stereo)."""
         made = getattr(segment, "difference", None)
         if made is not None:
             return _MadeDifference(made)
-        return cls(segment.sample_rate_hz, analysis_hz) if segment.channels == 2 else None
+        if segment.channels != 2:
+            return None
+        return cls(segment.sample_rate_hz, analysis_hz, max_frames)
 
     def mix(self, block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
         """The mix of ``block`` into ``memory_for(frames)``; its difference kept here."""
@@ -1019,16 +1027,29 @@ def _ffmpeg_sources(
     return sources
 
 
-def _mix_keeping(differences: list[np.ndarray]) -> ffmpeg.Mix:
-    """:func:`_mix_to_mono` that appends each stereo block's difference to ``differences``."""
+class _KeptDifference:
+    """:func:`_mix_to_mono` for ffmpeg's blocks (an :data:`ffmpeg.Mix`) that keeps a stereo
+    stream's difference, at most ``max_samples`` of it: pages are committed as they are
+    written, as ffmpeg's own output array's are."""
 
-    def mix(block: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def __init__(self, max_samples: int):
+        self._kept = np.empty(max_samples, np.float32)
+        self._size = 0
+
+    def __call__(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
         if block.shape[1] != 2:
             return _mix_to_mono(block, out)
-        differences.append(np.empty(len(block), np.float32))
-        return _mix_to_mono(block, out, differences[-1])
+        end = self._size + len(block)
+        mixed = _mix_to_mono(block, out, self._kept[self._size : end])
+        self._size = end
+        return mixed
 
-    return mix
+    def result(self, samples: int) -> np.ndarray | None:
+        """The difference of the first ``samples`` mixed, or None for a stream not stereo."""
+        if self._size == 0:
+            return None
+        kept = self._kept[: min(samples, self._size)]
+        return kept if np.isfinite(kept).all() else _zero_nonfinite(kept)
 
 
 def _mixable(stream: ffmpeg.FfmpegStream) -> int | None:
@@ -1072,20 +1093,12 @@ def _decode_ffmpeg_sources(
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
         if max_samples <= 0:
             return segments, True
-        differences: list[np.ndarray] = []
+        kept = _KeptDifference(max_samples)
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path,
-            fd,
-            index,
-            max_samples,
-            analysis_hz,
-            _mixable(stream),
-            _mix_keeping(differences),
+            ffmpeg_path, fd, index, max_samples, analysis_hz, _mixable(stream), kept
         )
         if len(samples):
-            difference = np.concatenate(differences)[: len(samples)] if differences else None
-            if difference is not None and not np.isfinite(difference).all():
-                difference = _zero_nonfinite(difference)
+            difference = kept.result(len(samples))
             segments.append(_ArraySegment(samples, analysis_hz, difference=difference))
         remaining_samples -= len(samples)
         native_budget_samples -= len(samples) * native_per_sample
