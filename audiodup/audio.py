@@ -24,7 +24,9 @@ logical streams by :mod:`audiodup.ogg`, so chains work without ffmpeg; video, su
 skeleton streams are skipped, and an Ogg stream of a codec libsndfile does not read sends the
 whole file to ffmpeg. What a stereo listener hears, too: a block whose channels are in
 antiphase (one channel's polarity inverted) is mixed down as their difference, not as their
-mean, which would cancel the centre of the mix (:func:`antiphase_signs`).
+mean, which would cancel the centre of the mix (:func:`antiphase_signs`); and what the mix
+leaves out of a stereo file, its difference, is kept beside it (``Audio.difference``), for
+:mod:`audiodup.stereo` to decide whether a copy hides there.
 
 Cost limits
 -----------
@@ -35,7 +37,8 @@ streams). Decoding stops after ``settings.max_duration_s`` or after ``_NATIVE_SA
 native samples (all channels) per second of that cap, 230 M for 20 minutes (20 minutes of 96 kHz
 stereo), whichever comes first; the audio is then marked ``truncated``. Blocks are mixed down and
 resampled as they are decoded, so what is held is the analysis-rate result (``max_duration_s`` x
-11025 Hz x 4 bytes: 53 MB for 20 minutes) and at most ``_REPLAY_CACHE_SAMPLES`` native samples
+11025 Hz x 4 bytes: 53 MB for 20 minutes; as much again for a stereo file's difference,
+``Audio.difference``) and at most ``_REPLAY_CACHE_SAMPLES`` native samples
 (64 MiB), the rest of the first pass going to an unlinked temporary file. The DC offset is
 removed before resampling, as it always was, so that the samples and ``sha256`` of every file
 stay bit for bit what they were: the second pass replays what the first decoded, and only a file
@@ -57,7 +60,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -146,6 +149,19 @@ def difference_audio(audio: Audio, settings: Settings = DEFAULT_SETTINGS) -> Aud
         sha256=_sha256_16bit(difference),
         title=audio.title,
         artist=audio.artist,
+    )
+
+
+def audio_excerpt(audio: Audio, start_s: float, end_s: float) -> Audio:
+    """``audio`` from ``start_s`` to ``end_s`` seconds (its ``difference`` left out)."""
+    rate = audio.sample_rate_hz
+    samples = audio.samples[int(round(start_s * rate)) : int(round(end_s * rate))]
+    return replace(
+        audio,
+        samples=samples,
+        source_duration_s=len(samples) / rate,
+        sha256=_sha256_16bit(samples),
+        difference=None,
     )
 
 
@@ -1049,7 +1065,10 @@ class _KeptDifference:
         if self._size == 0:
             return None
         kept = self._kept[: min(samples, self._size)]
-        return kept if np.isfinite(kept).all() else _zero_nonfinite(kept)
+        # min and max propagate NaN and inf: no array of flags as long as the difference
+        if np.isfinite(kept.min(initial=0.0)) and np.isfinite(kept.max(initial=0.0)):
+            return kept
+        return _zero_nonfinite(kept)
 
 
 def _mixable(stream: ffmpeg.FfmpegStream) -> int | None:

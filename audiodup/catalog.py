@@ -211,7 +211,12 @@ class Catalog:
                 continue
             prints, *facts = value
             verdicts[i] = self._verdict(
-                path_text(path), prints.query, *facts, top_k, prints.view, prints.difference
+                path_text(path),
+                prints.query,
+                *facts,
+                top_k,
+                prints.view,
+                screening.difference_query(prints),
             )
         return [verdicts[i] for i in range(len(paths))]
 
@@ -233,7 +238,13 @@ class Catalog:
         facts = (audio.duration_s, audio.truncated, audio.sha256)
         spent = fingerprint_time or since(started)
         return self._verdict(
-            name, prints.query, *facts, spent, top_k, prints.view, prints.difference
+            name,
+            prints.query,
+            *facts,
+            spent,
+            top_k,
+            prints.view,
+            screening.difference_query(prints),
         )
 
     def _verdict(
@@ -246,19 +257,18 @@ class Catalog:
         fingerprint_time: tuple[float, float],
         top_k: int,
         view: View | None = None,
-        difference: UploadFingerprints | None = None,
+        difference: screening.DifferenceQuery | None = None,
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
         ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`;
-        ``difference``: its stereo difference's fingerprints, screened too when given)."""
+        ``difference``: what of its stereo difference to screen too)."""
         load_start = clock()
         if self._matcher is None:
             self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = clock()
-        signal = (difference.query, difference.view) if difference is not None else None
         matches = screening.match_signals(
-            self.match_fingerprint, query, view, signal, self.settings
+            self.match_fingerprint, query, view, difference, self.settings
         )[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
+from .audio import Audio, load_audio, signal_audio
 from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
-from .fingerprint import Fingerprint, UploadFingerprints
+from .fingerprint import Fingerprint, UploadFingerprints, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
@@ -61,27 +61,28 @@ def explain(
         raise type(exc)(f"{upload}: {exc}") from None
     except OSError as exc:  # a name too long, a folder that cannot be entered
         raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
-    query, name = _query_for(catalog, UploadFingerprints(audio, catalog.settings), work_id)
+    query, name = _query_for(catalog, audio, work_id)
     shown = f"{upload.name} ({name})" if name else upload.name
     data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=shown)
     return write_atomically(out, data)
 
 
-def _query_for(
-    catalog: Catalog, prints: UploadFingerprints, work_id: int
-) -> tuple[Fingerprint, str | None]:
+def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
     """The upload's query fingerprint that shows more of work ``work_id``: its mix's, or that
-    of its stereo difference when screening looks there too (:mod:`audiodup.stereo`) and
+    of its whole stereo difference when screening looks there too (:mod:`audiodup.stereo`) and
     more patterns line up in it; with the words that say which (None: the mix)."""
+    prints = UploadFingerprints(audio, catalog.settings)
     if prints.difference is None:
         return prints.query, None
+    difference = signal_audio(audio, "stereo_difference")
+    whole = fingerprint_audio(difference, catalog.settings, query=True)
 
     def patterns(query: Fingerprint) -> int:
         hashed, _ = catalog.work_evidence(query, work_id)
         return hashed.main_inliers if hashed is not None else 0
 
-    if patterns(prints.difference.query) > patterns(prints.query):
-        return prints.difference.query, "its stereo difference"
+    if patterns(whole) > patterns(prints.query):
+        return whole, "its stereo difference"
     return prints.query, None
 
 

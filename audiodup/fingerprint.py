@@ -11,14 +11,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio import Audio, difference_audio
+from .audio import Audio, audio_excerpt, difference_audio
 from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, thin_peaks
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
-from .stereo import difference_stands_apart
+from .stereo import standing_apart
 
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
@@ -195,8 +195,9 @@ class UploadFingerprints:
     """
 
     def __init__(self, audio: Audio, settings: Settings = DEFAULT_SETTINGS):
-        # the stereo difference, fingerprinted alone when it holds music of its own
-        self.difference = _difference_prints(audio, settings)
+        # the stereo difference where it holds music of its own, fingerprinted alone, and the
+        # second of the upload that stretch starts at
+        self.difference, self.difference_start_s = _difference_prints(audio, settings)
         self.audio, self.settings = replace(audio, difference=None), settings
         self._spec = log_spectrogram(audio.samples, settings)
         self._candidates = peak_candidates(
@@ -238,19 +239,25 @@ class UploadFingerprints:
         return _fingerprint(spec, candidates, density, self.audio, settings, time_scale, 0.0)
 
 
-def _difference_prints(audio: Audio, settings: Settings) -> UploadFingerprints | None:
-    """The fingerprints of ``audio``'s stereo difference when it is to be screened too
-    (``settings.stereo_difference``; "auto": :func:`audiodup.stereo.difference_stands_apart`),
-    else None."""
+def _difference_prints(audio: Audio, settings: Settings) -> tuple[UploadFingerprints | None, float]:
+    """The fingerprints of the stretch of ``audio``'s stereo difference to screen too, and
+    where in the upload it starts: all of it with ``settings.stereo_difference`` "always",
+    with "auto" the stretch :func:`audiodup.stereo.standing_apart` finds; (None, 0.0) for
+    none."""
     mode = settings.stereo_difference
     if audio.difference is None or mode == "never":
-        return None
-    if mode == "auto" and not difference_stands_apart(
-        audio.samples, audio.difference, audio.sample_rate_hz, settings
-    ):
-        return None
+        return None, 0.0
+    span = (0.0, audio.duration_s)
+    if mode == "auto":
+        span = standing_apart(audio.samples, audio.difference, audio.sample_rate_hz, settings)
+        if span is None:
+            return None, 0.0
     difference = difference_audio(audio, settings)
-    return UploadFingerprints(difference, settings) if difference is not None else None
+    if difference is None:
+        return None, 0.0
+    if span != (0.0, audio.duration_s):
+        difference = audio_excerpt(difference, *span)
+    return UploadFingerprints(difference, settings), span[0]
 
 
 def _fingerprint(

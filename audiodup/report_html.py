@@ -12,6 +12,7 @@ the only script is the fixed sorting code, and no user text goes into it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import math
@@ -421,7 +422,8 @@ def _excerpt_detail(
         source = by_work.get(k.source_work_id)
         if catalog is not None and budget[0] > 0 and uploads and source:
             budget[0] -= 1
-            query = _work_fingerprint(catalog, work_id, queries)
+            signals = _pair_signals(pair, work_id)
+            query = _work_fingerprint(catalog, work_id, queries, signals[0])
             if query is not None:
                 parts.append(_picture(catalog, query, k.source_work_id, f"work {work_id}"))
             parts.append(
@@ -431,6 +433,7 @@ def _excerpt_detail(
                     seen,
                     snippet_s,
                     (f"work {work_id}", f"work {k.source_work_id}"),
+                    signals,
                 )
             )
     parts.append("</section>")
@@ -612,9 +615,7 @@ def _cluster_detail(
         parts.append(_pair_evidence(pair, member, other, seen))
         if catalog is not None and budget[0] > 0:
             budget[0] -= 1
-            # the signal the pair was found in belongs to the work screened as the query
-            found_in = pair.evidence.signal
-            signals = (found_in, "mix") if pair.query_work_id == member else ("mix", found_in)
+            signals = _pair_signals(pair, member)
             query = _work_fingerprint(catalog, member, queries, signals[0])
             if query is not None:
                 parts.append(_picture(catalog, query, other, _label(path_of[member])))
@@ -633,17 +634,26 @@ def _work_file(catalog: Catalog | None, work_id: int, shown: str) -> str:
 def _work_fingerprint(
     catalog: Catalog, work_id: int, cache: dict, signal: Signal = "mix"
 ) -> Fingerprint | None:
-    """A work's query fingerprint of its mix, or of its stereo difference (None when it has
-    none screened, or none can be made)."""
-    if work_id not in cache:
-        try:
-            cache[work_id] = work_query(catalog, work_id)
-        except AudiodupError:
-            cache[work_id] = None
-    query = cache[work_id]
-    if query is None or signal == "mix":
-        return query.fingerprint if query is not None else None
-    return query.difference[0] if query.difference is not None else None
+    """A work's query fingerprint, of its mix (as a rescan screens it) or of its whole stereo
+    difference; None when none can be made."""
+    key = (work_id, signal)
+    if key not in cache:
+        cache[key] = None
+        with contextlib.suppress(AudiodupError, OSError):
+            if signal == "mix":
+                cache[key] = work_query(catalog, work_id).fingerprint
+            elif (work := catalog.work(work_id)) is not None:
+                file = catalog.store.work_file(work_id) or work.path
+                audio = signal_audio(load_audio(file, catalog.settings), signal)
+                cache[key] = fingerprint_audio(audio, catalog.settings, query=True)
+    return cache[key]
+
+
+def _pair_signals(pair: Pair, work_id: int) -> tuple[Signal, Signal]:
+    """The signals of ``work_id`` and of the other work of ``pair`` its evidence was found in:
+    the work screened as the query may have been screened in its stereo difference."""
+    found_in = pair.evidence.signal
+    return (found_in, "mix") if pair.query_work_id == work_id else ("mix", found_in)
 
 
 def _as_seen_from(pair: Pair, work_id: int, duration_s: float) -> Match:

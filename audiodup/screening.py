@@ -22,7 +22,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
-from .fingerprint import Fingerprint, fingerprint_hashes, view_start_samples
+from .fingerprint import Fingerprint, UploadFingerprints, fingerprint_hashes, view_start_samples
 from .hashes import KEY_BITS, TripletHashes, flat_level
 from .index import LoadedIndexes
 from .match import (
@@ -1062,17 +1062,36 @@ def match_in_upload_time(match: Match, time_scale: float, start_s: float, n_look
 Search = Callable[[Fingerprint, "View | None", Sequence[int], bool], list[Match]]
 
 
+@dataclass(frozen=True)
+class DifferenceQuery:
+    """The stretch of an upload's stereo difference screened too: its fingerprint, its further
+    looks, and the second of the upload it starts at."""
+
+    fingerprint: Fingerprint
+    view: View | None
+    start_s: float = 0.0
+
+
+def difference_query(prints: UploadFingerprints) -> DifferenceQuery | None:
+    """What of ``prints``' stereo difference to screen, None when nothing."""
+    found = prints.difference
+    if found is None:
+        return None
+    return DifferenceQuery(found.query, found.view, prints.difference_start_s)
+
+
 def match_signals(
     search: Search,
     query: Fingerprint,
     view: View | None,
-    difference: tuple[Fingerprint, View | None] | None,
+    difference: DifferenceQuery | None,
     settings: Settings,
     without: Sequence[int] = (),
     every_look: bool = False,
 ) -> list[Match]:
-    """The matches of an upload's mix (``query``, ``view``) and, when ``difference`` gives its
-    stereo difference's fingerprint and view, of that too (:func:`with_stereo_difference`).
+    """The matches of an upload's mix (``query``, ``view``) and, when ``difference`` says what
+    of its stereo difference to screen, of that too, in the upload's time
+    (:func:`with_stereo_difference`).
 
     As the looks stop at an upload's first duplicate, so does this: a mix that is a duplicate
     (its probabilities doubled) leaves the difference unsearched, unless ``every_look``. A
@@ -1092,7 +1111,10 @@ def match_signals(
     mix = searched(query, view)
     if not every_look and decide(with_stereo_difference(mix, []), settings) == "duplicate":
         return with_stereo_difference(mix, [])
-    return with_stereo_difference(mix, searched(*difference))
+    found = searched(difference.fingerprint, difference.view)
+    start_s = difference.start_s
+    in_upload_time = [match_in_upload_time(m, 1.0, start_s, 1) for m in found] if start_s else found
+    return with_stereo_difference(mix, in_upload_time)
 
 
 def with_stereo_difference(mix: list[Match], difference: list[Match]) -> list[Match]:

@@ -7,7 +7,7 @@ stereo upload would double the cost of most uploads, since music's difference is
 benchmark corpus's first minutes, a median 0.47 of the mix's RMS) but holds the same
 instruments, rising and falling with the mix. A copy hidden there does not: its octave-band
 energies move on their own. So the difference is screened where, over some stretch of the
-upload, it is loud and its band energies do not follow the mix's (:func:`difference_stands_apart`).
+upload, it is loud and its band energies do not follow the mix's (:func:`standing_apart`).
 """
 
 from __future__ import annotations
@@ -76,12 +76,15 @@ def compare_stretches(
     mix: np.ndarray, difference: np.ndarray, sample_rate_hz: int, window_s: float
 ) -> list[StretchComparison]:
     """The mix and the difference compared over windows of ``window_s`` seconds, each starting
-    half a window after the last (one window for a shorter upload)."""
+    half a window after the last, the last one ending with the upload (one window for a
+    shorter upload)."""
     mix_bands, mix_energy = _analysed(mix, sample_rate_hz)
     difference_bands, difference_energy = _analysed(difference, sample_rate_hz)
     frames = len(mix_energy)
     width = max(1, int(round(window_s / _FRAME_S)))
-    starts = range(0, max(frames - width, 0) + 1, max(width // 2, 1)) if frames else ()
+    starts = list(range(0, max(frames - width, 0) + 1, max(width // 2, 1))) if frames else []
+    if starts and starts[-1] + width < frames:  # the last window ends with the upload
+        starts.append(frames - width)
     stretches = []
     for start in starts:
         stop = min(start + width, frames)
@@ -99,14 +102,28 @@ def compare_stretches(
     return stretches
 
 
+def standing_apart(
+    mix: np.ndarray, difference: np.ndarray, sample_rate_hz: int, settings: Settings
+) -> tuple[float, float] | None:
+    """Where the difference holds music of its own: from the start of the first window where it
+    is at least ``settings.difference_min_level`` of the mix's RMS and its band energies
+    correlate with the mix's below ``settings.difference_max_correlation``, to the end of the
+    last (seconds); None when no window does. Only that stretch is screened: a long recording
+    with one such window costs 30 s of screening, not its length."""
+    window_s = settings.difference_window_s
+    apart = [
+        s.start_s
+        for s in compare_stretches(mix, difference, sample_rate_hz, window_s)
+        if s.level_ratio >= settings.difference_min_level
+        and s.envelope_correlation < settings.difference_max_correlation
+    ]
+    if not apart:
+        return None
+    return apart[0], min(apart[-1] + window_s, len(mix) / sample_rate_hz)
+
+
 def difference_stands_apart(
     mix: np.ndarray, difference: np.ndarray, sample_rate_hz: int, settings: Settings
 ) -> bool:
-    """Whether some stretch of the upload has a difference at least
-    ``settings.difference_min_level`` of the mix's RMS whose band energies correlate with the
-    mix's below ``settings.difference_max_correlation``: music of its own, to be screened."""
-    return any(
-        s.level_ratio >= settings.difference_min_level
-        and s.envelope_correlation < settings.difference_max_correlation
-        for s in compare_stretches(mix, difference, sample_rate_hz, settings.difference_window_s)
-    )
+    """Whether some window of the upload has a difference of its own (:func:`standing_apart`)."""
+    return standing_apart(mix, difference, sample_rate_hz, settings) is not None

@@ -180,6 +180,7 @@ def test_a_quiet_difference_is_not_screened(music) -> None:
     )
     stretches = compare_stretches(quiet.samples, quiet.difference, ANALYSIS_HZ, 10.0)
     assert [s.start_s for s in stretches[:3]] == [0.0, 5.0, 10.0]
+    assert stretches[-1].start_s == pytest.approx(quiet.duration_s - 10.0, abs=0.1)
     assert all(s.level_ratio < 0.1 for s in stretches)
 
 
@@ -206,6 +207,29 @@ def test_a_copy_in_the_difference_is_a_duplicate_of_its_work(catalog, work_ids, 
     assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
     assert abs(top.pitch_shift_semitones) < 0.1
     assert top.query_end_s - top.query_start_s > 30
+
+
+def test_only_the_stretch_that_stands_apart_is_screened_in_upload_time(
+    catalog, work_ids, music, tmp_path
+) -> None:
+    """A copy hidden in 30 s of a 2-minute upload: only the windows around it are screened
+    (not the whole difference), and the match says where in the upload it is."""
+    other = np.concatenate([music["unrelated_a"], music["unrelated_b"], music["synthetic"]])
+    copy = np.zeros_like(other)
+    region = slice(60 * SR, 90 * SR)
+    copy[region] = _at_level_of(music["work_02"][5 * SR : 35 * SR], other[region])
+    path = _write(tmp_path, "long.wav", _hidden(other, copy))
+    prints = UploadFingerprints(load_audio(path))
+    assert prints.difference is not None
+    assert 30.0 <= prints.difference_start_s <= 60.0
+    assert prints.difference.audio.duration_s <= prints.audio.duration_s - 30.0
+    verdict = catalog.screen(path)
+    top = verdict.matches[0]
+    assert verdict.verdict == "duplicate" and top.work_id == work_ids["work_02"]
+    assert top.signal == "stereo_difference"
+    assert top.query_start_s == pytest.approx(60.0, abs=1.5)
+    assert top.ref_start_s == pytest.approx(5.0, abs=1.5)
+    assert top.query_end_s == pytest.approx(90.0, abs=1.5)
 
 
 def test_screening_the_difference_doubles_the_chance_of_the_mix(catalog, work_ids, uploads):

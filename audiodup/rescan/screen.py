@@ -12,7 +12,7 @@ from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, WorkNotFoundError
 from ..fingerprint import Fingerprint, UploadFingerprints
-from ..screening import View, match_signals, planned_views
+from ..screening import DifferenceQuery, View, difference_query, match_signals, planned_views
 from ..settings import Settings
 from .results import QuerySource, WorkScan
 
@@ -29,9 +29,9 @@ class WorkQuery:
     view: View | None = None
     # the file holds more than the decoding limits take (None: not known, the file was not read)
     truncated: bool | None = None
-    # the stereo difference's fingerprint and further looks, when it is screened too
-    # (audiodup.stereo); None: it is not, or the file was not read
-    difference: tuple[Fingerprint, View] | None = None
+    # what of the stereo difference is screened too (audiodup.stereo); None: nothing, or the
+    # file was not read
+    difference: DifferenceQuery | None = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,7 @@ def work_query(
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
             prints = UploadFingerprints(audio, catalog.settings)
-            other = prints.difference
-            difference = (other.query, other.view) if other is not None else None
+            difference = difference_query(prints)
             return WorkQuery(prints.query, "file", None, prints.view, audio.truncated, difference)
         except AudiodupError as exc:
             file_problem = str(exc)
@@ -155,10 +154,10 @@ def work_query_task(
         query = work_query(_worker_catalog(root, settings), work_id, path)
         if query.view is not None:
             query = replace(query, view=ready_views(query.fingerprint, query.view, settings))
-        if query.difference is not None:
-            fingerprint, view = query.difference
-            ready = (fingerprint, ready_views(fingerprint, view, settings))
-            query = replace(query, difference=ready)
+        if query.difference is not None and query.difference.view is not None:
+            difference = query.difference
+            views = ready_views(difference.fingerprint, difference.view, settings)
+            query = replace(query, difference=replace(difference, view=views))
         return work_id, query
     except CatalogError as exc:
         return work_id, WorkScan(work_id, "stored_fingerprint", error=str(exc))
