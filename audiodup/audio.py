@@ -745,10 +745,11 @@ def _mix_to_mono(
         # and inf are zeroed afterwards), with one strided pass instead of two; l - r is
         # l + (-r) bit for bit
         mix, rest = (np.add, np.subtract) if signs is None else (np.subtract, np.add)
-        if difference is not None:
-            rest(block[:, 0], block[:, 1], out=difference)
-            difference /= np.float32(2.0)
-        mix(block[:, 0], block[:, 1], out=out)
+        with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN are zeroed after
+            if difference is not None:
+                rest(block[:, 0], block[:, 1], out=difference)
+                difference /= np.float32(2.0)
+            mix(block[:, 0], block[:, 1], out=out)
         out += zero
         out /= np.float32(2.0)
         return out

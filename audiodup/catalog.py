@@ -41,7 +41,7 @@ from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
 # (query, view, works left out, every look) -> matches, in place of this process's indexes
-Matcher = Callable[[Fingerprint, View | None, Sequence[int], bool], list[Match]]
+Matcher = screening.Search
 
 
 def default_catalog_path() -> Path:

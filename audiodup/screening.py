@@ -1057,8 +1057,8 @@ def match_in_upload_time(match: Match, time_scale: float, start_s: float, n_look
     )
 
 
-# the search of one signal of an upload: (fingerprint, view, works left out, every look) ->
-# matches (match_fingerprint over this process's indexes, or a sharded catalog's groups)
+# (fingerprint, view, works left out, every look) -> matches: match_fingerprint over this
+# process's indexes, or over a sharded catalog's groups
 Search = Callable[[Fingerprint, "View | None", Sequence[int], bool], list[Match]]
 
 
