@@ -40,8 +40,6 @@ from .verdict import decide
 from .workers import map_with_timeout
 
 DEFAULT_CATALOG = "audiodup-catalog"
-# (query, view, works left out, every look) -> matches, in place of this process's indexes
-Matcher = screening.Search
 
 
 def default_catalog_path() -> Path:
@@ -100,7 +98,7 @@ class Catalog:
         index.set_threads(settings.faiss_threads)
         self._indexes: LoadedIndexes | None = None
         self._indexes_key = None
-        self._matcher: Matcher | None = None
+        self._matcher: screening.Search | None = None  # in place of this process's indexes
         self._statistics: Callable[[], screening.CatalogStatistics] | None = None
         self._copy_owners = owners.CopyOwners(
             store.root, lambda: _rescan_clusters(self), store.ledger_edits
@@ -305,7 +303,7 @@ class Catalog:
 
     def screen_with(
         self,
-        matcher: Matcher | None,
+        matcher: screening.Search | None,
         statistics: Callable[[], screening.CatalogStatistics] | None = None,
     ) -> None:
         """Search with ``matcher(query, view, without, every_look)`` instead of the indexes

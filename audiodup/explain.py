@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, load_audio, signal_audio
+from .audio import Audio, difference_audio, load_audio
 from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
-from .fingerprint import Fingerprint, UploadFingerprints, fingerprint_audio
+from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
@@ -68,22 +68,24 @@ def explain(
 
 
 def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
-    """The upload's query fingerprint that shows more of work ``work_id``: its mix's, or that
-    of its whole stereo difference when screening looks there too (:mod:`audiodup.stereo`) and
-    more patterns line up in it; with the words that say which (None: the mix)."""
-    prints = UploadFingerprints(audio, catalog.settings)
-    if prints.difference is None:
-        return prints.query, None
-    difference = signal_audio(audio, "stereo_difference")
-    whole = fingerprint_audio(difference, catalog.settings, query=True)
+    """The upload's query fingerprint that shows more of work ``work_id``: its mix's, or that of
+    its whole stereo difference when it has one (:mod:`audiodup.stereo`; whether screening
+    looked there or not) and more patterns line up in it; with the words that say which
+    (None: the mix)."""
+    settings = catalog.settings
+    mix = fingerprint_audio(audio, settings, query=True)
+    difference = difference_audio(audio, settings)
+    if difference is None:
+        return mix, None
+    whole = fingerprint_audio(difference, settings, query=True)
 
     def patterns(query: Fingerprint) -> int:
         hashed, _ = catalog.work_evidence(query, work_id)
         return hashed.main_inliers if hashed is not None else 0
 
-    if patterns(whole) > patterns(prints.query):
+    if patterns(whole) > patterns(mix):
         return whole, "its stereo difference"
-    return prints.query, None
+    return mix, None
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

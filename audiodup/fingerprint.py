@@ -245,6 +245,8 @@ def _difference_prints(audio: Audio, settings: Settings) -> tuple[UploadFingerpr
     with "auto" the stretch :func:`audiodup.stereo.standing_apart` finds; (None, 0.0) for
     none."""
     mode = settings.stereo_difference
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"stereo_difference must be auto, always or never, not {mode!r}")
     if audio.difference is None or mode == "never":
         return None, 0.0
     span = (0.0, audio.duration_s)

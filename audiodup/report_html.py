@@ -16,7 +16,7 @@ import contextlib
 import html
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .audio import load_audio, signal_audio
+from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudiodupError
 from .explain import render_explain
@@ -44,6 +44,7 @@ from .results import (
     shown_text,
     upload_text,
 )
+from .stereo import signal_audio
 
 SNIPPET_S = 8.0
 SNIPPET_RATE_HZ = 16000
@@ -187,7 +188,8 @@ def _screen_detail(
     top = verdict.matches[0]
     if catalog is not None:
         try:
-            audio = signal_audio(load_audio(file, catalog.settings), top.signal)
+            decoded = load_audio(file, catalog.settings)
+            audio = signal_audio(decoded, top.signal, catalog.settings)
             query = fingerprint_audio(audio, catalog.settings, query=True)
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
@@ -423,9 +425,7 @@ def _excerpt_detail(
         if catalog is not None and budget[0] > 0 and uploads and source:
             budget[0] -= 1
             signals = _pair_signals(pair, work_id)
-            query = _work_fingerprint(catalog, work_id, queries, signals[0])
-            if query is not None:
-                parts.append(_picture(catalog, query, k.source_work_id, f"work {work_id}"))
+            parts.append(_pair_picture(catalog, pair, work_id, queries, lambda w: f"work {w}"))
             parts.append(
                 _listen(
                     _work_file(catalog, work_id, uploads[0].path),
@@ -616,9 +616,9 @@ def _cluster_detail(
         if catalog is not None and budget[0] > 0:
             budget[0] -= 1
             signals = _pair_signals(pair, member)
-            query = _work_fingerprint(catalog, member, queries, signals[0])
-            if query is not None:
-                parts.append(_picture(catalog, query, other, _label(path_of[member])))
+            parts.append(
+                _pair_picture(catalog, pair, member, queries, lambda w: _label(path_of[w]))
+            )
             labels = (f"work {member}", f"work {other}")
             parts.append(_listen(member_path, other_path, seen, snippet_s, labels, signals))
     parts.append("</section>")
@@ -644,9 +644,24 @@ def _work_fingerprint(
                 cache[key] = work_query(catalog, work_id).fingerprint
             elif (work := catalog.work(work_id)) is not None:
                 file = catalog.store.work_file(work_id) or work.path
-                audio = signal_audio(load_audio(file, catalog.settings), signal)
+                decoded = load_audio(file, catalog.settings)
+                audio = signal_audio(decoded, signal, catalog.settings)
                 cache[key] = fingerprint_audio(audio, catalog.settings, query=True)
     return cache[key]
+
+
+def _pair_picture(
+    catalog: Catalog, pair: Pair, member: int, queries: dict, label: Callable[[int], str]
+) -> str:
+    """The picture of a pair's evidence: ``member`` against the other work, or, for a pair
+    found in a work's stereo difference, that difference against the other work whichever
+    way the pair is shown (the other work's catalog entry holds its mix)."""
+    if pair.evidence.signal == "stereo_difference":
+        drawn, against = pair.query_work_id, pair.reference_work_id
+    else:
+        drawn, against = member, next(w for w in pair.work_ids if w != member)
+    query = _work_fingerprint(catalog, drawn, queries, pair.evidence.signal)
+    return "" if query is None else _picture(catalog, query, against, label(drawn))
 
 
 def _pair_signals(pair: Pair, work_id: int) -> tuple[Signal, Signal]:
@@ -695,6 +710,8 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
         "" if pair.query_source == "file" else f" Screened from the stored fingerprint: {pair.note}"
     )
     both = "" if pair.found_both_ways else " Found in one direction only."
+    if pair.evidence.signal == "stereo_difference":
+        both += f" Found in the stereo difference of work {pair.query_work_id}."
     peaks = "" if seen.matched_peaks is None else f", {seen.matched_peaks} coinciding peaks"
     if seen.matched_onsets is not None:
         peaks += f" from {seen.matched_onsets} onsets"

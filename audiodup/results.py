@@ -241,12 +241,13 @@ def ids_text(ids: dict[str, str], separator: str = " ") -> str:
     return separator.join(f"{kind}={listed_text(value)}" for kind, value in ids.items())
 
 
-def relation_text(m: Match) -> str:
+def relation_text(m: Match, relation: str | None = None) -> str:
     """How a match relates upload and work, in words: ``identical audio, recording``,
-    ``composition``, ``recording in the stereo difference``."""
+    ``composition``, ``recording in the stereo difference`` (``relation``: other words for
+    the relation)."""
     identical = "identical audio, " if m.identical_content else ""
     heard = " in the stereo difference" if m.signal == "stereo_difference" else ""
-    return identical + m.relation.replace("same_", "") + heard
+    return identical + (relation or m.relation.replace("same_", "")) + heard
 
 
 def upload_text(m, role: str | None = None) -> str:

@@ -1104,23 +1104,35 @@ def match_signals(
         found = search(fingerprint, seen, without, every_look)
         if every_look or decide(found, settings) != "duplicate":
             return found
-        if decide(with_stereo_difference(found, []), settings) == "duplicate":
+        if decide(with_stereo_difference(found, [], settings), settings) == "duplicate":
             return found
         return search(fingerprint, seen, without, True)
 
     mix = searched(query, view)
-    if not every_look and decide(with_stereo_difference(mix, []), settings) == "duplicate":
-        return with_stereo_difference(mix, [])
+    if (
+        not every_look
+        and decide(with_stereo_difference(mix, [], settings), settings) == "duplicate"
+    ):
+        return with_stereo_difference(mix, [], settings)
     found = searched(difference.fingerprint, difference.view)
-    start_s = difference.start_s
-    in_upload_time = [match_in_upload_time(m, 1.0, start_s, 1) for m in found] if start_s else found
-    return with_stereo_difference(mix, in_upload_time)
+    in_upload_time = [in_upload(m, difference.start_s, query.duration_s) for m in found]
+    return with_stereo_difference(mix, in_upload_time, settings)
 
 
-def with_stereo_difference(mix: list[Match], difference: list[Match]) -> list[Match]:
+def in_upload(match: Match, start_s: float, duration_s: float) -> Match:
+    """A match found in a stretch of an upload that starts ``start_s`` seconds in, in the
+    upload's time, its ``coverage`` a share of the whole upload (``duration_s``)."""
+    moved = match_in_upload_time(match, 1.0, start_s, 1) if start_s else match
+    return replace(moved, coverage=min(1.0, moved.coverage_s / max(duration_s, 1e-9)))
+
+
+def with_stereo_difference(
+    mix: list[Match], difference: list[Match], settings: Settings
+) -> list[Match]:
     """The matches of an upload whose stereo difference was screened as well as its mix: two
-    searches, so every probability is multiplied by 2; per work the more certain match, the
-    difference's marked ``signal="stereo_difference"``; most certain first."""
+    searches, so every probability is multiplied by 2; per work the more certain match (but
+    a duplicate is kept, as :func:`matches_from_looks` keeps a look's), the difference's
+    marked ``signal="stereo_difference"``; most certain first."""
     best: dict[int, Match] = {}
     for signal, matches in (("mix", mix), ("stereo_difference", difference)):
         for m in matches:
@@ -1128,7 +1140,10 @@ def with_stereo_difference(mix: list[Match], difference: list[Match]) -> list[Ma
             m = replace(m, false_match_probability=fmp, score=score_from_probability(fmp))
             m = replace(m, signal=signal)
             held = best.get(m.work_id)
-            if held is None or m.false_match_probability < held.false_match_probability:
+            if held is None or (
+                m.false_match_probability < held.false_match_probability
+                and decide([held], settings) != "duplicate"
+            ):
                 best[m.work_id] = m
     return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
 

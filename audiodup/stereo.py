@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .settings import Settings
+from .audio import Audio, difference_audio
+from .errors import AudioDecodeError
+from .results import Signal
+from .settings import DEFAULT_SETTINGS, Settings
 
 _FRAME_S = 0.1
 _LOWEST_BAND_HZ = 60.0
@@ -29,7 +32,7 @@ class StretchComparison:
     """The mix and the difference over one stretch of an upload."""
 
     start_s: float
-    level_ratio: float  # RMS of the difference / RMS of the mix
+    level_ratio: float  # RMS of the difference / RMS of the mix, from 60 Hz up
     envelope_correlation: float  # median over octave bands of their log energies' correlation
 
 
@@ -40,7 +43,8 @@ def band_log_energies(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 
 
 def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`band_log_energies` and each frame's energy (sum of squared samples)."""
+    """:func:`band_log_energies` and each frame's energy in those bands: what is heard of it
+    (an inaudible 12-Hz tone or an offset in the mix must not make the difference look quiet)."""
     from scipy import fft  # on first use, as peaks.py does; 3x numpy's FFT for 1102 points
 
     n = int(round(_FRAME_S * sample_rate_hz))
@@ -48,7 +52,6 @@ def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.
     if frames == 0:
         return np.zeros((0, 0)), np.zeros(0)
     framed = samples[: frames * n].reshape(frames, n)
-    energy = np.einsum("ij,ij->i", framed, framed, dtype=np.float64)
     spectrum = fft.rfft(framed * np.hanning(n).astype(np.float32), axis=1, workers=1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate_hz)
@@ -56,8 +59,8 @@ def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.
         (int(np.searchsorted(freqs, low)), int(np.searchsorted(freqs, 2 * low)))
         for low in _LOWEST_BAND_HZ * 2.0 ** np.arange(_BANDS)
     ]
-    rows = [power[:, lo:hi].sum(axis=1) for lo, hi in edges if hi > lo]
-    return np.log(np.array(rows, np.float64) + _FLOOR), energy
+    bands = np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges if hi > lo], np.float64)
+    return np.log(bands + _FLOOR), bands.sum(axis=0)
 
 
 def envelope_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -81,7 +84,8 @@ def compare_stretches(
     mix_bands, mix_energy = _analysed(mix, sample_rate_hz)
     difference_bands, difference_energy = _analysed(difference, sample_rate_hz)
     frames = len(mix_energy)
-    width = max(1, int(round(window_s / _FRAME_S)))
+    frame_s = int(round(_FRAME_S * sample_rate_hz)) / sample_rate_hz  # 1102 samples at 11,025 Hz
+    width = max(1, int(round(window_s / frame_s)))
     starts = list(range(0, max(frames - width, 0) + 1, max(width // 2, 1))) if frames else []
     if starts and starts[-1] + width < frames:  # the last window ends with the upload
         starts.append(frames - width)
@@ -92,7 +96,7 @@ def compare_stretches(
         difference_total = float(difference_energy[start:stop].sum())
         stretches.append(
             StretchComparison(
-                start_s=start * _FRAME_S,
+                start_s=start * frame_s,
                 level_ratio=np.sqrt(difference_total / mix_total) if mix_total > 0 else np.inf,
                 envelope_correlation=envelope_correlation(
                     mix_bands[:, start:stop], difference_bands[:, start:stop]
@@ -127,3 +131,15 @@ def difference_stands_apart(
 ) -> bool:
     """Whether some window of the upload has a difference of its own (:func:`standing_apart`)."""
     return standing_apart(mix, difference, sample_rate_hz, settings) is not None
+
+
+def signal_audio(audio: Audio, signal: Signal, settings: Settings = DEFAULT_SETTINGS) -> Audio:
+    """What of ``audio`` a match's ``signal`` names: ``audio`` itself for the mix, its stereo
+    difference as audio of its own (:func:`audiodup.audio.difference_audio`) for
+    ``stereo_difference``."""
+    if signal == "mix":
+        return audio
+    difference = difference_audio(audio, settings)
+    if difference is None:
+        raise AudioDecodeError("the file has no stereo difference (one channel, or two the same)")
+    return difference

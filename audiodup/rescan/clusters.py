@@ -308,22 +308,25 @@ def alterations(reference: int, work_ids: list[int], edges: Edges) -> tuple[Alte
 
 def _along(reference: int, work_id: int, previous: dict) -> Alteration:
     chain, node = [work_id], work_id
-    log_tempo, pitch = 0.0, 0.0
+    log_tempo, pitch, hidden_in = 0.0, 0.0, []
     while previous[node] is not None:
         prev, pair = previous[node]
         tempo, shift = _transform(pair, target=node, source=prev)
         log_tempo += math.log(tempo)
         pitch += shift
+        if pair.evidence.signal == "stereo_difference":
+            hidden_in.append(pair.query_work_id)
         chain.append(prev)
         node = prev
     tempo_ratio = math.exp(log_tempo)
+    where = "".join(f"; in the stereo difference of work {w}" for w in reversed(hidden_in))
     return Alteration(
         work_id=work_id,
         relative_to=reference,
         tempo_ratio=tempo_ratio,
         pitch_shift_semitones=pitch,
         via=tuple(reversed(chain)),
-        description=describe_alteration(tempo_ratio, pitch),
+        description=describe_alteration(tempo_ratio, pitch) + where,
     )
 
 

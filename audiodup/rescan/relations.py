@@ -264,6 +264,10 @@ def _link(
                 "the two share an excerpt, but which came first is unknown: neither is called "
                 f"a copy of the other ({apart})"
             )
+    if pair.evidence.signal == "stereo_difference":
+        caveats.append(
+            f"found in the stereo difference of work {pair.query_work_id}, which its mix cancels"
+        )
     tempo, pitch = _transform(pair, derived)
     return Link(
         kind=kind,

@@ -47,7 +47,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from ..audio import load_audio, signal_audio
+from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, ClusterError
 from ..explain import render_explain
@@ -57,6 +57,7 @@ from ..report import decisions_csv
 from ..report_html import PICTURE_DPI
 from ..rescan.serialise import match_from_dict
 from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo, decisions_document, dumps
+from ..stereo import signal_audio
 from . import intake, sessions
 from . import review_pages as pages
 from .auth import require_scope
@@ -437,7 +438,7 @@ def _pair(request: Request, upload_id: int, work_id: int) -> ListeningPair:
     settings = request.app.state.engine.catalog.settings
     try:
         m = src.match
-        upload = signal_audio(load_audio(src.upload_path, settings), m.signal)
+        upload = signal_audio(load_audio(src.upload_path, settings), m.signal, settings)
         reference = load_audio(src.reference_path, settings)
         return listening_pair(
             upload.samples,
@@ -457,7 +458,7 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
     src = _sources(request, upload_id, work_id)
     settings = request.app.state.engine.catalog.settings
     try:
-        upload = signal_audio(load_audio(src.upload_path, settings), src.match.signal)
+        upload = signal_audio(load_audio(src.upload_path, settings), src.match.signal, settings)
         query = fingerprint_audio(upload, settings, query=True)
     except (AudiodupError, OSError) as exc:
         raise ApiError(409, "audio_unavailable", f"the upload cannot be read: {exc}") from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from ..report_html import _CSS, _badge, _e, _matches_table, _s
-from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo
+from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo, relation_text
 
 DECISION_TEXT = {"copy": "copy", "not_a_copy": "not a copy", "escalate": "escalate"}
 FLAGGED = ("duplicate", "suspect")
@@ -221,7 +221,7 @@ def _comparison(upload_id: int, m: Match, matches: Sequence[Match]) -> str:
     return (
         f'<section class="detail" id="compare"><h3>Against work {m.work_id}: '
         f"{_e(m.title or Path(m.path).name)}</h3>{others}"
-        f'<p class="evidence">{_e(m.relation.replace("same_", "same "))}{_e(_heard_in(m))}, '
+        f'<p class="evidence">{_e(relation_text(m, m.relation.replace("_", " ")))}, '
         "upload tempo "
         f"x{m.tempo_ratio:.3f} and pitch {m.pitch_shift_semitones:+.2f} st against the "
         f"reference; upload {_s(m.query_start_s)}–{_s(m.query_end_s)} s lines up with reference "
@@ -341,10 +341,3 @@ _REVIEW_CSS = """
 .decided-copy{background:#fde2e1;color:#a3201b}.decided-not_a_copy{background:#dff3e4;
 color:#1e6b34}.decided-escalate{background:#fff1cc;color:#7a5800}
 """
-
-
-def _heard_in(m: Match) -> str:
-    """Where in the upload the match was found, when it is not the mix screening hears."""
-    if m.signal == "stereo_difference":
-        return " in the upload's stereo difference (half the left channel minus the right)"
-    return ""
