@@ -485,8 +485,9 @@ def screen(
         typer.Option(
             "--stereo-difference",
             help="Also screen what a stereo upload's mix cancels (half the left channel minus "
-            "the right, where a copy can hide): auto, where it does not follow the mix (about "
-            "7 % of stereo music, at twice the CPU each); always; never.",
+            "the right, where a copy can hide): auto, the stretch where it does not follow the "
+            "mix (7 % of the tuning corpus's stereo tracks, 25 % of the held-out one's; "
+            "benchmarks/STEREO.md); always, all of it; never.",
         ),
     ] = StereoDifference.auto,
 ) -> None:

@@ -81,12 +81,11 @@ class Settings:
     # audio admission: a file is refused or not, its fingerprint does not change
     min_duration_s: float = 3.0
     silence_rms: float = 1e-4
-    # a stereo upload's difference (what its mix cancels) is screened too: "auto" where, over
-    # some window of difference_window_s, it is at least difference_min_level of the mix's RMS
-    # and its octave-band energies correlate with the mix's below difference_max_correlation
-    # (audiodup.stereo); "always" for every stereo upload, "never" for none. Measured
-    # (benchmarks/STEREO.md): "auto" screens 11 of the corpus's 161 stereo tracks twice and
-    # catches 16 of the 22 copies hidden under stereo music that screening the difference finds
+    # a stereo upload's difference (what its mix cancels) is screened too: "auto" from the
+    # first to the end of the last window of difference_window_s where it is at least
+    # difference_min_level of the mix's RMS (from 60 Hz up) and its octave-band energies
+    # correlate with the mix's below difference_max_correlation (audiodup.stereo); "always"
+    # all of it, for every stereo upload; "never" none. Measured in benchmarks/STEREO.md
     stereo_difference: Literal["auto", "always", "never"] = "auto"
     difference_window_s: float = 30.0
     difference_min_level: float = 0.1
