@@ -59,7 +59,7 @@ from .peakcheck import (
     reference_peaks,
 )
 from .quads import QuadVote, query_quads
-from .results import Match, Relation, Section, WorkInfo
+from .results import Match, Relation, Section, Signal, WorkInfo
 from .settings import Settings
 from .verdict import (
     HashCompetition,
@@ -1017,19 +1017,28 @@ def matches_from_looks(
     upload's screening, which stops there, reports."""
     if n_views is None:
         n_views = len(planned_views(looks[0].query, settings))
-    best: dict[int, Match] = {}
+    found = []
     for look in looks:
         for m in matches_from_evidence(look.evidence, look.query, settings, works):
             if (look.time_scale, look.start_s) != (1.0, 0.0):
                 m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
                 if m.false_match_probability > settings.suspect_max_fmp:
                     continue
-            held = best.get(m.work_id)
-            if held is None or (
-                m.false_match_probability < held.false_match_probability
-                and decide([held], settings) != "duplicate"
-            ):
-                best[m.work_id] = m
+            found.append(m)
+    return most_certain_per_work(found, settings)
+
+
+def most_certain_per_work(matches: Iterable[Match], settings: Settings) -> list[Match]:
+    """Per work, the most certain of ``matches`` (in the order they were found), except that
+    the first that makes the work a duplicate stays; most certain first."""
+    best: dict[int, Match] = {}
+    for m in matches:
+        held = best.get(m.work_id)
+        if held is None or (
+            m.false_match_probability < held.false_match_probability
+            and decide([held], settings) != "duplicate"
+        ):
+            best[m.work_id] = m
     return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
 
 
@@ -1133,19 +1142,15 @@ def with_stereo_difference(
     searches, so every probability is multiplied by 2; per work the more certain match (but
     a duplicate is kept, as :func:`matches_from_looks` keeps a look's), the difference's
     marked ``signal="stereo_difference"``; most certain first."""
-    best: dict[int, Match] = {}
-    for signal, matches in (("mix", mix), ("stereo_difference", difference)):
-        for m in matches:
-            fmp = min(1.0, 2 * m.false_match_probability)
-            m = replace(m, false_match_probability=fmp, score=score_from_probability(fmp))
-            m = replace(m, signal=signal)
-            held = best.get(m.work_id)
-            if held is None or (
-                m.false_match_probability < held.false_match_probability
-                and decide([held], settings) != "duplicate"
-            ):
-                best[m.work_id] = m
-    return sorted(best.values(), key=lambda m: (m.false_match_probability, -m.coverage_s))
+
+    def doubled(m: Match, signal: Signal) -> Match:
+        fmp = min(1.0, 2 * m.false_match_probability)
+        return replace(
+            m, false_match_probability=fmp, score=score_from_probability(fmp), signal=signal
+        )
+
+    both = [doubled(m, "mix") for m in mix] + [doubled(m, "stereo_difference") for m in difference]
+    return most_certain_per_work(both, settings)
 
 
 # -- matches from evidence -----------------------------------------------------------------------
