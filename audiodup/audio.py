@@ -60,7 +60,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -134,33 +134,27 @@ class Audio:
         return len(self.samples) / self.sample_rate_hz
 
 
-def difference_audio(audio: Audio, settings: Settings = DEFAULT_SETTINGS) -> Audio | None:
-    """``audio``'s stereo difference as audio of its own (as long, named the same), or None when
-    it has none or it is below ``settings.silence_rms``."""
-    difference = audio.difference
-    if difference is None or _rms(difference) < settings.silence_rms:
+def difference_audio(
+    audio: Audio, settings: Settings = DEFAULT_SETTINGS, span: tuple[float, float] | None = None
+) -> Audio | None:
+    """``audio``'s stereo difference as audio of its own (named the same; ``span``: only from
+    ``span[0]`` to ``span[1]`` seconds), or None when it has none or it is below
+    ``settings.silence_rms``."""
+    difference, rate = audio.difference, audio.sample_rate_hz
+    if difference is None:
+        return None
+    if span is not None:
+        difference = difference[int(round(span[0] * rate)) : int(round(span[1] * rate))]
+    if len(difference) == 0 or _rms(difference) < settings.silence_rms:
         return None
     return Audio(
         samples=difference,
-        sample_rate_hz=audio.sample_rate_hz,
-        source_duration_s=audio.source_duration_s,
+        sample_rate_hz=rate,
+        source_duration_s=audio.source_duration_s if span is None else len(difference) / rate,
         truncated=audio.truncated,
         sha256=_sha256_16bit(difference),
         title=audio.title,
         artist=audio.artist,
-    )
-
-
-def audio_excerpt(audio: Audio, start_s: float, end_s: float) -> Audio:
-    """``audio`` from ``start_s`` to ``end_s`` seconds (its ``difference`` left out)."""
-    rate = audio.sample_rate_hz
-    samples = audio.samples[int(round(start_s * rate)) : int(round(end_s * rate))]
-    return replace(
-        audio,
-        samples=samples,
-        source_duration_s=len(samples) / rate,
-        sha256=_sha256_16bit(samples),
-        difference=None,
     )
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio import Audio, audio_excerpt, difference_audio
+from .audio import Audio, difference_audio
 from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
@@ -249,17 +249,17 @@ def _difference_prints(audio: Audio, settings: Settings) -> tuple[UploadFingerpr
         raise ValueError(f"stereo_difference must be auto, always or never, not {mode!r}")
     if audio.difference is None or mode == "never":
         return None, 0.0
-    span = (0.0, audio.duration_s)
+    span = None
     if mode == "auto":
         span = standing_apart(audio.samples, audio.difference, audio.sample_rate_hz, settings)
         if span is None:
             return None, 0.0
-    difference = difference_audio(audio, settings)
+        if span == (0.0, audio.duration_s):
+            span = None  # all of it
+    difference = difference_audio(audio, settings, span)
     if difference is None:
         return None, 0.0
-    if span != (0.0, audio.duration_s):
-        difference = audio_excerpt(difference, *span)
-    return UploadFingerprints(difference, settings), span[0]
+    return UploadFingerprints(difference, settings), span[0] if span is not None else 0.0
 
 
 def _fingerprint(

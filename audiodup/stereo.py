@@ -47,7 +47,7 @@ def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.
     (an inaudible 12-Hz tone or an offset in the mix must not make the difference look quiet)."""
     from scipy import fft  # on first use, as peaks.py does; 3x numpy's FFT for 1102 points
 
-    n = int(round(_FRAME_S * sample_rate_hz))
+    n = _frame_samples(sample_rate_hz)
     frames = len(samples) // n
     if frames == 0:
         return np.zeros((0, 0)), np.zeros(0)
@@ -61,6 +61,11 @@ def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.
     ]
     bands = np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges if hi > lo], np.float64)
     return np.log(bands + _FLOOR), bands.sum(axis=0)
+
+
+def _frame_samples(sample_rate_hz: int) -> int:
+    """Samples of one 0.1-s frame (1102 at 11,025 Hz)."""
+    return int(round(_FRAME_S * sample_rate_hz))
 
 
 def envelope_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,7 +89,7 @@ def compare_stretches(
     mix_bands, mix_energy = _analysed(mix, sample_rate_hz)
     difference_bands, difference_energy = _analysed(difference, sample_rate_hz)
     frames = len(mix_energy)
-    frame_s = int(round(_FRAME_S * sample_rate_hz)) / sample_rate_hz  # 1102 samples at 11,025 Hz
+    frame_s = _frame_samples(sample_rate_hz) / sample_rate_hz
     width = max(1, int(round(window_s / frame_s)))
     starts = list(range(0, max(frames - width, 0) + 1, max(width // 2, 1))) if frames else []
     if starts and starts[-1] + width < frames:  # the last window ends with the upload

@@ -36,16 +36,11 @@ import soxr
 from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.stereo import difference_stands_apart
-from benchmarks.corpus import Corpus, Track, add_corpus_option, read_manifest
+from benchmarks.corpus import Corpus, Track, add_corpus_option, load_mono, read_manifest
 from benchmarks.runner import git_commit, machine_info
 
 RATE_HZ = 22050  # the attacks' rate: a typical upload's, resampled by screening
 MODES = ("never", "auto", "always")
-
-
-def _mono(track: Track) -> np.ndarray:
-    samples, rate = sf.read(track.path, dtype="float32", always_2d=True)
-    return soxr.resample(samples.mean(axis=1), rate, RATE_HZ)
 
 
 def _stereo(track: Track) -> np.ndarray:
@@ -88,7 +83,7 @@ def attack_plan(corpus: Corpus, n: int, seed: int = 2) -> list[dict]:
 def make_attack(corpus: Corpus, spec: dict) -> np.ndarray:
     tracks = corpus.by_id()
     other = _stereo(tracks[spec["other"]])
-    copy = _mono(tracks[spec["work"]])[10 * RATE_HZ :]
+    copy = load_mono(tracks[spec["work"]].path, RATE_HZ)[10 * RATE_HZ :]
     if spec["speed"] != 1.0:  # played faster: tempo and pitch together
         copy = soxr.resample(copy, RATE_HZ * spec["speed"], RATE_HZ)
     if spec["length"] == "40 s":
