@@ -930,12 +930,16 @@ class Look:
 
 def planned_views(query: Fingerprint, settings: Settings) -> list[tuple[float, float]]:
     """The ``(time_scale, hop_phase)`` of every further look screening may take at ``query``:
-    the other hop phases of a short upload, then the slowed and sped-up looks."""
+    the other hop phases of a short upload, then the slowed and sped-up looks, then those of
+    ``settings.half_hop_scales`` half a hop in (an upload under ``half_hop_max_s``)."""
     phases = []
     if query.duration_s < settings.short_query_max_s:
         n = settings.short_query_phases
         phases = [(1.0, k / n) for k in range(1, n)]
-    return phases + [(scale, 0.0) for scale in settings.query_view_scales]
+    plan = phases + [(scale, 0.0) for scale in settings.query_view_scales]
+    if query.duration_s < settings.half_hop_max_s:
+        plan += [(s, 0.5) for s in settings.half_hop_scales if (s, 0.5) not in plan]
+    return plan
 
 
 def gather_looks(

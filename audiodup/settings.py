@@ -108,6 +108,14 @@ class Settings:
     # than short_query_max_s is also looked at from 1/4, 2/4 and 3/4 of a hop in
     short_query_max_s: float = 9.0
     short_query_phases: int = 4
+    # a weak copy's few surviving peaks also depend on where the frames fall: an upload shorter
+    # than half_hop_max_s is looked at half a hop in too, as it is and at each of
+    # half_hop_scales, after the other looks. Measured (benchmarks/SCALING.md, session 42):
+    # hard copies 608 -> 611 of 616 at 113 works, 602 -> 604 at 10^5, held-out 500 -> 503 of
+    # 517, no negative flagged; a clean clip's search CPU x1.5 (113 works) to x1.7 (10^5). A
+    # longer upload holds more of a copy's patterns, and every clean full track would pay it
+    half_hop_max_s: float = 150.0
+    half_hop_scales: tuple[float, ...] = (1.0, 2.0)
     query_segment_hop_s: float = 1.0
     # the look as it is also aligns each chroma candidate over the whole tempo range (not only
     # around the scale its best segment matched at), so a reverberated or spliced copy's guided
@@ -301,7 +309,11 @@ class Settings:
         slowed / sped-up look, no other frame phases), its chroma aligned only around its
         candidates' scales: ``audiodup screen --quick``."""
         return replace(
-            self, query_view_scales=(), short_query_phases=1, chroma_sweep_all_tempos=False
+            self,
+            query_view_scales=(),
+            short_query_phases=1,
+            half_hop_scales=(),
+            chroma_sweep_all_tempos=False,
         )
 
     def with_hit_budget(self, hits: int | None) -> Settings:
