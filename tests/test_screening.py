@@ -173,7 +173,8 @@ def test_chance_stays_below_duplicate_when_every_swept_alignment_leads_checks(
     Each swept alignment is given a finding of its work 6.5 % off in tempo, beyond that
     finding's check (a SoundTouch copy's finding at 1.875 against 2.0): the three most similar
     then lead checks of their own, the re-arrangement's own work among them, and none reaches
-    duplicate after paying for every work. Nor does any look of the screening itself."""
+    duplicate after paying for every work. Nor does any look of the screening itself, the
+    looks half a hop in included."""
     from audiodup.peakcheck import confirms_recording
     from audiodup.verdict import combine_peaks_and_chroma
 
@@ -212,6 +213,8 @@ def test_chance_stays_below_duplicate_when_every_swept_alignment_leads_checks(
         return screening.gather_evidence(seen, indexes, s, catalog, **options)
 
     looks = screening.look_again(query, gather, s, catalog, view, every_look=True)
+    plan = screening.planned_views(query, s)
+    assert (1.0, 0.5) in plan and (2.0, 0.5) in plan and len(looks) == 1 + len(plan)
     assert decide(screening.matches_from_looks(looks, s, catalog), s) != "duplicate"
 
 

@@ -22,8 +22,9 @@ RESULTS_FILE = "rescan.sqlite"
 # results of 1 (against the whole catalog, one look) missed hard copies, so they are screened again
 # 3: every further look taken, a duplicate found or not (2 stopped at the first duplicate and
 # missed the original of two 2x copies that found each other first); 4: a work read from its
-# file is screened in its stereo difference too (3 missed a copy hidden there)
-RESULT_FORMAT = "4"
+# file is screened in its stereo difference too (3 missed a copy hidden there); 5: a work
+# shorter than half_hop_max_s also takes the looks half a hop in (4 missed weak copies they find)
+RESULT_FORMAT = "5"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
