@@ -68,24 +68,32 @@ def explain(
 
 
 def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
-    """The upload's query fingerprint that shows more of work ``work_id``: its mix's, or that of
-    its whole stereo difference when it has one (:mod:`audiodup.stereo`; whether screening
-    looked there or not) and more patterns line up in it; with the words that say which
-    (None: the mix)."""
+    """The upload's query fingerprint that shows the most of work ``work_id``: its mix's; the
+    mix analysed half a hop in, when screening looks there (an upload shorter than
+    ``half_hop_max_s``: a weak copy's patterns depend on where the frames fall); or that of its
+    whole stereo difference when it has one (:mod:`audiodup.stereo`; whether screening looked
+    there or not). The first of them wins a tie. With the words that say which (None: the
+    mix)."""
     settings = catalog.settings
-    mix = fingerprint_audio(audio, settings, query=True)
+    options: list[tuple[Fingerprint, str | None]] = [
+        (fingerprint_audio(audio, settings, query=True), None)
+    ]
+    if audio.duration_s < settings.half_hop_max_s and 1.0 in settings.half_hop_scales:
+        half_hop = fingerprint_audio(audio, settings, query=True, hop_phase=0.5)
+        options.append((half_hop, "analysed from half a hop in"))
     difference = difference_audio(audio, settings)
-    if difference is None:
-        return mix, None
-    whole = fingerprint_audio(difference, settings, query=True)
+    if difference is not None:
+        whole = fingerprint_audio(difference, settings, query=True)
+        options.append((whole, "its stereo difference"))
+    if len(options) == 1:
+        return options[0]
 
     def patterns(query: Fingerprint) -> int:
         hashed, _ = catalog.work_evidence(query, work_id)
         return hashed.main_inliers if hashed is not None else 0
 
-    if patterns(whole) > patterns(mix):
-        return whole, "its stereo difference"
-    return mix, None
+    counts = [patterns(query) for query, _ in options]
+    return options[counts.index(max(counts))]
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

@@ -251,3 +251,28 @@ def test_a_sampled_catalogs_picture_shows_every_hit_of_the_work(
     assert sample is None or sample.votes < whole.votes  # what the picture drew before
     assert counts(shown) == counts(verified) == counts(whole)
     assert shown.tempo_ratio == pytest.approx(0.8, abs=0.01)
+
+
+def test_a_copy_found_half_a_hop_in_is_drawn_from_there(
+    catalog: Catalog, work_ids: dict[str, int], tmp_path: Path
+) -> None:
+    """20 s of work_05 under other music 1.4 times as loud: screening finds it on the look half
+    a hop in (`tests/test_screening.py`), where 23 patterns line up against 10 as it is; the
+    picture is drawn from that analysis, says so, and shows the hashes the verdict counted."""
+    import soundfile as sf
+
+    s = catalog.settings
+    rate = s.sample_rate_hz
+    catalog_dir = UPLOADS.parent / "catalog"
+    work = load_audio(catalog_dir / "work_05.ogg", s).samples[5 * rate : 25 * rate]
+    other = load_audio(UPLOADS / "unrelated_b.ogg", s).samples[: len(work)]
+    mix = work / np.sqrt(np.mean(work**2)) + 1.4 * other / np.sqrt(np.mean(other**2))
+    path = tmp_path / "weak.wav"
+    sf.write(path, (0.5 * mix / np.abs(mix).max()).astype(np.float32), rate)
+    verdict = catalog.screen(path)
+    assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == work_ids["work_05"]
+    as_is, _ = catalog.work_evidence(query_of(catalog, path), work_ids["work_05"])
+    assert as_is.main_inliers < verdict.matches[0].matched_hashes
+    text = explain(catalog, path, work_ids["work_05"], tmp_path / "why.svg").read_text()
+    assert "analysed from half a hop in" in text
+    assert f"{verdict.matches[0].matched_hashes} matched hashes" in text
