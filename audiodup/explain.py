@@ -31,6 +31,7 @@ from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
 from .results import shown_text
+from .settings import Settings
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -68,32 +69,55 @@ def explain(
 
 
 def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
-    """The upload's query fingerprint that shows the most of work ``work_id``: its mix's; the
-    mix analysed half a hop in, when screening looks there (an upload shorter than
-    ``half_hop_max_s``: a weak copy's patterns depend on where the frames fall); or that of its
-    whole stereo difference when it has one (:mod:`audiodup.stereo`; whether screening looked
-    there or not). The first of them wins a tie. With the words that say which (None: the
-    mix)."""
+    """The upload's query fingerprint that shows the most of work ``work_id``: its mix's
+    (:func:`drawn_queries`), or that of its whole stereo difference when it has one
+    (:mod:`audiodup.stereo`; whether screening looked there or not); with the words that say
+    which (None: the mix as it is)."""
     settings = catalog.settings
-    options: list[tuple[Fingerprint, str | None]] = [
-        (fingerprint_audio(audio, settings, query=True), None)
-    ]
-    if audio.duration_s < settings.half_hop_max_s and 1.0 in settings.half_hop_scales:
-        half_hop = fingerprint_audio(audio, settings, query=True, hop_phase=0.5)
-        options.append((half_hop, "analysed from half a hop in"))
+    drawn = drawn_queries(audio, settings)
     difference = difference_audio(audio, settings)
     if difference is not None:
         whole = fingerprint_audio(difference, settings, query=True)
-        options.append((whole, "its stereo difference"))
-    if len(options) == 1:
-        return options[0]
+        drawn.append((whole, "its stereo difference"))
+    return most_patterns(catalog, drawn, work_id)
 
-    def patterns(query: Fingerprint) -> int:
-        hashed, _ = catalog.work_evidence(query, work_id)
-        return hashed.main_inliers if hashed is not None else 0
 
-    counts = [patterns(query) for query, _ in options]
-    return options[counts.index(max(counts))]
+def drawn_query(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
+    """The query fingerprint of ``audio`` to draw its evidence of work ``work_id`` from
+    (:func:`most_patterns` of :func:`drawn_queries`), with the words that say which (None: as
+    it is)."""
+    return most_patterns(catalog, drawn_queries(audio, catalog.settings), work_id)
+
+
+def drawn_queries(audio: Audio, settings: Settings) -> list[tuple[Fingerprint, str | None]]:
+    """``audio``'s query fingerprint as it is, and analysed from half a hop in when screening
+    looks there too (shorter than ``half_hop_max_s``: a weak copy's patterns depend on where
+    the frames fall), each with the words that say which (None: as it is)."""
+    drawn = [(fingerprint_audio(audio, settings, query=True), None)]
+    if audio.duration_s < settings.half_hop_max_s and 1.0 in settings.half_hop_scales:
+        drawn.append((fingerprint_audio(audio, settings, query=True, hop_phase=0.5), HALF_HOP))
+    return drawn
+
+
+def most_patterns(
+    catalog: Catalog, drawn: list[tuple[Fingerprint, str | None]], work_id: int
+) -> tuple[Fingerprint, str | None]:
+    """The first of ``drawn`` on whose main hash line the most of work ``work_id``'s patterns
+    lie (the only one, or the first when there is no such work: :func:`render_explain` says
+    so, without a look at the work)."""
+    if len(drawn) == 1 or catalog.work(work_id) is None:
+        return drawn[0]
+    counts = [_patterns(catalog, query, work_id) for query, _ in drawn]
+    return drawn[counts.index(max(counts))]
+
+
+HALF_HOP = "analysed from half a hop in"
+
+
+def _patterns(catalog: Catalog, query: Fingerprint, work_id: int) -> int:
+    """The patterns on the main hash line of ``query`` against work ``work_id``."""
+    hashed, _ = catalog.work_evidence(query, work_id)
+    return hashed.main_inliers if hashed is not None else 0
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

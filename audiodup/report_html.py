@@ -28,7 +28,7 @@ import soxr
 from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudiodupError
-from .explain import render_explain
+from .explain import drawn_query, render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import (
@@ -190,11 +190,12 @@ def _screen_detail(
         try:
             decoded = load_audio(file, catalog.settings)
             audio = signal_audio(decoded, top.signal, catalog.settings)
-            query = fingerprint_audio(audio, catalog.settings, query=True)
+            query, how = drawn_query(catalog, audio, top.work_id)
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
-            parts.append(_picture(catalog, query, top.work_id, Path(verdict.path).name))
+            name = Path(verdict.path).name
+            parts.append(_picture(catalog, query, top.work_id, f"{name} ({how})" if how else name))
         parts.append(_listen(file, _work_file(catalog, top.work_id, top.path), top, snippet_s))
     parts.append("</section>")
     return "\n".join(parts)

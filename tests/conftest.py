@@ -141,3 +141,16 @@ def chord_cover(audio, sr: int):
         loud = np.interp(t, frames, chroma[k]) ** 2
         out += loud * np.sin(2 * np.pi * 261.63 * 2 ** (k / 12) * t)
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+def weak_copy(settings):
+    """20 s of work_05 (from 5 s in) under other music 1.4 times as loud, at the analysis rate:
+    a copy few of whose peaks survive, `suspect` as it is and 2x slower and faster and a
+    duplicate on the look half a hop in (``tests/test_screening.py``)."""
+    import numpy as np
+
+    rate = settings.sample_rate_hz
+    work = load_audio(CATALOG_DIR / "work_05.ogg", settings).samples[5 * rate : 25 * rate]
+    other = load_audio(UPLOADS_DIR / "unrelated_b.ogg", settings).samples[: len(work)]
+    mix = work / np.sqrt(np.mean(work**2)) + 1.4 * other / np.sqrt(np.mean(other**2))
+    return (0.5 * mix / np.abs(mix).max()).astype(np.float32)

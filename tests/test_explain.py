@@ -11,6 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from cli_runner import run_main
+from conftest import weak_copy
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
@@ -261,14 +262,8 @@ def test_a_copy_found_half_a_hop_in_is_drawn_from_there(
     picture is drawn from that analysis, says so, and shows the hashes the verdict counted."""
     import soundfile as sf
 
-    s = catalog.settings
-    rate = s.sample_rate_hz
-    catalog_dir = UPLOADS.parent / "catalog"
-    work = load_audio(catalog_dir / "work_05.ogg", s).samples[5 * rate : 25 * rate]
-    other = load_audio(UPLOADS / "unrelated_b.ogg", s).samples[: len(work)]
-    mix = work / np.sqrt(np.mean(work**2)) + 1.4 * other / np.sqrt(np.mean(other**2))
     path = tmp_path / "weak.wav"
-    sf.write(path, (0.5 * mix / np.abs(mix).max()).astype(np.float32), rate)
+    sf.write(path, weak_copy(catalog.settings), catalog.settings.sample_rate_hz)
     verdict = catalog.screen(path)
     assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == work_ids["work_05"]
     as_is, _ = catalog.work_evidence(query_of(catalog, path), work_ids["work_05"])
@@ -276,3 +271,51 @@ def test_a_copy_found_half_a_hop_in_is_drawn_from_there(
     text = explain(catalog, path, work_ids["work_05"], tmp_path / "why.svg").read_text()
     assert "analysed from half a hop in" in text
     assert f"{verdict.matches[0].matched_hashes} matched hashes" in text
+
+
+def test_the_review_page_draws_a_copy_found_half_a_hop_in_from_there(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fastapi")
+    import shutil
+
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    from audiodup.service import review
+    from audiodup.service.app import create_app
+    from audiodup.service.auth import KeyFile
+    from audiodup.service.config import ServiceConfig
+    from audiodup.settings import DEFAULT_SETTINGS
+
+    drawn = []
+
+    def recorded(catalog, query, work_id, **options):
+        hashed, _ = catalog.work_evidence(query, work_id)
+        drawn.append((options["upload_name"], hashed.main_inliers))
+        return render_explain(catalog, query, work_id, **options)
+
+    monkeypatch.setattr(review, "render_explain", recorded)
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    path = tmp_path / "weak.wav"
+    config = ServiceConfig(db=root)
+    sf.write(path, weak_copy(DEFAULT_SETTINGS), DEFAULT_SETTINGS.sample_rate_hz)
+    keys = KeyFile(config.keys_path)
+    screen_key, review_key = keys.create("ingest", ["screen"]), keys.create("rita", ["review"])
+    with TestClient(create_app(config)) as client:
+        with open(path, "rb") as handle:
+            answer = client.post(
+                "/v1/uploads",
+                files={"file": ("weak.wav", handle, "audio/wav")},
+                headers={"Authorization": f"Bearer {screen_key}"},
+            )
+        assert answer.status_code == 201, answer.text
+        top = answer.json()["upload"]["screen"]["matches"][0]
+        upload_id, work_id = answer.json()["upload"]["upload_id"], top["work_id"]
+        client.post("/review/login", data={"key": review_key}, follow_redirects=False)
+        picture = client.get(
+            f"/review/uploads/{upload_id}/explain.png", params={"work_id": work_id}
+        )
+        assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
+    assert drawn == [("weak.wav (analysed from half a hop in)", top["matched_hashes"])]

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from cli_runner import run_main
+from conftest import weak_copy
 from rescan_fixtures import EXPECTED_CLUSTERS, write_metadata, write_planted_audio
 from scipy.signal import correlate
 
@@ -320,3 +321,17 @@ def test_pair_evidence_is_shown_from_the_altered_members_side(rescan_report) -> 
             heading = text.index(f"<h4>work {a.work_id} relative to work {a.relative_to}:")
             line = text[heading : text.index("</p>", heading)]
             assert f"tempo x{a.tempo_ratio:.3f}" in line
+
+
+def test_a_copy_found_half_a_hop_in_is_pictured_from_there(catalog: Catalog, tmp_path) -> None:
+    """The report's picture of a copy found on the look half a hop in is drawn from that
+    analysis, and its caption says so."""
+    path = tmp_path / "weak.wav"
+    sf.write(path, weak_copy(catalog.settings), catalog.settings.sample_rate_hz)
+    verdicts = catalog.screen_many([path])
+    assert verdicts[0].verdict == "duplicate"
+    out = tmp_path / "report.html"
+    write_screen_report(verdicts, out, catalog)
+    assert "matched hashes and aligned chroma of weak.wav (analysed from half a hop in)" in (
+        out.read_text()
+    )

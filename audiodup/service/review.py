@@ -50,8 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, ClusterError
-from ..explain import render_explain
-from ..fingerprint import fingerprint_audio
+from ..explain import drawn_queries, most_patterns, render_explain
 from ..listen import ListeningPair, listening_pair, wav_bytes
 from ..report import decisions_csv
 from ..report_html import PICTURE_DPI
@@ -459,14 +458,14 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
     settings = request.app.state.engine.catalog.settings
     try:
         upload = signal_audio(load_audio(src.upload_path, settings), src.match.signal, settings)
-        query = fingerprint_audio(upload, settings, query=True)
+        drawn = drawn_queries(upload, settings)
     except (AudiodupError, OSError) as exc:
         raise ApiError(409, "audio_unavailable", f"the upload cannot be read: {exc}") from None
     with _catalog(request) as catalog:
         try:
-            return render_explain(
-                catalog, query, work_id, upload_name=src.upload_name, dpi=PICTURE_DPI
-            )
+            query, how = most_patterns(catalog, drawn, work_id)
+            name = f"{src.upload_name} ({how})" if how else src.upload_name
+            return render_explain(catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI)
         except (ClusterError, CatalogError) as exc:  # the cluster or the catalog failed, not
             raise engine_error(exc) from None  # the picture (the catalog's text: to the log)
         except AudiodupError as exc:
