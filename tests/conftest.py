@@ -3,6 +3,7 @@ works built once per session (plus private copies for tests that change or damag
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -154,3 +155,30 @@ def weak_copy(settings):
     other = load_audio(UPLOADS_DIR / "unrelated_b.ogg", settings).samples[: len(work)]
     mix = work / np.sqrt(np.mean(work**2)) + 1.4 * other / np.sqrt(np.mean(other**2))
     return (0.5 * mix / np.abs(mix).max()).astype(np.float32)
+
+
+@contextlib.contextmanager
+def reviewed_upload(catalog_dir: Path, folder: Path, upload: Path, name: str):
+    """A service on a copy of ``catalog_dir`` (in ``folder``) that has recorded ``upload`` as
+    ``name``, a reviewer signed in: ``(client, the upload's JSON)``."""
+    from fastapi.testclient import TestClient
+
+    from audiodup.service.app import create_app
+    from audiodup.service.auth import KeyFile
+    from audiodup.service.config import ServiceConfig
+
+    root = folder / "catalog"
+    shutil.copytree(catalog_dir, root)
+    config = ServiceConfig(db=root)
+    keys = KeyFile(config.keys_path)
+    screen_key, review_key = keys.create("ingest", ["screen"]), keys.create("rita", ["review"])
+    with TestClient(create_app(config)) as client:
+        with open(upload, "rb") as handle:
+            answer = client.post(
+                "/v1/uploads",
+                files={"file": (name, handle, "audio/wav")},
+                headers={"Authorization": f"Bearer {screen_key}"},
+            )
+        assert answer.status_code == 201, answer.text
+        client.post("/review/login", data={"key": review_key}, follow_redirects=False)
+        yield client, answer.json()["upload"]

@@ -11,7 +11,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 from cli_runner import run_main
-from conftest import weak_copy
+from conftest import reviewed_upload, weak_copy
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
@@ -277,15 +277,9 @@ def test_the_review_page_draws_a_copy_found_half_a_hop_in_from_there(
     pristine_catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("fastapi")
-    import shutil
-
     import soundfile as sf
-    from fastapi.testclient import TestClient
 
     from audiodup.service import review
-    from audiodup.service.app import create_app
-    from audiodup.service.auth import KeyFile
-    from audiodup.service.config import ServiceConfig
     from audiodup.settings import DEFAULT_SETTINGS
 
     drawn = []
@@ -296,26 +290,13 @@ def test_the_review_page_draws_a_copy_found_half_a_hop_in_from_there(
         return render_explain(catalog, query, work_id, **options)
 
     monkeypatch.setattr(review, "render_explain", recorded)
-    root = tmp_path / "catalog"
-    shutil.copytree(pristine_catalog_dir, root)
     path = tmp_path / "weak.wav"
-    config = ServiceConfig(db=root)
     sf.write(path, weak_copy(DEFAULT_SETTINGS), DEFAULT_SETTINGS.sample_rate_hz)
-    keys = KeyFile(config.keys_path)
-    screen_key, review_key = keys.create("ingest", ["screen"]), keys.create("rita", ["review"])
-    with TestClient(create_app(config)) as client:
-        with open(path, "rb") as handle:
-            answer = client.post(
-                "/v1/uploads",
-                files={"file": ("weak.wav", handle, "audio/wav")},
-                headers={"Authorization": f"Bearer {screen_key}"},
-            )
-        assert answer.status_code == 201, answer.text
-        top = answer.json()["upload"]["screen"]["matches"][0]
-        upload_id, work_id = answer.json()["upload"]["upload_id"], top["work_id"]
-        client.post("/review/login", data={"key": review_key}, follow_redirects=False)
+    with reviewed_upload(pristine_catalog_dir, tmp_path, path, "weak.wav") as (client, upload):
+        top = upload["screen"]["matches"][0]
         picture = client.get(
-            f"/review/uploads/{upload_id}/explain.png", params={"work_id": work_id}
+            f"/review/uploads/{upload['upload_id']}/explain.png",
+            params={"work_id": top["work_id"]},
         )
         assert picture.status_code == 200 and picture.content.startswith(b"\x89PNG")
     assert drawn == [("weak.wav (analysed from half a hop in)", top["matched_hashes"])]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import CATALOG_DIR, UPLOADS_DIR
+from conftest import CATALOG_DIR, UPLOADS_DIR, reviewed_upload
 from typer.testing import CliRunner
 
 from audiodup import Catalog
@@ -397,29 +397,11 @@ def test_explain_and_the_report_take_the_difference(catalog, work_ids, uploads, 
 
 def test_the_review_page_plays_and_draws_the_difference(pristine_catalog_dir, uploads, tmp_path):
     pytest.importorskip("fastapi")
-    from fastapi.testclient import TestClient
-
-    from audiodup.service.app import create_app
-    from audiodup.service.auth import KeyFile
-    from audiodup.service.config import ServiceConfig
-
-    root = tmp_path / "catalog"
-    shutil.copytree(pristine_catalog_dir, root)
-    config = ServiceConfig(db=root)
-    keys = KeyFile(config.keys_path)
-    screen_key, review_key = keys.create("ingest", ["screen"]), keys.create("rita", ["review"])
-    with TestClient(create_app(config)) as client:
-        with open(uploads["hidden"], "rb") as handle:
-            answer = client.post(
-                "/v1/uploads",
-                files={"file": ("hidden.wav", handle, "audio/wav")},
-                headers={"Authorization": f"Bearer {screen_key}"},
-            )
-        assert answer.status_code == 201, answer.text
-        top = answer.json()["upload"]["screen"]["matches"][0]
+    hidden = uploads["hidden"]
+    with reviewed_upload(pristine_catalog_dir, tmp_path, hidden, "hidden.wav") as (client, upload):
+        top = upload["screen"]["matches"][0]
         assert top["signal"] == "stereo_difference"
-        upload_id, work_id = answer.json()["upload"]["upload_id"], top["work_id"]
-        client.post("/review/login", data={"key": review_key}, follow_redirects=False)
+        upload_id, work_id = upload["upload_id"], top["work_id"]
         page = client.get(f"/review/uploads/{upload_id}").text
         assert "same recording in the stereo difference" in page
         picture = client.get(
