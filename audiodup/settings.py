@@ -112,8 +112,8 @@ class Settings:
     # than half_hop_max_s is looked at half a hop in too, as it is and at each of
     # half_hop_scales, after the other looks. Measured (benchmarks/SCALING.md, session 42):
     # hard copies 608 -> 611 of 616 at 113 works, 602 -> 604 at 10^5, held-out 500 -> 503 of
-    # 517, no negative flagged; a clean clip's search CPU x1.5 (113 works) to x1.7 (10^5). A
-    # longer upload holds more of a copy's patterns, and every clean full track would pay it
+    # 517, no negative flagged; a clean clip's search CPU x1.5 (113 works) to x1.7 (10^5).
+    # Longer uploads would pay x2 for 10 instead of 8 of 24 weak 40-s copies inside 4 minutes
     half_hop_max_s: float = 150.0
     half_hop_scales: tuple[float, ...] = (1.0, 2.0)
     query_segment_hop_s: float = 1.0
