@@ -62,17 +62,16 @@ def explain(
         raise type(exc)(f"{upload}: {exc}") from None
     except OSError as exc:  # a name too long, a folder that cannot be entered
         raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
-    query, name = _query_for(catalog, audio, work_id)
+    query, name, evidence = _query_for(catalog, audio, work_id)
     shown = f"{upload.name} ({name})" if name else upload.name
-    data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=shown)
+    data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=shown, evidence=evidence)
     return write_atomically(out, data)
 
 
-def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
+def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
     """The upload's query fingerprint that shows the most of work ``work_id``: its mix's
     (:func:`drawn_queries`), or that of its whole stereo difference when it has one
-    (:mod:`audiodup.stereo`; whether screening looked there or not); with the words that say
-    which (None: the mix as it is)."""
+    (:mod:`audiodup.stereo`; whether screening looked there or not) (:func:`most_patterns`)."""
     settings = catalog.settings
     drawn = drawn_queries(audio, settings)
     difference = difference_audio(audio, settings)
@@ -82,10 +81,9 @@ def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprin
     return most_patterns(catalog, drawn, work_id)
 
 
-def drawn_query(catalog: Catalog, audio: Audio, work_id: int) -> tuple[Fingerprint, str | None]:
-    """The query fingerprint of ``audio`` to draw its evidence of work ``work_id`` from
-    (:func:`most_patterns` of :func:`drawn_queries`), with the words that say which (None: as
-    it is)."""
+def drawn_query(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
+    """The query fingerprint of ``audio`` to draw its evidence of work ``work_id`` from:
+    :func:`most_patterns` of :func:`drawn_queries`."""
     return most_patterns(catalog, drawn_queries(audio, catalog.settings), work_id)
 
 
@@ -99,25 +97,26 @@ def drawn_queries(audio: Audio, settings: Settings) -> list[tuple[Fingerprint, s
     return drawn
 
 
+# a query fingerprint to draw, the words that say which (None: the upload's mix as it is) and
+# its evidence of the work when it was compared (Catalog.work_evidence), for render_explain
+Drawn = tuple[Fingerprint, str | None, tuple | None]
+
+
 def most_patterns(
     catalog: Catalog, drawn: list[tuple[Fingerprint, str | None]], work_id: int
-) -> tuple[Fingerprint, str | None]:
+) -> Drawn:
     """The first of ``drawn`` on whose main hash line the most of work ``work_id``'s patterns
-    lie (the only one, or the first when there is no such work: :func:`render_explain` says
-    so, without a look at the work)."""
+    lie, with its evidence (the only one, or the first when there is no such work:
+    :func:`render_explain` says so, without a look at the work and without evidence)."""
     if len(drawn) == 1 or catalog.work(work_id) is None:
-        return drawn[0]
-    counts = [_patterns(catalog, query, work_id) for query, _ in drawn]
-    return drawn[counts.index(max(counts))]
+        return (*drawn[0], None)
+    evidence = [catalog.work_evidence(query, work_id) for query, _ in drawn]
+    counts = [hashed.main_inliers if hashed is not None else 0 for hashed, _ in evidence]
+    best = counts.index(max(counts))
+    return (*drawn[best], evidence[best])
 
 
 HALF_HOP = "analysed from half a hop in"
-
-
-def _patterns(catalog: Catalog, query: Fingerprint, work_id: int) -> int:
-    """The patterns on the main hash line of ``query`` against work ``work_id``."""
-    hashed, _ = catalog.work_evidence(query, work_id)
-    return hashed.main_inliers if hashed is not None else 0
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:
@@ -137,12 +136,14 @@ def render_explain(
     fmt: str = "png",
     upload_name: str = "upload",
     dpi: int = 90,
+    evidence: tuple | None = None,
 ) -> bytes:
-    """The picture as PNG or SVG bytes for a query fingerprint (``query=True`` recipe)."""
+    """The picture as PNG or SVG bytes for a query fingerprint (``query=True`` recipe);
+    ``evidence``: ``catalog.work_evidence(query, work_id)`` when the caller has it."""
     work = catalog.work(work_id)
     if work is None:
         raise WorkNotFoundError(f"no work {work_id} in the catalog")
-    hashed, chroma = catalog.work_evidence(query, work_id)
+    hashed, chroma = evidence or catalog.work_evidence(query, work_id)
     reference = catalog.fingerprint(work_id)
     figure = explain_figure(
         query,

@@ -190,12 +190,13 @@ def _screen_detail(
         try:
             decoded = load_audio(file, catalog.settings)
             audio = signal_audio(decoded, top.signal, catalog.settings)
-            query, how = drawn_query(catalog, audio, top.work_id)
+            query, how, evidence = drawn_query(catalog, audio, top.work_id)
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
             name = Path(verdict.path).name
-            parts.append(_picture(catalog, query, top.work_id, f"{name} ({how})" if how else name))
+            shown = f"{name} ({how})" if how else name
+            parts.append(_picture(catalog, query, top.work_id, shown, evidence))
         parts.append(_listen(file, _work_file(catalog, top.work_id, top.path), top, snippet_s))
     parts.append("</section>")
     return "\n".join(parts)
@@ -858,9 +859,13 @@ def _owner(m: Match) -> str:
     return f"{_e(who)}{ids}{why}"
 
 
-def _picture(catalog: Catalog, query: Fingerprint, work_id: int, name: str) -> str:
+def _picture(
+    catalog: Catalog, query: Fingerprint, work_id: int, name: str, evidence: tuple | None = None
+) -> str:
     try:
-        png = render_explain(catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI)
+        png = render_explain(
+            catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI, evidence=evidence
+        )
     except AudiodupError as exc:
         return f'<p class="muted">No picture: {_e(str(exc))}</p>'
     except Exception as exc:  # noqa: BLE001 - one upload's picture must not cost the whole report

@@ -463,9 +463,11 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
         raise ApiError(409, "audio_unavailable", f"the upload cannot be read: {exc}") from None
     with _catalog(request) as catalog:
         try:
-            query, how = most_patterns(catalog, drawn, work_id)
+            query, how, evidence = most_patterns(catalog, drawn, work_id)
             name = f"{src.upload_name} ({how})" if how else src.upload_name
-            return render_explain(catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI)
+            return render_explain(
+                catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI, evidence=evidence
+            )
         except (ClusterError, CatalogError) as exc:  # the cluster or the catalog failed, not
             raise engine_error(exc) from None  # the picture (the catalog's text: to the log)
         except AudiodupError as exc:
