@@ -31,6 +31,7 @@ from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
 from .results import shown_text
+from .screening import View, planned_views
 from .settings import Settings
 
 FORMATS = ("png", "svg")
@@ -88,13 +89,35 @@ def drawn_query(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
 
 
 def drawn_queries(audio: Audio, settings: Settings) -> list[tuple[Fingerprint, str | None]]:
-    """``audio``'s query fingerprint as it is, and analysed from half a hop in when screening
-    looks there too (shorter than ``half_hop_max_s``: a weak copy's patterns depend on where
-    the frames fall), each with the words that say which (None: as it is)."""
-    drawn = [(fingerprint_audio(audio, settings, query=True), None)]
-    if audio.duration_s < settings.half_hop_max_s and 1.0 in settings.half_hop_scales:
-        drawn.append((fingerprint_audio(audio, settings, query=True, hop_phase=0.5), HALF_HOP))
+    """:func:`drawn_views` of ``audio``'s query fingerprint."""
+
+    def view(time_scale: float, hop_phase: float) -> Fingerprint:
+        return fingerprint_audio(
+            audio, settings, query=True, time_scale=time_scale, hop_phase=hop_phase
+        )
+
+    return drawn_views(fingerprint_audio(audio, settings, query=True), view, settings)
+
+
+def drawn_views(
+    query: Fingerprint, view: View | None, settings: Settings
+) -> list[tuple[Fingerprint, str | None]]:
+    """A query fingerprint as it is, and analysed from each other frame phase that screening
+    looks at it in too (:func:`audiodup.screening.planned_views`: half a hop in under
+    ``half_hop_max_s``, quarters of a hop under ``short_query_max_s``; a weak copy's patterns
+    depend on where the frames fall; ``view`` makes those fingerprints, None: no audio to
+    analyse again), each with the words that say which (None: as it is)."""
+    drawn = [(query, None)]
+    if view is not None:
+        plan = planned_views(query, settings)
+        phases = [phase for scale, phase in plan if scale == 1.0 and phase > 0.0]
+        drawn += [(view(1.0, phase), _analysed_from(phase)) for phase in phases]
     return drawn
+
+
+def _analysed_from(hop_phase: float) -> str:
+    words = {0.25: "a quarter of a hop", 0.5: "half a hop", 0.75: "three quarters of a hop"}
+    return f"analysed from {words.get(hop_phase, f'{hop_phase:g} of a hop')} in"
 
 
 # a query fingerprint to draw, the words that say which (None: the upload's mix as it is) and
@@ -114,9 +137,6 @@ def most_patterns(
     counts = [hashed.main_inliers if hashed is not None else 0 for hashed, _ in evidence]
     best = counts.index(max(counts))
     return (*drawn[best], evidence[best])
-
-
-HALF_HOP = "analysed from half a hop in"
 
 
 def default_picture_path(upload: str | Path, work_id: int) -> Path:

@@ -28,7 +28,7 @@ import soxr
 from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudiodupError
-from .explain import drawn_query, render_explain
+from .explain import drawn_query, drawn_views, most_patterns, render_explain
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import (
@@ -360,7 +360,7 @@ def rescan_html(
         body.append("</ul>")
     if report.clusters:
         body.append("<h2>Cluster details</h2>")
-    queries: dict[int, Fingerprint | None] = {}
+    queries: dict[tuple[int, str], list[tuple[Fingerprint, str | None]] | None] = {}
     budget = [max_pictures]
     for cluster in report.clusters[:max_details]:
         body.append(_cluster_detail(cluster, report, catalog, snippet_s, queries, budget))
@@ -633,22 +633,24 @@ def _work_file(catalog: Catalog | None, work_id: int, shown: str) -> str:
     return (catalog.store.work_file(work_id) if catalog is not None else None) or shown
 
 
-def _work_fingerprint(
+def _work_drawn(
     catalog: Catalog, work_id: int, cache: dict, signal: Signal = "mix"
-) -> Fingerprint | None:
-    """A work's query fingerprint, of its mix (as a rescan screens it) or of its whole stereo
-    difference; None when none can be made."""
+) -> list[tuple[Fingerprint, str | None]] | None:
+    """A work's query fingerprints to draw from: of its mix, as a rescan screens it, as it
+    is and in the other frame phases the rescan looks at it in (:func:`drawn_views`), or of
+    its whole stereo difference; None when none can be made."""
     key = (work_id, signal)
     if key not in cache:
         cache[key] = None
         with contextlib.suppress(AudiodupError, OSError):
             if signal == "mix":
-                cache[key] = work_query(catalog, work_id).fingerprint
+                query = work_query(catalog, work_id)
+                cache[key] = drawn_views(query.fingerprint, query.view, catalog.settings)
             elif (work := catalog.work(work_id)) is not None:
                 file = catalog.store.work_file(work_id) or work.path
                 decoded = load_audio(file, catalog.settings)
                 audio = signal_audio(decoded, signal, catalog.settings)
-                cache[key] = fingerprint_audio(audio, catalog.settings, query=True)
+                cache[key] = [(fingerprint_audio(audio, catalog.settings, query=True), None)]
     return cache[key]
 
 
@@ -657,13 +659,18 @@ def _pair_picture(
 ) -> str:
     """The picture of a pair's evidence: ``member`` against the other work, or, for a pair
     found in a work's stereo difference, that difference against the other work whichever
-    way the pair is shown (the other work's catalog entry holds its mix)."""
+    way the pair is shown (the other work's catalog entry holds its mix); drawn from the
+    analysis that lines up the most of the other work's patterns (:func:`most_patterns`)."""
     if pair.evidence.signal == "stereo_difference":
         drawn, against = pair.query_work_id, pair.reference_work_id
     else:
         drawn, against = member, next(w for w in pair.work_ids if w != member)
-    query = _work_fingerprint(catalog, drawn, queries, pair.evidence.signal)
-    return "" if query is None else _picture(catalog, query, against, label(drawn))
+    queries_drawn = _work_drawn(catalog, drawn, queries, pair.evidence.signal)
+    if queries_drawn is None:
+        return ""
+    query, how, evidence = most_patterns(catalog, queries_drawn, against)
+    name = f"{label(drawn)} ({how})" if how else label(drawn)
+    return _picture(catalog, query, against, name, evidence)
 
 
 def _pair_signals(pair: Pair, work_id: int) -> tuple[Signal, Signal]:

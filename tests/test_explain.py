@@ -20,6 +20,7 @@ from audiodup.explain import _aligned_chroma, _mean_cosine, explain, explain_fig
 from audiodup.fingerprint import fingerprint_audio, fingerprint_hashes
 
 UPLOADS = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+CATALOG_DIR = UPLOADS.parent / "catalog"
 
 
 def query_of(catalog: Catalog, name: str):
@@ -271,6 +272,28 @@ def test_a_copy_found_half_a_hop_in_is_drawn_from_there(
     text = explain(catalog, path, work_ids["work_05"], tmp_path / "why.svg").read_text()
     assert "analysed from half a hop in" in text
     assert f"{verdict.matches[0].matched_hashes} matched hashes" in text
+
+
+def test_a_short_excerpt_is_drawn_from_the_frame_phase_of_the_stored_frames(
+    catalog: Catalog, work_ids: dict[str, int], tmp_path: Path
+) -> None:
+    """A 4-s excerpt that starts a quarter of a hop after a stored frame: of the frame phases
+    screening looks at it in, the one three quarters of a hop in has the stored frames, and
+    the picture is drawn from it, with more of the work's patterns than as it is."""
+    import soundfile as sf
+
+    s = catalog.settings
+    rate = s.sample_rate_hz
+    samples = load_audio(CATALOG_DIR / "work_02.ogg", s).samples
+    start = int(20.0 * rate) // s.hop_length * s.hop_length + s.hop_length // 4
+    path = tmp_path / "excerpt.wav"
+    sf.write(path, samples[start : start + 4 * rate], rate)
+    work = work_ids["work_02"]
+    as_is, _ = catalog.work_evidence(fingerprint_audio(load_audio(path, s), s, query=True), work)
+    text = explain(catalog, path, work, tmp_path / "why.svg").read_text()
+    assert "excerpt.wav (analysed from three quarters of a hop in)" in text
+    shown = int(re.search(r"(\d+) matched hashes", text).group(1))
+    assert shown > as_is.main_inliers
 
 
 def test_the_review_page_draws_a_copy_found_half_a_hop_in_from_there(

@@ -335,3 +335,36 @@ def test_a_copy_found_half_a_hop_in_is_pictured_from_there(catalog: Catalog, tmp
     assert "matched hashes and aligned chroma of weak.wav (analysed from half a hop in)" in (
         out.read_text()
     )
+
+
+def test_a_rescan_pair_found_half_a_hop_in_is_pictured_from_there(
+    catalog_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weak copy indexed beside its work: the rescan finds the pair on the look half a hop
+    in, and the picture of the pair, from either side, is drawn from the analysis that lines
+    up the most (half a hop in for the copy, with the pair's hash count) and says which."""
+    from audiodup import report_html
+
+    drawn, render = [], report_html.render_explain
+
+    def recorded(catalog, query, work_id, **options):
+        hashed, _ = catalog.work_evidence(query, work_id)
+        drawn.append((options["upload_name"], work_id, hashed.main_inliers))
+        return render(catalog, query, work_id, **options)
+
+    monkeypatch.setattr(report_html, "render_explain", recorded)
+    path = tmp_path / "weak.wav"
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        sf.write(path, weak_copy(catalog.settings), catalog.settings.sample_rate_hz)
+        (added,) = catalog.add_paths([path])
+        (pair,) = rescan(catalog).pairs
+        work_05 = pair.reference_work_id
+        assert Path(catalog.work(work_05).path).name == "work_05.ogg"
+        assert pair.label == "duplicate" and pair.query_work_id == added.work_id
+        for member in pair.work_ids:
+            picture = report_html._pair_picture(catalog, pair, member, {}, lambda w: f"work {w}")
+            assert picture.startswith("<figure>")
+    copy_drawn, work_drawn = drawn if pair.work_ids[0] == added.work_id else drawn[::-1]
+    half_hop = f"work {added.work_id} (analysed from half a hop in)"
+    assert copy_drawn == (half_hop, work_05, pair.evidence.matched_hashes)
+    assert work_drawn[1] == added.work_id and work_drawn[0].startswith(f"work {work_05}")
