@@ -103,18 +103,21 @@ def prepare(cache: Path) -> dict:
     """The uploads (MP3) and the catalog sources, made once and listed in ``plan.json``."""
     folder = cache / "cpu-uploads"
     plan_path = folder / "plan.json"
-    if plan_path.exists():
-        return json.loads(plan_path.read_text())
     corpus = json.loads((cache / "corpus.json").read_text())["tracks"]
+    if plan_path.exists():
+        plan = json.loads(plan_path.read_text())
+        if any("source" not in u for group in plan["uploads"].values() for u in group):
+            # a plan made before the uploads named their source track: the same picks
+            for name, group in plan["uploads"].items():
+                for upload, track in zip(group, _picked(corpus, name), strict=True):
+                    upload["source"] = track["path"]
+            plan_path.write_text(json.dumps(plan, indent=1))
+        return plan
     catalog = [t for t in corpus if t["role"] == "catalog"]
-    negatives = [t for t in corpus if t["role"] != "catalog"]
     folder.mkdir(parents=True, exist_ok=True)
     uploads: dict[str, list[dict]] = {}
     for name, length_s in LENGTHS_S.items():
-        half = N_UPLOADS[name] // 2
-        # the longest tracks first: a 4-minute upload is 4 minutes of one track where possible
-        picked = sorted(catalog, key=lambda t: -t["duration_s"])[:half]
-        picked += sorted(negatives, key=lambda t: -t["duration_s"])[:half]
+        picked = _picked(corpus, name)
         uploads[name] = []
         for i, track in enumerate(picked):
             out = folder / f"{name}_{i:02d}_{track['role']}.mp3"
@@ -123,13 +126,30 @@ def prepare(cache: Path) -> dict:
             cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "-1", *start]
             cmd += ["-i", track["path"], "-t", str(length_s), "-ac", "2", "-ar", "44100"]
             subprocess.run([*cmd, "-b:a", UPLOAD_BITRATE, str(out)], check=True)
-            uploads[name].append({"path": str(out), "role": track["role"], "length_s": length_s})
+            uploads[name].append(
+                {
+                    "path": str(out),
+                    "role": track["role"],
+                    "length_s": length_s,
+                    "source": track["path"],
+                }
+            )
     plan = {
         "uploads": uploads,
         "catalog": [{"path": t["path"], "duration_s": t["duration_s"]} for t in catalog],
     }
     plan_path.write_text(json.dumps(plan, indent=1))
     return plan
+
+
+def _picked(corpus: list[dict], name: str) -> list[dict]:
+    """The tracks the uploads of length ``name`` are cut from: half the longest catalog tracks,
+    then half the longest others (a 4-minute upload is 4 minutes of one track where possible)."""
+    half = N_UPLOADS[name] // 2
+    catalog = [t for t in corpus if t["role"] == "catalog"]
+    negatives = [t for t in corpus if t["role"] != "catalog"]
+    picked = sorted(catalog, key=lambda t: -t["duration_s"])[:half]
+    return picked + sorted(negatives, key=lambda t: -t["duration_s"])[:half]
 
 
 # --------------------------------------------------------------------------- audiodup (child)

@@ -340,6 +340,104 @@ def screen_catalog(
         )
 
 
+def four_minute_uploads() -> list[dict]:
+    """The 20 four-minute MP3 uploads of :mod:`benchmarks.cpu_cost` (made once in the cache):
+    10 cut from catalog works (``source``: the work's file), 10 from never-indexed tracks."""
+    from benchmarks.corpus import cache_dir
+    from benchmarks.cpu_cost import prepare
+
+    cache = cache_dir(None)
+    if not (cache / "corpus.json").is_file():
+        raise ValueError(
+            f"no benchmark corpus at {cache / 'corpus.json'}; python -m benchmarks run prepares it"
+        )
+    return prepare(cache)["uploads"]["4min"]
+
+
+def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
+    """The search CPU of four-minute uploads, the size issue #14's latency target names: each
+    of :func:`four_minute_uploads` fingerprinted with its further looks beforehand (outside
+    the timed search), then screened as :func:`screen_catalog` screens (every look, and only
+    the look as it is, as ``--quick``), ``rounds`` times over (the last timed: the first reads
+    the index pages into the page cache); one JSON line per upload and plan, then a summary
+    line with this process's peak RSS."""
+    from audiodup.allocator import keep_freed_memory
+    from audiodup.audio import load_audio
+    from audiodup.catalog import Catalog
+    from audiodup.fingerprint import UploadFingerprints
+    from audiodup.screening import gather_looks, matches_from_looks, planned_views
+    from audiodup.verdict import decide
+
+    keep_freed_memory()
+    uploads = four_minute_uploads()
+    with Catalog.open(catalog_dir, create=False) as catalog:
+        full = catalog.settings
+        plans = {"every look": full, "quick": full.without_further_looks()}
+        indexes = catalog.indexes()
+        prepared = []
+        for upload in uploads:
+            prints = UploadFingerprints(load_audio(upload["path"], full), full)
+            made = {k: prints.view(*k) for k in planned_views(prints.query, full)}
+            prepared.append((upload, prints.query, lambda s, p, made=made: made[(s, p)]))
+        records = []
+        for _ in range(max(rounds, 1)):
+            records = []
+            for upload, query, view in prepared:
+                for plan, settings in plans.items():
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    looks = gather_looks(query, indexes, settings, catalog.store, view)
+                    matches = matches_from_looks(looks, settings, catalog.store)
+                    verdict = decide(matches, settings)
+                    search_s, search_cpu_s = time.perf_counter() - w0, time.process_time() - c0
+                    top = matches[0] if matches else None
+                    records.append(
+                        {
+                            "upload": Path(upload["path"]).name,
+                            "role": upload["role"],
+                            "source": upload["source"],
+                            "plan": plan,
+                            "verdict": verdict,
+                            "top_path": top.path if top else None,
+                            "top_fmp": top.false_match_probability if top else None,
+                            "looks": len(looks),
+                            "search_s": search_s,
+                            "search_cpu_s": search_cpu_s,
+                        }
+                    )
+    lines = [*records, {"summary": True, "rss_mb_peak": peak_rss_mb(), "rounds": rounds}]
+    out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def four_minute_summary(records: list[dict]) -> dict[str, dict]:
+    """Per plan: copies found (a duplicate of the upload's source work), clean uploads kept
+    clean, wrong duplicates, and the search CPU p50 / p95 ms of copies and of clean uploads."""
+    summary = {}
+    for plan in sorted({r["plan"] for r in records}):
+        mine = [r for r in records if r["plan"] == plan]
+        copies = [r for r in mine if r["role"] == "catalog"]
+        clean = [r for r in mine if r["role"] != "catalog"]
+
+        def right_work(r: dict) -> bool:
+            return os.path.realpath(r["top_path"] or "") == os.path.realpath(r["source"])
+
+        def cpu_ms(rs: list[dict], q: float) -> float:
+            return float(np.percentile([r["search_cpu_s"] for r in rs], q)) * 1000 if rs else np.nan
+
+        summary[plan] = {
+            "copies": len(copies),
+            "found": sum(r["verdict"] == "duplicate" and right_work(r) for r in copies),
+            "clean": len(clean),
+            "kept_clean": sum(r["verdict"] == "clean" for r in clean),
+            "wrong_duplicates": sum(
+                r["verdict"] == "duplicate" and (r["role"] != "catalog" or not right_work(r))
+                for r in mine
+            ),
+            "copies_cpu_ms": (cpu_ms(copies, 50), cpu_ms(copies, 95)),
+            "clean_cpu_ms": (cpu_ms(clean, 50), cpu_ms(clean, 95)),
+        }
+    return summary
+
+
 def cold_then_read_ahead(catalog) -> float:
     """Drop the catalog's index files from the page cache (``POSIX_FADV_DONTNEED``: the pages
     no process maps), then read them ahead as ``serve`` and ``rescan`` do when they start
@@ -468,26 +566,23 @@ def run(
                 env["PYTHONPATH"] = os.pathsep.join(
                     [screen_path, str(REPO), env.get("PYTHONPATH", "")]
                 )
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "benchmarks.scaling_prints",
-                    "screen",
-                    "--catalog",
-                    str(catalog_dir),
-                    "--queries",
-                    str(queries),
-                    "--out",
-                    str(out),
-                    *(["--max-query-hits", str(max_query_hits)] if max_query_hits else []),
-                ],
-                check=True,
-                env=env,
-                # python -m puts the working directory first on sys.path: in this checkout it
-                # would import this checkout's audiodup, not the label's
-                cwd=screen_path or None,
-            )
+            screen_args = ["--queries", str(queries), "--out", str(out)]
+            if max_query_hits:
+                screen_args += ["--max-query-hits", str(max_query_hits)]
+            four_minute = work / four_minute_file(label, size)
+            for command, options in (
+                ("screen", screen_args),
+                ("four-minute", ["--out", str(four_minute)]),
+            ):
+                subprocess.run(
+                    [sys.executable, "-m", "benchmarks.scaling_prints", command]
+                    + ["--catalog", str(catalog_dir), *options],
+                    check=True,
+                    env=env,
+                    # python -m puts the working directory first on sys.path: in this checkout
+                    # it would import this checkout's audiodup, not the label's
+                    cwd=screen_path or None,
+                )
             row = {
                 "label": label,
                 "max_query_hits": max_query_hits,
@@ -508,6 +603,11 @@ def run(
             with rows_path.open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
         _log(f"size {size} done")
+
+
+def four_minute_file(label: str, size: int) -> str:
+    """The name of a run's :func:`screen_four_minute` file for one label and size."""
+    return f"four-minute-{label}-{size}.jsonl"
 
 
 def _machine() -> str:
@@ -597,6 +697,10 @@ def load_rows(works: Sequence[Path]) -> list[dict]:
         for line in (work / "rows.jsonl").read_text().splitlines():
             r = json.loads(line)
             r["records"], r["screen"] = read_screen(work / r["screen_file"])
+            four_minute = work / four_minute_file(r["label"], r["size"])
+            r["four_minute"] = (
+                four_minute_summary(read_screen(four_minute)[0]) if four_minute.exists() else None
+            )
             rows[(r["label"], r["size"], len(r["records"]))] = r
     return sorted(rows.values(), key=lambda r: (r["label"], r["size"]))
 
@@ -641,6 +745,25 @@ def paired_tables(rows: list[dict], source_paths: dict[str, str]) -> tuple[list[
     return table, stats
 
 
+def four_minute_table(rows: list[dict]) -> list[str]:
+    """Per row with a :func:`screen_four_minute` file: the four-minute uploads' verdicts and
+    search CPU, with every look and with only the look as it is (``--quick``); none without."""
+    table = [
+        "| label | works | plan | copies found | clean kept clean | wrong duplicates "
+        "| search CPU p50 / p95 ms, copies | search CPU p50 / p95 ms, clean |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        for plan, f in (r.get("four_minute") or {}).items():
+            table.append(
+                f"| {r['label']} | {r['works']:,} | {plan} | {f['found']}/{f['copies']} | "
+                f"{f['kept_clean']}/{f['clean']} | {f['wrong_duplicates']} | "
+                f"{f['copies_cpu_ms'][0]:,.0f} / {f['copies_cpu_ms'][1]:,.0f} | "
+                f"{f['clean_cpu_ms'][0]:,.0f} / {f['clean_cpu_ms'][1]:,.0f} |"
+            )
+    return table if len(table) > 2 else []
+
+
 def _compaction(row: dict) -> str:
     """The row's compaction CPU seconds, "as grown" for a row screened uncompacted."""
     cpu = row.get("compact_cpu_s")
@@ -669,6 +792,14 @@ def plot_scaling(stats: list, path: Path) -> None:
             works, [s["search_cpu_p95_ms"] for _, s, _ in mine], "s--", label=f"{label} p95"
         )
         axes[2].plot(works, [100 * s["recall"] for _, s, _ in mine], "o-", label=label)
+        measured = [r for r, _, _ in mine if (r.get("four_minute") or {}).get("every look")]
+        if measured:
+            axes[0].plot(
+                [r["works"] for r in measured],
+                [r["four_minute"]["every look"]["clean_cpu_ms"][1] for r in measured],
+                "^:",
+                label=f"{label} p95, clean 4-min uploads",
+            )
     mine = [(r, s, m) for r, s, m in stats if r["label"] == stats[0][0]["label"]]
     works = [r["works"] for r, _, _ in mine]
     axes[1].plot(works, [m.get("rss_mb_peak", np.nan) for _, _, m in mine], "o-", label="RSS MB")
@@ -754,6 +885,20 @@ def write_report(works: Sequence[Path], out: Path, notes: Sequence[str] = ()) ->
         f"![scaling]({'plots/' + plot.name})",
         "",
     ]
+    four_minute = four_minute_table(rows)
+    if four_minute:
+        text += [
+            "### Four-minute uploads",
+            "",
+            "The 20 four-minute MP3s of `benchmarks/cpu_cost.py` (10 cut from catalog works, 10 "
+            "from never-indexed tracks), screened in one process per size after the queries "
+            "above (`python -m benchmarks.scaling_prints four-minute --catalog CAT --out F`): "
+            "fingerprinted with their further looks first, then screened twice, the second "
+            "time measured. Issue #14's target: search p95 <= 300 ms at 10^5 works.",
+            "",
+            *four_minute,
+            "",
+        ]
     for work in works[:-1] if len(works) > 1 else []:
         own = load_rows([work])
         extra, extra_stats = paired_tables(own, source_paths)
@@ -844,6 +989,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="drop the index files from the page cache, then read them ahead as serve does",
     )
+    p_four = sub.add_parser(
+        "four-minute", help="search CPU of the 20 four-minute uploads (every look and --quick)"
+    )
+    p_four.add_argument("--catalog", type=Path, required=True)
+    p_four.add_argument("--out", type=Path, required=True)
+    p_four.add_argument("--rounds", type=int, default=2, help="the last one is kept")
     p_groups = sub.add_parser("sharded")
     p_groups.add_argument("--catalog", type=Path, required=True)
     p_groups.add_argument("--queries", type=Path, required=True)
@@ -887,6 +1038,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         screen_catalog(
             args.catalog, args.queries, args.out, args.max_query_hits, args.quick, args.warm
         )
+    elif args.command == "four-minute":
+        from audiodup.errors import AudiodupError
+
+        try:
+            screen_four_minute(args.catalog, args.out, args.rounds)
+        except (AudiodupError, OSError, ValueError, subprocess.CalledProcessError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "sharded":
         from audiodup.errors import AudiodupError
 

@@ -1,0 +1,78 @@
+"""The four-minute uploads of the scaling benchmark: how their verdicts and search CPU are
+summarised and shown, and the command's one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.scaling_prints import four_minute_summary, four_minute_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _record(upload: str, role: str, plan: str, verdict: str, top: str | None, cpu_s: float):
+    source = f"/music/{upload}.ogg"
+    return {
+        "upload": upload,
+        "role": role,
+        "source": source,
+        "plan": plan,
+        "verdict": verdict,
+        "top_path": top if top != "source" else source,
+        "top_fmp": 1e-30,
+        "looks": 1,
+        "search_s": cpu_s,
+        "search_cpu_s": cpu_s,
+    }
+
+
+def test_copies_count_only_as_a_duplicate_of_their_own_source() -> None:
+    records = [
+        _record("a", "catalog", "every look", "duplicate", "source", 0.1),
+        _record("b", "catalog", "every look", "duplicate", "/music/other.ogg", 0.2),
+        _record("c", "catalog", "every look", "suspect", "source", 0.3),
+        _record("d", "negative", "every look", "clean", None, 1.0),
+        _record("e", "negative", "every look", "duplicate", "/music/x.ogg", 2.0),
+        _record("d", "negative", "quick", "clean", None, 0.5),
+    ]
+    summary = four_minute_summary(records)
+    full = summary["every look"]
+    assert (full["copies"], full["found"], full["clean"], full["kept_clean"]) == (3, 1, 2, 1)
+    assert full["wrong_duplicates"] == 2  # another work for a copy, any work for a clean one
+    assert full["copies_cpu_ms"][0] == pytest.approx(200.0)
+    assert full["clean_cpu_ms"] == (pytest.approx(1500.0), pytest.approx(1950.0))
+    quick = summary["quick"]
+    assert (quick["copies"], quick["clean"], quick["kept_clean"]) == (0, 1, 1)
+    table = four_minute_table([{"label": "x", "works": 100000, "four_minute": summary}])
+    assert "| x | 100,000 | every look | 1/3 | 1/2 | 2 | 200 / 290 | 1,500 / 1,950 |" in table
+    assert four_minute_table([{"label": "x", "works": 113, "four_minute": None}]) == []
+
+
+@pytest.mark.parametrize("missing", ["corpus", "catalog"])
+def test_the_four_minute_command_says_what_is_missing_in_one_line(
+    missing: str, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    if missing == "catalog":
+        (data / "corpus.json").write_text('{"tracks": []}')
+        (data / "cpu-uploads").mkdir()
+        (data / "cpu-uploads" / "plan.json").write_text('{"uploads": {"4min": []}}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling_prints", "four-minute"]
+        + ["--catalog", str(tmp_path / "none"), "--out", str(tmp_path / "out.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AUDIODUP_BENCH_DATA": str(data)},
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    (line,) = proc.stderr.strip().splitlines()
+    expected = "no benchmark corpus at" if missing == "corpus" else "no catalog at"
+    assert line.startswith(f"error: {expected}")
+    assert not (tmp_path / "out.jsonl").exists()
