@@ -668,7 +668,10 @@ def _pair_picture(
     queries_drawn = _work_drawn(catalog, drawn, queries, pair.evidence.signal)
     if queries_drawn is None:
         return ""
-    query, how, evidence = most_patterns(catalog, queries_drawn, against)
+    try:
+        query, how, evidence = most_patterns(catalog, queries_drawn, against)
+    except (AudiodupError, OSError) as exc:
+        return f'<p class="muted">No picture: {_e(str(exc))}</p>'
     name = f"{label(drawn)} ({how})" if how else label(drawn)
     return _picture(catalog, query, against, name, evidence)
 

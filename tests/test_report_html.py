@@ -24,6 +24,7 @@ from rescan_fixtures import EXPECTED_CLUSTERS, write_metadata, write_planted_aud
 from scipy.signal import correlate
 
 from audiodup import Catalog
+from audiodup.errors import CatalogError
 from audiodup.metadata import metadata_for_paths, read_metadata
 from audiodup.report import write_rescan_report, write_screen_report
 from audiodup.report_html import _as_seen_from, audio_snippet
@@ -364,6 +365,13 @@ def test_a_rescan_pair_found_half_a_hop_in_is_pictured_from_there(
         for member in pair.work_ids:
             picture = report_html._pair_picture(catalog, pair, member, {}, lambda w: f"work {w}")
             assert picture.startswith("<figure>")
+
+        def unreadable(*_):
+            raise CatalogError("cannot read catalog (disk I/O error)")
+
+        monkeypatch.setattr(catalog, "work_evidence", unreadable)
+        failed = report_html._pair_picture(catalog, pair, added.work_id, {}, str)
+        assert failed == '<p class="muted">No picture: cannot read catalog (disk I/O error)</p>'
     copy_drawn, work_drawn = drawn if pair.work_ids[0] == added.work_id else drawn[::-1]
     half_hop = f"work {added.work_id} (analysed from half a hop in)"
     assert copy_drawn == (half_hop, work_05, pair.evidence.matched_hashes)
