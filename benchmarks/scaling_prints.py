@@ -242,6 +242,19 @@ def prepare_views(queries: Path) -> Path:
     return out
 
 
+def timed_screening(query, indexes, settings, works, view) -> tuple[list, list, str, float, float]:
+    """What :meth:`Catalog.match_fingerprint` runs (``screening.match_fingerprint``, kept in its
+    two steps for the looks' evidence), timed: ``(looks, matches, verdict, wall s, CPU s)``."""
+    from audiodup.screening import gather_looks, matches_from_looks
+    from audiodup.verdict import decide
+
+    w0, c0 = time.perf_counter(), time.process_time()
+    looks = gather_looks(query, indexes, settings, works, view)
+    matches = matches_from_looks(looks, settings, works)
+    verdict = decide(matches, settings)
+    return looks, matches, verdict, time.perf_counter() - w0, time.process_time() - c0
+
+
 def screen_catalog(
     catalog_dir: Path,
     queries: Path,
@@ -261,9 +274,7 @@ def screen_catalog(
     (:func:`cold_then_read_ahead`), outside the timed search."""
     from audiodup.allocator import keep_freed_memory
     from audiodup.catalog import Catalog, _view_from
-    from audiodup.screening import gather_looks, matches_from_looks
     from audiodup.settings import DEFAULT_SETTINGS
-    from audiodup.verdict import decide
 
     keep_freed_memory()  # as the command line and the service do
     prints = pickle.loads(queries.read_bytes())
@@ -283,12 +294,9 @@ def screen_catalog(
         rss_loaded = peak_rss_mb()
         for q, fp in prints:
             view = _view_from(views[q.query_id])
-            w0, c0 = time.perf_counter(), time.process_time()
-            # screening.match_fingerprint, kept in its two steps for the evidence below
-            looks = gather_looks(fp, indexes, settings, catalog.store, view)
-            matches = matches_from_looks(looks, settings, catalog.store)
-            verdict = decide(matches, settings)
-            search_s, search_cpu_s = time.perf_counter() - w0, time.process_time() - c0
+            looks, matches, verdict, search_s, search_cpu_s = timed_screening(
+                fp, indexes, settings, catalog.store, view
+            )
             top = matches[0] if matches else None
             best_look, best_hash = None, None
             for look in looks:
@@ -365,8 +373,7 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
     from audiodup.audio import load_audio
     from audiodup.catalog import Catalog
     from audiodup.fingerprint import UploadFingerprints
-    from audiodup.screening import gather_looks, matches_from_looks, planned_views
-    from audiodup.verdict import decide
+    from audiodup.screening import planned_views
 
     keep_freed_memory()
     uploads = four_minute_uploads()
@@ -384,11 +391,9 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
             records = []
             for upload, query, view in prepared:
                 for plan, settings in plans.items():
-                    w0, c0 = time.perf_counter(), time.process_time()
-                    looks = gather_looks(query, indexes, settings, catalog.store, view)
-                    matches = matches_from_looks(looks, settings, catalog.store)
-                    verdict = decide(matches, settings)
-                    search_s, search_cpu_s = time.perf_counter() - w0, time.process_time() - c0
+                    looks, matches, verdict, search_s, search_cpu_s = timed_screening(
+                        query, indexes, settings, catalog.store, view
+                    )
                     top = matches[0] if matches else None
                     records.append(
                         {
