@@ -64,7 +64,7 @@ def explain(
     except OSError as exc:  # a name too long, a folder that cannot be entered
         raise AudioDecodeError(f"{upload}: cannot read: {exc.strerror or exc}") from None
     query, name, evidence = _query_for(catalog, audio, work_id)
-    shown = f"{upload.name} ({name})" if name else upload.name
+    shown = titled(upload.name, name)
     data = render_explain(catalog, query, work_id, fmt=fmt, upload_name=shown, evidence=evidence)
     return write_atomically(out, data)
 
@@ -80,12 +80,6 @@ def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
         whole = fingerprint_audio(difference, settings, query=True)
         drawn.append((whole, "its stereo difference"))
     return most_patterns(catalog, drawn, work_id)
-
-
-def drawn_query(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
-    """The query fingerprint of ``audio`` to draw its evidence of work ``work_id`` from:
-    :func:`most_patterns` of :func:`drawn_queries`."""
-    return most_patterns(catalog, drawn_queries(audio, catalog.settings), work_id)
 
 
 def drawn_queries(audio: Audio, settings: Settings) -> list[tuple[Fingerprint, str | None]]:
@@ -113,6 +107,12 @@ def drawn_views(
         phases = [phase for scale, phase in plan if scale == 1.0 and phase > 0.0]
         drawn += [(view(1.0, phase), _analysed_from(phase)) for phase in phases]
     return drawn
+
+
+def titled(name: str, how: str | None) -> str:
+    """A picture's name for the upload ``name`` drawn from the analysis ``how`` says (None:
+    the upload's mix as it is)."""
+    return f"{name} ({how})" if how else name
 
 
 def _analysed_from(hop_phase: float) -> str:

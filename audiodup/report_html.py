@@ -28,7 +28,7 @@ import soxr
 from .audio import load_audio
 from .catalog import Catalog
 from .errors import AudiodupError
-from .explain import drawn_query, drawn_views, most_patterns, render_explain
+from .explain import drawn_queries, drawn_views, most_patterns, render_explain, titled
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import (
@@ -190,13 +190,11 @@ def _screen_detail(
         try:
             decoded = load_audio(file, catalog.settings)
             audio = signal_audio(decoded, top.signal, catalog.settings)
-            query, how, evidence = drawn_query(catalog, audio, top.work_id)
+            drawn = drawn_queries(audio, catalog.settings)
         except (AudiodupError, OSError) as exc:
             parts.append(f'<p class="muted">No picture: {_e(str(exc))}</p>')
         else:
-            name = Path(verdict.path).name
-            shown = f"{name} ({how})" if how else name
-            parts.append(_picture(catalog, query, top.work_id, shown, evidence))
+            parts.append(_picture(catalog, drawn, top.work_id, Path(verdict.path).name))
         parts.append(_listen(file, _work_file(catalog, top.work_id, top.path), top, snippet_s))
     parts.append("</section>")
     return "\n".join(parts)
@@ -666,14 +664,7 @@ def _pair_picture(
     else:
         drawn, against = member, next(w for w in pair.work_ids if w != member)
     queries_drawn = _work_drawn(catalog, drawn, queries, pair.evidence.signal)
-    if queries_drawn is None:
-        return ""
-    try:
-        query, how, evidence = most_patterns(catalog, queries_drawn, against)
-    except (AudiodupError, OSError) as exc:
-        return f'<p class="muted">No picture: {_e(str(exc))}</p>'
-    name = f"{label(drawn)} ({how})" if how else label(drawn)
-    return _picture(catalog, query, against, name, evidence)
+    return "" if queries_drawn is None else _picture(catalog, queries_drawn, against, label(drawn))
 
 
 def _pair_signals(pair: Pair, work_id: int) -> tuple[Signal, Signal]:
@@ -870,9 +861,13 @@ def _owner(m: Match) -> str:
 
 
 def _picture(
-    catalog: Catalog, query: Fingerprint, work_id: int, name: str, evidence: tuple | None = None
+    catalog: Catalog, drawn: list[tuple[Fingerprint, str | None]], work_id: int, name: str
 ) -> str:
+    """The picture of work ``work_id`` in ``name``, drawn from the analysis of ``drawn`` that
+    lines up the most of the work (:func:`most_patterns`), its title saying which."""
     try:
+        query, how, evidence = most_patterns(catalog, drawn, work_id)
+        name = titled(name, how)
         png = render_explain(
             catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI, evidence=evidence
         )

@@ -106,12 +106,10 @@ def prepare(cache: Path) -> dict:
     corpus = json.loads((cache / "corpus.json").read_text())["tracks"]
     if plan_path.exists():
         plan = json.loads(plan_path.read_text())
-        if any("source" not in u for group in plan["uploads"].values() for u in group):
-            # a plan made before the uploads named their source track: the same picks
-            for name, group in plan["uploads"].items():
-                for upload, track in zip(group, _picked(corpus, name), strict=True):
-                    upload["source"] = track["path"]
-            plan_path.write_text(json.dumps(plan, indent=1))
+        # each upload's source track, in the order they were cut (older plans do not name it)
+        for name, group in plan["uploads"].items():
+            for upload, track in zip(group, _picked(corpus, name), strict=False):
+                upload["source"] = track["path"]
         return plan
     catalog = [t for t in corpus if t["role"] == "catalog"]
     folder.mkdir(parents=True, exist_ok=True)

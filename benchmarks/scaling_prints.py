@@ -421,26 +421,29 @@ def four_minute_summary(records: list[dict]) -> dict[str, dict]:
         mine = [r for r in records if r["plan"] == plan]
         copies = [r for r in mine if r["role"] == "catalog"]
         clean = [r for r in mine if r["role"] != "catalog"]
-
-        def right_work(r: dict) -> bool:
-            return os.path.realpath(r["top_path"] or "") == os.path.realpath(r["source"])
-
-        def cpu_ms(rs: list[dict], q: float) -> float:
-            return float(np.percentile([r["search_cpu_s"] for r in rs], q)) * 1000 if rs else np.nan
-
         summary[plan] = {
             "copies": len(copies),
-            "found": sum(r["verdict"] == "duplicate" and right_work(r) for r in copies),
+            "found": sum(r["verdict"] == "duplicate" and _names_source(r) for r in copies),
             "clean": len(clean),
             "kept_clean": sum(r["verdict"] == "clean" for r in clean),
             "wrong_duplicates": sum(
-                r["verdict"] == "duplicate" and (r["role"] != "catalog" or not right_work(r))
+                r["verdict"] == "duplicate" and (r["role"] != "catalog" or not _names_source(r))
                 for r in mine
             ),
-            "copies_cpu_ms": (cpu_ms(copies, 50), cpu_ms(copies, 95)),
-            "clean_cpu_ms": (cpu_ms(clean, 50), cpu_ms(clean, 95)),
+            "copies_cpu_ms": (_cpu_ms(copies, 50), _cpu_ms(copies, 95)),
+            "clean_cpu_ms": (_cpu_ms(clean, 50), _cpu_ms(clean, 95)),
         }
     return summary
+
+
+def _names_source(record: dict) -> bool:
+    return os.path.realpath(record["top_path"] or "") == os.path.realpath(record["source"])
+
+
+def _cpu_ms(records: list[dict], percentile: float) -> float:
+    if not records:
+        return np.nan
+    return float(np.percentile([r["search_cpu_s"] for r in records], percentile)) * 1000
 
 
 def cold_then_read_ahead(catalog) -> float:

@@ -50,7 +50,7 @@ from starlette.concurrency import run_in_threadpool
 from ..audio import load_audio
 from ..catalog import Catalog
 from ..errors import AudiodupError, CatalogError, ClusterError
-from ..explain import drawn_queries, most_patterns, render_explain
+from ..explain import drawn_queries, most_patterns, render_explain, titled
 from ..listen import ListeningPair, listening_pair, wav_bytes
 from ..report import decisions_csv
 from ..report_html import PICTURE_DPI
@@ -464,7 +464,7 @@ def _picture(request: Request, upload_id: int, work_id: int) -> bytes:
     with _catalog(request) as catalog:
         try:
             query, how, evidence = most_patterns(catalog, drawn, work_id)
-            name = f"{src.upload_name} ({how})" if how else src.upload_name
+            name = titled(src.upload_name, how)
             return render_explain(
                 catalog, query, work_id, upload_name=name, dpi=PICTURE_DPI, evidence=evidence
             )
