@@ -373,8 +373,10 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
     from audiodup.audio import load_audio
     from audiodup.catalog import Catalog
     from audiodup.fingerprint import UploadFingerprints
+    from audiodup.report import check_writable
     from audiodup.screening import planned_views
 
+    check_writable(out)  # before minutes of screening
     keep_freed_memory()
     uploads = four_minute_uploads()
     with Catalog.open(catalog_dir, create=False) as catalog:

@@ -53,19 +53,20 @@ def test_copies_count_only_as_a_duplicate_of_their_own_source() -> None:
     assert four_minute_table([{"label": "x", "works": 113, "four_minute": None}]) == []
 
 
-@pytest.mark.parametrize("missing", ["corpus", "catalog"])
+@pytest.mark.parametrize("missing", ["corpus", "catalog", "out folder"])
 def test_the_four_minute_command_says_what_is_missing_in_one_line(
     missing: str, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    if missing == "catalog":
+    out = tmp_path / ("no-folder" if missing == "out folder" else "") / "out.jsonl"
+    if missing != "corpus":
         (data / "corpus.json").write_text('{"tracks": []}')
         (data / "cpu-uploads").mkdir()
         (data / "cpu-uploads" / "plan.json").write_text('{"uploads": {"4min": []}}')
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.scaling_prints", "four-minute"]
-        + ["--catalog", str(tmp_path / "none"), "--out", str(tmp_path / "out.jsonl")],
+        + ["--catalog", str(tmp_path / "none"), "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -73,6 +74,6 @@ def test_the_four_minute_command_says_what_is_missing_in_one_line(
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     (line,) = proc.stderr.strip().splitlines()
-    expected = "no benchmark corpus at" if missing == "corpus" else "no catalog at"
-    assert line.startswith(f"error: {expected}")
-    assert not (tmp_path / "out.jsonl").exists()
+    expected = {"corpus": "no benchmark corpus at", "catalog": "no catalog at"}
+    assert line.startswith(f"error: {expected.get(missing, 'cannot write')}")
+    assert not out.exists()
