@@ -25,7 +25,8 @@ combined with hashes or chroma; its tail is taken against an inflated chance rat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -70,6 +71,11 @@ class PeakCheck:
     # the onsets of the coinciding peaks' partials (:func:`matched_onsets`): a held tone is one,
     # however long it is held; fewer than peak_check_min_onsets confirm nothing
     matched_onsets: int = 0
+    # the first and last upload frames of the peaks the check looked at (its window)
+    window_query_frames: tuple[float, float] = (0.0, 0.0)
+    # when the coincidences are material many works hold (:func:`shared_material`), how many
+    # other works' checks of the same look hold them: such a check confirms nothing; else 0
+    shared_with: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -248,6 +254,7 @@ def check_alignment(
         tq[hit],
         refined,
         onsets,
+        (float(tq.min()), float(tq.max())),
     )
 
 
@@ -303,13 +310,70 @@ def matched_onsets(
 
 
 def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
-    """Whether the coincidences look like this recording rather than related music, or a held
-    tone or chord (fewer than ``peak_check_min_onsets`` onsets: :func:`matched_onsets`)."""
+    """Whether the coincidences look like this recording rather than related music, a held
+    tone or chord (fewer than ``peak_check_min_onsets`` onsets: :func:`matched_onsets`), or
+    material many works hold (:func:`shared_material`)."""
+    return (
+        _holds_material(check, settings)
+        and check.matched_peaks >= settings.peak_check_min_rate * check.checked_peaks
+        and check.shared_with == 0
+    )
+
+
+def _holds_material(check: PeakCheck, settings: Settings) -> bool:
+    """Whether the check's coincidences exceed chance as recorded music does (refined, the
+    chance floor, enough onsets), whatever share of the upload's peaks they are."""
     return (
         check.refined
-        and _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
+        and check.matched_peaks >= settings.peak_check_min_ratio * check.chance_peaks
         and check.matched_onsets >= settings.peak_check_min_onsets
     )
+
+
+def shared_material(checks: Sequence[PeakCheck], settings: Settings) -> list[PeakCheck]:
+    """The checks of one look (one per work), those on material many works hold marked:
+    ``shared_with`` the number of other works that hold it, that is exceed chance
+    (:func:`_holds_material`) on at least half of the check's coinciding upload peaks (within
+    ``peak_check_time_tol_frames``), and probability 1.
+
+    A stock loop or sample is one recording spliced into many works: an upload of other music
+    that holds it lines up with every work that does, each check as far above chance as a
+    copy's over those seconds. A check that ``peak_check_shared_works`` others share, on
+    seconds that are a small part of the upload it looked at (its peaks that as many others
+    hold span at most ``peak_check_shared_max_span`` of its window), says which material the
+    upload holds, not which work it copies: it confirms nothing, and its probability is 1. A
+    copy of a recording that several works hold lines up with them over the whole window."""
+    holding = [
+        np.unique(c.matched_query_frames) if _holds_material(c, settings) else None for c in checks
+    ]
+    tol, enough = settings.peak_check_time_tol_frames, settings.peak_check_shared_works
+    marked = []
+    for k, check in enumerate(checks):
+        frames = check.matched_query_frames
+        if check.probability == 1.0 or len(frames) == 0:
+            marked.append(check)
+            continue
+        held = np.array(
+            [
+                _near(frames, other, tol)
+                for j, other in enumerate(holding)
+                if j != k and other is not None and len(other)
+            ]
+        ).reshape(-1, len(frames))
+        shared = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
+        common = frames[held.sum(axis=0) >= enough]
+        start, end = check.window_query_frames
+        short = settings.peak_check_shared_max_span * (end - start)
+        if shared >= enough and len(common) and np.ptp(common) <= short:
+            check = replace(check, probability=1.0, shared_with=shared)
+        marked.append(check)
+    return marked
+
+
+def _near(frames: np.ndarray, sorted_frames: np.ndarray, tol: int) -> np.ndarray:
+    """Which ``frames`` lie within ``tol`` of one of the (sorted, non-empty) ``sorted_frames``."""
+    first = np.minimum(np.searchsorted(sorted_frames, frames - tol), len(sorted_frames) - 1)
+    return np.abs(sorted_frames[first] - frames) <= tol
 
 
 def _clears_floors(matched: int, checked: int, chance: float, settings: Settings) -> bool:

@@ -57,6 +57,7 @@ from .peakcheck import (
     fullest_cell,
     hash_alignment,
     reference_peaks,
+    shared_material,
 )
 from .quads import QuadVote, query_quads
 from .results import Match, Relation, Section, Signal, WorkInfo
@@ -689,7 +690,7 @@ def peak_checks(
     check per work, with the chroma finding it came from."""
     guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
-    return best_peak_checks(guesses, checks)
+    return best_peak_checks(guesses, checks, settings)
 
 
 PeakGuess = tuple[int, Alignment, ChromaFinding | None]
@@ -752,10 +753,11 @@ def checked_guesses(
 
 
 def best_peak_checks(
-    guesses: list[PeakGuess], checks: list[PeakCheck | None]
+    guesses: list[PeakGuess], checks: list[PeakCheck | None], settings: Settings
 ) -> dict[int, PeakFinding]:
     """The best check per work (the first of equals), with the chroma finding it came from and
-    how many checks of the work ran."""
+    how many checks of the work ran; a check whose coincidences many of the other works' share
+    confirms nothing (:func:`audiodup.peakcheck.shared_material`)."""
     best: dict[int, tuple[PeakCheck, ChromaFinding | None]] = {}
     tried: Counter[int] = Counter()
     for (work_id, _, source), check in zip(guesses, checks, strict=True):
@@ -764,7 +766,11 @@ def best_peak_checks(
         tried[work_id] += 1
         if work_id not in best or check.probability < best[work_id][0].probability:
             best[work_id] = (check, source)
-    return {w: PeakFinding(w, check, source, tried[w]) for w, (check, source) in best.items()}
+    marked = shared_material([check for check, _ in best.values()], settings)
+    return {
+        w: PeakFinding(w, check, source, tried[w])
+        for (w, (_, source)), check in zip(best.items(), marked, strict=True)
+    }
 
 
 def gather_evidence(

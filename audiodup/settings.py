@@ -253,6 +253,12 @@ class Settings:
     # recording: a held tone aligned with a note a work holds coincides on dozens of peaks but
     # starts once (benchmarks/SCALING.md, session 36)
     peak_check_min_onsets: int = 4
+    # other works whose checks of a look land on most of a check's coinciding upload peaks
+    # for it to count as material many works hold (a stock loop), which confirms no one work,
+    # when the peaks that many hold span at most this share of the check's window
+    # (peakcheck.shared_material)
+    peak_check_shared_works: int = 3
+    peak_check_shared_max_span: float = 0.5
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     # best look-up candidates whose fullest coarse cell leads a check (peakcheck.cell_alignment)
     peak_check_cell_leads: int = 2

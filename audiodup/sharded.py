@@ -502,7 +502,7 @@ class ShardedScreening:
             quad_cells = quad_leads(quad_votes, settings)
             guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
             checks = self._checks(specs, query_future, guesses)
-            peaks = best_peak_checks(guesses, checks)
+            peaks = best_peak_checks(guesses, checks, settings)
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()

@@ -22,6 +22,7 @@ from audiodup.peakcheck import (
     confirms_recording,
     covers,
     reference_peaks,
+    shared_material,
 )
 from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS as S
@@ -276,6 +277,72 @@ def test_a_recording_needs_both_floors(
     alignment = Alignment(1.0, 0.0, 0.0, 0.0)
     check = PeakCheck(alignment, matched, checked, chance, 1.0, np.zeros(matched), True, matched)
     assert confirms_recording(check, S) is confirmed
+
+
+# -- material many works hold (peakcheck.shared_material) ---------------------------------------
+def _check_on(frames, probability: float = 1e-12, chance: float = 2.0) -> PeakCheck:
+    """A check whose coinciding upload peaks lie at ``frames`` (one onset each), its window
+    the first 3,000 frames of the upload."""
+    frames = np.asarray(frames, dtype=np.float64)
+    n = len(frames)
+    alignment = Alignment(1.0, 0.0, 0.0, 0.0)
+    return PeakCheck(alignment, n, n * 3, chance, probability, frames, True, n, (0.0, 3000.0))
+
+
+SAMPLE_FRAMES = np.arange(100, 400, 10)  # 30 coinciding peaks over a few seconds of the upload
+
+
+def test_a_check_that_three_other_works_share_confirms_nothing() -> None:
+    """Four works each line up with the same seconds of the upload (a stock sample they hold,
+    at other places in each): none of the four checks is evidence of its work."""
+    jitter = [0, 1, 1, -1]  # the same upload peaks, found within the time tolerance
+    checks = [_check_on(SAMPLE_FRAMES + d) for d in jitter]
+    assert all(confirms_recording(c, S) for c in checks)
+    marked = shared_material(checks, S)
+    assert [c.shared_with for c in marked] == [3, 3, 3, 3]
+    assert all(c.probability == 1.0 and not confirms_recording(c, S) for c in marked)
+
+
+def test_a_copy_is_not_shared_by_works_that_hold_only_its_sample() -> None:
+    """The work the upload copies lines up over the whole upload; the works that hold only the
+    sample it contains share a tenth of those peaks: the copy stays evidence, the others do not
+    (each is shared by the other three that hold the sample)."""
+    copy = _check_on(np.arange(0, 3000, 10))
+    others = [_check_on(SAMPLE_FRAMES + d) for d in (0, 1, 2)]
+    marked = shared_material([copy, *others], S)
+    assert marked[0].shared_with == 0 and marked[0].probability == copy.probability
+    assert confirms_recording(marked[0], S)
+    assert all(c.probability == 1.0 for c in marked[1:])
+
+
+def test_a_recording_that_several_works_hold_over_the_whole_window_stays_evidence() -> None:
+    """Four works that each hold the whole recording the upload copies (copies already in the
+    catalog) share all of each other's peaks, but over the whole window the checks looked at:
+    that is a copy of a recording, not a sample spliced into other music. The same four
+    sharing only the first tenth of the window are material many works hold."""
+    whole = np.arange(0, 3000, 10)
+    checks = shared_material([_check_on(whole + d) for d in (0, 1, 1, -1)], S)
+    assert all(c.shared_with == 0 and c.probability == 1e-12 for c in checks)
+    assert all(confirms_recording(c, S) for c in checks)
+    assert S.peak_check_shared_max_span == 0.5
+    tenth = np.arange(0, 300, 10)
+    checks = shared_material([_check_on(tenth + d) for d in (0, 1, 1, -1)], S)
+    assert all(c.shared_with == 3 and c.probability == 1.0 for c in checks)
+
+
+def test_checks_at_chance_or_on_other_peaks_share_nothing() -> None:
+    """Only works whose checks exceed chance as a recording does count as holding the material
+    (a held tone of two onsets does not); two that do are fewer than ``peak_check_shared_works``,
+    and a check on other seconds of the upload shares none of its peaks."""
+    check = _check_on(SAMPLE_FRAMES)
+    at_chance = _check_on(SAMPLE_FRAMES, probability=1.0, chance=20.0)  # 30 peaks, 1.5x chance
+    held_tone = dataclasses.replace(_check_on(SAMPLE_FRAMES), matched_onsets=2)
+    elsewhere = _check_on(SAMPLE_FRAMES + 1000)
+    marked = shared_material([check, at_chance, held_tone, elsewhere, elsewhere], S)
+    assert marked[0].shared_with == 0 and marked[0].probability == check.probability
+    assert S.peak_check_shared_works == 3
+    two = shared_material([check, _check_on(SAMPLE_FRAMES), _check_on(SAMPLE_FRAMES + 1)], S)
+    assert all(c.shared_with == 0 and c.probability == 1e-12 for c in two)
 
 
 # -- the look-up's coarse cell as a lead (peakcheck.cell_alignment) ------------------------------

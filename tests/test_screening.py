@@ -680,15 +680,22 @@ def test_a_works_best_peak_check_pays_for_every_check_tried_on_it() -> None:
 
     guesses = [guess(1), guess(1), guess(1), guess(2), guess(2)]
     checks = [check(1e-8), check(1e-10), None, check(1e-9), None]
-    best = screening.best_peak_checks(guesses, checks)
+    best = screening.best_peak_checks(guesses, checks, DEFAULT_SETTINGS)
 
     assert best[1].check.probability == 1e-10 and best[1].checks_tried == 2
     assert best[1].probability == pytest.approx(2e-10)
     assert best[2].checks_tried == 1 and best[2].probability == pytest.approx(1e-9)
-    assert screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3)[3].probability == 1.0
+    assert (
+        screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3, DEFAULT_SETTINGS)[
+            3
+        ].probability
+        == 1.0
+    )
     # a check given up after its coarse sweep was still a try at its work
     given_up = dataclasses.replace(check(1.0), refined=False)
-    best = screening.best_peak_checks([guess(4)] * 3, [given_up, check(1e-9), given_up])
+    best = screening.best_peak_checks(
+        [guess(4)] * 3, [given_up, check(1e-9), given_up], DEFAULT_SETTINGS
+    )
     assert best[4].checks_tried == 3 and best[4].probability == pytest.approx(3e-9)
 
 
