@@ -74,8 +74,10 @@ class PeakCheck:
     # the first and last upload frames of the peaks the check looked at (its window)
     window_query_frames: tuple[float, float] = (0.0, 0.0)
     # when the coincidences are material many works hold (:func:`shared_material`), how many
-    # other works' checks of the same look hold them: such a check confirms nothing; else 0
+    # other works hold them (such a check confirms nothing), else 0; and the first and last
+    # upload frames of the coinciding peaks that many hold
     shared_with: int = 0
+    shared_query_frames: tuple[float, float] = (0.0, 0.0)
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -330,44 +332,100 @@ def _holds_material(check: PeakCheck, settings: Settings) -> bool:
     )
 
 
-def shared_material(checks: Sequence[PeakCheck], settings: Settings) -> list[PeakCheck]:
+def shared_material(
+    checks: dict[int, PeakCheck], lines: dict[int, tuple[float, float]], settings: Settings
+) -> dict[int, PeakCheck]:
     """The checks of one look (one per work), those on material many works hold marked:
-    ``shared_with`` the number of other works that hold it, that is exceed chance
-    (:func:`_holds_material`) on at least half of the check's coinciding upload peaks (within
-    ``peak_check_time_tol_frames``), and probability 1.
+    probability 1, ``shared_with`` how many other works hold it, ``shared_query_frames`` the
+    stretch of the upload it is on.
 
     A stock loop or sample is one recording spliced into many works: an upload of other music
     that holds it lines up with every work that does, each check as far above chance as a
-    copy's over those seconds. A check that ``peak_check_shared_works`` others share, on
-    seconds that are a small part of the upload it looked at (its peaks that as many others
-    hold span at most ``peak_check_shared_max_span`` of its window), says which material the
-    upload holds, not which work it copies: it confirms nothing, and its probability is 1. A
-    copy of a recording that several works hold lines up with them over the whole window."""
-    holding = [
-        np.unique(c.matched_query_frames) if _holds_material(c, settings) else None for c in checks
-    ]
-    tol, enough = settings.peak_check_time_tol_frames, settings.peak_check_shared_works
-    marked = []
-    for k, check in enumerate(checks):
+    copy's over those seconds. Which seconds those are, the checks say together: a check that
+    holds material itself, and whose coinciding peaks ``shared_material_works`` other works also
+    hold, each at least half of them, spans a stretch of them (the peaks that many hold) when
+    that is no longer than ``shared_material_max_span`` of its window; which checks hold too
+    little off the stretches, :func:`checks_off_stretches` says. Another work holds a peak
+    when its own check exceeds chance (:func:`_holds_material`) on it (within
+    ``peak_check_time_tol_frames``), or its hash line holding material spans it (``lines``: the
+    upload frames each spans, :func:`audiodup.screening.material_lines`). A copy of one of
+    those works lines up with it beyond the stretch; a copy of a recording several works hold,
+    over the whole window, and makes no stretch."""
+    tol, enough = settings.peak_check_time_tol_frames, settings.shared_material_works
+    holding = {
+        w: np.unique(c.matched_query_frames)
+        for w, c in checks.items()
+        if _holds_material(c, settings)
+    }
+    stretches = []
+    for work_id, check in checks.items():
         frames = check.matched_query_frames
-        if check.probability == 1.0 or len(frames) == 0:
-            marked.append(check)
+        if check.probability == 1.0 or work_id not in holding or len(frames) == 0:
             continue
-        held = np.array(
-            [
-                _near(frames, other, tol)
-                for j, other in enumerate(holding)
-                if j != k and other is not None and len(other)
-            ]
-        ).reshape(-1, len(frames))
+        held = []
+        for other in (holding.keys() | lines.keys()) - {work_id}:
+            by = np.zeros(len(frames), dtype=bool)
+            if other in holding and len(holding[other]):
+                by |= _near(frames, holding[other], tol)
+            if other in lines:
+                start, end = lines[other]
+                by |= (frames >= start - tol) & (frames <= end + tol)
+            held.append(by)
+        held = np.array(held, dtype=bool).reshape(-1, len(frames))
         shared = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
         common = frames[held.sum(axis=0) >= enough]
         start, end = check.window_query_frames
-        short = settings.peak_check_shared_max_span * (end - start)
+        short = settings.shared_material_max_span * (end - start)
         if shared >= enough and len(common) and np.ptp(common) <= short:
-            check = replace(check, probability=1.0, shared_with=shared)
-        marked.append(check)
+            stretches.append((float(common.min()), float(common.max()), shared))
+    return checks_off_stretches(checks, stretches, settings, tol)
+
+
+def checks_off_stretches(
+    checks: dict[int, PeakCheck],
+    stretches: Sequence[tuple[float, float, int]],
+    settings: Settings,
+    tol: float = 0.0,
+) -> dict[int, PeakCheck]:
+    """``checks`` with every one whose coinciding peaks off the ``stretches`` of material many
+    works hold (``(start, end, works)`` upload frames, :func:`on_stretches`) are fewer than
+    ``duplicate_min_peaks`` or than ``peak_check_min_ratio`` times the chance of that part of
+    its window made no evidence: what it holds of its own could not make a duplicate."""
+    marked = dict(checks)
+    for work_id, check in checks.items():
+        if check.shared_with:
+            continue
+        frames = check.matched_query_frames
+        on = on_stretches(frames, stretches, tol)
+        if on is None:
+            continue
+        own = len(frames) - len(on[0])
+        start, end = check.window_query_frames
+        covered = sum(max(0.0, min(e, end) - max(s, start)) for s, e, _ in stretches)
+        chance = check.chance_peaks * max(0.0, 1.0 - covered / max(end - start, 1.0))
+        if own < max(settings.duplicate_min_peaks, settings.peak_check_min_ratio * chance):
+            inside, works = on
+            span = (float(inside.min()), float(inside.max()))
+            marked[work_id] = replace(
+                check, probability=1.0, shared_with=works, shared_query_frames=span
+            )
     return marked
+
+
+def on_stretches(
+    frames: np.ndarray, stretches: Sequence[tuple[float, float, int]], tol: float = 0.0
+) -> tuple[np.ndarray, int] | None:
+    """``(frames on the stretches, most works holding one of them)``: the ``frames`` within
+    ``tol`` of some ``(start, end, works)`` stretch of material many works hold; ``None`` when
+    none is."""
+    inside = np.zeros(len(frames), dtype=bool)
+    works = 0
+    for start, end, n in stretches:
+        here = (frames >= start - tol) & (frames <= end + tol)
+        if here.any():
+            inside |= here
+            works = max(works, n)
+    return (frames[inside], works) if inside.any() else None
 
 
 def _near(frames: np.ndarray, sorted_frames: np.ndarray, tol: int) -> np.ndarray:

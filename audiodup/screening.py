@@ -51,11 +51,13 @@ from .peakcheck import (
     ReferencePeaks,
     cell_alignment,
     check_alignment,
+    checks_off_stretches,
     chroma_alignments,
     confirms_recording,
     covers,
     fullest_cell,
     hash_alignment,
+    on_stretches,
     reference_peaks,
     shared_material,
 )
@@ -91,10 +93,26 @@ class WorkSource(Protocol):
 # -- evidence records ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class HashFinding:
-    """A work's verified hash lines with their false-match probability."""
+    """A work's verified hash lines with their false-match probability; ``shared_with``: when
+    the main line is on material many works hold (:func:`shared_lines`), how many other works'
+    lines hold it (its probability is then 1), else 0."""
 
     evidence: HashEvidence
     false_match_probability: float
+    shared_with: int = 0
+    # the probability under the prior chance excess, when the query's background fit raised it
+    prior_probability: float | None = None
+    # the first and last upload frames of the line's hits that many works hold, when shared
+    shared_query_frames: tuple[float, float] = (0.0, 0.0)
+
+    def holds_material(self, settings: Settings) -> bool:
+        """Whether the line is at least `suspect` before any background fit (the fit holds down
+        material many works hold, which is what :func:`shared_lines` looks for), or is on
+        material many works hold."""
+        prior = self.false_match_probability
+        if self.prior_probability is not None:
+            prior = self.prior_probability
+        return prior <= settings.suspect_max_fmp or self.shared_with > 0
 
 
 @dataclass(frozen=True)
@@ -515,13 +533,102 @@ def score_hashes(
     evidence = list(evidence)
     top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
     scale = chance_excess_scale(evidence, top, settings)
-    if hits_per_work is None:
-        return {
-            e.work_id: HashFinding(e, hash_false_match_probability(e, scale, n_works, settings))
-            for e in evidence
-        }
-    competition = HashCompetition.of(hits_per_work, scale, settings)
-    return {e.work_id: HashFinding(e, competition.false_match_probability(e)) for e in evidence}
+
+    def probabilities(scale: float) -> list[float]:
+        if hits_per_work is None:
+            return [hash_false_match_probability(e, scale, n_works, settings) for e in evidence]
+        competition = HashCompetition.of(hits_per_work, scale, settings)
+        return [competition.false_match_probability(e) for e in evidence]
+
+    fitted = probabilities(scale)
+    prior = probabilities(1.0) if scale > 1.0 else [None] * len(evidence)
+    return {
+        e.work_id: HashFinding(e, fmp, prior_probability=before)
+        for e, fmp, before in zip(evidence, fitted, prior, strict=True)
+    }
+
+
+def material_lines(
+    hashes: dict[int, HashFinding], settings: Settings
+) -> dict[int, tuple[float, float]]:
+    """The upload frames each main hash line spans that holds material
+    (:meth:`HashFinding.holds_material`)."""
+    return {
+        w: (f.evidence.lines[0].query_start_frame, f.evidence.lines[0].query_end_frame)
+        for w, f in hashes.items()
+        if f.holds_material(settings)
+    }
+
+
+def shared_lines(
+    hashes: dict[int, HashFinding], duration_s: float, settings: Settings
+) -> dict[int, HashFinding]:
+    """The scored lines with those on material many works hold made no evidence (probability
+    1, ``shared_with`` how many other works hold it, ``shared_query_frames`` where).
+
+    A stock sample or loop spliced into several works gives an upload of other music that holds
+    it a strong line to every one of them, over the same seconds of the upload: they say which
+    material it holds, not which work it copies. (With many such works the background fit,
+    :func:`audiodup.verdict.chance_excess_scale`, holds them down too.) Which seconds those are,
+    the lines say together: a line that holds material (:meth:`HashFinding.holds_material`),
+    spans at most ``shared_material_max_span`` of the upload (``duration_s`` long, in the
+    look's time), and has at least half of its hits spanned by the lines of
+    ``shared_material_works`` other works that hold material, each, spans a stretch of them
+    (its hits that many lines span). A line with fewer than ``duplicate_min_hashes`` hits off
+    such stretches is no evidence (:func:`lines_off_stretches`). A copy of one of those works
+    lines up with it beyond the stretch; an excerpt or a copy of a recording several works hold
+    spans most of the upload, and makes no stretch."""
+    spans = material_lines(hashes, settings)
+    enough = settings.shared_material_works
+    if len(spans) <= enough:
+        return hashes
+    longest = settings.shared_material_max_span * duration_s * settings.frames_per_second
+    stretches = []
+    for work_id, (start, end) in spans.items():
+        frames = _line_hits(hashes[work_id])
+        held = np.array(
+            [(frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id]
+        )
+        shared = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
+        common = frames[held.sum(axis=0) >= enough]
+        if shared >= enough and len(common) and end - start <= longest:
+            stretches.append((float(common.min()), float(common.max()), shared))
+    return lines_off_stretches(hashes, stretches, settings) if stretches else hashes
+
+
+def _line_hits(finding: HashFinding) -> np.ndarray:
+    """The upload frames of a line's hits (its ends when the evidence keeps none)."""
+    hits = finding.evidence.match_query_frames
+    if len(hits):
+        return np.asarray(hits, dtype=np.float64)
+    line = finding.evidence.lines[0]
+    return np.array([line.query_start_frame, line.query_end_frame])
+
+
+def lines_off_stretches(
+    hashes: dict[int, HashFinding],
+    stretches: Sequence[tuple[float, float, int]],
+    settings: Settings,
+) -> dict[int, HashFinding]:
+    """``hashes`` with every line that has fewer than ``duplicate_min_hashes`` hits off the
+    ``stretches`` of material many works hold (``(start, end, works)`` upload frames) made no
+    evidence: what it holds of its own could not make a duplicate."""
+    marked = dict(hashes)
+    for work_id, finding in hashes.items():
+        if finding.shared_with:
+            continue
+        frames = _line_hits(finding)
+        if (on := on_stretches(frames, stretches)) is None:
+            continue
+        inside, works = on
+        if len(frames) - len(inside) < settings.duplicate_min_hashes:
+            marked[work_id] = replace(
+                finding,
+                false_match_probability=1.0,
+                shared_with=works,
+                shared_query_frames=(float(inside.min()), float(inside.max())),
+            )
+    return marked
 
 
 def chroma_evidence(
@@ -683,14 +790,15 @@ def peak_checks(
     leads: Iterable[ChromaEvidence] = (),
     cells: Iterable[tuple[int, Alignment]] = (),
     quad_cells: Iterable[tuple[int, Alignment]] = (),
+    lines: dict[int, tuple[float, float]] | None = None,
 ) -> dict[int, PeakFinding]:
     """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
     swept alignments ``leads``, :func:`swept_leads`, the look-up's coarse cells ``cells``,
     :func:`cell_leads`, and the four-peak cells ``quad_cells``, :func:`quad_leads`): the best
-    check per work, with the chroma finding it came from."""
+    check per work, with the chroma finding it came from (``lines``: :func:`best_peak_checks`)."""
     guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
-    return best_peak_checks(guesses, checks, settings)
+    return best_peak_checks(guesses, checks, settings, lines or {})
 
 
 PeakGuess = tuple[int, Alignment, ChromaFinding | None]
@@ -753,11 +861,15 @@ def checked_guesses(
 
 
 def best_peak_checks(
-    guesses: list[PeakGuess], checks: list[PeakCheck | None], settings: Settings
+    guesses: list[PeakGuess],
+    checks: list[PeakCheck | None],
+    settings: Settings,
+    lines: dict[int, tuple[float, float]],
 ) -> dict[int, PeakFinding]:
     """The best check per work (the first of equals), with the chroma finding it came from and
-    how many checks of the work ran; a check whose coincidences many of the other works' share
-    confirms nothing (:func:`audiodup.peakcheck.shared_material`)."""
+    how many checks of the work ran; a check on material many of the other works hold, by
+    their checks or their hash lines (``lines``, :func:`material_lines`), confirms nothing
+    (:func:`audiodup.peakcheck.shared_material`)."""
     best: dict[int, tuple[PeakCheck, ChromaFinding | None]] = {}
     tried: Counter[int] = Counter()
     for (work_id, _, source), check in zip(guesses, checks, strict=True):
@@ -766,11 +878,8 @@ def best_peak_checks(
         tried[work_id] += 1
         if work_id not in best or check.probability < best[work_id][0].probability:
             best[work_id] = (check, source)
-    marked = shared_material([check for check, _ in best.values()], settings)
-    return {
-        w: PeakFinding(w, check, source, tried[w])
-        for (w, (_, source)), check in zip(best.items(), marked, strict=True)
-    }
+    marked = shared_material({w: check for w, (check, _) in best.items()}, lines, settings)
+    return {w: PeakFinding(w, marked[w], source, tried[w]) for w, (_, source) in best.items()}
 
 
 def gather_evidence(
@@ -801,9 +910,7 @@ def gather_evidence(
     reference_hashes = reference_hashes or stored_hashes(reference, settings)
     query_hashes = fingerprint_hashes(query, settings, query=True)
     found = verified_candidates(query, indexes, settings, works, reference_hashes, query_hashes)
-    hashes = score_hashes(
-        verified_lines(found).values(), n_works, settings, competition_hits(found, indexes)
-    )
+    hashes = scored_lines(found, indexes, n_works, query, settings)
     if decisive(hashes, settings):
         return Evidence(n_works, hashes)
     search = search_chroma_segments(
@@ -822,9 +929,7 @@ def gather_evidence(
     )
     if voted is not found:
         found = voted
-        hashes = score_hashes(
-            verified_lines(found).values(), n_works, settings, competition_hits(found, indexes)
-        )
+        hashes = scored_lines(found, indexes, n_works, query, settings)
         if decisive(hashes, settings):
             return Evidence(n_works, hashes)
     candidates = chroma_candidate_scales(search, settings)
@@ -837,8 +942,49 @@ def gather_evidence(
     hashed = {w: f.evidence for w, f in hashes.items()}
     cells = cell_leads(found.candidates, settings)
     quad_cells = quad_leads(quad_votes, settings)
-    peaks = peak_checks(query, hashed, chroma, settings, reference, leads, cells, quad_cells)
+    peaks = peak_checks(
+        query,
+        hashed,
+        chroma,
+        settings,
+        reference,
+        leads,
+        cells,
+        quad_cells,
+        material_lines(hashes, settings),
+    )
     return Evidence(n_works, hashes, tuple(chroma), peaks)
+
+
+def scored_lines(
+    found: Candidates, indexes: LoadedIndexes, n_works: int, query: Fingerprint, settings: Settings
+) -> dict[int, HashFinding]:
+    """The verified candidates' lines scored (:func:`score_hashes`), those on material many
+    works hold made no evidence (:func:`shared_lines`)."""
+    lines = verified_lines(found).values()
+    return score_lines(lines, n_works, settings, competition_hits(found, indexes), query.duration_s)
+
+
+def score_lines(
+    lines: Iterable[HashEvidence],
+    n_works: int,
+    settings: Settings,
+    hits_per_work: np.ndarray,
+    duration_s: float,
+) -> dict[int, HashFinding]:
+    """:func:`score_hashes`, with the lines on material many works hold made no evidence
+    (:func:`shared_lines`) and the others scored again without them: they are no chance
+    lines, and a background fit that counted them (:func:`audiodup.verdict.chance_excess_scale`)
+    would hold down a copy of one of those works with them."""
+    lines = list(lines)
+    marked = shared_lines(
+        score_hashes(lines, n_works, settings, hits_per_work), duration_s, settings
+    )
+    shared = {w: f for w, f in marked.items() if f.shared_with}
+    if not shared:
+        return marked
+    rest = [e for e in lines if e.work_id not in shared]
+    return {**score_hashes(rest, n_works, settings, hits_per_work), **shared}
 
 
 def decisive(hashes: dict[int, HashFinding], settings: Settings) -> bool:
@@ -1027,15 +1173,60 @@ def matches_from_looks(
     upload's screening, which stops there, reports."""
     if n_views is None:
         n_views = len(planned_views(looks[0].query, settings))
+    shared = shared_seconds(looks, settings)
     found = []
     for look in looks:
-        for m in matches_from_evidence(look.evidence, look.query, settings, works):
+        evidence = off_shared_seconds(look, shared, settings) if shared else look.evidence
+        for m in matches_from_evidence(evidence, look.query, settings, works):
             if (look.time_scale, look.start_s) != (1.0, 0.0):
                 m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
                 if m.false_match_probability > settings.suspect_max_fmp:
                     continue
             found.append(m)
     return most_certain_per_work(found, settings)
+
+
+def shared_seconds(looks: Iterable[Look], settings: Settings) -> list[tuple[float, float, int]]:
+    """``(start_s, end_s, works)``: the stretches of the upload (in its own time) where some
+    look found material many works hold (:func:`shared_lines`,
+    :func:`audiodup.peakcheck.shared_material`), with how many other works held it."""
+    fps = settings.frames_per_second
+    found = []
+    for look in looks:
+        marked = [(f.shared_query_frames, f.shared_with) for f in look.evidence.hashes.values()]
+        marked += [
+            (p.check.shared_query_frames, p.check.shared_with) for p in look.evidence.peaks.values()
+        ]
+        found += [
+            (
+                start / fps / look.time_scale + look.start_s,
+                end / fps / look.time_scale + look.start_s,
+                n,
+            )
+            for (start, end), n in marked
+            if n
+        ]
+    return found
+
+
+def off_shared_seconds(
+    look: Look, shared: Sequence[tuple[float, float, int]], settings: Settings
+) -> Evidence:
+    """The look's evidence with every hash line and peak check that holds too little off the
+    ``shared`` stretches (:func:`shared_seconds`) to make a duplicate made no evidence, as if
+    this look had found the material many works hold itself (:func:`lines_off_stretches`,
+    :func:`audiodup.peakcheck.shared_material`): one look found it, and another look's line or
+    check on it names no one of those works either."""
+    fps = settings.frames_per_second
+    stretches = [
+        ((s - look.start_s) * look.time_scale * fps, (e - look.start_s) * look.time_scale * fps, n)
+        for s, e, n in shared
+    ]
+    found = look.evidence.peaks
+    checks = checks_off_stretches({w: p.check for w, p in found.items()}, stretches, settings)
+    peaks = {w: replace(p, check=checks[w]) for w, p in found.items()}
+    hashes = lines_off_stretches(look.evidence.hashes, stretches, settings)
+    return replace(look.evidence, hashes=hashes, peaks=peaks)
 
 
 def most_certain_per_work(matches: Iterable[Match], settings: Settings) -> list[Match]:

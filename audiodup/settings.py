@@ -201,6 +201,13 @@ class Settings:
     chroma_voted_leads: int = 8
     duplicate_max_fmp: float = 1e-6
     suspect_max_fmp: float = 1e-3
+    # material many works hold (a stock sample or loop) names none of them: the hits of a line
+    # or check that this many other works' lines or checks of one look also hold, over at most
+    # this share of the upload (a line) or of the check's window, are a stretch of such
+    # material; a line or check with fewer than duplicate_min_hashes hits (duplicate_min_peaks
+    # peaks) off the stretches is no evidence (screening.shared_lines, peakcheck.shared_material)
+    shared_material_works: int = 2
+    shared_material_max_span: float = 0.5
     min_coverage_s: float = 3.0
     duplicate_min_hashes: int = 8
     # chance-match priors, measured on the Debian corpus (background fits per query may only
@@ -253,12 +260,6 @@ class Settings:
     # recording: a held tone aligned with a note a work holds coincides on dozens of peaks but
     # starts once (benchmarks/SCALING.md, session 36)
     peak_check_min_onsets: int = 4
-    # other works whose checks of a look land on most of a check's coinciding upload peaks
-    # for it to count as material many works hold (a stock loop), which confirms no one work,
-    # when the peaks that many hold span at most this share of the check's window
-    # (peakcheck.shared_material)
-    peak_check_shared_works: int = 3
-    peak_check_shared_max_span: float = 0.5
     peak_check_hash_candidates: int = 2  # strongest non-decisive hash lines checked
     # best look-up candidates whose fullest coarse cell leads a check (peakcheck.cell_alignment)
     peak_check_cell_leads: int = 2

@@ -78,10 +78,11 @@ from .screening import (
     look_again,
     look_votes,
     matches_from_looks,
+    material_lines,
     peak_guesses,
     quad_leads,
     score_chroma,
-    score_hashes,
+    score_lines,
     stored_hashes,
     swept_chroma,
     swept_leads,
@@ -315,9 +316,11 @@ def group_peak_checks(
 
 
 # -- on the client -------------------------------------------------------------------------------
-def _scored(found: Candidates, n_works: int, settings: Settings) -> dict[int, HashFinding]:
+def _scored(
+    found: Candidates, n_works: int, query: Fingerprint, settings: Settings
+) -> dict[int, HashFinding]:
     """The candidates' lines scored over the whole catalog, as one process scores them
-    (:func:`audiodup.screening.competition_hits`, :func:`audiodup.screening.score_hashes`)."""
+    (:func:`audiodup.screening.scored_lines`)."""
     hit_counts = hits_in_competition(
         found.hit_works,
         found.hit_counts,
@@ -325,7 +328,9 @@ def _scored(found: Candidates, n_works: int, settings: Settings) -> dict[int, Ha
         n_works - len(found.hit_works),
         found.unseen_hits,
     )
-    return score_hashes(verified_lines(found).values(), n_works, settings, hit_counts)
+    return score_lines(
+        verified_lines(found).values(), n_works, settings, hit_counts, query.duration_s
+    )
 
 
 _CLIENT_CLOSED = "the Dask scheduler went away and the connection to it was closed"
@@ -462,7 +467,7 @@ class ShardedScreening:
                 ranked = [(c.work_id, c.support) for c in found.candidates]
                 verified = self._verified(specs, totals_future, query_future, ranked, left_out)
                 found = replace(found, candidates=verified)
-            hashes = _scored(found, n_works, settings)
+            hashes = _scored(found, n_works, query, settings)
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, left_out, totals.has_chroma)
@@ -475,7 +480,7 @@ class ShardedScreening:
             )
             if extra:
                 found = with_candidates(found, extra)
-                hashes = _scored(found, n_works, settings)
+                hashes = _scored(found, n_works, query, settings)
                 if decisive(hashes, settings):
                     return Evidence(n_works, hashes)
             candidates = chroma_candidate_scales(search, settings)
@@ -502,7 +507,7 @@ class ShardedScreening:
             quad_cells = quad_leads(quad_votes, settings)
             guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
             checks = self._checks(specs, query_future, guesses)
-            peaks = best_peak_checks(guesses, checks, settings)
+            peaks = best_peak_checks(guesses, checks, settings, material_lines(hashes, settings))
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()

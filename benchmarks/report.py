@@ -426,6 +426,12 @@ LINKED_REPORTS = (
         "Recall per time-stretch and pitch-shift implementation (an earlier, smaller run; the "
         "full run above has the same variants)",
     ),
+    (
+        "STOCK_SAMPLES.md",
+        None,
+        "Stock samples: uploads holding a sample that several works hold "
+        "(`python -m benchmarks.stock_samples`)",
+    ),
 )
 
 

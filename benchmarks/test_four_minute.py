@@ -3,16 +3,12 @@ summarised and shown, and the command's one-line errors."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.conftest import one_error_line
 from benchmarks.scaling_prints import four_minute_summary, four_minute_table
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _record(upload: str, role: str, plan: str, verdict: str, top: str | None, cpu_s: float):
@@ -64,16 +60,8 @@ def test_the_four_minute_command_says_what_is_missing_in_one_line(
         (data / "corpus.json").write_text('{"tracks": []}')
         (data / "cpu-uploads").mkdir()
         (data / "cpu-uploads" / "plan.json").write_text('{"uploads": {"4min": []}}')
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scaling_prints", "four-minute"]
-        + ["--catalog", str(tmp_path / "none"), "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "AUDIODUP_BENCH_DATA": str(data)},
-    )
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
-    (line,) = proc.stderr.strip().splitlines()
+    args = ["four-minute", "--catalog", str(tmp_path / "none"), "--out", str(out)]
+    line = one_error_line("benchmarks.scaling_prints", args, data)
     expected = {"corpus": "no benchmark corpus at", "catalog": "no catalog at"}
     assert line.startswith(f"error: {expected.get(missing, 'cannot write')}")
     assert not out.exists()

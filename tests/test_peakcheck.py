@@ -289,27 +289,45 @@ def _check_on(frames, probability: float = 1e-12, chance: float = 2.0) -> PeakCh
     return PeakCheck(alignment, n, n * 3, chance, probability, frames, True, n, (0.0, 3000.0))
 
 
+def marked_checks(checks: list[PeakCheck], lines=None) -> list[PeakCheck]:
+    """:func:`shared_material` of ``checks`` (works 0, 1, ...), in their order."""
+    marked = shared_material(dict(enumerate(checks)), lines or {}, S)
+    return [marked[k] for k in range(len(checks))]
+
+
 SAMPLE_FRAMES = np.arange(100, 400, 10)  # 30 coinciding peaks over a few seconds of the upload
 
 
-def test_a_check_that_three_other_works_share_confirms_nothing() -> None:
-    """Four works each line up with the same seconds of the upload (a stock sample they hold,
-    at other places in each): none of the four checks is evidence of its work."""
-    jitter = [0, 1, 1, -1]  # the same upload peaks, found within the time tolerance
+def test_a_check_that_other_works_share_confirms_nothing() -> None:
+    """Three works each line up with the same seconds of the upload (a stock sample they hold,
+    at other places in each): none of the three checks is evidence of its work."""
+    assert S.shared_material_works == 2
+    jitter = [0, 1, -1]  # the same upload peaks, found within the time tolerance
     checks = [_check_on(SAMPLE_FRAMES + d) for d in jitter]
     assert all(confirms_recording(c, S) for c in checks)
-    marked = shared_material(checks, S)
-    assert [c.shared_with for c in marked] == [3, 3, 3, 3]
+    marked = marked_checks(checks)
+    assert [c.shared_with for c in marked] == [2, 2, 2]
     assert all(c.probability == 1.0 and not confirms_recording(c, S) for c in marked)
+
+
+def test_a_hash_line_over_the_same_seconds_holds_the_material_too() -> None:
+    """One other work's check and another work's hash line (its upload frames) over the sample:
+    two others hold it. A line elsewhere in the upload holds none of it."""
+    checks = [_check_on(SAMPLE_FRAMES), _check_on(SAMPLE_FRAMES + 1)]
+    marked = marked_checks(checks, lines={7: (90.0, 410.0)})
+    assert [c.shared_with for c in marked] == [2, 2]
+    assert all(c.probability == 1.0 for c in marked)
+    elsewhere = marked_checks(checks, lines={7: (1000.0, 1400.0)})
+    assert all(c.shared_with == 0 and c.probability == 1e-12 for c in elsewhere)
 
 
 def test_a_copy_is_not_shared_by_works_that_hold_only_its_sample() -> None:
     """The work the upload copies lines up over the whole upload; the works that hold only the
     sample it contains share a tenth of those peaks: the copy stays evidence, the others do not
-    (each is shared by the other three that hold the sample)."""
+    (each is shared by the other two that hold the sample)."""
     copy = _check_on(np.arange(0, 3000, 10))
     others = [_check_on(SAMPLE_FRAMES + d) for d in (0, 1, 2)]
-    marked = shared_material([copy, *others], S)
+    marked = marked_checks([copy, *others])
     assert marked[0].shared_with == 0 and marked[0].probability == copy.probability
     assert confirms_recording(marked[0], S)
     assert all(c.probability == 1.0 for c in marked[1:])
@@ -321,28 +339,26 @@ def test_a_recording_that_several_works_hold_over_the_whole_window_stays_evidenc
     that is a copy of a recording, not a sample spliced into other music. The same four
     sharing only the first tenth of the window are material many works hold."""
     whole = np.arange(0, 3000, 10)
-    checks = shared_material([_check_on(whole + d) for d in (0, 1, 1, -1)], S)
+    checks = marked_checks([_check_on(whole + d) for d in (0, 1, 1, -1)])
     assert all(c.shared_with == 0 and c.probability == 1e-12 for c in checks)
     assert all(confirms_recording(c, S) for c in checks)
-    assert S.peak_check_shared_max_span == 0.5
+    assert S.shared_material_max_span == 0.5
     tenth = np.arange(0, 300, 10)
-    checks = shared_material([_check_on(tenth + d) for d in (0, 1, 1, -1)], S)
+    checks = marked_checks([_check_on(tenth + d) for d in (0, 1, 1, -1)])
     assert all(c.shared_with == 3 and c.probability == 1.0 for c in checks)
 
 
 def test_checks_at_chance_or_on_other_peaks_share_nothing() -> None:
     """Only works whose checks exceed chance as a recording does count as holding the material
-    (a held tone of two onsets does not); two that do are fewer than ``peak_check_shared_works``,
+    (a held tone of two onsets does not); one that does is fewer than ``shared_material_works``,
     and a check on other seconds of the upload shares none of its peaks."""
     check = _check_on(SAMPLE_FRAMES)
     at_chance = _check_on(SAMPLE_FRAMES, probability=1.0, chance=20.0)  # 30 peaks, 1.5x chance
     held_tone = dataclasses.replace(_check_on(SAMPLE_FRAMES), matched_onsets=2)
     elsewhere = _check_on(SAMPLE_FRAMES + 1000)
-    marked = shared_material([check, at_chance, held_tone, elsewhere, elsewhere], S)
+    one = _check_on(SAMPLE_FRAMES + 1)
+    marked = marked_checks([check, at_chance, held_tone, elsewhere, elsewhere, one])
     assert marked[0].shared_with == 0 and marked[0].probability == check.probability
-    assert S.peak_check_shared_works == 3
-    two = shared_material([check, _check_on(SAMPLE_FRAMES), _check_on(SAMPLE_FRAMES + 1)], S)
-    assert all(c.shared_with == 0 and c.probability == 1e-12 for c in two)
 
 
 # -- the look-up's coarse cell as a lead (peakcheck.cell_alignment) ------------------------------

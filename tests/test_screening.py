@@ -350,9 +350,8 @@ def test_a_medley_of_unrelated_music_stays_below_duplicate(catalog: Catalog) -> 
         assert decide(matches, s) != "duplicate"
 
 
-def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -> None:
-    section = Section(10.0, 30.0, 5.0, 45.0, 12)
-    seen = Match(
+def _a_match() -> Match:
+    return Match(
         work_id=3,
         path="w.ogg",
         title=None,
@@ -369,8 +368,13 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
         coverage_s=20.0,
         matched_hashes=12,
         chroma_similarity=None,
-        sections=(section,),
+        sections=(Section(10.0, 30.0, 5.0, 45.0, 12),),
     )
+
+
+def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -> None:
+    seen = _a_match()
+    section = seen.sections[0]
     told = screening.match_in_upload_time(seen, 2.0, 0.01, 3)
     assert told.false_match_probability == pytest.approx(3e-9)
     assert told.score == pytest.approx(score_from_probability(3e-9))
@@ -378,6 +382,40 @@ def test_a_match_on_a_view_is_told_in_the_upload_time_and_pays_for_the_looks() -
     assert (told.query_start_s, told.query_end_s, told.coverage_s) == (5.01, 15.01, 10.0)
     assert told.sections == (dataclasses.replace(section, query_start_s=5.01, query_end_s=15.01),)
     assert (told.ref_start_s, told.ref_end_s, told.coverage) == (5.0, 45.0, 0.5)
+
+
+def test_a_line_on_seconds_another_look_found_many_works_hold_is_no_evidence() -> None:
+    """The look as it is found seconds 10-14 of the upload held by three works (a stock sample,
+    :func:`screening.shared_lines`); the look 2x slower has a line of a fourth work with most
+    of its hits on its frames of those seconds (20-28 s of the slowed upload): it names no
+    work either. A line over the whole slowed upload (a copy, which holds those seconds too)
+    and one on other seconds stay."""
+    s = DEFAULT_SETTINGS
+    fps = s.frames_per_second
+
+    def line_over(work_id: int, start_s: float, end_s: float, fmp: float = 1e-12, shared=0):
+        hits = np.linspace(start_s, end_s, 20) * fps
+        line = match.AlignedLine(hits[0], hits[-1], 0.0, 100.0, 20)
+        evidence = match.HashEvidence(
+            work_id, 400, 20, 20, 1.0, 0.0, (line,), end_s - start_s, hits, hits
+        )
+        held = (hits[0], hits[-1]) if shared else (0.0, 0.0)
+        return screening.HashFinding(evidence, fmp, shared, shared_query_frames=held)
+
+    as_it_is = screening.Evidence(3, {w: line_over(w, 10.0, 14.0, 1.0, 2) for w in (1, 2, 3)})
+    slowed_lines = {
+        4: line_over(4, 19.0, 28.0),  # one hit in 19-20 s: most on the shared seconds
+        5: line_over(5, 1.0, 118.0),
+        6: line_over(6, 60.0, 68.0),
+    }
+    slowed = screening.Look(2.0, 0.0, None, screening.Evidence(6, slowed_lines))
+    looks = [screening.Look(1.0, 0.0, None, as_it_is), slowed]
+    shared = screening.shared_seconds(looks, s)
+    assert shared == [(10.0, 14.0, 2)] * 3  # in the upload's own time
+    seen = screening.off_shared_seconds(slowed, shared, s).hashes
+    assert seen[4].false_match_probability == 1.0 and seen[4].shared_with == 2
+    assert seen[5] == slowed_lines[5] and seen[6] == slowed_lines[6]
+    assert screening.shared_seconds([slowed], s) == []
 
 
 def test_quick_screening_takes_only_the_look_as_it_is(
@@ -678,24 +716,19 @@ def test_a_works_best_peak_check_pays_for_every_check_tried_on_it() -> None:
     def guess(work_id: int) -> screening.PeakGuess:
         return (work_id, Alignment(1.0, 0.0, 0.0, 0.0), None)
 
+    s = DEFAULT_SETTINGS
     guesses = [guess(1), guess(1), guess(1), guess(2), guess(2)]
     checks = [check(1e-8), check(1e-10), None, check(1e-9), None]
-    best = screening.best_peak_checks(guesses, checks, DEFAULT_SETTINGS)
+    best = screening.best_peak_checks(guesses, checks, s, {})
 
     assert best[1].check.probability == 1e-10 and best[1].checks_tried == 2
     assert best[1].probability == pytest.approx(2e-10)
     assert best[2].checks_tried == 1 and best[2].probability == pytest.approx(1e-9)
-    assert (
-        screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3, DEFAULT_SETTINGS)[
-            3
-        ].probability
-        == 1.0
-    )
+    tried_thrice = screening.best_peak_checks([guess(3)] * 3, [check(0.6)] * 3, s, {})
+    assert tried_thrice[3].probability == 1.0
     # a check given up after its coarse sweep was still a try at its work
     given_up = dataclasses.replace(check(1.0), refined=False)
-    best = screening.best_peak_checks(
-        [guess(4)] * 3, [given_up, check(1e-9), given_up], DEFAULT_SETTINGS
-    )
+    best = screening.best_peak_checks([guess(4)] * 3, [given_up, check(1e-9), given_up], s, {})
     assert best[4].checks_tried == 3 and best[4].probability == pytest.approx(3e-9)
 
 
