@@ -371,14 +371,25 @@ def shared_material(
                 start, end = lines[other]
                 by |= (frames >= start - tol) & (frames <= end + tol)
             held.append(by)
-        held = np.array(held, dtype=bool).reshape(-1, len(frames))
-        shared = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
-        common = frames[held.sum(axis=0) >= enough]
         start, end = check.window_query_frames
-        short = settings.shared_material_max_span * (end - start)
-        if shared >= enough and len(common) and np.ptp(common) <= short:
-            stretches.append((float(common.min()), float(common.max()), shared))
+        stretch = held_stretch(frames, held, enough)
+        if stretch and stretch[1] - stretch[0] <= settings.shared_material_max_span * (end - start):
+            stretches.append(stretch)
     return checks_off_stretches(checks, stretches, settings, tol)
+
+
+def held_stretch(
+    frames: np.ndarray, held: Sequence[np.ndarray], enough: int
+) -> tuple[float, float, int] | None:
+    """``(start, end, works)``: the first and last of ``frames`` that ``enough`` other works
+    hold (``held``: which of the frames each other work holds), when at least ``enough`` of them
+    hold half of the frames or more, and how many do; else ``None``."""
+    held = np.array(held, dtype=bool).reshape(-1, len(frames))
+    works = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
+    common = frames[held.sum(axis=0) >= enough]
+    if works < enough or len(common) == 0:
+        return None
+    return float(common.min()), float(common.max()), works
 
 
 def checks_off_stretches(

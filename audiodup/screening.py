@@ -57,6 +57,7 @@ from .peakcheck import (
     covers,
     fullest_cell,
     hash_alignment,
+    held_stretch,
     on_stretches,
     reference_peaks,
     shared_material,
@@ -585,14 +586,12 @@ def shared_lines(
     longest = settings.shared_material_max_span * duration_s * settings.frames_per_second
     stretches = []
     for work_id, (start, end) in spans.items():
+        if end - start > longest:
+            continue
         frames = _line_hits(hashes[work_id])
-        held = np.array(
-            [(frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id]
-        )
-        shared = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
-        common = frames[held.sum(axis=0) >= enough]
-        if shared >= enough and len(common) and end - start <= longest:
-            stretches.append((float(common.min()), float(common.max()), shared))
+        held = [(frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id]
+        if stretch := held_stretch(frames, held, enough):
+            stretches.append(stretch)
     return lines_off_stretches(hashes, stretches, settings) if stretches else hashes
 
 
@@ -1079,6 +1078,14 @@ class Look:
     query: Fingerprint
     evidence: Evidence
 
+    def upload_s(self, frame: float, fps: float) -> float:
+        """The second of the upload (in its own time) of this look's ``frame``."""
+        return frame / fps / self.time_scale + self.start_s
+
+    def frame(self, upload_s: float, fps: float) -> float:
+        """This look's frame of the upload's second ``upload_s``."""
+        return (upload_s - self.start_s) * self.time_scale * fps
+
 
 def planned_views(query: Fingerprint, settings: Settings) -> list[tuple[float, float]]:
     """The ``(time_scale, hop_phase)`` of every further look screening may take at ``query``:
@@ -1198,11 +1205,7 @@ def shared_seconds(looks: Iterable[Look], settings: Settings) -> list[tuple[floa
             (p.check.shared_query_frames, p.check.shared_with) for p in look.evidence.peaks.values()
         ]
         found += [
-            (
-                start / fps / look.time_scale + look.start_s,
-                end / fps / look.time_scale + look.start_s,
-                n,
-            )
+            (look.upload_s(start, fps), look.upload_s(end, fps), n)
             for (start, end), n in marked
             if n
         ]
@@ -1218,10 +1221,7 @@ def off_shared_seconds(
     :func:`audiodup.peakcheck.shared_material`): one look found it, and another look's line or
     check on it names no one of those works either."""
     fps = settings.frames_per_second
-    stretches = [
-        ((s - look.start_s) * look.time_scale * fps, (e - look.start_s) * look.time_scale * fps, n)
-        for s, e, n in shared
-    ]
+    stretches = [(look.frame(s, fps), look.frame(e, fps), n) for s, e, n in shared]
     found = look.evidence.peaks
     checks = checks_off_stretches({w: p.check for w, p in found.items()}, stretches, settings)
     peaks = {w: replace(p, check=checks[w]) for w, p in found.items()}

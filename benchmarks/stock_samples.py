@@ -246,8 +246,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.out and not args.out.parent.is_dir():
         return _error(f"cannot write {args.out}: no folder {args.out.parent}")
+    if args.out and args.out.is_dir():
+        return _error(f"cannot write {args.out}: it is a folder")
+    if args.work.exists() and not args.work.is_dir():
+        return _error(f"cannot build the sets in {args.work}: it is no folder")
+    chosen = [spec for spec in SETS if spec.name in args.sets]
+    if not chosen or set(args.sets) - {spec.name for spec in SETS}:
+        return _error(f"--sets {args.sets!r}: choose among {''.join(s.name for s in SETS)}")
     rows = []
-    for spec in (s for s in SETS if s.name in args.sets):
+    for spec in chosen:
         for n_works in spec.works:
             folder = args.work / f"{spec.name}-{n_works}"
             records = screen_set(folder, build_set(spec, n_works, folder))

@@ -60,3 +60,24 @@ def test_the_command_says_what_is_missing_in_one_line(missing: str, tmp_path: Pa
     expected = {"corpus": "no readable tuning corpus", "tracks": "the tuning corpus has 5"}
     assert line.startswith(f"error: {expected.get(missing, 'cannot write')}")
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("bad", ["out is a folder", "work is a file", "unknown set"])
+def test_bad_arguments_are_said_in_one_line_before_any_work(bad: str, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    track = {"path": "/none.ogg", "duration_s": 100.0, "samplerate": 44100}
+    tracks = ", ".join([str(track).replace("'", '"')] * 61)
+    (data / "corpus.json").write_text(f'{{"tracks": [{tracks}]}}')
+    work, out, sets = tmp_path / "w", tmp_path / "STOCK.md", "AB"
+    if bad == "out is a folder":
+        out.mkdir()
+    elif bad == "work is a file":
+        work.write_text("not a folder")
+    else:
+        sets = "AZ"
+    args = ["--work", str(work), "--out", str(out), "--sets", sets]
+    line = one_error_line("benchmarks.stock_samples", args, data)
+    expected = {"out is a folder": "it is a folder", "work is a file": "it is no folder"}
+    assert line.endswith(expected.get(bad, "choose among ABCD"))
+    assert not (work.is_dir() or (out.exists() and not out.is_dir()))
