@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import re
+import signal
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -112,10 +113,18 @@ err = Console(
 )
 
 
+def _input_path(text: str) -> Path:
+    """An input path as given; an empty one (an unset shell variable) is a usage error, not
+    ``Path("")``, which is the current folder."""
+    if not text:
+        raise typer.BadParameter("an empty path names nothing")
+    return Path(text)
+
+
 def _paths_argument(help_text: str):
     """Input paths, not checked by click: one it cannot read (a folder without read access)
     would otherwise refuse the whole batch; each path's problem is that file's own error."""
-    return typer.Argument(help=help_text, readable=False)
+    return typer.Argument(help=help_text, readable=False, parser=_input_path)
 
 
 DbOption = Annotated[
@@ -124,6 +133,7 @@ DbOption = Annotated[
         "--db",
         help="Catalog directory.",
         show_default="$AUDIODUP_DB or ./audiodup-catalog",
+        parser=_input_path,
     ),
 ]
 
@@ -346,23 +356,28 @@ def index_verify(db: DbOption = None) -> None:
 
     Exit code: 0 sound, 1 problems found (each printed; damage is a finding, not an error)."""
     from .errors import CatalogDamagedError
+    from .store import VERIFY_HINT
 
+    advice = (
+        "run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints "
+        "(a work without a readable fingerprint: 'audiodup index remove ID' first)"
+    )
     try:
         with _open(db) as catalog:
             check = catalog.check()
         problems, notes = check.problems, check.notes
     except CatalogDamagedError as exc:  # too damaged to open: that is the finding
-        problems, notes = (str(exc),), ()
+        problems, notes = (str(exc).removesuffix(VERIFY_HINT),), ()
+        advice = (
+            "the catalog database itself cannot be read, and 'audiodup index rebuild' rebuilds "
+            "the indexes from it: restore catalog.sqlite from a backup"
+        )
     for note in notes:
         err.print(f"note: {shown_text(note)}", soft_wrap=True)
     for problem in problems:
         err.print(f"problem: {shown_text(problem)}", soft_wrap=True)
     if problems:
-        err.print(
-            "run 'audiodup index rebuild' to regenerate the indexes from stored fingerprints "
-            "(a work without a readable fingerprint: 'audiodup index remove ID' first)",
-            soft_wrap=True,
-        )
+        err.print(advice, soft_wrap=True)
         raise typer.Exit(1)
     out.print("catalog OK")
 
@@ -646,7 +661,12 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
                 f"{m.query_start_s:.1f}-{m.query_end_s:.1f}",
                 f"{m.ref_start_s:.1f}-{m.ref_end_s:.1f}",
                 str(m.matched_hashes)
-                + ("" if m.matched_peaks is None else f" ({m.matched_peaks} peaks)"),
+                + ("" if m.matched_peaks is None else f" ({m.matched_peaks} peaks)")
+                + (
+                    f", {m.matched_on_shared_material} on shared material"
+                    if m.matched_on_shared_material
+                    else ""
+                ),
                 f"{m.false_match_probability:.1e}",
             )
     out.print(table)
@@ -1055,6 +1075,20 @@ def _output_lost(exc: OutputLost) -> None:
     sys.exit(EXIT_INPUT_ERROR)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP reached the command: it stops as on an interrupt (a ``BaseException``,
+    so no batch takes it for one file's error), its workers stopped and its locks released,
+    and exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, _frame) -> None:
+    raise Terminated(signum)
+
+
 def _run_command() -> None:
     """The command of ``sys.argv``; its output flushed before it exits, so that output which
     cannot be written is :class:`OutputLost` here and not an error at interpreter exit."""
@@ -1071,9 +1105,13 @@ def _run_command() -> None:
 def main() -> None:
     """Console entry point: every error becomes one line, never a traceback."""
     keep_freed_memory()
-    streams = sys.stdout, sys.stderr
-    if sys.argv[1:2] != ["serve"]:  # the service logs to stderr itself, and never raises there
+    streams, handlers = (sys.stdout, sys.stderr), {}
+    # the service logs to stderr itself, never raises there, and stops its workers on a signal
+    if sys.argv[1:2] != ["serve"]:
         sys.stdout, sys.stderr = _GuardedStream(sys.stdout), _GuardedStream(sys.stderr)
+        handlers = {
+            stop: signal.signal(stop, _terminate) for stop in (signal.SIGTERM, signal.SIGHUP)
+        }
     try:
         _run_command()
     except AudiodupError as exc:
@@ -1084,6 +1122,9 @@ def main() -> None:
     except KeyboardInterrupt:
         _say("interrupted")
         sys.exit(130)
+    except Terminated as exc:
+        _say(f"terminated ({exc})")
+        sys.exit(128 + exc.signum)
     except OutputLost as exc:
         _output_lost(exc)
     except Exception as exc:  # noqa: BLE001
@@ -1091,6 +1132,8 @@ def main() -> None:
         sys.exit(70)
     finally:
         sys.stdout, sys.stderr = streams
+        for stop, handler in handlers.items():
+            signal.signal(stop, handler)
 
 
 # -- the service (issue #15): audiodup serve, audiodup keys ---------------------------------------
@@ -1111,6 +1154,18 @@ def _service_config(config_file: Path | None, **flags):
             f"the service needs its extra: pip install 'audiodup[serve]' ({exc})"
         ) from None
     return load_config(config_file, flags)
+
+
+def _key_file(config_file: Path | None, db: Path | None):
+    """The service's key file (``service.auth.KeyFile``); one kept in the catalog (no
+    ``key_file`` configured) needs the catalog: a key is never written into a folder that
+    holds none (it would then refuse to become one)."""
+    from .service.auth import KeyFile
+
+    settings = _service_config(config_file, db=db)
+    if settings.key_file is None:
+        Catalog.open(settings.db, create=False).close()
+    return KeyFile(settings.keys_path)
 
 
 class Scope(StrEnum):
@@ -1172,10 +1227,7 @@ def keys_create(
     config: ConfigOption = None,
 ) -> None:
     """Create an API key and print it, once: only its hash is kept."""
-    from .service.auth import KeyFile
-
-    settings = _service_config(config, db=db)
-    key = KeyFile(settings.keys_path).create(name, [s.value for s in scope])
+    key = _key_file(config, db).create(name, [s.value for s in scope])
     print(key)
     err.print(f"key {name} created; it is shown only now", soft_wrap=True)
 
@@ -1183,11 +1235,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(db: DbOption = None, config: ConfigOption = None) -> None:
     """List the API keys (names, scopes, dates; never the keys)."""
-    from .service.auth import KeyFile
-
-    settings = _service_config(config, db=db)
     table = Table("name", "scopes", "created", "revoked")
-    for record in KeyFile(settings.keys_path).records():
+    for record in _key_file(config, db).records():
         table.add_row(
             _user(record.name), ",".join(record.scopes), record.created_at, record.revoked_at or ""
         )
@@ -1197,10 +1246,7 @@ def keys_list(db: DbOption = None, config: ConfigOption = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: str, db: DbOption = None, config: ConfigOption = None) -> None:
     """Revoke an API key (running servers refuse it from their next request)."""
-    from .service.auth import KeyFile
-
-    settings = _service_config(config, db=db)
-    count = KeyFile(settings.keys_path).revoke(name)
+    count = _key_file(config, db).revoke(name)
     out.print(f"revoked {count} key{'s' if count > 1 else ''} named {_user(name)}")
 
 

@@ -25,7 +25,7 @@ combined with hashes or chroma; its tail is taken against an inflated chance rat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,6 +78,11 @@ class PeakCheck:
     # upload frames of the coinciding peaks that many hold
     shared_with: int = 0
     shared_query_frames: tuple[float, float] = (0.0, 0.0)
+    # the (tempo, offset) cells the check searched, which its probability pays for
+    search_cells: int = 1
+    # coinciding peaks of a check that stays evidence on material many works hold: its
+    # probability counts only the rest (:func:`checks_off_stretches`)
+    peaks_on_shared: int = 0
 
     def aligned_frames(self) -> tuple[float, float, float, float]:
         """``(query_start, query_end, ref_start, ref_end)`` frames where the peaks coincide."""
@@ -242,10 +247,7 @@ def check_alignment(
         and _clears_floors(matched, checked, chance, settings)
         and onsets >= settings.peak_check_min_onsets
     ):
-        inflated = chance * settings.peak_check_chance_inflation
-        from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
-
-        probability = min(1.0, float(special.pdtrc(matched - 1, inflated)) * n_cells)
+        probability = coincidence_probability(matched, chance, n_cells, settings)
     aligned = Alignment(tempo, guess.pitch_bins, guess.query_centre, guess.ref_centre + offset)
     return PeakCheck(
         aligned,
@@ -257,7 +259,17 @@ def check_alignment(
         refined,
         onsets,
         (float(tq.min()), float(tq.max())),
+        search_cells=n_cells,
     )
+
+
+def coincidence_probability(matched: int, chance: float, cells: int, settings: Settings) -> float:
+    """P(chance gives ``matched`` or more coincidences where ``chance`` are expected, inflated
+    by ``peak_check_chance_inflation``) in one of the ``cells`` searched."""
+    from scipy import special  # stats.poisson.sf(k, mu) is special.pdtrc(k, mu) for k >= 0
+
+    inflated = chance * settings.peak_check_chance_inflation
+    return min(1.0, float(special.pdtrc(matched - 1, inflated)) * cells)
 
 
 # a peak within this long of the one before it in the same semitone (in the work's time: a
@@ -332,8 +344,15 @@ def _holds_material(check: PeakCheck, settings: Settings) -> bool:
     )
 
 
+# whether two catalog works are copies of one recording (audiodup.screening.one_recording)
+Related = Callable[[int, int], bool]
+
+
 def shared_material(
-    checks: dict[int, PeakCheck], lines: dict[int, tuple[float, float]], settings: Settings
+    checks: dict[int, PeakCheck],
+    lines: dict[int, tuple[float, float]],
+    settings: Settings,
+    related: Related | None = None,
 ) -> dict[int, PeakCheck]:
     """The checks of one look (one per work), those on material many works hold marked:
     probability 1, ``shared_with`` how many other works hold it, ``shared_query_frames`` the
@@ -350,7 +369,8 @@ def shared_material(
     ``peak_check_time_tol_frames``), or its hash line holding material spans it (``lines``: the
     upload frames each spans, :func:`audiodup.screening.material_lines`). A copy of one of
     those works lines up with it beyond the stretch; a copy of a recording several works hold,
-    over the whole window, and makes no stretch."""
+    over the whole window, and makes no stretch. With ``related``, works that are copies of one
+    recording hold material once (:func:`held_stretch`)."""
     tol, enough = settings.peak_check_time_tol_frames, settings.shared_material_works
     holding = {
         w: np.unique(c.matched_query_frames)
@@ -362,28 +382,57 @@ def shared_material(
         frames = check.matched_query_frames
         if check.probability == 1.0 or work_id not in holding or len(frames) == 0:
             continue
-        held = []
-        for other in (holding.keys() | lines.keys()) - {work_id}:
+        held = {}
+        for other in sorted((holding.keys() | lines.keys()) - {work_id}):
             by = np.zeros(len(frames), dtype=bool)
             if other in holding and len(holding[other]):
                 by |= _near(frames, holding[other], tol)
             if other in lines:
                 start, end = lines[other]
                 by |= (frames >= start - tol) & (frames <= end + tol)
-            held.append(by)
+            held[other] = by
         start, end = check.window_query_frames
-        stretch = held_stretch(frames, held, enough)
+        stretch = held_stretch(frames, held, enough, work_id, related)
         if stretch and stretch[1] - stretch[0] <= settings.shared_material_max_span * (end - start):
             stretches.append(stretch)
     return checks_off_stretches(checks, stretches, settings, tol)
 
 
 def held_stretch(
+    frames: np.ndarray,
+    held: dict[int, np.ndarray],
+    enough: int,
+    work_id: int,
+    related: Related | None = None,
+) -> tuple[float, float, int] | None:
+    """``(start, end, works)``: the first and last of ``frames`` (of ``work_id``) that
+    ``enough`` other works hold (``held``: which of the frames each other work holds), when at
+    least ``enough`` of them hold half of the frames or more, and how many do; else ``None``.
+    With ``related``, the works are counted per recording (:func:`by_recording`): the catalog
+    holding one recording several times (uploads it recorded) makes it no shared material."""
+    stretch = _held_stretch(frames, list(held.values()), enough)
+    if stretch is None or related is None:
+        return stretch
+    return _held_stretch(frames, by_recording(work_id, held, related), enough)
+
+
+def by_recording(work_id: int, held: dict[int, np.ndarray], related: Related) -> list[np.ndarray]:
+    """What the other works hold, merged per recording (each work joins the first earlier one
+    it is ``related`` to), without what the copies of ``work_id``'s own recording hold."""
+    firsts, merged = [work_id], [np.zeros(0, dtype=bool)]
+    for other, mask in held.items():
+        family = next((i for i, first in enumerate(firsts) if related(first, other)), None)
+        if family is None:
+            firsts.append(other)
+            merged.append(mask.copy())
+        elif family > 0:
+            merged[family] |= mask
+    return merged[1:]
+
+
+def _held_stretch(
     frames: np.ndarray, held: Sequence[np.ndarray], enough: int
 ) -> tuple[float, float, int] | None:
-    """``(start, end, works)``: the first and last of ``frames`` that ``enough`` other works
-    hold (``held``: which of the frames each other work holds), when at least ``enough`` of them
-    hold half of the frames or more, and how many do; else ``None``."""
     held = np.array(held, dtype=bool).reshape(-1, len(frames))
     works = int(np.count_nonzero(held.sum(axis=1) >= 0.5 * len(frames)))
     common = frames[held.sum(axis=0) >= enough]
@@ -401,7 +450,9 @@ def checks_off_stretches(
     """``checks`` with every one whose coinciding peaks off the ``stretches`` of material many
     works hold (``(start, end, works)`` upload frames, :func:`on_stretches`) are fewer than
     ``duplicate_min_peaks`` or than ``peak_check_min_ratio`` times the chance of that part of
-    its window made no evidence: what it holds of its own could not make a duplicate."""
+    its window made no evidence: what it holds of its own could not make a duplicate. A check
+    with more is scored on them alone, against the chance of that part of its window, never
+    more certain than it was."""
     marked = dict(checks)
     for work_id, check in checks.items():
         if check.shared_with:
@@ -412,15 +463,32 @@ def checks_off_stretches(
             continue
         own = len(frames) - len(on[0])
         start, end = check.window_query_frames
-        covered = sum(max(0.0, min(e, end) - max(s, start)) for s, e, _ in stretches)
+        covered = covered_frames(stretches, start, end)
         chance = check.chance_peaks * max(0.0, 1.0 - covered / max(end - start, 1.0))
+        inside, works = on
         if own < max(settings.duplicate_min_peaks, settings.peak_check_min_ratio * chance):
-            inside, works = on
             span = (float(inside.min()), float(inside.max()))
             marked[work_id] = replace(
                 check, probability=1.0, shared_with=works, shared_query_frames=span
             )
+        elif check.probability < 1.0:
+            alone = coincidence_probability(own, max(chance, 0.5), check.search_cells, settings)
+            probability = max(check.probability, alone)
+            marked[work_id] = replace(check, probability=probability, peaks_on_shared=len(inside))
     return marked
+
+
+def covered_frames(
+    stretches: Sequence[tuple[float, float, int]], start: float, end: float
+) -> float:
+    """How many frames of ``start``-``end`` the ``stretches`` cover (overlaps counted once)."""
+    covered, reached = 0.0, start
+    for s, e, _ in sorted(stretches):
+        s, e = max(s, reached), min(e, end)
+        if e > s:
+            covered += e - s
+            reached = e
+    return covered
 
 
 def on_stretches(

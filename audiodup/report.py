@@ -63,6 +63,7 @@ _MATCH_COLUMNS = (
     "chroma_similarity",
     "matched_peaks",
     "matched_onsets",
+    "matched_on_shared_material",
     "signal",
 )
 

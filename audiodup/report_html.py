@@ -718,6 +718,11 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
     peaks = "" if seen.matched_peaks is None else f", {seen.matched_peaks} coinciding peaks"
     if seen.matched_onsets is not None:
         peaks += f" from {seen.matched_onsets} onsets"
+    if seen.matched_on_shared_material:
+        peaks += (
+            f" ({seen.matched_on_shared_material} on material other works hold too, not counted"
+            " in the probability)"
+        )
     return (
         f'<p class="evidence">{_e(how)}: {_e(seen.relation)}, tempo x{seen.tempo_ratio:.3f}, '
         f"pitch {seen.pitch_shift_semitones:+.2f} st, work {member} "

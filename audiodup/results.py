@@ -59,6 +59,9 @@ class Match:
     matched_peaks: int | None = None
     # the onsets those peaks come from (peakcheck.matched_onsets): a held tone is one
     matched_onsets: int | None = None
+    # of the matched hashes (or the peaks, when the peak check made the match), those on seconds
+    # of the upload that many works hold (a stock sample or loop): the probability leaves them out
+    matched_on_shared_material: int = 0
     # the chroma channel found the hashes' tempo, pitch and offset on its own (and the peaks
     # confirm the recording): the probability is the combined one, and a duplicate needs no
     # hash or peak count floor

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 # 3.0: search_s no longer holds index loading (index_load_s), CPU seconds of each screening
 # stage, tempo_drift in matches, the review decisions export; 3.1: the screen summary's
 # partly_screened; 3.2: rescan's partly_scanned (a list and its summary count); 3.3: matches'
-# matched_onsets; 3.4: matches' signal (the mix or the stereo difference)
-SCHEMA_VERSION = "3.4"
+# matched_onsets; 3.4: matches' signal (the mix or the stereo difference); 3.5: matches'
+# matched_on_shared_material
+SCHEMA_VERSION = "3.5"
 
 DocumentKind = Literal[
     "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -49,6 +50,7 @@ from .peakcheck import (
     Alignment,
     PeakCheck,
     ReferencePeaks,
+    Related,
     cell_alignment,
     check_alignment,
     checks_off_stretches,
@@ -105,6 +107,12 @@ class HashFinding:
     prior_probability: float | None = None
     # the first and last upload frames of the line's hits that many works hold, when shared
     shared_query_frames: tuple[float, float] = (0.0, 0.0)
+    # hits of a line that stays evidence on material many works hold: its probability counts
+    # only the rest (:func:`lines_off_stretches`)
+    hits_on_shared: int = 0
+    # how its look scores a line (the same competition and background fit): the probability of
+    # what it holds of its own is scored the same way
+    rescore: Callable[[HashEvidence], float] | None = field(default=None, compare=False, repr=False)
 
     def holds_material(self, settings: Settings) -> bool:
         """Whether the line is at least `suspect` before any background fit (the fit holds down
@@ -535,16 +543,18 @@ def score_hashes(
     top = {e.work_id for e in sorted(evidence, key=lambda e: -e.main_inliers)[:3]}
     scale = chance_excess_scale(evidence, top, settings)
 
-    def probabilities(scale: float) -> list[float]:
+    def scorer(scale: float) -> Callable[[HashEvidence], float]:
         if hits_per_work is None:
-            return [hash_false_match_probability(e, scale, n_works, settings) for e in evidence]
-        competition = HashCompetition.of(hits_per_work, scale, settings)
-        return [competition.false_match_probability(e) for e in evidence]
+            return partial(
+                hash_false_match_probability, scale=scale, n_works=n_works, settings=settings
+            )
+        return HashCompetition.of(hits_per_work, scale, settings).false_match_probability
 
-    fitted = probabilities(scale)
-    prior = probabilities(1.0) if scale > 1.0 else [None] * len(evidence)
+    rescore = scorer(scale)
+    fitted = [rescore(e) for e in evidence]
+    prior = [scorer(1.0)(e) for e in evidence] if scale > 1.0 else [None] * len(evidence)
     return {
-        e.work_id: HashFinding(e, fmp, prior_probability=before)
+        e.work_id: HashFinding(e, fmp, prior_probability=before, rescore=rescore)
         for e, fmp, before in zip(evidence, fitted, prior, strict=True)
     }
 
@@ -562,10 +572,27 @@ def material_lines(
 
 
 def shared_lines(
-    hashes: dict[int, HashFinding], duration_s: float, settings: Settings
+    hashes: dict[int, HashFinding],
+    duration_s: float,
+    settings: Settings,
+    related: Related | None = None,
 ) -> dict[int, HashFinding]:
     """The scored lines with those on material many works hold made no evidence (probability
-    1, ``shared_with`` how many other works hold it, ``shared_query_frames`` where).
+    1, ``shared_with`` how many other works hold it, ``shared_query_frames`` where), and the
+    others that cross it scored on their own hits (:func:`lines_off_stretches`, the stretches
+    of :func:`shared_stretches`)."""
+    stretches = shared_stretches(hashes, duration_s, settings, related)
+    return lines_off_stretches(hashes, stretches, settings) if stretches else hashes
+
+
+def shared_stretches(
+    hashes: dict[int, HashFinding],
+    duration_s: float,
+    settings: Settings,
+    related: Related | None = None,
+) -> list[tuple[float, float, int]]:
+    """``(start, end, works)`` upload frames of the look's stretches of material many works
+    hold, and how many other works hold each.
 
     A stock sample or loop spliced into several works gives an upload of other music that holds
     it a strong line to every one of them, over the same seconds of the upload: they say which
@@ -582,17 +609,19 @@ def shared_lines(
     spans = material_lines(hashes, settings)
     enough = settings.shared_material_works
     if len(spans) <= enough:
-        return hashes
+        return []
     longest = settings.shared_material_max_span * duration_s * settings.frames_per_second
     stretches = []
     for work_id, (start, end) in spans.items():
         if end - start > longest:
             continue
         frames = _line_hits(hashes[work_id])
-        held = [(frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id]
-        if stretch := held_stretch(frames, held, enough):
+        held = {w: (frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id}
+        # the hits of all the work's lines: the stretch they make is short too, or it is none
+        stretch = held_stretch(frames, held, enough, work_id, related)
+        if stretch and stretch[1] - stretch[0] <= longest:
             stretches.append(stretch)
-    return lines_off_stretches(hashes, stretches, settings) if stretches else hashes
+    return stretches
 
 
 def _line_hits(finding: HashFinding) -> np.ndarray:
@@ -611,7 +640,9 @@ def lines_off_stretches(
 ) -> dict[int, HashFinding]:
     """``hashes`` with every line that has fewer than ``duplicate_min_hashes`` hits off the
     ``stretches`` of material many works hold (``(start, end, works)`` upload frames) made no
-    evidence: what it holds of its own could not make a duplicate."""
+    evidence: what it holds of its own could not make a duplicate. A line with more is scored
+    on them alone (:func:`own_line_probability`): its hits on the stretches are no chance
+    hits, an upload of other music holding the material has them too."""
     marked = dict(hashes)
     for work_id, finding in hashes.items():
         if finding.shared_with:
@@ -627,7 +658,25 @@ def lines_off_stretches(
                 shared_with=works,
                 shared_query_frames=(float(inside.min()), float(inside.max())),
             )
+        else:
+            marked[work_id] = replace(
+                finding,
+                false_match_probability=own_line_probability(finding, len(inside)),
+                hits_on_shared=len(inside),
+            )
     return marked
+
+
+def own_line_probability(finding: HashFinding, hits_on_shared: int) -> float:
+    """The probability of ``finding``'s line without ``hits_on_shared`` of its main line's
+    inliers, scored as its look scores lines (:attr:`HashFinding.rescore`), never below the one
+    it has. The hits counted on the stretches are of every line of the work, so at least those
+    of its main line: its own inliers are counted low, never high."""
+    if finding.rescore is None:
+        return finding.false_match_probability
+    evidence = finding.evidence
+    own = replace(evidence, main_inliers=max(evidence.main_inliers - hits_on_shared, 0))
+    return max(finding.false_match_probability, finding.rescore(own))
 
 
 def chroma_evidence(
@@ -790,14 +839,16 @@ def peak_checks(
     cells: Iterable[tuple[int, Alignment]] = (),
     quad_cells: Iterable[tuple[int, Alignment]] = (),
     lines: dict[int, tuple[float, float]] | None = None,
+    related: Related | None = None,
 ) -> dict[int, PeakFinding]:
     """The guided peak check of the strongest weak hash lines and chroma alignments (and of the
     swept alignments ``leads``, :func:`swept_leads`, the look-up's coarse cells ``cells``,
     :func:`cell_leads`, and the four-peak cells ``quad_cells``, :func:`quad_leads`): the best
-    check per work, with the chroma finding it came from (``lines``: :func:`best_peak_checks`)."""
+    check per work, with the chroma finding it came from (``lines`` and ``related``:
+    :func:`best_peak_checks`)."""
     guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
     checks = checked_guesses(query, [(w, a) for w, a, _ in guesses], settings, reference)
-    return best_peak_checks(guesses, checks, settings, lines or {})
+    return best_peak_checks(guesses, checks, settings, lines or {}, related)
 
 
 PeakGuess = tuple[int, Alignment, ChromaFinding | None]
@@ -864,11 +915,12 @@ def best_peak_checks(
     checks: list[PeakCheck | None],
     settings: Settings,
     lines: dict[int, tuple[float, float]],
+    related: Related | None = None,
 ) -> dict[int, PeakFinding]:
     """The best check per work (the first of equals), with the chroma finding it came from and
     how many checks of the work ran; a check on material many of the other works hold, by
     their checks or their hash lines (``lines``, :func:`material_lines`), confirms nothing
-    (:func:`audiodup.peakcheck.shared_material`)."""
+    (:func:`audiodup.peakcheck.shared_material`; ``related``: :func:`one_recording`)."""
     best: dict[int, tuple[PeakCheck, ChromaFinding | None]] = {}
     tried: Counter[int] = Counter()
     for (work_id, _, source), check in zip(guesses, checks, strict=True):
@@ -877,7 +929,7 @@ def best_peak_checks(
         tried[work_id] += 1
         if work_id not in best or check.probability < best[work_id][0].probability:
             best[work_id] = (check, source)
-    marked = shared_material({w: check for w, (check, _) in best.items()}, lines, settings)
+    marked = shared_material({w: c for w, (c, _) in best.items()}, lines, settings, related)
     return {w: PeakFinding(w, marked[w], source, tried[w]) for w, (_, source) in best.items()}
 
 
@@ -907,9 +959,10 @@ def gather_evidence(
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
     reference_hashes = reference_hashes or stored_hashes(reference, settings)
+    related = one_recording(reference, reference_hashes, settings)
     query_hashes = fingerprint_hashes(query, settings, query=True)
     found = verified_candidates(query, indexes, settings, works, reference_hashes, query_hashes)
-    hashes = scored_lines(found, indexes, n_works, query, settings)
+    hashes = scored_lines(found, indexes, n_works, query, settings, related)
     if decisive(hashes, settings):
         return Evidence(n_works, hashes)
     search = search_chroma_segments(
@@ -928,7 +981,7 @@ def gather_evidence(
     )
     if voted is not found:
         found = voted
-        hashes = scored_lines(found, indexes, n_works, query, settings)
+        hashes = scored_lines(found, indexes, n_works, query, settings, related)
         if decisive(hashes, settings):
             return Evidence(n_works, hashes)
     candidates = chroma_candidate_scales(search, settings)
@@ -951,17 +1004,24 @@ def gather_evidence(
         cells,
         quad_cells,
         material_lines(hashes, settings),
+        related,
     )
     return Evidence(n_works, hashes, tuple(chroma), peaks)
 
 
 def scored_lines(
-    found: Candidates, indexes: LoadedIndexes, n_works: int, query: Fingerprint, settings: Settings
+    found: Candidates,
+    indexes: LoadedIndexes,
+    n_works: int,
+    query: Fingerprint,
+    settings: Settings,
+    related: Related | None = None,
 ) -> dict[int, HashFinding]:
     """The verified candidates' lines scored (:func:`score_hashes`), those on material many
     works hold made no evidence (:func:`shared_lines`)."""
     lines = verified_lines(found).values()
-    return score_lines(lines, n_works, settings, competition_hits(found, indexes), query.duration_s)
+    hits = competition_hits(found, indexes)
+    return score_lines(lines, n_works, settings, hits, query.duration_s, related)
 
 
 def score_lines(
@@ -970,20 +1030,23 @@ def score_lines(
     settings: Settings,
     hits_per_work: np.ndarray,
     duration_s: float,
+    related: Related | None = None,
 ) -> dict[int, HashFinding]:
     """:func:`score_hashes`, with the lines on material many works hold made no evidence
     (:func:`shared_lines`) and the others scored again without them: they are no chance
     lines, and a background fit that counted them (:func:`audiodup.verdict.chance_excess_scale`)
     would hold down a copy of one of those works with them."""
     lines = list(lines)
-    marked = shared_lines(
-        score_hashes(lines, n_works, settings, hits_per_work), duration_s, settings
-    )
+    scored = score_hashes(lines, n_works, settings, hits_per_work)
+    stretches = shared_stretches(scored, duration_s, settings, related)
+    if not stretches:
+        return scored
+    marked = lines_off_stretches(scored, stretches, settings)
     shared = {w: f for w, f in marked.items() if f.shared_with}
-    if not shared:
-        return marked
-    rest = [e for e in lines if e.work_id not in shared]
-    return {**score_hashes(rest, n_works, settings, hits_per_work), **shared}
+    rest = score_hashes(
+        [e for e in lines if e.work_id not in shared], n_works, settings, hits_per_work
+    )
+    return {**lines_off_stretches(rest, stretches, settings), **shared}
 
 
 def decisive(hashes: dict[int, HashFinding], settings: Settings) -> bool:
@@ -1002,7 +1065,9 @@ def matches_from_evidence(
     composition); the guided peak check, alone or x a significant chroma alignment."""
     suspect = settings.suspect_max_fmp
     matches = {
-        w: hash_match(f.evidence, f.false_match_probability, query, settings, works)
+        w: hash_match(
+            f.evidence, f.false_match_probability, query, settings, works, shared=f.hits_on_shared
+        )
         for w, f in evidence.hashes.items()
         if f.false_match_probability <= suspect
     }
@@ -1017,7 +1082,14 @@ def matches_from_evidence(
                 hashed.false_match_probability, found.false_match_probability, evidence.n_works
             )
             matches[work_id] = hash_match(
-                hashed.evidence, fmp, query, settings, works, chroma=ev, check=peaks.check
+                hashed.evidence,
+                fmp,
+                query,
+                settings,
+                works,
+                chroma=ev,
+                check=peaks.check,
+                shared=hashed.hits_on_shared,
             )
         elif (
             work_id not in matches
@@ -1364,9 +1436,11 @@ def hash_match(
     *,
     chroma: ChromaEvidence | None = None,
     check: PeakCheck | None = None,
+    shared: int = 0,
 ) -> Match:
     """A same-recording match from hash lines; with ``chroma`` and ``check`` the combined match
-    of hashes, an agreeing chroma alignment and the peaks that confirm it."""
+    of hashes, an agreeing chroma alignment and the peaks that confirm it. ``shared``: its hits
+    on material many works hold (:attr:`HashFinding.hits_on_shared`)."""
     fps = settings.frames_per_second
     sections = tuple(
         Section(
@@ -1393,6 +1467,7 @@ def hash_match(
         sections=sections,
         matched_peaks=check.matched_peaks if check else None,
         matched_onsets=check.matched_onsets if check else None,
+        matched_on_shared_material=min(shared, e.inliers),  # hits, of patterns
         chroma_confirmed=chroma is not None,
         # the fit of all hits first: the sections' own tempos scatter (114 ramped benchmark
         # copies that both read: p10-p90 1.046-1.079 from the sections, 1.064-1.078 from the
@@ -1568,6 +1643,7 @@ def peak_match(
         sections=(section,),
         matched_peaks=check.matched_peaks,
         matched_onsets=check.matched_onsets,
+        matched_on_shared_material=check.peaks_on_shared,
     )
 
 
@@ -1695,6 +1771,36 @@ def _memo(load: Callable[[int], T]) -> Callable[[int], T]:
         return kept[work_id]
 
     return reference
+
+
+def one_recording(reference: References, hashes_of: ReferenceHashes, settings: Settings) -> Related:
+    """Whether two catalog works are copies of one recording (the catalog holds a work again
+    when the service records an upload of it): the first's stored fingerprint, hashed as an
+    upload, lines up with the second's hashes at a duplicate's certainty for one pair
+    (probability at most ``duplicate_max_fmp``, at least ``duplicate_min_hashes`` hits) over
+    at least ``one_recording_share`` of the shorter. Two works that share a sample line up over
+    the sample only. Each pair is verified once, when material would otherwise be shared."""
+    queries = _memo(lambda w: fingerprint_hashes(reference(w), settings, query=True))
+    known: dict[tuple[int, int], bool] = {}
+
+    def related(a: int, b: int) -> bool:
+        pair = (min(a, b), max(a, b))
+        if pair not in known:
+            hashes = queries(pair[0])
+            keys = query_keys(hashes, np.ones(len(hashes.keys), dtype=bool))
+            own = work_votes(hashes, keys, pair[1], hashes_of(pair[1]), settings.bins_per_semitone)
+            line = _verify(own, pair[1], settings)
+            shorter = min(reference(w).duration_s for w in pair)
+            known[pair] = (
+                line is not None
+                and line.main_inliers >= settings.duplicate_min_hashes
+                and hash_false_match_probability(line, 1.0, 1, settings)
+                <= settings.duplicate_max_fmp
+                and line.coverage_s >= settings.one_recording_share * shorter
+            )
+        return known[pair]
+
+    return related
 
 
 def stored_hashes(reference: References, settings: Settings) -> ReferenceHashes:

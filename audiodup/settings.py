@@ -208,6 +208,10 @@ class Settings:
     # peaks) off the stretches is no evidence (screening.shared_lines, peakcheck.shared_material)
     shared_material_works: int = 2
     shared_material_max_span: float = 0.5
+    # ... counted per recording: works whose stored fingerprints line up with a duplicate's
+    # certainty over at least this share of the shorter are copies of one recording the
+    # catalog holds (uploads it recorded), and hold their material once (screening.one_recording)
+    one_recording_share: float = 0.5
     min_coverage_s: float = 3.0
     duplicate_min_hashes: int = 8
     # chance-match priors, measured on the Debian corpus (background fits per query may only

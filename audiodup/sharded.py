@@ -58,7 +58,7 @@ from .errors import CatalogChangedError, CatalogError, ClusterDataLostError, Clu
 from .fingerprint import Fingerprint, fingerprint_hashes
 from .index import ChromaHits, LoadedIndexes, set_threads
 from .match import ChromaEvidence, candidate_order, search_chroma_segments
-from .peakcheck import Alignment, PeakCheck
+from .peakcheck import Alignment, PeakCheck, Related
 from .quads import QuadVote, merged_quad_works, query_quads
 from .results import Match, path_text
 from .screening import (
@@ -79,6 +79,7 @@ from .screening import (
     look_votes,
     matches_from_looks,
     material_lines,
+    one_recording,
     peak_guesses,
     quad_leads,
     score_chroma,
@@ -317,7 +318,7 @@ def group_peak_checks(
 
 # -- on the client -------------------------------------------------------------------------------
 def _scored(
-    found: Candidates, n_works: int, query: Fingerprint, settings: Settings
+    found: Candidates, n_works: int, query: Fingerprint, settings: Settings, related: Related
 ) -> dict[int, HashFinding]:
     """The candidates' lines scored over the whole catalog, as one process scores them
     (:func:`audiodup.screening.scored_lines`)."""
@@ -328,9 +329,8 @@ def _scored(
         n_works - len(found.hit_works),
         found.unseen_hits,
     )
-    return score_lines(
-        verified_lines(found).values(), n_works, settings, hit_counts, query.duration_s
-    )
+    lines = verified_lines(found).values()
+    return score_lines(lines, n_works, settings, hit_counts, query.duration_s, related)
 
 
 _CLIENT_CLOSED = "the Dask scheduler went away and the connection to it was closed"
@@ -450,6 +450,8 @@ class ShardedScreening:
         specs, totals, totals_future = current
         settings = self.settings
         works = _LockedWorks(self)
+        reference = _memo(works.fingerprint)  # the client's: which works are one recording
+        related = one_recording(reference, stored_hashes(reference, settings), settings)
         left_out = tuple(sorted({w for w in without if works.work(w) is not None}))
         n_works = max(totals.n_works - len(left_out), 1)
         query_future = self._scatter(query)
@@ -467,7 +469,7 @@ class ShardedScreening:
                 ranked = [(c.work_id, c.support) for c in found.candidates]
                 verified = self._verified(specs, totals_future, query_future, ranked, left_out)
                 found = replace(found, candidates=verified)
-            hashes = _scored(found, n_works, query, settings)
+            hashes = _scored(found, n_works, query, settings, related)
             if decisive(hashes, settings):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, left_out, totals.has_chroma)
@@ -480,7 +482,7 @@ class ShardedScreening:
             )
             if extra:
                 found = with_candidates(found, extra)
-                hashes = _scored(found, n_works, query, settings)
+                hashes = _scored(found, n_works, query, settings, related)
                 if decisive(hashes, settings):
                     return Evidence(n_works, hashes)
             candidates = chroma_candidate_scales(search, settings)
@@ -507,7 +509,8 @@ class ShardedScreening:
             quad_cells = quad_leads(quad_votes, settings)
             guesses = peak_guesses(hashed, chroma, settings, leads, cells, quad_cells)
             checks = self._checks(specs, query_future, guesses)
-            peaks = best_peak_checks(guesses, checks, settings, material_lines(hashes, settings))
+            lines = material_lines(hashes, settings)
+            peaks = best_peak_checks(guesses, checks, settings, lines, related)
             return Evidence(n_works, hashes, tuple(chroma), peaks)
         finally:
             query_future.release()

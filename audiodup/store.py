@@ -126,6 +126,8 @@ _FOLD_LOG_WAIT_MS = 200
 
 _DB_FILE = "catalog.sqlite"
 _LOCK_FILE = "catalog.lock"
+# what a command that meets a damaged database adds to its error ('index verify' leaves it out)
+VERIFY_HINT = "; 'audiodup index verify' lists the problems"
 # the catalog folder's SQLite files: the catalog's, the rescan results, the service's rate limits
 _SQLITE_FILE = re.compile(r".+\.sqlite(-wal|-shm|-journal)?")
 OWN_DATABASE_FILE = "one of the catalog's own database files: never read as audio"
@@ -2070,10 +2072,19 @@ class CatalogStore:
                 self._rollback()
         try:
             notes.extend(self._shards_folder_notes())
+            notes.extend(self._writer_lock_note())
             notes.extend(self._merge_due_note())
         except (sqlite3.Error, OSError) as exc:
             notes.append(f"the shards folder could not be listed: {exc}")
         return CatalogCheck(tuple(problems), tuple(notes))
+
+    def _writer_lock_note(self) -> list[str]:
+        """A note when ``catalog.lock`` is no file: every write (index add, rebuild, the
+        service's uploads) would fail to take it."""
+        lock = self.root / _LOCK_FILE
+        if os.path.lexists(lock) and not lock.is_file():
+            return [f"{_LOCK_FILE} is not a file: no write can run (remove it)"]
+        return []
 
     def _merge_due_note(self) -> list[str]:
         """A note when a merge is due and none is running: a catalog whose merges cannot run
@@ -2316,8 +2327,7 @@ def catalog_error(exc: BaseException, root: Path, doing: str) -> CatalogError:
             or str(exc).startswith(("no such table", "no such column"))
         ):
             return CatalogDamagedError(
-                f"catalog database {path_text(db)} is damaged ({exc}); 'audiodup index verify' "
-                "lists the problems"
+                f"catalog database {path_text(db)} is damaged ({exc}){VERIFY_HINT}"
             )
         if name.startswith("SQLITE_READONLY"):
             return CatalogReadOnlyError(

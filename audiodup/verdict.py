@@ -96,6 +96,14 @@ class HashCompetition:
     def of(cls, hits_per_work: np.ndarray, scale: float, settings: Settings) -> HashCompetition:
         return cls(np.asarray(hits_per_work, dtype=np.float64), scale, settings)
 
+    def __getstate__(self) -> dict:
+        """Pickled as its hits, scale and settings: the sums made so far are a cache."""
+        return {"hits": self.hits, "scale": self.scale, "settings": self.settings}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in {**state, "_by_inliers": {}}.items():
+            object.__setattr__(self, name, value)
+
     def false_match_probability(self, evidence: HashEvidence) -> float:
         own = _own_tail(evidence, self.scale, self.settings)
         share = self.settings.hash_own_tail_share

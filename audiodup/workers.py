@@ -46,21 +46,24 @@ def _main_module_hidden() -> Iterator[None]:
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection) -> None:
+    """Answer the parent's items until it says stop, or goes away (killed: the answer has
+    no one to go to, and the worker ends quietly)."""
     keep_freed_memory()
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)  # a group of its own, for _Worker.stop to kill with its children
-    conn.send(("ready", None))  # start-up (imports) does not count against a call's time
-    while True:
-        try:
-            item = conn.recv()
-        except EOFError:
-            return
-        if item is None:
-            return
-        try:
-            conn.send(("ok", func(item)))
-        except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    with contextlib.suppress(EOFError, BrokenPipeError, ConnectionResetError):
+        conn.send(("ready", None))  # start-up (imports) does not count against a call's time
+        while (item := conn.recv()) is not None:
+            try:
+                answer = ("ok", func(item))
+            except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
+                answer = ("error", f"{type(exc).__name__}: {exc}")
+            try:
+                conn.send(answer)
+            except (EOFError, BrokenPipeError, ConnectionResetError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a result that cannot be sent
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
 
 class _Worker:

@@ -43,9 +43,14 @@ from audiodup.screening import (
     HashFinding,
     gather_evidence,
     hash_candidates,
+    lines_off_stretches,
     matches_from_evidence,
+    one_recording,
+    own_line_probability,
     score_hashes,
+    score_lines,
     shared_lines,
+    stored_hashes,
 )
 from audiodup.settings import DEFAULT_SETTINGS as S
 from audiodup.synth import synthesize_work
@@ -179,6 +184,11 @@ def test_an_altered_copy_is_found_beside_the_lines_on_the_sample(
     assert top.tempo_ratio == pytest.approx(tempo_ratio, rel=0.02)
     assert top.pitch_shift_semitones == pytest.approx(semitones, abs=0.3)
     assert top.coverage_s >= 0.6 * WORK_S / tempo_ratio  # the copy's line, not the 4-s sample
+    # its hits on the sample are shown, and its probability is that of the others
+    assert 0 < top.matched_on_shared_material == line.hits_on_shared < top.matched_hashes
+    assert line.false_match_probability == own_line_probability(
+        replace(line, false_match_probability=0.0), line.hits_on_shared
+    )
 
 
 @pytest.mark.parametrize("seed", [500, 501])
@@ -260,6 +270,88 @@ def test_an_unrelated_upload_without_the_sample_has_no_background(
     assert decide(matches_from_evidence(evidence, query, S, catalog.store), S) == "clean"
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "audio"
+
+
+def test_a_copy_is_found_where_the_catalog_already_holds_copies_of_its_work(
+    catalog_copy: Path, tmp_path: Path
+) -> None:
+    """Four sped-up or slowed copies of a work already in the catalog (uploads the service
+    recorded, say) line up with a new copy of it over the whole upload, each: a recording
+    several works hold, no short material. Before session 45 one of them, whose line the
+    verifier cut in three sections, made a stretch of its hits over nearly all the upload, and
+    every line was no evidence (the copy fell back to its peak check, once to `suspect`)."""
+    y, sr = sf.read(FIXTURES / "catalog" / "work_02.ogg", dtype="float32")
+    for speed in (0.8, 0.9, 1.1, 1.2):
+        sf.write(tmp_path / f"w2_speed_{speed}.wav", change_speed(y, speed), sr)
+    upload = FIXTURES / "uploads" / "stretch_1.25_work_02.ogg"
+    with Catalog.open(catalog_copy) as catalog:
+        added = catalog.add_paths(sorted(tmp_path.glob("w2_speed_*.wav")))
+        assert [r.status for r in added] == ["added"] * 4
+        query = fingerprint_audio(load_audio(upload, S), S, query=True)
+        evidence = gather_evidence(query, catalog.indexes(), S, catalog.store)
+        assert not any(f.shared_with for f in evidence.hashes.values())
+        own = next(w.work_id for w in catalog.works() if Path(w.path).name == "work_02.ogg")
+        assert evidence.hashes[own].false_match_probability <= S.duplicate_max_fmp
+        verdict = catalog.screen(upload, top_k=5)
+    assert verdict.verdict == "duplicate"
+    family = {own} | {r.work_id for r in added}  # one recording: any of them may come first
+    assert {m.work_id for m in verdict.matches} <= family
+    assert all(m.false_match_probability < 1e-15 for m in verdict.matches[:3])
+
+
+def test_part_of_a_work_the_catalog_holds_three_times_is_found_within_other_music(
+    catalog_copy: Path, tmp_path: Path
+) -> None:
+    """20 s of a work within other music, the catalog holding the work and two earlier copies
+    of it: three works line up with the same 20 s, as with a sample three songs hold. But they
+    are one recording (:func:`audiodup.screening.one_recording`), and hold it once: the copy is
+    a duplicate (before session 45 it was clean; ``benchmarks/RECORDED_COPIES.md``)."""
+    y, sr = sf.read(FIXTURES / "catalog" / "work_02.ogg", dtype="float32")
+    earlier = [tmp_path / f"w2_speed_{speed}.wav" for speed in (0.9, 1.1)]
+    for path, speed in zip(earlier, (0.9, 1.1), strict=True):
+        sf.write(path, change_speed(y, speed), sr)
+    other = synthesize_work(777, 60.0, sr).astype(np.float32)
+    part = y[10 * sr : 30 * sr]
+    other[20 * sr : 40 * sr] = part * np.sqrt(np.mean(other**2) / np.mean(part**2))
+    upload = tmp_path / "inside.wav"
+    sf.write(upload, 0.9 * other / np.max(np.abs(other)), sr)
+    with Catalog.open(catalog_copy) as catalog:
+        added = catalog.add_paths(earlier)
+        own = next(w.work_id for w in catalog.works() if Path(w.path).name == "work_02.ogg")
+        family = {own} | {r.work_id for r in added}
+        reference = catalog.fingerprint
+        related = one_recording(reference, stored_hashes(reference, S), S)
+        assert related(*sorted(family)[:2]) and related(*sorted(family)[1:])
+        assert not any(related(own, w.work_id) for w in catalog.works() if w.work_id not in family)
+        verdict = catalog.screen(upload)
+    assert verdict.verdict == "duplicate" and verdict.matches[0].work_id in family
+    assert verdict.matches[0].query_start_s == pytest.approx(20.0, abs=2.0)
+
+
+def test_a_line_that_stays_is_scored_on_its_hits_beyond_the_shared_seconds() -> None:
+    """The excerpt above, scored as its look scores lines (one competition): its 9 hits on the
+    sample's seconds would be there in other music holding the sample, so its probability is
+    that of a line of its 21 other hits, far less certain than all 30 would say, and still a
+    duplicate's. Scored again with the same stretches, it stays the same."""
+    sample = [line_over(w, 10.0, 14.0, 1.0).evidence for w in (1, 2, 3)]
+    excerpt = line_over(4, 5.0, 19.5, 1.0, hits=30).evidence
+    hits = np.full(N_WORKS, 400.0)
+    scored = score_lines([*sample, excerpt], N_WORKS, S, hits, 60.0)
+    assert all(scored[w].shared_with for w in (1, 2, 3))
+    found = scored[4]
+    assert not found.shared_with and found.hits_on_shared == 9
+    own = replace(excerpt, main_inliers=21)
+    assert found.false_match_probability == pytest.approx(
+        hash_false_match_probability(own, 1.0, N_WORKS, S, hits)
+    )
+    whole = hash_false_match_probability(excerpt, 1.0, N_WORKS, S, hits)
+    assert whole < found.false_match_probability / 1e3
+    assert found.false_match_probability <= S.duplicate_max_fmp
+    stretches = [(10.0 * FPS, 14.0 * FPS, 3)]
+    assert lines_off_stretches(scored, stretches, S)[4] == found
+
+
 # -- the fits on constructed evidence ------------------------------------------------------------
 def line(work_id: int, main_inliers: int, votes: int) -> HashEvidence:
     empty = np.zeros(0)
@@ -334,7 +426,8 @@ def test_lines_of_three_works_over_the_same_seconds_of_a_long_upload_are_no_evid
     marked = shared_lines({**sample, **copy}, upload, S)
     assert all(marked[w].false_match_probability == 1.0 for w in sample)
     assert all(marked[w].shared_with == 3 for w in sample)  # the copy spans them too
-    assert marked[4] == copy[4]
+    assert marked[4].false_match_probability == 1e-80 and not marked[4].shared_with
+    assert marked[4].hits_on_shared > 0  # its hits on the sample's seconds
     two = {w: sample[w] for w in (1, 2)}
     assert shared_lines(two, upload, S) == two
     weak_third = {**two, 3: line_over(3, 10.0, 14.0, 0.5)}  # at chance: holds nothing
@@ -358,7 +451,8 @@ def test_a_line_with_enough_hits_of_its_own_beyond_the_shared_seconds_stays() ->
     excerpt = line_over(4, 5.0, 19.5, 1e-40, hits=30)
     barely = line_over(5, 9.5, 14.8, 1e-12)
     marked = shared_lines({**sample, 4: excerpt, 5: barely}, 60.0, S)
-    assert marked[4] == excerpt
+    assert marked[4].evidence == excerpt.evidence and not marked[4].shared_with
+    assert marked[4].hits_on_shared == 30 - 21
     assert marked[5].false_match_probability == 1.0 and marked[5].shared_with >= 2
     hits = barely.evidence.match_query_frames / FPS
     assert 5 == np.count_nonzero((hits < 10.0) | (hits > 14.0)) < S.duplicate_min_hashes

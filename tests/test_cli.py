@@ -7,9 +7,11 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from typer.testing import CliRunner
 import audiodup.cli
 from audiodup import Catalog, Verdict
 from audiodup.cli import app
+from audiodup.results import Match
 from audiodup.schema import validate
 from audiodup.settings import RECIPE
 from audiodup.synth import synthesize_work
@@ -568,6 +571,84 @@ def test_screen_table_output(db: Path) -> None:
     assert str(UPLOADS_DIR / "missing.wav") in line
 
 
+def test_screen_shows_the_hashes_a_match_left_out_as_shared_material(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy whose line crosses a sample other works hold: the table says how many of its
+    hashes lie on it, and the JSON carries the count."""
+    shared = Match(
+        work_id=4, path="w04.wav", title=None, relation="same_recording", score=20.0,
+        false_match_probability=1e-20, tempo_ratio=1.0, pitch_shift_semitones=0.0,
+        query_start_s=0.0, query_end_s=15.0, ref_start_s=20.0, ref_end_s=35.0, coverage=1.0,
+        coverage_s=15.0, matched_hashes=30, chroma_similarity=None, matched_on_shared_material=9,
+    )  # fmt: skip
+
+    def screen(self, path, top_k: int = 5) -> Verdict:
+        return Verdict(path=str(path), verdict="duplicate", matches=[shared])
+
+    monkeypatch.setattr(Catalog, "screen", screen)
+    table = run("screen", "--db", db, "upload.wav")
+    assert "30, 9 on shared material" in " ".join(table.stdout.split())
+    document = json.loads(run("screen", "--db", db, "--json", "upload.wav").stdout)
+    assert document["results"][0]["matches"][0]["matched_on_shared_material"] == 9
+    validate(document, "screen")
+
+
+@pytest.mark.parametrize("command", [["index", "add"], ["screen"]])
+def test_an_empty_path_is_a_usage_error_not_the_current_folder(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty argument (an unset shell variable) read as ``Path("")`` is the current folder:
+    ``index add`` would index all of it. It is refused before any work, as is an empty
+    ``--db``."""
+    (tmp_path / "song.wav").write_bytes(b"")  # what the current folder holds
+    monkeypatch.chdir(tmp_path)
+    catalog = tmp_path / "catalog"
+    for args in ([*command, "--db", catalog, ""], [*command, "--db", "", "song.wav"]):
+        result = run(*args)
+        assert result.exit_code == 2
+        assert "an empty path names nothing" in result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+
+
+@pytest.mark.parametrize("holds", [[], ["notes.txt"]], ids=["missing", "other files"])
+def test_api_keys_are_never_written_where_there_is_no_catalog(
+    tmp_path: Path, holds: list[str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A key file lives in its catalog: in a folder without one, ``keys`` says so (one line,
+    exit 2) and writes nothing there, which would later keep ``index add`` from making it
+    a catalog."""
+    folder = tmp_path / "nocatalog"
+    for name in holds:
+        folder.mkdir(exist_ok=True)
+        (folder / name).write_text("mine")
+    for args in (["create", "ops", "--scope", "admin"], ["list"], ["revoke", "ops"]):
+        code, out, err_text = run_main(["keys", *args, "--db", str(folder)], monkeypatch, capsys)
+        assert code == 2 and out == ""
+        assert err_text == f"error: no catalog at {folder} (run 'audiodup index add' first)\n"
+    assert sorted(p.name for p in folder.iterdir()) == holds if holds else not folder.exists()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminating_signal_stops_a_command_as_an_interrupt_does(
+    stop: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """SIGTERM or SIGHUP unwinds the command (its workers stopped, its locks released: the
+    ``finally`` blocks run) and exits 128 + the signal's number with one line, no traceback;
+    the signal's handler is given back after."""
+    before = signal.getsignal(stop)
+
+    def signalled() -> None:
+        os.kill(os.getpid(), stop)
+        time.sleep(3600)  # cut short by the signal's exception
+
+    monkeypatch.setattr(audiodup.cli, "_run_command", signalled)
+    code, out, err_text = run_main(["index", "list"], monkeypatch, capsys)
+    assert code == 128 + stop
+    assert err_text == f"terminated ({stop.name})\n" and out == ""
+    assert signal.getsignal(stop) == before
+
+
 def fake_screen(labels: dict[str, str | None]):
     def screen(self, path, top_k: int = 5) -> Verdict:
         label = labels[Path(path).name]
@@ -702,6 +783,31 @@ def test_index_verify_and_rebuild(db: Path) -> None:
     code, data = screen_json(db, UPLOADS_DIR / "speed_1.15_work_05.ogg")
     assert code == 1
     assert Path(data[0]["matches"][0]["path"]).name == "work_05.ogg"
+
+
+def test_verify_of_an_unreadable_database_says_to_restore_it(db: Path) -> None:
+    """A database too damaged to open: verify names it as its finding (not "'index verify'
+    lists the problems", itself), and advises a backup, since rebuild reads that database."""
+    for name in ("catalog.sqlite-wal", "catalog.sqlite-shm"):
+        (db / name).unlink(missing_ok=True)
+    (db / "catalog.sqlite").write_bytes(b"this is not a database" * 100)
+    result = run("index", "verify", "--db", db)
+    assert result.exit_code == 1
+    problem, advice = result.stderr.splitlines()
+    assert problem.startswith("problem: catalog database ") and "is damaged" in problem
+    assert "index verify" not in problem
+    assert "restore catalog.sqlite from a backup" in advice
+    rebuild = run("index", "rebuild", "--db", db)  # why rebuild is not the advice
+    assert rebuild.exit_code != 0 and "is damaged" in str(rebuild.exception)
+
+
+def test_verify_names_a_writer_lock_no_write_can_take(db: Path) -> None:
+    (db / "catalog.lock").unlink(missing_ok=True)
+    (db / "catalog.lock").mkdir()
+    result = run("index", "verify", "--db", db)
+    assert "note: catalog.lock is not a file: no write can run (remove it)" in result.stderr
+    refused = run("index", "add", "--db", db, UPLOADS_DIR / "unrelated_a.ogg")
+    assert refused.exit_code != 0
 
 
 def test_screen_on_a_damaged_index_is_one_line(db: Path) -> None:

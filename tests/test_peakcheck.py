@@ -16,8 +16,10 @@ from audiodup.match import HashVotes
 from audiodup.peakcheck import (
     Alignment,
     PeakCheck,
+    by_recording,
     cell_alignment,
     check_alignment,
+    coincidence_probability,
     coincidences,
     confirms_recording,
     covers,
@@ -331,6 +333,43 @@ def test_a_copy_is_not_shared_by_works_that_hold_only_its_sample() -> None:
     assert marked[0].shared_with == 0 and marked[0].probability == copy.probability
     assert confirms_recording(marked[0], S)
     assert all(c.probability == 1.0 for c in marked[1:])
+
+
+def test_a_check_that_stays_is_scored_on_its_peaks_beyond_the_shared_seconds() -> None:
+    """A work that holds the sample and 20 more peaks of the upload: its 30 peaks on the
+    sample would be there in other music holding it, so the check is as certain as 20 peaks
+    against the chance of the rest of its window (its 1e-12 said all 50), never more."""
+    own = np.linspace(1000, 2900, 20)
+    check = dataclasses.replace(_check_on(np.r_[SAMPLE_FRAMES, own], chance=5.0), search_cells=100)
+    others = [_check_on(SAMPLE_FRAMES + d) for d in (0, 1, 2)]
+    marked = marked_checks([check, *others])[0]
+    assert marked.shared_with == 0 and marked.peaks_on_shared == 30
+    window_off = 1.0 - (392 - 100) / 3000  # the stretches: the sample in the four works
+    alone = coincidence_probability(20, 5.0 * window_off, 100, S)
+    assert marked.probability == pytest.approx(alone) and alone > 1e-6
+    weak = dataclasses.replace(check, probability=0.5)  # less certain than its own peaks say
+    assert marked_checks([weak, *others])[0].probability == 0.5
+
+
+def test_copies_of_one_recording_hold_material_once() -> None:
+    """Three other works hold the seconds the check is on, but two of them are copies of one
+    recording the catalog holds twice (``related``): two recordings, still shared material.
+    When the third is a copy of the check's own work, one other recording holds it: fewer than
+    ``shared_material_works``, and the check stays evidence."""
+    checks = [_check_on(SAMPLE_FRAMES + d) for d in (0, 1, -1, 2)]
+
+    def copies(*pairs):
+        return lambda a, b: {a, b} in [set(p) for p in pairs]
+
+    assert all(c.shared_with == 3 for c in marked_checks(checks))
+    by_two = shared_material(dict(enumerate(checks)), {}, S, copies((1, 2)))
+    assert by_two[0].shared_with == 2 and by_two[0].probability == 1.0
+    own = shared_material(dict(enumerate(checks)), {}, S, copies((1, 2), (0, 3)))
+    assert own[0].shared_with == 0 and own[0].probability == checks[0].probability
+    frames = np.arange(10.0)
+    held = {1: frames < 8, 2: frames < 6, 3: frames >= 5}
+    merged = by_recording(0, held, copies((1, 2), (0, 3)))
+    assert len(merged) == 1 and np.array_equal(merged[0], frames < 8)
 
 
 def test_a_recording_that_several_works_hold_over_the_whole_window_stays_evidence() -> None:

@@ -412,9 +412,16 @@ def test_a_line_on_seconds_another_look_found_many_works_hold_is_no_evidence() -
     looks = [screening.Look(1.0, 0.0, None, as_it_is), slowed]
     shared = screening.shared_seconds(looks, s)
     assert shared == [(10.0, 14.0, 2)] * 3  # in the upload's own time
+    # the copy's line as its look scores lines: 10^-inliers
+    slowed_lines[5] = dataclasses.replace(
+        slowed_lines[5], false_match_probability=1e-20, rescore=lambda e: 10.0**-e.main_inliers
+    )
     seen = screening.off_shared_seconds(slowed, shared, s).hashes
     assert seen[4].false_match_probability == 1.0 and seen[4].shared_with == 2
-    assert seen[5] == slowed_lines[5] and seen[6] == slowed_lines[6]
+    # one of its 20 hits is on those seconds: scored on the other 19
+    assert seen[5].shared_with == 0 and seen[5].hits_on_shared == 1
+    assert seen[5].false_match_probability == pytest.approx(1e-19)
+    assert seen[6] == slowed_lines[6]
     assert screening.shared_seconds([slowed], s) == []
 
 
@@ -1464,7 +1471,8 @@ def test_a_catalog_looked_up_whole_verifies_no_chroma_voted_work(
     large_catalog: LargeCatalog, name: str
 ) -> None:
     """A whole look-up counted every work's hits, so the works that could hold a line are among
-    its candidates already: the voted works change nothing there, evidence and all."""
+    its candidates already: the voted works change nothing there, evidence and all (but the
+    settings each line's scorer holds)."""
     settings = large_catalog.catalog.settings
     evidence = []
     for voted in (0, 64):
@@ -1472,7 +1480,9 @@ def test_a_catalog_looked_up_whole_verifies_no_chroma_voted_work(
         query = fingerprint_audio(load_audio(UPLOADS_DIR / name, s), s, query=True)
         hashes = fingerprint_hashes(query, s, query=True)
         assert screening.hash_lookup(hashes, large_catalog.indexes, s).kept_share == 1.0
-        evidence.append(screening.gather_evidence(query, large_catalog.indexes, s, large_catalog))
+        found = screening.gather_evidence(query, large_catalog.indexes, s, large_catalog)
+        unscored = {w: dataclasses.replace(f, rescore=None) for w, f in found.hashes.items()}
+        evidence.append(dataclasses.replace(found, hashes=unscored))
     assert pickle.dumps(evidence[0]) == pickle.dumps(evidence[1])
 
 

@@ -13,6 +13,7 @@ pytest.importorskip("fastapi")
 
 from cli_runner import run_main  # noqa: E402
 
+from audiodup import Catalog  # noqa: E402
 from audiodup.service.auth import KeyFile, KeyFileError, RateLimiter  # noqa: E402
 from audiodup.service.config import ConfigError, ServiceConfig, load_config  # noqa: E402
 from audiodup.settings import DEFAULT_SETTINGS  # noqa: E402
@@ -118,6 +119,7 @@ def test_revocation_reaches_a_running_reader(tmp_path):
 
 def test_keys_cli_prints_the_key_once(tmp_path, monkeypatch, capsys):
     db = str(tmp_path / "db")
+    Catalog.open(db).close()  # keys live in a catalog (test_cli: none is written elsewhere)
     code, out, err = run_main(
         ["keys", "create", "ci", "--scope", "screen", "--db", db], monkeypatch, capsys
     )

@@ -285,6 +285,28 @@ def test_an_upload_form_field_that_is_not_utf8_is_refused(service) -> None:
     assert "'uploader' is not UTF-8 text" in answer.json()["error"]["message"]
 
 
+def test_a_file_part_that_names_its_file_only_as_filename_star_is_told_why(service) -> None:
+    """``filename*=`` alone (RFC 5987) makes no file part for the form parser: the audio is a
+    text field, over the 16 KB fields may hold. The 422 says that, not only "too large"."""
+    client, key, _ = service
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        "filename*=UTF-8''a.ogg\r\nContent-Type: audio/ogg\r\n\r\n".encode()
+        + (UPLOADS / "unrelated_a.ogg").read_bytes()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    kind = f"multipart/form-data; boundary={boundary}"
+    answer = client.post(
+        "/v1/uploads", content=body, headers={**bearer(key["screen"]), "Content-Type": kind}
+    )
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "bad_form"
+    assert "the field 'file' is over 16 KB" in error["message"]
+    assert "filename=" in error["message"]
+
+
 def test_a_catalog_folder_moved_away_is_a_503_not_a_bad_key(
     pristine_catalog_dir: Path, tmp_path: Path
 ) -> None:

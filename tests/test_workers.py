@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,13 +21,32 @@ def test_calls_that_run_over_are_killed_and_the_rest_complete() -> None:
     results = {
         item: (status, value)
         for item, status, value in map_with_timeout(
-            time.sleep, [0.01, 30.0, 0.02], workers=2, timeout_s=1.0
+            time.sleep, [0.01, 3600.0, 0.02], workers=2, timeout_s=1.0
         )
     }
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 1800  # killed, not slept through, however loaded
     assert results[0.01][0] == "ok"
     assert results[0.02][0] == "ok"
-    assert results[30.0] == ("timeout", "timed out after 1 s")
+    assert results[3600.0] == ("timeout", "timed out after 1 s")
+
+
+def test_a_worker_whose_parent_died_ends_quietly(tmp_path) -> None:
+    """The parent killed while a worker is busy (SIGKILL, or a signal that stops it before it
+    stops its workers): the worker's answer has no one to go to, and it ends without a
+    traceback on the stderr it shares with the parent."""
+    script = (
+        "import time\n"
+        "from audiodup.workers import map_with_timeout\n"
+        "for item, status, _ in map_with_timeout(time.sleep, [2.0, 0.0], workers=2):\n"
+        "    print(item, status, flush=True)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert parent.stdout.readline().split() == ["0.0", "ok"]  # the other worker is asleep
+    parent.kill()
+    parent.wait()
+    assert parent.stderr.read() == ""  # read to its end: when the busy worker has ended too
 
 
 def test_exceptions_come_back_as_one_line_errors() -> None:

@@ -253,6 +253,16 @@ class _TextFieldsParser(MultiPartParser):
             except UnicodeDecodeError:
                 raise MultiPartException("the file name is not UTF-8 text") from None
 
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._current_part
+        if part.file is None and len(part.data) + end - start > self.max_part_size:
+            name = shown_text(part.field_name)
+            raise MultiPartException(
+                f"the field {name!r} is over {self.max_part_size // 1024} KB: a text field, since "
+                "its part names no file (a file part needs filename= in its Content-Disposition)"
+            )
+        super().on_part_data(data, start, end)
+
     def on_part_end(self) -> None:
         part = getattr(self, "_current_part", None)
         if part is not None and part.file is None:
