@@ -328,19 +328,30 @@ def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
     tone or chord (fewer than ``peak_check_min_onsets`` onsets: :func:`matched_onsets`), or
     material many works hold (:func:`shared_material`)."""
     return (
-        _holds_material(check, settings)
+        _above_chance(check, settings)
         and check.matched_peaks >= settings.peak_check_min_rate * check.checked_peaks
         and check.shared_with == 0
     )
 
 
-def _holds_material(check: PeakCheck, settings: Settings) -> bool:
+def _above_chance(check: PeakCheck, settings: Settings) -> bool:
     """Whether the check's coincidences exceed chance as recorded music does (refined, the
     chance floor, enough onsets), whatever share of the upload's peaks they are."""
     return (
         check.refined
         and check.matched_peaks >= settings.peak_check_min_ratio * check.chance_peaks
         and check.matched_onsets >= settings.peak_check_min_onsets
+    )
+
+
+def _holds_material(check: PeakCheck, settings: Settings) -> bool:
+    """Whether the check holds material of its work (:func:`_above_chance`), at least as
+    `suspect` for the cells it searched: chance checks of a large catalog's works (6-12 peaks
+    on a 5-s upload, 3x their chance) held its seconds as shared material without that."""
+    peaks, chance, cells = check.matched_peaks, check.chance_peaks, check.search_cells
+    return (
+        _above_chance(check, settings)
+        and coincidence_probability(peaks, chance, cells, settings) <= settings.suspect_max_fmp
     )
 
 

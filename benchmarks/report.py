@@ -432,6 +432,12 @@ LINKED_REPORTS = (
         "Stock samples: uploads holding a sample that several works hold "
         "(`python -m benchmarks.stock_samples`)",
     ),
+    (
+        "RECORDED_COPIES.md",
+        None,
+        "Copies already in the catalog: a recording the catalog holds several times "
+        "(`python -m benchmarks.recorded_copies`)",
+    ),
 )
 
 

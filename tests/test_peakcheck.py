@@ -351,6 +351,20 @@ def test_a_check_that_stays_is_scored_on_its_peaks_beyond_the_shared_seconds() -
     assert marked_checks([weak, *others])[0].probability == 0.5
 
 
+def test_chance_checks_of_a_large_catalog_hold_no_material() -> None:
+    """On a 5-s excerpt at 10^4 works, ten works' chance checks had 6-12 peaks each at 3x their
+    chance, on the same seconds: no holders (their Poisson tail, paid for the cells searched,
+    is no `suspect`), so the seconds are no shared material and a check there stays."""
+    few = SAMPLE_FRAMES[:9]
+    chance = [
+        dataclasses.replace(_check_on(few + d, chance=1.6), search_cells=300) for d in (0, 1, -1)
+    ]
+    assert all(c.matched_peaks >= S.peak_check_min_ratio * c.chance_peaks for c in chance)
+    assert [c.shared_with for c in marked_checks(chance)] == [0, 0, 0]
+    strong = [_check_on(SAMPLE_FRAMES + d) for d in (0, 1, -1)]  # 30 peaks at chance 2
+    assert [c.shared_with for c in marked_checks(strong)] == [2, 2, 2]
+
+
 def test_copies_of_one_recording_hold_material_once() -> None:
     """Three other works hold the seconds the check is on, but two of them are copies of one
     recording the catalog holds twice (``related``): two recordings, still shared material.
