@@ -36,7 +36,16 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from benchmarks.service_load import commit, machine
-from benchmarks.stock_samples import SR, _clip, _error, _normalised, _rms, long_tracks, lookups
+from benchmarks.stock_samples import (
+    SR,
+    _clip,
+    _error,
+    _normalised,
+    _rms,
+    argument_error,
+    long_tracks,
+    lookups,
+)
 from benchmarks.stock_samples import screen_set as screen_works
 
 N_WORKS = 24
@@ -160,18 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="where the sets are built")
     parser.add_argument("--out", type=Path, default=None, help="markdown report")
     args = parser.parse_args(argv)
-    try:
-        n_tracks = len(long_tracks())
-    except (OSError, ValueError, KeyError) as error:
-        return _error(f"no readable tuning corpus ({error}); run `python -m benchmarks` first")
-    if n_tracks < TRACKS_NEEDED:
-        return _error(
-            f"the tuning corpus has {n_tracks} tracks of 70 s or more, {TRACKS_NEEDED} needed"
-        )
-    if args.out and (not args.out.parent.is_dir() or args.out.is_dir()):
-        return _error(f"cannot write {args.out}: no folder {args.out.parent}, or a folder")
-    if args.work.exists() and not args.work.is_dir():
-        return _error(f"cannot build the sets in {args.work}: it is no folder")
+    if problem := argument_error(args.work, args.out, TRACKS_NEEDED):
+        return _error(problem)
     rows = []
     for n_earlier in EARLIER:
         folder = args.work / f"earlier-{n_earlier}"

@@ -230,26 +230,32 @@ def _error(message: str) -> int:
     return 2
 
 
+def argument_error(work: Path, out: Path | None, tracks_needed: int) -> str | None:
+    """What keeps a run on real clips from starting (the corpus, ``--out``, ``--work``), said
+    before any work; ``None`` when nothing does."""
+    try:
+        n_tracks = len(long_tracks())
+    except (OSError, ValueError, KeyError) as error:
+        return f"no readable tuning corpus ({error}); run `python -m benchmarks` first"
+    if n_tracks < tracks_needed:
+        return f"the tuning corpus has {n_tracks} tracks of 70 s or more, {tracks_needed} needed"
+    if out and not out.parent.is_dir():
+        return f"cannot write {out}: no folder {out.parent}"
+    if out and out.is_dir():
+        return f"cannot write {out}: it is a folder"
+    if work.exists() and not work.is_dir():
+        return f"cannot build the sets in {work}: it is no folder"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="where the sets are built")
     parser.add_argument("--out", type=Path, default=None, help="markdown report")
     parser.add_argument("--sets", default="ABCD", help="which sets, e.g. CD")
     args = parser.parse_args(argv)
-    try:
-        n_tracks = len(long_tracks())
-    except (OSError, ValueError, KeyError) as error:
-        return _error(f"no readable tuning corpus ({error}); run `python -m benchmarks` first")
-    if n_tracks < TRACKS_NEEDED:
-        return _error(
-            f"the tuning corpus has {n_tracks} tracks of 70 s or more, {TRACKS_NEEDED} needed"
-        )
-    if args.out and not args.out.parent.is_dir():
-        return _error(f"cannot write {args.out}: no folder {args.out.parent}")
-    if args.out and args.out.is_dir():
-        return _error(f"cannot write {args.out}: it is a folder")
-    if args.work.exists() and not args.work.is_dir():
-        return _error(f"cannot build the sets in {args.work}: it is no folder")
+    if problem := argument_error(args.work, args.out, TRACKS_NEEDED):
+        return _error(problem)
     chosen = [spec for spec in SETS if spec.name in args.sets]
     if not chosen or set(args.sets) - {spec.name for spec in SETS}:
         return _error(f"--sets {args.sets!r}: choose among {''.join(s.name for s in SETS)}")

@@ -45,8 +45,12 @@ def test_a_copy_counts_only_as_a_duplicate_of_the_work_it_copies() -> None:
     }
 
 
+@pytest.mark.parametrize("module", ["benchmarks.stock_samples", "benchmarks.recorded_copies"])
 @pytest.mark.parametrize("missing", ["corpus", "tracks", "out folder"])
-def test_the_command_says_what_is_missing_in_one_line(missing: str, tmp_path: Path) -> None:
+def test_the_command_says_what_is_missing_in_one_line(
+    module: str, missing: str, tmp_path: Path
+) -> None:
+    """Both benchmarks on real clips (``argument_error``)."""
     data = tmp_path / "data"
     data.mkdir()
     track = {"path": "/none.ogg", "duration_s": 100.0, "samplerate": 44100}
@@ -56,7 +60,7 @@ def test_the_command_says_what_is_missing_in_one_line(missing: str, tmp_path: Pa
         (data / "corpus.json").write_text(f'{{"tracks": [{tracks}]}}')
     out = tmp_path / "no-folder" / "STOCK.md"
     args = ["--work", str(tmp_path / "w"), "--out", str(out)]
-    line = one_error_line("benchmarks.stock_samples", args, data)
+    line = one_error_line(module, args, data)
     expected = {"corpus": "no readable tuning corpus", "tracks": "the tuning corpus has 5"}
     assert line.startswith(f"error: {expected.get(missing, 'cannot write')}")
     assert not (tmp_path / "w").exists()
