@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .allocator import keep_freed_memory
 from .catalog import Catalog, default_catalog_path
-from .errors import AudiodupError, MetadataError
+from .errors import AudiodupError, CatalogError, MetadataError
 from .ingest import file_key
 from .results import (
     BEYOND_DECODING_LIMITS,
@@ -32,6 +32,7 @@ from .results import (
     ids_text,
     listed_text,
     partly_screened,
+    path_text,
     relation_text,
     screen_document,
     screen_summary,
@@ -43,6 +44,7 @@ from .results import (
 )
 from .service.config import ServiceConfig
 from .settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
+from .store import is_catalog_folder
 
 # Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
 # 2 an error (an input or work that could not be screened, a report that could not be
@@ -1085,7 +1087,14 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+_STOPS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _terminate(signum: int, _frame) -> None:
+    # the command unwinds once: either signal again while it does is ignored (no traceback
+    # from the cleanup it would cut short; SIGKILL still stops it)
+    for stop in _STOPS:
+        signal.signal(stop, signal.SIG_IGN)
     raise Terminated(signum)
 
 
@@ -1109,8 +1118,11 @@ def main() -> None:
     # the service logs to stderr itself, never raises there, and stops its workers on a signal
     if sys.argv[1:2] != ["serve"]:
         sys.stdout, sys.stderr = _GuardedStream(sys.stdout), _GuardedStream(sys.stderr)
+        # a signal the caller ignores (nohup) stays ignored
         handlers = {
-            stop: signal.signal(stop, _terminate) for stop in (signal.SIGTERM, signal.SIGHUP)
+            stop: signal.signal(stop, _terminate)
+            for stop in _STOPS
+            if signal.getsignal(stop) == signal.SIG_DFL
         }
     try:
         _run_command()
@@ -1159,12 +1171,15 @@ def _service_config(config_file: Path | None, **flags):
 def _key_file(config_file: Path | None, db: Path | None):
     """The service's key file (``service.auth.KeyFile``); one kept in the catalog (no
     ``key_file`` configured) needs the catalog: a key is never written into a folder that
-    holds none (it would then refuse to become one)."""
+    holds none (it would then refuse to become one). Only that the catalog is there is
+    checked: a key can be revoked while the catalog needs an upgrade or a repair."""
     from .service.auth import KeyFile
 
     settings = _service_config(config_file, db=db)
-    if settings.key_file is None:
-        Catalog.open(settings.db, create=False).close()
+    if settings.key_file is None and not is_catalog_folder(settings.db):
+        raise CatalogError(
+            f"no catalog at {path_text(settings.db)} (run 'audiodup index add' first)"
+        )
     return KeyFile(settings.keys_path)
 
 

@@ -431,7 +431,7 @@ def by_recording(work_id: int, held: dict[int, np.ndarray], related: Related) ->
     """What the other works hold, merged per recording (each work joins the first earlier one
     it is ``related`` to), without what the copies of ``work_id``'s own recording hold."""
     firsts, merged = [work_id], [np.zeros(0, dtype=bool)]
-    for other, mask in held.items():
+    for other, mask in sorted(held.items()):
         family = next((i for i, first in enumerate(firsts) if related(first, other)), None)
         if family is None:
             firsts.append(other)
@@ -485,7 +485,8 @@ def checks_off_stretches(
         elif check.probability < 1.0:
             alone = coincidence_probability(own, max(chance, 0.5), check.search_cells, settings)
             probability = max(check.probability, alone)
-            marked[work_id] = replace(check, probability=probability, peaks_on_shared=len(inside))
+            on_shared = max(check.peaks_on_shared, len(inside))
+            marked[work_id] = replace(check, probability=probability, peaks_on_shared=on_shared)
     return marked
 
 

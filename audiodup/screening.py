@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from .errors import AudiodupError
 from .fingerprint import Fingerprint, UploadFingerprints, fingerprint_hashes, view_start_samples
 from .hashes import KEY_BITS, TripletHashes, flat_level
 from .index import LoadedIndexes
@@ -616,7 +617,9 @@ def shared_stretches(
         if end - start > longest:
             continue
         frames = _line_hits(hashes[work_id])
-        held = {w: (frames >= s) & (frames <= e) for w, (s, e) in spans.items() if w != work_id}
+        held = {
+            w: (frames >= s) & (frames <= e) for w, (s, e) in sorted(spans.items()) if w != work_id
+        }
         # the hits of all the work's lines: the stretch they make is short too, or it is none
         stretch = held_stretch(frames, held, enough, work_id, related)
         if stretch and stretch[1] - stretch[0] <= longest:
@@ -662,7 +665,7 @@ def lines_off_stretches(
             marked[work_id] = replace(
                 finding,
                 false_match_probability=own_line_probability(finding, len(inside)),
-                hits_on_shared=len(inside),
+                hits_on_shared=max(finding.hits_on_shared, len(inside)),
             )
     return marked
 
@@ -943,10 +946,12 @@ def gather_evidence(
     sweep_all_tempos: bool = True,
     reference_hashes: ReferenceHashes | None = None,
     time_scale: float = 1.0,
+    related: Related | None = None,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
-    ``reference`` and ``reference_hashes``: the stored fingerprints and the hashes made from
-    them (:func:`stored_hashes`), when the caller keeps them across looks. With
+    ``reference``, ``reference_hashes`` and ``related``: the stored fingerprints, the hashes
+    made from them (:func:`stored_hashes`) and which works are copies of one recording
+    (:func:`one_recording`), when the caller keeps them across looks. With
     ``sweep_all_tempos`` and ``settings.chroma_sweep_all_tempos`` the chroma candidates are also
     aligned over the whole tempo range, to lead more peak checks (:func:`swept_chroma`,
     :func:`swept_leads`); the further looks of :func:`look_again` leave it off, the look as it
@@ -959,7 +964,7 @@ def gather_evidence(
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
     reference_hashes = reference_hashes or stored_hashes(reference, settings)
-    related = one_recording(reference, reference_hashes, settings)
+    related = related or one_recording(reference, reference_hashes, settings)
     query_hashes = fingerprint_hashes(query, settings, query=True)
     found = verified_candidates(query, indexes, settings, works, reference_hashes, query_hashes)
     hashes = scored_lines(found, indexes, n_works, query, settings, related)
@@ -1196,10 +1201,18 @@ def gather_looks(
     # reads and 75 hashings -> 59 and 54, issue #16)
     reference = _memo(works.fingerprint)
     hashes_of = stored_hashes(reference, settings)
+    related = one_recording(reference, hashes_of, settings)
 
     def gather(seen: Fingerprint, **options) -> Evidence:
         return gather_evidence(
-            seen, indexes, settings, works, reference, reference_hashes=hashes_of, **options
+            seen,
+            indexes,
+            settings,
+            works,
+            reference,
+            reference_hashes=hashes_of,
+            related=related,
+            **options,
         )
 
     return look_again(query, gather, settings, works, view, every_look)
@@ -1775,29 +1788,37 @@ def _memo(load: Callable[[int], T]) -> Callable[[int], T]:
 
 def one_recording(reference: References, hashes_of: ReferenceHashes, settings: Settings) -> Related:
     """Whether two catalog works are copies of one recording (the catalog holds a work again
-    when the service records an upload of it): the first's stored fingerprint, hashed as an
-    upload, lines up with the second's hashes at a duplicate's certainty for one pair
+    when the service records an upload of it): the shorter's stored fingerprint, hashed as an
+    upload, lines up with the longer's hashes at a duplicate's certainty for one pair
     (probability at most ``duplicate_max_fmp``, at least ``duplicate_min_hashes`` hits) over
-    at least ``one_recording_share`` of the shorter. Two works that share a sample line up over
-    the sample only. Each pair is verified once, when material would otherwise be shared."""
+    at least ``one_recording_share`` of the longer. Two works that share a sample line up over
+    the sample only, and so does a short work that is little more than the sample (a jingle):
+    neither is a copy of the other. A work that cannot be read is no copy (its material stays
+    shared). Each pair is verified once, when material would otherwise be shared."""
     queries = _memo(lambda w: fingerprint_hashes(reference(w), settings, query=True))
     known: dict[tuple[int, int], bool] = {}
+
+    def copies(a: int, b: int) -> bool:
+        durations = {w: reference(w).duration_s for w in (a, b)}
+        shorter, longer = sorted((a, b), key=lambda w: (durations[w], w))
+        hashes = queries(shorter)
+        keys = query_keys(hashes, np.ones(len(hashes.keys), dtype=bool))
+        own = work_votes(hashes, keys, longer, hashes_of(longer), settings.bins_per_semitone)
+        line = _verify(own, longer, settings)
+        return (
+            line is not None
+            and line.main_inliers >= settings.duplicate_min_hashes
+            and hash_false_match_probability(line, 1.0, 1, settings) <= settings.duplicate_max_fmp
+            and line.coverage_s >= settings.one_recording_share * durations[longer]
+        )
 
     def related(a: int, b: int) -> bool:
         pair = (min(a, b), max(a, b))
         if pair not in known:
-            hashes = queries(pair[0])
-            keys = query_keys(hashes, np.ones(len(hashes.keys), dtype=bool))
-            own = work_votes(hashes, keys, pair[1], hashes_of(pair[1]), settings.bins_per_semitone)
-            line = _verify(own, pair[1], settings)
-            shorter = min(reference(w).duration_s for w in pair)
-            known[pair] = (
-                line is not None
-                and line.main_inliers >= settings.duplicate_min_hashes
-                and hash_false_match_probability(line, 1.0, 1, settings)
-                <= settings.duplicate_max_fmp
-                and line.coverage_s >= settings.one_recording_share * shorter
-            )
+            try:
+                known[pair] = copies(*pair)
+            except (AudiodupError, OSError):
+                known[pair] = False
         return known[pair]
 
     return related

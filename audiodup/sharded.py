@@ -396,7 +396,8 @@ class ShardedScreening:
         looks of ``view`` (all of them with ``every_look``) and ``without`` those works (as
         :func:`audiodup.screening.match_fingerprint`)."""
         works = _LockedWorks(self)
-        gather = partial(self.gather_evidence, without=without)
+        related = self._one_recording()  # once per screening: its pairs hold for every look
+        gather = partial(self.gather_evidence, without=without, related=related)
         looks = look_again(query, gather, self.settings, works, view, every_look)
         return matches_from_looks(looks, self.settings, works)
 
@@ -407,18 +408,32 @@ class ShardedScreening:
         sweep_all_tempos: bool = True,
         time_scale: float = 1.0,
         without: Sequence[int] = (),
+        related: Related | None = None,
     ) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups
-        (``without``: works left out, :meth:`LoadedIndexes.without`). A look whose query or
-        catalog totals were held by a worker that was lost (its rounds cancelled) is taken once
-        more, both sent anew to the workers there are then; so is a look during which the
-        catalog changed (a commit, or a merge swapped in, before a group was opened for it),
-        on the catalog as it is then."""
-        look = partial(self._look, query, sweep_all_tempos=sweep_all_tempos, time_scale=time_scale)
+        (``without``: works left out, :meth:`LoadedIndexes.without`; ``related``: as there). A
+        look whose query or catalog totals were held by a worker that was lost (its rounds
+        cancelled) is taken once more, both sent anew to the workers there are then; so is a
+        look during which the catalog changed (a commit, or a merge swapped in, before a group
+        was opened for it), on the catalog as it is then."""
+        related = related or self._one_recording()
+        look = partial(
+            self._look,
+            query,
+            sweep_all_tempos=sweep_all_tempos,
+            time_scale=time_scale,
+            related=related,
+        )
         try:
             return self._attempt(look, without)
         except (ClusterDataLostError, CatalogChangedError):
             return self._attempt(look, without)
+
+    def _one_recording(self) -> Related:
+        """Which works are copies of one recording (:func:`audiodup.screening.one_recording`),
+        from the client's own store."""
+        reference = _memo(_LockedWorks(self).fingerprint)
+        return one_recording(reference, stored_hashes(reference, self.settings), self.settings)
 
     def _attempt(self, look, without: Sequence[int]) -> Evidence:
         """``look(current, without=...)`` on the catalog as it is now. Cancelled rounds forget
@@ -446,12 +461,11 @@ class ShardedScreening:
         sweep_all_tempos: bool,
         time_scale: float,
         without: Sequence[int],
+        related: Related,
     ) -> Evidence:
         specs, totals, totals_future = current
         settings = self.settings
         works = _LockedWorks(self)
-        reference = _memo(works.fingerprint)  # the client's: which works are one recording
-        related = one_recording(reference, stored_hashes(reference, settings), settings)
         left_out = tuple(sorted({w for w in without if works.work(w) is not None}))
         n_works = max(totals.n_works - len(left_out), 1)
         query_future = self._scatter(query)

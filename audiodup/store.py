@@ -126,6 +126,13 @@ _FOLD_LOG_WAIT_MS = 200
 
 _DB_FILE = "catalog.sqlite"
 _LOCK_FILE = "catalog.lock"
+
+
+def is_catalog_folder(root: Path) -> bool:
+    """Whether ``root`` holds a catalog's database (however sound it is)."""
+    return (Path(root) / _DB_FILE).is_file()
+
+
 # what a command that meets a damaged database adds to its error ('index verify' leaves it out)
 VERIFY_HINT = "; 'audiodup index verify' lists the problems"
 # the catalog folder's SQLite files: the catalog's, the rescan results, the service's rate limits

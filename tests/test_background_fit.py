@@ -329,6 +329,32 @@ def test_part_of_a_work_the_catalog_holds_three_times_is_found_within_other_musi
     assert verdict.matches[0].query_start_s == pytest.approx(20.0, abs=2.0)
 
 
+def test_a_short_work_that_is_mostly_the_sample_is_no_copy_of_a_work_holding_it(
+    tmp_path: Path,
+) -> None:
+    """A 6-s jingle that is little more than the 4-s sample lines up with most of itself in
+    every work holding the sample, but with a sixth of such a work: no copy of it (the share
+    is the longer's), so the sample stays material three recordings hold and other music
+    holding it stays clean. (Judged by the shorter, the jingle was a copy of a 30-s work, two
+    recordings held the sample, and the upload was a `duplicate`: a review's finding.)"""
+    works = tmp_path / "works"
+    works.mkdir()
+    for seed in (1, 2):
+        sf.write(works / f"w{seed:02d}.wav", work_audio(seed), SR)
+    jingle = synthesize_work(2000, 6.0, SR).astype(np.float64)
+    jingle[SR : SR + len(SAMPLE)] = SAMPLE
+    sf.write(works / "zjingle.wav", (0.9 * jingle / np.max(np.abs(jingle))).astype(np.float32), SR)
+    upload = tmp_path / "other_music.wav"
+    sf.write(upload, work_audio(500), SR)
+    with Catalog.open(tmp_path / "catalog") as catalog:
+        assert [r.status for r in catalog.add_paths([works])] == ["added"] * 3
+        ids = {Path(w.path).stem: w.work_id for w in catalog.works()}
+        related = one_recording(catalog.fingerprint, stored_hashes(catalog.fingerprint, S), S)
+        assert not any(related(ids[w], ids["zjingle"]) for w in ("w01", "w02"))
+        verdict = catalog.screen(upload)
+    assert verdict.verdict == "clean", verdict.matches
+
+
 def test_a_line_that_stays_is_scored_on_its_hits_beyond_the_shared_seconds() -> None:
     """The excerpt above, scored as its look scores lines (one competition): its 9 hits on the
     sample's seconds would be there in other music holding the sample, so its probability is

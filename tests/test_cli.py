@@ -635,18 +635,46 @@ def test_a_terminating_signal_stops_a_command_as_an_interrupt_does(
 ) -> None:
     """SIGTERM or SIGHUP unwinds the command (its workers stopped, its locks released: the
     ``finally`` blocks run) and exits 128 + the signal's number with one line, no traceback;
-    the signal's handler is given back after."""
-    before = signal.getsignal(stop)
+    the same signal during the unwinding is ignored, and the handler is given back after."""
+    previous = signal.signal(stop, signal.SIG_DFL)  # as a shell starts a command
 
     def signalled() -> None:
-        os.kill(os.getpid(), stop)
-        time.sleep(3600)  # cut short by the signal's exception
+        try:
+            os.kill(os.getpid(), stop)
+            time.sleep(600)  # cut short by the signal's exception
+            raise AssertionError("the signal did not stop the command")
+        finally:
+            os.kill(os.getpid(), stop)  # again, while the command unwinds: ignored
 
-    monkeypatch.setattr(audiodup.cli, "_run_command", signalled)
-    code, out, err_text = run_main(["index", "list"], monkeypatch, capsys)
-    assert code == 128 + stop
-    assert err_text == f"terminated ({stop.name})\n" and out == ""
-    assert signal.getsignal(stop) == before
+    try:
+        monkeypatch.setattr(audiodup.cli, "_run_command", signalled)
+        code, out, err_text = run_main(["index", "list"], monkeypatch, capsys)
+        assert code == 128 + stop
+        assert err_text == f"terminated ({stop.name})\n" and out == ""
+        assert signal.getsignal(stop) == signal.SIG_DFL
+    finally:
+        signal.signal(stop, previous)
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``nohup audiodup index add ...``: SIGHUP is ignored before the command starts, and the
+    command leaves it so (a hang-up does not stop it)."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    seen = []
+
+    def command() -> None:
+        seen.append(signal.getsignal(signal.SIGHUP))
+        raise SystemExit(0)  # as typer's app does
+
+    try:
+        monkeypatch.setattr(audiodup.cli, "_run_command", command)
+        code, _, _ = run_main(["index", "list"], monkeypatch, capsys)
+        assert code == 0 and seen == [signal.SIG_IGN]
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def fake_screen(labels: dict[str, str | None]):
