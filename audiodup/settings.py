@@ -209,7 +209,7 @@ class Settings:
     shared_material_works: int = 2
     shared_material_max_span: float = 0.5
     # ... counted per recording: works whose stored fingerprints line up with a duplicate's
-    # certainty over at least this share of the shorter are copies of one recording the
+    # certainty over at least this share of the longer are copies of one recording the
     # catalog holds (uploads it recorded), and hold their material once (screening.one_recording)
     one_recording_share: float = 0.5
     min_coverage_s: float = 3.0
