@@ -22,7 +22,7 @@ from rich.text import Text
 
 from .allocator import keep_freed_memory
 from .catalog import Catalog, default_catalog_path
-from .errors import AudiodupError, CatalogError, MetadataError
+from .errors import AudiodupError, MetadataError
 from .ingest import file_key
 from .results import (
     BEYOND_DECODING_LIMITS,
@@ -32,7 +32,6 @@ from .results import (
     ids_text,
     listed_text,
     partly_screened,
-    path_text,
     relation_text,
     screen_document,
     screen_summary,
@@ -44,7 +43,7 @@ from .results import (
 )
 from .service.config import ServiceConfig
 from .settings import MAX_HIT_BUDGET, MIN_HIT_BUDGET
-from .store import is_catalog_folder
+from .store import require_catalog_folder
 
 # Exit codes of screen and rescan are bit flags, so no fact hides another: 1 a duplicate,
 # 2 an error (an input or work that could not be screened, a report that could not be
@@ -1176,10 +1175,8 @@ def _key_file(config_file: Path | None, db: Path | None):
     from .service.auth import KeyFile
 
     settings = _service_config(config_file, db=db)
-    if settings.key_file is None and not is_catalog_folder(settings.db):
-        raise CatalogError(
-            f"no catalog at {path_text(settings.db)} (run 'audiodup index add' first)"
-        )
+    if settings.key_file is None:
+        require_catalog_folder(settings.db)
     return KeyFile(settings.keys_path)
 
 

@@ -128,9 +128,10 @@ _DB_FILE = "catalog.sqlite"
 _LOCK_FILE = "catalog.lock"
 
 
-def is_catalog_folder(root: Path) -> bool:
-    """Whether ``root`` holds a catalog's database (however sound it is)."""
-    return (Path(root) / _DB_FILE).is_file()
+def require_catalog_folder(root: Path) -> None:
+    """Raise ``CatalogError`` unless ``root`` holds a catalog's database (however sound)."""
+    if not (Path(root) / _DB_FILE).is_file():
+        raise CatalogError(f"no catalog at {path_text(root)} (run 'audiodup index add' first)")
 
 
 # what a command that meets a damaged database adds to its error ('index verify' leaves it out)
@@ -394,9 +395,7 @@ class CatalogStore:
             raise CatalogError(f"{path_text(self.root)} is a file, not a catalog folder")
         if not self._db_path.exists():
             if not create:
-                raise CatalogError(
-                    f"no catalog at {path_text(self.root)} (run 'audiodup index add' first)"
-                )
+                require_catalog_folder(self.root)
             self._create()
         self.db = self._connect()
         try:

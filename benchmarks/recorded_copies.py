@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,6 @@ import pedalboard
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from benchmarks.service_load import commit, machine
 from benchmarks.stock_samples import (
     SR,
     _clip,
@@ -45,8 +43,10 @@ from benchmarks.stock_samples import (
     argument_error,
     long_tracks,
     lookups,
+    report_head,
 )
 from benchmarks.stock_samples import screen_set as screen_works
+from benchmarks.stock_samples import summary as sample_summary
 
 N_WORKS = 24
 N_COPIED = 3
@@ -128,24 +128,16 @@ def build_set(n_earlier: int, folder: Path) -> dict[str, str | None]:
 
 
 def summary(records: list[dict]) -> dict[str, int]:
-    chance = [r for r in records if r["copied"] is None]
-    copies = [r for r in records if r["copied"] is not None]
-    found = [r for r in copies if r["verdict"] == "duplicate" and family(r["top"]) == r["copied"]]
-    return {
-        "chance": len(chance),
-        "chance_duplicate": sum(r["verdict"] == "duplicate" for r in chance),
-        "chance_suspect": sum(r["verdict"] == "suspect" for r in chance),
-        "copies": len(copies),
-        "copies_found": len(found),
-        "named_the_work": sum(r["top"] == r["copied"] for r in found),
-    }
+    """:func:`benchmarks.stock_samples.summary` with each work counted as its recording, and
+    how many copies found name the work itself."""
+    by_recording = [{**r, "top": family(r["top"])} for r in records]
+    named = [r for r in records if r["verdict"] == "duplicate" and r["top"] == r["copied"]]
+    return {**sample_summary(by_recording), "named_the_work": sum(1 for r in named if r["copied"])}
 
 
 def report(rows: list[dict], out: Path) -> None:
     lines = [
-        "# Copies already in the catalog: a recording the catalog holds several times",
-        "",
-        f"{date.today().isoformat()}, commit {commit()}, {machine()}.",
+        *report_head("Copies already in the catalog: a recording the catalog holds several times"),
         "`python -m benchmarks.recorded_copies` (the sets are described in its docstring). A copy",
         "is found when it is a `duplicate` of its work or of one of the work's earlier copies;",
         "the last column counts those whose first match is the work itself.",

@@ -203,11 +203,15 @@ def summary(records: list[dict]) -> dict[str, int]:
     }
 
 
+def report_head(title: str) -> list[str]:
+    """A real-clip benchmark report's first lines: its title, then when, at which commit and
+    on what machine it ran."""
+    return [f"# {title}", "", f"{date.today().isoformat()}, commit {commit()}, {machine()}."]
+
+
 def report(rows: list[dict], out: Path) -> None:
     lines = [
-        "# Stock samples: uploads holding a sample several works hold",
-        "",
-        f"{date.today().isoformat()}, commit {commit()}, {machine()}.",
+        *report_head("Stock samples: uploads holding a sample several works hold"),
         "`python -m benchmarks.stock_samples` (the sets are described in its docstring).",
         "",
         "| set | sample | placed | works holding it | look-up | chance uploads `duplicate` "
