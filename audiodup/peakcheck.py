@@ -329,7 +329,7 @@ def confirms_recording(check: PeakCheck, settings: Settings) -> bool:
     material many works hold (:func:`shared_material`)."""
     return (
         _above_chance(check, settings)
-        and check.matched_peaks >= settings.peak_check_min_rate * check.checked_peaks
+        and _clears_floors(check.matched_peaks, check.checked_peaks, check.chance_peaks, settings)
         and check.shared_with == 0
     )
 

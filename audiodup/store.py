@@ -2090,6 +2090,9 @@ class CatalogStore:
         lock = self.root / _LOCK_FILE
         if os.path.lexists(lock) and not lock.is_file():
             return [f"{_LOCK_FILE} is not a file: no write can run (remove it)"]
+        reason = _unwritable(lock)
+        if reason:
+            return [f"{_LOCK_FILE} cannot be opened for writing ({reason}): no write can run"]
         return []
 
     def _merge_due_note(self) -> list[str]:
@@ -2434,6 +2437,19 @@ def _why_unopenable(db: Path) -> str:
 def _writer_holds_lock(root: Path) -> bool:
     """Whether a writer holds the catalog's lock now."""
     return _lock_is_held(root / _LOCK_FILE)
+
+
+def _unwritable(lock_file: Path) -> str | None:
+    """Why a writer could not open ``lock_file`` (immutable, a read-only file system), or None:
+    probed with a write-only descriptor that neither creates nor truncates it."""
+    try:
+        fd = os.open(lock_file, os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    return None
 
 
 def _lock_is_held(lock_file: Path) -> bool:

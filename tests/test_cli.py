@@ -3,6 +3,7 @@ and the installed ``audiodup`` console script as a real process."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -836,6 +837,46 @@ def test_verify_names_a_writer_lock_no_write_can_take(db: Path) -> None:
     assert "note: catalog.lock is not a file: no write can run (remove it)" in result.stderr
     refused = run("index", "add", "--db", db, UPLOADS_DIR / "unrelated_a.ogg")
     assert refused.exit_code != 0
+
+
+def _make_unwritable(path: Path) -> bool:
+    """Make ``path`` refuse writers: immutable where chattr works (root), else read-only mode
+    (which binds a user other than root); whether it then does."""
+    _chattr("+i", path)
+    if _refuses_writers(path):
+        return True
+    path.chmod(0o444)
+    return _refuses_writers(path)
+
+
+def _chattr(flag: str, path: Path) -> None:
+    with contextlib.suppress(OSError):  # no chattr on this machine
+        subprocess.run(["chattr", flag, str(path)], capture_output=True, check=False)
+
+
+def _refuses_writers(path: Path) -> bool:
+    try:
+        os.close(os.open(path, os.O_WRONLY))
+    except PermissionError:
+        return True
+    return False
+
+
+def test_verify_names_a_writer_lock_no_writer_can_open(db: Path) -> None:
+    lock = db / "catalog.lock"
+    lock.touch()
+    try:
+        if not _make_unwritable(lock):
+            pytest.skip("no way to make a file refuse writers here")
+        result = run("index", "verify", "--db", db)
+        assert "note: catalog.lock cannot be opened for writing (" in result.stderr
+        refused = run("index", "add", "--db", db, UPLOADS_DIR / "unrelated_a.ogg")
+        assert refused.exit_code != 0
+    finally:
+        _chattr("-i", lock)
+        lock.chmod(0o644)
+    clean = run("index", "verify", "--db", db)
+    assert "catalog.lock" not in clean.stderr
 
 
 def test_screen_on_a_damaged_index_is_one_line(db: Path) -> None:
