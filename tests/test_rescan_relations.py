@@ -304,8 +304,9 @@ def test_a_suspect_pairs_uploads_are_in_the_report_and_its_evidence_names_the_ow
 def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerpt() -> None:
     """Work 3 (a 2023 upload, 60 s) is 10 s of work 2 (another label's 2021 upload) and then
     all of work 1 (a reference): a copy of work 1. The 10 s it shares with work 2 are work 2's
-    music, not work 1's: work 2 must not be said to contain an excerpt of work 3 because work
-    3's cluster holds a reference; nobody is accused through that pair."""
+    music, not work 1's (work 1 does not match work 2): work 2 must not be said to contain an
+    excerpt of work 3 because work 3's cluster holds a reference. Work 3 itself holds those
+    10 s, later than work 2: it is the one that contains an excerpt."""
     works = [work(1), work(2), work(3, 60.0)]
     c31, c13 = both_ways(3, 1, (10, 50), (0, 40), 60.0, 40.0)
     p32, p23 = both_ways(3, 2, (0, 10), (20, 30), 60.0, 40.0)
@@ -319,17 +320,57 @@ def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerp
     assert [c.work_ids for c in report.clusters] == [(1, 3)]
     assert (3, "copy_of", 1) in kinds(report)
     shared = next(k for k in report.links if {k.work_id, k.source_work_id} == {2, 3})
-    assert shared.kind == "overlap" and shared.direction.startswith("undetermined")
-    assert "by their own uploads work 2 was uploaded first" in shared.direction
+    assert (shared.work_id, shared.kind, shared.source_work_id) == (3, "contains_excerpt_of", 2)
+    assert shared.direction == "work 2 was uploaded first (2021-01-01)"
     ranks = {u.uploader: u for u in report.uploaders}
     assert "label-b" not in ranks or ranks["label-b"].excerpts_used == 0
-    assert ranks["pirate"].copies == 1
-    # the pirate's own date first as well: the clusters' order and the works' agree
+    assert (ranks["pirate"].copies, ranks["pirate"].excerpts_used) == (1, 1)
+    # the pirate's upload first: work 2 took the 10 s from it
     later = [*uploads[:1], upload(2, 2, "label-b", "2024-01-01"), uploads[2]]
     assert (2, "contains_excerpt_of", 3) in kinds(report_of(works, found, later))
-    # an undated work's own order says nothing: the clusters' order stands
+    # an undated pirate never counts as the first, whatever its cluster's reference
     undated = [*uploads[:2], upload(3, 3, "pirate", None)]
-    assert (2, "contains_excerpt_of", 3) in kinds(report_of(works, found, undated))
+    assert (3, "contains_excerpt_of", 2) in kinds(report_of(works, found, undated))
+    # were work 1 to hold those 10 s too, its reference would be their first upload
+    r12, r21 = both_ways(1, 2, (0, 10), (20, 30), 40.0, 40.0)
+    held = scans((1, [c13, r12]), (2, [p23, r21]), (3, [c31, p32]))
+    kinds_held = kinds(report_of(works, held, uploads))
+    assert (2, "contains_excerpt_of", 3) in kinds_held or (
+        2,
+        "contains_excerpt_of",
+        1,
+    ) in kinds_held
+
+
+@pytest.mark.parametrize(
+    ("s_role", "t_role"),
+    [("upload", "upload"), ("reference", "upload"), ("reference", "reference")],
+)
+def test_a_medley_mostly_of_one_track_makes_no_copy_of_the_other_it_quotes(s_role, t_role):
+    """Work 3 (mallory, 2023, 60 s) is 40 s of work 1 (sam, 2020-03) then 20 s of work 2 (tom,
+    2020-04, 24 s): mostly work 1, so one recording with it. Work 2 is mostly inside work 3,
+    but work 1 does not hold it: tom's older track is no copy in sam's cluster, the medley
+    contains an excerpt of it (session 46's red team: tom was counted a copier)."""
+    works = [work(1, 55.0), work(2, 24.0), work(3, 60.0)]
+    s31, s13 = both_ways(3, 1, (0, 40), (5, 45), 60.0, 55.0)
+    t32, t23 = both_ways(3, 2, (40, 59), (2, 21), 60.0, 24.0)
+    found = scans((1, [s13]), (2, [t23]), (3, [s31, t32]))
+    uploads = [
+        upload(1, 1, "sam", "2020-03-01", role=s_role),
+        upload(2, 2, "tom", "2020-04-01", role=t_role),
+        upload(3, 3, "mallory", "2023-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 3)]
+    assert kinds(report) == {(3, "copy_of", 1), (3, "contains_excerpt_of", 2)}
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)
+    assert (ranks["mallory"].copies, ranks["mallory"].excerpts_used) == (1, 1)
+    assert all("tom" not in c for cluster in report.clusters for c in cluster.caveats)
+    # the medley first: then tom's track is the later one, a trimmed copy of what it quotes
+    early = [*uploads[:2], upload(3, 3, "mallory", "2019-01-01")]
+    if t_role == "upload":
+        assert (2, "copy_of", 3) in kinds(report_of(works, found, early))
 
 
 def test_a_short_work_inside_two_longer_originals_joins_only_the_stronger() -> None:

@@ -20,6 +20,12 @@ Clusters are the connected components over ``copy_of`` and ``same_recording`` li
 two steps so that no excerpt can merge two originals: first the works that are mostly each
 other; then each such group is attached to at most one longer group that is its original side
 and mostly contains it (the strongest containment first). Excerpts and overlaps never merge.
+
+A work in a group takes the group's originality only for what the group's works hold: between
+two groups, the longer side is dated by its members that themselves match the other side
+(:func:`holders_first`). Works that are mostly each other can still differ in the rest: a
+medley mostly made of one track is that track's copy, and the other track it quotes was not
+first uploaded when that track was.
 """
 
 from __future__ import annotations
@@ -117,6 +123,11 @@ def relate(
     overlaps. Links with ``clustered`` set join their works into one cluster."""
     works = sorted({w for p in pairs for w in p.work_ids})
     own = {w: work_originality(w, uploads_by_work.get(w, ())) for w in works}
+    partners: dict[int, set[int]] = {w: set() for w in works}
+    for pair in pairs:
+        a, b = pair.work_ids
+        partners[a].add(b)
+        partners[b].add(a)
     groups = _Groups()
     for w in works:
         groups.find(w)
@@ -144,7 +155,8 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        direction = _between_groups(inner, outer, step1[inner_root], step1[outer_root])
+        outer_first = holders_first(outer, inner, same_recording, partners, own)
+        direction = _between_groups(inner, outer, step1[inner_root], outer_first)
         if direction.source != outer:
             continue
         if inner_root in attached:
@@ -179,11 +191,37 @@ def relate(
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
-            direction = _between_clusters(a, b, own, first[final[a]], first[final[b]])
+            direction = _between_clusters(
+                a,
+                b,
+                own,
+                holders_first(a, b, final, partners, own),
+                holders_first(b, a, final, partners, own),
+            )
         links.append(_link(pair, direction, min_share, final[a] == final[b]))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
     return tuple(links)
+
+
+def holders_first(
+    work: int,
+    other: int,
+    root_of: dict[int, int],
+    partners: dict[int, set[int]],
+    own: dict[int, Originality],
+) -> Originality:
+    """The earliest originality among the works of ``work``'s group (``root_of``) that hold
+    what ``work`` shares with ``other``: ``work`` itself and the members that match a work of
+    ``other``'s group. A member that does not is no evidence of when that material was first
+    uploaded."""
+    group, others = root_of[work], root_of[other]
+    holders = [
+        own[w]
+        for w, root in root_of.items()
+        if root == group and (w == work or any(root_of[p] == others for p in partners[w]))
+    ]
+    return earliest(holders)
 
 
 def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dict:
@@ -196,8 +234,8 @@ def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dic
 
 def _between_groups(a: int, b: int, first_a: Originality, first_b: Originality) -> Direction:
     """The direction between works ``a`` and ``b`` of two different groups, decided by each
-    group's earliest work (``first_a``, ``first_b``: a copy takes the originality of its
-    cluster's original)."""
+    side's earliest work (``first_a``, ``first_b``: a copy takes the originality of the earliest
+    work of its group that holds the material, :func:`holders_first`)."""
     direction = decide_direction(first_a, first_b, _side(a, first_a), _side(b, first_b))
     if direction.source is None:
         return direction
@@ -209,12 +247,11 @@ def _between_clusters(
     a: int, b: int, own: dict[int, Originality], first_a: Originality, first_b: Originality
 ) -> Direction:
     """The direction between works ``a`` and ``b`` of two clusters that share an excerpt:
-    :func:`_between_groups` by the clusters' originals, unless both works are dated (or
-    references) and their own order says the other way. What they share need not be what a
-    copy took from its cluster's original (a copy of a reference padded with 10 s of another
-    label's earlier track shares those 10 s with that track, not the reference's music): then
-    the direction is undetermined and nobody is accused through this pair. An undated work's
-    own order says nothing (it never counts as the first), so the clusters' order stands."""
+    :func:`_between_groups` by the earliest work of each cluster that holds it (``first_a``,
+    ``first_b``: :func:`holders_first`), unless both works are dated (or references) and their
+    own order says the other way: then the direction is undetermined and nobody is accused
+    through this pair. An undated work's own order says nothing (it never counts as the
+    first), so the clusters' order stands."""
     by_clusters = _between_groups(a, b, first_a, first_b)
     if by_clusters.source is None:
         return by_clusters
@@ -232,7 +269,7 @@ def _between_clusters(
 def _side(work_id: int, first: Originality) -> str:
     if first.work_id == work_id:
         return f"work {work_id}"
-    return f"the original of work {work_id}'s cluster (work {first.work_id})"
+    return f"work {first.work_id} of work {work_id}'s cluster, which holds it too,"
 
 
 def _link(
