@@ -23,7 +23,7 @@ import csv
 import io
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from .errors import MetadataError
@@ -59,6 +59,23 @@ def parse_timestamp(text: str) -> datetime:
         raise ValueError("empty date")
     value = datetime.fromisoformat(text)
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# a clock a day ahead of this machine's (time zones, a skewed clock) is still believed
+FUTURE_DATE_SLACK = timedelta(days=1)
+
+
+def upload_date_problem(text: str, now: datetime | None = None) -> str | None:
+    """Why ``text`` cannot be an upload's ``uploaded_at``, or None: it must be an ISO 8601 date
+    or date-time, and not later than now (a day's slack): a date still to come cannot be the
+    first upload, and would decide who the original is (the earliest dated upload)."""
+    try:
+        when = parse_timestamp(text)
+    except (ValueError, OverflowError):
+        return f"{text!r} is not an ISO 8601 date (e.g. 2024-03-01 or 2024-03-01T14:30:00Z)"
+    if when > (now or datetime.now(UTC)) + FUTURE_DATE_SLACK:
+        return f"{text!r} is in the future"
+    return None
 
 
 def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[str, dict[str, str]]:
@@ -324,13 +341,9 @@ def _value_problems(row: dict[str, str]) -> list[str]:
     """What is wrong with a row's values (dates, ISRC, UPC, role)."""
     problems = []
     if "uploaded_at" in row:
-        try:
-            parse_timestamp(row["uploaded_at"])
-        except ValueError:
-            problems.append(
-                f"uploaded_at {row['uploaded_at']!r} is not an ISO 8601 date "
-                "(e.g. 2024-03-01 or 2024-03-01T14:30:00Z)"
-            )
+        problem = upload_date_problem(row["uploaded_at"])
+        if problem:
+            problems.append(f"uploaded_at {problem}")
     if "isrc" in row and not _ISRC.match(row["isrc"].replace("-", "").upper()):
         problems.append(f"isrc {row['isrc']!r} is not an ISRC (CC-XXX-YY-NNNNN)")
     if "upc" in row and not _UPC.match(row["upc"]):

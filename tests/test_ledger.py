@@ -201,6 +201,7 @@ def test_update_by_upload_id_external_id_and_full_path(ledger: Path, tmp_path: P
         ("path,uploader\nwork_00.ogg,x\n", 2, "names no upload"),  # a base name names nothing
         ("upload_id,role\n2,owner\n", 2, "role 'owner'"),
         ("upload_id,uploaded_at\n2,yesterday\n", 2, "not an ISO 8601 date"),
+        ("upload_id,uploaded_at\n2,2999-01-01\n", 2, "is in the future"),
         ("upload_id,uploader\n2,x\n2,y\n", 3, "already changed on line 2"),
         ("uploader\nx\n", 1, "no 'upload_id', 'external_id' or 'path' column"),
     ],

@@ -248,6 +248,11 @@ def test_index_add_with_metadata(
     ("text", "line", "words"),
     [
         ("path,uploaded_at\nw0.ogg,2020-01-01\nw1.ogg,2020-02-30\n", 3, "not an ISO 8601 date"),
+        (
+            "path,uploaded_at\nw0.ogg,2999-12-31T23:59:59Z\n",
+            2,
+            "'2999-12-31T23:59:59Z' is in the future",
+        ),
         ("name,title\nw0.ogg,x\n", 1, "no 'path' column"),
         ("path,title\nw0.ogg,x\nw9.ogg,y\n", 3, "file not found: w9.ogg"),
     ],
@@ -303,3 +308,16 @@ def test_a_metadata_file_name_holding_a_newline_stays_on_its_error_line(
         lines[0] == f"error: {music}/m\\nerror: forged line/meta.csv: 1 problem, nothing was added"
     )
     assert [line for line in lines if line.startswith("error:")] == lines[:1]
+
+
+def test_an_upload_date_a_day_ahead_is_believed_and_later_ones_are_not() -> None:
+    from datetime import UTC, datetime
+
+    from audiodup.metadata import upload_date_problem
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert upload_date_problem("2026-12-07T11:00:00Z", now) is None  # a clock ahead
+    assert upload_date_problem("2026-12-07T13:00:00+00:00", now) == (
+        "'2026-12-07T13:00:00+00:00' is in the future"
+    )
+    assert "not an ISO 8601 date" in upload_date_problem("2026-02-30", now)

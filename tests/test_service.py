@@ -449,6 +449,13 @@ def test_bad_metadata_is_refused(server):
             ),
             422,
         )
+        future = http.post(  # a date still to come would make it the original
+            "/v1/uploads?uploaded_at=2999-12-31T23:59:59Z",
+            content=audio,
+            headers={"Content-Type": "audio/wav"},
+        )
+        _error(future, 422)
+        assert "is in the future" in future.json()["error"]["message"]
         _error(
             http.post(
                 "/v1/uploads", data={"colour": "red"}, files={"file": ("a.wav", audio, "audio/wav")}

@@ -56,7 +56,7 @@ from ..audio import load_audio
 from ..catalog import clock, since
 from ..errors import AudiodupError
 from ..fingerprint import UploadFingerprints
-from ..metadata import parse_timestamp
+from ..metadata import parse_timestamp, upload_date_problem
 from ..schema import SCHEMA_VERSION
 from ..store import NewWork, Screening
 from . import intake, logs, metrics
@@ -858,12 +858,9 @@ def _upload_request(
     if role == "reference" and not getattr(request.state, "key_is_admin", False):
         raise forbidden("recording a reference needs an admin key")
     if "uploaded_at" in fields:
-        try:
-            parse_timestamp(fields["uploaded_at"])
-        except (ValueError, OverflowError):
-            raise ApiError(
-                422, "invalid_request", "uploaded_at: not an ISO 8601 date or date-time"
-            ) from None
+        problem = upload_date_problem(fields["uploaded_at"])
+        if problem:
+            raise ApiError(422, "invalid_request", f"uploaded_at: {problem}")
     request_hash = hashlib.sha256(
         json.dumps([received.sha256, role, sorted(fields.items())]).encode()
     ).hexdigest()
