@@ -630,6 +630,33 @@ def test_api_keys_are_never_written_where_there_is_no_catalog(
     assert sorted(p.name for p in folder.iterdir()) == holds if holds else not folder.exists()
 
 
+def test_api_keys_on_a_full_disk_are_one_line_and_unchanged(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    import errno
+
+    import audiodup.service.auth as auth
+
+    assert (
+        run_main(
+            ["keys", "create", "ops", "--scope", "admin", "--db", str(db)], monkeypatch, capsys
+        )[0]
+        == 0
+    )
+    before = (db / "service" / "keys.json").read_bytes()
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(auth, "replace_file", full)
+    for args in (["create", "other", "--scope", "screen"], ["revoke", "ops"]):
+        code, out, err_text = run_main(["keys", *args, "--db", str(db)], monkeypatch, capsys)
+        assert code == 2 and out == ""
+        assert err_text.startswith("error: cannot write ") and err_text.count("\n") == 1
+        assert "No space left on device; the keys are unchanged" in err_text
+    assert (db / "service" / "keys.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminating_signal_stops_a_command_as_an_interrupt_does(
     stop: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture

@@ -179,19 +179,28 @@ class KeyFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise KeyFileError(f"cannot create {path_text(self.path.parent)}: {exc}") from None
-        with FileLock(str(self.path) + ".lock", timeout=30):
-            records = self._read()
-            yield records
-            text = json.dumps(
-                {"version": 1, "keys": [{**asdict(r), "scopes": list(r.scopes)} for r in records]},
-                indent=2,
-            )
-            replace_file(
-                self.path,
-                lambda handle: handle.write(text.encode("utf-8")),
-                tmp=self.path.with_name(f".{self.path.name}.tmp"),  # under the lock
-                mode=0o600,
-            )
+        try:
+            with FileLock(str(self.path) + ".lock", timeout=30):
+                records = self._read()
+                yield records
+                text = json.dumps(
+                    {
+                        "version": 1,
+                        "keys": [{**asdict(r), "scopes": list(r.scopes)} for r in records],
+                    },
+                    indent=2,
+                )
+                replace_file(
+                    self.path,
+                    lambda handle: handle.write(text.encode("utf-8")),
+                    tmp=self.path.with_name(f".{self.path.name}.tmp"),  # under the lock
+                    mode=0o600,
+                )
+        except OSError as exc:  # a full disk, a lock held too long: the file is as it was
+            raise KeyFileError(
+                f"cannot write {path_text(self.path)}: {exc.strerror or exc}; the keys are "
+                "unchanged"
+            ) from None
         self._stamp = None
 
 
