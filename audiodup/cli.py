@@ -155,6 +155,13 @@ def _open(db: Path | None, create: bool = False, write: bool | None = None) -> C
     )
 
 
+def _added_counts(counts: dict[str, int]) -> str:
+    return (
+        f"added {counts['added']}, identical {counts['identical']}, "
+        f"already present {counts['present']}, failed {counts['failed']}"
+    )
+
+
 @index_app.command("add")
 def index_add(
     paths: Annotated[list[Path], _paths_argument("Audio files or folders (recursive).")],
@@ -228,18 +235,20 @@ def index_add(
             elif result.truncated and result.status in ("added", "identical"):
                 _print_partly_added(result, progress.console)
 
-        catalog.add_paths(
-            paths,
-            workers=workers,
-            metadata=extra,
-            on_result=on_result,
-            timeout_s=timeout,
-            role=role.value,
-        )
-    out.print(
-        f"added {counts['added']}, identical {counts['identical']}, "
-        f"already present {counts['present']}, failed {counts['failed']}"
-    )
+        try:
+            catalog.add_paths(
+                paths,
+                workers=workers,
+                metadata=extra,
+                on_result=on_result,
+                timeout_s=timeout,
+                role=role.value,
+            )
+        except Exception:
+            if any(counts.values()):  # what the committed batches hold stays: say what it is
+                err.print(f"committed before the error: {_added_counts(counts)}", soft_wrap=True)
+            raise
+    out.print(_added_counts(counts))
     if present_with_metadata:
         err.print(
             f"note: {present_with_metadata} files with metadata were already recorded; their "

@@ -630,6 +630,38 @@ def test_api_keys_are_never_written_where_there_is_no_catalog(
     assert sorted(p.name for p in folder.iterdir()) == holds if holds else not folder.exists()
 
 
+def test_index_add_stopped_by_a_full_disk_says_what_it_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Batches committed before the disk filled stay: the error comes with their counts."""
+    from audiodup.errors import DiskFullError
+    from audiodup.store import CatalogStore
+
+    add, commit, calls = Catalog.add_paths, CatalogStore.commit_batch, []
+    monkeypatch.setattr(
+        Catalog, "add_paths", lambda self, *a, **k: add(self, *a, batch_size=2, **k)
+    )
+
+    def filling(self, items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise DiskFullError("cannot add works: the disk is full; free some space")
+        return commit(self, items)
+
+    monkeypatch.setattr(CatalogStore, "commit_batch", filling)
+    db = tmp_path / "catalog"
+    code, out, err_text = run_main(
+        ["index", "add", "--db", str(db), str(CATALOG_DIR)], monkeypatch, capsys
+    )
+    assert code == 2 and out == ""
+    assert err_text.splitlines() == [
+        "committed before the error: added 2, identical 0, already present 0, failed 0",
+        "error: cannot add works: the disk is full; free some space",
+    ]
+    with Catalog.open(db, create=False) as catalog:
+        assert len(catalog.uploads()) == 2
+
+
 def test_api_keys_on_a_full_disk_are_one_line_and_unchanged(
     db: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
