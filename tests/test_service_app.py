@@ -163,3 +163,28 @@ def test_a_recorded_upload_s_merge_runs_in_a_child_process(
         verdict = catalog.screen(upload)
         assert verdict.verdict == "duplicate" and verdict.matches[0].work_id == work_id
         assert catalog.screen(Path(catalog.work(1).path)).matches[0].work_id == 1
+
+
+def test_an_upload_the_full_disk_cannot_record_leaves_no_audio(
+    catalog_copy: Path, manifest, monkeypatch
+) -> None:
+    """A 507 records nothing and keeps nothing in ``received/``; audio an earlier upload
+    recorded under the same name stays."""
+    from audiodup.errors import DiskFullError
+    from audiodup.store import CatalogStore
+
+    fixtures = Path(__file__).parents[1] / "fixtures" / "audio"
+    first, second = (fixtures / manifest["uploads"][i]["file"] for i in (0, 1))
+    received = catalog_copy / "received"
+    with _recording_service(catalog_copy) as (_, record):
+        assert record(first).status_code == 201
+        kept = sorted(received.glob("*.*"))
+
+        def full(self, *args, **kwargs):
+            raise DiskFullError("cannot record the upload: the disk is full")
+
+        monkeypatch.setattr(CatalogStore, "record_screened_upload", full)
+        for upload in (second, first):
+            answer = record(upload)
+            assert answer.status_code == 507, answer.text
+            assert sorted(received.glob("*.*")) == kept

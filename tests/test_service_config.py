@@ -142,6 +142,18 @@ def test_rate_limiter_token_bucket(tmp_path):
     assert limiter.take("b") == 0.0  # buckets are per key
 
 
+def test_an_unreadable_rate_limit_file_lets_requests_through_and_counts_them(tmp_path):
+    """A broken limiter must not stop the service; what it lets through is counted."""
+    from audiodup.service import metrics
+
+    damaged = tmp_path / "limits.sqlite"
+    damaged.write_bytes(b"not a database" * 300)
+    limiter = RateLimiter(damaged, per_minute=60, burst=1)
+    before = metrics.RATE_LIMITS_UNENFORCED._value.get()
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert metrics.RATE_LIMITS_UNENFORCED._value.get() == before + 3
+
+
 def test_rate_limits_are_shared_by_every_worker_process(tmp_path):
     """Two processes (the workers) draw from one bucket per key: the burst is the key's,
     not each worker's."""

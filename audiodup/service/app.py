@@ -432,6 +432,7 @@ def record_work(
             return earlier
         audio, prints, verdict = _screen(engine, received, name)
         fingerprint = prints.stored()  # from the screening's STFT and peak search: one of each
+        new_file = not intake.kept_path(received, engine.config.received_dir).exists()
         kept = intake.keep(received, engine.config.received_dir)
         stat = kept.stat()
         item = NewWork(
@@ -457,7 +458,13 @@ def record_work(
             request_hash=upload.request_hash,
         )
         with engine.read() as catalog:
-            committed, recorded = catalog.store.record_screened_upload(item, screening)
+            try:
+                committed, recorded = catalog.store.record_screened_upload(item, screening)
+            except BaseException:  # a full disk: audio no upload records is not kept
+                if new_file:
+                    with contextlib.suppress(OSError):
+                        kept.unlink()
+                raise
             if committed.status == "present":  # the same key won a race with this request
                 return _answer_replay(engine, upload, recorded)
             found = catalog.store.find_uploads(upload_id=committed.upload_id)

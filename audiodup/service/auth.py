@@ -294,6 +294,9 @@ class RateLimiter:
                 raise
             return wait_s
         except (sqlite3.Error, OSError) as exc:
+            from . import metrics
+
+            metrics.RATE_LIMITS_UNENFORCED.inc()
             if not self._warned:
                 self._warned = True
                 import logging

@@ -336,12 +336,16 @@ async def _receive_form(
         await form.close()
 
 
-def keep(received: Received, folder: Path) -> Path:
-    """Move the received file to ``folder/<sha256 of its bytes><suffix>`` (the same bytes
-    always land on the same name) and make it durable; returns its path."""
+def kept_path(received: Received, folder: Path) -> Path:
+    """Where :func:`keep` puts ``received``: the same bytes always land on the same name."""
     if received.sha256 is None:
         raise ValueError("keep() needs the received bytes' hash (receive with hash_bytes)")
-    final = folder / f"{received.sha256}{received.suffix}"
+    return folder / f"{received.sha256}{received.suffix}"
+
+
+def keep(received: Received, folder: Path) -> Path:
+    """Move the received file to :func:`kept_path` and make it durable; returns its path."""
+    final = kept_path(received, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(received.path, "rb") as handle:

@@ -29,6 +29,10 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 VERDICTS = Counter("audiodup_verdicts_total", "Uploads screened, by verdict.", ["verdict"])
+RATE_LIMITS_UNENFORCED = Counter(
+    "audiodup_rate_limits_unenforced_total",
+    "Requests let through unlimited because the rate-limit buckets could not be read.",
+)
 QUEUE_DEPTH = Gauge(
     "audiodup_engine_queue_depth",
     "Engine calls waiting or running (summed over live workers).",
