@@ -217,7 +217,8 @@ def rescan_csv(report: RescanReport) -> str:
         "reference_title",
         *(f"reference_{column}" for column in _UPLOAD_COLUMNS),
         "reference_share",
-        *_MATCH_COLUMNS,
+        # the evidence's relation beside the link's: one name each, for readers by name
+        *(f"match_{c}" if c == "relation" else c for c in _MATCH_COLUMNS),
         "found_both_ways",
         "query_source",
         "note",

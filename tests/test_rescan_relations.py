@@ -299,6 +299,7 @@ def test_a_suspect_pairs_uploads_are_in_the_report_and_its_evidence_names_the_ow
     assert (pair.evidence.uploader, pair.evidence.role) == ("carol", "reference")
     (row,) = csv.DictReader(io.StringIO(rescan_csv(report)))
     assert (row["query_uploader"], row["reference_uploader"]) == ("bob", "carol")
+    assert (row["relation"], row["match_relation"]) == ("", "same_recording")
 
 
 def test_a_copy_padded_with_an_earlier_track_does_not_make_that_track_its_excerpt() -> None:
