@@ -374,6 +374,50 @@ def test_a_medley_mostly_of_one_track_makes_no_copy_of_the_other_it_quotes(s_rol
         assert (2, "copy_of", 3) in kinds(report_of(works, found, early))
 
 
+def test_a_cluster_member_whose_pair_covers_the_shared_seconds_dates_its_side() -> None:
+    """The label's reference (work 1, 2020) and its own 2023 re-upload (work 3, the same
+    recording); a thief's 20-s trim (work 2, 2022) found against the re-upload only (the
+    pair 1-2 missed). The reference lines up with all of the re-upload, the thief's 20 s
+    included, so it dates that side: the thief's trim is the copy, not the label's re-upload
+    an excerpt user (session 46's review)."""
+    works = [work(1, 60.0), work(2, 20.0), work(3, 60.0)]
+    r13, r31 = both_ways(1, 3, (0, 60), (0, 60), 60.0, 60.0)
+    t23, t32 = both_ways(2, 3, (0, 20), (10, 30), 20.0, 60.0)
+    found = scans((1, [r13]), (2, [t23]), (3, [r31, t32]))
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference"),
+        upload(2, 2, "thief", "2022-01-01"),
+        upload(3, 3, "label", "2023-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert kinds(report) == {(3, "copy_of", 1), (2, "copy_of", 3)}
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["thief"].copies, ranks["label"].excerpts_used) == (1, 0)
+
+
+def test_a_member_matching_the_other_side_elsewhere_does_not_hold_what_is_shared() -> None:
+    """The medley case with nina's 2024 copy of tom's track padded with 10 s of sam's (work
+    4): sam's track matches nina's copy, but over its own 10 s, not over what the medley
+    shares with tom's track; tom is still no copier."""
+    works = [work(1, 55.0), work(2, 24.0), work(3, 60.0), work(4, 34.0)]
+    s31, s13 = both_ways(3, 1, (0, 40), (5, 45), 60.0, 55.0)
+    t32, t23 = both_ways(3, 2, (40, 59), (2, 21), 60.0, 24.0)
+    n42, n24 = both_ways(4, 2, (10, 34), (0, 24), 34.0, 24.0)
+    n41, n14 = both_ways(4, 1, (0, 10), (20, 30), 34.0, 55.0)
+    found = scans((1, [s13, n14]), (2, [t23, n24]), (3, [s31, t32]), (4, [n42, n41]))
+    uploads = [
+        upload(1, 1, "sam", "2020-03-01"),
+        upload(2, 2, "tom", "2020-04-01"),
+        upload(3, 3, "mallory", "2023-01-01"),
+        upload(4, 4, "nina", "2024-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert {(3, "contains_excerpt_of", 2), (4, "copy_of", 2)} <= kinds(report)
+    assert (2, "copy_of", 3) not in kinds(report)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)
+
+
 def test_a_short_work_inside_two_longer_originals_joins_only_the_stronger() -> None:
     """Work 3 (20 s) lies inside both 1 and 2 (two long mixes of the same label that share it):
     a copy of each, but the two mixes must not become one cluster through it."""

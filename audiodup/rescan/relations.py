@@ -22,10 +22,10 @@ other; then each such group is attached to at most one longer group that is its 
 and mostly contains it (the strongest containment first). Excerpts and overlaps never merge.
 
 A work in a group takes the group's originality only for what the group's works hold: between
-two groups, the longer side is dated by its members that themselves match the other side
-(:func:`holders_first`). Works that are mostly each other can still differ in the rest: a
-medley mostly made of one track is that track's copy, and the other track it quotes was not
-first uploaded when that track was.
+two groups, the longer side is dated by its members whose pairs with it line up the seconds it
+shares with the other side (:func:`holders_first`). Works that are mostly each other can still
+differ in the rest: a medley mostly made of one track is that track's copy, and the other track
+it quotes was not first uploaded when that track was.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
-from ..results import UploadInfo
+from ..results import Section, UploadInfo
 from .results import Link, LinkKind, Pair
 
 
@@ -123,11 +123,7 @@ def relate(
     overlaps. Links with ``clustered`` set join their works into one cluster."""
     works = sorted({w for p in pairs for w in p.work_ids})
     own = {w: work_originality(w, uploads_by_work.get(w, ())) for w in works}
-    partners: dict[int, set[int]] = {w: set() for w in works}
-    for pair in pairs:
-        a, b = pair.work_ids
-        partners[a].add(b)
-        partners[b].add(a)
+    pair_of = {frozenset(pair.work_ids): pair for pair in pairs}
     groups = _Groups()
     for w in works:
         groups.find(w)
@@ -155,7 +151,7 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        outer_first = holders_first(outer, inner, same_recording, partners, own)
+        outer_first = holders_first(outer, inner, same_recording, pair_of, own)
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
         if direction.source != outer:
             continue
@@ -195,8 +191,8 @@ def relate(
                 a,
                 b,
                 own,
-                holders_first(a, b, final, partners, own),
-                holders_first(b, a, final, partners, own),
+                holders_first(a, b, final, pair_of, own),
+                holders_first(b, a, final, pair_of, own),
             )
         links.append(_link(pair, direction, min_share, final[a] == final[b]))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
@@ -208,20 +204,54 @@ def holders_first(
     work: int,
     other: int,
     root_of: dict[int, int],
-    partners: dict[int, set[int]],
+    pair_of: dict[frozenset, Pair],
     own: dict[int, Originality],
 ) -> Originality:
     """The earliest originality among the works of ``work``'s group (``root_of``) that hold
-    what ``work`` shares with ``other``: ``work`` itself and the members that match a work of
-    ``other``'s group. A member that does not is no evidence of when that material was first
-    uploaded."""
-    group, others = root_of[work], root_of[other]
+    what ``work`` shares with ``other``. A member whose own pair with ``work`` lines up with
+    less than half of those seconds of ``work`` does not: it is no evidence of when that
+    material was first uploaded (a medley mostly of one track also quotes another). A member
+    without such a pair takes the group's part, as a copy takes its cluster's date."""
+    shared = _spans_on(pair_of[frozenset((work, other))], work)
     holders = [
         own[w]
         for w, root in root_of.items()
-        if root == group and (w == work or any(root_of[p] == others for p in partners[w]))
+        if root == root_of[work]
+        and (w == work or _holds(pair_of.get(frozenset((w, work))), work, shared))
     ]
     return earliest(holders)
+
+
+def _holds(pair: Pair | None, work: int, shared: list[tuple[float, float]]) -> bool:
+    if pair is None:
+        return True
+    total = sum(hi - lo for lo, hi in shared)
+    covered = sum(
+        max(0.0, min(hi, b) - max(lo, a)) for lo, hi in shared for a, b in _spans_on(pair, work)
+    )
+    return covered >= 0.5 * total
+
+
+def _spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
+    """The seconds of ``work`` that the pair's evidence lines up, merged."""
+    e = pair.evidence
+    sections = e.sections or (
+        Section(e.query_start_s, e.query_end_s, e.ref_start_s, e.ref_end_s, 0),
+    )
+    as_query = pair.query_work_id == work
+    spans = sorted(
+        tuple(
+            sorted((s.query_start_s, s.query_end_s) if as_query else (s.ref_start_s, s.ref_end_s))
+        )
+        for s in sections
+    )
+    merged: list[tuple[float, float]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dict:
