@@ -551,6 +551,14 @@ def screen(
     raise typer.Exit(_with_report(_screen_exit_code(verdicts), failed))
 
 
+def _quiet_dask() -> None:
+    """Dask's own log lines stay off stderr, which holds our one-line messages."""
+    from .dask_client import quiet_logs, require_distributed
+
+    require_distributed()
+    quiet_logs()
+
+
 @contextlib.contextmanager
 def _sharded(catalog: Catalog, dask: str | None, timeout_s: float) -> Iterator[None]:
     """With ``dask``, ``catalog`` screens on that cluster's workers, over its shard groups."""
@@ -559,6 +567,7 @@ def _sharded(catalog: Catalog, dask: str | None, timeout_s: float) -> Iterator[N
         return
     from .sharded import ShardedScreening
 
+    _quiet_dask()
     with ShardedScreening(catalog.store, catalog.settings, dask, timeout_s=timeout_s) as sharded:
         catalog.screen_with(sharded.match_fingerprint, sharded.totals)
         try:
@@ -761,6 +770,8 @@ def rescan_command(
         TimeRemainingColumn,
     )
 
+    if dask is not None:
+        _quiet_dask()
     with (
         _open(db) as catalog,
         Progress(

@@ -1,14 +1,20 @@
 """The edge to a Dask cluster: connecting, and waiting for results with a bound.
 
-A Dask future whose workers have all died waits for a new worker forever; every wait here has a
-bound instead, and a cluster left without workers is reported after ``no_workers_s`` (a worker
-that is restarting gets that long to come back). Both raise :class:`ClusterError`, one line.
+A Dask future whose workers have all died waits for a new worker forever, and fetching a result
+from a worker that is frozen (connected, never answering) waits until the scheduler drops it
+(minutes); every wait here has a bound instead, fetching included, and a cluster left without
+workers is reported after ``no_workers_s`` (a worker that is restarting gets that long to come
+back), counted once per client however many threads wait on it. Both raise
+:class:`ClusterError`, one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from concurrent.futures import CancelledError
 
@@ -17,11 +23,25 @@ from .errors import (
     ClusterDataLostError,
     ClusterError,
     SchedulerUnreachableError,
+    WorkersCannotOpenCatalogError,
 )
 
 DEFAULT_TIMEOUT_S = 300.0  # one wait for a result: a round of a screening, one rescanned work
 DEFAULT_NO_WORKERS_S = 20.0
 _POLL_S = 1.0
+_CLOSE_S = 5.0  # closing a client: best effort, the command's outcome is already decided
+_STALE_S = 5.0  # an empty cluster not looked at for this long is counted again from now
+# per client: since when its cluster has had no workers, and when that was last seen
+_EMPTY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_EMPTY_LOCK = threading.Lock()
+_DASK_LOGGERS = (
+    "distributed",
+    "distributed.client",
+    "distributed.gc",
+    "bokeh",
+    "tornado",
+    "tornado.application",
+)
 _LOOP_RUNNER = None  # distributed.utils.LoopRunner shared by the clients connect() makes
 _LOOP_LOCK = threading.Lock()
 _CANCELLED = (
@@ -71,6 +91,51 @@ def require_distributed() -> None:
         raise AudiodupError("--dask needs Dask distributed: pip install 'audiodup[dask]'") from None
 
 
+def close(client, timeout_s: float = _CLOSE_S) -> None:
+    """Close ``client``, waiting at most ``timeout_s`` (a scheduler that does not answer)."""
+    # best effort: what the command found is already decided
+    with contextlib.suppress(Exception):
+        client.close(timeout=timeout_s)
+
+
+def quiet_logs(to: logging.Handler | None = None) -> None:
+    """Keep Dask's own log lines (``Couldn't gather 1 keys, rescheduling``, ``Failed to
+    reconnect to scheduler``) off stderr, or send them to handler ``to`` (the service's log):
+    a command says what went wrong in its one line. For the CLI and the service only; a library
+    user's logging is left alone."""
+    import dask
+    import distributed  # noqa: F401 - its import gives its loggers their stderr handlers
+
+    # the loggers distributed gives a handler (distributed.config): its defaults and the
+    # config's (named, not listed: other threads may be making loggers meanwhile)
+    named = dask.config.get("logging", {})
+    for name in _DASK_LOGGERS + tuple(k for k, v in named.items() if isinstance(v, str | int)):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        if not logger.propagate:  # not logging's last resort, stderr
+            logger.addHandler(to or logging.NullHandler())
+
+
+def on_worker() -> bool:
+    """Whether this code runs in a task on a Dask worker."""
+    try:
+        from distributed import get_worker
+
+        get_worker()
+        return True
+    except (ImportError, ValueError):
+        return False
+
+
+def catalog_unseen(root) -> WorkersCannotOpenCatalogError:
+    """The error of a worker that cannot open the catalog at ``root``."""
+    return WorkersCannotOpenCatalogError(
+        f"the Dask workers cannot open the catalog at {root}: they must see it at the same "
+        "absolute path as this machine (a shared file system)"
+    )
+
+
 def _shared_loop():
     """The event loop of every client :func:`connect` makes, run by one daemon thread."""
     global _LOOP_RUNNER
@@ -109,39 +174,69 @@ def gather(
     what: str = "results",
 ) -> list:
     """The results of ``futures``, in order, once all are done; a task's own error is raised as
-    itself, a task whose workers kept dying as a :class:`ClusterError`."""
+    itself, a task whose workers kept dying as a :class:`ClusterError`. The results are
+    fetched within what is left of ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
     _wait(client, futures, "ALL_COMPLETED", timeout_s, no_workers_s, what)
-    return [result(future) for future in futures]
+    return [result(future, deadline - time.monotonic(), what, timeout_s) for future in futures]
 
 
-def scatter(client, data, no_workers_s: float = DEFAULT_NO_WORKERS_S, **options):
-    """``client.scatter(data, **options)``; a cluster without workers for ``no_workers_s`` is
-    a :class:`ClusterError`. A worker lost while the data goes to it (a closed connection) is
-    retried on the workers left, for as long."""
-    deadline = time.monotonic() + no_workers_s
+def scatter(
+    client,
+    data,
+    no_workers_s: float = DEFAULT_NO_WORKERS_S,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    **options,
+):
+    """``client.scatter(data, **options)`` within ``timeout_s``; a cluster without workers for
+    ``no_workers_s`` is a :class:`ClusterError`. A worker lost while the data goes to it (a
+    closed connection) is retried on the workers left, within the same bound."""
+    start = time.monotonic()
     while True:
+        find_s = max(_POLL_S, no_workers_s - _empty_for(client))  # the scheduler seeks workers
+        called = time.monotonic()
         try:
-            return client.scatter(data, timeout=no_workers_s, **options)
+            return client.sync(
+                client._scatter,  # Client.scatter, whose sending has no bound
+                data,
+                timeout=find_s,
+                callback_timeout=max(_POLL_S, timeout_s - (called - start)),
+                **options,
+            )
         except TimeoutError:
-            raise ClusterError(
-                f"the Dask cluster has had no workers for {no_workers_s:g} s; "
-                "nothing can be screened (start workers and try again)"
-            ) from None
-        except OSError:  # distributed's CommClosedError: that worker just went away
-            if time.monotonic() >= deadline:
+            if time.monotonic() - called >= find_s and worker_count(client) == 0:
                 raise ClusterError(
-                    "the Dask workers could not be sent a query (each went away as it was sent)"
+                    f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+                    "nothing can be screened (start workers and try again)"
                 ) from None
-            time.sleep(_POLL_S)
+        except OSError:  # distributed's CommClosedError: that worker just went away
+            pass
+        if time.monotonic() - start >= timeout_s:
+            # a frozen worker (connected, never answering) and one that left look alike here
+            raise ClusterError(
+                f"the Dask workers could not be sent a query within {timeout_s:g} s (the "
+                "worker it was sent to went away or does not answer)"
+            )
+        time.sleep(_POLL_S)
 
 
-def result(future):
-    """A finished future's result (its own error raised; a lost one as :class:`ClusterError`,
-    :class:`ClusterDataLostError` when the data it needed was lost)."""
+def result(
+    future,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    what: str = "result",
+    bound_s: float | None = None,
+):
+    """A finished future's result, fetched within ``timeout_s`` (at least a poll; ``bound_s``:
+    the bound the message names, ``timeout_s`` by default): done, its data may still sit on a
+    frozen worker, or be computed again elsewhere. Its own error is raised; a lost one as
+    :class:`ClusterError`, :class:`ClusterDataLostError` when the data it needed was lost."""
     from distributed import KilledWorker
 
     try:
-        return future.result()  # done: no wait
+        return future.result(timeout=max(_POLL_S, timeout_s))
+    except TimeoutError:
+        bound = timeout_s if bound_s is None else bound_s
+        raise ClusterError(f"the Dask cluster gave no {what} within {bound:g} s") from None
     except KilledWorker as exc:
         raise ClusterError(f"Dask workers kept dying while computing {exc.args[0]}") from None
     except CancelledError:
@@ -152,11 +247,13 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
     from distributed import wait
 
     start = time.monotonic()
-    without_workers_since = None
     while True:
         elapsed = time.monotonic() - start
         if elapsed >= timeout_s:
             raise ClusterError(f"the Dask cluster gave no {what} within {timeout_s:g} s")
+        # another thread found the cluster empty long enough: one look to confirm, no waiting
+        if _empty_for(client) >= no_workers_s and _empty_now(client) >= no_workers_s:
+            raise _no_workers(no_workers_s, what)
         try:
             with client.as_current():  # wait() asks for the current client
                 done, _ = wait(
@@ -167,15 +264,54 @@ def _wait(client, futures: list, return_when: str, timeout_s, no_workers_s, what
             pass
         except CancelledError:  # distributed's FuturesCancelledError
             raise ClusterDataLostError(_CANCELLED) from None
-        if worker_count(client) == 0:
-            without_workers_since = without_workers_since or time.monotonic()
-            if time.monotonic() - without_workers_since >= no_workers_s:
-                raise ClusterError(
-                    f"the Dask cluster has had no workers for {no_workers_s:g} s; "
-                    f"no {what} can come (start workers and try again)"
-                )
-        else:
-            without_workers_since = None
+        if _empty_now(client) >= no_workers_s:
+            raise _no_workers(no_workers_s, what)
+
+
+def _no_workers(no_workers_s: float, what: str) -> ClusterError:
+    return ClusterError(
+        f"the Dask cluster has had no workers for {no_workers_s:g} s; "
+        f"no {what} can come (start workers and try again)"
+    )
+
+
+def _empty_now(client) -> float:
+    """Ask the scheduler; the seconds ``client``'s cluster has been without workers."""
+    return _seen_empty(client, worker_count(client))
+
+
+def _seen_empty(client, workers: int | None) -> float:
+    """Record what a poll of ``client``'s cluster found (``workers``); the seconds it has been
+    without workers (0 while it has some). One clock per client: the threads that wait on one
+    cluster give up together, not each after its own ``no_workers_s`` (nor one after another,
+    queued behind a lock)."""
+    now = time.monotonic()
+    with _EMPTY_LOCK:
+        if workers != 0:
+            _EMPTY.pop(client, None)
+            return 0.0
+        since, last = _EMPTY.get(client, (now, now))
+        if now - last > _STALE_S:  # nobody looked meanwhile: workers may have come and gone
+            since = now
+        _EMPTY[client] = (since, now)
+        return now - since
+
+
+def _empty_for(client) -> float:
+    """How long ``client``'s cluster has been seen without workers, as last polled (0: it was
+    not, or not lately)."""
+    now = time.monotonic()
+    with _EMPTY_LOCK:
+        since, last = _EMPTY.get(client, (now, now))
+    return 0.0 if now - last > _STALE_S else now - since
+
+
+def nthreads(client, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, int]:
+    """Each worker's thread count by address, as the scheduler answers within ``timeout_s``."""
+    try:
+        return client.sync(client.scheduler.ncores, callback_timeout=timeout_s)
+    except OSError:  # a timeout, or a connection to it closed
+        raise ClusterError(f"the Dask scheduler gave no answer within {timeout_s:g} s") from None
 
 
 def worker_count(client) -> int | None:

@@ -83,3 +83,8 @@ class ClusterDataLostError(ClusterError):
 
 class SchedulerUnreachableError(ClusterError):
     """The Dask scheduler could not be reached (its address is in the message)."""
+
+
+class WorkersCannotOpenCatalogError(ClusterError):
+    """The Dask workers cannot open the catalog the client screens (they do not see it at the
+    same absolute path): the cluster's problem, never a work's result."""

@@ -153,7 +153,10 @@ class ShardGroup:
         self.spec = spec
         set_threads(spec.settings.faiss_threads)
         keep_freed_memory()
-        self.store = CatalogStore(Path(spec.root), spec.settings, create=False)
+        try:
+            self.store = CatalogStore(Path(spec.root), spec.settings, create=False)
+        except (CatalogError, OSError) as exc:  # the client opened it: this worker cannot see it
+            raise dask_client.catalog_unseen(spec.root) from exc
         self.lock = threading.Lock()  # one SQLite connection, several worker threads
         self.indexes = self.store.load_indexes(group=(spec.group, spec.n_groups))
         shard_ids = self.store.group_shards(spec.n_groups).get(spec.group, [])
@@ -376,7 +379,7 @@ class ShardedScreening:
         with self._lock:
             self._totals_future = None  # released once no look holds it
             if self._own_client:
-                self.client.close()
+                dask_client.close(self.client)
 
     def __enter__(self) -> ShardedScreening:
         return self
@@ -685,7 +688,9 @@ class ShardedScreening:
         )
 
     def _scatter(self, data, **options):
-        return dask_client.scatter(self.client, data, self.no_workers_s, hash=False, **options)
+        return dask_client.scatter(
+            self.client, data, self.no_workers_s, self.timeout_s, hash=False, **options
+        )
 
     def _gather(self, futures: list, what: str) -> list:
         try:
@@ -707,8 +712,8 @@ class ShardedScreening:
                 specs = [
                     GroupSpec(self.root, self.settings, g, n_groups, key) for g in range(n_groups)
                 ]
-                workers = sorted(self.client.scheduler_info().get("workers", {}))
-                self._homes = workers
+                wait_s = min(self.timeout_s, self.no_workers_s)
+                self._homes = sorted(dask_client.nthreads(self.client, wait_s))
                 parts = self._each(specs, group_totals, what="statistics")
                 totals = CatalogTotals(
                     np.sum([p[0] for p in parts], axis=0),

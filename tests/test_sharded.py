@@ -1230,3 +1230,220 @@ def test_a_look_during_which_the_catalog_changed_is_taken_again(
         assert keys[0] == stale_key and real_key() in keys[1:]
         assert _evidence(spread) == _evidence(alone)
         assert next(iter(alone.hashes)) == catalog.works()[-1].work_id  # the new work itself
+
+
+# -- a frozen worker, an emptied cluster, workers that cannot see the catalog --------------------
+@contextlib.contextmanager
+def _frozen(pid: int):
+    """Worker process ``pid`` stopped (SIGSTOP: still connected, never answering) for the block."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def _timed(call, timeout_s: float = 600.0):
+    """``call()``'s result or raised error, and the seconds it took (a hang fails the test)."""
+    start = time.monotonic()
+    outcome = _in_thread(call, timeout_s)
+    return outcome, time.monotonic() - start
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_result_held_by_a_frozen_worker_is_given_up_within_the_bound():
+    """A task done on a worker that then freezes: fetching its result waited until the
+    scheduler dropped the worker (minutes, the report's F1); now it gives up within the
+    bound, with the bound's one line."""
+    from audiodup import dask_client
+
+    with _local_client(processes=True) as client:
+        pids = _pids(client)
+        victim = sorted(pids)[0]
+        done = client.submit(np.arange, 1000, workers=[victim], pure=False)
+        dask_client.gather(client, [done], timeout_s=60)  # done, its data on the victim
+        with _frozen(pids[victim]):
+            outcome, took = _timed(
+                lambda: dask_client.gather(client, [done], timeout_s=2, what="numbers"), 120
+            )
+    assert isinstance(outcome, ClusterError), outcome
+    assert "gave no numbers within 2 s" in str(outcome)
+    assert took < 20  # well within 10x the bound
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP")
+def test_a_query_sent_to_a_frozen_worker_is_given_up_within_the_bound(split_catalog: Path):
+    """Sending a look's query to a frozen worker waited for the connection's own timeout and
+    then said every worker 'went away as it was sent'; now it gives up within the bound and
+    says the worker went away or does not answer."""
+    from audiodup.sharded import ShardedScreening
+
+    with (
+        _local_client(processes=True) as client,
+        Catalog.open(split_catalog, create=False) as catalog,
+        ShardedScreening(catalog.store, catalog.settings, client, timeout_s=2) as sharded,
+    ):
+        pids = _pids(client)
+        victim = sorted(pids)[0]
+        with _frozen(pids[victim]):
+            outcome, took = _timed(lambda: sharded._scatter(np.arange(10), workers=[victim]), 120)
+    assert isinstance(outcome, ClusterError), outcome
+    assert "does not answer" in str(outcome) and "as it was sent" not in str(outcome)
+    assert took < 20
+
+
+def test_threads_waiting_on_an_emptied_cluster_give_up_together(
+    split_catalog: Path, process_cluster
+):
+    """Every worker gone while several threads screen (as a sharded rescan's do): each used to
+    wait its own ``no_workers_s``, one after another behind the lock that gathers the catalog
+    totals (43-85 s for the documented 20 s, the report's F2); now they give up together."""
+    from audiodup.sharded import ShardedScreening
+
+    n_threads, no_workers_s = 12, 2.0
+    with Catalog.open(split_catalog, create=False) as catalog:
+        query = catalog.fingerprint(1)
+        with ShardedScreening(
+            catalog.store, catalog.settings, process_cluster.address, no_workers_s=no_workers_s
+        ) as sharded:
+            assert sharded.match_fingerprint(query)
+            process_cluster.kill_workers()
+            sharded._key = None  # the totals lost with the workers: each thread gathers them
+
+            def every_thread() -> list:
+                boxes: list = [None] * n_threads
+
+                def one(i: int) -> None:
+                    try:
+                        boxes[i] = sharded.match_fingerprint(query)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the test
+                        boxes[i] = exc
+
+                threads = [threading.Thread(target=one, args=(i,)) for i in range(n_threads)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                return boxes
+
+            outcomes, took = _timed(every_thread)
+    assert all(isinstance(o, ClusterError) and "no workers" in str(o) for o in outcomes), outcomes
+    assert took < 10 * no_workers_s  # one after another: n_threads x no_workers_s at least
+
+
+def _unseen_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalog cannot be opened where tasks run (a worker that does not see its path);
+    the client's own catalog, open already, is not touched."""
+    import audiodup.rescan.screen as screen_module
+    import audiodup.sharded as sharded_module
+
+    def missing(root, *args, **options):
+        raise CatalogError(f"no catalog at {root} (run 'audiodup index add' first)")
+
+    class Unseen:
+        open = staticmethod(missing)
+
+    monkeypatch.setattr(screen_module, "Catalog", Unseen)
+    monkeypatch.setattr(sharded_module, "CatalogStore", missing)
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["split", "whole"])
+def test_a_rescan_whose_workers_cannot_open_the_catalog_stops_and_stores_nothing(
+    split: bool,
+    split_catalog: Path,
+    pristine_catalog_dir: Path,
+    tmp_path: Path,
+    threaded_client,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Workers that cannot see the catalog: the run stopped 'done' with every work's result a
+    note 'no catalog at ...', which a later --new-only run never screened again (the report's
+    F7); now it stops with one error saying so, and the next run screens every work."""
+    from audiodup.rescan import run_rescan
+
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog if split else pristine_catalog_dir, root)
+    with Catalog.open(root, create=False) as catalog:
+        _unseen_catalog(monkeypatch)
+        outcome = _in_thread(lambda: run_rescan(catalog, dask=threaded_client, timeout_s=120))
+        monkeypatch.undo()
+        assert isinstance(outcome, ClusterError), outcome
+        assert f"cannot open the catalog at {root}" in str(outcome)
+        assert "same absolute path" in str(outcome) and "index add" not in str(outcome)
+        assert _scans(root) == {}
+        again = run_rescan(catalog, new_only=True)
+        assert again.screened == len(catalog.works())
+
+
+def test_screening_on_workers_that_cannot_open_the_catalog_says_so(
+    split_catalog: Path, tmp_path: Path, threaded_client, monkeypatch: pytest.MonkeyPatch
+):
+    """Not 'no catalog at ... (run index add first)' about a catalog the user has (a copy: no
+    worker has its groups open yet)."""
+    from audiodup.sharded import ShardedScreening
+
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    with Catalog.open(root, create=False) as catalog:
+        query = catalog.fingerprint(1)
+        _unseen_catalog(monkeypatch)
+        with ShardedScreening(catalog.store, catalog.settings, threaded_client) as sharded:
+            outcome = _in_thread(lambda: sharded.match_fingerprint(query))
+    assert isinstance(outcome, ClusterError), outcome
+    assert "cannot open the catalog" in str(outcome) and "index add" not in str(outcome)
+
+
+def test_dask_log_lines_stay_off_the_cli_stderr(split_catalog: Path, tmp_path: Path):
+    """distributed's own lines ('Couldn't gather 1 keys, rescheduling', 'Failed to reconnect
+    to scheduler') reached a command's stderr beside its one error line (the report's F9)."""
+    script = (
+        "import logging, sys\n"
+        "import audiodup.dask_client as dc\n"
+        "from audiodup.cli import main\n"
+        "def connect(address, timeout_s=30.0):\n"
+        "    logging.getLogger('distributed.client').warning(\"Couldn't gather 1 keys\")\n"
+        "    logging.getLogger('distributed.client').error('Failed to reconnect')\n"
+        "    raise dc.SchedulerUnreachableError('cannot reach the Dask scheduler')\n"
+        "dc.connect = connect\n"
+        "sys.argv = ['audiodup', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    root = tmp_path / "catalog"
+    shutil.copytree(split_catalog, root)
+    upload = str(UPLOADS / POSITIVES[0])
+    for command in (
+        ["screen", "--db", str(root), "--dask", "tcp://127.0.0.1:8811", upload],
+        ["rescan", "--db", str(root), "--dask", "tcp://127.0.0.1:8811"],
+    ):
+        run = subprocess.run(
+            [sys.executable, "-c", script, *command],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=600,
+        )
+        assert run.returncode == 2, run.stderr
+        assert run.stderr.strip().splitlines() == ["error: cannot reach the Dask scheduler"], (
+            run.stderr
+        )
+
+
+def test_the_service_writes_dask_log_lines_as_its_own_json_lines():
+    """``serve --dask`` writes JSON lines; Dask's records came as raw text among them."""
+    pytest.importorskip("fastapi")
+    script = (
+        "import logging\n"
+        "from audiodup.dask_client import quiet_logs\n"
+        "from audiodup.service import logs\n"
+        "logs.configure('info')\n"
+        "quiet_logs(to=logs.ToServiceLog())\n"
+        "logging.getLogger('distributed.client').warning(\"Couldn't gather 1 keys\")\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_env(), timeout=600
+    )
+    assert run.returncode == 0, run.stderr
+    [line] = run.stderr.strip().splitlines()
+    entry = json.loads(line)
+    assert (entry["logger"], entry["level"]) == ("distributed.client", "warning")
+    assert entry["message"] == "Couldn't gather 1 keys"

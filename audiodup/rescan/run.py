@@ -169,10 +169,10 @@ def _run_dask(
         root, settings = str(catalog.root.absolute()), catalog.settings
         tasks = [(screen_work_task, (root, settings, w, path)) for w, path in jobs]
         for future in _bounded_window(client, tasks, bound):
-            yield dask_client.result(future)
+            yield _result(future, bound)
     finally:
         if own:
-            client.close()
+            dask_client.close(client)
 
 
 def _run_sharded(
@@ -200,11 +200,12 @@ def _run_sharded(
 
     # several works' rounds in flight at once: one work's round waits for a worker that is
     # busy decoding, another's runs meanwhile (every wait inside is bounded)
-    in_flight = 2 * max(1, sum(client.nthreads().values()))
-    with ThreadPoolExecutor(in_flight) as pool:
+    in_flight = 2 * max(1, sum(dask_client.nthreads(client, bound).values()))
+    pool = ThreadPoolExecutor(in_flight)
+    try:
         screening: set[Future] = set()
         for future in _bounded_window(client, tasks, bound):
-            work_id, found = dask_client.result(future)
+            work_id, found = _result(future, bound)
             if isinstance(found, WorkScan):
                 yield found
                 continue
@@ -214,13 +215,22 @@ def _run_sharded(
                 yield from (f.result() for f in done)
         for done in as_completed(screening):
             yield done.result()
+    finally:
+        # on an error, the works not started yet are not: each would wait out its own bound
+        pool.shutdown(cancel_futures=True)
+
+
+def _result(future, bound: float):
+    """A rescan task's result, fetched within ``bound`` (a worker that cannot open the catalog
+    raises its ``ClusterError``: the run stops, the work left unscreened)."""
+    return dask_client.result(future, bound, "rescan result")
 
 
 def _bounded_window(client, tasks: list[tuple], bound: float) -> Iterator:
     """Submit ``(function, args)`` tasks, a bounded window in flight (the scheduler never holds
     millions of them), and yield each future as it finishes; waiting longer than ``bound``
     for the next one raises ``ClusterError``."""
-    window = 4 * max(1, sum(client.nthreads().values()))
+    window = 4 * max(1, sum(dask_client.nthreads(client, bound).values()))
     queue = deque(tasks)
 
     def submit():
@@ -238,7 +248,7 @@ def _bounded_window(client, tasks: list[tuple], bound: float) -> Iterator:
                 future.release()
     finally:
         for future in pending:
-            future.cancel()
+            future.release()  # no one wants them: the scheduler drops them (cancel() waits)
 
 
 def load_report(catalog: Catalog) -> RescanReport:

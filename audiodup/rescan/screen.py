@@ -10,7 +10,13 @@ from pathlib import Path
 from ..allocator import keep_freed_memory
 from ..audio import load_audio
 from ..catalog import Catalog
-from ..errors import AudiodupError, CatalogError, WorkNotFoundError
+from ..dask_client import catalog_unseen, on_worker
+from ..errors import (
+    AudiodupError,
+    CatalogError,
+    WorkersCannotOpenCatalogError,
+    WorkNotFoundError,
+)
 from ..fingerprint import Fingerprint, UploadFingerprints
 from ..screening import DifferenceQuery, View, difference_query, match_signals, planned_views
 from ..settings import Settings
@@ -124,15 +130,24 @@ def _worker_catalog(root: str, settings: Settings) -> Catalog:
         cache = _LOCAL.catalogs = {}
     key = (root, settings)
     if key not in cache:
-        cache[key] = Catalog.open(root, create=False, settings=settings)
+        try:
+            cache[key] = Catalog.open(root, create=False, settings=settings)
+        except (AudiodupError, OSError) as exc:
+            # the client opened it: a Dask worker that cannot does not see it, and no work's
+            # result may say so (a run stopped here screens those works when run again)
+            if on_worker():
+                raise catalog_unseen(root) from exc
+            raise
     return cache[key]
 
 
 def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> WorkScan:
-    """Picklable task for worker processes and Dask: never raises, errors come back in the
-    scan."""
+    """Picklable task for worker processes and Dask: errors come back in the scan, except a
+    Dask worker's that cannot open the catalog (:class:`WorkersCannotOpenCatalogError`)."""
     try:
         return screen_work(_worker_catalog(root, settings), work_id, path)
+    except WorkersCannotOpenCatalogError:
+        raise  # the cluster's problem, not the work's
     except AudiodupError as exc:
         return WorkScan(work_id, "file", error=str(exc))
     except Exception as exc:  # noqa: BLE001 - one bad work must not stop a rescan
@@ -149,7 +164,8 @@ def work_query_task(
 ) -> tuple[int, WorkQuery | WorkScan]:
     """Picklable task: a work as a query (:func:`work_query`), decoded where it runs, for a
     catalog screened elsewhere (its shard groups), its further looks' fingerprints made here
-    (:class:`ReadyViews`); never raises, errors come back as a scan."""
+    (:class:`ReadyViews`); errors come back as a scan, except a worker's that cannot open the
+    catalog (:class:`WorkersCannotOpenCatalogError`)."""
     try:
         query = work_query(_worker_catalog(root, settings), work_id, path)
         if query.view is not None:
@@ -159,6 +175,8 @@ def work_query_task(
             views = ready_views(difference.fingerprint, difference.view, settings)
             query = replace(query, difference=replace(difference, view=views))
         return work_id, query
+    except WorkersCannotOpenCatalogError:
+        raise  # the cluster's problem, not the work's
     except CatalogError as exc:
         return work_id, WorkScan(work_id, "stored_fingerprint", error=str(exc))
     except AudiodupError as exc:

@@ -259,9 +259,11 @@ def sharded_screening(catalog: Catalog, config: ServiceConfig) -> ShardedScreeni
     cluster without workers, at most a quarter of it (20 s at most), so that those answer 503
     before the request's own 504. Raises the library's error when the catalog is not split or
     the scheduler cannot be reached."""
+    from ..dask_client import quiet_logs
     from ..sharded import ShardedScreening, require_split
 
     require_split(catalog.store)
+    quiet_logs(to=logs.ToServiceLog())  # Dask's lines as the log's JSON lines, not raw text
     sharded = ShardedScreening(
         catalog.store,
         catalog.settings,

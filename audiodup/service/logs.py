@@ -71,6 +71,13 @@ def log_config(level: str) -> dict:
     }
 
 
+class ToServiceLog(logging.Handler):
+    """Another library's records (Dask's) written as the service's JSON lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        LOGGER.handle(record)
+
+
 def event(message: str, level: int = logging.INFO, exc_info=None, **fields) -> None:
     LOGGER.log(level, message, exc_info=exc_info, extra={"fields": fields})
 
