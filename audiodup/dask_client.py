@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 import weakref
@@ -128,12 +129,21 @@ def on_worker() -> bool:
         return False
 
 
-def catalog_unseen(root) -> WorkersCannotOpenCatalogError:
-    """The error of a worker that cannot open the catalog at ``root``."""
+def catalog_unseen(root, cause: Exception) -> WorkersCannotOpenCatalogError:
+    """The error of a worker that cannot open the catalog at ``root``: it does not see that
+    folder, or ``cause`` says what is wrong with what it sees there."""
+    if _visible(root):
+        return WorkersCannotOpenCatalogError(
+            f"the Dask workers cannot open the catalog at {root}: {cause}"
+        )
     return WorkersCannotOpenCatalogError(
         f"the Dask workers cannot open the catalog at {root}: they must see it at the same "
         "absolute path as this machine (a shared file system)"
     )
+
+
+def _visible(root) -> bool:
+    return os.path.isdir(root)
 
 
 def _shared_loop():

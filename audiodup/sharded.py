@@ -156,7 +156,7 @@ class ShardGroup:
         try:
             self.store = CatalogStore(Path(spec.root), spec.settings, create=False)
         except (CatalogError, OSError) as exc:  # the client opened it: this worker cannot see it
-            raise dask_client.catalog_unseen(spec.root) from exc
+            raise dask_client.catalog_unseen(spec.root, exc) from exc
         self.lock = threading.Lock()  # one SQLite connection, several worker threads
         self.indexes = self.store.load_indexes(group=(spec.group, spec.n_groups))
         shard_ids = self.store.group_shards(spec.n_groups).get(spec.group, [])

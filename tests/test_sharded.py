@@ -32,6 +32,8 @@ from audiodup.synth import synthesize_work
 
 distributed = pytest.importorskip("distributed")
 
+from audiodup import dask_client  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 UPLOADS = ROOT / "fixtures" / "audio" / "uploads"
 SR = 22050
@@ -1345,6 +1347,18 @@ def _unseen_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(screen_module, "Catalog", Unseen)
     monkeypatch.setattr(sharded_module, "CatalogStore", missing)
+    monkeypatch.setattr(dask_client, "_visible", lambda root: False)
+
+
+def test_a_catalog_the_workers_see_but_cannot_open_is_named_with_its_cause(tmp_path) -> None:
+    """A folder the worker sees, whose catalog it cannot open (damaged, another recipe): the
+    cause, not 'they must see it at the same path'."""
+    seen = dask_client.catalog_unseen(tmp_path, CatalogError("catalog database is damaged"))
+    assert str(seen) == (
+        f"the Dask workers cannot open the catalog at {tmp_path}: catalog database is damaged"
+    )
+    unseen = dask_client.catalog_unseen(tmp_path / "elsewhere", CatalogError("no catalog"))
+    assert "same absolute path" in str(unseen) and "no catalog" not in str(unseen)
 
 
 @pytest.mark.parametrize("split", [True, False], ids=["split", "whole"])

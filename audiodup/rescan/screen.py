@@ -136,7 +136,7 @@ def _worker_catalog(root: str, settings: Settings) -> Catalog:
             # the client opened it: a Dask worker that cannot does not see it, and no work's
             # result may say so (a run stopped here screens those works when run again)
             if on_worker():
-                raise catalog_unseen(root) from exc
+                raise catalog_unseen(root, exc) from exc
             raise
     return cache[key]
 
