@@ -73,19 +73,27 @@ def covered_share(work: WorkInfo, match: Match, found_as_query: bool) -> float:
     sections' reference spans (``work`` was the reference) over its duration."""
     if found_as_query:
         return min(1.0, max(0.0, match.coverage))
-    spans = sorted(
-        (min(s.ref_start_s, s.ref_end_s), max(s.ref_start_s, s.ref_end_s))
-        for s in (match.sections or (_main_section(match),))
-    )
-    covered, start, end = 0.0, None, None
-    for lo, hi in spans:
-        if end is None or lo > end:
-            covered += (end - start) if end is not None else 0.0
-            start, end = lo, hi
-        else:
-            end = max(end, hi)
-    covered += (end - start) if end is not None else 0.0
+    covered = sum(hi - lo for lo, hi in aligned_spans(match, on_query=False))
     return min(1.0, max(0.0, covered / max(work.duration_s, 1e-9)))
+
+
+def aligned_spans(match: Match, on_query: bool) -> list[tuple[float, float]]:
+    """The seconds of the query (``on_query``) or of the reference that ``match``'s sections
+    line up, overlaps merged, in order."""
+    spans = sorted(
+        (min(a, b), max(a, b))
+        for a, b in (
+            (s.query_start_s, s.query_end_s) if on_query else (s.ref_start_s, s.ref_end_s)
+            for s in (match.sections or (_main_section(match),))
+        )
+    )
+    merged: list[tuple[float, float]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _main_section(match: Match) -> Section:

@@ -34,7 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
-from ..results import Section, UploadInfo
+from ..results import UploadInfo
+from .clusters import aligned_spans
 from .results import Link, LinkKind, Pair
 
 
@@ -234,24 +235,7 @@ def _holds(pair: Pair | None, work: int, shared: list[tuple[float, float]]) -> b
 
 def _spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
     """The seconds of ``work`` that the pair's evidence lines up, merged."""
-    e = pair.evidence
-    sections = e.sections or (
-        Section(e.query_start_s, e.query_end_s, e.ref_start_s, e.ref_end_s, 0),
-    )
-    as_query = pair.query_work_id == work
-    spans = sorted(
-        tuple(
-            sorted((s.query_start_s, s.query_end_s) if as_query else (s.ref_start_s, s.ref_end_s))
-        )
-        for s in sections
-    )
-    merged: list[tuple[float, float]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return merged
+    return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
 
 
 def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dict:
