@@ -135,6 +135,7 @@ def relate(
             groups.join(b, a)
     same_recording = {w: groups.find(w) for w in works}  # step-1 group of each work
     step1 = _first_by_group(same_recording, own)
+    step1_members = _members(same_recording)
 
     # step 2: a group mostly contained in a longer one that is its original side is a trimmed
     # copy of it; each group is attached to one container at most (the strongest containment)
@@ -152,7 +153,7 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        outer_first = holders_first(outer, inner, same_recording, pair_of, own)
+        outer_first = holders_first(outer, inner, step1_members[outer_root], pair_of, own)
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
         if direction.source != outer:
             continue
@@ -172,6 +173,7 @@ def relate(
         groups.join(inner, outer)
     final = {w: groups.find(w) for w in works}
     first = _first_by_group(final, own)
+    final_members = _members(final)
     links = []
     for pair in pairs:
         a, b = pair.work_ids
@@ -192,8 +194,8 @@ def relate(
                 a,
                 b,
                 own,
-                holders_first(a, b, final, pair_of, own),
-                holders_first(b, a, final, pair_of, own),
+                holders_first(a, b, final_members[final[a]], pair_of, own),
+                holders_first(b, a, final_members[final[b]], pair_of, own),
             )
         links.append(_link(pair, direction, min_share, final[a] == final[b]))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
@@ -204,11 +206,11 @@ def relate(
 def holders_first(
     work: int,
     other: int,
-    root_of: dict[int, int],
+    group: list[int],
     pair_of: dict[frozenset, Pair],
     own: dict[int, Originality],
 ) -> Originality:
-    """The earliest originality among the works of ``work``'s group (``root_of``) that hold
+    """The earliest originality among the works of ``work``'s ``group`` that hold
     what ``work`` shares with ``other``. A member whose own pair with ``work`` lines up with
     less than half of those seconds of ``work`` does not: it is no evidence of when that
     material was first uploaded (a medley mostly of one track also quotes another). A member
@@ -216,9 +218,8 @@ def holders_first(
     shared = _spans_on(pair_of[frozenset((work, other))], work)
     holders = [
         own[w]
-        for w, root in root_of.items()
-        if root == root_of[work]
-        and (w == work or _holds(pair_of.get(frozenset((w, work))), work, shared))
+        for w in group
+        if w == work or _holds(pair_of.get(frozenset((w, work))), work, shared)
     ]
     return earliest(holders)
 
@@ -238,12 +239,17 @@ def _spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
     return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
 
 
+def _members(root_of: dict[int, int]) -> dict[int, list[int]]:
+    """Each group's works, by the group's root."""
+    members: dict[int, list[int]] = {}
+    for w, root in root_of.items():
+        members.setdefault(root, []).append(w)
+    return members
+
+
 def _first_by_group(root_of: dict[int, int], own: dict[int, Originality]) -> dict:
     """Each group's earliest originality, by the group's root."""
-    members: dict[int, list[Originality]] = {}
-    for w, root in root_of.items():
-        members.setdefault(root, []).append(own[w])
-    return {root: earliest(group) for root, group in members.items()}
+    return {root: earliest(own[w] for w in group) for root, group in _members(root_of).items()}
 
 
 def _between_groups(a: int, b: int, first_a: Originality, first_b: Originality) -> Direction:
