@@ -637,3 +637,114 @@ def test_excerpts_never_merge_the_clusters_of_different_recordings(catalog) -> N
     if not references and dated == "none":
         assert all(u.copies == 0 and u.excerpts_used == 0 for u in report.uploaders)
         assert all(not c.determined for c in report.clusters)
+
+
+def lined(a: int, b: int, spans, a_s: float, b_s: float) -> tuple[Match, Match]:
+    """Matches of ``a`` against ``b`` and back, one section per ``(a0, a1, b0, b1)`` of
+    ``spans`` (the first is the main one)."""
+
+    def one(query: int, ref: int, pieces, query_s: float) -> Match:
+        m = match(ref, pieces[0][:2], pieces[0][2:], query_s)
+        covered = sum(q1 - q0 for q0, q1, _, _ in pieces)
+        sections = tuple(Section(q0, q1, r0, r1, 80) for q0, q1, r0, r1 in pieces)
+        return m.__class__(
+            **{
+                **m.__dict__,
+                "coverage": covered / query_s,
+                "coverage_s": covered,
+                "sections": sections,
+            }
+        )
+
+    back = [(b0, b1, a0, a1) for a0, a1, b0, b1 in spans]
+    return one(a, b, spans, a_s), one(b, a, back, b_s)
+
+
+def test_two_medleys_of_the_same_two_tracks_never_join_the_tracks_clusters() -> None:
+    """Sam's reference S (work 1, 30 s) and tom's track T (work 2, 30 s, 2021); two medleys of
+    both: P (work 3) is 10 s of T then all of S, M (work 4) all of T then 20 s of S, and carl's
+    copy of T (work 5). P is mostly S and M mostly T, and P and M are mostly each other, but
+    what they share is half S, half T: joining them made one cluster of S and T, with sam's
+    reference its original and tom a copier of his own track (session 47, the rescan fuzz)."""
+    works = [work(1, 30.0), work(2, 30.0), work(3, 40.0), work(4, 50.0), work(5, 28.0)]
+    p_s = lined(3, 1, [(10, 40, 0, 30)], 40.0, 30.0)
+    p_t = lined(3, 2, [(0, 10, 10, 20)], 40.0, 30.0)
+    m_t = lined(4, 2, [(0, 30, 0, 30)], 50.0, 30.0)
+    m_s = lined(4, 1, [(30, 50, 5, 25)], 50.0, 30.0)
+    p_m = lined(3, 4, [(15, 35, 30, 50), (0, 10, 10, 20)], 40.0, 50.0)
+    c_t = lined(5, 2, [(0, 28, 2, 30)], 28.0, 30.0)
+    c_m = lined(5, 4, [(0, 28, 2, 30)], 28.0, 50.0)
+    c_p = lined(5, 3, [(8, 18, 0, 10)], 28.0, 40.0)
+    found = scans(
+        (1, [p_s[1], m_s[1]]),
+        (2, [p_t[1], m_t[1], c_t[1]]),
+        (3, [p_s[0], p_t[0], p_m[0], c_p[1]]),
+        (4, [m_t[0], m_s[0], p_m[1], c_m[1]]),
+        (5, [c_t[0], c_m[0], c_p[0]]),
+    )
+    uploads = [
+        upload(1, 1, "sam", "2020-01-01", role="reference"),
+        upload(2, 2, "tom", "2021-01-01"),
+        upload(3, 3, "pete", "2023-01-01"),
+        upload(4, 4, "mallory", "2022-01-01"),
+        upload(5, 5, "carl", "2022-06-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert not any({1, 2} <= set(c.work_ids) for c in report.clusters)
+    originals = {c.original_work_id for c in report.clusters}
+    assert {1, 2} <= originals
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)
+    assert (ranks["carl"].copies, ranks["pete"].copies, ranks["mallory"].copies) == (1, 1, 1)
+    kept_apart = next(k for k in report.links if {k.work_id, k.source_work_id} == {3, 4})
+    assert not kept_apart.clustered
+    assert "not clustered together" in kept_apart.caveats[-1]
+
+
+def test_a_medley_mostly_inside_another_is_not_attached_through_a_track_it_quotes() -> None:
+    """Step 2 (a group mostly contained in a longer one): M (work 3) is all of U (work 2, 30 s)
+    then 20 s of S (work 1, a 60-s reference); P (work 4) is 10 s of U then all of S. M is
+    mostly inside P, but over U's part only in a third of it: U's group is not P's, and U's
+    owner is no copier of S."""
+    works = [work(1, 60.0), work(2, 30.0), work(3, 50.0), work(4, 70.0)]
+    s_p = lined(1, 4, [(0, 60, 10, 70)], 60.0, 70.0)
+    u_m = lined(2, 3, [(0, 30, 0, 30)], 30.0, 50.0)
+    m_p = lined(3, 4, [(30, 50, 10, 30), (10, 20, 0, 10)], 50.0, 70.0)
+    s_m = lined(1, 3, [(0, 20, 30, 50)], 60.0, 50.0)
+    u_p = lined(2, 4, [(10, 20, 0, 10)], 30.0, 70.0)
+    found = scans(
+        (1, [s_p[0], s_m[0]]),
+        (2, [u_m[0], u_p[0]]),
+        (3, [u_m[1], m_p[0], s_m[1]]),
+        (4, [s_p[1], m_p[1], u_p[1]]),
+    )
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference"),
+        upload(2, 2, "una", "2021-01-01"),
+        upload(3, 3, "mallory", "2023-01-01"),
+        upload(4, 4, "pete", "2022-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 4), (2, 3)]
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "una" not in ranks or ranks["una"].copies == 0
+
+
+def test_a_partial_line_does_not_keep_a_copy_out_of_its_cluster() -> None:
+    """The pair of the label's work 1 and the copy 2 is kept with its stronger direction's
+    evidence, a line over 12 s only (the other direction saw all of it); a trim of the copy's
+    other 28 s (work 3) still joins their cluster: a partial line says nothing about what
+    work 2 does not hold."""
+    works = [work(1, 40.0), work(2, 40.0), work(3, 28.0)]
+    short, _ = lined(2, 1, [(0, 12, 0, 12)], 40.0, 40.0)
+    short = short.__class__(**{**short.__dict__, "score": 80.0, "coverage": 1.0})
+    _, full = lined(2, 1, [(0, 40, 0, 40)], 40.0, 40.0)
+    c23, c32 = lined(2, 3, [(12, 40, 0, 28)], 40.0, 28.0)
+    found = scans((1, [full]), (2, [short, c23]), (3, [c32]))
+    uploads = [
+        upload(1, 1, "label", "2020-01-01", role="reference"),
+        upload(2, 2, "thief", "2022-01-01"),
+        upload(3, 3, "thief2", "2023-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 2, 3)]

@@ -6,6 +6,7 @@ relative to it."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -80,15 +81,19 @@ def covered_share(work: WorkInfo, match: Match, found_as_query: bool) -> float:
 def aligned_spans(match: Match, on_query: bool) -> list[tuple[float, float]]:
     """The seconds of the query (``on_query``) or of the reference that ``match``'s sections
     line up, overlaps merged, in order."""
-    spans = sorted(
+    return merged_spans(
         (min(a, b), max(a, b))
         for a, b in (
             (s.query_start_s, s.query_end_s) if on_query else (s.ref_start_s, s.ref_end_s)
-            for s in (match.sections or (_main_section(match),))
+            for s in sections_of(match)
         )
     )
+
+
+def merged_spans(spans: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(start, end)`` spans in order, overlapping ones merged."""
     merged: list[tuple[float, float]] = []
-    for lo, hi in spans:
+    for lo, hi in sorted(spans):
         if merged and lo <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
         else:
@@ -96,8 +101,10 @@ def aligned_spans(match: Match, on_query: bool) -> list[tuple[float, float]]:
     return merged
 
 
-def _main_section(match: Match) -> Section:
-    return Section(match.query_start_s, match.query_end_s, match.ref_start_s, match.ref_end_s, 0)
+def sections_of(match: Match) -> tuple[Section, ...]:
+    """The match's aligned sections; its main alignment when it has none."""
+    main = Section(match.query_start_s, match.query_end_s, match.ref_start_s, match.ref_end_s, 0)
+    return match.sections or (main,)
 
 
 def _share(work_id: int, found: list, info: dict[int, WorkInfo]) -> float:

@@ -18,8 +18,11 @@ The kind of a pair follows from the shares of each work that the other explains
 
 Clusters are the connected components over ``copy_of`` and ``same_recording`` links, built in
 two steps so that no excerpt can merge two originals: first the works that are mostly each
-other; then each such group is attached to at most one longer group that is its original side
-and mostly contains it (the strongest containment first). Excerpts and overlaps never merge.
+other (the strongest pairs first); then each such group is attached to at most one longer group
+that is its original side and mostly contains it (the strongest containment first). Excerpts
+and overlaps never merge. In both steps a work joins only if what the pair lines up of it is
+mostly its group's recording (:class:`_Recordings`), so two medleys of the same two tracks
+never join the tracks.
 
 A work in a group takes the group's originality only for what the group's works hold: between
 two groups, the longer side is dated by its members whose pairs with it line up the seconds it
@@ -35,7 +38,7 @@ from dataclasses import dataclass
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
 from ..results import UploadInfo
-from .clusters import aligned_spans
+from .clusters import aligned_spans, merged_spans, sections_of
 from .results import Link, LinkKind, Pair
 
 
@@ -103,22 +106,32 @@ class _Groups:
 
     def __init__(self) -> None:
         self.parent: dict[int, int] = {}
+        self.size: dict[int, int] = {}
 
     def find(self, w: int) -> int:
-        self.parent.setdefault(w, w)
+        if w not in self.parent:
+            self.parent[w], self.size[w] = w, 1
         while self.parent[w] != w:
             self.parent[w] = self.parent[self.parent[w]]
             w = self.parent[w]
         return w
 
+    def size_of(self, w: int) -> int:
+        """How many works ``w``'s group holds."""
+        return self.size[self.find(w)]
+
     def join(self, child: int, parent: int) -> None:
-        self.parent[self.find(child)] = self.find(parent)
+        child_root, parent_root = self.find(child), self.find(parent)
+        if child_root != parent_root:
+            self.parent[child_root] = parent_root
+            self.size[parent_root] += self.size.pop(child_root)
 
 
 def relate(
     pairs: tuple[Pair, ...],
     uploads_by_work: dict[int, list[UploadInfo]],
     min_share: float,
+    durations: dict[int, float],
 ) -> tuple[Link, ...]:
     """One typed link per duplicate pair: copies first, then same recordings, excerpts and
     overlaps. Links with ``clustered`` set join their works into one cluster."""
@@ -128,11 +141,23 @@ def relate(
     groups = _Groups()
     for w in works:
         groups.find(w)
-    # step 1: works that are mostly each other are one recording, whatever came first
-    for pair in pairs:
+    # step 1: works that are mostly each other are one recording, whatever came first, unless
+    # what they share is not the recording their groups hold (two medleys of the same tracks)
+    mostly_each_other = sorted(
+        (p for p in pairs if min(p.covered_share) >= min_share),
+        key=lambda p: (-min(p.covered_share), -p.evidence.score, p.work_ids),
+    )
+    recording = _Recordings(durations, min_share)
+    apart: set[tuple[int, int]] = set()
+    for pair in mostly_each_other:
         a, b = pair.work_ids
-        if pair.share_of(a) >= min_share and pair.share_of(b) >= min_share:
-            groups.join(b, a)
+        if groups.find(a) == groups.find(b):
+            continue
+        if not recording.agrees(pair):
+            apart.add(pair.work_ids)
+            continue
+        recording.join(pair, groups)
+        groups.join(b, a)
     same_recording = {w: groups.find(w) for w in works}  # step-1 group of each work
     step1 = _first_by_group(same_recording, own)
     step1_members = _members(same_recording)
@@ -152,6 +177,9 @@ def relate(
         outer = pair.other(inner)
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
+            continue
+        if not recording.contained(pair, inner):
+            apart.add(pair.work_ids)
             continue
         outer_first = holders_first(outer, inner, step1_members[outer_root], pair_of, own)
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
@@ -197,10 +225,94 @@ def relate(
                 holders_first(a, b, final_members[final[a]], pair_of, own),
                 holders_first(b, a, final_members[final[b]], pair_of, own),
             )
-        links.append(_link(pair, direction, min_share, final[a] == final[b]))
+        links.append(
+            _link(pair, direction, min_share, final[a] == final[b], pair.work_ids in apart)
+        )
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
     return tuple(links)
+
+
+Spans = list[tuple[float, float]]
+
+
+class _Recordings:
+    """Which seconds of each work hold its group's recording (``None``: all of it, or unknown),
+    as steps 1 and 2 join works. A work joins another's group only if what their pair lines up
+    of it is mostly its own group's recording: a medley of tracks S and T is mostly each other
+    with another medley of S and T, but if the first is in S's group and the second in T's,
+    joining them would make S and T one recording."""
+
+    def __init__(self, durations: dict[int, float], min_share: float) -> None:
+        self.durations = durations
+        self.min_share = min_share
+        self.held: dict[int, Spans | None] = {}
+
+    def agrees(self, pair: Pair) -> bool:
+        """Whether what ``pair`` lines up of each side is mostly that side's recording."""
+        a, b = pair.work_ids
+        return self.contained(pair, a) and self.contained(pair, b)
+
+    def contained(self, pair: Pair, work: int) -> bool:
+        """Whether ``work``'s share of its group's recording that ``pair`` lines up is at least
+        the minimum: ``work``'s share, scaled by the part of the pair's seconds on ``work``
+        that lie in the recording, over the recording's seconds."""
+        lined = _spans_on(pair, work)
+        held = self.held.get(work)
+        if held is None or not lined:
+            return pair.share_of(work) >= self.min_share
+        inside = _length(_intersection(lined, held)) / _length(lined)
+        share = pair.share_of(work) * self.durations[work] * inside / max(_length(held), 1e-9)
+        return share >= self.min_share
+
+    def join(self, pair: Pair, groups: _Groups) -> None:
+        """Record what the newly joined works hold: a work joining a group holds what the pair
+        carries of the group's recording (both works when neither had a group yet)."""
+        a, b = pair.work_ids
+        for x, y in ((a, b), (b, a)):
+            if groups.size_of(y) == 1:
+                self.held[y] = self._carried_if_complete(pair, x, y)
+
+    def _carried_if_complete(self, pair: Pair, x: int, y: int) -> Spans | None:
+        """What ``pair`` carries of ``x``'s recording into ``y``; ``None`` (unknown) when the
+        pair's evidence lines up clearly less of ``y`` than its share says (a partial line)."""
+        if _length(_spans_on(pair, y)) < 0.8 * pair.share_of(y) * self.durations[y]:
+            return None
+        return _carry(pair, x, self.held.get(x))
+
+
+def _carry(pair: Pair, x: int, spans: Spans | None) -> Spans:
+    """The seconds of the pair's other work that line up with ``spans`` of ``x`` (``None``:
+    everything of ``x`` the pair lines up), merged."""
+    on_query = pair.query_work_id == x
+    out = []
+    for s in sections_of(pair.evidence):
+        x0, x1, y0, y1 = (
+            (s.query_start_s, s.query_end_s, s.ref_start_s, s.ref_end_s)
+            if on_query
+            else (s.ref_start_s, s.ref_end_s, s.query_start_s, s.query_end_s)
+        )
+        if x1 <= x0:
+            continue
+        scale = (y1 - y0) / (x1 - x0)
+        for lo, hi in [(x0, x1)] if spans is None else spans:
+            lo, hi = max(lo, x0), min(hi, x1)
+            if hi > lo:
+                ends = (y0 + (lo - x0) * scale, y0 + (hi - x0) * scale)
+                out.append((min(ends), max(ends)))
+    return merged_spans(out)
+
+
+def _intersection(spans: Spans, within: Spans | None) -> Spans:
+    if within is None:
+        return spans
+    return [
+        (max(lo, a), min(hi, b)) for lo, hi in spans for a, b in within if min(hi, b) > max(lo, a)
+    ]
+
+
+def _length(spans: Spans) -> float:
+    return sum(hi - lo for lo, hi in spans)
 
 
 def holders_first(
@@ -297,8 +409,11 @@ def _link(
     direction: Direction,
     min_share: float,
     same_cluster: bool,
+    kept_apart: bool = False,
 ) -> Link:
-    """The link of one pair, ``same_cluster`` when its works ended in one cluster."""
+    """The link of one pair, ``same_cluster`` when its works ended in one cluster,
+    ``kept_apart`` when they were not joined because what they share is not their groups'
+    recording (:class:`_Recordings`)."""
     a, b = pair.work_ids
     if direction.source is not None:
         source, derived = direction.source, pair.other(direction.source)
@@ -321,6 +436,11 @@ def _link(
                 "the two share an excerpt, but which came first is unknown: neither is called "
                 f"a copy of the other ({apart})"
             )
+    if kept_apart and not same_cluster:
+        caveats.append(
+            f"what works {a} and {b} share is not mostly one recording that both their groups "
+            "hold (a medley holds parts of several): they are not clustered together"
+        )
     if pair.evidence.signal == "stereo_difference":
         caveats.append(
             f"found in the stereo difference of work {pair.query_work_id}, which its mix cancels"

@@ -50,7 +50,9 @@ def build_report(
         tuple(_attributed(p, by_work, settings) for p in found)
         for found in find_pairs(scans, info, settings)
     )
-    links = relate(duplicates, by_work, settings.copy_min_share)
+    links = relate(
+        duplicates, by_work, settings.copy_min_share, {w: i.duration_s for w, i in info.items()}
+    )
     clusters = find_clusters(duplicates, links, by_work, info)
     in_clusters = {m.upload_id: m for c in clusters for m in c.members}
     linked = {w for p in (*duplicates, *suspects) for w in p.work_ids}
