@@ -73,9 +73,14 @@ def upload_date_problem(text: str, now: datetime | None = None) -> str | None:
         when = parse_timestamp(text)
     except (ValueError, OverflowError):
         return f"{text!r} is not an ISO 8601 date (e.g. 2024-03-01 or 2024-03-01T14:30:00Z)"
-    if when > (now or datetime.now(UTC)) + FUTURE_DATE_SLACK:
+    if is_future(when, now):
         return f"{text!r} is in the future"
     return None
+
+
+def is_future(when: datetime, now: datetime | None = None) -> bool:
+    """Whether ``when`` is later than ``now`` (default: the current time) by more than a day."""
+    return when > (now or datetime.now(UTC)) + FUTURE_DATE_SLACK
 
 
 def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[str, dict[str, str]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .metadata import parse_timestamp
+from .metadata import is_future, parse_timestamp
 from .results import Match, UploadInfo
 from .settings import Settings
 from .verdict import decide
@@ -42,13 +42,16 @@ _NO_DATE = datetime.min.replace(tzinfo=UTC)  # the order's place holder of an un
 
 
 def upload_date(upload: UploadInfo) -> datetime | None:
-    """``uploaded_at`` as an aware datetime, or None when it is missing or not ISO 8601."""
+    """``uploaded_at`` as an aware datetime, or None when it is missing, not ISO 8601 or in the
+    future (:func:`~audiodup.metadata.upload_date_problem`: stored before that check, or by a
+    clock that ran ahead, it would make its upload the earliest dated one)."""
     if not upload.uploaded_at:
         return None
     try:
-        return parse_timestamp(upload.uploaded_at)
-    except ValueError:
+        when = parse_timestamp(upload.uploaded_at)
+    except (ValueError, OverflowError):
         return None
+    return None if is_future(when) else when
 
 
 def dated_uploads(

@@ -2080,9 +2080,36 @@ class CatalogStore:
             notes.extend(self._shards_folder_notes())
             notes.extend(self._writer_lock_note())
             notes.extend(self._merge_due_note())
+            notes.extend(self._future_dates_note())
         except (sqlite3.Error, OSError) as exc:
             notes.append(f"the shards folder could not be listed: {exc}")
         return CatalogCheck(tuple(problems), tuple(notes))
+
+    def _future_dates_note(self) -> list[str]:
+        """A note on live uploads whose stored ``uploaded_at`` is in the future (stored before
+        that was refused, or by a clock that ran ahead): they count as undated."""
+        from .metadata import is_future, parse_timestamp  # see _changed_before
+
+        if not self._has_ledger:
+            return []
+        future = []
+        for upload_id, text in self.db.execute(
+            "SELECT upload_id, uploaded_at FROM uploads WHERE removed = 0 AND uploaded_at "
+            "IS NOT NULL ORDER BY upload_id"
+        ):
+            try:
+                if is_future(parse_timestamp(text)):
+                    future.append((upload_id, text))
+            except (ValueError, OverflowError):
+                continue
+        if not future:
+            return []
+        first_id, first_text = future[0]
+        return [
+            f"{len(future)} live upload(s) have an uploaded_at in the future (upload {first_id}: "
+            f"{first_text!r}): originality counts them as undated; correct them with "
+            "index update --metadata"
+        ]
 
     def _writer_lock_note(self) -> list[str]:
         """A note when ``catalog.lock`` is no file: every write (index add, rebuild, the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,28 @@ def test_uploads_of_two_accounts_at_one_instant_are_named_as_tied() -> None:
     assert "tied with upload 2 of another uploader" in why and "neither is the original" in why
     _, why = owner([upload(3, uploaded_at="2021-05-05T10:00:00Z", uploader="alice"), *tied[:1]])
     assert "tied" not in why  # one account's own audio twice
+
+
+def test_a_stored_date_in_the_future_counts_as_no_date() -> None:
+    """A date still to come (stored before index add refused it, or by a clock that ran ahead)
+    would make its upload the earliest dated one: it counts as undated, a day's slack aside."""
+    chosen, why = owner([upload(1, uploaded_at="2999-01-01"), upload(2, uploaded_at="2021-01-01")])
+    assert chosen.upload_id == 2 and "earliest dated upload (2021-01-01)" in why
+    chosen, why = owner([upload(3), upload(4, uploaded_at="2999-01-01T00:00:00Z")])
+    assert chosen.upload_id == 3 and "no upload dates" in why
+    tomorrow = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
+    chosen, _ = owner([upload(5), upload(6, uploaded_at=tomorrow)])
+    assert chosen.upload_id == 6
+
+
+def test_verify_notes_stored_dates_in_the_future(ledger: Path, run) -> None:
+    code, _, err = run("index", "verify", "--db", ledger)
+    assert code == 0 and "in the future" not in err
+    with sqlite3.connect(ledger / "catalog.sqlite") as db:
+        db.execute("UPDATE uploads SET uploaded_at = '2999-01-01' WHERE upload_id IN (2, 3)")
+    code, _, err = run("index", "verify", "--db", ledger)
+    assert code == 0
+    assert "2 live upload(s) have an uploaded_at in the future (upload 2: '2999-01-01')" in err
 
 
 # -- adding: uploads and content ------------------------------------------------------------

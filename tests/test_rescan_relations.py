@@ -484,11 +484,18 @@ def test_one_recording_from_two_accounts_at_one_instant_accuses_neither(order) -
     assert same.original_upload_id == 1
 
 
-@pytest.mark.parametrize("year", ["9999-12-31", "0001-01-01"])
+@pytest.mark.parametrize("year", ["2024-02-29", "0001-01-01"])
 def test_microseconds_apart_far_from_1970_still_decide_the_direction(year: str) -> None:
     first = work_originality(1, [upload(1, 1, "x", f"{year}T00:00:00.000001+00:00")])
     later = work_originality(2, [upload(2, 2, "y", f"{year}T00:00:00.000002+00:00")])
     assert decide_direction(first, later, "work 1", "work 2").source == 1
+
+
+def test_dates_in_the_future_decide_nothing() -> None:
+    first = work_originality(1, [upload(1, 1, "x", "9999-12-31T00:00:00.000001+00:00")])
+    later = work_originality(2, [upload(2, 2, "y", "9999-12-31T00:00:00.000002+00:00")])
+    assert first.first is None and later.first is None
+    assert decide_direction(first, later, "work 1", "work 2").source is None
 
 
 def test_several_references_the_earliest_dated_is_the_original_the_other_is_disputed() -> None:
@@ -748,3 +755,18 @@ def test_a_partial_line_does_not_keep_a_copy_out_of_its_cluster() -> None:
     ]
     report = report_of(works, found, uploads)
     assert [c.work_ids for c in report.clusters] == [(1, 2, 3)]
+
+
+def test_a_copy_dated_in_the_future_is_not_the_original_of_an_undated_work() -> None:
+    """A copy's stored uploaded_at of 2999 (stored before index add refused it) would beat the
+    undated owner's upload: it counts as undated too, so nobody is accused (session 46's
+    operations audit, O6)."""
+    works = [work(1), work(2)]
+    a, b = both_ways(1, 2, (0, 40), (0, 40))
+    found = scans((1, [a]), (2, [b]))
+    uploads = [upload(1, 1, "owner"), upload(2, 2, "ring", "2999-01-01")]
+    report = report_of(works, found, uploads)
+    assert kinds(report) == {(1, "same_recording", 2)} or kinds(report) == {
+        (2, "same_recording", 1)
+    }
+    assert not any(u.copies or u.excerpts_used for u in report.uploaders)
