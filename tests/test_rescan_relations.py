@@ -770,3 +770,37 @@ def test_a_copy_dated_in_the_future_is_not_the_original_of_an_undated_work() -> 
         (2, "same_recording", 1)
     }
     assert not any(u.copies or u.excerpts_used for u in report.uploaders)
+
+
+@pytest.mark.parametrize("first_uploader", ["una", "label"])
+def test_a_weak_match_of_the_uploaders_own_earlier_upload_leaves_the_direction_open(
+    first_uploader: str,
+) -> None:
+    """Una's track (work 1, 2019) and her own re-encoded re-upload (work 3, 2021) match only as
+    a suspect pair; a thief's 20-s trim (work 2, 2020) is found against the re-upload alone.
+    By the duplicate pairs the re-upload contains an excerpt of the thief's trim; but una
+    uploaded that material first herself, so nobody is accused through this pair. When work 1
+    is another uploader's, the duplicate pairs decide as before."""
+    works = [work(1, 60.0), work(2, 20.0), work(3, 60.0)]
+    weak13, weak31 = lined(1, 3, [(0, 60, 0, 60)], 60.0, 60.0)
+    weak13, weak31 = (
+        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4})
+        for m in (weak13, weak31)
+    )
+    t23, t32 = lined(2, 3, [(0, 20, 20, 40)], 20.0, 60.0)
+    found = scans((1, [weak13]), (2, [t23]), (3, [weak31, t32]))
+    uploads = [
+        upload(1, 1, first_uploader, "2019-01-01"),
+        upload(2, 2, "thief", "2020-01-01"),
+        upload(3, 3, "una", "2021-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [p.work_ids for p in report.suspect_pairs] == [(1, 3)]
+    (link,) = report.links
+    ranks = {u.uploader: u for u in report.uploaders}
+    if first_uploader == "una":
+        assert link.kind == "overlap" and {link.work_id, link.source_work_id} == {2, 3}
+        assert "work 1, uploaded by una too, was uploaded first (2019-01-01)" in link.direction
+        assert "una" not in ranks or ranks["una"].excerpts_used == 0
+    else:
+        assert (link.work_id, link.kind, link.source_work_id) == (3, "contains_excerpt_of", 2)

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
-from ..results import UploadInfo
+from ..results import UploadInfo, listed_text
 from .clusters import aligned_spans, merged_spans, sections_of
 from .results import Link, LinkKind, Pair
 
@@ -132,11 +132,15 @@ def relate(
     uploads_by_work: dict[int, list[UploadInfo]],
     min_share: float,
     durations: dict[int, float],
+    suspects: tuple[Pair, ...] = (),
 ) -> tuple[Link, ...]:
     """One typed link per duplicate pair: copies first, then same recordings, excerpts and
-    overlaps. Links with ``clustered`` set join their works into one cluster."""
+    overlaps. Links with ``clustered`` set join their works into one cluster. ``suspects``
+    (the suspect pairs) never make a link; they can only leave a direction undetermined
+    (:class:`_Doubts`)."""
     works = sorted({w for p in pairs for w in p.work_ids})
     own = {w: work_originality(w, uploads_by_work.get(w, ())) for w in works}
+    doubts = _Doubts(suspects, uploads_by_work)
     pair_of = {frozenset(pair.work_ids): pair for pair in pairs}
     groups = _Groups()
     for w in works:
@@ -183,7 +187,7 @@ def relate(
             continue
         outer_first = holders_first(outer, inner, step1_members[outer_root], pair_of, own)
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
-        if direction.source != outer:
+        if direction.source != outer or doubts.doubt(pair, direction, outer_first):
             continue
         if inner_root in attached:
             decided[pair.work_ids] = Direction(
@@ -218,19 +222,70 @@ def relate(
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
-            direction = _between_clusters(
-                a,
-                b,
-                own,
-                holders_first(a, b, final_members[final[a]], pair_of, own),
-                holders_first(b, a, final_members[final[b]], pair_of, own),
-            )
+            first_a = holders_first(a, b, final_members[final[a]], pair_of, own)
+            first_b = holders_first(b, a, final_members[final[b]], pair_of, own)
+            direction = _between_clusters(a, b, own, first_a, first_b)
+            doubt = doubts.doubt(pair, direction, first_a if direction.source == a else first_b)
+            if doubt:
+                direction = doubt
         links.append(
             _link(pair, direction, min_share, final[a] == final[b], pair.work_ids in apart)
         )
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
     return tuple(links)
+
+
+class _Doubts:
+    """Suspect pairs as doubts on a direction: when the derived side's uploader has an upload
+    of another work, first uploaded before the source side, whose suspect match with the
+    derived work lines up most of what it shares with the source side, the direction is
+    undetermined. The owner's re-upload must not become a copy of a thief's because the match
+    of the owner's own earlier upload was weak."""
+
+    def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
+        self.partners: dict[int, list[tuple[int, Pair]]] = {}
+        self.own: dict[int, Originality] = {}
+        self.uploaders = {
+            w: {u.uploader for u in ups if u.uploader} for w, ups in uploads_by_work.items()
+        }
+        for pair in suspects:
+            for w in pair.work_ids:
+                self.partners.setdefault(w, []).append((pair.other(w), pair))
+                self.own[w] = work_originality(w, uploads_by_work.get(w, ()))
+
+    def doubt(
+        self, pair: Pair, direction: Direction, source_first: Originality
+    ) -> Direction | None:
+        """The undetermined direction that replaces ``direction``, or None when nothing
+        doubts it. ``source_first`` is the originality that dated the source side."""
+        if direction.source is None:
+            return None
+        derived = pair.other(direction.source)
+        shared = _spans_on(pair, derived)
+        for w, suspect in self.partners.get(derived, ()):
+            earlier = self.own[w]
+            if w == direction.source or earlier.order() >= source_first.order():
+                continue
+            own_upload = self.uploaders.get(w, set()) & self.uploaders.get(derived, set())
+            if own_upload and _holds(suspect, derived, shared):
+                when = (
+                    "has a reference upload"
+                    if earlier.reference
+                    else (f"was uploaded first ({earlier.first_text})")
+                )
+                return Direction(
+                    None,
+                    f"undetermined: {direction.reason}, but work {w}, uploaded by "
+                    f"{_names(own_upload)} too, {when}, and its suspect match with work "
+                    f"{derived} lines up what work {derived} shares",
+                    direction.caveats,
+                )
+        return None
+
+
+def _names(uploaders: set[str]) -> str:
+    return ", ".join(listed_text(u) for u in sorted(uploaders))
 
 
 Spans = list[tuple[float, float]]

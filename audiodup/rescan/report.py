@@ -50,9 +50,8 @@ def build_report(
         tuple(_attributed(p, by_work, settings) for p in found)
         for found in find_pairs(scans, info, settings)
     )
-    links = relate(
-        duplicates, by_work, settings.copy_min_share, {w: i.duration_s for w, i in info.items()}
-    )
+    durations = {w: i.duration_s for w, i in info.items()}
+    links = relate(duplicates, by_work, settings.copy_min_share, durations, suspects)
     clusters = find_clusters(duplicates, links, by_work, info)
     in_clusters = {m.upload_id: m for c in clusters for m in c.members}
     linked = {w for p in (*duplicates, *suspects) for w in p.work_ids}
