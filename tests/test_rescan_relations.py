@@ -804,3 +804,36 @@ def test_a_weak_match_of_the_uploaders_own_earlier_upload_leaves_the_direction_o
         assert "una" not in ranks or ranks["una"].excerpts_used == 0
     else:
         assert (link.work_id, link.kind, link.source_work_id) == (3, "contains_excerpt_of", 2)
+
+
+def test_a_cluster_member_without_a_pair_does_not_date_what_its_group_does_not_hold() -> None:
+    """A thief's undated upload (work 3) is 10 s of sam's track (work 1, 2020) then all of the
+    label's reference (work 2); the label's own re-upload (work 4) is found with both, the
+    reference with the thief's upload only as a suspect pair. Work 3 is in the reference's
+    cluster, but what it shares with sam's track lies outside what that cluster holds of it:
+    the reference does not date it, and sam is no excerpt user of the thief's upload."""
+    works = [work(1, 30.0), work(2, 60.0), work(3, 70.0), work(4, 60.0)]
+    weak23 = lined(2, 3, [(0, 60, 10, 70)], 60.0, 70.0)
+    weak23 = tuple(
+        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4}) for m in weak23
+    )
+    r24 = lined(2, 4, [(0, 60, 0, 60)], 60.0, 60.0)
+    r34 = lined(3, 4, [(10, 70, 0, 60)], 70.0, 60.0)
+    s13 = lined(1, 3, [(10, 20, 0, 10)], 30.0, 70.0)
+    found = scans(
+        (1, [s13[0]]),
+        (2, [weak23[0], r24[0]]),
+        (3, [weak23[1], r34[0], s13[1]]),
+        (4, [r24[1], r34[1]]),
+    )
+    uploads = [
+        upload(1, 1, "sam", "2020-06-01"),
+        upload(2, 2, "label", "2019-01-01", role="reference"),
+        upload(3, 3, "thief", None),
+        upload(4, 4, "label", "2021-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(2, 3, 4)]
+    assert (3, "contains_excerpt_of", 1) in kinds(report)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "sam" not in ranks or ranks["sam"].excerpts_used == 0

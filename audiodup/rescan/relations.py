@@ -185,7 +185,9 @@ def relate(
         if not recording.contained(pair, inner):
             apart.add(pair.work_ids)
             continue
-        outer_first = holders_first(outer, inner, step1_members[outer_root], pair_of, own)
+        outer_first = holders_first(
+            outer, inner, step1_members[outer_root], pair_of, own, recording
+        )
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
         if direction.source != outer or doubts.doubt(pair, direction, outer_first):
             continue
@@ -222,8 +224,8 @@ def relate(
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
         else:
-            first_a = holders_first(a, b, final_members[final[a]], pair_of, own)
-            first_b = holders_first(b, a, final_members[final[b]], pair_of, own)
+            first_a = holders_first(a, b, final_members[final[a]], pair_of, own, recording)
+            first_b = holders_first(b, a, final_members[final[b]], pair_of, own, recording)
             direction = _between_clusters(a, b, own, first_a, first_b)
             doubt = doubts.doubt(pair, direction, first_a if direction.source == a else first_b)
             if doubt:
@@ -320,6 +322,14 @@ class _Recordings:
         share = pair.share_of(work) * self.durations[work] * inside / max(_length(held), 1e-9)
         return share >= self.min_share
 
+    def holds(self, work: int, spans: Spans) -> bool:
+        """Whether ``spans`` of ``work`` lie mostly in its group's recording (or that is
+        unknown)."""
+        held = self.held.get(work)
+        if held is None or not spans:
+            return True
+        return _length(_intersection(spans, held)) >= 0.5 * _length(spans)
+
     def join(self, pair: Pair, groups: _Groups) -> None:
         """Record what the newly joined works hold: a work joining a group holds what the pair
         carries of the group's recording (both works when neither had a group yet)."""
@@ -376,24 +386,29 @@ def holders_first(
     group: list[int],
     pair_of: dict[frozenset, Pair],
     own: dict[int, Originality],
+    recording: _Recordings | None = None,
 ) -> Originality:
     """The earliest originality among the works of ``work``'s ``group`` that hold
     what ``work`` shares with ``other``. A member whose own pair with ``work`` lines up with
     less than half of those seconds of ``work`` does not: it is no evidence of when that
     material was first uploaded (a medley mostly of one track also quotes another). A member
-    without such a pair takes the group's part, as a copy takes its cluster's date."""
+    without such a pair takes the group's part, as a copy takes its cluster's date, unless
+    those seconds lie mostly outside what ``recording`` says the group holds of ``work``."""
     shared = _spans_on(pair_of[frozenset((work, other))], work)
+    group_holds = recording is None or recording.holds(work, shared)
     holders = [
         own[w]
         for w in group
-        if w == work or _holds(pair_of.get(frozenset((w, work))), work, shared)
+        if w == work or _holds(pair_of.get(frozenset((w, work))), work, shared, group_holds)
     ]
     return earliest(holders)
 
 
-def _holds(pair: Pair | None, work: int, shared: list[tuple[float, float]]) -> bool:
+def _holds(
+    pair: Pair | None, work: int, shared: list[tuple[float, float]], unpaired: bool = True
+) -> bool:
     if pair is None:
-        return True
+        return unpaired
     total = sum(hi - lo for lo, hi in shared)
     covered = sum(
         max(0.0, min(hi, b) - max(lo, a)) for lo, hi in shared for a, b in _spans_on(pair, work)
