@@ -1,0 +1,54 @@
+"""The rescan fuzz's generator and checker (benchmarks/rescan_fuzz.py), on a few seeds."""
+
+from __future__ import annotations
+
+from audiodup.rescan import WorkScan, build_report
+from audiodup.results import WorkInfo
+from audiodup.settings import DEFAULT_SETTINGS
+from benchmarks.rescan_fuzz import (
+    Catalog,
+    FuzzWork,
+    _upload,
+    evidence,
+    generate,
+    innocent_accusations,
+    run,
+)
+
+
+def test_with_exact_evidence_every_other_accounts_work_is_named() -> None:
+    result = run(60, missed=0.0, undated_originals=0.0, ties=False)
+    assert result["other_accounts_works"] > 60
+    assert result["other_accounts_works_named"] == result["other_accounts_works"]
+
+
+def test_missed_pairs_are_missed_and_weak_ones_only_suspect() -> None:
+    catalog = generate(7, missed=0.3)
+    pairs = {p.work_ids for p in catalog.report.suspect_pairs}
+    assert catalog.missed and catalog.weak
+    assert all(tuple(w) not in pairs for w in catalog.missed)
+    assert {tuple(w) for w in catalog.weak} <= pairs
+
+
+def test_the_checker_names_an_owner_made_a_copier_by_the_date_rule() -> None:
+    """The owner's undated original and a thief's dated copy: by the documented rule (an undated
+    upload never counts as the first) the owner is the copier, which the checker counts."""
+    works = [
+        FuzzWork([(0, 0.0, 40.0, 1.0)], "original", "owner0", None, "upload", 0),
+        FuzzWork([(0, 2.0, 40.0, 1.0)], "copy", "acct1", 300),
+    ]
+    a, b = works[0].segments, works[1].segments
+    scans = {1: WorkScan(1, "file", (evidence(2, a, b, 60.0),))}
+    scans[2] = WorkScan(2, "file", (evidence(1, b, a, 60.0),))
+    infos = [
+        WorkInfo(1, "/w/1.ogg", None, None, 40.0, "s1", ""),
+        WorkInfo(2, "/w/2.ogg", None, None, 38.0, "s2", ""),
+    ]
+    uploads = [
+        _upload(1, 1, "owner0", None, "upload"),
+        _upload(2, 2, "acct1", "2020-01-01", "upload"),
+    ]
+    report = build_report(infos, scans, DEFAULT_SETTINGS, uploads=uploads)
+    found = innocent_accusations(Catalog(works, report))
+    assert "cluster [1, 2] named by 2" in found
+    assert "copier owner0 for own upload 1" in found
