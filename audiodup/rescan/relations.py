@@ -274,7 +274,7 @@ class _Doubts:
                 when = (
                     "has a reference upload"
                     if earlier.reference
-                    else (f"was uploaded first ({earlier.first_text})")
+                    else f"was uploaded first ({earlier.first_text})"
                 )
                 return Direction(
                     None,
@@ -323,12 +323,10 @@ class _Recordings:
         return share >= self.min_share
 
     def holds(self, work: int, spans: Spans) -> bool:
-        """Whether ``spans`` of ``work`` lie mostly in its group's recording (or that is
-        unknown)."""
+        """Whether at least half of ``spans`` of ``work`` lie in its group's recording (or that
+        is unknown)."""
         held = self.held.get(work)
-        if held is None or not spans:
-            return True
-        return _length(_intersection(spans, held)) >= 0.5 * _length(spans)
+        return held is None or _length(_intersection(spans, held)) >= 0.5 * _length(spans)
 
     def join(self, pair: Pair, groups: _Groups) -> None:
         """Record what the newly joined works hold: a work joining a group holds what the pair
@@ -404,19 +402,15 @@ def holders_first(
     return earliest(holders)
 
 
-def _holds(
-    pair: Pair | None, work: int, shared: list[tuple[float, float]], unpaired: bool = True
-) -> bool:
+def _holds(pair: Pair | None, work: int, shared: Spans, unpaired: bool = True) -> bool:
+    """Whether ``pair`` lines up at least half of the ``shared`` seconds of ``work``
+    (``unpaired`` when there is no pair)."""
     if pair is None:
         return unpaired
-    total = sum(hi - lo for lo, hi in shared)
-    covered = sum(
-        max(0.0, min(hi, b) - max(lo, a)) for lo, hi in shared for a, b in _spans_on(pair, work)
-    )
-    return covered >= 0.5 * total
+    return _length(_intersection(shared, _spans_on(pair, work))) >= 0.5 * _length(shared)
 
 
-def _spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
+def _spans_on(pair: Pair, work: int) -> Spans:
     """The seconds of ``work`` that the pair's evidence lines up, merged."""
     return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
 
