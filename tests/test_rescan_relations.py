@@ -837,3 +837,55 @@ def test_a_cluster_member_without_a_pair_does_not_date_what_its_group_does_not_h
     assert (3, "contains_excerpt_of", 1) in kinds(report)
     ranks = {u.uploader: u for u in report.uploaders}
     assert "sam" not in ranks or ranks["sam"].excerpts_used == 0
+
+
+def test_two_large_trims_of_one_original_stay_in_its_cluster() -> None:
+    """The label's reference (work 1, 60 s), ua's first 42 s (work 2) and ub's last 42 s (work
+    3): each trim is mostly one recording with the original (70 % of it), the two trims share
+    24 s. The rest of the original beyond one trim is still the original: both are copies in
+    its cluster (session 47's real-audio audit: the first form of the rule split them and named
+    ua's trim the source of ub's)."""
+    works = [work(1, 60.0), work(2, 42.0), work(3, 42.0)]
+    a = lined(1, 2, [(0, 42, 0, 42)], 60.0, 42.0)
+    b = lined(1, 3, [(18, 60, 0, 42)], 60.0, 42.0)
+    ab = lined(2, 3, [(18, 42, 0, 24)], 42.0, 42.0)
+    found = scans((1, [a[0], b[0]]), (2, [a[1], ab[0]]), (3, [b[1], ab[1]]))
+    uploads = [
+        upload(1, 1, "label", "2019-06-01", role="reference"),
+        upload(2, 2, "ua", "2021-01-15"),
+        upload(3, 3, "ub", "2021-02-15"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
+    assert {(2, "copy_of", 1), (3, "copy_of", 1)} <= kinds(report)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["ua"].copies, ranks["ub"].copies) == (1, 1)
+
+
+def test_medleys_that_are_more_each_other_than_their_tracks_never_join_the_tracks() -> None:
+    """S (work 1, label's reference) and T (work 2, tom) of 22 s; P (work 3) is 12 s of T then
+    all of S, M (work 4) all of T then 12 s of S. P and M line up 70 % of each other, more than
+    each does of its own track (65 %), but in two pieces: the pairs of one aligned stretch
+    join first, and P and M then share half S, half T."""
+    works = [work(1, 22.0), work(2, 22.0), work(3, 34.0), work(4, 34.0)]
+    sp = lined(1, 3, [(0, 22, 12, 34)], 22.0, 34.0)
+    tm = lined(2, 4, [(0, 22, 0, 22)], 22.0, 34.0)
+    pm = lined(3, 4, [(0, 12, 4, 16), (18, 30, 22, 34)], 34.0, 34.0)
+    sm = lined(1, 4, [(6, 18, 22, 34)], 22.0, 34.0)
+    tp = lined(2, 3, [(4, 16, 0, 12)], 22.0, 34.0)
+    found = scans(
+        (1, [sp[0], sm[0]]),
+        (2, [tm[0], tp[0]]),
+        (3, [sp[1], pm[0], tp[1]]),
+        (4, [tm[1], pm[1], sm[1]]),
+    )
+    uploads = [
+        upload(1, 1, "label", "2020-01-10", role="reference"),
+        upload(2, 2, "tom", "2020-02-10"),
+        upload(3, 3, "mash-a", "2022-03-01"),
+        upload(4, 4, "mash-b", "2022-05-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [c.work_ids for c in report.clusters] == [(1, 3), (2, 4)]
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)

@@ -18,11 +18,11 @@ The kind of a pair follows from the shares of each work that the other explains
 
 Clusters are the connected components over ``copy_of`` and ``same_recording`` links, built in
 two steps so that no excerpt can merge two originals: first the works that are mostly each
-other (the strongest pairs first); then each such group is attached to at most one longer group
-that is its original side and mostly contains it (the strongest containment first). Excerpts
-and overlaps never merge. In both steps a work joins only if what the pair lines up of it is
-mostly its group's recording (:class:`_Recordings`), so two medleys of the same two tracks
-never join the tracks.
+other (pairs of one aligned stretch before those of several, then the strongest first); then
+each such group is attached to at most one longer group that is its original side and mostly
+contains it (the strongest containment first). Excerpts and overlaps never merge. In both steps
+a work joins only if what the pair lines up of it is mostly its group's recording
+(:class:`_Recordings`), so two medleys of the same two tracks never join the tracks.
 
 A work in a group takes the group's originality only for what the group's works hold: between
 two groups, the longer side is dated by its members whose pairs with it line up the seconds it
@@ -146,12 +146,18 @@ def relate(
     for w in works:
         groups.find(w)
     # step 1: works that are mostly each other are one recording, whatever came first, unless
-    # what they share is not the recording their groups hold (two medleys of the same tracks)
+    # what they share is not the recording their groups hold (two medleys of the same tracks);
+    # one aligned stretch first, so that a medley's groups are known before it meets another
     mostly_each_other = sorted(
         (p for p in pairs if min(p.covered_share) >= min_share),
-        key=lambda p: (-min(p.covered_share), -p.evidence.score, p.work_ids),
+        key=lambda p: (
+            len(sections_of(p.evidence)) > 1,  # pieces at several alignments (a medley) last
+            -min(p.covered_share),
+            -p.evidence.score,
+            p.work_ids,
+        ),
     )
-    recording = _Recordings(durations, min_share)
+    recording = _Recordings(durations, min_share, pairs)
     apart: set[tuple[int, int]] = set()
     for pair in mostly_each_other:
         a, b = pair.work_ids
@@ -182,7 +188,9 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        if not recording.contained(pair, inner):
+        if not (
+            recording.contained(pair, inner) and recording.holds(outer, _spans_on(pair, outer))
+        ):
             apart.add(pair.work_ids)
             continue
         outer_first = holders_first(
@@ -300,10 +308,18 @@ class _Recordings:
     with another medley of S and T, but if the first is in S's group and the second in T's,
     joining them would make S and T one recording."""
 
-    def __init__(self, durations: dict[int, float], min_share: float) -> None:
+    def __init__(
+        self, durations: dict[int, float], min_share: float, pairs: tuple[Pair, ...]
+    ) -> None:
         self.durations = durations
         self.min_share = min_share
         self.held: dict[int, Spans | None] = {}
+        # per work, the seconds each work it is not mostly one recording with lines up
+        self.quoted: dict[int, list[Spans]] = {}
+        for pair in pairs:
+            for w in pair.work_ids:
+                if pair.share_of(w) < min_share:
+                    self.quoted.setdefault(w, []).append(_spans_on(pair, w))
 
     def agrees(self, pair: Pair) -> bool:
         """Whether what ``pair`` lines up of each side is mostly that side's recording."""
@@ -337,11 +353,26 @@ class _Recordings:
                 self.held[y] = self._carried_if_complete(pair, x, y)
 
     def _carried_if_complete(self, pair: Pair, x: int, y: int) -> Spans | None:
-        """What ``pair`` carries of ``x``'s recording into ``y``; ``None`` (unknown) when the
-        pair's evidence lines up clearly less of ``y`` than its share says (a partial line)."""
-        if _length(_spans_on(pair, y)) < 0.8 * pair.share_of(y) * self.durations[y]:
+        """What ``pair`` carries of ``x``'s recording into ``y``, when the rest of ``y`` is
+        mostly another recording's: works it is not mostly one recording with line up at least
+        half of that rest, each almost only there (a medley's other track, a padded copy's
+        pad). ``None`` (all of ``y``) otherwise: the rest of an original beyond a trimmed copy
+        of it is still that recording, and another trim of it lines up part of both. ``None``
+        (unknown) as well when the pair's evidence lines up clearly less of ``y`` than its
+        share says (a partial line)."""
+        duration = self.durations[y]
+        if _length(_spans_on(pair, y)) < 0.8 * pair.share_of(y) * duration:
             return None
-        return _carry(pair, x, self.held.get(x))
+        carried = _carry(pair, x, self.held.get(x))
+        rest = _outside(carried, duration)
+        foreign = [
+            (lo, hi)
+            for spans in self.quoted.get(y, ())
+            if _length(_intersection(spans, rest)) >= 0.8 * _length(spans)
+            for lo, hi in _intersection(spans, rest)
+        ]
+        other = _length(merged_spans(foreign))
+        return carried if rest and other >= 0.5 * _length(rest) else None
 
 
 def _carry(pair: Pair, x: int, spans: Spans | None) -> Spans:
@@ -372,6 +403,18 @@ def _intersection(spans: Spans, within: Spans | None) -> Spans:
     return [
         (max(lo, a), min(hi, b)) for lo, hi in spans for a, b in within if min(hi, b) > max(lo, a)
     ]
+
+
+def _outside(spans: Spans, duration: float) -> Spans:
+    """The seconds of ``[0, duration]`` that merged ``spans`` leave out."""
+    gaps, at = [], 0.0
+    for lo, hi in spans:
+        if lo > at:
+            gaps.append((at, min(lo, duration)))
+        at = max(at, hi)
+    if at < duration:
+        gaps.append((at, duration))
+    return [(lo, hi) for lo, hi in gaps if hi > lo]
 
 
 def _length(spans: Spans) -> float:
