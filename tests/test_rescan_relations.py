@@ -889,3 +889,24 @@ def test_medleys_that_are_more_each_other_than_their_tracks_never_join_the_track
     assert [c.work_ids for c in report.clusters] == [(1, 3), (2, 4)]
     ranks = {u.uploader: u for u in report.uploaders}
     assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)
+
+
+def test_a_ringtone_of_the_part_a_radio_edit_left_out_joins_the_original() -> None:
+    """The label's reference (work 1, 60 s), a radio edit of its first 42 s (work 2) and a
+    ringtone of its last 20 s (work 3). The ringtone lines up the rest of the original beyond
+    the edit, but that rest is still the original's own recording: the original came first, so
+    its recording is never narrowed to what a later copy of it holds (session 47's second
+    real-audio audit)."""
+    works = [work(1, 60.0), work(2, 42.0), work(3, 20.0)]
+    r = lined(1, 2, [(0, 42, 0, 42)], 60.0, 42.0)
+    g = lined(1, 3, [(40, 60, 0, 20)], 60.0, 20.0)
+    found = scans((1, [r[0], g[0]]), (2, [r[1]]), (3, [g[1]]))
+    uploads = [
+        upload(1, 1, "label", "2019-06-01", role="reference"),
+        upload(2, 2, "radio", "2021-01-01"),
+        upload(3, 3, "ring", "2022-01-01"),
+    ]
+    report = report_of(works, found, uploads)
+    assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert (ranks["radio"].copies, ranks["ring"].copies) == (1, 1)

@@ -157,7 +157,7 @@ def relate(
             p.work_ids,
         ),
     )
-    recording = _Recordings(durations, min_share, pairs)
+    recording = _Recordings(durations, min_share, pairs, own)
     apart: set[tuple[int, int]] = set()
     for pair in mostly_each_other:
         a, b = pair.work_ids
@@ -309,10 +309,16 @@ class _Recordings:
     joining them would make S and T one recording."""
 
     def __init__(
-        self, durations: dict[int, float], min_share: float, pairs: tuple[Pair, ...]
+        self,
+        durations: dict[int, float],
+        min_share: float,
+        pairs: tuple[Pair, ...],
+        own: dict[int, Originality],
     ) -> None:
         self.durations = durations
         self.min_share = min_share
+        self.own = own
+        self.first: dict[int, Originality] = {}  # each group's earliest work, by its root
         self.held: dict[int, Spans | None] = {}
         # per work, the seconds each work it is not mostly one recording with lines up
         self.quoted: dict[int, list[Spans]] = {}
@@ -346,11 +352,16 @@ class _Recordings:
 
     def join(self, pair: Pair, groups: _Groups) -> None:
         """Record what the newly joined works hold: a work joining a group holds what the pair
-        carries of the group's recording (both works when neither had a group yet)."""
+        carries of the group's recording (both works when neither had a group yet), unless it
+        is earlier than the group's earliest work: an original holds all of its recording,
+        whatever later copies hold of it."""
         a, b = pair.work_ids
+        first = {w: self.first.get(groups.find(w), self.own[w]) for w in (a, b)}
         for x, y in ((a, b), (b, a)):
             if groups.size_of(y) == 1:
-                self.held[y] = self._carried_if_complete(pair, x, y)
+                earlier = self.own[y].order() < first[x].order()
+                self.held[y] = None if earlier else self._carried_if_complete(pair, x, y)
+        self.first[groups.find(a)] = earliest(first.values())  # a's root stays the root
 
     def _carried_if_complete(self, pair: Pair, x: int, y: int) -> Spans | None:
         """What ``pair`` carries of ``x``'s recording into ``y``, when the rest of ``y`` is
