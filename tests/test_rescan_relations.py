@@ -910,3 +910,37 @@ def test_a_ringtone_of_the_part_a_radio_edit_left_out_joins_the_original() -> No
     assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
     ranks = {u.uploader: u for u in report.uploaders}
     assert (ranks["radio"].copies, ranks["ring"].copies) == (1, 1)
+
+
+@pytest.mark.parametrize("first_uploader", ["una", "label"])
+def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_cluster_original_open(
+    first_uploader: str,
+) -> None:
+    """Una's track (work 1, 2019) and her 2021 remaster (work 2) match only as a suspect pair; a
+    thief's 2020 trim of 70 % of it (work 3) is one recording with the remaster. By the dates
+    the thief's trim is the cluster's original and una a copier; but una uploaded it first
+    herself, so the cluster's original is undetermined and nobody is counted (session 47's
+    second real-audio audit). When work 1 is another uploader's, the dates decide as before."""
+    works = [work(1, 50.0), work(2, 50.0), work(3, 35.0)]
+    weak = tuple(
+        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4})
+        for m in lined(1, 2, [(0, 50, 0, 50)], 50.0, 50.0)
+    )
+    trim = lined(2, 3, [(10, 45, 0, 35)], 50.0, 35.0)
+    found = scans((1, [weak[0]]), (2, [weak[1], trim[0]]), (3, [trim[1]]))
+    uploads = [
+        upload(1, 1, first_uploader, "2019-04-01"),
+        upload(2, 2, "una", "2021-04-01"),
+        upload(3, 3, "thief", "2020-06-01"),
+    ]
+    report = report_of(works, found, uploads)
+    (cluster,) = report.clusters
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert cluster.work_ids == (2, 3)
+    if first_uploader == "una":
+        assert cluster.original_work_id is None
+        assert "work 1, uploaded by una too" in cluster.original_reason
+        assert ranks["una"].copies == 0
+        assert not any(k.kind == "copy_of" for k in report.links)
+    else:
+        assert cluster.original_work_id == 3 and ranks["una"].copies == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from ..results import Match, Section, UploadInfo, WorkInfo
 from ..settings import Settings
 from ..verdict import decide
 from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
+
+if TYPE_CHECKING:
+    from .relations import Doubts
 
 _LABEL_RANK = {"duplicate": 1, "suspect": 0}
 
@@ -143,10 +147,12 @@ def find_clusters(
     links: tuple[Link, ...],
     uploads_by_work: dict[int, list[UploadInfo]],
     info: dict[int, WorkInfo],
+    doubts: Doubts | None = None,
 ) -> tuple[Cluster, ...]:
     """Clusters: the connected components over the clustering links (``copy_of`` and
     ``same_recording`` within one cluster), and every work uploaded more than once; members
-    are the uploads of their works. Numbered from 1 in order of their lowest work id."""
+    are the uploads of their works. Numbered from 1 in order of their lowest work id. A
+    cluster's original is undetermined when ``doubts`` doubt it (:meth:`Doubts.of_cluster`)."""
     joining = tuple(
         pair
         for pair, link in _pairs_of(pairs, links)
@@ -165,6 +171,9 @@ def find_clusters(
     for number, ids in enumerate(groups, start=1):
         uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
         original = choose_original(uploads)
+        doubt = doubts and original.work_id and doubts.of_cluster(ids, original.work_id)
+        if doubt:
+            original = Original(None, None, f"undetermined: {doubt}", original.caveats)
         relative_to = original.work_id if original.work_id is not None else ids[0]
         members_of = set(ids)
         inside = {w: [(o, p) for o, p in edges.get(w, []) if o in members_of] for w in ids}

@@ -132,15 +132,14 @@ def relate(
     uploads_by_work: dict[int, list[UploadInfo]],
     min_share: float,
     durations: dict[int, float],
-    suspects: tuple[Pair, ...] = (),
+    doubts: Doubts | None = None,
 ) -> tuple[Link, ...]:
     """One typed link per duplicate pair: copies first, then same recordings, excerpts and
-    overlaps. Links with ``clustered`` set join their works into one cluster. ``suspects``
-    (the suspect pairs) never make a link; they can only leave a direction undetermined
-    (:class:`_Doubts`)."""
+    overlaps. Links with ``clustered`` set join their works into one cluster. ``doubts`` (from
+    the suspect pairs, which never make a link) can only leave a direction undetermined."""
     works = sorted({w for p in pairs for w in p.work_ids})
     own = {w: work_originality(w, uploads_by_work.get(w, ())) for w in works}
-    doubts = _Doubts(suspects, uploads_by_work)
+    doubts = doubts or Doubts((), uploads_by_work)
     pair_of = {frozenset(pair.work_ids): pair for pair in pairs}
     groups = _Groups()
     for w in works:
@@ -231,6 +230,8 @@ def relate(
             )
         elif final[a] == final[b]:
             direction = decide_direction(own[a], own[b], f"work {a}", f"work {b}")
+            if direction.source is not None:
+                direction = doubts.doubt(pair, direction, own[direction.source]) or direction
         else:
             first_a = holders_first(a, b, final_members[final[a]], pair_of, own, recording)
             first_b = holders_first(b, a, final_members[final[b]], pair_of, own, recording)
@@ -246,7 +247,7 @@ def relate(
     return tuple(links)
 
 
-class _Doubts:
+class Doubts:
     """Suspect pairs as doubts on a direction: when the derived side's uploader has an upload
     of another work, first uploaded before the source side, whose suspect match with the
     derived work lines up most of what it shares with the source side, the direction is
@@ -256,6 +257,7 @@ class _Doubts:
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
         self.partners: dict[int, list[tuple[int, Pair]]] = {}
         self.own: dict[int, Originality] = {}
+        self.uploads_by_work = uploads_by_work
         self.uploaders = {
             w: {u.uploader for u in ups if u.uploader} for w, ups in uploads_by_work.items()
         }
@@ -263,6 +265,32 @@ class _Doubts:
             for w in pair.work_ids:
                 self.partners.setdefault(w, []).append((pair.other(w), pair))
                 self.own[w] = work_originality(w, uploads_by_work.get(w, ()))
+
+    def of_cluster(self, work_ids: list[int], original_work: int) -> str | None:
+        """Why the earliest upload of a cluster of ``work_ids`` need not be its original, or
+        None: a member's uploader also uploaded another work, before that original, whose
+        suspect match lines up most of the member (the owner's remaster found with a thief's
+        earlier trim, the owner's first upload matched only weakly)."""
+        first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
+        inside = set(work_ids)
+        for m in work_ids:
+            if m == original_work:
+                continue
+            for w, suspect in self.partners.get(m, ()):
+                earlier = self.own[w]
+                own_upload = self.uploaders.get(w, set()) & self.uploaders.get(m, set())
+                if (
+                    w not in inside
+                    and own_upload
+                    and earlier.order() < first.order()
+                    and suspect.share_of(m) >= 0.5
+                ):
+                    return (
+                        f"work {w}, uploaded by {_names(own_upload)} too, {_when(earlier)}, "
+                        f"and its suspect match lines up {100 * suspect.share_of(m):.0f} % of "
+                        f"work {m}: the cluster's earliest upload need not be its original"
+                    )
+        return None
 
     def doubt(
         self, pair: Pair, direction: Direction, source_first: Originality
@@ -279,19 +307,20 @@ class _Doubts:
                 continue
             own_upload = self.uploaders.get(w, set()) & self.uploaders.get(derived, set())
             if own_upload and _holds(suspect, derived, shared):
-                when = (
-                    "has a reference upload"
-                    if earlier.reference
-                    else f"was uploaded first ({earlier.first_text})"
-                )
                 return Direction(
                     None,
                     f"undetermined: {direction.reason}, but work {w}, uploaded by "
-                    f"{_names(own_upload)} too, {when}, and its suspect match with work "
+                    f"{_names(own_upload)} too, {_when(earlier)}, and its suspect match with work "
                     f"{derived} lines up what work {derived} shares",
                     direction.caveats,
                 )
         return None
+
+
+def _when(first: Originality) -> str:
+    return (
+        "has a reference upload" if first.reference else f"was uploaded first ({first.first_text})"
+    )
 
 
 def _names(uploaders: set[str]) -> str:

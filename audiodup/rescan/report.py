@@ -12,7 +12,7 @@ from ..owners import attribute
 from ..results import BEYOND_DECODING_LIMITS, UploadInfo, WorkInfo
 from ..settings import Settings
 from .clusters import find_clusters, find_pairs, member
-from .relations import relate
+from .relations import Doubts, relate
 from .results import (
     Cluster,
     Link,
@@ -51,8 +51,9 @@ def build_report(
         for found in find_pairs(scans, info, settings)
     )
     durations = {w: i.duration_s for w, i in info.items()}
-    links = relate(duplicates, by_work, settings.copy_min_share, durations, suspects)
-    clusters = find_clusters(duplicates, links, by_work, info)
+    doubts = Doubts(suspects, by_work)
+    links = relate(duplicates, by_work, settings.copy_min_share, durations, doubts)
+    clusters = find_clusters(duplicates, links, by_work, info, doubts)
     in_clusters = {m.upload_id: m for c in clusters for m in c.members}
     linked = {w for p in (*duplicates, *suspects) for w in p.work_ids}
     linked_uploads = tuple(
