@@ -29,12 +29,15 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from audiodup import Catalog
-from audiodup.audio import load_audio
-from audiodup.fingerprint import UploadFingerprints
-from audiodup.screening import gather_looks, matches_from_looks
 from audiodup.settings import DEFAULT_SETTINGS
-from audiodup.verdict import decide
-from benchmarks.stock_samples import _clip, _error, _normalised, long_tracks, report_head
+from benchmarks.stock_samples import (
+    _clip,
+    _error,
+    _normalised,
+    long_tracks,
+    report_head,
+    screened,
+)
 
 SR = 22050
 BPM = 120
@@ -142,24 +145,9 @@ def screen(folder: Path, truth: dict[str, str | None]) -> list[dict]:
             indexes = catalog.indexes()
             names = {w.work_id: Path(w.path).stem for w in catalog.works()}
             for upload, copied in truth.items():
-                prints = UploadFingerprints(
-                    load_audio(folder / "uploads" / upload, DEFAULT_SETTINGS), DEFAULT_SETTINGS
-                )
-                looks = gather_looks(
-                    prints.query, indexes, DEFAULT_SETTINGS, catalog.store, prints.view
-                )
-                matches = matches_from_looks(looks, DEFAULT_SETTINGS, catalog.store)
-                top = matches[0] if matches else None
-                rows.append(
-                    {
-                        "catalog": name,
-                        "upload": upload,
-                        "copied": copied,
-                        "verdict": decide(matches, DEFAULT_SETTINGS),
-                        "top": names.get(top.work_id) if top else None,
-                        "fmp": top.false_match_probability if top else None,
-                    }
-                )
+                path = folder / "uploads" / upload
+                found = screened(path, catalog, indexes, DEFAULT_SETTINGS, names)
+                rows.append({"catalog": name, "upload": upload, "copied": copied, **found})
     return rows
 
 

@@ -170,23 +170,23 @@ def screen_set(folder: Path, truth: dict[str, str | None]) -> list[dict]:
         names = {w.work_id: Path(w.path).stem for w in catalog.works()}
         for lookup, settings in lookups().items():
             for name, copied in truth.items():
-                prints = UploadFingerprints(
-                    load_audio(folder / "uploads" / name, settings), settings
-                )
-                looks = gather_looks(prints.query, indexes, settings, catalog.store, prints.view)
-                matches = matches_from_looks(looks, settings, catalog.store)
-                top = matches[0] if matches else None
-                records.append(
-                    {
-                        "lookup": lookup,
-                        "upload": name,
-                        "copied": copied,
-                        "verdict": decide(matches, settings),
-                        "top": names.get(top.work_id) if top else None,
-                        "fmp": top.false_match_probability if top else None,
-                    }
-                )
+                found = screened(folder / "uploads" / name, catalog, indexes, settings, names)
+                records.append({"lookup": lookup, "upload": name, "copied": copied, **found})
     return records
+
+
+def screened(path: Path, catalog: Catalog, indexes, settings: Settings, names: dict) -> dict:
+    """One upload screened with every look: its ``verdict``, the ``top`` work's name (from
+    ``names``, by work id) and that match's probability (``fmp``)."""
+    prints = UploadFingerprints(load_audio(path, settings), settings)
+    looks = gather_looks(prints.query, indexes, settings, catalog.store, prints.view)
+    matches = matches_from_looks(looks, settings, catalog.store)
+    top = matches[0] if matches else None
+    return {
+        "verdict": decide(matches, settings),
+        "top": names.get(top.work_id) if top else None,
+        "fmp": top.false_match_probability if top else None,
+    }
 
 
 def summary(records: list[dict]) -> dict[str, int]:

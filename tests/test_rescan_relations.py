@@ -667,28 +667,45 @@ def lined(a: int, b: int, spans, a_s: float, b_s: float) -> tuple[Match, Match]:
     return one(a, b, spans, a_s), one(b, a, back, b_s)
 
 
+def weak(matches: tuple[Match, ...]) -> tuple[Match, ...]:
+    """``matches`` as a suspect pair's: probability 1e-4."""
+    return tuple(
+        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4})
+        for m in matches
+    )
+
+
+def report_of_pairs(durations: dict[int, float], pairs, uploads):
+    """The report of works of ``durations`` whose every pair ``(a, b, sections)`` or ``(a, b,
+    sections, "weak")`` is found both ways (:func:`lined`; "weak": as a suspect pair)."""
+    found: dict[int, list[Match]] = {w: [] for w in durations}
+    for a, b, sections, *how in pairs:
+        ab, ba = lined(a, b, sections, durations[a], durations[b])
+        if how == ["weak"]:
+            ab, ba = weak((ab, ba))
+        found[a].append(ab)
+        found[b].append(ba)
+    works = [work(w, d) for w, d in durations.items()]
+    return report_of(works, scans(*found.items()), uploads)
+
+
 def test_two_medleys_of_the_same_two_tracks_never_join_the_tracks_clusters() -> None:
     """Sam's reference S (work 1, 30 s) and tom's track T (work 2, 30 s, 2021); two medleys of
     both: P (work 3) is 10 s of T then all of S, M (work 4) all of T then 20 s of S, and carl's
     copy of T (work 5). P is mostly S and M mostly T, and P and M are mostly each other, but
     what they share is half S, half T: joining them made one cluster of S and T, with sam's
     reference its original and tom a copier of his own track (session 47, the rescan fuzz)."""
-    works = [work(1, 30.0), work(2, 30.0), work(3, 40.0), work(4, 50.0), work(5, 28.0)]
-    p_s = lined(3, 1, [(10, 40, 0, 30)], 40.0, 30.0)
-    p_t = lined(3, 2, [(0, 10, 10, 20)], 40.0, 30.0)
-    m_t = lined(4, 2, [(0, 30, 0, 30)], 50.0, 30.0)
-    m_s = lined(4, 1, [(30, 50, 5, 25)], 50.0, 30.0)
-    p_m = lined(3, 4, [(15, 35, 30, 50), (0, 10, 10, 20)], 40.0, 50.0)
-    c_t = lined(5, 2, [(0, 28, 2, 30)], 28.0, 30.0)
-    c_m = lined(5, 4, [(0, 28, 2, 30)], 28.0, 50.0)
-    c_p = lined(5, 3, [(8, 18, 0, 10)], 28.0, 40.0)
-    found = scans(
-        (1, [p_s[1], m_s[1]]),
-        (2, [p_t[1], m_t[1], c_t[1]]),
-        (3, [p_s[0], p_t[0], p_m[0], c_p[1]]),
-        (4, [m_t[0], m_s[0], p_m[1], c_m[1]]),
-        (5, [c_t[0], c_m[0], c_p[0]]),
-    )
+    durations = {1: 30.0, 2: 30.0, 3: 40.0, 4: 50.0, 5: 28.0}
+    pairs = [
+        (3, 1, [(10, 40, 0, 30)]),
+        (3, 2, [(0, 10, 10, 20)]),
+        (4, 2, [(0, 30, 0, 30)]),
+        (4, 1, [(30, 50, 5, 25)]),
+        (3, 4, [(15, 35, 30, 50), (0, 10, 10, 20)]),
+        (5, 2, [(0, 28, 2, 30)]),
+        (5, 4, [(0, 28, 2, 30)]),
+        (5, 3, [(8, 18, 0, 10)]),
+    ]
     uploads = [
         upload(1, 1, "sam", "2020-01-01", role="reference"),
         upload(2, 2, "tom", "2021-01-01"),
@@ -696,7 +713,7 @@ def test_two_medleys_of_the_same_two_tracks_never_join_the_tracks_clusters() -> 
         upload(4, 4, "mallory", "2022-01-01"),
         upload(5, 5, "carl", "2022-06-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs(durations, pairs, uploads)
     assert not any({1, 2} <= set(c.work_ids) for c in report.clusters)
     originals = {c.original_work_id for c in report.clusters}
     assert {1, 2} <= originals
@@ -713,25 +730,21 @@ def test_a_medley_mostly_inside_another_is_not_attached_through_a_track_it_quote
     then 20 s of S (work 1, a 60-s reference); P (work 4) is 10 s of U then all of S. M is
     mostly inside P, but over U's part only in a third of it: U's group is not P's, and U's
     owner is no copier of S."""
-    works = [work(1, 60.0), work(2, 30.0), work(3, 50.0), work(4, 70.0)]
-    s_p = lined(1, 4, [(0, 60, 10, 70)], 60.0, 70.0)
-    u_m = lined(2, 3, [(0, 30, 0, 30)], 30.0, 50.0)
-    m_p = lined(3, 4, [(30, 50, 10, 30), (10, 20, 0, 10)], 50.0, 70.0)
-    s_m = lined(1, 3, [(0, 20, 30, 50)], 60.0, 50.0)
-    u_p = lined(2, 4, [(10, 20, 0, 10)], 30.0, 70.0)
-    found = scans(
-        (1, [s_p[0], s_m[0]]),
-        (2, [u_m[0], u_p[0]]),
-        (3, [u_m[1], m_p[0], s_m[1]]),
-        (4, [s_p[1], m_p[1], u_p[1]]),
-    )
+    durations = {1: 60.0, 2: 30.0, 3: 50.0, 4: 70.0}
+    pairs = [
+        (1, 4, [(0, 60, 10, 70)]),
+        (2, 3, [(0, 30, 0, 30)]),
+        (3, 4, [(30, 50, 10, 30), (10, 20, 0, 10)]),
+        (1, 3, [(0, 20, 30, 50)]),
+        (2, 4, [(10, 20, 0, 10)]),
+    ]
     uploads = [
         upload(1, 1, "label", "2020-01-01", role="reference"),
         upload(2, 2, "una", "2021-01-01"),
         upload(3, 3, "mallory", "2023-01-01"),
         upload(4, 4, "pete", "2022-01-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs(durations, pairs, uploads)
     assert [c.work_ids for c in report.clusters] == [(1, 4), (2, 3)]
     ranks = {u.uploader: u for u in report.uploaders}
     assert "una" not in ranks or ranks["una"].copies == 0
@@ -781,20 +794,13 @@ def test_a_weak_match_of_the_uploaders_own_earlier_upload_leaves_the_direction_o
     By the duplicate pairs the re-upload contains an excerpt of the thief's trim; but una
     uploaded that material first herself, so nobody is accused through this pair. When work 1
     is another uploader's, the duplicate pairs decide as before."""
-    works = [work(1, 60.0), work(2, 20.0), work(3, 60.0)]
-    weak13, weak31 = lined(1, 3, [(0, 60, 0, 60)], 60.0, 60.0)
-    weak13, weak31 = (
-        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4})
-        for m in (weak13, weak31)
-    )
-    t23, t32 = lined(2, 3, [(0, 20, 20, 40)], 20.0, 60.0)
-    found = scans((1, [weak13]), (2, [t23]), (3, [weak31, t32]))
+    pairs = [(1, 3, [(0, 60, 0, 60)], "weak"), (2, 3, [(0, 20, 20, 40)])]
     uploads = [
         upload(1, 1, first_uploader, "2019-01-01"),
         upload(2, 2, "thief", "2020-01-01"),
         upload(3, 3, "una", "2021-01-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 60.0, 2: 20.0, 3: 60.0}, pairs, uploads)
     assert [p.work_ids for p in report.suspect_pairs] == [(1, 3)]
     (link,) = report.links
     ranks = {u.uploader: u for u in report.uploaders}
@@ -812,27 +818,19 @@ def test_a_cluster_member_without_a_pair_does_not_date_what_its_group_does_not_h
     reference with the thief's upload only as a suspect pair. Work 3 is in the reference's
     cluster, but what it shares with sam's track lies outside what that cluster holds of it:
     the reference does not date it, and sam is no excerpt user of the thief's upload."""
-    works = [work(1, 30.0), work(2, 60.0), work(3, 70.0), work(4, 60.0)]
-    weak23 = lined(2, 3, [(0, 60, 10, 70)], 60.0, 70.0)
-    weak23 = tuple(
-        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4}) for m in weak23
-    )
-    r24 = lined(2, 4, [(0, 60, 0, 60)], 60.0, 60.0)
-    r34 = lined(3, 4, [(10, 70, 0, 60)], 70.0, 60.0)
-    s13 = lined(1, 3, [(10, 20, 0, 10)], 30.0, 70.0)
-    found = scans(
-        (1, [s13[0]]),
-        (2, [weak23[0], r24[0]]),
-        (3, [weak23[1], r34[0], s13[1]]),
-        (4, [r24[1], r34[1]]),
-    )
+    pairs = [
+        (2, 3, [(0, 60, 10, 70)], "weak"),
+        (2, 4, [(0, 60, 0, 60)]),
+        (3, 4, [(10, 70, 0, 60)]),
+        (1, 3, [(10, 20, 0, 10)]),
+    ]
     uploads = [
         upload(1, 1, "sam", "2020-06-01"),
         upload(2, 2, "label", "2019-01-01", role="reference"),
         upload(3, 3, "thief", None),
         upload(4, 4, "label", "2021-01-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 30.0, 2: 60.0, 3: 70.0, 4: 60.0}, pairs, uploads)
     assert [c.work_ids for c in report.clusters] == [(2, 3, 4)]
     assert (3, "contains_excerpt_of", 1) in kinds(report)
     ranks = {u.uploader: u for u in report.uploaders}
@@ -845,17 +843,13 @@ def test_two_large_trims_of_one_original_stay_in_its_cluster() -> None:
     24 s. The rest of the original beyond one trim is still the original: both are copies in
     its cluster (session 47's real-audio audit: the first form of the rule split them and named
     ua's trim the source of ub's)."""
-    works = [work(1, 60.0), work(2, 42.0), work(3, 42.0)]
-    a = lined(1, 2, [(0, 42, 0, 42)], 60.0, 42.0)
-    b = lined(1, 3, [(18, 60, 0, 42)], 60.0, 42.0)
-    ab = lined(2, 3, [(18, 42, 0, 24)], 42.0, 42.0)
-    found = scans((1, [a[0], b[0]]), (2, [a[1], ab[0]]), (3, [b[1], ab[1]]))
+    pairs = [(1, 2, [(0, 42, 0, 42)]), (1, 3, [(18, 60, 0, 42)]), (2, 3, [(18, 42, 0, 24)])]
     uploads = [
         upload(1, 1, "label", "2019-06-01", role="reference"),
         upload(2, 2, "ua", "2021-01-15"),
         upload(3, 3, "ub", "2021-02-15"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 60.0, 2: 42.0, 3: 42.0}, pairs, uploads)
     assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
     assert {(2, "copy_of", 1), (3, "copy_of", 1)} <= kinds(report)
     ranks = {u.uploader: u for u in report.uploaders}
@@ -867,25 +861,20 @@ def test_medleys_that_are_more_each_other_than_their_tracks_never_join_the_track
     all of S, M (work 4) all of T then 12 s of S. P and M line up 70 % of each other, more than
     each does of its own track (65 %), but in two pieces: the pairs of one aligned stretch
     join first, and P and M then share half S, half T."""
-    works = [work(1, 22.0), work(2, 22.0), work(3, 34.0), work(4, 34.0)]
-    sp = lined(1, 3, [(0, 22, 12, 34)], 22.0, 34.0)
-    tm = lined(2, 4, [(0, 22, 0, 22)], 22.0, 34.0)
-    pm = lined(3, 4, [(0, 12, 4, 16), (18, 30, 22, 34)], 34.0, 34.0)
-    sm = lined(1, 4, [(6, 18, 22, 34)], 22.0, 34.0)
-    tp = lined(2, 3, [(4, 16, 0, 12)], 22.0, 34.0)
-    found = scans(
-        (1, [sp[0], sm[0]]),
-        (2, [tm[0], tp[0]]),
-        (3, [sp[1], pm[0], tp[1]]),
-        (4, [tm[1], pm[1], sm[1]]),
-    )
+    pairs = [
+        (1, 3, [(0, 22, 12, 34)]),
+        (2, 4, [(0, 22, 0, 22)]),
+        (3, 4, [(0, 12, 4, 16), (18, 30, 22, 34)]),
+        (1, 4, [(6, 18, 22, 34)]),
+        (2, 3, [(4, 16, 0, 12)]),
+    ]
     uploads = [
         upload(1, 1, "label", "2020-01-10", role="reference"),
         upload(2, 2, "tom", "2020-02-10"),
         upload(3, 3, "mash-a", "2022-03-01"),
         upload(4, 4, "mash-b", "2022-05-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 22.0, 2: 22.0, 3: 34.0, 4: 34.0}, pairs, uploads)
     assert [c.work_ids for c in report.clusters] == [(1, 3), (2, 4)]
     ranks = {u.uploader: u for u in report.uploaders}
     assert "tom" not in ranks or (ranks["tom"].copies, ranks["tom"].excerpts_used) == (0, 0)
@@ -897,16 +886,13 @@ def test_a_ringtone_of_the_part_a_radio_edit_left_out_joins_the_original() -> No
     the edit, but that rest is still the original's own recording: the original came first, so
     its recording is never narrowed to what a later copy of it holds (session 47's second
     real-audio audit)."""
-    works = [work(1, 60.0), work(2, 42.0), work(3, 20.0)]
-    r = lined(1, 2, [(0, 42, 0, 42)], 60.0, 42.0)
-    g = lined(1, 3, [(40, 60, 0, 20)], 60.0, 20.0)
-    found = scans((1, [r[0], g[0]]), (2, [r[1]]), (3, [g[1]]))
+    pairs = [(1, 2, [(0, 42, 0, 42)]), (1, 3, [(40, 60, 0, 20)])]
     uploads = [
         upload(1, 1, "label", "2019-06-01", role="reference"),
         upload(2, 2, "radio", "2021-01-01"),
         upload(3, 3, "ring", "2022-01-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 60.0, 2: 42.0, 3: 20.0}, pairs, uploads)
     assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
     ranks = {u.uploader: u for u in report.uploaders}
     assert (ranks["radio"].copies, ranks["ring"].copies) == (1, 1)
@@ -921,19 +907,13 @@ def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_cluster_origina
     the thief's trim is the cluster's original and una a copier; but una uploaded it first
     herself, so the cluster's original is undetermined and nobody is counted (session 47's
     second real-audio audit). When work 1 is another uploader's, the dates decide as before."""
-    works = [work(1, 50.0), work(2, 50.0), work(3, 35.0)]
-    weak = tuple(
-        m.__class__(**{**m.__dict__, "score": 4.0, "false_match_probability": 1e-4})
-        for m in lined(1, 2, [(0, 50, 0, 50)], 50.0, 50.0)
-    )
-    trim = lined(2, 3, [(10, 45, 0, 35)], 50.0, 35.0)
-    found = scans((1, [weak[0]]), (2, [weak[1], trim[0]]), (3, [trim[1]]))
+    pairs = [(1, 2, [(0, 50, 0, 50)], "weak"), (2, 3, [(10, 45, 0, 35)])]
     uploads = [
         upload(1, 1, first_uploader, "2019-04-01"),
         upload(2, 2, "una", "2021-04-01"),
         upload(3, 3, "thief", "2020-06-01"),
     ]
-    report = report_of(works, found, uploads)
+    report = report_of_pairs({1: 50.0, 2: 50.0, 3: 35.0}, pairs, uploads)
     (cluster,) = report.clusters
     ranks = {u.uploader: u for u in report.uploaders}
     assert cluster.work_ids == (2, 3)
