@@ -924,3 +924,26 @@ def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_cluster_origina
         assert not any(k.kind == "copy_of" for k in report.links)
     else:
         assert cluster.original_work_id == 3 and ranks["una"].copies == 1
+
+
+@pytest.mark.parametrize("first_uploader", ["una", "label"])
+def test_nobody_uses_an_excerpt_of_what_they_uploaded_first(first_uploader: str) -> None:
+    """Una's track (work 1, 2019), her 2021 re-upload (work 2; its pair with work 1 missed) and a
+    thief's 2020 trim of the track (work 3, in work 1's cluster). The re-upload shares the trim's
+    seconds; the trim's side is dated by work 1, una's own: she is no excerpt user of the thief's
+    trim. When work 1 is another uploader's, the re-upload contains an excerpt as before."""
+    pairs = [(1, 3, [(5, 25, 0, 20)]), (2, 3, [(3, 23, 0, 20)])]
+    uploads = [
+        upload(1, 1, first_uploader, "2019-11-13"),
+        upload(2, 2, "una", "2021-04-29"),
+        upload(3, 3, "thief", "2021-03-14"),
+    ]
+    report = report_of_pairs({1: 40.0, 2: 38.0, 3: 20.0}, pairs, uploads)
+    link = next(k for k in report.links if {k.work_id, k.source_work_id} == {2, 3})
+    ranks = {u.uploader: u for u in report.uploaders}
+    if first_uploader == "una":
+        assert link.kind == "overlap" and "uploaded by una too" in link.direction
+        assert ranks["una"].excerpts_used == 0
+    else:
+        assert (link.work_id, link.kind, link.source_work_id) == (2, "contains_excerpt_of", 3)
+        assert ranks["una"].excerpts_used == 1

@@ -236,9 +236,12 @@ def relate(
             first_a = holders_first(a, b, final_members[final[a]], pair_of, own, recording)
             first_b = holders_first(b, a, final_members[final[b]], pair_of, own, recording)
             direction = _between_clusters(a, b, own, first_a, first_b)
-            doubt = doubts.doubt(pair, direction, first_a if direction.source == a else first_b)
-            if doubt:
-                direction = doubt
+            source_first = first_a if direction.source == a else first_b
+            direction = (
+                doubts.doubt(pair, direction, source_first)
+                or doubts.own_material(pair, direction, source_first)
+                or direction
+            )
         links.append(
             _link(pair, direction, min_share, final[a] == final[b], pair.work_ids in apart)
         )
@@ -265,6 +268,28 @@ class Doubts:
             for w in pair.work_ids:
                 self.partners.setdefault(w, []).append((pair.other(w), pair))
                 self.own[w] = work_originality(w, uploads_by_work.get(w, ()))
+
+    def own_material(
+        self, pair: Pair, direction: Direction, source_first: Originality
+    ) -> Direction | None:
+        """The undetermined direction when the work that dated the source side
+        (``source_first``, another work of its cluster) is an upload of the derived work's
+        uploader too: what they share was theirs first (an owner's re-upload and a thief's
+        trim of the owner's original), or None."""
+        if direction.source is None or source_first.work_id == direction.source:
+            return None
+        derived = pair.other(direction.source)
+        own_upload = self.uploaders.get(source_first.work_id, set()) & self.uploaders.get(
+            derived, set()
+        )
+        if not own_upload:
+            return None
+        return Direction(
+            None,
+            f"undetermined: {direction.reason}, and work {source_first.work_id} is uploaded by "
+            f"{_names(own_upload)} too: what work {derived} shares was theirs first",
+            direction.caveats,
+        )
 
     def of_cluster(self, work_ids: list[int], original_work: int) -> str | None:
         """Why the earliest upload of a cluster of ``work_ids`` need not be its original, or
