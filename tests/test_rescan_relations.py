@@ -947,3 +947,30 @@ def test_nobody_uses_an_excerpt_of_what_they_uploaded_first(first_uploader: str)
     else:
         assert (link.work_id, link.kind, link.source_work_id) == (2, "contains_excerpt_of", 3)
         assert ranks["una"].excerpts_used == 1
+
+
+def test_a_medley_attached_to_a_cluster_holds_only_that_clusters_recording() -> None:
+    """Ann's medley (work 4: 15 s of S, then 15 s of U) is attached to bob's work mostly of S
+    (work 5), in the cluster of S (work 1, a reference); the pair of S and the medley was
+    missed. What the medley shares with U's owner's re-upload (work 6) is U, outside S's part
+    of it: S's reference does not date it, and U's owner is no excerpt user of the medley."""
+    pairs = [
+        (1, 5, [(0, 30, 0, 30)]),
+        (3, 6, [(0, 30, 0, 30)]),
+        (3, 5, [(5, 20, 30, 45)]),
+        (3, 4, [(0, 15, 15, 30)]),
+        (4, 5, [(0, 15, 0, 15), (20, 30, 30, 40)]),
+        (4, 6, [(15, 30, 0, 15)]),
+        (5, 6, [(30, 45, 5, 20)]),
+    ]
+    uploads = [
+        upload(1, 1, "sam", "2019-06-25", role="reference"),
+        upload(3, 3, "una", "2019-11-10", role="reference"),
+        upload(4, 4, "ann", "2020-05-04"),
+        upload(5, 5, "bob", "2021-07-01"),
+        upload(6, 6, "una", "2022-01-01"),
+    ]
+    report = report_of_pairs({1: 30.0, 3: 30.0, 4: 30.0, 5: 45.0, 6: 30.0}, pairs, uploads)
+    assert (6, "contains_excerpt_of", 4) not in kinds(report)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "una" not in ranks or ranks["una"].excerpts_used == 0

@@ -212,6 +212,7 @@ def relate(
         attached[inner_root] = outer
         decided[pair.work_ids] = direction
         groups.join(inner, outer)
+        recording.attach(pair, inner, outer_first)
     final = {w: groups.find(w) for w in works}
     first = _first_by_group(final, own)
     final_members = _members(final)
@@ -416,6 +417,13 @@ class _Recordings:
                 earlier = self.own[y].order() < first[x].order()
                 self.held[y] = None if earlier else self._carried_if_complete(pair, x, y)
         self.first[groups.find(a)] = earliest(first.values())  # a's root stays the root
+
+    def attach(self, pair: Pair, inner: int, outer_first: Originality) -> None:
+        """Record what ``inner``, attached in step 2 to the group of the pair's other work
+        (whose earliest work is ``outer_first``), holds of that group's recording, when nothing
+        narrowed it before and it is not earlier than that work."""
+        if self.held.get(inner) is None and self.own[inner].order() >= outer_first.order():
+            self.held[inner] = self._carried_if_complete(pair, pair.other(inner), inner)
 
     def _carried_if_complete(self, pair: Pair, x: int, y: int) -> Spans | None:
         """What ``pair`` carries of ``x``'s recording into ``y``, when the rest of ``y`` is
