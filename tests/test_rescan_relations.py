@@ -974,3 +974,49 @@ def test_a_medley_attached_to_a_cluster_holds_only_that_clusters_recording() -> 
     assert (6, "contains_excerpt_of", 4) not in kinds(report)
     ranks = {u.uploader: u for u in report.uploaders}
     assert "una" not in ranks or ranks["una"].excerpts_used == 0
+
+
+def test_reuploading_an_old_track_is_no_earlier_upload_of_it() -> None:
+    """A label's 2015 track (work 1) and another label's 2020 remaster of it (work 2) match only
+    as a suspect pair. A thief copies the remaster in 2022 (work 3) and re-uploads the 2015
+    track unchanged the same day; uc copies the remaster in 2023 (work 4). The thief's upload of
+    work 1 is from 2022, not 2015: no doubt on the remaster's cluster, both copiers counted
+    (session 47's third real-audio audit)."""
+    pairs = [
+        (1, 2, [(0, 60, 0, 60)], "weak"),
+        (1, 3, [(0, 60, 0, 60)], "weak"),
+        (2, 3, [(0, 60, 0, 60)]),
+        (2, 4, [(0, 60, 0, 60)]),
+        (3, 4, [(0, 60, 0, 60)]),
+    ]
+    uploads = [
+        upload(1, 1, "label-w", "2015-03-01"),
+        upload(2, 2, "label-o", "2020-05-01"),
+        upload(3, 3, "thief", "2022-02-02"),
+        upload(4, 4, "uc", "2023-01-01"),
+        upload(5, 1, "thief", "2022-02-02"),
+    ]
+    report = report_of_pairs({w: 60.0 for w in (1, 2, 3, 4)}, pairs, uploads)
+    remaster = next(c for c in report.clusters if 2 in c.work_ids)
+    assert remaster.work_ids == (2, 3, 4) and remaster.original_work_id == 2
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert 3 in ranks["thief"].copy_upload_ids and ranks["uc"].copies == 1
+
+
+def test_a_ringtone_of_the_album_version_joins_the_labels_single_and_album() -> None:
+    """A label's radio-edit single (work 1, the first 42 s, 2020), its album version (work 2,
+    60 s, 2021), a ringtone of the album's last 20 s (work 3, 2022) and a medley quoting that
+    outro (work 4, 2022). Later works that quote the album are no other recording in it: the
+    ringtone is a copy in the label's cluster, the medley only contains an excerpt."""
+    pairs = [(1, 2, [(0, 42, 0, 42)]), (2, 3, [(40, 60, 0, 20)]), (2, 4, [(40, 60, 20, 40)])]
+    uploads = [
+        upload(1, 1, "label", "2020-01-01"),
+        upload(2, 2, "label", "2021-01-01"),
+        upload(3, 3, "ug", "2022-01-01"),
+        upload(4, 4, "mallory", "2022-02-01"),
+    ]
+    report = report_of_pairs({1: 42.0, 2: 60.0, 3: 20.0, 4: 60.0}, pairs, uploads)
+    assert [(c.work_ids, c.original_work_id) for c in report.clusters] == [((1, 2, 3), 1)]
+    assert (4, "contains_excerpt_of", 2) in kinds(report)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert ranks["ug"].copies == 1 and ranks["mallory"].copies == 0

@@ -260,7 +260,6 @@ class Doubts:
 
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
         self.partners: dict[int, list[tuple[int, Pair]]] = {}
-        self.own: dict[int, Originality] = {}
         self.uploads_by_work = uploads_by_work
         self.uploaders = {
             w: {u.uploader for u in ups if u.uploader} for w, ups in uploads_by_work.items()
@@ -268,21 +267,32 @@ class Doubts:
         for pair in suspects:
             for w in pair.work_ids:
                 self.partners.setdefault(w, []).append((pair.other(w), pair))
-                self.own[w] = work_originality(w, uploads_by_work.get(w, ()))
+
+    def _first_by(self, work: int, uploaders: set[str]) -> Originality:
+        """``work``'s originality from its uploads by ``uploaders`` only: when they uploaded
+        it, not when someone else did first."""
+        ups = [u for u in self.uploads_by_work.get(work, ()) if u.uploader in uploaders]
+        return work_originality(work, ups)
 
     def own_material(
         self, pair: Pair, direction: Direction, source_first: Originality
     ) -> Direction | None:
-        """The undetermined direction when the work that dated the source side
-        (``source_first``, another work of its cluster) is an upload of the derived work's
-        uploader too: what they share was theirs first (an owner's re-upload and a thief's
-        trim of the owner's original), or None."""
+        """The undetermined direction when the upload that dated the source side
+        (``source_first``, of another work of its cluster) is one of the derived work's
+        uploader: what they share was theirs first (an owner's re-upload and a thief's trim of
+        the owner's original), or None."""
         if direction.source is None or source_first.work_id == direction.source:
             return None
         derived = pair.other(direction.source)
-        own_upload = self.uploaders.get(source_first.work_id, set()) & self.uploaders.get(
-            derived, set()
+        dating = next(
+            (
+                u.uploader
+                for u in self.uploads_by_work.get(source_first.work_id, ())
+                if u.upload_id == source_first.upload_id
+            ),
+            None,
         )
+        own_upload = {dating} & self.uploaders.get(derived, set())
         if not own_upload:
             return None
         return Direction(
@@ -298,13 +308,15 @@ class Doubts:
         suspect match lines up most of the member (the owner's remaster found with a thief's
         earlier trim, the owner's first upload matched only weakly)."""
         first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
+        if first.reference:
+            return None  # a reference names the owner
         inside = set(work_ids)
         for m in work_ids:
             if m == original_work:
                 continue
             for w, suspect in self.partners.get(m, ()):
-                earlier = self.own[w]
                 own_upload = self.uploaders.get(w, set()) & self.uploaders.get(m, set())
+                earlier = self._first_by(w, own_upload)
                 if (
                     w not in inside
                     and own_upload
@@ -327,11 +339,13 @@ class Doubts:
             return None
         derived = pair.other(direction.source)
         shared = _spans_on(pair, derived)
+        if source_first.reference:
+            return None
         for w, suspect in self.partners.get(derived, ()):
-            earlier = self.own[w]
+            own_upload = self.uploaders.get(w, set()) & self.uploaders.get(derived, set())
+            earlier = self._first_by(w, own_upload)
             if w == direction.source or earlier.order() >= source_first.order():
                 continue
-            own_upload = self.uploaders.get(w, set()) & self.uploaders.get(derived, set())
             if own_upload and _holds(suspect, derived, shared):
                 return Direction(
                     None,
@@ -375,11 +389,17 @@ class _Recordings:
         self.own = own
         self.first: dict[int, Originality] = {}  # each group's earliest work, by its root
         self.held: dict[int, Spans | None] = {}
-        # per work, the seconds each work it is not mostly one recording with lines up
+        # per work, the seconds that each work it is not mostly one recording with lines up,
+        # unless that work is known to be later (a ringtone or a medley quoting it is no other
+        # recording); an undated one may be earlier
         self.quoted: dict[int, list[Spans]] = {}
         for pair in pairs:
             for w in pair.work_ids:
-                if pair.share_of(w) < min_share:
+                other = own[pair.other(w)]
+                later = (other.first is not None or other.reference) and (
+                    other.order() > own[w].order()
+                )
+                if pair.share_of(w) < min_share and not later:
                     self.quoted.setdefault(w, []).append(_spans_on(pair, w))
 
     def agrees(self, pair: Pair) -> bool:
