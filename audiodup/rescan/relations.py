@@ -252,11 +252,12 @@ def relate(
 
 
 class Doubts:
-    """Suspect pairs as doubts on a direction: when the derived side's uploader has an upload
-    of another work, first uploaded before the source side, whose suspect match with the
-    derived work lines up most of what it shares with the source side, the direction is
-    undetermined. The owner's re-upload must not become a copy of a thief's because the match
-    of the owner's own earlier upload was weak."""
+    """Suspect pairs as doubts on a direction: when the derived side's uploader uploaded
+    another work (dated by their own upload of it) before the source side, and its suspect
+    match with the derived work lines up most of what it shares with the source side, the
+    direction is undetermined, unless a reference dates the source side. The owner's re-upload
+    must not become a copy of a thief's because the match of the owner's own earlier upload was
+    weak."""
 
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
         self.partners: dict[int, list[tuple[int, Pair]]] = {}
