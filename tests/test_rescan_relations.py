@@ -806,7 +806,7 @@ def test_a_weak_match_of_the_uploaders_own_earlier_upload_leaves_the_direction_o
     ranks = {u.uploader: u for u in report.uploaders}
     if first_uploader == "una":
         assert link.kind == "overlap" and {link.work_id, link.source_work_id} == {2, 3}
-        assert "work 1, uploaded by una too, was uploaded first (2019-01-01)" in link.direction
+        assert "una uploaded work 1 first (2019-01-01) and work 3 too" in link.direction
         assert "una" not in ranks or ranks["una"].excerpts_used == 0
     else:
         assert (link.work_id, link.kind, link.source_work_id) == (3, "contains_excerpt_of", 2)
@@ -919,7 +919,7 @@ def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_cluster_origina
     assert cluster.work_ids == (2, 3)
     if first_uploader == "una":
         assert cluster.original_work_id is None
-        assert "work 1, uploaded by una too" in cluster.original_reason
+        assert "una uploaded work 1 first (2019-04-01) and work 2 too" in cluster.original_reason
         assert ranks["una"].copies == 0
         assert not any(k.kind == "copy_of" for k in report.links)
     else:
@@ -1020,3 +1020,67 @@ def test_a_ringtone_of_the_album_version_joins_the_labels_single_and_album() -> 
     assert (4, "contains_excerpt_of", 2) in kinds(report)
     ranks = {u.uploader: u for u in report.uploaders}
     assert ranks["ug"].copies == 1 and ranks["mallory"].copies == 0
+
+
+@pytest.mark.parametrize("thief_reupload", [False, True])
+def test_an_owners_own_older_mix_leaves_the_copies_of_its_single_counted(thief_reupload) -> None:
+    """A label's 2015 mix (work 1), its 2020 single (work 2, a suspect match of the mix) and
+    album version (work 3); a thief's 2022 copy of the single (work 4) and uc's 2023 copy (work
+    5). The label's own older mix casts no doubt on its single's cluster, nor does the thief's
+    byte-identical re-upload of the mix in 2016: the mix was the label's first (session 47's
+    fourth real-audio audit)."""
+    pairs = [
+        (1, 2, [(0, 60, 0, 60)], "weak"),
+        (1, 3, [(0, 60, 0, 60)], "weak"),
+        (1, 4, [(0, 60, 0, 60)], "weak"),
+        (2, 3, [(0, 60, 0, 60)]),
+        (2, 4, [(0, 60, 0, 60)]),
+        (2, 5, [(0, 60, 0, 60)]),
+        (3, 4, [(0, 60, 0, 60)]),
+        (3, 5, [(0, 60, 0, 60)]),
+        (4, 5, [(0, 60, 0, 60)]),
+    ]
+    uploads = [
+        upload(1, 1, "label", "2015-03-01"),
+        upload(2, 2, "label", "2020-01-15"),
+        upload(3, 3, "label", "2020-06-01"),
+        upload(4, 4, "thief", "2022-02-01"),
+        upload(5, 5, "uc", "2023-01-01"),
+    ]
+    if thief_reupload:
+        uploads.append(upload(6, 1, "thief", "2016-01-01"))
+    report = report_of_pairs({w: 60.0 for w in range(1, 6)}, pairs, uploads)
+    single = next(c for c in report.clusters if 2 in c.work_ids)
+    assert single.work_ids == (2, 3, 4, 5) and single.original_work_id == 2
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert 4 in ranks["thief"].copy_upload_ids and ranks["uc"].copies == 1
+
+
+@pytest.mark.parametrize("mashup_date", [None, "2021-01-01"])
+def test_an_undated_or_same_day_mashup_quoting_the_album_does_not_narrow_it(mashup_date) -> None:
+    """A label's single (work 1, the first 42 s, 2020) and album version (work 2, 60 s, 2021);
+    ug's ringtone of the album's last 20 s (work 3, 2022), ug2's copy of it (work 4, 2023), and
+    ug's mashup quoting that outro (work 5), undated or of the album's day. Only a work known to
+    be earlier can be another recording in the album: the ringtones stay copies in the label's
+    cluster, not ug's (the fourth audit: ug was named the original)."""
+    pairs = [
+        (1, 2, [(0, 42, 0, 42)]),
+        (2, 3, [(40, 60, 0, 20)]),
+        (2, 4, [(40, 60, 0, 20)]),
+        (3, 4, [(0, 20, 0, 20)]),
+        (2, 5, [(40, 60, 0, 20)]),
+        (3, 5, [(0, 20, 0, 20)]),
+        (4, 5, [(0, 20, 0, 20)]),
+    ]
+    uploads = [
+        upload(1, 1, "label", "2020-01-01"),
+        upload(2, 2, "label", "2021-01-01"),
+        upload(3, 3, "ug", "2022-01-01"),
+        upload(4, 4, "ug2", "2023-01-01"),
+        upload(5, 5, "ug", mashup_date),
+    ]
+    report = report_of_pairs({1: 42.0, 2: 60.0, 3: 20.0, 4: 20.0, 5: 40.0}, pairs, uploads)
+    label = next(c for c in report.clusters if 2 in c.work_ids)
+    assert label.original_work_id == 1 and {3, 4} <= set(label.work_ids)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert ranks["ug2"].copies == 1 and ranks["ug"].originals_copied == 0

@@ -253,11 +253,11 @@ def relate(
 
 class Doubts:
     """Suspect pairs as doubts on a direction: when the derived side's uploader uploaded
-    another work (dated by their own upload of it) before the source side, and its suspect
-    match with the derived work lines up most of what it shares with the source side, the
-    direction is undetermined, unless a reference dates the source side. The owner's re-upload
-    must not become a copy of a thief's because the match of the owner's own earlier upload was
-    weak."""
+    first another work, before the source side, and its suspect match with the derived work
+    lines up most of what it shares with the source side, the direction is undetermined,
+    unless a reference, or the derived side's uploader, dates the source side. The owner's
+    re-upload must not become a copy of a thief's because the match of the owner's own earlier
+    upload was weak."""
 
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
         self.partners: dict[int, list[tuple[int, Pair]]] = {}
@@ -269,11 +269,17 @@ class Doubts:
             for w in pair.work_ids:
                 self.partners.setdefault(w, []).append((pair.other(w), pair))
 
-    def _first_by(self, work: int, uploaders: set[str]) -> Originality:
-        """``work``'s originality from its uploads by ``uploaders`` only: when they uploaded
-        it, not when someone else did first."""
-        ups = [u for u in self.uploads_by_work.get(work, ()) if u.uploader in uploaders]
-        return work_originality(work, ups)
+    def _uploader_of(self, work: int, upload_id: int | None) -> str | None:
+        return next(
+            (u.uploader for u in self.uploads_by_work.get(work, ()) if u.upload_id == upload_id),
+            None,
+        )
+
+    def _theirs_first(self, work: int, uploaders: set[str]) -> Originality | None:
+        """``work``'s originality when the upload that gives it is one of ``uploaders``' (they
+        uploaded it first, not a re-upload of someone else's track), else None."""
+        origin = work_originality(work, self.uploads_by_work.get(work, ()))
+        return origin if self._uploader_of(work, origin.upload_id) in uploaders else None
 
     def own_material(
         self, pair: Pair, direction: Direction, source_first: Originality
@@ -285,49 +291,45 @@ class Doubts:
         if direction.source is None or source_first.work_id == direction.source:
             return None
         derived = pair.other(direction.source)
-        dating = next(
-            (
-                u.uploader
-                for u in self.uploads_by_work.get(source_first.work_id, ())
-                if u.upload_id == source_first.upload_id
-            ),
-            None,
-        )
-        own_upload = {dating} & self.uploaders.get(derived, set())
-        if not own_upload:
+        dating = self._uploader_of(source_first.work_id, source_first.upload_id)
+        if dating is None or dating not in self.uploaders.get(derived, set()):
             return None
         return Direction(
             None,
             f"undetermined: {direction.reason}, and work {source_first.work_id} is uploaded by "
-            f"{_names(own_upload)} too: what work {derived} shares was theirs first",
+            f"{_names({dating})} too: what work {derived} shares was theirs first",
             direction.caveats,
         )
 
     def of_cluster(self, work_ids: list[int], original_work: int) -> str | None:
         """Why the earliest upload of a cluster of ``work_ids`` need not be its original, or
-        None: a member's uploader also uploaded another work, before that original, whose
-        suspect match lines up most of the member (the owner's remaster found with a thief's
-        earlier trim, the owner's first upload matched only weakly)."""
+        None: the uploader of a member, another than the original's, uploaded first another
+        work, before that original, whose suspect match lines up most of the member (the
+        owner's remaster found with a thief's earlier trim, the owner's first upload matched
+        only weakly)."""
         first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
         if first.reference:
             return None  # a reference names the owner
+        owner = self._uploader_of(original_work, first.upload_id)
         inside = set(work_ids)
         for m in work_ids:
-            if m == original_work:
+            mine = self.uploaders.get(m, set())
+            if m == original_work or owner in mine:
                 continue
             for w, suspect in self.partners.get(m, ()):
-                own_upload = self.uploaders.get(w, set()) & self.uploaders.get(m, set())
-                earlier = self._first_by(w, own_upload)
+                earlier = self._theirs_first(w, mine)
                 if (
                     w not in inside
-                    and own_upload
+                    and earlier is not None
                     and earlier.order() < first.order()
                     and suspect.share_of(m) >= 0.5
                 ):
+                    who = self._uploader_of(w, earlier.upload_id)
                     return (
-                        f"work {w}, uploaded by {_names(own_upload)} too, {_when(earlier)}, "
-                        f"and its suspect match lines up {100 * suspect.share_of(m):.0f} % of "
-                        f"work {m}: the cluster's earliest upload need not be its original"
+                        f"{_names({who})} uploaded work {w} first ({_when(earlier)}) and work {m} "
+                        f"too, and work {w}'s suspect match lines up "
+                        f"{100 * suspect.share_of(m):.0f} % of work {m}: the cluster's earliest "
+                        "upload need not be its original"
                     )
         return None
 
@@ -336,36 +338,35 @@ class Doubts:
     ) -> Direction | None:
         """The undetermined direction that replaces ``direction``, or None when nothing
         doubts it. ``source_first`` is the originality that dated the source side."""
-        if direction.source is None:
+        if direction.source is None or source_first.reference:
             return None
         derived = pair.other(direction.source)
+        mine = self.uploaders.get(derived, set())
+        if self._uploader_of(source_first.work_id, source_first.upload_id) in mine:
+            return None  # one uploader's own works: nobody is accused
         shared = _spans_on(pair, derived)
-        if source_first.reference:
-            return None
         for w, suspect in self.partners.get(derived, ()):
-            own_upload = self.uploaders.get(w, set()) & self.uploaders.get(derived, set())
-            earlier = self._first_by(w, own_upload)
-            if w == direction.source or earlier.order() >= source_first.order():
+            earlier = self._theirs_first(w, mine)
+            if w == direction.source or earlier is None:
                 continue
-            if own_upload and _holds(suspect, derived, shared):
+            if earlier.order() < source_first.order() and _holds(suspect, derived, shared):
+                who = self._uploader_of(w, earlier.upload_id)
                 return Direction(
                     None,
-                    f"undetermined: {direction.reason}, but work {w}, uploaded by "
-                    f"{_names(own_upload)} too, {_when(earlier)}, and its suspect match with work "
-                    f"{derived} lines up what work {derived} shares",
+                    f"undetermined: {direction.reason}, but {_names({who})} uploaded work {w} "
+                    f"first ({_when(earlier)}) and work {derived} too, and work {w}'s suspect "
+                    f"match with work {derived} lines up what work {derived} shares",
                     direction.caveats,
                 )
         return None
 
 
 def _when(first: Originality) -> str:
-    return (
-        "has a reference upload" if first.reference else f"was uploaded first ({first.first_text})"
-    )
+    return "a reference" if first.reference else first.first_text or "undated"
 
 
-def _names(uploaders: set[str]) -> str:
-    return ", ".join(listed_text(u) for u in sorted(uploaders))
+def _names(uploaders: set[str | None]) -> str:
+    return ", ".join(listed_text(u or "") for u in sorted(uploaders, key=str))
 
 
 Spans = list[tuple[float, float]]
@@ -390,17 +391,17 @@ class _Recordings:
         self.own = own
         self.first: dict[int, Originality] = {}  # each group's earliest work, by its root
         self.held: dict[int, Spans | None] = {}
-        # per work, the seconds that each work it is not mostly one recording with lines up,
-        # unless that work is known to be later (a ringtone or a medley quoting it is no other
-        # recording); an undated one may be earlier
+        # per work, the seconds that each work it is not mostly one recording with, and known
+        # to be earlier, lines up (a ringtone or a medley quoting it, later, undated or of the
+        # same day, is no other recording in it)
         self.quoted: dict[int, list[Spans]] = {}
         for pair in pairs:
             for w in pair.work_ids:
                 other = own[pair.other(w)]
-                later = (other.first is not None or other.reference) and (
-                    other.order() > own[w].order()
+                earlier = (other.first is not None or other.reference) and (
+                    other.order() < own[w].order()
                 )
-                if pair.share_of(w) < min_share and not later:
+                if pair.share_of(w) < min_share and earlier:
                     self.quoted.setdefault(w, []).append(_spans_on(pair, w))
 
     def agrees(self, pair: Pair) -> bool:
