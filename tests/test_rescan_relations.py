@@ -1084,3 +1084,36 @@ def test_an_undated_or_same_day_mashup_quoting_the_album_does_not_narrow_it(mash
     assert label.original_work_id == 1 and {3, 4} <= set(label.work_ids)
     ranks = {u.uploader: u for u in report.uploaders}
     assert ranks["ug2"].copies == 1 and ranks["ug"].originals_copied == 0
+
+
+@pytest.mark.parametrize("how", ["copy_of_old_mix", "undated_first_upload"])
+def test_a_thiefs_copy_of_an_old_release_casts_no_doubt_on_the_remaster(how: str) -> None:
+    """A label's 2015 mix (work 1) and 2020 remaster (work 3); W (work 2), weakly matching the
+    remaster, is the thief's 2016 altered copy of the mix, or (without the mix) a track someone
+    uploaded undated that the thief re-uploaded in 2016. The thief's 2022 copy of the remaster
+    (work 4) and uc's 2023 copy (work 5) are still counted: W is no upload the thief made
+    first (session 47's fifth real-audio audit)."""
+    pairs = [
+        (2, 3, [(0, 60, 0, 60)], "weak"),
+        (2, 4, [(0, 60, 0, 60)], "weak"),
+        (3, 4, [(0, 60, 0, 60)]),
+        (3, 5, [(0, 60, 0, 60)]),
+        (4, 5, [(0, 60, 0, 60)]),
+    ]
+    uploads = [
+        upload(2, 2, "thief", "2016-05-01"),
+        upload(3, 3, "label", "2020-01-15"),
+        upload(4, 4, "thief", "2022-02-01"),
+        upload(5, 5, "uc", "2023-01-01"),
+    ]
+    if how == "copy_of_old_mix":
+        pairs.append((1, 2, [(0, 60, 0, 60)]))
+        uploads.append(upload(1, 1, "label", "2015-03-01"))
+    else:
+        uploads.append(upload(6, 2, "pirate2", None))
+    durations = {w: 60.0 for w in (1, 2, 3, 4, 5) if how == "copy_of_old_mix" or w != 1}
+    report = report_of_pairs(durations, pairs, uploads)
+    remaster = next(c for c in report.clusters if 3 in c.work_ids)
+    assert remaster.work_ids == (3, 4, 5) and remaster.original_work_id == 3
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert 4 in ranks["thief"].copy_upload_ids and ranks["uc"].copies == 1

@@ -170,6 +170,7 @@ def relate(
     same_recording = {w: groups.find(w) for w in works}  # step-1 group of each work
     step1 = _first_by_group(same_recording, own)
     step1_members = _members(same_recording)
+    doubts.set_groups(same_recording, step1)
 
     # step 2: a group mostly contained in a longer one that is its original side is a trimmed
     # copy of it; each group is attached to one container at most (the strongest containment)
@@ -216,6 +217,7 @@ def relate(
     final = {w: groups.find(w) for w in works}
     first = _first_by_group(final, own)
     final_members = _members(final)
+    doubts.set_groups(final, first)
     links = []
     for pair in pairs:
         a, b = pair.work_ids
@@ -260,6 +262,7 @@ class Doubts:
     upload was weak."""
 
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
+        self.group_first: dict[int, Originality] = {}
         self.partners: dict[int, list[tuple[int, Pair]]] = {}
         self.uploads_by_work = uploads_by_work
         self.uploaders = {
@@ -275,11 +278,25 @@ class Doubts:
             None,
         )
 
+    def set_groups(self, root_of: dict[int, int], first: dict[int, Originality]) -> None:
+        """The groups the works are in (each root's earliest originality): a work that is a
+        copy in another's group is nobody's earlier upload of its own."""
+        self.group_first = {w: first[root] for w, root in root_of.items()}
+
     def _theirs_first(self, work: int, uploaders: set[str]) -> Originality | None:
-        """``work``'s originality when the upload that gives it is one of ``uploaders``' (they
-        uploaded it first, not a re-upload of someone else's track), else None."""
-        origin = work_originality(work, self.uploads_by_work.get(work, ()))
-        return origin if self._uploader_of(work, origin.upload_id) in uploaders else None
+        """``work``'s originality when ``uploaders`` uploaded it first, else None: the upload
+        that gives it is theirs, no upload of it by anyone else is undated (that one might be
+        earlier), and it is no copy in a group whose earliest upload is another's (an altered
+        copy of someone's track is no earlier upload of one's own)."""
+        ups = self.uploads_by_work.get(work, ())
+        origin = work_originality(work, ups)
+        if self._uploader_of(work, origin.upload_id) not in uploaders:
+            return None
+        if any(u.uploader not in uploaders and upload_date(u) is None for u in ups):
+            return None
+        group = self.group_first.get(work, origin)
+        theirs = self._uploader_of(group.work_id, group.upload_id) in uploaders
+        return origin if group.work_id == work or theirs else None
 
     def own_material(
         self, pair: Pair, direction: Direction, source_first: Originality
