@@ -151,8 +151,8 @@ def find_clusters(
 ) -> tuple[Cluster, ...]:
     """Clusters: the connected components over the clustering links (``copy_of`` and
     ``same_recording`` within one cluster), and every work uploaded more than once; members
-    are the uploads of their works. Numbered from 1 in order of their lowest work id. A
-    cluster's original is undetermined when ``doubts`` doubt it (:meth:`Doubts.of_cluster`)."""
+    are the uploads of their works. Numbered from 1 in order of their lowest work id. A member
+    that ``doubts`` doubt (:meth:`Doubts.in_cluster`) is ``undetermined``, with a caveat."""
     joining = tuple(
         pair
         for pair, link in _pairs_of(pairs, links)
@@ -171,15 +171,19 @@ def find_clusters(
     for number, ids in enumerate(groups, start=1):
         uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
         original = choose_original(uploads)
-        doubt = doubts and original.work_id and doubts.of_cluster(ids, original.work_id)
-        if doubt:
-            original = Original(None, None, f"undetermined: {doubt}", original.caveats)
+        doubted = doubts.in_cluster(ids, original.work_id) if doubts and original.work_id else {}
+        if doubted:
+            original = replace(original, caveats=original.caveats + tuple(doubted.values()))
         relative_to = original.work_id if original.work_id is not None else ids[0]
         members_of = set(ids)
         inside = {w: [(o, p) for o, p in edges.get(w, []) if o in members_of] for w in ids}
         altered = alterations(relative_to, ids, inside)
         members = tuple(
-            member(u, info[u.work_id], _relation(u, original))
+            member(
+                u,
+                info[u.work_id],
+                "undetermined" if u.work_id in doubted else _relation(u, original),
+            )
             for u in sorted(uploads, key=lambda u: (u.work_id, u.upload_id))
         )
         clusters.append(

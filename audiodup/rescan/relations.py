@@ -197,7 +197,7 @@ def relate(
             outer, inner, step1_members[outer_root], pair_of, own, recording
         )
         direction = _between_groups(inner, outer, step1[inner_root], outer_first)
-        if direction.source != outer or doubts.doubt(pair, direction, outer_first):
+        if direction.source != outer:
             continue
         if inner_root in attached:
             decided[pair.work_ids] = Direction(
@@ -318,17 +318,18 @@ class Doubts:
             direction.caveats,
         )
 
-    def of_cluster(self, work_ids: list[int], original_work: int) -> str | None:
-        """Why the earliest upload of a cluster of ``work_ids`` need not be its original, or
-        None: the uploader of a member, another than the original's, uploaded first another
-        work, before that original, whose suspect match lines up most of the member (the
-        owner's remaster found with a thief's earlier trim, the owner's first upload matched
-        only weakly)."""
+    def in_cluster(self, work_ids: list[int], original_work: int) -> dict[int, str]:
+        """The members of a cluster of ``work_ids`` not to be counted as copies of its
+        original, each with why: the member's uploader, another than the original's, uploaded
+        first another work, before that original, whose suspect match lines up most of the
+        member (the owner's remaster found with a thief's earlier trim, the owner's first upload
+        matched only weakly). Only those members: the original and the others stand."""
         first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
         if first.reference:
-            return None  # a reference names the owner
+            return {}  # a reference names the owner
         owner = self._uploader_of(original_work, first.upload_id)
         inside = set(work_ids)
+        doubted = {}
         for m in work_ids:
             mine = self.uploaders.get(m, set())
             if m == original_work or owner in mine:
@@ -342,13 +343,13 @@ class Doubts:
                     and suspect.share_of(m) >= 0.5
                 ):
                     who = self._uploader_of(w, earlier.upload_id)
-                    return (
-                        f"{_names({who})} uploaded work {w} first ({_when(earlier)}) and work {m} "
-                        f"too, and work {w}'s suspect match lines up "
-                        f"{100 * suspect.share_of(m):.0f} % of work {m}: the cluster's earliest "
-                        "upload need not be its original"
+                    doubted[m] = (
+                        f"work {m} is not counted as a copy: {_names({who})} uploaded work {w} "
+                        f"first ({_when(earlier)}) and work {m} too, and work {w}'s suspect match "
+                        f"lines up {100 * suspect.share_of(m):.0f} % of work {m}"
                     )
-        return None
+                    break
+        return doubted
 
     def doubt(
         self, pair: Pair, direction: Direction, source_first: Originality

@@ -163,7 +163,8 @@ def rank_uploaders(
     uploader's original first (then share of their uploads, then seconds copied).
 
     A copy is a member of a cluster whose original is determined, other than the original,
-    uploaded by another account than the original's (an identical re-upload counts). Copies of
+    uploaded by another account than the original's (an identical re-upload counts), and not
+    ``undetermined`` (a member the suspect pairs put in doubt is counted apart). Copies of
     one's own original, excerpts used (``contains_excerpt_of``) and uploads in clusters without
     a determined original are counted apart; a reference is never counted as a copy (another
     label's reference of the same recording is a dispute, counted as such).
@@ -193,7 +194,9 @@ def rank_uploaders(
         for m in cluster.members:
             if m.upload_id == original.upload_id or not m.uploader:
                 continue
-            if m.uploader == owner:
+            if m.relation == "undetermined":  # a member in doubt (the cluster's caveats say why)
+                bump(m.uploader, "undetermined")
+            elif m.uploader == owner:
                 bump(m.uploader, "self_copies")
             elif m.role == "reference":
                 bump(m.uploader, "disputed_references")
