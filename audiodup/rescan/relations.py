@@ -254,12 +254,11 @@ def relate(
 
 
 class Doubts:
-    """Suspect pairs as doubts on a direction: when the derived side's uploader uploaded
-    first another work, before the source side, and its suspect match with the derived work
-    lines up most of what it shares with the source side, the direction is undetermined,
-    unless a reference, or the derived side's uploader, dates the source side. The owner's
-    re-upload must not become a copy of a thief's because the match of the owner's own earlier
-    upload was weak."""
+    """What the suspect pairs and the uploaders leave in doubt, so that an owner's re-upload
+    never becomes a copy of a thief's because the match of the owner's own earlier upload was
+    weak: a link's direction (:meth:`doubt`, :meth:`own_material`) and a cluster member's count
+    as a copy (:meth:`in_cluster`). A doubt needs a work its uploader provably uploaded first
+    (:meth:`_theirs_first`), before the source side; a reference is never doubted."""
 
     def __init__(self, suspects: tuple[Pair, ...], uploads_by_work: dict) -> None:
         self.group_first: dict[int, Originality] = {}
