@@ -905,36 +905,45 @@ def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_member_uncounte
     """Una's track (work 1, 2019) and her 2021 remaster (work 2) match only as a suspect pair; a
     thief's 2020 trim of 70 % of it (work 3) is one recording with the remaster. By the dates
     the thief's trim is the cluster's original and una a copier; but una uploaded it first
-    herself, so her remaster is not counted as a copy, with a caveat (session 47's second
-    real-audio audit). When work 1 is another uploader's, the dates decide as before."""
-    pairs = [(1, 2, [(0, 50, 0, 50)], "weak"), (2, 3, [(10, 45, 0, 35)])]
+    herself, so none of her uploads in the cluster is counted as a copy, her clean edit (work 4)
+    included, with a caveat (session 47's second and seventh real-audio audits). When work 1 is
+    another uploader's, the dates decide as before."""
+    pairs = [
+        (1, 2, [(0, 50, 0, 50)], "weak"),
+        (2, 3, [(10, 45, 0, 35)]),
+        (2, 4, [(0, 50, 0, 50)]),
+        (3, 4, [(0, 35, 10, 45)]),
+    ]
     uploads = [
         upload(1, 1, first_uploader, "2019-04-01"),
         upload(2, 2, "una", "2021-04-01"),
         upload(3, 3, "thief", "2020-06-01"),
+        upload(4, 4, "una", "2022-01-01"),  # her clean edit, no weak match of work 1
     ]
-    report = report_of_pairs({1: 50.0, 2: 50.0, 3: 35.0}, pairs, uploads)
+    report = report_of_pairs({1: 50.0, 2: 50.0, 3: 35.0, 4: 50.0}, pairs, uploads)
     (cluster,) = report.clusters
     ranks = {u.uploader: u for u in report.uploaders}
-    assert cluster.work_ids == (2, 3) and cluster.original_work_id == 3
+    assert cluster.work_ids == (2, 3, 4) and cluster.original_work_id == 3
     remaster = next(m for m in cluster.members if m.work_id == 2)
     if first_uploader == "una":
         assert remaster.relation == "undetermined"
         assert any(
-            "una uploaded work 1 first (2019-04-01) and work 2 too" in c for c in cluster.caveats
+            "una's uploads are not counted as copies: they uploaded work 1 first (2019-04-01)" in c
+            for c in cluster.caveats
         )
-        assert (ranks["una"].copies, ranks["una"].undetermined) == (0, 1)
+        assert (ranks["una"].copies, ranks["una"].undetermined) == (0, 2)
         assert "thief" not in ranks or ranks["thief"].originals_copied == 0
     else:
-        assert remaster.relation == "copy_of" and ranks["una"].copies == 1
+        assert remaster.relation == "copy_of" and ranks["una"].copies == 2
 
 
 def test_mixing_ones_own_older_track_into_a_copy_clears_only_that_copy() -> None:
     """A label's single (work 1, 2020) and album version (work 2); a thief's own track (work 3,
     2018), mixed quietly under his 2022 trim of the single (work 4: a suspect match of 55 % of
     it); uc's copy of the trim (work 5) and uc2's copy of the single (work 6). The thief's trim
-    is left uncounted, but the single stays the original and the other copiers are counted
-    (session 47's sixth real-audio audit: the whole cluster was cleared)."""
+    is left uncounted, but the single stays the original and the other copiers are counted,
+    also one who re-posted the thief's file (session 47's sixth and seventh real-audio audits:
+    the whole cluster was cleared, then every upload of the doubted work)."""
     pairs = [
         (1, 2, [(0, 60, 0, 60)]),
         (1, 4, [(20, 35, 0, 15)]),
@@ -952,13 +961,15 @@ def test_mixing_ones_own_older_track_into_a_copy_clears_only_that_copy() -> None
         upload(4, 4, "thief", "2022-01-01"),
         upload(5, 5, "uc", "2023-01-01"),
         upload(6, 6, "uc2", "2023-02-01"),
+        upload(7, 4, "reposter", "2023-03-01"),  # the thief's file, byte for byte
     ]
     durations = {1: 60.0, 2: 60.0, 3: 60.0, 4: 15.0, 5: 15.0, 6: 60.0}
     report = report_of_pairs(durations, pairs, uploads)
     label = next(c for c in report.clusters if 1 in c.work_ids)
     assert label.original_work_id == 1 and {4, 5, 6} <= set(label.work_ids)
     ranks = {u.uploader: u for u in report.uploaders}
-    assert (ranks["uc"].copies, ranks["uc2"].copies) == (1, 1)
+    assert (ranks["uc"].copies, ranks["uc2"].copies, ranks["reposter"].copies) == (1, 1, 1)
+    assert ranks["thief"].copies == 0
 
 
 @pytest.mark.parametrize("first_uploader", ["una", "label"])

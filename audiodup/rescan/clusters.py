@@ -151,8 +151,9 @@ def find_clusters(
 ) -> tuple[Cluster, ...]:
     """Clusters: the connected components over the clustering links (``copy_of`` and
     ``same_recording`` within one cluster), and every work uploaded more than once; members
-    are the uploads of their works. Numbered from 1 in order of their lowest work id. A member
-    that ``doubts`` doubt (:meth:`Doubts.in_cluster`) is ``undetermined``, with a caveat."""
+    are the uploads of their works. Numbered from 1 in order of their lowest work id. The
+    uploads of an uploader that ``doubts`` doubt (:meth:`Doubts.in_cluster`) are
+    ``undetermined``, with a caveat."""
     joining = tuple(
         pair
         for pair, link in _pairs_of(pairs, links)
@@ -182,7 +183,7 @@ def find_clusters(
             member(
                 u,
                 info[u.work_id],
-                "undetermined" if u.work_id in doubted else _relation(u, original),
+                "undetermined" if u.uploader in doubted else _relation(u, original),
             )
             for u in sorted(uploads, key=lambda u: (u.work_id, u.upload_id))
         )

@@ -317,37 +317,30 @@ class Doubts:
             direction.caveats,
         )
 
-    def in_cluster(self, work_ids: list[int], original_work: int) -> dict[int, str]:
-        """The members of a cluster of ``work_ids`` not to be counted as copies of its
-        original, each with why: the member's uploader, another than the original's, uploaded
-        first another work, before that original, whose suspect match lines up most of the
-        member (the owner's remaster found with a thief's earlier trim, the owner's first upload
-        matched only weakly). Only those members: the original and the others stand."""
+    def in_cluster(self, work_ids: list[int], original_work: int) -> dict[str, str]:
+        """The uploaders whose uploads in a cluster of ``work_ids`` are not to be counted as
+        copies of its original, each with why: they uploaded first another work, before that
+        original, whose suspect match lines up most of one of their works in the cluster (the
+        owner's remaster found with a thief's earlier trim, the owner's first upload matched
+        only weakly). Only their uploads: the original and everybody else's stand."""
         first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
         if first.reference:
             return {}  # a reference names the owner
         owner = self._uploader_of(original_work, first.upload_id)
         inside = set(work_ids)
-        doubted = {}
+        doubted: dict[str, str] = {}
         for m in work_ids:
-            mine = self.uploaders.get(m, set())
-            if m == original_work or owner in mine:
-                continue
             for w, suspect in self.partners.get(m, ()):
-                earlier = self._theirs_first(w, mine)
-                if (
-                    w not in inside
-                    and earlier is not None
-                    and earlier.order() < first.order()
-                    and suspect.share_of(m) >= 0.5
-                ):
-                    who = self._uploader_of(w, earlier.upload_id)
-                    doubted[m] = (
-                        f"work {m} is not counted as a copy: {_names({who})} uploaded work {w} "
-                        f"first ({_when(earlier)}) and work {m} too, and work {w}'s suspect match "
-                        f"lines up {100 * suspect.share_of(m):.0f} % of work {m}"
-                    )
-                    break
+                if w in inside or suspect.share_of(m) < 0.5:
+                    continue
+                for uploader in sorted(self.uploaders.get(m, set()) - {owner} - set(doubted)):
+                    earlier = self._theirs_first(w, {uploader})
+                    if earlier is not None and earlier.order() < first.order():
+                        doubted[uploader] = (
+                            f"{_names({uploader})}'s uploads are not counted as copies: they "
+                            f"uploaded work {w} first ({_when(earlier)}), and its suspect match "
+                            f"lines up {100 * suspect.share_of(m):.0f} % of work {m}"
+                        )
         return doubted
 
     def doubt(
