@@ -34,6 +34,7 @@ from benchmarks.stock_samples import (
     _clip,
     _error,
     _normalised,
+    argument_error,
     long_tracks,
     report_head,
     screened,
@@ -189,14 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="where the files are built")
     parser.add_argument("--out", type=Path, default=None, help="markdown report")
     args = parser.parse_args(argv)
-    try:
-        tracks = long_tracks()
-    except (OSError, ValueError, KeyError) as error:
-        return _error(f"no readable tuning corpus ({error}); run `python -m benchmarks` first")
-    if len(tracks) < N_CLIPS + 4:
-        return _error(f"the tuning corpus has {len(tracks)} tracks of 70 s or more")
-    if args.work.exists() and not args.work.is_dir():
-        return _error(f"cannot build in {args.work}: it is no folder")
+    problem = argument_error(args.work, args.out, N_CLIPS + 4)
+    if problem:
+        return _error(problem)
     report(screen(args.work, build(args.work)), args.out)
     return 0
 

@@ -435,7 +435,7 @@ class _Recordings:
         """Whether at least half of ``spans`` of ``work`` lie in its group's recording (or that
         is unknown)."""
         held = self.held.get(work)
-        return held is None or _length(_intersection(spans, held)) >= 0.5 * _length(spans)
+        return held is None or _half_inside(spans, held)
 
     def join(self, pair: Pair, groups: _Groups) -> None:
         """Record what the newly joined works hold: a work joining a group holds what the pair
@@ -510,6 +510,11 @@ def _intersection(spans: Spans, within: Spans | None) -> Spans:
     ]
 
 
+def _half_inside(spans: Spans, within: Spans) -> bool:
+    """Whether at least half of the seconds of ``spans`` lie in ``within``."""
+    return _length(_intersection(spans, within)) >= 0.5 * _length(spans)
+
+
 def _outside(spans: Spans, duration: float) -> Spans:
     """The seconds of ``[0, duration]`` that merged ``spans`` leave out."""
     gaps, at = [], 0.0
@@ -553,9 +558,7 @@ def holders_first(
 def _holds(pair: Pair | None, work: int, shared: Spans, unpaired: bool = True) -> bool:
     """Whether ``pair`` lines up at least half of the ``shared`` seconds of ``work``
     (``unpaired`` when there is no pair)."""
-    if pair is None:
-        return unpaired
-    return _length(_intersection(shared, _spans_on(pair, work))) >= 0.5 * _length(shared)
+    return unpaired if pair is None else _half_inside(shared, _spans_on(pair, work))
 
 
 def _spans_on(pair: Pair, work: int) -> Spans:
