@@ -838,7 +838,7 @@ def _print_rescan(result, summary) -> None:
                 original.insert(0, upload_text(uploads[c.original_upload_id]))
             lines = []
             for m in c.members:
-                how = m.relation
+                how = c.relation_text(m)
                 if m.work_id in alteration and m.relation != "identical":
                     how += f" ({alteration[m.work_id].description})"
                 lines.append(f"{upload_text(m)}: {how}")

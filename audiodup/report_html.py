@@ -534,7 +534,7 @@ def _cluster_detail(
                 _e(m.role),
                 _e(m.uploaded_at or "undated"),
                 _e(ids_text(m.external_ids, ", ")),
-                f'<span class="badge {_e(m.relation)}">{_e(m.relation)}</span>',
+                f'<span class="badge {_e(m.relation)}">{_e(cluster.relation_text(m))}</span>',
                 _e(a.description if a else ""),
                 (f"x{a.tempo_ratio:.3f}", a.tempo_ratio) if a else ("", ""),
                 (f"{a.pitch_shift_semitones:+.2f}", a.pitch_shift_semitones) if a else ("", ""),

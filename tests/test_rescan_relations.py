@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from audiodup.report_html import rescan_html
 from audiodup.rescan import WorkScan, build_report, decide_direction, work_originality
 from audiodup.rescan.clusters import covered_share
 from audiodup.results import Match, Section, UploadInfo, WorkInfo
@@ -935,6 +936,13 @@ def test_a_weak_match_of_the_uploaders_earlier_upload_leaves_the_member_uncounte
         assert "thief" not in ranks or ranks["thief"].originals_copied == 0
     else:
         assert remaster.relation == "copy_of" and ranks["una"].copies == 2
+    # the member row says why it is not counted; the thief's stays the original
+    page = rescan_html(report, None)
+    in_doubt = "undetermined: its uploader is in doubt, not counted (see the caveats)"
+    assert cluster.relation_text(remaster) == (in_doubt if first_uploader == "una" else "copy_of")
+    assert page.count(in_doubt) == (2 if first_uploader == "una" else 0)
+    thief = next(m for m in cluster.members if m.work_id == 3)
+    assert cluster.relation_text(thief) == "original"
 
 
 def test_mixing_ones_own_older_track_into_a_copy_clears_only_that_copy() -> None:

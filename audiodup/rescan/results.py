@@ -89,7 +89,8 @@ class Member:
     """One upload in a cluster, with its relation to the cluster's original upload:
     ``original``; ``identical`` (same content as the original, another upload); ``copy_of``
     (an altered copy of the original work, see the cluster's ``alterations``); or
-    ``undetermined`` when the cluster has no determined original; ``unclustered`` for an upload
+    ``undetermined`` when the cluster has no determined original, or when the suspect pairs put
+    the member's uploader in doubt (the cluster's caveats say why); ``unclustered`` for an upload
     of a work that is linked (an excerpt, an overlap) but in no cluster."""
 
     upload_id: int
@@ -147,6 +148,13 @@ class Cluster:
     @property
     def determined(self) -> bool:
         return self.original_upload_id is not None
+
+    def relation_text(self, member: Member) -> str:
+        """``member``'s relation as shown: in a cluster with an original, an ``undetermined``
+        member is one whose uploader the suspect pairs put in doubt."""
+        if member.relation == "undetermined" and self.determined:
+            return "undetermined: its uploader is in doubt, not counted (see the caveats)"
+        return member.relation
 
 
 @dataclass(frozen=True)
