@@ -2,7 +2,7 @@
 of synthetic catalogs through the pure report (no audio, seconds for thousands of catalogs).
 
 ``python -m benchmarks.rescan_fuzz [--seeds 3000] [--missed 0.15] [--undated-originals 0.0]
-[--ties]``
+[--ties] [--mashups 0.3]``
 
 Each seeded catalog holds 2-4 recordings, each with its original (its owner's reference or
 upload), and 1-5 derived works: another account's copy (perhaps trimmed at the start or 10 %
@@ -13,6 +13,8 @@ share 3 s or more get the evidence an exact screening would give, in both direct
 section per shared stretch. ``--missed P`` drops a share P of those pairs and makes another
 share P only suspect; ``--undated-originals`` leaves originals undated; ``--ties`` dates on a
 coarse grid, so that uploads tie, and adds identical re-uploads by the same or another account.
+``--mashups P`` makes a share P of the derived works mashups: two recordings played over the
+same seconds, one of them perhaps 5 % faster.
 
 Counted as an innocent accusation: a ``copy_of`` or ``contains_excerpt_of`` whose derived work's
 uploader owns every recording the two works share; a cluster holding two originals or named by
@@ -47,6 +49,10 @@ class FuzzWork:
     day: int | None
     role: str = "upload"
     recording: int | None = None  # the recording an original is, None for derived works
+    under: list[Segment] = field(default_factory=list)  # played over the same seconds (a mashup)
+
+    def layers(self) -> list[list[Segment]]:
+        return [self.segments, self.under] if self.under else [self.segments]
 
 
 @dataclass
@@ -84,9 +90,14 @@ def shared_sections(x: list[Segment], y: list[Segment]) -> list[Section]:
     return sections
 
 
-def evidence(ref_id: int, x: list[Segment], y: list[Segment], score: float) -> Match | None:
-    """What screening work x (``x``) against work ``ref_id`` (``y``) would find, exactly."""
-    sections = shared_sections(x, y)
+def evidence(ref_id: int, x: FuzzWork, y: FuzzWork, score: float) -> Match | None:
+    """What screening work ``x`` against work ``ref_id`` (``y``) would find, exactly: the
+    stretches each layer of ``x`` shares with each of ``y``, once each."""
+    sections = list(
+        dict.fromkeys(s for a in x.layers() for b in y.layers() for s in shared_sections(a, b))
+    )
+    if not sections:
+        return None
     covered = sum(s.query_end_s - s.query_start_s for s in sections)
     if covered < 3.0:
         return None
@@ -105,7 +116,7 @@ def evidence(ref_id: int, x: list[Segment], y: list[Segment], score: float) -> M
         query_end_s=main.query_end_s,
         ref_start_s=main.ref_start_s,
         ref_end_s=main.ref_end_s,
-        coverage=min(1.0, covered / duration(x)),
+        coverage=min(1.0, covered / duration(x.segments)),
         coverage_s=covered,
         matched_hashes=80,
         chroma_similarity=None,
@@ -113,12 +124,24 @@ def evidence(ref_id: int, x: list[Segment], y: list[Segment], score: float) -> M
     )
 
 
-def derived_work(rng: random.Random, n: int, lengths: list[float], days: list[int], ties: bool):
+def derived_work(
+    rng: random.Random,
+    n: int,
+    lengths: list[float],
+    days: list[int],
+    ties: bool,
+    mashups: float = 0.0,
+):
     kind = rng.choice(["copy", "selfcopy", "medley", "mostly", "padded", "trim"])
     r = rng.randrange(len(lengths))
     q = rng.choice([i for i in range(len(lengths)) if i != r])
     length, other = lengths[r], lengths[q]
-    if kind in ("copy", "selfcopy"):
+    under: list[Segment] = []
+    if mashups and rng.random() < mashups:  # both over the same seconds, q perhaps faster
+        kind, tempo = "mashup", rng.choice([1.0, 1.05])
+        seconds = min(length, other / tempo)
+        segments, under = [(r, 0.0, seconds, 1.0)], [(q, 0.0, seconds * tempo, tempo)]
+    elif kind in ("copy", "selfcopy"):
         segments = [(r, rng.choice([0.0, 2.0]), length, rng.choice([1.0, 1.0, 0.9]))]
     elif kind == "trim":
         segments = [(r, 5.0, min(length, 5.0 + rng.choice([15.0, 20.0])), 1.0)]
@@ -129,15 +152,19 @@ def derived_work(rng: random.Random, n: int, lengths: list[float], days: list[in
         segments = [(r, 0.0, length, 1.0), quote]
     else:  # padded: 10 s of another recording, then all of this one
         segments = [(q, 10.0, 20.0, 1.0), (r, 0.0, length, 1.0)]
-    used = {s[0] for s in segments}
+    used = {s[0] for s in segments + under}
     after = max(days[u] for u in used)
     day = after + (rng.choice([0, 1, 400]) if ties else rng.randint(1, 900))
     uploader = f"owner{r}" if kind == "selfcopy" else f"acct{n}"
-    return FuzzWork(segments, kind, uploader, None if rng.random() < 0.15 else day)
+    return FuzzWork(segments, kind, uploader, None if rng.random() < 0.15 else day, under=under)
 
 
 def generate(
-    seed: int, missed: float, undated_originals: float = 0.0, ties: bool = False
+    seed: int,
+    missed: float,
+    undated_originals: float = 0.0,
+    ties: bool = False,
+    mashups: float = 0.0,
 ) -> Catalog:
     rng = random.Random(seed)
     n_recordings = rng.randint(2, 4)
@@ -150,7 +177,7 @@ def generate(
     for w in works:
         w.role = rng.choice(["reference", "upload"])
     for _ in range(rng.randint(1, 5)):
-        works.append(derived_work(rng, len(works), lengths, days, ties))
+        works.append(derived_work(rng, len(works), lengths, days, ties, mashups))
     for w in works[:n_recordings]:
         if rng.random() < undated_originals:
             w.day = None
@@ -158,7 +185,7 @@ def generate(
     catalog_missed, weak = [], []
     for i in range(len(works)):
         for j in range(i + 1, len(works)):
-            a, b = works[i].segments, works[j].segments
+            a, b = works[i], works[j]
             if evidence(j + 1, a, b, 60.0) is None and evidence(i + 1, b, a, 60.0) is None:
                 continue
             u = rng.random()
@@ -210,7 +237,7 @@ def innocent_accusations(catalog: Catalog) -> list[str]:
     """Every accusation of an owner over their own music, and every cluster a wrong original
     names (see the module docstring)."""
     works, report = catalog.works, catalog.report
-    segments = {i + 1: w.segments for i, w in enumerate(works)}
+    segments = {i + 1: [s for layer in w.layers() for s in layer] for i, w in enumerate(works)}
     uploader = {i + 1: w.uploader for i, w in enumerate(works)}
 
     def owns(who: str, recordings) -> bool:
@@ -262,11 +289,13 @@ def others_named(catalog: Catalog) -> tuple[int, int]:
     return len(named), len(theirs)
 
 
-def run(seeds: int, missed: float, undated_originals: float, ties: bool) -> dict:
+def run(
+    seeds: int, missed: float, undated_originals: float, ties: bool, mashups: float = 0.0
+) -> dict:
     kinds: Counter[str] = Counter()
     wrong_seeds, named, others = [], 0, 0
     for seed in range(seeds):
-        catalog = generate(seed, missed, undated_originals, ties)
+        catalog = generate(seed, missed, undated_originals, ties, mashups)
         found = innocent_accusations(catalog)
         if found:
             wrong_seeds.append(seed)
@@ -290,8 +319,9 @@ def main(
     ] = 0.0,
     undated_originals: Annotated[float, typer.Option(help="share of undated originals")] = 0.0,
     ties: Annotated[bool, typer.Option(help="coarse dates and identical re-uploads")] = False,
+    mashups: Annotated[float, typer.Option(help="share of derived works that are mashups")] = 0.0,
 ) -> None:
-    print(json.dumps(run(seeds, missed, undated_originals, ties), indent=1))
+    print(json.dumps(run(seeds, missed, undated_originals, ties, mashups), indent=1))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_the_checker_names_an_owner_made_a_copier_by_the_date_rule() -> None:
         FuzzWork([(0, 0.0, 40.0, 1.0)], "original", "owner0", None, "upload", 0),
         FuzzWork([(0, 2.0, 40.0, 1.0)], "copy", "acct1", 300),
     ]
-    a, b = works[0].segments, works[1].segments
+    a, b = works
     scans = {1: WorkScan(1, "file", (evidence(2, a, b, 60.0),))}
     scans[2] = WorkScan(2, "file", (evidence(1, b, a, 60.0),))
     infos = [
@@ -52,3 +52,23 @@ def test_the_checker_names_an_owner_made_a_copier_by_the_date_rule() -> None:
     found = innocent_accusations(Catalog(works, report))
     assert "cluster [1, 2] named by 2" in found
     assert "copier owner0 for own upload 1" in found
+
+
+def test_a_mashup_shares_both_recordings_over_the_same_seconds() -> None:
+    """A mashup plays two recordings at once: its evidence against each holds all its seconds,
+    and against another mashup of the same two one section per shared stretch, once."""
+    t1 = FuzzWork([(0, 0.0, 40.0, 1.0)], "original", "owner0", 0, "upload", 0)
+    t2 = FuzzWork([(1, 0.0, 40.0, 1.0)], "original", "owner1", 10, "upload", 1)
+    mix = FuzzWork([(0, 0.0, 40.0, 1.0)], "mashup", "acct2", 20, under=[(1, 0.0, 40.0, 1.0)])
+    again = FuzzWork([(1, 0.0, 40.0, 1.0)], "mashup", "acct3", 30, under=[(0, 0.0, 40.0, 1.0)])
+    for track in (t1, t2):
+        found = evidence(1, mix, track, 60.0)
+        assert found is not None and found.coverage_s == 40.0
+    assert evidence(2, t1, t2, 60.0) is None
+    assert len(evidence(4, mix, again, 60.0).sections) == 1
+
+
+def test_mashups_are_generated_when_asked_only() -> None:
+    kinds = {w.kind for seed in range(40) for w in generate(seed, 0.0, mashups=0.5).works}
+    assert "mashup" in kinds
+    assert all(w.kind != "mashup" for seed in range(40) for w in generate(seed, 0.0).works)

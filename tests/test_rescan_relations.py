@@ -1171,3 +1171,107 @@ def test_a_thiefs_copy_of_an_old_release_casts_no_doubt_on_the_remaster(how: str
     assert remaster.work_ids == (3, 4, 5) and remaster.original_work_id == 3
     ranks = {u.uploader: u for u in report.uploaders}
     assert 4 in ranks["thief"].copy_upload_ids and ranks["uc"].copies == 1
+
+
+FULL = [(0, 40, 0, 40)]
+
+
+@pytest.mark.parametrize("ids", [(1, 2, 3, 4, 5), (3, 1, 2, 5, 4), (5, 4, 1, 2, 3)])
+def test_a_mashup_of_two_tracks_never_joins_their_clusters(ids) -> None:
+    """Alice's track T1 (2019) and bob's T2 (2020); dj's mashup M (2021) plays both over the
+    same 40 s, so it is mostly each of them; carol's copy of T1 and dan's copy of T2 (2022)
+    each match the mashup too. T1 and T2 never match each other: joining both through M made
+    bob a copier of alice's track (session 47's known limit). Whatever the order the pairs
+    come in, the tracks stay apart and the copiers are counted."""
+    t1, t2, mix, carol, dan = ids
+    durations = dict.fromkeys(ids, 40.0)
+    pairs = [(mix, t1, FULL), (mix, t2, FULL), (carol, t1, FULL), (carol, mix, FULL)]
+    pairs += [(dan, t2, FULL), (dan, mix, FULL)]
+    uploads = [
+        upload(t1, t1, "alice", "2019-03-01"),
+        upload(t2, t2, "bob", "2020-05-01"),
+        upload(mix, mix, "dj", "2021-01-01"),
+        upload(carol, carol, "carol", "2022-01-01"),
+        upload(dan, dan, "dan", "2022-02-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    assert not any({t1, t2} <= set(c.work_ids) for c in report.clusters)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert all(ranks[owner].copies == 0 for owner in ("alice", "bob") if owner in ranks)
+    assert (ranks["carol"].copies, ranks["dan"].copies) == (1, 1)
+    assert not {(t2, "copy_of", t1), (t1, "copy_of", t2)} & kinds(report)
+    # the mix joins neither cluster, and its links decide nothing (no one is accused by them)
+    mixed = [k for k in report.links if mix in (k.work_id, k.source_work_id)]
+    assert len(mixed) == 4 and not any(k.clustered for k in mixed)
+    assert {k.kind for k in mixed} == {"same_recording"}
+    assert all(f"work {mix} plays works" in k.direction for k in mixed)
+    assert "dj" not in ranks or ranks["dj"].copies == 0
+
+
+def test_a_chain_of_copies_whose_ends_never_matched_stays_one_cluster() -> None:
+    """Alice's original O (2019), thief1's copy C1 of it (2020) and thief2's copy C2 of C1
+    (2021), the O-C2 pair missed: C1 is lined up by both over the same seconds, but it is
+    earlier than C2, so it is no mix; and an original copied twice (O with C1 and C3, 2022,
+    their pair missed) is earlier than both. One cluster, three copiers counted."""
+    durations = dict.fromkeys((1, 2, 3, 4), 40.0)
+    pairs = [(1, 2, FULL), (2, 3, FULL), (1, 4, FULL), (2, 4, FULL)]
+    uploads = [
+        upload(1, 1, "alice", "2019-01-01"),
+        upload(2, 2, "thief1", "2020-01-01"),
+        upload(3, 3, "thief2", "2021-01-01"),
+        upload(4, 4, "thief3", "2022-01-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    (cluster,) = report.clusters
+    assert cluster.work_ids == (1, 2, 3, 4) and cluster.original_work_id == 1
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert [ranks[t].copies for t in ("thief1", "thief2", "thief3")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("weak_pair", [False, True])
+def test_works_the_mix_holds_that_match_each_other_are_one_recording(weak_pair: bool) -> None:
+    """When the two works a later work lines up over the same seconds match each other, even
+    only as a suspect pair, they may be one recording: the mix rule leaves them to the
+    clusters as before (here bob's re-upload of alice's track, 2020, with a later copy of
+    both by dj)."""
+    durations = dict.fromkeys((1, 2, 3), 40.0)
+    pairs = [(3, 1, FULL), (3, 2, FULL), (1, 2, FULL, "weak") if weak_pair else (1, 2, FULL)]
+    uploads = [
+        upload(1, 1, "alice", "2019-03-01"),
+        upload(2, 2, "bob", "2020-05-01"),
+        upload(3, 3, "dj", "2021-01-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    assert any({1, 2, 3} <= set(c.work_ids) for c in report.clusters)
+    assert not any("plays works" in k.direction for k in report.links)
+
+
+@pytest.mark.parametrize("mix_day", ["2021-01-01", "2020-05-01", None])
+def test_a_mashup_met_through_a_later_copy_of_its_track_joins_neither_cluster(mix_day) -> None:
+    """Dj's mashup M (work 3) of alice's T1 and bob's T2 lines up with T1 only over 47 % of
+    it (a contained excerpt), but carol's 2022 copy of T1 lines up 63 % of it and bob's T2
+    98 %: carol's copy stands for T1's recording, which was uploaded before M (session 48's
+    real-audio audit, `dj_tempo_0db`: bob was counted a copier of alice). The same when M is
+    uploaded the day of T2 or is undated."""
+    durations = {1: 45.0, 2: 48.0, 3: 45.0, 4: 45.0, 5: 48.0}
+    pairs = [
+        (3, 1, [(0, 21, 0, 21)]),
+        (3, 2, [(0, 44, 0, 47)]),
+        (3, 4, [(0, 28.3, 0, 28.3)]),
+        (4, 1, [(0, 45, 0, 45)]),
+        (5, 2, [(0, 48, 0, 48)]),
+        (5, 3, [(0, 38, 0, 43)]),
+    ]
+    uploads = [
+        upload(1, 1, "alice", "2019-03-01"),
+        upload(2, 2, "bob", "2020-05-01"),
+        upload(3, 3, "dj", mix_day),
+        upload(4, 4, "carol", "2022-02-01"),
+        upload(5, 5, "dan", "2022-03-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    assert not any({1, 2} <= set(c.work_ids) for c in report.clusters)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "bob" not in ranks or ranks["bob"].copies == 0
+    assert (ranks["carol"].copies, ranks["dan"].copies) == (1, 1)
+    assert any("work 3 plays works" in k.direction for k in report.links)

@@ -33,8 +33,10 @@ it quotes was not first uploaded when that track was.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import combinations
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
 from ..results import UploadInfo, listed_text
@@ -157,12 +159,13 @@ def relate(
         ),
     )
     recording = _Recordings(durations, min_share, pairs, own)
+    mixes = _Mixes(pairs, doubts, own, min_share)
     apart: set[tuple[int, int]] = set()
     for pair in mostly_each_other:
         a, b = pair.work_ids
         if groups.find(a) == groups.find(b):
             continue
-        if not recording.agrees(pair):
+        if mixes.reason(pair) or not recording.agrees(pair):
             apart.add(pair.work_ids)
             continue
         recording.join(pair, groups)
@@ -188,7 +191,7 @@ def relate(
         inner_root, outer_root = same_recording[inner], same_recording[outer]
         if inner_root == outer_root or groups.find(inner) == groups.find(outer):
             continue
-        if not (
+        if mixes.reason(pair) or not (
             recording.contained(pair, inner) and recording.holds(outer, _spans_on(pair, outer))
         ):
             apart.add(pair.work_ids)
@@ -223,6 +226,8 @@ def relate(
         a, b = pair.work_ids
         if pair.work_ids in decided:
             direction = decided[pair.work_ids]
+        elif mixes.reason(pair) and final[a] != final[b]:
+            direction = Direction(None, f"undetermined: {mixes.reason(pair)}")
         elif final[a] == final[b] and first[final[a]].work_id not in (a, b):
             # two copies of one original: each takes its originality, neither is the source
             original = first[final[a]].work_id
@@ -245,9 +250,10 @@ def relate(
                 or doubts.own_material(pair, direction, source_first)
                 or direction
             )
-        links.append(
-            _link(pair, direction, min_share, final[a] == final[b], pair.work_ids in apart)
-        )
+        why_apart = _NOT_ONE_RECORDING.format(a=a, b=b) if pair.work_ids in apart else None
+        if mixes.reason(pair):
+            why_apart = None  # the direction says why
+        links.append(_link(pair, direction, min_share, final[a] == final[b], why_apart))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
     return tuple(links)
@@ -480,6 +486,121 @@ class _Recordings:
         return carried if rest and other >= 0.5 * _length(rest) else None
 
 
+# within these a copy's pair is all but always found: two works this close through a third that
+# both line up, with no pair of their own, are two recordings
+_MIX_MAX_LOG_TEMPO = math.log(1.25)
+_MIX_MAX_SEMITONES = 3.0
+
+
+class _Mixes:
+    """Works that mix two recordings over the same seconds (a mashup playing both at once).
+    Such a work is mostly each of them, so joining it to both made them one recording, and the
+    later one's owner a copier of the earlier one.
+
+    A work mixes two others when each lines up most of it, over the same seconds; they have no
+    pair, not even a suspect one, although the transform between them through it is one
+    screening finds copies at; nothing else makes them one recording (no chain of pairs of
+    works that are mostly each other joins them without a mix); and neither recording was first
+    uploaded after it (the earliest work of each is a reference, dated before it or on the same
+    day; an undated work may be later than any). A later copy of a track lines up the mix as
+    well as the track: it stands for the track's recording. An original copied twice is dated
+    before its copies, and the middle of a chain of copies before its end, so a missed pair
+    between two copies of one recording makes neither a mix.
+
+    A mix joins no cluster through its pairs, and the direction of its links with other
+    clusters' works is undetermined: a missed pair can still make a copy look like a mix, and
+    nobody is accused through it."""
+
+    def __init__(
+        self,
+        pairs: tuple[Pair, ...],
+        doubts: Doubts,
+        own: dict[int, Originality],
+        min_share: float,
+    ) -> None:
+        held: dict[int, list[Pair]] = {}  # per work, the pairs that line up most of it
+        for pair in pairs:
+            for w in pair.work_ids:
+                if pair.share_of(w) >= min_share:
+                    held.setdefault(w, []).append(pair)
+        related = {frozenset(p.work_ids) for p in pairs} | {
+            frozenset((w, o)) for w, found in doubts.partners.items() for o, _ in found
+        }
+        # works two others line up over the same seconds, those two unrelated (dates aside)
+        possible: dict[int, list[tuple[int, int]]] = {}
+        for mix, mine in sorted(held.items()):
+            for x, y in combinations(mine, 2):
+                parts = x.other(mix), y.other(mix)
+                if frozenset(parts) not in related and _mixed(mix, x, y):
+                    possible.setdefault(mix, []).append(parts)
+        # a part's recording: what it is one recording with, the possible mixes left out
+        recordings = _joined(held, possible)
+        earliest: dict[int, tuple] = {}
+        for w in own:
+            root = recordings.find(w)
+            earliest[root] = min(earliest.get(root, own[w].order()), own[w].order())
+
+        def before(part: int, mix: int) -> bool:
+            return earliest[recordings.find(part)] <= own[mix].order()
+
+        candidates = {
+            mix: [(a, b) for a, b in found if before(a, mix) and before(b, mix)]
+            for mix, found in possible.items()
+        }
+        candidates = {mix: found for mix, found in candidates.items() if found}
+        joined = _joined(held, candidates)  # what clusters could join without the candidates
+        self.parts = {
+            mix: next(p for p in found if joined.find(p[0]) != joined.find(p[1]))
+            for mix, found in candidates.items()
+            if any(joined.find(a) != joined.find(b) for a, b in found)
+        }
+
+    def reason(self, pair: Pair) -> str | None:
+        """Why ``pair`` joins no cluster, when one of its works is a mix."""
+        mix = next((w for w in pair.work_ids if w in self.parts), None)
+        if mix is None:
+            return None
+        a, b = self.parts[mix]
+        return (
+            f"work {mix} plays works {a} and {b} over the same seconds, and they do not match "
+            "each other: it mixes two recordings and joins the cluster of neither, and which of "
+            "it and another work came first is not decided through it"
+        )
+
+
+def _joined(held: dict[int, list[Pair]], leaving_out: dict[int, list]) -> _Groups:
+    """The works that the pairs of ``held`` whose works are mostly each other join (one
+    recording: a medley holds two and is mostly neither), leaving out the pairs that touch
+    ``leaving_out``."""
+    groups = _Groups()
+    for w, pairs_of in held.items():
+        for pair in pairs_of:
+            other = pair.other(w)
+            if pair in held.get(other, ()) and w not in leaving_out and other not in leaving_out:
+                groups.join(w, other)
+    return groups
+
+
+def _mixed(mix: int, x: Pair, y: Pair) -> bool:
+    """Whether the other works of ``x`` and ``y`` line up the same seconds of ``mix`` and a
+    transform screening finds copies at lies between them."""
+    if not _same_seconds(_spans_on(x, mix), _spans_on(y, mix)):
+        return False
+    (tempo_x, pitch_x), (tempo_y, pitch_y) = (
+        _transform(x, x.other(mix)),
+        _transform(y, y.other(mix)),
+    )
+    return (
+        abs(math.log(tempo_x / tempo_y)) <= _MIX_MAX_LOG_TEMPO
+        and abs(pitch_x - pitch_y) <= _MIX_MAX_SEMITONES
+    )
+
+
+def _same_seconds(a: Spans, b: Spans) -> bool:
+    """Whether at least half of the shorter of ``a`` and ``b`` lies in the other."""
+    return _length(_intersection(a, b)) >= 0.5 * min(_length(a), _length(b))
+
+
 def _carry(pair: Pair, x: int, spans: Spans | None) -> Spans:
     """The seconds of the pair's other work that line up with ``spans`` of ``x`` (``None``:
     everything of ``x`` the pair lines up), merged."""
@@ -619,16 +740,22 @@ def _side(work_id: int, first: Originality) -> str:
     return f"work {first.work_id} of work {work_id}'s cluster, which holds it too,"
 
 
+_NOT_ONE_RECORDING = (
+    "what works {a} and {b} share is not mostly one recording that both their groups hold (a "
+    "medley holds parts of several): they are not clustered together"
+)
+
+
 def _link(
     pair: Pair,
     direction: Direction,
     min_share: float,
     same_cluster: bool,
-    kept_apart: bool = False,
+    kept_apart: str | None = None,
 ) -> Link:
-    """The link of one pair, ``same_cluster`` when its works ended in one cluster,
-    ``kept_apart`` when they were not joined because what they share is not their groups'
-    recording (:class:`_Recordings`)."""
+    """The link of one pair, ``same_cluster`` when its works ended in one cluster;
+    ``kept_apart``: why they were not joined (what they share is not their groups' recording,
+    :class:`_Recordings`, or one of them mixes two recordings, :class:`_Mixes`)."""
     a, b = pair.work_ids
     if direction.source is not None:
         source, derived = direction.source, pair.other(direction.source)
@@ -652,10 +779,7 @@ def _link(
                 f"a copy of the other ({apart})"
             )
     if kept_apart and not same_cluster:
-        caveats.append(
-            f"what works {a} and {b} share is not mostly one recording that both their groups "
-            "hold (a medley holds parts of several): they are not clustered together"
-        )
+        caveats.append(kept_apart)
     if pair.evidence.signal == "stereo_difference":
         caveats.append(
             f"found in the stereo difference of work {pair.query_work_id}, which its mix cancels"
