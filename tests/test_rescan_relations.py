@@ -1275,3 +1275,24 @@ def test_a_mashup_met_through_a_later_copy_of_its_track_joins_neither_cluster(mi
     assert "bob" not in ranks or ranks["bob"].copies == 0
     assert (ranks["carol"].copies, ranks["dan"].copies) == (1, 1)
     assert any("work 3 plays works" in k.direction for k in report.links)
+
+
+def test_a_labels_stems_and_their_mix_stay_one_cluster_with_its_copies() -> None:
+    """Alice's two stems (works 1 and 2) and her full mix of both (work 3), all on one day, and
+    thief1's copy of the mix (work 4, 2020), which lines up both stems as the mix does. Joining
+    one uploader's recordings accuses nobody, so neither the mix nor the copy is taken for a
+    mashup: the copy stays alice's copier (session 48's red team, `stems_accuse`)."""
+    durations = dict.fromkeys((1, 2, 3, 4), 40.0)
+    pairs = [(3, 1, FULL), (3, 2, FULL), (4, 1, FULL), (4, 2, FULL), (4, 3, FULL)]
+    uploads = [
+        upload(1, 1, "alice", "2019-03-01T09:00:00+00:00"),
+        upload(2, 2, "alice", "2019-03-01T09:30:00+00:00"),
+        upload(3, 3, "alice", "2019-03-01T10:00:00+00:00"),
+        upload(4, 4, "thief1", "2020-04-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    (cluster,) = report.clusters
+    assert cluster.work_ids == (1, 2, 3, 4) and cluster.original_work_id == 1
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert ranks["thief1"].copies == 1 and ranks["alice"].copies == 0
+    assert not any("plays works" in k.direction for k in report.links)

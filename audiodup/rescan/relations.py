@@ -277,7 +277,7 @@ class Doubts:
             for w in pair.work_ids:
                 self.partners.setdefault(w, []).append((pair.other(w), pair))
 
-    def _uploader_of(self, work: int, upload_id: int | None) -> str | None:
+    def uploader_of(self, work: int, upload_id: int | None) -> str | None:
         return next(
             (u.uploader for u in self.uploads_by_work.get(work, ()) if u.upload_id == upload_id),
             None,
@@ -295,12 +295,12 @@ class Doubts:
         copy of someone's track is no earlier upload of one's own)."""
         ups = self.uploads_by_work.get(work, ())
         origin = work_originality(work, ups)
-        if self._uploader_of(work, origin.upload_id) not in uploaders:
+        if self.uploader_of(work, origin.upload_id) not in uploaders:
             return None
         if any(u.uploader not in uploaders and upload_date(u) is None for u in ups):
             return None
         group = self.group_first.get(work, origin)
-        theirs = self._uploader_of(group.work_id, group.upload_id) in uploaders
+        theirs = self.uploader_of(group.work_id, group.upload_id) in uploaders
         return origin if group.work_id == work or theirs else None
 
     def own_material(
@@ -313,7 +313,7 @@ class Doubts:
         if direction.source is None or source_first.work_id == direction.source:
             return None
         derived = pair.other(direction.source)
-        dating = self._uploader_of(source_first.work_id, source_first.upload_id)
+        dating = self.uploader_of(source_first.work_id, source_first.upload_id)
         if dating is None or dating not in self.uploaders.get(derived, set()):
             return None
         return Direction(
@@ -332,7 +332,7 @@ class Doubts:
         first = work_originality(original_work, self.uploads_by_work.get(original_work, ()))
         if first.reference:
             return {}  # a reference names the owner
-        owner = self._uploader_of(original_work, first.upload_id)
+        owner = self.uploader_of(original_work, first.upload_id)
         inside = set(work_ids)
         doubted: dict[str, str] = {}
         for m in work_ids:
@@ -358,7 +358,7 @@ class Doubts:
             return None
         derived = pair.other(direction.source)
         mine = self.uploaders.get(derived, set())
-        if self._uploader_of(source_first.work_id, source_first.upload_id) in mine:
+        if self.uploader_of(source_first.work_id, source_first.upload_id) in mine:
             return None  # one uploader's own works: nobody is accused
         shared = _spans_on(pair, derived)
         for w, suspect in self.partners.get(derived, ()):
@@ -366,7 +366,7 @@ class Doubts:
             if w == direction.source or earlier is None:
                 continue
             if earlier.order() < source_first.order() and _holds(suspect, derived, shared):
-                who = self._uploader_of(w, earlier.upload_id)
+                who = self.uploader_of(w, earlier.upload_id)
                 return Direction(
                     None,
                     f"undetermined: {direction.reason}, but {_names({who})} uploaded work {w} "
@@ -502,8 +502,10 @@ class _Mixes:
     screening finds copies at; nothing else makes them one recording (no chain of pairs of
     works that are mostly each other joins them without a mix); and neither recording was first
     uploaded after it (the earliest work of each is a reference, dated before it or on the same
-    day; an undated work may be later than any). A later copy of a track lines up the mix as
-    well as the track: it stands for the track's recording. An original copied twice is dated
+    day; an undated work may be later than any), and they are not known to be one uploader's
+    (a label's stems and their full mix: joining them accuses nobody). A later copy of a track
+    lines up the mix as well as the track: it stands for the track's recording, and its
+    earliest work for the uploader. An original copied twice is dated
     before its copies, and the middle of a chain of copies before its end, so a missed pair
     between two copies of one recording makes neither a mix.
 
@@ -540,23 +542,40 @@ class _Mixes:
             root = recordings.find(w)
             earliest[root] = min(earliest.get(root, own[w].order()), own[w].order())
 
+        first_work = {root: w for w, root in ((w, recordings.find(w)) for w in own)}
+        for w in own:
+            root = recordings.find(w)
+            if own[w].order() < own[first_work[root]].order():
+                first_work[root] = w
+
         def before(part: int, mix: int) -> bool:
             return earliest[recordings.find(part)] <= own[mix].order()
 
+        def owner(part: int) -> str | None:
+            w = first_work[recordings.find(part)]
+            return doubts.uploader_of(w, own[w].upload_id)
+
+        def others(a: int, b: int) -> bool:
+            """Whether two parts' recordings are not known to be one uploader's (a label's
+            stems and their mix: joining them accuses nobody)."""
+            return owner(a) is None or owner(a) != owner(b)
+
         candidates = {
-            mix: [(a, b) for a, b in found if before(a, mix) and before(b, mix)]
+            mix: [(a, b) for a, b in found if before(a, mix) and before(b, mix) and others(a, b)]
             for mix, found in possible.items()
         }
         candidates = {mix: found for mix, found in candidates.items() if found}
         joined = _joined(held, candidates)  # what clusters could join without the candidates
-        self.parts = {
+        self.parts = {  # a mix -> two of its parts
             mix: next(p for p in found if joined.find(p[0]) != joined.find(p[1]))
             for mix, found in candidates.items()
             if any(joined.find(a) != joined.find(b) for a, b in found)
         }
 
     def reason(self, pair: Pair) -> str | None:
-        """Why ``pair`` joins no cluster, when one of its works is a mix."""
+        """Why ``pair`` joins no cluster, when one of its works is a mix. Not even a copy of
+        the mix joins it: with pairs missed, what looks like a copy of a mix can be an
+        owner's own track (measured by ``benchmarks.rescan_fuzz --missed``)."""
         mix = next((w for w in pair.work_ids if w in self.parts), None)
         if mix is None:
             return None
