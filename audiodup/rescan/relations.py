@@ -250,9 +250,9 @@ def relate(
                 or doubts.own_material(pair, direction, source_first)
                 or direction
             )
-        why_apart = _NOT_ONE_RECORDING.format(a=a, b=b) if pair.work_ids in apart else None
-        if mixes.reason(pair):
-            why_apart = None  # the direction says why
+        # a mix's direction says why it was kept apart
+        kept_apart = pair.work_ids in apart and not mixes.reason(pair)
+        why_apart = _NOT_ONE_RECORDING.format(a=a, b=b) if kept_apart else None
         links.append(_link(pair, direction, min_share, final[a] == final[b], why_apart))
     order = {"copy_of": 0, "same_recording": 1, "contains_excerpt_of": 2, "overlap": 3}
     links.sort(key=lambda link: (order[link.kind], link.source_work_id, link.work_id))
@@ -505,9 +505,9 @@ class _Mixes:
     day; an undated work may be later than any), and they are not known to be one uploader's
     (a label's stems and their full mix: joining them accuses nobody). A later copy of a track
     lines up the mix as well as the track: it stands for the track's recording, and its
-    earliest work for the uploader. An original copied twice is dated
-    before its copies, and the middle of a chain of copies before its end, so a missed pair
-    between two copies of one recording makes neither a mix.
+    earliest work for the uploader. An original copied twice is dated before its copies, and
+    the middle of a chain of copies before its end, so a missed pair between two copies of one
+    recording makes neither a mix.
 
     A mix joins no cluster through its pairs, and the direction of its links with other
     clusters' works is undetermined: a missed pair can still make a copy look like a mix, and
@@ -537,23 +537,21 @@ class _Mixes:
                     possible.setdefault(mix, []).append(parts)
         # a part's recording: what it is one recording with, the possible mixes left out
         recordings = _joined(held, possible)
-        earliest: dict[int, tuple] = {}
+        first_work: dict[int, int] = {}  # each recording's earliest work
         for w in own:
             root = recordings.find(w)
-            earliest[root] = min(earliest.get(root, own[w].order()), own[w].order())
-
-        first_work = {root: w for w, root in ((w, recordings.find(w)) for w in own)}
-        for w in own:
-            root = recordings.find(w)
-            if own[w].order() < own[first_work[root]].order():
+            if root not in first_work or own[w].order() < own[first_work[root]].order():
                 first_work[root] = w
 
+        def first_of(part: int) -> Originality:
+            return own[first_work[recordings.find(part)]]
+
         def before(part: int, mix: int) -> bool:
-            return earliest[recordings.find(part)] <= own[mix].order()
+            return first_of(part).order() <= own[mix].order()
 
         def owner(part: int) -> str | None:
-            w = first_work[recordings.find(part)]
-            return doubts.uploader_of(w, own[w].upload_id)
+            first = first_of(part)
+            return doubts.uploader_of(first.work_id, first.upload_id)
 
         def others(a: int, b: int) -> bool:
             """Whether two parts' recordings are not known to be one uploader's (a label's
