@@ -1296,3 +1296,28 @@ def test_a_labels_stems_and_their_mix_stay_one_cluster_with_its_copies() -> None
     ranks = {u.uploader: u for u in report.uploaders}
     assert ranks["thief1"].copies == 1 and ranks["alice"].copies == 0
     assert not any("plays works" in k.direction for k in report.links)
+
+
+def test_copies_of_a_remix_are_not_attached_to_the_long_track_it_samples() -> None:
+    """Alice's track O (2019-03) and gina's 120-s track G (2019-06); alice's 2020 remix R plays
+    O and 40 s of G at once; thief1's copy of the remix (2021) and alice's own re-upload of it
+    (2022) are each mostly G's 40 s too. R is a mix, so it joins no cluster; its copies would,
+    left to themselves, be attached to G as trims of it, with thief1's copy their original and
+    alice a copier of gina (session 48's second red team, `remix_long_accuse_c`). A copy of a
+    mix joins nothing either, and accuses nobody."""
+    durations = {1: 40.0, 2: 120.0, 3: 40.0, 4: 40.0, 5: 40.0}
+    on_g = [(0, 40, 10, 50)]
+    pairs = [(3, 1, FULL), (3, 2, on_g), (4, 3, FULL), (4, 2, on_g), (4, 1, [(0, 22, 0, 22)])]
+    pairs += [(5, 4, FULL), (5, 3, FULL), (5, 2, on_g), (5, 1, [(0, 20, 0, 20)])]
+    uploads = [
+        upload(1, 1, "alice", "2019-03-01"),
+        upload(2, 2, "gina", "2019-06-01"),
+        upload(3, 3, "alice", "2020-01-01"),
+        upload(4, 4, "thief1", "2021-01-01"),
+        upload(5, 5, "alice", "2022-01-01"),
+    ]
+    report = report_of_pairs(durations, pairs, uploads)
+    assert not any(2 in c.work_ids and {4, 5} & set(c.work_ids) for c in report.clusters)
+    ranks = {u.uploader: u for u in report.uploaders}
+    assert "alice" not in ranks or (ranks["alice"].copies, ranks["alice"].excerpts_used) == (0, 0)
+    assert any("work 4 is a copy of work 3, which plays" in k.direction for k in report.links)

@@ -509,9 +509,11 @@ class _Mixes:
     the middle of a chain of copies before its end, so a missed pair between two copies of one
     recording makes neither a mix.
 
-    A mix joins no cluster through its pairs, and the direction of its links with other
-    clusters' works is undetermined: a missed pair can still make a copy look like a mix, and
-    nobody is accused through it."""
+    A mix joins no cluster through its pairs, and neither does a copy of it (a work that is
+    mostly it and it mostly the work, of neither part's recording): joined to one part, or to
+    another copy, its date would stand for what it holds of the other. The direction of their
+    links with other clusters' works is undetermined: a missed pair can still make a copy look
+    like a mix, and nobody is accused through it."""
 
     def __init__(
         self,
@@ -564,24 +566,39 @@ class _Mixes:
         }
         candidates = {mix: found for mix, found in candidates.items() if found}
         joined = _joined(held, candidates)  # what clusters could join without the candidates
-        self.parts = {  # a mix -> two of its parts
-            mix: next(p for p in found if joined.find(p[0]) != joined.find(p[1]))
+        apart = {
+            mix: [(a, b) for a, b in found if joined.find(a) != joined.find(b)]
             for mix, found in candidates.items()
-            if any(joined.find(a) != joined.find(b) for a, b in found)
         }
+        self.parts = {mix: found[0] for mix, found in apart.items() if found}  # two of its parts
+        # a copy of a mix (a re-post) holds both recordings as the mix does: it joins nothing
+        # either (joined to one of them, its date would stand for the other's recording)
+        self.copied: dict[int, int] = {}  # a copy of a mix -> the mix
+        for mix in self.parts:
+            recorded = {recordings.find(w) for parts in apart[mix] for w in parts}
+            for pair in held[mix]:
+                other = pair.other(mix)
+                if (
+                    pair in held.get(other, ())
+                    and other not in self.parts
+                    and recordings.find(other) not in recorded
+                ):
+                    self.copied.setdefault(other, mix)
 
     def reason(self, pair: Pair) -> str | None:
         """Why ``pair`` joins no cluster, when one of its works is a mix. Not even a copy of
         the mix joins it: with pairs missed, what looks like a copy of a mix can be an
         owner's own track (measured by ``benchmarks.rescan_fuzz --missed``)."""
-        mix = next((w for w in pair.work_ids if w in self.parts), None)
-        if mix is None:
+        work = next((w for w in pair.work_ids if w in self.parts or w in self.copied), None)
+        if work is None:
             return None
+        mix = self.copied.get(work, work)
         a, b = self.parts[mix]
+        copy = f"work {work} is a copy of work {mix}, which " if work != mix else f"work {mix} "
         return (
-            f"work {mix} plays works {a} and {b} over the same seconds, and they do not match "
-            "each other: it mixes two recordings and joins the cluster of neither, and which of "
-            "it and another work came first is not decided through it"
+            f"{copy}plays works {a} and {b} over the same seconds, and they do not match each "
+            "other: it mixes two recordings and joins no cluster, and which of it and another "
+            "work came first is not decided through it"
         )
 
 
