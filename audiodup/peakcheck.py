@@ -177,15 +177,7 @@ def check_alignment(
     ``reference`` is :func:`reference_peaks` of the work's stored peaks.
     """
     fps = settings.frames_per_second
-    density = settings.peaks_per_second * guess.tempo_ratio * settings.peak_check_density_factor
-    if density < max(settings.query_peak_densities):
-        query_peaks = thin_peaks(query_peaks, density, fps)
-    tq = query_peaks["frame"].astype(np.float64)
-    fq = query_peaks["bin"].astype(np.float64)
-    tq, fq = _window(tq, fq, guess.query_centre, settings.peak_check_max_peaks)
-    ref_bins = np.round(fq - guess.pitch_bins).astype(np.int64)
-    in_band = (ref_bins >= 0) & (ref_bins < reference.n_bins)
-    tq, ref_bins = tq[in_band], ref_bins[in_band]
+    tq, ref_bins = checked_peaks(query_peaks, guess, reference.n_bins, settings)
     if len(tq) < 8 or reference.n_frames == 0:
         return None
     reach = int(round(settings.peak_check_offset_span_s * fps))
@@ -261,6 +253,23 @@ def check_alignment(
         (float(tq.min()), float(tq.max())),
         search_cells=n_cells,
     )
+
+
+def checked_peaks(
+    query_peaks: np.ndarray, guess: Alignment, n_bins: int, settings: Settings
+) -> tuple[np.ndarray, np.ndarray]:
+    """The upload peaks a check of ``guess`` looks at: thinned to the stored density at its
+    tempo, the ``peak_check_max_peaks`` nearest its centre, those whose bin moved by its pitch
+    lies in the work's ``n_bins``; their frames (float) and those reference bins."""
+    density = settings.peaks_per_second * guess.tempo_ratio * settings.peak_check_density_factor
+    if density < max(settings.query_peak_densities):
+        query_peaks = thin_peaks(query_peaks, density, settings.frames_per_second)
+    tq = query_peaks["frame"].astype(np.float64)
+    fq = query_peaks["bin"].astype(np.float64)
+    tq, fq = _window(tq, fq, guess.query_centre, settings.peak_check_max_peaks)
+    ref_bins = np.round(fq - guess.pitch_bins).astype(np.int64)
+    in_band = (ref_bins >= 0) & (ref_bins < n_bins)
+    return tq[in_band], ref_bins[in_band]
 
 
 def coincidence_probability(matched: int, chance: float, cells: int, settings: Settings) -> float:

@@ -29,11 +29,11 @@ from audiodup.peakcheck import (
     Alignment,
     ReferencePeaks,
     check_alignment,
+    checked_peaks,
     coincidences,
     hash_alignment,
     reference_peaks,
 )
-from audiodup.peaks import thin_peaks
 from audiodup.screening import UploadFingerprints, gather_looks, matches_from_looks
 from audiodup.settings import DEFAULT_SETTINGS, Settings
 from audiodup.verdict import decide
@@ -49,25 +49,15 @@ def offset_counts(
     """``(at, rival, rival_shift_s)``: the upload peaks landing on the work's at ``alignment``
     (within :data:`NEAR_FRAMES`), and the most at one offset :data:`MIN_SHIFT_S` to
     :data:`SPAN_S` away; None when fewer than 8 peaks map inside the work. The peaks are those a
-    guided peak check looks at: thinned to its density, the ``peak_check_max_peaks`` nearest
-    the alignment's centre."""
+    guided peak check looks at (:func:`audiodup.peakcheck.checked_peaks`)."""
     fps = settings.frames_per_second
-    density = settings.peaks_per_second * alignment.tempo_ratio
-    density *= settings.peak_check_density_factor
-    if density < max(settings.query_peak_densities):
-        query_peaks = thin_peaks(query_peaks, density, fps)
-    frames = query_peaks["frame"].astype(np.float64)
-    nearest = np.argsort(np.abs(frames - alignment.query_centre), kind="stable")
-    kept = np.sort(nearest[: settings.peak_check_max_peaks])
-    frames = frames[kept]
-    bins = np.round(query_peaks["bin"][kept] - alignment.pitch_bins).astype(np.int64)
-    inside = (bins >= 0) & (bins < reference.n_bins)
-    if inside.sum() < 8:
+    frames, bins = checked_peaks(query_peaks, alignment, reference.n_bins, settings)
+    if len(frames) < 8:
         return None
     reach = int(SPAN_S * fps)
     offsets = np.arange(-reach, reach + 1)
-    base = np.round(alignment.ref_frames(frames[inside])).astype(np.int64)
-    counts, _, _ = coincidences(reference, base, bins[inside], offsets, settings)
+    base = np.round(alignment.ref_frames(frames)).astype(np.int64)
+    counts, _, _ = coincidences(reference, base, bins, offsets, settings)
     far = np.abs(offsets) >= int(MIN_SHIFT_S * fps)
     rival = int(np.argmax(np.where(far, counts, -1)))
     return (
@@ -134,7 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="summarise JSON-lines files")
     args = parser.parse_args(argv)
     if args.summary:
-        rows = [json.loads(line) for p in args.paths for line in p.read_text().splitlines()]
+        try:
+            rows = [json.loads(line) for p in args.paths for line in p.read_text().splitlines()]
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps(summary(rows), indent=1))
         return 0
     catalog_dir, uploads = args.paths[0], args.paths[1:]

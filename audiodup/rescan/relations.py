@@ -618,7 +618,8 @@ def _joined(held: dict[int, list[Pair]], leaving_out: dict[int, list]) -> _Group
 def _mixed(mix: int, x: Pair, y: Pair) -> bool:
     """Whether the other works of ``x`` and ``y`` line up the same seconds of ``mix`` and a
     transform screening finds copies at lies between them."""
-    if not _same_seconds(_spans_on(x, mix), _spans_on(y, mix)):
+    on_x, on_y = _spans_on(x, mix), _spans_on(y, mix)
+    if not (_half_inside(on_x, on_y) or _half_inside(on_y, on_x)):  # half of the shorter
         return False
     (tempo_x, pitch_x), (tempo_y, pitch_y) = (
         _transform(x, x.other(mix)),
@@ -628,11 +629,6 @@ def _mixed(mix: int, x: Pair, y: Pair) -> bool:
         abs(math.log(tempo_x / tempo_y)) <= _MIX_MAX_LOG_TEMPO
         and abs(pitch_x - pitch_y) <= _MIX_MAX_SEMITONES
     )
-
-
-def _same_seconds(a: Spans, b: Spans) -> bool:
-    """Whether at least half of the shorter of ``a`` and ``b`` lies in the other."""
-    return _length(_intersection(a, b)) >= 0.5 * min(_length(a), _length(b))
 
 
 def _carry(pair: Pair, x: int, spans: Spans | None) -> Spans:
