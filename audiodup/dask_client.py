@@ -6,6 +6,12 @@ from a worker that is frozen (connected, never answering) waits until the schedu
 workers is reported after ``no_workers_s`` (a worker that is restarting gets that long to come
 back), counted once per client however many threads wait on it. Both raise
 :class:`ClusterError`, one line.
+
+On Python 3.11 a worker's sampling profiler can freeze the whole worker process for good: its
+``sys._current_frames()`` may start a garbage collection while it holds the interpreter's
+thread-list lock, which a task thread taking the GIL back after C code (a decoder's read)
+needs (CPython gh-106883). Distributed already leaves its event-loop
+profiler off on 3.11; every client made here also stops the workers' task profiler there.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -45,6 +52,10 @@ _DASK_LOGGERS = (
 )
 _LOOP_RUNNER = None  # distributed.utils.LoopRunner shared by the clients connect() makes
 _LOOP_LOCK = threading.Lock()
+_PLUGIN_S = 10.0  # registering the worker plugin: best effort, every later wait has its bound
+# the Python versions whose sys._current_frames() can deadlock a threaded process (gh-106883), as
+# distributed itself judges them for its event-loop profiler
+_SAMPLING_CAN_DEADLOCK = sys.version_info[:2] == (3, 11)
 _CANCELLED = (
     "a Dask task was cancelled (a worker holding its data was lost, or the scheduler went away)"
 )
@@ -59,6 +70,7 @@ def connect(address_or_client, timeout_s: float = 30.0):
     from distributed import Client
 
     if isinstance(address_or_client, Client):
+        _stop_task_sampling(address_or_client)
         return address_or_client, False
     try:
         _check_address(address_or_client)
@@ -69,7 +81,42 @@ def connect(address_or_client, timeout_s: float = 30.0):
         raise SchedulerUnreachableError(
             f"cannot reach the Dask scheduler {address_or_client!r}: {exc}"
         ) from None
+    _stop_task_sampling(client)
     return client, True
+
+
+def _stop_task_sampling(client) -> None:
+    """Have every worker of ``client``'s cluster, now and later, stop sampling its task threads'
+    stacks where that can deadlock it (see the module's notes). Best effort, within
+    ``_PLUGIN_S``: a worker that does not answer now is bounded by every later wait."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class NoTaskSampling(WorkerPlugin):
+        idempotent = True
+
+        def setup(self, worker) -> None:
+            stop_task_sampling(worker)
+
+    with contextlib.suppress(Exception):
+        client.sync(
+            client._register_worker_plugin,  # Client.register_plugin, whose wait has no bound
+            plugin=NoTaskSampling(),
+            name="audiodup-no-task-sampling",
+            idempotent=True,
+            callback_timeout=_PLUGIN_S,
+        )
+
+
+def stop_task_sampling(worker) -> bool:
+    """Stop ``worker``'s task profiler on a Python where it can deadlock the process; whether
+    it is stopped."""
+    if not _SAMPLING_CAN_DEADLOCK:
+        return False
+    for name in ("profile", "profile-cycle"):
+        callback = worker.periodic_callbacks.pop(name, None)
+        if callback is not None:
+            callback.stop()
+    return True
 
 
 def _check_address(address: str) -> None:

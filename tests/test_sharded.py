@@ -706,6 +706,30 @@ def test_bounded_wait_gives_up_on_a_task_that_never_ends(threaded_client):
     slow.cancel()
 
 
+@pytest.mark.parametrize("can_deadlock", [True, False])
+def test_workers_stop_sampling_their_tasks_where_that_can_deadlock(monkeypatch, can_deadlock):
+    """Python 3.11's sys._current_frames() can freeze a worker for good (gh-106883): the
+    workers a client of audiodup's meets, and those that join later, stop sampling there."""
+    import dask
+
+    monkeypatch.setattr(dask_client, "_SAMPLING_CAN_DEADLOCK", can_deadlock)
+    with (
+        dask.config.set({"distributed.worker.profile.enabled": True}),
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+    ):
+        client, own = dask_client.connect(cluster.scheduler_address)
+        try:
+            cluster.scale(2)
+            client.wait_for_workers(2, timeout=120)
+            sampling = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+        finally:
+            dask_client.close(client)
+    assert own and len(sampling) == 2
+    assert set(sampling.values()) == {not can_deadlock}
+
+
 def _sampled(**more) -> Settings:
     """A hit budget small enough to drop most of the test catalog's keys."""
     return dataclasses.replace(
