@@ -105,8 +105,9 @@ _MAX_FFMPEG_AUDIO_STREAMS = 16  # each costs an ffmpeg run over the whole file
 _LIBSNDFILE_OGG_CODECS = (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
 # formats whose header states a length the stream itself need not end at (FLAC's total
 # samples, an MP3's Xing frame count, an Ogg stream's last granule): libsndfile stops there,
-# ffmpeg reads on. More than this left unread after the stated length, besides the tags known
-# to end a file (:func:`_trailing_tags`), sends the file to ffmpeg: 2 KiB is 2.7 s of 6 kbps
+# ffmpeg reads on. More than this left unread after the stated length, besides the tags that
+# end a file and are not audio (:func:`_trailing_tags`), sends the file to ffmpeg (or is an
+# error without it): 2 KiB is 2.7 s of 6 kbps
 # Opus (16 KiB hid 14 s of it), 0.13 s at 128 kbps. The benchmark corpus's 700 FLAC and Ogg
 # files leave none
 _HEADER_LENGTH_FORMATS = ("FLAC", "MP3", "OGG")
@@ -917,7 +918,8 @@ def _soundfile_segments(fd: int, links: _OggLinks) -> Iterator[_SoundfileSegment
 
         def unread() -> int:
             end = os.fstat(fd).st_size
-            return end - os.lseek(fd, 0, os.SEEK_CUR) - _trailing_tags(fd, end)
+            tags = _trailing_tags(fd, end, with_ffmpeg=ffmpeg_executable() is not None)
+            return end - os.lseek(fd, 0, os.SEEK_CUR) - tags
 
         yield _SoundfileSegment(lambda: _soundfile_at_start(fd), unread)
         return
@@ -928,22 +930,69 @@ def _soundfile_segments(fd: int, links: _OggLinks) -> Iterator[_SoundfileSegment
         yield _SoundfileSegment(lambda view=view: sf.SoundFile(view.reopened()), view=view)
 
 
-def _trailing_tags(fd: int, end: int) -> int:
-    """Bytes of the tags that may end an audio file after its stream: an ID3v1 tag, a Lyrics3v2
-    tag and an APEv2 tag (with its header), as they are stacked at the end of an MP3."""
-    total = 0
-    if end >= 128 and os.pread(fd, 3, end - 128) == b"TAG":
-        total += 128
-    lyrics = os.pread(fd, 15, max(end - total - 15, 0))
-    if len(lyrics) == 15 and lyrics[6:] == b"LYRICS200" and lyrics[:6].isdigit():
-        total += int(lyrics[:6]) + 15
-    footer = os.pread(fd, 32, max(end - total - 32, 0))
-    if len(footer) == 32 and footer[:8] == b"APETAGEX":
-        size, _, flags = struct.unpack("<III", footer[12:24])
-        total += size + (
-            32 if flags & 0x80000000 else 0
-        )  # the size counts the footer, not a header
-    return min(total, end)
+def _trailing_tags(fd: int, end: int, with_ffmpeg: bool) -> int:
+    """Bytes of the tags that may end an audio file after its stream and that are not audio: an
+    ID3v1 tag (128 bytes), then, only where no ffmpeg reads on, a Lyrics3v2 and an APEv2 tag,
+    as they are stacked at the end of an MP3, each well formed over every byte it claims. A
+    tag's size field is the uploader's: a forged footer claiming the whole file hid a copy
+    after a header's stated length. Audio can also be wrapped in a well-formed tag's item, and
+    ffmpeg's FLAC and Ogg readers play it, so with ffmpeg only the fixed-size ID3v1 counts."""
+    total = 128 if end >= 128 and os.pread(fd, 3, end - 128) == b"TAG" else 0
+    if with_ffmpeg:
+        return total
+    total += _lyrics3v2_size(fd, end - total)
+    return total + _apev2_size(fd, end - total)
+
+
+def _lyrics3v2_size(fd: int, end: int) -> int:
+    """The size of a well-formed Lyrics3v2 tag ending at ``end`` (``LYRICSBEGIN``, fields of a
+    three-letter name, a five-digit size and that many bytes, a six-digit size, ``LYRICS200``),
+    else 0."""
+    footer = os.pread(fd, 15, max(end - 15, 0))
+    if len(footer) != 15 or footer[6:] != b"LYRICS200" or not footer[:6].isdigit():
+        return 0
+    size = int(footer[:6])
+    start = end - 15 - size
+    if size < 11 or start < 0:
+        return 0
+    body = os.pread(fd, size, start)
+    if len(body) != size or not body.startswith(b"LYRICSBEGIN"):
+        return 0
+    position = 11
+    while position < size:
+        name, digits = body[position : position + 3], body[position + 3 : position + 8]
+        if len(digits) != 5 or not (name.isalpha() and name.isupper()) or not digits.isdigit():
+            return 0
+        position += 8 + int(digits)
+    return size + 15 if position == size else 0
+
+
+def _apev2_size(fd: int, end: int) -> int:
+    """The size of a well-formed APEv2 tag ending at ``end``: its footer, items that fill the
+    size it states exactly, as many as it states, and its header where it says it has one;
+    else 0."""
+    footer = os.pread(fd, 32, max(end - 32, 0))
+    if len(footer) != 32 or footer[:8] != b"APETAGEX":
+        return 0
+    version, size, count, flags = struct.unpack("<IIII", footer[8:24])
+    header = 32 if flags & 0x80000000 else 0
+    start = end - size - header
+    if version not in (1000, 2000) or size < 32 or start < 0:
+        return 0
+    tag = os.pread(fd, size + header, start)
+    if len(tag) != size + header or (header and tag[:8] != b"APETAGEX"):
+        return 0
+    items, position = tag[header : header + size - 32], 0
+    for _ in range(count):
+        if position + 8 > len(items):
+            return 0
+        value_size = int.from_bytes(items[position : position + 4], "little")
+        key_end = items.find(b"\x00", position + 8)
+        key = items[position + 8 : key_end]
+        if key_end < 0 or not 2 <= len(key) <= 255 or not all(0x20 <= c <= 0x7E for c in key):
+            return 0
+        position = key_end + 1 + value_size
+    return size + header if position == len(items) else 0
 
 
 def _soundfile_at_start(fd: int) -> sf.SoundFile:

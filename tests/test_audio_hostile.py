@@ -736,10 +736,20 @@ def ape_tag(value: bytes) -> bytes:
     return block(True) + item + block(False)
 
 
+def lyrics3v2_tag(lyrics: bytes) -> bytes:
+    """A Lyrics3v2 tag (one LYR field), as it sits between an MP3's APEv2 and ID3v1 tags."""
+    body = b"LYRICSBEGIN" + b"IND00002" + b"10" + b"LYR" + b"%05d" % len(lyrics) + lyrics
+    return body + b"%06d" % len(body) + b"LYRICS200"
+
+
+ID3V1 = b"TAG" + b"a title".ljust(30, b"\x00") + bytes(95)
+
+
 @pytest.mark.parametrize("kind", ["flac", "ogg"])
 def test_tags_that_end_a_file_are_not_audio_a_header_hid(tmp_path: Path, kind: str, monkeypatch):
-    """An APEv2 tag with 40 KB of cover art and an ID3v1 tag after an honest stream: decoded by
-    libsndfile as it is, also without ffmpeg, not refused as a header that hid audio."""
+    """An APEv2 tag with 40 KB of cover art, a Lyrics3v2 and an ID3v1 tag after an honest
+    stream: without ffmpeg, decoded by libsndfile as it is, not refused as a header that hid
+    audio."""
     monkeypatch.setenv("AUDIODUP_FFMPEG", "none")
     samples = music(46, 6.0)
     if kind == "flac":
@@ -749,12 +759,75 @@ def test_tags_that_end_a_file_are_not_audio_a_header_hid(tmp_path: Path, kind: s
     else:
         stream = ogg_bytes(samples, SR)
     (tmp_path / "plain").write_bytes(stream)
-    id3v1 = b"TAG" + b"a title".ljust(30, b"\x00") + bytes(95)
     tagged = tmp_path / f"tagged.{kind}"
-    tagged.write_bytes(stream + ape_tag(os.urandom(40_000)) + id3v1)
+    lyrics = b"la la la\r\n" * 400
+    tagged.write_bytes(stream + ape_tag(os.urandom(40_000)) + lyrics3v2_tag(lyrics) + ID3V1)
     audio = load_audio(tagged)
     assert audio.source_duration_s == pytest.approx(6.0, abs=0.05)
     assert audio.sha256 == load_audio(tmp_path / "plain").sha256
+
+
+FORGED_TAILS = {
+    # a footer alone whose size claims far more than the file holds
+    "ape-footer": b"APETAGEX" + struct.pack("<IIII", 2000, 0x10000000, 1, 0) + bytes(8),
+    # a Lyrics3v2 size of 999,999 bytes with no LYRICSBEGIN there, then an ID3v1 tag
+    "lyrics3-id3v1": b"999999LYRICS200" + ID3V1,
+}
+
+
+@pytest.mark.parametrize("tail", list(FORGED_TAILS))
+@pytest.mark.parametrize("kind", ["flac", "ogg"])
+def test_a_forged_tag_after_audio_a_header_hid_hides_nothing(
+    tmp_path: Path, decoder: str, kind: str, tail: str
+) -> None:
+    """An end tag's size is the uploader's: a forged footer claiming the hidden copy as its
+    tag sent nothing to ffmpeg, and the file was screened on the seconds its header admits to
+    (a red team's FLAC, MP3 and Opus files, all `clean`)."""
+    samples = music(42, 12.0)
+    path = tmp_path / f"forged.{kind}"
+    path.write_bytes(LYING_HEADERS[kind](samples) + FORGED_TAILS[tail])
+    if decoder != "ffmpeg-fallback":
+        with pytest.raises(AudioDecodeError, match=r"bytes follow the 2.0 s of audio"):
+            load_audio(path)
+        return
+    assert load_audio(path).source_duration_s == pytest.approx(12.0, abs=0.1)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", ["flac", "ogg"])
+def test_audio_wrapped_in_a_well_formed_tag_is_decoded_by_ffmpeg(
+    tmp_path: Path, kind: str, monkeypatch
+) -> None:
+    """ffmpeg plays FLAC or Ogg pages wrapped in an APEv2 item after a header's stated length:
+    with ffmpeg, only the fixed-size ID3v1 tag is taken for a tag, so ffmpeg reads it all."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    blob = LYING_HEADERS[kind](music(42, 12.0))
+    cut = len(blob) // 12  # inside the 2 s stated: libsndfile reads on into the tag
+    path = tmp_path / f"wrapped.{kind}"
+    path.write_bytes(blob[:cut] + ape_tag(blob[cut:]) + ID3V1)
+    assert load_audio(path).source_duration_s > 11.0
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", ["flac", "ogg"])
+def test_tags_that_end_a_file_are_read_through_by_ffmpeg(tmp_path: Path, kind: str, monkeypatch):
+    """With ffmpeg, a file whose cover art follows its stream is decoded by ffmpeg: the same
+    audio, the tag not taken for any."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    samples = music(46, 6.0)
+    if kind == "flac":
+        buffer = io.BytesIO()
+        sf.write(buffer, samples, SR, format="FLAC")
+        stream = buffer.getvalue()
+    else:
+        stream = ogg_bytes(samples, SR)
+    (tmp_path / f"plain.{kind}").write_bytes(stream)
+    tagged = tmp_path / f"tagged.{kind}"
+    tagged.write_bytes(stream + ape_tag(os.urandom(40_000)) + ID3V1)
+    audio, plain = load_audio(tagged), load_audio(tmp_path / f"plain.{kind}")
+    assert audio.source_duration_s == pytest.approx(6.0, abs=0.05)
+    n = min(len(audio.samples), len(plain.samples))
+    assert correlation(audio.samples[:n], plain.samples[:n]) > 0.99
 
 
 def wav_header(channels: int, sample_rate_hz: int, bits: int, data_bytes: int) -> bytes:
