@@ -35,6 +35,7 @@ from .results import (
     relation_text,
     screen_document,
     screen_summary,
+    screened_part,
     shown_text,
     stats_document,
     upload_text,
@@ -666,7 +667,8 @@ def _print_verdicts(verdicts: list[Verdict]) -> None:
         if v.error:
             table.add_row(name, Text("error", style="red"), _user(v.error), *[""] * 7)
             continue
-        label = Text(v.verdict, style=style[v.verdict])
+        part = screened_part(v)
+        label = Text(v.verdict + (f" ({part})" if part else ""), style=style[v.verdict])
         if not v.matches:
             table.add_row(name, label, *[""] * 8)
         for i, m in enumerate(v.matches):

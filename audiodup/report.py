@@ -41,6 +41,7 @@ from .results import (
     dumps,
     ids_text,
     listed_text,
+    partly_screened,
     screen_document,
     to_jsonable,
 )
@@ -164,17 +165,24 @@ _OWNER_COLUMNS = (
 
 
 def screen_csv(verdicts: Sequence[Verdict]) -> str:
+    """One row per match (one for an upload without any); ``partly_screened``: true where only
+    the upload's first ``duration_s`` were screened and held no duplicate."""
     header = ("path", "verdict", "error", "duration_s", "rank", "work_id", "work_path", "title")
     rows = []
     for v in verdicts:
         base = [v.path, v.verdict or "error", v.error or "", _cell(v.duration_s)]
+        part = [_cell(partly_screened(v))]
         if not v.matches:
-            rows.append(base + [""] * (4 + len(_OWNER_COLUMNS) + len(_MATCH_COLUMNS)))
+            rows.append(base + [""] * (4 + len(_OWNER_COLUMNS) + len(_MATCH_COLUMNS)) + part)
         for rank, m in enumerate(v.matches, start=1):
             rows.append(
-                base + [rank, m.work_id, m.path, m.title or ""] + _owner_cells(m) + _match_cells(m)
+                base
+                + [rank, m.work_id, m.path, m.title or ""]
+                + _owner_cells(m)
+                + _match_cells(m)
+                + part
             )
-    return _csv(header + _OWNER_COLUMNS + _MATCH_COLUMNS, rows)
+    return _csv(header + _OWNER_COLUMNS + _MATCH_COLUMNS + ("partly_screened",), rows)
 
 
 def _owner_cells(m: Match) -> list:

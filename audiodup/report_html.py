@@ -40,7 +40,9 @@ from .results import (
     Verdict,
     ids_text,
     listed_text,
+    partly_screened,
     relation_text,
+    screened_part,
     shown_text,
     upload_text,
 )
@@ -133,6 +135,7 @@ def screen_html(
     counts = {label: sum(v.verdict == label for v in verdicts) for label in _LABELS}
     counts["error"] = sum(v.error is not None for v in verdicts)
     cards = [(len(verdicts), "uploads")] + [(counts[k], k) for k in (*_LABELS, "error")]
+    cards.append((sum(map(partly_screened, verdicts)), "screened only to the decoding limits"))
     order = sorted(
         (i for i, v in enumerate(verdicts) if v.verdict in ("duplicate", "suspect")),
         key=lambda i: (verdicts[i].verdict != "duplicate", i),
@@ -146,7 +149,7 @@ def screen_html(
         rows.append(
             [
                 (name, Path(v.path).name),
-                (_badge(label), _LABEL_ORDER.get(label, 9)),
+                (_badge(label) + _part_note(v), _LABEL_ORDER.get(label, 9)),
                 _e(f"{top.work_id}: {_work_name(top)}{_owner_note(top)}")
                 if top
                 else _e(v.error or ""),
@@ -174,6 +177,11 @@ def screen_html(
         file = files[i] if files is not None else verdicts[i].path
         body.append(_screen_detail(i, verdicts[i], file, catalog, snippet_s))
     return _page("audiodup screening report", _subtitle(catalog), "\n".join(body))
+
+
+def _part_note(verdict: Verdict) -> str:
+    part = screened_part(verdict)
+    return f' <span class="muted">{_e(part)}</span>' if part else ""
 
 
 def _screen_detail(

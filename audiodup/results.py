@@ -312,6 +312,14 @@ def partly_screened(verdict: Verdict) -> bool:
     return verdict.error is None and verdict.truncated and verdict.verdict != "duplicate"
 
 
+def screened_part(verdict: Verdict) -> str | None:
+    """``first 1200 s only`` for a :func:`partly_screened` upload, else None: shown next to its
+    verdict wherever it is listed, since its ``clean`` covers only that part."""
+    if not partly_screened(verdict):
+        return None
+    return f"first {verdict.duration_s or 0:.0f} s only"
+
+
 def screen_summary(verdicts: Sequence[Verdict]) -> dict[str, int]:
     """How many inputs got each verdict, and how many of the screened ones are
     :func:`partly_screened` (the facts the exit code is made of)."""

@@ -4,6 +4,7 @@ and the installed ``audiodup`` console script as a real process."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -423,7 +424,7 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
 
     result = run("screen", "--db", db, hidden)
     assert result.exit_code == 2, result.output
-    assert "clean" in result.stdout
+    assert "clean (first 30 s only)" in result.stdout  # the table, not a plain clean
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("warning: ")]
     assert str(hidden) in line and "only its first 30.0 s were screened" in line
     as_json = run("screen", "--db", db, "--json", hidden)
@@ -433,10 +434,21 @@ def test_an_upload_longer_than_the_cap_with_no_duplicate_in_it_is_not_called_cle
     assert entry["truncated"] and entry["verdict"] == "clean"
     assert document["summary"]["partly_screened"] == 1 and document["summary"]["error"] == 0
     validate(document, "screen")
+    # the reports say it too: a CSV column, and a note and a count in the HTML
+    assert run("screen", "--db", db, hidden, first, "--out", tmp_path / "r.csv").exit_code == 3
+    rows = list(csv.DictReader((tmp_path / "r.csv").open(newline="")))
+    assert [(r["verdict"], r["partly_screened"]) for r in rows] == [
+        ("clean", "True"),
+        ("duplicate", "False"),
+    ]
+    assert run("screen", "--db", db, hidden, "--out", tmp_path / "r.html").exit_code == 2
+    page = (tmp_path / "r.html").read_text()
+    assert "first 30 s only" in page
+    assert "<b>1</b><span>screened only to the decoding limits</span>" in page
 
     result = run("screen", "--db", db, first)
     assert result.exit_code == 1, result.output  # a duplicate: known, whatever follows
-    assert "warning:" not in result.stderr
+    assert "warning:" not in result.stderr and "only)" not in result.stdout
 
 
 def test_a_work_longer_than_the_cap_is_added_with_a_warning_that_its_rest_is_not_indexed(
