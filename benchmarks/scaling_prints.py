@@ -1086,7 +1086,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     else:
-        print(write_report(args.work, args.out, args.note))
+        try:
+            print(write_report(args.work, args.out, args.note))
+        except FileNotFoundError as exc:
+            print(
+                f"error: {exc} (run `python -m benchmarks.scaling_prints run` first)",
+                file=sys.stderr,
+            )
+            return 2
     return 0
 
 

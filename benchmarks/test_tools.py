@@ -52,6 +52,11 @@ def test_scaling_queries_without_the_corpus_fail_in_one_line(corpus: str, tmp_pa
     assert str(tmp_path / "empty" / ("heldout" if corpus == "heldout" else "")) in line
 
 
+def test_a_scaling_report_without_a_run_fails_in_one_line(tmp_path: Path) -> None:
+    proc = _run_tool("scaling_prints", "report", "--work", str(tmp_path / "never-run"))
+    assert "scaling_prints run" in _one_error_line(proc)
+
+
 @pytest.mark.parametrize("problem", ["work is a file", "corrupt manifest"])
 def test_scaling_queries_with_bad_input_fail_in_one_line(problem: str, tmp_path: Path) -> None:
     work = tmp_path / "q"
