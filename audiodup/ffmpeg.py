@@ -38,7 +38,7 @@ _FORMATS = (
     "aac", "ac3", "aiff", "amr", "amrnb", "amrwb", "ape", "asf", "au", "avi", "caf", "dsf",
     "dts", "dtshd", "eac3", "flac", "flv", "gsm", "ircam", "live_flv", "loas", "matroska", "mlp",
     "mov", "mp3", "mpc", "mpc8", "mpeg", "mpegts", "mxf", "nistsphere", "nut", "ogg", "oma", "qcp",
-    "rm", "shn", "sox", "tak", "truehd", "tta", "voc", "w64", "wav", "wtv", "wv", "xwma",
+    "rm", "shn", "sox", "spdif", "tak", "truehd", "tta", "voc", "w64", "wav", "wtv", "wv", "xwma",
 )  # fmt: skip
 _STREAM_LINE = re.compile(rb"^\s*Stream #\d+:(\d+)\S*: Audio: (.*)$")
 _REFUSED_FORMAT = re.compile(rb"^\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
@@ -95,8 +95,9 @@ def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
             streams.setdefault(int(match[1]), _stream(match[2]))
     if run.refused_format is not None:
         raise AudioDecodeError(
-            f"cannot decode: {run.refused_format} is not an accepted container "
-            "(playlists and scripts that open other files or URLs are refused)"
+            f"cannot decode: {run.refused_format} is not an audio container audiodup reads "
+            "(playlists and scripts that open other files or URLs, image sequences, devices and "
+            "raw formats are refused)"
         )
     if not streams:
         reason = "no audio stream" if run.input_opened else run.message

@@ -198,8 +198,26 @@ def test_playlists_do_not_open_other_files(
     target = encode(tmp_path, "target.mp3", [music(23, 12.0)], "-c:a", "libmp3lame")
     playlist = tmp_path / name
     playlist.write_text(text.format(target=target))
-    with pytest.raises(AudioDecodeError, match="not an accepted container"):
+    with pytest.raises(AudioDecodeError, match="not an audio container audiodup reads"):
         load_audio(playlist)
+
+
+@needs_ffmpeg
+def test_ac3_in_spdif_framing_in_a_wav_is_decoded(tmp_path: Path, monkeypatch) -> None:
+    """AC3 in IEC 61937 (S/PDIF) frames in a WAV, as DVD and CD rips carry it: ffmpeg's
+    default plays it as audio, so it is read, not refused as a container."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    wav = tmp_path / "plain.wav"
+    sf.write(wav, music(31, 8.0), SR)
+    spdif = tmp_path / "spdif.wav"
+    ffmpeg("-i", wav, "-ar", "48000", "-ac", "2", "-c:a", "ac3", "-f", "spdif", spdif)
+    audio, plain = load_audio(spdif), load_audio(wav)
+    assert audio.source_duration_s == pytest.approx(8.0, abs=0.1)
+    window = plain.samples[: 4 * ANALYSIS_SR]
+    best = max(  # at the AC3 encoder's delay
+        correlation(audio.samples[i : i + len(window)], window) for i in range(ANALYSIS_SR // 10)
+    )
+    assert best > 0.9
 
 
 # --- 4. a file that cannot be opened is one error, and never reaches ffmpeg ------------------
