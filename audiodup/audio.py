@@ -1071,8 +1071,13 @@ def _ffmpeg_sources(
             probed = ffmpeg.audio_streams(ffmpeg_path, copy)
             sources += [(copy, i, s) for i, s in enumerate(probed)]
     if len(sources) > _MAX_FFMPEG_AUDIO_STREAMS:
+        counted = (  # the links of a long chain are not all probed
+            f"{len(streams):,} Ogg streams (chained or multiplexed)"
+            if streams and len(streams) >= 2
+            else f"{len(sources)} audio streams"
+        )
         raise AudioDecodeError(
-            f"cannot decode: {len(sources)} audio streams, at most {_MAX_FFMPEG_AUDIO_STREAMS}"
+            f"cannot decode: {counted}, at most {_MAX_FFMPEG_AUDIO_STREAMS} through ffmpeg"
         )
     return sources
 

@@ -630,6 +630,21 @@ def test_ogg_walk_limits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, decode
                     load_audio(path)
 
 
+@needs_ffmpeg
+def test_a_chain_past_both_limits_is_refused_by_its_own_count(tmp_path: Path, monkeypatch) -> None:
+    """A chain longer than libsndfile's link limit and ffmpeg's stream limit is one error that
+    counts its links (a red team's 1,100 links were "17 audio streams")."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    path = tmp_path / "chain.ogg"
+    path.write_bytes(b"".join(ogg_bytes(music(60 + i, 3.5), SR) for i in range(4)))
+    monkeypatch.setattr(audio_module, "_MAX_OGG_STREAMS", 2)
+    monkeypatch.setattr(audio_module, "_MAX_FFMPEG_AUDIO_STREAMS", 2)
+    with pytest.raises(
+        AudioDecodeError, match=r"4 Ogg streams \(chained or multiplexed\), at most 2"
+    ):
+        load_audio(path)
+
+
 def test_the_ogg_checksum_matches_the_specification() -> None:
     blob = ogg_bytes(music(61, 4.0), SR)
     for page in ogg_pages(blob):
@@ -676,7 +691,7 @@ def test_video_streams_are_skipped_and_stream_count_is_capped(
            "1:a", "-map", "1:a", "-c:v", "mpeg4", "-c:a", "flac", video)  # fmt: skip
     assert load_audio(video).source_duration_s == pytest.approx(10.0, abs=0.1)
     monkeypatch.setattr(audio_module, "_MAX_FFMPEG_AUDIO_STREAMS", 1)
-    with pytest.raises(AudioDecodeError, match="2 audio streams, at most 1"):
+    with pytest.raises(AudioDecodeError, match="2 audio streams, at most 1 through ffmpeg"):
         load_audio(video)
 
 
