@@ -745,16 +745,20 @@ def antiphase_signs(block: np.ndarray) -> np.ndarray | None:
     25 correlate below -0.5 and 1 below -0.7, in wide orchestral recordings where the mean and
     the difference hold much the same. Non-finite samples (zeroed after the mix) count as
     silence here."""
-    # one contiguous float64 array per channel, summed by numpy: BLAS dot products (their
-    # threads spin after each call) and sums across the interleaved block each doubled the
-    # CPU of decoding on 2 cores (a surround block's one matrix product costs 0.2 ms more)
-    channels = [block[:, c].astype(np.float64) for c in range(block.shape[1])]
+    # one contiguous float64 row per channel, its products summed by einsum's own loop in one
+    # pass without a temporary: BLAS dot products (their threads spin after each call) and sums
+    # across the interleaved block each doubled the CPU of decoding on 2 cores (a surround
+    # block's one matrix product costs 0.2 ms more); a copy per channel and numpy's sums of
+    # squares took 0.38 ms a stereo block, this 0.2 (``benchmarks/CPU.md``, session 49)
+    if block.shape[1] < 2:
+        return None
+    channels = list(np.ascontiguousarray(block.T, dtype=np.float64))  # one copy, row by row
     with np.errstate(all="ignore"):
-        power = np.array([np.square(x).sum() for x in channels])
+        power = np.array([_dot(x, x) for x in channels])
         if not np.isfinite(power).all():
             for x in channels:
                 x[~np.isfinite(x)] = 0.0
-            power = np.array([np.square(x).sum() for x in channels])
+            power = np.array([_dot(x, x) for x in channels])
         # about the channels' means: a constant offset is inaudible, and offsets of opposite
         # signs (left = copy + 0.3, right = copy - 0.3) would pass for antiphase, leaving the
         # mix only the offset, refused as silent. Of the benchmark corpora's 30,956 stereo
@@ -765,12 +769,18 @@ def antiphase_signs(block: np.ndarray) -> np.ndarray | None:
             inverted = _inverted_among_many(channels, power, sums)
         else:
             loudest = int(np.argmax(power))
-            cross = np.array([np.multiply(x, channels[loudest]).sum() for x in channels])
-            cross -= sums * sums[loudest] / frames
-            inverted = cross < ANTIPHASE_CORRELATION * np.sqrt(power * power[loudest])
+            other = 1 - loudest
+            cross = _dot(channels[other], channels[loudest]) - sums[other] * sums[loudest] / frames
+            inverted = np.zeros(2, bool)
+            inverted[other] = cross < ANTIPHASE_CORRELATION * np.sqrt(power[other] * power[loudest])
     if not inverted.any():
         return None
     return np.where(inverted, np.float32(-1.0), np.float32(1.0))
+
+
+def _dot(x: np.ndarray, y: np.ndarray) -> float:
+    """The sum of ``x * y`` (float64), in one pass."""
+    return float(np.einsum("i,i->", x, y))
 
 
 def _inverted_among_many(
