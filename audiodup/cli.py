@@ -609,8 +609,9 @@ def _print_error(path: str, error: str | None, console: Console | None = None) -
 
 
 def _user(text: str | None) -> Text:
-    """A table cell of user text, shown literally on one line."""
-    return Text(shown_text(text or ""))
+    """A table cell of user text, shown literally and whole: folded onto more lines where the
+    column is narrower, never cut short (two names that differ at their ends stay apart)."""
+    return Text(shown_text(text or ""), overflow="fold")
 
 
 def _screen_exit_code(verdicts: list[Verdict]) -> int:

@@ -231,6 +231,26 @@ def test_json_text_reads_back_the_same_and_cannot_drive_a_terminal() -> None:
     assert not ACTING.search(text)
 
 
+def test_names_a_narrow_table_cannot_hold_are_folded_whole_not_cut_short(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two uploads whose names differ only at their ends: an ellipsis made them one name in
+    a terminal's table; folded onto more lines, each is there whole."""
+    monkeypatch.setattr(audiodup.cli.out, "width", 90)
+    source = Path(__file__).resolve().parents[1] / "fixtures" / "audio" / "uploads"
+    names = [f"{'album_2024_final_master_track_07_' * 2}{who}.ogg" for who in ("alice", "bob")]
+    for name in names:
+        shutil.copy(source / "unrelated_a.ogg", tmp_path / name)
+    code, out, err = run_main(
+        ["screen", "--db", str(pristine_catalog_dir), *(str(tmp_path / n) for n in names)],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0, err
+    first_cells = [line.split("│")[1].strip() for line in out.splitlines() if line.count("│") > 2]
+    assert "".join(first_cells) == "".join(names)  # each row's lines, in order
+
+
 def test_index_list_shows_titles_and_paths_literally(
     hostile_catalog: Path, wide, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
