@@ -111,6 +111,7 @@ _LIBSNDFILE_OGG_CODECS = (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
 # Opus (16 KiB hid 14 s of it), 0.13 s at 128 kbps. The benchmark corpus's 700 FLAC and Ogg
 # files leave none
 _HEADER_LENGTH_FORMATS = ("FLAC", "MP3", "OGG")
+_MAX_APE_TAG_BYTES = 16 << 20  # read whole to be checked: larger ones are not taken for tags
 _MAX_UNREAD_TAIL_BYTES = 2 * 1024
 
 
@@ -987,7 +988,7 @@ def _apev2_size(fd: int, end: int) -> int:
     version, size, count, flags = struct.unpack("<IIII", footer[8:24])
     header = 32 if flags & 0x80000000 else 0
     start = end - size - header
-    if version not in (1000, 2000) or size < 32 or start < 0:
+    if version not in (1000, 2000) or not 32 <= size <= _MAX_APE_TAG_BYTES or start < 0:
         return 0
     tag = os.pread(fd, size + header, start)
     if len(tag) != size + header or (header and tag[:8] != b"APETAGEX"):

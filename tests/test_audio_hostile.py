@@ -804,6 +804,17 @@ def test_a_forged_tag_after_audio_a_header_hid_hides_nothing(
     assert load_audio(path).source_duration_s == pytest.approx(12.0, abs=0.1)
 
 
+def test_a_tag_past_the_size_read_whole_is_not_taken_for_one(tmp_path: Path, monkeypatch) -> None:
+    """A tag is read whole to be checked, so a footer claiming gigabytes costs no read of them:
+    past ``_MAX_APE_TAG_BYTES`` it is not taken for a tag (without ffmpeg, an error)."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", "none")
+    monkeypatch.setattr(audio_module, "_MAX_APE_TAG_BYTES", 30_000)
+    path = tmp_path / "tagged.flac"
+    path.write_bytes(honest_stream("flac", music(46, 6.0)) + ape_tag(os.urandom(40_000)))
+    with pytest.raises(AudioDecodeError, match="bytes follow the 6.0 s of audio"):
+        load_audio(path)
+
+
 @needs_ffmpeg
 @pytest.mark.parametrize("kind", ["flac", "ogg"])
 def test_audio_wrapped_in_a_well_formed_tag_is_decoded_by_ffmpeg(
