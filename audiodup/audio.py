@@ -943,16 +943,20 @@ def _soundfile_segments(fd: int, links: _OggLinks) -> Iterator[_SoundfileSegment
 
 def _trailing_tags(fd: int, end: int, with_ffmpeg: bool) -> int:
     """Bytes of the tags that may end an audio file after its stream and that are not audio: an
-    ID3v1 tag (128 bytes), then, only where no ffmpeg reads on, a Lyrics3v2 and an APEv2 tag,
-    as they are stacked at the end of an MP3, each well formed over every byte it claims. A
+    ID3v1 tag (128 bytes), then, only where no ffmpeg reads on, Lyrics3v2 and APEv2 tags
+    stacked before it (up to four), each well formed over every byte it claims. A
     tag's size field is the uploader's: a forged footer claiming the whole file hid a copy
     after a header's stated length. Audio can also be wrapped in a well-formed tag's item, and
     ffmpeg's FLAC and Ogg readers play it, so with ffmpeg only the fixed-size ID3v1 counts."""
     total = 128 if end >= 128 and os.pread(fd, 3, end - 128) == b"TAG" else 0
     if with_ffmpeg:
         return total
-    total += _lyrics3v2_size(fd, end - total)
-    return total + _apev2_size(fd, end - total)
+    for _ in range(4):  # stacked in either order, or two APEv2 tags
+        size = _lyrics3v2_size(fd, end - total) or _apev2_size(fd, end - total)
+        if not size:
+            break
+        total += size
+    return total
 
 
 def _lyrics3v2_size(fd: int, end: int) -> int:

@@ -842,15 +842,16 @@ def honest_stream(kind: str, samples: np.ndarray) -> bytes:
 def test_tags_that_end_a_file_are_not_audio_a_header_hid(
     tmp_path: Path, kind: str, decoder: str
 ) -> None:
-    """An APEv2 tag with 40 KB of cover art, a Lyrics3v2 and an ID3v1 tag after an honest
-    stream: without ffmpeg, decoded by libsndfile as it is, not refused as a header that hid
-    audio; with ffmpeg (which plays audio wrapped in a tag's item), read through by ffmpeg:
-    the same audio."""
+    """APEv2 tags (40 KB of cover art, a gain), a Lyrics3v2 and an ID3v1 tag after an honest
+    stream, stacked in either order: without ffmpeg, decoded by libsndfile as it is, not
+    refused as a header that hid audio; with ffmpeg (which plays audio wrapped in a tag's
+    item), read through by ffmpeg: the same audio."""
     stream = honest_stream(kind, music(46, 6.0))
     plain, tagged = tmp_path / f"plain.{kind}", tmp_path / f"tagged.{kind}"
     plain.write_bytes(stream)
-    lyrics = b"la la la\r\n" * 400
-    tagged.write_bytes(stream + ape_tag(os.urandom(40_000)) + lyrics3v2_tag(lyrics) + ID3V1)
+    lyrics = lyrics3v2_tag(b"la la la\r\n" * 400)
+    cover, gain = ape_tag(os.urandom(40_000)), ape_tag(b"-6.2 dB")
+    tagged.write_bytes(stream + {"flac": cover + lyrics + gain, "ogg": gain + cover}[kind] + ID3V1)
     audio, alone = load_audio(tagged), load_audio(plain)
     assert audio.source_duration_s == pytest.approx(6.0, abs=0.05)
     if decoder == "libsndfile-only":
