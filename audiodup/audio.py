@@ -823,6 +823,10 @@ def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Aud
     first = next(segments, None)
     if first is None:
         raise _Unparsed("no audio stream in file")
+    if first.format == "WAV" and first.channels == 2 and _holds_spdif_bursts(fd):
+        raise _Unparsed(
+            "cannot decode: AC3 or DTS in S/PDIF frames, which libsndfile reads as noise"
+        )
     return _analysis_audio(
         _chain([first], segments),
         settings,
@@ -830,6 +834,25 @@ def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Aud
         artist=first.artist,
         no_frames_error=_Unparsed,  # libsndfile read nothing: ffmpeg may read more
     )
+
+
+# IEC 61937's burst preamble, Pa = 0xF872 and Pb = 0x4E1F as 16-bit little-endian words: AC3 or
+# DTS carried in a PCM WAV's samples, which ffmpeg's WAV reader finds and decodes and libsndfile
+# plays as loud noise (a copy hidden so was screened `clean`)
+_SPDIF_PREAMBLE = b"\x72\xf8\x1f\x4e"
+_SPDIF_SNIFF_BYTES = 1 << 16
+
+
+def _holds_spdif_bursts(fd: int) -> bool:
+    """Whether the first 64 KiB of the file hold two S/PDIF burst preambles at even offsets
+    (one is a 1-in-2^32 chance in PCM; ffmpeg looks as far)."""
+    head, found, start = os.pread(fd, _SPDIF_SNIFF_BYTES, 0), 0, 0
+    while found < 2:
+        start = head.find(_SPDIF_PREAMBLE, start) + 1
+        if start == 0:
+            return False
+        found += (start - 1) % 2 == 0
+    return True
 
 
 def _chain(head: list[_Segment], rest: Iterator[_Segment]) -> Iterator[_Segment]:
@@ -875,7 +898,8 @@ class _SoundfileSegment:
             self.channels = int(self._first.channels)
             self.title = self._first.title or None
             self.artist = self._first.artist or None
-            self._stated_length = self._first.format in _HEADER_LENGTH_FORMATS
+            self.format = str(self._first.format)
+            self._stated_length = self.format in _HEADER_LENGTH_FORMATS
 
     def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
         f, self._first = self._first, None
