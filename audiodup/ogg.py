@@ -14,7 +14,7 @@ import os
 import struct
 import zlib
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,7 @@ _NOT_AUDIO = (  # video, subtitles, metadata: skipped
     b"\x80theora", b"fishead\x00", b"fisbone\x00", b"\x80kate", b"BBCD\x00", b"CMML\x00",
     b"\x80daala", b"OVP80",
 )  # fmt: skip
+OPUS_SAMPLE_RATE_HZ = 48_000  # of its granule positions and packet durations, whatever it plays at
 _BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
 
@@ -97,7 +98,16 @@ def _links(fd: int) -> list[list[OggStream]]:
 
 
 def _pages(fd: int, size: int) -> Iterator[tuple[int, int, int, int, bytes]]:
-    """Yield ``(start, end, flags, serial, body_start)`` of each valid Ogg page.
+    """Yield ``(start, end, flags, serial, body_start)`` of each valid Ogg page."""
+    for offset, page in _valid_pages(lambda at, n: os.pread(fd, n, at), size):
+        _, _, flags, _, serial, _, _, n_segments = _PAGE_HEADER.unpack_from(page)
+        body = 27 + n_segments
+        yield offset, offset + len(page), flags, serial, bytes(page[body : body + 8])
+
+
+def _valid_pages(read: Callable[[int, int], bytes], size: int) -> Iterator[tuple[int, memoryview]]:
+    """Yield ``(start, page)`` of each valid Ogg page of the ``size`` bytes ``read(offset, n)``
+    reads.
 
     As libogg does: a page counts only when its CRC matches; after anything else the walk
     resynchronises at the next ``OggS``, so bytes a player skips are skipped here too.
@@ -105,7 +115,7 @@ def _pages(fd: int, size: int) -> Iterator[tuple[int, int, int, int, bytes]]:
     buffer, buffer_start, offset, pages = b"", 0, 0, 0
     while offset < size:
         if offset + _MAX_PAGE_BYTES > buffer_start + len(buffer) < size:
-            buffer, buffer_start = os.pread(fd, _READ_BYTES, offset), offset
+            buffer, buffer_start = read(offset, _READ_BYTES), offset
         at = offset - buffer_start
         length = _page_length(buffer, at)
         if length is None:
@@ -119,10 +129,50 @@ def _pages(fd: int, size: int) -> Iterator[tuple[int, int, int, int, bytes]]:
         pages += 1
         if pages > _MAX_PAGES:  # walked in Python: ffmpeg, in C, may take the file
             raise OggPageLimitError(f"more than {_MAX_PAGES} Ogg pages")
-        _, _, flags, _, serial, _, _, n_segments = _PAGE_HEADER.unpack_from(buffer, at)
-        body = at + 27 + n_segments
-        yield offset, offset + length, flags, serial, buffer[body : body + 8]
+        yield offset, memoryview(buffer)[at : at + length]
         offset += length
+
+
+def opus_samples_past_end(read: Callable[[int, int], bytes], size: int) -> int:
+    """48 kHz samples that the audio packets of the one Opus stream ``read`` reads (a file, or a
+    :class:`FileView` of one stream) hold past its last granule position, 0 for another codec.
+
+    Each packet's duration is in its first byte (RFC 6716, 3.1); the last granule position is
+    where the stream says it ends (RFC 7845), and libsndfile stops there. An honest encoder ends
+    at most one packet before its packets do (end trimming); a page of many long packets
+    before a last page stating an earlier end hid up to 30 s that ffmpeg plays."""
+    samples, last_granule, packet, packets = 0, 0, b"", 0
+    for _, page in _valid_pages(read, size):
+        granule, n_segments = struct.unpack_from("<q", page, 6)[0], page[26]
+        lacing, body = page[27 : 27 + n_segments], 27 + n_segments
+        for value in lacing:
+            packet += bytes(page[body : body + value])
+            body += value
+            if value < 255:  # a packet ends here
+                packets += 1
+                if packets == 1 and not packet.startswith(b"OpusHead"):
+                    return 0
+                if packets > 2:  # after OpusHead and OpusTags
+                    samples += _opus_packet_samples(packet)
+                packet = b""
+        if granule >= 0:
+            last_granule = granule
+    return max(samples - last_granule, 0)  # the pre-skip is in both
+
+
+def _opus_packet_samples(packet: bytes) -> int:
+    """48 kHz samples of an Opus packet from its TOC byte (0 for an empty packet)."""
+    if not packet:
+        return 0
+    config, code = packet[0] >> 3, packet[0] & 3
+    if config < 12:  # SILK: 10, 20, 40, 60 ms
+        frame = (480, 960, 1920, 2880)[config % 4]
+    elif config < 16:  # hybrid: 10, 20 ms
+        frame = (480, 960)[config % 2]
+    else:  # CELT: 2.5, 5, 10, 20 ms
+        frame = (120, 240, 480, 960)[config % 4]
+    frames = 1 if code == 0 else 2 if code < 3 else (packet[1] & 0x3F if len(packet) > 1 else 0)
+    return frame * frames
 
 
 def _page_length(buffer: bytes, at: int) -> int | None:
@@ -171,6 +221,11 @@ class FileView(io.RawIOBase):
         self._size = int(self._offsets[-1])
         self._position = 0
         self.error: OSError | None = None  # libsndfile sees a failed read as the end of file
+
+    def read_at(self, offset: int, count: int) -> bytes:
+        """Up to ``count`` bytes of the view from ``offset``; the position moves on."""
+        self.seek(offset)
+        return self.read(count) or b""
 
     def reopened(self) -> FileView:
         self.seek(0)

@@ -653,6 +653,55 @@ def test_a_chain_past_both_limits_is_refused_by_its_own_count(tmp_path: Path, mo
         load_audio(path)
 
 
+def opus_hiding_a_page(samples: np.ndarray, stated_s: float) -> bytes:
+    """``samples`` as Opus whose packets from ``stated_s - 1`` s on ride one page (up to 255
+    packets, about 5 s), followed by a last page of one packet that states the stream ends at
+    ``stated_s``: libsndfile reads the big page whole and stops there, ffmpeg plays it all."""
+    pages = ogg_pages(ogg_bytes(samples, 48000, "OPUS"))
+    packets, packet = [], b""
+    for page in pages:
+        n = page[26]
+        body = 27 + n
+        for value in page[27 : 27 + n]:
+            packet += page[body : body + value]
+            body += value
+            if value < 255:
+                packets.append(packet)
+                packet = b""
+    serial = struct.unpack_from("<I", pages[0], 14)[0]
+
+    def page_of(sequence: int, granule: int, held: list[bytes], flags: int = 0) -> bytes:
+        lacing = b"".join(b"\xff" * (len(k) // 255) + bytes([len(k) % 255]) for k in held)
+        head = b"OggS" + struct.pack(
+            "<BBqIIIB", 0, flags, granule, serial, sequence, 0, len(lacing)
+        )
+        return sealed(head + lacing + b"".join(held))
+
+    pre_skip = struct.unpack_from("<H", packets[0], 10)[0]
+    audio = packets[2:]
+    durations = [ogg_module._opus_packet_samples(k) for k in audio]
+    first = int(np.searchsorted(np.cumsum(durations), (stated_s - 1) * 48000))
+    out = [page_of(0, 0, packets[:1], 0x02), page_of(1, 0, packets[1:2])]
+    out.append(page_of(2, pre_skip + sum(durations[:first]), audio[:first]))
+    big = audio[first : first + 200]
+    out.append(page_of(3, pre_skip + sum(durations[: first + 200]), big))
+    out.append(page_of(4, pre_skip + int(stated_s * 48000), audio[first + 200 : first + 201], 0x04))
+    return b"".join(out)
+
+
+def test_opus_packets_past_the_stated_end_hide_nothing(tmp_path: Path, decoder: str) -> None:
+    """One page of long packets before a last page stating an earlier end: libsndfile reads
+    all the bytes and stops at the stated end, ffmpeg plays the page (a red team's copy
+    screened `clean`). The packets' own durations count: ffmpeg decodes it, or an error."""
+    path = tmp_path / "hiding.opus"
+    path.write_bytes(opus_hiding_a_page(music(62, 12.0, 48000), stated_s=3.5))
+    if decoder == "libsndfile-only":
+        with pytest.raises(AudioDecodeError, match=r"Opus packets hold [\d.]+ s more"):
+            load_audio(path)
+        return
+    assert load_audio(path).source_duration_s > 6.0
+
+
 def test_the_ogg_checksum_matches_the_specification() -> None:
     blob = ogg_bytes(music(61, 4.0), SR)
     for page in ogg_pages(blob):
