@@ -111,9 +111,10 @@ _LIBSNDFILE_OGG_CODECS = (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
 # Opus (16 KiB hid 14 s of it), 0.13 s at 128 kbps. The benchmark corpus's 700 FLAC and Ogg
 # files leave none
 _HEADER_LENGTH_FORMATS = ("FLAC", "MP3", "OGG")
-# an Opus stream whose packets hold more than this past its last granule position hides audio
-# from libsndfile: an encoder trims at most one packet (120 ms) at the end
-_MAX_OPUS_PAST_END_S = 0.5
+# an Ogg stream whose packets hold more than this past its last granule position hides audio
+# from libsndfile: an encoder trims at most one packet at the end (120 ms of Opus, half a long
+# Vorbis block: 46 ms at 44.1 kHz)
+_MAX_OGG_PAST_END_S = 0.5
 _MAX_APE_TAG_BYTES = 16 << 20  # read whole to be checked: larger ones are not taken for tags
 _MAX_UNREAD_TAIL_BYTES = 2 * 1024
 
@@ -905,7 +906,7 @@ class _SoundfileSegment:
             self.artist = self._first.artist or None
             self.format = str(self._first.format)
             self._stated_length = self.format in _HEADER_LENGTH_FORMATS
-            self._opus = self.format == "OGG" and self._first.subtype == "OPUS"
+            self._ogg = self.format == "OGG" and self._first.subtype in ("OPUS", "VORBIS")
 
     def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
         f, self._first = self._first, None
@@ -930,22 +931,22 @@ class _SoundfileSegment:
             raise AudioDecodeError(f"cannot read file: {self._view.error.strerror}")
         if total < max_frames and self._stated_length:
             self._check_read_to_the_end(total)
-            if self._opus:
+            if self._ogg:
                 self._check_packets_end_there()
 
     def _check_packets_end_there(self) -> None:
-        """An Opus stream's packets hold no more audio than its last granule position states:
-        one page of long packets before a last page stating an earlier end is read whole by
-        libsndfile, so no bytes are left unread, yet ffmpeg plays what libsndfile drops."""
+        """An Opus or Vorbis stream's packets hold no more audio than its last granule position
+        states: one page of long packets before a last page stating an earlier end is read
+        whole by libsndfile, so no bytes are left unread, yet ffmpeg plays what it drops."""
         if self._view is not None:
             read, size = self._view.read_at, self._view.size
         else:
             read, size = self._read_file, os.fstat(self._fd).st_size
-        past = ogg.opus_samples_past_end(read, size) / ogg.OPUS_SAMPLE_RATE_HZ
-        if past > _MAX_OPUS_PAST_END_S:
+        past = ogg.seconds_past_end(read, size)
+        if past > _MAX_OGG_PAST_END_S:
             raise _Unparsed(
-                f"cannot decode: its Opus packets hold {past:.1f} s more than the stream "
-                "states (libsndfile stops where it says it ends)"
+                f"cannot decode: its packets hold {past:.1f} s more than the stream states "
+                "(libsndfile stops where it says it ends)"
             )
 
     def _read_file(self, offset: int, count: int) -> bytes:

@@ -133,31 +133,98 @@ def _valid_pages(read: Callable[[int, int], bytes], size: int) -> Iterator[tuple
         offset += length
 
 
-def opus_samples_past_end(read: Callable[[int, int], bytes], size: int) -> int:
-    """48 kHz samples that the audio packets of the one Opus stream ``read`` reads (a file, or a
-    :class:`FileView` of one stream) hold past its last granule position, 0 for another codec.
+def seconds_past_end(read: Callable[[int, int], bytes], size: int) -> float:
+    """Seconds of audio that the packets of the one Opus or Vorbis stream ``read`` reads (a
+    file, or a :class:`FileView` of one stream) hold past its last granule position; 0 for
+    another codec, or a Vorbis setup header whose modes cannot be found.
 
-    Each packet's duration is in its first byte (RFC 6716, 3.1); the last granule position is
-    where the stream says it ends (RFC 7845), and libsndfile stops there. An honest encoder ends
-    at most one packet before its packets do (end trimming); a page of many long packets
-    before a last page stating an earlier end hid up to 30 s that ffmpeg plays."""
-    samples, last_granule, packet, packets = 0, 0, b"", 0
+    The last granule position is where the stream says it ends, and libsndfile stops there,
+    while ffmpeg plays every packet. An Opus packet's duration is in its first byte (RFC 6716,
+    3.1); a Vorbis packet's follows from its mode's block size and the one before it. An honest
+    encoder ends at most one packet before its packets do (end trimming); a page of up to 255
+    long packets before a last page stating an earlier end hid up to 30 s of Opus."""
+    packets = _packets(read, size)
+    head = next(packets, None)
+    if head is None or not head[0].startswith((b"OpusHead", b"\x01vorbis")):
+        return 0.0
+    if head[0].startswith(b"OpusHead"):
+        rate, durations = OPUS_SAMPLE_RATE_HZ, _opus_durations(packets)
+    else:
+        rate = struct.unpack_from("<I", head[0], 12)[0] or 1
+        durations = _vorbis_durations(head[0], packets)
+    samples, last_granule = 0, head[1]
+    for duration, granule in durations:
+        samples += duration
+        if granule >= 0:
+            last_granule = granule
+    return max(samples - last_granule, 0) / rate  # an Opus pre-skip is in both
+
+
+def _packets(read: Callable[[int, int], bytes], size: int) -> Iterator[tuple[bytes, int]]:
+    """``(packet, granule)`` of each packet of one logical stream; ``granule``: the position of
+    the page it ends on when it is the last to end there, else -1."""
+    packet = b""
     for _, page in _valid_pages(read, size):
         granule, n_segments = struct.unpack_from("<q", page, 6)[0], page[26]
         lacing, body = page[27 : 27 + n_segments], 27 + n_segments
-        for value in lacing:
+        ends = [i for i, value in enumerate(lacing) if value < 255]
+        for i, value in enumerate(lacing):
             packet += bytes(page[body : body + value])
             body += value
-            if value < 255:  # a packet ends here
-                packets += 1
-                if packets == 1 and not packet.startswith(b"OpusHead"):
-                    return 0
-                if packets > 2:  # after OpusHead and OpusTags
-                    samples += _opus_packet_samples(packet)
+            if value < 255:
+                yield packet, granule if i == ends[-1] else -1
                 packet = b""
-        if granule >= 0:
-            last_granule = granule
-    return max(samples - last_granule, 0)  # the pre-skip is in both
+
+
+def _opus_durations(packets: Iterator[tuple[bytes, int]]) -> Iterator[tuple[int, int]]:
+    next(packets, None)  # OpusTags
+    for packet, granule in packets:
+        yield _opus_packet_samples(packet), granule
+
+
+def _vorbis_durations(
+    identification: bytes, packets: Iterator[tuple[bytes, int]]
+) -> Iterator[tuple[int, int]]:
+    """Each audio packet's samples: a quarter of its block and a quarter of the one before."""
+    sizes = (1 << (identification[28] & 0x0F), 1 << (identification[28] >> 4))
+    next(packets, None)  # comments
+    setup = next(packets, (b"", -1))[0]
+    long_blocks = _vorbis_mode_blockflags(setup)
+    if not long_blocks:
+        return
+    mode_bits = (len(long_blocks) - 1).bit_length()
+    previous = None
+    for packet, granule in packets:
+        if not packet or packet[0] & 1:  # not an audio packet
+            yield 0, granule
+            continue
+        mode = (packet[0] >> 1) & ((1 << mode_bits) - 1)
+        block = sizes[long_blocks[mode]] if mode < len(long_blocks) else sizes[0]
+        yield (0 if previous is None else previous // 4 + block // 4), granule
+        previous = block
+
+
+def _vorbis_mode_blockflags(setup: bytes) -> list[int]:
+    """The block flag of each mode of a Vorbis setup header, read back from its end (the modes
+    come last, before the framing bit: each a block flag, a zero window type and transform
+    type, a mapping; their count minus one in 6 bits before them), as ffmpeg's parser and
+    liboggz find them; [] when nothing there fits."""
+    bits = int.from_bytes(setup, "little")  # Vorbis packs bits from the least significant
+    framing = bits.bit_length() - 1
+    if framing < 0:
+        return []
+    found, modes = 0, []
+    for count in range(1, 65):
+        start = framing - 41 * count
+        if start - 6 < 56:  # the 7-byte packet header and nothing before it
+            break
+        entry = bits >> start
+        if (entry >> 1) & 0xFFFFFFFF or (entry >> 33) & 0xFF > 63:  # window, transform, mapping
+            break
+        modes.insert(0, entry & 1)
+        if (bits >> (start - 6)) & 0x3F == count - 1:
+            found = count
+    return modes[len(modes) - found :] if found else []
 
 
 def _opus_packet_samples(packet: bytes) -> int:

@@ -653,53 +653,69 @@ def test_a_chain_past_both_limits_is_refused_by_its_own_count(tmp_path: Path, mo
         load_audio(path)
 
 
-def opus_hiding_a_page(samples: np.ndarray, stated_s: float) -> bytes:
-    """``samples`` as Opus whose packets from ``stated_s - 1`` s on ride one page (up to 255
-    packets, about 5 s), followed by a last page of one packet that states the stream ends at
-    ``stated_s``: libsndfile reads the big page whole and stops there, ffmpeg plays it all."""
-    pages = ogg_pages(ogg_bytes(samples, 48000, "OPUS"))
-    packets, packet = [], b""
-    for page in pages:
-        n = page[26]
+def ogg_hiding_a_page(blob: bytes, headers: int, sr: int) -> bytes:
+    """The Ogg stream ``blob`` (``headers`` header packets) with the packets from about a
+    quarter of it on riding one page (as many as it holds), followed by a last page of one
+    packet that states the stream ends 0.5 s into them: libsndfile reads the big page whole
+    and stops at the stated end, ffmpeg plays it all."""
+    pages, packets, packet = ogg_pages(blob), [], b""
+    ends_page = {}  # packet -> the pages up to it, for a packet that ends its page's last
+    for number, page in enumerate(pages):
+        n, granule = page[26], struct.unpack_from("<q", page, 6)[0]
         body = 27 + n
-        for value in page[27 : 27 + n]:
+        for i, value in enumerate(page[27 : 27 + n]):
             packet += page[body : body + value]
             body += value
             if value < 255:
-                packets.append(packet)
+                packets.append((packet, granule if i == n - 1 else -1))
                 packet = b""
+                if i == n - 1:
+                    ends_page[len(packets) - 1] = number + 1
     serial = struct.unpack_from("<I", pages[0], 14)[0]
 
-    def page_of(sequence: int, granule: int, held: list[bytes], flags: int = 0) -> bytes:
-        lacing = b"".join(b"\xff" * (len(k) // 255) + bytes([len(k) % 255]) for k in held)
+    def page_of(sequence: int, granule: int, held: list, flags: int = 0) -> bytes:
+        lacing = b"".join(b"\xff" * (len(k) // 255) + bytes([len(k) % 255]) for k, _ in held)
         head = b"OggS" + struct.pack(
             "<BBqIIIB", 0, flags, granule, serial, sequence, 0, len(lacing)
         )
-        return sealed(head + lacing + b"".join(held))
+        return sealed(head + lacing + b"".join(k for k, _ in held))
 
-    pre_skip = struct.unpack_from("<H", packets[0], 10)[0]
-    audio = packets[2:]
-    durations = [ogg_module._opus_packet_samples(k) for k in audio]
-    first = int(np.searchsorted(np.cumsum(durations), (stated_s - 1) * 48000))
-    out = [page_of(0, 0, packets[:1], 0x02), page_of(1, 0, packets[1:2])]
-    out.append(page_of(2, pre_skip + sum(durations[:first]), audio[:first]))
-    big = audio[first : first + 200]
-    out.append(page_of(3, pre_skip + sum(durations[: first + 200]), big))
-    out.append(page_of(4, pre_skip + int(stated_s * 48000), audio[first + 200 : first + 201], 0x04))
+    first = next(i for i in range(len(packets) // 4, len(packets)) if i - 1 in ends_page)
+    stated, out = packets[first - 1][1] + sr // 2, pages[: ends_page[first - 1]]
+    last, lacing = first, 0
+    while lacing + len(packets[last][0]) // 255 + 1 <= 255:  # as many as one page holds
+        lacing += len(packets[last][0]) // 255 + 1
+        last += 1
+    through = next(packets[j][1] for j in range(last - 1, len(packets)) if packets[j][1] >= 0)
+    out.append(page_of(len(out), through, packets[first:last]))  # about where its packets end
+    out.append(page_of(len(out), stated, packets[last : last + 1], 0x04))
     return b"".join(out)
 
 
-def test_opus_packets_past_the_stated_end_hide_nothing(tmp_path: Path, decoder: str) -> None:
+@pytest.mark.parametrize("codec", ["OPUS", "VORBIS"])
+def test_ogg_packets_past_the_stated_end_hide_nothing(
+    tmp_path: Path, decoder: str, codec: str
+) -> None:
     """One page of long packets before a last page stating an earlier end: libsndfile reads
-    all the bytes and stops at the stated end, ffmpeg plays the page (a red team's copy
-    screened `clean`). The packets' own durations count: ffmpeg decodes it, or an error."""
-    path = tmp_path / "hiding.opus"
-    path.write_bytes(opus_hiding_a_page(music(62, 12.0, 48000), stated_s=3.5))
+    all the bytes and stops at the stated end, ffmpeg plays the page (a red team's Opus and
+    Vorbis copies screened `clean`). The packets' own durations count: ffmpeg decodes it, or
+    an error."""
+    sr = 48000 if codec == "OPUS" else SR
+    blob = ogg_bytes(music(62, 40.0, sr), sr, codec)
+    path = tmp_path / "hiding.ogg"
+    path.write_bytes(ogg_hiding_a_page(blob, 2 if codec == "OPUS" else 3, sr))
     if decoder == "libsndfile-only":
-        with pytest.raises(AudioDecodeError, match=r"Opus packets hold [\d.]+ s more"):
+        with pytest.raises(AudioDecodeError, match=r"packets hold [\d.]+ s more than the"):
             load_audio(path)
         return
-    assert load_audio(path).source_duration_s > 6.0
+    assert load_audio(path).source_duration_s > 14.0
+
+
+def test_honest_ogg_packets_end_where_their_stream_says(tmp_path: Path) -> None:
+    for codec, sr in (("OPUS", 48000), ("VORBIS", SR)):
+        blob = ogg_bytes(music(63, 20.0, sr), sr, codec)
+        past = ogg_module.seconds_past_end(lambda at, n, blob=blob: blob[at : at + n], len(blob))
+        assert past < 0.15, codec
 
 
 def test_the_ogg_checksum_matches_the_specification() -> None:
