@@ -943,6 +943,11 @@ class _SoundfileSegment:
         else:
             read, size = self._read_file, os.fstat(self._fd).st_size
         past = ogg.seconds_past_end(read, size)
+        if math.isinf(past):
+            raise _Unparsed(
+                f"cannot decode: more than {ogg.MAX_CHECKED_PACKETS:,} Ogg packets in a stream "
+                "libsndfile read to its stated end"
+            )
         if past > _MAX_OGG_PAST_END_S:
             raise _Unparsed(
                 f"cannot decode: its packets hold {past:.1f} s more than the stream states "

@@ -711,6 +711,19 @@ def test_ogg_packets_past_the_stated_end_hide_nothing(
     assert load_audio(path).source_duration_s > 14.0
 
 
+def test_the_packets_summed_are_bounded(tmp_path: Path, decoder: str, monkeypatch) -> None:
+    """A stream of more packets than the check sums (a million, about 1 CPU-s: 20 minutes of
+    2.5-ms Opus frames are 480,000) is not read to its stated end by libsndfile alone."""
+    monkeypatch.setattr(ogg_module, "MAX_CHECKED_PACKETS", 100)
+    path = tmp_path / "many.opus"
+    path.write_bytes(ogg_bytes(music(64, 10.0, 48000), 48000, "OPUS"))  # 500 packets
+    if decoder == "libsndfile-only":
+        with pytest.raises(AudioDecodeError, match="more than 100 Ogg packets"):
+            load_audio(path)
+        return
+    assert load_audio(path).source_duration_s == pytest.approx(10.0, abs=0.1)
+
+
 def test_honest_ogg_packets_end_where_their_stream_says(tmp_path: Path) -> None:
     for codec, sr in (("OPUS", 48000), ("VORBIS", SR)):
         blob = ogg_bytes(music(63, 20.0, sr), sr, codec)
