@@ -37,6 +37,7 @@ _NOT_AUDIO = (  # video, subtitles, metadata: skipped
 # packets whose durations are summed: 20 minutes of 2.5-ms Opus frames are 480,000 (a stream of
 # more, stating a shorter end, is not read on: infinity); about 1 CPU-s of the walk in Python
 MAX_CHECKED_PACKETS = 1_000_000
+_MAX_HEADER_PACKET_BYTES = 1 << 20  # a Vorbis setup header (its codebooks) is a few KiB
 OPUS_SAMPLE_RATE_HZ = 48_000  # of its granule positions and packet durations, whatever it plays at
 _BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 
@@ -168,19 +169,24 @@ def seconds_past_end(read: Callable[[int, int], bytes], size: int) -> float:
 
 
 def _packets(read: Callable[[int, int], bytes], size: int) -> Iterator[tuple[bytes, int]]:
-    """``(packet, granule)`` of each packet of one logical stream; ``granule``: the position of
-    the page it ends on when it is the last to end there, else -1."""
-    packet = b""
+    """``(packet, granule)`` of each packet of one logical stream, the three header packets up
+    to 1 MiB and the others' first 2 bytes (their durations are there); ``granule``: the
+    position of the page it ends on when it is the last to end there, else -1."""
+    parts: list[bytes] = []
+    kept, packets = 0, 0
     for _, page in _valid_pages(read, size):
         granule, n_segments = struct.unpack_from("<q", page, 6)[0], page[26]
         lacing, body = page[27 : 27 + n_segments], 27 + n_segments
         ends = [i for i, value in enumerate(lacing) if value < 255]
         for i, value in enumerate(lacing):
-            packet += bytes(page[body : body + value])
+            keep = (_MAX_HEADER_PACKET_BYTES if packets < 3 else 2) - kept
+            if keep > 0:  # parts joined once: a packet over many pages costs no copies
+                parts.append(bytes(page[body : body + min(value, keep)]))
+                kept += min(value, keep)
             body += value
             if value < 255:
-                yield packet, granule if i == ends[-1] else -1
-                packet = b""
+                yield b"".join(parts), granule if i == ends[-1] else -1
+                parts, kept, packets = [], 0, packets + 1
 
 
 def _opus_durations(packets: Iterator[tuple[bytes, int]]) -> Iterator[tuple[int, int]]:

@@ -724,6 +724,30 @@ def test_the_packets_summed_are_bounded(tmp_path: Path, decoder: str, monkeypatc
     assert load_audio(path).source_duration_s == pytest.approx(10.0, abs=0.1)
 
 
+def test_the_packet_walk_keeps_only_what_durations_need() -> None:
+    """The three first packets up to 1 MiB (a Vorbis setup header), the others' first 2 bytes:
+    a packet over thousands of pages (a hostile 40 MB over 160,000) is not built up by copies
+    of all of it."""
+    blob = ogg_bytes(music(65, 4.0, 48000), 48000, "OPUS")
+    pages = ogg_pages(blob)
+    serial = struct.unpack_from("<I", pages[0], 14)[0]
+
+    def page(sequence: int, continued: bool, lacing: int, body: bytes, granule: int = -1) -> bytes:
+        head = b"OggS" + struct.pack("<BBqIIIB", 0, int(continued), granule, serial, sequence, 0, 1)
+        return sealed(head + bytes([lacing]) + body)
+
+    out = pages[:2]
+    for number, first in enumerate((0xF8, 0xFC)):  # 2,000 full segments and 10 bytes each
+        for i in range(2000):
+            out.append(page(len(out), i > 0, 255, bytes([first + i % 2]) * 255))
+        out.append(page(len(out), True, 10, bytes(10), granule=960 * (number + 1)))  # 20 ms
+    data = b"".join(out)
+    packets = [k for k, _ in ogg_module._packets(lambda at, n: data[at : at + n], len(data))]
+    assert packets[0].startswith(b"OpusHead") and packets[1].startswith(b"OpusTags")
+    assert len(packets[2]) == 2000 * 255 + 10 and packets[3:] == [b"\xfc\xfc"]
+    assert ogg_module.seconds_past_end(lambda at, n: data[at : at + n], len(data)) == 0.0
+
+
 def test_honest_ogg_packets_end_where_their_stream_says(tmp_path: Path) -> None:
     for codec, sr in (("OPUS", 48000), ("VORBIS", SR)):
         blob = ogg_bytes(music(63, 20.0, sr), sr, codec)
