@@ -827,7 +827,7 @@ def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Aud
     first = next(segments, None)
     if first is None:
         raise _Unparsed("no audio stream in file")
-    if first.format == "WAV" and first.channels == 2 and _holds_spdif_bursts(fd):
+    if first.format in _SPDIF_PROBED_FORMATS and first.channels == 2 and _holds_spdif_bursts(fd):
         raise _Unparsed(
             "cannot decode: AC3 or DTS in S/PDIF frames, which libsndfile reads as noise"
         )
@@ -841,9 +841,10 @@ def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Aud
 
 
 # IEC 61937's burst preamble, Pa = 0xF872 and Pb = 0x4E1F as 16-bit little-endian words: AC3 or
-# DTS carried in a PCM WAV's samples, which ffmpeg's WAV reader finds and decodes and libsndfile
-# plays as loud noise (a copy hidden so was screened `clean`)
+# DTS carried in a PCM WAV's (or Wave64's) samples, which ffmpeg's readers find and decode and
+# libsndfile plays as loud noise (a copy hidden so was screened `clean`)
 _SPDIF_PREAMBLE = b"\x72\xf8\x1f\x4e"
+_SPDIF_PROBED_FORMATS = ("WAV", "WAVEX", "RF64", "W64")  # whose readers in ffmpeg look for it
 _SPDIF_SNIFF_BYTES = 1 << 16
 
 

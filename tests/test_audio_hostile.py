@@ -203,19 +203,21 @@ def test_playlists_do_not_open_other_files(
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("container", ["spdif", "pcm-wav"])
+@pytest.mark.parametrize("container", ["spdif", "WAV", "WAVEX", "RF64", "W64"])
 def test_ac3_in_spdif_framing_is_decoded(tmp_path: Path, monkeypatch, container: str) -> None:
     """AC3 in IEC 61937 (S/PDIF) bursts, as DVD and CD rips carry it, alone or as the samples
-    of a 16-bit stereo PCM WAV: ffmpeg's default plays the AC3, libsndfile the bursts as loud
-    noise (a red team's copy screened `clean`). It goes to ffmpeg; without it, an error."""
+    of a 16-bit stereo PCM WAV (plain, extensible or RF64) or Wave64: ffmpeg's default plays
+    the AC3, libsndfile the bursts as loud noise (a red team's copy screened `clean`). It
+    goes to ffmpeg; without it, an error."""
     monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
     wav = tmp_path / "plain.wav"
     sf.write(wav, music(31, 8.0), SR)
     spdif = tmp_path / "spdif.wav"
     ffmpeg("-i", wav, "-ar", "48000", "-ac", "2", "-c:a", "ac3", "-f", "spdif", spdif)
-    if container == "pcm-wav":
+    if container != "spdif":  # the bursts as the samples of a PCM file of that container
         bursts = np.frombuffer(spdif.read_bytes(), "<i2")
-        sf.write(spdif, bursts[: len(bursts) // 2 * 2].reshape(-1, 2), 48000, subtype="PCM_16")
+        frames = bursts[: len(bursts) // 2 * 2].reshape(-1, 2)
+        sf.write(spdif, frames, 48000, format=container, subtype="PCM_16")
     audio, plain = load_audio(spdif), load_audio(wav)
     assert audio.source_duration_s == pytest.approx(8.0, abs=0.1)
     window = plain.samples[: 4 * ANALYSIS_SR]
