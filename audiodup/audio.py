@@ -60,9 +60,9 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -161,6 +161,23 @@ def difference_audio(
         sha256=_sha256_16bit(difference),
         title=audio.title,
         artist=audio.artist,
+    )
+
+
+def channel_audio(
+    audio: Audio,
+    side: Literal["left", "right"],
+    settings: Settings = DEFAULT_SETTINGS,
+    span: tuple[float, float] | None = None,
+) -> Audio | None:
+    """One channel of a stereo ``audio`` as audio of its own (the mix plus or minus its
+    difference; ``span`` as in :func:`difference_audio`), or None when it has no difference or
+    that channel is below ``settings.silence_rms``."""
+    if audio.difference is None:
+        return None
+    sign = 1.0 if side == "left" else -1.0
+    return difference_audio(
+        replace(audio, difference=audio.samples + sign * audio.difference), settings, span
     )
 
 
@@ -436,7 +453,7 @@ def _measure_into(
         frames = 0
         made = segment.difference  # ffmpeg's streams come mixed, their difference kept
         stream = None
-        if made is None and channels == 2 and settings.stereo_difference != "never":
+        if made is None and channels == 2 and settings.screens_stereo_parts:
             stream = _DifferenceStream(rate_hz, settings.sample_rate_hz, max_frames)
         for native in segment.blocks(max_frames):
             if stream is not None:
@@ -1223,7 +1240,7 @@ def _decode_ffmpeg_sources(
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
         if max_samples <= 0:
             return segments, True
-        kept = _KeptDifference(max_samples if settings.stereo_difference != "never" else 0)
+        kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(
             ffmpeg_path, fd, index, max_samples, analysis_hz, _mixable(stream), kept
         )

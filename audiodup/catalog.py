@@ -214,7 +214,7 @@ class Catalog:
                 *facts,
                 top_k,
                 prints.view,
-                screening.difference_query(prints),
+                screening.signal_queries(prints),
             )
         return [verdicts[i] for i in range(len(paths))]
 
@@ -242,7 +242,7 @@ class Catalog:
             spent,
             top_k,
             prints.view,
-            screening.difference_query(prints),
+            screening.signal_queries(prints),
         )
 
     def _verdict(
@@ -255,18 +255,18 @@ class Catalog:
         fingerprint_time: tuple[float, float],
         top_k: int,
         view: View | None = None,
-        difference: screening.DifferenceQuery | None = None,
+        parts: Sequence[screening.SignalQuery] = (),
     ) -> Verdict:
         """Search, decide, name the owners and time one fingerprinted upload
         (``fingerprint_time``: wall-clock and CPU seconds of decoding and fingerprinting;
         ``view``: its fingerprints at other time scales, see :func:`screening.gather_looks`;
-        ``difference``: what of its stereo difference to screen too)."""
+        ``parts``: what of its stereo parts to screen too)."""
         load_start = clock()
         if self._matcher is None:
             self.indexes()  # loaded (or reloaded) here, so that search_s is the search alone
         search_start = clock()
         matches = screening.match_signals(
-            self.match_fingerprint, query, view, difference, self.settings
+            self.match_fingerprint, query, view, parts, self.settings
         )[:top_k]
         uploads = self.store.uploads([m.work_id for m in matches])
         identical = self.store.find_live_sha(sha256)

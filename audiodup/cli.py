@@ -66,7 +66,7 @@ class Role(StrEnum):
     upload = "upload"
 
 
-class StereoDifference(StrEnum):
+class StereoPart(StrEnum):
     auto = "auto"
     always = "always"
     never = "never"
@@ -507,7 +507,7 @@ def screen(
         ),
     ] = None,
     stereo_difference: Annotated[
-        StereoDifference,
+        StereoPart,
         typer.Option(
             "--stereo-difference",
             help="Also screen what a stereo upload's mix cancels (half the left channel minus "
@@ -515,7 +515,18 @@ def screen(
             "mix (7 % of the tuning corpus's stereo tracks, 25 % of the held-out one's; "
             "benchmarks/STEREO.md); always, all of it; never.",
         ),
-    ] = StereoDifference.auto,
+    ] = StereoPart.auto,
+    stereo_channels: Annotated[
+        StereoPart,
+        typer.Option(
+            "--stereo-channels",
+            help="Also screen each channel of a stereo upload alone (a copy in one ear under "
+            "loud noise or other music in the other, which the mix and the difference both "
+            "drown): auto, the stretch where the channels' band energies do not follow each "
+            "other (none of the tuning corpus's stereo tracks in full; benchmarks/STEREO.md); "
+            "always, all of both; never.",
+        ),
+    ] = StereoPart.auto,
 ) -> None:
     """Screen uploads against the catalog.
 
@@ -533,7 +544,11 @@ def screen(
         if quick:
             catalog.settings = catalog.settings.without_further_looks()
         catalog.settings = catalog.settings.with_hit_budget(hit_budget)
-        catalog.settings = replace(catalog.settings, stereo_difference=stereo_difference.value)
+        catalog.settings = replace(
+            catalog.settings,
+            stereo_difference=stereo_difference.value,
+            stereo_channels=stereo_channels.value,
+        )
         with _sharded(catalog, dask, dask_timeout):
             verdicts = catalog.screen_many(paths, top_k=top, workers=workers, timeout_s=timeout)
         if as_json:

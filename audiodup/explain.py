@@ -23,16 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Audio, difference_audio, load_audio
+from .audio import Audio, load_audio
 from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
 from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
-from .results import shown_text
+from .results import SIGNAL_WORDS, shown_text
 from .screening import View, planned_views
 from .settings import Settings
+from .stereo import part_audio
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -71,14 +72,16 @@ def explain(
 
 def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
     """The upload's query fingerprint that shows the most of work ``work_id``: its mix's
-    (:func:`drawn_queries`), or that of its whole stereo difference when it has one
-    (:mod:`audiodup.stereo`; whether screening looked there or not) (:func:`most_patterns`)."""
+    (:func:`drawn_queries`), or that of its whole stereo difference or one whole channel when
+    it has them (:mod:`audiodup.stereo`; whether screening looked there or not)
+    (:func:`most_patterns`)."""
     settings = catalog.settings
     drawn = drawn_queries(audio, settings)
-    difference = difference_audio(audio, settings)
-    if difference is not None:
-        whole = fingerprint_audio(difference, settings, query=True)
-        drawn.append((whole, "its stereo difference"))
+    for signal in SIGNAL_WORDS:
+        part = None if signal == "mix" else part_audio(audio, signal, settings)
+        if part is not None:
+            whole = fingerprint_audio(part, settings, query=True)
+            drawn.append((whole, f"its {SIGNAL_WORDS[signal]}"))
     return most_patterns(catalog, drawn, work_id)
 
 

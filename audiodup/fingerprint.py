@@ -7,18 +7,20 @@ import struct
 import threading
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .audio import Audio, difference_audio
+from .audio import Audio
 from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, thin_peaks
+from .results import CHANNEL_SIDES, Signal
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
-from .stereo import standing_apart
+from .stereo import channels_apart, part_audio, standing_apart
 
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
@@ -195,9 +197,9 @@ class UploadFingerprints:
     """
 
     def __init__(self, audio: Audio, settings: Settings = DEFAULT_SETTINGS):
-        # the stereo difference where it holds music of its own, fingerprinted alone, and the
-        # second of the upload that stretch starts at
-        self.difference, self.difference_start_s = _difference_prints(audio, settings)
+        # what else of a stereo upload is screened (its difference, its channels), each
+        # fingerprinted alone where it holds music of its own
+        self.signals = stereo_parts(audio, settings)
         self.audio, self.settings = replace(audio, difference=None), settings
         self._spec = log_spectrogram(audio.samples, settings)
         self._candidates = peak_candidates(
@@ -239,27 +241,67 @@ class UploadFingerprints:
         return _fingerprint(spec, candidates, density, self.audio, settings, time_scale, 0.0)
 
 
-def _difference_prints(audio: Audio, settings: Settings) -> tuple[UploadFingerprints | None, float]:
-    """The fingerprints of the stretch of ``audio``'s stereo difference to screen too, and
-    where in the upload it starts: all of it with ``settings.stereo_difference`` "always",
-    with "auto" the stretch :func:`audiodup.stereo.standing_apart` finds; (None, 0.0) for
-    none."""
-    mode = settings.stereo_difference
-    if mode not in ("auto", "always", "never"):
-        raise ValueError(f"stereo_difference must be auto, always or never, not {mode!r}")
-    if audio.difference is None or mode == "never":
-        return None, 0.0
-    span = None
-    if mode == "auto":
-        span = standing_apart(audio.samples, audio.difference, audio.sample_rate_hz, settings)
-        if span is None:
-            return None, 0.0
-        if span == (0.0, audio.duration_s):
-            span = None  # all of it
-    difference = difference_audio(audio, settings, span)
-    if difference is None:
-        return None, 0.0
-    return UploadFingerprints(difference, settings), span[0] if span is not None else 0.0
+@dataclass(frozen=True)
+class SignalPrints:
+    """A part of a stereo upload screened beside its mix (:data:`audiodup.results.Signal`), its
+    fingerprints, and the second of the upload its stretch starts at."""
+
+    signal: Signal
+    prints: UploadFingerprints
+    start_s: float = 0.0
+
+
+_MODES = ("auto", "always", "never")
+
+
+def stereo_parts(audio: Audio, settings: Settings) -> tuple[SignalPrints, ...]:
+    """The parts of ``audio`` to screen beside its mix: its stereo difference
+    (``settings.stereo_difference``) and its two channels (``settings.stereo_channels``), each
+    all of it with "always", with "auto" the stretch :func:`audiodup.stereo.standing_apart`
+    (:func:`audiodup.stereo.channels_apart`) finds, not at all with "never" or where it is
+    silent."""
+    for name in ("stereo_difference", "stereo_channels"):
+        if getattr(settings, name) not in _MODES:
+            raise ValueError(
+                f"{name} must be auto, always or never, not {getattr(settings, name)!r}"
+            )
+    if audio.difference is None:
+        return ()
+    rate = audio.sample_rate_hz
+    parts = []
+    span = _stretch(
+        settings.stereo_difference,
+        lambda: standing_apart(audio.samples, audio.difference, rate, settings),
+        audio.duration_s,
+    )
+    if span is not None:
+        parts.append(("stereo_difference", span))
+    span = _stretch(
+        settings.stereo_channels,
+        lambda: channels_apart(audio.samples, audio.difference, rate, settings),
+        audio.duration_s,
+    )
+    if span is not None:
+        parts += [(signal, span) for signal in CHANNEL_SIDES]
+    heard = [
+        (signal, part_audio(audio, signal, settings, span or None), span) for signal, span in parts
+    ]
+    return tuple(
+        SignalPrints(signal, UploadFingerprints(part, settings), span[0] if span else 0.0)
+        for signal, part, span in heard
+        if part is not None
+    )
+
+
+def _stretch(
+    mode: str, apart: Callable[[], tuple[float, float] | None], duration_s: float
+) -> tuple | None:
+    """What ``mode`` screens of a part: ``()`` all of it, a ``(start, end)`` stretch, None
+    nothing."""
+    if mode == "never":
+        return None
+    span = () if mode == "always" else apart()
+    return () if span == (0.0, duration_s) else span
 
 
 def _fingerprint(

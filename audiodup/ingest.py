@@ -147,7 +147,7 @@ def fingerprint_file(path: str | Path, settings: Settings = DEFAULT_SETTINGS) ->
     except (OSError, ValueError):  # missing, unreadable, a NUL byte: the decoder's own words
         load_audio(path, settings)
         raise
-    audio = load_audio(path, replace(settings, stereo_difference="never"))  # not screened here
+    audio = load_audio(path, settings.mix_only())  # not screened here
     after, after_stat = resolved_stat(path)
     if after != key or file_identity(after_stat) != file_identity(stat):
         raise AudioDecodeError("the file changed while it was read; add it again")

@@ -32,12 +32,14 @@ from .explain import drawn_queries, drawn_views, most_patterns, render_explain, 
 from .fingerprint import Fingerprint, fingerprint_audio
 from .rescan import Cluster, Link, Member, Pair, RescanReport, work_query
 from .results import (
+    SIGNAL_WORDS,
     Match,
     ReviewDecision,
     Section,
     Signal,
     UploadInfo,
     Verdict,
+    heard_in,
     ids_text,
     listed_text,
     partly_screened,
@@ -644,7 +646,7 @@ def _work_drawn(
 ) -> list[tuple[Fingerprint, str | None]] | None:
     """A work's query fingerprints to draw from: of its mix, as a rescan screens it, as it
     is and in the other frame phases the rescan looks at it in (:func:`drawn_views`), or of
-    its whole stereo difference; None when none can be made."""
+    its whole stereo difference or channel; None when none can be made."""
     key = (work_id, signal)
     if key not in cache:
         cache[key] = None
@@ -664,10 +666,10 @@ def _pair_picture(
     catalog: Catalog, pair: Pair, member: int, queries: dict, label: Callable[[int], str]
 ) -> str:
     """The picture of a pair's evidence: ``member`` against the other work, or, for a pair
-    found in a work's stereo difference, that difference against the other work whichever
-    way the pair is shown (the other work's catalog entry holds its mix); drawn from the
+    found in a work's stereo difference or one channel, that part against the other work
+    whichever way the pair is shown (the other work's catalog entry holds its mix); drawn from the
     analysis that lines up the most of the other work's patterns (:func:`most_patterns`)."""
-    if pair.evidence.signal == "stereo_difference":
+    if pair.evidence.signal != "mix":
         drawn, against = pair.query_work_id, pair.reference_work_id
     else:
         drawn, against = member, next(w for w in pair.work_ids if w != member)
@@ -677,7 +679,8 @@ def _pair_picture(
 
 def _pair_signals(pair: Pair, work_id: int) -> tuple[Signal, Signal]:
     """The signals of ``work_id`` and of the other work of ``pair`` its evidence was found in:
-    the work screened as the query may have been screened in its stereo difference."""
+    the work screened as the query may have been screened in its stereo difference or a
+    channel."""
     found_in = pair.evidence.signal
     return (found_in, "mix") if pair.query_work_id == work_id else ("mix", found_in)
 
@@ -721,8 +724,8 @@ def _pair_evidence(pair: Pair, member: int, other: int, seen: Match) -> str:
         "" if pair.query_source == "file" else f" Screened from the stored fingerprint: {pair.note}"
     )
     both = "" if pair.found_both_ways else " Found in one direction only."
-    if pair.evidence.signal == "stereo_difference":
-        both += f" Found in the stereo difference of work {pair.query_work_id}."
+    if pair.evidence.signal != "mix":
+        both += f" Found{heard_in(pair.evidence.signal)} of work {pair.query_work_id}."
     peaks = "" if seen.matched_peaks is None else f", {seen.matched_peaks} coinciding peaks"
     if seen.matched_onsets is not None:
         peaks += f" from {seen.matched_onsets} onsets"
@@ -920,7 +923,7 @@ def _listen(
         strict=True,
     ):
         clip = audio_snippet(path, start, duration, signal=signal)
-        heard = " (stereo difference)" if signal == "stereo_difference" else ""
+        heard = "" if signal == "mix" else f" ({SIGNAL_WORDS[signal]})"
         caption = f"{label}{heard} {start:.1f}–{start + duration:.1f} s"
         if clip is None:
             items.append(
@@ -946,7 +949,7 @@ def audio_snippet(
     """``duration_s`` (at most 15 s) of ``path`` from ``start_s`` as small mono Ogg Vorbis
     bytes, or None when the file cannot be read. The file is decoded as screening decoded it
     (every chain link and audio stream, one timeline), so the times of a match point at the
-    same audio here; ``signal``: its mix, or its stereo difference."""
+    same audio here; ``signal``: its mix, its stereo difference or one channel."""
     duration_s = min(max(duration_s, 0.5), 15.0)
     start_s = max(0.0, start_s)
     try:

@@ -15,9 +15,27 @@ from .schema import SCHEMA_VERSION
 Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
 UploadRole = Literal["reference", "upload"]
-# what of the upload a match was found in: the mix screening hears, or the stereo difference
-# the mix cancels (audiodup.stereo)
-Signal = Literal["mix", "stereo_difference"]
+# what of the upload a match was found in: the mix screening hears, the stereo difference the
+# mix cancels, or one channel the other drowns in the mix (audiodup.stereo)
+Signal = Literal["mix", "stereo_difference", "left_channel", "right_channel"]
+SIGNAL_WORDS: dict[str, str] = {
+    "mix": "mix",
+    "stereo_difference": "stereo difference",
+    "left_channel": "left channel",
+    "right_channel": "right channel",
+}
+CHANNEL_SIDES: dict[str, Literal["left", "right"]] = {
+    "left_channel": "left",
+    "right_channel": "right",
+}
+
+
+def heard_in(signal: Signal) -> str:
+    """Words that say where in an upload a match was heard: nothing for its mix, else
+    ``" in the stereo difference"``, ``" in the left channel"``, ..."""
+    return "" if signal == "mix" else f" in the {SIGNAL_WORDS[signal]}"
+
+
 ReviewLabel = Literal["copy", "not_a_copy", "escalate"]
 REVIEW_LABELS: tuple[ReviewLabel, ...] = ("copy", "not_a_copy", "escalate")
 
@@ -249,7 +267,7 @@ def relation_text(m: Match, relation: str | None = None) -> str:
     ``composition``, ``recording in the stereo difference`` (``relation``: other words for
     the relation)."""
     identical = "identical audio, " if m.identical_content else ""
-    heard = " in the stereo difference" if m.signal == "stereo_difference" else ""
+    heard = heard_in(m.signal)
     return identical + (relation or m.relation.replace("same_", "")) + heard
 
 

@@ -1358,60 +1358,61 @@ Search = Callable[[Fingerprint, "View | None", Sequence[int], bool], list[Match]
 
 
 @dataclass(frozen=True)
-class DifferenceQuery:
-    """The stretch of an upload's stereo difference screened too: its fingerprint, its further
-    looks, and the second of the upload it starts at."""
+class SignalQuery:
+    """A part of a stereo upload screened beside its mix (its stereo difference, a channel):
+    its fingerprint, its further looks, and the second of the upload its stretch starts at."""
 
+    signal: Signal
     fingerprint: Fingerprint
     view: View | None
     start_s: float = 0.0
 
 
-def difference_query(prints: UploadFingerprints) -> DifferenceQuery | None:
-    """What of ``prints``' stereo difference to screen, None when nothing."""
-    found = prints.difference
-    if found is None:
-        return None
-    return DifferenceQuery(found.query, found.view, prints.difference_start_s)
+def signal_queries(prints: UploadFingerprints) -> tuple[SignalQuery, ...]:
+    """What of ``prints``' stereo parts to screen beside the mix (none for most uploads)."""
+    return tuple(
+        SignalQuery(part.signal, part.prints.query, part.prints.view, part.start_s)
+        for part in prints.signals
+    )
 
 
 def match_signals(
     search: Search,
     query: Fingerprint,
     view: View | None,
-    difference: DifferenceQuery | None,
+    parts: Sequence[SignalQuery],
     settings: Settings,
     without: Sequence[int] = (),
     every_look: bool = False,
 ) -> list[Match]:
-    """The matches of an upload's mix (``query``, ``view``) and, when ``difference`` says what
-    of its stereo difference to screen, of that too, in the upload's time
-    (:func:`with_stereo_difference`).
+    """The matches of an upload's mix (``query``, ``view``) and of each of the stereo ``parts``
+    screened beside it, in the upload's time (:func:`with_signals`).
 
-    As the looks stop at an upload's first duplicate, so does this: a mix that is a duplicate
-    (its probabilities doubled) leaves the difference unsearched, unless ``every_look``. A
-    search that stopped at a duplicate that doubling undoes is taken again with every look,
-    as it would have gone on."""
-    if difference is None:
+    As the looks stop at an upload's first duplicate, so does this: a signal that is a
+    duplicate (its probabilities multiplied) leaves the next unsearched, unless
+    ``every_look``. A search that stopped at a duplicate that the multiplication undoes is
+    taken again with every look, as it would have gone on."""
+    if not parts:
         return search(query, view, without, every_look)
+    searches = 1 + len(parts)
 
-    def searched(fingerprint: Fingerprint, seen: View | None) -> list[Match]:
+    def searched(signal: Signal, fingerprint: Fingerprint, seen: View | None) -> list[Match]:
         found = search(fingerprint, seen, without, every_look)
         if every_look or decide(found, settings) != "duplicate":
             return found
-        if decide(with_stereo_difference(found, [], settings), settings) == "duplicate":
+        if decide(with_signals({signal: found}, searches, settings), settings) == "duplicate":
             return found
         return search(fingerprint, seen, without, True)
 
-    mix = searched(query, view)
-    if (
-        not every_look
-        and decide(with_stereo_difference(mix, [], settings), settings) == "duplicate"
-    ):
-        return with_stereo_difference(mix, [], settings)
-    found = searched(difference.fingerprint, difference.view)
-    in_upload_time = [in_upload(m, difference.start_s, query.duration_s) for m in found]
-    return with_stereo_difference(mix, in_upload_time, settings)
+    found = {"mix": searched("mix", query, view)}
+    for part in parts:
+        if not every_look and decide(with_signals(found, searches, settings), settings) == (
+            "duplicate"
+        ):
+            break
+        matches = searched(part.signal, part.fingerprint, part.view)
+        found[part.signal] = [in_upload(m, part.start_s, query.duration_s) for m in matches]
+    return with_signals(found, searches, settings)
 
 
 def in_upload(match: Match, start_s: float, duration_s: float) -> Match:
@@ -1421,22 +1422,22 @@ def in_upload(match: Match, start_s: float, duration_s: float) -> Match:
     return replace(moved, coverage=min(1.0, moved.coverage_s / max(duration_s, 1e-9)))
 
 
-def with_stereo_difference(
-    mix: list[Match], difference: list[Match], settings: Settings
+def with_signals(
+    found: dict[Signal, list[Match]], searches: int, settings: Settings
 ) -> list[Match]:
-    """The matches of an upload whose stereo difference was screened as well as its mix: two
-    searches, so every probability is multiplied by 2; per work the more certain match (but
-    a duplicate is kept, as :func:`matches_from_looks` keeps a look's), the difference's
-    marked ``signal="stereo_difference"``; most certain first."""
+    """The matches of an upload whose mix and stereo parts were screened, ``found`` per
+    signal: ``searches`` searches, so every probability is multiplied by their number; per
+    work the more certain match (but a duplicate is kept, as :func:`matches_from_looks` keeps
+    a look's), each marked with its signal; most certain first."""
 
-    def doubled(m: Match, signal: Signal) -> Match:
-        fmp = min(1.0, 2 * m.false_match_probability)
+    def multiplied(m: Match, signal: Signal) -> Match:
+        fmp = min(1.0, searches * m.false_match_probability)
         return replace(
             m, false_match_probability=fmp, score=score_from_probability(fmp), signal=signal
         )
 
-    both = [doubled(m, "mix") for m in mix] + [doubled(m, "stereo_difference") for m in difference]
-    return most_certain_per_work(both, settings)
+    every = [multiplied(m, signal) for signal, matches in found.items() for m in matches]
+    return most_certain_per_work(every, settings)
 
 
 # -- matches from evidence -----------------------------------------------------------------------

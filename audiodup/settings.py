@@ -90,6 +90,13 @@ class Settings:
     difference_window_s: float = 30.0
     difference_min_level: float = 0.1
     difference_max_correlation: float = 0.3
+    # a stereo upload's channels are each screened alone too: "auto" from the first to the end
+    # of the last window of difference_window_s where their octave-band energies correlate
+    # below channels_max_correlation (one channel is not the other's music: a copy in one ear,
+    # loud noise or other music in the other, which the mix and the difference both drown);
+    # "always" all of both, for every stereo upload; "never" neither
+    stereo_channels: Literal["auto", "always", "never"] = "auto"
+    channels_max_correlation: float = 0.3
 
     # query side: queries hash at several densities (a sped-up upload packs more music into each
     # second), with a wider fan-out that tolerates extra or missing peaks
@@ -326,6 +333,16 @@ class Settings:
             half_hop_scales=(),
             chroma_sweep_all_tempos=False,
         )
+
+    @property
+    def screens_stereo_parts(self) -> bool:
+        """Whether a stereo upload's difference or channels may be screened beside its mix (the
+        decoder then keeps the difference, from which the channels come)."""
+        return self.stereo_difference != "never" or self.stereo_channels != "never"
+
+    def mix_only(self) -> Settings:
+        """These settings screening nothing of a stereo upload but its mix."""
+        return replace(self, stereo_difference="never", stereo_channels="never")
 
     def with_hit_budget(self, hits: int | None) -> Settings:
         """These settings with ``max_query_hits`` = ``hits`` (None: unchanged): ``audiodup

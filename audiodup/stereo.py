@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import Audio, difference_audio
+from .audio import Audio, channel_audio, difference_audio
 from .errors import AudioDecodeError
-from .results import Signal
+from .results import CHANNEL_SIDES, SIGNAL_WORDS, Signal
 from .settings import DEFAULT_SETTINGS, Settings
 
 _FRAME_S = 0.1
@@ -126,9 +126,33 @@ def standing_apart(
         if s.level_ratio >= settings.difference_min_level
         and s.envelope_correlation < settings.difference_max_correlation
     ]
-    if not apart:
+    return _span(apart, window_s, len(mix) / sample_rate_hz)
+
+
+def channels_apart(
+    mix: np.ndarray, difference: np.ndarray, sample_rate_hz: int, settings: Settings
+) -> tuple[float, float] | None:
+    """Where a stereo upload's two channels (``mix`` plus and minus ``difference``) do not
+    follow each other: from the start of the first window of ``settings.difference_window_s``
+    where their band energies correlate below ``settings.channels_max_correlation`` to the
+    end of the last (seconds); None when no window does. A copy in one ear under loud noise
+    or other music in the other is drowned in the mix and in the difference alike, but its
+    channel's energies move on their own; the two channels of a recording rise and fall
+    together (benchmarks/STEREO.md)."""
+    window_s = settings.difference_window_s
+    apart = [
+        s.start_s
+        for s in compare_stretches(mix + difference, mix - difference, sample_rate_hz, window_s)
+        if s.envelope_correlation < settings.channels_max_correlation
+    ]
+    return _span(apart, window_s, len(mix) / sample_rate_hz)
+
+
+def _span(starts: list[float], window_s: float, duration_s: float) -> tuple[float, float] | None:
+    """From the first of the windows starting at ``starts`` to the end of the last."""
+    if not starts:
         return None
-    return apart[0], min(apart[-1] + window_s, len(mix) / sample_rate_hz)
+    return starts[0], min(starts[-1] + window_s, duration_s)
 
 
 def difference_stands_apart(
@@ -140,11 +164,26 @@ def difference_stands_apart(
 
 def signal_audio(audio: Audio, signal: Signal, settings: Settings = DEFAULT_SETTINGS) -> Audio:
     """What of ``audio`` a match's ``signal`` names: ``audio`` itself for the mix, its stereo
-    difference as audio of its own (:func:`audiodup.audio.difference_audio`) for
-    ``stereo_difference``."""
+    difference (:func:`audiodup.audio.difference_audio`) or one of its channels
+    (:func:`audiodup.audio.channel_audio`) as audio of its own."""
+    part = part_audio(audio, signal, settings)
+    if part is None:
+        raise AudioDecodeError(
+            f"the file has no {SIGNAL_WORDS[signal]} of its own (one channel, or two the same)"
+        )
+    return part
+
+
+def part_audio(
+    audio: Audio,
+    signal: Signal,
+    settings: Settings = DEFAULT_SETTINGS,
+    span: tuple[float, float] | None = None,
+) -> Audio | None:
+    """:func:`signal_audio`, None where ``audio`` has no such part or it is silent (``span``:
+    only from ``span[0]`` to ``span[1]`` seconds of a stereo part)."""
     if signal == "mix":
         return audio
-    difference = difference_audio(audio, settings)
-    if difference is None:
-        raise AudioDecodeError("the file has no stereo difference (one channel, or two the same)")
-    return difference
+    if signal == "stereo_difference":
+        return difference_audio(audio, settings, span)
+    return channel_audio(audio, CHANNEL_SIDES[signal], settings, span)

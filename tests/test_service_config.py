@@ -350,3 +350,25 @@ def test_an_engine_connecting_to_its_cluster_leaves_the_lock_free(
         assert engine.ready and engine.catalog.root == pristine_catalog_dir
     finally:
         engine.close()
+
+
+def test_stereo_parts_from_toml_environment_and_engine(tmp_path, pristine_catalog_dir):
+    """``stereo_difference`` and ``stereo_channels`` set what of a stereo upload the engine
+    screens beside its mix, as ``audiodup screen --stereo-difference / --stereo-channels``;
+    another value is refused with the key named."""
+    from audiodup.service.engine import Engine
+
+    for key in ("stereo_difference", "stereo_channels"):
+        assert getattr(load_config(None, {"db": tmp_path}, environ={}), key) == "auto"
+        toml = _toml(tmp_path, f'{key} = "never"\n')
+        assert getattr(load_config(toml, {"db": tmp_path}, environ={}), key) == "never"
+        env = {f"AUDIODUP_{key.upper()}": "Always"}
+        assert getattr(load_config(toml, {"db": tmp_path}, environ=env), key) == "always"
+        with pytest.raises(ConfigError, match=f"{key} must be one of auto, always, never"):
+            load_config(_toml(tmp_path, f'{key} = "sometimes"\n'), {"db": tmp_path}, environ={})
+    config = load_config(None, {"db": pristine_catalog_dir, "stereo_channels": "never"}, environ={})
+    engine = Engine(config)
+    engine.open()
+    assert engine.catalog.settings.stereo_channels == "never"
+    assert engine.catalog.settings.stereo_difference == "auto"
+    engine.close()

@@ -49,6 +49,7 @@ PERTURBED = {
     "chroma_coeffs": (6, 6),
     "chroma_index_factory": "IVF{nlist},Flat",
     "stereo_difference": "always",
+    "stereo_channels": "always",
 }
 
 # Recipe fields that do not change the fingerprint of the test signal under their perturbation,

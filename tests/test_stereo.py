@@ -1,5 +1,6 @@
 """A copy hidden in the stereo difference (left = other music + the copy, right = other music -
-the copy): decoded, singled out by audiodup.stereo, screened, explained and shown."""
+the copy), or in one channel under loud noise or other music in the other: decoded, singled out
+by audiodup.stereo, screened, explained and shown."""
 
 from __future__ import annotations
 
@@ -17,20 +18,21 @@ from conftest import CATALOG_DIR, UPLOADS_DIR, reviewed_upload
 from typer.testing import CliRunner
 
 from audiodup import Catalog
-from audiodup.audio import audio_from_samples, difference_audio, load_audio
+from audiodup.audio import audio_from_samples, channel_audio, difference_audio, load_audio
 from audiodup.cli import app
 from audiodup.errors import AudioDecodeError
 from audiodup.explain import explain
-from audiodup.fingerprint import UploadFingerprints
+from audiodup.fingerprint import SignalPrints, UploadFingerprints
 from audiodup.report_html import audio_snippet, rescan_html
 from audiodup.rescan import load_report, run_rescan
 from audiodup.rescan.screen import screen_work
 from audiodup.results import Match
 from audiodup.schema import problems
-from audiodup.screening import with_stereo_difference
+from audiodup.screening import with_signals
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.stereo import (
     band_log_energies,
+    channels_apart,
     compare_stretches,
     difference_stands_apart,
     envelope_correlation,
@@ -58,6 +60,11 @@ def _hidden(mix: np.ndarray, difference: np.ndarray) -> np.ndarray:
     n = min(len(mix), len(difference))
     stereo = np.stack([mix[:n] + difference[:n], mix[:n] - difference[:n]], axis=1)
     return (0.9 * stereo / np.abs(stereo).max()).astype(np.float32)
+
+
+def _part(prints: UploadFingerprints, signal: str) -> SignalPrints | None:
+    """The part of ``prints`` screened as ``signal`` beside the mix, None when none is."""
+    return next((part for part in prints.signals if part.signal == signal), None)
 
 
 def _write(folder: Path, name: str, stereo: np.ndarray) -> Path:
@@ -193,12 +200,12 @@ def test_the_modes_decide_what_is_fingerprinted(uploads) -> None:
     audio = load_audio(uploads["ordinary"])
     for mode, screened in (("auto", False), ("always", True), ("never", False)):
         prints = UploadFingerprints(audio, replace(DEFAULT_SETTINGS, stereo_difference=mode))
-        assert (prints.difference is not None) is screened, mode
+        assert (_part(prints, "stereo_difference") is not None) is screened, mode
         assert prints.audio.difference is None  # not carried on, to a worker's caller say
     hidden = load_audio(uploads["hidden"])
     never = replace(DEFAULT_SETTINGS, stereo_difference="never")
-    assert UploadFingerprints(hidden).difference is not None
-    assert UploadFingerprints(hidden, never).difference is None
+    assert _part(UploadFingerprints(hidden), "stereo_difference") is not None
+    assert _part(UploadFingerprints(hidden, never), "stereo_difference") is None
 
 
 # -- screening -----------------------------------------------------------------------------------
@@ -225,9 +232,10 @@ def test_only_the_stretch_that_stands_apart_is_screened_in_upload_time(
     copy[region] = _at_level_of(music["work_02"][5 * SR : 35 * SR], other[region])
     path = _write(tmp_path, "long.wav", _hidden(other, copy))
     prints = UploadFingerprints(load_audio(path))
-    assert prints.difference is not None
-    assert 30.0 <= prints.difference_start_s <= 60.0
-    assert prints.difference.audio.duration_s <= prints.audio.duration_s - 30.0
+    difference = _part(prints, "stereo_difference")
+    assert difference is not None
+    assert 30.0 <= difference.start_s <= 60.0
+    assert difference.prints.audio.duration_s <= prints.audio.duration_s - 30.0
     verdict = catalog.screen(path)
     top = verdict.matches[0]
     assert verdict.verdict == "duplicate" and top.work_id == work_ids["work_02"]
@@ -348,7 +356,7 @@ def test_a_duplicate_from_the_mix_is_kept_over_a_surer_match_that_decides_less()
                 query_end_s=30.0, coverage=1.0, coverage_s=30.0, **base)  # fmt: skip
     short = replace(mix, false_match_probability=1e-40, score=40.0, query_end_s=2.0,
                     coverage=0.07, coverage_s=2.0)  # fmt: skip
-    (kept,) = with_stereo_difference([mix], [short], DEFAULT_SETTINGS)
+    (kept,) = with_signals({"mix": [mix], "stereo_difference": [short]}, 2, DEFAULT_SETTINGS)
     assert kept.signal == "mix" and kept.false_match_probability == pytest.approx(2e-20)
     assert decide([kept], DEFAULT_SETTINGS) == "duplicate"
 
@@ -361,7 +369,8 @@ def test_explain_looks_at_the_difference_the_gate_passes_over(catalog, work_ids,
         tmp_path, "quiet.wav", _hidden(other, _at_level_of(music["work_02"], other, 0.05))
     )
     always = replace(catalog.settings, stereo_difference="always")
-    assert UploadFingerprints(load_audio(path)).difference is None  # the gate stays shut
+    # the gate stays shut
+    assert _part(UploadFingerprints(load_audio(path)), "stereo_difference") is None
     verdict = Catalog(catalog.store, always).screen(path)
     assert verdict.verdict == "duplicate" and verdict.matches[0].signal == "stereo_difference"
     picture = explain(catalog, path, work_ids["work_02"], tmp_path / "why.svg")
@@ -420,3 +429,154 @@ def test_the_review_page_plays_and_draws_the_difference(pristine_catalog_dir, up
     # their band energies rise and fall together
     upload, reference = (band_log_energies(heard[k][:n], rate) for k in ("upload", "reference"))
     assert envelope_correlation(upload, reference) > 0.8
+
+
+# -- one channel ---------------------------------------------------------------------------------
+
+
+def _one_channel(copy: np.ndarray, other: np.ndarray, louder: float, left: bool = True):
+    """Stereo with ``copy`` in one channel and ``other`` (looped to its length) ``louder``
+    times its RMS in the other; peak 0.9."""
+    other = _at_level_of(np.resize(other, len(copy)), copy, louder)
+    stereo = np.stack([copy, other] if left else [other, copy], axis=1)
+    return (0.9 * stereo / np.abs(stereo).max()).astype(np.float32)
+
+
+def _noise(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def one_channel(music, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("channels")
+    copy, other = music["work_02"], music["unrelated_a"]
+    quote = np.zeros_like(other)
+    quote[10 * SR : 12 * SR] = music["work_04"][10 * SR : 12 * SR]
+    made = {
+        # the copy in the left ear, white noise 5x (14 dB) louder in the right: the mix and the
+        # difference both hear mostly noise
+        "left_copy": _one_channel(copy, _noise(len(copy)), 5.0),
+        # the copy in the right ear, other music 3x louder in the left
+        "right_copy": _one_channel(copy, music["unrelated_b"], 3.0, left=False),
+        # chance cases: never-indexed music under noise, two never-indexed recordings apart,
+        # 2 s of a work in an otherwise silent channel under noise
+        "unrelated_under_noise": _one_channel(other, _noise(len(other), 1), 5.0),
+        "two_unrelated": _one_channel(other, music["synthetic"], 1.0),
+        "short_quote": _one_channel(quote, _noise(len(quote), 2), 5.0),
+    }
+    return {name: _write(folder, f"{name}.wav", stereo) for name, stereo in made.items()}
+
+
+def _apart(path: Path) -> tuple[float, float] | None:
+    audio = load_audio(path)
+    return channels_apart(audio.samples, audio.difference, ANALYSIS_HZ, DEFAULT_SETTINGS)
+
+
+def test_channels_that_do_not_follow_each_other_are_screened_alone(uploads, one_channel):
+    for name in ("ordinary", "hidden", "copy_in_mix", "unrelated"):
+        assert _apart(uploads[name]) is None, name
+    for name in ("left_copy", "right_copy", "two_unrelated"):
+        assert _apart(one_channel[name]) == pytest.approx((0.0, 40.0), abs=0.1), name
+    prints = UploadFingerprints(load_audio(one_channel["left_copy"]))
+    assert [p.signal for p in prints.signals] == ["left_channel", "right_channel"]
+    never = replace(DEFAULT_SETTINGS, stereo_channels="never")
+    assert UploadFingerprints(load_audio(one_channel["left_copy"]), never).signals == ()
+    always = replace(DEFAULT_SETTINGS, stereo_channels="always")
+    ordinary = UploadFingerprints(load_audio(uploads["ordinary"]), always)
+    assert [p.signal for p in ordinary.signals] == ["left_channel", "right_channel"]
+
+
+def test_each_channel_is_heard_alone_and_a_silent_one_is_not(music, tmp_path) -> None:
+    a, b = music["work_00"], music["unrelated_a"]
+    path = _write(tmp_path, "two.wav", np.stack([a, 0.5 * b], axis=1).astype(np.float32) * 0.8)
+    audio = load_audio(path)
+    for side, alone in (("left", a * 0.8), ("right", 0.4 * b)):
+        expected = load_audio(_write(tmp_path, f"{side}.wav", alone.astype(np.float32))).samples
+        heard = channel_audio(audio, side)
+        assert np.corrcoef(heard.samples, expected)[0, 1] > 0.999, side
+        assert signal_audio(audio, f"{side}_channel").sha256 == heard.sha256
+    silent = np.stack([a, np.zeros_like(a)], axis=1).astype(np.float32) * 0.8
+    half = load_audio(_write(tmp_path, "half.wav", silent))
+    assert channel_audio(half, "right") is None and channel_audio(half, "left") is not None
+    with pytest.raises(AudioDecodeError, match="no right channel of its own"):
+        signal_audio(half, "right_channel")
+
+
+@pytest.mark.parametrize(
+    "name, signal", [("left_copy", "left_channel"), ("right_copy", "right_channel")]
+)
+def test_a_copy_in_one_channel_is_a_duplicate_of_its_work(
+    catalog, work_ids, one_channel, name, signal
+):
+    verdict = catalog.screen(one_channel[name])
+    assert verdict.verdict == "duplicate"
+    top = verdict.matches[0]
+    assert top.work_id == work_ids["work_02"] and top.signal == signal
+    assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
+    assert abs(top.pitch_shift_semitones) < 0.1
+    assert top.query_end_s - top.query_start_s > 30
+    never = replace(catalog.settings, stereo_channels="never")
+    assert Catalog(catalog.store, never).screen(one_channel[name]).verdict != "duplicate"
+
+
+@pytest.mark.parametrize("name", ["unrelated_under_noise", "two_unrelated", "short_quote"])
+def test_chance_and_quotes_in_one_channel_stay_below_duplicate(catalog, one_channel, name):
+    always = replace(catalog.settings, stereo_channels="always", stereo_difference="always")
+    screened = Catalog(catalog.store, always).screen(one_channel[name])
+    assert screened.error is None and screened.verdict != "duplicate", screened.matches
+
+
+def test_screening_both_channels_triples_the_chance_of_the_mix(catalog, work_ids, uploads):
+    channels = replace(catalog.settings, stereo_difference="never", stereo_channels="always")
+    found = Catalog(catalog.store, channels).screen(uploads["ordinary"])
+    mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(uploads["ordinary"])
+    assert found.verdict == mix_only.verdict == "duplicate"
+    assert found.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
+    assert found.matches[0].signal == "mix"
+    assert found.matches[0].false_match_probability == pytest.approx(
+        3 * mix_only.matches[0].false_match_probability
+    )
+
+
+def test_cli_names_the_channel_and_can_leave_the_channels_out(pristine_catalog_dir, one_channel):
+    runner = CliRunner()
+    db, path = str(pristine_catalog_dir), str(one_channel["left_copy"])
+    found = runner.invoke(app, ["screen", "--db", db, "--json", path])
+    assert found.exit_code == 1, found.output
+    document = json.loads(found.stdout)
+    assert problems(document, "screen") == []
+    assert document["results"][0]["matches"][0]["signal"] == "left_channel"
+    assert (
+        "recording in the left channel" in runner.invoke(app, ["screen", "--db", db, path]).stdout
+    )
+    never = runner.invoke(app, ["screen", "--db", db, "--stereo-channels", "never", path])
+    assert never.exit_code != 1, never.output
+
+
+def test_explain_and_the_report_take_the_channel(catalog, work_ids, one_channel, tmp_path):
+    path = one_channel["left_copy"]
+    picture = explain(catalog, path, work_ids["work_02"], tmp_path / "why.svg")
+    assert "its left channel" in picture.read_text()
+    left_clip = audio_snippet(path, 5.0, 4.0, signal="left_channel")
+    right_clip = audio_snippet(path, 5.0, 4.0, signal="right_channel")
+    assert left_clip is not None and right_clip is not None and left_clip != right_clip
+    report = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        app, ["screen", "--db", str(catalog.root), "--out", str(report), str(path)]
+    )
+    assert result.exit_code == 1, result.output
+    page = report.read_text()
+    assert "recording in the left channel" in page and "upload (left channel)" in page
+
+
+def test_rescan_finds_a_catalog_work_holding_another_in_one_channel(catalog_copy, one_channel):
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        (added,) = catalog.add_paths([one_channel["right_copy"]])
+        original = {Path(w.path).stem: w.work_id for w in catalog.works()}["work_02"]
+        run_rescan(catalog, workers=1)
+        report = load_report(catalog)
+    (pair,) = [p for p in report.pairs if set(p.work_ids) == {added.work_id, original}]
+    assert pair.query_work_id == added.work_id and pair.evidence.signal == "right_channel"
+    said = [a.description for c in report.clusters for a in c.alterations]
+    said += [caveat for k in report.links for caveat in k.caveats]
+    assert any(f"in the right channel of work {added.work_id}" in text for text in said), said

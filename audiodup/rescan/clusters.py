@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..owners import dated_uploads, one_uploader, upload_date
-from ..results import Match, Section, UploadInfo, WorkInfo
+from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
 from ..settings import Settings
 from ..verdict import decide
 from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
@@ -343,12 +343,12 @@ def _along(reference: int, work_id: int, previous: dict) -> Alteration:
         tempo, shift = _transform(pair, target=node, source=prev)
         log_tempo += math.log(tempo)
         pitch += shift
-        if pair.evidence.signal == "stereo_difference":
-            hidden_in.append(pair.query_work_id)
+        if pair.evidence.signal != "mix":
+            hidden_in.append((pair.evidence.signal, pair.query_work_id))
         chain.append(prev)
         node = prev
     tempo_ratio = math.exp(log_tempo)
-    where = "".join(f"; in the stereo difference of work {w}" for w in reversed(hidden_in))
+    where = "".join(f";{heard_in(signal)} of work {w}" for signal, w in reversed(hidden_in))
     return Alteration(
         work_id=work_id,
         relative_to=reference,

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
-from ..results import UploadInfo, listed_text
+from ..results import UploadInfo, heard_in, listed_text
 from .clusters import aligned_spans, merged_spans, sections_of
 from .results import Link, LinkKind, Pair
 
@@ -810,9 +810,10 @@ def _link(
             )
     if kept_apart and not same_cluster:
         caveats.append(kept_apart)
-    if pair.evidence.signal == "stereo_difference":
+    if pair.evidence.signal != "mix":
         caveats.append(
-            f"found in the stereo difference of work {pair.query_work_id}, which its mix cancels"
+            f"found{heard_in(pair.evidence.signal)} of work {pair.query_work_id}, which its mix "
+            + ("cancels" if pair.evidence.signal == "stereo_difference" else "drowns")
         )
     tempo, pitch = _transform(pair, derived)
     return Link(

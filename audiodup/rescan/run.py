@@ -189,7 +189,7 @@ def _run_sharded(
             sharded.match_fingerprint,
             query.fingerprint,
             query.view,
-            query.difference,
+            query.parts,
             settings,
             (work_id,),
             True,

@@ -18,7 +18,7 @@ from ..errors import (
     WorkNotFoundError,
 )
 from ..fingerprint import Fingerprint, UploadFingerprints
-from ..screening import DifferenceQuery, View, difference_query, match_signals, planned_views
+from ..screening import SignalQuery, View, match_signals, planned_views, signal_queries
 from ..settings import Settings
 from .results import QuerySource, WorkScan
 
@@ -35,9 +35,9 @@ class WorkQuery:
     view: View | None = None
     # the file holds more than the decoding limits take (None: not known, the file was not read)
     truncated: bool | None = None
-    # what of the stereo difference is screened too (audiodup.stereo); None: nothing, or the
-    # file was not read
-    difference: DifferenceQuery | None = None
+    # what of its stereo parts is screened too (audiodup.stereo); none when the file was not
+    # read
+    parts: tuple[SignalQuery, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def screen_work(
         catalog.match_fingerprint,
         query.fingerprint,
         query.view,
-        query.difference,
+        query.parts,
         catalog.settings,
         (work_id,),
         True,
@@ -109,8 +109,8 @@ def work_query(
             if audio.sha256 != work.sha256:
                 raise AudiodupError("the file's audio changed since it was indexed")
             prints = UploadFingerprints(audio, catalog.settings)
-            difference = difference_query(prints)
-            return WorkQuery(prints.query, "file", None, prints.view, audio.truncated, difference)
+            parts = signal_queries(prints)
+            return WorkQuery(prints.query, "file", None, prints.view, audio.truncated, parts)
         except AudiodupError as exc:
             file_problem = str(exc)
         except OSError as exc:  # its folder cannot be entered now, say
@@ -170,10 +170,13 @@ def work_query_task(
         query = work_query(_worker_catalog(root, settings), work_id, path)
         if query.view is not None:
             query = replace(query, view=ready_views(query.fingerprint, query.view, settings))
-        if query.difference is not None and query.difference.view is not None:
-            difference = query.difference
-            views = ready_views(difference.fingerprint, difference.view, settings)
-            query = replace(query, difference=replace(difference, view=views))
+        parts = tuple(
+            part
+            if part.view is None
+            else replace(part, view=ready_views(part.fingerprint, part.view, settings))
+            for part in query.parts
+        )
+        query = replace(query, parts=parts)
         return work_id, query
     except WorkersCannotOpenCatalogError:
         raise  # the cluster's problem, not the work's

@@ -23,8 +23,10 @@ RESULTS_FILE = "rescan.sqlite"
 # 3: every further look taken, a duplicate found or not (2 stopped at the first duplicate and
 # missed the original of two 2x copies that found each other first); 4: a work read from its
 # file is screened in its stereo difference too (3 missed a copy hidden there); 5: a work
-# shorter than half_hop_max_s also takes the looks half a hop in (4 missed weak copies they find)
-RESULT_FORMAT = "5"
+# shorter than half_hop_max_s also takes the looks half a hop in (4 missed weak copies they find);
+# 6: a work read from its file is screened in each channel where they do not follow each other
+# (5 missed a copy in one channel under loud noise in the other)
+RESULT_FORMAT = "6"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -79,6 +79,9 @@ class ServiceConfig:
     # what of a stereo upload's difference is screened too, as `audiodup screen
     # --stereo-difference`: auto, always or never
     stereo_difference: str = "auto"
+    # whether each channel of a stereo upload is screened alone too, as `audiodup screen
+    # --stereo-channels`: auto, always or never
+    stereo_channels: str = "auto"
     # a Dask scheduler whose workers hold the catalog's shard groups (a catalog split by
     # `audiodup index shard`), as `audiodup screen --dask`: the workers screen, this service
     # loads no index; None: each service worker screens against the whole catalog itself
@@ -106,7 +109,7 @@ class ServiceConfig:
 
 
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-STEREO_DIFFERENCE_MODES = ("auto", "always", "never")
+STEREO_PART_MODES = ("auto", "always", "never")
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _KEYS = tuple(f.name for f in fields(ServiceConfig))
 _INTEGERS = (
@@ -143,9 +146,9 @@ def _check(name: str, value: Any) -> Any:
         if isinstance(value, bool) or text in _BOOLEANS:
             return value if isinstance(value, bool) else _BOOLEANS[text]
         raise ValueError("must be true or false")
-    if name == "stereo_difference":
-        if not isinstance(value, str) or value.strip().lower() not in STEREO_DIFFERENCE_MODES:
-            raise ValueError(f"must be one of {', '.join(STEREO_DIFFERENCE_MODES)}")
+    if name in ("stereo_difference", "stereo_channels"):
+        if not isinstance(value, str) or value.strip().lower() not in STEREO_PART_MODES:
+            raise ValueError(f"must be one of {', '.join(STEREO_PART_MODES)}")
         return value.strip().lower()
     if name == "log_level":
         if not isinstance(value, str) or value.lower() not in _LOG_LEVELS:

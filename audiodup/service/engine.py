@@ -93,8 +93,11 @@ class Engine:
             if self.config.quick:
                 catalog.settings = catalog.settings.without_further_looks()
             catalog.settings = catalog.settings.with_hit_budget(self.config.hit_budget)
-            mode = self.config.stereo_difference
-            catalog.settings = replace(catalog.settings, stereo_difference=mode)
+            catalog.settings = replace(
+                catalog.settings,
+                stereo_difference=self.config.stereo_difference,
+                stereo_channels=self.config.stereo_channels,
+            )
             catalog.store.lock_timeout_s = self.config.lock_wait_s
             # loaded and connected before the lock: nothing else holds this catalog yet, and
             # the review pages, which take the lock, need not wait for a scheduler meanwhile
