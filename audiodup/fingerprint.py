@@ -7,7 +7,6 @@ import struct
 import threading
 import zipfile
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,7 +19,7 @@ from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, th
 from .results import CHANNEL_SIDES, Signal
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
-from .stereo import channels_apart, part_audio, standing_apart
+from .stereo import part_audio, stereo_spans
 
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
@@ -267,22 +266,24 @@ def stereo_parts(audio: Audio, settings: Settings) -> tuple[SignalPrints, ...]:
             )
     if audio.difference is None:
         return ()
-    rate = audio.sample_rate_hz
-    parts = []
-    span = _stretch(
-        settings.stereo_difference,
-        lambda: standing_apart(audio.samples, audio.difference, rate, settings),
-        audio.duration_s,
-    )
-    if span is not None:
-        parts.append(("stereo_difference", span))
-    span = _stretch(
-        settings.stereo_channels,
-        lambda: channels_apart(audio.samples, audio.difference, rate, settings),
-        audio.duration_s,
-    )
-    if span is not None:
-        parts += [(signal, span) for signal in CHANNEL_SIDES]
+    modes = {"stereo_difference": settings.stereo_difference}
+    modes |= {signal: settings.stereo_channels for signal in CHANNEL_SIDES}
+    spans = dict.fromkeys(modes)
+    if "auto" in modes.values():
+        found = stereo_spans(
+            audio.samples,
+            audio.difference,
+            audio.sample_rate_hz,
+            settings,
+            with_difference=settings.stereo_difference == "auto",
+            with_channels=settings.stereo_channels == "auto",
+        )
+        spans = {"stereo_difference": found[0]} | dict.fromkeys(CHANNEL_SIDES, found[1])
+    parts = [
+        (signal, span)
+        for signal, mode in modes.items()
+        if (span := _stretch(mode, spans[signal], audio.duration_s)) is not None
+    ]
     heard = [
         (signal, part_audio(audio, signal, settings, span or None), span) for signal, span in parts
     ]
@@ -293,14 +294,12 @@ def stereo_parts(audio: Audio, settings: Settings) -> tuple[SignalPrints, ...]:
     )
 
 
-def _stretch(
-    mode: str, apart: Callable[[], tuple[float, float] | None], duration_s: float
-) -> tuple | None:
-    """What ``mode`` screens of a part: ``()`` all of it, a ``(start, end)`` stretch, None
-    nothing."""
+def _stretch(mode: str, apart: tuple[float, float] | None, duration_s: float) -> tuple | None:
+    """What ``mode`` screens of a part whose stretch apart is ``apart``: ``()`` all of it, a
+    ``(start, end)`` stretch, None nothing."""
     if mode == "never":
         return None
-    span = () if mode == "always" else apart()
+    span = () if mode == "always" else apart
     return () if span == (0.0, duration_s) else span
 
 

@@ -25,6 +25,7 @@ _FRAME_S = 0.1
 _LOWEST_BAND_HZ = 60.0
 _BANDS = 8  # octaves from 60 Hz: the top one reaches past the analysis rate's Nyquist
 _FLOOR = 1e-10  # added to band energies before the log: silence is a finite value
+_BLOCK_FRAMES = 1024  # frames transformed at once (~100 s)
 
 
 @dataclass(frozen=True)
@@ -45,22 +46,47 @@ def band_log_energies(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`band_log_energies` and each frame's energy in those bands: what is heard of it
     (an inaudible 12-Hz tone or an offset in the mix must not make the difference look quiet)."""
+    return _analyses({"signal": samples}, sample_rate_hz)["signal"]
+
+
+def _analyses(
+    signals: dict[str, np.ndarray], sample_rate_hz: int, channels: bool = False
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """:func:`_analysed` of each of ``signals`` (of one length), and with ``channels`` of the
+    left and right channels too, the first signal (the mix) plus and minus the second (the
+    difference): their spectra are the sums of those two's (the transform is linear), so the
+    channels cost no transform of their own. Taken in blocks of frames (bounded memory)."""
     from scipy import fft  # on first use, as peaks.py does; 3x numpy's FFT for 1102 points
 
     n = _frame_samples(sample_rate_hz)
-    frames = len(samples) // n
+    frames = min(len(x) for x in signals.values()) // n
+    names = list(signals) + (["left", "right"] if channels else [])
     if frames == 0:
-        return np.zeros((0, 0)), np.zeros(0)
-    framed = samples[: frames * n].reshape(frames, n)
-    spectrum = fft.rfft(framed * np.hanning(n).astype(np.float32), axis=1, workers=1)
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
+        return {name: (np.zeros((0, 0)), np.zeros(0)) for name in names}
+    window = np.hanning(n).astype(np.float32)
     freqs = np.fft.rfftfreq(n, 1.0 / sample_rate_hz)
     edges = [
         (int(np.searchsorted(freqs, low)), int(np.searchsorted(freqs, 2 * low)))
         for low in _LOWEST_BAND_HZ * 2.0 ** np.arange(_BANDS)
     ]
-    bands = np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges if hi > lo], np.float64)
-    return np.log(bands + _FLOOR), bands.sum(axis=0)
+    edges = [(lo, hi) for lo, hi in edges if hi > lo]
+    blocks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for start in range(0, frames, _BLOCK_FRAMES):
+        stop = min(start + _BLOCK_FRAMES, frames)
+        spectra = {
+            name: fft.rfft(x[start * n : stop * n].reshape(-1, n) * window, axis=1, workers=1)
+            for name, x in signals.items()
+        }
+        if channels:
+            mix, difference = list(spectra.values())[:2]
+            spectra["left"], spectra["right"] = mix + difference, mix - difference
+        for name, spectrum in spectra.items():
+            power = np.square(spectrum.real) + np.square(spectrum.imag)
+            blocks[name].append(
+                np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges], np.float64)
+            )
+    bands = {name: np.concatenate(parts, axis=1) for name, parts in blocks.items()}
+    return {name: (np.log(b + _FLOOR), b.sum(axis=0)) for name, b in bands.items()}
 
 
 def _frame_samples(sample_rate_hz: int) -> int:
@@ -86,8 +112,18 @@ def compare_stretches(
     """The mix and the difference compared over windows of ``window_s`` seconds, each starting
     half a window after the last, the last one ending with the upload (one window for a
     shorter upload)."""
-    mix_bands, mix_energy = _analysed(mix, sample_rate_hz)
-    difference_bands, difference_energy = _analysed(difference, sample_rate_hz)
+    analyses = _analyses({"mix": mix, "difference": difference}, sample_rate_hz)
+    return _compared(analyses["mix"], analyses["difference"], sample_rate_hz, window_s)
+
+
+def _compared(
+    first: tuple[np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray],
+    sample_rate_hz: int,
+    window_s: float,
+) -> list[StretchComparison]:
+    """:func:`compare_stretches` of two signals' :func:`_analysed`."""
+    (mix_bands, mix_energy), (difference_bands, difference_energy) = first, second
     frames = len(mix_energy)
     frame_s = _frame_samples(sample_rate_hz) / sample_rate_hz
     width = max(1, int(round(window_s / frame_s)))
@@ -119,14 +155,7 @@ def standing_apart(
     correlate with the mix's below ``settings.difference_max_correlation``, to the end of the
     last (seconds); None when no window does. Only that stretch is screened: a long recording
     with one such window costs 30 s of screening, not its length."""
-    window_s = settings.difference_window_s
-    apart = [
-        s.start_s
-        for s in compare_stretches(mix, difference, sample_rate_hz, window_s)
-        if s.level_ratio >= settings.difference_min_level
-        and s.envelope_correlation < settings.difference_max_correlation
-    ]
-    return _span(apart, window_s, len(mix) / sample_rate_hz)
+    return stereo_spans(mix, difference, sample_rate_hz, settings, with_channels=False)[0]
 
 
 def channels_apart(
@@ -139,13 +168,41 @@ def channels_apart(
     or other music in the other is drowned in the mix and in the difference alike, but its
     channel's energies move on their own; the two channels of a recording rise and fall
     together (benchmarks/STEREO.md)."""
-    window_s = settings.difference_window_s
-    apart = [
-        s.start_s
-        for s in compare_stretches(mix + difference, mix - difference, sample_rate_hz, window_s)
-        if s.envelope_correlation < settings.channels_max_correlation
-    ]
-    return _span(apart, window_s, len(mix) / sample_rate_hz)
+    return stereo_spans(mix, difference, sample_rate_hz, settings, with_difference=False)[1]
+
+
+def stereo_spans(
+    mix: np.ndarray,
+    difference: np.ndarray,
+    sample_rate_hz: int,
+    settings: Settings,
+    *,
+    with_difference: bool = True,
+    with_channels: bool = True,
+) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """:func:`standing_apart` and :func:`channels_apart` from one analysis (the channels' from
+    the mix's and the difference's spectra); None for the one not asked for."""
+    signals = {"mix": mix, "difference": difference}
+    analyses = _analyses(signals, sample_rate_hz, channels=with_channels)
+    window_s, duration_s = settings.difference_window_s, len(mix) / sample_rate_hz
+    difference_span = None
+    if with_difference:
+        apart = [
+            s.start_s
+            for s in _compared(analyses["mix"], analyses["difference"], sample_rate_hz, window_s)
+            if s.level_ratio >= settings.difference_min_level
+            and s.envelope_correlation < settings.difference_max_correlation
+        ]
+        difference_span = _span(apart, window_s, duration_s)
+    channels_span = None
+    if with_channels:
+        apart = [
+            s.start_s
+            for s in _compared(analyses["left"], analyses["right"], sample_rate_hz, window_s)
+            if s.envelope_correlation < settings.channels_max_correlation
+        ]
+        channels_span = _span(apart, window_s, duration_s)
+    return difference_span, channels_span
 
 
 def _span(starts: list[float], window_s: float, duration_s: float) -> tuple[float, float] | None:

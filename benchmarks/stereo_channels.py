@@ -25,6 +25,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import replace
@@ -36,6 +37,7 @@ import soxr
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
+from audiodup.errors import AudiodupError
 from audiodup.stereo import channels_apart
 from benchmarks.corpus import Corpus, Track, add_corpus_option, load_mono, read_manifest
 from benchmarks.runner import git_commit, machine_info
@@ -273,11 +275,15 @@ def main(argv: list[str] | None = None) -> None:
     table_parser = commands.add_parser("table")
     table_parser.add_argument("results", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        run(args.catalog, args.out, args.corpus, args.attacks)
-    else:
-        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
-        print(table(rows), end="")
+    try:
+        if args.command == "run":
+            run(args.catalog, args.out, args.corpus, args.attacks)
+        else:
+            rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
+            print(table(rows), end="")
+    except (AudiodupError, OSError, ValueError, StopIteration) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
