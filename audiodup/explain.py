@@ -30,10 +30,10 @@ from .fingerprint import Fingerprint, fingerprint_audio
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
-from .results import SIGNAL_WORDS, shown_text
+from .results import CHANNEL_SIDES, SIGNAL_WORDS, shown_text
 from .screening import View, planned_views
 from .settings import Settings
-from .stereo import part_audio
+from .stereo import channels_apart, part_audio
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -72,13 +72,23 @@ def explain(
 
 def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
     """The upload's query fingerprint that shows the most of work ``work_id``: its mix's
-    (:func:`drawn_queries`), or that of its whole stereo difference or one whole channel when
-    it has them (:mod:`audiodup.stereo`; whether screening looked there or not)
-    (:func:`most_patterns`)."""
+    (:func:`drawn_queries`), or that of its whole stereo difference when it has one
+    (:mod:`audiodup.stereo`; whether screening looked there or not), or of one whole channel
+    where screening looks at the channels (:func:`most_patterns`): an ordinary recording's
+    channels are its mix panned, which the picture need not name."""
     settings = catalog.settings
     drawn = drawn_queries(audio, settings)
-    for signal in SIGNAL_WORDS:
-        part = None if signal == "mix" else part_audio(audio, signal, settings)
+    signals = ["stereo_difference"]
+    if audio.difference is not None and (
+        settings.stereo_channels == "always"
+        or (
+            settings.stereo_channels == "auto"
+            and channels_apart(audio.samples, audio.difference, audio.sample_rate_hz, settings)
+        )
+    ):
+        signals += list(CHANNEL_SIDES)
+    for signal in signals:
+        part = part_audio(audio, signal, settings)
         if part is not None:
             whole = fingerprint_audio(part, settings, query=True)
             drawn.append((whole, f"its {SIGNAL_WORDS[signal]}"))

@@ -23,9 +23,12 @@ matched, the false-match probability and the CPU seconds of fingerprinting and s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +38,7 @@ import soxr
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
+from audiodup.errors import AudiodupError
 from audiodup.stereo import difference_stands_apart
 from benchmarks.corpus import Corpus, Track, add_corpus_option, load_mono, read_manifest
 from benchmarks.runner import git_commit, machine_info
@@ -94,8 +98,16 @@ def make_attack(corpus: Corpus, spec: dict) -> np.ndarray:
     return hide(other, copy, start, spec["gain"])
 
 
-def _screened(catalog: Catalog, path: Path, mode: str, expected: str | None) -> dict:
-    settings = replace(catalog.settings, stereo_difference=mode)
+def screened(
+    catalog: Catalog,
+    path: Path,
+    mode: str,
+    expected: str | None,
+    setting: str = "stereo_difference",
+) -> dict:
+    """One row: ``path`` screened with the settings field ``setting`` = ``mode``; ``expected``:
+    the file name of the copied work (None: none)."""
+    settings = replace(catalog.settings, **{setting: mode})
     verdict = Catalog(catalog.store, settings).screen(path)
     top = verdict.matches[0] if verdict.matches else None
     return {
@@ -111,9 +123,10 @@ def _screened(catalog: Catalog, path: Path, mode: str, expected: str | None) -> 
     }
 
 
-def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None:
-    corpus = Corpus.from_json(read_manifest(corpus_name))
-    tracks = corpus.by_id()
+@contextlib.contextmanager
+def results_file(catalog_path: Path, out: Path) -> Iterator[tuple[Catalog, Callable[[dict], None]]]:
+    """The catalog, open, and a writer of JSON lines to ``out``, whose first line says the
+    commit and the machine."""
     with Catalog.open(catalog_path, create=False) as catalog, open(out, "w") as sink:
 
         def write(row: dict) -> None:
@@ -121,6 +134,13 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
             sink.flush()
 
         write({"type": "meta", "commit": git_commit(), "machine": machine_info()})
+        yield catalog, write
+
+
+def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None:
+    corpus = Corpus.from_json(read_manifest(corpus_name))
+    tracks = corpus.by_id()
+    with results_file(catalog_path, out) as (catalog, write):
         for track in corpus.tracks:
             if track.channels != 2:
                 continue
@@ -137,11 +157,11 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
                 sf.write(path, make_attack(corpus, spec), RATE_HZ)
                 expected = Path(tracks[spec["work"]].path).name
                 for mode in MODES:
-                    write({"type": "attack", **spec, **_screened(catalog, path, mode, expected)})
+                    write({"type": "attack", **spec, **screened(catalog, path, mode, expected)})
         for track in corpus.negatives:
             if track.channels == 2:
                 for mode in ("auto", "always"):
-                    row = _screened(catalog, Path(track.path), mode, None)
+                    row = screened(catalog, Path(track.path), mode, None)
                     write({"type": "negative", "track": track.track_id, **row})
 
 
@@ -194,21 +214,37 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stereo")
+    command_line("python -m benchmarks.stereo", run, table, 30, argv)
+
+
+def command_line(
+    prog: str,
+    run_command: Callable[[Path, Path, str, int], None],
+    table_command: Callable[[list[dict]], str],
+    attacks: int,
+    argv: list[str] | None,
+) -> None:
+    """``run CATALOG OUT.jsonl [--attacks N] [--corpus NAME]`` and ``table OUT.jsonl``; what
+    cannot be read or screened is one error line."""
+    parser = argparse.ArgumentParser(prog=prog)
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run")
     run_parser.add_argument("catalog", type=Path)
     run_parser.add_argument("out", type=Path)
-    run_parser.add_argument("--attacks", type=int, default=30)
+    run_parser.add_argument("--attacks", type=int, default=attacks)
     add_corpus_option(run_parser)
     table_parser = commands.add_parser("table")
     table_parser.add_argument("results", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        run(args.catalog, args.out, args.corpus, args.attacks)
-    else:
-        rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
-        print(table(rows), end="")
+    try:
+        if args.command == "run":
+            run_command(args.catalog, args.out, args.corpus, args.attacks)
+        else:
+            rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
+            print(table_command(rows), end="")
+    except (AudiodupError, OSError, ValueError, StopIteration) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

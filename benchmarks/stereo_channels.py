@@ -21,14 +21,10 @@ costs, and that never-indexed music stays clean.
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +33,9 @@ import soxr
 
 from audiodup import Catalog
 from audiodup.audio import load_audio
-from audiodup.errors import AudiodupError
 from audiodup.stereo import channels_apart
-from benchmarks.corpus import Corpus, Track, add_corpus_option, load_mono, read_manifest
-from benchmarks.runner import git_commit, machine_info
+from benchmarks.corpus import Corpus, Track, load_mono, read_manifest
+from benchmarks.stereo import command_line, results_file, screened
 
 RATE_HZ = 22050
 MODES = ("never", "auto", "always")
@@ -134,23 +129,6 @@ def make_attack(corpus: Corpus, spec: dict, folder: Path, copied: str | None = N
     return one_channel(copy, mask, spec["louder_db"], spec["left"])
 
 
-def _screened(catalog: Catalog, path: Path, mode: str, expected: str | None) -> dict:
-    settings = replace(catalog.settings, stereo_channels=mode)
-    verdict = Catalog(catalog.store, settings).screen(path)
-    top = verdict.matches[0] if verdict.matches else None
-    return {
-        "mode": mode,
-        "verdict": verdict.verdict,
-        "error": verdict.error,
-        "top_work": Path(top.path).name if top else None,
-        "right_work": bool(top and expected and Path(top.path).name == expected),
-        "signal": top.signal if top else None,
-        "false_match_probability": top.false_match_probability if top else None,
-        "fingerprint_cpu_s": verdict.fingerprint_cpu_s,
-        "search_cpu_s": verdict.search_cpu_s,
-    }
-
-
 def _gate_row(track: Track, catalog: Catalog) -> dict | None:
     audio = load_audio(track.path, catalog.settings)
     if audio.difference is None:
@@ -169,13 +147,7 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
     corpus = Corpus.from_json(read_manifest(corpus_name))
     tracks = corpus.by_id()
     negatives = [t for t in corpus.negatives if t.channels == 2]
-    with Catalog.open(catalog_path, create=False) as catalog, open(out, "w") as sink:
-
-        def write(row: dict) -> None:
-            sink.write(json.dumps(row) + "\n")
-            sink.flush()
-
-        write({"type": "meta", "commit": git_commit(), "machine": machine_info()})
+    with results_file(catalog_path, out) as (catalog, write):
         for track in corpus.tracks:
             if track.channels == 2 and (row := _gate_row(track, catalog)) is not None:
                 write(row)
@@ -186,15 +158,21 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
                 sf.write(path, make_attack(corpus, spec, folder), RATE_HZ)
                 expected = Path(tracks[spec["work"]].path).name
                 for mode in MODES:
-                    write({"type": "attack", **spec, **_screened(catalog, path, mode, expected)})
+                    write(
+                        {
+                            "type": "attack",
+                            **spec,
+                            **screened(catalog, path, mode, expected, "stereo_channels"),
+                        }
+                    )
                 decoy = negatives[(k + 7) % len(negatives)].track_id
                 path = folder / f"decoy-{k:02d}.flac"
                 sf.write(path, make_attack(corpus, spec, folder, copied=decoy), RATE_HZ)
-                row = _screened(catalog, path, "always", None)
+                row = screened(catalog, path, "always", None, "stereo_channels")
                 write({"type": "decoy", **spec, "copied": decoy, **row})
         for track in negatives:
             for mode in ("auto", "always"):
-                row = _screened(catalog, Path(track.path), mode, None)
+                row = screened(catalog, Path(track.path), mode, None, "stereo_channels")
                 write({"type": "negative", "track": track.track_id, **row})
 
 
@@ -265,25 +243,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stereo_channels")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run")
-    run_parser.add_argument("catalog", type=Path)
-    run_parser.add_argument("out", type=Path)
-    run_parser.add_argument("--attacks", type=int, default=36)
-    add_corpus_option(run_parser)
-    table_parser = commands.add_parser("table")
-    table_parser.add_argument("results", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            run(args.catalog, args.out, args.corpus, args.attacks)
-        else:
-            rows = [json.loads(line) for line in args.results.read_text().splitlines() if line]
-            print(table(rows), end="")
-    except (AudiodupError, OSError, ValueError, StopIteration) as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    command_line("python -m benchmarks.stereo_channels", run, table, 36, argv)
 
 
 if __name__ == "__main__":

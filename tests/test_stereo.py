@@ -83,12 +83,19 @@ def music() -> dict[str, np.ndarray]:
     return tracks
 
 
+def _quote(music: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """``n`` samples of silence but for 2 s of a work from 10 s in: a quote below any
+    duplicate."""
+    quote = np.zeros(n, dtype=np.float32)
+    quote[10 * SR : 12 * SR] = music["work_04"][10 * SR : 12 * SR]
+    return quote
+
+
 @pytest.fixture(scope="module")
 def uploads(music, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("stereo")
     other, copy = music["unrelated_a"], music["work_02"]
-    excerpt = np.zeros_like(other)
-    excerpt[10 * SR : 12 * SR] = music["work_04"][10 * SR : 12 * SR]
+    excerpt = _quote(music, len(other))
     return {
         # the copy is only in the difference: the mix is the unrelated upload
         "hidden": _write(folder, "hidden.wav", _hidden(other, _at_level_of(copy, other))),
@@ -450,8 +457,7 @@ def _noise(n: int, seed: int = 0) -> np.ndarray:
 def one_channel(music, tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("channels")
     copy, other = music["work_02"], music["unrelated_a"]
-    quote = np.zeros_like(other)
-    quote[10 * SR : 12 * SR] = music["work_04"][10 * SR : 12 * SR]
+    quote = _quote(music, len(other))
     made = {
         # the copy in the left ear, white noise 5x (14 dB) louder in the right: the mix and the
         # difference both hear mostly noise
@@ -553,10 +559,13 @@ def test_cli_names_the_channel_and_can_leave_the_channels_out(pristine_catalog_d
     assert never.exit_code != 1, never.output
 
 
-def test_explain_and_the_report_take_the_channel(catalog, work_ids, one_channel, tmp_path):
+def test_explain_and_the_report_take_the_channel(catalog, work_ids, one_channel, uploads, tmp_path):
     path = one_channel["left_copy"]
     picture = explain(catalog, path, work_ids["work_02"], tmp_path / "why.svg")
     assert "its left channel" in picture.read_text()
+    # an ordinary recording's channels are its mix panned: the picture is of the mix
+    ordinary = explain(catalog, uploads["ordinary"], work_ids["work_02"], tmp_path / "o.svg")
+    assert "channel" not in ordinary.read_text()
     left_clip = audio_snippet(path, 5.0, 4.0, signal="left_channel")
     right_clip = audio_snippet(path, 5.0, 4.0, signal="right_channel")
     assert left_clip is not None and right_clip is not None and left_clip != right_clip
