@@ -523,7 +523,7 @@ def screen(
             help="Also screen each channel of a stereo upload alone (a copy in one ear under "
             "loud noise or other music in the other, which the mix and the difference both "
             "drown): auto, the stretch where the channels' band energies do not follow each "
-            "other (none of the tuning corpus's stereo tracks in full; benchmarks/STEREO.md); "
+            "other (1 of the tuning corpus's 161 stereo tracks; benchmarks/STEREO.md); "
             "always, all of both; never.",
         ),
     ] = StereoPart.auto,
