@@ -368,13 +368,16 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
     the timed search), then screened as :func:`screen_catalog` screens (every look, and only
     the look as it is, as ``--quick``), ``rounds`` times over (the last timed: the first reads
     the index pages into the page cache); one JSON line per upload and plan, then a summary
-    line with this process's peak RSS."""
+    line with this process's peak RSS. An upload's stereo parts (its difference, its channels,
+    where their gates open: :func:`audiodup.fingerprint.stereo_parts`) are screened after its
+    mix as :func:`audiodup.screening.match_signals` screens them, and their CPU is part of
+    ``search_cpu_s`` (the mix's alone: ``mix_search_cpu_s``)."""
     from audiodup.allocator import keep_freed_memory
     from audiodup.audio import load_audio
     from audiodup.catalog import Catalog
     from audiodup.fingerprint import UploadFingerprints
     from audiodup.report import check_writable
-    from audiodup.screening import planned_views
+    from audiodup.screening import signal_queries
 
     check_writable(out)  # before minutes of screening
     keep_freed_memory()
@@ -386,16 +389,23 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
         prepared = []
         for upload in uploads:
             prints = UploadFingerprints(load_audio(upload["path"], full), full)
-            made = {k: prints.view(*k) for k in planned_views(prints.query, full)}
-            prepared.append((upload, prints.query, lambda s, p, made=made: made[(s, p)]))
+            parts = [ready_part(part, full) for part in signal_queries(prints)]
+            view = ready_view(prints.query, prints.view, full)
+            prepared.append((upload, prints.query, view, parts))
         records = []
         for _ in range(max(rounds, 1)):
             records = []
-            for upload, query, view in prepared:
+            for upload, query, view, parts in prepared:
                 for plan, settings in plans.items():
                     looks, matches, verdict, search_s, search_cpu_s = timed_screening(
                         query, indexes, settings, catalog.store, view
                     )
+                    mix_cpu_s = search_cpu_s
+                    if parts:
+                        matches, verdict, parts_s, parts_cpu_s = timed_parts(
+                            query, matches, parts, indexes, settings, catalog.store
+                        )
+                        search_s, search_cpu_s = search_s + parts_s, search_cpu_s + parts_cpu_s
                     top = matches[0] if matches else None
                     records.append(
                         {
@@ -409,10 +419,48 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
                             "looks": len(looks),
                             "search_s": search_s,
                             "search_cpu_s": search_cpu_s,
+                            "mix_search_cpu_s": mix_cpu_s,
+                            "stereo_parts": [part.signal for part in parts],
                         }
                     )
     lines = [*records, {"summary": True, "rss_mb_peak": peak_rss_mb(), "rounds": rounds}]
     out.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def ready_view(query, view, settings):
+    """``view``'s every further look of ``query`` made now, outside the timed search."""
+    from audiodup.screening import planned_views
+
+    made = {k: view(*k) for k in planned_views(query, settings)}
+    return lambda scale, phase: made[(scale, phase)]
+
+
+def ready_part(part, settings):
+    """A stereo part (:class:`audiodup.screening.SignalQuery`) with its further looks made."""
+    if part.view is None:
+        return part
+    return dataclasses.replace(part, view=ready_view(part.fingerprint, part.view, settings))
+
+
+def timed_parts(query, mix, parts, indexes, settings, works) -> tuple[list, str, float, float]:
+    """The stereo ``parts`` screened after the ``mix``'s matches, as
+    :func:`audiodup.screening.match_signals` does (each stops the rest at a duplicate; every
+    probability multiplied by the number of searches), timed: ``(matches, verdict, wall s,
+    CPU s)`` of the parts' searches."""
+    from audiodup.screening import in_upload, with_signals
+    from audiodup.verdict import decide
+
+    found, searches, wall_s, cpu_s = {"mix": mix}, 1 + len(parts), 0.0, 0.0
+    for part in parts:
+        if decide(with_signals(found, searches, settings), settings) == "duplicate":
+            break
+        _, matches, _, part_s, part_cpu_s = timed_screening(
+            part.fingerprint, indexes, settings, works, part.view
+        )
+        found[part.signal] = [in_upload(m, part.start_s, query.duration_s) for m in matches]
+        wall_s, cpu_s = wall_s + part_s, cpu_s + part_cpu_s
+    matches = with_signals(found, searches, settings)
+    return matches, decide(matches, settings), wall_s, cpu_s
 
 
 def four_minute_summary(records: list[dict]) -> dict[str, dict]:
