@@ -98,7 +98,7 @@ def make_attack(corpus: Corpus, spec: dict) -> np.ndarray:
     return hide(other, copy, start, spec["gain"])
 
 
-def screened(
+def screened_row(
     catalog: Catalog,
     path: Path,
     mode: str,
@@ -147,21 +147,21 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
             audio = load_audio(track.path, catalog.settings)
             if audio.difference is None:
                 continue
-            screened = difference_stands_apart(
+            opened = difference_stands_apart(
                 audio.samples, audio.difference, audio.sample_rate_hz, catalog.settings
             )
-            write({"type": "gate", "track": track.track_id, "screened": screened})
+            write({"type": "gate", "track": track.track_id, "screened": opened})
         with tempfile.TemporaryDirectory(prefix="audiodup-stereo-") as folder:
             for k, spec in enumerate(attack_plan(corpus, n_attacks)):
                 path = Path(folder) / f"attack-{k:02d}.flac"
                 sf.write(path, make_attack(corpus, spec), RATE_HZ)
                 expected = Path(tracks[spec["work"]].path).name
                 for mode in MODES:
-                    write({"type": "attack", **spec, **screened(catalog, path, mode, expected)})
+                    write({"type": "attack", **spec, **screened_row(catalog, path, mode, expected)})
         for track in corpus.negatives:
             if track.channels == 2:
                 for mode in ("auto", "always"):
-                    row = screened(catalog, Path(track.path), mode, None)
+                    row = screened_row(catalog, Path(track.path), mode, None)
                     write({"type": "negative", "track": track.track_id, **row})
 
 

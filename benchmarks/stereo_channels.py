@@ -35,7 +35,7 @@ from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.stereo import channels_apart
 from benchmarks.corpus import Corpus, Track, load_mono, read_manifest
-from benchmarks.stereo import command_line, results_file, screened
+from benchmarks.stereo import command_line, results_file, screened_row
 
 RATE_HZ = 22050
 MODES = ("never", "auto", "always")
@@ -162,17 +162,17 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
                         {
                             "type": "attack",
                             **spec,
-                            **screened(catalog, path, mode, expected, "stereo_channels"),
+                            **screened_row(catalog, path, mode, expected, "stereo_channels"),
                         }
                     )
                 decoy = negatives[(k + 7) % len(negatives)].track_id
                 path = folder / f"decoy-{k:02d}.flac"
                 sf.write(path, make_attack(corpus, spec, folder, copied=decoy), RATE_HZ)
-                row = screened(catalog, path, "always", None, "stereo_channels")
+                row = screened_row(catalog, path, "always", None, "stereo_channels")
                 write({"type": "decoy", **spec, "copied": decoy, **row})
         for track in negatives:
             for mode in ("auto", "always"):
-                row = screened(catalog, Path(track.path), mode, None, "stereo_channels")
+                row = screened_row(catalog, Path(track.path), mode, None, "stereo_channels")
                 write({"type": "negative", "track": track.track_id, **row})
 
 
