@@ -165,12 +165,28 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
                     write({"type": "negative", "track": track.track_id, **row})
 
 
+def mode_rows(attacks: list[dict], signals: tuple[str, ...]) -> list[str]:
+    """Per mode of :data:`MODES`, a table row: attacks found (``duplicate`` of the copied work),
+    how many of them in one of ``signals``, ``suspect`` verdicts, median CPU s per attack."""
+    n_attacks = len(attacks) // len(MODES)
+    lines = []
+    for mode in MODES:
+        mine = [r for r in attacks if r["mode"] == mode]
+        found = [r for r in mine if r["verdict"] == "duplicate" and r["right_work"]]
+        cpu = np.median([r["fingerprint_cpu_s"] + r["search_cpu_s"] for r in mine])
+        in_signals = sum(r["signal"] in signals for r in found)
+        suspect = sum(r["verdict"] == "suspect" for r in mine)
+        lines.append(
+            f"| {mode} | {len(found)} / {n_attacks} | {in_signals} | {suspect} | {cpu:.2f} |"
+        )
+    return lines
+
+
 def table(rows: list[dict]) -> str:
     meta = next(r for r in rows if r["type"] == "meta")
     gates = [r for r in rows if r["type"] == "gate"]
     attacks = [r for r in rows if r["type"] == "attack"]
     negatives = [r for r in rows if r["type"] == "negative"]
-    n_attacks = len(attacks) // len(MODES)
     lines = [
         f"commit {meta['commit']}, {meta['machine']['cpu']}, {meta['machine']['cores']} cores",
         "",
@@ -181,15 +197,7 @@ def table(rows: list[dict]) -> str:
         "| `suspect` | CPU s per attack, median (fingerprint + search) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for mode in MODES:
-        mine = [r for r in attacks if r["mode"] == mode]
-        found = [r for r in mine if r["verdict"] == "duplicate" and r["right_work"]]
-        cpu = np.median([r["fingerprint_cpu_s"] + r["search_cpu_s"] for r in mine])
-        in_difference = sum(r["signal"] == "stereo_difference" for r in found)
-        suspect = sum(r["verdict"] == "suspect" for r in mine)
-        lines.append(
-            f"| {mode} | {len(found)} / {n_attacks} | {in_difference} | {suspect} | {cpu:.2f} |"
-        )
+    lines += mode_rows(attacks, ("stereo_difference",))
     lines += ["", "| never-indexed stereo tracks | `duplicate` | `suspect` | CPU s, median |"]
     lines.append("|---|---:|---:|---:|")
     for mode in ("auto", "always"):

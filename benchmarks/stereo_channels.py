@@ -35,10 +35,9 @@ from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.stereo import channels_apart
 from benchmarks.corpus import Corpus, Track, load_mono, read_manifest
-from benchmarks.stereo import command_line, results_file, screened_row
+from benchmarks.stereo import MODES, command_line, mode_rows, results_file, screened_row
 
 RATE_HZ = 22050
-MODES = ("never", "auto", "always")
 MASKS = ("white", "pink", "brown", "music")
 LOUDER_DB = (6.0, 14.0, 22.0)
 
@@ -184,7 +183,6 @@ def table(rows: list[dict]) -> str:
     meta = next(r for r in rows if r["type"] == "meta")
     gates = [r for r in rows if r["type"] == "gate"]
     attacks = [r for r in rows if r["type"] == "attack"]
-    n_attacks = len(attacks) // len(MODES)
     screened = [r for r in gates if r["screened"]]
     share = sum(r["screened_s"] for r in gates) / max(sum(r["duration_s"] for r in gates), 1e-9)
     lines = [
@@ -198,14 +196,7 @@ def table(rows: list[dict]) -> str:
         "channel | `suspect` | CPU s per attack, median (fingerprint + search) |",
         "|---|---:|---:|---:|---:|",
     ]
-    for mode in MODES:
-        mine = [r for r in attacks if r["mode"] == mode]
-        found = [r for r in mine if r["verdict"] == "duplicate" and r["right_work"]]
-        in_channel = sum(r["signal"] in ("left_channel", "right_channel") for r in found)
-        suspect = sum(r["verdict"] == "suspect" for r in mine)
-        lines.append(
-            f"| {mode} | {len(found)} / {n_attacks} | {in_channel} | {suspect} | {_cpu(mine):.2f} |"
-        )
+    lines += mode_rows(attacks, ("left_channel", "right_channel"))
     lines += [
         "",
         "| chance uploads | `duplicate` | `suspect` | CPU s, median |",
