@@ -10,10 +10,10 @@ costs, and that never-indexed music stays clean.
 - ``gate``: every stereo track of the corpus, decoded as screening decodes it: whether
   ``stereo_channels="auto"`` screens its channels, and for how long
   (:func:`audiodup.stereo.channels_apart`);
-- ``attack``: a catalog work's copy in one channel, the other holding white, pink or brown noise
-  (from numpy, or from sox where it is installed) or a never-indexed track, at 6, 14 or 22 dB
-  above the copy; 40 s or the whole copy, as it is or sped up x1.1 by resampling. Screened with
-  ``stereo_channels`` never, auto and always;
+- ``attack``: a catalog work's copy in one channel, the other holding white or brown noise (from
+  numpy), pink noise (from sox where it is installed, else numpy) or a never-indexed track, at
+  6, 14 or 22 dB above the copy; 40 s or the whole copy, as it is or sped up x1.1 by
+  resampling. Screened with ``stereo_channels`` never, auto and always;
 - ``decoy``: the same with a never-indexed track in place of the copy (the chance case the gate
   lets through): a ``duplicate`` there is a false accusation;
 - ``negative``: every never-indexed stereo track screened with ``auto`` and ``always``.
