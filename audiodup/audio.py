@@ -60,7 +60,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol
 
@@ -146,22 +146,10 @@ def difference_audio(
     """``audio``'s stereo difference as audio of its own (named the same; ``span``: only from
     ``span[0]`` to ``span[1]`` seconds), or None when it has none or it is below
     ``settings.silence_rms``."""
-    difference, rate = audio.difference, audio.sample_rate_hz
-    if difference is None:
+    if audio.difference is None:
         return None
-    if span is not None:
-        difference = difference[int(round(span[0] * rate)) : int(round(span[1] * rate))]
-    if len(difference) == 0 or _rms(difference) < settings.silence_rms:
-        return None
-    return Audio(
-        samples=difference,
-        sample_rate_hz=rate,
-        source_duration_s=audio.source_duration_s if span is None else len(difference) / rate,
-        truncated=audio.truncated,
-        sha256=_sha256_16bit(difference),
-        title=audio.title,
-        artist=audio.artist,
-    )
+    cut = _span_slice(span, audio.sample_rate_hz)
+    return _heard_alone(audio, audio.difference[cut], settings, span)
 
 
 def channel_audio(
@@ -175,9 +163,32 @@ def channel_audio(
     that channel is below ``settings.silence_rms``."""
     if audio.difference is None:
         return None
+    cut = _span_slice(span, audio.sample_rate_hz)
     sign = 1.0 if side == "left" else -1.0
-    return difference_audio(
-        replace(audio, difference=audio.samples + sign * audio.difference), settings, span
+    return _heard_alone(audio, audio.samples[cut] + sign * audio.difference[cut], settings, span)
+
+
+def _span_slice(span: tuple[float, float] | None, rate: int) -> slice:
+    """The samples from ``span[0]`` to ``span[1]`` seconds (all of them for None)."""
+    return slice(None) if span is None else slice(round(span[0] * rate), round(span[1] * rate))
+
+
+def _heard_alone(
+    audio: Audio, part: np.ndarray, settings: Settings, span: tuple[float, float] | None
+) -> Audio | None:
+    """``part`` of ``audio`` (a stereo part's samples over ``span``) as audio of its own, named
+    the same; None when it is empty or below ``settings.silence_rms``."""
+    if len(part) == 0 or _rms(part) < settings.silence_rms:
+        return None
+    rate = audio.sample_rate_hz
+    return Audio(
+        samples=part,
+        sample_rate_hz=rate,
+        source_duration_s=audio.source_duration_s if span is None else len(part) / rate,
+        truncated=audio.truncated,
+        sha256=_sha256_16bit(part),
+        title=audio.title,
+        artist=audio.artist,
     )
 
 
