@@ -45,8 +45,29 @@ def test_copies_count_only_as_a_duplicate_of_their_own_source() -> None:
     quick = summary["quick"]
     assert (quick["copies"], quick["clean"], quick["kept_clean"]) == (0, 1, 1)
     table = four_minute_table([{"label": "x", "works": 100000, "four_minute": summary}])
-    assert "| x | 100,000 | every look | 1/3 | 1/2 | 2 | 200 / 290 | 1,500 / 1,950 |" in table
+    # a file written before the stereo parts were screened holds no mix-only CPU
+    assert (
+        "| x | 100,000 | every look | 1/3 | 1/2 | 2 | 200 / 290 | 1,500 / 1,950 | - / - |" in table
+    )
     assert four_minute_table([{"label": "x", "works": 113, "four_minute": None}]) == []
+
+
+def test_the_clean_uploads_mixes_alone_are_shown_beside_them_with_their_stereo_parts() -> None:
+    records = [
+        {**_record("d", "negative", "every look", "clean", None, 5.0), "mix_search_cpu_s": 2.0},
+        {**_record("e", "negative", "every look", "clean", None, 1.0), "mix_search_cpu_s": 1.0},
+        {
+            **_record("a", "catalog", "every look", "duplicate", "source", 0.1),
+            "mix_search_cpu_s": 0.1,
+        },
+    ]
+    summary = four_minute_summary(records)["every look"]
+    assert summary["clean_cpu_ms"] == (pytest.approx(3000.0), pytest.approx(4800.0))
+    assert summary["clean_mix_cpu_ms"] == (pytest.approx(1500.0), pytest.approx(1950.0))
+    table = four_minute_table(
+        [{"label": "x", "works": 113, "four_minute": {"every look": summary}}]
+    )
+    assert table[-1].endswith("| 3,000 / 4,800 | 1,500 / 1,950 |")
 
 
 @pytest.mark.parametrize("missing", ["corpus", "catalog", "out folder"])
