@@ -10,6 +10,8 @@ chosen from the same peaks. ``run`` records every check of every look of each qu
 further look taken), and whether its work is the query's source or a track the corpus groups
 with it (shared audio) or a chance candidate; ``table`` counts the chance checks at or below
 each probability, and those that would be ``duplicate`` or ``suspect`` under either payment.
+Tracks that share audio the corpus does not group count as chance: ``table`` lists the lowest
+chance checks so that such a pair can be seen (session 51: ``TechBattle`` and ``AmbientBattle``).
 
     python -m benchmarks.peak_check_null run CATALOG QUERIES.pkl OUT.jsonl [--queries N] [--seed S]
     python -m benchmarks.peak_check_null table OUT.jsonl
@@ -54,7 +56,7 @@ def check_records(query_id, role, look, n_works, guesses, checks, related, setti
     :func:`audiodup.screening.best_peak_checks` receives them."""
     from audiodup.peakcheck import confirms_recording
 
-    ran = [(guess[0], check) for guess, check in zip(guesses, checks, strict=True) if check]
+    ran = [(g[0], check) for g, check in zip(guesses, checks, strict=True) if check is not None]
     tried = Counter(work_id for work_id, _ in ran)
     return [
         {
