@@ -26,14 +26,14 @@ import numpy as np
 from .audio import Audio, load_audio
 from .catalog import Catalog
 from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
-from .fingerprint import Fingerprint, fingerprint_audio
+from .fingerprint import Fingerprint, fingerprint_audio, stereo_stretches
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_writable, write_atomically
 from .results import CHANNEL_SIDES, SIGNAL_WORDS, shown_text
 from .screening import View, planned_views
 from .settings import Settings
-from .stereo import channels_apart, part_audio
+from .stereo import part_audio
 
 FORMATS = ("png", "svg")
 PITCH_CLASSES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
@@ -78,16 +78,8 @@ def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
     channels are its mix panned, which the picture need not name."""
     settings = catalog.settings
     drawn = drawn_queries(audio, settings)
-    signals = ["stereo_difference"]
-    if audio.difference is not None and (
-        settings.stereo_channels == "always"
-        or (
-            settings.stereo_channels == "auto"
-            and channels_apart(audio.samples, audio.difference, audio.sample_rate_hz, settings)
-        )
-    ):
-        signals += list(CHANNEL_SIDES)
-    for signal in signals:
+    screened = {signal for signal, _ in stereo_stretches(audio, settings)}
+    for signal in ["stereo_difference", *(side for side in CHANNEL_SIDES if side in screened)]:
         part = part_audio(audio, signal, settings)
         if part is not None:
             whole = fingerprint_audio(part, settings, query=True)

@@ -254,18 +254,32 @@ _MODES = ("auto", "always", "never")
 
 
 def stereo_parts(audio: Audio, settings: Settings) -> tuple[SignalPrints, ...]:
-    """The parts of ``audio`` to screen beside its mix: its stereo difference
-    (``settings.stereo_difference``) and its two channels (``settings.stereo_channels``), each
-    all of it with "always", with "auto" the stretch :func:`audiodup.stereo.standing_apart`
-    (:func:`audiodup.stereo.channels_apart`) finds, not at all with "never" or where it is
-    silent."""
+    """The parts of ``audio`` to screen beside its mix (:func:`stereo_stretches`), fingerprinted;
+    a part silent over its stretch is not screened."""
+    heard = [
+        (signal, part_audio(audio, signal, settings, span or None), span)
+        for signal, span in stereo_stretches(audio, settings)
+    ]
+    return tuple(
+        SignalPrints(signal, UploadFingerprints(part, settings), span[0] if span else 0.0)
+        for signal, part, span in heard
+        if part is not None
+    )
+
+
+def stereo_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tuple]]:
+    """Which parts of ``audio`` screening looks at beside its mix, and over what: its stereo
+    difference (``settings.stereo_difference``) and its two channels
+    (``settings.stereo_channels``), each ``()`` (all of it) with "always", with "auto" the
+    ``(start, end)`` stretch :func:`audiodup.stereo.standing_apart`
+    (:func:`audiodup.stereo.channels_apart`) finds, left out with "never" or where none does."""
     for name in ("stereo_difference", "stereo_channels"):
         if getattr(settings, name) not in _MODES:
             raise ValueError(
                 f"{name} must be auto, always or never, not {getattr(settings, name)!r}"
             )
     if audio.difference is None:
-        return ()
+        return []
     modes = {"stereo_difference": settings.stereo_difference}
     modes |= {signal: settings.stereo_channels for signal in CHANNEL_SIDES}
     spans = dict.fromkeys(modes)
@@ -279,19 +293,11 @@ def stereo_parts(audio: Audio, settings: Settings) -> tuple[SignalPrints, ...]:
             with_channels=settings.stereo_channels == "auto",
         )
         spans = {"stereo_difference": found[0]} | dict.fromkeys(CHANNEL_SIDES, found[1])
-    parts = [
+    return [
         (signal, span)
         for signal, mode in modes.items()
         if (span := _stretch(mode, spans[signal], audio.duration_s)) is not None
     ]
-    heard = [
-        (signal, part_audio(audio, signal, settings, span or None), span) for signal, span in parts
-    ]
-    return tuple(
-        SignalPrints(signal, UploadFingerprints(part, settings), span[0] if span else 0.0)
-        for signal, part, span in heard
-        if part is not None
-    )
 
 
 def _stretch(mode: str, apart: tuple[float, float] | None, duration_s: float) -> tuple | None:
