@@ -219,8 +219,26 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+FIELDS = ("query_id", "look", "related", "probability", "work_checks", "look_checks", "n_works")
+
+
 def read_records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The check records ``run`` wrote to ``path``; ``ValueError`` naming the line when one is
+    not such a record, or when there is none."""
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or any(name not in record for name in FIELDS):
+            raise ValueError(f"{path} line {number} is not a peak check record of `run`")
+        records.append(record)
+    if not records:
+        raise ValueError(f"{path} holds no peak check records")
+    return records
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 import audiodup.screening as screening
@@ -10,6 +12,7 @@ from audiodup.peaks import PEAK_DTYPE
 from audiodup.settings import DEFAULT_SETTINGS
 from benchmarks.peak_check_null import (
     check_records,
+    main,
     payments,
     related_works,
     summarise,
@@ -106,3 +109,23 @@ def test_watching_the_checks_leaves_screening_as_it_was() -> None:
         screening.best_peak_checks([], [], DEFAULT_SETTINGS, {})
     assert (screening.best_peak_checks, screening.gather_evidence) == real
     assert seen == [([], [])]
+
+
+def test_a_file_that_is_not_a_run_s_records_is_one_error_line(tmp_path, capsys) -> None:
+    good = json.dumps(record(0.5))
+    for name, text in (
+        ("empty", ""),
+        ("not-json", "not json\n"),
+        ("other-json", '{"a": 1}\n'),
+        ("one-bad-line", good + "\n[1, 2]\n"),
+    ):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(text)
+        assert main(["table", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0]
+    assert main(["table", str(tmp_path / "missing.jsonl")]) == 2
+    path = tmp_path / "good.jsonl"
+    path.write_text(good + "\n")
+    assert main(["table", str(path)]) == 0
+    assert "1 guided peak checks" in capsys.readouterr().out
