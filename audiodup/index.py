@@ -54,7 +54,7 @@ from .quads import (
     Quads,
     QuadShard,
     QuadVote,
-    best_quad_works,
+    best_quad_works_of,
     catalog_quads,
     grouped_quads,
     merged_quad_works,
@@ -431,11 +431,18 @@ class LoadedIndexes:
         """The ``top`` live works ``quads`` point to (:func:`audiodup.quads.best_quad_works`,
         hits weighted by their rarity in the whole catalog), each shard within its share of
         ``settings.quad_budget`` (:func:`audiodup.quads.shard_budget`)."""
+        return self.quad_works_of([quads], settings, top)[0]
+
+    def quad_works_of(
+        self, looks: Sequence[Quads], settings: Settings, top: int
+    ) -> list[list[QuadVote]]:
+        """:meth:`quad_works` of each of several looks' quads, each shard's entries read in one
+        pass (:func:`audiodup.quads.best_quad_works_of`)."""
         total, n_shards = self.n_quad_entries, self.n_quad_shards
-        found = [
-            best_quad_works(
+        per_shard = [
+            best_quad_works_of(
                 shard,
-                quads,
+                looks,
                 settings,
                 shard_budget(settings.quad_budget, shard.ntotal, total, n_shards),
                 top,
@@ -444,7 +451,11 @@ class LoadedIndexes:
             )
             for shard in self.quad_shards
         ]
-        return merged_quad_works(found, top, settings.peak_check_quad_leads)
+        leads = settings.peak_check_quad_leads
+        return [
+            merged_quad_works([found[k] for found in per_shard], top, leads)
+            for k in range(len(looks))
+        ]
 
     def search_chroma(self, vectors: np.ndarray, k: int) -> ChromaHits | None:
         """The ``k`` nearest segments of each vector in every chroma shard (None: no segments)."""

@@ -47,7 +47,7 @@ QUERY_FANOUT = 6  # every three of a query anchor's first six partners: 20 quads
 ALL_COORDINATES = (0, 1, 2, 3, 4)  # the two time ratios, the three frequency differences
 ENTRIES_PER_BUCKET = 2  # at 10^5 works: 106 of 110 hard copies found, 104 with 4
 COUNT_CHUNK = 1 << 24  # bucket counts are added up this many entries at a time
-READ_CHUNK = 1 << 12  # a look-up reads this many entries at a time (<= 48 MB resident)
+READ_WINDOW = 1 << 20  # a look-up reads the file this many entries at a time (10 MB)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: odd, so a bijection of 64-bit keys
 _MAGIC = b"\x00audiodup quad shard v4\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 # magic, bucket bits, offset width (4 or 8 bytes), entries, CRC-32 of offsets, of records
@@ -171,29 +171,57 @@ class QuadShard:
         return lo, hi - lo
 
     def entries(self, rows: np.ndarray, checks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(passed, ids)``: which of the entries ``rows`` (ascending) carry ``checks``, and
-        the ids of those that do. Read :data:`READ_CHUNK` rows at a time, each chunk's pages
-        released once it is copied out, so a look-up holds a few MB of the file at a time. The
-        checks are read first, then the ids of the entries that pass: each field copied alone,
-        not as whole 10-byte records (at 10^5 works 81 -> 64 ms a look-up, 90 % passing)."""
-        passed = np.zeros(len(rows), dtype=bool)
-        ids = []
-        size = RECORD.itemsize
+        """``(passed, ids)``: which of the entries ``rows`` carry ``checks``, and the ids of
+        those that do (:meth:`entries_of`). ``rows``: a look-up's, bucket by bucket in file
+        order (a bucket asked twice, twice)."""
+        return self.entries_of([(rows, checks)])[0]
+
+    def entries_of(
+        self, asked: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`entries` of each ``(rows, checks)`` of several look-ups, read in one pass over
+        the file: the looks of one upload touch most of the same pages, which one pass faults
+        in once instead of once per look. Any order of rows gives the same result; a
+        look-up's file order reads each window once.
+
+        The file is read :data:`READ_WINDOW` entries at a time, each window's pages released
+        once every look-up has copied out its rows there, so the reads hold a few MB of the
+        file at a time. The checks are read first, then the ids of the entries that pass: each
+        field copied alone, not as whole 10-byte records (at 10^5 works 81 -> 64 ms a look-up,
+        90 % passing)."""
+        passed = [np.zeros(len(rows), dtype=bool) for rows, _ in asked]
+        ids: list[list[np.ndarray]] = [[np.zeros(0, np.int64)] for _ in asked]
+        # a bucket two quads fall in is read twice, its rows again: the furthest row asked so
+        # far only grows, and places each row in a window
+        reach = [np.maximum.accumulate(rows) if len(rows) else rows for rows, _ in asked]
+        if all(len(r) == 0 for r in reach):
+            return [(ok, found[0]) for ok, found in zip(passed, ids, strict=True)]
         stored_checks, stored_ids = self.checks, self.ids
-        for start in range(0, len(rows), READ_CHUNK):
-            part = rows[start : start + READ_CHUNK]
-            ok = stored_checks[part] == checks[start : start + READ_CHUNK]
-            passed[start : start + READ_CHUNK] = ok
-            ids.append(stored_ids[part[ok]].astype(np.int64))
-            at = self.records_at + size * int(part[0])
-            self._release(at, self.records_at + size * (int(part[-1]) + 1))
-        return passed, np.concatenate([np.zeros(0, np.int64), *ids])
+        first = min(int(r[0]) for r in reach if len(r))
+        last = max(int(r[-1]) for r in reach if len(r))
+        for start in range(first - first % READ_WINDOW, last + 1, READ_WINDOW):
+            end, lowest = start + READ_WINDOW, start
+            for k, (rows, checks) in enumerate(asked):
+                lo, hi = np.searchsorted(reach[k], [start, end])
+                if lo == hi:
+                    continue
+                part = rows[lo:hi]
+                ok = stored_checks[part] == checks[lo:hi]
+                passed[k][lo:hi] = ok
+                ids[k].append(stored_ids[part[ok]].astype(np.int64))
+                lowest = min(lowest, int(part.min()))
+            self._release(self._byte_of(lowest), self._byte_of(end))
+        return [(ok, np.concatenate(found)) for ok, found in zip(passed, ids, strict=True)]
+
+    def _byte_of(self, row: int) -> int:
+        """Where entry ``row`` starts in ``mapped``."""
+        return self.records_at + RECORD.itemsize * row
 
     def _release(self, start: int, end: int | None) -> None:
         if self.mapped is None:
             return
         start -= start % mmap.PAGESIZE
-        length = (len(self.mapped) if end is None else end) - start
+        length = (len(self.mapped) if end is None else min(end, len(self.mapped))) - start
         with contextlib.suppress(OSError, ValueError):
             self.mapped.madvise(mmap.MADV_DONTNEED, start, length)
 
@@ -461,9 +489,28 @@ def best_quad_works(
     any of them: a copy at the edge of a cell on one grid (tempo 0.93 with -1.5 semitones) is
     inside a cell on another. The other grids count only the hits of works that could still
     reach the ``top``: the result is that of counting every hit on every grid."""
+    return best_quad_works_of(shard, [quads], settings, budget, top, is_live, rarity_total)[0]
+
+
+def best_quad_works_of(
+    shard: QuadShard,
+    looks: Sequence[Quads],
+    settings: Settings,
+    budget: int,
+    top: int,
+    is_live: Callable[[np.ndarray], np.ndarray] | None = None,
+    rarity_total: int | None = None,
+) -> list[list[QuadVote]]:
+    """:func:`best_quad_works` of each of several looks' quads, their entries read in one pass
+    (:func:`quad_hits_of`)."""
     if top <= 0:
-        return []
-    hits = quad_hits(shard, quads, settings, budget, is_live, rarity_total)
+        return [[] for _ in looks]
+    found = quad_hits_of(shard, looks, settings, budget, is_live, rarity_total)
+    return [voted_works(hits, settings, top) for hits in found]
+
+
+def voted_works(hits: QuadHits, settings: Settings, top: int) -> list[QuadVote]:
+    """The ``top`` works of a look-up's ``hits``, best first (:func:`best_quad_works`)."""
     line = line_hits(hits, settings.frames_per_second)
     lined = line >= 2
     first = best_lined_works(hits.rows(lined), line[lined], top, settings)
@@ -527,11 +574,47 @@ def quad_hits(
     """The hits of ``quads`` in ``shard`` of live works (``is_live``) within the searched tempo
     and pitch range, the rarest buckets first while their entries fit in ``budget``, weighted
     as :func:`best_quad_works` says."""
-    none = QuadHits(
-        *(np.zeros(0, dtype=np.int64) for _ in range(3)), *(np.zeros(0) for _ in range(4))
-    )
+    return next(quad_hits_of(shard, [quads], settings, budget, is_live, rarity_total))
+
+
+def quad_hits_of(
+    shard: QuadShard,
+    looks: Sequence[Quads],
+    settings: Settings,
+    budget: int = 1 << 62,
+    is_live: Callable[[np.ndarray], np.ndarray] | None = None,
+    rarity_total: int | None = None,
+) -> Iterator[QuadHits]:
+    """:func:`quad_hits` of each of several looks' quads, their entries read in one pass
+    (:meth:`QuadShard.entries_of`): each look's hits are those it gives alone, made as they
+    are asked for (one look's hits in memory at a time)."""
+    asked = [_asked_rows(shard, quads, budget) for quads in looks]
+    read = shard.entries_of([(a.entry, a.check) for a in asked if a is not None])
+    read.reverse()
+    for k, quads in enumerate(looks):
+        rows, asked[k] = asked[k], None
+        if rows is None:
+            yield _no_quad_hits()
+        else:
+            yield _hits_of(quads, rows, *read.pop(), settings, is_live, rarity_total)
+
+
+@dataclass(frozen=True)
+class _AskedRows:
+    """The entries a look-up reads: each one's row, the check it must carry, its query quad
+    and how many entries its bucket holds."""
+
+    entry: np.ndarray
+    check: np.ndarray
+    quad: np.ndarray
+    crowd: np.ndarray
+
+
+def _asked_rows(shard: QuadShard, quads: Quads, budget: int) -> _AskedRows | None:
+    """The rows of the buckets ``quads`` fall in, the rarest buckets first while their entries
+    fit in ``budget``, in file order (None: nothing to read)."""
     if shard.ntotal == 0 or len(quads.keys) == 0:
-        return none
+        return None
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
     by_bucket = np.argsort(bucket, kind="stable")  # the file is then read in order
     bucket, check = bucket[by_bucket], check[by_bucket]
@@ -542,12 +625,32 @@ def quad_hits(
         count[beyond] = 0  # never more than the budget, whatever the directory says
     total = int(count.sum())
     if total == 0:
-        return none
+        return None
     q = np.repeat(np.arange(len(count)), count)
     crowd = np.repeat(count, count)  # entries in each hit's bucket
     entry = np.repeat(lo - (np.cumsum(count) - count), count) + np.arange(total)
-    passed, ids = shard.entries(entry, check[q])
-    q, crowd = by_bucket[q[passed]], crowd[passed]
+    # each look of an upload keeps these until one pass has read them all: the quad a row
+    # answers as 4 bytes, not 8
+    return _AskedRows(entry, check[q], by_bucket[q].astype(np.int32), crowd)
+
+
+def _no_quad_hits() -> QuadHits:
+    return QuadHits(
+        *(np.zeros(0, dtype=np.int64) for _ in range(3)), *(np.zeros(0) for _ in range(4))
+    )
+
+
+def _hits_of(
+    quads: Quads,
+    asked: _AskedRows,
+    passed: np.ndarray,
+    ids: np.ndarray,
+    settings: Settings,
+    is_live: Callable[[np.ndarray], np.ndarray] | None,
+    rarity_total: int | None,
+) -> QuadHits:
+    """The hits of the ``asked`` entries whose check ``passed`` (their ``ids``)."""
+    q, crowd = asked.quad[passed], asked.crowd[passed]
     work, frame, anchor_bin, span = unpack_entry_ids(ids)
     log_tempo = np.log(np.maximum(span, 1) / np.maximum(quads.span_frames[q], 1))
     pitch = (quads.anchor_bin[q] - anchor_bin) / settings.bins_per_semitone

@@ -947,6 +947,7 @@ def gather_evidence(
     reference_hashes: ReferenceHashes | None = None,
     time_scale: float = 1.0,
     related: Related | None = None,
+    quad_votes_of: Callable[[Fingerprint], list[QuadVote]] | None = None,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
     ``reference``, ``reference_hashes`` and ``related``: the stored fingerprints, the hashes
@@ -959,7 +960,8 @@ def gather_evidence(
     candidate are aligned at their vote's scale to lead peak checks too (:func:`voted_lead_works`:
     a copy that leaves no hash line is found by its peaks). ``time_scale``: the query is the
     upload seen that many times slower (a further look), its chroma searched at
-    :func:`audiodup.match.view_scales`."""
+    :func:`audiodup.match.view_scales`. ``quad_votes_of``: :func:`quad_voted_works` of a look,
+    when the caller reads several looks' four-peak entries at once (:func:`quad_votes_ahead`)."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
@@ -973,7 +975,8 @@ def gather_evidence(
     search = search_chroma_segments(
         query, indexes, settings, time_scale, vote_density(found, settings)
     )
-    quad_votes = quad_voted_works(query, indexes, settings) if found.unseen_hits > 0 else []
+    quad_votes_of = quad_votes_of or partial(quad_voted_works, indexes=indexes, settings=settings)
+    quad_votes = quad_votes_of(query) if found.unseen_hits > 0 else []
     votes = look_votes(search, found, settings)
     voted = chroma_voted_candidates(
         query_hashes,
@@ -1202,6 +1205,9 @@ def gather_looks(
     reference = _memo(works.fingerprint)
     hashes_of = stored_hashes(reference, settings)
     related = one_recording(reference, hashes_of, settings)
+    if view is not None:
+        view = _memo(view)  # each further look's fingerprint made once, the same object
+    votes_of = quad_votes_ahead(query, view, indexes, settings)
 
     def gather(seen: Fingerprint, **options) -> Evidence:
         return gather_evidence(
@@ -1212,10 +1218,50 @@ def gather_looks(
             reference,
             reference_hashes=hashes_of,
             related=related,
+            quad_votes_of=votes_of,
             **options,
         )
 
     return look_again(query, gather, settings, works, view, every_look)
+
+
+# further looks whose four-peak entries are read in one pass: at 10^5 works two save a clean
+# 4-min upload about 2 % of its search CPU; every look of a short upload's plan at once (up
+# to 7) cost the copies that stop before the last look 26 % (benchmarks/SCALING.md, session 52)
+LOOKS_READ_TOGETHER = 2
+
+
+def quad_votes_ahead(
+    query: Fingerprint, view: View | None, indexes: LoadedIndexes, settings: Settings
+) -> Callable[[Fingerprint], list[QuadVote]]:
+    """:func:`quad_voted_works` of each look of an upload (``query`` and the ``view``s of
+    :func:`planned_views`), a further look's four-peak entries read in one pass with those of
+    the next :data:`LOOKS_READ_TOGETHER` - 1 looks of the plan: their look-ups touch most of
+    the same pages of the four-peak files, which a look releases as it reads. Those looks'
+    fingerprints are then made before their turn, and a look that the one before makes
+    unnecessary was read for nothing. Each look's votes are those it gets alone."""
+    plan = planned_views(query, settings) if view is not None else []
+    ahead: list[tuple[Fingerprint, list[QuadVote]]] = []
+
+    def votes(seen: Fingerprint) -> list[QuadVote]:
+        for fingerprint, found in ahead:
+            if fingerprint is seen:
+                return found
+        if view is None or seen is query or not indexes.quad_shards:
+            return quad_voted_works(seen, indexes, settings)
+        if settings.quad_voted_works <= 0:
+            return []
+        # the further looks come in the plan's order: the ones before ``seen`` are made
+        turn = next((k for k, look in enumerate(plan) if view(*look) is seen), None)
+        if turn is None:
+            return quad_voted_works(seen, indexes, settings)
+        seens = [view(*look) for look in plan[turn : turn + LOOKS_READ_TOGETHER]]
+        looks = [query_quads(fingerprint, settings) for fingerprint in seens]
+        found = indexes.quad_works_of(looks, settings, settings.quad_voted_works)
+        ahead.extend(zip(seens, found, strict=True))
+        return found[0]
+
+    return votes
 
 
 def look_again(
@@ -1775,16 +1821,17 @@ def _fine_scales(settings: Settings) -> np.ndarray:
     return np.geomspace(1 / step, step, 7)
 
 
-def _memo(load: Callable[[int], T]) -> Callable[[int], T]:
-    """``load`` with each work's result kept."""
-    kept: dict[int, T] = {}
+def _memo(load: Callable[..., T]) -> Callable[..., T]:
+    """``load`` with each result kept, by its arguments (a work's id, a look's scale and
+    phase)."""
+    kept: dict[tuple, T] = {}
 
-    def reference(work_id: int) -> T:
-        if work_id not in kept:
-            kept[work_id] = load(work_id)
-        return kept[work_id]
+    def loaded(*key) -> T:
+        if key not in kept:
+            kept[key] = load(*key)
+        return kept[key]
 
-    return reference
+    return loaded
 
 
 def one_recording(reference: References, hashes_of: ReferenceHashes, settings: Settings) -> Related:

@@ -111,13 +111,13 @@ def works() -> dict[int, np.ndarray]:
 def rows_read(shard, monkeypatch) -> list[int]:
     """The number of entries each of ``shard``'s look-ups reads, recorded."""
     read: list[int] = []
-    entries = type(shard).entries
+    entries_of = type(shard).entries_of
 
-    def counted(self, rows, checks):
-        read.append(len(rows))
-        return entries(self, rows, checks)
+    def counted(self, asked):
+        read.extend(len(rows) for rows, _ in asked)
+        return entries_of(self, asked)
 
-    monkeypatch.setattr(type(shard), "entries", counted)
+    monkeypatch.setattr(type(shard), "entries_of", counted)
     return read
 
 
@@ -460,7 +460,7 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
     assert whole[0].work_id == 3 and best_quad_works(back, upload, S, 10**6, 2) == whole
     from audiodup import quads
 
-    monkeypatch.setattr(quads, "READ_CHUNK", 7)  # read and released 7 entries at a time
+    monkeypatch.setattr(quads, "READ_WINDOW", 7)  # read and released 7 entries at a time
     assert best_quad_works(back, upload, S, 10**6, 2) == whole
     # the entries whose check differs fail, the others give their ids, chunk after chunk
     rows = np.arange(0, back.ntotal, 3)
@@ -469,6 +469,26 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
     passed, ids = back.entries(rows, checks)
     assert np.array_equal(passed, np.arange(len(rows)) % 2 == 1)
     assert ids.dtype == np.int64 and np.array_equal(ids, shard.ids[rows][passed])
+    # several look-ups read in one pass give what each gives alone, rows shared or not
+    # (a bucket asked twice reads its rows again: the rows go back)
+    again = np.r_[rows[:10], rows[5:10], rows[10:]]
+    again_checks = np.r_[checks[:10], checks[5:10], checks[10:]]
+    asked = [
+        (rows, checks),
+        (np.arange(1, back.ntotal, 2), back.checks[1::2].copy()),
+        (again, again_checks),
+        (rows[:0], checks[:0]),
+    ]
+    for (passed_of, ids_of), (rows_asked, checks_asked) in zip(
+        back.entries_of(asked), asked, strict=True
+    ):
+        truth = shard.checks[rows_asked] == checks_asked
+        assert np.array_equal(passed_of, truth)
+        assert np.array_equal(ids_of, shard.ids[rows_asked][truth])
+    looks = [upload, query_quads(fingerprint(altered(works[1], 0.9, -2.0))), upload]
+    assert quads.best_quad_works_of(back, looks, S, 10**6, 2) == [
+        best_quad_works(back, look, S, 10**6, 2) for look in looks
+    ]
     back.release_pages()
     data = bytearray(buffer.getvalue())
     data[-3] ^= 0xFF  # an entry id

@@ -600,6 +600,68 @@ def screen_large(large: LargeCatalog, audio: Audio, settings) -> tuple[list, lis
     return looks, screening.matches_from_looks(looks, settings, large)
 
 
+@pytest.mark.parametrize("name", ["unrelated_a.ogg", "speed_1.15_work_05.ogg"])
+def test_the_further_looks_read_their_four_peak_entries_in_one_pass(
+    large_catalog_quads: LargeCatalog, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A sampled look-up's further looks ask for their four-peak votes together: one read of
+    each quad shard for each :data:`screening.LOOKS_READ_TOGETHER` of them in the plan's
+    order, after the look as it is read its own, and every look finds what it finds gathered
+    alone (a clean upload, and a copy whose looks all run)."""
+    from audiodup import quads
+
+    s = every_work_verified(large_catalog_quads.catalog.settings, quad_voted_works=8)
+    audio = load_audio(UPLOADS_DIR / name, s)
+    prints = UploadFingerprints(audio, s)
+    reads: list[int] = []
+    entries_of = quads.QuadShard.entries_of
+
+    def counted(self, asked):
+        reads.append(len(asked))
+        return entries_of(self, asked)
+
+    monkeypatch.setattr(quads.QuadShard, "entries_of", counted)
+    large = large_catalog_quads
+    looks = screening.gather_looks(
+        prints.query, large.indexes, s, large, prints.view, every_look=True
+    )
+    n_further = len(screening.planned_views(prints.query, s))
+    assert n_further >= 3 and len(looks) == 1 + n_further
+    n_shards = len(large.indexes.quad_shards)
+    together = screening.LOOKS_READ_TOGETHER
+    batches = [min(together, n_further - k) for k in range(0, n_further, together)]
+    if name.startswith("unrelated"):
+        assert together >= 2 and reads == [1] * n_shards + [
+            n for n in batches for _ in range(n_shards)
+        ]
+    else:  # its hash lines decide looks without asking
+        assert reads and max(reads) == together
+    monkeypatch.setattr(quads.QuadShard, "entries_of", entries_of)
+    for look in looks:
+        alone = look_alone(look, large.indexes, s, large)
+        assert pickle.dumps(alone) == pickle.dumps(look.evidence)
+
+
+def test_a_look_the_one_before_makes_unnecessary_leaves_the_others_as_they_were(
+    large_catalog_quads: LargeCatalog,
+) -> None:
+    """Read ahead, a further look's votes are those it gets alone, whichever look asks first,
+    and a fingerprint that is no planned look is voted for on its own."""
+    s = every_work_verified(large_catalog_quads.catalog.settings, quad_voted_works=8)
+    prints = UploadFingerprints(load_audio(UPLOADS_DIR / "unrelated_b.ogg", s), s)
+    indexes = large_catalog_quads.indexes
+    plan = screening.planned_views(prints.query, s)
+    views = [prints.view(*look) for look in plan]
+    alone = [screening.quad_voted_works(v, indexes, s) for v in views]
+    assert any(alone)
+    kept = {look: v for look, v in zip(plan, views, strict=True)}
+    votes = screening.quad_votes_ahead(prints.query, lambda *look: kept[look], indexes, s)
+    assert votes(views[-1]) == alone[-1] and votes(views[0]) == alone[0]
+    other = prints.view(1.5, 0.0)
+    assert votes(other) == screening.quad_voted_works(other, indexes, s)
+    assert votes(prints.query) == screening.quad_voted_works(prints.query, indexes, s)
+
+
 @pytest.mark.parametrize(
     "name, work",
     [
