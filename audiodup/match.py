@@ -29,6 +29,7 @@ from .hashes import (
     flat_keys,
     pack_entry_ids,
     scrambled_work_ids,
+    stable_argsort,
 )
 from .index import ChromaHits, LoadedIndexes, nearest_over_shards
 from .settings import DEFAULT_SETTINGS, Settings
@@ -202,7 +203,7 @@ class QueryKeys:
 
 def query_keys(query: TripletHashes, usable: np.ndarray) -> QueryKeys:
     rows = np.nonzero(usable)[0]
-    order = np.argsort(query.keys[rows], kind="stable")
+    order = stable_argsort(query.keys[rows])
     keys = query.keys[rows][order].astype(np.int64)
     first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else keys
     count = np.diff(np.r_[first, len(keys)])

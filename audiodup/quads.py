@@ -37,6 +37,7 @@ from .hashes import (
     partner_slots,
     probed_keys,
     scrambled_work_ids,
+    stable_argsort,
     unpack_entry_ids,
 )
 from .peaks import PEAK_DTYPE, thin_peaks
@@ -616,11 +617,11 @@ def _asked_rows(shard: QuadShard, quads: Quads, budget: int) -> _AskedRows | Non
     if shard.ntotal == 0 or len(quads.keys) == 0:
         return None
     bucket, check = _bucket_and_check(quads.keys, shard.bits)
-    by_bucket = np.argsort(bucket, kind="stable")  # the file is then read in order
+    by_bucket = stable_argsort(bucket)  # the file is then read in order
     bucket, check = bucket[by_bucket], check[by_bucket]
     lo, count = shard.buckets(bucket)
     if count.sum() > budget:  # the rarest keys carry the most evidence per hit
-        rarest = np.argsort(count, kind="stable")
+        rarest = stable_argsort(count)
         beyond = rarest[np.cumsum(count[rarest]) > budget]
         count[beyond] = 0  # never more than the budget, whatever the directory says
     total = int(count.sum())

@@ -15,6 +15,7 @@ from audiodup.hashes import (
     TripletHashes,
     keys_to_codes,
     pack_entry_ids,
+    stable_argsort,
     triplet_hashes,
     unpack_entry_ids,
 )
@@ -228,3 +229,24 @@ def test_keys_to_codes_are_little_endian_bytes(keys: list[int]) -> None:
     assert codes.flags["C_CONTIGUOUS"]
     back = [int.from_bytes(bytes(row), "little") for row in codes]
     assert back == keys
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(0).integers(0, 40, 5_000).astype(np.uint32),  # many ties
+        np.random.default_rng(1).integers(0, 1 << 26, 100_000),  # four-peak buckets
+        np.random.default_rng(2).integers(0, 1 << 31, 1_000).astype(np.int64),  # the top
+        np.array([(1 << 31) - 1, 0, (1 << 31) - 1, 0]),
+        np.array([7]),
+        np.zeros(0, dtype=np.int64),
+        np.array([3, -1, 3, 0]),  # negative: numpy's own
+        np.array([1 << 31, 2, 1 << 31], dtype=np.uint64),  # too large: numpy's own
+        np.array([0.5, 0.25, 0.5]),  # not integers: numpy's own
+        np.array([True, False, True]),
+    ],
+)
+def test_stable_argsort_is_numpy_s_stable_argsort(values: np.ndarray) -> None:
+    order = stable_argsort(values)
+    expected = np.argsort(values, kind="stable")
+    assert order.dtype == expected.dtype and np.array_equal(order, expected)
