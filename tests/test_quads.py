@@ -462,7 +462,7 @@ def test_a_quad_shard_file_round_trips_and_refuses_damage(works, tmp_path, monke
 
     monkeypatch.setattr(quads, "READ_WINDOW", 7)  # read and released 7 entries at a time
     assert best_quad_works(back, upload, S, 10**6, 2) == whole
-    # the entries whose check differs fail, the others give their ids, chunk after chunk
+    # the entries whose check differs fail, the others give their ids, window after window
     rows = np.arange(0, back.ntotal, 3)
     checks = back.checks[rows].copy()
     checks[::2] ^= 1
