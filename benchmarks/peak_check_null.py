@@ -225,8 +225,12 @@ FIELDS = ("query_id", "look", "related", "probability", "work_checks", "look_che
 def read_records(path: Path) -> list[dict]:
     """The check records ``run`` wrote to ``path``; ``ValueError`` naming the line when one is
     not such a record, or when there is none."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not text: no peak check records of `run`") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

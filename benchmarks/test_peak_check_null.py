@@ -118,9 +118,13 @@ def test_a_file_that_is_not_a_run_s_records_is_one_error_line(tmp_path, capsys) 
         ("not-json", "not json\n"),
         ("other-json", '{"a": 1}\n'),
         ("one-bad-line", good + "\n[1, 2]\n"),
+        ("binary", b"\x88\xff\x00 not text"),
     ):
         path = tmp_path / f"{name}.jsonl"
-        path.write_text(text)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
         assert main(["table", str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0]
