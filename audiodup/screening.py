@@ -948,6 +948,7 @@ def gather_evidence(
     time_scale: float = 1.0,
     related: Related | None = None,
     quad_votes_of: Callable[[Fingerprint], list[QuadVote]] | None = None,
+    look_factor: int = 1,
 ) -> Evidence:
     """Retrieve, verify and (unless a hash line is decisive) run the chroma and peak checks.
     ``reference``, ``reference_hashes`` and ``related``: the stored fingerprints, the hashes
@@ -961,7 +962,10 @@ def gather_evidence(
     a copy that leaves no hash line is found by its peaks). ``time_scale``: the query is the
     upload seen that many times slower (a further look), its chroma searched at
     :func:`audiodup.match.view_scales`. ``quad_votes_of``: :func:`quad_voted_works` of a look,
-    when the caller reads several looks' four-peak entries at once (:func:`quad_votes_ahead`)."""
+    when the caller reads several looks' four-peak entries at once (:func:`quad_votes_ahead`).
+    ``look_factor``: the number the look's probabilities will be multiplied by (a further look
+    pays for every look planned, :func:`matches_from_looks`): a line is decisive only below
+    the duplicate bound divided by it (:func:`decisive`)."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
     reference = reference or _memo(works.fingerprint)
@@ -970,7 +974,7 @@ def gather_evidence(
     query_hashes = fingerprint_hashes(query, settings, query=True)
     found = verified_candidates(query, indexes, settings, works, reference_hashes, query_hashes)
     hashes = scored_lines(found, indexes, n_works, query, settings, related)
-    if decisive(hashes, settings):
+    if decisive(hashes, settings, look_factor):
         return Evidence(n_works, hashes)
     search = search_chroma_segments(
         query, indexes, settings, time_scale, vote_density(found, settings)
@@ -990,7 +994,7 @@ def gather_evidence(
     if voted is not found:
         found = voted
         hashes = scored_lines(found, indexes, n_works, query, settings, related)
-        if decisive(hashes, settings):
+        if decisive(hashes, settings, look_factor):
             return Evidence(n_works, hashes)
     candidates = chroma_candidate_scales(search, settings)
     chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
@@ -1057,9 +1061,12 @@ def score_lines(
     return {**lines_off_stretches(rest, stretches, settings), **shared}
 
 
-def decisive(hashes: dict[int, HashFinding], settings: Settings) -> bool:
-    """Whether a hash line alone decides the look (the chroma and peak checks are skipped)."""
-    return any(f.false_match_probability <= settings.duplicate_max_fmp for f in hashes.values())
+def decisive(hashes: dict[int, HashFinding], settings: Settings, look_factor: int = 1) -> bool:
+    """Whether a hash line alone decides the look (the chroma and peak checks are skipped): a
+    duplicate once its probability is multiplied by ``look_factor``, as a further look's is. A
+    line that is not leaves the look its checks, whose peaks may make the copy certain."""
+    bound = settings.duplicate_max_fmp / look_factor
+    return any(f.false_match_probability <= bound for f in hashes.values())
 
 
 # -- combine -------------------------------------------------------------------------------------
@@ -1276,6 +1283,9 @@ def look_again(
     this process, or over a sharded catalog's groups), the further looks' with
     ``sweep_all_tempos=False`` and their ``time_scale`` (:func:`gather_evidence`).
 
+    A further look is gathered with ``look_factor`` 1 + the looks planned: a hash line
+    decisive within the look but not once multiplied leaves it its chroma and peak checks.
+
     An upload stops at its first duplicate: it is one. A rescan takes ``every_look``: a work
     with a duplicate may still be a copy of another work that only a further look sees (two 2x
     copies of one original find each other on the first look, the original only 2x slower).
@@ -1292,7 +1302,9 @@ def look_again(
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
-        evidence = gather(seen, sweep_all_tempos=False, time_scale=time_scale)
+        evidence = gather(
+            seen, sweep_all_tempos=False, time_scale=time_scale, look_factor=1 + len(plan)
+        )
         looks.append(Look(time_scale, start_s, seen, evidence))
     return looks
 

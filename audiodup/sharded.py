@@ -412,6 +412,7 @@ class ShardedScreening:
         time_scale: float = 1.0,
         without: Sequence[int] = (),
         related: Related | None = None,
+        look_factor: int = 1,
     ) -> Evidence:
         """:func:`audiodup.screening.gather_evidence`, scattered over the shard groups
         (``without``: works left out, :meth:`LoadedIndexes.without`; ``related``: as there). A
@@ -426,6 +427,7 @@ class ShardedScreening:
             sweep_all_tempos=sweep_all_tempos,
             time_scale=time_scale,
             related=related,
+            look_factor=look_factor,
         )
         try:
             return self._attempt(look, without)
@@ -465,6 +467,7 @@ class ShardedScreening:
         time_scale: float,
         without: Sequence[int],
         related: Related,
+        look_factor: int,
     ) -> Evidence:
         specs, totals, totals_future = current
         settings = self.settings
@@ -487,7 +490,7 @@ class ShardedScreening:
                 verified = self._verified(specs, totals_future, query_future, ranked, left_out)
                 found = replace(found, candidates=verified)
             hashes = _scored(found, n_works, query, settings, related)
-            if decisive(hashes, settings):
+            if decisive(hashes, settings, look_factor):
                 return Evidence(n_works, hashes)
             chroma_search = _GatheredChroma(self, specs, left_out, totals.has_chroma)
             search = search_chroma_segments(
@@ -500,7 +503,7 @@ class ShardedScreening:
             if extra:
                 found = with_candidates(found, extra)
                 hashes = _scored(found, n_works, query, settings, related)
-                if decisive(hashes, settings):
+                if decisive(hashes, settings, look_factor):
                     return Evidence(n_works, hashes)
             candidates = chroma_candidate_scales(search, settings)
             voted = voted_lead_works(votes, candidates, settings)

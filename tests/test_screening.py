@@ -88,6 +88,48 @@ def test_a_2x_splice_missed_as_it_is_is_a_duplicate_on_the_slowed_look(
     assert catalog.screen_audio(copy).verdict == "duplicate"
 
 
+def test_a_further_look_s_line_is_decisive_only_once_multiplied(
+    catalog: Catalog, work_ids: dict[str, int]
+) -> None:
+    """A further look's probabilities are multiplied by every look planned: a line that is a
+    duplicate within the look but not once multiplied leaves the look its chroma and peak
+    checks (the hash findings stay as they were); a line still a duplicate ends it."""
+    s = catalog.settings
+    copy = load_audio(UPLOADS_DIR / "stretch_0.80_work_01.ogg", s)
+    query = fingerprint_audio(copy, s, query=True)
+    indexes = catalog.indexes()
+    alone = screening.gather_evidence(query, indexes, s, catalog)
+    line = min(f.false_match_probability for f in alone.hashes.values())
+    assert 0.0 < line <= s.duplicate_max_fmp
+    assert alone.chroma == () and alone.peaks == {}  # decisive: no checks
+    bound = s.duplicate_max_fmp / line  # the factor at which the line stops being decisive
+    still = screening.gather_evidence(query, indexes, s, catalog, look_factor=int(bound / 2) or 1)
+    assert pickle.dumps(still) == pickle.dumps(alone)
+    checked = screening.gather_evidence(query, indexes, s, catalog, look_factor=int(bound * 2) + 1)
+    assert pickle.dumps(checked.hashes) == pickle.dumps(alone.hashes)
+    aligned = {found.evidence.work_id for found in checked.chroma}
+    assert work_ids["work_01"] in aligned | set(checked.peaks)
+
+
+@pytest.mark.parametrize("name", ["excerpt_15s_work_00.ogg", "unrelated_b.ogg"])
+def test_further_looks_are_gathered_with_every_look_planned_as_their_factor(
+    catalog: Catalog, name: str
+) -> None:
+    s = catalog.settings
+    prints = UploadFingerprints(load_audio(UPLOADS_DIR / name, s), s)
+    factors = []
+
+    def gather(seen: Fingerprint, **options) -> screening.Evidence:
+        factors.append(options.get("look_factor", 1))
+        return screening.gather_evidence(seen, catalog.indexes(), s, catalog, **options)
+
+    looks = screening.look_again(prints.query, gather, s, catalog, prints.view, every_look=True)
+    plan = screening.planned_views(prints.query, s)
+    assert len(looks) == 1 + len(plan) and factors == [1] + [1 + len(plan)] * len(plan)
+    if name.startswith("unrelated"):  # chance stays below a duplicate through every look
+        assert decide(screening.matches_from_looks(looks, s, catalog), s) != "duplicate"
+
+
 def test_chroma_swept_over_every_tempo_leads_the_peak_check_of_a_2x_splice(
     catalog: Catalog, work_ids: dict[str, int]
 ) -> None:
@@ -488,17 +530,25 @@ def test_the_looks_decode_each_stored_fingerprint_once(catalog: Catalog) -> None
     assert len(looks) == 1 + len(screening.planned_views(looks[0].query, s)) and len(set(reads)) > 1
     assert len(reads) == len(set(reads))
     for look in looks:  # each look alone, reading the catalog itself
-        alone = look_alone(look, catalog.indexes(), s, catalog)
+        alone = look_alone(look, catalog.indexes(), s, catalog, prints.query)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
 
 
-def look_alone(look: screening.Look, indexes, settings: Settings, works) -> screening.Evidence:
+def look_alone(
+    look: screening.Look, indexes, settings: Settings, works, upload: Fingerprint
+) -> screening.Evidence:
     """``look``'s evidence gathered on its own, as :func:`audiodup.screening.look_again`
-    gathers it."""
+    gathers it at ``upload``."""
     if (look.time_scale, look.start_s) == (1.0, 0.0):
         return screening.gather_evidence(look.query, indexes, settings, works)
     return screening.gather_evidence(
-        look.query, indexes, settings, works, sweep_all_tempos=False, time_scale=look.time_scale
+        look.query,
+        indexes,
+        settings,
+        works,
+        sweep_all_tempos=False,
+        time_scale=look.time_scale,
+        look_factor=1 + len(screening.planned_views(upload, settings)),
     )
 
 
@@ -638,7 +688,7 @@ def test_the_further_looks_read_their_four_peak_entries_in_one_pass(
         assert reads and max(reads) == together
     monkeypatch.setattr(quads.QuadShard, "entries_of", entries_of)
     for look in looks:
-        alone = look_alone(look, large.indexes, s, large)
+        alone = look_alone(look, large.indexes, s, large, prints.query)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)
 
 
@@ -769,7 +819,7 @@ def test_sampled_looks_read_and_hash_each_stored_fingerprint_once(
     assert len(hashed) > s.candidate_works, hashed  # the looks' candidates, verified on all hits
     assert sorted(reads) == sorted(set(reads)) and sorted(hashed) == sorted(set(hashed))
     for look in looks:  # each look alone, reading and hashing the catalog itself
-        alone = look_alone(look, large_catalog.indexes, s, large_catalog)
+        alone = look_alone(look, large_catalog.indexes, s, large_catalog, prints.query)
         assert pickle.dumps(alone) == pickle.dumps(look.evidence)  # arrays and all
 
 
