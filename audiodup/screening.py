@@ -964,7 +964,7 @@ def gather_evidence(
     :func:`audiodup.match.view_scales`. ``quad_votes_of``: :func:`quad_voted_works` of a look,
     when the caller reads several looks' four-peak entries at once (:func:`quad_votes_ahead`).
     ``look_factor``: the number the look's probabilities will be multiplied by (a further look
-    pays for every look planned, :func:`matches_from_looks`): a line is decisive only below
+    pays for every look planned, :func:`matches_from_looks`): a line is decisive only at or below
     the duplicate bound divided by it (:func:`decisive`)."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
