@@ -964,7 +964,7 @@ def gather_evidence(
     :func:`audiodup.match.view_scales`. ``quad_votes_of``: :func:`quad_voted_works` of a look,
     when the caller reads several looks' four-peak entries at once (:func:`quad_votes_ahead`).
     ``look_factor``: the number the look's probabilities will be multiplied by (a further look
-    pays for every look planned, :func:`matches_from_looks`): a line is decisive only at or below
+    pays for every look planned, :func:`looks_planned`): a line is decisive only at or below
     the duplicate bound divided by it (:func:`decisive`)."""
     n_works = max(int(indexes.live.sum()), 1)
     # each stored fingerprint decoded once per query, for the hash verification and the checks
@@ -1188,6 +1188,13 @@ def planned_views(query: Fingerprint, settings: Settings) -> list[tuple[float, f
     return plan
 
 
+def looks_planned(query: Fingerprint, settings: Settings) -> int:
+    """How many looks screening may take at ``query``: the upload as it is and those of
+    :func:`planned_views`. A further look's probabilities are multiplied by it (each look is
+    a further search), and its hash line is decisive only once multiplied."""
+    return 1 + len(planned_views(query, settings))
+
+
 def gather_looks(
     query: Fingerprint,
     indexes: LoadedIndexes,
@@ -1283,7 +1290,7 @@ def look_again(
     this process, or over a sharded catalog's groups), the further looks' with
     ``sweep_all_tempos=False`` and their ``time_scale`` (:func:`gather_evidence`).
 
-    A further look is gathered with ``look_factor`` 1 + the looks planned: a hash line
+    A further look is gathered with ``look_factor`` :func:`looks_planned`: a hash line
     decisive within the look but not once multiplied leaves it its chroma and peak checks.
 
     An upload stops at its first duplicate: it is one. A rescan takes ``every_look``: a work
@@ -1294,42 +1301,40 @@ def look_again(
     looks = [Look(1.0, 0.0, query, gather(query))]
     if view is None:
         return looks
-    plan = planned_views(query, settings)
-    for time_scale, hop_phase in plan:
+    n_looks = looks_planned(query, settings)
+    for time_scale, hop_phase in planned_views(query, settings):
         if not every_look and (
-            decide(matches_from_looks(looks, settings, works, len(plan)), settings) == "duplicate"
+            decide(matches_from_looks(looks, settings, works, n_looks), settings) == "duplicate"
         ):
             break
         seen = view(time_scale, hop_phase)
         start_s = view_start_samples(settings, time_scale, hop_phase) / settings.sample_rate_hz
-        evidence = gather(
-            seen, sweep_all_tempos=False, time_scale=time_scale, look_factor=1 + len(plan)
-        )
+        evidence = gather(seen, sweep_all_tempos=False, time_scale=time_scale, look_factor=n_looks)
         looks.append(Look(time_scale, start_s, seen, evidence))
     return looks
 
 
 def matches_from_looks(
-    looks: list[Look], settings: Settings, works: WorkSource, n_views: int | None = None
+    looks: list[Look], settings: Settings, works: WorkSource, n_looks: int | None = None
 ) -> list[Match]:
     """The matches of every look, in the upload's own time, the most certain per work. The
-    further looks are further searches: their probabilities are multiplied by the number of
-    looks screening may take (``1 + n_views``, by default those of :func:`planned_views`); the
-    look as it is keeps its own, so the verdicts it decides do not move.
+    further looks are further searches: their probabilities are multiplied by ``n_looks``, by
+    default :func:`looks_planned` of the upload as it is (``looks[0]``); the look as it is
+    keeps its own, so the verdicts it decides do not move.
 
     A work that one look already makes a duplicate keeps that look's match: a later look may
     be more certain of it but see less of it (the upload 2x slower against a copy at tempo
     1.09 covered 31 % of it, the look as it is 98 %), and the first duplicate is the one an
     upload's screening, which stops there, reports."""
-    if n_views is None:
-        n_views = len(planned_views(looks[0].query, settings))
+    if n_looks is None:
+        n_looks = looks_planned(looks[0].query, settings)
     shared = shared_seconds(looks, settings)
     found = []
     for look in looks:
         evidence = off_shared_seconds(look, shared, settings) if shared else look.evidence
         for m in matches_from_evidence(evidence, look.query, settings, works):
             if (look.time_scale, look.start_s) != (1.0, 0.0):
-                m = match_in_upload_time(m, look.time_scale, look.start_s, 1 + n_views)
+                m = match_in_upload_time(m, look.time_scale, look.start_s, n_looks)
                 if m.false_match_probability > settings.suspect_max_fmp:
                     continue
             found.append(m)

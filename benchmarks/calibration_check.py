@@ -378,9 +378,9 @@ def screen_with_evidence(catalog, audio, name: str):
 def leads_from_looks(looks, settings) -> list[Lead]:
     """The leads of every look; a further look's FMPs pay for the looks planned, as
     :func:`audiodup.screening.matches_from_looks` has it, and name the look."""
-    from audiodup.screening import planned_views
+    from audiodup.screening import looks_planned
 
-    n_looks = 1 + len(planned_views(looks[0].query, settings))
+    n_looks = looks_planned(looks[0].query, settings)
     leads = []
     for look in looks:
         found = leads_from_evidence(look.evidence, settings)

@@ -289,9 +289,9 @@ def stages(catalog, query: dict, work_id: int) -> dict:
 
     # the work's best match on each look taken
     row["looks"] = []
-    n_views = len(screening.planned_views(fp, s))
+    n_looks = screening.looks_planned(fp, s)
     for look in looks:
-        found_here = screening.matches_from_looks([look], s, catalog.store, n_views)
+        found_here = screening.matches_from_looks([look], s, catalog.store, n_looks)
         mine = [m for m in found_here if m.work_id == work_id]
         row["looks"].append(
             {

@@ -125,7 +125,18 @@ def test_further_looks_are_gathered_with_every_look_planned_as_their_factor(
 
     looks = screening.look_again(prints.query, gather, s, catalog, prints.view, every_look=True)
     plan = screening.planned_views(prints.query, s)
-    assert len(looks) == 1 + len(plan) and factors == [1] + [1 + len(plan)] * len(plan)
+    n_looks = screening.looks_planned(prints.query, s)
+    assert n_looks == 1 + len(plan) == len(looks) and factors == [1] + [n_looks] * len(plan)
+    # the factor a further look was gathered with is the one its matches pay
+    nothing = dataclasses.replace(
+        looks[0], evidence=screening.Evidence(looks[0].evidence.n_works, {})
+    )
+    for look, factor in zip(looks[1:], factors[1:], strict=True):
+        pair = [nothing, look]
+        paid = screening.matches_from_looks(pair, s, catalog)
+        assert paid == screening.matches_from_looks(pair, s, catalog, factor)
+        if name.startswith("excerpt"):  # the copy's further looks find its work
+            assert paid != screening.matches_from_looks(pair, s, catalog, factor + 1)
     if name.startswith("unrelated"):  # chance stays below a duplicate through every look
         assert decide(screening.matches_from_looks(looks, s, catalog), s) != "duplicate"
 
@@ -548,7 +559,7 @@ def look_alone(
         works,
         sweep_all_tempos=False,
         time_scale=look.time_scale,
-        look_factor=1 + len(screening.planned_views(upload, settings)),
+        look_factor=screening.looks_planned(upload, settings),
     )
 
 
