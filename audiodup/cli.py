@@ -910,6 +910,15 @@ def _print_rescan(result, summary) -> None:
         out.print(table)
     for note in (*result.fallbacks, *result.errors, *result.partly_scanned):
         err.print(f"note: work {note.work_id}: {shown_text(note.note)}", soft_wrap=True)
+    if summary.decoded_here:
+        works = ", ".join(str(w) for w in summary.decoded_here[:10])
+        more = ", ..." if len(summary.decoded_here) > 10 else ""
+        err.print(
+            f"note: the Dask workers could not read the files of {len(summary.decoded_here)} "
+            f"works (work {works}{more}) that this machine reads; they were decoded here. "
+            "The workers must see the audio files at the same absolute paths.",
+            soft_wrap=True,
+        )
     if summary.run_id is None:
         now = "nothing new to screen; "
     else:
@@ -1164,7 +1173,7 @@ def main() -> None:
     try:
         _run_command()
     except AudiodupError as exc:
-        # one line; a metadata CSV's problems one line each (metadata.py escapes their text)
+        # one line; a metadata CSV's problems one line each, each escaped here, once
         lines = exc.lines if isinstance(exc, MetadataError) else [str(exc)]
         _say("error: " + "\n".join(shown_text(line) for line in lines))
         sys.exit(EXIT_INPUT_ERROR)

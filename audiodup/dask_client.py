@@ -120,12 +120,15 @@ def stop_task_sampling(worker) -> bool:
 
 
 def _check_address(address: str) -> None:
-    """Raise ``ValueError`` for an address without a port before a ``Client`` is made of it:
-    such a client fails late, and at exit its finaliser waits 40 s and prints a traceback."""
+    """Raise ``ValueError`` for an address of an unknown scheme (``http://``, a pasted
+    dashboard address, a typo) or without a port before a ``Client`` is made of it: such a
+    client fails late, and at exit its finaliser waits 40 s and prints a traceback."""
     from distributed.comm import parse_address
     from distributed.comm.addressing import parse_host_port
+    from distributed.comm.registry import get_backend
 
     scheme, location = parse_address(str(address))
+    get_backend(scheme)
     if scheme in ("tcp", "tls", "ws", "wss"):
         parse_host_port(location)
 

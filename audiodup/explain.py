@@ -29,7 +29,7 @@ from .errors import AudioDecodeError, AudiodupError, WorkNotFoundError
 from .fingerprint import Fingerprint, fingerprint_audio, stereo_stretches
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
-from .report import check_writable, write_atomically
+from .report import check_output_path, write_atomically
 from .results import CHANNEL_SIDES, SIGNAL_WORDS, shown_text
 from .screening import View, planned_views
 from .settings import Settings
@@ -50,14 +50,14 @@ def explain(
 ) -> Path:
     """Draw the evidence that ``upload`` contains work ``work_id`` into ``out`` (PNG or SVG by
     suffix) [default: ``explain-<upload stem>-<work_id>.png``, the stem shortened and without
-    control characters]. ``out`` is checked before the upload is decoded. Returns the path
-    written."""
+    control characters]. ``out`` is checked before the upload is decoded: never the upload
+    itself nor a file of the catalog folder. Returns the path written."""
     upload = Path(upload)
     out = Path(out) if out is not None else default_picture_path(upload, work_id)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise AudiodupError(f"cannot write {out}: the picture must end in .png or .svg")
-    check_writable(out)
+    check_output_path(out, [upload], catalog.root)
     try:
         audio = load_audio(upload, catalog.settings)
     except AudioDecodeError as exc:

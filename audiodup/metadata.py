@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .errors import MetadataError
 from .ingest import expand_paths, file_key, source_path
-from .results import UploadInfo, shown_text
+from .results import UploadInfo
 
 KNOWN_COLUMNS = (
     "path",
@@ -123,9 +123,7 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
         row.pop("path", None)
         if key is not None:
             if key in first_seen:
-                row_problems.append(
-                    f"{shown_text(key)} is already described on line {first_seen[key]}"
-                )
+                row_problems.append(f"{key} is already described on line {first_seen[key]}")
             else:
                 first_seen[key] = line
         external = row.get("external_id")
@@ -185,7 +183,7 @@ def read_metadata_update(
             resolved = _resolve(row["path"], base_dirs)
             key = row["path"] if isinstance(resolved, str) else source_path(resolved)
             found = by_path.get(key, []) or by_path.get(row["path"], [])
-            what = f"path {shown_text(row['path'])}"
+            what = f"path {row['path']}"
         else:
             found, what = [], ""
             key_problems.append("no upload_id, external_id or path to name the upload")
@@ -252,12 +250,22 @@ def _rows(csv_path: str | Path, cwd: str | Path | None, required: str | None):
         yield (
             line,
             {
-                name: cells[i].strip()
+                name: _cell(name, cells[i])
                 for i, name in enumerate(columns)
                 if name is not None and i < len(cells) and cells[i].strip()
             },
             base_dirs,
         )
+
+
+# cells of a format, read with the spaces around them dropped; every other cell (a path, a
+# title, an uploader, an id, any column not known) is kept as written: an uploader chooses
+# file names and titles, and "hit.ogg " is another file than "hit.ogg"
+_FORMATTED_COLUMNS = frozenset({"upload_id", "uploaded_at", "isrc", "upc", "role"})
+
+
+def _cell(column: str, text: str) -> str:
+    return text.strip() if column in _FORMATTED_COLUMNS else text
 
 
 def metadata_for_paths(
@@ -361,8 +369,8 @@ def _value_problems(row: dict[str, str]) -> list[str]:
 
 
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
-    """The file ``text`` names, or a description of why it names none (or two). Paths in the
-    description are shown escaped (:func:`shown_text`): each problem stays one line."""
+    """The file ``text`` names, or a description of why it names none (or two). The
+    description quotes paths as they are: it is escaped where it is shown, once."""
     path = Path(text)  # literal: "~/x" names x in a folder "~", never in a home folder
     candidates = [path] if path.is_absolute() else [base / path for base in base_dirs]
     found: list[Path] = []
@@ -379,15 +387,17 @@ def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
         if exists and resolved not in found:
             found.append(resolved)
     if not found and unreadable:
-        return f"cannot read {shown_text(text)}: {unreadable}"
+        return f"cannot read {text}: {unreadable}"
     if not found:
         where = "" if path.is_absolute() else " (looked next to the CSV and in the current folder)"
-        return f"file not found: {shown_text(text)}{where}"
+        if text != text.strip() and not isinstance(_resolve(text.strip(), base_dirs), str):
+            where += f"; {text.strip()} exists, but a path is read as written"
+        return f"file not found: {text}{where}"
     if len(found) > 1:
-        first, second = (shown_text(f) for f in found[:2])
-        return f"ambiguous path {shown_text(text)}: both {first} and {second} exist"
+        first, second = found[:2]
+        return f"ambiguous path {text}: both {first} and {second} exist"
     try:
         regular = found[0].is_file()
     except OSError as exc:
-        return f"cannot read {shown_text(text)}: {exc.strerror or exc}"
-    return found[0] if regular else f"not a regular file: {shown_text(text)}"
+        return f"cannot read {text}: {exc.strerror or exc}"
+    return found[0] if regular else f"not a regular file: {text}"

@@ -84,6 +84,15 @@ def check_report_path(
     that cannot be written fails at once instead of after hours of screening. A report is
     never written over one of ``inputs`` (an upload it reports on) or into ``catalog_dir``."""
     fmt = report_format(out)
+    check_output_path(out, inputs, catalog_dir)
+    return fmt
+
+
+def check_output_path(
+    out: str | Path, inputs: Sequence[str | Path] = (), catalog_dir: str | Path | None = None
+) -> None:
+    """:func:`check_writable`, and ``out`` is neither one of ``inputs`` nor inside
+    ``catalog_dir`` (through a symbolic link either), which writing it would destroy."""
     check_writable(out)
     target = os.path.realpath(out)
     if catalog_dir is not None:
@@ -92,7 +101,6 @@ def check_report_path(
             raise AudiodupError(f"cannot write {out}: it is inside the catalog folder")
     if any(os.path.realpath(path) == target for path in inputs):
         raise AudiodupError(f"cannot write {out}: it is one of the uploads")
-    return fmt
 
 
 def check_writable(out: str | Path) -> None:

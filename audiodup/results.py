@@ -231,18 +231,35 @@ def path_text(path) -> str:
 
 # Characters that act instead of showing: C0/C1 controls (ESC starts terminal escape sequences,
 # a newline would let a file name forge an output line), line and paragraph separators, and
-# the bidirectional controls that reorder what is shown ("Trojan Source").
+# the bidirectional controls that reorder what is shown ("Trojan Source"). And characters that
+# do not show: Unicode's format characters and default-ignorable code points (zero-width
+# spaces and joiners, the soft hyphen, variation selectors, tags) and the spaces other than
+# U+0020, so that "wo\u200brk_03.ogg" is not shown as "work_03.ogg".
 _ACTING = "\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
-_INVISIBLE = re.compile(f"[\x00-\x1f{_ACTING}]")
-_JSON_UNESCAPED = re.compile(f"[{_ACTING}]")  # json.dumps escapes the C0 controls itself
+_UNSEEN = (
+    "\xa0\xad\u034f\u0600-\u0605\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u1680"
+    "\u17b4\u17b5\u180b-\u180f\u2000-\u200d\u202f\u205f-\u2065\u206a-\u206f\u3000"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff"
+)
+_INVISIBLE = re.compile(f"[\x00-\x1f{_ACTING}{_UNSEEN}]")
+# json.dumps escapes the C0 controls and the backslash itself
+_JSON_UNESCAPED = re.compile(f"[{_ACTING}{_UNSEEN}]")
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_EDGE_SPACES = re.compile(r"^ +| +$")
 
 
 def shown_text(text) -> str:
     """User text (a file name, a title, an error that quotes one) as one printable line for a
-    terminal, a picture or a page: control characters become ``\\n``, ``\\xNN`` or ``\\uNNNN``
-    escapes, undecodable bytes ``\\xNN``; everything else is kept as it is."""
-    return _INVISIBLE.sub(_escape_char, path_text(text))
+    terminal, a picture or a page, a different line for different text: a backslash is shown
+    doubled, so that no escape passes for the characters that spell it; control, format and
+    invisible characters become ``\\n``, ``\\xNN`` or ``\\uNNNN`` escapes, and spaces at either
+    end ``\\x20``; everything else is kept as it is. Undecodable bytes of a file name are first
+    written ``\\xNN`` (:func:`path_text`, as JSON has them), so they show as ``\\\\xNN``
+    whether or not the text was already made printable. (Characters that merely look alike, a
+    Cyrillic ``а`` and a Latin ``a``, stay as they are: JSON output tells them apart.)"""
+    shown = _INVISIBLE.sub(_escape_char, path_text(text).replace("\\", "\\\\"))
+    return _EDGE_SPACES.sub(lambda found: "\\x20" * len(found.group()), shown)
 
 
 # a value shown among others in one line or cell, as it is: no space, quote or separator
@@ -282,7 +299,18 @@ def upload_text(m, role: str | None = None) -> str:
 def _escape_char(found: re.Match) -> str:
     char = found.group()
     code = ord(char)
+    if code > 0xFFFF:
+        return f"\\U{code:08x}"
     return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _json_escape(found: re.Match) -> str:
+    """A character as a JSON escape (a pair of surrogates past U+FFFF)."""
+    code = ord(found.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def to_jsonable(obj):
@@ -390,4 +418,4 @@ def dumps(obj, *, compact: bool = False) -> str:
     layout = {"separators": (",", ":")} if compact else {"indent": 2}
     text = json.dumps(to_jsonable(obj), ensure_ascii=False, **layout)
     # outside its strings JSON holds only ASCII, so every match is inside a string
-    return _JSON_UNESCAPED.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    return _JSON_UNESCAPED.sub(_json_escape, text)

@@ -116,6 +116,41 @@ def test_a_report_is_never_written_over_an_upload_or_into_the_catalog(
         assert not inside.exists()
 
 
+def test_a_picture_is_never_written_over_its_upload_or_into_the_catalog(
+    catalog_copy: Path, tmp_path: Path
+) -> None:
+    """``explain --out``, checked as a report is: not the upload it draws, not a file of the
+    catalog folder, nor a symbolic link to one (a PNG written through it would replace the
+    catalog database)."""
+    upload = tmp_path / "upload.png"  # an upload whose name ends like a picture
+    shutil.copy(CLEAN, upload)
+    database = catalog_copy / "catalog.sqlite"
+    link = tmp_path / "pic.png"
+    link.symlink_to(database)
+    kept = {path: path.read_bytes() for path in (upload, database)}
+    refused = {
+        upload: "it is one of the uploads",
+        link: "it is inside the catalog folder",
+        catalog_copy / "pic.png": "it is inside the catalog folder",
+    }
+    for out, why in refused.items():
+        done = audiodup(
+            "explain",
+            "--db",
+            str(catalog_copy),
+            str(upload),
+            "1",
+            "--out",
+            str(out),
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == f"error: cannot write {out}: {why}"
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert not (catalog_copy / "pic.png").exists()
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full on this system")
 def test_a_full_disk_under_stderr_is_an_error_s_exit_code(
     pristine_catalog_dir: Path, tmp_path: Path

@@ -154,8 +154,11 @@ def test_hostile_names_and_text_through_every_command(
         write_excerpt(os.path.join(os.fsencode(folder), raw), work, start_s, EXCERPT_S)
         with contextlib.suppress(UnicodeEncodeError):  # only UTF-8 names fit in a UTF-8 CSV
             rows.append((str(folder / name).encode().decode(), title, uploader, "2024-01-01"))
-            # the CSV reader strips cells; an empty cell is no value
-            described[name] = (title.strip() or None, uploader.strip() or None)
+            # the CSV reader keeps a name's cells as written; a blank cell is no value
+            described[name] = (
+                title if title.strip() else None,
+                uploader if uploader.strip() else None,
+            )
     csv_path = write_metadata_csv(where / "meta.csv", rows)
 
     def run(*args: str) -> tuple[int, str, str]:

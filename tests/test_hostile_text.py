@@ -207,7 +207,7 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
     ("text", "shown"),
     [
         ("[/]x", "[/]x"),
-        ("$\\frac{$", "$\\frac{$"),
+        ("$\\frac{$", "$\\\\frac{$"),  # a backslash is shown doubled
         (":warning:", ":warning:"),
         ("a\nerror: forged", "a\\nerror: forged"),
         ("\x1b[2J\x1b[31mred", "\\x1b[2J\\x1b[31mred"),
@@ -215,13 +215,57 @@ def wide(monkeypatch: pytest.MonkeyPatch) -> None:
         ("\x9b2J c1", "\\x9b2J c1"),
         ("\u202egnp.exe", "\\u202egnp.exe"),
         ("x\u2028y", "x\\u2028y"),
-        ("chanson_\udce9t\udce9", "chanson_\\xe9t\\xe9"),  # undecodable bytes of a file name
+        ("chanson_\udce9t\udce9", "chanson_\\\\xe9t\\\\xe9"),  # undecodable bytes of a name
         ("café ☃ 音楽", "café ☃ 音楽"),
+        ("wo\u200brk_03.ogg", "wo\\u200brk_03.ogg"),  # a zero-width space
+        ("\ufeffa\u00adb\u2060c", "\\ufeffa\\xadb\\u2060c"),
+        ("a\u00a0b\u3000c", "a\\xa0b\\u3000c"),  # spaces other than U+0020
+        ("flag\U000e0067", "flag\\U000e0067"),  # a tag character
+        (" song.ogg  ", "\\x20song.ogg\\x20\\x20"),  # spaces at either end
+        ("a b", "a b"),
     ],
 )
 def test_shown_text_escapes_only_what_would_act(text: str, shown: str) -> None:
     assert shown_text(text) == shown
     assert "\n" not in shown_text(text) and not ACTING.search(shown_text(text))
+
+
+def test_different_text_is_shown_differently() -> None:
+    """Names a review reported shown alike in the terminal's table: a newline and the two
+    characters backslash and n, a zero-width space, a trailing space. (An undecodable byte and
+    the four characters of its escape stay alike, as in JSON: README, "Limits".)"""
+    pairs = [
+        ("x\ny.ogg", "x\\ny.ogg"),
+        ("work_03.ogg", "wo\u200brk_03.ogg"),
+        ("song.ogg", "song.ogg "),
+        ("a\tb", "a\\tb"),
+        ("x\\", "x\\\\"),
+    ]
+    for a, b in pairs:
+        assert shown_text(a) != shown_text(b), (a, b)
+
+
+def test_no_character_that_acts_or_does_not_show_is_shown_as_it_is() -> None:
+    """Every control, format, line or paragraph separator and every space other than U+0020,
+    by its Unicode category, is escaped; and JSON writes each as an escape that reads back."""
+    import unicodedata
+
+    hidden = [
+        chr(c)
+        for c in range(0x110000)
+        if not 0xD800 <= c <= 0xDFFF
+        and (
+            unicodedata.category(chr(c)) in ("Cc", "Cf", "Zl", "Zp")
+            or (unicodedata.category(chr(c)) == "Zs" and c != 0x20)
+        )
+    ]
+    assert len(hidden) > 200
+    for char in hidden:
+        shown = shown_text(f"a{char}b")
+        assert char not in shown and shown.startswith("a\\") and shown.endswith("b"), hex(ord(char))
+    text = dumps({"name": "".join(hidden)}, compact=True)
+    assert json.loads(text) == {"name": "".join(hidden)}
+    assert not any(char in text for char in hidden)
 
 
 def test_json_text_reads_back_the_same_and_cannot_drive_a_terminal() -> None:

@@ -84,7 +84,7 @@ def test_semicolons_bom_and_blank_lines(music: Path) -> None:
     csv_path = music / "meta.csv"
     csv_path.write_bytes("\ufeffpath;title;uploader\n\nw0.ogg;Café; ring \n\n".encode())
     (row,) = read_metadata(csv_path).values()
-    assert row == {"title": "Café", "uploader": "ring"}
+    assert row == {"title": "Café", "uploader": " ring "}  # as written: " ring " is not "ring"
 
 
 def test_parse_timestamp() -> None:
@@ -121,6 +121,37 @@ def test_a_path_starting_with_a_tilde_names_a_folder_beside_the_csv(
     (tmp_path / "song.ogg").write_bytes(b"not this one")
     table = read_metadata(write(music / "meta.csv", "path,title\n~/song.ogg,tilde\n"))
     assert table == {str((music / "~" / "song.ogg").resolve()): {"title": "tilde"}}
+
+
+def test_paths_names_and_ids_are_read_as_written(music: Path) -> None:
+    """A review found a row for ``a.ogg `` (an uploader's name, ending in a space) applied to
+    ``a.ogg``: cells were stripped. A path, a title, an uploader and an id are kept as written;
+    only cells of a format (role, date, codes) lose the spaces around them."""
+    shutil.copyfile(music / "w0.ogg", music / "a.ogg")
+    shutil.copyfile(music / "w1.ogg", music / "a.ogg ")
+    table = read_metadata(
+        write(
+            music / "meta.csv",
+            "path,uploader,title,external_id,role,uploaded_at\n"
+            '"a.ogg ", alice ,"t ", X1 , Reference , 2020-01-02 \n',
+        )
+    )
+    assert table == {
+        str((music / "a.ogg ").resolve()): {
+            "uploader": " alice ",
+            "title": "t ",
+            "external_id": " X1 ",
+            "role": "reference",
+            "uploaded_at": "2020-01-02",
+        }
+    }
+    matched, unused = metadata_for_paths(table, [music / "a.ogg", music / "a.ogg "])
+    assert list(matched) == [str((music / "a.ogg ").resolve())] and unused == []
+    with pytest.raises(MetadataError) as exc:
+        read_metadata(write(music / "meta.csv", "path,title\n w1.ogg,x\n"))
+    ((line, problem),) = problems_of(exc)
+    assert line == 2 and problem.startswith("file not found:  w1.ogg (")
+    assert problem.endswith("; w1.ogg exists, but a path is read as written")
 
 
 # -- validation ------------------------------------------------------------------------------

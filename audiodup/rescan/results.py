@@ -224,3 +224,5 @@ class RunSummary:
     targets: int  # works this run screens in total
     already_done: int  # of those, done before this invocation (resumed runs)
     screened: int  # screened by this invocation
+    # works whose files the Dask workers could not read and this machine could: decoded here
+    decoded_here: tuple[int, ...] = ()

@@ -4,6 +4,7 @@ catalog; :func:`load_report` reads every stored result back into a report."""
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
@@ -22,7 +23,14 @@ from ..store import catalog_error
 from ..workers import map_with_timeout
 from .report import build_report
 from .results import Mode, RescanReport, RunSummary, WorkScan
-from .screen import WorkQuery, screen_work, screen_work_task, work_query_task
+from .screen import (
+    WorkQuery,
+    screen_work,
+    screen_work_task,
+    work_query,
+    work_query_task,
+    worker_catalog,
+)
 from .store import RESULTS_FILE, RescanStore
 
 LOCK_FILE = "rescan.lock"
@@ -104,8 +112,9 @@ def run_rescan(
         jobs = [(w, _absolute(files.get(w, live[w].path))) for w in todo]
         if jobs and dask is None:
             catalog.warm_files()  # the local workers share this machine's page cache
+        decoded_here: list[int] = []
         if dask is not None:
-            scans = _run_dask(dask, catalog, jobs, timeout_s)
+            scans = _run_dask(dask, catalog, jobs, timeout_s, decoded_here)
         elif (workers > 1 and len(jobs) > 1) or timeout_s is not None:
             scans = _run_local(catalog, workers, timeout_s, jobs)
         else:
@@ -123,7 +132,9 @@ def run_rescan(
                 close()  # stops worker pools at once on errors and Ctrl-C
         if run_id is not None:
             store.finish(run_id)
-        return RunSummary(run_id, mode, resumed, total, finished, screened)
+        return RunSummary(
+            run_id, mode, resumed, total, finished, screened, tuple(sorted(decoded_here))
+        )
     finally:
         store.close()
         lock.release()
@@ -153,18 +164,23 @@ def _run_local(
 
 
 def _run_dask(
-    dask, catalog: Catalog, jobs: list[tuple[int, str]], timeout_s: float | None
+    dask,
+    catalog: Catalog,
+    jobs: list[tuple[int, str]],
+    timeout_s: float | None,
+    decoded_here: list[int],
 ) -> Iterator[WorkScan]:
     """Each work decoded and screened on Dask, a bounded window of works in flight. Every wait
     is bounded (``timeout_s`` per result, and a cluster without workers is given up on):
     :class:`~audiodup.errors.ClusterError`, never a hang. A catalog split into shard groups is
     screened by scatter-gather over its groups (:mod:`audiodup.sharded`): the workers decode,
-    and no worker loads the whole index."""
+    and no worker loads the whole index; the works whose files a worker could not read and
+    this machine can are decoded here, their ids added to ``decoded_here``."""
     client, own = dask_client.connect(dask)
     bound = dask_client.DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
     try:
         if catalog.store.shard_groups():
-            yield from _run_sharded(client, catalog, jobs, bound)
+            yield from _run_sharded(client, catalog, jobs, bound, decoded_here)
             return
         root, settings = str(catalog.root.absolute()), catalog.settings
         tasks = [(screen_work_task, (root, settings, w, path)) for w, path in jobs]
@@ -176,15 +192,21 @@ def _run_dask(
 
 
 def _run_sharded(
-    client, catalog: Catalog, jobs: list[tuple[int, str]], bound: float
+    client, catalog: Catalog, jobs: list[tuple[int, str]], bound: float, decoded_here: list[int]
 ) -> Iterator[WorkScan]:
     from ..sharded import ShardedScreening
 
     root, settings = str(catalog.root.absolute()), catalog.settings
     sharded = ShardedScreening(catalog.store, settings, client, timeout_s=bound)
     tasks = [(work_query_task, (root, settings, w, path)) for w, path in jobs]
+    paths = dict(jobs)
 
     def screen(work_id: int, query: WorkQuery) -> WorkScan:
+        if query.source == "stored_fingerprint" and _readable_here(paths[work_id]):
+            here = work_query(worker_catalog(root, settings), work_id, paths[work_id])
+            if here.source == "file":
+                query = here
+                decoded_here.append(work_id)
         found = match_signals(
             sharded.match_fingerprint,
             query.fingerprint,
@@ -218,6 +240,15 @@ def _run_sharded(
     finally:
         # on an error, the works not started yet are not: each would wait out its own bound
         pool.shutdown(cancel_futures=True)
+
+
+def _readable_here(path: str | None) -> bool:
+    """Whether this machine can read ``path``: a work whose file a Dask worker could not use
+    is then decoded here. A file this machine reads and a worker does not is the cluster's
+    fault (workers must see the audio at the same absolute paths), not the work's: its stored
+    fingerprint in its place would be a lesser result kept for good (``--new-only`` never
+    screens it again). A file that fails here too keeps the worker's answer."""
+    return path is not None and os.path.isfile(path) and os.access(path, os.R_OK)
 
 
 def _result(future, bound: float):

@@ -122,7 +122,7 @@ def work_query(
 _LOCAL = threading.local()
 
 
-def _worker_catalog(root: str, settings: Settings) -> Catalog:
+def worker_catalog(root: str, settings: Settings) -> Catalog:
     """One open catalog per thread (SQLite connections stay in their thread) and root."""
     keep_freed_memory()  # a Dask worker that screens or fingerprints the works
     cache = getattr(_LOCAL, "catalogs", None)
@@ -145,7 +145,7 @@ def screen_work_task(root: str, settings: Settings, work_id: int, path: str) -> 
     """Picklable task for worker processes and Dask: errors come back in the scan, except a
     Dask worker's that cannot open the catalog (:class:`WorkersCannotOpenCatalogError`)."""
     try:
-        return screen_work(_worker_catalog(root, settings), work_id, path)
+        return screen_work(worker_catalog(root, settings), work_id, path)
     except WorkersCannotOpenCatalogError:
         raise  # the cluster's problem, not the work's
     except AudiodupError as exc:
@@ -167,7 +167,7 @@ def work_query_task(
     (:class:`ReadyViews`); errors come back as a scan, except a worker's that cannot open the
     catalog (:class:`WorkersCannotOpenCatalogError`)."""
     try:
-        query = work_query(_worker_catalog(root, settings), work_id, path)
+        query = work_query(worker_catalog(root, settings), work_id, path)
         if query.view is not None:
             query = replace(query, view=ready_views(query.fingerprint, query.view, settings))
         parts = tuple(
