@@ -1173,9 +1173,11 @@ def main() -> None:
     try:
         _run_command()
     except AudiodupError as exc:
-        # one line; a metadata CSV's problems one line each, each escaped here, once
-        lines = exc.lines if isinstance(exc, MetadataError) else [str(exc)]
-        _say("error: " + "\n".join(shown_text(line) for line in lines))
+        # one line; a metadata CSV's problems one line each, their text escaped here, once
+        if isinstance(exc, MetadataError):
+            _say("error: " + "\n".join(exc.lines(shown_text)))
+        else:
+            _say(f"error: {shown_text(exc)}")
         sys.exit(EXIT_INPUT_ERROR)
     except KeyboardInterrupt:
         _say("interrupted")

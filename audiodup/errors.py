@@ -1,5 +1,7 @@
 """Error types. The CLI turns each into one line naming the file and the cause."""
 
+from collections.abc import Callable
+
 
 class AudiodupError(Exception):
     """Base class of every error audiodup raises on purpose."""
@@ -31,14 +33,20 @@ class MetadataError(AudiodupError):
     def __init__(self, source: str, problems: list[tuple[int, str]], outcome: str = "added"):
         self.source = source
         self.problems = problems  # (line number, what is wrong), line 1 is the header
+        self.outcome = outcome
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self, shown: Callable[[str], str] = str) -> list[str]:
+        """The message, a line for the file and one for each problem (at most 20), the CSV's
+        name and each problem's text passed through ``shown`` (a file name holding a newline
+        stays in its line, and the indent is not part of the text)."""
+        problems = self.problems
         noun = "problem" if len(problems) == 1 else "problems"
-        # one line each, shown apart (a file name holding a newline stays in its line)
-        self.lines = [
-            f"{source}: {len(problems)} {noun}, nothing was {outcome}",
-            *(f"  line {line}: {text}" for line, text in problems[:20]),
+        return [
+            f"{shown(self.source)}: {len(problems)} {noun}, nothing was {self.outcome}",
+            *(f"  line {line}: {shown(text)}" for line, text in problems[:20]),
             *([f"  ... and {len(problems) - 20} more"] if len(problems) > 20 else []),
         ]
-        super().__init__("\n".join(self.lines))
 
 
 class WorkNotFoundError(CatalogError):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .errors import MetadataError
 from .ingest import expand_paths, file_key, source_path
-from .results import UploadInfo
+from .results import UploadInfo, listed_text
 
 KNOWN_COLUMNS = (
     "path",
@@ -123,7 +123,9 @@ def read_metadata(csv_path: str | Path, cwd: str | Path | None = None) -> dict[s
         row.pop("path", None)
         if key is not None:
             if key in first_seen:
-                row_problems.append(f"{key} is already described on line {first_seen[key]}")
+                row_problems.append(
+                    f"{listed_text(key)} is already described on line {first_seen[key]}"
+                )
             else:
                 first_seen[key] = line
         external = row.get("external_id")
@@ -183,7 +185,7 @@ def read_metadata_update(
             resolved = _resolve(row["path"], base_dirs)
             key = row["path"] if isinstance(resolved, str) else source_path(resolved)
             found = by_path.get(key, []) or by_path.get(row["path"], [])
-            what = f"path {row['path']}"
+            what = f"path {listed_text(row['path'])}"
         else:
             found, what = [], ""
             key_problems.append("no upload_id, external_id or path to name the upload")
@@ -369,8 +371,9 @@ def _value_problems(row: dict[str, str]) -> list[str]:
 
 
 def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
-    """The file ``text`` names, or a description of why it names none (or two). The
-    description quotes paths as they are: it is escaped where it is shown, once."""
+    """The file ``text`` names, or a description of why it names none (or two). Paths in the
+    description are :func:`listed_text` (a path that holds a space is quoted, so its spaces
+    show); it is escaped where it is shown, once."""
     path = Path(text)  # literal: "~/x" names x in a folder "~", never in a home folder
     candidates = [path] if path.is_absolute() else [base / path for base in base_dirs]
     found: list[Path] = []
@@ -387,17 +390,17 @@ def _resolve(text: str, base_dirs: list[Path]) -> Path | str:
         if exists and resolved not in found:
             found.append(resolved)
     if not found and unreadable:
-        return f"cannot read {text}: {unreadable}"
+        return f"cannot read {listed_text(text)}: {unreadable}"
     if not found:
         where = "" if path.is_absolute() else " (looked next to the CSV and in the current folder)"
         if text != text.strip() and not isinstance(_resolve(text.strip(), base_dirs), str):
-            where += f"; {text.strip()} exists, but a path is read as written"
-        return f"file not found: {text}{where}"
+            where += f"; {listed_text(text.strip())} exists, but a path is read as written"
+        return f"file not found: {listed_text(text)}{where}"
     if len(found) > 1:
-        first, second = found[:2]
-        return f"ambiguous path {text}: both {first} and {second} exist"
+        first, second = (listed_text(str(f)) for f in found[:2])
+        return f"ambiguous path {listed_text(text)}: both {first} and {second} exist"
     try:
         regular = found[0].is_file()
     except OSError as exc:
-        return f"cannot read {text}: {exc.strerror or exc}"
-    return found[0] if regular else f"not a regular file: {text}"
+        return f"cannot read {listed_text(text)}: {exc.strerror or exc}"
+    return found[0] if regular else f"not a regular file: {listed_text(text)}"

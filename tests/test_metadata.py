@@ -150,7 +150,7 @@ def test_paths_names_and_ids_are_read_as_written(music: Path) -> None:
     with pytest.raises(MetadataError) as exc:
         read_metadata(write(music / "meta.csv", "path,title\n w1.ogg,x\n"))
     ((line, problem),) = problems_of(exc)
-    assert line == 2 and problem.startswith("file not found:  w1.ogg (")
+    assert line == 2 and problem.startswith('file not found: " w1.ogg" (')
     assert problem.endswith("; w1.ogg exists, but a path is read as written")
 
 
@@ -308,7 +308,7 @@ def test_invalid_metadata_adds_nothing(
     )
     assert code == 2
     assert err.startswith(f"error: {csv_path}: 1 problem, nothing was added\n")
-    assert f"line {line}: " in err and words in err
+    assert f"\n  line {line}: " in err and words in err  # indented as it is, not escaped
     assert "Traceback" not in err and out == ""
     with Catalog.open(catalog_copy, create=False) as catalog:
         assert catalog.works() == before
