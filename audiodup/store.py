@@ -2176,10 +2176,26 @@ class CatalogStore:
         if unindexed:
             problems.append(f"{_works(unindexed)} in no index shard")
 
-    def _check_shards(self, problems: list[str]) -> None:
-        shards = self.db.execute(
-            "SELECT shard_id, hash_file, chroma_file, n_hashes, n_segments FROM shards"
+    def _check_shards(self, problems: list[str], attempts: int = 5) -> None:
+        """Each listed shard's files against the catalog. A writer that replaces shards (a
+        merge, a rebuild) deletes their files once it has committed: a shard list that
+        changed while its files were read is read again, as :meth:`load_indexes` does, so a
+        write in progress is never reported as damage."""
+        for attempt in range(attempts):
+            shards = self._shard_rows()
+            found: list[str] = []
+            self._check_shard_rows(shards, found)
+            if not found or attempt + 1 == attempts or self._shard_rows() == shards:
+                problems.extend(found)
+                return
+
+    def _shard_rows(self) -> list[tuple]:
+        return self.db.execute(
+            "SELECT shard_id, hash_file, chroma_file, n_hashes, n_segments FROM shards "
+            "ORDER BY shard_id"
         ).fetchall()
+
+    def _check_shard_rows(self, shards: list[tuple], problems: list[str]) -> None:
         if shards and not (self.root / _SHARDS).is_dir():
             problems.append(f"the shards folder {path_text(self.root / _SHARDS)} is missing")
             return

@@ -373,3 +373,38 @@ def test_a_parts_file_name_is_read_whole(disposition: bytes, name: bytes | None)
     from audiodup.service.intake import sent_filename
 
     assert sent_filename(disposition) == name
+
+
+def _received(folder: Path, data: bytes, digest: str):
+    from audiodup.service import intake
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{len(list(folder.iterdir()))}.part"
+    path.write_bytes(data)
+    return intake.Received(path, len(data), digest, ".ogg")
+
+
+def test_a_failed_recording_never_drops_audio_another_request_of_the_same_bytes_kept(
+    tmp_path: Path,
+) -> None:
+    """Two service processes keep the same bytes under one name. A review found the request
+    that made the file and then failed (503 busy, a full disk) deleting it after the other
+    had kept it too and went on to record its upload: a recorded upload without its audio.
+    A request drops only a file it made that no other request has put there since."""
+    from audiodup.service import intake
+
+    received, incoming = tmp_path / "received", tmp_path / "incoming"
+    data, digest = b"the same bytes", "ab" * 32
+
+    first = intake.keep(_received(incoming, data, digest), received)
+    second = intake.keep(_received(incoming, data, digest), received)
+    assert first.created and not second.created and first.path == second.path
+    intake.drop(first, received)  # the first fails after the second kept the file
+    assert first.path.read_bytes() == data
+    intake.drop(second, received)  # the second fails: the file was there before it
+    assert first.path.read_bytes() == data
+
+    alone = intake.keep(_received(incoming, b"other bytes", "cd" * 32), received)
+    assert alone.created
+    intake.drop(alone, received)  # made by this request, no other kept it: dropped
+    assert not alone.path.exists()

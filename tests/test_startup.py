@@ -223,3 +223,27 @@ def test_a_plain_screen_on_a_closed_pipe_ends_as_typer_ends_it(pristine_catalog_
     common = ["screen", "--json", "--db", str(pristine_catalog_dir), upload]
     assert _exit_code_on_a_closed_pipe(common) == 2
     assert _exit_code_on_a_closed_pipe([*common, "--top", "005"]) == 2
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
+    """A review found Ctrl-C in a command's first half second (its modules loading) printing
+    a traceback and killing the process by the signal."""
+    import importlib
+
+    from audiodup import console
+
+    def interrupted(name: str):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as stopped:
+        console.main()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_the_console_entry_point_runs_the_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "audiodup", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.startswith("audiodup ")

@@ -167,6 +167,33 @@ def test_verify_is_clean_after_rebuilding_a_deleted_shard(catalog_copy: Path) ->
         assert catalog.verify() == []
 
 
+def test_verify_during_a_rebuild_reads_the_new_shards_not_damage(
+    catalog_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that replaces the shards (a merge, a rebuild) deletes their files once it has
+    committed. A review found ``verify`` reading the old list meanwhile, reporting every shard
+    'unreadable' and telling the user to rebuild a sound catalog. A damaged shard the writer
+    does not replace is still reported."""
+    import audiodup.store as store_module
+
+    read = store_module.read_hash_shard
+    rebuilt = []
+
+    def read_while_rebuilt(path, *args, **kwargs):
+        if not rebuilt:  # another process rebuilds between the list and the first file
+            rebuilt.append(True)
+            with Catalog.open(catalog_copy) as other:
+                other.rebuild()
+        return read(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "read_hash_shard", read_while_rebuilt)
+    with Catalog.open(catalog_copy) as catalog:
+        assert catalog.verify() == [] and rebuilt
+        monkeypatch.setattr(store_module, "read_hash_shard", read)
+        shard_files(catalog_copy)[0].write_bytes(b"damaged")
+        assert any("unreadable index" in problem for problem in catalog.verify())
+
+
 def test_truncated_shard_file_is_reported_and_rebuilt(catalog_copy: Path) -> None:
     victim = shard_files(catalog_copy)[0]
     data = victim.read_bytes()

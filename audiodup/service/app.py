@@ -432,11 +432,10 @@ def record_work(
             return earlier
         audio, prints, verdict = _screen(engine, received, name)
         fingerprint = prints.stored()  # from the screening's STFT and peak search: one of each
-        new_file = not intake.kept_path(received, engine.config.received_dir).exists()
         kept = intake.keep(received, engine.config.received_dir)
-        stat = kept.stat()
+        stat = kept.path.stat()
         item = NewWork(
-            path=str(kept),
+            path=str(kept.path),
             sha256=audio.sha256,
             duration_s=audio.duration_s,
             fingerprint=fingerprint,
@@ -461,9 +460,7 @@ def record_work(
             try:
                 committed, recorded = catalog.store.record_screened_upload(item, screening)
             except BaseException:  # a full disk: audio no upload records is not kept
-                if new_file:
-                    with contextlib.suppress(OSError):
-                        kept.unlink()
+                intake.drop(kept, engine.config.received_dir)
                 raise
             if committed.status == "present":  # the same key won a race with this request
                 return _answer_replay(engine, upload, recorded)

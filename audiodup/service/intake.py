@@ -343,15 +343,48 @@ def kept_path(received: Received, folder: Path) -> Path:
     return folder / f"{received.sha256}{received.suffix}"
 
 
-def keep(received: Received, folder: Path) -> Path:
-    """Move the received file to :func:`kept_path` and make it durable; returns its path."""
+@dataclass(frozen=True)
+class Kept:
+    """A received file kept by :func:`keep`: where, which file (inode) this request put
+    there, and whether none was there before (an upload of the same bytes may hold it)."""
+
+    path: Path
+    inode: int
+    created: bool
+
+
+# keeping a file and dropping one take this lock, held for a rename or an unlink: several
+# service processes keep the same bytes under one name
+_KEEP_LOCK = ".keep.lock"
+
+
+def keep(received: Received, folder: Path) -> Kept:
+    """Move the received file to :func:`kept_path` and make it durable."""
+    from filelock import FileLock
+
     final = kept_path(received, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(received.path, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(received.path, final)
+        with FileLock(str(folder / _KEEP_LOCK)):
+            created = not final.exists()
+            os.replace(received.path, final)
+            inode = final.stat().st_ino
         fsync_folder(folder)
     except OSError as exc:
         raise _storage_error(exc) from None
-    return final
+    return Kept(final, inode, created)
+
+
+def drop(kept: Kept, folder: Path) -> None:
+    """Remove a kept file whose upload was not recorded, when this request made it and it is
+    still the file this request put there: a request of the same bytes that found it (and may
+    record an upload of it) never loses it, nor one that put its own file there since."""
+    from filelock import FileLock
+
+    if not kept.created:
+        return
+    with contextlib.suppress(OSError), FileLock(str(folder / _KEEP_LOCK)):
+        if kept.path.stat().st_ino == kept.inode:
+            kept.path.unlink()
