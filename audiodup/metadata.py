@@ -175,7 +175,7 @@ def read_metadata_update(
         key_problems: list[str] = []
         if "upload_id" in row:
             text = row.pop("upload_id")
-            found = [int(text)] if text.isdigit() and int(text) in by_id else []
+            found = [int(text)] if text.isascii() and text.isdigit() and int(text) in by_id else []
             what = f"upload_id {text!r}"
         elif "external_id" in row:
             found = by_external.get(row["external_id"], [])

@@ -277,7 +277,14 @@ _DECISION_COLUMNS = (
     "reviewer",
     "decided_at",
 )
-_DECISION_PAIR_COLUMNS = ("review_decision", "review_note", "reviewer", "reviewed_at")
+# one value per upload decided on, joined by "; " in the order of reviewed_upload_ids
+_DECISION_PAIR_COLUMNS = (
+    "reviewed_upload_ids",
+    "review_decision",
+    "review_note",
+    "reviewer",
+    "reviewed_at",
+)
 
 
 def decisions_csv(decisions: Sequence[ReviewDecision]) -> str:
@@ -290,16 +297,18 @@ def decisions_csv(decisions: Sequence[ReviewDecision]) -> str:
 
 def decisions_by_pair(
     decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
-) -> dict[tuple[int, int], ReviewDecision]:
-    """The decision in force on each pair of works (ascending ids, as ``Pair.work_ids``): a
-    decision on an upload is about its work and the matched work; the latest one wins."""
+) -> dict[tuple[int, int], tuple[ReviewDecision, ...]]:
+    """The decisions in force on each pair of works (ascending ids, as ``Pair.work_ids``), by
+    upload id: a decision on an upload is about its work and the matched work, and a work's
+    uploads are decided on one by one (an honest upload ``not_a_copy``, a thief's of the same
+    audio ``copy``); each upload's latest decision on the pair is in force."""
     work_of = {u.upload_id: u.work_id for u in uploads}
-    found: dict[tuple[int, int], ReviewDecision] = {}
+    found: dict[tuple[int, int], dict[int, ReviewDecision]] = {}
     for d in sorted(decisions, key=lambda d: d.decision_id):
         work = work_of.get(d.upload_id)
         if work is not None and work != d.work_id:
-            found[(min(work, d.work_id), max(work, d.work_id))] = d
-    return found
+            found.setdefault((min(work, d.work_id), max(work, d.work_id)), {})[d.upload_id] = d
+    return {pair: tuple(by[u] for u in sorted(by)) for pair, by in found.items()}
 
 
 def with_decision_columns(
@@ -308,10 +317,10 @@ def with_decision_columns(
     decisions: Sequence[ReviewDecision],
     uploads: Sequence[UploadInfo],
 ) -> str:
-    """:func:`rescan_csv` ``text`` with the review decision in force on each pair in its last
-    columns (empty where none was made). Its rows are the report's pairs, duplicates then
-    suspects; cells are copied as written (already formula-safe), only the new ones are made
-    safe."""
+    """:func:`rescan_csv` ``text`` with the review decisions in force on each pair in its last
+    columns, one per upload decided on (empty where none was made). Its rows are the report's
+    pairs, duplicates then suspects; cells are copied as written (already formula-safe), only
+    the new ones are made safe."""
     reviewed = decisions_by_pair(decisions, uploads)
     rows = list(csv.reader(io.StringIO(text, newline="")))
     pairs = (*report.pairs, *report.suspect_pairs)
@@ -319,12 +328,14 @@ def with_decision_columns(
         raise AudiodupError("the rescan CSV does not have one row per pair")
     rows[0] += _DECISION_PAIR_COLUMNS
     for row, pair in zip(rows[1:], pairs, strict=True):
-        found = reviewed.get(pair.work_ids)
-        added = (
-            [found.decision, found.note, found.reviewer, found.decided_at]
-            if found
-            else [""] * len(_DECISION_PAIR_COLUMNS)
-        )
+        found = reviewed.get(pair.work_ids, ())
+        added = [
+            "; ".join(str(d.upload_id) for d in found),
+            *(
+                "; ".join(listed_text(getattr(d, name)) for d in found)
+                for name in ("decision", "note", "reviewer", "decided_at")
+            ),
+        ]
         row += [_text_cell(cell) for cell in added]
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerows(rows)

@@ -804,27 +804,27 @@ def decisions_section(
     reviewed = decisions_by_pair(decisions, uploads)
     rows = []
     for pair in (*report.pairs, *report.suspect_pairs):
-        found = reviewed.get(pair.work_ids)
-        if found is None:
-            continue
-        rows.append(
-            [
-                (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0]),
-                _e(pair.label),
-                _e(f"upload {found.upload_id} against work {found.work_id}"),
-                _e(found.decision.replace("_", " ")),
-                _e(found.note),
-                _e(found.reviewer),
-                _e(found.decided_at),
-            ]
-        )
+        for found in reviewed.get(pair.work_ids, ()):  # a row per upload decided on
+            rows.append(
+                [
+                    (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0]),
+                    _e(pair.label),
+                    _e(f"upload {found.upload_id} against work {found.work_id}"),
+                    _e(found.decision.replace("_", " ")),
+                    _e(found.note),
+                    _e(found.reviewer),
+                    _e(found.decided_at),
+                ]
+            )
     if not rows:
         return ""
     headers = ["works", "pair", "decided on", "decision", "note", "reviewer", "decided at"]
     return (
         '<section id="review-decisions"><h2>Review decisions</h2>'
-        '<p class="muted">The decision in force on each pair (audiodup serve\'s review '
-        "queue).</p>" + _table(headers, rows, table_id="review-decisions-table") + "</section>"
+        '<p class="muted">The decisions in force on each pair, one per upload decided on '
+        "(audiodup serve's review queue).</p>"
+        + _table(headers, rows, table_id="review-decisions-table")
+        + "</section>"
     )
 
 

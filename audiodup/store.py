@@ -2812,7 +2812,9 @@ def available_memory(
             usage = int(Path(usage_file).read_text(encoding="ascii").strip())
         except (OSError, ValueError):
             continue
-        if limit.isdigit() and int(limit) < 1 << 60:  # "max" or a huge v1 value: no limit
+        if (
+            limit.isascii() and limit.isdigit() and int(limit) < 1 << 60
+        ):  # "max" or a huge v1 value: no limit
             available = min(available, max(int(limit) - usage, 0))
         break
     return available

@@ -131,7 +131,7 @@ def test_rescan_reports_show_the_decision_beside_its_pair(
     made = catalog.record_decision(
         upload_id, pair.reference_work_id, "not_a_copy", "=licensed remix", "rita"
     )
-    assert decisions_by_pair([made], uploads) == {pair.work_ids: made}
+    assert decisions_by_pair([made], uploads) == {pair.work_ids: (made,)}
     # the CSV written with the catalog: the decision in its pair's row, cells formula-safe
     out = write_rescan_report(report, tmp_path / "rescan.csv", catalog)
     rows = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"), newline="")))
@@ -140,7 +140,8 @@ def test_rescan_reports_show_the_decision_beside_its_pair(
     assert [(r["query_work_id"], r["reference_work_id"]) for r in decided] == [
         (str(pair.query_work_id), str(pair.reference_work_id))
     ]
-    assert decided[0]["review_note"] == "'=licensed remix" and decided[0]["reviewer"] == "rita"
+    assert decided[0]["reviewed_upload_ids"] == str(upload_id)
+    assert decided[0]["review_note"] == '"=licensed remix"' and decided[0]["reviewer"] == "rita"
     plain = rescan_csv(report)
     assert with_decision_columns(plain, report, [], uploads).count("not_a_copy") == 0
     # every cell before the new ones is copied as rescan_csv wrote it
@@ -156,6 +157,35 @@ def test_rescan_reports_show_the_decision_beside_its_pair(
     assert with_decisions_section(page, report, [], uploads) == page
     hostile = replace(made, note="<img src=x onerror=alert(1)>")
     assert "<img src=x" not in with_decisions_section(page, report, [hostile], uploads)
+
+
+def test_each_upload_s_decision_on_a_pair_is_shown(rescan_report_and_catalog) -> None:
+    """A review found one decision per pair of works: an honest upload decided 'not a copy'
+    and a thief's upload of the same audio decided 'copy' showed as one decision, the later
+    one, with no upload named in the CSV. Each upload's decision in force is shown."""
+    report, catalog = rescan_report_and_catalog
+    pair = report.pairs[0]
+    honest = next(u for u in catalog.uploads() if u.work_id == pair.query_work_id)
+    thief = replace(honest, upload_id=max(u.upload_id for u in catalog.uploads()) + 1)
+    uploads = [*catalog.uploads(), thief]
+    other = pair.reference_work_id
+    decided = [
+        decision(1, thief.upload_id, other, "escalate"),
+        decision(2, honest.upload_id, other, "not_a_copy", "licensed"),
+        decision(3, thief.upload_id, other, "copy", "stolen; re-pitched"),
+    ]
+    found = decisions_by_pair(decided, uploads)
+    assert found == {pair.work_ids: (decided[1], decided[2])}  # each upload's latest
+    text = with_decision_columns(rescan_csv(report), report, decided, uploads)
+    (row,) = [r for r in csv.DictReader(io.StringIO(text, newline="")) if r["review_decision"]]
+    assert row["reviewed_upload_ids"] == f"{honest.upload_id}; {thief.upload_id}"
+    assert row["review_decision"] == "not_a_copy; copy"
+    assert row["review_note"] == 'licensed; "stolen; re-pitched"'
+    page = with_decisions_section(rescan_html(report, None), report, decided, uploads)
+    assert (
+        f"upload {honest.upload_id} against" in page and f"upload {thief.upload_id} against" in page
+    )
+    assert ">copy<" in page and ">not a copy<" in page
 
 
 @pytest.fixture(scope="module")

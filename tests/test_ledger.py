@@ -221,6 +221,8 @@ def test_update_by_upload_id_external_id_and_full_path(ledger: Path, tmp_path: P
         ("external_id,uploader\nA-1,x\n", 2, "ambiguous: uploads 1, 3"),
         ("external_id,uploader\nZ-9,x\n", 2, "names no upload"),
         ("upload_id,uploader\n99,x\n", 2, "names no upload"),
+        ("upload_id,uploader\n\u00b2,x\n", 2, "names no upload"),  # a digit int() cannot read
+        ("upload_id,uploader\n\u0663,x\n", 2, "names no upload"),  # an Arabic-Indic three
         ("path,uploader\nwork_00.ogg,x\n", 2, "names no upload"),  # a base name names nothing
         ("upload_id,role\n2,owner\n", 2, "role 'owner'"),
         ("upload_id,uploaded_at\n2,yesterday\n", 2, "not an ISO 8601 date"),

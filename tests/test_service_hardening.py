@@ -6,6 +6,7 @@ error line, and the queue's root route is named in the metrics."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -402,6 +403,13 @@ def test_a_failed_recording_never_drops_audio_another_request_of_the_same_bytes_
     intake.drop(first, received)  # the first fails after the second kept the file
     assert first.path.read_bytes() == data
     intake.drop(second, received)  # the second fails: the file was there before it
+    assert first.path.read_bytes() == data
+
+    # the file the first request made was replaced, and the file system may give the new one
+    # the freed inode's number: that is not the first request's file either
+    dev, inode, changed = second.identity
+    reused = dataclasses.replace(first, identity=(dev, inode, changed - 1))
+    intake.drop(reused, received)
     assert first.path.read_bytes() == data
 
     alone = intake.keep(_received(incoming, b"other bytes", "cd" * 32), received)

@@ -203,8 +203,8 @@ def _run_sharded(
 
     def screen(work_id: int, query: WorkQuery) -> WorkScan:
         if query.source == "stored_fingerprint" and _readable_here(paths[work_id]):
-            here = work_query(worker_catalog(root, settings), work_id, paths[work_id])
-            if here.source == "file":
+            here = _decoded_here(root, settings, work_id, paths[work_id])
+            if here is not None:
                 query = here
                 decoded_here.append(work_id)
         found = match_signals(
@@ -249,6 +249,17 @@ def _readable_here(path: str | None) -> bool:
     fingerprint in its place would be a lesser result kept for good (``--new-only`` never
     screens it again). A file that fails here too keeps the worker's answer."""
     return path is not None and os.path.isfile(path) and os.access(path, os.R_OK)
+
+
+def _decoded_here(root: str, settings: Settings, work_id: int, path: str) -> WorkQuery | None:
+    """The work decoded on this machine (:func:`_readable_here`), or None when that fails
+    too (the work removed meanwhile, a file that fails here as well): the worker's answer
+    stands, as for any file a rescan cannot use."""
+    try:
+        here = work_query(worker_catalog(root, settings), work_id, path)
+    except Exception:  # noqa: BLE001 - one work must not stop a rescan
+        return None
+    return here if here.source == "file" else None
 
 
 def _result(future, bound: float):

@@ -89,7 +89,13 @@ def part_name(pid: int) -> str:
 def orphaned_part(name: str, alive: Callable[[int], bool]) -> bool:
     """Whether the part file ``name`` belongs to a process of this host that is gone."""
     pid, at, rest = name.partition("@")
-    if not (at and pid.isdigit() and rest.startswith(f"{_HOST}-") and name.endswith(".part")):
+    if not (
+        at
+        and pid.isascii()
+        and pid.isdigit()
+        and rest.startswith(f"{_HOST}-")
+        and name.endswith(".part")
+    ):
         return False
     return not alive(int(pid))
 
@@ -112,7 +118,12 @@ async def receive(
             "part of a multipart/form-data body",
         )
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes + 64 * 1024:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes + 64 * 1024
+    ):
         raise _too_large(max_bytes)
     target = incoming / part_name(os.getpid())
     try:
@@ -165,7 +176,12 @@ async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
     (declared or sent, chunked or not)."""
     too_large = ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes
+    ):
         raise too_large
     return b"".join([chunk async for chunk in _limited(request.stream(), max_bytes, too_large)])
 
@@ -345,11 +361,11 @@ def kept_path(received: Received, folder: Path) -> Path:
 
 @dataclass(frozen=True)
 class Kept:
-    """A received file kept by :func:`keep`: where, which file (inode) this request put
-    there, and whether none was there before (an upload of the same bytes may hold it)."""
+    """A received file kept by :func:`keep`: where, which file this request put there, and
+    whether none was there before (an upload of the same bytes may hold it)."""
 
     path: Path
-    inode: int
+    identity: tuple[int, int, int]  # device, inode and change time: a freed inode is reused
     created: bool
 
 
@@ -370,11 +386,16 @@ def keep(received: Received, folder: Path) -> Kept:
         with FileLock(str(folder / _KEEP_LOCK)):
             created = not final.exists()
             os.replace(received.path, final)
-            inode = final.stat().st_ino
+            identity = _identity(final)
         fsync_folder(folder)
     except OSError as exc:
         raise _storage_error(exc) from None
-    return Kept(final, inode, created)
+    return Kept(final, identity, created)
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    found = path.stat()
+    return found.st_dev, found.st_ino, found.st_ctime_ns
 
 
 def drop(kept: Kept, folder: Path) -> None:
@@ -386,5 +407,5 @@ def drop(kept: Kept, folder: Path) -> None:
     if not kept.created:
         return
     with contextlib.suppress(OSError), FileLock(str(folder / _KEEP_LOCK)):
-        if kept.path.stat().st_ino == kept.inode:
+        if _identity(kept.path) == kept.identity:
             kept.path.unlink()
