@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -376,8 +377,6 @@ _KEEP_LOCK = ".keep.lock"
 
 def keep(received: Received, folder: Path) -> Kept:
     """Move the received file to :func:`kept_path` and make it durable."""
-    from filelock import FileLock
-
     final = kept_path(received, folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -402,8 +401,6 @@ def drop(kept: Kept, folder: Path) -> None:
     """Remove a kept file whose upload was not recorded, when this request made it and it is
     still the file this request put there: a request of the same bytes that found it (and may
     record an upload of it) never loses it, nor one that put its own file there since."""
-    from filelock import FileLock
-
     if not kept.created:
         return
     with contextlib.suppress(OSError), FileLock(str(folder / _KEEP_LOCK)):
