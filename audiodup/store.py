@@ -841,6 +841,15 @@ class CatalogStore:
         return {int(work_id): _file_of(path) for work_id, path in rows}
 
     @reports_errors("read")
+    def recorded_file_names(self) -> set[str]:
+        """The name (last part) of every file a work or an upload records, removed ones too:
+        what a sweep of unrecorded received files must keep."""
+        query = "SELECT path FROM works"
+        if self._has_ledger:
+            query += " UNION SELECT source_path FROM uploads"
+        return {os.path.basename(_file_of(row[0])) for row in self.db.execute(query)}
+
+    @reports_errors("read")
     def work_file(self, work_id: int) -> str | None:
         """One live work's file as :meth:`work_files` gives it (None: no such work)."""
         return self._file("SELECT path FROM works WHERE work_id = ? AND removed = 0", work_id)

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ pytest.importorskip("fastapi")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
+from audiodup.catalog import Catalog  # noqa: E402
 from audiodup.errors import AudiodupError  # noqa: E402
 from audiodup.service.app import create_app  # noqa: E402
 from audiodup.service.auth import KeyFile  # noqa: E402
@@ -416,3 +418,57 @@ def test_a_failed_recording_never_drops_audio_another_request_of_the_same_bytes_
     assert alone.created
     intake.drop(alone, received)  # made by this request, no other kept it: dropped
     assert not alone.path.exists()
+
+
+def test_a_kept_file_no_upload_records_is_swept_once_old_enough(tmp_path: Path) -> None:
+    """Two requests of the same bytes that both fail leave the file neither may drop; a kept
+    name that nothing records is removed once older than any request could be, and nothing
+    else in the folder is."""
+    from audiodup.service import intake
+
+    folder = tmp_path / "received"
+    folder.mkdir()
+    orphan, recorded = folder / f"{'ab' * 32}.ogg", folder / f"{'cd' * 32}.wav"
+    other = folder / "notes.txt"  # not a kept file's name
+    linked = folder / f"{'ef' * 32}.ogg"
+    nested = folder / f"{'12' * 32}.flac"
+    for path in (orphan, recorded, other):
+        path.write_bytes(b"audio")
+    linked.symlink_to(other)
+    nested.mkdir()
+    names = {recorded.name, "unrelated.ogg"}
+
+    assert intake.sweep_unrecorded(folder, names, older_than=time.time() - 3600) == 0
+    assert orphan.exists()  # too recent: a request may still be recording it
+    assert intake.sweep_unrecorded(folder, names, older_than=time.time() + 60) == 1
+    left = sorted(p.name for p in folder.iterdir() if p.name != ".keep.lock")
+    assert left == sorted([recorded.name, other.name, linked.name, nested.name])
+    assert intake.sweep_unrecorded(tmp_path / "missing", names, time.time() + 60) == 0
+
+
+def test_a_starting_worker_removes_received_files_no_upload_records(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from audiodup.service import engine
+
+    monkeypatch.setattr(engine, "unrecorded_age_s", lambda config: -60.0)  # all are old
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+    with TestClient(create_app(config)) as client:
+        with open(UPLOADS / "pitch_-3_work_03.ogg", "rb") as handle:
+            answer = client.post(
+                "/v1/uploads", files={"file": ("a.ogg", handle, "audio/ogg")}, headers=bearer(key)
+            )
+        assert answer.status_code == 201, answer.text
+        upload_id = answer.json()["upload"]["upload_id"]
+    kept = [p for p in config.received_dir.iterdir() if p.suffix == ".ogg"]
+    assert len(kept) == 1
+    orphan = config.received_dir / f"{'ab' * 32}.ogg"
+    orphan.write_bytes(kept[0].read_bytes())
+    with TestClient(create_app(config)) as client:
+        assert client.get("/readyz").status_code == 200
+    assert not orphan.exists() and kept[0].exists()
+    with Catalog.open(root, create=False) as catalog:
+        assert os.path.basename(catalog.store.upload_file(upload_id)) == kept[0].name

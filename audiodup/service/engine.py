@@ -37,7 +37,7 @@ from ..dask_client import DEFAULT_NO_WORKERS_S
 from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
 from ..store import probe_readable
-from . import logs, metrics
+from . import intake, logs, metrics
 from .config import ServiceConfig
 from .errors import ApiError, engine_error
 from .merger import ShardMerger
@@ -47,8 +47,16 @@ if TYPE_CHECKING:  # Dask is an optional extra: imported when config.dask is set
 
 T = TypeVar("T")
 RETRY_OPEN_S = 2.0  # a catalog that could not be opened is tried again after this long
+UNRECORDED_MIN_AGE_S = 86_400.0  # a received file no upload records is removed after this
 # /readyz takes no key: the library's error (which names server paths) goes to the log only
 LOG_SAYS_WHY = "the worker's log says why"
+
+
+def unrecorded_age_s(config: ServiceConfig) -> float:
+    """How old a received file no upload records must be before it is removed: older than a
+    request that kept it could still be recording it, and a day at least."""
+    busy_s = config.request_timeout_s + config.job_timeout_s + config.lock_wait_s
+    return max(UNRECORDED_MIN_AGE_S, 2 * busy_s)
 
 
 class Engine:
@@ -115,6 +123,7 @@ class Engine:
                     catalog.store.merge_after_commit = False
                     self.merger = ShardMerger(self.config.db, catalog.store.settings)
                     self.merger.request()  # any merge due since the catalog was last written
+                    self._sweep_unrecorded(catalog)
         except BaseException:
             if sharded is not None:
                 sharded.close()
@@ -124,6 +133,20 @@ class Engine:
         self.ready = True
         self._settled.set()
         logs.event("worker ready", pid=os.getpid(), db=str(self.config.db))
+
+    def _sweep_unrecorded(self, catalog: Catalog) -> None:
+        """Remove received files no upload records (:func:`intake.sweep_unrecorded`) that are
+        older than any request that kept one could still be recording (a day at least)."""
+        config = self.config
+        older_than = time.time() - unrecorded_age_s(config)
+        try:
+            recorded = catalog.store.recorded_file_names()
+            removed = intake.sweep_unrecorded(config.received_dir, recorded, older_than)
+        except AudiodupError as exc:  # never keeps a worker from serving
+            logs.event("received files not swept", logging.WARNING, error=str(exc))
+            return
+        if removed:
+            logs.event("unrecorded received files removed", pid=os.getpid(), files=removed)
 
     def open_in_background(self) -> None:
         """Start opening the catalog in the engine thread (engine calls queue behind it)."""

@@ -10,7 +10,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import socket
+import stat
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection
@@ -390,6 +392,33 @@ def keep(received: Received, folder: Path) -> Kept:
     except OSError as exc:
         raise _storage_error(exc) from None
     return Kept(final, identity, created)
+
+
+# the names :func:`kept_path` gives: the bytes' SHA-256 and a suffix of :data:`SUFFIXES`
+_KEPT_NAME = re.compile(r"[0-9a-f]{64}\.[a-z0-9]{1,8}")
+
+
+def sweep_unrecorded(folder: Path, recorded: Collection[str], older_than: float) -> int:
+    """Remove the kept files no upload records: those of :func:`keep`'s names that are not in
+    ``recorded`` (file names) and were last written or kept before ``older_than`` (a time
+    stamp). A request whose recording failed leaves one when another request of the same
+    bytes kept it too and failed as well (:func:`drop` lets neither remove it). Returns how
+    many were removed."""
+    try:
+        names = [entry for entry in os.scandir(folder) if _KEPT_NAME.fullmatch(entry.name)]
+    except OSError:
+        return 0
+    removed = 0
+    for entry in names:
+        if entry.name in recorded:
+            continue
+        with contextlib.suppress(OSError), FileLock(str(folder / _KEEP_LOCK)):
+            found = entry.stat(follow_symlinks=False)
+            # a request that keeps these bytes now renames its own file here: a new change time
+            if stat.S_ISREG(found.st_mode) and max(found.st_mtime, found.st_ctime) < older_than:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
 
 
 def _identity(path: Path) -> tuple[int, int, int]:
