@@ -54,6 +54,7 @@ EXIT_CLEAN, EXIT_DUPLICATE, EXIT_ERROR, EXIT_SUSPECT = 0, 1, 2, 4
 EXIT_INPUT_ERROR = EXIT_ERROR  # index add, index remove, and every one-line error
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -72,7 +73,9 @@ class StereoPart(StrEnum):
     never = "never"
 
 
-index_app = typer.Typer(no_args_is_help=True, help="Build and maintain the catalog.")
+index_app = typer.Typer(
+    rich_markup_mode="markdown", no_args_is_help=True, help="Build and maintain the catalog."
+)
 app.add_typer(index_app, name="index")
 
 
@@ -1197,7 +1200,9 @@ def main() -> None:
 
 
 # -- the service (issue #15): audiodup serve, audiodup keys ---------------------------------------
-keys_app = typer.Typer(no_args_is_help=True, help="Manage the service's API keys.")
+keys_app = typer.Typer(
+    rich_markup_mode="markdown", no_args_is_help=True, help="Manage the service's API keys."
+)
 app.add_typer(keys_app, name="keys")
 
 ConfigOption = Annotated[
