@@ -1321,3 +1321,27 @@ def test_copies_of_a_remix_are_not_attached_to_the_long_track_it_samples() -> No
     ranks = {u.uploader: u for u in report.uploaders}
     assert "alice" not in ranks or (ranks["alice"].copies, ranks["alice"].excerpts_used) == (0, 0)
     assert any("work 4 is a copy of work 3, which plays" in k.direction for k in report.links)
+
+
+def test_an_original_recorded_long_after_another_upload_is_named_with_a_caveat() -> None:
+    """A review made a thief's copy the original with a date written back (1970) after the
+    owner's upload had been recorded, and the report said nothing. The earliest date still
+    decides (a backfill of history is recorded late too), but a day between the recordings is
+    said; one import of history (recordings an hour apart) is not."""
+    from dataclasses import replace
+
+    from audiodup.rescan.clusters import choose_original
+
+    owner = replace(upload(1, 1, "alice", "2021-05-01"), recorded_at="2024-06-01T00:00:00+00:00")
+    thief = replace(upload(2, 2, "mallory", "1970-01-01"), recorded_at="2024-06-03T09:00:00+00:00")
+    chosen = choose_original([owner, thief])
+    assert chosen.upload_id == 2
+    (caveat,) = chosen.caveats
+    assert caveat.startswith("upload 1 was recorded more than a day before the original (upload 2")
+
+    same_import = replace(thief, recorded_at="2024-06-01T01:00:00+00:00")
+    assert choose_original([owner, same_import]).caveats == ()
+    own_edit = replace(thief, uploader="alice")  # one uploader's own uploads
+    assert choose_original([owner, own_edit]).caveats == ()
+    recorded_first = replace(thief, recorded_at="2024-05-01T00:00:00+00:00")
+    assert choose_original([owner, recorded_first]).caveats == ()

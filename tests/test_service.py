@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -322,7 +323,7 @@ def test_upload_is_recorded_once_per_idempotency_key(server):
     audio = synth_wav(7101)
     fields = {
         "uploader": "label-a",
-        "uploaded_at": "2024-03-01T10:00:00Z",
+        "uploaded_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "isrc": "USRC17607839",
         "external_id": "A-1",
         "title": "First",
@@ -436,6 +437,44 @@ def test_identical_content_from_another_uploader(server):
     assert second.json()["upload"]["verdict"] == "duplicate"  # it matches the first one
     match = second.json()["upload"]["screen"]["matches"][0]
     assert match["identical_content"] is True and match["uploader"] == "u1"
+
+
+def test_an_upload_is_dated_by_its_arrival_and_only_an_admin_dates_one_back(server):
+    """A review found a thief's dated upload made the original of an owner's upload recorded
+    before it without a date (an undated upload never counts as the first), and any past
+    date believed: the earliest dated upload is a work's original."""
+    before = datetime.now(UTC)
+    with server.client("pipeline") as http:
+        owner = http.post(
+            "/v1/uploads?uploader=owner",
+            content=synth_wav(7105, 5),
+            headers={"Content-Type": "audio/wav"},
+        )
+        assert owner.status_code == 201, owner.text
+        dated = datetime.fromisoformat(owner.json()["upload"]["uploaded_at"])
+        assert before <= dated <= datetime.now(UTC)
+        backdated = http.post(
+            "/v1/uploads?uploader=thief&uploaded_at=1970-01-01",
+            content=synth_wav(7106, 5),
+            headers={"Content-Type": "audio/wav"},
+        )
+        _error(backdated, 403, "forbidden")
+        assert "admin key" in backdated.json()["error"]["message"]
+        today = http.post(  # within a day of now: as it happens
+            "/v1/uploads",
+            params={"uploader": "late", "uploaded_at": (before - timedelta(hours=20)).isoformat()},
+            content=synth_wav(7107, 5),
+            headers={"Content-Type": "audio/wav"},
+        )
+        assert today.status_code == 201, today.text
+    with server.client("admin") as http:  # a backfill of history
+        backfill = http.post(
+            "/v1/uploads?uploader=history&uploaded_at=2019-06-01",
+            content=synth_wav(7106, 5),
+            headers={"Content-Type": "audio/wav"},
+        )
+        assert backfill.status_code == 201, backfill.text
+        assert backfill.json()["upload"]["uploaded_at"] == "2019-06-01"
 
 
 def test_bad_metadata_is_refused(server):

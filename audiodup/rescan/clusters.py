@@ -8,10 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..metadata import FUTURE_DATE_SLACK, parse_timestamp
 from ..owners import dated_uploads, one_uploader, upload_date
 from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
 from ..settings import Settings
@@ -294,6 +296,13 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
             )
         else:
             reason = f"earliest uploaded_at ({chosen.uploaded_at})"
+            recorded_first = _recorded_before(chosen, uploads)
+            if recorded_first:
+                caveats.append(
+                    f"upload {_ids(recorded_first)} was recorded more than a day before the "
+                    f"original (upload {chosen.upload_id}, recorded {chosen.recorded_at}), which "
+                    "only its date puts first: check the dates"
+                )
     if undated and not (references and one_work):
         caveats.append(
             f"no upload date for upload {_ids(undated)}: an undated upload never counts as the "
@@ -311,6 +320,32 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
                 "owner all the same"
             )
     return Original(chosen.upload_id, chosen.work_id, reason, tuple(caveats))
+
+
+def _recorded_before(chosen: UploadInfo, uploads: list[UploadInfo]) -> list[int]:
+    """The uploads of others that the catalog recorded more than a day before ``chosen``, the
+    original by its date: a backfill of history, or a date written back to win (a review made a
+    thief's copy the original so). A day apart, they were not one import of history."""
+    chosen_at = _recorded_time(chosen)
+    if chosen_at is None:
+        return []
+    earlier = []
+    for upload in uploads:
+        at = _recorded_time(upload)
+        if (
+            at is not None
+            and at < chosen_at - FUTURE_DATE_SLACK
+            and not one_uploader([upload, chosen])
+        ):
+            earlier.append(upload.upload_id)
+    return sorted(earlier)
+
+
+def _recorded_time(upload: UploadInfo) -> datetime | None:
+    try:
+        return parse_timestamp(upload.recorded_at)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def _ids(ids) -> str:

@@ -56,7 +56,7 @@ from ..audio import load_audio
 from ..catalog import clock, since
 from ..errors import AudiodupError
 from ..fingerprint import UploadFingerprints
-from ..metadata import parse_timestamp, upload_date_problem
+from ..metadata import is_backdated, parse_timestamp, upload_date_problem
 from ..schema import SCHEMA_VERSION
 from ..store import NewWork, Screening
 from . import intake, logs, metrics
@@ -668,7 +668,12 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         ] = None,
         uploader: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
         uploaded_at: Annotated[
-            str | None, Query(max_length=64, description="ISO 8601 date or date-time")
+            str | None,
+            Query(
+                max_length=64,
+                description="ISO 8601 date or date-time, not later than a day from now; more "
+                "than a day ago (a backfill) needs an admin key. Default: the upload's arrival",
+            ),
         ] = None,
         title: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
         artist: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
@@ -865,9 +870,16 @@ def _upload_request(
         problem = upload_date_problem(fields["uploaded_at"])
         if problem:
             raise ApiError(422, "invalid_request", f"uploaded_at: {problem}")
+        admin = getattr(request.state, "key_is_admin", False)
+        if is_backdated(parse_timestamp(fields["uploaded_at"])) and not admin:
+            # the earliest dated upload is a work's original: dating one back decides that
+            raise forbidden("an uploaded_at more than a day ago (a backfill) needs an admin key")
     request_hash = hashlib.sha256(
         json.dumps([received.sha256, role, sorted(fields.items())]).encode()
     ).hexdigest()
+    # undated, it is dated by its arrival (an undated upload never counts as the first, so a
+    # later one that gives a date would be the original); a retry's request hash is the same
+    fields.setdefault("uploaded_at", _now())
     return UploadRequest(fields, role, client, idempotency_key, request_hash)
 
 
