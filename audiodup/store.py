@@ -785,11 +785,13 @@ class CatalogStore:
         with self._writing("change the uploads of", tidy=False), self._transaction() as db:
             for upload_id, fields in changes:
                 row = db.execute(
-                    "SELECT extra FROM uploads WHERE upload_id = ? AND removed = 0", (upload_id,)
+                    "SELECT extra, work_id FROM uploads WHERE upload_id = ? AND removed = 0",
+                    (upload_id,),
                 ).fetchone()
                 if row is None:
                     raise CatalogError(f"upload {upload_id} is not in the catalog")
                 extra = _json_object(row[0], "extra metadata")
+                self._update_first_upload_of(int(row[1]), upload_id, fields)
                 columns = {}
                 for name, value in fields.items():
                     if name == "role" or name in UPLOAD_FIELDS:
@@ -806,6 +808,25 @@ class CatalogStore:
                 "INSERT INTO meta VALUES ('ledger_edits', '1') ON CONFLICT(key) DO UPDATE "
                 "SET value = CAST(value AS INTEGER) + 1"
             )
+
+    def _update_first_upload_of(self, work_id: int, upload_id: int, fields: dict) -> None:
+        """A work's row keeps the metadata of the upload that brought its audio (``index
+        list`` shows it): changed with that upload's. Inside :meth:`update_uploads`."""
+        (first,) = self.db.execute(
+            "SELECT MIN(upload_id) FROM uploads WHERE work_id = ?", (work_id,)
+        ).fetchone()
+        if first != upload_id:
+            return
+        (stored,) = self.db.execute(
+            "SELECT metadata FROM works WHERE work_id = ?", (work_id,)
+        ).fetchone()
+        metadata = {**_json_object(stored, "metadata"), **fields}
+        columns = {name: fields[name] for name in ("title", "artist") if name in fields}
+        columns["metadata"] = json.dumps(metadata)
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        self.db.execute(
+            f"UPDATE works SET {assignments} WHERE work_id = ?", (*columns.values(), work_id)
+        )
 
     @reports_errors("read")
     def ledger_edits(self) -> int:

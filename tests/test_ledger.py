@@ -213,6 +213,13 @@ def test_update_by_upload_id_external_id_and_full_path(ledger: Path, tmp_path: P
     assert got[1].extra == {"territory": "BR"} and got[1].external_id == "A-1"
     assert (got[2].uploader, got[2].uploaded_at) == ("label", "2021-02-02")
     assert (got[3].uploader, got[3].role) == ("ring", "upload")
+    # a work's row shows its first upload's metadata as it now is (a review found `index
+    # list` still showing the old uploader); the identical copy, upload 3, changes no work
+    code, out, _ = run("index", "list", "--db", ledger, "--json")
+    listed = {w["work_id"]: w["metadata"] for w in json.loads(out)["works"]}
+    assert listed[1]["uploader"] == "label" and listed[1]["role"] == "reference"
+    assert listed[1]["territory"] == "BR" and listed[1]["external_id"] == "A-1"
+    assert listed[2]["uploaded_at"] == "2021-02-02"
 
 
 @pytest.mark.parametrize(
