@@ -147,15 +147,17 @@ def write_rescan_report(
 ) -> Path:
     """Write a rescan report; HTML needs the ``catalog`` for pictures and audio."""
     fmt = report_format(out)
+    decisions, uploads = _review_of(catalog)
     if fmt == "json":
-        text = dumps(report_to_dict(report))
+        live = {u.upload_id for u in uploads}
+        text = dumps(report_to_dict(report, [d for d in decisions if d.upload_id in live]))
     elif fmt == "csv":
-        text = with_decision_columns(rescan_csv(report), report, *_review_of(catalog))
+        text = with_decision_columns(rescan_csv(report), report, decisions, uploads)
     else:
         from .report_html import rescan_html, with_decisions_section
 
         page = rescan_html(report, catalog)
-        text = with_decisions_section(page, report, *_review_of(catalog))
+        text = with_decisions_section(page, report, decisions, uploads)
     return _write(out, text)
 
 
@@ -309,6 +311,16 @@ def decisions_by_pair(
         if work is not None and work != d.work_id:
             found.setdefault((min(work, d.work_id), max(work, d.work_id)), {})[d.upload_id] = d
     return {pair: tuple(by[u] for u in sorted(by)) for pair, by in found.items()}
+
+
+def decisions_on_same_audio(
+    decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
+) -> tuple[ReviewDecision, ...]:
+    """The decisions in force on uploads compared with their own work: an identical upload
+    of another's audio (a thief's re-upload of the same file) is decided on against the
+    upload that owns the work. No pair of works holds them."""
+    work_of = {u.upload_id: u.work_id for u in uploads}
+    return tuple(d for d in decisions if work_of.get(d.upload_id) == d.work_id)
 
 
 def with_decision_columns(

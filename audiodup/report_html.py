@@ -798,31 +798,37 @@ def with_decisions_section(
 def decisions_section(
     report: RescanReport, decisions: Sequence[ReviewDecision], uploads: Sequence[UploadInfo]
 ) -> str:
-    """The reviewers' decisions in force on the report's pairs (empty when there are none)."""
-    from .report import decisions_by_pair
+    """The reviewers' decisions in force on the report's pairs, and on identical uploads of a
+    work's audio (empty when there are none)."""
+    from .report import decisions_by_pair, decisions_on_same_audio
 
     reviewed = decisions_by_pair(decisions, uploads)
     rows = []
+
+    def row(works: tuple[str, int], what: str, found: ReviewDecision) -> list:
+        return [
+            works,
+            _e(what),
+            _e(f"upload {found.upload_id} against work {found.work_id}"),
+            _e(found.decision.replace("_", " ")),
+            _e(found.note),
+            _e(found.reviewer),
+            _e(found.decided_at),
+        ]
+
     for pair in (*report.pairs, *report.suspect_pairs):
         for found in reviewed.get(pair.work_ids, ()):  # a row per upload decided on
-            rows.append(
-                [
-                    (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0]),
-                    _e(pair.label),
-                    _e(f"upload {found.upload_id} against work {found.work_id}"),
-                    _e(found.decision.replace("_", " ")),
-                    _e(found.note),
-                    _e(found.reviewer),
-                    _e(found.decided_at),
-                ]
-            )
+            works = (f"{pair.work_ids[0]} – {pair.work_ids[1]}", pair.work_ids[0])
+            rows.append(row(works, pair.label, found))
+    for found in decisions_on_same_audio(decisions, uploads):
+        rows.append(row((str(found.work_id), found.work_id), "identical audio", found))
     if not rows:
         return ""
     headers = ["works", "pair", "decided on", "decision", "note", "reviewer", "decided at"]
     return (
         '<section id="review-decisions"><h2>Review decisions</h2>'
-        '<p class="muted">The decisions in force on each pair, one per upload decided on '
-        "(audiodup serve's review queue).</p>"
+        '<p class="muted">The decisions in force on each pair, one per upload decided on, '
+        "then on uploads of a work's own audio (audiodup serve's review queue).</p>"
         + _table(headers, rows, table_id="review-decisions-table")
         + "</section>"
     )

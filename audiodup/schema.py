@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 # stage, tempo_drift in matches, the review decisions export; 3.1: the screen summary's
 # partly_screened; 3.2: rescan's partly_scanned (a list and its summary count); 3.3: matches'
 # matched_onsets; 3.4: matches' signal (the mix or the stereo difference); 3.5: matches'
-# matched_on_shared_material; 3.6: signal's left_channel and right_channel
-SCHEMA_VERSION = "3.6"
+# matched_on_shared_material; 3.6: signal's left_channel and right_channel; 3.7: rescan's
+# review_decisions
+SCHEMA_VERSION = "3.7"
 
 DocumentKind = Literal[
     "screen", "rescan", "index-list", "index-uploads", "index-stats", "decisions"

@@ -24,6 +24,7 @@ from audiodup.report import (
     write_rescan_report,
 )
 from audiodup.report_html import rescan_html, with_decisions_section
+from audiodup.rescan import report_to_dict
 from audiodup.results import ReviewDecision, decisions_document, dumps
 from audiodup.schema import SCHEMA_VERSION, validate
 
@@ -186,6 +187,37 @@ def test_each_upload_s_decision_on_a_pair_is_shown(rescan_report_and_catalog) ->
         f"upload {honest.upload_id} against" in page and f"upload {thief.upload_id} against" in page
     )
     assert ">copy<" in page and ">not a copy<" in page
+
+
+def test_a_decision_on_an_identical_upload_is_shown_and_json_carries_every_decision(
+    rescan_report_and_catalog, tmp_path: Path
+) -> None:
+    """A review found a decision on a thief's identical re-upload (decided against its own
+    work, whose owner uploaded the audio first) in no report, and the JSON report without
+    any decision while the CSV and HTML had them."""
+    report, catalog = rescan_report_and_catalog
+    pair = report.pairs[0]
+    owner = next(u for u in catalog.uploads() if u.work_id == pair.reference_work_id)
+    thief = replace(owner, upload_id=max(u.upload_id for u in catalog.uploads()) + 1)
+    uploads = [*catalog.uploads(), thief]
+    same = decision(7, thief.upload_id, owner.work_id, "copy", "identical re-upload")
+    assert decisions_by_pair([same], uploads) == {}  # no pair of works holds it
+    page = with_decisions_section(rescan_html(report, None), report, [same], uploads)
+    section = page[page.index('<section id="review-decisions">') :]
+    assert "identical audio" in section and "identical re-upload" in section
+    assert f"upload {thief.upload_id} against work {owner.work_id}" in section
+
+    made = catalog.record_decision(
+        owner.upload_id, pair.query_work_id, "escalate", "ask legal", "rita"
+    )
+    out = write_rescan_report(report, tmp_path / "rescan.json", catalog)
+    document = json.loads(out.read_text(encoding="utf-8"))
+    validate(document, "rescan")
+    assert json.loads(dumps(made)) in document["review_decisions"]
+    assert {d["upload_id"] for d in document["review_decisions"]} <= {
+        u.upload_id for u in catalog.uploads()
+    }
+    assert json.loads(dumps(report_to_dict(report)))["review_decisions"] == []
 
 
 @pytest.fixture(scope="module")

@@ -164,6 +164,7 @@ SHAPE_DIGESTS = {
     "3.4": "c2b99856628fde25a298d70a965215880c7ed10224894211817dbd274255962a",
     "3.5": "d7bbc459f6d38e45e47f6dde9bfcf29855bf489870f284bc309bc9b919ce1aa2",
     "3.6": "6f0189e40c3fce8d79c0325bfa678c2f25b4dce419b2aa7cc77bf8a93e14216c",
+    "3.7": "763ed99a3989589c6992848d293ebfd565dd911458bb3df73607e691752bb83c",
 }
 
 
@@ -441,6 +442,7 @@ def test_a_drifted_rescan_document_is_rejected() -> None:
         "fallbacks": [],
         "errors": [{"work_id": 1, "path": "a.ogg", "error": "cannot decode"}],
         "partly_scanned": [],
+        "review_decisions": [],
     }
     assert_valid(document, "rescan")
     for change in (

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import fields
 
-from ..results import Match, Section, to_jsonable
+from ..results import Match, ReviewDecision, Section, to_jsonable
 from ..schema import SCHEMA_VERSION
 from .results import RescanReport, WorkScan
 
@@ -22,14 +23,16 @@ from .results import RescanReport, WorkScan
 _NULLABLE_MATCH_FIELDS = frozenset(f.name for f in fields(Match) if "None" in str(f.type))
 
 
-def report_to_dict(report: RescanReport) -> dict:
+def report_to_dict(report: RescanReport, decisions: Sequence[ReviewDecision] = ()) -> dict:
     """What ``rescan --out FILE.json`` writes (``rescan.schema.json``): ``schema_version``,
     a ``summary`` of counts, then ``to_jsonable`` of the report, whose ``errors`` carry their
-    cause under ``error`` as screen's error entries do."""
+    cause under ``error`` as screen's error entries do, and the review ``decisions`` in force
+    on its uploads (``review_decisions``)."""
     data = to_jsonable(report)
     data["errors"] = [
         {"work_id": e["work_id"], "path": e["path"], "error": e["note"]} for e in data["errors"]
     ]
+    data["review_decisions"] = to_jsonable(list(decisions))
     return {"schema_version": SCHEMA_VERSION, "summary": report_summary(report), **data}
 
 
