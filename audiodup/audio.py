@@ -178,7 +178,7 @@ def _heard_alone(
 ) -> Audio | None:
     """``part`` of ``audio`` (a stereo part's samples over ``span``) as audio of its own, named
     the same; None when it is empty or below ``settings.silence_rms``."""
-    if len(part) == 0 or _rms(part) < settings.silence_rms:
+    if len(part) == 0 or _loudest_second_rms(part, audio.sample_rate_hz) < settings.silence_rms:
         return None
     rate = audio.sample_rate_hz
     return Audio(
@@ -526,12 +526,15 @@ def _conditioned_audio(
         raise AudioTooShortError(
             f"too short: {source_duration_s:.2f} s of audio, minimum {settings.min_duration_s:g} s"
         )
+    cut = truncated or plan.truncated
     if measure.low == measure.high:  # constant: zero once DC is removed, nothing to resample
-        raise SilentAudioError(f"silent: RMS {0.0:.1e} is below {settings.silence_rms:.0e}")
+        raise _silent(0.0, settings, cut)
     samples = _resample(plan, np.float32(mean), scale, settings.sample_rate_hz)
-    rms = _rms(samples)
+    # the loudest second, not the whole file: minutes of silence before a quiet copy brought
+    # the file's RMS under the bound, and the copy was refused as silent (a review)
+    rms = _loudest_second_rms(samples, settings.sample_rate_hz)
     if rms < settings.silence_rms:
-        raise SilentAudioError(f"silent: RMS {rms:.1e} is below {settings.silence_rms:.0e}")
+        raise _silent(rms, settings, cut)
     return Audio(
         samples=samples,
         sample_rate_hz=settings.sample_rate_hz,
@@ -642,6 +645,29 @@ def _append(out: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray,
         out = np.concatenate([out[:size], np.empty(len(values) + len(out) // 2, np.float32)])
     out[size : size + len(values)] = values
     return out, size + len(values)
+
+
+def _silent(rms: float, settings: Settings, cut: bool) -> SilentAudioError:
+    """The error of audio whose loudest second is below ``settings.silence_rms``; ``cut``:
+    decoding stopped at the limits, so only the part read is known to be silent."""
+    rest = " (decoding stopped at the limits; the rest was not read)" if cut else ""
+    return SilentAudioError(
+        f"silent: the loudest second's RMS {rms:.1e} is below {settings.silence_rms:.0e}{rest}"
+    )
+
+
+def _loudest_second_rms(samples: np.ndarray, rate_hz: int) -> float:
+    """The RMS of the loudest whole second of ``samples`` (of all of them when shorter),
+    without a squared copy of the whole signal."""
+    if len(samples) <= rate_hz:
+        return _rms(samples)
+    whole = len(samples) // rate_hz * rate_hz
+    seconds = samples[:whole].reshape(-1, rate_hz)
+    energy = np.einsum("ij,ij->i", seconds, seconds, dtype=np.float64)
+    loudest = float(energy.max()) / rate_hz
+    if whole < len(samples):  # the last part second, as loud as it is over its own length
+        loudest = max(loudest, _rms(samples[whole:]) ** 2)
+    return math.sqrt(loudest)
 
 
 def _rms(samples: np.ndarray) -> float:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
-from conftest import stereo_mix
+from conftest import CATALOG_DIR, stereo_mix
 
 import audiodup.audio as audio_module
 from audiodup.audio import Audio, audio_from_samples, load_audio
@@ -694,3 +694,33 @@ def test_decode_errors_are_audiodup_errors() -> None:
         assert issubclass(error, AudiodupError)
     assert issubclass(AudioTooShortError, AudioDecodeError)
     assert issubclass(SilentAudioError, AudioDecodeError)
+
+
+def test_a_quiet_copy_after_minutes_of_silence_is_screened_not_refused_as_silent(
+    tmp_path: Path, catalog, work_ids: dict[str, int]
+) -> None:
+    """A review found a copy at -60 dBFS after four minutes of digital silence refused as
+    "silent": the whole file's RMS was under the bound, though the copy alone is a
+    duplicate. Silence is judged by the loudest second."""
+    work, rate = sf.read(str(CATALOG_DIR / "work_03.ogg"), dtype="float32", always_2d=True)
+    quiet = work.mean(axis=1) / np.abs(work).max() * 10 ** (-60 / 20)
+    samples = np.concatenate([np.zeros(240 * rate, dtype=np.float32), quiet])
+    path = tmp_path / "quiet_copy.flac"
+    sf.write(str(path), samples, rate, subtype="PCM_24")
+    settings = catalog.settings
+    whole = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    assert whole < settings.silence_rms  # the bound the file's RMS used to be held to
+    verdict = catalog.screen_audio(load_audio(path, settings))
+    assert verdict.verdict == "duplicate"
+    assert verdict.matches[0].work_id == work_ids["work_03"]
+    assert verdict.matches[0].query_start_s >= 235.0
+
+
+def test_silence_up_to_the_decoding_limits_says_the_rest_was_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "long_silence.wav"
+    sf.write(str(path), np.zeros(SR * 12, dtype=np.float32), SR, subtype="FLOAT")
+    with pytest.raises(SilentAudioError, match="the rest was not read"):
+        load_audio(path, Settings(max_duration_s=5.0, min_duration_s=1.0))
+    with pytest.raises(SilentAudioError) as whole:
+        load_audio(path)
+    assert "not read" not in str(whole.value)
