@@ -15,7 +15,7 @@ import numpy as np
 
 from ..metadata import FUTURE_DATE_SLACK, parse_timestamp
 from ..owners import dated_uploads, one_uploader, upload_date
-from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
+from ..results import Match, Section, UploadInfo, WorkInfo, heard_in, listed_text
 from ..settings import Settings
 from ..verdict import decide
 from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
@@ -150,12 +150,14 @@ def find_clusters(
     uploads_by_work: dict[int, list[UploadInfo]],
     info: dict[int, WorkInfo],
     doubts: Doubts | None = None,
+    copy_min_share: float = 0.6,
 ) -> tuple[Cluster, ...]:
     """Clusters: the connected components over the clustering links (``copy_of`` and
     ``same_recording`` within one cluster), and every work uploaded more than once; members
     are the uploads of their works. Numbered from 1 in order of their lowest work id. The
-    uploads of an uploader that ``doubts`` doubt (:meth:`Doubts.in_cluster`) are
-    ``undetermined``, with a caveat."""
+    uploads of an uploader that ``doubts`` doubt (:meth:`Doubts.in_cluster`), or whose work an
+    original that is a mix holds (:func:`held_by_a_mix`), are ``undetermined``, with a
+    caveat."""
     joining = tuple(
         pair
         for pair, link in _pairs_of(pairs, links)
@@ -175,6 +177,9 @@ def find_clusters(
         uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
         original = choose_original(uploads)
         doubted = doubts.in_cluster(ids, original.work_id) if doubts and original.work_id else {}
+        if original.work_id is not None:
+            mixed = held_by_a_mix(original.work_id, ids, links, uploads_by_work, copy_min_share)
+            doubted = {**mixed, **doubted}
         if doubted:
             original = replace(original, caveats=original.caveats + tuple(doubted.values()))
         relative_to = original.work_id if original.work_id is not None else ids[0]
@@ -202,6 +207,52 @@ def find_clusters(
             )
         )
     return tuple(clusters)
+
+
+def held_by_a_mix(
+    original: int,
+    ids: list[int],
+    links: tuple[Link, ...],
+    uploads_by_work: dict[int, list[UploadInfo]],
+    copy_min_share: float,
+) -> dict[str, str]:
+    """The uploaders of the cluster's works that ``original`` holds as a part of itself (a
+    ``copy_of`` link whose source, ``original``, is mostly other material) when ``original``
+    also holds an earlier recording of another uploader: a mix. Its date makes it the
+    original, but a mix uses recordings, so it may have used theirs too (a review: a DJ's
+    medley of alice's track and bob's, dated before bob's own upload of his, made bob a copier
+    of the DJ). Uploader -> the caveat that says why it is not counted."""
+    owners = {u.uploader for u in uploads_by_work.get(original, ())}
+    earlier = sorted(
+        link.source_work_id
+        for link in links
+        if link.work_id == original
+        and link.kind in ("copy_of", "contains_excerpt_of")
+        and link.source_work_id not in ids
+        and any(u.uploader not in owners for u in uploads_by_work.get(link.source_work_id, ()))
+    )
+    if not earlier:
+        return {}
+    found: dict[str, str] = {}
+    for link in links:
+        held = link.work_id
+        if not (
+            link.kind == "copy_of"
+            and link.source_work_id == original
+            and held in ids
+            and link.source_share < copy_min_share
+        ):
+            continue
+        for u in uploads_by_work.get(held, ()):
+            if u.uploader and u.uploader not in owners:
+                found.setdefault(
+                    u.uploader,
+                    f"work {original}, the original by its date, is a mix: it holds an earlier "
+                    f"recording of another uploader (work {_ids(earlier)}) and only "
+                    f"{link.source_share:.0%} of it is work {held}, which it may have used too; "
+                    f"{listed_text(u.uploader)}'s uploads are not counted as copies",
+                )
+    return found
 
 
 def _pairs_of(pairs: tuple[Pair, ...], links: tuple[Link, ...]):

@@ -53,7 +53,7 @@ def build_report(
     durations = {w: i.duration_s for w, i in info.items()}
     doubts = Doubts(suspects, by_work)
     links = relate(duplicates, by_work, settings.copy_min_share, durations, doubts)
-    clusters = find_clusters(duplicates, links, by_work, info, doubts)
+    clusters = find_clusters(duplicates, links, by_work, info, doubts, settings.copy_min_share)
     in_clusters = {m.upload_id: m for c in clusters for m in c.members}
     linked = {w for p in (*duplicates, *suspects) for w in p.work_ids}
     linked_uploads = tuple(
