@@ -1057,13 +1057,12 @@ def parse_plain_screen(argv: list[str]) -> dict | None:
 
 
 def _run_plain_screen(params: dict) -> None:
-    """:func:`screen` with typer's exit handling: its exit code, 130 on an interrupt."""
+    """:func:`screen` with typer's exit handling: its exit code (an interrupt goes on to
+    :func:`main`, which says so)."""
     try:
         screen(**params)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
     sys.exit(0)
 
 
@@ -1154,7 +1153,12 @@ def _run_command() -> None:
         plain_screen = parse_plain_screen(sys.argv[1:])
         if plain_screen is not None:
             _run_plain_screen(plain_screen)
-        app()
+        try:
+            app()
+        except SystemExit as exc:
+            if exc.code == 130:  # typer makes Ctrl-C a silent exit 130: main says it
+                raise KeyboardInterrupt from None
+            raise
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

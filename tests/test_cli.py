@@ -701,6 +701,22 @@ def test_api_keys_on_a_full_disk_are_one_line_and_unchanged(
     assert (db / "service" / "keys.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("argv", [["index", "list"], ["screen", "x.ogg"], ["index", "stats"]])
+def test_ctrl_c_in_a_command_is_one_line_and_exit_130(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A review found Ctrl-C exiting 130 with nothing said (typer makes it a silent exit), so
+    a script's log did not say why the job stopped."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(audiodup.cli, "_open", interrupted)
+    monkeypatch.setattr(audiodup.cli, "screen", interrupted)
+    code, out, err_text = run_main(argv, monkeypatch, capsys)
+    assert (code, out, err_text) == (130, "", "interrupted\n")
+
+
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_terminating_signal_stops_a_command_as_an_interrupt_does(
     stop: signal.Signals, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
