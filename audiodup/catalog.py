@@ -139,7 +139,7 @@ class Catalog:
     def add_paths(self, paths: Iterable[str | Path], **options) -> list[AddResult]:
         """Record files (folders recursively) as uploads, storing content once. Options, as
         :func:`audiodup.ingest.add_paths` documents them: ``workers``, ``metadata``,
-        ``on_result``, ``batch_size``, ``batch_seconds``, ``timeout_s``, ``role``."""
+        ``on_result``, ``batch_size``, ``batch_seconds``, ``timeout_s``, ``role``, ``on_skip``."""
         return ingest.add_paths(self.store, self.settings, paths, **options)
 
     def uploads(self) -> list[UploadInfo]:

@@ -32,6 +32,7 @@ from .results import (
     ids_text,
     listed_text,
     partly_screened,
+    path_text,
     relation_text,
     screen_document,
     screen_summary,
@@ -168,7 +169,13 @@ def _added_counts(counts: dict[str, int]) -> str:
 
 @index_app.command("add")
 def index_add(
-    paths: Annotated[list[Path], _paths_argument("Audio files or folders (recursive).")],
+    paths: Annotated[
+        list[Path],
+        _paths_argument(
+            "Audio files, read whatever their names, or folders (recursive: the files with "
+            "an audio extension, the others counted in a note)."
+        ),
+    ],
     db: DbOption = None,
     workers: Annotated[int, typer.Option(min=1, help="Fingerprinting processes.")] = 1,
     timeout: TimeoutOption = None,
@@ -205,6 +212,7 @@ def index_add(
             )
     counts = {"added": 0, "identical": 0, "present": 0, "failed": 0}
     present_with_metadata = 0
+    skipped: list[Path] = []
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -247,12 +255,15 @@ def index_add(
                 on_result=on_result,
                 timeout_s=timeout,
                 role=role.value,
+                on_skip=skipped.append,
             )
         except Exception:
             if any(counts.values()):  # what the committed batches hold stays: say what it is
                 err.print(f"committed before the error: {_added_counts(counts)}", soft_wrap=True)
             raise
     out.print(_added_counts(counts))
+    if skipped:
+        err.print(_skipped_note(skipped), soft_wrap=True)
     if present_with_metadata:
         err.print(
             f"note: {present_with_metadata} files with metadata were already recorded; their "
@@ -261,6 +272,18 @@ def index_add(
         )
     if counts["failed"]:
         raise typer.Exit(EXIT_INPUT_ERROR)
+
+
+def _skipped_note(skipped: list[Path], shown: int = 3) -> str:
+    """The files folder walks left out, counted and the first few named: a skip is silent in
+    the summary, and a copy must not hide from the catalog (and rescan) by its extension."""
+    names = ", ".join(shown_text(listed_text(path_text(p))) for p in skipped[:shown])
+    some = "e.g. " if len(skipped) > shown else ""
+    files = "file" if len(skipped) == 1 else "files"
+    return (
+        f"note: skipped {len(skipped)} {files} in folders without an audio extension "
+        f"({some}{names}); name them explicitly to add them"
+    )
 
 
 @index_app.command("list")

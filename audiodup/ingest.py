@@ -43,14 +43,28 @@ AUDIO_SUFFIXES = {
     ".mka",
     ".mkv",
     ".caf",
+    # containers a copy was hidden from index add in while screen read it (AIFF-C and RF64 by
+    # libsndfile, the others through ffmpeg). Not .ts: a folder's TypeScript would fail as audio
+    ".aifc",
+    ".rf64",
+    ".mov",
+    ".m4b",
+    ".mp2",
+    ".ac3",
+    ".wv",
+    ".tta",
+    ".avi",
 }
 
 
-def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None]]:
-    """Files to add: explicit files as given, folders walked for audio files (no symlink
-    following). Yields ``(path, error)``; ``error`` names what cannot be read, so one bad path
-    (a name the system refuses as too long, a folder that cannot be entered or listed) fails
-    alone and the batch goes on."""
+def expand_paths(
+    paths: Iterable[str | Path], on_skip: Callable[[Path], None] | None = None
+) -> Iterator[tuple[Path, str | None]]:
+    """Files to add: explicit files as given, whatever their names, folders walked for audio
+    files (a name ending in one of :data:`AUDIO_SUFFIXES`; no symlink following). Yields
+    ``(path, error)``; ``error`` names what cannot be read, so one bad path (a name the system
+    refuses as too long, a folder that cannot be entered or listed) fails alone and the batch
+    goes on. ``on_skip`` is called with each file a folder walk leaves out for its name."""
     for raw in paths:
         path = Path(raw)
         try:
@@ -59,7 +73,7 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None
             yield path, _os_problem(exc)
             continue
         if is_dir:
-            yield from _walk(path)
+            yield from _walk(path, on_skip)
             continue
         try:
             odd = path.exists() and not path.is_file()
@@ -70,8 +84,11 @@ def expand_paths(paths: Iterable[str | Path]) -> Iterator[tuple[Path, str | None
         yield path, "not a regular file" if odd else None
 
 
-def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
-    """The audio files under ``folder``, and each folder that cannot be listed as an error."""
+def _walk(
+    folder: Path, on_skip: Callable[[Path], None] | None
+) -> Iterator[tuple[Path, str | None]]:
+    """The audio files under ``folder``, and each folder that cannot be listed as an error;
+    every other file goes to ``on_skip``."""
     unlisted: list[OSError] = []
 
     def failed() -> Iterator[tuple[Path, str]]:
@@ -89,6 +106,8 @@ def _walk(folder: Path) -> Iterator[tuple[Path, str | None]]:
             child = Path(root) / name
             if child.suffix.lower() in AUDIO_SUFFIXES:
                 yield child, _file_problem(child)
+            elif on_skip is not None:
+                on_skip(child)
     yield from failed()
 
 
@@ -213,6 +232,7 @@ def add_paths(
     batch_seconds: float = 30.0,
     timeout_s: float | None = None,
     role: str = "upload",
+    on_skip: Callable[[Path], None] | None = None,
 ) -> list[AddResult]:
     """Fingerprint files (folders recursively) and record each as an upload.
 
@@ -223,6 +243,9 @@ def add_paths(
     committed in batches, so an interrupted run keeps what it finished; re-running it finds
     the files already recorded (``present``). With ``timeout_s`` (or ``workers > 1``) each file
     is decoded in a worker process that is killed when it runs over ``timeout_s``.
+    ``on_skip`` is called with each file a folder walk leaves out for its name (no audio
+    extension; the catalog's own files, when its folder is among those walked, are left out
+    unnamed): a file named in ``paths`` is always read.
     """
     metadata = metadata or {}
     results: list[AddResult] = []
@@ -253,7 +276,12 @@ def add_paths(
 
     # one slot per input, in order: a result known before decoding, or a file to decode
     slots: list[Path | AddResult] = []
-    for path, error in expand_paths(paths):
+
+    def skipped(path: Path) -> None:
+        if on_skip is not None and not store.holds(path):  # no one uploaded the catalog's files
+            on_skip(path)
+
+    for path, error in expand_paths(paths, skipped):
         if error is None and store.is_own_database(path):
             error = OWN_DATABASE_FILE
         if error is not None:

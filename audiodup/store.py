@@ -1050,11 +1050,12 @@ class CatalogStore:
         """Whether ``path`` names an SQLite file inside the catalog folder. Such a file is
         never decoded as an upload: closing a second descriptor of it would drop the locks
         this process's connections hold on it."""
-        path = Path(path)
-        if not _SQLITE_FILE.fullmatch(path.name):
-            return False
+        return bool(_SQLITE_FILE.fullmatch(Path(path).name)) and self.holds(path)
+
+    def holds(self, path: str | Path) -> bool:
+        """Whether ``path``, its links resolved, is inside the catalog folder."""
         try:
-            return path.resolve().is_relative_to(self.root.resolve())
+            return Path(path).resolve().is_relative_to(self.root.resolve())
         except (OSError, RuntimeError, ValueError):  # unreadable folder, symlink loop, NUL byte
             return False
 

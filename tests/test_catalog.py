@@ -446,8 +446,56 @@ def test_expand_paths_walks_folders_for_audio_only(tmp_path: Path) -> None:
     for name in ("b.wav", "a.FLAC", "sub/c.mp3", "readme.md", "cover.jpg"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
-    found = [(p.relative_to(tmp_path).as_posix(), e) for p, e in expand_paths([tmp_path])]
+    skipped: list[Path] = []
+    found = [
+        (p.relative_to(tmp_path).as_posix(), e) for p, e in expand_paths([tmp_path], skipped.append)
+    ]
     assert found == [("a.FLAC", None), ("b.wav", None), ("sub/c.mp3", None)]
+    assert [p.relative_to(tmp_path).as_posix() for p in skipped] == ["cover.jpg", "readme.md"]
+
+
+def test_expand_paths_takes_the_containers_the_decoder_reads(tmp_path: Path) -> None:
+    """The containers a copy was uploaded in that screen reads (review finding 3) are taken;
+    a name without an audio extension goes to ``on_skip``, unless it is named explicitly."""
+    taken = ["a.aifc", "b.rf64", "c.mov", "d.M4B", "e.mp2", "f.ac3", "g.wv", "h.tta", "i.avi"]
+    left = ["copy", "copy.mp3 ", "copy.ts", "notes.txt"]
+    for name in taken + left:
+        (tmp_path / name).write_bytes(b"x")
+    skipped: list[Path] = []
+    found = [p.name for p, e in expand_paths([tmp_path], skipped.append) if e is None]
+    assert found == sorted(taken)
+    assert [p.name for p in skipped] == sorted(left)
+    named = [tmp_path / name for name in left]
+    assert list(expand_paths(named, skipped.append)) == [(p, None) for p in named]
+    assert len(skipped) == len(left)  # nothing named is skipped
+
+
+def test_add_names_the_files_a_folder_walk_skips(tmp_path: Path) -> None:
+    """Files left out of a folder for their names reach ``on_skip`` (the catalog's own files,
+    its folder inside the one added, do not); named explicitly, they are read as audio."""
+    folder = tmp_path / "in"
+    new_work(folder / "one.wav", 43)
+    (folder / "sub").mkdir()
+    # AIFF in a .aifc (read without ffmpeg), then WAV in names without an audio extension
+    for name, seed, kind in (
+        ("sub/copy.aifc", 44, "AIFF"),
+        ("copy", 45, "WAV"),
+        ("copy.mp3 ", 46, "WAV"),
+    ):
+        sf.write(folder / name, synthesize_work(seed, duration_s=12.0, sr=SR), SR, format=kind)
+    (folder / "notes.txt").write_text("not audio")
+    skipped: list[Path] = []
+    with Catalog.open(folder / "db") as catalog:
+        results = catalog.add_paths([folder], on_skip=skipped.append)
+        assert [(Path(r.path).name, r.status) for r in results] == [
+            ("one.wav", "added"),
+            ("copy.aifc", "added"),
+        ]
+        assert [p.name for p in skipped] == ["copy", "copy.mp3 ", "notes.txt"]
+        named = catalog.add_paths(skipped[:2], on_skip=skipped.append)
+        assert [r.status for r in named] == ["added", "added"]
+        assert len(skipped) == 3
+        assert len(catalog.works()) == 4
 
 
 # --- removing -------------------------------------------------------------------------------

@@ -153,6 +153,41 @@ def test_add_folder_with_bad_files_completes_the_batch(
         assert len(line) > len(f"error: {path}: ") + 3  # a cause follows the path
 
 
+def test_add_folder_names_the_files_it_skips(tmp_path: Path) -> None:
+    """Review finding 3: copies in a folder under names without an audio extension (none,
+    "x.mp3 " with a trailing space, another extension) were left out silently. One note on
+    stderr counts them and names the first few as user text (quoted when a space or a control
+    character is in the name, escaped); the exit code stays 0; named, they are read."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    sf.write(folder / "one.wav", synthesize_work(55, duration_s=8.0, sr=SR), SR)
+    copies = ["a\nline", "copy", "copy.mp3 ", "copy.xyz"]
+    for seed, name in enumerate(copies, 56):
+        sf.write(folder / name, synthesize_work(seed, duration_s=8.0, sr=SR), SR, format="WAV")
+    db = tmp_path / "db"
+    result = run("index", "add", "--db", db, folder)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "added 1, identical 0, already present 0, failed 0"
+    shown = f'"{folder}/a\\\\nline", {folder}/copy, "{folder}/copy.mp3 "'
+    assert result.stderr.splitlines() == [
+        f"note: skipped 4 files in folders without an audio extension (e.g. {shown}); "
+        "name them explicitly to add them"
+    ]
+    named = run("index", "add", "--db", db, *(folder / name for name in copies))
+    assert named.exit_code == 0 and "added 4," in named.stdout, named.output
+    assert named.stderr == ""
+    with Catalog.open(db) as catalog:
+        assert len(catalog.works()) == 5
+    (tmp_path / "other" / "cover.jpg").parent.mkdir()
+    (tmp_path / "other" / "cover.jpg").write_bytes(b"\xff\xd8")
+    alone = run("index", "add", "--db", db, tmp_path / "other")
+    assert alone.exit_code == 0 and "added 0," in alone.stdout, alone.output
+    assert alone.stderr.splitlines() == [
+        f"note: skipped 1 file in folders without an audio extension ({tmp_path}/other/"
+        "cover.jpg); name them explicitly to add them"
+    ]
+
+
 def test_add_file_with_non_utf8_name(tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
