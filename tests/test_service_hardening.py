@@ -186,6 +186,38 @@ def test_a_damaged_key_file_is_a_503_that_does_not_show_its_path(
         assert str(root) not in answer.text
 
 
+def test_a_key_file_gone_under_a_running_service_is_a_503_not_a_bad_key(
+    pristine_catalog_dir: Path, tmp_path: Path, caplog
+) -> None:
+    """A key file the service read and that is then deleted or moved away is a 503
+    ``keys_unavailable`` with a log line naming it, not a 401 for every good key; put back,
+    the keys work again."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+    away = tmp_path / "keys.json.away"
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        config.keys_path.rename(away)
+        with caplog.at_level(logging.ERROR, logger="audiodup.service"):
+            answer = client.get("/v1/uploads/1", headers=bearer(key))
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "keys_unavailable"
+        assert str(root) not in answer.text
+        errors = [r.__dict__.get("fields", {}).get("error", "") for r in caplog.records]
+        assert any("is missing" in e and str(config.keys_path) in e for e in errors), errors
+        away.rename(config.keys_path)
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+
+
+def test_a_catalog_that_never_had_a_key_file_answers_401() -> None:
+    """Without a key file from the start there are no keys: a 401, as before."""
+    keys = KeyFile(Path("/nonexistent-audiodup") / "keys.json")
+    assert keys.verify("adk_00000000_" + "x" * 43) is None
+    assert keys.records() == []
+
+
 def test_a_catalog_error_s_paths_stay_in_the_log(
     pristine_catalog_dir: Path, tmp_path: Path, caplog, monkeypatch
 ) -> None:
