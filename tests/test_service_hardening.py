@@ -362,6 +362,48 @@ def test_a_catalog_folder_moved_away_is_a_503_not_a_bad_key(
         assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
 
 
+def _uploads_in(root: Path) -> int:
+    with Catalog.open(root, create=False) as catalog:
+        return catalog.stats().uploads
+
+
+@pytest.mark.parametrize("how", ["copied back", "swapped"])
+def test_a_catalog_folder_replaced_under_the_service_is_refused_not_written(
+    pristine_catalog_dir: Path, tmp_path: Path, how: str
+) -> None:
+    """A backup restored (``rm -rf cat && cp -a backup cat``) or swapped in (``mv``) while the
+    service runs: the worker's connection is still on the old database, so it refuses (503,
+    ``/readyz`` not ready) rather than answer 201 for an upload recorded where nobody sees it."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["admin"])
+    backup = tmp_path / "backup"
+    shutil.copytree(root, backup)
+    before = _uploads_in(root)
+    body = (UPLOADS / "unrelated_b.ogg").read_bytes()
+    headers = {**bearer(key), "Content-Type": "audio/ogg"}
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        if how == "copied back":
+            shutil.rmtree(root)
+            shutil.copytree(backup, root)
+        else:
+            root.rename(tmp_path / "old")
+            backup.rename(root)
+        for url in ("/v1/uploads?uploader=late", "/v1/screen"):
+            answer = client.post(url, content=body, headers=headers)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "catalog_replaced"
+            assert "restart" in answer.json()["error"]["message"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "replaced" in ready.json()["error"]["message"]
+    assert _uploads_in(root) == before
+    assert not list((root / "received").glob("*.ogg"))
+    if how == "swapped":
+        assert _uploads_in(tmp_path / "old") == before
+
+
 def test_an_upload_form_s_declared_charset_does_not_change_its_text(service) -> None:
     """Fields are checked as UTF-8 and read as UTF-8: a form declaring Latin-1 cannot turn
     'caf\u00e9' into 'caf\u00c3\u00a9'."""

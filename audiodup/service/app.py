@@ -456,15 +456,17 @@ def record_work(
             idempotency_key=upload.idempotency_key,
             request_hash=upload.request_hash,
         )
-        with engine.read() as catalog:
-            try:
+        committed = None
+        try:
+            with engine.read() as catalog:
                 committed, recorded = catalog.store.record_screened_upload(item, screening)
-            except BaseException:  # a full disk: audio no upload records is not kept
+                if committed.status == "present":  # the same key won a race with this request
+                    return _answer_replay(engine, upload, recorded)
+                found = catalog.store.find_uploads(upload_id=committed.upload_id)
+        except BaseException:
+            if committed is None:  # a full disk, a replaced catalog: audio no upload records
                 intake.drop(kept, engine.config.received_dir)
-                raise
-            if committed.status == "present":  # the same key won a race with this request
-                return _answer_replay(engine, upload, recorded)
-            found = catalog.store.find_uploads(upload_id=committed.upload_id)
+            raise
         if committed.status == "added":  # a shard was written
             engine.merge_soon()
     finally:
@@ -547,6 +549,8 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         reason = engine.not_ready_reason()
         if reason is None:
             reason = await run_in_threadpool(engine.unreadable_reason)
+        if reason is None:
+            reason = await run_in_threadpool(engine.replaced_reason)
         if reason is None:
             reason = await run_in_threadpool(engine.cluster_reason)
         if reason is not None:
