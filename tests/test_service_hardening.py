@@ -546,3 +546,44 @@ def test_a_starting_worker_removes_received_files_no_upload_records(
     assert not orphan.exists() and kept[0].exists()
     with Catalog.open(root, create=False) as catalog:
         assert os.path.basename(catalog.store.upload_file(upload_id)) == kept[0].name
+
+
+def test_a_read_only_catalog_screens_and_refuses_to_record(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A catalog on a read-only mount (a screening replica): ``/v1/screen`` spools its body
+    outside the catalog and answers; ``/v1/uploads`` is refused with a 503 that says why, and
+    no spooled part is left behind."""
+    import tempfile
+
+    from test_store_hostile import read_only_mount
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # not the machine's /tmp
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    key = KeyFile(ServiceConfig(db=root).keys_path).create("ingest", ["screen"])
+    with read_only_mount(root, tmp_path / "ro") as view:
+        config = ServiceConfig(db=view)
+        headers = {**bearer(key), "Content-Type": "audio/ogg"}
+        body = (UPLOADS / "unrelated_b.ogg").read_bytes()
+        with TestClient(create_app(config)) as client:
+            assert client.get("/readyz").status_code == 200
+            screened = client.post("/v1/screen", content=body, headers=headers)
+            assert screened.status_code == 200, screened.text
+            accepted = client.post("/v1/screen?mode=async", content=body, headers=headers)
+            assert accepted.status_code == 202, accepted.text
+            job = client.get(accepted.headers["location"], headers=bearer(key)).json()
+            while job["status"] in ("queued", "running"):
+                time.sleep(0.05)
+                job = client.get(accepted.headers["location"], headers=bearer(key)).json()
+            assert job["status"] == "done" and job["http_status"] == 200, job
+            recorded = client.post("/v1/uploads?uploader=x", content=body, headers=headers)
+            assert recorded.status_code == 503, recorded.text
+            error = recorded.json()["error"]
+            assert error["code"] == "read_only" and "read-only" in error["message"]
+        spool = config.read_only_incoming_dir
+        assert spool.parent == tmp_path / "tmp"
+        assert spool.is_dir() and not list(spool.iterdir())
+        assert (spool.stat().st_mode & 0o777) == 0o700
+        assert (config.read_only_jobs_dir.stat().st_mode & 0o777) == 0o700

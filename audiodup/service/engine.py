@@ -23,8 +23,10 @@ and refuses with 503 (``/readyz`` too) until it is restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -228,6 +230,27 @@ class Engine:
             )
         return REPLACED
 
+    def read_only_reason(self) -> str | None:
+        """Why the open catalog cannot be written here (a read-only mount), or None (also
+        while it is not open)."""
+        catalog = self._catalog
+        return None if catalog is None else catalog.store.read_only
+
+    def incoming_dir(self) -> Path:
+        """Where this worker spools request bodies: the catalog's ``received/.incoming``, or
+        for a catalog that cannot be written a private folder outside it, so that a
+        read-only replica screens."""
+        if self.read_only_reason() is None:
+            return self.config.incoming_dir
+        return private_folder(self.config.read_only_incoming_dir)
+
+    def jobs_dir(self) -> Path:
+        """Where asynchronous jobs are kept: ``<db>/service/jobs``, or for a catalog that
+        cannot be written a private folder outside it (as :meth:`incoming_dir`)."""
+        if self.read_only_reason() is None:
+            return self.config.jobs_dir
+        return private_folder(self.config.read_only_jobs_dir)
+
     def check_same_catalog(self) -> None:
         """Refuse to use a catalog whose folder was replaced, or whose database is gone: the
         worker's connection would read and write the old file, whose records nobody sees."""
@@ -325,6 +348,25 @@ class Engine:
         with self._count:
             self.queued += step
         metrics.QUEUE_DEPTH.inc(step)
+
+
+def private_folder(folder: Path) -> Path:
+    """``folder``, made (mode 0700) or checked to be this user's own real folder: in a shared
+    temporary folder another user could have made it first, or put a link there."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        found = os.lstat(folder)
+    except OSError as exc:
+        raise intake.storage_error(exc) from None
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ApiError(
+            503,
+            "storage_error",
+            "the upload cannot be stored (the service's log says why)",
+            logged=f"{folder} is not a folder of this user's alone (mode 0700); remove it",
+        )
+    return folder
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
