@@ -198,8 +198,7 @@ def test_a_key_file_gone_under_a_running_service_is_a_503_not_a_bad_key(
     key = KeyFile(config.keys_path).create("ingest", ["screen"])
     away = tmp_path / "keys.json.away"
     with TestClient(create_app(config)) as client:
-        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
-        config.keys_path.rename(away)
+        config.keys_path.rename(away)  # before any request: the worker read it as it started
         with caplog.at_level(logging.ERROR, logger="audiodup.service"):
             answer = client.get("/v1/uploads/1", headers=bearer(key))
         assert answer.status_code == 503, answer.text
@@ -209,6 +208,8 @@ def test_a_key_file_gone_under_a_running_service_is_a_503_not_a_bad_key(
         assert any("is missing" in e and str(config.keys_path) in e for e in errors), errors
         away.rename(config.keys_path)
         assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        config.keys_path.rename(away)  # and after requests
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 503
 
 
 def test_a_catalog_that_never_had_a_key_file_answers_401() -> None:

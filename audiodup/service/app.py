@@ -169,6 +169,10 @@ def create_app(config: ServiceConfig, *, open_in_background: bool = False) -> Fa
             await asyncio.get_running_loop().run_in_executor(None, engine.open)
         app.state.jobs.sweep()
         JobStore(config.read_only_jobs_dir).sweep()
+        # read now: a key file there at the start that goes missing later is an error, not "no
+        # keys" (one unreadable now is answered 503 at each request)
+        with contextlib.suppress(KeyFileError):
+            app.state.keys.records()
         _sweep_incoming(config)
         try:
             yield
