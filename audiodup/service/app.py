@@ -577,6 +577,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         if engine.lock.acquire(timeout=2.0):
             try:
                 with contextlib.suppress(AudiodupError, ApiError):
+                    engine.check_same_catalog()  # not the stats of a replaced catalog
                     stats = engine.catalog.stats()
                     metrics.CATALOG_WORKS.set(stats.works)
                     metrics.CATALOG_UPLOADS.set(stats.uploads)

@@ -372,10 +372,10 @@ def private_folder(folder: Path) -> Path:
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """``(device, inode)`` of ``path``, or None when there is no such file."""
     try:
-        stat = os.stat(path)
+        found = os.stat(path)
     except FileNotFoundError:
         return None
-    return stat.st_dev, stat.st_ino
+    return found.st_dev, found.st_ino
 
 
 def sharded_screening(catalog: Catalog, config: ServiceConfig) -> ShardedScreening:
