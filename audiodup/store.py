@@ -125,6 +125,7 @@ _BUSY_TIMEOUT_S = 60.0
 _FOLD_LOG_WAIT_MS = 200
 
 _DB_FILE = "catalog.sqlite"
+DB_FILE = _DB_FILE  # the service checks that the file at this name is the one it opened
 _LOCK_FILE = "catalog.lock"
 
 

@@ -186,6 +186,39 @@ def test_a_damaged_key_file_is_a_503_that_does_not_show_its_path(
         assert str(root) not in answer.text
 
 
+def test_a_key_file_gone_under_a_running_service_is_a_503_not_a_bad_key(
+    pristine_catalog_dir: Path, tmp_path: Path, caplog
+) -> None:
+    """A key file the service read and that is then deleted or moved away is a 503
+    ``keys_unavailable`` with a log line naming it, not a 401 for every good key; put back,
+    the keys work again."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["screen"])
+    away = tmp_path / "keys.json.away"
+    with TestClient(create_app(config)) as client:
+        config.keys_path.rename(away)  # before any request: the worker read it as it started
+        with caplog.at_level(logging.ERROR, logger="audiodup.service"):
+            answer = client.get("/v1/uploads/1", headers=bearer(key))
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "keys_unavailable"
+        assert str(root) not in answer.text
+        errors = [r.__dict__.get("fields", {}).get("error", "") for r in caplog.records]
+        assert any("is missing" in e and str(config.keys_path) in e for e in errors), errors
+        away.rename(config.keys_path)
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        config.keys_path.rename(away)  # and after requests
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 503
+
+
+def test_a_catalog_that_never_had_a_key_file_answers_401() -> None:
+    """Without a key file from the start there are no keys: a 401, as before."""
+    keys = KeyFile(Path("/nonexistent-audiodup") / "keys.json")
+    assert keys.verify("adk_00000000_" + "x" * 43) is None
+    assert keys.records() == []
+
+
 def test_a_catalog_error_s_paths_stay_in_the_log(
     pristine_catalog_dir: Path, tmp_path: Path, caplog, monkeypatch
 ) -> None:
@@ -330,6 +363,48 @@ def test_a_catalog_folder_moved_away_is_a_503_not_a_bad_key(
         assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
 
 
+def _uploads_in(root: Path) -> int:
+    with Catalog.open(root, create=False) as catalog:
+        return catalog.stats().uploads
+
+
+@pytest.mark.parametrize("how", ["copied back", "swapped"])
+def test_a_catalog_folder_replaced_under_the_service_is_refused_not_written(
+    pristine_catalog_dir: Path, tmp_path: Path, how: str
+) -> None:
+    """A backup restored (``rm -rf cat && cp -a backup cat``) or swapped in (``mv``) while the
+    service runs: the worker's connection is still on the old database, so it refuses (503,
+    ``/readyz`` not ready) rather than answer 201 for an upload recorded where nobody sees it."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    key = KeyFile(config.keys_path).create("ingest", ["admin"])
+    backup = tmp_path / "backup"
+    shutil.copytree(root, backup)
+    before = _uploads_in(root)
+    body = (UPLOADS / "unrelated_b.ogg").read_bytes()
+    headers = {**bearer(key), "Content-Type": "audio/ogg"}
+    with TestClient(create_app(config)) as client:
+        assert client.get("/v1/uploads/1", headers=bearer(key)).status_code == 200
+        if how == "copied back":
+            shutil.rmtree(root)
+            shutil.copytree(backup, root)
+        else:
+            root.rename(tmp_path / "old")
+            backup.rename(root)
+        for url in ("/v1/uploads?uploader=late", "/v1/screen"):
+            answer = client.post(url, content=body, headers=headers)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["code"] == "catalog_replaced"
+            assert "restart" in answer.json()["error"]["message"]
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "replaced" in ready.json()["error"]["message"]
+    assert _uploads_in(root) == before
+    assert not list((root / "received").glob("*.ogg"))
+    if how == "swapped":
+        assert _uploads_in(tmp_path / "old") == before
+
+
 def test_an_upload_form_s_declared_charset_does_not_change_its_text(service) -> None:
     """Fields are checked as UTF-8 and read as UTF-8: a form declaring Latin-1 cannot turn
     'caf\u00e9' into 'caf\u00c3\u00a9'."""
@@ -472,3 +547,44 @@ def test_a_starting_worker_removes_received_files_no_upload_records(
     assert not orphan.exists() and kept[0].exists()
     with Catalog.open(root, create=False) as catalog:
         assert os.path.basename(catalog.store.upload_file(upload_id)) == kept[0].name
+
+
+def test_a_read_only_catalog_screens_and_refuses_to_record(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A catalog on a read-only mount (a screening replica): ``/v1/screen`` spools its body
+    outside the catalog and answers; ``/v1/uploads`` is refused with a 503 that says why, and
+    no spooled part is left behind."""
+    import tempfile
+
+    from test_store_hostile import read_only_mount
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # not the machine's /tmp
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    key = KeyFile(ServiceConfig(db=root).keys_path).create("ingest", ["screen"])
+    with read_only_mount(root, tmp_path / "ro") as view:
+        config = ServiceConfig(db=view)
+        headers = {**bearer(key), "Content-Type": "audio/ogg"}
+        body = (UPLOADS / "unrelated_b.ogg").read_bytes()
+        with TestClient(create_app(config)) as client:
+            assert client.get("/readyz").status_code == 200
+            screened = client.post("/v1/screen", content=body, headers=headers)
+            assert screened.status_code == 200, screened.text
+            accepted = client.post("/v1/screen?mode=async", content=body, headers=headers)
+            assert accepted.status_code == 202, accepted.text
+            job = client.get(accepted.headers["location"], headers=bearer(key)).json()
+            while job["status"] in ("queued", "running"):
+                time.sleep(0.05)
+                job = client.get(accepted.headers["location"], headers=bearer(key)).json()
+            assert job["status"] == "done" and job["http_status"] == 200, job
+            recorded = client.post("/v1/uploads?uploader=x", content=body, headers=headers)
+            assert recorded.status_code == 503, recorded.text
+            error = recorded.json()["error"]
+            assert error["code"] == "read_only" and "read-only" in error["message"]
+        spool = config.read_only_incoming_dir
+        assert spool.parent == tmp_path / "tmp"
+        assert spool.is_dir() and not list(spool.iterdir())
+        assert (spool.stat().st_mode & 0o777) == 0o700
+        assert (config.read_only_jobs_dir.stat().st_mode & 0o777) == 0o700

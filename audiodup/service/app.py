@@ -168,6 +168,11 @@ def create_app(config: ServiceConfig, *, open_in_background: bool = False) -> Fa
         else:
             await asyncio.get_running_loop().run_in_executor(None, engine.open)
         app.state.jobs.sweep()
+        JobStore(config.read_only_jobs_dir).sweep()
+        # read now: a key file there at the start that goes missing later is an error, not "no
+        # keys" (one unreadable now is answered 503 at each request)
+        with contextlib.suppress(KeyFileError):
+            app.state.keys.records()
         _sweep_incoming(config)
         try:
             yield
@@ -224,16 +229,18 @@ def _mount_review(app: FastAPI) -> None:
 
 def _sweep_incoming(config: ServiceConfig) -> None:
     """Remove partial uploads left by a worker that was killed: those of a process of this host
-    that is gone, and any older than any request could be."""
+    that is gone, and any older than any request could be (in the catalog's spool folder and in
+    the one a read-only catalog's bodies go to)."""
     limit = time.time() - 2 * max(config.request_timeout_s, config.job_timeout_s)
-    folder = config.received_dir / ".incoming"
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(folder):
-            with contextlib.suppress(OSError):
-                if not entry.name.endswith(".part"):
-                    continue
-                if intake.orphaned_part(entry.name, process_alive) or entry.stat().st_mtime < limit:
-                    os.unlink(entry.path)
+    for folder in (config.incoming_dir, config.read_only_incoming_dir):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    if not entry.name.endswith(".part"):
+                        continue
+                    orphaned = intake.orphaned_part(entry.name, process_alive)
+                    if orphaned or entry.stat().st_mtime < limit:
+                        os.unlink(entry.path)
 
 
 # -- request context: request id, logs, metrics ------------------------------------------------
@@ -456,15 +463,17 @@ def record_work(
             idempotency_key=upload.idempotency_key,
             request_hash=upload.request_hash,
         )
-        with engine.read() as catalog:
-            try:
+        committed = None
+        try:
+            with engine.read() as catalog:
                 committed, recorded = catalog.store.record_screened_upload(item, screening)
-            except BaseException:  # a full disk: audio no upload records is not kept
+                if committed.status == "present":  # the same key won a race with this request
+                    return _answer_replay(engine, upload, recorded)
+                found = catalog.store.find_uploads(upload_id=committed.upload_id)
+        except BaseException:
+            if committed is None:  # a full disk, a replaced catalog: audio no upload records
                 intake.drop(kept, engine.config.received_dir)
-                raise
-            if committed.status == "present":  # the same key won a race with this request
-                return _answer_replay(engine, upload, recorded)
-            found = catalog.store.find_uploads(upload_id=committed.upload_id)
+            raise
         if committed.status == "added":  # a shard was written
             engine.merge_soon()
     finally:
@@ -548,6 +557,8 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         if reason is None:
             reason = await run_in_threadpool(engine.unreadable_reason)
         if reason is None:
+            reason = await run_in_threadpool(engine.replaced_reason)
+        if reason is None:
             reason = await run_in_threadpool(engine.cluster_reason)
         if reason is not None:
             raise ApiError(503, "not_ready", reason, {"Retry-After": "5"})
@@ -566,6 +577,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         if engine.lock.acquire(timeout=2.0):
             try:
                 with contextlib.suppress(AudiodupError, ApiError):
+                    engine.check_same_catalog()  # not the stats of a replaced catalog
                     stats = engine.catalog.stats()
                     metrics.CATALOG_WORKS.set(stats.works)
                     metrics.CATALOG_UPLOADS.set(stats.uploads)
@@ -576,11 +588,14 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         return Response(body, media_type=kind)
 
     async def take_body(request: Request, hash_bytes: bool = True) -> intake.Received:
+        engine: Engine = request.app.state.engine
+        if not engine.ready:  # whether the catalog can be written decides where bodies go
+            await run_in_threadpool(engine.wait_open)
         try:
             return await asyncio.wait_for(
                 intake.receive(
                     request,
-                    config.received_dir / ".incoming",
+                    engine.incoming_dir(),
                     config.max_upload_bytes,
                     hash_bytes=hash_bytes,
                 ),
@@ -687,6 +702,17 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
                 422, "invalid_request", "Idempotency-Key: 1-255 visible ASCII characters"
             )
         intake.check_query(request, ("mode", *UPLOAD_METADATA, "role"))
+        engine: Engine = request.app.state.engine
+        if not engine.ready:
+            await run_in_threadpool(engine.wait_open)
+        if engine.read_only_reason() is not None:  # refused before its body is received
+            raise ApiError(
+                503,
+                "read_only",
+                "this service's catalog is read-only: it screens (/v1/screen) but records no "
+                "upload",
+                logged=engine.read_only_reason(),
+            )
         given = {
             "uploader": uploader,
             "uploaded_at": uploaded_at,
@@ -704,7 +730,6 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             received.discard()
             raise
         name = received.filename or "upload"
-        engine: Engine = request.app.state.engine
         return await answer(
             request,
             client,
@@ -828,7 +853,7 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
         client: Annotated[str, Depends(screen_scope)],
         job_id: Annotated[str, PathParam(max_length=64)],
     ) -> dict:
-        job = request.app.state.jobs.get(job_id)
+        job = _job_store(request).get(job_id)
         admin = getattr(request.state, "key_is_admin", False)
         if job is None or (job.get("client") != client and not admin):
             raise not_found(f"no job {results.shown_text(job_id)[:64]}")
@@ -891,10 +916,18 @@ _STILL_RECORDING = (
 )
 
 
+def _job_store(request: Request) -> JobStore:
+    """The jobs of this service: in the catalog, or outside a catalog that cannot be written."""
+    engine: Engine = request.app.state.engine
+    folder = engine.jobs_dir()
+    jobs: JobStore = request.app.state.jobs
+    return jobs if folder == jobs.folder else JobStore(folder)
+
+
 def _start_job(request: Request, client: str, kind: str, work, cleanup) -> JSONResponse:
     """Answer 202 now and run ``work`` in the engine thread; its answer goes to the job
     (``cleanup`` runs if the work never does)."""
-    jobs: JobStore = request.app.state.jobs
+    jobs = _job_store(request)
     engine: Engine = request.app.state.engine
     config: ServiceConfig = request.app.state.config
     job_id = jobs.create(client, kind)

@@ -80,6 +80,7 @@ class KeyFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._stamp: tuple | None = None
+        self._loaded = False  # a file was read: its going missing is an error, not "no keys"
         self._records: dict[str, KeyRecord] = {}
         self._verified: dict[str, str] = {}  # sha256(key) -> key id
         self._guard = threading.Lock()
@@ -95,12 +96,19 @@ class KeyFile:
             stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         except FileNotFoundError:
             stamp = None
+        if stamp is None and self._loaded:
+            # deleted or moved away under a running service: every good key would be a 401
+            raise KeyFileError(
+                f"key file {path_text(self.path)} is missing (it was read before); put it back, "
+                "or restart the service to run without it"
+            )
         with self._guard:
             if stamp == self._stamp and (stamp is not None or not self._records):
                 return
             self._records = {r.key_id: r for r in self._read()} if stamp is not None else {}
             self._verified.clear()
             self._stamp = stamp
+            self._loaded = stamp is not None
 
     def _read(self) -> list[KeyRecord]:
         try:
@@ -319,6 +327,13 @@ def bearer_key(request: Request) -> str | None:
     return key.strip()
 
 
+def _check_catalog_folder(request: Request) -> None:
+    """A catalog folder that is gone is the catalog's 503: the default key file went with it."""
+    config = getattr(request.app.state, "config", None)
+    if config is not None and not config.db.is_dir():
+        raise ApiError(503, "catalog_error", "the catalog folder cannot be found")
+
+
 def require_scope(*scopes: str) -> Callable:
     """A FastAPI dependency: the request's key must hold one of ``scopes`` (``admin`` holds
     them all). Returns the key's name; 401 without a valid key, 403 without the scope, 429
@@ -332,11 +347,13 @@ def require_scope(*scopes: str) -> Callable:
         if key is None:
             raise unauthorized("send an API key: 'Authorization: Bearer KEY'")
         keys: KeyFile = request.app.state.keys
-        record = await run_in_threadpool(keys.verify, key)
+        try:
+            record = await run_in_threadpool(keys.verify, key)
+        except KeyFileError:
+            _check_catalog_folder(request)
+            raise
         if record is None:
-            config = getattr(request.app.state, "config", None)
-            if config is not None and not config.db.is_dir():  # the keys went with it
-                raise ApiError(503, "catalog_error", "the catalog folder cannot be found")
+            _check_catalog_folder(request)
             raise unauthorized("the API key is unknown or revoked")
         request.state.key_name = record.name
         # the key verified, not its name: a revoked admin key of that name grants nothing

@@ -96,6 +96,28 @@ class ServiceConfig:
         return self.db / "received"
 
     @property
+    def incoming_dir(self) -> Path:
+        """Where request bodies are spooled while they are received."""
+        return self.received_dir / ".incoming"
+
+    @property
+    def read_only_incoming_dir(self) -> Path:
+        """Where they are spooled for a catalog that cannot be written (a read-only replica
+        still screens): a folder of this user's and this catalog's in the temporary folder."""
+        import hashlib
+        import tempfile
+
+        token = hashlib.sha256(str(self.db).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"audiodup-{os.getuid()}-incoming-{token}"
+
+    @property
+    def read_only_jobs_dir(self) -> Path:
+        """The asynchronous jobs' folder for a catalog that cannot be written (beside
+        :attr:`read_only_incoming_dir`)."""
+        incoming = self.read_only_incoming_dir
+        return incoming.with_name(incoming.name.replace("-incoming-", "-jobs-"))
+
+    @property
     def jobs_dir(self) -> Path:
         return self.db / "service" / "jobs"
 

@@ -13,19 +13,27 @@ A worker of ``audiodup serve`` opens its catalog in the engine thread after it s
 requests that need the catalog wait for it. A catalog that cannot be opened (a damaged or
 missing shard, a database locked for too long) leaves the worker up and not ready, saying why,
 and the opening is tried again every :data:`RETRY_OPEN_S` seconds while it is asked for.
+
+A worker keeps the database file it opened: a catalog folder replaced under it (a backup
+restored, folders swapped) would have it record into a file nobody reads. So before each use it
+checks that ``catalog.sqlite`` at the path is still that file (device and inode, one ``stat``),
+and refuses with 503 (``/readyz`` too) until it is restarted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from starlette.requests import Request
@@ -36,7 +44,7 @@ from ..catalog import Catalog
 from ..dask_client import DEFAULT_NO_WORKERS_S
 from ..errors import AudiodupError
 from ..settings import DEFAULT_SETTINGS
-from ..store import probe_readable
+from ..store import DB_FILE, probe_readable
 from . import intake, logs, metrics
 from .config import ServiceConfig
 from .errors import ApiError, engine_error
@@ -50,6 +58,7 @@ RETRY_OPEN_S = 2.0  # a catalog that could not be opened is tried again after th
 UNRECORDED_MIN_AGE_S = 86_400.0  # a received file no upload records is removed after this
 # /readyz takes no key: the library's error (which names server paths) goes to the log only
 LOG_SAYS_WHY = "the worker's log says why"
+REPLACED = "the catalog folder was replaced while the service ran; restart the service"
 
 
 def unrecorded_age_s(config: ServiceConfig) -> float:
@@ -85,6 +94,8 @@ class Engine:
         self._opening = False
         self._tried_at = 0.0
         self._closed = False
+        self._opened_file: tuple[int, int] | None = None  # (device, inode) of its database
+        self._replaced_logged = False
 
     @property
     def catalog(self) -> Catalog:
@@ -95,6 +106,9 @@ class Engine:
     def open(self) -> None:
         """Open the catalog (it must exist) and load its indexes, so the first request is not
         the one that pays for it. Raises the library's error when it cannot."""
+        # stat before opening: a folder replaced in between is then seen as replaced (and
+        # refused), never the other way round
+        opened_file = _file_identity(self.config.db / DB_FILE)
         catalog = Catalog.open(self.config.db, create=False)
         sharded = None
         try:
@@ -119,6 +133,7 @@ class Engine:
                 if self._closed:  # the worker stopped while this was loading
                     raise ApiError(503, "not_ready", "the worker is stopping")
                 self._catalog, self._sharded = catalog, sharded
+                self._opened_file = opened_file
                 if catalog.store.read_only is None:
                     catalog.store.merge_after_commit = False
                     self.merger = ShardMerger(self.config.db, catalog.store.settings)
@@ -192,6 +207,61 @@ class Engine:
             return f"the catalog database cannot be read ({LOG_SAYS_WHY})"
         return None
 
+    def replaced_reason(self) -> str | None:
+        """Why the catalog at the configured path is not the one this worker opened (its
+        folder restored from a backup or swapped while the service ran), or None. One
+        ``stat``; a database that is missing now is not "replaced" (the catalog's other checks
+        answer for a folder moved away, and it may come back)."""
+        return self._replaced(_file_identity(self.config.db / DB_FILE))
+
+    def _replaced(self, now: tuple[int, int] | None) -> str | None:
+        if self._opened_file is None or now is None or now == self._opened_file:
+            self._replaced_logged = False  # put back: a later replacement is logged again
+            return None
+        if not self._replaced_logged:
+            self._replaced_logged = True
+            logs.event(
+                "catalog replaced",
+                logging.ERROR,
+                pid=os.getpid(),
+                db=str(self.config.db),
+                error="the catalog's database is not the file this worker opened; restart the "
+                "service to open the new one",
+            )
+        return REPLACED
+
+    def read_only_reason(self) -> str | None:
+        """Why the open catalog cannot be written here (a read-only mount), or None (also
+        while it is not open)."""
+        catalog = self._catalog
+        return None if catalog is None else catalog.store.read_only
+
+    def incoming_dir(self) -> Path:
+        """Where this worker spools request bodies: the catalog's ``received/.incoming``, or
+        for a catalog that cannot be written a private folder outside it, so that a
+        read-only replica screens."""
+        if self.read_only_reason() is None:
+            return self.config.incoming_dir
+        return private_folder(self.config.read_only_incoming_dir)
+
+    def jobs_dir(self) -> Path:
+        """Where asynchronous jobs are kept: ``<db>/service/jobs``, or for a catalog that
+        cannot be written a private folder outside it (as :meth:`incoming_dir`)."""
+        if self.read_only_reason() is None:
+            return self.config.jobs_dir
+        return private_folder(self.config.read_only_jobs_dir)
+
+    def check_same_catalog(self) -> None:
+        """Refuse to use a catalog whose folder was replaced, or whose database is gone: the
+        worker's connection would read and write the old file, whose records nobody sees."""
+        if self._opened_file is None:
+            return
+        now = _file_identity(self.config.db / DB_FILE)
+        if now is None:
+            raise ApiError(503, "catalog_error", "the catalog folder or its database is gone")
+        if self._replaced(now) is not None:
+            raise ApiError(503, "catalog_replaced", REPLACED)
+
     def cluster_reason(self) -> str | None:
         """With ``dask``: why its cluster cannot screen now (no worker, no answer), or None."""
         sharded = self._sharded
@@ -209,6 +279,7 @@ class Engine:
         self.wait_open()
         try:
             with self.lock:
+                self.check_same_catalog()
                 yield self.catalog
         except AudiodupError as exc:
             raise engine_error(exc) from None
@@ -279,6 +350,34 @@ class Engine:
         metrics.QUEUE_DEPTH.inc(step)
 
 
+def private_folder(folder: Path) -> Path:
+    """``folder``, made (mode 0700) or checked to be this user's own real folder: in a shared
+    temporary folder another user could have made it first, or put a link there."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        found = os.lstat(folder)
+    except OSError as exc:
+        raise intake.storage_error(exc) from None
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ApiError(
+            503,
+            "storage_error",
+            "the upload cannot be stored (the service's log says why)",
+            logged=f"{folder} is not a folder of this user's alone (mode 0700); remove it",
+        )
+    return folder
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of ``path``, or None when there is no such file."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def sharded_screening(catalog: Catalog, config: ServiceConfig) -> ShardedScreening:
     """A ``ShardedScreening`` of ``catalog`` on ``config.dask``'s cluster, the catalog set to
     screen through it. Each round waits at most ``request_timeout_s``; connecting, or a
@@ -311,6 +410,7 @@ def get_catalog(request: Request) -> Iterator[Catalog]:
     engine: Engine = request.app.state.engine
     engine.wait_open()
     with engine.lock:
+        engine.check_same_catalog()
         catalog = engine.catalog
         index.set_threads(catalog.settings.faiss_threads)  # per thread (see Engine)
         yield catalog

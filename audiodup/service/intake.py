@@ -139,7 +139,7 @@ async def receive(
     except OSError as exc:
         with contextlib.suppress(OSError):
             target.unlink(missing_ok=True)
-        raise _storage_error(exc) from None
+        raise storage_error(exc) from None
     except BaseException:
         with contextlib.suppress(OSError):
             target.unlink(missing_ok=True)
@@ -189,7 +189,7 @@ async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
     return b"".join([chunk async for chunk in _limited(request.stream(), max_bytes, too_large)])
 
 
-def _storage_error(exc: OSError) -> ApiError:
+def storage_error(exc: OSError) -> ApiError:
     """A received file that cannot be written: 507 when the disk (or the quota, or the file
     size limit) is full, else 503; the client may retry either later."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -390,7 +390,7 @@ def keep(received: Received, folder: Path) -> Kept:
             identity = _identity(final)
         fsync_folder(folder)
     except OSError as exc:
-        raise _storage_error(exc) from None
+        raise storage_error(exc) from None
     return Kept(final, identity, created)
 
 

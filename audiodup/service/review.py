@@ -497,6 +497,7 @@ def _catalog(request: Request) -> Iterator[Catalog]:
     engine = request.app.state.engine
     engine.wait_open()
     with engine.lock:
+        engine.check_same_catalog()
         yield engine.catalog
 
 
