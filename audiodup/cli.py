@@ -1303,9 +1303,7 @@ def serve_command(
         raise AudiodupError(
             f"the service needs its extra: pip install 'audiodup[serve]' ({exc})"
         ) from None
-    for warning in server.check(settings):
-        err.print(f"warning: {warning}", soft_wrap=True)
-    server.run(settings)
+    server.run(settings, warnings=server.check(settings))
 
 
 @keys_app.command("create")

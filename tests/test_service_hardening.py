@@ -7,6 +7,7 @@ error line, and the queue's root route is named in the metrics."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -296,6 +297,32 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line(
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_serve_logs_its_start_warning_as_a_json_line(
+    pristine_catalog_dir: Path, tmp_path: Path
+) -> None:
+    """A review found the one warning of a catalog without keys (every request will be a
+    401) written as plain text in the JSON-lines log, where a log shipper drops it. The port
+    is taken, so serve stops after it with its one error line."""
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIODUP_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "audiodup", "serve", "--db", str(root), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+    warning, error = [line for line in done.stderr.splitlines() if line.strip()]
+    record = json.loads(warning)
+    assert record["level"] == "warning" and record["message"].startswith("no API key yet")
+    assert error == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def post_form(client, key: str, uploader: bytes, upload: str, charset: str = ""):

@@ -6,10 +6,12 @@ catalog once and serves from one shared listening socket."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Sequence
 
 from ..catalog import Catalog
 from ..dask_client import require_distributed
@@ -35,8 +37,9 @@ def check(config: ServiceConfig) -> list[str]:
     return []
 
 
-def run(config: ServiceConfig) -> None:
-    """Serve until interrupted (SIGINT or SIGTERM stop the workers gracefully)."""
+def run(config: ServiceConfig, warnings: Sequence[str] = ()) -> None:
+    """Serve until interrupted (SIGINT or SIGTERM stop the workers gracefully); ``warnings``
+    (:func:`check`'s) are logged first, as JSON lines like every other."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -59,6 +62,8 @@ def run(config: ServiceConfig) -> None:
             # workers killed as hung and started again (13 s to ready instead of 7)
             timeout_worker_healthcheck=60,
         )
+        for warning in warnings:  # after uvicorn.Config: the log is configured by now
+            event(warning, logging.WARNING)
         listening = listening_socket(config.host, config.port)
         host = f"[{config.host}]" if ":" in config.host else config.host
         event("listening", address=f"http://{host}:{listening.getsockname()[1]}")
