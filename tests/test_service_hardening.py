@@ -615,3 +615,26 @@ def test_a_read_only_catalog_screens_and_refuses_to_record(
         assert spool.is_dir() and not list(spool.iterdir())
         assert (spool.stat().st_mode & 0o777) == 0o700
         assert (config.read_only_jobs_dir.stat().st_mode & 0o777) == 0o700
+
+
+def test_start_warnings_name_a_misspelt_setting_and_a_key_file_others_can_write(
+    pristine_catalog_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A review: AUDIODUP_MAX_UPLAOD_BYTES was ignored without a word (the same name in the
+    TOML file is refused), and a key file anyone could write was used as it was."""
+    from audiodup.service import server
+
+    root = tmp_path / "catalog"
+    shutil.copytree(pristine_catalog_dir, root)
+    config = ServiceConfig(db=root)
+    KeyFile(config.keys_path).create("ingest", ["screen"])
+    for name in [n for n in os.environ if n.startswith("AUDIODUP_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AUDIODUP_PORT", "8000")  # a setting
+    monkeypatch.setenv("AUDIODUP_FFMPEG", "none")  # another command's
+    assert server.check(config) == []
+    monkeypatch.setenv("AUDIODUP_MAX_UPLAOD_BYTES", "5")
+    config.keys_path.chmod(0o666)
+    first, second = server.check(config)
+    assert first.startswith("AUDIODUP_MAX_UPLAOD_BYTES is no setting and is ignored")
+    assert "can be written by other users" in second

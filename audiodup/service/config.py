@@ -250,6 +250,22 @@ def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
     return found
 
 
+# other AUDIODUP_ variables: the catalog and ffmpeg of every command, the config handed to
+# the workers, and the benchmarks' own
+_OTHER_VARIABLES = frozenset(
+    {"AUDIODUP_DB", "AUDIODUP_FFMPEG", CONFIG_ENV}
+    | {f"AUDIODUP_{n}" for n in ("BENCH_DATA", "QUICK", "WORKERS", "FAKE_HIT_RATE")}
+)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The ``AUDIODUP_`` variables that are no setting (a misspelt ``AUDIODUP_PORTT`` would
+    otherwise be ignored unseen, where the same name in the TOML file is refused)."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in _KEYS} | _OTHER_VARIABLES
+    return sorted(n for n in environ if n.startswith(ENV_PREFIX) and n not in known)
+
+
 def load_config(
     config_file: Path | None = None,
     flags: Mapping[str, Any] | None = None,

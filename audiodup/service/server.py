@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from ..catalog import Catalog
 from ..dask_client import require_distributed
 from ..errors import AudiodupError
+from ..results import path_text, shown_text
 from . import metrics
 from .auth import KeyFile
-from .config import CONFIG_ENV, ServiceConfig
+from .config import CONFIG_ENV, ServiceConfig, unknown_environment
 from .logs import event, log_config
 
 
@@ -31,10 +32,20 @@ def check(config: ServiceConfig) -> list[str]:
 
             require_split(catalog.store)
             require_distributed()
+    found = [
+        f"{shown_text(name)} is no setting and is ignored (settings: AUDIODUP_ + a key of the "
+        "config file, upper-case)"
+        for name in unknown_environment()
+    ]
     keys = [r for r in KeyFile(config.keys_path).records() if r.revoked_at is None]
     if not keys:
-        return ["no API key yet: every /v1 request will get 401 ('audiodup keys create')"]
-    return []
+        found.append("no API key yet: every /v1 request will get 401 ('audiodup keys create')")
+    if config.keys_path.exists() and config.keys_path.stat().st_mode & 0o022:
+        found.append(
+            f"the key file {path_text(config.keys_path)} can be written by other users: "
+            "anyone who can write it can add a key (chmod 600)"
+        )
+    return found
 
 
 def run(config: ServiceConfig, warnings: Sequence[str] = ()) -> None:
