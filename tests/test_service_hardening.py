@@ -282,6 +282,15 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line(
     root = tmp_path / "catalog"
     shutil.copytree(pristine_catalog_dir, root)
     KeyFile(ServiceConfig(db=root).keys_path).create("ingest", ["screen"])
+    port, done = serve_on_a_taken_port(root)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def serve_on_a_taken_port(root: Path) -> tuple[int, subprocess.CompletedProcess]:
+    """``audiodup serve`` of ``root`` on a port another socket holds: the port, and the run
+    (no AUDIODUP_ variable of the test's environment)."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -294,9 +303,7 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line(
             env=env,
             timeout=300,
         )
-    assert done.returncode == 2, done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    return port, done
 
 
 def test_serve_logs_its_start_warning_as_a_json_line(
@@ -307,18 +314,7 @@ def test_serve_logs_its_start_warning_as_a_json_line(
     is taken, so serve stops after it with its one error line."""
     root = tmp_path / "catalog"
     shutil.copytree(pristine_catalog_dir, root)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIODUP_")}
-        done = subprocess.run(
-            [sys.executable, "-m", "audiodup", "serve", "--db", str(root), "--port", str(port)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
-        )
+    port, done = serve_on_a_taken_port(root)
     warning, error = [line for line in done.stderr.splitlines() if line.strip()]
     record = json.loads(warning)
     assert record["level"] == "warning" and record["message"].startswith("no API key yet")
