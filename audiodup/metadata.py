@@ -78,12 +78,6 @@ def upload_date_problem(text: str, now: datetime | None = None) -> str | None:
     return None
 
 
-def is_backdated(when: datetime, now: datetime | None = None) -> bool:
-    """Whether ``when`` is earlier than ``now`` (default: the current time) by more than a day:
-    an upload dated so arrives as a backfill of history, not as it happens."""
-    return when < (now or datetime.now(UTC)) - FUTURE_DATE_SLACK
-
-
 def is_future(when: datetime, now: datetime | None = None) -> bool:
     """Whether ``when`` is later than ``now`` (default: the current time) by more than a day."""
     return when > (now or datetime.now(UTC)) + FUTURE_DATE_SLACK

@@ -56,7 +56,7 @@ from ..audio import load_audio
 from ..catalog import clock, since
 from ..errors import AudiodupError
 from ..fingerprint import UploadFingerprints
-from ..metadata import is_backdated, parse_timestamp, upload_date_problem
+from ..metadata import parse_timestamp, upload_date_problem
 from ..schema import SCHEMA_VERSION
 from ..store import NewWork, Screening
 from . import intake, logs, metrics
@@ -686,8 +686,9 @@ def _add_routes(app: FastAPI, config: ServiceConfig) -> None:
             str | None,
             Query(
                 max_length=64,
-                description="ISO 8601 date or date-time, not later than a day from now; more "
-                "than a day ago (a backfill) needs an admin key. Default: the upload's arrival",
+                description="ISO 8601 date or date-time, not later than a day from now. "
+                "Taken from an admin key only (a backfill); any other key's upload is dated "
+                "by its arrival and this kept as claimed_uploaded_at",
             ),
         ] = None,
         title: Annotated[str | None, Query(max_length=_MAX_FIELD_CHARS)] = None,
@@ -889,21 +890,21 @@ def _upload_request(
     role = fields.pop("role", "upload")
     if role not in ("upload", "reference"):
         raise ApiError(422, "invalid_request", "role: upload or reference")
-    if role == "reference" and not getattr(request.state, "key_is_admin", False):
+    admin = getattr(request.state, "key_is_admin", False)
+    if role == "reference" and not admin:
         raise forbidden("recording a reference needs an admin key")
     if "uploaded_at" in fields:
         problem = upload_date_problem(fields["uploaded_at"])
         if problem:
             raise ApiError(422, "invalid_request", f"uploaded_at: {problem}")
-        admin = getattr(request.state, "key_is_admin", False)
-        if is_backdated(parse_timestamp(fields["uploaded_at"])) and not admin:
-            # the earliest dated upload is a work's original: dating one back decides that
-            raise forbidden("an uploaded_at more than a day ago (a backfill) needs an admin key")
     request_hash = hashlib.sha256(
         json.dumps([received.sha256, role, sorted(fields.items())]).encode()
     ).hexdigest()
-    # undated, it is dated by its arrival (an undated upload never counts as the first, so a
-    # later one that gives a date would be the original); a retry's request hash is the same
+    # the earliest dated upload is a work's original, so only an admin dates one (a backfill
+    # of history); any other key's upload is dated by its arrival, the date it gives kept as
+    # claimed_uploaded_at (a thief dating his copy an hour before the owner's took the work)
+    if not admin and "uploaded_at" in fields:
+        fields["claimed_uploaded_at"] = fields.pop("uploaded_at")
     fields.setdefault("uploaded_at", _now())
     return UploadRequest(fields, role, client, idempotency_key, request_hash)
 
