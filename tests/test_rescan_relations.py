@@ -1350,36 +1350,49 @@ def test_an_original_recorded_long_after_another_upload_is_named_with_a_caveat()
 def test_a_track_an_earlier_mix_holds_is_not_counted_a_copy_of_the_mix() -> None:
     """A review: a DJ's medley (dated June 2023) of alice's earlier track and all of bob's,
     and bob's own upload of his track (2024). By date the medley was bob's original, and bob
-    a copier. A mix known to hold another uploader's earlier recording may have used bob's
-    too: bob is not counted, with a caveat. A thief who copies the whole mix is, and a trim of
-    a long original that holds nobody else's recording stays a copy."""
-    works = [work(1, 50.0), work(2, 56.0), work(3, 150.0), work(4, 150.0)]
+    a copier. A mix, a third of it another uploader's earlier recording, may have used bob's
+    too: bob's upload is not counted, with a caveat. A thief who copies the whole mix is
+    counted, also when he uploaded a trim of it too (a review of the first form: the trim left
+    all his uploads uncounted), and so is a trim of a long original that holds nobody else's
+    recording, or only a 5-s sample of one."""
+    works = [work(1, 50.0), work(2, 56.0), work(3, 150.0), work(4, 150.0), work(5, 40.0)]
     uploads = [
         upload(1, 1, "alice", "2023-01-01"),
         upload(2, 2, "bob", "2024-01-01"),
         upload(3, 3, "dj", "2023-06-01"),
         upload(4, 4, "thief", "2024-06-01"),
+        upload(5, 5, "thief", "2024-06-02"),
     ]
     alice_in_mix = both_ways(3, 1, (20.0, 70.0), (0.0, 50.0), 150.0, 50.0)
     bob_in_mix = both_ways(3, 2, (70.0, 126.0), (0.0, 56.0), 150.0, 56.0)
     mix_copied = both_ways(4, 3, (0.0, 150.0), (0.0, 150.0), 150.0, 150.0)
+    mix_trimmed = both_ways(5, 3, (0.0, 40.0), (100.0, 140.0), 40.0, 150.0)
     found = scans(
         (1, [alice_in_mix[1]]),
         (2, [bob_in_mix[1]]),
-        (3, [alice_in_mix[0], bob_in_mix[0], mix_copied[1]]),
+        (3, [alice_in_mix[0], bob_in_mix[0], mix_copied[1], mix_trimmed[1]]),
         (4, [mix_copied[0]]),
+        (5, [mix_trimmed[0]]),
     )
     report = report_of(works, found, uploads)
     assert (2, "copy_of", 3) in kinds(report) and (3, "contains_excerpt_of", 1) in kinds(report)
     (cluster,) = [c for c in report.clusters if 2 in c.work_ids]
     assert cluster.original_work_id == 3
-    relation = {m.uploader: m.relation for m in cluster.members}
-    assert relation["bob"] == "undetermined" and relation["thief"] == "copy_of"
-    assert any("is a mix" in c and "bob" in c for c in cluster.caveats)
+    relation = {m.upload_id: m.relation for m in cluster.members}
+    assert relation[2] == "undetermined" and relation[4] == "copy_of"
+    assert any("is a mix" in c and "work 2's uploads" in c for c in cluster.caveats)
     ranks = {r.uploader: r for r in report.uploaders}
     assert ranks["bob"].copies == 0 and ranks["bob"].undetermined == 1
-    assert ranks["thief"].copies == 1
+    assert ranks["thief"].copies >= 1 and 4 in ranks["thief"].copy_upload_ids
 
     # the same geometry with no other uploader's recording in the long work: a trimmed copy
     trimmed = report_of(works[1:3], scans((2, [bob_in_mix[1]]), (3, [bob_in_mix[0]])), uploads[1:3])
     assert {r.uploader: r.copies for r in trimmed.uploaders}["bob"] == 1
+    # nor is a 5-s sample of alice's track in it a mix
+    sample = both_ways(3, 1, (20.0, 25.0), (0.0, 5.0), 150.0, 50.0)
+    sampled = report_of(
+        works[:3],
+        scans((1, [sample[1]]), (2, [bob_in_mix[1]]), (3, [sample[0], bob_in_mix[0]])),
+        uploads[:3],
+    )
+    assert {r.uploader: r.copies for r in sampled.uploaders}["bob"] == 1

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..metadata import FUTURE_DATE_SLACK, parse_timestamp
 from ..owners import dated_uploads, one_uploader, upload_date
-from ..results import Match, Section, UploadInfo, WorkInfo, heard_in, listed_text
+from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
 from ..settings import Settings
 from ..verdict import decide
 from .results import Alteration, Cluster, Link, Member, MemberRelation, Pair, PairLabel, WorkScan
@@ -155,9 +155,9 @@ def find_clusters(
     """Clusters: the connected components over the clustering links (``copy_of`` and
     ``same_recording`` within one cluster), and every work uploaded more than once; members
     are the uploads of their works. Numbered from 1 in order of their lowest work id. The
-    uploads of an uploader that ``doubts`` doubt (:meth:`Doubts.in_cluster`), or whose work an
-    original that is a mix holds (:func:`held_by_a_mix`), are ``undetermined``, with a
-    caveat."""
+    uploads of an uploader that ``doubts`` doubt (:meth:`Doubts.in_cluster`), and those of a
+    work that an original that is a mix holds (:func:`held_by_a_mix`), are ``undetermined``,
+    with a caveat."""
     joining = tuple(
         pair
         for pair, link in _pairs_of(pairs, links)
@@ -177,11 +177,14 @@ def find_clusters(
         uploads = [u for w in ids for u in uploads_by_work.get(w, ())]
         original = choose_original(uploads)
         doubted = doubts.in_cluster(ids, original.work_id) if doubts and original.work_id else {}
-        if original.work_id is not None:
-            mixed = held_by_a_mix(original.work_id, ids, links, uploads_by_work, copy_min_share)
-            doubted = {**mixed, **doubted}
-        if doubted:
-            original = replace(original, caveats=original.caveats + tuple(doubted.values()))
+        mixed = (
+            held_by_a_mix(original.work_id, ids, links, uploads_by_work, copy_min_share)
+            if original.work_id is not None
+            else {}
+        )
+        caveats = (*doubted.values(), *dict.fromkeys(mixed.values()))
+        if caveats:
+            original = replace(original, caveats=original.caveats + caveats)
         relative_to = original.work_id if original.work_id is not None else ids[0]
         members_of = set(ids)
         inside = {w: [(o, p) for o, p in edges.get(w, []) if o in members_of] for w in ids}
@@ -190,7 +193,9 @@ def find_clusters(
             member(
                 u,
                 info[u.work_id],
-                "undetermined" if u.uploader in doubted else _relation(u, original),
+                "undetermined"
+                if u.uploader in doubted or u.upload_id in mixed
+                else _relation(u, original),
             )
             for u in sorted(uploads, key=lambda u: (u.work_id, u.upload_id))
         )
@@ -209,31 +214,35 @@ def find_clusters(
     return tuple(clusters)
 
 
+# a mix: other uploaders' earlier recordings make up this share of it at least (a medley), not
+# a sample or a quote in a track (a review: a 5-s sample made an original a "mix", and its
+# thief's trim uncounted)
+MIX_MIN_OTHERS_SHARE = 0.25
+
+
 def held_by_a_mix(
     original: int,
     ids: list[int],
     links: tuple[Link, ...],
     uploads_by_work: dict[int, list[UploadInfo]],
     copy_min_share: float,
-) -> dict[str, str]:
-    """The uploaders of the cluster's works that ``original`` holds as a part of itself (a
+) -> dict[int, str]:
+    """The uploads of the cluster's works that ``original`` holds as a part of itself (a
     ``copy_of`` link whose source, ``original``, is mostly other material) when ``original``
-    also holds an earlier recording of another uploader: a mix. Its date makes it the
-    original, but a mix uses recordings, so it may have used theirs too (a review: a DJ's
-    medley of alice's track and bob's, dated before bob's own upload of his, made bob a copier
-    of the DJ). Uploader -> the caveat that says why it is not counted."""
+    is a mix: earlier recordings of third parties (neither its uploaders nor the held work's)
+    make up :data:`MIX_MIN_OTHERS_SHARE` of it. Its date makes it the original, but a mix uses
+    recordings, so it may have used the held one too (a review: a DJ's medley of alice's track
+    and bob's, dated before bob's own upload of his, made bob a copier of the DJ). Upload id ->
+    the caveat that says why it is not counted."""
     owners = {u.uploader for u in uploads_by_work.get(original, ())}
-    earlier = sorted(
-        link.source_work_id
+    used = [
+        link
         for link in links
         if link.work_id == original
         and link.kind in ("copy_of", "contains_excerpt_of")
         and link.source_work_id not in ids
-        and any(u.uploader not in owners for u in uploads_by_work.get(link.source_work_id, ()))
-    )
-    if not earlier:
-        return {}
-    found: dict[str, str] = {}
+    ]
+    found: dict[int, str] = {}
     for link in links:
         held = link.work_id
         if not (
@@ -243,14 +252,26 @@ def held_by_a_mix(
             and link.source_share < copy_min_share
         ):
             continue
+        holders = {u.uploader for u in uploads_by_work.get(held, ())} | owners
+        others = [
+            u
+            for u in used
+            if any(
+                o.uploader and o.uploader not in holders
+                for o in uploads_by_work.get(u.source_work_id, ())
+            )
+        ]
+        share = sum(u.work_share for u in others)
+        if share < MIX_MIN_OTHERS_SHARE:
+            continue
+        sources = _ids(sorted(u.source_work_id for u in others))
         for u in uploads_by_work.get(held, ()):
-            if u.uploader and u.uploader not in owners:
-                found.setdefault(
-                    u.uploader,
-                    f"work {original}, the original by its date, is a mix: it holds an earlier "
-                    f"recording of another uploader (work {_ids(earlier)}) and only "
-                    f"{link.source_share:.0%} of it is work {held}, which it may have used too; "
-                    f"{listed_text(u.uploader)}'s uploads are not counted as copies",
+            if u.uploader not in owners:
+                found[u.upload_id] = (
+                    f"work {original}, the original by its date, is a mix: other uploaders' "
+                    f"earlier recordings (work {sources}) make up {min(share, 1.0):.0%} of it, "
+                    f"and only {link.source_share:.0%} of it is work {held}, which it may have "
+                    f"used too; work {held}'s uploads are not counted as copies"
                 )
     return found
 
