@@ -665,8 +665,8 @@ def _loudest_second_rms(samples: np.ndarray, rate_hz: int) -> float:
     seconds = samples[:whole].reshape(-1, rate_hz)
     energy = np.einsum("ij,ij->i", seconds, seconds, dtype=np.float64)
     loudest = float(energy.max()) / rate_hz
-    if whole < len(samples):  # the last part second, as loud as it is over its own length
-        loudest = max(loudest, _rms(samples[whole:]) ** 2)
+    if whole < len(samples):  # the last part second, over a whole second as the others are
+        loudest = max(loudest, _rms(samples[whole:]) ** 2 * (len(samples) - whole) / rate_hz)
     return math.sqrt(loudest)
 
 

@@ -724,3 +724,17 @@ def test_silence_up_to_the_decoding_limits_says_the_rest_was_not_read(tmp_path: 
     with pytest.raises(SilentAudioError) as whole:
         load_audio(path)
     assert "not read" not in str(whole.value)
+
+
+def test_the_loudest_second_does_not_depend_on_where_a_click_lies() -> None:
+    """A review of the first form: the last part second was measured over its own length, so
+    a click at the very end of silence read about 30 times louder than in the middle."""
+    rate = ANALYSIS_SR
+    samples = np.zeros(rate * 10 + rate // 30, dtype=np.float32)
+    click = np.float32(0.003) * np.ones(3, dtype=np.float32)
+    middle, end = samples.copy(), samples.copy()
+    middle[rate * 5 : rate * 5 + 3] = click
+    end[-3:] = click
+    loudness = [audio_module._loudest_second_rms(x, rate) for x in (middle, end)]
+    assert loudness[0] == pytest.approx(loudness[1], rel=1e-6)
+    assert loudness[1] < DEFAULT_SETTINGS.silence_rms

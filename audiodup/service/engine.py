@@ -106,10 +106,10 @@ class Engine:
     def open(self) -> None:
         """Open the catalog (it must exist) and load its indexes, so the first request is not
         the one that pays for it. Raises the library's error when it cannot."""
-        # stat before opening: a folder replaced in between is then seen as replaced (and
-        # refused), never the other way round
-        opened_file = _file_identity(self.config.db / DB_FILE)
         catalog = Catalog.open(self.config.db, create=False)
+        # after SQLite opened it: an overlay file system copies a file up (a new inode) when
+        # it is first opened for writing, which must not read as a replaced catalog
+        opened_file = _file_identity(self.config.db / DB_FILE)
         sharded = None
         try:
             if self.config.quick:
@@ -370,10 +370,11 @@ def private_folder(folder: Path) -> Path:
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
-    """``(device, inode)`` of ``path``, or None when there is no such file."""
+    """``(device, inode)`` of ``path``, or None when there is no such file (or it cannot be
+    looked at: a 503 for a catalog that is gone, not a 500)."""
     try:
         found = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return found.st_dev, found.st_ino
 
