@@ -634,3 +634,16 @@ def test_start_warnings_name_a_misspelt_setting_and_a_key_file_others_can_write(
     first, second = server.check(config)
     assert first.startswith("AUDIODUP_MAX_UPLAOD_BYTES is no setting and is ignored")
     assert "can be written by other users" in second
+
+
+def test_a_read_only_catalog_spools_in_the_user_s_runtime_folder(tmp_path: Path, monkeypatch):
+    """A diff review: the spool folder's name in the shared /tmp is predictable, so another
+    user could make it first and the read-only replica refuses every screening."""
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    config = ServiceConfig(db=tmp_path / "db")
+    assert config.read_only_incoming_dir.parent == runtime
+    assert config.read_only_jobs_dir.parent == runtime
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert ServiceConfig(db=tmp_path / "db").read_only_incoming_dir.parent != runtime

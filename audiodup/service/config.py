@@ -108,7 +108,11 @@ class ServiceConfig:
         import tempfile
 
         token = hashlib.sha256(str(self.db).encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"audiodup-{os.getuid()}-incoming-{token}"
+        # this user's runtime folder when there is one: in the shared temporary folder another
+        # user can make a folder of this name first, and the replica then refuses to spool
+        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+        base = runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
+        return Path(base) / f"audiodup-{os.getuid()}-incoming-{token}"
 
     @property
     def read_only_jobs_dir(self) -> Path:
