@@ -1396,3 +1396,41 @@ def test_a_track_an_earlier_mix_holds_is_not_counted_a_copy_of_the_mix() -> None
         uploads[:3],
     )
     assert {r.uploader: r.copies for r in sampled.uploaders}["bob"] == 1
+
+
+def test_a_mix_is_measured_by_the_seconds_others_cover_and_a_djs_mix_of_one_owner_counts() -> None:
+    """A review of the second form: the shares of three copies of one 15-s sample added up to
+    "30 %" (a mix; the thief's trim uncounted), and a DJ's mix of two of bob's own tracks left
+    bob a copier of the mix for the second (his first was not a third party's)."""
+    sample = [work(1, 50.0), work(2, 50.0), work(3, 50.0), work(4, 150.0), work(5, 60.0)]
+    sample_uploads = [
+        upload(1, 1, "alice", "2023-01-01"),
+        upload(2, 2, "carol", "2023-02-01"),  # copies of alice's track
+        upload(3, 3, "dave", "2023-03-01"),
+        upload(4, 4, "victim", "2023-06-01"),
+        upload(5, 5, "thief", "2024-01-01"),
+    ]
+    in_victim = [both_ways(4, w, (20.0, 35.0), (0.0, 15.0), 150.0, 50.0) for w in (1, 2, 3)]
+    copies = [both_ways(w, 1, (0.0, 50.0), (0.0, 50.0), 50.0, 50.0) for w in (2, 3)]
+    trim = both_ways(5, 4, (0.0, 60.0), (60.0, 120.0), 60.0, 150.0)
+    found = scans(
+        (1, [in_victim[0][1], copies[0][1], copies[1][1]]),
+        (2, [in_victim[1][1], copies[0][0]]),
+        (3, [in_victim[2][1], copies[1][0]]),
+        (4, [m for pair in in_victim for m in pair[:1]] + [trim[1]]),
+        (5, [trim[0]]),
+    )
+    ranks = {r.uploader: r for r in report_of(sample, found, sample_uploads).uploaders}
+    assert ranks["thief"].copies == 1
+
+    mix = [work(6, 50.0), work(7, 150.0), work(8, 56.0)]
+    mix_uploads = [
+        upload(6, 6, "bob", "2023-01-01"),
+        upload(7, 7, "dj", "2023-06-01"),
+        upload(8, 8, "bob", "2024-01-01"),
+    ]
+    first = both_ways(7, 6, (20.0, 70.0), (0.0, 50.0), 150.0, 50.0)
+    second = both_ways(7, 8, (70.0, 126.0), (0.0, 56.0), 150.0, 56.0)
+    found = scans((6, [first[1]]), (7, [first[0], second[0]]), (8, [second[1]]))
+    ranks = {r.uploader: r for r in report_of(mix, found, mix_uploads).uploaders}
+    assert ranks["bob"].copies == 0 and ranks["bob"].undetermined == 1

@@ -637,13 +637,25 @@ def test_start_warnings_name_a_misspelt_setting_and_a_key_file_others_can_write(
 
 
 def test_a_read_only_catalog_spools_in_the_user_s_runtime_folder(tmp_path: Path, monkeypatch):
-    """A diff review: the spool folder's name in the shared /tmp is predictable, so another
-    user could make it first and the read-only replica refuses every screening."""
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
-    config = ServiceConfig(db=tmp_path / "db")
-    assert config.read_only_incoming_dir.parent == runtime
-    assert config.read_only_jobs_dir.parent == runtime
-    monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert ServiceConfig(db=tmp_path / "db").read_only_incoming_dir.parent != runtime
+    """Diff reviews: the spool folder's name in the shared /tmp is predictable, so another
+    user could make it first and the read-only replica refuses every screening; systemd's
+    RuntimeDirectory= sets RUNTIME_DIRECTORY, and a runtime folder others can enter is none."""
+    private, open_to_all = tmp_path / "run", tmp_path / "shared"
+    private.mkdir(mode=0o700)
+    open_to_all.mkdir()
+    open_to_all.chmod(0o755)
+    for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+    def base() -> Path:
+        config = ServiceConfig(db=tmp_path / "db")
+        assert config.read_only_jobs_dir.parent == config.read_only_incoming_dir.parent
+        return config.read_only_incoming_dir.parent
+
+    temporary = base()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(private))
+    assert base() == private
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(open_to_all))
+    assert base() == temporary
+    monkeypatch.setenv("RUNTIME_DIRECTORY", f"{private}:{open_to_all}")
+    assert base() == private

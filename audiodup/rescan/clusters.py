@@ -178,7 +178,15 @@ def find_clusters(
         original = choose_original(uploads)
         doubted = doubts.in_cluster(ids, original.work_id) if doubts and original.work_id else {}
         mixed = (
-            held_by_a_mix(original.work_id, ids, links, uploads_by_work, copy_min_share)
+            held_by_a_mix(
+                original.work_id,
+                ids,
+                links,
+                pairs,
+                uploads_by_work,
+                info[original.work_id].duration_s,
+                copy_min_share,
+            )
             if original.work_id is not None
             else {}
         )
@@ -214,9 +222,9 @@ def find_clusters(
     return tuple(clusters)
 
 
-# a mix: other uploaders' earlier recordings make up this share of it at least (a medley), not
-# a sample or a quote in a track (a review: a 5-s sample made an original a "mix", and its
-# thief's trim uncounted)
+# a mix: other uploaders' earlier recordings cover this share of it at least, outside the
+# seconds the held work covers (a medley), not a sample or a loop in a track (reviews: a 5-s
+# sample made an original a "mix", and so did one 15-s sample found in three copies)
 MIX_MIN_OTHERS_SHARE = 0.25
 
 
@@ -224,24 +232,38 @@ def held_by_a_mix(
     original: int,
     ids: list[int],
     links: tuple[Link, ...],
+    pairs: tuple[Pair, ...],
     uploads_by_work: dict[int, list[UploadInfo]],
+    duration_s: float,
     copy_min_share: float,
 ) -> dict[int, str]:
     """The uploads of the cluster's works that ``original`` holds as a part of itself (a
     ``copy_of`` link whose source, ``original``, is mostly other material) when ``original``
-    is a mix: earlier recordings of third parties (neither its uploaders nor the held work's)
-    make up :data:`MIX_MIN_OTHERS_SHARE` of it. Its date makes it the original, but a mix uses
-    recordings, so it may have used the held one too (a review: a DJ's medley of alice's track
-    and bob's, dated before bob's own upload of his, made bob a copier of the DJ). Upload id ->
-    the caveat that says why it is not counted."""
+    is a mix: earlier recordings of other uploaders than its own (its ``copy_of`` and
+    ``contains_excerpt_of`` links to works outside the cluster) cover
+    :data:`MIX_MIN_OTHERS_SHARE` of its ``duration_s`` outside the held work's seconds. Its date
+    makes it the original, but a mix uses recordings, so it may have used the held one too (a
+    review: a DJ's medley of alice's track and bob's, dated before bob's own upload of his,
+    made bob a copier of the DJ). Upload id -> the caveat that says why it is not counted."""
     owners = {u.uploader for u in uploads_by_work.get(original, ())}
-    used = [
-        link
+    by_ids = {pair.work_ids: pair for pair in pairs}
+
+    def seconds(other: int) -> list[tuple[float, float]]:
+        pair = by_ids.get((min(original, other), max(original, other)))
+        return [] if pair is None else spans_on(pair, original)
+
+    sources = sorted(
+        link.source_work_id
         for link in links
         if link.work_id == original
         and link.kind in ("copy_of", "contains_excerpt_of")
         and link.source_work_id not in ids
-    ]
+        and any(
+            u.uploader and u.uploader not in owners
+            for u in uploads_by_work.get(link.source_work_id, ())
+        )
+    )
+    used = merged_spans(span for w in sources for span in seconds(w))
     found: dict[int, str] = {}
     for link in links:
         held = link.work_id
@@ -252,28 +274,47 @@ def held_by_a_mix(
             and link.source_share < copy_min_share
         ):
             continue
-        holders = {u.uploader for u in uploads_by_work.get(held, ())} | owners
-        others = [
-            u
-            for u in used
-            if any(
-                o.uploader and o.uploader not in holders
-                for o in uploads_by_work.get(u.source_work_id, ())
-            )
-        ]
-        share = sum(u.work_share for u in others)
+        share = spans_length(_without(used, seconds(held))) / max(duration_s, 1e-9)
         if share < MIX_MIN_OTHERS_SHARE:
             continue
-        sources = _ids(sorted(u.source_work_id for u in others))
         for u in uploads_by_work.get(held, ()):
             if u.uploader not in owners:
                 found[u.upload_id] = (
                     f"work {original}, the original by its date, is a mix: other uploaders' "
-                    f"earlier recordings (work {sources}) make up {min(share, 1.0):.0%} of it, "
-                    f"and only {link.source_share:.0%} of it is work {held}, which it may have "
-                    f"used too; work {held}'s uploads are not counted as copies"
+                    f"earlier recordings (work {_ids(sources)}) make up {share:.0%} of it, and "
+                    f"only {link.source_share:.0%} of it is work {held}, which it may have used "
+                    f"too; work {held}'s uploads are not counted as copies"
                 )
     return found
+
+
+def spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
+    """The seconds of ``work`` that the pair's evidence lines up, merged."""
+    return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
+
+
+def _without(
+    spans: list[tuple[float, float]], cut: list[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """The parts of merged ``spans`` outside the merged ``cut``."""
+    left = []
+    for lo, hi in spans:
+        for c_lo, c_hi in cut:
+            if c_hi <= lo or c_lo >= hi:
+                continue
+            if c_lo > lo:
+                left.append((lo, c_lo))
+            lo = max(lo, c_hi)
+            if lo >= hi:
+                break
+        if lo < hi:
+            left.append((lo, hi))
+    return left
+
+
+def spans_length(spans: list[tuple[float, float]]) -> float:
+    """The seconds ``spans`` cover (merged spans)."""
+    return sum(hi - lo for lo, hi in spans)
 
 
 def _pairs_of(pairs: tuple[Pair, ...], links: tuple[Link, ...]):

@@ -40,7 +40,9 @@ from itertools import combinations
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
 from ..results import UploadInfo, heard_in, listed_text
-from .clusters import aligned_spans, merged_spans, sections_of
+from .clusters import merged_spans, sections_of
+from .clusters import spans_length as _length
+from .clusters import spans_on as _spans_on
 from .results import Link, LinkKind, Pair
 
 
@@ -678,10 +680,6 @@ def _outside(spans: Spans, duration: float) -> Spans:
     return [(lo, hi) for lo, hi in gaps if hi > lo]
 
 
-def _length(spans: Spans) -> float:
-    return sum(hi - lo for lo, hi in spans)
-
-
 def holders_first(
     work: int,
     other: int,
@@ -710,11 +708,6 @@ def _holds(pair: Pair | None, work: int, shared: Spans, unpaired: bool = True) -
     """Whether ``pair`` lines up at least half of the ``shared`` seconds of ``work``
     (``unpaired`` when there is no pair)."""
     return unpaired if pair is None else _half_inside(shared, _spans_on(pair, work))
-
-
-def _spans_on(pair: Pair, work: int) -> Spans:
-    """The seconds of ``work`` that the pair's evidence lines up, merged."""
-    return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
 
 
 def _members(root_of: dict[int, int]) -> dict[int, list[int]]:

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -108,11 +109,18 @@ class ServiceConfig:
         import tempfile
 
         token = hashlib.sha256(str(self.db).encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        # this user's runtime folder when there is one: in the shared temporary folder another
-        # user can make a folder of this name first, and the replica then refuses to spool
-        runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-        base = runtime if runtime and os.path.isdir(runtime) else tempfile.gettempdir()
-        return Path(base) / f"audiodup-{os.getuid()}-incoming-{token}"
+        # a runtime folder of this user's when there is one (systemd's RuntimeDirectory=, then
+        # the login's): in the shared temporary folder another user can make a folder of this
+        # name first, and the replica then refuses to spool
+        runtime = next(
+            (
+                os.environ[name]
+                for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR")
+                if _own_private_folder(os.environ.get(name, "").split(":")[0])
+            ),
+            tempfile.gettempdir(),
+        )
+        return Path(runtime.split(":")[0]) / f"audiodup-{os.getuid()}-incoming-{token}"
 
     @property
     def read_only_jobs_dir(self) -> Path:
@@ -241,6 +249,17 @@ def read_toml(path: Path) -> dict[str, Any]:
         if isinstance(data.get(name), str):
             data[name] = str(path.parent / data[name])
     return data
+
+
+def _own_private_folder(path: str) -> bool:
+    """Whether ``path`` is a folder of this user's that no one else can enter (mode 0700)."""
+    if not path:
+        return False
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(found.st_mode) and found.st_uid == os.getuid() and not found.st_mode & 0o077
 
 
 def from_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -42,7 +42,8 @@ from .. import index
 from ..allocator import keep_freed_memory
 from ..catalog import Catalog
 from ..dask_client import DEFAULT_NO_WORKERS_S
-from ..errors import AudiodupError
+from ..errors import AudiodupError, CatalogError
+from ..results import path_text
 from ..settings import DEFAULT_SETTINGS
 from ..store import DB_FILE, probe_readable
 from . import intake, logs, metrics
@@ -110,6 +111,9 @@ class Engine:
         # after SQLite opened it: an overlay file system copies a file up (a new inode) when
         # it is first opened for writing, which must not read as a replaced catalog
         opened_file = _file_identity(self.config.db / DB_FILE)
+        if opened_file is None:  # gone already: without it no replacement could be told
+            catalog.close()
+            raise CatalogError(f"catalog {path_text(self.config.db)} went away while it opened")
         sharded = None
         try:
             if self.config.quick:
