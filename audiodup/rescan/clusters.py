@@ -274,7 +274,8 @@ def held_by_a_mix(
             and link.source_share < copy_min_share
         ):
             continue
-        share = spans_length(_without(used, seconds(held))) / max(duration_s, 1e-9)
+        outside_held = spans_within(used, spans_outside(seconds(held), duration_s))
+        share = spans_length(outside_held) / max(duration_s, 1e-9)
         if share < MIX_MIN_OTHERS_SHARE:
             continue
         for u in uploads_by_work.get(held, ()):
@@ -293,23 +294,27 @@ def spans_on(pair: Pair, work: int) -> list[tuple[float, float]]:
     return aligned_spans(pair.evidence, on_query=pair.query_work_id == work)
 
 
-def _without(
-    spans: list[tuple[float, float]], cut: list[tuple[float, float]]
+def spans_within(
+    spans: list[tuple[float, float]], within: list[tuple[float, float]] | None
 ) -> list[tuple[float, float]]:
-    """The parts of merged ``spans`` outside the merged ``cut``."""
-    left = []
+    """The parts of ``spans`` inside the merged ``within`` (all of them for None)."""
+    if within is None:
+        return spans
+    return [
+        (max(lo, a), min(hi, b)) for lo, hi in spans for a, b in within if min(hi, b) > max(lo, a)
+    ]
+
+
+def spans_outside(spans: list[tuple[float, float]], duration: float) -> list[tuple[float, float]]:
+    """The seconds of ``[0, duration]`` that merged ``spans`` leave out."""
+    gaps, at = [], 0.0
     for lo, hi in spans:
-        for c_lo, c_hi in cut:
-            if c_hi <= lo or c_lo >= hi:
-                continue
-            if c_lo > lo:
-                left.append((lo, c_lo))
-            lo = max(lo, c_hi)
-            if lo >= hi:
-                break
-        if lo < hi:
-            left.append((lo, hi))
-    return left
+        if lo > at:
+            gaps.append((at, min(lo, duration)))
+        at = max(at, hi)
+    if at < duration:
+        gaps.append((at, duration))
+    return [(lo, hi) for lo, hi in gaps if hi > lo]
 
 
 def spans_length(spans: list[tuple[float, float]]) -> float:

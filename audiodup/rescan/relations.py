@@ -43,6 +43,8 @@ from ..results import UploadInfo, heard_in, listed_text
 from .clusters import merged_spans, sections_of
 from .clusters import spans_length as _length
 from .clusters import spans_on as _spans_on
+from .clusters import spans_outside as _outside
+from .clusters import spans_within as _intersection
 from .results import Link, LinkKind, Pair
 
 
@@ -655,29 +657,9 @@ def _carry(pair: Pair, x: int, spans: Spans | None) -> Spans:
     return merged_spans(out)
 
 
-def _intersection(spans: Spans, within: Spans | None) -> Spans:
-    if within is None:
-        return spans
-    return [
-        (max(lo, a), min(hi, b)) for lo, hi in spans for a, b in within if min(hi, b) > max(lo, a)
-    ]
-
-
 def _half_inside(spans: Spans, within: Spans) -> bool:
     """Whether at least half of the seconds of ``spans`` lie in ``within``."""
     return _length(_intersection(spans, within)) >= 0.5 * _length(spans)
-
-
-def _outside(spans: Spans, duration: float) -> Spans:
-    """The seconds of ``[0, duration]`` that merged ``spans`` leave out."""
-    gaps, at = [], 0.0
-    for lo, hi in spans:
-        if lo > at:
-            gaps.append((at, min(lo, duration)))
-        at = max(at, hi)
-    if at < duration:
-        gaps.append((at, duration))
-    return [(lo, hi) for lo, hi in gaps if hi > lo]
 
 
 def holders_first(

@@ -116,7 +116,7 @@ class ServiceConfig:
             (
                 os.environ[name]
                 for name in ("RUNTIME_DIRECTORY", "XDG_RUNTIME_DIR")
-                if _own_private_folder(os.environ.get(name, "").split(":")[0])
+                if is_private_folder(os.environ.get(name, "").split(":")[0])
             ),
             tempfile.gettempdir(),
         )
@@ -251,9 +251,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _own_private_folder(path: str) -> bool:
+def is_private_folder(path: str | Path) -> bool:
     """Whether ``path`` is a folder of this user's that no one else can enter (mode 0700)."""
-    if not path:
+    if not str(path):
         return False
     try:
         found = os.lstat(path)

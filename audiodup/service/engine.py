@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,7 +46,7 @@ from ..results import path_text
 from ..settings import DEFAULT_SETTINGS
 from ..store import DB_FILE, probe_readable
 from . import intake, logs, metrics
-from .config import ServiceConfig
+from .config import ServiceConfig, is_private_folder
 from .errors import ApiError, engine_error
 from .merger import ShardMerger
 
@@ -360,10 +359,10 @@ def private_folder(folder: Path) -> Path:
     try:
         with contextlib.suppress(FileExistsError):
             folder.mkdir(mode=0o700)
-        found = os.lstat(folder)
+        os.lstat(folder)
     except OSError as exc:
         raise intake.storage_error(exc) from None
-    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+    if not is_private_folder(folder):
         raise ApiError(
             503,
             "storage_error",
