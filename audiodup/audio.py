@@ -26,7 +26,8 @@ whole file to ffmpeg. What a stereo listener hears, too: a block whose channels 
 antiphase (one channel's polarity inverted) is mixed down as their difference, not as their
 mean, which would cancel the centre of the mix (:func:`antiphase_signs`); and what the mix
 leaves out of a stereo file, its difference, is kept beside it (``Audio.difference``), for
-:mod:`audiodup.stereo` to decide whether a copy hides there.
+:mod:`audiodup.stereo` to decide whether a copy hides there; of a file of 3 to 8 channels
+(5.1, 7.1, quad), each channel (``Audio.channels``), where a copy can hide under the others.
 
 Cost limits
 -----------
@@ -38,8 +39,10 @@ native samples (all channels) per second of that cap, 230 M for 20 minutes (20 m
 stereo), whichever comes first; the audio is then marked ``truncated``. Blocks are mixed down and
 resampled as they are decoded, so what is held is the analysis-rate result (``max_duration_s`` x
 11025 Hz x 4 bytes: 53 MB for 20 minutes; as much again for a stereo file's difference,
-``Audio.difference``) and at most ``_REPLAY_CACHE_SAMPLES`` native samples
-(64 MiB), the rest of the first pass going to an unlinked temporary file. The DC offset is
+``Audio.difference``, and for each channel of a multichannel one, ``Audio.channels``: 211 MB
+for 7.1 at 48 kHz, which the native-sample budget cuts at 10 minutes, 423 MB at most) and at
+most ``_REPLAY_CACHE_SAMPLES`` native samples (64 MiB), the rest of the first pass going to
+an unlinked temporary file. The DC offset is
 removed before resampling, as it always was, so that the samples and ``sha256`` of every file
 stay bit for bit what they were: the second pass replays what the first decoded, and only a file
 longer than the spill (25 minutes at 44.1 kHz) is decoded twice, once to measure and once to
@@ -71,6 +74,7 @@ import soxr
 from . import ffmpeg, ogg
 from .errors import AudioDecodeError, AudioTooShortError, SilentAudioError, first_line
 from .ffmpeg import ffmpeg_executable  # re-exported: callers find it here
+from .results import MAX_SCREENED_CHANNELS
 from .settings import DEFAULT_SETTINGS, Settings
 
 # Refused from the header, before decoding. 384 kHz is the highest rate of real recordings
@@ -134,6 +138,9 @@ class Audio:
     # the difference of its channels (their sum where the mix took the difference); zeros where
     # the file had one channel or more than two; None when it had no stereo part
     difference: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # each channel of a file of 3 to MAX_SCREENED_CHANNELS channels, ``(samples, channels)``
+    # beside ``samples`` (zeros where a part of the file had fewer); None when it had none
+    channels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def duration_s(self) -> float:
@@ -166,6 +173,26 @@ def channel_audio(
     cut = _span_slice(span, audio.sample_rate_hz)
     sign = 1.0 if side == "left" else -1.0
     return _heard_alone(audio, audio.samples[cut] + sign * audio.difference[cut], settings, span)
+
+
+def numbered_part_audio(
+    audio: Audio,
+    channels: tuple[int, ...],
+    settings: Settings = DEFAULT_SETTINGS,
+    span: tuple[float, float] | None = None,
+) -> Audio | None:
+    """One channel of a multichannel ``audio`` (``channels`` = its index from 0), or half the
+    difference of two (their indexes), as audio of its own (``span`` as in
+    :func:`difference_audio`); None when it has no such channels or that is below
+    ``settings.silence_rms``."""
+    if audio.channels is None or not all(0 <= c < audio.channels.shape[1] for c in channels):
+        return None
+    rows = audio.channels[_span_slice(span, audio.sample_rate_hz)]
+    if len(channels) == 1:
+        part = np.ascontiguousarray(rows[:, channels[0]])
+    else:
+        part = (rows[:, channels[0]] - rows[:, channels[1]]) / np.float32(2.0)
+    return _heard_alone(audio, part, settings, span)
 
 
 def _span_slice(span: tuple[float, float] | None, rate: int) -> slice:
@@ -305,8 +332,9 @@ class _Segment(Protocol):
     channels: int
     more: bool  # once blocks(max_frames) has run out: whether audio went on past max_frames
     # the stereo difference at the analysis rate when it is made before the first pass (the
-    # blocks are then mono), else None
+    # blocks are then mono), else None; the same of the channels a multichannel one keeps
     difference: np.ndarray | None
+    channels_kept: np.ndarray | None
 
     def blocks(self, max_frames: int) -> Iterator[np.ndarray]:
         """Float32 blocks at the native rate, ``max_frames`` frames at most; each call decodes
@@ -362,6 +390,9 @@ class _Plan:
     # per segment, its stereo difference at the analysis rate (None: not stereo), and the
     # analysis samples the second pass made of it
     differences: list[np.ndarray | None] = field(default_factory=list)
+    # per segment of 3 to MAX_SCREENED_CHANNELS channels, they at the analysis rate, ``(samples,
+    # channels)`` (None: fewer or more channels)
+    channels: list[np.ndarray | None] = field(default_factory=list)
     output_sizes: list[int] = field(default_factory=list)
 
     @property
@@ -463,9 +494,12 @@ def _measure_into(
             plan.cache.append([])
         frames = 0
         made = segment.difference  # ffmpeg's streams come mixed, their difference kept
-        stream = None
+        made_channels = segment.channels_kept  # and their channels
+        stream: _DifferenceStream | _ChannelsStream | None = None
         if made is None and channels == 2 and settings.screens_stereo_parts:
             stream = _DifferenceStream(rate_hz, settings.sample_rate_hz, max_frames)
+        elif made_channels is None and keeps_channels(channels, settings):
+            stream = _ChannelsStream(rate_hz, settings.sample_rate_hz, max_frames, channels)
         for native in segment.blocks(max_frames):
             if stream is not None:
                 block = measure.add(stream.mix(native, plan.memory_for))
@@ -473,7 +507,9 @@ def _measure_into(
                 block = measure.add(_mono(native, plan.memory_for))
             plan.keep(block)
             frames += len(block)
-        plan.differences.append(stream.samples() if stream is not None else made)
+        kept = stream.samples() if stream is not None else None
+        plan.differences.append(kept if isinstance(stream, _DifferenceStream) else made)
+        plan.channels.append(kept if isinstance(stream, _ChannelsStream) else made_channels)
         plan.truncated = segment.more
         plan.segments.append((segment, frames))
         remaining_s -= frames / rate_hz
@@ -544,6 +580,7 @@ def _conditioned_audio(
         title=title,
         artist=artist,
         difference=_aligned_difference(plan, scale),
+        channels=_aligned_channels(plan, scale),
     )
 
 
@@ -568,13 +605,41 @@ def _aligned_difference(plan: _Plan, scale: np.float32 | None) -> np.ndarray | N
     return out
 
 
-def _aligned_parts(parts: list[np.ndarray | None], sizes: list[int]) -> np.ndarray:
-    out = np.zeros(sum(sizes), np.float32)
+def _aligned_channels(plan: _Plan, scale: np.float32 | None) -> np.ndarray | None:
+    """The channels of the segments of 3 to MAX_SCREENED_CHANNELS channels end to end, as
+    :func:`_aligned_difference` aligns and conditions the difference, each channel alone;
+    None when there is no such segment."""
+    if all(part is None for part in plan.channels):
+        return None
+    width = max(part.shape[1] for part in plan.channels if part is not None)
+    (part, *others), size = plan.channels, sum(plan.output_sizes)
+    if not others and part is not None and len(part) >= size:  # one stream: no copy
+        out = part[:size]
+    else:
+        out = _aligned_parts(plan.channels, plan.output_sizes, width)
+    if scale is not None:
+        out /= scale
+    if len(out):
+        out -= out.mean(axis=0, dtype=np.float64).astype(np.float32)
+    for channel in out.T:
+        peak = max(float(channel.max(initial=0.0)), -float(channel.min(initial=0.0)))
+        if peak > _MAX_SANE_PEAK:
+            channel /= np.float32(peak)
+    return out
+
+
+def _aligned_parts(
+    parts: list[np.ndarray | None], sizes: list[int], width: int | None = None
+) -> np.ndarray:
+    """``parts`` end to end, each cut to (or padded with zeros to) its ``sizes``; ``width``:
+    they are ``(samples, channels)``, of up to that many channels."""
+    out = np.zeros(sum(sizes) if width is None else (sum(sizes), width), np.float32)
     start = 0
     for part, size in zip(parts, sizes, strict=True):
         if part is not None:
             n = min(size, len(part))
-            out[start : start + n] = part[:n]
+            rows = out[start : start + n]
+            (rows if width is None else rows[:, : part.shape[1]])[...] = part[:n]
         start += size
     return out
 
@@ -641,8 +706,11 @@ def _zero_nonfinite(block: np.ndarray) -> np.ndarray:
 
 
 def _append(out: np.ndarray, size: int, values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values`` written after the first ``size`` of ``out`` (``(samples,)`` or ``(samples,
+    channels)``), which grows when they do not fit."""
     if size + len(values) > len(out):  # not expected: the capacity has a margin
-        out = np.concatenate([out[:size], np.empty(len(values) + len(out) // 2, np.float32)])
+        room = np.empty((len(values) + len(out) // 2, *out.shape[1:]), np.float32)
+        out = np.concatenate([out[:size], room])
     out[size : size + len(values)] = values
     return out, size + len(values)
 
@@ -701,6 +769,7 @@ class _ArraySegment:
     more: bool = False
     # its stereo difference, made already (ffmpeg's streams, mixed as they are read)
     difference: np.ndarray | None = None
+    channels_kept: np.ndarray | None = None  # and the channels it keeps (keeps_channels)
 
     @property
     def channels(self) -> int:
@@ -749,6 +818,44 @@ class _DifferenceStream:
             rest = self._resampler.resample_chunk(np.zeros(0, np.float32), True)
             self._out, self._size = _append(self._out, self._size, rest)
         return _released(self._out, self._size)
+
+
+class _ChannelsStream:
+    """The channels of a segment of 3 to MAX_SCREENED_CHANNELS channels (:func:`keeps_channels`),
+    each resampled to the analysis rate as the first pass decodes them, ``(samples, channels)``;
+    their means are removed afterwards (:func:`_aligned_channels`)."""
+
+    def __init__(self, native_hz: int, analysis_hz: int, max_frames: int, channels: int):
+        self._resampler = (
+            soxr.ResampleStream(native_hz, analysis_hz, channels, dtype="float32", quality="HQ")
+            if native_hz != analysis_hz
+            else None
+        )
+        capacity = max_frames * analysis_hz // native_hz + 64  # pages commit as written
+        self._out, self._size = np.empty((capacity, channels), np.float32), 0
+
+    def mix(self, block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
+        """The mix of ``block`` into ``memory_for(frames)``; its channels kept here."""
+        channels = block if np.isfinite(block).all() else _zero_nonfinite(block)
+        if self._resampler is not None:
+            channels = self._resampler.resample_chunk(np.ascontiguousarray(channels))
+        self._out, self._size = _append(self._out, self._size, channels)
+        return _mix_to_mono(block, memory_for(len(block)))
+
+    def samples(self) -> np.ndarray:
+        if self._resampler is not None:
+            rest = self._resampler.resample_chunk(
+                np.zeros((0, self._out.shape[1]), np.float32), True
+            )
+            self._out, self._size = _append(self._out, self._size, rest)
+        return _released(self._out, self._size)
+
+
+def keeps_channels(channels: int, settings: Settings) -> bool:
+    """Whether a stream of ``channels`` channels keeps each of them, to screen them or their
+    differences alone: 3 to MAX_SCREENED_CHANNELS of them, with settings that screen such
+    parts."""
+    return 3 <= channels <= MAX_SCREENED_CHANNELS and settings.screens_stereo_parts
 
 
 def _released(reserved: np.ndarray, size: int) -> np.ndarray:
@@ -952,7 +1059,7 @@ class _SoundfileSegment:
         self._unread_bytes = unread_bytes or (lambda: view.size - view.tell())
         self._view = view  # where libsndfile reads through Python: its read errors are kept
         self.more = False
-        self.difference = None  # made from the blocks, as they come
+        self.difference = self.channels_kept = None  # made from the blocks, as they come
         with _libsndfile_errors():
             self._first: sf.SoundFile | None = open_file()
             self.sample_rate_hz = int(self._first.samplerate)
@@ -1210,23 +1317,29 @@ def _ffmpeg_sources(
 
 class _KeptDifference:
     """:func:`_mix_to_mono` for ffmpeg's blocks (an :data:`ffmpeg.Mix`) that keeps a stereo
-    stream's difference, at most ``max_samples`` of it: pages are committed as they are
-    written, as ffmpeg's own output array's are."""
+    stream's difference, or the channels of a stream of ``channels`` (:func:`keeps_channels`),
+    at most ``max_samples`` of them: pages are committed as they are written, as ffmpeg's own
+    output array's are."""
 
-    def __init__(self, max_samples: int):
-        self._kept = np.empty(max_samples, np.float32)
+    def __init__(self, max_samples: int, channels: int = 0):
+        shape = (max_samples, channels) if channels else max_samples
+        self._kept = np.empty(shape, np.float32)
         self._size = 0
 
     def __call__(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
-        if block.shape[1] != 2 or len(self._kept) == 0:  # not stereo, or kept by no one
-            return _mix_to_mono(block, out)
         end = self._size + len(block)
+        if self._kept.ndim == 2 and block.shape[1] == self._kept.shape[1]:
+            self._kept[self._size : end] = block
+            self._size = end
+            return _mix_to_mono(block, out)
+        if block.shape[1] != 2 or len(self._kept) == 0 or self._kept.ndim == 2:
+            return _mix_to_mono(block, out)  # not stereo, or kept by no one
         mixed = _mix_to_mono(block, out, self._kept[self._size : end])
         self._size = end
         return mixed
 
     def result(self, samples: int) -> np.ndarray | None:
-        """The difference of the first ``samples`` mixed, or None for a stream not stereo."""
+        """What was kept of the first ``samples`` mixed, or None for a stream that kept none."""
         if self._size == 0:
             return None
         kept = _released(self._kept, min(samples, self._size))
@@ -1277,13 +1390,23 @@ def _decode_ffmpeg_sources(
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
         if max_samples <= 0:
             return segments, True
-        kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
+        mixable = _mixable(stream)
+        if mixable is not None and keeps_channels(mixable, settings):
+            kept = _KeptDifference(max_samples, mixable)
+        else:
+            kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path, fd, index, max_samples, analysis_hz, _mixable(stream), kept
+            ffmpeg_path, fd, index, max_samples, analysis_hz, mixable, kept
         )
         if len(samples):
-            difference = kept.result(len(samples))
-            segments.append(_ArraySegment(samples, analysis_hz, difference=difference))
+            made = kept.result(len(samples))
+            segments.append(
+                _ArraySegment(samples, analysis_hz)
+                if made is None
+                else _ArraySegment(samples, analysis_hz, difference=made)
+                if made.ndim == 1
+                else _ArraySegment(samples, analysis_hz, channels_kept=made)
+            )
         remaining_samples -= len(samples)
         native_budget_samples -= len(samples) * native_per_sample
         if cut:

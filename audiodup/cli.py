@@ -537,7 +537,8 @@ def screen(
         typer.Option(
             "--stereo-difference",
             help="Also screen what a stereo upload's mix cancels (half the left channel minus "
-            "the right, where a copy can hide): auto, the stretch where it does not follow the "
+            "the right, where a copy can hide; of a 5.1, 7.1 or quad upload, half the "
+            "difference of each pair of channels): auto, the stretch where it does not follow the "
             "mix (7 % of the tuning corpus's stereo tracks, 25 % of the held-out one's; "
             "benchmarks/STEREO.md); always, all of it; never.",
         ),
@@ -548,9 +549,10 @@ def screen(
             "--stereo-channels",
             help="Also screen each channel of a stereo upload alone (a copy in one ear under "
             "loud noise or other music in the other, which the mix and the difference both "
-            "drown): auto, the stretch where the channels' band energies do not follow each "
-            "other (1 of the tuning corpus's 161 stereo tracks; benchmarks/STEREO.md); "
-            "always, all of both; never.",
+            "drown; of a 5.1, 7.1 or quad upload, each of its channels): auto, the stretch "
+            "where a channel's band energies do not follow the other's (the others' sum) "
+            "(1 of the tuning corpus's 161 stereo tracks; benchmarks/STEREO.md); always, all "
+            "of every channel; never.",
         ),
     ] = StereoPart.auto,
 ) -> None:

@@ -30,7 +30,7 @@ from .fingerprint import Fingerprint, fingerprint_audio, stereo_stretches
 from .match import ChromaEvidence, HashEvidence
 from .peakcheck import PeakCheck
 from .report import check_output_path, write_atomically
-from .results import CHANNEL_SIDES, SIGNAL_WORDS, shown_text
+from .results import CHANNEL_SIDES, NUMBERED_PARTS, SIGNAL_WORDS, shown_text
 from .screening import View, planned_views
 from .settings import Settings
 from .stereo import part_audio
@@ -74,12 +74,14 @@ def _query_for(catalog: Catalog, audio: Audio, work_id: int) -> Drawn:
     """The upload's query fingerprint that shows the most of work ``work_id``: its mix's
     (:func:`drawn_queries`), or that of its whole stereo difference when it has one
     (:mod:`audiodup.stereo`; whether screening looked there or not), or of one whole channel
-    where screening looks at the channels (:func:`most_patterns`): an ordinary recording's
+    where screening looks at the channels, or of a multichannel file's channel or difference
+    of two where screening looks at it (:func:`most_patterns`): an ordinary recording's
     channels are its mix panned, which the picture need not name."""
     settings = catalog.settings
     drawn = drawn_queries(audio, settings)
     screened = {signal for signal, _ in stereo_stretches(audio, settings)}
-    for signal in ["stereo_difference", *(side for side in CHANNEL_SIDES if side in screened)]:
+    channels = [s for s in (*CHANNEL_SIDES, *NUMBERED_PARTS) if s in screened]
+    for signal in ["stereo_difference", *channels]:
         part = part_audio(audio, signal, settings)
         if part is not None:
             whole = fingerprint_audio(part, settings, query=True)

@@ -16,10 +16,10 @@ from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, thin_peaks
-from .results import CHANNEL_SIDES, Signal
+from .results import CHANNEL_SIDES, NUMBERED_PARTS, Signal
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
-from .stereo import part_audio, stereo_spans
+from .stereo import numbered_parts_apart, part_audio, stereo_spans
 
 # storage precisions: structural, so part of the recipe id (settings.RECIPE_STRUCTURE)
 _BIN_STEPS = PEAK_BIN_STEPS  # stored peak frequencies are in 1/16 of a log bin
@@ -199,7 +199,7 @@ class UploadFingerprints:
         # what else of a stereo upload is screened (its difference, its channels), each
         # fingerprinted alone where it holds music of its own
         self.signals = stereo_parts(audio, settings)
-        self.audio, self.settings = replace(audio, difference=None), settings
+        self.audio, self.settings = replace(audio, difference=None, channels=None), settings
         self._spec = log_spectrogram(audio.samples, settings)
         self._candidates = peak_candidates(
             self._spec, settings.peak_time_radius, settings.peak_freq_radius
@@ -272,12 +272,17 @@ def stereo_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tup
     difference (``settings.stereo_difference``) and its two channels
     (``settings.stereo_channels``), each ``()`` (all of it) with "always", with "auto" the
     ``(start, end)`` stretch :func:`audiodup.stereo.standing_apart`
-    (:func:`audiodup.stereo.channels_apart`) finds, left out with "never" or where none does."""
+    (:func:`audiodup.stereo.channels_apart`) finds, left out with "never" or where none does;
+    of a file of 3 to 8 channels, each channel (``settings.stereo_channels``) and the
+    difference of each pair (``settings.stereo_difference``), with "auto" over the stretch
+    :func:`audiodup.stereo.numbered_parts_apart` finds."""
     for name in ("stereo_difference", "stereo_channels"):
         if getattr(settings, name) not in _MODES:
             raise ValueError(
                 f"{name} must be auto, always or never, not {getattr(settings, name)!r}"
             )
+    if audio.channels is not None:
+        return _numbered_part_stretches(audio, settings)
     if audio.difference is None:
         return []
     modes = {"stereo_difference": settings.stereo_difference}
@@ -297,6 +302,33 @@ def stereo_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tup
         (signal, span)
         for signal, mode in modes.items()
         if (span := _stretch(mode, spans[signal], audio.duration_s)) is not None
+    ]
+
+
+def _numbered_part_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tuple]]:
+    """:func:`stereo_stretches` of a multichannel ``audio``: its channels
+    (``settings.stereo_channels``) and the differences of its pairs of channels
+    (``settings.stereo_difference``)."""
+    assert audio.channels is not None
+    count = audio.channels.shape[1]
+    modes = {
+        signal: settings.stereo_channels if len(indexes) == 1 else settings.stereo_difference
+        for signal, indexes in NUMBERED_PARTS.items()
+        if max(indexes) < count
+    }
+    spans: dict[Signal, tuple[float, float] | None] = dict.fromkeys(modes)
+    if "auto" in modes.values():
+        spans = numbered_parts_apart(
+            audio.channels,
+            audio.sample_rate_hz,
+            settings,
+            with_channels=settings.stereo_channels == "auto",
+            with_differences=settings.stereo_difference == "auto",
+        )
+    return [
+        (signal, span)
+        for signal, mode in modes.items()
+        if (span := _stretch(mode, spans.get(signal), audio.duration_s)) is not None
     ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -16,24 +17,87 @@ Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
 UploadRole = Literal["reference", "upload"]
 # what of the upload a match was found in: the mix screening hears, the stereo difference the
-# mix cancels, or one channel the other drowns in the mix (audiodup.stereo)
-Signal = Literal["mix", "stereo_difference", "left_channel", "right_channel"]
+# mix cancels, one channel the other drowns in the mix (audiodup.stereo), or of a file of 3 to
+# MAX_SCREENED_CHANNELS channels, one channel the others drown or the difference of two
+Signal = Literal[
+    "mix",
+    "stereo_difference",
+    "left_channel",
+    "right_channel",
+    "channel_1",
+    "channel_2",
+    "channel_3",
+    "channel_4",
+    "channel_5",
+    "channel_6",
+    "channel_7",
+    "channel_8",
+    "difference_1_2",
+    "difference_1_3",
+    "difference_1_4",
+    "difference_1_5",
+    "difference_1_6",
+    "difference_1_7",
+    "difference_1_8",
+    "difference_2_3",
+    "difference_2_4",
+    "difference_2_5",
+    "difference_2_6",
+    "difference_2_7",
+    "difference_2_8",
+    "difference_3_4",
+    "difference_3_5",
+    "difference_3_6",
+    "difference_3_7",
+    "difference_3_8",
+    "difference_4_5",
+    "difference_4_6",
+    "difference_4_7",
+    "difference_4_8",
+    "difference_5_6",
+    "difference_5_7",
+    "difference_5_8",
+    "difference_6_7",
+    "difference_6_8",
+    "difference_7_8",
+]
+MAX_SCREENED_CHANNELS = 8  # 7.1; a file of more channels is screened by its mix alone
+CHANNEL_SIDES: dict[str, Literal["left", "right"]] = {
+    "left_channel": "left",
+    "right_channel": "right",
+}
+# the channels of a multichannel file each signal of one takes, from 0: one channel alone, or
+# half the difference of two (which their mix cancels, as a stereo file's)
+NUMBERED_PARTS: dict[str, tuple[int, ...]] = {
+    signal: tuple(int(n) - 1 for n in signal.split("_")[1:])
+    for signal in typing.get_args(Signal)[4:]
+}
+NUMBERED_CHANNELS: tuple[Signal, ...] = typing.get_args(Signal)[4 : 4 + MAX_SCREENED_CHANNELS]
 SIGNAL_WORDS: dict[str, str] = {
     "mix": "mix",
     "stereo_difference": "stereo difference",
     "left_channel": "left channel",
     "right_channel": "right channel",
-}
-CHANNEL_SIDES: dict[str, Literal["left", "right"]] = {
-    "left_channel": "left",
-    "right_channel": "right",
+} | {
+    signal: f"channel {parts[0] + 1}"
+    if len(parts) == 1
+    else f"difference of channels {parts[0] + 1} and {parts[1] + 1}"
+    for signal, parts in NUMBERED_PARTS.items()
 }
 
 
 def heard_in(signal: Signal) -> str:
     """Words that say where in an upload a match was heard: nothing for its mix, else
-    ``" in the stereo difference"``, ``" in the left channel"``, ..."""
-    return "" if signal == "mix" else f" in the {SIGNAL_WORDS[signal]}"
+    ``" in the stereo difference"``, ``" in the left channel"``, ``" in channel 3"``, ..."""
+    if signal == "mix":
+        return ""
+    return f" in {'' if signal in NUMBERED_CHANNELS else 'the '}{SIGNAL_WORDS[signal]}"
+
+
+def cancelled_by_the_mix(signal: Signal) -> bool:
+    """Whether the mix cancels what ``signal`` names (a difference of channels) rather than
+    drowns it (one channel under others)."""
+    return signal == "stereo_difference" or len(NUMBERED_PARTS.get(signal, ())) == 2
 
 
 ReviewLabel = Literal["copy", "not_a_copy", "escalate"]

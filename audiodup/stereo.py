@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import Audio, channel_audio, difference_audio
+from .audio import Audio, channel_audio, difference_audio, numbered_part_audio
 from .errors import AudioDecodeError
-from .results import CHANNEL_SIDES, SIGNAL_WORDS, Signal
+from .results import CHANNEL_SIDES, NUMBERED_PARTS, SIGNAL_WORDS, Signal
 from .settings import DEFAULT_SETTINGS, Settings
 
 _FRAME_S = 0.1
@@ -50,17 +50,20 @@ def _analysed(samples: np.ndarray, sample_rate_hz: int) -> tuple[np.ndarray, np.
 
 
 def _analyses(
-    signals: dict[str, np.ndarray], sample_rate_hz: int, channels: bool = False
+    signals: dict[str, np.ndarray],
+    sample_rate_hz: int,
+    sums: dict[str, list[tuple[str, float]]] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`_analysed` of each of ``signals`` (of one length), and with ``channels`` of the
-    left and right channels too, the first signal (the mix) plus and minus the second (the
-    difference): their spectra are the sums of those two's (the transform is linear), so the
-    channels cost no transform of their own. Taken in blocks of frames (bounded memory)."""
+    """:func:`_analysed` of each of ``signals`` (of one length), and of each weighted sum of
+    them in ``sums`` (name: ``[(signal, weight), ...]``): its spectrum is that sum of theirs
+    (the transform is linear), so a sum costs no transform of its own. Taken in blocks of
+    frames (bounded memory)."""
     from scipy import fft  # on first use, as peaks.py does; 3x numpy's FFT for 1102 points
 
+    sums = sums or {}
     n = _frame_samples(sample_rate_hz)
     frames = min(len(x) for x in signals.values()) // n
-    names = list(signals) + (["left", "right"] if channels else [])
+    names = list(signals) + list(sums)
     if frames == 0:
         return {name: (np.zeros((0, 0)), np.zeros(0)) for name in names}
     window = np.hanning(n).astype(np.float32)
@@ -71,20 +74,21 @@ def _analyses(
     ]
     edges = [(lo, hi) for lo, hi in edges if hi > lo]
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+
+    def add(name: str, spectrum: np.ndarray) -> None:
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        blocks[name].append(np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges], np.float64))
+
     for start in range(0, frames, _BLOCK_FRAMES):
         stop = min(start + _BLOCK_FRAMES, frames)
         spectra = {
             name: fft.rfft(x[start * n : stop * n].reshape(-1, n) * window, axis=1, workers=1)
             for name, x in signals.items()
         }
-        if channels:
-            mix, difference = list(spectra.values())[:2]
-            spectra["left"], spectra["right"] = mix + difference, mix - difference
         for name, spectrum in spectra.items():
-            power = np.square(spectrum.real) + np.square(spectrum.imag)
-            blocks[name].append(
-                np.array([power[:, lo:hi].sum(axis=1) for lo, hi in edges], np.float64)
-            )
+            add(name, spectrum)
+        for name, terms in sums.items():  # one at a time: 28 pairs of 7.1 are not all held
+            add(name, sum(weight * spectra[source] for source, weight in terms))
     bands = {name: np.concatenate(parts, axis=1) for name, parts in blocks.items()}
     return {name: (np.log(b + _FLOOR), b.sum(axis=0)) for name, b in bands.items()}
 
@@ -183,7 +187,11 @@ def stereo_spans(
     """:func:`standing_apart` and :func:`channels_apart` from one analysis (the channels' from
     the mix's and the difference's spectra); None for the one not asked for."""
     signals = {"mix": mix, "difference": difference}
-    analyses = _analyses(signals, sample_rate_hz, channels=with_channels)
+    sides = {
+        "left": [("mix", 1.0), ("difference", 1.0)],
+        "right": [("mix", 1.0), ("difference", -1.0)],
+    }
+    analyses = _analyses(signals, sample_rate_hz, sides if with_channels else None)
     window_s, duration_s = settings.difference_window_s, len(mix) / sample_rate_hz
     difference_span = None
     if with_difference:
@@ -205,6 +213,65 @@ def stereo_spans(
     return difference_span, channels_span
 
 
+def numbered_parts_apart(
+    channels: np.ndarray,
+    sample_rate_hz: int,
+    settings: Settings,
+    *,
+    with_channels: bool = True,
+    with_differences: bool = True,
+) -> dict[Signal, tuple[float, float] | None]:
+    """For each part of a multichannel upload (``(samples, channels)``;
+    :data:`audiodup.results.NUMBERED_PARTS`), where it holds music of its own (seconds, from
+    the start of the first window of ``settings.difference_window_s`` to the end of the last;
+    None where no window does):
+
+    - a channel (``with_channels``) where its band energies correlate with those of the other
+      channels' sum below ``settings.channels_max_correlation``: a copy in one channel of a 5.1
+      file under other music in the other five is drowned in the mix, but the channels of a
+      recording rise and fall together, as stereo's do (:func:`channels_apart`);
+    - half the difference of two channels (``with_differences``) where it stands apart from
+      the channels' mean as a stereo difference does (:func:`standing_apart`): other music in
+      both and a copy in antiphase between them cancels from the mix."""
+    count = channels.shape[1]
+    signals = {str(i): channels[:, i] for i in range(count)}
+    parts = {
+        signal: indexes
+        for signal, indexes in NUMBERED_PARTS.items()
+        if max(indexes) < count and (with_channels if len(indexes) == 1 else with_differences)
+    }
+    sums = {"mix": [(name, 1.0 / count) for name in signals]}
+    for signal, indexes in parts.items():
+        if len(indexes) == 1:
+            sums[signal] = [(name, 1.0) for name in signals if name != str(indexes[0])]
+        else:
+            sums[signal] = [(str(indexes[0]), 0.5), (str(indexes[1]), -0.5)]
+    analyses = _analyses(signals, sample_rate_hz, sums)
+    window_s = settings.difference_window_s
+    duration_s = len(channels) / sample_rate_hz
+    spans: dict[Signal, tuple[float, float] | None] = {}
+    for signal, indexes in parts.items():
+        if len(indexes) == 1:  # the channel against the sum of the others
+            compared = _compared(
+                analyses[str(indexes[0])], analyses[signal], sample_rate_hz, window_s
+            )
+            apart = [
+                s.start_s
+                for s in compared
+                if s.envelope_correlation < settings.channels_max_correlation
+            ]
+        else:  # the difference against the mix
+            compared = _compared(analyses["mix"], analyses[signal], sample_rate_hz, window_s)
+            apart = [
+                s.start_s
+                for s in compared
+                if s.level_ratio >= settings.difference_min_level
+                and s.envelope_correlation < settings.difference_max_correlation
+            ]
+        spans[signal] = _span(apart, window_s, duration_s)
+    return spans
+
+
 def _span(starts: list[float], window_s: float, duration_s: float) -> tuple[float, float] | None:
     """From the first of the windows starting at ``starts`` to the end of the last."""
     if not starts:
@@ -222,11 +289,12 @@ def difference_stands_apart(
 def signal_audio(audio: Audio, signal: Signal, settings: Settings = DEFAULT_SETTINGS) -> Audio:
     """What of ``audio`` a match's ``signal`` names: ``audio`` itself for the mix, its stereo
     difference (:func:`audiodup.audio.difference_audio`) or one of its channels
-    (:func:`audiodup.audio.channel_audio`) as audio of its own."""
+    (:func:`audiodup.audio.channel_audio`, :func:`audiodup.audio.numbered_channel_audio`) as
+    audio of its own."""
     part = part_audio(audio, signal, settings)
     if part is None:
         raise AudioDecodeError(
-            f"the file has no {SIGNAL_WORDS[signal]} of its own (one channel, or two the same)"
+            f"the file has no {SIGNAL_WORDS[signal]} of its own (another channel layout, or silent)"
         )
     return part
 
@@ -238,9 +306,11 @@ def part_audio(
     span: tuple[float, float] | None = None,
 ) -> Audio | None:
     """:func:`signal_audio`, None where ``audio`` has no such part or it is silent (``span``:
-    only from ``span[0]`` to ``span[1]`` seconds of a stereo part)."""
+    only from ``span[0]`` to ``span[1]`` seconds of a part)."""
     if signal == "mix":
         return audio
     if signal == "stereo_difference":
         return difference_audio(audio, settings, span)
+    if signal in NUMBERED_PARTS:
+        return numbered_part_audio(audio, NUMBERED_PARTS[signal], settings, span)
     return channel_audio(audio, CHANNEL_SIDES[signal], settings, span)

@@ -382,7 +382,7 @@ class _CountingSegment:
     def __init__(self, samples: np.ndarray, sample_rate_hz: int):
         self.inner = audio_module._ArraySegment(samples, sample_rate_hz)
         self.sample_rate_hz, self.channels, self.decodes = sample_rate_hz, self.inner.channels, 0
-        self.difference = None
+        self.difference = self.channels_kept = None
 
     @property
     def more(self) -> bool:

@@ -36,12 +36,14 @@ from audiodup.stereo import (
     compare_stretches,
     difference_stands_apart,
     envelope_correlation,
+    numbered_parts_apart,
     signal_audio,
 )
 from audiodup.synth import synthesize_work
 from audiodup.verdict import decide
 
 SR = 22050  # the fixtures' rate
+PAIRS_OF_SIX = [(i, j) for i in range(1, 7) for j in range(i + 1, 7)]
 ANALYSIS_HZ = DEFAULT_SETTINGS.sample_rate_hz
 
 
@@ -589,3 +591,226 @@ def test_rescan_finds_a_catalog_work_holding_another_in_one_channel(catalog_copy
     said = [a.description for c in report.clusters for a in c.alterations]
     said += [caveat for k in report.links for caveat in k.caveats]
     assert any(f"in the right channel of work {added.work_id}" in text for text in said), said
+
+
+# -- more than two channels ----------------------------------------------------------------------
+
+
+def _layout(tracks: list[np.ndarray]) -> np.ndarray:
+    """``(frames, channels)`` of ``tracks`` (cut to the shortest), peak 0.9."""
+    n = min(len(t) for t in tracks)
+    stacked = np.stack([t[:n] for t in tracks], axis=1)
+    return (0.9 * stacked / np.abs(stacked).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def multichannel(music, tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("multichannel")
+    copy, n = music["work_02"], len(music["work_02"])
+
+    def other(name: str, gain: float = 1.0) -> np.ndarray:
+        return _at_level_of(np.resize(music[name], n), copy, gain)
+
+    noise = [_at_level_of(_noise(n, seed), copy, 3.0) for seed in range(3)]
+    quote = _quote(music, n)
+    made = {
+        # 5.1: the copy in the centre (channel 3), never-indexed music and noise in the other
+        # five, which drown it in the mix
+        "centre_copy": _layout(
+            [
+                other("unrelated_a"),
+                other("unrelated_b"),
+                copy,
+                noise[0],
+                other("synthetic"),
+                noise[1],
+            ]
+        ),
+        # quad: the copy in channel 4 under white noise 3x louder in the other three
+        "quad_copy": _layout([*noise, copy]),
+        # chance cases: never-indexed music in every channel; 2 s of a work in channel 3
+        "unrelated": _layout(
+            [other("unrelated_a"), other("unrelated_b"), other("synthetic"), noise[0], noise[1]]
+        ),
+        "short_quote": _layout([other("unrelated_a"), noise[0], 8 * quote, noise[1], noise[2]]),
+        # the copy in antiphase between channels 1 and 2 of a 5.1 file, never-indexed music in
+        # phase in both and in the others: the mix cancels it
+        "pair_copy": _layout(
+            [
+                other("unrelated_a") + copy,
+                other("unrelated_a") - copy,
+                other("unrelated_a"),
+                other("unrelated_b", 0.3),
+                other("unrelated_a"),
+                other("unrelated_a"),
+            ]
+        ),
+        # an ordinary upmix: the work in every channel, at other levels
+        "upmix": _layout([copy, 0.8 * copy, 0.6 * copy, 0.3 * copy, 0.4 * copy, 0.5 * copy]),
+    }
+    return {name: _write(folder, f"{name}.wav", samples) for name, samples in made.items()}
+
+
+def test_decoding_keeps_each_channel_of_a_multichannel_file(music, multichannel, tmp_path):
+    audio = load_audio(multichannel["centre_copy"])
+    assert audio.difference is None and audio.channels is not None
+    assert audio.channels.shape == (len(audio.samples), 6)
+    channels = sf.read(multichannel["centre_copy"], dtype="float32")[0]
+    for index in (2, 5):
+        alone = load_audio(_write(tmp_path, f"{index}.wav", channels[:, index])).samples
+        heard = signal_audio(audio, f"channel_{index + 1}")
+        assert np.corrcoef(heard.samples, alone)[0, 1] > 0.999, index
+    # the mix is what it always was: the channel mean
+    mean = load_audio(_write(tmp_path, "mean.wav", channels.mean(axis=1))).samples
+    np.testing.assert_allclose(audio.samples, mean, atol=1e-4)
+    with pytest.raises(AudioDecodeError, match="no channel 7 of its own"):
+        signal_audio(audio, "channel_7")
+    difference = signal_audio(audio, "difference_3_6").samples
+    alone = load_audio(_write(tmp_path, "d.wav", (channels[:, 2] - channels[:, 5]) / 2)).samples
+    assert np.corrcoef(difference, alone)[0, 1] > 0.999
+    # a file of more than 8 channels keeps none
+    nine = np.repeat(channels[:, :1], 9, axis=1)
+    assert load_audio(_write(tmp_path, "nine.wav", nine)).channels is None
+
+
+def test_a_chain_of_layouts_keeps_each_part_in_its_place(music, tmp_path) -> None:
+    """A chained Ogg file of a stereo link and a 5.1 link: the channels are zeros under the
+    stereo link, the difference zeros under the 5.1 one."""
+    first, second = io.BytesIO(), io.BytesIO()
+    stereo = _layout([music["unrelated_a"][: 10 * SR], music["unrelated_b"][: 10 * SR]])
+    sf.write(first, stereo, SR, format="OGG", subtype="VORBIS")
+    six = _layout([music["unrelated_a"]] * 2 + [music["work_02"]] + [music["unrelated_b"]] * 3)
+    sf.write(second, six, SR, format="OGG", subtype="VORBIS")
+    path = tmp_path / "chain.ogg"
+    path.write_bytes(first.getvalue() + second.getvalue())
+    audio = load_audio(path)
+    split = 10 * ANALYSIS_HZ
+    assert audio.channels is not None and audio.difference is not None
+    assert audio.channels.shape[1] == 6 and len(audio.channels) == len(audio.samples)
+    # constant there (less their mean over the file)
+    assert np.ptp(audio.channels[: split - 100], axis=0).max() < 1e-6
+    assert np.ptp(audio.difference[split + 100 :]) < 1e-6
+    assert np.abs(audio.channels[split + 100 :, 2]).max() > 0.1
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_ffmpeg_s_streams_keep_their_channels_too(multichannel, tmp_path) -> None:
+    encoded = tmp_path / "centre_copy.mka"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(multichannel["centre_copy"])]
+        + ["-c:a", "pcm_f32le", str(encoded)],
+        check=True,
+    )
+    direct, through_ffmpeg = load_audio(multichannel["centre_copy"]), load_audio(encoded)
+    assert through_ffmpeg.channels is not None and through_ffmpeg.channels.shape[1] == 6
+    n = min(len(direct.channels), len(through_ffmpeg.channels))
+    for index in range(6):
+        a, b = direct.channels[:n, index], through_ffmpeg.channels[:n, index]
+        assert np.corrcoef(a, b)[0, 1] > 0.99, index
+
+
+def _numbered_apart(path: Path) -> dict[str, tuple[float, float] | None]:
+    audio = load_audio(path)
+    return numbered_parts_apart(audio.channels, ANALYSIS_HZ, DEFAULT_SETTINGS)
+
+
+def test_a_part_that_does_not_follow_the_others_is_screened_alone(multichannel) -> None:
+    """A channel apart from the others' sum, a difference of two apart from their mean."""
+    upmix = _numbered_apart(multichannel["upmix"])
+    assert len(upmix) == 6 + 15 and set(upmix.values()) == {None}
+    assert _numbered_apart(multichannel["centre_copy"])["channel_3"] == pytest.approx(
+        (0.0, 40.0), abs=0.1
+    )
+    assert _numbered_apart(multichannel["quad_copy"])["channel_4"] == pytest.approx(
+        (0.0, 40.0), abs=0.1
+    )
+    pair = _numbered_apart(multichannel["pair_copy"])
+    assert pair["difference_1_2"] == pytest.approx((0.0, 40.0), abs=0.1)
+    prints = UploadFingerprints(load_audio(multichannel["centre_copy"]))
+    assert "channel_3" in [p.signal for p in prints.signals]
+    channels = replace(DEFAULT_SETTINGS, stereo_channels="always")
+    every = UploadFingerprints(load_audio(multichannel["upmix"]), channels)
+    assert [p.signal for p in every.signals] == [f"channel_{i}" for i in range(1, 7)]
+    differences = replace(DEFAULT_SETTINGS, stereo_channels="never", stereo_difference="always")
+    every = UploadFingerprints(load_audio(multichannel["upmix"]), differences)
+    assert [p.signal for p in every.signals] == [f"difference_{i}_{j}" for i, j in PAIRS_OF_SIX]
+    assert UploadFingerprints(load_audio(multichannel["upmix"])).signals == ()
+    never = replace(DEFAULT_SETTINGS, stereo_channels="never", stereo_difference="never")
+    assert load_audio(multichannel["pair_copy"], never).channels is None
+
+
+@pytest.mark.parametrize(
+    "name, signal",
+    [("centre_copy", "channel_3"), ("quad_copy", "channel_4"), ("pair_copy", "difference_1_2")],
+)
+def test_a_copy_in_one_of_many_channels_is_a_duplicate_of_its_work(
+    catalog, work_ids, multichannel, name, signal
+):
+    verdict = catalog.screen(multichannel[name])
+    assert verdict.verdict == "duplicate"
+    top = verdict.matches[0]
+    assert top.work_id == work_ids["work_02"] and top.signal == signal
+    assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
+    assert abs(top.pitch_shift_semitones) < 0.1
+    assert top.query_end_s - top.query_start_s > 30
+    never = catalog.settings.mix_only()
+    assert Catalog(catalog.store, never).screen(multichannel[name]).verdict != "duplicate"
+
+
+@pytest.mark.parametrize("name", ["unrelated", "short_quote"])
+def test_chance_and_quotes_in_many_channels_stay_below_duplicate(catalog, multichannel, name):
+    always = replace(catalog.settings, stereo_channels="always", stereo_difference="always")
+    screened = Catalog(catalog.store, always).screen(multichannel[name])
+    assert screened.error is None and screened.verdict != "duplicate", screened.matches
+
+
+def test_screening_six_channels_multiplies_the_chance_of_the_mix_by_seven(
+    catalog, work_ids, multichannel
+):
+    always = replace(catalog.settings, stereo_channels="always")
+    found = Catalog(catalog.store, always).screen(multichannel["upmix"])
+    mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(multichannel["upmix"])
+    assert found.verdict == mix_only.verdict == "duplicate"
+    assert found.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
+    assert found.matches[0].signal == "mix"
+    assert found.matches[0].false_match_probability == pytest.approx(
+        7 * mix_only.matches[0].false_match_probability
+    )
+
+
+def test_cli_report_and_explain_name_the_numbered_channel(
+    catalog, work_ids, multichannel, tmp_path
+):
+    path = multichannel["centre_copy"]
+    runner = CliRunner()
+    found = runner.invoke(app, ["screen", "--db", str(catalog.root), "--json", str(path)])
+    assert found.exit_code == 1, found.output
+    document = json.loads(found.stdout)
+    assert problems(document, "screen") == []
+    assert document["results"][0]["matches"][0]["signal"] == "channel_3"
+    report = tmp_path / "report.html"
+    result = runner.invoke(
+        app, ["screen", "--db", str(catalog.root), "--out", str(report), str(path)]
+    )
+    assert result.exit_code == 1, result.output
+    page = report.read_text()
+    assert "recording in channel 3" in page and "upload (channel 3)" in page
+    picture = explain(catalog, path, work_ids["work_02"], tmp_path / "why.svg")
+    assert "its channel 3" in picture.read_text()
+    clip = audio_snippet(path, 5.0, 4.0, signal="channel_3")
+    assert clip is not None and clip != audio_snippet(path, 5.0, 4.0, signal="channel_1")
+
+
+def test_rescan_finds_a_catalog_work_holding_another_in_a_numbered_channel(
+    catalog_copy, multichannel
+):
+    with Catalog.open(catalog_copy, create=False) as catalog:
+        (added,) = catalog.add_paths([multichannel["quad_copy"]])
+        original = {Path(w.path).stem: w.work_id for w in catalog.works()}["work_02"]
+        run_rescan(catalog, workers=1)
+        report = load_report(catalog)
+    (pair,) = [p for p in report.pairs if set(p.work_ids) == {added.work_id, original}]
+    assert pair.query_work_id == added.work_id and pair.evidence.signal == "channel_4"
+    said = [a.description for c in report.clusters for a in c.alterations]
+    said += [caveat for k in report.links for caveat in k.caveats]
+    assert any(f"in channel 4 of work {added.work_id}" in text for text in said), said

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
-from ..results import UploadInfo, heard_in, listed_text
+from ..results import UploadInfo, cancelled_by_the_mix, heard_in, listed_text
 from .clusters import merged_spans, sections_of
 from .clusters import spans_length as _length
 from .clusters import spans_on as _spans_on
@@ -788,7 +788,7 @@ def _link(
     if pair.evidence.signal != "mix":
         caveats.append(
             f"found{heard_in(pair.evidence.signal)} of work {pair.query_work_id}, which its mix "
-            + ("cancels" if pair.evidence.signal == "stereo_difference" else "drowns")
+            + ("cancels" if cancelled_by_the_mix(pair.evidence.signal) else "drowns")
         )
     tempo, pitch = _transform(pair, derived)
     return Link(

@@ -77,11 +77,11 @@ class ServiceConfig:
     quick: bool = False
     # hash hits one look-up keeps (None: the default, 300,000), as `audiodup screen --hit-budget`
     hit_budget: int | None = None
-    # what of a stereo upload's difference is screened too, as `audiodup screen
-    # --stereo-difference`: auto, always or never
+    # what of a stereo upload's difference (a multichannel one's differences of two channels)
+    # is screened too, as `audiodup screen --stereo-difference`: auto, always or never
     stereo_difference: str = "auto"
-    # whether each channel of a stereo upload is screened alone too, as `audiodup screen
-    # --stereo-channels`: auto, always or never
+    # whether each channel of a stereo (or 3- to 8-channel) upload is screened alone too, as
+    # `audiodup screen --stereo-channels`: auto, always or never
     stereo_channels: str = "auto"
     # a Dask scheduler whose workers hold the catalog's shard groups (a catalog split by
     # `audiodup index shard`), as `audiodup screen --dask`: the workers screen, this service
