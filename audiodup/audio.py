@@ -26,8 +26,9 @@ whole file to ffmpeg. What a stereo listener hears, too: a block whose channels 
 antiphase (one channel's polarity inverted) is mixed down as their difference, not as their
 mean, which would cancel the centre of the mix (:func:`antiphase_signs`); and what the mix
 leaves out of a stereo file, its difference, is kept beside it (``Audio.difference``), for
-:mod:`audiodup.stereo` to decide whether a copy hides there; of a file of 3 to 8 channels
-(5.1, 7.1, quad), each channel (``Audio.channels``), where a copy can hide under the others.
+:mod:`audiodup.stereo` to decide whether a copy hides there; of a file of 3 or more channels
+(5.1, 7.1, quad, ambisonics), each channel (``Audio.channels``), where a copy can hide under the
+others.
 
 Cost limits
 -----------
@@ -74,7 +75,7 @@ import soxr
 from . import ffmpeg, ogg
 from .errors import AudioDecodeError, AudioTooShortError, SilentAudioError, first_line
 from .ffmpeg import ffmpeg_executable  # re-exported: callers find it here
-from .results import MAX_SCREENED_CHANNELS
+from .results import MAX_PAIRED_CHANNELS, MAX_SCREENED_CHANNELS
 from .settings import DEFAULT_SETTINGS, Settings
 
 # Refused from the header, before decoding. 384 kHz is the highest rate of real recordings
@@ -138,7 +139,7 @@ class Audio:
     # the difference of its channels (their sum where the mix took the difference); zeros where
     # the file had one channel or more than two; None when it had no stereo part
     difference: np.ndarray | None = field(default=None, repr=False, compare=False)
-    # each channel of a file of 3 to MAX_SCREENED_CHANNELS channels, ``(samples, channels)``
+    # each channel of a file of 3 or more channels, ``(samples, channels)``
     # beside ``samples`` (zeros where a part of the file had fewer); None when it had none
     channels: np.ndarray | None = field(default=None, repr=False, compare=False)
 
@@ -390,7 +391,7 @@ class _Plan:
     # per segment, its stereo difference at the analysis rate (None: not stereo), and the
     # analysis samples the second pass made of it
     differences: list[np.ndarray | None] = field(default_factory=list)
-    # per segment of 3 to MAX_SCREENED_CHANNELS channels, they at the analysis rate, ``(samples,
+    # per segment of 3 or more channels, they at the analysis rate, ``(samples,
     # channels)`` (None: fewer or more channels)
     channels: list[np.ndarray | None] = field(default_factory=list)
     output_sizes: list[int] = field(default_factory=list)
@@ -483,10 +484,13 @@ def _measure_into(
 ) -> None:
     remaining_s = settings.max_duration_s
     remaining_samples = int(settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S)
+    kept_room = kept_channel_budget(settings)
     for segment in segments:
         rate_hz, channels = segment.sample_rate_hz, segment.channels
         _check_format(rate_hz, channels)  # before anything is decoded
         max_frames = min(int(remaining_s * rate_hz), remaining_samples // channels)
+        if segment.channels_kept is None and keeps_channels(channels, settings):
+            max_frames = min(max_frames, kept_room // channels * rate_hz // settings.sample_rate_hz)
         if max_frames <= 0:
             plan.truncated = True
             break
@@ -510,6 +514,7 @@ def _measure_into(
         kept = stream.samples() if stream is not None else None
         plan.differences.append(kept if isinstance(stream, _DifferenceStream) else made)
         plan.channels.append(kept if isinstance(stream, _ChannelsStream) else made_channels)
+        kept_room -= 0 if plan.channels[-1] is None else plan.channels[-1].size
         plan.truncated = segment.more
         plan.segments.append((segment, frames))
         remaining_s -= frames / rate_hz
@@ -606,7 +611,7 @@ def _aligned_difference(plan: _Plan, scale: np.float32 | None) -> np.ndarray | N
 
 
 def _aligned_channels(plan: _Plan, scale: np.float32 | None) -> np.ndarray | None:
-    """The channels of the segments of 3 to MAX_SCREENED_CHANNELS channels end to end, as
+    """The channels of the segments of 3 or more channels end to end, as
     :func:`_aligned_difference` aligns and conditions the difference, each channel alone;
     None when there is no such segment."""
     if all(part is None for part in plan.channels):
@@ -821,7 +826,7 @@ class _DifferenceStream:
 
 
 class _ChannelsStream:
-    """The channels of a segment of 3 to MAX_SCREENED_CHANNELS channels (:func:`keeps_channels`),
+    """The channels of a segment of 3 or more channels (:func:`keeps_channels`),
     each resampled to the analysis rate as the first pass decodes them, ``(samples, channels)``;
     their means are removed afterwards (:func:`_aligned_channels`)."""
 
@@ -853,9 +858,16 @@ class _ChannelsStream:
 
 def keeps_channels(channels: int, settings: Settings) -> bool:
     """Whether a stream of ``channels`` channels keeps each of them, to screen them or their
-    differences alone: 3 to MAX_SCREENED_CHANNELS of them, with settings that screen such
-    parts."""
+    differences alone: 3 or more of them, with settings that screen such parts."""
     return 3 <= channels <= MAX_SCREENED_CHANNELS and settings.screens_stereo_parts
+
+
+def kept_channel_budget(settings: Settings) -> int:
+    """Analysis samples (all channels) a file's kept channels may hold: as many as 7.1 holds
+    over ``settings.max_duration_s`` (423 MB for 20 minutes). A file of more channels is
+    decoded only as far as its channels fit, and is then ``truncated``: screened on that part
+    alone, never called clean on the rest."""
+    return int(MAX_PAIRED_CHANNELS * settings.max_duration_s * settings.sample_rate_hz)
 
 
 def _released(reserved: np.ndarray, size: int) -> np.ndarray:
@@ -1381,6 +1393,7 @@ def _decode_ffmpeg_sources(
     analysis_hz = settings.sample_rate_hz
     remaining_samples = int(settings.max_duration_s * analysis_hz)
     native_budget_samples = settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S
+    kept_room = kept_channel_budget(settings)
     segments: list[_ArraySegment] = []
     for fd, index, stream in sources:
         # native samples (all channels) behind each output sample, 0 when the probe did not say
@@ -1388,10 +1401,13 @@ def _decode_ffmpeg_sources(
         max_samples = remaining_samples
         if native_per_sample:  # the native-sample budget, as for libsndfile
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
+        mixable = _mixable(stream)
+        keeps = mixable is not None and keeps_channels(mixable, settings)
+        if keeps:  # the kept channels' budget
+            max_samples = min(max_samples, kept_room // mixable)
         if max_samples <= 0:
             return segments, True
-        mixable = _mixable(stream)
-        if mixable is not None and keeps_channels(mixable, settings):
+        if keeps:
             kept = _KeptDifference(max_samples, mixable)
         else:
             kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
@@ -1400,6 +1416,7 @@ def _decode_ffmpeg_sources(
         )
         if len(samples):
             made = kept.result(len(samples))
+            kept_room -= 0 if made is None or made.ndim == 1 else made.size
             segments.append(
                 _ArraySegment(samples, analysis_hz)
                 if made is None

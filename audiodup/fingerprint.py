@@ -16,7 +16,7 @@ from .chroma import chroma_frames, estimate_tuning
 from .errors import CatalogError
 from .hashes import TripletHashes, concat_hashes, triplet_hashes
 from .peaks import PEAK_DTYPE, PeakCandidates, peak_candidates, select_peaks, thin_peaks
-from .results import CHANNEL_SIDES, NUMBERED_PARTS, Signal
+from .results import CHANNEL_SIDES, Signal, numbered_parts_of
 from .settings import CHROMA_LEVELS, DEFAULT_SETTINGS, PEAK_BIN_STEPS, Settings
 from .spectral import LogSpectrogram, log_spectrogram, magnitude_at_hop
 from .stereo import numbered_parts_apart, part_audio, stereo_spans
@@ -273,9 +273,9 @@ def stereo_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tup
     (``settings.stereo_channels``), each ``()`` (all of it) with "always", with "auto" the
     ``(start, end)`` stretch :func:`audiodup.stereo.standing_apart`
     (:func:`audiodup.stereo.channels_apart`) finds, left out with "never" or where none does;
-    of a file of 3 to 8 channels, each channel (``settings.stereo_channels``) and the
-    difference of each pair (``settings.stereo_difference``), with "auto" over the stretch
-    :func:`audiodup.stereo.numbered_parts_apart` finds."""
+    of a file of 3 or more channels, each channel (``settings.stereo_channels``) and, of one of
+    up to 8, the difference of each pair (``settings.stereo_difference``), with "auto" over the
+    stretch :func:`audiodup.stereo.numbered_parts_apart` finds."""
     for name in ("stereo_difference", "stereo_channels"):
         if getattr(settings, name) not in _MODES:
             raise ValueError(
@@ -313,8 +313,7 @@ def _numbered_part_stretches(audio: Audio, settings: Settings) -> list[tuple[Sig
     count = audio.channels.shape[1]
     modes = {
         signal: settings.stereo_channels if len(indexes) == 1 else settings.stereo_difference
-        for signal, indexes in NUMBERED_PARTS.items()
-        if max(indexes) < count
+        for signal, indexes in numbered_parts_of(count).items()
     }
     spans: dict[Signal, tuple[float, float] | None] = dict.fromkeys(modes)
     if "auto" in modes.values():

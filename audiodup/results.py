@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
-import typing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -17,51 +17,16 @@ Relation = Literal["same_recording", "same_composition"]
 VerdictLabel = Literal["duplicate", "suspect", "clean"]
 UploadRole = Literal["reference", "upload"]
 # what of the upload a match was found in: the mix screening hears, the stereo difference the
-# mix cancels, one channel the other drowns in the mix (audiodup.stereo), or of a file of 3 to
-# MAX_SCREENED_CHANNELS channels, one channel the others drown or the difference of two
-Signal = Literal[
-    "mix",
-    "stereo_difference",
-    "left_channel",
-    "right_channel",
-    "channel_1",
-    "channel_2",
-    "channel_3",
-    "channel_4",
-    "channel_5",
-    "channel_6",
-    "channel_7",
-    "channel_8",
-    "difference_1_2",
-    "difference_1_3",
-    "difference_1_4",
-    "difference_1_5",
-    "difference_1_6",
-    "difference_1_7",
-    "difference_1_8",
-    "difference_2_3",
-    "difference_2_4",
-    "difference_2_5",
-    "difference_2_6",
-    "difference_2_7",
-    "difference_2_8",
-    "difference_3_4",
-    "difference_3_5",
-    "difference_3_6",
-    "difference_3_7",
-    "difference_3_8",
-    "difference_4_5",
-    "difference_4_6",
-    "difference_4_7",
-    "difference_4_8",
-    "difference_5_6",
-    "difference_5_7",
-    "difference_5_8",
-    "difference_6_7",
-    "difference_6_8",
-    "difference_7_8",
-]
-MAX_SCREENED_CHANNELS = 8  # 7.1; a file of more channels is screened by its mix alone
+# mix cancels, one channel the other drowns in the mix (audiodup.stereo), or of a file of 3 or
+# more channels, one channel the others drown or the difference of two
+MAX_SCREENED_CHANNELS = 64  # every channel of a file that audiodup reads (audio.MAX_CHANNELS)
+MAX_PAIRED_CHANNELS = 8  # the differences of pairs of channels: of files of up to 7.1
+_NUMBERED_SIGNALS = tuple(f"channel_{n}" for n in range(1, MAX_SCREENED_CHANNELS + 1)) + tuple(
+    f"difference_{a}_{b}" for a, b in itertools.combinations(range(1, MAX_PAIRED_CHANNELS + 1), 2)
+)
+# "mix", "stereo_difference", "left_channel", "right_channel", "channel_1" .. "channel_64",
+# "difference_1_2" .. "difference_7_8"
+Signal = Literal[("mix", "stereo_difference", "left_channel", "right_channel", *_NUMBERED_SIGNALS)]
 CHANNEL_SIDES: dict[str, Literal["left", "right"]] = {
     "left_channel": "left",
     "right_channel": "right",
@@ -69,10 +34,21 @@ CHANNEL_SIDES: dict[str, Literal["left", "right"]] = {
 # the channels of a multichannel file each signal of one takes, from 0: one channel alone, or
 # half the difference of two (which their mix cancels, as a stereo file's)
 NUMBERED_PARTS: dict[str, tuple[int, ...]] = {
-    signal: tuple(int(n) - 1 for n in signal.split("_")[1:])
-    for signal in typing.get_args(Signal)[4:]
+    signal: tuple(int(n) - 1 for n in signal.split("_")[1:]) for signal in _NUMBERED_SIGNALS
 }
-NUMBERED_CHANNELS: tuple[Signal, ...] = typing.get_args(Signal)[4 : 4 + MAX_SCREENED_CHANNELS]
+
+
+def numbered_parts_of(channels: int) -> dict[str, tuple[int, ...]]:
+    """The parts of a file of ``channels`` channels (3 or more) that screening may look at
+    alone (:data:`NUMBERED_PARTS`): each channel, and with up to :data:`MAX_PAIRED_CHANNELS`
+    channels the difference of each pair of them."""
+    return {
+        signal: indexes
+        for signal, indexes in NUMBERED_PARTS.items()
+        if max(indexes) < channels and (len(indexes) == 1 or channels <= MAX_PAIRED_CHANNELS)
+    }
+
+
 SIGNAL_WORDS: dict[str, str] = {
     "mix": "mix",
     "stereo_difference": "stereo difference",
@@ -91,7 +67,8 @@ def heard_in(signal: Signal) -> str:
     ``" in the stereo difference"``, ``" in the left channel"``, ``" in channel 3"``, ..."""
     if signal == "mix":
         return ""
-    return f" in {'' if signal in NUMBERED_CHANNELS else 'the '}{SIGNAL_WORDS[signal]}"
+    one_channel = len(NUMBERED_PARTS.get(signal, ())) == 1
+    return f" in {'' if one_channel else 'the '}{SIGNAL_WORDS[signal]}"
 
 
 def cancelled_by_the_mix(signal: Signal) -> bool:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 # partly_screened; 3.2: rescan's partly_scanned (a list and its summary count); 3.3: matches'
 # matched_onsets; 3.4: matches' signal (the mix or the stereo difference); 3.5: matches'
 # matched_on_shared_material; 3.6: signal's left_channel and right_channel; 3.7: rescan's
-# review_decisions; 3.8: signal's channel_1 to channel_8 and difference_1_2 to difference_7_8
+# review_decisions; 3.8: signal's channel_1 to channel_64 and difference_1_2 to difference_7_8
 SCHEMA_VERSION = "3.8"
 
 DocumentKind = Literal[

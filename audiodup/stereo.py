@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import Audio, channel_audio, difference_audio, numbered_part_audio
 from .errors import AudioDecodeError
-from .results import CHANNEL_SIDES, NUMBERED_PARTS, SIGNAL_WORDS, Signal
+from .results import CHANNEL_SIDES, NUMBERED_PARTS, SIGNAL_WORDS, Signal, numbered_parts_of
 from .settings import DEFAULT_SETTINGS, Settings
 
 _FRAME_S = 0.1
@@ -222,7 +222,7 @@ def numbered_parts_apart(
     with_differences: bool = True,
 ) -> dict[Signal, tuple[float, float] | None]:
     """For each part of a multichannel upload (``(samples, channels)``;
-    :data:`audiodup.results.NUMBERED_PARTS`), where it holds music of its own (seconds, from
+    :func:`audiodup.results.numbered_parts_of`), where it holds music of its own (seconds, from
     the start of the first window of ``settings.difference_window_s`` to the end of the last;
     None where no window does):
 
@@ -237,8 +237,8 @@ def numbered_parts_apart(
     signals = {str(i): channels[:, i] for i in range(count)}
     parts = {
         signal: indexes
-        for signal, indexes in NUMBERED_PARTS.items()
-        if max(indexes) < count and (with_channels if len(indexes) == 1 else with_differences)
+        for signal, indexes in numbered_parts_of(count).items()
+        if (with_channels if len(indexes) == 1 else with_differences)
     }
     sums = {"mix": [(name, 1.0 / count) for name in signals]}
     for signal, indexes in parts.items():

@@ -26,7 +26,7 @@ from audiodup.fingerprint import SignalPrints, UploadFingerprints
 from audiodup.report_html import audio_snippet, rescan_html
 from audiodup.rescan import load_report, run_rescan
 from audiodup.rescan.screen import screen_work
-from audiodup.results import Match
+from audiodup.results import Match, numbered_parts_of
 from audiodup.schema import problems
 from audiodup.screening import with_signals
 from audiodup.settings import DEFAULT_SETTINGS
@@ -628,6 +628,8 @@ def multichannel(music, tmp_path_factory) -> dict[str, Path]:
         ),
         # quad: the copy in channel 4 under white noise 3x louder in the other three
         "quad_copy": _layout([*noise, copy]),
+        # ten channels, the copy in the last under white noise in the other nine
+        "tenth_copy": _layout([*noise, *noise, *noise, copy]),
         # chance cases: never-indexed music in every channel; 2 s of a work in channel 3
         "unrelated": _layout(
             [other("unrelated_a"), other("unrelated_b"), other("synthetic"), noise[0], noise[1]]
@@ -668,9 +670,28 @@ def test_decoding_keeps_each_channel_of_a_multichannel_file(music, multichannel,
     difference = signal_audio(audio, "difference_3_6").samples
     alone = load_audio(_write(tmp_path, "d.wav", (channels[:, 2] - channels[:, 5]) / 2)).samples
     assert np.corrcoef(difference, alone)[0, 1] > 0.999
-    # a file of more than 8 channels keeps none
-    nine = np.repeat(channels[:, :1], 9, axis=1)
-    assert load_audio(_write(tmp_path, "nine.wav", nine)).channels is None
+    # a file of more than 8 channels keeps them too, but has its channels alone screened
+    nine = load_audio(_write(tmp_path, "nine.wav", np.repeat(channels[:, :1], 9, axis=1)))
+    assert nine.channels is not None and nine.channels.shape[1] == 9
+    assert list(numbered_parts_of(9)) == [f"channel_{i}" for i in range(1, 10)]
+    assert len(numbered_parts_of(8)) == 8 + 28
+
+
+def test_channels_beyond_7_1_s_budget_cut_the_file(music, tmp_path) -> None:
+    """A file's kept channels hold at most what 7.1 holds over the duration cap: a file of more
+    channels is decoded as far as that, and is truncated (never called clean on the rest)."""
+    short = replace(DEFAULT_SETTINGS, max_duration_s=30.0)  # channels of 8 x 30 s
+    x = music["work_00"][: 12 * SR : 2]  # 12 s at the analysis rate
+    paths = {}
+    for count in (8, 24):
+        paths[count] = tmp_path / f"{count}.wav"
+        sf.write(paths[count], np.tile(x[:, None], (1, count)) * 0.5, ANALYSIS_HZ)
+    many = load_audio(paths[24], short)
+    assert many.truncated and many.duration_s == pytest.approx(10.0, abs=0.01)
+    assert many.channels.shape == (len(many.samples), 24)
+    eight = load_audio(paths[8], short)
+    assert not eight.truncated and eight.duration_s == pytest.approx(12.0, abs=0.01)
+    assert not load_audio(paths[24], short.mix_only()).truncated
 
 
 def test_a_chain_of_layouts_keeps_each_part_in_its_place(music, tmp_path) -> None:
@@ -707,6 +728,17 @@ def test_ffmpeg_s_streams_keep_their_channels_too(multichannel, tmp_path) -> Non
     for index in range(6):
         a, b = direct.channels[:n, index], through_ffmpeg.channels[:n, index]
         assert np.corrcoef(a, b)[0, 1] > 0.99, index
+    # the kept channels' budget holds through ffmpeg too: 24 channels of 12 s keep 10 s
+    many = tmp_path / "24.wav"
+    sf.write(many, np.tile(_noise(12 * ANALYSIS_HZ)[:, None], (1, 24)) * 0.1, ANALYSIS_HZ)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(many), "-c:a", "pcm_f32le", str(tmp_path / "24.mka")],
+        check=True,
+    )
+    short = replace(DEFAULT_SETTINGS, max_duration_s=30.0)
+    cut = load_audio(tmp_path / "24.mka", short)
+    assert cut.truncated and cut.duration_s == pytest.approx(10.0, abs=0.01)
+    assert cut.channels.shape == (len(cut.samples), 24)
 
 
 def _numbered_apart(path: Path) -> dict[str, tuple[float, float] | None]:
@@ -741,7 +773,12 @@ def test_a_part_that_does_not_follow_the_others_is_screened_alone(multichannel) 
 
 @pytest.mark.parametrize(
     "name, signal",
-    [("centre_copy", "channel_3"), ("quad_copy", "channel_4"), ("pair_copy", "difference_1_2")],
+    [
+        ("centre_copy", "channel_3"),
+        ("quad_copy", "channel_4"),
+        ("pair_copy", "difference_1_2"),
+        ("tenth_copy", "channel_10"),
+    ],
 )
 def test_a_copy_in_one_of_many_channels_is_a_duplicate_of_its_work(
     catalog, work_ids, multichannel, name, signal

@@ -80,7 +80,7 @@ class ServiceConfig:
     # what of a stereo upload's difference (a multichannel one's differences of two channels)
     # is screened too, as `audiodup screen --stereo-difference`: auto, always or never
     stereo_difference: str = "auto"
-    # whether each channel of a stereo (or 3- to 8-channel) upload is screened alone too, as
+    # whether each channel of a stereo (or multichannel) upload is screened alone too, as
     # `audiodup screen --stereo-channels`: auto, always or never
     stereo_channels: str = "auto"
     # a Dask scheduler whose workers hold the catalog's shard groups (a catalog split by
