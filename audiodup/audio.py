@@ -489,8 +489,6 @@ def _measure_into(
         rate_hz, channels = segment.sample_rate_hz, segment.channels
         _check_format(rate_hz, channels)  # before anything is decoded
         max_frames = min(int(remaining_s * rate_hz), remaining_samples // channels)
-        if segment.channels_kept is None and keeps_channels(channels, settings):
-            max_frames = min(max_frames, kept_room // channels * rate_hz // settings.sample_rate_hz)
         if max_frames <= 0:
             plan.truncated = True
             break
@@ -503,7 +501,9 @@ def _measure_into(
         if made is None and channels == 2 and settings.screens_stereo_parts:
             stream = _DifferenceStream(rate_hz, settings.sample_rate_hz, max_frames)
         elif made_channels is None and keeps_channels(channels, settings):
-            stream = _ChannelsStream(rate_hz, settings.sample_rate_hz, max_frames, channels)
+            stream = _ChannelsStream(
+                rate_hz, settings.sample_rate_hz, max_frames, channels, kept_room // channels
+            )
         for native in segment.blocks(max_frames):
             if stream is not None:
                 block = measure.add(stream.mix(native, plan.memory_for))
@@ -585,7 +585,7 @@ def _conditioned_audio(
         title=title,
         artist=artist,
         difference=_aligned_difference(plan, scale),
-        channels=_aligned_channels(plan, scale),
+        channels=_aligned_channels(plan, scale, kept_channel_budget(settings)),
     )
 
 
@@ -610,18 +610,26 @@ def _aligned_difference(plan: _Plan, scale: np.float32 | None) -> np.ndarray | N
     return out
 
 
-def _aligned_channels(plan: _Plan, scale: np.float32 | None) -> np.ndarray | None:
+def _aligned_channels(plan: _Plan, scale: np.float32 | None, budget: int) -> np.ndarray | None:
     """The channels of the segments of 3 or more channels end to end, as
-    :func:`_aligned_difference` aligns and conditions the difference, each channel alone;
-    None when there is no such segment."""
+    :func:`_aligned_difference` aligns and conditions the difference, each channel alone (zeros
+    where a segment has fewer), as far as ``budget`` samples of all of them go (a 1-s link of
+    63 channels before 20 minutes of mono must not make 20 minutes of 63); None when there is
+    no such segment."""
     if all(part is None for part in plan.channels):
         return None
     width = max(part.shape[1] for part in plan.channels if part is not None)
-    (part, *others), size = plan.channels, sum(plan.output_sizes)
-    if not others and part is not None and len(part) >= size:  # one stream: no copy
-        out = part[:size]
+    length = min(sum(plan.output_sizes), budget // width)
+    (part, *others) = plan.channels
+    if not others and part is not None and len(part) >= length:  # one stream: no copy
+        out = part[:length]
     else:
-        out = _aligned_parts(plan.channels, plan.output_sizes, width)
+        out, start = np.zeros((length, width), np.float32), 0
+        for part, size in zip(plan.channels, plan.output_sizes, strict=True):
+            if part is not None and start < length:
+                n = min(size, len(part), length - start)
+                out[start : start + n, : part.shape[1]] = part[:n]
+            start += size
     if scale is not None:
         out /= scale
     if len(out):
@@ -633,18 +641,13 @@ def _aligned_channels(plan: _Plan, scale: np.float32 | None) -> np.ndarray | Non
     return out
 
 
-def _aligned_parts(
-    parts: list[np.ndarray | None], sizes: list[int], width: int | None = None
-) -> np.ndarray:
-    """``parts`` end to end, each cut to (or padded with zeros to) its ``sizes``; ``width``:
-    they are ``(samples, channels)``, of up to that many channels."""
-    out = np.zeros(sum(sizes) if width is None else (sum(sizes), width), np.float32)
+def _aligned_parts(parts: list[np.ndarray | None], sizes: list[int]) -> np.ndarray:
+    out = np.zeros(sum(sizes), np.float32)
     start = 0
     for part, size in zip(parts, sizes, strict=True):
         if part is not None:
             n = min(size, len(part))
-            rows = out[start : start + n]
-            (rows if width is None else rows[:, : part.shape[1]])[...] = part[:n]
+            out[start : start + n] = part[:n]
         start += size
     return out
 
@@ -826,34 +829,50 @@ class _DifferenceStream:
 
 
 class _ChannelsStream:
-    """The channels of a segment of 3 or more channels (:func:`keeps_channels`),
-    each resampled to the analysis rate as the first pass decodes them, ``(samples, channels)``;
-    their means are removed afterwards (:func:`_aligned_channels`)."""
+    """The channels of a segment of 3 or more channels (:func:`keeps_channels`), as the mix
+    takes them (a channel in antiphase inverted: the difference of two is then what their mix
+    cancels), each resampled to the analysis rate as the first pass decodes them, ``(samples,
+    channels)``, at most ``room`` samples of each (:func:`kept_channel_budget`); their means
+    are removed afterwards (:func:`_aligned_channels`)."""
 
-    def __init__(self, native_hz: int, analysis_hz: int, max_frames: int, channels: int):
+    def __init__(self, native_hz: int, analysis_hz: int, max_frames: int, channels: int, room: int):
         self._resampler = (
             soxr.ResampleStream(native_hz, analysis_hz, channels, dtype="float32", quality="HQ")
             if native_hz != analysis_hz
             else None
         )
-        capacity = max_frames * analysis_hz // native_hz + 64  # pages commit as written
-        self._out, self._size = np.empty((capacity, channels), np.float32), 0
+        capacity = min(max_frames * analysis_hz // native_hz + 64, max(room, 0))
+        self._out, self._size = np.empty((capacity, channels), np.float32), 0  # commit as written
 
     def mix(self, block: np.ndarray, memory_for: Callable[[int], np.ndarray]) -> np.ndarray:
-        """The mix of ``block`` into ``memory_for(frames)``; its channels kept here."""
-        channels = block if np.isfinite(block).all() else _zero_nonfinite(block)
-        if self._resampler is not None:
-            channels = self._resampler.resample_chunk(np.ascontiguousarray(channels))
-        self._out, self._size = _append(self._out, self._size, channels)
-        return _mix_to_mono(block, memory_for(len(block)))
+        """The mix of ``block`` into ``memory_for(frames)``, bit for bit :func:`_mix_to_mono`'s;
+        its channels kept here while there is room."""
+        signed = _signed(block)
+        if self._size < len(self._out):
+            channels = signed if np.isfinite(signed).all() else _zero_nonfinite(signed)
+            if self._resampler is not None:
+                channels = self._resampler.resample_chunk(np.ascontiguousarray(channels))
+            self._append(channels)
+        return signed.mean(axis=1, dtype=np.float32, out=memory_for(len(block)))
+
+    def _append(self, values: np.ndarray) -> None:
+        n = min(len(values), len(self._out) - self._size)
+        self._out[self._size : self._size + n] = values[:n]
+        self._size += n
 
     def samples(self) -> np.ndarray:
-        if self._resampler is not None:
-            rest = self._resampler.resample_chunk(
-                np.zeros((0, self._out.shape[1]), np.float32), True
+        if self._resampler is not None and self._size < len(self._out):
+            self._append(
+                self._resampler.resample_chunk(np.zeros((0, self._out.shape[1]), np.float32), True)
             )
-            self._out, self._size = _append(self._out, self._size, rest)
         return _released(self._out, self._size)
+
+
+def _signed(block: np.ndarray) -> np.ndarray:
+    """A ``(frames, channels)`` block of 3 or more channels as :func:`_mix_to_mono` takes its
+    mean: each channel in antiphase (:func:`antiphase_signs`) inverted."""
+    signs = antiphase_signs(block)
+    return block if signs is None else block * signs
 
 
 def keeps_channels(channels: int, settings: Settings) -> bool:
@@ -864,9 +883,8 @@ def keeps_channels(channels: int, settings: Settings) -> bool:
 
 def kept_channel_budget(settings: Settings) -> int:
     """Analysis samples (all channels) a file's kept channels may hold: as many as 7.1 holds
-    over ``settings.max_duration_s`` (423 MB for 20 minutes). A file of more channels is
-    decoded only as far as its channels fit, and is then ``truncated``: screened on that part
-    alone, never called clean on the rest."""
+    over ``settings.max_duration_s`` (423 MB for 20 minutes). A file of more channels keeps
+    them as far as they fit; its mix is decoded on, as far as the other limits go."""
     return int(MAX_PAIRED_CHANNELS * settings.max_duration_s * settings.sample_rate_hz)
 
 
@@ -1329,9 +1347,9 @@ def _ffmpeg_sources(
 
 class _KeptDifference:
     """:func:`_mix_to_mono` for ffmpeg's blocks (an :data:`ffmpeg.Mix`) that keeps a stereo
-    stream's difference, or the channels of a stream of ``channels`` (:func:`keeps_channels`),
-    at most ``max_samples`` of them: pages are committed as they are written, as ffmpeg's own
-    output array's are."""
+    stream's difference, or the channels of a stream of ``channels`` (:func:`keeps_channels`;
+    as :class:`_ChannelsStream` keeps them), at most ``max_samples`` of them: pages are
+    committed as they are written, as ffmpeg's own output array's are."""
 
     def __init__(self, max_samples: int, channels: int = 0):
         shape = (max_samples, channels) if channels else max_samples
@@ -1339,11 +1357,13 @@ class _KeptDifference:
         self._size = 0
 
     def __call__(self, block: np.ndarray, out: np.ndarray) -> np.ndarray:
-        end = self._size + len(block)
         if self._kept.ndim == 2 and block.shape[1] == self._kept.shape[1]:
-            self._kept[self._size : end] = block
-            self._size = end
-            return _mix_to_mono(block, out)
+            signed = _signed(block)  # as _ChannelsStream keeps them, while there is room
+            n = min(len(block), len(self._kept) - self._size)
+            self._kept[self._size : self._size + n] = signed[:n]
+            self._size += n
+            return signed.mean(axis=1, dtype=np.float32, out=out)
+        end = self._size + len(block)
         if block.shape[1] != 2 or len(self._kept) == 0 or self._kept.ndim == 2:
             return _mix_to_mono(block, out)  # not stereo, or kept by no one
         mixed = _mix_to_mono(block, out, self._kept[self._size : end])
@@ -1401,14 +1421,11 @@ def _decode_ffmpeg_sources(
         max_samples = remaining_samples
         if native_per_sample:  # the native-sample budget, as for libsndfile
             max_samples = min(max_samples, int(native_budget_samples / native_per_sample))
-        mixable = _mixable(stream)
-        keeps = mixable is not None and keeps_channels(mixable, settings)
-        if keeps:  # the kept channels' budget
-            max_samples = min(max_samples, kept_room // mixable)
         if max_samples <= 0:
             return segments, True
-        if keeps:
-            kept = _KeptDifference(max_samples, mixable)
+        mixable = _mixable(stream)
+        if mixable is not None and keeps_channels(mixable, settings):
+            kept = _KeptDifference(min(max_samples, max(kept_room, 0) // mixable), mixable)
         else:
             kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(

@@ -20,7 +20,7 @@ UploadRole = Literal["reference", "upload"]
 # mix cancels, one channel the other drowns in the mix (audiodup.stereo), or of a file of 3 or
 # more channels, one channel the others drown or the difference of two
 MAX_SCREENED_CHANNELS = 64  # every channel of a file that audiodup reads (audio.MAX_CHANNELS)
-MAX_PAIRED_CHANNELS = 8  # the differences of pairs of channels: of files of up to 7.1
+MAX_PAIRED_CHANNELS = 8  # the differences of pairs of channels: among the first 8 (7.1)
 _NUMBERED_SIGNALS = tuple(f"channel_{n}" for n in range(1, MAX_SCREENED_CHANNELS + 1)) + tuple(
     f"difference_{a}_{b}" for a, b in itertools.combinations(range(1, MAX_PAIRED_CHANNELS + 1), 2)
 )
@@ -40,12 +40,10 @@ NUMBERED_PARTS: dict[str, tuple[int, ...]] = {
 
 def numbered_parts_of(channels: int) -> dict[str, tuple[int, ...]]:
     """The parts of a file of ``channels`` channels (3 or more) that screening may look at
-    alone (:data:`NUMBERED_PARTS`): each channel, and with up to :data:`MAX_PAIRED_CHANNELS`
-    channels the difference of each pair of them."""
+    alone (:data:`NUMBERED_PARTS`): each channel, and the difference of each pair of its first
+    :data:`MAX_PAIRED_CHANNELS`."""
     return {
-        signal: indexes
-        for signal, indexes in NUMBERED_PARTS.items()
-        if max(indexes) < channels and (len(indexes) == 1 or channels <= MAX_PAIRED_CHANNELS)
+        signal: indexes for signal, indexes in NUMBERED_PARTS.items() if max(indexes) < channels
     }
 
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, overload
 
 import numpy as np
 
@@ -66,7 +66,7 @@ from .peakcheck import (
     shared_material,
 )
 from .quads import QuadVote, query_quads
-from .results import Match, Relation, Section, Signal, WorkInfo
+from .results import NUMBERED_PARTS, Match, Relation, Section, Signal, WorkInfo
 from .settings import Settings
 from .verdict import (
     HashCompetition,
@@ -1431,12 +1431,42 @@ class SignalQuery:
     start_s: float = 0.0
 
 
-def signal_queries(prints: UploadFingerprints) -> tuple[SignalQuery, ...]:
+class SignalQueries(Sequence[SignalQuery]):
+    """An upload's stereo and multichannel parts as queries, each fingerprinted when it is
+    taken (:class:`audiodup.fingerprint.SignalParts`): screening holds one part's analysis at a
+    time."""
+
+    def __init__(self, prints: UploadFingerprints):
+        self._parts = prints.parts
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        return self._parts.signals
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    @overload
+    def __getitem__(self, index: int) -> SignalQuery: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[SignalQuery]: ...
+
+    def __getitem__(self, index: int | slice) -> SignalQuery | list[SignalQuery]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        part = self._parts[index]
+        return SignalQuery(part.signal, part.prints.query, part.prints.view, part.start_s)
+
+
+def signal_queries(prints: UploadFingerprints) -> SignalQueries:
     """What of ``prints``' stereo parts to screen beside the mix (none for most uploads)."""
-    return tuple(
-        SignalQuery(part.signal, part.prints.query, part.prints.view, part.start_s)
-        for part in prints.signals
-    )
+    return SignalQueries(prints)
+
+
+def _signals_of(parts: Sequence[SignalQuery]) -> tuple[Signal, ...]:
+    """The signals of ``parts``, without fingerprinting lazy ones."""
+    return parts.signals if isinstance(parts, SignalQueries) else tuple(p.signal for p in parts)
 
 
 def match_signals(
@@ -1457,7 +1487,7 @@ def match_signals(
     taken again with every look, as it would have gone on."""
     if not parts:
         return search(query, view, without, every_look)
-    searches = 1 + len(parts)
+    searches = signal_multipliers(_signals_of(parts))
 
     def searched(signal: Signal, fingerprint: Fingerprint, seen: View | None) -> list[Match]:
         found = search(fingerprint, seen, without, every_look)
@@ -1485,16 +1515,29 @@ def in_upload(match: Match, start_s: float, duration_s: float) -> Match:
     return replace(moved, coverage=min(1.0, moved.coverage_s / max(duration_s, 1e-9)))
 
 
+def signal_multipliers(parts: Sequence[Signal]) -> dict[Signal, float]:
+    """What each probability of an upload whose mix and ``parts`` are screened is multiplied
+    by: the number of searches, for the mix and a stereo file's parts alike (at most 4); once a
+    multichannel file's parts are among them (up to 64 channels and 28 differences), half the
+    chance goes to the mix (x2) and half is shared by the parts (x2 x their number), so that a
+    copy plainly in the mix is not weakened by a 7.1 file's 36 parts. Either way the weights
+    sum to one (Bonferroni's bound, weighted)."""
+    if not any(part in NUMBERED_PARTS for part in parts):
+        return dict.fromkeys(["mix", *parts], float(1 + len(parts)))
+    return {"mix": 2.0} | dict.fromkeys(parts, 2.0 * len(parts))
+
+
 def with_signals(
-    found: dict[Signal, list[Match]], searches: int, settings: Settings
+    found: dict[Signal, list[Match]], multipliers: dict[Signal, float], settings: Settings
 ) -> list[Match]:
     """The matches of an upload whose mix and stereo parts were screened, ``found`` per
-    signal: ``searches`` searches, so every probability is multiplied by their number; per
-    work the more certain match (but a duplicate is kept, as :func:`matches_from_looks` keeps
-    a look's), each marked with its signal; most certain first."""
+    signal, every probability multiplied by its signal's ``multipliers``
+    (:func:`signal_multipliers`); per work the more certain match (but a duplicate is kept, as
+    :func:`matches_from_looks` keeps a look's), each marked with its signal; most certain
+    first."""
 
     def multiplied(m: Match, signal: Signal) -> Match:
-        fmp = min(1.0, searches * m.false_match_probability)
+        fmp = min(1.0, multipliers[signal] * m.false_match_probability)
         return replace(
             m, false_match_probability=fmp, score=score_from_probability(fmp), signal=signal
         )

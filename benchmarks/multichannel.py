@@ -3,6 +3,7 @@ the others: how often the channel gate screens an ordinary upmix's channels, wha
 them finds, what it costs, and that never-indexed music stays clean.
 
     python -m benchmarks.multichannel run CATALOG OUT.jsonl [--corpus tuning] [--attacks 48]
+        [--track-step K] [--only attacks|tracks]
     python -m benchmarks.multichannel table OUT.jsonl >> benchmarks/STEREO.md
 
 No corpus track has more than two channels, so the multichannel files are made here, by two
@@ -29,6 +30,7 @@ delayed 12 ms). ``run`` writes one JSON line per screening:
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
 import tempfile
@@ -81,16 +83,17 @@ def matrix_upmix(stereo: np.ndarray, channels: int = 6) -> np.ndarray:
     return np.stack(out, axis=1).astype(np.float32)
 
 
-def surround_upmix(source: Path, folder: Path) -> np.ndarray | None:
-    """``source`` upmixed to 5.1 by ffmpeg's ``surround`` filter at :data:`RATE_HZ`; None
+def surround_upmix(stereo: np.ndarray, folder: Path) -> np.ndarray | None:
+    """``stereo`` (at :data:`RATE_HZ`) upmixed to 5.1 by ffmpeg's ``surround`` filter; None
     without ffmpeg."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return None
-    out = folder / "surround.flac"
+    source, out = folder / "stereo.wav", folder / "surround.flac"
+    sf.write(source, stereo, RATE_HZ, subtype="FLOAT")
     subprocess.run(
         [ffmpeg, "-v", "error", "-y", "-i", str(source), "-af", "surround=chl_out=5.1"]
-        + ["-ar", str(RATE_HZ), "-c:a", "flac", str(out)],
+        + ["-c:a", "flac", str(out)],
         check=True,
         capture_output=True,
     )
@@ -195,8 +198,9 @@ def write_encoded(samples: np.ndarray, codec: str, folder: Path, name: str) -> P
 
 def _upmixes(track: Track, folder: Path) -> dict[str, Path]:
     """``track`` upmixed to 5.1 by each upmixer, as FLAC files in ``folder``."""
-    made = {"matrix": matrix_upmix(_stereo(track))}
-    if (surround := surround_upmix(Path(track.path), folder)) is not None:
+    stereo = _stereo(track)
+    made = {"matrix": matrix_upmix(stereo)}
+    if (surround := surround_upmix(stereo, folder)) is not None:
         made["surround"] = surround
     paths = {}
     for tool, samples in made.items():
@@ -218,7 +222,17 @@ def _gate_row(track: Track, tool: str, path: Path, catalog: Catalog) -> dict:
     return row
 
 
-def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None:
+def run(
+    catalog_path: Path,
+    out: Path,
+    corpus_name: str,
+    n_attacks: int,
+    track_step: int = 1,
+    only: str | None = None,
+) -> None:
+    """The rows the module's docstring lists; ``track_step``: only every so many stereo corpus
+    tracks for the gate, upmix and negative rows; ``only``: ``"attacks"`` (with their decoys)
+    or ``"tracks"`` (the rest), to run the two halves side by side."""
     corpus = Corpus.from_json(read_manifest(corpus_name))
     tracks = corpus.by_id()
     negatives = [t for t in corpus.negatives if t.channels == 2]
@@ -228,7 +242,7 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
         tempfile.TemporaryDirectory(prefix="audiodup-multichannel-") as name,
     ):
         folder = Path(name)
-        for k, spec in enumerate(attack_plan(corpus, n_attacks)):
+        for k, spec in enumerate(attack_plan(corpus, n_attacks if only != "tracks" else 0)):
             path = write_encoded(
                 make_attack(corpus, spec, folder), spec["codec"], folder, f"attack-{k:02d}"
             )
@@ -241,9 +255,8 @@ def run(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None
             path = write_encoded(samples, spec["codec"], folder, f"decoy-{k:02d}")
             row = screened_row(catalog, path, "always", None, "stereo_channels")
             write({"type": "decoy", **spec, "copied": decoy, **row})
-        for track in corpus.tracks:
-            if track.channels != 2:
-                continue
+        stereo = [t for t in corpus.tracks if t.channels == 2][::track_step]
+        for track in stereo if only != "attacks" else []:
             for tool, path in _upmixes(track, folder).items():
                 write(_gate_row(track, tool, path, catalog))
                 if track.track_id in catalog_ids:
@@ -333,7 +346,15 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    command_line("python -m benchmarks.multichannel", run, table, 48, argv)
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--track-step", type=int, default=1)
+    parser.add_argument("--only", choices=("attacks", "tracks"))
+    extra, rest = parser.parse_known_args(argv)
+
+    def run_part(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None:
+        run(catalog_path, out, corpus_name, n_attacks, extra.track_step, extra.only)
+
+    command_line("python -m benchmarks.multichannel", run_part, table, 48, rest)
 
 
 if __name__ == "__main__":

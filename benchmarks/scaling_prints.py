@@ -369,7 +369,7 @@ def screen_four_minute(catalog_dir: Path, out: Path, rounds: int = 2) -> None:
     the look as it is, as ``--quick``), ``rounds`` times over (the last timed: the first reads
     the index pages into the page cache); one JSON line per upload and plan, then a summary
     line with this process's peak RSS. An upload's stereo parts (its difference, its channels,
-    where their gates open: :func:`audiodup.fingerprint.stereo_parts`) are screened after its
+    where their gates open: :class:`audiodup.fingerprint.SignalParts`) are screened after its
     mix as :func:`audiodup.screening.match_signals` screens them, and their CPU is part of
     ``search_cpu_s`` (the mix's alone: ``mix_search_cpu_s``)."""
     from audiodup.allocator import keep_freed_memory
@@ -445,12 +445,13 @@ def ready_part(part, settings):
 def timed_parts(query, mix, parts, indexes, settings, works) -> tuple[list, str, float, float]:
     """The stereo ``parts`` screened after the ``mix``'s matches, as
     :func:`audiodup.screening.match_signals` does (each stops the rest at a duplicate; every
-    probability multiplied by the number of searches), timed: ``(matches, verdict, wall s,
-    CPU s)`` of the parts' searches."""
-    from audiodup.screening import in_upload, with_signals
+    probability multiplied as :func:`audiodup.screening.signal_multipliers` says), timed:
+    ``(matches, verdict, wall s, CPU s)`` of the parts' searches."""
+    from audiodup.screening import in_upload, signal_multipliers, with_signals
     from audiodup.verdict import decide
 
-    found, searches, wall_s, cpu_s = {"mix": mix}, 1 + len(parts), 0.0, 0.0
+    searches = signal_multipliers([part.signal for part in parts])
+    found, wall_s, cpu_s = {"mix": mix}, 0.0, 0.0
     for part in parts:
         if decide(with_signals(found, searches, settings), settings) == "duplicate":
             break

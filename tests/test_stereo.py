@@ -28,7 +28,7 @@ from audiodup.rescan import load_report, run_rescan
 from audiodup.rescan.screen import screen_work
 from audiodup.results import Match, numbered_parts_of
 from audiodup.schema import problems
-from audiodup.screening import with_signals
+from audiodup.screening import signal_multipliers, with_signals
 from audiodup.settings import DEFAULT_SETTINGS
 from audiodup.stereo import (
     band_log_energies,
@@ -66,7 +66,7 @@ def _hidden(mix: np.ndarray, difference: np.ndarray) -> np.ndarray:
 
 def _part(prints: UploadFingerprints, signal: str) -> SignalPrints | None:
     """The part of ``prints`` screened as ``signal`` beside the mix, None when none is."""
-    return next((part for part in prints.signals if part.signal == signal), None)
+    return next((part for part in prints.parts if part.signal == signal), None)
 
 
 def _write(folder: Path, name: str, stereo: np.ndarray) -> Path:
@@ -365,7 +365,11 @@ def test_a_duplicate_from_the_mix_is_kept_over_a_surer_match_that_decides_less()
                 query_end_s=30.0, coverage=1.0, coverage_s=30.0, **base)  # fmt: skip
     short = replace(mix, false_match_probability=1e-40, score=40.0, query_end_s=2.0,
                     coverage=0.07, coverage_s=2.0)  # fmt: skip
-    (kept,) = with_signals({"mix": [mix], "stereo_difference": [short]}, 2, DEFAULT_SETTINGS)
+    (kept,) = with_signals(
+        {"mix": [mix], "stereo_difference": [short]},
+        {"mix": 2.0, "stereo_difference": 2.0},
+        DEFAULT_SETTINGS,
+    )
     assert kept.signal == "mix" and kept.false_match_probability == pytest.approx(2e-20)
     assert decide([kept], DEFAULT_SETTINGS) == "duplicate"
 
@@ -486,12 +490,12 @@ def test_channels_that_do_not_follow_each_other_are_screened_alone(uploads, one_
     for name in ("left_copy", "right_copy", "two_unrelated"):
         assert _apart(one_channel[name]) == pytest.approx((0.0, 40.0), abs=0.1), name
     prints = UploadFingerprints(load_audio(one_channel["left_copy"]))
-    assert [p.signal for p in prints.signals] == ["left_channel", "right_channel"]
+    assert list(prints.parts.signals) == ["left_channel", "right_channel"]
     never = replace(DEFAULT_SETTINGS, stereo_channels="never")
-    assert UploadFingerprints(load_audio(one_channel["left_copy"]), never).signals == ()
+    assert len(UploadFingerprints(load_audio(one_channel["left_copy"]), never).parts) == 0
     always = replace(DEFAULT_SETTINGS, stereo_channels="always")
     ordinary = UploadFingerprints(load_audio(uploads["ordinary"]), always)
-    assert [p.signal for p in ordinary.signals] == ["left_channel", "right_channel"]
+    assert list(ordinary.parts.signals) == ["left_channel", "right_channel"]
 
 
 def test_each_channel_is_heard_alone_and_a_silent_one_is_not(music, tmp_path) -> None:
@@ -647,6 +651,15 @@ def multichannel(music, tmp_path_factory) -> dict[str, Path]:
                 other("unrelated_a"),
             ]
         ),
+        # the copy in phase in channels 1 and 2, never-indexed music 6 dB louder in antiphase
+        # between them: the mix inverts channel 2 (they anticorrelate) and the copy cancels
+        "pair_sum_copy": _layout(
+            [
+                copy + other("unrelated_a", 2.0),
+                copy - other("unrelated_a", 2.0),
+                other("synthetic", 0.3),
+            ]
+        ),
         # an ordinary upmix: the work in every channel, at other levels
         "upmix": _layout([copy, 0.8 * copy, 0.6 * copy, 0.3 * copy, 0.4 * copy, 0.5 * copy]),
     }
@@ -673,13 +686,12 @@ def test_decoding_keeps_each_channel_of_a_multichannel_file(music, multichannel,
     # a file of more than 8 channels keeps them too, but has its channels alone screened
     nine = load_audio(_write(tmp_path, "nine.wav", np.repeat(channels[:, :1], 9, axis=1)))
     assert nine.channels is not None and nine.channels.shape[1] == 9
-    assert list(numbered_parts_of(9)) == [f"channel_{i}" for i in range(1, 10)]
-    assert len(numbered_parts_of(8)) == 8 + 28
+    assert len(numbered_parts_of(8)) == 8 + 28 and len(numbered_parts_of(9)) == 9 + 28
 
 
-def test_channels_beyond_7_1_s_budget_cut_the_file(music, tmp_path) -> None:
+def test_channels_beyond_7_1_s_budget_are_kept_as_far_as_it_goes(music, tmp_path) -> None:
     """A file's kept channels hold at most what 7.1 holds over the duration cap: a file of more
-    channels is decoded as far as that, and is truncated (never called clean on the rest)."""
+    channels keeps them as far as that, and its mix is decoded on."""
     short = replace(DEFAULT_SETTINGS, max_duration_s=30.0)  # channels of 8 x 30 s
     x = music["work_00"][: 12 * SR : 2]  # 12 s at the analysis rate
     paths = {}
@@ -687,24 +699,50 @@ def test_channels_beyond_7_1_s_budget_cut_the_file(music, tmp_path) -> None:
         paths[count] = tmp_path / f"{count}.wav"
         sf.write(paths[count], np.tile(x[:, None], (1, count)) * 0.5, ANALYSIS_HZ)
     many = load_audio(paths[24], short)
-    assert many.truncated and many.duration_s == pytest.approx(10.0, abs=0.01)
-    assert many.channels.shape == (len(many.samples), 24)
+    assert not many.truncated and many.duration_s == pytest.approx(12.0, abs=0.01)
+    assert many.channels.shape == (10 * ANALYSIS_HZ, 24)
     eight = load_audio(paths[8], short)
-    assert not eight.truncated and eight.duration_s == pytest.approx(12.0, abs=0.01)
-    assert not load_audio(paths[24], short.mix_only()).truncated
+    assert eight.channels.shape == (len(eight.samples), 8)
+    mix_only = load_audio(paths[24], short.mix_only())
+    assert mix_only.channels is None
+    np.testing.assert_array_equal(mix_only.samples, many.samples)
+
+
+def _chain(tmp_path: Path, name: str, *links: np.ndarray) -> Path:
+    """A chained Ogg Vorbis file of ``links`` (``(frames, channels)`` at :data:`SR`)."""
+    encoded = []
+    for samples in links:
+        link = io.BytesIO()
+        sf.write(link, samples, SR, format="OGG", subtype="VORBIS")
+        encoded.append(link.getvalue())
+    path = tmp_path / name
+    path.write_bytes(b"".join(encoded))
+    return path
+
+
+def test_a_stereo_link_keeps_its_parts_beside_a_link_of_more_channels(
+    catalog, work_ids, music, tmp_path
+):
+    """A chain of a stereo link (the copy in its difference) and a 3-channel link of noise:
+    the stereo difference is screened as in a stereo file (a review: it was left out)."""
+    other, copy = music["unrelated_a"], _at_level_of(music["work_02"], music["unrelated_a"])
+    noise = _layout([_noise(2 * SR, seed) for seed in range(3)])
+    for order, links in (
+        ("after", (noise, _hidden(other, copy))),
+        ("before", (_hidden(other, copy), noise)),
+    ):
+        verdict = catalog.screen(_chain(tmp_path, f"{order}.ogg", *links))
+        assert verdict.verdict == "duplicate", order
+        top = verdict.matches[0]
+        assert top.work_id == work_ids["work_02"] and top.signal == "stereo_difference", order
 
 
 def test_a_chain_of_layouts_keeps_each_part_in_its_place(music, tmp_path) -> None:
     """A chained Ogg file of a stereo link and a 5.1 link: the channels are zeros under the
     stereo link, the difference zeros under the 5.1 one."""
-    first, second = io.BytesIO(), io.BytesIO()
     stereo = _layout([music["unrelated_a"][: 10 * SR], music["unrelated_b"][: 10 * SR]])
-    sf.write(first, stereo, SR, format="OGG", subtype="VORBIS")
     six = _layout([music["unrelated_a"]] * 2 + [music["work_02"]] + [music["unrelated_b"]] * 3)
-    sf.write(second, six, SR, format="OGG", subtype="VORBIS")
-    path = tmp_path / "chain.ogg"
-    path.write_bytes(first.getvalue() + second.getvalue())
-    audio = load_audio(path)
+    audio = load_audio(_chain(tmp_path, "chain.ogg", stereo, six))
     split = 10 * ANALYSIS_HZ
     assert audio.channels is not None and audio.difference is not None
     assert audio.channels.shape[1] == 6 and len(audio.channels) == len(audio.samples)
@@ -728,7 +766,7 @@ def test_ffmpeg_s_streams_keep_their_channels_too(multichannel, tmp_path) -> Non
     for index in range(6):
         a, b = direct.channels[:n, index], through_ffmpeg.channels[:n, index]
         assert np.corrcoef(a, b)[0, 1] > 0.99, index
-    # the kept channels' budget holds through ffmpeg too: 24 channels of 12 s keep 10 s
+    # the kept channels' budget holds through ffmpeg too: 24 channels of 12 s keep 10 s each
     many = tmp_path / "24.wav"
     sf.write(many, np.tile(_noise(12 * ANALYSIS_HZ)[:, None], (1, 24)) * 0.1, ANALYSIS_HZ)
     subprocess.run(
@@ -737,8 +775,8 @@ def test_ffmpeg_s_streams_keep_their_channels_too(multichannel, tmp_path) -> Non
     )
     short = replace(DEFAULT_SETTINGS, max_duration_s=30.0)
     cut = load_audio(tmp_path / "24.mka", short)
-    assert cut.truncated and cut.duration_s == pytest.approx(10.0, abs=0.01)
-    assert cut.channels.shape == (len(cut.samples), 24)
+    assert not cut.truncated and cut.duration_s == pytest.approx(12.0, abs=0.01)
+    assert cut.channels.shape == (10 * ANALYSIS_HZ, 24)
 
 
 def _numbered_apart(path: Path) -> dict[str, tuple[float, float] | None]:
@@ -759,14 +797,14 @@ def test_a_part_that_does_not_follow_the_others_is_screened_alone(multichannel) 
     pair = _numbered_apart(multichannel["pair_copy"])
     assert pair["difference_1_2"] == pytest.approx((0.0, 40.0), abs=0.1)
     prints = UploadFingerprints(load_audio(multichannel["centre_copy"]))
-    assert "channel_3" in [p.signal for p in prints.signals]
+    assert "channel_3" in list(prints.parts.signals)
     channels = replace(DEFAULT_SETTINGS, stereo_channels="always")
     every = UploadFingerprints(load_audio(multichannel["upmix"]), channels)
-    assert [p.signal for p in every.signals] == [f"channel_{i}" for i in range(1, 7)]
+    assert list(every.parts.signals) == [f"channel_{i}" for i in range(1, 7)]
     differences = replace(DEFAULT_SETTINGS, stereo_channels="never", stereo_difference="always")
     every = UploadFingerprints(load_audio(multichannel["upmix"]), differences)
-    assert [p.signal for p in every.signals] == [f"difference_{i}_{j}" for i, j in PAIRS_OF_SIX]
-    assert UploadFingerprints(load_audio(multichannel["upmix"])).signals == ()
+    assert list(every.parts.signals) == [f"difference_{i}_{j}" for i, j in PAIRS_OF_SIX]
+    assert len(UploadFingerprints(load_audio(multichannel["upmix"])).parts) == 0
     never = replace(DEFAULT_SETTINGS, stereo_channels="never", stereo_difference="never")
     assert load_audio(multichannel["pair_copy"], never).channels is None
 
@@ -777,6 +815,7 @@ def test_a_part_that_does_not_follow_the_others_is_screened_alone(multichannel) 
         ("centre_copy", "channel_3"),
         ("quad_copy", "channel_4"),
         ("pair_copy", "difference_1_2"),
+        ("pair_sum_copy", "difference_1_2"),
         ("tenth_copy", "channel_10"),
     ],
 )
@@ -801,9 +840,11 @@ def test_chance_and_quotes_in_many_channels_stay_below_duplicate(catalog, multic
     assert screened.error is None and screened.verdict != "duplicate", screened.matches
 
 
-def test_screening_six_channels_multiplies_the_chance_of_the_mix_by_seven(
+def test_a_multichannel_file_s_parts_share_half_the_chance_and_the_mix_keeps_half(
     catalog, work_ids, multichannel
 ):
+    """Bonferroni's bound, weighted: the mix x2, each of the 6 channels x12; a stereo file's
+    parts keep the plain count (x3 for its channels and mix)."""
     always = replace(catalog.settings, stereo_channels="always")
     found = Catalog(catalog.store, always).screen(multichannel["upmix"])
     mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(multichannel["upmix"])
@@ -811,7 +852,16 @@ def test_screening_six_channels_multiplies_the_chance_of_the_mix_by_seven(
     assert found.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
     assert found.matches[0].signal == "mix"
     assert found.matches[0].false_match_probability == pytest.approx(
-        7 * mix_only.matches[0].false_match_probability
+        2 * mix_only.matches[0].false_match_probability
+    )
+    assert signal_multipliers(["channel_1", "channel_2", "stereo_difference"]) == {
+        "mix": 2.0,
+        "channel_1": 6.0,
+        "channel_2": 6.0,
+        "stereo_difference": 6.0,
+    }
+    assert signal_multipliers(["left_channel", "right_channel"]) == dict.fromkeys(
+        ["mix", "left_channel", "right_channel"], 3.0
     )
 
 
