@@ -20,7 +20,8 @@ delayed 12 ms). ``run`` writes one JSON line per screening:
   channel), together 6, 14 or 22 dB above the copy (the copy alone in its channel, or beside
   them in its pair); 40 s or the whole copy, as it is or sped
   up x1.1; written as FLAC, or through ffmpeg as AAC, Opus or AC-3 where it is installed.
-  Screened with ``stereo_channels`` never, auto and always;
+  Screened with ``stereo_channels`` and ``stereo_difference`` both never (the mix alone),
+  both auto and both always;
 - ``decoy``: the same with a never-indexed track in place of the copy: a ``duplicate`` there
   is a false accusation;
 - ``negative``: every never-indexed stereo track upmixed by each upmixer, screened with
@@ -46,11 +47,14 @@ from audiodup import Catalog
 from audiodup.audio import load_audio
 from audiodup.results import NUMBERED_PARTS
 from audiodup.stereo import numbered_parts_apart
-from benchmarks.corpus import Corpus, Track, load_mono, read_manifest
+from benchmarks.corpus import Corpus, Track, read_manifest
 from benchmarks.stereo import MODES, command_line, mode_rows, results_file, screened_row
-from benchmarks.stereo_channels import noise
+from benchmarks.stereo_channels import copied_audio, noise
 
 RATE_HZ = 22050
+# a mode rules a file's channels and the differences of its pairs alike: `never` is the mix
+# alone, as a file of more than two channels was screened before session 56
+BOTH = ("stereo_channels", "stereo_difference")
 LAYOUTS = {"5.1": 6, "quad": 4, "7.1": 8}
 MASKS = ("music", "white", "pink", "brown")
 LOUDER_DB = (6.0, 14.0, 22.0)
@@ -139,11 +143,7 @@ def make_attack(corpus: Corpus, spec: dict, folder: Path, copied: str | None = N
     """The attack ``spec`` describes, ``(frames, channels)``, with ``copied`` (a track id) in
     place of its work."""
     tracks = corpus.by_id()
-    copy = load_mono(tracks[copied or spec["work"]].path, RATE_HZ)[10 * RATE_HZ :]
-    if spec["speed"] != 1.0:  # played faster: tempo and pitch together
-        copy = soxr.resample(copy, RATE_HZ * spec["speed"], RATE_HZ)
-    if spec["length"] == "40 s":
-        copy = copy[: 40 * RATE_HZ]
+    copy = copied_audio(tracks[copied or spec["work"]], spec)
     channels = LAYOUTS[spec["layout"]]
     if spec["mask"] == "music":
         stereo = _stereo(tracks[spec["other"]])
@@ -185,8 +185,8 @@ def write_encoded(samples: np.ndarray, codec: str, folder: Path, name: str) -> P
     encoder = {
         "aac": ["aac", "-b:a", "384k"],
         "opus": ["libopus", "-mapping_family", "1", "-b:a", "256k"],
+        "ac3": ["ac3", "-b:a", "448k"],
     }
-    encoder["ac3"] = ["ac3", "-b:a", "448k"]
     subprocess.run(
         [ffmpeg, "-v", "error", "-y", "-i", str(flac), *labels, *rate, "-c:a", *encoder[codec]]
         + [str(out)],
@@ -248,12 +248,12 @@ def run(
             )
             expected = Path(tracks[spec["work"]].path).name
             for mode in MODES:
-                row = screened_row(catalog, path, mode, expected, "stereo_channels")
+                row = screened_row(catalog, path, mode, expected, BOTH)
                 write({"type": "attack", **spec, **row})
             decoy = negatives[(k + 7) % len(negatives)].track_id
             samples = make_attack(corpus, spec, folder, copied=decoy)
             path = write_encoded(samples, spec["codec"], folder, f"decoy-{k:02d}")
-            row = screened_row(catalog, path, "always", None, "stereo_channels")
+            row = screened_row(catalog, path, "always", None, BOTH)
             write({"type": "decoy", **spec, "copied": decoy, **row})
         stereo = [t for t in corpus.tracks if t.channels == 2][::track_step]
         for track in stereo if only != "attacks" else []:
@@ -261,11 +261,11 @@ def run(
                 write(_gate_row(track, tool, path, catalog))
                 if track.track_id in catalog_ids:
                     expected = Path(track.path).name
-                    row = screened_row(catalog, path, "auto", expected, "stereo_channels")
+                    row = screened_row(catalog, path, "auto", expected, BOTH)
                     write({"type": "upmix", "track": track.track_id, "tool": tool, **row})
                 elif track in negatives:
                     for mode in ("auto", "always"):
-                        row = screened_row(catalog, path, mode, None, "stereo_channels")
+                        row = screened_row(catalog, path, mode, None, BOTH)
                         write({"type": "negative", "track": track.track_id, "tool": tool, **row})
                 path.unlink()
 
@@ -297,8 +297,9 @@ def table(rows: list[dict]) -> str:
     signals = tuple(NUMBERED_PARTS)
     lines += [
         "",
-        "| `stereo_channels` | attacks found (`duplicate` of the copied work) | of them in a "
-        "channel | `suspect` | CPU s per attack, median (fingerprint + search) |",
+        "| `stereo_channels` and `stereo_difference` | attacks found (`duplicate` of the copied "
+        "work) | of them in a channel or a difference | `suspect` | CPU s per attack, median "
+        "(fingerprint + search) |",
         "|---|---:|---:|---:|---:|",
         *mode_rows(attacks, signals),
         "",

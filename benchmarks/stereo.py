@@ -103,11 +103,12 @@ def screened_row(
     path: Path,
     mode: str,
     expected: str | None,
-    setting: str = "stereo_difference",
+    setting: str | tuple[str, ...] = "stereo_difference",
 ) -> dict:
-    """One row: ``path`` screened with the settings field ``setting`` = ``mode``; ``expected``:
-    the file name of the copied work (None: none)."""
-    settings = replace(catalog.settings, **{setting: mode})
+    """One row: ``path`` screened with the settings field ``setting`` (or each of several) =
+    ``mode``; ``expected``: the file name of the copied work (None: none)."""
+    fields = (setting,) if isinstance(setting, str) else setting
+    settings = replace(catalog.settings, **dict.fromkeys(fields, mode))
     verdict = Catalog(catalog.store, settings).screen(path)
     top = verdict.matches[0] if verdict.matches else None
     return {

@@ -112,14 +112,20 @@ def attack_plan(corpus: Corpus, n: int, seed: int = 3) -> list[dict]:
     return plan
 
 
-def make_attack(corpus: Corpus, spec: dict, folder: Path, copied: str | None = None) -> np.ndarray:
-    """The attack ``spec`` describes, with ``copied`` (a track id) in place of its work."""
-    tracks = corpus.by_id()
-    copy = load_mono(tracks[copied or spec["work"]].path, RATE_HZ)[10 * RATE_HZ :]
+def copied_audio(track: Track, spec: dict) -> np.ndarray:
+    """``track`` from 10 s in, as the attack ``spec`` copies it: sped up, cut to 40 s."""
+    copy = load_mono(track.path, RATE_HZ)[10 * RATE_HZ :]
     if spec["speed"] != 1.0:  # played faster: tempo and pitch together
         copy = soxr.resample(copy, RATE_HZ * spec["speed"], RATE_HZ)
     if spec["length"] == "40 s":
         copy = copy[: 40 * RATE_HZ]
+    return copy
+
+
+def make_attack(corpus: Corpus, spec: dict, folder: Path, copied: str | None = None) -> np.ndarray:
+    """The attack ``spec`` describes, with ``copied`` (a track id) in place of its work."""
+    tracks = corpus.by_id()
+    copy = copied_audio(tracks[copied or spec["work"]], spec)
     if spec["mask"] == "music":
         mask = load_mono(tracks[spec["other"]].path, RATE_HZ)
         mask = np.resize(mask, len(copy))  # looped where it is shorter

@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import replace
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from click.testing import Result
@@ -23,7 +24,7 @@ import audiodup.rescan.run
 from audiodup import Catalog, Verdict
 from audiodup.cli import app
 from audiodup.rescan import WorkScan
-from audiodup.results import TIMING_FIELDS
+from audiodup.results import TIMING_FIELDS, Signal
 from audiodup.schema import (
     DOCUMENTS,
     SCHEMA_VERSION,
@@ -165,7 +166,7 @@ SHAPE_DIGESTS = {
     "3.5": "d7bbc459f6d38e45e47f6dde9bfcf29855bf489870f284bc309bc9b919ce1aa2",
     "3.6": "6f0189e40c3fce8d79c0325bfa678c2f25b4dce419b2aa7cc77bf8a93e14216c",
     "3.7": "763ed99a3989589c6992848d293ebfd565dd911458bb3df73607e691752bb83c",
-    "3.8": "e3f20050df07ae7d04b8c7831446d43cb1c07e058367329b28ae6d5e56c51e11",
+    "3.8": "da519b07b2ad43670d25418ebc132368a4c1349a7f5773eae54b8bfbd84c7302",
 }
 
 
@@ -397,6 +398,19 @@ def test_matches_accept_the_upload_identity_the_ledger_will_add(screened: dict) 
         )
 
     assert_valid(drifted(screened["document"], identify), "screen")
+
+
+def test_a_match_names_exactly_the_signals_screening_can_hear(screened: dict) -> None:
+    """Every signal of :data:`audiodup.results.Signal` validates; no other name does."""
+
+    def heard_in(signal: str):
+        return lambda document: first_match(document).update(signal=signal)
+
+    for signal in get_args(Signal):
+        assert_valid(drifted(screened["document"], heard_in(signal)), "screen")
+    strangers = ("channel_0", "channel_65", "difference_2_1", "difference_3_3", "difference_8_9")
+    for stranger in strangers:
+        assert problems(drifted(screened["document"], heard_in(stranger)), "screen"), stranger
 
 
 @pytest.mark.parametrize(

@@ -220,14 +220,19 @@ def test_the_modes_decide_what_is_fingerprinted(uploads) -> None:
 # -- screening -----------------------------------------------------------------------------------
 
 
-def test_a_copy_in_the_difference_is_a_duplicate_of_its_work(catalog, work_ids, uploads) -> None:
-    verdict = catalog.screen(uploads["hidden"])
+def _assert_a_whole_copy_of(verdict, work_id: str, signal: str) -> None:
+    """A ``duplicate`` of ``work_id`` heard in ``signal``, unaltered and longer than 30 s."""
     assert verdict.verdict == "duplicate"
     top = verdict.matches[0]
-    assert top.work_id == work_ids["work_02"] and top.signal == "stereo_difference"
+    assert top.work_id == work_id and top.signal == signal
     assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
     assert abs(top.pitch_shift_semitones) < 0.1
     assert top.query_end_s - top.query_start_s > 30
+
+
+def test_a_copy_in_the_difference_is_a_duplicate_of_its_work(catalog, work_ids, uploads) -> None:
+    verdict = catalog.screen(uploads["hidden"])
+    _assert_a_whole_copy_of(verdict, work_ids["work_02"], "stereo_difference")
 
 
 def test_only_the_stretch_that_stands_apart_is_screened_in_upload_time(
@@ -520,13 +525,7 @@ def test_each_channel_is_heard_alone_and_a_silent_one_is_not(music, tmp_path) ->
 def test_a_copy_in_one_channel_is_a_duplicate_of_its_work(
     catalog, work_ids, one_channel, name, signal
 ):
-    verdict = catalog.screen(one_channel[name])
-    assert verdict.verdict == "duplicate"
-    top = verdict.matches[0]
-    assert top.work_id == work_ids["work_02"] and top.signal == signal
-    assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
-    assert abs(top.pitch_shift_semitones) < 0.1
-    assert top.query_end_s - top.query_start_s > 30
+    _assert_a_whole_copy_of(catalog.screen(one_channel[name]), work_ids["work_02"], signal)
     never = replace(catalog.settings, stereo_channels="never")
     assert Catalog(catalog.store, never).screen(one_channel[name]).verdict != "duplicate"
 
@@ -822,13 +821,7 @@ def test_a_part_that_does_not_follow_the_others_is_screened_alone(multichannel) 
 def test_a_copy_in_one_of_many_channels_is_a_duplicate_of_its_work(
     catalog, work_ids, multichannel, name, signal
 ):
-    verdict = catalog.screen(multichannel[name])
-    assert verdict.verdict == "duplicate"
-    top = verdict.matches[0]
-    assert top.work_id == work_ids["work_02"] and top.signal == signal
-    assert top.tempo_ratio == pytest.approx(1.0, abs=0.01)
-    assert abs(top.pitch_shift_semitones) < 0.1
-    assert top.query_end_s - top.query_start_s > 30
+    _assert_a_whole_copy_of(catalog.screen(multichannel[name]), work_ids["work_02"], signal)
     never = catalog.settings.mix_only()
     assert Catalog(catalog.store, never).screen(multichannel[name]).verdict != "duplicate"
 
