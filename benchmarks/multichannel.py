@@ -3,7 +3,7 @@ the others: how often the channel gate screens an ordinary upmix's channels, wha
 them finds, what it costs, and that never-indexed music stays clean.
 
     python -m benchmarks.multichannel run CATALOG OUT.jsonl [--corpus tuning] [--attacks 48]
-        [--track-step K] [--only attacks|tracks]
+        [--track-step K] [--only attacks|tracks|cost]
     python -m benchmarks.multichannel table OUT.jsonl >> benchmarks/STEREO.md
 
 No corpus track has more than two channels, so the multichannel files are made here, by two
@@ -26,7 +26,10 @@ delayed 12 ms). ``run`` writes one JSON line per screening:
   is a false accusation;
 - ``negative``: every never-indexed stereo track upmixed by each upmixer, screened with
   ``auto`` and ``always``; ``upmix``: every catalog work's upmix, screened with ``auto``
-  (still a ``duplicate`` of its own work, and what the gate costs it).
+  (still a ``duplicate`` of its own work, and what the gate costs it);
+- ``cost`` (only with ``--only cost``, best run alone on the machine): every never-indexed
+  stereo track as a stereo FLAC and as each upmix, screened with ``never`` and ``auto``, the
+  second of two screens measured: what a 5.1 upload costs against its stereo original.
 """
 
 from __future__ import annotations
@@ -231,8 +234,8 @@ def run(
     only: str | None = None,
 ) -> None:
     """The rows the module's docstring lists; ``track_step``: only every so many stereo corpus
-    tracks for the gate, upmix and negative rows; ``only``: ``"attacks"`` (with their decoys)
-    or ``"tracks"`` (the rest), to run the two halves side by side."""
+    tracks for the gate, upmix, negative and cost rows; ``only``: ``"attacks"`` (with their
+    decoys) or ``"tracks"`` (the rest), to run the two halves side by side, or ``"cost"``."""
     corpus = Corpus.from_json(read_manifest(corpus_name))
     tracks = corpus.by_id()
     negatives = [t for t in corpus.negatives if t.channels == 2]
@@ -242,7 +245,8 @@ def run(
         tempfile.TemporaryDirectory(prefix="audiodup-multichannel-") as name,
     ):
         folder = Path(name)
-        for k, spec in enumerate(attack_plan(corpus, n_attacks if only != "tracks" else 0)):
+        plan = attack_plan(corpus, n_attacks if only in (None, "attacks") else 0)
+        for k, spec in enumerate(plan):
             path = write_encoded(
                 make_attack(corpus, spec, folder), spec["codec"], folder, f"attack-{k:02d}"
             )
@@ -255,6 +259,10 @@ def run(
             path = write_encoded(samples, spec["codec"], folder, f"decoy-{k:02d}")
             row = screened_row(catalog, path, "always", None, BOTH)
             write({"type": "decoy", **spec, "copied": decoy, **row})
+        if only == "cost":
+            for track in negatives[::track_step]:
+                _cost_rows(track, folder, catalog, write)
+            return
         stereo = [t for t in corpus.tracks if t.channels == 2][::track_step]
         for track in stereo if only != "attacks" else []:
             for tool, path in _upmixes(track, folder).items():
@@ -270,15 +278,101 @@ def run(
                 path.unlink()
 
 
+def _cost_rows(track: Track, folder: Path, catalog: Catalog, write) -> None:
+    """A never-indexed stereo track as a stereo FLAC and as each upmix, each screened with the
+    mix alone (``never``) and with ``auto``: once to warm up, then measured (for a machine
+    without other work: ``--only cost`` alone)."""
+    stereo = _stereo(track)
+    paths = {"stereo": folder / f"{track.track_id}-stereo.flac", **_upmixes(track, folder)}
+    sf.write(paths["stereo"], _peak(stereo), RATE_HZ)
+    for tool, path in paths.items():
+        for mode in ("never", "auto"):
+            screened_row(catalog, path, mode, None, BOTH)
+            row = screened_row(catalog, path, mode, None, BOTH)
+            write({"type": "cost", "track": track.track_id, "tool": tool, **row})
+        path.unlink()
+
+
+def _cost_table(rows: list[dict]) -> list[str]:
+    """Median screening CPU per file kind and mode, and its median ratio, track by track, to
+    the stereo file's with ``auto``."""
+    stereo = {r["track"]: r for r in rows if r["tool"] == "stereo" and r["mode"] == "auto"}
+    lines = [
+        "",
+        f"| never-indexed tracks ({len(stereo)}), as, screened with | verdicts not `clean` "
+        "| CPU s, median | ratio to the stereo file with `auto`, median |",
+        "|---|---:|---:|---:|",
+    ]
+    for tool in ("stereo", "matrix", "surround"):
+        for mode in ("never", "auto"):
+            mine = [r for r in rows if r["tool"] == tool and r["mode"] == mode]
+            if not mine:
+                continue
+            ratio = np.median([_cpu([r]) / _cpu([stereo[r["track"]]]) for r in mine])
+            flagged = sum(r["verdict"] != "clean" for r in mine)
+            lines.append(f"| {tool}, `{mode}` | {flagged} | {_cpu(mine):.2f} | {ratio:.2f} |")
+    return lines
+
+
 def _cpu(rows: list[dict]) -> float:
     if not rows:
         return float("nan")
     return float(np.median([r["fingerprint_cpu_s"] + r["search_cpu_s"] for r in rows]))
 
 
+def _attack_tables(attacks: list[dict]) -> list[str]:
+    """Attacks found per mode, then per kind of attack with ``never`` and ``auto``."""
+    lines = [
+        "",
+        "| `stereo_channels` and `stereo_difference` | attacks found (`duplicate` of the copied "
+        "work) | of them in a channel or a difference | `suspect` | CPU s per attack, median "
+        "(fingerprint + search) |",
+        "|---|---:|---:|---:|---:|",
+        *mode_rows(attacks, tuple(NUMBERED_PARTS)),
+        "",
+        "| attack | found, never | found, auto |",
+        "|---|---:|---:|",
+    ]
+    for key in ("hide", "layout", "mask", "louder_db", "codec"):
+        for value in sorted({r[key] for r in attacks}, key=str):
+            mine = [r for r in attacks if r[key] == value]
+            found = {
+                mode: sum(
+                    r["mode"] == mode and r["verdict"] == "duplicate" and r["right_work"]
+                    for r in mine
+                )
+                for mode in ("never", "auto")
+            }
+            n = len(mine) // len(MODES)
+            lines.append(f"| {key} {value} | {found['never']} / {n} | {found['auto']} / {n} |")
+    return lines
+
+
+def _chance_table(rows: list[dict]) -> list[str]:
+    """Decoys and never-indexed upmixes: ``duplicate`` and ``suspect`` verdicts, CPU."""
+    decoys = [r for r in rows if r["type"] == "decoy"]
+    groups = [(f"{len(decoys)} never-indexed tracks in one channel (always)", decoys)]
+    for mode in ("auto", "always"):
+        for tool in sorted({r["tool"] for r in rows if r["type"] == "negative"}):
+            mine = [
+                r
+                for r in rows
+                if r["type"] == "negative" and r["mode"] == mode and r["tool"] == tool
+            ]
+            groups.append((f"{len(mine)} never-indexed tracks, {tool} upmix ({mode})", mine))
+    lines = ["", "| chance uploads | `duplicate` | `suspect` | CPU s, median |"]
+    lines.append("|---|---:|---:|---:|")
+    for label, mine in groups:
+        if mine:
+            counts = Counter(r["verdict"] for r in mine)
+            lines.append(
+                f"| {label} | {counts['duplicate']} | {counts['suspect']} | {_cpu(mine):.2f} |"
+            )
+    return lines
+
+
 def table(rows: list[dict]) -> str:
     meta = next(r for r in rows if r["type"] == "meta")
-    attacks = [r for r in rows if r["type"] == "attack"]
     lines = [
         f"commit {meta['commit']}, {meta['machine']['cpu']}, {meta['machine']['cores']} cores",
         "",
@@ -294,35 +388,11 @@ def table(rows: list[dict]) -> str:
                 f"tracks have one of their {kind} screened (`auto`), {100 * share:.1f} % of "
                 f"the seconds of all their {kind}"
             )
-    signals = tuple(NUMBERED_PARTS)
-    lines += [
-        "",
-        "| `stereo_channels` and `stereo_difference` | attacks found (`duplicate` of the copied "
-        "work) | of them in a channel or a difference | `suspect` | CPU s per attack, median "
-        "(fingerprint + search) |",
-        "|---|---:|---:|---:|---:|",
-        *mode_rows(attacks, signals),
-        "",
-        "| chance uploads | `duplicate` | `suspect` | CPU s, median |",
-        "|---|---:|---:|---:|",
-    ]
-    decoys = [r for r in rows if r["type"] == "decoy"]
-    groups = [(f"{len(decoys)} never-indexed tracks in one channel (always)", decoys)]
-    for mode in ("auto", "always"):
-        for tool in sorted({r["tool"] for r in rows if r["type"] == "negative"}):
-            mine = [
-                r
-                for r in rows
-                if r["type"] == "negative" and r["mode"] == mode and r["tool"] == tool
-            ]
-            groups.append((f"{len(mine)} never-indexed tracks, {tool} upmix ({mode})", mine))
-    for label, mine in groups:
-        counts = Counter(r["verdict"] for r in mine)
-        lines.append(
-            f"| {label} | {counts['duplicate']} | {counts['suspect']} | {_cpu(mine):.2f} |"
-        )
-    upmixes = [r for r in rows if r["type"] == "upmix"]
-    if upmixes:
+    if attacks := [r for r in rows if r["type"] == "attack"]:
+        lines += _attack_tables(attacks)
+    if any(r["type"] in ("decoy", "negative") for r in rows):
+        lines += _chance_table(rows)
+    if upmixes := [r for r in rows if r["type"] == "upmix"]:
         found = sum(r["verdict"] == "duplicate" and r["right_work"] for r in upmixes)
         in_mix = sum(r["signal"] == "mix" for r in upmixes if r["right_work"])
         lines += [
@@ -330,26 +400,15 @@ def table(rows: list[dict]) -> str:
             f"- upmixed catalog works (`auto`): {found} of {len(upmixes)} `duplicate` of their "
             f"own work, {in_mix} of them in the mix; CPU s median {_cpu(upmixes):.2f}",
         ]
-    lines += ["", "| attack | found, never | found, auto |", "|---|---:|---:|"]
-    for key in ("hide", "layout", "mask", "louder_db", "codec"):
-        for value in sorted({r[key] for r in attacks}, key=str):
-            mine = [r for r in attacks if r[key] == value]
-            found = {
-                mode: sum(
-                    r["mode"] == mode and r["verdict"] == "duplicate" and r["right_work"]
-                    for r in mine
-                )
-                for mode in ("never", "auto")
-            }
-            n = len(mine) // len(MODES)
-            lines.append(f"| {key} {value} | {found['never']} / {n} | {found['auto']} / {n} |")
+    if costs := [r for r in rows if r["type"] == "cost"]:
+        lines += _cost_table(costs)
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--track-step", type=int, default=1)
-    parser.add_argument("--only", choices=("attacks", "tracks"))
+    parser.add_argument("--only", choices=("attacks", "tracks", "cost"))
     extra, rest = parser.parse_known_args(argv)
 
     def run_part(catalog_path: Path, out: Path, corpus_name: str, n_attacks: int) -> None:

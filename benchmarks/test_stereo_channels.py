@@ -1,5 +1,5 @@
 """The one-channel attacks of benchmarks/stereo_channels.py are what they say, and the tool
-says what is wrong in one line."""
+(and the multichannel one) says what is wrong in one line."""
 
 from __future__ import annotations
 
@@ -66,9 +66,10 @@ def test_the_plan_covers_every_mask_at_every_level_in_both_channels() -> None:
     assert {a["other"] for a in plan} == {"t3", "t5"}  # the stereo never-indexed tracks
 
 
-def test_a_missing_catalog_is_one_error_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tool", ["benchmarks.stereo_channels", "benchmarks.multichannel"])
+def test_a_missing_catalog_is_one_error_line(tmp_path: Path, tool: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.stereo_channels", "run", str(tmp_path / "none"),
+        [sys.executable, "-m", tool, "run", str(tmp_path / "none"),
          str(tmp_path / "out.jsonl")],
         cwd=REPO, capture_output=True, text=True,
     )  # fmt: skip

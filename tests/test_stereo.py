@@ -537,16 +537,22 @@ def test_chance_and_quotes_in_one_channel_stay_below_duplicate(catalog, one_chan
     assert screened.error is None and screened.verdict != "duplicate", screened.matches
 
 
-def test_screening_both_channels_triples_the_chance_of_the_mix(catalog, work_ids, uploads):
-    channels = replace(catalog.settings, stereo_difference="never", stereo_channels="always")
-    found = Catalog(catalog.store, channels).screen(uploads["ordinary"])
-    mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(uploads["ordinary"])
+def _assert_the_mix_pays(catalog, settings, upload: Path, work_id: str, factor: int) -> None:
+    """``upload`` screened with ``settings`` is the ``duplicate`` of ``work_id`` that the mix
+    alone finds, in the mix, at ``factor`` times the mix alone's probability."""
+    found = Catalog(catalog.store, settings).screen(upload)
+    mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(upload)
     assert found.verdict == mix_only.verdict == "duplicate"
-    assert found.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
+    assert found.matches[0].work_id == mix_only.matches[0].work_id == work_id
     assert found.matches[0].signal == "mix"
     assert found.matches[0].false_match_probability == pytest.approx(
-        3 * mix_only.matches[0].false_match_probability
+        factor * mix_only.matches[0].false_match_probability
     )
+
+
+def test_screening_both_channels_triples_the_chance_of_the_mix(catalog, work_ids, uploads):
+    channels = replace(catalog.settings, stereo_difference="never", stereo_channels="always")
+    _assert_the_mix_pays(catalog, channels, uploads["ordinary"], work_ids["work_02"], 3)
 
 
 def test_cli_names_the_channel_and_can_leave_the_channels_out(pristine_catalog_dir, one_channel):
@@ -583,17 +589,24 @@ def test_explain_and_the_report_take_the_channel(catalog, work_ids, one_channel,
     assert "recording in the left channel" in page and "upload (left channel)" in page
 
 
-def test_rescan_finds_a_catalog_work_holding_another_in_one_channel(catalog_copy, one_channel):
+def _rescan_finds_the_copy_in(catalog_copy: Path, copy: Path, signal: str, where: str) -> None:
+    """Rescan after ``copy`` (of work_02, heard in ``signal``) joins the catalog: the pair names
+    it, and the report says the copy is ``where`` of the added work."""
     with Catalog.open(catalog_copy, create=False) as catalog:
-        (added,) = catalog.add_paths([one_channel["right_copy"]])
+        (added,) = catalog.add_paths([copy])
         original = {Path(w.path).stem: w.work_id for w in catalog.works()}["work_02"]
         run_rescan(catalog, workers=1)
         report = load_report(catalog)
     (pair,) = [p for p in report.pairs if set(p.work_ids) == {added.work_id, original}]
-    assert pair.query_work_id == added.work_id and pair.evidence.signal == "right_channel"
+    assert pair.query_work_id == added.work_id and pair.evidence.signal == signal
     said = [a.description for c in report.clusters for a in c.alterations]
     said += [caveat for k in report.links for caveat in k.caveats]
-    assert any(f"in the right channel of work {added.work_id}" in text for text in said), said
+    assert any(f"{where} of work {added.work_id}" in text for text in said), said
+
+
+def test_rescan_finds_a_catalog_work_holding_another_in_one_channel(catalog_copy, one_channel):
+    copy = one_channel["right_copy"]
+    _rescan_finds_the_copy_in(catalog_copy, copy, "right_channel", "in the right channel")
 
 
 # -- more than two channels ----------------------------------------------------------------------
@@ -839,14 +852,7 @@ def test_a_multichannel_file_s_parts_share_half_the_chance_and_the_mix_keeps_hal
     """Bonferroni's bound, weighted: the mix x2, each of the 6 channels x12; a stereo file's
     parts keep the plain count (x3 for its channels and mix)."""
     always = replace(catalog.settings, stereo_channels="always")
-    found = Catalog(catalog.store, always).screen(multichannel["upmix"])
-    mix_only = Catalog(catalog.store, catalog.settings.mix_only()).screen(multichannel["upmix"])
-    assert found.verdict == mix_only.verdict == "duplicate"
-    assert found.matches[0].work_id == mix_only.matches[0].work_id == work_ids["work_02"]
-    assert found.matches[0].signal == "mix"
-    assert found.matches[0].false_match_probability == pytest.approx(
-        2 * mix_only.matches[0].false_match_probability
-    )
+    _assert_the_mix_pays(catalog, always, multichannel["upmix"], work_ids["work_02"], 2)
     assert signal_multipliers(["channel_1", "channel_2", "stereo_difference"]) == {
         "mix": 2.0,
         "channel_1": 6.0,
@@ -884,13 +890,4 @@ def test_cli_report_and_explain_name_the_numbered_channel(
 def test_rescan_finds_a_catalog_work_holding_another_in_a_numbered_channel(
     catalog_copy, multichannel
 ):
-    with Catalog.open(catalog_copy, create=False) as catalog:
-        (added,) = catalog.add_paths([multichannel["quad_copy"]])
-        original = {Path(w.path).stem: w.work_id for w in catalog.works()}["work_02"]
-        run_rescan(catalog, workers=1)
-        report = load_report(catalog)
-    (pair,) = [p for p in report.pairs if set(p.work_ids) == {added.work_id, original}]
-    assert pair.query_work_id == added.work_id and pair.evidence.signal == "channel_4"
-    said = [a.description for c in report.clusters for a in c.alterations]
-    said += [caveat for k in report.links for caveat in k.caveats]
-    assert any(f"in channel 4 of work {added.work_id}" in text for text in said), said
+    _rescan_finds_the_copy_in(catalog_copy, multichannel["quad_copy"], "channel_4", "in channel 4")
