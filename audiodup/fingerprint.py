@@ -298,8 +298,8 @@ def stereo_stretches(audio: Audio, settings: Settings) -> list[tuple[Signal, tup
     (``settings.stereo_channels``), each ``()`` (all of it) with "always", with "auto" the
     ``(start, end)`` stretch :func:`audiodup.stereo.standing_apart`
     (:func:`audiodup.stereo.channels_apart`) finds, left out with "never" or where none does;
-    of a file of 3 or more channels, each channel (``settings.stereo_channels``) and, of one of
-    up to 8, the difference of each pair (``settings.stereo_difference``), with "auto" over the
+    of a file of 3 or more channels, each channel (``settings.stereo_channels``) and the
+    difference of each pair of its first 8 (``settings.stereo_difference``), with "auto" over the
     stretch :func:`audiodup.stereo.numbered_parts_apart` finds."""
     for name in ("stereo_difference", "stereo_channels"):
         if getattr(settings, name) not in _MODES:

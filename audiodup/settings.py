@@ -96,8 +96,8 @@ class Settings:
     # loud noise or other music in the other, which the mix and the difference both drown);
     # "always" all of both, for every stereo upload; "never" neither. A file of 3 or more
     # channels (5.1, 7.1, quad) is screened the same way: each channel where it does not follow
-    # the sum of the others (stereo_channels), and (up to 8 channels) the difference of each
-    # pair of its channels where it stands apart from their mean (stereo_difference)
+    # the sum of the others (stereo_channels), and the difference of each pair of its first 8
+    # channels where it stands apart from their mean (stereo_difference)
     stereo_channels: Literal["auto", "always", "never"] = "auto"
     channels_max_correlation: float = 0.3
 

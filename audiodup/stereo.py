@@ -54,10 +54,10 @@ def _analyses(
     sample_rate_hz: int,
     sums: dict[str, list[tuple[str, float]]] | None = None,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:func:`_analysed` of each of ``signals`` (of one length), and of each weighted sum of
-    them in ``sums`` (name: ``[(signal, weight), ...]``): its spectrum is that sum of theirs
-    (the transform is linear), so a sum costs no transform of its own. Taken in blocks of
-    frames (bounded memory)."""
+    """:func:`_analysed` of each of ``signals`` (of one length), and of each weighted sum in
+    ``sums`` (name: ``[(signal, weight), ...]``, a signal or an earlier sum): its spectrum is
+    that sum of theirs (the transform is linear), so a sum costs no transform of its own. Taken
+    in blocks of frames (bounded memory)."""
     from scipy import fft  # on first use, as peaks.py does; 3x numpy's FFT for 1102 points
 
     sums = sums or {}
@@ -74,6 +74,7 @@ def _analyses(
     ]
     edges = [(lo, hi) for lo, hi in edges if hi > lo]
     blocks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    reused = {source for terms in sums.values() for source, _ in terms} & set(sums)
 
     def add(name: str, spectrum: np.ndarray) -> None:
         power = np.square(spectrum.real) + np.square(spectrum.imag)
@@ -88,7 +89,10 @@ def _analyses(
         for name, spectrum in spectra.items():
             add(name, spectrum)
         for name, terms in sums.items():  # one at a time: 28 pairs of 7.1 are not all held
-            add(name, sum(weight * spectra[source] for source, weight in terms))
+            spectrum = sum(weight * spectra[source] for source, weight in terms)
+            add(name, spectrum)
+            if name in reused:
+                spectra[name] = spectrum
     bands = {name: np.concatenate(parts, axis=1) for name, parts in blocks.items()}
     return {name: (np.log(b + _FLOOR), b.sum(axis=0)) for name, b in bands.items()}
 
@@ -242,8 +246,8 @@ def numbered_parts_apart(
     }
     sums = {"mix": [(name, 1.0 / count) for name in signals]}
     for signal, indexes in parts.items():
-        if len(indexes) == 1:
-            sums[signal] = [(name, 1.0) for name in signals if name != str(indexes[0])]
+        if len(indexes) == 1:  # the others' sum: all of them less the one
+            sums[signal] = [("mix", float(count)), (str(indexes[0]), -1.0)]
         else:
             sums[signal] = [(str(indexes[0]), 0.5), (str(indexes[1]), -0.5)]
     analyses = _analyses(signals, sample_rate_hz, sums)
@@ -289,7 +293,7 @@ def difference_stands_apart(
 def signal_audio(audio: Audio, signal: Signal, settings: Settings = DEFAULT_SETTINGS) -> Audio:
     """What of ``audio`` a match's ``signal`` names: ``audio`` itself for the mix, its stereo
     difference (:func:`audiodup.audio.difference_audio`) or one of its channels
-    (:func:`audiodup.audio.channel_audio`, :func:`audiodup.audio.numbered_channel_audio`) as
+    (:func:`audiodup.audio.channel_audio`, :func:`audiodup.audio.numbered_part_audio`) as
     audio of its own."""
     part = part_audio(audio, signal, settings)
     if part is None:

@@ -4,6 +4,7 @@ threads or Dask workers)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class WorkQuery:
     truncated: bool | None = None
     # what of its stereo parts is screened too (audiodup.stereo); none when the file was not
     # read
-    parts: tuple[SignalQuery, ...] = ()
+    parts: Sequence[SignalQuery] = ()
 
 
 @dataclass(frozen=True)
