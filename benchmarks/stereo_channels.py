@@ -44,13 +44,16 @@ LOUDER_DB = (6.0, 14.0, 22.0)
 
 def noise(kind: str, n: int, seed: int, folder: Path) -> np.ndarray:
     """``n`` samples of ``kind`` noise: from sox's synth where sox is installed and the seed is
-    odd, else shaped from numpy's normal samples (two tools, two spectra's textures)."""
+    odd, else shaped from numpy's normal samples (two tools, two spectra's textures). sox's
+    runs repeatably (``-R``, one fixed stream): the seed picks where in it the samples start."""
     sox = shutil.which("sox")
     if sox and seed % 2:
         path = folder / f"noise-{seed}.wav"
+        skip = (seed // 2) % 1000 * RATE_HZ // 10  # 0.1 s per seed
         subprocess.run(
             [
                 sox,
+                "-R",
                 "-n",
                 "-r",
                 str(RATE_HZ),
@@ -60,13 +63,13 @@ def noise(kind: str, n: int, seed: int, folder: Path) -> np.ndarray:
                 "16",
                 str(path),
                 "synth",
-                f"{n / RATE_HZ:.3f}",
+                f"{(skip + n) / RATE_HZ:.3f}",
                 f"{kind}noise",
             ],
             check=True,
             capture_output=True,
         )
-        samples = sf.read(path, dtype="float32")[0]
+        samples = sf.read(path, dtype="float32")[0][skip:]
         return np.pad(samples, (0, max(0, n - len(samples))))[:n]
     white = np.random.default_rng(seed).standard_normal(n)
     if kind == "white":

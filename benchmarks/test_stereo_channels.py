@@ -55,6 +55,17 @@ def test_each_noise_has_its_colour(seed: int, tmp_path: Path) -> None:
     assert shares[0] > 0.4 and shares[0] > 5 * shares[1] > 5 * shares[2]
 
 
+@pytest.mark.parametrize("seed", [2, 3])  # numpy's noise, then sox's where it is installed
+def test_a_seed_makes_the_same_noise_and_another_seed_other_noise(seed: int, tmp_path: Path):
+    if seed % 2 and shutil.which("sox") is None:
+        pytest.skip("sox is not installed")
+    n = RATE_HZ
+    once, again = noise("pink", n, seed, tmp_path), noise("pink", n, seed, tmp_path)
+    other = noise("pink", n, seed + 2, tmp_path)
+    np.testing.assert_array_equal(once, again)
+    assert abs(np.corrcoef(once, other)[0, 1]) < 0.5
+
+
 def test_the_plan_covers_every_mask_at_every_level_in_both_channels() -> None:
     tracks = [SimpleNamespace(track_id=f"t{k}", channels=1 + k % 2) for k in range(6)]
     corpus = SimpleNamespace(catalog=tracks[:3], negatives=tracks[3:])
