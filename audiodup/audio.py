@@ -108,14 +108,13 @@ _MAX_OGG_STREAMS = 1024  # logical audio streams decoded from one Ogg file (chai
 _MAX_FFMPEG_AUDIO_STREAMS = 16  # each costs an ffmpeg run over the whole file
 # first bytes of the first packet of an Ogg logical stream, for the codecs libsndfile reads
 _LIBSNDFILE_OGG_CODECS = (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
-# formats whose header states a length the stream itself need not end at (FLAC's total
-# samples, an MP3's Xing frame count, an Ogg stream's last granule): libsndfile stops there,
-# ffmpeg reads on. More than this left unread after the stated length, besides the tags that
-# end a file and are not audio (:func:`_trailing_tags`), sends the file to ffmpeg (or is an
-# error without it): 2 KiB is 2.7 s of 6 kbps
-# Opus (16 KiB hid 14 s of it), 0.13 s at 128 kbps. The benchmark corpus's 700 FLAC and Ogg
-# files leave none
-_HEADER_LENGTH_FORMATS = ("FLAC", "MP3", "OGG")
+# formats whose header states a length the stream itself need not end at (AU's data size,
+# FLAC's total samples, an MP3's Xing frame count, an Ogg stream's last granule): libsndfile
+# stops there, ffmpeg reads on. More than this left unread after the stated length, besides
+# the tags that end a file and are not audio (:func:`_trailing_tags`), sends the file to
+# ffmpeg (or is an error without it): 2 KiB is 2.7 s of 6 kbps Opus (16 KiB hid 14 s of it),
+# 0.13 s at 128 kbps. The benchmark corpus's 700 FLAC and Ogg files leave none
+_HEADER_LENGTH_FORMATS = ("AU", "FLAC", "MP3", "OGG")
 # an Ogg stream whose packets hold more than this past its last granule position hides audio
 # from libsndfile: an encoder trims at most one packet at the end (120 ms of Opus, half a long
 # Vorbis block: 46 ms at 44.1 kHz)
@@ -1429,10 +1428,12 @@ def _decode_ffmpeg_sources(
         else:
             kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path, fd, index, max_samples, analysis_hz, mixable, kept
+            ffmpeg_path, fd, index, max_samples, analysis_hz, mixable, kept, stream.layout
         )
         if len(samples):
             made = kept.result(len(samples))
+            if mixable == 1 and made is not None and not made.any():  # it stayed mono throughout
+                made = None
             kept_room -= 0 if made is None or made.ndim == 1 else made.size
             segments.append(
                 _ArraySegment(samples, analysis_hz)

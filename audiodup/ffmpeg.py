@@ -40,12 +40,17 @@ _FORMATS = (
     "mov", "mp3", "mpc", "mpc8", "mpeg", "mpegts", "mxf", "nistsphere", "nut", "ogg", "oma", "qcp",
     "rm", "shn", "sox", "spdif", "tak", "truehd", "tta", "voc", "w64", "wav", "wtv", "wv", "xwma",
 )  # fmt: skip
-_STREAM_LINE = re.compile(rb"^\s*Stream #\d+:(\d+)\S*: Audio: (.*)$")
+# a stream's line: its index, then (after tags such as its language, which are the file's own)
+# its type and description; the last type marker is ffmpeg's, one inside a tag comes before it
+_STREAM_START = re.compile(rb"^\s*Stream #\d+:(\d+)")
+_STREAM_TYPE = re.compile(rb".*: (Audio|Video|Subtitle|Data|Attachment|Unknown): (.*)$")
 _REFUSED_FORMAT = re.compile(rb"^\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
+# ffmpeg's named channel layouts that are not numbers (5.1, 7.1.4, 22.2 count their channels)
 _LAYOUT_CHANNELS = {
-    b"mono": 1, b"stereo": 2, b"downmix": 2, b"quad": 4, b"hexagonal": 6, b"octagonal": 8,
-    b"hexadecagonal": 16,
+    b"mono": 1, b"stereo": 2, b"downmix": 2, b"binaural": 2, b"quad": 4, b"hexagonal": 6,
+    b"octagonal": 8, b"cube": 8, b"hexadecagonal": 16,
 }  # fmt: skip
+_CHANNEL_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9]*|USR\d+")
 
 
 def ffmpeg_executable() -> str | None:
@@ -72,10 +77,15 @@ def ffmpeg_absence_reason() -> str:
 
 @dataclass(frozen=True)
 class FfmpegStream:
-    """An audio stream as ffmpeg's probe describes it (None: not stated)."""
+    """An audio stream as ffmpeg's probe describes it (None: not stated). ``layout`` names its
+    channels in their order (``quad``, ``5.1(side)``, ``FL+FR+BL+BR``) where the probe does:
+    decoded in that layout, they come as they are, where ``-ac`` would remix a layout other than
+    ffmpeg's default for their number (a quad file's back channels summed into one: a copy in
+    antiphase between them cancelled)."""
 
     sample_rate_hz: int | None
     channels: int | None
+    layout: str | None = None
 
 
 def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
@@ -88,11 +98,10 @@ def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
         A container not on the whitelist, no audio stream, or one ffmpeg cannot read.
     """
     run = _run(_input_args(ffmpeg, "info"), fd, 0)
-    streams: dict[int, FfmpegStream] = {}
-    for line in run.stream_lines:
-        match = _STREAM_LINE.match(line)
-        if match:
-            streams.setdefault(int(match[1]), _stream(match[2]))
+    if run.refused_format is None and run.input_opened:
+        streams = _described_streams(run.stream_lines)
+    else:
+        streams = {}
     if run.refused_format is not None:
         raise AudioDecodeError(
             f"cannot decode: {run.refused_format} is not an audio container audiodup reads "
@@ -113,42 +122,78 @@ def decode_stream(
     analysis_hz: int,
     channels: int | None = None,
     mix: Mix | None = None,
+    layout: str | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
     at most ``max_samples`` samples and whether there was more. A stream of 2 or more
     ``channels`` is read as its channels and mixed by ``mix`` in blocks of
     :data:`_MIX_BLOCK_FRAMES` as they arrive (a polarity-inverted channel is undone there:
-    ``audio.antiphase_signs``; ffmpeg's own mix-down would cancel it); one whose channels the
-    probe did not tell, or without ``mix``, is mixed down by ffmpeg."""
+    ``audio.antiphase_signs``; ffmpeg's own mix-down would cancel it), in the probe's ``layout``
+    where it named one (:class:`FfmpegStream`); a mono one as two channels, its mono frames
+    mixed back to their own level; one whose channels the probe did not tell, or without
+    ``mix``, is mixed down by ffmpeg."""
     mixed = channels if channels and channels >= 2 and mix is not None else None
+    keep = ["-ch_layout", layout] if mixed is not None and layout else ["-ac", str(mixed or 1)]
+    gain = None
+    if channels == 1 and mix is not None:
+        # ffmpeg keeps a stream's first layout and mixes later frames down to it: a mono stream
+        # that turns stereo (concatenated ADTS or MP3 frames) would cancel a copy in antiphase
+        keep, mixed, gain = ["-ac", "2"], 2, _MONO_UPMIX_GAIN
     args = [
         *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
-        "-ac", str(mixed or 1), "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+        *keep, "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
-    run = _run(args, fd, max_samples, None if mixed is None else (mix, mixed))
+    run = _run(args, fd, max_samples, None if mixed is None else (mix, mixed, gain))
     if not run.cut and run.returncode != 0:
         raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
     return run.output, run.cut
 
 
+def _described_streams(lines: list[bytes]) -> dict[int, FfmpegStream]:
+    """The audio streams ffmpeg's description of its input lists, by stream index. A line of a
+    stream whose type cannot be told (a tag of the file broke it), or a stream described twice
+    in two ways, is an error: the list would be the file's to write."""
+    seen: dict[int, bytes] = {}
+    streams: dict[int, FfmpegStream] = {}
+    for line in lines:
+        start = _STREAM_START.match(line)
+        typed = _STREAM_TYPE.match(line, start.end()) if start else None
+        if typed is None:
+            raise AudioDecodeError("cannot decode: ffmpeg's list of its streams is garbled")
+        index = int(start[1])
+        if seen.setdefault(index, line) != line:
+            raise AudioDecodeError(f"cannot decode: ffmpeg describes stream {index} twice")
+        if typed[1] == b"Audio":
+            streams[index] = _stream(typed[2])
+    return streams
+
+
 def _stream(description: bytes) -> FfmpegStream:
-    """Sample rate and channel count from ``aac (LC), 44100 Hz, stereo, fltp, 128 kb/s``."""
+    """Sample rate, channel count and layout from ``aac (LC), 44100 Hz, stereo, fltp, 128
+    kb/s``."""
     fields = [part.strip() for part in description.split(b",")]
     for position, text in enumerate(fields[:-1]):
         if match := re.fullmatch(rb"(\d+) Hz", text):
-            return FfmpegStream(int(match[1]), _layout_channels(fields[position + 1]))
+            return FfmpegStream(int(match[1]), *_layout(fields[position + 1]))
     return FfmpegStream(None, None)
 
 
-def _layout_channels(layout: bytes) -> int | None:
-    layout = layout.split(b"(")[0].strip()
-    if layout in _LAYOUT_CHANNELS:
-        return _LAYOUT_CHANNELS[layout]
-    if match := re.fullmatch(rb"(\d+) channels", layout):
-        return int(match[1])
-    if re.fullmatch(rb"\d+(\.\d+)+", layout):  # 5.1, 7.1.4, 22.2
-        return sum(int(part) for part in layout.split(b"."))
-    return None
+def _layout(text: bytes) -> tuple[int | None, str | None]:
+    """The channel count of a layout as ffmpeg describes it, and the name that decodes its
+    channels as they are: a named layout (``5.1(side)``, ``quad``) as it is, a list of channels
+    (``4 channels (FL+FR+BL+BR)``) as that list; None for channels of no stated order (``4
+    channels``: ffmpeg keeps their order for ``-ac``) or a layout not understood."""
+    base = text.split(b"(")[0].strip()
+    count = _LAYOUT_CHANNELS.get(base)
+    if count is None and re.fullmatch(rb"\d+(\.\d+)+", base):  # 5.1, 7.1.4, 22.2
+        count = sum(int(part) for part in base.split(b"."))
+    if count is not None:
+        return count, text.decode("ascii") if re.fullmatch(rb"[\w.]+(\([\w-]+\))?", text) else None
+    if match := re.fullmatch(rb"(\d+) channels(?: \(([^()]*)\))?", text):
+        names = (match[2] or b"").split(b"+")
+        listed = len(names) == int(match[1]) and all(_CHANNEL_NAME.fullmatch(n) for n in names)
+        return int(match[1]), match[2].decode("ascii") if listed else None
+    return None, None
 
 
 def _input_args(ffmpeg: str, log_level: str) -> list[str]:
@@ -174,10 +219,12 @@ class _Run:
     cut: bool  # stopped because the output budget was full
 
 
-def _run(args: list[str], fd: int, max_samples: int, mix: tuple[Mix, int] | None = None) -> _Run:
+def _run(
+    args: list[str], fd: int, max_samples: int, mix: tuple[Mix, int, float | None] | None = None
+) -> _Run:
     """Run ffmpeg on the open file ``fd``: f32le samples from stdout, at most ``max_samples``
-    (then ffmpeg is stopped; with ``mix`` = (mix, channels), frames of that many channels mixed
-    to as many mono samples), and what its stderr says about the input."""
+    (then ffmpeg is stopped; with ``mix`` = (mix, channels, gain), frames of that many channels
+    mixed to as many mono samples, times the gain), and what its stderr says about the input."""
     os.lseek(fd, 0, os.SEEK_SET)  # where /dev/fd/0 shares our offset
     try:
         process = subprocess.Popen(
@@ -244,6 +291,8 @@ def _collect(process: subprocess.Popen, sink: _Samples | _MixedFrames) -> tuple[
 Mix = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # frames mixed at a time: 1.49 s at 11,025 Hz, as libsndfile's 65,536 stereo frames at 44.1 kHz
 _MIX_BLOCK_FRAMES = 1 << 14
+# undoes ffmpeg's mono-to-stereo upmix, which puts a mono frame at -3 dB in each channel
+_MONO_UPMIX_GAIN = float(np.float32(np.sqrt(2.0)))
 
 
 class _Samples:
@@ -268,13 +317,14 @@ class _Samples:
 
 
 class _MixedFrames:
-    """ffmpeg's f32le output of ``channels`` channels, mixed to mono by ``mix`` a block of
-    :data:`_MIX_BLOCK_FRAMES` at a time (fixed blocks: the mix of a block does not depend on
-    how the pipe delivered it), into a budget of ``max_frames``: the memory of the mono result
-    and one block."""
+    """ffmpeg's f32le output of ``channels`` channels, mixed to mono by ``mix`` (times ``gain``)
+    a block of :data:`_MIX_BLOCK_FRAMES` at a time (fixed blocks: the mix of a block does not
+    depend on how the pipe delivered it), into a budget of ``max_frames``: the memory of the
+    mono result and one block."""
 
-    def __init__(self, max_frames: int, mix: Mix, channels: int):
+    def __init__(self, max_frames: int, mix: Mix, channels: int, gain: float | None = None):
         self._output = np.empty(max_frames, np.float32)
+        self._gain = None if gain is None else np.float32(gain)
         self._block = np.empty((_MIX_BLOCK_FRAMES, channels), np.float32)
         self._bytes = memoryview(self._block).cast("B")
         self._frame_bytes = 4 * channels
@@ -298,7 +348,9 @@ class _MixedFrames:
         frames = self._staged // self._frame_bytes  # a last frame cut short is dropped
         if frames:
             end = self._frames + frames
-            self._mix(self._block[:frames], self._output[self._frames : end])
+            mixed = self._mix(self._block[:frames], self._output[self._frames : end])
+            if self._gain is not None:
+                mixed *= self._gain
             self._frames = end
         self._staged = 0
 
@@ -309,7 +361,8 @@ class _MixedFrames:
 
 class _StderrLines:
     """What is kept of ffmpeg's stderr, bounded whatever it prints: the lines that describe input
-    streams (a hostile file may print pages of metadata before them) and the last line."""
+    streams (a hostile file may print pages of metadata before them; too many of them are an
+    error, not a list cut short) and the last line."""
 
     _MAX_LINE_BYTES = 4096
     _MAX_STREAM_LINES = 4096
@@ -323,16 +376,27 @@ class _StderrLines:
 
     def feed(self, chunk: bytes) -> None:
         lines = (self._partial + chunk).split(b"\n")
-        self._partial = lines.pop()[-self._MAX_LINE_BYTES :]
+        self._partial = self._clipped(lines.pop())
         for line in lines:
-            line = line.rstrip(b"\r")
+            line = self._clipped(line.rstrip(b"\r"))
             if line.strip():
-                self._last = line[: self._MAX_LINE_BYTES]
+                self._last = line
             self.input_opened = self.input_opened or line.startswith(b"Input #")
             if refused := _REFUSED_FORMAT.match(line):
                 self.refused_format = refused[1].decode("ascii", "replace")
-            if b"Stream #" in line[:64] and len(self.stream_lines) < self._MAX_STREAM_LINES:
-                self.stream_lines.append(line[: self._MAX_LINE_BYTES])
+            if _STREAM_START.match(line):  # a tag's line is indented under its key: never one
+                if len(self.stream_lines) == self._MAX_STREAM_LINES:
+                    raise AudioDecodeError(
+                        f"cannot decode: ffmpeg lists over {self._MAX_STREAM_LINES:,} streams"
+                    )
+                self.stream_lines.append(line)
+
+    def _clipped(self, line: bytes) -> bytes:
+        """A long line's start and end (a stream's index, its type and description), without
+        what its tags put between them."""
+        if len(line) <= 2 * self._MAX_LINE_BYTES:
+            return line
+        return line[: self._MAX_LINE_BYTES] + line[-self._MAX_LINE_BYTES :]
 
     def last_line(self) -> str:
         text = (self._partial.strip() or self._last).decode("utf-8", "replace").strip()

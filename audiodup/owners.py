@@ -70,6 +70,28 @@ def dated_uploads(
     return dated, tuple(sorted(undated))
 
 
+def recorded_time(upload: UploadInfo) -> datetime | None:
+    """When audiodup recorded ``upload`` (None: not a readable time)."""
+    try:
+        return parse_timestamp(upload.recorded_at)
+    except (ValueError, OverflowError, TypeError):
+        return None
+
+
+def recorded_before(when: datetime, uploads: Iterable[UploadInfo]) -> UploadInfo | None:
+    """The first recorded of the undated ``uploads`` that audiodup recorded before ``when``:
+    uploaded no later than it was recorded, it came before any upload dated ``when``. A date
+    only orders uploads after the undated ones recorded before it: a catalog added without
+    dates, then an upload of one of its works (dated by its arrival), must not make that
+    upload the work's owner (a review: any screening key took a work so)."""
+    earlier = [
+        (at, u.upload_id, u)
+        for u in uploads
+        if upload_date(u) is None and (at := recorded_time(u)) is not None and at < when
+    ]
+    return min(earlier, key=lambda row: row[:2])[2] if earlier else None
+
+
 def one_uploader(uploads: list[UploadInfo]) -> bool:
     """Whether ``uploads`` all come from one named uploader (a missing name may be anyone)."""
     names = {u.uploader for u in uploads}
@@ -92,18 +114,24 @@ def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality
 
 def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
     """``(the upload that names the work, why that one)``; ``uploads`` are one work's. The
-    choice is :func:`work_originality`'s, the rule rescan uses for originals."""
+    choice is :func:`work_originality`'s, the rule rescan uses for originals, but for an
+    undated upload recorded before the earliest date (:func:`recorded_before`)."""
     origin = work_originality(uploads[0].work_id, uploads)
     chosen = next(u for u in uploads if u.upload_id == origin.upload_id)
     what = "reference" if origin.reference else "upload"
-    pool = sum(1 for u in uploads if (u.role == "reference") == origin.reference)
-    if pool == 1:
+    pooled = [u for u in uploads if (u.role == "reference") == origin.reference]
+    earlier = recorded_before(origin.first, pooled) if origin.first is not None else None
+    if earlier is not None:
+        chosen = earlier
+        rule = (
+            f"first recorded {what} ({earlier.recorded_at}, undated), recorded before the "
+            f"earliest dated one ({origin.first_text})"
+        )
+    elif len(pooled) == 1:
         rule = what
     elif origin.first is not None:
         rule = f"earliest dated {what} ({origin.first_text})"
-        pool_dated, _ = dated_uploads(
-            u for u in uploads if (u.role == "reference") == origin.reference
-        )
+        pool_dated, _ = dated_uploads(pooled)
         tied = [u for when, u in pool_dated if when == origin.first]
         if len(tied) > 1 and not one_uploader(tied):
             others = ", ".join(

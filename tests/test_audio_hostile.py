@@ -23,6 +23,7 @@ import soundfile as sf
 from test_audio import FFMPEG, correlation, decoder_fixture, needs_ffmpeg  # noqa: F401
 
 import audiodup.audio as audio_module
+import audiodup.ffmpeg as ffmpeg_module
 import audiodup.ogg as ogg_module
 from audiodup.audio import ffmpeg_executable, load_audio
 from audiodup.errors import AudioDecodeError, SilentAudioError
@@ -39,7 +40,7 @@ def music(seed: int, duration_s: float, sr: int = SR) -> np.ndarray:
     return synthesize_work(seed, duration_s=duration_s, sr=sr)
 
 
-def ffmpeg(*args: str | Path) -> None:
+def ffmpeg(*args: str | Path | int) -> None:
     subprocess.run([FFMPEG, "-nostdin", "-v", "error", "-y", *map(str, args)], check=True)
 
 
@@ -807,6 +808,144 @@ def test_video_streams_are_skipped_and_stream_count_is_capped(
         load_audio(video)
 
 
+def two_stream_mkv(tmp_path: Path, *tags: str) -> Path:
+    """An MKV of two FLAC streams, 3 s then 5 s, with ffmpeg's ``-metadata`` ``tags``."""
+    for index, (seed, seconds) in enumerate([(80, 3.0), (81, 5.0)]):
+        sf.write(tmp_path / f"s{index}.wav", music(seed, seconds), SR)
+    target = tmp_path / "tagged.mkv"
+    inputs = ["-i", tmp_path / "s0.wav", "-i", tmp_path / "s1.wav", "-map", "0:a", "-map", "1:a"]
+    ffmpeg(*inputs, "-c:a", "flac", *tags, target)
+    return target
+
+
+STREAM_TAGS = {
+    # ffmpeg prints a title's lines under the stream: 4,200 of them that name a stream
+    "title-of-stream-lines": ["-metadata:s:a:0", "title=x" + "\nStream #0:9" * 4200],
+    # a stream's language is printed inside its own line, as the file has it
+    "language-with-spaces": ["-metadata:s:a:1", "language=a b"],
+    "language-of-20000-bytes": ["-metadata:s:a:1", "language=" + "z" * 20_000],
+    "language-forging-a-description": [
+        "-metadata:s:a:1",
+        "language=x): Audio: pcm_s16le, 8000 Hz, mono, s16 (y",
+    ],
+}
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("tags", list(STREAM_TAGS))
+def test_a_stream_s_tags_neither_hide_nor_forge_a_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tags: str
+) -> None:
+    """ffmpeg's description of its input is read for the audio streams to decode; the file's
+    tags are printed in it (a red-team review: a title of stream lines, or a language with a
+    space, hid the second stream, a copy, and the upload was clean)."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    path = two_stream_mkv(tmp_path, *STREAM_TAGS[tags])
+    with path.open("rb") as f:
+        streams = ffmpeg_module.audio_streams(FFMPEG, f.fileno())
+    assert streams == [ffmpeg_module.FfmpegStream(SR, 1, "mono")] * 2
+    assert load_audio(path).source_duration_s == pytest.approx(8.0, abs=0.1)
+
+
+@needs_ffmpeg
+def test_a_tag_that_breaks_a_stream_s_line_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A language with a line break splits its stream's line: which stream it describes cannot
+    be told, and a forged line after it could stand for another. One error, no guess."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    forged = "language=x\n    Stream #0:0: Audio: pcm_s16le, 8000 Hz, mono, s16"
+    path = two_stream_mkv(tmp_path, "-metadata:s:a:1", forged)
+    with pytest.raises(AudioDecodeError, match="ffmpeg's list of its streams is garbled"):
+        load_audio(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (b"mono", (1, "mono")),
+        (b"quad", (4, "quad")),
+        (b"quad(side)", (4, "quad(side)")),
+        (b"5.1(side)", (6, "5.1(side)")),
+        (b"7.1.4", (12, "7.1.4")),
+        (b"cube", (8, "cube")),
+        (b"4 channels (FL+FR+BL+BR)", (4, "FL+FR+BL+BR")),
+        (b"4 channels", (4, None)),  # no order stated: -ac keeps theirs
+        (b"5 channels (FL+FR)", (5, None)),  # a list that is not the count: not passed on
+        (b"ambisonic 1", (None, None)),
+    ],
+)
+def test_a_probed_layout_gives_its_channels_and_the_name_that_keeps_them(
+    text: bytes, expected: tuple[int | None, str | None]
+) -> None:
+    assert ffmpeg_module._layout(text) == expected
+
+
+def quad_copy(copy: np.ndarray, seed: int) -> np.ndarray:
+    """Quad (FL FR BL BR): noise in front, ``copy`` in antiphase between the back channels."""
+    noise = np.random.default_rng(seed).standard_normal((len(copy), 2)).astype(np.float32)
+    return np.column_stack([0.05 * noise, 0.8 * copy, -0.8 * copy]).astype(np.float32)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", ["quad.mov", "quad.mkv"])
+def test_a_layout_other_than_ffmpeg_s_default_keeps_its_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A quad file's back channels are not 4.0's back centre: ``-ac 4`` summed them, and a copy
+    in antiphase between them was gone before the channels were screened (a red-team review:
+    MOV and MKV, which ffmpeg reads, were clean; the same samples in a WAV were not)."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    copy = music(82, 8.0)
+    source = tmp_path / "quad.wav"
+    sf.write(source, quad_copy(copy, 83), SR)  # WAVE_FORMAT_EXTENSIBLE, no mask: 4.0 to ffmpeg
+    path = tmp_path / name
+    ffmpeg("-i", source, "-af", "channelmap=channel_layout=quad", "-c:a", "pcm_s24le"
+           if name.endswith(".mov") else "flac", path)  # fmt: skip
+    direct, through_ffmpeg = load_audio(source), load_audio(path)
+    assert through_ffmpeg.channels is not None and through_ffmpeg.channels.shape[1] == 4
+    for index in range(4):  # as libsndfile reads them from the WAV
+        a, b = direct.channels[:, index], through_ffmpeg.channels[:, index]
+        assert correlation(a, b) > 0.99, index
+    assert np.sqrt(np.mean(through_ffmpeg.channels[:, 2:] ** 2)) > 0.1
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("container", ["adts", "mp3"])
+def test_a_mono_stream_that_turns_stereo_keeps_its_stereo_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str
+) -> None:
+    """ffmpeg keeps a stream's first layout and mixes later frames down to it: mono frames,
+    then a copy in antiphase between stereo ones (concatenated ADTS or MP3), cancelled the
+    copy (a red-team review). A mono stream is now asked for as two channels; one that
+    stays mono decodes to the samples ffmpeg's mono output gives, and no difference."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    codec = ["-c:a", "aac", "-f", "adts"] if container == "adts" else ["-c:a", "libmp3lame"]
+    sf.write(tmp_path / "decoy.wav", music(84, 4.0), SR)
+    copy = music(85, 8.0)
+    sf.write(tmp_path / "anti.wav", np.column_stack([0.8 * copy, -0.8 * copy]), SR)
+    parts = []
+    for name in ("decoy", "anti"):
+        parts.append(tmp_path / f"{name}.{container}")
+        ffmpeg("-i", tmp_path / f"{name}.wav", *codec, "-b:a", "128k", parts[-1])
+    joined = tmp_path / f"joined.{container}"
+    joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    audio = load_audio(joined)
+    sf.write(tmp_path / "copy.wav", copy, SR)
+    honest = load_audio(tmp_path / "copy.wav").samples
+    hidden = honest[2 * ANALYSIS_SR : 5 * ANALYSIS_SR]
+    start = 6 * ANALYSIS_SR  # give or take the codecs' delays and the copy's leading silence
+    lags = range(start - ANALYSIS_SR // 2, start + ANALYSIS_SR // 2, 2)
+    assert max(abs(correlation(audio.samples[i : i + len(hidden)], hidden)) for i in lags) > 0.95
+    mono = load_audio(parts[0])
+    assert mono.difference is None
+    if container == "mp3":  # libsndfile decodes an MP3 that stays mono
+        return
+    own = tmp_path / "own.wav"  # ffmpeg's mono output, at the analysis rate already
+    ffmpeg("-i", parts[0], "-ac", "1", "-ar", ANALYSIS_SR, "-c:a", "pcm_f32le", own)
+    np.testing.assert_allclose(mono.samples, load_audio(own).samples, rtol=0, atol=1e-5)
+
+
 # --- 3. cost bombs: bounded by what is decoded ----------------------------------------------
 
 
@@ -832,7 +971,14 @@ def ogg_stating(samples: np.ndarray, sr: int, frames: int) -> bytes:
     return b"".join(pages)
 
 
+def au_stating(samples: np.ndarray, sr: int, frames: int) -> bytes:
+    """``samples`` as 16-bit AU whose header's data size states ``frames`` frames."""
+    pcm = (np.clip(samples, -1, 1) * 32767).astype(">i2").tobytes()
+    return b".snd" + struct.pack(">IIIII", 24, 2 * frames, 3, sr, 1) + pcm
+
+
 LYING_HEADERS = {
+    "au": lambda music_: au_stating(music_, SR, 2 * SR),
     "flac": lambda music_: flac_stating(music_, SR, 2 * SR),
     "ogg": lambda music_: ogg_stating(music_, SR, 2 * SR),
     "ogg-chain": lambda music_: ogg_bytes(music(43, 3.0), SR) + ogg_stating(music_, SR, 2 * SR),
@@ -845,10 +991,10 @@ LYING_HEADERS = {
 def test_a_header_stating_less_audio_than_the_stream_holds_hides_nothing(
     tmp_path: Path, decoder: str, kind: str
 ) -> None:
-    """libsndfile stops where FLAC's total samples or an Ogg stream's last granule says the
-    audio ends, and an attacker can hide a copy after the few seconds such a header admits
-    to. ffmpeg, which reads on (as players built on it do), decodes it then; without ffmpeg
-    the file is an error, never a short decode screened as if it were all."""
+    """libsndfile stops where AU's data size, FLAC's total samples or an Ogg stream's last
+    granule says the audio ends, and an attacker can hide a copy after the few seconds such a
+    header admits to. ffmpeg, which reads on (as players built on it do), decodes it then;
+    without ffmpeg the file is an error, never a short decode screened as if it were all."""
     samples = music(42, 12.0)
     path = tmp_path / f"lying.{kind}"
     path.write_bytes(LYING_HEADERS[kind](samples))

@@ -39,7 +39,7 @@ def upload(upload_id: int, role: str = "upload", uploaded_at: str | None = None,
         role=role,
         source_path=f"/music/{upload_id}.ogg",
         sha256="0" * 64,
-        recorded_at="2026-01-01T00:00:00+00:00",
+        recorded_at=kw.pop("recorded_at", "2026-01-01T00:00:00+00:00"),
         uploaded_at=uploaded_at,
         **kw,
     )
@@ -80,8 +80,30 @@ def test_a_stored_date_in_the_future_counts_as_no_date() -> None:
     chosen, why = owner([upload(3), upload(4, uploaded_at="2999-01-01T00:00:00Z")])
     assert chosen.upload_id == 3 and "no upload dates" in why
     tomorrow = (datetime.now(UTC) + timedelta(hours=20)).isoformat()
-    chosen, _ = owner([upload(5), upload(6, uploaded_at=tomorrow)])
+    later = (datetime.now(UTC) + timedelta(hours=22)).isoformat()  # recorded after that date
+    chosen, _ = owner([upload(5, recorded_at=later), upload(6, uploaded_at=tomorrow)])
     assert chosen.upload_id == 6
+
+
+def test_a_date_after_an_undated_upload_was_recorded_does_not_take_its_work() -> None:
+    """A catalog added without dates, then the same audio recorded with a date (the service
+    dates a screening key's upload by its arrival): the undated upload was uploaded before it
+    was recorded, so before that date, and keeps naming the work (a review: any screening key
+    took a work from the catalog of the README's first command so). A date before the
+    undated upload was recorded still wins, as the dates of history backfilled do."""
+    catalog = upload(1, recorded_at="2026-03-01T00:00:00+00:00", uploader="label")
+    thief = upload(2, uploaded_at="2026-03-02T00:00:00Z", uploader="thief")
+    chosen, why = owner([catalog, thief])
+    assert chosen.upload_id == 1 and chosen.uploader == "label"
+    assert "recorded before the earliest dated one (2026-03-02T00:00:00Z)" in why
+    history = upload(3, uploaded_at="2019-05-01", uploader="artist")
+    chosen, why = owner([catalog, thief, history])
+    assert chosen.upload_id == 3 and "earliest dated upload (2019-05-01)" in why
+    # references: the same rule within them; a reference still comes before any upload
+    ref = upload(4, "reference", recorded_at="2026-02-01T00:00:00+00:00")
+    late_ref = upload(5, "reference", uploaded_at="2026-02-05")
+    chosen, why = owner([thief, late_ref, ref])
+    assert chosen.upload_id == 4 and "first recorded reference" in why
 
 
 def test_verify_notes_stored_dates_in_the_future(ledger: Path, run) -> None:

@@ -1347,6 +1347,28 @@ def test_an_original_recorded_long_after_another_upload_is_named_with_a_caveat()
     assert choose_original([owner, recorded_first]).caveats == ()
 
 
+def test_a_work_s_undated_upload_recorded_before_the_earliest_date_is_its_original() -> None:
+    """A catalog added without dates, then a thief's identical upload dated by its arrival
+    (the same work) and a copy of it (another work): the cluster's original is the work's
+    undated upload, recorded before either date, not the thief's (a review). An undated upload
+    of another work recorded first does not move the original off the dated work."""
+    from dataclasses import replace
+
+    from audiodup.rescan.clusters import choose_original
+
+    label = replace(upload(1, 1, "label"), recorded_at="2026-03-01T00:00:00+00:00")
+    thief = replace(upload(2, 1, "thief", "2026-03-02"), recorded_at="2026-03-02T00:00:00+00:00")
+    copy = replace(upload(3, 2, "mallory", "2026-03-05"), recorded_at="2026-03-05T00:00:00+00:00")
+    chosen = choose_original([label, thief, copy])
+    assert (chosen.upload_id, chosen.work_id) == (1, 1)
+    assert "first recorded upload of work 1" in chosen.reason
+    assert not any("upload 1" in c and "no upload date" in c for c in chosen.caveats)
+    other = replace(upload(4, 2, "mallory"), recorded_at="2026-02-01T00:00:00+00:00")
+    chosen = choose_original([thief, copy, other])
+    assert (chosen.upload_id, chosen.work_id) == (2, 1)
+    assert any("no upload date for upload 4" in c for c in chosen.caveats)
+
+
 def test_a_track_an_earlier_mix_holds_is_not_counted_a_copy_of_the_mix() -> None:
     """A review: a DJ's medley (dated June 2023) of alice's earlier track and all of bob's,
     and bob's own upload of his track (2024). By date the medley was bob's original, and bob

@@ -8,13 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..metadata import FUTURE_DATE_SLACK, parse_timestamp
-from ..owners import dated_uploads, one_uploader, upload_date
+from ..metadata import FUTURE_DATE_SLACK
+from ..owners import dated_uploads, one_uploader, recorded_before, recorded_time, upload_date
 from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
 from ..settings import Settings
 from ..verdict import decide
@@ -364,9 +363,10 @@ class Original:
 
 def choose_original(uploads: list[UploadInfo]) -> Original:
     """The original upload of a cluster: the reference upload when there is one (several: the
-    earliest dated, with a caveat), else the earliest dated upload. Undated uploads are listed
-    in a caveat and never stop the choice; only no usable date or a tie leaves it undetermined.
-    """
+    earliest dated, with a caveat), else the earliest dated upload; of its work, an undated
+    upload recorded before that date (:func:`~audiodup.owners.recorded_before`) is named
+    instead. Other undated uploads are listed in a caveat and never stop the choice; only no
+    usable date or a tie leaves it undetermined."""
     references = [u for u in uploads if u.role == "reference"]
     candidates = references or uploads
     dated_candidates, undated = dated_uploads(candidates)
@@ -377,6 +377,8 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
     if references and one_work:
         # one reference work (perhaps registered more than once): it is the original
         chosen = by_id[dated[0][1]] if dated else min(references, key=lambda u: u.upload_id)
+        if dated and (earlier := recorded_before(dated[0][0], references)) is not None:
+            chosen = earlier
         if len(references) > 1:
             caveats.append(
                 f"the reference was registered {len(references)} times (uploads "
@@ -404,7 +406,17 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
                 f"by different uploaders share the earliest {what} ({when})",
             )
         chosen = by_id[dated[0][1]]
-        if references:
+        same_work = [u for u in candidates if u.work_id == chosen.work_id]
+        earlier = recorded_before(first, same_work)
+        if earlier is not None:  # the work's own upload recorded before that date names it
+            reason = (
+                f"first recorded {'reference ' if references else ''}upload of work "
+                f"{chosen.work_id} ({earlier.recorded_at}, undated), recorded before its "
+                f"earliest date ({when})"
+            )
+            undated = tuple(i for i in undated if i != earlier.upload_id)
+            chosen = earlier
+        elif references:
             reason = f"earliest dated reference upload ({chosen.uploaded_at})"
             others = [u for u in references if u.work_id != chosen.work_id]
             caveats.append(
@@ -444,12 +456,12 @@ def _recorded_before(chosen: UploadInfo, uploads: list[UploadInfo]) -> list[int]
     """The uploads of others that the catalog recorded more than a day before ``chosen``, the
     original by its date: a backfill of history, or a date written back to win (a review made a
     thief's copy the original so). A day apart, they were not one import of history."""
-    chosen_at = _recorded_time(chosen)
+    chosen_at = recorded_time(chosen)
     if chosen_at is None:
         return []
     earlier = []
     for upload in uploads:
-        at = _recorded_time(upload)
+        at = recorded_time(upload)
         if (
             at is not None
             and at < chosen_at - FUTURE_DATE_SLACK
@@ -457,13 +469,6 @@ def _recorded_before(chosen: UploadInfo, uploads: list[UploadInfo]) -> list[int]
         ):
             earlier.append(upload.upload_id)
     return sorted(earlier)
-
-
-def _recorded_time(upload: UploadInfo) -> datetime | None:
-    try:
-        return parse_timestamp(upload.recorded_at)
-    except (ValueError, OverflowError, TypeError):
-        return None
 
 
 def _ids(ids) -> str:
