@@ -468,7 +468,10 @@ def index_shard(
     with _open(db, write=True) as catalog:
         catalog.store.split_shards(groups)
         stats = catalog.stats()
-    out.print(f"{stats.works} works in {groups} shard groups ({stats.shards} shards)")
+    if groups:
+        out.print(f"{stats.works} works in {groups} shard groups ({stats.shards} shards)")
+    else:
+        out.print(f"{stats.works} works joined into one shard group ({stats.shards} shards)")
 
 
 DaskOption = Annotated[

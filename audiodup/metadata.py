@@ -168,7 +168,7 @@ def read_metadata_update(
     changes: list[tuple[int, dict[str, str]]] = []
     first_seen: dict[int, int] = {}
     problems: list[tuple[int, str]] = []
-    for line, row, base_dirs in _rows(csv_path, cwd, required=None):
+    for line, row, base_dirs in _rows(csv_path, cwd, required=None, outcome="changed"):
         if isinstance(row, str):
             problems.append((line, row))
             continue
@@ -213,13 +213,15 @@ def read_metadata_update(
     return changes
 
 
-def _rows(csv_path: str | Path, cwd: str | Path | None, required: str | None):
+def _rows(
+    csv_path: str | Path, cwd: str | Path | None, required: str | None, outcome: str = "added"
+):
     """``(line number, {column: non-empty cell} or a problem, base folders for paths)`` per
     data row, known column names lower-case (older names renamed); raises
-    :class:`MetadataError` for the header's problems."""
+    :class:`MetadataError` for the header's problems (nothing was ``outcome``)."""
     csv_path = Path(csv_path)
     source = str(csv_path)
-    text = _read_text(csv_path)
+    text = _read_text(csv_path, outcome)
     base_dirs = [csv_path.resolve().parent, Path(cwd).resolve() if cwd else Path.cwd()]
     first_line = text.split("\n", 1)[0]
     delimiter = max(_DELIMITERS, key=first_line.count)
@@ -228,13 +230,13 @@ def _rows(csv_path: str | Path, cwd: str | Path | None, required: str | None):
         header = next(reader)
     except StopIteration:
         raise MetadataError(
-            source, [(1, "empty file: expected a header with a 'path' column")]
+            source, [(1, "empty file: expected a header with a 'path' column")], outcome
         ) from None
     except csv.Error as exc:
-        raise MetadataError(source, [(1, f"unreadable CSV header: {exc}")]) from None
+        raise MetadataError(source, [(1, f"unreadable CSV header: {exc}")], outcome) from None
     columns, problems = _columns(header, required)
     if problems:
-        raise MetadataError(source, problems)
+        raise MetadataError(source, problems, outcome)
     while True:
         try:
             cells = next(reader)
@@ -293,17 +295,17 @@ def metadata_for_paths(
     return matched, sorted(k for k in table if k not in matched)
 
 
-def _read_text(csv_path: Path) -> str:
+def _read_text(csv_path: Path, outcome: str = "added") -> str:
     try:
         raw = csv_path.read_bytes()
     except OSError as exc:
-        raise MetadataError(str(csv_path), [(0, f"cannot read: {exc.strerror}")]) from None
+        raise MetadataError(str(csv_path), [(0, f"cannot read: {exc.strerror}")], outcome) from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise MetadataError(
-            str(csv_path), [(line, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})")]
+            str(csv_path), [(line, f"not UTF-8 text (byte 0x{raw[exc.start]:02x})")], outcome
         ) from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from .metadata import is_future, parse_timestamp
@@ -32,6 +32,11 @@ class Originality:
     work_id: int
     undated: tuple[int, ...] = ()  # counted uploads without a usable date
 
+    @property
+    def first_is_day(self) -> bool:
+        """Whether the first date is a day (``2024-03-01``), not an instant."""
+        return self.first_text is not None and is_day(self.first_text)
+
     def order(self) -> tuple:
         # the exact instant: a float timestamp cannot tell microseconds apart in year 9999
         dated = self.first is not None
@@ -39,6 +44,24 @@ class Originality:
 
 
 _NO_DATE = datetime.min.replace(tzinfo=UTC)  # the order's place holder of an undated side
+
+
+def is_day(text: str) -> bool:
+    """Whether an ``uploaded_at`` names a day (``2024-03-01``), not an instant in it: it is
+    read as the day's first instant (UTC), so it does not come before the same day's later
+    instants, it is tied with them."""
+    try:
+        date.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    return True
+
+
+def same_time(first: datetime, first_text: str | None, when: datetime) -> bool:
+    """Whether ``when`` (no earlier than ``first``) cannot be told after ``first``: the same
+    instant, or within the day ``first_text`` names."""
+    day = first_text is not None and is_day(first_text)
+    return when == first or (day and when < first + timedelta(days=1))
 
 
 def upload_date(upload: UploadInfo) -> datetime | None:
@@ -132,7 +155,7 @@ def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:
     elif origin.first is not None:
         rule = f"earliest dated {what} ({origin.first_text})"
         pool_dated, _ = dated_uploads(pooled)
-        tied = [u for when, u in pool_dated if when == origin.first]
+        tied = [u for when, u in pool_dated if same_time(origin.first, origin.first_text, when)]
         if len(tied) > 1 and not one_uploader(tied):
             others = ", ".join(
                 str(u.upload_id)

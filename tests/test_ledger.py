@@ -72,6 +72,17 @@ def test_uploads_of_two_accounts_at_one_instant_are_named_as_tied() -> None:
     assert "tied" not in why  # one account's own audio twice
 
 
+def test_uploads_of_two_accounts_on_one_day_one_dated_by_the_day_are_tied() -> None:
+    """A day (2024-03-01) is read as its first instant, but an upload at 08:00 that day is not
+    after it: tied, not the later one."""
+    day = upload(1, uploaded_at="2024-03-01", uploader="mallory")
+    instant = upload(2, uploaded_at="2024-03-01T09:00:00+01:00", uploader="alice")
+    _, why = owner([day, instant])
+    assert "tied with upload 2 of another uploader" in why
+    _, why = owner([day, upload(3, uploaded_at="2024-03-02T00:00:00Z", uploader="alice")])
+    assert "tied" not in why
+
+
 def test_a_stored_date_in_the_future_counts_as_no_date() -> None:
     """A date still to come (stored before index add refused it, or by a clock that ran ahead)
     would make its upload the earliest dated one: it counts as undated, a day's slack aside."""
@@ -258,6 +269,7 @@ def test_update_by_upload_id_external_id_and_full_path(ledger: Path, tmp_path: P
         ("upload_id,uploaded_at\n2,2999-01-01\n", 2, "is in the future"),
         ("upload_id,uploader\n2,x\n2,y\n", 3, "already changed on line 2"),
         ("uploader\nx\n", 1, "no 'upload_id', 'external_id' or 'path' column"),
+        ("", 1, "empty file"),
     ],
 )
 def test_update_errors_name_their_line(
@@ -271,7 +283,7 @@ def test_update_errors_name_their_line(
             read_metadata_update(csv_path, before)
     assert f"line {line}" in str(exc.value) and words in str(exc.value)
     code, _, err = run("index", "update", "--db", ledger, "--metadata", csv_path)
-    assert code == 2 and words in err
+    assert code == 2 and words in err and "nothing was changed" in err
     with Catalog.open(ledger) as catalog:
         assert catalog.uploads() == before
 

@@ -108,6 +108,12 @@ def test_a_reference_is_the_source_even_when_an_upload_is_dated_earlier() -> Non
         ("not a date", "2021-01-01", 2, "work 1 has no upload date"),
         (None, None, None, None),
         ("2020-01-01", "2020-01-01T00:00:00+00:00", None, None),
+        # a day is not its first instant: the same day's instants are not after it (a review: a
+        # copy dated 2024-03-01 was the original of one uploaded at 08:00 UTC that day)
+        ("2024-03-01", "2024-03-01T09:00:00+01:00", None, None),
+        ("2024-03-01T23:30:00Z", "2024-03-01", None, None),
+        ("2024-02-29", "2024-03-01T08:00:00Z", 1, None),
+        ("2024-03-01T08:00:00Z", "2024-03-02", 1, None),
     ],
 )
 def test_the_earlier_dated_upload_is_the_source_and_undated_never_wins(
@@ -1345,6 +1351,20 @@ def test_an_original_recorded_long_after_another_upload_is_named_with_a_caveat()
     assert choose_original([owner, own_edit]).caveats == ()
     recorded_first = replace(thief, recorded_at="2024-05-01T00:00:00+00:00")
     assert choose_original([owner, recorded_first]).caveats == ()
+
+
+def test_a_cluster_whose_earliest_date_is_a_day_holding_another_upload_is_undetermined() -> None:
+    from audiodup.rescan.clusters import choose_original
+
+    alice = upload(1, 1, "alice", "2024-03-01T09:00:00+01:00")
+    mallory = upload(2, 2, "mallory", "2024-03-01")
+    chosen = choose_original([alice, mallory])
+    assert chosen.upload_id is None
+    assert chosen.reason == (
+        "undetermined: works 1, 2 share the earliest upload date (2024-03-01, a day)"
+    )
+    earlier = upload(3, 2, "mallory", "2024-02-29")
+    assert choose_original([alice, earlier]).upload_id == 3
 
 
 def test_a_work_s_undated_upload_recorded_before_the_earliest_date_is_its_original() -> None:

@@ -197,7 +197,7 @@ def test_index_shard_command_splits_and_joins(catalog_copy: Path, monkeypatch, c
     code, out, _ = run_main(
         ["index", "shard", "--db", str(catalog_copy), "--groups", "0"], monkeypatch, capsys
     )
-    assert code == 0 and "(1 shards)" in out
+    assert code == 0 and "6 works joined into one shard group (1 shards)" in out
 
 
 def test_an_unreachable_scheduler_is_one_clear_error(split_catalog: Path):

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..metadata import FUTURE_DATE_SLACK
-from ..owners import dated_uploads, one_uploader, recorded_before, recorded_time, upload_date
+from ..owners import (
+    dated_uploads,
+    is_day,
+    one_uploader,
+    recorded_before,
+    recorded_time,
+    same_time,
+    upload_date,
+)
 from ..results import Match, Section, UploadInfo, WorkInfo, heard_in
 from ..settings import Settings
 from ..verdict import decide
@@ -390,10 +398,11 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
         return Original(None, None, f"undetermined: {what}")
     else:
         first = dated[0][0]
-        earliest = [by_id[i] for d, i in dated if d == first]
+        first_text = by_id[dated[0][1]].uploaded_at
+        earliest = [by_id[i] for d, i in dated if same_time(first, first_text, d)]
         tied = sorted({u.work_id for u in earliest})
         what = "reference upload date" if references else "upload date"
-        when = earliest[0].uploaded_at
+        when = earliest[0].uploaded_at + (", a day" if is_day(first_text) else "")
         if len(tied) > 1:
             return Original(
                 None, None, f"undetermined: works {_ids(tied)} share the earliest {what} ({when})"

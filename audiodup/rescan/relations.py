@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import combinations
 
-from ..owners import Originality, upload_date, work_originality  # noqa: F401  (re-exported)
+from ..owners import Originality, same_time, upload_date, work_originality  # noqa: F401  (re-exported)
 from ..results import UploadInfo, cancelled_by_the_mix, heard_in, listed_text
 from .clusters import merged_spans, sections_of
 from .clusters import spans_length as _length
@@ -66,7 +66,7 @@ class Direction:
 def decide_direction(a: Originality, b: Originality, a_name: str, b_name: str) -> Direction:
     """Which of two sides is the original. ``a_name``/``b_name`` name the sides in the text
     (``work 3`` or ``work 3's cluster``)."""
-    if a.order() == b.order():
+    if _same_time(a, b):
         if a.reference and b.reference:
             why = (
                 f"both {a_name} and {b_name} are references registered at {a.first_text}"
@@ -75,6 +75,9 @@ def decide_direction(a: Originality, b: Originality, a_name: str, b_name: str) -
             )
         elif a.first is None:
             why = f"neither {a_name} nor {b_name} has a reference or an upload date"
+        elif a.first_is_day or b.first_is_day:
+            days = sorted({o.first_text for o in (a, b) if o.first_is_day})
+            why = f"{a_name} and {b_name} were first uploaded on the same day ({days[0]})"
         else:
             why = f"{a_name} and {b_name} were first uploaded at the same time ({a.first_text})"
         return Direction(None, f"undetermined: {why}")
@@ -97,6 +100,17 @@ def decide_direction(a: Originality, b: Originality, a_name: str, b_name: str) -
             f"{later_name} has no upload date: an undated upload never counts as the first"
         )
     return Direction(first.work_id, reason, tuple(caveats))
+
+
+def _same_time(a: Originality, b: Originality) -> bool:
+    """Whether neither side can be told first: the same place in the order, or first dates a
+    day apart at most where the earlier is a day (:func:`~audiodup.owners.same_time`)."""
+    if a.order() == b.order():
+        return True
+    if a.reference != b.reference or a.first is None or b.first is None:
+        return False
+    early, late = sorted((a, b), key=lambda o: o.first)
+    return same_time(early.first, early.first_text, late.first)
 
 
 def link_kind(derived_share: float, source_share: float, determined: bool, min_share: float):
