@@ -1428,7 +1428,15 @@ def _decode_ffmpeg_sources(
         else:
             kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(
-            ffmpeg_path, fd, index, max_samples, analysis_hz, mixable, kept, stream.layout
+            ffmpeg_path,
+            fd,
+            index,
+            max_samples,
+            analysis_hz,
+            mixable,
+            kept,
+            stream.layout,
+            stream.described,
         )
         if len(samples):
             made = kept.result(len(samples))

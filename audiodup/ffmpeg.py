@@ -45,6 +45,13 @@ _FORMATS = (
 _STREAM_START = re.compile(rb"^\s*Stream #\d+:(\d+)")
 _STREAM_TYPE = re.compile(rb".*: (Audio|Video|Subtitle|Data|Attachment|Unknown): (.*)$")
 _REFUSED_FORMAT = re.compile(rb"^\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
+# a line of a run at "level+verbose": [context @ 0x...] [level] message
+_LEVELED = re.compile(
+    rb"^(?P<context>\[[^\]]* @ 0x[0-9a-f]+\] )?\[(?P<level>[a-z]+)\] (?P<message>.*)$"
+)
+# the frames a filter graph was (re)configured for: one line per layout the stream turns to
+_FRAME_LAYOUT = re.compile(rb"^\[graph\S* @ 0x[0-9a-f]+\] \[verbose\] .*\bchlayout:(.+?)\s*$")
+_NEW_AUDIO_STREAM = re.compile(rb"^(\[\S+ @ 0x[0-9a-f]+\] )?\[warning\] New audio stream ")
 # ffmpeg's named channel layouts that are not numbers (5.1, 7.1.4, 22.2 count their channels)
 _LAYOUT_CHANNELS = {
     b"mono": 1, b"stereo": 2, b"downmix": 2, b"binaural": 2, b"quad": 4, b"hexagonal": 6,
@@ -86,6 +93,7 @@ class FfmpegStream:
     sample_rate_hz: int | None
     channels: int | None
     layout: str | None = None
+    described: str | None = None  # the layout as the probe describes it (``4 channels``)
 
 
 def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
@@ -123,6 +131,7 @@ def decode_stream(
     channels: int | None = None,
     mix: Mix | None = None,
     layout: str | None = None,
+    described: str | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
     at most ``max_samples`` samples and whether there was more. A stream of 2 or more
@@ -131,7 +140,8 @@ def decode_stream(
     ``audio.antiphase_signs``; ffmpeg's own mix-down would cancel it), in the probe's ``layout``
     where it named one (:class:`FfmpegStream`); a mono one as two channels, its mono frames
     mixed back to their own level; one whose channels the probe did not tell, or without
-    ``mix``, is mixed down by ffmpeg."""
+    ``mix``, is mixed down by ffmpeg. Frames of a layout other than the probe's ``described``
+    one (or mono) are an error (:func:`_check_one_layout`)."""
     mixed = channels if channels and channels >= 2 and mix is not None else None
     keep = ["-ch_layout", layout] if mixed is not None and layout else ["-ac", str(mixed or 1)]
     gain = None
@@ -139,14 +149,48 @@ def decode_stream(
         # ffmpeg keeps a stream's first layout and mixes later frames down to it: a mono stream
         # that turns stereo (concatenated ADTS or MP3 frames) would cancel a copy in antiphase
         keep, mixed, gain = ["-ac", "2"], 2, _MONO_UPMIX_GAIN
+    # verbose: each (re)configuration of the filters names the frames' layout, and a stream
+    # that starts after ffmpeg listed the file's streams is a warning
     args = [
-        *_input_args(ffmpeg, "error"), "-map", f"0:a:{stream_index}", "-vn", "-sn", "-dn",
-        *keep, "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+        *_input_args(ffmpeg, "level+verbose"), "-nostats", "-map", f"0:a:{stream_index}", "-vn",
+        "-sn", "-dn", *keep, "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
     ]  # fmt: skip
     run = _run(args, fd, max_samples, None if mixed is None else (mix, mixed, gain))
+    if run.new_audio_stream:
+        raise AudioDecodeError(
+            "cannot decode: an audio stream starts mid-file, after ffmpeg listed the file's "
+            "streams (it would not be decoded)"
+        )
+    if mixed is not None:
+        _check_one_layout(run.frame_layouts, "stereo" if gain is not None else described)
     if not run.cut and run.returncode != 0:
         raise AudioDecodeError(f"cannot decode ({run.message or 'ffmpeg failed'})")
     return run.output, run.cut
+
+
+def _check_one_layout(layouts: list[str], kept: str | None) -> None:
+    """Frames of one layout, ``kept`` (the one asked for; else the first frames'), or mono:
+    ffmpeg mixes frames of any other layout down to it, and a copy in channels that mix
+    cancels would be gone (a red team: stereo frames, then 5.1 ones with the copy in a front
+    and a side channel)."""
+    first = kept or next((layout for layout in layouts if layout != "mono"), None)
+    if not all(layout == "mono" or _same_layout(layout, first) for layout in layouts):
+        raise AudioDecodeError(
+            f"cannot decode: its channel layout changes mid-stream ({', then '.join(layouts[:4])})"
+            ": ffmpeg would mix the later channels down to the first ones"
+        )
+
+
+def _same_layout(a: str, b: str | None) -> bool:
+    """Whether frames of layout ``a`` come through as ``b``'s channels, one by one: the same
+    layout, or as many channels where either states no order (``6 channels``, as an ADTS
+    stream's frames are described under its probe's ``5.1``)."""
+    if b is None or a == b:
+        return True
+    unordered = re.compile(r"\d+ channels")
+    if not (unordered.fullmatch(a) or unordered.fullmatch(b)):
+        return False
+    return _layout(a.encode())[0] == _layout(b.encode())[0] is not None
 
 
 def _described_streams(lines: list[bytes]) -> dict[int, FfmpegStream]:
@@ -174,7 +218,8 @@ def _stream(description: bytes) -> FfmpegStream:
     fields = [part.strip() for part in description.split(b",")]
     for position, text in enumerate(fields[:-1]):
         if match := re.fullmatch(rb"(\d+) Hz", text):
-            return FfmpegStream(int(match[1]), *_layout(fields[position + 1]))
+            described = fields[position + 1].decode("ascii", "replace")
+            return FfmpegStream(int(match[1]), *_layout(fields[position + 1]), described)
     return FfmpegStream(None, None)
 
 
@@ -217,6 +262,8 @@ class _Run:
     input_opened: bool  # ffmpeg recognised the container
     refused_format: str | None  # ffmpeg found a container it may not read
     cut: bool  # stopped because the output budget was full
+    frame_layouts: list[str]  # the decoded frames' channel layouts, as they came (verbose)
+    new_audio_stream: bool  # an audio stream appeared after the streams were listed
 
 
 def _run(
@@ -254,6 +301,8 @@ def _run(
         input_opened=stderr.input_opened,
         refused_format=stderr.refused_format,
         cut=cut,
+        frame_layouts=stderr.frame_layouts,
+        new_audio_stream=stderr.new_audio_stream,
     )
 
 
@@ -371,6 +420,8 @@ class _StderrLines:
         self.stream_lines: list[bytes] = []
         self.input_opened = False
         self.refused_format: str | None = None  # a container not in _FORMATS
+        self.frame_layouts: list[str] = []  # each distinct one once, in order
+        self.new_audio_stream = False
         self._partial = b""
         self._last = b""
 
@@ -379,8 +430,16 @@ class _StderrLines:
         self._partial = self._clipped(lines.pop())
         for line in lines:
             line = self._clipped(line.rstrip(b"\r"))
-            if line.strip():
+            leveled = _LEVELED.match(line)  # runs at "level+verbose": each line's level said
+            if leveled is None and line.strip():
                 self._last = line
+            elif leveled is not None and leveled["level"] in (b"error", b"fatal", b"panic"):
+                self._last = (leveled["context"] or b"") + leveled["message"]
+            if leveled is not None and (layout := _FRAME_LAYOUT.match(line)):
+                text = layout[1].decode("ascii", "replace")
+                if text not in self.frame_layouts and len(self.frame_layouts) < 64:
+                    self.frame_layouts.append(text)
+            self.new_audio_stream = self.new_audio_stream or bool(_NEW_AUDIO_STREAM.match(line))
             self.input_opened = self.input_opened or line.startswith(b"Input #")
             if refused := _REFUSED_FORMAT.match(line):
                 self.refused_format = refused[1].decode("ascii", "replace")

@@ -843,7 +843,7 @@ def test_a_stream_s_tags_neither_hide_nor_forge_a_stream(
     path = two_stream_mkv(tmp_path, *STREAM_TAGS[tags])
     with path.open("rb") as f:
         streams = ffmpeg_module.audio_streams(FFMPEG, f.fileno())
-    assert streams == [ffmpeg_module.FfmpegStream(SR, 1, "mono")] * 2
+    assert streams == [ffmpeg_module.FfmpegStream(SR, 1, "mono", "mono")] * 2
     assert load_audio(path).source_duration_s == pytest.approx(8.0, abs=0.1)
 
 
@@ -944,6 +944,57 @@ def test_a_mono_stream_that_turns_stereo_keeps_its_stereo_frames(
     own = tmp_path / "own.wav"  # ffmpeg's mono output, at the analysis rate already
     ffmpeg("-i", parts[0], "-ac", "1", "-ar", ANALYSIS_SR, "-c:a", "pcm_f32le", own)
     np.testing.assert_allclose(mono.samples, load_audio(own).samples, rtol=0, atol=1e-5)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("codec", ["ac3", "adts"])
+def test_a_stream_whose_layout_changes_mid_stream_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str
+) -> None:
+    """ffmpeg mixes every frame down to the first frames' layout: stereo, then 5.1 frames with
+    a copy at +0.5 in front left and -0.707 in side left cancelled it, in the mix and in every
+    channel (a red team). Such a stream is one error, never a `clean`; one that stays in its
+    layout decodes."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    copy = music(86, 6.0)
+    six = np.zeros((len(copy), 6), np.float32)
+    six[:, 0], six[:, 4] = 0.5 * copy, -0.707 * copy  # 5.1(side): FL FR FC LFE SL SR
+    sf.write(tmp_path / "stereo.wav", np.column_stack([music(87, 2.0)] * 2), SR)
+    sf.write(tmp_path / "six.wav", six, SR)
+    encode = ["-c:a", "ac3"] if codec == "ac3" else ["-c:a", "aac", "-f", "adts"]
+    parts = []
+    for name, layout in (("stereo", "stereo"), ("six", "5.1(side)")):
+        parts.append(tmp_path / f"{name}.{codec}")
+        ffmpeg("-i", tmp_path / f"{name}.wav", "-af", f"channelmap=channel_layout={layout}",
+               *encode, parts[-1])  # fmt: skip
+    joined = tmp_path / f"joined.{codec}"
+    joined.write_bytes(parts[0].read_bytes() + parts[1].read_bytes())
+    with pytest.raises(AudioDecodeError, match="its channel layout changes mid-stream"):
+        load_audio(joined)
+    assert load_audio(parts[1]).channels.shape[1] == 6
+
+
+@needs_ffmpeg
+def test_an_audio_stream_that_starts_mid_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MPEG program stream whose second audio stream (the copy) starts after the part
+    ffmpeg reads to list the streams: it was never decoded, and the file was `clean`."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    sf.write(tmp_path / "cover.wav", music(88, 60.0), 48_000)
+    sf.write(tmp_path / "copy.wav", music(89, 20.0), 48_000)
+    mp2 = ["-c:a", "mp2", "-b:a", "192k", "-f", "mpeg"]
+    ffmpeg("-i", tmp_path / "cover.wav", "-t", "10", *mp2, tmp_path / "a.mpg")
+    ffmpeg("-i", tmp_path / "cover.wav", "-i", tmp_path / "copy.wav", "-map", "0:a", "-map",
+           "1:a", "-t", "20", *mp2[:4], "-output_ts_offset", "10", "-f", "mpeg",
+           tmp_path / "b.mpg")  # fmt: skip
+    ffmpeg("-i", tmp_path / "cover.wav", "-ss", "30", *mp2[:4], "-output_ts_offset", "30",
+           "-f", "mpeg", tmp_path / "c.mpg")  # fmt: skip
+    joined = tmp_path / "joined.mpg"
+    joined.write_bytes(b"".join((tmp_path / f"{x}.mpg").read_bytes() for x in "abc"))
+    with pytest.raises(AudioDecodeError, match="an audio stream starts mid-file"):
+        load_audio(joined)
+    assert load_audio(tmp_path / "a.mpg").source_duration_s == pytest.approx(10.0, abs=0.2)
 
 
 # --- 3. cost bombs: bounded by what is decoded ----------------------------------------------

@@ -157,6 +157,42 @@ def test_a_malformed_http_request_answers_400(pristine_catalog_dir, tmp_path):
         server.stop()
 
 
+def _stalled(server, path: str, head: str, sent: bytes, declared: int) -> bytes:
+    """What ``server`` answers a POST to ``path`` whose body stops after ``sent``."""
+    address = urlsplit(server.url)
+    with socket.create_connection((address.hostname, address.port), timeout=120) as sock:
+        request = (
+            f"POST {path} HTTP/1.1\r\nHost: {address.netloc}\r\n{head}"
+            f"Content-Length: {declared}\r\n\r\n"
+        )
+        sock.sendall(request.encode() + sent)  # then nothing more
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def test_a_stalled_review_form_or_decision_answers_408(pristine_catalog_dir, tmp_path):
+    """The review forms (sign-in needs no key) and the decisions API read their bodies within
+    ``request_timeout_s`` too: a body that stops coming held the connection for as long as its
+    sender liked (a red team: 15,000 such sign-ins, no key needed)."""
+    server, key = _server(pristine_catalog_dir, tmp_path, "request_timeout_s = 1.0\n")
+    try:
+        form = "Content-Type: application/x-www-form-urlencoded\r\n"
+        decision = f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        for path, head in (("/review/login", form), ("/v1/reviews/1/decisions", decision)):
+            answer = _stalled(server, path, head, b"key=adk_", 200)
+            assert answer.startswith(b"HTTP/1.1 408"), (path, answer[:300])
+            assert b'"code":"request_timeout"' in answer.replace(b" ", b""), path
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/readyz").status_code == 200
+    finally:
+        server.stop()
+
+
 def test_a_stalled_body_answers_408_and_a_request_queued_too_long_504(
     pristine_catalog_dir, tmp_path
 ):

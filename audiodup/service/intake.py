@@ -6,6 +6,7 @@ over the size cap the request stops with 413, another content type gets 415.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -176,7 +177,9 @@ def check_query(request: Request, allowed: Collection[str]) -> None:
 
 async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
     """The whole request body, refused with 413 as soon as it holds more than ``max_bytes``
-    (declared or sent, chunked or not)."""
+    (declared or sent, chunked or not), and with 408 when it has not all come within the
+    service's ``request_timeout_s`` (a body sent a byte at a time held a worker's connection
+    for as long as its sender liked, before any key was checked: a red team)."""
     too_large = ApiError(413, "too_large", f"{what} is at most {max_bytes} bytes")
     declared = request.headers.get("content-length")
     if (
@@ -186,7 +189,15 @@ async def capped_body(request: Request, max_bytes: int, what: str) -> bytes:
         and int(declared) > max_bytes
     ):
         raise too_large
-    return b"".join([chunk async for chunk in _limited(request.stream(), max_bytes, too_large)])
+
+    async def whole() -> bytes:
+        chunks = _limited(request.stream(), max_bytes, too_large)
+        return b"".join([chunk async for chunk in chunks])
+
+    try:
+        return await asyncio.wait_for(whole(), request.app.state.config.request_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"{what} was not received in time") from None
 
 
 def storage_error(exc: OSError) -> ApiError:
