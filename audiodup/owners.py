@@ -31,6 +31,8 @@ class Originality:
     upload_id: int | None
     work_id: int
     undated: tuple[int, ...] = ()  # counted uploads without a usable date
+    # when the first of those was recorded: uploaded no later than that
+    undated_recorded: datetime | None = None
 
     @property
     def first_is_day(self) -> bool:
@@ -125,14 +127,18 @@ def work_originality(work_id: int, uploads: Iterable[UploadInfo]) -> Originality
     """A work's originality: its reference uploads if it has any, else all its uploads."""
     uploads = list(uploads)
     references = [u for u in uploads if u.role == "reference"]
-    dated, undated = dated_uploads(references or uploads)
+    counted = references or uploads
+    dated, undated = dated_uploads(counted)
+    times = [at for u in counted if u.upload_id in undated and (at := recorded_time(u))]
+    recorded = min(times, default=None)
     if dated:
         first, upload = dated[0]
         return Originality(
-            bool(references), first, upload.uploaded_at, upload.upload_id, work_id, undated
-        )
-    upload_id = min((u.upload_id for u in references or uploads), default=None)
-    return Originality(bool(references), None, None, upload_id, work_id, undated)
+            bool(references), first, upload.uploaded_at, upload.upload_id, work_id, undated,
+            recorded,
+        )  # fmt: skip
+    upload_id = min((u.upload_id for u in counted), default=None)
+    return Originality(bool(references), None, None, upload_id, work_id, undated, recorded)
 
 
 def owner(uploads: list[UploadInfo]) -> tuple[UploadInfo, str]:

@@ -4,6 +4,8 @@ cases that must never accuse anybody (issue #13)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -1370,8 +1372,9 @@ def test_a_cluster_whose_earliest_date_is_a_day_holding_another_upload_is_undete
 def test_a_work_s_undated_upload_recorded_before_the_earliest_date_is_its_original() -> None:
     """A catalog added without dates, then a thief's identical upload dated by its arrival
     (the same work) and a copy of it (another work): the cluster's original is the work's
-    undated upload, recorded before either date, not the thief's (a review). An undated upload
-    of another work recorded first does not move the original off the dated work."""
+    undated upload, recorded before either date, not the thief's (a review). So is another
+    work's undated upload recorded before every date (a thief's re-encode is another work: a
+    second review); two works' such uploads leave it undetermined."""
     from dataclasses import replace
 
     from audiodup.rescan.clusters import choose_original
@@ -1383,10 +1386,45 @@ def test_a_work_s_undated_upload_recorded_before_the_earliest_date_is_its_origin
     assert (chosen.upload_id, chosen.work_id) == (1, 1)
     assert "first recorded upload of work 1" in chosen.reason
     assert not any("upload 1" in c and "no upload date" in c for c in chosen.caveats)
-    other = replace(upload(4, 2, "mallory"), recorded_at="2026-02-01T00:00:00+00:00")
-    chosen = choose_original([thief, copy, other])
-    assert (chosen.upload_id, chosen.work_id) == (2, 1)
-    assert any("no upload date for upload 4" in c for c in chosen.caveats)
+    reencode = replace(upload(4, 2, "thief", "2026-03-02"), recorded_at="2026-03-02T00:00:00+00:00")
+    chosen = choose_original([label, reencode])
+    assert (chosen.upload_id, chosen.work_id) == (1, 1)
+    other = replace(upload(5, 3, "bob"), recorded_at="2026-02-01T00:00:00+00:00")
+    chosen = choose_original([label, reencode, other])
+    assert chosen.upload_id is None
+    assert "works 1, 3 hold uploads recorded without a date before" in chosen.reason
+    late = replace(other, recorded_at="2026-04-01T00:00:00+00:00")  # after every date
+    chosen = choose_original([label, reencode, late])
+    assert chosen.upload_id == 1
+    assert any("no upload date for upload 5" in c for c in chosen.caveats)
+
+
+def test_a_re_encoded_catalog_work_dated_later_does_not_make_its_owner_the_copier() -> None:
+    """Link direction: a catalog work added without dates, and a re-encode of it (another
+    work) uploaded through the service, dated by its arrival: the catalog work came first."""
+    label = work_originality(
+        1, [replace(upload(1, 1, "label"), recorded_at="2026-03-01T00:00:00+00:00")]
+    )
+    thief = work_originality(
+        2, [replace(upload(2, 2, "thief", "2026-03-02"), recorded_at="2026-03-02T00:00:00+00:00")]
+    )
+    direction = decide_direction(label, thief, "work 1", "work 2")
+    assert direction.source == 1 and "work 1 was recorded (undated)" in direction.reason
+    assert decide_direction(thief, label, "work 2", "work 1").source == 1
+    # the dated side also held an undated upload recorded before its date: undetermined
+    both = work_originality(
+        3,
+        [
+            replace(upload(3, 3, "x", "2026-03-02"), recorded_at="2026-03-02T00:00:00+00:00"),
+            replace(upload(4, 3, "y"), recorded_at="2026-02-15T00:00:00+00:00"),
+        ],
+    )
+    assert decide_direction(label, both, "work 1", "work 3").source is None
+    # recorded after the other's date: the dates decide, as before
+    late = work_originality(
+        5, [replace(upload(5, 5, "z"), recorded_at="2026-03-03T00:00:00+00:00")]
+    )
+    assert decide_direction(late, thief, "work 5", "work 2").source == 2
 
 
 def test_a_track_an_earlier_mix_holds_is_not_counted_a_copy_of_the_mix() -> None:

@@ -371,10 +371,11 @@ class Original:
 
 def choose_original(uploads: list[UploadInfo]) -> Original:
     """The original upload of a cluster: the reference upload when there is one (several: the
-    earliest dated, with a caveat), else the earliest dated upload; of its work, an undated
-    upload recorded before that date (:func:`~audiodup.owners.recorded_before`) is named
-    instead. Other undated uploads are listed in a caveat and never stop the choice; only no
-    usable date or a tie leaves it undetermined."""
+    earliest dated, with a caveat), else the earliest dated upload; an undated upload recorded
+    before that date (:func:`~audiodup.owners.recorded_before`) is named instead, when the
+    uploads so recorded are one work's (several works': undetermined). Other undated uploads
+    are listed in a caveat and never stop the choice; only no usable date or a tie leaves it
+    undetermined."""
     references = [u for u in uploads if u.role == "reference"]
     candidates = references or uploads
     dated_candidates, undated = dated_uploads(candidates)
@@ -403,11 +404,21 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
         tied = sorted({u.work_id for u in earliest})
         what = "reference upload date" if references else "upload date"
         when = earliest[0].uploaded_at + (", a day" if is_day(first_text) else "")
-        if len(tied) > 1:
+        early = [u for u in candidates if u.upload_id in undated]
+        early_works = sorted({u.work_id for u in early if recorded_before(first, [u])})
+        if len(early_works) > 1:
+            return Original(
+                None,
+                None,
+                f"undetermined: works {_ids(early_works)} hold uploads recorded without a date "
+                f"before the earliest {what} ({when})",
+            )
+        if len(tied) > 1 and not early_works:
             return Original(
                 None, None, f"undetermined: works {_ids(tied)} share the earliest {what} ({when})"
             )
-        if len(earliest) > 1 and not one_uploader(earliest):  # one audio, two accounts, one instant
+        if len(earliest) > 1 and not one_uploader(earliest) and not early_works:
+            # one audio, two accounts, one instant
             return Original(
                 None,
                 None,
@@ -415,13 +426,12 @@ def choose_original(uploads: list[UploadInfo]) -> Original:
                 f"by different uploaders share the earliest {what} ({when})",
             )
         chosen = by_id[dated[0][1]]
-        same_work = [u for u in candidates if u.work_id == chosen.work_id]
-        earlier = recorded_before(first, same_work)
-        if earlier is not None:  # the work's own upload recorded before that date names it
+        earlier = recorded_before(first, early)
+        if earlier is not None:  # uploaded before it was recorded: before every date here
             reason = (
                 f"first recorded {'reference ' if references else ''}upload of work "
-                f"{chosen.work_id} ({earlier.recorded_at}, undated), recorded before its "
-                f"earliest date ({when})"
+                f"{earlier.work_id} ({earlier.recorded_at}, undated), recorded before the "
+                f"earliest {what} ({when})"
             )
             undated = tuple(i for i in undated if i != earlier.upload_id)
             chosen = earlier

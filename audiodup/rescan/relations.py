@@ -66,6 +66,8 @@ class Direction:
 def decide_direction(a: Originality, b: Originality, a_name: str, b_name: str) -> Direction:
     """Which of two sides is the original. ``a_name``/``b_name`` name the sides in the text
     (``work 3`` or ``work 3's cluster``)."""
+    if (recorded := _recorded_first(a, b, a_name, b_name)) is not None:
+        return recorded
     if _same_time(a, b):
         if a.reference and b.reference:
             why = (
@@ -100,6 +102,36 @@ def decide_direction(a: Originality, b: Originality, a_name: str, b_name: str) -
             f"{later_name} has no upload date: an undated upload never counts as the first"
         )
     return Direction(first.work_id, reason, tuple(caveats))
+
+
+def _recorded_first(a: Originality, b: Originality, a_name: str, b_name: str) -> Direction | None:
+    """The direction when a side the dates put second holds an undated upload recorded before
+    the other side's first date: uploaded no later than it was recorded, it came first (a
+    review: a catalog added without dates, then a re-encode of one of its works uploaded
+    through the service, dated by its arrival, made the catalog's owner the copier). Both
+    sides holding undated uploads recorded before that date: undetermined. None: the dates
+    decide."""
+    if a.reference != b.reference:
+        return None
+    dated = [side for side in ((a, a_name), (b, b_name)) if side[0].first is not None]
+    if not dated:
+        return None
+    (first, first_name) = min(dated, key=lambda side: side[0].first)
+    (other, other_name) = (b, b_name) if first is a else (a, a_name)
+    if other.undated_recorded is None or not other.undated_recorded < first.first:
+        return None
+    when = f"{other.undated_recorded.isoformat(timespec='seconds')}"
+    if first.undated_recorded is not None and first.undated_recorded < first.first:
+        return Direction(
+            None,
+            f"undetermined: {a_name} and {b_name} both hold uploads recorded without a date "
+            f"before {first_name}'s first date ({first.first_text})",
+        )
+    reason = (
+        f"{other_name} was recorded (undated) at {when}, before {first_name}'s first upload "
+        f"date ({first.first_text})"
+    )
+    return Direction(other.work_id, reason)
 
 
 def _same_time(a: Originality, b: Originality) -> bool:
