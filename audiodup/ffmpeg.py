@@ -58,6 +58,7 @@ _LAYOUT_CHANNELS = {
     b"octagonal": 8, b"cube": 8, b"hexadecagonal": 16,
 }  # fmt: skip
 _CHANNEL_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9]*|USR\d+")
+_UNORDERED = re.compile(r"\d+ channels")  # a layout of no stated order
 
 
 def ffmpeg_executable() -> str | None:
@@ -187,8 +188,7 @@ def _same_layout(a: str, b: str | None) -> bool:
     stream's frames are described under its probe's ``5.1``)."""
     if b is None or a == b:
         return True
-    unordered = re.compile(r"\d+ channels")
-    if not (unordered.fullmatch(a) or unordered.fullmatch(b)):
+    if not (_UNORDERED.fullmatch(a) or _UNORDERED.fullmatch(b)):
         return False
     return _layout(a.encode())[0] == _layout(b.encode())[0] is not None
 
