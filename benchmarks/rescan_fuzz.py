@@ -2,7 +2,7 @@
 of synthetic catalogs through the pure report (no audio, seconds for thousands of catalogs).
 
 ``python -m benchmarks.rescan_fuzz [--seeds 3000] [--missed 0.15] [--undated-originals 0.0]
-[--ties] [--mashups 0.3]``
+[--ties] [--mashups 0.3] [--recorded-as-uploaded]``
 
 Each seeded catalog holds 2-4 recordings, each with its original (its owner's reference or
 upload), and 1-5 derived works: another account's copy (perhaps trimmed at the start or 10 %
@@ -14,7 +14,9 @@ section per shared stretch. ``--missed P`` drops a share P of those pairs and ma
 share P only suspect; ``--undated-originals`` leaves originals undated; ``--ties`` dates on a
 coarse grid, so that uploads tie, and adds identical re-uploads by the same or another account.
 ``--mashups P`` makes a share P of the derived works mashups: two recordings played over the
-same seconds, one of them perhaps 5 % faster.
+same seconds, one of them perhaps 5 % faster. Every upload is recorded on one day after all of
+them (a catalog imported at once), or with ``--recorded-as-uploaded`` at noon of the day it
+was uploaded, its date given or not (a catalog that records uploads as they come).
 
 Counted as an innocent accusation: a ``copy_of`` or ``contains_excerpt_of`` whose derived work's
 uploader owns every recording the two works share; a cluster holding two originals or named by
@@ -165,6 +167,7 @@ def generate(
     undated_originals: float = 0.0,
     ties: bool = False,
     mashups: float = 0.0,
+    recorded_as_uploaded: bool = False,
 ) -> Catalog:
     rng = random.Random(seed)
     n_recordings = rng.randint(2, 4)
@@ -178,9 +181,16 @@ def generate(
         w.role = rng.choice(["reference", "upload"])
     for _ in range(rng.randint(1, 5)):
         works.append(derived_work(rng, len(works), lengths, days, ties, mashups))
+    true_days = [w.day for w in works]
     for w in works[:n_recordings]:
         if rng.random() < undated_originals:
             w.day = None
+
+    def recorded(day: int | None) -> str:
+        if not recorded_as_uploaded or day is None:
+            return _IMPORTED_AT
+        return f"{_date(day)}T12:00:00+00:00"
+
     found: dict[int, list[Match]] = {i + 1: [] for i in range(len(works))}
     catalog_missed, weak = [], []
     for i in range(len(works)):
@@ -200,13 +210,20 @@ def generate(
                 match = evidence(ref, x, y, score)
                 if match is not None:
                     found[query].append(match)
-    uploads = [_upload(i + 1, i + 1, w.uploader, _date(w.day), w.role) for i, w in enumerate(works)]
+    uploads = [
+        _upload(i + 1, i + 1, w.uploader, _date(w.day), w.role, recorded(true_days[i]))
+        for i, w in enumerate(works)
+    ]
     if ties:  # identical re-uploads, by the same account or another
         for i, w in enumerate(works):
             if rng.random() < 0.25:
-                day = None if w.day is None else w.day + rng.choice([0, 50])
+                later = rng.choice([0, 50])
+                day = None if w.day is None else w.day + later
+                true_day = None if true_days[i] is None else true_days[i] + later
                 who = rng.choice([w.uploader, f"reup{i}"])
-                uploads.append(_upload(100 + i, i + 1, who, _date(day), "upload"))
+                uploads.append(
+                    _upload(100 + i, i + 1, who, _date(day), "upload", recorded(true_day))
+                )
     infos = [
         WorkInfo(i + 1, f"/w/{i + 1}.ogg", None, None, duration(w.segments), f"sha{i + 1}", "")
         for i, w in enumerate(works)
@@ -220,14 +237,24 @@ def _date(day: int | None) -> str | None:
     return None if day is None else (dt.date(2019, 1, 1) + dt.timedelta(days=day)).isoformat()
 
 
-def _upload(upload_id: int, work_id: int, uploader: str, when: str | None, role: str):
+_IMPORTED_AT = "2024-06-01T00:00:00+00:00"  # after every upload's day
+
+
+def _upload(
+    upload_id: int,
+    work_id: int,
+    uploader: str,
+    when: str | None,
+    role: str,
+    recorded_at: str = _IMPORTED_AT,
+):
     return UploadInfo(
         upload_id=upload_id,
         work_id=work_id,
         role=role,
         source_path=f"/up/{upload_id}.ogg",
         sha256=f"sha{work_id}",
-        recorded_at="2024-06-01T00:00:00+00:00",
+        recorded_at=recorded_at,
         uploader=uploader,
         uploaded_at=when,
     )
@@ -290,12 +317,17 @@ def others_named(catalog: Catalog) -> tuple[int, int]:
 
 
 def run(
-    seeds: int, missed: float, undated_originals: float, ties: bool, mashups: float = 0.0
+    seeds: int,
+    missed: float,
+    undated_originals: float,
+    ties: bool,
+    mashups: float = 0.0,
+    recorded_as_uploaded: bool = False,
 ) -> dict:
     kinds: Counter[str] = Counter()
     wrong_seeds, named, others = [], 0, 0
     for seed in range(seeds):
-        catalog = generate(seed, missed, undated_originals, ties, mashups)
+        catalog = generate(seed, missed, undated_originals, ties, mashups, recorded_as_uploaded)
         found = innocent_accusations(catalog)
         if found:
             wrong_seeds.append(seed)
@@ -320,8 +352,12 @@ def main(
     undated_originals: Annotated[float, typer.Option(help="share of undated originals")] = 0.0,
     ties: Annotated[bool, typer.Option(help="coarse dates and identical re-uploads")] = False,
     mashups: Annotated[float, typer.Option(help="share of derived works that are mashups")] = 0.0,
+    recorded_as_uploaded: Annotated[
+        bool, typer.Option(help="each upload recorded on its own day, not all after them")
+    ] = False,
 ) -> None:
-    print(json.dumps(run(seeds, missed, undated_originals, ties, mashups), indent=1))
+    result = run(seeds, missed, undated_originals, ties, mashups, recorded_as_uploaded)
+    print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

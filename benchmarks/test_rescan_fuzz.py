@@ -72,3 +72,14 @@ def test_mashups_are_generated_when_asked_only() -> None:
     kinds = {w.kind for seed in range(40) for w in generate(seed, 0.0, mashups=0.5).works}
     assert "mashup" in kinds
     assert all(w.kind != "mashup" for seed in range(40) for w in generate(seed, 0.0).works)
+
+
+def test_undated_originals_recorded_as_they_were_uploaded_are_not_made_copiers() -> None:
+    """An undated original recorded on the day it was uploaded came before every copy dated
+    later: with the catalog recording uploads as they come, far fewer owners are counted
+    copiers than with every upload recorded after them all."""
+    imported = run(300, missed=0.0, undated_originals=0.3, ties=False)
+    as_they_came = run(300, 0.0, 0.3, False, recorded_as_uploaded=True)
+    assert imported["items"]["copier"] > 10
+    assert as_they_came["items"].get("copier", 0) < imported["items"]["copier"] / 4
+    assert as_they_came["other_accounts_works_named"] > imported["other_accounts_works_named"]
