@@ -41,7 +41,9 @@ stereo), whichever comes first; the audio is then marked ``truncated``. Blocks a
 resampled as they are decoded, so what is held is the analysis-rate result (``max_duration_s`` x
 11025 Hz x 4 bytes: 53 MB for 20 minutes; as much again for a stereo file's difference,
 ``Audio.difference``, and for each channel of a multichannel one, ``Audio.channels``: 211 MB
-for 7.1 at 48 kHz, which the native-sample budget cuts at 10 minutes, 423 MB at most) and at
+for 7.1 at 48 kHz, which the native-sample budget cuts at 10 minutes, 423 MB at most, shared
+by a file's streams: each may take the room left divided by the streams still to keep theirs,
+and a later stream's rows are kept where an earlier one's are narrowed) and at
 most ``_REPLAY_CACHE_SAMPLES`` native samples (64 MiB), the rest of the first pass going to
 an unlinked temporary file. The DC offset is
 removed before resampling, as it always was, so that the samples and ``sha256`` of every file
@@ -467,11 +469,14 @@ def _check_format(sample_rate_hz: int, channels: int) -> None:
         )
 
 
-def _measure(segments: Iterable[_Segment], settings: Settings) -> tuple[_Plan, _Measure]:
-    """First pass: decode up to the caps, counting what the conditioning needs."""
+def _measure(
+    segments: Iterable[_Segment], settings: Settings, keeping_streams: int
+) -> tuple[_Plan, _Measure]:
+    """First pass: decode up to the caps, counting what the conditioning needs
+    (``keeping_streams``: how many segments keep their channels, :class:`_KeptChannelRoom`)."""
     plan, measure = _Plan(), _Measure()
     try:
-        _measure_into(plan, measure, segments, settings)
+        _measure_into(plan, measure, segments, settings, keeping_streams)
     except BaseException:
         plan.close()
         raise
@@ -479,11 +484,15 @@ def _measure(segments: Iterable[_Segment], settings: Settings) -> tuple[_Plan, _
 
 
 def _measure_into(
-    plan: _Plan, measure: _Measure, segments: Iterable[_Segment], settings: Settings
+    plan: _Plan,
+    measure: _Measure,
+    segments: Iterable[_Segment],
+    settings: Settings,
+    keeping_streams: int,
 ) -> None:
     remaining_s = settings.max_duration_s
     remaining_samples = int(settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S)
-    kept_room = kept_channel_budget(settings)
+    room = _KeptChannelRoom(kept_channel_budget(settings), keeping_streams)
     for segment in segments:
         rate_hz, channels = segment.sample_rate_hz, segment.channels
         _check_format(rate_hz, channels)  # before anything is decoded
@@ -501,7 +510,7 @@ def _measure_into(
             stream = _DifferenceStream(rate_hz, settings.sample_rate_hz, max_frames)
         elif made_channels is None and keeps_channels(channels, settings):
             stream = _ChannelsStream(
-                rate_hz, settings.sample_rate_hz, max_frames, channels, kept_room // channels
+                rate_hz, settings.sample_rate_hz, max_frames, channels, room.share() // channels
             )
         for native in segment.blocks(max_frames):
             if stream is not None:
@@ -513,7 +522,8 @@ def _measure_into(
         kept = stream.samples() if stream is not None else None
         plan.differences.append(kept if isinstance(stream, _DifferenceStream) else made)
         plan.channels.append(kept if isinstance(stream, _ChannelsStream) else made_channels)
-        kept_room -= 0 if plan.channels[-1] is None else plan.channels[-1].size
+        if isinstance(stream, _ChannelsStream):
+            room.take(kept.size)
         plan.truncated = segment.more
         plan.segments.append((segment, frames))
         remaining_s -= frames / rate_hz
@@ -530,13 +540,15 @@ def _analysis_audio(
     title: str | None = None,
     artist: str | None = None,
     no_frames_error: type[AudioDecodeError] = AudioDecodeError,
+    keeping_streams: int = 1,
 ) -> Audio:
-    """Measure, condition (zero nonfinite samples, scale absurd levels, remove DC), resample.
+    """Measure, condition (zero nonfinite samples, scale absurd levels, remove DC), resample
+    (``keeping_streams``: how many of the segments keep their channels as they are decoded).
 
     The same steps, in the same order and on the same float32 values, as when the whole file was
     held in memory: the samples and ``sha256`` of ordinary files are unchanged.
     """
-    plan, measure = _measure(segments, settings)
+    plan, measure = _measure(segments, settings, keeping_streams)
     try:
         return _conditioned_audio(
             plan, measure, settings, truncated, title, artist, no_frames_error
@@ -614,21 +626,31 @@ def _aligned_channels(plan: _Plan, scale: np.float32 | None, budget: int) -> np.
     :func:`_aligned_difference` aligns and conditions the difference, each channel alone (zeros
     where a segment has fewer), as far as ``budget`` samples of all of them go (a 1-s link of
     63 channels before 20 minutes of mono must not make 20 minutes of 63); None when there is
-    no such segment."""
+    no such segment. Where the widest segment's channels would leave a later segment's out, the
+    later ones' rows are kept and the channels are cut instead, to no fewer than
+    :data:`MAX_PAIRED_CHANNELS` (the budget holds that many over the duration cap)."""
     if all(part is None for part in plan.channels):
         return None
     width = max(part.shape[1] for part in plan.channels if part is not None)
+    starts = np.cumsum([0, *plan.output_sizes[:-1]])
+    kept_end = max(
+        start + min(size, len(part))
+        for part, start, size in zip(plan.channels, starts, plan.output_sizes, strict=True)
+        if part is not None
+    )
+    if kept_end * width > budget:
+        width = max(budget // max(kept_end, 1), min(width, MAX_PAIRED_CHANNELS))
     length = min(sum(plan.output_sizes), budget // width)
     (part, *others) = plan.channels
-    if not others and part is not None and len(part) >= length:  # one stream: no copy
-        out = part[:length]
+    if not others and part is not None and len(part) >= length and part.shape[1] == width:
+        out = part[:length]  # one stream: no copy
     else:
-        out, start = np.zeros((length, width), np.float32), 0
-        for part, size in zip(plan.channels, plan.output_sizes, strict=True):
+        out = np.zeros((length, width), np.float32)
+        for part, start, size in zip(plan.channels, starts, plan.output_sizes, strict=True):
             if part is not None and start < length:
                 n = min(size, len(part), length - start)
-                out[start : start + n, : part.shape[1]] = part[:n]
-            start += size
+                columns = min(part.shape[1], width)
+                out[start : start + n, :columns] = part[:n, :columns]
     if scale is not None:
         out /= scale
     if len(out):
@@ -887,6 +909,25 @@ def kept_channel_budget(settings: Settings) -> int:
     return int(MAX_PAIRED_CHANNELS * settings.max_duration_s * settings.sample_rate_hz)
 
 
+class _KeptChannelRoom:
+    """What is left of :func:`kept_channel_budget` as a file's streams are decoded, shared out:
+    a stream that keeps its channels may take the room left divided by the streams still to
+    keep theirs, itself included. A red team's 160 s of 64 channels took it all, and the 5.1
+    stream after it, a copy in antiphase between its back channels, kept none (`clean`)."""
+
+    def __init__(self, budget: int, streams: int):
+        self.left = budget
+        self._streams = streams  # that keep their channels, not yet decoded
+
+    def share(self) -> int:
+        return max(self.left, 0) // max(self._streams, 1)
+
+    def take(self, samples: int) -> None:
+        """One stream kept ``samples`` (all channels)."""
+        self.left -= samples
+        self._streams -= 1
+
+
 def _released(reserved: np.ndarray, size: int) -> np.ndarray:
     """The first ``size`` values of an array reserved for up to the whole duration cap: a copy
     when they fill less than half of it, so that the reservation goes (400 one-second stereo
@@ -1027,7 +1068,35 @@ def _decode_with_soundfile(fd: int, settings: Settings, links: _OggLinks) -> Aud
         title=first.title,
         artist=first.artist,
         no_frames_error=_Unparsed,  # libsndfile read nothing: ffmpeg may read more
+        keeping_streams=_streams_keeping_channels(fd, links, settings),
     )
+
+
+def _streams_keeping_channels(fd: int, links: _OggLinks, settings: Settings) -> int:
+    """How many of the streams libsndfile decodes keep their channels (:func:`keeps_channels`):
+    of an Ogg file's links, those whose first packet states enough channels or none that can
+    be read; else the file's one stream."""
+    streams = _ogg_audio_streams(links)
+    if streams is None:
+        return 1
+    counts = (_ogg_stated_channels(fd, stream) for stream in streams)
+    return sum(
+        settings.screens_stereo_parts if count is None else keeps_channels(count, settings)
+        for count in counts
+    )
+
+
+def _ogg_stated_channels(fd: int, stream: ogg.OggStream) -> int | None:
+    """The channels the first packet of an Ogg Vorbis, Opus or FLAC stream states, else None."""
+    page = os.pread(fd, 27 + 255 + 64, stream.runs[0]) if stream.runs else b""
+    body = page[27 + page[26] :] if len(page) > 27 else b""
+    if body.startswith(b"\x01vorbis") and len(body) > 11:
+        return body[11]
+    if body.startswith(b"OpusHead") and len(body) > 9:
+        return body[9]
+    if body.startswith(b"\x7fFLAC") and body[9:13] == b"fLaC" and len(body) > 29:
+        return ((body[29] >> 1) & 7) + 1  # STREAMINFO from byte 17, channels less one in 29
+    return None
 
 
 # IEC 61937's burst preamble, Pa = 0xF872 and Pb = 0x4E1F as 16-bit little-endian words: AC3 or
@@ -1412,7 +1481,10 @@ def _decode_ffmpeg_sources(
     analysis_hz = settings.sample_rate_hz
     remaining_samples = int(settings.max_duration_s * analysis_hz)
     native_budget_samples = settings.max_duration_s * _NATIVE_SAMPLES_PER_CAP_S
-    kept_room = kept_channel_budget(settings)
+    room = _KeptChannelRoom(
+        kept_channel_budget(settings),
+        sum(keeps_channels(_mixable(stream) or 0, settings) for _, _, stream in sources),
+    )
     segments: list[_ArraySegment] = []
     for fd, index, stream in sources:
         # native samples (all channels) behind each output sample, 0 when the probe did not say
@@ -1423,8 +1495,9 @@ def _decode_ffmpeg_sources(
         if max_samples <= 0:
             return segments, True
         mixable = _mixable(stream)
-        if mixable is not None and keeps_channels(mixable, settings):
-            kept = _KeptDifference(min(max_samples, max(kept_room, 0) // mixable), mixable)
+        keeps = mixable is not None and keeps_channels(mixable, settings)
+        if keeps:
+            kept = _KeptDifference(min(max_samples, room.share() // mixable), mixable)
         else:
             kept = _KeptDifference(max_samples if settings.screens_stereo_parts else 0)
         samples, cut = ffmpeg.decode_stream(
@@ -1437,12 +1510,14 @@ def _decode_ffmpeg_sources(
             kept,
             stream.layout,
             stream.described,
+            stream.demuxer,
         )
+        made = kept.result(len(samples)) if len(samples) else None
+        if keeps:
+            room.take(0 if made is None else made.size)
         if len(samples):
-            made = kept.result(len(samples))
             if mixable == 1 and made is not None and not made.any():  # it stayed mono throughout
                 made = None
-            kept_room -= 0 if made is None or made.ndim == 1 else made.size
             segments.append(
                 _ArraySegment(samples, analysis_hz)
                 if made is None

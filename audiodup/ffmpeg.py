@@ -8,9 +8,11 @@ A file name never reaches ffmpeg: it gets the open file as its standard input an
 ``file:/proc/self/fd/0`` (``/dev/fd/0`` without ``/proc``): seekable, so an MP4 with its index at
 the end decodes. It may only use the ``file`` protocol and only the container formats in
 ``_FORMATS``: playlists (HLS, ffconcat) that would make it open other files or URLs are refused.
-Its output is read in blocks into the caller's sample budget and it is stopped once that is
-full; it runs under an address-space limit (``_ADDRESS_SPACE_BYTES``) and a time limit
-(``_TIMEOUT_S``), and what is kept of its stderr is bounded whatever it prints.
+An MP4, M4A or MOV (the ``mov`` demuxer) whose edit lists leave media of a sound track out
+(:mod:`audiodup.mp4`) is decoded whole, its edit lists ignored. Its output is read in blocks
+into the caller's sample budget and it is stopped once that is full; it runs under an
+address-space limit (``_ADDRESS_SPACE_BYTES``) and a time limit (``_TIMEOUT_S``), and what is
+kept of its stderr is bounded whatever it prints.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import mp4
 from .errors import AudioDecodeError, first_line
 
 _TIMEOUT_S = 600.0
@@ -45,6 +48,11 @@ _FORMATS = (
 _STREAM_START = re.compile(rb"^\s*Stream #\d+:(\d+)")
 _STREAM_TYPE = re.compile(rb".*: (Audio|Video|Subtitle|Data|Attachment|Unknown): (.*)$")
 _REFUSED_FORMAT = re.compile(rb"^\[([\w,]+) @ 0x[0-9a-f]+\] Format not on whitelist")
+_INPUT_FORMAT = re.compile(rb"^Input #\d+, ([\w,]+), from ")
+# the demuxer of MP4, MOV and M4A: it plays only what an edit list (elst) selects, and media
+# outside the edit would never be decoded (a red team: 5 s played of 45, the copy in the rest;
+# audiodup.mp4 tells an encoder's plain edit from one that leaves media out)
+_MOV_DEMUXER = "mov,mp4,m4a,3gp,3g2,mj2"
 # a line of a run at "level+verbose": [context @ 0x...] [level] message
 _LEVELED = re.compile(
     rb"^(?P<context>\[[^\]]* @ 0x[0-9a-f]+\] )?\[(?P<level>[a-z]+)\] (?P<message>.*)$"
@@ -95,6 +103,7 @@ class FfmpegStream:
     channels: int | None
     layout: str | None = None
     described: str | None = None  # the layout as the probe describes it (``4 channels``)
+    demuxer: str | None = None  # the container's reader (``mov,mp4,m4a,3gp,3g2,mj2``)
 
 
 def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
@@ -108,7 +117,7 @@ def audio_streams(ffmpeg: str, fd: int) -> list[FfmpegStream]:
     """
     run = _run(_input_args(ffmpeg, "info"), fd, 0)
     if run.refused_format is None and run.input_opened:
-        streams = _described_streams(run.stream_lines)
+        streams = _described_streams(run.stream_lines, run.input_format)
     else:
         streams = {}
     if run.refused_format is not None:
@@ -133,6 +142,7 @@ def decode_stream(
     mix: Mix | None = None,
     layout: str | None = None,
     described: str | None = None,
+    demuxer: str | None = None,
 ) -> tuple[np.ndarray, bool]:
     """Audio stream ``stream_index`` of the open file ``fd``, mono float32 at ``analysis_hz``:
     at most ``max_samples`` samples and whether there was more. A stream of 2 or more
@@ -142,7 +152,9 @@ def decode_stream(
     where it named one (:class:`FfmpegStream`); a mono one as two channels, its mono frames
     mixed back to their own level; one whose channels the probe did not tell, or without
     ``mix``, is mixed down by ffmpeg. Frames of a layout other than the probe's ``described``
-    one (or mono) are an error (:func:`_check_one_layout`)."""
+    one (or mono) are an error (:func:`_check_one_layout`). A stream of the MP4 family's
+    ``demuxer`` whose edit lists leave media out is decoded whole, its edit lists ignored (the
+    encoder's priming then comes with it: 512 samples at 11,025 Hz of AAC)."""
     mixed = channels if channels and channels >= 2 and mix is not None else None
     keep = ["-ch_layout", layout] if mixed is not None and layout else ["-ac", str(mixed or 1)]
     gain = None
@@ -152,9 +164,13 @@ def decode_stream(
         keep, mixed, gain = ["-ac", "2"], 2, _MONO_UPMIX_GAIN
     # verbose: each (re)configuration of the filters names the frames' layout, and a stream
     # that starts after ffmpeg listed the file's streams is a warning
+    whole = demuxer == _MOV_DEMUXER and mp4.edits_leave_media_out(
+        lambda at, count: os.pread(fd, count, at), os.fstat(fd).st_size
+    )
     args = [
-        *_input_args(ffmpeg, "level+verbose"), "-nostats", "-map", f"0:a:{stream_index}", "-vn",
-        "-sn", "-dn", *keep, "-ar", str(analysis_hz), "-f", "f32le", "pipe:1",
+        *_input_args(ffmpeg, "level+verbose", whole), "-nostats", "-map",
+        f"0:a:{stream_index}", "-vn", "-sn", "-dn", *keep, "-ar", str(analysis_hz), "-f", "f32le",
+        "pipe:1",
     ]  # fmt: skip
     run = _run(args, fd, max_samples, None if mixed is None else (mix, mixed, gain))
     if run.new_audio_stream:
@@ -193,8 +209,9 @@ def _same_layout(a: str, b: str | None) -> bool:
     return _layout(a.encode())[0] == _layout(b.encode())[0] is not None
 
 
-def _described_streams(lines: list[bytes]) -> dict[int, FfmpegStream]:
-    """The audio streams ffmpeg's description of its input lists, by stream index. A line of a
+def _described_streams(lines: list[bytes], demuxer: str | None) -> dict[int, FfmpegStream]:
+    """The audio streams ffmpeg's description of its input lists, by stream index, read by
+    ``demuxer``. A line of a
     stream whose type cannot be told (a tag of the file broke it), or a stream described twice
     in two ways, is an error: the list would be the file's to write."""
     seen: dict[int, bytes] = {}
@@ -208,7 +225,7 @@ def _described_streams(lines: list[bytes]) -> dict[int, FfmpegStream]:
         if seen.setdefault(index, line) != line:
             raise AudioDecodeError(f"cannot decode: ffmpeg describes stream {index} twice")
         if typed[1] == b"Audio":
-            streams[index] = _stream(typed[2])
+            streams[index] = replace(_stream(typed[2]), demuxer=demuxer)
     return streams
 
 
@@ -241,13 +258,16 @@ def _layout(text: bytes) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _input_args(ffmpeg: str, log_level: str) -> list[str]:
-    """Arguments that make ffmpeg read its standard input as a plain seekable local file."""
+def _input_args(ffmpeg: str, log_level: str, whole_mp4: bool = False) -> list[str]:
+    """Arguments that make ffmpeg read its standard input as a plain seekable local file (an
+    MP4 whose edit lists it ignores, with ``whole_mp4``)."""
     # /proc/self/fd/0 opens the file anew (its own offset); /dev/fd/0 where there is no /proc
     url = "file:/proc/self/fd/0" if os.path.isdir("/proc/self/fd") else "file:/dev/fd/0"
+    # an option of the mov demuxer alone: given for another container, ffmpeg fails
+    whole = ["-ignore_editlist", "1"] if whole_mp4 else []
     return [
         ffmpeg, "-nostdin", "-hide_banner", "-v", log_level, "-protocol_whitelist", "file",
-        "-format_whitelist", ",".join(_FORMATS), "-i", url,
+        "-format_whitelist", ",".join(_FORMATS), *whole, "-i", url,
     ]  # fmt: skip
 
 
@@ -260,6 +280,7 @@ class _Run:
     stream_lines: list[bytes]  # stderr lines that describe an input stream
     message: str  # last stderr line, for errors
     input_opened: bool  # ffmpeg recognised the container
+    input_format: str | None  # the demuxer that read it (``mov,mp4,m4a,3gp,3g2,mj2``)
     refused_format: str | None  # ffmpeg found a container it may not read
     cut: bool  # stopped because the output budget was full
     frame_layouts: list[str]  # the decoded frames' channel layouts, as they came (verbose)
@@ -299,6 +320,7 @@ def _run(
         stream_lines=stderr.stream_lines,
         message=stderr.last_line(),
         input_opened=stderr.input_opened,
+        input_format=stderr.input_format,
         refused_format=stderr.refused_format,
         cut=cut,
         frame_layouts=stderr.frame_layouts,
@@ -419,6 +441,7 @@ class _StderrLines:
     def __init__(self) -> None:
         self.stream_lines: list[bytes] = []
         self.input_opened = False
+        self.input_format: str | None = None
         self.refused_format: str | None = None  # a container not in _FORMATS
         self.frame_layouts: list[str] = []  # each distinct one once, in order
         self.new_audio_stream = False
@@ -441,6 +464,8 @@ class _StderrLines:
                     self.frame_layouts.append(text)
             self.new_audio_stream = self.new_audio_stream or bool(_NEW_AUDIO_STREAM.match(line))
             self.input_opened = self.input_opened or line.startswith(b"Input #")
+            if self.input_format is None and (opened := _INPUT_FORMAT.match(line)):
+                self.input_format = opened[1].decode("ascii")
             if refused := _REFUSED_FORMAT.match(line):
                 self.refused_format = refused[1].decode("ascii", "replace")
             if _STREAM_START.match(line):  # a tag's line is indented under its key: never one

@@ -24,6 +24,7 @@ from test_audio import FFMPEG, correlation, decoder_fixture, needs_ffmpeg  # noq
 
 import audiodup.audio as audio_module
 import audiodup.ffmpeg as ffmpeg_module
+import audiodup.mp4 as mp4_module
 import audiodup.ogg as ogg_module
 from audiodup.audio import ffmpeg_executable, load_audio
 from audiodup.errors import AudioDecodeError, SilentAudioError
@@ -843,7 +844,7 @@ def test_a_stream_s_tags_neither_hide_nor_forge_a_stream(
     path = two_stream_mkv(tmp_path, *STREAM_TAGS[tags])
     with path.open("rb") as f:
         streams = ffmpeg_module.audio_streams(FFMPEG, f.fileno())
-    assert streams == [ffmpeg_module.FfmpegStream(SR, 1, "mono", "mono")] * 2
+    assert streams == [ffmpeg_module.FfmpegStream(SR, 1, "mono", "mono", "matroska,webm")] * 2
     assert load_audio(path).source_duration_s == pytest.approx(8.0, abs=0.1)
 
 
@@ -995,6 +996,106 @@ def test_an_audio_stream_that_starts_mid_file_is_an_error(
     with pytest.raises(AudioDecodeError, match="an audio stream starts mid-file"):
         load_audio(joined)
     assert load_audio(tmp_path / "a.mpg").source_duration_s == pytest.approx(10.0, abs=0.2)
+
+
+def with_edit(blob: bytes, duration_s: float, media_start_s: float | None = None) -> bytes:
+    """An MP4 whose one edit (``elst``) plays ``duration_s`` of its media, from
+    ``media_start_s`` (its own start where None)."""
+    out = bytearray(blob)
+    edit, mvhd, mdhd = (out.find(box) for box in (b"elst", b"mvhd", b"mdhd"))
+    assert out[edit + 4] == out[mvhd + 4] == out[mdhd + 4] == 0  # version 0 boxes
+    movie_scale = struct.unpack(">I", out[mvhd + 16 : mvhd + 20])[0]
+    media_scale = struct.unpack(">I", out[mdhd + 16 : mdhd + 20])[0]
+    start = struct.unpack(">i", out[edit + 16 : edit + 20])[0]  # the encoder's priming
+    if media_start_s is not None:
+        start += round(media_start_s * media_scale)
+    out[edit + 12 : edit + 20] = struct.pack(">Ii", round(duration_s * movie_scale), start)
+    return bytes(out)
+
+
+def mp4_leaves_media_out(path: Path) -> bool:
+    data = path.read_bytes()
+    return mp4_module.edits_leave_media_out(lambda at, n: data[at : at + n], len(data))
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("edit", ["cut-short", "copy-before-the-edit"])
+def test_an_mp4_edit_list_hides_no_media(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str
+) -> None:
+    """ffmpeg plays only what an MP4's edit list selects: an edit of 2 s of 12 (the copy after
+    them), or one that starts after the copy, left the copy undecoded and the file `clean` (a
+    red team). Such an MP4 is decoded whole; an honest one, whose one edit skips the encoder's
+    priming, is decoded as ffmpeg plays it, as before."""
+    monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    decoy, copy = music(90, 4.0), music(91, 8.0)
+    tracks = [decoy, copy] if edit == "cut-short" else [copy, decoy]
+    honest = encode(tmp_path, "honest.m4a", [np.concatenate(tracks)], "-c:a", "aac")
+    edited = tmp_path / "edited.m4a"
+    edited.write_bytes(with_edit(honest.read_bytes(), 2.0, None if edit == "cut-short" else 8.0))
+    audio, whole = load_audio(edited), load_audio(honest)
+    assert audio.source_duration_s > 12.0 and not audio.truncated
+    priming = len(audio.samples) - len(whole.samples)  # decoded whole, the encoder's too
+    assert 0 < priming < ANALYSIS_SR // 10
+    assert correlation(audio.samples[priming:], whole.samples) > 0.999
+    ffmpeg("-i", honest, "-ar", ANALYSIS_SR, "-ac", "1", "-c:a", "pcm_f32le", tmp_path / "o.wav")
+    played = sf.read(tmp_path / "o.wav", dtype="float32")[0]  # the edit's own samples
+    assert len(whole.samples) == len(played)
+    assert correlation(whole.samples, played - played.mean()) > 0.9999
+    plain, hiding = (mp4_leaves_media_out(path) for path in (honest, edited))
+    assert not plain and hiding
+
+
+def surround_after_many_channels(tmp_path: Path, container: str, copy: np.ndarray) -> Path:
+    """Two streams: 3 s of 64 channels of noise at 8 kHz, which fill the kept-channel budget of
+    a 20-s cap, then 5.1 (FL FR FC LFE BL BR) of ``copy`` in antiphase between the back
+    channels, noise in front."""
+    rng = np.random.default_rng(94)
+    many = (0.05 * rng.standard_normal((3 * 8000, 64))).astype(np.float32)
+    six = np.zeros((len(copy), 6), np.float32)
+    six[:, :2] = 0.05 * rng.standard_normal((len(copy), 2))
+    six[:, 4], six[:, 5] = 0.8 * copy, -0.8 * copy
+    streams = [(many, 8000), (six, SR)]
+    if container == "ogg":  # a chain: libsndfile decodes it link by link
+        path = tmp_path / "chain.ogg"
+        with path.open("wb") as out:
+            for samples, rate_hz in streams:
+                with sf.SoundFile(out, "w", rate_hz, samples.shape[1], format="OGG") as f:
+                    for at in range(0, len(samples), 4096):  # libvorbis crashes on big writes
+                        f.write(samples[at : at + 4096])
+        return path
+    for index, (samples, rate_hz) in enumerate(streams):
+        sf.write(tmp_path / f"{index}.wav", samples, rate_hz, subtype="FLOAT")
+    path = tmp_path / "two.mkv"
+    ffmpeg("-i", tmp_path / "0.wav", "-i", tmp_path / "1.wav", "-map", "0:a", "-map", "1:a",
+           "-c:a", "pcm_f32le", path)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("container", ["mkv", "ogg"])
+def test_a_stream_of_many_channels_leaves_room_for_a_later_stream_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, container: str
+) -> None:
+    """The kept channels' budget is shared by a file's streams: 64 channels took it all, and a
+    5.1 stream after them, its back channels holding a copy in antiphase, kept none (a red
+    team: `clean`). Each stream takes at most its share; a later one's channels are kept,
+    the earlier one's narrowed to fit beside them, within the same budget."""
+    if container == "mkv":
+        if FFMPEG is None:
+            pytest.skip("ffmpeg is not installed: it is needed to make and read MKV files")
+        monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
+    settings = Settings(max_duration_s=20.0, min_duration_s=1.0)
+    copy = music(92, 4.0)
+    audio = load_audio(surround_after_many_channels(tmp_path, container, copy), settings)
+    assert audio.source_duration_s == pytest.approx(7.0, abs=0.05) and not audio.truncated
+    assert audio.channels.size <= audio_module.kept_channel_budget(settings)
+    assert audio.channels.shape[1] >= 8 and len(audio.channels) == len(audio.samples)
+    back = audio_module.numbered_part_audio(audio, (4,), settings)  # antiphase undone
+    sf.write(tmp_path / "copy.wav", copy, SR)
+    hidden = load_audio(tmp_path / "copy.wav").samples[ANALYSIS_SR : 3 * ANALYSIS_SR]
+    start = 4 * ANALYSIS_SR  # the copy's second second, give or take the codec's delay
+    lags = range(-ANALYSIS_SR // 10, ANALYSIS_SR // 10)
+    assert max(correlation(back.samples[start + i :], hidden) for i in lags) > 0.95
 
 
 # --- 3. cost bombs: bounded by what is decoded ----------------------------------------------

@@ -1,0 +1,118 @@
+"""Whether an MP4 / MOV file's edit lists leave media of its sound tracks out (pure: reads
+through a callable).
+
+ffmpeg plays only what a track's edit list (``moov/trak/edts/elst``) selects. An encoder writes
+one edit that skips its priming (about 1,024-2,112 samples of AAC) and plays the rest; a red
+team's edits played 5 s of a 45-s track, or started after the copy, so the copy was never
+decoded. An edit list is *plain* when each sound track has at most one edit that plays media,
+at the normal rate, starting within :data:`MAX_SKIP_S` of the media's start and playing it to
+within :data:`MAX_SKIP_S` of its end (empty edits, which only delay the start, are allowed).
+Anything else, or a file whose boxes cannot be walked, leaves media out: the caller decodes it
+whole (ffmpeg's ``-ignore_editlist``).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+
+MAX_SKIP_S = 0.5  # an encoder's priming and padding: AAC's 2,112 samples are 48 ms at 44.1 kHz
+_MAX_BOXES = 100_000  # boxes walked before the file counts as leaving media out
+_CONTAINERS = (b"moov", b"trak", b"edts", b"mdia")
+
+Read = Callable[[int, int], bytes]  # (offset, count) -> bytes
+
+
+class _Unwalkable(Exception):
+    pass
+
+
+def edits_leave_media_out(read: Read, size: int) -> bool:
+    """Whether an edit list of a sound track of the MP4 file (``size`` bytes, read by
+    ``read(offset, count)``) leaves some of its media undecoded (see the module docstring)."""
+    try:
+        walked = [0]
+        for kind, start, end in _boxes(read, 0, size, walked):
+            if kind == b"moov":
+                scale = _movie_timescale(read, start, end, walked)
+                for trak, t_start, t_end in _boxes(read, start, end, walked):
+                    if trak == b"trak" and not _plain_track(read, t_start, t_end, scale, walked):
+                        return True
+    except (_Unwalkable, struct.error, ZeroDivisionError):
+        return True
+    return False
+
+
+def _boxes(read: Read, start: int, end: int, walked: list[int]) -> Iterator[tuple]:
+    """``(type, payload start, payload end)`` of each box between ``start`` and ``end``."""
+    at = start
+    while at + 8 <= end:
+        walked[0] += 1
+        if walked[0] > _MAX_BOXES:
+            raise _Unwalkable
+        head = read(at, 16)
+        size, kind = struct.unpack(">I4s", head[:8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", head[8:16])[0], 16
+        elif size == 0:  # to the end of its container
+            size = end - at
+        if size < header or at + size > end:
+            raise _Unwalkable
+        yield kind, at + header, at + size
+        at += size
+
+
+def _child(read: Read, start: int, end: int, kind: bytes, walked: list[int]) -> tuple | None:
+    return next(((s, e) for k, s, e in _boxes(read, start, end, walked) if k == kind), None)
+
+
+def _movie_timescale(read: Read, start: int, end: int, walked: list[int]) -> int:
+    found = _child(read, start, end, b"mvhd", walked)
+    if found is None:
+        raise _Unwalkable
+    payload = read(found[0], 32)
+    offset = 20 if payload[0] == 1 else 12  # version 1: 64-bit creation and modification times
+    return struct.unpack(">I", payload[offset : offset + 4])[0]
+
+
+def _plain_track(read: Read, start: int, end: int, movie_scale: int, walked: list[int]) -> bool:
+    mdia = _child(read, start, end, b"mdia", walked)
+    if mdia is None:
+        return True
+    handler = _child(read, *mdia, b"hdlr", walked)
+    if handler is None or read(handler[0] + 8, 4) != b"soun":
+        return True  # not a sound track
+    edts = _child(read, start, end, b"edts", walked)
+    elst = _child(read, *edts, b"elst", walked) if edts is not None else None
+    if elst is None:
+        return True
+    mdhd = _child(read, *mdia, b"mdhd", walked)
+    if mdhd is None:
+        raise _Unwalkable
+    head = read(mdhd[0], 36)
+    if head[0] == 1:
+        media_scale, media_length = struct.unpack(">IQ", head[20:32])
+    else:
+        media_scale, media_length = struct.unpack(">II", head[12:20])
+    version, count = read(elst[0], 1)[0], struct.unpack(">I", read(elst[0] + 4, 4))[0]
+    entry = 20 if version == 1 else 12
+    if count > 64 or elst[0] + 8 + count * entry > elst[1]:
+        return False
+    played = []
+    for i in range(count):
+        raw = read(elst[0] + 8 + i * entry, entry)
+        duration, media_time, rate = struct.unpack(">QqI" if version == 1 else ">IiI", raw)
+        if media_time == -1:  # an empty edit: a delay before the media starts
+            continue
+        played.append((duration / movie_scale, media_time / media_scale, rate))
+    if not played:
+        return True
+    if len(played) > 1:
+        return False
+    duration_s, start_s, rate = played[0]
+    if rate != 0x10000 or not 0 <= start_s <= MAX_SKIP_S:
+        return False
+    if media_length == 0:  # no length stated (a fragmented file): only an edit of no length
+        return duration_s == 0
+    return duration_s >= media_length / media_scale - start_s - MAX_SKIP_S
