@@ -38,7 +38,7 @@ def edits_leave_media_out(read: Read, size: int) -> bool:
                 for trak, t_start, t_end in _boxes(read, start, end, walked):
                     if trak == b"trak" and not _plain_track(read, t_start, t_end, scale, walked):
                         return True
-    except (_Unwalkable, struct.error, ZeroDivisionError):
+    except (_Unwalkable, struct.error, IndexError, ZeroDivisionError):
         return True
     return False
 

@@ -1046,6 +1046,55 @@ def test_an_mp4_edit_list_hides_no_media(
     assert not plain and hiding
 
 
+def mp4_of(
+    handler: bytes, edits: list[tuple[int, int, int]] | None, media_s: float = 10.0
+) -> bytes:
+    """A moov box of one track (``handler``: ``soun``, ``vide``) of ``media_s`` at 44.1 kHz
+    and a version-0 edit list of ``(duration in ms, media time in samples, rate)`` entries."""
+
+    def box(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+    mvhd = box(b"mvhd", bytes(12) + struct.pack(">II", 1000, 0) + bytes(80))
+    hdlr = box(b"hdlr", bytes(8) + handler + bytes(12))
+    mdhd = box(b"mdhd", bytes(12) + struct.pack(">II", 44100, round(media_s * 44100)) + bytes(4))
+    trak = box(b"mdia", hdlr + mdhd)
+    if edits is not None:
+        entries = b"".join(struct.pack(">IiI", *edit) for edit in edits)
+        elst = box(b"elst", bytes(4) + struct.pack(">I", len(edits)) + entries)
+        trak += box(b"edts", elst)
+    return box(b"ftyp", b"M4A \x00\x00\x00\x00") + box(b"moov", mvhd + box(b"trak", trak))
+
+
+ONE = 0x10000  # an edit's rate 1.0
+
+
+@pytest.mark.parametrize(
+    ("handler", "edits", "leaves_out"),
+    [
+        (b"soun", None, False),  # no edit list
+        (b"soun", [(9953, 2112, ONE)], False),  # an encoder's: its priming skipped
+        (b"soun", [(500, -1, ONE), (9953, 2112, ONE)], False),  # an empty edit: a delay
+        (b"soun", [(5000, 2112, ONE)], True),  # 5 s of 10
+        (b"soun", [(5000, 5 * 44100, ONE)], True),  # starts after the first 5 s
+        (b"soun", [(4000, 0, ONE), (4000, 0, ONE)], True),  # the start played twice
+        (b"soun", [(5000, 0, 2 * ONE)], True),  # played at twice the rate
+        (b"vide", [(1000, 0, ONE)], False),  # not a sound track
+        (b"soun", [], False),  # no edit that plays media
+    ],
+)
+def test_an_mp4_edit_list_is_plain_only_where_it_plays_a_sound_track_whole(
+    handler: bytes, edits, leaves_out: bool
+) -> None:
+    data = mp4_of(handler, edits)
+    assert mp4_module.edits_leave_media_out(lambda at, n: data[at : at + n], len(data)) == (
+        leaves_out
+    )
+    for cut in (len(data) - 3, len(data) // 2, 12):  # a file cut short: walked, never raised
+        short = data[:cut]
+        mp4_module.edits_leave_media_out(lambda at, n, b=short: b[at : at + n], len(short))
+
+
 def surround_after_many_channels(tmp_path: Path, container: str, copy: np.ndarray) -> Path:
     """Two streams: 3 s of 64 channels of noise at 8 kHz, which fill the kept-channel budget of
     a 20-s cap, then 5.1 (FL FR FC LFE BL BR) of ``copy`` in antiphase between the back
