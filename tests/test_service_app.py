@@ -188,3 +188,38 @@ def test_an_upload_the_full_disk_cannot_record_leaves_no_audio(
             answer = record(upload)
             assert answer.status_code == 507, answer.text
             assert sorted(received.glob("*.*")) == kept
+
+
+def test_wrong_secrets_for_one_key_id_are_checked_at_a_bounded_rate(
+    catalog_copy: Path, monkeypatch
+) -> None:
+    """Each wrong secret costs a scrypt, and a key's holder knows its id (a red team: 16
+    threads of them kept a core busy). Past 8 in a second for one key id, the next is a 429
+    with Retry-After, without a scrypt; a key verified before still passes, an unknown id is a
+    401 as ever, and a second later the id is checked again."""
+    from audiodup.service import auth
+
+    clock = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock[0])
+    keys = KeyFile(catalog_copy / "service" / "keys.json")
+    good = keys.create("pipe", ["screen"])
+    wrong = good[:-8] + ("A" * 8 if not good.endswith("A" * 8) else "B" * 8)
+    app = create_app(load_config(None, {"db": catalog_copy}, environ={}))
+    with TestClient(app) as http:
+
+        def status(key: str) -> tuple[int, str | None]:
+            answer = http.get("/v1/jobs/nope", headers={"Authorization": f"Bearer {key}"})
+            return answer.status_code, answer.json().get("error", {}).get("code")
+
+        assert status(good)[0] == 404  # verified once: cached
+        for _ in range(auth.MAX_FAILED_CHECKS_PER_S):
+            assert status(wrong) == (401, "unauthorized")
+        assert status(wrong) == (429, "key_checks_throttled")
+        answer = http.get("/v1/jobs/nope", headers={"Authorization": f"Bearer {wrong}"})
+        assert answer.headers["retry-after"] == "1"
+        assert status(good)[0] == 404
+        assert status("adk_00000000_" + "A" * 43) == (401, "unauthorized")
+        login = http.post("/review/login", data={"key": wrong}, follow_redirects=False)
+        assert login.status_code == 429
+        clock[0] += 1.5
+        assert status(wrong) == (401, "unauthorized")

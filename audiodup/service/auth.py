@@ -47,8 +47,18 @@ _KEY = re.compile(r"adk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})")
 _SCRYPT = {"n": 1 << 14, "r": 8, "p": 1, "maxmem": 64 * 1024 * 1024, "dklen": 32}
 
 
+# wrong secrets checked for one key id in a second, per process, before the next waits: each
+# costs a scrypt, and a key's holder knows its id (a red team: 16 threads of wrong secrets
+# kept a core busy)
+MAX_FAILED_CHECKS_PER_S = 8
+
+
 class KeyFileError(AudiodupError):
     """A key name that is invalid, taken or unknown, or a key file that cannot be used."""
+
+
+class KeyChecksThrottled(AudiodupError):
+    """Too many wrong secrets for one key id in the last second: retry in a second."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,7 @@ class KeyFile:
         self._loaded = False  # a file was read: its going missing is an error, not "no keys"
         self._records: dict[str, KeyRecord] = {}
         self._verified: dict[str, str] = {}  # sha256(key) -> key id
+        self._failed: dict[str, list[float]] = {}  # key id -> when its wrong secrets came
         self._guard = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------------
@@ -133,7 +144,17 @@ class KeyFile:
             return None
         if self._verified.get(digest) == record.key_id:
             return record
+        now = time.monotonic()
+        with self._guard:
+            recent = [t for t in self._failed.get(record.key_id, ()) if now - t < 1.0]
+            self._failed[record.key_id] = recent
+            if len(recent) >= MAX_FAILED_CHECKS_PER_S:
+                raise KeyChecksThrottled(
+                    f"too many wrong keys for key id {record.key_id} in the last second"
+                )
         if not hmac.compare_digest(_hash(key, bytes.fromhex(record.salt)), record.hash):
+            with self._guard:
+                self._failed.setdefault(record.key_id, []).append(now)
             return None
         with self._guard:
             self._verified[digest] = record.key_id
@@ -334,6 +355,11 @@ def _check_catalog_folder(request: Request) -> None:
         raise ApiError(503, "catalog_error", "the catalog folder cannot be found")
 
 
+def throttled(exc: KeyChecksThrottled) -> ApiError:
+    """429 for a key id whose wrong secrets came too fast (:data:`MAX_FAILED_CHECKS_PER_S`)."""
+    return ApiError(429, "key_checks_throttled", f"{exc}; retry in 1 s", {"Retry-After": "1"})
+
+
 def require_scope(*scopes: str) -> Callable:
     """A FastAPI dependency: the request's key must hold one of ``scopes`` (``admin`` holds
     them all). Returns the key's name; 401 without a valid key, 403 without the scope, 429
@@ -352,6 +378,8 @@ def require_scope(*scopes: str) -> Callable:
         except KeyFileError:
             _check_catalog_folder(request)
             raise
+        except KeyChecksThrottled as exc:
+            raise throttled(exc) from None
         if record is None:
             _check_catalog_folder(request)
             raise unauthorized("the API key is unknown or revoked")

@@ -57,7 +57,7 @@ from ..report_html import PICTURE_DPI
 from ..rescan.serialise import match_from_dict
 from ..results import REVIEW_LABELS, Match, ReviewDecision, UploadInfo, decisions_document, dumps
 from ..stereo import signal_audio
-from . import intake, sessions
+from . import auth, intake, sessions
 from . import review_pages as pages
 from .auth import require_scope
 from .errors import ApiError, engine_error, not_found
@@ -87,7 +87,10 @@ async def login(request: Request) -> Response:
     _same_origin(request)
     form = await _form(request)
     key = str(form.get("key") or "").strip()
-    record = await run_in_threadpool(request.app.state.keys.verify, key) if key else None
+    try:
+        record = await run_in_threadpool(request.app.state.keys.verify, key) if key else None
+    except auth.KeyChecksThrottled as exc:
+        raise auth.throttled(exc) from None
     nonce = _nonce()
     if record is None or not record.allows("review"):
         why = "unknown or revoked key" if record is None else "this key lacks the review scope"
