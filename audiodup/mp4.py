@@ -7,6 +7,8 @@ team's edits played 5 s of a 45-s track, or started after the copy, so the copy 
 decoded. An edit list is *plain* when each sound track has at most one edit that plays media,
 at the normal rate, starting within :data:`MAX_SKIP_S` of the media's start and playing it to
 within :data:`MAX_SKIP_S` of its end (empty edits, which only delay the start, are allowed).
+The media's end is where its samples' durations add up to (``stts``), or its header's stated
+length if longer: a header stating the edit's own length hid the rest too.
 Anything else, or a file whose boxes cannot be walked, leaves media out: the caller decodes it
 whole (ffmpeg's ``-ignore_editlist``).
 """
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 MAX_SKIP_S = 0.5  # an encoder's priming and padding: AAC's 2,112 samples are 48 ms at 44.1 kHz
 _MAX_BOXES = 100_000  # boxes walked before the file counts as leaving media out
-_CONTAINERS = (b"moov", b"trak", b"edts", b"mdia")
+_MAX_TIME_ENTRIES = 1 << 21  # time-to-sample entries read (16 MiB) before it counts so too
 
 Read = Callable[[int, int], bytes]  # (offset, count) -> bytes
 
@@ -76,6 +78,21 @@ def _movie_timescale(read: Read, start: int, end: int, walked: list[int]) -> int
     return struct.unpack(">I", payload[offset : offset + 4])[0]
 
 
+def _sample_table_length(read: Read, start: int, end: int, walked: list[int]) -> int:
+    """The media's length in its timescale as its time-to-sample table (``minf/stbl/stts``)
+    adds it up: what ffmpeg indexes, whatever the media header states."""
+    minf = _child(read, start, end, b"minf", walked)
+    stbl = _child(read, *minf, b"stbl", walked) if minf is not None else None
+    stts = _child(read, *stbl, b"stts", walked) if stbl is not None else None
+    if stts is None:
+        return 0
+    count = struct.unpack(">I", read(stts[0] + 4, 4))[0]
+    if count > _MAX_TIME_ENTRIES or stts[0] + 8 + 8 * count > stts[1]:
+        raise _Unwalkable
+    table = read(stts[0] + 8, 8 * count)
+    return sum(n * delta for n, delta in struct.iter_unpack(">II", table))
+
+
 def _plain_track(read: Read, start: int, end: int, movie_scale: int, walked: list[int]) -> bool:
     mdia = _child(read, start, end, b"mdia", walked)
     if mdia is None:
@@ -95,6 +112,8 @@ def _plain_track(read: Read, start: int, end: int, movie_scale: int, walked: lis
         media_scale, media_length = struct.unpack(">IQ", head[20:32])
     else:
         media_scale, media_length = struct.unpack(">II", head[12:20])
+    # the header's length is the file's claim: its samples' durations may hold more
+    media_length = max(media_length, _sample_table_length(read, *mdia, walked))
     version, count = read(elst[0], 1)[0], struct.unpack(">I", read(elst[0] + 4, 4))[0]
     entry = 20 if version == 1 else 12
     if count > 64 or elst[0] + 8 + count * entry > elst[1]:

@@ -998,9 +998,12 @@ def test_an_audio_stream_that_starts_mid_file_is_an_error(
     assert load_audio(tmp_path / "a.mpg").source_duration_s == pytest.approx(10.0, abs=0.2)
 
 
-def with_edit(blob: bytes, duration_s: float, media_start_s: float | None = None) -> bytes:
+def with_edit(
+    blob: bytes, duration_s: float, media_start_s: float | None = None, header_too: bool = False
+) -> bytes:
     """An MP4 whose one edit (``elst``) plays ``duration_s`` of its media, from
-    ``media_start_s`` (its own start where None)."""
+    ``media_start_s`` (its own start where None); with ``header_too``, its media header
+    (``mdhd``) states that length too, the samples' table holding more."""
     out = bytearray(blob)
     edit, mvhd, mdhd = (out.find(box) for box in (b"elst", b"mvhd", b"mdhd"))
     assert out[edit + 4] == out[mvhd + 4] == out[mdhd + 4] == 0  # version 0 boxes
@@ -1010,6 +1013,8 @@ def with_edit(blob: bytes, duration_s: float, media_start_s: float | None = None
     if media_start_s is not None:
         start += round(media_start_s * media_scale)
     out[edit + 12 : edit + 20] = struct.pack(">Ii", round(duration_s * movie_scale), start)
+    if header_too:
+        out[mdhd + 20 : mdhd + 24] = struct.pack(">I", round(duration_s * media_scale) + start)
     return bytes(out)
 
 
@@ -1019,7 +1024,7 @@ def mp4_leaves_media_out(path: Path) -> bool:
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("edit", ["cut-short", "copy-before-the-edit"])
+@pytest.mark.parametrize("edit", ["cut-short", "copy-before-the-edit", "header-states-the-edit"])
 def test_an_mp4_edit_list_hides_no_media(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: str
 ) -> None:
@@ -1029,10 +1034,12 @@ def test_an_mp4_edit_list_hides_no_media(
     priming, is decoded as ffmpeg plays it, as before."""
     monkeypatch.setenv("AUDIODUP_FFMPEG", FFMPEG)
     decoy, copy = music(90, 4.0), music(91, 8.0)
-    tracks = [decoy, copy] if edit == "cut-short" else [copy, decoy]
+    tracks = [copy, decoy] if edit == "copy-before-the-edit" else [decoy, copy]
     honest = encode(tmp_path, "honest.m4a", [np.concatenate(tracks)], "-c:a", "aac")
     edited = tmp_path / "edited.m4a"
-    edited.write_bytes(with_edit(honest.read_bytes(), 2.0, None if edit == "cut-short" else 8.0))
+    start = 8.0 if edit == "copy-before-the-edit" else None
+    header_too = edit == "header-states-the-edit"  # what ffmpeg indexes is the sample table
+    edited.write_bytes(with_edit(honest.read_bytes(), 2.0, start, header_too))
     audio, whole = load_audio(edited), load_audio(honest)
     assert audio.source_duration_s > 12.0 and not audio.truncated
     priming = len(audio.samples) - len(whole.samples)  # decoded whole, the encoder's too
