@@ -66,7 +66,12 @@ def _boxes(read: Read, start: int, end: int, walked: list[int]) -> Iterator[tupl
 
 
 def _child(read: Read, start: int, end: int, kind: bytes, walked: list[int]) -> tuple | None:
-    return next(((s, e) for k, s, e in _boxes(read, start, end, walked) if k == kind), None)
+    """The one box of ``kind`` between ``start`` and ``end``, or None. Two are unwalkable:
+    ffmpeg reads the last of them, this the first (a second edit list, a second timescale)."""
+    found = [(s, e) for k, s, e in _boxes(read, start, end, walked) if k == kind]
+    if len(found) > 1:
+        raise _Unwalkable
+    return found[0] if found else None
 
 
 def _movie_timescale(read: Read, start: int, end: int, walked: list[int]) -> int:

@@ -1053,24 +1053,29 @@ def test_an_mp4_edit_list_hides_no_media(
     assert not plain and hiding
 
 
+def mp4_box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(payload), kind) + payload
+
+
+def edit_list(edits: list[tuple[int, int, int]]) -> bytes:
+    """A version-0 ``elst`` of ``(duration in ms, media time in samples, rate)`` entries."""
+    entries = b"".join(struct.pack(">IiI", *edit) for edit in edits)
+    return mp4_box(b"elst", bytes(4) + struct.pack(">I", len(edits)) + entries)
+
+
 def mp4_of(
-    handler: bytes, edits: list[tuple[int, int, int]] | None, media_s: float = 10.0
+    handler: bytes, edits: list[tuple[int, int, int]] | None, media_s: float = 10.0, extra=b""
 ) -> bytes:
-    """A moov box of one track (``handler``: ``soun``, ``vide``) of ``media_s`` at 44.1 kHz
-    and a version-0 edit list of ``(duration in ms, media time in samples, rate)`` entries."""
-
-    def box(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I4s", 8 + len(payload), kind) + payload
-
-    mvhd = box(b"mvhd", bytes(12) + struct.pack(">II", 1000, 0) + bytes(80))
-    hdlr = box(b"hdlr", bytes(8) + handler + bytes(12))
-    mdhd = box(b"mdhd", bytes(12) + struct.pack(">II", 44100, round(media_s * 44100)) + bytes(4))
-    trak = box(b"mdia", hdlr + mdhd)
+    """A moov box of one track (``handler``: ``soun``, ``vide``) of ``media_s`` at 44.1 kHz,
+    with an edit list of ``edits`` and ``extra`` boxes after it in its ``edts``."""
+    mvhd = mp4_box(b"mvhd", bytes(12) + struct.pack(">II", 1000, 0) + bytes(80))
+    hdlr = mp4_box(b"hdlr", bytes(8) + handler + bytes(12))
+    length = struct.pack(">II", 44100, round(media_s * 44100))
+    trak = mp4_box(b"mdia", hdlr + mp4_box(b"mdhd", bytes(12) + length + bytes(4)))
     if edits is not None:
-        entries = b"".join(struct.pack(">IiI", *edit) for edit in edits)
-        elst = box(b"elst", bytes(4) + struct.pack(">I", len(edits)) + entries)
-        trak += box(b"edts", elst)
-    return box(b"ftyp", b"M4A \x00\x00\x00\x00") + box(b"moov", mvhd + box(b"trak", trak))
+        trak += mp4_box(b"edts", edit_list(edits) + extra)
+    moov = mp4_box(b"moov", mvhd + mp4_box(b"trak", trak))
+    return mp4_box(b"ftyp", b"M4A \x00\x00\x00\x00") + moov
 
 
 ONE = 0x10000  # an edit's rate 1.0
@@ -1100,6 +1105,15 @@ def test_an_mp4_edit_list_is_plain_only_where_it_plays_a_sound_track_whole(
     for cut in (len(data) - 3, len(data) // 2, 12):  # a file cut short: walked, never raised
         short = data[:cut]
         mp4_module.edits_leave_media_out(lambda at, n, b=short: b[at : at + n], len(short))
+
+
+def test_a_second_box_of_a_kind_that_is_read_counts_as_leaving_media_out() -> None:
+    """ffmpeg reads the last of two edit lists (or timescales, handlers), this check the first:
+    a plain edit list, then one that plays 2 s of 10, passed as plain. Two are not walked."""
+    data = mp4_of(b"soun", [(9953, 2112, ONE)], extra=edit_list([(2000, 0, ONE)]))
+    assert mp4_module.edits_leave_media_out(lambda at, n: data[at : at + n], len(data))
+    plain = mp4_of(b"soun", [(9953, 2112, ONE)])
+    assert not mp4_module.edits_leave_media_out(lambda at, n: plain[at : at + n], len(plain))
 
 
 def surround_after_many_channels(tmp_path: Path, container: str, copy: np.ndarray) -> Path:
