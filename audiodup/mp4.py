@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 MAX_SKIP_S = 0.5  # an encoder's priming and padding: AAC's 2,112 samples are 48 ms at 44.1 kHz
 _MAX_BOXES = 100_000  # boxes walked before the file counts as leaving media out
 _MAX_TIME_ENTRIES = 1 << 21  # time-to-sample entries read (16 MiB) before it counts so too
+_MAX_HEADER_BYTES = 64 << 20  # boxes besides the media data read whole to look for a movie box
 
 Read = Callable[[int, int], bytes]  # (offset, count) -> bytes
 
@@ -34,6 +35,8 @@ def edits_leave_media_out(read: Read, size: int) -> bool:
     ``read(offset, count)``) leaves some of its media undecoded (see the module docstring)."""
     try:
         walked = [0]
+        if not _one_movie(read, size, walked):
+            return True
         for kind, start, end in _boxes(read, 0, size, walked):
             if kind == b"moov":
                 scale = _movie_timescale(read, start, end, walked)
@@ -42,6 +45,37 @@ def edits_leave_media_out(read: Read, size: int) -> bool:
                         return True
     except (_Unwalkable, struct.error, IndexError, ZeroDivisionError):
         return True
+    return False
+
+
+def _one_movie(read: Read, size: int, walked: list[int]) -> bool:
+    """Whether the file holds one movie box, at its top level, and no other: ffmpeg also finds
+    one inside other boxes (a ``udta``, ``edts`` or ``dinf`` wrapping it hid its edit list from
+    this check), and uses the first it finds."""
+    top = list(_boxes(read, 0, size, walked))
+    if sum(kind == b"moov" for kind, _, _ in top) != 1:
+        return False
+    read_bytes = 0
+    for kind, start, end in top:
+        if kind == b"mdat":
+            continue
+        read_bytes += end - start
+        if read_bytes > _MAX_HEADER_BYTES:
+            return False
+        if _holds_a_movie_box(read(start, end - start)):
+            return False
+    return True
+
+
+def _holds_a_movie_box(payload: bytes) -> bool:
+    """Whether ``moov`` stands in ``payload`` where a box's type would, after a size that fits
+    (a title of "moovie night" does not)."""
+    at = payload.find(b"moov", 4)
+    while at >= 0:
+        size = struct.unpack(">I", payload[at - 4 : at])[0]
+        if size == 1 or 8 <= size <= len(payload) - (at - 4):
+            return True
+        at = payload.find(b"moov", at + 1)
     return False
 
 
@@ -103,8 +137,8 @@ def _plain_track(read: Read, start: int, end: int, movie_scale: int, walked: lis
     if mdia is None:
         return True
     handler = _child(read, *mdia, b"hdlr", walked)
-    if handler is None or read(handler[0] + 8, 4) != b"soun":
-        return True  # not a sound track
+    if handler is not None and read(handler[0] + 8, 4) == b"vide":
+        return True  # ffmpeg takes a track of another handler for sound by its codec
     edts = _child(read, start, end, b"edts", walked)
     elst = _child(read, *edts, b"elst", walked) if edts is not None else None
     if elst is None:

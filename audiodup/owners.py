@@ -69,14 +69,20 @@ def same_time(first: datetime, first_text: str | None, when: datetime) -> bool:
 def upload_date(upload: UploadInfo) -> datetime | None:
     """``uploaded_at`` as an aware datetime, or None when it is missing, not ISO 8601 or in the
     future (:func:`~audiodup.metadata.upload_date_problem`: stored before that check, or by a
-    clock that ran ahead, it would make its upload the earliest dated one)."""
+    clock that ran ahead, it would make its upload the earliest dated one); no later than the
+    upload was recorded."""
     if not upload.uploaded_at:
         return None
     try:
         when = parse_timestamp(upload.uploaded_at)
     except (ValueError, OverflowError):
         return None
-    return None if is_future(when) else when
+    if is_future(when):
+        return None
+    # uploaded no later than audiodup recorded it: a date after that (a day's slack for clocks
+    # ahead, a local time read as UTC) put a first upload after a later one (a red team)
+    recorded = recorded_time(upload)
+    return min(when, recorded) if recorded is not None else when
 
 
 def dated_uploads(

@@ -217,7 +217,9 @@ def generate(
     if ties:  # identical re-uploads, by the same account or another
         for i, w in enumerate(works):
             if rng.random() < 0.25:
-                later = rng.choice([0, 50])
+                # drawn only for a dated work, as before: the catalogs of the other options
+                # stay those of earlier sessions
+                later = 0 if w.day is None else rng.choice([0, 50])
                 day = None if w.day is None else w.day + later
                 true_day = None if true_days[i] is None else true_days[i] + later
                 who = rng.choice([w.uploader, f"reup{i}"])

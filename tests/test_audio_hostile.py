@@ -1092,6 +1092,7 @@ ONE = 0x10000  # an edit's rate 1.0
         (b"soun", [(4000, 0, ONE), (4000, 0, ONE)], True),  # the start played twice
         (b"soun", [(5000, 0, 2 * ONE)], True),  # played at twice the rate
         (b"vide", [(1000, 0, ONE)], False),  # not a sound track
+        (b"xxxx", [(5000, 2112, ONE)], True),  # ffmpeg takes it for sound by its codec
         (b"soun", [], False),  # no edit that plays media
     ],
 )
@@ -1105,6 +1106,20 @@ def test_an_mp4_edit_list_is_plain_only_where_it_plays_a_sound_track_whole(
     for cut in (len(data) - 3, len(data) // 2, 12):  # a file cut short: walked, never raised
         short = data[:cut]
         mp4_module.edits_leave_media_out(lambda at, n, b=short: b[at : at + n], len(short))
+
+
+@pytest.mark.parametrize("wrapper", [b"udta", b"edts", b"dinf"])
+def test_a_movie_box_inside_another_box_counts_as_leaving_media_out(wrapper: bytes) -> None:
+    """ffmpeg finds a movie box inside other boxes too, and uses the first it finds: wrapped,
+    its edit list (2 s of 10) went unchecked, and the copy after it unscreened (a red team).
+    A title that only reads "moovie" is no movie box."""
+    data = mp4_of(b"soun", [(2000, 2112, ONE)])
+    ftyp_size = struct.unpack(">I", data[:4])[0]
+    wrapped = data[:ftyp_size] + mp4_box(wrapper, data[ftyp_size:])
+    assert mp4_module.edits_leave_media_out(lambda at, n: wrapped[at : at + n], len(wrapped))
+    plain = mp4_of(b"soun", [(9953, 2112, ONE)])
+    titled = plain + mp4_box(b"udta", mp4_box(b"\xa9nam", bytes(8) + b"moovie night"))
+    assert not mp4_module.edits_leave_media_out(lambda at, n: titled[at : at + n], len(titled))
 
 
 def test_a_second_box_of_a_kind_that_is_read_counts_as_leaving_media_out() -> None:

@@ -72,6 +72,26 @@ def test_uploads_of_two_accounts_at_one_instant_are_named_as_tied() -> None:
     assert "tied" not in why  # one account's own audio twice
 
 
+def test_a_date_after_the_upload_was_recorded_counts_as_its_recording() -> None:
+    """An upload is uploaded no later than it is recorded: alice's, recorded first but dated 20
+    hours ahead (within the day's slack for clocks ahead), lost her work to bob's identical
+    upload recorded two seconds later and dated at its arrival (a red team)."""
+    alice = upload(
+        1,
+        uploaded_at="2026-03-02T09:00:00Z",
+        recorded_at="2026-03-01T13:00:00+00:00",
+        uploader="alice",
+    )
+    bob = upload(
+        2,
+        uploaded_at="2026-03-01T13:00:02Z",
+        recorded_at="2026-03-01T13:00:02+00:00",
+        uploader="bob",
+    )
+    chosen, _ = owner([alice, bob])
+    assert chosen.uploader == "alice"
+
+
 def test_uploads_of_two_accounts_on_one_day_one_dated_by_the_day_are_tied() -> None:
     """A day (2024-03-01) is read as its first instant, but an upload at 08:00 that day is not
     after it: tied, not the later one."""
@@ -103,7 +123,12 @@ def test_a_date_after_an_undated_upload_was_recorded_does_not_take_its_work() ->
     took a work from the catalog of the README's first command so). A date before the
     undated upload was recorded still wins, as the dates of history backfilled do."""
     catalog = upload(1, recorded_at="2026-03-01T00:00:00+00:00", uploader="label")
-    thief = upload(2, uploaded_at="2026-03-02T00:00:00Z", uploader="thief")
+    thief = upload(
+        2,
+        uploaded_at="2026-03-02T00:00:00Z",
+        recorded_at="2026-03-02T00:00:01+00:00",
+        uploader="thief",
+    )
     chosen, why = owner([catalog, thief])
     assert chosen.upload_id == 1 and chosen.uploader == "label"
     assert "recorded before the earliest dated one (2026-03-02T00:00:00Z)" in why
@@ -112,7 +137,7 @@ def test_a_date_after_an_undated_upload_was_recorded_does_not_take_its_work() ->
     assert chosen.upload_id == 3 and "earliest dated upload (2019-05-01)" in why
     # references: the same rule within them; a reference still comes before any upload
     ref = upload(4, "reference", recorded_at="2026-02-01T00:00:00+00:00")
-    late_ref = upload(5, "reference", uploaded_at="2026-02-05")
+    late_ref = upload(5, "reference", "2026-02-05", recorded_at="2026-02-05T00:00:01+00:00")
     chosen, why = owner([thief, late_ref, ref])
     assert chosen.upload_id == 4 and "first recorded reference" in why
 
