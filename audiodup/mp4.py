@@ -35,36 +35,36 @@ def edits_leave_media_out(read: Read, size: int) -> bool:
     ``read(offset, count)``) leaves some of its media undecoded (see the module docstring)."""
     try:
         walked = [0]
-        if not _one_movie(read, size, walked):
+        movie = _the_movie(read, size, walked)
+        if movie is None:
             return True
-        for kind, start, end in _boxes(read, 0, size, walked):
-            if kind == b"moov":
-                scale = _movie_timescale(read, start, end, walked)
-                for trak, t_start, t_end in _boxes(read, start, end, walked):
-                    if trak == b"trak" and not _plain_track(read, t_start, t_end, scale, walked):
-                        return True
+        scale = _movie_timescale(read, *movie, walked)
+        for trak, start, end in _boxes(read, *movie, walked):
+            if trak == b"trak" and not _plain_track(read, start, end, scale, walked):
+                return True
     except (_Unwalkable, struct.error, IndexError, ZeroDivisionError):
         return True
     return False
 
 
-def _one_movie(read: Read, size: int, walked: list[int]) -> bool:
-    """Whether the file holds one movie box, at its top level, and no other: ffmpeg also finds
-    one inside other boxes (a ``udta``, ``edts`` or ``dinf`` wrapping it hid its edit list from
-    this check), and uses the first it finds."""
+def _the_movie(read: Read, size: int, walked: list[int]) -> tuple[int, int] | None:
+    """The payload of the file's one movie box, or None unless it is once at the top level and
+    nowhere else: ffmpeg also finds one inside other boxes (a ``udta``, ``edts`` or ``dinf``
+    wrapping it hid its edit list from this check), and uses the first it finds."""
     top = list(_boxes(read, 0, size, walked))
-    if sum(kind == b"moov" for kind, _, _ in top) != 1:
-        return False
+    movies = [(start, end) for kind, start, end in top if kind == b"moov"]
+    if len(movies) != 1:
+        return None
     read_bytes = 0
     for kind, start, end in top:
         if kind == b"mdat":
             continue
         read_bytes += end - start
         if read_bytes > _MAX_HEADER_BYTES:
-            return False
+            return None
         if _holds_a_movie_box(read(start, end - start)):
-            return False
-    return True
+            return None
+    return movies[0]
 
 
 def _holds_a_movie_box(payload: bytes) -> bool:

@@ -202,23 +202,9 @@ def test_a_stalled_body_answers_408_and_a_request_queued_too_long_504(
     from the queue; the job finishes, and the worker serves again."""
     server, key = _server(pristine_catalog_dir, tmp_path, "request_timeout_s = 1.0\n")
     try:
-        address = urlsplit(server.url)
         body = _wav(9106, 10.0)
-        with socket.create_connection((address.hostname, address.port), timeout=120) as sock:
-            head = (
-                "POST /v1/screen HTTP/1.1\r\n"
-                f"Host: {address.netloc}\r\n"
-                f"Authorization: Bearer {key}\r\n"
-                "Content-Type: audio/wav\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body[: len(body) // 2])  # then nothing more
-            answer = b""
-            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                answer += chunk
+        head = f"Authorization: Bearer {key}\r\nContent-Type: audio/wav\r\n"
+        answer = _stalled(server, "/v1/screen", head, body[: len(body) // 2], len(body))
         assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
         assert b'"code":"request_timeout"' in answer.replace(b" ", b"")
         assert not list((server.db / "received" / ".incoming").glob("*.part"))
