@@ -26,7 +26,9 @@ it with a slow wow, or shifts the pitch by a fifth (soundstretch, +-7 semitones)
 limiting, a simulated room, a silenced part, a repeated part, a circular shift, a mirrored half,
 gain ramps). The ``grains`` set changes the tempo with two time-domain tools of other families:
 Praat's PSOLA (``praat-parselmouth``), made for speech, and pydub's speed-up, which drops
-chunks and crossfades the rest.
+chunks and crossfades the rest. The ``reverb`` set makes "slowed + reverb" copies: a resampling
+slow-down (or speed-up) and pedalboard's reverb, from the benchmark's own room up to rooms of
+0.95 with more wet signal than dry.
 
     pip install '.[bench]' && apt-get install soundstretch ffmpeg
     python -m benchmarks.other_tools run --catalog CATALOG --out DIR [--set all] [--tracks 25]
@@ -226,6 +228,20 @@ GRAINS = (
     *_stretches("praat psola tempo", "praat", "", 1.25, 0.80, 1.60),
     *_stretches("pydub speedup", "pydub", "", 1.25, 1.50, 2.0),
 )
+# "slowed + reverb": a resampling speed change (tempo and pitch move together), then pedalboard's
+# reverb (method: "room:wet:dry"), from the benchmark's own room (0.7, 45 % wet, 60 % dry) to
+# larger rooms with more of the wet signal than the dry
+REVERB = (
+    Copy("slowed 0.85 + reverb 0.70, the benchmark's", "reverb", "0.70:0.45:0.60", 0.85),
+    Copy("slowed 0.85 + reverb 0.80", "reverb", "0.80:0.60:0.50", 0.85),
+    Copy("slowed 0.85 + reverb 0.90", "reverb", "0.90:0.60:0.50", 0.85),
+    Copy("slowed 0.85 + reverb 0.95", "reverb", "0.95:0.60:0.50", 0.85),
+    Copy("slowed 0.85 + reverb 0.95 at the benchmark's levels", "reverb", "0.95:0.45:0.60", 0.85),
+    Copy("slowed 0.75 + reverb 0.80", "reverb", "0.80:0.60:0.50", 0.75),
+    Copy("sped up 1.25 + reverb 0.80", "reverb", "0.80:0.60:0.50", 1.25),
+    Copy("reverb 0.90, 80 % wet, 30 % dry", "reverb", "0.90:0.80:0.30"),
+)
+REVERB = tuple(dataclasses.replace(c, semitones=_speed_semitones(c.tempo)) for c in REVERB)
 SETS = {
     "moderate": MODERATE,
     "hard": HARD,
@@ -235,7 +251,8 @@ SETS = {
     "edits": EDITS,
     "augment": AUGMENT,
     "grains": GRAINS,
-    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS + AUGMENT + GRAINS,
+    "reverb": REVERB,
+    "all": MODERATE + HARD + EFFECTS + STEREO + EDITS + AUGMENT + GRAINS + REVERB,
 }
 # an encode after the tool: the file's suffix, ffmpeg's encoder and its options
 ENCODES = {
@@ -249,7 +266,12 @@ ENCODES = {
 
 # -- the tools -----------------------------------------------------------------------------------
 # the Python package a tool is, when its name is not the tool's
-_PACKAGES = {"signalsmith": "python_stretch", "bungee": "bungee_python", "praat": "parselmouth"}
+_PACKAGES = {
+    "signalsmith": "python_stretch",
+    "bungee": "bungee_python",
+    "praat": "parselmouth",
+    "reverb": "pedalboard",
+}
 
 
 def tool_available(tool: str) -> bool:
@@ -329,6 +351,19 @@ def _pedalboard(y: np.ndarray, copy: Copy) -> np.ndarray:
 
     board = pb.Pedalboard([_boards()[copy.method]])
     return board(y.astype(np.float32), SR).astype(np.float64).reshape(-1)
+
+
+def _reverb(y: np.ndarray, copy: Copy) -> np.ndarray:
+    """A resampling speed change by ``copy.tempo`` (none at 1), then pedalboard's reverb at
+    the room size, wet and dry levels of ``copy.method`` (the length stays: the tail past the
+    end is cut)."""
+    import pedalboard as pb
+
+    room, wet, dry = (float(v) for v in copy.method.split(":"))
+    if copy.tempo != 1.0:
+        y = soxr.resample(y, SR, SR / copy.tempo, quality="VHQ")
+    room_reverb = pb.Reverb(room_size=room, damping=0.4, wet_level=wet, dry_level=dry)
+    return pb.Pedalboard([room_reverb])(y.astype(np.float32), SR).astype(np.float64).reshape(-1)
 
 
 def _stereo(y: np.ndarray, copy: Copy) -> np.ndarray:
@@ -492,6 +527,7 @@ _RENDER = {
     "bungee": _bungee,
     "praat": _praat,
     "pydub": _pydub,
+    "reverb": _reverb,
 }
 
 

@@ -23,6 +23,7 @@ from benchmarks.other_tools import (
     GRAINS,
     HARD,
     MODERATE,
+    REVERB,
     SETS,
     SR,
     STEREO,
@@ -141,6 +142,23 @@ def test_each_edit_keeps_the_pitch_and_changes_the_length_as_made(copy: Copy) ->
         assert np.array_equal(np.sort(shuffled), ramp) and not np.array_equal(shuffled, ramp)
 
 
+@pytest.mark.parametrize("copy", REVERB, ids=lambda c: c.name)
+def test_each_reverb_copy_moves_tempo_and_pitch_by_its_speed_and_rings_on(copy: Copy) -> None:
+    """A 440 Hz tone of 2 s, then 2 s of silence: the copy lasts the whole over its speed, its
+    tone is at the pitch the speed gives, and the silence after the tone holds its tail."""
+    if need := missing_tool(copy):
+        pytest.skip(f"needs {need}")
+    tone = np.zeros(4 * SR)
+    tone[: 2 * SR] = 0.3 * np.sin(2 * np.pi * 440.0 * np.arange(2 * SR) / SR)
+    out = render(tone, copy)
+    assert abs(out.size / tone.size * copy.tempo - 1) < 0.01, out.size / tone.size
+    assert abs(copy.semitones - 12 * math.log2(copy.tempo)) < 1e-9
+    sounding = out[: int(2 * SR / copy.tempo)]
+    assert abs(_tone_shift(sounding, SR, 440.0) - copy.semitones) < 0.25
+    tail = out[int(2.2 * SR / copy.tempo) : int(2.7 * SR / copy.tempo)]
+    assert np.sqrt(np.mean(tail**2)) > 1e-3  # the room rings on where the tone stopped
+
+
 # what each audiomentations copy of 8 s of a tone lasts: a room adds its reverberation tail, a
 # repeated part its three repeats of 1.2 s; every other effect keeps the length
 _AUGMENTED_S = {"room rt60 0.8 s": (8.5, 9.5), "part repeated 3 times": (11.6, 11.6)}
@@ -175,6 +193,7 @@ def test_the_sets_hold_every_copy_once() -> None:
         + SETS["edits"]
         + SETS["augment"]
         + SETS["grains"]
+        + SETS["reverb"]
     )
     assert SETS["tsm"] == MODERATE + HARD
     names = [c.name for c in SETS["all"]]
