@@ -750,14 +750,16 @@ def chroma_candidates(
 
 
 def ranked_chroma_works(
-    search: ChromaSearch | None, settings: Settings
+    search: ChromaSearch | None, settings: Settings, n_works: int | None = None
 ) -> list[tuple[int, float, float]]:
-    """:func:`chroma_candidates` of a search already made (none without one)."""
+    """:func:`chroma_candidates` of a search already made (none without one), the first
+    ``n_works`` (default ``settings.chroma_candidates``)."""
     if search is None:
         return []
     own = slice(None) if search.own is None else search.own
     sims, scales = search.similarities[own], search.scales[own]
-    return best_chroma_works(search.work_ids[own], sims, scales, settings.chroma_candidates)
+    n_works = settings.chroma_candidates if n_works is None else n_works
+    return best_chroma_works(search.work_ids[own], sims, scales, n_works)
 
 
 def chroma_voted_works(search: ChromaSearch | None, n_works: int) -> list[int]:

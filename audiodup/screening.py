@@ -704,6 +704,20 @@ def chroma_candidate_scales(
     return [(work_id, scale) for work_id, _, scale in ranked_chroma_works(search, settings)]
 
 
+def extra_chroma_candidates(
+    search: ChromaSearch | None, settings: Settings, query: Fingerprint
+) -> list[tuple[int, float]]:
+    """``(work_id, time_scale)`` of the chroma candidates ranked after
+    :func:`chroma_candidate_scales`' up to ``chroma_short_candidates``, for a ``query``
+    shorter than ``chroma_short_max_s`` (none for a longer one). The look as it is sweeps them
+    too, and the best of those sweeps lead peak checks of their own (:func:`swept_leads`);
+    the first candidates' findings and leads stay as they were."""
+    if query.duration_s >= settings.chroma_short_max_s:
+        return []
+    ranked = ranked_chroma_works(search, settings, settings.chroma_short_candidates)
+    return [(work_id, scale) for work_id, _, scale in ranked[settings.chroma_candidates :]]
+
+
 def aligned_chroma(
     query: Fingerprint,
     candidates: Iterable[tuple[int, float]],
@@ -1001,6 +1015,8 @@ def gather_evidence(
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
         leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
+        extra = extra_chroma_candidates(search, settings, query)
+        leads += swept_leads(swept_chroma(query, extra, settings, reference), chroma, settings)
     led = voted_lead_works(votes, candidates, settings)
     leads += voted_leads(aligned_chroma(query, led, settings, reference), settings)
     hashed = {w: f.evidence for w, f in hashes.items()}

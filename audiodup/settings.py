@@ -137,6 +137,13 @@ class Settings:
     tempo_ratio_max: float = 2.0
     chroma_scale_step: float = 1.07
     chroma_candidates: int = 8
+    # an upload shorter than chroma_short_max_s also sweeps the candidates ranked after those,
+    # up to chroma_short_candidates, and the best sweeps lead peak checks of their own
+    # (screening.extra_chroma_candidates): a short upload's few segments rank its work less
+    # surely (held-out 2x copies of 60-s cuts: 11th-15th), and its alignments cost little.
+    # Measured: benchmarks/OTHER_TOOLS.md, session 59
+    chroma_short_max_s: float = 150.0
+    chroma_short_candidates: int = 16
 
     # FAISS: how segment vectors are indexed, not what they are (shards of another factory still
     # hold the same vectors and are searched alike)

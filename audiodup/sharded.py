@@ -74,6 +74,7 @@ from .screening import (
     checked_guesses,
     chroma_candidate_scales,
     decisive,
+    extra_chroma_candidates,
     hits_in_competition,
     look_again,
     look_votes,
@@ -517,12 +518,14 @@ class ShardedScreening:
             )
             leads = []
             if sweep_all_tempos and settings.chroma_sweep_all_tempos:
+                extra = extra_chroma_candidates(search, settings, query)
                 swept = self._per_work(
-                    specs, group_swept_chroma, query_future, candidates, "swept alignments"
+                    specs, group_swept_chroma, query_future, candidates + extra, "swept alignments"
                 )
                 swept_by_work = {ev.work_id: ev for part in swept for ev in part}
-                in_order = [swept_by_work[w] for w, _ in candidates if w in swept_by_work]
-                leads = swept_leads(in_order, chroma, settings)
+                for these in (candidates, extra):  # as screening.gather_evidence takes them
+                    in_order = [swept_by_work[w] for w, _ in these if w in swept_by_work]
+                    leads += swept_leads(in_order, chroma, settings)
             leads += voted_leads([by_work[w] for w, _ in voted if w in by_work], settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
             cells = cell_leads(found.candidates, settings)

@@ -1659,3 +1659,60 @@ def test_a_copy_not_voted_among_works_of_its_harmony_is_still_found(
     assert matches[0].tempo_ratio == pytest.approx(1.15, rel=0.02)
     flagged = {m.work_id for m in matches if m.false_match_probability <= s.duplicate_max_fmp}
     assert not flagged & set(large.distractors)
+
+
+def test_a_short_upload_sweeps_the_chroma_candidates_ranked_after_the_first() -> None:
+    """Twenty works, each hit once at its own similarity: the chroma candidates are the
+    ``chroma_candidates`` most similar for any upload; one shorter than ``chroma_short_max_s``
+    also has those ranked after them, up to ``chroma_short_candidates``, a longer one none. In
+    order of similarity, at each hit's scale."""
+    from audiodup.fingerprint import Fingerprint
+    from audiodup.peaks import PEAK_DTYPE
+
+    s = DEFAULT_SETTINGS
+    assert s.chroma_short_candidates > s.chroma_candidates
+    n = s.chroma_short_candidates + 4
+    work_ids = np.arange(100, 100 + n, dtype=np.int64)
+    similarity = np.linspace(0.95, 0.55, n).astype(np.float32)
+    scales = np.linspace(0.5, 2.0, n)
+    order = np.random.default_rng(3).permutation(n)  # search order is not rank order
+    search = match.ChromaSearch(
+        rows=np.arange(n, dtype=np.int64),
+        work_ids=work_ids[order],
+        similarities=similarity[order],
+        scales=scales[order],
+    )
+
+    def upload(duration_s: float) -> Fingerprint:
+        empty = np.zeros(0, dtype=PEAK_DTYPE)
+        return Fingerprint(empty, np.zeros((0, 12), np.float32), 0.0, duration_s, s.recipe)
+
+    expected = list(zip(work_ids.tolist(), scales.tolist(), strict=True))
+    first, short = s.chroma_candidates, s.chroma_short_candidates
+    assert screening.chroma_candidate_scales(search, s) == expected[:first]
+    extra = screening.extra_chroma_candidates(search, s, upload(s.chroma_short_max_s - 1))
+    assert extra == expected[first:short]
+    assert screening.extra_chroma_candidates(search, s, upload(s.chroma_short_max_s)) == []
+
+
+@pytest.mark.parametrize("upload", ["unrelated_a", "excerpt_12s", "medley", "cover"])
+def test_chance_stays_below_duplicate_with_a_short_upload_s_extra_chroma_candidates(
+    large_catalog_chroma: LargeCatalog, upload: str
+) -> None:
+    """Unrelated music, a 12-s excerpt of it, a medley and a re-arrangement of work_03 (its
+    chords on its beats), all shorter than ``chroma_short_max_s``, against 606 works with
+    chroma: the look as it is also sweeps the chroma candidates ranked after the first, the
+    best of them leading peak checks of their own, and no look makes a duplicate."""
+    large = large_catalog_chroma
+    s = large.catalog.settings
+    if upload == "cover":
+        work = load_audio(CATALOG_DIR / "work_03.ogg", s).samples
+        audio = audio_of(chord_cover(work, s.sample_rate_hz), large.catalog)
+    else:
+        audio = chance_upload(upload, large.catalog, s)
+    assert audio.duration_s < s.chroma_short_max_s
+    query = fingerprint_audio(audio, s, query=True)
+    search = match.search_chroma_segments(query, large.indexes, s)
+    assert screening.extra_chroma_candidates(search, s, query)
+    looks, matches = screen_large(large, audio, s)
+    assert decide(matches, s) != "duplicate"
