@@ -799,6 +799,24 @@ def swept_leads(
     return [ev for ev in similar if not known(ev)][:3]
 
 
+def first_and_extra_leads(
+    swept: Iterable[ChromaEvidence],
+    candidates: list[tuple[int, float]],
+    extra: list[tuple[int, float]],
+    chroma: Iterable[ChromaFinding],
+    settings: Settings,
+) -> list[ChromaEvidence]:
+    """:func:`swept_leads` of the chroma ``candidates``' sweeps, then of the ``extra``
+    candidates' (:func:`extra_chroma_candidates`) on their own, so that a further work never
+    takes a lead's place from one of the first."""
+    by_work = {ev.work_id: ev for ev in swept}
+    chroma = list(chroma)
+    leads: list[ChromaEvidence] = []
+    for these in (candidates, extra):
+        leads += swept_leads([by_work[w] for w, _ in these if w in by_work], chroma, settings)
+    return leads
+
+
 def look_votes(
     search: ChromaSearch | None, found: Candidates, settings: Settings
 ) -> list[tuple[int, float]]:
@@ -1014,9 +1032,10 @@ def gather_evidence(
     chroma = score_chroma(aligned_chroma(query, candidates, settings, reference), n_works, settings)
     leads: list[ChromaEvidence] = []
     if sweep_all_tempos and settings.chroma_sweep_all_tempos:
-        leads = swept_leads(swept_chroma(query, candidates, settings, reference), chroma, settings)
         extra = extra_chroma_candidates(search, settings, query)
-        leads += swept_leads(swept_chroma(query, extra, settings, reference), chroma, settings)
+        # one sweep of both: the query's spectra are computed once
+        swept = swept_chroma(query, candidates + extra, settings, reference)
+        leads = first_and_extra_leads(swept, candidates, extra, chroma, settings)
     led = voted_lead_works(votes, candidates, settings)
     leads += voted_leads(aligned_chroma(query, led, settings, reference), settings)
     hashed = {w: f.evidence for w, f in hashes.items()}

@@ -75,6 +75,7 @@ from .screening import (
     chroma_candidate_scales,
     decisive,
     extra_chroma_candidates,
+    first_and_extra_leads,
     hits_in_competition,
     look_again,
     look_votes,
@@ -87,7 +88,6 @@ from .screening import (
     score_lines,
     stored_hashes,
     swept_chroma,
-    swept_leads,
     verified_candidates,
     verified_lines,
     vote_density,
@@ -522,10 +522,8 @@ class ShardedScreening:
                 swept = self._per_work(
                     specs, group_swept_chroma, query_future, candidates + extra, "swept alignments"
                 )
-                swept_by_work = {ev.work_id: ev for part in swept for ev in part}
-                for these in (candidates, extra):  # as screening.gather_evidence takes them
-                    in_order = [swept_by_work[w] for w, _ in these if w in swept_by_work]
-                    leads += swept_leads(in_order, chroma, settings)
+                every = [ev for part in swept for ev in part]
+                leads = first_and_extra_leads(every, candidates, extra, chroma, settings)
             leads += voted_leads([by_work[w] for w, _ in voted if w in by_work], settings)
             hashed = {w: f.evidence for w, f in hashes.items()}
             cells = cell_leads(found.candidates, settings)
